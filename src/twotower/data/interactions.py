@@ -1,0 +1,157 @@
+"""Interactions: who interacted with what (optionally with a rating and a time).
+
+Holds contiguous indices plus the vocabularies that map them to external ids, and
+optional per-item / per-user metadata tables aligned with those indices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from twotower.data.vocabulary import Vocabulary
+from twotower.errors import DataError
+
+
+@dataclass(frozen=True, eq=False)
+class Interactions:
+    """A log of (user, item[, rating, timestamp]) rows over fixed vocabularies.
+
+    Attributes:
+        users: ``[n]`` int64 user indices into ``user_vocab``.
+        items: ``[n]`` int64 item indices into ``item_vocab``.
+        ratings: ``[n]`` float32 or None.
+        timestamps: ``[n]`` int64 (seconds) or None.
+        user_vocab, item_vocab: the id vocabularies.
+        item_info: optional DataFrame with one row per item index (columns such as
+            ``title``, ``genres``); row ``i`` describes item index ``i``.
+        user_info: optional DataFrame with one row per user index.
+
+    Example:
+        >>> x = Interactions.from_ids(["a", "b", "a"], [10, 20, 20])
+        >>> x.n_users, x.n_items, len(x)
+        (2, 2, 3)
+    """
+
+    users: np.ndarray
+    items: np.ndarray
+    user_vocab: Vocabulary
+    item_vocab: Vocabulary
+    ratings: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    item_info: pd.DataFrame | None = field(default=None, repr=False)
+    user_info: pd.DataFrame | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        n = len(self.users)
+        for name in ("items", "ratings", "timestamps"):
+            v = getattr(self, name)
+            if v is not None and len(v) != n:
+                raise DataError(f"Interactions: {name} has {len(v)} rows, users has {n}")
+        if n:
+            if self.users.min() < 0 or self.users.max() >= len(self.user_vocab):
+                raise DataError("Interactions: user index out of vocabulary range")
+            if self.items.min() < 0 or self.items.max() >= len(self.item_vocab):
+                raise DataError("Interactions: item index out of vocabulary range")
+
+    @classmethod
+    def from_ids(cls, user_ids: Any, item_ids: Any, ratings: Any = None, timestamps: Any = None,
+                 *, user_vocab: Vocabulary | None = None, item_vocab: Vocabulary | None = None,
+                 item_info: pd.DataFrame | None = None,
+                 user_info: pd.DataFrame | None = None) -> Interactions:
+        """Build from external ids; vocabularies are derived (sorted) unless given.
+
+        ``item_info``/``user_info``, when given, are indexed by external id; they are
+        re-ordered to the vocabulary (missing ids get empty rows).
+        """
+        u = np.asarray(user_ids)
+        i = np.asarray(item_ids)
+        if len(u) != len(i):
+            raise DataError(f"user ids ({len(u)}) and item ids ({len(i)}) differ in length")
+        user_vocab = user_vocab or Vocabulary.from_values(u, name="user")
+        item_vocab = item_vocab or Vocabulary.from_values(i, name="item")
+        r = None if ratings is None else np.asarray(ratings, dtype=np.float32)
+        t = None if timestamps is None else np.asarray(timestamps, dtype=np.int64)
+        return cls(
+            users=_index(user_vocab, u), items=_index(item_vocab, i),
+            user_vocab=user_vocab, item_vocab=item_vocab, ratings=r, timestamps=t,
+            item_info=_align(item_info, item_vocab), user_info=_align(user_info, user_vocab),
+        )
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_vocab)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_vocab)
+
+    def take(self, rows: np.ndarray) -> Interactions:
+        """The rows selected by an index array or boolean mask; vocabularies unchanged."""
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[rows]
+        return Interactions(
+            users=self.users[rows], items=self.items[rows], user_vocab=self.user_vocab,
+            item_vocab=self.item_vocab, ratings=pick(self.ratings),
+            timestamps=pick(self.timestamps), item_info=self.item_info, user_info=self.user_info,
+        )
+
+    def to_csr(self, values: str = "binary") -> sp.csr_matrix:
+        """``[n_users, n_items]`` CSR matrix: 1.0 per (user, item) pair, or ``"rating"``."""
+        if values == "rating" and self.ratings is not None:
+            data = self.ratings.astype(np.float32)
+        else:
+            data = np.ones(len(self), dtype=np.float32)
+        m = sp.csr_matrix((data, (self.users, self.items)), shape=(self.n_users, self.n_items))
+        m.sum_duplicates()
+        if values == "binary":
+            m.data[:] = 1.0
+        return m
+
+    def items_by_user(self) -> list[np.ndarray]:
+        """For each user index, the sorted distinct item indices they interacted with."""
+        m = self.to_csr()
+        return [m.indices[m.indptr[u]:m.indptr[u + 1]].astype(np.int64)
+                for u in range(self.n_users)]
+
+    def item_popularity(self) -> np.ndarray:
+        """``[n_items]`` int64 interaction counts."""
+        return np.bincount(self.items, minlength=self.n_items).astype(np.int64)
+
+    def titles(self) -> np.ndarray:
+        """``[n_items]`` display names: the ``title`` column, else the external id."""
+        if self.item_info is not None and "title" in self.item_info:
+            t = self.item_info["title"].astype(object).to_numpy()
+            ids = self.item_vocab.ids.astype(str)
+            return np.where(pd.isna(t) | (t == ""), ids, t).astype(object)
+        return self.item_vocab.ids.astype(str).astype(object)
+
+
+def _index(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
+    if vocab.is_int and ids.dtype.kind in "iu":
+        # fast path: vectorised lookup through a sorted array
+        order = np.argsort(vocab.ids)
+        pos = np.searchsorted(vocab.ids, ids, sorter=order)
+        pos = np.clip(pos, 0, len(order) - 1)
+        idx = order[pos]
+        bad = vocab.ids[idx] != ids
+        if bad.any():
+            vocab.index_of(ids[np.argmax(bad)])  # raises UnknownIdError naming it
+        return idx.astype(np.int64)
+    return vocab.lookup(ids.tolist())
+
+
+def _align(info: pd.DataFrame | None, vocab: Vocabulary) -> pd.DataFrame | None:
+    if info is None:
+        return None
+    aligned = info.reindex(pd.Index(vocab.ids.tolist()))
+    aligned.index = pd.RangeIndex(len(vocab))
+    aligned.insert(0, "id", vocab.ids)
+    return aligned

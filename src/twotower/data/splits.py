@@ -1,0 +1,94 @@
+"""Train/test splits: seeded random, per-user temporal, and held-out users.
+
+All are deterministic for a given seed (temporal needs none).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from twotower.config import check_range
+from twotower.data.interactions import Interactions
+from twotower.errors import DataError
+
+SPLITS = ("random", "temporal", "none")
+
+
+@dataclass(frozen=True)
+class Split:
+    """A train part and a test part over the same vocabularies.
+
+    ``history`` is set only for held-out-user splits: the held-out users' visible items
+    (the query side at evaluation), never seen in training.
+    """
+
+    train: Interactions
+    test: Interactions
+    history: Interactions | None = None
+
+
+def _check_fraction(fraction: float) -> None:
+    check_range("split", "test_fraction", fraction, 0.0, 1.0)
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"test_fraction must be strictly between 0 and 1, got {fraction}")
+
+
+def random_split(x: Interactions, test_fraction: float = 0.2, seed: int = 42) -> Split:
+    """The tutorial's split: shuffle all rows with ``seed``; the last ``test_fraction`` is test."""
+    _check_fraction(test_fraction)
+    perm = np.random.default_rng(seed).permutation(len(x))
+    n_train = int(round(len(x) * (1.0 - test_fraction)))
+    return Split(x.take(np.sort(perm[:n_train])), x.take(np.sort(perm[n_train:])))
+
+
+def temporal_split(x: Interactions, test_fraction: float = 0.2) -> Split:
+    """Per user, the latest ``test_fraction`` of their rows (by timestamp) is test.
+
+    Each user with at least 2 rows keeps at least one in train and puts
+    ``floor(test_fraction * n)`` (at least 1) in test. Ties in time keep file order.
+    """
+    _check_fraction(test_fraction)
+    if x.timestamps is None:
+        raise DataError("temporal split needs timestamps; give --time-col or use --split random")
+    order = np.lexsort((np.arange(len(x)), x.timestamps, x.users))
+    users_sorted = x.users[order]
+    counts = np.bincount(x.users, minlength=x.n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(x)) - starts[users_sorted]  # position within the user's timeline
+    n = counts[users_sorted]
+    n_test = np.where(n >= 2, np.maximum(1, np.floor(test_fraction * n).astype(np.int64)), 0)
+    is_test = rank >= n - n_test
+    test_rows = np.sort(order[is_test])
+    train_rows = np.sort(order[~is_test])
+    return Split(x.take(train_rows), x.take(test_rows))
+
+
+def held_out_users_split(x: Interactions, user_fraction: float = 0.1, seed: int = 42,
+                         history_fraction: float = 0.8) -> Split:
+    """A share of users is absent from training; their first ``history_fraction`` of items
+    (by time when timestamps exist, else in random order) is the history, the rest the test."""
+    _check_fraction(user_fraction)
+    rng = np.random.default_rng(seed)
+    held = rng.random(x.n_users) < user_fraction
+    is_held = held[x.users]
+    train = x.take(np.flatnonzero(~is_held))
+    rest = x.take(np.flatnonzero(is_held))
+    if x.timestamps is not None:
+        inner = temporal_split(rest, 1.0 - history_fraction)
+    else:
+        inner = random_split(rest, 1.0 - history_fraction, seed)
+    # per-user random split for the untimed case keeps every user's share approximately
+    return Split(train=train, test=inner.test, history=inner.train)
+
+
+def make_split(x: Interactions, kind: str, test_fraction: float = 0.2, seed: int = 42) -> Split:
+    """Dispatch by name: ``random``, ``temporal`` or ``none`` (empty test part)."""
+    if kind == "random":
+        return random_split(x, test_fraction, seed)
+    if kind == "temporal":
+        return temporal_split(x, test_fraction)
+    if kind == "none":
+        return Split(x, x.take(np.zeros(0, dtype=np.int64)))
+    raise DataError(f"split must be one of {list(SPLITS)}, got {kind!r}")

@@ -1,0 +1,145 @@
+"""Id vocabularies: external ids (strings or ints) <-> contiguous indices 0..n-1.
+
+Ids are mapped once, at the boundary; everything inside twotower works on indices.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twotower.errors import ArtifactError, DataError, UnknownIdError
+
+
+class Vocabulary:
+    """An ordered set of external ids; index ``i`` is the i-th id.
+
+    Args:
+        ids: unique external ids, all ``int`` or all ``str``.
+        name: what the ids are ("user", "item"), used in error messages.
+
+    Example:
+        >>> v = Vocabulary(["u7", "u3"], name="user")
+        >>> v.lookup(["u3"]).tolist()
+        [1]
+        >>> v.ids_of([0]).tolist()
+        ['u7']
+    """
+
+    def __init__(self, ids: Sequence[Any] | np.ndarray, name: str = "id") -> None:
+        arr = np.asarray(ids)
+        if arr.ndim != 1:
+            raise DataError(f"{name} vocabulary: ids must be 1-D, got shape {arr.shape}")
+        if arr.dtype.kind in "iu":
+            arr = arr.astype(np.int64)
+        elif arr.dtype.kind in "UO":
+            arr = arr.astype(object)
+            if not all(isinstance(x, str) for x in arr):
+                raise DataError(f"{name} vocabulary: ids must be all int or all str")
+        else:
+            raise DataError(
+                f"{name} vocabulary: ids must be integers or strings, got dtype {arr.dtype}"
+            )
+        self.name = name
+        self._ids = arr
+        self._index = {k: i for i, k in enumerate(arr.tolist())}
+        if len(self._index) != len(arr):
+            raise DataError(f"{name} vocabulary: ids are not unique")
+
+    @classmethod
+    def from_values(cls, values: Iterable[Any] | np.ndarray, name: str = "id") -> Vocabulary:
+        """Vocabulary of the distinct values, in sorted order (deterministic)."""
+        return cls(np.unique(np.asarray(values)), name=name)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, key: Any) -> bool:
+        return self._coerce(key) in self._index
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Vocabulary) and self.is_int == other.is_int
+                and len(self) == len(other) and bool(np.all(self._ids == other._ids)))
+
+    @property
+    def ids(self) -> np.ndarray:
+        """External ids, ``[n]`` int64 or object (str)."""
+        return self._ids
+
+    @property
+    def is_int(self) -> bool:
+        return self._ids.dtype == np.int64
+
+    def _coerce(self, key: Any) -> Any:
+        if self.is_int:
+            if isinstance(key, str):
+                s = key.strip()
+                if s.lstrip("-").isdigit():
+                    return int(s)
+                return key
+            if isinstance(key, (np.integer,)):
+                return int(key)
+            return key
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return str(int(key))
+        return key
+
+    def index_of(self, key: Any) -> int:
+        """Index of one external id; UnknownIdError if absent."""
+        try:
+            return self._index[self._coerce(key)]
+        except (KeyError, TypeError):
+            raise UnknownIdError(
+                f"unknown {self.name} id {key!r}: not among the {len(self)} {self.name} ids "
+                f"the model knows (e.g. {', '.join(map(repr, self._ids[:3].tolist()))})"
+            ) from None
+
+    def lookup(self, keys: Iterable[Any]) -> np.ndarray:
+        """Indices ``[len(keys)]`` int64 of external ids; UnknownIdError names the first unknown."""
+        return np.fromiter((self.index_of(k) for k in keys), dtype=np.int64)
+
+    def lookup_or(self, keys: Iterable[Any], default: int = -1) -> np.ndarray:
+        """Like ``lookup`` but unknown ids map to ``default``."""
+        get = self._index.get
+        return np.fromiter((get(self._coerce(k), default) for k in keys), dtype=np.int64)
+
+    def ids_of(self, indices: np.ndarray | Sequence[int]) -> np.ndarray:
+        """External ids of indices (same shape)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            raise DataError(f"{self.name} index out of range [0, {len(self)})")
+        return self._ids[idx]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": "int" if self.is_int else "str",
+                "ids": self._ids.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Vocabulary:
+        try:
+            kind, ids, name = data["kind"], data["ids"], data.get("name", "id")
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"vocabulary: missing field {exc}") from None
+        if kind == "int":
+            return cls(np.asarray(ids, dtype=np.int64), name=name)
+        if kind == "str":
+            return cls(np.asarray(ids, dtype=object), name=name)
+        raise ArtifactError(f"vocabulary: kind must be 'int' or 'str', got {kind!r}")
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict()), encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Vocabulary:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ArtifactError(f"cannot read vocabulary {path}: {exc}") from exc
+        return cls.from_dict(data)
+
+    def __repr__(self) -> str:
+        return f"Vocabulary(name={self.name!r}, size={len(self)})"
