@@ -1,0 +1,148 @@
+"""The Keras two-tower network and its training objectives.
+
+The query tower embeds a user id and/or pools the embeddings of the user's recent items;
+the candidate tower embeds an item id; affinity is the dot product. Objectives live in
+``compute_loss`` so ``model.fit`` trains any of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import keras_rs
+from keras import ops
+
+from twotower.models.config import ModelConfig
+
+NEG_INF = -1e9
+
+
+class TwoTowerNet(keras.Model):
+    """Query tower, candidate tower and objective as one ``keras.Model``.
+
+    Inputs (dict): ``user`` ``[B]`` int32 user indices; with a history tower also
+    during training
+    ``item`` ``[B]`` int32 (the target, masked out of the history so the model cannot
+    copy it), ``rating`` ``[B]`` float32 in [0, 1] for ``mse``, ``logq`` ``[B]`` log
+    sampling probability for ``sampled_softmax``. The history tower reads the user's
+    recent items from ``history`` (``[n_users, L]`` item indices + 1, 0 = padding).
+
+    ``call`` returns ``{"query": [B, d]}`` and, outside training, ``"top_ids"`` ``[B, 10]``
+    from ``keras_rs.layers.BruteForceRetrieval`` over all candidates (the tutorial's raw
+    list, seen items included).
+    """
+
+    def __init__(self, n_users: int, n_items: int, config: ModelConfig,
+                 history: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # [n_users, L] item indices + 1 of each user's recent items (history towers only)
+        self.history_table = None if history is None else ops.convert_to_tensor(history)
+        self.n_users, self.n_items, self.cfg = n_users, n_items, config
+        d = config.embedding_dim
+        seed = config.seed
+        self.use_id = config.query_tower in ("id", "id+history")
+        self.use_history = config.query_tower in ("history", "id+history")
+        init = keras.initializers.RandomUniform(-0.05, 0.05, seed=seed)
+        self.user_embedding = (keras.layers.Embedding(n_users, d, embeddings_initializer=init,
+                                                      name="user_embedding")
+                               if self.use_id else None)
+        self.history_embedding = (
+            keras.layers.Embedding(n_items + 1, d, name="history_embedding",
+                                   embeddings_initializer=keras.initializers.RandomUniform(
+                                       -0.05, 0.05, seed=seed + 1))
+            if self.use_history else None)
+        self.item_embedding = keras.layers.Embedding(
+            n_items, d, name="item_embedding",
+            embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed + 2))
+        self.retrieval = keras_rs.layers.BruteForceRetrieval(k=min(10, n_items),
+                                                             return_scores=False)
+        self.hard_negative_mining = (keras_rs.layers.HardNegativeMining(config.hard_negatives)
+                                     if config.hard_negatives else None)
+        self.logq = keras_rs.layers.SamplingProbabilityCorrection()
+        self.dropout_seed = keras.random.SeedGenerator(seed + 3)
+
+    def build(self, input_shape: Any = None) -> None:
+        if self.user_embedding is not None:
+            self.user_embedding.build((None,))
+        if self.history_embedding is not None:
+            self.history_embedding.build((None, None))
+        self.item_embedding.build((None,))
+        self.retrieval.update_candidates(ops.zeros((self.n_items, self.cfg.embedding_dim)))
+        self.built = True
+
+    def query(self, inputs: dict[str, Any], training: bool = False) -> Any:
+        parts = []
+        if self.use_id:
+            parts.append(self.user_embedding(inputs["user"]))
+        if self.use_history:
+            hist = ops.take(self.history_table, inputs["user"], axis=0)
+            mask = ops.cast(hist > 0, "float32")
+            if training and "item" in inputs:
+                target = ops.expand_dims(ops.cast(inputs["item"], hist.dtype) + 1, -1)
+                mask = mask * ops.cast(hist != target, "float32")
+            if training and self.cfg.history_dropout > 0:
+                keep = keras.random.uniform(ops.shape(mask), seed=self.dropout_seed)
+                mask = mask * ops.cast(keep >= self.cfg.history_dropout, "float32")
+            emb = self.history_embedding(hist) * ops.expand_dims(mask, -1)
+            count = ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1.0)
+            parts.append(ops.sum(emb, axis=1) / ops.sqrt(count))
+        q = parts[0]
+        for p in parts[1:]:
+            q = q + p
+        return q
+
+    def call(self, inputs: dict[str, Any], training: bool = False) -> dict[str, Any]:
+        q = self.query(inputs, training=training)
+        out = {"query": q}
+        if not training:
+            out["top_ids"] = self.retrieval(q)
+        return out
+
+    def sync_retrieval(self) -> None:
+        """Point the BruteForceRetrieval layer at the current candidate embeddings."""
+        # A copy: sharing the buffer makes JAX donate it twice in predict().
+        self.retrieval.update_candidates(np.array(self.item_embedding.embeddings))
+
+    def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
+                     sample_weight: Any = None, training: bool = True) -> Any:
+        cfg = self.cfg
+        q = y_pred["query"]
+        item = x["item"]
+        cand = self.item_embedding(item)
+        if cfg.objective == "mse":
+            score = ops.sum(q * cand, axis=1)
+            loss = ops.mean(ops.square(x["rating"] - score))
+        elif cfg.objective == "softmax":
+            logits = ops.matmul(q, ops.transpose(self.item_embedding.embeddings))
+            logits = logits / cfg.temperature
+            loss = ops.mean(ops.sparse_categorical_crossentropy(item, logits, from_logits=True))
+        elif cfg.objective == "sampled_softmax":
+            logits = ops.matmul(q, ops.transpose(cand)) / cfg.temperature
+            logits = self.logq(logits, ops.expand_dims(ops.exp(x["logq"]), 0))
+            # keras-rs 0.4.0's RemoveAccidentalHits is a no-op (keras-rs#206): mask here.
+            logits = mask_accidental_hits(logits, item)
+            labels = ops.eye(ops.shape(item)[0], dtype="float32")
+            if self.hard_negative_mining is not None:
+                logits, labels = self.hard_negative_mining(logits, labels)
+            loss = ops.mean(ops.categorical_crossentropy(labels, logits, from_logits=True))
+        else:  # bpr: one uniformly sampled negative per positive
+            negative = keras.random.randint(ops.shape(item), 0, self.n_items,
+                                            seed=self.dropout_seed)
+            neg = self.item_embedding(negative)
+            diff = ops.sum(q * cand, axis=1) - ops.sum(q * neg, axis=1)
+            loss = -ops.mean(ops.log_sigmoid(diff))
+        if cfg.l2 > 0:
+            reg = ops.mean(ops.sum(ops.square(q), axis=1)) + ops.mean(ops.sum(ops.square(cand),
+                                                                              axis=1))
+            loss = loss + cfg.l2 * reg
+        return loss
+
+
+def mask_accidental_hits(logits: Any, items: Any) -> Any:
+    """In-batch logits ``[B, B]`` with off-diagonal entries whose item equals the row's
+    positive item set to a large negative value (the fix keras-rs 0.4.0 lacks)."""
+    same = ops.expand_dims(items, 1) == ops.expand_dims(items, 0)
+    eye = ops.eye(ops.shape(items)[0], dtype="bool")
+    return ops.where(ops.logical_and(same, ops.logical_not(eye)), NEG_INF, logits)

@@ -1,0 +1,303 @@
+"""``TwoTower``: the public retrieval model (train, recommend, similar items).
+
+Keras trains the towers; serving runs on numpy copies of the learned tables and a
+``twotower.index`` search index, so it never touches donated JAX buffers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+
+from twotower.data.interactions import Interactions
+from twotower.data.vocabulary import Vocabulary
+from twotower.errors import ConfigError, DataError, NotFittedError
+from twotower.index import IndexConfig, make_index
+from twotower.models.config import ModelConfig
+
+
+def _check_k(k: Any, n: int, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ConfigError(f"`{name}` must be an integer, got {k!r}")
+    if not 1 <= int(k) <= n:
+        raise ConfigError(f"`{name}` must be between 1 and {n} (the catalogue size), got {k}")
+    return int(k)
+
+
+def history_table(x: Interactions, length: int) -> np.ndarray:
+    """``[n_users, length]`` int32: each user's most recent items + 1, 0-padded on the right."""
+    order = (np.lexsort((np.arange(len(x)), x.timestamps, x.users))
+             if x.timestamps is not None else np.lexsort((np.arange(len(x)), x.users)))
+    users, items = x.users[order], x.items[order]
+    counts = np.bincount(users, minlength=x.n_users)
+    ends = np.cumsum(counts)
+    rank_from_end = ends[users] - 1 - np.arange(len(x))  # 0 = most recent
+    keep = rank_from_end < length
+    out = np.zeros((x.n_users, length), dtype=np.int32)
+    out[users[keep], rank_from_end[keep]] = items[keep] + 1
+    return out
+
+
+class TwoTower:
+    """A two-tower retrieval model over one interaction log.
+
+    Args:
+        config: model and training settings (``ModelConfig.preset("default")`` when None).
+        index: search index settings (exact inner-product search when None).
+
+    Example:
+        >>> from twotower import TwoTower, ModelConfig
+        >>> model = TwoTower(ModelConfig.preset("tutorial", epochs=1))  # doctest: +SKIP
+        >>> model.fit(train)                                            # doctest: +SKIP
+        >>> scores, items = model.recommend_ids([42], k=10)             # doctest: +SKIP
+    """
+
+    def __init__(self, config: ModelConfig | None = None, index: IndexConfig | None = None
+                 ) -> None:
+        self.config = config or ModelConfig.preset("default")
+        self.index_config = index or IndexConfig(kind="exact")
+        self.history: dict[str, list[float]] = {}
+        self.fit_seconds: float | None = None
+        self._fitted = False
+
+    # ------------------------------------------------------------------ training
+    def fit(self, train: Interactions, validation: Interactions | None = None, *,
+            verbose: int | str = "auto", callbacks: Sequence[Any] = ()) -> TwoTower:
+        """Train on ``train``; ``validation`` (same vocabularies) reports val loss.
+
+        Returns:
+            self, with ``history`` holding per-epoch losses.
+
+        Raises:
+            DataError: empty data, or ``mse`` without ratings.
+        """
+        import keras
+
+        from twotower.models.net import TwoTowerNet
+
+        cfg = self.config
+        if len(train) == 0:
+            raise DataError("fit: the training interactions are empty")
+        if cfg.objective == "mse" and train.ratings is None:
+            raise DataError("objective 'mse' needs ratings; give --rating-col or another "
+                            "objective")
+        t0 = time.perf_counter()
+        keras.utils.set_random_seed(cfg.seed)
+        self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
+        self.item_info, self.user_info = train.item_info, train.user_info
+        self._seen = train.to_csr()
+        self.item_popularity = train.item_popularity()
+        if train.ratings is not None:
+            self.rating_range = (float(train.ratings.min()), float(train.ratings.max()))
+        else:
+            self.rating_range = (0.0, 1.0)
+        self._history = (history_table(train, cfg.history_length)
+                         if cfg.query_tower != "id" else None)
+
+        net = TwoTowerNet(train.n_users, train.n_items, cfg, history=self._history)
+        net.build()
+        optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
+                     "sgd": keras.optimizers.SGD}[cfg.optimizer](learning_rate=cfg.learning_rate)
+        net.compile(optimizer=optimizer)
+        x = self._inputs(train)
+        val = None
+        if validation is not None and len(validation):
+            val = (self._inputs(validation),)
+        hist = net.fit(x, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
+                       validation_data=val, validation_freq=cfg.validation_freq,
+                       verbose=verbose, callbacks=list(callbacks))
+        self.history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+        self._net = net
+        self._export_tables()
+        self.fit_seconds = time.perf_counter() - t0
+        self._fitted = True
+        self._build_indexes()
+        return self
+
+    def _inputs(self, x: Interactions) -> dict[str, np.ndarray]:
+        lo, hi = self.rating_range
+        out = {"user": x.users.astype(np.int32), "item": x.items.astype(np.int32)}
+        if self.config.objective == "mse":
+            out["rating"] = ((x.ratings - lo) / max(hi - lo, 1e-9)).astype(np.float32)
+        if self.config.objective == "sampled_softmax":
+            p = self.item_popularity / max(self.item_popularity.sum(), 1)
+            out["logq"] = np.log(np.maximum(p[x.items], 1e-12)).astype(np.float32)
+        return out
+
+    def _export_tables(self) -> None:
+        # Copy to numpy now: on JAX, predict() may donate (delete) these buffers later.
+        net = self._net
+        self.item_embeddings = np.array(net.item_embedding.embeddings, dtype=np.float32)
+        self.user_embeddings = (np.array(net.user_embedding.embeddings, dtype=np.float32)
+                                if net.user_embedding is not None else None)
+        self.history_embeddings = (np.array(net.history_embedding.embeddings, dtype=np.float32)
+                                   if net.history_embedding is not None else None)
+
+    def _build_indexes(self) -> None:
+        self._index = make_index(self.index_config).build(self.item_embeddings)
+        self._similar = make_index(IndexConfig(kind="exact", metric="cosine")).build(
+            self.item_embeddings)
+
+    def _require_fitted(self) -> None:
+        if not self._fitted:
+            raise NotFittedError("this TwoTower model is not trained yet: call fit first "
+                                 "(or TwoTower.load(run_dir))")
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def n_items(self) -> int:
+        self._require_fitted()
+        return len(self.item_vocab)
+
+    def query_embeddings(self, users: np.ndarray) -> np.ndarray:
+        """``[b, d]`` float32 query embeddings of user indices."""
+        self._require_fitted()
+        users = np.asarray(users, dtype=np.int64)
+        q = np.zeros((len(users), self.item_embeddings.shape[1]), dtype=np.float32)
+        if self.user_embeddings is not None:
+            q += self.user_embeddings[users]
+        if self.history_embeddings is not None:
+            q += self._pool(self._history[users])
+        return q
+
+    def _pool(self, hist: np.ndarray) -> np.ndarray:
+        emb = self.history_embeddings[hist]  # row 0 is padding, masked below
+        mask = (hist > 0).astype(np.float32)[..., None]
+        count = np.maximum(mask.sum(axis=1), 1.0)
+        return ((emb * mask).sum(axis=1) / np.sqrt(count)).astype(np.float32)
+
+    def history_query_embeddings(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        """Query embeddings from item-index histories (users unseen in training)."""
+        self._require_fitted()
+        if self.history_embeddings is None or self.user_embeddings is not None and \
+                self.config.query_tower == "id":
+            raise ConfigError("this model's query tower is 'id': it cannot recommend from a "
+                              "history; train with query_tower 'history' or 'id+history'")
+        L = self.config.history_length
+        table = np.zeros((len(histories), L), dtype=np.int32)
+        for row, h in enumerate(histories):
+            h = np.asarray(h, dtype=np.int64)[-L:]
+            table[row, :len(h)] = h[::-1] + 1
+        return self._pool(table)
+
+    def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
+        """Training items of each user index (the default exclusion lists)."""
+        self._require_fitted()
+        m = self._seen
+        return [m.indices[m.indptr[u]:m.indptr[u + 1]] for u in np.asarray(users)]
+
+    def recommend(self, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices for user indices (the evaluation protocol).
+
+        Returns:
+            scores ``[b, k]`` float32 and item indices ``[b, k]`` int64, best first,
+            padded with -1 / -inf when fewer than k items remain after ``exclude``.
+        """
+        k = _check_k(k, self.n_items)
+        return self._index.search(self.query_embeddings(users), k, exclude=exclude)
+
+    def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
+                               exclude: Sequence[np.ndarray] | None = None
+                               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item indices for users given only their item-index histories."""
+        k = _check_k(k, self.n_items)
+        return self._index.search(self.history_query_embeddings(histories), k,
+                                  exclude=exclude)
+
+    def recommend_ids(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k external item ids for external user ids.
+
+        Raises:
+            UnknownIdError: a user id the model never saw.
+        """
+        self._require_fitted()
+        users = self.user_vocab.lookup(user_ids)
+        exclude = self.seen_items(users) if exclude_seen else None
+        scores, idx = self.recommend(users, k, exclude)
+        return scores, self._external(idx)
+
+    def _external(self, idx: np.ndarray) -> np.ndarray:
+        out = np.empty(idx.shape, dtype=object)
+        valid = idx >= 0
+        out[valid] = self.item_vocab.ids[idx[valid]]
+        out[~valid] = None
+        return out
+
+    def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine-nearest item indices of item indices, never the item itself."""
+        self._require_fitted()
+        k = _check_k(k, self.n_items - 1)
+        items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+        return self._similar.search(self.item_embeddings[items], k,
+                                    exclude=[np.array([i]) for i in items])
+
+    def similar_ids(self, item_ids: Sequence[Any], k: int = 10
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Cosine-nearest external item ids of external item ids."""
+        scores, idx = self.similar_items(self.item_vocab.lookup(item_ids), k)
+        return scores, self._external(idx)
+
+    def titles(self, idx: np.ndarray) -> np.ndarray:
+        """Display names of item indices (title, else the external id)."""
+        self._require_fitted()
+        if self.item_info is not None and "title" in self.item_info:
+            names = self.item_info["title"].fillna("").astype(str).to_numpy()
+            names = np.where(names == "", self.item_vocab.ids.astype(str), names)
+        else:
+            names = self.item_vocab.ids.astype(str)
+        return names[np.asarray(idx)]
+
+    def find_item(self, key: Any) -> int:
+        """Item index of an external id or an exact title."""
+        self._require_fitted()
+        if key in self.item_vocab:
+            return self.item_vocab.index_of(key)
+        if self.item_info is not None and "title" in self.item_info:
+            hits = np.flatnonzero(self.item_info["title"].to_numpy() == key)
+            if len(hits):
+                return int(hits[0])
+        return self.item_vocab.index_of(key)  # raises UnknownIdError naming the key
+
+    def raw_tutorial_top_ids(self, users: np.ndarray) -> np.ndarray:
+        """The tutorial's list: ``model.predict`` through ``BruteForceRetrieval``, seen items
+        included (for comparison only)."""
+        self._require_fitted()
+        net = self._net_or_rebuild()
+        net.sync_retrieval()
+        out = net.predict({"user": np.asarray(users, dtype=np.int32)}, verbose=0)
+        self._export_tables()  # predict may have donated the old buffers
+        return np.asarray(out["top_ids"], dtype=np.int64)
+
+    def _net_or_rebuild(self) -> Any:
+        if getattr(self, "_net", None) is None:
+            raise NotFittedError("the Keras network is not loaded; load the run with "
+                                 "TwoTower.load(run_dir, keras=True)")
+        return self._net
+
+    # ------------------------------------------------------------------ artifacts
+    def save(self, directory: str | os.PathLike[str], **extra: Any) -> None:
+        """Save everything needed to serve (atomic: see ``twotower.artifacts``)."""
+        from twotower.artifacts import save_model
+        self._require_fitted()
+        save_model(self, directory, **extra)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str], *, keras: bool = False) -> TwoTower:
+        """Load a saved model; ``keras=True`` also rebuilds the Keras network."""
+        from twotower.artifacts import load_model
+        return load_model(directory, keras=keras)
+
+    def __repr__(self) -> str:
+        state = f"{self.n_items} items" if self._fitted else "not fitted"
+        return f"TwoTower({self.config.query_tower}/{self.config.objective}, {state})"
+
+
+ProgressCallback = Callable[[int, dict[str, float]], None]
