@@ -1,0 +1,259 @@
+"""Saving and loading trained models as a directory of plain files.
+
+Layout (format version 1)::
+
+    RUN/
+      format.json          format version, twotower version, created at, file checksums
+      config.json          {"model": ModelConfig, "index": IndexConfig, ...extra}
+      user_vocab.json      external user ids, in index order
+      item_vocab.json      external item ids, in index order
+      arrays.npz           item/user/history embeddings, history table, seen items (CSR),
+                           item popularity (numpy arrays, loaded with allow_pickle=False)
+      items.parquet        item metadata (title, genres, ...) when known
+      users.parquet        user metadata when known
+      training.json        per-epoch losses, fit time
+      model.weights.h5     Keras weights (weights only: no code is loaded from a model file)
+      index/               the saved search index
+      test.npz, eval.json  the held-out split and its metrics, when the run has them
+
+``save_model`` writes into a temporary sibling directory and renames it into place, so an
+interrupted save (crash, Ctrl-C) leaves the previous model loadable.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from twotower.data.vocabulary import Vocabulary
+from twotower.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from twotower.models.retriever import TwoTower
+
+FORMAT_VERSION = 1
+_FORMAT = "format.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default),
+                    encoding="utf-8")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_directory(target: str | os.PathLike[str], write: Any) -> Path:
+    """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``target`` atomically.
+
+    The previous ``target`` (if any) stays in place until the new one is complete; it is
+    swapped out with two renames and then removed. If the process dies between those two
+    renames, ``load_model`` finds the previous version under ``.<name>.old``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        write(tmp)
+        _fsync_dir(tmp)
+        old = target.parent / f".{target.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if target.exists():
+            os.rename(target, old)
+        os.rename(tmp, target)
+        _fsync_dir(target.parent)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
+               test: Any = None, metrics: dict[str, Any] | None = None,
+               data: dict[str, Any] | None = None) -> Path:
+    """Save a fitted model (and optionally its held-out split and metrics)."""
+    import twotower
+
+    def write(tmp: Path) -> None:
+        _write_json(tmp / "config.json", {"model": model.config.to_dict(),
+                                          "index": model.index_config.to_dict(),
+                                          "data": data or {},
+                                          "rating_range": list(model.rating_range)})
+        model.user_vocab.save(tmp / "user_vocab.json")
+        model.item_vocab.save(tmp / "item_vocab.json")
+        arrays: dict[str, np.ndarray] = {
+            "item_embeddings": model.item_embeddings,
+            "seen_indptr": model._seen.indptr.astype(np.int64),
+            "seen_indices": model._seen.indices.astype(np.int64),
+            "item_popularity": model.item_popularity,
+        }
+        for name in ("user_embeddings", "history_embeddings"):
+            if getattr(model, name) is not None:
+                arrays[name] = getattr(model, name)
+        if model._history is not None:
+            arrays["history_table"] = model._history
+        np.savez(tmp / "arrays.npz", **arrays)
+        for name, info in (("items", model.item_info), ("users", model.user_info)):
+            if info is not None:
+                df = info.copy()
+                df.columns = [str(c) for c in df.columns]
+                if "id" in df:
+                    df["id"] = df["id"].astype(str)
+                df.to_parquet(tmp / f"{name}.parquet", index=False)
+        _write_json(tmp / "training.json", {"history": model.history,
+                                            "fit_seconds": model.fit_seconds})
+        if getattr(model, "_net", None) is not None:
+            model._net.save_weights(tmp / "model.weights.h5")
+        model._index.save(tmp / "index")
+        if test is not None:
+            np.savez(tmp / "test.npz", users=test.users, items=test.items)
+        if metrics is not None:
+            _write_json(tmp / "eval.json", metrics)
+        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*"))
+                 if p.is_file()}
+        _write_json(tmp / _FORMAT, {
+            "format_version": FORMAT_VERSION, "twotower_version": twotower.__version__,
+            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "files": files})
+
+    return atomic_directory(directory, write)
+
+
+def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``format.json`` of a run, checked; ArtifactError names what is wrong."""
+    d = Path(directory)
+    if not d.exists():
+        old = d.parent / f".{d.name}.old"
+        hint = (f" (an interrupted save left the previous version in {old}; rename it back)"
+                if old.exists() else "")
+        raise ArtifactError(f"model directory not found: {d}{hint}")
+    if not d.is_dir():
+        raise ArtifactError(f"not a model directory: {d}")
+    try:
+        manifest = json.loads((d / _FORMAT).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ArtifactError(f"{d} is not a twotower model directory (no {_FORMAT}); "
+                            "train one with `twotower train --out DIR`") from None
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{d / _FORMAT} is corrupt: {exc}") from None
+    version = manifest.get("format_version")
+    if not isinstance(version, int):
+        raise ArtifactError(f"{d / _FORMAT}: no integer format_version")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(f"{d} has model format {version}, newer than this twotower "
+                            f"understands ({FORMAT_VERSION}); upgrade twotower")
+    return manifest
+
+
+def verify_files(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+    d = Path(directory)
+    for name, digest in manifest.get("files", {}).items():
+        p = d / name
+        if not p.is_file():
+            raise ArtifactError(f"{d}: file {name} is missing")
+        if _sha256(p) != digest:
+            raise ArtifactError(f"{d}: file {name} is corrupt (checksum mismatch)")
+
+
+def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> TwoTower:
+    """Load a model saved by ``save_model``; ``keras=True`` also rebuilds the Keras net."""
+    from twotower.index import IndexConfig, load_index
+    from twotower.models.config import ModelConfig
+    from twotower.models.retriever import TwoTower
+
+    d = Path(directory)
+    manifest = read_manifest(d)
+    verify_files(d, manifest)
+    try:
+        cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        model = TwoTower(ModelConfig.from_dict(cfg["model"]), IndexConfig.from_dict(cfg["index"]))
+        model.rating_range = tuple(cfg.get("rating_range", (0.0, 1.0)))
+        model.data_source = cfg.get("data", {})
+        model.user_vocab = Vocabulary.load(d / "user_vocab.json")
+        model.item_vocab = Vocabulary.load(d / "item_vocab.json")
+        with np.load(d / "arrays.npz", allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        model.item_embeddings = arrays["item_embeddings"]
+        model.user_embeddings = arrays.get("user_embeddings")
+        model.history_embeddings = arrays.get("history_embeddings")
+        model._history = arrays.get("history_table")
+        model.item_popularity = arrays["item_popularity"]
+        n_users, n_items = len(model.user_vocab), len(model.item_vocab)
+        model._seen = sp.csr_matrix(
+            (np.ones(len(arrays["seen_indices"]), dtype=np.float32), arrays["seen_indices"],
+             arrays["seen_indptr"]), shape=(n_users, n_items))
+        model.item_info = _read_info(d / "items.parquet", model.item_vocab)
+        model.user_info = _read_info(d / "users.parquet", model.user_vocab)
+        training = json.loads((d / "training.json").read_text(encoding="utf-8"))
+        model.history, model.fit_seconds = training["history"], training["fit_seconds"]
+        model.manifest = manifest
+    except ArtifactError:
+        raise
+    except (KeyError, ValueError, OSError) as exc:
+        raise ArtifactError(f"{d}: cannot load model ({type(exc).__name__}: {exc})") from None
+    if model.item_embeddings.shape[0] != len(model.item_vocab):
+        raise ArtifactError(f"{d}: {model.item_embeddings.shape[0]} item embeddings but "
+                            f"{len(model.item_vocab)} item ids")
+    model._fitted = True
+    model._index = load_index(d / "index")
+    model._similar = None
+    model._build_similar()
+    if keras:
+        model._load_net(d / "model.weights.h5")
+    return model
+
+
+def _read_info(path: Path, vocab: Vocabulary) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    df = pd.read_parquet(path)
+    if "id" in df:
+        df["id"] = vocab.ids
+    return df
+
+
+def load_test(directory: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The (users, items) index arrays of a run's held-out split, or None."""
+    p = Path(directory) / "test.npz"
+    if not p.is_file():
+        return None
+    with np.load(p, allow_pickle=False) as z:
+        return z["users"], z["items"]

@@ -1,0 +1,359 @@
+"""``twotower`` command line: a thin shell over the library.
+
+User errors (unknown ids, bad files, bad arguments) print one line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+
+from twotower.errors import ConfigError, DataError, TwoTowerError
+
+MOVIELENS = "movielens-100k"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # exit 2 with one line, like our own errors
+        self.print_usage(sys.stderr)
+        raise SystemExit(_fail(f"{self.prog}: {message}"))
+
+
+def _fail(message: str) -> int:
+    print(f"twotower: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _say(*args: Any) -> None:
+    print(*args, flush=True)
+
+
+# ---------------------------------------------------------------- data
+def _load_data(args: argparse.Namespace) -> Any:
+    from twotower.data import load_movielens_100k, read_interactions
+
+    if args.data == MOVIELENS:
+        return load_movielens_100k(getattr(args, "data_dir", None))
+    return read_interactions(args.data, user_col=args.user_col, item_col=args.item_col,
+                             rating_col=args.rating_col, time_col=args.time_col,
+                             items=args.items)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=MOVIELENS,
+                   help=f"'{MOVIELENS}' or a .csv/.tsv/.parquet interaction file")
+    p.add_argument("--data-dir", help="local MovieLens 100k directory (u.data, u.item, ...)")
+    p.add_argument("--user-col", default="user_id")
+    p.add_argument("--item-col", default="item_id")
+    p.add_argument("--rating-col", default=None)
+    p.add_argument("--time-col", default=None)
+    p.add_argument("--items", help="item metadata file (id column = --item-col, title, genres)")
+
+
+# ---------------------------------------------------------------- commands
+def cmd_tutorial(args: argparse.Namespace) -> int:
+    from twotower.data import load_movielens_100k, random_split
+    from twotower.models import ModelConfig, TwoTower
+
+    _say("== twotower tutorial: Keras-RS 'Recommending movies: retrieval' on MovieLens 100k ==")
+    x = load_movielens_100k(args.data_dir)
+    split = random_split(x, 0.2, seed=args.seed)
+    _say(f"data: {len(x):,} ratings, {x.n_users} users, {x.n_items} movies; "
+         f"train {len(split.train):,} / validation {len(split.test):,} (seed {args.seed})")
+    cfg = ModelConfig.preset("tutorial", seed=args.seed, epochs=args.epochs)
+    model = TwoTower(cfg)
+    model.fit(split.train, split.test, verbose=2 if sys.stdout.isatty() is False else 1)
+    h = model.history
+    _say(f"\nfinal train loss {h['loss'][-1]:.4f} (tutorial: 0.4669), "
+         f"val loss {h.get('val_loss', [float('nan')])[-1]:.4f} (tutorial: 0.4743), "
+         f"fit {model.fit_seconds:.1f} s")
+    if args.out:
+        model.save(args.out, test=split.test, data={"source": MOVIELENS, "split": "random",
+                                                    "seed": args.seed})
+        _say(f"saved to {args.out}")
+    user = model.user_vocab.lookup([42])
+    scores, top = model.recommend(user, 10, model.seen_items(user))
+    _say("\nTop-10 for user 42 (movies they already rated excluded):")
+    for rank, (i, s) in enumerate(zip(top[0], scores[0]), 1):
+        _say(f"  {rank:2d}. {model.titles([i])[0]}  ({s:.3f})")
+    raw = model.raw_tutorial_top_ids(user)[0]
+    seen = set(model.seen_items(user)[0].tolist())
+    _say("\nThe tutorial's raw list (BruteForceRetrieval via model.predict, * = already rated):")
+    for rank, i in enumerate(raw, 1):
+        _say(f"  {rank:2d}. {model.titles([i])[0]}{'  *' if int(i) in seen else ''}")
+    star = model.find_item("Star Wars (1977)")
+    sscores, sim = model.similar_items([star], 10)
+    _say("\n10 movies similar to Star Wars (1977) (cosine on candidate embeddings):")
+    for rank, (i, s) in enumerate(zip(sim[0], sscores[0]), 1):
+        _say(f"  {rank:2d}. {model.titles([i])[0]}  ({s:.3f})")
+    return 0
+
+
+def _model_config(args: argparse.Namespace) -> Any:
+    from twotower.models import ModelConfig
+
+    overrides: dict[str, Any] = {}
+    if args.config:
+        p = Path(args.config)
+        if not p.is_file():
+            raise ConfigError(f"--config: file not found: {p}")
+        overrides.update(json.loads(p.read_text()) if p.suffix == ".json" else _toml(p))
+        overrides = overrides.get("model", overrides)
+    for name in ("epochs", "embedding_dim", "learning_rate", "batch_size"):
+        if getattr(args, name, None) is not None:
+            overrides[name] = getattr(args, name)
+    overrides["seed"] = args.seed
+    return ModelConfig.preset(args.preset, **overrides)
+
+
+def _toml(p: Path) -> dict[str, Any]:
+    import tomllib
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config: {p}: {exc}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from twotower.data import make_split
+    from twotower.index import IndexConfig
+    from twotower.models import TwoTower
+
+    t0 = time.perf_counter()
+    cfg = _model_config(args)
+    x = _load_data(args)
+    split = make_split(x, args.split, args.test_fraction, args.seed)
+    _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
+         f"split {args.split}: train {len(split.train):,}, test {len(split.test):,}")
+    model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
+    model.fit(split.train, verbose=2 if args.verbose else 0)
+    metrics = None
+    if len(split.test):
+        from twotower.evaluation import recommend_and_evaluate
+        metrics = {"model": recommend_and_evaluate(model, split.train, split.test)}
+        m = metrics["model"]
+        _say(f"test: recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  "
+             f"recall@100 {m['recall@100']:.4f}")
+    model.save(args.out, test=split.test if len(split.test) else None, metrics=metrics,
+               data={"source": str(args.data), "split": args.split,
+                     "test_fraction": args.test_fraction, "seed": args.seed})
+    _say(f"trained {cfg.query_tower}/{cfg.objective} in {model.fit_seconds:.1f} s; "
+         f"saved to {args.out} ({time.perf_counter() - t0:.1f} s total)")
+    return 0
+
+
+def _load(run: str) -> Any:
+    from twotower.models import TwoTower
+    return TwoTower.load(run)
+
+
+def _read_user_file(path: str) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"--users: file not found: {p}")
+    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    model = _load(args.run)
+    if args.user is not None:
+        users = [args.user]
+    elif args.users:
+        users = _read_user_file(args.users)
+    else:
+        users = model.user_vocab.ids.tolist()
+    idx = model.user_vocab.lookup(users)
+    exclude = None if args.include_seen else model.seen_items(idx)
+    t0 = time.perf_counter()
+    scores, top = model.recommend(idx, args.k, exclude)
+    elapsed = time.perf_counter() - t0
+    titles = model.titles(np.maximum(top, 0))
+    rows = []
+    for u, s_row, i_row, t_row in zip(users, scores, top, titles):
+        items = [{"item_id": _plain(model.item_vocab.ids[i]), "title": str(t),
+                  "score": round(float(s), 6)} for s, i, t in zip(s_row, i_row, t_row) if i >= 0]
+        rows.append({"user_id": _plain(u), "items": items})
+    if args.out:
+        _write_rows(rows, Path(args.out))
+        _say(f"wrote {len(rows):,} users' top-{args.k} to {args.out} (search {elapsed:.2f} s)")
+    elif args.json:
+        for r in rows:
+            print(json.dumps(r))
+    else:
+        for r in rows:
+            _say(f"user {r['user_id']}:")
+            for rank, it in enumerate(r["items"], 1):
+                _say(f"  {rank:2d}. {it['title']}  ({it['score']:.3f})")
+    return 0
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix.lower() in (".parquet", ".pq"):
+        import pandas as pd
+        flat = [{"user_id": str(r["user_id"]), "rank": n, **{k: (str(v) if k == "item_id" else v)
+                                                           for k, v in it.items()}}
+                for r in rows for n, it in enumerate(r["items"], 1)]
+        pd.DataFrame(flat).to_parquet(tmp, index=False)
+    else:
+        with tmp.open("w") as fh:
+            for r in rows:
+                fh.write(json.dumps(r) + "\n")
+    os.replace(tmp, out)
+
+
+def cmd_similar(args: argparse.Namespace) -> int:
+    model = _load(args.run)
+    item = model.find_item(args.item)
+    scores, top = model.similar_items([item], args.k)
+    if args.json:
+        print(json.dumps({"item_id": _plain(model.item_vocab.ids[item]),
+                          "items": [{"item_id": _plain(model.item_vocab.ids[i]),
+                                     "title": str(model.titles([i])[0]), "score": float(s)}
+                                    for s, i in zip(scores[0], top[0]) if i >= 0]}))
+        return 0
+    _say(f"similar to {model.titles([item])[0]}:")
+    for rank, (s, i) in enumerate(zip(scores[0], top[0]), 1):
+        _say(f"  {rank:2d}. {model.titles([i])[0]}  ({s:.3f})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from twotower.artifacts import load_test
+    from twotower.evaluation import evaluate_run
+
+    model = _load(args.run)
+    test = load_test(args.run)
+    if test is None:
+        raise DataError(f"{args.run} has no held-out split (it was trained with --split none)")
+    ks = tuple(sorted(set(args.k)))
+    table, curves = evaluate_run(model, test, ks=ks, baselines=args.baselines)
+    from twotower.evaluation import format_table, plot_recall_curves
+    print(format_table(table))
+    if args.json:
+        Path(args.json).write_text(json.dumps(table, indent=2))
+        _say(f"wrote {args.json}")
+    if args.plot:
+        plot_recall_curves(curves, args.plot)
+        _say(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from twotower.index import build_run_index
+    report = build_run_index(args.run, kind=args.kind, ef_search=args.ef_search,
+                             nprobe=args.nprobe, sample=args.sample)
+    for k, v in report.items():
+        _say(f"{k}: {v}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from twotower.service import serve
+    serve(args.run, host=args.host, port=args.port, workers=args.workers)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="twotower", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("tutorial", help="the Keras-RS retrieval tutorial, end to end")
+    t.add_argument("--data-dir", help="local MovieLens 100k directory")
+    t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--out", help="also save the trained model here")
+    t.set_defaults(func=cmd_tutorial)
+
+    tr = sub.add_parser("train", help="train a model and save it as a run directory")
+    _add_data_args(tr)
+    tr.add_argument("--out", required=True, help="run directory to write")
+    tr.add_argument("--preset", default="default", help="default | tutorial")
+    tr.add_argument("--config", help="JSON/TOML file with ModelConfig fields")
+    tr.add_argument("--split", default="random", help="random | temporal | none")
+    tr.add_argument("--test-fraction", type=float, default=0.2)
+    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--epochs", type=int)
+    tr.add_argument("--embedding-dim", type=int)
+    tr.add_argument("--learning-rate", type=float)
+    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--index-kind", default="exact", help="exact | hnsw | ivf")
+    tr.add_argument("-v", "--verbose", action="store_true", help="per-epoch losses")
+    tr.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("recommend", help="top-K items for users of a run")
+    r.add_argument("run")
+    who = r.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="one user id")
+    who.add_argument("--users", help="file with one user id a line")
+    who.add_argument("--all-users", action="store_true")
+    r.add_argument("-k", type=int, default=10)
+    r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
+    r.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    r.add_argument("--out", help="write JSON lines (.jsonl) or Parquet (.parquet)")
+    r.set_defaults(func=cmd_recommend)
+
+    s = sub.add_parser("similar", help="items similar to an item (id or exact title)")
+    s.add_argument("run")
+    s.add_argument("--item", required=True)
+    s.add_argument("-k", type=int, default=10)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_similar)
+
+    e = sub.add_parser("evaluate", help="metrics on the run's held-out split")
+    e.add_argument("run")
+    e.add_argument("-k", type=int, nargs="+", default=[10, 100])
+    e.add_argument("--baselines", action="store_true", help="also MostPop, ItemKNN, EASE")
+    e.add_argument("--json", help="write the table as JSON")
+    e.add_argument("--plot", help="write a PNG of Recall@K curves")
+    e.set_defaults(func=cmd_evaluate)
+
+    ix = sub.add_parser("index", help="build and save a search index for a run")
+    ix.add_argument("run")
+    ix.add_argument("--kind", default="hnsw", help="exact | hnsw | ivf")
+    ix.add_argument("--ef-search", type=int)
+    ix.add_argument("--nprobe", type=int)
+    ix.add_argument("--sample", type=int, default=1000, help="queries for the recall check")
+    ix.set_defaults(func=cmd_index)
+
+    sv = sub.add_parser("serve", help="HTTP service and web page for a run")
+    sv.add_argument("run")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--workers", type=int, default=1)
+    sv.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+    except TwoTowerError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("twotower: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

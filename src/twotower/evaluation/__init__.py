@@ -1,0 +1,17 @@
+"""Evaluation: top-K metrics, the recommend-and-evaluate protocol, baselines, reports."""
+
+from twotower.evaluation.baselines import (BASELINES, EASE, EASEConfig, ItemKNN, ItemKNNConfig,
+                                           MostPop, MostPopConfig, TuneResult, topk_excluding,
+                                           tune)
+from twotower.evaluation.metrics import (METRICS, HistoryRecommender, Recommender,
+                                         as_truth_csr, coverage, evaluate_topk, hit_matrix,
+                                         per_user_metrics, recommend_and_evaluate)
+from twotower.evaluation.report import format_table, plot_recall_curves, recall_curve
+from twotower.evaluation.run import evaluate_run, train_interactions
+
+__all__ = [
+    "BASELINES", "EASE", "evaluate_run", "train_interactions", "EASEConfig", "HistoryRecommender", "ItemKNN", "ItemKNNConfig",
+    "METRICS", "MostPop", "MostPopConfig", "Recommender", "TuneResult", "as_truth_csr",
+    "coverage", "evaluate_topk", "format_table", "hit_matrix", "per_user_metrics",
+    "plot_recall_curves", "recall_curve", "recommend_and_evaluate", "topk_excluding", "tune",
+]

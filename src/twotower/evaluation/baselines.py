@@ -1,0 +1,402 @@
+"""Classical baselines that every two-tower result is compared against.
+
+``MostPop``, ``ItemKNN`` and ``EASE`` share one contract with ``TwoTower``:
+``fit(train) -> self``, ``recommend(users, k, exclude) -> (scores, ids)`` and
+``recommend_from_history(histories, k, exclude)`` for users absent from training. Each
+scores a user from their binary history row ``x`` (``[n_items]``): popularity,
+``x @ S`` with a pruned cosine item-item similarity, or ``x @ B`` with EASE's closed-form
+item-item weights. ItemKNN and EASE hold a dense ``[n_items, n_items]`` float32 matrix.
+
+``tune`` picks hyperparameters on a validation split carved out of the training data only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, NamedTuple, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from twotower.config import Config, check_range
+from twotower.data.interactions import Interactions
+from twotower.data.splits import random_split, temporal_split
+from twotower.errors import ConfigError, DataError, NotFittedError
+
+#: Rows scored per dense ``[batch, n_items]`` block inside ``recommend``.
+SCORE_BATCH_SIZE = 4096
+
+
+@dataclasses.dataclass(frozen=True)
+class MostPopConfig(Config):
+    """MostPop has no hyperparameters."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemKNNConfig(Config):
+    """ItemKNN settings.
+
+    Attributes:
+        neighbors: similar items kept per target item (0 = keep all).
+        shrink: added to the cosine denominator; damps similarities from few co-occurrences.
+    """
+
+    neighbors: int = 100
+    shrink: float = 0.0
+
+    def validate(self) -> None:
+        check_range("ItemKNNConfig", "neighbors", self.neighbors, 0, None, integer=True)
+        check_range("ItemKNNConfig", "shrink", self.shrink, 0.0, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class EASEConfig(Config):
+    """EASE settings.
+
+    Attributes:
+        lambda_: L2 regularisation added to the Gram matrix diagonal (> 0).
+    """
+
+    lambda_: float = 500.0
+
+    def validate(self) -> None:
+        check_range("EASEConfig", "lambda_", self.lambda_, 0.0, None)
+        if self.lambda_ <= 0:
+            raise ConfigError(f"EASEConfig.lambda_ must be greater than 0, got {self.lambda_!r}")
+
+
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ConfigError(f"`k` must be an integer, got {k!r}")
+    if k < 1:
+        raise ConfigError(f"`k` must be at least 1, got {k}")
+    return int(k)
+
+
+def topk_excluding(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns of each row of ``scores``, never an excluded one.
+
+    Ties are broken by the lower item index (a stable sort). When fewer than ``k`` items
+    qualify, or ``k`` exceeds the catalogue, rows are padded with id ``-1``, score ``-inf``.
+
+    Args:
+        scores: ``[b, n_items]`` float scores (modified in place when ``exclude`` is given).
+        k: list length, at least 1.
+        exclude: ``b`` arrays of item indices to leave out, or None.
+
+    Returns:
+        scores ``[b, k]`` float32 and ids ``[b, k]`` int64, best first.
+    """
+    k = _check_k(k)
+    b, n = scores.shape
+    if exclude is not None:
+        if len(exclude) != b:
+            raise DataError(f"`exclude` has {len(exclude)} lists for {b} queries")
+        lens = np.fromiter((len(e) for e in exclude), dtype=np.int64, count=b)
+        if lens.sum():
+            cols = np.concatenate([np.asarray(e, dtype=np.int64).ravel() for e in exclude])
+            ok = (cols >= 0) & (cols < n)  # an unknown index cannot be recommended anyway
+            rows = np.repeat(np.arange(b), lens)
+            scores[rows[ok], cols[ok]] = -np.inf
+    kk = min(k, n)
+    if kk < n:
+        # O(n) selection that is still tie-exact: everything above the k-th score, then the
+        # lowest-indexed items tied with it (unique integer keys make argpartition exact).
+        kth = np.partition(scores, n - kk, axis=1)[:, n - kk:n - kk + 1]
+        rank_key = np.where(scores > kth, 0, np.where(scores == kth, 1, 2)).astype(np.int64)
+        rank_key = rank_key * n + np.arange(n, dtype=np.int64)
+        cand = np.argpartition(rank_key, kk - 1, axis=1)[:, :kk]
+        cand_scores = np.take_along_axis(scores, cand, axis=1)
+        inner = np.lexsort((cand, -cand_scores), axis=1)
+        order = np.take_along_axis(cand, inner, axis=1)
+    else:
+        order = np.argsort(-scores, axis=1, kind="stable")
+    top_scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+    ids = order.astype(np.int64)
+    invalid = ~np.isfinite(top_scores) & (top_scores < 0)
+    ids[invalid] = -1
+    top_scores[invalid] = -np.inf
+    if kk < k:
+        ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        top_scores = np.pad(top_scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+    return top_scores, ids
+
+
+class _Baseline:
+    """Shared fit/recommend plumbing: subclasses implement ``_fit`` and ``_score``."""
+
+    config_cls: ClassVar[type[Config]]
+    name: ClassVar[str]
+
+    def __init__(self, config: Config | None = None, **params: Any) -> None:
+        if config is None:
+            config = self.config_cls(**params)
+        elif params:
+            config = config.replace(**params)
+        if not isinstance(config, self.config_cls):
+            raise ConfigError(f"{type(self).__name__} takes a {self.config_cls.__name__}, "
+                              f"got {type(config).__name__}")
+        self.config = config
+        self._seen: sp.csr_matrix | None = None
+
+    # -- training ---------------------------------------------------------------------
+    def fit(self, train: Interactions) -> Self:
+        """Learn from the binary user-item matrix of ``train``; returns self."""
+        if len(train) == 0:
+            raise DataError(f"{type(self).__name__}.fit: train has no interactions")
+        x = train.to_csr()
+        self._fit(x)
+        self._seen = x
+        return self
+
+    def _fit(self, x: sp.csr_matrix) -> None:
+        raise NotImplementedError
+
+    def _score(self, x: sp.csr_matrix) -> np.ndarray:
+        """``[b, n_items]`` float32 scores for binary history rows ``x``."""
+        raise NotImplementedError
+
+    def _require_fitted(self) -> sp.csr_matrix:
+        if self._seen is None:
+            raise NotFittedError(f"{type(self).__name__} is not fitted: call fit first")
+        return self._seen
+
+    @property
+    def n_items(self) -> int:
+        return self._require_fitted().shape[1]
+
+    @property
+    def n_users(self) -> int:
+        return self._require_fitted().shape[0]
+
+    # -- serving ----------------------------------------------------------------------
+    def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
+        """Training items of each user index (the usual ``exclude`` lists)."""
+        m = self._require_fitted()
+        users = self._check_users(users)
+        return [m.indices[m.indptr[u]:m.indptr[u + 1]].astype(np.int64) for u in users]
+
+    def _check_users(self, users: Any) -> np.ndarray:
+        u = np.asarray(users)
+        if u.ndim != 1 or (u.size and u.dtype.kind not in "iu"):
+            raise DataError(f"`users` must be a 1-D array of user indices, got shape {u.shape} "
+                            f"dtype {u.dtype}")
+        u = u.astype(np.int64)
+        if u.size and (u.min() < 0 or u.max() >= self.n_users):
+            bad = u[(u < 0) | (u >= self.n_users)][0]
+            raise DataError(f"user index {bad} is out of range [0, {self.n_users}) "
+                            f"(users seen in training)")
+        return u
+
+    def _rank(self, x: sp.csr_matrix, k: int, exclude: Sequence[np.ndarray] | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        k = _check_k(k)
+        if exclude is not None and len(exclude) != x.shape[0]:
+            raise DataError(f"`exclude` has {len(exclude)} lists for {x.shape[0]} queries")
+        out_s, out_i = [], []
+        for lo in range(0, x.shape[0], SCORE_BATCH_SIZE):
+            hi = lo + SCORE_BATCH_SIZE
+            s = np.array(self._score(x[lo:hi]), dtype=np.float32)
+            ex = None if exclude is None else exclude[lo:hi]
+            a, b = topk_excluding(s, k, ex)
+            out_s.append(a)
+            out_i.append(b)
+        if not out_s:
+            return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
+        return np.concatenate(out_s), np.concatenate(out_i)
+
+    def recommend(self, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for training users.
+
+        Args:
+            users: ``[b]`` int64 user indices seen in training.
+            k: list length (padded with ``-1`` / ``-inf`` beyond the catalogue).
+            exclude: ``b`` arrays of item indices never to return (e.g. ``seen_items``).
+
+        Returns:
+            scores ``[b, k]`` float32 and item indices ``[b, k]`` int64, best first.
+        """
+        m = self._require_fitted()
+        return self._rank(m[self._check_users(users)], k, exclude)
+
+    def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
+                               exclude: Sequence[np.ndarray] | None = None
+                               ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items for users described only by item-index histories (order ignored)."""
+        n_items = self.n_items
+        lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+        cols = (np.concatenate([np.asarray(h, dtype=np.int64).ravel() for h in histories])
+                if lens.sum() else np.zeros(0, dtype=np.int64))
+        if cols.size and (cols.min() < 0 or cols.max() >= n_items):
+            raise DataError(f"history item indices must be in [0, {n_items}), got "
+                            f"{int(cols.min())}..{int(cols.max())}")
+        x = sp.csr_matrix((np.ones(cols.size, np.float32),
+                           (np.repeat(np.arange(len(lens)), lens), cols)),
+                          shape=(len(lens), n_items))
+        x.sum_duplicates()
+        x.data[:] = 1.0
+        return self._rank(x, k, exclude)
+
+    def __repr__(self) -> str:
+        state = "fitted" if self._seen is not None else "unfitted"
+        return f"{type(self).__name__}({self.config!r}, {state})"
+
+
+class MostPop(_Baseline):
+    """Recommend the items with the most training interactions (the same list for all).
+
+    Example:
+        >>> from twotower import Interactions
+        >>> x = Interactions.from_ids([1, 1, 2, 3], [10, 20, 10, 30])
+        >>> MostPop().fit(x).recommend(np.array([1]), k=2)[1].tolist()
+        [[0, 1]]
+    """
+
+    config_cls = MostPopConfig
+    name = "MostPop"
+
+    def _fit(self, x: sp.csr_matrix) -> None:
+        self._popularity = np.asarray(x.sum(axis=0), dtype=np.float32).ravel()
+
+    def _score(self, x: sp.csr_matrix) -> np.ndarray:
+        return np.broadcast_to(self._popularity, (x.shape[0], len(self._popularity)))
+
+
+class ItemKNN(_Baseline):
+    """Item-based nearest neighbours on the binary matrix (cosine similarity).
+
+    ``S[i, j] = |U_i ∩ U_j| / (sqrt(|U_i| |U_j|) + shrink)``, diagonal zero; for each
+    target item ``j`` only its ``neighbors`` most similar items ``i`` are kept; a user's
+    score for ``j`` is ``sum_{i in history} S[i, j]``.
+
+    Example:
+        >>> from twotower import Interactions
+        >>> x = Interactions.from_ids([1, 1, 2, 2, 3], [10, 20, 10, 20, 10])
+        >>> ItemKNN(neighbors=5).fit(x).recommend(np.array([2]), k=1,
+        ...                                        exclude=[np.array([0])])[1].tolist()
+        [[1]]
+    """
+
+    config_cls = ItemKNNConfig
+    name = "ItemKNN"
+
+    def _fit(self, x: sp.csr_matrix) -> None:
+        n = x.shape[1]
+        gram = (x.T @ x).toarray().astype(np.float32)
+        norms = np.sqrt(np.diag(gram)).astype(np.float32)
+        sim = gram / (np.outer(norms, norms) + np.float32(self.config.shrink) + 1e-12)
+        np.fill_diagonal(sim, 0.0)
+        nb = self.config.neighbors
+        if 0 < nb < n - 1:
+            # keep, per column (target item), the nb largest entries; ties by item index
+            order = np.argsort(-sim, axis=0, kind="stable")[nb:]
+            np.put_along_axis(sim, order, 0.0, axis=0)
+        self._sim = sim
+
+    def _score(self, x: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(x @ self._sim)
+
+
+class EASE(_Baseline):
+    """Embarrassingly Shallow Autoencoder (Steck, 2019), closed form.
+
+    ``P = (XᵀX + λI)⁻¹``, ``B = I - P · diag(1 / diag(P))`` (so ``diag(B) = 0``); a user's
+    scores are ``x @ B``.
+
+    Example:
+        >>> from twotower import Interactions
+        >>> x = Interactions.from_ids([1, 1, 2, 2, 3], [10, 20, 10, 20, 10])
+        >>> EASE(lambda_=1.0).fit(x).recommend(np.array([2]), k=1,
+        ...                                    exclude=[np.array([0])])[1].tolist()
+        [[1]]
+    """
+
+    config_cls = EASEConfig
+    name = "EASE"
+
+    def _fit(self, x: sp.csr_matrix) -> None:
+        gram = (x.T @ x).toarray().astype(np.float64)
+        gram[np.diag_indices_from(gram)] += self.config.lambda_
+        p = np.linalg.inv(gram)
+        b = -p / np.diag(p)[None, :]
+        np.fill_diagonal(b, 0.0)
+        self._weights = b.astype(np.float32)
+
+    def _score(self, x: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(x @ self._weights)
+
+
+BASELINES: dict[str, type[_Baseline]] = {c.name: c for c in (MostPop, ItemKNN, EASE)}
+
+
+class TuneResult(NamedTuple):
+    """``best_config`` and one row per grid point: ``{"config": {...}, "metrics": {...}}``."""
+
+    best_config: Config
+    results: list[dict[str, Any]]
+
+
+def _grid_points(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
+                 ) -> list[dict[str, Any]]:
+    if isinstance(grid, Mapping):
+        names = list(grid)
+        values = [list(grid[n]) if isinstance(grid[n], (list, tuple)) else [grid[n]]
+                  for n in names]
+        return [dict(zip(names, combo)) for combo in itertools.product(*values)]
+    return [dict(g) for g in grid]
+
+
+def tune(baseline_cls: type[_Baseline], train: Interactions,
+         grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]] | None = None,
+         seed: int = 0, *, validation_fraction: float = 0.2, split: str = "random",
+         metric: str = "recall@10", ks: Sequence[int] = (10,)) -> TuneResult:
+    """Pick hyperparameters by ``metric`` on a validation split carved from ``train`` only.
+
+    Args:
+        baseline_cls: ``MostPop``, ``ItemKNN`` or ``EASE`` (any ``_Baseline`` subclass).
+        train: the training interactions; the test set is never touched.
+        grid: ``{"lambda_": [100, 500]}`` (all combinations) or a list of config dicts;
+            None or empty tunes nothing (default config).
+        seed: seed of the validation split (``random`` kind).
+        validation_fraction: share of ``train`` rows held out for validation.
+        split: ``"random"`` (row-level, seeded) or ``"temporal"`` (each user's latest).
+        metric: the key of ``recommend_and_evaluate`` to maximise; ties keep the first.
+        ks: cut-offs evaluated on the validation split (must include ``metric``'s K).
+
+    Returns:
+        ``TuneResult(best_config, results)``.
+
+    Example:
+        >>> best, rows = tune(EASE, train, {"lambda_": [100.0, 500.0]}, seed=0)  # doctest: +SKIP
+    """
+    from twotower.evaluation.metrics import recommend_and_evaluate
+
+    points = _grid_points(grid or {})
+    if not points:
+        points = [{}]
+    configs = [baseline_cls.config_cls.from_dict(p) for p in points]
+    if split == "random":
+        parts = random_split(train, validation_fraction, seed)
+    elif split == "temporal":
+        parts = temporal_split(train, validation_fraction)
+    else:
+        raise ConfigError(f"`split` must be 'random' or 'temporal', got {split!r}")
+    results: list[dict[str, Any]] = []
+    best_i, best_v = 0, -np.inf
+    for i, cfg in enumerate(configs):
+        metrics = recommend_and_evaluate(baseline_cls(cfg).fit(parts.train), parts.train,
+                                         parts.test, ks)
+        if metric not in metrics:
+            raise ConfigError(f"`metric` {metric!r} is not among {sorted(metrics)}")
+        results.append({"config": cfg.to_dict(), "metrics": metrics})
+        if metrics[metric] > best_v:
+            best_i, best_v = i, metrics[metric]
+    return TuneResult(configs[best_i], results)
+
+
+__all__ = ["BASELINES", "EASE", "EASEConfig", "ItemKNN", "ItemKNNConfig", "MostPop",
+           "MostPopConfig", "SCORE_BATCH_SIZE", "TuneResult", "topk_excluding", "tune"]

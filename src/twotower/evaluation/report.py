@@ -1,0 +1,117 @@
+"""Reports: markdown tables of metrics and Recall@K curves."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from twotower.evaluation.metrics import Truth, per_user_metrics
+
+#: Columns of ``format_table`` by default.
+DEFAULT_TABLE_METRICS = ("recall@10", "ndcg@10", "recall@100", "hit_rate@10", "mrr@10",
+                         "coverage@10")
+
+Cell = float | Sequence[float]
+
+
+def _cell(value: Cell | None, digits: int) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (tuple, list, np.ndarray)):
+        mean, std = float(value[0]), float(value[1])
+        if math.isnan(mean):
+            return "–"
+        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    v = float(value)
+    return "–" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def format_table(rows: Mapping[str, Mapping[str, Cell]],
+                 metrics: Sequence[str] = DEFAULT_TABLE_METRICS, *, digits: int = 3,
+                 label: str = "method") -> str:
+    """A markdown table, one row per method, one column per metric.
+
+    Args:
+        rows: ``{"EASE": {"recall@10": 0.23, ...}}``; a value may be a float or a
+            ``(mean, std)`` pair (shown as ``mean ± std``); missing or NaN shows ``–``.
+        metrics: the columns, in order.
+        digits: decimals shown.
+        label: header of the first column.
+
+    Returns:
+        The table, ending with a newline.
+
+    Example:
+        >>> print(format_table({"EASE": {"recall@10": (0.2345, 0.001)}}, ["recall@10"]))
+        | method | recall@10 |
+        |---|---:|
+        | EASE | 0.234 ± 0.001 |
+        <BLANKLINE>
+    """
+    lines = ["| " + " | ".join([label, *metrics]) + " |",
+             "|---|" + "---:|" * len(metrics)]
+    for name, values in rows.items():
+        cells = [_cell(values.get(m), digits) for m in metrics]
+        lines.append("| " + " | ".join([str(name), *cells]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def recall_curve(top_ids: np.ndarray, truth: Truth, ks: Sequence[int],
+                 n_items: int | None = None) -> dict[int, float]:
+    """Mean Recall@K for each K in ``ks`` (users with no relevant item left out).
+
+    Args:
+        top_ids: ``[n, W]`` int64 item indices, best first, ``-1`` = padding; ``max(ks) <= W``.
+        truth: ``[n, n_items]`` sparse matrix or one array of relevant items per row.
+        ks: cut-offs.
+    """
+    per = per_user_metrics(top_ids, truth, ks, n_items)
+    has = per["n_relevant"] > 0
+    return {int(k): (float(per[f"recall@{int(k)}"][has].mean()) if has.any() else float("nan"))
+            for k in sorted({int(k) for k in ks})}
+
+
+def plot_recall_curves(curves: Mapping[str, Mapping[int, float]], path: str | Path, *,
+                       title: str = "Recall@K", log_x: bool = False) -> Path:
+    """Write a PNG of Recall@K against K, one line per method.
+
+    Args:
+        curves: ``{"EASE": {10: 0.23, 50: 0.5, ...}, ...}`` (e.g. from ``recall_curve``).
+        path: output file (parent folders are created).
+        title: figure title.
+        log_x: logarithmic K axis.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    try:
+        for name, curve in curves.items():
+            ks = sorted(curve)
+            ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=str(name))
+        if log_x:
+            ax.set_xscale("log")
+        ax.set_xlabel("K")
+        ax.set_ylabel("Recall@K")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        if curves:
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out, format="png")
+    finally:
+        plt.close(fig)
+    return out
+
+
+__all__ = ["DEFAULT_TABLE_METRICS", "format_table", "plot_recall_curves", "recall_curve"]

@@ -1,0 +1,54 @@
+"""Evaluate a saved run on its held-out split, optionally beside the baselines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from twotower.data.interactions import Interactions
+from twotower.evaluation.baselines import EASE, ItemKNN, MostPop, tune
+from twotower.evaluation.metrics import recommend_and_evaluate
+
+#: Above this catalogue size the dense item-item baselines (EASE, ItemKNN) are skipped:
+#: they hold an [n_items, n_items] float matrix.
+DENSE_BASELINE_MAX_ITEMS = 20_000
+
+
+def train_interactions(model: Any) -> Interactions:
+    """The training interactions of a fitted/loaded model (its seen-item matrix)."""
+    seen = model._seen.tocoo()
+    return Interactions(users=seen.row.astype(np.int64), items=seen.col.astype(np.int64),
+                        user_vocab=model.user_vocab, item_vocab=model.item_vocab)
+
+
+def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[int] = (10, 100),
+                 baselines: bool = False, seed: int = 0
+                 ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
+    """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
+    validation split of train) on a held-out split given as (users, items) index arrays.
+
+    Returns:
+        (table: method -> metric -> value, curves: method -> {K: recall@K}).
+    """
+    train = train_interactions(model)
+    held = Interactions(users=np.asarray(test[0], dtype=np.int64),
+                        items=np.asarray(test[1], dtype=np.int64),
+                        user_vocab=model.user_vocab, item_vocab=model.item_vocab)
+    curve_ks = sorted({1, 5, 10, 20, 50, 100, *ks} & set(range(1, model.n_items + 1)))
+    methods: dict[str, Any] = {"model": model, "MostPop": MostPop().fit(train)}
+    if baselines and model.n_items <= DENSE_BASELINE_MAX_ITEMS:
+        methods["ItemKNN"] = ItemKNN(
+            tune(ItemKNN, train, {"neighbors": [50, 100, 200]}, seed).best_config).fit(train)
+        methods["EASE"] = EASE(
+            tune(EASE, train, {"lambda_": [100.0, 250.0, 500.0, 1000.0, 2000.0]},
+                 seed).best_config).fit(train)
+    table: dict[str, dict[str, float]] = {}
+    curves: dict[str, dict[int, float]] = {}
+    for name, rec in methods.items():
+        res = recommend_and_evaluate(rec, train, held, ks=curve_ks)
+        table[name] = {k: v for k, v in res.items()
+                       if k == "users" or int(k.split("@")[1]) in ks}
+        curves[name] = {k: res[f"recall@{k}"] for k in curve_ks}
+    return table, curves

@@ -1,0 +1,41 @@
+"""Shared fixtures: the pristine MovieLens 100k files and small trained runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import pytest
+
+ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ml-100k"
+
+
+@pytest.fixture(scope="session")
+def ml100k_dir() -> Path:
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens 100k not found at {ML100K}")
+    return ML100K
+
+
+@pytest.fixture(scope="session")
+def ml100k(ml100k_dir):
+    from twotower.data import read_movielens_100k
+    return read_movielens_100k(ml100k_dir)
+
+
+@pytest.fixture(scope="session")
+def ml_split(ml100k):
+    from twotower.data import random_split
+    return random_split(ml100k, 0.2, seed=42)
+
+
+@pytest.fixture(scope="session")
+def tutorial_run(tmp_path_factory, ml_split):
+    """A tutorial-preset model (5 epochs) trained on ML-100k and saved; (model, run dir)."""
+    from twotower import ModelConfig, TwoTower
+    model = TwoTower(ModelConfig.preset("tutorial", epochs=5)).fit(ml_split.train, verbose=0)
+    run = tmp_path_factory.mktemp("runs") / "tutorial"
+    model.save(run, test=ml_split.test, data={"source": "movielens-100k"})
+    return model, run

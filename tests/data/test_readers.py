@@ -1,0 +1,65 @@
+import pandas as pd
+import pytest
+
+from twotower.data import read_interactions, write_interactions
+from twotower.errors import DataError
+
+
+def test_csv_with_string_ids_and_items(tmp_path):
+    (tmp_path / "r.csv").write_text("who,what,stars,when\nalice,m1,4,10\nbob,m2,5,11\nalice,m2,3,12\n")
+    (tmp_path / "items.csv").write_text("what,title,genres\nm1,First,Drama|War\nm2,Second,\n")
+    x = read_interactions(tmp_path / "r.csv", user_col="who", item_col="what",
+                          rating_col="stars", time_col="when", items=tmp_path / "items.csv")
+    assert x.user_vocab.ids.tolist() == ["alice", "bob"]
+    assert x.item_vocab.ids.tolist() == ["m1", "m2"]
+    assert x.ratings.tolist() == [4, 5, 3]
+    assert x.titles().tolist() == ["First", "Second"]
+    assert x.item_info.loc[0, "genres"] == ["Drama", "War"]
+
+
+def test_int_ids_stay_ints(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id\n3,10\n1,10\n")
+    x = read_interactions(tmp_path / "r.csv")
+    assert x.user_vocab.is_int and x.user_vocab.ids.tolist() == [1, 3]
+
+
+def test_parquet_round_trip(tmp_path, ml100k):
+    small = ml100k.take(slice(0, 500))
+    write_interactions(small, tmp_path / "r.parquet")
+    x = read_interactions(tmp_path / "r.parquet", rating_col="rating", time_col="timestamp")
+    assert len(x) == 500 and x.ratings.sum() == small.ratings.sum()
+
+
+def test_missing_column_names_file_and_columns(tmp_path):
+    (tmp_path / "r.csv").write_text("u,i\n1,2\n")
+    with pytest.raises(DataError, match=r"r\.csv has no column 'user_id'.*columns are \['u', 'i'\]"):
+        read_interactions(tmp_path / "r.csv")
+
+
+def test_malformed_rating_names_line_and_column(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,4\n1,3,five\n")
+    with pytest.raises(DataError, match=r"line 3, column 'rating'.*'five'"):
+        read_interactions(tmp_path / "r.csv", rating_col="rating")
+
+
+def test_short_row_names_line(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,4\n1\n")
+    with pytest.raises(DataError, match=r"line 3"):
+        read_interactions(tmp_path / "r.csv", rating_col="rating")
+
+
+def test_empty_id_and_missing_file_and_suffix(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id\n1,2\n,3\n")
+    with pytest.raises(DataError, match=r"line 3, column 'user_id': empty user id"):
+        read_interactions(tmp_path / "r.csv")
+    with pytest.raises(DataError, match="file not found"):
+        read_interactions(tmp_path / "nope.csv")
+    (tmp_path / "r.xlsx").write_text("x")
+    with pytest.raises(DataError, match="unknown file type"):
+        read_interactions(tmp_path / "r.xlsx")
+
+
+def test_too_many_fields_is_an_error(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id\n1,2\n1,2,3,4\n")
+    with pytest.raises(DataError, match="line 3|malformed"):
+        read_interactions(tmp_path / "r.csv")

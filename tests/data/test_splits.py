@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from twotower.data import held_out_users_split, make_split, random_split, temporal_split
+from twotower.errors import DataError
+
+
+def _pairs(x):
+    return set(zip(x.users.tolist(), x.items.tolist(), x.timestamps.tolist()))
+
+
+def test_random_split_deterministic_and_disjoint(ml100k):
+    a, b = random_split(ml100k, 0.2, seed=7), random_split(ml100k, 0.2, seed=7)
+    assert np.array_equal(a.test.users, b.test.users) and np.array_equal(a.test.items, b.test.items)
+    assert len(a.train) == 80_000 and len(a.test) == 20_000
+    assert not _pairs(a.train) & _pairs(a.test)
+    c = random_split(ml100k, 0.2, seed=8)
+    assert not np.array_equal(a.test.items, c.test.items)
+
+
+def test_temporal_split_holds_out_each_users_latest(ml100k):
+    s = temporal_split(ml100k, 0.2)
+    last_train = np.full(ml100k.n_users, -1)
+    np.maximum.at(last_train, s.train.users, s.train.timestamps)
+    first_test = np.full(ml100k.n_users, np.iinfo(np.int64).max)
+    np.minimum.at(first_test, s.test.users, s.test.timestamps)
+    assert np.all(last_train <= first_test)
+    counts = np.bincount(ml100k.users, minlength=ml100k.n_users)
+    test_counts = np.bincount(s.test.users, minlength=ml100k.n_users)
+    assert np.array_equal(test_counts, np.maximum(1, np.floor(0.2 * counts)).astype(int))
+
+
+def test_held_out_users_absent_from_train(ml100k):
+    s = held_out_users_split(ml100k, 0.1, seed=1)
+    held = set(s.test.users.tolist())
+    assert held and not held & set(s.train.users.tolist())
+    assert set(s.history.users.tolist()) >= held
+
+
+def test_bad_split_arguments(ml100k):
+    with pytest.raises(DataError, match="split must be one of"):
+        make_split(ml100k, "sideways")
+    with pytest.raises(Exception, match="test_fraction"):
+        random_split(ml100k, 1.5)

@@ -1,0 +1,175 @@
+"""Baselines: planted structure, exclusion, the top-k contract, configs, tuning, ML-100k."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from twotower.data import Interactions, random_split, read_movielens_100k
+from twotower.errors import ConfigError, DataError, NotFittedError
+from twotower.evaluation import (EASE, EASEConfig, HistoryRecommender, ItemKNN, ItemKNNConfig,
+                                 MostPop, MostPopConfig, Recommender, recommend_and_evaluate,
+                                 topk_excluding, tune)
+
+ML100K = Path(__file__).resolve().parents[2].parent / "shared/datasets/ml-100k"
+BLOCK = 10
+
+
+def two_blocks(seed: int = 0, n_users: int = 40, per_user: int = 6) -> Interactions:
+    """Even users like items 0-9, odd users items 10-19; each rated ``per_user`` of them."""
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users), per_user)
+    items = np.concatenate([rng.choice(BLOCK, per_user, replace=False) + BLOCK * (u % 2)
+                            for u in range(n_users)])
+    return Interactions.from_ids(users, items)
+
+
+def make(cls):
+    return {MostPop: lambda: MostPop(), ItemKNN: lambda: ItemKNN(neighbors=8),
+            EASE: lambda: EASE(lambda_=5.0)}[cls]()
+
+
+ALL = [MostPop, ItemKNN, EASE]
+
+
+@pytest.mark.parametrize("cls", [ItemKNN, EASE])
+def test_planted_blocks_recommend_unseen_items_of_own_block(cls):
+    x = two_blocks()
+    model = make(cls).fit(x)
+    users = np.arange(x.n_users)
+    seen = model.seen_items(users)
+    k = BLOCK - 6  # exactly the unseen items of the user's block
+    _, ids = model.recommend(users, k, exclude=seen)
+    for u in users:
+        want = set(range(BLOCK * (u % 2), BLOCK * (u % 2 + 1))) - set(seen[u].tolist())
+        assert set(ids[u].tolist()) == want
+
+
+def test_mostpop_returns_most_popular_unseen():
+    # popularity 5, 4, 3, 2, 1 for items 0..4 (distinct counts: no ties)
+    users = [0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1, 2, 0, 1, 0]
+    items = [0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 3, 3, 4]
+    x = Interactions.from_ids(users, items)
+    m = MostPop().fit(x)
+    scores, ids = m.recommend(np.array([4, 3]), k=3, exclude=m.seen_items(np.array([4, 3])))
+    assert ids.tolist() == [[1, 2, 3], [2, 3, 4]]
+    assert scores[0].tolist() == [4.0, 3.0, 2.0]
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_exclusion_and_padding_beyond_catalogue(cls):
+    x = two_blocks()
+    model = make(cls).fit(x)
+    exclude = [np.arange(0, 20, 2), np.array([], dtype=np.int64)]
+    scores, ids = model.recommend(np.array([0, 1]), k=25, exclude=exclude)
+    assert ids.shape == scores.shape == (2, 25)
+    assert ids.dtype == np.int64 and scores.dtype == np.float32
+    assert not set(ids[0].tolist()) & set(range(0, 20, 2))
+    assert (ids[0, 10:] == -1).all() and np.isneginf(scores[0, 10:]).all()
+    assert sorted(ids[1, :20].tolist()) == list(range(20)) and (ids[1, 20:] == -1).all()
+    assert (np.diff(scores[1, :20]) <= 0).all()
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_history_equals_training_row(cls):
+    x = two_blocks()
+    model = make(cls).fit(x)
+    users = np.array([0, 3, 7])
+    seen = model.seen_items(users)
+    a = model.recommend(users, 5, exclude=seen)
+    b = model.recommend_from_history([s[::-1] for s in seen], 5, exclude=seen)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(a[0], b[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_protocols_and_unfitted(cls):
+    model = make(cls)
+    assert isinstance(model, Recommender) and isinstance(model, HistoryRecommender)
+    with pytest.raises(NotFittedError, match="call fit first"):
+        model.recommend(np.array([0]), 3)
+    with pytest.raises(NotFittedError, match="call fit first"):
+        model.recommend_from_history([np.array([0])], 3)
+
+
+def test_bad_arguments_are_named():
+    model = EASE(lambda_=5.0).fit(two_blocks())
+    with pytest.raises(DataError, match="user index 99"):
+        model.recommend(np.array([99]), 3)
+    with pytest.raises(ConfigError, match="`k`"):
+        model.recommend(np.array([0]), 0)
+    with pytest.raises(DataError, match="exclude"):
+        model.recommend(np.array([0, 1]), 3, exclude=[np.array([0])])
+    with pytest.raises(DataError, match="history item"):
+        model.recommend_from_history([np.array([20])], 3)
+    with pytest.raises(ConfigError, match="lambda_"):
+        EASEConfig(lambda_=0.0)
+    with pytest.raises(ConfigError, match="neighbors"):
+        ItemKNNConfig(neighbors=-1)
+
+
+@pytest.mark.parametrize("config", [MostPopConfig(), ItemKNNConfig(neighbors=7, shrink=2.5),
+                                    EASEConfig(lambda_=123.0)])
+def test_config_json_round_trip(config):
+    again = type(config).from_json(config.to_json())
+    assert again == config and again.to_dict() == config.to_dict()
+
+
+def test_constructor_does_no_work_and_takes_overrides():
+    m = EASE(EASEConfig(lambda_=1.0), lambda_=2.0)
+    assert m.config == EASEConfig(lambda_=2.0) and "unfitted" in repr(m)
+    with pytest.raises(ConfigError, match="EASEConfig"):
+        EASE(ItemKNNConfig())
+
+
+def test_ease_weights_match_closed_form():
+    x = two_blocks(per_user=4)
+    lam = 3.0
+    model = EASE(lambda_=lam).fit(x)
+    dense = x.to_csr().toarray().astype(np.float64)
+    p = np.linalg.inv(dense.T @ dense + lam * np.eye(x.n_items))
+    b = np.eye(x.n_items) - p / np.diag(p)
+    np.testing.assert_allclose(model._weights, b, atol=1e-5)
+    assert np.allclose(np.diag(model._weights), 0.0)
+
+
+def test_topk_excluding_is_tie_exact():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(50, 30)).astype(np.float32)  # many ties
+    exclude = [rng.choice(30, rng.integers(0, 5), replace=False) for _ in range(50)]
+    for k in (1, 5, 29, 30):
+        masked = scores.copy()
+        for row, e in enumerate(exclude):
+            masked[row, e] = -np.inf
+        want = np.argsort(-masked, axis=1, kind="stable")[:, :k]
+        want_scores = np.take_along_axis(masked, want, axis=1)
+        want = np.where(np.isneginf(want_scores), -1, want)
+        got_s, got = topk_excluding(scores.copy(), k, exclude)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_s, want_scores)
+
+
+def test_tune_uses_a_validation_split_of_train_only():
+    x = two_blocks(n_users=60, per_user=8)
+    best, results = tune(EASE, x, {"lambda_": [1.0, 10.0, 1e6]}, seed=0)
+    assert [r["config"]["lambda_"] for r in results] == [1.0, 10.0, 1e6]
+    scores = [r["metrics"]["recall@10"] for r in results]
+    assert best.lambda_ == [1.0, 10.0, 1e6][int(np.argmax(scores))]
+    assert best.lambda_ != 1e6  # near-zero weights lose the block structure's advantage
+    again = tune(EASE, x, [{"lambda_": 1.0}, {"lambda_": 10.0}, {"lambda_": 1e6}], seed=0)
+    assert again.best_config == best
+    only = tune(MostPop, x, None, seed=0)
+    assert only.best_config == MostPopConfig() and len(only.results) == 1
+    with pytest.raises(ConfigError, match="split"):
+        tune(EASE, x, {"lambda_": [1.0]}, split="nope")
+
+
+def test_ease_on_movielens_100k():
+    if not (ML100K / "u.data").is_file():
+        pytest.skip(f"MovieLens 100k not found at {ML100K}")
+    s = random_split(read_movielens_100k(ML100K), 0.2, seed=42)
+    r = recommend_and_evaluate(EASE().fit(s.train), s.train, s.test, ks=(10,))
+    assert r["users"] > 900
+    assert 0.18 < r["recall@10"] < 0.35, r

@@ -1,0 +1,262 @@
+"""Top-K metrics: hand-worked cases, a per-user reference, the protocol, and reports."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from twotower.data import Interactions, held_out_users_split
+from twotower.errors import ConfigError, DataError
+from twotower.evaluation import (EASE, evaluate_topk, format_table, hit_matrix,
+                                 per_user_metrics, plot_recall_curves, recall_curve,
+                                 recommend_and_evaluate)
+
+
+def d(rank: int) -> float:
+    """DCG discount of a 0-based rank."""
+    return 1.0 / math.log2(rank + 2)
+
+
+# -- hand-worked cases ------------------------------------------------------------------
+
+def test_perfect_list():
+    r = evaluate_topk(np.array([[4, 2, 0]]), [np.array([0, 2, 4])], ks=(3,), n_items=5)
+    assert r["recall@3"] == 1.0 and r["ndcg@3"] == pytest.approx(1.0)
+    assert r["hit_rate@3"] == 1.0 and r["mrr@3"] == 1.0
+    assert r["coverage@3"] == pytest.approx(3 / 5) and r["users"] == 1
+
+
+def test_no_hit():
+    r = evaluate_topk(np.array([[1, 3]]), [np.array([0])], ks=(1, 2), n_items=4)
+    for key in ("recall@2", "ndcg@2", "hit_rate@2", "mrr@2", "recall@1"):
+        assert r[key] == 0.0
+
+
+def test_empty_truth_users_are_excluded():
+    top = np.array([[0, 1], [2, 3]])
+    r = evaluate_topk(top, [np.array([1]), np.array([], dtype=np.int64)], ks=(2,), n_items=4)
+    assert r["users"] == 1 and r["recall@2"] == 1.0
+    assert r["coverage@2"] == pytest.approx(2 / 4)  # only the evaluated user's list counts
+    none = evaluate_topk(top, [np.array([], dtype=np.int64)] * 2, ks=(2,), n_items=4)
+    assert none["users"] == 0 and math.isnan(none["recall@2"])
+
+
+def test_padding_and_repeats_never_hit_twice():
+    # -1 is padding; a repeated relevant item counts at its first position only
+    r = evaluate_topk(np.array([[-1, 2, 2, -1]]), [np.array([2, 3])], ks=(4,), n_items=4)
+    assert r["recall@4"] == pytest.approx(0.5)
+    assert r["ndcg@4"] == pytest.approx(d(1) / (d(0) + d(1)))
+    assert r["mrr@4"] == pytest.approx(0.5)
+    assert r["coverage@4"] == pytest.approx(1 / 4)
+
+
+def test_recall_is_hits_over_all_relevant():
+    # 5 relevant, K=2, both hit: recall 2/5 (not 2/min(K, 5)); ideal DCG over 2 items
+    r = evaluate_topk(np.array([[0, 1]]), [np.arange(5)], ks=(2,), n_items=6)
+    assert r["recall@2"] == pytest.approx(0.4)
+    assert r["ndcg@2"] == pytest.approx(1.0)
+
+
+def test_two_users_by_hand():
+    top = np.array([[5, 2, 7, 1],
+                    [3, -1, -1, -1],
+                    [0, 1, 2, 3]])
+    truth = sp.csr_matrix(np.array([
+        [0, 1, 1, 0, 0, 0, 0, 0, 0, 1],   # {1, 2, 9}
+        [0, 0, 0, 1, 0, 0, 0, 0, 0, 0],   # {3}
+        [0] * 10,                         # none: left out
+    ], dtype=np.float32))
+    r = evaluate_topk(top, truth, ks=(2, 4))
+    u0 = {"recall@2": 1 / 3, "recall@4": 2 / 3,
+          "ndcg@2": d(1) / (d(0) + d(1)), "ndcg@4": (d(1) + d(3)) / (d(0) + d(1) + d(2)),
+          "hit_rate@2": 1.0, "hit_rate@4": 1.0, "mrr@2": 0.5, "mrr@4": 0.5}
+    u1 = dict.fromkeys(u0, 1.0)
+    for key in u0:
+        assert r[key] == pytest.approx((u0[key] + u1[key]) / 2), key
+    assert r["coverage@2"] == pytest.approx(3 / 10)   # {5, 2, 3}
+    assert r["coverage@4"] == pytest.approx(5 / 10)   # {5, 2, 7, 1, 3}
+    assert r["users"] == 2
+    per = per_user_metrics(top, truth, ks=(2, 4))
+    assert per["recall@4"][0] == pytest.approx(2 / 3) and math.isnan(per["recall@4"][2])
+    assert per["n_relevant"].tolist() == [3, 1, 0]
+
+
+def test_truth_as_lists_equals_truth_as_csr():
+    top = np.array([[1, 0], [2, 1]])
+    lists = [np.array([0]), np.array([1, 2])]
+    csr = sp.csr_matrix((np.ones(3), ([0, 1, 1], [0, 1, 2])), shape=(2, 3))
+    assert evaluate_topk(top, lists, ks=(2,), n_items=3) == evaluate_topk(top, csr, ks=(2,))
+
+
+def test_bad_inputs_are_named():
+    truth = [np.array([0])]
+    with pytest.raises(ConfigError, match="ks"):
+        evaluate_topk(np.array([[0, 1]]), truth, ks=(10,), n_items=3)
+    with pytest.raises(DataError, match="top_ids"):
+        evaluate_topk(np.array([[0, 7]]), truth, ks=(1,), n_items=3)
+    with pytest.raises(DataError, match="rows"):
+        evaluate_topk(np.array([[0], [1]]), truth, ks=(1,), n_items=3)
+    with pytest.raises(ConfigError, match="ks"):
+        evaluate_topk(np.array([[0]]), truth, ks=(0,), n_items=3)
+
+
+# -- agreement with a plain per-user reference ----------------------------------------------
+
+def reference(top: np.ndarray, truth: list[set[int]], ks, n_items: int) -> dict[str, float]:
+    out: dict[str, list[float]] = {}
+    evaluated = [u for u in range(len(truth)) if truth[u]]
+    for k in ks:
+        for u in evaluated:
+            rel, seen, hits, dcg, rr = truth[u], set(), 0, 0.0, 0.0
+            for rank, item in enumerate(top[u, :k].tolist()):
+                if item < 0 or item in seen:
+                    continue
+                seen.add(item)
+                if item in rel:
+                    hits += 1
+                    dcg += d(rank)
+                    rr = rr or 1.0 / (rank + 1)
+            idcg = sum(d(i) for i in range(min(k, len(rel))))
+            out.setdefault(f"recall@{k}", []).append(hits / len(rel))
+            out.setdefault(f"ndcg@{k}", []).append(dcg / idcg)
+            out.setdefault(f"hit_rate@{k}", []).append(float(hits > 0))
+            out.setdefault(f"mrr@{k}", []).append(rr)
+        items = {i for u in evaluated for i in top[u, :k].tolist() if i >= 0}
+        out[f"coverage@{k}"] = [len(items) / n_items]
+    res = {key: float(np.mean(v)) for key, v in out.items()}
+    res["users"] = float(len(evaluated))
+    return res
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_matches_reference_on_random_data(seed):
+    rng = np.random.default_rng(seed)
+    n_users, n_items, width = 60, 40, 15
+    top = rng.integers(-1, n_items, size=(n_users, width))  # with padding and repeats
+    truth = [set(rng.choice(n_items, size=rng.integers(0, 12), replace=False).tolist())
+             for _ in range(n_users)]
+    lists = [np.array(sorted(t), dtype=np.int64) for t in truth]
+    got = evaluate_topk(top, lists, ks=(1, 5, 15), n_items=n_items)
+    want = reference(top, truth, (1, 5, 15), n_items)
+    assert set(got) == set(want)
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-12), key
+
+
+def test_hit_matrix_marks_first_occurrence():
+    h = hit_matrix(np.array([[3, 3, 1, 0]]), [np.array([3, 0])], n_items=4)
+    assert h.tolist() == [[True, False, False, True]]
+
+
+def test_943_users_top100_is_fast():
+    rng = np.random.default_rng(0)
+    n_users, n_items = 943, 1682
+    top = np.argsort(rng.random((n_users, n_items)), axis=1)[:, :100]
+    truth = sp.random(n_users, n_items, density=0.012, format="csr", random_state=0)
+    t = time.perf_counter()
+    evaluate_topk(top, truth, ks=(10, 20, 50, 100))
+    assert time.perf_counter() - t < 1.0
+
+
+# -- the protocol ---------------------------------------------------------------------------
+
+class Spy:
+    """Recommends items 0, 1, 2, ... minus the exclusions; records what it was asked."""
+
+    def __init__(self, n_items: int) -> None:
+        self.n_items, self.calls = n_items, []
+
+    def fit(self, train):
+        return self
+
+    def _lists(self, n, k, exclude):
+        ids = np.full((n, k), -1, dtype=np.int64)
+        for row in range(n):
+            keep = np.setdiff1d(np.arange(self.n_items), exclude[row])[:k]
+            ids[row, :len(keep)] = keep
+        return np.zeros((n, k), np.float32), ids
+
+    def recommend(self, users, k, exclude=None):
+        self.calls.append(("users", np.asarray(users).tolist(), k, [e.tolist() for e in exclude]))
+        return self._lists(len(users), k, exclude)
+
+    def recommend_from_history(self, histories, k, exclude=None):
+        self.calls.append(("history", [h.tolist() for h in histories], k,
+                           [e.tolist() for e in exclude]))
+        return self._lists(len(histories), k, exclude)
+
+
+def test_protocol_excludes_train_items_and_drops_unreachable_truth():
+    vocab = dict(user_vocab=None, item_vocab=None)
+    full = Interactions.from_ids([0, 0, 1, 1, 2], [0, 1, 2, 3, 4], **vocab)
+    train = full.take(np.array([0, 2]))    # user0: item0, user1: item2
+    test = full.take(np.array([1, 3]))     # user0: item1, user1: item3
+    spy = Spy(full.n_items)
+    r = recommend_and_evaluate(spy, train, test, ks=(1, 3), return_lists=True)
+    kind, users, k, exclude = spy.calls[0]
+    assert kind == "users" and users == [0, 1] and k == 3 and exclude == [[0], [2]]
+    # user0 gets [1, 2, 3] (hit at rank 0); user1 gets [0, 1, 3] (hit at rank 2)
+    assert r["recall@1"] == pytest.approx(0.5) and r["mrr@3"] == pytest.approx((1 + 1 / 3) / 2)
+    assert r["lists"]["top_ids"].tolist() == [[1, 2, 3], [0, 1, 3]]
+    # a test item that is also a train item can never be recommended: not counted
+    r2 = recommend_and_evaluate(spy, full, test, ks=(1,))
+    assert r2["users"] == 0
+
+
+def test_protocol_held_out_users_use_history_in_time_order():
+    x = Interactions.from_ids([0, 0, 0, 1, 1], [0, 1, 2, 0, 3], timestamps=[30, 10, 20, 1, 2])
+    history = x.take(np.array([0, 1, 3]))   # user0: items 1 (t10), 0 (t30); user1: item 0
+    test = x.take(np.array([2, 4]))
+    spy = Spy(x.n_items)
+    recommend_and_evaluate(spy, x.take(np.zeros(0, dtype=np.int64)), test, ks=(2,),
+                           history=history)
+    kind, histories, k, exclude = spy.calls[0]
+    assert kind == "history" and histories == [[1, 0], [0]] and exclude == histories
+
+
+def test_protocol_pads_when_k_exceeds_catalogue():
+    x = Interactions.from_ids([0, 0, 1], [0, 1, 2])
+    r = recommend_and_evaluate(Spy(3), x.take(np.array([0])), x.take(np.array([1, 2])),
+                               ks=(10,), return_lists=True)
+    assert r["lists"]["top_ids"].shape == (2, 10) and r["recall@10"] == 1.0
+
+
+def test_protocol_held_out_split_with_ease():
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(60), 8)
+    items = np.concatenate([rng.choice(10, 8, replace=False) + 10 * (u % 2) for u in range(60)])
+    x = Interactions.from_ids(users, items, timestamps=np.arange(len(users)))
+    s = held_out_users_split(x, user_fraction=0.3, seed=1)
+    # each held-out user has 3 unseen items in their block (1 test + 2 never rated)
+    r = recommend_and_evaluate(EASE(lambda_=10.0).fit(s.train), s.train, s.test, ks=(3,),
+                               history=s.history)
+    assert r["users"] > 0 and r["recall@3"] == pytest.approx(1.0)
+
+
+def test_protocol_rejects_empty_test():
+    x = Interactions.from_ids([0], [0])
+    with pytest.raises(DataError, match="test"):
+        recommend_and_evaluate(Spy(1), x, x.take(np.zeros(0, dtype=np.int64)))
+
+
+# -- reports ---------------------------------------------------------------------------------
+
+def test_format_table():
+    text = format_table({"EASE": {"recall@10": (0.23456, 0.0012), "ndcg@10": 0.4},
+                         "Pop": {"recall@10": float("nan")}}, ["recall@10", "ndcg@10"])
+    lines = text.strip().splitlines()
+    assert lines[0] == "| method | recall@10 | ndcg@10 |"
+    assert lines[2] == "| EASE | 0.235 ± 0.001 | 0.400 |"
+    assert lines[3] == "| Pop | – | – |"
+
+
+def test_recall_curve_and_plot(tmp_path):
+    top = np.array([[0, 1, 2, 3], [3, 2, 1, 0]])
+    curve = recall_curve(top, [np.array([0, 1]), np.array([0])], ks=(1, 2, 4), n_items=4)
+    assert curve == {1: pytest.approx(0.25), 2: pytest.approx(0.5), 4: pytest.approx(1.0)}
+    path = plot_recall_curves({"a": curve, "b": {1: 0.1, 4: 0.3}}, tmp_path / "sub" / "r.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

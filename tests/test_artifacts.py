@@ -1,0 +1,108 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from twotower import ArtifactError, NotFittedError, TwoTower
+from twotower.artifacts import FORMAT_VERSION, atomic_directory
+
+
+def _top(model, users=(0, 1, 2, 41), k=10):
+    u = np.array(users)
+    return model.recommend(u, k, model.seen_items(u))
+
+
+def test_save_load_identical_topk(tutorial_run):
+    model, run = tutorial_run
+    loaded = TwoTower.load(run)
+    s1, i1 = _top(model)
+    s2, i2 = _top(loaded)
+    assert np.array_equal(i1, i2) and np.allclose(s1, s2)
+    assert loaded.config == model.config and loaded.item_vocab == model.item_vocab
+    assert np.array_equal(loaded.similar_items([5], 10)[1], model.similar_items([5], 10)[1])
+    assert loaded.titles([0])[0] == model.titles([0])[0]
+    assert loaded.history == model.history
+
+
+def test_keras_weights_round_trip(tutorial_run):
+    model, run = tutorial_run
+    loaded = TwoTower.load(run, keras=True)
+    u = np.arange(5)
+    assert np.array_equal(loaded.raw_tutorial_top_ids(u), model.raw_tutorial_top_ids(u))
+
+
+def test_unfitted_model_says_call_fit():
+    with pytest.raises(NotFittedError, match="call fit first"):
+        TwoTower().recommend(np.array([0]), 10)
+
+
+def test_missing_corrupt_and_newer_format(tutorial_run, tmp_path):
+    _, run = tutorial_run
+    with pytest.raises(ArtifactError, match="not found"):
+        TwoTower.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ArtifactError, match="not a twotower model directory"):
+        TwoTower.load(tmp_path / "empty")
+    import shutil
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    with open(bad / "arrays.npz", "r+b") as fh:
+        fh.seek(200)
+        fh.write(b"garbage!")
+    with pytest.raises(ArtifactError, match="arrays.npz is corrupt"):
+        TwoTower.load(bad)
+    newer = tmp_path / "newer"
+    shutil.copytree(run, newer)
+    meta = json.loads((newer / "format.json").read_text())
+    meta["format_version"] = FORMAT_VERSION + 1
+    (newer / "format.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="newer than this twotower"):
+        TwoTower.load(newer)
+    missing = tmp_path / "missing"
+    shutil.copytree(run, missing)
+    (missing / "item_vocab.json").unlink()
+    with pytest.raises(ArtifactError, match="item_vocab.json is missing"):
+        TwoTower.load(missing)
+
+
+def test_failed_save_leaves_previous_model(tutorial_run, tmp_path):
+    model, _ = tutorial_run
+    run = tmp_path / "run"
+    model.save(run)
+    before = _top(TwoTower.load(run))[1]
+
+    def explode(tmp):
+        (tmp / "half.bin").write_bytes(b"x" * 100)
+        raise KeyboardInterrupt  # Ctrl-C mid-save
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_directory(run, explode)
+    assert np.array_equal(_top(TwoTower.load(run))[1], before)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temp dirs left behind
+
+
+def test_killed_process_mid_save_leaves_previous_model(tutorial_run, tmp_path):
+    """A real crash: SIGKILL a process while it writes the new version."""
+    model, _ = tutorial_run
+    run = tmp_path / "run"
+    model.save(run)
+    before = _top(TwoTower.load(run))[1]
+    script = textwrap.dedent(f"""
+        import time
+        from twotower.artifacts import atomic_directory
+        def write(tmp):
+            (tmp / "format.json").write_text("{{}}")
+            print("writing", flush=True)
+            time.sleep(60)
+        atomic_directory({str(run)!r}, write)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert np.array_equal(_top(TwoTower.load(run))[1], before)

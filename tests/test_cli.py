@@ -1,0 +1,118 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from twotower.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_recommend_one_user(capsys, tutorial_run):
+    _, rundir = tutorial_run
+    code, out, err = run(capsys, "recommend", rundir, "--user", "42", "-k", "5")
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == "user 42:" and len(lines) == 6
+
+
+def test_recommend_json_excludes_seen(capsys, tutorial_run):
+    model, rundir = tutorial_run
+    code, out, _ = run(capsys, "recommend", rundir, "--user", "42", "--json", "-k", "20")
+    row = json.loads(out)
+    seen = set(model.item_vocab.ids[model.seen_items(model.user_vocab.lookup([42]))[0]].tolist())
+    assert code == 0 and len(row["items"]) == 20
+    assert not seen & {it["item_id"] for it in row["items"]}
+    code, out, _ = run(capsys, "recommend", rundir, "--user", "42", "--json", "-k", "20",
+                       "--include-seen")
+    assert seen & {it["item_id"] for it in json.loads(out)["items"]}
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "parquet"])
+def test_recommend_all_users_to_file(capsys, tutorial_run, tmp_path, suffix):
+    _, rundir = tutorial_run
+    out_file = tmp_path / f"recs.{suffix}"
+    code, out, err = run(capsys, "recommend", rundir, "--all-users", "--out", out_file)
+    assert code == 0, err
+    if suffix == "jsonl":
+        rows = [json.loads(ln) for ln in out_file.read_text().splitlines()]
+        assert len(rows) == 943 and all(len(r["items"]) == 10 for r in rows)
+    else:
+        df = pd.read_parquet(out_file)
+        assert len(df) == 9430 and df["user_id"].nunique() == 943
+
+
+def test_recommend_users_file(capsys, tutorial_run, tmp_path):
+    _, rundir = tutorial_run
+    (tmp_path / "u.txt").write_text("1\n2\n\n3\n")
+    code, out, _ = run(capsys, "recommend", rundir, "--users", tmp_path / "u.txt", "--json")
+    assert code == 0 and [json.loads(x)["user_id"] for x in out.splitlines()] == ["1", "2", "3"]
+
+
+def test_similar_by_title_and_id(capsys, tutorial_run):
+    _, rundir = tutorial_run
+    code, out, _ = run(capsys, "similar", rundir, "--item", "Star Wars (1977)", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["item_id"] == 50 and len(data["items"]) == 10
+    assert 50 not in {it["item_id"] for it in data["items"]}
+    code2, out2, _ = run(capsys, "similar", rundir, "--item", "50", "--json")
+    assert json.loads(out2) == data
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["recommend", "{run}", "--user", "99999"], "unknown user id '99999'"),
+    (["similar", "{run}", "--item", "No Such Movie"], "unknown item id 'No Such Movie'"),
+    (["recommend", "{run}", "--user", "42", "-k", "5000"], "between 1 and 1682"),
+    (["recommend", "{tmp}/nope", "--user", "42"], "model directory not found"),
+    (["train", "--data", "{tmp}/missing.csv", "--out", "{tmp}/r"], "file not found"),
+    (["train", "--data", "movielens-100k", "--out", "{tmp}/r", "--split", "weird"],
+     "split must be one of"),
+    (["recommend"], "the following arguments are required"),
+])
+def test_user_errors_exit_2_with_one_line(capsys, tutorial_run, tmp_path, argv, needle):
+    _, rundir = tutorial_run
+    argv = [a.format(run=rundir, tmp=tmp_path) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert needle in err
+    assert "Traceback" not in err
+
+
+def test_train_on_csv_with_string_ids(capsys, tmp_path, ml100k):
+    from twotower.data import write_interactions
+    small = ml100k.take(ml100k.users < 200)
+    data = tmp_path / "r.csv"
+    write_interactions(small, data)
+    text = data.read_text().replace("\n", "\n").splitlines()
+    header, rows = text[0], text[1:]
+    data.write_text("\n".join([header] + [f"u{r}" for r in rows]) + "\n")  # string user ids
+    code, out, err = run(capsys, "train", "--data", data, "--rating-col", "rating",
+                         "--time-col", "timestamp", "--split", "temporal", "--out",
+                         tmp_path / "run", "--preset", "tutorial", "--epochs", "2")
+    assert code == 0, err
+    assert "saved to" in out
+    code, out, err = run(capsys, "recommend", tmp_path / "run", "--user", "u1", "--json")
+    assert code == 0 and json.loads(out)["user_id"] == "u1"
+
+
+def test_tutorial_command_prints_titles(capsys, ml100k_dir):
+    code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--epochs", "2")
+    assert code == 0, err
+    assert "Top-10 for user 42" in out and "similar to Star Wars (1977)" in out
+    section = out.split("Top-10 for user 42")[1].split("The tutorial's raw list")[0]
+    assert len([ln for ln in section.splitlines() if ln.strip()[:3].strip(". ").isdigit()]) == 10
+
+
+def test_real_process_user_error(tutorial_run):
+    _, rundir = tutorial_run
+    proc = subprocess.run([sys.executable, "-m", "twotower.cli", "recommend", str(rundir),
+                           "--user", "nobody"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("twotower: error: unknown user id")
+    assert "Traceback" not in proc.stderr
