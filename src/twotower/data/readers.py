@@ -75,16 +75,16 @@ def _check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) 
 
 
 def _check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
-    # pandas silently pads short rows; a short row is a malformed row.
-    with p.open("r", encoding="utf-8", errors="replace") as fh:
-        fh.readline()
-        for lineno, line in enumerate(fh, start=2):
-            if not line.strip():
-                continue
-            if line.count(sep) + 1 < n_fields:
+    # pandas pads short rows and, with usecols, drops extra fields: both are malformed rows.
+    import csv
+    with p.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        next(reader, None)
+        for row in reader:
+            if row and len(row) != n_fields:
                 raise DataError(
-                    f"{what}: {p}, line {lineno}: expected {n_fields} fields separated by "
-                    f"{sep!r}, got {line.count(sep) + 1}: {line.rstrip()[:80]!r}"
+                    f"{what}: {p}, line {reader.line_num}: expected {n_fields} fields "
+                    f"separated by {sep!r}, got {len(row)}: {sep.join(row)[:80]!r}"
                 )
 
 
