@@ -1,0 +1,324 @@
+"""fetch_movielens_100k: each source, the cache, and the combined failure message.
+
+Nothing here touches the network: GroupLens is played by a loopback HTTP server and pip by a
+tiny script that copies a fake wheel built in tmp_path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import json
+import sys
+import threading
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from twotower.data import fetch
+from twotower.data.fetch import MANIFEST_NAME, fetch_movielens_100k
+from twotower.errors import ConfigError, FetchError
+
+ML100K = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "ml-100k"
+FILES = ("u.data", "u.item", "u.user", "u.genre", "u.occupation")
+
+
+@pytest.fixture(autouse=True)
+def _no_env(monkeypatch):
+    monkeypatch.delenv("TWOTOWER_ML100K_DIR", raising=False)
+    monkeypatch.delenv("TWOTOWER_CACHE_DIR", raising=False)
+
+
+@pytest.fixture(scope="module")
+def pristine() -> Path:
+    if not all((ML100K / n).is_file() for n in FILES):
+        pytest.skip(f"pristine MovieLens 100k files not found at {ML100K}")
+    return ML100K
+
+
+def _zip(path: Path, files: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, data in files.items():
+            zf.writestr(f"ml-100k/{name}", data)
+    return path
+
+
+@pytest.fixture(scope="module")
+def zips(pristine, tmp_path_factory) -> dict[str, bytes]:
+    """Bodies the fake GroupLens serves: good, tampered, truncated."""
+    d = tmp_path_factory.mktemp("zips")
+    files = {n: (pristine / n).read_bytes() for n in FILES}
+    good = _zip(d / "good.zip", files).read_bytes()
+    tampered = dict(files, **{"u.data": files["u.data"].replace(b"\t5\t", b"\t4\t", 1)})
+    bad = _zip(d / "tampered.zip", tampered).read_bytes()
+    return {"good": good, "tampered": bad, "truncated": good[: len(good) // 2]}
+
+
+class _Server:
+    """A loopback HTTP server; ``bodies`` maps a path to the bytes served (else 404)."""
+
+    def __init__(self) -> None:
+        self.bodies: dict[str, bytes] = {}
+        self.hits: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                outer.hits.append(self.path)
+                body = outer.bodies.get(self.path)
+                if body is None:
+                    self.send_error(404, "Not Found")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/zip")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(zips):
+    srv = _Server()
+    srv.bodies = {f"/{k}.zip": v for k, v in zips.items()}
+    yield srv
+    srv.close()
+
+
+def _manifest(directory: Path) -> dict:
+    return json.loads((directory / MANIFEST_NAME).read_text())
+
+
+def _leftovers(cache_root: Path) -> list[str]:
+    return sorted(p.name for p in cache_root.iterdir() if p.name != "ml-100k") \
+        if cache_root.exists() else []
+
+
+# ---------------------------------------------------------------------------------------------
+# "dir"
+
+def test_explicit_dir_is_used_in_place(pristine, tmp_path):
+    assert fetch_movielens_100k(pristine, cache_dir=tmp_path, progress=False) == pristine
+
+
+def test_env_dir_is_used(pristine, tmp_path, monkeypatch):
+    monkeypatch.setenv("TWOTOWER_ML100K_DIR", str(pristine))
+    assert fetch_movielens_100k(cache_dir=tmp_path, progress=False) == pristine
+
+
+def test_explicit_dir_missing_file_names_dir_and_file(tmp_path):
+    d = tmp_path / "copy"
+    d.mkdir()
+    (d / "u.data").write_text("1\t1\t5\t881250949\n")
+    with pytest.raises(FetchError) as err:
+        fetch_movielens_100k(d, cache_dir=tmp_path / "cache", progress=False)
+    msg = str(err.value)
+    assert str(d) in msg and "u.item" in msg and "TWOTOWER_ML100K_DIR" in msg
+
+
+def test_explicit_dir_that_does_not_exist(tmp_path):
+    with pytest.raises(FetchError, match="does not exist"):
+        fetch_movielens_100k(tmp_path / "nope", cache_dir=tmp_path, progress=False)
+
+
+def test_unknown_source_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="`sources`.*'ftp'"):
+        fetch_movielens_100k(cache_dir=tmp_path, sources=["cache", "ftp"])
+
+
+# ---------------------------------------------------------------------------------------------
+# "grouplens"
+
+def test_grouplens_zip_is_verified_cached_and_reused(server, pristine, tmp_path, capfd):
+    before = len(server.hits)
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["dir", "cache", "grouplens"])
+    assert path == tmp_path / "ml-100k"
+    for name in FILES:
+        assert (path / name).read_bytes() == (pristine / name).read_bytes()
+    manifest = _manifest(path)
+    assert manifest["source"] == "grouplens"
+    assert manifest["files"]["u.data"]["sha256"] == fetch.PRISTINE_SHA256["u.data"]
+    assert _leftovers(tmp_path) == []
+    err = capfd.readouterr().err
+    assert "bytes" in err and "100%" in err and "(from grouplens)" in err
+
+    # Second call: served from the cache, no request made.
+    again = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                 progress=False)
+    assert again == path
+    assert len(server.hits) == before + 1
+
+
+def test_grouplens_tampered_file_fails_checksum(server, tmp_path):
+    with pytest.raises(FetchError) as err:
+        fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/tampered.zip"),
+                             sources=["grouplens"], progress=False)
+    msg = str(err.value)
+    assert "grouplens:" in msg and "sha256 mismatch for u.data" in msg
+    assert not (tmp_path / "ml-100k").exists() and _leftovers(tmp_path) == []
+
+
+def test_grouplens_truncated_zip_fails(server, tmp_path):
+    with pytest.raises(FetchError, match=r"grouplens: .*not a valid zip, truncated or corrupt"):
+        fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/truncated.zip"),
+                             sources=["grouplens"], progress=False)
+    assert _leftovers(tmp_path) == []
+
+
+def test_grouplens_http_404_fails(server, tmp_path):
+    with pytest.raises(FetchError, match=r"grouplens: .*/missing\.zip: HTTP 404"):
+        fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/missing.zip"),
+                             sources=["grouplens"], progress=False)
+
+
+def test_half_written_cache_is_ignored_and_replaced(server, pristine, tmp_path):
+    stale = tmp_path / "ml-100k"
+    stale.mkdir()
+    (stale / "u.data").write_text("garbage\n")  # no manifest: an interrupted extraction
+    with pytest.raises(FetchError, match=r"cache: no complete cache"):
+        fetch_movielens_100k(cache_dir=tmp_path, sources=["cache"], progress=False)
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["cache", "grouplens"], progress=False)
+    assert (path / "u.data").read_bytes() == (pristine / "u.data").read_bytes()
+    assert _leftovers(tmp_path) == []
+
+
+def test_cache_file_changed_after_manifest_is_rejected(server, tmp_path):
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["grouplens"], progress=False)
+    with open(path / "u.item", "ab") as f:
+        f.write(b"x")
+    with pytest.raises(FetchError, match=r"cache: .*u\.item differs from its manifest"):
+        fetch_movielens_100k(cache_dir=tmp_path, sources=["cache"], progress=False)
+
+
+def test_cache_dir_from_env(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TWOTOWER_CACHE_DIR", str(tmp_path / "envcache"))
+    path = fetch_movielens_100k(grouplens_url=server.url("/good.zip"),
+                                sources=["grouplens"], progress=False)
+    assert path == tmp_path / "envcache" / "ml-100k"
+
+
+# ---------------------------------------------------------------------------------------------
+# "wheel"
+
+INTER = ("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+         "196\t1\t3\t881250949\n186\t50\t5.0\t891717742\n22\t3\t1\t878887116\n")
+ITEM = ("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        "1\tToy Story\t1995\tAnimation Children's Comedy\n"
+        "50\tStar Wars\t1977\tAction Adventure Romance Sci-Fi War\n"
+        "3\tMisérables, Les\t1995\tDrama Musical\n"
+        "4\tLand Before Time III: The Time of the Great Giving (1995)\tV\tAnimation\n"
+        "267\tunkonwn\tunkonwn\tunknown\n")
+USER = ("user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n"
+        "196\t49\tM\twriter\t55105\n186\t39\tF\texecutive\t00000\n22\t25\tM\twriter\t40206\n")
+
+# Copies the wheel named by argv[1] into the directory after "-d", as pip download would.
+FAKE_PIP = ("import shutil, sys; a = sys.argv[1:]; "
+            "shutil.copy(a[0], a[a.index('-d') + 1] + '/recbole-1.2.1-py3-none-any.whl')")
+
+
+@pytest.fixture
+def fake_wheel(tmp_path) -> Path:
+    wheel = tmp_path / "wheelsrc" / "recbole.whl"
+    wheel.parent.mkdir()
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for ext, text in (("inter", INTER), ("item", ITEM), ("user", USER)):
+            zf.writestr(f"recbole/dataset_example/ml-100k/ml-100k.{ext}", text.encode("utf-8"))
+    return wheel
+
+
+def _pip(wheel: Path) -> list[str]:
+    return [sys.executable, "-c", FAKE_PIP, str(wheel)]
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_wheel_is_converted_to_grouplens_layout(fake_wheel, tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch, "RECBOLE_WHEEL_SHA256", _sha(fake_wheel))
+    path = fetch_movielens_100k(cache_dir=tmp_path / "c", sources=["wheel"],
+                                pip_command=_pip(fake_wheel), progress=False)
+    assert _manifest(path)["source"] == "wheel"
+    assert (path / "u.data").read_text().splitlines() == [
+        "196\t1\t3\t881250949", "186\t50\t5\t891717742", "22\t3\t1\t878887116"]
+    items = [line.split("|") for line in (path / "u.item").read_text("latin-1").splitlines()]
+    assert all(len(row) == 24 for row in items)
+    by_id = {row[0]: row for row in items}
+    genres = list(fetch.GENRES)
+
+    def flagged(row):
+        return [g for g, f in zip(genres, row[5:]) if f == "1"]
+
+    assert by_id["1"][1:3] == ["Toy Story (1995)", "01-Jan-1995"]
+    assert flagged(by_id["1"]) == ["Animation", "Children's", "Comedy"]
+    assert by_id["50"][1] == "Star Wars (1977)"
+    assert flagged(by_id["50"]) == ["Action", "Adventure", "Romance", "Sci-Fi", "War"]
+    assert by_id["3"][1] == "Misérables, Les (1995)"  # read back as latin-1
+    assert by_id["4"][1:3] == ["Land Before Time III: The Time of the Great Giving (1995) (V)",
+                               "01-Jan-1995"]
+    assert by_id["267"][1:3] == ["unknown", ""] and flagged(by_id["267"]) == ["unknown"]
+    assert (path / "u.user").read_text().splitlines()[1] == "186|39|F|executive|00000"
+    assert (path / "u.genre").read_text().splitlines()[15] == "Sci-Fi|15"
+    assert (path / "u.occupation").read_text().split() == ["executive", "writer"]
+
+
+def test_wheel_read_by_movielens_reader(fake_wheel, tmp_path, monkeypatch):
+    from twotower.data import read_movielens_100k
+
+    monkeypatch.setattr(fetch, "RECBOLE_WHEEL_SHA256", _sha(fake_wheel))
+    path = fetch_movielens_100k(cache_dir=tmp_path / "c", sources=["wheel"],
+                                pip_command=_pip(fake_wheel), progress=False)
+    data = read_movielens_100k(path)
+    assert len(data) == 3
+    assert "Sci-Fi" in data.item_info.loc[data.item_vocab.index_of(50), "genres"]
+
+
+def test_wheel_with_wrong_hash_fails(fake_wheel, tmp_path):
+    with pytest.raises(FetchError, match=r"wheel: recbole-1\.2\.1-py3-none-any\.whl: sha256 "
+                                         r"mismatch: expected 9c9948"):
+        fetch_movielens_100k(cache_dir=tmp_path / "c", sources=["wheel"],
+                             pip_command=_pip(fake_wheel), progress=False)
+    assert _leftovers(tmp_path / "c") == []
+
+
+def test_grouplens_failure_falls_through_to_wheel(server, fake_wheel, tmp_path, monkeypatch):
+    monkeypatch.setattr(fetch, "RECBOLE_WHEEL_SHA256", _sha(fake_wheel))
+    path = fetch_movielens_100k(cache_dir=tmp_path / "c", progress=False,
+                                grouplens_url=server.url("/tampered.zip"),
+                                pip_command=_pip(fake_wheel))
+    assert _manifest(path)["source"] == "wheel"
+
+
+# ---------------------------------------------------------------------------------------------
+# everything fails
+
+def test_all_sources_failing_lists_each(server, tmp_path):
+    failing_pip = [sys.executable, "-c", "import sys; sys.exit('no network here')"]
+    with pytest.raises(FetchError) as err:
+        fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/missing.zip"),
+                             pip_command=failing_pip, progress=False)
+    msg = str(err.value)
+    lines = msg.splitlines()
+    for source in ("dir", "cache", "grouplens", "wheel"):
+        assert any(line.startswith(f"  - {source}: ") for line in lines), msg
+    assert "no directory given" in msg
+    assert "HTTP 404" in msg
+    assert "exited with 1: no network here" in msg
+    assert "--data-dir DIR" in msg and "TWOTOWER_ML100K_DIR" in msg
