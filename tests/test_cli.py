@@ -116,3 +116,35 @@ def test_real_process_user_error(tutorial_run):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("twotower: error: unknown user id")
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "exact"])
+def test_index_command_builds_reports_and_is_used(capsys, tutorial_run, tmp_path, kind):
+    import shutil
+
+    from twotower import TwoTower
+    _, rundir = tutorial_run
+    run_copy = tmp_path / "run"
+    shutil.copytree(rundir, run_copy)
+    code, out, err = run(capsys, "index", run_copy, "--kind", kind, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["kind"] == kind and report["queries"] == 943
+    floor = {"exact": 1.0, "hnsw": 0.9, "ivf": 0.5}[kind]
+    assert floor <= report["recall@10_vs_exact"] <= 1.0
+    loaded = TwoTower.load(run_copy)
+    assert loaded.index_config.kind == kind and type(loaded._index).__name__.lower().startswith(
+        kind)
+    code, out, _ = run(capsys, "recommend", run_copy, "--user", "42", "--json")
+    assert code == 0 and len(json.loads(out)["items"]) == 10
+
+
+def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp_path):
+    _, rundir = tutorial_run
+    code, out, err = run(capsys, "evaluate", rundir, "--baselines", "--json",
+                         tmp_path / "t.json", "--plot", tmp_path / "r.png")
+    assert code == 0, err
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert set(table) == {"model", "MostPop", "ItemKNN", "EASE"}
+    assert table["EASE"]["recall@10"] > table["MostPop"]["recall@10"] > 0.05
+    assert "recall@10" in out and (tmp_path / "r.png").stat().st_size > 1000

@@ -142,6 +142,8 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                                             "fit_seconds": model.fit_seconds})
         if getattr(model, "_net", None) is not None:
             model._net.save_weights(tmp / "model.weights.h5")
+        elif getattr(model, "_weights_path", None) is not None:  # loaded without Keras
+            shutil.copy2(model._weights_path, tmp / "model.weights.h5")
         model._index.save(tmp / "index")
         if test is not None:
             np.savez(tmp / "test.npz", users=test.users, items=test.items)
@@ -233,6 +235,7 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         raise ArtifactError(f"{d}: {model.item_embeddings.shape[0]} item embeddings but "
                             f"{len(model.item_vocab)} item ids")
     model._fitted = True
+    model._weights_path = d / "model.weights.h5" if (d / "model.weights.h5").is_file() else None
     model._index = load_index(d / "index")
     model._similar = None
     model._build_similar()
@@ -257,3 +260,54 @@ def load_test(directory: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
         return None
     with np.load(p, allow_pickle=False) as z:
         return z["users"], z["items"]
+
+
+def load_metrics(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run's ``eval.json`` (metrics on its held-out split), or None."""
+    p = Path(directory) / "eval.json"
+    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+
+
+def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int = 1000,
+                k: int = 10, seed: int = 0) -> dict[str, Any]:
+    """Build the search index ``config`` for a saved run, check it, and save it into the run.
+
+    Recall@k is measured against exact search on the query embeddings of up to ``sample``
+    of the run's users (real queries, seen items excluded). The run is re-saved atomically.
+
+    Returns:
+        A report: kind, build seconds, index size in bytes, recall@k vs exact, queries used.
+    """
+    import time
+
+    from twotower.index import IndexConfig, make_index, recall_at_k
+    from twotower.models.retriever import TwoTower
+
+    model = TwoTower.load(directory)
+    test = load_test(directory)
+    metrics = load_metrics(directory)
+    rng = np.random.default_rng(seed)
+    n_users = len(model.user_vocab)
+    users = np.sort(rng.choice(n_users, size=min(sample, n_users), replace=False))
+    queries = model.query_embeddings(users)
+    exclude = model.seen_items(users)
+    kk = min(k, model.n_items)
+    exact = make_index(IndexConfig(kind="exact")).build(model.item_embeddings)
+    _, ref = exact.search(queries, kk, exclude=exclude)
+    t0 = time.perf_counter()
+    model.set_index(config)
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, got = model._index.search(queries, kk, exclude=exclude)
+    search_s = time.perf_counter() - t0
+    held = None
+    if test is not None:
+        from twotower.data.interactions import Interactions
+        held = Interactions(users=test[0], items=test[1], user_vocab=model.user_vocab,
+                            item_vocab=model.item_vocab)
+    save_model(model, directory, test=held, metrics=metrics, data=model.data_source)
+    size = sum(p.stat().st_size for p in (Path(directory) / "index").rglob("*") if p.is_file())
+    return {"kind": config.kind, "config": config.to_dict(), "build_seconds": round(build_s, 4),
+            "index_bytes": size, f"recall@{kk}_vs_exact": round(recall_at_k(ref, got), 4),
+            "queries": len(users),
+            "queries_per_second": round(len(users) / max(search_s, 1e-9), 1)}

@@ -255,9 +255,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from twotower.index import build_run_index
-    report = build_run_index(args.run, kind=args.kind, ef_search=args.ef_search,
-                             nprobe=args.nprobe, sample=args.sample)
+    from twotower.artifacts import reindex_run
+    from twotower.index import IndexConfig
+
+    knobs = {name: getattr(args, name) for name in ("ef_search", "nprobe", "nlist", "hnsw_m")
+             if getattr(args, name) is not None}
+    report = reindex_run(args.run, IndexConfig(kind=args.kind, **knobs), sample=args.sample)
+    if args.json:
+        print(json.dumps(report))
+        return 0
     for k, v in report.items():
         _say(f"{k}: {v}")
     return 0
@@ -329,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--kind", default="hnsw", help="exact | hnsw | ivf")
     ix.add_argument("--ef-search", type=int)
     ix.add_argument("--nprobe", type=int)
+    ix.add_argument("--nlist", type=int)
+    ix.add_argument("--hnsw-m", type=int)
+    ix.add_argument("--json", action="store_true")
     ix.add_argument("--sample", type=int, default=1000, help="queries for the recall check")
     ix.set_defaults(func=cmd_index)
 
