@@ -1,0 +1,271 @@
+"""The search contract every index implements, and the checks at its boundary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from twotower.errors import ArtifactError, ConfigError, DataError, NotFittedError
+from twotower.index.config import IndexConfig
+from twotower.index.filters import Filters, compile_filters
+
+PAD_ID = -1
+"""Id that pads a result row when fewer than ``k`` items qualify (its score is ``-inf``)."""
+
+FORMAT_VERSION = 1
+_META = "index.json"
+
+
+def check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise ConfigError(f"`k` must be a positive integer, got {k!r}")
+    if k < 1:
+        raise ConfigError(f"`k` must be at least 1, got {k}")
+    return int(k)
+
+
+def check_embeddings(embeddings: Any) -> np.ndarray:
+    """A float32 C-contiguous private copy of ``[n, d]`` finite embeddings."""
+    try:
+        x = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"`embeddings` must be a numeric [n, d] array ({exc})") from None
+    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
+        raise DataError(f"`embeddings` must be a non-empty 2-D [n, d] array, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+        raise DataError(f"`embeddings` must be finite; row {row} holds NaN or inf")
+    return x
+
+
+def normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero), in place on a float32 array."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    norms[norms == 0] = 1.0
+    x /= norms[:, None]
+    return x
+
+
+class Index:
+    """Base of every search index: ``build`` once, then ``search`` (the retrieval contract).
+
+    Row ``i`` of the embeddings given to ``build`` has internal id ``i``. Results are
+    ``(scores [b, k] float32, ids [b, k] int64)``, best first, padded with ``PAD_ID`` (-1)
+    and ``-inf`` when fewer than ``k`` items qualify. Ties come in no particular order.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, config: IndexConfig | None = None) -> None:
+        config = config if config is not None else IndexConfig(kind=self.kind)
+        if not isinstance(config, IndexConfig):
+            raise ConfigError(f"`config` must be an IndexConfig, got {type(config).__name__}")
+        if config.kind != self.kind:
+            raise ConfigError(f"{type(self).__name__} needs IndexConfig(kind={self.kind!r}), "
+                              f"got kind={config.kind!r}")
+        self.config = config
+        self._n = 0
+        self._d = 0
+
+    # ------------------------------------------------------------------ state
+    @property
+    def is_built(self) -> bool:
+        return self._n > 0
+
+    @property
+    def ntotal(self) -> int:
+        """Number of indexed items."""
+        self._require_built()
+        return self._n
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension ``d``."""
+        self._require_built()
+        return self._d
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        state = f"n={self._n}, d={self._d}" if self.is_built else "not built"
+        return f"{type(self).__name__}({state}, config={self.config.to_dict()})"
+
+    def _require_built(self) -> None:
+        if not self.is_built:
+            raise NotFittedError(f"this {type(self).__name__} has no items yet: "
+                                 "call build first (or load_index(path))")
+
+    # ------------------------------------------------------------------ contract
+    def build(self, embeddings: Any) -> Index:
+        """Index ``embeddings`` (``[n, d]``, row i gets internal id i); returns self.
+
+        Raises:
+            DataError: not a finite, non-empty 2-D array.
+        """
+        x = check_embeddings(embeddings)
+        if self.config.metric == "cosine":
+            normalise(x)
+        self._build(x)
+        self._n, self._d = x.shape
+        return self
+
+    def search(self, queries: Any, k: int, exclude: Any = None, allow: Any = None,
+               deny: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best items for each query.
+
+        Args:
+            queries: ``[b, d]`` float query embeddings (``b`` may be 0).
+            k: results per query, >= 1; more than the catalogue is padded.
+            exclude: per-query ids never returned to that query (one sequence per query,
+                e.g. items already seen), or a scipy CSR matrix ``[b, n]``.
+            allow: 1-D ids; only these may be returned (to every query).
+            deny: 1-D ids never returned (to any query).
+
+        Returns:
+            scores ``[b, k]`` float32 and ids ``[b, k]`` int64, best first; rows padded
+            with ``PAD_ID`` / ``-inf`` when fewer than ``k`` items qualify.
+
+        Raises:
+            NotFittedError: before ``build``.
+            ConfigError: ``k`` is not a positive integer.
+            DataError: queries of the wrong shape or not finite; malformed filters.
+        """
+        self._require_built()
+        k = check_k(k)
+        q = self._check_queries(queries)
+        b = q.shape[0]
+        if b == 0:
+            return (np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64))
+        filters = compile_filters(exclude, allow, deny, self._n, b)
+        if self.config.metric == "cosine":
+            q = normalise(np.array(q, dtype=np.float32, copy=True))
+        return self._search(q, k, filters)
+
+    def _check_queries(self, queries: Any) -> np.ndarray:
+        if type(queries) is np.ndarray and queries.dtype == np.float32:
+            q = queries
+        else:
+            try:
+                q = np.asarray(queries, dtype=np.float32)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"`queries` must be a numeric [batch, {self._d}] array "
+                                f"({exc})") from None
+        if q.ndim != 2 or q.shape[1] != self._d:
+            hint = " (use queries[None, :] for one query)" if q.ndim == 1 else ""
+            raise DataError(f"`queries` must have shape [batch, {self._d}] (the index "
+                            f"dimension), got shape {q.shape}{hint}")
+        if not np.isfinite(q).all():
+            row = int(np.flatnonzero(~np.isfinite(q).all(axis=1))[0])
+            raise DataError(f"`queries` must be finite; row {row} holds NaN or inf: "
+                            f"{q[row][~np.isfinite(q[row])][:3].tolist()}")
+        return q
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the index to ``directory`` (created or replaced atomically).
+
+        Layout: ``index.json`` (format version, kind, config, n, d) plus the kind's
+        arrays. Written to a temporary sibling directory, then renamed into place.
+        """
+        self._require_built()
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            meta = {"format_version": FORMAT_VERSION, "kind": self.kind,
+                    "config": self.config.to_dict(), "n": self._n, "d": self._d,
+                    "state": self._save(tmp)}
+            (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True),
+                                     encoding="utf-8")
+            old = None
+            if target.exists():
+                old = target.parent / f".{target.name}.old-{os.getpid()}"
+                os.replace(target, old)
+            os.replace(tmp, target)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> Index:
+        """Load an index saved by ``save``; the class is chosen from the saved kind."""
+        return load_index(directory)
+
+    # ------------------------------------------------------------------ per kind
+    def _build(self, x: np.ndarray) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _save(self, directory: Path) -> dict[str, Any]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _load(self, directory: Path, n: int, d: int, state: dict[str, Any]) -> None:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+
+_REGISTRY: dict[str, type[Index]] = {}
+
+
+def register(cls: type[Index]) -> type[Index]:
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+def make_index(config: IndexConfig | None = None, **overrides: Any) -> Index:
+    """A new, empty index of ``config.kind`` (exact when no config is given).
+
+    Example:
+        >>> import numpy as np
+        >>> index = make_index(IndexConfig(kind="exact")).build(np.eye(3, dtype="float32"))
+        >>> index.search(np.ones((1, 3), "float32"), k=2)[1].shape
+        (1, 2)
+    """
+    config = config if config is not None else IndexConfig()
+    if not isinstance(config, IndexConfig):
+        raise ConfigError(f"`config` must be an IndexConfig, got {type(config).__name__}")
+    if overrides:
+        config = config.replace(**overrides)
+    return _REGISTRY[config.kind](config)
+
+
+def load_index(path: str | os.PathLike[str]) -> Index:
+    """Load an index directory written by ``Index.save``.
+
+    Raises:
+        ArtifactError: missing directory, corrupt files, or a newer format.
+    """
+    d = Path(path)
+    meta_path = d / _META
+    if not meta_path.is_file():
+        raise ArtifactError(f"{d} is not a saved search index (no {_META})")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        version = meta["format_version"]
+        config = IndexConfig.from_dict(meta["config"])
+        n, dim = int(meta["n"]), int(meta["d"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{meta_path} is corrupt ({type(exc).__name__}: {exc})") from None
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ArtifactError(f"{d} has index format {version!r}; this twotower reads up to "
+                            f"{FORMAT_VERSION}: upgrade twotower")
+    index = _REGISTRY[config.kind](config)
+    try:
+        index._load(d, n, dim, meta.get("state") or {})
+    except ArtifactError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{d}: cannot load index ({type(exc).__name__}: {exc})") from None
+    index._n, index._d = n, dim
+    return index

@@ -1,0 +1,206 @@
+"""The search contract, written once and run against every index kind.
+
+ANN kinds run with settings under which they are exact on this small catalogue (see
+``EXACT_SMALL``); their default-settings recall is tested in ``test_recall.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twotower.errors import ConfigError, DataError, NotFittedError
+from twotower.index import PAD_ID, Index, IndexConfig, load_index, make_index
+
+from .conftest import assert_topk_equal, reference
+
+
+def test_matches_argsort_reference(built, catalogue):
+    V, Q = catalogue
+    got = built.search(Q, 10)
+    assert_topk_equal(got, reference(V, Q, 10), V, Q)
+
+
+def test_ties_any_order(config):
+    # Small integer vectors: many exactly tied scores (exact in float32).
+    rng = np.random.default_rng(3)
+    V = rng.integers(-2, 3, size=(200, 6)).astype(np.float32)
+    V[V.sum(axis=1) == 0, 0] = 1.0  # no zero rows (undefined under cosine)
+    Q = rng.integers(-2, 3, size=(5, 6)).astype(np.float32)
+    Q[:, 0] = 1.0
+    got = make_index(config).build(V).search(Q, 15)
+    assert_topk_equal(got, reference(V, Q, 15), V, Q)
+
+
+def test_batch_equals_per_query(built, catalogue):
+    V, Q = catalogue
+    ex = [np.arange(r, 300, 7) for r in range(len(Q))]
+    bs, bi = built.search(Q, 8, exclude=ex)
+    for r in range(len(Q)):
+        s1, i1 = built.search(Q[r:r + 1], 8, exclude=[ex[r]])
+        assert_topk_equal((s1, i1), (bs[r:r + 1].astype(np.float64), bi[r:r + 1]))
+
+
+def test_exclude_allow_deny(built, catalogue):
+    V, Q = catalogue
+    rng = np.random.default_rng(1)
+    ref_all = reference(V, Q, 50)[1]
+    ex = [ref_all[r, :rng.integers(0, 40)] for r in range(len(Q))]  # exclude the best ones
+    allow = rng.choice(300, 200, replace=False)
+    deny = ref_all[:, 40]
+    got = built.search(Q, 10, exclude=ex, allow=allow, deny=deny)
+    assert_topk_equal(got, reference(V, Q, 10, ex, allow, deny), V, Q)
+    ids = got[1]
+    for r in range(len(Q)):
+        assert not set(ids[r]) & set(ex[r].tolist())
+        assert set(ids[r]) <= set(allow.tolist())
+        assert not set(ids[r]) & set(deny.tolist())
+
+
+def test_small_allow_list(built, catalogue):
+    V, Q = catalogue
+    allow = np.array([5, 17, 42, 99, 250])
+    got = built.search(Q, 3, allow=allow, exclude=[[17]] * len(Q))
+    assert_topk_equal(got, reference(V, Q, 3, [[17]] * len(Q), allow), V, Q)
+
+
+def test_padding_when_filters_leave_fewer_than_k(built, catalogue):
+    V, Q = catalogue
+    allow = np.arange(20)
+    ex = [np.arange(r) for r in range(len(Q))]  # row r keeps 20 - r items
+    s, i = built.search(Q, 25, exclude=ex, allow=allow)
+    for r in range(len(Q)):
+        assert (i[r] != PAD_ID).sum() == 20 - r
+        assert np.isneginf(s[r, 20 - r:]).all() and (i[r, 20 - r:] == PAD_ID).all()
+    assert_topk_equal((s, i), reference(V, Q, 25, ex, allow), V, Q)
+
+
+def test_everything_filtered(built, catalogue):
+    V, Q = catalogue
+    s, i = built.search(Q, 4, allow=np.array([], dtype=np.int64))
+    assert (i == PAD_ID).all() and np.isneginf(s).all()
+    s, i = built.search(Q[:1], 4, exclude=[np.arange(300)])
+    assert (i == PAD_ID).all()
+
+
+def test_k_larger_than_catalogue(built, catalogue):
+    V, Q = catalogue
+    s, i = built.search(Q, 350)
+    assert s.shape == (len(Q), 350) and i.shape == (len(Q), 350)
+    assert (i[:, :300] != PAD_ID).all() and (i[:, 300:] == PAD_ID).all()
+    assert np.isneginf(s[:, 300:]).all()
+    assert_topk_equal((s, i), reference(V, Q, 350), V, Q)
+
+
+def test_empty_query_batch(built, catalogue):
+    s, i = built.search(np.empty((0, 12), np.float32), 5)
+    assert s.shape == (0, 5) and i.shape == (0, 5)
+    assert s.dtype == np.float32 and i.dtype == np.int64
+
+
+def test_save_load_identical(built, catalogue, tmp_path):
+    V, Q = catalogue
+    ex = [np.arange(r, 300, 11) for r in range(len(Q))]
+    before = built.search(Q, 10, exclude=ex, deny=[3, 4])
+    path = built.save(tmp_path / "idx")
+    built.save(tmp_path / "idx")  # overwriting an existing index is fine
+    loaded = load_index(path)
+    assert type(loaded) is type(built) and loaded.config == built.config
+    assert (loaded.ntotal, loaded.dim, len(loaded)) == (300, 12, 300)
+    after = loaded.search(Q, 10, exclude=ex, deny=[3, 4])
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_array_equal(after[0], before[0])
+    assert Index.load(path).ntotal == 300
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
+
+
+def test_bad_inputs_name_the_argument(built):
+    with pytest.raises(ConfigError, match="`k`"):
+        built.search(np.zeros((1, 12), np.float32), 0)
+    with pytest.raises(ConfigError, match="`k`"):
+        built.search(np.zeros((1, 12), np.float32), 2.5)
+    with pytest.raises(DataError, match=r"`queries`.*\[batch, 12\].*\(3, 11\)"):
+        built.search(np.zeros((3, 11), np.float32), 5)
+    with pytest.raises(DataError, match=r"`queries`.*queries\[None, :\]"):
+        built.search(np.zeros(12, np.float32), 5)
+    q = np.zeros((2, 12), np.float32)
+    q[1, 3] = np.nan
+    with pytest.raises(DataError, match="`queries` must be finite; row 1"):
+        built.search(q, 5)
+    with pytest.raises(DataError, match=r"`exclude` must have one entry per query \(2\)"):
+        built.search(np.zeros((2, 12), np.float32), 5, exclude=[[1]])
+    with pytest.raises(DataError, match=r"`exclude\[1\]` ids must be internal ids in \[0, 300\)"):
+        built.search(np.zeros((2, 12), np.float32), 5, exclude=[[1], [300]])
+    with pytest.raises(DataError, match="`allow`"):
+        built.search(np.zeros((1, 12), np.float32), 5, allow=[-1])
+    with pytest.raises(DataError, match="`deny`"):
+        built.search(np.zeros((1, 12), np.float32), 5, deny=[[1.5]])
+
+
+def test_unbuilt_index_says_build_first(config, tmp_path):
+    index = make_index(config)
+    assert len(index) == 0 and not index.is_built
+    with pytest.raises(NotFittedError, match="call build first"):
+        index.search(np.zeros((1, 12), np.float32), 5)
+    with pytest.raises(NotFittedError, match="call build first"):
+        _ = index.ntotal
+    with pytest.raises(NotFittedError, match="call build first"):
+        index.save(tmp_path / "x")
+
+
+def test_bad_embeddings(config):
+    with pytest.raises(DataError, match="`embeddings`.*2-D"):
+        make_index(config).build(np.zeros(5, np.float32))
+    bad = np.ones((4, 3), np.float32)
+    bad[2, 1] = np.inf
+    with pytest.raises(DataError, match="`embeddings` must be finite; row 2"):
+        make_index(config).build(bad)
+
+
+def test_build_copies_input(config, catalogue):
+    V, Q = catalogue
+    mine = V.copy()
+    index = make_index(config).build(mine)
+    before = index.search(Q, 5)
+    mine[:] = 0.0
+    np.testing.assert_array_equal(index.search(Q, 5)[1], before[1])
+
+
+def test_cosine_metric(config, catalogue):
+    V, Q = catalogue
+    index = make_index(config.replace(metric="cosine")).build(V)
+    got = index.search(Q * 3.0, 10, exclude=[[0]] * len(Q))
+    ref = reference(V, Q, 10, [[0]] * len(Q), metric="cosine")
+    assert_topk_equal(got, ref, V, Q, metric="cosine")
+    # similar items: an item's nearest neighbour under cosine is itself
+    s, i = index.search(V[:5], 1)
+    np.testing.assert_array_equal(i[:, 0], np.arange(5))
+    np.testing.assert_allclose(s[:, 0], 1.0, atol=1e-5)
+
+
+def test_sparse_exclusions(built, catalogue):
+    sp = pytest.importorskip("scipy.sparse")
+    V, Q = catalogue
+    ex = [np.arange(r, 300, 5) for r in range(len(Q))]
+    rows = np.repeat(np.arange(len(Q)), [len(e) for e in ex])
+    m = sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(ex))), shape=(len(Q), 300))
+    np.testing.assert_array_equal(built.search(Q, 10, exclude=m)[1],
+                                  built.search(Q, 10, exclude=ex)[1])
+
+
+def test_wrong_config_kind():
+    from twotower.index import ExactIndex
+    with pytest.raises(ConfigError, match="kind='exact'"):
+        ExactIndex(IndexConfig(kind="hnsw"))
+
+
+def test_exclusion_forms(built, catalogue):
+    V, Q = catalogue
+    b = 3
+    lists = [[1, 2], [], [5]]
+    arrays = [np.array([1, 2]), np.array([]), np.array([5], dtype=np.int32)]  # [] is float
+    a = built.search(Q[:b], 6, exclude=lists)
+    np.testing.assert_array_equal(built.search(Q[:b], 6, exclude=arrays)[1], a[1])
+    assert_topk_equal(a, reference(V, Q[:b], 6, lists), V, Q[:b])
+    with pytest.raises(DataError, match=r"`exclude\[1\]` must be a 1-D sequence of integer"):
+        built.search(Q[:b], 6, exclude=[[1], [2.5], [3]])
