@@ -8,7 +8,8 @@ from typing import Any
 from twotower.config import Config, check_choice, check_range
 from twotower.errors import ConfigError
 
-OBJECTIVES = ("mse", "softmax", "sampled_softmax", "bpr")
+OBJECTIVES = ("mse", "softmax", "sampled_softmax", "bpr", "multinomial")
+POOLINGS = ("sqrt", "mean", "sum")
 QUERY_TOWERS = ("id", "history", "id+history")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 
@@ -20,16 +21,45 @@ class ModelConfig(Config):
     Attributes:
         query_tower: ``id`` (a user id embedding, the tutorial), ``history`` (pooled
             embeddings of the user's items: works for users unseen in training), or
-            ``id+history``.
-        objective: ``mse`` on ratings rescaled to [0, 1] (the tutorial), ``softmax`` over
-            the whole catalogue, ``sampled_softmax`` over in-batch candidates (log-Q
-            corrected, accidental hits masked), or ``bpr`` (pairwise, one sampled negative).
+            ``id+history`` (their sum).
+        objective: what training minimises:
+
+            - ``mse``: squared error on ratings rescaled to [0, 1] (the tutorial; ``id`` only).
+            - ``softmax``: per (user, item) pair, cross-entropy over the whole catalogue.
+              Exact, no sampling bias; its cost grows with the catalogue (a ``[B, n_items]``
+              matmul per step), see ``docs/quality.md`` for the measured crossover with
+              ``sampled_softmax``.
+            - ``sampled_softmax``: per pair, cross-entropy over the other positives of the
+              batch, log-Q corrected (``keras_rs.layers.SamplingProbabilityCorrection``),
+              accidental hits (the same item elsewhere in the batch) masked
+              (``mask_accidental_hits``), optionally only the ``hard_negatives`` hardest.
+            - ``bpr``: pairwise, one uniformly sampled negative per positive.
+            - ``multinomial`` (history towers): one example per *user*; the query pools the
+              user's history with ``history_dropout`` applied, and the loss is the
+              multinomial log-likelihood of all the user's items over the full catalogue
+              (a linear Mult-DAE whose encoder is the history tower and whose decoder is
+              the item table). ``batch_size`` then counts users, and ``fit`` reports no
+              validation loss.
         embedding_dim: size of both towers' output.
         epochs, batch_size, learning_rate, optimizer: training loop settings.
-        l2: L2 penalty on the embeddings of a batch (per example).
-        temperature: divides the logits of the softmax objectives.
+        l2: L2 regularisation. Per-pair objectives: penalty on the batch's query and
+            candidate embeddings (per example). ``multinomial``: a Gaussian prior on the
+            whole tables, ``l2 * ||W||^2`` per pass over the users (added as
+            ``l2 * ||W||^2 / n_users`` per user), so its strength does not depend on batch
+            size; on small data this is what stops overfitting.
+        temperature: divides the logits of the softmax-type objectives.
         history_length: most recent items kept per user for the history tower.
-        history_dropout: share of history items dropped per training step.
+        history_dropout: share of history items dropped per training step (denoising:
+            the query must predict items it does not see; ``multinomial`` needs it).
+        pooling: how history embeddings are combined: ``sqrt`` (sum / sqrt(count), the
+            L2-normalised multi-hot of Mult-DAE), ``mean`` or ``sum``.
+        item_bias: a learned per-item bias (popularity) added to the logits; served by
+            appending it to the item vectors and a constant 1 to the queries, so search
+            stays one inner product.
+        multinomial_targets: ``all`` of the user's items (Mult-DAE) or only those
+            ``dropped`` from the query.
+        user_weighting: ``multinomial`` per-user loss as a ``sum`` over the user's items,
+            or divided by ``sqrt`` of / the ``mean`` over their count.
         hard_negatives: >0 keeps only that many hardest in-batch negatives
             (``keras_rs.layers.HardNegativeMining``; sampled_softmax only).
         validation_freq: validate every this many epochs when validation data is given.
@@ -51,6 +81,10 @@ class ModelConfig(Config):
     temperature: float = 1.0
     history_length: int = 200
     history_dropout: float = 0.0
+    pooling: str = "sqrt"
+    item_bias: bool = False
+    multinomial_targets: str = "all"
+    user_weighting: str = "sum"
     hard_negatives: int = 0
     validation_freq: int = 5
     seed: int = 42
@@ -60,11 +94,16 @@ class ModelConfig(Config):
         check_choice(own, "query_tower", self.query_tower, QUERY_TOWERS)
         check_choice(own, "objective", self.objective, OBJECTIVES)
         check_choice(own, "optimizer", self.optimizer, OPTIMIZERS)
+        check_choice(own, "pooling", self.pooling, POOLINGS)
+        check_choice(own, "user_weighting", self.user_weighting, ("sum", "sqrt", "mean"))
+        check_choice(own, "multinomial_targets", self.multinomial_targets, ("all", "dropped"))
+        if not isinstance(self.item_bias, bool):
+            raise ConfigError(f"model.item_bias must be true or false, got {self.item_bias!r}")
         check_range(own, "embedding_dim", self.embedding_dim, 1, 4096, integer=True)
         check_range(own, "epochs", self.epochs, 1, 100_000, integer=True)
         check_range(own, "batch_size", self.batch_size, 1, 10_000_000, integer=True)
         check_range(own, "learning_rate", self.learning_rate, 1e-8, 100.0)
-        check_range(own, "l2", self.l2, 0.0, 100.0)
+        check_range(own, "l2", self.l2, 0.0, 1e6)
         check_range(own, "temperature", self.temperature, 1e-4, 100.0)
         check_range(own, "history_length", self.history_length, 1, 100_000, integer=True)
         check_range(own, "history_dropout", self.history_dropout, 0.0, 0.95)
@@ -73,6 +112,9 @@ class ModelConfig(Config):
         check_range(own, "seed", self.seed, 0, 2**31 - 1, integer=True)
         if self.query_tower != "id" and self.objective == "mse":
             raise ConfigError("model.objective 'mse' is only supported with query_tower 'id'")
+        if self.objective == "multinomial" and self.query_tower == "id":
+            raise ConfigError("model.objective 'multinomial' needs a history tower: "
+                              "query_tower 'history' or 'id+history', got 'id'")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -87,8 +129,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     "tutorial": dict(query_tower="id", objective="mse", embedding_dim=32, epochs=50,
                      batch_size=1000, optimizer="adagrad", learning_rate=0.1,
                      validation_freq=5),
-    # The product default: chosen on a validation split carved from train (benchmarks/).
-    "default": dict(query_tower="id", objective="softmax", embedding_dim=64, epochs=30,
-                    batch_size=1000, optimizer="adam", learning_rate=0.005, l2=0.0,
-                    temperature=0.1),
+    # The product default: chosen by benchmarks/tune.py on validation splits carved from
+    # train (random + temporal; see docs/quality.md): a linear Mult-DAE-style two-tower.
+    "default": dict(query_tower="id+history", objective="multinomial", embedding_dim=128,
+                    epochs=15, batch_size=64, optimizer="adam", learning_rate=0.005, l2=5.0,
+                    temperature=1.0, history_length=1000, history_dropout=0.5,
+                    item_bias=True),
 }

@@ -35,10 +35,12 @@ class TwoTowerNet(keras.Model):
     """
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig,
-                 history: Any = None, **kwargs: Any) -> None:
+                 history: Any = None, targets: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # [n_users, L] item indices + 1 of each user's recent items (history towers only)
         self.history_table = None if history is None else ops.convert_to_tensor(history)
+        # [n_users, T] item indices + 1 of all of each user's items ("multinomial" training)
+        self.target_table = None if targets is None else ops.convert_to_tensor(targets)
         self.n_users, self.n_items, self.cfg = n_users, n_items, config
         d = config.embedding_dim
         seed = config.seed
@@ -56,6 +58,9 @@ class TwoTowerNet(keras.Model):
         self.item_embedding = keras.layers.Embedding(
             n_items, d, name="item_embedding",
             embeddings_initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed + 2))
+        self.item_bias = (keras.layers.Embedding(n_items, 1, name="item_bias",
+                                                 embeddings_initializer="zeros")
+                          if config.item_bias else None)
         self.retrieval = keras_rs.layers.BruteForceRetrieval(k=min(10, n_items),
                                                              return_scores=False)
         self.hard_negative_mining = (keras_rs.layers.HardNegativeMining(config.hard_negatives)
@@ -69,11 +74,19 @@ class TwoTowerNet(keras.Model):
         if self.history_embedding is not None:
             self.history_embedding.build((None, None))
         self.item_embedding.build((None,))
+        if self.item_bias is not None:
+            self.item_bias.build((None,))
         self.retrieval.update_candidates(ops.zeros((self.n_items, self.cfg.embedding_dim)))
         self.built = True
 
     def query(self, inputs: dict[str, Any], training: bool = False) -> Any:
+        return self._query(inputs, training)[0]
+
+    def _query(self, inputs: dict[str, Any], training: bool = False) -> tuple[Any, Any]:
+        """The query ``[B, d]`` and, in multinomial training, the multi-hot ``[B, n_items]``
+        of the history items that survived dropout (else None)."""
         parts = []
+        kept = None
         if self.use_id:
             parts.append(self.user_embedding(inputs["user"]))
         if self.use_history:
@@ -85,17 +98,27 @@ class TwoTowerNet(keras.Model):
             if training and self.cfg.history_dropout > 0:
                 keep = keras.random.uniform(ops.shape(mask), seed=self.dropout_seed)
                 mask = mask * ops.cast(keep >= self.cfg.history_dropout, "float32")
-            emb = self.history_embedding(hist) * ops.expand_dims(mask, -1)
             count = ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1.0)
-            parts.append(ops.sum(emb, axis=1) / ops.sqrt(count))
+            if training and self.cfg.objective == "multinomial":
+                # multi-hot [B, n_items] @ table: cheaper than gathering [B, L, d] for the
+                # long histories of per-user training, same sum
+                dense = multi_hot(hist, mask, self.n_items + 1)
+                pooled = ops.matmul(dense, self.history_embedding.embeddings)
+                kept = dense[:, 1:]
+            else:
+                emb = self.history_embedding(hist) * ops.expand_dims(mask, -1)
+                pooled = ops.sum(emb, axis=1)
+            parts.append(pooled / pool_norm(count, self.cfg.pooling))
         q = parts[0]
         for p in parts[1:]:
             q = q + p
-        return q
+        return q, kept
 
     def call(self, inputs: dict[str, Any], training: bool = False) -> dict[str, Any]:
-        q = self.query(inputs, training=training)
+        q, kept = self._query(inputs, training=training)
         out = {"query": q}
+        if kept is not None:
+            out["kept"] = kept
         if not training:
             out["top_ids"] = self.retrieval(q)
         return out
@@ -109,6 +132,8 @@ class TwoTowerNet(keras.Model):
                      sample_weight: Any = None, training: bool = True) -> Any:
         cfg = self.cfg
         q = y_pred["query"]
+        if cfg.objective == "multinomial":
+            return self._multinomial_loss(x["user"], q, y_pred.get("kept"))
         item = x["item"]
         cand = self.item_embedding(item)
         if cfg.objective == "mse":
@@ -138,6 +163,59 @@ class TwoTowerNet(keras.Model):
                                                                               axis=1))
             loss = loss + cfg.l2 * reg
         return loss
+
+
+    def _multinomial_loss(self, users: Any, q: Any, kept: Any = None) -> Any:
+        """Per-user multinomial log-likelihood of all the user's items over the catalogue
+        (Mult-DAE with a linear encoder = the history tower, decoder = the item table)."""
+        cfg = self.cfg
+        table = self.item_embedding.embeddings
+        logits = ops.matmul(q, ops.transpose(table))
+        if self.item_bias is not None:
+            logits = logits + ops.reshape(self.item_bias.embeddings, (1, -1))
+        logits = logits / cfg.temperature
+        logp = ops.log_softmax(logits, axis=-1)
+        tgt = ops.take(self.target_table, users, axis=0)  # [B, T] item + 1, 0 = padding
+        mask = ops.cast(tgt > 0, "float32")
+        ll = ops.take_along_axis(logp, ops.maximum(tgt - 1, 0), axis=1) * mask
+        if cfg.multinomial_targets == "dropped" and kept is not None:
+            # only the items the query did not see: predict the missing, not the given
+            seen = ops.take_along_axis(kept, ops.maximum(tgt - 1, 0), axis=1)
+            ll = ll * ops.cast(seen <= 0, "float32")
+        per_user = ops.sum(ll, axis=1)
+        if cfg.user_weighting != "sum":
+            # users with many items dominate a summed loss; the metrics average over users
+            n = ops.maximum(ops.sum(mask, axis=1), 1.0)
+            per_user = per_user / (n if cfg.user_weighting == "mean" else ops.sqrt(n))
+        loss = -ops.mean(per_user)
+        if cfg.l2 > 0:
+            # A Gaussian prior on the tables: lambda * ||W||^2 over the whole data set is
+            # lambda / n_users per user, independent of batch size and data set size.
+            reg = ops.sum(ops.square(table))
+            if self.history_embedding is not None:
+                reg = reg + ops.sum(ops.square(self.history_embedding.embeddings))
+            if self.user_embedding is not None:
+                reg = reg + ops.sum(ops.square(self.user_embedding.embeddings))
+            loss = loss + cfg.l2 * reg / self.n_users
+        return loss
+
+
+def multi_hot(idx: Any, weight: Any, width: int) -> Any:
+    """``[B, width]`` float32 with ``weight[b, j]`` added at column ``idx[b, j]``."""
+    b, length = ops.shape(idx)
+    rows = ops.repeat(ops.expand_dims(ops.arange(b, dtype=idx.dtype), 1), length, axis=1)
+    coords = ops.reshape(ops.stack([rows, idx], axis=-1), (-1, 2))
+    return ops.scatter(coords, ops.reshape(weight, (-1,)), (b, width))
+
+
+def pool_norm(count: Any, pooling: str) -> Any:
+    """Divisor of the summed history embeddings: ``count`` (mean), ``sqrt(count)``
+    (``sqrt``: the L2-normalised multi-hot input of Mult-DAE) or 1 (``sum``)."""
+    if pooling == "mean":
+        return count
+    if pooling == "sqrt":
+        return ops.sqrt(count)
+    return ops.ones_like(count)
 
 
 def mask_accidental_hits(logits: Any, items: Any) -> Any:

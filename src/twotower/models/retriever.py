@@ -64,6 +64,8 @@ class TwoTower:
         self.index_config = index or IndexConfig(kind="exact")
         self.history: dict[str, list[float]] = {}
         self.fit_seconds: float | None = None
+        self.rating_range: tuple[float, float] = (0.0, 1.0)
+        self._net: Any = None
         self._fitted = False
 
     # ------------------------------------------------------------------ training
@@ -100,14 +102,19 @@ class TwoTower:
         self._history = (history_table(train, cfg.history_length)
                          if cfg.query_tower != "id" else None)
 
-        net = TwoTowerNet(train.n_users, train.n_items, cfg, history=self._history)
+        targets = None
+        if cfg.objective == "multinomial":  # one example per user: all of their items
+            targets = history_table(train, max(1, int(np.bincount(train.users).max())))
+        net = TwoTowerNet(train.n_users, train.n_items, cfg, history=self._history,
+                          targets=targets)
         net.build()
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
                      "sgd": keras.optimizers.SGD}[cfg.optimizer](learning_rate=cfg.learning_rate)
         net.compile(optimizer=optimizer)
         x = self._inputs(train)
         val = None
-        if validation is not None and len(validation):
+        # the multinomial loss reads the training items of each user: no validation loss
+        if validation is not None and len(validation) and cfg.objective != "multinomial":
             val = (self._inputs(validation),)
         hist = net.fit(x, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
                        validation_data=val, validation_freq=cfg.validation_freq,
@@ -121,6 +128,8 @@ class TwoTower:
         return self
 
     def _inputs(self, x: Interactions) -> dict[str, np.ndarray]:
+        if self.config.objective == "multinomial":
+            return {"user": np.unique(x.users).astype(np.int32)}
         lo, hi = self.rating_range
         out = {"user": x.users.astype(np.int32), "item": x.items.astype(np.int32)}
         if self.config.objective == "mse":
@@ -138,11 +147,32 @@ class TwoTower:
                                 if net.user_embedding is not None else None)
         self.history_embeddings = (np.array(net.history_embedding.embeddings, dtype=np.float32)
                                    if net.history_embedding is not None else None)
+        if net.item_bias is not None:
+            # fold the item bias into the dot product: item [v, b] . query [q, 1]
+            bias = np.array(net.item_bias.embeddings, dtype=np.float32)
+            self.item_embeddings = np.concatenate([self.item_embeddings, bias], axis=1)
 
     def _build_indexes(self) -> None:
         self._index = make_index(self.index_config).build(self.item_embeddings)
+        self._build_similar()
+
+    def _build_similar(self) -> None:
         self._similar = make_index(IndexConfig(kind="exact", metric="cosine")).build(
             self.item_embeddings)
+
+    def set_index(self, config: IndexConfig) -> None:
+        """Rebuild the recommendation index with other settings (e.g. HNSW)."""
+        self._require_fitted()
+        self.index_config = config
+        self._index = make_index(config).build(self.item_embeddings)
+
+    def _load_net(self, weights: Any) -> None:
+        from twotower.models.net import TwoTowerNet
+        net = TwoTowerNet(len(self.user_vocab), len(self.item_vocab), self.config,
+                          history=self._history)
+        net.build()
+        net.load_weights(weights)
+        self._net = net
 
     def _require_fitted(self) -> None:
         if not self._fitted:
@@ -159,18 +189,24 @@ class TwoTower:
         """``[b, d]`` float32 query embeddings of user indices."""
         self._require_fitted()
         users = np.asarray(users, dtype=np.int64)
-        q = np.zeros((len(users), self.item_embeddings.shape[1]), dtype=np.float32)
+        q = np.zeros((len(users), self.config.embedding_dim), dtype=np.float32)
         if self.user_embeddings is not None:
             q += self.user_embeddings[users]
         if self.history_embeddings is not None:
             q += self._pool(self._history[users])
-        return q
+        return self._with_bias_column(q)
+
+    def _with_bias_column(self, q: np.ndarray) -> np.ndarray:
+        if self.item_embeddings.shape[1] == q.shape[1]:
+            return q
+        return np.concatenate([q, np.ones((len(q), 1), dtype=np.float32)], axis=1)
 
     def _pool(self, hist: np.ndarray) -> np.ndarray:
         emb = self.history_embeddings[hist]  # row 0 is padding, masked below
         mask = (hist > 0).astype(np.float32)[..., None]
         count = np.maximum(mask.sum(axis=1), 1.0)
-        return ((emb * mask).sum(axis=1) / np.sqrt(count)).astype(np.float32)
+        norm = {"mean": count, "sqrt": np.sqrt(count)}.get(self.config.pooling, 1.0)
+        return ((emb * mask).sum(axis=1) / norm).astype(np.float32)
 
     def history_query_embeddings(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Query embeddings from item-index histories (users unseen in training)."""
@@ -184,7 +220,7 @@ class TwoTower:
         for row, h in enumerate(histories):
             h = np.asarray(h, dtype=np.int64)[-L:]
             table[row, :len(h)] = h[::-1] + 1
-        return self._pool(table)
+        return self._with_bias_column(self._pool(table))
 
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
         """Training items of each user index (the default exclusion lists)."""

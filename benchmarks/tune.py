@@ -1,0 +1,156 @@
+"""Choose the ``default`` preset's hyperparameters on validation splits carved from train.
+
+The test part of every split is never read here: each outer split (seeded random 80/20, per-user
+temporal 80/20) keeps only its train part, which is split again the same way into
+train' / validation. Every candidate config is trained once per validation split and scored
+every ``--every`` epochs (Adam at a constant learning rate: the model after epoch ``e`` is the
+model ``epochs=e`` would give), so one run also chooses the number of epochs. EASE, tuned on the
+same validation split, is the yardstick: a candidate's score is the mean over splits of
+``recall@10 / EASE recall@10`` and ``ndcg@10 / EASE ndcg@10``.
+
+Usage:
+    KERAS_BACKEND=jax python benchmarks/tune.py [--data /path/to/ml-100k] [--quick]
+
+Writes ``benchmarks/results/tune-<timestamp>.json`` (every curve, the EASE references and the
+winner) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from twotower.data import random_split, read_movielens_100k, temporal_split  # noqa: E402
+from twotower.evaluation import EASE, recommend_and_evaluate, tune  # noqa: E402
+from twotower.models import ModelConfig, TwoTower  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+KS = (10, 100)
+
+#: The search space actually explored (kept small on purpose: 2 shared CPU cores). Each entry
+#: overrides BASE; the epoch count is chosen from the curves.
+BASE = dict(query_tower="history", objective="multinomial", embedding_dim=128, epochs=40,
+            batch_size=64, optimizer="adam", learning_rate=0.005, l2=5.0, temperature=1.0,
+            history_length=1000, history_dropout=0.5, item_bias=True)
+CANDIDATES: list[dict] = [
+    {},
+    {"l2": 2.0},
+    {"embedding_dim": 256, "l2": 10.0},
+    {"embedding_dim": 256, "l2": 10.0, "learning_rate": 0.01, "batch_size": 128},
+    {"history_dropout": 0.7},
+    {"query_tower": "id+history"},
+]
+
+
+def validation_splits(data, seeds):
+    """``(name, train', validation)`` triples from the train parts of the outer splits."""
+    out = []
+    for s in seeds:
+        outer = random_split(data, 0.2, s).train
+        inner = random_split(outer, 0.2, s + 1000)
+        out.append((f"random-{s}", inner.train, inner.test))
+    outer = temporal_split(data, 0.2).train
+    inner = temporal_split(outer, 0.2)
+    out.append(("temporal", inner.train, inner.test))
+    return out
+
+
+class _Curve(keras.callbacks.Callback):
+    """Evaluates the model on the validation split every ``every`` epochs."""
+
+    def __init__(self, model: TwoTower, train, valid, every: int) -> None:
+        super().__init__()
+        self.tt, self.train, self.valid, self.every = model, train, valid, every
+        self.points: list[dict] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        tt = self.tt
+        tt._net = self.model
+        tt._export_tables()
+        tt._fitted = True
+        tt._build_indexes()
+        m = recommend_and_evaluate(tt, self.train, self.valid, KS)
+        self.points.append({"epoch": epoch + 1, "loss": float(logs["loss"]),
+                            **{k: m[k] for k in ("recall@10", "ndcg@10", "recall@100")}})
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--every", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="first candidate, one split")
+    args = ap.parse_args(argv)
+
+    data = read_movielens_100k(args.data)
+    splits = validation_splits(data, args.seeds)
+    candidates = CANDIDATES
+    if args.quick:
+        splits, candidates = splits[:1], candidates[:1]
+
+    refs = {}
+    for name, tr, va in splits:
+        best, rows = tune(EASE, tr, {"lambda_": [100.0, 200.0, 500.0, 1000.0]},
+                          split="random")  # lambda from a split of train', not va
+        m = recommend_and_evaluate(EASE(best).fit(tr), tr, va, KS)
+        refs[name] = {"lambda_": best.lambda_, **{k: m[k] for k in ("recall@10", "ndcg@10")}}
+        print(f"EASE {name}: {refs[name]}", flush=True)
+
+    runs = []
+    for over in candidates:
+        cfg = ModelConfig.from_dict({**BASE, **over})
+        for name, tr, va in splits:
+            model = TwoTower(cfg)
+            curve = _Curve(model, tr, va, args.every)
+            t0 = time.perf_counter()
+            model.fit(tr, verbose=0, callbacks=[curve])
+            runs.append({"override": over, "split": name, "points": curve.points,
+                         "seconds": time.perf_counter() - t0})
+            print(name, over, [(p["epoch"], round(p["recall@10"], 4)) for p in curve.points],
+                  flush=True)
+
+    # score every (candidate, epoch): mean over splits of the metric ratios to EASE
+    table = []
+    for over in candidates:
+        mine = [r for r in runs if r["override"] == over]
+        for i, p in enumerate(mine[0]["points"]):
+            ratios = [(r["points"][i]["recall@10"] / refs[r["split"]]["recall@10"]
+                       + r["points"][i]["ndcg@10"] / refs[r["split"]]["ndcg@10"]) / 2
+                      for r in mine]
+            table.append({"override": over, "epochs": p["epoch"],
+                          "score": float(np.mean(ratios)),
+                          "per_split": dict(zip([r["split"] for r in mine],
+                                                map(float, ratios)))})
+    table.sort(key=lambda row: -row["score"])
+    print("\nbest (score = mean ratio to EASE on validation):")
+    for row in table[:10]:
+        print(f"  {row['score']:.4f}  epochs={row['epochs']:<3} {row['override']} "
+              f"{ {k: round(v, 3) for k, v in row['per_split'].items()} }")
+    winner = {**BASE, **table[0]["override"], "epochs": table[0]["epochs"]}
+    print("winner:", winner)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({
+        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
+                    "keras": keras.__version__, "cpus": os.cpu_count()},
+        "splits": [s[0] for s in splits], "ease": refs, "base": BASE, "runs": runs,
+        "ranking": table, "winner": winner}, indent=1))
+    print("wrote", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
