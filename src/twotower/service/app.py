@@ -1,0 +1,378 @@
+"""The HTTP API: a thin shell over ``TwoTower`` (recommend, similar items, item metadata).
+
+Every handler reads ``holder.current`` once and answers from that snapshot, so a model swap
+(``POST /admin/reload`` or SIGHUP) never mixes two models in one answer.
+
+Threads: the search endpoints are ``async`` and score small requests right on the event loop
+(an exact search over a few thousand items takes ~40 us, a thread pool hop costs several times
+that in CPU); requests scoring more than ``inline_max_scores`` (query, item) pairs go to the
+thread pool, where numpy/faiss release the GIL. The other endpoints are plain ``def`` (thread
+pool). Hot-path responses are serialised from precomputed JSON fragments.
+"""
+
+import hmac
+import json
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+
+from twotower.errors import ConfigError, UnknownIdError
+from twotower.service import schemas as S
+from twotower.service.observability import Metrics, RequestMiddleware, gauge
+from twotower.service.state import ModelHolder, ReloadInProgress, ReloadRefused, ServedModel
+
+STATIC = Path(__file__).with_name("static")
+_JSON = "application/json"
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "Unreadable body, or not possible with this model", 401: "Missing bearer token",
+            403: "Wrong bearer token", 404: "Unknown user or item id",
+            409: "A reload is already running", 413: "Request body too large",
+            422: "Invalid parameter or body (the message names the field)"}
+    return {c: {"model": S.Error, "description": text[c]} for c in codes}
+
+
+def _dumps(v: Any) -> str:
+    return json.dumps(v, ensure_ascii=False)
+
+
+def _out_id(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _check_k(k: int, n: int, what: str = "the catalogue size") -> None:
+    if k > n:
+        raise HTTPException(422, f"`k` must be between 1 and {n} ({what}), got {k}")
+
+
+def _unknown(kind: str, ids: list[Any], total: int, vocab_size: int, hint: str = "") -> str:
+    shown = ", ".join(map(repr, ids[:10])) + (", ..." if len(ids) > 10 else "")
+    return (f"unknown {kind} id{'s' if len(ids) > 1 else ''} {shown} ({len(ids)} of {total}): "
+            f"not among the {vocab_size} {kind} ids the model knows{hint}")
+
+
+def _validation_detail(errors: list[dict[str, Any]]) -> str:
+    where = {"query": "query parameter", "path": "path parameter", "body": "body field",
+             "header": "header"}
+    parts = []
+    for e in errors:
+        loc = [str(x) for x in e.get("loc", ())]
+        kind = where.get(loc[0], loc[0]) if loc else "request"
+        name = ".".join(loc[1:])
+        part = f"{kind} `{name}`: {e.get('msg', 'invalid')}" if name else \
+            f"request {loc[0] if loc else 'body'}: {e.get('msg', 'invalid')}"
+        if e.get("type") != "missing" and "input" in e and not isinstance(e["input"],
+                                                                          (dict, list)):
+            got = repr(e["input"])
+            part += f", got {got[:60] + '...' if len(got) > 60 else got}"
+        parts.append(part)
+    return "; ".join(parts)
+
+
+def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: int = 1000,
+               max_batch: int = 1000, max_body_bytes: int = 64 * 1024,
+               access_log: bool = True, inline_max_scores: int = 1 << 20) -> FastAPI:
+    """Build the FastAPI app serving one run directory.
+
+    Args:
+        run_dir: a run saved by ``TwoTower.save`` / ``twotower train --out``.
+        admin_token: enables ``POST /admin/reload`` for ``Authorization: Bearer <token>``;
+            None leaves admin endpoints out (404).
+        max_k: largest ``k`` a request may ask for (also bounded by the catalogue size).
+        max_batch: most user ids (or history items) in one request body.
+        max_body_bytes: larger request bodies are refused with 413.
+        access_log: one JSON line per request on the ``twotower.access`` logger.
+        inline_max_scores: searches scoring at most this many (query, item) pairs run on
+            the event loop; bigger ones (large batches or catalogues) in the thread pool.
+
+    Returns:
+        The app; ``app.state.holder`` holds the served model.
+
+    Raises:
+        ArtifactError: the run cannot be loaded.
+
+    Example:
+        >>> from fastapi.testclient import TestClient          # doctest: +SKIP
+        >>> client = TestClient(create_app("runs/ml100k"))     # doctest: +SKIP
+        >>> client.get("/v1/recommendations", params={"user_id": 42}).json()  # doctest: +SKIP
+    """
+    import twotower
+
+    if not 1 <= max_k:
+        raise ConfigError(f"`max_k` must be >= 1, got {max_k}")
+    if not 1 <= max_batch:
+        raise ConfigError(f"`max_batch` must be >= 1, got {max_batch}")
+    holder = ModelHolder(run_dir)
+    metrics = Metrics()
+    bodies = S.request_models(max_k, max_batch)
+    BatchRequest, HistoryRequest = bodies["batch"], bodies["history"]  # noqa: N806
+
+    app = FastAPI(title="twotower", version=twotower.__version__, docs_url=None,
+                  redoc_url=None,
+                  description="Top-K candidate retrieval from a trained two-tower model.")
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=max_body_bytes,
+                       log_requests=access_log)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errs = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
+                 "type": str(e.get("type", ""))} for e in exc.errors()]
+        return JSONResponse({"detail": _validation_detail(list(exc.errors())),
+                             "errors": errs}, status_code=422)
+
+    K = Annotated[int, Query(ge=1, le=max_k,  # noqa: N806
+                             description=f"list length, 1..{max_k} and at most the catalogue "
+                                         "size")]
+    IdParam = Annotated[str, Query(min_length=1, max_length=S.MAX_ID_LENGTH)]  # noqa: N806
+
+    # ------------------------------------------------------------ recommendations
+    async def offload(work: int, fn: Callable[..., Response], *args: Any) -> Response:
+        # A thread hop costs ~0.2 ms of CPU, several times a small exact search: score up to
+        # `inline_max_scores` (query, item) pairs on the event loop, hand bigger jobs to the
+        # thread pool (numpy/faiss release the GIL there) so they never stall other requests.
+        if work <= inline_max_scores:
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
+
+    def _recommend(user_id: str, k: int, exclude_seen: bool, fallback: str) -> Response:
+        s = holder.current
+        m = s.model
+        _check_k(k, s.n_items)
+        try:
+            u = m.user_vocab.index_of(user_id)
+        except UnknownIdError as exc:
+            if fallback != "popular":
+                raise HTTPException(404, f"{exc}; pass fallback=popular for popular items"
+                                    ) from None
+            body = _user_json(s, user_id, s.popular_json(k), "popular")
+        else:
+            users = np.array([u])
+            scores, idx = m.recommend(users, k, m.seen_items(users) if exclude_seen else None)
+            body = _user_json(s, _out_id(m.user_vocab.ids[u]), s.items_json(idx[0], scores[0]))
+        return Response(f'{{"model":{_dumps(s.label)},{body[1:]}', media_type=_JSON)
+
+    @app.get("/v1/recommendations", response_model=S.Recommendations,
+             responses=_errors(404, 422), tags=["recommendations"])
+    async def recommendations(user_id: IdParam, k: K = 10, exclude_seen: bool = True,
+                              fallback: Literal["none", "popular"] = "none") -> Response:
+        """Top-k items for one user, items they already interacted with left out."""
+        return await offload(holder.current.n_items, _recommend, user_id, k, exclude_seen,
+                             fallback)
+
+    def _batch(req: Any) -> Response:
+        s = holder.current
+        m = s.model
+        _check_k(req.k, s.n_items)
+        users = m.user_vocab.lookup_or(req.user_ids, -1)
+        unknown = users < 0
+        if unknown.any() and req.fallback != "popular":
+            bad = [req.user_ids[i] for i in np.flatnonzero(unknown)]
+            raise HTTPException(404, _unknown("user", bad, len(users), len(m.user_vocab),
+                                              "; pass fallback=popular for popular items"))
+        known = users[~unknown]
+        if len(known):
+            exclude = m.seen_items(known) if req.exclude_seen else None
+            scores, idx = m.recommend(known, req.k, exclude)
+        popular = s.popular_json(req.k) if unknown.any() else ""
+        ids = m.user_vocab.ids
+        rows, j = [], 0
+        for raw, u in zip(req.user_ids, users.tolist()):
+            if u < 0:
+                rows.append(_user_json(s, raw, popular, "popular"))
+            else:
+                rows.append(_user_json(s, _out_id(ids[u]), s.items_json(idx[j], scores[j])))
+                j += 1
+        return Response(f'{{"model":{_dumps(s.label)},"k":{req.k},"results":[{",".join(rows)}]}}',
+                        media_type=_JSON)
+
+    @app.post("/v1/recommendations", response_model=S.BatchRecommendations,
+              responses=_errors(400, 404, 413, 422), tags=["recommendations"])
+    async def batch_recommendations(req: BatchRequest) -> Response:  # type: ignore[valid-type]
+        """Top-k items for many users in one search call."""
+        return await offload(len(req.user_ids) * holder.current.n_items, _batch, req)
+
+    def _by_history(req: Any) -> Response:
+        s = holder.current
+        m = s.model
+        if not s.supports_history:
+            raise HTTPException(400, f"model {s.label} has query tower "
+                                     f"'{m.config.query_tower}': it cannot recommend from a "
+                                     "history; serve a run trained with query_tower "
+                                     "'history' or 'id+history'")
+        _check_k(req.k, s.n_items)
+        items = m.item_vocab.lookup_or(req.item_ids, -1)
+        if (items < 0).any():
+            bad = [req.item_ids[i] for i in np.flatnonzero(items < 0)]
+            raise HTTPException(404, _unknown("item", bad, len(items), s.n_items))
+        try:
+            scores, idx = m.recommend_from_history(
+                [items], req.k, [items] if req.exclude_history else None)
+        except ConfigError as exc:
+            raise HTTPException(400, str(exc)) from None
+        return Response(f'{{"model":{_dumps(s.label)},"items":'
+                        f'{s.items_json(idx[0], scores[0])}}}', media_type=_JSON)
+
+    @app.post("/v1/recommendations/by-history", response_model=S.HistoryRecommendations,
+              responses=_errors(400, 404, 413, 422), tags=["recommendations"])
+    async def history_recommendations(req: HistoryRequest  # type: ignore[valid-type]
+                                      ) -> Response:
+        """Top-k items for a user known only by the items they interacted with (works for
+        users the model never saw, when it has a history query tower)."""
+        return await offload(holder.current.n_items + len(req.item_ids), _by_history, req)
+
+    # ------------------------------------------------------------ items
+    def _similar(item_id: str, k: int) -> Response:
+        s = holder.current
+        _check_k(k, s.n_items - 1, "the catalogue size less the item itself")
+        try:
+            i = s.model.item_vocab.index_of(item_id)
+        except UnknownIdError as exc:
+            raise HTTPException(404, str(exc)) from None
+        scores, idx = s.model.similar_items(np.array([i]), k)
+        return Response(f'{{"model":{_dumps(s.label)},"item_id":{_dumps(s.item_ids[i])},'
+                        f'"title":{_dumps(s.titles[i])},'
+                        f'"items":{s.items_json(idx[0], scores[0])}}}', media_type=_JSON)
+
+    @app.get("/v1/similar-items", response_model=S.SimilarItems,
+             responses=_errors(404, 422), tags=["items"])
+    async def similar_items(item_id: IdParam, k: K = 10) -> Response:
+        """The k items nearest to an item (cosine on item embeddings), never itself."""
+        return await offload(holder.current.n_items, _similar, item_id, k)
+
+    @app.get("/v1/items/{item_id}", response_model=S.ItemDetail,
+             responses=_errors(404, 422), tags=["items"])
+    def item(item_id: Annotated[str, PathParam(max_length=S.MAX_ID_LENGTH)]) -> JSONResponse:
+        """Metadata of one item (title, genres, year, ... as the run holds them)."""
+        s = holder.current
+        try:
+            i = s.model.item_vocab.index_of(item_id)
+        except UnknownIdError as exc:
+            raise HTTPException(404, str(exc)) from None
+        return JSONResponse({"model": s.label, **s.item_metadata(i)})
+
+    @app.get("/v1/items", response_model=S.ItemSearch, responses=_errors(422), tags=["items"])
+    def search_items(search: Annotated[str, Query(max_length=200, description=(
+                         "case-insensitive part of a title, or an exact item id; empty: "
+                         "the most popular items"))] = "",
+                     limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
+        """Find items by title, most popular first (for picking an item)."""
+        s = holder.current
+        q = search.strip().lower()
+        order = s.popular.tolist()
+        hits = [i for i in order if q in s.titles_lower[i]] if q else order
+        if q and search.strip() in s.model.item_vocab:
+            exact = s.model.item_vocab.index_of(search.strip())
+            hits = [exact] + [i for i in hits if i != exact]
+        pop = s.model.item_popularity
+        return JSONResponse({"model": s.label, "total": len(hits), "items": [
+            {**s.item_ref(i), "popularity": _out_id(pop[i])} for i in hits[:limit]]})
+
+    # ------------------------------------------------------------ users
+    @app.get("/v1/users/{user_id}/history", response_model=S.UserHistory,
+             responses=_errors(404, 422), tags=["users"])
+    def user_history(user_id: Annotated[str, PathParam(max_length=S.MAX_ID_LENGTH)],
+                     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> JSONResponse:
+        """The items a user interacted with in training (what exclude_seen leaves out)."""
+        s = holder.current
+        m = s.model
+        try:
+            u = m.user_vocab.index_of(user_id)
+        except UnknownIdError as exc:
+            raise HTTPException(404, str(exc)) from None
+        seen = m.seen_items(np.array([u]))[0].tolist()
+        return JSONResponse({"model": s.label, "user_id": _out_id(m.user_vocab.ids[u]),
+                             "count": len(seen), "items": [s.item_ref(i) for i in seen[:limit]]})
+
+    @app.get("/v1/users", response_model=S.UserList, responses=_errors(422), tags=["users"])
+    def users(offset: Annotated[int, Query(ge=0)] = 0,
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
+        """Known user ids, in vocabulary order (for picking a user)."""
+        s = holder.current
+        ids = s.model.user_vocab.ids
+        return JSONResponse({"model": s.label, "total": len(ids),
+                             "user_ids": ids[offset:offset + limit].tolist()})
+
+    # ------------------------------------------------------------ operations
+    @app.get("/healthz", response_model=S.Health, tags=["operations"])
+    async def healthz() -> JSONResponse:
+        """Liveness and readiness: the service has a model loaded."""
+        return JSONResponse({"status": "ok", "model": holder.current.label})
+
+    @app.get("/v1/model", response_model=S.ModelInfo, tags=["operations"])
+    async def model_info() -> JSONResponse:
+        """Which model is served: name, version, training time, metrics, config."""
+        return JSONResponse(holder.current.describe())
+
+    @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+    async def prometheus() -> PlainTextResponse:
+        """Prometheus text format: requests by route/status, latency histogram."""
+        # async on purpose: the counters are updated on the event loop thread, so they are
+        # read there too (no lock, no torn reads)
+        s = holder.current
+        extra = gauge("twotower_model_info", "The served model (value is always 1).",
+                      [({"name": s.name, "version": s.version}, 1)])
+        extra += gauge("twotower_model_reloads_total", "Model reloads by result.",
+                       [({"result": r}, n) for r, n in sorted(holder.reloads.items())],
+                       kind="counter")
+        extra += gauge("twotower_model_items", "Catalogue size of the served model.",
+                       [({}, s.n_items)])
+        return PlainTextResponse(metrics.render(extra),
+                                 media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    if admin_token:
+        bearer = HTTPBearer(auto_error=False, description="the service's admin token")
+
+        def require_admin(cred: Annotated[HTTPAuthorizationCredentials | None,
+                                          Depends(bearer)]) -> None:
+            if cred is None or cred.scheme.lower() != "bearer":
+                raise HTTPException(401, "admin endpoints need `Authorization: Bearer <token>`",
+                                    headers={"WWW-Authenticate": "Bearer"})
+            if not hmac.compare_digest(cred.credentials.encode(), admin_token.encode()):
+                raise HTTPException(403, "wrong admin token")
+
+        @app.post("/admin/reload", response_model=S.ReloadResult,
+                  responses=_errors(400, 401, 403, 409, 413, 422), tags=["admin"],
+                  dependencies=[Depends(require_admin)])
+        def reload(req: Annotated[S.ReloadRequest | None, Body()] = None) -> JSONResponse:
+            """Load a run next to the current one, then switch to it atomically.
+
+            In-flight requests finish on the old model; a run that fails to load is refused
+            (422, with the reason) and the old model keeps serving."""
+            t0 = time.perf_counter()
+            try:
+                old, new = holder.reload(req.run_dir if req is not None else None)
+            except ReloadInProgress as exc:
+                raise HTTPException(409, str(exc)) from None
+            except ReloadRefused as exc:
+                raise HTTPException(422, str(exc)) from None
+            return JSONResponse({"status": "reloaded", "previous": old.label,
+                                 "current": new.label,
+                                 "load_seconds": round(time.perf_counter() - t0, 3)})
+
+    # ------------------------------------------------------------ the page
+    index_html = (STATIC / "index.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        return HTMLResponse(index_html)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _user_json(s: ServedModel, user_id: Any, items_json: str,
+               fallback: str | None = None) -> str:
+    fb = "null" if fallback is None else _dumps(fallback)
+    return f'{{"user_id":{_dumps(user_id)},"items":{items_json},"fallback":{fb}}}'

@@ -1,0 +1,177 @@
+"""Request accounting: a JSON access log line, Prometheus metrics, and a body size limit.
+
+One pure ASGI middleware does all three (no per-request task or thread; a
+``BaseHTTPMiddleware`` would cost a task and a stream per request). The metrics are a
+hand-rolled subset of the Prometheus text format (version 0.0.4): a request counter by
+method/route/status and a latency histogram by method/route. Routes are the path templates
+(``/v1/items/{item_id}``), never raw paths, so label sets stay bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+access_log = logging.getLogger("twotower.access")
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                   2.5, 5.0)
+UNMATCHED = "<unmatched>"
+
+
+def _escape(v: str) -> str:
+    return v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**kv: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in kv.items()) + "}"
+
+
+class Metrics:
+    """Counters and histograms, updated on the event loop thread only (no lock needed)."""
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, str, int], int] = defaultdict(int)
+        # (method, route) -> [bucket counts..., +Inf count], sum
+        self.latency: dict[tuple[str, str], list[int]] = {}
+        self.latency_sum: dict[tuple[str, str], float] = defaultdict(float)
+        self.started = time.time()
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests[(method, route, status)] += 1
+        key = (method, route)
+        counts = self.latency.get(key)
+        if counts is None:
+            counts = self.latency[key] = [0] * (len(LATENCY_BUCKETS) + 1)
+        counts[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.latency_sum[key] += seconds
+
+    def render(self, extra: Iterable[str] = ()) -> str:
+        """The Prometheus text exposition of everything observed so far."""
+        out = ["# HELP twotower_http_requests_total HTTP requests by method, route, status.",
+               "# TYPE twotower_http_requests_total counter"]
+        for (method, route, status), n in sorted(self.requests.items()):
+            out.append(f"twotower_http_requests_total"
+                       f"{_labels(method=method, route=route, status=str(status))} {n}")
+        out += ["# HELP twotower_http_request_duration_seconds Request latency (server side).",
+                "# TYPE twotower_http_request_duration_seconds histogram"]
+        name = "twotower_http_request_duration_seconds"
+        for (method, route), counts in sorted(self.latency.items()):
+            cum = 0
+            for le, c in zip((*map(repr, LATENCY_BUCKETS), "+Inf"), counts):
+                cum += c
+                out.append(f"{name}_bucket{_labels(method=method, route=route, le=le)} {cum}")
+            out.append(f"{name}_sum{_labels(method=method, route=route)} "
+                       f"{self.latency_sum[(method, route)]:.6f}")
+            out.append(f"{name}_count{_labels(method=method, route=route)} {cum}")
+        out += ["# HELP twotower_process_start_time_seconds Start time of the service.",
+                "# TYPE twotower_process_start_time_seconds gauge",
+                f"twotower_process_start_time_seconds {self.started:.3f}"]
+        out.extend(extra)
+        return "\n".join(out) + "\n"
+
+
+def gauge(name: str, help_: str, samples: Iterable[tuple[dict[str, str], float]],
+          kind: str = "gauge") -> list[str]:
+    """Text lines of one extra metric family."""
+    lines = [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
+    lines += [f"{name}{_labels(**lab) if lab else ''} {val}" for lab, val in samples]
+    return lines
+
+
+_TOO_LARGE_BODY = b'{"detail":"request body too large: the limit is %d bytes"}'
+
+
+class RequestMiddleware:
+    """Access log + metrics + request body limit (413) around an ASGI app.
+
+    Args:
+        app: the wrapped ASGI app.
+        metrics: where observations go.
+        max_body_bytes: larger bodies get 413 (checked on Content-Length up front and on
+            the bytes actually received, for chunked uploads).
+        log_requests: write one JSON line per request to the ``twotower.access`` logger.
+    """
+
+    def __init__(self, app: Any, *, metrics: Metrics, max_body_bytes: int,
+                 log_requests: bool = True) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body_bytes
+        self.log_requests = log_requests
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any],
+                       send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        state = {"status": 500, "started": False, "refused": False, "received": 0}
+        limit = self.max_body
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                if state["refused"]:
+                    return
+                state["status"] = message["status"]
+                state["started"] = True
+            elif state["refused"]:
+                return
+            await send(message)
+
+        async def refuse() -> None:
+            state["refused"] = True
+            state["status"] = 413
+            body = _TOO_LARGE_BODY % limit
+            await send({"type": "http.response.start", "status": 413,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body)).encode()),
+                                    (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+
+        async def receive_wrapper() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit:
+                    if not state["started"] and not state["refused"]:
+                        await refuse()
+                    return {"type": "http.disconnect"}
+            return message
+
+        try:
+            length = _content_length(scope)
+            if length is not None and length > limit:
+                await refuse()
+            else:
+                await self.app(scope, receive_wrapper, send_wrapper)
+        except Exception:
+            if not state["refused"]:
+                raise
+        finally:
+            elapsed = time.perf_counter() - t0
+            route = scope.get("route")
+            path_t = getattr(route, "path", None) or UNMATCHED
+            method = scope.get("method", "")
+            status = int(state["status"])
+            self.metrics.observe(method, path_t, status, elapsed)
+            if self.log_requests and access_log.isEnabledFor(logging.INFO):
+                access_log.info(json.dumps({
+                    "ts": round(time.time(), 3), "method": method, "path": scope.get("path"),
+                    "route": path_t, "status": status, "latency_ms": round(elapsed * 1e3, 3),
+                    "client": (scope.get("client") or (None,))[0]}))
+
+
+def _content_length(scope: dict[str, Any]) -> int | None:
+    for k, v in scope.get("headers", ()):
+        if k == b"content-length":
+            try:
+                return int(v)
+            except ValueError:
+                return None
+    return None

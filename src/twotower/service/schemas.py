@@ -1,0 +1,169 @@
+"""Request and response bodies of the HTTP API (they also document the OpenAPI schema).
+
+Request models carry the service's bounds (``max_k``, ``max_batch``), so they are built per
+app by ``request_models``. Responses are serialised by hand on the hot path; the response
+models here document them and the schema tests check the two agree.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StrictInt, StrictStr,
+                      WithJsonSchema)
+
+MAX_ID_LENGTH = 128
+Id = StrictInt | StrictStr
+"""An external user or item id: an integer or a string, as the run's vocabulary holds it."""
+
+
+def _check_id(v: Any) -> int | str:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, str) and 1 <= len(v) <= MAX_ID_LENGTH:
+        return v
+    raise ValueError(f"an id is an integer or a string of 1 to {MAX_ID_LENGTH} characters")
+
+
+RequestId = Annotated[Any, PlainValidator(_check_id), WithJsonSchema({"anyOf": [
+    {"type": "integer"}, {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}]})]
+"""An id in a request: one error message, not one per union member."""
+
+
+class Error(BaseModel):
+    """Every error response: ``detail`` is a sentence naming the field or id at fault."""
+
+    detail: str
+    errors: list[dict[str, Any]] | None = None
+
+
+class Item(BaseModel):
+    item_id: Id
+    title: str
+    score: float
+
+
+class ItemRef(BaseModel):
+    item_id: Id
+    title: str
+
+
+class Recommendations(BaseModel):
+    model: str = Field(description="`name@version` of the model that answered")
+    user_id: Id
+    items: list[Item] = Field(description="best first; fewer than k when fewer remain")
+    fallback: Literal["popular"] | None = Field(
+        None, description="'popular' when the user is unknown and fallback=popular was asked")
+
+
+class UserResult(BaseModel):
+    user_id: Id
+    items: list[Item]
+    fallback: Literal["popular"] | None = None
+
+
+class BatchRecommendations(BaseModel):
+    model: str
+    k: int
+    results: list[UserResult] = Field(description="one per requested user, in request order")
+
+
+class HistoryRecommendations(BaseModel):
+    model: str
+    items: list[Item]
+
+
+class SimilarItems(BaseModel):
+    model: str
+    item_id: Id
+    title: str
+    items: list[Item]
+
+
+class ItemDetail(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    item_id: Id
+    title: str
+    popularity: float | int | None = None
+
+
+class ItemSearchHit(BaseModel):
+    item_id: Id
+    title: str
+    popularity: float | int
+
+
+class ItemSearch(BaseModel):
+    model: str
+    total: int = Field(description="matches before `limit`")
+    items: list[ItemSearchHit]
+
+
+class UserHistory(BaseModel):
+    model: str
+    user_id: Id
+    count: int = Field(description="items the user interacted with in training")
+    items: list[ItemRef] = Field(description="the first `limit` of them")
+
+
+class UserList(BaseModel):
+    model: str
+    total: int
+    user_ids: list[Id]
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    label: str
+    trained_at: str | None
+    loaded_at: str
+    twotower_version: str | None
+    n_items: int
+    n_users: int
+    supports_history: bool
+    config: dict[str, Any]
+    index: dict[str, Any]
+    data: dict[str, Any]
+    metrics: dict[str, Any] | None
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model: str
+
+
+class ReloadRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_dir: str | None = Field(None, min_length=1, max_length=4096,
+                                description="run directory to load; default: the current "
+                                            "run's directory again")
+
+
+class ReloadResult(BaseModel):
+    status: Literal["reloaded"]
+    previous: str
+    current: str
+    load_seconds: float
+
+
+def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
+    """The request bodies, bounded by this app's settings."""
+    k_field = Field(10, ge=1, le=max_k, description=f"list length, 1..{max_k} and at most the "
+                                                     "catalogue size")
+    class BatchRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        user_ids: list[RequestId] = Field(min_length=1, max_length=max_batch,
+                                   description=f"1..{max_batch} user ids")
+        k: int = k_field
+        exclude_seen: bool = True
+        fallback: Literal["none", "popular"] = "none"
+
+    class HistoryRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        item_ids: list[RequestId] = Field(min_length=1, max_length=max_batch,
+                                   description=f"1..{max_batch} item ids the user interacted "
+                                               "with, oldest first")
+        k: int = k_field
+        exclude_history: bool = Field(True, description="leave the given items out")
+
+    return {"batch": BatchRequest, "history": HistoryRequest}

@@ -1,0 +1,231 @@
+"""The model the service answers with, and how it is swapped without downtime.
+
+A ``ServedModel`` is an immutable snapshot: a loaded ``TwoTower`` plus what the HTTP layer
+precomputes once per model (JSON fragments of item ids and titles, the popularity order).
+``ModelHolder.current`` is the one reference the request handlers read, once per request;
+a reload loads and checks the new run next to the old one, then rebinds that reference
+(a single attribute store, atomic under the GIL). Requests that already hold the old
+snapshot finish on it; a run that fails to load or to answer a probe query is refused and
+the old snapshot keeps serving.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twotower.errors import ArtifactError
+
+log = logging.getLogger("twotower.service")
+
+
+class ReloadInProgress(RuntimeError):
+    """Another reload is running; reloads are serialised."""
+
+
+class ReloadRefused(RuntimeError):
+    """The new run could not be loaded or failed its probe; the old model keeps serving."""
+
+
+def _plain(v: Any) -> Any:
+    """A JSON-ready Python value from a numpy/pandas cell."""
+    if v is None:
+        return None
+    if isinstance(v, np.ndarray):
+        return [_plain(x) for x in v.tolist()]
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and not np.isfinite(v):
+        return None
+    try:
+        import pandas as pd
+        if v is pd.NA or v is pd.NaT:
+            return None
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(v, (int, float, str, bool)):
+        return v
+    return str(v)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded run, ready to answer requests (never mutated after construction)."""
+
+    model: Any
+    run_dir: Path
+    name: str
+    version: str
+    trained_at: str | None
+    loaded_at: str
+    metrics: dict[str, Any] | None
+    item_ids: list[Any] = field(repr=False)
+    titles: list[str] = field(repr=False)
+    item_head: list[str] = field(repr=False)  # '{"item_id":..,"title":..,"score":'
+    popular: np.ndarray = field(repr=False)   # item indices, most popular first
+    titles_lower: list[str] = field(repr=False)
+
+    @property
+    def label(self) -> str:
+        """``name@version``: which model answered, in every response."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    @property
+    def supports_history(self) -> bool:
+        return getattr(self.model, "history_embeddings", None) is not None
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> ServedModel:
+        """Load a run and precompute its response fragments; probe it with one query.
+
+        Raises:
+            ArtifactError: the run is missing, corrupt, or fails the probe.
+        """
+        from twotower.artifacts import read_manifest
+        from twotower.models import TwoTower
+
+        run = Path(run_dir).resolve()
+        manifest = read_manifest(run)
+        model = TwoTower.load(run)
+        digest = hashlib.sha256(json.dumps(manifest.get("files", {}), sort_keys=True)
+                                .encode()).hexdigest()[:12]
+        metrics = None
+        if (run / "eval.json").is_file():
+            try:
+                metrics = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ArtifactError(f"{run / 'eval.json'} is unreadable: {exc}") from None
+        n = model.n_items
+        ids = model.item_vocab.ids.tolist()
+        titles = [str(t) for t in model.titles(np.arange(n)).tolist()]
+        head = [f'{{"item_id":{json.dumps(i)},"title":{json.dumps(t, ensure_ascii=False)},'
+                f'"score":' for i, t in zip(ids, titles)]
+        pop = np.asarray(model.item_popularity, dtype=np.float64)
+        popular = np.argsort(-pop, kind="stable")
+        served = cls(model=model, run_dir=run, name=run.name, version=digest,
+                     trained_at=manifest.get("created_at"),
+                     loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                     metrics=metrics, item_ids=ids, titles=titles, item_head=head,
+                     popular=popular, titles_lower=[t.lower() for t in titles])
+        served._probe()
+        return served
+
+    def _probe(self) -> None:
+        # A run can load and still be unusable (an index of the wrong width, say): ask it
+        # one question of each kind before it may replace a working model.
+        m = self.model
+        try:
+            k = min(10, self.n_items)
+            scores, idx = m.recommend(np.array([0]), k, m.seen_items(np.array([0])))
+            if idx.shape != (1, k):
+                raise ValueError(f"search returned shape {idx.shape}, expected (1, {k})")
+            if self.n_items > 1:
+                m.similar_items(np.array([0]), min(10, self.n_items - 1))
+        except Exception as exc:  # noqa: BLE001 - any failure means: do not serve this run
+            raise ArtifactError(f"{self.run_dir}: the model loads but a probe query failed "
+                                f"({type(exc).__name__}: {exc})") from None
+
+    # -------------------------------------------------------------- JSON fragments
+    def items_json(self, idx: np.ndarray, scores: np.ndarray) -> str:
+        """``[{"item_id", "title", "score"}, ...]`` of one result row, padding dropped.
+
+        Scores keep float32 precision (7 significant digits), whatever their scale."""
+        head = self.item_head
+        return "[" + ",".join(
+            f"{head[i]}{s:.7g}}}" for i, s in zip(idx.tolist(), scores.tolist())
+            if i >= 0) + "]"
+
+    def popular_json(self, k: int) -> str:
+        """The k most popular items as an ``items_json`` list (score = interaction count)."""
+        top = self.popular[:k]
+        return self.items_json(top, np.asarray(self.model.item_popularity, np.float64)[top])
+
+    def item_ref(self, i: int) -> dict[str, Any]:
+        return {"item_id": self.item_ids[i], "title": self.titles[i]}
+
+    def item_metadata(self, i: int) -> dict[str, Any]:
+        """Every metadata column of item index ``i`` plus its popularity."""
+        out: dict[str, Any] = {"item_id": self.item_ids[i], "title": self.titles[i]}
+        info = self.model.item_info
+        if info is not None:
+            row = info.iloc[i]
+            for col in info.columns:
+                if col in ("id",):
+                    continue
+                out[str(col)] = _plain(row[col])
+        out["title"] = self.titles[i]
+        out["popularity"] = _plain(self.model.item_popularity[i])
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        m = self.model
+        return {
+            "name": self.name, "version": self.version, "label": self.label,
+            "trained_at": self.trained_at, "loaded_at": self.loaded_at,
+            "twotower_version": (getattr(m, "manifest", None) or {}).get("twotower_version"),
+            "n_items": self.n_items, "n_users": len(m.user_vocab),
+            "supports_history": self.supports_history,
+            "config": m.config.to_dict(), "index": m.index_config.to_dict(),
+            "data": getattr(m, "data_source", None) or {},
+            "metrics": self.metrics,
+        }
+
+
+class ModelHolder:
+    """Holds the current ``ServedModel``; ``reload`` swaps it atomically.
+
+    Args:
+        run_dir: the run to serve first (loaded now).
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.current: ServedModel = ServedModel.load(run_dir)
+        self._lock = threading.Lock()
+        self.reloads = {"ok": 0, "error": 0}
+
+    def reload(self, run_dir: str | Path | None = None) -> tuple[ServedModel, ServedModel]:
+        """Load ``run_dir`` (default: the current run's directory again) and switch to it.
+
+        Returns:
+            (previous, current) snapshots.
+
+        Raises:
+            ReloadInProgress: another reload holds the lock.
+            ReloadRefused: the new run failed to load or probe (the old one keeps serving).
+        """
+        if not self._lock.acquire(blocking=False):
+            raise ReloadInProgress("a reload is already in progress; try again when it ends")
+        try:
+            old = self.current
+            target = Path(run_dir) if run_dir is not None else old.run_dir
+            t0 = time.perf_counter()
+            try:
+                new = ServedModel.load(target)
+            except Exception as exc:  # noqa: BLE001 - refuse any broken run, keep serving
+                self.reloads["error"] += 1
+                msg = str(exc) if str(exc) else type(exc).__name__
+                log.error("reload of %s refused: %s; still serving %s", target, msg, old.label)
+                raise ReloadRefused(f"cannot load {target}: {msg}; still serving "
+                                    f"{old.label}") from None
+            self.current = new  # the swap: one reference store
+            self.reloads["ok"] += 1
+            log.info("reloaded: %s -> %s in %.2f s", old.label, new.label,
+                     time.perf_counter() - t0)
+            return old, new
+        finally:
+            self._lock.release()

@@ -1,0 +1,133 @@
+// twotower page: plain JS, no build step, no network access beyond this service.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+async function api(path) {
+  const res = await fetch(path, { headers: { accept: "application/json" } });
+  let body = null;
+  try { body = await res.json(); } catch (_) { /* not JSON */ }
+  if (!res.ok) {
+    const detail = body && body.detail ? body.detail : `${res.status} ${res.statusText}`;
+    throw new Error(detail);
+  }
+  return body;
+}
+
+function showError(err) {
+  const box = $("error");
+  if (!err) { box.hidden = true; box.textContent = ""; return; }
+  box.textContent = String(err.message || err);
+  box.hidden = false;
+}
+
+function fillList(list, items, withScore) {
+  list.replaceChildren();
+  for (const it of items) {
+    const li = document.createElement("li");
+    li.dataset.itemId = String(it.item_id);
+    const title = document.createElement("span");
+    title.className = "title";
+    title.textContent = it.title;
+    li.append(title);
+    if (withScore && typeof it.score === "number") {
+      const score = document.createElement("span");
+      score.className = "score";
+      score.textContent = it.score.toFixed(3);
+      li.append(score);
+    }
+    li.addEventListener("click", () => showSimilar(it.item_id, it.title));
+    list.append(li);
+  }
+}
+
+async function showUser(userId) {
+  showError(null);
+  const k = $("k").value;
+  const exclude = $("exclude-seen").checked;
+  const q = new URLSearchParams({ user_id: userId, k, exclude_seen: exclude });
+  try {
+    const [recs, hist] = await Promise.all([
+      api(`/v1/recommendations?${q}`),
+      api(`/v1/users/${encodeURIComponent(userId)}/history?limit=1000`),
+    ]);
+    fillList($("recs"), recs.items, true);
+    $("recs-for").textContent = `for user ${recs.user_id}` +
+      (recs.fallback ? ` (fallback: ${recs.fallback})` : "");
+    fillList($("history"), hist.items, false);
+    $("history-count").textContent = `(${hist.count})`;
+    history.replaceState(null, "", `?user=${encodeURIComponent(userId)}`);
+  } catch (err) {
+    $("recs").replaceChildren();
+    $("history").replaceChildren();
+    $("recs-for").textContent = "";
+    $("history-count").textContent = "";
+    showError(err);
+  }
+}
+
+async function showSimilar(itemId, title) {
+  showError(null);
+  try {
+    const [sim, meta] = await Promise.all([
+      api(`/v1/similar-items?${new URLSearchParams({ item_id: itemId, k: 10 })}`),
+      api(`/v1/items/${encodeURIComponent(itemId)}`),
+    ]);
+    $("similar-to").textContent = `to ${sim.title}`;
+    const bits = [];
+    if (meta.year) bits.push(meta.year);
+    if (Array.isArray(meta.genres) && meta.genres.length) bits.push(meta.genres.join(", "));
+    if (meta.popularity !== undefined) bits.push(`${meta.popularity} ratings`);
+    $("item-meta").textContent = bits.join(" · ");
+    fillList($("similar"), sim.items, true);
+  } catch (err) {
+    showError(err);
+  }
+}
+
+let searchTimer = null;
+function searchItems() {
+  clearTimeout(searchTimer);
+  searchTimer = setTimeout(async () => {
+    const q = $("item-search").value.trim();
+    if (!q) { $("search-results").replaceChildren(); return; }
+    try {
+      const res = await api(`/v1/items?${new URLSearchParams({ search: q, limit: 10 })}`);
+      fillList($("search-results"), res.items, false);
+    } catch (err) { showError(err); }
+  }, 150);
+}
+
+async function init() {
+  $("user-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = $("user-id").value.trim();
+    if (id) showUser(id);
+  });
+  $("item-form").addEventListener("submit", (ev) => ev.preventDefault());
+  $("item-search").addEventListener("input", searchItems);
+  let userIds = [];
+  $("random-user").addEventListener("click", () => {
+    if (!userIds.length) return;
+    const id = userIds[Math.floor(Math.random() * userIds.length)];
+    $("user-id").value = id;
+    showUser(String(id));
+  });
+  try {
+    const m = await api("/v1/model");
+    $("model-info").textContent =
+      `${m.label} · ${m.n_items} items · ${m.n_users} users · trained ${m.trained_at || "?"}`;
+    const users = await api("/v1/users?limit=1000");
+    userIds = users.user_ids;
+    const dl = $("user-ids");
+    for (const id of userIds) {
+      const opt = document.createElement("option");
+      opt.value = id;
+      dl.append(opt);
+    }
+  } catch (err) { showError(err); }
+  const fromUrl = new URLSearchParams(location.search).get("user");
+  if (fromUrl) { $("user-id").value = fromUrl; showUser(fromUrl); }
+}
+
+init();

@@ -1,0 +1,316 @@
+"""Every endpoint and every error path, in process (FastAPI TestClient)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+TOKEN = "test-admin-token"  # conftest.TOKEN
+
+
+@pytest.fixture(scope="module")
+def model(app):
+    return app.state.holder.current.model
+
+
+def _ids(resp_items):
+    return [it["item_id"] for it in resp_items]
+
+
+# ------------------------------------------------------------------ recommendations
+def test_recommendations_match_the_library(client, model):
+    r = client.get("/v1/recommendations", params={"user_id": 42, "k": 10})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["user_id"] == 42 and body["fallback"] is None
+    assert body["model"] == client.app.state.holder.current.label
+    u = model.user_vocab.lookup([42])
+    scores, idx = model.recommend(u, 10, model.seen_items(u))
+    assert _ids(body["items"]) == model.item_vocab.ids[idx[0]].tolist()
+    assert [it["title"] for it in body["items"]] == model.titles(idx[0]).tolist()
+    np.testing.assert_allclose([it["score"] for it in body["items"]], scores[0], rtol=1e-5)
+    seen = set(model.item_vocab.ids[model.seen_items(u)[0]].tolist())
+    assert not seen & set(_ids(body["items"]))
+
+
+def test_recommendations_can_include_seen_items(client, model):
+    r = client.get("/v1/recommendations", params={"user_id": "42", "k": 20,
+                                                   "exclude_seen": "false"})
+    assert r.status_code == 200
+    u = model.user_vocab.lookup([42])
+    _, idx = model.recommend(u, 20)
+    assert _ids(r.json()["items"]) == model.item_vocab.ids[idx[0]].tolist()
+
+
+def test_unknown_user_is_404_naming_the_id(client):
+    r = client.get("/v1/recommendations", params={"user_id": "999999"})
+    assert r.status_code == 404
+    assert "999999" in r.json()["detail"] and "fallback=popular" in r.json()["detail"]
+
+
+def test_unknown_user_falls_back_to_popular_items(client, model):
+    r = client.get("/v1/recommendations", params={"user_id": "newcomer", "k": 5,
+                                                   "fallback": "popular"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["fallback"] == "popular" and body["user_id"] == "newcomer"
+    top = np.argsort(-model.item_popularity, kind="stable")[:5]
+    assert _ids(body["items"]) == model.item_vocab.ids[top].tolist()
+
+
+@pytest.mark.parametrize("params, field", [
+    ({}, "user_id"),
+    ({"user_id": ""}, "user_id"),
+    ({"user_id": 42, "k": 0}, "k"),
+    ({"user_id": 42, "k": "ten"}, "k"),
+    ({"user_id": 42, "k": 5000}, "k"),
+    ({"user_id": 42, "exclude_seen": "maybe"}, "exclude_seen"),
+    ({"user_id": 42, "fallback": "random"}, "fallback"),
+])
+def test_bad_parameters_are_422_naming_the_field(client, params, field):
+    r = client.get("/v1/recommendations", params=params)
+    assert r.status_code == 422
+    body = r.json()
+    assert f"`{field}`" in body["detail"]
+    assert body["errors"][0]["loc"][-1] == field
+    if params.get("k") == 5000:
+        assert "1000" in body["detail"] and "5000" in body["detail"]
+
+
+def test_k_is_bounded_by_the_catalogue(run_dir):
+    from twotower.service import create_app
+    c = TestClient(create_app(run_dir, max_k=5000, access_log=False))
+    n = c.app.state.holder.current.n_items
+    r = c.get("/v1/recommendations", params={"user_id": 42, "k": n + 1})
+    assert r.status_code == 422
+    assert r.json()["detail"] == (f"`k` must be between 1 and {n} (the catalogue size), "
+                                  f"got {n + 1}")
+    r = c.get("/v1/similar-items", params={"item_id": 50, "k": n})
+    assert r.status_code == 422 and f"between 1 and {n - 1}" in r.json()["detail"]
+    # k = catalogue size with seen items excluded: fewer than k items come back, no padding
+    r = c.get("/v1/recommendations", params={"user_id": 42, "k": n})
+    assert r.status_code == 200
+    items = r.json()["items"]
+    assert 0 < len(items) < n and all(it["item_id"] is not None for it in items)
+
+
+# ------------------------------------------------------------------ batch
+def test_batch_equals_single_requests_in_one_search_call(client, model, monkeypatch):
+    users = [42, 1, "7", 42]
+    calls = []
+    real = model.recommend
+    monkeypatch.setattr(model, "recommend", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    r = client.post("/v1/recommendations", json={"user_ids": users, "k": 5})
+    assert r.status_code == 200, r.text
+    assert len(calls) == 1
+    body = r.json()
+    assert body["k"] == 5 and [row["user_id"] for row in body["results"]] == [42, 1, 7, 42]
+    for u, row in zip(users, body["results"]):
+        single = client.get("/v1/recommendations", params={"user_id": u, "k": 5}).json()
+        assert row["items"] == single["items"]
+
+
+def test_batch_unknown_users(client, model):
+    r = client.post("/v1/recommendations", json={"user_ids": [42, "ghost", 999999]})
+    assert r.status_code == 404
+    assert "'ghost'" in r.json()["detail"] and "999999" in r.json()["detail"]
+    assert "2 of 3" in r.json()["detail"]
+    r = client.post("/v1/recommendations",
+                    json={"user_ids": [42, "ghost"], "k": 3, "fallback": "popular"})
+    assert r.status_code == 200
+    a, b = r.json()["results"]
+    assert a["fallback"] is None and b["fallback"] == "popular" and len(b["items"]) == 3
+
+
+@pytest.mark.parametrize("body, field", [
+    ({}, "user_ids"),
+    ({"user_ids": []}, "user_ids"),
+    ({"user_ids": list(range(1001))}, "user_ids"),
+    ({"user_ids": [42], "k": -1}, "k"),
+    ({"user_ids": [4.5]}, "user_ids.0"),
+    ({"user_ids": [True]}, "user_ids.0"),
+    ({"user_ids": [42], "colour": "red"}, "colour"),
+])
+def test_batch_validation(client, body, field):
+    r = client.post("/v1/recommendations", json=body)
+    assert r.status_code == 422, r.text
+    assert f"`{field}" in r.json()["detail"]
+
+
+def test_malformed_json_is_422(client):
+    r = client.post("/v1/recommendations", content=b"{not json",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert "JSON" in r.json()["detail"]
+
+
+def test_oversize_body_is_413(client):
+    big = json.dumps({"user_ids": ["x" * 100] * 900}).encode()
+    assert len(big) > 64 * 1024
+    r = client.post("/v1/recommendations", content=big,
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert "65536" in r.json()["detail"]
+
+
+def test_oversize_chunked_body_is_413(client):
+    def chunks():
+        yield b'{"user_ids": ['
+        for _ in range(2000):
+            yield b'"' + b"y" * 60 + b'",'
+        yield b'"z"]}'
+
+    r = client.post("/v1/recommendations", content=chunks(),
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+# ------------------------------------------------------------------ by history
+def test_by_history_needs_a_history_tower(client):
+    r = client.post("/v1/recommendations/by-history", json={"item_ids": [50, 181]})
+    assert r.status_code == 400
+    assert "query tower 'id'" in r.json()["detail"]
+
+
+def test_by_history_with_a_history_model(history_run):
+    from twotower.service import create_app
+    model, run = history_run
+    c = TestClient(create_app(run, access_log=False))
+    r = c.post("/v1/recommendations/by-history", json={"item_ids": [50, 181, 172], "k": 10})
+    assert r.status_code == 200, r.text
+    got = _ids(r.json()["items"])
+    assert len(got) == 10 and not {50, 181, 172} & set(got)
+    hist = model.item_vocab.lookup([50, 181, 172])
+    _, idx = model.recommend_from_history([hist], 10, [hist])
+    assert got == model.item_vocab.ids[idx[0]].tolist()
+    r = c.post("/v1/recommendations/by-history", json={"item_ids": [50, 99999, "nope"]})
+    assert r.status_code == 404
+    assert "99999" in r.json()["detail"] and "'nope'" in r.json()["detail"]
+    r = c.post("/v1/recommendations/by-history", json={"item_ids": []})
+    assert r.status_code == 422 and "`item_ids`" in r.json()["detail"]
+
+
+# ------------------------------------------------------------------ items and users
+def test_similar_items(client, model):
+    r = client.get("/v1/similar-items", params={"item_id": 50, "k": 10})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["item_id"] == 50 and body["title"] == "Star Wars (1977)"
+    scores, idx = model.similar_items(model.item_vocab.lookup([50]), 10)
+    assert _ids(body["items"]) == model.item_vocab.ids[idx[0]].tolist()
+    assert 50 not in _ids(body["items"])
+    assert client.get("/v1/similar-items", params={"item_id": 99999}).status_code == 404
+    r = client.get("/v1/similar-items")
+    assert r.status_code == 422 and "`item_id`" in r.json()["detail"]
+
+
+def test_item_metadata(client):
+    r = client.get("/v1/items/50")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["title"] == "Star Wars (1977)" and body["item_id"] == 50
+    assert body["year"] == 1977 and "Sci-Fi" in body["genres"]
+    assert body["popularity"] > 100
+    r = client.get("/v1/items/99999")
+    assert r.status_code == 404 and "99999" in r.json()["detail"]
+
+
+def test_item_search(client):
+    r = client.get("/v1/items", params={"search": "star wars", "limit": 5})
+    assert r.status_code == 200
+    titles = [it["title"] for it in r.json()["items"]]
+    assert "Star Wars (1977)" in titles
+    pops = [it["popularity"] for it in r.json()["items"]]
+    assert pops == sorted(pops, reverse=True)
+    r = client.get("/v1/items", params={"search": "50"})
+    assert r.json()["items"][0]["item_id"] == 50
+    r = client.get("/v1/items")
+    assert r.status_code == 200 and len(r.json()["items"]) == 20
+    assert client.get("/v1/items", params={"limit": 0}).status_code == 422
+
+
+def test_user_history(client, model):
+    r = client.get("/v1/users/42/history")
+    assert r.status_code == 200
+    body = r.json()
+    seen = model.seen_items(model.user_vocab.lookup([42]))[0]
+    assert body["count"] == len(seen) == len(body["items"])
+    assert _ids(body["items"]) == model.item_vocab.ids[seen].tolist()
+    assert len(client.get("/v1/users/42/history", params={"limit": 3}).json()["items"]) == 3
+    r = client.get("/v1/users/ghost/history")
+    assert r.status_code == 404 and "'ghost'" in r.json()["detail"]
+
+
+def test_user_list(client, model):
+    r = client.get("/v1/users", params={"limit": 5, "offset": 2})
+    assert r.status_code == 200
+    assert r.json()["user_ids"] == model.user_vocab.ids[2:7].tolist()
+    assert r.json()["total"] == len(model.user_vocab)
+
+
+# ------------------------------------------------------------------ operations
+def test_healthz_and_model(client, model):
+    h = client.get("/healthz").json()
+    assert h == {"status": "ok", "model": client.app.state.holder.current.label}
+    m = client.get("/v1/model").json()
+    assert m["name"] == "tutorial" and len(m["version"]) == 12
+    assert m["trained_at"] == model.manifest["created_at"]
+    assert m["n_items"] == model.n_items == 1682 and m["n_users"] == 943
+    assert m["config"]["objective"] == "mse" and m["supports_history"] is False
+    assert "metrics" in m
+
+
+def test_metrics_and_access_log(client, caplog):
+    with caplog.at_level(logging.INFO, logger="twotower.access"):
+        client.get("/v1/recommendations", params={"user_id": 42})
+        client.get("/no/such/path")
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "twotower.access"]
+    assert lines[0]["method"] == "GET" and lines[0]["path"] == "/v1/recommendations"
+    assert lines[0]["status"] == 200 and lines[0]["latency_ms"] >= 0
+    assert lines[1]["status"] == 404 and lines[1]["route"] == "<unmatched>"
+    text = client.get("/metrics").text
+    assert ('twotower_http_requests_total{method="GET",route="/v1/recommendations",'
+            'status="200"}') in text
+    assert 'route="<unmatched>",status="404"' in text
+    assert 'twotower_http_request_duration_seconds_bucket{method="GET",' \
+           'route="/v1/recommendations",le="+Inf"}' in text
+    assert "# TYPE twotower_http_request_duration_seconds histogram" in text
+    assert "twotower_model_info{" in text
+
+
+def test_page_and_static_files(client):
+    r = client.get("/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert 'id="user-id"' in r.text and "/static/app.js" in r.text
+    for name in ("app.js", "style.css"):
+        assert client.get(f"/static/{name}").status_code == 200
+    assert "http" not in client.get("/static/app.js").text.replace("https://", "x")  # no CDN
+
+
+def test_openapi_documents_every_endpoint(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    for p in ("/v1/recommendations", "/v1/recommendations/by-history", "/v1/similar-items",
+              "/v1/items/{item_id}", "/v1/items", "/v1/users/{user_id}/history",
+              "/v1/model", "/healthz", "/metrics", "/admin/reload"):
+        assert p in paths
+
+
+# ------------------------------------------------------------------ admin
+def test_admin_is_absent_without_a_token(run_dir):
+    from twotower.service import create_app
+    c = TestClient(create_app(run_dir, access_log=False))
+    assert c.post("/admin/reload", json={}).status_code == 404
+    assert "/admin/reload" not in c.get("/openapi.json").json()["paths"]
+
+
+def test_admin_needs_the_right_token(client):
+    r = client.post("/admin/reload", json={})
+    assert r.status_code == 401 and "Bearer" in r.json()["detail"]
+    r = client.post("/admin/reload", json={}, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 403
+    r = client.post("/admin/reload", json={}, headers={"Authorization": f"Basic {TOKEN}"})
+    assert r.status_code in (401, 403)

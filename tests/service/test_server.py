@@ -1,0 +1,96 @@
+"""Once for real: `twotower serve RUN --port P` as a subprocess on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+TOKEN = "test-admin-token"
+
+
+def _wait_healthy(proc: subprocess.Popen, base: str, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited early ({proc.returncode}): "
+                                 f"{proc.stderr.read()[-2000:]}")
+        try:
+            r = httpx.get(f"{base}/healthz", timeout=1.0)
+            if r.status_code == 200:
+                return r.json()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server did not answer /healthz within {timeout} s")
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_twotower_serve_subprocess(run_dir, free_port):
+    port = free_port
+    env = {**os.environ, "KERAS_BACKEND": "jax", "TWOTOWER_ADMIN_TOKEN": TOKEN,
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", str(run_dir),
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        health = _wait_healthy(proc, base)
+        assert health["status"] == "ok" and health["model"].startswith("tutorial@")
+        with httpx.Client(base_url=base, timeout=10) as c:
+            r = c.get("/v1/recommendations", params={"user_id": 42, "k": 10})
+            assert r.status_code == 200 and len(r.json()["items"]) == 10
+            r = c.post("/v1/recommendations", json={"user_ids": [1, 2, 3], "k": 3})
+            assert r.status_code == 200 and len(r.json()["results"]) == 3
+            assert c.get("/").status_code == 200
+            # SIGHUP reloads the run in place, without dropping the service
+            proc.send_signal(signal.SIGHUP)
+            assert _wait_for(lambda: 'twotower_model_reloads_total{result="ok"} 1'
+                             in c.get("/metrics").text)
+            assert c.get("/healthz").status_code == 200
+            r = c.post("/admin/reload", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert r.status_code == 200, r.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
+    assert proc.returncode in (0, -signal.SIGTERM), err[-2000:]
+    assert "Finished server process" in err
+    access = [json.loads(line) for line in err.splitlines() if line.startswith('{"ts"')]
+    assert any(a["path"] == "/v1/recommendations" and a["status"] == 200 for a in access)
+    assert {"method", "path", "status", "latency_ms"} <= set(access[0])
+    assert "reloaded" in err
+
+
+def test_serve_refuses_a_broken_run_before_binding(broken_run, free_port):
+    r = subprocess.run([sys.executable, "-m", "twotower.cli", "serve", str(broken_run),
+                        "--port", str(free_port)], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert r.returncode != 0
+    assert "arrays.npz" in r.stderr
+
+
+@pytest.fixture()
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
