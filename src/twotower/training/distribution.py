@@ -1,0 +1,178 @@
+"""Spreading training over devices: data parallel, row-sharded embedding tables, many hosts.
+
+``apply_distribution(DistributionConfig(...))`` must run before the network is built: Keras
+places each variable when it is created, by the distribution set at that moment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+from twotower.config import Config, check_range
+from twotower.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+BATCH_AXIS = "batch"
+MODEL_AXIS = "model"
+
+# Variable paths (regexes, ``re.search``) of the row-sharded tables: every id/history
+# embedding table and the per-item bias of ``TwoTowerNet``.
+SHARDED_TABLES = (".*_embedding/embeddings", ".*_bias/embeddings")
+
+
+@dataclass(frozen=True)
+class DistributionConfig(Config):
+    """How training is spread over devices (and hosts).
+
+    The device mesh is ``data_parallel x model_parallel``: each batch is split along its
+    first axis over ``data_parallel`` groups, and each embedding table is split along its
+    rows over ``model_parallel`` devices. The batch size stays global (the same numbers as
+    on one device); each device computes ``batch_size / data_parallel`` examples.
+
+    Attributes:
+        data_parallel: devices (per model replica group) the batch is split over.
+        model_parallel: devices each embedding table's rows are split over.
+        coordinator_address: ``host:port`` of process 0 in a multi-host run; None for one
+            host.
+        num_processes: processes (hosts) taking part; 1 for one host.
+        process_id: this process, ``0 .. num_processes - 1``.
+
+    Example:
+        >>> DistributionConfig(data_parallel=2, model_parallel=2).devices
+        4
+    """
+
+    data_parallel: int = 1
+    model_parallel: int = 1
+    coordinator_address: str | None = None
+    num_processes: int = 1
+    process_id: int = 0
+
+    def validate(self) -> None:
+        own = "distribution"
+        check_range(own, "data_parallel", self.data_parallel, 1, 65_536, integer=True)
+        check_range(own, "model_parallel", self.model_parallel, 1, 65_536, integer=True)
+        check_range(own, "num_processes", self.num_processes, 1, 65_536, integer=True)
+        check_range(own, "process_id", self.process_id, 0, self.num_processes - 1,
+                    integer=True)
+        if self.coordinator_address is not None:
+            if not isinstance(self.coordinator_address, str) or \
+                    ":" not in self.coordinator_address:
+                raise ConfigError("distribution.coordinator_address must be 'host:port', got "
+                                  f"{self.coordinator_address!r}")
+        elif self.num_processes > 1:
+            raise ConfigError(f"distribution.num_processes is {self.num_processes}: a "
+                              "multi-host run needs coordinator_address ('host:port' of "
+                              "process 0)")
+
+    @property
+    def devices(self) -> int:
+        """Devices in the mesh, over all hosts."""
+        return self.data_parallel * self.model_parallel
+
+
+class _RowShardedParallel:
+    """Factory of a ``keras.distribution.ModelParallel`` whose embedding tables are split by
+    rows, falling back to replication for a table whose row count the model axis does not
+    divide (JAX cannot place uneven shards)."""
+
+    @staticmethod
+    def make(mesh: Any) -> Any:
+        import keras
+
+        class RowShardedParallel(keras.distribution.ModelParallel):
+            def get_variable_layout(self, variable: Any) -> Any:
+                layout = super().get_variable_layout(variable)
+                axes = tuple(layout.axes)
+                if MODEL_AXIS in axes:
+                    dim = axes.index(MODEL_AXIS)
+                    size = self.device_mesh.shape[self.device_mesh.axis_names.index(MODEL_AXIS)]
+                    if variable.shape[dim] % size:
+                        log.warning("%s: %d rows do not split over %d devices; replicated "
+                                    "instead of sharded", variable.path, variable.shape[dim],
+                                    size)
+                        return keras.distribution.TensorLayout([None] * len(variable.shape),
+                                                               self.device_mesh)
+                return layout
+
+        layout_map = keras.distribution.LayoutMap(mesh)
+        for key in SHARDED_TABLES:
+            layout_map[key] = (MODEL_AXIS, None)
+        return RowShardedParallel(layout_map=layout_map, batch_dim_name=BATCH_AXIS)
+
+
+_initialized = False
+
+
+def apply_distribution(config: DistributionConfig) -> Any:
+    """Set the global Keras distribution for ``config``; call before building the network.
+
+    One device (``data_parallel == model_parallel == 1``, one process) clears any
+    distribution and returns None. Otherwise: with ``coordinator_address`` the process joins
+    the multi-host job first (``jax.distributed.initialize``, once per process); then
+    ``model_parallel == 1`` gives ``keras.distribution.DataParallel`` over the first
+    ``data_parallel`` devices, and ``model_parallel > 1`` gives a
+    ``keras.distribution.ModelParallel`` on a ``(data_parallel, model_parallel)`` mesh
+    (axes ``batch``, ``model``) whose layout map splits every embedding table along its rows
+    (``.*_embedding/embeddings`` and ``.*_bias/embeddings`` -> ``("model", None)``).
+
+    Args:
+        config: the mesh and, for many hosts, the coordinator.
+
+    Returns:
+        The ``keras.distribution.Distribution`` now in effect, or None for one device.
+
+    Raises:
+        ConfigError: more devices asked for than JAX sees (names the count and the
+            ``XLA_FLAGS`` to simulate CPU devices).
+
+    Example:
+        >>> dist = apply_distribution(DistributionConfig(data_parallel=1))  # one device
+        >>> dist is None
+        True
+    """
+    import keras
+
+    global _initialized
+    if config.coordinator_address is not None and not _initialized:
+        import jax
+        jax.distributed.initialize(coordinator_address=config.coordinator_address,
+                                   num_processes=config.num_processes,
+                                   process_id=config.process_id)
+        _initialized = True
+    import jax
+    devices = jax.devices()
+    if config.devices == 1 and config.num_processes == 1:
+        keras.distribution.set_distribution(None)
+        return None
+    if config.devices > len(devices):
+        raise ConfigError(
+            f"distribution: data_parallel x model_parallel = {config.devices} devices, but "
+            f"JAX sees {len(devices)} ({devices[0].platform}); on CPU simulate more with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={config.devices} set before "
+            "JAX is imported")
+    names = keras.distribution.list_devices()[:config.devices]
+    if config.model_parallel == 1:
+        mesh = keras.distribution.DeviceMesh((config.data_parallel,), [BATCH_AXIS], names)
+        dist = keras.distribution.DataParallel(device_mesh=mesh)
+    else:
+        mesh = keras.distribution.DeviceMesh((config.data_parallel, config.model_parallel),
+                                             [BATCH_AXIS, MODEL_AXIS], names)
+        dist = _RowShardedParallel.make(mesh)
+    keras.distribution.set_distribution(dist)
+    return dist
+
+
+def check_batch_size(batch_size: int, config: DistributionConfig) -> int:
+    """The per-device batch of a global ``batch_size``; ConfigError unless it divides."""
+    if batch_size % config.data_parallel:
+        raise ConfigError(f"batch_size {batch_size} must be divisible by "
+                          f"distribution.data_parallel ({config.data_parallel}): the global "
+                          "batch is split evenly over the data-parallel devices")
+    return batch_size // config.data_parallel

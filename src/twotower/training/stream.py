@@ -1,0 +1,542 @@
+"""Streamed interaction input: CSV/Parquet read in record batches, memory bounded by the
+batch and shuffle-buffer sizes, never by the file size.
+
+One streaming pass (``InteractionStream.scan``) builds the id vocabularies (or takes given
+ones, e.g. ``Vocabulary.load``), counts rows and item popularity and the rating range;
+``batches`` then yields training batches of indices, shuffled through a seeded bounded
+buffer.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from twotower.config import Config, check_choice, check_range
+from twotower.data.vocabulary import Vocabulary
+from twotower.errors import ConfigError, DataError, NotFittedError
+
+_PARQUET = {".parquet", ".pq"}
+_CSV = {".csv", ".tsv", ".txt"}
+_INT_LITERAL = re.compile(r"-?\d{1,18}")
+
+Batch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class StreamConfig(Config):
+    """How an interaction file is streamed.
+
+    Attributes:
+        user_col, item_col: id columns; ``rating_col``: optional numeric column.
+        read_rows: rows per record batch read from the file (Parquet), or the approximate
+            rows per CSV block.
+        shuffle_buffer: rows held in the shuffle buffer; 0 keeps file order.
+        seed: seeds the shuffle (epoch ``e`` uses ``seed + e``).
+        unknown: ids missing from a given vocabulary: ``error`` or ``skip`` the row.
+        sep: CSV separator (default ``,``; tab for ``.tsv``).
+
+    Example:
+        >>> StreamConfig(user_col="userId", shuffle_buffer=0).read_rows
+        65536
+    """
+
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    rating_col: str | None = None
+    read_rows: int = 65_536
+    shuffle_buffer: int = 262_144
+    seed: int = 42
+    unknown: str = "error"
+    sep: str | None = None
+
+    def validate(self) -> None:
+        own = "stream"
+        for name in ("user_col", "item_col"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise ConfigError(f"{own}.{name} must be a column name, got "
+                                  f"{getattr(self, name)!r}")
+        check_range(own, "read_rows", self.read_rows, 1, 100_000_000, integer=True)
+        check_range(own, "shuffle_buffer", self.shuffle_buffer, 0, 1_000_000_000, integer=True)
+        check_range(own, "seed", self.seed, 0, 2**31 - 1, integer=True)
+        check_choice(own, "unknown", self.unknown, ("error", "skip"))
+
+
+@dataclass(frozen=True, eq=False)
+class StreamStats:
+    """What one streaming pass learned.
+
+    Attributes:
+        rows: rows in the file (after skipped unknown ids).
+        user_vocab, item_vocab: the vocabularies.
+        item_counts: ``[n_items]`` int64 interactions per item index.
+        rating_range: (min, max) of the rating column, or None without one.
+    """
+
+    rows: int
+    user_vocab: Vocabulary
+    item_vocab: Vocabulary
+    item_counts: np.ndarray
+    rating_range: tuple[float, float] | None
+
+
+class InteractionStream:
+    """An interaction file read in record batches.
+
+    Args:
+        path: ``.parquet``/``.pq`` or ``.csv``/``.tsv``/``.txt``.
+        config: columns, batch sizes, shuffling.
+        user_vocab, item_vocab: fixed vocabularies (e.g. ``Vocabulary.load(path)``);
+            derived by ``scan`` when None.
+        shard: ``(index, count)``: read only every ``count``-th record batch starting at
+            ``index`` (one share per process of a multi-host run).
+
+    Example:
+        >>> s = InteractionStream("big.parquet", StreamConfig(rating_col="rating"))  # doctest: +SKIP
+        >>> stats = s.scan()                                 # one pass: vocabularies, counts
+        >>> for batch in s.batches(4096, epoch=0): ...       # {"user", "item", "rating"}
+    """
+
+    def __init__(self, path: str | Path, config: StreamConfig | None = None, *,
+                 user_vocab: Vocabulary | None = None, item_vocab: Vocabulary | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> None:
+        self.path = Path(path)
+        self.config = config or StreamConfig()
+        self._user_vocab, self._item_vocab = user_vocab, item_vocab
+        index, count = shard
+        if not (isinstance(count, int) and count >= 1 and 0 <= index < count):
+            raise ConfigError(f"shard must be (index, count) with 0 <= index < count, "
+                              f"got {shard!r}")
+        self.shard = (index, count)
+        self.stats: StreamStats | None = None
+
+    # ------------------------------------------------------------------ raw reading
+    @property
+    def _roles(self) -> dict[str, str]:
+        c = self.config
+        roles = {"user": c.user_col, "item": c.item_col}
+        if c.rating_col:
+            roles["rating"] = c.rating_col
+        return roles
+
+    def _kind(self) -> str:
+        if not self.path.is_file():
+            raise DataError(f"--data: file not found: {self.path}")
+        suffix = self.path.suffix.lower()
+        if suffix in _PARQUET:
+            return "parquet"
+        if suffix in _CSV:
+            return "csv"
+        raise DataError(f"--data: {self.path}: unknown file type {suffix!r}; expected .csv, "
+                        ".tsv or .parquet")
+
+    def _check_columns(self, have: list[str]) -> None:
+        for role, col in self._roles.items():
+            if col not in have:
+                raise DataError(f"--data: {self.path} has no column {col!r} (the {role} "
+                                f"column); columns are {have}; name the right one with "
+                                f"--{role}-col")
+
+    def record_batches(self) -> Iterator[Any]:
+        """``pyarrow.RecordBatch`` es with one column per role (``user``, ``item``,
+        ``rating``), in file order; this process's shard only.
+
+        Raises:
+            DataError: missing file, unknown suffix, unreadable file, absent column.
+        """
+        kind = self._kind()
+        index, count = self.shard
+        it = self._parquet() if kind == "parquet" else self._csv()
+        for n, batch in enumerate(it):
+            if n % count == index:
+                yield batch
+
+    def _parquet(self) -> Iterator[Any]:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        try:
+            f = pq.ParquetFile(self.path)
+        except Exception as exc:  # pyarrow raises several types for a bad file
+            raise DataError(f"--data: {self.path} is not a readable Parquet file ({exc})"
+                            ) from None
+        self._check_columns(list(f.schema_arrow.names))
+        roles = self._roles
+        with f:
+            for b in f.iter_batches(batch_size=self.config.read_rows,
+                                    columns=list(dict.fromkeys(roles.values()))):
+                yield pa.RecordBatch.from_arrays([b.column(c) for c in roles.values()],
+                                                 names=list(roles))
+
+    def _csv(self) -> Iterator[Any]:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+        sep = self.config.sep or ("\t" if self.path.suffix.lower() == ".tsv" else ",")
+        with self.path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+            header = next(csv.reader(fh, delimiter=sep), None)
+        if not header:
+            raise DataError(f"--data: {self.path} has no header line")
+        self._check_columns(header)
+        roles = self._roles
+        types = {self.config.user_col: pa.string(), self.config.item_col: pa.string()}
+        if "rating" in roles:
+            types[roles["rating"]] = pa.float64()
+        try:
+            reader = pacsv.open_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(block_size=max(1 << 20,
+                                                              32 * self.config.read_rows)),
+                parse_options=pacsv.ParseOptions(delimiter=sep),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=list(dict.fromkeys(roles.values())), column_types=types,
+                    strings_can_be_null=False, quoted_strings_can_be_null=False))
+            for b in reader:
+                yield pa.RecordBatch.from_arrays([b.column(c) for c in roles.values()],
+                                                 names=list(roles))
+        except pa.ArrowInvalid as exc:
+            raise DataError(f"--data: {self.path}: malformed CSV: {exc}") from None
+
+    # ------------------------------------------------------------------ the streaming pass
+    def scan(self) -> StreamStats:
+        """One pass over the file: vocabularies (unless given), rows, item counts, rating
+        range. Memory grows with the number of distinct ids, not with the rows.
+
+        Returns:
+            The stats, also kept as ``self.stats``.
+        """
+        import pyarrow as pa
+        users, items = _DistinctCounter(), _DistinctCounter()
+        rows, lo, hi = 0, np.inf, -np.inf
+        item_counts = None
+        fixed = self._user_vocab is not None and self._item_vocab is not None
+        if fixed:
+            item_counts = np.zeros(len(self._item_vocab), dtype=np.int64)
+        for chunk in self._index_chunks() if fixed else self._checked(self.record_batches()):
+            if fixed:
+                item_counts += np.bincount(chunk["item"], minlength=len(item_counts))
+                n = len(chunk["user"])
+                rating = chunk.get("rating")
+            else:
+                users.add(chunk.column(0))
+                items.add(chunk.column(1))
+                n = chunk.num_rows
+                rating = (chunk.column(2).to_numpy(zero_copy_only=False)
+                          if chunk.num_columns > 2 else None)
+            rows += n
+            if rating is not None and len(rating):
+                lo, hi = min(lo, float(np.min(rating))), max(hi, float(np.max(rating)))
+        if rows == 0:
+            raise DataError(f"--data: {self.path} has no rows")
+        if not fixed:
+            self._user_vocab = users.vocabulary("user")
+            uniq, counts = items.values_counts()
+            self._item_vocab = _vocab_of(uniq, "item")
+            idx = _Mapper(self._item_vocab).indices(pa.array(uniq))
+            item_counts = np.bincount(idx, weights=counts,
+                                      minlength=len(self._item_vocab)).astype(np.int64)
+        self.stats = StreamStats(rows=rows, user_vocab=self._user_vocab,
+                                 item_vocab=self._item_vocab, item_counts=item_counts,
+                                 rating_range=(lo, hi) if self.config.rating_col else None)
+        return self.stats
+
+    def _checked(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """Record batches with null/empty ids and non-numeric ratings rejected."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        offset = 0
+        for b in batches:
+            for role in ("user", "item"):
+                col = b.column(role)
+                bad = pc.is_null(col)
+                if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+                    bad = pc.or_(bad, pc.equal(pc.utf8_trim_whitespace(col), ""))
+                if pc.any(bad).as_py():
+                    self._bad_row(offset, bad, role, f"empty {role} id")
+            if "rating" in self._roles:
+                col = b.column("rating")
+                if not pa.types.is_floating(col.type) and not pa.types.is_integer(col.type):
+                    raise DataError(f"--data: {self.path}, column {self.config.rating_col!r}: "
+                                    f"expected numbers, got type {col.type}")
+                bad = pc.is_null(col)
+                if pc.any(bad).as_py():
+                    self._bad_row(offset, bad, "rating", "expected a number, got nothing")
+            offset += b.num_rows
+            yield b
+
+    def _bad_row(self, offset: int, bad: Any, role: str, what: str) -> None:
+        row = offset + int(np.argmax(np.asarray(bad.fill_null(True))))
+        where = f"row {row}" if self._kind() == "parquet" else f"line {row + 2}"
+        col = self._roles[role]
+        raise DataError(f"--data: {self.path}, {where}, column {col!r}: {what}")
+
+    def _require_vocab(self) -> tuple[Vocabulary, Vocabulary]:
+        if self._user_vocab is None or self._item_vocab is None:
+            raise NotFittedError("this stream has no vocabularies yet: call scan first "
+                                 "(or pass user_vocab/item_vocab)")
+        return self._user_vocab, self._item_vocab
+
+    @property
+    def user_vocab(self) -> Vocabulary:
+        return self._require_vocab()[0]
+
+    @property
+    def item_vocab(self) -> Vocabulary:
+        return self._require_vocab()[1]
+
+    def _index_chunks(self) -> Iterator[Batch]:
+        """Record batches mapped to indices: ``user``/``item`` int32, ``rating`` float32."""
+        uv, iv = self._require_vocab()
+        umap, imap = _Mapper(uv), _Mapper(iv)
+        offset = 0
+        for b in self._checked(self.record_batches()):
+            u, i = umap.indices(b.column("user")), imap.indices(b.column("item"))
+            keep = (u >= 0) & (i >= 0)
+            if not keep.all():
+                if self.config.unknown == "error":
+                    role = "user" if (u < 0).any() else "item"
+                    pos = int(np.argmax((u if role == "user" else i) < 0))
+                    value = b.column(role)[pos].as_py()
+                    where = (f"row {offset + pos}" if self._kind() == "parquet"
+                             else f"line {offset + pos + 2}")
+                    raise DataError(f"--data: {self.path}, {where}, column "
+                                    f"{self._roles[role]!r}: {role} id {value!r} is not in the "
+                                    f"given {role} vocabulary ({len(uv if role == 'user' else iv)}"
+                                    " ids); use unknown='skip' to drop such rows")
+            out = {"user": u.astype(np.int32), "item": i.astype(np.int32)}
+            if "rating" in self._roles:
+                out["rating"] = b.column("rating").to_numpy(zero_copy_only=False
+                                                            ).astype(np.float32)
+            if not keep.all():
+                out = {k: v[keep] for k, v in out.items()}
+            offset += b.num_rows
+            yield out
+
+    def chunks(self, epoch: int = 0) -> Iterator[Batch]:
+        """Index chunks of every row exactly once, shuffled through the bounded buffer
+        (seed ``config.seed + epoch``; file order when ``shuffle_buffer`` is 0)."""
+        it = self._index_chunks()
+        if self.config.shuffle_buffer:
+            it = shuffle_chunks(it, self.config.shuffle_buffer, self.config.seed + epoch)
+        return it
+
+    def batches(self, batch_size: int, epoch: int = 0, *, drop_remainder: bool = False,
+                inputs: Any = None) -> Iterator[Batch]:
+        """Training batches of ``batch_size`` rows (the last may be smaller).
+
+        Args:
+            batch_size: rows per batch.
+            epoch: varies the shuffle.
+            drop_remainder: drop the last, smaller batch.
+            inputs: optional function ``Batch -> Batch`` (e.g. ``model_inputs``).
+        """
+        for b in rebatch(self.chunks(epoch), batch_size, drop_remainder=drop_remainder):
+            yield inputs(b) if inputs is not None else b
+
+    def model_inputs(self, objective: str) -> Any:
+        """The function turning index batches into ``TwoTowerNet`` inputs for ``objective``,
+        as ``TwoTower._inputs`` does in memory: ratings rescaled to [0, 1] (``mse``), log
+        sampling probability from item popularity (``sampled_softmax``)."""
+        stats = self.stats or self.scan()
+        if objective == "multinomial":
+            raise ConfigError(f"objective {objective!r} trains per user and is not streamed")
+        if objective == "mse" and stats.rating_range is None:
+            raise DataError("objective 'mse' needs ratings; set StreamConfig.rating_col")
+        lo, hi = stats.rating_range or (0.0, 1.0)
+        p = stats.item_counts / max(stats.item_counts.sum(), 1)
+        logq = np.log(np.maximum(p, 1e-12)).astype(np.float32)
+
+        def inputs(b: Batch) -> Batch:
+            out = {"user": b["user"], "item": b["item"]}
+            if objective == "mse":
+                out["rating"] = ((b["rating"] - lo) / max(hi - lo, 1e-9)).astype(np.float32)
+            if objective == "sampled_softmax":
+                out["logq"] = logq[b["item"]]
+            return out
+        return inputs
+
+
+# ---------------------------------------------------------------------- id handling
+class _DistinctCounter:
+    """Distinct values of a column seen batch by batch, with counts; memory O(distinct)."""
+
+    def __init__(self) -> None:
+        self._parts: list[Any] = []
+        self._pending = 0
+        self._size = 0
+
+    def add(self, col: Any) -> None:
+        import pyarrow.compute as pc
+        vc = pc.value_counts(col)
+        self._parts.append(vc)
+        self._pending += len(vc)
+        if self._pending > 2 * self._size + 65_536:  # amortised merge
+            self._merge()
+
+    def _merge(self) -> None:
+        import pyarrow as pa
+        if not self._parts:
+            return
+        arrays = [p.field("values") for p in self._parts]
+        counts = [p.field("counts") for p in self._parts]
+        if len({a.type for a in arrays}) > 1:
+            arrays = [a.cast(pa.string()) for a in arrays]
+        t = pa.table({"v": pa.chunked_array(arrays), "c": pa.chunked_array(counts)})
+        g = t.group_by("v").aggregate([("c", "sum")])
+        self._parts = [pa.StructArray.from_arrays([g["v"].combine_chunks(),
+                                                   g["c_sum"].combine_chunks()],
+                                                  names=["values", "counts"])]
+        self._size = self._pending = len(g)
+
+    def values_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        self._merge()
+        if not self._parts:
+            return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
+        p = self._parts[0]
+        return (p.field("values").to_numpy(zero_copy_only=False),
+                p.field("counts").to_numpy(zero_copy_only=False))
+
+    def vocabulary(self, name: str) -> Vocabulary:
+        return _vocab_of(self.values_counts()[0], name)
+
+
+def _vocab_of(values: np.ndarray, name: str) -> Vocabulary:
+    """Same rule as ``read_interactions``: ints when every id is an integer literal."""
+    if values.dtype.kind in "iu":
+        return Vocabulary.from_values(values.astype(np.int64), name=name)
+    s = np.array([str(v).strip() for v in values], dtype=object)
+    if len(s) and all(_INT_LITERAL.fullmatch(v) for v in s):
+        return Vocabulary.from_values(s.astype(np.int64), name=name)
+    return Vocabulary.from_values(s, name=name)
+
+
+class _Mapper:
+    """External ids (an Arrow column) -> vocabulary indices, hash-based (``index_in``);
+    -1 where an id is not in the vocabulary."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        import pyarrow as pa
+        self.is_int = vocab.is_int
+        self.value_set = (pa.array(vocab.ids, type=pa.int64()) if vocab.is_int
+                          else pa.array(vocab.ids.tolist(), type=pa.string()))
+
+    def indices(self, col: Any) -> np.ndarray:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        if self.is_int:
+            if not pa.types.is_integer(col.type):
+                col = pc.utf8_trim_whitespace(col.cast(pa.string()))
+                ok = pc.match_substring_regex(col, r"^-?\d{1,18}$")
+                col = pc.if_else(ok, col, pa.scalar(None, pa.string())).cast(pa.int64())
+            else:
+                col = col.cast(pa.int64())
+        else:
+            col = pc.utf8_trim_whitespace(col.cast(pa.string()))
+        idx = pc.index_in(col, value_set=self.value_set)
+        return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+# ---------------------------------------------------------------------- shuffling, batching
+def shuffle_chunks(chunks: Iterable[Batch], buffer_size: int, seed: int) -> Iterator[Batch]:
+    """Shuffle rows through a buffer of at most ``buffer_size`` rows (seeded).
+
+    Each incoming row takes the place of a uniformly chosen buffered row, which is emitted
+    (as ``tf.data``'s shuffle, vectorised per chunk); the rest is emitted in random order at
+    the end. Every row comes out exactly once; the same input and seed give the same order.
+    """
+    if buffer_size < 1:
+        raise ConfigError(f"shuffle buffer_size must be >= 1, got {buffer_size}")
+    rng = np.random.default_rng(seed)
+    buf: Batch | None = None
+    n = 0
+    for chunk in chunks:
+        m = len(next(iter(chunk.values())))
+        if buf is None:
+            buf = {k: np.empty((buffer_size,) + v.shape[1:], dtype=v.dtype)
+                   for k, v in chunk.items()}
+        start = 0
+        take = min(buffer_size - n, m)
+        if take:
+            for k, v in chunk.items():
+                buf[k][n:n + take] = v[:take]
+            n += take
+            start = take
+        while start < m:
+            r = min(m - start, buffer_size)
+            pos = rng.choice(buffer_size, r, replace=False)
+            out = {k: b[pos] for k, b in buf.items()}
+            for k, v in chunk.items():
+                buf[k][pos] = v[start:start + r]
+            start += r
+            yield out
+    if buf is not None and n:
+        perm = rng.permutation(n)
+        yield {k: b[:n][perm] for k, b in buf.items()}
+
+
+def rebatch(chunks: Iterable[Batch], batch_size: int, *, drop_remainder: bool = False
+            ) -> Iterator[Batch]:
+    """Chunks of any sizes -> batches of exactly ``batch_size`` rows (last one smaller
+    unless ``drop_remainder``)."""
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+    pending: list[Batch] = []
+    have = 0
+    for chunk in chunks:
+        pending.append(chunk)
+        have += len(next(iter(chunk.values())))
+        if have < batch_size:
+            continue
+        joined = {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
+        full = have // batch_size * batch_size
+        for s in range(0, full, batch_size):
+            yield {k: v[s:s + batch_size] for k, v in joined.items()}
+        rest = {k: v[full:] for k, v in joined.items()}
+        pending, have = ([rest], have - full) if have > full else ([], 0)
+    if have and not drop_remainder:
+        yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
+
+
+def array_chunks(x: Batch, chunk_rows: int = 65_536) -> Iterator[Batch]:
+    """In-memory arrays as chunks (the same shape of input as a stream)."""
+    n = len(next(iter(x.values())))
+    for s in range(0, n, chunk_rows):
+        yield {k: v[s:s + chunk_rows] for k, v in x.items()}
+
+
+class Progress:
+    """A progress line on stderr every ``every_s`` seconds: examples, examples/s, loss."""
+
+    def __init__(self, total: int | None = None, every_s: float = 10.0, prefix: str = "",
+                 out: TextIO | None = None) -> None:
+        self.total, self.every_s, self.prefix = total, every_s, prefix
+        self.out = out or sys.stderr
+        self.count = 0
+        self.t0 = self.last = time.perf_counter()
+
+    def update(self, n: int, loss: Any = None) -> None:
+        self.count += n
+        now = time.perf_counter()
+        if self.every_s and now - self.last >= self.every_s:
+            self.last = now
+            self._line(now, loss() if callable(loss) else loss)
+
+    def rate(self) -> float:
+        return self.count / max(time.perf_counter() - self.t0, 1e-9)
+
+    def close(self, loss: Any = None) -> None:
+        if self.every_s:
+            self._line(time.perf_counter(), loss)
+
+    def _line(self, now: float, loss: Any) -> None:
+        total = f"/{self.total:,}" if self.total else ""
+        tail = f"  loss {float(loss):.4f}" if loss is not None else ""
+        print(f"{self.prefix}{self.count:,}{total} examples  "
+              f"{self.count / max(now - self.t0, 1e-9):,.0f} examples/s{tail}",
+              file=self.out, flush=True)

@@ -1,0 +1,122 @@
+"""The product loop trains exactly as ``model.fit`` does for the same data order."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from twotower.errors import ConfigError
+from twotower.models.config import ModelConfig
+from twotower.models.net import TwoTowerNet
+from twotower.training import (DistributionConfig, InteractionStream, LoopConfig, StreamConfig,
+                               TrainLoop, apply_distribution, make_optimizer)
+
+N_USERS, N_ITEMS, ROWS, BATCH = 30, 50, 1050, 100  # 11 steps: the last one has 50 rows
+
+
+def _data(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"user": rng.integers(0, N_USERS, ROWS).astype("int32"),
+            "item": rng.integers(0, N_ITEMS, ROWS).astype("int32"),
+            "rating": rng.random(ROWS).astype("float32"),
+            "logq": np.full(ROWS, np.log(1 / N_ITEMS), "float32")}
+
+
+def _net(cfg):
+    keras.utils.set_random_seed(1)
+    net = TwoTowerNet(N_USERS, N_ITEMS, cfg)
+    net.build()
+    return net
+
+
+@pytest.mark.parametrize("objective,optimizer,sparse", [
+    ("mse", "adagrad", "on"), ("mse", "adagrad", "off"), ("sampled_softmax", "sgd", "on"),
+    ("bpr", "adam", "auto"), ("softmax", "adagrad", "auto"), ("mse", "adagrad", "auto")])
+def test_same_losses_and_weights_as_model_fit(objective, optimizer, sparse):
+    cfg = ModelConfig.preset("tutorial", objective=objective, optimizer=optimizer, l2=0.01,
+                             batch_size=BATCH, epochs=2)
+    x = _data()
+    ref = _net(cfg)
+    ref.compile(optimizer=make_optimizer(cfg))
+    hist = ref.fit(x, batch_size=BATCH, epochs=2, shuffle=False, verbose=0).history["loss"]
+    net = _net(cfg)
+    loop = TrainLoop(net, make_optimizer(cfg), LoopConfig(steps_per_call=4,
+                                                          sparse_updates=sparse))
+    got = loop.fit(x, batch_size=BATCH, epochs=2, shuffle=False)["loss"]
+    # "auto" keeps dense updates for these tiny tables (80 rows < 16 x batch)
+    assert loop.sparse == (sparse == "on")
+    assert len(loop.step_losses) == 22
+    np.testing.assert_allclose(got, hist, rtol=1e-5)
+    for a, b in zip(ref.trainable_variables, net.trainable_variables):
+        np.testing.assert_allclose(np.asarray(b.value), np.asarray(a.value), rtol=1e-5,
+                                   atol=1e-7, err_msg=a.path)
+
+
+def test_sparse_on_refuses_where_not_exact():
+    cfg = ModelConfig.preset("tutorial", objective="softmax", batch_size=BATCH)
+    loop = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(sparse_updates="on"))
+    with pytest.raises(ConfigError, match="softmax"):
+        loop.fit(_data(), batch_size=BATCH)
+
+
+def test_steps_per_call_does_not_change_the_result():
+    cfg = ModelConfig.preset("tutorial", batch_size=BATCH)
+    out = []
+    for k in (1, 3, 16):
+        loop = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(steps_per_call=k,
+                                                                    sparse_updates="on"))
+        out.append(loop.fit(_data(), batch_size=BATCH, epochs=1, seed=5)["loss"][0])
+    assert out[0] == pytest.approx(out[1], rel=1e-6) == pytest.approx(out[2], rel=1e-6)
+
+
+def test_streamed_training_equals_in_memory(tmp_path):
+    import pandas as pd
+    x = _data()
+    pd.DataFrame({"u": x["user"], "i": x["item"], "r": x["rating"]}).to_parquet(
+        tmp_path / "x.parquet", row_group_size=300)
+    from twotower.data import Vocabulary
+    stream = InteractionStream(tmp_path / "x.parquet",
+                               StreamConfig(user_col="u", item_col="i", rating_col="r",
+                                            shuffle_buffer=0, read_rows=128),
+                               user_vocab=Vocabulary(np.arange(N_USERS), "user"),
+                               item_vocab=Vocabulary(np.arange(N_ITEMS), "item"))
+    stats = stream.scan()
+    cfg = ModelConfig.preset("tutorial", batch_size=BATCH)
+    lo, hi = stats.rating_range
+    mem = {"user": x["user"], "item": x["item"], "rating": (x["rating"] - lo) / (hi - lo)}
+    a = TrainLoop(_net(cfg), make_optimizer(cfg)).fit(mem, batch_size=BATCH, shuffle=False)
+    inputs = stream.model_inputs("mse")
+    b = TrainLoop(_net(cfg), make_optimizer(cfg)).fit(
+        lambda e: stream.batches(BATCH, e, inputs=inputs))
+    np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-6)
+
+
+def test_one_device_config_clears_the_distribution():
+    assert apply_distribution(DistributionConfig()) is None
+    assert keras.distribution.distribution() is None
+
+
+def test_too_many_devices_is_a_config_error():
+    with pytest.raises(ConfigError, match="xla_force_host_platform_device_count=8"):
+        apply_distribution(DistributionConfig(data_parallel=8))
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (DistributionConfig, dict(data_parallel=2, model_parallel=4,
+                              coordinator_address="10.0.0.1:1234", num_processes=2,
+                              process_id=1)),
+    (LoopConfig, dict(steps_per_call=8, sparse_updates="off", prefetch=0)),
+    (StreamConfig, dict(user_col="u", rating_col="r", shuffle_buffer=10, unknown="skip"))])
+def test_configs_round_trip_json(cls, kwargs):
+    cfg = cls(**kwargs)
+    assert cls.from_json(cfg.to_json()) == cfg
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(data_parallel=0), "data_parallel"), (dict(num_processes=2), "coordinator_address"),
+    (dict(coordinator_address="x:1", num_processes=2, process_id=2), "process_id"),
+    (dict(coordinator_address="nohostport", num_processes=2), "host:port")])
+def test_distribution_config_errors_name_the_field(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        DistributionConfig(**kwargs)

@@ -1,0 +1,179 @@
+"""Streamed reading: every row once, seeded bounded shuffling, vocabularies as in memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twotower.data import Vocabulary, read_interactions
+from twotower.errors import DataError, NotFittedError
+from twotower.training import InteractionStream, StreamConfig, rebatch, shuffle_chunks
+
+
+def _frame(n=1000, seed=0, str_ids=False):
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, 70, n)
+    i = rng.zipf(1.5, n) % 300
+    df = pd.DataFrame({"userId": u, "movieId": i, "rating": rng.integers(1, 6, n) * 1.0,
+                       "row": np.arange(n)})
+    if str_ids:
+        df["userId"] = "u" + df["userId"].astype(str)
+        df["movieId"] = "m" + df["movieId"].astype(str)
+    return df
+
+
+@pytest.fixture(params=["parquet", "csv"])
+def files(request, tmp_path):
+    df = _frame()
+    p = tmp_path / f"x.{request.param}"
+    if request.param == "parquet":
+        df.to_parquet(p, row_group_size=256)
+    else:
+        df.to_csv(p, index=False)
+    return df, p
+
+
+def _stream(p, **kw):
+    cfg = dict(user_col="userId", item_col="movieId", rating_col="row", read_rows=100,
+               shuffle_buffer=0)
+    return InteractionStream(p, StreamConfig(**{**cfg, **kw}))
+
+
+def test_record_batches_cover_every_row_once(files):
+    df, p = files
+    s = _stream(p)
+    s.scan()
+    rows = np.concatenate([c["rating"] for c in s.chunks()]).astype(int)
+    np.testing.assert_array_equal(rows, np.arange(len(df)))  # file order, each row once
+    s = _stream(p, shuffle_buffer=128)
+    s.scan()
+    shuffled = np.concatenate([c["rating"] for c in s.chunks(0)])
+    assert sorted(shuffled.astype(int).tolist()) == list(range(len(df)))
+
+
+def test_batches_have_the_batch_size_and_cover_every_row(files):
+    df, p = files
+    s = _stream(p, shuffle_buffer=300)
+    s.scan()
+    sizes, rows = [], []
+    for b in s.batches(64, epoch=1):
+        sizes.append(len(b["user"]))
+        rows.append(b["rating"])
+    assert sizes == [64] * (len(df) // 64) + [len(df) % 64]
+    assert sorted(np.concatenate(rows).astype(int).tolist()) == list(range(len(df)))
+
+
+def test_shuffle_is_seeded_deterministic_and_mixes(files):
+    _, p = files
+
+    def order(seed, epoch=0):
+        s = _stream(p, shuffle_buffer=200, seed=seed)
+        s.scan()
+        return np.concatenate([c["rating"] for c in s.chunks(epoch)]).astype(int)
+
+    a, b, c, d = order(1), order(1), order(2), order(1, epoch=1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c) and not np.array_equal(a, d)
+    assert not np.array_equal(a, np.sort(a))
+
+
+def test_shuffle_buffer_bounds_how_far_rows_move():
+    n, buf = 5000, 100
+    out = np.concatenate([c["x"] for c in shuffle_chunks(
+        ({"x": np.arange(s, min(s + 64, n))} for s in range(0, n, 64)), buf, seed=0)])
+    assert sorted(out.tolist()) == list(range(n))
+    # a row is emitted no earlier than buffer_size rows before it was read
+    assert (out[np.arange(n) < n - buf - 64] >= 0).all()
+    assert (np.arange(n) - np.argsort(out) <= buf + 64).all()
+
+
+def test_rebatch_exact_sizes():
+    chunks = ({"x": np.arange(s, s + 7)} for s in range(0, 70, 7))
+    got = list(rebatch(chunks, 16))
+    assert [len(b["x"]) for b in got] == [16, 16, 16, 16, 6]
+    assert np.concatenate([b["x"] for b in got]).tolist() == list(range(70))
+    assert [len(b["x"]) for b in rebatch(({"x": np.arange(70)},), 16,
+                                         drop_remainder=True)] == [16] * 4
+
+
+@pytest.mark.parametrize("str_ids", [False, True])
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_streaming_vocabulary_equals_in_memory(tmp_path, fmt, str_ids):
+    df = _frame(str_ids=str_ids)
+    p = tmp_path / f"x.{fmt}"
+    df.to_parquet(p, row_group_size=200) if fmt == "parquet" else df.to_csv(p, index=False)
+    mem = read_interactions(p, user_col="userId", item_col="movieId", rating_col="rating")
+    s = _stream(p, rating_col="rating", read_rows=64)
+    stats = s.scan()
+    assert stats.user_vocab == mem.user_vocab and stats.item_vocab == mem.item_vocab
+    assert stats.rows == len(mem)
+    np.testing.assert_array_equal(stats.item_counts, mem.item_popularity())
+    assert stats.rating_range == (1.0, 5.0)
+    got = np.concatenate([c["user"] for c in s.chunks()])
+    np.testing.assert_array_equal(got, mem.users)
+
+
+def test_given_vocabulary_is_used_and_unknown_ids_are_named(tmp_path):
+    df = _frame()
+    p = tmp_path / "x.parquet"
+    df.to_parquet(p)
+    uv = Vocabulary(np.arange(70)[::-1], "user")
+    uv.save(tmp_path / "users.json")
+    iv = Vocabulary.from_values(df["movieId"], "item")
+    s = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId",
+                                          shuffle_buffer=0),
+                          user_vocab=Vocabulary.load(tmp_path / "users.json"), item_vocab=iv)
+    s.scan()
+    np.testing.assert_array_equal(np.concatenate([c["user"] for c in s.chunks()]),
+                                  69 - df["userId"].to_numpy())
+    small = Vocabulary(np.arange(10), "user")
+    bad = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId"),
+                            user_vocab=small, item_vocab=iv)
+    with pytest.raises(DataError, match=r"x\.parquet, row \d+, column 'userId': user id"):
+        bad.scan()
+    skip = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId",
+                                             unknown="skip"), user_vocab=small, item_vocab=iv)
+    assert skip.scan().rows == int((df["userId"] < 10).sum())
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_bad_column_name_is_a_data_error_naming_file_and_column(tmp_path, fmt):
+    df = _frame()
+    p = tmp_path / f"log.{fmt}"
+    df.to_parquet(p) if fmt == "parquet" else df.to_csv(p, index=False)
+    s = InteractionStream(p, StreamConfig(user_col="user", item_col="movieId"))
+    with pytest.raises(DataError, match=rf"log\.{fmt} has no column 'user' \(the user column\)"):
+        s.scan()
+    s = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId",
+                                          rating_col="stars"))
+    with pytest.raises(DataError, match=r"no column 'stars'"):
+        s.scan()
+
+
+def test_empty_id_names_the_line(tmp_path):
+    p = tmp_path / "x.csv"
+    p.write_text("userId,movieId\n1,2\n,3\n")
+    with pytest.raises(DataError, match=r"x\.csv, line 3, column 'userId': empty user id"):
+        InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId")).scan()
+
+
+def test_missing_file_and_vocab_before_scan(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        InteractionStream(tmp_path / "nope.parquet").scan()
+    with pytest.raises(NotFittedError, match="call scan first"):
+        InteractionStream(tmp_path / "nope.parquet").user_vocab
+
+
+def test_shards_split_the_rows(tmp_path):
+    df = _frame()
+    p = tmp_path / "x.parquet"
+    df.to_parquet(p, row_group_size=100)
+    got = []
+    for index in range(3):
+        s = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId",
+                                              rating_col="row", read_rows=100,
+                                              shuffle_buffer=0), shard=(index, 3))
+        s.scan()
+        got.append(np.concatenate([c["rating"] for c in s.chunks()]))
+    assert sorted(np.concatenate(got).astype(int).tolist()) == list(range(len(df)))
