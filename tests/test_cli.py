@@ -74,6 +74,13 @@ def test_similar_by_title_and_id(capsys, tutorial_run):
     (["train", "--data", "movielens-100k", "--out", "{tmp}/r", "--split", "weird"],
      "split must be one of"),
     (["recommend"], "the following arguments are required"),
+    (["train", "--out", "{tmp}/r", "--devices", "3", "--model-parallel", "2"],
+     "--devices 3 must be a multiple of --model-parallel (2)"),
+    (["train", "--out", "{tmp}/r", "--devices", "2", "--batch-size", "63"],
+     "batch_size 63 must be divisible by distribution.data_parallel (2)"),
+    (["train", "--out", "{tmp}/r", "--devices", "2"],
+     "XLA_FLAGS=--xla_force_host_platform_device_count=2"),
+    (["train", "--out", "{tmp}/r", "--devices", "0"], "data_parallel"),
 ])
 def test_user_errors_exit_2_with_one_line(capsys, tutorial_run, tmp_path, argv, needle):
     _, rundir = tutorial_run
@@ -148,3 +155,26 @@ def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp
     assert set(table) == {"model", "MostPop", "ItemKNN", "EASE"}
     assert table["EASE"]["recall@10"] > table["MostPop"]["recall@10"] > 0.05
     assert "recall@10" in out and (tmp_path / "r.png").stat().st_size > 1000
+
+
+def test_train_on_two_simulated_devices(tmp_path, ml100k):
+    """`twotower train --devices 2` in a process that sees 2 (simulated CPU) devices: the
+    batch is split over both, whole batches only, and the run serves like any other."""
+    import os
+
+    from twotower.data import write_interactions
+    data = tmp_path / "r.csv"
+    write_interactions(ml100k.take(ml100k.users < 300), data)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-m", "twotower.cli", "train", "--data", str(data),
+                           "--out", str(tmp_path / "run"), "--devices", "2", "--epochs", "2",
+                           "--batch-size", "32"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distribution: 2 data parallel x 1 model parallel" in proc.stdout
+    from twotower import TwoTower
+    model = TwoTower.load(tmp_path / "run")
+    assert len(model.history["loss"]) == 2
+    _, items = model.recommend(model.user_vocab.lookup([1]), 10)
+    assert items.shape == (1, 10) and (items >= 0).all()

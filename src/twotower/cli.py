@@ -99,16 +99,34 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_file(args: argparse.Namespace) -> dict[str, Any]:
+    if not getattr(args, "config", None):
+        return {}
+    p = Path(args.config)
+    if not p.is_file():
+        raise ConfigError(f"--config: file not found: {p}")
+    if p.suffix == ".json":
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--config: {p}: line {exc.lineno}: {exc.msg}") from None
+    else:
+        data = _toml(p)
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config: {p}: expected a table of settings, got "
+                          f"{type(data).__name__}")
+    return data
+
+
 def _model_config(args: argparse.Namespace) -> Any:
     from twotower.models import ModelConfig
 
+    data = _config_file(args)
     overrides: dict[str, Any] = {}
-    if args.config:
-        p = Path(args.config)
-        if not p.is_file():
-            raise ConfigError(f"--config: file not found: {p}")
-        overrides.update(json.loads(p.read_text()) if p.suffix == ".json" else _toml(p))
-        overrides = overrides.get("model", overrides)
+    if "model" in data or "distribution" in data:
+        overrides.update(data.get("model", {}))
+    else:
+        overrides.update(data)
     for name in ("epochs", "embedding_dim", "learning_rate", "batch_size"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
@@ -124,6 +142,26 @@ def _toml(p: Path) -> dict[str, Any]:
         raise ConfigError(f"--config: {p}: {exc}") from None
 
 
+def _distribution(args: argparse.Namespace) -> Any:
+    """``distribution`` from the config file, overridden by ``--devices`` & co."""
+    from twotower.training import DistributionConfig
+
+    d: dict[str, Any] = dict(_config_file(args).get("distribution", {}))
+    if args.model_parallel is not None:
+        d["model_parallel"] = args.model_parallel
+    if args.devices is not None:
+        mp = d.get("model_parallel", 1)
+        if not isinstance(mp, int) or mp < 1 or args.devices % mp:
+            raise ConfigError(f"--devices {args.devices} must be a multiple of "
+                              f"--model-parallel ({mp})")
+        d["data_parallel"] = args.devices // mp
+    for flag, key in (("coordinator", "coordinator_address"),
+                      ("num_processes", "num_processes"), ("process_id", "process_id")):
+        if getattr(args, flag) is not None:
+            d[key] = getattr(args, flag)
+    return DistributionConfig.from_dict(d)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from twotower.data import make_split
     from twotower.index import IndexConfig
@@ -131,6 +169,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     cfg = _model_config(args)
+    dist = _distribution(args)
+    if dist.devices > 1 or dist.num_processes > 1:
+        from twotower.training import apply_distribution, check_batch_size
+        check_batch_size(cfg.batch_size, dist)
+        apply_distribution(dist)  # before the network is built: Keras places variables then
+        _say(f"distribution: {dist.data_parallel} data parallel x {dist.model_parallel} "
+             f"model parallel ({dist.devices} devices, {dist.num_processes} process(es))")
     x = _load_data(args)
     split = make_split(x, args.split, args.test_fraction, args.seed)
     _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
@@ -271,7 +316,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from twotower.service import serve
-    serve(args.run, host=args.host, port=args.port, workers=args.workers)
+    serve(args.run, host=args.host, port=args.port, workers=args.workers, max_k=args.max_k,
+          access_log=not args.no_access_log)
     return 0
 
 
@@ -300,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--learning-rate", type=float)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--index-kind", default="exact", help="exact | hnsw | ivf")
+    tr.add_argument("--devices", type=int,
+                    help="devices to train on (data parallel x --model-parallel); on CPU "
+                         "simulate them with XLA_FLAGS=--xla_force_host_platform_device_count=N")
+    tr.add_argument("--model-parallel", type=int,
+                    help="devices each embedding table's rows are split over")
+    tr.add_argument("--coordinator", help="multi-host: host:port of process 0")
+    tr.add_argument("--num-processes", type=int, help="multi-host: processes in the job")
+    tr.add_argument("--process-id", type=int, help="multi-host: this process (0-based)")
     tr.add_argument("-v", "--verbose", action="store_true", help="per-epoch losses")
     tr.set_defaults(func=cmd_train)
 
@@ -346,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--workers", type=int, default=1)
+    sv.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for")
+    sv.add_argument("--no-access-log", action="store_true",
+                    help="no per-request JSON log lines on stderr")
     sv.set_defaults(func=cmd_serve)
     return p
 

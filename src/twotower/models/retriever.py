@@ -30,6 +30,53 @@ def _check_k(k: Any, n: int, name: str = "k") -> int:
     return int(k)
 
 
+def _data_parallel_devices() -> int:
+    """Devices the current Keras distribution splits a batch over (1: none set)."""
+    import keras
+
+    dist = keras.distribution.distribution()
+    if dist is None:
+        return 1
+    mesh = dist.device_mesh
+    name = getattr(dist, "batch_dim_name", None)
+    if name not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[mesh.axis_names.index(name)])
+
+
+def _whole_batches(x: dict[str, np.ndarray], batch_size: int, seed: int | None) -> Any:
+    """Endless stream of whole batches (the remainder dropped); reshuffled each pass when
+    ``seed`` is given, in order otherwise."""
+    n = len(next(iter(x.values())))
+    rng = np.random.default_rng(seed) if seed is not None else None
+    while True:
+        order = rng.permutation(n) if rng is not None else np.arange(n)
+        for start in range(0, n - batch_size + 1, batch_size):
+            rows = order[start:start + batch_size]
+            yield ({k: v[rows] for k, v in x.items()},)
+
+
+def _fit_whole_batches(net: Any, x: dict[str, np.ndarray], val: Any, cfg: ModelConfig,
+                       split: int, verbose: Any, callbacks: list[Any]) -> Any:
+    """``net.fit`` under data parallelism: every batch holds ``batch_size`` rows, so it splits
+    evenly over the ``split`` devices (the last partial batch of each epoch is dropped)."""
+    n = len(next(iter(x.values())))
+    steps = n // cfg.batch_size
+    if cfg.batch_size % split or steps == 0:
+        raise ConfigError(f"batch_size {cfg.batch_size} must be a multiple of the {split} "
+                          f"data-parallel devices and at most the {n:,} training examples")
+    kwargs: dict[str, Any] = {}
+    if val is not None:
+        n_val = len(next(iter(val[0].values())))
+        if n_val >= cfg.batch_size:
+            kwargs = dict(validation_data=_whole_batches(val[0], cfg.batch_size, None),
+                          validation_steps=n_val // cfg.batch_size,
+                          validation_freq=cfg.validation_freq)
+    return net.fit(_whole_batches(x, cfg.batch_size, cfg.seed), steps_per_epoch=steps,
+                   epochs=cfg.epochs, shuffle=False, verbose=verbose,
+                   callbacks=callbacks, **kwargs)
+
+
 def history_table(x: Interactions, length: int) -> np.ndarray:
     """``[n_users, length]`` int32: each user's most recent items + 1, 0-padded on the right."""
     order = (np.lexsort((np.arange(len(x)), x.timestamps, x.users))
@@ -116,9 +163,13 @@ class TwoTower:
         # the multinomial loss reads the training items of each user: no validation loss
         if validation is not None and len(validation) and cfg.objective != "multinomial":
             val = (self._inputs(validation),)
-        hist = net.fit(x, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
-                       validation_data=val, validation_freq=cfg.validation_freq,
-                       verbose=verbose, callbacks=list(callbacks))
+        split = _data_parallel_devices()
+        if split > 1:  # a distribution splits each batch over devices: whole batches only
+            hist = _fit_whole_batches(net, x, val, cfg, split, verbose, list(callbacks))
+        else:
+            hist = net.fit(x, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
+                           validation_data=val, validation_freq=cfg.validation_freq,
+                           verbose=verbose, callbacks=list(callbacks))
         self.history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         self._net = net
         self._export_tables()
