@@ -149,12 +149,14 @@ def test_index_command_builds_reports_and_is_used(capsys, tutorial_run, tmp_path
 def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp_path):
     _, rundir = tutorial_run
     code, out, err = run(capsys, "evaluate", rundir, "--baselines", "--json",
-                         tmp_path / "t.json", "--plot", tmp_path / "r.png")
+                         tmp_path / "t.json", "--plot", tmp_path / "r.png",
+                         "--plot-loss", tmp_path / "loss.png")
     assert code == 0, err
     table = json.loads((tmp_path / "t.json").read_text())
     assert set(table) == {"model", "MostPop", "ItemKNN", "EASE"}
     assert table["EASE"]["recall@10"] > table["MostPop"]["recall@10"] > 0.05
     assert "recall@10" in out and (tmp_path / "r.png").stat().st_size > 1000
+    assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
 def test_train_on_two_simulated_devices(tmp_path, ml100k):

@@ -194,6 +194,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                      "test_fraction": args.test_fraction, "seed": args.seed})
     _say(f"trained {cfg.query_tower}/{cfg.objective} in {model.fit_seconds:.1f} s; "
          f"saved to {args.out} ({time.perf_counter() - t0:.1f} s total)")
+    if args.plot_loss:
+        from twotower.evaluation import plot_loss_curves
+        plot_loss_curves(model.history, args.plot_loss, validation_freq=cfg.validation_freq)
+        _say(f"wrote {args.plot_loss}")
     return 0
 
 
@@ -296,6 +300,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         plot_recall_curves(curves, args.plot)
         _say(f"wrote {args.plot}")
+    if args.plot_loss:
+        from twotower.evaluation import plot_loss_curves
+        plot_loss_curves(model.history, args.plot_loss,
+                         validation_freq=model.config.validation_freq)
+        _say(f"wrote {args.plot_loss}")
     return 0
 
 
@@ -355,6 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--num-processes", type=int, help="multi-host: processes in the job")
     tr.add_argument("--process-id", type=int, help="multi-host: this process (0-based)")
     tr.add_argument("-v", "--verbose", action="store_true", help="per-epoch losses")
+    tr.add_argument("--plot-loss", help="write a PNG of the per-epoch losses")
     tr.set_defaults(func=cmd_train)
 
     r = sub.add_parser("recommend", help="top-K items for users of a run")
@@ -382,6 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--baselines", action="store_true", help="also MostPop, ItemKNN, EASE")
     e.add_argument("--json", help="write the table as JSON")
     e.add_argument("--plot", help="write a PNG of Recall@K curves")
+    e.add_argument("--plot-loss", help="write a PNG of the run's training losses")
     e.set_defaults(func=cmd_evaluate)
 
     ix = sub.add_parser("index", help="build and save a search index for a run")

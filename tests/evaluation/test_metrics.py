@@ -260,3 +260,13 @@ def test_recall_curve_and_plot(tmp_path):
     assert curve == {1: pytest.approx(0.25), 2: pytest.approx(0.5), 4: pytest.approx(1.0)}
     path = plot_recall_curves({"a": curve, "b": {1: 0.1, 4: 0.3}}, tmp_path / "sub" / "r.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_loss_plot(tmp_path):
+    from twotower.errors import DataError
+    from twotower.evaluation import plot_loss_curves
+    path = plot_loss_curves({"loss": [0.9, 0.5, 0.4, 0.35], "val_loss": [0.45, 0.4],
+                             "recall": [0.1]}, tmp_path / "l" / "loss.png", validation_freq=2)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    with pytest.raises(DataError, match="no loss values"):
+        plot_loss_curves({"recall": [0.1]}, tmp_path / "x.png")

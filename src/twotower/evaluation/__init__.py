@@ -6,12 +6,13 @@ from twotower.evaluation.baselines import (BASELINES, EASE, EASEConfig, ItemKNN,
 from twotower.evaluation.metrics import (METRICS, HistoryRecommender, Recommender,
                                          as_truth_csr, coverage, evaluate_topk, hit_matrix,
                                          per_user_metrics, recommend_and_evaluate)
-from twotower.evaluation.report import format_table, plot_recall_curves, recall_curve
+from twotower.evaluation.report import (format_table, plot_loss_curves, plot_recall_curves,
+                                        recall_curve)
 from twotower.evaluation.run import evaluate_run, train_interactions
 
 __all__ = [
     "BASELINES", "EASE", "evaluate_run", "train_interactions", "EASEConfig", "HistoryRecommender", "ItemKNN", "ItemKNNConfig",
     "METRICS", "MostPop", "MostPopConfig", "Recommender", "TuneResult", "as_truth_csr",
     "coverage", "evaluate_topk", "format_table", "hit_matrix", "per_user_metrics",
-    "plot_recall_curves", "recall_curve", "recommend_and_evaluate", "topk_excluding", "tune",
+    "plot_loss_curves", "plot_recall_curves", "recall_curve", "recommend_and_evaluate", "topk_excluding", "tune",
 ]

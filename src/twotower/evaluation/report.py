@@ -114,4 +114,55 @@ def plot_recall_curves(curves: Mapping[str, Mapping[int, float]], path: str | Pa
     return out
 
 
-__all__ = ["DEFAULT_TABLE_METRICS", "format_table", "plot_recall_curves", "recall_curve"]
+def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, *,
+                     validation_freq: int = 1, title: str = "Training loss") -> Path:
+    """Write a PNG of the per-epoch losses of a training history.
+
+    Args:
+        history: ``TwoTower.history``: ``{"loss": [...per epoch], "val_loss": [...]}``;
+            every series whose name ends in ``loss`` is drawn.
+        path: output file (parent folders are created).
+        validation_freq: epochs between two ``val_*`` values (they are placed at epochs
+            ``validation_freq, 2 * validation_freq, ...``).
+        title: figure title.
+
+    Returns:
+        The path written.
+
+    Raises:
+        DataError: the history holds no loss values.
+    """
+    from twotower.errors import DataError
+
+    series = {k: [float(v) for v in vs] for k, vs in history.items()
+              if k.endswith("loss") and len(vs)}
+    if not series:
+        raise DataError(f"no loss values to plot (history keys: {sorted(history)})")
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    try:
+        for name, vs in series.items():
+            step = validation_freq if name.startswith("val_") else 1
+            epochs = [step * (i + 1) for i in range(len(vs))]
+            ax.plot(epochs, vs, marker="o" if len(vs) < 30 else None, markersize=3,
+                    label=name)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss")
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out, format="png")
+    finally:
+        plt.close(fig)
+    return out
+
+
+__all__ = ["DEFAULT_TABLE_METRICS", "format_table", "plot_loss_curves", "plot_recall_curves",
+           "recall_curve"]
