@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -87,31 +88,15 @@ def plot_recall_curves(curves: Mapping[str, Mapping[int, float]], path: str | Pa
     Returns:
         The path written.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    try:
+    def draw(ax: Any) -> None:
         for name, curve in curves.items():
             ks = sorted(curve)
             ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=str(name))
         if log_x:
             ax.set_xscale("log")
-        ax.set_xlabel("K")
-        ax.set_ylabel("Recall@K")
-        ax.set_title(title)
-        ax.grid(True, alpha=0.3)
-        if curves:
-            ax.legend()
-        fig.tight_layout()
-        fig.savefig(out, format="png")
-    finally:
-        plt.close(fig)
-    return out
+
+    return _write_plot(path, draw, title=title, xlabel="K", ylabel="Recall@K",
+                       legend=bool(curves))
 
 
 def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, *,
@@ -138,6 +123,21 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, *
               if k.endswith("loss") and len(vs)}
     if not series:
         raise DataError(f"no loss values to plot (history keys: {sorted(history)})")
+
+    def draw(ax: Any) -> None:
+        for name, vs in series.items():
+            step = validation_freq if name.startswith("val_") else 1
+            epochs = [step * (i + 1) for i in range(len(vs))]
+            ax.plot(epochs, vs, marker="o" if len(vs) < 30 else None, markersize=3,
+                    label=name)
+
+    return _write_plot(path, draw, title=title, xlabel="epoch", ylabel="loss", legend=True)
+
+
+def _write_plot(path: str | Path, draw: Callable[[Any], None], *, title: str, xlabel: str,
+                ylabel: str, legend: bool) -> Path:
+    """One 6x4 in PNG: ``draw(ax)`` adds the lines; folders are created; the figure is
+    closed even when drawing fails."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -147,16 +147,13 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, *
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
     try:
-        for name, vs in series.items():
-            step = validation_freq if name.startswith("val_") else 1
-            epochs = [step * (i + 1) for i in range(len(vs))]
-            ax.plot(epochs, vs, marker="o" if len(vs) < 30 else None, markersize=3,
-                    label=name)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss")
+        draw(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        if legend:
+            ax.legend()
         fig.tight_layout()
         fig.savefig(out, format="png")
     finally:
