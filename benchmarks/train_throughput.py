@@ -1,24 +1,34 @@
 """Training throughput: streamed vs in-memory input, the product loop vs ``model.fit``,
-1 vs 2 (simulated) devices, and the memory of a streamed pass vs file size.
+1 vs 2 (simulated) devices, and the memory of a streamed training pass vs file size.
 
 Everything is measured side by side in one run, repeated, medians reported; results go to
 ``benchmarks/results/train-<tag>.{json,md}``. Data: ``benchmarks/synthetic.py`` (planted
 preferences, so quality is checked as planted recall@100: the share of fresh samples from
 the planted distribution that land in the model's top 100).
 
-    python benchmarks/train_throughput.py --rows 2_000_000 --users 20_000 --items 100_000
     python benchmarks/train_throughput.py --rows 20_000_000 --users 200_000 --items 1_000_000
+
+Sizes where a dense epoch takes most of an hour are measured on a fixed number of steps per
+method, not on epochs: after a warm-up (compilation) every method trains on the same window
+of the same pre-shuffled rows, in the same order (``--steps`` steps; the dense methods,
+``model.fit`` among them, on the first ``--steps-dense`` steps of that window), the methods
+interleaved (order reversed every other repeat), a new window per repeat, medians reported.
+The clock runs from the first step to the end of the last (``model.fit``: epoch begin to
+epoch end, with the variables ready; the loop: its own per-epoch rate), so the one-off copy
+of the tables into and out of a call is not charged to either.
 
 Sections (skip any with --skip a,b,c,d):
   a  streamed Parquet vs the same data in memory (both with the product loop)
   b  the product loop (and its parts: steps per call, sparse updates) vs plain model.fit
-  c  1 device vs 2 simulated devices (data parallel, and row-sharded tables), subprocesses
-  d  peak RSS of a streamed pass over a --rss-rows[0] vs --rss-rows[1] row file
+  c  1 device vs 2 simulated devices (data parallel, row-sharded tables; optionally with
+     single-threaded XLA CPU), one subprocess each, a full epoch each, planted recall after
+  d  peak RSS of a streamed training pass over a --rss-rows[0] vs --rss-rows[1] row file
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -36,6 +46,19 @@ sys.path.insert(0, str(HERE))
 import numpy as np  # noqa: E402
 
 from synthetic import ITEM_ID0, USER_ID0, Planted, write  # noqa: E402
+
+WARM_STEPS = 32  # compiles every method (two calls of 16 steps)
+# XLA CPU settings for one compute thread per simulated device
+ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# section c variants: key -> (name, simulated devices, data parallel, model parallel, flags)
+VARIANTS = {
+    "1": ("1 device", 1, 1, 1, ""),
+    "1t": ("1 device, 1 XLA thread", 1, 1, 1, ONE_THREAD),
+    "dp": ("2 devices, data parallel", 2, 2, 1, ""),
+    "dpt": ("2 devices, data parallel, 1 XLA thread each", 2, 2, 1, ONE_THREAD),
+    "mp": ("2 devices, row-sharded tables", 2, 1, 2, ""),
+    "mpt": ("2 devices, row-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD),
+}
 
 
 def _int(s: str) -> int:
@@ -74,52 +97,77 @@ def in_memory(stream, objective: str) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def new_net(stream, a: argparse.Namespace):
+def cached_inputs(a: argparse.Namespace, path: Path, stream=None):
+    """The file's model inputs (file order) and vocabularies, cached as .npy/.json next to
+    the file so the device subprocesses do not each re-read 20M rows."""
+    from twotower.data import Vocabulary
+    d = Path(a.work) / f"{path.stem}.{a.objective}.inputs"
+    if not (d / "done").is_file():
+        if stream is None:
+            stream = stream_of(path, a)
+            stream.scan()
+        mem = stream_of(path, a, shuffle=0)
+        mem._user_vocab, mem._item_vocab = stream.user_vocab, stream.item_vocab
+        mem.stats = stream.stats
+        t0 = time.perf_counter()
+        x = in_memory(mem, a.objective)
+        d.mkdir(parents=True, exist_ok=True)
+        for k, v in x.items():
+            np.save(d / f"{k}.npy", v)
+        stream.user_vocab.save(d / "user_vocab.json")
+        stream.item_vocab.save(d / "item_vocab.json")
+        (d / "done").write_text(json.dumps({"load_in_memory_seconds":
+                                            time.perf_counter() - t0}))
+    x = {f.stem: np.load(f) for f in sorted(d.glob("*.npy"))}
+    return (x, Vocabulary.load(d / "user_vocab.json"), Vocabulary.load(d / "item_vocab.json"),
+            json.loads((d / "done").read_text()))
+
+
+def new_net(n_users: int, n_items: int, a: argparse.Namespace):
     import keras
 
     from twotower.models.net import TwoTowerNet
     keras.utils.set_random_seed(a.seed)
-    net = TwoTowerNet(len(stream.user_vocab), len(stream.item_vocab), model_config(a))
+    net = TwoTowerNet(n_users, n_items, model_config(a))
     net.build()
     return net
 
 
-def planted_recall(net, stream, a: argparse.Namespace, k: int = 100, n_users: int = 2000
-                   ) -> float:
+def planted_recall(net, user_vocab, item_vocab, a: argparse.Namespace, k: int = 100,
+                   n_users: int = 2000) -> float:
     """Share of fresh planted samples (one per evaluated user) in the model's top k."""
     pl = planted(a)
     rng = np.random.default_rng(12345)
-    uidx = rng.choice(len(stream.user_vocab), min(n_users, len(stream.user_vocab)),
-                      replace=False)
-    users = stream.user_vocab.ids[uidx] - USER_ID0
+    uidx = rng.choice(len(user_vocab), min(n_users, len(user_vocab)), replace=False)
+    users = user_vocab.ids[uidx] - USER_ID0
     fresh = pl.sample(rng, users) + ITEM_ID0
-    fresh_idx = stream.item_vocab.lookup_or(fresh.tolist())
+    fresh_idx = item_vocab.lookup_or(fresh.tolist())
     q = np.asarray(net.user_embedding.embeddings)[uidx]
     e = np.asarray(net.item_embedding.embeddings)
-    hits = 0
-    for s in range(0, len(q), 250):
-        scores = q[s:s + 250] @ e.T
+    hits, step = 0, max(1, 50_000_000 // max(len(e), 1))  # ~200 MB of scores at a time
+    for s in range(0, len(q), step):
+        scores = q[s:s + step] @ e.T
         top = np.argpartition(-scores, k, axis=1)[:, :k]
-        hits += int((top == fresh_idx[s:s + 250, None]).any(axis=1).sum())
+        hits += int((top == fresh_idx[s:s + step, None]).any(axis=1).sum())
     return hits / len(q)
 
 
-def oracle_recall(stream, a: argparse.Namespace, k: int = 100, n_users: int = 2000) -> float:
+def oracle_recall(user_vocab, a: argparse.Namespace, k: int = 100, n_users: int = 2000
+                  ) -> float:
     """The same measure for the planted model's own top k (the ceiling)."""
     pl = planted(a)
     rng = np.random.default_rng(12345)
-    uidx = rng.choice(len(stream.user_vocab), min(n_users, len(stream.user_vocab)),
-                      replace=False)
-    users = stream.user_vocab.ids[uidx] - USER_ID0
+    uidx = rng.choice(len(user_vocab), min(n_users, len(user_vocab)), replace=False)
+    users = user_vocab.ids[uidx] - USER_ID0
     fresh = pl.sample(rng, users)
     ptopic = np.diff(np.concatenate([np.zeros((len(users), 1)), pl.user_topic_cum[users]],
                                     axis=1), axis=1)
     w = ptopic / np.maximum(pl.topic_mass, 1e-300)
-    hits = 0
-    for s in range(0, len(users), 100):
-        p = w[s:s + 100][:, pl.item_topic] * pl.pop[None, :]
+    hits, step = 0, max(1, 25_000_000 // a.items)
+    for s in range(0, len(users), step):
+        p = w[s:s + step][:, pl.item_topic] * pl.pop[None, :]
         top = np.argpartition(-p, k, axis=1)[:, :k]
-        hits += int((top == fresh[s:s + 100, None]).any(axis=1).sum())
+        hits += int((top == fresh[s:s + step, None]).any(axis=1).sum())
     return hits / len(users)
 
 
@@ -129,105 +177,158 @@ def timed(fn) -> float:
     return time.perf_counter() - t0
 
 
+def _hwm_kb() -> int:
+    """Peak resident set of this process (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 # ---------------------------------------------------------------------- a + b
 def sections_ab(a: argparse.Namespace, path: Path, out: dict) -> None:
+    import jax
     import keras
 
     from twotower.training import LoopConfig, TrainLoop, make_optimizer
     stream = stream_of(path, a)
     t_scan = timed(stream.scan)
-    mem_stream = stream_of(path, a, shuffle=0)
-    mem_stream._user_vocab, mem_stream._item_vocab = stream.user_vocab, stream.item_vocab
-    mem_stream.stats = stream.stats
-    t0 = time.perf_counter()
-    x = in_memory(mem_stream, a.objective)
-    t_load = time.perf_counter() - t0
-    n = len(x["user"]) // a.batch_size * a.batch_size  # whole batches: no retrace in fit
-    x = {k: v[:n] for k, v in x.items()}
-    warm = {k: v[:a.batch_size * 40] for k, v in x.items()}
-    out["data"] = {"rows": n, "users": len(stream.user_vocab), "items": len(stream.item_vocab),
-                   "scan_seconds": t_scan, "load_in_memory_seconds": t_load}
+    x, uv, iv, info = cached_inputs(a, path, stream)
+    b, s_fast, s_dense = a.batch_size, a.steps, a.steps_dense
+    n = len(x["user"])
+    need = (WARM_STEPS + a.repeats * s_fast) * b
+    if need > n:
+        raise SystemExit(f"--steps {s_fast} x --repeats {a.repeats} needs {need:,} rows, "
+                         f"the file has {n:,}")
+    order = np.random.default_rng(a.seed).permutation(n)[:need]
+    xs = {k: v[order] for k, v in x.items()}  # the pre-shuffled rows every method sees
+    del x
+    warm = {k: v[:WARM_STEPS * b] for k, v in xs.items()}
+
+    def window(r: int, steps: int) -> dict[str, np.ndarray]:
+        s = (WARM_STEPS + r * s_fast) * b
+        return {k: v[s:s + steps * b] for k, v in xs.items()}
+
+    out["data"] = {"rows": n, "users": len(uv), "items": len(iv), "scan_seconds": t_scan,
+                   "load_in_memory_seconds": info["load_in_memory_seconds"],
+                   "warm_steps": WARM_STEPS, "steps_timed": s_fast,
+                   "steps_timed_dense": s_dense}
     inputs = stream.model_inputs(a.objective)
     cfg = model_config(a)
 
-    runners = {}
-    # plain model.fit: the tutorial's way, default settings
-    fit_net = new_net(stream, a)
+    class EpochClock(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            jax.block_until_ready([v.value for v in self.model.trainable_variables])
+            self.seconds = time.perf_counter() - self.t0
+
+    runners, steps_of, nets = {}, {}, {}
+    # plain model.fit: the tutorial's way, default settings (shuffle=False only because
+    # the window is already shuffled: every method sees the same order)
+    fit_net = new_net(len(uv), len(iv), a)
     fit_net.compile(optimizer=make_optimizer(cfg))
-    fit_net.fit(warm, batch_size=a.batch_size, epochs=1, verbose=0)
-    runners["model.fit"] = lambda: fit_net.fit(x, batch_size=a.batch_size, epochs=1,
-                                               shuffle=True, verbose=0)
+    fit_net.fit(warm, batch_size=b, epochs=1, verbose=0)
+    clock = EpochClock()
 
-    def loop_runner(loop_cfg, streamed=False):
-        loop = TrainLoop(new_net(stream, a), make_optimizer(cfg), loop_cfg)
-        loop.fit(warm, batch_size=a.batch_size, epochs=1)  # compiles
-        epoch = [0]
-
-        def run():
-            epoch[0] += 1
-            if streamed:
-                loop.fit(lambda e: stream.batches(a.batch_size, epoch[0], inputs=inputs,
-                                                  drop_remainder=True))
-            else:
-                loop.fit(x, batch_size=a.batch_size, seed=epoch[0])
-        return run
+    def fit_run(r: int) -> float:
+        w = window(r, s_dense)
+        fit_net.fit(w, batch_size=b, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+        return s_dense * b / clock.seconds
 
     if "b" not in a.skip:
-        runners["loop k=1 dense"] = loop_runner(LoopConfig(steps_per_call=1,
-                                                           sparse_updates="off"))
-        runners["loop k=16 dense"] = loop_runner(LoopConfig(steps_per_call=16,
-                                                            sparse_updates="off"))
-        runners["loop k=1 sparse"] = loop_runner(LoopConfig(steps_per_call=1))
-    runners["loop k=16 sparse (product)"] = loop_runner(LoopConfig(steps_per_call=16))
+        runners["model.fit"], steps_of["model.fit"] = fit_run, s_dense
+
+    def loop_runner(name, loop_cfg, dense=False, streamed=False):
+        net = nets[name] = new_net(len(uv), len(iv), a)
+        loop = TrainLoop(net, make_optimizer(cfg), loop_cfg)
+        steps = s_dense if dense else s_fast
+        if streamed:
+            it = stream.batches(b, 0, inputs=inputs, drop_remainder=True)
+            loop.fit(lambda e: itertools.islice(it, WARM_STEPS))  # compiles
+
+            def run(r: int) -> float:
+                loop.fit(lambda e: itertools.islice(it, steps))
+                return loop.examples_per_second[-1]
+        else:
+            loop.fit(warm, batch_size=b, shuffle=False)  # compiles
+
+            def run(r: int) -> float:
+                loop.fit(window(r, steps), batch_size=b, shuffle=False)
+                return loop.examples_per_second[-1]
+        runners[name], steps_of[name] = run, steps
+
+    k = a.steps_per_call
+    if "b" not in a.skip:
+        loop_runner("loop k=1 dense", LoopConfig(steps_per_call=1, sparse_updates="off"),
+                    dense=True)
+        loop_runner(f"loop k={k} dense", LoopConfig(steps_per_call=k, sparse_updates="off"),
+                    dense=True)
+        loop_runner("loop k=1 sparse", LoopConfig(steps_per_call=1))
+    product = f"loop k={k} sparse (product)"
+    loop_runner(product, LoopConfig(steps_per_call=k))
+    streamed = f"loop k={k} sparse, streamed Parquet"
     if "a" not in a.skip:
-        runners["loop k=16 sparse, streamed Parquet"] = loop_runner(LoopConfig(),
-                                                                    streamed=True)
-    raw: dict[str, list[float]] = {k: [] for k in runners}
+        loop_runner(streamed, LoopConfig(steps_per_call=k), streamed=True)
+    raw: dict[str, list[float]] = {name: [] for name in runners}
     for r in range(a.repeats):
-        for name, run in runners.items():
-            dt = timed(run)
-            raw[name].append(n / dt)
-            print(f"  repeat {r + 1}: {name}: {n / dt:,.0f} examples/s", file=sys.stderr)
-    med = {k: statistics.median(v) for k, v in raw.items()}
-    out["throughput"] = {k: {"median_examples_per_s": med[k], "runs": v}
-                         for k, v in raw.items()}
-    prod = med["loop k=16 sparse (product)"]
-    out["ratios"] = {"loop / model.fit": prod / med["model.fit"]}
-    if "loop k=16 sparse, streamed Parquet" in med:
-        out["ratios"]["streamed / in-memory"] = med["loop k=16 sparse, streamed Parquet"] / prod
-    del keras
+        names = list(runners) if r % 2 == 0 else list(runners)[::-1]
+        for name in names:
+            rate = runners[name](r)
+            raw[name].append(rate)
+            print(f"  repeat {r + 1}: {name}: {rate:,.0f} examples/s", file=sys.stderr)
+    med = {name: statistics.median(v) for name, v in raw.items()}
+    out["throughput"] = {name: {"median_examples_per_s": med[name], "steps": steps_of[name],
+                                "runs": v} for name, v in raw.items()}
+    out.setdefault("ratios", {})
+    if "model.fit" in med:
+        out["ratios"]["loop / model.fit"] = med[product] / med["model.fit"]
+    if streamed in med:
+        out["ratios"]["streamed / in-memory"] = med[streamed] / med[product]
+    trained = (WARM_STEPS + a.repeats * s_fast) * b
+    out["recall_after_windows"] = {
+        name: {"rows_trained": trained, "planted_recall@100": planted_recall(nets[name], uv,
+                                                                             iv, a)}
+        for name in (product, streamed) if name in nets}
+    out["peak_rss_mb_sections_ab"] = _hwm_kb() / 1024
 
 
 # ---------------------------------------------------------------------- c
 def worker_train(a: argparse.Namespace) -> None:
+    import jax
+
     from twotower.training import (DistributionConfig, LoopConfig, TrainLoop,
                                    apply_distribution, make_optimizer)
-    path = data_file(a, a.rows)
-    stream = stream_of(path, a, shuffle=0)
-    stream.scan()
-    x = in_memory(stream, a.objective)
-    n = len(x["user"]) // a.batch_size * a.batch_size
+    x, uv, iv, _ = cached_inputs(a, data_file(a, a.rows))
+    b = a.batch_size
+    n = (a.c_rows or len(x["user"])) // b * b
     x = {k: v[:n] for k, v in x.items()}
     apply_distribution(DistributionConfig(data_parallel=a.dp, model_parallel=a.mp))
-    net = new_net(stream, a)
-    loop = TrainLoop(net, make_optimizer(model_config(a)), LoopConfig())
-    loop.fit(x, batch_size=a.batch_size, epochs=a.epochs, seed=a.seed)
-    import jax
+    net = new_net(len(uv), len(iv), a)
+    loop = TrainLoop(net, make_optimizer(model_config(a)),
+                     LoopConfig(steps_per_call=a.steps_per_call))
+    loop.fit({k: v[:WARM_STEPS * b] for k, v in x.items()}, batch_size=b, shuffle=False)
+    loop.fit(x, batch_size=b, epochs=a.epochs, seed=a.seed)
     print("RESULT " + json.dumps({
-        "devices": len(jax.devices()), "dp": a.dp, "mp": a.mp,
-        "examples_per_s": loop.examples_per_second[1:] or loop.examples_per_second,
-        "loss": loop.history["loss"], "planted_recall@100": planted_recall(net, stream, a)}))
+        "devices": len(jax.devices()), "dp": a.dp, "mp": a.mp, "sparse": loop.sparse,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows_per_epoch": n,
+        "examples_per_s": loop.examples_per_second, "loss": loop.history["loss"],
+        "planted_recall@100": planted_recall(net, uv, iv, a), "peak_rss_mb": _hwm_kb() / 1024}))
 
 
-def section_c(a: argparse.Namespace, out: dict) -> None:
-    variants = {"1 device": (1, 1, 1), "2 devices, data parallel": (2, 2, 1),
-                "2 devices, row-sharded tables": (2, 1, 2)}
+def section_c(a: argparse.Namespace, path: Path, out: dict) -> None:
+    cached_inputs(a, path)  # once, before the subprocesses
+    keys = a.c_variants.split(",")
+    variants = {VARIANTS[key][0]: VARIANTS[key][1:] for key in keys}
     raw: dict[str, list[dict]] = {k: [] for k in variants}
     for r in range(a.repeats_c):
-        for name, (ndev, dp, mp) in variants.items():
+        names = list(variants) if r % 2 == 0 else list(variants)[::-1]
+        for name in names:
+            ndev, dp, mp, flags = variants[name]
             env = {**os.environ, "KERAS_BACKEND": "jax"}
-            if ndev > 1:
-                env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
+            xla = [f"--xla_force_host_platform_device_count={ndev}"] if ndev > 1 else []
+            env["XLA_FLAGS"] = " ".join(xla + ([flags] if flags else []))
             cmd = [sys.executable, __file__, "--worker", "train", "--dp", str(dp),
                    "--mp", str(mp), *a.passthrough]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -243,27 +344,22 @@ def section_c(a: argparse.Namespace, out: dict) -> None:
         k: {"median_examples_per_s": statistics.median(
                 [statistics.median(r["examples_per_s"]) for r in v]),
             "planted_recall@100": [r["planted_recall@100"] for r in v],
-            "final_loss": [r["loss"][-1] for r in v], "runs": v} for k, v in raw.items()}
-    one = out["devices"]["1 device"]["median_examples_per_s"]
+            "final_loss": [r["loss"][-1] for r in v],
+            "peak_rss_mb": [r["peak_rss_mb"] for r in v], "runs": v} for k, v in raw.items()}
     out.setdefault("ratios", {})
-    for k in list(variants)[1:]:
-        out["ratios"][f"{k} / 1 device"] = out["devices"][k]["median_examples_per_s"] / one
+    one = out["devices"].get("1 device", {}).get("median_examples_per_s")
+    for k in variants:
+        if one and k != "1 device":
+            out["ratios"][f"{k} / 1 device"] = out["devices"][k]["median_examples_per_s"] / one
 
 
 # ---------------------------------------------------------------------- d
-def _hwm_kb() -> int:
-    """Peak resident set of this process (VmHWM; ru_maxrss survives exec on Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def worker_rss(a: argparse.Namespace) -> None:
     import pyarrow.parquet  # noqa: F401  (imports counted in the baseline)
 
     import twotower.training  # noqa: F401
     from twotower.data import Vocabulary
+    from twotower.training import LoopConfig, TrainLoop, make_optimizer
     path = Path(a.file)
     base = _hwm_kb()
     stream = stream_of(path, a)
@@ -272,10 +368,24 @@ def worker_rss(a: argparse.Namespace) -> None:
         stream._item_vocab = Vocabulary(ITEM_ID0 + np.arange(a.items), "item")
     t0 = time.perf_counter()
     stats = stream.scan()
-    rows = sum(len(b["user"]) for b in stream.batches(a.batch_size,
-                                                      inputs=stream.model_inputs(a.objective)))
+    inputs = stream.model_inputs(a.objective)
+    if a.rss_train:  # a streamed training pass: one epoch of the product loop
+        net = new_net(len(stats.user_vocab), len(stats.item_vocab), a)
+        loop = TrainLoop(net, make_optimizer(model_config(a)),
+                         LoopConfig(steps_per_call=a.steps_per_call))
+        rows = [0]
+
+        def counted(e):
+            for b in stream.batches(a.batch_size, e, inputs=inputs):
+                rows[0] += len(b["user"])
+                yield b
+        loop.fit(counted)
+        rows = rows[0]
+    else:
+        rows = sum(len(b["user"]) for b in stream.batches(a.batch_size, inputs=inputs))
     peak = _hwm_kb()
     print("RESULT " + json.dumps({"file_rows": stats.rows, "rows_streamed": rows,
+                                  "trained": bool(a.rss_train),
                                   "fixed_vocab": bool(a.fixed_vocab),
                                   "users": len(stats.user_vocab),
                                   "items": len(stats.item_vocab),
@@ -290,7 +400,8 @@ def section_d(a: argparse.Namespace, out: dict) -> None:
     for fixed, rows in [(f, r) for f in (False, True) for r in a.rss_rows]:
         path = data_file(a, rows)
         cmd = [sys.executable, __file__, "--worker", "rss", "--file", str(path),
-               *a.passthrough, *(["--fixed-vocab"] if fixed else [])]
+               *a.passthrough, *(["--fixed-vocab"] if fixed else []),
+               *(["--rss-train"] if a.rss_train else [])]
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               env={**os.environ, "KERAS_BACKEND": "jax"})
         if proc.returncode:
@@ -306,32 +417,47 @@ def section_d(a: argparse.Namespace, out: dict) -> None:
 def markdown(out: dict) -> str:
     a = out["args"]
     lines = [f"# Training throughput ({out['tag']})", "",
-             f"Data: synthetic planted, {a['rows']:,} rows requested, {a['users']:,} users, "
+             f"Data: synthetic planted, {a['rows']:,} rows, {a['users']:,} users, "
              f"{a['items']:,} items; objective {a['objective']}, batch {a['batch_size']}, "
              f"embedding_dim {a['embedding_dim']}, Adagrad lr {a['learning_rate']}. "
-             f"Machine: {out['machine']['cpus']} CPUs ({out['machine']['platform']}), shared; "
-             f"medians of {a['repeats']} interleaved repeats.", ""]
+             f"Machine: {out['machine']['cpus']} CPUs ({out['machine']['platform']}), shared.",
+             ""]
     if "data" in out:
         d = out["data"]
-        lines += [f"Rows trained per epoch: {d['rows']:,} ({d['users']:,} users, "
-                  f"{d['items']:,} items seen); streaming vocabulary pass "
-                  f"{d['scan_seconds']:.1f} s; loading into memory {d['load_in_memory_seconds']:.1f} s.",
-                  "", "| training | examples/s (median) | runs |", "|---|---:|---|"]
+        lines += [f"{d['rows']:,} rows ({d['users']:,} users, {d['items']:,} items seen); "
+                  f"streaming vocabulary pass {d['scan_seconds']:.1f} s; loading into memory "
+                  f"{d['load_in_memory_seconds']:.1f} s. After {d['warm_steps']} warm-up "
+                  f"steps, each method trains on the same pre-shuffled window per repeat "
+                  f"({d['steps_timed']} steps; dense methods its first "
+                  f"{d['steps_timed_dense']}); medians of {a['repeats']} interleaved "
+                  "repeats.", "",
+                  "| training | steps timed | examples/s (median) | runs |",
+                  "|---|---:|---:|---|"]
         for k, v in out["throughput"].items():
             runs = ", ".join(f"{r:,.0f}" for r in v["runs"])
-            lines.append(f"| {k} | {v['median_examples_per_s']:,.0f} | {runs} |")
+            lines.append(f"| {k} | {v['steps']} | {v['median_examples_per_s']:,.0f} | "
+                         f"{runs} |")
         lines.append("")
+        for k, v in out.get("recall_after_windows", {}).items():
+            lines.append(f"Planted recall@100 of {k} after {v['rows_trained']:,} rows: "
+                         f"{v['planted_recall@100']:.4f}")
+        lines += [f"Peak RSS of sections a+b: {out['peak_rss_mb_sections_ab']:.0f} MB", ""]
     if "devices" in out:
-        lines += ["| devices (subprocesses) | examples/s (median) | planted recall@100 | "
-                  "final loss |", "|---|---:|---|---|"]
+        lines += [f"Devices: one subprocess per run, {a['epochs']} epoch(s) after the warm-up "
+                  f"each, medians of {a['repeats_c']} interleaved repeats.", "",
+                  "| devices (subprocesses) | examples/s (median) | planted recall@100 | "
+                  "final loss | peak RSS MB |", "|---|---:|---|---|---|"]
         for k, v in out["devices"].items():
             rec = ", ".join(f"{r:.4f}" for r in v["planted_recall@100"])
             loss = ", ".join(f"{r:.4f}" for r in v["final_loss"])
-            lines.append(f"| {k} | {v['median_examples_per_s']:,.0f} | {rec} | {loss} |")
+            rss = ", ".join(f"{r:.0f}" for r in v["peak_rss_mb"])
+            lines.append(f"| {k} | {v['median_examples_per_s']:,.0f} | {rec} | {loss} | "
+                         f"{rss} |")
         lines += ["", f"Oracle planted recall@100 (the planted model's own top 100): "
                       f"{out.get('oracle_recall@100', float('nan')):.4f}", ""]
     if "memory" in out:
-        lines += ["| streamed pass (scan + shuffled batches) | vocabularies | users / items "
+        what = "scan + one training epoch" if a.get("rss_train") else "scan + shuffled batches"
+        lines += [f"| streamed pass ({what}) | vocabularies | users / items "
                   "| file MB | seconds | peak RSS MB | RSS after imports MB |",
                   "|---|---|---:|---:|---:|---:|---:|"]
         for m in out["memory"]:
@@ -356,10 +482,21 @@ def main() -> None:
     p.add_argument("--embedding-dim", type=int, default=32)
     p.add_argument("--learning-rate", type=float, default=0.1)
     p.add_argument("--shuffle-buffer", type=_int, default=262_144)
+    p.add_argument("--steps-per-call", type=int, default=16)
+    p.add_argument("--steps", type=int, default=640,
+                   help="steps timed per repeat (a, b: the loop's row-wise runs)")
+    p.add_argument("--steps-dense", type=int, default=160,
+                   help="steps timed per repeat for model.fit and the dense loops (b)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--repeats-c", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=3, help="epochs per device subprocess (c)")
+    p.add_argument("--epochs", type=int, default=1, help="epochs per device subprocess (c)")
+    p.add_argument("--c-rows", type=_int, default=0,
+                   help="rows per epoch in (c) (0: the whole file)")
+    p.add_argument("--c-variants", default="1,dp,mp",
+                   help=f"device runs (c), of: {', '.join(VARIANTS)}")
     p.add_argument("--rss-rows", type=_int, nargs=2, default=[5_000_000, 10_000_000])
+    p.add_argument("--rss-train", action=argparse.BooleanOptionalAction, default=True,
+                   help="(d) train one epoch on the stream, not only read it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", default="")
     p.add_argument("--tag", default=None)
@@ -374,7 +511,8 @@ def main() -> None:
                      "--objective", a.objective, "--batch-size", str(a.batch_size),
                      "--embedding-dim", str(a.embedding_dim), "--learning-rate",
                      str(a.learning_rate), "--shuffle-buffer", str(a.shuffle_buffer),
-                     "--epochs", str(a.epochs), "--seed", str(a.seed), "--work", a.work]
+                     "--steps-per-call", str(a.steps_per_call), "--epochs", str(a.epochs),
+                     "--c-rows", str(a.c_rows), "--seed", str(a.seed), "--work", a.work]
     if a.worker == "train":
         return worker_train(a)
     if a.worker == "rss":
@@ -393,10 +531,9 @@ def main() -> None:
     if not {"a", "b"} <= set(a.skip):
         sections_ab(a, path, out)
     if "c" not in a.skip:
-        section_c(a, out)
-        s = stream_of(path, a)
-        s.scan()
-        out["oracle_recall@100"] = oracle_recall(s, a)
+        section_c(a, path, out)
+        _, uv, _, _ = cached_inputs(a, path)
+        out["oracle_recall@100"] = oracle_recall(uv, a)
     if "d" not in a.skip:
         section_d(a, out)
     out["seconds"] = time.perf_counter() - t0

@@ -16,8 +16,10 @@ SCRIPT = Path(__file__).with_name("distributed_check.py")
 RTOL = 1e-4  # losses: same data order and seed, only the reduction order differs
 
 
-@pytest.fixture(scope="module", params=[("mse", "on"), ("sampled_softmax", "off")],
-                ids=["mse-sparse-updates", "sampled_softmax-dense-updates"])
+@pytest.fixture(scope="module", params=[("mse", "on"), ("sampled_softmax", "on"),
+                                        ("sampled_softmax", "off")],
+                ids=["mse-sparse-updates", "sampled_softmax-sparse-updates",
+                     "sampled_softmax-dense-updates"])
 def report(request):
     env = {**os.environ, "KERAS_BACKEND": "jax",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}

@@ -177,3 +177,19 @@ def test_shards_split_the_rows(tmp_path):
         s.scan()
         got.append(np.concatenate([c["rating"] for c in s.chunks()]))
     assert sorted(np.concatenate(got).astype(int).tolist()) == list(range(len(df)))
+
+
+@pytest.mark.parametrize("ids", [np.arange(5, 105),
+                                 np.array([7, -3, 10**15, 42, 2**62, -2**62])], ids=["dense-lookup-table", "sparse-binary-search"])
+def test_int_id_mapping_matches_the_vocabulary(ids):
+    import pyarrow as pa
+
+    from twotower.training.stream import _Mapper
+    vocab = Vocabulary(np.random.default_rng(0).permutation(ids), "item")  # not sorted
+    m = _Mapper(vocab)
+    keys = np.concatenate([vocab.ids, [-2**63, 2**63 - 1, 0, 1, 106]])
+    want = vocab.lookup_or(keys.tolist())
+    np.testing.assert_array_equal(m.indices(pa.array(keys, pa.int64())), want)
+    short = np.abs(keys) < 10**18  # ids written as text: up to 18 digits are ids
+    text = pa.array([str(k) for k in keys[short]] + [" 12x", None], pa.string())
+    np.testing.assert_array_equal(m.indices(text), np.concatenate([want[short], [-1, -1]]))

@@ -37,6 +37,7 @@ from twotower.errors import ConfigError, DataError
 Batch = dict[str, np.ndarray]
 SPARSE_OBJECTIVES = ("mse", "sampled_softmax")
 SPARSE_MIN_RATIO = 16
+_ALL = "__all_devices"  # suffix of the ids gathered whole once per call (sparse, mesh)
 
 
 @dataclass(frozen=True)
@@ -284,8 +285,18 @@ class TrainLoop:
         if rows >= self._rows_seen:
             self.sparse, self._rows_seen = sparse, rows
         step = self._sparse_step(rows) if sparse else self._dense_step()
+        mesh = self._mesh
 
         def multi(state: Any, stacked: dict[str, Any]) -> Any:
+            if sparse and mesh is not None:
+                # Every device needs the whole batch's ids (the unique rows it updates):
+                # gather the ids of all the call's steps at once, one collective per call
+                # instead of several per step.
+                from jax.sharding import NamedSharding, PartitionSpec
+                whole = NamedSharding(mesh, PartitionSpec())
+                stacked = {**stacked, **{f"{k}{_ALL}": jax.lax.with_sharding_constraint(
+                    stacked[k], whole) for k in _whole_keys(self.net.cfg.objective)
+                    if k in stacked}}
             return jax.lax.scan(step, state, stacked)
 
         if self._mesh is None:
@@ -361,14 +372,37 @@ class TrainLoop:
             from jax.sharding import NamedSharding, PartitionSpec
             return jax.lax.with_sharding_constraint(a, NamedSharding(mesh, PartitionSpec()))
 
+        split = None
+        if mesh is not None:
+            from jax.sharding import NamedSharding, PartitionSpec
+
+            from twotower.training.distribution import BATCH_AXIS
+            if rows % mesh.shape[BATCH_AXIS] == 0:  # as ``_put`` places the batch
+                split = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+            rep_spec = NamedSharding(mesh, PartitionSpec())
+
+        # in-batch negatives: every device scores its queries against all the batch's
+        # candidates, so the candidate side (item rows, log-Q) stays whole on every device
+        shared = ("item", "logq") if net.cfg.objective == "sampled_softmax" else ()
+
         def step(state: Any, x: dict[str, Any]) -> Any:
             tv, ntv, ov = state
+            x = dict(x)
+            whole = {k[:-len(_ALL)]: x.pop(k) for k in list(x) if k.endswith(_ALL)}
+            if "logq" in whole and "logq" in shared:
+                x["logq"] = whole["logq"]
             uniq, local = {}, {}
             for role in ("user", "item"):
+                ids = whole.get(role, x[role])
                 # padding slots get an out-of-range row: read as zeros, writes dropped
-                u, inv = jnp.unique(x[role], size=rows, fill_value=n_rows[role],
+                u, inv = jnp.unique(ids, size=rows, fill_value=n_rows[role],
                                     return_inverse=True)
-                uniq[role], local[role] = rep(u), inv.reshape(-1).astype(x[role].dtype)
+                inv = inv.reshape(-1).astype(x[role].dtype)
+                if split is not None:
+                    # each device keeps its part of the batch (a slice: no traffic)
+                    inv = jax.lax.with_sharding_constraint(inv, rep_spec if role in shared
+                                                           else split)
+                uniq[role], local[role] = rep(u), inv
             small = [jnp.take(t, uniq[r], axis=0, mode="fill", fill_value=0)
                      for t, r in zip(tv, roles)]
             sntv = [n if c else s for n, s, c in zip(ntv, shadow_ntv, carried)]
@@ -393,6 +427,12 @@ class TrainLoop:
             ov[it_pos] = ov[it_pos] + 1
             return (new_tv, ntv, ov), loss
         return step
+
+
+def _whole_keys(objective: str) -> tuple[str, ...]:
+    """Inputs the row-wise step needs whole on every device: the ids (to find the batch's
+    unique rows) and, with in-batch negatives, the candidates' log-Q."""
+    return ("user", "item", "logq") if objective == "sampled_softmax" else ("user", "item")
 
 
 def _role_of(path: str) -> str:
