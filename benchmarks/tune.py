@@ -39,7 +39,7 @@ KS = (10, 100)
 
 #: The search space actually explored (kept small on purpose: 2 shared CPU cores). Each entry
 #: overrides BASE; the epoch count is chosen from the curves.
-BASE = dict(query_tower="history", objective="multinomial", embedding_dim=128, epochs=40,
+BASE = dict(query_tower="id+history", objective="multinomial", embedding_dim=128, epochs=30,
             batch_size=64, optimizer="adam", learning_rate=0.005, l2=5.0, temperature=1.0,
             history_length=1000, history_dropout=0.5, item_bias=True)
 CANDIDATES: list[dict] = [
@@ -92,11 +92,17 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="first candidate, one split")
+    ap.add_argument("--candidates", type=json.loads, default=None,
+                    help="JSON list of overrides of BASE to try instead of CANDIDATES")
+    ap.add_argument("--epochs", type=int, default=None, help="train this long (curve max)")
+    ap.add_argument("--tag", default="", help="added to the result file name")
     args = ap.parse_args(argv)
 
     data = read_movielens_100k(args.data)
     splits = validation_splits(data, args.seeds)
-    candidates = CANDIDATES
+    candidates = CANDIDATES if args.candidates is None else args.candidates
+    if args.epochs:
+        candidates = [{"epochs": args.epochs, **c} for c in candidates]
     if args.quick:
         splits, candidates = splits[:1], candidates[:1]
 
@@ -142,7 +148,7 @@ def main(argv=None) -> int:
     print("winner:", winner)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"tune-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = RESULTS / f"tune-{time.strftime('%Y%m%d-%H%M%S')}{'-' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps({
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "keras": keras.__version__, "cpus": os.cpu_count()},

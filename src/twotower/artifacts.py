@@ -130,6 +130,12 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                 arrays[name] = getattr(model, name)
         if model._history is not None:
             arrays["history_table"] = model._history
+        for what in ("item", "user"):  # side features (absent in older artifacts)
+            matrix = getattr(model, f"_{what}_features", None)
+            if matrix is not None and matrix.shape[1]:
+                arrays[f"{what}_features"] = matrix
+                arrays[f"{what}_feature_names"] = np.array(
+                    getattr(model, f"{what}_feature_names"), dtype=str)
         np.savez(tmp / "arrays.npz", **arrays)
         for name, info in (("items", model.item_info), ("users", model.user_info)):
             if info is not None:
@@ -217,6 +223,10 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         model.user_embeddings = arrays.get("user_embeddings")
         model.history_embeddings = arrays.get("history_embeddings")
         model._history = arrays.get("history_table")
+        for what in ("item", "user"):
+            setattr(model, f"_{what}_features", arrays.get(f"{what}_features"))
+            setattr(model, f"{what}_feature_names",
+                    [str(n) for n in arrays.get(f"{what}_feature_names", [])])
         model.item_popularity = arrays["item_popularity"]
         n_users, n_items = len(model.user_vocab), len(model.item_vocab)
         model._seen = sp.csr_matrix(

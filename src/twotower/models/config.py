@@ -53,6 +53,20 @@ class ModelConfig(Config):
             the query must predict items it does not see; ``multinomial`` needs it).
         pooling: how history embeddings are combined: ``sqrt`` (sum / sqrt(count), the
             L2-normalised multi-hot of Mult-DAE), ``mean`` or ``sum``.
+        recency_half_life: 0 (off) or a half-life, in items, of the history weights: the
+            item ``r`` places before the user's latest weighs ``0.5 ** (r / half_life)`` in
+            the pooled history (``recency_floor`` sets a minimum weight). The same weights
+            are applied in training, evaluation, serving and history-only queries
+            (histories are ordered by timestamp when the data has one, else by row order).
+        recency_floor: lowest weight of an old item when ``recency_half_life`` > 0, in
+            [0, 1]: weight = floor + (1 - floor) * 0.5 ** (r / half_life).
+        item_features: item metadata columns (``Interactions.item_info``; MovieLens:
+            ``genres``, ``year``) whose learned embeddings are added to the item's id
+            embedding (and bias): items with no training interactions get a candidate
+            embedding from their features (see ``twotower.models.features``). Empty = off.
+        user_features: user metadata columns (``user_info``; MovieLens: ``age``,
+            ``gender``, ``occupation``) whose embeddings are added to the query of users
+            seen in training (not to history-only queries). Empty = off.
         item_bias: a learned per-item bias (popularity) added to the logits; served by
             appending it to the item vectors and a constant 1 to the queries, so search
             stays one inner product.
@@ -82,7 +96,11 @@ class ModelConfig(Config):
     history_length: int = 200
     history_dropout: float = 0.0
     pooling: str = "sqrt"
+    recency_half_life: float = 0.0
+    recency_floor: float = 0.0
     item_bias: bool = False
+    item_features: tuple[str, ...] = ()
+    user_features: tuple[str, ...] = ()
     multinomial_targets: str = "all"
     user_weighting: str = "sum"
     hard_negatives: int = 0
@@ -99,6 +117,12 @@ class ModelConfig(Config):
         check_choice(own, "multinomial_targets", self.multinomial_targets, ("all", "dropped"))
         if not isinstance(self.item_bias, bool):
             raise ConfigError(f"model.item_bias must be true or false, got {self.item_bias!r}")
+        for name in ("item_features", "user_features"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(c, str) and c
+                                                       for c in value):
+                raise ConfigError(f"model.{name} must be a list of column names, "
+                                  f"got {value!r}")
         check_range(own, "embedding_dim", self.embedding_dim, 1, 4096, integer=True)
         check_range(own, "epochs", self.epochs, 1, 100_000, integer=True)
         check_range(own, "batch_size", self.batch_size, 1, 10_000_000, integer=True)
@@ -107,6 +131,8 @@ class ModelConfig(Config):
         check_range(own, "temperature", self.temperature, 1e-4, 100.0)
         check_range(own, "history_length", self.history_length, 1, 100_000, integer=True)
         check_range(own, "history_dropout", self.history_dropout, 0.0, 0.95)
+        check_range(own, "recency_half_life", self.recency_half_life, 0.0, 1e6)
+        check_range(own, "recency_floor", self.recency_floor, 0.0, 1.0)
         check_range(own, "hard_negatives", self.hard_negatives, 0, 100_000, integer=True)
         check_range(own, "validation_freq", self.validation_freq, 1, 100_000, integer=True)
         check_range(own, "seed", self.seed, 0, 2**31 - 1, integer=True)

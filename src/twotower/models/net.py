@@ -15,6 +15,7 @@ import keras_rs
 from keras import ops
 
 from twotower.models.config import ModelConfig
+from twotower.models.retriever import recency_weights
 
 NEG_INF = -1e9
 
@@ -35,13 +36,16 @@ class TwoTowerNet(keras.Model):
     """
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig,
-                 history: Any = None, targets: Any = None, **kwargs: Any) -> None:
+                 history: Any = None, targets: Any = None, item_features: Any = None,
+                 user_features: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # [n_users, L] item indices + 1 of each user's recent items (history towers only)
         self.history_table = None if history is None else ops.convert_to_tensor(history)
         # [n_users, T] item indices + 1 of all of each user's items ("multinomial" training)
         self.target_table = None if targets is None else ops.convert_to_tensor(targets)
         self.n_users, self.n_items, self.cfg = n_users, n_items, config
+        self.recency = (None if history is None or not config.recency_half_life else
+                        ops.convert_to_tensor(recency_weights(np.shape(history)[1], config)))
         d = config.embedding_dim
         seed = config.seed
         self.use_id = config.query_tower in ("id", "id+history")
@@ -61,6 +65,25 @@ class TwoTowerNet(keras.Model):
         self.item_bias = (keras.layers.Embedding(n_items, 1, name="item_bias",
                                                  embeddings_initializer="zeros")
                           if config.item_bias else None)
+        # side features: [n_items, f] / [n_users, g] fixed matrices, learned [f, d] / [g, d]
+        self.item_features = (None if item_features is None or not np.shape(item_features)[1]
+                              else ops.convert_to_tensor(item_features, "float32"))
+        self.user_features = (None if user_features is None or not np.shape(user_features)[1]
+                              else ops.convert_to_tensor(user_features, "float32"))
+        self.item_feature_embedding = self.item_feature_bias = None
+        self.user_feature_embedding = None
+        if self.item_features is not None:
+            f = int(np.shape(item_features)[1])
+            self.item_feature_embedding = self.add_weight(
+                shape=(f, d), name="item_feature_embedding",
+                initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed + 4))
+            if config.item_bias:
+                self.item_feature_bias = self.add_weight(shape=(f, 1), name="item_feature_bias",
+                                                         initializer="zeros")
+        if self.user_features is not None:
+            self.user_feature_embedding = self.add_weight(
+                shape=(int(np.shape(user_features)[1]), d), name="user_feature_embedding",
+                initializer=keras.initializers.RandomUniform(-0.05, 0.05, seed=seed + 5))
         self.retrieval = keras_rs.layers.BruteForceRetrieval(k=min(10, n_items),
                                                              return_scores=False)
         self.hard_negative_mining = (keras_rs.layers.HardNegativeMining(config.hard_negatives)
@@ -89,9 +112,14 @@ class TwoTowerNet(keras.Model):
         kept = None
         if self.use_id:
             parts.append(self.user_embedding(inputs["user"]))
+        if self.user_features is not None:
+            parts.append(ops.matmul(ops.take(self.user_features, inputs["user"], axis=0),
+                                    self.user_feature_embedding))
         if self.use_history:
             hist = ops.take(self.history_table, inputs["user"], axis=0)
             mask = ops.cast(hist > 0, "float32")
+            if self.recency is not None:
+                mask = mask * self.recency  # [L] weights, column 0 = the latest item
             if training and "item" in inputs:
                 target = ops.expand_dims(ops.cast(inputs["item"], hist.dtype) + 1, -1)
                 mask = mask * ops.cast(hist != target, "float32")
@@ -123,10 +151,36 @@ class TwoTowerNet(keras.Model):
             out["top_ids"] = self.retrieval(q)
         return out
 
+    def item_table(self) -> Any:
+        """``[n_items, d]`` candidate embeddings: id embedding + item feature embeddings."""
+        table = self.item_embedding.embeddings
+        if self.item_features is not None:
+            table = table + ops.matmul(self.item_features, self.item_feature_embedding)
+        return table
+
+    def item_bias_vector(self) -> Any:
+        """``[n_items]`` learned item bias (+ its feature part); None without item_bias."""
+        if self.item_bias is None:
+            return None
+        bias = ops.reshape(self.item_bias.embeddings, (-1,))
+        if self.item_feature_bias is not None:
+            bias = bias + ops.reshape(ops.matmul(self.item_features, self.item_feature_bias),
+                                      (-1,))
+        return bias
+
+    def user_table(self) -> Any:
+        """``[n_users, d]`` per-user part of the query (id + user feature embeddings), or
+        None when the query has neither."""
+        table = self.user_embedding.embeddings if self.user_embedding is not None else None
+        if self.user_features is not None:
+            part = ops.matmul(self.user_features, self.user_feature_embedding)
+            table = part if table is None else table + part
+        return table
+
     def sync_retrieval(self) -> None:
         """Point the BruteForceRetrieval layer at the current candidate embeddings."""
         # A copy: sharing the buffer makes JAX donate it twice in predict().
-        self.retrieval.update_candidates(np.array(self.item_embedding.embeddings))
+        self.retrieval.update_candidates(np.array(self.item_table()))
 
     def compute_loss(self, x: Any = None, y: Any = None, y_pred: Any = None,
                      sample_weight: Any = None, training: bool = True) -> Any:
@@ -135,12 +189,13 @@ class TwoTowerNet(keras.Model):
         if cfg.objective == "multinomial":
             return self._multinomial_loss(x["user"], q, y_pred.get("kept"))
         item = x["item"]
-        cand = self.item_embedding(item)
+        cand = (self.item_embedding(item) if self.item_features is None
+                else ops.take(self.item_table(), item, axis=0))
         if cfg.objective == "mse":
             score = ops.sum(q * cand, axis=1)
             loss = ops.mean(ops.square(x["rating"] - score))
         elif cfg.objective == "softmax":
-            logits = ops.matmul(q, ops.transpose(self.item_embedding.embeddings))
+            logits = ops.matmul(q, ops.transpose(self.item_table()))
             logits = logits / cfg.temperature
             loss = ops.mean(ops.sparse_categorical_crossentropy(item, logits, from_logits=True))
         elif cfg.objective == "sampled_softmax":
@@ -155,7 +210,7 @@ class TwoTowerNet(keras.Model):
         else:  # bpr: one uniformly sampled negative per positive
             negative = keras.random.randint(ops.shape(item), 0, self.n_items,
                                             seed=self.dropout_seed)
-            neg = self.item_embedding(negative)
+            neg = ops.take(self.item_table(), negative, axis=0)
             diff = ops.sum(q * cand, axis=1) - ops.sum(q * neg, axis=1)
             loss = -ops.mean(ops.log_sigmoid(diff))
         if cfg.l2 > 0:
@@ -169,10 +224,9 @@ class TwoTowerNet(keras.Model):
         """Per-user multinomial log-likelihood of all the user's items over the catalogue
         (Mult-DAE with a linear encoder = the history tower, decoder = the item table)."""
         cfg = self.cfg
-        table = self.item_embedding.embeddings
-        logits = ops.matmul(q, ops.transpose(table))
+        logits = ops.matmul(q, ops.transpose(self.item_table()))
         if self.item_bias is not None:
-            logits = logits + ops.reshape(self.item_bias.embeddings, (1, -1))
+            logits = logits + ops.expand_dims(self.item_bias_vector(), 0)
         logits = logits / cfg.temperature
         logp = ops.log_softmax(logits, axis=-1)
         tgt = ops.take(self.target_table, users, axis=0)  # [B, T] item + 1, 0 = padding
@@ -191,7 +245,10 @@ class TwoTowerNet(keras.Model):
         if cfg.l2 > 0:
             # A Gaussian prior on the tables: lambda * ||W||^2 over the whole data set is
             # lambda / n_users per user, independent of batch size and data set size.
-            reg = ops.sum(ops.square(table))
+            reg = ops.sum(ops.square(self.item_embedding.embeddings))
+            for w in (self.item_feature_embedding, self.user_feature_embedding):
+                if w is not None:
+                    reg = reg + ops.sum(ops.square(w))
             if self.history_embedding is not None:
                 reg = reg + ops.sum(ops.square(self.history_embedding.embeddings))
             if self.user_embedding is not None:
@@ -209,7 +266,8 @@ def multi_hot(idx: Any, weight: Any, width: int) -> Any:
 
 
 def pool_norm(count: Any, pooling: str) -> Any:
-    """Divisor of the summed history embeddings: ``count`` (mean), ``sqrt(count)``
+    """Divisor of the (weighted) summed history embeddings, given the (weighted) item count:
+    ``count`` (mean), ``sqrt(count)``
     (``sqrt``: the L2-normalised multi-hot input of Mult-DAE) or 1 (``sum``)."""
     if pooling == "mean":
         return count

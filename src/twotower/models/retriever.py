@@ -91,6 +91,17 @@ def history_table(x: Interactions, length: int) -> np.ndarray:
     return out
 
 
+def recency_weights(length: int, config: ModelConfig) -> np.ndarray:
+    """``[length]`` float32 weights of history columns (column 0 = the latest item):
+    ``floor + (1 - floor) * 0.5 ** (rank / half_life)``, all ones when the half-life is 0."""
+    rank = np.arange(length, dtype=np.float64)
+    if not config.recency_half_life:
+        return np.ones(length, dtype=np.float32)
+    floor = config.recency_floor
+    w = floor + (1.0 - floor) * 0.5 ** (rank / config.recency_half_life)
+    return w.astype(np.float32)
+
+
 class TwoTower:
     """A two-tower retrieval model over one interaction log.
 
@@ -149,11 +160,17 @@ class TwoTower:
         self._history = (history_table(train, cfg.history_length)
                          if cfg.query_tower != "id" else None)
 
+        from twotower.models.features import feature_matrix
+        self._item_features, self.item_feature_names = feature_matrix(
+            train.item_info, cfg.item_features, train.n_items, what="item")
+        self._user_features, self.user_feature_names = feature_matrix(
+            train.user_info, cfg.user_features, train.n_users, what="user")
         targets = None
         if cfg.objective == "multinomial":  # one example per user: all of their items
             targets = history_table(train, max(1, int(np.bincount(train.users).max())))
         net = TwoTowerNet(train.n_users, train.n_items, cfg, history=self._history,
-                          targets=targets)
+                          targets=targets, item_features=self._item_features,
+                          user_features=self._user_features)
         net.build()
         optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
                      "sgd": keras.optimizers.SGD}[cfg.optimizer](learning_rate=cfg.learning_rate)
@@ -193,14 +210,15 @@ class TwoTower:
     def _export_tables(self) -> None:
         # Copy to numpy now: on JAX, predict() may donate (delete) these buffers later.
         net = self._net
-        self.item_embeddings = np.array(net.item_embedding.embeddings, dtype=np.float32)
-        self.user_embeddings = (np.array(net.user_embedding.embeddings, dtype=np.float32)
-                                if net.user_embedding is not None else None)
+        # the served tables fold in the side features: id + feature embeddings
+        self.item_embeddings = np.array(net.item_table(), dtype=np.float32)
+        users = net.user_table()
+        self.user_embeddings = None if users is None else np.array(users, dtype=np.float32)
         self.history_embeddings = (np.array(net.history_embedding.embeddings, dtype=np.float32)
                                    if net.history_embedding is not None else None)
         if net.item_bias is not None:
             # fold the item bias into the dot product: item [v, b] . query [q, 1]
-            bias = np.array(net.item_bias.embeddings, dtype=np.float32)
+            bias = np.array(net.item_bias_vector(), dtype=np.float32).reshape(-1, 1)
             self.item_embeddings = np.concatenate([self.item_embeddings, bias], axis=1)
 
     def _build_indexes(self) -> None:
@@ -220,7 +238,9 @@ class TwoTower:
     def _load_net(self, weights: Any) -> None:
         from twotower.models.net import TwoTowerNet
         net = TwoTowerNet(len(self.user_vocab), len(self.item_vocab), self.config,
-                          history=self._history)
+                          history=self._history,
+                          item_features=getattr(self, "_item_features", None),
+                          user_features=getattr(self, "_user_features", None))
         net.build()
         net.load_weights(weights)
         self._net = net
@@ -254,7 +274,8 @@ class TwoTower:
 
     def _pool(self, hist: np.ndarray) -> np.ndarray:
         emb = self.history_embeddings[hist]  # row 0 is padding, masked below
-        mask = (hist > 0).astype(np.float32)[..., None]
+        weight = recency_weights(hist.shape[1], self.config)
+        mask = ((hist > 0) * weight).astype(np.float32)[..., None]
         count = np.maximum(mask.sum(axis=1), 1.0)
         norm = {"mean": count, "sqrt": np.sqrt(count)}.get(self.config.pooling, 1.0)
         return ((emb * mask).sum(axis=1) / norm).astype(np.float32)

@@ -1,0 +1,141 @@
+"""Recency-weighted history pooling and side features (item cold start, save/load)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twotower.data import Interactions
+from twotower.errors import ConfigError
+from twotower.models import ModelConfig, TwoTower
+from twotower.models.features import feature_matrix
+from twotower.models.retriever import recency_weights
+
+from tests.models.test_objectives import CASES, FAST, N_GROUPS, N_ITEMS, planted
+
+MULT = {**FAST, **CASES["multinomial"]}
+
+
+def test_recency_weights_halve_every_half_life_and_keep_the_floor():
+    cfg = ModelConfig.from_dict({**MULT, "recency_half_life": 2.0})
+    np.testing.assert_allclose(recency_weights(5, cfg), [1, 2 ** -0.5, 0.5, 2 ** -1.5, 0.25],
+                               rtol=1e-6)
+    floor = cfg.replace(recency_floor=0.2)
+    np.testing.assert_allclose(recency_weights(3, floor), [1.0, 0.2 + 0.8 * 2 ** -0.5, 0.6],
+                               rtol=1e-6)
+    np.testing.assert_array_equal(recency_weights(4, cfg.replace(recency_half_life=0.0)),
+                                  np.ones(4))
+
+
+def test_recency_makes_the_latest_items_decide_a_history_query():
+    x, _ = planted(4)
+    igroup = np.arange(N_ITEMS) % N_GROUPS
+    # oldest first: six items of group 0, then the two latest of group 1
+    history_ext = np.concatenate([np.flatnonzero(igroup == 0)[:6],
+                                  np.flatnonzero(igroup == 1)[:2]])
+    share = {}
+    for half_life in (0.0, 1.0):
+        cfg = ModelConfig.from_dict({**MULT, "recency_half_life": half_life})
+        model = TwoTower(cfg).fit(x, verbose=0)
+        history = model.item_vocab.lookup(history_ext.tolist())
+        _, top = model.recommend_from_history([history], k=5, exclude=[history])
+        share[half_life] = float((model.item_vocab.ids[top[0]] % N_GROUPS == 1).mean())
+    assert share[0.0] <= 0.4   # unweighted: mostly the majority (group 0)
+    assert share[1.0] >= 0.8   # recency-weighted: the latest items (group 1) win
+
+
+def test_recency_pooling_is_the_same_in_training_and_serving():
+    x, _ = planted(5)
+    cfg = ModelConfig.from_dict({**MULT, "query_tower": "id+history",
+                                 "recency_half_life": 3.0, "recency_floor": 0.1, "epochs": 2})
+    model = TwoTower(cfg).fit(x, verbose=0)
+    users = np.arange(x.n_users)
+    served = model.query_embeddings(users)[:, :cfg.embedding_dim]
+    keras_q = np.asarray(model._net.query({"user": users.astype(np.int32)}))
+    np.testing.assert_allclose(served, keras_q, rtol=1e-4, atol=1e-5)
+    # the history-only path pools a user's own history exactly like the table does
+    hist = [np.asarray(h[h > 0] - 1)[::-1] for h in model._history[:3]]
+    np.testing.assert_allclose(model.history_query_embeddings(hist)[:, :cfg.embedding_dim],
+                               served[:3] - model.user_embeddings[:3], rtol=1e-4, atol=1e-5)
+
+
+def test_feature_matrix_tokens_lists_numbers_and_categories():
+    info = pd.DataFrame({"id": [10, 11, 12, 13], "genres": [["a", "b"], ["b"], [], ["a"]],
+                         "year": pd.array([1990, 2000, None, 1995], dtype="Int64"),
+                         "gender": ["F", "M", None, "F"]})
+    m, names = feature_matrix(info, ("genres", "year", "gender"), 4, n_bins=2)
+    assert names[:2] == ["genres=a", "genres=b"]
+    assert {"gender=F", "gender=M"} <= set(names) and "gender=None" not in names
+    assert sum(n.startswith("year:q") for n in names) == 2
+    # rows are normalised by sqrt(number of active features); missing values add nothing
+    np.testing.assert_allclose((m > 0).sum(axis=1), [4, 3, 0, 3])
+    np.testing.assert_allclose(m[0][m[0] > 0], 0.5)
+    assert m[2].sum() == 0
+    with pytest.raises(ConfigError, match="no such item column.*available"):
+        feature_matrix(info, ("rating",), 4)
+
+
+def _genre_data(seed: int = 6) -> tuple[Interactions, np.ndarray, np.ndarray]:
+    """Planted data whose items carry their group as a genre; one item of each group has
+    all its interactions removed (cold, still in the vocabulary)."""
+    x, ugroup = planted(seed)
+    info = pd.DataFrame({"genres": [[f"g{i % N_GROUPS}"] for i in range(N_ITEMS)],
+                         "year": [1990 + i % 7 for i in range(N_ITEMS)]},
+                        index=pd.Index(list(range(N_ITEMS))))
+    users = pd.DataFrame({"gender": ["F" if g % 2 else "M" for g in range(len(ugroup))]},
+                         index=pd.Index(list(range(len(ugroup)))))
+    x = Interactions.from_ids(x.user_vocab.ids[x.users], x.item_vocab.ids[x.items], x.ratings,
+                              x.timestamps, item_info=info, user_info=users)
+    cold_ext = np.arange(N_GROUPS) + N_ITEMS - N_GROUPS  # the last item of each group
+    cold = x.item_vocab.lookup(cold_ext.tolist())
+    return x.take(np.flatnonzero(~np.isin(x.items, cold))), ugroup, cold
+
+
+def test_item_features_give_a_cold_item_a_useful_embedding():
+    x, ugroup, cold = _genre_data()
+    assert x.item_popularity()[cold].sum() == 0
+    cfg = ModelConfig.from_dict({**MULT, "query_tower": "id+history",
+                                 "item_features": ["genres"]})
+    model = TwoTower(cfg).fit(x, verbose=0)
+    users = np.arange(x.n_users)
+    scores = model.query_embeddings(users) @ model.item_embeddings[cold].T  # [users, 4]
+    cold_group = model.item_vocab.ids[cold] % N_GROUPS
+    user_group = ugroup[model.user_vocab.ids[users]]
+    right = cold_group[np.argmax(scores, axis=1)] == user_group
+    assert right.mean() >= 0.9
+
+
+def test_side_features_round_trip_through_save_and_load(tmp_path):
+    x, _, _ = _genre_data(7)
+    cfg = ModelConfig.from_dict({**MULT, "query_tower": "id+history", "epochs": 3,
+                                 "item_features": ["genres", "year"],
+                                 "user_features": ["gender"], "recency_half_life": 5.0})
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    model = TwoTower(cfg).fit(x, verbose=0)
+    model.save(tmp_path / "run")
+    users = np.arange(x.n_users)
+    for keras in (False, True):
+        back = TwoTower.load(tmp_path / "run", keras=keras)
+        assert back.config == cfg
+        assert back.item_feature_names == model.item_feature_names
+        assert back.user_feature_names == ["gender=F", "gender=M"]
+        np.testing.assert_array_equal(back.recommend(users, 5)[1], model.recommend(users, 5)[1])
+        hist = [np.array([0, 1, 2])]
+        np.testing.assert_array_equal(back.recommend_from_history(hist, 5)[1],
+                                      model.recommend_from_history(hist, 5)[1])
+    np.testing.assert_allclose(np.asarray(back._net.item_table()),
+                               model.item_embeddings[:, :cfg.embedding_dim], atol=1e-6)
+
+
+def test_feature_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match="item_features"):
+        ModelConfig.from_dict({"item_features": "genres"})
+    x, _, _ = _genre_data()
+    cfg = ModelConfig.from_dict({**MULT, "user_features": ["zip"], "epochs": 1})
+    with pytest.raises(ConfigError, match="zip"):
+        TwoTower(cfg).fit(x, verbose=0)
