@@ -58,6 +58,7 @@ VARIANTS = {
     "dpt": ("2 devices, data parallel, 1 XLA thread each", 2, 2, 1, ONE_THREAD),
     "mp": ("2 devices, row-sharded tables", 2, 1, 2, ""),
     "mpt": ("2 devices, row-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD),
+    "fs": ("2 devices, data parallel, tables row-sharded over the same 2", 2, 2, 0, ""),
 }
 
 
@@ -304,13 +305,30 @@ def worker_train(a: argparse.Namespace) -> None:
     b = a.batch_size
     n = (a.c_rows or len(x["user"])) // b * b
     x = {k: v[:n] for k, v in x.items()}
-    apply_distribution(DistributionConfig(data_parallel=a.dp, model_parallel=a.mp))
-    net = new_net(len(uv), len(iv), a)
+    if a.mp == 0:  # experiment: tables row-sharded over the data-parallel devices
+        import keras
+
+        from twotower.training.distribution import SHARDED_TABLES
+        mesh = keras.distribution.DeviceMesh((a.dp,), ["batch"],
+                                             keras.distribution.list_devices()[:a.dp])
+        lm = keras.distribution.LayoutMap(mesh)
+        for key in SHARDED_TABLES:
+            lm[key] = ("batch", None)
+        keras.distribution.set_distribution(
+            keras.distribution.ModelParallel(layout_map=lm, batch_dim_name="batch"))
+    else:
+        apply_distribution(DistributionConfig(data_parallel=a.dp, model_parallel=a.mp))
+    pad = (lambda n: -(-n // a.dp) * a.dp) if a.mp == 0 else (lambda n: n)  # even shards
+    net = new_net(pad(len(uv)), pad(len(iv)), a)
     loop = TrainLoop(net, make_optimizer(model_config(a)),
                      LoopConfig(steps_per_call=a.steps_per_call))
     loop.fit({k: v[:WARM_STEPS * b] for k, v in x.items()}, batch_size=b, shuffle=False)
+    cpu0, t0 = os.times(), time.perf_counter()
     loop.fit(x, batch_size=b, epochs=a.epochs, seed=a.seed)
+    cpu1, wall = os.times(), time.perf_counter() - t0
+    cores = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
     print("RESULT " + json.dumps({
+        "cores_busy": cores,  # CPU seconds of this process per second while training
         "devices": len(jax.devices()), "dp": a.dp, "mp": a.mp, "sparse": loop.sparse,
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows_per_epoch": n,
         "examples_per_s": loop.examples_per_second, "loss": loop.history["loss"],
@@ -338,14 +356,16 @@ def section_c(a: argparse.Namespace, path: Path, out: dict) -> None:
                                   if x.startswith("RESULT "))[7:])
             raw[name].append(res)
             print(f"  repeat {r + 1}: {name}: {statistics.median(res['examples_per_s']):,.0f} "
-                  f"examples/s, planted recall@100 {res['planted_recall@100']:.4f}",
-                  file=sys.stderr)
+                  f"examples/s, {res['cores_busy']:.2f} cores busy, planted recall@100 "
+                  f"{res['planted_recall@100']:.4f}", file=sys.stderr)
     out["devices"] = {
         k: {"median_examples_per_s": statistics.median(
                 [statistics.median(r["examples_per_s"]) for r in v]),
             "planted_recall@100": [r["planted_recall@100"] for r in v],
             "final_loss": [r["loss"][-1] for r in v],
-            "peak_rss_mb": [r["peak_rss_mb"] for r in v], "runs": v} for k, v in raw.items()}
+            "peak_rss_mb": [r["peak_rss_mb"] for r in v],
+            "cores_busy": statistics.median([r["cores_busy"] for r in v]), "runs": v}
+        for k, v in raw.items()}
     out.setdefault("ratios", {})
     one = out["devices"].get("1 device", {}).get("median_examples_per_s")
     for k in variants:
@@ -445,14 +465,14 @@ def markdown(out: dict) -> str:
     if "devices" in out:
         lines += [f"Devices: one subprocess per run, {a['epochs']} epoch(s) after the warm-up "
                   f"each, medians of {a['repeats_c']} interleaved repeats.", "",
-                  "| devices (subprocesses) | examples/s (median) | planted recall@100 | "
-                  "final loss | peak RSS MB |", "|---|---:|---|---|---|"]
+                  "| devices (subprocesses) | examples/s (median) | CPU cores busy | "
+                  "planted recall@100 | final loss | peak RSS MB |", "|---|---:|---:|---|---|---|"]
         for k, v in out["devices"].items():
             rec = ", ".join(f"{r:.4f}" for r in v["planted_recall@100"])
             loss = ", ".join(f"{r:.4f}" for r in v["final_loss"])
             rss = ", ".join(f"{r:.0f}" for r in v["peak_rss_mb"])
-            lines.append(f"| {k} | {v['median_examples_per_s']:,.0f} | {rec} | {loss} | "
-                         f"{rss} |")
+            lines.append(f"| {k} | {v['median_examples_per_s']:,.0f} | "
+                         f"{v['cores_busy']:.2f} | {rec} | {loss} | {rss} |")
         lines += ["", f"Oracle planted recall@100 (the planted model's own top 100): "
                       f"{out.get('oracle_recall@100', float('nan')):.4f}", ""]
     if "memory" in out:
