@@ -20,9 +20,11 @@ class IndexConfig(Config):
             ``"ivf"`` (faiss inverted lists).
         metric: ``"ip"`` (inner product, the two-tower score) or ``"cosine"`` (vectors and
             queries are normalised; used for "similar items").
-        batch_size: exact search: queries scored per block.
+        batch_size: exact search: queries scored per block (one block per worker thread
+            at a time).
         chunk_size: exact search: catalogue rows scored per block. Memory for scores is
-            ``batch_size * chunk_size * 4`` bytes whatever the catalogue size.
+            ``batch_size * chunk_size * 4`` bytes per worker thread (4 MiB by default)
+            whatever the catalogue size.
         hnsw_m: HNSW: graph neighbours per node.
         ef_construction: HNSW: candidate list size while building.
         ef_search: HNSW: candidate list size while searching (raised to ``k`` plus the
@@ -50,8 +52,8 @@ class IndexConfig(Config):
 
     kind: str = "exact"
     metric: str = "ip"
-    batch_size: int = 256
-    chunk_size: int = 16384
+    batch_size: int = 512
+    chunk_size: int = 2048
     hnsw_m: int = 32
     ef_construction: int = 100
     ef_search: int = 128

@@ -1,10 +1,12 @@
 """Exact search: one BLAS matmul per block of queries and catalogue rows, then a partial
 sort, with the filters applied to the scores before the sort.
 
-Memory is bounded by ``batch_size * chunk_size`` scores whatever the catalogue size. Over
-a catalogue larger than one chunk, each query keeps its running top-k and its k-th best
-score: later chunks only pass the (few) scores above that threshold to the merge, so the
-per-score work after the matmul is one vectorised comparison instead of a partial sort.
+Memory is bounded by ``batch_size * chunk_size`` scores per worker thread whatever the
+catalogue size. Over a catalogue larger than one chunk, each query keeps its running top-k
+and its k-th best score: after the matmul, a chunk costs one row-max reduction, and only
+queries whose maximum beats their threshold pass their (few) winning scores to the merge.
+Large catalogues are stored in decreasing-norm order so that the thresholds rise early.
+Worker threads (one per core) each run single-threaded BLAS on their own blocks.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from typing import Any
 
 import numpy as np
 
+from twotower.index import _blas
 from twotower.index._base import PAD_ID, Index, register
 from twotower.index.filters import Filters
 
 _NEG = np.float32(-np.inf)
+# Catalogues at least this large are stored in decreasing-norm order (see ``_build``).
+_ORDER_MIN = 65536
 
 
 def _select(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -67,9 +72,13 @@ class _Mask:
             np.add(S, self.bias[c0:c1], out=S)
 
 
-def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 256,
-               chunk_size: int = 16384, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 512,
+               chunk_size: int = 2048, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner products of ``Q [b, d]`` against ``V [n, d]`` under filters ``f``.
+
+    The work is split into tasks (a block of up to ``batch_size`` queries against a range
+    of the catalogue) run on ``threads`` worker threads, each with single-threaded BLAS
+    (see ``_blas``): one core per task, and no BLAS thread synchronisation on small blocks.
 
     Returns:
         scores ``[b, k]`` float32, ids ``[b, k]`` int64, best first, padded.
@@ -78,8 +87,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     b = Q.shape[0]
     if f.allowed is not None and f.n_allowed * 4 <= n:
         return _topk_subset(V, Q, k, f, batch_size, chunk_size, threads)
-    # Memory is bounded by batch_size * chunk_size scores: fewer queries, longer chunks
-    # (one query scans up to batch_size * chunk_size items in a single matrix-vector).
+    # Memory is bounded by batch_size * chunk_size scores per worker: fewer queries, longer
+    # chunks (one query scans up to batch_size * chunk_size items in a matrix-vector).
     chunk_size = max(chunk_size, batch_size * chunk_size // min(b, batch_size))
     if b == 1 and n <= chunk_size:
         return _topk_one(V, Q[0], k, f)
@@ -88,35 +97,51 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     kk = min(k, n)
     mask = _Mask(f.allowed, chunk_size)
     ptr, ids = f.ex_ptr, f.ex_ids
+    workers = max(1, threads or os.cpu_count() or 1)
+    starts = list(range(0, b, batch_size))
+    # Fewer query blocks than workers: split the catalogue too, merge the parts after.
+    parts = 1
+    if len(starts) < workers and n > chunk_size:
+        parts = min(-(-workers // len(starts)), -(-n // chunk_size))
+    cuts = [n * p // parts for p in range(parts + 1)]
+    tasks = [(r0, p) for r0 in starts for p in range(parts)]
+    results: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
-    def block(r0: int) -> None:
+    def task(key: tuple[int, int]) -> None:
+        r0, p = key
         r1 = min(b, r0 + batch_size)
         if ptr is not None and ptr[r1] > ptr[r0]:
             erow = np.repeat(np.arange(r1 - r0), np.diff(ptr[r0:r1 + 1]))
             ecol = ids[ptr[r0]:ptr[r1]]
         else:
             erow = ecol = None
-        if n <= chunk_size:
-            S = Q[r0:r1] @ V.T
-            mask.apply(S, 0, n)
-            if erow is not None:
-                S.reshape(-1)[erow * n + ecol] = _NEG  # flat: cheaper than 2-D indexing
-            s, i = _select(S, kk)
-        else:
-            s, i = _chunked(V, Q[r0:r1], kk, mask, erow, ecol, chunk_size)
+        with _blas.single_threaded():
+            if n <= chunk_size:
+                S = Q[r0:r1] @ V.T
+                mask.apply(S, 0, n)
+                if erow is not None:
+                    S.reshape(-1)[erow * n + ecol] = _NEG  # flat: cheaper than 2-D indexing
+                results[key] = _select(S, kk)
+            else:
+                results[key] = _chunked(V, Q[r0:r1], kk, mask, erow, ecol, chunk_size,
+                                        cuts[p], cuts[p + 1])
+
+    if min(workers, len(tasks)) > 1:
+        with ThreadPoolExecutor(min(workers, len(tasks))) as pool:
+            list(pool.map(task, tasks))
+    else:
+        for key in tasks:
+            task(key)
+    for r0 in starts:
+        r1 = min(b, r0 + batch_size)
+        s, i = results[(r0, 0)]
+        if parts > 1:
+            s = np.concatenate([results[(r0, p)][0] for p in range(parts)], axis=1)
+            i = np.concatenate([results[(r0, p)][1] for p in range(parts)], axis=1)
+            s, o = _select(s, kk)
+            i = np.take_along_axis(i, o, axis=1)
         out_s[r0:r1, :kk] = s
         out_i[r0:r1, :kk] = i
-
-    starts = range(0, b, batch_size)
-    workers = min(len(starts), threads or os.cpu_count() or 1)
-    if workers > 1 and n > chunk_size:
-        # numpy releases the GIL in matmul and the threshold pass: one thread's scan of
-        # its scores overlaps another's matmul (the scan alone is single-threaded).
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(block, starts))
-    else:
-        for r0 in starts:
-            block(r0)
     out_i[out_s == _NEG] = PAD_ID
     return out_s, out_i
 
@@ -146,44 +171,36 @@ def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters
     return scores[None, :], ids.astype(np.int64, copy=False)[None, :]
 
 
-def _nonzero(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.nonzero`` of a sparse bool matrix: find the non-zero 64-bit words of its packed
-    bits, then only look inside those (~8x faster than ``np.nonzero`` at 1 in 1,000)."""
-    bq, c = m.shape
-    if m.size % 64 or not m.flags.c_contiguous:
-        return np.nonzero(m)
-    flat_m = m.reshape(-1)
-    words = np.flatnonzero(np.packbits(flat_m, bitorder="little").view(np.uint64))
-    if len(words) == 0:
-        return words, words
-    flat = (words[:, None] * 64 + np.arange(64)).ravel()
-    flat = flat[flat_m[flat]]
-    return np.divmod(flat, c)
-
-
 def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarray | None,
-             ecol: np.ndarray | None, chunk: int) -> tuple[np.ndarray, np.ndarray]:
-    n = V.shape[0]
+             ecol: np.ndarray | None, chunk: int, lo: int = 0, hi: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``kk`` of ``Qb`` over catalogue rows ``[lo, hi)``, chunk by chunk, best first.
+
+    After a short first chunk seeds each query's k-th best score (``thr``), a chunk costs
+    its matmul plus one row-max reduction: only the queries whose maximum beats their
+    threshold are looked at again, and in those only the scores above it are merged.
+    (A transposed ``[items, queries]`` block, whose per-query max is a reduction over
+    rows, measured no faster.)
+    """
+    hi = V.shape[0] if hi is None else hi
     bq = Qb.shape[0]
     if erow is not None:
         order = np.argsort(ecol, kind="stable")
         erow, ecol = erow[order], ecol[order]
     buf = np.empty((bq, chunk), dtype=np.float32)
-    above = np.empty((bq, chunk), dtype=bool)
     bs = bi = thr = None
-    # A short first block seeds each query's threshold cheaply (its partial sort is the
-    # only full one); from then on few scores pass the threshold.
-    first = min(n, chunk, max(2048, 16 * kk))
-    bounds = [0, *range(first, n, chunk), n]
+    everyone = np.arange(bq)
+    first = min(hi - lo, chunk, max(2048, 16 * kk))
+    bounds = [lo, *range(lo + first, hi, chunk), hi]
     for c0, c1 in zip(bounds[:-1], bounds[1:]):
         c = c1 - c0
         S = buf[:, :c] if c == chunk else np.empty((bq, c), dtype=np.float32)
         np.matmul(Qb, V[c0:c1].T, out=S)
         mask.apply(S, c0, c1)
         if ecol is not None:
-            lo, hi = np.searchsorted(ecol, (c0, c1))
-            if hi > lo:
-                S[erow[lo:hi], ecol[lo:hi] - c0] = _NEG
+            e0, e1 = np.searchsorted(ecol, (c0, c1))
+            if e1 > e0:
+                S[erow[e0:e1], ecol[e0:e1] - c0] = _NEG
         if bs is None:
             cs, ci = _select(S, min(kk, c))
             ci = ci + c0
@@ -192,27 +209,32 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarr
                 cs = np.concatenate([cs, np.full((bq, pad), _NEG, np.float32)], axis=1)
                 ci = np.concatenate([ci, np.full((bq, pad), PAD_ID, np.int64)], axis=1)
             bs, bi = cs, ci
+            thr = bs.min(axis=1)
+            continue
+        qs = np.flatnonzero(S.max(axis=1) > thr)
+        nq = len(qs)
+        if nq == 0:
+            continue
+        if nq * 2 > bq:
+            qs, nq, sub = everyone, bq, S
         else:
-            m = above[:, :c] if c == chunk else np.empty((bq, c), dtype=bool)
-            np.greater(S, thr[:, None], out=m)
-            rows, cols = _nonzero(m)
-            tot = len(rows)
-            if tot == 0:
-                continue
-            if tot * 8 > S.size:  # most scores pass (early chunks, weak threshold)
-                cs, ci = _select(S, min(kk, c))
-                bs, bi = _merge(bs, bi, cs, ci + c0)
-            else:
-                cnt = np.bincount(rows, minlength=bq)
-                start = np.cumsum(cnt) - cnt
-                pos = np.arange(tot) - start[rows]
-                width = int(cnt.max())
-                cs = np.full((bq, width), _NEG, dtype=np.float32)
-                ci = np.full((bq, width), PAD_ID, dtype=np.int64)
-                cs[rows, pos] = S[rows, cols]
-                ci[rows, pos] = cols + c0
-                bs, bi = _merge(bs, bi, cs, ci)
-        thr = bs.min(axis=1)
+            sub = S[qs]
+        # flatnonzero + divmod: several times faster than a 2-D np.nonzero
+        r, cols = np.divmod(np.flatnonzero(sub > thr[qs, None]), c)
+        cnt = np.bincount(r, minlength=nq)
+        width = int(cnt.max())
+        if width * 4 > c:  # most scores pass (a weak threshold): partial sort instead
+            cs, ci = _select(sub, min(kk, c))
+            ci = ci + c0
+        else:
+            pos = np.arange(len(r)) - (np.cumsum(cnt) - cnt)[r]
+            cs = np.full((nq, width), _NEG, dtype=np.float32)
+            ci = np.full((nq, width), PAD_ID, dtype=np.int64)
+            cs[r, pos] = sub[r, cols]
+            ci[r, pos] = cols + c0
+        ms, mi = _merge(bs[qs], bi[qs], cs, ci)
+        bs[qs], bi[qs] = ms, mi
+        thr[qs] = ms.min(axis=1)
     o = np.argsort(-bs, axis=1, kind="stable")
     return np.take_along_axis(bs, o, axis=1), np.take_along_axis(bi, o, axis=1)
 
@@ -256,26 +278,44 @@ class ExactIndex(Index):
     kind = "exact"
 
     def _build(self, x: np.ndarray) -> None:
+        self._order = self._inverse = None
+        if x.shape[0] >= _ORDER_MIN:
+            # Rows by decreasing norm: the large scores come early, each query's running
+            # k-th best rises fast, and later chunks rarely need more than the row-max pass
+            # (at 1M clustered items, 2-4% of (query, chunk) pairs instead of 9%).
+            order = np.argsort(-np.einsum("ij,ij->i", x, x), kind="stable")
+            x = x[order]
+            index_dtype = np.int32 if x.shape[0] < 2**31 else np.int64
+            self._order = order.astype(index_dtype)
+            self._inverse = np.empty_like(self._order)
+            self._inverse[self._order] = np.arange(x.shape[0], dtype=index_dtype)
         self._vectors = x
 
     @property
     def vectors(self) -> np.ndarray:
-        """The indexed ``[n, d]`` float32 vectors (normalised under cosine); read-only view."""
+        """The indexed ``[n, d]`` float32 vectors in id order (normalised under cosine);
+        read-only (a copy for catalogues stored in norm order)."""
         self._require_built()
-        v = self._vectors.view()
+        v = self._vectors.view() if self._order is None else self._vectors[self._inverse]
         v.flags.writeable = False
         return v
 
     def _search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
-        return topk_exact(self._vectors, q, k, f, self.config.batch_size,
+        if self._order is not None:  # filters into storage order, ids back to id order
+            f = Filters(f.ex_ptr, None if f.ex_ids is None else self._inverse[f.ex_ids],
+                        None if f.allowed is None else f.allowed[self._order], f.n_allowed)
+        s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads)
+        if self._order is not None:
+            i = np.where(i >= 0, self._order[np.maximum(i, 0)], PAD_ID).astype(np.int64)
+        return s, i
 
     def _save(self, directory: Path) -> dict[str, Any]:
-        np.save(directory / "vectors.npy", self._vectors)
+        np.save(directory / "vectors.npy", self.vectors)  # id order, whatever the storage
         return {"vectors": "vectors.npy"}
 
     def _load(self, directory: Path, n: int, d: int, state: dict[str, Any]) -> None:
         v = np.load(directory / state.get("vectors", "vectors.npy"), allow_pickle=False)
         if v.shape != (n, d) or v.dtype != np.float32:
             raise ValueError(f"vectors.npy holds {v.dtype} {v.shape}, expected float32 {(n, d)}")
-        self._vectors = np.ascontiguousarray(v)
+        self._build(np.ascontiguousarray(v))
