@@ -17,6 +17,9 @@ both as ``fit`` time and as ``twotower train`` wall time (CLI start to saved mod
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/quality.py [--data /path/to/ml-100k] [--seeds 0 1 2]
+    # on a shared machine: time alone under a lock, then the rest with those times
+    flock /tmp/twotower-bench.lock python benchmarks/quality.py --timing-only
+    python benchmarks/quality.py --timing-from benchmarks/results/quality-timing-<stamp>.json
 
 Writes ``benchmarks/results/quality-<timestamp>.{json,md}``.
 """
@@ -187,11 +190,20 @@ def markdown(rows, held, times, seeds):
     return "\n".join(lines) + "\n"
 
 
+def _machine():
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            "keras": keras.__version__, "cpus": os.cpu_count()}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--timing-only", action="store_true",
+                    help="only time `twotower train` (run it under the shared benchmark lock)")
+    ap.add_argument("--timing-from", type=Path, default=None,
+                    help="take the training times from a --timing-only result file")
     ap.add_argument("--softmax-scaling", action="store_true",
                     help="only time full vs sampled softmax by catalogue size")
     args = ap.parse_args(argv)
@@ -202,8 +214,18 @@ def main(argv=None) -> int:
         path.write_text(json.dumps({"n_interactions": 50_000, "rows": rows}, indent=1))
         print("wrote", path)
         return 0
+    if args.timing_only:
+        times = timing(args.data)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"quality-timing-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps({"machine": _machine(), "timing": times}, indent=1))
+        print("wrote", path)
+        return 0
     data = read_movielens_100k(args.data)
-    times = None if args.no_timing else timing(args.data)
+    if args.timing_from is not None:
+        times = json.loads(args.timing_from.read_text())["timing"]
+    else:
+        times = None if args.no_timing else timing(args.data)
     rows = quality(data, args.seeds)
     held = held_out(data, args.seeds)
     md = markdown(rows, held, times, args.seeds)
@@ -212,8 +234,7 @@ def main(argv=None) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (RESULTS / f"quality-{stamp}.md").write_text(md)
     (RESULTS / f"quality-{stamp}.json").write_text(json.dumps({
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "keras": keras.__version__, "cpus": os.cpu_count()},
+        "machine": _machine(), "timing_from": str(args.timing_from or ""),
         "presets": {p: ModelConfig.preset(p).to_dict() for p in ("tutorial", "default")},
         "seeds": args.seeds, "rows": rows, "held_out": held, "timing": times}, indent=1))
     print("wrote", RESULTS / f"quality-{stamp}.md")

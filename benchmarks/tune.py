@@ -65,6 +65,19 @@ def validation_splits(data, seeds):
     return out
 
 
+def subsample_users(data, fraction, seed=12345):
+    """The interactions of a random ``fraction`` of the users, vocabularies rebuilt."""
+    from twotower.data import Interactions
+    rng = np.random.default_rng(seed)
+    keep = rng.random(data.n_users) < fraction
+    rows = np.flatnonzero(keep[data.users])
+    info = None if data.item_info is None else data.item_info.set_index("id")
+    users = None if data.user_info is None else data.user_info.set_index("id")
+    return Interactions.from_ids(data.user_vocab.ids[data.users[rows]],
+                                 data.item_vocab.ids[data.items[rows]], data.ratings[rows],
+                                 data.timestamps[rows], item_info=info, user_info=users)
+
+
 class _Curve(keras.callbacks.Callback):
     """Evaluates the model on the validation split every ``every`` epochs."""
 
@@ -96,9 +109,13 @@ def main(argv=None) -> int:
                     help="JSON list of overrides of BASE to try instead of CANDIDATES")
     ap.add_argument("--epochs", type=int, default=None, help="train this long (curve max)")
     ap.add_argument("--tag", default="", help="added to the result file name")
+    ap.add_argument("--users-fraction", type=float, default=1.0,
+                    help="keep a random share of the users (a differently shaped data set)")
     args = ap.parse_args(argv)
 
     data = read_movielens_100k(args.data)
+    if args.users_fraction < 1.0:
+        data = subsample_users(data, args.users_fraction)
     splits = validation_splits(data, args.seeds)
     candidates = CANDIDATES if args.candidates is None else args.candidates
     if args.epochs:
@@ -152,7 +169,8 @@ def main(argv=None) -> int:
     path.write_text(json.dumps({
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "keras": keras.__version__, "cpus": os.cpu_count()},
-        "splits": [s[0] for s in splits], "ease": refs, "base": BASE, "runs": runs,
+        "args": vars(args), "n_users": data.n_users, "n_items": data.n_items,
+        "n_interactions": len(data), "splits": [s[0] for s in splits], "ease": refs, "base": BASE, "runs": runs,
         "ranking": table, "winner": winner}, indent=1))
     print("wrote", path)
     return 0

@@ -53,6 +53,8 @@ class ModelConfig(Config):
             the query must predict items it does not see; ``multinomial`` needs it).
         pooling: how history embeddings are combined: ``sqrt`` (sum / sqrt(count), the
             L2-normalised multi-hot of Mult-DAE), ``mean`` or ``sum``.
+        history_activation: ``linear`` (the pooled history is the query's history part) or
+            ``tanh`` of it (Mult-DAE's encoder nonlinearity; no extra weights).
         recency_half_life: 0 (off) or a half-life, in items, of the history weights: the
             item ``r`` places before the user's latest weighs ``0.5 ** (r / half_life)`` in
             the pooled history (``recency_floor`` sets a minimum weight). The same weights
@@ -96,6 +98,7 @@ class ModelConfig(Config):
     history_length: int = 200
     history_dropout: float = 0.0
     pooling: str = "sqrt"
+    history_activation: str = "linear"
     recency_half_life: float = 0.0
     recency_floor: float = 0.0
     item_bias: bool = False
@@ -113,6 +116,7 @@ class ModelConfig(Config):
         check_choice(own, "objective", self.objective, OBJECTIVES)
         check_choice(own, "optimizer", self.optimizer, OPTIMIZERS)
         check_choice(own, "pooling", self.pooling, POOLINGS)
+        check_choice(own, "history_activation", self.history_activation, ("linear", "tanh"))
         check_choice(own, "user_weighting", self.user_weighting, ("sum", "sqrt", "mean"))
         check_choice(own, "multinomial_targets", self.multinomial_targets, ("all", "dropped"))
         if not isinstance(self.item_bias, bool):
@@ -156,9 +160,12 @@ PRESETS: dict[str, dict[str, Any]] = {
                      batch_size=1000, optimizer="adagrad", learning_rate=0.1,
                      validation_freq=5),
     # The product default: chosen by benchmarks/tune.py on validation splits carved from
-    # train (random + temporal; see docs/quality.md): a linear Mult-DAE-style two-tower.
+    # train (random + temporal; see docs/quality.md): a linear Mult-DAE-style two-tower with
+    # recency-weighted history pooling and genre/year item features (skipped, with a
+    # warning, when the data has no such metadata).
     "default": dict(query_tower="id+history", objective="multinomial", embedding_dim=128,
                     epochs=15, batch_size=64, optimizer="adam", learning_rate=0.005, l2=5.0,
                     temperature=1.0, history_length=1000, history_dropout=0.5,
-                    item_bias=True),
+                    recency_half_life=10.0, recency_floor=0.2, item_bias=True,
+                    item_features=("genres", "year")),
 }

@@ -12,10 +12,15 @@ like a pooled history. Missing values give no feature; a row with none is all ze
 matrix is built once at ``fit`` over the whole vocabulary (also items with no training
 interactions: their candidate embedding then comes from their features) and saved with the
 model, so serving never rebuilds it.
+
+A requested column the data lacks is skipped with a warning (the ``default`` preset names
+MovieLens columns; a CSV log may have none), and ``year`` falls back to the ``(1995)`` at the
+end of MovieLens titles when there is no ``year`` column.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -31,16 +36,27 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
                    ) -> tuple[np.ndarray, list[str]]:
     """``[n_rows, n_features]`` float32 and the feature names, from ``columns`` of ``info``.
 
+    Warns:
+        UserWarning: a requested column is missing (skipped; the message lists those
+            available).
+
     Raises:
-        ConfigError: a requested column is missing (the message lists those available).
+        ConfigError: ``info`` does not have ``n_rows`` rows.
     """
     if not columns:
         return np.zeros((n_rows, 0), dtype=np.float32), []
+    if info is not None and "year" in columns and "year" not in info and "title" in info:
+        info = info.assign(year=title_year(info["title"]))
     available = [] if info is None else [str(c) for c in info.columns if c != "id"]
     missing = [c for c in columns if c not in available]
     if missing:
-        raise ConfigError(f"model.{what}_features names {missing}, but the data has no such "
-                          f"{what} column(s); available: {available}")
+        # the default preset names MovieLens columns; other data may lack them
+        warnings.warn(f"model.{what}_features names {missing}, but the data has no such "
+                      f"{what} column(s) (available: {available}); training without them",
+                      stacklevel=3)
+        columns = [c for c in columns if c in available]
+        if not columns:
+            return np.zeros((n_rows, 0), dtype=np.float32), []
     if len(info) != n_rows:
         raise ConfigError(f"{what} metadata has {len(info)} rows, expected {n_rows}")
     rows: list[np.ndarray] = []
@@ -60,6 +76,12 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
         out[np.concatenate(rows), np.concatenate(cols)] = 1.0
     count = out.sum(axis=1, keepdims=True)
     return out / np.sqrt(np.maximum(count, 1.0)), names
+
+
+def title_year(titles: pd.Series) -> pd.Series:
+    """Release year from MovieLens-style titles ending in ``(1995)``; missing otherwise."""
+    found = titles.astype(str).str.extract(r"\((\d{4})\)\s*$", expand=False)
+    return pd.to_numeric(found, errors="coerce").astype("Int64")
 
 
 def _tokens(values: pd.Series, column: str, n_bins: int) -> list[list[str]]:

@@ -136,7 +136,10 @@ class TwoTowerNet(keras.Model):
             else:
                 emb = self.history_embedding(hist) * ops.expand_dims(mask, -1)
                 pooled = ops.sum(emb, axis=1)
-            parts.append(pooled / pool_norm(count, self.cfg.pooling))
+            pooled = pooled / pool_norm(count, self.cfg.pooling)
+            if self.cfg.history_activation == "tanh":
+                pooled = ops.tanh(pooled)
+            parts.append(pooled)
         q = parts[0]
         for p in parts[1:]:
             q = q + p

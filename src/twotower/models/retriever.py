@@ -278,7 +278,10 @@ class TwoTower:
         mask = ((hist > 0) * weight).astype(np.float32)[..., None]
         count = np.maximum(mask.sum(axis=1), 1.0)
         norm = {"mean": count, "sqrt": np.sqrt(count)}.get(self.config.pooling, 1.0)
-        return ((emb * mask).sum(axis=1) / norm).astype(np.float32)
+        pooled = (emb * mask).sum(axis=1) / norm
+        if self.config.history_activation == "tanh":
+            pooled = np.tanh(pooled)
+        return pooled.astype(np.float32)
 
     def history_query_embeddings(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Query embeddings from item-index histories (users unseen in training)."""
