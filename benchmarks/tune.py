@@ -10,8 +10,15 @@ same validation split, is the yardstick: a candidate's score is the mean over sp
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/tune.py [--data /path/to/ml-100k] [--quick]
+        [--candidates '[{"recency_half_life": 10}, ...]'] [--epochs N] [--tag NAME]
+        [--users-fraction 0.5]
 
-Writes ``benchmarks/results/tune-<timestamp>.json`` (every curve, the EASE references and the
+``--candidates`` replaces CANDIDATES (overrides of BASE, the previous default);
+``--users-fraction`` tunes on a random share of the users (a differently shaped data set, to
+check that a choice carries over). The rounds behind the current default are listed, with
+their commands, in ``docs/quality.md``.
+
+Writes ``benchmarks/results/tune-<timestamp>[-<tag>].json`` (every curve, the EASE references and the
 winner) and prints a table.
 """
 
