@@ -318,8 +318,10 @@ def worker_train(a: argparse.Namespace) -> None:
             keras.distribution.ModelParallel(layout_map=lm, batch_dim_name="batch"))
     else:
         apply_distribution(DistributionConfig(data_parallel=a.dp, model_parallel=a.mp))
-    pad = (lambda n: -(-n // a.dp) * a.dp) if a.mp == 0 else (lambda n: n)  # even shards
-    net = new_net(pad(len(uv)), pad(len(iv)), a)
+    # tables split by rows need a row count the shards divide (else Keras/JAX replicate
+    # them): round up; the extra rows are never looked up
+    split = a.dp if a.mp == 0 else a.mp
+    net = new_net(-(-len(uv) // split) * split, -(-len(iv) // split) * split, a)
     loop = TrainLoop(net, make_optimizer(model_config(a)),
                      LoopConfig(steps_per_call=a.steps_per_call))
     loop.fit({k: v[:WARM_STEPS * b] for k, v in x.items()}, batch_size=b, shuffle=False)
@@ -330,6 +332,7 @@ def worker_train(a: argparse.Namespace) -> None:
     print("RESULT " + json.dumps({
         "cores_busy": cores,  # CPU seconds of this process per second while training
         "devices": len(jax.devices()), "dp": a.dp, "mp": a.mp, "sparse": loop.sparse,
+        "table_rows": [net.n_users, net.n_items],
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows_per_epoch": n,
         "examples_per_s": loop.examples_per_second, "loss": loop.history["loss"],
         "planted_recall@100": planted_recall(net, uv, iv, a), "peak_rss_mb": _hwm_kb() / 1024}))
