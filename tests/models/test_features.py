@@ -151,3 +151,12 @@ def test_feature_config_errors_name_the_field():
         ModelConfig.from_dict({"item_features": "genres"})
     with pytest.raises(ConfigError, match="user_features"):
         ModelConfig.from_dict({"user_features": [""]})
+
+
+def test_cosine_learning_rate_decays_to_zero_over_the_run():
+    x, _ = planted(9)
+    cfg = ModelConfig.from_dict({**MULT, "epochs": 2, "learning_rate_decay": "cosine"})
+    model = TwoTower(cfg).fit(x, verbose=0)
+    opt = model._net.optimizer
+    assert int(opt.iterations) == 2 * -(-x.n_users // cfg.batch_size)
+    assert float(opt.learning_rate) < 1e-6 < cfg.learning_rate

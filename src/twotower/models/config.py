@@ -42,6 +42,8 @@ class ModelConfig(Config):
               validation loss.
         embedding_dim: size of both towers' output.
         epochs, batch_size, learning_rate, optimizer: training loop settings.
+        learning_rate_decay: ``none`` (constant) or ``cosine`` (to 0 over the whole run,
+            ``keras.optimizers.schedules.CosineDecay``).
         l2: L2 regularisation. Per-pair objectives: penalty on the batch's query and
             candidate embeddings (per example). ``multinomial``: a Gaussian prior on the
             whole tables, ``l2 * ||W||^2`` per pass over the users (added as
@@ -93,6 +95,7 @@ class ModelConfig(Config):
     batch_size: int = 1000
     optimizer: str = "adagrad"
     learning_rate: float = 0.1
+    learning_rate_decay: str = "none"
     l2: float = 0.0
     temperature: float = 1.0
     history_length: int = 200
@@ -115,6 +118,7 @@ class ModelConfig(Config):
         check_choice(own, "query_tower", self.query_tower, QUERY_TOWERS)
         check_choice(own, "objective", self.objective, OBJECTIVES)
         check_choice(own, "optimizer", self.optimizer, OPTIMIZERS)
+        check_choice(own, "learning_rate_decay", self.learning_rate_decay, ("none", "cosine"))
         check_choice(own, "pooling", self.pooling, POOLINGS)
         check_choice(own, "history_activation", self.history_activation, ("linear", "tanh"))
         check_choice(own, "user_weighting", self.user_weighting, ("sum", "sqrt", "mean"))

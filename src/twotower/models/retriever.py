@@ -172,10 +172,14 @@ class TwoTower:
                           targets=targets, item_features=self._item_features,
                           user_features=self._user_features)
         net.build()
-        optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
-                     "sgd": keras.optimizers.SGD}[cfg.optimizer](learning_rate=cfg.learning_rate)
-        net.compile(optimizer=optimizer)
         x = self._inputs(train)
+        lr: Any = cfg.learning_rate
+        if cfg.learning_rate_decay == "cosine":
+            steps = cfg.epochs * -(-len(x["user"]) // cfg.batch_size)
+            lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)
+        optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
+                     "sgd": keras.optimizers.SGD}[cfg.optimizer](learning_rate=lr)
+        net.compile(optimizer=optimizer)
         val = None
         # the multinomial loss reads the training items of each user: no validation loss
         if validation is not None and len(validation) and cfg.objective != "multinomial":
