@@ -106,25 +106,28 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     cuts = [n * p // parts for p in range(parts + 1)]
     tasks = [(r0, p) for r0 in starts for p in range(parts)]
     results: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+    if ptr is not None and n <= chunk_size:
+        # one flat index per exclusion, computed once for every block: (row * n + id)
+        flat = ids + np.repeat(np.arange(b, dtype=np.int64) * n, np.diff(ptr))
 
     def task(key: tuple[int, int]) -> None:
         r0, p = key
         r1 = min(b, r0 + batch_size)
-        if ptr is not None and ptr[r1] > ptr[r0]:
-            erow = np.repeat(np.arange(r1 - r0), np.diff(ptr[r0:r1 + 1]))
-            ecol = ids[ptr[r0]:ptr[r1]]
-        else:
-            erow = ecol = None
         with _blas.single_threaded():
             if n <= chunk_size:
                 S = Q[r0:r1] @ V.T
                 mask.apply(S, 0, n)
-                if erow is not None:
-                    S.reshape(-1)[erow * n + ecol] = _NEG  # flat: cheaper than 2-D indexing
+                if ptr is not None and ptr[r1] > ptr[r0]:  # flat: cheaper than 2-D indexing
+                    S.reshape(-1)[flat[ptr[r0]:ptr[r1]] - r0 * n] = _NEG
                 results[key] = _select(S, kk)
+                return
+            if ptr is not None and ptr[r1] > ptr[r0]:
+                erow = np.repeat(np.arange(r1 - r0), np.diff(ptr[r0:r1 + 1]))
+                ecol = ids[ptr[r0]:ptr[r1]]
             else:
-                results[key] = _chunked(V, Q[r0:r1], kk, mask, erow, ecol, chunk_size,
-                                        cuts[p], cuts[p + 1])
+                erow = ecol = None
+            results[key] = _chunked(V, Q[r0:r1], kk, mask, erow, ecol, chunk_size,
+                                    cuts[p], cuts[p + 1])
 
     if min(workers, len(tasks)) > 1:
         with ThreadPoolExecutor(min(workers, len(tasks))) as pool:
