@@ -33,7 +33,8 @@ class IndexConfig(Config):
             largest norms, scored exactly beside the graph walk (0 turns it off). A graph
             on inner products misses high-norm items; this raised recall@10 at 1M items.
         nlist: IVF: number of inverted lists; 0 picks ``4 * sqrt(n)`` at build.
-        nprobe: IVF: lists visited per query; 0 picks ``max(16, nlist // 16)``.
+        nprobe: IVF: lists visited per query; 0 picks ``max(32, nlist // 32)`` (at 1M
+            clustered items: 125 of 4,000 lists, recall@10 ~0.99 at ~14x exact QPS).
         mips_to_l2: ANN kinds with ``metric="ip"``: index ``[x, sqrt(M^2 - |x|^2)]`` under
             L2 (the standard MIPS-to-nearest-neighbour reduction). None (default) picks what
             measured better on clustered, skewed-norm catalogues: on for IVF (an

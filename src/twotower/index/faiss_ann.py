@@ -281,7 +281,7 @@ class IVFIndex(_FaissIndex):
     @property
     def nprobe(self) -> int:
         self._require_built()
-        return self.config.nprobe or min(self._faiss.nlist, max(16, self._faiss.nlist // 16))
+        return self.config.nprobe or min(self._faiss.nlist, max(32, self._faiss.nlist // 32))
 
     def _make(self, xt: np.ndarray) -> Any:
         faiss = _faiss()
