@@ -376,6 +376,32 @@ def section_c(a: argparse.Namespace, path: Path, out: dict) -> None:
             out["ratios"][f"{k} / 1 device"] = out["devices"][k]["median_examples_per_s"] / one
 
 
+def collective_cost(steps: int = 2000) -> dict:
+    """Microseconds per step of a ``lax.scan`` under ``shard_map`` on 2 simulated devices,
+    with and without a ``psum`` (run with ``--collectives``; sets its own XLA_FLAGS)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import Mesh
+    from jax.sharding import PartitionSpec as P
+    mesh = Mesh(np.array(jax.devices()[:2]), ("d",))
+    out = {}
+    for rows in (1, 1000):
+        x = jnp.ones((rows, 32))
+        for psum in (False, True):
+            def body(c, _, psum=psum):
+                y = jnp.tanh(c) * 1.0001
+                return (jax.lax.psum(y, "d") * 0.5 if psum else y), None
+
+            fn = jax.jit(jax.shard_map(lambda v: jax.lax.scan(body, v, None, length=steps)[0],
+                                       mesh=mesh, in_specs=P(), out_specs=P(),
+                                       check_vma=False))
+            fn(x).block_until_ready()
+            ts = [timed(lambda: fn(x).block_until_ready()) for _ in range(5)]
+            out[f"[{rows}, 32] {'with' if psum else 'without'} psum"] = \
+                statistics.median(ts) / steps * 1e6
+    return out
+
+
 # ---------------------------------------------------------------------- d
 def worker_rss(a: argparse.Namespace) -> None:
     import pyarrow.parquet  # noqa: F401  (imports counted in the baseline)
@@ -529,7 +555,15 @@ def main() -> None:
     p.add_argument("--mp", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--file", help=argparse.SUPPRESS)
     p.add_argument("--fixed-vocab", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--collectives", action="store_true",
+                   help="only time a 2-device psum per scan step (us/step) and exit")
     a = p.parse_args()
+    if a.collectives:
+        if "device_count" not in os.environ.get("XLA_FLAGS", ""):
+            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                       + " --xla_force_host_platform_device_count=2")
+        print(json.dumps(collective_cost(), indent=1))
+        return None
     a.passthrough = ["--rows", str(a.rows), "--users", str(a.users), "--items", str(a.items),
                      "--objective", a.objective, "--batch-size", str(a.batch_size),
                      "--embedding-dim", str(a.embedding_dim), "--learning-rate",
