@@ -23,6 +23,8 @@ Sections (skip any with --skip a,b,c,d):
   c  1 device vs 2 simulated devices (data parallel, row-sharded tables; optionally with
      single-threaded XLA CPU), one subprocess each, a full epoch each, planted recall after
   d  peak RSS of a streamed training pass over a --rss-rows[0] vs --rss-rows[1] row file
+
+``--collectives`` only times a 2-device ``psum`` per scan step (the cost of one collective).
 """
 
 from __future__ import annotations

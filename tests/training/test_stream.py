@@ -180,7 +180,8 @@ def test_shards_split_the_rows(tmp_path):
 
 
 @pytest.mark.parametrize("ids", [np.arange(5, 105),
-                                 np.array([7, -3, 10**15, 42, 2**62, -2**62])], ids=["dense-lookup-table", "sparse-binary-search"])
+                                 np.array([7, -3, 10**15, 42, 2**62, -2**62])],
+                         ids=["dense-lookup-table", "sparse-binary-search"])
 def test_int_id_mapping_matches_the_vocabulary(ids):
     import pyarrow as pa
 
