@@ -2,7 +2,7 @@
 
 Exact search splits its work over Python threads, one per core, each with its own BLAS
 calls on small blocks. A multi-threaded BLAS on such blocks spends much of its time
-synchronising its own threads (a 256 x 4,096 x 64 float32 GEMM ran ~2x slower with two
+synchronising its own threads (256 x 4,096 x 64 float32 GEMMs ran several times slower with two
 OpenBLAS threads than one), so each worker asks for one BLAS thread. OpenBLAS >= 0.3.27
 has a thread-local setting for this (``openblas_set_num_threads_local``); with any other
 BLAS this module does nothing and ``available()`` is False.
