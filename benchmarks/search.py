@@ -79,9 +79,9 @@ def trained(n: int, d: int, seed: int = 0, n_queries: int = 1024, rows: int = 2_
     users, ``n`` items with power-law popularity, 32 topics), ``epochs`` epochs of
     ``TrainLoop`` with ``sampled_softmax`` (log-Q corrected), ``embedding_dim=d``, the
     "tutorial" preset otherwise (Adagrad) at ``learning_rate`` 2.0 (0.1 left the embeddings
-    at their initial values in one epoch), batch 1,024, seed ``seed``. Items are indexed 0..n-1 so every item has a
-    row; the long tail that no interaction reached keeps its initial embedding, as in any
-    real catalogue. Queries are the embeddings of the most active users (those with an
+    at their initial values in one epoch), batch 1,024, seed ``seed``. Items are indexed
+    0..n-1 so every item has a row; the long tail that no interaction reached keeps its
+    initial embedding, as in any real catalogue. Queries are the embeddings of the most active users (those with an
     interaction). A few minutes of CPU; cached as
     ``$TWOTOWER_SEARCH_CACHE/twotower-search-trained-{n}-{d}-{seed}.npz`` (default /tmp).
     """
