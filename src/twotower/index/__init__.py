@@ -16,7 +16,6 @@ from twotower.index.config import IndexConfig
 from twotower.index.exact import ExactIndex
 from twotower.index.faiss_ann import HNSWIndex, IVFIndex
 from twotower.index.recall import recall_at_k
-from twotower.index.run_index import build_run_index
 
 __all__ = [
     "PAD_ID",
@@ -25,7 +24,6 @@ __all__ = [
     "IVFIndex",
     "Index",
     "IndexConfig",
-    "build_run_index",
     "load_index",
     "make_index",
     "recall_at_k",
