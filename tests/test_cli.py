@@ -180,3 +180,18 @@ def test_train_on_two_simulated_devices(tmp_path, ml100k):
     assert len(model.history["loss"]) == 2
     _, items = model.recommend(model.user_vocab.lookup([1]), 10)
     assert items.shape == (1, 10) and (items >= 0).all()
+
+
+def test_warnings_are_one_line(tmp_path, ml100k):
+    """Training CSV data without the default's genre/year columns warns in one line (a real
+    process: pytest intercepts warnings in process)."""
+    from twotower.data import write_interactions
+    data = tmp_path / "r.csv"
+    write_interactions(ml100k.take(ml100k.users < 100), data)
+    proc = subprocess.run([sys.executable, "-m", "twotower.cli", "train", "--data", str(data),
+                           "--out", str(tmp_path / "run"), "--epochs", "1", "--split", "none"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stderr.splitlines() if "item_features" in ln]
+    assert line and line[0].startswith("twotower: warning: model.item_features names")
+    assert "cli.py" not in proc.stderr

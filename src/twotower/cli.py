@@ -418,8 +418,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any,
+                      **__: Any) -> str:
+    return f"twotower: warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
+    shown = warnings.formatwarning
+    warnings.formatwarning = _one_line_warning  # a user reads the message, not our source
     try:
         args = parser.parse_args(argv)
         return int(args.func(args) or 0)
@@ -430,6 +439,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("twotower: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = shown
 
 
 if __name__ == "__main__":
