@@ -118,10 +118,9 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
-def _model_config(args: argparse.Namespace) -> Any:
+def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     from twotower.models import ModelConfig
 
-    data = _config_file(args)
     overrides: dict[str, Any] = {}
     if "model" in data or "distribution" in data:
         overrides.update(data.get("model", {}))
@@ -142,11 +141,11 @@ def _toml(p: Path) -> dict[str, Any]:
         raise ConfigError(f"--config: {p}: {exc}") from None
 
 
-def _distribution(args: argparse.Namespace) -> Any:
+def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     """``distribution`` from the config file, overridden by ``--devices`` & co."""
     from twotower.training import DistributionConfig
 
-    d: dict[str, Any] = dict(_config_file(args).get("distribution", {}))
+    d: dict[str, Any] = dict(data.get("distribution", {}))
     if args.model_parallel is not None:
         d["model_parallel"] = args.model_parallel
     if args.devices is not None:
@@ -168,8 +167,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from twotower.models import TwoTower
 
     t0 = time.perf_counter()
-    cfg = _model_config(args)
-    dist = _distribution(args)
+    settings = _config_file(args)
+    cfg = _model_config(args, settings)
+    dist = _distribution(args, settings)
     if dist.devices > 1 or dist.num_processes > 1:
         from twotower.training import apply_distribution, check_batch_size
         check_batch_size(cfg.batch_size, dist)
