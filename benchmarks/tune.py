@@ -98,7 +98,15 @@ class _Curve(keras.callbacks.Callback):
             return
         tt = self.tt
         tt._net = self.model
+        opt = self.model.optimizer
+        saved = None
+        if getattr(opt, "use_ema", False):  # score the average, as fit() would end on it
+            saved = [np.array(v.value) for v in self.model.trainable_variables]
+            opt.finalize_variable_values(self.model.trainable_variables)
         tt._export_tables()
+        if saved is not None:
+            for v, value in zip(self.model.trainable_variables, saved):
+                v.assign(value)
         tt._fitted = True
         tt._build_indexes()
         m = recommend_and_evaluate(tt, self.train, self.valid, KS)

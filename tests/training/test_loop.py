@@ -53,6 +53,28 @@ def test_same_losses_and_weights_as_model_fit(objective, optimizer, sparse):
                                    atol=1e-7, err_msg=a.path)
 
 
+def test_weight_averaging_matches_model_fit():
+    """``ema_momentum``: the loop ends on the optimizer's moving average, as ``fit`` does."""
+    cfg = ModelConfig.preset("tutorial", optimizer="adam", learning_rate=0.05,
+                             batch_size=BATCH, epochs=2, ema_momentum=0.9)
+    assert make_optimizer(cfg).use_ema
+    x = _data()
+    ref = _net(cfg)
+    ref.compile(optimizer=make_optimizer(cfg))
+    ref.fit(x, batch_size=BATCH, epochs=2, shuffle=False, verbose=0)
+    net = _net(cfg)
+    loop = TrainLoop(net, make_optimizer(cfg), LoopConfig(steps_per_call=4))
+    loop.fit(x, batch_size=BATCH, epochs=2, shuffle=False)
+    plain = _net(cfg)
+    TrainLoop(plain, make_optimizer(ModelConfig.from_dict({**cfg.to_dict(), "ema_momentum": 0})),
+              LoopConfig(steps_per_call=4)).fit(x, batch_size=BATCH, epochs=2, shuffle=False)
+    for a, b, c in zip(ref.trainable_variables, net.trainable_variables,
+                       plain.trainable_variables):
+        np.testing.assert_allclose(np.asarray(b.value), np.asarray(a.value), rtol=1e-5,
+                                   atol=1e-7, err_msg=a.path)
+        assert not np.allclose(np.asarray(b.value), np.asarray(c.value)), a.path
+
+
 def test_sparse_on_refuses_where_not_exact():
     cfg = ModelConfig.preset("tutorial", objective="softmax", batch_size=BATCH)
     loop = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(sparse_updates="on"))

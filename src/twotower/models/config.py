@@ -44,6 +44,9 @@ class ModelConfig(Config):
         epochs, batch_size, learning_rate, optimizer: training loop settings.
         learning_rate_decay: ``none`` (constant) or ``cosine`` (to 0 over the whole run,
             ``keras.optimizers.schedules.CosineDecay``).
+        ema_momentum: 0 (off) or the momentum of an exponential moving average of the
+            weights kept by the optimizer (Keras ``use_ema``); the trained model is the
+            average (Polyak averaging: smooths the step-to-step noise of small batches).
         l2: L2 regularisation. Per-pair objectives: penalty on the batch's query and
             candidate embeddings (per example). ``multinomial``: a Gaussian prior on the
             whole tables, ``l2 * ||W||^2`` per pass over the users (added as
@@ -96,6 +99,7 @@ class ModelConfig(Config):
     optimizer: str = "adagrad"
     learning_rate: float = 0.1
     learning_rate_decay: str = "none"
+    ema_momentum: float = 0.0
     l2: float = 0.0
     temperature: float = 1.0
     history_length: int = 200
@@ -135,6 +139,7 @@ class ModelConfig(Config):
         check_range(own, "epochs", self.epochs, 1, 100_000, integer=True)
         check_range(own, "batch_size", self.batch_size, 1, 10_000_000, integer=True)
         check_range(own, "learning_rate", self.learning_rate, 1e-8, 100.0)
+        check_range(own, "ema_momentum", self.ema_momentum, 0.0, 0.9999)
         check_range(own, "l2", self.l2, 0.0, 1e6)
         check_range(own, "temperature", self.temperature, 1e-4, 100.0)
         check_range(own, "history_length", self.history_length, 1, 100_000, integer=True)
@@ -173,3 +178,26 @@ PRESETS: dict[str, dict[str, Any]] = {
                     recency_half_life=10.0, recency_floor=0.2, item_bias=True,
                     item_features=("genres", "year")),
 }
+
+
+def make_optimizer(config: ModelConfig, steps_per_epoch: int | None = None) -> Any:
+    """The Keras optimizer a ``ModelConfig`` trains with (``TwoTower.fit`` and ``TrainLoop``).
+
+    ``steps_per_epoch`` is needed for ``learning_rate_decay = "cosine"`` (the schedule spans
+    ``epochs * steps_per_epoch`` steps).
+    """
+    import keras
+
+    lr: Any = config.learning_rate
+    if config.learning_rate_decay == "cosine":
+        if not steps_per_epoch:
+            raise ConfigError("model.learning_rate_decay 'cosine' needs the number of steps "
+                              "per epoch")
+        lr = keras.optimizers.schedules.CosineDecay(config.learning_rate,
+                                                    config.epochs * steps_per_epoch)
+    ema: dict[str, Any] = {}
+    if config.ema_momentum > 0:
+        ema = dict(use_ema=True, ema_momentum=config.ema_momentum)
+    cls = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
+           "sgd": keras.optimizers.SGD}[config.optimizer]
+    return cls(learning_rate=lr, **ema)

@@ -173,13 +173,8 @@ class TwoTower:
                           user_features=self._user_features)
         net.build()
         x = self._inputs(train)
-        lr: Any = cfg.learning_rate
-        if cfg.learning_rate_decay == "cosine":
-            steps = cfg.epochs * -(-len(x["user"]) // cfg.batch_size)
-            lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, steps)
-        optimizer = {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
-                     "sgd": keras.optimizers.SGD}[cfg.optimizer](learning_rate=lr)
-        net.compile(optimizer=optimizer)
+        from twotower.models.config import make_optimizer
+        net.compile(optimizer=make_optimizer(cfg, -(-len(x["user"]) // cfg.batch_size)))
         val = None
         # the multinomial loss reads the training items of each user: no validation loss
         if validation is not None and len(validation) and cfg.objective != "multinomial":

@@ -33,6 +33,7 @@ import numpy as np
 
 from twotower.config import Config, check_choice, check_range
 from twotower.errors import ConfigError, DataError
+from twotower.models.config import make_optimizer  # noqa: F401  (re-exported)
 
 Batch = dict[str, np.ndarray]
 SPARSE_OBJECTIVES = ("mse", "sampled_softmax")
@@ -69,13 +70,6 @@ class LoopConfig(Config):
         check_choice(own, "sparse_updates", self.sparse_updates, ("auto", "on", "off"))
         check_range(own, "prefetch", self.prefetch, 0, 64, integer=True)
         check_range(own, "progress_every_s", self.progress_every_s, 0.0, 1e6)
-
-
-def make_optimizer(config: Any) -> Any:
-    """The Keras optimizer ``TwoTower.fit`` uses for a ``ModelConfig``."""
-    import keras
-    return {"adagrad": keras.optimizers.Adagrad, "adam": keras.optimizers.Adam,
-            "sgd": keras.optimizers.SGD}[config.optimizer](learning_rate=config.learning_rate)
 
 
 def sparse_reason(net: Any, optimizer: Any) -> str | None:
@@ -191,6 +185,8 @@ class TrainLoop:
                 progress.close(self.history["loss"][-1])
         finally:
             self._write_back(state)
+            if getattr(self.optimizer, "use_ema", False):  # as model.fit: end on the average
+                self.optimizer.finalize_variable_values(self.net.trainable_variables)
         self.step_losses = np.concatenate(losses_all) if losses_all else self.step_losses
         return self.history
 
