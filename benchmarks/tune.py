@@ -66,9 +66,10 @@ def validation_splits(data, seeds):
         outer = random_split(data, 0.2, s).train
         inner = random_split(outer, 0.2, s + 1000)
         out.append((f"random-{s}", inner.train, inner.test))
-    outer = temporal_split(data, 0.2).train
-    inner = temporal_split(outer, 0.2)
-    out.append(("temporal", inner.train, inner.test))
+    if data.timestamps is not None:
+        outer = temporal_split(data, 0.2).train
+        inner = temporal_split(outer, 0.2)
+        out.append(("temporal", inner.train, inner.test))
     return out
 
 
@@ -126,9 +127,21 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="", help="added to the result file name")
     ap.add_argument("--users-fraction", type=float, default=1.0,
                     help="keep a random share of the users (a differently shaped data set)")
+    ap.add_argument("--interactions", default=None,
+                    help="tune on this CSV/Parquet log (columns user_id, item_id, rating and, "
+                         "if present, timestamp) instead of MovieLens 100k")
     args = ap.parse_args(argv)
 
-    data = read_movielens_100k(args.data)
+    if args.interactions:
+        from twotower.data import read_interactions
+        from twotower.errors import DataError
+        try:
+            data = read_interactions(args.interactions, rating_col="rating",
+                                     time_col="timestamp")
+        except DataError:  # no timestamp column: random splits only
+            data = read_interactions(args.interactions, rating_col="rating")
+    else:
+        data = read_movielens_100k(args.data)
     if args.users_fraction < 1.0:
         data = subsample_users(data, args.users_fraction)
     splits = validation_splits(data, args.seeds)

@@ -194,4 +194,7 @@ def test_warnings_are_one_line(tmp_path, ml100k):
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stderr.splitlines() if "item_features" in ln]
     assert line and line[0].startswith("twotower: warning: model.item_features names")
+    # no --time-col: the default's recency weighting falls back to row order, and says so
+    rec = [ln for ln in proc.stderr.splitlines() if "recency_half_life" in ln]
+    assert rec and rec[0].startswith("twotower: warning: model.recency_half_life weights")
     assert "cli.py" not in proc.stderr

@@ -49,6 +49,22 @@ def test_recency_makes_the_latest_items_decide_a_history_query():
     assert share[1.0] >= 0.8   # recency-weighted: the latest items (group 1) win
 
 
+def test_recency_without_a_time_column_warns_that_row_order_is_used():
+    import warnings
+
+    from twotower.data import Interactions
+    x, _ = planted(4)
+    cfg = ModelConfig.from_dict({**MULT, "recency_half_life": 2.0, "epochs": 1})
+    users, items = x.user_vocab.ids[x.users], x.item_vocab.ids[x.items]
+    for times, expect in ((None, True), (np.arange(len(x), dtype=np.int64), False)):
+        data = Interactions.from_ids(users, items, x.ratings, times)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            TwoTower(cfg).fit(data, verbose=0)
+        said = [w for w in caught if "recency_half_life weights" in str(w.message)]
+        assert bool(said) == expect, [str(w.message) for w in caught]
+
+
 @pytest.mark.parametrize("activation", ["linear", "tanh"])
 def test_history_pooling_is_the_same_in_training_and_serving(activation):
     x, _ = planted(5)

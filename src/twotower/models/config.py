@@ -53,7 +53,8 @@ class ModelConfig(Config):
             ``l2 * ||W||^2 / n_users`` per user), so its strength does not depend on batch
             size; on small data this is what stops overfitting.
         temperature: divides the logits of the softmax-type objectives.
-        history_length: most recent items kept per user for the history tower.
+        history_length: most recent items kept per user for the history tower (and, in
+            ``multinomial`` training, the items whose likelihood a user's loss sums).
         history_dropout: share of history items dropped per training step (denoising:
             the query must predict items it does not see; ``multinomial`` needs it).
         pooling: how history embeddings are combined: ``sqrt`` (sum / sqrt(count), the

@@ -41,8 +41,10 @@ class TwoTowerNet(keras.Model):
         super().__init__(**kwargs)
         # [n_users, L] item indices + 1 of each user's recent items (history towers only)
         self.history_table = None if history is None else ops.convert_to_tensor(history)
-        # [n_users, T] item indices + 1 of all of each user's items ("multinomial" training)
-        self.target_table = None if targets is None else ops.convert_to_tensor(targets)
+        # [n_users, T] item indices + 1 of each user's items ("multinomial" training); when
+        # it is the history table itself, one tensor serves both
+        self.target_table = (None if targets is None else self.history_table
+                             if targets is history else ops.convert_to_tensor(targets))
         self.n_users, self.n_items, self.cfg = n_users, n_items, config
         self.recency = (None if history is None or not config.recency_half_life else
                         ops.convert_to_tensor(recency_weights(np.shape(history)[1], config)))

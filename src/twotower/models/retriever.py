@@ -159,6 +159,11 @@ class TwoTower:
             self.rating_range = (0.0, 1.0)
         self._history = (history_table(train, cfg.history_length)
                          if cfg.query_tower != "id" else None)
+        if self._history is not None and cfg.recency_half_life and train.timestamps is None:
+            import warnings
+            warnings.warn("model.recency_half_life weights each user's history by row order: "
+                          "the data has no time column (--time-col); if its rows are not in "
+                          "time order, set recency_half_life = 0", stacklevel=2)
 
         from twotower.models.features import feature_matrix
         self._item_features, self.item_feature_names = feature_matrix(
@@ -166,8 +171,11 @@ class TwoTower:
         self._user_features, self.user_feature_names = feature_matrix(
             train.user_info, cfg.user_features, train.n_users, what="user")
         targets = None
-        if cfg.objective == "multinomial":  # one example per user: all of their items
-            targets = history_table(train, max(1, int(np.bincount(train.users).max())))
+        if cfg.objective == "multinomial":
+            # one example per user: their items, at most the history_length most recent
+            # ones (the history table itself: a [n_users, longest history] table would not
+            # fit in memory for large logs, e.g. 162k x 33k ids for MovieLens 25M)
+            targets = self._history
         net = TwoTowerNet(train.n_users, train.n_items, cfg, history=self._history,
                           targets=targets, item_features=self._item_features,
                           user_features=self._user_features)
