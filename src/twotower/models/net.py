@@ -36,15 +36,11 @@ class TwoTowerNet(keras.Model):
     """
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig,
-                 history: Any = None, targets: Any = None, item_features: Any = None,
+                 history: Any = None, item_features: Any = None,
                  user_features: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # [n_users, L] item indices + 1 of each user's recent items (history towers only)
         self.history_table = None if history is None else ops.convert_to_tensor(history)
-        # [n_users, T] item indices + 1 of each user's items ("multinomial" training); when
-        # it is the history table itself, one tensor serves both
-        self.target_table = (None if targets is None else self.history_table
-                             if targets is history else ops.convert_to_tensor(targets))
         self.n_users, self.n_items, self.cfg = n_users, n_items, config
         self.recency = (None if history is None or not config.recency_half_life else
                         ops.convert_to_tensor(recency_weights(np.shape(history)[1], config)))
@@ -226,15 +222,18 @@ class TwoTowerNet(keras.Model):
 
 
     def _multinomial_loss(self, users: Any, q: Any, kept: Any = None) -> Any:
-        """Per-user multinomial log-likelihood of all the user's items over the catalogue
-        (Mult-DAE with a linear encoder = the history tower, decoder = the item table)."""
+        """Per-user multinomial log-likelihood of the user's (``history_length`` most recent)
+        items over the catalogue (Mult-DAE with a linear encoder = the history tower,
+        decoder = the item table)."""
         cfg = self.cfg
         logits = ops.matmul(q, ops.transpose(self.item_table()))
         if self.item_bias is not None:
             logits = logits + ops.expand_dims(self.item_bias_vector(), 0)
         logits = logits / cfg.temperature
         logp = ops.log_softmax(logits, axis=-1)
-        tgt = ops.take(self.target_table, users, axis=0)  # [B, T] item + 1, 0 = padding
+        # the user's history_length most recent items (+ 1, 0 = padding): a table as wide as
+        # the longest history would not fit for large logs (162k x 33k ids for MovieLens 25M)
+        tgt = ops.take(self.history_table, users, axis=0)
         mask = ops.cast(tgt > 0, "float32")
         ll = ops.take_along_axis(logp, ops.maximum(tgt - 1, 0), axis=1) * mask
         if cfg.multinomial_targets == "dropped" and kept is not None:

@@ -170,14 +170,8 @@ class TwoTower:
             train.item_info, cfg.item_features, train.n_items, what="item")
         self._user_features, self.user_feature_names = feature_matrix(
             train.user_info, cfg.user_features, train.n_users, what="user")
-        targets = None
-        if cfg.objective == "multinomial":
-            # one example per user: their items, at most the history_length most recent
-            # ones (the history table itself: a [n_users, longest history] table would not
-            # fit in memory for large logs, e.g. 162k x 33k ids for MovieLens 25M)
-            targets = self._history
         net = TwoTowerNet(train.n_users, train.n_items, cfg, history=self._history,
-                          targets=targets, item_features=self._item_features,
+                          item_features=self._item_features,
                           user_features=self._user_features)
         net.build()
         x = self._inputs(train)
