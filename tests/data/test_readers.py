@@ -63,3 +63,23 @@ def test_too_many_fields_is_an_error(tmp_path):
     (tmp_path / "r.csv").write_text("user_id,item_id\n1,2\n1,2,3,4\n")
     with pytest.raises(DataError, match="line 3|malformed"):
         read_interactions(tmp_path / "r.csv")
+
+
+def test_latin1_files_are_read_with_a_warning_naming_the_line(tmp_path):
+    """MovieLens' own metadata is latin-1: read it, and say where UTF-8 failed."""
+    log = tmp_path / "r.csv"
+    log.write_text("user,item\nu1,10\nu2,11\n", encoding="utf-8")
+    items = tmp_path / "items.csv"
+    items.write_bytes("item,title,genres\n10,Heat (1995),Action\n"
+                      "11,Misérables (1995),Drama\n".encode("latin-1"))
+    with pytest.warns(UserWarning, match=r"items.csv is not UTF-8 \(line 3: .*latin-1"):
+        x = read_interactions(log, user_col="user", item_col="item", items=items)
+    assert x.titles().tolist() == ["Heat (1995)", "Misérables (1995)"]
+    # a UTF-8 file is read as such, without a warning
+    items.write_text("item,title,genres\n10,Heat (1995),Action\n11,Misérables (1995),Drama\n",
+                     encoding="utf-8")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = read_interactions(log, user_col="user", item_col="item", items=items)
+    assert x.titles().tolist() == ["Heat (1995)", "Misérables (1995)"]

@@ -47,14 +47,16 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
         df = pd.read_parquet(p, columns=list(wanted.values()))
     elif suffix in _CSV:
         sep = sep or ("\t" if suffix == ".tsv" else ",")
+        encoding = csv_encoding(p, what)
         try:
-            header = pd.read_csv(p, sep=sep, nrows=0).columns.tolist()
-        except (pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            header = pd.read_csv(p, sep=sep, nrows=0, encoding=encoding).columns.tolist()
+        except pd.errors.EmptyDataError as exc:
             raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
         _check_columns(p, what, wanted, header)
         try:
             df = pd.read_csv(p, sep=sep, usecols=list(wanted.values()), dtype=str,
-                             keep_default_na=False, on_bad_lines="error", engine="c")
+                             keep_default_na=False, on_bad_lines="error", engine="c",
+                             encoding=encoding)
         except pd.errors.ParserError as exc:
             raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
         _check_ragged(p, what, sep, len(header))
@@ -63,6 +65,31 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
             f"{what}: {p}: unknown file type {suffix!r}; expected .csv, .tsv or .parquet"
         )
     return df.rename(columns={col: role for role, col in wanted.items()})
+
+
+def csv_encoding(p: Path, what: str, chunk: int = 1 << 20) -> str:
+    """``utf-8``, or ``latin-1`` (with a warning naming the first line that is not UTF-8)
+    for a text file that is not valid UTF-8, e.g. MovieLens' own ``.dat``/``u.item`` files.
+    One streaming pass over the bytes."""
+    import codecs
+    import warnings
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines = 0
+    with open(p, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            try:
+                decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                line = lines + block[:exc.start].count(b"\n") + 1
+                warnings.warn(f"{what}: {p} is not UTF-8 (line {line}: {exc.reason} at "
+                              f"byte {exc.object[exc.start:exc.start + 1]!r}); reading it "
+                              "as latin-1", stacklevel=3)
+                return "latin-1"
+            if not block:
+                return "utf-8"
+            lines += block.count(b"\n")
 
 
 def _check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) -> None:
@@ -184,7 +211,7 @@ def _header(p: Path, sep: str | None) -> list[str]:
         import pyarrow.parquet as pq
         return list(pq.read_schema(p).names)
     return pd.read_csv(p, sep=sep or ("\t" if p.suffix.lower() == ".tsv" else ","),
-                       nrows=0).columns.tolist()
+                       nrows=0, encoding=csv_encoding(p, "--items")).columns.tolist()
 
 
 def _match_index(index: pd.Index, ids: np.ndarray) -> pd.Index:
