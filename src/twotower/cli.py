@@ -181,7 +181,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
          f"split {args.split}: train {len(split.train):,}, test {len(split.test):,}")
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
-    model.fit(split.train, verbose=2 if args.verbose else 0)
+    if args.verbose:
+        model.fit(split.train, verbose=2)
+    else:  # quiet for a quick run, a progress line every 10 s for a long one
+        from twotower.models.progress import TrainProgress
+        model.fit(split.train, verbose=0, callbacks=[TrainProgress(every_s=10.0)])
     metrics = None
     if len(split.test):
         from twotower.evaluation import recommend_and_evaluate
