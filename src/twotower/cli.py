@@ -196,7 +196,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.save(args.out, test=split.test if len(split.test) else None, metrics=metrics,
                data={"source": str(args.data), "split": args.split,
                      "test_fraction": args.test_fraction, "seed": args.seed})
-    _say(f"trained {cfg.query_tower}/{cfg.objective} in {model.fit_seconds:.1f} s; "
+    how = "" if model.trained_with == "model.fit" else f" with {model.trained_with}"
+    _say(f"trained {cfg.query_tower}/{cfg.objective}{how} in {model.fit_seconds:.1f} s; "
          f"saved to {args.out} ({time.perf_counter() - t0:.1f} s total)")
     if args.plot_loss:
         from twotower.evaluation import plot_loss_curves
