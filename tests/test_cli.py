@@ -159,6 +159,21 @@ def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
+def test_baselines_too_large_for_dense_matrices_are_skipped_with_a_warning(tutorial_run,
+                                                                          monkeypatch):
+    import pytest
+
+    from twotower import TwoTower
+    from twotower.artifacts import load_test
+    from twotower.evaluation import run as run_module
+    _, rundir = tutorial_run
+    monkeypatch.setattr(run_module, "DENSE_BASELINE_MAX_ITEMS", 1000)  # ML-100k: 1,682
+    with pytest.warns(UserWarning, match="ItemKNN and EASE skipped: 1,682 items"):
+        table, _ = run_module.evaluate_run(TwoTower.load(rundir), load_test(rundir),
+                                           baselines=True)
+    assert set(table) == {"model", "MostPop"}
+
+
 def test_train_on_two_simulated_devices(tmp_path, ml100k):
     """`twotower train --devices 2` in a process that sees 2 (simulated CPU) devices: the
     batch is split over both, whole batches only, and the run serves like any other."""

@@ -38,7 +38,12 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                         user_vocab=model.user_vocab, item_vocab=model.item_vocab)
     curve_ks = sorted({1, 5, 10, 20, 50, 100, *ks} & set(range(1, model.n_items + 1)))
     methods: dict[str, Any] = {"model": model, "MostPop": MostPop().fit(train)}
-    if baselines and model.n_items <= DENSE_BASELINE_MAX_ITEMS:
+    if baselines and model.n_items > DENSE_BASELINE_MAX_ITEMS:
+        import warnings
+        warnings.warn(f"baselines: ItemKNN and EASE skipped: {model.n_items:,} items is more "
+                      f"than {DENSE_BASELINE_MAX_ITEMS:,} (they hold dense item x item "
+                      "matrices); MostPop only", stacklevel=2)
+    elif baselines:
         methods["ItemKNN"] = ItemKNN(
             tune(ItemKNN, train, {"neighbors": [50, 100, 200]}, seed).best_config).fit(train)
         methods["EASE"] = EASE(
