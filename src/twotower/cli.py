@@ -296,7 +296,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if test is None:
         raise DataError(f"{args.run} has no held-out split (it was trained with --split none)")
     ks = tuple(sorted(set(args.k)))
-    table, curves = evaluate_run(model, test, ks=ks, baselines=args.baselines)
+    table, curves = evaluate_run(
+        model, test, ks=ks, baselines=args.baselines,
+        log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))
     from twotower.evaluation import format_table, plot_recall_curves
     print(format_table(table))
     if args.json:

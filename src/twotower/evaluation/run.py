@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,14 +25,23 @@ def train_interactions(model: Any) -> Interactions:
 
 
 def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[int] = (10, 100),
-                 baselines: bool = False, seed: int = 0
+                 baselines: bool = False, seed: int = 0,
+                 log: Callable[[str], None] | None = None
                  ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
     validation split of train) on a held-out split given as (users, items) index arrays.
+    ``log`` receives a line as each stage starts (tuning EASE on a large catalogue takes
+    minutes).
 
     Returns:
         (table: method -> metric -> value, curves: method -> {K: recall@K}).
     """
+    t0 = time.perf_counter()
+
+    def say(what: str) -> None:
+        if log is not None:
+            log(f"{what} ({time.perf_counter() - t0:.0f} s so far)")
+
     train = train_interactions(model)
     held = Interactions(users=np.asarray(test[0], dtype=np.int64),
                         items=np.asarray(test[1], dtype=np.int64),
@@ -44,6 +54,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                       f"than {DENSE_BASELINE_MAX_ITEMS:,} (they hold dense item x item "
                       "matrices); MostPop only", stacklevel=2)
     elif baselines:
+        say(f"tuning ItemKNN and EASE on a validation split of train ({model.n_items:,} "
+            "items)")
         methods["ItemKNN"] = ItemKNN(
             tune(ItemKNN, train, {"neighbors": [50, 100, 200]}, seed).best_config).fit(train)
         methods["EASE"] = EASE(
@@ -52,6 +64,7 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     table: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[int, float]] = {}
     for name, rec in methods.items():
+        say(f"evaluating {name}")
         res = recommend_and_evaluate(rec, train, held, ks=curve_ks)
         table[name] = {k: v for k, v in res.items()
                        if k == "users" or int(k.split("@")[1]) in ks}
