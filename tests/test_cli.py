@@ -207,12 +207,38 @@ def test_warnings_are_one_line(tmp_path, ml100k):
     data = tmp_path / "r.csv"
     write_interactions(ml100k.take(ml100k.users < 100), data)
     proc = subprocess.run([sys.executable, "-m", "twotower.cli", "train", "--data", str(data),
-                           "--out", str(tmp_path / "run"), "--epochs", "1", "--split", "none"],
+                           "--out", str(tmp_path / "run"), "--epochs", "1", "--split", "none",
+                           "--time-col", "none"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stderr.splitlines() if "item_features" in ln]
     assert line and line[0].startswith("twotower: warning: model.item_features names")
-    # no --time-col: the default's recency weighting falls back to row order, and says so
+    # --time-col none: the default's recency weighting falls back to row order, and says so
     rec = [ln for ln in proc.stderr.splitlines() if "recency_half_life" in ln]
     assert rec and rec[0].startswith("twotower: warning: model.recency_half_life weights")
     assert "cli.py" not in proc.stderr
+
+
+def test_movielens_csv_columns_are_found_by_name(capsys, tmp_path, ml100k):
+    """``userId,movieId,rating,timestamp`` (the MovieLens CSV layout) needs no --*-col; what
+    was taken is announced, and explicit flags (or 'none') win."""
+    from twotower.cli import _columns, build_parser
+    x = ml100k.take(ml100k.users < 50)
+    data = tmp_path / "ratings.csv"
+    pd.DataFrame({"userId": x.user_vocab.ids_of(x.users), "movieId": x.item_vocab.ids_of(x.items),
+                  "rating": x.ratings, "timestamp": x.timestamps}).to_csv(data, index=False)
+    args = build_parser().parse_args(["train", "--data", str(data), "--out", "o"])
+    assert _columns(args) == {"user": "userId", "item": "movieId", "rating": "rating",
+                              "time": "timestamp"}
+    out = capsys.readouterr().out
+    assert "using column 'movieId' as the item (--item-col)" in out
+    assert "using column 'timestamp' as the time (--time-col)" in out
+    args = build_parser().parse_args(["train", "--data", str(data), "--out", "o",
+                                      "--time-col", "none", "--rating-col", "none",
+                                      "--user-col", "userId"])
+    assert _columns(args) == {"user": "userId", "item": "movieId", "rating": None,
+                              "time": None}
+    code, out, err = run(capsys, "train", "--data", data, "--epochs", "1", "--split",
+                         "temporal", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "split temporal" in out

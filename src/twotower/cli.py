@@ -44,19 +44,56 @@ def _load_data(args: argparse.Namespace) -> Any:
 
     if args.data == MOVIELENS:
         return load_movielens_100k(getattr(args, "data_dir", None))
-    return read_interactions(args.data, user_col=args.user_col, item_col=args.item_col,
-                             rating_col=args.rating_col, time_col=args.time_col,
+    cols = _columns(args)
+    return read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
+                             rating_col=cols["rating"], time_col=cols["time"],
                              items=args.items)
+
+
+#: Column names taken when the matching --*-col is not given (first present wins), e.g. the
+#: MovieLens CSV layout ``userId,movieId,rating,timestamp``.
+COLUMN_ALIASES = {"user": ("user_id", "userId", "user", "UserID", "userid"),
+                  "item": ("item_id", "movieId", "item", "itemId", "MovieID", "movie_id"),
+                  "rating": ("rating", "Rating"),
+                  "time": ("timestamp", "Timestamp")}
+
+
+def _columns(args: argparse.Namespace) -> dict[str, str | None]:
+    """The interaction file's columns: as given by --user-col & co, else found by name
+    (announced; ``--rating-col none`` / ``--time-col none`` to ignore such a column)."""
+    from twotower.data.readers import read_header
+
+    header = read_header(args.data, "--data")
+    given = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col,
+             "time": args.time_col}
+    out: dict[str, str | None] = {}
+    for role, col in given.items():
+        if col is not None:
+            out[role] = None if col.lower() == "none" and role in ("rating", "time") else col
+            continue
+        default = COLUMN_ALIASES[role][0]
+        found = next((c for c in COLUMN_ALIASES[role] if c in header), None)
+        if found is None and role in ("user", "item"):
+            found = default  # read_interactions names the missing column in its error
+        elif found is not None and (found != default or role in ("rating", "time")):
+            _say(f"using column {found!r} as the {role} (--{role}-col)")
+        out[role] = found
+    return out
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=MOVIELENS,
                    help=f"'{MOVIELENS}' or a .csv/.tsv/.parquet interaction file")
     p.add_argument("--data-dir", help="local MovieLens 100k directory (u.data, u.item, ...)")
-    p.add_argument("--user-col", default="user_id")
-    p.add_argument("--item-col", default="item_id")
-    p.add_argument("--rating-col", default=None)
-    p.add_argument("--time-col", default=None)
+    p.add_argument("--user-col", default=None,
+                   help="user id column (default: user_id, userId, user, ... if present)")
+    p.add_argument("--item-col", default=None,
+                   help="item id column (default: item_id, movieId, item, ... if present)")
+    p.add_argument("--rating-col", default=None,
+                   help="rating column (default: 'rating' if present; 'none' to ignore it)")
+    p.add_argument("--time-col", default=None,
+                   help="timestamp column (default: 'timestamp' if present; 'none' to "
+                        "ignore it)")
     p.add_argument("--items", help="item metadata file (id column = --item-col, title, genres)")
 
 

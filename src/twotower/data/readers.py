@@ -191,7 +191,7 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
                    genres_col: str | None = "genres", sep: str | None = None) -> pd.DataFrame:
     """Item metadata indexed by external item id, with ``title`` and ``genres`` (list)."""
     p = Path(path)
-    header = _header(p, sep)
+    header = read_header(p, "--items", sep)
     cols = {"item": id_col,
             "title": title_col if title_col in header else None,
             "genres": genres_col if genres_col in header else None}
@@ -204,14 +204,22 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
     return out[~out.index.duplicated()]
 
 
-def _header(p: Path, sep: str | None) -> list[str]:
+def read_header(path: str | Path, what: str = "file", sep: str | None = None) -> list[str]:
+    """The column names of a CSV/Parquet file (``what`` names it in errors)."""
+    p = Path(path)
     if not p.is_file():
-        raise DataError(f"--items: file not found: {p}")
+        raise DataError(f"{what}: file not found: {p}")
     if p.suffix.lower() in _PARQUET:
         import pyarrow.parquet as pq
         return list(pq.read_schema(p).names)
-    return pd.read_csv(p, sep=sep or ("\t" if p.suffix.lower() == ".tsv" else ","),
-                       nrows=0, encoding=csv_encoding(p, "--items")).columns.tolist()
+    if p.suffix.lower() not in _CSV:
+        raise DataError(f"{what}: {p}: unknown file type {p.suffix.lower()!r}; expected .csv, "
+                        ".tsv or .parquet")
+    try:
+        return pd.read_csv(p, sep=sep or ("\t" if p.suffix.lower() == ".tsv" else ","),
+                           nrows=0, encoding=csv_encoding(p, what)).columns.tolist()
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
 
 
 def _match_index(index: pd.Index, ids: np.ndarray) -> pd.Index:
