@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,21 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
     return df.rename(columns={col: role for role, col in wanted.items()})
 
 
-def csv_encoding(p: Path, what: str, chunk: int = 1 << 20) -> str:
+def csv_encoding(p: Path, what: str) -> str:
     """``utf-8``, or ``latin-1`` (with a warning naming the first line that is not UTF-8)
     for a text file that is not valid UTF-8, e.g. MovieLens' own ``.dat``/``u.item`` files.
-    One streaming pass over the bytes."""
+    One streaming pass over the bytes per file version (cached: the header and the body
+    readers ask for the same file, and it warns once)."""
+    st = p.stat()
+    return _encoding(str(p), st.st_size, st.st_mtime_ns, what)
+
+
+@functools.lru_cache(maxsize=64)
+def _encoding(path: str, size: int, mtime_ns: int, what: str, chunk: int = 1 << 20) -> str:
     import codecs
     import warnings
 
+    p = Path(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines = 0
     with open(p, "rb") as f:
@@ -85,7 +94,7 @@ def csv_encoding(p: Path, what: str, chunk: int = 1 << 20) -> str:
                 line = lines + block[:exc.start].count(b"\n") + 1
                 warnings.warn(f"{what}: {p} is not UTF-8 (line {line}: {exc.reason} at "
                               f"byte {exc.object[exc.start:exc.start + 1]!r}); reading it "
-                              "as latin-1", stacklevel=3)
+                              "as latin-1", stacklevel=4)
                 return "latin-1"
             if not block:
                 return "utf-8"
