@@ -5,7 +5,9 @@ Memory is bounded by ``batch_size * chunk_size`` scores per worker thread whatev
 catalogue size. Over a catalogue larger than one chunk, each query keeps its running top-k
 and its k-th best score: after the matmul, a chunk costs one row-max reduction, and only
 queries whose maximum beats their threshold pass their (few) winning scores to the merge.
-Large catalogues are stored in decreasing-norm order so that the thresholds rise early.
+Large catalogues are stored in decreasing-norm order so that the thresholds rise early,
+and a query stops scoring chunks once its k-th best score beats ``|q|`` times the largest
+norm left (Cauchy-Schwarz: exact; on trained embeddings most of the catalogue is skipped).
 Worker threads (one per core) each run single-threaded BLAS on their own blocks.
 """
 
@@ -73,23 +75,29 @@ class _Mask:
 
 
 def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 512,
-               chunk_size: int = 2048, threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+               chunk_size: int = 2048, threads: int = 0, norms: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner products of ``Q [b, d]`` against ``V [n, d]`` under filters ``f``.
 
     The work is split into tasks (a block of up to ``batch_size`` queries against a range
     of the catalogue) run on ``threads`` worker threads, each with single-threaded BLAS
     (see ``_blas``): one core per task, and no BLAS thread synchronisation on small blocks.
+    ``norms``: the row norms of ``V`` when its rows are in decreasing-norm order; then a
+    query skips every chunk whose largest norm times its own cannot beat its running k-th
+    best score (Cauchy-Schwarz; exact).
 
     Returns:
         scores ``[b, k]`` float32, ids ``[b, k]`` int64, best first, padded.
     """
     n = V.shape[0]
     b = Q.shape[0]
-    if f.allowed is not None and f.n_allowed * 4 <= n:
+    if f.allowed is not None and f.n_allowed * 4 <= n:  # rows reordered: no norm order
         return _topk_subset(V, Q, k, f, batch_size, chunk_size, threads)
     # Memory is bounded by batch_size * chunk_size scores per worker: fewer queries, longer
     # chunks (one query scans up to batch_size * chunk_size items in a matrix-vector).
-    chunk_size = max(chunk_size, batch_size * chunk_size // min(b, batch_size))
+    grown = max(chunk_size, batch_size * chunk_size // min(b, batch_size))
+    # with norms, chunks stay small enough for the scan to stop early
+    chunk_size = grown if norms is None else max(chunk_size, min(grown, 1 << 14))
     if b == 1 and n <= chunk_size:
         return _topk_one(V, Q[0], k, f)
     out_s = np.full((b, k), _NEG, dtype=np.float32)
@@ -100,10 +108,13 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     workers = max(1, threads or os.cpu_count() or 1)
     starts = list(range(0, b, batch_size))
     # Fewer query blocks than workers: split the catalogue too, merge the parts after.
+    # Part p takes every parts-th chunk, so each part starts at large norms.
     parts = 1
     if len(starts) < workers and n > chunk_size:
         parts = min(-(-workers // len(starts)), -(-n // chunk_size))
-    cuts = [n * p // parts for p in range(parts + 1)]
+    first = min(n, chunk_size, max(2048, 16 * kk))  # a short first chunk seeds thresholds
+    edges = [0, *range(first, n, chunk_size), n]
+    spans = list(zip(edges[:-1], edges[1:]))
     tasks = [(r0, p) for r0 in starts for p in range(parts)]
     results: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     if ptr is not None and n <= chunk_size:
@@ -127,7 +138,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
             else:
                 erow = ecol = None
             results[key] = _chunked(V, Q[r0:r1], kk, mask, erow, ecol, chunk_size,
-                                    cuts[p], cuts[p + 1])
+                                    spans[p::parts], norms)
 
     if min(workers, len(tasks)) > 1:
         with ThreadPoolExecutor(min(workers, len(tasks))) as pool:
@@ -175,35 +186,54 @@ def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters
 
 
 def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarray | None,
-             ecol: np.ndarray | None, chunk: int, lo: int = 0, hi: int | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``kk`` of ``Qb`` over catalogue rows ``[lo, hi)``, chunk by chunk, best first.
+             ecol: np.ndarray | None, chunk: int, spans: list[tuple[int, int]],
+             norms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``kk`` of ``Qb`` over the catalogue rows of ``spans`` (``[(c0, c1)]``, each at
+    most ``chunk`` rows, in increasing order), chunk by chunk, best first.
 
-    After a short first chunk seeds each query's k-th best score (``thr``), a chunk costs
+    After the first chunk seeds each query's k-th best score (``thr``), a chunk costs
     its matmul plus one row-max reduction: only the queries whose maximum beats their
     threshold are looked at again, and in those only the scores above it are merged.
     (A transposed ``[items, queries]`` block, whose per-query max is a reduction over
-    rows, measured no faster.)
+    rows, measured no faster.) With ``norms`` (rows in decreasing-norm order) a chunk is
+    scored only for the queries whose bound ``|q| * norms[c0]`` beats their threshold,
+    and the scan stops when no query's bound does.
     """
-    hi = V.shape[0] if hi is None else hi
     bq = Qb.shape[0]
     if erow is not None:
         order = np.argsort(ecol, kind="stable")
         erow, ecol = erow[order], ecol[order]
     buf = np.empty((bq, chunk), dtype=np.float32)
     bs = bi = thr = None
-    everyone = np.arange(bq)
-    first = min(hi - lo, chunk, max(2048, 16 * kk))
-    bounds = [lo, *range(lo + first, hi, chunk), hi]
-    for c0, c1 in zip(bounds[:-1], bounds[1:]):
+    # |q| with a margin for float32 rounding of the dot products (relative error of a
+    # d-term dot product is far below 1e-4 of |q| |x|)
+    qn = None if norms is None else np.linalg.norm(Qb, axis=1) * np.float32(1 + 1e-4)
+    for c0, c1 in spans:
         c = c1 - c0
-        S = buf[:, :c] if c == chunk else np.empty((bq, c), dtype=np.float32)
-        np.matmul(Qb, V[c0:c1].T, out=S)
+        rows = None  # the queries scored in this chunk (None: all of them)
+        if qn is not None and thr is not None:
+            live = qn * norms[c0] > thr
+            nl = int(np.count_nonzero(live))
+            if nl == 0:
+                break  # later chunks have smaller norms, thresholds only rise
+            if nl * 8 < bq * 7:
+                rows = np.flatnonzero(live)
+        Qc = Qb if rows is None else Qb[rows]
+        nr = Qc.shape[0]
+        S = buf[:nr, :c] if c == chunk else np.empty((nr, c), dtype=np.float32)
+        np.matmul(Qc, V[c0:c1].T, out=S)
         mask.apply(S, c0, c1)
         if ecol is not None:
             e0, e1 = np.searchsorted(ecol, (c0, c1))
             if e1 > e0:
-                S[erow[e0:e1], ecol[e0:e1] - c0] = _NEG
+                er, ec = erow[e0:e1], ecol[e0:e1] - c0
+                if rows is not None:  # exclusion rows into this chunk's row numbers
+                    pos = np.full(bq, -1, dtype=np.int64)
+                    pos[rows] = np.arange(nr)
+                    er = pos[er]
+                    ec = ec[er >= 0]
+                    er = er[er >= 0]
+                S[er, ec] = _NEG
         if bs is None:
             cs, ci = _select(S, min(kk, c))
             ci = ci + c0
@@ -214,14 +244,16 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarr
             bs, bi = cs, ci
             thr = bs.min(axis=1)
             continue
-        qs = np.flatnonzero(S.max(axis=1) > thr)
-        nq = len(qs)
-        if nq == 0:
+        tr = thr if rows is None else thr[rows]
+        loc = np.flatnonzero(S.max(axis=1) > tr)  # rows of S
+        if len(loc) == 0:
             continue
-        if nq * 2 > bq:
-            qs, nq, sub = everyone, bq, S
+        if len(loc) * 2 > nr:
+            loc, sub = np.arange(nr), S
         else:
-            sub = S[qs]
+            sub = S[loc]
+        qs = loc if rows is None else rows[loc]  # the same rows in Qb
+        nq = len(qs)
         # flatnonzero + divmod: several times faster than a 2-D np.nonzero
         r, cols = np.divmod(np.flatnonzero(sub > thr[qs, None]), c)
         cnt = np.bincount(r, minlength=nq)
@@ -281,13 +313,16 @@ class ExactIndex(Index):
     kind = "exact"
 
     def _build(self, x: np.ndarray) -> None:
-        self._order = self._inverse = None
+        self._order = self._inverse = self._norms = None
         if x.shape[0] >= _ORDER_MIN:
             # Rows by decreasing norm: the large scores come early, each query's running
             # k-th best rises fast, and later chunks rarely need more than the row-max pass
             # (at 1M clustered items, 2-4% of (query, chunk) pairs instead of 9%).
-            order = np.argsort(-np.einsum("ij,ij->i", x, x), kind="stable")
+            sq = np.einsum("ij,ij->i", x, x)
+            order = np.argsort(-sq, kind="stable")
             x = x[order]
+            # the row norms in storage order (decreasing): each chunk's largest norm
+            self._norms = np.sqrt(sq[order])
             index_dtype = np.int32 if x.shape[0] < 2**31 else np.int64
             self._order = order.astype(index_dtype)
             self._inverse = np.empty_like(self._order)
@@ -308,7 +343,8 @@ class ExactIndex(Index):
             f = Filters(f.ex_ptr, None if f.ex_ids is None else self._inverse[f.ex_ids],
                         None if f.allowed is None else f.allowed[self._order], f.n_allowed)
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
-                          self.config.chunk_size, self.config.threads)
+                          self.config.chunk_size, self.config.threads,
+                          self._norms if self.config.norm_bound else None)
         if self._order is not None:
             i = np.where(i >= 0, self._order[np.maximum(i, 0)], PAD_ID).astype(np.int64)
         return s, i
