@@ -200,15 +200,15 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarr
     and the scan stops when no query's bound does.
     """
     bq = Qb.shape[0]
-    if erow is not None:
-        order = np.argsort(ecol, kind="stable")
-        erow, ecol = erow[order], ecol[order]
+    # Exclusions are found per chunk with a compare while few chunks have been scanned (a
+    # norm-bounded scan often stops after a handful), by binary search once sorted.
+    ex_sorted = False
     buf = np.empty((bq, chunk), dtype=np.float32)
     bs = bi = thr = None
     # |q| with a margin for float32 rounding of the dot products (relative error of a
     # d-term dot product is far below 1e-4 of |q| |x|)
     qn = None if norms is None else np.linalg.norm(Qb, axis=1) * np.float32(1 + 1e-4)
-    for c0, c1 in spans:
+    for j, (c0, c1) in enumerate(spans):
         c = c1 - c0
         rows = None  # the queries scored in this chunk (None: all of them)
         if qn is not None and thr is not None:
@@ -224,9 +224,17 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarr
         np.matmul(Qc, V[c0:c1].T, out=S)
         mask.apply(S, c0, c1)
         if ecol is not None:
-            e0, e1 = np.searchsorted(ecol, (c0, c1))
-            if e1 > e0:
-                er, ec = erow[e0:e1], ecol[e0:e1] - c0
+            if not ex_sorted and j >= 8:
+                order = np.argsort(ecol, kind="stable")
+                erow, ecol, ex_sorted = erow[order], ecol[order], True
+            if ex_sorted:
+                e0, e1 = np.searchsorted(ecol, (c0, c1))
+                er, ec = erow[e0:e1], ecol[e0:e1]
+            else:
+                here = (ecol >= c0) & (ecol < c1)
+                er, ec = erow[here], ecol[here]
+            if len(er):
+                ec = ec - c0
                 if rows is not None:  # exclusion rows into this chunk's row numbers
                     pos = np.full(bq, -1, dtype=np.int64)
                     pos[rows] = np.arange(nr)
@@ -340,7 +348,8 @@ class ExactIndex(Index):
 
     def _search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
         if self._order is not None:  # filters into storage order, ids back to id order
-            f = Filters(f.ex_ptr, None if f.ex_ids is None else self._inverse[f.ex_ids],
+            f = Filters(f.ex_ptr, None if f.ex_ids is None else
+                        self._inverse[f.ex_ids].astype(np.int64),
                         None if f.allowed is None else f.allowed[self._order], f.n_allowed)
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,
