@@ -75,8 +75,8 @@ class _Mask:
 
 
 def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 512,
-               chunk_size: int = 2048, threads: int = 0, norms: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               chunk_size: int = 2048, threads: int = 0, norms: np.ndarray | None = None,
+               ex_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner products of ``Q [b, d]`` against ``V [n, d]`` under filters ``f``.
 
     The work is split into tasks (a block of up to ``batch_size`` queries against a range
@@ -84,7 +84,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     (see ``_blas``): one core per task, and no BLAS thread synchronisation on small blocks.
     ``norms``: the row norms of ``V`` when its rows are in decreasing-norm order; then a
     query skips every chunk whose largest norm times its own cannot beat its running k-th
-    best score (Cauchy-Schwarz; exact).
+    best score (Cauchy-Schwarz; exact). ``ex_map``: row of ``V`` of each excluded id
+    (``f.ex_ids`` are ids in another order); applied by the worker of each query block,
+    so the random reads are split over the workers.
 
     Returns:
         scores ``[b, k]`` float32, ids ``[b, k]`` int64, best first, padded.
@@ -92,12 +94,17 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     n = V.shape[0]
     b = Q.shape[0]
     if f.allowed is not None and f.n_allowed * 4 <= n:  # rows reordered: no norm order
+        if ex_map is not None and f.ex_ids is not None:
+            f = Filters(f.ex_ptr, ex_map[f.ex_ids], f.allowed, f.n_allowed)
         return _topk_subset(V, Q, k, f, batch_size, chunk_size, threads)
     # Memory is bounded by batch_size * chunk_size scores per worker: fewer queries, longer
     # chunks (one query scans up to batch_size * chunk_size items in a matrix-vector).
     grown = max(chunk_size, batch_size * chunk_size // min(b, batch_size))
     # with norms, chunks stay small enough for the scan to stop early
     chunk_size = grown if norms is None else max(chunk_size, min(grown, 1 << 14))
+    if ex_map is not None and f.ex_ids is not None and (b == 1 or n <= chunk_size):
+        f = Filters(f.ex_ptr, ex_map[f.ex_ids], f.allowed, f.n_allowed)  # small: map now
+        ex_map = None
     if b == 1 and n <= chunk_size:
         return _topk_one(V, Q[0], k, f)
     out_s = np.full((b, k), _NEG, dtype=np.float32)
@@ -135,6 +142,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
             if ptr is not None and ptr[r1] > ptr[r0]:
                 erow = np.repeat(np.arange(r1 - r0), np.diff(ptr[r0:r1 + 1]))
                 ecol = ids[ptr[r0]:ptr[r1]]
+                if ex_map is not None:
+                    ecol = ex_map[ecol]
             else:
                 erow = ecol = None
             results[key] = _chunked(V, Q[r0:r1], kk, mask, erow, ecol, chunk_size,
@@ -200,9 +209,13 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarr
     and the scan stops when no query's bound does.
     """
     bq = Qb.shape[0]
-    # Exclusions are found per chunk with a compare while few chunks have been scanned (a
-    # norm-bounded scan often stops after a handful), by binary search once sorted.
+    # Exclusions are found per chunk with a compare among those of the first 8 spans while
+    # few chunks have been scanned (a norm-bounded scan often stops after a handful), by
+    # binary search in all of them, sorted once, after that.
     ex_sorted = False
+    if ecol is not None:
+        near = ecol < spans[min(8, len(spans)) - 1][1]
+        head_row, head_col = erow[near], ecol[near]
     buf = np.empty((bq, chunk), dtype=np.float32)
     bs = bi = thr = None
     # |q| with a margin for float32 rounding of the dot products (relative error of a
@@ -231,8 +244,8 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarr
                 e0, e1 = np.searchsorted(ecol, (c0, c1))
                 er, ec = erow[e0:e1], ecol[e0:e1]
             else:
-                here = (ecol >= c0) & (ecol < c1)
-                er, ec = erow[here], ecol[here]
+                here = (head_col >= c0) & (head_col < c1)
+                er, ec = head_row[here], head_col[here]
             if len(er):
                 ec = ec - c0
                 if rows is not None:  # exclusion rows into this chunk's row numbers
@@ -348,12 +361,12 @@ class ExactIndex(Index):
 
     def _search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
         if self._order is not None:  # filters into storage order, ids back to id order
-            f = Filters(f.ex_ptr, None if f.ex_ids is None else
-                        self._inverse[f.ex_ids].astype(np.int64),
+            # (excluded ids are mapped by topk_exact's workers: ex_map)
+            f = Filters(f.ex_ptr, f.ex_ids,
                         None if f.allowed is None else f.allowed[self._order], f.n_allowed)
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,
-                          self._norms if self.config.norm_bound else None)
+                          self._norms if self.config.norm_bound else None, self._inverse)
         if self._order is not None:
             i = np.where(i >= 0, self._order[np.maximum(i, 0)], PAD_ID).astype(np.int64)
         return s, i
