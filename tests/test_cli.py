@@ -139,6 +139,7 @@ def test_index_command_builds_reports_and_is_used(capsys, tutorial_run, tmp_path
     assert report["kind"] == kind and report["queries"] == 943
     floor = {"exact": 1.0, "hnsw": 0.9, "ivf": 0.5}[kind]
     assert floor <= report["recall@10_vs_exact"] <= 1.0
+    assert report["queries_per_second"] > 0 and report["exact_queries_per_second"] > 0
     loaded = TwoTower.load(run_copy)
     assert loaded.index_config.kind == kind and type(loaded._index).__name__.lower().startswith(
         kind)
