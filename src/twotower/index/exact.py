@@ -13,6 +13,7 @@ Worker threads (one per core) each run single-threaded BLAS on their own blocks.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -360,10 +361,10 @@ class ExactIndex(Index):
         return v
 
     def _search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
-        if self._order is not None:  # filters into storage order, ids back to id order
-            # (excluded ids are mapped by topk_exact's workers: ex_map)
-            f = Filters(f.ex_ptr, f.ex_ids,
-                        None if f.allowed is None else f.allowed[self._order], f.n_allowed)
+        if self._order is not None and f.allowed is not None:
+            # filters into storage order (excluded ids: by topk_exact's workers, ex_map);
+            # ids back to id order below
+            f = dataclasses.replace(f, allowed=f.allowed[self._order])
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,
                           self._norms if self.config.norm_bound else None, self._inverse)
