@@ -130,6 +130,11 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                 arrays[name] = getattr(model, name)
         if model._history is not None:
             arrays["history_table"] = model._history
+        lin = getattr(model, "_linear", None)
+        if lin is not None:  # the closed-form EASE part (its items are in item_embeddings)
+            arrays.update(ease_query_table=lin.query_table, ease_item_table=lin.item_table,
+                          ease_model_scale=np.float64(lin.model_scale),
+                          ease_floor=np.float64(lin.floor), ease_lambda=np.float64(lin.lambda_))
         for what in ("item", "user"):  # side features (absent in older artifacts)
             matrix = getattr(model, f"_{what}_features", None)
             if matrix is not None and matrix.shape[1]:
@@ -145,7 +150,8 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                     df["id"] = df["id"].astype(str)
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
         _write_json(tmp / "training.json", {"history": model.history,
-                                            "fit_seconds": model.fit_seconds})
+                                            "fit_seconds": model.fit_seconds,
+                                            "ease": getattr(model, "ease_tuning", None)})
         if getattr(model, "_net", None) is not None:
             model._net.save_weights(tmp / "model.weights.h5")
         elif getattr(model, "_weights_path", None) is not None:  # loaded without Keras
@@ -223,6 +229,13 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         model.user_embeddings = arrays.get("user_embeddings")
         model.history_embeddings = arrays.get("history_embeddings")
         model._history = arrays.get("history_table")
+        if "ease_query_table" in arrays:
+            from twotower.models.linear import LinearPart
+            model._linear = LinearPart(
+                query_table=arrays["ease_query_table"], item_table=arrays["ease_item_table"],
+                model_scale=float(arrays["ease_model_scale"]),
+                floor=float(arrays["ease_floor"]), lambda_=float(arrays["ease_lambda"]),
+                tuning=[])
         for what in ("item", "user"):
             setattr(model, f"_{what}_features", arrays.get(f"{what}_features"))
             setattr(model, f"{what}_feature_names",
@@ -236,6 +249,9 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         model.user_info = _read_info(d / "users.parquet", model.user_vocab)
         training = json.loads((d / "training.json").read_text(encoding="utf-8"))
         model.history, model.fit_seconds = training["history"], training["fit_seconds"]
+        model.ease_tuning = training.get("ease")
+        if model._linear is not None and model.ease_tuning:
+            model._linear.tuning = model.ease_tuning.get("tried", [])
         model.manifest = manifest
     except ArtifactError:
         raise

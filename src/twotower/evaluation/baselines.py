@@ -301,6 +301,26 @@ class ItemKNN(_Baseline):
         return np.asarray(x @ self._sim)
 
 
+def ease_weights(gram: np.ndarray, lambda_: float, dtype: Any = np.float64) -> np.ndarray:
+    """EASE's ``B`` (float32) from a dense Gram matrix ``XᵀX``: ``P = (XᵀX + λI)⁻¹`` by
+    Cholesky (LAPACK ``potrf``/``potri``, in ``dtype``), ``B = I - P / diag(P)``."""
+    from scipy.linalg import lapack
+    g = np.array(gram, dtype=dtype, order="F")  # a copy: potrf/potri overwrite it
+    g[np.diag_indices_from(g)] += lambda_
+    potrf, potri = ((lapack.dpotrf, lapack.dpotri) if g.dtype == np.float64
+                    else (lapack.spotrf, lapack.spotri))
+    c, info = potrf(g, lower=False, overwrite_a=True)
+    if info == 0:
+        c, info = potri(c, lower=False, overwrite_c=True)
+    if info != 0:
+        raise DataError(f"EASE: the Gram matrix plus lambda = {lambda_:g} is not positive "
+                        f"definite (LAPACK info {info}); use a larger lambda")
+    p = np.triu(c) + np.triu(c, 1).T
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b.astype(np.float32)
+
+
 class EASE(_Baseline):
     """Embarrassingly Shallow Autoencoder (Steck, 2019), closed form.
 
@@ -319,12 +339,7 @@ class EASE(_Baseline):
     name = "EASE"
 
     def _fit(self, x: sp.csr_matrix) -> None:
-        gram = (x.T @ x).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.config.lambda_
-        p = np.linalg.inv(gram)
-        b = -p / np.diag(p)[None, :]
-        np.fill_diagonal(b, 0.0)
-        self._weights = b.astype(np.float32)
+        self._weights = ease_weights((x.T @ x).toarray(), self.config.lambda_, np.float64)
 
     def _score(self, x: sp.csr_matrix) -> np.ndarray:
         return np.asarray(x @ self._weights)

@@ -82,6 +82,22 @@ class ModelConfig(Config):
             ``dropped`` from the query.
         user_weighting: ``multinomial`` per-user loss as a ``sum`` over the user's items,
             or divided by ``sqrt`` of / the ``mean`` over their count.
+        ease_weight: 0 (off) or the share, in [0, 1), of a closed-form part in the score
+            (``twotower.models.linear``): EASE (Steck, 2019) at rank ``ease_rank``, its
+            query the user's recency-weighted history, appended to both towers so one inner
+            product serves ``(1 - w) * trained + w * EASE`` (each part scaled to unit
+            standard deviation). Needs a history tower; skipped, with a warning, above
+            ``ease_max_items`` items (EASE inverts an ``[n_items, n_items]`` matrix).
+        ease_lambdas, ease_floors: EASE's L2 strengths and the recency floors of its query
+            (1.0 = unweighted) tried on a validation split carved from the training data;
+            the best recall@10 + ndcg@10 is kept (the pair is reported in
+            ``TwoTower.ease_tuning``).
+        ease_split: how that validation split is carved: ``random``, ``temporal`` (each
+            user's latest 20%) or ``auto`` (``twotower train`` uses its ``--split``;
+            otherwise temporal when the data has timestamps, else random). Match the way
+            the model will be judged: a temporal split picks a recency-weighted query.
+        ease_rank: rank of the EASE part (0 = ``embedding_dim``).
+        ease_max_items: largest catalogue the EASE part is fitted for.
         hard_negatives: >0 keeps only that many hardest in-batch negatives
             (``keras_rs.layers.HardNegativeMining``; sampled_softmax only).
         validation_freq: validate every this many epochs when validation data is given.
@@ -115,6 +131,12 @@ class ModelConfig(Config):
     multinomial_targets: str = "all"
     user_weighting: str = "sum"
     hard_negatives: int = 0
+    ease_weight: float = 0.0
+    ease_lambdas: tuple[float, ...] = (200.0, 500.0, 1000.0)
+    ease_floors: tuple[float, ...] = (0.2, 0.5, 1.0)
+    ease_split: str = "auto"
+    ease_rank: int = 0
+    ease_max_items: int = 10_000
     validation_freq: int = 5
     seed: int = 42
 
@@ -148,6 +170,21 @@ class ModelConfig(Config):
         check_range(own, "recency_half_life", self.recency_half_life, 0.0, 1e6)
         check_range(own, "recency_floor", self.recency_floor, 0.0, 1.0)
         check_range(own, "hard_negatives", self.hard_negatives, 0, 100_000, integer=True)
+        check_range(own, "ease_weight", self.ease_weight, 0.0, 0.99)
+        check_choice(own, "ease_split", self.ease_split, ("auto", "random", "temporal"))
+        check_range(own, "ease_rank", self.ease_rank, 0, 4096, integer=True)
+        check_range(own, "ease_max_items", self.ease_max_items, 1, 1_000_000, integer=True)
+        for name, lo, hi in (("ease_lambdas", 1e-6, 1e9), ("ease_floors", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or not value or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi
+                    for v in value):
+                raise ConfigError(f"model.{name} must be a non-empty list of numbers in "
+                                  f"[{lo:g}, {hi:g}], got {value!r}")
+        if self.ease_weight > 0 and self.query_tower == "id":
+            raise ConfigError("model.ease_weight > 0 needs a history tower (query_tower "
+                              "'history' or 'id+history'): the EASE part's query is the "
+                              "user's history")
         check_range(own, "validation_freq", self.validation_freq, 1, 100_000, integer=True)
         check_range(own, "seed", self.seed, 0, 2**31 - 1, integer=True)
         if self.query_tower != "id" and self.objective == "mse":
@@ -177,7 +214,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     epochs=15, batch_size=64, optimizer="adam", learning_rate=0.005, l2=5.0,
                     temperature=1.0, history_length=1000, history_dropout=0.5,
                     recency_half_life=10.0, recency_floor=0.2, item_bias=True,
-                    item_features=("genres", "year")),
+                    item_features=("genres", "year"), ease_weight=0.3),
 }
 
 

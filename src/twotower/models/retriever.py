@@ -104,12 +104,8 @@ def history_table(x: Interactions, length: int) -> np.ndarray:
 def recency_weights(length: int, config: ModelConfig) -> np.ndarray:
     """``[length]`` float32 weights of history columns (column 0 = the latest item):
     ``floor + (1 - floor) * 0.5 ** (rank / half_life)``, all ones when the half-life is 0."""
-    rank = np.arange(length, dtype=np.float64)
-    if not config.recency_half_life:
-        return np.ones(length, dtype=np.float32)
-    floor = config.recency_floor
-    w = floor + (1.0 - floor) * 0.5 ** (rank / config.recency_half_life)
-    return w.astype(np.float32)
+    from twotower.models.linear import floor_weights
+    return floor_weights(length, config.recency_half_life, config.recency_floor)
 
 
 class TwoTower:
@@ -137,6 +133,10 @@ class TwoTower:
         self._fitted = False
         #: how the last ``fit`` trained: ``"model.fit"`` or the product loop (large tables)
         self.trained_with: str | None = None
+        #: the closed-form EASE part (``ModelConfig.ease_weight``), when fitted
+        self._linear: Any = None
+        #: EASE's (lambda, floor) and the validation metrics of each pair tried
+        self.ease_tuning: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ training
     def fit(self, train: Interactions, validation: Interactions | None = None, *,
@@ -160,6 +160,7 @@ class TwoTower:
             raise DataError("objective 'mse' needs ratings; give --rating-col or another "
                             "objective")
         t0 = time.perf_counter()
+        self._linear, self.ease_tuning = None, None
         keras.utils.set_random_seed(cfg.seed)
         self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
         self.item_info, self.user_info = train.item_info, train.user_info
@@ -215,7 +216,10 @@ class TwoTower:
                                verbose=verbose, callbacks=list(callbacks))
             self.history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         self._net = net
+        self._linear = None
         self._export_tables()
+        if cfg.ease_weight > 0:
+            self._fit_linear(train)
         self.fit_seconds = time.perf_counter() - t0
         self._fitted = True
         self._build_indexes()
@@ -233,6 +237,49 @@ class TwoTower:
             out["logq"] = np.log(np.maximum(p[x.items], 1e-12)).astype(np.float32)
         return out
 
+    def _fit_linear(self, train: Interactions) -> None:
+        """Fit the EASE part (``twotower.models.linear``) and append it to both towers."""
+        from twotower.models.linear import LinearPart, tune_and_fit
+        cfg = self.config
+        if train.n_items > cfg.ease_max_items:
+            import warnings
+            warnings.warn(f"model.ease_weight: the EASE part is skipped: {train.n_items:,} "
+                          f"items is more than model.ease_max_items = "
+                          f"{cfg.ease_max_items:,}", stacklevel=3)
+            return
+        p, q, lam, floor, rows = tune_and_fit(
+            train, cfg.history_length, cfg.recency_half_life, cfg.ease_lambdas,
+            cfg.ease_floors, cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed)
+        query_table = np.zeros((len(p) + 1, p.shape[1]), dtype=np.float32)
+        query_table[1:] = p
+        # each part's score spread over (a sample of) training users: w means the same on
+        # any data
+        rng = np.random.default_rng(cfg.seed)
+        users = np.sort(rng.choice(train.n_users, size=min(1024, train.n_users),
+                                   replace=False))
+        trained = self._query_part(users) @ self.item_embeddings.T
+        ease = self._ease_query(self._history[users], query_table, floor) @ q.T
+        w = cfg.ease_weight
+        self._linear = LinearPart(
+            query_table=query_table,
+            item_table=(q * (w / max(float(ease.std()), 1e-12))).astype(np.float32),
+            model_scale=(1.0 - w) / max(float(trained.std()), 1e-12),
+            floor=floor, lambda_=lam, tuning=rows)
+        self.ease_tuning = {"lambda": lam, "floor": floor, "tried": rows}
+        self.item_embeddings = self._with_linear_items(self.item_embeddings)
+
+    def _with_linear_items(self, items: np.ndarray) -> np.ndarray:
+        lin = self._linear
+        if lin is None:
+            return items
+        return np.concatenate([items * np.float32(lin.model_scale), lin.item_table], axis=1)
+
+    def _ease_query(self, hist: np.ndarray, table: np.ndarray, floor: float) -> np.ndarray:
+        from twotower.models.linear import floor_weights, history_matrix
+        weights = floor_weights(hist.shape[1], self.config.recency_half_life, floor)
+        return np.asarray(history_matrix(hist, weights, len(table)) @ table,
+                          dtype=np.float32)
+
     def _export_tables(self) -> None:
         # Copy to numpy now: on JAX, predict() may donate (delete) these buffers later.
         net = self._net
@@ -246,6 +293,7 @@ class TwoTower:
             # fold the item bias into the dot product: item [v, b] . query [q, 1]
             bias = np.array(net.item_bias_vector(), dtype=np.float32).reshape(-1, 1)
             self.item_embeddings = np.concatenate([self.item_embeddings, bias], axis=1)
+        self.item_embeddings = self._with_linear_items(self.item_embeddings)
 
     def _build_indexes(self) -> None:
         self._index = make_index(self.index_config).build(self.item_embeddings)
@@ -286,6 +334,15 @@ class TwoTower:
         """``[b, d]`` float32 query embeddings of user indices."""
         self._require_fitted()
         users = np.asarray(users, dtype=np.int64)
+        q = self._query_part(users)
+        if self._linear is not None:
+            lin = self._linear
+            q = np.concatenate([q, self._ease_query(self._history[users], lin.query_table,
+                                                    lin.floor)], axis=1)
+        return q
+
+    def _query_part(self, users: np.ndarray) -> np.ndarray:
+        """The trained tower's query (with the bias column), without the EASE part."""
         q = np.zeros((len(users), self.config.embedding_dim), dtype=np.float32)
         if self.user_embeddings is not None:
             q += self.user_embeddings[users]
@@ -294,17 +351,18 @@ class TwoTower:
         return self._with_bias_column(q)
 
     def _with_bias_column(self, q: np.ndarray) -> np.ndarray:
-        if self.item_embeddings.shape[1] == q.shape[1]:
+        if not self.config.item_bias:
             return q
         return np.concatenate([q, np.ones((len(q), 1), dtype=np.float32)], axis=1)
 
     def _pool(self, hist: np.ndarray) -> np.ndarray:
-        emb = self.history_embeddings[hist]  # row 0 is padding, masked below
-        weight = recency_weights(hist.shape[1], self.config)
-        mask = ((hist > 0) * weight).astype(np.float32)[..., None]
-        count = np.maximum(mask.sum(axis=1), 1.0)
+        # a sparse [b, n_items + 1] weight matrix times the table: no [b, L, d] gather
+        from twotower.models.linear import history_matrix
+        weights = history_matrix(hist, recency_weights(hist.shape[1], self.config),
+                                 len(self.history_embeddings))
+        count = np.maximum(np.asarray(weights.sum(axis=1), dtype=np.float32), 1.0)
         norm = {"mean": count, "sqrt": np.sqrt(count)}.get(self.config.pooling, 1.0)
-        pooled = (emb * mask).sum(axis=1) / norm
+        pooled = np.asarray(weights @ self.history_embeddings, dtype=np.float32) / norm
         if self.config.history_activation == "tanh":
             pooled = np.tanh(pooled)
         return pooled.astype(np.float32)
@@ -321,7 +379,12 @@ class TwoTower:
         for row, h in enumerate(histories):
             h = np.asarray(h, dtype=np.int64)[-L:]
             table[row, :len(h)] = h[::-1] + 1
-        return self._with_bias_column(self._pool(table))
+        q = self._with_bias_column(self._pool(table))
+        if self._linear is not None:
+            lin = self._linear
+            q = np.concatenate([q, self._ease_query(table, lin.query_table, lin.floor)],
+                               axis=1)
+        return q
 
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
         """Training items of each user index (the default exclusion lists)."""

@@ -1,0 +1,194 @@
+"""The closed-form EASE part of the towers (``ModelConfig.ease_weight``) and history pooling."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pytest
+
+from twotower.errors import ConfigError, DataError
+
+
+def _log(seed=0, n_users=60, n_items=40, n=900):
+    from twotower.data import Interactions
+    rng = np.random.default_rng(seed)
+    users = rng.integers(0, n_users, n)
+    items = (users % 4) * 10 + rng.integers(0, 10, n)  # 4 blocks: learnable structure
+    ids = np.unique(users * n_items + items)
+    return Interactions.from_ids(ids // n_items, ids % n_items,
+                                 timestamps=rng.permutation(len(ids)).astype(np.int64))
+
+
+def _cfg(**kw):
+    from twotower import ModelConfig
+    base = dict(query_tower="history", objective="multinomial", embedding_dim=8, epochs=2,
+                batch_size=16, optimizer="adam", learning_rate=0.01, history_length=50,
+                history_dropout=0.2, recency_half_life=3.0, recency_floor=0.2,
+                item_bias=True, ease_weight=0.4, ease_lambdas=(5.0, 50.0),
+                ease_floors=(0.2, 1.0), ease_rank=6)
+    return ModelConfig.from_dict({**base, **kw})
+
+
+def test_ease_weights_match_the_closed_form_and_reject_a_singular_gram():
+    from twotower.evaluation.baselines import ease_weights
+    rng = np.random.default_rng(1)
+    x = (rng.random((50, 30)) < 0.2).astype(np.float64)
+    gram = x.T @ x
+    p = np.linalg.inv(gram + 7.0 * np.eye(30))
+    ref = np.eye(30) - p / np.diag(p)[None, :]
+    for dtype, tol in ((np.float64, 1e-6), (np.float32, 1e-4)):
+        b = ease_weights(gram, 7.0, dtype)
+        assert np.allclose(b, ref, atol=tol) and np.all(np.diag(b) == 0)
+    with pytest.raises(DataError, match="lambda = -100"):
+        ease_weights(gram, -100.0)
+
+
+def test_low_rank_is_as_good_as_the_truncated_svd():
+    from twotower.models.linear import low_rank
+    rng = np.random.default_rng(2)
+    b = (rng.standard_normal((300, 20)) @ rng.standard_normal((20, 300))
+         + 0.3 * rng.standard_normal((300, 300))).astype(np.float32)
+    u, s, vt = np.linalg.svd(b)
+    for r in (10, 20, 200):
+        p, q = low_rank(b, r)
+        assert p.shape == (300, r) and q.shape == (300, r)
+        best = np.linalg.norm(b - (u[:, :r] * s[:r]) @ vt[:r])
+        assert np.linalg.norm(b - p @ q.T) <= 1.01 * best
+
+
+def test_sparse_pooling_matches_the_dense_gather():
+    """Duplicates, padding, recency weights and every pooling, against the obvious gather."""
+    from twotower import TwoTower
+    from twotower.models.retriever import recency_weights
+    rng = np.random.default_rng(3)
+    hist = rng.integers(0, 12, (7, 9)).astype(np.int32)
+    hist[0] = 0  # an empty history
+    hist[1, :4] = 5  # a repeated item
+    table = rng.standard_normal((12, 4)).astype(np.float32)
+    for pooling in ("sqrt", "mean", "sum"):
+        for activation in ("linear", "tanh"):
+            cfg = _cfg(pooling=pooling, history_activation=activation)
+            m = TwoTower(cfg)
+            m.history_embeddings = table
+            mask = (hist > 0) * recency_weights(9, cfg)
+            count = np.maximum(mask.sum(1, keepdims=True), 1.0)
+            norm = {"sqrt": np.sqrt(count), "mean": count, "sum": 1.0}[pooling]
+            ref = (table[hist] * mask[..., None]).sum(1) / norm
+            ref = np.tanh(ref) if activation == "tanh" else ref
+            assert np.allclose(m._pool(hist), ref, atol=1e-5)
+
+
+def test_the_served_score_is_the_weighted_sum_of_the_two_parts():
+    from twotower import TwoTower
+    x = _log()
+    model = TwoTower(_cfg()).fit(x, verbose=0)
+    lin, d = model._linear, model.config.embedding_dim
+    assert lin is not None and model.item_embeddings.shape[1] == d + 1 + 6
+    users = np.arange(x.n_users)
+    trained = model._query_part(users)  # [q, 1]
+    items = np.array(model._net.item_table())
+    items = np.concatenate([items, np.array(model._net.item_bias_vector())[:, None]], 1)
+    a = trained @ items.T
+    from twotower.models.linear import floor_weights, history_matrix
+    xw = history_matrix(model._history, floor_weights(50, 3.0, lin.floor), x.n_items + 1)
+    e = np.asarray(xw @ lin.query_table) @ lin.item_table.T
+    got = model.query_embeddings(users) @ model.item_embeddings.T
+    assert np.allclose(got, lin.model_scale * a + e, rtol=1e-4, atol=1e-4)
+    # both parts carry weight: the tuned pair is one of the grid, every pair was scored
+    assert lin.lambda_ in (5.0, 50.0) and lin.floor in (0.2, 1.0)
+    assert len(model.ease_tuning["tried"]) == 4
+    assert 0 < lin.model_scale and np.abs(lin.item_table).max() > 0
+
+
+def test_the_ease_part_scores_like_ease_at_full_rank():
+    """Weight ~1 and full rank: the model ranks like unweighted EASE with the tuned lambda."""
+    from twotower import TwoTower
+    from twotower.evaluation import EASE
+    x = _log(seed=4)
+    model = TwoTower(_cfg(ease_weight=0.99, ease_rank=40, ease_floors=(1.0,),
+                          ease_lambdas=(20.0,))).fit(x, verbose=0)
+    users = np.arange(x.n_users)
+    ref = EASE(lambda_=20.0).fit(x)._score(x.to_csr()[users])
+    got = model.query_embeddings(users) @ model.item_embeddings.T
+    top_ref = np.argsort(-ref, 1)[:, :3]
+    top_got = np.argsort(-got, 1)[:, :3]
+    assert np.mean(top_ref == top_got) > 0.95
+
+
+def test_history_queries_include_the_ease_part():
+    from twotower import TwoTower
+    x = _log(seed=5)
+    model = TwoTower(_cfg()).fit(x, verbose=0)
+    u = 3
+    seen = model._history[u][model._history[u] > 0][::-1] - 1  # oldest first
+    q = model.history_query_embeddings([seen])
+    assert np.allclose(q, model.query_embeddings([u]), atol=1e-5)
+
+
+def test_save_load_round_trip_keeps_the_ease_part(tmp_path):
+    from twotower import TwoTower
+    x = _log(seed=6)
+    model = TwoTower(_cfg()).fit(x, verbose=0)
+    model.save(tmp_path / "run")
+    back = TwoTower.load(tmp_path / "run")
+    users = np.arange(x.n_users)
+    assert np.array_equal(back.query_embeddings(users), model.query_embeddings(users))
+    assert np.array_equal(back.item_embeddings, model.item_embeddings)
+    assert back.ease_tuning["lambda"] == model.ease_tuning["lambda"]
+    s1, i1 = model.recommend(users, 5, model.seen_items(users))
+    s2, i2 = back.recommend(users, 5, back.seen_items(users))
+    assert np.array_equal(i1, i2)
+    # rebuilding the Keras net and re-exporting its tables keeps the EASE columns
+    k = TwoTower.load(tmp_path / "run", keras=True)
+    k._export_tables()
+    assert np.allclose(k.item_embeddings, model.item_embeddings, atol=1e-6)
+
+
+def test_ease_is_skipped_above_max_items_and_off_at_weight_zero():
+    from twotower import TwoTower
+    x = _log(seed=7)
+    with pytest.warns(UserWarning, match="ease_max_items"):
+        m = TwoTower(_cfg(ease_max_items=10)).fit(x, verbose=0)
+    assert m._linear is None and m.item_embeddings.shape[1] == 9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        m = TwoTower(_cfg(ease_weight=0.0)).fit(x, verbose=0)
+    assert m._linear is None and m.ease_tuning is None
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(query_tower="id", objective="softmax"), "needs a history tower"),
+    (dict(ease_floors=()), "ease_floors"),
+    (dict(ease_floors=(1.5,)), "ease_floors"),
+    (dict(ease_lambdas=("a",)), "ease_lambdas"),
+    (dict(ease_split="weekly"), "ease_split"),
+    (dict(ease_weight=1.0), "ease_weight"),
+])
+def test_bad_ease_settings_are_named(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        _cfg(**bad)
+
+
+def test_cli_tunes_the_ease_part_on_the_runs_split_kind(tmp_path, ml100k_dir):
+    import json
+
+    from twotower.cli import main
+    run = tmp_path / "run"
+    assert main(["train", "--data-dir", str(ml100k_dir), "--split", "temporal", "--epochs",
+                 "1", "--out", str(run)]) == 0
+    cfg = json.loads((run / "config.json").read_text())["model"]
+    assert cfg["ease_split"] == "temporal" and cfg["ease_weight"] > 0
+    ease = json.loads((run / "training.json").read_text())["ease"]
+    assert len(ease["tried"]) == 9 and ease["floor"] in (0.2, 0.5, 1.0)
+
+
+def test_floor_weights_by_hand():
+    from twotower.models.linear import floor_weights
+    assert np.allclose(floor_weights(4, 1.0, 0.5), [1.0, 0.75, 0.625, 0.5625])
+    assert np.allclose(floor_weights(3, 2.0, 0.0), [1.0, 0.5 ** 0.5, 0.5])
+    assert np.array_equal(floor_weights(3, 0.0, 0.2), [1.0, 1.0, 1.0])
+    assert np.array_equal(floor_weights(3, 5.0, 1.0), [1.0, 1.0, 1.0])
