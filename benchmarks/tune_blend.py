@@ -81,7 +81,7 @@ def main(argv=None) -> int:
                          "ease_ref": {"lambda": best.lambda_, "recall@10": ref["recall@10"],
                                       "ndcg@10": ref["ndcg@10"]},
                          "ease_part": model.ease_tuning and {
-                             k: model.ease_tuning[k] for k in ("lambda", "floor")},
+                             k: model.ease_tuning[k] for k in ("lambda", "half_life", "floor")},
                          "ease_part_seconds": seconds})
             print(name, w, round(ratio, 4), rows[-1]["ease_part"], flush=True)
 

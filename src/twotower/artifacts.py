@@ -134,6 +134,7 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
         if lin is not None:  # the closed-form EASE part (its items are in item_embeddings)
             arrays.update(ease_query_table=lin.query_table, ease_item_table=lin.item_table,
                           ease_model_scale=np.float64(lin.model_scale),
+                          ease_half_life=np.float64(lin.half_life),
                           ease_floor=np.float64(lin.floor), ease_lambda=np.float64(lin.lambda_))
         for what in ("item", "user"):  # side features (absent in older artifacts)
             matrix = getattr(model, f"_{what}_features", None)
@@ -234,7 +235,7 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
             model._linear = LinearPart(
                 query_table=arrays["ease_query_table"], item_table=arrays["ease_item_table"],
                 model_scale=float(arrays["ease_model_scale"]),
-                floor=float(arrays["ease_floor"]), lambda_=float(arrays["ease_lambda"]),
+                half_life=float(arrays["ease_half_life"]), floor=float(arrays["ease_floor"]), lambda_=float(arrays["ease_lambda"]),
                 tuning=[])
         for what in ("item", "user"):
             setattr(model, f"_{what}_features", arrays.get(f"{what}_features"))

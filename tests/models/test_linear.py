@@ -29,7 +29,7 @@ def _cfg(**kw):
                 batch_size=16, optimizer="adam", learning_rate=0.01, history_length=50,
                 history_dropout=0.2, recency_half_life=3.0, recency_floor=0.2,
                 item_bias=True, ease_weight=0.4, ease_lambdas=(5.0, 50.0),
-                ease_floors=(0.2, 1.0), ease_rank=6)
+                ease_half_lives=(3.0,), ease_floors=(0.2, 1.0), ease_rank=6)
     return ModelConfig.from_dict({**base, **kw})
 
 
@@ -94,12 +94,13 @@ def test_the_served_score_is_the_weighted_sum_of_the_two_parts():
     items = np.concatenate([items, np.array(model._net.item_bias_vector())[:, None]], 1)
     a = trained @ items.T
     from twotower.models.linear import floor_weights, history_matrix
-    xw = history_matrix(model._history, floor_weights(50, 3.0, lin.floor), x.n_items + 1)
+    xw = history_matrix(model._history, floor_weights(50, lin.half_life, lin.floor), x.n_items + 1)
     e = np.asarray(xw @ lin.query_table) @ lin.item_table.T
     got = model.query_embeddings(users) @ model.item_embeddings.T
     assert np.allclose(got, lin.model_scale * a + e, rtol=1e-4, atol=1e-4)
     # both parts carry weight: the tuned pair is one of the grid, every pair was scored
-    assert lin.lambda_ in (5.0, 50.0) and lin.floor in (0.2, 1.0)
+    assert lin.lambda_ in (5.0, 50.0) and (lin.half_life, lin.floor) in ((3.0, 0.2),
+                                                                        (0.0, 1.0))
     assert len(model.ease_tuning["tried"]) == 4
     assert 0 < lin.model_scale and np.abs(lin.item_table).max() > 0
 
@@ -164,6 +165,7 @@ def test_ease_is_skipped_above_max_items_and_off_at_weight_zero():
     (dict(query_tower="id", objective="softmax"), "needs a history tower"),
     (dict(ease_floors=()), "ease_floors"),
     (dict(ease_floors=(1.5,)), "ease_floors"),
+    (dict(ease_half_lives=(-1.0,)), "ease_half_lives"),
     (dict(ease_lambdas=("a",)), "ease_lambdas"),
     (dict(ease_split="weekly"), "ease_split"),
     (dict(ease_weight=1.0), "ease_weight"),
@@ -183,7 +185,8 @@ def test_cli_tunes_the_ease_part_on_the_runs_split_kind(tmp_path, ml100k_dir):
     cfg = json.loads((run / "config.json").read_text())["model"]
     assert cfg["ease_split"] == "temporal" and cfg["ease_weight"] > 0
     ease = json.loads((run / "training.json").read_text())["ease"]
-    assert len(ease["tried"]) == 9 and ease["floor"] in (0.2, 0.5, 1.0)
+    # 3 lambdas x (2 half-lives x 3 floors below 1 + unweighted)
+    assert len(ease["tried"]) == 21 and ease["floor"] in (0.0, 0.2, 0.5, 1.0)
 
 
 def test_floor_weights_by_hand():

@@ -18,6 +18,7 @@ baseline.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -34,6 +35,7 @@ class LinearPart:
             ``P`` (row 0, the history padding, is zero).
         item_table: ``[n_items, r]`` float32: ``Q``, already multiplied by ``w / s_ease``.
         model_scale: ``(1 - w) / s_trained``, the factor of the trained part's item vectors.
+        half_life: recency half-life of the query's history weights, in items.
         floor: recency floor of the query's history weights (1.0: unweighted).
         lambda_: EASE's L2 strength.
         tuning: validation metrics of every (lambda, floor) tried.
@@ -42,6 +44,7 @@ class LinearPart:
     query_table: np.ndarray
     item_table: np.ndarray
     model_scale: float
+    half_life: float
     floor: float
     lambda_: float
     tuning: list[dict[str, float]]
@@ -95,55 +98,66 @@ def _inner_split(train: Interactions, kind: str, seed: int):
     return random_split(train, 0.2, seed)
 
 
-class _Scores:
-    """A ``Recommender`` over a dense score matrix (for the validation metrics)."""
+#: users whose validation metrics choose EASE's lambda and floor (a sample when more)
+VALIDATION_USERS = 5_000
 
-    def __init__(self, scores: np.ndarray) -> None:
-        self.scores = scores
+
+class _Scores:
+    """A ``Recommender`` scoring ``queries[users] @ b`` (for the validation metrics)."""
+
+    def __init__(self, queries: sp.csr_matrix, b: np.ndarray) -> None:
+        self.queries, self.b = queries, b
 
     def recommend(self, users, k, exclude=None):
         from twotower.evaluation.baselines import topk_excluding
-        return topk_excluding(self.scores[np.asarray(users)], k, exclude)
+        scores = np.asarray(self.queries[np.asarray(users)] @ self.b, dtype=np.float32)
+        return topk_excluding(scores, k, exclude)
 
 
-def tune_and_fit(train: Interactions, history_length: int, half_life: float,
-                 lambdas: tuple[float, ...], floors: tuple[float, ...], rank: int,
-                 split: str, seed: int) -> tuple[np.ndarray, np.ndarray, float, float,
-                                                 list[dict[str, float]]]:
-    """Choose EASE's lambda and the query's recency floor on a validation split of
-    ``train`` (best recall@10 + ndcg@10), then fit on all of ``train`` at rank ``rank``.
+def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float, ...],
+                 half_lives: tuple[float, ...], floors: tuple[float, ...], rank: int,
+                 split: str, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
+    validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
+    at rank ``rank``.
 
     Returns:
-        ``(P, Q, lambda, floor, tuning rows)``; ``P`` is ``[n_items, r]``.
+        ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,
+        ``half_life``, ``floor`` and ``tried`` (the validation metrics of every setting).
     """
     from twotower.evaluation.baselines import ease_weights
     from twotower.evaluation.metrics import recommend_and_evaluate
     from twotower.models.retriever import history_table
 
     n = train.n_items
-    floors = tuple(floors) if half_life else (1.0,)
+    recency = sorted({(float(h), float(f)) if h and f < 1.0 else (0.0, 1.0)
+                      for h in half_lives for f in floors})
     rows: list[dict[str, float]] = []
     inner = _inner_split(train, split, seed)
-    best: tuple[float, float, float] | None = None
-    if len(inner.test) and (len(lambdas) > 1 or len(floors) > 1):
+    test = inner.test
+    test_users = np.unique(test.users)
+    if len(test_users) > VALIDATION_USERS:  # metrics of a sample of users: enough to choose
+        keep = np.random.default_rng(seed).choice(test_users, VALIDATION_USERS, replace=False)
+        test = test.take(np.flatnonzero(np.isin(test.users, keep)))
+    best: tuple[float, float, tuple[float, float]] | None = None
+    if len(test) and (len(lambdas) > 1 or len(recency) > 1):
         hist = history_table(inner.train, history_length)
-        queries = {f: history_matrix(hist, floor_weights(history_length, half_life, f), n + 1)
-                   [:, 1:] for f in floors}
+        queries = {hf: history_matrix(hist, floor_weights(history_length, *hf), n + 1)[:, 1:]
+                   for hf in recency}
         x = inner.train.to_csr()
         gram = (x.T @ x).toarray()
         for lam in lambdas:
             b = ease_weights(gram, float(lam), np.float32)
-            for f in floors:
-                m = recommend_and_evaluate(_Scores(np.asarray(queries[f] @ b)), inner.train,
-                                           inner.test, (10,))
-                rows.append({"lambda": float(lam), "floor": float(f),
+            for hf in recency:
+                m = recommend_and_evaluate(_Scores(queries[hf], b), inner.train, test, (10,))
+                rows.append({"lambda": float(lam), "half_life": hf[0], "floor": hf[1],
                              "recall@10": float(m["recall@10"]),
                              "ndcg@10": float(m["ndcg@10"])})
                 score = m["recall@10"] + m["ndcg@10"]
                 if best is None or score > best[0]:
-                    best = (score, float(lam), float(f))
-    lam, floor = (best[1], best[2]) if best else (float(lambdas[0]), float(floors[0]))
+                    best = (score, float(lam), hf)
+    lam, (half_life, floor) = (best[1], best[2]) if best else (float(lambdas[0]), recency[0])
     x = train.to_csr()
     b = ease_weights((x.T @ x).toarray(), lam, np.float32)
     p, q = low_rank(b, rank, seed)
-    return p, q, lam, floor, rows
+    return p, q, {"lambda": lam, "half_life": half_life, "floor": floor, "tried": rows}

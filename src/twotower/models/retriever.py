@@ -247,9 +247,10 @@ class TwoTower:
                           f"items is more than model.ease_max_items = "
                           f"{cfg.ease_max_items:,}", stacklevel=3)
             return
-        p, q, lam, floor, rows = tune_and_fit(
-            train, cfg.history_length, cfg.recency_half_life, cfg.ease_lambdas,
-            cfg.ease_floors, cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed)
+        p, q, chosen = tune_and_fit(
+            train, cfg.history_length, cfg.ease_lambdas, cfg.ease_half_lives, cfg.ease_floors,
+            cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed)
+        half_life, floor = chosen["half_life"], chosen["floor"]
         query_table = np.zeros((len(p) + 1, p.shape[1]), dtype=np.float32)
         query_table[1:] = p
         # each part's score spread over (a sample of) training users: w means the same on
@@ -258,14 +259,14 @@ class TwoTower:
         users = np.sort(rng.choice(train.n_users, size=min(1024, train.n_users),
                                    replace=False))
         trained = self._query_part(users) @ self.item_embeddings.T
-        ease = self._ease_query(self._history[users], query_table, floor) @ q.T
+        ease = self._ease_query(self._history[users], query_table, half_life, floor) @ q.T
         w = cfg.ease_weight
         self._linear = LinearPart(
             query_table=query_table,
             item_table=(q * (w / max(float(ease.std()), 1e-12))).astype(np.float32),
             model_scale=(1.0 - w) / max(float(trained.std()), 1e-12),
-            floor=floor, lambda_=lam, tuning=rows)
-        self.ease_tuning = {"lambda": lam, "floor": floor, "tried": rows}
+            half_life=half_life, floor=floor, lambda_=chosen["lambda"], tuning=chosen["tried"])
+        self.ease_tuning = chosen
         self.item_embeddings = self._with_linear_items(self.item_embeddings)
 
     def _with_linear_items(self, items: np.ndarray) -> np.ndarray:
@@ -274,9 +275,10 @@ class TwoTower:
             return items
         return np.concatenate([items * np.float32(lin.model_scale), lin.item_table], axis=1)
 
-    def _ease_query(self, hist: np.ndarray, table: np.ndarray, floor: float) -> np.ndarray:
+    def _ease_query(self, hist: np.ndarray, table: np.ndarray, half_life: float,
+                    floor: float) -> np.ndarray:
         from twotower.models.linear import floor_weights, history_matrix
-        weights = floor_weights(hist.shape[1], self.config.recency_half_life, floor)
+        weights = floor_weights(hist.shape[1], half_life, floor)
         return np.asarray(history_matrix(hist, weights, len(table)) @ table,
                           dtype=np.float32)
 
@@ -338,7 +340,7 @@ class TwoTower:
         if self._linear is not None:
             lin = self._linear
             q = np.concatenate([q, self._ease_query(self._history[users], lin.query_table,
-                                                    lin.floor)], axis=1)
+                                                    lin.half_life, lin.floor)], axis=1)
         return q
 
     def _query_part(self, users: np.ndarray) -> np.ndarray:
@@ -382,8 +384,8 @@ class TwoTower:
         q = self._with_bias_column(self._pool(table))
         if self._linear is not None:
             lin = self._linear
-            q = np.concatenate([q, self._ease_query(table, lin.query_table, lin.floor)],
-                               axis=1)
+            q = np.concatenate([q, self._ease_query(table, lin.query_table, lin.half_life,
+                                                    lin.floor)], axis=1)
         return q
 
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
