@@ -195,3 +195,27 @@ def test_floor_weights_by_hand():
     assert np.allclose(floor_weights(3, 2.0, 0.0), [1.0, 0.5 ** 0.5, 0.5])
     assert np.array_equal(floor_weights(3, 0.0, 0.2), [1.0, 1.0, 1.0])
     assert np.array_equal(floor_weights(3, 5.0, 1.0), [1.0, 1.0, 1.0])
+
+
+def test_histories_are_distinct_items_by_latest_interaction():
+    """Repeated (user, item) rows: the history table, history queries and the EASE part's
+    query count the item once, at its most recent interaction."""
+    from twotower import TwoTower
+    from twotower.data import Interactions
+    from twotower.models.linear import history_matrix
+    from twotower.models.retriever import history_table
+    x = Interactions.from_ids([1, 1, 1, 1, 2, 2], [7, 8, 7, 9, 8, 8],
+                              timestamps=np.array([1, 2, 3, 4, 5, 6]))
+    i7, i8, i9 = x.item_vocab.lookup([7, 8, 9])
+    table = history_table(x, 5)
+    assert table[0].tolist() == [i9 + 1, i7 + 1, i8 + 1, 0, 0]
+    assert table[1].tolist() == [i8 + 1, 0, 0, 0, 0]
+    hist = np.array([[3, 2, 3, 0]])
+    m = history_matrix(hist, np.array([1.0, 0.5, 0.25, 0.1]), 4, "latest").toarray()
+    assert m.tolist() == [[0.0, 0.0, 0.5, 1.0]]
+    m = history_matrix(hist, np.array([1.0, 0.5, 0.25, 0.1]), 4).toarray()
+    assert m.tolist() == [[0.0, 0.0, 0.5, 1.25]]
+    model = TwoTower(_cfg()).fit(_log(seed=8), verbose=0)
+    a = model.history_query_embeddings([np.array([1, 2, 3, 1, 4])])
+    b = model.history_query_embeddings([np.array([2, 3, 1, 4])])
+    assert np.allclose(a, b)

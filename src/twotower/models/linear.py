@@ -50,11 +50,23 @@ class LinearPart:
     tuning: list[dict[str, float]]
 
 
-def history_matrix(hist: np.ndarray, weights: np.ndarray, n_cols: int) -> sp.csr_matrix:
+def history_matrix(hist: np.ndarray, weights: np.ndarray, n_cols: int,
+                   repeats: str = "sum") -> sp.csr_matrix:
     """``[b, n_cols]`` sparse: row ``u`` holds ``weights[j]`` at column ``hist[u, j]`` for
-    the non-zero entries of a history table (items + 1, most recent first, 0 = padding)."""
-    rows, cols = np.nonzero(hist)
-    return sp.csr_matrix((weights[cols].astype(np.float32), (rows, hist[rows, cols])),
+    the non-zero entries of a history table (items + 1, most recent first, 0 = padding).
+
+    An item that occurs more than once in a history (a log with repeated interactions) gets
+    the ``sum`` of its weights (the trained tower's pooling) or only its most recent one,
+    ``latest`` (the EASE part: EASE is fitted on the binary user-item matrix).
+    """
+    rows, pos = np.nonzero(hist)
+    cols = hist[rows, pos]
+    if repeats == "latest" and len(rows):
+        # nonzero() is row-major, so within a row the most recent occurrence comes first
+        key = rows.astype(np.int64) * n_cols + cols
+        _, first = np.unique(key, return_index=True)
+        rows, pos, cols = rows[first], pos[first], cols[first]
+    return sp.csr_matrix((weights[pos].astype(np.float32), (rows, cols)),
                          shape=(hist.shape[0], n_cols))
 
 
@@ -142,8 +154,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     best: tuple[float, float, tuple[float, float]] | None = None
     if len(test) and (len(lambdas) > 1 or len(recency) > 1):
         hist = history_table(inner.train, history_length)
-        queries = {hf: history_matrix(hist, floor_weights(history_length, *hf), n + 1)[:, 1:]
-                   for hf in recency}
+        queries = {hf: history_matrix(hist, floor_weights(history_length, *hf), n + 1,
+                                      "latest")[:, 1:] for hf in recency}
         x = inner.train.to_csr()
         gram = (x.T @ x).toarray()
         for lam in lambdas:

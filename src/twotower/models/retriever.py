@@ -88,13 +88,21 @@ def _row_wise(net: Any) -> bool:
 
 
 def history_table(x: Interactions, length: int) -> np.ndarray:
-    """``[n_users, length]`` int32: each user's most recent items + 1, 0-padded on the right."""
+    """``[n_users, length]`` int32: each user's most recent distinct items + 1, 0-padded on
+    the right. An item the user interacted with more than once appears once, at its most
+    recent interaction (a history is a set ordered by recency, like the binary user-item
+    matrix that evaluation and the baselines use)."""
     order = (np.lexsort((np.arange(len(x)), x.timestamps, x.users))
              if x.timestamps is not None else np.lexsort((np.arange(len(x)), x.users)))
     users, items = x.users[order], x.items[order]
+    key = users.astype(np.int64) * max(x.n_items, 1) + items
+    _, last = np.unique(key[::-1], return_index=True)
+    if len(last) < len(key):  # repeated (user, item) pairs: keep the latest of each
+        keep = np.sort(len(key) - 1 - last)
+        users, items = users[keep], items[keep]
     counts = np.bincount(users, minlength=x.n_users)
     ends = np.cumsum(counts)
-    rank_from_end = ends[users] - 1 - np.arange(len(x))  # 0 = most recent
+    rank_from_end = ends[users] - 1 - np.arange(len(users))  # 0 = most recent
     keep = rank_from_end < length
     out = np.zeros((x.n_users, length), dtype=np.int32)
     out[users[keep], rank_from_end[keep]] = items[keep] + 1
@@ -279,7 +287,7 @@ class TwoTower:
                     floor: float) -> np.ndarray:
         from twotower.models.linear import floor_weights, history_matrix
         weights = floor_weights(hist.shape[1], half_life, floor)
-        return np.asarray(history_matrix(hist, weights, len(table)) @ table,
+        return np.asarray(history_matrix(hist, weights, len(table), "latest") @ table,
                           dtype=np.float32)
 
     def _export_tables(self) -> None:
@@ -370,7 +378,8 @@ class TwoTower:
         return pooled.astype(np.float32)
 
     def history_query_embeddings(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        """Query embeddings from item-index histories (users unseen in training)."""
+        """Query embeddings from item-index histories, oldest first (users unseen in
+        training); an item given more than once counts once, at its latest position."""
         self._require_fitted()
         if self.history_embeddings is None or self.user_embeddings is not None and \
                 self.config.query_tower == "id":
@@ -379,8 +388,10 @@ class TwoTower:
         L = self.config.history_length
         table = np.zeros((len(histories), L), dtype=np.int32)
         for row, h in enumerate(histories):
-            h = np.asarray(h, dtype=np.int64)[-L:]
-            table[row, :len(h)] = h[::-1] + 1
+            recent = np.asarray(h, dtype=np.int64)[::-1]  # most recent first
+            _, first = np.unique(recent, return_index=True)  # repeats: the latest counts
+            recent = recent[np.sort(first)][:L]
+            table[row, :len(recent)] = recent + 1
         q = self._with_bias_column(self._pool(table))
         if self._linear is not None:
             lin = self._linear
