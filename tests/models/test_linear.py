@@ -219,3 +219,18 @@ def test_histories_are_distinct_items_by_latest_interaction():
     a = model.history_query_embeddings([np.array([1, 2, 3, 1, 4])])
     b = model.history_query_embeddings([np.array([2, 3, 1, 4])])
     assert np.allclose(a, b)
+
+
+def test_similar_items_compare_the_trained_candidate_vectors(tmp_path):
+    from twotower import TwoTower
+    model = TwoTower(_cfg()).fit(_log(seed=9), verbose=0)
+    width = model.item_embeddings.shape[1] - model._linear.item_table.shape[1]
+    v = model.item_embeddings[:, :width]
+    v = v / np.linalg.norm(v, axis=1, keepdims=True)
+    cos = v @ v[3]
+    cos[3] = -np.inf
+    _, got = model.similar_items(np.array([3]), k=4)
+    assert got[0].tolist() == np.argsort(-cos)[:4].tolist()
+    model.save(tmp_path / "run")
+    _, again = TwoTower.load(tmp_path / "run").similar_items(np.array([3]), k=4)
+    assert np.array_equal(got, again)

@@ -311,7 +311,15 @@ class TwoTower:
 
     def _build_similar(self) -> None:
         self._similar = make_index(IndexConfig(kind="exact", metric="cosine")).build(
-            self.item_embeddings)
+            self._trained_items())
+
+    def _trained_items(self) -> np.ndarray:
+        """The served item vectors without the EASE part's columns: what similar items
+        compare (EASE's low-rank factors are not a similarity space: with them, Star Wars'
+        nearest items were unrelated blockbusters)."""
+        if self._linear is None:
+            return self.item_embeddings
+        return self.item_embeddings[:, :-self._linear.item_table.shape[1]]
 
     def set_index(self, config: IndexConfig) -> None:
         """Rebuild the recommendation index with other settings (e.g. HNSW)."""
@@ -445,11 +453,12 @@ class TwoTower:
         return out
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine-nearest item indices of item indices, never the item itself."""
+        """Cosine-nearest item indices of item indices, never the item itself (on the
+        trained candidate vectors, without the EASE part)."""
         self._require_fitted()
         k = _check_k(k, self.n_items - 1)
         items = np.atleast_1d(np.asarray(items, dtype=np.int64))
-        return self._similar.search(self.item_embeddings[items], k,
+        return self._similar.search(self._trained_items()[items], k,
                                     exclude=[np.array([i]) for i in items])
 
     def similar_ids(self, item_ids: Sequence[Any], k: int = 10
