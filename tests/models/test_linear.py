@@ -101,7 +101,7 @@ def test_the_served_score_is_the_weighted_sum_of_the_two_parts():
     # both parts carry weight: the tuned pair is one of the grid, every pair was scored
     assert lin.lambda_ in (5.0, 50.0) and (lin.half_life, lin.floor) in ((3.0, 0.2),
                                                                         (0.0, 1.0))
-    assert len(model.ease_tuning["tried"]) == 4
+    assert len(model.ease_tuning["tried"]) == 3  # 2 lambdas, then 1 more recency setting
     assert 0 < lin.model_scale and np.abs(lin.item_table).max() > 0
 
 
@@ -185,8 +185,12 @@ def test_cli_tunes_the_ease_part_on_the_runs_split_kind(tmp_path, ml100k_dir):
     cfg = json.loads((run / "config.json").read_text())["model"]
     assert cfg["ease_split"] == "temporal" and cfg["ease_weight"] > 0
     ease = json.loads((run / "training.json").read_text())["ease"]
-    # 3 lambdas x (2 half-lives x 3 floors below 1 + unweighted)
-    assert len(ease["tried"]) == 21 and ease["floor"] in (0.0, 0.2, 0.5, 1.0)
+    # coordinate search: 6 lambdas (unweighted query), then 2 half-lives x 3 floors below 1
+    assert len(ease["tried"]) == 6 + 6 and ease["floor"] in (0.0, 0.2, 0.5, 1.0)
+    tried = {(r["lambda"], r["half_life"], r["floor"]) for r in ease["tried"]}
+    assert {(r[0]) for r in tried if r[1:] == (0.0, 1.0)} == {50.0, 100.0, 200.0, 500.0,
+                                                             1000.0, 2000.0}
+    assert {r[0] for r in tried if r[1:] != (0.0, 1.0)} == {ease["lambda"]}
 
 
 def test_floor_weights_by_hand():

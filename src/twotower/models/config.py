@@ -89,9 +89,10 @@ class ModelConfig(Config):
             standard deviation). Needs a history tower; skipped, with a warning, above
             ``ease_max_items`` items (EASE inverts an ``[n_items, n_items]`` matrix).
         ease_lambdas, ease_half_lives, ease_floors: EASE's L2 strengths and the recency
-            weights of its query (half-lives in items, floors; floor 1.0 = unweighted), every
-            combination tried on a validation split carved from the training data; the best
-            recall@10 + ndcg@10 is kept (reported in ``TwoTower.ease_tuning``).
+            weights of its query (half-lives in items, floors; floor 1.0 = unweighted),
+            chosen on a validation split carved from the training data by best recall@10 +
+            ndcg@10: lambda with the unweighted query first, then the recency weights at that
+            lambda (reported in ``TwoTower.ease_tuning``).
         ease_split: how that validation split is carved: ``random``, ``temporal`` (each
             user's latest 20%) or ``auto`` (``twotower train`` uses its ``--split``;
             otherwise temporal when the data has timestamps, else random). Match the way
@@ -133,7 +134,7 @@ class ModelConfig(Config):
     user_weighting: str = "sum"
     hard_negatives: int = 0
     ease_weight: float = 0.0
-    ease_lambdas: tuple[float, ...] = (200.0, 500.0, 1000.0)
+    ease_lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
     ease_half_lives: tuple[float, ...] = (5.0, 10.0)
     ease_floors: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)
     ease_split: str = "auto"

@@ -151,24 +151,35 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     if len(test_users) > VALIDATION_USERS:  # metrics of a sample of users: enough to choose
         keep = np.random.default_rng(seed).choice(test_users, VALIDATION_USERS, replace=False)
         test = test.take(np.flatnonzero(np.isin(test.users, keep)))
-    best: tuple[float, float, tuple[float, float]] | None = None
+    unweighted = (0.0, 1.0)
+    lam, (half_life, floor) = float(lambdas[0]), recency[0]
     if len(test) and (len(lambdas) > 1 or len(recency) > 1):
         hist = history_table(inner.train, history_length)
-        queries = {hf: history_matrix(hist, floor_weights(history_length, *hf), n + 1,
-                                      "latest")[:, 1:] for hf in recency}
         x = inner.train.to_csr()
         gram = (x.T @ x).toarray()
-        for lam in lambdas:
-            b = ease_weights(gram, float(lam), np.float32)
-            for hf in recency:
-                m = recommend_and_evaluate(_Scores(queries[hf], b), inner.train, test, (10,))
-                rows.append({"lambda": float(lam), "half_life": hf[0], "floor": hf[1],
+        last: list[Any] = [None, None]  # the (lambda, B) in use: one B in memory at a time
+        scores: dict[tuple[float, tuple[float, float]], float] = {}
+
+        def score(lam_: float, hf: tuple[float, float]) -> float:
+            if (lam_, hf) not in scores:
+                if last[0] != lam_:
+                    last[:] = [None, None]
+                    last[:] = [lam_, ease_weights(gram, lam_, np.float32)]
+                q = history_matrix(hist, floor_weights(history_length, *hf), n + 1,
+                                   "latest")[:, 1:]
+                m = recommend_and_evaluate(_Scores(q, last[1]), inner.train, test, (10,))
+                rows.append({"lambda": lam_, "half_life": hf[0], "floor": hf[1],
                              "recall@10": float(m["recall@10"]),
                              "ndcg@10": float(m["ndcg@10"])})
-                score = m["recall@10"] + m["ndcg@10"]
-                if best is None or score > best[0]:
-                    best = (score, float(lam), hf)
-    lam, (half_life, floor) = (best[1], best[2]) if best else (float(lambdas[0]), recency[0])
+                scores[(lam_, hf)] = float(m["recall@10"] + m["ndcg@10"])
+            return scores[(lam_, hf)]
+
+        # coordinate search: lambda with the unweighted query, then the recency weights at
+        # that lambda (len(lambdas) + len(recency) - 1 settings instead of their product)
+        start = unweighted if unweighted in recency else recency[0]
+        lam = max((float(v) for v in lambdas), key=lambda v: score(v, start))
+        half_life, floor = max(recency, key=lambda hf: score(lam, hf))
+        del last[:], gram
     x = train.to_csr()
     b = ease_weights((x.T @ x).toarray(), lam, np.float32)
     p, q = low_rank(b, rank, seed)
