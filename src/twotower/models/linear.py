@@ -103,9 +103,7 @@ def low_rank(b: np.ndarray, rank: int, seed: int = 0, power_iterations: int = 4
 
 def _inner_split(train: Interactions, kind: str, seed: int):
     from twotower.data.splits import random_split, temporal_split
-    if kind == "auto":
-        kind = "temporal" if train.timestamps is not None else "random"
-    if kind == "temporal":
+    if kind == "temporal" and train.timestamps is not None:
         return temporal_split(train, 0.2)
     return random_split(train, 0.2, seed)
 
