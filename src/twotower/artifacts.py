@@ -235,8 +235,8 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
             model._linear = LinearPart(
                 query_table=arrays["ease_query_table"], item_table=arrays["ease_item_table"],
                 model_scale=float(arrays["ease_model_scale"]),
-                half_life=float(arrays["ease_half_life"]), floor=float(arrays["ease_floor"]), lambda_=float(arrays["ease_lambda"]),
-                tuning=[])
+                half_life=float(arrays["ease_half_life"]), floor=float(arrays["ease_floor"]),
+                lambda_=float(arrays["ease_lambda"]))
         for what in ("item", "user"):
             setattr(model, f"_{what}_features", arrays.get(f"{what}_features"))
             setattr(model, f"{what}_feature_names",
@@ -251,8 +251,6 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         training = json.loads((d / "training.json").read_text(encoding="utf-8"))
         model.history, model.fit_seconds = training["history"], training["fit_seconds"]
         model.ease_tuning = training.get("ease")
-        if model._linear is not None and model.ease_tuning:
-            model._linear.tuning = model.ease_tuning.get("tried", [])
         model.manifest = manifest
     except ArtifactError:
         raise

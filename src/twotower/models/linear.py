@@ -38,7 +38,6 @@ class LinearPart:
         half_life: recency half-life of the query's history weights, in items.
         floor: recency floor of the query's history weights (1.0: unweighted).
         lambda_: EASE's L2 strength.
-        tuning: validation metrics of every (lambda, floor) tried.
     """
 
     query_table: np.ndarray
@@ -47,7 +46,6 @@ class LinearPart:
     half_life: float
     floor: float
     lambda_: float
-    tuning: list[dict[str, float]]
 
 
 def history_matrix(hist: np.ndarray, weights: np.ndarray, n_cols: int,

@@ -143,7 +143,8 @@ class TwoTower:
         self.trained_with: str | None = None
         #: the closed-form EASE part (``ModelConfig.ease_weight``), when fitted
         self._linear: Any = None
-        #: EASE's (lambda, floor) and the validation metrics of each pair tried
+        #: EASE's chosen lambda, half-life and floor, and the validation metrics of each
+        #: setting tried
         self.ease_tuning: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ training
@@ -224,7 +225,6 @@ class TwoTower:
                                verbose=verbose, callbacks=list(callbacks))
             self.history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         self._net = net
-        self._linear = None
         self._export_tables()
         if cfg.ease_weight > 0:
             self._fit_linear(train)
@@ -273,7 +273,7 @@ class TwoTower:
             query_table=query_table,
             item_table=(q * (w / max(float(ease.std()), 1e-12))).astype(np.float32),
             model_scale=(1.0 - w) / max(float(trained.std()), 1e-12),
-            half_life=half_life, floor=floor, lambda_=chosen["lambda"], tuning=chosen["tried"])
+            half_life=half_life, floor=floor, lambda_=chosen["lambda"])
         self.ease_tuning = chosen
         self.item_embeddings = self._with_linear_items(self.item_embeddings)
 
@@ -289,6 +289,15 @@ class TwoTower:
         weights = floor_weights(hist.shape[1], half_life, floor)
         return np.asarray(history_matrix(hist, weights, len(table), "latest") @ table,
                           dtype=np.float32)
+
+    def _with_linear_query(self, q: np.ndarray, hist: np.ndarray) -> np.ndarray:
+        """The trained part's queries ``q`` with the EASE part's (from history table rows
+        ``hist``) appended, when the model has one."""
+        lin = self._linear
+        if lin is None:
+            return q
+        return np.concatenate(
+            [q, self._ease_query(hist, lin.query_table, lin.half_life, lin.floor)], axis=1)
 
     def _export_tables(self) -> None:
         # Copy to numpy now: on JAX, predict() may donate (delete) these buffers later.
@@ -353,11 +362,7 @@ class TwoTower:
         self._require_fitted()
         users = np.asarray(users, dtype=np.int64)
         q = self._query_part(users)
-        if self._linear is not None:
-            lin = self._linear
-            q = np.concatenate([q, self._ease_query(self._history[users], lin.query_table,
-                                                    lin.half_life, lin.floor)], axis=1)
-        return q
+        return q if self._linear is None else self._with_linear_query(q, self._history[users])
 
     def _query_part(self, users: np.ndarray) -> np.ndarray:
         """The trained tower's query (with the bias column), without the EASE part."""
@@ -400,12 +405,7 @@ class TwoTower:
             _, first = np.unique(recent, return_index=True)  # repeats: the latest counts
             recent = recent[np.sort(first)][:L]
             table[row, :len(recent)] = recent + 1
-        q = self._with_bias_column(self._pool(table))
-        if self._linear is not None:
-            lin = self._linear
-            q = np.concatenate([q, self._ease_query(table, lin.query_table, lin.half_life,
-                                                    lin.floor)], axis=1)
-        return q
+        return self._with_linear_query(self._with_bias_column(self._pool(table)), table)
 
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
         """Training items of each user index (the default exclusion lists)."""
