@@ -222,7 +222,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     epochs=15, batch_size=64, optimizer="adam", learning_rate=0.005, l2=5.0,
                     temperature=1.0, history_length=1000, history_dropout=0.5,
                     recency_half_life=10.0, recency_floor=0.2, item_bias=True,
-                    item_features=("genres", "year"), ease_weight=0.3),
+                    item_features=("genres", "year"), ease_weight=0.4),
 }
 
 
