@@ -97,9 +97,9 @@ class ModelConfig(Config):
             user's latest 20%); ``auto`` is ``random``, except that ``twotower train
             --split temporal`` uses ``temporal``. Match the way the model will be judged
             (``benchmarks/probes/ease_split.py``, MovieLens 100k): tuned on a temporal split,
-            the EASE part's query weighs the latest few items, +26% Recall@10 on a temporal
-            test split but -22% on a random one; tuned on a random split, it uses the whole
-            history, at about EASE's level on a temporal test split. For a model deployed to
+            the EASE part's query weighs the latest few items, +27% Recall@10 on a temporal
+            test split but -25% on a random one; tuned on a random split, it uses the whole
+            history, at EASE's level on a temporal test split. For a model deployed to
             predict what users do next, ``temporal`` is usually right.
         ease_rank: rank of the EASE part (0 = ``embedding_dim``).
         ease_max_items: largest catalogue the EASE part is fitted for (at 20,000 items it
