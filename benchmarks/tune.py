@@ -86,6 +86,23 @@ def subsample_users(data, fraction, seed=12345):
                                  data.timestamps[rows], item_info=info, user_info=users)
 
 
+def load_data(interactions: str | None, ml100k_dir: str, users_fraction: float = 1.0):
+    """A CSV/Parquet log (user_id, item_id, rating[, timestamp]) or MovieLens 100k,
+    optionally a random share of its users."""
+    if interactions:
+        from twotower.data import read_interactions
+        from twotower.errors import DataError
+        try:
+            data = read_interactions(interactions, rating_col="rating", time_col="timestamp")
+        except DataError:  # no timestamp column: random splits only
+            data = read_interactions(interactions, rating_col="rating")
+    else:
+        data = read_movielens_100k(ml100k_dir)
+    if users_fraction < 1.0:
+        data = subsample_users(data, users_fraction)
+    return data
+
+
 class _Curve(keras.callbacks.Callback):
     """Evaluates the model on the validation split every ``every`` epochs."""
 
@@ -132,18 +149,7 @@ def main(argv=None) -> int:
                          "if present, timestamp) instead of MovieLens 100k")
     args = ap.parse_args(argv)
 
-    if args.interactions:
-        from twotower.data import read_interactions
-        from twotower.errors import DataError
-        try:
-            data = read_interactions(args.interactions, rating_col="rating",
-                                     time_col="timestamp")
-        except DataError:  # no timestamp column: random splits only
-            data = read_interactions(args.interactions, rating_col="rating")
-    else:
-        data = read_movielens_100k(args.data)
-    if args.users_fraction < 1.0:
-        data = subsample_users(data, args.users_fraction)
+    data = load_data(args.interactions, args.data, args.users_fraction)
     splits = validation_splits(data, args.seeds)
     candidates = CANDIDATES if args.candidates is None else args.candidates
     if args.epochs:

@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 
-from tune import RESULTS, subsample_users, validation_splits  # noqa: E402
-from twotower.data import read_movielens_100k  # noqa: E402
+from tune import RESULTS, load_data, validation_splits  # noqa: E402
 from twotower.evaluation import EASE, recommend_and_evaluate, tune  # noqa: E402
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
@@ -46,18 +45,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
 
-    if args.interactions:
-        from twotower.data import read_interactions
-        from twotower.errors import DataError
-        try:
-            data = read_interactions(args.interactions, rating_col="rating",
-                                     time_col="timestamp")
-        except DataError:
-            data = read_interactions(args.interactions, rating_col="rating")
-    else:
-        data = read_movielens_100k(args.data)
-    if args.users_fraction < 1.0:
-        data = subsample_users(data, args.users_fraction)
+    data = load_data(args.interactions, args.data, args.users_fraction)
 
     rows = []
     for name, tr, va in validation_splits(data, args.seeds):
