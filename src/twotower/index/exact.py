@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -75,9 +76,90 @@ class _Mask:
             np.add(S, self.bias[c0:c1], out=S)
 
 
+# Exclusions are binned by storage row in bands of 2**_BAND_SHIFT rows (``ex_band``).
+_BAND_SHIFT = 11
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_in_worker = threading.local()
+
+
+def _run(fn, tasks: list, workers: int) -> None:
+    """``fn(t)`` for every task, on a process-wide pool of worker threads when that helps
+    (one pool for all calls: starting threads per call cost ~0.1 ms). A task that itself
+    searches (inside a worker) runs its tasks inline rather than wait on the pool."""
+    global _pool, _pool_size
+    if min(workers, len(tasks)) <= 1 or getattr(_in_worker, "on", False):
+        for t in tasks:
+            fn(t)
+        return
+
+    def run(t):
+        _in_worker.on = True
+        try:
+            fn(t)
+        finally:
+            _in_worker.on = False
+
+    with _pool_lock:
+        if _pool is None or _pool_size < workers:
+            _pool = ThreadPoolExecutor(workers, thread_name_prefix="twotower-exact")
+            _pool_size = workers
+        pool = _pool
+    futures = [pool.submit(run, t) for t in tasks]
+    for fut in futures:
+        fut.result()
+
+
+class _Exclusions:
+    """One query block's excluded items, found chunk by chunk in storage rows.
+
+    The exclusions before row ``near`` (the first chunks, where a norm-bounded scan often
+    stops) are found eagerly: with ``band`` only those are mapped through ``ex_map``, the
+    rest cost one byte read each. A scan that goes beyond ``near`` maps and sorts all of
+    them once, then finds each chunk's by binary search.
+    """
+
+    def __init__(self, ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None,
+                 band: np.ndarray | None, near: int) -> None:
+        self.ptr, self.ids, self.ex_map = ptr, ids, ex_map
+        self.near = near
+        if ex_map is not None and band is not None:
+            lim = min(255, -(-near >> _BAND_SHIFT) if near else 0)
+            sel = np.flatnonzero(band[ids] < lim) if lim < 255 else None
+        else:
+            sel = None
+        if sel is None:
+            rows, cols = self._all()
+        else:
+            rows = np.searchsorted(ptr, sel, side="right") - 1
+            cols = ex_map[ids[sel]]
+        keep = cols < near
+        self.head_row, self.head_col = rows[keep], cols[keep]
+        self.rows = self.cols = None  # all of them, sorted by column, once needed
+
+    def _all(self) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr))
+        cols = self.ids if self.ex_map is None else self.ex_map[self.ids]
+        return rows, cols
+
+    def within(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
+        """(query rows, storage rows) of the exclusions in storage rows [c0, c1)."""
+        if c1 <= self.near:
+            here = (self.head_col >= c0) & (self.head_col < c1)
+            return self.head_row[here], self.head_col[here]
+        if self.cols is None:
+            rows, cols = self._all()
+            order = np.argsort(cols, kind="stable")
+            self.rows, self.cols = rows[order], cols[order]
+        e0, e1 = np.searchsorted(self.cols, (c0, c1))
+        return self.rows[e0:e1], self.cols[e0:e1]
+
+
 def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 512,
                chunk_size: int = 2048, threads: int = 0, norms: np.ndarray | None = None,
-               ex_map: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               ex_map: np.ndarray | None = None, ex_band: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner products of ``Q [b, d]`` against ``V [n, d]`` under filters ``f``.
 
     The work is split into tasks (a block of up to ``batch_size`` queries against a range
@@ -87,7 +169,10 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     query skips every chunk whose largest norm times its own cannot beat its running k-th
     best score (Cauchy-Schwarz; exact). ``ex_map``: row of ``V`` of each excluded id
     (``f.ex_ids`` are ids in another order); applied by the worker of each query block,
-    so the random reads are split over the workers.
+    so the random reads are split over the workers. ``ex_band``: ``uint8`` per id,
+    ``min(255, ex_map >> _BAND_SHIFT)``, a 1-byte-per-id map that finds the exclusions near
+    the start of the storage order without reading ``ex_map`` for the others (the scan
+    often stops after the first chunks).
 
     Returns:
         scores ``[b, k]`` float32, ids ``[b, k]`` int64, best first, padded.
@@ -128,6 +213,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     if ptr is not None and n <= chunk_size:
         # one flat index per exclusion, computed once for every block: (row * n + id)
         flat = ids + np.repeat(np.arange(b, dtype=np.int64) * n, np.diff(ptr))
+    near = spans[min(8, len(spans)) - 1][1]  # exclusions before this row: found eagerly
 
     def task(key: tuple[int, int]) -> None:
         r0, p = key
@@ -140,22 +226,14 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                     S.reshape(-1)[flat[ptr[r0]:ptr[r1]] - r0 * n] = _NEG
                 results[key] = _select(S, kk)
                 return
+            ex = None
             if ptr is not None and ptr[r1] > ptr[r0]:
-                erow = np.repeat(np.arange(r1 - r0), np.diff(ptr[r0:r1 + 1]))
-                ecol = ids[ptr[r0]:ptr[r1]]
-                if ex_map is not None:
-                    ecol = ex_map[ecol]
-            else:
-                erow = ecol = None
-            results[key] = _chunked(V, Q[r0:r1], kk, mask, erow, ecol, chunk_size,
+                ex = _Exclusions(ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]], ex_map,
+                                 ex_band, near)
+            results[key] = _chunked(V, Q[r0:r1], kk, mask, ex, chunk_size,
                                     spans[p::parts], norms)
 
-    if min(workers, len(tasks)) > 1:
-        with ThreadPoolExecutor(min(workers, len(tasks))) as pool:
-            list(pool.map(task, tasks))
-    else:
-        for key in tasks:
-            task(key)
+    _run(task, tasks, workers)
     for r0 in starts:
         r1 = min(b, r0 + batch_size)
         s, i = results[(r0, 0)]
@@ -195,8 +273,8 @@ def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters
     return scores[None, :], ids.astype(np.int64, copy=False)[None, :]
 
 
-def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarray | None,
-             ecol: np.ndarray | None, chunk: int, spans: list[tuple[int, int]],
+def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusions | None,
+             chunk: int, spans: list[tuple[int, int]],
              norms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``kk`` of ``Qb`` over the catalogue rows of ``spans`` (``[(c0, c1)]``, each at
     most ``chunk`` rows, in increasing order), chunk by chunk, best first.
@@ -210,13 +288,6 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarr
     and the scan stops when no query's bound does.
     """
     bq = Qb.shape[0]
-    # Exclusions are found per chunk with a compare among those of the first 8 spans while
-    # few chunks have been scanned (a norm-bounded scan often stops after a handful), by
-    # binary search in all of them, sorted once, after that.
-    ex_sorted = False
-    if ecol is not None:
-        near = ecol < spans[min(8, len(spans)) - 1][1]
-        head_row, head_col = erow[near], ecol[near]
     buf = np.empty((bq, chunk), dtype=np.float32)
     bs = bi = thr = None
     # |q| with a margin for float32 rounding of the dot products (relative error of a
@@ -237,16 +308,8 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, erow: np.ndarr
         S = buf[:nr, :c] if c == chunk else np.empty((nr, c), dtype=np.float32)
         np.matmul(Qc, V[c0:c1].T, out=S)
         mask.apply(S, c0, c1)
-        if ecol is not None:
-            if not ex_sorted and j >= 8:
-                order = np.argsort(ecol, kind="stable")
-                erow, ecol, ex_sorted = erow[order], ecol[order], True
-            if ex_sorted:
-                e0, e1 = np.searchsorted(ecol, (c0, c1))
-                er, ec = erow[e0:e1], ecol[e0:e1]
-            else:
-                here = (head_col >= c0) & (head_col < c1)
-                er, ec = head_row[here], head_col[here]
+        if ex is not None:
+            er, ec = ex.within(c0, c1)
             if len(er):
                 ec = ec - c0
                 if rows is not None:  # exclusion rows into this chunk's row numbers
@@ -335,7 +398,7 @@ class ExactIndex(Index):
     kind = "exact"
 
     def _build(self, x: np.ndarray) -> None:
-        self._order = self._inverse = self._norms = None
+        self._order = self._inverse = self._norms = self._band = None
         if x.shape[0] >= _ORDER_MIN:
             # Rows by decreasing norm: the large scores come early, each query's running
             # k-th best rises fast, and later chunks rarely need more than the row-max pass
@@ -349,6 +412,7 @@ class ExactIndex(Index):
             self._order = order.astype(index_dtype)
             self._inverse = np.empty_like(self._order)
             self._inverse[self._order] = np.arange(x.shape[0], dtype=index_dtype)
+            self._band = np.minimum(self._inverse >> _BAND_SHIFT, 255).astype(np.uint8)
         self._vectors = x
 
     @property
@@ -367,7 +431,8 @@ class ExactIndex(Index):
             f = dataclasses.replace(f, allowed=f.allowed[self._order])
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,
-                          self._norms if self.config.norm_bound else None, self._inverse)
+                          self._norms if self.config.norm_bound else None, self._inverse,
+                          self._band)
         if self._order is not None:
             i = np.where(i >= 0, self._order[np.maximum(i, 0)], PAD_ID).astype(np.int64)
         return s, i

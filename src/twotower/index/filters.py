@@ -107,8 +107,8 @@ def _exclusions(exclude: Any, n: int, b: int) -> tuple[np.ndarray, np.ndarray] |
     if ptr[-1] == 0:
         return None
     ids = ids.astype(np.int64, copy=False)
-    lo, hi = ids.min(), ids.max()
-    if lo < 0 or hi >= n:
+    # one pass: a negative id read as unsigned is larger than any n
+    if ids.view(np.uint64).max() >= n:
         bad_at = int(np.flatnonzero((ids < 0) | (ids >= n))[0])
         row = int(np.searchsorted(ptr, bad_at, side="right") - 1)
         raise DataError(f"`exclude[{row}]` ids must be internal ids in [0, {n}), "
