@@ -126,3 +126,30 @@ def test_norm_bound_skips_chunks_and_matches_reference(n_queries, batch_size):
     blocks = -(-n_queries // batch_size)
     assert 0 < read[True, 10] < blocks * n / 2, read  # less than half, per query block
     assert read[True, 100] < blocks * n, read
+
+
+def test_exclusions_flattened_per_block_name_the_callers_row():
+    # With several query blocks over a catalogue larger than a chunk, each block's worker
+    # flattens and checks its own part of `exclude`: errors must still name the row of the
+    # caller's list, and every accepted form must give the same results.
+    from twotower.errors import DataError
+
+    rng = np.random.default_rng(21)
+    V = rng.standard_normal((3000, 8)).astype(np.float32)
+    Q = rng.standard_normal((10, 8)).astype(np.float32)
+    index = make_index(IndexConfig(kind="exact", chunk_size=256, batch_size=4,
+                                   threads=2)).build(V)
+    ex = [rng.choice(3000, 40, replace=False) for _ in range(10)]
+    bad = list(ex)
+    bad[7] = np.array([5, 3000])
+    with pytest.raises(DataError, match=r"`exclude\[7\]` ids must be internal ids in \[0, 3000\)"):
+        index.search(Q, 5, exclude=bad)
+    bad = list(ex)
+    bad[9] = [1.5]
+    with pytest.raises(DataError, match=r"`exclude\[9\]` must be a 1-D sequence of integer"):
+        index.search(Q, 5, exclude=bad)
+    got = index.search(Q, 5, exclude=ex)
+    assert_topk_equal(got, reference(V, Q, 5, ex), V, Q)
+    np.testing.assert_array_equal(index.search(Q, 5, exclude=np.stack(ex))[1], got[1])
+    empty = index.search(Q, 5, exclude=[[] for _ in range(10)])
+    np.testing.assert_array_equal(empty[1], index.search(Q, 5)[1])

@@ -13,7 +13,6 @@ Worker threads (one per core) each run single-threaded BLAS on their own blocks.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ import numpy as np
 
 from twotower.index import _blas
 from twotower.index._base import PAD_ID, Index, register
-from twotower.index.filters import Filters
+from twotower.index.filters import Filters, exclusions
 
 _NEG = np.float32(-np.inf)
 # Catalogues at least this large are stored in decreasing-norm order (see ``_build``).
@@ -188,7 +187,11 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     grown = max(chunk_size, batch_size * chunk_size // min(b, batch_size))
     # with norms, chunks stay small enough for the scan to stop early
     chunk_size = grown if norms is None else max(chunk_size, min(grown, 1 << 14))
-    if ex_map is not None and f.ex_ids is not None and (b == 1 or n <= chunk_size):
+    small = b == 1 or n <= chunk_size
+    # exclusions still as the caller's per-query lists: each block's worker flattens (and
+    # checks) its own part, in parallel and into its own cache
+    deferred = None if small else f.ex_rows
+    if ex_map is not None and small and f.ex_ids is not None:
         f = Filters(f.ex_ptr, ex_map[f.ex_ids], f.allowed, f.n_allowed)  # small: map now
         ex_map = None
     if b == 1 and n <= chunk_size:
@@ -197,7 +200,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     out_i = np.full((b, k), PAD_ID, dtype=np.int64)
     kk = min(k, n)
     mask = _Mask(f.allowed, chunk_size)
-    ptr, ids = f.ex_ptr, f.ex_ids
+    ptr, ids = (None, None) if deferred is not None else (f.ex_ptr, f.ex_ids)
     workers = max(1, threads or os.cpu_count() or 1)
     starts = list(range(0, b, batch_size))
     # Fewer query blocks than workers: split the catalogue too, merge the parts after.
@@ -227,7 +230,11 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 results[key] = _select(S, kk)
                 return
             ex = None
-            if ptr is not None and ptr[r1] > ptr[r0]:
+            if deferred is not None:
+                csr = exclusions(deferred[r0:r1], n, r1 - r0, row0=r0)
+                if csr is not None:
+                    ex = _Exclusions(csr[0], csr[1], ex_map, ex_band, near)
+            elif ptr is not None and ptr[r1] > ptr[r0]:
                 ex = _Exclusions(ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]], ex_map,
                                  ex_band, near)
             results[key] = _chunked(V, Q[r0:r1], kk, mask, ex, chunk_size,
@@ -428,7 +435,7 @@ class ExactIndex(Index):
         if self._order is not None and f.allowed is not None:
             # filters into storage order (excluded ids: by topk_exact's workers, ex_map);
             # ids back to id order below
-            f = dataclasses.replace(f, allowed=f.allowed[self._order])
+            f = f.with_allowed(f.allowed[self._order])
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,
                           self._norms if self.config.norm_bound else None, self._inverse,

@@ -11,7 +11,6 @@ flat arrays every index kind applies inside its search:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,7 +19,6 @@ import numpy as np
 from twotower.errors import DataError
 
 
-@dataclasses.dataclass
 class Filters:
     """Compiled filters for one search call of ``b`` queries over ``n`` items.
 
@@ -29,12 +27,52 @@ class Filters:
         ex_ids: int64 excluded ids, row after row, or None.
         allowed: ``[n]`` bool, True where an item may be returned; None when all may.
         n_allowed: number of True entries of ``allowed`` (``n`` when None).
+        ex_rows: the caller's per-query id sequences while they are not flattened yet
+            (``Filters.deferred``): exact search flattens each query block's part in the
+            worker that searches it. Reading ``ex_ptr`` or ``ex_ids`` flattens (and checks)
+            them all at once.
     """
 
-    ex_ptr: np.ndarray | None
-    ex_ids: np.ndarray | None
-    allowed: np.ndarray | None
-    n_allowed: int
+    __slots__ = ("_ptr", "_ids", "_rows", "_n", "allowed", "n_allowed")
+
+    def __init__(self, ex_ptr: np.ndarray | None, ex_ids: np.ndarray | None,
+                 allowed: np.ndarray | None, n_allowed: int) -> None:
+        self._ptr, self._ids, self._rows, self._n = ex_ptr, ex_ids, None, 0
+        self.allowed, self.n_allowed = allowed, n_allowed
+
+    @classmethod
+    def deferred(cls, rows: Sequence[Any], n: int, allowed: np.ndarray | None,
+                 n_allowed: int) -> Filters:
+        """Exclusions given as one sequence per query, checked and flattened on first use
+        (``exclusions(rows, n, len(rows))``)."""
+        f = cls(None, None, allowed, n_allowed)
+        f._rows, f._n = rows, n
+        return f
+
+    def with_allowed(self, allowed: np.ndarray | None) -> Filters:
+        f = Filters(self._ptr, self._ids, allowed, self.n_allowed)
+        f._rows, f._n = self._rows, self._n
+        return f
+
+    @property
+    def ex_rows(self) -> Sequence[Any] | None:
+        return self._rows
+
+    def _flatten(self) -> None:
+        if self._rows is not None:
+            ex = exclusions(self._rows, self._n, len(self._rows))
+            self._ptr, self._ids = ex if ex is not None else (None, None)
+            self._rows = None
+
+    @property
+    def ex_ptr(self) -> np.ndarray | None:
+        self._flatten()
+        return self._ptr
+
+    @property
+    def ex_ids(self) -> np.ndarray | None:
+        self._flatten()
+        return self._ids
 
     @property
     def max_excluded(self) -> int:
@@ -67,14 +105,8 @@ def _ids(name: str, value: Any, n: int) -> np.ndarray:
     return arr.astype(np.int64, copy=False)
 
 
-def _exclusions(exclude: Any, n: int, b: int) -> tuple[np.ndarray, np.ndarray] | None:
-    if hasattr(exclude, "indptr") and hasattr(exclude, "indices"):  # scipy CSR
-        shape = getattr(exclude, "shape", (None, None))
-        if shape[0] != b or shape[1] != n:
-            raise DataError(f"`exclude` as a sparse matrix must have shape ({b}, {n}) "
-                            f"(queries, items), got {shape}")
-        ptr = np.asarray(exclude.indptr, dtype=np.int64)
-        return ptr, np.asarray(exclude.indices, dtype=np.int64)
+def _exclusion_rows(exclude: Any, b: int) -> Sequence[Any]:
+    """The per-query sequences of ``exclude`` (a list, or a rectangular 2-D id array)."""
     if isinstance(exclude, np.ndarray) and exclude.ndim == 2 and exclude.dtype.kind in "iu":
         rows = list(exclude)  # a rectangular [b, m] table of ids
     elif isinstance(exclude, (Sequence, np.ndarray)) and not isinstance(exclude, (str, bytes)):
@@ -84,7 +116,27 @@ def _exclusions(exclude: Any, n: int, b: int) -> tuple[np.ndarray, np.ndarray] |
                         f"got {type(exclude).__name__}")
     if len(rows) != b:
         raise DataError(f"`exclude` must have one entry per query ({b}), got {len(rows)}")
-    if b == 1:  # the single-query hot path: no concatenation
+    return rows
+
+
+def exclusions(exclude: Any, n: int, b: int, row0: int = 0
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``exclude`` (``b`` per-query id sequences, or a scipy CSR ``[b, n]``) as CSR arrays
+    ``(ptr [b + 1], ids)``, checked; None when nothing is excluded. ``row0``: the first
+    row's number in the caller's list (for error messages about a slice of it).
+
+    Raises:
+        DataError: the wrong form, or ids outside ``[0, n)`` (naming the row).
+    """
+    if hasattr(exclude, "indptr") and hasattr(exclude, "indices"):  # scipy CSR
+        shape = getattr(exclude, "shape", (None, None))
+        if shape[0] != b or shape[1] != n:
+            raise DataError(f"`exclude` as a sparse matrix must have shape ({b}, {n}) "
+                            f"(queries, items), got {shape}")
+        ptr = np.asarray(exclude.indptr, dtype=np.int64)
+        return ptr, np.asarray(exclude.indices, dtype=np.int64)
+    rows = _exclusion_rows(exclude, b)
+    if b == 1 and row0 == 0:  # the single-query hot path: no concatenation
         ids = _ids("exclude", rows[0], n)
         return np.array([0, len(ids)], dtype=np.int64), ids
     try:
@@ -97,7 +149,7 @@ def _exclusions(exclude: Any, n: int, b: int) -> tuple[np.ndarray, np.ndarray] |
         for row, value in enumerate(rows):
             arr = np.asarray(value)
             if arr.size and (arr.ndim != 1 or arr.dtype.kind not in "iu"):
-                raise DataError(f"`exclude[{row}]` must be a 1-D sequence of integer item "
+                raise DataError(f"`exclude[{row0 + row}]` must be a 1-D sequence of integer item "
                                 f"ids, got {arr.dtype} array of shape {arr.shape}")
             parts.append(arr.reshape(-1).astype(np.int64))
         lengths = np.fromiter(map(len, parts), dtype=np.int64, count=b)
@@ -111,7 +163,7 @@ def _exclusions(exclude: Any, n: int, b: int) -> tuple[np.ndarray, np.ndarray] |
     if ids.view(np.uint64).max() >= n:
         bad_at = int(np.flatnonzero((ids < 0) | (ids >= n))[0])
         row = int(np.searchsorted(ptr, bad_at, side="right") - 1)
-        raise DataError(f"`exclude[{row}]` ids must be internal ids in [0, {n}), "
+        raise DataError(f"`exclude[{row0 + row}]` ids must be internal ids in [0, {n}), "
                         f"got {ids[bad_at]}")
     return ptr, ids
 
@@ -122,7 +174,14 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
     Raises:
         DataError: a filter of the wrong form, or ids outside ``[0, n)``.
     """
-    ex = None if exclude is None else _exclusions(exclude, n, b)
+    # Per-query sequences for many queries are flattened where they are used: exact
+    # search does it per query block, in the worker thread that searches the block.
+    deferred = (exclude is not None and b > 1 and not hasattr(exclude, "indptr"))
+    ex = None
+    if deferred:
+        rows = _exclusion_rows(exclude, b)
+    elif exclude is not None:
+        ex = exclusions(exclude, n, b)
     allowed = None
     n_allowed = n
     if allow is not None or deny is not None:
@@ -134,6 +193,8 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
         if deny is not None:
             allowed[_ids("deny", deny, n)] = False
         n_allowed = int(np.count_nonzero(allowed))
+    if deferred:
+        return Filters.deferred(rows, n, allowed, n_allowed)
     if ex is None or len(ex[1]) == 0:
         return Filters(None, None, allowed, n_allowed)
     return Filters(ex[0], ex[1], allowed, n_allowed)
