@@ -153,3 +153,42 @@ def test_exclusions_flattened_per_block_name_the_callers_row():
     np.testing.assert_array_equal(index.search(Q, 5, exclude=np.stack(ex))[1], got[1])
     empty = index.search(Q, 5, exclude=[[] for _ in range(10)])
     np.testing.assert_array_equal(empty[1], index.search(Q, 5)[1])
+
+
+def test_catalogue_parts_start_from_the_first_chunks_thresholds():
+    # One query over a norm-ordered catalogue split into 2 parts: the short first chunk is
+    # scored once and both parts start from its k-th best score. Planted: the seed chunk
+    # holds 10 long items scoring 1..5; one short item scoring 2.0 lies in part 1's first
+    # chunk, so it belongs in the top 10 only if part 1's floor is the seed's k-th best
+    # (1.0), not more. Everything else is orthogonal to the query (score ~0).
+    from twotower.index import exact
+
+    rng = np.random.default_rng(3)
+    n, d = exact._ORDER_MIN + 500, 16
+    q = np.zeros(d, np.float32)
+    q[0] = 1.0
+    V = rng.standard_normal((n, d)).astype(np.float32)
+    V[:, 0] = 0.0
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    norms = np.sort(10.0 ** rng.uniform(-1, 0.99, size=n))[::-1].astype(np.float32)
+    V *= norms[:, None]
+    ortho = V[:10, 1:].copy()
+    V[:10, 1:] = ortho / np.linalg.norm(ortho, axis=1, keepdims=True) * np.sqrt(
+        100.0 - np.linspace(1, 5, 10) ** 2)[:, None]
+    V[:10, 0] = np.linspace(1, 5, 10)  # norm 10, score 1..5: the first chunk
+    late = int(np.searchsorted(-norms, -2.0))  # the first item of norm <= 2
+    V[late] = 0.0
+    V[late, 0] = 2.0  # norm 2, score 2
+    Q = q[None, :]
+    index = make_index(IndexConfig(kind="exact", chunk_size=2048, threads=2)).build(V)
+    # 1 query: chunks of 16,384 after a first chunk of 2,048; part 0 takes the spans from
+    # 2,048 and 34,816, part 1 those from 18,432 and 51,200
+    assert 18_432 <= late < 34_816
+    index._vectors = index._vectors.view(_CountingRows)
+    _CountingRows.read = 0
+    got = index.search(Q, 10)
+    assert_topk_equal(got, reference(V, Q, 10), V, Q)
+    assert late in got[1][0]
+    # the seed, part 0's first span, part 1's first span; the last spans' norms (<= 0.9 and
+    # <= 0.35) cannot beat the floor of 1.0
+    assert _CountingRows.read <= 2048 + 2 * 16_384, _CountingRows.read

@@ -218,6 +218,38 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         flat = ids + np.repeat(np.arange(b, dtype=np.int64) * n, np.diff(ptr))
     near = spans[min(8, len(spans)) - 1][1]  # exclusions before this row: found eagerly
 
+    def block_ex(r0: int, r1: int) -> _Exclusions | None:
+        if deferred is not None:
+            csr = exclusions(deferred[r0:r1], n, r1 - r0, row0=r0)
+            return None if csr is None else _Exclusions(csr[0], csr[1], ex_map, ex_band, near)
+        if ptr is not None and ptr[r1] > ptr[r0]:
+            return _Exclusions(ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]], ex_map,
+                               ex_band, near)
+        return None
+
+    seeds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    done: set[int] = set()  # query blocks the first chunk settled
+    if norms is not None and parts > 1:
+        # Split over parts, each part would start on a chunk that no threshold bounds yet
+        # (the second part's first chunk is a whole one). Score the short first chunk once,
+        # here: every part then starts from its thresholds (part 0 also from its entries),
+        # and a part whose chunks cannot win stops at once.
+        with _blas.single_threaded():
+            for r0 in starts:
+                r1 = min(b, r0 + batch_size)
+                seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, block_ex(r0, r1), chunk_size,
+                                     spans[:1], norms)
+        spans = spans[1:]
+        # blocks where some query's bound still beats its k-th best need the parts; the
+        # others are done (a trained catalogue's single query usually is)
+        c0 = spans[0][0]
+        busy = {r0 for r0, (s0, _) in seeds.items()
+                if np.any(np.linalg.norm(Q[r0:r0 + batch_size], axis=1)
+                          * np.float32(1 + 1e-4) * norms[c0] > s0[:, -1])}
+        done = set(starts) - busy
+        results.update({(r0, 0): seeds[r0] for r0 in done})
+        tasks = [(r0, p) for r0, p in tasks if r0 in busy]
+
     def task(key: tuple[int, int]) -> None:
         r0, p = key
         r1 = min(b, r0 + batch_size)
@@ -229,22 +261,18 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                     S.reshape(-1)[flat[ptr[r0]:ptr[r1]] - r0 * n] = _NEG
                 results[key] = _select(S, kk)
                 return
-            ex = None
-            if deferred is not None:
-                csr = exclusions(deferred[r0:r1], n, r1 - r0, row0=r0)
-                if csr is not None:
-                    ex = _Exclusions(csr[0], csr[1], ex_map, ex_band, near)
-            elif ptr is not None and ptr[r1] > ptr[r0]:
-                ex = _Exclusions(ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]], ex_map,
-                                 ex_band, near)
-            results[key] = _chunked(V, Q[r0:r1], kk, mask, ex, chunk_size,
-                                    spans[p::parts], norms)
+            init = floor = None
+            if seeds:
+                init = seeds[r0] if p == 0 else None
+                floor = seeds[r0][0][:, -1]  # each query's k-th best so far
+            results[key] = _chunked(V, Q[r0:r1], kk, mask, block_ex(r0, r1), chunk_size,
+                                    spans[p::parts], norms, init, floor)
 
     _run(task, tasks, workers)
     for r0 in starts:
         r1 = min(b, r0 + batch_size)
         s, i = results[(r0, 0)]
-        if parts > 1:
+        if parts > 1 and r0 not in done:
             s = np.concatenate([results[(r0, p)][0] for p in range(parts)], axis=1)
             i = np.concatenate([results[(r0, p)][1] for p in range(parts)], axis=1)
             s, o = _select(s, kk)
@@ -281,8 +309,9 @@ def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters
 
 
 def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusions | None,
-             chunk: int, spans: list[tuple[int, int]],
-             norms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+             chunk: int, spans: list[tuple[int, int]], norms: np.ndarray | None = None,
+             init: tuple[np.ndarray, np.ndarray] | None = None,
+             floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``kk`` of ``Qb`` over the catalogue rows of ``spans`` (``[(c0, c1)]``, each at
     most ``chunk`` rows, in increasing order), chunk by chunk, best first.
 
@@ -292,11 +321,21 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
     (A transposed ``[items, queries]`` block, whose per-query max is a reduction over
     rows, measured no faster.) With ``norms`` (rows in decreasing-norm order) a chunk is
     scored only for the queries whose bound ``|q| * norms[c0]`` beats their threshold,
-    and the scan stops when no query's bound does.
+    and the scan stops when no query's bound does. ``init``: running top-``kk`` lists
+    ``(scores, ids)`` to start from (an earlier chunk's); ``floor``: thresholds to start
+    from without entries (a score no result below which can make the final top-k, e.g.
+    another part's k-th best).
     """
     bq = Qb.shape[0]
     buf = np.empty((bq, chunk), dtype=np.float32)
     bs = bi = thr = None
+    if init is not None:
+        bs, bi = init[0].copy(), init[1].copy()
+        thr = bs.min(axis=1)
+    elif floor is not None:
+        bs = np.full((bq, kk), _NEG, dtype=np.float32)
+        bi = np.full((bq, kk), PAD_ID, dtype=np.int64)
+        thr = floor.astype(np.float32, copy=True)
     # |q| with a margin for float32 rounding of the dot products (relative error of a
     # d-term dot product is far below 1e-4 of |q| |x|)
     qn = None if norms is None else np.linalg.norm(Qb, axis=1) * np.float32(1 + 1e-4)
@@ -361,7 +400,7 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
             ci[r, pos] = cols + c0
         ms, mi = _merge(bs[qs], bi[qs], cs, ci)
         bs[qs], bi[qs] = ms, mi
-        thr[qs] = ms.min(axis=1)
+        thr[qs] = np.maximum(thr[qs], ms.min(axis=1))  # a floor never drops
     o = np.argsort(-bs, axis=1, kind="stable")
     return np.take_along_axis(bs, o, axis=1), np.take_along_axis(bi, o, axis=1)
 
