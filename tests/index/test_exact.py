@@ -192,3 +192,32 @@ def test_catalogue_parts_start_from_the_first_chunks_thresholds():
     # the seed, part 0's first span, part 1's first span; the last spans' norms (<= 0.9 and
     # <= 0.35) cannot beat the floor of 1.0
     assert _CountingRows.read <= 2048 + 2 * 16_384, _CountingRows.read
+
+
+def test_search_in_a_forked_child_after_the_parent_searched():
+    # Exact search keeps one worker pool per process; a child forked after the parent used
+    # it (a pre-forking server) must not wait forever on the parent's threads.
+    import multiprocessing as mp
+
+    if "fork" not in mp.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    rng = np.random.default_rng(4)
+    V = rng.standard_normal((5000, 8)).astype(np.float32)
+    Q = rng.standard_normal((40, 8)).astype(np.float32)
+    index = make_index(IndexConfig(kind="exact", chunk_size=256, batch_size=8,
+                                   threads=2)).build(V)
+    want = index.search(Q, 5)[1]  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    child = ctx.Process(target=_search_into, args=(index, Q, out))
+    child.start()
+    child.join(30)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive, "the forked child's search hung"
+    np.testing.assert_array_equal(out.get(timeout=10), want)
+
+
+def _search_into(index, Q, out):
+    out.put(index.search(Q, 5)[1])

@@ -83,6 +83,17 @@ _pool_size = 0
 _in_worker = threading.local()
 
 
+def _forget_pool() -> None:
+    # A forked child inherits the pool object but not its threads: it would queue work
+    # that no thread runs. It starts a pool of its own instead.
+    global _pool, _pool_lock, _pool_size
+    _pool, _pool_size, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _run(fn, tasks: list, workers: int) -> None:
     """``fn(t)`` for every task, on a process-wide pool of worker threads when that helps
     (one pool for all calls: starting threads per call cost ~0.1 ms). A task that itself
