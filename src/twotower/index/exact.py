@@ -229,14 +229,19 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         flat = ids + np.repeat(np.arange(b, dtype=np.int64) * n, np.diff(ptr))
     near = spans[min(8, len(spans)) - 1][1]  # exclusions before this row: found eagerly
 
+    flat_blocks: dict[int, Any] = {}  # blocks' exclusions flattened before the tasks
+
     def block_ex(r0: int, r1: int) -> _Exclusions | None:
-        if deferred is not None:
+        """The exclusions of queries [r0, r1), a fresh ``_Exclusions`` for each caller."""
+        if r0 in flat_blocks:
+            csr = flat_blocks[r0]
+        elif deferred is not None:
             csr = exclusions(deferred[r0:r1], n, r1 - r0, row0=r0)
-            return None if csr is None else _Exclusions(csr[0], csr[1], ex_map, ex_band, near)
-        if ptr is not None and ptr[r1] > ptr[r0]:
-            return _Exclusions(ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]], ex_map,
-                               ex_band, near)
-        return None
+        elif ptr is not None and ptr[r1] > ptr[r0]:
+            csr = ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]]
+        else:
+            csr = None
+        return None if csr is None else _Exclusions(csr[0], csr[1], ex_map, ex_band, near)
 
     seeds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     done: set[int] = set()  # query blocks the first chunk settled
@@ -248,8 +253,10 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         with _blas.single_threaded():
             for r0 in starts:
                 r1 = min(b, r0 + batch_size)
-                seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, block_ex(r0, r1), chunk_size,
-                                     spans[:1], norms)
+                ex = block_ex(r0, r1)
+                # the parts reuse the flattened lists (each with its own _Exclusions)
+                flat_blocks[r0] = None if ex is None else (ex.ptr, ex.ids)
+                seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, ex, chunk_size, spans[:1], norms)
         spans = spans[1:]
         # blocks where some query's bound still beats its k-th best need the parts; the
         # others are done (a trained catalogue's single query usually is)
