@@ -135,7 +135,8 @@ class _Exclusions:
         self.ptr, self.ids, self.ex_map = ptr, ids, ex_map
         self.near = near
         if ex_map is not None and band is not None:
-            lim = min(255, -(-near >> _BAND_SHIFT) if near else 0)
+            lim = -(-near // (1 << _BAND_SHIFT))  # bands holding rows below `near`
+            # band 255 also holds every row past it: then all are candidates
             sel = np.flatnonzero(band[ids] < lim) if lim < 255 else None
         else:
             sel = None

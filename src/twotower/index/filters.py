@@ -1,7 +1,9 @@
 """Search filters: per-query exclusions, a global allow-list and a global deny-list.
 
-``compile_filters`` checks the caller's filters once, at the boundary, and turns them into
-flat arrays every index kind applies inside its search:
+``compile_filters`` checks the caller's filters at the boundary and turns them into flat
+arrays every index kind applies inside its search (per-query lists for many queries are
+flattened, and their ids checked, on first use: exact search does it per query block in its
+worker threads; either way a malformed list fails the ``search`` call and names its row):
 
 * ``exclude``: one sequence of internal ids per query (e.g. the items each user has seen),
   or a scipy CSR matrix ``[batch, n]`` whose non-zeros are the excluded ids;
@@ -172,7 +174,9 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
     """Check and flatten the filters of one search call.
 
     Raises:
-        DataError: a filter of the wrong form, or ids outside ``[0, n)``.
+        DataError: a filter of the wrong form, or ids outside ``[0, n)``. For ``exclude``
+            as per-query lists over several queries, only its outer form is checked here;
+            its rows are checked when flattened (``Filters.deferred``).
     """
     # Per-query sequences for many queries are flattened where they are used: exact
     # search does it per query block, in the worker thread that searches the block.
