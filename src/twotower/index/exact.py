@@ -96,7 +96,7 @@ if hasattr(os, "register_at_fork"):
 
 def _run(fn, tasks: list, workers: int) -> None:
     """``fn(t)`` for every task, on a process-wide pool of worker threads when that helps
-    (one pool for all calls: starting threads per call cost ~0.1 ms). A task that itself
+    (one pool for all calls, rather than threads started per call). A task that itself
     searches (inside a worker) runs its tasks inline rather than wait on the pool."""
     global _pool, _pool_size
     if min(workers, len(tasks)) <= 1 or getattr(_in_worker, "on", False):
