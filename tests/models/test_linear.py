@@ -169,6 +169,9 @@ def test_ease_is_skipped_above_max_items_and_off_at_weight_zero():
     (dict(ease_lambdas=("a",)), "ease_lambdas"),
     (dict(ease_split="weekly"), "ease_split"),
     (dict(ease_weight=1.0), "ease_weight"),
+    (dict(ease_weight_grid=(0.5, 1.0)), "ease_weight_grid"),
+    (dict(ease_weight_grid=(0.0,)), "ease_weight_grid"),
+    (dict(ease_weight=0.0, ease_weight_grid=(0.5,)), "ease_weight_grid needs"),
 ])
 def test_bad_ease_settings_are_named(bad, match):
     with pytest.raises(ConfigError, match=match):
@@ -238,3 +241,35 @@ def test_similar_items_compare_the_trained_candidate_vectors(tmp_path):
     model.save(tmp_path / "run")
     _, again = TwoTower.load(tmp_path / "run").similar_items(np.array([3]), k=4)
     assert np.array_equal(got, again)
+
+
+def test_the_weight_grid_chooses_the_blend_on_validation():
+    # ease_weight_grid: the weight is chosen on the EASE tuning split, with the trained part
+    # fitted again on that split's training part. A trained part that cannot learn
+    # (learning rate ~0) must lose to EASE there: the largest weight wins, and the served
+    # score is the blend at that weight.
+    from twotower import TwoTower
+    x = _log()
+    grid = (0.1, 0.5, 0.9)
+    weak = TwoTower(_cfg(ease_weight_grid=grid, learning_rate=1e-8)).fit(x, verbose=0)
+    tried = weak.ease_tuning["weights_tried"]
+    assert [r["weight"] for r in tried] == list(grid)
+    assert weak.ease_tuning["weight"] == 0.9
+    assert tried[-1]["recall@10"] > tried[0]["recall@10"]
+    users = np.arange(x.n_users)
+    lin = weak._linear
+    a = weak._query_part(users) @ np.concatenate(
+        [np.array(weak._net.item_table()),
+         np.array(weak._net.item_bias_vector())[:, None]], 1).T
+    from twotower.models.linear import floor_weights, history_matrix
+    xw = history_matrix(weak._history, floor_weights(50, lin.half_life, lin.floor),
+                        x.n_items + 1)
+    e = np.asarray(xw @ lin.query_table) @ lin.item_table.T
+    # unit-sd parts weighted 0.1 / 0.9 (the same users as TwoTower's own scaling)
+    rng = np.random.default_rng(weak.config.seed)
+    sample = np.sort(rng.choice(x.n_users, size=min(1024, x.n_users), replace=False))
+    assert np.isclose(lin.model_scale * a[sample].std(), 0.1, rtol=1e-3)
+    assert np.isclose(e[sample].std(), 0.9, rtol=1e-3)
+    # without a grid the configured weight is used and nothing else is fitted
+    plain = TwoTower(_cfg()).fit(x, verbose=0)
+    assert "weight" not in plain.ease_tuning

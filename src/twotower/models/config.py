@@ -101,6 +101,14 @@ class ModelConfig(Config):
             test split but -25% on a random one; tuned on a random split, it uses the whole
             history, at EASE's level on a temporal test split. For a model deployed to
             predict what users do next, ``temporal`` is usually right.
+        ease_weight_grid: empty (the default: ``ease_weight`` is used as given), or
+            candidate weights in (0, 1): the weight is then chosen among them on the same
+            validation split that chooses lambda, by best recall@10 + ndcg@10 of the blend.
+            This fits the trained part a second time, on that split's training part (the
+            fit on all of the training data cannot be scored on part of it), so training
+            takes longer (1.7x on MovieLens 100k, ``benchmarks/probes/weight_grid.py``).
+            The choice goes in ``TwoTower.ease_tuning``.
+            ``ease_weight`` must still be > 0 (it turns the part on).
         ease_rank: rank of the EASE part (0 = ``embedding_dim``).
         ease_max_items: largest catalogue the EASE part is fitted for (at 20,000 items it
             holds a few 1.6 GB matrices and adds minutes to training).
@@ -142,6 +150,7 @@ class ModelConfig(Config):
     ease_half_lives: tuple[float, ...] = (5.0, 10.0)
     ease_floors: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)
     ease_split: str = "auto"
+    ease_weight_grid: tuple[float, ...] = ()
     ease_rank: int = 0
     ease_max_items: int = 20_000
     validation_freq: int = 5
@@ -189,6 +198,15 @@ class ModelConfig(Config):
                     for v in value):
                 raise ConfigError(f"model.{name} must be a non-empty list of numbers in "
                                   f"[{lo:g}, {hi:g}], got {value!r}")
+        grid = self.ease_weight_grid
+        if not isinstance(grid, tuple) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and 0.0 < v < 1.0
+                for v in grid):
+            raise ConfigError(f"model.ease_weight_grid must be a list of numbers in (0, 1) "
+                              f"(or empty), got {grid!r}")
+        if grid and self.ease_weight == 0:
+            raise ConfigError("model.ease_weight_grid needs model.ease_weight > 0 (0 turns "
+                              "the EASE part off)")
         if self.ease_weight > 0 and self.query_tower == "id":
             raise ConfigError("model.ease_weight > 0 needs a history tower (query_tower "
                               "'history' or 'id+history'): the EASE part's query is the "

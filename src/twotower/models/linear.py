@@ -17,6 +17,7 @@ baseline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,16 +125,40 @@ class _Scores:
         return topk_excluding(scores, k, exclude)
 
 
+class _Blend:
+    """A ``Recommender`` scoring ``a * trained(users) + b * queries[users] @ B``."""
+
+    def __init__(self, trained: Callable[[np.ndarray], np.ndarray], queries: sp.csr_matrix,
+                 b: np.ndarray, a_t: float, a_e: float) -> None:
+        self.trained, self.queries, self.b, self.a_t, self.a_e = trained, queries, b, a_t, a_e
+
+    def recommend(self, users, k, exclude=None):
+        from twotower.evaluation.baselines import topk_excluding
+        users = np.asarray(users)
+        scores = (np.float32(self.a_t) * self.trained(users)
+                  + np.float32(self.a_e) * np.asarray(self.queries[users] @ self.b))
+        return topk_excluding(scores.astype(np.float32, copy=False), k, exclude)
+
+
 def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float, ...],
                  half_lives: tuple[float, ...], floors: tuple[float, ...], rank: int,
-                 split: str, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 split: str, seed: int, weights: tuple[float, ...] = (),
+                 trained_scores: Callable[[Interactions], Callable[[np.ndarray], np.ndarray]]
+                 | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
     validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
     at rank ``rank``.
 
+    With ``weights`` (and ``trained_scores``: ``train' -> (users -> [len(users), n_items]
+    scores)`` of the trained part fitted on the split's training part ``train'``), also
+    choose the blend weight ``w`` on the same split: the score is ``(1 - w) * trained / sd
+    + w * EASE / sd``, each part's spread measured on a sample of users, as
+    ``TwoTower`` scales them (EASE at full rank here).
+
     Returns:
         ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,
-        ``half_life``, ``floor`` and ``tried`` (the validation metrics of every setting).
+        ``half_life``, ``floor`` and ``tried`` (the validation metrics of every setting);
+        with ``weights`` also ``weight`` and ``weights_tried``.
     """
     from twotower.evaluation.baselines import ease_weights
     from twotower.evaluation.metrics import recommend_and_evaluate
@@ -151,11 +176,14 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         test = test.take(np.flatnonzero(np.isin(test.users, keep)))
     unweighted = (0.0, 1.0)
     lam, (half_life, floor) = float(lambdas[0]), recency[0]
-    if len(test) and (len(lambdas) > 1 or len(recency) > 1):
+    choose_weight = bool(weights) and trained_scores is not None and len(test) > 0
+    last: list[Any] = [None, None]  # the (lambda, B) in use: one B in memory at a time
+    hist = gram = None
+    if choose_weight or (len(test) and (len(lambdas) > 1 or len(recency) > 1)):
         hist = history_table(inner.train, history_length)
         x = inner.train.to_csr()
         gram = (x.T @ x).toarray()
-        last: list[Any] = [None, None]  # the (lambda, B) in use: one B in memory at a time
+    if len(test) and (len(lambdas) > 1 or len(recency) > 1):
         scores: dict[tuple[float, tuple[float, float]], float] = {}
 
         def score(lam_: float, hf: tuple[float, float]) -> float:
@@ -177,8 +205,30 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         start = unweighted if unweighted in recency else recency[0]
         lam = max((float(v) for v in lambdas), key=lambda v: score(v, start))
         half_life, floor = max(recency, key=lambda hf: score(lam, hf))
-        del last[:], gram
+    extra: dict[str, Any] = {}
+    if choose_weight:
+        b_in = last[1] if last[0] == lam else ease_weights(gram, lam, np.float32)
+        last[:] = []
+        q_in = history_matrix(hist, floor_weights(history_length, half_life, floor), n + 1,
+                              "latest")[:, 1:]
+        trained = trained_scores(inner.train)
+        sample = np.sort(np.random.default_rng(seed).choice(
+            train.n_users, size=min(1024, train.n_users), replace=False))
+        sd_t = max(float(trained(sample).std()), 1e-12)
+        sd_e = max(float(np.asarray(q_in[sample] @ b_in).std()), 1e-12)
+        tried = []
+        for w in weights:
+            m = recommend_and_evaluate(_Blend(trained, q_in, b_in, (1 - w) / sd_t, w / sd_e),
+                                       inner.train, test, (10,))
+            tried.append({"weight": float(w), "recall@10": float(m["recall@10"]),
+                          "ndcg@10": float(m["ndcg@10"])})
+        best = max(tried, key=lambda r: r["recall@10"] + r["ndcg@10"])
+        extra = {"weight": best["weight"], "weights_tried": tried}
+        del b_in
+    del last[:]
+    gram = hist = None  # free the [n_items, n_items] Gram matrix before the final fit
     x = train.to_csr()
     b = ease_weights((x.T @ x).toarray(), lam, np.float32)
     p, q = low_rank(b, rank, seed)
-    return p, q, {"lambda": lam, "half_life": half_life, "floor": floor, "tried": rows}
+    return p, q, {"lambda": lam, "half_life": half_life, "floor": floor, "tried": rows,
+                  **extra}

@@ -257,7 +257,8 @@ class TwoTower:
             return
         p, q, chosen = tune_and_fit(
             train, cfg.history_length, cfg.ease_lambdas, cfg.ease_half_lives, cfg.ease_floors,
-            cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed)
+            cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed,
+            cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None)
         half_life, floor = chosen["half_life"], chosen["floor"]
         query_table = np.zeros((len(p) + 1, p.shape[1]), dtype=np.float32)
         query_table[1:] = p
@@ -268,7 +269,7 @@ class TwoTower:
                                    replace=False))
         trained = self._query_part(users) @ self.item_embeddings.T
         ease = self._ease_query(self._history[users], query_table, half_life, floor) @ q.T
-        w = cfg.ease_weight
+        w = chosen.get("weight", cfg.ease_weight)
         self._linear = LinearPart(
             query_table=query_table,
             item_table=(q * (w / max(float(ease.std()), 1e-12))).astype(np.float32),
@@ -276,6 +277,16 @@ class TwoTower:
             half_life=half_life, floor=floor, lambda_=chosen["lambda"])
         self.ease_tuning = chosen
         self.item_embeddings = self._with_linear_items(self.item_embeddings)
+
+    def _trained_scores_on(self, part: Interactions) -> Any:
+        """The trained part fitted again, on ``part`` (a split of the training data, same
+        vocabularies): ``users -> [len(users), n_items]`` scores, for choosing the blend
+        weight on the rest (``ModelConfig.ease_weight_grid``)."""
+        import dataclasses
+        sub = TwoTower(dataclasses.replace(self.config, ease_weight=0.0, ease_weight_grid=()))
+        sub.fit(part, verbose=0)
+        items = sub.item_embeddings
+        return lambda users: np.asarray(sub._query_part(users) @ items.T, dtype=np.float32)
 
     def _with_linear_items(self, items: np.ndarray) -> np.ndarray:
         lin = self._linear
