@@ -114,30 +114,21 @@ VALIDATION_USERS = 5_000
 
 
 class _Scores:
-    """A ``Recommender`` scoring ``queries[users] @ b`` (for the validation metrics)."""
+    """A ``Recommender`` scoring ``a_e * queries[users] @ b``, plus ``a_t * trained(users)``
+    when given a trained part (for the validation metrics)."""
 
-    def __init__(self, queries: sp.csr_matrix, b: np.ndarray) -> None:
-        self.queries, self.b = queries, b
-
-    def recommend(self, users, k, exclude=None):
-        from twotower.evaluation.baselines import topk_excluding
-        scores = np.asarray(self.queries[np.asarray(users)] @ self.b, dtype=np.float32)
-        return topk_excluding(scores, k, exclude)
-
-
-class _Blend:
-    """A ``Recommender`` scoring ``a * trained(users) + b * queries[users] @ B``."""
-
-    def __init__(self, trained: Callable[[np.ndarray], np.ndarray], queries: sp.csr_matrix,
-                 b: np.ndarray, a_t: float, a_e: float) -> None:
-        self.trained, self.queries, self.b, self.a_t, self.a_e = trained, queries, b, a_t, a_e
+    def __init__(self, queries: sp.csr_matrix, b: np.ndarray,
+                 trained: Callable[[np.ndarray], np.ndarray] | None = None,
+                 a_t: float = 0.0, a_e: float = 1.0) -> None:
+        self.queries, self.b, self.trained, self.a_t, self.a_e = queries, b, trained, a_t, a_e
 
     def recommend(self, users, k, exclude=None):
         from twotower.evaluation.baselines import topk_excluding
         users = np.asarray(users)
-        scores = (np.float32(self.a_t) * self.trained(users)
-                  + np.float32(self.a_e) * np.asarray(self.queries[users] @ self.b))
-        return topk_excluding(scores.astype(np.float32, copy=False), k, exclude)
+        scores = np.asarray(self.queries[users] @ self.b, dtype=np.float32)
+        if self.trained is not None:
+            scores = np.float32(self.a_e) * scores + np.float32(self.a_t) * self.trained(users)
+        return topk_excluding(scores, k, exclude)
 
 
 def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float, ...],
@@ -218,7 +209,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         sd_e = max(float(np.asarray(q_in[sample] @ b_in).std()), 1e-12)
         tried = []
         for w in weights:
-            m = recommend_and_evaluate(_Blend(trained, q_in, b_in, (1 - w) / sd_t, w / sd_e),
+            m = recommend_and_evaluate(_Scores(q_in, b_in, trained, (1 - w) / sd_t, w / sd_e),
                                        inner.train, test, (10,))
             tried.append({"weight": float(w), "recall@10": float(m["recall@10"]),
                           "ndcg@10": float(m["ndcg@10"])})
