@@ -113,6 +113,13 @@ def _inner_split(train: Interactions, kind: str, seed: int):
 VALIDATION_USERS = 5_000
 
 
+def scale_users(n_users: int, seed: int) -> np.ndarray:
+    """The sorted sample of (at most 1,024) users on which each part's score spread is
+    measured, so that a blend weight means the same on any data."""
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_users, size=min(1024, n_users), replace=False))
+
+
 class _Scores:
     """A ``Recommender`` scoring ``a_e * queries[users] @ b``, plus ``a_t * trained(users)``
     when given a trained part (for the validation metrics)."""
@@ -203,8 +210,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         q_in = history_matrix(hist, floor_weights(history_length, half_life, floor), n + 1,
                               "latest")[:, 1:]
         trained = trained_scores(inner.train)
-        sample = np.sort(np.random.default_rng(seed).choice(
-            train.n_users, size=min(1024, train.n_users), replace=False))
+        sample = scale_users(train.n_users, seed)
         sd_t = max(float(trained(sample).std()), 1e-12)
         sd_e = max(float(np.asarray(q_in[sample] @ b_in).std()), 1e-12)
         tried = []

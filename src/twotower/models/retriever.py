@@ -247,7 +247,7 @@ class TwoTower:
 
     def _fit_linear(self, train: Interactions) -> None:
         """Fit the EASE part (``twotower.models.linear``) and append it to both towers."""
-        from twotower.models.linear import LinearPart, tune_and_fit
+        from twotower.models.linear import LinearPart, scale_users, tune_and_fit
         cfg = self.config
         if train.n_items > cfg.ease_max_items:
             import warnings
@@ -264,9 +264,7 @@ class TwoTower:
         query_table[1:] = p
         # each part's score spread over (a sample of) training users: w means the same on
         # any data
-        rng = np.random.default_rng(cfg.seed)
-        users = np.sort(rng.choice(train.n_users, size=min(1024, train.n_users),
-                                   replace=False))
+        users = scale_users(train.n_users, cfg.seed)
         trained = self._query_part(users) @ self.item_embeddings.T
         ease = self._ease_query(self._history[users], query_table, half_life, floor) @ q.T
         w = chosen.get("weight", cfg.ease_weight)
