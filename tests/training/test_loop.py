@@ -53,6 +53,48 @@ def test_same_losses_and_weights_as_model_fit(objective, optimizer, sparse):
                                    atol=1e-7, err_msg=a.path)
 
 
+def test_host_unique_matches_jnp_unique_with_distinct_padding():
+    import jax.numpy as jnp
+
+    from twotower.training.loop import _host_unique
+    ids = np.array([[5, 3, 5, 9, 3, 0], [1, 1, 1, 1, 1, 1]], dtype=np.int32)
+    uniq, inv = _host_unique(ids, n_rows=10)
+    for s in range(2):
+        u, i = jnp.unique(ids[s], size=6, fill_value=10, return_inverse=True)
+        n = len(np.unique(ids[s]))
+        np.testing.assert_array_equal(uniq[s, :n], np.asarray(u)[:n])
+        np.testing.assert_array_equal(inv[s], np.asarray(i).reshape(-1))
+        # padding: out-of-range rows (reads as zeros, writes dropped), all distinct
+        assert (uniq[s, n:] >= 10).all() and len(set(uniq[s, n:])) == 6 - n
+    np.testing.assert_array_equal(uniq[np.arange(2)[:, None], inv], ids)
+
+
+@pytest.mark.parametrize("objective", ["mse", "sampled_softmax"])
+def test_row_wise_step_finds_rows_on_the_host_as_in_the_graph(objective, monkeypatch):
+    """The input thread finds each step's unique rows (numpy); with several processes the
+    step finds them itself (``jnp.unique``). Both train the same model."""
+    import jax
+    cfg = ModelConfig.preset("tutorial", objective=objective, batch_size=BATCH, epochs=1)
+    x = _data()
+    host = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(steps_per_call=4,
+                                                                 sparse_updates="on"))
+    host._setup()
+    placed = host._put([{k: v[:BATCH] for k, v in x.items()}])
+    assert {"user__unique", "user__inverse", "item__unique", "item__inverse"} <= set(placed)
+    host.fit(x, batch_size=BATCH, shuffle=False)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    graph = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(steps_per_call=4,
+                                                                  sparse_updates="on"))
+    graph._setup()
+    assert not any(k.endswith("__unique") for k in
+                   graph._put([{k: v[:BATCH] for k, v in x.items()}]))
+    graph.fit(x, batch_size=BATCH, shuffle=False)
+    np.testing.assert_allclose(host.step_losses, graph.step_losses, rtol=1e-6)
+    for a, b in zip(host.net.trainable_variables, graph.net.trainable_variables):
+        np.testing.assert_allclose(np.asarray(a.value), np.asarray(b.value), rtol=1e-6,
+                                   atol=1e-8, err_msg=a.path)
+
+
 def test_weight_averaging_matches_model_fit():
     """``ema_momentum``: the loop ends on the optimizer's moving average, as ``fit`` does."""
     cfg = ModelConfig.preset("tutorial", optimizer="adam", learning_rate=0.05,

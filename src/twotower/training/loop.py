@@ -39,6 +39,9 @@ Batch = dict[str, np.ndarray]
 SPARSE_OBJECTIVES = ("mse", "sampled_softmax")
 SPARSE_MIN_RATIO = 16
 _ALL = "__all_devices"  # suffix of the ids gathered whole once per call (sparse, mesh)
+# suffixes of the batch's unique rows and each example's position in them, found on the
+# host by the input thread (row-wise updates): an XLA sort costs 10x numpy's here
+_UNQ, _INV = "__unique", "__inverse"
 
 
 @dataclass(frozen=True)
@@ -248,16 +251,31 @@ class TrainLoop:
     def _put(self, group: list[Batch]) -> dict[str, Any]:
         import jax
         stacked = {key: np.stack([b[key] for b in group]) for key in group[0]}
+        size = stacked["user"].shape[1]
+        # unique rows need the whole batch: with several processes each holds only its
+        # part, and the step finds them itself
+        unique = self._is_sparse(size) and jax.process_count() == 1
+        if unique:
+            n_rows = {"user": self.net.n_users, "item": self.net.n_items}
+            for role in ("user", "item"):
+                stacked[role + _UNQ], stacked[role + _INV] = _host_unique(
+                    stacked[role], n_rows[role])
         if self._mesh is None:
             return jax.device_put(stacked)
         from jax.sharding import NamedSharding, PartitionSpec
         from twotower.training.distribution import BATCH_AXIS
         dp = self._mesh.shape[BATCH_AXIS]
-        size = stacked["user"].shape[1]
         # a last batch the data-parallel devices cannot split evenly stays whole (replicated)
         spec = PartitionSpec(None, BATCH_AXIS) if size % dp == 0 else PartitionSpec()
         sharding = NamedSharding(self._mesh, spec)
-        return {key: jax.make_array_from_process_local_data(sharding, v)
+        whole = NamedSharding(self._mesh, PartitionSpec())
+        # the unique rows go whole to every device (each updates them all); so do the
+        # positions of the candidate side with in-batch negatives
+        shared = _shared_roles(self.net.cfg.objective)
+        return {key: jax.make_array_from_process_local_data(
+                    whole if key.endswith(_UNQ) or (key.endswith(_INV)
+                                                    and key[:-len(_INV)] in shared)
+                    else sharding, v)
                 for key, v in stacked.items()}
 
     # ------------------------------------------------------------------ the jitted steps
@@ -270,14 +288,18 @@ class TrainLoop:
             fn = self._fns[key] = self._compile(state, stacked["user"].shape[1])
         return fn(state, stacked)
 
+    def _is_sparse(self, rows: int) -> bool:
+        """Whether batches of ``rows`` rows train with row-wise updates. They pay a sort
+        (unique ids) per step; dense updates pay a pass over the tables. "auto" takes the
+        row-wise path once the tables have >= SPARSE_MIN_RATIO x batch rows (measured:
+        dense wins at 6k rows, row-wise at 100k, batch 1000)."""
+        table_rows = self.net.n_users + self.net.n_items
+        return self._sparse_ok and (self.config.sparse_updates == "on"
+                                    or table_rows >= SPARSE_MIN_RATIO * rows)
+
     def _compile(self, state: Any, rows: int) -> Any:
         import jax
-        # Row-wise updates pay a sort (unique ids) per step; dense updates pay a pass over
-        # the tables. "auto" takes the row-wise path once the tables have >= SPARSE_MIN_RATIO
-        # x batch rows (measured: dense wins at 6k rows, row-wise at 100k, batch 1000).
-        table_rows = self.net.n_users + self.net.n_items
-        sparse = self._sparse_ok and (self.config.sparse_updates == "on"
-                                      or table_rows >= SPARSE_MIN_RATIO * rows)
+        sparse = self._is_sparse(rows)
         if rows >= self._rows_seen:
             self.sparse, self._rows_seen = sparse, rows
         step = self._sparse_step(rows) if sparse else self._dense_step()
@@ -290,9 +312,11 @@ class TrainLoop:
                 # instead of several per step.
                 from jax.sharding import NamedSharding, PartitionSpec
                 whole = NamedSharding(mesh, PartitionSpec())
+                keys = _whole_keys(self.net.cfg.objective)
+                if "user" + _UNQ in stacked:  # the unique rows came from the host
+                    keys = tuple(k for k in keys if k not in ("user", "item"))
                 stacked = {**stacked, **{f"{k}{_ALL}": jax.lax.with_sharding_constraint(
-                    stacked[k], whole) for k in _whole_keys(self.net.cfg.objective)
-                    if k in stacked}}
+                    stacked[k], whole) for k in keys if k in stacked}}
             return jax.lax.scan(step, state, stacked)
 
         if self._mesh is None:
@@ -379,20 +403,24 @@ class TrainLoop:
 
         # in-batch negatives: every device scores its queries against all the batch's
         # candidates, so the candidate side (item rows, log-Q) stays whole on every device
-        shared = ("item", "logq") if net.cfg.objective == "sampled_softmax" else ()
+        shared = _shared_roles(net.cfg.objective)
 
         def step(state: Any, x: dict[str, Any]) -> Any:
             tv, ntv, ov = state
             x = dict(x)
             whole = {k[:-len(_ALL)]: x.pop(k) for k in list(x) if k.endswith(_ALL)}
+            host = {k: x.pop(k) for k in list(x) if k.endswith((_UNQ, _INV))}
             if "logq" in whole and "logq" in shared:
                 x["logq"] = whole["logq"]
             uniq, local = {}, {}
             for role in ("user", "item"):
-                ids = whole.get(role, x[role])
-                # padding slots get an out-of-range row: read as zeros, writes dropped
-                u, inv = jnp.unique(ids, size=rows, fill_value=n_rows[role],
-                                    return_inverse=True)
+                if role + _UNQ in host:
+                    u, inv = host[role + _UNQ], host[role + _INV]
+                else:
+                    ids = whole.get(role, x[role])
+                    # padding slots get an out-of-range row: read as zeros, writes dropped
+                    u, inv = jnp.unique(ids, size=rows, fill_value=n_rows[role],
+                                        return_inverse=True)
                 inv = inv.reshape(-1).astype(x[role].dtype)
                 if split is not None:
                     # each device keeps its part of the batch (a slice: no traffic)
@@ -423,6 +451,28 @@ class TrainLoop:
             ov[it_pos] = ov[it_pos] + 1
             return (new_tv, ntv, ov), loss
         return step
+
+
+def _shared_roles(objective: str) -> tuple[str, ...]:
+    """Inputs every data-parallel device needs whole: with in-batch negatives each device
+    scores its queries against all of the batch's candidates (item rows, log-Q)."""
+    return ("item", "logq") if objective == "sampled_softmax" else ()
+
+
+def _host_unique(ids: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per step (row of ``ids [K, B]``): its unique ids, sorted and padded to ``B`` with
+    out-of-range rows ``n_rows, n_rows + 1, ...`` (read as zeros, writes dropped), and each
+    example's position among them. As ``jnp.unique(size=B, fill_value=n_rows,
+    return_inverse=True)``, but padded with distinct rows."""
+    k, b = ids.shape
+    uniq = np.empty((k, b), dtype=ids.dtype)
+    inv = np.empty((k, b), dtype=ids.dtype)
+    for s in range(k):
+        u, i = np.unique(ids[s], return_inverse=True)
+        uniq[s, :len(u)] = u
+        uniq[s, len(u):] = np.arange(n_rows, n_rows + b - len(u), dtype=ids.dtype)
+        inv[s] = i
+    return uniq, inv
 
 
 def _whole_keys(objective: str) -> tuple[str, ...]:
