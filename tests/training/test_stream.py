@@ -194,3 +194,18 @@ def test_int_id_mapping_matches_the_vocabulary(ids):
     short = np.abs(keys) < 10**18  # ids written as text: up to 18 digits are ids
     text = pa.array([str(k) for k in keys[short]] + [" 12x", None], pa.string())
     np.testing.assert_array_equal(m.indices(text), np.concatenate([want[short], [-1, -1]]))
+
+
+def test_int_id_mapping_inside_the_lookup_table_span():
+    """Ids that all lie in the table's span take the one-gather path: holes still map
+    to -1, and the table's offset is applied."""
+    import pyarrow as pa
+
+    from twotower.training.stream import _Mapper
+    vocab = Vocabulary(np.random.default_rng(1).permutation(np.arange(1000, 1200, 2)), "item")
+    m = _Mapper(vocab)
+    assert m.lut is not None and m.lo == 1000
+    keys = np.random.default_rng(2).integers(1000, 1199, 500)  # evens known, odds holes
+    want = vocab.lookup_or(keys.tolist())
+    assert (want == -1).any() and (want >= 0).any()
+    np.testing.assert_array_equal(m.indices(pa.array(keys, pa.int64())), want)

@@ -310,7 +310,8 @@ class InteractionStream:
                                     f"{self._roles[role]!r}: {role} id {value!r} is not in the "
                                     f"given {role} vocabulary ({len(uv if role == 'user' else iv)}"
                                     " ids); use unknown='skip' to drop such rows")
-            out = {"user": u.astype(np.int32), "item": i.astype(np.int32)}
+            out = {"user": u.astype(np.int32, copy=False),
+                   "item": i.astype(np.int32, copy=False)}
             if "rating" in self._roles:
                 out["rating"] = b.column("rating").to_numpy(zero_copy_only=False
                                                             ).astype(np.float32)
@@ -466,6 +467,10 @@ class _Mapper:
         return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
 
     def _int_indices(self, vals: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+        if self.lut is not None and len(vals) and valid is None and \
+                vals.min() >= self.lo and vals.max() < self.lo + len(self.lut):
+            # every id inside the table's span (the usual case): one gather, no masks
+            return self.lut[vals - self.lo] if self.lo else self.lut[vals]
         out = np.full(len(vals), -1, dtype=np.int64)
         if self.lut is not None:
             inside = (vals >= self.lo) & (vals < self.lo + len(self.lut))  # no overflow
@@ -507,7 +512,7 @@ def shuffle_chunks(chunks: Iterable[Batch], buffer_size: int, seed: int) -> Iter
         while start < m:
             r = min(m - start, buffer_size)
             pos = rng.choice(buffer_size, r, replace=False)
-            out = {k: b[pos] for k, b in buf.items()}
+            out = {k: np.take(b, pos, axis=0) for k, b in buf.items()}
             for k, v in chunk.items():
                 buf[k][pos] = v[start:start + r]
             start += r
