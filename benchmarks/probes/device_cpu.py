@@ -6,11 +6,14 @@ sizes of the 20M benchmark set), in a fresh subprocess per setting:
 - `fit`: `TrainLoop.fit` on in-memory arrays (batches stacked by its background thread);
 - `pre`: every call's batches placed on the devices beforehand, then only the jitted calls
   (no input thread at all);
-each on 1 device and on 2 simulated devices (data parallel). Reports examples/s and the
-process's CPU seconds per second ("cores busy"), and from them CPU microseconds per step.
+each on 1 device, on 1 device pinned to one core (``sched_setaffinity``: XLA then sizes its
+thread pool to one thread), and on 2 simulated devices (data parallel). Reports examples/s
+and the process's CPU seconds per second ("cores busy"), and from them CPU microseconds per
+step.
 
 Usage: KERAS_BACKEND=jax python benchmarks/probes/device_cpu.py
-Output of the run quoted in docs/scaling.md: results/probe-device-cpu-20261129.txt
+Output of the run quoted in docs/scaling.md: results/probe-device-cpu-20261129b.txt (the
+earlier `probe-device-cpu-20261129.txt`: 2M rows, before the loop found unique rows on the host)
 """
 import json
 import os
@@ -18,11 +21,13 @@ import subprocess
 import sys
 import time
 
-ROWS = 2_000_000
+ROWS = 8_000_000
 NU, NI, B = 200_000, 780_000, 1000
 
 
 def worker(mode: str) -> None:
+    if os.environ.get("PROBE_PIN"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # before XLA starts
     import numpy as np
     import jax
     import keras
@@ -64,7 +69,8 @@ def worker(mode: str) -> None:
     c1, dt = os.times(), time.perf_counter() - t0
     cores = (c1.user - c0.user + c1.system - c0.system) / dt
     steps = ROWS / B
-    print("RESULT " + json.dumps({"devices": ndev, "mode": mode, "examples_per_s": ROWS / dt,
+    print("RESULT " + json.dumps({"devices": ndev, "pinned": bool(os.environ.get("PROBE_PIN")),
+                                  "mode": mode, "examples_per_s": ROWS / dt,
                                   "cores_busy": cores, "cpu_us_per_step": cores * dt / steps
                                   * 1e6, "wall_us_per_step": dt / steps * 1e6}))
 
@@ -73,8 +79,10 @@ def main() -> None:
     rows = []
     for rep in range(2):
         for mode in ("fit", "pre"):
-            for ndev in (1, 2):
+            for ndev, pin in ((1, False), (1, True), (2, False)):
                 env = {**os.environ, "KERAS_BACKEND": "jax"}
+                if pin:
+                    env["PROBE_PIN"] = "1"
                 if ndev > 1:
                     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={ndev}"
                 out = subprocess.run([sys.executable, __file__, "--worker", mode], env=env,
@@ -86,7 +94,8 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
     print("\nrepeat | mode | devices | examples/s | cores busy | CPU µs/step | wall µs/step")
     for r in rows:
-        print(f"{r['repeat']} | {r['mode']} | {r['devices']} | {r['examples_per_s']:,.0f} | "
+        dev = f"{r['devices']}{' (1 core)' if r['pinned'] else ''}"
+        print(f"{r['repeat']} | {r['mode']} | {dev} | {r['examples_per_s']:,.0f} | "
               f"{r['cores_busy']:.2f} | {r['cpu_us_per_step']:,.0f} | "
               f"{r['wall_us_per_step']:,.0f}")
 

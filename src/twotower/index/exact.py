@@ -30,8 +30,9 @@ _NEG = np.float32(-np.inf)
 _ORDER_MIN = 65536
 # Rows of the first chunk, whose top-k (a partial sort) seeds each query's threshold; later
 # chunks cost a row-max pass. On a trained 1M catalogue a query's top 10 lies in its first
-# 184 rows (median; at most 1,076 over 1,024 queries): a 512-row seed halved a 1,024-query
-# batch against 2,048 rows (the partial sort of 512 x 2,048 scores took half the call).
+# few hundred rows, and 2,048 seed rows made the partial sort half of a 1,024-query call:
+# 512 took the batch from 220k to 332k queries/s (benchmarks/results/search-20261129T135933Z
+# and T150904Z); the clustered catalogue, which scans further, did not change.
 _FIRST = 512
 
 
