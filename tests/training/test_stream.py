@@ -209,3 +209,17 @@ def test_int_id_mapping_inside_the_lookup_table_span():
     want = vocab.lookup_or(keys.tolist())
     assert (want == -1).any() and (want >= 0).any()
     np.testing.assert_array_equal(m.indices(pa.array(keys, pa.int64())), want)
+
+
+def test_shuffle_mixes_record_batches_as_large_as_the_buffer():
+    """Record batches as large as the buffer still mix across batches: the buffer is
+    exchanged a quarter at a time, so no batch comes out whole before the next."""
+    buffer, size, n_chunks = 400, 400, 5
+    chunks = [{"src": np.full(size, c), "row": np.arange(size) + c * size}
+              for c in range(n_chunks)]
+    out = list(shuffle_chunks(iter(chunks), buffer, seed=0))
+    src = np.concatenate([o["src"] for o in out])
+    rows = np.concatenate([o["row"] for o in out])
+    np.testing.assert_array_equal(np.sort(rows), np.arange(size * n_chunks))
+    assert (np.diff(src) < 0).any()  # a later batch's row before an earlier batch's
+    assert max(len(o["src"]) for o in out[:-1]) <= buffer // 4  # the last: the flush

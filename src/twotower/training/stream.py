@@ -509,8 +509,11 @@ def shuffle_chunks(chunks: Iterable[Batch], buffer_size: int, seed: int) -> Iter
                 buf[k][n:n + take] = v[:take]
             n += take
             start = take
+        # exchange at most a quarter of the buffer at a time: a row then stays for several
+        # rounds, and rows of different record batches mix whatever the batch size
+        piece = max(1, buffer_size // 4)
         while start < m:
-            r = min(m - start, buffer_size)
+            r = min(m - start, piece)
             pos = rng.choice(buffer_size, r, replace=False)
             out = {k: np.take(b, pos, axis=0) for k, b in buf.items()}
             for k, v in chunk.items():
