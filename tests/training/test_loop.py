@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from twotower.errors import ConfigError
+from twotower.errors import ConfigError, DataError
 from twotower.models.config import ModelConfig
 from twotower.models.net import TwoTowerNet
 from twotower.training import (DistributionConfig, InteractionStream, LoopConfig, StreamConfig,
@@ -184,3 +184,25 @@ def test_configs_round_trip_json(cls, kwargs):
 def test_distribution_config_errors_name_the_field(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         DistributionConfig(**kwargs)
+
+
+@pytest.mark.parametrize("sparse", ["on", "off"])
+def test_out_of_range_ids_are_refused_naming_the_row(sparse):
+    """An id outside the net's table would be read as zeros and never trained (JAX gathers
+    fill, scatters drop): fit refuses it, in memory (naming the row) and streamed."""
+    cfg = ModelConfig.preset("tutorial", batch_size=BATCH, epochs=1)
+    x = _data()
+    x["item"] = x["item"].copy()
+    x["item"][7] = N_ITEMS  # one past the table
+    loop = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(sparse_updates=sparse))
+    with pytest.raises(DataError, match=rf"item id {N_ITEMS} at row 7 is outside \[0, {N_ITEMS}\)"):
+        loop.fit(x, batch_size=BATCH)
+    x = _data()
+    x["user"] = x["user"].copy()
+    x["user"][3] = -1
+
+    def batches(epoch):
+        for s in range(0, ROWS, BATCH):
+            yield {k: v[s:s + BATCH] for k, v in x.items()}
+    with pytest.raises(DataError, match=r"user id -1 at position 3 .* outside \[0, 30\)"):
+        TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(sparse_updates=sparse)).fit(batches)

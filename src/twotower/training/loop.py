@@ -155,6 +155,10 @@ class TrainLoop:
             n = len(next(iter(arrays.values())))
             if n == 0:
                 raise DataError("fit: the training data is empty")
+            for role in ("user", "item"):
+                if role in arrays:
+                    _check_ids(np.asarray(arrays[role]), role, self._n_rows(role),
+                               "row {at}")
 
             def data(epoch: int) -> Iterator[Batch]:
                 return _array_batches(arrays, batch_size, shuffle, seed + epoch)
@@ -253,14 +257,17 @@ class TrainLoop:
         import jax
         stacked = {key: np.stack([b[key] for b in group]) for key in group[0]}
         size = stacked["user"].shape[1]
+        for role in ("user", "item"):  # out-of-range ids would train nothing, silently
+            if role in stacked:
+                _check_ids(stacked[role], role, self._n_rows(role),
+                           "position {at} of the batches stacked for one call")
         # unique rows need the whole batch: with several processes each holds only its
         # part, and the step finds them itself
         unique = self._is_sparse(size) and jax.process_count() == 1
         if unique:
-            n_rows = {"user": self.net.n_users, "item": self.net.n_items}
             for role in ("user", "item"):
                 stacked[role + _UNQ], stacked[role + _INV] = _host_unique(
-                    stacked[role], n_rows[role])
+                    stacked[role], self._n_rows(role))
         if self._mesh is None:
             return jax.device_put(stacked)
         from jax.sharding import NamedSharding, PartitionSpec
@@ -288,6 +295,9 @@ class TrainLoop:
         if fn is None:
             fn = self._fns[key] = self._compile(state, stacked["user"].shape[1])
         return fn(state, stacked)
+
+    def _n_rows(self, role: str) -> int:
+        return self.net.n_users if role == "user" else self.net.n_items
 
     def _is_sparse(self, rows: int) -> bool:
         """Whether batches of ``rows`` rows train with row-wise updates. They pay a sort
@@ -458,6 +468,17 @@ def _shared_roles(objective: str) -> tuple[str, ...]:
     """Inputs every data-parallel device needs whole: with in-batch negatives each device
     scores its queries against all of the batch's candidates (item rows, log-Q)."""
     return ("item", "logq") if objective == "sampled_softmax" else ()
+
+
+def _check_ids(ids: np.ndarray, role: str, n_rows: int, where: str) -> None:
+    """Raise a DataError naming the first id outside ``[0, n_rows)`` and where it is
+    (``where`` formatted with ``at``, its flat position)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= n_rows):
+        flat = ids.reshape(-1)
+        at = int(np.flatnonzero((flat < 0) | (flat >= n_rows))[0])
+        raise DataError(f"fit: {role} id {flat[at]} at {where.format(at=at)} is outside "
+                        f"[0, {n_rows}), the net's {role} table; map external ids through "
+                        "the vocabulary (Vocabulary.lookup) first")
 
 
 def _host_unique(ids: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
