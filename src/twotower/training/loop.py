@@ -5,8 +5,8 @@ Same objective, optimizer and update rule as ``net.fit`` (the loss is the net's 
 
 - ``steps_per_call`` train steps run inside one jitted call (``lax.scan``): one dispatch
   and no host sync per step;
-- batches are prepared (stacked, placed on the devices) by a background thread while the
-  devices compute;
+- batches are prepared (stacked, checked, placed on the devices; for row-wise updates,
+  each step's unique rows found) by a background thread while the devices compute;
 - with Adagrad or SGD and an objective that touches only the batch's rows (``mse``,
   ``sampled_softmax`` on an id tower), the embedding tables get **row-wise (sparse)
   updates**: the loss is computed on the batch's unique rows only and the optimizer
