@@ -106,3 +106,24 @@ def test_killed_process_mid_save_leaves_previous_model(tutorial_run, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert np.array_equal(_top(TwoTower.load(run))[1], before)
+
+
+def test_seen_rows_exclude_what_seen_items_exclude(tutorial_run):
+    """``seen_rows`` (CSR, what ``recommend_ids`` and the batch endpoints pass) holds each
+    user's ``seen_items`` and gives the same lists, before and after a save/load."""
+    model, run = tutorial_run
+    users = np.array([0, 1, 2, 41, 41, 900])
+    rows = model.seen_rows(users)
+    assert rows.shape == (len(users), model.n_items)
+    for r, items in enumerate(model.seen_items(users)):
+        assert sorted(rows[r].indices.tolist()) == sorted(items.tolist())
+    for m in (model, TwoTower.load(run)):
+        s1, i1 = m.recommend(users, 10, m.seen_items(users))
+        s2, i2 = m.recommend(users, 10, m.seen_rows(users))
+        assert np.array_equal(i1, i2) and np.allclose(s1, s2)
+    ids = model.user_vocab.ids[users]
+    _, top = model.recommend_ids(ids, k=10)
+    seen = model.seen_items(users)
+    for r in range(len(users)):
+        got = model.item_vocab.lookup([t for t in top[r] if t is not None])
+        assert not set(got.tolist()) & set(seen[r].tolist())

@@ -422,9 +422,17 @@ class TwoTower:
         m = self._seen
         return [m.indices[m.indptr[u]:m.indptr[u + 1]] for u in np.asarray(users)]
 
-    def recommend(self, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+    def seen_rows(self, users: np.ndarray) -> Any:
+        """The same exclusions as ``seen_items``, as scipy CSR rows ``[len(users), n_items]``:
+        the form an index reads without flattening one array per user (cheaper for many
+        users)."""
+        self._require_fitted()
+        return self._seen[np.asarray(users, dtype=np.int64)]
+
+    def recommend(self, users: np.ndarray, k: int, exclude: Any = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices for user indices (the evaluation protocol).
+        """Top-k item indices for user indices (the evaluation protocol). ``exclude``: one
+        array of item indices per user (``seen_items``), or CSR rows (``seen_rows``).
 
         Returns:
             scores ``[b, k]`` float32 and item indices ``[b, k]`` int64, best first,
@@ -450,7 +458,7 @@ class TwoTower:
         """
         self._require_fitted()
         users = self.user_vocab.lookup(user_ids)
-        exclude = self.seen_items(users) if exclude_seen else None
+        exclude = self.seen_rows(users) if exclude_seen else None
         scores, idx = self.recommend(users, k, exclude)
         return scores, self._external(idx)
 
