@@ -536,11 +536,16 @@ def hot_path() -> dict:
     b = Q[:1024]
     t_plain, t_ex = overhead(lambda: index.search(b, K),
                              lambda: index.search(b, K, exclude=seen[:1024]), repeat=15)
+    # back-to-back too, as for the large catalogues: a 3 ms call's cold figure swings
+    s_plain, s_ex = steady_overhead(lambda: index.search(b, K),
+                                    lambda: index.search(b, K, exclude=seen[:1024]))
     return {"n": 1682, "d": 32, "excluded": 100,
             "single_p50_us": float(np.percentile(ts, 50) * 1e6),
             "single_p99_us": float(np.percentile(ts, 99) * 1e6),
             "batch1024_s": t_plain, "batch1024_exclude_s": t_ex,
-            "exclude_overhead": t_ex / t_plain - 1.0}
+            "exclude_overhead": t_ex / t_plain - 1.0,
+            "batch1024_steady_s": s_plain, "batch1024_exclude_steady_s": s_ex,
+            "exclude_overhead_steady": s_ex / s_plain - 1.0}
 
 
 # ---------------------------------------------------------------- report
@@ -551,9 +556,12 @@ def goals(res: dict) -> list[dict]:
         rows.append({"goal": "exact N=1682 d=32 1 query, 100 excluded: p50 < 50 µs",
                      "value": f"{hp['single_p50_us']:.1f} µs",
                      "pass": hp["single_p50_us"] < 50})
+        ov, st = hp["exclude_overhead"], hp.get("exclude_overhead_steady")
+        value = f"{ov:+.1%}" if st is None else (
+            f"{st:+.1%} back-to-back (throughput); {ov:+.1%} (cold: best single call after "
+            "0.5 s idle)")
         rows.append({"goal": "exclusion overhead, batch 1024, 100 seen/query (N=1682): < 20%",
-                     "value": f"{hp['exclude_overhead']:+.1%}",
-                     "pass": hp["exclude_overhead"] < 0.2})
+                     "value": value, "pass": (ov if st is None else st) < 0.2})
     peak = res["gemm_peak_gflops"]
     for c in res["cases"]:
         tag = f"{c['catalogue']} N={c['n']:,} d={c['d']}"
@@ -677,7 +685,11 @@ def markdown(res: dict) -> str:
     hp = res.get("hot_path")
     if hp:
         lines.append(f"| clustered | 1,682 | 32 | {hp['batch1024_s']:.4f} | "
-                     f"{hp['batch1024_exclude_s']:.4f} | {hp['exclude_overhead']:+.1%} | | | | | | | "
+                     f"{hp['batch1024_exclude_s']:.4f} | {hp['exclude_overhead']:+.1%} | "
+                     + (f"{hp['batch1024_steady_s']:.4f} | {hp['batch1024_exclude_steady_s']:.4f} | "
+                        f"{hp['exclude_overhead_steady']:+.1%} | "
+                        if "exclude_overhead_steady" in hp else " | | | ")
+                     + " | | | "
                      f"{hp['single_p50_us']:.1f} (p99 {hp['single_p99_us']:.1f}) |")
     for c in res["cases"]:
         e = c["exact"]
