@@ -29,10 +29,11 @@ _NEG = np.float32(-np.inf)
 # Catalogues at least this large are stored in decreasing-norm order (see ``_build``).
 _ORDER_MIN = 65536
 # Rows of the first chunk, whose top-k (a partial sort) seeds each query's threshold; later
-# chunks cost a row-max pass. On a trained 1M catalogue a query's top 10 lies in its first
-# few hundred rows, and 2,048 seed rows made the partial sort half of a 1,024-query call:
-# 512 took the batch from 220k to 332k queries/s (benchmarks/results/search-20261129T135933Z
-# and T150904Z); the clustered catalogue, which scans further, did not change.
+# chunks cost a row-max pass. On a trained 1M catalogue most queries find their top 10
+# early in the norm order, and 2,048 seed rows made the partial sort a large part of a
+# 1,024-query call: 512 took the batch from 220k to 332k queries/s
+# (benchmarks/results/search-20261129T135933Z and T150904Z); the clustered catalogue, which
+# scans further, did not change.
 _FIRST = 512
 
 
