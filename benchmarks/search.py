@@ -440,31 +440,26 @@ def ann_and_exclusions(kind_name: str, V: np.ndarray, Q: np.ndarray, b: np.ndarr
     rng = np.random.default_rng(1)
     n_seen = min(100, n // 4)
     seen = [rng.choice(n, n_seen, replace=False) for _ in range(len(b))]
-    # best of more pairs when a call is quick (ms-scale calls swing with thread scheduling)
-    quick = timed(lambda: exact.search(b, K)) < 0.05
-    t_plain, t_ex = overhead(lambda: exact.search(b, K), lambda: exact.search(b, K, exclude=seen),
-                             repeat=max(args.repeat, 15 if quick else 5 if n <= 100_000 else 2))
-    out["exact"]["batch_plain_s"] = t_plain
-    out["exact"]["batch_exclude_s"] = t_ex
-    out["exact"]["exclude_overhead"] = t_ex / t_plain - 1.0
-    t_plain, t_ex = steady_overhead(lambda: exact.search(b, K),
-                                    lambda: exact.search(b, K, exclude=seen))
-    out["exact"]["batch_plain_steady_s"] = t_plain
-    out["exact"]["batch_exclude_steady_s"] = t_ex
-    out["exact"]["exclude_overhead_steady"] = t_ex / t_plain - 1.0
     # the same exclusions as CSR rows [batch, n], the form TwoTower.seen_rows gives
     # (recommend_ids, the batch endpoint): no per-query arrays to flatten
     import scipy.sparse as sp
     lens = np.array([len(s) for s in seen])
     seen_csr = sp.csr_matrix((np.ones(lens.sum(), np.float32), np.concatenate(seen),
                               np.concatenate([[0], np.cumsum(lens)])), shape=(len(b), n))
-    t_plain, t_ex = overhead(lambda: exact.search(b, K),
-                             lambda: exact.search(b, K, exclude=seen_csr),
-                             repeat=max(args.repeat, 15 if quick else 5 if n <= 100_000 else 2))
-    out["exact"]["exclude_overhead_csr"] = t_ex / t_plain - 1.0
-    t_plain, t_ex = steady_overhead(lambda: exact.search(b, K),
-                                    lambda: exact.search(b, K, exclude=seen_csr))
-    out["exact"]["exclude_overhead_steady_csr"] = t_ex / t_plain - 1.0
+    # best of more pairs when a call is quick (ms-scale calls swing with thread scheduling)
+    quick = timed(lambda: exact.search(b, K)) < 0.05
+    repeat = max(args.repeat, 15 if quick else 5 if n <= 100_000 else 2)
+    e = out["exact"]
+    for suffix, ex in (("", seen), ("_csr", seen_csr)):
+        plain, filtered = (lambda: exact.search(b, K)), (lambda: exact.search(b, K, exclude=ex))
+        t_plain, t_ex = overhead(plain, filtered, repeat=repeat)
+        e["exclude_overhead" + suffix] = t_ex / t_plain - 1.0
+        if not suffix:
+            e["batch_plain_s"], e["batch_exclude_s"] = t_plain, t_ex
+        t_plain, t_ex = steady_overhead(plain, filtered)
+        e["exclude_overhead_steady" + suffix] = t_ex / t_plain - 1.0
+        if not suffix:
+            e["batch_plain_steady_s"], e["batch_exclude_steady_s"] = t_plain, t_ex
     out["exact"]["single_exclude"] = latencies(
         lambda q: exact.search(q, K, exclude=seen[:1]), Q[:n_single])
 
