@@ -97,6 +97,18 @@ def test_rebatch_exact_sizes():
                                          drop_remainder=True)] == [16] * 4
 
 
+@pytest.mark.parametrize("sizes", [[40, 0, 3, 5, 50, 1, 1], [16, 16, 32], [100], [5, 11, 16]])
+def test_rebatch_mixed_chunk_sizes_keep_every_row_in_order(sizes):
+    # chunks larger, smaller and exactly the batch size, and empty ones; two columns
+    starts = np.cumsum([0] + sizes)
+    chunks = [{"x": np.arange(a, b), "y": -np.arange(a, b)} for a, b in zip(starts, starts[1:])]
+    got = list(rebatch(iter(chunks), 16))
+    n = int(starts[-1])
+    assert [len(b["x"]) for b in got] == [16] * (n // 16) + ([n % 16] if n % 16 else [])
+    assert np.concatenate([b["x"] for b in got]).tolist() == list(range(n))
+    assert all((b["y"] == -b["x"]).all() for b in got)
+
+
 @pytest.mark.parametrize("str_ids", [False, True])
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_streaming_vocabulary_equals_in_memory(tmp_path, fmt, str_ids):

@@ -298,8 +298,9 @@ class InteractionStream:
         offset = 0
         for b in self._checked(self.record_batches()):
             u, i = umap.indices(b.column("user")), imap.indices(b.column("item"))
-            keep = (u >= 0) & (i >= 0)
-            if not keep.all():
+            keep = None
+            if len(u) and min(u.min(), i.min()) < 0:  # ids not in the vocabulary
+                keep = (u >= 0) & (i >= 0)
                 if self.config.unknown == "error":
                     role = "user" if (u < 0).any() else "item"
                     pos = int(np.argmax((u if role == "user" else i) < 0))
@@ -315,7 +316,7 @@ class InteractionStream:
             if "rating" in self._roles:
                 out["rating"] = b.column("rating").to_numpy(zero_copy_only=False
                                                             ).astype(np.float32)
-            if not keep.all():
+            if keep is not None:
                 out = {k: v[keep] for k, v in out.items()}
             offset += b.num_rows
             yield out
@@ -336,10 +337,13 @@ class InteractionStream:
             batch_size: rows per batch.
             epoch: varies the shuffle.
             drop_remainder: drop the last, smaller batch.
-            inputs: optional function ``Batch -> Batch`` (e.g. ``model_inputs``).
+            inputs: optional row-wise function ``Batch -> Batch`` (e.g. ``model_inputs``),
+                applied to each chunk of rows before it is cut into batches.
         """
-        for b in rebatch(self.chunks(epoch), batch_size, drop_remainder=drop_remainder):
-            yield inputs(b) if inputs is not None else b
+        chunks = self.chunks(epoch)
+        if inputs is not None:  # row-wise: applied once per chunk, not per batch
+            chunks = map(inputs, chunks)
+        yield from rebatch(chunks, batch_size, drop_remainder=drop_remainder)
 
     def model_inputs(self, objective: str) -> Any:
         """The function turning index batches into ``TwoTowerNet`` inputs for ``objective``,
@@ -357,7 +361,9 @@ class InteractionStream:
         def inputs(b: Batch) -> Batch:
             out = {"user": b["user"], "item": b["item"]}
             if objective == "mse":
-                out["rating"] = ((b["rating"] - lo) / max(hi - lo, 1e-9)).astype(np.float32)
+                r = np.subtract(b["rating"], lo, dtype=np.float32)
+            r /= max(hi - lo, 1e-9)  # as TwoTower._inputs, in place
+            out["rating"] = r
             if objective == "sampled_softmax":
                 out["logq"] = logq[b["item"]]
             return out
@@ -528,22 +534,31 @@ def shuffle_chunks(chunks: Iterable[Batch], buffer_size: int, seed: int) -> Iter
 def rebatch(chunks: Iterable[Batch], batch_size: int, *, drop_remainder: bool = False
             ) -> Iterator[Batch]:
     """Chunks of any sizes -> batches of exactly ``batch_size`` rows (last one smaller
-    unless ``drop_remainder``)."""
+    unless ``drop_remainder``).
+
+    Batches inside a chunk are views of it (no copy); only a batch that spans chunks is
+    joined.
+    """
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
-    pending: list[Batch] = []
+    pending: list[Batch] = []  # fewer than batch_size rows, carried into the next chunk
     have = 0
     for chunk in chunks:
-        pending.append(chunk)
-        have += len(next(iter(chunk.values())))
-        if have < batch_size:
-            continue
-        joined = {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
-        full = have // batch_size * batch_size
-        for s in range(0, full, batch_size):
-            yield {k: v[s:s + batch_size] for k, v in joined.items()}
-        rest = {k: v[full:] for k, v in joined.items()}
-        pending, have = ([rest], have - full) if have > full else ([], 0)
+        m = len(next(iter(chunk.values())))
+        s = 0
+        if pending:
+            s = min(batch_size - have, m)
+            pending.append({k: v[:s] for k, v in chunk.items()})
+            have += s
+            if have < batch_size:
+                continue
+            yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
+            pending, have = [], 0
+        while m - s >= batch_size:
+            yield {k: v[s:s + batch_size] for k, v in chunk.items()}
+            s += batch_size
+        if s < m:
+            pending, have = [{k: v[s:] for k, v in chunk.items()}], m - s
     if have and not drop_remainder:
         yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
 
