@@ -69,6 +69,22 @@ def test_host_unique_matches_jnp_unique_with_distinct_padding():
     np.testing.assert_array_equal(uniq[np.arange(2)[:, None], inv], ids)
 
 
+def test_host_unique_one_sort_equals_per_step_unique():
+    # the packed one-sort path against np.unique per step, on skewed ids with many repeats;
+    # and tables too large to pack take the per-step path with the same result
+    from twotower.training.loop import _host_unique, _host_unique_steps
+    rng = np.random.default_rng(3)
+    ids = np.minimum(rng.zipf(1.3, (16, 1000)), 5000).astype(np.int32) - 1
+    for got, want in zip(_host_unique(ids, 5000), _host_unique_steps(ids, 5000)):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype
+    assert [len(np.unique(r)) for r in ids] != [1000] * 16  # repeats were exercised
+    big = ids.astype(np.int64) * (1 << 40)
+    uniq, inv = _host_unique(big, 1 << 52)
+    np.testing.assert_array_equal(uniq[np.arange(16)[:, None], inv], big)
+    np.testing.assert_array_equal(uniq, _host_unique_steps(big, 1 << 52)[0])
+
+
 @pytest.mark.parametrize("objective", ["mse", "sampled_softmax"])
 def test_row_wise_step_finds_rows_on_the_host_as_in_the_graph(objective, monkeypatch):
     """The input thread finds each step's unique rows (numpy); with several processes the
