@@ -18,7 +18,9 @@ epoch end, with the variables ready; the loop: its own per-epoch rate), so the o
 of the tables into and out of a call is not charged to either.
 
 Sections (skip any with --skip a,b,c,d):
-  a  streamed Parquet vs the same data in memory (both with the product loop)
+  a  streamed Parquet vs the same data in memory (both with the product loop); in memory
+     twice: the pre-shuffled window as is, and the same window shuffled by the loop as
+     ``TrainLoop.fit`` does by default (the stream shuffles on the clock too)
   b  the product loop (and its parts: steps per call, sparse updates) vs plain model.fit
   c  1 device vs 2 simulated devices (data parallel, row-sharded tables; optionally with
      single-threaded XLA CPU), one subprocess each, a full epoch each, planted recall after
@@ -243,7 +245,7 @@ def sections_ab(a: argparse.Namespace, path: Path, out: dict) -> None:
     if "b" not in a.skip:
         runners["model.fit"], steps_of["model.fit"] = fit_run, s_dense
 
-    def loop_runner(name, loop_cfg, dense=False, streamed=False):
+    def loop_runner(name, loop_cfg, dense=False, streamed=False, shuffled=False):
         net = nets[name] = new_net(len(uv), len(iv), a)
         loop = TrainLoop(net, make_optimizer(cfg), loop_cfg)
         steps = s_dense if dense else s_fast
@@ -257,8 +259,8 @@ def sections_ab(a: argparse.Namespace, path: Path, out: dict) -> None:
         else:
             loop.fit(warm, batch_size=b, shuffle=False)  # compiles
 
-            def run(r: int) -> float:
-                loop.fit(window(r, steps), batch_size=b, shuffle=False)
+            def run(r: int) -> float:  # shuffled: the loop's own per-epoch shuffle
+                loop.fit(window(r, steps), batch_size=b, shuffle=shuffled, seed=r)
                 return loop.examples_per_second[-1]
         runners[name], steps_of[name] = run, steps
 
@@ -272,8 +274,10 @@ def sections_ab(a: argparse.Namespace, path: Path, out: dict) -> None:
     product = f"loop k={k} sparse (product)"
     loop_runner(product, LoopConfig(steps_per_call=k))
     streamed = f"loop k={k} sparse, streamed Parquet"
+    reshuffled = f"loop k={k} sparse, in memory, shuffled by the loop"
     if "a" not in a.skip:
         loop_runner(streamed, LoopConfig(steps_per_call=k), streamed=True)
+        loop_runner(reshuffled, LoopConfig(steps_per_call=k), shuffled=True)
     raw: dict[str, list[float]] = {name: [] for name in runners}
     for r in range(a.repeats):
         names = list(runners) if r % 2 == 0 else list(runners)[::-1]
@@ -289,6 +293,8 @@ def sections_ab(a: argparse.Namespace, path: Path, out: dict) -> None:
         out["ratios"]["loop / model.fit"] = med[product] / med["model.fit"]
     if streamed in med:
         out["ratios"]["streamed / in-memory"] = med[streamed] / med[product]
+        out["ratios"]["streamed / in-memory shuffled by the loop"] = (med[streamed]
+                                                                     / med[reshuffled])
     trained = (WARM_STEPS + a.repeats * s_fast) * b
     out["recall_after_windows"] = {
         name: {"rows_trained": trained, "planted_recall@100": planted_recall(nets[name], uv,
