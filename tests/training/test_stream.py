@@ -235,3 +235,31 @@ def test_shuffle_mixes_record_batches_as_large_as_the_buffer():
     np.testing.assert_array_equal(np.sort(rows), np.arange(size * n_chunks))
     assert (np.diff(src) < 0).any()  # a later batch's row before an earlier batch's
     assert max(len(o["src"]) for o in out[:-1]) <= buffer // 4  # the last: the flush
+
+
+@pytest.mark.parametrize("objective", ["mse", "sampled_softmax"])
+def test_model_inputs_match_the_in_memory_inputs(files, objective):
+    # the streamed batches' model inputs are TwoTower._inputs' for the same rows
+    df, p = files
+    s = _stream(p, rating_col="rating", shuffle_buffer=300)
+    stats = s.scan()
+    lo, hi = stats.rating_range
+    counts = stats.item_counts
+    logq = np.log(np.maximum(counts / counts.sum(), 1e-12)).astype(np.float32)
+    n = 0
+    for b in s.batches(64, epoch=0, inputs=s.model_inputs(objective)):
+        want = {"user", "item", "rating" if objective == "mse" else "logq"}
+        assert set(b) == want
+        if objective == "mse":
+            assert b["rating"].dtype == np.float32
+            assert b["rating"].min() >= 0 and b["rating"].max() <= 1
+        else:
+            np.testing.assert_array_equal(b["logq"], logq[b["item"]])
+        n += len(b["user"])
+    assert n == len(df)
+    if objective == "mse":  # the rescaling itself, against the in-memory formula
+        r = np.concatenate([b["rating"] for b in s.batches(1000, 0,
+                                                           inputs=s.model_inputs("mse"))])
+        raw = np.concatenate([c["rating"] for c in s.chunks(0)])
+        np.testing.assert_array_equal(
+            r, ((raw - lo) / max(hi - lo, 1e-9)).astype(np.float32))

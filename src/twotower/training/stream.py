@@ -362,8 +362,8 @@ class InteractionStream:
             out = {"user": b["user"], "item": b["item"]}
             if objective == "mse":
                 r = np.subtract(b["rating"], lo, dtype=np.float32)
-            r /= max(hi - lo, 1e-9)  # as TwoTower._inputs, in place
-            out["rating"] = r
+                r /= max(hi - lo, 1e-9)  # as TwoTower._inputs, in place
+                out["rating"] = r
             if objective == "sampled_softmax":
                 out["logq"] = logq[b["item"]]
             return out
