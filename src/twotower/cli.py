@@ -168,9 +168,12 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
             overrides[name] = getattr(args, name)
     overrides["seed"] = args.seed
     cfg = ModelConfig.preset(args.preset, **overrides)
-    if cfg.ease_split == "auto" and getattr(args, "split", "none") in ("random", "temporal"):
+    split = getattr(args, "split", "none")
+    if split is None:  # train's default
+        split = "none" if getattr(args, "stream", False) else "random"
+    if cfg.ease_split == "auto" and split in ("random", "temporal"):
         # tune the EASE part on a validation split carved the way this run's test split is
-        cfg = cfg.replace(ease_split=args.split)
+        cfg = cfg.replace(ease_split=split)
     return cfg
 
 
@@ -217,10 +220,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         apply_distribution(dist)  # before the network is built: Keras places variables then
         _say(f"distribution: {dist.data_parallel} data parallel x {dist.model_parallel} "
              f"model parallel ({dist.devices} devices, {dist.num_processes} process(es))")
+    if args.stream:
+        return _train_stream(args, cfg, t0)
     x = _load_data(args)
-    split = make_split(x, args.split, args.test_fraction, args.seed)
+    split = make_split(x, args.split or "random", args.test_fraction, args.seed)
     _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
-         f"split {args.split}: train {len(split.train):,}, test {len(split.test):,}")
+         f"split {args.split or 'random'}: train {len(split.train):,}, "
+         f"test {len(split.test):,}")
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     if args.verbose:
         model.fit(split.train, verbose=2)
@@ -235,8 +241,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say(f"test: recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  "
              f"recall@100 {m['recall@100']:.4f}")
     model.save(args.out, test=split.test if len(split.test) else None, metrics=metrics,
-               data={"source": str(args.data), "split": args.split,
+               data={"source": str(args.data), "split": args.split or "random",
                      "test_fraction": args.test_fraction, "seed": args.seed})
+    _trained(args, cfg, model, t0)
+    return 0
+
+
+def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:
     how = "" if model.trained_with == "model.fit" else f" with {model.trained_with}"
     _say(f"trained {cfg.query_tower}/{cfg.objective}{how} in {model.fit_seconds:.1f} s; "
          f"saved to {args.out} ({time.perf_counter() - t0:.1f} s total)")
@@ -244,6 +255,32 @@ def cmd_train(args: argparse.Namespace) -> int:
         from twotower.evaluation import plot_loss_curves
         plot_loss_curves(model.history, args.plot_loss, validation_freq=cfg.validation_freq)
         _say(f"wrote {args.plot_loss}")
+
+
+def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
+    """``train --stream``: the file read in record batches, never whole (no test split)."""
+    from twotower.data import read_item_info
+    from twotower.index import IndexConfig
+    from twotower.models import TwoTower
+    from twotower.training import InteractionStream, StreamConfig
+
+    if args.data == MOVIELENS:
+        raise ConfigError("--stream reads a .csv/.tsv/.parquet file: give it with --data")
+    if args.split not in (None, "none"):
+        raise ConfigError(f"--stream trains on the whole file, so --split must be none, got "
+                          f"{args.split!r}; evaluate on a held-out file of your own")
+    cols = _columns(args)
+    stream = InteractionStream(args.data, StreamConfig(
+        user_col=cols["user"], item_col=cols["item"], rating_col=cols["rating"],
+        shuffle_buffer=args.shuffle_buffer, seed=args.seed))
+    info = (read_item_info(args.items, id_col=cols["item"]) if args.items else None)
+    model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
+    model.fit_stream(stream, item_info=info, progress_every_s=10.0)
+    _say(f"data (streamed): {stream.stats.rows:,} interactions, {len(model.user_vocab):,} "
+         f"users, {len(model.item_vocab):,} items; no test split")
+    model.save(args.out, data={"source": str(args.data), "split": "none", "streamed": True,
+                               "shuffle_buffer": args.shuffle_buffer, "seed": args.seed})
+    _trained(args, cfg, model, t0)
     return 0
 
 
@@ -395,7 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--out", required=True, help="run directory to write")
     tr.add_argument("--preset", default="default", help="default | tutorial")
     tr.add_argument("--config", help="JSON/TOML file with ModelConfig fields")
-    tr.add_argument("--split", default="random", help="random | temporal | none")
+    tr.add_argument("--split", default=None,
+                    help="random | temporal | none (default random; none with --stream)")
+    tr.add_argument("--stream", action="store_true",
+                    help="read --data in record batches (memory bounded by the shuffle "
+                         "buffer and the model, not the file); id tower, no test split")
+    tr.add_argument("--shuffle-buffer", type=int, default=262_144,
+                    help="--stream: rows in the shuffle buffer (0: file order)")
     tr.add_argument("--test-fraction", type=float, default=0.2)
     tr.add_argument("--seed", type=int, default=42)
     tr.add_argument("--epochs", type=int)

@@ -7,6 +7,7 @@ Keras trains the towers; serving runs on numpy copies of the learned tables and 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -228,6 +229,99 @@ class TwoTower:
         self._export_tables()
         if cfg.ease_weight > 0:
             self._fit_linear(train)
+        self.fit_seconds = time.perf_counter() - t0
+        self._fitted = True
+        self._build_indexes()
+        return self
+
+    def fit_stream(self, stream: Any, *, item_info: Any = None, seen: bool = True,
+                   progress_every_s: float = 10.0) -> TwoTower:
+        """Train on an ``InteractionStream`` (a Parquet/CSV file read in record batches)
+        with the product's training loop: memory is bounded by the stream's buffers and the
+        model, not by the file (``docs/scaling.md``).
+
+        Scans the stream first unless it has been (vocabularies, item counts, rating range).
+        Streams train the id query tower without side features, with any objective but
+        ``multinomial`` (which trains per user). The EASE part needs the whole interaction
+        matrix in memory and is not fitted (a warning says so when ``ease_weight`` > 0).
+
+        Args:
+            stream: the ``twotower.training.InteractionStream`` to train on; its
+                ``StreamConfig`` sets columns, shuffle buffer and seed.
+            item_info: optional item metadata indexed by external item id, e.g.
+                ``twotower.data.read_item_info`` (titles, genres).
+            seen: also collect every user's items (one more pass) so recommendations
+                exclude them; that table grows with the file (``seen_matrix``). False
+                keeps none: nothing is excluded.
+            progress_every_s: a progress line on stderr this often (0: silent).
+
+        Returns:
+            self, with ``history`` holding per-epoch losses.
+
+        Raises:
+            ConfigError: a query tower or side features a stream cannot train.
+            DataError: an empty stream, or ``mse`` without a rating column.
+        """
+        import keras
+        import scipy.sparse as sp
+
+        from twotower.data.interactions import _align
+        from twotower.data.readers import _match_index
+        from twotower.models.config import make_optimizer
+        from twotower.models.net import TwoTowerNet
+        from twotower.training import LoopConfig, TrainLoop
+
+        cfg = self.config
+        if cfg.query_tower != "id":
+            raise ConfigError(f"fit_stream: model.query_tower must be 'id' (a history tower "
+                              f"needs each user's whole history in memory), got "
+                              f"{cfg.query_tower!r}; e.g. the 'tutorial' preset")
+        if cfg.item_features or cfg.user_features:
+            raise ConfigError("fit_stream: side features are not streamed; set "
+                              "model.item_features and model.user_features to []")
+        t0 = time.perf_counter()
+        stats = stream.stats
+        if stats is None:  # one pass over the file: announced, it can take a while
+            if progress_every_s:
+                print(f"scanning {stream.path} (vocabularies, counts)", file=sys.stderr,
+                      flush=True)
+            stats = stream.scan()
+            if progress_every_s:
+                print(f"scanned {stats.rows:,} interactions, {len(stats.user_vocab):,} users, "
+                      f"{len(stats.item_vocab):,} items in {time.perf_counter() - t0:.1f} s",
+                      file=sys.stderr, flush=True)
+        if stats.rows == 0:
+            raise DataError(f"fit_stream: {stream.path} has no interactions")
+        inputs = stream.model_inputs(cfg.objective)  # checks the objective and ratings
+        if cfg.ease_weight > 0:
+            import warnings
+            warnings.warn("model.ease_weight: the EASE part is not fitted on a stream (it "
+                          "needs the whole interaction matrix in memory)", stacklevel=2)
+        keras.utils.set_random_seed(cfg.seed)
+        self._linear, self.ease_tuning = None, None
+        self.user_vocab, self.item_vocab = stats.user_vocab, stats.item_vocab
+        if item_info is not None:
+            item_info = item_info.copy()
+            item_info.index = _match_index(item_info.index, self.item_vocab.ids)
+        self.item_info, self.user_info = _align(item_info, self.item_vocab), None
+        self.item_popularity = np.asarray(stats.item_counts, dtype=np.int64)
+        self.rating_range = stats.rating_range or (0.0, 1.0)
+        self._history = None
+        n_users, n_items = len(self.user_vocab), len(self.item_vocab)
+        self._item_features = np.zeros((n_items, 0), dtype=np.float32)
+        self._user_features = np.zeros((n_users, 0), dtype=np.float32)
+        self.item_feature_names, self.user_feature_names = [], []
+        net = TwoTowerNet(n_users, n_items, cfg)
+        net.build()
+        loop = TrainLoop(net, make_optimizer(cfg, -(-stats.rows // cfg.batch_size)),
+                         LoopConfig(progress_every_s=progress_every_s))
+        self.history = loop.fit(lambda e: stream.batches(cfg.batch_size, e, inputs=inputs),
+                                epochs=cfg.epochs)
+        self.trained_with = "TrainLoop on a stream"
+        self._net = net
+        self._export_tables()
+        self._seen = (stream.seen_matrix() if seen
+                      else sp.csr_matrix((n_users, n_items), dtype=np.float32))
         self.fit_seconds = time.perf_counter() - t0
         self._fitted = True
         self._build_indexes()

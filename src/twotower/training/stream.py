@@ -345,6 +345,23 @@ class InteractionStream:
             chunks = map(inputs, chunks)
         yield from rebatch(chunks, batch_size, drop_remainder=drop_remainder)
 
+    def seen_matrix(self) -> Any:
+        """``[n_users, n_items]`` scipy CSR, 1.0 for every (user, item) pair in the file (one
+        more pass, in file order): the items to exclude from each user's recommendations.
+        Unlike a training pass, its memory grows with the file: about 8 bytes per row while
+        the pairs are gathered, then the matrix (12 bytes per distinct pair)."""
+        import scipy.sparse as sp
+        uv, iv = self._require_vocab()
+        parts = [(c["user"], c["item"]) for c in self._index_chunks()]
+        users = np.concatenate([u for u, _ in parts]) if parts else np.empty(0, np.int32)
+        items = np.concatenate([i for _, i in parts]) if parts else np.empty(0, np.int32)
+        del parts
+        m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)),
+                          shape=(len(uv), len(iv)))
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+
     def model_inputs(self, objective: str) -> Any:
         """The function turning index batches into ``TwoTowerNet`` inputs for ``objective``,
         as ``TwoTower._inputs`` does in memory: ratings rescaled to [0, 1] (``mse``), log

@@ -1,0 +1,135 @@
+"""TwoTower.fit_stream and `twotower train --stream`: a model trained from a file read in
+record batches is a whole model (vocabularies, popularity, seen items, titles, index) and
+learns the data's structure."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twotower.data import read_interactions
+from twotower.errors import ConfigError, DataError
+from twotower.models import ModelConfig, TwoTower
+from twotower.training import InteractionStream, StreamConfig
+
+
+def _blocks(n_users=120, n_items=80, per_user=20, seed=0):
+    """Two communities: even users rate only even items, odd users only odd ones."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        items = rng.choice(np.arange(u % 2, n_items, 2), per_user, replace=False)
+        rows += [(f"u{u}", 1000 + int(i), float(rng.integers(1, 6))) for i in items]
+    return pd.DataFrame(rows, columns=["user", "item", "stars"])
+
+
+def _write(df, path):
+    if path.suffix == ".parquet":
+        df.to_parquet(path, row_group_size=500)
+    else:
+        df.to_csv(path, index=False)
+    return path
+
+
+def _stream(path, **kw):
+    cfg = dict(user_col="user", item_col="item", rating_col="stars", read_rows=300,
+               shuffle_buffer=700, seed=3)
+    return InteractionStream(path, StreamConfig(**{**cfg, **kw}))
+
+
+def _tutorial(**kw):
+    return ModelConfig.preset("tutorial", **{"epochs": 3, "batch_size": 64, **kw})
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_fit_stream_builds_the_whole_model(tmp_path, suffix):
+    df = _blocks()
+    path = _write(df, tmp_path / f"log{suffix}")
+    info = pd.DataFrame({"title": [f"film {i}" for i in range(1000, 1080)]},
+                        index=[str(i) for i in range(1000, 1080)])
+    model = TwoTower(_tutorial()).fit_stream(_stream(path), item_info=info,
+                                             progress_every_s=0)
+    assert model.trained_with == "TrainLoop on a stream"
+    assert len(model.history["loss"]) == 3
+    assert model.history["loss"][-1] < model.history["loss"][0]
+    # the same vocabularies, popularity and seen items as the log read into memory
+    x = read_interactions(path, user_col="user", item_col="item", rating_col="stars")
+    assert sorted(model.user_vocab.ids.tolist()) == sorted(x.user_vocab.ids.tolist())
+    assert sorted(model.item_vocab.ids.tolist()) == sorted(x.item_vocab.ids.tolist())
+    pop = dict(zip(model.item_vocab.ids.tolist(), model.item_popularity.tolist()))
+    assert pop == dict(zip(x.item_vocab.ids.tolist(), x.item_popularity().tolist()))
+    assert model.rating_range == (1.0, 5.0)
+    names = model.user_vocab.ids.tolist()  # every user's seen items, all chunks
+    for u, seen in zip(names, model.seen_items(np.arange(len(names)))):
+        want = set(df.loc[df.user == u, "item"])
+        assert set(model.item_vocab.ids[seen].tolist()) == want, u
+    assert model.titles(model.item_vocab.lookup([1003]))[0] == "film 1003"
+    # recommendations exclude the seen items, and survive a save/load
+    scores, items = model.recommend_ids(["u0", "u7"], k=10)
+    for u, row in zip(["u0", "u7"], items):
+        assert not set(row.tolist()) & set(df.loc[df.user == u, "item"])
+    model.save(tmp_path / "run")
+    again = TwoTower.load(tmp_path / "run")
+    s2, i2 = again.recommend_ids(["u0", "u7"], k=10)
+    np.testing.assert_array_equal(i2, items)
+    np.testing.assert_allclose(s2, scores, rtol=1e-6)
+
+
+def test_fit_stream_learns_the_communities(tmp_path):
+    # in-batch softmax on the stream: each user's top items come from their own community
+    path = _write(_blocks(per_user=30), tmp_path / "log.parquet")
+    cfg = _tutorial(objective="sampled_softmax", epochs=25, learning_rate=0.5)
+    model = TwoTower(cfg).fit_stream(_stream(path, rating_col=None), progress_every_s=0)
+    users = [f"u{u}" for u in range(0, 120, 7)]
+    _, items = model.recommend_ids(users, k=5)
+    same = [(int(i) % 2 == int(u[1:]) % 2) for u, row in zip(users, items) for i in row]
+    assert np.mean(same) > 0.9, np.mean(same)
+
+
+def test_fit_stream_without_seen_items_excludes_nothing(tmp_path):
+    path = _write(_blocks(), tmp_path / "log.parquet")
+    model = TwoTower(_tutorial(epochs=1)).fit_stream(_stream(path), seen=False,
+                                                     progress_every_s=0)
+    assert model.seen_rows(np.arange(len(model.user_vocab))).nnz == 0
+
+
+def test_fit_stream_refuses_what_a_stream_cannot_train(tmp_path):
+    path = _write(_blocks(), tmp_path / "log.parquet")
+    with pytest.raises(ConfigError, match="query_tower must be 'id'"):
+        TwoTower(ModelConfig.preset("default")).fit_stream(_stream(path))
+    with pytest.raises(ConfigError, match="side features"):
+        TwoTower(_tutorial(item_features=("genres",))).fit_stream(_stream(path))
+    with pytest.raises(ConfigError, match="multinomial"):
+        TwoTower(_tutorial(objective="multinomial")).fit_stream(_stream(path),
+                                                                progress_every_s=0)
+    with pytest.raises(DataError, match="needs ratings"):
+        TwoTower(_tutorial()).fit_stream(_stream(path, rating_col=None), progress_every_s=0)
+
+
+def test_cli_train_stream_then_recommend(tmp_path, capsys):
+    from twotower.cli import main
+    df = _blocks()
+    path = _write(df, tmp_path / "log.parquet")
+    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+                 "--rating-col", "stars", "--stream", "--shuffle-buffer", "500",
+                 "--preset", "tutorial", "--epochs", "2", "--batch-size", "64",
+                 "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "data (streamed): 2,400 interactions, 120 users, 80 items" in out
+    assert "scanned 2,400 interactions" in err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["data"]["streamed"] is True and config["data"]["shuffle_buffer"] == 500
+    code = main(["recommend", str(tmp_path / "run"), "--user", "u3", "--json", "-k", "5"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    row = json.loads(out)
+    assert len(row["items"]) == 5
+    assert not {r["item_id"] for r in row["items"]} & set(df.loc[df.user == "u3", "item"])
+    # a split needs the whole log: refused, before any pass over the file
+    code = main(["train", "--data", str(path), "--stream", "--split", "random",
+                 "--out", str(tmp_path / "r2")])
+    assert code == 2 and "--split must be none" in capsys.readouterr().err
