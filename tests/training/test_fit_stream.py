@@ -133,3 +133,27 @@ def test_cli_train_stream_then_recommend(tmp_path, capsys):
     code = main(["train", "--data", str(path), "--stream", "--split", "random",
                  "--out", str(tmp_path / "r2")])
     assert code == 2 and "--split must be none" in capsys.readouterr().err
+
+
+def test_cli_train_stream_on_two_simulated_devices_matches_one(tmp_path):
+    """`train --stream --devices 2` in a process with 2 simulated devices trains the same
+    model as one device: same data order (the stream's seed), same per-epoch losses."""
+    import os
+    import subprocess
+    import sys
+    path = _write(_blocks(), tmp_path / "log.parquet")
+    losses = []
+    for devices in (1, 2):
+        env = {**os.environ, "KERAS_BACKEND": "jax",
+               "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+        out = tmp_path / f"run{devices}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "twotower.cli", "train", "--data", str(path), "--stream",
+             "--user-col", "user", "--item-col", "item", "--rating-col", "stars",
+             "--preset", "tutorial", "--epochs", "2", "--batch-size", "64", "--devices",
+             str(devices), "--out", str(out)],
+            capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert ("distribution: 2 data parallel" in proc.stdout) == (devices == 2)
+        losses.append(TwoTower.load(out).history["loss"])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
