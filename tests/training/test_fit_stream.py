@@ -157,3 +157,14 @@ def test_cli_train_stream_on_two_simulated_devices_matches_one(tmp_path):
         assert ("distribution: 2 data parallel" in proc.stdout) == (devices == 2)
         losses.append(TwoTower.load(out).history["loss"])
     np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+
+
+def test_seen_matrix_refuses_a_file_changed_since_the_scan(tmp_path):
+    df = _blocks()
+    path = _write(df, tmp_path / "log.parquet")
+    s = _stream(path)
+    s.scan()
+    assert s.seen_matrix().nnz == len(df)
+    _write(pd.concat([df, df.head(5)]), path)  # five more rows (repeats of known pairs)
+    with pytest.raises(DataError, match="changed since it was scanned"):
+        s.seen_matrix()

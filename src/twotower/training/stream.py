@@ -348,14 +348,27 @@ class InteractionStream:
     def seen_matrix(self) -> Any:
         """``[n_users, n_items]`` scipy CSR, 1.0 for every (user, item) pair in the file (one
         more pass, in file order): the items to exclude from each user's recommendations.
-        Unlike a training pass, its memory grows with the file: about 8 bytes per row while
-        the pairs are gathered, then the matrix (12 bytes per distinct pair)."""
+        Unlike a training pass, its memory grows with the file: about 20 bytes per row at
+        its peak (the pairs, and scipy's conversion), then 8 bytes per distinct pair."""
         import scipy.sparse as sp
         uv, iv = self._require_vocab()
-        parts = [(c["user"], c["item"]) for c in self._index_chunks()]
-        users = np.concatenate([u for u, _ in parts]) if parts else np.empty(0, np.int32)
-        items = np.concatenate([i for _, i in parts]) if parts else np.empty(0, np.int32)
-        del parts
+        if self.stats is not None:  # the scan counted the rows: fill, no concatenation
+            users = np.empty(self.stats.rows, dtype=np.int32)
+            items = np.empty(self.stats.rows, dtype=np.int32)
+            n = 0
+            for c in self._index_chunks():
+                m = len(c["user"])
+                if n + m <= len(users):
+                    users[n:n + m], items[n:n + m] = c["user"], c["item"]
+                n += m
+            if n != self.stats.rows:
+                raise DataError(f"--data: {self.path} changed since it was scanned "
+                                f"({self.stats.rows:,} rows then, {n:,} now)")
+        else:
+            parts = [(c["user"], c["item"]) for c in self._index_chunks()]
+            users = np.concatenate([u for u, _ in parts]) if parts else np.empty(0, np.int32)
+            items = np.concatenate([i for _, i in parts]) if parts else np.empty(0, np.int32)
+            del parts
         m = sp.csr_matrix((np.ones(len(users), dtype=np.float32), (users, items)),
                           shape=(len(uv), len(iv)))
         m.sum_duplicates()
