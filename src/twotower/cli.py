@@ -168,12 +168,9 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
             overrides[name] = getattr(args, name)
     overrides["seed"] = args.seed
     cfg = ModelConfig.preset(args.preset, **overrides)
-    split = getattr(args, "split", "none")
-    if split is None:  # train's default
-        split = "none" if getattr(args, "stream", False) else "random"
-    if cfg.ease_split == "auto" and split in ("random", "temporal"):
+    if cfg.ease_split == "auto" and getattr(args, "split", "none") in ("random", "temporal"):
         # tune the EASE part on a validation split carved the way this run's test split is
-        cfg = cfg.replace(ease_split=split)
+        cfg = cfg.replace(ease_split=args.split)
     return cfg
 
 
@@ -211,6 +208,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     from twotower.models import TwoTower
 
     t0 = time.perf_counter()
+    if args.stream:
+        if args.split not in (None, "none"):
+            raise ConfigError(f"--stream trains on the whole file, so --split must be none, "
+                              f"got {args.split!r}; evaluate on a held-out file of your own")
+    elif args.shuffle_buffer is not None:
+        raise ConfigError("--shuffle-buffer applies to --stream only (in memory, each epoch "
+                          "is a full permutation)")
+    args.split = args.split or ("none" if args.stream else "random")
     settings = _config_file(args)
     cfg = _model_config(args, settings)
     dist = _distribution(args, settings)
@@ -223,10 +228,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stream:
         return _train_stream(args, cfg, t0)
     x = _load_data(args)
-    split = make_split(x, args.split or "random", args.test_fraction, args.seed)
+    split = make_split(x, args.split, args.test_fraction, args.seed)
     _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
-         f"split {args.split or 'random'}: train {len(split.train):,}, "
-         f"test {len(split.test):,}")
+         f"split {args.split}: train {len(split.train):,}, test {len(split.test):,}")
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     if args.verbose:
         model.fit(split.train, verbose=2)
@@ -241,7 +245,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say(f"test: recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  "
              f"recall@100 {m['recall@100']:.4f}")
     model.save(args.out, test=split.test if len(split.test) else None, metrics=metrics,
-               data={"source": str(args.data), "split": args.split or "random",
+               data={"source": str(args.data), "split": args.split,
                      "test_fraction": args.test_fraction, "seed": args.seed})
     _trained(args, cfg, model, t0)
     return 0
@@ -266,20 +270,18 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
 
     if args.data == MOVIELENS:
         raise ConfigError("--stream reads a .csv/.tsv/.parquet file: give it with --data")
-    if args.split not in (None, "none"):
-        raise ConfigError(f"--stream trains on the whole file, so --split must be none, got "
-                          f"{args.split!r}; evaluate on a held-out file of your own")
     cols = _columns(args)
+    buffer = 262_144 if args.shuffle_buffer is None else args.shuffle_buffer
     stream = InteractionStream(args.data, StreamConfig(
         user_col=cols["user"], item_col=cols["item"], rating_col=cols["rating"],
-        shuffle_buffer=args.shuffle_buffer, seed=args.seed))
-    info = (read_item_info(args.items, id_col=cols["item"]) if args.items else None)
+        shuffle_buffer=buffer, seed=args.seed))
+    info = read_item_info(args.items, id_col=cols["item"]) if args.items else None
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0)
     _say(f"data (streamed): {stream.stats.rows:,} interactions, {len(model.user_vocab):,} "
          f"users, {len(model.item_vocab):,} items; no test split")
     model.save(args.out, data={"source": str(args.data), "split": "none", "streamed": True,
-                               "shuffle_buffer": args.shuffle_buffer, "seed": args.seed})
+                               "shuffle_buffer": buffer, "seed": args.seed})
     _trained(args, cfg, model, t0)
     return 0
 
@@ -437,8 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--stream", action="store_true",
                     help="read --data in record batches (memory bounded by the shuffle "
                          "buffer and the model, not the file); id tower, no test split")
-    tr.add_argument("--shuffle-buffer", type=int, default=262_144,
-                    help="--stream: rows in the shuffle buffer (0: file order)")
+    tr.add_argument("--shuffle-buffer", type=int,
+                    help="--stream: rows in the shuffle buffer (default 262144; 0: file order)")
     tr.add_argument("--test-fraction", type=float, default=0.2)
     tr.add_argument("--seed", type=int, default=42)
     tr.add_argument("--epochs", type=int)

@@ -133,6 +133,10 @@ def test_cli_train_stream_then_recommend(tmp_path, capsys):
     code = main(["train", "--data", str(path), "--stream", "--split", "random",
                  "--out", str(tmp_path / "r2")])
     assert code == 2 and "--split must be none" in capsys.readouterr().err
+    code = main(["train", "--data", str(path), "--shuffle-buffer", "10",
+                 "--out", str(tmp_path / "r2")])
+    assert code == 2 and "applies to --stream only" in capsys.readouterr().err
+    assert not (tmp_path / "r2").exists()
 
 
 def test_cli_train_stream_on_two_simulated_devices_matches_one(tmp_path):
