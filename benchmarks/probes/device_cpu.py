@@ -7,13 +7,16 @@ sizes of the 20M benchmark set), in a fresh subprocess per setting:
 - `pre`: every call's batches placed on the devices beforehand, then only the jitted calls
   (no input thread at all);
 each on 1 device, on 1 device pinned to one core (``sched_setaffinity``: XLA then sizes its
-thread pool to one thread), and on 2 simulated devices (data parallel). Reports examples/s
-and the process's CPU seconds per second ("cores busy"), and from them CPU microseconds per
-step.
+thread pool to one thread), and on 2 simulated devices (data parallel); and, with every
+call placed beforehand, one core at batch 500: the work per step a device would keep if
+both the batch and the table work were split over two. Reports examples/s and the
+process's CPU seconds per second ("cores busy"), and from them CPU microseconds per step.
 
 Usage: KERAS_BACKEND=jax python benchmarks/probes/device_cpu.py
-Output of the run quoted in docs/scaling.md: results/probe-device-cpu-20261129b.txt (the
-earlier `probe-device-cpu-20261129.txt`: 2M rows, before the loop found unique rows on the host)
+Output of the run quoted in docs/scaling.md: results/probe-device-cpu-20261129c.txt (with
+the batch-500 runs and the one-sort unique); `probe-device-cpu-20261129b.txt` before them;
+the earlier `probe-device-cpu-20261129.txt`: 2M rows, before the loop found unique rows on
+the host
 """
 import json
 import os
@@ -22,7 +25,8 @@ import sys
 import time
 
 ROWS = 8_000_000
-NU, NI, B = 200_000, 780_000, 1000
+NU, NI = 200_000, 780_000
+B = int(os.environ.get("PROBE_BATCH", "1000"))
 
 
 def worker(mode: str) -> None:
@@ -70,7 +74,7 @@ def worker(mode: str) -> None:
     cores = (c1.user - c0.user + c1.system - c0.system) / dt
     steps = ROWS / B
     print("RESULT " + json.dumps({"devices": ndev, "pinned": bool(os.environ.get("PROBE_PIN")),
-                                  "mode": mode, "examples_per_s": ROWS / dt,
+                                  "mode": mode, "batch": B, "examples_per_s": ROWS / dt,
                                   "cores_busy": cores, "cpu_us_per_step": cores * dt / steps
                                   * 1e6, "wall_us_per_step": dt / steps * 1e6}))
 
@@ -79,8 +83,11 @@ def main() -> None:
     rows = []
     for rep in range(2):
         for mode in ("fit", "pre"):
-            for ndev, pin in ((1, False), (1, True), (2, False)):
-                env = {**os.environ, "KERAS_BACKEND": "jax"}
+            settings = [(1, False, 1000), (1, True, 1000), (2, False, 1000)]
+            if mode == "pre":
+                settings.append((1, True, 500))
+            for ndev, pin, batch in settings:
+                env = {**os.environ, "KERAS_BACKEND": "jax", "PROBE_BATCH": str(batch)}
                 if pin:
                     env["PROBE_PIN"] = "1"
                 if ndev > 1:
@@ -94,7 +101,8 @@ def main() -> None:
                 print(json.dumps(r), flush=True)
     print("\nrepeat | mode | devices | examples/s | cores busy | CPU µs/step | wall µs/step")
     for r in rows:
-        dev = f"{r['devices']}{' (1 core)' if r['pinned'] else ''}"
+        dev = (f"{r['devices']}{' (1 core)' if r['pinned'] else ''}"
+               f"{', batch ' + str(r['batch']) if r['batch'] != 1000 else ''}")
         print(f"{r['repeat']} | {r['mode']} | {dev} | {r['examples_per_s']:,.0f} | "
               f"{r['cores_busy']:.2f} | {r['cpu_us_per_step']:,.0f} | "
               f"{r['wall_us_per_step']:,.0f}")
