@@ -105,8 +105,10 @@ def test_fit_stream_refuses_what_a_stream_cannot_train(tmp_path):
     with pytest.raises(ConfigError, match="multinomial"):
         TwoTower(_tutorial(objective="multinomial")).fit_stream(_stream(path),
                                                                 progress_every_s=0)
+    s = _stream(path, rating_col=None)
     with pytest.raises(DataError, match="needs ratings"):
-        TwoTower(_tutorial()).fit_stream(_stream(path, rating_col=None), progress_every_s=0)
+        TwoTower(_tutorial()).fit_stream(s, progress_every_s=0)
+    assert s.stats is None  # refused before the pass over the file
 
 
 def test_cli_train_stream_then_recommend(tmp_path, capsys):

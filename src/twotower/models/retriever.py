@@ -279,6 +279,12 @@ class TwoTower:
         if cfg.item_features or cfg.user_features:
             raise ConfigError("fit_stream: side features are not streamed; set "
                               "model.item_features and model.user_features to []")
+        if cfg.objective == "multinomial":  # before the scan, which can take a while
+            raise ConfigError("fit_stream: objective 'multinomial' trains per user and is "
+                              "not streamed; use mse, sampled_softmax, softmax or bpr")
+        if cfg.objective == "mse" and stream.config.rating_col is None:
+            raise DataError("objective 'mse' needs ratings; set StreamConfig.rating_col "
+                            "(--rating-col) or use another objective")
         t0 = time.perf_counter()
         stats = stream.stats
         if stats is None:  # one pass over the file: announced, it can take a while
