@@ -259,7 +259,8 @@ class TwoTower:
             self, with ``history`` holding per-epoch losses.
 
         Raises:
-            ConfigError: a query tower or side features a stream cannot train.
+            ConfigError: a query tower, side features or an objective that a stream
+                cannot train (checked before the scan).
             DataError: an empty stream, or ``mse`` without a rating column.
         """
         import keras
