@@ -26,7 +26,9 @@ Sections (skip any with --skip a,b,c,d):
      single-threaded XLA CPU), one subprocess each, a full epoch each, planted recall after
   d  peak RSS of a streamed training pass over a --rss-rows[0] vs --rss-rows[1] row file
 
-``--collectives`` only times a 2-device ``psum`` per scan step (the cost of one collective).
+``--collectives`` only times 2-device collectives per scan step: a ``psum``, and the pair a
+row-routed step would need (``all_gather`` of each device's rows, ``psum_scatter`` of their
+gradients back to the owners), for ``[600, 32]`` per device.
 """
 
 from __future__ import annotations
@@ -386,7 +388,8 @@ def section_c(a: argparse.Namespace, path: Path, out: dict) -> None:
 
 def collective_cost(steps: int = 2000) -> dict:
     """Microseconds per step of a ``lax.scan`` under ``shard_map`` on 2 simulated devices,
-    with and without a ``psum`` (run with ``--collectives``; sets its own XLA_FLAGS)."""
+    with and without a ``psum``, and with an ``all_gather`` + ``psum_scatter`` pair (run
+    with ``--collectives``; sets its own XLA_FLAGS)."""
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh
@@ -407,6 +410,24 @@ def collective_cost(steps: int = 2000) -> dict:
             ts = [timed(lambda: fn(x).block_until_ready()) for _ in range(5)]
             out[f"[{rows}, 32] {'with' if psum else 'without'} psum"] = \
                 statistics.median(ts) / steps * 1e6
+
+    def routed(c, _):  # each device's [600, 32] rows to all, the gradients back to owners
+        g = jax.lax.all_gather(jnp.tanh(c) * 1.0001, "d", tiled=True)
+        return jax.lax.psum_scatter(jnp.tanh(g) * 0.5, "d", scatter_dimension=0,
+                                    tiled=True), None
+
+    def plain(c, _):
+        return jnp.tanh(c) * 1.0001, None
+    x = jnp.ones((1200, 32))
+    for name, body in (("[600, 32] per device without collectives", plain),
+                       ("[600, 32] per device with all_gather + psum_scatter", routed)):
+        fn = jax.jit(jax.shard_map(lambda v, body=body: jax.lax.scan(body, v, None,
+                                                                      length=steps)[0],
+                                   mesh=mesh, in_specs=P("d"), out_specs=P("d"),
+                                   check_vma=False))
+        fn(x).block_until_ready()
+        ts = [timed(lambda: fn(x).block_until_ready()) for _ in range(5)]
+        out[name] = statistics.median(ts) / steps * 1e6
     return out
 
 
