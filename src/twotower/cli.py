@@ -58,14 +58,16 @@ COLUMN_ALIASES = {"user": ("user_id", "userId", "user", "UserID", "userid"),
                   "time": ("timestamp", "Timestamp")}
 
 
-def _columns(args: argparse.Namespace) -> dict[str, str | None]:
+def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data"
+             ) -> dict[str, str | None]:
     """The interaction file's columns: as given by --user-col & co, else found by name
     (announced; ``--rating-col none`` / ``--time-col none`` to ignore such a column)."""
     from twotower.data.readers import read_header
 
-    header = read_header(args.data, "--data")
-    given = {"user": args.user_col, "item": args.item_col, "rating": args.rating_col,
-             "time": args.time_col}
+    header = read_header(args.data if path is None else path, what)
+    given = {"user": args.user_col, "item": args.item_col,
+             "rating": getattr(args, "rating_col", "none"),
+             "time": getattr(args, "time_col", "none")}
     out: dict[str, str | None] = {}
     for role, col in given.items():
         if col is not None:
@@ -372,9 +374,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from twotower.evaluation import evaluate_run
 
     model = _load(args.run)
-    test = load_test(args.run)
+    test = _test_file(args, model) if args.test_data else load_test(args.run)
     if test is None:
-        raise DataError(f"{args.run} has no held-out split (it was trained with --split none)")
+        raise DataError(f"{args.run} has no held-out split (it was trained with --split none "
+                        "or --stream); give a held-out file with --test-data")
     ks = tuple(sorted(set(args.k)))
     table, curves = evaluate_run(
         model, test, ks=ks, baselines=args.baselines,
@@ -393,6 +396,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          validation_freq=model.config.validation_freq)
         _say(f"wrote {args.plot_loss}")
     return 0
+
+
+def _test_file(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``--test-data``: the file's held-out pairs in the run's index space."""
+    from twotower.data import read_interactions
+    from twotower.evaluation import held_out_pairs
+    cols = _columns(args, args.test_data, "--test-data")
+    x = read_interactions(args.test_data, user_col=cols["user"], item_col=cols["item"])
+    users, items, left = held_out_pairs(model, x)
+    print(f"twotower: --test-data: {len(x):,} pairs; {left['unknown']:,} with a user or item "
+          f"unknown to the run and {left['trained']:,} it trained on are left out; "
+          f"{len(users):,} evaluated", file=sys.stderr, flush=True)
+    if not len(users):
+        raise DataError(f"--test-data: {args.test_data} has no pair this run can be judged on "
+                        "(known user and item, not trained on)")
+    return users, items
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -486,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", help="write the table as JSON")
     e.add_argument("--plot", help="write a PNG of Recall@K curves")
     e.add_argument("--plot-loss", help="write a PNG of the run's training losses")
+    e.add_argument("--test-data", help="a held-out interaction file (.csv/.tsv/.parquet) "
+                                       "instead of the run's own split")
+    e.add_argument("--user-col", help="--test-data: user id column (default: found by name)")
+    e.add_argument("--item-col", help="--test-data: item id column (default: found by name)")
     e.set_defaults(func=cmd_evaluate)
 
     ix = sub.add_parser("index", help="build and save a search index for a run")

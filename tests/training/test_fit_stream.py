@@ -174,3 +174,45 @@ def test_seen_matrix_refuses_a_file_changed_since_the_scan(tmp_path):
     _write(pd.concat([df, df.head(5)]), path)  # five more rows (repeats of known pairs)
     with pytest.raises(DataError, match="changed since it was scanned"):
         s.seen_matrix()
+
+
+def test_cli_evaluate_a_streamed_run_on_a_held_out_file(tmp_path, capsys):
+    from twotower.cli import main
+    from twotower.evaluation import evaluate_run, held_out_pairs
+    df = _blocks(per_user=30)
+    rng = np.random.default_rng(0)
+    test_rows = rng.random(len(df)) < 0.2
+    train, test = df[~test_rows], df[test_rows]
+    _write(train, tmp_path / "train.parquet")
+    extra = pd.DataFrame({"user": ["zz", "zz", "u1"], "item": [1000, 1001, 999_999],
+                          "stars": [3.0, 4.0, 5.0]})  # an unknown user, an unknown item
+    held = pd.concat([test, extra, train.head(2)])  # and two pairs the run trained on
+    _write(held, tmp_path / "held.csv")
+    code = main(["train", "--data", str(tmp_path / "train.parquet"), "--user-col", "user",
+                 "--item-col", "item", "--rating-col", "none", "--stream", "--preset",
+                 "tutorial", "--config", str(_softmax_config(tmp_path)), "--epochs", "5",
+                 "--batch-size", "64", "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    code = main(["evaluate", str(tmp_path / "run")])  # no split of its own
+    assert code == 2 and "--test-data" in capsys.readouterr().err
+    code = main(["evaluate", str(tmp_path / "run"), "--test-data", str(tmp_path / "held.csv"),
+                 "--user-col", "user", "--item-col", "item", "--json",
+                 str(tmp_path / "m.json")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert (f"{len(held):,} pairs; 3 with a user or item unknown to the run and 2 it "
+            f"trained on are left out; {len(test):,} evaluated") in err
+    got = json.loads((tmp_path / "m.json").read_text())
+    model = TwoTower.load(tmp_path / "run")
+    users, items, _ = held_out_pairs(model, read_interactions(
+        tmp_path / "held.csv", user_col="user", item_col="item"))
+    want, _ = evaluate_run(model, (users, items), ks=(10, 100))
+    assert got["model"]["recall@10"] == pytest.approx(want["model"]["recall@10"])
+    assert got["model"]["recall@10"] > got["MostPop"]["recall@10"]  # it learned something
+
+
+def _softmax_config(tmp_path):
+    p = tmp_path / "model.toml"
+    p.write_text('objective = "sampled_softmax"\nlearning_rate = 0.5\n')
+    return p

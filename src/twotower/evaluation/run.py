@@ -24,6 +24,22 @@ def train_interactions(model: Any) -> Interactions:
                         user_vocab=model.user_vocab, item_vocab=model.item_vocab)
 
 
+def held_out_pairs(model: Any, x: Interactions
+                   ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """The (users, items) index arrays of a held-out log ``x`` (its own vocabularies) in
+    ``model``'s index space, for ``evaluate_run``. Pairs whose user or item the model never
+    saw, or that it trained on, cannot be judged and are left out; the third value counts
+    them (``unknown``, ``trained``)."""
+    users = model.user_vocab.lookup_or(x.user_vocab.ids_of(x.users))
+    items = model.item_vocab.lookup_or(x.item_vocab.ids_of(x.items))
+    known = (users >= 0) & (items >= 0)
+    users, items = users[known], items[known]
+    trained = (np.asarray(model._seen[users, items]).reshape(-1) > 0 if len(users)
+               else np.zeros(0, dtype=bool))
+    left = {"unknown": int((~known).sum()), "trained": int(trained.sum())}
+    return users[~trained].astype(np.int64), items[~trained].astype(np.int64), left
+
+
 def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[int] = (10, 100),
                  baselines: bool = False, seed: int = 0,
                  log: Callable[[str], None] | None = None
