@@ -213,7 +213,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stream:
         if args.split not in (None, "none"):
             raise ConfigError(f"--stream trains on the whole file, so --split must be none, "
-                              f"got {args.split!r}; evaluate on a held-out file of your own")
+                              f"got {args.split!r}; hold out a file of your own and use "
+                              "`twotower evaluate RUN --test-data FILE`")
     elif args.shuffle_buffer is not None:
         raise ConfigError("--shuffle-buffer applies to --stream only (in memory, each epoch "
                           "is a full permutation)")
