@@ -395,39 +395,34 @@ def collective_cost(steps: int = 2000) -> dict:
     from jax.sharding import Mesh
     from jax.sharding import PartitionSpec as P
     mesh = Mesh(np.array(jax.devices()[:2]), ("d",))
-    out = {}
-    for rows in (1, 1000):
-        x = jnp.ones((rows, 32))
-        for psum in (False, True):
-            def body(c, _, psum=psum):
-                y = jnp.tanh(c) * 1.0001
-                return (jax.lax.psum(y, "d") * 0.5 if psum else y), None
 
-            fn = jax.jit(jax.shard_map(lambda v: jax.lax.scan(body, v, None, length=steps)[0],
-                                       mesh=mesh, in_specs=P(), out_specs=P(),
-                                       check_vma=False))
-            fn(x).block_until_ready()
-            ts = [timed(lambda: fn(x).block_until_ready()) for _ in range(5)]
-            out[f"[{rows}, 32] {'with' if psum else 'without'} psum"] = \
-                statistics.median(ts) / steps * 1e6
+    def per_step(body, x, spec) -> float:
+        fn = jax.jit(jax.shard_map(lambda v: jax.lax.scan(body, v, None, length=steps)[0],
+                                   mesh=mesh, in_specs=spec, out_specs=spec,
+                                   check_vma=False))
+        fn(x).block_until_ready()
+        ts = [timed(lambda: fn(x).block_until_ready()) for _ in range(5)]
+        return statistics.median(ts) / steps * 1e6
 
-    def routed(c, _):  # each device's [600, 32] rows to all, the gradients back to owners
+    def plain(c, _):
+        return jnp.tanh(c) * 1.0001, None
+
+    def psum(c, _):
+        return jax.lax.psum(jnp.tanh(c) * 1.0001, "d") * 0.5, None
+
+    def routed(c, _):  # each device's rows to all, the gradients back to their owners
         g = jax.lax.all_gather(jnp.tanh(c) * 1.0001, "d", tiled=True)
         return jax.lax.psum_scatter(jnp.tanh(g) * 0.5, "d", scatter_dimension=0,
                                     tiled=True), None
 
-    def plain(c, _):
-        return jnp.tanh(c) * 1.0001, None
-    x = jnp.ones((1200, 32))
-    for name, body in (("[600, 32] per device without collectives", plain),
-                       ("[600, 32] per device with all_gather + psum_scatter", routed)):
-        fn = jax.jit(jax.shard_map(lambda v, body=body: jax.lax.scan(body, v, None,
-                                                                      length=steps)[0],
-                                   mesh=mesh, in_specs=P("d"), out_specs=P("d"),
-                                   check_vma=False))
-        fn(x).block_until_ready()
-        ts = [timed(lambda: fn(x).block_until_ready()) for _ in range(5)]
-        out[name] = statistics.median(ts) / steps * 1e6
+    out = {}
+    for rows in (1, 1000):  # the same block on every device
+        x = jnp.ones((rows, 32))
+        out[f"[{rows}, 32] without psum"] = per_step(plain, x, P())
+        out[f"[{rows}, 32] with psum"] = per_step(psum, x, P())
+    x = jnp.ones((1200, 32))  # [600, 32] on each device
+    out["[600, 32] per device without collectives"] = per_step(plain, x, P("d"))
+    out["[600, 32] per device with all_gather + psum_scatter"] = per_step(routed, x, P("d"))
     return out
 
 
