@@ -4,12 +4,15 @@ The row-wise training step needs, per step and table, the batch's unique ids and
 example's position among them. This times, for the two tables of the 20M benchmark set
 (200k users uniform, 780k items power-law; batch 1,000; 16 steps per jitted call):
 - `jnp.unique(size=B, return_inverse=True)` inside a `lax.scan`, as the step did;
-- `np.unique(return_inverse=True)` per step on the host, as the input thread does now;
+- `np.unique(return_inverse=True)` per step on the host, as the input thread first did;
+- one packed sort for all 16 steps of a call (``TrainLoop``'s ``_host_unique``, what the
+  input thread does now);
 and, for scale, the rest of a row-wise step's table work (gather and Adagrad scatter of
 1,000 rows per table; sorted ids) in the same kind of scan.
 
 Usage: KERAS_BACKEND=jax python benchmarks/probes/unique_cost.py
-Output of the run quoted in docs/scaling.md: results/probe-unique-cost-20261129.txt
+Output of the runs quoted in docs/scaling.md: results/probe-unique-cost-20261129.txt
+(before the packed sort) and results/probe-unique-cost-20261129b.txt
 """
 import time
 
@@ -61,6 +64,12 @@ def main() -> None:
             best = min(best, (time.perf_counter() - t0) / calls / K * 1e6)
         return best
 
+    from twotower.training.loop import _host_unique
+
+    def packed():
+        _host_unique(users, NU)
+        _host_unique(items, NI)
+
     f_unique(xs).block_until_ready()
     state = f_table(state, xs)
     jax.block_until_ready(state)
@@ -73,6 +82,8 @@ def main() -> None:
     rows = [("jnp.unique in the jitted step (two tables)",
              timed(lambda: f_unique(xs).block_until_ready())),
             ("np.unique on the host (two tables)", timed(host)),
+            ("one packed sort per call on the host, _host_unique (two tables)",
+             timed(packed)),
             ("the step's table work: sort + gather + Adagrad scatter (two tables)",
              timed(table))]
     print("what | µs per step (best of 7 rounds of 30 calls of 16 steps)")

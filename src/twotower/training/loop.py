@@ -489,8 +489,8 @@ def _host_unique(ids: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
 
     All steps share one sort: each id becomes the key ``(step, id)`` with its flat position
     packed below it, so a plain ``np.sort`` (no argsort) orders every step at once and each
-    step's ``B`` keys stay together. Half the CPU of ``np.unique`` per step, whose fixed
-    costs dominate at ``B`` = 1,000 (``benchmarks/probes/stream_stages.py``).
+    step's ``B`` keys stay together. 58% of the CPU of ``np.unique`` per step, whose fixed
+    costs dominate at ``B`` = 1,000 (``benchmarks/probes/unique_cost.py``).
     """
     k, b = ids.shape
     pbits = max(1, (k * b - 1).bit_length())
