@@ -22,8 +22,9 @@ Sections (skip any with --skip a,b,c,d):
      twice: the pre-shuffled window as is, and the same window shuffled by the loop as
      ``TrainLoop.fit`` does by default (the stream shuffles on the clock too)
   b  the product loop (and its parts: steps per call, sparse updates) vs plain model.fit
-  c  1 device vs 2 simulated devices (data parallel, row-sharded tables; optionally with
-     single-threaded XLA CPU), one subprocess each, a full epoch each, planted recall after
+  c  1 device vs 2 simulated devices (data parallel, row-sharded tables, column-sharded
+     tables; optionally with single-threaded XLA CPU), one subprocess each, a full epoch
+     each, planted recall after
   d  peak RSS of a streamed training pass over a --rss-rows[0] vs --rss-rows[1] row file
 
 ``--collectives`` only times 2-device collectives per scan step: a ``psum``, and the pair a
@@ -56,7 +57,8 @@ from synthetic import ITEM_ID0, USER_ID0, Planted, write  # noqa: E402
 WARM_STEPS = 32  # compiles every method (two calls of 16 steps)
 # XLA CPU settings for one compute thread per simulated device
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-# section c variants: key -> (name, simulated devices, data parallel, model parallel, flags)
+# section c variants: key -> (name, simulated devices, data parallel, model parallel, flags
+# [, how the tables are split: rows (default) or columns])
 VARIANTS = {
     "1": ("1 device", 1, 1, 1, ""),
     "1t": ("1 device, 1 XLA thread", 1, 1, 1, ONE_THREAD),
@@ -65,6 +67,9 @@ VARIANTS = {
     "mp": ("2 devices, row-sharded tables", 2, 1, 2, ""),
     "mpt": ("2 devices, row-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD),
     "fs": ("2 devices, data parallel, tables row-sharded over the same 2", 2, 2, 0, ""),
+    "mpc": ("2 devices, column-sharded tables", 2, 1, 2, "", "columns"),
+    "mpct": ("2 devices, column-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD,
+             "columns"),
 }
 
 
@@ -327,10 +332,11 @@ def worker_train(a: argparse.Namespace) -> None:
         keras.distribution.set_distribution(
             keras.distribution.ModelParallel(layout_map=lm, batch_dim_name="batch"))
     else:
-        apply_distribution(DistributionConfig(data_parallel=a.dp, model_parallel=a.mp))
+        apply_distribution(DistributionConfig(data_parallel=a.dp, model_parallel=a.mp,
+                                              shard_tables=a.shard_tables))
     # tables split by rows need a row count the shards divide (else Keras/JAX replicate
     # them): round up; the extra rows are never looked up
-    split = a.dp if a.mp == 0 else a.mp
+    split = a.dp if a.mp == 0 else a.mp if a.shard_tables == "rows" else 1
     net = new_net(-(-len(uv) // split) * split, -(-len(iv) // split) * split, a)
     loop = TrainLoop(net, make_optimizer(model_config(a)),
                      LoopConfig(steps_per_call=a.steps_per_call))
@@ -341,7 +347,8 @@ def worker_train(a: argparse.Namespace) -> None:
     cores = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
     print("RESULT " + json.dumps({
         "cores_busy": cores,  # CPU seconds of this process per second while training
-        "devices": len(jax.devices()), "dp": a.dp, "mp": a.mp, "sparse": loop.sparse,
+        "devices": len(jax.devices()), "dp": a.dp, "mp": a.mp,
+        "shard_tables": a.shard_tables, "sparse": loop.sparse,
         "table_rows": [net.n_users, net.n_items],
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows_per_epoch": n,
         "examples_per_s": loop.examples_per_second, "loss": loop.history["loss"],
@@ -356,12 +363,13 @@ def section_c(a: argparse.Namespace, path: Path, out: dict) -> None:
     for r in range(a.repeats_c):
         names = list(variants) if r % 2 == 0 else list(variants)[::-1]
         for name in names:
-            ndev, dp, mp, flags = variants[name]
+            ndev, dp, mp, flags, *shard = variants[name]
             env = {**os.environ, "KERAS_BACKEND": "jax"}
             xla = [f"--xla_force_host_platform_device_count={ndev}"] if ndev > 1 else []
             env["XLA_FLAGS"] = " ".join(xla + ([flags] if flags else []))
             cmd = [sys.executable, __file__, "--worker", "train", "--dp", str(dp),
-                   "--mp", str(mp), *a.passthrough]
+                   "--mp", str(mp), "--shard-tables", (shard or ["rows"])[0],
+                   *a.passthrough]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(proc.stderr[-3000:])
@@ -577,6 +585,7 @@ def main() -> None:
     p.add_argument("--worker", choices=["train", "rss"], help=argparse.SUPPRESS)
     p.add_argument("--dp", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--mp", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--shard-tables", default="rows", help=argparse.SUPPRESS)
     p.add_argument("--file", help=argparse.SUPPRESS)
     p.add_argument("--fixed-vocab", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--collectives", action="store_true",

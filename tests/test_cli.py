@@ -81,6 +81,10 @@ def test_similar_by_title_and_id(capsys, tutorial_run):
     (["train", "--out", "{tmp}/r", "--devices", "2"],
      "XLA_FLAGS=--xla_force_host_platform_device_count=2"),
     (["train", "--out", "{tmp}/r", "--devices", "0"], "data_parallel"),
+    (["train", "--out", "{tmp}/r", "--devices", "2", "--model-parallel", "2",
+      "--shard-tables", "columns", "--embedding-dim", "33"],
+     "embedding_dim 33 must be divisible by distribution.model_parallel (2)"),
+    (["train", "--out", "{tmp}/r", "--shard-tables", "diagonal"], "invalid choice"),
 ])
 def test_user_errors_exit_2_with_one_line(capsys, tutorial_run, tmp_path, argv, needle):
     _, rundir = tutorial_run
@@ -194,6 +198,31 @@ def test_train_on_two_simulated_devices(tmp_path, ml100k):
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distribution: 2 data parallel x 1 model parallel" in proc.stdout
+    from twotower import TwoTower
+    model = TwoTower.load(tmp_path / "run")
+    assert len(model.history["loss"]) == 2
+    _, items = model.recommend(model.user_vocab.lookup([1]), 10)
+    assert items.shape == (1, 10) and (items >= 0).all()
+
+
+def test_train_with_column_sharded_tables_on_two_simulated_devices(tmp_path, ml100k):
+    """`--model-parallel 2 --shard-tables columns`: the tutorial model trains with each
+    table split by columns over 2 devices, and the run serves like any other."""
+    import os
+
+    from twotower.data import write_interactions
+    data = tmp_path / "r.csv"
+    write_interactions(ml100k.take(ml100k.users < 300), data)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+           "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-m", "twotower.cli", "train", "--data", str(data),
+                           "--out", str(tmp_path / "run"), "--preset", "tutorial",
+                           "--devices", "2", "--model-parallel", "2", "--shard-tables",
+                           "columns", "--epochs", "2"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert ("distribution: 1 data parallel x 2 model parallel, tables split by columns"
+            in proc.stdout)
     from twotower import TwoTower
     model = TwoTower.load(tmp_path / "run")
     assert len(model.history["loss"]) == 2

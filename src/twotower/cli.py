@@ -191,6 +191,8 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     d: dict[str, Any] = dict(data.get("distribution", {}))
     if args.model_parallel is not None:
         d["model_parallel"] = args.model_parallel
+    if args.shard_tables is not None:
+        d["shard_tables"] = args.shard_tables
     if args.devices is not None:
         mp = d.get("model_parallel", 1)
         if not isinstance(mp, int) or mp < 1 or args.devices % mp:
@@ -223,11 +225,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _model_config(args, settings)
     dist = _distribution(args, settings)
     if dist.devices > 1 or dist.num_processes > 1:
-        from twotower.training import apply_distribution, check_batch_size
+        from twotower.training import (apply_distribution, check_batch_size,
+                                       check_embedding_dim)
         check_batch_size(cfg.batch_size, dist)
+        check_embedding_dim(cfg.embedding_dim, dist)
         apply_distribution(dist)  # before the network is built: Keras places variables then
+        tables = f", tables split by {dist.shard_tables}" if dist.model_parallel > 1 else ""
         _say(f"distribution: {dist.data_parallel} data parallel x {dist.model_parallel} "
-             f"model parallel ({dist.devices} devices, {dist.num_processes} process(es))")
+             f"model parallel{tables} ({dist.devices} devices, {dist.num_processes} "
+             "process(es))")
     if args.stream:
         return _train_stream(args, cfg, t0)
     x = _load_data(args)
@@ -472,7 +478,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="devices to train on (data parallel x --model-parallel); on CPU "
                          "simulate them with XLA_FLAGS=--xla_force_host_platform_device_count=N")
     tr.add_argument("--model-parallel", type=int,
-                    help="devices each embedding table's rows are split over")
+                    help="devices each embedding table is split over (by --shard-tables)")
+    tr.add_argument("--shard-tables", choices=("rows", "columns"),
+                    help="split each table by rows (ids; the default) or by columns "
+                         "(embedding dimensions: faster for mse, see docs/scaling.md)")
     tr.add_argument("--coordinator", help="multi-host: host:port of process 0")
     tr.add_argument("--num-processes", type=int, help="multi-host: processes in the job")
     tr.add_argument("--process-id", type=int, help="multi-host: this process (0-based)")

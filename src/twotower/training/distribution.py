@@ -1,4 +1,4 @@
-"""Spreading training over devices: data parallel, row-sharded embedding tables, many hosts.
+"""Spreading training over devices: data parallel, sharded embedding tables, many hosts.
 
 ``apply_distribution(DistributionConfig(...))`` must run before the network is built: Keras
 places each variable when it is created, by the distribution set at that moment.
@@ -13,7 +13,7 @@ from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-from twotower.config import Config, check_range
+from twotower.config import Config, check_choice, check_range
 from twotower.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -21,9 +21,10 @@ log = logging.getLogger(__name__)
 BATCH_AXIS = "batch"
 MODEL_AXIS = "model"
 
-# Variable paths (regexes, ``re.search``) of the row-sharded tables: every id/history
+# Variable paths (regexes, ``re.search``) of the sharded tables: every id/history
 # embedding table and the per-item bias of ``TwoTowerNet``.
 SHARDED_TABLES = (".*_embedding/embeddings", ".*_bias/embeddings")
+TABLE_SHARDINGS = ("rows", "columns")
 
 
 @dataclass(frozen=True)
@@ -31,13 +32,21 @@ class DistributionConfig(Config):
     """How training is spread over devices (and hosts).
 
     The device mesh is ``data_parallel x model_parallel``: each batch is split along its
-    first axis over ``data_parallel`` groups, and each embedding table is split along its
-    rows over ``model_parallel`` devices. The batch size stays global (the same numbers as
-    on one device); each device computes ``batch_size / data_parallel`` examples.
+    first axis over ``data_parallel`` groups, and each embedding table is split over
+    ``model_parallel`` devices, along its rows (``shard_tables="rows"``: each device holds
+    a slice of the ids) or along its columns (``"columns"``: each device holds a slice of
+    every embedding, so it computes partial dot products that one all-reduce of the
+    batch's scores completes). The batch size stays global (the same numbers as on one
+    device); each device computes ``batch_size / data_parallel`` examples.
 
     Attributes:
         data_parallel: devices (per model replica group) the batch is split over.
-        model_parallel: devices each embedding table's rows are split over.
+        model_parallel: devices each embedding table is split over.
+        shard_tables: ``rows`` (split the ids: memory per device shrinks with the catalogue)
+            or ``columns`` (split the embedding dimensions, which ``model_parallel`` must
+            divide; 1-column bias tables stay whole). Columns suit objectives whose step
+            touches few rows, like ``mse``: each device keeps half the row work and adds one
+            small all-reduce per step (``docs/scaling.md`` has the measurements).
         coordinator_address: ``host:port`` of process 0 in a multi-host run; None for one
             host.
         num_processes: processes (hosts) taking part; 1 for one host.
@@ -50,6 +59,7 @@ class DistributionConfig(Config):
 
     data_parallel: int = 1
     model_parallel: int = 1
+    shard_tables: str = "rows"
     coordinator_address: str | None = None
     num_processes: int = 1
     process_id: int = 0
@@ -58,6 +68,7 @@ class DistributionConfig(Config):
         own = "distribution"
         check_range(own, "data_parallel", self.data_parallel, 1, 65_536, integer=True)
         check_range(own, "model_parallel", self.model_parallel, 1, 65_536, integer=True)
+        check_choice(own, "shard_tables", self.shard_tables, TABLE_SHARDINGS)
         check_range(own, "num_processes", self.num_processes, 1, 65_536, integer=True)
         check_range(own, "process_id", self.process_id, 0, self.num_processes - 1,
                     integer=True)
@@ -77,16 +88,16 @@ class DistributionConfig(Config):
         return self.data_parallel * self.model_parallel
 
 
-class _RowShardedParallel:
+class _ShardedParallel:
     """Factory of a ``keras.distribution.ModelParallel`` whose embedding tables are split by
-    rows, falling back to replication for a table whose row count the model axis does not
-    divide (JAX cannot place uneven shards)."""
+    rows or by columns, falling back to replication for a table whose size along that axis
+    the model axis does not divide (JAX cannot place uneven shards)."""
 
     @staticmethod
-    def make(mesh: Any) -> Any:
+    def make(mesh: Any, shard_tables: str = "rows") -> Any:
         import keras
 
-        class RowShardedParallel(keras.distribution.ModelParallel):
+        class ShardedParallel(keras.distribution.ModelParallel):
             def get_variable_layout(self, variable: Any) -> Any:
                 layout = super().get_variable_layout(variable)
                 axes = tuple(layout.axes)
@@ -94,17 +105,19 @@ class _RowShardedParallel:
                     dim = axes.index(MODEL_AXIS)
                     size = self.device_mesh.shape[self.device_mesh.axis_names.index(MODEL_AXIS)]
                     if variable.shape[dim] % size:
-                        log.warning("%s: %d rows do not split over %d devices; replicated "
-                                    "instead of sharded", variable.path, variable.shape[dim],
-                                    size)
+                        if variable.shape[dim] > 1:  # a 1-column bias is simply whole
+                            log.warning("%s: %d %s do not split over %d devices; "
+                                        "replicated instead of sharded", variable.path,
+                                        variable.shape[dim], shard_tables, size)
                         return keras.distribution.TensorLayout([None] * len(variable.shape),
                                                                self.device_mesh)
                 return layout
 
         layout_map = keras.distribution.LayoutMap(mesh)
         for key in SHARDED_TABLES:
-            layout_map[key] = (MODEL_AXIS, None)
-        return RowShardedParallel(layout_map=layout_map, batch_dim_name=BATCH_AXIS)
+            layout_map[key] = ((MODEL_AXIS, None) if shard_tables == "rows"
+                               else (None, MODEL_AXIS))
+        return ShardedParallel(layout_map=layout_map, batch_dim_name=BATCH_AXIS)
 
 
 _initialized = False
@@ -120,7 +133,8 @@ def apply_distribution(config: DistributionConfig) -> Any:
     ``data_parallel`` devices, and ``model_parallel > 1`` gives a
     ``keras.distribution.ModelParallel`` on a ``(data_parallel, model_parallel)`` mesh
     (axes ``batch``, ``model``) whose layout map splits every embedding table along its rows
-    (``.*_embedding/embeddings`` and ``.*_bias/embeddings`` -> ``("model", None)``).
+    (``.*_embedding/embeddings`` and ``.*_bias/embeddings`` -> ``("model", None)``) or,
+    with ``shard_tables="columns"``, along its columns (``(None, "model")``).
 
     Args:
         config: the mesh and, for many hosts, the coordinator.
@@ -164,7 +178,7 @@ def apply_distribution(config: DistributionConfig) -> Any:
     else:
         mesh = keras.distribution.DeviceMesh((config.data_parallel, config.model_parallel),
                                              [BATCH_AXIS, MODEL_AXIS], names)
-        dist = _RowShardedParallel.make(mesh)
+        dist = _ShardedParallel.make(mesh, config.shard_tables)
     keras.distribution.set_distribution(dist)
     return dist
 
@@ -176,3 +190,12 @@ def check_batch_size(batch_size: int, config: DistributionConfig) -> int:
                           f"distribution.data_parallel ({config.data_parallel}): the global "
                           "batch is split evenly over the data-parallel devices")
     return batch_size // config.data_parallel
+
+
+def check_embedding_dim(embedding_dim: int, config: DistributionConfig) -> None:
+    """ConfigError unless column-split tables split evenly (else they would stay whole)."""
+    if (config.shard_tables == "columns" and config.model_parallel > 1
+            and embedding_dim % config.model_parallel):
+        raise ConfigError(f"embedding_dim {embedding_dim} must be divisible by "
+                          f"distribution.model_parallel ({config.model_parallel}) to split "
+                          "the tables by columns (shard_tables = 'columns')")
