@@ -64,7 +64,7 @@ def train(dist: DistributionConfig, objective: str, sparse: str) -> dict:
                    for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all",
                               "collective-permute")}
     return {"losses": loop.step_losses.tolist(), "sparse": loop.sparse, "sharding": shard,
-            "collectives": collectives,
+            "collectives": collectives, "input_nice": loop._input_nice(),
             "item_table": np.asarray(net.item_embedding.embeddings).tolist()}
 
 

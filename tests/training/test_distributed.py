@@ -78,3 +78,10 @@ def test_losses_match_single_device(report, mode):
     np.testing.assert_allclose(got, ref, rtol=RTOL)
     np.testing.assert_allclose(np.array(report[mode]["item_table"]),
                                np.array(report["single"]["item_table"]), rtol=RTOL, atol=1e-6)
+
+
+def test_input_thread_yields_to_the_cpu_devices(report):
+    # several CPU devices fill every core: the input thread runs at low priority (auto)
+    assert report["single"]["input_nice"] == 0
+    for mode in ("data_parallel", "sharded", "columns"):
+        assert report[mode]["input_nice"] == 19, mode

@@ -150,6 +150,51 @@ def test_steps_per_call_does_not_change_the_result():
     assert out[0] == pytest.approx(out[1], rel=1e-6) == pytest.approx(out[2], rel=1e-6)
 
 
+@pytest.mark.parametrize("keys", [("user", "item", "rating"),
+                                  ("user", "item", "rating", "logq")])
+def test_packed_shuffle_gives_the_same_batches(monkeypatch, keys):
+    """Large in-memory data is shuffled through 16-byte packed rows: the same permutation,
+    the same values bit for bit, the same batch sizes (the last one short)."""
+    from twotower.training import loop as loop_module
+    x = {k: v for k, v in _data(3).items() if k in keys}
+    x["rating"] = x["rating"] - 0.5  # negative floats survive the bit packing
+    assert loop_module._pack_rows(x) is None  # small: not packed
+    monkeypatch.setattr(loop_module, "PACK_MIN_ROWS", 1)
+    packed = loop_module._pack_rows(x)
+    assert packed is not None and packed.shape == (ROWS,)
+    for batch in (7, 100):  # 1050 rows: not a multiple of 16 batches either way
+        plain = list(loop_module._array_batches(x, batch, True, 11))
+        fast = list(loop_module._array_batches(x, batch, True, 11, packed))
+        assert len(plain) == len(fast) == -(-ROWS // batch)
+        for a, b in zip(plain, fast):
+            assert list(a) == list(b)
+            for k in a:
+                assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), k
+    wide = {**x, "when": np.zeros(ROWS, np.int64)}  # an 8-byte column: not packable
+    assert loop_module._pack_rows(wide) is None
+
+
+def test_input_thread_priority(monkeypatch):
+    import os
+    import threading
+
+    from twotower.training.loop import _prefetch
+
+    def nice_of_producer():
+        yield os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert list(_prefetch(nice_of_producer(), 2)) == [base]
+    assert list(_prefetch(nice_of_producer(), 2, 19)) == [19]
+    cfg = ModelConfig.preset("tutorial", batch_size=BATCH)
+    loop = TrainLoop(_net(cfg), make_optimizer(cfg))
+    loop._setup()
+    assert loop._input_nice() == 0  # one device: auto is normal
+    loop.config = LoopConfig(input_priority="low")
+    assert loop._input_nice() == 19
+    with pytest.raises(ConfigError, match="input_priority"):
+        LoopConfig(input_priority="high")
+
+
 def test_streamed_training_equals_in_memory(tmp_path):
     import pandas as pd
     x = _data()
