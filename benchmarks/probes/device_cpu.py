@@ -7,14 +7,16 @@ sizes of the 20M benchmark set), in a fresh subprocess per setting:
 - `pre`: every call's batches placed on the devices beforehand, then only the jitted calls
   (no input thread at all);
 each on 1 device, on 1 device pinned to one core (``sched_setaffinity``: XLA then sizes its
-thread pool to one thread), and on 2 simulated devices (data parallel); and, with every
+thread pool to one thread), on 2 simulated devices (data parallel) and on 2 simulated
+devices with the tables split by columns (``shard_tables="columns"``); and, with every
 call placed beforehand, one core at batch 500: the work per step a device would keep if
 both the batch and the table work were split over two. Reports examples/s and the
 process's CPU seconds per second ("cores busy"), and from them CPU microseconds per step.
 
 Usage: KERAS_BACKEND=jax python benchmarks/probes/device_cpu.py
-Output of the run quoted in docs/scaling.md: results/probe-device-cpu-20261129c.txt (with
-the batch-500 runs and the one-sort unique); `probe-device-cpu-20261129b.txt` before them;
+Output of the runs quoted in docs/scaling.md: results/probe-device-cpu-20261129d.txt (with
+the column-split runs, the input thread at low priority under a mesh, ids kept on the host);
+results/probe-device-cpu-20261129c.txt (with the batch-500 runs and the one-sort unique); `probe-device-cpu-20261129b.txt` before them;
 the earlier `probe-device-cpu-20261129.txt`: 2M rows, before the loop found unique rows on
 the host
 """
@@ -48,7 +50,9 @@ def worker(mode: str) -> None:
          "item": rng.choice(NI, ROWS, p=p / p.sum()).astype(np.int32),
          "rating": rng.random(ROWS).astype(np.float32)}
     if ndev > 1:
-        apply_distribution(DistributionConfig(data_parallel=ndev))
+        shard = os.environ.get("PROBE_SHARD", "")
+        apply_distribution(DistributionConfig(data_parallel=ndev) if not shard else
+                           DistributionConfig(model_parallel=ndev, shard_tables=shard))
     cfg = ModelConfig.preset("tutorial", objective="mse", batch_size=B, embedding_dim=32,
                              epochs=1)
     keras.utils.set_random_seed(0)
@@ -83,11 +87,13 @@ def main() -> None:
     rows = []
     for rep in range(2):
         for mode in ("fit", "pre"):
-            settings = [(1, False, 1000), (1, True, 1000), (2, False, 1000)]
+            settings = [(1, False, 1000, ""), (1, True, 1000, ""), (2, False, 1000, ""),
+                        (2, False, 1000, "columns")]
             if mode == "pre":
-                settings.append((1, True, 500))
-            for ndev, pin, batch in settings:
-                env = {**os.environ, "KERAS_BACKEND": "jax", "PROBE_BATCH": str(batch)}
+                settings.append((1, True, 500, ""))
+            for ndev, pin, batch, shard in settings:
+                env = {**os.environ, "KERAS_BACKEND": "jax", "PROBE_BATCH": str(batch),
+                       "PROBE_SHARD": shard}
                 if pin:
                     env["PROBE_PIN"] = "1"
                 if ndev > 1:
@@ -97,11 +103,13 @@ def main() -> None:
                 r = json.loads(next(l for l in out.splitlines()
                                     if l.startswith("RESULT "))[7:])
                 r["repeat"] = rep + 1
+                r["shard_tables"] = shard or None
                 rows.append(r)
                 print(json.dumps(r), flush=True)
     print("\nrepeat | mode | devices | examples/s | cores busy | CPU µs/step | wall µs/step")
     for r in rows:
         dev = (f"{r['devices']}{' (1 core)' if r['pinned'] else ''}"
+               f"{', tables split by columns' if r.get('shard_tables') else ''}"
                f"{', batch ' + str(r['batch']) if r['batch'] != 1000 else ''}")
         print(f"{r['repeat']} | {r['mode']} | {dev} | {r['examples_per_s']:,.0f} | "
               f"{r['cores_busy']:.2f} | {r['cpu_us_per_step']:,.0f} | "
