@@ -253,18 +253,39 @@ def cmd_train(args: argparse.Namespace) -> int:
         m = metrics["model"]
         _say(f"test: recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  "
              f"recall@100 {m['recall@100']:.4f}")
-    model.save(args.out, test=split.test if len(split.test) else None, metrics=metrics,
-               data={"source": str(args.data), "split": args.split,
-                     "test_fraction": args.test_fraction, "seed": args.seed})
+    _save(model, args.out, test=split.test if len(split.test) else None, metrics=metrics,
+          data={"source": str(args.data), "split": args.split,
+                "test_fraction": args.test_fraction, "seed": args.seed})
     _trained(args, cfg, model, t0)
     return 0
 
 
+def _saves() -> bool:
+    """Whether this process writes the run: the only one, or process 0 of a multi-process
+    job (every process holds the same trained model)."""
+    import jax
+    return jax.process_index() == 0
+
+
+def _save(model: Any, out: str, **extra: Any) -> None:
+    """``model.save(out)`` in process 0. The other processes of a multi-process job save
+    to a scratch directory they delete: reading the weights of a model trained over
+    several processes is a collective that every process must join."""
+    if _saves():
+        model.save(out, **extra)
+        return
+    import tempfile
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save(Path(scratch) / "run", **extra)
+
+
 def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:
     how = "" if model.trained_with == "model.fit" else f" with {model.trained_with}"
+    where = (f"saved to {args.out}" if _saves()
+             else "process 0 saves the run")
     _say(f"trained {cfg.query_tower}/{cfg.objective}{how} in {model.fit_seconds:.1f} s; "
-         f"saved to {args.out} ({time.perf_counter() - t0:.1f} s total)")
-    if args.plot_loss:
+         f"{where} ({time.perf_counter() - t0:.1f} s total)")
+    if args.plot_loss and _saves():
         from twotower.evaluation import plot_loss_curves
         plot_loss_curves(model.history, args.plot_loss, validation_freq=cfg.validation_freq)
         _say(f"wrote {args.plot_loss}")
@@ -289,8 +310,9 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
     model.fit_stream(stream, item_info=info, progress_every_s=10.0)
     _say(f"data (streamed): {stream.stats.rows:,} interactions, {len(model.user_vocab):,} "
          f"users, {len(model.item_vocab):,} items; no test split")
-    model.save(args.out, data={"source": str(args.data), "split": "none", "streamed": True,
-                               "shuffle_buffer": buffer, "seed": args.seed})
+    _save(model, args.out, data={"source": str(args.data), "split": "none",
+                                 "streamed": True, "shuffle_buffer": buffer,
+                                 "seed": args.seed})
     _trained(args, cfg, model, t0)
     return 0
 
@@ -397,7 +419,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         plot_recall_curves(curves, args.plot)
         _say(f"wrote {args.plot}")
-    if args.plot_loss:
+    if args.plot_loss and _saves():
         from twotower.evaluation import plot_loss_curves
         plot_loss_curves(model.history, args.plot_loss,
                          validation_freq=model.config.validation_freq)

@@ -99,6 +99,9 @@ def test_row_wise_step_finds_rows_on_the_host_as_in_the_graph(objective, monkeyp
     assert {"user__unique", "user__inverse", "item__unique", "item__inverse"} <= set(placed)
     host.fit(x, batch_size=BATCH, shuffle=False)
     monkeypatch.setattr(jax, "process_count", lambda: 2)
+    # this one process feeds the whole batches (not the half a real process 0 would)
+    from twotower.training import loop as loop_module
+    monkeypatch.setattr(loop_module, "process_parts", lambda batches, dp: batches)
     graph = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(steps_per_call=4,
                                                                   sparse_updates="on"))
     graph._setup()

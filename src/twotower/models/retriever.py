@@ -47,13 +47,16 @@ def _data_parallel_devices() -> int:
 
 def _whole_batches(x: dict[str, np.ndarray], batch_size: int, seed: int | None) -> Any:
     """Endless stream of whole batches (the remainder dropped); reshuffled each pass when
-    ``seed`` is given, in order otherwise."""
+    ``seed`` is given, in order otherwise. With several processes (``jax.distributed``)
+    every process draws the same batches from the same ``x`` and yields its own part of
+    each (``process_part``): Keras reads each process's batch as its local share."""
+    from twotower.training.loop import process_part
     n = len(next(iter(x.values())))
     rng = np.random.default_rng(seed) if seed is not None else None
     while True:
         order = rng.permutation(n) if rng is not None else np.arange(n)
         for start in range(0, n - batch_size + 1, batch_size):
-            rows = order[start:start + batch_size]
+            rows = process_part(order[start:start + batch_size])
             yield ({k: v[rows] for k, v in x.items()},)
 
 
@@ -322,8 +325,16 @@ class TwoTower:
         net.build()
         loop = TrainLoop(net, make_optimizer(cfg, -(-stats.rows // cfg.batch_size)),
                          LoopConfig(progress_every_s=progress_every_s))
-        self.history = loop.fit(lambda e: stream.batches(cfg.batch_size, e, inputs=inputs),
-                                epochs=cfg.epochs)
+        import jax
+
+        from twotower.training.loop import process_parts
+        dp = _data_parallel_devices()
+
+        def batches(epoch: int) -> Any:
+            # every process reads the same shuffled stream; each feeds its part of a batch
+            b = stream.batches(cfg.batch_size, epoch, inputs=inputs)
+            return process_parts(b, dp) if jax.process_count() > 1 else b
+        self.history = loop.fit(batches, epochs=cfg.epochs)
         self.trained_with = "TrainLoop on a stream"
         self._net = net
         self._export_tables()
@@ -624,7 +635,12 @@ class TwoTower:
 
     # ------------------------------------------------------------------ artifacts
     def save(self, directory: str | os.PathLike[str], **extra: Any) -> None:
-        """Save everything needed to serve (atomic: see ``twotower.artifacts``)."""
+        """Save everything needed to serve (atomic: see ``twotower.artifacts``).
+
+        After training over several processes (``jax.distributed``) every process must
+        call ``save``: reading the Keras weights is a collective. Give process 0 the run's
+        directory and the others a scratch one (``twotower train`` does).
+        """
         from twotower.artifacts import save_model
         self._require_fitted()
         save_model(self, directory, **extra)

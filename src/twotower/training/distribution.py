@@ -179,6 +179,10 @@ def apply_distribution(config: DistributionConfig) -> Any:
         mesh = keras.distribution.DeviceMesh((config.data_parallel, config.model_parallel),
                                              [BATCH_AXIS, MODEL_AXIS], names)
         dist = _ShardedParallel.make(mesh, config.shard_tables)
+    if config.num_processes > 1:
+        # each process feeds its own part of every batch (``process_part``), so Keras must
+        # not shard the input again (it would ask for a tf.data.Dataset)
+        dist.auto_shard_dataset = False
     keras.distribution.set_distribution(dist)
     return dist
 

@@ -145,6 +145,10 @@ class TrainLoop:
             data: in-memory inputs (dict of ``[n]`` arrays: ``user``, ``item``, ``rating``,
                 ``logq`` as ``TwoTowerNet`` takes them), or a function ``epoch -> batches``
                 (e.g. ``lambda e: stream.batches(bs, e, inputs=stream.model_inputs(obj))``).
+                With several processes (``jax.distributed``), every process passes the
+                same in-memory inputs and feeds its part of each global batch
+                (``process_part``; a last batch the data-parallel devices cannot split is
+                dropped); a function yields this process's part of each batch itself.
             epochs: passes over the data.
             batch_size: global rows per step (in-memory data only).
             shuffle, seed: in-memory data is permuted per epoch with ``seed + epoch``.
@@ -172,7 +176,9 @@ class TrainLoop:
             packed = _pack_rows(arrays) if shuffle else None
 
             def data(epoch: int) -> Iterator[Batch]:
-                return _array_batches(arrays, batch_size, shuffle, seed + epoch, packed)
+                batches = _array_batches(arrays, batch_size, shuffle, seed + epoch, packed)
+                return (process_parts(batches, self._data_parallel())
+                        if self._processes > 1 else batches)
         self._setup()
         state = self._state()
         losses_all: list[Any] = []
@@ -192,6 +198,7 @@ class TrainLoop:
                         # can hold the thread pool while another waits in a collective
                         # (XLA rendezvous deadlock seen with 2 simulated devices)
                         losses.block_until_ready()
+                    sizes = sizes * self._processes  # each process fed its part
                     epoch_losses.append((losses, sizes))
                     progress.update(int(sizes.sum()), lambda: losses[-1])
                 steps = [np.asarray(l, dtype=np.float32) for l, _ in epoch_losses]
@@ -226,6 +233,13 @@ class TrainLoop:
         self._rows_seen = 0
         self._dist = keras.distribution.distribution()
         self._mesh = self._dist.device_mesh.backend_mesh if self._dist is not None else None
+        import jax
+        self._processes = jax.process_count()
+
+    def _data_parallel(self) -> int:
+        """Devices each batch is split over (1 without a mesh)."""
+        from twotower.training.distribution import BATCH_AXIS
+        return int(self._mesh.shape[BATCH_AXIS]) if self._mesh is not None else 1
 
     def _input_nice(self) -> int:
         """The input thread's nice value (``LoopConfig.input_priority``)."""
@@ -292,10 +306,14 @@ class TrainLoop:
         if self._mesh is None:
             return jax.device_put(stacked)
         from jax.sharding import NamedSharding, PartitionSpec
+
         from twotower.training.distribution import BATCH_AXIS
-        dp = self._mesh.shape[BATCH_AXIS]
-        # a last batch the data-parallel devices cannot split evenly stays whole (replicated)
-        spec = PartitionSpec(None, BATCH_AXIS) if size % dp == 0 else PartitionSpec()
+        dp = self._data_parallel()
+        # a last batch the data-parallel devices cannot split evenly stays whole (replicated;
+        # one process only: with several, fit drops such batches); ``size`` is this
+        # process's part of the global batch
+        spec = (PartitionSpec(None, BATCH_AXIS) if size * self._processes % dp == 0
+                else PartitionSpec())
         sharding = NamedSharding(self._mesh, spec)
         whole = NamedSharding(self._mesh, PartitionSpec())
         # the unique rows go whole to every device (each updates them all); so do the
@@ -630,6 +648,29 @@ def _pack_rows(x: Batch) -> np.ndarray | None:
     for j, v in enumerate(arrays):
         rec[:, j] = np.asarray(v).view(np.uint32)
     return rec.view(np.complex128).reshape(n)
+
+
+def process_part(rows: np.ndarray) -> np.ndarray:
+    """This process's part of a global batch's ``rows`` (all of them in a one-process run):
+    process ``i`` of ``P`` takes the ``i``-th of ``P`` equal slices, so the global batch,
+    assembled from the processes' parts in process order, is ``rows`` again."""
+    import jax
+    parts, me = jax.process_count(), jax.process_index()
+    if parts == 1:
+        return rows
+    size = len(rows) // parts
+    return rows[me * size:(me + 1) * size]
+
+
+def process_parts(batches: Iterable[Batch], data_parallel: int) -> Iterator[Batch]:
+    """Each global batch's part for this process; batches that the ``data_parallel``
+    devices cannot split evenly are dropped (every process drops the same)."""
+    for b in batches:
+        n = len(next(iter(b.values())))
+        if n % data_parallel or n == 0:
+            continue
+        rows = process_part(np.arange(n))
+        yield {k: v[rows[0]:rows[-1] + 1] for k, v in b.items()}
 
 
 def _array_batches(x: Batch, batch_size: int, shuffle: bool, seed: int,
