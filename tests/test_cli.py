@@ -85,6 +85,9 @@ def test_similar_by_title_and_id(capsys, tutorial_run):
       "--shard-tables", "columns", "--embedding-dim", "33"],
      "embedding_dim 33 must be divisible by distribution.model_parallel (2)"),
     (["train", "--out", "{tmp}/r", "--shard-tables", "diagonal"], "invalid choice"),
+    (["train", "--out", "{tmp}/r", "--devices", "4", "--model-parallel", "2", "--coordinator",
+      "127.0.0.1:1", "--num-processes", "2", "--process-id", "0"],
+     "--model-parallel with several processes"),
 ])
 def test_user_errors_exit_2_with_one_line(capsys, tutorial_run, tmp_path, argv, needle):
     _, rundir = tutorial_run

@@ -224,6 +224,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     settings = _config_file(args)
     cfg = _model_config(args, settings)
     dist = _distribution(args, settings)
+    if dist.num_processes > 1 and dist.model_parallel > 1:
+        raise ConfigError("--model-parallel with several processes: the trained tables "
+                          "would be split over the processes, and the run is saved through "
+                          "Keras, which reads each table whole in one process; train data "
+                          "parallel (--devices only), or split tables with the library's "
+                          "TrainLoop (docs/scaling.md)")
     if dist.devices > 1 or dist.num_processes > 1:
         from twotower.training import (apply_distribution, check_batch_size,
                                        check_embedding_dim)

@@ -3,8 +3,11 @@
 passes the same in-memory arrays to ``TrainLoop.fit``, which feeds its half of every
 global batch; or, with ``single``, one process trains on the whole batches. Prints a JSON report: per-step losses and the final item table.
 
+With ``tables``, the two processes split the embedding tables by rows and both feed the
+whole batch (``data_parallel = 1``).
+
 Usage: python multiprocess_check.py single OBJECTIVE
-       python multiprocess_check.py PROCESS_ID OBJECTIVE PORT
+       python multiprocess_check.py PROCESS_ID OBJECTIVE PORT batch|tables
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ def main() -> None:
     who, objective = sys.argv[1], sys.argv[2]
     from twotower.training import DistributionConfig, apply_distribution
     if who != "single":
-        pid = int(who)
+        pid, split = int(who), sys.argv[4]
         apply_distribution(DistributionConfig(
-            data_parallel=2, coordinator_address=f"127.0.0.1:{sys.argv[3]}",
-            num_processes=2, process_id=pid))
+            data_parallel=2 if split == "batch" else 1,
+            model_parallel=2 if split == "tables" else 1,
+            coordinator_address=f"127.0.0.1:{sys.argv[3]}", num_processes=2,
+            process_id=pid))
     import jax
     import keras
 
@@ -49,8 +54,9 @@ def main() -> None:
     # every process passes the same arrays and feeds its part of each global batch
     loop.fit(x, batch_size=BATCH, epochs=EPOCHS, shuffle=True, seed=3)
     table = net.item_embedding.embeddings.value
-    if not table.is_fully_addressable:  # replicated over the processes: any local copy
-        table = table.addressable_data(0)
+    if not table.is_fully_addressable:  # spread over the processes: gather it (all join)
+        from jax.experimental import multihost_utils
+        table = multihost_utils.process_allgather(table, tiled=True)
     print("RESULT " + json.dumps({"process": jax.process_index(),
                                   "processes": jax.process_count(),
                                   # rows per step of the compiled calls: the global batch

@@ -27,15 +27,16 @@ def _result(out: str) -> dict:
     return json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
 
 
-@pytest.mark.parametrize("objective", ["mse", "sampled_softmax"])
-def test_two_processes_train_as_one(objective):
+@pytest.mark.parametrize("objective,split", [("mse", "batch"), ("sampled_softmax", "batch"),
+                                             ("mse", "tables")])
+def test_two_processes_train_as_one(objective, split):
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     env.pop("XLA_FLAGS", None)  # one CPU device per process
     single = subprocess.run([sys.executable, str(SCRIPT), "single", objective], env=env,
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(SCRIPT), str(i), objective, port],
+    procs = [subprocess.Popen([sys.executable, str(SCRIPT), str(i), objective, port, split],
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i in range(2)]
     outs = []
@@ -52,7 +53,7 @@ def test_two_processes_train_as_one(objective):
     assert ref["processes"] == 1
     for i, r in enumerate(outs):
         assert r["process"] == i and r["processes"] == 2 and r["devices"] == 2
-        assert r["step_rows"] == ref["step_rows"] == [200]  # each fed half of each batch
+        assert r["step_rows"] == ref["step_rows"] == [200]  # each fed its part of a batch
         assert len(r["losses"]) == len(ref["losses"]) == 20  # 2 epochs x 10 global batches
         np.testing.assert_allclose(r["losses"], ref["losses"], rtol=RTOL)
         np.testing.assert_allclose(r["item_table"], ref["item_table"], rtol=RTOL, atol=1e-6)

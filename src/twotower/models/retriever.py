@@ -31,6 +31,18 @@ def _check_k(k: Any, n: int, name: str = "k") -> int:
     return int(k)
 
 
+def _to_host(value: Any) -> np.ndarray:
+    """A float32 numpy copy of a (possibly distributed) array. A table split over several
+    processes is gathered first, a collective every process joins (they all run the same
+    ``fit``)."""
+    if hasattr(value, "value"):  # a Keras variable
+        value = value.value
+    if not getattr(value, "is_fully_addressable", True):
+        from jax.experimental import multihost_utils
+        value = multihost_utils.process_allgather(value, tiled=True)
+    return np.array(value, dtype=np.float32)
+
+
 def _data_parallel_devices() -> int:
     """Devices the current Keras distribution splits a batch over (1: none set)."""
     import keras
@@ -50,14 +62,25 @@ def _whole_batches(x: dict[str, np.ndarray], batch_size: int, seed: int | None) 
     ``seed`` is given, in order otherwise. With several processes (``jax.distributed``)
     every process draws the same batches from the same ``x`` and yields its own part of
     each (``process_part``): Keras reads each process's batch as its local share."""
+    import jax
+    import keras
+
     from twotower.training.loop import process_part
     n = len(next(iter(x.values())))
     rng = np.random.default_rng(seed) if seed is not None else None
-    while True:
-        order = rng.permutation(n) if rng is not None else np.arange(n)
-        for start in range(0, n - batch_size + 1, batch_size):
-            rows = process_part(order[start:start + batch_size])
-            yield ({k: v[rows] for k, v in x.items()},)
+    # the distribution is per thread, and Keras may read this generator from another one
+    dist = keras.distribution.distribution() if jax.process_count() > 1 else None
+    mesh = dist.device_mesh.backend_mesh if dist is not None else None
+
+    def batches() -> Any:
+        while True:
+            order = rng.permutation(n) if rng is not None else np.arange(n)
+            for start in range(0, n - batch_size + 1, batch_size):
+                rows = order[start:start + batch_size]
+                if mesh is not None:
+                    rows = process_part(rows, mesh)
+                yield ({k: v[rows] for k, v in x.items()},)
+    return batches()
 
 
 def _fit_whole_batches(net: Any, x: dict[str, np.ndarray], val: Any, cfg: ModelConfig,
@@ -328,12 +351,13 @@ class TwoTower:
         import jax
 
         from twotower.training.loop import process_parts
-        dp = _data_parallel_devices()
+        dist = keras.distribution.distribution()  # per thread: found here, used there
 
         def batches(epoch: int) -> Any:
             # every process reads the same shuffled stream; each feeds its part of a batch
             b = stream.batches(cfg.batch_size, epoch, inputs=inputs)
-            return process_parts(b, dp) if jax.process_count() > 1 else b
+            return (process_parts(b, dist.device_mesh.backend_mesh)
+                    if jax.process_count() > 1 else b)
         self.history = loop.fit(batches, epochs=cfg.epochs)
         self.trained_with = "TrainLoop on a stream"
         self._net = net
@@ -423,15 +447,16 @@ class TwoTower:
     def _export_tables(self) -> None:
         # Copy to numpy now: on JAX, predict() may donate (delete) these buffers later.
         net = self._net
+        host = _to_host
         # the served tables fold in the side features: id + feature embeddings
-        self.item_embeddings = np.array(net.item_table(), dtype=np.float32)
+        self.item_embeddings = host(net.item_table())
         users = net.user_table()
-        self.user_embeddings = None if users is None else np.array(users, dtype=np.float32)
-        self.history_embeddings = (np.array(net.history_embedding.embeddings, dtype=np.float32)
+        self.user_embeddings = None if users is None else host(users)
+        self.history_embeddings = (host(net.history_embedding.embeddings)
                                    if net.history_embedding is not None else None)
         if net.item_bias is not None:
             # fold the item bias into the dot product: item [v, b] . query [q, 1]
-            bias = np.array(net.item_bias_vector(), dtype=np.float32).reshape(-1, 1)
+            bias = host(net.item_bias_vector()).reshape(-1, 1)
             self.item_embeddings = np.concatenate([self.item_embeddings, bias], axis=1)
         self.item_embeddings = self._with_linear_items(self.item_embeddings)
 
@@ -643,6 +668,13 @@ class TwoTower:
         """
         from twotower.artifacts import save_model
         self._require_fitted()
+        if self._net is not None and not all(
+                getattr(v.value, "is_fully_replicated", True)
+                or getattr(v.value, "is_fully_addressable", True)
+                for v in self._net.variables):
+            raise ConfigError("save: the network's tables are split over several processes, "
+                              "and Keras saves each table whole from one process; train "
+                              "them data parallel to save a run (docs/scaling.md)")
         save_model(self, directory, **extra)
 
     @classmethod

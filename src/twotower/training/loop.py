@@ -177,7 +177,7 @@ class TrainLoop:
 
             def data(epoch: int) -> Iterator[Batch]:
                 batches = _array_batches(arrays, batch_size, shuffle, seed + epoch, packed)
-                return (process_parts(batches, self._data_parallel())
+                return (process_parts(batches, self._mesh)
                         if self._processes > 1 else batches)
         self._setup()
         state = self._state()
@@ -650,27 +650,53 @@ def _pack_rows(x: Batch) -> np.ndarray | None:
     return rec.view(np.complex128).reshape(n)
 
 
-def process_part(rows: np.ndarray) -> np.ndarray:
-    """This process's part of a global batch's ``rows`` (all of them in a one-process run):
-    process ``i`` of ``P`` takes the ``i``-th of ``P`` equal slices, so the global batch,
-    assembled from the processes' parts in process order, is ``rows`` again."""
+def process_part(rows: np.ndarray, mesh: Any = None) -> np.ndarray:
+    """This process's part of a global batch's ``rows``: the rows that the batch split over
+    ``mesh`` (default: the current Keras distribution's, which is per thread: look it up in
+    the thread that set it) places on this process's devices. All of them in a one-process
+    run, or when the batch is not split across processes, as with tables split over the
+    processes and ``data_parallel = 1``. The global batch, assembled from the processes'
+    parts, is ``rows`` again."""
     import jax
-    parts, me = jax.process_count(), jax.process_index()
-    if parts == 1:
+    if jax.process_count() == 1 or len(rows) == 0:
         return rows
-    size = len(rows) // parts
-    return rows[me * size:(me + 1) * size]
+    return rows[_process_rows(len(rows), mesh if mesh is not None else _current_mesh())]
 
 
-def process_parts(batches: Iterable[Batch], data_parallel: int) -> Iterator[Batch]:
-    """Each global batch's part for this process; batches that the ``data_parallel``
-    devices cannot split evenly are dropped (every process drops the same)."""
+def _current_mesh() -> Any:
+    import keras
+    dist = keras.distribution.distribution()
+    if dist is None:
+        raise ConfigError("several processes but no distribution: call apply_distribution "
+                          "first (in this thread)")
+    return dist.device_mesh.backend_mesh
+
+
+def _process_rows(n: int, mesh: Any) -> np.ndarray:
+    """Positions of this process's rows in a global batch of ``n`` rows split over the
+    mesh's batch axis (``jax.make_array_from_process_local_data`` reads them in order)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    from twotower.training.distribution import BATCH_AXIS
+    axis = BATCH_AXIS if BATCH_AXIS in mesh.axis_names else None
+    spans = {(s[0].start or 0, n if s[0].stop is None else s[0].stop) for s in
+             NamedSharding(mesh, PartitionSpec(axis)).addressable_devices_indices_map(
+                 (n,)).values()}
+    return np.concatenate([np.arange(a, b) for a, b in sorted(spans)])
+
+
+def process_parts(batches: Iterable[Batch], mesh: Any) -> Iterator[Batch]:
+    """Each global batch's part for this process (``process_part`` over ``mesh``);
+    batches that the mesh's data-parallel devices cannot split evenly are dropped (every
+    process drops the same)."""
+    from twotower.training.distribution import BATCH_AXIS
+    dp = int(mesh.shape[BATCH_AXIS]) if BATCH_AXIS in mesh.axis_names else 1
     for b in batches:
         n = len(next(iter(b.values())))
-        if n % data_parallel or n == 0:
+        if n % dp or n == 0:
             continue
-        rows = process_part(np.arange(n))
-        yield {k: v[rows[0]:rows[-1] + 1] for k, v in b.items()}
+        rows = process_part(np.arange(n), mesh)
+        yield {k: v[rows] for k, v in b.items()}
 
 
 def _array_batches(x: Batch, batch_size: int, shuffle: bool, seed: int,
