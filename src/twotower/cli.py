@@ -425,7 +425,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         plot_recall_curves(curves, args.plot)
         _say(f"wrote {args.plot}")
-    if args.plot_loss and _saves():
+    if args.plot_loss:
         from twotower.evaluation import plot_loss_curves
         plot_loss_curves(model.history, args.plot_loss,
                          validation_freq=model.config.validation_freq)

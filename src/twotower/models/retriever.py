@@ -447,16 +447,15 @@ class TwoTower:
     def _export_tables(self) -> None:
         # Copy to numpy now: on JAX, predict() may donate (delete) these buffers later.
         net = self._net
-        host = _to_host
         # the served tables fold in the side features: id + feature embeddings
-        self.item_embeddings = host(net.item_table())
+        self.item_embeddings = _to_host(net.item_table())
         users = net.user_table()
-        self.user_embeddings = None if users is None else host(users)
-        self.history_embeddings = (host(net.history_embedding.embeddings)
+        self.user_embeddings = None if users is None else _to_host(users)
+        self.history_embeddings = (_to_host(net.history_embedding.embeddings)
                                    if net.history_embedding is not None else None)
         if net.item_bias is not None:
             # fold the item bias into the dot product: item [v, b] . query [q, 1]
-            bias = host(net.item_bias_vector()).reshape(-1, 1)
+            bias = _to_host(net.item_bias_vector()).reshape(-1, 1)
             self.item_embeddings = np.concatenate([self.item_embeddings, bias], axis=1)
         self.item_embeddings = self._with_linear_items(self.item_embeddings)
 
