@@ -63,6 +63,7 @@ def main() -> None:
                                   "step_rows": sorted({shape[1] for key in loop._fns
                                                        for _, shape, _ in key[1]}),
                                   "devices": len(jax.devices()),
+                                  "input_nice": loop._input_nice(),
                                   "losses": loop.step_losses.tolist(),
                                   "item_table": np.asarray(table).tolist()}), flush=True)
 

@@ -54,6 +54,8 @@ def test_two_processes_train_as_one(objective, split):
     for i, r in enumerate(outs):
         assert r["process"] == i and r["processes"] == 2 and r["devices"] == 2
         assert r["step_rows"] == ref["step_rows"] == [200]  # each fed its part of a batch
+        assert r["input_nice"] == 0  # one device per process: its input thread competes
+        # with that device alone, as in a one-device run
         assert len(r["losses"]) == len(ref["losses"]) == 20  # 2 epochs x 10 global batches
         np.testing.assert_allclose(r["losses"], ref["losses"], rtol=RTOL)
         np.testing.assert_allclose(r["item_table"], ref["item_table"], rtol=RTOL, atol=1e-6)

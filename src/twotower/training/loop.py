@@ -245,8 +245,11 @@ class TrainLoop:
         """The input thread's nice value (``LoopConfig.input_priority``)."""
         mode = self.config.input_priority
         if mode == "auto":
-            devices = self._mesh.devices.flat if self._mesh is not None else []
-            cpu_mesh = len(devices) > 1 and all(d.platform == "cpu" for d in devices)
+            import jax
+            me = jax.process_index()  # the devices sharing this host's cores
+            local = ([d for d in self._mesh.devices.flat if d.process_index == me]
+                     if self._mesh is not None else [])
+            cpu_mesh = len(local) > 1 and all(d.platform == "cpu" for d in local)
             mode = "low" if cpu_mesh else "normal"
         return 19 if mode == "low" else 0
 
