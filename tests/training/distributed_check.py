@@ -19,32 +19,15 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
 os.environ["KERAS_BACKEND"] = "jax"
 
 import jax  # noqa: E402
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from twotower.models.config import ModelConfig  # noqa: E402
-from twotower.models.net import TwoTowerNet  # noqa: E402
-from twotower.training import (DistributionConfig, LoopConfig, TrainLoop,  # noqa: E402
-                               apply_distribution, make_optimizer)
-
-N_USERS, N_ITEMS, ROWS, BATCH = 48, 64, 2000, 200
+from tiny_training import BATCH, train as train_tiny  # noqa: E402
+from twotower.training import DistributionConfig, apply_distribution  # noqa: E402
 
 
 def train(dist: DistributionConfig, objective: str, sparse: str) -> dict:
     apply_distribution(dist)
-    cfg = ModelConfig.preset("tutorial", objective=objective, embedding_dim=8,
-                             batch_size=BATCH, epochs=2, learning_rate=0.1)
-    rng = np.random.default_rng(0)
-    x = {"user": rng.integers(0, N_USERS, ROWS).astype("int32"),
-         "item": rng.integers(0, N_ITEMS, ROWS).astype("int32"),
-         "rating": rng.random(ROWS).astype("float32"),
-         "logq": np.full(ROWS, np.log(1 / N_ITEMS), "float32")}
-    keras.utils.set_random_seed(7)
-    net = TwoTowerNet(N_USERS, N_ITEMS, cfg)
-    net.build()
-    loop = TrainLoop(net, make_optimizer(cfg), LoopConfig(steps_per_call=4,
-                                                          sparse_updates=sparse))
-    loop.fit(x, batch_size=BATCH, epochs=2, shuffle=True, seed=3)
+    net, loop, x = train_tiny(objective, sparse)
     shard = {}
     for v in (net.user_embedding.embeddings, net.item_embedding.embeddings):
         s = v.value.sharding

@@ -20,8 +20,6 @@ os.environ["KERAS_BACKEND"] = "jax"
 
 import numpy as np  # noqa: E402
 
-N_USERS, N_ITEMS, ROWS, BATCH, EPOCHS = 48, 64, 2000, 200, 2
-
 
 def main() -> None:
     who, objective = sys.argv[1], sys.argv[2]
@@ -34,25 +32,9 @@ def main() -> None:
             coordinator_address=f"127.0.0.1:{sys.argv[3]}", num_processes=2,
             process_id=pid))
     import jax
-    import keras
 
-    from twotower.models.config import ModelConfig
-    from twotower.models.net import TwoTowerNet
-    from twotower.training import LoopConfig, TrainLoop, make_optimizer
-    cfg = ModelConfig.preset("tutorial", objective=objective, embedding_dim=8,
-                             batch_size=BATCH, epochs=EPOCHS, learning_rate=0.1)
-    rng = np.random.default_rng(0)
-    x = {"user": rng.integers(0, N_USERS, ROWS).astype("int32"),
-         "item": rng.integers(0, N_ITEMS, ROWS).astype("int32"),
-         "rating": rng.random(ROWS).astype("float32"),
-         "logq": np.full(ROWS, np.log(1 / N_ITEMS), "float32")}
-    keras.utils.set_random_seed(7)
-    net = TwoTowerNet(N_USERS, N_ITEMS, cfg)
-    net.build()
-    loop = TrainLoop(net, make_optimizer(cfg), LoopConfig(steps_per_call=4,
-                                                          sparse_updates="on"))
-    # every process passes the same arrays and feeds its part of each global batch
-    loop.fit(x, batch_size=BATCH, epochs=EPOCHS, shuffle=True, seed=3)
+    from tiny_training import train
+    net, loop, _ = train(objective, "on")
     table = net.item_embedding.embeddings.value
     if not table.is_fully_addressable:  # spread over the processes: gather it (all join)
         from jax.experimental import multihost_utils

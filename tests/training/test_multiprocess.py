@@ -23,6 +23,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _two_processes(argv, env: dict) -> list[str]:
+    """Run ``argv(0)`` and ``argv(1)`` at once (they wait for each other in collectives);
+    their stdout, after both exit 0."""
+    procs = [subprocess.Popen(argv(i), env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = []
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        assert p.returncode == 0, err[-3000:]
+        outs.append(out)
+    return outs
+
+
 def _result(out: str) -> dict:
     return json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
 
@@ -36,19 +54,8 @@ def test_two_processes_train_as_one(objective, split):
                             capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-3000:]
     port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(SCRIPT), str(i), objective, port, split],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        assert p.returncode == 0, err[-3000:]
-        outs.append(_result(out))
+    outs = [_result(out) for out in _two_processes(
+        lambda i: [sys.executable, str(SCRIPT), str(i), objective, port, split], env)]
     ref = _result(single.stdout)
     assert ref["processes"] == 1
     for i, r in enumerate(outs):
@@ -85,21 +92,9 @@ def test_cli_train_on_two_processes(tmp_path, ml100k, stream):
                              **env, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert sim.returncode == 0, sim.stderr[-3000:]
     port = str(_free_port())
-    procs = [subprocess.Popen(base + ["--out", str(tmp_path / "multi"), "--coordinator",
-                                      f"127.0.0.1:{port}", "--num-processes", "2",
-                                      "--process-id", str(i)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i in range(2)]
-    outs = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        assert p.returncode == 0, err[-3000:]
-        outs.append(out)
+    outs = _two_processes(lambda i: base + ["--out", str(tmp_path / "multi"), "--coordinator",
+                                            f"127.0.0.1:{port}", "--num-processes", "2",
+                                            "--process-id", str(i)], env)
     assert "2 process(es)" in outs[0] and "saved to" in outs[0]
     assert "process 0 saves the run" in outs[1]
     a, b = TwoTower.load(tmp_path / "sim"), TwoTower.load(tmp_path / "multi")
