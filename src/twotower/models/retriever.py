@@ -62,15 +62,10 @@ def _whole_batches(x: dict[str, np.ndarray], batch_size: int, seed: int | None) 
     ``seed`` is given, in order otherwise. With several processes (``jax.distributed``)
     every process draws the same batches from the same ``x`` and yields its own part of
     each (``process_part``): Keras reads each process's batch as its local share."""
-    import jax
-    import keras
-
-    from twotower.training.loop import process_part
+    from twotower.training.loop import current_mesh, process_part
     n = len(next(iter(x.values())))
     rng = np.random.default_rng(seed) if seed is not None else None
-    # the distribution is per thread, and Keras may read this generator from another one
-    dist = keras.distribution.distribution() if jax.process_count() > 1 else None
-    mesh = dist.device_mesh.backend_mesh if dist is not None else None
+    mesh = current_mesh()  # here: Keras may read this generator from another thread
 
     def batches() -> Any:
         while True:
@@ -350,14 +345,13 @@ class TwoTower:
                          LoopConfig(progress_every_s=progress_every_s))
         import jax
 
-        from twotower.training.loop import process_parts
-        dist = keras.distribution.distribution()  # per thread: found here, used there
+        from twotower.training.loop import current_mesh, process_parts
+        mesh = current_mesh()  # here: the input thread cannot see the distribution
 
         def batches(epoch: int) -> Any:
             # every process reads the same shuffled stream; each feeds its part of a batch
             b = stream.batches(cfg.batch_size, epoch, inputs=inputs)
-            return (process_parts(b, dist.device_mesh.backend_mesh)
-                    if jax.process_count() > 1 else b)
+            return process_parts(b, mesh) if jax.process_count() > 1 else b
         self.history = loop.fit(batches, epochs=cfg.epochs)
         self.trained_with = "TrainLoop on a stream"
         self._net = net

@@ -236,11 +236,6 @@ class TrainLoop:
         import jax
         self._processes = jax.process_count()
 
-    def _data_parallel(self) -> int:
-        """Devices each batch is split over (1 without a mesh)."""
-        from twotower.training.distribution import BATCH_AXIS
-        return int(self._mesh.shape[BATCH_AXIS]) if self._mesh is not None else 1
-
     def _input_nice(self) -> int:
         """The input thread's nice value (``LoopConfig.input_priority``)."""
         mode = self.config.input_priority
@@ -311,7 +306,7 @@ class TrainLoop:
         from jax.sharding import NamedSharding, PartitionSpec
 
         from twotower.training.distribution import BATCH_AXIS
-        dp = self._data_parallel()
+        dp = data_parallel_of(self._mesh)
         # a last batch the data-parallel devices cannot split evenly stays whole (replicated;
         # one process only: with several, fit drops such batches); ``size`` is this
         # process's part of the global batch
@@ -639,8 +634,8 @@ _PACK_BLOCK = 16  # batches gathered at once from packed rows
 def _pack_rows(x: Batch) -> np.ndarray | None:
     """The rows of ``x`` packed as one 16-byte record each (``complex128`` bits), when every
     array is 1-D with 4-byte items and there are at most 4: a shuffled batch then costs one
-    random memory access per row, not one per array (8 vs 28 ns per row for three arrays
-    of 20M rows here). None when ``x`` does not qualify or is small."""
+    random memory access per row, not one per array (9.9 vs 30.1 ns per row for three
+    arrays of 20M rows, ``benchmarks/probes/input_cost.py``). None when ``x`` does not qualify or is small."""
     arrays = list(x.values())
     n = len(arrays[0])
     if (n < PACK_MIN_ROWS or len(arrays) > 4
@@ -653,26 +648,33 @@ def _pack_rows(x: Batch) -> np.ndarray | None:
     return rec.view(np.complex128).reshape(n)
 
 
-def process_part(rows: np.ndarray, mesh: Any = None) -> np.ndarray:
+def process_part(rows: np.ndarray, mesh: Any) -> np.ndarray:
     """This process's part of a global batch's ``rows``: the rows that the batch split over
-    ``mesh`` (default: the current Keras distribution's, which is per thread: look it up in
-    the thread that set it) places on this process's devices. All of them in a one-process
-    run, or when the batch is not split across processes, as with tables split over the
-    processes and ``data_parallel = 1``. The global batch, assembled from the processes'
-    parts, is ``rows`` again."""
+    ``mesh`` places on this process's devices. All of them in a one-process run, or when
+    the batch is not split across processes, as with tables split over the processes and
+    ``data_parallel = 1``. The global batch, assembled from the processes' parts, is
+    ``rows`` again."""
     import jax
     if jax.process_count() == 1 or len(rows) == 0:
         return rows
-    return rows[_process_rows(len(rows), mesh if mesh is not None else _current_mesh())]
+    return rows[_process_rows(len(rows), mesh)]
 
 
-def _current_mesh() -> Any:
+def current_mesh() -> Any:
+    """The JAX mesh of the current Keras distribution (None without one). Keras keeps the
+    distribution per thread: look it up in the thread that set it, and hand the mesh to
+    an input thread."""
     import keras
     dist = keras.distribution.distribution()
-    if dist is None:
-        raise ConfigError("several processes but no distribution: call apply_distribution "
-                          "first (in this thread)")
-    return dist.device_mesh.backend_mesh
+    return dist.device_mesh.backend_mesh if dist is not None else None
+
+
+def data_parallel_of(mesh: Any) -> int:
+    """Devices each batch is split over on ``mesh`` (1 without a mesh or batch axis)."""
+    from twotower.training.distribution import BATCH_AXIS
+    if mesh is None or BATCH_AXIS not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[BATCH_AXIS])
 
 
 def _process_rows(n: int, mesh: Any) -> np.ndarray:
@@ -692,8 +694,7 @@ def process_parts(batches: Iterable[Batch], mesh: Any) -> Iterator[Batch]:
     """Each global batch's part for this process (``process_part`` over ``mesh``);
     batches that the mesh's data-parallel devices cannot split evenly are dropped (every
     process drops the same)."""
-    from twotower.training.distribution import BATCH_AXIS
-    dp = int(mesh.shape[BATCH_AXIS]) if BATCH_AXIS in mesh.axis_names else 1
+    dp = data_parallel_of(mesh)
     for b in batches:
         n = len(next(iter(b.values())))
         if n % dp or n == 0:
