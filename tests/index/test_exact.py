@@ -221,3 +221,30 @@ def test_search_in_a_forked_child_after_the_parent_searched():
 
 def _search_into(index, Q, out):
     out.put(index.search(Q, 5)[1])
+
+
+@pytest.mark.parametrize("case", ["random", "ties", "masked", "few finite"])
+def test_first_chunk_seed_is_the_top_k_of_each_row(case):
+    """The first chunk's top k found from group maxima (``_seed``) equals a full sort's top
+    k values, with ties at the boundary, and falls back (None) where it would not pay."""
+    from twotower.index import exact
+    rng = np.random.default_rng(3)
+    S = rng.standard_normal((40, 512)).astype(np.float32)
+    if case == "ties":
+        S = np.round(S * 2) / 2  # a few distinct values: many ties at every k-th best
+    if case == "masked":
+        S[:, rng.random(512) < 0.5] = exact._NEG
+    if case == "few finite":
+        S[:, 5:] = exact._NEG  # fewer finite entries than k
+    for k in (1, 10, 32):  # the product seeds from at least 16 k columns
+        got = exact._seed(S, k)
+        if case in ("ties", "few finite") and got is None:
+            continue  # a fallback is allowed here; the partial sort handles it
+        assert got is not None, (case, k)
+        s, i = got
+        assert s.shape == i.shape == (40, k)
+        np.testing.assert_array_equal(np.take_along_axis(S, i, axis=1), s)
+        np.testing.assert_array_equal(np.sort(s, axis=1), np.sort(S, axis=1)[:, -k:])
+        assert all(len(set(row)) == k for row in i.tolist())  # k distinct columns
+    if case == "few finite":
+        assert exact._seed(S, 10) is None

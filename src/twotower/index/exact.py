@@ -28,7 +28,7 @@ from twotower.index.filters import Filters, exclusions
 _NEG = np.float32(-np.inf)
 # Catalogues at least this large are stored in decreasing-norm order (see ``_build``).
 _ORDER_MIN = 65536
-# Rows of the first chunk, whose top-k (a partial sort) seeds each query's threshold; later
+# Rows of the first chunk, whose top-k seeds each query's threshold (``_seed``); later
 # chunks cost a row-max pass. On a trained 1M catalogue most queries find their top 10
 # early in the norm order, and 2,048 seed rows made the partial sort a large part of a
 # 1,024-query call: 512 took the batch from 220k to 332k queries/s
@@ -48,6 +48,38 @@ def _select(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
         s = S
     o = np.argsort(-s, axis=1, kind="stable")
     return np.take_along_axis(s, o, axis=1), np.take_along_axis(p, o, axis=1)
+
+
+def _seed(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Top ``kk`` columns of each row of S (unordered; ``S`` has at least ``16 kk``
+    columns), or None when a partial sort is the cheaper way.
+
+    The ``kk``-th largest of a row's group maxima (groups of 8 strided columns) is reached
+    by ``kk`` distinct entries, so it is at most the row's ``kk``-th best: only the entries
+    at or above it are candidates (10.2 per row for k = 10 on the first 512 rows of the
+    trained 1M catalogue). 290 µs for a 512 x 512 block there, against 690 µs for the
+    partial sort (``_select``), which had been half the CPU of a 1,024-query call."""
+    nr, c = S.shape
+    g = c // 8  # groups of 8 strided columns: j, j + g, ..., j + 7g
+    v = S[:, :8 * g].reshape(nr, 8, g)
+    gm = np.maximum(v[:, 0], v[:, 1])
+    for j in range(2, 8):  # elementwise over contiguous rows: vectorised, unlike max(axis=1)
+        np.maximum(gm, v[:, j], out=gm)
+    bound = np.partition(gm, g - kk, axis=1)[:, g - kk]
+    r, cols = np.divmod(np.flatnonzero(S >= bound[:, None]), c)
+    cnt = np.bincount(r, minlength=nr)
+    width = int(cnt.max(initial=0))
+    if width * 4 > c or width < kk:  # flat rows (e.g. most entries masked): sort instead
+        return None
+    pos = np.arange(len(r)) - (np.cumsum(cnt) - cnt)[r]
+    cs = np.full((nr, width), _NEG, dtype=np.float32)
+    ci = np.full((nr, width), PAD_ID, dtype=np.int64)
+    cs[r, pos] = S[r, cols]
+    ci[r, pos] = cols
+    if width == kk:
+        return cs, ci
+    p = np.argpartition(cs, width - kk, axis=1)[:, width - kk:]
+    return np.take_along_axis(cs, p, axis=1), np.take_along_axis(ci, p, axis=1)
 
 
 def _merge(bs: np.ndarray, bi: np.ndarray, cs: np.ndarray, ci: np.ndarray
@@ -392,6 +424,12 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
                     er = er[er >= 0]
                 S[er, ec] = _NEG
         if bs is None:
+            seeded = _seed(S, kk) if c >= 16 * kk else None
+            if seeded is not None:
+                bs, bi = seeded
+                bi += c0
+                thr = bs.min(axis=1)
+                continue
             cs, ci = _select(S, min(kk, c))
             ci = ci + c0
             if cs.shape[1] < kk:  # a first chunk smaller than k: pad the running lists
