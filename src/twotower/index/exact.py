@@ -317,7 +317,13 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 mask.apply(S, 0, n)
                 if ptr is not None and ptr[r1] > ptr[r0]:  # flat: cheaper than 2-D indexing
                     S.reshape(-1)[flat[ptr[r0]:ptr[r1]] - r0 * n] = _NEG
-                results[key] = _select(S, kk)
+                seeded = _seed(S, kk) if n >= 16 * kk else None
+                if seeded is None:
+                    results[key] = _select(S, kk)
+                else:  # best first, as _select gives
+                    o = np.argsort(-seeded[0], axis=1, kind="stable")
+                    results[key] = (np.take_along_axis(seeded[0], o, axis=1),
+                                    np.take_along_axis(seeded[1], o, axis=1))
                 return
             init = floor = None
             if seeds:
