@@ -35,6 +35,9 @@ def main() -> None:
 
     from tiny_training import train
     net, loop, _ = train(objective, "on")
+    from twotower.models.retriever import _split_over_processes
+    # what TwoTower.save refuses: tables no single process holds whole
+    split = _split_over_processes(net.variables)
     table = net.item_embedding.embeddings.value
     if not table.is_fully_addressable:  # spread over the processes: gather it (all join)
         from jax.experimental import multihost_utils
@@ -46,6 +49,7 @@ def main() -> None:
                                                        for _, shape, _ in key[1]}),
                                   "devices": len(jax.devices()),
                                   "input_nice": loop._input_nice(),
+                                  "split_over_processes": split,
                                   "losses": loop.step_losses.tolist(),
                                   "item_table": np.asarray(table).tolist()}), flush=True)
 

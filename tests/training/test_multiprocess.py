@@ -57,10 +57,12 @@ def test_two_processes_train_as_one(objective, split):
     outs = [_result(out) for out in _two_processes(
         lambda i: [sys.executable, str(SCRIPT), str(i), objective, port, split], env)]
     ref = _result(single.stdout)
-    assert ref["processes"] == 1
+    assert ref["processes"] == 1 and not ref["split_over_processes"]
     for i, r in enumerate(outs):
         assert r["process"] == i and r["processes"] == 2 and r["devices"] == 2
         assert r["step_rows"] == ref["step_rows"] == [200]  # each fed its part of a batch
+        # TwoTower.save refuses tables split over the processes, and only those
+        assert r["split_over_processes"] == (split == "tables")
         assert r["input_nice"] == 0  # one device per process: its input thread competes
         # with that device alone, as in a one-device run
         assert len(r["losses"]) == len(ref["losses"]) == 20  # 2 epochs x 10 global batches

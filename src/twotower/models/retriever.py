@@ -31,6 +31,13 @@ def _check_k(k: Any, n: int, name: str = "k") -> int:
     return int(k)
 
 
+def _split_over_processes(variables: Any) -> bool:
+    """Whether any of ``variables`` (Keras variables) is split over several processes: held
+    in parts by devices of other processes, so no one process can read it whole."""
+    return not all(getattr(v.value, "is_fully_replicated", True)
+                   or getattr(v.value, "is_fully_addressable", True) for v in variables)
+
+
 def _to_host(value: Any) -> np.ndarray:
     """A float32 numpy copy of a (possibly distributed) array. A table split over several
     processes is gathered first, a collective every process joins (they all run the same
@@ -661,10 +668,7 @@ class TwoTower:
         """
         from twotower.artifacts import save_model
         self._require_fitted()
-        if self._net is not None and not all(
-                getattr(v.value, "is_fully_replicated", True)
-                or getattr(v.value, "is_fully_addressable", True)
-                for v in self._net.variables):
+        if self._net is not None and _split_over_processes(self._net.variables):
             raise ConfigError("save: the network's tables are split over several processes, "
                               "and Keras saves each table whole from one process; train "
                               "them data parallel to save a run (docs/scaling.md)")
