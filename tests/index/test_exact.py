@@ -229,7 +229,7 @@ def test_first_chunk_seed_is_the_top_k_of_each_row(case):
     k values, with ties at the boundary, and falls back (None) where it would not pay."""
     from twotower.index import exact
     rng = np.random.default_rng(3)
-    S = rng.standard_normal((40, 512)).astype(np.float32)  # >= 16 rows, >= 16 k columns
+    S = rng.standard_normal((40, 512)).astype(np.float32)  # >= 32 rows, >= 16 k columns
     if case == "ties":
         S = np.round(S * 2) / 2  # a few distinct values: many ties at every k-th best
     if case == "masked":

@@ -38,9 +38,13 @@ _FIRST = 512
 
 
 def _select(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``kk`` columns of each row of S, best first: (scores, column indices)."""
+    """Top ``kk`` columns of each row of S, best first: (scores, column indices); from
+    group maxima (``_seed``) where that pays, else a partial sort."""
     m = S.shape[1]
-    if kk < m:
+    seeded = _seed(S, kk) if kk < m else None
+    if seeded is not None:
+        s, p = seeded
+    elif kk < m:
         p = np.argpartition(S, m - kk, axis=1)[:, m - kk:]
         s = np.take_along_axis(S, p, axis=1)
     else:
@@ -52,15 +56,16 @@ def _select(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _seed(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Top ``kk`` columns of each row of S (unordered), or None when a partial sort is the
-    cheaper way: fewer than 16 rows (11 vs 14 µs for one row of 512) or ``16 kk`` columns.
+    cheaper way: fewer than 32 rows, or fewer than ``16 kk`` columns.
 
     The ``kk``-th largest of a row's group maxima (groups of 8 strided columns) is reached
     by ``kk`` distinct entries, so it is at most the row's ``kk``-th best: only the entries
-    at or above it are candidates (10.2 per row for k = 10 on the first 512 rows of the
-    trained 1M catalogue). 290 µs for a 512 x 512 block there, against 690 µs for the
-    partial sort (``_select``), which had been half the CPU of a 1,024-query call."""
+    at or above it are candidates, usually few more than ``kk``. For the top 10 of the
+    first 512 rows of the trained 1M catalogue (``benchmarks/probes/first_chunk.py``):
+    318 against 700 µs for 512 queries, 67 against 98 µs for 64, but 42 against 33 µs for
+    16, where the partial sort's fewer numpy calls win."""
     nr, c = S.shape
-    if nr < 16 or c < 16 * kk:  # a few rows: the partial sort's fewer calls win
+    if nr < 32 or c < 16 * kk:
         return None
     g = c // 8  # groups of 8 strided columns: j, j + g, ..., j + 7g
     v = S[:, :8 * g].reshape(nr, 8, g)
@@ -68,20 +73,36 @@ def _seed(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray] | None:
     for j in range(2, 8):  # elementwise over contiguous rows: vectorised, unlike max(axis=1)
         np.maximum(gm, v[:, j], out=gm)
     bound = np.partition(gm, g - kk, axis=1)[:, g - kk]
-    r, cols = np.divmod(np.flatnonzero(S >= bound[:, None]), c)
+    got = _candidates(S, bound, inclusive=True)
+    if got is None or got[0].shape[1] < kk:  # flat rows (e.g. most masked): sort instead
+        return None
+    cs, ci = got
+    width = cs.shape[1]
+    if width == kk:
+        return cs, ci
+    p = np.argpartition(cs, width - kk, axis=1)[:, width - kk:]
+    return np.take_along_axis(cs, p, axis=1), np.take_along_axis(ci, p, axis=1)
+
+
+def _candidates(S: np.ndarray, floor: np.ndarray, *, inclusive: bool = False,
+                offset: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+    """Each row's scores above its ``floor`` (at or above with ``inclusive``), packed left
+    into ``[rows, width]`` arrays: (scores, columns + ``offset``), padded with -inf and
+    ``PAD_ID``. None when more than a quarter of a row passes: a partial sort is cheaper.
+    (``flatnonzero`` + ``divmod``: several times faster than a 2-D ``np.nonzero``.)"""
+    nr, c = S.shape
+    hit = S >= floor[:, None] if inclusive else S > floor[:, None]
+    r, cols = np.divmod(np.flatnonzero(hit), c)
     cnt = np.bincount(r, minlength=nr)
     width = int(cnt.max(initial=0))
-    if width * 4 > c or width < kk:  # flat rows (e.g. most entries masked): sort instead
+    if width * 4 > c:
         return None
     pos = np.arange(len(r)) - (np.cumsum(cnt) - cnt)[r]
     cs = np.full((nr, width), _NEG, dtype=np.float32)
     ci = np.full((nr, width), PAD_ID, dtype=np.int64)
     cs[r, pos] = S[r, cols]
-    ci[r, pos] = cols
-    if width == kk:
-        return cs, ci
-    p = np.argpartition(cs, width - kk, axis=1)[:, width - kk:]
-    return np.take_along_axis(cs, p, axis=1), np.take_along_axis(ci, p, axis=1)
+    ci[r, pos] = cols + offset
+    return cs, ci
 
 
 def _merge(bs: np.ndarray, bi: np.ndarray, cs: np.ndarray, ci: np.ndarray
@@ -320,13 +341,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 mask.apply(S, 0, n)
                 if ptr is not None and ptr[r1] > ptr[r0]:  # flat: cheaper than 2-D indexing
                     S.reshape(-1)[flat[ptr[r0]:ptr[r1]] - r0 * n] = _NEG
-                seeded = _seed(S, kk)
-                if seeded is None:
-                    results[key] = _select(S, kk)
-                else:  # best first, as _select gives
-                    o = np.argsort(-seeded[0], axis=1, kind="stable")
-                    results[key] = (np.take_along_axis(seeded[0], o, axis=1),
-                                    np.take_along_axis(seeded[1], o, axis=1))
+                results[key] = _select(S, kk)
                 return
             init = floor = None
             if seeds:
@@ -433,12 +448,6 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
                     er = er[er >= 0]
                 S[er, ec] = _NEG
         if bs is None:
-            seeded = _seed(S, kk)
-            if seeded is not None:
-                bs, bi = seeded
-                bi += c0
-                thr = bs.min(axis=1)
-                continue
             cs, ci = _select(S, min(kk, c))
             ci = ci + c0
             if cs.shape[1] < kk:  # a first chunk smaller than k: pad the running lists
@@ -457,20 +466,12 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
         else:
             sub = S[loc]
         qs = loc if rows is None else rows[loc]  # the same rows in Qb
-        nq = len(qs)
-        # flatnonzero + divmod: several times faster than a 2-D np.nonzero
-        r, cols = np.divmod(np.flatnonzero(sub > thr[qs, None]), c)
-        cnt = np.bincount(r, minlength=nq)
-        width = int(cnt.max())
-        if width * 4 > c:  # most scores pass (a weak threshold): partial sort instead
+        got = _candidates(sub, thr[qs], offset=c0)
+        if got is None:  # most scores pass (a weak threshold): partial sort instead
             cs, ci = _select(sub, min(kk, c))
             ci = ci + c0
         else:
-            pos = np.arange(len(r)) - (np.cumsum(cnt) - cnt)[r]
-            cs = np.full((nq, width), _NEG, dtype=np.float32)
-            ci = np.full((nq, width), PAD_ID, dtype=np.int64)
-            cs[r, pos] = sub[r, cols]
-            ci[r, pos] = cols + c0
+            cs, ci = got
         ms, mi = _merge(bs[qs], bi[qs], cs, ci)
         bs[qs], bi[qs] = ms, mi
         thr[qs] = np.maximum(thr[qs], ms.min(axis=1))  # a floor never drops
