@@ -210,7 +210,8 @@ class HNSWIndex(_FaissIndex):
 
         An inner-product graph walk misses high-norm "hub" items that top many queries'
         lists; scoring the top ``hnsw_exact_head`` fraction of items by norm exactly is
-        cheap (a small matmul) and lifted recall@10 at 1M items from 0.89 to 0.96.
+        a small matmul beside the walk that lifts recall@10 at 1M items
+        (``benchmarks/probes/ann_seeds.py``, docs/search.md).
         """
         self._head = self._head_pos = self._head_vectors = None
         n = self._faiss.ntotal
