@@ -60,11 +60,11 @@ def main() -> None:
                      f"{t_full / t_exact:.1f} | 1.0")
         lines.append(f"{seed} | exact full scan | | 1.000 | {t_full:,.0f} | 1.0 | "
                      f"{t_exact / t_full:.2f}")
-        others = [IndexConfig(kind="hnsw", hnsw_m=int(m), hnsw_exact_head=float(h))
+        others = [(f"hnsw M={m} head={h}",
+                   IndexConfig(kind="hnsw", hnsw_m=int(m), hnsw_exact_head=float(h)))
                   for m, h in (x.split(":") for x in args.hnsw.split(",") if x)]
-        for cfg in [IndexConfig(kind="hnsw"), *others, IndexConfig(kind="ivf")]:
-            kind = cfg.kind if cfg in (IndexConfig(kind="hnsw"), IndexConfig(kind="ivf")) \
-                else f"hnsw M={cfg.hnsw_m} head={cfg.hnsw_exact_head}"
+        for kind, cfg in [("hnsw", IndexConfig(kind="hnsw")), *others,
+                          ("ivf", IndexConfig(kind="ivf"))]:
             t0 = time.perf_counter()
             index = make_index(cfg).build(V)
             build = time.perf_counter() - t0
