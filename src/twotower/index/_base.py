@@ -124,7 +124,9 @@ class Index:
             queries: ``[b, d]`` float query embeddings (``b`` may be 0).
             k: results per query, >= 1; more than the catalogue is padded.
             exclude: per-query ids never returned to that query (one sequence per query,
-                e.g. items already seen), or a scipy CSR matrix ``[b, n]``.
+                e.g. items already seen), or a scipy CSR matrix ``[b, n]``. For many
+                queries the CSR form is the cheaper one: separate sequences are first
+                concatenated (README, "Search").
             allow: 1-D ids; only these may be returned (to every query).
             deny: 1-D ids never returned (to any query).
 
