@@ -71,3 +71,33 @@ def test_selective_filters_never_short(big, kind):
     allow = rng.choice(5000, 30, replace=False)
     s, i = index.search(Q[:3], 40, allow=allow)
     assert ((i != PAD_ID).sum(axis=1) == 30).all()
+
+
+def test_hnsw_head_prefix_gives_the_whole_heads_results(monkeypatch):
+    """HNSW scores only the part of its exact head whose norm bound can beat the graph
+    walk's k-th best: the results equal those of scoring the whole head, with exclusions
+    and an allow-list, and the prefix is shorter than the head for skewed norms."""
+    import twotower.index.faiss_ann as fa
+    rng = np.random.default_rng(9)
+    V, Q = clustered(20_000, 16, n_clusters=50, seed=4)
+    V *= rng.pareto(2.0, size=(len(V), 1)).astype(np.float32) + 1  # long-tailed norms
+    index = make_index(IndexConfig(kind="hnsw", hnsw_exact_head=0.2, ef_search=32)).build(V)
+    head = len(index._head)
+    ex = [np.concatenate([index._head[rng.integers(0, 50, 5)], rng.choice(20_000, 20)])
+          for _ in range(len(Q))]  # some of the best head items excluded
+    allow = rng.choice(20_000, 18_000, replace=False)
+    rows = []
+    real = fa.topk_exact
+
+    def spy(V, *args, **kwargs):
+        rows.append(len(V))
+        return real(V, *args, **kwargs)
+    monkeypatch.setattr(fa, "topk_exact", spy)
+    got = [index.search(Q[i:i + 1], 10, exclude=ex[i:i + 1], allow=allow)
+           for i in range(len(Q))]
+    assert min(rows) < head / 4  # the bound cut the head for some queries
+    index._head_norms = np.full(head, np.inf, np.float32)  # no prefix: the whole head
+    for i, (s, ids) in enumerate(got):
+        s2, ids2 = index.search(Q[i:i + 1], 10, exclude=ex[i:i + 1], allow=allow)
+        np.testing.assert_allclose(s, s2, rtol=1e-6)
+        assert set(ids[0]) == set(ids2[0]) or np.unique(s).size < s.size  # ties aside

@@ -213,16 +213,20 @@ class HNSWIndex(_FaissIndex):
         a small matmul beside the walk that lifts recall@10 at 1M items
         (``benchmarks/probes/ann_seeds.py``, docs/search.md).
         """
-        self._head = self._head_pos = self._head_vectors = None
+        self._head = self._head_pos = self._head_vectors = self._head_norms = None
         n = self._faiss.ntotal
         h = int(round(self.config.hnsw_exact_head * n))
         if self.config.metric != "ip" or self._augment or h < 1:
             return
         h = min(h, n)
         norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
-        head = np.sort(np.argpartition(-norms, h - 1)[:h]) if h < n else np.arange(n)
+        head = np.argpartition(-norms, h - 1)[:h] if h < n else np.arange(n)
+        # in decreasing-norm order: a query needs only the head rows whose norm bound can
+        # beat what the graph walk found (``_extra_candidates``)
+        head = head[np.argsort(-norms[head], kind="stable")]
         self._head = head
         self._head_vectors = np.ascontiguousarray(self._vectors[head])
+        self._head_norms = np.sqrt(norms[head])
         self._head_pos = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)
         self._head_pos[head] = np.arange(h)
 
@@ -230,19 +234,30 @@ class HNSWIndex(_FaissIndex):
                           S: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         if self._head is None:
             return None
-        head, hpos = self._head, self._head_pos
+        hpos = self._head_pos
+        # The walk's kk-th best (every one a real, allowed, not excluded item) bounds the
+        # final kk-th best from below: head rows whose |q| |x| (with a float32 margin)
+        # falls short of it cannot enter. The head is in decreasing-norm order, so that
+        # leaves a prefix of it.
+        floor = (np.partition(S, S.shape[1] - kk, axis=1)[:, S.shape[1] - kk]
+                 if S.shape[1] >= kk else np.full(len(q), _NEG, np.float32))
         S[(hpos[np.maximum(I, 0)] >= 0) & (I >= 0)] = _NEG  # the head answers for these
+        qn = np.linalg.norm(q, axis=1) * np.float32(1 + 1e-4)
+        m = int(np.max(np.searchsorted(-self._head_norms, -(floor / np.maximum(qn, 1e-30)),
+                                       side="right"), initial=0))
+        m = max(m, min(kk, len(self._head)))
+        head = self._head[:m]
         allowed = None if f.allowed is None else f.allowed[head]
         n_allowed = len(head) if allowed is None else int(np.count_nonzero(allowed))
         ptr = ids = None
         if f.ex_ptr is not None:
             mapped = hpos[f.ex_ids]
-            keep = mapped >= 0
+            keep = (mapped >= 0) & (mapped < m)
             rows = np.repeat(np.arange(len(q)), np.diff(f.ex_ptr))[keep]
             ptr = np.zeros(len(q) + 1, dtype=np.int64)
             np.cumsum(np.bincount(rows, minlength=len(q)), out=ptr[1:])
             ids = mapped[keep].astype(np.int64)
-        hs, hi = topk_exact(self._head_vectors, q, min(kk, len(head)),
+        hs, hi = topk_exact(self._head_vectors[:m], q, min(kk, len(head)),
                             Filters(ptr, ids, allowed, n_allowed), *self._exact_args())
         return hs, np.where(hi >= 0, head[np.maximum(hi, 0)], PAD_ID)
 
