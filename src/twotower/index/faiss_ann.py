@@ -17,14 +17,13 @@ result is never short when enough candidates qualify.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from twotower.index._base import PAD_ID, Index, register
-from twotower.index.exact import _select, topk_exact
+from twotower.index.exact import _CPUS, _select, topk_exact
 from twotower.index.filters import Filters, take_rows
 
 _NEG = np.float32(-np.inf)
@@ -41,7 +40,7 @@ class _FaissIndex(Index):
     """Shared machinery of the faiss-backed kinds."""
 
     def _threads(self) -> None:
-        _faiss().omp_set_num_threads(self.config.threads or os.cpu_count() or 1)
+        _faiss().omp_set_num_threads(self.config.threads or _CPUS)
 
     default_mips_to_l2 = False
 
