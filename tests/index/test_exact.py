@@ -85,7 +85,7 @@ class _CountingRows(np.ndarray):
 
     def __getitem__(self, key):
         out = super().__getitem__(key)
-        if isinstance(key, slice):
+        if isinstance(key, slice) and out.ndim == 2:  # rows, not a slice of scores
             _CountingRows.read += len(out)
         return out
 
@@ -126,6 +126,49 @@ def test_norm_bound_skips_chunks_and_matches_reference(n_queries, batch_size):
     blocks = -(-n_queries // batch_size)
     assert 0 < read[True, 10] < blocks * n / 2, read  # less than half, per query block
     assert read[True, 100] < blocks * n, read
+
+
+def test_single_query_settled_by_the_first_rows():
+    # One query over a norm-ordered catalogue first scores its first _PREFIX rows alone and
+    # stops there when the norm bound shows that no later row can enter its top k.
+    # Norms fall from 10 to 0.1 down the storage order. Query e0: the longest rows point
+    # along e0 (its top 10 lie in the first rows, some of them excluded or denied), so it
+    # settles there. Query e1: the first rows score about 0.3 along e1, and one row beyond
+    # the prefix scores 2.5, less than |q| times the norm after the prefix (8.7): a bound
+    # taken from a later, smaller norm would settle e1 on the prefix and miss that row.
+    from twotower.index import exact
+
+    rng = np.random.default_rng(8)
+    n, d, p = exact._ORDER_MIN + 300, 16, exact._PREFIX
+    norms = np.geomspace(10.0, 0.1, n).astype(np.float32)
+    V = rng.standard_normal((n, d)).astype(np.float32)
+    V[:, :2] *= 0.1
+    V[:p, 0], V[:p, 1] = 30.0, 1.0  # the longest rows point along e0, a little along e1
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    V *= norms[:, None]
+    late = p + 3000
+    assert norms[late] > 2.5 + 1e-3
+    V[late] = 0.0
+    V[late, 1] = 2.5
+    V[late, 2] = np.sqrt(norms[late] ** 2 - 2.5 ** 2)  # its norm keeps the storage order
+    Q = np.eye(d, dtype=np.float32)[:2]
+    order = rng.permutation(n)  # ids in another order than the norms
+    V = V[order]
+    late_id = int(np.flatnonzero(order == late)[0])
+    index = make_index(IndexConfig(kind="exact", chunk_size=2048, threads=2)).build(V)
+    assert float(index._norms[p]) > 2.5  # the e1 query cannot settle on the prefix
+    top0 = reference(V, Q[:1], 10)[1][0]
+    ex, deny = [top0[:3]], top0[3:5]  # the best of e0 excluded or denied
+    index._vectors = index._vectors.view(_CountingRows)
+    for r, k in ((0, 10), (0, 100), (1, 10)):
+        _CountingRows.read = 0
+        got = index.search(Q[r:r + 1], k, exclude=ex, deny=deny)
+        assert_topk_equal(got, reference(V, Q[r:r + 1], k, ex, deny=deny), V, Q[r:r + 1])
+        if r == 0:
+            assert _CountingRows.read == p, (k, _CountingRows.read)  # the prefix alone
+        else:
+            assert late_id in got[1][0]
+            assert _CountingRows.read > p
 
 
 def test_exclusions_flattened_per_block_name_the_callers_row():
@@ -181,17 +224,18 @@ def test_catalogue_parts_start_from_the_first_chunks_thresholds():
     V[late, 0] = 2.0  # norm 2, score 2
     Q = q[None, :]
     index = make_index(IndexConfig(kind="exact", chunk_size=2048, threads=2)).build(V)
-    # 1 query: chunks of 16,384 after a first chunk of 2,048; part 0 takes the spans from
-    # 2,048 and 34,816, part 1 those from 18,432 and 51,200
-    assert 18_432 <= late < 34_816
+    # 1 query: the first _PREFIX rows alone do not settle it (10th best 1.0 against a bound
+    # of 8.5); then chunks of 16,384 after a first chunk of 512: part 0 takes the spans from
+    # 512 and 33,280, part 1 those from 16,896 and 49,664
+    assert 16_896 <= late < 33_280 and exact._PREFIX == 2048
     index._vectors = index._vectors.view(_CountingRows)
     _CountingRows.read = 0
     got = index.search(Q, 10)
     assert_topk_equal(got, reference(V, Q, 10), V, Q)
     assert late in got[1][0]
-    # the seed, part 0's first span, part 1's first span; the last spans' norms (<= 0.9 and
-    # <= 0.35) cannot beat the floor of 1.0
-    assert _CountingRows.read <= 2048 + 2 * 16_384, _CountingRows.read
+    # the prefix, the seed, part 0's first span, part 1's first span; the last spans' norms
+    # (<= 0.9 and <= 0.35) cannot beat the floor of 1.0
+    assert _CountingRows.read <= 2048 + 512 + 2 * 16_384, _CountingRows.read
 
 
 def test_search_in_a_forked_child_after_the_parent_searched():
