@@ -82,6 +82,7 @@ def test_hnsw_head_prefix_gives_the_whole_heads_results(monkeypatch):
     V, Q = clustered(20_000, 16, n_clusters=50, seed=4)
     V *= rng.pareto(2.0, size=(len(V), 1)).astype(np.float32) + 1  # long-tailed norms
     index = make_index(IndexConfig(kind="hnsw", hnsw_exact_head=0.2, ef_search=32)).build(V)
+    monkeypatch.setattr(index, "_settled", lambda q, k, f: None)  # every query walks
     head = len(index._head)
     ex = [np.concatenate([index._head[rng.integers(0, 50, 5)], rng.choice(20_000, 20)])
           for _ in range(len(Q))]  # some of the best head items excluded
@@ -101,3 +102,52 @@ def test_hnsw_head_prefix_gives_the_whole_heads_results(monkeypatch):
         s2, ids2 = index.search(Q[i:i + 1], 10, exclude=ex[i:i + 1], allow=allow)
         np.testing.assert_allclose(s, s2, rtol=1e-6)
         assert set(ids[0]) == set(ids2[0]) or np.unique(s).size < s.size  # ties aside
+
+
+def test_hnsw_queries_the_heads_first_rows_settle_skip_the_walk(monkeypatch):
+    """A query whose k-th best among the head's first rows beats |q| times every norm
+    beyond them gets those exact results without a graph walk; the others walk.
+
+    Norms fall from 10 to 0.1 down the norm order; the head is the first 4,000 rows. The
+    first 1,024 point along e0: query e0 settles on the first 2,048 rows (its best, some
+    excluded or denied, score about 9). The next 1,024 score at most about 5.2 along e1,
+    and the row just after them scores 5.9, less than its own norm (6.2): query e1 must
+    not settle. A bound from a smaller norm (e.g. the largest one outside the head, 4.0)
+    would settle it and miss that row."""
+    from twotower.index.exact import _PREFIX as p
+    rng = np.random.default_rng(8)
+    n, d = 20_000, 16
+    norms = np.geomspace(10.0, 0.1, n)
+    V = 0.1 * rng.standard_normal((n, d))
+    V[:1024, 0] = 1.0
+    V[1024:p, 1] = V[1024:p, 2] = 0.7
+    V *= (norms / np.linalg.norm(V, axis=1))[:, None]
+    late = p + 5
+    V[late] = 0.0
+    V[late, 1] = 5.9
+    V[late, 2] = np.sqrt(norms[late] ** 2 - 5.9 ** 2)
+    order = rng.permutation(n)  # ids in another order than the norms
+    V = V[order].astype(np.float32)
+    late_id = int(np.flatnonzero(order == late)[0])
+    Q = np.eye(d, dtype=np.float32)[:2]
+    index = make_index(IndexConfig(kind="hnsw", hnsw_exact_head=0.2)).build(V)
+    assert len(index._head) == 4000 and index._tail_norm < 4.5 < 6.0 < index._head_norms[p]
+    walked = []
+    real = index._index_search
+
+    def spy(q, k, f):
+        walked.append(len(q))
+        return real(q, k, f)
+    monkeypatch.setattr(index, "_index_search", spy)
+    exact = make_index().build(V)
+    top = exact.search(Q[:1], 10)[1][0]
+    ex, deny = [top[:3]], top[3:5]  # the best of e0 excluded or denied
+    want = exact.search(Q[:1], 10, exclude=ex, deny=deny)
+    got = index.search(Q[:1], 10, exclude=ex, deny=deny)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    assert walked == []  # settled: no walk
+    got = index.search(Q, 10, exclude=ex + [[]], deny=deny)
+    assert walked == [1]  # e1 alone walks
+    np.testing.assert_array_equal(got[1][:1], want[1])
+    assert late_id in got[1][1]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from twotower.index._base import PAD_ID, Index, register
-from twotower.index.exact import _CPUS, _select, topk_exact
+from twotower.index.exact import _CPUS, _PREFIX, _select, settled_prefix, topk_exact
 from twotower.index.filters import Filters, take_rows
 
 _NEG = np.float32(-np.inf)
@@ -86,14 +86,34 @@ class _FaissIndex(Index):
 
     # ------------------------------------------------------------------ search
     def _search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
+        b = q.shape[0]
+        if f.n_allowed == 0:
+            return (np.full((b, k), _NEG, dtype=np.float32),
+                    np.full((b, k), PAD_ID, dtype=np.int64))
+        if f.allowed is not None and f.n_allowed <= EXACT_BELOW:
+            return topk_exact(self._vectors, q, k, f, *self._exact_args())
+        pre = self._settled(q, k, f)
+        if pre is not None:
+            s, i, done = pre
+            rest = np.flatnonzero(~done)
+            if len(rest) == 0:
+                return s, i
+            if len(rest) < b:  # the index searches only the queries left
+                s[rest], i[rest] = self._index_search(q[rest], k, take_rows(f, rest))
+                return s, i
+        return self._index_search(q, k, f)
+
+    def _settled(self, q: np.ndarray, k: int, f: Filters
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(scores, ids, settled): exact results for the queries that a few rows settle
+        before the index is searched; None where the kind has no such rows."""
+        return None
+
+    def _index_search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
         b, n = q.shape[0], self._n
         out_s = np.full((b, k), _NEG, dtype=np.float32)
         out_i = np.full((b, k), PAD_ID, dtype=np.int64)
-        if f.n_allowed == 0:
-            return out_s, out_i
-        if f.allowed is not None and f.n_allowed <= EXACT_BELOW:
-            return topk_exact(self._vectors, q, k, f, *self._exact_args())
         kk = min(k, f.n_allowed)
         fetch = min(kk + f.max_excluded, f.n_allowed)
         bitmap = sel = None
@@ -165,6 +185,8 @@ class _FaissIndex(Index):
 def _excluded(I: np.ndarray, f: Filters, n: int) -> np.ndarray:
     """``[b, m]`` bool: which candidate ids are in their query's exclusion list."""
     b = I.shape[0]
+    if len(f.ex_ids) == 0:
+        return np.zeros(I.shape, dtype=bool)
     rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(f.ex_ptr))
     keys = np.sort(rows * n + f.ex_ids)
     cand = np.arange(b, dtype=np.int64)[:, None] * n + I
@@ -221,13 +243,48 @@ class HNSWIndex(_FaissIndex):
         norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
         head = np.argpartition(-norms, h - 1)[:h] if h < n else np.arange(n)
         # in decreasing-norm order: a query needs only the head rows whose norm bound can
-        # beat what the graph walk found (``_extra_candidates``)
+        # beat what the graph walk found (``_extra_candidates``), and a query that the
+        # first rows settle needs no walk (``_settled``)
         head = head[np.argsort(-norms[head], kind="stable")]
         self._head = head
         self._head_vectors = np.ascontiguousarray(self._vectors[head])
         self._head_norms = np.sqrt(norms[head])
         self._head_pos = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)
         self._head_pos[head] = np.arange(h)
+        rest = self._head_pos < 0
+        self._tail_norm = float(np.sqrt(norms[rest].max())) if h < n else 0.0
+
+    def _head_filters(self, f: Filters, b: int, m: int) -> Filters:
+        """``f`` (``b`` queries) in the row numbers of the head's first ``m`` rows."""
+        hpos, head = self._head_pos, self._head[:m]
+        allowed = None if f.allowed is None else f.allowed[head]
+        n_allowed = m if allowed is None else int(np.count_nonzero(allowed))
+        ptr = ids = None
+        if f.ex_ptr is not None:
+            mapped = hpos[f.ex_ids]
+            keep = (mapped >= 0) & (mapped < m)
+            rows = np.repeat(np.arange(b), np.diff(f.ex_ptr))[keep]
+            ptr = np.zeros(b + 1, dtype=np.int64)
+            np.cumsum(np.bincount(rows, minlength=b), out=ptr[1:])
+            ids = mapped[keep].astype(np.int64)
+        return Filters(ptr, ids, allowed, n_allowed)
+
+    def _settled(self, q: np.ndarray, k: int, f: Filters
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        # The head's first rows alone, exactly: on a trained catalogue they settle most
+        # queries (their k-th best beats |q| times every norm beyond), with no graph walk.
+        if self._head is None:
+            return None
+        m = min(len(self._head), _PREFIX)
+        if 16 * k > m:
+            return None
+        beyond = self._head_norms[m] if m < len(self._head) else self._tail_norm
+        batch_size, chunk_size, threads = self._exact_args()
+        s, hi, done = settled_prefix(self._head_vectors[:m], q, k,
+                                     self._head_filters(f, len(q), m), beyond,
+                                     batch_size=batch_size, chunk_size=chunk_size,
+                                     threads=threads)
+        return s, np.where(hi >= 0, self._head[np.maximum(hi, 0)], PAD_ID), done
 
     def _extra_candidates(self, q: np.ndarray, kk: int, f: Filters, I: np.ndarray,
                           S: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -246,18 +303,8 @@ class HNSWIndex(_FaissIndex):
                                        side="right"), initial=0))
         m = max(m, min(kk, len(self._head)))
         head = self._head[:m]
-        allowed = None if f.allowed is None else f.allowed[head]
-        n_allowed = len(head) if allowed is None else int(np.count_nonzero(allowed))
-        ptr = ids = None
-        if f.ex_ptr is not None:
-            mapped = hpos[f.ex_ids]
-            keep = (mapped >= 0) & (mapped < m)
-            rows = np.repeat(np.arange(len(q)), np.diff(f.ex_ptr))[keep]
-            ptr = np.zeros(len(q) + 1, dtype=np.int64)
-            np.cumsum(np.bincount(rows, minlength=len(q)), out=ptr[1:])
-            ids = mapped[keep].astype(np.int64)
         hs, hi = topk_exact(self._head_vectors[:m], q, min(kk, len(head)),
-                            Filters(ptr, ids, allowed, n_allowed), *self._exact_args())
+                            self._head_filters(f, len(q), m), *self._exact_args())
         return hs, np.where(hi >= 0, head[np.maximum(hi, 0)], PAD_ID)
 
     def _load_vectors(self, directory: Path, n: int, d: int) -> None:

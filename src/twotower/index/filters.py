@@ -211,6 +211,7 @@ def take_rows(f: Filters, rows: np.ndarray) -> Filters:
     starts, ends = f.ex_ptr[rows], f.ex_ptr[rows + 1]
     ptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(ends - starts, out=ptr[1:])
-    ids = (np.concatenate([f.ex_ids[s:e] for s, e in zip(starts, ends)])
-           if len(rows) else np.empty(0, dtype=np.int64))
+    if ptr[-1] == 0:  # none of these queries excludes anything
+        return Filters(None, None, f.allowed, f.n_allowed)
+    ids = np.concatenate([f.ex_ids[s:e] for s, e in zip(starts, ends)])
     return Filters(ptr, ids, f.allowed, f.n_allowed)
