@@ -36,7 +36,7 @@ _ORDER_MIN = 65536
 # scans further, did not change.
 _FIRST = 512
 # Rows of a norm-ordered catalogue that one query scores first, in one matrix-vector product
-# (``settled_prefix``): on a trained catalogue its top 10 usually lie there, and the norm
+# (``_settled_prefix``): on a trained catalogue its top 10 usually lie there, and the norm
 # bound proves it without the chunked scan's set-up.
 _PREFIX = 2048
 
@@ -278,7 +278,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         return _topk_one(V, Q[0], k, f)
     if b == 1 and norms is not None and n > _PREFIX and 16 * k <= _PREFIX:
         # the first rows alone, when the norm bound shows they hold the top k
-        s, i, done = settled_prefix(V[:_PREFIX], Q, k, _prefix_filters(f, _PREFIX),
+        s, i, done = _settled_prefix(V[:_PREFIX], Q, k, _prefix_filters(f, _PREFIX),
                                     norms[_PREFIX])
         if done[0]:
             return s, i
@@ -376,7 +376,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     return out_s, out_i
 
 
-def settled_prefix(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, beyond: float,
+def _settled_prefix(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, beyond: float,
                    **exact: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Top ``k`` of ``Q`` over ``V``, the first rows of a catalogue in decreasing-norm
     order, and which queries that settles: those whose ``k``-th best score beats ``|q|``

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from twotower.index._base import PAD_ID, Index, register
-from twotower.index.exact import _CPUS, _PREFIX, _select, settled_prefix, topk_exact
+from twotower.index.exact import _CPUS, _PREFIX, _select, _settled_prefix, topk_exact
 from twotower.index.filters import Filters, take_rows
 
 _NEG = np.float32(-np.inf)
@@ -280,7 +280,7 @@ class HNSWIndex(_FaissIndex):
             return None
         beyond = self._head_norms[m] if m < len(self._head) else self._tail_norm
         batch_size, chunk_size, threads = self._exact_args()
-        s, hi, done = settled_prefix(self._head_vectors[:m], q, k,
+        s, hi, done = _settled_prefix(self._head_vectors[:m], q, k,
                                      self._head_filters(f, len(q), m), beyond,
                                      batch_size=batch_size, chunk_size=chunk_size,
                                      threads=threads)
