@@ -104,16 +104,19 @@ def test_hnsw_head_prefix_gives_the_whole_heads_results(monkeypatch):
         assert set(ids[0]) == set(ids2[0]) or np.unique(s).size < s.size  # ties aside
 
 
-def test_hnsw_queries_the_heads_first_rows_settle_skip_the_walk(monkeypatch):
-    """A query whose k-th best among the head's first rows beats |q| times every norm
-    beyond them gets those exact results without a graph walk; the others walk.
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_ann_queries_the_largest_norms_settle_skip_the_index(monkeypatch, tmp_path, kind):
+    """A query whose k-th best among the 2,048 largest-norm items beats |q| times every
+    other norm gets those exact results without searching the graph or the lists; the
+    others search it.
 
-    Norms fall from 10 to 0.1 down the norm order; the head is the first 4,000 rows. The
-    first 1,024 point along e0: query e0 settles on the first 2,048 rows (its best, some
-    excluded or denied, score about 9). The next 1,024 score at most about 5.2 along e1,
-    and the row just after them scores 5.9, less than its own norm (6.2): query e1 must
-    not settle. A bound from a smaller norm (e.g. the largest one outside the head, 4.0)
-    would settle it and miss that row."""
+    Norms fall from 10 to 0.1 down the norm order. The first 1,024 rows point along e0:
+    query e0 settles on the first 2,048 (its best, some excluded or denied, score about
+    9). The next 1,024 score at most about 5.2 along e1, and the row just after them
+    scores 5.9, less than its own norm (6.2): query e1 must not settle. A bound from a
+    smaller norm (say 4.0, past HNSW's exact head of 4,000 rows) would settle it and miss
+    that row, which HNSW's exact head then finds."""
+    from twotower.index import load_index
     from twotower.index.exact import _PREFIX as p
     rng = np.random.default_rng(8)
     n, d = 20_000, 16
@@ -130,15 +133,18 @@ def test_hnsw_queries_the_heads_first_rows_settle_skip_the_walk(monkeypatch):
     V = V[order].astype(np.float32)
     late_id = int(np.flatnonzero(order == late)[0])
     Q = np.eye(d, dtype=np.float32)[:2]
-    index = make_index(IndexConfig(kind="hnsw", hnsw_exact_head=0.2)).build(V)
-    assert len(index._head) == 4000 and index._tail_norm < 4.5 < 6.0 < index._head_norms[p]
+    index = make_index(IndexConfig(kind=kind, hnsw_exact_head=0.2)).build(V)
+    assert 6.0 < index._prefix_beyond < 6.3
     walked = []
-    real = index._index_search
 
-    def spy(q, k, f):
-        walked.append(len(q))
-        return real(q, k, f)
-    monkeypatch.setattr(index, "_index_search", spy)
+    def spy_on(ix):
+        real = ix._index_search
+
+        def spy(q, k, f):
+            walked.append(len(q))
+            return real(q, k, f)
+        monkeypatch.setattr(ix, "_index_search", spy)
+    spy_on(index)
     exact = make_index().build(V)
     top = exact.search(Q[:1], 10)[1][0]
     ex, deny = [top[:3]], top[3:5]  # the best of e0 excluded or denied
@@ -150,4 +156,12 @@ def test_hnsw_queries_the_heads_first_rows_settle_skip_the_walk(monkeypatch):
     got = index.search(Q, 10, exclude=ex + [[]], deny=deny)
     assert walked == [1]  # e1 alone walks
     np.testing.assert_array_equal(got[1][:1], want[1])
-    assert late_id in got[1][1]
+    if kind == "hnsw":
+        assert late_id in got[1][1]
+    # the same after save and load
+    index.save(tmp_path / "ix")
+    again = load_index(tmp_path / "ix")
+    spy_on(again)
+    walked.clear()
+    np.testing.assert_array_equal(again.search(Q[:1], 10, exclude=ex, deny=deny)[1], want[1])
+    assert walked == []

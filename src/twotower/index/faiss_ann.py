@@ -12,6 +12,11 @@ and dropping excluded ids. Candidates are re-scored with exact float32 inner pro
 scores are comparable across index kinds. A row that still has fewer than ``k`` results
 while more items qualify (a very selective filter) is answered by exact search, so a
 result is never short when enough candidates qualify.
+
+Under inner product, every query first scores the 2,048 largest-norm items exactly; one
+whose k-th best there beats ``|q|`` times every other item's norm has its exact results
+and skips the index (on trained catalogues, where popular items have long vectors, most
+queries do).
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ class _FaissIndex(Index):
         self._faiss = self._make(xt)
         self._vectors = x
         self._attach_vectors(x)
+        self._make_prefix()
 
     def _attach_vectors(self, x: np.ndarray) -> None:
         self._vectors = x
@@ -103,11 +109,36 @@ class _FaissIndex(Index):
                 return s, i
         return self._index_search(q, k, f)
 
+    def _make_prefix(self) -> None:
+        """The ``_PREFIX`` largest-norm items in decreasing-norm order, and the largest
+        norm of the rest (inner product only: under cosine every norm is 1)."""
+        self._prefix = self._prefix_vectors = self._prefix_pos = None
+        n = len(self._vectors)
+        if self.config.metric != "ip" or n <= _PREFIX:
+            return
+        norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
+        top = np.argpartition(-norms, _PREFIX)[:_PREFIX + 1]
+        top = top[np.argsort(-norms[top], kind="stable")]
+        self._prefix, self._prefix_beyond = top[:_PREFIX], float(np.sqrt(norms[top[-1]]))
+        self._prefix_vectors = np.ascontiguousarray(self._vectors[self._prefix])
+        self._prefix_pos = np.full(n, -1, dtype=np.int32)
+        self._prefix_pos[self._prefix] = np.arange(_PREFIX, dtype=np.int32)
+
     def _settled(self, q: np.ndarray, k: int, f: Filters
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(scores, ids, settled): exact results for the queries that a few rows settle
-        before the index is searched; None where the kind has no such rows."""
-        return None
+        """(scores, ids, settled) from the largest-norm items alone, exactly: a query
+        whose k-th best there beats ``|q|`` times every other norm has its exact results
+        and needs no index search (on a trained catalogue, most queries). None when there
+        is no such prefix or ``k`` is too large for it."""
+        if self._prefix is None or 16 * k > _PREFIX:
+            return None
+        batch_size, chunk_size, threads = self._exact_args()
+        s, pi, done = _settled_prefix(self._prefix_vectors, q, k,
+                                      _mapped_filters(f, len(q), self._prefix,
+                                                      self._prefix_pos, _PREFIX),
+                                      self._prefix_beyond, batch_size=batch_size,
+                                      chunk_size=chunk_size, threads=threads)
+        return s, np.where(pi >= 0, self._prefix[np.maximum(pi, 0)], PAD_ID), done
 
     def _index_search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
         faiss = _faiss()
@@ -170,6 +201,7 @@ class _FaissIndex(Index):
             raise ValueError(f"index.faiss holds {self._faiss.ntotal} vectors of dimension "
                              f"{self._faiss.d}, expected {n} of dimension {want}")
         self._load_vectors(directory, n, d)
+        self._make_prefix()
 
     # ------------------------------------------------------------------ per kind
     def _make(self, xt: np.ndarray) -> Any:  # pragma: no cover - abstract
@@ -180,6 +212,24 @@ class _FaissIndex(Index):
 
     def _load_vectors(self, directory: Path, n: int, d: int) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
+
+
+def _mapped_filters(f: Filters, b: int, rows: np.ndarray, pos: np.ndarray, m: int
+                    ) -> Filters:
+    """``f`` (``b`` queries) in the row numbers of ``rows[:m]``, a subset of the items in
+    some order (``pos``: each item's row there, -1 if none)."""
+    sub = rows[:m]
+    allowed = None if f.allowed is None else f.allowed[sub]
+    n_allowed = m if allowed is None else int(np.count_nonzero(allowed))
+    ptr = ids = None
+    if f.ex_ptr is not None:
+        mapped = pos[f.ex_ids]
+        keep = (mapped >= 0) & (mapped < m)
+        qrows = np.repeat(np.arange(b), np.diff(f.ex_ptr))[keep]
+        ptr = np.zeros(b + 1, dtype=np.int64)
+        np.cumsum(np.bincount(qrows, minlength=b), out=ptr[1:])
+        ids = mapped[keep].astype(np.int64)
+    return Filters(ptr, ids, allowed, n_allowed)
 
 
 def _excluded(I: np.ndarray, f: Filters, n: int) -> np.ndarray:
@@ -243,48 +293,13 @@ class HNSWIndex(_FaissIndex):
         norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
         head = np.argpartition(-norms, h - 1)[:h] if h < n else np.arange(n)
         # in decreasing-norm order: a query needs only the head rows whose norm bound can
-        # beat what the graph walk found (``_extra_candidates``), and a query that the
-        # first rows settle needs no walk (``_settled``)
+        # beat what the graph walk found (``_extra_candidates``)
         head = head[np.argsort(-norms[head], kind="stable")]
         self._head = head
         self._head_vectors = np.ascontiguousarray(self._vectors[head])
         self._head_norms = np.sqrt(norms[head])
         self._head_pos = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)
         self._head_pos[head] = np.arange(h)
-        rest = self._head_pos < 0
-        self._tail_norm = float(np.sqrt(norms[rest].max())) if h < n else 0.0
-
-    def _head_filters(self, f: Filters, b: int, m: int) -> Filters:
-        """``f`` (``b`` queries) in the row numbers of the head's first ``m`` rows."""
-        hpos, head = self._head_pos, self._head[:m]
-        allowed = None if f.allowed is None else f.allowed[head]
-        n_allowed = m if allowed is None else int(np.count_nonzero(allowed))
-        ptr = ids = None
-        if f.ex_ptr is not None:
-            mapped = hpos[f.ex_ids]
-            keep = (mapped >= 0) & (mapped < m)
-            rows = np.repeat(np.arange(b), np.diff(f.ex_ptr))[keep]
-            ptr = np.zeros(b + 1, dtype=np.int64)
-            np.cumsum(np.bincount(rows, minlength=b), out=ptr[1:])
-            ids = mapped[keep].astype(np.int64)
-        return Filters(ptr, ids, allowed, n_allowed)
-
-    def _settled(self, q: np.ndarray, k: int, f: Filters
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        # The head's first rows alone, exactly: on a trained catalogue they settle most
-        # queries (their k-th best beats |q| times every norm beyond), with no graph walk.
-        if self._head is None:
-            return None
-        m = min(len(self._head), _PREFIX)
-        if 16 * k > m:
-            return None
-        beyond = self._head_norms[m] if m < len(self._head) else self._tail_norm
-        batch_size, chunk_size, threads = self._exact_args()
-        s, hi, done = _settled_prefix(self._head_vectors[:m], q, k,
-                                     self._head_filters(f, len(q), m), beyond,
-                                     batch_size=batch_size, chunk_size=chunk_size,
-                                     threads=threads)
-        return s, np.where(hi >= 0, self._head[np.maximum(hi, 0)], PAD_ID), done
 
     def _extra_candidates(self, q: np.ndarray, kk: int, f: Filters, I: np.ndarray,
                           S: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -304,7 +319,8 @@ class HNSWIndex(_FaissIndex):
         m = max(m, min(kk, len(self._head)))
         head = self._head[:m]
         hs, hi = topk_exact(self._head_vectors[:m], q, min(kk, len(head)),
-                            self._head_filters(f, len(q), m), *self._exact_args())
+                            _mapped_filters(f, len(q), self._head, hpos, m),
+                            *self._exact_args())
         return hs, np.where(hi >= 0, head[np.maximum(hi, 0)], PAD_ID)
 
     def _load_vectors(self, directory: Path, n: int, d: int) -> None:
