@@ -147,7 +147,7 @@ _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _in_worker = threading.local()
-_CPUS = os.cpu_count() or 1  # read once: os.cpu_count() takes 5 µs here, every call
+_CPUS = os.cpu_count() or 1  # read once: each os.cpu_count() call takes microseconds
 
 
 def _forget_pool() -> None:

@@ -235,8 +235,6 @@ def _mapped_filters(f: Filters, b: int, rows: np.ndarray, pos: np.ndarray, m: in
 def _excluded(I: np.ndarray, f: Filters, n: int) -> np.ndarray:
     """``[b, m]`` bool: which candidate ids are in their query's exclusion list."""
     b = I.shape[0]
-    if len(f.ex_ids) == 0:
-        return np.zeros(I.shape, dtype=bool)
     rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(f.ex_ptr))
     keys = np.sort(rows * n + f.ex_ids)
     cand = np.arange(b, dtype=np.int64)[:, None] * n + I
