@@ -23,7 +23,7 @@ import numpy as np
 
 from twotower.index import _blas
 from twotower.index._base import PAD_ID, Index, register
-from twotower.index.filters import Filters, exclusions
+from twotower.index.filters import Filters, exclusions, first_rows
 
 _NEG = np.float32(-np.inf)
 # Catalogues at least this large are stored in decreasing-norm order (see ``_build``).
@@ -37,7 +37,9 @@ _ORDER_MIN = 65536
 _FIRST = 512
 # Rows of a norm-ordered catalogue that one query scores first, in one matrix-vector product
 # (``_settled_prefix``): on a trained catalogue its top 10 usually lie there, and the norm
-# bound proves it without the chunked scan's set-up.
+# bound proves it without the chunked scan's set-up. (For 2 to 16 queries this gained
+# nothing in a scratch timing: a matmul of a few rows costs more than a matrix-vector
+# product, and the chunked scan's set-up is shared by them.)
 _PREFIX = 2048
 
 
@@ -251,7 +253,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     so the random reads are split over the workers. ``ex_band``: ``uint8`` per id,
     ``min(255, ex_map >> _BAND_SHIFT)``, a 1-byte-per-id map that finds the exclusions near
     the start of the storage order without reading ``ex_map`` for the others (the scan
-    often stops after the first chunks).
+    often stops after the first chunks). With ``norms``, a single query first tries the
+    first ``_PREFIX`` rows alone (``_settled_prefix``).
 
     Returns:
         scores ``[b, k]`` float32, ids ``[b, k]`` int64, best first, padded.
@@ -277,9 +280,10 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     if b == 1 and n <= chunk_size:
         return _topk_one(V, Q[0], k, f)
     if b == 1 and norms is not None and n > _PREFIX and 16 * k <= _PREFIX:
-        # the first rows alone, when the norm bound shows they hold the top k
-        s, i, done = _settled_prefix(V[:_PREFIX], Q, k, _prefix_filters(f, _PREFIX),
-                                    norms[_PREFIX])
+        # the first rows alone, when the norm bound shows they hold the top k (ids are
+        # storage rows already: mapped above)
+        s, i, done = _settled_prefix(V[:_PREFIX], Q, k, first_rows(f, 1, _PREFIX),
+                                     norms[_PREFIX])
         if done[0]:
             return s, i
     out_s = np.full((b, k), _NEG, dtype=np.float32)
@@ -389,16 +393,6 @@ def _settled_prefix(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, beyond: fl
     s, i = topk_exact(V, Q, k, f, **exact)
     bound = np.linalg.norm(Q, axis=1) * np.float32(1 + 1e-4) * np.float32(beyond)
     return s, i, s[:, k - 1] >= bound  # -inf (fewer than k rows qualify) never settles
-
-
-def _prefix_filters(f: Filters, p: int) -> Filters:
-    """One query's filters (ids in storage rows) restricted to the first ``p`` rows."""
-    ex = f.ex_ids
-    if ex is not None:
-        ex = ex[ex < p]
-    allowed = None if f.allowed is None else f.allowed[:p]
-    return Filters(None if ex is None else np.array([0, len(ex)]), ex, allowed,
-                   p if allowed is None else int(np.count_nonzero(allowed)))
 
 
 def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters

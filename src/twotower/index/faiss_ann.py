@@ -29,7 +29,7 @@ import numpy as np
 
 from twotower.index._base import PAD_ID, Index, register
 from twotower.index.exact import _CPUS, _PREFIX, _select, _settled_prefix, topk_exact
-from twotower.index.filters import Filters, take_rows
+from twotower.index.filters import Filters, first_rows, take_rows
 
 _NEG = np.float32(-np.inf)
 EXACT_BELOW = 4096
@@ -134,8 +134,8 @@ class _FaissIndex(Index):
             return None
         batch_size, chunk_size, threads = self._exact_args()
         s, pi, done = _settled_prefix(self._prefix_vectors, q, k,
-                                      _mapped_filters(f, len(q), self._prefix,
-                                                      self._prefix_pos, _PREFIX),
+                                      first_rows(f, len(q), _PREFIX, self._prefix_pos,
+                                                 self._prefix),
                                       self._prefix_beyond, batch_size=batch_size,
                                       chunk_size=chunk_size, threads=threads)
         return s, np.where(pi >= 0, self._prefix[np.maximum(pi, 0)], PAD_ID), done
@@ -212,24 +212,6 @@ class _FaissIndex(Index):
 
     def _load_vectors(self, directory: Path, n: int, d: int) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
-
-
-def _mapped_filters(f: Filters, b: int, rows: np.ndarray, pos: np.ndarray, m: int
-                    ) -> Filters:
-    """``f`` (``b`` queries) in the row numbers of ``rows[:m]``, a subset of the items in
-    some order (``pos``: each item's row there, -1 if none)."""
-    sub = rows[:m]
-    allowed = None if f.allowed is None else f.allowed[sub]
-    n_allowed = m if allowed is None else int(np.count_nonzero(allowed))
-    ptr = ids = None
-    if f.ex_ptr is not None:
-        mapped = pos[f.ex_ids]
-        keep = (mapped >= 0) & (mapped < m)
-        qrows = np.repeat(np.arange(b), np.diff(f.ex_ptr))[keep]
-        ptr = np.zeros(b + 1, dtype=np.int64)
-        np.cumsum(np.bincount(qrows, minlength=b), out=ptr[1:])
-        ids = mapped[keep].astype(np.int64)
-    return Filters(ptr, ids, allowed, n_allowed)
 
 
 def _excluded(I: np.ndarray, f: Filters, n: int) -> np.ndarray:
@@ -317,7 +299,7 @@ class HNSWIndex(_FaissIndex):
         m = max(m, min(kk, len(self._head)))
         head = self._head[:m]
         hs, hi = topk_exact(self._head_vectors[:m], q, min(kk, len(head)),
-                            _mapped_filters(f, len(q), self._head, hpos, m),
+                            first_rows(f, len(q), m, hpos, self._head),
                             *self._exact_args())
         return hs, np.where(hi >= 0, head[np.maximum(hi, 0)], PAD_ID)
 

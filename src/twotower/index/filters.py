@@ -215,3 +215,21 @@ def take_rows(f: Filters, rows: np.ndarray) -> Filters:
         return Filters(None, None, f.allowed, f.n_allowed)
     ids = np.concatenate([f.ex_ids[s:e] for s, e in zip(starts, ends)])
     return Filters(ptr, ids, f.allowed, f.n_allowed)
+
+
+def first_rows(f: Filters, b: int, m: int, pos: np.ndarray | None = None,
+               rows: np.ndarray | None = None) -> Filters:
+    """The filters of ``b`` queries over the first ``m`` rows of the items in some order:
+    ``pos`` gives each item id's row (ids are rows when None), ``rows`` each row's item id
+    (for the allow-list, which is in row order already when None)."""
+    allowed = None if f.allowed is None else (f.allowed[:m] if rows is None
+                                              else f.allowed[rows[:m]])
+    n_allowed = m if allowed is None else int(np.count_nonzero(allowed))
+    if f.ex_ptr is None:
+        return Filters(None, None, allowed, n_allowed)
+    ids = f.ex_ids if pos is None else pos[f.ex_ids]
+    keep = (ids >= 0) & (ids < m)
+    qrows = np.repeat(np.arange(b), np.diff(f.ex_ptr))[keep]
+    ptr = np.zeros(b + 1, dtype=np.int64)
+    np.cumsum(np.bincount(qrows, minlength=b), out=ptr[1:])
+    return Filters(ptr, ids[keep].astype(np.int64, copy=False), allowed, n_allowed)
