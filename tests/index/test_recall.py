@@ -158,6 +158,10 @@ def test_ann_queries_the_largest_norms_settle_skip_the_index(monkeypatch, tmp_pa
     np.testing.assert_array_equal(got[1][:1], want[1])
     if kind == "hnsw":
         assert late_id in got[1][1]
+    index.config = index.config.replace(norm_bound=False)  # always the index
+    index.search(Q[:1], 10)
+    assert walked == [1, 1]
+    index.config = index.config.replace(norm_bound=True)
     # the same after save and load
     index.save(tmp_path / "ix")
     again = load_index(tmp_path / "ix")

@@ -29,7 +29,10 @@ class IndexConfig(Config):
             decreasing-norm order): skip the chunks whose bound ``|q| * max |x|`` cannot
             beat the query's running k-th best score. Exact (Cauchy-Schwarz); it saves
             the most on skewed norms, as trained embeddings have. False scores every
-            item (the plain matmul kernel, e.g. to measure it).
+            item (the plain matmul kernel, e.g. to measure it). HNSW and IVF with
+            ``metric="ip"``: score the 2,048 largest-norm items first, and answer a query
+            that the bound settles there without the index; False always searches the
+            index.
         hnsw_m: HNSW: graph neighbours per node (48: on clustered 1M catalogues of
             other seeds than the benchmark's, 32 missed items the walk never reached).
         ef_construction: HNSW: candidate list size while building.

@@ -130,7 +130,7 @@ class _FaissIndex(Index):
         whose k-th best there beats ``|q|`` times every other norm has its exact results
         and needs no index search (on a trained catalogue, most queries). None when there
         is no such prefix or ``k`` is too large for it."""
-        if self._prefix is None or 16 * k > _PREFIX:
+        if self._prefix is None or not self.config.norm_bound or 16 * k > _PREFIX:
             return None
         batch_size, chunk_size, threads = self._exact_args()
         s, pi, done = _settled_prefix(self._prefix_vectors, q, k,
