@@ -455,7 +455,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     knobs = {name: getattr(args, name) for name in ("ef_search", "nprobe", "nlist", "hnsw_m")
              if getattr(args, name) is not None}
-    report = reindex_run(args.run, IndexConfig(kind=args.kind, **knobs), sample=args.sample)
+    # a search knob given on the command line is kept as given: no tuning
+    fixed = {"hnsw": "ef_search", "ivf": "nprobe"}.get(args.kind) in knobs
+    report = reindex_run(args.run, IndexConfig(kind=args.kind, **knobs), sample=args.sample,
+                         target_recall=None if fixed else args.target_recall)
     if args.json:
         print(json.dumps(report))
         return 0
@@ -558,6 +561,10 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--hnsw-m", type=int)
     ix.add_argument("--json", action="store_true")
     ix.add_argument("--sample", type=int, default=1000, help="queries for the recall check")
+    ix.add_argument("--target-recall", type=float, default=0.95,
+                    help="hnsw/ivf without --ef-search/--nprobe: raise that knob until "
+                         "recall@10 on half of the sampled users reaches this (0: keep the "
+                         "default); the report's recall is measured on the other half")
     ix.set_defaults(func=cmd_index)
 
     sv = sub.add_parser("serve", help="HTTP service and web page for a run")
