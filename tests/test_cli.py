@@ -180,6 +180,7 @@ def test_index_tuning_raises_the_knob_to_the_target_and_saves_it(capsys, tutoria
     assert tried[0] == 1 and tried == [min(40, 2 ** i) for i in range(len(tried))]
     assert tuned["value"] == tried[-1] > 1 and tuned["reached"]
     assert tuned["recall_tried"][tuned["value"]] >= 0.99 > tuned["recall_tried"][1]
+    assert tuned["seconds"] > 0 and report["build_seconds"] >= 0
     assert TwoTower.load(run_copy).index_config.nprobe == tuned["value"]
     assert TwoTower.load(run_copy)._index.nprobe == tuned["value"]
     code, out, err = run(capsys, "index", run_copy, "--kind", "ivf", "--nlist", "40",

@@ -293,10 +293,6 @@ def load_metrics(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
 
 
-# The search knob each ANN kind tunes, and how far (``reindex_run``'s ``target_recall``).
-_TUNED = {"hnsw": ("ef_search", 4096), "ivf": ("nprobe", None)}  # None: every list
-
-
 def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int = 1000,
                 k: int = 10, seed: int = 0, target_recall: float | None = None
                 ) -> dict[str, Any]:
@@ -333,7 +329,7 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     users = np.sort(rng.choice(n_users, size=min(sample, n_users), replace=False))
     kk = min(k, model.n_items)
     exact = make_index(IndexConfig(kind="exact")).build(model.item_embeddings)
-    tune = bool(target_recall) and config.kind in _TUNED and len(users) >= 2
+    tune = bool(target_recall) and config.kind != "exact" and len(users) >= 2
     # calibrate on every other user, report on the rest
     calib, users = (users[0::2], users[1::2]) if tune else (users[:0], users)
     queries = model.query_embeddings(users)
@@ -342,9 +338,9 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     _, ref = exact.search(queries, kk, exclude=exclude)
     exact_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model.set_index(config)
-    build_s = time.perf_counter() - t0
-    tuned = _tune(model, calib, exact, kk, float(target_recall or 0)) if tune else None
+    tuned = model.set_index(config, target_recall=target_recall if tune else None,
+                            users=calib)
+    build_s = time.perf_counter() - t0 - (tuned["seconds"] if tuned else 0.0)
     t0 = time.perf_counter()
     _, got = model._index.search(queries, kk, exclude=exclude)
     search_s = time.perf_counter() - t0
@@ -364,28 +360,3 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     if tuned is not None:
         report["tuned"] = tuned
     return report
-
-
-def _tune(model: Any, users: np.ndarray, exact: Any, k: int, target: float
-          ) -> dict[str, Any]:
-    """Raise the model's index knob (``_TUNED``) until recall@k on ``users`` reaches
-    ``target``; keeps the value reached in the model's index config."""
-    from twotower.index import recall_at_k
-    index = model._index
-    knob, limit = _TUNED[index.kind]
-    if limit is None:
-        limit = index.nlist
-    # the value in use (IVF's nprobe 0 resolves to its default)
-    value = min(limit, index.nprobe if knob == "nprobe" else index.config.ef_search)
-    queries, exclude = model.query_embeddings(users), model.seen_items(users)
-    _, ref = exact.search(queries, k, exclude=exclude)
-    tried: dict[int, float] = {}
-    while True:
-        index.config = index.config.replace(**{knob: value})
-        tried[value] = round(recall_at_k(ref, index.search(queries, k, exclude=exclude)[1]), 4)
-        if tried[value] >= target or value >= limit:
-            break
-        value = min(limit, 2 * value)
-    model.index_config = index.config
-    return {"knob": knob, "target_recall": target, "calibration_queries": len(users),
-            "recall_tried": tried, "value": value, "reached": tried[value] >= target}

@@ -169,3 +169,30 @@ def test_ann_queries_the_largest_norms_settle_skip_the_index(monkeypatch, tmp_pa
     walked.clear()
     np.testing.assert_array_equal(again.search(Q[:1], 10, exclude=ex, deny=deny)[1], want[1])
     assert walked == []
+
+
+def test_tune_recall_raises_the_knob_until_the_target():
+    # Isotropic items, where IVF needs many lists: from nprobe 1 the knob doubles until
+    # recall@10 reaches the target, and the index keeps the value; HNSW starts from its
+    # ef_search; exact search has no knob; a target outside (0, 1] is refused.
+    from twotower.index import tune_recall
+    rng = np.random.default_rng(3)
+    V = rng.standard_normal((4000, 16)).astype(np.float32)
+    Q = rng.standard_normal((100, 16)).astype(np.float32)
+    ex = [rng.choice(4000, 20, replace=False) for _ in range(100)]
+    ref = make_index().build(V).search(Q, 10, exclude=ex)[1]
+    ivf = make_index(IndexConfig(kind="ivf", nlist=64, nprobe=1)).build(V)
+    out = tune_recall(ivf, Q, ref, 0.95, exclude=ex)
+    tried = list(out["recall_tried"])
+    assert out["knob"] == "nprobe" and tried == [2 ** i for i in range(len(tried))]
+    assert out["reached"] and out["recall_tried"][out["value"]] >= 0.95 > out["recall_tried"][1]
+    assert ivf.config.nprobe == ivf.nprobe == out["value"]
+    now = recall_at_k(ref, ivf.search(Q, 10, exclude=ex)[1])
+    assert round(now, 4) == out["recall_tried"][out["value"]]
+    hnsw = make_index(IndexConfig(kind="hnsw", ef_search=8)).build(V)
+    out = tune_recall(hnsw, Q, ref, 0.99, exclude=ex)
+    assert out["knob"] == "ef_search" and list(out["recall_tried"])[0] == 8
+    assert out["reached"] and hnsw.config.ef_search == out["value"]
+    assert tune_recall(make_index().build(V), Q, ref, 0.9) is None
+    with pytest.raises(DataError, match="target"):
+        tune_recall(ivf, Q, ref, 1.5)

@@ -15,7 +15,7 @@ from twotower.index._base import PAD_ID, Index, load_index, make_index
 from twotower.index.config import IndexConfig
 from twotower.index.exact import ExactIndex
 from twotower.index.faiss_ann import HNSWIndex, IVFIndex
-from twotower.index.recall import recall_at_k
+from twotower.index.recall import recall_at_k, tune_recall
 
 __all__ = [
     "PAD_ID",
@@ -27,4 +27,5 @@ __all__ = [
     "load_index",
     "make_index",
     "recall_at_k",
+    "tune_recall",
 ]

@@ -1,4 +1,4 @@
-"""Recall of an approximate result against the exact one."""
+"""Recall of an approximate result against the exact one, and tuning an index to a target."""
 
 from __future__ import annotations
 
@@ -51,3 +51,50 @@ def recall_at_k(reference_ids: Any, approx_ids: Any) -> float:
     if not have.any():
         return float("nan")
     return float(np.mean(hits.sum(axis=1)[have] / n_ref[have]))
+
+
+# The search knob each approximate kind tunes, and its limit (None: every IVF list).
+_TUNED = {"hnsw": ("ef_search", 4096), "ivf": ("nprobe", None)}
+
+
+def tune_recall(index: Any, queries: Any, reference_ids: Any, target: float, *,
+                k: int = 10, exclude: Any = None) -> dict[str, Any] | None:
+    """Raise an HNSW or IVF index's search knob (``ef_search``, ``nprobe``) from its
+    current value, doubling, until recall@``k`` of ``queries`` against ``reference_ids``
+    reaches ``target``, or the knob its limit (4,096; every list). The index keeps the
+    value reached (in ``index.config``). Defaults chosen on one catalogue can miss badly
+    on another: tune on real queries. None for other kinds.
+
+    Args:
+        index: a built index.
+        queries: ``[b, d]`` queries to tune on.
+        reference_ids: their exact top-``k`` ids under ``exclude``.
+        target: recall in (0, 1].
+        exclude: per-query exclusions, as ``search`` takes them.
+
+    Returns:
+        ``knob``, ``target_recall``, ``calibration_queries``, ``recall_tried`` (value ->
+        recall), ``value`` (kept) and ``reached``.
+
+    Raises:
+        DataError: ``target`` outside (0, 1].
+    """
+    if index.kind not in _TUNED:
+        return None
+    if not 0 < target <= 1:
+        raise DataError(f"`target` must be a recall in (0, 1], got {target}")
+    knob, limit = _TUNED[index.kind]
+    if limit is None:
+        limit = index.nlist
+    # the value in use (IVF's nprobe 0 resolves to its default)
+    value = min(limit, index.nprobe if knob == "nprobe" else index.config.ef_search)
+    tried: dict[int, float] = {}
+    while True:
+        index.config = index.config.replace(**{knob: value})
+        got = index.search(queries, k, exclude=exclude)[1]
+        tried[value] = round(recall_at_k(reference_ids, got), 4)
+        if tried[value] >= target or value >= limit:
+            break
+        value = min(limit, 2 * value)
+    return {"knob": knob, "target_recall": target, "calibration_queries": len(queries),
+            "recall_tried": tried, "value": value, "reached": tried[value] >= target}

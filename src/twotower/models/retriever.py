@@ -476,11 +476,33 @@ class TwoTower:
             return self.item_embeddings
         return self.item_embeddings[:, :-self._linear.item_table.shape[1]]
 
-    def set_index(self, config: IndexConfig) -> None:
-        """Rebuild the recommendation index with other settings (e.g. HNSW)."""
+    def set_index(self, config: IndexConfig, *, target_recall: float | None = None,
+                  users: np.ndarray | None = None) -> dict[str, Any] | None:
+        """Rebuild the recommendation index with other settings (e.g. HNSW).
+
+        ``target_recall`` (HNSW, IVF): first raise the index's search knob until
+        recall@10 against exact search reaches it, on the queries of ``users`` (user
+        indices; default: up to 500 drawn with seed 0) with their seen items excluded
+        (``twotower.index.tune_recall``). Returns that report, with the seconds the
+        tuning took, else None.
+        """
+        from twotower.index import tune_recall
         self._require_fitted()
-        self.index_config = config
-        self._index = make_index(config).build(self.item_embeddings)
+        index = make_index(config).build(self.item_embeddings)
+        tuned = None
+        if target_recall and index.kind != "exact":
+            if users is None:
+                n = len(self.user_vocab)
+                users = np.sort(np.random.default_rng(0).choice(n, min(500, n), replace=False))
+            t0 = time.perf_counter()
+            queries, seen = self.query_embeddings(users), self.seen_items(users)
+            k = min(10, self.n_items)
+            ref = make_index(IndexConfig(kind="exact")).build(self.item_embeddings).search(
+                queries, k, exclude=seen)[1]
+            tuned = tune_recall(index, queries, ref, target_recall, k=k, exclude=seen)
+            tuned["seconds"] = round(time.perf_counter() - t0, 4)
+        self.index_config, self._index = index.config, index
+        return tuned
 
     def _load_net(self, weights: Any) -> None:
         from twotower.models.net import TwoTowerNet
