@@ -115,6 +115,25 @@ def test_train_on_csv_with_string_ids(capsys, tmp_path, ml100k):
     assert code == 0 and json.loads(out)["user_id"] == "u1"
 
 
+def test_train_with_an_ann_index_tunes_it_to_the_target(capsys, tmp_path, ml100k):
+    # --index-kind ivf: after training, nprobe is raised until recall@10 on the run's users
+    # reaches --target-recall, announced, and kept in the saved run.
+    from twotower import TwoTower
+    from twotower.data import write_interactions
+    small = ml100k.take(ml100k.users < 300)
+    data = tmp_path / "r.csv"
+    write_interactions(small, data)
+    code, out, err = run(capsys, "train", "--data", data, "--rating-col", "rating",
+                         "--out", tmp_path / "run", "--preset", "tutorial", "--epochs", "2",
+                         "--index-kind", "ivf", "--target-recall", "0.999")
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if "index ivf: nprobe" in ln)
+    nprobe = int(line.split("nprobe ")[1].split()[0])
+    assert float(line.split("recall@10 ")[1].split()[0]) >= 0.999 and "not reached" not in line
+    loaded = TwoTower.load(tmp_path / "run")
+    assert loaded.index_config.nprobe == loaded._index.nprobe == nprobe
+
+
 def test_tutorial_command_prints_titles(capsys, ml100k_dir):
     code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--epochs", "2")
     assert code == 0, err

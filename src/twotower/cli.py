@@ -252,6 +252,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:  # quiet for a quick run, a progress line every 10 s for a long one
         from twotower.models.progress import TrainProgress
         model.fit(split.train, verbose=0, callbacks=[TrainProgress(every_s=10.0)])
+    _tune_index(args, model)
     metrics = None
     if len(split.test):
         from twotower.evaluation import recommend_and_evaluate
@@ -285,6 +286,17 @@ def _save(model: Any, out: str, **extra: Any) -> None:
         model.save(Path(scratch) / "run", **extra)
 
 
+def _tune_index(args: argparse.Namespace, model: Any) -> None:
+    """``--index-kind hnsw|ivf``: the search knob tuned to ``--target-recall``."""
+    if args.index_kind == "exact" or not args.target_recall:
+        return
+    t = model.tune_index(args.target_recall)
+    _say(f"index {args.index_kind}: {t['knob']} {t['value']} gives recall@10 "
+         f"{t['recall_tried'][t['value']]:.3f} against exact search on "
+         f"{t['calibration_queries']} users (target {t['target_recall']}"
+         f"{'' if t['reached'] else ', not reached'}; {t['seconds']:.1f} s)")
+
+
 def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:
     how = "" if model.trained_with == "model.fit" else f" with {model.trained_with}"
     where = (f"saved to {args.out}" if _saves()
@@ -314,6 +326,7 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
     info = read_item_info(args.items, id_col=cols["item"]) if args.items else None
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0)
+    _tune_index(args, model)
     _say(f"data (streamed): {stream.stats.rows:,} interactions, {len(model.user_vocab):,} "
          f"users, {len(model.item_vocab):,} items; no test split")
     _save(model, args.out, data={"source": str(args.data), "split": "none",
@@ -505,6 +518,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--learning-rate", type=float)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--index-kind", default="exact", help="exact | hnsw | ivf")
+    tr.add_argument("--target-recall", type=float, default=0.95,
+                    help="hnsw/ivf: raise ef_search/nprobe until recall@10 against exact "
+                         "search on up to 500 users reaches this (0: keep the defaults)")
     tr.add_argument("--devices", type=int,
                     help="devices to train on (data parallel x --model-parallel); on CPU "
                          "simulate them with XLA_FLAGS=--xla_force_host_platform_device_count=N")

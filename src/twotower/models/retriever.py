@@ -478,30 +478,36 @@ class TwoTower:
 
     def set_index(self, config: IndexConfig, *, target_recall: float | None = None,
                   users: np.ndarray | None = None) -> dict[str, Any] | None:
-        """Rebuild the recommendation index with other settings (e.g. HNSW).
+        """Rebuild the recommendation index with other settings (e.g. HNSW); with
+        ``target_recall``, then tune it (``tune_index``) and return that report."""
+        self._require_fitted()
+        self._index = make_index(config).build(self.item_embeddings)
+        self.index_config = config
+        return self.tune_index(target_recall, users=users) if target_recall else None
 
-        ``target_recall`` (HNSW, IVF): first raise the index's search knob until
-        recall@10 against exact search reaches it, on the queries of ``users`` (user
-        indices; default: up to 500 drawn with seed 0) with their seen items excluded
-        (``twotower.index.tune_recall``). Returns that report, with the seconds the
-        tuning took, else None.
+    def tune_index(self, target_recall: float, *, users: np.ndarray | None = None
+                   ) -> dict[str, Any] | None:
+        """Raise the HNSW or IVF index's search knob until recall@10 against exact search
+        reaches ``target_recall`` on the queries of ``users`` (user indices; default: up
+        to 500 drawn with seed 0), their seen items excluded (``twotower.index.
+        tune_recall``); the model keeps the value. Returns that report, with the seconds
+        it took; None for exact search.
         """
         from twotower.index import tune_recall
         self._require_fitted()
-        index = make_index(config).build(self.item_embeddings)
-        tuned = None
-        if target_recall and index.kind != "exact":
-            if users is None:
-                n = len(self.user_vocab)
-                users = np.sort(np.random.default_rng(0).choice(n, min(500, n), replace=False))
-            t0 = time.perf_counter()
-            queries, seen = self.query_embeddings(users), self.seen_items(users)
-            k = min(10, self.n_items)
-            ref = make_index(IndexConfig(kind="exact")).build(self.item_embeddings).search(
-                queries, k, exclude=seen)[1]
-            tuned = tune_recall(index, queries, ref, target_recall, k=k, exclude=seen)
-            tuned["seconds"] = round(time.perf_counter() - t0, 4)
-        self.index_config, self._index = index.config, index
+        if self._index.kind == "exact":
+            return None
+        t0 = time.perf_counter()
+        if users is None:
+            n = len(self.user_vocab)
+            users = np.sort(np.random.default_rng(0).choice(n, min(500, n), replace=False))
+        queries, seen = self.query_embeddings(users), self.seen_items(users)
+        k = min(10, self.n_items)
+        ref = make_index(IndexConfig(kind="exact")).build(self.item_embeddings).search(
+            queries, k, exclude=seen)[1]
+        tuned = tune_recall(self._index, queries, ref, target_recall, k=k, exclude=seen)
+        self.index_config = self._index.config
+        tuned["seconds"] = round(time.perf_counter() - t0, 4)
         return tuned
 
     def _load_net(self, weights: Any) -> None:
