@@ -468,8 +468,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     knobs = {name: getattr(args, name) for name in ("ef_search", "nprobe", "nlist", "hnsw_m")
              if getattr(args, name) is not None}
+    from twotower.index.recall import _TUNED
+
     # a search knob given on the command line is kept as given: no tuning
-    fixed = {"hnsw": "ef_search", "ivf": "nprobe"}.get(args.kind) in knobs
+    fixed = _TUNED.get(args.kind, ("",))[0] in knobs
     report = reindex_run(args.run, IndexConfig(kind=args.kind, **knobs), sample=args.sample,
                          target_recall=None if fixed else args.target_recall)
     if args.json:
@@ -488,6 +490,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- parser
+def _recall(text: str) -> float:
+    """``--target-recall``: a number in [0, 1] (0: no tuning)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a recall in [0, 1], got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="twotower", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -518,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--learning-rate", type=float)
     tr.add_argument("--batch-size", type=int)
     tr.add_argument("--index-kind", default="exact", help="exact | hnsw | ivf")
-    tr.add_argument("--target-recall", type=float, default=0.95,
+    tr.add_argument("--target-recall", type=_recall, default=0.95,
                     help="hnsw/ivf: raise ef_search/nprobe until recall@10 against exact "
                          "search on up to 500 users reaches this (0: keep the defaults)")
     tr.add_argument("--devices", type=int,
@@ -577,7 +590,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--hnsw-m", type=int)
     ix.add_argument("--json", action="store_true")
     ix.add_argument("--sample", type=int, default=1000, help="queries for the recall check")
-    ix.add_argument("--target-recall", type=float, default=0.95,
+    ix.add_argument("--target-recall", type=_recall, default=0.95,
                     help="hnsw/ivf without --ef-search/--nprobe: raise that knob until "
                          "recall@10 on half of the sampled users reaches this (0: keep the "
                          "default); the report's recall is measured on the other half")
