@@ -225,17 +225,17 @@ def test_catalogue_parts_start_from_the_first_chunks_thresholds():
     Q = q[None, :]
     index = make_index(IndexConfig(kind="exact", chunk_size=2048, threads=2)).build(V)
     # 1 query: the first _PREFIX rows alone do not settle it (10th best 1.0 against a bound
-    # of 8.5); then chunks of 16,384 after a first chunk of 512: part 0 takes the spans from
-    # 512 and 33,280, part 1 those from 16,896 and 49,664
-    assert 16_896 <= late < 33_280 and exact._PREFIX == 2048
+    # of 8.5), so they seed the scan: chunks of 16,384 after them, part 0 takes the spans
+    # from 2,048 and 34,816, part 1 those from 18,432 and 51,200
+    assert 18_432 <= late < 34_816 and exact._PREFIX == 2048
     index._vectors = index._vectors.view(_CountingRows)
     _CountingRows.read = 0
     got = index.search(Q, 10)
     assert_topk_equal(got, reference(V, Q, 10), V, Q)
     assert late in got[1][0]
-    # the prefix, the seed, part 0's first span, part 1's first span; the last spans' norms
-    # (<= 0.9 and <= 0.35) cannot beat the floor of 1.0
-    assert _CountingRows.read <= 2048 + 512 + 2 * 16_384, _CountingRows.read
+    # the prefix (the seed), part 0's first span, part 1's first span; the last spans'
+    # norms (<= 0.9 and <= 0.35) cannot beat the floor of 1.0
+    assert _CountingRows.read <= 2048 + 2 * 16_384, _CountingRows.read
 
 
 def test_search_in_a_forked_child_after_the_parent_searched():

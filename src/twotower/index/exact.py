@@ -279,13 +279,15 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         ex_map = None
     if b == 1 and n <= chunk_size:
         return _topk_one(V, Q[0], k, f)
+    pre = None
     if b == 1 and norms is not None and n > _PREFIX and 16 * k <= _PREFIX:
         # the first rows alone, when the norm bound shows they hold the top k (ids are
-        # storage rows already: mapped above)
-        s, i, done = _settled_prefix(V[:_PREFIX], Q, k, first_rows(f, 1, _PREFIX),
-                                     norms[_PREFIX])
-        if done[0]:
+        # storage rows already: mapped above); if not, they seed the scan of the rest
+        s, i, settled = _settled_prefix(V[:_PREFIX], Q, k, first_rows(f, 1, _PREFIX),
+                                        norms[_PREFIX])
+        if settled[0]:
             return s, i
+        pre = s, i
     out_s = np.full((b, k), _NEG, dtype=np.float32)
     out_i = np.full((b, k), PAD_ID, dtype=np.int64)
     kk = min(k, n)
@@ -298,7 +300,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     parts = 1
     if len(starts) < workers and n > chunk_size:
         parts = min(-(-workers // len(starts)), -(-n // chunk_size))
-    first = min(n, chunk_size, max(_FIRST, 16 * kk))  # a short first chunk seeds thresholds
+    # a short first chunk seeds thresholds (a single query's prefix, already scored)
+    first = _PREFIX if pre is not None else min(n, chunk_size, max(_FIRST, 16 * kk))
     edges = [0, *range(first, n, chunk_size), n]
     spans = list(zip(edges[:-1], edges[1:]))
     tasks = [(r0, p) for r0 in starts for p in range(parts)]
@@ -324,7 +327,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
 
     seeds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     done: set[int] = set()  # query blocks the first chunk settled
-    if norms is not None and parts > 1:
+    if pre is not None:
+        seeds[0] = pre
+    if norms is not None and (parts > 1 or seeds):
         # Split over parts, each part would start on a chunk that no threshold bounds yet
         # (the second part's first chunk is a whole one). Score the short first chunk once,
         # here: every part then starts from its thresholds (part 0 also from its entries),
@@ -335,7 +340,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 ex = block_ex(r0, r1)
                 # the parts reuse the flattened lists (each with its own _Exclusions)
                 flat_blocks[r0] = None if ex is None else (ex.ptr, ex.ids)
-                seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, ex, chunk_size, spans[:1], norms)
+                if r0 not in seeds:
+                    seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, ex, chunk_size, spans[:1],
+                                         norms)
         spans = spans[1:]
         # blocks where some query's bound still beats its k-th best need the parts; the
         # others are done (a trained catalogue's single query usually is)
