@@ -332,8 +332,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     if norms is not None and (parts > 1 or seeds):
         # Split over parts, each part would start on a chunk that no threshold bounds yet
         # (the second part's first chunk is a whole one). Score the short first chunk once,
-        # here: every part then starts from its thresholds (part 0 also from its entries),
-        # and a part whose chunks cannot win stops at once.
+        # here (a single query's prefix is already scored): every part then starts from
+        # its thresholds (part 0 also from its entries), and a part whose chunks cannot
+        # win stops at once.
         with _blas.single_threaded():
             for r0 in starts:
                 r1 = min(b, r0 + batch_size)
