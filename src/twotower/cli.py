@@ -357,7 +357,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     else:
         users = model.user_vocab.ids.tolist()
     idx = model.user_vocab.lookup(users)
-    exclude = None if args.include_seen else model.seen_rows(idx)
+    exclude = None if args.include_seen else model.seen_exclusions(idx)
     t0 = time.perf_counter()
     scores, top = model.recommend(idx, args.k, exclude)
     elapsed = time.perf_counter() - t0

@@ -204,3 +204,58 @@ def test_exclusion_forms(built, catalogue):
     assert_topk_equal(a, reference(V, Q[:b], 6, lists), V, Q[:b])
     with pytest.raises(DataError, match=r"`exclude\[1\]` must be a 1-D sequence of integer"):
         built.search(Q[:b], 6, exclude=[[1], [2.5], [3]])
+
+
+def test_prepared_exclusions(built, catalogue, tmp_path):
+    # A table prepared once (one row per user, say), its rows picked per call in any
+    # order and with repeats, excludes exactly what the same lists exclude.
+    sp = pytest.importorskip("scipy.sparse")
+    V, Q = catalogue
+    rng = np.random.default_rng(5)
+    ref_all = reference(V, Q, 40)[1]
+    table = [rng.choice(300, rng.integers(0, 60), replace=False) for _ in range(12)]
+    table[3] = np.array([], dtype=np.int64)
+    pick = np.array([7, 3, 7, 0, 11, 2, 5, 9, 1])  # one per query
+    for r, t in enumerate(pick):  # each query's own best items among its exclusions
+        table[t] = np.union1d(table[t], ref_all[r, :rng.integers(1, 30)])
+    lists = [table[t] for t in pick]
+    want = built.search(Q, 10, exclude=lists, deny=ref_all[:, 35])
+    assert_topk_equal(want, reference(V, Q, 10, lists, deny=ref_all[:, 35]), V, Q)
+    lens = [len(t) for t in table]
+    csr = sp.csr_matrix((np.ones(sum(lens)), np.concatenate(table),
+                         np.concatenate([[0], np.cumsum(lens)])), shape=(12, 300))
+    for form in (table, csr):
+        prepared = built.prepare_exclusions(form)
+        assert len(prepared) == 12
+        got = built.search(Q, 10, exclude=prepared.rows(pick), deny=ref_all[:, 35])
+        np.testing.assert_array_equal(got[1], want[1])
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+        one = built.search(Q[4:5], 10, exclude=prepared.rows(pick[4:5]))
+        assert_topk_equal(one, reference(V, Q[4:5], 10, lists[4:5]), V, Q[4:5])
+        # rows of rows: the selection composes
+        np.testing.assert_array_equal(
+            built.search(Q[:3], 10, exclude=prepared.rows(pick).rows([0, 1, 2]))[1],
+            built.search(Q[:3], 10, exclude=lists[:3])[1])
+    # bad uses name what is wrong
+    with pytest.raises(DataError, match=r"one row per query \(9\), got 2"):
+        built.search(Q, 10, exclude=prepared.rows([0, 1]))
+    with pytest.raises(DataError, match=r"`rows` must be in \[0, 12\)"):
+        prepared.rows([0, 12])
+    with pytest.raises(DataError, match="`rows` must be a 1-D sequence"):
+        prepared.rows([[0]])
+    with pytest.raises(DataError, match=r"`exclude\[2\]` ids must be internal ids in \[0, 300\)"):
+        built.prepare_exclusions([[1], [2], [300]])
+    with pytest.raises(DataError, match="`table` must be a list"):
+        built.prepare_exclusions(5)
+    # another index, or this one loaded or built again: refused, not misread
+    other = load_index(built.save(tmp_path / "ix"))
+    with pytest.raises(DataError, match="prepared by another index"):
+        other.search(Q, 10, exclude=prepared.rows(pick))
+    np.testing.assert_array_equal(
+        other.search(Q, 10, exclude=other.prepare_exclusions(table).rows(pick),
+                     deny=ref_all[:, 35])[1], want[1])
+    rebuilt = make_index(built.config).build(V)
+    stale = rebuilt.prepare_exclusions(table)
+    rebuilt.build(V)
+    with pytest.raises(DataError, match="prepared by another index"):
+        rebuilt.search(Q, 10, exclude=stale.rows(pick))

@@ -293,3 +293,59 @@ def test_first_chunk_seed_is_the_top_k_of_each_row(case):
     if case == "few finite":
         assert exact._seed(S, 10) is None
     assert exact._seed(S[:8], 10) is None  # a few rows: the partial sort
+
+
+def test_prepared_exclusions_read_only_the_heads_when_the_scan_stops_early(monkeypatch):
+    # Over a norm-ordered catalogue, a prepared table is sorted by storage row: a block of
+    # queries whose scan stops in the first rows reads only each row's head (the
+    # exclusions there), a block that scans on gathers the rest, and both exclude exactly
+    # what the lists exclude.
+    from twotower.index import exact, filters
+
+    rng = np.random.default_rng(8)
+    n, d = exact._ORDER_MIN + 500, 16
+    V = rng.standard_normal((n, d)).astype(np.float32)
+    V[:, :2] = 0.0
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    norms = np.sort(10.0 ** rng.uniform(-1, 1, size=n))[::-1].astype(np.float32)
+    V *= norms[:, None]
+    # the 50 longest rows lean along e0: queries near e0 settle in the first rows
+    V[:50, 0] = 0.9 * norms[:50]
+    V[:50, 2:] *= np.sqrt(1 - 0.9**2)
+    # 12 short rows deep in the order point along e1: a query along e1 scans down to them
+    deep = np.arange(30_000, 30_012)
+    V[deep] = 0.0
+    V[deep, 1] = norms[deep]
+    perm = rng.permutation(n)  # ids are not storage rows
+    V = V[perm]
+    top = np.argsort(perm)[:50]  # ids of the 50 longest rows
+    deep_ids = np.argsort(perm)[deep]
+    index = make_index(IndexConfig(kind="exact", chunk_size=2048, batch_size=128,
+                                   threads=2)).build(V)
+    gathers = []
+    real = filters.Exclusions._gather
+
+    def spy(self, r0, r1, limit=None):
+        gathers.append(limit)
+        return real(self, r0, r1, limit)
+
+    monkeypatch.setattr(filters.Exclusions, "_gather", spy)
+    Qa = rng.standard_normal((200, d)).astype(np.float32) * 0.05
+    Qa[:, 0] = 1.0
+    Qb = rng.standard_normal((130, d)).astype(np.float32) * 1e-3
+    Qb[:, :2] = [0.0, 1.0]
+    table = [np.union1d(rng.choice(top, 8, replace=False), rng.choice(n, 40, replace=False))
+             for _ in range(200)]
+    table[0] = np.union1d(table[0], deep_ids[:3])  # deep winners of the e1 queries
+    prepared = index.prepare_exclusions(table)
+    got = index.search(Qa, 10, exclude=prepared.rows(np.arange(200)))
+    assert_topk_equal(got, reference(V, Qa, 10, table), V, Qa)
+    assert gathers and all(limit is not None for limit in gathers), gathers  # heads only
+    gathers.clear()
+    pick = np.r_[0, 0, np.arange(5, 133)]
+    got = index.search(Qb, 10, exclude=prepared.rows(pick))
+    lists = [table[t] for t in pick]
+    assert_topk_equal(got, reference(V, Qb, 10, lists), V, Qb)
+    assert not set(got[1][0]) & set(deep_ids[:3].tolist())
+    assert set(got[1][2]) <= set(deep_ids.tolist())
+    assert None in gathers, gathers  # the deep scan gathered every exclusion

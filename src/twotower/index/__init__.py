@@ -15,11 +15,13 @@ from twotower.index._base import PAD_ID, Index, load_index, make_index
 from twotower.index.config import IndexConfig
 from twotower.index.exact import ExactIndex
 from twotower.index.faiss_ann import HNSWIndex, IVFIndex
+from twotower.index.filters import Exclusions
 from twotower.index.recall import recall_at_k, tune_recall
 
 __all__ = [
     "PAD_ID",
     "ExactIndex",
+    "Exclusions",
     "HNSWIndex",
     "IVFIndex",
     "Index",

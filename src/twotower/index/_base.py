@@ -13,7 +13,7 @@ import numpy as np
 
 from twotower.errors import ArtifactError, ConfigError, DataError, NotFittedError
 from twotower.index.config import IndexConfig
-from twotower.index.filters import Filters, compile_filters
+from twotower.index.filters import Exclusions, Filters, compile_filters, prepare_exclusions
 
 PAD_ID = -1
 """Id that pads a result row when fewer than ``k`` items qualify (its score is ``-inf``)."""
@@ -72,6 +72,7 @@ class Index:
         self.config = config
         self._n = 0
         self._d = 0
+        self._layout = object()  # new at each build: ties prepared exclusions to it
 
     # ------------------------------------------------------------------ state
     @property
@@ -114,7 +115,28 @@ class Index:
             normalise(x)
         self._build(x)
         self._n, self._d = x.shape
+        self._layout = object()
         return self
+
+    def prepare_exclusions(self, table: Any) -> Exclusions:
+        """Per-query exclusions checked once and laid out for this index (``Exclusions``):
+        pass ``prepared.rows(r)`` as ``search``'s ``exclude``, one table row per query.
+
+        Args:
+            table: one sequence of ids per row (e.g. each user's seen items), or a scipy
+                CSR matrix ``[rows, n]``. A CSR table the index need not re-map is held,
+                not copied: do not change it afterwards.
+
+        Raises:
+            NotFittedError: before ``build``.
+            DataError: a malformed table, or ids outside ``[0, n)`` (naming the row).
+        """
+        self._require_built()
+        return prepare_exclusions(table, self._n, self._rows_of(), self._layout)
+
+    def _rows_of(self) -> np.ndarray | None:
+        """Each id's row in the kind's own storage, when that is not the id order."""
+        return None
 
     def search(self, queries: Any, k: int, exclude: Any = None, allow: Any = None,
                deny: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -124,8 +146,9 @@ class Index:
             queries: ``[b, d]`` float query embeddings (``b`` may be 0).
             k: results per query, >= 1; more than the catalogue is padded.
             exclude: per-query ids never returned to that query (one sequence per query,
-                e.g. items already seen), or a scipy CSR matrix ``[b, n]``. For many
-                queries the CSR form is the cheaper one: separate sequences are first
+                e.g. items already seen), a scipy CSR matrix ``[b, n]``, or the rows of
+                a table this index prepared (``prepare_exclusions``). For many queries
+                the prepared form is the cheapest, then CSR: separate sequences are first
                 concatenated (README, "Search").
             allow: 1-D ids; only these may be returned (to every query).
             deny: 1-D ids never returned (to any query).
@@ -145,7 +168,12 @@ class Index:
         b = q.shape[0]
         if b == 0:
             return (np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64))
-        filters = compile_filters(exclude, allow, deny, self._n, b)
+        if isinstance(exclude, Exclusions):
+            exclude._check(self._layout, b)
+            f = compile_filters(None, allow, deny, self._n, b)
+            filters = Filters.prepared_rows(exclude, f.allowed, f.n_allowed)
+        else:
+            filters = compile_filters(exclude, allow, deny, self._n, b)
         if self.config.metric == "cosine":
             q = normalise(np.array(q, dtype=np.float32, copy=True))
         return self._search(q, k, filters)
@@ -270,4 +298,5 @@ def load_index(path: str | os.PathLike[str]) -> Index:
     except (OSError, ValueError, RuntimeError) as exc:
         raise ArtifactError(f"{d}: cannot load index ({type(exc).__name__}: {exc})") from None
     index._n, index._d = n, dim
+    index._layout = object()
     return index

@@ -195,14 +195,22 @@ class _Exclusions:
 
     The exclusions before row ``near`` (the first chunks, where a norm-bounded scan often
     stops) are found eagerly: with ``band`` only those are mapped through ``ex_map``, the
-    rest cost one byte read each. A scan that goes beyond ``near`` maps and sorts all of
-    them once, then finds each chunk's by binary search.
+    rest cost one byte read each; from a prepared table (``head``) only those are read. A
+    scan that goes beyond ``near`` maps and sorts all of them once (``load`` gathers them
+    from the table first), then finds each chunk's by binary search.
     """
 
-    def __init__(self, ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None,
-                 band: np.ndarray | None, near: int) -> None:
+    def __init__(self, ptr: np.ndarray | None, ids: np.ndarray | None,
+                 ex_map: np.ndarray | None, band: np.ndarray | None, near: int,
+                 head: tuple[np.ndarray, np.ndarray] | None = None, load: Any = None
+                 ) -> None:
         self.ptr, self.ids, self.ex_map = ptr, ids, ex_map
         self.near = near
+        self.load = load
+        self.rows = self.cols = None  # all of them, sorted by column, once needed
+        if head is not None:
+            self.head_row, self.head_col = head
+            return
         if ex_map is not None and band is not None:
             lim = -(-near // (1 << _BAND_SHIFT))  # bands holding rows below `near`
             # band 255 also holds every row past it: then all are candidates
@@ -220,6 +228,10 @@ class _Exclusions:
         self.rows = self.cols = None  # all of them, sorted by column, once needed
 
     def _all(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.ids is None:
+            got = self.load()
+            self.ptr, self.ids = got if got is not None else (
+                np.zeros(1, np.int64), np.empty(0, np.int64))
         rows = np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr))
         cols = self.ids if self.ex_map is None else self.ex_map[self.ids]
         return rows, cols
@@ -292,7 +304,10 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     out_i = np.full((b, k), PAD_ID, dtype=np.int64)
     kk = min(k, n)
     mask = _Mask(f.allowed, chunk_size)
-    ptr, ids = (None, None) if deferred is not None else (f.ex_ptr, f.ex_ids)
+    # a prepared table's rows: each block reads its own (with norms, only their heads)
+    prepared = f.prepared if norms is not None and not small else None
+    ptr, ids = ((None, None) if deferred is not None or prepared is not None
+                else (f.ex_ptr, f.ex_ids))
     workers = max(1, threads or _CPUS)
     starts = list(range(0, b, batch_size))
     # Fewer query blocks than workers: split the catalogue too, merge the parts after.
@@ -315,7 +330,13 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
 
     def block_ex(r0: int, r1: int) -> _Exclusions | None:
         """The exclusions of queries [r0, r1), a fresh ``_Exclusions`` for each caller."""
-        if r0 in flat_blocks:
+        if prepared is not None:
+            head = prepared.head(r0, r1, near)
+            if head is not None:  # only the heads now; the rest if the scan goes on
+                return _Exclusions(None, None, None, None, near, head=head,
+                                   load=lambda: prepared._gather(r0, r1))
+            csr = prepared._gather(r0, r1)
+        elif r0 in flat_blocks:
             csr = flat_blocks[r0]
         elif deferred is not None:
             csr = exclusions(deferred[r0:r1], n, r1 - r0, row0=r0)
@@ -340,7 +361,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 r1 = min(b, r0 + batch_size)
                 ex = block_ex(r0, r1)
                 # the parts reuse the flattened lists (each with its own _Exclusions)
-                flat_blocks[r0] = None if ex is None else (ex.ptr, ex.ids)
+                if prepared is None:
+                    flat_blocks[r0] = None if ex is None else (ex.ptr, ex.ids)
                 if r0 not in seeds:
                     seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, ex, chunk_size, spans[:1],
                                          norms)
@@ -573,6 +595,9 @@ class ExactIndex(Index):
             self._band = np.minimum(self._inverse >> _BAND_SHIFT, 255).astype(np.uint8)
         self._vectors = x
 
+    def _rows_of(self) -> np.ndarray | None:
+        return self._inverse
+
     @property
     def vectors(self) -> np.ndarray:
         """The indexed ``[n, d]`` float32 vectors in id order (normalised under cosine);
@@ -587,10 +612,12 @@ class ExactIndex(Index):
             # filters into storage order (excluded ids: by topk_exact's workers, ex_map);
             # ids back to id order below
             f = f.with_allowed(f.allowed[self._order])
+        # prepared exclusions (``in_layout``) are storage rows already: nothing to map
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,
-                          self._norms if self.config.norm_bound else None, self._inverse,
-                          self._band)
+                          self._norms if self.config.norm_bound else None,
+                          None if f.in_layout else self._inverse,
+                          None if f.in_layout else self._band)
         if self._order is not None:
             i = np.where(i >= 0, self._order[np.maximum(i, 0)], PAD_ID).astype(np.int64)
         return s, i

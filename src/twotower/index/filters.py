@@ -13,6 +13,7 @@ worker threads; either way a malformed list fails the ``search`` call and names 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,12 +36,14 @@ class Filters:
             them all at once.
     """
 
-    __slots__ = ("_ptr", "_ids", "_rows", "_n", "allowed", "n_allowed")
+    __slots__ = ("_ptr", "_ids", "_rows", "_n", "allowed", "n_allowed", "in_layout")
 
     def __init__(self, ex_ptr: np.ndarray | None, ex_ids: np.ndarray | None,
-                 allowed: np.ndarray | None, n_allowed: int) -> None:
+                 allowed: np.ndarray | None, n_allowed: int, in_layout: bool = False) -> None:
         self._ptr, self._ids, self._rows, self._n = ex_ptr, ex_ids, None, 0
         self.allowed, self.n_allowed = allowed, n_allowed
+        # True: ``ex_ids`` are already the index's own rows (``Exclusions``), not ids
+        self.in_layout = in_layout
 
     @classmethod
     def deferred(cls, rows: Sequence[Any], n: int, allowed: np.ndarray | None,
@@ -52,16 +55,34 @@ class Filters:
         return f
 
     def with_allowed(self, allowed: np.ndarray | None) -> Filters:
-        f = Filters(self._ptr, self._ids, allowed, self.n_allowed)
+        f = Filters(self._ptr, self._ids, allowed, self.n_allowed, self.in_layout)
         f._rows, f._n = self._rows, self._n
+        return f
+
+    @classmethod
+    def prepared_rows(cls, prepared: Exclusions, allowed: np.ndarray | None,
+                      n_allowed: int) -> Filters:
+        """Exclusions as rows of a table the index prepared (already in its row layout,
+        ``in_layout``): gathered on first use, or per query block by exact search."""
+        f = cls(None, None, allowed, n_allowed, in_layout=True)
+        f._rows = prepared
         return f
 
     @property
     def ex_rows(self) -> Sequence[Any] | None:
-        return self._rows
+        return None if isinstance(self._rows, Exclusions) else self._rows
+
+    @property
+    def prepared(self) -> Exclusions | None:
+        """The prepared rows (``Filters.prepared_rows``) while not gathered yet."""
+        return self._rows if isinstance(self._rows, Exclusions) else None
 
     def _flatten(self) -> None:
-        if self._rows is not None:
+        if isinstance(self._rows, Exclusions):
+            ex = self._rows._gather(0, len(self._rows))
+            self._ptr, self._ids = ex if ex is not None else (None, None)
+            self._rows = None
+        elif self._rows is not None:
             ex = exclusions(self._rows, self._n, len(self._rows))
             self._ptr, self._ids = ex if ex is not None else (None, None)
             self._rows = None
@@ -170,6 +191,146 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0
     return ptr, ids
 
 
+# Storage-row limits of an ``Exclusions`` table's per-row heads (``Exclusions.head``)
+_HEAD_LIMITS = (1 << 14, 1 << 15, 1 << 16, 1 << 17)
+
+
+class Exclusions:
+    """Per-query exclusions prepared once for one index: ``Index.prepare_exclusions``.
+
+    A fixed table of rows (e.g. every user's seen items), checked once and held in the
+    index's own item layout. ``index.search(q, k, exclude=prepared.rows(users))`` then
+    neither checks nor maps the excluded ids on each call. Over a catalogue stored in
+    decreasing-norm order (exact search, 65,536 items or more) each row is also sorted,
+    with its length below a few row limits: a search that stops in the first rows reads
+    only the exclusions that lie there, not every one (README, "Search"). Valid only for
+    the index (and the build of it) that prepared it.
+
+    Example:
+        >>> import numpy as np
+        >>> from twotower.index import make_index
+        >>> index = make_index().build(np.diag(np.array([4, 3, 2, 1], dtype="float32")))
+        >>> seen = index.prepare_exclusions([[0], [1, 2], []])  # rows: e.g. users
+        >>> index.search(np.ones((2, 4), "float32"), 2, exclude=seen.rows([1, 0]))[1]
+        array([[0, 3],
+               [1, 2]])
+    """
+
+    __slots__ = ("_ptr", "_ids", "_heads", "_sel", "_owner")
+
+    def __init__(self, ptr: np.ndarray, ids: np.ndarray, heads: np.ndarray | None,
+                 sel: np.ndarray | None, owner: object) -> None:
+        self._ptr, self._ids, self._heads = ptr, ids, heads
+        self._sel, self._owner = sel, owner
+
+    def __len__(self) -> int:
+        return len(self._ptr) - 1 if self._sel is None else len(self._sel)
+
+    def __repr__(self) -> str:
+        return f"Exclusions(rows={len(self)}, table_rows={len(self._ptr) - 1})"
+
+    def rows(self, rows: Any) -> Exclusions:
+        """The exclusions of table rows ``rows`` (1-D integers), one per query, in order.
+        Nothing is copied until a search reads them."""
+        idx = np.asarray(rows)
+        if idx.ndim != 1 or (idx.size and idx.dtype.kind not in "iu"):
+            raise DataError(f"`rows` must be a 1-D sequence of row numbers of the prepared "
+                            f"table, got {idx.dtype} array of shape {idx.shape}")
+        idx = idx.astype(np.int64)  # a copy: later changes to `rows` do not leak in
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
+            bad = idx.min() if idx.min() < 0 else idx.max()
+            raise DataError(f"`rows` must be in [0, {len(self)}) (the prepared rows), "
+                            f"got {bad}")
+        return Exclusions(self._ptr, self._ids, self._heads,
+                          idx if self._sel is None else self._sel[idx], self._owner)
+
+    def _table_rows(self, r0: int, r1: int) -> np.ndarray:
+        return (np.arange(r0, r1, dtype=np.int64) if self._sel is None
+                else self._sel[r0:r1])
+
+    def _gather(self, r0: int, r1: int, limit: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+        """CSR ``(ptr, rows)`` of queries ``[r0, r1)``: all their excluded rows, or (with
+        ``limit``, rows sorted) those below ``limit``; None when there are none."""
+        t = self._table_rows(r0, r1)
+        starts = self._ptr[t]
+        if limit is None:
+            lens = self._ptr[t + 1] - starts
+        else:  # heads[j]: each row's length below _HEAD_LIMITS[j]
+            lens = self._heads[bisect.bisect_left(_HEAD_LIMITS, limit)][t]
+        ptr = np.zeros(len(t) + 1, dtype=np.int64)
+        np.cumsum(lens, out=ptr[1:])
+        if ptr[-1] == 0:
+            return None
+        if len(t) == 1:
+            return ptr, self._ids[starts[0]:starts[0] + ptr[1]]
+        pos = np.repeat(starts - ptr[:-1], lens) + np.arange(ptr[-1])
+        return ptr, self._ids[pos]
+
+    def head(self, r0: int, r1: int, near: int
+             ) -> tuple[np.ndarray, np.ndarray] | None:
+        """(query rows, storage rows) of the exclusions of queries ``[r0, r1)`` below
+        storage row ``near`` (and some after it, up to the next head limit), read from the
+        sorted rows' heads; None when the table keeps no heads up to ``near`` (the caller
+        gathers every exclusion instead)."""
+        if self._heads is None or near > _HEAD_LIMITS[-1]:
+            return None
+        got = self._gather(r0, r1, near)
+        if got is None:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+        ptr, cols = got
+        return np.repeat(np.arange(r1 - r0), np.diff(ptr)), cols
+
+    def _check(self, owner: object, b: int) -> None:
+        if owner is not self._owner:
+            raise DataError("`exclude` was prepared by another index, or before this one "
+                            "was built again: prepare it with this index's "
+                            "prepare_exclusions")
+        if len(self) != b:
+            raise DataError(f"`exclude` must have one row per query ({b}), got {len(self)}: "
+                            "select them with .rows(...)")
+
+
+def prepare_exclusions(table: Any, n: int, rows_of: np.ndarray | None,
+                       owner: object) -> Exclusions:
+    """``Index.prepare_exclusions``: ``table`` checked (as ``exclude`` is), its ids mapped
+    through ``rows_of`` (each id's row in the index; None: ids are rows). Mapped rows are
+    sorted, and each row's length below every ``_HEAD_LIMITS`` entry is kept."""
+    if hasattr(table, "indptr") and hasattr(table, "indices"):
+        b = table.shape[0]
+    elif isinstance(table, (Sequence, np.ndarray)) and not isinstance(table, (str, bytes)):
+        b = len(table)
+    else:
+        raise DataError(f"`table` must be a list with one sequence of item ids per row, or "
+                        f"a scipy CSR matrix [rows, {n}], got {type(table).__name__}")
+    ex = exclusions(table, n, b)
+    if ex is None:
+        return Exclusions(np.zeros(b + 1, dtype=np.int64), np.empty(0, dtype=np.int32),
+                          None, None, owner)
+    ptr, ids = ex
+    dtype = np.int32 if n < 2**31 else np.int64
+    heads = None
+    if rows_of is None:
+        held = np.asarray(getattr(table, "indices", ids))
+        # a CSR table's own ids (checked above) are held, not copied
+        ids = held if held.dtype == dtype and held.ndim == 1 else ids.astype(dtype)
+    else:
+        import scipy.sparse as sp
+        m = sp.csr_matrix((np.ones(len(ids), dtype=bool), rows_of[ids].astype(dtype),
+                           ptr), shape=(b, n), copy=False)
+        m.has_sorted_indices = False
+        m.sort_indices()  # each row in increasing storage row (in place, no large temps)
+        ids = np.asarray(m.indices, dtype=dtype)
+        # each row's length below every limit: a prefix of the sorted row
+        heads = np.empty((len(_HEAD_LIMITS), b), dtype=np.int32)
+        cnt_dtype = np.int32 if len(ids) < 2**31 else np.int64
+        for j, lim in enumerate(_HEAD_LIMITS):
+            c = np.zeros(len(ids) + 1, dtype=cnt_dtype)
+            np.cumsum(ids < lim, out=c[1:])
+            heads[j] = c[ptr[1:]] - c[ptr[:-1]]
+    return Exclusions(ptr, ids, heads, None, owner)
+
+
 def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filters:
     """Check and flatten the filters of one search call.
 
@@ -214,7 +375,7 @@ def take_rows(f: Filters, rows: np.ndarray) -> Filters:
     if ptr[-1] == 0:  # none of these queries excludes anything
         return Filters(None, None, f.allowed, f.n_allowed)
     ids = np.concatenate([f.ex_ids[s:e] for s, e in zip(starts, ends)])
-    return Filters(ptr, ids, f.allowed, f.n_allowed)
+    return Filters(ptr, ids, f.allowed, f.n_allowed, f.in_layout)
 
 
 def first_rows(f: Filters, b: int, m: int, pos: np.ndarray | None = None,

@@ -183,7 +183,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                                               "; pass fallback=popular for popular items"))
         known = users[~unknown]
         if len(known):
-            exclude = m.seen_rows(known) if req.exclude_seen else None
+            exclude = m.seen_exclusions(known) if req.exclude_seen else None
             scores, idx = m.recommend(known, req.k, exclude)
         popular = s.popular_json(req.k) if unknown.any() else ""
         ids = m.user_vocab.ids

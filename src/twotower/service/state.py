@@ -134,6 +134,9 @@ class ServedModel:
             scores, idx = m.recommend(np.array([0]), k, m.seen_items(np.array([0])))
             if idx.shape != (1, k):
                 raise ValueError(f"search returned shape {idx.shape}, expected (1, {k})")
+            # the batch endpoint's form: prepares the seen-items table now, not on the
+            # first batch request
+            m.recommend(np.array([0, 0]), k, m.seen_exclusions(np.array([0, 0])))
             if self.n_items > 1:
                 m.similar_items(np.array([0]), min(10, self.n_items - 1))
         except Exception as exc:  # noqa: BLE001 - any failure means: do not serve this run
