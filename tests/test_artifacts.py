@@ -109,18 +109,29 @@ def test_killed_process_mid_save_leaves_previous_model(tutorial_run, tmp_path):
 
 
 def test_seen_rows_exclude_what_seen_items_exclude(tutorial_run):
-    """``seen_rows`` (CSR, what ``recommend_ids`` and the batch endpoints pass) holds each
-    user's ``seen_items`` and gives the same lists, before and after a save/load."""
+    """``seen_rows`` (CSR) holds each user's ``seen_items``; it and ``seen_exclusions``
+    (prepared rows: what ``recommend_ids`` and the batch endpoints pass) give the same
+    lists, before and after a save/load."""
     model, run = tutorial_run
     users = np.array([0, 1, 2, 41, 41, 900])
     rows = model.seen_rows(users)
     assert rows.shape == (len(users), model.n_items)
     for r, items in enumerate(model.seen_items(users)):
         assert sorted(rows[r].indices.tolist()) == sorted(items.tolist())
-    for m in (model, TwoTower.load(run)):
+    loaded = TwoTower.load(run)
+    for m in (model, loaded):
         s1, i1 = m.recommend(users, 10, m.seen_items(users))
         s2, i2 = m.recommend(users, 10, m.seen_rows(users))
         assert np.array_equal(i1, i2) and np.allclose(s1, s2)
+        # prepared rows (what recommend_ids, `twotower recommend` and the batch endpoint
+        # pass): the same exclusions
+        s3, i3 = m.recommend(users, 10, m.seen_exclusions(users))
+        assert np.array_equal(i1, i3) and np.allclose(s1, s3)
+    # a new index: the table is prepared again for it (a stale one would be refused)
+    from twotower.index import IndexConfig
+    loaded.set_index(IndexConfig(kind="exact", chunk_size=256))
+    s4, i4 = loaded.recommend(users, 10, loaded.seen_exclusions(users))
+    assert np.array_equal(i1, i4) and np.allclose(s1, s4)
     ids = model.user_vocab.ids[users]
     _, top = model.recommend_ids(ids, k=10)
     seen = model.seen_items(users)
