@@ -259,3 +259,24 @@ def test_prepared_exclusions(built, catalogue, tmp_path):
     rebuilt.build(V)
     with pytest.raises(DataError, match="prepared by another index"):
         rebuilt.search(Q, 10, exclude=stale.rows(pick))
+
+
+def test_prepared_rows_gathered_alike_without_scipys_compiled_gather(built, catalogue,
+                                                                     monkeypatch):
+    # whole rows come from scipy's compiled row gather, or from `csr[rows]` where it is
+    # missing: the same exclusions either way
+    from twotower.index import filters
+
+    V, Q = catalogue
+    rng = np.random.default_rng(9)
+    table = [rng.choice(300, rng.integers(0, 80), replace=False) for _ in range(20)]
+    pick = rng.integers(0, 20, len(Q))
+    prepared = built.prepare_exclusions(table)
+    want = built.search(Q, 10, exclude=[table[t] for t in pick])
+    assert filters._csr_row_index is not None
+    for gather in (filters._csr_row_index, None):
+        monkeypatch.setattr(filters, "_csr_row_index", gather)
+        np.testing.assert_array_equal(
+            built.search(Q, 10, exclude=prepared.rows(pick))[1], want[1])
+        got = prepared.rows(pick)._gather(0, len(pick))
+        np.testing.assert_array_equal(got[1], np.concatenate([table[t] for t in pick]))

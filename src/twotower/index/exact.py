@@ -305,7 +305,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     kk = min(k, n)
     mask = _Mask(f.allowed, chunk_size)
     # a prepared table's rows: each block reads its own (with norms, only their heads)
-    prepared = f.prepared if norms is not None and not small else None
+    # (one chunk: each block's worker gathers its own rows, in parallel)
+    prepared = (f.prepared if (norms is not None and not small) or (n <= chunk_size and b > 1)
+                else None)
     ptr, ids = ((None, None) if deferred is not None or prepared is not None
                 else (f.ex_ptr, f.ex_ids))
     workers = max(1, threads or _CPUS)
@@ -386,6 +388,11 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 mask.apply(S, 0, n)
                 if ptr is not None and ptr[r1] > ptr[r0]:  # flat: cheaper than 2-D indexing
                     S.reshape(-1)[flat[ptr[r0]:ptr[r1]] - r0 * n] = _NEG
+                elif prepared is not None and (got := prepared._gather(r0, r1)) is not None:
+                    at = np.repeat(np.arange(0, (r1 - r0) * n, n, dtype=np.int64),
+                                   np.diff(got[0]))
+                    at += got[1]
+                    S.reshape(-1)[at] = _NEG
                 results[key] = _select(S, kk)
                 return
             init = floor = None
