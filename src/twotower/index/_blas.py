@@ -4,8 +4,16 @@ Exact search splits its work over Python threads, one per core, each with its ow
 calls on small blocks. A multi-threaded BLAS on such blocks spends much of its time
 synchronising its own threads (256 x 4,096 x 64 float32 GEMMs ran several times slower with two
 OpenBLAS threads than one), so each worker asks for one BLAS thread. OpenBLAS >= 0.3.27
-has a thread-local setting for this (``openblas_set_num_threads_local``); with any other
-BLAS this module does nothing and ``available()`` is False.
+has a setting for this (``openblas_set_num_threads_local``); with any other BLAS this
+module does nothing and ``available()`` is False.
+
+Despite its name, in numpy's OpenBLAS (scipy-openblas 0.3.31) that setting acts on the
+whole process: while one thread holds it at 1, every thread's BLAS calls use one thread,
+and it returns the process-wide value. Two workers entering and leaving in turn (A saves
+2, B saves A's 1, A restores 2, B restores 1) left the process on one BLAS thread for
+good: a 4,096² matmul then ran at 126-130 instead of 245-252 GFLOP/s on two cores. So the
+blocks are counted: the first to enter keeps the value before, the last to leave puts it
+back.
 """
 
 from __future__ import annotations
@@ -14,12 +22,16 @@ import contextlib
 import ctypes
 import glob
 import os
+import threading
 from collections.abc import Iterator
 
 import numpy as np
 
 _set_local = None
 _searched = False
+_lock = threading.Lock()
+_depth = 0  # single_threaded blocks open in the process
+_saved = 0  # the BLAS thread count before the first of them
 
 
 def _find() -> object | None:
@@ -48,13 +60,23 @@ def available() -> bool:
 
 @contextlib.contextmanager
 def single_threaded() -> Iterator[bool]:
-    """Within the block, BLAS calls made by this thread use one thread; yields available()."""
+    """Within the block, BLAS calls made by this thread use one thread (with numpy's
+    OpenBLAS, every thread's, while any block is open); yields available(). The count
+    from before the first open block comes back when the last one closes."""
+    global _depth, _saved
     fn = _find()
     if fn is None:
         yield False
         return
-    before = fn(1)
+    with _lock:
+        before = fn(1)  # every entrant: also right where the setting is per thread
+        if _depth == 0:
+            _saved = before
+        _depth += 1
     try:
         yield True
     finally:
-        fn(before)
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                fn(_saved)

@@ -1,0 +1,55 @@
+"""The per-block single-threaded BLAS setting (``twotower.index._blas``)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from twotower.index import _blas
+
+
+def _current() -> int:
+    """The BLAS thread count this thread sees (the setting returns the one before)."""
+    fn = _blas._find()
+    before = fn(1)
+    fn(before)
+    return before
+
+
+def test_blocks_left_in_turn_by_two_threads_restore_the_thread_count():
+    # numpy's OpenBLAS applies the "local" setting to the whole process. Thread A enters
+    # (saves 2), B enters (saves A's 1), A leaves (puts 2 back), B leaves (puts 1 back):
+    # without counting the open blocks, the process stayed on one BLAS thread for good.
+    if not _blas.available():
+        pytest.skip("numpy's BLAS has no per-thread thread count")
+    fn = _blas._find()
+    original = fn(2)
+    try:
+        assert _current() == 2
+        a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+
+        def a() -> None:
+            with _blas.single_threaded():
+                a_in.set()
+                b_in.wait(10)
+            a_out.set()
+
+        def b() -> None:
+            a_in.wait(10)
+            with _blas.single_threaded():
+                b_in.set()
+                a_out.wait(10)
+
+        threads = [threading.Thread(target=a), threading.Thread(target=b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert a_out.is_set() and b_in.is_set()
+        assert _current() == 2
+        with _blas.single_threaded():  # and inside a block: one thread
+            assert _current() == 1
+        assert _current() == 2
+    finally:
+        fn(original)
