@@ -225,7 +225,6 @@ class _Exclusions:
             cols = ex_map[ids[sel]]
         keep = cols < near
         self.head_row, self.head_col = rows[keep], cols[keep]
-        self.rows = self.cols = None  # all of them, sorted by column, once needed
 
     def _all(self) -> tuple[np.ndarray, np.ndarray]:
         if self.ids is None:

@@ -229,9 +229,9 @@ class Exclusions:
 
     def __init__(self, ptr: np.ndarray, ids: np.ndarray, heads: np.ndarray | None,
                  csr: Any, sel: np.ndarray | None, owner: object) -> None:
-        # csr: the same rows as a scipy CSR matrix (sharing ``ids``), whose row indexing
-        # gathers whole rows in one compiled pass (60 against 127 µs for numpy's
-        # repeat/arange/take on 1,024 rows of 100)
+        # csr: the same rows as a scipy CSR matrix (sharing ``ids``), for scipy's compiled
+        # row gather (``_gather``: 11 µs for 512 rows of 100, against 60 µs for numpy's
+        # repeat/arange/take)
         self._ptr, self._ids, self._heads, self._csr = ptr, ids, heads, csr
         self._sel, self._owner = sel, owner
 
