@@ -193,9 +193,8 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0
 
 try:
     # scipy's compiled row gather, the one ``csr[rows]`` calls, without that call's Python
-    # checks: in a worker thread these held the GIL for most of the 162 µs that 512 rows
-    # took (11 µs alone). On MovieLens 100k's 1,682 items, 943 users at a time, excluding
-    # the seen items cost +8-12% through it and +18-22% through ``csr[rows]``.
+    # checks (which hold the GIL while the other worker needs it): 10.7 against 32.5 µs
+    # for 512 rows alone (benchmarks/probes/seen_forms.py)
     from scipy.sparse._sparsetools import csr_row_index as _csr_row_index
 except ImportError:  # pragma: no cover - another scipy layout: ``csr[rows]``
     _csr_row_index = None
@@ -230,8 +229,7 @@ class Exclusions:
     def __init__(self, ptr: np.ndarray, ids: np.ndarray, heads: np.ndarray | None,
                  csr: Any, sel: np.ndarray | None, owner: object) -> None:
         # csr: the same rows as a scipy CSR matrix (sharing ``ids``), for scipy's compiled
-        # row gather (``_gather``: 11 µs for 512 rows of 100, against 60 µs for numpy's
-        # repeat/arange/take)
+        # row gather (``_gather``)
         self._ptr, self._ids, self._heads, self._csr = ptr, ids, heads, csr
         self._sel, self._owner = sel, owner
 

@@ -1,0 +1,78 @@
+"""Probe: what excluding the seen items costs a TwoTower's batch recommendations, by form.
+
+Fits the tutorial preset on MovieLens 100k (the tutorial's 80/20 random split, seed 42;
+1,682 items, so exact search is one chunk and the catalogue is not norm-ordered), then
+times ``model.recommend`` for 943 users at once (every user, in a random order):
+- no exclusions (the reference);
+- ``seen_items(users)``: one array per user;
+- ``seen_rows(users)``: scipy CSR rows, picked on each call;
+- ``seen_exclusions(users)``: rows of the table prepared once for the index (what
+  ``recommend_ids``, ``twotower recommend`` and the batch endpoint pass).
+Each form's time includes picking the users' rows. Back-to-back runs of 30 calls, the
+forms alternated, 7 rounds; medians. Then, for the prepared table's whole-row gather, the
+time of 512 rows alone: scipy's compiled ``csr_row_index`` (``Exclusions._gather``)
+against ``csr[rows]``, which adds Python checks around the same call.
+
+Usage: python benchmarks/probes/seen_forms.py /path/to/ml-100k
+Output of the run quoted in docs/search.md: results/probe-seen-forms-20261130.txt
+"""
+import statistics
+import sys
+import time
+
+import numpy as np
+
+
+def steady(fns: dict, rounds: int = 7, calls: int = 30) -> dict:
+    acc: dict = {k: [] for k in fns}
+    for r in range(rounds):
+        order = list(fns) if r % 2 == 0 else list(fns)[::-1]
+        for k in order:
+            fns[k]()
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fns[k]()
+            acc[k].append((time.perf_counter() - t0) / calls)
+    return {k: statistics.median(v) for k, v in acc.items()}
+
+
+def main(data_dir: str) -> None:
+    from twotower import ModelConfig, TwoTower, random_split, read_movielens_100k
+    split = random_split(read_movielens_100k(data_dir), test_fraction=0.2, seed=42)
+    t0 = time.perf_counter()
+    model = TwoTower(ModelConfig.preset("tutorial")).fit(split.train, verbose=0)
+    print(f"tutorial preset fitted in {time.perf_counter() - t0:.1f} s; "
+          f"{model.n_items} items")
+    users = np.random.default_rng(0).permutation(len(model.user_vocab))
+    seen = model.seen_rows(users)
+    print(f"{len(users)} users, {seen.nnz / len(users):.1f} seen items each on average")
+    forms = {
+        "none": lambda: model.recommend(users, 10),
+        "seen_items (arrays)": lambda: model.recommend(users, 10, model.seen_items(users)),
+        "seen_rows (CSR)": lambda: model.recommend(users, 10, model.seen_rows(users)),
+        "seen_exclusions (prepared)":
+            lambda: model.recommend(users, 10, model.seen_exclusions(users)),
+    }
+    want = forms["seen_items (arrays)"]()[1]
+    for k in list(forms)[2:]:
+        assert np.array_equal(forms[k]()[1], want), k
+    for run in range(3):
+        t = steady(forms)
+        print(f"run {run + 1}: no exclusions {t['none'] * 1e6:.0f} µs; " + "; ".join(
+            f"{k} {t[k] / t['none'] - 1:+.1%}" for k in list(forms)[1:]))
+
+    from twotower.index import filters
+    table = model.seen_exclusions(users)._csr  # the prepared table
+    rows = users[:512]
+    picked = model.seen_exclusions(rows)
+    got = picked._gather(0, len(rows))
+    assert np.array_equal(got[1], table[rows].indices)
+    t = steady({"compiled": lambda: picked._gather(0, len(rows)),
+                "csr[rows]": lambda: table[rows]}, calls=200)
+    print(f"512 rows gathered alone: csr_row_index {t['compiled'] * 1e6:.1f} µs, "
+          f"csr[rows] {t['csr[rows]'] * 1e6:.1f} µs "
+          f"(compiled gather in use: {filters._csr_row_index is not None})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/datasets/ml-100k")
