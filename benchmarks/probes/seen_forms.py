@@ -11,7 +11,9 @@ times ``model.recommend`` for 943 users at once (every user, in a random order):
 Each form's time includes picking the users' rows. Back-to-back runs of 30 calls, the
 forms alternated, 7 rounds; medians. Then, for the prepared table's whole-row gather, the
 time of 512 rows alone: scipy's compiled ``csr_row_index`` (``Exclusions._gather``)
-against ``csr[rows]``, which adds Python checks around the same call.
+against ``csr[rows]``, which adds Python checks around the same call. Last, the bytes a
+prepared table holds: for the model's table, and for one over a 70,000-item catalogue
+stored in norm order.
 
 Usage: python benchmarks/probes/seen_forms.py /path/to/ml-100k
 Output of the run quoted in docs/search.md: results/probe-seen-forms-20261130.txt
@@ -72,6 +74,29 @@ def main(data_dir: str) -> None:
     print(f"512 rows gathered alone: csr_row_index {t['compiled'] * 1e6:.1f} µs, "
           f"csr[rows] {t['csr[rows]'] * 1e6:.1f} µs "
           f"(compiled gather in use: {filters._csr_row_index is not None})")
+
+    # what a prepared table holds, beyond the model's own seen-items table
+    prepared = model.seen_exclusions(users[:1])
+    print("prepared table, MovieLens 100k (ids kept in item order):",
+          table_bytes(prepared, model._seen.indices, model._seen.nnz, len(users)))
+    from twotower.index import IndexConfig, make_index
+    rng = np.random.default_rng(0)
+    n = 70_000  # above 65,536: exact search stores it in norm order
+    index = make_index(IndexConfig(kind="exact")).build(
+        rng.standard_normal((n, 8)).astype(np.float32))
+    rows = [rng.choice(n, 100, replace=False) for _ in range(1000)]
+    print("prepared table, 70,000 items in norm order, 1,000 rows of 100:",
+          table_bytes(index.prepare_exclusions(rows), None, 100_000, 1000))
+
+
+def table_bytes(e, shared, nnz: int, n_rows: int) -> str:
+    """Bytes per excluded item and per row of a prepared table (``Exclusions``), leaving
+    out ids shared with ``shared`` (the caller's own table)."""
+    per_item = e._csr.data.nbytes + (0 if shared is not None and np.shares_memory(
+        e._ids, shared) else e._ids.nbytes)
+    per_row = e._ptr.nbytes + e._csr.indptr.nbytes + (
+        0 if e._heads is None else e._heads.nbytes)
+    return f"{per_item / nnz:.2f} bytes per excluded item, {per_row / n_rows:.1f} per row"
 
 
 if __name__ == "__main__":

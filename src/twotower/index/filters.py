@@ -193,7 +193,7 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0
 
 try:
     # scipy's compiled row gather, the one ``csr[rows]`` calls, without that call's Python
-    # checks (which hold the GIL while the other worker needs it): 10.7 against 32.5 µs
+    # checks (which hold the GIL while the other worker needs it): 9.9 against 30.8 µs
     # for 512 rows alone (benchmarks/probes/seen_forms.py)
     from scipy.sparse._sparsetools import csr_row_index as _csr_row_index
 except ImportError:  # pragma: no cover - another scipy layout: ``csr[rows]``
