@@ -34,6 +34,11 @@ class Filters:
             (``Filters.deferred``): exact search flattens each query block's part in the
             worker that searches it. Reading ``ex_ptr`` or ``ex_ids`` flattens (and checks)
             them all at once.
+        prepared: the rows of a table the index prepared (``Filters.prepared_rows``)
+            while not gathered yet; exact search reads each query block's own. Reading
+            ``ex_ptr`` or ``ex_ids`` gathers them all.
+        in_layout: True when ``ex_ids`` are the index's own storage rows (a prepared
+            table's), not ids: nothing to map.
     """
 
     __slots__ = ("_ptr", "_ids", "_rows", "_n", "allowed", "n_allowed", "in_layout")
