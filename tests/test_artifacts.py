@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,95 @@ def test_killed_process_mid_save_leaves_previous_model(tutorial_run, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert np.array_equal(_top(TwoTower.load(run))[1], before)
+    # the killed save's temporary directory is left; the next save beside it removes it
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".run.tmp-")]
+    assert left and left[0].startswith(f".run.tmp-{proc.pid}-")
+    model.save(run)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_save_refuses_to_replace_what_is_not_a_run(tutorial_run, tmp_path):
+    """A save replaces the whole directory: only a run (or an empty directory) may be."""
+    model, _ = tutorial_run
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "ratings.csv").write_text("user,item\n1,2\n")
+    with pytest.raises(ArtifactError, match="not a twotower run"):
+        model.save(data)
+    assert [p.name for p in data.iterdir()] == ["ratings.csv"]
+    afile = tmp_path / "ratings.csv"
+    afile.write_text("user,item\n")
+    with pytest.raises(ArtifactError, match="not a directory"):
+        model.save(afile)
+    assert afile.read_text() == "user,item\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "ratings.csv"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    model.save(empty)
+    model.save(empty)  # now a run: replaced
+    assert TwoTower.load(empty).n_items == model.n_items
+    umask = os.umask(0o022)
+    os.umask(umask)  # readable by others as the umask allows (not mkdtemp's 0700)
+    assert empty.stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def _swap_version(run: Path, old_marker: str, rename) -> None:
+    """``atomic_directory`` replacing ``run`` (holding ``old_marker``) with a directory
+    holding ``new.txt``, with ``os.rename`` replaced by ``rename(real, src, dst)``."""
+    import twotower.artifacts as art
+    real = os.rename
+    assert (run / old_marker).exists()
+    def write(tmp: Path) -> None:
+        (tmp / "format.json").write_text("{}")
+        (tmp / "new.txt").write_text("new")
+
+    art.os.rename = lambda src, dst: rename(real, src, dst)
+    try:
+        atomic_directory(run, write)
+    finally:
+        art.os.rename = real
+
+
+def test_error_between_the_renames_puts_the_previous_version_back(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "format.json").write_text("{}")
+    (run / "old.txt").write_text("old")
+    calls = []
+
+    def rename(real, src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if len(calls) == 2:  # the new version's rename into place
+            raise OSError("disk gone")
+        real(src, dst)
+
+    with pytest.raises(OSError, match="disk gone"):
+        _swap_version(run, "old.txt", rename)
+    assert calls[0] == ("run", ".run.old")
+    assert sorted(p.name for p in run.iterdir()) == ["format.json", "old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_ctrl_c_between_the_renames_waits_for_both(tmp_path):
+    """SIGINT arriving between the two renames is held back until the new version is in
+    place (then raised): the run is never missing."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "format.json").write_text("{}")
+    (run / "old.txt").write_text("old")
+    seen = []
+
+    def rename(real, src, dst):
+        real(src, dst)
+        if Path(dst).name == ".run.old":
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the first rename
+            for _ in range(1000):  # let Python act on it, were it not held
+                seen.append(run.exists())
+
+    with pytest.raises(KeyboardInterrupt):
+        _swap_version(run, "old.txt", rename)
+    assert sorted(p.name for p in run.iterdir()) == ["format.json", "new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_seen_rows_exclude_what_seen_items_exclude(tutorial_run):

@@ -27,7 +27,9 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,31 +68,118 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def atomic_directory(target: str | os.PathLike[str], write: Any) -> Path:
+def check_replaceable(target: str | os.PathLike[str], what: str = "directory") -> Path:
+    """``target`` as an absolute path, if a save may write there: absent, an empty
+    directory, or a twotower run (it has a ``format.json``), which the save replaces.
+
+    Raises:
+        ArtifactError: ``target`` is a file, or a directory that is not a run (a save
+            would replace it, and whatever it holds would be lost).
+    """
+    t = Path(os.path.abspath(target))
+    if not t.exists() and not t.is_symlink():
+        return t
+    if t.is_dir() and not t.is_symlink():
+        if (t / _FORMAT).is_file() or not any(t.iterdir()):
+            return t
+        raise ArtifactError(f"{what}: {t} is a directory that is not a twotower run (no "
+                            f"{_FORMAT}); a save replaces the whole directory, so choose "
+                            "a new or empty one")
+    raise ArtifactError(f"{what}: {t} exists and is not a directory; choose a new or "
+                        "empty directory for the run")
+
+
+def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "directory"
+                     ) -> Path:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``target`` atomically.
 
-    The previous ``target`` (if any) stays in place until the new one is complete; it is
-    swapped out with two renames and then removed. If the process dies between those two
-    renames, ``load_model`` finds the previous version under ``.<name>.old``.
+    ``target`` must be absent, empty or a twotower run (``check_replaceable``). The
+    previous ``target`` stays in place until the new one is complete; it is swapped out
+    with two renames (Ctrl-C and SIGTERM are held back until both are done; an error
+    between them puts the previous version back) and then removed. Only a process killed
+    outright between the renames leaves the previous version in ``.<name>.old``, which
+    ``read_manifest``'s error names. Temporary directories of saves that were killed
+    (their process is gone) are removed by the next save beside them.
     """
-    target = Path(target)
+    target = check_replaceable(target, what)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _sweep_stale(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-",
+                                dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the run from others
+    old = target.parent / f".{target.name}.old"
+    moved = False
     try:
         write(tmp)
         _fsync_dir(tmp)
-        old = target.parent / f".{target.name}.old"
         if old.exists():
             shutil.rmtree(old)
-        if target.exists():
-            os.rename(target, old)
-        os.rename(tmp, target)
-        _fsync_dir(target.parent)
+        with _signals_held():
+            if target.exists():
+                os.rename(target, old)
+                moved = True
+            os.rename(tmp, target)
+            _fsync_dir(target.parent)
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if moved and not target.exists():
+            os.rename(old, target)  # the new version never arrived: the old one returns
+        elif moved:
+            shutil.rmtree(old, ignore_errors=True)  # the new one is in place
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _sweep_stale(target: Path) -> None:
+    """Remove ``.<name>.tmp-<pid>-*`` directories beside ``target`` whose process is gone."""
+    for p in target.parent.glob(f".{target.name}.tmp-*-*"):
+        pid = p.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+class _signals_held:
+    """Hold SIGINT and SIGTERM back until the block is done, then raise them.
+
+    Python runs its signal handlers in the main thread, whichever thread the signal
+    reached: for the block, in the main thread, they only note the signal. Elsewhere
+    (``signal.signal`` is for the main thread only), and for a handler not set from
+    Python, a no-op.
+    """
+
+    _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n))
+
+    def __enter__(self) -> None:
+        self.saved: dict[int, Any] = {}
+        self.pending: list[int] = []
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in self._SIGNALS:
+            if signal.getsignal(sig) is not None:
+                self.saved[sig] = signal.signal(sig, lambda n, _f: self.pending.append(n))
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+        for sig in self.pending:
+            signal.raise_signal(sig)
 
 
 def _fsync_dir(path: Path) -> None:
