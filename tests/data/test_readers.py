@@ -1,7 +1,9 @@
+import numpy as np
 import pandas as pd
 import pytest
 
 from twotower.data import read_interactions, write_interactions
+from twotower.data.readers import read_header
 from twotower.errors import DataError
 
 
@@ -83,3 +85,49 @@ def test_latin1_files_are_read_with_a_warning_naming_the_line(tmp_path):
         warnings.simplefilter("error")
         x = read_interactions(log, user_col="user", item_col="item", items=items)
     assert x.titles().tolist() == ["Heat (1995)", "Misérables (1995)"]
+
+
+def test_leading_zeros_keep_ids_apart_as_strings(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id\n1,007\n2,7\n3,0\n")
+    x = read_interactions(tmp_path / "r.csv")
+    assert x.user_vocab.is_int and not x.item_vocab.is_int
+    assert sorted(x.item_vocab.ids.tolist()) == ["0", "007", "7"]
+
+
+def test_null_id_in_parquet_names_the_row(tmp_path):
+    df = pd.DataFrame({"user_id": ["a", None, "b"], "item_id": ["x", "y", "z"]})
+    df.to_parquet(tmp_path / "r.parquet")
+    with pytest.raises(DataError, match=r"r\.parquet, row 2 \(1-based\), column 'user_id': "
+                                        "empty user id"):
+        read_interactions(tmp_path / "r.parquet")
+    df = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [1.0, np.nan, 3.0]})
+    df.to_parquet(tmp_path / "f.parquet")
+    with pytest.raises(DataError, match=r"row 2 \(1-based\), column 'item_id': empty item id"):
+        read_interactions(tmp_path / "f.parquet")
+
+
+def test_infinite_rating_names_the_line(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,4\n1,3,inf\n")
+    with pytest.raises(DataError, match=r"line 3, column 'rating': expected a finite number, "
+                                        r"got 'inf'"):
+        read_interactions(tmp_path / "r.csv", rating_col="rating")
+    pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "rating": [1.0, -np.inf]}
+                 ).to_parquet(tmp_path / "r.parquet")
+    with pytest.raises(DataError, match=r"row 2 \(1-based\), column 'rating': expected a "
+                                        r"finite number, got -inf"):
+        read_interactions(tmp_path / "r.parquet", rating_col="rating")
+
+
+def test_one_column_for_two_roles_and_unreadable_parquet(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,4\n")
+    with pytest.raises(DataError, match=r"column 'item_id' is named for several roles "
+                                        r"\(user, item\)"):
+        read_interactions(tmp_path / "r.csv", user_col="item_id")
+    (tmp_path / "bad.parquet").write_text("junk")
+    with pytest.raises(DataError, match=r"--test-data: .*bad\.parquet is not a readable "
+                                        "Parquet file"):
+        read_interactions(tmp_path / "bad.parquet", what="--test-data")
+    with pytest.raises(DataError, match="not a readable Parquet file"):
+        read_header(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"--test-data: .*r\.csv has no column 'u'"):
+        read_interactions(tmp_path / "r.csv", user_col="u", what="--test-data")

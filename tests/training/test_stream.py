@@ -142,7 +142,7 @@ def test_given_vocabulary_is_used_and_unknown_ids_are_named(tmp_path):
     small = Vocabulary(np.arange(10), "user")
     bad = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId"),
                             user_vocab=small, item_vocab=iv)
-    with pytest.raises(DataError, match=r"x\.parquet, row \d+, column 'userId': user id"):
+    with pytest.raises(DataError, match=r"x\.parquet, row \d+ \(1-based\), column 'userId': user id"):
         bad.scan()
     skip = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId",
                                              unknown="skip"), user_vocab=small, item_vocab=iv)
@@ -263,3 +263,40 @@ def test_model_inputs_match_the_in_memory_inputs(files, objective):
         raw = np.concatenate([c["rating"] for c in s.chunks(0)])
         np.testing.assert_array_equal(
             r, ((raw - lo) / max(hi - lo, 1e-9)).astype(np.float32))
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_ids_with_leading_zeros_stay_distinct_strings(tmp_path, fmt):
+    """``007`` and ``7`` are two ids (read as strings), in memory and streamed alike."""
+    df = pd.DataFrame({"userId": ["1", "01", "2", "1"], "movieId": ["007", "7", "7", "10"]})
+    p = tmp_path / f"x.{fmt}"
+    df.to_parquet(p) if fmt == "parquet" else df.to_csv(p, index=False)
+    mem = read_interactions(p, user_col="userId", item_col="movieId")
+    stats = _stream(p, rating_col=None).scan()
+    assert sorted(mem.item_vocab.ids.tolist()) == ["007", "10", "7"]
+    assert sorted(mem.user_vocab.ids.tolist()) == ["01", "1", "2"]
+    assert stats.user_vocab == mem.user_vocab and stats.item_vocab == mem.item_vocab
+
+
+def test_integral_float_ids_are_ints_streamed_and_in_memory(tmp_path):
+    df = pd.DataFrame({"userId": [1.0, 2.0, 3.0], "movieId": [109.0, 7.0, 109.0]})
+    p = tmp_path / "x.parquet"
+    df.to_parquet(p)
+    mem = read_interactions(p, user_col="userId", item_col="movieId")
+    stats = _stream(p, rating_col=None).scan()
+    assert mem.item_vocab.is_int and mem.item_vocab.ids.tolist() == [7, 109]
+    assert stats.item_vocab == mem.item_vocab and stats.user_vocab == mem.user_vocab
+
+
+def test_non_finite_rating_and_ragged_line_are_named(tmp_path):
+    df = pd.DataFrame({"userId": [1, 2, 3], "movieId": [5, 6, 7],
+                       "rating": [4.0, np.inf, np.nan]})
+    p = tmp_path / "x.parquet"
+    df.to_parquet(p)
+    with pytest.raises(DataError, match=r"x\.parquet, row 2 \(1-based\), column 'rating': "
+                                        r"expected a finite number, got inf"):
+        _stream(p, rating_col="rating").scan()
+    c = tmp_path / "x.csv"
+    c.write_text("userId,movieId,rating\n1,2,4\n1,3\n")
+    with pytest.raises(DataError, match=r"x\.csv, line 3: expected 3 fields"):
+        _stream(c, rating_col="rating").scan()

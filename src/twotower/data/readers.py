@@ -37,14 +37,16 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
     if not p.is_file():
         raise DataError(f"{what}: file not found: {p}")
     wanted = {role: col for role, col in columns.items() if col}
+    roles_of: dict[str, list[str]] = {}
+    for role, col in wanted.items():
+        roles_of.setdefault(col, []).append(role)
+    for col, roles in roles_of.items():
+        if len(roles) > 1:
+            raise DataError(f"{what}: column {col!r} is named for several roles "
+                            f"({', '.join(roles)}); each role needs a column of its own")
     suffix = p.suffix.lower()
     if suffix in _PARQUET:
-        try:
-            import pyarrow.parquet as pq
-            schema = pq.read_schema(p)
-        except Exception as exc:  # pyarrow raises several types for a bad file
-            raise DataError(f"{what}: {p} is not a readable Parquet file ({exc})") from None
-        _check_columns(p, what, wanted, list(schema.names))
+        _check_columns(p, what, wanted, list(_parquet_schema(p, what).names))
         df = pd.read_parquet(p, columns=list(wanted.values()))
     elif suffix in _CSV:
         sep = sep or ("\t" if suffix == ".tsv" else ",")
@@ -60,12 +62,20 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
                              encoding=encoding)
         except pd.errors.ParserError as exc:
             raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
-        _check_ragged(p, what, sep, len(header))
+        check_ragged(p, what, sep, len(header))
     else:
         raise DataError(
             f"{what}: {p}: unknown file type {suffix!r}; expected .csv, .tsv or .parquet"
         )
     return df.rename(columns={col: role for role, col in wanted.items()})
+
+
+def _parquet_schema(p: Path, what: str) -> Any:
+    try:
+        import pyarrow.parquet as pq
+        return pq.read_schema(p)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise DataError(f"{what}: {p} is not a readable Parquet file ({exc})") from None
 
 
 def csv_encoding(p: Path, what: str) -> str:
@@ -110,7 +120,7 @@ def _check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) 
             )
 
 
-def _check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
+def check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
     # pandas pads short rows and, with usecols, drops extra fields: both are malformed rows.
     import csv
     with p.open("r", encoding="utf-8", errors="replace", newline="") as fh:
@@ -125,9 +135,14 @@ def _check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
 
 
 def _ids(values: pd.Series) -> np.ndarray:
-    """Ints when every id is an integer literal, else strings."""
+    """Ints when every id is an integer written the one way an int prints (so ``007`` and
+    ``7`` stay two ids: strings), or an integral float (Parquet); else strings."""
+    if values.dtype.kind == "f":
+        v = values.to_numpy(np.float64)
+        if np.all(v == np.round(v)) and np.abs(v).max(initial=0) < 2**53:
+            return v.astype(np.int64)
     s = values.astype(str).str.strip()
-    if s.str.fullmatch(r"-?\d{1,18}").all():
+    if s.str.fullmatch(r"0|-?[1-9]\d{0,17}").all():
         return s.astype(np.int64).to_numpy()
     return s.to_numpy(dtype=object)
 
@@ -136,24 +151,29 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str) -> np.nd
     raw = df[role]
     if raw.dtype.kind in "iuf":
         vals = raw.to_numpy(dtype=np.float64)
-        bad = np.isnan(vals)
     else:
         vals = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
-        bad = np.isnan(vals)
+    bad = ~np.isfinite(vals)
     if bad.any():
         row = int(np.argmax(bad))
-        where = f"line {row + 2}" if p.suffix.lower() in _CSV else f"row {row}"
-        raise DataError(
-            f"{what}: {p}, {where}, column {col!r}: expected a number, got {raw.iloc[row]!r}"
-        )
+        got = raw.iloc[row]
+        got = "nothing (null)" if pd.isna(got) else repr(got.item() if hasattr(got, "item")
+                                                         else got)
+        raise DataError(f"{what}: {p}, {_where(p, row)}, column {col!r}: expected a finite "
+                        f"number, got {got}")
     return vals
+
+
+def _where(p: Path, row: int) -> str:
+    """Row ``row`` (0-based, of the data) as a CSV line number or a 1-based Parquet row."""
+    return f"line {row + 2}" if p.suffix.lower() in _CSV else f"row {row + 1} (1-based)"
 
 
 def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: str = "item_id",
                       rating_col: str | None = None, time_col: str | None = None,
                       items: str | Path | None = None, item_id_col: str | None = None,
                       title_col: str | None = "title", genres_col: str | None = "genres",
-                      sep: str | None = None) -> Interactions:
+                      sep: str | None = None, what: str = "--data") -> Interactions:
     """Read an interaction log (CSV/Parquet) with caller-named columns.
 
     Args:
@@ -164,6 +184,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             to ``item_col``) and optional ``title_col``/``genres_col`` (genres separated
             by ``|``).
         sep: CSV separator.
+        what: the flag or argument that named the file, for messages.
 
     Returns:
         Interactions with vocabularies in sorted id order.
@@ -174,18 +195,17 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     """
     p = Path(path)
     df = read_table(p, {"user": user_col, "item": item_col, "rating": rating_col,
-                        "time": time_col}, what="--data", sep=sep)
+                        "time": time_col}, what=what, sep=sep)
     if len(df) == 0:
-        raise DataError(f"--data: {p} has no rows")
+        raise DataError(f"{what}: {p} has no rows")
     for role, col in (("user", user_col), ("item", item_col)):
         s = df[role].astype(str).str.strip()
-        empty = (s == "") | (s.str.lower() == "nan")
+        empty = (df[role].isna() | (s == "") | (s.str.lower() == "nan")).to_numpy(bool)
         if empty.any():
-            row = int(np.argmax(empty.to_numpy()))
-            where = f"line {row + 2}" if p.suffix.lower() in _CSV else f"row {row}"
-            raise DataError(f"--data: {p}, {where}, column {col!r}: empty {role} id")
-    ratings = _numeric(p, "--data", df, "rating", rating_col) if rating_col else None
-    times = _numeric(p, "--data", df, "time", time_col).astype(np.int64) if time_col else None
+            row = int(np.argmax(empty))
+            raise DataError(f"{what}: {p}, {_where(p, row)}, column {col!r}: empty {role} id")
+    ratings = _numeric(p, what, df, "rating", rating_col) if rating_col else None
+    times = _numeric(p, what, df, "time", time_col).astype(np.int64) if time_col else None
     item_info = None
     if items is not None:
         item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
@@ -219,8 +239,7 @@ def read_header(path: str | Path, what: str = "file", sep: str | None = None) ->
     if not p.is_file():
         raise DataError(f"{what}: file not found: {p}")
     if p.suffix.lower() in _PARQUET:
-        import pyarrow.parquet as pq
-        return list(pq.read_schema(p).names)
+        return list(_parquet_schema(p, what).names)
     if p.suffix.lower() not in _CSV:
         raise DataError(f"{what}: {p}: unknown file type {p.suffix.lower()!r}; expected .csv, "
                         ".tsv or .parquet")

@@ -26,7 +26,8 @@ from twotower.errors import ConfigError, DataError, NotFittedError
 
 _PARQUET = {".parquet", ".pq"}
 _CSV = {".csv", ".tsv", ".txt"}
-_INT_LITERAL = re.compile(r"-?\d{1,18}")
+# an integer written the one way an int prints: ``007`` and ``7`` are two (string) ids
+_INT_LITERAL = re.compile(r"0|-?[1-9]\d{0,17}")
 _LUT_SPAN = 4  # dense id -> index table while the ids span <= 4 x their count
 
 Batch = dict[str, np.ndarray]
@@ -202,6 +203,8 @@ class InteractionStream:
                 yield pa.RecordBatch.from_arrays([b.column(c) for c in roles.values()],
                                                  names=list(roles))
         except pa.ArrowInvalid as exc:
+            from twotower.data.readers import check_ragged
+            check_ragged(self.path, "--data", sep, len(header))  # names the line, if ragged
             raise DataError(f"--data: {self.path}: malformed CSV: {exc}") from None
 
     # ------------------------------------------------------------------ the streaming pass
@@ -266,14 +269,22 @@ class InteractionStream:
                     raise DataError(f"--data: {self.path}, column {self.config.rating_col!r}: "
                                     f"expected numbers, got type {col.type}")
                 bad = pc.is_null(col)
+                if pa.types.is_floating(col.type):
+                    bad = pc.or_(bad, pc.invert(pc.is_finite(col)))
                 if pc.any(bad).as_py():
-                    self._bad_row(offset, bad, "rating", "expected a number, got nothing")
+                    self._bad_row(offset, bad, "rating", "expected a finite number, got {}", b)
             offset += b.num_rows
             yield b
 
-    def _bad_row(self, offset: int, bad: Any, role: str, what: str) -> None:
-        row = offset + int(np.argmax(np.asarray(bad.fill_null(True))))
-        where = f"row {row}" if self._kind() == "parquet" else f"line {row + 2}"
+    def _bad_row(self, offset: int, bad: Any, role: str, what: str, batch: Any = None
+                 ) -> None:
+        """``what`` may hold ``{}``: the bad value (``batch``'s column ``role``)."""
+        at = int(np.argmax(np.asarray(bad.fill_null(True))))
+        row = offset + at
+        where = f"row {row + 1} (1-based)" if self._kind() == "parquet" else f"line {row + 2}"
+        if "{}" in what:
+            value = batch.column(role)[at].as_py()
+            what = what.format("nothing (null)" if value is None else repr(value))
         col = self._roles[role]
         raise DataError(f"--data: {self.path}, {where}, column {col!r}: {what}")
 
@@ -305,7 +316,7 @@ class InteractionStream:
                     role = "user" if (u < 0).any() else "item"
                     pos = int(np.argmax((u if role == "user" else i) < 0))
                     value = b.column(role)[pos].as_py()
-                    where = (f"row {offset + pos}" if self._kind() == "parquet"
+                    where = (f"row {offset + pos + 1} (1-based)" if self._kind() == "parquet"
                              else f"line {offset + pos + 2}")
                     raise DataError(f"--data: {self.path}, {where}, column "
                                     f"{self._roles[role]!r}: {role} id {value!r} is not in the "
@@ -445,8 +456,12 @@ class _DistinctCounter:
 
 
 def _vocab_of(values: np.ndarray, name: str) -> Vocabulary:
-    """Same rule as ``read_interactions``: ints when every id is an integer literal."""
+    """Same rule as ``read_interactions``: ints when every id is an integer literal
+    (written without leading zeros) or an integral float."""
     if values.dtype.kind in "iu":
+        return Vocabulary.from_values(values.astype(np.int64), name=name)
+    if values.dtype.kind == "f" and np.all(values == np.round(values)) \
+            and np.abs(values).max(initial=0) < 2**53:
         return Vocabulary.from_values(values.astype(np.int64), name=name)
     s = np.array([str(v).strip() for v in values], dtype=object)
     if len(s) and all(_INT_LITERAL.fullmatch(v) for v in s):
@@ -488,7 +503,7 @@ class _Mapper:
         if self.is_int:
             if not pa.types.is_integer(col.type):
                 col = pc.utf8_trim_whitespace(col.cast(pa.string()))
-                ok = pc.match_substring_regex(col, r"^-?\d{1,18}$")
+                ok = pc.match_substring_regex(col, "^(" + _INT_LITERAL.pattern + ")$")
                 col = pc.if_else(ok, col, pa.scalar(None, pa.string())).cast(pa.int64())
             else:
                 col = col.cast(pa.int64())
