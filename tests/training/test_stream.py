@@ -300,3 +300,19 @@ def test_non_finite_rating_and_ragged_line_are_named(tmp_path):
     c.write_text("userId,movieId,rating\n1,2,4\n1,3\n")
     with pytest.raises(DataError, match=r"x\.csv, line 3: expected 3 fields"):
         _stream(c, rating_col="rating").scan()
+
+
+@pytest.mark.parametrize("col", ["userId", "movieId"])
+def test_null_string_id_in_parquet_is_named_by_the_scan(tmp_path, col):
+    df = pd.DataFrame({"userId": ["a", "b", "c"], "movieId": ["x", "y", "z"]})
+    df[col] = df[col].astype(object)
+    df.loc[1, col] = None
+    p = tmp_path / "x.parquet"
+    df.to_parquet(p)
+    with pytest.raises(DataError, match=rf"row 2 \(1-based\), column '{col}': empty"):
+        _stream(p, rating_col=None).scan()
+    df = pd.DataFrame({"userId": [1, 2], "movieId": [1, 2], "row": [1.0, None]})
+    df.to_parquet(p)
+    with pytest.raises(DataError, match=r"row 2 \(1-based\), column 'row': expected a finite "
+                                        r"number, got nothing \(null\)"):
+        _stream(p).scan()

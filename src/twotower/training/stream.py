@@ -260,7 +260,7 @@ class InteractionStream:
                 col = b.column(role)
                 bad = pc.is_null(col)
                 if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                    bad = pc.or_(bad, pc.equal(pc.utf8_trim_whitespace(col), ""))
+                    bad = pc.or_kleene(bad, pc.equal(pc.utf8_trim_whitespace(col), ""))
                 if pc.any(bad).as_py():
                     self._bad_row(offset, bad, role, f"empty {role} id")
             if "rating" in self._roles:
@@ -270,7 +270,7 @@ class InteractionStream:
                                     f"expected numbers, got type {col.type}")
                 bad = pc.is_null(col)
                 if pa.types.is_floating(col.type):
-                    bad = pc.or_(bad, pc.invert(pc.is_finite(col)))
+                    bad = pc.or_kleene(bad, pc.invert(pc.is_finite(col)))
                 if pc.any(bad).as_py():
                     self._bad_row(offset, bad, "rating", "expected a finite number, got {}", b)
             offset += b.num_rows
