@@ -131,3 +131,18 @@ def test_one_column_for_two_roles_and_unreadable_parquet(tmp_path):
         read_header(tmp_path / "bad.parquet")
     with pytest.raises(DataError, match=r"--test-data: .*r\.csv has no column 'u'"):
         read_interactions(tmp_path / "r.csv", user_col="u", what="--test-data")
+
+
+def test_parquet_timestamp_column_is_read_as_epoch_seconds(tmp_path):
+    when = pd.to_datetime(["2020-01-01 00:00:10", "2020-01-02 00:00:00", None])
+    df = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [1, 2, 3], "ts": when})
+    df.iloc[:2].to_parquet(tmp_path / "r.parquet")
+    x = read_interactions(tmp_path / "r.parquet", time_col="ts")
+    assert x.timestamps.tolist() == [1577836810, 1577923200]
+    df.iloc[:2].assign(ts=when[:2].tz_localize("Europe/Paris")).to_parquet(tmp_path / "z.parquet")
+    x = read_interactions(tmp_path / "z.parquet", time_col="ts")
+    assert x.timestamps.tolist() == [1577836810 - 3600, 1577923200 - 3600]
+    df.to_parquet(tmp_path / "n.parquet")
+    with pytest.raises(DataError, match=r"row 3 \(1-based\), column 'ts': expected a finite "
+                                        r"number, got nothing \(null\)"):
+        read_interactions(tmp_path / "n.parquet", time_col="ts")

@@ -149,7 +149,12 @@ def _ids(values: pd.Series) -> np.ndarray:
 
 def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str) -> np.ndarray:
     raw = df[role]
-    if raw.dtype.kind in "iuf":
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or raw.dtype.kind == "M":
+        # a timestamp column (Parquet): seconds since the epoch (UTC for zoned ones)
+        t = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
+        secs = t.to_numpy("datetime64[s]")
+        vals = np.where(np.isnat(secs), np.nan, secs.astype(np.int64).astype(np.float64))
+    elif raw.dtype.kind in "iuf":
         vals = raw.to_numpy(dtype=np.float64)
     else:
         vals = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
