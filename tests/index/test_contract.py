@@ -6,10 +6,13 @@ ANN kinds run with settings under which they are exact on this small catalogue (
 
 from __future__ import annotations
 
+import json
+import os
+
 import numpy as np
 import pytest
 
-from twotower.errors import ConfigError, DataError, NotFittedError
+from twotower.errors import ArtifactError, ConfigError, DataError, NotFittedError
 from twotower.index import PAD_ID, Index, IndexConfig, load_index, make_index
 
 from .conftest import assert_topk_equal, reference
@@ -114,6 +117,43 @@ def test_save_load_identical(built, catalogue, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
 
 
+def test_load_refuses_non_finite_vectors(built, tmp_path):
+    # a non-finite vector (as build() refuses) written into the saved files: refused at
+    # load, naming the file and the item, not returned with a NaN score
+    damaged = load_index(built.save(tmp_path / "ok"))
+    damaged._vectors[7, 1] = np.nan  # the kind's stored vectors (for HNSW, faiss' own)
+    path = damaged.save(tmp_path / "nan")
+    name = "vectors.npy" if (path / "vectors.npy").exists() else "index.faiss"
+    with pytest.raises(ArtifactError, match=rf"{name} is corrupt: the vector of item 7 "):
+        load_index(path)
+
+
+def test_load_refuses_empty_files_and_null_config(built, tmp_path):
+    # an empty (0-byte) array file
+    path = built.save(tmp_path / "empty")
+    name = "vectors.npy" if (path / "vectors.npy").exists() else "index.faiss"
+    (path / name).write_bytes(b"")
+    with pytest.raises(ArtifactError, match="cannot load index"):
+        load_index(path)
+    # "config": null would read as the default (exact) settings
+    path = built.save(tmp_path / "null")
+    meta = json.loads((path / "index.json").read_text())
+    meta["config"] = None
+    (path / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=r'index.json is corrupt: "config" must be an object'):
+        load_index(path)
+
+
+def test_saved_directory_follows_umask(built, tmp_path):
+    umask = os.umask(0o027)
+    try:
+        path = built.save(tmp_path / "idx")
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o750  # not mkdtemp's 0700
+    assert all(p.stat().st_mode & 0o777 == 0o640 for p in path.iterdir())
+
+
 def test_bad_inputs_name_the_argument(built):
     with pytest.raises(ConfigError, match="`k`"):
         built.search(np.zeros((1, 12), np.float32), 0)
@@ -186,6 +226,40 @@ def test_sparse_exclusions(built, catalogue):
     m = sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(ex))), shape=(len(Q), 300))
     np.testing.assert_array_equal(built.search(Q, 10, exclude=m)[1],
                                   built.search(Q, 10, exclude=ex)[1])
+
+
+def test_sparse_exclusions_any_format_non_zeros_only(built, catalogue):
+    # any scipy sparse form is read as CSR (a CSC's indptr is per column: not misread);
+    # its non-zeros are the exclusions, stored zeros exclude nothing
+    sp = pytest.importorskip("scipy.sparse")
+    V, Q = catalogue
+    ex = [np.arange(r, 300, 5) for r in range(len(Q))]
+    want = built.search(Q, 10, exclude=ex)
+    table = [ex[r] for r in (4, 0, 8)]
+    want_table = built.search(Q[:3], 10, exclude=table)
+    rows = np.repeat(np.arange(len(Q)), [len(e) for e in ex])
+    m = sp.csr_matrix((np.ones(len(rows)), (rows, np.concatenate(ex))), shape=(len(Q), 300))
+    best = reference(V, Q, 1, ex)[1][:, 0]  # each query's best item: stored as a zero
+    with_zeros = sp.csr_matrix(
+        (np.r_[np.ones(len(rows)), np.zeros(len(Q))],
+         (np.r_[rows, np.arange(len(Q))], np.r_[np.concatenate(ex), best])), shape=m.shape)
+    nnz = with_zeros.nnz
+    assert nnz == m.nnz + len(Q)
+    for form in (m.tocsc(), m.tocoo(), sp.csr_array(m).tocsc(), m.tobsr(), with_zeros):
+        np.testing.assert_array_equal(built.search(Q, 10, exclude=form)[1], want[1])
+        t = form.tocsr()[[4, 0, 8]]
+        t = t.asformat(form.format)
+        got = built.search(Q[:3], 10, exclude=built.prepare_exclusions(t).rows([0, 1, 2]))
+        np.testing.assert_array_equal(got[1], want_table[1])
+    assert with_zeros.nnz == nnz  # the caller's matrix is not changed
+
+    class NotScipy:  # CSR-like arrays, but no way to read it as CSR
+        indptr, indices, shape = np.zeros(10, np.int64), np.empty(0, np.int64), (9, 300)
+
+    with pytest.raises(DataError, match="`exclude` as a sparse matrix must be a scipy"):
+        built.search(Q, 10, exclude=NotScipy())
+    with pytest.raises(DataError, match="`table` as a sparse matrix must be a scipy"):
+        built.prepare_exclusions(NotScipy())
 
 
 def test_wrong_config_kind():

@@ -27,6 +27,24 @@ def history_run(tmp_path_factory, ml_split):
 
 
 @pytest.fixture(scope="session")
+def slash_run(tmp_path_factory):
+    """A tiny run whose user and item ids are strings holding "/" (1 epoch)."""
+    import numpy as np
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    data = Interactions.from_ids([f"u/{u}" for u in rng.integers(0, 20, 400)],
+                                 [f"movies/{i}" for i in rng.integers(0, 30, 400)],
+                                 ratings=rng.integers(1, 6, 400))
+    model = TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=8)).fit(
+        data, verbose=0)
+    run = tmp_path_factory.mktemp("runs") / "slash"
+    model.save(run)
+    return model, run
+
+
+@pytest.fixture(scope="session")
 def broken_run(tmp_path_factory, run_dir):
     """A copy of the tutorial run with a corrupted array file."""
     bad = tmp_path_factory.mktemp("runs") / "broken"

@@ -146,6 +146,31 @@ def test_malformed_json_is_422(client):
                     headers={"content-type": "application/json"})
     assert r.status_code == 422
     assert "JSON" in r.json()["detail"]
+    # the position is a character offset, not a field
+    r = client.post("/v1/recommendations", content=b'{"user_ids": [1,',
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("request body is not valid JSON (at character 16): ")
+    assert "field" not in r.json()["detail"]
+
+
+@pytest.mark.parametrize("k", [True, "5"])
+@pytest.mark.parametrize("path, body", [
+    ("/v1/recommendations", {"user_ids": [42]}),
+    ("/v1/recommendations/by-history", {"item_ids": [50]}),
+])
+def test_body_k_must_be_a_json_integer(client, path, body, k):
+    r = client.post(path, json={**body, "k": k})
+    assert r.status_code == 422, r.text
+    assert "body field `k`" in r.json()["detail"]
+
+
+def test_query_k_still_parses_from_the_query_string(client):
+    r = client.get("/v1/recommendations", params={"user_id": "42", "k": "5"})
+    assert r.status_code == 200 and len(r.json()["items"]) == 5
+    for k in (5, 5.0):  # 5.0 is an integer in JSON Schema
+        r = client.post("/v1/recommendations", json={"user_ids": [42], "k": k})
+        assert r.status_code == 200 and r.json()["k"] == 5
 
 
 def test_oversize_body_is_413(client):
@@ -243,6 +268,30 @@ def test_user_history(client, model):
     assert len(client.get("/v1/users/42/history", params={"limit": 3}).json()["items"]) == 3
     r = client.get("/v1/users/ghost/history")
     assert r.status_code == 404 and "'ghost'" in r.json()["detail"]
+
+
+def test_ids_holding_a_slash_on_path_endpoints(slash_run):
+    # the page builds these URLs with encodeURIComponent ("/" as %2F); sent raw too
+    from twotower.service import create_app
+    model, run = slash_run
+    with TestClient(create_app(run, access_log=False)) as c:
+        for path in ("/v1/items/movies%2F3", "/v1/items/movies/3"):
+            r = c.get(path)
+            assert r.status_code == 200, (path, r.text)
+            assert r.json()["item_id"] == "movies/3"
+        seen = model.seen_items(model.user_vocab.lookup(["u/3"]))[0]
+        for path in ("/v1/users/u%2F3/history", "/v1/users/u/3/history"):
+            r = c.get(path, params={"limit": 5})
+            assert r.status_code == 200, (path, r.text)
+            assert r.json()["user_id"] == "u/3" and r.json()["count"] == len(seen)
+        r = c.get("/v1/users/u%2F3%2Fhistory/history")  # the id ends at the last /history
+        assert r.status_code == 404 and "'u/3/history'" in r.json()["detail"]
+        r = c.get("/v1/items/a%2Fb")
+        assert r.status_code == 404 and "'a/b'" in r.json()["detail"]
+        r = c.get("/v1/items/")
+        assert r.status_code == 422 and "`item_id`" in r.json()["detail"]
+        assert set(c.get("/openapi.json").json()["paths"]) >= {
+            "/v1/items/{item_id}", "/v1/users/{user_id}/history"}
 
 
 def test_user_list(client, model):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,10 +38,17 @@ def check_embeddings(embeddings: Any) -> np.ndarray:
         raise DataError(f"`embeddings` must be a numeric [n, d] array ({exc})") from None
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise DataError(f"`embeddings` must be a non-empty 2-D [n, d] array, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
+    row = nonfinite_row(x)
+    if row is not None:
         raise DataError(f"`embeddings` must be finite; row {row} holds NaN or inf")
     return x
+
+
+def nonfinite_row(x: np.ndarray) -> int | None:
+    """The first row of ``x`` holding NaN or inf, or None (one pass when all are finite)."""
+    if np.isfinite(x).all():
+        return None
+    return int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
 
 
 def normalise(x: np.ndarray) -> np.ndarray:
@@ -124,8 +131,9 @@ class Index:
 
         Args:
             table: one sequence of ids per row (e.g. each user's seen items), or a scipy
-                CSR matrix ``[rows, n]``. A CSR table the index need not re-map is held,
-                not copied: do not change it afterwards.
+                sparse matrix ``[rows, n]`` whose non-zeros are the ids (read as CSR). A
+                CSR table the index need not re-map is held, not copied: do not change
+                it afterwards.
 
         Raises:
             NotFittedError: before ``build``.
@@ -146,7 +154,8 @@ class Index:
             queries: ``[b, d]`` float query embeddings (``b`` may be 0).
             k: results per query, >= 1; more than the catalogue is padded.
             exclude: per-query ids never returned to that query (one sequence per query,
-                e.g. items already seen), a scipy CSR matrix ``[b, n]``, or the rows of
+                e.g. items already seen), a scipy sparse matrix ``[b, n]`` whose non-zeros
+                are the ids (read as CSR; explicit zeros exclude nothing), or the rows of
                 a table this index prepared (``prepare_exclusions``). For many queries
                 the prepared form is the cheapest, then CSR: separate sequences are first
                 concatenated (README, "Search").
@@ -207,7 +216,10 @@ class Index:
         self._require_built()
         target = Path(directory)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        # mkdir, not mkdtemp: the umask's permissions, not 0700 (a service running as
+        # another user must read the index)
+        tmp = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}"
+        tmp.mkdir()
         try:
             meta = {"format_version": FORMAT_VERSION, "kind": self.kind,
                     "config": self.config.to_dict(), "n": self._n, "d": self._d,
@@ -283,6 +295,9 @@ def load_index(path: str | os.PathLike[str]) -> Index:
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         version = meta["format_version"]
+        if not isinstance(meta["config"], dict):  # from_dict would read null as defaults
+            raise ArtifactError(f"{meta_path} is corrupt: \"config\" must be an object "
+                                f"(the index settings), got {json.dumps(meta['config'])}")
         config = IndexConfig.from_dict(meta["config"])
         n, dim = int(meta["n"]), int(meta["d"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -295,8 +310,17 @@ def load_index(path: str | os.PathLike[str]) -> Index:
         index._load(d, n, dim, meta.get("state") or {})
     except ArtifactError:
         raise
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, EOFError, ValueError, RuntimeError) as exc:  # EOFError: empty .npy
         raise ArtifactError(f"{d}: cannot load index ({type(exc).__name__}: {exc})") from None
+    # build() refuses non-finite vectors; a damaged file must not bring them back (NaN
+    # scores would rank among the results)
+    row = nonfinite_row(index._vectors)
+    if row is not None:
+        storage = index._rows_of()  # id -> row in the kind's storage, when reordered
+        row = row if storage is None else int(np.flatnonzero(storage == row)[0])
+        name = (meta.get("state") or {}).get("vectors", "index.faiss")
+        raise ArtifactError(f"{d / name} is corrupt: the vector of item {row} holds NaN or "
+                            "inf (vectors must be finite; rebuild the index)")
     index._n, index._d = n, dim
     index._layout = object()
     return index

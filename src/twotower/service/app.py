@@ -67,6 +67,11 @@ def _validation_detail(errors: list[dict[str, Any]]) -> str:
     parts = []
     for e in errors:
         loc = [str(x) for x in e.get("loc", ())]
+        if e.get("type") == "json_invalid":  # its loc is ("body", character offset)
+            at = f" (at character {loc[1]})" if len(loc) > 1 else ""
+            parts.append(f"request body is not valid JSON{at}: "
+                         f"{(e.get('ctx') or {}).get('error', e.get('msg', 'invalid'))}")
+            continue
         kind = where.get(loc[0], loc[0]) if loc else "request"
         name = ".".join(loc[1:])
         part = f"{kind} `{name}`: {e.get('msg', 'invalid')}" if name else \
@@ -251,9 +256,11 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         """The k items nearest to an item (cosine on item embeddings), never itself."""
         return await offload(holder.current.n_items, _similar, item_id, k)
 
-    @app.get("/v1/items/{item_id}", response_model=S.ItemDetail,
+    # `:path`: an id may hold "/" (sent as %2F, which the router sees decoded)
+    @app.get("/v1/items/{item_id:path}", response_model=S.ItemDetail,
              responses=_errors(404, 422), tags=["items"])
-    def item(item_id: Annotated[str, PathParam(max_length=S.MAX_ID_LENGTH)]) -> JSONResponse:
+    def item(item_id: Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH)]
+             ) -> JSONResponse:
         """Metadata of one item (title, genres, year, ... as the run holds them)."""
         s = holder.current
         try:
@@ -280,9 +287,10 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             {**s.item_ref(i), "popularity": _out_id(pop[i])} for i in hits[:limit]]})
 
     # ------------------------------------------------------------ users
-    @app.get("/v1/users/{user_id}/history", response_model=S.UserHistory,
+    # `:path`, as for items; the fixed suffix still ends the id (the last "/history")
+    @app.get("/v1/users/{user_id:path}/history", response_model=S.UserHistory,
              responses=_errors(404, 422), tags=["users"])
-    def user_history(user_id: Annotated[str, PathParam(max_length=S.MAX_ID_LENGTH)],
+    def user_history(user_id: Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH)],
                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> JSONResponse:
         """The items a user interacted with in training (what exclude_seen leaves out)."""
         s = holder.current

@@ -7,8 +7,9 @@ models here document them and the schema tests check the two agree.
 
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PlainValidator, StrictInt, StrictStr,
-                      WithJsonSchema)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictInt,
+                      StrictStr, WithJsonSchema)
+from pydantic_core import PydanticCustomError
 
 MAX_ID_LENGTH = 128
 Id = StrictInt | StrictStr
@@ -26,6 +27,19 @@ def _check_id(v: Any) -> int | str:
 RequestId = Annotated[Any, PlainValidator(_check_id), WithJsonSchema({"anyOf": [
     {"type": "integer"}, {"type": "string", "minLength": 1, "maxLength": MAX_ID_LENGTH}]})]
 """An id in a request: one error message, not one per union member."""
+
+
+def _not_bool_or_str(v: Any) -> Any:
+    if isinstance(v, (bool, str)):
+        raise PydanticCustomError("int_type", "Input should be a JSON integer, not a {kind}",
+                                  {"kind": "boolean" if isinstance(v, bool) else "string"})
+    return v
+
+
+BodyInt = Annotated[int, BeforeValidator(_not_bool_or_str)]
+"""An integer in a request body: ``true`` and ``"5"`` are refused (pydantic's lax mode would
+read them as 1 and 5); ``5.0`` is an integer in JSON Schema, so it is read as 5. (Query
+parameters arrive as strings: they keep plain ``int``.)"""
 
 
 class Error(BaseModel):
@@ -154,7 +168,7 @@ def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
         model_config = ConfigDict(extra="forbid")
         user_ids: list[RequestId] = Field(min_length=1, max_length=max_batch,
                                    description=f"1..{max_batch} user ids")
-        k: int = k_field
+        k: BodyInt = k_field
         exclude_seen: bool = True
         fallback: Literal["none", "popular"] = "none"
 
@@ -163,7 +177,7 @@ def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
         item_ids: list[RequestId] = Field(min_length=1, max_length=max_batch,
                                    description=f"1..{max_batch} item ids the user interacted "
                                                "with, oldest first")
-        k: int = k_field
+        k: BodyInt = k_field
         exclude_history: bool = Field(True, description="leave the given items out")
 
     return {"batch": BatchRequest, "history": HistoryRequest}
