@@ -26,9 +26,9 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,9 +104,10 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     target = check_replaceable(target, what)
     target.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-{os.getpid()}-",
-                                dir=target.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp's 0700 would hide the run from others
+    # mkdir, not mkdtemp: the umask's permissions (mkdtemp's 0700 would hide the run from
+    # a service running as another user)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
     old = target.parent / f".{target.name}.old"
     moved = False
     try:
@@ -129,12 +130,6 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _sweep_stale(target: Path) -> None:
