@@ -49,10 +49,70 @@ def test_recommend_all_users_to_file(capsys, tutorial_run, tmp_path, suffix):
 
 
 def test_recommend_users_file(capsys, tutorial_run, tmp_path):
+    # a byte order mark (Excel, Notepad) is not part of the first id; int ids stay ints
     _, rundir = tutorial_run
-    (tmp_path / "u.txt").write_text("1\n2\n\n3\n")
-    code, out, _ = run(capsys, "recommend", rundir, "--users", tmp_path / "u.txt", "--json")
-    assert code == 0 and [json.loads(x)["user_id"] for x in out.splitlines()] == ["1", "2", "3"]
+    (tmp_path / "u.txt").write_bytes(b"\xef\xbb\xbf1\n2\n\n3\n")
+    code, out, err = run(capsys, "recommend", rundir, "--users", tmp_path / "u.txt", "--json")
+    assert code == 0, err
+    assert [json.loads(x)["user_id"] for x in out.splitlines()] == [1, 2, 3]
+
+
+def test_recommend_ids_keep_their_type_in_every_output(capsys, tutorial_run, tmp_path):
+    # int ids are ints in --json, .jsonl, .parquet (int64 columns, to join an int catalogue)
+    # and .csv, however the user was named
+    _, rundir = tutorial_run
+    code, out, err = run(capsys, "recommend", rundir, "--user", "42", "--json", "-k", "3")
+    assert code == 0, err
+    row = json.loads(out)
+    assert row["user_id"] == 42 and all(type(it["item_id"]) is int for it in row["items"])
+    (tmp_path / "u.txt").write_text("42\n7\n")
+    for suffix in ("jsonl", "parquet", "csv"):
+        out_file = tmp_path / f"recs.{suffix}"
+        code, _, err = run(capsys, "recommend", rundir, "--users", tmp_path / "u.txt", "--out",
+                           out_file, "-k", "3")
+        assert code == 0, err
+        if suffix == "jsonl":
+            rows = [json.loads(ln) for ln in out_file.read_text().splitlines()]
+            assert [r["user_id"] for r in rows] == [42, 7]
+            assert rows[0]["items"] == row["items"]
+            continue
+        df = pd.read_parquet(out_file) if suffix == "parquet" else pd.read_csv(out_file)
+        assert list(df.columns) == ["user_id", "rank", "item_id", "title", "score"]
+        assert df["user_id"].dtype == df["item_id"].dtype == "int64"
+        assert df["user_id"].tolist() == [42] * 3 + [7] * 3
+        assert df["rank"].tolist() == [1, 2, 3] * 2
+        assert df["item_id"].tolist()[:3] == [it["item_id"] for it in row["items"]]
+        assert df["title"].tolist()[:3] == [it["title"] for it in row["items"]]
+
+
+def test_recommend_refuses_an_unknown_output_suffix(capsys, tutorial_run, tmp_path):
+    _, rundir = tutorial_run
+    code, _, err = run(capsys, "recommend", rundir, "--all-users", "--out", tmp_path / "r.txt")
+    assert code == 2 and "--out: " in err and "expected a .jsonl (JSON lines), .parquet or " \
+        ".csv file, got '.txt'" in err
+    assert not (tmp_path / "r.txt").exists()
+
+
+def test_recommend_into_a_closed_pipe_stops_quietly(tutorial_run):
+    # `twotower recommend RUN --all-users | head -3`: when the reader goes, exit 141 (what a
+    # shell reports for `seq` or `cat` there) without a traceback
+    _, rundir = tutorial_run
+    proc = subprocess.Popen([sys.executable, "-m", "twotower.cli", "recommend", str(rundir),
+                             "--all-users", "-k", "5"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    first = proc.stdout.readline()
+    proc.stdout.close()  # 943 users x 6 lines is well over a pipe buffer: writes go on
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert first.startswith(b"user ") and err == ""
+
+
+def test_users_file_empty_is_an_error(capsys, tutorial_run, tmp_path):
+    _, rundir = tutorial_run
+    (tmp_path / "u.txt").write_text("\n  \n")
+    code, out, err = run(capsys, "recommend", rundir, "--users", tmp_path / "u.txt")
+    assert code == 2 and out == ""
+    assert f"--users: {tmp_path / 'u.txt'} holds no user id (expected one id a line)" in err
 
 
 def test_similar_by_title_and_id(capsys, tutorial_run):
@@ -92,6 +152,16 @@ def test_similar_by_title_and_id(capsys, tutorial_run):
     (["train", "--out", "{tmp}/r", "--devices", "4", "--model-parallel", "2", "--coordinator",
       "127.0.0.1:1", "--num-processes", "2", "--process-id", "0"],
      "--model-parallel with several processes"),
+    # faiss' k-means needs an item per list (the run is left as it was)
+    (["index", "{run}", "--kind", "ivf", "--nlist", "5000"],
+     "IndexConfig.nlist (--nlist) must be at most the number of items indexed, 1,682"),
+    (["index", "{run}", "--sample", "0"], "--sample: expected a whole number >= 1, got '0'"),
+    (["index", "{run}", "--sample", "-5"], "--sample: expected a whole number >= 1, got '-5'"),
+    (["evaluate", "{run}", "-k", "0"], "-k must be between 1 and 1682 (the catalogue size)"),
+    (["evaluate", "{run}", "-k", "10", "-1"], "between 1 and 1682 (the catalogue size), got -1"),
+    (["evaluate", "{run}", "-k", "1683"], "between 1 and 1682 (the catalogue size), got 1683"),
+    (["similar", "{run}", "--item", "Chasing Amy (1997)"],
+     "item title 'Chasing Amy (1997)' is shared by 2 items (ids 246, 268); give the id"),
 ])
 def test_user_errors_exit_2_with_one_line(capsys, tutorial_run, tmp_path, argv, needle):
     _, rundir = tutorial_run
@@ -245,6 +315,22 @@ def test_baselines_too_large_for_dense_matrices_are_skipped_with_a_warning(tutor
     assert set(table) == {"model", "MostPop"}
 
 
+def test_evaluate_run_reports_every_cutoff_asked_for(tutorial_run):
+    # a cut-off < 1 is an error, one beyond the catalogue (1,682) scored on the whole
+    # ranked catalogue: none is left out of the table unsaid
+    from twotower import TwoTower
+    from twotower.artifacts import load_test
+    from twotower.errors import ConfigError
+    from twotower.evaluation import evaluate_run
+    _, rundir = tutorial_run
+    model, test = TwoTower.load(rundir), load_test(rundir)
+    with pytest.raises(ConfigError, match="`ks` must be non-empty positive integers"):
+        evaluate_run(model, test, ks=(0, 10))
+    table, curves = evaluate_run(model, test, ks=(5, 2000))
+    assert {"recall@5", "recall@2000", "ndcg@2000"} <= set(table["model"])
+    assert table["model"]["recall@2000"] == pytest.approx(1.0) and 2000 in curves["model"]
+
+
 def test_train_on_two_simulated_devices(tmp_path, ml100k):
     """`twotower train --devices 2` in a process that sees 2 (simulated CPU) devices: the
     batch is split over both, whole batches only, and the run serves like any other."""
@@ -335,3 +421,87 @@ def test_movielens_csv_columns_are_found_by_name(capsys, tmp_path, ml100k):
                          "temporal", "--out", tmp_path / "run")
     assert code == 0, err
     assert "split temporal" in out
+
+
+def test_evaluate_table_shows_the_cutoffs_asked_for(capsys, tutorial_run, tmp_path):
+    _, rundir = tutorial_run
+    code, out, err = run(capsys, "evaluate", rundir, "-k", "20", "5", "--json",
+                         tmp_path / "t.json")
+    assert code == 0, err
+    header, _, *rows = out.split("\n\n")[0].splitlines()
+    assert header == ("| method | recall@5 | ndcg@5 | recall@20 | hit_rate@5 | mrr@5 | "
+                      "coverage@5 |")
+    assert [r.split(" | ")[0] for r in rows] == ["| model", "| MostPop"]
+    assert "–" not in out  # every cell a number
+    table = json.loads((tmp_path / "t.json").read_text())
+    assert set(table["model"]) >= {"recall@5", "ndcg@20", "users"}
+
+
+def test_index_json_never_holds_nan(capsys, tutorial_run, monkeypatch):
+    # a recall with no reference result is NaN: written as null, which JSON readers accept
+    import twotower.artifacts
+    _, rundir = tutorial_run
+    monkeypatch.setattr(twotower.artifacts, "reindex_run", lambda *a, **kw: {
+        "kind": "hnsw", "recall@10_vs_exact": float("nan"), "queries": 1,
+        "tuned": {"recall_tried": {128: float("nan")}}})
+
+    def refuse(constant):
+        raise AssertionError(f"not JSON: {constant}")
+
+    code, out, err = run(capsys, "index", rundir, "--json")
+    assert code == 0, err
+    report = json.loads(out, parse_constant=refuse)
+    assert report["recall@10_vs_exact"] is None and report["tuned"]["recall_tried"] == {
+        "128": None}
+
+
+@pytest.fixture(scope="module")
+def string_id_files(tmp_path_factory, ml100k):
+    """A 60-item interaction CSV with string ids 'M-<movie id>', and item files whose ids
+    match all, some or none (other case) of them."""
+    import numpy as np
+    d = tmp_path_factory.mktemp("strings")
+    x = ml100k.take(np.isin(ml100k.items, np.arange(60)))
+    items = np.unique(x.item_vocab.ids_of(x.items))
+    pd.DataFrame({"user_id": x.user_vocab.ids_of(x.users),
+                  "item_id": [f"M-{i}" for i in x.item_vocab.ids_of(x.items)],
+                  "rating": x.ratings}).to_csv(d / "r.csv", index=False)
+    meta = pd.DataFrame({"item_id": [f"M-{i}" for i in items],
+                         "title": [f"Movie {i}" for i in items]})
+    meta.to_csv(d / "all.csv", index=False)
+    meta.iloc[:20].to_csv(d / "some.csv", index=False)
+    meta.assign(item_id=meta["item_id"].str.lower()).to_csv(d / "none.csv", index=False)
+    return d
+
+
+def test_train_items_file_matching_no_item_is_an_error(capsys, string_id_files, tmp_path):
+    d = string_id_files
+    code, _, err = run(capsys, "train", "--data", d / "r.csv", "--items", d / "none.csv",
+                       "--out", tmp_path / "run", "--preset", "tutorial", "--epochs", "1")
+    assert code == 2 and "Traceback" not in err
+    assert (f"--items: none of the 60 items of --data has a row in {d / 'none.csv'} (ids there "
+            "like 'm-1', 'm-2'; in --data like 'M-1', 'M-10')") in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_items_file_matching_some_items_warns(capsys, string_id_files, tmp_path):
+    # ...and the run trains; its titles come from the file where it has them. On 60 items
+    # `evaluate` reports @10 alone by default (no @100 column of dashes).
+    d = string_id_files
+    with pytest.warns(UserWarning, match=r"--items: 20 of 60 items found in .*some\.csv; the "
+                                         r"other 40 \(e\.g\. 'M-21', 'M-22'\) have no title"):
+        code, _, err = run(capsys, "train", "--data", d / "r.csv", "--items", d / "some.csv",
+                           "--out", tmp_path / "run", "--preset", "tutorial", "--epochs", "1")
+    assert code == 0, err
+    code, out, err = run(capsys, "similar", tmp_path / "run", "--item", "Movie 1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["item_id"] == "M-1"
+    code, out, err = run(capsys, "evaluate", tmp_path / "run")
+    assert code == 0, err
+    assert out.splitlines()[0] == ("| method | recall@10 | ndcg@10 | hit_rate@10 | mrr@10 | "
+                                   "coverage@10 |")
+    out_file = tmp_path / "recs.parquet"  # string ids stay strings
+    code, _, err = run(capsys, "recommend", tmp_path / "run", "--all-users", "--out", out_file)
+    assert code == 0, err
+    df = pd.read_parquet(out_file)
+    assert df["item_id"].map(type).eq(str).all() and df["item_id"].str.startswith("M-").all()

@@ -38,6 +38,20 @@ def _say(*args: Any) -> None:
     print(*args, flush=True)
 
 
+def _json(value: Any, **kw: Any) -> str:
+    """``json.dumps`` that writes a NaN or infinite number as null: bare ``NaN`` is not
+    JSON, and strict readers (``jq``, browsers) refuse the whole document."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not np.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean(value), allow_nan=False, **kw)
+
+
 # ---------------------------------------------------------------- data
 def _load_data(args: argparse.Namespace) -> Any:
     from twotower.data import load_movielens_100k, read_interactions
@@ -45,9 +59,14 @@ def _load_data(args: argparse.Namespace) -> Any:
     if args.data == MOVIELENS:
         return load_movielens_100k(getattr(args, "data_dir", None))
     cols = _columns(args)
-    return read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
-                             rating_col=cols["rating"], time_col=cols["time"],
-                             items=args.items)
+    x = read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
+                          rating_col=cols["rating"], time_col=cols["time"], items=args.items)
+    if x.item_info is not None:
+        meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
+        if len(meta.columns):
+            _check_items_file(args.items, cols["item"], meta.notna().any(axis=1).to_numpy(),
+                              x.item_vocab.ids)
+    return x
 
 
 #: Column names taken when the matching --*-col is not given (first present wins), e.g. the
@@ -81,6 +100,27 @@ def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data"
             _say(f"using column {found!r} as the {role} (--{role}-col)")
         out[role] = found
     return out
+
+
+def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndarray) -> None:
+    """``--items`` against the catalogue: ``found[i]`` says whether item ``catalogue[i]``
+    got a row of metadata. None found is an error (almost surely the wrong file or id
+    column: every title would silently be the id); some missing, a warning."""
+    n, hit = len(catalogue), int(np.count_nonzero(found))
+    if hit == n:
+        return
+    if hit == 0:
+        from twotower.data import read_item_info
+        theirs = read_item_info(path, id_col=col).index[:2].tolist()
+        raise DataError(f"--items: none of the {n:,} items of --data has a row in {path} "
+                        f"(ids there like {', '.join(map(repr, theirs))}; in --data like "
+                        f"{', '.join(map(repr, catalogue[:2].tolist()))}); both files must "
+                        f"hold the same ids in column {col!r} (--item-col)")
+    import warnings
+    missing = catalogue[~found][:2].tolist()
+    warnings.warn(f"--items: {hit:,} of {n:,} items found in {path}; the other "
+                  f"{n - hit:,} (e.g. {', '.join(map(repr, missing))}) have no title or "
+                  "genres", stacklevel=2)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -324,6 +364,13 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         user_col=cols["user"], item_col=cols["item"], rating_col=cols["rating"],
         shuffle_buffer=buffer, seed=args.seed))
     info = read_item_info(args.items, id_col=cols["item"]) if args.items else None
+    if info is not None:  # the item ids come from the scan (fit_stream reuses it)
+        from twotower.data.readers import _match_index
+        print(f"scanning {args.data} (vocabularies, counts)", file=sys.stderr, flush=True)
+        ids = stream.scan().item_vocab.ids
+        keys = np.asarray(_match_index(info.index, ids))
+        _check_items_file(args.items, cols["item"], np.isin(ids, keys), ids)
+        info = info[np.isin(keys, ids)]  # rows of other ids: unused, and may collide as ints
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0)
     _tune_index(args, model)
@@ -345,10 +392,20 @@ def _read_user_file(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise DataError(f"--users: file not found: {p}")
-    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+    try:  # utf-8-sig: a byte order mark (Excel, Notepad) is not part of the first id
+        text = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise DataError(f"--users: {p}, line {line}: not UTF-8 text ({exc.reason})") from None
+    users = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if not users:
+        raise DataError(f"--users: {p} holds no user id (expected one id a line)")
+    return users
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    if args.out:
+        _out_format(args.out)  # before the work
     model = _load(args.run)
     if args.user is not None:
         users = [args.user]
@@ -363,16 +420,17 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     titles = model.titles(np.maximum(top, 0))
     rows = []
-    for u, s_row, i_row, t_row in zip(users, scores, top, titles):
+    for u, s_row, i_row, t_row in zip(idx, scores, top, titles):
         items = [{"item_id": _plain(model.item_vocab.ids[i]), "title": str(t),
                   "score": round(float(s), 6)} for s, i, t in zip(s_row, i_row, t_row) if i >= 0]
-        rows.append({"user_id": _plain(u), "items": items})
+        # the id as the model knows it: an int id stays an int whichever way it was given
+        rows.append({"user_id": _plain(model.user_vocab.ids[u]), "items": items})
     if args.out:
         _write_rows(rows, Path(args.out))
         _say(f"wrote {len(rows):,} users' top-{args.k} to {args.out} (search {elapsed:.2f} s)")
     elif args.json:
         for r in rows:
-            print(json.dumps(r))
+            print(_json(r))
     else:
         for r in rows:
             _say(f"user {r['user_id']}:")
@@ -385,19 +443,39 @@ def _plain(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+#: ``recommend --out`` formats by suffix: one JSON line per user, or one row per
+#: (user, rank) with columns user_id, rank, item_id, title, score.
+OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet",
+               ".csv": "csv"}
+
+
+def _out_format(out: str | Path) -> str:
+    suffix = Path(out).suffix.lower()
+    if suffix not in OUT_FORMATS:
+        got = repr(suffix) if suffix else "no suffix"
+        raise ConfigError(f"--out: {out}: expected a .jsonl (JSON lines), .parquet or .csv "
+                          f"file, got {got}")
+    return OUT_FORMATS[suffix]
+
+
 def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
+    """Write ``recommend``'s rows; ids keep their type (int ids an int64 column)."""
+    fmt = _out_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix.lower() in (".parquet", ".pq"):
-        import pandas as pd
-        flat = [{"user_id": str(r["user_id"]), "rank": n, **{k: (str(v) if k == "item_id" else v)
-                                                           for k, v in it.items()}}
-                for r in rows for n, it in enumerate(r["items"], 1)]
-        pd.DataFrame(flat).to_parquet(tmp, index=False)
-    else:
+    if fmt == "jsonl":
         with tmp.open("w") as fh:
             for r in rows:
-                fh.write(json.dumps(r) + "\n")
+                fh.write(_json(r) + "\n")
+    else:
+        import pandas as pd
+        flat = pd.DataFrame([{"user_id": r["user_id"], "rank": n, **it}
+                             for r in rows for n, it in enumerate(r["items"], 1)],
+                            columns=["user_id", "rank", "item_id", "title", "score"])
+        if fmt == "parquet":
+            flat.to_parquet(tmp, index=False)
+        else:
+            flat.to_csv(tmp, index=False)
     os.replace(tmp, out)
 
 
@@ -406,10 +484,10 @@ def cmd_similar(args: argparse.Namespace) -> int:
     item = model.find_item(args.item)
     scores, top = model.similar_items([item], args.k)
     if args.json:
-        print(json.dumps({"item_id": _plain(model.item_vocab.ids[item]),
-                          "items": [{"item_id": _plain(model.item_vocab.ids[i]),
-                                     "title": str(model.titles([i])[0]), "score": float(s)}
-                                    for s, i in zip(scores[0], top[0]) if i >= 0]}))
+        print(_json({"item_id": _plain(model.item_vocab.ids[item]),
+                     "items": [{"item_id": _plain(model.item_vocab.ids[i]),
+                                "title": str(model.titles([i])[0]), "score": float(s)}
+                               for s, i in zip(scores[0], top[0]) if i >= 0]}))
         return 0
     _say(f"similar to {model.titles([item])[0]}:")
     for rank, (s, i) in enumerate(zip(scores[0], top[0]), 1):
@@ -426,14 +504,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if test is None:
         raise DataError(f"{args.run} has no held-out split (it was trained with --split none "
                         "or --stream); give a held-out file with --test-data")
-    ks = tuple(sorted(set(args.k)))
+    n = model.n_items
+    # -k as `recommend` takes k: between 1 and the catalogue size (a recall@1000 of 289
+    # items would read like a list of 1,000); by default @10 and @100, those there are
+    bad = [k for k in args.k or () if not 1 <= k <= n]
+    if bad:
+        raise ConfigError(f"-k must be between 1 and {n} (the catalogue size), got {bad[0]}")
+    ks = tuple(args.k or [k for k in (10, 100) if k <= n] or [n])
     table, curves = evaluate_run(
         model, test, ks=ks, baselines=args.baselines,
         log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))
-    from twotower.evaluation import format_table, plot_recall_curves
-    print(format_table(table))
+    from twotower.evaluation import format_table, plot_recall_curves, table_metrics
+    print(format_table(table, table_metrics(ks)))
     if args.json:
-        Path(args.json).write_text(json.dumps(table, indent=2))
+        Path(args.json).write_text(_json(table, indent=2))
         _say(f"wrote {args.json}")
     if args.plot:
         plot_recall_curves(curves, args.plot)
@@ -475,7 +559,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     report = reindex_run(args.run, IndexConfig(kind=args.kind, **knobs), sample=args.sample,
                          target_recall=None if fixed else args.target_recall)
     if args.json:
-        print(json.dumps(report))
+        print(_json(report))
         return 0
     for k, v in report.items():
         _say(f"{k}: {v}")
@@ -498,6 +582,17 @@ def _recall(text: str) -> float:
         value = -1.0
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a recall in [0, 1], got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """A whole number >= 1 (``--sample``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return value
 
 
@@ -558,7 +653,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-k", type=int, default=10)
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
     r.add_argument("--json", action="store_true", help="JSON lines on stdout")
-    r.add_argument("--out", help="write JSON lines (.jsonl) or Parquet (.parquet)")
+    r.add_argument("--out", help="write JSON lines (.jsonl), Parquet (.parquet) or CSV (.csv; "
+                                 "Parquet and CSV: a row per user and rank)")
     r.set_defaults(func=cmd_recommend)
 
     s = sub.add_parser("similar", help="items similar to an item (id or exact title)")
@@ -570,7 +666,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="metrics on the run's held-out split")
     e.add_argument("run")
-    e.add_argument("-k", type=int, nargs="+", default=[10, 100])
+    e.add_argument("-k", type=int, nargs="+",
+                   help="cut-offs, each between 1 and the catalogue size (default: 10 100)")
     e.add_argument("--baselines", action="store_true", help="also MostPop, ItemKNN, EASE")
     e.add_argument("--json", help="write the table as JSON")
     e.add_argument("--plot", help="write a PNG of Recall@K curves")
@@ -589,7 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--nlist", type=int)
     ix.add_argument("--hnsw-m", type=int)
     ix.add_argument("--json", action="store_true")
-    ix.add_argument("--sample", type=int, default=1000, help="queries for the recall check")
+    ix.add_argument("--sample", type=_positive_int, default=1000,
+                    help="users whose queries check recall (at least 1; at most every user)")
     ix.add_argument("--target-recall", type=_recall, default=0.95,
                     help="hnsw/ivf without --ef-search/--nprobe: raise that knob until "
                          "recall@10 on half of the sampled users reaches this (0: keep the "
@@ -621,7 +719,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning  # a user reads the message, not our source
     try:
         args = parser.parse_args(argv)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        return code
+    except BrokenPipeError:
+        # The reader went away (`twotower recommend ... | head`): stop quietly, as `cat` or
+        # `seq` do, with the status a shell gives a command SIGPIPE ended (128 + 13), so
+        # `set -o pipefail` scripts see what they see for those. stdout goes to devnull so
+        # the interpreter's last flush cannot fail again and print a traceback.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # not a real file (tests capture stdout)
+            pass
+        return 141
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except TwoTowerError as exc:

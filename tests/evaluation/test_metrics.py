@@ -254,6 +254,15 @@ def test_format_table():
     assert lines[3] == "| Pop | – | – |"
 
 
+def test_table_metrics_follow_the_cutoffs():
+    from twotower.evaluation import table_metrics
+    from twotower.evaluation.report import DEFAULT_TABLE_METRICS
+    assert table_metrics([100, 10]) == DEFAULT_TABLE_METRICS
+    assert table_metrics([20, 5, 20]) == ("recall@5", "ndcg@5", "recall@20", "hit_rate@5",
+                                          "mrr@5", "coverage@5")
+    assert table_metrics([7]) == ("recall@7", "ndcg@7", "hit_rate@7", "mrr@7", "coverage@7")
+
+
 def test_recall_curve_and_plot(tmp_path):
     top = np.array([[0, 1, 2, 3], [3, 2, 1, 0]])
     curve = recall_curve(top, [np.array([0, 1]), np.array([0])], ks=(1, 2, 4), n_items=4)

@@ -36,3 +36,13 @@ def test_make_index_dispatches_on_kind():
     assert type(make_index(IndexConfig(kind="hnsw"))) is HNSWIndex
     assert type(make_index(kind="ivf", nprobe=4)) is IVFIndex
     assert make_index(kind="ivf", nprobe=4).config.nprobe == 4
+
+
+def test_ivf_nlist_above_the_item_count_is_a_config_error():
+    # faiss' k-means stops with a bare RuntimeError when there are fewer items than lists
+    import numpy as np
+    items = np.random.default_rng(0).standard_normal((50, 8)).astype("float32")
+    with pytest.raises(ConfigError, match=r"IndexConfig.nlist \(--nlist\) must be at most "
+                                          r"the number of items indexed, 50 .* got 51"):
+        make_index(kind="ivf", nlist=51).build(items)
+    assert make_index(kind="ivf", nlist=50).build(items).nlist == 50

@@ -18,6 +18,20 @@ DEFAULT_TABLE_METRICS = ("recall@10", "ndcg@10", "recall@100", "hit_rate@10", "m
 Cell = float | Sequence[float]
 
 
+def table_metrics(ks: Sequence[int]) -> tuple[str, ...]:
+    """``format_table`` columns for the cut-offs ``ks``: recall and NDCG at the smallest,
+    recall at each other, then hit rate, MRR and coverage at the smallest (for
+    ``(10, 100)``, ``DEFAULT_TABLE_METRICS``).
+
+    Example:
+        >>> table_metrics([20, 5])
+        ('recall@5', 'ndcg@5', 'recall@20', 'hit_rate@5', 'mrr@5', 'coverage@5')
+    """
+    first, *rest = sorted({int(k) for k in ks})
+    return (f"recall@{first}", f"ndcg@{first}", *(f"recall@{k}" for k in rest),
+            f"hit_rate@{first}", f"mrr@{first}", f"coverage@{first}")
+
+
 def _cell(value: Cell | None, digits: int) -> str:
     if value is None:
         return "–"
@@ -162,4 +176,4 @@ def _write_plot(path: str | Path, draw: Callable[[Any], None], *, title: str, xl
 
 
 __all__ = ["DEFAULT_TABLE_METRICS", "format_table", "plot_loss_curves", "plot_recall_curves",
-           "recall_curve"]
+           "recall_curve", "table_metrics"]

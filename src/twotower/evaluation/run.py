@@ -10,7 +10,7 @@ import numpy as np
 
 from twotower.data.interactions import Interactions
 from twotower.evaluation.baselines import EASE, ItemKNN, MostPop, tune
-from twotower.evaluation.metrics import recommend_and_evaluate
+from twotower.evaluation.metrics import _check_ks, recommend_and_evaluate
 
 #: Above this catalogue size the dense item-item baselines (EASE, ItemKNN) are skipped:
 #: they hold an [n_items, n_items] float matrix.
@@ -47,12 +47,17 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
     validation split of train) on a held-out split given as (users, items) index arrays.
     ``log`` receives a line as each stage starts (tuning EASE on a large catalogue takes
-    minutes).
+    minutes). A cut-off in ``ks`` beyond the catalogue is scored on the whole ranked
+    catalogue (as ``recommend_and_evaluate`` does).
 
     Returns:
         (table: method -> metric -> value, curves: method -> {K: recall@K}).
+
+    Raises:
+        ConfigError: ``ks`` empty or not positive integers.
     """
     t0 = time.perf_counter()
+    ks = _check_ks(ks)  # each asked for is in the table: none left out unsaid
 
     def say(what: str) -> None:
         if log is not None:
@@ -62,7 +67,7 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     held = Interactions(users=np.asarray(test[0], dtype=np.int64),
                         items=np.asarray(test[1], dtype=np.int64),
                         user_vocab=model.user_vocab, item_vocab=model.item_vocab)
-    curve_ks = sorted({1, 5, 10, 20, 50, 100, *ks} & set(range(1, model.n_items + 1)))
+    curve_ks = sorted({k for k in (1, 5, 10, 20, 50, 100) if k <= model.n_items} | set(ks))
     methods: dict[str, Any] = {"model": model, "MostPop": MostPop().fit(train)}
     if baselines and model.n_items > DENSE_BASELINE_MAX_ITEMS:
         import warnings

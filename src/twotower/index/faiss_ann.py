@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from twotower.errors import ConfigError
 from twotower.index._base import PAD_ID, Index, register
 from twotower.index.exact import _CPUS, _PREFIX, _select, _settled_prefix, topk_exact
 from twotower.index.filters import Filters, first_rows, take_rows
@@ -345,6 +346,10 @@ class IVFIndex(_FaissIndex):
         faiss = _faiss()
         n, d = xt.shape
         nlist = self.config.nlist or self.auto_nlist(n)
+        if nlist > n:  # faiss' k-means would stop with a bare RuntimeError
+            raise ConfigError(f"IndexConfig.nlist (--nlist) must be at most the number of "
+                              f"items indexed, {n:,} (k-means needs an item per list), got "
+                              f"{nlist:,}; 0 (the default) picks {self.auto_nlist(n):,} here")
         metric = self._metric()
         quantizer = faiss.IndexFlatL2(d) if metric == faiss.METRIC_L2 else faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)

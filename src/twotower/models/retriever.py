@@ -675,12 +675,22 @@ class TwoTower:
         return names[np.asarray(idx)]
 
     def find_item(self, key: Any) -> int:
-        """Item index of an external id or an exact title."""
+        """Item index of an external id or an exact title.
+
+        Raises:
+            UnknownIdError: neither an id nor a title of the catalogue.
+            DataError: a title that several items share (the message lists their ids).
+        """
         self._require_fitted()
         if key in self.item_vocab:
             return self.item_vocab.index_of(key)
         if self.item_info is not None and "title" in self.item_info:
             hits = np.flatnonzero(self.item_info["title"].to_numpy() == key)
+            if len(hits) > 1:
+                ids = ", ".join(map(repr, self.item_vocab.ids[hits[:5]].tolist()))
+                more = f" and {len(hits) - 5:,} more" if len(hits) > 5 else ""
+                raise DataError(f"item title {key!r} is shared by {len(hits):,} items (ids "
+                                f"{ids}{more}); give the id of the one you mean")
             if len(hits):
                 return int(hits[0])
         return self.item_vocab.index_of(key)  # raises UnknownIdError naming the key
