@@ -146,3 +146,45 @@ def test_parquet_timestamp_column_is_read_as_epoch_seconds(tmp_path):
     with pytest.raises(DataError, match=r"row 3 \(1-based\), column 'ts': expected a finite "
                                         r"number, got nothing \(null\)"):
         read_interactions(tmp_path / "n.parquet", time_col="ts")
+
+
+@pytest.mark.parametrize("args, message", [
+    ((["a", None], [1, 2]), r"`user_ids`\[1\]: missing id"),
+    ((pd.Series(["a", np.nan]), [1, 2]), r"`user_ids`\[1\]: missing id"),
+    ((np.array([2**63 + 5, 1], np.uint64), [1, 2]), "does not fit int64"),
+    ((["a", "b"], [1.5, 2.0]), "ids must be integers or strings, got 1.5"),
+    ((["a", "b"], [1, 2], ["x", "4"]), r"`ratings`\[0\]: expected a finite number, got 'x'"),
+    ((["a", "b"], [1, 2], [4.0, np.inf]), r"`ratings`\[1\]: expected a finite number, got inf"),
+    ((["a", "b"], [1, 2], None, ["2020-01-01", "2021-01-01"]),
+     r"`timestamps`\[0\]: expected seconds since the epoch \(a number\) or a datetime, "
+     "got '2020-01-01'"),
+    ((["a", "b"], [1, 2], None, [1.0, np.nan]), r"`timestamps`\[1\]: expected a finite"),
+    ((["a", "b"], [1, 2], None, pd.to_datetime(["2020-01-01", None])),
+     r"`timestamps`\[1\]: missing time"),
+])
+def test_from_ids_refuses_what_it_cannot_hold(args, message):
+    from twotower.data import Interactions
+    with pytest.raises(DataError, match=message):
+        Interactions.from_ids(*args)
+
+
+def test_from_ids_times_are_seconds_whatever_the_datetime_unit():
+    from twotower.data import Interactions
+    day = 1577836800
+    for when in (pd.to_datetime(["2020-01-01", "2020-01-02"]),
+                 np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[ns]"),
+                 np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[s]"),
+                 pd.Series(pd.to_datetime(["2020-01-01 01:00", "2020-01-02 01:00"])
+                           ).dt.tz_localize("Europe/Paris"),
+                 [day, day + 86400]):
+        x = Interactions.from_ids(["a", "b"], [1.0, 2.0], None, when)
+        assert x.timestamps.tolist() == [day, day + 86400]
+        assert x.item_vocab.is_int
+
+
+def test_items_file_ids_that_are_not_integers_match_nothing_on_an_int_catalogue(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id\n1,7\n2,8\n3,9\n")
+    (tmp_path / "items.csv").write_text("item_id,title\nITEM-1,A\nITEM-2,B\n7.0,Seven\n"
+                                        "08,Leading zero\n7,Seven again\n")
+    x = read_interactions(tmp_path / "r.csv", items=tmp_path / "items.csv")
+    assert x.titles().tolist() == ["Seven", "8", "9"]

@@ -68,14 +68,14 @@ class Interactions:
         ``item_info``/``user_info``, when given, are indexed by external id; they are
         re-ordered to the vocabulary (missing ids get empty rows).
         """
-        u = np.asarray(user_ids)
-        i = np.asarray(item_ids)
+        u = _external_ids("user_ids", user_ids)
+        i = _external_ids("item_ids", item_ids)
         if len(u) != len(i):
             raise DataError(f"user ids ({len(u)}) and item ids ({len(i)}) differ in length")
         user_vocab = user_vocab or Vocabulary.from_values(u, name="user")
         item_vocab = item_vocab or Vocabulary.from_values(i, name="item")
-        r = None if ratings is None else np.asarray(ratings, dtype=np.float32)
-        t = None if timestamps is None else np.asarray(timestamps, dtype=np.int64)
+        r = None if ratings is None else _finite("ratings", ratings).astype(np.float32)
+        t = None if timestamps is None else epoch_seconds("timestamps", timestamps)
         return cls(
             users=_index(user_vocab, u), items=_index(item_vocab, i),
             user_vocab=user_vocab, item_vocab=item_vocab, ratings=r, timestamps=t,
@@ -132,6 +132,88 @@ class Interactions:
             ids = self.item_vocab.ids.astype(str)
             return np.where(pd.isna(t) | (t == ""), ids, t).astype(object)
         return self.item_vocab.ids.astype(str).astype(object)
+
+
+def _external_ids(name: str, values: Any) -> np.ndarray:
+    """``values`` as a 1-D array of int64 or str ids (integral floats become ints).
+
+    Raises:
+        DataError: a missing id (None/NaN), or ids that are neither integers nor strings.
+    """
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise DataError(f"`{name}` must be a 1-D sequence of ids, got shape {arr.shape}")
+    if arr.dtype.kind == "u" and len(arr) and arr.max() >= 2**63:
+        raise DataError(f"`{name}`: id {arr.max()} does not fit int64")
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind in "fO":
+        missing = pd.isna(arr)
+        if missing.any():
+            raise DataError(f"`{name}`[{int(np.argmax(missing))}]: missing id (None or NaN)")
+    if arr.dtype.kind == "f":
+        if not np.all(arr == np.round(arr)) or np.abs(arr).max(initial=0) >= 2**53:
+            bad = float(arr[np.argmax(arr != np.round(arr))])
+            raise DataError(f"`{name}`: ids must be integers or strings, got {bad!r}")
+        return arr.astype(np.int64)
+    if arr.dtype.kind in "US":
+        return arr.astype(object)
+    if arr.dtype.kind == "O":
+        if all(isinstance(x, str) for x in arr):
+            return arr
+        if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in arr):
+            return arr.astype(np.int64)
+        bad = next(x for x in arr if not isinstance(x, str))
+        raise DataError(f"`{name}`: ids must be all integers or all strings, got "
+                        f"{type(bad).__name__} {bad!r} among them")
+    raise DataError(f"`{name}`: ids must be integers or strings, got dtype {arr.dtype}")
+
+
+def _finite(name: str, values: Any) -> np.ndarray:
+    """``values`` as float64, each a finite number; DataError names the first bad row."""
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        arr = pd.to_numeric(pd.Series(np.asarray(values, dtype=object)),
+                            errors="coerce").to_numpy(np.float64)
+    if arr.ndim != 1:
+        raise DataError(f"`{name}` must be 1-D, got shape {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row = int(np.argmax(bad))
+        got = np.asarray(values, dtype=object)[row]
+        raise DataError(f"`{name}`[{row}]: expected a finite number, got {got!r}")
+    return arr
+
+
+def epoch_seconds(name: str, values: Any) -> np.ndarray:
+    """Timestamps as int64 seconds since the epoch: numbers are taken as seconds already;
+    datetimes (numpy, pandas, zoned: UTC) are converted from whatever unit they hold.
+
+    Raises:
+        DataError: a missing time (NaN, NaT) or a value that is neither, naming the row.
+    """
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif isinstance(values, pd.DatetimeIndex) and values.tz is not None:
+        values = values.tz_convert("UTC").tz_localize(None)
+    arr = np.asarray(values)
+    if arr.dtype.kind == "M":
+        secs = arr.astype("datetime64[s]")
+        bad = np.isnat(secs)
+        if bad.any():
+            raise DataError(f"`{name}`[{int(np.argmax(bad))}]: missing time (NaT)")
+        return secs.astype(np.int64)
+    if arr.dtype.kind in "iu":
+        return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind in "fO" or arr.dtype.kind in "US":
+        if arr.dtype.kind in "OUS" and any(isinstance(x, (str, bytes)) for x in arr.ravel()):
+            row = next(r for r, x in enumerate(arr.ravel()) if isinstance(x, (str, bytes)))
+            raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) "
+                            f"or a datetime, got {str(arr.ravel()[row])!r}")
+        return _finite(name, arr).astype(np.int64)
+    raise DataError(f"`{name}`: expected seconds since the epoch or datetimes, got dtype "
+                    f"{arr.dtype}")
 
 
 def _index(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:

@@ -218,6 +218,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     user_ids, item_ids = _ids(df["user"]), _ids(df["item"])
     if item_info is not None:
         item_info.index = _match_index(item_info.index, item_ids)
+        item_info = item_info[~item_info.index.duplicated()]  # "7" and "7.0": the first
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info)
 
 
@@ -256,9 +257,15 @@ def read_header(path: str | Path, what: str = "file", sep: str | None = None) ->
 
 
 def _match_index(index: pd.Index, ids: np.ndarray) -> pd.Index:
+    """A metadata file's ids as keys of the catalogue's ``ids``: against int ids, those
+    that read as an integer (``7``, ``7.0``; not ``007``) become ints, the others stay
+    strings (and match nothing)."""
     if ids.dtype == np.int64:
-        as_int = pd.to_numeric(pd.Series(index), errors="coerce")
-        return pd.Index(as_int.fillna(-(2**62)).astype(np.int64).tolist())
+        s = pd.Series([str(x).strip() for x in index], dtype=object)
+        num = pd.to_numeric(s, errors="coerce")
+        ok = (num.notna() & (num == num.round()) & (num.abs() < 2**53)
+              & ~s.str.match(r"-?0\d")).to_numpy(bool)
+        return pd.Index([int(n) if k else v for v, n, k in zip(s, num, ok)], dtype=object)
     return pd.Index([str(x) for x in index])
 
 
