@@ -505,3 +505,28 @@ def test_train_items_file_matching_some_items_warns(capsys, string_id_files, tmp
     assert code == 0, err
     df = pd.read_parquet(out_file)
     assert df["item_id"].map(type).eq(str).all() and df["item_id"].str.startswith("M-").all()
+
+
+def test_train_refuses_an_out_that_is_not_a_run_before_training(capsys, tmp_path):
+    """A save replaces the whole --out directory: one holding other files (or a file) is
+    refused at once, and keeps what it holds."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("keep me")
+    code, out, err = run(capsys, "train", "--preset", "tutorial", "--out", victim)
+    assert code == 2 and "--out:" in err and "not a twotower run" in err
+    assert "data:" not in out and "trained" not in out  # refused before reading and training
+    assert [p.name for p in victim.iterdir()] == ["notes.txt"]
+    afile = tmp_path / "data.csv"
+    afile.write_text("user_id,item_id\n1,2\n")
+    code, _, err = run(capsys, "train", "--data", afile, "--out", afile)
+    assert code == 2 and "not a directory" in err
+    assert afile.read_text() == "user_id,item_id\n1,2\n"
+
+
+def test_evaluate_test_data_errors_name_that_flag(capsys, tutorial_run, tmp_path):
+    _, rundir = tutorial_run
+    bad = tmp_path / "held.csv"
+    bad.write_text("user_id,item_id\n1,2\n1\n")
+    code, _, err = run(capsys, "evaluate", rundir, "--test-data", bad)
+    assert code == 2 and "--test-data:" in err and "line 3" in err and "--data:" not in err

@@ -252,6 +252,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from twotower.models import TwoTower
 
     t0 = time.perf_counter()
+    if _saves():  # before the training: a save would replace what is there
+        from twotower.artifacts import check_replaceable
+        check_replaceable(args.out, "--out")
     if args.stream:
         if args.split not in (None, "none"):
             raise ConfigError(f"--stream trains on the whole file, so --split must be none, "
@@ -535,7 +538,8 @@ def _test_file(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.nda
     from twotower.data import read_interactions
     from twotower.evaluation import held_out_pairs
     cols = _columns(args, args.test_data, "--test-data")
-    x = read_interactions(args.test_data, user_col=cols["user"], item_col=cols["item"])
+    x = read_interactions(args.test_data, user_col=cols["user"], item_col=cols["item"],
+                          what="--test-data")
     users, items, left = held_out_pairs(model, x)
     print(f"twotower: --test-data: {len(x):,} pairs; {left['unknown']:,} with a user or item "
           f"unknown to the run and {left['trained']:,} it trained on are left out; "
