@@ -252,9 +252,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     from twotower.models import TwoTower
 
     t0 = time.perf_counter()
-    if _saves():  # before the training: a save would replace what is there
-        from twotower.artifacts import check_replaceable
-        check_replaceable(args.out, "--out")
     if args.stream:
         if args.split not in (None, "none"):
             raise ConfigError(f"--stream trains on the whole file, so --split must be none, "
@@ -283,6 +280,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say(f"distribution: {dist.data_parallel} data parallel x {dist.model_parallel} "
              f"model parallel{tables} ({dist.devices} devices, {dist.num_processes} "
              "process(es))")
+    if _saves():  # before the training (after joining a job: _saves asks JAX)
+        from twotower.artifacts import check_replaceable
+        check_replaceable(args.out, "--out")  # a save would replace what is there
     if args.stream:
         return _train_stream(args, cfg, t0)
     x = _load_data(args)
