@@ -28,3 +28,63 @@ def test_errors_name_the_field():
         ModelConfig.preset("fast")
     with pytest.raises(ConfigError, match="invalid JSON"):
         ModelConfig.from_json("{")
+
+
+@pytest.mark.parametrize("field", ["learning_rate", "temperature", "history_dropout",
+                                   "ease_weight", "l2"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_numbers_are_refused_by_name(field, value):
+    # NaN fails every < and > comparison: it used to pass the range check
+    with pytest.raises(ConfigError, match=rf"model.{field} must be a finite number .*got "
+                                          rf"{value}"):
+        ModelConfig(**{field: value})
+
+
+def test_numpy_scalars_are_accepted_as_python_numbers():
+    import json
+
+    import numpy as np
+    cfg = ModelConfig(epochs=np.int64(3), learning_rate=np.float32(0.5),
+                      ease_floors=(np.float32(0.5), 1.0))
+    assert type(cfg.epochs) is int and type(cfg.learning_rate) is float
+    assert type(cfg.ease_floors[0]) is float
+    assert ModelConfig.from_json(json.dumps(cfg.to_dict())) == cfg
+    assert cfg.replace(batch_size=np.int32(8)).batch_size == 8
+    for value in (True, np.bool_(True)):  # a bool is not an integer here
+        with pytest.raises(ConfigError, match="model.epochs must be an integer"):
+            ModelConfig(epochs=value)
+
+
+def test_unknown_keys_and_non_mappings_are_config_errors():
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['foo'\]; expected some of"):
+        ModelConfig(foo=1)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['foo'\]"):
+        ModelConfig().replace(foo=1)
+    with pytest.raises(ConfigError, match="expected a mapping of setting names to values, "
+                                          "got list"):
+        ModelConfig.from_dict([1, 2])
+
+
+def test_settings_the_objective_ignores_are_refused_when_training_starts(tmp_path):
+    """``item_bias`` without ``multinomial``, ``hard_negatives`` without
+    ``sampled_softmax``: refused by ``check_used`` (what ``fit`` and ``fit_stream`` call
+    first), while such a config still loads (a run saved before the check)."""
+    from twotower import TwoTower
+    from twotower.data import Interactions
+    for objective in ("mse", "softmax", "sampled_softmax", "bpr"):
+        cfg = ModelConfig(objective=objective, item_bias=True)  # constructs, loads
+        assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+        with pytest.raises(ConfigError, match=rf"model.item_bias .*'multinomial'.*got "
+                                              rf"objective '{objective}'"):
+            cfg.check_used()
+    ModelConfig(query_tower="history", objective="multinomial", item_bias=True).check_used()
+    for objective in ("mse", "softmax", "bpr"):
+        with pytest.raises(ConfigError, match=rf"model.hard_negatives .*'sampled_softmax'.*"
+                                              rf"got objective '{objective}'"):
+            ModelConfig(objective=objective, hard_negatives=5).check_used()
+    ModelConfig(objective="sampled_softmax", hard_negatives=5).check_used()
+    for name in PRESETS:  # the presets stay valid as they are
+        ModelConfig.preset(name).check_used()
+    x = Interactions.from_ids(["a", "b"], [1, 2], [1.0, 2.0])
+    with pytest.raises(ConfigError, match="model.item_bias"):
+        TwoTower(ModelConfig(objective="mse", item_bias=True, epochs=1)).fit(x)

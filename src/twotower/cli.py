@@ -334,6 +334,9 @@ def _tune_index(args: argparse.Namespace, model: Any) -> None:
     if args.index_kind == "exact" or not args.target_recall:
         return
     t = model.tune_index(args.target_recall)
+    if t.get("skipped"):
+        _say(f"index {args.index_kind}: not tuned: {t['skipped']}")
+        return
     _say(f"index {args.index_kind}: {t['knob']} {t['value']} gives recall@10 "
          f"{t['recall_tried'][t['value']]:.3f} against exact search on "
          f"{t['calibration_queries']} users (target {t['target_recall']}"

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
+from collections.abc import Mapping
 from typing import Any, Self
+
+import numpy as np
 
 from twotower.errors import ConfigError
 
@@ -19,7 +23,17 @@ from twotower.errors import ConfigError
 class Config:
     """Base of every twotower config. Subclasses add fields and a ``validate``."""
 
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # before the dataclass __init__, whose TypeError would not name the expected keys
+        _check_names(cls, kwargs)
+        return super().__new__(cls)
+
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # numpy scalars -> Python (to_dict stays JSON)
+            v = getattr(self, f.name)
+            new = tuple(map(_python_scalar, v)) if isinstance(v, tuple) else _python_scalar(v)
+            if new is not v:
+                object.__setattr__(self, f.name, new)
         self.validate()
 
     def validate(self) -> None:
@@ -38,13 +52,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> Self:
+        if data is not None and not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__}: expected a mapping of setting names to values, "
+                              f"got {type(data).__name__}")
         data = dict(data or {})
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise ConfigError(
-                f"{cls.__name__}: unknown key(s) {unknown}; expected some of {sorted(names)}"
-            )
+        _check_names(cls, data)
         hints = typing.get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         for name, value in data.items():
@@ -76,16 +88,37 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
+def _check_names(cls: type, data: Mapping[str, Any]) -> None:
+    names = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; expected some of {names}")
+
+
+def _python_scalar(value: Any) -> Any:
+    """A numpy integer or float scalar as the Python int or float (numpy bools stay: a
+    bool is not a number here); anything else unchanged."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
 def check_range(owner: str, name: str, value: Any, lo: float | None = None,
                 hi: float | None = None, *, integer: bool = False) -> None:
-    """Raise ConfigError unless lo <= value <= hi (and an int when ``integer``)."""
+    """Raise ConfigError unless lo <= value <= hi, finite (and an int when ``integer``)."""
     kind = "an integer" if integer else "a number"
+    value = _python_scalar(value)
     ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
     if isinstance(value, bool) or not ok_type:
         raise ConfigError(f"{owner}.{name} must be {kind}, got {value!r}")
+    lo_s = "-inf" if lo is None else lo
+    hi_s = "inf" if hi is None else hi
+    if isinstance(value, float) and not math.isfinite(value):  # NaN passes < and >
+        raise ConfigError(f"{owner}.{name} must be a finite number between {lo_s} and "
+                          f"{hi_s}, got {value!r}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        lo_s = "-inf" if lo is None else lo
-        hi_s = "inf" if hi is None else hi
         raise ConfigError(f"{owner}.{name} must be between {lo_s} and {hi_s}, got {value!r}")
 
 

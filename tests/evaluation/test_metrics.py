@@ -243,6 +243,33 @@ def test_protocol_rejects_empty_test():
         recommend_and_evaluate(Spy(1), x, x.take(np.zeros(0, dtype=np.int64)))
 
 
+
+def test_protocol_rejects_mismatched_vocabularies():
+    from twotower.data import Vocabulary
+    x = Interactions.from_ids([0, 0, 1, 1], [0, 1, 2, 3])
+    # same catalogue size, other users: indices 0 and 1 name users 900 and 950 in test
+    other = Interactions.from_ids([900, 950], [1, 2], user_vocab=Vocabulary(
+        np.arange(1000), name="user"), item_vocab=x.item_vocab)
+    with pytest.raises(DataError, match="train and test must use the same user vocabulary"):
+        recommend_and_evaluate(Spy(x.n_items), x, other)
+    # same size, items in another order: every index names another item
+    shuffled = Interactions.from_ids([0, 1], [1, 2], user_vocab=x.user_vocab,
+                                     item_vocab=Vocabulary(np.array([3, 2, 1, 0]), name="item"))
+    with pytest.raises(DataError, match="train and test must use the same item vocabulary"):
+        recommend_and_evaluate(Spy(x.n_items), x, shuffled)
+    # held-out users: their indices are the history's
+    with pytest.raises(DataError, match="history and test must use the same user vocabulary"):
+        recommend_and_evaluate(Spy(x.n_items), x, other, history=x)
+    # a model that keeps vocabularies must share them with the data it is scored on
+    model = Spy(x.n_items)
+    model.user_vocab, model.item_vocab = x.user_vocab, shuffled.item_vocab
+    with pytest.raises(DataError, match="the model and test must use the same item vocabulary"):
+        recommend_and_evaluate(model, x, x.take(np.array([1, 3])))
+    model.item_vocab = x.item_vocab
+    assert recommend_and_evaluate(model, x.take(np.array([0, 2])), x.take(np.array([1, 3])),
+                                  ks=(1,))["users"] == 2
+
+
 # -- reports ---------------------------------------------------------------------------------
 
 def test_format_table():

@@ -216,3 +216,11 @@ def _softmax_config(tmp_path):
     p = tmp_path / "model.toml"
     p.write_text('objective = "sampled_softmax"\nlearning_rate = 0.5\n')
     return p
+
+
+def test_fit_stream_mse_refuses_ratings_that_do_not_vary(tmp_path):
+    df = _blocks().assign(stars=4.0)
+    path = _write(df, tmp_path / "log.csv")
+    with pytest.raises(DataError, match=r"'mse' needs ratings that vary \(all ratings are "
+                                        r"4.0\)"):
+        TwoTower(_tutorial()).fit_stream(_stream(path), progress_every_s=0)

@@ -292,6 +292,21 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
     if seen_source.n_items != test.n_items or train.n_items != test.n_items:
         raise DataError(f"train/history and test disagree on the catalogue size "
                         f"({seen_source.n_items} vs {test.n_items})")
+    # indices are only comparable over the same vocabularies (held-out users: the history's);
+    # a model that keeps its vocabularies (TwoTower) is checked too
+    users_from = "history" if history is not None else "train"
+    checks = [("train", "item", train), (users_from, "user", seen_source),
+              ("the model", "item", recommender)]
+    if history is not None:
+        checks.append(("history", "item", history))
+    else:
+        checks.append(("the model", "user", recommender))
+    for name, what, part in checks:
+        mine, theirs = getattr(part, f"{what}_vocab", None), getattr(test, f"{what}_vocab")
+        if mine is not None and mine is not theirs and mine != theirs:
+            raise DataError(f"{name} and test must use the same {what} vocabulary (an index "
+                            f"would name different {what}s in each): {len(mine):,} vs "
+                            f"{len(theirs):,} {what} ids; take them from one split")
     if history is not None and not hasattr(recommender, "recommend_from_history"):
         raise ConfigError(f"{type(recommender).__name__} cannot serve held-out users: "
                           f"it has no recommend_from_history")

@@ -75,9 +75,9 @@ class ModelConfig(Config):
         user_features: user metadata columns (``user_info``; MovieLens: ``age``,
             ``gender``, ``occupation``) whose embeddings are added to the query of users
             seen in training (not to history-only queries). Empty = off.
-        item_bias: a learned per-item bias (popularity) added to the logits; served by
-            appending it to the item vectors and a constant 1 to the queries, so search
-            stays one inner product.
+        item_bias: a learned per-item bias (popularity) added to the logits (``multinomial``
+            only: the other losses have no bias term); served by appending it to the item
+            vectors and a constant 1 to the queries, so search stays one inner product.
         multinomial_targets: ``all`` of the user's items (Mult-DAE) or only those
             ``dropped`` from the query.
         user_weighting: ``multinomial`` per-user loss as a ``sum`` over the user's items,
@@ -218,6 +218,24 @@ class ModelConfig(Config):
         if self.objective == "multinomial" and self.query_tower == "id":
             raise ConfigError("model.objective 'multinomial' needs a history tower: "
                               "query_tower 'history' or 'id+history', got 'id'")
+
+    def check_used(self) -> None:
+        """Refuse settings the chosen objective never reads (training would silently
+        ignore them). Checked when training starts, not in ``validate``: a run saved
+        before this check, with such a setting, still loads.
+
+        Raises:
+            ConfigError: ``item_bias`` without ``multinomial``, or ``hard_negatives``
+                without ``sampled_softmax``.
+        """
+        if self.item_bias and self.objective != "multinomial":
+            raise ConfigError(f"model.item_bias is only trained by objective 'multinomial' "
+                              f"(the other losses have no bias term), got objective "
+                              f"{self.objective!r}; set item_bias to false")
+        if self.hard_negatives and self.objective != "sampled_softmax":
+            raise ConfigError(f"model.hard_negatives is only used by objective "
+                              f"'sampled_softmax' (it mines the in-batch negatives), got "
+                              f"objective {self.objective!r}; set hard_negatives to 0")
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -29,6 +29,47 @@ def _check_k(k: Any, n: int, name: str = "k") -> int:
     if not 1 <= int(k) <= n:
         raise ConfigError(f"`{name}` must be between 1 and {n} (the catalogue size), got {k}")
     return int(k)
+
+
+def _check_indices(idx: np.ndarray, n: int, name: str, what: str) -> None:
+    """DataError unless every entry of ``idx`` is in [0, n): one min/max, no loop."""
+    if not idx.size:
+        return
+    lo, hi = idx.min(), idx.max()
+    if lo < 0 or hi >= n:
+        bad = lo if lo < 0 else hi
+        raise DataError(f"`{name}` must be internal {what} ids in [0, {n}), got {bad}")
+
+
+def _check_id_list(ids: Any, name: str, what: str) -> None:
+    """DataError for a single id where a list of ids is expected (a string would otherwise
+    be read as a list of its characters)."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable) or (
+            isinstance(ids, np.ndarray) and ids.ndim == 0):
+        raise DataError(f"`{name}` must be a list of {what} ids, got the single id {ids!r}; "
+                        f"pass [{ids!r}]")
+
+
+def _same_vocabularies(part: Interactions, user_vocab: Vocabulary, item_vocab: Vocabulary,
+                       name: str) -> None:
+    """DataError unless ``part`` indexes users and items with these vocabularies."""
+    for what, mine, theirs in (("user", part.user_vocab, user_vocab),
+                               ("item", part.item_vocab, item_vocab)):
+        if mine is not theirs and mine != theirs:
+            raise DataError(f"`{name}` must use the training {what} vocabulary (its indices "
+                            f"would name other {what}s): it has {len(mine):,} {what} ids, "
+                            f"training {len(theirs):,}; build it with "
+                            f"Interactions.from_ids(..., user_vocab=train.user_vocab, "
+                            f"item_vocab=train.item_vocab) or take it from the same split")
+
+
+def _check_ratings_vary(lo: float, hi: float) -> None:
+    """``mse`` rescales ratings to [0, 1] by their range: equal ratings all become 0 and
+    the model learns nothing."""
+    if lo == hi:
+        raise DataError(f"objective 'mse' needs ratings that vary (all ratings are {lo}); "
+                        f"for an implicit log (no ratings) use an objective like "
+                        f"sampled_softmax")
 
 
 def _split_over_processes(variables: Any) -> bool:
@@ -185,18 +226,24 @@ class TwoTower:
             self, with ``history`` holding per-epoch losses.
 
         Raises:
-            DataError: empty data, or ``mse`` without ratings.
+            DataError: empty data, ``mse`` without ratings or with all ratings equal, or
+                ``validation`` on other vocabularies than ``train``.
         """
         import keras
 
         from twotower.models.net import TwoTowerNet
 
         cfg = self.config
+        cfg.check_used()
         if len(train) == 0:
             raise DataError("fit: the training interactions are empty")
         if cfg.objective == "mse" and train.ratings is None:
             raise DataError("objective 'mse' needs ratings; give --rating-col or another "
                             "objective")
+        if cfg.objective == "mse":
+            _check_ratings_vary(float(train.ratings.min()), float(train.ratings.max()))
+        if validation is not None:
+            _same_vocabularies(validation, train.user_vocab, train.item_vocab, "validation")
         t0 = time.perf_counter()
         self._linear, self.ease_tuning = None, None
         keras.utils.set_random_seed(cfg.seed)
@@ -289,7 +336,8 @@ class TwoTower:
         Raises:
             ConfigError: a query tower, side features or an objective that a stream
                 cannot train (checked before the scan).
-            DataError: an empty stream, or ``mse`` without a rating column.
+            DataError: an empty stream, or ``mse`` without a rating column or with all
+                ratings equal.
         """
         import keras
         import scipy.sparse as sp
@@ -301,6 +349,7 @@ class TwoTower:
         from twotower.training import LoopConfig, TrainLoop
 
         cfg = self.config
+        cfg.check_used()
         if cfg.query_tower != "id":
             raise ConfigError(f"fit_stream: model.query_tower must be 'id' (a history tower "
                               f"needs each user's whole history in memory), got "
@@ -327,6 +376,8 @@ class TwoTower:
                       file=sys.stderr, flush=True)
         if stats.rows == 0:
             raise DataError(f"fit_stream: {stream.path} has no interactions")
+        if cfg.objective == "mse" and stats.rating_range is not None:
+            _check_ratings_vary(*stats.rating_range)
         inputs = stream.model_inputs(cfg.objective)  # checks the objective and ratings
         if cfg.ease_weight > 0:
             import warnings
@@ -491,9 +542,12 @@ class TwoTower:
         reaches ``target_recall`` on the queries of ``users`` (user indices; default: up
         to 500 drawn with seed 0), their seen items excluded (``twotower.index.
         tune_recall``); the model keeps the value. Returns that report, with the seconds
-        it took; None for exact search.
+        it took; None for exact search. Users with nothing left to recommend (every item
+        seen) are left out; when no user is left, nothing is tuned and the report says so
+        under ``skipped`` (``recall_tried`` empty, ``reached`` False).
         """
         from twotower.index import tune_recall
+        from twotower.index.recall import _TUNED
         self._require_fitted()
         if self._index.kind == "exact":
             return None
@@ -505,6 +559,19 @@ class TwoTower:
         k = min(10, self.n_items)
         ref = make_index(IndexConfig(kind="exact")).build(self.item_embeddings).search(
             queries, k, exclude=seen)[1]
+        left = (ref >= 0).any(axis=1)  # their recall is undefined (NaN)
+        if not left.all():
+            queries, ref = queries[left], ref[left]
+            seen = [s for s, keep in zip(seen, left) if keep]
+        if not len(ref):
+            knob = _TUNED[self._index.kind][0]
+            value = (self._index.nprobe if knob == "nprobe"
+                     else self._index.config.ef_search)
+            return {"knob": knob, "target_recall": target_recall, "calibration_queries": 0,
+                    "recall_tried": {}, "value": value, "reached": False,
+                    "skipped": f"each of the {len(users):,} users sampled has seen the whole "
+                               f"catalogue: no recall to measure, {knob} left at {value}",
+                    "seconds": round(time.perf_counter() - t0, 4)}
         tuned = tune_recall(self._index, queries, ref, target_recall, k=k, exclude=seen)
         self.index_config = self._index.config
         tuned["seconds"] = round(time.perf_counter() - t0, 4)
@@ -532,9 +599,14 @@ class TwoTower:
         return len(self.item_vocab)
 
     def query_embeddings(self, users: np.ndarray) -> np.ndarray:
-        """``[b, d]`` float32 query embeddings of user indices."""
+        """``[b, d]`` float32 query embeddings of user indices.
+
+        Raises:
+            DataError: a user index outside [0, n_users).
+        """
         self._require_fitted()
         users = np.asarray(users, dtype=np.int64)
+        _check_indices(users, len(self.user_vocab), "users", "user")
         q = self._query_part(users)
         return q if self._linear is None else self._with_linear_query(q, self._history[users])
 
@@ -566,17 +638,23 @@ class TwoTower:
 
     def history_query_embeddings(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Query embeddings from item-index histories, oldest first (users unseen in
-        training); an item given more than once counts once, at its latest position."""
+        training); an item given more than once counts once, at its latest position.
+
+        Raises:
+            DataError: an item index outside [0, n_items).
+        """
         self._require_fitted()
         if self.history_embeddings is None or self.user_embeddings is not None and \
                 self.config.query_tower == "id":
             raise ConfigError("this model's query tower is 'id': it cannot recommend from a "
                               "history; train with query_tower 'history' or 'id+history'")
-        L = self.config.history_length
+        L, n = self.config.history_length, self.n_items
         table = np.zeros((len(histories), L), dtype=np.int32)
         for row, h in enumerate(histories):
             recent = np.asarray(h, dtype=np.int64)[::-1]  # most recent first
-            _, first = np.unique(recent, return_index=True)  # repeats: the latest counts
+            ids, first = np.unique(recent, return_index=True)  # repeats: the latest counts
+            if len(ids) and (ids[0] < 0 or ids[-1] >= n):  # sorted: its min and max
+                _check_indices(ids, n, "histories", "item")
             recent = recent[np.sort(first)][:L]
             table[row, :len(recent)] = recent + 1
         return self._with_linear_query(self._with_bias_column(self._pool(table)), table)
@@ -617,6 +695,9 @@ class TwoTower:
         Returns:
             scores ``[b, k]`` float32 and item indices ``[b, k]`` int64, best first,
             padded with -1 / -inf when fewer than k items remain after ``exclude``.
+
+        Raises:
+            DataError: a user index outside [0, n_users).
         """
         k = _check_k(k, self.n_items)
         return self._index.search(self.query_embeddings(users), k, exclude=exclude)
@@ -624,7 +705,11 @@ class TwoTower:
     def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
                                exclude: Sequence[np.ndarray] | None = None
                                ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices for users given only their item-index histories."""
+        """Top-k item indices for users given only their item-index histories.
+
+        Raises:
+            DataError: an item index outside [0, n_items).
+        """
         k = _check_k(k, self.n_items)
         return self._index.search(self.history_query_embeddings(histories), k,
                                   exclude=exclude)
@@ -635,8 +720,10 @@ class TwoTower:
 
         Raises:
             UnknownIdError: a user id the model never saw.
+            DataError: a single id instead of a list of ids.
         """
         self._require_fitted()
+        _check_id_list(user_ids, "user_ids", "user")
         users = self.user_vocab.lookup(user_ids)
         exclude = self.seen_exclusions(users) if exclude_seen else None
         scores, idx = self.recommend(users, k, exclude)
@@ -651,16 +738,31 @@ class TwoTower:
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Cosine-nearest item indices of item indices, never the item itself (on the
-        trained candidate vectors, without the EASE part)."""
+        trained candidate vectors, without the EASE part).
+
+        Raises:
+            DataError: an item index outside [0, n_items), or a one-item catalogue.
+        """
         self._require_fitted()
+        if self.n_items < 2:
+            raise DataError("similar items: the catalogue has a single item, so there is no "
+                            "other item to return")
         k = _check_k(k, self.n_items - 1)
         items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+        _check_indices(items, self.n_items, "items", "item")
         return self._similar.search(self._trained_items()[items], k,
                                     exclude=[np.array([i]) for i in items])
 
     def similar_ids(self, item_ids: Sequence[Any], k: int = 10
                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine-nearest external item ids of external item ids."""
+        """Cosine-nearest external item ids of external item ids.
+
+        Raises:
+            UnknownIdError: an item id not in the catalogue.
+            DataError: a single id instead of a list of ids.
+        """
+        self._require_fitted()
+        _check_id_list(item_ids, "item_ids", "item")
         scores, idx = self.similar_items(self.item_vocab.lookup(item_ids), k)
         return scores, self._external(idx)
 

@@ -1,0 +1,109 @@
+"""TwoTower's public boundary: indices, id lists, vocabularies and ratings are checked with
+errors that name the argument and the expected form."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pytest
+
+from twotower.data import Interactions, Vocabulary
+from twotower.errors import DataError
+from twotower.index import IndexConfig
+from twotower.models import ModelConfig, TwoTower
+
+
+def _log(n_users: int = 12, n_items: int = 8, seed: int = 0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    users = np.repeat(np.arange(n_users), 4)
+    items = rng.integers(0, n_items, len(users))
+    ratings = rng.integers(1, 6, len(users)).astype(float)
+    return Interactions.from_ids(users, items, ratings)
+
+
+def _bpr(query_tower: str = "id") -> ModelConfig:
+    return ModelConfig(query_tower=query_tower, objective="bpr", epochs=1, batch_size=8,
+                       embedding_dim=4)
+
+
+@pytest.fixture(scope="module")
+def history_model() -> TwoTower:
+    return TwoTower(_bpr("id+history")).fit(_log(), verbose=0)
+
+
+@pytest.mark.parametrize("bad", [-1, 12, 1000])
+def test_user_indices_out_of_range_are_data_errors(history_model, bad):
+    # -1 used to return the last user's list; 12 and 1000 a raw IndexError
+    with pytest.raises(DataError, match=rf"`users` must be internal user ids in \[0, 12\), "
+                                        rf"got {bad}"):
+        history_model.recommend(np.array([0, bad]), k=3)
+
+
+@pytest.mark.parametrize("bad", [-1, 8])
+def test_item_indices_out_of_range_are_data_errors(history_model, bad):
+    with pytest.raises(DataError, match=rf"`items` must be internal item ids in \[0, 8\), "
+                                        rf"got {bad}"):
+        history_model.similar_items(np.array([bad]), k=3)
+    # -1 used to be dropped silently (it is the padding once shifted), 8 a scipy ValueError
+    with pytest.raises(DataError, match=rf"`histories` must be internal item ids in "
+                                        rf"\[0, 8\), got {bad}"):
+        history_model.recommend_from_history([np.array([0, 1]), np.array([2, bad])], k=3)
+
+
+def test_a_single_id_is_refused_where_a_list_is_expected(history_model):
+    # "u1" used to be read as the ids 'u' and '1'
+    with pytest.raises(DataError, match=r"`user_ids` must be a list of user ids, got the "
+                                        r"single id 3; pass \[3\]"):
+        history_model.recommend_ids(3, k=2)
+    with pytest.raises(DataError, match=r"`item_ids` must be a list of item ids, got the "
+                                        r"single id '7'"):
+        history_model.similar_ids("7", k=2)
+    assert history_model.recommend_ids(np.array([3]), k=2)[1].shape == (1, 2)
+
+
+def test_similar_items_of_a_one_item_catalogue_say_there_is_no_other_item():
+    model = TwoTower(_bpr()).fit(Interactions.from_ids(["a", "b"], [7, 7]), verbose=0)
+    with pytest.raises(DataError, match="single item, so there is no other item"):
+        model.similar_ids([7], k=1)
+
+
+def test_validation_on_other_vocabularies_is_refused():
+    x = _log()
+    other_users = Vocabulary(np.arange(1000), name="user")
+    val = Interactions.from_ids(np.array([900, 950]), x.item_vocab.ids[:2],
+                                np.array([3.0, 4.0]), user_vocab=other_users,
+                                item_vocab=x.item_vocab)
+    cfg = ModelConfig.preset("tutorial", epochs=1, batch_size=8, validation_freq=1)
+    with pytest.raises(DataError, match="`validation` must use the training user vocabulary"):
+        TwoTower(cfg).fit(x, val, verbose=0)
+    shuffled = Vocabulary(x.item_vocab.ids[::-1].copy(), name="item")
+    val = Interactions.from_ids(x.user_vocab.ids[:2], x.item_vocab.ids[:2], [3.0, 4.0],
+                                user_vocab=x.user_vocab, item_vocab=shuffled)
+    with pytest.raises(DataError, match="`validation` must use the training item vocabulary"):
+        TwoTower(cfg).fit(x, val, verbose=0)
+
+
+def test_mse_refuses_ratings_that_do_not_vary():
+    x = Interactions.from_ids(["a", "b", "c", "a"], [1, 2, 3, 3], [4.0, 4.0, 4.0, 4.0])
+    # the [0, 1] rescale mapped every rating to 0: the model learned nothing
+    with pytest.raises(DataError, match=r"'mse' needs ratings that vary \(all ratings are "
+                                        r"4.0\).*sampled_softmax"):
+        TwoTower(ModelConfig.preset("tutorial", epochs=1, batch_size=8)).fit(x, verbose=0)
+
+
+def test_index_tuning_skips_users_with_nothing_left_to_recommend():
+    # every user has seen the single item: recall was NaN at every setting and ef_search
+    # doubled to 4096
+    model = TwoTower(_bpr()).fit(Interactions.from_ids(["a", "b"], [1, 1]), verbose=0)
+    report = model.set_index(IndexConfig(kind="hnsw"), target_recall=0.9)
+    assert report["calibration_queries"] == 0 and report["recall_tried"] == {}
+    assert not report["reached"] and "whole catalogue" in report["skipped"]
+    assert model.index_config.ef_search == IndexConfig(kind="hnsw").ef_search
+    # user "a" has seen both items: left out of the calibration queries, not counted as NaN
+    x = Interactions.from_ids(["a", "a", "b", "c"], [1, 2, 1, 2])
+    model = TwoTower(_bpr()).fit(x, verbose=0)
+    report = model.set_index(IndexConfig(kind="hnsw"), target_recall=0.9)
+    assert report["calibration_queries"] == 2 and report["reached"]
