@@ -139,12 +139,21 @@ def test_save_refuses_to_replace_what_is_not_a_run(tutorial_run, tmp_path):
     assert empty.stat().st_mode & 0o777 == 0o777 & ~umask
 
 
-def _swap_version(run: Path, old_marker: str, rename) -> None:
-    """``atomic_directory`` replacing ``run`` (holding ``old_marker``) with a directory
-    holding ``new.txt``, with ``os.rename`` replaced by ``rename(real, src, dst)``."""
+def _old_run(tmp_path: Path) -> Path:
+    """A directory that passes for a run (``format.json``) and holds ``old.txt``."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "format.json").write_text("{}")
+    (run / "old.txt").write_text("old")
+    return run
+
+
+def _swap_version(run: Path, rename) -> None:
+    """``atomic_directory`` replacing ``run`` with a directory holding ``new.txt``, with
+    ``os.rename`` replaced by ``rename(real, src, dst)``."""
     import twotower.artifacts as art
     real = os.rename
-    assert (run / old_marker).exists()
+
     def write(tmp: Path) -> None:
         (tmp / "format.json").write_text("{}")
         (tmp / "new.txt").write_text("new")
@@ -157,10 +166,7 @@ def _swap_version(run: Path, old_marker: str, rename) -> None:
 
 
 def test_error_between_the_renames_puts_the_previous_version_back(tmp_path):
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "format.json").write_text("{}")
-    (run / "old.txt").write_text("old")
+    run = _old_run(tmp_path)
     calls = []
 
     def rename(real, src, dst):
@@ -170,7 +176,7 @@ def test_error_between_the_renames_puts_the_previous_version_back(tmp_path):
         real(src, dst)
 
     with pytest.raises(OSError, match="disk gone"):
-        _swap_version(run, "old.txt", rename)
+        _swap_version(run, rename)
     assert calls[0] == ("run", ".run.old")
     assert sorted(p.name for p in run.iterdir()) == ["format.json", "old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
@@ -179,21 +185,17 @@ def test_error_between_the_renames_puts_the_previous_version_back(tmp_path):
 def test_ctrl_c_between_the_renames_waits_for_both(tmp_path):
     """SIGINT arriving between the two renames is held back until the new version is in
     place (then raised): the run is never missing."""
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "format.json").write_text("{}")
-    (run / "old.txt").write_text("old")
-    seen = []
+    run = _old_run(tmp_path)
 
     def rename(real, src, dst):
         real(src, dst)
         if Path(dst).name == ".run.old":
             os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the first rename
             for _ in range(1000):  # let Python act on it, were it not held
-                seen.append(run.exists())
+                run.exists()
 
     with pytest.raises(KeyboardInterrupt):
-        _swap_version(run, "old.txt", rename)
+        _swap_version(run, rename)
     assert sorted(p.name for p in run.iterdir()) == ["format.json", "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
