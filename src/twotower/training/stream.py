@@ -256,22 +256,26 @@ class InteractionStream:
         import pyarrow.compute as pc
         offset = 0
         for b in batches:
+            # the usual batch costs no pass but the float check: ``null_count`` is known
             for role in ("user", "item"):
                 col = b.column(role)
-                bad = pc.is_null(col)
                 if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-                    bad = pc.or_kleene(bad, pc.equal(pc.utf8_trim_whitespace(col), ""))
-                if pc.any(bad).as_py():
-                    self._bad_row(offset, bad, role, f"empty {role} id")
+                    bad = pc.or_kleene(pc.is_null(col),
+                                       pc.equal(pc.utf8_trim_whitespace(col), ""))
+                    if pc.any(bad).as_py():
+                        self._bad_row(offset, bad, role, f"empty {role} id")
+                elif col.null_count:
+                    self._bad_row(offset, pc.is_null(col), role, f"empty {role} id")
             if "rating" in self._roles:
                 col = b.column("rating")
                 if not pa.types.is_floating(col.type) and not pa.types.is_integer(col.type):
                     raise DataError(f"--data: {self.path}, column {self.config.rating_col!r}: "
                                     f"expected numbers, got type {col.type}")
-                bad = pc.is_null(col)
-                if pa.types.is_floating(col.type):
-                    bad = pc.or_kleene(bad, pc.invert(pc.is_finite(col)))
-                if pc.any(bad).as_py():
+                if col.null_count or (pa.types.is_floating(col.type)
+                                      and not pc.all(pc.is_finite(col)).as_py()):
+                    bad = pc.is_null(col)
+                    if pa.types.is_floating(col.type):
+                        bad = pc.or_kleene(bad, pc.invert(pc.is_finite(col)))
                     self._bad_row(offset, bad, "rating", "expected a finite number, got {}", b)
             offset += b.num_rows
             yield b
