@@ -306,3 +306,45 @@ def test_loss_plot(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     with pytest.raises(DataError, match="no loss values"):
         plot_loss_curves({"recall": [0.1]}, tmp_path / "x.png")
+
+
+def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml100k):
+    """A temporal run's baselines are tuned on a temporal validation split, ordered as the
+    model's history table orders each user's items; a run without that order (an id
+    tower) falls back to random and says so."""
+    import twotower.evaluation.run as run_mod
+    from twotower import TwoTower
+    from twotower.data import temporal_split
+    from twotower.models import ModelConfig
+    x = ml100k.take(ml100k.users < 60)
+    split = temporal_split(x, 0.2)
+    calls = []
+
+    def spy(cls, train, grid, seed=0, **kw):
+        calls.append((cls.__name__, kw.get("split"), train))
+        return real(cls, train, grid, seed, **kw)
+
+    real = run_mod.tune
+    monkeypatch.setattr(run_mod, "tune", spy)
+    cfg = ModelConfig(query_tower="history", objective="multinomial", epochs=1,
+                      embedding_dim=8, batch_size=32)
+    model = TwoTower(cfg).fit(split.train)
+    model.data_source = {"split": "temporal"}
+    test = (split.test.users, split.test.items)
+    lines = []
+    run_mod.evaluate_run(model, test, ks=(10,), baselines=True, log=lines.append)
+    assert [c[1] for c in calls] == ["temporal", "temporal"]
+    assert any("temporal validation split" in ln for ln in lines)
+    # the order given to the tuning split is the training log's own: each user's latest
+    # 20% by the made-up times are their latest 20% by real time
+    ours = temporal_split(calls[0][2], 0.2).test
+    theirs = temporal_split(split.train, 0.2).test
+    assert (set(zip(ours.users.tolist(), ours.items.tolist()))
+            == set(zip(theirs.users.tolist(), theirs.items.tolist())))
+    calls.clear()
+    lines.clear()
+    idtower = TwoTower(ModelConfig.preset("tutorial", epochs=1)).fit(split.train)
+    idtower.data_source = {"split": "temporal"}
+    run_mod.evaluate_run(idtower, test, ks=(10,), baselines=True, log=lines.append)
+    assert [c[1] for c in calls] == ["random", "random"]
+    assert any("keeps no order" in ln for ln in lines)

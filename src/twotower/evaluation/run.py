@@ -40,12 +40,28 @@ def held_out_pairs(model: Any, x: Interactions
     return users[~trained].astype(np.int64), items[~trained].astype(np.int64), left
 
 
+def _recency_ordered(train: Interactions, history: np.ndarray) -> Interactions:
+    """``train`` with timestamps that order each user's items as ``history`` does (column
+    0 the latest; items past its length count as the oldest), for a temporal split."""
+    import scipy.sparse as sp
+    n_users, length = history.shape
+    rows, rank = np.nonzero(history)
+    recency = sp.csr_matrix(((length - rank).astype(np.int64), (rows, history[rows, rank] - 1)),
+                            shape=(n_users, train.n_items))
+    ts = np.asarray(recency[train.users, train.items]).reshape(-1).astype(np.int64)
+    return Interactions(users=train.users, items=train.items, user_vocab=train.user_vocab,
+                        item_vocab=train.item_vocab, timestamps=ts)
+
+
 def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[int] = (10, 100),
                  baselines: bool = False, seed: int = 0,
-                 log: Callable[[str], None] | None = None
+                 log: Callable[[str], None] | None = None, split: str | None = None
                  ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
     validation split of train) on a held-out split given as (users, items) index arrays.
+    The validation split is of the run's own kind (``split``; default: the one the run
+    was saved with): ``temporal`` takes each user's latest items by the order the model
+    keeps (its history table), and is ``random`` when the model keeps no order.
     ``log`` receives a line as each stage starts (tuning EASE on a large catalogue takes
     minutes). A cut-off in ``ks`` beyond the catalogue is scored on the whole ranked
     catalogue (as ``recommend_and_evaluate`` does).
@@ -75,13 +91,21 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                       f"than {DENSE_BASELINE_MAX_ITEMS:,} (they hold dense item x item "
                       "matrices); MostPop only", stacklevel=2)
     elif baselines:
-        say(f"tuning ItemKNN and EASE on a validation split of train ({model.n_items:,} "
-            "items)")
-        methods["ItemKNN"] = ItemKNN(
-            tune(ItemKNN, train, {"neighbors": [50, 100, 200]}, seed).best_config).fit(train)
+        kind = split or (getattr(model, "data_source", None) or {}).get("split")
+        history = getattr(model, "_history", None)
+        tuning, how = train, "random"
+        if kind == "temporal" and history is not None:
+            tuning, how = _recency_ordered(train, history), "temporal"
+        elif kind == "temporal":
+            how = "random (the run keeps no order of its training items)"
+        say(f"tuning ItemKNN and EASE on a {how} validation split of train "
+            f"({model.n_items:,} items)")
+        on = "temporal" if how == "temporal" else "random"
+        methods["ItemKNN"] = ItemKNN(tune(ItemKNN, tuning, {"neighbors": [50, 100, 200]}, seed,
+                                          split=on).best_config).fit(train)
         methods["EASE"] = EASE(
-            tune(EASE, train, {"lambda_": [100.0, 250.0, 500.0, 1000.0, 2000.0]},
-                 seed).best_config).fit(train)
+            tune(EASE, tuning, {"lambda_": [100.0, 250.0, 500.0, 1000.0, 2000.0]}, seed,
+                 split=on).best_config).fit(train)
     table: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[int, float]] = {}
     for name, rec in methods.items():
