@@ -530,3 +530,55 @@ def test_evaluate_test_data_errors_name_that_flag(capsys, tutorial_run, tmp_path
     bad.write_text("user_id,item_id\n1,2\n1\n")
     code, _, err = run(capsys, "evaluate", rundir, "--test-data", bad)
     assert code == 2 and "--test-data:" in err and "line 3" in err and "--data:" not in err
+
+
+@pytest.mark.parametrize("text, suffix, needle", [
+    ('[model]\nepochs = 1\n[index]\nkind = "hnsw"\n', ".toml",
+     "unknown table(s) or key(s) ['index'] beside ['model']"),
+    ('epochs = 1\n[model]\nlearning_rate = 0.05\n', ".toml",
+     "unknown table(s) or key(s) ['epochs'] beside ['model']"),
+    ('{"model": 5}', ".json", "[model] must be a table of settings, got int 5"),
+    ('{"distribution": [1, 2]}', ".JSON", "[distribution] must be a table of settings, got list"),
+])
+def test_config_file_with_unknown_tables_or_untabled_values_is_refused(capsys, tmp_path, text,
+                                                                       suffix, needle):
+    cfg = tmp_path / f"c{suffix}"
+    cfg.write_text(text)
+    code, _, err = run(capsys, "train", "--preset", "tutorial", "--config", cfg,
+                       "--out", tmp_path / "run")
+    assert code == 2 and needle in err and "Traceback" not in err
+
+
+def test_seed_in_the_config_file_is_used_unless_the_flag_is_given(capsys, tmp_path, ml100k):
+    from twotower.data import write_interactions
+    data = tmp_path / "r.csv"
+    write_interactions(ml100k.take(ml100k.users < 50), data)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nepochs = 1\nseed = 7\n")
+    for extra, want in (((), 7), (("--seed", "3"), 3)):
+        out = tmp_path / f"run{want}"
+        code, _, err = run(capsys, "train", "--data", data, "--rating-col", "rating",
+                           "--preset", "tutorial", "--config", cfg, "--out", out, *extra)
+        assert code == 0, err
+        saved = json.loads((out / "config.json").read_text())
+        assert saved["model"]["seed"] == want and saved["data"]["seed"] == want
+
+
+def test_tutorial_checks_out_and_seed_before_training_and_excludes_every_rated_movie(
+        capsys, tmp_path, ml100k_dir, ml100k):
+    victim = tmp_path / "notrun"
+    victim.mkdir()
+    (victim / "x").write_text("hi")
+    code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--out", victim)
+    assert code == 2 and "--out:" in err and "==" not in out  # before the data and training
+    code, _, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--seed", "-1")
+    assert code == 2 and "seed" in err and "Traceback" not in err
+    code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--epochs", "1")
+    assert code == 0, err
+    rated = set(ml100k.item_vocab.ids_of(ml100k.items[ml100k.users == ml100k.user_vocab
+                                                       .index_of(42)]).tolist())
+    titles = dict(zip(ml100k.item_vocab.ids.tolist(), ml100k.titles().tolist()))
+    block = out.split("Top-10 for user 42")[1].split("The tutorial's raw list")[0]
+    shown = [ln.split(". ", 1)[1].rsplit("  (", 1)[0] for ln in block.splitlines()
+             if ln.strip()[:1].isdigit()]
+    assert len(shown) == 10 and not set(shown) & {titles[i] for i in rated}

@@ -144,12 +144,15 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     from twotower.data import load_movielens_100k, random_split
     from twotower.models import ModelConfig, TwoTower
 
+    cfg = ModelConfig.preset("tutorial", seed=args.seed, epochs=args.epochs)  # checked first
+    if args.out:  # before the training: a save would replace what is there
+        from twotower.artifacts import check_replaceable
+        check_replaceable(args.out, "--out")
     _say("== twotower tutorial: Keras-RS 'Recommending movies: retrieval' on MovieLens 100k ==")
     x = load_movielens_100k(args.data_dir)
     split = random_split(x, 0.2, seed=args.seed)
     _say(f"data: {len(x):,} ratings, {x.n_users} users, {x.n_items} movies; "
          f"train {len(split.train):,} / validation {len(split.test):,} (seed {args.seed})")
-    cfg = ModelConfig.preset("tutorial", seed=args.seed, epochs=args.epochs)
     model = TwoTower(cfg)
     model.fit(split.train, split.test, verbose=2 if sys.stdout.isatty() is False else 1)
     h = model.history
@@ -161,12 +164,15 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
                                                     "seed": args.seed})
         _say(f"saved to {args.out}")
     user = model.user_vocab.lookup([42])
-    scores, top = model.recommend(user, 10, model.seen_items(user))
+    # every movie they rated, in the validation part too (the model's own seen items are
+    # the training part's): x, split and model share the vocabularies
+    rated = np.unique(x.items[x.users == user[0]])
+    scores, top = model.recommend(user, 10, [rated])
     _say("\nTop-10 for user 42 (movies they already rated excluded):")
     for rank, (i, s) in enumerate(zip(top[0], scores[0]), 1):
         _say(f"  {rank:2d}. {model.titles([i])[0]}  ({s:.3f})")
     raw = model.raw_tutorial_top_ids(user)[0]
-    seen = set(model.seen_items(user)[0].tolist())
+    seen = set(rated.tolist())
     _say("\nThe tutorial's raw list (BruteForceRetrieval via model.predict, * = already rated):")
     for rank, i in enumerate(raw, 1):
         _say(f"  {rank:2d}. {model.titles([i])[0]}{'  *' if int(i) in seen else ''}")
@@ -184,7 +190,7 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     p = Path(args.config)
     if not p.is_file():
         raise ConfigError(f"--config: file not found: {p}")
-    if p.suffix == ".json":
+    if p.suffix.lower() == ".json":
         try:
             data = json.loads(p.read_text())
         except json.JSONDecodeError as exc:
@@ -194,6 +200,17 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {p}: expected a table of settings, got "
                           f"{type(data).__name__}")
+    tables = [k for k in ("model", "distribution") if k in data]
+    if tables:  # tables: nothing else may sit beside them (it would be ignored)
+        other = sorted(set(data) - set(tables))
+        if other:
+            raise ConfigError(f"--config: {p}: unknown table(s) or key(s) {other} beside "
+                              f"{tables}; the file holds [model] (ModelConfig fields) and "
+                              "[distribution] tables, or ModelConfig fields alone")
+        for k in tables:
+            if not isinstance(data[k], dict):
+                raise ConfigError(f"--config: {p}: [{k}] must be a table of settings, got "
+                                  f"{type(data[k]).__name__} {data[k]!r}")
     return data
 
 
@@ -205,11 +222,12 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
         overrides.update(data.get("model", {}))
     else:
         overrides.update(data)
-    for name in ("epochs", "embedding_dim", "learning_rate", "batch_size"):
+    # a flag given on the command line wins over the file
+    for name in ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
-    overrides["seed"] = args.seed
     cfg = ModelConfig.preset(args.preset, **overrides)
+    args.seed = cfg.seed  # the split's seed too: one seed for the run
     if cfg.ease_split == "auto" and getattr(args, "split", "none") in ("random", "temporal"):
         # tune the EASE part on a validation split carved the way this run's test split is
         cfg = cfg.replace(ease_split=args.split)
@@ -627,7 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--shuffle-buffer", type=int,
                     help="--stream: rows in the shuffle buffer (default 262144; 0: file order)")
     tr.add_argument("--test-fraction", type=float, default=0.2)
-    tr.add_argument("--seed", type=int, default=42)
+    tr.add_argument("--seed", type=int,
+                    help="seeds the split and the model (default: the config's seed, 42)")
     tr.add_argument("--epochs", type=int)
     tr.add_argument("--embedding-dim", type=int)
     tr.add_argument("--learning-rate", type=float)

@@ -207,6 +207,19 @@ def test_cache_file_changed_after_manifest_is_rejected(server, tmp_path):
         fetch_movielens_100k(cache_dir=tmp_path, sources=["cache"], progress=False)
 
 
+def test_hand_edited_manifest_entry_is_an_incomplete_cache(server, pristine, tmp_path):
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["grouplens"], progress=False)
+    manifest = json.loads((path / ".twotower-manifest.json").read_text())
+    manifest["files"]["u.data"] = 1979173
+    (path / ".twotower-manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FetchError, match=r"cache: .*entry 'u\.data' is not"):
+        fetch_movielens_100k(cache_dir=tmp_path, sources=["cache"], progress=False)
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["cache", "grouplens"], progress=False)
+    assert (path / "u.data").read_bytes() == (pristine / "u.data").read_bytes()
+
+
 def test_cache_dir_from_env(server, tmp_path, monkeypatch):
     monkeypatch.setenv("TWOTOWER_CACHE_DIR", str(tmp_path / "envcache"))
     path = fetch_movielens_100k(grouplens_url=server.url("/good.zip"),

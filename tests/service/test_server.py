@@ -88,6 +88,23 @@ def test_serve_refuses_a_broken_run_before_binding(broken_run, free_port):
     assert "arrays.npz" in r.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_on_a_busy_port_or_bad_host_is_one_line_exit_2(run_dir, workers):
+    import socket
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for host, needle in (("127.0.0.1", f"cannot listen on 127.0.0.1:{port}: "),
+                             ("256.1.1.1", "cannot listen on 256.1.1.1:")):
+            r = subprocess.run([sys.executable, "-m", "twotower.cli", "serve", str(run_dir),
+                                "--host", host, "--port", str(port), "--workers", workers],
+                               capture_output=True, text=True, timeout=120,
+                               env={**os.environ, "KERAS_BACKEND": "jax"})
+            assert r.returncode == 2 and needle in r.stderr, r.stderr[-1000:]
+            assert "Traceback" not in r.stderr
+
+
 @pytest.fixture()
 def free_port():
     import socket

@@ -211,6 +211,10 @@ def _read_manifest(target: Path) -> dict:
         raise _SourceFailed(f"cache manifest {path} is unreadable ({exc})") from None
     if not isinstance(files, dict) or any(n not in files for n in REQUIRED_FILES):
         raise _SourceFailed(f"cache manifest {path} does not list {', '.join(REQUIRED_FILES)}")
+    bad = [n for n, meta in files.items() if not isinstance(meta, dict)]
+    if bad:  # e.g. edited by hand: an incomplete cache, fetched again
+        raise _SourceFailed(f"cache manifest {path}: entry {bad[0]!r} is not "
+                            "{\"size\": ..., \"sha256\": ...}")
     return manifest
 
 

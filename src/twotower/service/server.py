@@ -175,9 +175,13 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         threading.Thread(target=_reload_in_background, name="twotower-reload",
                          daemon=True).start()
 
+    # our socket, as for several workers: a port in use or a bad host is a ConfigError
+    # (one line, exit 2), not uvicorn's log line and exit 3
+    sock = _listen_socket(host, port)
+    log.info("twotower serving %s on http://%s:%d", run, host, sock.getsockname()[1])
     previous = signal.signal(signal.SIGHUP, _on_hup) if hasattr(signal, "SIGHUP") else None
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         if previous is not None:
             signal.signal(signal.SIGHUP, previous)
