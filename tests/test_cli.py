@@ -294,7 +294,8 @@ def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp
     assert set(table) == {"model", "MostPop", "ItemKNN", "EASE"}
     assert table["EASE"]["recall@10"] > table["MostPop"]["recall@10"] > 0.05
     # each stage is announced on stderr (EASE on a large catalogue takes minutes)
-    assert "twotower: tuning ItemKNN and EASE on a random validation split of train (1,682 items)" in err
+    assert ("twotower: tuning ItemKNN and EASE on a random validation split of train "
+            "(1,682 items)") in err
     assert "twotower: evaluating EASE (" in err
     assert "recall@10" in out and (tmp_path / "r.png").stat().st_size > 1000
     assert (tmp_path / "loss.png").stat().st_size > 1000

@@ -142,7 +142,8 @@ def test_given_vocabulary_is_used_and_unknown_ids_are_named(tmp_path):
     small = Vocabulary(np.arange(10), "user")
     bad = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId"),
                             user_vocab=small, item_vocab=iv)
-    with pytest.raises(DataError, match=r"x\.parquet, row \d+ \(1-based\), column 'userId': user id"):
+    with pytest.raises(DataError,
+                       match=r"x\.parquet, row \d+ \(1-based\), column 'userId': user id"):
         bad.scan()
     skip = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId",
                                              unknown="skip"), user_vocab=small, item_vocab=iv)

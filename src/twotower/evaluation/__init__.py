@@ -14,5 +14,6 @@ __all__ = [
     "BASELINES", "EASE", "evaluate_run", "held_out_pairs", "train_interactions", "EASEConfig", "HistoryRecommender", "ItemKNN", "ItemKNNConfig",
     "METRICS", "MostPop", "MostPopConfig", "Recommender", "TuneResult", "as_truth_csr",
     "coverage", "evaluate_topk", "format_table", "hit_matrix", "per_user_metrics",
-    "plot_loss_curves", "plot_recall_curves", "recall_curve", "recommend_and_evaluate", "table_metrics", "topk_excluding", "tune",
+    "plot_loss_curves", "plot_recall_curves", "recall_curve", "recommend_and_evaluate",
+    "table_metrics", "topk_excluding", "tune",
 ]
