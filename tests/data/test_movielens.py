@@ -28,3 +28,22 @@ def test_reader_rejects_malformed_u_data(tmp_path, ml100k_dir):
     (tmp_path / "u.item").write_bytes((ml100k_dir / "u.item").read_bytes())
     with pytest.raises(DataError, match="u.data"):
         read_movielens_100k(tmp_path)
+
+
+def test_reader_rejects_truncated_copies(tmp_path, ml100k_dir):
+    data = (ml100k_dir / "u.data").read_bytes()
+    item = (ml100k_dir / "u.item").read_bytes()
+    (tmp_path / "u.data").write_bytes(data[:1_000_003])  # cut mid-line: still 4 columns
+    (tmp_path / "u.item").write_bytes(item)
+    with pytest.raises(DataError, match=r"u\.data: MovieLens 100k has 100,000 ratings, this "
+                                        r"file 50,"):
+        read_movielens_100k(tmp_path)
+    (tmp_path / "u.data").write_bytes(data)
+    (tmp_path / "u.item").write_bytes(item[:len(item) // 2])
+    with pytest.raises(DataError, match=r"u\.item: MovieLens 100k describes 1,682 movies"):
+        read_movielens_100k(tmp_path)
+
+
+def test_titles_carry_no_trailing_space(ml100k):
+    titles = ml100k.titles()
+    assert all(t == t.strip() for t in titles)

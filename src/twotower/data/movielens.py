@@ -15,6 +15,9 @@ GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy",
           "Romance", "Sci-Fi", "Thriller", "War", "Western")
 
 
+N_RATINGS, N_ITEMS = 100_000, 1_682  # MovieLens 100k, as GroupLens ships it
+
+
 def read_movielens_100k(directory: str | Path) -> Interactions:
     """Read MovieLens 100k from a directory in the GroupLens layout.
 
@@ -36,12 +39,21 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
         raise DataError(f"{d / 'u.data'}: malformed ({exc})") from None
     if data.shape[1] != 4:
         raise DataError(f"{d / 'u.data'}: expected 4 tab-separated columns, got {data.shape[1]}")
+    if len(data) != N_RATINGS:  # e.g. a cut-off copy: its last line would parse as a rating
+        raise DataError(f"{d / 'u.data'}: MovieLens 100k has {N_RATINGS:,} ratings, this file "
+                        f"{len(data):,} (a truncated or edited copy?); for other data use "
+                        "`--data FILE`")
     items = pd.read_csv(d / "u.item", sep="|", header=None, encoding="latin-1",
                         names=["id", "title", "release_date", "video_release", "imdb_url",
                                *GENRES], dtype={"title": str, "release_date": str})
+    if len(items) != N_ITEMS or items[list(GENRES)].isna().any().any():
+        raise DataError(f"{d / 'u.item'}: MovieLens 100k describes {N_ITEMS:,} movies in 24 "
+                        f"'|'-separated fields, this file {len(items):,} (a truncated or edited "
+                        "copy?)")
     flags = items[list(GENRES)].to_numpy(dtype=bool)
     item_info = pd.DataFrame({
-        "title": items["title"].fillna("").to_numpy(),
+        # stripped: some copies (the package wheel's) drop a trailing space GroupLens has
+        "title": items["title"].fillna("").str.strip().to_numpy(),
         "genres": [[g for g, f in zip(GENRES, row) if f] for row in flags],
         "year": pd.to_datetime(items["release_date"], format="%d-%b-%Y",
                                errors="coerce").dt.year.astype("Int64").to_numpy(),
