@@ -583,3 +583,14 @@ def test_tutorial_checks_out_and_seed_before_training_and_excludes_every_rated_m
     shown = [ln.split(". ", 1)[1].rsplit("  (", 1)[0] for ln in block.splitlines()
              if ln.strip()[:1].isdigit()]
     assert len(shown) == 10 and not set(shown) & {titles[i] for i in rated}
+
+
+def test_model_parallel_errors_name_where_it_was_set(capsys, tmp_path):
+    code, _, err = run(capsys, "train", "--preset", "tutorial", "--devices", "2",
+                       "--model-parallel", "0", "--out", tmp_path / "r")
+    assert code == 2 and "--model-parallel must be a whole number >= 1, got 0" in err
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[distribution]\nmodel_parallel = 2\n")
+    code, _, err = run(capsys, "train", "--preset", "tutorial", "--devices", "3",
+                       "--config", cfg, "--out", tmp_path / "r")
+    assert code == 2 and "--devices 3 must be a multiple of [distribution] model_parallel" in err

@@ -253,9 +253,12 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
         d["shard_tables"] = args.shard_tables
     if args.devices is not None:
         mp = d.get("model_parallel", 1)
-        if not isinstance(mp, int) or mp < 1 or args.devices % mp:
-            raise ConfigError(f"--devices {args.devices} must be a multiple of "
-                              f"--model-parallel ({mp})")
+        where = ("--model-parallel" if args.model_parallel is not None
+                 else "[distribution] model_parallel")
+        if isinstance(mp, bool) or not isinstance(mp, int) or mp < 1:
+            raise ConfigError(f"{where} must be a whole number >= 1, got {mp!r}")
+        if args.devices % mp:
+            raise ConfigError(f"--devices {args.devices} must be a multiple of {where} ({mp})")
         d["data_parallel"] = args.devices // mp
     for flag, key in (("coordinator", "coordinator_address"),
                       ("num_processes", "num_processes"), ("process_id", "process_id")):
