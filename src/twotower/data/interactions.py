@@ -6,6 +6,7 @@ optional per-item / per-user metadata tables aligned with those indices.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -134,6 +135,31 @@ class Interactions:
         return self.item_vocab.ids.astype(str).astype(object)
 
 
+#: An integer id as an int prints it: ``7``, ``-3``, ``0``; not ``007`` or ``+7`` (ids read
+#: from text are ints only when every one matches, so ``007`` and ``7`` stay two ids)
+INT_ID = re.compile(r"0|-?[1-9]\d{0,17}")
+
+
+def integral_as_int(values: np.ndarray) -> np.ndarray | None:
+    """Float ids as int64 when each is a whole number that a float holds exactly (e.g. a
+    Parquet id column with gaps, stored as float); else None."""
+    v = np.asarray(values, dtype=np.float64)
+    if np.all(v == np.round(v)) and np.abs(v).max(initial=0) < 2**53:
+        return v.astype(np.int64)
+    return None
+
+
+def datetime_seconds(values: Any) -> np.ndarray:
+    """Datetimes (numpy or pandas, of any unit; zoned ones in UTC) as float seconds since
+    the epoch, NaN where missing (NaT)."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif isinstance(values, pd.DatetimeIndex) and values.tz is not None:
+        values = values.tz_convert("UTC").tz_localize(None)
+    secs = np.asarray(values).astype("datetime64[s]")
+    return np.where(np.isnat(secs), np.nan, secs.astype(np.int64).astype(np.float64))
+
+
 def _external_ids(name: str, values: Any) -> np.ndarray:
     """``values`` as a 1-D array of int64 or str ids (integral floats become ints).
 
@@ -152,10 +178,11 @@ def _external_ids(name: str, values: Any) -> np.ndarray:
         if missing.any():
             raise DataError(f"`{name}`[{int(np.argmax(missing))}]: missing id (None or NaN)")
     if arr.dtype.kind == "f":
-        if not np.all(arr == np.round(arr)) or np.abs(arr).max(initial=0) >= 2**53:
-            bad = float(arr[np.argmax(arr != np.round(arr))])
+        ints = integral_as_int(arr)
+        if ints is None:
+            bad = float(arr[np.argmax((arr != np.round(arr)) | (np.abs(arr) >= 2**53))])
             raise DataError(f"`{name}`: ids must be integers or strings, got {bad!r}")
-        return arr.astype(np.int64)
+        return ints
     if arr.dtype.kind in "US":
         return arr.astype(object)
     if arr.dtype.kind == "O":
@@ -193,16 +220,17 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
     Raises:
         DataError: a missing time (NaN, NaT) or a value that is neither, naming the row.
     """
-    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.DatetimeTZDtype):
-        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
-    elif isinstance(values, pd.DatetimeIndex) and values.tz is not None:
-        values = values.tz_convert("UTC").tz_localize(None)
+    if isinstance(values, pd.Series | pd.DatetimeIndex) and (
+            isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M"):
+        values = datetime_seconds(values)
+        if np.isnan(values).any():
+            raise DataError(f"`{name}`[{int(np.argmax(np.isnan(values)))}]: missing time (NaT)")
+        return values.astype(np.int64)
     arr = np.asarray(values)
     if arr.dtype.kind == "M":
-        secs = arr.astype("datetime64[s]")
-        bad = np.isnat(secs)
-        if bad.any():
-            raise DataError(f"`{name}`[{int(np.argmax(bad))}]: missing time (NaT)")
+        secs = datetime_seconds(arr)
+        if np.isnan(secs).any():
+            raise DataError(f"`{name}`[{int(np.argmax(np.isnan(secs)))}]: missing time (NaT)")
         return secs.astype(np.int64)
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)

@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twotower.data.interactions import Interactions
+from twotower.data.interactions import (INT_ID, Interactions, datetime_seconds,
+                                        integral_as_int)
 from twotower.errors import DataError
 
 _PARQUET = {".parquet", ".pq"}
@@ -137,12 +138,10 @@ def check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
 def _ids(values: pd.Series) -> np.ndarray:
     """Ints when every id is an integer written the one way an int prints (so ``007`` and
     ``7`` stay two ids: strings), or an integral float (Parquet); else strings."""
-    if values.dtype.kind == "f":
-        v = values.to_numpy(np.float64)
-        if np.all(v == np.round(v)) and np.abs(v).max(initial=0) < 2**53:
-            return v.astype(np.int64)
+    if values.dtype.kind == "f" and (ints := integral_as_int(values.to_numpy())) is not None:
+        return ints
     s = values.astype(str).str.strip()
-    if s.str.fullmatch(r"0|-?[1-9]\d{0,17}").all():
+    if s.str.fullmatch(INT_ID.pattern).all():
         return s.astype(np.int64).to_numpy()
     return s.to_numpy(dtype=object)
 
@@ -150,10 +149,7 @@ def _ids(values: pd.Series) -> np.ndarray:
 def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str) -> np.ndarray:
     raw = df[role]
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or raw.dtype.kind == "M":
-        # a timestamp column (Parquet): seconds since the epoch (UTC for zoned ones)
-        t = raw.dt.tz_convert("UTC").dt.tz_localize(None) if raw.dt.tz is not None else raw
-        secs = t.to_numpy("datetime64[s]")
-        vals = np.where(np.isnat(secs), np.nan, secs.astype(np.int64).astype(np.float64))
+        vals = datetime_seconds(raw)  # a timestamp column (Parquet)
     elif raw.dtype.kind in "iuf":
         vals = raw.to_numpy(dtype=np.float64)
     else:

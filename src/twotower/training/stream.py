@@ -10,7 +10,6 @@ buffer.
 from __future__ import annotations
 
 import csv
-import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -21,13 +20,12 @@ from typing import Any, TextIO
 import numpy as np
 
 from twotower.config import Config, check_choice, check_range
+from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError, NotFittedError
 
 _PARQUET = {".parquet", ".pq"}
 _CSV = {".csv", ".tsv", ".txt"}
-# an integer written the one way an int prints: ``007`` and ``7`` are two (string) ids
-_INT_LITERAL = re.compile(r"0|-?[1-9]\d{0,17}")
 _LUT_SPAN = 4  # dense id -> index table while the ids span <= 4 x their count
 
 Batch = dict[str, np.ndarray]
@@ -464,11 +462,10 @@ def _vocab_of(values: np.ndarray, name: str) -> Vocabulary:
     (written without leading zeros) or an integral float."""
     if values.dtype.kind in "iu":
         return Vocabulary.from_values(values.astype(np.int64), name=name)
-    if values.dtype.kind == "f" and np.all(values == np.round(values)) \
-            and np.abs(values).max(initial=0) < 2**53:
-        return Vocabulary.from_values(values.astype(np.int64), name=name)
+    if values.dtype.kind == "f" and (ints := integral_as_int(values)) is not None:
+        return Vocabulary.from_values(ints, name=name)
     s = np.array([str(v).strip() for v in values], dtype=object)
-    if len(s) and all(_INT_LITERAL.fullmatch(v) for v in s):
+    if len(s) and all(INT_ID.fullmatch(v) for v in s):
         return Vocabulary.from_values(s.astype(np.int64), name=name)
     return Vocabulary.from_values(s, name=name)
 
@@ -507,7 +504,7 @@ class _Mapper:
         if self.is_int:
             if not pa.types.is_integer(col.type):
                 col = pc.utf8_trim_whitespace(col.cast(pa.string()))
-                ok = pc.match_substring_regex(col, "^(" + _INT_LITERAL.pattern + ")$")
+                ok = pc.match_substring_regex(col, "^(" + INT_ID.pattern + ")$")
                 col = pc.if_else(ok, col, pa.scalar(None, pa.string())).cast(pa.int64())
             else:
                 col = col.cast(pa.int64())
