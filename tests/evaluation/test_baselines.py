@@ -173,3 +173,23 @@ def test_ease_on_movielens_100k():
     r = recommend_and_evaluate(EASE().fit(s.train), s.train, s.test, ks=(10,))
     assert r["users"] > 900
     assert 0.18 < r["recall@10"] < 0.35, r
+
+
+@pytest.mark.parametrize("n_items, n_users, rows", [(50, 30, 400), (3000, 500, 20000), (7, 5, 12)])
+def test_mostpop_lists_equal_ranking_the_whole_catalogue(n_items, n_users, rows):
+    """MostPop ranks the head of its one popularity order per user; the lists (ties by the
+    lower index, exclusions, padding past the catalogue) equal the generic path's, which
+    scores every item for every user."""
+    from twotower.evaluation.baselines import _Baseline
+    rng = np.random.default_rng(n_items)
+    x = Interactions.from_ids(rng.integers(0, n_users, rows), rng.zipf(1.3, rows) % n_items)
+    mp = MostPop().fit(x)
+    users = np.arange(x.n_users)
+    ex = mp.seen_items(users)
+    ex[0] = np.concatenate([ex[0], [-5, 10**9]])  # unknown indices: ignored by both
+    for k in (1, 5, x.n_items, x.n_items + 3):
+        for e in (None, ex):
+            got = mp.recommend(users, k, e)
+            want = _Baseline._rank(mp, mp._seen[users], k, e)
+            np.testing.assert_array_equal(got[1], want[1])
+            np.testing.assert_array_equal(got[0], want[0])
