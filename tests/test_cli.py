@@ -594,3 +594,15 @@ def test_model_parallel_errors_name_where_it_was_set(capsys, tmp_path):
     code, _, err = run(capsys, "train", "--preset", "tutorial", "--devices", "3",
                        "--config", cfg, "--out", tmp_path / "r")
     assert code == 2 and "--devices 3 must be a multiple of [distribution] model_parallel" in err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--kind", "ivf", "--ef-search", "5"], "--ef-search: not a setting of --kind ivf"),
+    (["--kind", "exact", "--nprobe", "5"], "--nprobe: not a setting of --kind exact"),
+    (["--kind", "hnsw", "--nlist", "8", "--nprobe", "2"],
+     "--nlist, --nprobe: not a setting of --kind hnsw"),
+])
+def test_index_refuses_knobs_of_another_kind(capsys, tutorial_run, argv, needle):
+    _, rundir = tutorial_run
+    code, _, err = run(capsys, "index", rundir, *argv)
+    assert code == 2 and needle in err

@@ -580,6 +580,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     knobs = {name: getattr(args, name) for name in ("ef_search", "nprobe", "nlist", "hnsw_m")
              if getattr(args, name) is not None}
+    applies = {"hnsw": {"ef_search", "hnsw_m"}, "ivf": {"nprobe", "nlist"}}.get(args.kind, set())
+    stray = sorted(set(knobs) - applies)
+    if stray:  # it would sit in the saved config and change nothing
+        flags = ", ".join("--" + k.replace("_", "-") for k in stray)
+        raise ConfigError(f"{flags}: not a setting of --kind {args.kind} (hnsw: --ef-search, "
+                          "--hnsw-m; ivf: --nprobe, --nlist; exact: none)")
     from twotower.index.recall import _TUNED
 
     # a search knob given on the command line is kept as given: no tuning
