@@ -227,7 +227,7 @@ def test_int_id_mapping_inside_the_lookup_table_span():
 def test_shuffle_mixes_record_batches_as_large_as_the_buffer():
     """Record batches as large as the buffer still mix across batches: the buffer is
     exchanged a quarter at a time, so no batch comes out whole before the next."""
-    buffer, size, n_chunks = 400, 400, 5
+    buffer, size, n_chunks = 2048, 2048, 5
     chunks = [{"src": np.full(size, c), "row": np.arange(size) + c * size}
               for c in range(n_chunks)]
     out = list(shuffle_chunks(iter(chunks), buffer, seed=0))
@@ -317,3 +317,37 @@ def test_null_string_id_in_parquet_is_named_by_the_scan(tmp_path, col):
     with pytest.raises(DataError, match=r"row 2 \(1-based\), column 'row': expected a finite "
                                         r"number, got nothing \(null\)"):
         _stream(p).scan()
+
+
+@pytest.mark.parametrize("buffer, rows", [(1, 10), (3, 50), (7, 7), (64, 1000), (5, 1)])
+def test_small_buffers_exchange_rows_one_by_one(buffer, rows):
+    """``_exchange_rows`` (small buffers, all of a chunk at once) emits what a row-by-row
+    buffer emits for the same slots, for multi-column rows too, and leaves the same buffer."""
+    from twotower.training.stream import _exchange_rows
+    rng = np.random.default_rng(buffer)
+    buf = {"x": np.arange(buffer) + 10_000, "y": np.c_[np.arange(buffer), -np.arange(buffer)]}
+    part = {"x": np.arange(rows), "y": np.c_[np.arange(rows) + 500, -np.arange(rows)]}
+    slots = rng.integers(0, buffer, rows)
+    ref = {k: v.copy() for k, v in buf.items()}
+    want = {"x": [], "y": []}
+    for t, j in enumerate(slots):
+        for k in ref:
+            want[k].append(ref[k][j].copy())
+            ref[k][j] = part[k][t]
+    got = _exchange_rows(buf, part, slots)
+    for k in buf:
+        np.testing.assert_array_equal(got[k], np.array(want[k]))
+        np.testing.assert_array_equal(buf[k], ref[k])
+
+
+@pytest.mark.parametrize("buffer", [1, 7, 64, 1023])
+def test_small_buffers_keep_every_row_once_in_chunk_sized_pieces(buffer):
+    n = 5000
+    out = list(shuffle_chunks(({"x": np.arange(s, min(s + 512, n))} for s in range(0, n, 512)),
+                              buffer, seed=0))
+    rows = np.concatenate([c["x"] for c in out])
+    assert sorted(rows.tolist()) == list(range(n))
+    # a buffer of 1 keeps the order (as tf.data's does); a larger one does not
+    assert np.array_equal(rows, np.arange(n)) == (buffer == 1)
+    # one piece per record batch (plus the flush), not a piece per quarter buffer
+    assert len(out) <= -(-n // 512) + 1
