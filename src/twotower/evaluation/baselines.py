@@ -281,6 +281,8 @@ class MostPop(_Baseline):
                 np.fromiter((len(e) for e in exclude), dtype=np.int64, count=b))
         m = min(n, k + int(lens.max(initial=0)))
         head = self._order[:m]
+        at = np.full(n, -1, dtype=np.int64)  # each item's place in the head, or -1
+        at[head] = np.arange(m)
         out_s = np.full((b, k), -np.inf, dtype=np.float32)
         out_i = np.full((b, k), -1, dtype=np.int64)
         for lo in range(0, b, SCORE_BATCH_SIZE):
@@ -291,8 +293,6 @@ class MostPop(_Baseline):
                                        for e in exclude[lo:hi]])
                 rows = np.repeat(np.arange(hi - lo), lens[lo:hi])
                 ok = (cols >= 0) & (cols < n)  # an unknown index cannot be recommended
-                at = np.full(n, -1, dtype=np.int64)
-                at[head] = np.arange(m)
                 pos = at[cols[ok]]
                 keep[rows[ok][pos >= 0], pos[pos >= 0]] = False
             rank = np.cumsum(keep, axis=1)
