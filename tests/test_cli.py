@@ -245,6 +245,10 @@ def test_index_command_builds_reports_and_is_used(capsys, tutorial_run, tmp_path
         assert report["config"][tuned["knob"]] == tuned["value"]
     floor = {"exact": 1.0, "hnsw": 0.9, "ivf": 0.9}[kind]
     assert floor <= report["recall@10_vs_exact"] <= 1.0
+    if kind == "ivf":  # the list count picked for 1,682 items, not the config's 0
+        from twotower.index.faiss_ann import IVFIndex
+        assert report["config"]["nlist"] == 0 and report["nlist_used"] == IVFIndex.auto_nlist(1682)
+        assert report["nprobe_used"] == report["config"]["nprobe"] == report["tuned"]["value"]
     assert report["queries_per_second"] > 0 and report["exact_queries_per_second"] > 0
     loaded = TwoTower.load(run_copy)
     assert loaded.index_config.kind == kind and type(loaded._index).__name__.lower().startswith(

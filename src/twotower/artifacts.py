@@ -441,6 +441,8 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
               "queries": len(users),
               "queries_per_second": round(len(users) / max(search_s, 1e-9), 1),
               "exact_queries_per_second": round(len(users) / max(exact_s, 1e-9), 1)}
+    if config.kind == "ivf":  # nlist/nprobe 0 in the config: the ones picked for this size
+        report["nlist_used"], report["nprobe_used"] = model._index.nlist, model._index.nprobe
     if tuned is not None:
         report["tuned"] = tuned
     return report
