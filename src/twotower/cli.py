@@ -392,12 +392,13 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         shuffle_buffer=buffer, seed=args.seed))
     info = read_item_info(args.items, id_col=cols["item"]) if args.items else None
     if info is not None:  # the item ids come from the scan (fit_stream reuses it)
-        from twotower.data.readers import _match_index
+        import pandas as pd
+
+        from twotower.data.readers import match_info
         print(f"scanning {args.data} (vocabularies, counts)", file=sys.stderr, flush=True)
         ids = stream.scan().item_vocab.ids
-        keys = np.asarray(_match_index(info.index, ids))
-        _check_items_file(args.items, cols["item"], np.isin(ids, keys), ids)
-        info = info[np.isin(keys, ids)]  # rows of other ids: unused, and may collide as ints
+        found = pd.Index(ids).isin(match_info(info, ids).index)
+        _check_items_file(args.items, cols["item"], found, ids)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0)
     _tune_index(args, model)

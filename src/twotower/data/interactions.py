@@ -186,9 +186,10 @@ def _external_ids(name: str, values: Any) -> np.ndarray:
     if arr.dtype.kind in "US":
         return arr.astype(object)
     if arr.dtype.kind == "O":
-        if all(isinstance(x, str) for x in arr):
+        kind = pd.api.types.infer_dtype(arr, skipna=False)  # one compiled pass
+        if kind == "string":
             return arr
-        if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in arr):
+        if kind == "integer":
             return arr.astype(np.int64)
         bad = next(x for x in arr if not isinstance(x, str))
         raise DataError(f"`{name}`: ids must be all integers or all strings, got "
@@ -220,21 +221,16 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
     Raises:
         DataError: a missing time (NaN, NaT) or a value that is neither, naming the row.
     """
-    if isinstance(values, pd.Series | pd.DatetimeIndex) and (
-            isinstance(values.dtype, pd.DatetimeTZDtype) or values.dtype.kind == "M"):
-        values = datetime_seconds(values)
-        if np.isnan(values).any():
-            raise DataError(f"`{name}`[{int(np.argmax(np.isnan(values)))}]: missing time (NaT)")
-        return values.astype(np.int64)
-    arr = np.asarray(values)
-    if arr.dtype.kind == "M":
-        secs = datetime_seconds(arr)
+    dtype = getattr(values, "dtype", None)
+    if isinstance(dtype, pd.DatetimeTZDtype) or getattr(dtype, "kind", "") == "M":
+        secs = datetime_seconds(values)
         if np.isnan(secs).any():
             raise DataError(f"`{name}`[{int(np.argmax(np.isnan(secs)))}]: missing time (NaT)")
         return secs.astype(np.int64)
+    arr = np.asarray(values)
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)
-    if arr.dtype.kind in "fO" or arr.dtype.kind in "US":
+    if arr.dtype.kind in "fOUS":
         if arr.dtype.kind in "OUS" and any(isinstance(x, (str, bytes)) for x in arr.ravel()):
             row = next(r for r, x in enumerate(arr.ravel()) if isinstance(x, (str, bytes)))
             raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) "

@@ -160,12 +160,12 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str) -> np.nd
         got = raw.iloc[row]
         got = "nothing (null)" if pd.isna(got) else repr(got.item() if hasattr(got, "item")
                                                          else got)
-        raise DataError(f"{what}: {p}, {_where(p, row)}, column {col!r}: expected a finite "
+        raise DataError(f"{what}: {p}, {where_in_file(p, row)}, column {col!r}: expected a finite "
                         f"number, got {got}")
     return vals
 
 
-def _where(p: Path, row: int) -> str:
+def where_in_file(p: Path, row: int) -> str:
     """Row ``row`` (0-based, of the data) as a CSV line number or a 1-based Parquet row."""
     return f"line {row + 2}" if p.suffix.lower() in _CSV else f"row {row + 1} (1-based)"
 
@@ -204,7 +204,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         empty = (df[role].isna() | (s == "") | (s.str.lower() == "nan")).to_numpy(bool)
         if empty.any():
             row = int(np.argmax(empty))
-            raise DataError(f"{what}: {p}, {_where(p, row)}, column {col!r}: empty {role} id")
+            raise DataError(f"{what}: {p}, {where_in_file(p, row)}, column {col!r}: "
+                            f"empty {role} id")
     ratings = _numeric(p, what, df, "rating", rating_col) if rating_col else None
     times = _numeric(p, what, df, "time", time_col).astype(np.int64) if time_col else None
     item_info = None
@@ -213,8 +214,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                                    genres_col=genres_col, sep=sep)
     user_ids, item_ids = _ids(df["user"]), _ids(df["item"])
     if item_info is not None:
-        item_info.index = _match_index(item_info.index, item_ids)
-        item_info = item_info[~item_info.index.duplicated()]  # "7" and "7.0": the first
+        item_info = match_info(item_info, item_ids)
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info)
 
 
@@ -250,6 +250,14 @@ def read_header(path: str | Path, what: str = "file", sep: str | None = None) ->
                            nrows=0, encoding=csv_encoding(p, what)).columns.tolist()
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
+
+
+def match_info(info: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
+    """Metadata ``info`` indexed by a file's ids, re-keyed to match the catalogue's
+    ``ids`` (``_match_index``), one row per key (the first: ``7`` and ``7.0`` are one)."""
+    out = info.copy()
+    out.index = _match_index(info.index, ids)
+    return out[~out.index.duplicated()]
 
 
 def _match_index(index: pd.Index, ids: np.ndarray) -> pd.Index:

@@ -303,7 +303,7 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
         checks.append(("the model", "user", recommender))
     for name, what, part in checks:
         mine, theirs = getattr(part, f"{what}_vocab", None), getattr(test, f"{what}_vocab")
-        if mine is not None and mine is not theirs and mine != theirs:
+        if mine is not None and mine != theirs:
             raise DataError(f"{name} and test must use the same {what} vocabulary (an index "
                             f"would name different {what}s in each): {len(mine):,} vs "
                             f"{len(theirs):,} {what} ids; take them from one split")

@@ -93,14 +93,12 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     elif baselines:
         kind = split or (getattr(model, "data_source", None) or {}).get("split")
         history = getattr(model, "_history", None)
-        tuning, how = train, "random"
-        if kind == "temporal" and history is not None:
-            tuning, how = _recency_ordered(train, history), "temporal"
-        elif kind == "temporal":
-            how = "random (the run keeps no order of its training items)"
-        say(f"tuning ItemKNN and EASE on a {how} validation split of train "
+        on = "temporal" if kind == "temporal" and history is not None else "random"
+        tuning = _recency_ordered(train, history) if on == "temporal" else train
+        why = (" (the run keeps no order of its training items)"
+               if kind == "temporal" and on == "random" else "")
+        say(f"tuning ItemKNN and EASE on a {on}{why} validation split of train "
             f"({model.n_items:,} items)")
-        on = "temporal" if how == "temporal" else "random"
         methods["ItemKNN"] = ItemKNN(tune(ItemKNN, tuning, {"neighbors": [50, 100, 200]}, seed,
                                           split=on).best_config).fit(train)
         methods["EASE"] = EASE(

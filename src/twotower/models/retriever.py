@@ -55,7 +55,7 @@ def _same_vocabularies(part: Interactions, user_vocab: Vocabulary, item_vocab: V
     """DataError unless ``part`` indexes users and items with these vocabularies."""
     for what, mine, theirs in (("user", part.user_vocab, user_vocab),
                                ("item", part.item_vocab, item_vocab)):
-        if mine is not theirs and mine != theirs:
+        if mine != theirs:
             raise DataError(f"`{name}` must use the training {what} vocabulary (its indices "
                             f"would name other {what}s): it has {len(mine):,} {what} ids, "
                             f"training {len(theirs):,}; build it with "
@@ -343,7 +343,7 @@ class TwoTower:
         import scipy.sparse as sp
 
         from twotower.data.interactions import _align
-        from twotower.data.readers import _match_index
+        from twotower.data.readers import match_info
         from twotower.models.config import make_optimizer
         from twotower.models.net import TwoTowerNet
         from twotower.training import LoopConfig, TrainLoop
@@ -387,8 +387,7 @@ class TwoTower:
         self._linear, self.ease_tuning = None, None
         self.user_vocab, self.item_vocab = stats.user_vocab, stats.item_vocab
         if item_info is not None:
-            item_info = item_info.copy()
-            item_info.index = _match_index(item_info.index, self.item_vocab.ids)
+            item_info = match_info(item_info, self.item_vocab.ids)
         self.item_info, self.user_info = _align(item_info, self.item_vocab), None
         self.item_popularity = np.asarray(stats.item_counts, dtype=np.int64)
         self.rating_range = stats.rating_range or (0.0, 1.0)

@@ -21,6 +21,7 @@ import numpy as np
 
 from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
+from twotower.data.readers import check_ragged, where_in_file
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError, NotFittedError
 
@@ -201,7 +202,6 @@ class InteractionStream:
                 yield pa.RecordBatch.from_arrays([b.column(c) for c in roles.values()],
                                                  names=list(roles))
         except pa.ArrowInvalid as exc:
-            from twotower.data.readers import check_ragged
             check_ragged(self.path, "--data", sep, len(header))  # names the line, if ragged
             raise DataError(f"--data: {self.path}: malformed CSV: {exc}") from None
 
@@ -282,8 +282,7 @@ class InteractionStream:
                  ) -> None:
         """``what`` may hold ``{}``: the bad value (``batch``'s column ``role``)."""
         at = int(np.argmax(np.asarray(bad.fill_null(True))))
-        row = offset + at
-        where = f"row {row + 1} (1-based)" if self._kind() == "parquet" else f"line {row + 2}"
+        where = where_in_file(self.path, offset + at)
         if "{}" in what:
             value = batch.column(role)[at].as_py()
             what = what.format("nothing (null)" if value is None else repr(value))
@@ -318,9 +317,8 @@ class InteractionStream:
                     role = "user" if (u < 0).any() else "item"
                     pos = int(np.argmax((u if role == "user" else i) < 0))
                     value = b.column(role)[pos].as_py()
-                    where = (f"row {offset + pos + 1} (1-based)" if self._kind() == "parquet"
-                             else f"line {offset + pos + 2}")
-                    raise DataError(f"--data: {self.path}, {where}, column "
+                    raise DataError(f"--data: {self.path}, "
+                                    f"{where_in_file(self.path, offset + pos)}, column "
                                     f"{self._roles[role]!r}: {role} id {value!r} is not in the "
                                     f"given {role} vocabulary ({len(uv if role == 'user' else iv)}"
                                     " ids); use unknown='skip' to drop such rows")
