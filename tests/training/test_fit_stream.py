@@ -224,3 +224,13 @@ def test_fit_stream_mse_refuses_ratings_that_do_not_vary(tmp_path):
     with pytest.raises(DataError, match=r"'mse' needs ratings that vary \(all ratings are "
                                         r"4.0\)"):
         TwoTower(_tutorial()).fit_stream(_stream(path), progress_every_s=0)
+
+
+def test_fit_stream_metadata_ids_written_two_ways_keep_the_first(tmp_path):
+    """'1003' and '1003.0' name one item of an int catalogue: the first row is kept (as
+    read_interactions does), not a reindex error."""
+    path = _write(_blocks(), tmp_path / "log.parquet")
+    info = pd.DataFrame({"title": ["first", "second"]}, index=["1003", "1003.0"])
+    model = TwoTower(_tutorial(epochs=1)).fit_stream(_stream(path), item_info=info,
+                                                     progress_every_s=0)
+    assert model.titles(model.item_vocab.lookup([1003]))[0] == "first"
