@@ -239,6 +239,7 @@ def test_item_metadata(client):
     body = r.json()
     assert body["title"] == "Star Wars (1977)" and body["item_id"] == 50
     assert body["year"] == 1977 and "Sci-Fi" in body["genres"]
+    assert '"year":1977,' in r.text  # a whole-number float column is served as an int
     assert body["popularity"] > 100
     r = client.get("/v1/items/99999")
     assert r.status_code == 404 and "99999" in r.json()["detail"]

@@ -12,6 +12,7 @@ the old snapshot keeps serving.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import json
 import logging
@@ -167,13 +168,29 @@ class ServedModel:
         info = self.model.item_info
         if info is not None:
             row = info.iloc[i]
+            whole = self._whole_number_columns
             for col in info.columns:
                 if col in ("id",):
                     continue
-                out[str(col)] = _plain(row[col])
+                v = _plain(row[col])
+                out[str(col)] = int(v) if col in whole and isinstance(v, float) else v
         out["title"] = self.titles[i]
         out["popularity"] = _plain(self.model.item_popularity[i])
         return out
+
+    @functools.cached_property
+    def _whole_number_columns(self) -> frozenset[Any]:
+        """Float metadata columns holding only whole numbers: a year column with gaps is
+        float in pandas, and is served as ``1977``, not ``1977.0``."""
+        info = self.model.item_info
+        out = set()
+        for col in () if info is None else info.columns:
+            if info[col].dtype.kind == "f":
+                v = info[col].to_numpy(dtype=np.float64)
+                v = v[np.isfinite(v)]
+                if len(v) and (v == np.round(v)).all() and np.abs(v).max() < 2.0 ** 53:
+                    out.add(col)
+        return frozenset(out)
 
     def describe(self) -> dict[str, Any]:
         m = self.model
