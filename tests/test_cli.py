@@ -610,3 +610,36 @@ def test_index_refuses_knobs_of_another_kind(capsys, tutorial_run, argv, needle)
     _, rundir = tutorial_run
     code, _, err = run(capsys, "index", rundir, *argv)
     assert code == 2 and needle in err
+
+
+def test_sigterm_during_training_exits_143_and_keeps_the_old_run(tmp_path, ml100k):
+    """SIGTERM (a scheduler's stop, `kill`) ends `twotower train` as Ctrl-C does: one line,
+    exit status 143, the previous run at --out untouched and no temporary directory left."""
+    import os
+    import signal
+    import time as _time
+
+    from twotower.data import write_interactions
+    data = tmp_path / "r.csv"
+    write_interactions(ml100k, data)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "format.json").write_text('{"old": true}')
+    proc = subprocess.Popen([sys.executable, "-m", "twotower.cli", "train", "--data",
+                             str(data), "--out", str(out), "--preset", "tutorial",
+                             "--epochs", "500"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "KERAS_BACKEND": "jax"})
+    try:
+        for line in proc.stdout:  # reading done, training next
+            if line.startswith("data:"):
+                break
+        _time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1] == "twotower: terminated"
+    assert (out / "format.json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "run"]

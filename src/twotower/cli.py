@@ -747,14 +747,33 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *_: Any,
     return f"twotower: warning: {message}\n"
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread as Ctrl-C is: the same clean-up runs (a save in
+    progress finishes its renames or is undone, temporary directories go)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
     import warnings
 
     parser = build_parser()
     shown = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # a user reads the message, not our source
+    term = None
     try:
         args = parser.parse_args(argv)
+        # SIGTERM (`kill`, a job scheduler's stop) would end the process on the spot,
+        # silently. `serve` keeps it: uvicorn shuts down gracefully, then re-raises it, so
+        # a service manager sees the process end by SIGTERM, as before.
+        if args.func is not cmd_serve and \
+                threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+            term = signal.signal(signal.SIGTERM, _raise_terminated)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return code
@@ -772,11 +791,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except TwoTowerError as exc:
         return _fail(str(exc))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, _Terminated):
+            print("twotower: terminated", file=sys.stderr)
+            return 143  # 128 + SIGTERM, what a shell reports for a process it ended
         print("twotower: interrupted", file=sys.stderr)
         return 130
     finally:
         warnings.formatwarning = shown
+        if term is not None:
+            signal.signal(signal.SIGTERM, term)
 
 
 if __name__ == "__main__":
