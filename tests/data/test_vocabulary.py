@@ -32,3 +32,14 @@ def test_rejects_duplicates_and_mixed_types():
         Vocabulary([1, 1])
     with pytest.raises(DataError):
         Vocabulary(np.array([1.5, 2.5]))
+
+
+def test_int_vocabulary_reads_id_text_only_in_plain_form():
+    """Only the plain ASCII form of an int is an int id: not `--5`, `007`, `+7`, other
+    scripts' digits (which `int()` would read) or a bool."""
+    v = Vocabulary(np.array([5, 7, 42, 11]), "user")
+    assert v.index_of("42") == 2 and v.index_of(" 7 ") == 1 and v.index_of(np.int32(5)) == 0
+    for bad in ("--5", "007", "+7", "\u0664\u0662", "\uff14\uff12", "1\u0661", True, "²"):
+        with pytest.raises(UnknownIdError):
+            v.index_of(bad)
+        assert bad not in v

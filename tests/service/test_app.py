@@ -364,3 +364,45 @@ def test_admin_needs_the_right_token(client):
     assert r.status_code == 403
     r = client.post("/admin/reload", json={}, headers={"Authorization": f"Basic {TOKEN}"})
     assert r.status_code in (401, 403)
+
+
+def test_id_text_is_an_int_id_only_in_its_plain_form(client):
+    """On an int-id run, id text is an int only as an int prints: other scripts' digits,
+    `--5` or `007` are unknown ids (404), never a 500 or another user's list."""
+    assert client.get("/v1/recommendations", params={"user_id": "42"}).status_code == 200
+    for text in ("--5", "\u00b2", "\u0664\u0662", "\uff14\uff12", "042", "4\u0662"):
+        r = client.get("/v1/recommendations", params={"user_id": text})
+        assert r.status_code == 404, (text, r.text)
+        assert "unknown user id" in r.json()["detail"]
+        assert client.get(f"/v1/items/{text}").status_code == 404
+        r = client.get("/v1/similar-items", params={"item_id": text})
+        assert r.status_code == 404, (text, r.text)
+
+
+def test_a_lone_surrogate_id_is_refused_with_422(client):
+    body = '{"user_ids": ["\\ud800"], "k": 1, "fallback": "popular"}'
+    r = client.post("/v1/recommendations", content=body,
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "surrogate" in r.json()["detail"]
+
+
+def test_long_ids_can_be_asked_about(client):
+    """Ids up to 2,048 characters (URLs as ids) are looked up, not refused by length."""
+    long_id = "https://example.com/item/" + "x" * 300
+    assert client.get(f"/v1/items/{long_id}").status_code == 404
+    r = client.get("/v1/recommendations", params={"user_id": long_id})
+    assert r.status_code == 404
+    assert client.get(f"/v1/items/{'x' * 2049}").status_code == 422
+
+
+def test_an_internal_error_still_answers_json(app, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    def boom(*a, **kw):
+        raise RuntimeError("bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        monkeypatch.setattr(app.state.holder.current.model, "recommend", boom)
+        r = c.get("/v1/recommendations", params={"user_id": 42})
+    assert r.status_code == 500
+    assert r.json()["detail"].startswith("internal error (RuntimeError)")

@@ -6,7 +6,6 @@ optional per-item / per-user metadata tables aligned with those indices.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from twotower.data.vocabulary import Vocabulary
+from twotower.data.vocabulary import INT_ID, Vocabulary
 from twotower.errors import DataError
 
 
@@ -135,9 +134,6 @@ class Interactions:
         return self.item_vocab.ids.astype(str).astype(object)
 
 
-#: An integer id as an int prints it: ``7``, ``-3``, ``0``; not ``007`` or ``+7`` (ids read
-#: from text are ints only when every one matches, so ``007`` and ``7`` stay two ids)
-INT_ID = re.compile(r"0|-?[1-9]\d{0,17}")
 
 
 def integral_as_int(values: np.ndarray) -> np.ndarray | None:

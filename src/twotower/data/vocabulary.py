@@ -6,6 +6,7 @@ Ids are mapped once, at the boundary; everything inside twotower works on indice
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,11 @@ from typing import Any
 import numpy as np
 
 from twotower.errors import ArtifactError, DataError, UnknownIdError
+
+#: An integer id as an int prints it: ``7``, ``-3``, ``0``; not ``007``, ``+7`` or other
+#: scripts' digits (ids read from text are ints only when every one matches, so ``007`` and
+#: ``7`` stay two ids; a request's id text is an int id only in this form)
+INT_ID = re.compile(r"0|-?[1-9][0-9]{0,17}")
 
 
 class Vocabulary:
@@ -80,9 +86,9 @@ class Vocabulary:
         if self.is_int:
             if isinstance(key, str):
                 s = key.strip()
-                if s.lstrip("-").isdigit():
-                    return int(s)
-                return key
+                return int(s) if INT_ID.fullmatch(s) else key
+            if isinstance(key, bool):  # True == 1 as a dict key: not an id
+                return ("not an id", key)
             if isinstance(key, (np.integer,)):
                 return int(key)
             return key

@@ -137,6 +137,13 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         return JSONResponse({"detail": _validation_detail(list(exc.errors())),
                              "errors": errs}, status_code=422)
 
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # a bug still answers in JSON, as every other error does (uvicorn logs the
+        # traceback: starlette re-raises after this handler)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the "
+                                       "server log has the details"}, status_code=500)
+
     K = Annotated[int, Query(ge=1, le=max_k,  # noqa: N806
                              description=f"list length, 1..{max_k} and at most the catalogue "
                                          "size")]

@@ -11,7 +11,8 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValida
                       StrictStr, WithJsonSchema)
 from pydantic_core import PydanticCustomError
 
-MAX_ID_LENGTH = 128
+MAX_ID_LENGTH = 2048
+"""The longest id a request may name (URLs used as ids fit)."""
 Id = StrictInt | StrictStr
 """An external user or item id: an integer or a string, as the run's vocabulary holds it."""
 
@@ -20,6 +21,8 @@ def _check_id(v: Any) -> int | str:
     if isinstance(v, int) and not isinstance(v, bool):
         return v
     if isinstance(v, str) and 1 <= len(v) <= MAX_ID_LENGTH:
+        if any("\ud800" <= c <= "\udfff" for c in v):  # JSON "\ud800": no character
+            raise ValueError("an id may not hold a lone surrogate (\\ud800-\\udfff)")
         return v
     raise ValueError(f"an id is an integer or a string of 1 to {MAX_ID_LENGTH} characters")
 
