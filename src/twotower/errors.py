@@ -30,6 +30,10 @@ class NotFittedError(TwoTowerError, RuntimeError):
     """A model or index is used before it was trained or built."""
 
 
+class TrainingError(TwoTowerError, RuntimeError):
+    """Training ran but gave no usable model (its loss diverged to NaN or inf)."""
+
+
 class ArtifactError(TwoTowerError, OSError):
     """A saved model directory is missing, corrupt, or of a newer format."""
 
@@ -44,6 +48,7 @@ __all__ = [
     "DataError",
     "FetchError",
     "NotFittedError",
+    "TrainingError",
     "TwoTowerError",
     "UnknownIdError",
 ]

@@ -107,3 +107,48 @@ def test_index_tuning_skips_users_with_nothing_left_to_recommend():
     model = TwoTower(_bpr()).fit(x, verbose=0)
     report = model.set_index(IndexConfig(kind="hnsw"), target_recall=0.9)
     assert report["calibration_queries"] == 2 and report["reached"]
+
+
+def test_an_interrupted_refit_leaves_no_half_updated_model(tmp_path):
+    """A second fit stopped half-way (Ctrl-C in a notebook) leaves the model unfitted, not a
+    mix of the new vocabularies and the old tables that recommends wrongly and saves a run
+    that cannot be loaded."""
+    import keras
+
+    from tests.models.test_objectives import planted
+    from twotower import ModelConfig, TwoTower
+    from twotower.errors import NotFittedError
+    a, _ = planted(0)
+    b = a.take(a.users < a.n_users // 2)
+    model = TwoTower(ModelConfig.preset("tutorial", epochs=2, embedding_dim=8)).fit(
+        a, verbose=0)
+
+    class Stop(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt
+
+    small = ModelConfig.preset("tutorial", epochs=2, embedding_dim=8)
+    model.config = small
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(b, verbose=0, callbacks=[Stop()])
+    with pytest.raises(NotFittedError):
+        model.recommend(np.array([0]), 3)
+    with pytest.raises(NotFittedError):
+        model.save(tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    model.fit(b, verbose=0)  # a fit that completes serves again
+    assert model.recommend(np.array([0]), 3)[1].shape == (1, 3)
+
+
+def test_a_diverged_training_says_so_and_leaves_the_model_unfitted():
+    from tests.models.test_objectives import planted
+    from twotower import ModelConfig, TwoTower
+    from twotower.errors import NotFittedError, TrainingError
+    data, _ = planted(0)
+    model = TwoTower(ModelConfig(objective="softmax", optimizer="sgd", learning_rate=100.0,
+                                 epochs=3, batch_size=32, embedding_dim=8, temperature=0.05))
+    with pytest.raises(TrainingError, match="training diverged: .* lower "
+                                            "model.learning_rate"):
+        model.fit(data, verbose=0)
+    with pytest.raises(NotFittedError):
+        model.similar_items(np.array([0]), 3)

@@ -18,7 +18,7 @@ import numpy as np
 
 from twotower.data.interactions import Interactions
 from twotower.data.vocabulary import Vocabulary
-from twotower.errors import ConfigError, DataError, NotFittedError
+from twotower.errors import ConfigError, DataError, NotFittedError, TrainingError
 from twotower.index import IndexConfig, make_index
 from twotower.models.config import ModelConfig
 
@@ -245,6 +245,9 @@ class TwoTower:
         if validation is not None:
             _same_vocabularies(validation, train.user_vocab, train.item_vocab, "validation")
         t0 = time.perf_counter()
+        # unfitted until this fit succeeds: one that fails or is interrupted half-way leaves
+        # no mix of old and new parts to recommend from or save
+        self._fitted = False
         self._linear, self.ease_tuning = None, None
         keras.utils.set_random_seed(cfg.seed)
         self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
@@ -304,9 +307,10 @@ class TwoTower:
         self._export_tables()
         if cfg.ease_weight > 0:
             self._fit_linear(train)
+        self._check_trained()
+        self._build_indexes()
         self.fit_seconds = time.perf_counter() - t0
         self._fitted = True
-        self._build_indexes()
         return self
 
     def fit_stream(self, stream: Any, *, item_info: Any = None, seen: bool = True,
@@ -364,6 +368,7 @@ class TwoTower:
             raise DataError("objective 'mse' needs ratings; set StreamConfig.rating_col "
                             "(--rating-col) or use another objective")
         t0 = time.perf_counter()
+        self._fitted = False  # until this fit succeeds (as in ``fit``)
         stats = stream.stats
         if stats is None:  # one pass over the file: announced, it can take a while
             if progress_every_s:
@@ -413,12 +418,30 @@ class TwoTower:
         self.trained_with = "TrainLoop on a stream"
         self._net = net
         self._export_tables()
+        self._check_trained()
         self._seen = (stream.seen_matrix() if seen
                       else sp.csr_matrix((n_users, n_items), dtype=np.float32))
+        self._build_indexes()
         self.fit_seconds = time.perf_counter() - t0
         self._fitted = True
-        self._build_indexes()
         return self
+
+    def _check_trained(self) -> None:
+        """Refuse a diverged training: NaN or inf in its losses or trained tables."""
+        losses = np.asarray(self.history.get("loss", []), dtype=np.float64)
+        tables = (self.item_embeddings, self.user_embeddings, self.history_embeddings)
+        if np.isfinite(losses).all() and all(t is None or np.isfinite(t).all()
+                                             for t in tables):
+            return
+        cfg = self.config
+        where = "the trained tables hold NaN or inf"
+        if not np.isfinite(losses).all():
+            at = int(np.argmin(np.isfinite(losses)))
+            where = f"the loss was {losses[at]} at epoch {at + 1} of {len(losses)}"
+        raise TrainingError(
+            f"training diverged: {where} (objective {cfg.objective!r}, optimizer "
+            f"{cfg.optimizer!r}, learning_rate {cfg.learning_rate}); lower "
+            "model.learning_rate (--learning-rate)")
 
     def _inputs(self, x: Interactions) -> dict[str, np.ndarray]:
         if self.config.objective == "multinomial":
