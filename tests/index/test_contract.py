@@ -354,3 +354,25 @@ def test_prepared_rows_gathered_alike_without_scipys_compiled_gather(built, cata
             built.search(Q, 10, exclude=prepared.rows(pick))[1], want[1])
         got = prepared.rows(pick)._gather(0, len(pick))
         np.testing.assert_array_equal(got[1], np.concatenate([table[t] for t in pick]))
+
+
+@pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])
+def test_vectors_whose_norms_overflow_float32_are_refused(kind):
+    """Norms of 1e18 and more overflow float32 scores (NaN among the results) and made the
+    IVF build abort the whole process inside faiss: a DataError instead."""
+    from twotower.index import IndexConfig, make_index
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    big = x.copy()
+    big[7] *= 1e19
+    cfg = IndexConfig(kind=kind, nlist=4) if kind == "ivf" else IndexConfig(kind=kind)
+    with pytest.raises(DataError, match="`embeddings` row 7 has norm .* below 1e"):
+        make_index(cfg).build(big)
+    index = make_index(cfg).build(x)
+    q = rng.standard_normal((3, 8)).astype(np.float32)
+    q[1] *= 1e18
+    with pytest.raises(DataError, match="`queries` row 1 has norm"):
+        index.search(q, 5)
+    q[1] = 5e17  # an entry above the fast bound, the norm below the limit: not refused
+    q[1, 1:] = 0
+    assert index.search(q, 5)[1].shape == (3, 5)

@@ -41,7 +41,22 @@ def check_embeddings(embeddings: Any) -> np.ndarray:
     row = nonfinite_row(x)
     if row is not None:
         raise DataError(f"`embeddings` must be finite; row {row} holds NaN or inf")
+    _check_norms(x, "embeddings")
     return x
+
+
+#: Vector norms from here on can overflow float32 scores and distances (faiss aborts the
+#: process on them): refused at the boundary
+MAX_NORM = 1e18
+
+
+def _check_norms(x: np.ndarray, what: str) -> None:
+    norms2 = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    if len(norms2) and norms2.max() >= MAX_NORM ** 2:
+        row = int(np.argmax(norms2))
+        raise DataError(f"`{what}` row {row} has norm {np.sqrt(norms2[row]):.3g}; norms must "
+                        f"be below {MAX_NORM:.0e} (larger ones overflow float32 scores): "
+                        "scale the vectors down")
 
 
 def nonfinite_row(x: np.ndarray) -> int | None:
@@ -200,10 +215,14 @@ class Index:
             hint = " (use queries[None, :] for one query)" if q.ndim == 1 else ""
             raise DataError(f"`queries` must have shape [batch, {self._d}] (the index "
                             f"dimension), got shape {q.shape}{hint}")
-        if not np.isfinite(q).all():
-            row = int(np.flatnonzero(~np.isfinite(q).all(axis=1))[0])
-            raise DataError(f"`queries` must be finite; row {row} holds NaN or inf: "
-                            f"{q[row][~np.isfinite(q[row])][:3].tolist()}")
+        # one cheap pass for the usual case: entries below MAX_NORM / sqrt(d) (NaN fails
+        # the comparison) keep every norm below MAX_NORM; otherwise the exact checks
+        if q.size and not np.abs(q).max() < MAX_NORM / np.sqrt(self._d):
+            if not np.isfinite(q).all():
+                row = int(np.flatnonzero(~np.isfinite(q).all(axis=1))[0])
+                raise DataError(f"`queries` must be finite; row {row} holds NaN or inf: "
+                                f"{q[row][~np.isfinite(q[row])][:3].tolist()}")
+            _check_norms(q, "queries")
         return q
 
     # ------------------------------------------------------------------ persistence
