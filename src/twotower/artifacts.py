@@ -103,11 +103,7 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     """
     target = check_replaceable(target, what)
     target.parent.mkdir(parents=True, exist_ok=True)
-    _sweep_stale(target)
-    # mkdir, not mkdtemp: the umask's permissions (mkdtemp's 0700 would hide the run from
-    # a service running as another user)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    tmp = temp_sibling(target)
     old = target.parent / f".{target.name}.old"
     moved = False
     try:
@@ -130,6 +126,19 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def temp_sibling(target: Path) -> Path:
+    """A new directory ``.<name>.tmp-<pid>-<hex>`` beside ``target`` (whose parent must
+    exist), after removing those of processes that are gone.
+
+    mkdir, not mkdtemp: the umask's permissions (mkdtemp's 0700 would hide a run or a
+    cache from a service or a colleague running as another user).
+    """
+    _sweep_stale(target)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    return tmp
 
 
 def _sweep_stale(target: Path) -> None:

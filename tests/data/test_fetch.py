@@ -339,3 +339,63 @@ def test_all_sources_failing_lists_each(server, tmp_path):
     assert "HTTP 404" in msg
     assert "exited with 1: no network here" in msg
     assert "--data-dir DIR" in msg and "TWOTOWER_ML100K_DIR" in msg
+
+
+def test_a_complete_cache_published_meanwhile_is_kept(server, tmp_path):
+    """A fetch that finishes after another process published a complete cache keeps that
+    one: replacing it pulled the files from under the other process's readers."""
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["grouplens"], progress=False)
+    inode = path.stat().st_ino
+    with open(path / "u.data", "rb") as reader:  # another process reading it
+        again = fetch_movielens_100k(cache_dir=tmp_path, sources=["grouplens"],
+                                     grouplens_url=server.url("/good.zip"), progress=False)
+        assert again == path and path.stat().st_ino == inode
+        assert (path / "u.data").is_file() and reader.read(10)
+    assert _leftovers(tmp_path) == []
+
+
+def test_an_unreadable_cache_file_is_a_failed_source(server, pristine, tmp_path):
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["grouplens"], progress=False)
+    (path / "sub").mkdir()  # a manifest entry naming a directory: open() fails
+    manifest = _manifest(path)
+    manifest["files"]["sub"] = {"size": (path / "sub").stat().st_size, "sha256": "0"}
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(FetchError, match=r"cache: cache file .*sub is unreadable"):
+        fetch_movielens_100k(cache_dir=tmp_path, sources=["cache"], progress=False)
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["cache", "grouplens"], progress=False)
+    assert (path / "u.data").read_bytes() == (pristine / "u.data").read_bytes()
+
+
+def test_an_oversized_zip_member_is_refused_before_unpacking(server, pristine, tmp_path):
+    files = {n: (pristine / n).read_bytes() for n in FILES}
+    bomb = _zip(tmp_path / "bomb.zip", dict(files, **{"u.data": bytes(17 << 20)}))
+    server.bodies["/bomb.zip"] = bomb.read_bytes()
+    with pytest.raises(FetchError, match=r"u\.data would unpack to 17,825,792 bytes"):
+        fetch_movielens_100k(cache_dir=tmp_path / "c", grouplens_url=server.url("/bomb.zip"),
+                             sources=["grouplens"], progress=False)
+    assert _leftovers(tmp_path / "c") == []
+
+
+def test_cache_follows_the_umask_and_stale_stages_are_swept(server, tmp_path):
+    """The cache is readable by others as the umask allows (not mkdtemp's 0700), and a
+    killed fetch's staging directory (its process gone) is removed by the next fetch."""
+    import os
+    stale = tmp_path / ".ml-100k.tmp-999999999-dead"
+    stale.mkdir()
+    (stale / ".download.zip.part").write_bytes(b"half")
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["grouplens"], progress=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert _leftovers(tmp_path) == []
+
+
+def test_a_file_given_as_the_directory_is_named_as_such(tmp_path):
+    f = tmp_path / "afile"
+    f.write_text("x")
+    with pytest.raises(FetchError, match="afile .* is not a directory"):
+        fetch_movielens_100k(f, cache_dir=tmp_path, progress=False)

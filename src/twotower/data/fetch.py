@@ -76,6 +76,9 @@ _ZIP_PREFIX = "ml-100k/"
 _ZIP_FILES = ("u.data", "u.item", "u.user", "u.genre", "u.occupation", "u.info", "README")
 _WHEEL_DIR = "recbole/dataset_example/ml-100k/"
 _CHUNK = 1 << 16
+#: A zip member larger than this is refused before anything is unpacked (u.data, the
+#: largest file, has 1,979,173 bytes): a zip bomb fills no disk
+_MAX_MEMBER = 16 << 20
 _HINT = (f"To use a local copy, pass --data-dir DIR (data_dir=DIR) or set {DIR_ENV}=DIR to a "
          "directory holding the GroupLens files u.data and u.item.")
 
@@ -191,8 +194,8 @@ def _from_dir(data_dir: str | Path | None) -> Path:
     d = Path(data_dir).expanduser()
     if not d.is_dir():
         # An explicit request is not silently replaced by a download.
-        raise FetchError(f"MovieLens 100k directory {d} (from {origin}) does not exist. "
-                         + _HINT)
+        what = "is not a directory" if d.exists() else "does not exist"
+        raise FetchError(f"MovieLens 100k directory {d} (from {origin}) {what}. " + _HINT)
     for name in REQUIRED_FILES:
         if not (d / name).is_file():
             raise FetchError(f"MovieLens 100k directory {d} (from {origin}) has no {name}. "
@@ -226,7 +229,11 @@ def _check_cache(target: Path) -> dict:
             size = path.stat().st_size
         except OSError:
             raise _SourceFailed(f"cache {target} is missing {name}") from None
-        if size != meta.get("size") or _sha256(path) != meta.get("sha256"):
+        try:
+            same = size == meta.get("size") and _sha256(path) == meta.get("sha256")
+        except OSError as exc:  # unreadable, or a directory
+            raise _SourceFailed(f"cache file {path} is unreadable ({exc})") from None
+        if not same:
             raise _SourceFailed(f"cache file {path} differs from its manifest")
     return manifest
 
@@ -237,10 +244,11 @@ def _check_cache(target: Path) -> dict:
 def _build(target: Path, source: str, fill: Callable[[Path], str],
            say: Callable[[str], None]) -> Path:
     """Fill a temp sibling of ``target``, write its manifest, rename it into place."""
+    from twotower.artifacts import temp_sibling
     root = target.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
+        stage = temp_sibling(target)  # readable by others as the umask allows
     except OSError as exc:
         raise _SourceFailed(f"cannot write to cache directory {root} ({exc})") from None
     try:
@@ -267,10 +275,16 @@ def _write_manifest(stage: Path, source: str, origin: str) -> None:
 
 
 def _publish(stage: Path, target: Path) -> None:
+    from twotower.artifacts import temp_sibling
     old = None
     if target.exists():
+        try:  # a complete cache (another process's, published meanwhile): keep it, as
+            _check_cache(target)  # other readers may be reading it now
+            return
+        except _SourceFailed:
+            pass
         # A stale or half-written cache: move it aside (atomic), then swap the new one in.
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        old = temp_sibling(target)
         try:
             target.rename(old / "x")
         except FileNotFoundError:
@@ -306,6 +320,12 @@ def _from_grouplens(stage: Path, url: str, progress: bool, say: Callable[[str], 
             missing = [n for n in (*REQUIRED_FILES, "u.user") if n not in members]
             if missing:
                 raise _SourceFailed(f"{url}: zip has no {_ZIP_PREFIX}{missing[0]}")
+            for name in _ZIP_FILES:
+                if name in members and zf.getinfo(members[name]).file_size > _MAX_MEMBER:
+                    raise _SourceFailed(
+                        f"{url}: {members[name]} would unpack to "
+                        f"{zf.getinfo(members[name]).file_size:,} bytes; MovieLens 100k's "
+                        f"files are under {_MAX_MEMBER:,}")
             for name in _ZIP_FILES:
                 if name in members:
                     with zf.open(members[name]) as src, open(stage / name, "wb") as dst:
