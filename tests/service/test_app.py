@@ -406,3 +406,32 @@ def test_an_internal_error_still_answers_json(app, monkeypatch):
         r = c.get("/v1/recommendations", params={"user_id": 42})
     assert r.status_code == 500
     assert r.json()["detail"].startswith("internal error (RuntimeError)")
+
+
+def test_default_k_fits_a_small_catalogue(tmp_path):
+    """Without `k`, a list is 10 items or the whole catalogue when it is smaller: on a
+    5-item run every endpoint answered 422 to the page's and curl's default calls."""
+    from fastapi.testclient import TestClient
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    rng = np.random.default_rng(0)
+    data = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 20, 60)],
+                                 [f"m{i}" for i in rng.integers(0, 5, 60)])
+    model = TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                        embedding_dim=4)).fit(data, verbose=0)
+    model.save(tmp_path / "tiny")
+    with TestClient(create_app(tmp_path / "tiny")) as c:
+        r = c.get("/v1/recommendations", params={"user_id": "u1", "exclude_seen": False})
+        assert r.status_code == 200 and len(r.json()["items"]) == 5
+        r = c.get("/v1/recommendations", params={"user_id": "nobody", "fallback": "popular"})
+        assert r.status_code == 200 and len(r.json()["items"]) == 5
+        r = c.get("/v1/similar-items", params={"item_id": "m1"})
+        assert r.status_code == 200 and len(r.json()["items"]) == 4
+        r = c.post("/v1/recommendations", json={"user_ids": ["u1", "u2"]})
+        assert r.status_code == 200 and r.json()["k"] == 5
+        r = c.get("/v1/recommendations", params={"user_id": "u1", "k": 6})
+        assert r.status_code == 422 and "between 1 and 5" in r.json()["detail"]
+        r = c.post("/v1/recommendations", json={"user_ids": ["u1"], "k": True})
+        assert r.status_code == 422 and "`k`" in r.json()["detail"]

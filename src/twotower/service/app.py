@@ -50,9 +50,17 @@ def _out_id(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
-def _check_k(k: int, n: int, what: str = "the catalogue size") -> None:
+#: ``k`` when a request gives none, capped at what the catalogue can fill
+DEFAULT_K = 10
+
+
+def _check_k(k: int | None, n: int, what: str = "the catalogue size") -> int:
+    """The list length: ``k``, or ``DEFAULT_K`` capped at ``n`` when not given."""
+    if k is None:
+        k = min(DEFAULT_K, max(n, 1))
     if k > n:
         raise HTTPException(422, f"`k` must be between 1 and {n} ({what}), got {k}")
+    return k
 
 
 def _unknown(kind: str, ids: list[Any], total: int, vocab_size: int, hint: str = "") -> str:
@@ -146,7 +154,8 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     K = Annotated[int, Query(ge=1, le=max_k,  # noqa: N806
                              description=f"list length, 1..{max_k} and at most the catalogue "
-                                         "size")]
+                                         f"size; default {DEFAULT_K}, or the catalogue size "
+                                         "when smaller")]
     IdParam = Annotated[str, Query(min_length=1, max_length=S.MAX_ID_LENGTH)]  # noqa: N806
 
     # ------------------------------------------------------------ recommendations
@@ -158,10 +167,11 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             return fn(*args)
         return await run_in_threadpool(fn, *args)
 
-    def _recommend(user_id: str, k: int, exclude_seen: bool, fallback: str) -> Response:
+    def _recommend(user_id: str, k: int | None, exclude_seen: bool, fallback: str
+                   ) -> Response:
         s = holder.current
         m = s.model
-        _check_k(k, s.n_items)
+        k = _check_k(k, s.n_items)
         try:
             u = m.user_vocab.index_of(user_id)
         except UnknownIdError as exc:
@@ -177,7 +187,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     @app.get("/v1/recommendations", response_model=S.Recommendations,
              responses=_errors(404, 422), tags=["recommendations"])
-    async def recommendations(user_id: IdParam, k: K = 10, exclude_seen: bool = True,
+    async def recommendations(user_id: IdParam, k: K | None = None, exclude_seen: bool = True,
                               fallback: Literal["none", "popular"] = "none") -> Response:
         """Top-k items for one user, items they already interacted with left out."""
         return await offload(holder.current.n_items, _recommend, user_id, k, exclude_seen,
@@ -186,7 +196,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     def _batch(req: Any) -> Response:
         s = holder.current
         m = s.model
-        _check_k(req.k, s.n_items)
+        k = _check_k(req.k, s.n_items)
         users = m.user_vocab.lookup_or(req.user_ids, -1)
         unknown = users < 0
         if unknown.any() and req.fallback != "popular":
@@ -196,8 +206,8 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         known = users[~unknown]
         if len(known):
             exclude = m.seen_exclusions(known) if req.exclude_seen else None
-            scores, idx = m.recommend(known, req.k, exclude)
-        popular = s.popular_json(req.k) if unknown.any() else ""
+            scores, idx = m.recommend(known, k, exclude)
+        popular = s.popular_json(k) if unknown.any() else ""
         ids = m.user_vocab.ids
         rows, j = [], 0
         for raw, u in zip(req.user_ids, users.tolist()):
@@ -206,7 +216,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             else:
                 rows.append(_user_json(s, _out_id(ids[u]), s.items_json(idx[j], scores[j])))
                 j += 1
-        return Response(f'{{"model":{_dumps(s.label)},"k":{req.k},"results":[{",".join(rows)}]}}',
+        return Response(f'{{"model":{_dumps(s.label)},"k":{k},"results":[{",".join(rows)}]}}',
                         media_type=_JSON)
 
     @app.post("/v1/recommendations", response_model=S.BatchRecommendations,
@@ -223,14 +233,14 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                                      f"'{m.config.query_tower}': it cannot recommend from a "
                                      "history; serve a run trained with query_tower "
                                      "'history' or 'id+history'")
-        _check_k(req.k, s.n_items)
+        k = _check_k(req.k, s.n_items)
         items = m.item_vocab.lookup_or(req.item_ids, -1)
         if (items < 0).any():
             bad = [req.item_ids[i] for i in np.flatnonzero(items < 0)]
             raise HTTPException(404, _unknown("item", bad, len(items), s.n_items))
         try:
             scores, idx = m.recommend_from_history(
-                [items], req.k, [items] if req.exclude_history else None)
+                [items], k, [items] if req.exclude_history else None)
         except ConfigError as exc:
             raise HTTPException(400, str(exc)) from None
         return Response(f'{{"model":{_dumps(s.label)},"items":'
@@ -245,9 +255,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         return await offload(holder.current.n_items + len(req.item_ids), _by_history, req)
 
     # ------------------------------------------------------------ items
-    def _similar(item_id: str, k: int) -> Response:
+    def _similar(item_id: str, k: int | None) -> Response:
         s = holder.current
-        _check_k(k, s.n_items - 1, "the catalogue size less the item itself")
+        k = _check_k(k, s.n_items - 1, "the catalogue size less the item itself")
         try:
             i = s.model.item_vocab.index_of(item_id)
         except UnknownIdError as exc:
@@ -259,7 +269,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     @app.get("/v1/similar-items", response_model=S.SimilarItems,
              responses=_errors(404, 422), tags=["items"])
-    async def similar_items(item_id: IdParam, k: K = 10) -> Response:
+    async def similar_items(item_id: IdParam, k: K | None = None) -> Response:
         """The k items nearest to an item (cosine on item embeddings), never itself."""
         return await offload(holder.current.n_items, _similar, item_id, k)
 

@@ -7,6 +7,8 @@ models here document them and the schema tests check the two agree.
 
 from typing import Annotated, Any, Literal
 
+import annotated_types
+
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictInt,
                       StrictStr, WithJsonSchema)
 from pydantic_core import PydanticCustomError
@@ -39,10 +41,9 @@ def _not_bool_or_str(v: Any) -> Any:
     return v
 
 
-BodyInt = Annotated[int, BeforeValidator(_not_bool_or_str)]
-"""An integer in a request body: ``true`` and ``"5"`` are refused (pydantic's lax mode would
-read them as 1 and 5); ``5.0`` is an integer in JSON Schema, so it is read as 5. (Query
-parameters arrive as strings: they keep plain ``int``.)"""
+# `_not_bool_or_str` guards an integer in a request body: ``true`` and ``"5"`` are refused
+# (pydantic's lax mode would read them as 1 and 5); ``5.0`` is an integer in JSON Schema, so
+# it is read as 5. (Query parameters arrive as strings: they keep plain ``int``.)
 
 
 class Error(BaseModel):
@@ -165,13 +166,16 @@ class ReloadResult(BaseModel):
 
 def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
     """The request bodies, bounded by this app's settings."""
-    k_field = Field(10, ge=1, le=max_k, description=f"list length, 1..{max_k} and at most the "
-                                                     "catalogue size")
+    # the bounds on the int, before the validator: the schema then documents them
+    k_type = Annotated[int, annotated_types.Interval(ge=1, le=max_k),
+                       BeforeValidator(_not_bool_or_str)] | None
+    k_field = Field(None, description=f"list length, 1..{max_k} and at most the catalogue "
+                                      "size; default 10, or the catalogue size when smaller")
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         user_ids: list[RequestId] = Field(min_length=1, max_length=max_batch,
                                    description=f"1..{max_batch} user ids")
-        k: BodyInt = k_field
+        k: k_type = k_field  # type: ignore[valid-type]
         exclude_seen: bool = True
         fallback: Literal["none", "popular"] = "none"
 
@@ -180,7 +184,7 @@ def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
         item_ids: list[RequestId] = Field(min_length=1, max_length=max_batch,
                                    description=f"1..{max_batch} item ids the user interacted "
                                                "with, oldest first")
-        k: BodyInt = k_field
+        k: k_type = k_field  # type: ignore[valid-type]
         exclude_history: bool = Field(True, description="leave the given items out")
 
     return {"batch": BatchRequest, "history": HistoryRequest}

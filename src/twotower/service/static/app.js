@@ -70,7 +70,7 @@ async function showSimilar(itemId, title) {
   showError(null);
   try {
     const [sim, meta] = await Promise.all([
-      api(`/v1/similar-items?${new URLSearchParams({ item_id: itemId, k: 10 })}`),
+      api(`/v1/similar-items?${new URLSearchParams({ item_id: itemId })}`),  // k: the server's default
       api(`/v1/items/${encodeURIComponent(itemId)}`),
     ]);
     $("similar-to").textContent = `to ${sim.title}`;
@@ -117,6 +117,11 @@ async function init() {
     const m = await api("/v1/model");
     $("model-info").textContent =
       `${m.label} · ${m.n_items} items · ${m.n_users} users · trained ${m.trained_at || "?"}`;
+    // list lengths the catalogue cannot fill are not offered
+    for (const opt of [...$("k").options]) {
+      if (Number(opt.value) > m.n_items) opt.remove();
+    }
+    if (!$("k").options.length) $("k").add(new Option(String(m.n_items)));
     const users = await api("/v1/users?limit=1000");
     userIds = users.user_ids;
     const dl = $("user-ids");
