@@ -435,3 +435,21 @@ def test_default_k_fits_a_small_catalogue(tmp_path):
         assert r.status_code == 422 and "between 1 and 5" in r.json()["detail"]
         r = c.post("/v1/recommendations", json={"user_ids": ["u1"], "k": True})
         assert r.status_code == 422 and "`k`" in r.json()["detail"]
+
+
+def test_head_answers_where_probes_send_it(client):
+    for path in ("/", "/healthz", "/metrics"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.content == b"", path
+
+
+def test_a_body_not_sent_as_json_is_named_so(client):
+    """curl -d without a JSON content type: 415 saying what to send, not pydantic's
+    "should be a valid dictionary"."""
+    r = client.post("/v1/recommendations", content=b'{"user_ids": [1], "k": 2}',
+                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 415
+    assert "Content-Type: application/json" in r.json()["detail"]
+    assert "application/x-www-form-urlencoded" in r.json()["detail"]
+    r = client.post("/v1/recommendations", json={"user_ids": [1], "k": 2})
+    assert r.status_code == 200
