@@ -230,3 +230,20 @@ def test_seen_rows_exclude_what_seen_items_exclude(tutorial_run):
     for r in range(len(users)):
         got = model.item_vocab.lookup([t for t in top[r] if t is not None])
         assert not set(got.tolist()) & set(seen[r].tolist())
+
+
+def test_a_resave_keeps_when_the_model_was_trained(tutorial_run, tmp_path):
+    """`twotower index` loads and saves a run again: /v1/model's "trained at" stays the
+    training's time, not the index build's."""
+    import time
+
+    from twotower.artifacts import read_manifest
+    from twotower.service.state import ServedModel
+    model, run = tutorial_run
+    assert model.trained_at and model.trained_at.endswith("+00:00")
+    time.sleep(1.1)
+    loaded = TwoTower.load(run)
+    loaded.save(tmp_path / "again")
+    assert read_manifest(tmp_path / "again")["created_at"] != model.trained_at
+    assert TwoTower.load(tmp_path / "again").trained_at == model.trained_at
+    assert ServedModel.load(tmp_path / "again").trained_at == model.trained_at

@@ -11,7 +11,7 @@ Layout (format version 1)::
                            item popularity (numpy arrays, loaded with allow_pickle=False)
       items.parquet        item metadata (title, genres, ...) when known
       users.parquet        user metadata when known
-      training.json        per-epoch losses, fit time
+      training.json        per-epoch losses, fit time, when training ended
       model.weights.h5     Keras weights (weights only: no code is loaded from a model file)
       index/               the saved search index
       test.npz, eval.json  the held-out split and its metrics, when the run has them
@@ -245,6 +245,7 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
         _write_json(tmp / "training.json", {"history": model.history,
                                             "fit_seconds": model.fit_seconds,
+                                            "trained_at": model.trained_at,
                                             "ease": getattr(model, "ease_tuning", None)})
         if getattr(model, "_net", None) is not None:
             model._net.save_weights(tmp / "model.weights.h5")
@@ -343,6 +344,8 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         model.user_info = _read_info(d / "users.parquet", model.user_vocab)
         training = json.loads((d / "training.json").read_text(encoding="utf-8"))
         model.history, model.fit_seconds = training["history"], training["fit_seconds"]
+        # runs saved before trained_at was kept: their save time, as close as there is
+        model.trained_at = training.get("trained_at") or manifest.get("created_at")
         model.ease_tuning = training.get("ease")
         model.manifest = manifest
     except ArtifactError:

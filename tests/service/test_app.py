@@ -453,3 +453,10 @@ def test_a_body_not_sent_as_json_is_named_so(client):
     assert "application/x-www-form-urlencoded" in r.json()["detail"]
     r = client.post("/v1/recommendations", json={"user_ids": [1], "k": 2})
     assert r.status_code == 200
+
+
+def test_an_unknown_int_id_is_echoed_as_an_int(client):
+    r = client.get("/v1/recommendations", params={"user_id": 99999, "fallback": "popular"})
+    assert r.status_code == 200 and r.json()["user_id"] == 99999
+    r = client.get("/v1/recommendations", params={"user_id": "x9", "fallback": "popular"})
+    assert r.json()["user_id"] == "x9"

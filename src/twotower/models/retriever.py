@@ -206,6 +206,7 @@ class TwoTower:
         self.index_config = index or IndexConfig(kind="exact")
         self.history: dict[str, list[float]] = {}
         self.fit_seconds: float | None = None
+        self.trained_at: str | None = None  # UTC, ISO 8601: when the last fit ended
         self.rating_range: tuple[float, float] = (0.0, 1.0)
         self._net: Any = None
         self._fitted = False
@@ -310,6 +311,7 @@ class TwoTower:
         self._check_trained()
         self._build_indexes()
         self.fit_seconds = time.perf_counter() - t0
+        self.trained_at = _utc_now()
         self._fitted = True
         return self
 
@@ -423,6 +425,7 @@ class TwoTower:
                       else sp.csr_matrix((n_users, n_items), dtype=np.float32))
         self._build_indexes()
         self.fit_seconds = time.perf_counter() - t0
+        self.trained_at = _utc_now()
         self._fitted = True
         return self
 
@@ -863,3 +866,8 @@ class TwoTower:
 
 
 ProgressCallback = Callable[[int, dict[str, float]], None]
+
+
+def _utc_now() -> str:
+    import datetime as _dt
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

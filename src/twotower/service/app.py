@@ -25,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from twotower.data.vocabulary import INT_ID
 from twotower.errors import ConfigError, UnknownIdError
 from twotower.service import schemas as S
 from twotower.service.observability import Metrics, RequestMiddleware, gauge
@@ -195,7 +196,10 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             if fallback != "popular":
                 raise HTTPException(404, f"{exc}; pass fallback=popular for popular items"
                                     ) from None
-            body = _user_json(s, user_id, s.popular_json(k), "popular")
+            # echoed with the vocabulary's id type, as a known user's id is
+            echo = int(user_id) if m.user_vocab.is_int and INT_ID.fullmatch(user_id) \
+                else user_id
+            body = _user_json(s, echo, s.popular_json(k), "popular")
         else:
             users = np.array([u])
             scores, idx = m.recommend(users, k, m.seen_items(users) if exclude_seen else None)

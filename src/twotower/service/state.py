@@ -119,7 +119,7 @@ class ServedModel:
         pop = np.asarray(model.item_popularity, dtype=np.float64)
         popular = np.argsort(-pop, kind="stable")
         served = cls(model=model, run_dir=run, name=run.name, version=digest,
-                     trained_at=manifest.get("created_at"),
+                     trained_at=model.trained_at,
                      loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      metrics=metrics, item_ids=ids, titles=titles, item_head=head,
                      popular=popular, titles_lower=[t.lower() for t in titles])
