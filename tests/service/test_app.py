@@ -460,3 +460,16 @@ def test_an_unknown_int_id_is_echoed_as_an_int(client):
     assert r.status_code == 200 and r.json()["user_id"] == 99999
     r = client.get("/v1/recommendations", params={"user_id": "x9", "fallback": "popular"})
     assert r.json()["user_id"] == "x9"
+
+
+def test_metrics_label_routes_as_the_api_documents_them(client):
+    client.get("/v1/items/50")
+    client.get("/openapi.json")
+    client.get("/static/app.js")
+    client.get("/no/such/path")
+    text = client.get("/metrics").text
+    assert 'route="/v1/items/{item_id}",status="200"' in text
+    assert 'route="/openapi.json",status="200"' in text
+    assert 'route="/static/{file}",status="200"' in text
+    assert 'route="<unmatched>",status="404"' in text
+    assert ":path}" not in text

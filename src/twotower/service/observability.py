@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from bisect import bisect_left
 from collections import defaultdict
@@ -155,16 +156,33 @@ class RequestMiddleware:
                 raise
         finally:
             elapsed = time.perf_counter() - t0
-            route = scope.get("route")
-            path_t = getattr(route, "path", None) or UNMATCHED
             method = scope.get("method", "")
             status = int(state["status"])
+            path_t = _route_label(scope, status)
             self.metrics.observe(method, path_t, status, elapsed)
             if self.log_requests and access_log.isEnabledFor(logging.INFO):
                 access_log.info(json.dumps({
                     "ts": round(time.time(), 3), "method": method, "path": scope.get("path"),
                     "route": path_t, "status": status, "latency_ms": round(elapsed * 1e3, 3),
                     "client": (scope.get("client") or (None,))[0]}))
+
+
+def _route_label(scope: dict[str, Any], status: int) -> str:
+    """The path template a request matched, as the API documents it (``{item_id}``, not
+    ``{item_id:path}``). Routes starlette serves itself (``/openapi.json``, the page's
+    ``/static`` files) set no template: their own path, or ``/static/{file}``; a path that
+    matched nothing (404) is ``UNMATCHED``, so labels stay a bounded set."""
+    template = getattr(scope.get("route"), "path", None)
+    if template:
+        return re.sub(r"\{(\w+):\w+\}", r"{\1}", template)
+    path = scope.get("path") or ""
+    if path.startswith("/static/"):
+        return "/static/{file}"
+    return path if status != 404 and path in _OWN_PATHS else UNMATCHED
+
+
+#: paths starlette answers without a route template
+_OWN_PATHS = frozenset({"/openapi.json"})
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:
