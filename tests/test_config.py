@@ -88,3 +88,12 @@ def test_settings_the_objective_ignores_are_refused_when_training_starts(tmp_pat
     x = Interactions.from_ids(["a", "b"], [1, 2], [1.0, 2.0])
     with pytest.raises(ConfigError, match="model.item_bias"):
         TwoTower(ModelConfig(objective="mse", item_bias=True, epochs=1)).fit(x)
+
+
+def test_a_list_is_accepted_where_a_sequence_is_held():
+    """ModelConfig(item_features=["genres"]) said "must be a list" and refused the list."""
+    from twotower import ModelConfig
+    c = ModelConfig(item_features=["genres"], ease_lambdas=[10.0])
+    assert c.item_features == ("genres",) and c.ease_lambdas == (10.0,)
+    assert c.replace(user_features=["age"]).user_features == ("age",)
+    assert c == ModelConfig.from_dict(c.to_dict())

@@ -31,6 +31,8 @@ class Config:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # numpy scalars -> Python (to_dict stays JSON)
             v = getattr(self, f.name)
+            if isinstance(v, list) and isinstance(f.default, tuple):
+                v = tuple(v)  # a list where the field holds a sequence: frozen, hashable
             new = tuple(map(_python_scalar, v)) if isinstance(v, tuple) else _python_scalar(v)
             if new is not v:
                 object.__setattr__(self, f.name, new)

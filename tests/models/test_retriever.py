@@ -152,3 +152,20 @@ def test_a_diverged_training_says_so_and_leaves_the_model_unfitted():
         model.fit(data, verbose=0)
     with pytest.raises(NotFittedError):
         model.similar_items(np.array([0]), 3)
+
+
+def test_float_bool_and_negative_indices_are_refused(tutorial_run):
+    """0.9 read as user 0, True as item 1, -1 as the last user: DataErrors naming the
+    argument instead."""
+    from twotower.errors import DataError
+    model, _ = tutorial_run
+    for call in (lambda: model.recommend(np.array([0.9]), 2),
+                 lambda: model.similar_items(np.array([True]), 2),
+                 lambda: model.seen_items(np.array([-1])),
+                 lambda: model.seen_rows(np.array([-1])),
+                 lambda: model.seen_exclusions(np.array([0.0])),
+                 lambda: model.titles(np.array([model.n_items]))):
+        with pytest.raises(DataError, match="must be internal"):
+            call()
+    # a short row's padding has no title (it showed the last item's)
+    assert model.titles(np.array([[0, -1]])).tolist() == [[model.titles([0])[0], ""]]

@@ -19,22 +19,26 @@ import numpy as np
 from twotower.data.interactions import Interactions
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError, NotFittedError, TrainingError
-from twotower.index import IndexConfig, make_index
+from twotower.index import PAD_ID, IndexConfig, make_index
 from twotower.models.config import ModelConfig
 
 
-def _check_k(k: Any, n: int, name: str = "k") -> int:
+def _check_k(k: Any, n: int, name: str = "k", what: str = "the catalogue size") -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise ConfigError(f"`{name}` must be an integer, got {k!r}")
     if not 1 <= int(k) <= n:
-        raise ConfigError(f"`{name}` must be between 1 and {n} (the catalogue size), got {k}")
+        raise ConfigError(f"`{name}` must be between 1 and {n} ({what}), got {k}")
     return int(k)
 
 
 def _check_indices(idx: np.ndarray, n: int, name: str, what: str) -> None:
-    """DataError unless every entry of ``idx`` is in [0, n): one min/max, no loop."""
+    """DataError unless every entry of ``idx`` is an integer in [0, n): one min/max, no
+    loop (floats and bools would index silently: 0.9 as 0, True as 1)."""
     if not idx.size:
         return
+    if idx.dtype.kind not in "iu":
+        raise DataError(f"`{name}` must be internal {what} ids (integers), got an array of "
+                        f"{idx.dtype}")
     lo, hi = idx.min(), idx.max()
     if lo < 0 or hi >= n:
         bad = lo if lo < 0 else hi
@@ -630,8 +634,9 @@ class TwoTower:
             DataError: a user index outside [0, n_users).
         """
         self._require_fitted()
-        users = np.asarray(users, dtype=np.int64)
+        users = np.asarray(users)
         _check_indices(users, len(self.user_vocab), "users", "user")
+        users = users.astype(np.int64, copy=False)
         q = self._query_part(users)
         return q if self._linear is None else self._with_linear_query(q, self._history[users])
 
@@ -676,7 +681,10 @@ class TwoTower:
         L, n = self.config.history_length, self.n_items
         table = np.zeros((len(histories), L), dtype=np.int32)
         for row, h in enumerate(histories):
-            recent = np.asarray(h, dtype=np.int64)[::-1]  # most recent first
+            recent = np.asarray(h)
+            if recent.size and recent.dtype.kind not in "iu":
+                _check_indices(recent, n, "histories", "item")  # floats: named, refused
+            recent = recent.astype(np.int64, copy=False)[::-1]  # most recent first
             ids, first = np.unique(recent, return_index=True)  # repeats: the latest counts
             if len(ids) and (ids[0] < 0 or ids[-1] >= n):  # sorted: its min and max
                 _check_indices(ids, n, "histories", "item")
@@ -687,15 +695,19 @@ class TwoTower:
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
         """Training items of each user index (the default exclusion lists)."""
         self._require_fitted()
+        users = np.asarray(users)
+        _check_indices(users, len(self.user_vocab), "users", "user")
         m = self._seen
-        return [m.indices[m.indptr[u]:m.indptr[u + 1]] for u in np.asarray(users)]
+        return [m.indices[m.indptr[u]:m.indptr[u + 1]] for u in users]
 
     def seen_rows(self, users: np.ndarray) -> Any:
         """The same exclusions as ``seen_items``, as scipy CSR rows ``[len(users), n_items]``:
         the form an index reads without flattening one array per user (cheaper for many
         users)."""
         self._require_fitted()
-        return self._seen[np.asarray(users, dtype=np.int64)]
+        users = np.asarray(users)
+        _check_indices(users, len(self.user_vocab), "users", "user")
+        return self._seen[users.astype(np.int64, copy=False)]
 
     def seen_exclusions(self, users: np.ndarray) -> Any:
         """The same exclusions as ``seen_items``, in the form the model's index reads
@@ -709,7 +721,9 @@ class TwoTower:
                 index._layout:
             cached = (self._seen, index.prepare_exclusions(self._seen))
             self._seen_prepared = cached
-        return cached[1].rows(np.asarray(users, dtype=np.int64))
+        users = np.asarray(users)
+        _check_indices(users, len(self.user_vocab), "users", "user")
+        return cached[1].rows(users.astype(np.int64, copy=False))
 
     def recommend(self, users: np.ndarray, k: int, exclude: Any = None
                   ) -> tuple[np.ndarray, np.ndarray]:
@@ -772,9 +786,10 @@ class TwoTower:
         if self.n_items < 2:
             raise DataError("similar items: the catalogue has a single item, so there is no "
                             "other item to return")
-        k = _check_k(k, self.n_items - 1)
-        items = np.atleast_1d(np.asarray(items, dtype=np.int64))
+        k = _check_k(k, self.n_items - 1, what="the items other than the one given")
+        items = np.atleast_1d(np.asarray(items))
         _check_indices(items, self.n_items, "items", "item")
+        items = items.astype(np.int64, copy=False)
         return self._similar.search(self._trained_items()[items], k,
                                     exclude=[np.array([i]) for i in items])
 
@@ -792,14 +807,18 @@ class TwoTower:
         return scores, self._external(idx)
 
     def titles(self, idx: np.ndarray) -> np.ndarray:
-        """Display names of item indices (title, else the external id)."""
+        """Display names of item indices (title, else the external id); ``""`` for the
+        padding ``PAD_ID`` of a short result row."""
         self._require_fitted()
         if self.item_info is not None and "title" in self.item_info:
             names = self.item_info["title"].fillna("").astype(str).to_numpy()
             names = np.where(names == "", self.item_vocab.ids.astype(str), names)
         else:
             names = self.item_vocab.ids.astype(str)
-        return names[np.asarray(idx)]
+        idx = np.asarray(idx)
+        pad = idx == PAD_ID
+        _check_indices(idx[~pad], self.n_items, "idx", "item")
+        return np.where(pad, "", names[np.where(pad, 0, idx)])
 
     def find_item(self, key: Any) -> int:
         """Item index of an external id or an exact title.
