@@ -188,3 +188,22 @@ def test_items_file_ids_that_are_not_integers_match_nothing_on_an_int_catalogue(
                                         "08,Leading zero\n7,Seven again\n")
     x = read_interactions(tmp_path / "r.csv", items=tmp_path / "items.csv")
     assert x.titles().tolist() == ["Seven", "8", "9"]
+
+
+def test_from_ids_matches_metadata_as_the_readers_do():
+    """item_info keyed by ints for int-looking string ids, or by strings for int ids, was
+    dropped silently (every title empty); an `id` column and duplicate keys gave pandas
+    errors."""
+    import pandas as pd
+
+    from twotower.data import Interactions
+    info = pd.DataFrame({"title": ["seven", "eight", "other"]}, index=["7", "8", "99"])
+    x = Interactions.from_ids([1, 2], [7, 8], item_info=info)
+    assert x.item_info["title"].tolist() == ["seven", "eight"]
+    by_col = pd.DataFrame({"id": [8, 7, 7], "title": ["eight", "seven", "dup"]})
+    x = Interactions.from_ids(["a", "b"], ["7", "8"], item_info=by_col)
+    assert x.item_info["title"].tolist() == ["seven", "eight"]
+    with pytest.raises(DataError, match="`item_info`: none of its 1 ids"):
+        Interactions.from_ids([1], [7], item_info=pd.DataFrame({"title": ["x"]}, index=["a"]))
+    with pytest.raises(DataError, match="`user_info` must be a pandas DataFrame"):
+        Interactions.from_ids([1], [7], user_info={"1": "x"})

@@ -65,8 +65,11 @@ class Interactions:
                  user_info: pd.DataFrame | None = None) -> Interactions:
         """Build from external ids; vocabularies are derived (sorted) unless given.
 
-        ``item_info``/``user_info``, when given, are indexed by external id; they are
-        re-ordered to the vocabulary (missing ids get empty rows).
+        ``item_info``/``user_info``, when given, are indexed by external id (or have an
+        ``id`` column); they are re-ordered to the vocabulary (missing ids get empty rows).
+        Their ids are matched as a metadata file's are: ``"7"`` and ``7.0`` match the int id
+        7. Metadata that matches no id of the data is an error (rows of other ids are
+        left out).
         """
         u = _external_ids("user_ids", user_ids)
         i = _external_ids("item_ids", item_ids)
@@ -79,7 +82,8 @@ class Interactions:
         return cls(
             users=_index(user_vocab, u), items=_index(item_vocab, i),
             user_vocab=user_vocab, item_vocab=item_vocab, ratings=r, timestamps=t,
-            item_info=_align(item_info, item_vocab), user_info=_align(user_info, user_vocab),
+            item_info=_align(item_info, item_vocab, "item_info"),
+            user_info=_align(user_info, user_vocab, "user_info"),
         )
 
     def __len__(self) -> int:
@@ -250,10 +254,24 @@ def _index(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
     return vocab.lookup(ids.tolist())
 
 
-def _align(info: pd.DataFrame | None, vocab: Vocabulary) -> pd.DataFrame | None:
+def _align(info: pd.DataFrame | None, vocab: Vocabulary, name: str = "info"
+           ) -> pd.DataFrame | None:
     if info is None:
         return None
-    aligned = info.reindex(pd.Index(vocab.ids.tolist()))
+    from twotower.data.readers import match_info  # readers imports this module
+    if not isinstance(info, pd.DataFrame):
+        raise DataError(f"`{name}` must be a pandas DataFrame indexed by {vocab.name} id, "
+                        f"got {type(info).__name__}")
+    if "id" in info.columns:  # the column is the key (read_csv(...).set_index("id", drop=False))
+        info = info.set_index("id")
+    info = match_info(info, vocab.ids)  # re-keyed to the vocabulary's id type, one row per id
+    keys = pd.Index(vocab.ids.tolist(), dtype=object)
+    found = int(keys.isin(info.index).sum())
+    if len(info) and not found:
+        raise DataError(f"`{name}`: none of its {len(info)} ids is a {vocab.name} id of the "
+                        f"data (e.g. {info.index[0]!r}; the data's are like "
+                        f"{vocab.ids[0]!r})")
+    aligned = info.reindex(keys)
     aligned.index = pd.RangeIndex(len(vocab))
     aligned.insert(0, "id", vocab.ids)
     return aligned

@@ -213,8 +213,9 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
                                    genres_col=genres_col, sep=sep)
     user_ids, item_ids = _ids(df["user"]), _ids(df["item"])
-    if item_info is not None:
+    if item_info is not None:  # the rows of the data's items (the CLI reports the rest)
         item_info = match_info(item_info, item_ids)
+        item_info = item_info[item_info.index.isin(pd.Index(np.unique(item_ids)))]
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info)
 
 
