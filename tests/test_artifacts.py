@@ -247,3 +247,23 @@ def test_a_resave_keeps_when_the_model_was_trained(tutorial_run, tmp_path):
     assert read_manifest(tmp_path / "again")["created_at"] != model.trained_at
     assert TwoTower.load(tmp_path / "again").trained_at == model.trained_at
     assert ServedModel.load(tmp_path / "again").trained_at == model.trained_at
+
+
+def test_metadata_of_mixed_types_saves_as_text(tmp_path):
+    """A metadata column mixing numbers and text (price 1.5 and "n/a") failed the save
+    with a raw pyarrow error after training; it is saved as text."""
+    import pandas as pd
+
+    from twotower import ModelConfig
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    items = [f"i{i}" for i in range(12)]
+    info = pd.DataFrame({"title": [f"T{i}" for i in range(12)],
+                         "price": [1.5, "n/a", None] * 4}, index=items)
+    data = Interactions.from_ids(rng.integers(0, 30, 200).tolist(),
+                                 [items[i] for i in rng.integers(0, 12, 200)], item_info=info)
+    model = TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                        embedding_dim=4)).fit(data, verbose=0)
+    model.save(tmp_path / "run")
+    back = TwoTower.load(tmp_path / "run").item_info.set_index("id")["price"]
+    assert [back["i0"], back["i1"]] == ["1.5", "n/a"] and pd.isna(back["i2"])

@@ -242,6 +242,7 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                 df.columns = [str(c) for c in df.columns]
                 if "id" in df:
                     df["id"] = df["id"].astype(str)
+                _mixed_as_text(df)
                 df.to_parquet(tmp / f"{name}.parquet", index=False)
         _write_json(tmp / "training.json", {"history": model.history,
                                             "fit_seconds": model.fit_seconds,
@@ -264,6 +265,18 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
             "files": files})
 
     return atomic_directory(directory, write)
+
+
+def _mixed_as_text(df: pd.DataFrame) -> None:
+    """Object columns Parquet cannot type (``1.5`` beside ``"n/a"``) become text, blanks
+    kept: metadata from a user's DataFrame must not fail the save after training."""
+    import pyarrow as pa
+    for col in df.columns[df.dtypes == object]:
+        try:
+            pa.array(df[col], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            df[col] = df[col].map(lambda v: v if v is None or (isinstance(v, float)
+                                                               and v != v) else str(v))
 
 
 def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
