@@ -267,3 +267,61 @@ def test_metadata_of_mixed_types_saves_as_text(tmp_path):
     model.save(tmp_path / "run")
     back = TwoTower.load(tmp_path / "run").item_info.set_index("id")["price"]
     assert [back["i0"], back["i1"]] == ["1.5", "n/a"] and pd.isna(back["i2"])
+
+
+def _damaged(run, tmp_path, name, change):
+    """A copy of ``run`` with file ``name`` changed by ``change(path)`` and its checksum
+    updated (damage the checksums alone would not catch)."""
+    import shutil
+
+    from twotower.artifacts import _sha256
+    copy = tmp_path / f"damaged-{len(list(tmp_path.iterdir()))}"
+    shutil.copytree(run, copy)
+    change(copy / name)
+    fmt = json.loads((copy / "format.json").read_text())
+    fmt["files"][name] = _sha256(copy / name)
+    (copy / "format.json").write_text(json.dumps(fmt))
+    return copy
+
+
+def test_damaged_runs_give_artifact_errors(tutorial_run, tmp_path):
+    """A run that is damaged beyond its checksums (hand edits) loads with an ArtifactError
+    naming the file, never with defaults, wrong arrays or raw exceptions."""
+    import shutil
+    _, run = tutorial_run
+    bad = tmp_path / "files-list"
+    shutil.copytree(run, bad)
+    fmt = json.loads((bad / "format.json").read_text())
+    (bad / "format.json").write_text(json.dumps(dict(fmt, files=[])))
+    with pytest.raises(ArtifactError, match="format.json is corrupt"):
+        TwoTower.load(bad)
+
+    def edit_config(model):
+        def change(p):
+            cfg = json.loads(p.read_text())
+            p.write_text(json.dumps(model(cfg)))
+        return change
+    for change, match in (
+            (edit_config(lambda c: dict(c, model=None)), "no \"model\" settings"),
+            (edit_config(lambda c: []), "no \"model\" settings")):
+        with pytest.raises(ArtifactError, match=match):
+            TwoTower.load(_damaged(run, tmp_path, "config.json", change))
+
+    def arrays(edit):
+        def change(p):
+            with np.load(p) as z:
+                a = {k: z[k] for k in z.files}
+            edit(a)
+            np.savez(p, **a)
+        return change
+    for edit, match in (
+            (lambda a: a.update(user_embeddings=a["user_embeddings"][:10]),
+             "user_embeddings has shape"),
+            (lambda a: a["item_embeddings"].__setitem__((3, 0), np.nan),
+             "item_embeddings holds NaN"),
+            (lambda a: a.update(item_embeddings=a["item_embeddings"][:, :3]),
+             "item_embeddings are 3 wide"),
+            (lambda a: a.update(user_embeddings=a["user_embeddings"][:, :3]),
+             "probe query fails")):
+        with pytest.raises(ArtifactError, match=match):
+            TwoTower.load(_damaged(run, tmp_path, "arrays.npz", arrays(edit)))

@@ -296,6 +296,9 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
                             "train one with `twotower train --out DIR`") from None
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{d / _FORMAT} is corrupt: {exc}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+        raise ArtifactError(f"{d / _FORMAT} is corrupt: expected an object with a \"files\" "
+                            "object of checksums")
     version = manifest.get("format_version")
     if not isinstance(version, int):
         raise ArtifactError(f"{d / _FORMAT}: no integer format_version")
@@ -326,6 +329,8 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
     verify_files(d, manifest)
     try:
         cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+            raise ArtifactError(f"{d / 'config.json'} is corrupt: no \"model\" settings")
         model = TwoTower(ModelConfig.from_dict(cfg["model"]), IndexConfig.from_dict(cfg["index"]))
         model.rating_range = tuple(cfg.get("rating_range", (0.0, 1.0)))
         model.data_source = cfg.get("data", {})
@@ -363,19 +368,51 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         model.manifest = manifest
     except ArtifactError:
         raise
-    except (KeyError, ValueError, OSError) as exc:
+    except (KeyError, ValueError, OSError, TypeError, AttributeError, IndexError) as exc:
         raise ArtifactError(f"{d}: cannot load model ({type(exc).__name__}: {exc})") from None
-    if model.item_embeddings.shape[0] != len(model.item_vocab):
-        raise ArtifactError(f"{d}: {model.item_embeddings.shape[0]} item embeddings but "
-                            f"{len(model.item_vocab)} item ids")
+    _check_loaded(d, model)
     model._fitted = True
     model._weights_path = d / "model.weights.h5" if (d / "model.weights.h5").is_file() else None
     model._index = load_index(d / "index")
+    if model._index.dim != model.item_embeddings.shape[1]:
+        raise ArtifactError(f"{d / 'arrays.npz'} is corrupt: item_embeddings are "
+                            f"{model.item_embeddings.shape[1]} wide, the index "
+                            f"{model._index.dim}")
     model._similar = None
-    model._build_similar()
+    try:
+        model._build_similar()
+        # one question of each kind: a run can hold arrays of matching sizes that still do
+        # not fit together (e.g. a table of the wrong width)
+        model.recommend(np.array([0]), 1, model.seen_items(np.array([0])))
+        if model.n_items > 1:
+            model.similar_items(np.array([0]), 1)
+    except Exception as exc:  # noqa: BLE001 - any failure: the run is not usable
+        raise ArtifactError(f"{d}: the run loads but a probe query fails "
+                            f"({type(exc).__name__}: {exc})") from None
     if keras:
         model._load_net(d / "model.weights.h5")
     return model
+
+
+def _check_loaded(d: Path, model: TwoTower) -> None:
+    """ArtifactError unless the arrays agree with the vocabularies and the config."""
+    n_users, n_items = len(model.user_vocab), len(model.item_vocab)
+    checks = [("item_embeddings", model.item_embeddings, n_items),
+              ("user_embeddings", model.user_embeddings, n_users),
+              ("history_embeddings", model.history_embeddings, n_items + 1),
+              ("history_table", model._history, n_users),
+              ("item_popularity", model.item_popularity, n_items)]
+    for name, a, rows in checks:
+        if a is None:
+            continue
+        if a.ndim < 1 or a.shape[0] != rows:
+            raise ArtifactError(f"{d / 'arrays.npz'} is corrupt: {name} has shape "
+                                f"{a.shape}, expected {rows} rows")
+        if a.dtype.kind == "f" and not np.isfinite(a).all():
+            raise ArtifactError(f"{d / 'arrays.npz'} is corrupt: {name} holds NaN or inf")
+    if model.config.query_tower != "id" and model._history is None:
+        raise ArtifactError(f"{d / 'arrays.npz'} is corrupt: no history_table, which the "
+                            f"query tower {model.config.query_tower!r} needs")
 
 
 def _read_info(path: Path, vocab: Vocabulary) -> pd.DataFrame | None:
