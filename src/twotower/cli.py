@@ -752,8 +752,27 @@ class _Terminated(KeyboardInterrupt):
     progress finishes its renames or is undone, temporary directories go)."""
 
 
+_TERM = {"pending": False}
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    # Python may run this handler inside a garbage-collection callback (JAX registers one),
+    # where an exception is printed and dropped: until `main` has seen the exception, the
+    # signal is sent again every second
+    if not _TERM["pending"]:
+        _TERM["pending"] = True
+        import threading
+        threading.Thread(target=_resend_term, daemon=True).start()
     raise _Terminated()
+
+
+def _resend_term() -> None:
+    import signal
+    while True:
+        time.sleep(1.0)
+        if not _TERM["pending"]:
+            return
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -792,12 +811,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TwoTowerError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt as exc:
+        _TERM["pending"] = False
         if isinstance(exc, _Terminated):
             print("twotower: terminated", file=sys.stderr)
             return 143  # 128 + SIGTERM, what a shell reports for a process it ended
         print("twotower: interrupted", file=sys.stderr)
         return 130
     finally:
+        _TERM["pending"] = False
         warnings.formatwarning = shown
         if term is not None:
             signal.signal(signal.SIGTERM, term)

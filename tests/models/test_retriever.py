@@ -169,3 +169,15 @@ def test_float_bool_and_negative_indices_are_refused(tutorial_run):
             call()
     # a short row's padding has no title (it showed the last item's)
     assert model.titles(np.array([[0, -1]])).tolist() == [[model.titles([0])[0], ""]]
+
+
+def test_users_without_training_rows_are_warned_about():
+    """A split can leave users in the vocabulary with no training rows: their lists come
+    from an untrained query, which fit says."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    x = Interactions.from_ids(["a", "a", "b", "c"], ["i", "j", "i", "j"])
+    train = x.take(np.array([True, True, True, False]))  # c's only row held out
+    with pytest.warns(UserWarning, match="1 of 3 users have no training interactions"):
+        TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                    embedding_dim=4)).fit(train, verbose=0)

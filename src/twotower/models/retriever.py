@@ -258,6 +258,14 @@ class TwoTower:
         self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
         self.item_info, self.user_info = train.item_info, train.user_info
         self._seen = train.to_csr()
+        untrained = int(np.count_nonzero(np.diff(self._seen.indptr) == 0))
+        if untrained:
+            import warnings
+            warnings.warn(f"{untrained} of {train.n_users} users have no training "
+                          "interactions (e.g. every row of theirs went to the test split): "
+                          "their recommendations come from an untrained query; serve them "
+                          "as new users (fallback=popular) or keep rows of theirs in "
+                          "training", stacklevel=2)
         self.item_popularity = train.item_popularity()
         if train.ratings is not None:
             self.rating_range = (float(train.ratings.min()), float(train.ratings.max()))
