@@ -138,8 +138,6 @@ class Interactions:
         return self.item_vocab.ids.astype(str).astype(object)
 
 
-
-
 def integral_as_int(values: np.ndarray) -> np.ndarray | None:
     """Float ids as int64 when each is a whole number that a float holds exactly (e.g. a
     Parquet id column with gaps, stored as float); else None."""

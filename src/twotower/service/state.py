@@ -127,19 +127,15 @@ class ServedModel:
         return served
 
     def _probe(self) -> None:
-        # A run can load and still be unusable (an index of the wrong width, say): ask it
-        # one question of each kind before it may replace a working model.
+        # `TwoTower.load` has asked the run one question of each kind; this asks in the
+        # batch endpoint's form, which also prepares the seen-items table now, not on the
+        # first batch request
         m = self.model
         try:
             k = min(10, self.n_items)
-            scores, idx = m.recommend(np.array([0]), k, m.seen_items(np.array([0])))
-            if idx.shape != (1, k):
-                raise ValueError(f"search returned shape {idx.shape}, expected (1, {k})")
-            # the batch endpoint's form: prepares the seen-items table now, not on the
-            # first batch request
-            m.recommend(np.array([0, 0]), k, m.seen_exclusions(np.array([0, 0])))
-            if self.n_items > 1:
-                m.similar_items(np.array([0]), min(10, self.n_items - 1))
+            scores, idx = m.recommend(np.array([0, 0]), k, m.seen_exclusions(np.array([0, 0])))
+            if idx.shape != (2, k):
+                raise ValueError(f"search returned shape {idx.shape}, expected (2, {k})")
         except Exception as exc:  # noqa: BLE001 - any failure means: do not serve this run
             raise ArtifactError(f"{self.run_dir}: the model loads but a probe query failed "
                                 f"({type(exc).__name__}: {exc})") from None
