@@ -376,3 +376,14 @@ def test_vectors_whose_norms_overflow_float32_are_refused(kind):
     q[1] = 5e17  # an entry above the fast bound, the norm below the limit: not refused
     q[1, 1:] = 0
     assert index.search(q, 5)[1].shape == (3, 5)
+
+
+def test_save_to_an_unwritable_place_and_complex_vectors_give_clear_errors(tmp_path):
+    from twotower.index import IndexConfig, make_index
+    x = np.random.default_rng(0).standard_normal((20, 4)).astype(np.float32)
+    index = make_index(IndexConfig(kind="exact")).build(x)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ArtifactError, match="cannot save the index to"):
+        index.save(tmp_path / "afile" / "index")
+    with pytest.raises(DataError, match="must be real numbers"):
+        make_index(IndexConfig(kind="exact")).build(x + 1j)

@@ -181,3 +181,12 @@ def test_users_without_training_rows_are_warned_about():
     with pytest.warns(UserWarning, match="1 of 3 users have no training interactions"):
         TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
                                     embedding_dim=4)).fit(train, verbose=0)
+
+
+def test_fit_on_a_dataframe_says_what_it_takes():
+    import pandas as pd
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.errors import DataError
+    with pytest.raises(DataError, match="`train` must be Interactions .* got DataFrame"):
+        TwoTower(ModelConfig.preset("tutorial")).fit(pd.DataFrame({"user": [1]}))

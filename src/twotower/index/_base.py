@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,6 +31,8 @@ def check_k(k: Any) -> int:
 
 def check_embeddings(embeddings: Any) -> np.ndarray:
     """A float32 C-contiguous private copy of ``[n, d]`` finite embeddings."""
+    if np.iscomplexobj(embeddings):  # float32 of it would drop the imaginary part
+        raise DataError("`embeddings` must be real numbers, got a complex array")
     try:
         x = np.array(embeddings, dtype=np.float32, order="C", copy=True)
     except (TypeError, ValueError) as exc:
@@ -232,13 +233,14 @@ class Index:
         Layout: ``index.json`` (format version, kind, config, n, d) plus the kind's
         arrays. Written to a temporary sibling directory, then renamed into place.
         """
+        from twotower.artifacts import temp_sibling  # artifacts imports this package
         self._require_built()
         target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        # mkdir, not mkdtemp: the umask's permissions, not 0700 (a service running as
-        # another user must read the index)
-        tmp = target.parent / f".{target.name}.{os.getpid()}-{secrets.token_hex(4)}"
-        tmp.mkdir()
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = temp_sibling(target)  # the umask's permissions; stale ones swept
+        except OSError as exc:
+            raise ArtifactError(f"cannot save the index to {target}: {exc}") from None
         try:
             meta = {"format_version": FORMAT_VERSION, "kind": self.kind,
                     "config": self.config.to_dict(), "n": self._n, "d": self._d,

@@ -239,6 +239,10 @@ class TwoTower:
         from twotower.models.net import TwoTowerNet
 
         cfg = self.config
+        if not isinstance(train, Interactions):
+            raise DataError(f"fit: `train` must be Interactions (Interactions.from_ids(users, "
+                            f"items, ...) or read_interactions(path)), got "
+                            f"{type(train).__name__}")
         cfg.check_used()
         if len(train) == 0:
             raise DataError("fit: the training interactions are empty")
