@@ -47,3 +47,13 @@ def test_reader_rejects_truncated_copies(tmp_path, ml100k_dir):
 def test_titles_carry_no_trailing_space(ml100k):
     titles = ml100k.titles()
     assert all(t == t.strip() for t in titles)
+
+
+def test_a_line_cut_short_is_named_without_numpys_advice(tmp_path, ml100k_dir):
+    """A copy cut inside a line: numpy's message advised `usecols`, which does not apply."""
+    (tmp_path / "u.data").write_bytes((ml100k_dir / "u.data").read_bytes()[:100_000])
+    (tmp_path / "u.item").write_bytes((ml100k_dir / "u.item").read_bytes())
+    with pytest.raises(DataError, match=r"malformed \(the number of columns changed .*\); "
+                                        r"MovieLens 100k's u.data has 100,000 lines") as err:
+        read_movielens_100k(tmp_path)
+    assert "usecols" not in str(err.value)

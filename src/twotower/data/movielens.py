@@ -35,8 +35,11 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
             raise DataError(f"MovieLens 100k directory {d} has no {name}")
     try:
         data = np.loadtxt(d / "u.data", dtype=np.int64, delimiter="\t", ndmin=2)
-    except ValueError as exc:
-        raise DataError(f"{d / 'u.data'}: malformed ({exc})") from None
+    except ValueError as exc:  # numpy's own advice (usecols) does not apply here
+        reason = str(exc).split(";")[0].split("\n")[0]
+        raise DataError(f"{d / 'u.data'}: malformed ({reason}); MovieLens 100k's u.data has "
+                        f"{N_RATINGS:,} lines of 4 tab-separated integers (a truncated or "
+                        "edited copy?)") from None
     if data.shape[1] != 4:
         raise DataError(f"{d / 'u.data'}: expected 4 tab-separated columns, got {data.shape[1]}")
     if len(data) != N_RATINGS:  # e.g. a cut-off copy: its last line would parse as a rating
