@@ -171,7 +171,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     IdParam = Annotated[str, Query(min_length=1, max_length=S.MAX_ID_LENGTH)]  # noqa: N806
 
     # ------------------------------------------------------------ recommendations
-    def work(queries: int, k: int | None) -> int:
+    def cost(queries: int, k: int | None) -> int:
         """A request's cost in scored (query, item) pairs: the search, plus the answer's
         JSON, about as dear per listed item as 512 pairs (623 users x k 1,000 took 0.4 s
         on the event loop when only the pairs counted)."""
@@ -211,7 +211,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     async def recommendations(user_id: IdParam, k: K | None = None, exclude_seen: bool = True,
                               fallback: Literal["none", "popular"] = "none") -> Response:
         """Top-k items for one user, items they already interacted with left out."""
-        return await offload(work(1, k), _recommend, user_id, k, exclude_seen,
+        return await offload(cost(1, k), _recommend, user_id, k, exclude_seen,
                              fallback)
 
     def _batch(req: Any) -> Response:
@@ -244,7 +244,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
               responses=_errors(400, 404, 413, 415, 422), tags=["recommendations"])
     async def batch_recommendations(req: BatchRequest) -> Response:  # type: ignore[valid-type]
         """Top-k items for many users in one search call."""
-        return await offload(work(len(req.user_ids), req.k), _batch, req)
+        return await offload(cost(len(req.user_ids), req.k), _batch, req)
 
     def _by_history(req: Any) -> Response:
         s = holder.current
@@ -273,7 +273,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                                       ) -> Response:
         """Top-k items for a user known only by the items they interacted with (works for
         users the model never saw, when it has a history query tower)."""
-        return await offload(work(1, req.k) + len(req.item_ids), _by_history, req)
+        return await offload(cost(1, req.k) + len(req.item_ids), _by_history, req)
 
     # ------------------------------------------------------------ items
     def _similar(item_id: str, k: int | None) -> Response:
@@ -292,7 +292,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
              responses=_errors(404, 422), tags=["items"])
     async def similar_items(item_id: IdParam, k: K | None = None) -> Response:
         """The k items nearest to an item (cosine on item embeddings), never itself."""
-        return await offload(work(1, k), _similar, item_id, k)
+        return await offload(cost(1, k), _similar, item_id, k)
 
     # `:path`: an id may hold "/" (sent as %2F, which the router sees decoded)
     @app.get("/v1/items/{item_id:path}", response_model=S.ItemDetail,
