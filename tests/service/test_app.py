@@ -473,3 +473,33 @@ def test_metrics_label_routes_as_the_api_documents_them(client):
     assert 'route="/static/{file}",status="200"' in text
     assert 'route="<unmatched>",status="404"' in text
     assert ":path}" not in text
+
+
+def test_a_user_without_training_rows_is_served_as_unknown(tmp_path):
+    """A split can leave a user in the vocabulary with no training rows: its query was
+    never trained, so it is served as an unknown user (404, or the popular items with
+    fallback=popular), not with a list from random weights."""
+    import warnings
+
+    from fastapi.testclient import TestClient
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    rng = np.random.default_rng(0)
+    users = [f"u{u}" for u in rng.integers(0, 20, 300)] + ["held-out"]
+    x = Interactions.from_ids(users, [f"m{i}" for i in rng.integers(0, 30, 301)])
+    train = x.take(np.arange(len(x)) < 300)  # the held-out user's only row left out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                            embedding_dim=4)).fit(train, verbose=0)
+    model.save(tmp_path / "run")
+    with TestClient(create_app(tmp_path / "run")) as c:
+        r = c.get("/v1/recommendations", params={"user_id": "held-out"})
+        assert r.status_code == 404 and "no training interactions" in r.json()["detail"]
+        r = c.get("/v1/recommendations", params={"user_id": "held-out", "fallback": "popular"})
+        assert r.status_code == 200 and r.json()["fallback"] == "popular"
+        r = c.post("/v1/recommendations", json={"user_ids": ["u1", "held-out"],
+                                                "fallback": "popular"})
+        assert [row["fallback"] for row in r.json()["results"]] == [None, "popular"]

@@ -262,7 +262,7 @@ class TwoTower:
         self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
         self.item_info, self.user_info = train.item_info, train.user_info
         self._seen = train.to_csr()
-        untrained = int(np.count_nonzero(np.diff(self._seen.indptr) == 0))
+        untrained = int(np.count_nonzero(np.diff(self._seen.indptr) == 0))  # untrained_users
         if untrained:
             import warnings
             warnings.warn(f"{untrained} of {train.n_users} users have no training "
@@ -703,6 +703,16 @@ class TwoTower:
             recent = recent[np.sort(first)][:L]
             table[row, :len(recent)] = recent + 1
         return self._with_linear_query(self._with_bias_column(self._pool(table)), table)
+
+    def untrained_users(self) -> np.ndarray:
+        """``[n_users]`` bool: users with no training interactions (a split can leave such
+        users in the vocabulary; their query was never trained). All False when the model
+        keeps no seen items (``fit_stream(seen=False)``)."""
+        self._require_fitted()
+        m = self._seen
+        if m.nnz == 0:
+            return np.zeros(m.shape[0], dtype=bool)
+        return np.diff(m.indptr) == 0
 
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
         """Training items of each user index (the default exclusion lists)."""

@@ -192,6 +192,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         k = _check_k(k, s.n_items)
         try:
             u = m.user_vocab.index_of(user_id)
+            if s.untrained[u]:
+                raise UnknownIdError(f"user id {user_id!r} has no training interactions "
+                                     "(the model never trained its query)")
         except UnknownIdError as exc:
             if fallback != "popular":
                 raise HTTPException(404, f"{exc}; pass fallback=popular for popular items"
@@ -219,6 +222,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         m = s.model
         k = _check_k(req.k, s.n_items)
         users = m.user_vocab.lookup_or(req.user_ids, -1)
+        users[s.untrained[users] & (users >= 0)] = -1  # never trained: served as unknown
         unknown = users < 0
         if unknown.any() and req.fallback != "popular":
             bad = [req.user_ids[i] for i in np.flatnonzero(unknown)]

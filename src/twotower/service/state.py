@@ -175,6 +175,12 @@ class ServedModel:
         return out
 
     @functools.cached_property
+    def untrained(self) -> np.ndarray:
+        """``[n_users]`` bool: users the run knows but never trained on (served as unknown
+        users: a 404, or the popular items with ``fallback=popular``)."""
+        return self.model.untrained_users()
+
+    @functools.cached_property
     def _whole_number_columns(self) -> frozenset[Any]:
         """Float metadata columns holding only whole numbers: a year column with gaps is
         float in pandas, and is served as ``1977``, not ``1977.0``."""
