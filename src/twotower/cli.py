@@ -228,7 +228,8 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
             overrides[name] = getattr(args, name)
     cfg = ModelConfig.preset(args.preset, **overrides)
     args.seed = cfg.seed  # the split's seed too: one seed for the run
-    if cfg.ease_split == "auto" and getattr(args, "split", "none") in ("random", "temporal"):
+    if cfg.ease_weight > 0 and cfg.ease_split == "auto" and \
+            getattr(args, "split", "none") in ("random", "temporal"):
         # tune the EASE part on a validation split carved the way this run's test split is
         cfg = cfg.replace(ease_split=args.split)
     return cfg
@@ -390,6 +391,8 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
     stream = InteractionStream(args.data, StreamConfig(
         user_col=cols["user"], item_col=cols["item"], rating_col=cols["rating"],
         shuffle_buffer=buffer, seed=args.seed))
+    from twotower.models.retriever import check_streamable
+    check_streamable(cfg, cols["rating"])  # before any pass over the file
     info = read_item_info(args.items, id_col=cols["item"]) if args.items else None
     if info is not None:  # the item ids come from the scan (fit_stream reuses it)
         import pandas as pd

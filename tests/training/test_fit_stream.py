@@ -234,3 +234,26 @@ def test_fit_stream_metadata_ids_written_two_ways_keep_the_first(tmp_path):
     model = TwoTower(_tutorial(epochs=1)).fit_stream(_stream(path), item_info=info,
                                                      progress_every_s=0)
     assert model.titles(model.item_vocab.lookup([1003]))[0] == "first"
+
+
+def test_cli_stream_refuses_a_model_it_cannot_train_before_reading_the_file(tmp_path,
+                                                                              capsys,
+                                                                              monkeypatch):
+    """A click log (no ratings) with the tutorial's mse, or with --items (which scans the
+    file first): one line naming how to fix it, before any pass over the file."""
+    from twotower.cli import main
+    from twotower.training import InteractionStream
+    df = _blocks().drop(columns="stars")
+    path = _write(df, tmp_path / "clicks.parquet")
+    items = tmp_path / "items.csv"
+    pd.DataFrame({"item": sorted(df["item"].unique()), "title": "t"}).to_csv(items,
+                                                                            index=False)
+
+    def no_scan(self):
+        raise AssertionError("the file was scanned")
+    monkeypatch.setattr(InteractionStream, "scan", no_scan)
+    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+                 "--stream", "--preset", "tutorial", "--items", str(items),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "objective = \"sampled_softmax\"" in err and "--config" in err

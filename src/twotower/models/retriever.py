@@ -45,6 +45,29 @@ def _check_indices(idx: np.ndarray, n: int, name: str, what: str) -> None:
         raise DataError(f"`{name}` must be internal {what} ids in [0, {n}), got {bad}")
 
 
+def check_streamable(cfg: ModelConfig, rating_col: str | None) -> None:
+    """ConfigError/DataError unless ``fit_stream`` can train ``cfg`` (checked before the
+    file's scan, which can take a while)."""
+    cfg.check_used()
+    how = ("(`[model]` settings in a --config file; `twotower train --stream --preset "
+           "tutorial` trains the id tower)")
+    if cfg.query_tower != "id":
+        raise ConfigError(f"fit_stream: model.query_tower must be 'id' (a history tower "
+                          f"needs each user's whole history in memory), got "
+                          f"{cfg.query_tower!r} {how}")
+    if cfg.item_features or cfg.user_features:
+        raise ConfigError("fit_stream: side features are not streamed; set "
+                          f"model.item_features and model.user_features to [] {how}")
+    if cfg.objective == "multinomial":
+        raise ConfigError("fit_stream: objective 'multinomial' trains per user and is "
+                          f"not streamed; use mse, sampled_softmax, softmax or bpr {how}")
+    if cfg.objective == "mse" and rating_col is None:
+        raise DataError("objective 'mse' needs ratings: name the rating column "
+                        "(--rating-col, StreamConfig.rating_col), or, for a log without "
+                        "ratings, another objective: `[model] objective = "
+                        "\"sampled_softmax\"` in a --config file")
+
+
 def _check_id_list(ids: Any, name: str, what: str) -> None:
     """DataError for a single id where a list of ids is expected (a string would otherwise
     be read as a list of its characters)."""
@@ -371,20 +394,7 @@ class TwoTower:
         from twotower.training import LoopConfig, TrainLoop
 
         cfg = self.config
-        cfg.check_used()
-        if cfg.query_tower != "id":
-            raise ConfigError(f"fit_stream: model.query_tower must be 'id' (a history tower "
-                              f"needs each user's whole history in memory), got "
-                              f"{cfg.query_tower!r}; e.g. the 'tutorial' preset")
-        if cfg.item_features or cfg.user_features:
-            raise ConfigError("fit_stream: side features are not streamed; set "
-                              "model.item_features and model.user_features to []")
-        if cfg.objective == "multinomial":  # before the scan, which can take a while
-            raise ConfigError("fit_stream: objective 'multinomial' trains per user and is "
-                              "not streamed; use mse, sampled_softmax, softmax or bpr")
-        if cfg.objective == "mse" and stream.config.rating_col is None:
-            raise DataError("objective 'mse' needs ratings; set StreamConfig.rating_col "
-                            "(--rating-col) or use another objective")
+        check_streamable(cfg, stream.config.rating_col)
         t0 = time.perf_counter()
         self._fitted = False  # until this fit succeeds (as in ``fit``)
         stats = stream.stats
