@@ -132,7 +132,7 @@ def test_similar_by_title_and_id(capsys, tutorial_run):
     (["recommend", "{tmp}/nope", "--user", "42"], "model directory not found"),
     (["train", "--data", "{tmp}/missing.csv", "--out", "{tmp}/r"], "file not found"),
     (["train", "--data", "movielens-100k", "--out", "{tmp}/r", "--split", "weird"],
-     "split must be one of"),
+     "argument --split: invalid choice: 'weird'"),
     (["recommend"], "the following arguments are required"),
     (["train", "--out", "{tmp}/r", "--devices", "3", "--model-parallel", "2"],
      "--devices 3 must be a multiple of --model-parallel (2)"),
@@ -656,3 +656,13 @@ def test_the_tutorial_preset_trains_without_a_warning_about_settings(tmp_path, m
                        "1", "--out", tmp_path / "run")
     assert code == 0, err
     assert not [w for w in recwarn if "never reads" in str(w.message)]
+
+
+def test_flag_mistakes_are_named_by_their_subcommand(capsys, tmp_path):
+    """An unknown flag was reported with the top-level usage and a doubled prefix; a
+    choice's case did not count (`--kind HNSW`)."""
+    code, _, err = run(capsys, "recommend", tmp_path, "--user", "1", "--top", "5")
+    assert code == 2 and "usage: twotower recommend" in err
+    assert "twotower: error: recommend: unrecognized arguments: --top 5" in err
+    code, _, err = run(capsys, "index", tmp_path / "none", "--kind", "HNSW")
+    assert code == 2 and "invalid choice" not in err and "--kind" not in err.splitlines()[-1]

@@ -26,7 +26,17 @@ MOVIELENS = "movielens-100k"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:  # exit 2 with one line, like our own errors
         self.print_usage(sys.stderr)
-        raise SystemExit(_fail(f"{self.prog}: {message}"))
+        prog = self.prog.removeprefix("twotower").strip()  # `twotower train`, once
+        raise SystemExit(_fail(f"{prog}: {message}" if prog else message))
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:
+        # unknown flags are reported by the subcommand they were given to (its usage, its
+        # name), not by the top-level parser
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            sub = getattr(self, "_commands", {}).get(getattr(parsed, "command", None), self)
+            sub.error(f"unrecognized arguments: {' '.join(extra)} (see `{sub.prog} -h`)")
+        return parsed
 
 
 def _fail(message: str) -> int:
@@ -637,6 +647,7 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="twotower", description=__doc__.splitlines()[0] if __doc__ else None)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p._commands = sub.choices  # type: ignore[attr-defined]
 
     t = sub.add_parser("tutorial", help="the Keras-RS retrieval tutorial, end to end")
     t.add_argument("--data-dir", help="local MovieLens 100k directory")
@@ -648,10 +659,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("train", help="train a model and save it as a run directory")
     _add_data_args(tr)
     tr.add_argument("--out", required=True, help="run directory to write")
-    tr.add_argument("--preset", default="default", help="default | tutorial")
+    tr.add_argument("--preset", default="default", type=str.lower,
+                    choices=("default", "tutorial"))
     tr.add_argument("--config", help="JSON/TOML file with ModelConfig fields")
-    tr.add_argument("--split", default=None,
-                    help="random | temporal | none (default random; none with --stream)")
+    tr.add_argument("--split", default=None, type=str.lower,
+                    choices=("random", "temporal", "none"), help="random | temporal | none (default random; none with --stream)")
     tr.add_argument("--stream", action="store_true",
                     help="read --data in record batches (memory bounded by the shuffle "
                          "buffer and the model, not the file); id tower, no test split")
@@ -664,7 +676,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--embedding-dim", type=int)
     tr.add_argument("--learning-rate", type=float)
     tr.add_argument("--batch-size", type=int)
-    tr.add_argument("--index-kind", default="exact", help="exact | hnsw | ivf")
+    tr.add_argument("--index-kind", default="exact", type=str.lower,
+                    choices=("exact", "hnsw", "ivf"))
     tr.add_argument("--target-recall", type=_recall, default=0.95,
                     help="hnsw/ivf: raise ef_search/nprobe until recall@10 against exact "
                          "search on up to 500 users reaches this (0: keep the defaults)")
@@ -719,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ix = sub.add_parser("index", help="build and save a search index for a run")
     ix.add_argument("run")
-    ix.add_argument("--kind", default="hnsw", help="exact | hnsw | ivf")
+    ix.add_argument("--kind", default="hnsw", type=str.lower, choices=("exact", "hnsw", "ivf"))
     ix.add_argument("--ef-search", type=int)
     ix.add_argument("--nprobe", type=int)
     ix.add_argument("--nlist", type=int)
