@@ -666,3 +666,33 @@ def test_flag_mistakes_are_named_by_their_subcommand(capsys, tmp_path):
     assert "twotower: error: recommend: unrecognized arguments: --top 5" in err
     code, _, err = run(capsys, "index", tmp_path / "none", "--kind", "HNSW")
     assert code == 2 and "invalid choice" not in err and "--kind" not in err.splitlines()[-1]
+
+
+def test_an_items_file_with_its_own_column_names(tmp_path, capsys):
+    """A shop's items file names its columns its own way (item_id, name, category): the id
+    column could only be the --item-col name, and the title was dropped in silence."""
+    import numpy as np
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"customer": [f"c{u}" for u in rng.integers(0, 50, 2000)],
+                  "sku": [f"S{i}" for i in rng.integers(0, 40, 2000)]}).to_csv(
+        tmp_path / "clicks.csv", index=False)
+    pd.DataFrame({"item_id": [f"S{i}" for i in range(40)],
+                  "name": [f'Name, "{i}"' for i in range(40)],
+                  "category": ["a|b"] * 40}).to_csv(tmp_path / "products.csv", index=False)
+    (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
+    base = ["train", "--data", tmp_path / "clicks.csv", "--user-col", "customer",
+            "--item-col", "sku", "--items", tmp_path / "products.csv", "--preset", "tutorial",
+            "--config", tmp_path / "c.json"]
+    code, _, err = run(capsys, *base, "--out", tmp_path / "r0")
+    assert code == 2 and "has no column 'sku' (--item-col)" in err and "--items-id-col" in err
+    with pytest.warns(UserWarning, match="no 'title' or 'genres' column"):
+        code, _, err = run(capsys, *base, "--items-id-col", "item_id", "--out", tmp_path / "r1")
+    assert code == 0, err
+    code, _, err = run(capsys, *base, "--items-id-col", "item_id", "--title-col", "name",
+                       "--genres-col", "category", "--out", tmp_path / "r2")
+    assert code == 0, err
+    code, out, _ = run(capsys, "recommend", tmp_path / "r2", "--user", "c1", "-k", "3")
+    assert code == 0 and 'Name, "' in out
+    code, _, err = run(capsys, *base, "--items-id-col", "item_id", "--title-col", "nme",
+                       "--out", tmp_path / "r3")
+    assert code == 2 and "has no column 'nme' (--title-col)" in err

@@ -69,14 +69,45 @@ def _load_data(args: argparse.Namespace) -> Any:
     if args.data == MOVIELENS:
         return load_movielens_100k(getattr(args, "data_dir", None))
     cols = _columns(args)
+    meta_cols = _items_columns(args, cols)
     x = read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
-                          rating_col=cols["rating"], time_col=cols["time"], items=args.items)
+                          rating_col=cols["rating"], time_col=cols["time"], items=args.items,
+                          item_id_col=meta_cols["id_col"], title_col=meta_cols["title_col"],
+                          genres_col=meta_cols["genres_col"])
     if x.item_info is not None:
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
         if len(meta.columns):
-            _check_items_file(args.items, cols["item"], meta.notna().any(axis=1).to_numpy(),
-                              x.item_vocab.ids)
+            _check_items_file(args.items, meta_cols["id_col"],
+                              meta.notna().any(axis=1).to_numpy(), x.item_vocab.ids)
     return x
+
+
+def _items_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, Any]:
+    """``--items``' columns: the id (``--items-id-col``, else the ``--item-col`` name),
+    ``--title-col`` and ``--genres-col``. A named column the file lacks is an error; a file
+    with neither a title nor a genres column gets a warning listing its columns (every
+    item would show as its id)."""
+    id_col = getattr(args, "items_id_col", None) or cols["item"]
+    title = getattr(args, "title_col", None)
+    genres = getattr(args, "genres_col", None)
+    out = {"id_col": id_col, "title_col": title or "title", "genres_col": genres or "genres"}
+    if not getattr(args, "items", None):
+        return out
+    from twotower.data.readers import read_header
+    header = read_header(args.items, "--items")
+    for flag, name in (("--items-id-col" if args.items_id_col else "--item-col", id_col),
+                       ("--title-col", title), ("--genres-col", genres)):
+        if name is not None and name not in header:
+            raise DataError(f"--items: {args.items} has no column {name!r} ({flag}); its "
+                            f"columns are {header}" + (
+                                "; name its id column with --items-id-col"
+                                if flag == "--item-col" else ""))
+    if out["title_col"] not in header and out["genres_col"] not in header:
+        import warnings
+        warnings.warn(f"--items: {args.items} has no 'title' or 'genres' column (columns: "
+                      f"{header}); name them with --title-col / --genres-col, or items show "
+                      "as their ids", stacklevel=2)
+    return out
 
 
 #: Column names taken when the matching --*-col is not given (first present wins), e.g. the
@@ -125,7 +156,8 @@ def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndar
         raise DataError(f"--items: none of the {n:,} items of --data has a row in {path} "
                         f"(ids there like {', '.join(map(repr, theirs))}; in --data like "
                         f"{', '.join(map(repr, catalogue[:2].tolist()))}); both files must "
-                        f"hold the same ids in column {col!r} (--item-col)")
+                        f"hold the same ids (the items file's id column is {col!r}: "
+                        "--items-id-col)")
     import warnings
     missing = catalogue[~found][:2].tolist()
     warnings.warn(f"--items: {hit:,} of {n:,} items found in {path}; the other "
@@ -146,7 +178,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-col", default=None,
                    help="timestamp column (default: 'timestamp' if present; 'none' to "
                         "ignore it)")
-    p.add_argument("--items", help="item metadata file (id column = --item-col, title, genres)")
+    p.add_argument("--items", help="item metadata file (columns: the item id, title, genres)")
+    p.add_argument("--items-id-col", default=None,
+                   help="--items: its item id column (default: the --item-col name)")
+    p.add_argument("--title-col", default=None, help="--items: title column (default: title)")
+    p.add_argument("--genres-col", default=None,
+                   help="--items: genres column, '|'-separated (default: genres)")
 
 
 # ---------------------------------------------------------------- commands
@@ -403,7 +440,10 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         shuffle_buffer=buffer, seed=args.seed))
     from twotower.models.retriever import check_streamable
     check_streamable(cfg, cols["rating"])  # before any pass over the file
-    info = read_item_info(args.items, id_col=cols["item"]) if args.items else None
+    meta_cols = _items_columns(args, cols)
+    info = read_item_info(args.items, id_col=meta_cols["id_col"],
+                          title_col=meta_cols["title_col"],
+                          genres_col=meta_cols["genres_col"]) if args.items else None
     if info is not None:  # the item ids come from the scan (fit_stream reuses it)
         import pandas as pd
 
@@ -411,7 +451,7 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         print(f"scanning {args.data} (vocabularies, counts)", file=sys.stderr, flush=True)
         ids = stream.scan().item_vocab.ids
         found = pd.Index(ids).isin(match_info(info, ids).index)
-        _check_items_file(args.items, cols["item"], found, ids)
+        _check_items_file(args.items, meta_cols["id_col"], found, ids)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0)
     _tune_index(args, model)
