@@ -696,3 +696,21 @@ def test_an_items_file_with_its_own_column_names(tmp_path, capsys):
     code, _, err = run(capsys, *base, "--items-id-col", "item_id", "--title-col", "nme",
                        "--out", tmp_path / "r3")
     assert code == 2 and "has no column 'nme' (--title-col)" in err
+
+
+def test_a_semicolon_export_and_text_times_are_named(tmp_path, capsys):
+    """A ';'-separated export read as one column said "no column 'customer'"; --sep reads
+    it. Text times said only "expected a finite number"."""
+    (tmp_path / "c.csv").write_text("customer;sku;ts\n" + "".join(
+        f"c{u % 7};s{u % 5};{1_700_000_000 + u}\n" for u in range(200)))
+    (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
+    base = ["train", "--data", tmp_path / "c.csv", "--user-col", "customer", "--item-col",
+            "sku", "--preset", "tutorial", "--config", tmp_path / "c.json"]
+    code, _, err = run(capsys, *base, "--out", tmp_path / "r0")
+    assert code == 2 and "separated by ';'" in err and "--sep" in err
+    code, out, err = run(capsys, *base, "--sep", ";", "--out", tmp_path / "r1")
+    assert code == 0 and "200 interactions" in out, err
+    (tmp_path / "t.csv").write_text("user_id,item_id,ts\nu1,i1,2024-08-30 06:43:21\n")
+    code, _, err = run(capsys, "train", "--data", tmp_path / "t.csv", "--time-col", "ts",
+                       "--out", tmp_path / "r2")
+    assert code == 2 and "seconds since the epoch" in err

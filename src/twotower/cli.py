@@ -73,7 +73,7 @@ def _load_data(args: argparse.Namespace) -> Any:
     x = read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
                           rating_col=cols["rating"], time_col=cols["time"], items=args.items,
                           item_id_col=meta_cols["id_col"], title_col=meta_cols["title_col"],
-                          genres_col=meta_cols["genres_col"])
+                          genres_col=meta_cols["genres_col"], sep=args.sep)
     if x.item_info is not None:
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
         if len(meta.columns):
@@ -94,7 +94,7 @@ def _items_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, 
     if not getattr(args, "items", None):
         return out
     from twotower.data.readers import read_header
-    header = read_header(args.items, "--items")
+    header = read_header(args.items, "--items", getattr(args, "sep", None))
     for flag, name in (("--items-id-col" if args.items_id_col else "--item-col", id_col),
                        ("--title-col", title), ("--genres-col", genres)):
         if name is not None and name not in header:
@@ -124,7 +124,7 @@ def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data"
     (announced; ``--rating-col none`` / ``--time-col none`` to ignore such a column)."""
     from twotower.data.readers import read_header
 
-    header = read_header(args.data if path is None else path, what)
+    header = read_header(args.data if path is None else path, what, getattr(args, "sep", None))
     given = {"user": args.user_col, "item": args.item_col,
              "rating": getattr(args, "rating_col", "none"),
              "time": getattr(args, "time_col", "none")}
@@ -179,6 +179,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="timestamp column (default: 'timestamp' if present; 'none' to "
                         "ignore it)")
     p.add_argument("--items", help="item metadata file (columns: the item id, title, genres)")
+    p.add_argument("--sep", default=None,
+                   help="CSV field separator of --data and --items (default ',', tab for .tsv)")
     p.add_argument("--items-id-col", default=None,
                    help="--items: its item id column (default: the --item-col name)")
     p.add_argument("--title-col", default=None, help="--items: title column (default: title)")
@@ -437,13 +439,13 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
     buffer = 262_144 if args.shuffle_buffer is None else args.shuffle_buffer
     stream = InteractionStream(args.data, StreamConfig(
         user_col=cols["user"], item_col=cols["item"], rating_col=cols["rating"],
-        shuffle_buffer=buffer, seed=args.seed))
+        shuffle_buffer=buffer, seed=args.seed, sep=args.sep))
     from twotower.models.retriever import check_streamable
     check_streamable(cfg, cols["rating"])  # before any pass over the file
     meta_cols = _items_columns(args, cols)
     info = read_item_info(args.items, id_col=meta_cols["id_col"],
-                          title_col=meta_cols["title_col"],
-                          genres_col=meta_cols["genres_col"]) if args.items else None
+                          title_col=meta_cols["title_col"], genres_col=meta_cols["genres_col"],
+                          sep=args.sep) if args.items else None
     if info is not None:  # the item ids come from the scan (fit_stream reuses it)
         import pandas as pd
 

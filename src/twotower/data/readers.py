@@ -115,6 +115,12 @@ def _encoding(path: str, size: int, mtime_ns: int, what: str, chunk: int = 1 << 
 def _check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) -> None:
     for role, col in wanted.items():
         if col not in have:
+            other = next((c for c in (";", "\t", "|") if len(have) == 1 and c in have[0]),
+                         None)
+            if other is not None:  # e.g. a spreadsheet's ';' export read as one column
+                raise DataError(f"{what}: {p} reads as one column {have[0]!r}: its fields "
+                                f"seem to be separated by {other!r}, not ','; give the "
+                                "separator with --sep")
             raise DataError(
                 f"{what}: {p} has no column {col!r} (the {role} column); "
                 f"columns are {have}; name the right one with --{role}-col"
@@ -160,8 +166,10 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str) -> np.nd
         got = raw.iloc[row]
         got = "nothing (null)" if pd.isna(got) else repr(got.item() if hasattr(got, "item")
                                                          else got)
+        hint = ("; times are seconds since the epoch (a number), or a Parquet timestamp "
+                "column" if role == "time" else "")
         raise DataError(f"{what}: {p}, {where_in_file(p, row)}, column {col!r}: expected a finite "
-                        f"number, got {got}")
+                        f"number, got {got}{hint}")
     return vals
 
 
