@@ -714,3 +714,13 @@ def test_a_semicolon_export_and_text_times_are_named(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--data", tmp_path / "t.csv", "--time-col", "ts",
                        "--out", tmp_path / "r2")
     assert code == 2 and "seconds since the epoch" in err
+
+
+def test_train_notes_when_the_objective_does_not_read_ratings(tmp_path, capsys):
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "".join(
+        f"u{u % 7},i{u % 5},{1 + u % 5}\n" for u in range(100)))
+    (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
+    code, out, err = run(capsys, "train", "--data", tmp_path / "r.csv", "--preset",
+                         "tutorial", "--config", tmp_path / "c.json", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "note: objective 'softmax' does not read ratings" in out

@@ -360,6 +360,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     split = make_split(x, args.split, args.test_fraction, args.seed)
     _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
          f"split {args.split}: train {len(split.train):,}, test {len(split.test):,}")
+    if x.ratings is not None and cfg.objective != "mse" and args.data != MOVIELENS:
+        _say(f"note: objective {cfg.objective!r} does not read ratings: every row is an "
+             "interaction, a 1-star one too (keep only the ratings you count as positive in "
+             "--data, or --rating-col none to silence this)")
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     if args.verbose:
         model.fit(split.train, verbose=2)
