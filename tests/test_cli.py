@@ -724,3 +724,10 @@ def test_train_notes_when_the_objective_does_not_read_ratings(tmp_path, capsys):
                          "tutorial", "--config", tmp_path / "c.json", "--out", tmp_path / "r")
     assert code == 0, err
     assert "note: objective 'softmax' does not read ratings" in out
+
+
+def test_a_config_table_of_another_name_is_named(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text('[data]\nuser_col = "customer"\n')
+    code, _, err = run(capsys, "train", "--config", tmp_path / "c.toml", "--out",
+                       tmp_path / "r")
+    assert code == 2 and "unknown table(s) ['data']" in err and "--user-col" in err

@@ -249,6 +249,12 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {p}: expected a table of settings, got "
                           f"{type(data).__name__}")
+    other_tables = sorted(k for k, v in data.items()
+                          if isinstance(v, dict) and k not in ("model", "distribution"))
+    if other_tables:  # a table of another name (e.g. [data]) was read as a model setting
+        raise ConfigError(f"--config: {p}: unknown table(s) {other_tables}; the file holds "
+                          "[model] (ModelConfig fields) and [distribution] tables, or "
+                          "ModelConfig fields alone (data columns are flags: --user-col, ...)")
     tables = [k for k in ("model", "distribution") if k in data]
     if tables:  # tables: nothing else may sit beside them (it would be ignored)
         other = sorted(set(data) - set(tables))
