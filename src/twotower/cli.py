@@ -251,7 +251,8 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
                           f"{type(data).__name__}")
     other_tables = sorted(k for k, v in data.items()
                           if isinstance(v, dict) and k not in ("model", "distribution"))
-    if other_tables:  # a table of another name (e.g. [data]) was read as a model setting
+    if other_tables and "model" not in data and "distribution" not in data:
+        # a table of another name alone (e.g. [data]) was read as a model setting
         raise ConfigError(f"--config: {p}: unknown table(s) {other_tables}; the file holds "
                           "[model] (ModelConfig fields) and [distribution] tables, or "
                           "ModelConfig fields alone (data columns are flags: --user-col, ...)")
