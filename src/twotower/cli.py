@@ -716,7 +716,8 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=("default", "tutorial"))
     tr.add_argument("--config", help="JSON/TOML file with ModelConfig fields")
     tr.add_argument("--split", default=None, type=str.lower,
-                    choices=("random", "temporal", "none"), help="random | temporal | none (default random; none with --stream)")
+                    choices=("random", "temporal", "none"),
+                    help="the test split (default random; none with --stream)")
     tr.add_argument("--stream", action="store_true",
                     help="read --data in record batches (memory bounded by the shuffle "
                          "buffer and the model, not the file); id tower, no test split")
