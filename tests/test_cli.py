@@ -645,19 +645,6 @@ def test_sigterm_during_training_exits_143_and_keeps_the_old_run(tmp_path, ml100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "run"]
 
 
-def test_the_tutorial_preset_trains_without_a_warning_about_settings(tmp_path, ml100k,
-                                                                     capsys, recwarn):
-    """The CLI set ease_split from --split even without the EASE part, so every tutorial
-    run warned about a setting the user never gave."""
-    from twotower.data import write_interactions
-    data = tmp_path / "r.csv"
-    write_interactions(ml100k.take(ml100k.users < 100), data)
-    code, _, err = run(capsys, "train", "--data", data, "--preset", "tutorial", "--epochs",
-                       "1", "--out", tmp_path / "run")
-    assert code == 0, err
-    assert not [w for w in recwarn if "never reads" in str(w.message)]
-
-
 def test_flag_mistakes_are_named_by_their_subcommand(capsys, tmp_path):
     """An unknown flag was reported with the top-level usage and a doubled prefix; a
     choice's case did not count (`--kind HNSW`)."""

@@ -98,20 +98,3 @@ def test_a_list_is_accepted_where_a_sequence_is_held():
     assert c.replace(user_features=["age"]).user_features == ("age",)
     assert c == ModelConfig.from_dict(c.to_dict())
 
-
-def test_settings_the_model_never_reads_are_warned_about():
-    """temperature with mse, history settings with the id tower, EASE settings without the
-    EASE part: accepted, and ignored in silence before."""
-    import warnings
-
-    from twotower import ModelConfig
-    with pytest.warns(UserWarning, match=r"never reads.*temperature \(objective 'mse'\).*"
-                                         r"recency_half_life \(query_tower 'id'\).*"
-                                         r"ease_rank \(ease_weight 0\)"):
-        ModelConfig(objective="mse", temperature=0.5, recency_half_life=10.0,
-                    ease_rank=8).check_used()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        for preset in ("tutorial", "default"):
-            ModelConfig.preset(preset).check_used()
-        ModelConfig(objective="softmax", temperature=0.5).check_used()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,11 +227,6 @@ class ModelConfig(Config):
         Raises:
             ConfigError: ``item_bias`` without ``multinomial``, or ``hard_negatives``
                 without ``sampled_softmax``.
-
-        Warns:
-            UserWarning: other settings changed from their defaults that the model never
-                reads (``temperature`` with ``mse``/``bpr``, history settings with the id
-                tower, EASE settings with ``ease_weight`` 0, ...).
         """
         if self.item_bias and self.objective != "multinomial":
             raise ConfigError(f"model.item_bias is only trained by objective 'multinomial' "
@@ -243,28 +236,6 @@ class ModelConfig(Config):
             raise ConfigError(f"model.hard_negatives is only used by objective "
                               f"'sampled_softmax' (it mines the in-batch negatives), got "
                               f"objective {self.objective!r}; set hard_negatives to 0")
-        # other settings the model never reads: changed from their defaults, they are
-        # ignored, which a warning says (an error would refuse presets adapted by hand)
-        unread = []
-        if self.objective in ("mse", "bpr"):
-            unread.append(("temperature", f"objective {self.objective!r}"))
-        if self.objective != "multinomial":
-            unread += [(n, f"objective {self.objective!r}")
-                       for n in ("multinomial_targets", "user_weighting")]
-        if self.query_tower == "id":
-            unread += [(n, "query_tower 'id'") for n in (
-                "history_dropout", "pooling", "history_activation", "recency_half_life",
-                "recency_floor")]
-        if self.ease_weight == 0:
-            unread += [(n, "ease_weight 0") for n in (
-                "ease_lambdas", "ease_half_lives", "ease_floors", "ease_split",
-                "ease_weight_grid", "ease_rank")]
-        defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        changed = [f"{n} ({why})" for n, why in unread if getattr(self, n) != defaults[n]]
-        if changed:
-            import warnings
-            warnings.warn("model settings the chosen model never reads, so training ignores "
-                          "them: " + ", ".join(changed), stacklevel=3)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
