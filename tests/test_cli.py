@@ -718,3 +718,24 @@ def test_a_config_table_of_another_name_is_named(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--config", tmp_path / "c.toml", "--out",
                        tmp_path / "r")
     assert code == 2 and "unknown table(s) ['data']" in err and "--user-col" in err
+
+
+def test_recommend_falls_back_to_popular_items_for_unknown_users(tmp_path, capsys,
+                                                                 tutorial_run):
+    """One unknown user in --users failed the whole run; --fallback popular serves it the
+    most popular items, flagged, as the HTTP API's fallback does."""
+    import numpy as np
+    model, run_dir = tutorial_run
+    (tmp_path / "u.txt").write_text("1\nnobody\n2\n")
+    code, _, err = run(capsys, "recommend", run_dir, "--users", tmp_path / "u.txt")
+    assert code == 2 and "--fallback popular" in err
+    code, out, err = run(capsys, "recommend", run_dir, "--users", tmp_path / "u.txt",
+                         "--fallback", "popular", "--json", "-k", "3")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["user_id"] for r in rows] == [1, "nobody", 2]
+    assert [r.get("fallback") for r in rows] == [None, "popular", None]
+    popular = np.argsort(-np.asarray(model.item_popularity, np.float64), kind="stable")[:3]
+    assert [it["item_id"] for it in rows[1]["items"]] == model.item_vocab.ids[popular].tolist()
+    _, top = model.recommend_ids([1], k=3)
+    assert [it["item_id"] for it in rows[0]["items"]] == top[0].tolist()

@@ -507,16 +507,43 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         users = _read_user_file(args.users)
     else:
         users = model.user_vocab.ids.tolist()
-    idx = model.user_vocab.lookup(users)
-    exclude = None if args.include_seen else model.seen_exclusions(idx)
+    from twotower.data.vocabulary import INT_ID
+    from twotower.errors import UnknownIdError
+    if args.fallback == "popular":
+        # unknown users, and users the run never trained on, get the popular items
+        idx = model.user_vocab.lookup_or(users, -1)
+        idx[(idx >= 0) & model.untrained_users()[np.maximum(idx, 0)]] = -1
+    else:
+        try:
+            idx = model.user_vocab.lookup(users)
+        except UnknownIdError as exc:
+            raise UnknownIdError(f"{exc}; --fallback popular gives such users the most "
+                                 "popular items") from None
+    known = idx >= 0
+    exclude = None if args.include_seen else model.seen_exclusions(idx[known])
     t0 = time.perf_counter()
-    scores, top = model.recommend(idx, args.k, exclude)
+    scores, top = model.recommend(idx[known], args.k, exclude)
     elapsed = time.perf_counter() - t0
+    if not known.all():
+        popular = np.argsort(-np.asarray(model.item_popularity, np.float64),
+                             kind="stable")[:args.k]
+        full_s = np.full((len(idx), top.shape[1]), -np.inf, dtype=np.float32)
+        full_t = np.full((len(idx), top.shape[1]), -1, dtype=np.int64)
+        full_s[known], full_t[known] = scores, top
+        full_s[~known, :len(popular)] = np.asarray(model.item_popularity)[popular]
+        full_t[~known, :len(popular)] = popular
+        scores, top = full_s, full_t
     titles = model.titles(np.maximum(top, 0))
     rows = []
-    for u, s_row, i_row, t_row in zip(idx, scores, top, titles):
+    for n, (u, s_row, i_row, t_row) in enumerate(zip(idx, scores, top, titles)):
         items = [{"item_id": _plain(model.item_vocab.ids[i]), "title": str(t),
                   "score": round(float(s), 6)} for s, i, t in zip(s_row, i_row, t_row) if i >= 0]
+        if u < 0:  # fallback: the id as given (an int id in plain form as an int)
+            given = users[n]
+            if model.user_vocab.is_int and isinstance(given, str) and INT_ID.fullmatch(given):
+                given = int(given)
+            rows.append({"user_id": given, "items": items, "fallback": "popular"})
+            continue
         # the id as the model knows it: an int id stays an int whichever way it was given
         rows.append({"user_id": _plain(model.user_vocab.ids[u]), "items": items})
     if args.out:
@@ -527,7 +554,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             print(_json(r))
     else:
         for r in rows:
-            _say(f"user {r['user_id']}:")
+            _say(f"user {r['user_id']}:" + (" (unknown: the most popular items)"
+                                            if r.get("fallback") else ""))
             for rank, it in enumerate(r["items"], 1):
                 _say(f"  {rank:2d}. {it['title']}  ({it['score']:.3f})")
     return 0
@@ -758,6 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--all-users", action="store_true")
     r.add_argument("-k", type=int, default=10)
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
+    r.add_argument("--fallback", choices=("none", "popular"), default="none",
+                   help="popular: users the run does not know (or never trained on) get the "
+                        "most popular items, flagged, instead of an error")
     r.add_argument("--json", action="store_true", help="JSON lines on stdout")
     r.add_argument("--out", help="write JSON lines (.jsonl), Parquet (.parquet) or CSV (.csv; "
                                  "Parquet and CSV: a row per user and rank)")
