@@ -511,8 +511,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     from twotower.errors import UnknownIdError
     if args.fallback == "popular":
         # unknown users, and users the run never trained on, get the popular items
-        idx = model.user_vocab.lookup_or(users, -1)
-        idx[(idx >= 0) & model.untrained_users()[np.maximum(idx, 0)]] = -1
+        idx = model.servable_users(users)
     else:
         try:
             idx = model.user_vocab.lookup(users)
@@ -525,8 +524,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     scores, top = model.recommend(idx[known], args.k, exclude)
     elapsed = time.perf_counter() - t0
     if not known.all():
-        popular = np.argsort(-np.asarray(model.item_popularity, np.float64),
-                             kind="stable")[:args.k]
+        popular = model.popularity_order()[:args.k]
         full_s = np.full((len(idx), top.shape[1]), -np.inf, dtype=np.float32)
         full_t = np.full((len(idx), top.shape[1]), -1, dtype=np.int64)
         full_s[known], full_t[known] = scores, top

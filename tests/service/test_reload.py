@@ -142,8 +142,7 @@ def test_an_in_flight_request_finishes_on_the_old_model(run_dir, history_run, mo
 
 def test_a_long_answer_is_built_off_the_event_loop(run_dir, monkeypatch):
     """The cost that decides inline vs thread pool counts the answer's items too: 100 users
-    x k=100 is only 168k scored pairs but 10,000 JSON items (0.4 s on the event loop at
-    623 x 1,000 before)."""
+    x k=100 is only 168k scored pairs but 10,000 JSON items."""
     from twotower.service import create_app
 
     app = create_app(run_dir, access_log=False, inline_max_scores=1 << 20)

@@ -717,12 +717,27 @@ class TwoTower:
     def untrained_users(self) -> np.ndarray:
         """``[n_users]`` bool: users with no training interactions (a split can leave such
         users in the vocabulary; their query was never trained). All False when the model
-        keeps no seen items (``fit_stream(seen=False)``)."""
+        keeps no seen items (``fit_stream(seen=False)``). Computed once per training
+        table (the service asks per request)."""
         self._require_fitted()
-        m = self._seen
-        if m.nnz == 0:
-            return np.zeros(m.shape[0], dtype=bool)
-        return np.diff(m.indptr) == 0
+        m, cached = self._seen, getattr(self, "_untrained", None)
+        if cached is None or cached[0] is not m:
+            mask = (np.zeros(m.shape[0], dtype=bool) if m.nnz == 0
+                    else np.diff(m.indptr) == 0)
+            cached = self._untrained = (m, mask)
+        return cached[1]
+
+    def servable_users(self, user_ids: Sequence[Any]) -> np.ndarray:
+        """Indices of external user ids; -1 for ids the model does not know or never
+        trained on (``untrained_users``), which are served as new users (e.g. the most
+        popular items, ``popularity_order``)."""
+        idx = self.user_vocab.lookup_or(user_ids, -1)
+        idx[(idx >= 0) & self.untrained_users()[np.maximum(idx, 0)]] = -1
+        return idx
+
+    def popularity_order(self) -> np.ndarray:
+        """Item indices, most interacted-with first (ties by index)."""
+        return np.argsort(-np.asarray(self.item_popularity, np.float64), kind="stable")
 
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
         """Training items of each user index (the default exclusion lists)."""

@@ -54,7 +54,8 @@ def _out_id(v: Any) -> Any:
 
 #: ``k`` when a request gives none, capped at what the catalogue can fill
 DEFAULT_K = 10
-#: one listed item's share of a response's cost, in scored pairs (``offload``)
+#: one listed item's share of a response's cost, in scored pairs (``offload``; a rough
+#: weight, not measured)
 _JSON_ITEM_COST = 512
 
 
@@ -173,8 +174,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     # ------------------------------------------------------------ recommendations
     def cost(queries: int, k: int | None) -> int:
         """A request's cost in scored (query, item) pairs: the search, plus the answer's
-        JSON, about as dear per listed item as 512 pairs (623 users x k 1,000 took 0.4 s
-        on the event loop when only the pairs counted)."""
+        JSON, weighted as 512 pairs per listed item (a rough weight, not measured: when
+        only the pairs counted, a 623-user, k=1,000 batch was answered on the event
+        loop)."""
         return queries * (holder.current.n_items + _JSON_ITEM_COST * (k or DEFAULT_K))
 
     async def offload(work: int, fn: Callable[..., Response], *args: Any) -> Response:
@@ -192,7 +194,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         k = _check_k(k, s.n_items)
         try:
             u = m.user_vocab.index_of(user_id)
-            if s.untrained[u]:
+            if m.untrained_users()[u]:  # served as an unknown user
                 raise UnknownIdError(f"user id {user_id!r} has no training interactions "
                                      "(the model never trained its query)")
         except UnknownIdError as exc:
@@ -221,8 +223,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         s = holder.current
         m = s.model
         k = _check_k(req.k, s.n_items)
-        users = m.user_vocab.lookup_or(req.user_ids, -1)
-        users[s.untrained[users] & (users >= 0)] = -1  # never trained: served as unknown
+        users = m.servable_users(req.user_ids)  # -1: unknown, or never trained on
         unknown = users < 0
         if unknown.any() and req.fallback != "popular":
             bad = [req.user_ids[i] for i in np.flatnonzero(unknown)]

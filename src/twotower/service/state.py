@@ -116,8 +116,7 @@ class ServedModel:
         titles = [str(t) for t in model.titles(np.arange(n)).tolist()]
         head = [f'{{"item_id":{json.dumps(i)},"title":{json.dumps(t, ensure_ascii=False)},'
                 f'"score":' for i, t in zip(ids, titles)]
-        pop = np.asarray(model.item_popularity, dtype=np.float64)
-        popular = np.argsort(-pop, kind="stable")
+        popular = model.popularity_order()
         served = cls(model=model, run_dir=run, name=run.name, version=digest,
                      trained_at=model.trained_at,
                      loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -173,12 +172,6 @@ class ServedModel:
         out["title"] = self.titles[i]
         out["popularity"] = _plain(self.model.item_popularity[i])
         return out
-
-    @functools.cached_property
-    def untrained(self) -> np.ndarray:
-        """``[n_users]`` bool: users the run knows but never trained on (served as unknown
-        users: a 404, or the popular items with ``fallback=popular``)."""
-        return self.model.untrained_users()
 
     @functools.cached_property
     def _whole_number_columns(self) -> frozenset[Any]:
