@@ -703,6 +703,31 @@ def test_a_semicolon_export_and_text_times_are_named(tmp_path, capsys):
     assert code == 2 and "seconds since the epoch" in err
 
 
+def test_evaluate_test_data_reads_a_file_like_the_runs_own_without_flags(tmp_path, capsys):
+    """`evaluate --test-data` found columns by name only: a held-out file with the training
+    file's own columns ('customer', 'sku') and separator needed every flag again."""
+    (tmp_path / "c.csv").write_text("customer;sku\n" + "".join(
+        f"c{u};s{(u + j) % 30}\n" for u in range(20) for j in range(8)))
+    (tmp_path / "held.csv").write_text("customer;sku\n" + "".join(
+        f"c{u};s{(u + 8 + j) % 30}\n" for u in range(20) for j in range(3)))
+    (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
+    code, _, err = run(capsys, "train", "--data", tmp_path / "c.csv", "--user-col", "customer",
+                       "--item-col", "sku", "--sep", ";", "--split", "none", "--preset",
+                       "tutorial", "--config", tmp_path / "c.json", "--out", tmp_path / "r")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
+    assert saved["columns"] == {"user": "customer", "item": "sku"} and saved["sep"] == ";"
+    code, out, err = run(capsys, "evaluate", tmp_path / "r", "-k", "10",
+                         "--test-data", tmp_path / "held.csv")
+    assert code == 0, err
+    assert "60 pairs" in err and "54 evaluated" in err and "using column 'customer' as the user" in out
+    assert "| model |" in out
+    # flags still win over the run's names
+    code, _, err = run(capsys, "evaluate", tmp_path / "r", "--test-data",
+                       tmp_path / "held.csv", "--user-col", "client")
+    assert code == 2 and "client" in err
+
+
 def test_train_notes_when_the_objective_does_not_read_ratings(tmp_path, capsys):
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "".join(
         f"u{u % 7},i{u % 5},{1 + u % 5}\n" for u in range(100)))

@@ -63,11 +63,12 @@ def _json(value: Any, **kw: Any) -> str:
 
 
 # ---------------------------------------------------------------- data
-def _load_data(args: argparse.Namespace) -> Any:
+def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The interactions of --data, and how they were read (``_data_columns``)."""
     from twotower.data import load_movielens_100k, read_interactions
 
     if args.data == MOVIELENS:
-        return load_movielens_100k(getattr(args, "data_dir", None))
+        return load_movielens_100k(getattr(args, "data_dir", None)), {}
     cols = _columns(args)
     meta_cols = _items_columns(args, cols)
     x = read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
@@ -79,7 +80,7 @@ def _load_data(args: argparse.Namespace) -> Any:
         if len(meta.columns):
             _check_items_file(args.items, meta_cols["id_col"],
                               meta.notna().any(axis=1).to_numpy(), x.item_vocab.ids)
-    return x
+    return x, _data_columns(args, cols)
 
 
 def _items_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, Any]:
@@ -118,10 +119,12 @@ COLUMN_ALIASES = {"user": ("user_id", "userId", "user", "UserID", "userid"),
                   "time": ("timestamp", "Timestamp")}
 
 
-def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data"
-             ) -> dict[str, str | None]:
-    """The interaction file's columns: as given by --user-col & co, else found by name
-    (announced; ``--rating-col none`` / ``--time-col none`` to ignore such a column)."""
+def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data",
+             run_cols: dict[str, Any] | None = None) -> dict[str, str | None]:
+    """The interaction file's columns: as given by --user-col & co, else the run's own
+    (``run_cols``, the names its training data used, where this file has them), else found
+    by name (announced; ``--rating-col none`` / ``--time-col none`` to ignore such a
+    column)."""
     from twotower.data.readers import read_header
 
     header = read_header(args.data if path is None else path, what, getattr(args, "sep", None))
@@ -133,6 +136,13 @@ def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data"
         if col is not None:
             out[role] = None if col.lower() == "none" and role in ("rating", "time") else col
             continue
+        theirs = (run_cols or {}).get(role)
+        if theirs is not None and theirs in header:
+            if theirs != COLUMN_ALIASES[role][0]:
+                _say(f"using column {theirs!r} as the {role}, as the run's training data "
+                     f"did (--{role}-col)")
+            out[role] = theirs
+            continue
         default = COLUMN_ALIASES[role][0]
         found = next((c for c in COLUMN_ALIASES[role] if c in header), None)
         if found is None and role in ("user", "item"):
@@ -141,6 +151,13 @@ def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data"
             _say(f"using column {found!r} as the {role} (--{role}-col)")
         out[role] = found
     return out
+
+
+def _data_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, Any]:
+    """What a run keeps of how its file was read (``config.json``'s ``data``): the id
+    columns and the separator, so ``evaluate --test-data`` reads a file like it the same
+    way."""
+    return {"columns": {"user": cols["user"], "item": cols["item"]}, "sep": args.sep}
 
 
 def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndarray) -> None:
@@ -363,7 +380,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_replaceable(args.out, "--out")  # a save would replace what is there
     if args.stream:
         return _train_stream(args, cfg, t0)
-    x = _load_data(args)
+    x, read_as = _load_data(args)
     split = make_split(x, args.split, args.test_fraction, args.seed)
     _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
          f"split {args.split}: train {len(split.train):,}, test {len(split.test):,}")
@@ -387,7 +404,7 @@ def cmd_train(args: argparse.Namespace) -> int:
              f"recall@100 {m['recall@100']:.4f}")
     _save(model, args.out, test=split.test if len(split.test) else None, metrics=metrics,
           data={"source": str(args.data), "split": args.split,
-                "test_fraction": args.test_fraction, "seed": args.seed})
+                "test_fraction": args.test_fraction, "seed": args.seed, **read_as})
     _trained(args, cfg, model, t0)
     return 0
 
@@ -472,7 +489,7 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
          f"users, {len(model.item_vocab):,} items; no test split")
     _save(model, args.out, data={"source": str(args.data), "split": "none",
                                  "streamed": True, "shuffle_buffer": buffer,
-                                 "seed": args.seed})
+                                 "seed": args.seed, **_data_columns(args, cols)})
     _trained(args, cfg, model, t0)
     return 0
 
@@ -654,9 +671,12 @@ def _test_file(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.nda
     """``--test-data``: the file's held-out pairs in the run's index space."""
     from twotower.data import read_interactions
     from twotower.evaluation import held_out_pairs
-    cols = _columns(args, args.test_data, "--test-data")
+    read_as = getattr(model, "data_source", None) or {}
+    if args.sep is None:  # a text file like the run's own: its separator
+        args.sep = read_as.get("sep")
+    cols = _columns(args, args.test_data, "--test-data", run_cols=read_as.get("columns"))
     x = read_interactions(args.test_data, user_col=cols["user"], item_col=cols["item"],
-                          what="--test-data")
+                          what="--test-data", sep=args.sep)
     users, items, left = held_out_pairs(model, x)
     print(f"twotower: --test-data: {len(x):,} pairs; {left['unknown']:,} with a user or item "
           f"unknown to the run and {left['trained']:,} it trained on are left out; "
@@ -809,8 +829,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot-loss", help="write a PNG of the run's training losses")
     e.add_argument("--test-data", help="a held-out interaction file (.csv/.tsv/.parquet) "
                                        "instead of the run's own split")
-    e.add_argument("--user-col", help="--test-data: user id column (default: found by name)")
-    e.add_argument("--item-col", help="--test-data: item id column (default: found by name)")
+    e.add_argument("--user-col", help="--test-data: user id column (default: the run's "
+                                      "training column where the file has it, else found "
+                                      "by name)")
+    e.add_argument("--item-col", help="--test-data: item id column (default: as --user-col)")
+    e.add_argument("--sep", help="--test-data: the field separator of a text file "
+                                 "(default: the run's --sep, else ',', tab for .tsv)")
     e.set_defaults(func=cmd_evaluate)
 
     ix = sub.add_parser("index", help="build and save a search index for a run")
