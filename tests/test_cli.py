@@ -481,8 +481,9 @@ def string_id_files(tmp_path_factory, ml100k):
 
 def test_train_items_file_matching_no_item_is_an_error(capsys, string_id_files, tmp_path):
     d = string_id_files
-    code, _, err = run(capsys, "train", "--data", d / "r.csv", "--items", d / "none.csv",
-                       "--out", tmp_path / "run", "--preset", "tutorial", "--epochs", "1")
+    with pytest.warns(UserWarning, match="60 of the 60 items .* have no interaction"):
+        code, _, err = run(capsys, "train", "--data", d / "r.csv", "--items", d / "none.csv",
+                           "--out", tmp_path / "run", "--preset", "tutorial", "--epochs", "1")
     assert code == 2 and "Traceback" not in err
     assert (f"--items: none of the 60 items of --data has a row in {d / 'none.csv'} (ids there "
             "like 'm-1', 'm-2'; in --data like 'M-1', 'M-10')") in err

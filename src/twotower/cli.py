@@ -477,10 +477,10 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
     if info is not None:  # the item ids come from the scan (fit_stream reuses it)
         import pandas as pd
 
-        from twotower.data.readers import match_info
+        from twotower.data.readers import catalogue_info
         print(f"scanning {args.data} (vocabularies, counts)", file=sys.stderr, flush=True)
         ids = stream.scan().item_vocab.ids
-        found = pd.Index(ids).isin(match_info(info, ids).index)
+        found = pd.Index(ids).isin(catalogue_info(info, ids, args.items, args.data).index)
         _check_items_file(args.items, meta_cols["id_col"], found, ids)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0)

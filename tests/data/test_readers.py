@@ -186,7 +186,8 @@ def test_items_file_ids_that_are_not_integers_match_nothing_on_an_int_catalogue(
     (tmp_path / "r.csv").write_text("user_id,item_id\n1,7\n2,8\n3,9\n")
     (tmp_path / "items.csv").write_text("item_id,title\nITEM-1,A\nITEM-2,B\n7.0,Seven\n"
                                         "08,Leading zero\n7,Seven again\n")
-    x = read_interactions(tmp_path / "r.csv", items=tmp_path / "items.csv")
+    with pytest.warns(UserWarning, match="3 of the 4 items"):  # ITEM-1, ITEM-2, 08
+        x = read_interactions(tmp_path / "r.csv", items=tmp_path / "items.csv")
     assert x.titles().tolist() == ["Seven", "8", "9"]
 
 
@@ -207,3 +208,14 @@ def test_from_ids_matches_metadata_as_the_readers_do():
         Interactions.from_ids([1], [7], item_info=pd.DataFrame({"title": ["x"]}, index=["a"]))
     with pytest.raises(DataError, match="`user_info` must be a pandas DataFrame"):
         Interactions.from_ids([1], [7], user_info={"1": "x"})
+
+
+def test_items_listed_without_interactions_are_named_when_left_out(tmp_path):
+    """An items file's rows for items the log never mentions were dropped silently."""
+    (tmp_path / "r.csv").write_text("user,item\nu1,10\nu2,11\n")
+    (tmp_path / "items.csv").write_text("item,title\n10,A\n11,B\n12,C\n13,D\n")
+    with pytest.warns(UserWarning, match=r"--items: 2 of the 4 items in .*items.csv have no "
+                      r"interaction in .*r.csv; they are left out of the catalogue"):
+        x = read_interactions(tmp_path / "r.csv", user_col="user", item_col="item",
+                              items=tmp_path / "items.csv")
+    assert x.item_vocab.ids.tolist() == [10, 11] and x.titles().tolist() == ["A", "B"]

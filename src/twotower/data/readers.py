@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,6 @@ def csv_encoding(p: Path, what: str) -> str:
 @functools.lru_cache(maxsize=64)
 def _encoding(path: str, size: int, mtime_ns: int, what: str, chunk: int = 1 << 20) -> str:
     import codecs
-    import warnings
-
     p = Path(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines = 0
@@ -222,8 +221,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                                    genres_col=genres_col, sep=sep)
     user_ids, item_ids = _ids(df["user"]), _ids(df["item"])
     if item_info is not None:  # the rows of the data's items (the CLI reports the rest)
-        item_info = match_info(item_info, item_ids)
-        item_info = item_info[item_info.index.isin(pd.Index(np.unique(item_ids)))]
+        item_info = catalogue_info(item_info, np.unique(item_ids), items, p)
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info)
 
 
@@ -267,6 +265,22 @@ def match_info(info: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
     out = info.copy()
     out.index = _match_index(info.index, ids)
     return out[~out.index.duplicated()]
+
+
+def catalogue_info(info: pd.DataFrame, ids: np.ndarray, items: Any, data: Any
+                   ) -> pd.DataFrame:
+    """The rows of metadata ``info`` (read from ``items``) for the catalogue's ``ids`` (the
+    items with interactions in ``data``), matched as ``match_info`` does. Items listed
+    without any interaction are dropped with a warning: a model knows only the items it
+    saw, so they cannot be recommended."""
+    info = match_info(info, ids)
+    listed = len(info)
+    info = info[info.index.isin(pd.Index(ids))]
+    if len(info) < listed:
+        warnings.warn(f"--items: {listed - len(info):,} of the {listed:,} items in {items} "
+                      f"have no interaction in {data}; they are left out of the catalogue "
+                      "(only items with interactions can be recommended)", stacklevel=3)
+    return info
 
 
 def _match_index(index: pd.Index, ids: np.ndarray) -> pd.Index:
