@@ -646,6 +646,28 @@ def test_sigterm_during_training_exits_143_and_keeps_the_old_run(tmp_path, ml100
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.csv", "run"]
 
 
+def test_given_settings_the_model_never_reads_are_warned_about_not_a_presets_own(
+        tmp_path, capsys, recwarn):
+    """temperature with mse or EASE settings with the EASE part off were kept and ignored
+    in silence. Only settings the user gave count: a preset's own values do not (the
+    default preset with ease_weight 0 keeps its EASE settings)."""
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "".join(
+        f"u{u % 9},i{u % 7},{1 + u % 5}\n" for u in range(120)))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nepochs = 1\ntemperature = 0.5\nease_rank = 4\n")
+    base = ["train", "--data", tmp_path / "r.csv", "--rating-col", "rating", "--split", "none",
+            "--config", cfg]
+    with pytest.warns(UserWarning, match=r"never reads.*temperature \(objective 'mse'\), "
+                                         r"ease_rank \(ease_weight 0\)"):
+        code, _, err = run(capsys, *base, "--preset", "tutorial", "--out", tmp_path / "a")
+    assert code == 0, err
+    recwarn.clear()
+    cfg.write_text("[model]\nepochs = 1\nease_weight = 0\n")
+    code, _, err = run(capsys, *base, "--out", tmp_path / "b")
+    assert code == 0, err
+    assert not [w for w in recwarn if "never reads" in str(w.message)]
+
+
 def test_flag_mistakes_are_named_by_their_subcommand(capsys, tmp_path):
     """An unknown flag was reported with the top-level usage and a doubled prefix; a
     choice's case did not count (`--kind HNSW`)."""

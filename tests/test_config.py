@@ -98,3 +98,13 @@ def test_a_list_is_accepted_where_a_sequence_is_held():
     assert c.replace(user_features=["age"]).user_features == ("age",)
     assert c == ModelConfig.from_dict(c.to_dict())
 
+
+
+def test_unread_names_the_settings_each_model_ignores():
+    from twotower import ModelConfig
+    tut = ModelConfig.preset("tutorial").unread()
+    assert tut["temperature"] == "objective 'mse'" and tut["pooling"] == "query_tower 'id'"
+    assert tut["ease_rank"] == "ease_weight 0"
+    default = ModelConfig.preset("default")
+    assert not {"temperature", "pooling", "ease_rank", "history_length"} & set(default.unread())
+    assert "recency_floor" in default.replace(recency_half_life=0.0).unread()

@@ -300,6 +300,12 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
     cfg = ModelConfig.preset(args.preset, **overrides)
+    unread = cfg.unread()
+    given = [f"{n} ({unread[n]})" for n in overrides if n in unread]
+    if given:  # kept in the saved config and changing nothing: say so
+        import warnings
+        warnings.warn("settings the chosen model never reads, so training ignores them: "
+                      + ", ".join(given), stacklevel=2)
     args.seed = cfg.seed  # the split's seed too: one seed for the run
     if cfg.ease_weight > 0 and cfg.ease_split == "auto" and \
             getattr(args, "split", "none") in ("random", "temporal"):

@@ -237,6 +237,29 @@ class ModelConfig(Config):
                               f"'sampled_softmax' (it mines the in-batch negatives), got "
                               f"objective {self.objective!r}; set hard_negatives to 0")
 
+    def unread(self) -> dict[str, str]:
+        """The settings this configuration's model never reads, each with the reason
+        (``temperature`` with ``mse``, history settings with the id tower, EASE settings
+        with ``ease_weight`` 0, ...). Training ignores their values, so ``twotower train``
+        warns when one of them was given (a preset's own values are not)."""
+        out: dict[str, str] = {}
+        if self.objective in ("mse", "bpr"):
+            out["temperature"] = f"objective {self.objective!r}"
+        if self.objective != "multinomial":
+            out.update(dict.fromkeys(("multinomial_targets", "user_weighting"),
+                                     f"objective {self.objective!r}"))
+        if self.query_tower == "id":
+            out.update(dict.fromkeys((
+                "history_length", "history_dropout", "pooling", "history_activation",
+                "recency_half_life", "recency_floor"), "query_tower 'id'"))
+        elif self.recency_half_life == 0:
+            out["recency_floor"] = "recency_half_life 0"
+        if self.ease_weight == 0:
+            out.update(dict.fromkeys((
+                "ease_lambdas", "ease_half_lives", "ease_floors", "ease_split",
+                "ease_weight_grid", "ease_rank", "ease_max_items"), "ease_weight 0"))
+        return out
+
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
         """A named configuration: ``tutorial`` or ``default``."""
