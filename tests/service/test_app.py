@@ -302,6 +302,18 @@ def test_user_list(client, model):
     assert r.json()["total"] == len(model.user_vocab)
 
 
+def test_user_list_search_finds_ids_by_their_start(client, model):
+    ids = [str(u) for u in model.user_vocab.ids.tolist()]
+    want = sorted(u for u in ids if u.startswith("42"))  # 42, 420, ..., 429
+    r = client.get("/v1/users", params={"search": "42", "limit": 3, "offset": 1})
+    assert r.status_code == 200, r.text
+    assert r.json()["total"] == len(want) == 11
+    assert [str(u) for u in r.json()["user_ids"]] == want[1:4]
+    assert all(isinstance(u, int) for u in r.json()["user_ids"])  # ids keep their type
+    r = client.get("/v1/users", params={"search": "x"})
+    assert r.json() == {"model": r.json()["model"], "total": 0, "user_ids": []}
+
+
 # ------------------------------------------------------------------ operations
 def test_healthz_and_model(client, model):
     h = client.get("/healthz").json()

@@ -20,6 +20,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def live_server(run_dir):
+    yield from _serve(run_dir)
+
+
+def _serve(run_dir):
     import uvicorn
 
     from twotower.service import create_app
@@ -80,3 +84,55 @@ def test_page_shows_recommendations_and_similar_movies(live_server):
             assert not outside, f"the page fetched outside the service: {outside}"
         finally:
             browser.close()
+
+
+@pytest.fixture(scope="module")
+def many_users_run(tmp_path_factory):
+    """A tiny run with 1,500 users (more than one page of /v1/users)."""
+    import numpy as np
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    users = [f"u{u}" for u in range(1500)]
+    rows = [(u, f"m{j}") for u in users for j in rng.choice(40, 3, replace=False)]
+    data = Interactions.from_ids([u for u, _ in rows], [i for _, i in rows])
+    cfg = ModelConfig.preset("tutorial", objective="softmax", epochs=1, embedding_dim=8)
+    run = tmp_path_factory.mktemp("runs") / "many"
+    TwoTower(cfg).fit(data, verbose=0).save(run)
+    return run
+
+
+def test_page_suggests_and_draws_from_every_user(many_users_run):
+    """The page listed, and drew random users from, only the first 1,000 users."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    gen = _serve(many_users_run)
+    base, app = next(gen)
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+            try:
+                page = browser.new_page()
+                errors = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                page.goto(base + "/")
+                page.wait_for_function("document.getElementById('model-info').textContent"
+                                       ".includes('@')")
+                # suggestions: the ids that start with what is typed, past the first 1,000
+                page.fill("#user-id", "u149")
+                page.wait_for_function(
+                    "document.querySelectorAll('#user-ids option').length === 11")
+                got = page.eval_on_selector_all("#user-ids option", "os => os.map(o => o.value)")
+                assert sorted(got) == ["u149"] + [f"u149{d}" for d in range(10)]
+                # random users: drawn from all 1,500 (the page used only the first 1,000)
+                order = app.state.holder.current.model.user_vocab.ids.tolist()
+                page.evaluate("Math.random = () => 0.999")
+                page.click("#random-user")
+                page.wait_for_function("document.getElementById('recs-for').textContent"
+                                       ".startsWith('for user')")
+                assert page.input_value("#user-id") == order[1498]
+                assert not errors, errors
+            finally:
+                browser.close()
+    finally:
+        next(gen, None)

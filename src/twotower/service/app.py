@@ -348,9 +348,16 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     @app.get("/v1/users", response_model=S.UserList, responses=_errors(422), tags=["users"])
     def users(offset: Annotated[int, Query(ge=0)] = 0,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> JSONResponse:
-        """Known user ids, in vocabulary order (for picking a user)."""
+              limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+              search: Annotated[str, Query(max_length=S.MAX_ID_LENGTH, description=(
+                  "only ids whose text starts with this, in text order; empty: every id, "
+                  "in vocabulary order"))] = "") -> JSONResponse:
+        """Known user ids (for picking a user): ``total`` of them, ``limit`` from
+        ``offset``."""
         s = holder.current
+        if search:
+            total, ids = s.users_starting(search, offset, limit)
+            return JSONResponse({"model": s.label, "total": total, "user_ids": ids})
         ids = s.model.user_vocab.ids
         return JSONResponse({"model": s.label, "total": len(ids),
                              "user_ids": ids[offset:offset + limit].tolist()})

@@ -173,6 +173,22 @@ class ServedModel:
         out["popularity"] = _plain(self.model.item_popularity[i])
         return out
 
+    def users_starting(self, prefix: str, offset: int, limit: int) -> tuple[int, list[Any]]:
+        """User ids whose text starts with ``prefix``, in text order: how many there are,
+        and ``limit`` of them from ``offset`` (for picking a user among many)."""
+        text, rows = self._users_by_text
+        lo, hi = np.searchsorted(text, [prefix, prefix + "\U0010ffff"])
+        ids = self.model.user_vocab.ids[rows[lo + offset:min(hi, lo + offset + limit)]]
+        return int(hi - lo), ids.tolist()
+
+    @functools.cached_property
+    def _users_by_text(self) -> tuple[np.ndarray, np.ndarray]:
+        """The user ids as text, sorted (object array: ids of any length), and each one's
+        vocabulary row; built on the first search."""
+        text = np.array([str(u) for u in self.model.user_vocab.ids.tolist()], dtype=object)
+        order = np.argsort(text, kind="stable")
+        return text[order], order
+
     @functools.cached_property
     def _whole_number_columns(self) -> frozenset[Any]:
         """Float metadata columns holding only whole numbers: a year column with gaps is

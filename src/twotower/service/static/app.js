@@ -77,7 +77,7 @@ async function showSimilar(itemId, title) {
     const bits = [];
     if (meta.year) bits.push(meta.year);
     if (Array.isArray(meta.genres) && meta.genres.length) bits.push(meta.genres.join(", "));
-    if (meta.popularity !== undefined) bits.push(`${meta.popularity} ratings`);
+    if (meta.popularity !== undefined) bits.push(`${meta.popularity} interactions`);
     $("item-meta").textContent = bits.join(" · ");
     fillList($("similar"), sim.items, true);
   } catch (err) {
@@ -98,6 +98,19 @@ function searchItems() {
   }, 150);
 }
 
+// the id box suggests ids that start with what is typed (any of the run's users)
+let userTimer = null;
+function suggestUsers() {
+  clearTimeout(userTimer);
+  userTimer = setTimeout(async () => {
+    try {
+      const q = new URLSearchParams({ search: $("user-id").value.trim(), limit: 20 });
+      const res = await api(`/v1/users?${q}`);
+      $("user-ids").replaceChildren(...res.user_ids.map((id) => new Option("", String(id))));
+    } catch (_) { /* suggestions only */ }
+  }, 150);
+}
+
 async function init() {
   $("user-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -106,12 +119,16 @@ async function init() {
   });
   $("item-form").addEventListener("submit", (ev) => ev.preventDefault());
   $("item-search").addEventListener("input", searchItems);
-  let userIds = [];
-  $("random-user").addEventListener("click", () => {
-    if (!userIds.length) return;
-    const id = userIds[Math.floor(Math.random() * userIds.length)];
-    $("user-id").value = id;
-    showUser(String(id));
+  $("user-id").addEventListener("input", suggestUsers);
+  let nUsers = 0;
+  $("random-user").addEventListener("click", async () => {
+    if (!nUsers) return;
+    try {  // any of the run's users, not only the first page of them
+      const offset = Math.floor(Math.random() * nUsers);
+      const id = String((await api(`/v1/users?offset=${offset}&limit=1`)).user_ids[0]);
+      $("user-id").value = id;
+      showUser(id);
+    } catch (err) { showError(err); }
   });
   try {
     const m = await api("/v1/model");
@@ -122,14 +139,8 @@ async function init() {
       if (Number(opt.value) > m.n_items) opt.remove();
     }
     if (!$("k").options.length) $("k").add(new Option(String(m.n_items)));
-    const users = await api("/v1/users?limit=1000");
-    userIds = users.user_ids;
-    const dl = $("user-ids");
-    for (const id of userIds) {
-      const opt = document.createElement("option");
-      opt.value = id;
-      dl.append(opt);
-    }
+    nUsers = m.n_users;
+    suggestUsers();
   } catch (err) { showError(err); }
   const fromUrl = new URLSearchParams(location.search).get("user");
   if (fromUrl) { $("user-id").value = fromUrl; showUser(fromUrl); }
