@@ -3,8 +3,10 @@
 Inner-product search can be reduced to L2 nearest neighbours (``mips_to_l2``; default on
 for IVF, off for HNSW, as measured):
 items become ``[x, sqrt(M^2 - |x|^2)]`` with ``M`` the largest item norm and queries
-``[q, 0]``, so ``|q' - x'|^2 = |q|^2 + M^2 - 2 q.x`` ranks exactly like ``q.x`` while the
-graph / coarse quantiser sees a proper metric (HNSW and IVF degrade when item norms differ).
+``[q M / |q|, 0]``, so ``|q' - x'|^2 = 2 M^2 - 2 (M / |q|) q.x`` ranks exactly like ``q.x``
+while the graph / coarse quantiser sees a proper metric (HNSW and IVF degrade when item
+norms differ), the same whatever the query's norm. Cosine search over a catalogue with zero
+vectors uses the same reduction (``M`` = 1), so a zero vector scores as cosine 0.
 
 Filters are applied inside faiss: the global allow/deny lists as an ``IDSelectorBitmap``,
 the per-query exclusions by over-fetching ``k + len(longest exclusion list)`` candidates
@@ -50,10 +52,15 @@ class _FaissIndex(Index):
 
     default_mips_to_l2 = False
 
-    @property
-    def _augment(self) -> bool:
-        mips = self.config.mips_to_l2
-        return self.config.metric == "ip" and (self.default_mips_to_l2 if mips is None else mips)
+    def _wants_augment(self, x: np.ndarray | None) -> bool:
+        """Whether items get the extra coordinate (``mips_to_l2``): inner product with
+        the reduction on; cosine when some item is a zero vector (``x``), which would
+        otherwise sit at L2 distance 1 from every unit query, as close as cosine 0.5;
+        with the extra coordinate it sits at sqrt(2), exactly cosine 0."""
+        if self.config.metric == "ip":
+            mips = self.config.mips_to_l2
+            return self.default_mips_to_l2 if mips is None else mips
+        return x is not None and bool((~x.any(axis=1)).any())
 
     def _metric(self) -> int:
         faiss = _faiss()
@@ -63,6 +70,7 @@ class _FaissIndex(Index):
 
     def _items(self, x: np.ndarray) -> np.ndarray:
         self._max_norm = 0.0
+        self._augment = self._wants_augment(x)
         if not self._augment:
             return x
         norms2 = np.einsum("ij,ij->i", x, x, dtype=np.float64)
@@ -73,8 +81,14 @@ class _FaissIndex(Index):
     def _queries(self, q: np.ndarray) -> np.ndarray:
         if not self._augment:
             return np.ascontiguousarray(q)
-        # (Scaling q would change nothing: every distance is |q|^2 + M^2 - 2 q.x.)
-        return np.hstack([q, np.zeros((len(q), 1), np.float32)])
+        # Items lie on the sphere of radius M in the augmented space. Every query goes to
+        # that sphere too: |q' - x'|^2 = 2 M^2 - 2 q'.x ranks like q.x at any |q|, but the
+        # coarse quantiser's centroids lie inside the sphere at different norms, and a
+        # query of another norm would pick lists by their centroids' norms (IVF recall
+        # 0.34 at |q| x 1e-6, 0.78 at x 1e6, against 1.0 as given).
+        norms = np.linalg.norm(q, axis=1, keepdims=True)
+        scale = np.where(norms > 0, np.float32(self._max_norm) / np.maximum(norms, 1e-30), 1)
+        return np.hstack([q * scale.astype(np.float32), np.zeros((len(q), 1), np.float32)])
 
     def _build(self, x: np.ndarray) -> None:
         self._threads()
@@ -186,7 +200,8 @@ class _FaissIndex(Index):
     # ------------------------------------------------------------------ persistence
     def _save(self, directory: Path) -> dict[str, Any]:
         _faiss().write_index(self._faiss, str(directory / "index.faiss"))
-        return {"max_norm": self._max_norm, **self._save_state(directory)}
+        return {"max_norm": self._max_norm, "augmented": self._augment,
+                **self._save_state(directory)}
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
         return {}
@@ -197,6 +212,8 @@ class _FaissIndex(Index):
             raise ValueError(f"{path} is missing")
         self._faiss = _faiss().read_index(str(path))
         self._max_norm = float(state.get("max_norm", 0.0))
+        # indexes saved before "augmented" was kept: as the config decides
+        self._augment = bool(state.get("augmented", self._wants_augment(None)))
         want = d + 1 if self._augment else d
         if self._faiss.ntotal != n or self._faiss.d != want:
             raise ValueError(f"index.faiss holds {self._faiss.ntotal} vectors of dimension "
