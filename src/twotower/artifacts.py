@@ -68,9 +68,12 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def check_replaceable(target: str | os.PathLike[str], what: str = "directory") -> Path:
+def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
+                      marker: str = _FORMAT, noun: str = "run") -> Path:
     """``target`` as an absolute path, if a save may write there: absent, an empty
-    directory, or a twotower run (it has a ``format.json``), which the save replaces.
+    directory, or a twotower run (it has a ``format.json``; ``marker`` and ``noun`` for
+    another kind of saved directory, e.g. an index's ``index.json``), which the save
+    replaces.
 
     Raises:
         ArtifactError: ``target`` is a file, or a directory that is not a run (a save
@@ -80,20 +83,21 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory") -
     if not t.exists() and not t.is_symlink():
         return t
     if t.is_dir() and not t.is_symlink():
-        if (t / _FORMAT).is_file() or not any(t.iterdir()):
+        if (t / marker).is_file() or not any(t.iterdir()):
             return t
-        raise ArtifactError(f"{what}: {t} is a directory that is not a twotower run (no "
-                            f"{_FORMAT}); a save replaces the whole directory, so choose "
+        raise ArtifactError(f"{what}: {t} is a directory that is not a twotower {noun} (no "
+                            f"{marker}); a save replaces the whole directory, so choose "
                             "a new or empty one")
     raise ArtifactError(f"{what}: {t} exists and is not a directory; choose a new or "
-                        "empty directory for the run")
+                        f"empty directory for the {noun}")
 
 
-def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "directory"
-                     ) -> Path:
+def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "directory",
+                     marker: str = _FORMAT, noun: str = "run") -> Path:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``target`` atomically.
 
-    ``target`` must be absent, empty or a twotower run (``check_replaceable``). The
+    ``target`` must be absent, empty or a twotower run (``check_replaceable``, with
+    ``marker`` and ``noun``). The
     previous ``target`` stays in place until the new one is complete; it is swapped out
     with two renames (Ctrl-C and SIGTERM are held back until both are done; an error
     between them puts the previous version back) and then removed. Only a process killed
@@ -101,7 +105,7 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     ``read_manifest``'s error names. Temporary directories of saves that were killed
     (their process is gone) are removed by the next save beside them.
     """
-    target = check_replaceable(target, what)
+    target = check_replaceable(target, what, marker, noun)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(target)
     old = target.parent / f".{target.name}.old"

@@ -231,6 +231,73 @@ def test_cosine_zero_vectors_score_zero(config, catalogue):
     np.testing.assert_array_equal(got[0][zero], 0.0)
 
 
+def test_repeated_excluded_ids_count_once(config, catalogue, monkeypatch):
+    """A raw log repeats items: an id excluded 20,000 times made the faiss kinds fetch
+    20,000 extra candidates per query (a search 40x slower)."""
+    V, Q = catalogue
+    index = make_index(config).build(V)
+    ex = [[5] * 20_000 + [7, 7]] + [[]] * (len(Q) - 1)
+    ref = reference(V, Q, 10, [[5, 7]] + [[]] * (len(Q) - 1))
+    if config.kind != "exact":
+        asked = []
+        search = type(index._faiss).search
+        monkeypatch.setattr(type(index._faiss), "search",
+                            lambda self, x, k, **kw: asked.append(k) or search(self, x, k, **kw))
+        assert_topk_equal(index.search(Q, 10, exclude=ex), ref, V, Q)
+        assert asked and max(asked) <= 12, asked  # k + the 2 distinct ids excluded
+    else:
+        assert_topk_equal(index.search(Q, 10, exclude=ex), ref, V, Q)
+
+
+def test_prepared_table_errors_name_the_table(built):
+    """prepare_exclusions' errors named `exclude` and called the table's rows queries."""
+    sp = pytest.importorskip("scipy.sparse")
+    n = len(built)
+    with pytest.raises(DataError, match=rf"`table` as a sparse matrix must have shape "
+                                        rf"\(2, {n}\) \(rows, items\)"):
+        built.prepare_exclusions(sp.csr_matrix((2, n + 1), dtype=np.float32))
+    with pytest.raises(DataError, match=rf"`table\[1\]` ids must be internal ids in \[0, {n}\)"):
+        built.prepare_exclusions([[1], [n]])
+
+
+def test_save_replaces_only_an_index(built, catalogue, tmp_path):
+    """Index.save moved any file or directory at its target aside and removed it (a file
+    was left behind as .name.old-<pid>)."""
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ArtifactError, match="exists and is not a directory"):
+        built.save(afile)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ArtifactError, match="not a twotower index"):
+        built.save(mine)
+    assert afile.read_text() == "x" and (mine / "notes.txt").read_text() == "keep"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "mine"]
+    built.save(tmp_path / "ix")
+    built.save(tmp_path / "ix")  # an index saved before is replaced
+    np.testing.assert_array_equal(load_index(tmp_path / "ix").search(catalogue[1], 5)[1],
+                                  built.search(catalogue[1], 5)[1])
+
+
+def test_edge_inputs_checked_like_any_other(built, catalogue, tmp_path):
+    """Complex queries were cast to float32 silently; an empty batch skipped the filter
+    checks; a saved index could name vectors in another directory."""
+    V, Q = catalogue
+    with pytest.raises(DataError, match="must be a real"):
+        built.search(Q.astype(np.complex64), 5)
+    with pytest.raises(DataError, match="internal ids"):
+        built.search(Q[:0], 5, allow=[len(V)])
+    with pytest.raises(DataError, match="one entry per query"):
+        built.search(Q[:0], 5, exclude=[[1]])
+    built.save(tmp_path / "ix")
+    meta = json.loads((tmp_path / "ix" / "index.json").read_text())
+    meta["state"]["vectors"] = "../other/vectors.npy"
+    (tmp_path / "ix" / "index.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match="must be an object whose \"vectors\" is a file"):
+        load_index(tmp_path / "ix")
+
+
 def test_sparse_exclusions(built, catalogue):
     sp = pytest.importorskip("scipy.sparse")
     V, Q = catalogue
@@ -330,7 +397,7 @@ def test_prepared_exclusions(built, catalogue, tmp_path):
         prepared.rows([0, 12])
     with pytest.raises(DataError, match="`rows` must be a 1-D sequence"):
         prepared.rows([[0]])
-    with pytest.raises(DataError, match=r"`exclude\[2\]` ids must be internal ids in \[0, 300\)"):
+    with pytest.raises(DataError, match=r"`table\[2\]` ids must be internal ids in \[0, 300\)"):
         built.prepare_exclusions([[1], [2], [300]])
     with pytest.raises(DataError, match="`table` must be a list"):
         built.prepare_exclusions(5)
@@ -400,3 +467,9 @@ def test_save_to_an_unwritable_place_and_complex_vectors_give_clear_errors(tmp_p
         index.save(tmp_path / "afile" / "index")
     with pytest.raises(DataError, match="must be real numbers"):
         make_index(IndexConfig(kind="exact")).build(x + 1j)
+
+
+def test_ivf_nprobe_above_the_lists_probes_them_all_and_says_so(catalogue):
+    """--nprobe 1000 on 43 lists was reported as nprobe_used 1000."""
+    index = make_index(IndexConfig(kind="ivf", nprobe=1000)).build(catalogue[0])
+    assert index.nprobe == index.nlist < 1000

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -191,14 +190,14 @@ class Index:
         k = check_k(k)
         q = self._check_queries(queries)
         b = q.shape[0]
-        if b == 0:
-            return (np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64))
         if isinstance(exclude, Exclusions):
             exclude._check(self._layout, b)
             f = compile_filters(None, allow, deny, self._n, b)
             filters = Filters.prepared_rows(exclude, f.allowed, f.n_allowed)
         else:
             filters = compile_filters(exclude, allow, deny, self._n, b)
+        if b == 0:  # the filters are checked all the same: a wrong call fails at once
+            return (np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64))
         if self.config.metric == "cosine":
             q = normalise(np.array(q, dtype=np.float32, copy=True))
         return self._search(q, k, filters)
@@ -207,6 +206,9 @@ class Index:
         if type(queries) is np.ndarray and queries.dtype == np.float32:
             q = queries
         else:
+            if np.iscomplexobj(queries):  # float32 would drop the imaginary part
+                raise DataError(f"`queries` must be a real [batch, {self._d}] array, got "
+                                f"complex values")
             try:
                 q = np.asarray(queries, dtype=np.float32)
             except (TypeError, ValueError) as exc:
@@ -228,36 +230,31 @@ class Index:
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the index to ``directory`` (created or replaced atomically).
+        """Write the index to ``directory``: new, empty, or an index saved before, which
+        is replaced atomically (``artifacts.atomic_directory``).
 
         Layout: ``index.json`` (format version, kind, config, n, d) plus the kind's
         arrays. Written to a temporary sibling directory, then renamed into place.
+
+        Raises:
+            ArtifactError: ``directory`` is a file or a directory that holds something
+                else (a save would replace it), or cannot be written.
         """
-        from twotower.artifacts import temp_sibling  # artifacts imports this package
+        from twotower.artifacts import atomic_directory  # artifacts imports this package
         self._require_built()
-        target = Path(directory)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_sibling(target)  # the umask's permissions; stale ones swept
-        except OSError as exc:
-            raise ArtifactError(f"cannot save the index to {target}: {exc}") from None
-        try:
+
+        def write(tmp: Path) -> None:
             meta = {"format_version": FORMAT_VERSION, "kind": self.kind,
                     "config": self.config.to_dict(), "n": self._n, "d": self._d,
                     "state": self._save(tmp)}
             (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True),
                                      encoding="utf-8")
-            old = None
-            if target.exists():
-                old = target.parent / f".{target.name}.old-{os.getpid()}"
-                os.replace(target, old)
-            os.replace(tmp, target)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return target
+
+        try:
+            return atomic_directory(directory, write, "Index.save", marker=_META,
+                                    noun="index")
+        except OSError as exc:
+            raise ArtifactError(f"cannot save the index to {directory}: {exc}") from None
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> Index:
@@ -327,8 +324,15 @@ def load_index(path: str | os.PathLike[str]) -> Index:
         raise ArtifactError(f"{d} has index format {version!r}; this twotower reads up to "
                             f"{FORMAT_VERSION}: upgrade twotower")
     index = _REGISTRY[config.kind](config)
+    state = meta.get("state") or {}
+    vectors = state.get("vectors", "vectors.npy") if isinstance(state, dict) else None
+    # a file name only: a path would load another directory's vectors
+    if not isinstance(vectors, str) or Path(vectors).name != vectors or vectors in ("", "."):
+        raise ArtifactError(f"{meta_path} is corrupt: \"state\" must be an object whose "
+                            f"\"vectors\" is a file name in {d}, got "
+                            f"{json.dumps(state)[:200]}")
     try:
-        index._load(d, n, dim, meta.get("state") or {})
+        index._load(d, n, dim, state)
     except ArtifactError:
         raise
     except (OSError, EOFError, ValueError, RuntimeError) as exc:  # EOFError: empty .npy
@@ -339,7 +343,7 @@ def load_index(path: str | os.PathLike[str]) -> Index:
     if row is not None:
         storage = index._rows_of()  # id -> row in the kind's storage, when reordered
         row = row if storage is None else int(np.flatnonzero(storage == row)[0])
-        name = (meta.get("state") or {}).get("vectors", "index.faiss")
+        name = state.get("vectors", "index.faiss")
         raise ArtifactError(f"{d / name} is corrupt: the vector of item {row} holds NaN or "
                             "inf (vectors must be finite; rebuild the index)")
     index._n, index._d = n, dim

@@ -43,7 +43,8 @@ class IndexConfig(Config):
             on inner products misses high-norm items; this raised recall@10 at 1M items
             (``benchmarks/probes/ann_seeds.py``).
         nlist: IVF: number of inverted lists, at most the number of items (``build``
-            raises ConfigError otherwise); 0 picks ``4 * sqrt(n)`` at build.
+            raises ConfigError otherwise); 0 picks ``min(4 * sqrt(n), n / 39)`` at build
+            (at least 39 items a list for k-means).
         nprobe: IVF: lists visited per query; 0 picks ``max(32, nlist // 32)`` (at 1M
             clustered items: 125 of 4,000 lists, recall@10 ~0.99 at ~14x exact QPS).
         mips_to_l2: ANN kinds with ``metric="ip"``: index ``[x, sqrt(M^2 - |x|^2)]`` under

@@ -103,10 +103,6 @@ class Filters:
         self._flatten()
         return self._ids
 
-    @property
-    def max_excluded(self) -> int:
-        return 0 if self.ex_ptr is None else int(np.diff(self.ex_ptr).max(initial=0))
-
     def row_excluded(self, row: int) -> np.ndarray:
         if self.ex_ptr is None:
             return np.empty(0, dtype=np.int64)
@@ -163,40 +159,43 @@ def _as_csr(m: Any, name: str) -> Any:
     return m
 
 
-def _exclusion_rows(exclude: Any, b: int) -> Sequence[Any]:
+def _exclusion_rows(exclude: Any, b: int, name: str = "exclude") -> Sequence[Any]:
     """The per-query sequences of ``exclude`` (a list, or a rectangular 2-D id array)."""
     if isinstance(exclude, np.ndarray) and exclude.ndim == 2 and exclude.dtype.kind in "iu":
         rows = list(exclude)  # a rectangular [b, m] table of ids
     elif isinstance(exclude, (Sequence, np.ndarray)) and not isinstance(exclude, (str, bytes)):
         rows = exclude
     else:
-        raise DataError(f"`exclude` must be a list with one sequence of item ids per query, "
+        raise DataError(f"`{name}` must be a list with one sequence of item ids per query, "
                         f"got {type(exclude).__name__}")
     if len(rows) != b:
-        raise DataError(f"`exclude` must have one entry per query ({b}), got {len(rows)}")
+        raise DataError(f"`{name}` must have one entry per query ({b}), got {len(rows)}")
     return rows
 
 
-def exclusions(exclude: Any, n: int, b: int, row0: int = 0
+def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude"
                ) -> tuple[np.ndarray, np.ndarray] | None:
     """``exclude`` (``b`` per-query id sequences, or a scipy sparse ``[b, n]``) as CSR arrays
     ``(ptr [b + 1], ids)``, checked; None when nothing is excluded. ``row0``: the first
-    row's number in the caller's list (for error messages about a slice of it).
+    row's number in the caller's list (for error messages about a slice of it); ``name``:
+    the argument's name in them (``table`` for ``Index.prepare_exclusions``, whose rows
+    are not queries).
 
     Raises:
         DataError: the wrong form, or ids outside ``[0, n)`` (naming the row).
     """
     if _is_sparse(exclude):
-        exclude = _as_csr(exclude, "exclude")
+        exclude = _as_csr(exclude, name)
         shape = getattr(exclude, "shape", (None, None))
         if shape[0] != b or shape[1] != n:
-            raise DataError(f"`exclude` as a sparse matrix must have shape ({b}, {n}) "
-                            f"(queries, items), got {shape}")
+            rows = "queries" if name == "exclude" else "rows"
+            raise DataError(f"`{name}` as a sparse matrix must have shape ({b}, {n}) "
+                            f"({rows}, items), got {shape}")
         ptr = np.asarray(exclude.indptr, dtype=np.int64)
         return ptr, np.asarray(exclude.indices, dtype=np.int64)
-    rows = _exclusion_rows(exclude, b)
+    rows = _exclusion_rows(exclude, b, name)
     if b == 1 and row0 == 0:  # the single-query hot path: no concatenation
-        ids = _ids("exclude", rows[0], n)
+        ids = _ids(f"{name}[0]" if name != "exclude" else name, rows[0], n)
         return np.array([0, len(ids)], dtype=np.int64), ids
     try:
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=b)
@@ -208,7 +207,7 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0
         for row, value in enumerate(rows):
             arr = np.asarray(value)
             if arr.size and (arr.ndim != 1 or arr.dtype.kind not in "iu"):
-                raise DataError(f"`exclude[{row0 + row}]` must be a 1-D sequence of integer item "
+                raise DataError(f"`{name}[{row0 + row}]` must be a 1-D sequence of integer item "
                                 f"ids, got {arr.dtype} array of shape {arr.shape}")
             parts.append(arr.reshape(-1).astype(np.int64))
         lengths = np.fromiter(map(len, parts), dtype=np.int64, count=b)
@@ -222,7 +221,7 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0
     if ids.view(np.uint64).max() >= n:
         bad_at = int(np.flatnonzero((ids < 0) | (ids >= n))[0])
         row = int(np.searchsorted(ptr, bad_at, side="right") - 1)
-        raise DataError(f"`exclude[{row0 + row}]` ids must be internal ids in [0, {n}), "
+        raise DataError(f"`{name}[{row0 + row}]` ids must be internal ids in [0, {n}), "
                         f"got {ids[bad_at]}")
     return ptr, ids
 
@@ -366,7 +365,7 @@ def prepare_exclusions(table: Any, n: int, rows_of: np.ndarray | None,
         raise DataError(f"`table` must be a list with one sequence of item ids per row, or "
                         f"a scipy sparse matrix [rows, {n}], got {type(table).__name__}")
     import scipy.sparse as sp
-    ex = exclusions(table, n, b)
+    ex = exclusions(table, n, b, name="table")
     if ex is None:
         ex = np.zeros(b + 1, dtype=np.int64), np.empty(0, dtype=np.int32)
     ptr, ids = ex
