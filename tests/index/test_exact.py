@@ -349,3 +349,75 @@ def test_prepared_exclusions_read_only_the_heads_when_the_scan_stops_early(monke
     assert not set(got[1][0]) & set(deep_ids[:3].tolist())
     assert set(got[1][2]) <= set(deep_ids.tolist())
     assert None in gathers, gathers  # the deep scan gathered every exclusion
+
+
+def _skewed_with_winners(rows, n=66_036, d=16, seed=0):
+    """A catalogue stored in decreasing-norm order (norms 10 -> 0.1) whose only items
+    along e1 lie at storage rows ``rows`` (score = their norm for the query e1); ids are a
+    permutation of the storage rows."""
+    rng = np.random.default_rng(seed)
+    norms = np.geomspace(10.0, 0.1, n).astype(np.float32)
+    V = rng.standard_normal((n, d)).astype(np.float32)
+    V[:, 1] = 0.0
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    V[rows] = 0.0
+    V[rows, 1] = 1.0
+    V *= norms[:, None]
+    perm = rng.permutation(n)
+    inv = np.argsort(perm)
+    return V[perm], inv  # inv[storage row] = its id
+
+
+def test_exclusions_near_every_chunk_and_head_limit_in_every_form():
+    """Exclusions are read per chunk and, from a prepared table, only below a few head
+    limits; a miscount of the heads (e.g. rows below limit / 2) returned an excluded
+    item through prepared rows alone. Winners sit at each side of the limits."""
+    sp = pytest.importorskip("scipy.sparse")
+    rows = [100, 2047, 2048, 8191, 8192, 10000, 16383, 16384, 32767, 32768, 65535, 65536]
+    V, inv = _skewed_with_winners(rows)
+    ids = inv[rows]
+    index = make_index(IndexConfig(kind="exact", chunk_size=2048, batch_size=128,
+                                   threads=2)).build(V)
+    b = 130
+    Q = np.zeros((b, V.shape[1]), np.float32)
+    Q[:, 1] = 1.0
+    rng = np.random.default_rng(3)
+    # each query excludes a different prefix of the winners (the best ones), sometimes
+    # with a random other item
+    lists = [np.r_[ids[:r % len(ids)], rng.integers(0, len(V), r % 3)].astype(np.int64)
+             for r in range(b)]
+    csr = sp.csr_matrix((np.ones(sum(map(len, lists))), np.concatenate(lists),
+                         np.r_[0, np.cumsum(list(map(len, lists)))]), shape=(b, len(V)))
+    csr.sum_duplicates()
+    prepared = index.prepare_exclusions(lists)
+    for k in (1, 3):
+        want = reference(V, Q, k, lists)
+        for form in (lists, csr, prepared.rows(np.arange(b))):
+            assert_topk_equal(index.search(Q, k, exclude=form), want, V, Q)
+        for r in (0, 5, 11, 12):  # one query alone: its own path
+            one = index.search(Q[r:r + 1], k, exclude=prepared.rows([r]))
+            assert_topk_equal(one, reference(V, Q[r:r + 1], k, lists[r:r + 1]))
+
+
+def test_single_query_not_settled_while_a_later_row_can_still_win():
+    """The first rows settle a single query only when no later row's norm bound can beat
+    their k-th best: halving the bound returned rows 0-9 (score 5) and missed the row at
+    storage row 3,000 (score 7, norm 8.1)."""
+    n, d = 66_036, 16
+    rng = np.random.default_rng(1)
+    norms = np.geomspace(10.0, 0.1, n).astype(np.float32)
+    V = rng.standard_normal((n, d)).astype(np.float32)
+    V[:, 1] = 0.0
+    V /= np.linalg.norm(V, axis=1, keepdims=True)
+    V *= norms[:, None]
+    for r in range(10):  # the first rows: score 5 along e1
+        V[r, 0], V[r, 1] = 0.0, 5.0
+        V[r, 2:] *= np.sqrt(norms[r] ** 2 - 25) / np.linalg.norm(V[r, 2:])
+    late = 3000
+    V[late] = 0.0
+    V[late, 1], V[late, 2] = 7.0, np.sqrt(norms[late] ** 2 - 49)
+    q = np.zeros((1, d), np.float32)
+    q[0, 1] = 1.0
+    got = make_index(IndexConfig(kind="exact")).build(V).search(q, 10)
+    assert late in got[1][0]
+    assert_topk_equal(got, reference(V, q, 10), V, q)
