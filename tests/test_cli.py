@@ -787,3 +787,30 @@ def test_recommend_falls_back_to_popular_items_for_unknown_users(tmp_path, capsy
     assert [it["item_id"] for it in rows[1]["items"]] == model.item_vocab.ids[popular].tolist()
     _, top = model.recommend_ids([1], k=3)
     assert [it["item_id"] for it in rows[0]["items"]] == top[0].tolist()
+
+
+def test_recommend_serves_users_never_trained_on_as_new_users(tmp_path, capsys):
+    """Without --fallback, a user the run knows but never trained on got a list from an
+    untrained query, silently (the HTTP API answers 404 for them)."""
+    import numpy as np
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    users = [f"u{u}" for u in range(20) for _ in range(8)] + ["lone"]
+    x = Interactions.from_ids(users, [f"i{j}" for j in rng.integers(0, 15, len(users))])
+    train = x.take(np.asarray(users) != "lone")  # the vocabulary keeps "lone"
+    cfg = ModelConfig.preset("tutorial", objective="softmax", epochs=1, embedding_dim=8)
+    with pytest.warns(UserWarning, match="no training interactions"):
+        TwoTower(cfg).fit(train, verbose=0).save(tmp_path / "run")
+    code, _, err = run(capsys, "recommend", tmp_path / "run", "--user", "lone")
+    assert code == 2 and "'lone' has no training interactions" in err
+    assert "--fallback popular" in err
+    code, out, err = run(capsys, "recommend", tmp_path / "run", "--all-users", "--json")
+    assert code == 0, err
+    assert "1 users with no training interactions are left out" in err
+    assert sorted(json.loads(line)["user_id"] for line in out.splitlines()) == \
+        sorted(f"u{u}" for u in range(20))
+    code, out, err = run(capsys, "recommend", tmp_path / "run", "--user", "lone",
+                         "--fallback", "popular", "--json")
+    assert code == 0 and json.loads(out)["fallback"] == "popular", err

@@ -532,15 +532,23 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         users = model.user_vocab.ids.tolist()
     from twotower.data.vocabulary import INT_ID
     from twotower.errors import UnknownIdError
-    if args.fallback == "popular":
-        # unknown users, and users the run never trained on, get the popular items
-        idx = model.servable_users(users)
-    else:
+    # unknown users, and users the run never trained on (their query is untrained), are
+    # served as new users: the popular items with --fallback popular, else an error
+    idx = model.servable_users(users)
+    if args.fallback != "popular" and (idx < 0).any():
+        hint = "; --fallback popular gives such users the most popular items"
         try:
-            idx = model.user_vocab.lookup(users)
+            model.user_vocab.lookup(users)
         except UnknownIdError as exc:
-            raise UnknownIdError(f"{exc}; --fallback popular gives such users the most "
-                                 "popular items") from None
+            raise UnknownIdError(f"{exc}{hint}") from None
+        untrained = np.flatnonzero(idx < 0)
+        if args.user is not None or args.users:
+            raise UnknownIdError(f"user id {users[untrained[0]]!r} has no training "
+                                 f"interactions (the run never trained its query){hint}")
+        print(f"twotower: note: {len(untrained):,} users with no training interactions are "
+              f"left out{hint}", file=sys.stderr, flush=True)
+        users = [users[i] for i in np.flatnonzero(idx >= 0)]
+        idx = idx[idx >= 0]
     known = idx >= 0
     exclude = None if args.include_seen else model.seen_exclusions(idx[known])
     t0 = time.perf_counter()
