@@ -43,3 +43,34 @@ def test_int_vocabulary_reads_id_text_only_in_plain_form():
         with pytest.raises(UnknownIdError):
             v.index_of(bad)
         assert bad not in v
+
+
+def test_bools_are_not_ids_and_indices_are_range_checked():
+    """The bool check could not fail on a vocabulary without 0 and 1; ids_of had no test
+    of its range (index -1 read the last id)."""
+    v = Vocabulary(np.array([0, 1, 7]), "user")
+    for bad in (True, False):
+        with pytest.raises(UnknownIdError):
+            v.index_of(bad)
+    assert v.index_of(1) == 1 and v.index_of(np.int64(0)) == 0
+    assert v.ids_of([2, 0]).tolist() == [7, 0]
+    for bad in ([-1], [3]):
+        with pytest.raises(DataError, match=rf"user index {bad[0]} out of range \[0, 3\)"):
+            v.ids_of(bad)
+
+
+def test_nineteen_digit_int_ids_are_found_from_their_text(tmp_path):
+    """int64 ids have up to 19 digits; id text was read as an int id only up to 18, so a
+    user with a 19-digit id could not be asked for (HTTP, --user). Text beyond int64 keeps
+    a column as text ids."""
+    from twotower.data import read_interactions
+    big = 1234567890123456789
+    v = Vocabulary(np.array([big, 5]), "user")
+    assert v.index_of(str(big)) == 0 and v.index_of(f" {big} ") == 0
+    (tmp_path / "a.csv").write_text(f"user_id,item_id\n{big},1\n-{big},2\n")
+    x = read_interactions(tmp_path / "a.csv")
+    assert x.user_vocab.is_int and sorted(x.user_vocab.ids.tolist()) == [-big, big]
+    (tmp_path / "b.csv").write_text("user_id,item_id\n9999999999999999999,1\n5,2\n")
+    x = read_interactions(tmp_path / "b.csv")
+    assert not x.user_vocab.is_int
+    assert sorted(x.user_vocab.ids.tolist()) == ["5", "9999999999999999999"]

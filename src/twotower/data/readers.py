@@ -147,7 +147,10 @@ def _ids(values: pd.Series) -> np.ndarray:
         return ints
     s = values.astype(str).str.strip()
     if s.str.fullmatch(INT_ID.pattern).all():
-        return s.astype(np.int64).to_numpy()
+        try:
+            return s.astype(np.int64).to_numpy()
+        except (OverflowError, ValueError):  # 19 digits beyond int64: text ids
+            pass
     return s.to_numpy(dtype=object)
 
 

@@ -17,8 +17,9 @@ from twotower.errors import ArtifactError, DataError, UnknownIdError
 
 #: An integer id as an int prints it: ``7``, ``-3``, ``0``; not ``007``, ``+7`` or other
 #: scripts' digits (ids read from text are ints only when every one matches, so ``007`` and
-#: ``7`` stay two ids; a request's id text is an int id only in this form)
-INT_ID = re.compile(r"0|-?[1-9][0-9]{0,17}")
+#: ``7`` stay two ids; a request's id text is an int id only in this form). Up to 19
+#: digits, as int64 ids have; the readers keep a column as text when one overflows int64.
+INT_ID = re.compile(r"0|-?[1-9][0-9]{0,18}")
 
 
 class Vocabulary:
@@ -119,7 +120,8 @@ class Vocabulary:
         """External ids of indices (same shape)."""
         idx = np.asarray(indices, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= len(self)):
-            raise DataError(f"{self.name} index out of range [0, {len(self)})")
+            bad = idx.min() if idx.min() < 0 else idx.max()
+            raise DataError(f"{self.name} index {bad} out of range [0, {len(self)})")
         return self._ids[idx]
 
     def to_dict(self) -> dict[str, Any]:

@@ -458,13 +458,18 @@ class _DistinctCounter:
 def _vocab_of(values: np.ndarray, name: str) -> Vocabulary:
     """Same rule as ``read_interactions``: ints when every id is an integer literal
     (written without leading zeros) or an integral float."""
-    if values.dtype.kind in "iu":
+    if values.dtype.kind == "i" or (values.dtype.kind == "u" and
+                                    (not len(values) or values.max() < 2**63)):
         return Vocabulary.from_values(values.astype(np.int64), name=name)
     if values.dtype.kind == "f" and (ints := integral_as_int(values)) is not None:
         return Vocabulary.from_values(ints, name=name)
     s = np.array([str(v).strip() for v in values], dtype=object)
     if len(s) and all(INT_ID.fullmatch(v) for v in s):
-        return Vocabulary.from_values(s.astype(np.int64), name=name)
+        try:
+            return Vocabulary.from_values(np.array([int(v) for v in s], dtype=np.int64),
+                                          name=name)
+        except OverflowError:  # 19 digits beyond int64: text ids
+            pass
     return Vocabulary.from_values(s, name=name)
 
 
@@ -503,7 +508,12 @@ class _Mapper:
             if not pa.types.is_integer(col.type):
                 col = pc.utf8_trim_whitespace(col.cast(pa.string()))
                 ok = pc.match_substring_regex(col, "^(" + INT_ID.pattern + ")$")
-                col = pc.if_else(ok, col, pa.scalar(None, pa.string())).cast(pa.int64())
+                col = pc.if_else(ok, col, pa.scalar(None, pa.string()))
+                try:
+                    col = col.cast(pa.int64())
+                except pa.ArrowInvalid:  # 19 digits beyond int64: no id here (rare)
+                    col = pa.array([v if v is None or -2**63 <= int(v) < 2**63 else None
+                                    for v in col.to_pylist()], pa.string()).cast(pa.int64())
             else:
                 col = col.cast(pa.int64())
             valid = None
