@@ -182,6 +182,28 @@ def test_error_between_the_renames_puts_the_previous_version_back(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_a_previous_version_left_by_a_killed_save_survives_the_next_save(tmp_path):
+    """A save killed between its renames leaves the previous run only in `.run.old`; the
+    next save removed it before its own run was in place, so a second crash lost both."""
+    run = _old_run(tmp_path)
+    os.rename(run, tmp_path / ".run.old")  # killed right after the first rename
+    calls = []
+
+    def rename(real, src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        if Path(src).name.startswith(".run.tmp-"):  # this save's run into place: a crash
+            raise OSError("disk gone")
+        real(src, dst)
+
+    with pytest.raises(OSError, match="disk gone"):
+        _swap_version(run, rename)
+    assert calls[0] == (".run.old", "run")  # put back first
+    assert sorted(p.name for p in run.iterdir()) == ["format.json", "old.txt"]
+    _swap_version(run, lambda real, src, dst: real(src, dst))  # and the next save works
+    assert sorted(p.name for p in run.iterdir()) == ["format.json", "new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_ctrl_c_between_the_renames_waits_for_both(tmp_path):
     """SIGINT arriving between the two renames is held back until the new version is in
     place (then raised): the run is never missing."""

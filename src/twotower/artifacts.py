@@ -112,7 +112,11 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     moved = False
     try:
         write(tmp)
-        _fsync_dir(tmp)
+        _fsync_tree(tmp)  # the files' data on disk before a rename can publish them
+        if old.exists() and not target.exists():
+            # a save killed between its renames: this is the previous version, put back
+            # before anything else (removing it first would lose it to a second crash)
+            os.rename(old, target)
         if old.exists():
             shutil.rmtree(old)
         with _signals_held():
@@ -188,6 +192,24 @@ class _signals_held:
             signal.signal(sig, handler)
         for sig in self.pending:
             signal.raise_signal(sig)
+
+
+def _fsync_tree(root: Path) -> None:
+    """fsync every file under ``root``, then each directory (a power cut after the
+    renames must not leave a run of empty or cut files, with no previous version)."""
+    for d, _, files in os.walk(root, topdown=False):
+        for name in files:
+            try:
+                fd = os.open(os.path.join(d, name), os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(d))
 
 
 def _fsync_dir(path: Path) -> None:
