@@ -32,8 +32,8 @@ def _no_env(monkeypatch):
 
 @pytest.fixture(scope="module")
 def pristine() -> Path:
-    if not all((ML100K / n).is_file() for n in FILES):
-        pytest.skip(f"pristine MovieLens 100k files not found at {ML100K}")
+    from conftest import skip_without_movielens  # tests/conftest.py
+    skip_without_movielens(FILES)
     return ML100K
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -13,7 +11,6 @@ from twotower.evaluation import (EASE, EASEConfig, HistoryRecommender, ItemKNN, 
                                  MostPop, MostPopConfig, Recommender, recommend_and_evaluate,
                                  topk_excluding, tune)
 
-ML100K = Path(__file__).resolve().parents[2].parent / "shared/datasets/ml-100k"
 BLOCK = 10
 
 
@@ -166,10 +163,8 @@ def test_tune_uses_a_validation_split_of_train_only():
         tune(EASE, x, {"lambda_": [1.0]}, split="nope")
 
 
-def test_ease_on_movielens_100k():
-    if not (ML100K / "u.data").is_file():
-        pytest.skip(f"MovieLens 100k not found at {ML100K}")
-    s = random_split(read_movielens_100k(ML100K), 0.2, seed=42)
+def test_ease_on_movielens_100k(ml100k_dir):
+    s = random_split(read_movielens_100k(ml100k_dir), 0.2, seed=42)
     r = recommend_and_evaluate(EASE().fit(s.train), s.train, s.test, ks=(10,))
     assert r["users"] > 900
     assert 0.18 < r["recall@10"] < 0.35, r
