@@ -143,6 +143,30 @@ def test_sparse_on_refuses_where_not_exact():
         loop.fit(_data(), batch_size=BATCH)
 
 
+@pytest.mark.parametrize("make, why", [
+    (lambda: keras.optimizers.SGD(0.1, momentum=0.9), "SGD with momentum"),
+    (lambda: keras.optimizers.Adagrad(0.1, clipnorm=1.0), "clipnorm"),
+    (lambda: keras.optimizers.Adagrad(0.1, global_clipnorm=1.0), "global_clipnorm"),
+    (lambda: keras.optimizers.Adagrad(0.1, clipvalue=1.0), "clipvalue"),
+    (lambda: keras.optimizers.SGD(0.1, weight_decay=0.01), "weight_decay"),
+    (lambda: keras.optimizers.SGD(0.1, use_ema=True), "EMA"),
+    (lambda: keras.optimizers.Adam(0.1), "Adam moves rows"),
+    (lambda: keras.optimizers.Adagrad(keras.optimizers.schedules.CosineDecay(0.1, 100)),
+     "learning-rate schedule"),
+])
+def test_sparse_updates_are_refused_where_they_would_differ_from_fit(make, why):
+    """Each case where a row-wise update is not ``model.fit``'s: `auto` falls back to
+    dense updates, `on` is an error naming the reason."""
+    from twotower.training.loop import sparse_reason
+    cfg = ModelConfig.preset("tutorial", batch_size=BATCH)
+    net, opt = _net(cfg), make()
+    assert why in (sparse_reason(net, opt) or "")
+    assert sparse_reason(net, keras.optimizers.Adagrad(0.1)) is None
+    assert sparse_reason(net, keras.optimizers.SGD(0.1)) is None
+    with pytest.raises(ConfigError, match=why):
+        TrainLoop(net, opt, LoopConfig(sparse_updates="on")).fit(_data(), batch_size=BATCH)
+
+
 def test_steps_per_call_does_not_change_the_result():
     cfg = ModelConfig.preset("tutorial", batch_size=BATCH)
     out = []
