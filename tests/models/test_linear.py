@@ -273,3 +273,32 @@ def test_the_weight_grid_chooses_the_blend_on_validation():
     # without a grid the configured weight is used and nothing else is fitted
     plain = TwoTower(_cfg()).fit(x, verbose=0)
     assert "weight" not in plain.ease_tuning
+
+
+def test_rank_zero_chooses_the_rank_on_validation():
+    """A rank-embedding_dim EASE part lost a fifth of its recall on a log of item chains
+    (an item-item matrix far from low rank): ease_rank 0 raises the rank, on the
+    validation split, until the cut keeps 99% of the full-rank part's quality; on block
+    structure (low rank) it stays at embedding_dim; an ease_rank given is kept."""
+    from twotower import TwoTower
+    from twotower.data import Interactions
+    from twotower.models.linear import RANK_KEEP
+    rng = np.random.default_rng(0)
+    n_items, users, items = 120, [], []
+    for u in range(300):  # each user walks a chain i -> i + 1 from a random start
+        start = rng.integers(0, n_items)
+        for j in range(6):
+            users.append(u)
+            items.append((start + j) % n_items)
+    chains = Interactions.from_ids(users, items,
+                                   timestamps=np.arange(len(users), dtype=np.int64))
+    model = TwoTower(_cfg(ease_rank=0, ease_weight=0.9)).fit(chains, verbose=0)
+    t = model.ease_tuning
+    tried = {r["rank"]: r["recall@10"] + r["ndcg@10"] for r in t["ranks_tried"]}
+    assert list(tried) == ["full", 8, 16, 32, 64][:len(tried)] and t["rank"] > 8
+    assert tried[t["rank"]] >= RANK_KEEP * tried["full"] > tried[8]
+    assert model._linear.query_table.shape[1] == t["rank"]
+    blocks = TwoTower(_cfg(ease_rank=0)).fit(_log(), verbose=0)
+    assert blocks.ease_tuning["rank"] == 8 and len(blocks.ease_tuning["ranks_tried"]) == 2
+    fixed = TwoTower(_cfg(ease_rank=6)).fit(_log(), verbose=0)
+    assert "rank" not in fixed.ease_tuning and fixed._linear.query_table.shape[1] == 6

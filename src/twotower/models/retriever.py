@@ -486,7 +486,7 @@ class TwoTower:
 
     def _fit_linear(self, train: Interactions) -> None:
         """Fit the EASE part (``twotower.models.linear``) and append it to both towers."""
-        from twotower.models.linear import LinearPart, scale_users, tune_and_fit
+        from twotower.models.linear import AUTO_RANK_MAX, LinearPart, scale_users, tune_and_fit
         cfg = self.config
         if train.n_items > cfg.ease_max_items:
             import warnings
@@ -494,10 +494,15 @@ class TwoTower:
                           f"items is more than model.ease_max_items = "
                           f"{cfg.ease_max_items:,}", stacklevel=3)
             return
+        # ease_rank 0: chosen on the validation split, from embedding_dim up to 8 times it
+        # (at most AUTO_RANK_MAX)
+        ranks = () if cfg.ease_rank else tuple(
+            min(cfg.embedding_dim * m, AUTO_RANK_MAX) for m in (1, 2, 4, 8))
         p, q, chosen = tune_and_fit(
             train, cfg.history_length, cfg.ease_lambdas, cfg.ease_half_lives, cfg.ease_floors,
             cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed,
-            cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None)
+            cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None,
+            ranks=ranks)
         half_life, floor = chosen["half_life"], chosen["floor"]
         query_table = np.zeros((len(p) + 1, p.shape[1]), dtype=np.float32)
         query_table[1:] = p
