@@ -530,7 +530,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         users = _read_user_file(args.users)
     else:
         users = model.user_vocab.ids.tolist()
-    from twotower.data.vocabulary import INT_ID
+    from twotower.data.vocabulary import INT_ID, plain_id
     from twotower.errors import UnknownIdError
     # unknown users, and users the run never trained on (their query is untrained), are
     # served as new users: the popular items with --fallback popular, else an error
@@ -565,7 +565,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     titles = model.titles(np.maximum(top, 0))
     rows = []
     for n, (u, s_row, i_row, t_row) in enumerate(zip(idx, scores, top, titles)):
-        items = [{"item_id": _plain(model.item_vocab.ids[i]), "title": str(t),
+        items = [{"item_id": plain_id(model.item_vocab.ids[i]), "title": str(t),
                   "score": round(float(s), 6)} for s, i, t in zip(s_row, i_row, t_row) if i >= 0]
         if u < 0:  # fallback: the id as given (an int id in plain form as an int)
             given = users[n]
@@ -574,7 +574,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             rows.append({"user_id": given, "items": items, "fallback": "popular"})
             continue
         # the id as the model knows it: an int id stays an int whichever way it was given
-        rows.append({"user_id": _plain(model.user_vocab.ids[u]), "items": items})
+        rows.append({"user_id": plain_id(model.user_vocab.ids[u]), "items": items})
     if args.out:
         _write_rows(rows, Path(args.out))
         _say(f"wrote {len(rows):,} users' top-{args.k} to {args.out} (search {elapsed:.2f} s)")
@@ -588,10 +588,6 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             for rank, it in enumerate(r["items"], 1):
                 _say(f"  {rank:2d}. {it['title']}  ({it['score']:.3f})")
     return 0
-
-
-def _plain(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
 
 
 #: ``recommend --out`` formats by suffix: one JSON line per user, or one row per
@@ -631,12 +627,13 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
+    from twotower.data.vocabulary import plain_id
     model = _load(args.run)
     item = model.find_item(args.item)
     scores, top = model.similar_items([item], args.k)
     if args.json:
-        print(_json({"item_id": _plain(model.item_vocab.ids[item]),
-                     "items": [{"item_id": _plain(model.item_vocab.ids[i]),
+        print(_json({"item_id": plain_id(model.item_vocab.ids[item]),
+                     "items": [{"item_id": plain_id(model.item_vocab.ids[i]),
                                 "title": str(model.titles([i])[0]), "score": float(s)}
                                for s, i in zip(scores[0], top[0]) if i >= 0]}))
         return 0

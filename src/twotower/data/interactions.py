@@ -119,12 +119,6 @@ class Interactions:
             m.data[:] = 1.0
         return m
 
-    def items_by_user(self) -> list[np.ndarray]:
-        """For each user index, the sorted distinct item indices they interacted with."""
-        m = self.to_csr()
-        return [m.indices[m.indptr[u]:m.indptr[u + 1]].astype(np.int64)
-                for u in range(self.n_users)]
-
     def item_popularity(self) -> np.ndarray:
         """``[n_items]`` int64 interaction counts."""
         return np.bincount(self.items, minlength=self.n_items).astype(np.int64)

@@ -79,7 +79,8 @@ def held_out_users_split(x: Interactions, user_fraction: float = 0.1, seed: int 
         inner = temporal_split(rest, 1.0 - history_fraction)
     else:
         inner = random_split(rest, 1.0 - history_fraction, seed)
-    # per-user random split for the untimed case keeps every user's share approximately
+    # untimed: one random split of the held users' rows, so each user's history share is
+    # history_fraction only on average (a user may get no history, or no test row)
     return Split(train=train, test=inner.test, history=inner.train)
 
 

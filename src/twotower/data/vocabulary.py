@@ -22,6 +22,11 @@ from twotower.errors import ArtifactError, DataError, UnknownIdError
 INT_ID = re.compile(r"0|-?[1-9][0-9]{0,18}")
 
 
+def plain_id(v: Any) -> Any:
+    """An external id as a plain Python value (``np.int64(7)`` -> ``7``), for JSON."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 class Vocabulary:
     """An ordered set of external ids; index ``i`` is the i-th id.
 

@@ -334,7 +334,7 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
         ids = np.asarray(ids)
         if ids.ndim != 2 or ids.shape[0] != hi - lo or ids.shape[1] > kmax:
             raise DataError(f"{type(recommender).__name__}.recommend returned ids of shape "
-                            f"{ids.shape}, expected ({hi - lo}, {k_req})")
+                            f"{ids.shape}, expected ({hi - lo}, k) with k at most {kmax}")
         top[lo:hi, :ids.shape[1]] = ids
     result: dict[str, Any] = dict(evaluate_topk(top, truth, ks, n_items=n_items))
     if return_lists:

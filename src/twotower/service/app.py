@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
-from twotower.data.vocabulary import INT_ID
+from twotower.data.vocabulary import INT_ID, plain_id
 from twotower.errors import ConfigError, UnknownIdError
 from twotower.service import schemas as S
 from twotower.service.observability import Metrics, RequestMiddleware, gauge
@@ -46,10 +46,6 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 def _dumps(v: Any) -> str:
     return json.dumps(v, ensure_ascii=False)
-
-
-def _out_id(v: Any) -> Any:
-    return v.item() if isinstance(v, np.generic) else v
 
 
 #: ``k`` when a request gives none, capped at what the catalogue can fill
@@ -208,7 +204,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         else:
             users = np.array([u])
             scores, idx = m.recommend(users, k, m.seen_items(users) if exclude_seen else None)
-            body = _user_json(s, _out_id(m.user_vocab.ids[u]), s.items_json(idx[0], scores[0]))
+            body = _user_json(s, plain_id(m.user_vocab.ids[u]), s.items_json(idx[0], scores[0]))
         return Response(f'{{"model":{_dumps(s.label)},{body[1:]}', media_type=_JSON)
 
     @app.get("/v1/recommendations", response_model=S.Recommendations,
@@ -240,7 +236,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             if u < 0:
                 rows.append(_user_json(s, raw, popular, "popular"))
             else:
-                rows.append(_user_json(s, _out_id(ids[u]), s.items_json(idx[j], scores[j])))
+                rows.append(_user_json(s, plain_id(ids[u]), s.items_json(idx[j], scores[j])))
                 j += 1
         return Response(f'{{"model":{_dumps(s.label)},"k":{k},"results":[{",".join(rows)}]}}',
                         media_type=_JSON)
@@ -327,7 +323,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             hits = [exact] + [i for i in hits if i != exact]
         pop = s.model.item_popularity
         return JSONResponse({"model": s.label, "total": len(hits), "items": [
-            {**s.item_ref(i), "popularity": _out_id(pop[i])} for i in hits[:limit]]})
+            {**s.item_ref(i), "popularity": plain_id(pop[i])} for i in hits[:limit]]})
 
     # ------------------------------------------------------------ users
     # `:path`, as for items; the fixed suffix still ends the id (the last "/history")
@@ -343,7 +339,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
         seen = m.seen_items(np.array([u]))[0].tolist()
-        return JSONResponse({"model": s.label, "user_id": _out_id(m.user_vocab.ids[u]),
+        return JSONResponse({"model": s.label, "user_id": plain_id(m.user_vocab.ids[u]),
                              "count": len(seen), "items": [s.item_ref(i) for i in seen[:limit]]})
 
     @app.get("/v1/users", response_model=S.UserList, responses=_errors(422), tags=["users"])

@@ -655,13 +655,6 @@ def rebatch(chunks: Iterable[Batch], batch_size: int, *, drop_remainder: bool = 
         yield {k: np.concatenate([c[k] for c in pending]) for k in pending[0]}
 
 
-def array_chunks(x: Batch, chunk_rows: int = 65_536) -> Iterator[Batch]:
-    """In-memory arrays as chunks (the same shape of input as a stream)."""
-    n = len(next(iter(x.values())))
-    for s in range(0, n, chunk_rows):
-        yield {k: v[s:s + chunk_rows] for k, v in x.items()}
-
-
 class Progress:
     """A progress line on stderr every ``every_s`` seconds: examples, examples/s, loss."""
 
