@@ -38,8 +38,13 @@ def test_large_tables_train_with_the_loop_and_learn(tmp_path):
     x = _grouped(1500, 600)   # 2,100 table rows >= 16 x batch 64
     cfg = ModelConfig.preset("tutorial", batch_size=64, epochs=3, learning_rate=0.5)
     out = io.StringIO()
-    model = TwoTower(cfg).fit(x, verbose=0, callbacks=[TrainProgress(every_s=0.0, out=out)])
+    model = TwoTower(cfg).fit(x, verbose=0, callbacks=[TrainProgress(every_s=0.0, out=out,
+                                                                     prefix="mine: ")])
     assert model.trained_with.startswith("TrainLoop")
+    # the progress callback given is honoured on the loop path: its stream and prefix,
+    # every_s 0 = a line for every call (it was dropped: stderr, 10 s)
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 3 and all(ln.startswith("mine: epoch ") for ln in lines), lines
     assert len(model.history["loss"]) == 3
     assert model.history["loss"][-1] < model.history["loss"][0]
     assert _own_group_share(model, x) > 0.6   # chance: 0.2

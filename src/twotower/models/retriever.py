@@ -330,8 +330,14 @@ class TwoTower:
             # a large catalogue that row-wise updates train exactly: the product loop
             # (the same update as model.fit, tested; 29-67x its speed at 1M items)
             from twotower.training import LoopConfig, TrainLoop
+            # a TrainProgress given is honoured: its interval (0: every call of the
+            # loop, which runs several steps per call), its stream and prefix
             every = progress[0].every_s if progress else (10.0 if verbose else 0.0)
-            loop = TrainLoop(net, net.optimizer, LoopConfig(progress_every_s=every))
+            loop = TrainLoop(net, net.optimizer,
+                             LoopConfig(progress_every_s=every if every or not progress
+                                        else 1e-9),
+                             progress_out=progress[0].out if progress else None,
+                             progress_prefix=progress[0].prefix if progress else "")
             self.history = loop.fit(x, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                     shuffle=True, seed=cfg.seed)
             self.trained_with = "TrainLoop (row-wise updates)"

@@ -25,7 +25,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -126,9 +126,12 @@ class TrainLoop:
         >>> loop.fit({"user": u, "item": i, "rating": r}, batch_size=1000, epochs=5)
     """
 
-    def __init__(self, net: Any, optimizer: Any, config: LoopConfig | None = None) -> None:
+    def __init__(self, net: Any, optimizer: Any, config: LoopConfig | None = None,
+                 progress_out: TextIO | None = None, progress_prefix: str = "") -> None:
         self.net, self.optimizer = net, optimizer
         self.config = config or LoopConfig()
+        # where progress lines go (stderr by default) and what starts them
+        self.progress_out, self.progress_prefix = progress_out, progress_prefix
         self.history: dict[str, list[float]] = {}
         self.step_losses = np.zeros(0, dtype=np.float32)
         self.examples_per_second: list[float] = []
@@ -187,7 +190,8 @@ class TrainLoop:
         try:
             for epoch in range(epochs):
                 progress = Progress(every_s=self.config.progress_every_s,
-                                    prefix=f"epoch {epoch + 1}/{epochs}: ")
+                                    prefix=f"{self.progress_prefix}epoch {epoch + 1}/"
+                                           f"{epochs}: ", out=self.progress_out)
                 t0 = time.perf_counter()
                 epoch_losses: list[tuple[Any, np.ndarray]] = []
                 for stacked, sizes in _prefetch(self._groups(data(epoch)),
