@@ -44,15 +44,14 @@ import numpy as np  # noqa: E402
 
 from twotower.data import (held_out_users_split, random_split, read_movielens_100k,  # noqa: E402
                            temporal_split)
-from twotower.evaluation import (EASE, ItemKNN, MostPop, recommend_and_evaluate,  # noqa: E402
-                                 tune)
+from twotower.evaluation import (BASELINE_GRIDS, EASE, ItemKNN, MostPop,  # noqa: E402
+                                 recommend_and_evaluate, tune)
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 KS = (10, 100)
 SHOW = ("recall@10", "ndcg@10", "recall@100")
-GRIDS = {"ItemKNN": {"neighbors": [50, 100, 200], "shrink": [0.0, 10.0]},
-         "EASE": {"lambda_": [100.0, 200.0, 500.0, 1000.0]}}
+GRIDS = BASELINE_GRIDS  # the CLI's (twotower evaluate --baselines)
 
 
 def _baseline(name, train, kind, seed):

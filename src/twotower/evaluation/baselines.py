@@ -383,6 +383,15 @@ class EASE(_Baseline):
 
 BASELINES: dict[str, type[_Baseline]] = {c.name: c for c in (MostPop, ItemKNN, EASE)}
 
+#: The settings ``twotower evaluate --baselines`` and ``benchmarks/quality.py`` tune the
+#: baselines over (one grid, so the CLI's baselines are the README's). EASE's lambda starts
+#: at 20: logs of item sequences want a weak prior (the best was about 20 on the
+#: session-shaped log of ``benchmarks/sessions.py``; MovieLens 100k's is 200-500).
+BASELINE_GRIDS: dict[str, dict[str, list[float]]] = {
+    "ItemKNN": {"neighbors": [50, 100, 200], "shrink": [0.0, 10.0]},
+    "EASE": {"lambda_": [20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]},
+}
+
 
 class TuneResult(NamedTuple):
     """``best_config`` and one row per grid point: ``{"config": {...}, "metrics": {...}}``."""
@@ -449,5 +458,5 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
     return TuneResult(configs[best_i], results)
 
 
-__all__ = ["BASELINES", "EASE", "EASEConfig", "ItemKNN", "ItemKNNConfig", "MostPop",
+__all__ = ["BASELINES", "BASELINE_GRIDS", "EASE", "EASEConfig", "ItemKNN", "ItemKNNConfig", "MostPop",
            "MostPopConfig", "SCORE_BATCH_SIZE", "TuneResult", "topk_excluding", "tune"]

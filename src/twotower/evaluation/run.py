@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from twotower.data.interactions import Interactions
-from twotower.evaluation.baselines import EASE, ItemKNN, MostPop, tune
+from twotower.evaluation.baselines import BASELINE_GRIDS, EASE, ItemKNN, MostPop, tune
 from twotower.evaluation.metrics import _check_ks, recommend_and_evaluate
 
 #: Above this catalogue size the dense item-item baselines (EASE, ItemKNN) are skipped:
@@ -99,11 +99,9 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                if kind == "temporal" and on == "random" else "")
         say(f"tuning ItemKNN and EASE on a {on}{why} validation split of train "
             f"({model.n_items:,} items)")
-        methods["ItemKNN"] = ItemKNN(tune(ItemKNN, tuning, {"neighbors": [50, 100, 200]}, seed,
-                                          split=on).best_config).fit(train)
-        methods["EASE"] = EASE(
-            tune(EASE, tuning, {"lambda_": [100.0, 250.0, 500.0, 1000.0, 2000.0]}, seed,
-                 split=on).best_config).fit(train)
+        for name, cls in (("ItemKNN", ItemKNN), ("EASE", EASE)):
+            best = tune(cls, tuning, BASELINE_GRIDS[name], seed, split=on).best_config
+            methods[name] = cls(best).fit(train)
     table: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[int, float]] = {}
     for name, rec in methods.items():
