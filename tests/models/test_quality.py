@@ -15,9 +15,10 @@ def test_default_beats_most_popular_on_movielens(ml_split):
     mine = recommend_and_evaluate(model, ml_split.train, ml_split.test, (10,))
     pop = recommend_and_evaluate(MostPop().fit(ml_split.train), ml_split.train,
                                  ml_split.test, (10,))
-    # measured: default ~0.23 / 0.41, MostPop ~0.11 / 0.22
-    assert mine["recall@10"] > 1.6 * pop["recall@10"]
-    assert mine["ndcg@10"] > 1.5 * pop["ndcg@10"]
+    # measured on this split (seed 42): default 0.2392 / 0.4518 (the README's walkthrough),
+    # MostPop ~0.11 / 0.22; a 6% fall in either fails
+    assert mine["recall@10"] > 1.6 * pop["recall@10"] and mine["recall@10"] > 0.225
+    assert mine["ndcg@10"] > 1.5 * pop["ndcg@10"] and mine["ndcg@10"] > 0.425
 
 
 def test_tutorial_preset_reproduces_the_published_losses(ml_split):
