@@ -814,3 +814,27 @@ def test_recommend_serves_users_never_trained_on_as_new_users(tmp_path, capsys):
     code, out, err = run(capsys, "recommend", tmp_path / "run", "--user", "lone",
                          "--fallback", "popular", "--json")
     assert code == 0 and json.loads(out)["fallback"] == "popular", err
+
+
+def test_a_ctrl_c_dropped_inside_a_callback_is_sent_again():
+    """Python can run a signal handler inside JAX's gc callback, which prints and drops
+    its exception: a Ctrl-C was then lost, and training went on to replace the run. The
+    handler sends the signal again each second until main has seen it."""
+    import signal
+    import time
+
+    from twotower import cli
+    old = signal.signal(signal.SIGINT, cli._raise_signal)
+    try:
+        try:
+            cli._raise_signal(signal.SIGINT, None)
+        except KeyboardInterrupt:
+            pass  # dropped, as in the gc callback
+        t0 = time.monotonic()
+        with pytest.raises(KeyboardInterrupt):
+            while time.monotonic() - t0 < 5:
+                time.sleep(0.02)
+        assert time.monotonic() - t0 < 3
+    finally:
+        cli._PENDING["signum"] = None
+        signal.signal(signal.SIGINT, old)

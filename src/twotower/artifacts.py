@@ -92,6 +92,11 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
                         f"empty directory for the {noun}")
 
 
+#: Directories ``atomic_directory`` completed in this process, in order (a command ended
+#: by a signal held back during the renames can say its save is complete all the same).
+SAVED: list[Path] = []
+
+
 def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "directory",
                      marker: str = _FORMAT, noun: str = "run") -> Path:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``target`` atomically.
@@ -125,6 +130,7 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
                 moved = True
             os.rename(tmp, target)
             _fsync_dir(target.parent)
+            SAVED.append(target)  # complete: a signal held back fires after this
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         if moved and not target.exists():

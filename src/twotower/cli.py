@@ -886,27 +886,29 @@ class _Terminated(KeyboardInterrupt):
     progress finishes its renames or is undone, temporary directories go)."""
 
 
-_TERM = {"pending": False}
+_PENDING: dict[str, int | None] = {"signum": None}
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    # Python may run this handler inside a garbage-collection callback (JAX registers one),
-    # where an exception is printed and dropped: until `main` has seen the exception, the
-    # signal is sent again every second
-    if not _TERM["pending"]:
-        _TERM["pending"] = True
-        import threading
-        threading.Thread(target=_resend_term, daemon=True).start()
-    raise _Terminated()
-
-
-def _resend_term() -> None:
+def _raise_signal(signum: int, frame: Any) -> None:
+    """Ctrl-C (SIGINT) and SIGTERM: KeyboardInterrupt, or ``_Terminated`` for SIGTERM.
+    Python may run this handler inside a garbage-collection callback (JAX registers one),
+    where an exception is printed and dropped (training then went on, and replaced the
+    run): until `main` has seen the exception, the signal is sent again every second."""
     import signal
+    if _PENDING["signum"] is None:
+        _PENDING["signum"] = signum
+        import threading
+        threading.Thread(target=_resend_signal, daemon=True).start()
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _resend_signal() -> None:
     while True:
         time.sleep(1.0)
-        if not _TERM["pending"]:
+        signum = _PENDING["signum"]
+        if signum is None:
             return
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -917,16 +919,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     shown = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # a user reads the message, not our source
-    term = None
+    term = intr = None
+    from twotower.artifacts import SAVED
+    saved_before = len(SAVED)
     try:
         args = parser.parse_args(argv)
         # SIGTERM (`kill`, a job scheduler's stop) would end the process on the spot,
         # silently. `serve` keeps it: uvicorn shuts down gracefully, then re-raises it, so
         # a service manager sees the process end by SIGTERM, as before.
         if args.func is not cmd_serve and \
-                threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
-            term = signal.signal(signal.SIGTERM, _raise_terminated)
+                threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+                term = signal.signal(signal.SIGTERM, _raise_signal)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                intr = signal.signal(signal.SIGINT, _raise_signal)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         return code
@@ -945,17 +951,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TwoTowerError as exc:
         return _fail(str(exc))
     except KeyboardInterrupt as exc:
-        _TERM["pending"] = False
+        _PENDING["signum"] = None
+        # a signal held back while a save swapped directories: that save is complete
+        done = (f" (after {SAVED[-1]} was saved, complete)" if len(SAVED) > saved_before
+                else "")
         if isinstance(exc, _Terminated):
-            print("twotower: terminated", file=sys.stderr)
+            print(f"twotower: terminated{done}", file=sys.stderr)
             return 143  # 128 + SIGTERM, what a shell reports for a process it ended
-        print("twotower: interrupted", file=sys.stderr)
+        print(f"twotower: interrupted{done}", file=sys.stderr)
         return 130
     finally:
-        _TERM["pending"] = False
+        _PENDING["signum"] = None
         warnings.formatwarning = shown
         if term is not None:
             signal.signal(signal.SIGTERM, term)
+        if intr is not None:
+            signal.signal(signal.SIGINT, intr)
 
 
 if __name__ == "__main__":

@@ -204,7 +204,7 @@ class TrainLoop:
                         losses.block_until_ready()
                     sizes = sizes * self._processes  # each process fed its part
                     epoch_losses.append((losses, sizes))
-                    progress.update(int(sizes.sum()), lambda: losses[-1])
+                    progress.update(int(sizes.sum()), lambda: float(losses[-1]))  # waits for it
                 steps = [np.asarray(l, dtype=np.float32) for l, _ in epoch_losses]
                 sizes = np.concatenate([s for _, s in epoch_losses]) if steps else np.zeros(0)
                 flat = np.concatenate(steps) if steps else np.zeros(0, np.float32)

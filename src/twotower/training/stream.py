@@ -666,11 +666,15 @@ class Progress:
         self.t0 = self.last = time.perf_counter()
 
     def update(self, n: int, loss: Any = None) -> None:
+        """``n`` more examples; ``loss``: a value or a callable that waits for the work
+        counted so far (a device still running it), called before the clock is read, so
+        the line's examples/s counts work done, not work dispatched."""
         self.count += n
-        now = time.perf_counter()
-        if self.every_s and now - self.last >= self.every_s:
+        if self.every_s and time.perf_counter() - self.last >= self.every_s:
+            value = loss() if callable(loss) else loss
+            now = time.perf_counter()
             self.last = now
-            self._line(now, loss() if callable(loss) else loss)
+            self._line(now, value)
 
     def rate(self) -> float:
         return self.count / max(time.perf_counter() - self.t0, 1e-9)
