@@ -838,3 +838,11 @@ def test_a_ctrl_c_dropped_inside_a_callback_is_sent_again():
     finally:
         cli._PENDING["signum"] = None
         signal.signal(signal.SIGINT, old)
+
+
+def test_stream_refuses_a_test_fraction_it_would_ignore(tmp_path, capsys):
+    """--test-fraction with --stream trained on the whole file, silently."""
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,3\n")
+    code, _, err = run(capsys, "train", "--data", tmp_path / "r.csv", "--stream",
+                       "--test-fraction", "0.3", "--out", tmp_path / "r")
+    assert code == 2 and "--test-fraction 0.3" in err and "--test-data" in err

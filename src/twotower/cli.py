@@ -354,14 +354,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     if args.stream:
-        if args.split not in (None, "none"):
-            raise ConfigError(f"--stream trains on the whole file, so --split must be none, "
-                              f"got {args.split!r}; hold out a file of your own and use "
+        if args.split not in (None, "none") or args.test_fraction is not None:
+            given = (f"--split {args.split}" if args.split not in (None, "none")
+                     else f"--test-fraction {args.test_fraction}")
+            raise ConfigError(f"--stream trains on the whole file, so it takes no split "
+                              f"({given}); hold out a file of your own and use "
                               "`twotower evaluate RUN --test-data FILE`")
     elif args.shuffle_buffer is not None:
         raise ConfigError("--shuffle-buffer applies to --stream only (in memory, each epoch "
                           "is a full permutation)")
     args.split = args.split or ("none" if args.stream else "random")
+    if args.test_fraction is None:
+        args.test_fraction = 0.2
     settings = _config_file(args)
     cfg = _model_config(args, settings)
     dist = _distribution(args, settings)
@@ -780,7 +784,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "buffer and the model, not the file); id tower, no test split")
     tr.add_argument("--shuffle-buffer", type=int,
                     help="--stream: rows in the shuffle buffer (default 262144; 0: file order)")
-    tr.add_argument("--test-fraction", type=float, default=0.2)
+    tr.add_argument("--test-fraction", type=float, default=None,
+                    help="share of the data held out by --split (default 0.2)")
     tr.add_argument("--seed", type=int,
                     help="seeds the split and the model (default: the config's seed, 42)")
     tr.add_argument("--epochs", type=int)

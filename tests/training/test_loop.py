@@ -268,7 +268,11 @@ def test_configs_round_trip_json(cls, kwargs):
 @pytest.mark.parametrize("kwargs,match", [
     (dict(data_parallel=0), "data_parallel"), (dict(num_processes=2), "coordinator_address"),
     (dict(coordinator_address="x:1", num_processes=2, process_id=2), "process_id"),
-    (dict(coordinator_address="nohostport", num_processes=2), "host:port")])
+    (dict(coordinator_address="nohostport", num_processes=2), "host:port"),
+    # a port that is not a number crashed inside jax (or aborted the process)
+    (dict(coordinator_address="127.0.0.1:notaport", num_processes=2), "port in 1-65535"),
+    (dict(coordinator_address="127.0.0.1:70000", num_processes=2), "port in 1-65535"),
+    (dict(coordinator_address=":1234", num_processes=2), "host:port")])
 def test_distribution_config_errors_name_the_field(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         DistributionConfig(**kwargs)

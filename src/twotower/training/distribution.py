@@ -73,10 +73,12 @@ class DistributionConfig(Config):
         check_range(own, "process_id", self.process_id, 0, self.num_processes - 1,
                     integer=True)
         if self.coordinator_address is not None:
-            if not isinstance(self.coordinator_address, str) or \
-                    ":" not in self.coordinator_address:
-                raise ConfigError("distribution.coordinator_address must be 'host:port', got "
-                                  f"{self.coordinator_address!r}")
+            addr = self.coordinator_address
+            port = addr.rpartition(":")[2] if isinstance(addr, str) else ""
+            if not isinstance(addr, str) or ":" not in addr or not addr.rpartition(":")[0] \
+                    or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError("distribution.coordinator_address (--coordinator) must be "
+                                  f"'host:port' with a port in 1-65535, got {addr!r}")
         elif self.num_processes > 1:
             raise ConfigError(f"distribution.num_processes is {self.num_processes}: a "
                               "multi-host run needs coordinator_address ('host:port' of "
@@ -155,10 +157,21 @@ def apply_distribution(config: DistributionConfig) -> Any:
 
     global _initialized
     if config.coordinator_address is not None and not _initialized:
+        import sys
+
         import jax
-        jax.distributed.initialize(coordinator_address=config.coordinator_address,
-                                   num_processes=config.num_processes,
-                                   process_id=config.process_id)
+        # it waits for every process (jax's own timeout: 5 minutes): say what it waits for
+        print(f"twotower: process {config.process_id} of {config.num_processes}: joining the "
+              f"coordinator at {config.coordinator_address} (it waits for every process)",
+              file=sys.stderr, flush=True)
+        try:
+            jax.distributed.initialize(coordinator_address=config.coordinator_address,
+                                       num_processes=config.num_processes,
+                                       process_id=config.process_id)
+        except Exception as exc:  # jax raises its runtime error types for these
+            raise ConfigError(f"distribution: cannot join the coordinator at "
+                              f"{config.coordinator_address} as process {config.process_id} "
+                              f"of {config.num_processes}: {exc}") from None
         _initialized = True
     import jax
     devices = jax.devices()

@@ -112,6 +112,8 @@ class InteractionStream:
         self.path = Path(path)
         self.config = config or StreamConfig()
         self._user_vocab, self._item_vocab = user_vocab, item_vocab
+        # which vocabularies the caller gave (the others come from ``scan``)
+        self._given = {"user": user_vocab is not None, "item": item_vocab is not None}
         index, count = shard
         if not (isinstance(count, int) and count >= 1 and 0 <= index < count):
             raise ConfigError(f"shard must be (index, count) with 0 <= index < count, "
@@ -180,8 +182,8 @@ class InteractionStream:
         import pyarrow as pa
         import pyarrow.csv as pacsv
         sep = self.config.sep or ("\t" if self.path.suffix.lower() == ".tsv" else ",")
-        with self.path.open("r", encoding="utf-8", errors="replace", newline="") as fh:
-            header = next(csv.reader(fh, delimiter=sep), None)
+        with self.path.open("r", encoding="utf-8-sig", errors="replace", newline="") as fh:
+            header = next(csv.reader(fh, delimiter=sep), None)  # utf-8-sig: without a BOM
         if not header:
             raise DataError(f"--data: {self.path} has no header line")
         self._check_columns(header)
@@ -203,7 +205,26 @@ class InteractionStream:
                                                  names=list(roles))
         except pa.ArrowInvalid as exc:
             check_ragged(self.path, "--data", sep, len(header))  # names the line, if ragged
+            if "rating" in roles:
+                self._check_numbers(sep, header.index(roles["rating"]))  # names the line
             raise DataError(f"--data: {self.path}: malformed CSV: {exc}") from None
+
+    def _check_numbers(self, sep: str, at: int) -> None:
+        """The first data line whose field ``at`` is not a finite number, as an error (read
+        again with the csv module: only after the fast reader failed)."""
+        with self.path.open("r", encoding="utf-8-sig", errors="replace", newline="") as fh:
+            rows = csv.reader(fh, delimiter=sep)
+            next(rows, None)
+            for n, row in enumerate(rows):
+                value = row[at] if at < len(row) else ""
+                try:
+                    ok = np.isfinite(float(value))
+                except ValueError:
+                    ok = False
+                if not ok:
+                    raise DataError(f"--data: {self.path}, {where_in_file(self.path, n)}, column "
+                                    f"{self.config.rating_col!r}: expected a finite number, "
+                                    f"got {value!r}")
 
     # ------------------------------------------------------------------ the streaming pass
     def scan(self) -> StreamStats:
@@ -236,17 +257,36 @@ class InteractionStream:
                 lo, hi = min(lo, float(np.min(rating))), max(hi, float(np.max(rating)))
         if rows == 0:
             raise DataError(f"--data: {self.path} has no rows")
-        if not fixed:
-            self._user_vocab = users.vocabulary("user")
+        if not fixed:  # the vocabularies not given come from the scan
+            if self._user_vocab is None:
+                self._user_vocab = users.vocabulary("user")
+            else:
+                self._check_known("user", users.values_counts()[0], self._user_vocab)
             uniq, counts = items.values_counts()
-            self._item_vocab = _vocab_of(uniq, "item")
+            if self._item_vocab is None:
+                self._item_vocab = _vocab_of(uniq, "item")
             idx = _Mapper(self._item_vocab).indices(pa.array(uniq))
+            if (idx < 0).any():
+                self._check_known("item", uniq, self._item_vocab)
+                idx, counts = idx[idx >= 0], counts[idx >= 0]  # unknown='skip'
             item_counts = np.bincount(idx, weights=counts,
                                       minlength=len(self._item_vocab)).astype(np.int64)
         self.stats = StreamStats(rows=rows, user_vocab=self._user_vocab,
                                  item_vocab=self._item_vocab, item_counts=item_counts,
                                  rating_range=(lo, hi) if self.config.rating_col else None)
         return self.stats
+
+    def _check_known(self, role: str, values: np.ndarray, vocab: Vocabulary) -> None:
+        """With ``unknown='error'``, every distinct id ``values`` of a given vocabulary's
+        column must be in it."""
+        import pyarrow as pa
+        if self.config.unknown != "error" or not len(values):
+            return
+        idx = _Mapper(vocab).indices(pa.array(values))
+        if (idx < 0).any():
+            raise DataError(f"--data: {self.path}, column {self._roles[role]!r}: {role} id "
+                            f"{values[idx < 0][0]!r} is not in the given {role} vocabulary "
+                            f"({len(vocab)} ids); use unknown='skip' to drop such rows")
 
     def _checked(self, batches: Iterable[Any]) -> Iterator[Any]:
         """Record batches with null/empty ids and non-numeric ratings rejected."""
@@ -257,6 +297,11 @@ class InteractionStream:
             # the usual batch costs no pass but the float check: ``null_count`` is known
             for role in ("user", "item"):
                 col = b.column(role)
+                if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
+                        or pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+                        or pa.types.is_dictionary(col.type) or pa.types.is_null(col.type)):
+                    raise DataError(f"--data: {self.path}, column {self._roles[role]!r}: "
+                                    f"{role} ids must be text or numbers, got type {col.type}")
                 if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                     bad = pc.or_kleene(pc.is_null(col),
                                        pc.equal(pc.utf8_trim_whitespace(col), ""))
@@ -307,14 +352,16 @@ class InteractionStream:
         """Record batches mapped to indices: ``user``/``item`` int32, ``rating`` float32."""
         uv, iv = self._require_vocab()
         umap, imap = _Mapper(uv), _Mapper(iv)
-        offset = 0
+        offset = yielded = 0
         for b in self._checked(self.record_batches()):
             u, i = umap.indices(b.column("user")), imap.indices(b.column("item"))
             keep = None
             if len(u) and min(u.min(), i.min()) < 0:  # ids not in the vocabulary
                 keep = (u >= 0) & (i >= 0)
+                role = "user" if (u < 0).any() else "item"
+                if not self._given[role]:  # the scan saw every id: the file is another now
+                    raise self._changed("it holds ids the scan did not see")
                 if self.config.unknown == "error":
-                    role = "user" if (u < 0).any() else "item"
                     pos = int(np.argmax((u if role == "user" else i) < 0))
                     value = b.column(role)[pos].as_py()
                     raise DataError(f"--data: {self.path}, "
@@ -330,7 +377,15 @@ class InteractionStream:
             if keep is not None:
                 out = {k: v[keep] for k, v in out.items()}
             offset += b.num_rows
+            yielded += len(out["user"])
             yield out
+        # every pass must read what the scan counted (a file replaced or cut meanwhile)
+        if self.stats is not None and yielded != self.stats.rows:
+            raise self._changed(f"{self.stats.rows:,} rows then, {yielded:,} now")
+
+    def _changed(self, why: str) -> DataError:
+        return DataError(f"--data: {self.path} changed since it was scanned ({why}); "
+                         "train again on a file that stays as it is while training reads it")
 
     def chunks(self, epoch: int = 0) -> Iterator[Batch]:
         """Index chunks of every row exactly once, shuffled through the bounded buffer
@@ -367,14 +422,11 @@ class InteractionStream:
             users = np.empty(self.stats.rows, dtype=np.int32)
             items = np.empty(self.stats.rows, dtype=np.int32)
             n = 0
-            for c in self._index_chunks():
+            for c in self._index_chunks():  # which checks the count at its end
                 m = len(c["user"])
                 if n + m <= len(users):
                     users[n:n + m], items[n:n + m] = c["user"], c["item"]
                 n += m
-            if n != self.stats.rows:
-                raise DataError(f"--data: {self.path} changed since it was scanned "
-                                f"({self.stats.rows:,} rows then, {n:,} now)")
         else:
             parts = [(c["user"], c["item"]) for c in self._index_chunks()]
             users = np.concatenate([u for u, _ in parts]) if parts else np.empty(0, np.int32)
