@@ -845,4 +845,4 @@ def test_stream_refuses_a_test_fraction_it_would_ignore(tmp_path, capsys):
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,3\n")
     code, _, err = run(capsys, "train", "--data", tmp_path / "r.csv", "--stream",
                        "--test-fraction", "0.3", "--out", tmp_path / "r")
-    assert code == 2 and "--test-fraction 0.3" in err and "--test-data" in err
+    assert code == 2 and "--test-fraction (0.3) does not apply" in err and "--test-data" in err

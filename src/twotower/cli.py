@@ -355,11 +355,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     if args.stream:
         if args.split not in (None, "none") or args.test_fraction is not None:
-            given = (f"--split {args.split}" if args.split not in (None, "none")
-                     else f"--test-fraction {args.test_fraction}")
-            raise ConfigError(f"--stream trains on the whole file, so it takes no split "
-                              f"({given}); hold out a file of your own and use "
-                              "`twotower evaluate RUN --test-data FILE`")
+            given = (f"--split must be none, got {args.split!r}"
+                     if args.split not in (None, "none")
+                     else f"--test-fraction ({args.test_fraction}) does not apply")
+            raise ConfigError(f"--stream trains on the whole file, so {given}; hold out a "
+                              "file of your own and use `twotower evaluate RUN --test-data "
+                              "FILE`")
     elif args.shuffle_buffer is not None:
         raise ConfigError("--shuffle-buffer applies to --stream only (in memory, each epoch "
                           "is a full permutation)")
