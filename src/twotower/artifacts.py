@@ -205,20 +205,12 @@ def _fsync_tree(root: Path) -> None:
     renames must not leave a run of empty or cut files, with no previous version)."""
     for d, _, files in os.walk(root, topdown=False):
         for name in files:
-            try:
-                fd = os.open(os.path.join(d, name), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            except OSError:
-                pass
-            finally:
-                os.close(fd)
+            _fsync_dir(Path(d, name))
         _fsync_dir(Path(d))
 
 
 def _fsync_dir(path: Path) -> None:
+    """fsync a directory (or a file) by path; best effort."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -44,6 +45,27 @@ def _serve(run_dir):
     thread.join(10)
 
 
+@contextlib.contextmanager
+def _page(sync_api, base, outside=None):
+    """A headless page on the service's `/`, loaded (the model line shown), and the list
+    its JavaScript errors go to; ``outside`` collects requests to anywhere else."""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page()
+            if outside is not None:
+                page.on("request", lambda req: outside.append(req.url)
+                        if not req.url.startswith(base) else None)
+            errors = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(base + "/")
+            page.wait_for_function("document.getElementById('model-info').textContent"
+                                   ".includes('@')")
+            yield page, errors
+        finally:
+            browser.close()
+
+
 def test_page_shows_recommendations_and_similar_movies(live_server):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, app = live_server
@@ -52,38 +74,26 @@ def test_page_shows_recommendations_and_similar_movies(live_server):
     _, idx = model.recommend(u, 10, model.seen_items(u))
     expected = model.titles(idx[0]).tolist()
 
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            page = browser.new_page()
-            outside = []
-            page.on("request", lambda req: outside.append(req.url)
-                    if not req.url.startswith(base) else None)
-            errors = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(base + "/")
-            page.wait_for_function("document.getElementById('model-info').textContent"
-                                   ".includes('@')")
-            page.fill("#user-id", "42")
-            page.click("#go")
-            page.wait_for_function("document.querySelectorAll('#recs li').length === 10")
-            titles = page.locator("#recs li .title").all_text_contents()
-            assert titles == expected
-            assert page.locator("#history li").count() > 0
-            assert "for user 42" in page.locator("#recs-for").text_content()
-            # click a recommendation: its similar movies appear
-            page.locator("#recs li").first.click()
-            page.wait_for_function("document.querySelectorAll('#similar li').length === 10")
-            assert expected[0] in page.locator("#similar-to").text_content()
-            # an unknown user shows the service's message
-            page.fill("#user-id", "ghost")
-            page.click("#go")
-            page.wait_for_selector("#error:not([hidden])")
-            assert "ghost" in page.locator("#error").text_content()
-            assert not errors, errors
-            assert not outside, f"the page fetched outside the service: {outside}"
-        finally:
-            browser.close()
+    outside = []
+    with _page(sync_api, base, outside) as (page, errors):
+        page.fill("#user-id", "42")
+        page.click("#go")
+        page.wait_for_function("document.querySelectorAll('#recs li').length === 10")
+        titles = page.locator("#recs li .title").all_text_contents()
+        assert titles == expected
+        assert page.locator("#history li").count() > 0
+        assert "for user 42" in page.locator("#recs-for").text_content()
+        # click a recommendation: its similar items appear
+        page.locator("#recs li").first.click()
+        page.wait_for_function("document.querySelectorAll('#similar li').length === 10")
+        assert expected[0] in page.locator("#similar-to").text_content()
+        # an unknown user shows the service's message
+        page.fill("#user-id", "ghost")
+        page.click("#go")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "ghost" in page.locator("#error").text_content()
+        assert not errors, errors
+        assert not outside, f"the page fetched outside the service: {outside}"
 
 
 @pytest.fixture(scope="module")
@@ -109,30 +119,20 @@ def test_page_suggests_and_draws_from_every_user(many_users_run):
     gen = _serve(many_users_run)
     base, app = next(gen)
     try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-            try:
-                page = browser.new_page()
-                errors = []
-                page.on("pageerror", lambda exc: errors.append(str(exc)))
-                page.goto(base + "/")
-                page.wait_for_function("document.getElementById('model-info').textContent"
-                                       ".includes('@')")
-                # suggestions: the ids that start with what is typed, past the first 1,000
-                page.fill("#user-id", "u149")
-                page.wait_for_function(
-                    "document.querySelectorAll('#user-ids option').length === 11")
-                got = page.eval_on_selector_all("#user-ids option", "os => os.map(o => o.value)")
-                assert sorted(got) == ["u149"] + [f"u149{d}" for d in range(10)]
-                # random users: drawn from all 1,500 (the page used only the first 1,000)
-                order = app.state.holder.current.model.user_vocab.ids.tolist()
-                page.evaluate("Math.random = () => 0.999")
-                page.click("#random-user")
-                page.wait_for_function("document.getElementById('recs-for').textContent"
-                                       ".startsWith('for user')")
-                assert page.input_value("#user-id") == order[1498]
-                assert not errors, errors
-            finally:
-                browser.close()
+        with _page(sync_api, base) as (page, errors):
+            # suggestions: the ids that start with what is typed, past the first 1,000
+            page.fill("#user-id", "u149")
+            page.wait_for_function(
+                "document.querySelectorAll('#user-ids option').length === 11")
+            got = page.eval_on_selector_all("#user-ids option", "os => os.map(o => o.value)")
+            assert sorted(got) == ["u149"] + [f"u149{d}" for d in range(10)]
+            # random users: drawn from all 1,500 (the page used only the first 1,000)
+            order = app.state.holder.current.model.user_vocab.ids.tolist()
+            page.evaluate("Math.random = () => 0.999")
+            page.click("#random-user")
+            page.wait_for_function("document.getElementById('recs-for').textContent"
+                                   ".startsWith('for user')")
+            assert page.input_value("#user-id") == order[1498]
+            assert not errors, errors
     finally:
         next(gen, None)
