@@ -846,3 +846,23 @@ def test_stream_refuses_a_test_fraction_it_would_ignore(tmp_path, capsys):
     code, _, err = run(capsys, "train", "--data", tmp_path / "r.csv", "--stream",
                        "--test-fraction", "0.3", "--out", tmp_path / "r")
     assert code == 2 and "--test-fraction (0.3) does not apply" in err and "--test-data" in err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--devices", "0"], "distribution.data_parallel (--devices) must be"),
+    (["--stream", "--shuffle-buffer", "-1"], "stream.shuffle_buffer (--shuffle-buffer) must"),
+    (["--num-processes", "2"], "distribution.num_processes (--num-processes) is 2"),
+    (["--epochs", "0"], "model.epochs (--epochs) must be"),
+    (["--config", "{tmp}/d.toml"], "--config {tmp}/d.toml: DistributionConfig: unknown key"),
+    (["--config", "{tmp}/m.toml"], "model.epochs (--config {tmp}/m.toml [model]) must be"),
+])
+def test_setting_errors_name_the_flag_or_file_that_set_them(tmp_path, capsys, argv, needle):
+    """Errors named config keys (distribution.data_parallel) for values typed as flags, and
+    did not name the --config file."""
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,3\n")
+    (tmp_path / "d.toml").write_text("[distribution]\ndata_paralel = 2\n")
+    (tmp_path / "m.toml").write_text("[model]\nepochs = -3\n")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    code, _, err = run(capsys, "train", "--data", tmp_path / "r.csv", *argv,
+                       "--out", tmp_path / "run")
+    assert code == 2 and needle.format(tmp=tmp_path) in err, err

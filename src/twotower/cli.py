@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -299,7 +300,13 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     for name in ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
-    cfg = ModelConfig.preset(args.preset, **overrides)
+    try:
+        cfg = ModelConfig.preset(args.preset, **overrides)
+    except ConfigError as exc:
+        flags = {n: "--" + n.replace("_", "-") for n in
+                 ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed")
+                 if getattr(args, n, None) is not None}
+        raise _named(exc, "model", flags, args) from None
     unread = cfg.unread()
     given = [f"{n} ({unread[n]})" for n in overrides if n in unread]
     if given:  # kept in the saved config and changing nothing: say so
@@ -344,7 +351,33 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
                       ("num_processes", "num_processes"), ("process_id", "process_id")):
         if getattr(args, flag) is not None:
             d[key] = getattr(args, flag)
-    return DistributionConfig.from_dict(d)
+    flags = {"data_parallel": ("devices", "--devices"),
+             "model_parallel": ("model_parallel", "--model-parallel"),
+             "shard_tables": ("shard_tables", "--shard-tables"),
+             "coordinator_address": ("coordinator", "--coordinator"),
+             "num_processes": ("num_processes", "--num-processes"),
+             "process_id": ("process_id", "--process-id")}
+    sources = {key: flag for key, (attr, flag) in flags.items()
+               if getattr(args, attr, None) is not None}
+    try:
+        return DistributionConfig.from_dict(d)
+    except ConfigError as exc:
+        raise _named(exc, "distribution", sources, args) from None
+
+
+def _named(exc: ConfigError, table: str, sources: dict[str, str],
+           args: argparse.Namespace) -> ConfigError:
+    """``exc`` (about ``table.key``) with where the user set that key: the flag in
+    ``sources``, else the ``--config`` file."""
+    msg = str(exc)
+    for key in sorted(set(re.findall(rf"\b{table}\.(\w+)", msg)), key=len, reverse=True):
+        where = sources.get(key) or (f"--config {args.config} [{table}]"
+                                     if getattr(args, "config", None) else None)
+        if where:
+            msg = re.sub(rf"\b{table}\.{key}\b(?! \()", f"{table}.{key} ({where})", msg, 1)
+    if "unknown key" in msg and getattr(args, "config", None) and "--config" not in msg:
+        msg = f"--config {args.config}: {msg}"
+    return ConfigError(msg)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -476,9 +509,13 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         raise ConfigError("--stream reads a .csv/.tsv/.parquet file: give it with --data")
     cols = _columns(args)
     buffer = 262_144 if args.shuffle_buffer is None else args.shuffle_buffer
-    stream = InteractionStream(args.data, StreamConfig(
-        user_col=cols["user"], item_col=cols["item"], rating_col=cols["rating"],
-        shuffle_buffer=buffer, seed=args.seed, sep=args.sep))
+    try:
+        stream = InteractionStream(args.data, StreamConfig(
+            user_col=cols["user"], item_col=cols["item"], rating_col=cols["rating"],
+            shuffle_buffer=buffer, seed=args.seed, sep=args.sep))
+    except ConfigError as exc:
+        raise _named(exc, "stream", {"shuffle_buffer": "--shuffle-buffer", "sep": "--sep",
+                                     "seed": "--seed"}, args) from None
     from twotower.models.retriever import check_streamable
     check_streamable(cfg, cols["rating"])  # before any pass over the file
     meta_cols = _items_columns(args, cols)
