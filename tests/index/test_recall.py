@@ -208,3 +208,21 @@ def test_tune_recall_raises_the_knob_until_the_target():
     assert tune_recall(make_index().build(V), Q, ref, 0.9) is None
     with pytest.raises(DataError, match="target"):
         tune_recall(ivf, Q, ref, 1.5)
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_a_row_short_of_its_qualifying_items_is_refilled_under_an_allow_list(kind):
+    """Exclusions outside the allow-list do not reduce what a query may receive: a row
+    that the index answered short is refilled by exact search up to the items that
+    qualify (a count that ignored the allow-list passed every test before)."""
+    rng = np.random.default_rng(4)
+    V = rng.standard_normal((6000, 16)).astype(np.float32)
+    q = rng.standard_normal((1, 16)).astype(np.float32)
+    allow = np.arange(5000)  # above the size searched exactly
+    keep = rng.choice(5000, 5, replace=False)  # the only allowed items not excluded
+    ex = [np.r_[np.setdiff1d(allow, keep), np.arange(5000, 5500)]]
+    cfg = (IndexConfig(kind="ivf", nlist=60, nprobe=1) if kind == "ivf"
+           else IndexConfig(kind="hnsw", ef_search=16))
+    s, i = make_index(cfg).build(V).search(q, 10, exclude=ex, allow=allow)
+    assert sorted(i[0][i[0] >= 0].tolist()) == sorted(keep.tolist())
+    assert (i[0][5:] == PAD_ID).all()
