@@ -415,3 +415,18 @@ def test_a_file_changed_between_passes_is_named_at_the_first_pass_that_sees_it(t
     f.write_text("user_id,item_id,rating\n" + "".join(rows.splitlines(True)[:250]))
     with pytest.raises(DataError, match=r"changed since it was scanned \(500 rows then, 250"):
         list(s.chunks())
+
+
+def test_one_given_vocabulary_with_unknown_skip_counts_the_rows_a_pass_yields(tmp_path):
+    """With one vocabulary given and unknown='skip', the scan counted the rows it read,
+    while every pass yields only rows with known ids: the passes then reported the file
+    as changed."""
+    rows = "".join(f"u{i % 50},i{i % 30},{1 + i % 5}\n" for i in range(500))
+    (tmp_path / "s.csv").write_text("user_id,item_id,rating\n" + rows)
+    given = Vocabulary([f"u{i}" for i in range(25)], name="user")  # half the users
+    s = InteractionStream(tmp_path / "s.csv", StreamConfig(rating_col="rating",
+                                                           unknown="skip"), user_vocab=given)
+    st = s.scan()
+    assert st.rows == 250 and st.user_vocab is given
+    assert sum(len(c["user"]) for c in s.chunks()) == 250
+    assert s.seen_matrix().nnz > 0

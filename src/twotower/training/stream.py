@@ -258,35 +258,42 @@ class InteractionStream:
         if rows == 0:
             raise DataError(f"--data: {self.path} has no rows")
         if not fixed:  # the vocabularies not given come from the scan
+            skipped = False
             if self._user_vocab is None:
                 self._user_vocab = users.vocabulary("user")
             else:
-                self._check_known("user", users.values_counts()[0], self._user_vocab)
+                skipped = self._check_known("user", users.values_counts()[0],
+                                            self._user_vocab)
             uniq, counts = items.values_counts()
             if self._item_vocab is None:
                 self._item_vocab = _vocab_of(uniq, "item")
             idx = _Mapper(self._item_vocab).indices(pa.array(uniq))
             if (idx < 0).any():
-                self._check_known("item", uniq, self._item_vocab)
-                idx, counts = idx[idx >= 0], counts[idx >= 0]  # unknown='skip'
+                skipped = self._check_known("item", uniq, self._item_vocab)
+                idx, counts = idx[idx >= 0], counts[idx >= 0]
             item_counts = np.bincount(idx, weights=counts,
                                       minlength=len(self._item_vocab)).astype(np.int64)
+            if skipped:  # unknown='skip' drops rows: count what a pass yields (rare)
+                rows = sum(len(c["user"]) for c in self._index_chunks())
+                if rows == 0:
+                    raise DataError(f"--data: {self.path} has no row with known ids")
         self.stats = StreamStats(rows=rows, user_vocab=self._user_vocab,
                                  item_vocab=self._item_vocab, item_counts=item_counts,
                                  rating_range=(lo, hi) if self.config.rating_col else None)
         return self.stats
 
-    def _check_known(self, role: str, values: np.ndarray, vocab: Vocabulary) -> None:
-        """With ``unknown='error'``, every distinct id ``values`` of a given vocabulary's
-        column must be in it."""
+    def _check_known(self, role: str, values: np.ndarray, vocab: Vocabulary) -> bool:
+        """Whether some of the distinct ids ``values`` of a given vocabulary's column are
+        not in it (with ``unknown='error'``, an error)."""
         import pyarrow as pa
-        if self.config.unknown != "error" or not len(values):
-            return
+        if not len(values):
+            return False
         idx = _Mapper(vocab).indices(pa.array(values))
-        if (idx < 0).any():
+        if (idx < 0).any() and self.config.unknown == "error":
             raise DataError(f"--data: {self.path}, column {self._roles[role]!r}: {role} id "
                             f"{values[idx < 0][0]!r} is not in the given {role} vocabulary "
                             f"({len(vocab)} ids); use unknown='skip' to drop such rows")
+        return bool((idx < 0).any())
 
     def _checked(self, batches: Iterable[Any]) -> Iterator[Any]:
         """Record batches with null/empty ids and non-numeric ratings rejected."""
