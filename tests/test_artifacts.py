@@ -216,10 +216,25 @@ def test_ctrl_c_between_the_renames_waits_for_both(tmp_path):
             for _ in range(1000):  # let Python act on it, were it not held
                 run.exists()
 
-    with pytest.raises(KeyboardInterrupt):
-        _swap_version(run, rename)
+    from twotower.artifacts import SAVED, _is_temp_sibling, temp_sibling
+    before = len(SAVED)
+    # Python's own Ctrl-C handler, whatever started this process (a shell's background job
+    # starts with SIGINT ignored, and the held signal would then be ignored too)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _swap_version(run, rename)
+    finally:
+        signal.signal(signal.SIGINT, old)
     assert sorted(p.name for p in run.iterdir()) == ["format.json", "new.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    # the save completed while the signal waited: recorded, so the CLI can say so
+    assert SAVED[before:] == [run.resolve()] or SAVED[before:] == [run]
+    _swap_version(run, lambda real, src, dst: real(src, dst))  # no signal: not recorded
+    assert len(SAVED) == before + 1
+    # a save inside another save's temporary directory (a run's index) never counts
+    tmp = temp_sibling(tmp_path / "other")
+    assert _is_temp_sibling(tmp) and not _is_temp_sibling(run)
 
 
 def test_seen_rows_exclude_what_seen_items_exclude(tutorial_run):

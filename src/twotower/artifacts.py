@@ -26,6 +26,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -92,8 +93,9 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
                         f"empty directory for the {noun}")
 
 
-#: Directories ``atomic_directory`` completed in this process, in order (a command ended
-#: by a signal held back during the renames can say its save is complete all the same).
+#: Directories ``atomic_directory`` completed while a signal was held back (it fires right
+#: after), not those inside another save's temporary directory: a command ended by that
+#: signal can say its save is complete all the same.
 SAVED: list[Path] = []
 
 
@@ -124,13 +126,14 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
             os.rename(old, target)
         if old.exists():
             shutil.rmtree(old)
-        with _signals_held():
+        with _signals_held() as held:
             if target.exists():
                 os.rename(target, old)
                 moved = True
             os.rename(tmp, target)
             _fsync_dir(target.parent)
-            SAVED.append(target)  # complete: a signal held back fires after this
+            if held.pending and not _is_temp_sibling(target.parent):
+                SAVED.append(target)  # complete, and a signal held back fires next
         shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         if moved and not target.exists():
@@ -140,6 +143,11 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def _is_temp_sibling(path: Path) -> bool:
+    """Whether ``path`` is a directory ``temp_sibling`` made (a save in progress)."""
+    return bool(re.fullmatch(r"\..+\.tmp-\d+-[0-9a-f]+", path.name))
 
 
 def temp_sibling(target: Path) -> Path:
@@ -184,14 +192,15 @@ class _signals_held:
 
     _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n))
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> _signals_held:
         self.saved: dict[int, Any] = {}
         self.pending: list[int] = []
         if threading.current_thread() is not threading.main_thread():
-            return
+            return self
         for sig in self._SIGNALS:
             if signal.getsignal(sig) is not None:
                 self.saved[sig] = signal.signal(sig, lambda n, _f: self.pending.append(n))
+        return self
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self.saved.items():

@@ -300,5 +300,8 @@ def test_rank_zero_chooses_the_rank_on_validation():
     assert model._linear.query_table.shape[1] == t["rank"]
     blocks = TwoTower(_cfg(ease_rank=0)).fit(_log(), verbose=0)
     assert blocks.ease_tuning["rank"] == 8 and len(blocks.ease_tuning["ranks_tried"]) == 2
+    # with the blend weight chosen too, the rank's record stays (it was dropped)
+    both = TwoTower(_cfg(ease_rank=0, ease_weight_grid=(0.3, 0.6))).fit(_log(), verbose=0)
+    assert {"rank", "ranks_tried", "weight", "weights_tried"} <= set(both.ease_tuning)
     fixed = TwoTower(_cfg(ease_rank=6)).fit(_log(), verbose=0)
     assert "rank" not in fixed.ease_tuning and fixed._linear.query_table.shape[1] == 6

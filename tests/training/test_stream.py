@@ -429,4 +429,13 @@ def test_one_given_vocabulary_with_unknown_skip_counts_the_rows_a_pass_yields(tm
     st = s.scan()
     assert st.rows == 250 and st.user_vocab is given
     assert sum(len(c["user"]) for c in s.chunks()) == 250
+    # the item counts (popularity, log-Q) and the rating range are those of the kept rows
+    kept = [(u, i, r) for u, i, r in (ln.split(",") for ln in rows.splitlines())
+            if int(u[1:]) < 25]
+    want = np.zeros(len(st.item_vocab), np.int64)
+    for _, i, _ in kept:
+        want[st.item_vocab.index_of(i)] += 1
+    np.testing.assert_array_equal(st.item_counts, want)
+    assert st.rating_range == (min(float(r) for *_, r in kept),
+                               max(float(r) for *_, r in kept))
     assert s.seen_matrix().nnz > 0

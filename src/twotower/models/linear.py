@@ -272,7 +272,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
             tried.append({"weight": float(w), "recall@10": float(m["recall@10"]),
                           "ndcg@10": float(m["ndcg@10"])})
         best = max(tried, key=lambda r: r["recall@10"] + r["ndcg@10"])
-        extra = {"weight": best["weight"], "weights_tried": tried}
+        extra.update(weight=best["weight"], weights_tried=tried)
         del b_in
     del last[:]
     gram = hist = None  # free the [n_items, n_items] Gram matrix before the final fit

@@ -274,7 +274,14 @@ class InteractionStream:
             item_counts = np.bincount(idx, weights=counts,
                                       minlength=len(self._item_vocab)).astype(np.int64)
             if skipped:  # unknown='skip' drops rows: count what a pass yields (rare)
-                rows = sum(len(c["user"]) for c in self._index_chunks())
+                rows, lo, hi = 0, np.inf, -np.inf
+                item_counts = np.zeros(len(self._item_vocab), dtype=np.int64)
+                for c in self._index_chunks():
+                    rows += len(c["user"])
+                    item_counts += np.bincount(c["item"], minlength=len(item_counts))
+                    if c.get("rating") is not None and len(c["rating"]):
+                        lo = min(lo, float(np.min(c["rating"])))
+                        hi = max(hi, float(np.max(c["rating"])))
                 if rows == 0:
                     raise DataError(f"--data: {self.path} has no row with known ids")
         self.stats = StreamStats(rows=rows, user_vocab=self._user_vocab,
