@@ -92,6 +92,7 @@ class _FaissIndex(Index):
 
     def _build(self, x: np.ndarray) -> None:
         self._threads()
+        _warn_duplicates(x, self.kind)
         xt = self._items(x)
         self._faiss = self._make(xt)
         self._vectors = x
@@ -242,6 +243,29 @@ def _exclusion_keys(f: Filters, b: int, n: int) -> tuple[np.ndarray | None, int]
     rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(f.ex_ptr))
     keys = np.unique(rows * n + f.ex_ids)
     return keys, int(np.bincount(keys // n, minlength=b).max(initial=0))
+
+
+#: The share of items whose vector another item repeats above which a build warns
+DUPLICATE_WARN = 0.1
+
+
+def _warn_duplicates(x: np.ndarray, kind: str) -> None:
+    """Warn when many items share one vector: identical points fill each other's
+    neighbour lists in an HNSW graph and crowd IVF's k-means, and recall collapses
+    (HNSW under cosine: 0.36 with half the items one vector, 0.92 with 30% repeated).
+    One hash per row (a random projection in float64) finds them: ~0.1 s at 1M items."""
+    if len(x) < 2:
+        return
+    h = x.astype(np.float64, copy=False) @ np.random.default_rng(0).standard_normal(
+        x.shape[1])
+    _, counts = np.unique(h, return_counts=True)
+    repeated = int(counts[counts > 1].sum())
+    if repeated >= DUPLICATE_WARN * len(x):
+        import warnings
+        warnings.warn(f"{kind} index: {repeated:,} of {len(x):,} items share their vector "
+                      f"with another item; an approximate index's recall can collapse on "
+                      f"repeated vectors: check it against exact search "
+                      f"(twotower.index.recall_at_k), or use kind 'exact'", stacklevel=4)
 
 
 def _excluded(I: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
