@@ -259,8 +259,10 @@ def _warn_duplicates(x: np.ndarray, kind: str) -> None:
     float64) finds them: ~0.2 s at 1M items."""
     if len(x) < 2:
         return
-    h = x.astype(np.float64, copy=False) @ np.random.default_rng(0).standard_normal(
-        x.shape[1])
+    r = np.random.default_rng(0).standard_normal(x.shape[1])
+    # in blocks: a float64 copy of the whole catalogue would double the build's memory
+    h = np.concatenate([x[i:i + 65_536].astype(np.float64) @ r
+                        for i in range(0, len(x), 65_536)])
     _, counts = np.unique(h, return_counts=True)
     repeated = int(counts[counts > 1].sum())
     if repeated >= DUPLICATE_WARN * len(x):
