@@ -95,6 +95,17 @@ def test_k_larger_than_catalogue(built, catalogue):
     assert_topk_equal((s, i), reference(V, Q, 350), V, Q)
 
 
+def test_k_far_beyond_catalogue_refused(built, catalogue):
+    # padding 1e9 columns would allocate 12 GB per query: refused, naming k and the size
+    V, Q = catalogue
+    with pytest.raises(ConfigError, match=r"`k` = 1000000000 is larger than the catalogue "
+                                          r"\(300 items\).*ask for k <= 300"):
+        built.search(Q[:1], 10**9)
+    # a k within the catalogue is never refused for its size, nor padding that fits
+    assert built.search(Q[:1], 300)[1].shape == (1, 300)
+    assert built.search(np.empty((0, 12), np.float32), 10**9)[1].shape == (0, 10**9)
+
+
 def test_empty_query_batch(built, catalogue):
     s, i = built.search(np.empty((0, 12), np.float32), 5)
     assert s.shape == (0, 5) and i.shape == (0, 5)

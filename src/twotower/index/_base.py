@@ -16,6 +16,11 @@ from twotower.index.filters import Exclusions, Filters, compile_filters, prepare
 PAD_ID = -1
 """Id that pads a result row when fewer than ``k`` items qualify (its score is ``-inf``)."""
 
+#: Bytes per result entry (a float32 score and an int64 id), and the most a result padded
+#: beyond the catalogue (``k`` > n) may take: a larger one is refused, not allocated
+_RESULT_BYTES = 12
+_MAX_PADDED_BYTES = 1 << 30
+
 FORMAT_VERSION = 1
 _META = "index.json"
 
@@ -183,7 +188,8 @@ class Index:
 
         Raises:
             NotFittedError: before ``build``.
-            ConfigError: ``k`` is not a positive integer.
+            ConfigError: ``k`` is not a positive integer, or so far beyond the
+                catalogue that the padded result would exceed 1 GiB.
             DataError: queries of the wrong shape or not finite; malformed filters.
         """
         self._require_built()
@@ -196,6 +202,11 @@ class Index:
             filters = Filters.prepared_rows(exclude, f.allowed, f.n_allowed)
         else:
             filters = compile_filters(exclude, allow, deny, self._n, b)
+        if k > self._n and b * k * _RESULT_BYTES > _MAX_PADDED_BYTES:
+            raise ConfigError(
+                f"`k` = {k} is larger than the catalogue ({self._n} items): the result "
+                f"[{b}, {k}] would be {b * k * _RESULT_BYTES / 2**30:.1f} GiB of padding; "
+                f"ask for k <= {self._n}")
         if b == 0:  # the filters are checked all the same: a wrong call fails at once
             return (np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64))
         if self.config.metric == "cosine":
