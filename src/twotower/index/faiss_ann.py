@@ -93,8 +93,12 @@ class _FaissIndex(Index):
     def _build(self, x: np.ndarray) -> None:
         self._threads()
         xt = self._items(x)
+        self._groups = None
         if self.kind == "hnsw" and self._metric() == _faiss().METRIC_L2:
-            _warn_duplicates(x, self.kind)  # an L2 graph: repeated points cluster
+            # an L2 graph over repeated points loses its way: one node per distinct vector
+            self._groups = _VectorGroups.find(x)
+            if self._groups is not None:
+                xt = np.ascontiguousarray(xt[self._groups.reps])
         self._faiss = self._make(xt)
         self._vectors = x
         self._attach_vectors(x)
@@ -166,12 +170,20 @@ class _FaissIndex(Index):
         keys, most = _exclusion_keys(f, b, n)
         fetch = min(kk + most, f.n_allowed)
         bitmap = sel = None
+        groups = self._groups
         if f.allowed is not None:
-            bitmap = np.packbits(f.allowed, bitorder="little")
-            sel = faiss.IDSelectorBitmap(n, faiss.swig_ptr(bitmap))
+            allowed = f.allowed if groups is None else groups.any_member(f.allowed)
+            bitmap = np.packbits(allowed, bitorder="little")
+            sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bitmap))
         self._threads()
-        _, I = self._faiss.search(self._queries(q), fetch, params=self._params(fetch, sel))
+        nodes = self._faiss.ntotal
+        _, I = self._faiss.search(self._queries(q), min(fetch, nodes),
+                                  params=self._params(min(fetch, nodes), sel))
         del sel, bitmap
+        if groups is not None:  # each distinct vector's node -> its items (up to fetch)
+            I = groups.expand(I, fetch)
+            if f.allowed is not None:
+                I = np.where((I >= 0) & f.allowed[np.maximum(I, 0)], I, PAD_ID)
         valid = I >= 0
         S = np.einsum("bkd,bd->bk", self._vectors[np.where(valid, I, 0)], q)
         S[~valid] = _NEG
@@ -203,8 +215,12 @@ class _FaissIndex(Index):
     # ------------------------------------------------------------------ persistence
     def _save(self, directory: Path) -> dict[str, Any]:
         _faiss().write_index(self._faiss, str(directory / "index.faiss"))
-        return {"max_norm": self._max_norm, "augmented": self._augment,
-                **self._save_state(directory)}
+        state = {"max_norm": self._max_norm, "augmented": self._augment,
+                 **self._save_state(directory)}
+        if self._groups is not None:  # each item's node (distinct vector)
+            np.save(directory / "groups.npy", self._groups.node_of)
+            state["groups"] = "groups.npy"
+        return state
 
     def _save_state(self, directory: Path) -> dict[str, Any]:
         return {}
@@ -217,10 +233,17 @@ class _FaissIndex(Index):
         self._max_norm = float(state.get("max_norm", 0.0))
         # indexes saved before "augmented" was kept: as the config decides
         self._augment = bool(state.get("augmented", self._wants_augment(None)))
+        self._groups = None
+        if "groups" in state:
+            name = state["groups"]
+            if not isinstance(name, str) or Path(name).name != name:
+                raise ValueError(f"state.groups must be a file name, got {name!r}")
+            self._groups = _VectorGroups(np.load(directory / name, allow_pickle=False), n)
         want = d + 1 if self._augment else d
-        if self._faiss.ntotal != n or self._faiss.d != want:
+        nodes = n if self._groups is None else len(self._groups.reps)
+        if self._faiss.ntotal != nodes or self._faiss.d != want:
             raise ValueError(f"index.faiss holds {self._faiss.ntotal} vectors of dimension "
-                             f"{self._faiss.d}, expected {n} of dimension {want}")
+                             f"{self._faiss.d}, expected {nodes} of dimension {want}")
         self._load_vectors(directory, n, d)
         self._make_prefix()
 
@@ -246,31 +269,93 @@ def _exclusion_keys(f: Filters, b: int, n: int) -> tuple[np.ndarray | None, int]
     return keys, int(np.bincount(keys // n, minlength=b).max(initial=0))
 
 
-#: The share of items whose vector another item repeats above which a build warns
-DUPLICATE_WARN = 0.1
+#: The share of items whose vector another item repeats from which an HNSW graph on L2
+#: distances is built over distinct vectors only (``_VectorGroups``)
+DUPLICATE_SHARE = 0.1
 
 
-def _warn_duplicates(x: np.ndarray, kind: str) -> None:
-    """Warn when many items share one vector: in an HNSW graph on L2 distances (cosine,
-    or ``mips_to_l2``) identical points fill each other's neighbour lists and recall
-    collapses (under cosine: 0.98, 0.54 and 0.36 with 10%, 30% and 50% of the items one
-    vector; an inner-product graph and IVF kept their recall:
-    ``benchmarks/probes/ann_duplicates.py``). One hash per row (a random projection in
-    float64) finds them: ~0.2 s at 1M items."""
-    if len(x) < 2:
-        return
-    r = np.random.default_rng(0).standard_normal(x.shape[1])
-    # in blocks: a float64 copy of the whole catalogue would double the build's memory
-    h = np.concatenate([x[i:i + 65_536].astype(np.float64) @ r
-                        for i in range(0, len(x), 65_536)])
-    _, counts = np.unique(h, return_counts=True)
-    repeated = int(counts[counts > 1].sum())
-    if repeated >= DUPLICATE_WARN * len(x):
-        import warnings
-        warnings.warn(f"{kind} index: {repeated:,} of {len(x):,} items share their vector "
-                      f"with another item; an approximate index's recall can collapse on "
-                      f"repeated vectors: check it against exact search "
-                      f"(twotower.index.recall_at_k), or use kind 'exact'", stacklevel=4)
+class _VectorGroups:
+    """Items grouped by identical vectors, for an HNSW graph on L2 distances (cosine, or
+    ``mips_to_l2``): there identical points fill each other's neighbour lists and recall
+    collapses (under cosine 0.98, 0.54 and 0.36 with 10%, 30% and 50% of 8,000 items one
+    vector: ``benchmarks/probes/ann_duplicates.py``). The graph holds one node per
+    distinct vector (``reps``: its smallest id); a search expands each node it returns
+    into that vector's items, which share its score.
+
+    ``node_of``: ``[n]`` each item's node; ``reps``: ``[u]`` each node's first item;
+    ``members[ptr[g]:ptr[g + 1]]``: node ``g``'s items, increasing.
+    """
+
+    def __init__(self, node_of: np.ndarray, n: int) -> None:
+        node_of = np.asarray(node_of)
+        if node_of.shape != (n,) or node_of.dtype.kind not in "iu" or (
+                n and (node_of.min() < 0 or node_of.max() >= n)):
+            raise ValueError(f"groups.npy must hold {n} node numbers in [0, {n})")
+        self.node_of = node_of.astype(np.int64, copy=False)
+        u = int(self.node_of.max()) + 1 if n else 0
+        counts = np.bincount(self.node_of, minlength=u)
+        if (counts == 0).any():
+            raise ValueError("groups.npy leaves a node without items")
+        self.ptr = np.zeros(u + 1, dtype=np.int64)
+        np.cumsum(counts, out=self.ptr[1:])
+        self.members = np.argsort(self.node_of, kind="stable")
+        self.reps = self.members[self.ptr[:-1]]
+        self.sizes = counts
+
+    @classmethod
+    def find(cls, x: np.ndarray) -> _VectorGroups | None:
+        """The groups of ``x`` when ``DUPLICATE_SHARE`` or more of its items repeat another
+        item's vector; None otherwise (the graph takes every item). One hash per row (a
+        random projection in float64, in blocks: no float64 copy of the catalogue), each
+        match confirmed on the vectors themselves: ~0.3 s at 1M items."""
+        n = len(x)
+        if n < 2:
+            return None
+        r = np.random.default_rng(0).standard_normal(x.shape[1])
+        h = np.concatenate([x[i:i + 65_536].astype(np.float64) @ r
+                            for i in range(0, n, 65_536)])
+        _, inv, counts = np.unique(h, return_inverse=True, return_counts=True)
+        if int(counts[counts > 1].sum()) < DUPLICATE_SHARE * n:
+            return None
+        first = np.empty(len(counts), dtype=np.int64)
+        first[inv[::-1]] = np.arange(n - 1, -1, -1)  # each hash's smallest id
+        rep = first[inv]
+        for i in range(0, n, 65_536):  # a hash collision keeps its item apart
+            same = (x[i:i + 65_536] == x[rep[i:i + 65_536]]).all(axis=1)
+            rep[i:i + 65_536] = np.where(same, rep[i:i + 65_536],
+                                         np.arange(i, min(n, i + 65_536)))
+        _, node_of = np.unique(rep, return_inverse=True)  # nodes in order of first item
+        groups = cls(node_of.reshape(-1), n)
+        if int(groups.sizes[groups.sizes > 1].sum()) < DUPLICATE_SHARE * n:
+            return None  # hash collisions, not repeats
+        return groups
+
+    def any_member(self, allowed: np.ndarray) -> np.ndarray:
+        """``[u]`` bool: nodes with at least one allowed item."""
+        return np.logical_or.reduceat(allowed[self.members], self.ptr[:-1])
+
+    def expand(self, nodes: np.ndarray, most: int) -> np.ndarray:
+        """``[b, m]`` node numbers (-1: none) -> ``[b, m']`` item ids, each node's items in
+        its place (best first, as the nodes were), at most ``most`` per node (a row needs
+        no more: ``k`` plus its exclusions), padded with ``PAD_ID``."""
+        b, m = nodes.shape
+        valid = nodes >= 0
+        g = np.where(valid, nodes, 0)
+        take = np.where(valid, np.minimum(self.sizes[g], max(most, 1)), 0)
+        width = max(int(take.sum(axis=1).max(initial=0)), most, m, 1)
+        out = np.full((b, width), PAD_ID, dtype=np.int64)
+        flat_take = take.reshape(-1)
+        total = int(flat_take.sum())
+        if total == 0:
+            return out
+        starts = np.repeat(self.ptr[g.reshape(-1)], flat_take)
+        within = np.arange(total) - np.repeat(np.cumsum(flat_take) - flat_take, flat_take)
+        ids = self.members[starts + within]
+        rows = np.repeat(np.arange(b), take.sum(axis=1))
+        row_start = np.cumsum(take.sum(axis=1)) - take.sum(axis=1)
+        cols = np.arange(total) - np.repeat(row_start, take.sum(axis=1))
+        out[rows, cols] = ids
+        return out
 
 
 def _excluded(I: np.ndarray, keys: np.ndarray, n: int) -> np.ndarray:
@@ -312,6 +397,8 @@ class HNSWIndex(_FaissIndex):
         n, dd = self._faiss.ntotal, self._faiss.d
         flat = faiss.rev_swig_ptr(storage.get_xb(), n * dd).reshape(n, dd)
         self._vectors = flat[:, :x.shape[1]] if dd != x.shape[1] else flat
+        if self._groups is not None:  # one node per distinct vector: each item's own
+            self._vectors = np.ascontiguousarray(self._vectors[self._groups.node_of])
         self._make_head()
 
     def _make_head(self) -> None:
@@ -323,7 +410,7 @@ class HNSWIndex(_FaissIndex):
         (``benchmarks/probes/ann_seeds.py``, docs/search.md).
         """
         self._head = self._head_pos = self._head_vectors = self._head_norms = None
-        n = self._faiss.ntotal
+        n = len(self._vectors)
         h = int(round(self.config.hnsw_exact_head * n))
         if self.config.metric != "ip" or self._augment or h < 1:
             return
