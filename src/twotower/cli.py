@@ -401,7 +401,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.test_fraction is None:
         args.test_fraction = 0.2
     settings = _config_file(args)
-    cfg = _model_config(args, settings)
+    try:
+        cfg = _model_config(args, settings)
+    except ConfigError as exc:
+        if args.stream and "needs a history tower" in str(exc):  # which --stream refuses
+            raise ConfigError(f"{exc}; but --stream trains the id query tower only (a "
+                              "history tower needs each user's whole history in memory): "
+                              "with --stream use objective mse, sampled_softmax, softmax or "
+                              "bpr, and ease_weight 0") from None
+        raise
     dist = _distribution(args, settings)
     if dist.num_processes > 1 and dist.model_parallel > 1:
         raise ConfigError("--model-parallel with several processes: the trained tables "

@@ -257,3 +257,21 @@ def test_cli_stream_refuses_a_model_it_cannot_train_before_reading_the_file(tmp_
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2 and "objective = \"sampled_softmax\"" in err and "--config" in err
+
+
+def test_cli_stream_with_a_model_that_needs_a_history_tower_says_stream_cannot(tmp_path,
+                                                                               capsys):
+    """multinomial (or an EASE part) with the id tower needs a history tower, which --stream
+    refuses too: the message says so instead of only steering to a history tower."""
+    from twotower.cli import main
+    path = _write(_blocks(), tmp_path / "log.parquet")
+    for line in ('objective = "multinomial"', "ease_weight = 0.4"):
+        cfg = tmp_path / "m.toml"
+        cfg.write_text(f"[model]\n{line}\n")
+        code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+                     "--rating-col", "stars", "--stream", "--preset", "tutorial",
+                     "--config", str(cfg), "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert code == 2 and "needs a history tower" in err, err
+        assert "--stream trains the id query tower only" in err, err
+        assert not (tmp_path / "run").exists()

@@ -368,8 +368,8 @@ class TwoTower:
 
         Scans the stream first unless it has been (vocabularies, item counts, rating range).
         Streams train the id query tower without side features, with any objective but
-        ``multinomial`` (which trains per user). The EASE part needs the whole interaction
-        matrix in memory and is not fitted (a warning says so when ``ease_weight`` > 0).
+        ``multinomial`` (which trains per user). So there is no EASE part either: it
+        needs a history tower (``ease_weight`` > 0 with the id tower is a ConfigError).
 
         Args:
             stream: the ``twotower.training.InteractionStream`` to train on; its
@@ -418,10 +418,6 @@ class TwoTower:
         if cfg.objective == "mse" and stats.rating_range is not None:
             _check_ratings_vary(*stats.rating_range)
         inputs = stream.model_inputs(cfg.objective)  # checks the objective and ratings
-        if cfg.ease_weight > 0:
-            import warnings
-            warnings.warn("model.ease_weight: the EASE part is not fitted on a stream (it "
-                          "needs the whole interaction matrix in memory)", stacklevel=2)
         keras.utils.set_random_seed(cfg.seed)
         self._linear, self.ease_tuning = None, None
         self.user_vocab, self.item_vocab = stats.user_vocab, stats.item_vocab
