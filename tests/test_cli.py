@@ -288,6 +288,41 @@ def test_index_tuning_raises_the_knob_to_the_target_and_saves_it(capsys, tutoria
     assert report["queries"] == 943
 
 
+def test_index_refuses_to_save_over_a_run_replaced_while_it_built(capsys, tutorial_run,
+                                                                  tmp_path, monkeypatch):
+    # `twotower index RUN` beside a `twotower train --out RUN` that finished first: the
+    # index step saved the old model over the new one (both said they succeeded). It now
+    # refuses and writes nothing; the newer run stays.
+    import shutil
+
+    from twotower import TwoTower
+    from twotower.artifacts import read_manifest
+    _, rundir = tutorial_run
+    run_copy = tmp_path / "run"
+    shutil.copytree(rundir, run_copy)
+    other = TwoTower.load(rundir)
+    set_index = TwoTower.set_index
+
+    def build_then_other_save(self, *a, **kw):
+        out = set_index(self, *a, **kw)
+        other.save(run_copy)  # the other command's save lands while this one builds
+        return out
+    monkeypatch.setattr(TwoTower, "set_index", build_then_other_save)
+    newer = None
+    code, out, err = run(capsys, "index", run_copy, "--kind", "hnsw")
+    newer = read_manifest(run_copy)
+    assert code == 2 and "changed while this command ran" in err and "nothing was written" \
+        in err, err
+    assert TwoTower.load(run_copy).index_config.kind == "exact"  # the other save's run
+    assert read_manifest(run_copy) == newer
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
+    # a symbolic link to a run is refused at once, naming the link and the run's own path
+    monkeypatch.setattr(TwoTower, "set_index", set_index)
+    (tmp_path / "link").symlink_to(run_copy)
+    code, out, err = run(capsys, "index", tmp_path / "link", "--kind", "hnsw")
+    assert code == 2 and "is a symbolic link" in err and str(run_copy) in err, err
+
+
 def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp_path):
     _, rundir = tutorial_run
     code, out, err = run(capsys, "evaluate", rundir, "--baselines", "--json",

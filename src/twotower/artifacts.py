@@ -83,6 +83,10 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
     t = Path(os.path.abspath(target))
     if not t.exists() and not t.is_symlink():
         return t
+    if t.is_symlink():
+        raise ArtifactError(f"{what}: {t} is a symbolic link (to {os.readlink(t)}); a save "
+                            f"replaces the directory itself, which would turn the link into "
+                            f"a directory: give the {noun}'s own path, {t.resolve()}")
     if t.is_dir() and not t.is_symlink():
         if (t / marker).is_file() or not any(t.iterdir()):
             return t
@@ -100,7 +104,8 @@ SAVED: list[Path] = []
 
 
 def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "directory",
-                     marker: str = _FORMAT, noun: str = "run") -> Path:
+                     marker: str = _FORMAT, noun: str = "run",
+                     unchanged: Any = None) -> Path:
     """Call ``write(tmp_dir)`` then move ``tmp_dir`` to ``target`` atomically.
 
     ``target`` must be absent, empty or a twotower run (``check_replaceable``, with
@@ -110,7 +115,9 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     between them puts the previous version back) and then removed. Only a process killed
     outright between the renames leaves the previous version in ``.<name>.old``, which
     ``read_manifest``'s error names. Temporary directories of saves that were killed
-    (their process is gone) are removed by the next save beside them.
+    (their process is gone) are removed by the next save beside them. ``unchanged``: a
+    callable run on ``target`` just before the renames, raising when another command
+    replaced it meanwhile (then nothing is written).
     """
     target = check_replaceable(target, what, marker, noun)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +133,8 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
             os.rename(old, target)
         if old.exists():
             shutil.rmtree(old)
+        if unchanged is not None:
+            unchanged(target)
         with _signals_held() as held:
             if target.exists():
                 os.rename(target, old)
@@ -234,8 +243,14 @@ def _fsync_dir(path: Path) -> None:
 
 def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                test: Any = None, metrics: dict[str, Any] | None = None,
-               data: dict[str, Any] | None = None) -> Path:
-    """Save a fitted model (and optionally its held-out split and metrics)."""
+               data: dict[str, Any] | None = None,
+               unchanged_since: bytes | None = None) -> Path:
+    """Save a fitted model (and optionally its held-out split and metrics).
+
+    ``unchanged_since``: the run's ``format.json`` as it was read (``run_stamp``); the
+    save is refused (ArtifactError, nothing written) when the run holds another since,
+    e.g. a ``twotower train --out`` that finished while this command re-indexed the run.
+    """
     import twotower
 
     def write(tmp: Path) -> None:
@@ -297,7 +312,22 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
             "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "files": files})
 
-    return atomic_directory(directory, write)
+    def unchanged(target: Path) -> None:
+        if unchanged_since is not None and run_stamp(target) != unchanged_since:
+            raise ArtifactError(f"{target} changed while this command ran (another command "
+                                "saved a run there); nothing was written: run it again on "
+                                "the run as it is now")
+
+    return atomic_directory(directory, write, unchanged=unchanged)
+
+
+def run_stamp(directory: str | os.PathLike[str]) -> bytes | None:
+    """The run's ``format.json`` (its files' checksums and save time), or None: what
+    ``save_model(unchanged_since=...)`` compares."""
+    try:
+        return (Path(directory) / _FORMAT).read_bytes()
+    except OSError:
+        return None
 
 
 def _mixed_as_text(df: pd.DataFrame) -> None:
@@ -500,6 +530,8 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     from twotower.index import IndexConfig, make_index, recall_at_k
     from twotower.models.retriever import TwoTower
 
+    check_replaceable(directory, "run directory")  # before minutes of building
+    stamp = run_stamp(directory)
     model = TwoTower.load(directory)
     test = load_test(directory)
     metrics = load_metrics(directory)
@@ -528,7 +560,8 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
         from twotower.data.interactions import Interactions
         held = Interactions(users=test[0], items=test[1], user_vocab=model.user_vocab,
                             item_vocab=model.item_vocab)
-    save_model(model, directory, test=held, metrics=metrics, data=model.data_source)
+    save_model(model, directory, test=held, metrics=metrics, data=model.data_source,
+               unchanged_since=stamp)
     size = sum(p.stat().st_size for p in (Path(directory) / "index").rglob("*") if p.is_file())
     report = {"kind": config.kind, "config": model.index_config.to_dict(),
               "build_seconds": round(build_s, 4), "index_bytes": size,
