@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -493,6 +494,85 @@ def test_index_json_never_holds_nan(capsys, tutorial_run, monkeypatch):
     report = json.loads(out, parse_constant=refuse)
     assert report["recall@10_vs_exact"] is None and report["tuned"]["recall_tried"] == {
         "128": None}
+
+
+def test_index_warns_when_tuning_misses_the_target(capsys, tutorial_run, monkeypatch):
+    # the run keeps the index all the same (exit 0), so the miss is said on stderr, in the
+    # plain and the JSON report alike (it sat inside the `tuned` dict only)
+    import twotower.artifacts
+    _, rundir = tutorial_run
+    report = {"kind": "hnsw", "recall@10_vs_exact": 0.52, "queries": 100,
+              "tuned": {"knob": "ef_search", "target_recall": 1.0, "value": 4096,
+                        "recall_tried": {16: 0.4, 4096: 0.522}, "reached": False}}
+    monkeypatch.setattr(twotower.artifacts, "reindex_run", lambda *a, **kw: report)
+    for extra in ([], ["--json"]):
+        code, out, err = run(capsys, "index", rundir, "--kind", "hnsw", *extra)
+        assert code == 0, err
+        assert "warning: hnsw did not reach --target-recall 1.0: ef_search 4096" in err
+        assert "0.522" in err and "--hnsw-m" in err
+    report["tuned"]["reached"] = True
+    code, out, err = run(capsys, "index", rundir, "--kind", "hnsw")
+    assert code == 0 and "warning" not in err
+
+
+def test_index_config_bounds_the_graph_walk():
+    # ef_search 2e9 grew the process by 0.6 GB/s inside faiss (signals ignored); 2**31 gave
+    # an OverflowError traceback
+    from twotower.errors import ConfigError
+    from twotower.index import IndexConfig
+    for name in ("ef_search", "ef_construction"):
+        with pytest.raises(ConfigError, match=f"IndexConfig.{name} must be between 1 and "
+                                              "1048576, got 2147483648"):
+            IndexConfig(kind="hnsw", **{name: 2**31})
+    IndexConfig(kind="hnsw", ef_search=1 << 20)  # the bound itself is fine
+
+
+def test_recommend_and_similar_default_k_fits_a_tiny_catalogue(capsys, tmp_path):
+    # no -k given: 10 results, or the catalogue when it is smaller (it failed: "`k` must be
+    # between 1 and 2"); a given -k is still checked as given
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    data = Interactions.from_ids(["u1", "u1", "u2", "u3"], ["a", "b", "a", "b"],
+                                 ratings=[5, 3, 4, 2])
+    TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=4)).fit(
+        data, verbose=0).save(tmp_path / "one")
+    code, out, err = run(capsys, "recommend", tmp_path / "one", "--user", "u2", "--json",
+                         "--include-seen")
+    assert code == 0, err
+    assert len(json.loads(out)["items"]) == 2
+    code, out, err = run(capsys, "similar", tmp_path / "one", "--item", "a", "--json")
+    assert code == 0, err
+    assert [it["item_id"] for it in json.loads(out)["items"]] == ["b"]
+    code, out, err = run(capsys, "recommend", tmp_path / "one", "--user", "u2", "-k", "3")
+    assert code == 2 and "between 1 and 2" in err
+
+
+def test_recommend_out_leaves_no_temporary_file_when_interrupted(capsys, tutorial_run,
+                                                                tmp_path, monkeypatch):
+    import pandas as pd
+    _, rundir = tutorial_run
+
+    def interrupted(self, path, *a, **kw):
+        Path(path).write_text("half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pd.DataFrame, "to_csv", interrupted)
+    code, out, err = run(capsys, "recommend", rundir, "--all-users", "--out",
+                         tmp_path / "r.csv")
+    assert code == 130 and "interrupted" in err
+    assert list(tmp_path.iterdir()) == []  # neither the file nor its .r.csv.tmp
+
+
+def test_a_file_system_error_is_one_line(capsys, tutorial_run, tmp_path, monkeypatch):
+    # e.g. a directory another command removed meanwhile: no traceback
+    import twotower.artifacts
+    _, rundir = tutorial_run
+
+    def gone(*a, **kw):
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / ".x.old"))
+    monkeypatch.setattr(twotower.artifacts, "reindex_run", gone)
+    code, out, err = run(capsys, "index", rundir)
+    assert code == 2 and err.strip() == (f"twotower: error: [Errno 2] No such file or "
+                                         f"directory: '{tmp_path / '.x.old'}'")
 
 
 @pytest.fixture(scope="module")

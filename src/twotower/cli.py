@@ -574,6 +574,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.out:
         _out_format(args.out)  # before the work
     model = _load(args.run)
+    if args.k is None:  # the default fits the catalogue; a given k is checked as given
+        args.k = min(10, model.n_items)
     if args.user is not None:
         users = [args.user]
     elif args.users:
@@ -660,26 +662,32 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
     fmt = _out_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
-    if fmt == "jsonl":
-        with tmp.open("w") as fh:
-            for r in rows:
-                fh.write(_json(r) + "\n")
-    else:
-        import pandas as pd
-        flat = pd.DataFrame([{"user_id": r["user_id"], "rank": n, **it}
-                             for r in rows for n, it in enumerate(r["items"], 1)],
-                            columns=["user_id", "rank", "item_id", "title", "score"])
-        if fmt == "parquet":
-            flat.to_parquet(tmp, index=False)
+    try:
+        if fmt == "jsonl":
+            with tmp.open("w") as fh:
+                for r in rows:
+                    fh.write(_json(r) + "\n")
         else:
-            flat.to_csv(tmp, index=False)
-    os.replace(tmp, out)
+            import pandas as pd
+            flat = pd.DataFrame([{"user_id": r["user_id"], "rank": n, **it}
+                                 for r in rows for n, it in enumerate(r["items"], 1)],
+                                columns=["user_id", "rank", "item_id", "title", "score"])
+            if fmt == "parquet":
+                flat.to_parquet(tmp, index=False)
+            else:
+                flat.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    except BaseException:  # Ctrl-C, SIGTERM, a full disk: no half-written file left
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
     from twotower.data.vocabulary import plain_id
     model = _load(args.run)
     item = model.find_item(args.item)
+    if args.k is None:  # the default fits the catalogue (the item itself is not returned)
+        args.k = max(1, min(10, model.n_items - 1))
     scores, top = model.similar_items([item], args.k)
     if args.json:
         print(_json({"item_id": plain_id(model.item_vocab.ids[item]),
@@ -768,9 +776,16 @@ def cmd_index(args: argparse.Namespace) -> int:
                          target_recall=None if fixed else args.target_recall)
     if args.json:
         print(_json(report))
-        return 0
-    for k, v in report.items():
-        _say(f"{k}: {v}")
+    else:
+        for k, v in report.items():
+            _say(f"{k}: {v}")
+    t = report.get("tuned")
+    if t and not t.get("reached", True):  # saved all the same: say so where it is seen
+        print(f"twotower: warning: {args.kind} did not reach --target-recall "
+              f"{t['target_recall']}: {t['knob']} {t['value']} (its limit) gives recall@10 "
+              f"{t['recall_tried'][t['value']]:.3f} on the calibration users; the run keeps "
+              f"this index: {'raise --hnsw-m, or ' if args.kind == 'hnsw' else ''}use "
+              "--kind exact", file=sys.stderr)
     return 0
 
 
@@ -864,7 +879,8 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--user", help="one user id")
     who.add_argument("--users", help="file with one user id a line")
     who.add_argument("--all-users", action="store_true")
-    r.add_argument("-k", type=int, default=10)
+    r.add_argument("-k", type=int, help="items per user (default 10, or the catalogue if "
+                                        "smaller)")
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
     r.add_argument("--fallback", choices=("none", "popular"), default="none",
                    help="popular: users the run does not know (or never trained on) get the "
@@ -877,7 +893,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("similar", help="items similar to an item (id or exact title)")
     s.add_argument("run")
     s.add_argument("--item", required=True)
-    s.add_argument("-k", type=int, default=10)
+    s.add_argument("-k", type=int, help="similar items (default 10, or every other item if "
+                                        "fewer)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_similar)
 
@@ -1000,6 +1017,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except TwoTowerError as exc:
+        return _fail(str(exc))
+    except OSError as exc:  # the file system: a full disk, a file another command removed
         return _fail(str(exc))
     except KeyboardInterrupt as exc:
         _PENDING["signum"] = None

@@ -281,6 +281,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     grown = max(chunk_size, batch_size * chunk_size // min(b, batch_size))
     # with norms, chunks stay small enough for the scan to stop early
     chunk_size = grown if norms is None else max(chunk_size, min(grown, 1 << 14))
+    chunk_size = min(chunk_size, max(n, 1))  # a chunk's buffer is never beyond the catalogue
     small = b == 1 or n <= chunk_size
     # exclusions still as the caller's per-query lists: each block's worker flattens (and
     # checks) its own part, in parallel and into its own cache

@@ -453,7 +453,9 @@ class HNSWIndex(_FaissIndex):
 
     def _params(self, fetch: int, sel: Any) -> Any:
         faiss = _faiss()
-        return faiss.SearchParametersHNSW(efSearch=max(self.config.ef_search, fetch), sel=sel)
+        # a walk never needs more candidates than the graph has nodes
+        ef = min(max(self.config.ef_search, fetch), max(self._faiss.ntotal, fetch))
+        return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
 
 
 @register
