@@ -362,3 +362,39 @@ def test_damaged_runs_give_artifact_errors(tutorial_run, tmp_path):
              "probe query fails")):
         with pytest.raises(ArtifactError, match=match):
             TwoTower.load(_damaged(run, tmp_path, "arrays.npz", arrays(edit)))
+
+
+def test_re_signed_index_and_array_damage_is_refused(tutorial_run, tmp_path):
+    """Hand edits whose checksums were rewritten too: a truncated arrays.npz, an index whose
+    kind or state does not match its files, config.json naming another index kind. Each
+    was a raw exception or silently wrong results."""
+    from twotower.index import IndexConfig
+    _, run = tutorial_run
+    with pytest.raises(ArtifactError, match="cannot load model \\(BadZipFile"):
+        TwoTower.load(_damaged(run, tmp_path, "arrays.npz",
+                               lambda p: p.write_bytes(p.read_bytes()[:5000])))
+    ivf = tmp_path / "ivf"
+    model = TwoTower.load(run)
+    model.set_index(IndexConfig(kind="ivf", nlist=20))
+    model.save(ivf)
+
+    def index_json(edit):
+        def change(p):
+            meta = json.loads(p.read_text())
+            edit(meta)
+            p.write_text(json.dumps(meta))
+        return change
+    for edit, match in (
+            (lambda m: m["config"].update(kind="hnsw"),
+             "index.faiss holds a IndexIVFFlat, not the IndexHNSWFlat of kind 'hnsw'"),
+            (lambda m: m.update(state=None), "state lacks max_norm")):
+        with pytest.raises(ArtifactError, match=match):
+            TwoTower.load(_damaged(ivf, tmp_path, "index/index.json", index_json(edit)))
+
+    def config_kind(p):
+        cfg = json.loads(p.read_text())
+        cfg["index"]["kind"] = "exact"
+        p.write_text(json.dumps(cfg))
+    with pytest.raises(ArtifactError, match="config.json names index kind 'exact', .* "
+                                            "holds 'ivf'"):
+        TwoTower.load(_damaged(ivf, tmp_path, "config.json", config_kind))

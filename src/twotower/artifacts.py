@@ -31,6 +31,7 @@ import secrets
 import shutil
 import signal
 import threading
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -431,12 +432,17 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         model.manifest = manifest
     except ArtifactError:
         raise
-    except (KeyError, ValueError, OSError, TypeError, AttributeError, IndexError) as exc:
+    except (KeyError, ValueError, OSError, TypeError, AttributeError, IndexError,
+            zipfile.BadZipFile, EOFError) as exc:
         raise ArtifactError(f"{d}: cannot load model ({type(exc).__name__}: {exc})") from None
     _check_loaded(d, model)
     model._fitted = True
     model._weights_path = d / "model.weights.h5" if (d / "model.weights.h5").is_file() else None
     model._index = load_index(d / "index")
+    if model._index.config.kind != model.index_config.kind:
+        raise ArtifactError(f"{d} is corrupt: config.json names index kind "
+                            f"{model.index_config.kind!r}, {d / 'index'} holds "
+                            f"{model._index.config.kind!r}")
     if model._index.dim != model.item_embeddings.shape[1]:
         raise ArtifactError(f"{d / 'arrays.npz'} is corrupt: item_embeddings are "
                             f"{model.item_embeddings.shape[1]} wide, the index "

@@ -312,6 +312,11 @@ def test_user_list_search_finds_ids_by_their_start(client, model):
     assert all(isinstance(u, int) for u in r.json()["user_ids"])  # ids keep their type
     r = client.get("/v1/users", params={"search": "x"})
     assert r.json() == {"model": r.json()["model"], "total": 0, "user_ids": []}
+    for offset in (11, 10**30):  # past the end: none (an int64 overflow gave a 500)
+        r = client.get("/v1/users", params={"search": "42", "offset": offset})
+        assert r.status_code == 200 and r.json()["user_ids"] == [] and r.json()["total"] == 11
+    r = client.get("/v1/users", params={"search": "42", "offset": 10})
+    assert [str(u) for u in r.json()["user_ids"]] == want[10:]
 
 
 # ------------------------------------------------------------------ operations
@@ -515,3 +520,10 @@ def test_a_user_without_training_rows_is_served_as_unknown(tmp_path):
         r = c.post("/v1/recommendations", json={"user_ids": ["u1", "held-out"],
                                                 "fallback": "popular"})
         assert [row["fallback"] for row in r.json()["results"]] == [None, "popular"]
+        # the batch says so too (it said the model does not know the user)
+        r = c.post("/v1/recommendations", json={"user_ids": ["u1", "held-out"]})
+        assert r.status_code == 404 and r.json()["detail"].startswith(
+            "user id 'held-out' (1 of 2) has no training interactions"), r.json()
+        r = c.post("/v1/recommendations", json={"user_ids": ["held-out", "nobody"]})
+        assert r.status_code == 404 and "unknown user id 'nobody' (1 of 2)" in \
+            r.json()["detail"]

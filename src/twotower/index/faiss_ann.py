@@ -229,10 +229,19 @@ class _FaissIndex(Index):
         path = directory / "index.faiss"
         if not path.is_file():
             raise ValueError(f"{path} is missing")
-        self._faiss = _faiss().read_index(str(path))
+        faiss = _faiss()
+        self._faiss = faiss.read_index(str(path))
+        want_type = {"hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}[self.kind]
+        held = type(faiss.downcast_index(self._faiss))
+        if not issubclass(held, want_type):
+            raise ValueError(f"index.faiss holds a {held.__name__}, not the "
+                             f"{want_type.__name__} of kind {self.kind!r}")
         self._max_norm = float(state.get("max_norm", 0.0))
         # indexes saved before "augmented" was kept: as the config decides
         self._augment = bool(state.get("augmented", self._wants_augment(None)))
+        if self._augment and "max_norm" not in state:  # queries would go to a sphere of 0
+            raise ValueError("index.json's state lacks max_norm, which an index over "
+                             "augmented vectors (mips_to_l2, or cosine with zero vectors) needs")
         self._groups = None
         if "groups" in state:
             name = state["groups"]

@@ -222,9 +222,22 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         users = m.servable_users(req.user_ids)  # -1: unknown, or never trained on
         unknown = users < 0
         if unknown.any() and req.fallback != "popular":
-            bad = [req.user_ids[i] for i in np.flatnonzero(unknown)]
-            raise HTTPException(404, _unknown("user", bad, len(users), len(m.user_vocab),
-                                              "; pass fallback=popular for popular items"))
+            hint = "; pass fallback=popular for popular items"
+            at = np.flatnonzero(unknown)
+            known_id = m.user_vocab.lookup_or([req.user_ids[i] for i in at]) >= 0
+            bad = [req.user_ids[i] for i in at[~known_id]]
+            if bad:  # not in the vocabulary at all
+                raise HTTPException(404, _unknown("user", bad, len(users), len(m.user_vocab),
+                                                  hint))
+            untrained = [req.user_ids[i] for i in at]  # known, but never trained on
+            shown = ", ".join(map(repr, untrained[:10])) + (", ..." if len(untrained) > 10
+                                                            else "")
+            raise HTTPException(404, f"user id{'s' if len(untrained) > 1 else ''} {shown} "
+                                     f"({len(untrained)} of {len(users)}) "
+                                     f"{'have' if len(untrained) > 1 else 'has'} no training "
+                                     f"interactions (the model never trained "
+                                     f"{'their queries' if len(untrained) > 1 else 'its query'})"
+                                     f"{hint}")
         known = users[~unknown]
         if len(known):
             exclude = m.seen_exclusions(known) if req.exclude_seen else None

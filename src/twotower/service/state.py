@@ -177,9 +177,10 @@ class ServedModel:
         """User ids whose text starts with ``prefix``, in text order: how many there are,
         and ``limit`` of them from ``offset`` (for picking a user among many)."""
         text, rows = self._users_by_text
-        lo, hi = np.searchsorted(text, [prefix, prefix + "\U0010ffff"])
-        ids = self.model.user_vocab.ids[rows[lo + offset:min(hi, lo + offset + limit)]]
-        return int(hi - lo), ids.tolist()
+        lo, hi = (int(v) for v in np.searchsorted(text, [prefix, prefix + "\U0010ffff"]))
+        start = lo + min(offset, hi - lo)  # Python ints: any offset (past the end: none)
+        ids = self.model.user_vocab.ids[rows[start:min(hi, start + limit)]]
+        return hi - lo, ids.tolist()
 
     @functools.cached_property
     def _users_by_text(self) -> tuple[np.ndarray, np.ndarray]:
