@@ -237,6 +237,31 @@ def test_ctrl_c_between_the_renames_waits_for_both(tmp_path):
     assert _is_temp_sibling(tmp) and not _is_temp_sibling(run)
 
 
+def test_ctrl_c_while_the_old_version_is_removed_counts_the_save_complete(tmp_path,
+                                                                         monkeypatch):
+    """The new version is in place; a signal while the old one is deleted ended the command
+    with a bare "interrupted". The save is recorded as complete (the CLI then says so)."""
+    import shutil
+
+    import twotower.artifacts as art
+    from twotower.artifacts import SAVED
+    run = _old_run(tmp_path)
+    real, fired = shutil.rmtree, []
+
+    def rmtree(path, *a, **kw):
+        if Path(path).name == ".run.old" and not fired:
+            fired.append(path)
+            raise KeyboardInterrupt
+        return real(path, *a, **kw)
+    monkeypatch.setattr(art.shutil, "rmtree", rmtree)
+    before = len(SAVED)
+    with pytest.raises(KeyboardInterrupt):
+        _swap_version(run, lambda real_rename, src, dst: real_rename(src, dst))
+    assert fired and sorted(p.name for p in run.iterdir()) == ["format.json", "new.txt"]
+    assert SAVED[before:] in ([run], [run.resolve()])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # the old one removed
+
+
 def test_seen_rows_exclude_what_seen_items_exclude(tutorial_run):
     """``seen_rows`` (CSR) holds each user's ``seen_items``; it and ``seen_exclusions``
     (prepared rows: what ``recommend_ids`` and the batch endpoints pass) give the same

@@ -124,7 +124,7 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_sibling(target)
     old = target.parent / f".{target.name}.old"
-    moved = False
+    moved = placed = False
     try:
         write(tmp)
         _fsync_tree(tmp)  # the files' data on disk before a rename can publish them
@@ -141,11 +141,15 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
                 os.rename(target, old)
                 moved = True
             os.rename(tmp, target)
+            placed = True
             _fsync_dir(target.parent)
             if held.pending and not _is_temp_sibling(target.parent):
                 SAVED.append(target)  # complete, and a signal held back fires next
         shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
+    except BaseException as exc:
+        if placed and isinstance(exc, KeyboardInterrupt) and target not in SAVED[-1:] \
+                and not _is_temp_sibling(target.parent):
+            SAVED.append(target)  # a signal while the old version was removed: complete
         if moved and not target.exists():
             os.rename(old, target)  # the new version never arrived: the old one returns
         elif moved:
