@@ -322,6 +322,9 @@ def test_index_refuses_to_save_over_a_run_replaced_while_it_built(capsys, tutori
     (tmp_path / "link").symlink_to(run_copy)
     code, out, err = run(capsys, "index", tmp_path / "link", "--kind", "hnsw")
     assert code == 2 and "is a symbolic link" in err and str(run_copy) in err, err
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # a loop: one line too
+    code, out, err = run(capsys, "index", tmp_path / "loop", "--kind", "hnsw")
+    assert code == 2 and "is a symbolic link" in err and len(err.splitlines()) == 1, err
 
 
 def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp_path):
@@ -513,6 +516,12 @@ def test_index_warns_when_tuning_misses_the_target(capsys, tutorial_run, monkeyp
     report["tuned"]["reached"] = True
     code, out, err = run(capsys, "index", rundir, "--kind", "hnsw")
     assert code == 0 and "warning" not in err
+    # tuning skipped (every sampled user has seen the whole catalogue): a note, no KeyError
+    report["tuned"] = {"knob": "ef_search", "target_recall": 0.95, "value": 128,
+                       "recall_tried": {}, "reached": False,
+                       "skipped": "each of the 2 users sampled has seen the whole catalogue"}
+    code, out, err = run(capsys, "index", rundir, "--kind", "hnsw")
+    assert code == 0 and "note: hnsw not tuned: each of the 2 users" in err, err
 
 
 def test_index_config_bounds_the_graph_walk():

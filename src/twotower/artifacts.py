@@ -87,7 +87,8 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
     if t.is_symlink():
         raise ArtifactError(f"{what}: {t} is a symbolic link (to {os.readlink(t)}); a save "
                             f"replaces the directory itself, which would turn the link into "
-                            f"a directory: give the {noun}'s own path, {t.resolve()}")
+                            f"a directory: give the {noun}'s own path, "
+                            f"{os.path.realpath(t)}")
     if t.is_dir() and not t.is_symlink():
         if (t / marker).is_file() or not any(t.iterdir()):
             return t

@@ -780,7 +780,10 @@ def cmd_index(args: argparse.Namespace) -> int:
         for k, v in report.items():
             _say(f"{k}: {v}")
     t = report.get("tuned")
-    if t and not t.get("reached", True):  # saved all the same: say so where it is seen
+    if t and t.get("skipped"):
+        print(f"twotower: note: {args.kind} not tuned: {t['skipped']}", file=sys.stderr)
+    elif t and not t.get("reached", True) and t.get("value") in t.get("recall_tried", {}):
+        # saved all the same: say so where it is seen
         print(f"twotower: warning: {args.kind} did not reach --target-recall "
               f"{t['target_recall']}: {t['knob']} {t['value']} (its limit) gives recall@10 "
               f"{t['recall_tried'][t['value']]:.3f} on the calibration users; the run keeps "

@@ -232,30 +232,41 @@ def test_an_l2_graph_over_repeated_vectors_keeps_its_recall(tmp_path):
     """HNSW under cosine fell to recall 0.36 with half the items one vector (identical
     points filled each other's neighbour lists). The graph now holds one node per
     distinct vector, and a search expands a node into its items: exact results here,
-    with filters, after save and load too."""
+    with filters (allow-lists above EXACT_BELOW items, so the graph answers them, and a
+    group whose first items are filtered out), after save and load too."""
     from twotower.index import load_index
+    from twotower.index.faiss_ann import EXACT_BELOW
     rng = np.random.default_rng(1)
-    V = rng.standard_normal((2000, 16)).astype(np.float32)
+    V = rng.standard_normal((6000, 16)).astype(np.float32)
     V[:1000] = V[0]
     V[1500:1600] = V[1500]  # a second repeated vector
     q = rng.standard_normal((200, 16)).astype(np.float32)
     q[:20] = V[0] + 0.01 * q[:20]  # queries whose top 10 are all copies of V[0]
     q[20:40] = V[1500] + 0.01 * q[20:40]
-    ex = [rng.choice(2000, 30, replace=False) for _ in range(len(q))]
+    ex = [rng.choice(6000, 30, replace=False) for _ in range(len(q))]
     ex[0] = np.arange(995)  # all but 5 of V[0]'s copies (ids 0-994): 995-999 then others
-    allow = np.setdiff1d(np.arange(2000), np.arange(1500, 1590))  # 10 of V[1500]'s left
+    # filters that take a group's first items (a node's expansion must skip them, not
+    # stop at them; all of the first k would leave the row short, which exact refills)
+    allow = np.setdiff1d(np.arange(6000), np.arange(1500, 1505))
+    assert len(allow) > EXACT_BELOW
     for cfg in (IndexConfig(kind="hnsw", metric="cosine"),
                 IndexConfig(kind="hnsw", mips_to_l2=True)):
         exact = make_index(IndexConfig(metric=cfg.metric))
         exact.build(V)
         index = make_index(cfg).build(V)
-        assert index._groups is not None and len(index._groups.reps) == 2000 - 999 - 99
+        assert index._groups is not None and len(index._groups.reps) == 6000 - 999 - 99
         for loaded in (index, load_index(index.save(tmp_path / cfg.metric))):
-            for kw in ({}, {"exclude": ex}, {"allow": allow}, {"exclude": ex, "deny": [5]}):
+            for kw in ({}, {"exclude": ex}, {"allow": allow}, {"deny": np.arange(5)},
+                       {"exclude": ex, "deny": [5, 1500]}):
                 rs, ri = exact.search(q, 10, **kw)
                 s, i = loaded.search(q, 10, **kw)
-                # tie-aware: every result scores as well as the exact k-th best
-                assert (s >= rs[:, -1:] - 1e-4).mean() >= 0.99, (cfg, kw)
+                # tie-aware: every result scores as well as the exact k-th best; the
+                # group queries exactly so (their answers are copies of one vector)
+                hit = s >= rs[:, -1:] - 1e-4
+                # (the other queries: HNSW's usual recall; mips_to_l2 lower, groups or not:
+                # 0.948 without repeats, benchmarks/probes/ann_duplicates.py)
+                floor = 0.99 if cfg.metric == "cosine" else 0.95
+                assert hit[:40].all() and hit.mean() >= floor, (cfg, kw, hit.mean())
                 assert (i >= 0).all()
                 for row in range(len(q)):  # distinct ids, none filtered out
                     assert len(set(i[row].tolist())) == 10
@@ -264,18 +275,37 @@ def test_an_l2_graph_over_repeated_vectors_keeps_its_recall(tmp_path):
                     if "allow" in kw:
                         assert np.isin(i[row], allow).all()
                     if "deny" in kw:
-                        assert 5 not in i[row]
+                        assert not np.isin(i[row], kw["deny"]).any()
+            # the graph answers the group queries under those filters by itself: no row
+            # comes back short for exact search to refill
+            import twotower.index.faiss_ann as fa
+            real, calls = fa.topk_exact, []
+            fa.topk_exact = lambda *a, **kw: calls.append(1) or real(*a, **kw)
+            try:
+                if cfg.metric == "cosine":
+                    loaded.search(q[:40], 10, allow=allow)
+                    loaded.search(q[:40], 10, deny=np.arange(5))
+            finally:
+                fa.topk_exact = real
+            assert not calls
             if cfg.metric == "cosine":  # V[0]'s copies lead: the 5 not excluded come first
                 s, i = loaded.search(q[:1], 10, exclude=ex[:1])
                 assert set(i[0, :5].tolist()) == {995, 996, 997, 998, 999}
+    # an index with groups is format 2 (older releases say "upgrade twotower" rather than
+    # call it damaged); one without stays format 1, which they read
+    import json
+    assert json.loads((tmp_path / "cosine" / "index.json").read_text())["format_version"] == 2
+    plain = make_index(IndexConfig(kind="hnsw", metric="cosine")).build(V[2000:])
+    assert json.loads((plain.save(tmp_path / "plain") / "index.json").read_text())[
+        "format_version"] == 1
     # a saved index whose groups do not match its graph is refused, naming the file
     from twotower.errors import ArtifactError
     path = index.save(tmp_path / "bad")
-    np.save(path / "groups.npy", np.zeros(2000, np.int64))  # one node for every item
-    with pytest.raises(ArtifactError, match="index.faiss holds 902 vectors"):
+    np.save(path / "groups.npy", np.zeros(6000, np.int64))  # one node for every item
+    with pytest.raises(ArtifactError, match="index.faiss holds 4902 vectors"):
         load_index(path)
-    np.save(path / "groups.npy", np.arange(1999))
-    with pytest.raises(ArtifactError, match="groups.npy must hold 2000 node numbers"):
+    np.save(path / "groups.npy", np.arange(5999))
+    with pytest.raises(ArtifactError, match="groups.npy must hold 6000 node numbers"):
         load_index(path)
     # distinct vectors, or an inner-product graph: every item is its own node
     assert make_index(IndexConfig(kind="hnsw", metric="cosine")).build(

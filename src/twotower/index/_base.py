@@ -21,7 +21,9 @@ PAD_ID = -1
 _RESULT_BYTES = 12
 _MAX_PADDED_BYTES = 1 << 30
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Index format this twotower writes at most: 2 when a kind's state needs a newer reader
+(an HNSW graph over distinct vectors, ``groups.npy``), else 1, which older releases read."""
 _META = "index.json"
 
 
@@ -189,7 +191,7 @@ class Index:
         Raises:
             NotFittedError: before ``build``.
             ConfigError: ``k`` is not a positive integer, or so far beyond the
-                catalogue that the padded result would exceed 1 GiB.
+                catalogue that its padding would exceed 1 GiB.
             DataError: queries of the wrong shape or not finite; malformed filters.
         """
         self._require_built()
@@ -202,11 +204,11 @@ class Index:
             filters = Filters.prepared_rows(exclude, f.allowed, f.n_allowed)
         else:
             filters = compile_filters(exclude, allow, deny, self._n, b)
-        if k > self._n and b * k * _RESULT_BYTES > _MAX_PADDED_BYTES:
+        if k > self._n and b * (k - self._n) * _RESULT_BYTES > _MAX_PADDED_BYTES:
             raise ConfigError(
                 f"`k` = {k} is larger than the catalogue ({self._n} items): the result "
-                f"[{b}, {k}] would be {b * k * _RESULT_BYTES / 2**30:.1f} GiB of padding; "
-                f"ask for k <= {self._n}")
+                f"[{b}, {k}] would hold {b * (k - self._n) * _RESULT_BYTES / 2**30:.1f} GiB "
+                f"of padding; ask for k <= {self._n}")
         if b == 0:  # the filters are checked all the same: a wrong call fails at once
             return (np.empty((0, k), dtype=np.float32), np.empty((0, k), dtype=np.int64))
         if self.config.metric == "cosine":
@@ -255,9 +257,10 @@ class Index:
         self._require_built()
 
         def write(tmp: Path) -> None:
-            meta = {"format_version": FORMAT_VERSION, "kind": self.kind,
+            state = self._save(tmp)
+            meta = {"format_version": 2 if "groups" in state else 1, "kind": self.kind,
                     "config": self.config.to_dict(), "n": self._n, "d": self._d,
-                    "state": self._save(tmp)}
+                    "state": state}
             (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True),
                                      encoding="utf-8")
 

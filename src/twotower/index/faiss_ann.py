@@ -180,10 +180,8 @@ class _FaissIndex(Index):
         _, I = self._faiss.search(self._queries(q), min(fetch, nodes),
                                   params=self._params(min(fetch, nodes), sel))
         del sel, bitmap
-        if groups is not None:  # each distinct vector's node -> its items (up to fetch)
-            I = groups.expand(I, fetch)
-            if f.allowed is not None:
-                I = np.where((I >= 0) & f.allowed[np.maximum(I, 0)], I, PAD_ID)
+        if groups is not None:  # each distinct vector's node -> its allowed items
+            I = groups.expand(I, fetch, f.allowed)
         valid = I >= 0
         S = np.einsum("bkd,bd->bk", self._vectors[np.where(valid, I, 0)], q)
         S[~valid] = _NEG
@@ -343,27 +341,37 @@ class _VectorGroups:
         """``[u]`` bool: nodes with at least one allowed item."""
         return np.logical_or.reduceat(allowed[self.members], self.ptr[:-1])
 
-    def expand(self, nodes: np.ndarray, most: int) -> np.ndarray:
-        """``[b, m]`` node numbers (-1: none) -> ``[b, m']`` item ids, each node's items in
-        its place (best first, as the nodes were), at most ``most`` per node (a row needs
-        no more: ``k`` plus its exclusions), padded with ``PAD_ID``."""
-        b, m = nodes.shape
+    def expand(self, nodes: np.ndarray, most: int, allowed: np.ndarray | None = None
+               ) -> np.ndarray:
+        """``[b, m]`` node numbers (-1: none), best first -> ``[b, most]`` item ids: each
+        node's items in its place (only those ``allowed`` lets through, when given), until
+        the row holds ``most`` (it needs no more: ``k`` plus its exclusions); padded with
+        ``PAD_ID``. A group's filtered items never crowd out its allowed ones."""
+        ptr, members, sizes = self.ptr, self.members, self.sizes
+        if allowed is not None:  # each node's allowed items (no node is empty: reduceat)
+            keep = allowed[self.members]
+            members = self.members[keep]
+            sizes = np.add.reduceat(keep.astype(np.int64), self.ptr[:-1])
+            ptr = np.zeros(len(sizes) + 1, dtype=np.int64)
+            np.cumsum(sizes, out=ptr[1:])
+        b = nodes.shape[0]
+        most = max(most, 1)
         valid = nodes >= 0
         g = np.where(valid, nodes, 0)
-        take = np.where(valid, np.minimum(self.sizes[g], max(most, 1)), 0)
-        width = max(int(take.sum(axis=1).max(initial=0)), most, m, 1)
-        out = np.full((b, width), PAD_ID, dtype=np.int64)
-        flat_take = take.reshape(-1)
-        total = int(flat_take.sum())
+        take = np.where(valid, sizes[g], 0)
+        before = np.cumsum(take, axis=1) - take  # the row's items from earlier nodes
+        take = np.clip(most - before, 0, take)  # the row stops at `most`
+        out = np.full((b, most), PAD_ID, dtype=np.int64)
+        counts = take.sum(axis=1)
+        total = int(counts.sum())
         if total == 0:
             return out
-        starts = np.repeat(self.ptr[g.reshape(-1)], flat_take)
-        within = np.arange(total) - np.repeat(np.cumsum(flat_take) - flat_take, flat_take)
-        ids = self.members[starts + within]
-        rows = np.repeat(np.arange(b), take.sum(axis=1))
-        row_start = np.cumsum(take.sum(axis=1)) - take.sum(axis=1)
-        cols = np.arange(total) - np.repeat(row_start, take.sum(axis=1))
-        out[rows, cols] = ids
+        flat = take.reshape(-1)
+        starts = np.repeat(ptr[g.reshape(-1)], flat)
+        within = np.arange(total) - np.repeat(np.cumsum(flat) - flat, flat)
+        rows = np.repeat(np.arange(b), counts)
+        cols = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        out[rows, cols] = members[starts + within]
         return out
 
 
