@@ -90,8 +90,8 @@ class IndexConfig(Config):
         check_range(owner, "batch_size", self.batch_size, 1, None, integer=True)
         check_range(owner, "chunk_size", self.chunk_size, 1, None, integer=True)
         check_range(owner, "hnsw_m", self.hnsw_m, 2, 512, integer=True)
-        # a graph walk never needs more than its nodes; faiss allocates ef up front (2e9
-        # grew a process by 0.6 GB/s, uninterruptibly)
+        # a graph walk never needs more than its nodes; faiss allocates for ef up front
+        # (an ef of 2e9 grew the process without bound, deaf to Ctrl-C)
         check_range(owner, "ef_construction", self.ef_construction, 1, MAX_EF, integer=True)
         check_range(owner, "ef_search", self.ef_search, 1, MAX_EF, integer=True)
         check_range(owner, "hnsw_exact_head", self.hnsw_exact_head, 0.0, 1.0)
