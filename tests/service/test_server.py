@@ -111,3 +111,19 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_a_worker_that_cannot_load_the_run_exits_with_one_line(broken_run, monkeypatch,
+                                                               caplog):
+    """With several workers, each loads the run (again on SIGHUP): a broken run was a
+    45-line traceback in the log; now one error line and the worker's exit status 1."""
+    import logging
+
+    from twotower.service import server
+    monkeypatch.setenv(server._ENV_RUN, str(broken_run))
+    with caplog.at_level(logging.ERROR, logger="twotower.service"):
+        with pytest.raises(SystemExit) as exc:
+            server._app_from_env()
+    assert exc.value.code == 1
+    lines = [r.getMessage() for r in caplog.records if r.name == "twotower.service"]
+    assert len(lines) == 1 and "cannot serve" in lines[0] and "arrays.npz" in lines[0], lines

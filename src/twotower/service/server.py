@@ -94,10 +94,18 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 
 
 def _app_from_env() -> FastAPI:
-    """App factory for worker processes (``workers > 1``); settings come from the env."""
+    """App factory for worker processes (``workers > 1``); settings come from the env.
+    A run that does not load (e.g. broken before a SIGHUP) is one error line and the
+    worker's exit, as uvicorn reports its own start-up errors, not a traceback."""
+    from twotower.errors import TwoTowerError
     from twotower.service.app import create_app
-    return create_app(os.environ[_ENV_RUN], admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
-                      max_k=int(os.environ.get(_ENV_MAX_K, "1000")))
+    try:
+        return create_app(os.environ[_ENV_RUN],
+                          admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
+                          max_k=int(os.environ.get(_ENV_MAX_K, "1000")))
+    except TwoTowerError as exc:
+        log.error("worker %d cannot serve %s: %s", os.getpid(), os.environ[_ENV_RUN], exc)
+        raise SystemExit(1) from None
 
 
 def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
