@@ -584,6 +584,64 @@ def test_a_file_system_error_is_one_line(capsys, tutorial_run, tmp_path, monkeyp
                                          f"directory: '{tmp_path / '.x.old'}'")
 
 
+def test_your_own_file_edge_cases(capsys, tmp_path, ml100k_dir):
+    """Found by a tester: each was a traceback, a wrong line, a silent drop or bare NaN."""
+    base = "user_id,item_id,rating\n" + "".join(
+        f"u{u},i{i},{1 + (u + i) % 5}\n" for u in range(6) for i in range(5))
+    # --sep '\t' as a shell passes it (two characters) is a tab; longer ones are refused
+    (tmp_path / "tab.csv").write_text(base.replace(",", "\t"))
+    code, out, err = run(capsys, "train", "--data", tmp_path / "tab.csv", "--sep", "\\t",
+                         "--preset", "tutorial", "--epochs", "1", "--split", "none",
+                         "--out", tmp_path / "r1")
+    assert code == 0, err
+    code, out, err = run(capsys, "train", "--data", tmp_path / "tab.csv", "--sep", "||",
+                         "--out", tmp_path / "r2")
+    assert code == 2 and "a field separator is one character" in err, err
+    assert "Traceback" not in err
+    # the line of a bad value counts blank lines and quoted fields over several lines
+    (tmp_path / "lines.csv").write_text('user_id,item_id,rating\n\n"u\n1",i1,4\n\n'
+                                        'u2,i2,bad\n')
+    code, out, err = run(capsys, "train", "--data", tmp_path / "lines.csv",
+                         "--out", tmp_path / "r3")
+    assert code == 2 and "line 6, column 'rating'" in err, err
+    # times beyond int64 seconds are refused, naming the line; fractions are warned about
+    (tmp_path / "t.csv").write_text("user_id,item_id,timestamp\nu1,i1,100.7\nu1,i2,1e20\n")
+    code, out, err = run(capsys, "train", "--data", tmp_path / "t.csv", "--out",
+                         tmp_path / "r4")
+    assert code == 2 and "line 3, column 'timestamp': 1e+20 is not a time" in err, err
+    from twotower.data import read_interactions
+    (tmp_path / "t.csv").write_text("user_id,item_id,timestamp\nu1,i1,100.7\nu1,i2,100\n")
+    with pytest.warns(UserWarning, match="fractions of a second"):
+        assert read_interactions(tmp_path / "t.csv", time_col="timestamp").timestamps.tolist(
+        ) == [100, 100]
+    # an id written "NaN" is an id, not an empty one
+    (tmp_path / "nan.csv").write_text(base.replace("u0,", "NaN,"))
+    x = read_interactions(tmp_path / "nan.csv", rating_col="rating")
+    assert "NaN" in x.user_vocab.ids.tolist()
+    # every test pair also in training (a log of repeats): a note, and null in eval.json
+    (tmp_path / "dups.csv").write_text("user_id,item_id\n" + "".join(
+        f"u{u},i{i}\n" for _ in range(4) for u in range(5) for i in range(3)))
+    code, out, err = run(capsys, "train", "--data", tmp_path / "dups.csv", "--preset",
+                         "default", "--epochs", "1", "--out", tmp_path / "r5")
+    assert code == 0, err
+    assert "note: no test user has an item left to find" in out, out
+    evaluation = json.loads((tmp_path / "r5" / "eval.json").read_text())  # valid JSON
+    assert evaluation["model"]["recall@10"] is None and evaluation["model"]["users"] == 0
+    # file flags with MovieLens, and --data-dir with a file, are refused, not ignored
+    code, out, err = run(capsys, "train", "--data-dir", ml100k_dir, "--items",
+                         tmp_path / "dups.csv", "--user-col", "foo", "--out", tmp_path / "r6")
+    assert code == 2 and "--user-col, --items: for a --data file" in err, err
+    code, out, err = run(capsys, "train", "--data", tmp_path / "dups.csv", "--data-dir",
+                         ml100k_dir, "--out", tmp_path / "r7")
+    assert code == 2 and "--data-dir: the MovieLens 100k directory" in err, err
+    # an --items file that repeats an id: the later rows are dropped with a warning
+    (tmp_path / "items.csv").write_text("item_id,title\ni1,first\ni1,second\ni2,two\n")
+    from twotower.data.readers import read_item_info
+    with pytest.warns(UserWarning, match="1 row\\(s\\) repeat an item id \\(first: 'i1', line 3"):
+        assert read_item_info(tmp_path / "items.csv", id_col="item_id")["title"].tolist() \
+            == ["first", "two"]
+
+
 @pytest.fixture(scope="module")
 def string_id_files(tmp_path_factory, ml100k):
     """A 60-item interaction CSV with string ids 'M-<movie id>', and item files whose ids
@@ -705,6 +763,7 @@ def test_tutorial_checks_out_and_seed_before_training_and_excludes_every_rated_m
     assert code == 2 and "seed" in err and "Traceback" not in err
     code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--epochs", "1")
     assert code == 0, err
+    assert "val loss none (validated every 5 epochs)" in out  # it printed "val loss nan"
     rated = set(ml100k.item_vocab.ids_of(ml100k.items[ml100k.users == ml100k.user_vocab
                                                        .index_of(42)]).tolist())
     titles = dict(zip(ml100k.item_vocab.ids.tolist(), ml100k.titles().tolist()))

@@ -58,8 +58,25 @@ def _sha256(path: Path) -> str:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default),
-                    encoding="utf-8")
+    path.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False,
+                               default=_json_default), encoding="utf-8")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every NaN or infinite number as None (null): bare ``NaN`` is not JSON,
+    and strict readers (``jq``, browsers) refuse the whole document (e.g. a metric that no
+    test user could be scored on)."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(x) for x in value]
+    return value
 
 
 def _json_default(o: Any) -> Any:

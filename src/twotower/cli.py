@@ -50,17 +50,9 @@ def _say(*args: Any) -> None:
 
 
 def _json(value: Any, **kw: Any) -> str:
-    """``json.dumps`` that writes a NaN or infinite number as null: bare ``NaN`` is not
-    JSON, and strict readers (``jq``, browsers) refuse the whole document."""
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not np.isfinite(v):
-            return None
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        return v
-    return json.dumps(clean(value), allow_nan=False, **kw)
+    """``json.dumps`` that writes a NaN or infinite number as null (``json_safe``)."""
+    from twotower.artifacts import json_safe
+    return json.dumps(json_safe(value), allow_nan=False, **kw)
 
 
 # ---------------------------------------------------------------- data
@@ -68,8 +60,18 @@ def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The interactions of --data, and how they were read (``_data_columns``)."""
     from twotower.data import load_movielens_100k, read_interactions
 
+    file_flags = [f"--{name.replace('_', '-')}" for name in (
+        "user_col", "item_col", "rating_col", "time_col", "items", "sep", "items_id_col",
+        "title_col", "genres_col") if getattr(args, name, None) is not None]
     if args.data == MOVIELENS:
+        if file_flags:  # they would be ignored: MovieLens has its own files and columns
+            raise ConfigError(f"{', '.join(file_flags)}: for a --data file; MovieLens 100k "
+                              f"(--data {MOVIELENS}, the default) is read as GroupLens ships "
+                              "it (--data-dir for a local copy)")
         return load_movielens_100k(getattr(args, "data_dir", None)), {}
+    if getattr(args, "data_dir", None) is not None:
+        raise ConfigError(f"--data-dir: the MovieLens 100k directory, for --data {MOVIELENS}; "
+                          f"--data {args.data} is a file of its own")
     cols = _columns(args)
     meta_cols = _items_columns(args, cols)
     x = read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
@@ -197,8 +199,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="timestamp column (default: 'timestamp' if present; 'none' to "
                         "ignore it)")
     p.add_argument("--items", help="item metadata file (columns: the item id, title, genres)")
-    p.add_argument("--sep", default=None,
-                   help="CSV field separator of --data and --items (default ',', tab for .tsv)")
+    p.add_argument("--sep", default=None, type=_sep,
+                   help="CSV field separator of --data and --items, one character ('\\t' "
+                        "for a tab; default ',', tab for .tsv)")
     p.add_argument("--items-id-col", default=None,
                    help="--items: its item id column (default: the --item-col name)")
     p.add_argument("--title-col", default=None, help="--items: title column (default: title)")
@@ -223,9 +226,10 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     model = TwoTower(cfg)
     model.fit(split.train, split.test, verbose=2 if sys.stdout.isatty() is False else 1)
     h = model.history
+    val = (f"{h['val_loss'][-1]:.4f}" if h.get("val_loss")
+           else f"none (validated every {cfg.validation_freq} epochs)")
     _say(f"\nfinal train loss {h['loss'][-1]:.4f} (tutorial: 0.4669), "
-         f"val loss {h.get('val_loss', [float('nan')])[-1]:.4f} (tutorial: 0.4743), "
-         f"fit {model.fit_seconds:.1f} s")
+         f"val loss {val} (tutorial: 0.4743), fit {model.fit_seconds:.1f} s")
     if args.out:
         model.save(args.out, test=split.test, data={"source": MOVIELENS, "split": "random",
                                                     "seed": args.seed})
@@ -454,6 +458,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         m = metrics["model"]
         _say(f"test: recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  "
              f"recall@100 {m['recall@100']:.4f}")
+        if not m.get("users"):  # every test pair was seen in training: nothing to score
+            _say(f"note: no test user has an item left to find: each of the "
+                 f"{len(split.test):,} test pairs is also in the training part (a log that "
+                 "repeats interactions), and seen items are excluded from the lists and the "
+                 "ground truth; the metrics are undefined (saved as null). Drop repeated "
+                 "(user, item) pairs from --data, or use --split temporal")
     _save(model, args.out, test=split.test if len(split.test) else None, metrics=metrics,
           data={"source": str(args.data), "split": args.split,
                 "test_fraction": args.test_fraction, "seed": args.seed, **read_as})
@@ -811,6 +821,15 @@ def _recall(text: str) -> float:
     return value
 
 
+def _sep(text: str) -> str:
+    """``--sep``: one character; ``\\t`` (as a shell passes ``'\t'``) is a tab."""
+    from twotower.data.readers import check_sep
+    try:
+        return check_sep(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--sep: ")) from None
+
+
 def _positive_int(text: str) -> int:
     """A whole number >= 1 (``--sample``)."""
     try:
@@ -915,8 +934,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "training column where the file has it, else found "
                                       "by name)")
     e.add_argument("--item-col", help="--test-data: item id column (default: as --user-col)")
-    e.add_argument("--sep", help="--test-data: the field separator of a text file "
-                                 "(default: the run's --sep, else ',', tab for .tsv)")
+    e.add_argument("--sep", type=_sep, help="--test-data: the field separator of a text "
+                                            "file, one character (default: the run's --sep, "
+                                            "else ',', tab for .tsv)")
     e.set_defaults(func=cmd_evaluate)
 
     ix = sub.add_parser("index", help="build and save a search index for a run")

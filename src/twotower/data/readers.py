@@ -12,10 +12,27 @@ import pandas as pd
 
 from twotower.data.interactions import (INT_ID, Interactions, datetime_seconds,
                                         integral_as_int)
-from twotower.errors import DataError
+from twotower.errors import ConfigError, DataError
 
 _PARQUET = {".parquet", ".pq"}
 _CSV = {".csv", ".tsv", ".txt"}
+
+
+def check_sep(sep: str | None, what: str = "--sep") -> str | None:
+    """``sep`` as one character (None: the file type's default). ``\\t`` typed as two
+    characters (a shell's ``'\t'``) is a tab.
+
+    Raises:
+        ConfigError: any other separator of more or less than one character.
+    """
+    if sep is None:
+        return None
+    if sep in ("\\t", "tab"):
+        return "\t"
+    if not isinstance(sep, str) or len(sep) != 1:
+        raise ConfigError(f"{what}: a field separator is one character ('\\t' for a tab), "
+                          f"got {sep!r}")
+    return sep
 
 
 def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = "file",
@@ -36,6 +53,7 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
             (the message names file, line and column).
     """
     p = Path(path)
+    sep = check_sep(sep)
     if not p.is_file():
         raise DataError(f"{what}: file not found: {p}")
     wanted = {role: col for role, col in columns.items() if col}
@@ -154,7 +172,8 @@ def _ids(values: pd.Series) -> np.ndarray:
     return s.to_numpy(dtype=object)
 
 
-def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str) -> np.ndarray:
+def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
+             sep: str | None = None) -> np.ndarray:
     raw = df[role]
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or raw.dtype.kind == "M":
         vals = datetime_seconds(raw)  # a timestamp column (Parquet)
@@ -170,14 +189,56 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str) -> np.nd
                                                          else got)
         hint = ("; times are seconds since the epoch (a number), or a Parquet timestamp "
                 "column" if role == "time" else "")
-        raise DataError(f"{what}: {p}, {where_in_file(p, row)}, column {col!r}: expected a finite "
-                        f"number, got {got}{hint}")
+        raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: expected "
+                        f"a finite number, got {got}{hint}")
     return vals
 
 
-def where_in_file(p: Path, row: int) -> str:
-    """Row ``row`` (0-based, of the data) as a CSV line number or a 1-based Parquet row."""
-    return f"line {row + 2}" if p.suffix.lower() in _CSV else f"row {row + 1} (1-based)"
+#: Times beyond this many seconds from the epoch (about 285 million years) are refused:
+#: int64 seconds, and floats above 2**53 are no longer whole seconds
+_MAX_SECONDS = 2.0 ** 53
+
+
+def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,
+                   sep: str | None = None) -> np.ndarray:
+    """``vals`` (finite float seconds) as int64 seconds: out of range refused, naming the
+    line; fractions of a second warned about (events within one second keep file order)."""
+    far = np.abs(vals) >= _MAX_SECONDS
+    if far.any():
+        row = int(np.argmax(far))
+        raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: "
+                        f"{vals[row]:g} is not a time in seconds since the epoch (beyond "
+                        f"{_MAX_SECONDS:.0f} s)")
+    whole = np.floor(vals)
+    if (whole != vals).any():
+        warnings.warn(f"{what}: {p}, column {col!r}: times have fractions of a second; they "
+                      "are kept as whole seconds, and events within one second keep their "
+                      "order in the file", stacklevel=3)
+    return whole.astype(np.int64)
+
+
+def where_in_file(p: Path, row: int, sep: str | None = None) -> str:
+    """Row ``row`` (0-based, of the data) as a CSV line number or a 1-based Parquet row.
+    The line is found by reading the file as CSV (an error path only): blank lines, which
+    the readers skip, and quoted fields over several lines count as the file has them."""
+    if p.suffix.lower() not in _CSV:
+        return f"row {row + 1} (1-based)"
+    import csv
+    sep = sep or ("\t" if p.suffix.lower() == ".tsv" else ",")
+    try:
+        with p.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            next(reader, None)  # the header
+            start, n = reader.line_num + 1, 0
+            for record in reader:
+                if record:  # a blank line is no row
+                    if n == row:
+                        return f"line {start}"
+                    n += 1
+                start = reader.line_num + 1
+    except (OSError, csv.Error):
+        pass
+    return f"line {row + 2}"
 
 
 def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: str = "item_id",
@@ -211,13 +272,15 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         raise DataError(f"{what}: {p} has no rows")
     for role, col in (("user", user_col), ("item", item_col)):
         s = df[role].astype(str).str.strip()
-        empty = (df[role].isna() | (s == "") | (s.str.lower() == "nan")).to_numpy(bool)
+        # a null (Parquet) or an empty field; the text "nan" or "NA" is an id like any other
+        empty = (df[role].isna() | (s == "")).to_numpy(bool)
         if empty.any():
             row = int(np.argmax(empty))
-            raise DataError(f"{what}: {p}, {where_in_file(p, row)}, column {col!r}: "
+            raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: "
                             f"empty {role} id")
-    ratings = _numeric(p, what, df, "rating", rating_col) if rating_col else None
-    times = _numeric(p, what, df, "time", time_col).astype(np.int64) if time_col else None
+    ratings = _numeric(p, what, df, "rating", rating_col, sep) if rating_col else None
+    times = (_whole_seconds(p, what, time_col, _numeric(p, what, df, "time", time_col, sep),
+                            sep) if time_col else None)
     item_info = None
     if items is not None:
         item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
@@ -242,12 +305,18 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
         out["title"] = df["title"].astype(str).to_numpy()
     if "genres" in df:
         out["genres"] = [[g for g in str(x).split("|") if g] for x in df["genres"]]
-    return out[~out.index.duplicated()]
+    dup = out.index.duplicated()
+    if dup.any():
+        warnings.warn(f"--items: {p}: {int(dup.sum()):,} row(s) repeat an item id (first: "
+                      f"{out.index[dup][0]!r}, {where_in_file(p, int(np.argmax(dup)), sep)}); "
+                      "each item keeps its first row", stacklevel=2)
+    return out[~dup]
 
 
 def read_header(path: str | Path, what: str = "file", sep: str | None = None) -> list[str]:
     """The column names of a CSV/Parquet file (``what`` names it in errors)."""
     p = Path(path)
+    sep = check_sep(sep)
     if not p.is_file():
         raise DataError(f"{what}: file not found: {p}")
     if p.suffix.lower() in _PARQUET:

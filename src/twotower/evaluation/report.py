@@ -133,8 +133,9 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, *
     """
     from twotower.errors import DataError
 
-    series = {k: [float(v) for v in vs] for k, vs in history.items()
-              if k.endswith("loss") and len(vs)}
+    # a NaN loss is saved as null (``artifacts.json_safe``): plotted as a gap
+    series = {k: [float("nan") if v is None else float(v) for v in vs]
+              for k, vs in history.items() if k.endswith("loss") and len(vs)}
     if not series:
         raise DataError(f"no loss values to plot (history keys: {sorted(history)})")
 

@@ -69,6 +69,9 @@ class StreamConfig(Config):
         check_range(own, "shuffle_buffer", self.shuffle_buffer, 0, 1_000_000_000, integer=True)
         check_range(own, "seed", self.seed, 0, 2**31 - 1, integer=True)
         check_choice(own, "unknown", self.unknown, ("error", "skip"))
+        if self.sep is not None and (not isinstance(self.sep, str) or len(self.sep) != 1):
+            raise ConfigError(f"{own}.sep: a field separator is one character ('\\t' for a "
+                              f"tab), got {self.sep!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -215,14 +218,16 @@ class InteractionStream:
         with self.path.open("r", encoding="utf-8-sig", errors="replace", newline="") as fh:
             rows = csv.reader(fh, delimiter=sep)
             next(rows, None)
-            for n, row in enumerate(rows):
+            for row in rows:
+                if not row:  # a blank line is no row
+                    continue
                 value = row[at] if at < len(row) else ""
                 try:
                     ok = np.isfinite(float(value))
                 except ValueError:
                     ok = False
                 if not ok:
-                    raise DataError(f"--data: {self.path}, {where_in_file(self.path, n)}, column "
+                    raise DataError(f"--data: {self.path}, line {rows.line_num}, column "
                                     f"{self.config.rating_col!r}: expected a finite number, "
                                     f"got {value!r}")
 
@@ -341,7 +346,7 @@ class InteractionStream:
                  ) -> None:
         """``what`` may hold ``{}``: the bad value (``batch``'s column ``role``)."""
         at = int(np.argmax(np.asarray(bad.fill_null(True))))
-        where = where_in_file(self.path, offset + at)
+        where = where_in_file(self.path, offset + at, self.config.sep)
         if "{}" in what:
             value = batch.column(role)[at].as_py()
             what = what.format("nothing (null)" if value is None else repr(value))
@@ -379,7 +384,7 @@ class InteractionStream:
                     pos = int(np.argmax((u if role == "user" else i) < 0))
                     value = b.column(role)[pos].as_py()
                     raise DataError(f"--data: {self.path}, "
-                                    f"{where_in_file(self.path, offset + pos)}, column "
+                                    f"{where_in_file(self.path, offset + pos, self.config.sep)}, column "
                                     f"{self._roles[role]!r}: {role} id {value!r} is not in the "
                                     f"given {role} vocabulary ({len(uv if role == 'user' else iv)}"
                                     " ids); use unknown='skip' to drop such rows")
