@@ -352,7 +352,8 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
             raise ConfigError(f"--devices {args.devices} must be a multiple of {where} ({mp})")
         d["data_parallel"] = args.devices // mp
     for flag, key in (("coordinator", "coordinator_address"),
-                      ("num_processes", "num_processes"), ("process_id", "process_id")):
+                      ("num_processes", "num_processes"), ("process_id", "process_id"),
+                      ("join_timeout", "join_timeout_s")):
         if getattr(args, flag) is not None:
             d[key] = getattr(args, flag)
     flags = {"data_parallel": ("devices", "--devices"),
@@ -360,13 +361,20 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
              "shard_tables": ("shard_tables", "--shard-tables"),
              "coordinator_address": ("coordinator", "--coordinator"),
              "num_processes": ("num_processes", "--num-processes"),
-             "process_id": ("process_id", "--process-id")}
+             "process_id": ("process_id", "--process-id"),
+             "join_timeout_s": ("join_timeout", "--join-timeout")}
     sources = {key: flag for key, (attr, flag) in flags.items()
                if getattr(args, attr, None) is not None}
     try:
-        return DistributionConfig.from_dict(d)
+        dist = DistributionConfig.from_dict(d)
     except ConfigError as exc:
         raise _named(exc, "distribution", sources, args) from None
+    if "shard_tables" in d and dist.model_parallel == 1:  # as for unread model settings
+        where = sources.get("shard_tables") or f"--config {args.config} [distribution] " \
+            "shard_tables"
+        print(f"twotower: warning: {where} ({dist.shard_tables!r}) is not read: tables are "
+              "split only with --model-parallel 2 or more", file=sys.stderr)
+    return dist
 
 
 def _named(exc: ConfigError, table: str, sources: dict[str, str],
@@ -891,6 +899,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--coordinator", help="multi-host: host:port of process 0")
     tr.add_argument("--num-processes", type=int, help="multi-host: processes in the job")
     tr.add_argument("--process-id", type=int, help="multi-host: this process (0-based)")
+    tr.add_argument("--join-timeout", type=float,
+                    help="multi-host: seconds to wait for every process to join (default 300)")
     tr.add_argument("-v", "--verbose", action="store_true", help="per-epoch losses")
     tr.add_argument("--plot-loss", help="write a PNG of the per-epoch losses")
     tr.set_defaults(func=cmd_train)
@@ -1003,6 +1013,29 @@ def _resend_signal() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``twotower`` command; returns its exit status.
+
+    A process of a multi-process job that ends while a join still waits inside JAX, or
+    after a collective failed (a peer process stopped), ends with ``os._exit``: JAX's
+    shutdown would otherwise wait minutes for the other processes, then abort."""
+    from twotower.training import distribution
+    try:
+        code = _main(argv)
+    except Exception as exc:  # noqa: BLE001 - only in a joined multi-process job
+        if not distribution._initialized:
+            raise
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"twotower: error: a step across processes failed (did another process "
+              f"stop?): {type(exc).__name__}: {first[:300]}", file=sys.stderr)
+        code = 1
+    if distribution.JOIN_PENDING.is_set() or (distribution._initialized and code):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     import signal
     import threading
     import warnings

@@ -103,3 +103,66 @@ def test_cli_train_on_two_processes(tmp_path, ml100k, stream):
     assert len(b.history["loss"]) == 2
     np.testing.assert_allclose(b.history["loss"], a.history["loss"], rtol=RTOL)
     np.testing.assert_allclose(b.item_embeddings, a.item_embeddings, rtol=RTOL, atol=1e-6)
+
+
+def _cli(args, env=None):
+    return [sys.executable, "-m", "twotower.cli", *map(str, args)]
+
+
+def test_a_process_that_cannot_join_says_so_and_ctrl_c_stops_it(tmp_path):
+    """Alone (no peer ever starts): JAX's wait ignored Ctrl-C and SIGTERM and, after 5
+    minutes, aborted the process with a C++ stack trace. Now --join-timeout gives a one-line
+    error, and Ctrl-C works while it waits."""
+    import signal
+    import time
+    data = tmp_path / "r.csv"
+    data.write_text("user_id,item_id,rating\n" + "".join(
+        f"u{u},i{i},{1 + (u + i) % 5}\n" for u in range(20) for i in range(10)))
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env.pop("XLA_FLAGS", None)
+    common = ["train", "--data", data, "--preset", "tutorial", "--epochs", "1",
+              "--coordinator", f"127.0.0.1:{_free_port()}", "--num-processes", "2",
+              "--out", tmp_path / "run"]
+    t0 = time.monotonic()
+    r = subprocess.run(_cli([*common, "--process-id", "1", "--join-timeout", "3"]), env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "cannot join the coordinator" in r.stderr and "within 3 s" in r.stderr
+    assert "Traceback" not in r.stderr and time.monotonic() - t0 < 90
+    p = subprocess.Popen(_cli([*common, "--process-id", "0"]), env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err = ""
+    while "joining the coordinator" not in err:  # its first stderr line
+        line = p.stderr.readline()
+        assert line, "exited before joining"
+        err += line
+    time.sleep(1)
+    t0 = time.monotonic()
+    p.send_signal(signal.SIGINT)
+    out, rest = p.communicate(timeout=30)
+    assert p.returncode == 130 and "interrupted" in rest, rest[-2000:]
+    assert time.monotonic() - t0 < 15
+    assert not (tmp_path / "run").exists()
+
+
+def test_devices_must_count_every_process(tmp_path):
+    """--num-processes 2 without --devices 2: the mesh held process 0's device only;
+    process 1 crashed with a traceback while process 0 trained alone and saved."""
+    data = tmp_path / "r.csv"
+    data.write_text("user_id,item_id,rating\n" + "".join(
+        f"u{u},i{i},{1 + (u + i) % 5}\n" for u in range(20) for i in range(10)))
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env.pop("XLA_FLAGS", None)
+    port = _free_port()
+    procs = [subprocess.Popen(_cli(["train", "--data", data, "--preset", "tutorial",
+                                    "--epochs", "1", "--coordinator", f"127.0.0.1:{port}",
+                                    "--num-processes", "2", "--process-id", i,
+                                    "--join-timeout", "60", "--out", tmp_path / "run"]),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 2, err[-2000:]
+        assert "the 2 processes have 2 in all" in err and "give --devices 2" in err, err
+        assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,7 @@ class DistributionConfig(Config):
     coordinator_address: str | None = None
     num_processes: int = 1
     process_id: int = 0
+    join_timeout_s: float = 300.0
 
     def validate(self) -> None:
         own = "distribution"
@@ -72,6 +75,7 @@ class DistributionConfig(Config):
         check_range(own, "num_processes", self.num_processes, 1, 65_536, integer=True)
         check_range(own, "process_id", self.process_id, 0, self.num_processes - 1,
                     integer=True)
+        check_range(own, "join_timeout_s", self.join_timeout_s, 1, 86_400)
         if self.coordinator_address is not None:
             addr = self.coordinator_address
             port = addr.rpartition(":")[2] if isinstance(addr, str) else ""
@@ -125,6 +129,51 @@ class _ShardedParallel:
 _initialized = False
 
 
+#: Set while a join's thread has not returned (``_join``): it waits inside JAX, and a
+#: process that gives up on it must end with ``os._exit`` (``twotower.cli.main`` does)
+JOIN_PENDING = threading.Event()
+
+
+def _join(config: DistributionConfig) -> None:
+    """``jax.distributed.initialize`` for ``config``, waited for on the calling thread in
+    short steps: Ctrl-C and SIGTERM act at once, and after ``join_timeout_s`` a ConfigError
+    says what is missing. (Called directly, JAX's wait ignores both signals and, after its
+    own timeout, aborts the process with a C++ stack trace.)"""
+    import sys
+
+    import jax
+    print(f"twotower: process {config.process_id} of {config.num_processes}: joining the "
+          f"coordinator at {config.coordinator_address} (it waits for every process, up to "
+          f"{config.join_timeout_s:g} s)", file=sys.stderr, flush=True)
+    done, box = threading.Event(), {}
+
+    def run() -> None:
+        try:  # JAX's own deadline after ours: ours reports, JAX's would abort
+            jax.distributed.initialize(
+                coordinator_address=config.coordinator_address,
+                num_processes=config.num_processes, process_id=config.process_id,
+                initialization_timeout=int(config.join_timeout_s) + 60)
+        except Exception as exc:  # noqa: BLE001 - jax raises its runtime error types
+            box["error"] = exc
+        finally:
+            done.set()
+
+    JOIN_PENDING.set()
+    threading.Thread(target=run, name="twotower-join", daemon=True).start()
+    deadline = time.monotonic() + config.join_timeout_s
+    where = (f"the coordinator at {config.coordinator_address} as process "
+             f"{config.process_id} of {config.num_processes}")
+    while not done.wait(0.2):
+        if time.monotonic() > deadline:
+            raise ConfigError(
+                f"distribution: cannot join {where} within {config.join_timeout_s:g} s "
+                "(--join-timeout): start every process, each with the same --coordinator "
+                "and --num-processes and its own --process-id 0, 1, ...")
+    JOIN_PENDING.clear()
+    if "error" in box:
+        raise ConfigError(f"distribution: cannot join {where}: {box['error']}")
+
+
 def apply_distribution(config: DistributionConfig) -> Any:
     """Set the global Keras distribution for ``config``; call before building the network.
 
@@ -157,21 +206,7 @@ def apply_distribution(config: DistributionConfig) -> Any:
 
     global _initialized
     if config.coordinator_address is not None and not _initialized:
-        import sys
-
-        import jax
-        # it waits for every process (jax's own timeout: 5 minutes): say what it waits for
-        print(f"twotower: process {config.process_id} of {config.num_processes}: joining the "
-              f"coordinator at {config.coordinator_address} (it waits for every process)",
-              file=sys.stderr, flush=True)
-        try:
-            jax.distributed.initialize(coordinator_address=config.coordinator_address,
-                                       num_processes=config.num_processes,
-                                       process_id=config.process_id)
-        except Exception as exc:  # jax raises its runtime error types for these
-            raise ConfigError(f"distribution: cannot join the coordinator at "
-                              f"{config.coordinator_address} as process {config.process_id} "
-                              f"of {config.num_processes}: {exc}") from None
+        _join(config)
         _initialized = True
     import jax
     devices = jax.devices()
@@ -184,6 +219,13 @@ def apply_distribution(config: DistributionConfig) -> Any:
             f"JAX sees {len(devices)} ({devices[0].platform}); on CPU simulate more with "
             f"XLA_FLAGS=--xla_force_host_platform_device_count={config.devices} set before "
             "JAX is imported")
+    if config.num_processes > 1 and config.devices != len(devices):
+        # the mesh would hold only the first process's devices: the others would feed no
+        # device (a traceback there) while the first trained alone and saved
+        raise ConfigError(
+            f"distribution: data_parallel x model_parallel = {config.devices} devices, but "
+            f"the {config.num_processes} processes have {len(devices)} in all (--devices "
+            f"counts every process's devices): give --devices {len(devices)}")
     names = keras.distribution.list_devices()[:config.devices]
     if config.model_parallel == 1:
         mesh = keras.distribution.DeviceMesh((config.data_parallel,), [BATCH_AXIS], names)

@@ -205,8 +205,14 @@ class TrainLoop:
                     sizes = sizes * self._processes  # each process fed its part
                     epoch_losses.append((losses, sizes))
                     progress.update(int(sizes.sum()), lambda: float(losses[-1]))  # waits for it
+                if not epoch_losses:  # a loss of 0 over no example would be invented
+                    raise DataError(
+                        f"epoch {epoch + 1}: no batch to train on (the data is shorter than "
+                        "one batch the devices can split: with several processes or "
+                        "drop_remainder the last, partial batch is dropped); give more "
+                        "rows or a smaller batch_size")
                 steps = [np.asarray(l, dtype=np.float32) for l, _ in epoch_losses]
-                sizes = np.concatenate([s for _, s in epoch_losses]) if steps else np.zeros(0)
+                sizes = np.concatenate([s for _, s in epoch_losses])
                 flat = np.concatenate(steps) if steps else np.zeros(0, np.float32)
                 dt = time.perf_counter() - t0
                 self.examples_per_second.append(float(sizes.sum() / max(dt, 1e-9)))

@@ -21,7 +21,7 @@ import numpy as np
 
 from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
-from twotower.data.readers import check_ragged, where_in_file
+from twotower.data.readers import check_ragged, csv_encoding, where_in_file
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError, NotFittedError
 
@@ -145,6 +145,13 @@ class InteractionStream:
                         ".tsv or .parquet")
 
     def _check_columns(self, have: list[str]) -> None:
+        by_col: dict[str, list[str]] = {}
+        for role, col in self._roles.items():
+            by_col.setdefault(col, []).append(role)
+        for col, roles in by_col.items():  # as the in-memory reader refuses it
+            if len(roles) > 1:
+                raise DataError(f"--data: column {col!r} is named for several roles "
+                                f"({', '.join(roles)}); each role needs a column of its own")
         for role, col in self._roles.items():
             if col not in have:
                 raise DataError(f"--data: {self.path} has no column {col!r} (the {role} "
@@ -198,7 +205,10 @@ class InteractionStream:
             reader = pacsv.open_csv(
                 self.path,
                 read_options=pacsv.ReadOptions(block_size=max(1 << 20,
-                                                              32 * self.config.read_rows)),
+                                                              32 * self.config.read_rows),
+                                               # latin-1 where the file is not UTF-8, as
+                                               # the in-memory reader (warned once)
+                                               encoding=csv_encoding(self.path, "--data")),
                 parse_options=pacsv.ParseOptions(delimiter=sep),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(dict.fromkeys(roles.values())), column_types=types,
