@@ -275,3 +275,29 @@ def test_cli_stream_with_a_model_that_needs_a_history_tower_says_stream_cannot(t
         assert code == 2 and "needs a history tower" in err, err
         assert "--stream trains the id query tower only" in err, err
         assert not (tmp_path / "run").exists()
+
+
+def test_stream_reads_what_memory_reads_and_refuses_what_it_refuses(tmp_path, capsys):
+    """A latin-1 CSV trained in memory but failed streamed ("invalid UTF8"); one column
+    named for two roles was refused in memory but trained streamed; --shard-tables without
+    --model-parallel was silently not read."""
+    from twotower.cli import main
+    from twotower.training import InteractionStream, StreamConfig
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("user,item,stars\n".encode() + "".join(
+        f"caf\u00e9{u},i{i},{1 + (u + i) % 5}\n" for u in range(6) for i in range(4)
+    ).encode("latin-1"))
+    stats = InteractionStream(path, StreamConfig(user_col="user", item_col="item",
+                                                 rating_col="stars")).scan()
+    assert "caf\u00e90" in stats.user_vocab.ids.tolist() and stats.rows == 24
+    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "user",
+                 "--rating-col", "stars", "--stream", "--preset", "tutorial",
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "column 'user' is named for several roles (user, item)" in err, err
+    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+                 "--rating-col", "stars", "--stream", "--preset", "tutorial", "--epochs", "1",
+                 "--shard-tables", "columns", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning: --shard-tables ('columns') is not read" in err, err
