@@ -608,12 +608,18 @@ def test_your_own_file_edge_cases(capsys, tmp_path, ml100k_dir):
     (tmp_path / "t.csv").write_text("user_id,item_id,timestamp\nu1,i1,100.7\nu1,i2,1e20\n")
     code, out, err = run(capsys, "train", "--data", tmp_path / "t.csv", "--out",
                          tmp_path / "r4")
-    assert code == 2 and "line 3, column 'timestamp': 1e+20 is not a time" in err, err
+    assert code == 2 and "line 3, column 'timestamp': 1e+20 is beyond the times int64" \
+        in err, err
     from twotower.data import read_interactions
     (tmp_path / "t.csv").write_text("user_id,item_id,timestamp\nu1,i1,100.7\nu1,i2,100\n")
     with pytest.warns(UserWarning, match="fractions of a second"):
         assert read_interactions(tmp_path / "t.csv", time_col="timestamp").timestamps.tolist(
         ) == [100, 100]
+    # nanoseconds since the epoch (an int64 export) are read, in order
+    (tmp_path / "t.csv").write_text("user_id,item_id,timestamp\nu1,i1,1704067200000000000\n"
+                                    "u1,i2,1704067201000000000\n")
+    assert read_interactions(tmp_path / "t.csv", time_col="timestamp").timestamps.tolist(
+    ) == [1704067200000000000, 1704067201000000000]
     # an id written "NaN" is an id, not an empty one
     (tmp_path / "nan.csv").write_text(base.replace("u0,", "NaN,"))
     x = read_interactions(tmp_path / "nan.csv", rating_col="rating")

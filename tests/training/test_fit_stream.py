@@ -284,18 +284,18 @@ def test_stream_reads_what_memory_reads_and_refuses_what_it_refuses(tmp_path, ca
     from twotower.cli import main
     from twotower.training import InteractionStream, StreamConfig
     path = tmp_path / "latin1.csv"
-    path.write_bytes("user,item,stars\n".encode() + "".join(
+    path.write_bytes(("usu\u00e1rio,item,stars\n" + "".join(  # an accent in the header too
         f"caf\u00e9{u},i{i},{1 + (u + i) % 5}\n" for u in range(6) for i in range(4)
-    ).encode("latin-1"))
-    stats = InteractionStream(path, StreamConfig(user_col="user", item_col="item",
+    )).encode("latin-1"))
+    stats = InteractionStream(path, StreamConfig(user_col="usu\u00e1rio", item_col="item",
                                                  rating_col="stars")).scan()
     assert "caf\u00e90" in stats.user_vocab.ids.tolist() and stats.rows == 24
-    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "user",
+    code = main(["train", "--data", str(path), "--user-col", "item", "--item-col", "item",
                  "--rating-col", "stars", "--stream", "--preset", "tutorial",
                  "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    assert code == 2 and "column 'user' is named for several roles (user, item)" in err, err
-    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+    assert code == 2 and "column 'item' is named for several roles (user, item)" in err, err
+    code = main(["train", "--data", str(path), "--user-col", "usu\u00e1rio", "--item-col", "item",
                  "--rating-col", "stars", "--stream", "--preset", "tutorial", "--epochs", "1",
                  "--shard-tables", "columns", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err

@@ -228,11 +228,11 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
             raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) "
                             f"or a datetime, got {str(arr.ravel()[row])!r}")
         secs = _finite(name, arr).astype(np.float64)
-        far = np.abs(secs) >= 2.0 ** 53  # int64 would wrap; past 2**53 no longer whole
+        far = np.abs(secs) >= 2.0 ** 63  # int64 would wrap (to a negative time)
         if far.any():
             row = int(np.argmax(far.ravel()))
-            raise DataError(f"`{name}`[{row}]: {secs.ravel()[row]:g} is not a time in "
-                            "seconds since the epoch (beyond 2**53 s)")
+            raise DataError(f"`{name}`[{row}]: {secs.ravel()[row]:g} is beyond the times "
+                            "int64 holds (2**63)")
         return np.floor(secs).astype(np.int64)
     raise DataError(f"`{name}`: expected seconds since the epoch or datetimes, got dtype "
                     f"{arr.dtype}")

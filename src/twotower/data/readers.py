@@ -194,9 +194,9 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
     return vals
 
 
-#: Times beyond this many seconds from the epoch (about 285 million years) are refused:
-#: int64 seconds, and floats above 2**53 are no longer whole seconds
-_MAX_SECONDS = 2.0 ** 53
+#: Times from here on are refused: int64's limit (a larger float wrapped to a negative
+#: time). Nanoseconds since the epoch (about 1.7e18 today) fit and keep their order.
+_MAX_SECONDS = 2.0 ** 63
 
 
 def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,
@@ -207,8 +207,8 @@ def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,
     if far.any():
         row = int(np.argmax(far))
         raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: "
-                        f"{vals[row]:g} is not a time in seconds since the epoch (beyond "
-                        f"{_MAX_SECONDS:.0f} s)")
+                        f"{vals[row]:g} is beyond the times int64 holds (2**63); times "
+                        "are seconds since the epoch (or any finer unit, consistently)")
     whole = np.floor(vals)
     if (whole != vals).any():
         warnings.warn(f"{what}: {p}, column {col!r}: times have fractions of a second; they "

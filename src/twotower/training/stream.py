@@ -192,8 +192,12 @@ class InteractionStream:
         import pyarrow as pa
         import pyarrow.csv as pacsv
         sep = self.config.sep or ("\t" if self.path.suffix.lower() == ".tsv" else ",")
-        with self.path.open("r", encoding="utf-8-sig", errors="replace", newline="") as fh:
-            header = next(csv.reader(fh, delimiter=sep), None)  # utf-8-sig: without a BOM
+        # latin-1 where the file is not UTF-8, as the in-memory reader (warned once); the
+        # header too (a column name with an accent); utf-8-sig: without a byte-order mark
+        encoding = csv_encoding(self.path, "--data")
+        text = "utf-8-sig" if encoding == "utf-8" else encoding
+        with self.path.open("r", encoding=text, errors="replace", newline="") as fh:
+            header = next(csv.reader(fh, delimiter=sep), None)
         if not header:
             raise DataError(f"--data: {self.path} has no header line")
         self._check_columns(header)
@@ -206,9 +210,8 @@ class InteractionStream:
                 self.path,
                 read_options=pacsv.ReadOptions(block_size=max(1 << 20,
                                                               32 * self.config.read_rows),
-                                               # latin-1 where the file is not UTF-8, as
-                                               # the in-memory reader (warned once)
-                                               encoding=csv_encoding(self.path, "--data")),
+                                               **({} if encoding == "utf-8"
+                                                  else {"encoding": encoding})),
                 parse_options=pacsv.ParseOptions(delimiter=sep),
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(dict.fromkeys(roles.values())), column_types=types,
