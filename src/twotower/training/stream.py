@@ -396,8 +396,8 @@ class InteractionStream:
                 if self.config.unknown == "error":
                     pos = int(np.argmax((u if role == "user" else i) < 0))
                     value = b.column(role)[pos].as_py()
-                    raise DataError(f"--data: {self.path}, "
-                                    f"{where_in_file(self.path, offset + pos, self.config.sep)}, column "
+                    where = where_in_file(self.path, offset + pos, self.config.sep)
+                    raise DataError(f"--data: {self.path}, {where}, column "
                                     f"{self._roles[role]!r}: {role} id {value!r} is not in the "
                                     f"given {role} vocabulary ({len(uv if role == 'user' else iv)}"
                                     " ids); use unknown='skip' to drop such rows")
