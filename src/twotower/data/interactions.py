@@ -206,6 +206,11 @@ def _finite(name: str, values: Any) -> np.ndarray:
     return arr
 
 
+#: Times from here on are refused: int64's limit (a larger float wrapped to a negative
+#: time). Nanoseconds since the epoch (about 1.7e18 today) fit and keep their order.
+MAX_TIME = 2.0 ** 63
+
+
 def epoch_seconds(name: str, values: Any) -> np.ndarray:
     """Timestamps as int64 seconds since the epoch: numbers are taken as seconds already;
     datetimes (numpy, pandas, zoned: UTC) are converted from whatever unit they hold.
@@ -228,7 +233,7 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
             raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) "
                             f"or a datetime, got {str(arr.ravel()[row])!r}")
         secs = _finite(name, arr).astype(np.float64)
-        far = np.abs(secs) >= 2.0 ** 63  # int64 would wrap (to a negative time)
+        far = np.abs(secs) >= MAX_TIME  # int64 would wrap (to a negative time)
         if far.any():
             row = int(np.argmax(far.ravel()))
             raise DataError(f"`{name}`[{row}]: {secs.ravel()[row]:g} is beyond the times "

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twotower.data.interactions import (INT_ID, Interactions, datetime_seconds,
+from twotower.data.interactions import (INT_ID, MAX_TIME, Interactions, datetime_seconds,
                                         integral_as_int)
 from twotower.errors import ConfigError, DataError
 
@@ -194,16 +194,11 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
     return vals
 
 
-#: Times from here on are refused: int64's limit (a larger float wrapped to a negative
-#: time). Nanoseconds since the epoch (about 1.7e18 today) fit and keep their order.
-_MAX_SECONDS = 2.0 ** 63
-
-
 def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,
                    sep: str | None = None) -> np.ndarray:
     """``vals`` (finite float seconds) as int64 seconds: out of range refused, naming the
     line; fractions of a second warned about (events within one second keep file order)."""
-    far = np.abs(vals) >= _MAX_SECONDS
+    far = np.abs(vals) >= MAX_TIME
     if far.any():
         row = int(np.argmax(far))
         raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: "
