@@ -632,7 +632,10 @@ def test_your_own_file_edge_cases(capsys, tmp_path, ml100k_dir):
     assert code == 0, err
     assert "note: no test user has an item left to find" in out, out
     evaluation = json.loads((tmp_path / "r5" / "eval.json").read_text())  # valid JSON
-    assert evaluation["model"]["recall@10"] is None and evaluation["model"]["users"] == 0
+    # 3 items: the cut-off is the catalogue (as `evaluate` reports), not a recall@10 of 3
+    assert "test: recall@3 " in out and "recall@10" not in out, out
+    assert evaluation["model"]["recall@3"] is None and evaluation["model"]["users"] == 0
+    assert "recall@10" not in evaluation["model"]
     # file flags with MovieLens, and --data-dir with a file, are refused, not ignored
     code, out, err = run(capsys, "train", "--data-dir", ml100k_dir, "--items",
                          tmp_path / "dups.csv", "--user-col", "foo", "--out", tmp_path / "r6")

@@ -462,10 +462,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     metrics = None
     if len(split.test):
         from twotower.evaluation import recommend_and_evaluate
-        metrics = {"model": recommend_and_evaluate(model, split.train, split.test)}
+        ks = _default_ks(model.n_items)  # as `evaluate`: a recall@100 of 80 items is 1
+        metrics = {"model": recommend_and_evaluate(model, split.train, split.test, ks=ks)}
         m = metrics["model"]
-        _say(f"test: recall@10 {m['recall@10']:.4f}  ndcg@10 {m['ndcg@10']:.4f}  "
-             f"recall@100 {m['recall@100']:.4f}")
+        _say(f"test: recall@{ks[0]} {m[f'recall@{ks[0]}']:.4f}  ndcg@{ks[0]} "
+             f"{m[f'ndcg@{ks[0]}']:.4f}"
+             + "".join(f"  recall@{k} {m[f'recall@{k}']:.4f}" for k in ks[1:]))
         if not m.get("users"):  # every test pair was seen in training: nothing to score
             _say(f"note: no test user has an item left to find: each of the "
                  f"{len(split.test):,} test pairs is also in the training part (a log that "
@@ -477,6 +479,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                 "test_fraction": args.test_fraction, "seed": args.seed, **read_as})
     _trained(args, cfg, model, t0)
     return 0
+
+
+def _default_ks(n_items: int) -> tuple[int, ...]:
+    """The default cut-offs of `train`'s and `evaluate`'s metrics: @10 and @100, those the
+    catalogue holds (else the catalogue size)."""
+    return tuple(k for k in (10, 100) if k <= n_items) or (n_items,)
 
 
 def _saves() -> bool:
@@ -734,7 +742,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bad = [k for k in args.k or () if not 1 <= k <= n]
     if bad:
         raise ConfigError(f"-k must be between 1 and {n} (the catalogue size), got {bad[0]}")
-    ks = tuple(args.k or [k for k in (10, 100) if k <= n] or [n])
+    ks = tuple(args.k or _default_ks(n))
     table, curves = evaluate_run(
         model, test, ks=ks, baselines=args.baselines,
         log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))

@@ -166,3 +166,37 @@ def test_devices_must_count_every_process(tmp_path):
         assert "the 2 processes have 2 in all" in err and "give --devices 2" in err, err
         assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_processes_given_different_data_say_so(tmp_path, stream):
+    """Each process given its own file (one rating differs): process 0 reported a saved run
+    and then both hung. Now every process compares a digest of its data with the others'
+    before training and stops with one line."""
+    rows = [(u, i, 1 + (u + i) % 5) for u in range(20) for i in range(10)]
+    for name, last in (("a.csv", rows[-1][2]), ("b.csv", 1 + rows[-1][2] % 5)):
+        (tmp_path / name).write_text("user_id,item_id,rating\n" + "".join(
+            f"u{u},i{i},{r}\n" for u, i, r in rows[:-1]) + f"u19,i9,{last}\n")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env.pop("XLA_FLAGS", None)
+    port = _free_port()
+    procs = [subprocess.Popen(_cli(["train", "--data", tmp_path / name, "--preset",
+                                    "tutorial", "--epochs", "1", "--devices", "2",
+                                    "--coordinator", f"127.0.0.1:{port}",
+                                    "--num-processes", "2", "--process-id", i,
+                                    "--join-timeout", "60", "--out", tmp_path / "run",
+                                    *(["--stream"] if stream else [])]),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i, name in enumerate(("a.csv", "b.csv"))]
+    for p in procs:
+        try:
+            out, err = p.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+        assert p.returncode == 2, err[-2000:]
+        assert "differ between the processes of this job: process(es) 1 read other data" \
+            in err, err[-2000:]
+        assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()

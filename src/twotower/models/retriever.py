@@ -118,6 +118,52 @@ def _to_host(value: Any) -> np.ndarray:
     return np.array(value, dtype=np.float32)
 
 
+def _data_digest(*parts: Any) -> np.ndarray:
+    """A 128-bit digest (``uint32[4]``) of ``parts``: numpy arrays (dtype, shape and
+    bytes), vocabularies (their ids) and plain values."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    for part in parts:
+        if hasattr(part, "ids") and not isinstance(part, np.ndarray):  # a Vocabulary
+            part = np.asarray(part.ids)
+        if isinstance(part, np.ndarray):
+            if part.dtype.kind in "OUS":  # string ids: their text, one per line
+                h.update("\n".join(map(str, part.tolist())).encode("utf-8", "surrogatepass"))
+            else:
+                h.update(f"{part.dtype.str}{part.shape}".encode())
+                h.update(np.ascontiguousarray(part).view(np.uint8).reshape(-1))
+        else:
+            h.update(repr(part).encode())
+        h.update(b"\x00")
+    return np.frombuffer(h.digest(), dtype=np.uint32).copy()
+
+
+def _same_data_on_every_process(what: str, *parts: Any) -> None:
+    """In a multi-process job, check that every process trains on the same data (the
+    product's multi-process training has every process read the same rows and feed its
+    part of each batch). Processes given different data would otherwise wait on each other
+    for ever at the first collective whose shapes or step counts differ. A collective
+    itself: every process of the job must call it. Nothing in a single process.
+
+    Raises:
+        DataError: on every process, naming the processes whose data differ from process
+            0's.
+    """
+    import jax
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+    mine = _data_digest(*parts)
+    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
+    differ = [p for p in range(1, len(every)) if not np.array_equal(every[p], every[0])]
+    if differ:
+        names = ", ".join(map(str, differ))
+        raise DataError(f"{what} differ between the processes of this job: process(es) "
+                        f"{names} read other data than process 0. Every process must train "
+                        "on the same data (the same --data file and reading flags, the same "
+                        "--split and --seed); each feeds its own part of every batch")
+
+
 def _data_parallel_devices() -> int:
     """Devices the current Keras distribution splits a batch over (1: none set)."""
     import keras
@@ -281,6 +327,9 @@ class TwoTower:
         # no mix of old and new parts to recommend from or save
         self._fitted = False
         self._linear, self.ease_tuning = None, None
+        _same_data_on_every_process(
+            "the training interactions", train.user_vocab, train.item_vocab,
+            train.users, train.items, train.ratings, train.timestamps)
         keras.utils.set_random_seed(cfg.seed)
         self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
         self.item_info, self.user_info = train.item_info, train.user_info
@@ -390,6 +439,7 @@ class TwoTower:
             DataError: an empty stream, or ``mse`` without a rating column or with all
                 ratings equal.
         """
+        import jax
         import keras
         import scipy.sparse as sp
 
@@ -417,6 +467,10 @@ class TwoTower:
             raise DataError(f"fit_stream: {stream.path} has no interactions")
         if cfg.objective == "mse" and stats.rating_range is not None:
             _check_ratings_vary(*stats.rating_range)
+        if jax.process_count() > 1:  # a collective: every process reads its file again
+            _same_data_on_every_process(
+                f"the streamed data ({stream.path})", stats.user_vocab, stats.item_vocab,
+                np.frombuffer(stream.content_digest(), dtype=np.uint8))
         inputs = stream.model_inputs(cfg.objective)  # checks the objective and ratings
         keras.utils.set_random_seed(cfg.seed)
         self._linear, self.ease_tuning = None, None
@@ -435,8 +489,6 @@ class TwoTower:
         net.build()
         loop = TrainLoop(net, make_optimizer(cfg, -(-stats.rows // cfg.batch_size)),
                          LoopConfig(progress_every_s=progress_every_s))
-        import jax
-
         from twotower.training.loop import current_mesh, process_parts
         mesh = current_mesh()  # here: the input thread cannot see the distribution
 
