@@ -820,7 +820,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from twotower.service import serve
+    hosts = None if args.allowed_hosts is None else [
+        h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
+    if hosts is not None and not hosts:
+        raise ConfigError("--allowed-hosts: give host names separated by commas, or '*' for "
+                          "any")
     serve(args.run, host=args.host, port=args.port, workers=args.workers, max_k=args.max_k,
+          max_batch=args.max_batch, max_results=args.max_results, allowed_hosts=hosts,
           access_log=not args.no_access_log)
     return 0
 
@@ -979,6 +985,15 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--workers", type=int, default=1)
     sv.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for")
+    sv.add_argument("--max-batch", type=int, default=1000,
+                    help="most user ids in one batch request (default 1000)")
+    sv.add_argument("--max-results", type=int, default=100_000,
+                    help="most (user, item) entries one batch request may ask for: users x "
+                         "k (default 100000)")
+    sv.add_argument("--allowed-hosts", metavar="NAMES",
+                    help="Host header names served, separated by commas ('*': any); "
+                         "default: the loopback names when --host is a loopback address "
+                         "(a guard against DNS rebinding), else any")
     sv.add_argument("--no-access-log", action="store_true",
                     help="no per-request JSON log lines on stderr")
     sv.set_defaults(func=cmd_serve)

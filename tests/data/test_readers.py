@@ -191,6 +191,19 @@ def test_items_file_ids_that_are_not_integers_match_nothing_on_an_int_catalogue(
     assert x.titles().tolist() == ["Seven", "8", "9"]
 
 
+def test_items_file_ids_beyond_2_53_match_exactly(tmp_path):
+    """Integer ids from 2**53 on (64-bit hashes) went through a float: every title was
+    lost, and the warning said the items had no interaction."""
+    big = 2**53
+    (tmp_path / "r.csv").write_text(f"user_id,item_id\n1,{big + 1}\n2,{big + 3}\n3,7\n")
+    (tmp_path / "items.csv").write_text(f"item_id,title\n{big + 1},One\n{big + 3},Three\n"
+                                        f"7,Seven\n{big + 2},Two\n")
+    with pytest.warns(UserWarning, match="1 of the 4 items"):  # big + 2 only
+        x = read_interactions(tmp_path / "r.csv", items=tmp_path / "items.csv")
+    assert dict(zip(x.item_vocab.ids.tolist(), x.titles().tolist())) == {
+        7: "Seven", big + 1: "One", big + 3: "Three"}
+
+
 def test_from_ids_matches_metadata_as_the_readers_do():
     """item_info keyed by ints for int-looking string ids, or by strings for int ids, was
     dropped silently (every title empty); an `id` column and duplicate keys gave pandas

@@ -527,3 +527,107 @@ def test_a_user_without_training_rows_is_served_as_unknown(tmp_path):
         r = c.post("/v1/recommendations", json={"user_ids": ["held-out", "nobody"]})
         assert r.status_code == 404 and "unknown user id 'nobody' (1 of 2)" in \
             r.json()["detail"]
+
+
+def _tiny_run(path, users, items, ratings=None):
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    data = Interactions.from_ids(users, items, ratings=ratings)
+    TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                embedding_dim=8)).fit(data, verbose=0).save(path)
+    return path
+
+
+def test_host_header_guard_and_security_headers(run_dir):
+    """A loopback service answered any Host header, so a page on another name (DNS
+    rebinding) could read it through the user's browser."""
+    from fastapi.testclient import TestClient
+
+    from twotower.service import create_app
+    from twotower.service.server import default_allowed_hosts
+    assert default_allowed_hosts("127.0.0.1") == ["127.0.0.1", "::1", "localhost"]
+    assert default_allowed_hosts("::1") == ["127.0.0.1", "::1", "localhost"]
+    assert default_allowed_hosts("localhost") == ["127.0.0.1", "::1", "localhost"]
+    assert default_allowed_hosts("0.0.0.0") == ["*"]
+    app = create_app(run_dir, allowed_hosts=default_allowed_hosts("127.0.0.1"),
+                     access_log=False)
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/healthz", headers={"host": "localhost:8000"}).status_code == 200
+        assert c.get("/healthz", headers={"host": "[::1]:8000"}).status_code == 200
+        r = c.get("/v1/users/1/history", headers={"host": "rebind.example:8000"})
+        assert r.status_code == 400 and "'rebind.example'" in r.json()["detail"]
+        assert "--allowed-hosts" in r.json()["detail"]
+        r = c.get("/healthz/", headers={"host": "evil.example"}, follow_redirects=False)
+        assert r.status_code == 400 and "evil.example" not in r.headers.get("location", "")
+        for path in ("/", "/healthz", "/v1/recommendations?user_id=1"):
+            h = c.get(path).headers
+            assert h["x-content-type-options"] == "nosniff" and h["x-frame-options"] == "DENY"
+            assert "frame-ancestors 'none'" in h["content-security-policy"]
+    with TestClient(create_app(run_dir, allowed_hosts=["*"], access_log=False)) as c:
+        assert c.get("/healthz", headers={"host": "anything.example"}).status_code == 200
+
+
+def test_error_answers_name_the_model_and_the_field(client):
+    label = client.get("/healthz").json()["model"]
+    r = client.get("/v1/recommendations", params={"user_id": "ghost"})
+    assert r.status_code == 404 and r.json()["model"] == label
+    r = client.get("/v1/recommendations", params={"user_id": 1, "k": 0})
+    assert r.status_code == 422 and r.json()["model"] == label
+    # a content type FastAPI does not read as JSON: 415, not pydantic's "a dictionary"
+    r = client.post("/v1/recommendations", content=b'{"user_ids": [1]}',
+                    headers={"content-type": "application/jsonx"})
+    assert r.status_code == 415 and "application/jsonx" in r.json()["detail"]
+    r = client.post("/v1/recommendations", content=b'{"user_ids": [1]}',
+                    headers={"content-type": "application/vnd.x+json; charset=utf-8"})
+    assert r.status_code == 200
+    # valid JSON that Python will not read (5,000 digits): 422 naming the body, not a bare 400
+    r = client.post("/v1/recommendations", content=b'{"user_ids": [' + b"9" * 5000 + b"]}",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "request body is not readable JSON" in r.json()["detail"]
+    # booleans are booleans, as k is an integer (not "false" or 0)
+    for bad in ("false", 0):
+        r = client.post("/v1/recommendations", json={"user_ids": [1], "exclude_seen": bad})
+        assert r.status_code == 422 and "exclude_seen" in r.json()["detail"], r.text
+
+
+def test_batch_results_are_bounded(run_dir):
+    """A 6 KB body of 1,000 users at k = 1,000 asked for a 71 MB answer."""
+    from fastapi.testclient import TestClient
+
+    from twotower.service import create_app
+    with TestClient(create_app(run_dir, max_results=2_000, access_log=False)) as c:
+        assert c.post("/v1/recommendations",
+                      json={"user_ids": list(range(1, 201)), "k": 10}).status_code == 200
+        r = c.post("/v1/recommendations", json={"user_ids": list(range(1, 201)), "k": 11})
+        assert r.status_code == 422, r.text
+        assert "200 users x k 11 = 2,200 results" in r.json()["detail"]
+        assert "--max-results" in r.json()["detail"]
+
+
+def test_echoed_ids_keep_the_vocabulary_type(client):
+    r = client.get("/v1/recommendations", params={"user_id": " 99999", "fallback": "popular"})
+    assert r.status_code == 200 and r.json()["user_id"] == 99999
+    r = client.post("/v1/recommendations", json={"user_ids": ["99999", 1],
+                                                 "fallback": "popular"})
+    assert [x["user_id"] for x in r.json()["results"]] == [99999, 1]
+
+
+def test_dot_ids_through_query_parameters_and_a_one_item_catalogue(tmp_path):
+    from fastapi.testclient import TestClient
+
+    from twotower.service import create_app
+    run = _tiny_run(tmp_path / "dots", [".", "..", "a", "a"], ["x", ".", "..", "x"])
+    with TestClient(create_app(run, access_log=False)) as c:
+        for u in (".", ".."):
+            r = c.get("/v1/history", params={"user_id": u})
+            assert r.status_code == 200 and r.json()["user_id"] == u, r.text
+            assert r.json()["count"] == 1
+        r = c.get("/v1/history", params={"user_id": "ghost"})
+        assert r.status_code == 404 and "ghost" in r.json()["detail"]
+    one = _tiny_run(tmp_path / "one", ["u1", "u2"], ["only", "only"])
+    with TestClient(create_app(one, access_log=False)) as c:
+        r = c.get("/v1/similar-items", params={"item_id": "only"})  # no k: the default
+        assert r.status_code == 200 and r.json()["items"] == [], r.text
+        r = c.get("/v1/similar-items", params={"item_id": "only", "k": 1})
+        assert r.status_code == 422 and "between 1 and 0" in r.json()["detail"]

@@ -46,21 +46,23 @@ def _serve(run_dir):
 
 
 @contextlib.contextmanager
-def _page(sync_api, base, outside=None):
+def _page(sync_api, base, outside=None, bypass_csp=True):
     """A headless page on the service's `/`, loaded (the model line shown), and the list
-    its JavaScript errors go to; ``outside`` collects requests to anywhere else."""
+    its JavaScript errors go to; ``outside`` collects requests to anywhere else.
+    ``bypass_csp``: Playwright's own ``wait_for_function`` evaluates strings, which the
+    service's Content-Security-Policy forbids (``test_the_page_runs_under_its_csp`` runs
+    the page under it)."""
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         try:
-            page = browser.new_page()
+            page = browser.new_page(bypass_csp=bypass_csp)
             if outside is not None:
                 page.on("request", lambda req: outside.append(req.url)
                         if not req.url.startswith(base) else None)
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(base + "/")
-            page.wait_for_function("document.getElementById('model-info').textContent"
-                                   ".includes('@')")
+            page.locator("#model-info", has_text="@").wait_for()
             yield page, errors
         finally:
             browser.close()
@@ -136,3 +138,81 @@ def test_page_suggests_and_draws_from_every_user(many_users_run):
             assert not errors, errors
     finally:
         next(gen, None)
+
+
+@pytest.fixture(scope="module")
+def big_id_run(tmp_path_factory):
+    """Integer ids beyond 2**53 (64-bit hashes), and a user the run knows but never
+    trained on (its rows taken out)."""
+    import warnings
+
+    import numpy as np
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    base = 2**53
+    rng = np.random.default_rng(0)
+    users = [base + 1 + u for u in range(30) for _ in range(6)] + [base + 99]
+    items = [base + 1000 + int(i) for i in rng.integers(0, 40, 180)] + [base + 1000]
+    data = Interactions.from_ids(users, items)
+    data = data.take(np.arange(len(users) - 1))  # base + 99: known, no training row
+    cfg = ModelConfig.preset("tutorial", objective="softmax", epochs=1, embedding_dim=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "1 of 31 users have no training interactions"
+        model = TwoTower(cfg).fit(data, verbose=0)
+    run = tmp_path_factory.mktemp("runs") / "big"
+    model.save(run)
+    return model, run
+
+
+def test_page_keeps_64_bit_ids_exact_and_serves_untrained_users(big_id_run):
+    """JSON.parse rounded ids beyond 2**53: the page showed user ...992 for ...993 and
+    opened another item's similar items. A user known but never trained on got "pass
+    fallback=popular", which the page cannot do."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    model, run = big_id_run
+    user = 2**53 + 1
+    _, top = model.recommend_ids([user], 10)
+    first = int(top[0][0])
+    assert any(int(float(i)) != i for i in top[0])  # ids a double cannot hold exactly
+    gen = _serve(run)
+    base, app = next(gen)
+    try:
+        with _page(sync_api, base) as (page, errors):
+            page.fill("#user-id", str(user))
+            page.click("#go")
+            page.wait_for_function("document.querySelectorAll('#recs li').length === 10")
+            assert page.locator("#recs-for").text_content() == f"for user {user}"
+            ids = page.eval_on_selector_all("#recs li", "ls => ls.map(l => l.dataset.itemId)")
+            assert ids == [str(int(i)) for i in top[0]]
+            page.locator("#recs li").first.click()
+            page.wait_for_function("document.getElementById('similar-to').textContent"
+                                   ".startsWith('to ')")
+            assert page.locator("#similar-to").text_content() == f"to {first}"
+            # the untrained user: the popular items, said so
+            page.fill("#user-id", str(2**53 + 99))
+            page.click("#go")
+            page.wait_for_function("document.getElementById('recs-for').textContent"
+                                   ".includes('no training interactions')")
+            assert page.locator("#error").is_hidden()
+            assert page.locator("#history-count").text_content() == "(0)"
+            assert not errors, errors
+    finally:
+        next(gen, None)
+
+
+def test_the_page_runs_under_its_csp(live_server):
+    """The service sends ``Content-Security-Policy: default-src 'self'``: the page (no
+    inline script or style, no eval) must work under it."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, app = live_server
+    with _page(sync_api, base, bypass_csp=False) as (page, errors):
+        console = []
+        page.on("console", lambda m: console.append(m.text))
+        page.fill("#user-id", "42")
+        page.click("#go")
+        page.locator("#recs li").nth(9).wait_for()
+        page.locator("#recs li").first.click()
+        page.locator("#similar li").nth(9).wait_for()
+        assert not errors, errors
+        assert not [m for m in console if "Content Security Policy" in m], console

@@ -17,7 +17,8 @@ OPERATIONS = [
     ("GET", "/v1/recommendations"), ("POST", "/v1/recommendations"),
     ("POST", "/v1/recommendations/by-history"), ("GET", "/v1/similar-items"),
     ("GET", "/v1/items/{item_id}"), ("GET", "/v1/items"),
-    ("GET", "/v1/users/{user_id}/history"), ("GET", "/v1/users"), ("GET", "/healthz"),
+    ("GET", "/v1/users/{user_id}/history"), ("GET", "/v1/history"), ("GET", "/v1/users"),
+    ("GET", "/healthz"),
     ("GET", "/v1/model"), ("GET", "/metrics"), ("POST", "/admin/reload"),
 ]
 NO_INPUT = {"/healthz", "/v1/model", "/metrics"}  # nothing to make invalid

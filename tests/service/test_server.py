@@ -127,3 +127,36 @@ def test_a_worker_that_cannot_load_the_run_exits_with_one_line(broken_run, monke
     assert exc.value.code == 1
     lines = [r.getMessage() for r in caplog.records if r.name == "twotower.service"]
     assert len(lines) == 1 and "cannot serve" in lines[0] and "arrays.npz" in lines[0], lines
+
+
+def test_workers_get_every_limit_and_the_host_guard(run_dir, monkeypatch):
+    """Workers (``--workers N``) build their app from the environment: every limit of
+    the parent's, the host names included (only max_k reached them before)."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from twotower.service import server
+    monkeypatch.setenv(server._ENV_RUN, str(run_dir))
+    monkeypatch.setenv(server._ENV_SETTINGS, json.dumps(
+        {"max_k": 5, "max_batch": 3, "max_results": 12, "access_log": False,
+         "allowed_hosts": server.default_allowed_hosts("127.0.0.1")}))
+    with TestClient(server._app_from_env(), base_url="http://127.0.0.1") as c:
+        assert c.get("/v1/recommendations", params={"user_id": 1, "k": 6}).status_code == 422
+        assert c.post("/v1/recommendations", json={"user_ids": [1, 2, 3, 4]}
+                      ).status_code == 422
+        r = c.post("/v1/recommendations", json={"user_ids": [1, 2, 3], "k": 5})
+        assert r.status_code == 422 and "over the limit of 12" in r.json()["detail"]
+        assert c.get("/healthz", headers={"host": "evil.example"}).status_code == 400
+
+
+def test_serve_flags_reach_the_app(run_dir, monkeypatch):
+    import twotower.service as service
+    from twotower import cli
+    got = {}
+    monkeypatch.setattr(service, "serve", lambda run, **kw: got.update(kw))
+    assert cli.main(["serve", str(run_dir), "--max-batch", "7", "--max-results", "70",
+                     "--allowed-hosts", "a.example, b.example"]) == 0
+    assert got["max_batch"] == 7 and got["max_results"] == 70
+    assert got["allowed_hosts"] == ["a.example", "b.example"]
+    assert cli.main(["serve", str(run_dir), "--allowed-hosts", " , "]) == 2

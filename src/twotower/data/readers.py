@@ -359,7 +359,17 @@ def _match_index(index: pd.Index, ids: np.ndarray) -> pd.Index:
         num = pd.to_numeric(s, errors="coerce")
         ok = (num.notna() & (num == num.round()) & (num.abs() < 2**53)
               & ~s.str.match(r"-?0\d")).to_numpy(bool)
-        return pd.Index([int(n) if k else v for v, n, k in zip(s, num, ok)], dtype=object)
+        # integers written as such are read exactly, beyond 2**53 too (a float would round
+        # 9007199254740993 to another id); "7.0" goes through the float
+        whole = s.str.fullmatch(r"-?(?:0|[1-9]\d{0,18})").to_numpy(bool)
+        keys = []
+        for v, n, k, w in zip(s, num, ok, whole):
+            exact = int(v) if w else None
+            if exact is not None and -2**63 <= exact < 2**63:
+                keys.append(exact)
+            else:
+                keys.append(int(n) if k else v)
+        return pd.Index(keys, dtype=object)
     return pd.Index([str(x) for x in index])
 
 

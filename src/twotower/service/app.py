@@ -14,7 +14,7 @@ import hmac
 import json
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from twotower.data.vocabulary import INT_ID, plain_id
 from twotower.errors import ConfigError, UnknownIdError
@@ -32,6 +33,8 @@ from twotower.service.observability import Metrics, RequestMiddleware, gauge
 from twotower.service.state import ModelHolder, ReloadInProgress, ReloadRefused, ServedModel
 
 STATIC = Path(__file__).with_name("static")
+#: FastAPI's detail when it cannot read a body that is valid JSON (fastapi.routing)
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 _JSON = "application/json"
 
 
@@ -56,9 +59,10 @@ _JSON_ITEM_COST = 512
 
 
 def _check_k(k: int | None, n: int, what: str = "the catalogue size") -> int:
-    """The list length: ``k``, or ``DEFAULT_K`` capped at ``n`` when not given."""
+    """The list length: ``k``, or ``DEFAULT_K`` capped at ``n`` when not given (0 when
+    ``n`` is: a one-item catalogue has no similar item)."""
     if k is None:
-        k = min(DEFAULT_K, max(n, 1))
+        k = min(DEFAULT_K, max(n, 0))
     if k > n:
         raise HTTPException(422, f"`k` must be between 1 and {n} ({what}), got {k}")
     return k
@@ -94,7 +98,8 @@ def _validation_detail(errors: list[dict[str, Any]]) -> str:
 
 
 def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: int = 1000,
-               max_batch: int = 1000, max_body_bytes: int = 64 * 1024,
+               max_batch: int = 1000, max_results: int = 100_000,
+               max_body_bytes: int = 64 * 1024, allowed_hosts: Sequence[str] | None = None,
                access_log: bool = True, inline_max_scores: int = 1 << 20) -> FastAPI:
     """Build the FastAPI app serving one run directory.
 
@@ -104,7 +109,12 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             None leaves admin endpoints out (404).
         max_k: largest ``k`` a request may ask for (also bounded by the catalogue size).
         max_batch: most user ids (or history items) in one request body.
+        max_results: most (user, item) entries one batch request may ask for (users x k;
+            a 6 KB body of 1,000 users at k = 1,000 asked for a 71 MB answer).
         max_body_bytes: larger request bodies are refused with 413.
+        allowed_hosts: the host names requests may name in their Host header (others get
+            400; a guard against DNS rebinding of a loopback service); None or ``"*"``:
+            any.
         access_log: one JSON line per request on the ``twotower.access`` logger.
         inline_max_scores: searches scoring at most this many (query, item) pairs run on
             the event loop; bigger ones (large batches or catalogues) in the thread pool.
@@ -126,6 +136,8 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         raise ConfigError(f"`max_k` must be >= 1, got {max_k}")
     if not 1 <= max_batch:
         raise ConfigError(f"`max_batch` must be >= 1, got {max_batch}")
+    if not 1 <= max_results:
+        raise ConfigError(f"`max_results` must be >= 1, got {max_results}")
     holder = ModelHolder(run_dir)
     metrics = Metrics()
     bodies = S.request_models(max_k, max_batch)
@@ -137,22 +149,36 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     app.state.holder = holder
     app.state.metrics = metrics
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=max_body_bytes,
-                       log_requests=access_log)
+                       log_requests=access_log, allowed_hosts=allowed_hosts)
+
+    def error(status: int, body: dict[str, Any], headers: Any = None) -> JSONResponse:
+        # errors name the model too, as every answer does
+        return JSONResponse({"model": holder.current.label, **body}, status_code=status,
+                            headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         ct = request.headers.get("content-type", "")
-        if "json" not in ct.lower() and any(tuple(e.get("loc", ())) == ("body",)
-                                            for e in exc.errors()):
+        if not _json_type(ct) and any(tuple(e.get("loc", ())) == ("body",)
+                                      for e in exc.errors()):
             # e.g. curl's -d without -H 'content-type: application/json': the body was
             # not read as JSON, and pydantic's message about a dictionary misleads
-            return JSONResponse({"detail": "request body: send it as JSON, with the header "
-                                           "`Content-Type: application/json`; got content "
-                                           f"type {ct or 'none'!r}"}, status_code=415)
+            return error(415, {"detail": "request body: send it as JSON, with the header "
+                                         "`Content-Type: application/json`; got content "
+                                         f"type {ct or 'none'!r}"})
         errs = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
                  "type": str(e.get("type", ""))} for e in exc.errors()]
-        return JSONResponse({"detail": _validation_detail(list(exc.errors())),
-                             "errors": errs}, status_code=422)
+        return error(422, {"detail": _validation_detail(list(exc.errors())), "errors": errs})
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR:
+            # valid JSON that Python will not read: a number of more than 4,300 digits, or
+            # nesting deeper than its recursion limit; invalid JSON is a 422 too
+            return error(422, {"detail": "request body is not readable JSON (a number of "
+                                         "more than 4,300 digits, or nesting too deep)"})
+        return error(exc.status_code, {"detail": exc.detail},
+                     getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
@@ -197,10 +223,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             if fallback != "popular":
                 raise HTTPException(404, f"{exc}; pass fallback=popular for popular items"
                                     ) from None
-            # echoed with the vocabulary's id type, as a known user's id is
-            echo = int(user_id) if m.user_vocab.is_int and INT_ID.fullmatch(user_id) \
-                else user_id
-            body = _user_json(s, echo, s.popular_json(k), "popular")
+            body = _user_json(s, _echo(m, user_id), s.popular_json(k), "popular")
         else:
             users = np.array([u])
             scores, idx = m.recommend(users, k, m.seen_items(users) if exclude_seen else None)
@@ -219,6 +242,12 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         s = holder.current
         m = s.model
         k = _check_k(req.k, s.n_items)
+        if len(req.user_ids) * k > max_results:
+            raise HTTPException(422, f"{len(req.user_ids)} users x k {k} = "
+                                     f"{len(req.user_ids) * k:,} results, over the limit of "
+                                     f"{max_results:,} per request (twotower serve "
+                                     "--max-results): ask for fewer users or a smaller k; "
+                                     "for lists in bulk, `twotower recommend --out FILE`")
         users = m.servable_users(req.user_ids)  # -1: unknown, or never trained on
         unknown = users < 0
         if unknown.any() and req.fallback != "popular":
@@ -247,7 +276,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         rows, j = [], 0
         for raw, u in zip(req.user_ids, users.tolist()):
             if u < 0:
-                rows.append(_user_json(s, raw, popular, "popular"))
+                rows.append(_user_json(s, _echo(m, raw), popular, "popular"))
             else:
                 rows.append(_user_json(s, plain_id(ids[u]), s.items_json(idx[j], scores[j])))
                 j += 1
@@ -297,10 +326,13 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             i = s.model.item_vocab.index_of(item_id)
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
-        scores, idx = s.model.similar_items(np.array([i]), k)
+        if k == 0:  # a one-item catalogue: nothing is similar
+            items = "[]"
+        else:
+            scores, idx = s.model.similar_items(np.array([i]), k)
+            items = s.items_json(idx[0], scores[0])
         return Response(f'{{"model":{_dumps(s.label)},"item_id":{_dumps(s.item_ids[i])},'
-                        f'"title":{_dumps(s.titles[i])},'
-                        f'"items":{s.items_json(idx[0], scores[0])}}}', media_type=_JSON)
+                        f'"title":{_dumps(s.titles[i])},"items":{items}}}', media_type=_JSON)
 
     @app.get("/v1/similar-items", response_model=S.SimilarItems,
              responses=_errors(404, 422), tags=["items"])
@@ -354,6 +386,15 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         seen = m.seen_items(np.array([u]))[0].tolist()
         return JSONResponse({"model": s.label, "user_id": plain_id(m.user_vocab.ids[u]),
                              "count": len(seen), "items": [s.item_ref(i) for i in seen[:limit]]})
+
+    @app.get("/v1/history", response_model=S.UserHistory, responses=_errors(404, 422),
+             tags=["users"])
+    def user_history_query(user_id: IdParam,
+                           limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+                           ) -> JSONResponse:
+        """The same as ``/v1/users/{user_id}/history``, the id as a query parameter (any
+        id, ``.`` and ``..`` too, which a path cannot carry)."""
+        return user_history(user_id, limit)
 
     @app.get("/v1/users", response_model=S.UserList, responses=_errors(422), tags=["users"])
     def users(offset: Annotated[int, Query(ge=0)] = 0,
@@ -441,6 +482,24 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
+
+
+def _json_type(content_type: str) -> bool:
+    """Whether FastAPI reads a body of this content type as JSON (``application/json`` or
+    ``application/*+json``; no header at all is read as JSON too)."""
+    if not content_type.strip():
+        return True
+    main = content_type.split(";", 1)[0].strip().lower()
+    return main == "application/json" or (main.startswith("application/")
+                                          and main.endswith("+json"))
+
+
+def _echo(m: Any, user_id: Any) -> Any:
+    """A requested user id as answers echo it: with the vocabulary's id type (an integer
+    for integer ids, as a known user's id is), whitespace around an integer ignored."""
+    if m.user_vocab.is_int and isinstance(user_id, str) and INT_ID.fullmatch(user_id.strip()):
+        return int(user_id)
+    return user_id
 
 
 def _user_json(s: ServedModel, user_id: Any, items_json: str,

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 
 import annotated_types
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, StrictInt,
-                      StrictStr, WithJsonSchema)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator,
+                      StrictBool, StrictInt, StrictStr, WithJsonSchema)
 from pydantic_core import PydanticCustomError
 
 MAX_ID_LENGTH = 2048
@@ -49,6 +49,9 @@ def _not_bool_or_str(v: Any) -> Any:
 class Error(BaseModel):
     """Every error response: ``detail`` is a sentence naming the field or id at fault."""
 
+    model: str | None = Field(None, description="the served model (absent when the request "
+                                                "was refused before it reached the model: "
+                                                "a body too large, a host not served)")
     detail: str
     errors: list[dict[str, Any]] | None = None
 
@@ -176,7 +179,7 @@ def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
         user_ids: list[RequestId] = Field(min_length=1, max_length=max_batch,
                                    description=f"1..{max_batch} user ids")
         k: k_type = k_field  # type: ignore[valid-type]
-        exclude_seen: bool = True
+        exclude_seen: StrictBool = True
         fallback: Literal["none", "popular"] = "none"
 
     class HistoryRequest(BaseModel):
@@ -185,6 +188,6 @@ def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
                                    description=f"1..{max_batch} item ids the user interacted "
                                                "with, oldest first")
         k: k_type = k_field  # type: ignore[valid-type]
-        exclude_history: bool = Field(True, description="leave the given items out")
+        exclude_history: StrictBool = Field(True, description="leave the given items out")
 
     return {"batch": BatchRequest, "history": HistoryRequest}

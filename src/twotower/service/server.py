@@ -18,7 +18,13 @@ from twotower.errors import ConfigError
 log = logging.getLogger("twotower.service")
 
 _ENV_RUN = "TWOTOWER_SERVE_RUN"
-_ENV_MAX_K = "TWOTOWER_SERVE_MAX_K"
+_ENV_SETTINGS = "TWOTOWER_SERVE_SETTINGS"  # create_app's limits, as JSON, for the workers
+#: how long uvicorn waits for a replacement worker (SIGHUP with several workers) to start
+#: before it keeps the old one: uvicorn's 5 s default was too short for a worker loading a
+#: run while the others serve (2.5 s idle, 5.3 s with 2 clients, on 2 cores)
+WORKER_START_TIMEOUT_S = 120
+#: the Host names a loopback service answers to by default (DNS rebinding guard)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 ADMIN_TOKEN_ENV = "TWOTOWER_ADMIN_TOKEN"
 
 
@@ -99,19 +105,35 @@ def _app_from_env() -> FastAPI:
     worker's exit, as uvicorn reports its own start-up errors, not a traceback."""
     from twotower.errors import TwoTowerError
     from twotower.service.app import create_app
+    import json
     try:
         return create_app(os.environ[_ENV_RUN],
                           admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
-                          max_k=int(os.environ.get(_ENV_MAX_K, "1000")))
+                          **json.loads(os.environ.get(_ENV_SETTINGS) or "{}"))
     except TwoTowerError as exc:
         log.error("worker %d cannot serve %s: %s", os.getpid(), os.environ[_ENV_RUN], exc)
         raise SystemExit(1) from None
 
 
+def default_allowed_hosts(host: str) -> list[str]:
+    """The Host names a service bound to ``host`` answers to by default: the loopback
+    names when it listens on the loopback interface (a web page on another name, e.g. by
+    DNS rebinding, cannot reach it through the user's browser); any otherwise (behind a
+    proxy or on a LAN, names are the operator's: ``--allowed-hosts``)."""
+    import ipaddress
+    h = host.strip("[]").lower()
+    try:
+        loopback = ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        loopback = h == "localhost"
+    return sorted({*LOOPBACK_HOSTS, h}) if loopback else ["*"]
+
+
 def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
           workers: int = 1, admin_token: str | None = None, *, max_k: int = 1000,
-          log_level: str = "info", access_log: bool = True, blas_threads: int | None = 1
-          ) -> None:
+          max_batch: int = 1000, max_results: int = 100_000,
+          allowed_hosts: list[str] | None = None, log_level: str = "info",
+          access_log: bool = True, blas_threads: int | None = 1) -> None:
     """Serve a run directory over HTTP until interrupted (Ctrl-C / SIGTERM).
 
     SIGHUP reloads the run directory without downtime: with one worker the new model is
@@ -126,6 +148,10 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         workers: worker processes (each holds its own copy of the model).
         admin_token: enables ``POST /admin/reload``; default: ``$TWOTOWER_ADMIN_TOKEN``.
         max_k: largest ``k`` a request may ask for.
+        max_batch: most user ids in one batch request.
+        max_results: most (user, item) entries one batch request may ask for (users x k).
+        allowed_hosts: Host header names served (others: 400); None: the loopback names
+            when ``host`` is a loopback address, else any (``default_allowed_hosts``).
         log_level: uvicorn/twotower log level.
         access_log: one JSON line per request on stderr.
         blas_threads: BLAS threads per process (None: leave the library default); requests
@@ -150,12 +176,18 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
     if not access_log:
         log_config["loggers"]["twotower.access"]["level"] = "WARNING"
     # Load in the parent first: a bad run fails here, with a plain message, not in a worker.
-    app = create_app(run, admin_token=token, max_k=max_k, access_log=access_log)
+    settings = {"max_k": max_k, "max_batch": max_batch, "max_results": max_results,
+                "allowed_hosts": (default_allowed_hosts(host) if allowed_hosts is None
+                                  else list(allowed_hosts)),
+                "access_log": access_log}
+    app = create_app(run, admin_token=token, **settings)
     common = dict(host=host, port=port, log_config=log_config, log_level=log_level,
-                  access_log=False, server_header=False)
+                  access_log=False, server_header=False,
+                  timeout_worker_healthcheck=WORKER_START_TIMEOUT_S)
     if workers > 1:
+        import json
         os.environ[_ENV_RUN] = str(Path(run).resolve())
-        os.environ[_ENV_MAX_K] = str(max_k)
+        os.environ[_ENV_SETTINGS] = json.dumps(settings)
         if token:
             os.environ[ADMIN_TOKEN_ENV] = token
         del app
@@ -174,8 +206,10 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         from twotower.service.state import ReloadInProgress, ReloadRefused
         try:
             holder.reload()
-        except (ReloadInProgress, ReloadRefused) as exc:
+        except ReloadInProgress as exc:
             log.error("SIGHUP reload: %s", exc)
+        except ReloadRefused:
+            pass  # the holder has logged why, and what it still serves
 
     def _on_hup(signum: int, frame: Any) -> None:
         # Signal handlers run on the event loop's thread: hand the (slow) load to a thread.

@@ -3,13 +3,25 @@
 
 const $ = (id) => document.getElementById(id);
 
+// JSON with integers beyond 2^53 (64-bit ids) kept exact: as strings. JSON.parse would
+// round them to the nearest double, another id. Strings are matched whole, so digits
+// inside them are left alone; scores (with a point or an exponent) are not integers.
+const BIG_INT = /"(?:[^"\\]|\\.)*"|(?<![\w.+-])-?\d{16,}(?![\w.])/g;
+function parseJson(text) {
+  return JSON.parse(text.replace(BIG_INT, (m) => {
+    if (m[0] === '"') return m;
+    return Number.isSafeInteger(Number(m)) ? m : `"${m}"`;
+  }));
+}
+
 async function api(path) {
   const res = await fetch(path, { headers: { accept: "application/json" } });
   let body = null;
-  try { body = await res.json(); } catch (_) { /* not JSON */ }
+  try { body = parseJson(await res.text()); } catch (_) { /* not JSON */ }
   if (!res.ok) {
-    const detail = body && body.detail ? body.detail : `${res.status} ${res.statusText}`;
-    throw new Error(detail);
+    const err = new Error(body && body.detail ? body.detail : `${res.status} ${res.statusText}`);
+    err.status = res.status;
+    throw err;
   }
   return body;
 }
@@ -46,16 +58,31 @@ async function showUser(userId) {
   const k = $("k").value;
   const exclude = $("exclude-seen").checked;
   const q = new URLSearchParams({ user_id: userId, k, exclude_seen: exclude });
+  // ids as query parameters: any id, "." and ".." too (a path resolves them as dot segments)
+  const histQ = new URLSearchParams({ user_id: userId, limit: 1000 });
+  const [recsR, histR] = await Promise.allSettled([
+    api(`/v1/recommendations?${q}`), api(`/v1/history?${histQ}`)]);
   try {
-    const [recs, hist] = await Promise.all([
-      api(`/v1/recommendations?${q}`),
-      api(`/v1/users/${encodeURIComponent(userId)}/history?limit=1000`),
-    ]);
+    let recs;
+    if (recsR.status === "fulfilled") {
+      recs = recsR.value;
+    } else if (recsR.reason.status === 404 && histR.status === "fulfilled") {
+      // a user the run knows but never trained on: the most popular items, said so
+      q.set("fallback", "popular");
+      recs = await api(`/v1/recommendations?${q}`);
+    } else {
+      throw recsR.reason;
+    }
     fillList($("recs"), recs.items, true);
     $("recs-for").textContent = `for user ${recs.user_id}` +
-      (recs.fallback ? ` (fallback: ${recs.fallback})` : "");
-    fillList($("history"), hist.items, false);
-    $("history-count").textContent = `(${hist.count})`;
+      (recs.fallback ? ` (no training interactions: the ${recs.fallback} items)` : "");
+    if (histR.status === "fulfilled") {
+      fillList($("history"), histR.value.items, false);
+      $("history-count").textContent = `(${histR.value.count})`;
+    } else {  // the recommendations stand on their own
+      $("history").replaceChildren();
+      $("history-count").textContent = `(not available: ${histR.reason.message})`;
+    }
     history.replaceState(null, "", `?user=${encodeURIComponent(userId)}`);
   } catch (err) {
     $("recs").replaceChildren();
@@ -69,12 +96,14 @@ async function showUser(userId) {
 async function showSimilar(itemId, title) {
   showError(null);
   try {
-    const [sim, meta] = await Promise.all([
+    const [sim, metaR] = await Promise.all([
       api(`/v1/similar-items?${new URLSearchParams({ item_id: itemId })}`),  // k: the server's default
-      api(`/v1/items/${encodeURIComponent(itemId)}`),
+      // metadata is extra: an id a path cannot carry ("." or "..") still gets its list
+      api(`/v1/items/${encodeURIComponent(itemId)}`).then((v) => v, () => null),
     ]);
     $("similar-to").textContent = `to ${sim.title}`;
     const bits = [];
+    const meta = metaR || {};
     if (meta.year) bits.push(meta.year);
     if (Array.isArray(meta.genres) && meta.genres.length) bits.push(meta.genres.join(", "));
     if (meta.popularity !== undefined) bits.push(`${meta.popularity} interactions`);
