@@ -232,3 +232,84 @@ def test_items_listed_without_interactions_are_named_when_left_out(tmp_path):
         x = read_interactions(tmp_path / "r.csv", user_col="user", item_col="item",
                               items=tmp_path / "items.csv")
     assert x.item_vocab.ids.tolist() == [10, 11] and x.titles().tolist() == ["A", "B"]
+
+
+def test_item_info_read_from_csv_keys_on_its_item_id_column():
+    """``pd.read_csv("items.csv")`` keeps ``item_id`` as a column beside a 0..n-1 index:
+    the index was taken as the ids, and with ids 1..n every item got its neighbour's
+    title and genres, in silence."""
+    import pandas as pd
+
+    from twotower.data import Interactions
+    info = pd.DataFrame({"item_id": [1, 2, 3], "title": ["One", "Two", "Three"]})
+    x = Interactions.from_ids([10, 10, 11], [1, 2, 3], item_info=info)
+    assert x.titles().tolist() == ["One", "Two", "Three"]
+    users = pd.DataFrame({"user_id": ["b", "a"], "age": [30, 20]})
+    x = Interactions.from_ids(["a", "b"], [1, 2], user_info=users)
+    assert x.user_info["age"].tolist() == [20, 30]
+
+
+def test_python_lists_of_ids_are_read_element_by_element():
+    """numpy made one text array of a mixed list: NaN became the user "nan", and 7 and
+    "7" one id."""
+    from twotower.data import Interactions
+    with pytest.raises(DataError, match=r"`user_ids`\[1\]: missing id"):
+        Interactions.from_ids(["a", float("nan"), "b"], [1, 2, 3])
+    with pytest.raises(DataError, match="all integers or all strings"):
+        Interactions.from_ids([7, "7", "a"], [1, 2, 3])
+    with pytest.raises(DataError, match="does not fit int64; pass such ids as strings"):
+        Interactions.from_ids([2**64 - 1, 1], [1, 2])
+    assert Interactions.from_ids([1.0, 2.0], ["a", "b"]).user_vocab.ids.tolist() == [1, 2]
+    assert Interactions.from_ids(["x", "y"], [3, 4]).item_vocab.ids.tolist() == [3, 4]
+
+
+def test_datetime_objects_are_times_in_seconds():
+    """datetime and Timestamp objects went through pd.to_numeric: microseconds, stored as
+    seconds (x 1,000,000); Periods became day numbers."""
+    import datetime as dt
+
+    import pandas as pd
+
+    from twotower.data import Interactions
+    days = [dt.datetime(2020, 1, d) for d in (1, 2, 3)]
+    want = [1577836800, 1577923200, 1578009600]
+    for stamps in (days, [pd.Timestamp(d) for d in days],
+                   pd.Series(days, dtype=object),
+                   [pd.Timestamp(d, tz="UTC") for d in days[:2]]
+                   + [pd.Timestamp("2020-01-03 01:00", tz="Europe/Paris")]):
+        x = Interactions.from_ids([1, 1, 2], [1, 2, 3], timestamps=stamps)
+        assert x.timestamps.tolist() == want
+    with pytest.raises(DataError, match=r"`timestamps`\[0\]: .* got Period"):
+        Interactions.from_ids([1], [1], timestamps=pd.Series(pd.period_range("2020", periods=1)))
+
+
+def test_bad_id_columns_and_named_metadata_columns_are_refused(tmp_path):
+    import pandas as pd
+    pd.DataFrame({"user_id": [True, False], "item_id": [1, 2]}).to_parquet(tmp_path / "b.parquet")
+    with pytest.raises(DataError, match="column 'user_id': user ids must be text or integers, "
+                                        "got boolean"):
+        read_interactions(tmp_path / "b.parquet")
+    pd.DataFrame({"user_id": [[1, 2], [3]], "item_id": [1, 2]}).to_parquet(
+        tmp_path / "l.parquet")
+    with pytest.raises(DataError, match="user ids must be text or integers"):
+        read_interactions(tmp_path / "l.parquet")
+    (tmp_path / "q.csv").write_text('user_id,item_id\n1,"2\n3,4\n')
+    with pytest.raises(DataError, match="q.csv: malformed CSV"):
+        read_interactions(tmp_path / "q.csv")
+    (tmp_path / "r.csv").write_text("user_id,item_id\n1,7\n2,8\n")
+    (tmp_path / "i.csv").write_text("item_id,name\n7,Seven\n8,Eight\n")
+    with pytest.raises(DataError, match=r"no column 'movie_title' \(title_col\); its columns: "
+                                        "item_id, name"):
+        read_interactions(tmp_path / "r.csv", items=tmp_path / "i.csv",
+                          title_col="movie_title")
+
+
+def test_genres_text_in_a_data_frame_is_split_as_a_file_s(tmp_path):
+    import pandas as pd
+
+    from twotower.data import Interactions
+    from twotower.models.features import feature_matrix
+    info = pd.DataFrame({"genres": ["Action|Comedy", "Comedy"]}, index=[7, 8])
+    x = Interactions.from_ids([1, 2], [7, 8], item_info=info)
+    _, names = feature_matrix(x.item_info, ["genres"], x.n_items, what="item")
+    assert names == ["genres=Action", "genres=Comedy"]

@@ -439,3 +439,27 @@ def test_one_given_vocabulary_with_unknown_skip_counts_the_rows_a_pass_yields(tm
     assert st.rating_range == (min(float(r) for *_, r in kept),
                                max(float(r) for *_, r in kept))
     assert s.seen_matrix().nnz > 0
+
+
+def test_float_ids_with_a_fraction_map_as_the_scan_names_them(tmp_path):
+    """The scan named float ids as Python writes them ("2.0") and the mapping as Arrow
+    casts them ("2"): fit_stream said the unchanged file had changed."""
+    p = tmp_path / "f.parquet"
+    pd.DataFrame({"userId": [1.5, 2.0, 3.0, 2.0, float("inf")], "movieId": [1, 2, 3, 1, 2],
+                  "row": np.arange(5.0)}).to_parquet(p)
+    s = _stream(p)
+    stats = s.scan()
+    assert stats.user_vocab.ids.tolist() == read_interactions(
+        p, user_col="userId", item_col="movieId").user_vocab.ids.tolist()
+    got = np.concatenate([c["user"] for c in s._index_chunks()])
+    assert stats.user_vocab.ids_of(got).tolist() == ["1.5", "2.0", "3.0", "2.0", "inf"]
+
+
+def test_a_model_config_given_as_a_name_is_refused_at_once():
+    from twotower import TwoTower
+    from twotower.errors import ConfigError
+    with pytest.raises(ConfigError, match=r'got str \'tutorial\'; use '
+                                          r'ModelConfig.preset\("tutorial"\)'):
+        TwoTower("tutorial")
+    with pytest.raises(ConfigError, match="`index` must be an IndexConfig"):
+        TwoTower(None, "hnsw")

@@ -65,8 +65,10 @@ class Interactions:
                  user_info: pd.DataFrame | None = None) -> Interactions:
         """Build from external ids; vocabularies are derived (sorted) unless given.
 
-        ``item_info``/``user_info``, when given, are indexed by external id (or have an
-        ``id`` column); they are re-ordered to the vocabulary (missing ids get empty rows).
+        ``item_info``/``user_info``, when given, are indexed by external id, or have an
+        ``id`` column, or an ``item_id``/``user_id`` column beside a default (0..n-1) index,
+        as ``pd.read_csv`` gives; they are re-ordered to the vocabulary (missing ids get
+        empty rows).
         Their ids are matched as a metadata file's are: ``"7"`` and ``7.0`` match the int id
         7. Metadata that matches no id of the data is an error (rows of other ids are
         left out).
@@ -158,11 +160,24 @@ def _external_ids(name: str, values: Any) -> np.ndarray:
     Raises:
         DataError: a missing id (None/NaN), or ids that are neither integers nor strings.
     """
-    arr = np.asarray(values)
+    if isinstance(values, (list, tuple)):
+        # a Python list: numpy would make one text array of [7, "7", nan] (3 ids "7", "7",
+        # "nan"); each element is read as itself instead, as a Series' would be
+        arr = np.empty(len(values), dtype=object)
+        try:
+            arr[:] = values
+        except ValueError:  # nested sequences
+            arr = np.asarray(values, dtype=object)
+        if arr.ndim == 1 and len(arr) and pd.api.types.infer_dtype(arr, skipna=True) in (
+                "floating", "mixed-integer-float"):
+            arr = arr.astype(np.float64)  # 1.0 -> the id 1, as a float array's
+    else:
+        arr = np.asarray(values)
     if arr.ndim != 1:
         raise DataError(f"`{name}` must be a 1-D sequence of ids, got shape {arr.shape}")
     if arr.dtype.kind == "u" and len(arr) and arr.max() >= 2**63:
-        raise DataError(f"`{name}`: id {arr.max()} does not fit int64")
+        raise DataError(f"`{name}`: id {arr.max()} does not fit int64; pass such ids as "
+                        "strings")
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)
     if arr.dtype.kind in "fO":
@@ -182,7 +197,12 @@ def _external_ids(name: str, values: Any) -> np.ndarray:
         if kind == "string":
             return arr
         if kind == "integer":
-            return arr.astype(np.int64)
+            try:
+                return arr.astype(np.int64)
+            except OverflowError:
+                big = next(x for x in arr if not -2**63 <= x < 2**63)
+                raise DataError(f"`{name}`: id {big} does not fit int64; pass such ids as "
+                                "strings") from None
         bad = next(x for x in arr if not isinstance(x, str))
         raise DataError(f"`{name}`: ids must be all integers or all strings, got "
                         f"{type(bad).__name__} {bad!r} among them")
@@ -227,6 +247,18 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
         return arr.astype(np.int64, copy=False)
+    if arr.dtype.kind == "O" and arr.ndim == 1 and len(arr):
+        kind = pd.api.types.infer_dtype(arr, skipna=False)
+        if kind in ("datetime", "datetime64"):  # datetime / Timestamp objects (UTC if zoned)
+            try:
+                stamps = pd.to_datetime(pd.Series(arr), utc=True)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"`{name}`: cannot read these datetimes ({exc})") from None
+            return epoch_seconds(name, stamps)
+        if kind in ("date", "period", "time", "timedelta", "mixed"):
+            row = next((r for r, x in enumerate(arr) if not isinstance(x, (int, float))), 0)
+            raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) or "
+                            f"a datetime, got {type(arr[row]).__name__} {arr[row]!r}")
     if arr.dtype.kind in "fOUS":
         if arr.dtype.kind in "OUS" and any(isinstance(x, (str, bytes)) for x in arr.ravel()):
             row = next(r for r, x in enumerate(arr.ravel()) if isinstance(x, (str, bytes)))
@@ -267,6 +299,10 @@ def _align(info: pd.DataFrame | None, vocab: Vocabulary, name: str = "info"
                         f"got {type(info).__name__}")
     if "id" in info.columns:  # the column is the key (read_csv(...).set_index("id", drop=False))
         info = info.set_index("id")
+    elif f"{vocab.name}_id" in info.columns and isinstance(info.index, pd.RangeIndex):
+        # pd.read_csv("items.csv") keeps an `item_id` column beside a 0..n-1 index: the
+        # index as the ids put every title on its neighbour's item (ids 1..n)
+        info = info.set_index(f"{vocab.name}_id")
     info = match_info(info, vocab.ids)  # re-keyed to the vocabulary's id type, one row per id
     keys = pd.Index(vocab.ids.tolist(), dtype=object)
     found = int(keys.isin(info.index).sum())

@@ -75,6 +75,8 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
             header = pd.read_csv(p, sep=sep, nrows=0, encoding=encoding).columns.tolist()
         except pd.errors.EmptyDataError as exc:
             raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
+        except pd.errors.ParserError as exc:  # e.g. a quote opened and never closed
+            raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
         _check_columns(p, what, wanted, header)
         try:
             df = pd.read_csv(p, sep=sep, usecols=list(wanted.values()), dtype=str,
@@ -138,9 +140,11 @@ def _check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) 
                 raise DataError(f"{what}: {p} reads as one column {have[0]!r}: its fields "
                                 f"seem to be separated by {other!r}, not ','; give the "
                                 "separator with --sep")
+            flag, arg = (("--items-id-col", "item_id_col") if what == "--items"
+                         and role == "item" else (f"--{role}-col", f"{role}_col"))
             raise DataError(
                 f"{what}: {p} has no column {col!r} (the {role} column); "
-                f"columns are {have}; name the right one with --{role}-col"
+                f"columns are {have}; name the right one with {flag} ({arg}= in Python)"
             )
 
 
@@ -266,6 +270,12 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     if len(df) == 0:
         raise DataError(f"{what}: {p} has no rows")
     for role, col in (("user", user_col), ("item", item_col)):
+        kind = pd.api.types.infer_dtype(df[role], skipna=True)
+        if kind not in ("string", "integer", "floating", "mixed-integer-float", "empty",
+                        "decimal"):
+            # a Parquet list or bool column became text ids ("[1 2]", "True")
+            raise DataError(f"{what}: {p}, column {col!r}: {role} ids must be text or "
+                            f"integers, got {kind} values (e.g. {df[role].iloc[0]!r})")
         s = df[role].astype(str).str.strip()
         # a null (Parquet) or an empty field; the text "nan" or "NA" is an id like any other
         empty = (df[role].isna() | (s == "")).to_numpy(bool)
@@ -291,6 +301,12 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
     """Item metadata indexed by external item id, with ``title`` and ``genres`` (list)."""
     p = Path(path)
     header = read_header(p, "--items", sep)
+    for name, col, default in (("title_col", title_col, "title"),
+                               ("genres_col", genres_col, "genres")):
+        if col is not None and col != default and col not in header:
+            # a column named on purpose is not left out in silence (the defaults may be)
+            raise DataError(f"--items: {p} has no column {col!r} ({name}); its columns: "
+                            f"{', '.join(map(str, header))}")
     cols = {"item": id_col,
             "title": title_col if title_col in header else None,
             "genres": genres_col if genres_col in header else None}

@@ -99,8 +99,11 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                if kind == "temporal" and on == "random" else "")
         say(f"tuning ItemKNN and EASE on a {on}{why} validation split of train "
             f"({model.n_items:,} items)")
+        # the run's seed, as the model's own EASE part carved its validation split with it
+        run_seed = (getattr(model, "data_source", None) or {}).get("seed")
+        carve = seed if run_seed is None or isinstance(run_seed, bool) else int(run_seed)
         for name, cls in (("ItemKNN", ItemKNN), ("EASE", EASE)):
-            best = tune(cls, tuning, BASELINE_GRIDS[name], seed, split=on).best_config
+            best = tune(cls, tuning, BASELINE_GRIDS[name], carve, split=on).best_config
             methods[name] = cls(best).fit(train)
     table: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[int, float]] = {}

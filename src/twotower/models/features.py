@@ -88,6 +88,10 @@ def _tokens(values: pd.Series, column: str, n_bins: int) -> list[list[str]]:
     first = next((v for v in values if _present(v)), None)
     if isinstance(first, (list, tuple, np.ndarray)):
         return [[f"{column}={t}" for t in v] if _present(v) else [] for v in values]
+    if column == "genres" and isinstance(first, str):
+        # "Action|Comedy", as read_item_info splits a file's genres column
+        return [[f"{column}={t.strip()}" for t in str(v).split("|") if t.strip()]
+                if _present(v) else [] for v in values]
     numeric = pd.to_numeric(values, errors="coerce")
     if first is not None and not isinstance(first, str) and numeric.notna().any():
         edges = np.unique(np.nanquantile(numeric.to_numpy(dtype=float),

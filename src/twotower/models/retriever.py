@@ -275,6 +275,14 @@ class TwoTower:
 
     def __init__(self, config: ModelConfig | None = None, index: IndexConfig | None = None
                  ) -> None:
+        if config is not None and not isinstance(config, ModelConfig):
+            hint = (f'ModelConfig.preset("{config}")' if isinstance(config, str)
+                    else "ModelConfig(**settings), or ModelConfig.preset(name, **overrides)")
+            raise ConfigError(f"TwoTower: `config` must be a ModelConfig, got "
+                              f"{type(config).__name__} {config!r:.60}; use {hint}")
+        if index is not None and not isinstance(index, IndexConfig):
+            raise ConfigError(f"TwoTower: `index` must be an IndexConfig (e.g. "
+                              f'IndexConfig(kind="hnsw")), got {type(index).__name__}')
         self.config = config or ModelConfig.preset("default")
         self.index_config = index or IndexConfig(kind="exact")
         self.history: dict[str, list[float]] = {}
@@ -964,8 +972,18 @@ class TwoTower:
         return self._net
 
     # ------------------------------------------------------------------ artifacts
-    def save(self, directory: str | os.PathLike[str], **extra: Any) -> None:
+    def save(self, directory: str | os.PathLike[str], *, test: Interactions | None = None,
+             metrics: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
+             unchanged_since: Any = None) -> None:
         """Save everything needed to serve (atomic: see ``twotower.artifacts``).
+
+        Args:
+            directory: the run directory (replaced whole, atomically, if it is a run).
+            test: held-out interactions, saved so ``twotower evaluate RUN`` scores them.
+            metrics: evaluation results, saved as ``eval.json``.
+            data: how the data was read (JSON-able: source, split, seed, columns).
+            unchanged_since: ``artifacts.run_stamp(directory)`` taken earlier: the save is
+                refused if the run changed since (another command replaced it).
 
         After training over several processes (``jax.distributed``) every process must
         call ``save``: reading the Keras weights is a collective. Give process 0 the run's
@@ -977,7 +995,8 @@ class TwoTower:
             raise ConfigError("save: the network's tables are split over several processes, "
                               "and Keras saves each table whole from one process; train "
                               "them data parallel to save a run (docs/scaling.md)")
-        save_model(self, directory, **extra)
+        save_model(self, directory, test=test, metrics=metrics, data=data,
+                   unchanged_since=unchanged_since)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str], *, keras: bool = False) -> TwoTower:

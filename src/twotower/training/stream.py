@@ -616,6 +616,12 @@ class _Mapper:
                 col = col.fill_null(0)
             return self._int_indices(np.asarray(col.to_numpy(zero_copy_only=False),
                                                 dtype=np.int64), valid)
+        if pa.types.is_floating(col.type):
+            # text as the scan and read_interactions write a float id (str: "2.0", "1.5",
+            # "1e+16"), where Arrow's cast writes "2" (a file of float ids with one
+            # fraction: rare, so Python's pace is fine)
+            col = pa.array([None if v is None else str(v) for v in col.to_pylist()],
+                           pa.string())
         col = pc.utf8_trim_whitespace(col.cast(pa.string()))
         idx = pc.index_in(col, value_set=self.value_set)
         return np.asarray(idx.fill_null(-1).to_numpy(zero_copy_only=False), dtype=np.int64)
