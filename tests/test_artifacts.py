@@ -423,3 +423,124 @@ def test_re_signed_index_and_array_damage_is_refused(tutorial_run, tmp_path):
     with pytest.raises(ArtifactError, match="config.json names index kind 'exact', .* "
                                             "holds 'ivf'"):
         TwoTower.load(_damaged(ivf, tmp_path, "config.json", config_kind))
+
+
+def _small(tmp_path, name, shift=0):
+    from twotower import ModelConfig
+    from twotower.data import Interactions
+    rng = np.random.default_rng(shift)
+    x = Interactions.from_ids(rng.integers(0, 20, 300) + shift, rng.integers(0, 30, 300) + shift)
+    model = TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                        embedding_dim=8)).fit(x, verbose=0)
+    return model
+
+
+def test_a_load_that_a_save_overtakes_reads_the_new_run_whole(tmp_path, monkeypatch):
+    """`recommend` or a service reload reading a run while `train --out` replaced it
+    loaded a mix of both runs (vocabularies of one, embeddings of the other) and
+    answered wrongly, or called the run corrupt."""
+    from twotower import artifacts
+    a, b = _small(tmp_path, "a"), _small(tmp_path, "b", shift=1000)
+    run = tmp_path / "R"
+    a.save(run)
+    real, calls = artifacts._load_once, []
+
+    def overtaken(d, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            got = real(d, **kw)  # A's files ...
+            b.save(run)          # ... then the run is replaced before the load ends
+            return got
+        return real(d, **kw)
+    monkeypatch.setattr(artifacts, "_load_once", overtaken)
+    loaded = TwoTower.load(run)
+    assert len(calls) == 2 and loaded.user_vocab == b.user_vocab
+    # a save between the checksum check and the reads: "corrupt" was a false alarm
+    calls.clear()
+
+    def half(d, **kw):
+        calls.append(1)
+        if len(calls) == 1:
+            a.save(run)
+            raise ArtifactError(f"{d}: file arrays.npz is corrupt (checksum mismatch)")
+        return real(d, **kw)
+    monkeypatch.setattr(artifacts, "_load_once", half)
+    assert TwoTower.load(run).user_vocab == a.user_vocab and len(calls) == 2
+    # a run that is damaged as it stands is still an error at once
+    monkeypatch.setattr(artifacts, "_load_once", real)
+    (run / "arrays.npz").write_bytes(b"x")
+    with pytest.raises(ArtifactError, match="arrays.npz is corrupt"):
+        TwoTower.load(run)
+
+
+def test_saves_refuse_places_they_cannot_finish_and_say_why(tmp_path, monkeypatch):
+    import errno
+
+    from twotower import artifacts
+    model = _small(tmp_path, "a")
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ArtifactError, match=r"afile is a file, not a directory"):
+        artifacts.check_replaceable(tmp_path / "afile" / "R", "--out")
+    run = tmp_path / "R"
+    model.save(run)
+    (tmp_path / ".R.old").write_text("stray")
+    with pytest.raises(ArtifactError, match=r"\.R\.old is in the way"):
+        artifacts.check_replaceable(run, "--out")
+    (tmp_path / ".R.old").unlink()
+
+    def full(tmp):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(ArtifactError, match=r"--out: cannot save the run .*R: no space left "
+                                            r"on the device; the previous version is "
+                                            r"unchanged"):
+        artifacts.atomic_directory(run, full, "--out")
+    assert TwoTower.load(run).user_vocab == model.user_vocab
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_leftovers_of_killed_saves_go_even_with_this_process_id(tmp_path):
+    """In a container every command is PID 1: a killed save's `.R.tmp-1-...` looked like
+    this process's own and was never removed. No process holds its lock: it goes."""
+    from twotower import artifacts
+    run = tmp_path / "R"
+    left = tmp_path / f".R.tmp-{os.getpid()}-deadbeef"
+    (left / "index").mkdir(parents=True)
+    artifacts.atomic_directory(run, lambda tmp: (tmp / "format.json").write_text("{}"))
+    assert not left.exists() and (run / "format.json").is_file()
+
+
+def test_a_stop_python_dropped_keeps_the_previous_run(tmp_path):
+    """A Ctrl-C raised inside a garbage-collection callback is dropped by Python; the
+    command went on, replaced the run and exited 0. The save now asks first."""
+    from twotower import artifacts
+    run = tmp_path / "R"
+    artifacts.atomic_directory(run, lambda tmp: (tmp / "format.json").write_text("old"))
+
+    def stop():
+        raise KeyboardInterrupt
+    artifacts.BEFORE_COMMIT = stop
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            artifacts.atomic_directory(run, lambda t: (t / "format.json").write_text("new"))
+    finally:
+        artifacts.BEFORE_COMMIT = None
+    assert (run / "format.json").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["R"]
+
+
+def test_manifests_that_would_skip_checks_are_refused(tutorial_run, tmp_path):
+    import shutil
+    _, src = tutorial_run
+    run = tmp_path / "R"
+    shutil.copytree(src, run)
+    fmt = run / "format.json"
+    good = fmt.read_bytes()
+    fmt.write_bytes(good[:40] + bytes([good[40] ^ 0xFF]) + good[41:])
+    with pytest.raises(ArtifactError, match="format.json is corrupt"):
+        TwoTower.load(run)
+    manifest = json.loads(good)
+    for bad in ({**manifest, "files": {}}, {**manifest, "format_version": True},
+                {**manifest, "format_version": 0}):
+        fmt.write_text(json.dumps(bad))
+        with pytest.raises(ArtifactError, match="format.json is corrupt"):
+            TwoTower.load(run)

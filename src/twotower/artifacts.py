@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 _FORMAT = "format.json"
+#: files every run has, so in its manifest (checked there: none may go unverified)
+_REQUIRED = ("config.json", "user_vocab.json", "item_vocab.json", "arrays.npz",
+             "training.json")
 
 
 def _sha256(path: Path) -> str:
@@ -99,6 +102,8 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
             would replace it, and whatever it holds would be lost).
     """
     t = Path(os.path.abspath(target))
+    if not _is_temp_sibling(t.parent):
+        _check_writable_place(t, what, noun)
     if not t.exists() and not t.is_symlink():
         return t
     if t.is_symlink():
@@ -120,6 +125,10 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
 #: after), not those inside another save's temporary directory: a command ended by that
 #: signal can say its save is complete all the same.
 SAVED: list[Path] = []
+
+#: called (when set) just before a save's renames; raising there leaves the previous
+#: version in place (the CLI raises a Ctrl-C or SIGTERM that Python dropped)
+BEFORE_COMMIT: Any = None
 
 
 def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "directory",
@@ -146,23 +155,31 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     try:
         write(tmp)
         _fsync_tree(tmp)  # the files' data on disk before a rename can publish them
-        if old.exists() and not target.exists():
-            # a save killed between its renames: this is the previous version, put back
-            # before anything else (removing it first would lose it to a second crash)
-            os.rename(old, target)
-        if old.exists():
-            shutil.rmtree(old)
-        if unchanged is not None:
-            unchanged(target)
-        with _signals_held() as held:
-            if target.exists():
-                os.rename(target, old)
-                moved = True
-            os.rename(tmp, target)
-            placed = True
-            _fsync_dir(target.parent)
-            if held.pending and not _is_temp_sibling(target.parent):
-                SAVED.append(target)  # complete, and a signal held back fires next
+        # one commit at a time in this directory: the check that the run is unchanged and
+        # the renames are one step for every other save (a save between them was lost)
+        # (inside another save's temporary directory, which that save holds, no one else
+        # commits: no lock)
+        with _dir_lock(None if _is_temp_sibling(target.parent) else target.parent):
+            if old.exists() and not target.exists():
+                # a save killed between its renames: this is the previous version, put
+                # back before anything else (removing it first would lose it to a second
+                # crash)
+                os.rename(old, target)
+            if old.exists():
+                shutil.rmtree(old)
+            if unchanged is not None:
+                unchanged(target)
+            if BEFORE_COMMIT is not None:
+                BEFORE_COMMIT()  # e.g. a stop the CLI was asked for
+            with _signals_held() as held:
+                if target.exists():
+                    os.rename(target, old)
+                    moved = True
+                os.rename(tmp, target)
+                placed = True
+                _fsync_dir(target.parent)
+                if held.pending and not _is_temp_sibling(target.parent):
+                    SAVED.append(target)  # complete, and a signal held back fires next
         shutil.rmtree(old, ignore_errors=True)
     except BaseException as exc:
         if placed and isinstance(exc, KeyboardInterrupt) and target not in SAVED[-1:] \
@@ -173,8 +190,76 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
         elif moved:
             shutil.rmtree(old, ignore_errors=True)  # the new one is in place
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not placed and not _is_temp_sibling(target.parent):
+            # (a save inside another's temporary directory leaves the message to that one,
+            # which names the run rather than its temporary directory)
+            raise ArtifactError(_save_failed(target, exc, what, noun, moved)) from None
         raise
+    finally:
+        _release(tmp)
     return target
+
+
+def _save_failed(target: Path, exc: OSError, what: str, noun: str, moved: bool) -> str:
+    """One line for a save that failed on the file system (a full disk, no permission):
+    what, where, and that the previous version is unchanged."""
+    import errno
+    why = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "over the disk quota",
+           errno.EROFS: "a read-only file system", errno.EACCES: "permission denied",
+           errno.EPERM: "operation not permitted"}.get(exc.errno or -1,
+                                                        exc.strerror or str(exc))
+    before = ("the previous version is unchanged" if moved or target.exists()
+              else "nothing was written")
+    return f"{what}: cannot save the {noun} {target}: {why}; {before}"
+
+
+def _check_writable_place(target: Path, what: str, noun: str) -> None:
+    """Refuse at once, before any work, a place a save could not complete: a parent that
+    is a file, a directory this process cannot write, a mount point as the run (a volume:
+    the swap renames it), a non-directory in the way of the previous version's name."""
+    parent = target.parent
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ArtifactError(f"{what}: cannot save the {noun} {target}: {probe} is a file, "
+                            "not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ArtifactError(f"{what}: cannot save the {noun} {target}: {probe} is not "
+                            "writable here (permissions, or a read-only file system)")
+    if target.is_dir() and os.path.ismount(target):
+        raise ArtifactError(f"{what}: {target} is a mount point; a save replaces the "
+                            f"{noun} directory by renames, which a mount point refuses: save "
+                            f"into a directory inside it, e.g. {target / 'run'}")
+    old = parent / f".{target.name}.old"
+    if (old.exists() or old.is_symlink()) and not old.is_dir():
+        raise ArtifactError(f"{what}: {old} is in the way (the name a save moves the "
+                            f"previous {noun} to) and is not a directory: remove it")
+
+
+class _dir_lock:
+    """An exclusive ``flock`` on a directory for the block (a no-op where the file
+    system has no flock)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path, self.fd = path, None
+
+    def __enter__(self) -> _dir_lock:
+        if self.path is None:
+            return self
+        try:
+            import fcntl
+            self.fd = os.open(self.path, os.O_RDONLY)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except (ImportError, OSError):
+            if self.fd is not None:
+                os.close(self.fd)
+            self.fd = None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
 
 
 def _is_temp_sibling(path: Path) -> bool:
@@ -192,14 +277,67 @@ def temp_sibling(target: Path) -> Path:
     _sweep_stale(target)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
+    _hold(tmp)
     return tmp
 
 
+#: temporary directories of saves in progress in this process -> the descriptor whose
+#: ``flock`` marks them as in use (other processes' sweeps leave them alone)
+_HELD: dict[Path, int] = {}
+
+
+def _hold(tmp: Path) -> None:
+    try:
+        import fcntl
+        fd = os.open(tmp, os.O_RDONLY)
+    except (ImportError, OSError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return
+    _HELD[tmp] = fd
+
+
+def _release(tmp: Path) -> None:
+    fd = _HELD.pop(tmp, None)
+    if fd is not None:
+        os.close(fd)
+
+
+def _unheld(p: Path) -> bool | None:
+    """Whether no process holds ``p``'s lock (True), one does (False), or flock cannot
+    tell (None: no flock here)."""
+    try:
+        import fcntl
+        fd = os.open(p, os.O_RDONLY)
+    except (ImportError, OSError):
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def _sweep_stale(target: Path) -> None:
-    """Remove ``.<name>.tmp-<pid>-*`` directories beside ``target`` whose process is gone."""
+    """Remove ``.<name>.tmp-<pid>-*`` directories beside ``target`` of saves that were
+    killed: no process holds their lock (a save holds its own while it writes), which
+    holds in a container too, where every command is PID 1. Where flock cannot tell, by
+    their process id: gone, and not this process."""
     for p in target.parent.glob(f".{target.name}.tmp-*-*"):
+        if p in _HELD:
+            continue
+        free = _unheld(p)
         pid = p.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if free is None:
+            free = pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+        if free:
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -380,14 +518,16 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     except FileNotFoundError:
         raise ArtifactError(f"{d} is not a twotower model directory (no {_FORMAT}); "
                             "train one with `twotower train --out DIR`") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{d / _FORMAT} is corrupt: {exc}") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files", {}), dict):
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not all(f in files for f in _REQUIRED):
         raise ArtifactError(f"{d / _FORMAT} is corrupt: expected an object with a \"files\" "
-                            "object of checksums")
+                            f"object of checksums, {', '.join(_REQUIRED)} among them")
     version = manifest.get("format_version")
-    if not isinstance(version, int):
-        raise ArtifactError(f"{d / _FORMAT}: no integer format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ArtifactError(f"{d / _FORMAT} is corrupt: format_version must be an integer "
+                            f">= 1, got {version!r}")
     if version > FORMAT_VERSION:
         raise ArtifactError(f"{d} has model format {version}, newer than this twotower "
                             f"understands ({FORMAT_VERSION}); upgrade twotower")
@@ -404,13 +544,45 @@ def verify_files(directory: str | os.PathLike[str], manifest: dict[str, Any]) ->
             raise ArtifactError(f"{d}: file {name} is corrupt (checksum mismatch)")
 
 
+#: how often ``load_model`` reads a run again that another command replaced while it read
+LOAD_TRIES = 5
+
+
 def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> TwoTower:
-    """Load a model saved by ``save_model``; ``keras=True`` also rebuilds the Keras net."""
+    """Load a model saved by ``save_model``; ``keras=True`` also rebuilds the Keras net.
+
+    The files are read one by one, and a save may replace the run between two of them
+    (``twotower train --out RUN`` while a service reloads RUN): a load that saw the run's
+    ``format.json`` change while it read is done again, so the model is one save's, never
+    a mix of two (nor a false "corrupt" from checking one save's files against the
+    other's checksums).
+
+    Raises:
+        ArtifactError: the run is missing, damaged, or was replaced during each of
+            ``LOAD_TRIES`` reads.
+    """
+    import time
+    d = Path(directory)
+    for attempt in range(LOAD_TRIES):
+        before = run_stamp(d)
+        try:
+            model = _load_once(d, keras=keras)
+        except (ArtifactError, OSError):
+            if run_stamp(d) == before:
+                raise  # the run as it is: damaged or missing
+        else:
+            if run_stamp(d) == before:
+                return model
+        time.sleep(0.05 * (attempt + 1))  # replaced while read: read the new one
+    raise ArtifactError(f"{d} was replaced by another save each of the {LOAD_TRIES} times "
+                        "it was read; load it again when the saves are done")
+
+
+def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
     from twotower.index import IndexConfig, load_index
     from twotower.models.config import ModelConfig
     from twotower.models.retriever import TwoTower
 
-    d = Path(directory)
     manifest = read_manifest(d)
     verify_files(d, manifest)
     try:

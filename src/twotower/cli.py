@@ -687,7 +687,10 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
     """Write ``recommend``'s rows; ids keep their type (int ids an int64 column)."""
     fmt = _out_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
+    import secrets
+    # a name of this process's own: two commands writing one --out each write their own
+    # file (a shared name had both write one file, and published it half-written)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         if fmt == "jsonl":
             with tmp.open("w") as fh:
@@ -703,8 +706,12 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
             else:
                 flat.to_csv(tmp, index=False)
         os.replace(tmp, out)
-    except BaseException:  # Ctrl-C, SIGTERM, a full disk: no half-written file left
+    except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: no half-written file left
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            kept = f"{out} is unchanged" if out.exists() else "nothing was written"
+            raise OSError(exc.errno, f"cannot write {out}: {exc.strerror or exc}; {kept}"
+                          ) from None
         raise
 
 
@@ -1026,6 +1033,16 @@ def _raise_signal(signum: int, frame: Any) -> None:
     raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _stop_requested() -> None:
+    """``artifacts.BEFORE_COMMIT``: a save about to replace a run raises the stop that a
+    signal asked for, when Python dropped it (see ``_raise_signal``): the previous run
+    stays."""
+    import signal
+    signum = _PENDING["signum"]
+    if signum is not None:
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
 def _resend_signal() -> None:
     while True:
         time.sleep(1.0)
@@ -1067,8 +1084,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     shown = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # a user reads the message, not our source
     term = intr = None
+    from twotower import artifacts
     from twotower.artifacts import SAVED
     saved_before = len(SAVED)
+    artifacts.BEFORE_COMMIT = _stop_requested
     try:
         args = parser.parse_args(argv)
         # SIGTERM (`kill`, a job scheduler's stop) would end the process on the spot,
@@ -1082,6 +1101,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 intr = signal.signal(signal.SIGINT, _raise_signal)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
+        if _PENDING["signum"] is not None:
+            # a stop that Python dropped (raised inside a garbage-collection callback) and
+            # the command finished before it was sent again: still a stop (a save it
+            # reached was not made: `_stop_requested`)
+            raise _Terminated() if _PENDING["signum"] == signal.SIGTERM \
+                else KeyboardInterrupt()
         return code
     except BrokenPipeError:
         # The reader went away (`twotower recommend ... | head`): stop quietly, as `cat` or
@@ -1111,6 +1136,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         _PENDING["signum"] = None
+        artifacts.BEFORE_COMMIT = None
         warnings.formatwarning = shown
         if term is not None:
             signal.signal(signal.SIGTERM, term)
@@ -1118,5 +1144,19 @@ def _main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGINT, intr)
 
 
+def run() -> None:
+    """The console script: ``main``, and the process ends with its status. A command
+    stopped by Ctrl-C or SIGTERM after JAX was imported leaves with ``os._exit``: a stop
+    that lands inside an XLA compilation leaves JAX in a state its shutdown crashed on
+    (a segmentation fault, exit 139, in about a third of the stops late in training);
+    everything of ours is cleaned up by then (temporary files and directories)."""
+    code = main()
+    if code in (130, 143) and "jax" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -268,6 +268,9 @@ class Index:
             return atomic_directory(directory, write, "Index.save", marker=_META,
                                     noun="index")
         except OSError as exc:
+            from twotower.artifacts import _is_temp_sibling
+            if _is_temp_sibling(Path(os.path.abspath(directory)).parent):
+                raise  # inside a run's save, which names the run
             raise ArtifactError(f"cannot save the index to {directory}: {exc}") from None
 
     @classmethod
@@ -334,7 +337,10 @@ def load_index(path: str | os.PathLike[str]) -> Index:
         n, dim = int(meta["n"]), int(meta["d"])
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ArtifactError(f"{meta_path} is corrupt ({type(exc).__name__}: {exc})") from None
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ArtifactError(f"{meta_path} is corrupt: format_version must be an integer "
+                            f">= 1, got {version!r}")
+    if version > FORMAT_VERSION:
         raise ArtifactError(f"{d} has index format {version!r}; this twotower reads up to "
                             f"{FORMAT_VERSION}: upgrade twotower")
     index = _REGISTRY[config.kind](config)

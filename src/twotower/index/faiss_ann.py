@@ -212,7 +212,13 @@ class _FaissIndex(Index):
 
     # ------------------------------------------------------------------ persistence
     def _save(self, directory: Path) -> dict[str, Any]:
-        _faiss().write_index(self._faiss, str(directory / "index.faiss"))
+        try:
+            _faiss().write_index(self._faiss, str(directory / "index.faiss"))
+        except RuntimeError as exc:  # faiss reports a failed write (a full disk) this way
+            import errno
+            code = errno.ENOSPC if "No space left" in str(exc) else errno.EIO
+            raise OSError(code, f"cannot write {directory / 'index.faiss'}: "
+                                f"{str(exc).splitlines()[-1][:200]}") from None
         state = {"max_norm": self._max_norm, "augmented": self._augment,
                  **self._save_state(directory)}
         if self._groups is not None:  # each item's node (distinct vector)

@@ -97,20 +97,32 @@ class ServedModel:
         Raises:
             ArtifactError: the run is missing, corrupt, or fails the probe.
         """
-        from twotower.artifacts import read_manifest
+        from twotower.artifacts import LOAD_TRIES, read_manifest, run_stamp
         from twotower.models import TwoTower
 
         run = Path(run_dir).resolve()
-        manifest = read_manifest(run)
-        model = TwoTower.load(run)
+        read_manifest(run)  # a plain message for a missing or foreign directory first
+        for _ in range(LOAD_TRIES):  # the model, its manifest and eval.json of one save
+            stamp = run_stamp(run)
+            model = TwoTower.load(run)
+            metrics = None
+            if (run / "eval.json").is_file():
+                try:
+                    metrics = json.loads((run / "eval.json").read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+                    if run_stamp(run) == stamp:
+                        raise ArtifactError(f"{run / 'eval.json'} is unreadable: {exc}"
+                                            ) from None
+                    continue
+            if run_stamp(run) == stamp:
+                break
+        else:
+            raise ArtifactError(f"{run} was replaced by another save each of the "
+                                f"{LOAD_TRIES} times it was read; reload when the saves "
+                                "are done")
+        manifest = model.manifest
         digest = hashlib.sha256(json.dumps(manifest.get("files", {}), sort_keys=True)
                                 .encode()).hexdigest()[:12]
-        metrics = None
-        if (run / "eval.json").is_file():
-            try:
-                metrics = json.loads((run / "eval.json").read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ArtifactError(f"{run / 'eval.json'} is unreadable: {exc}") from None
         n = model.n_items
         ids = model.item_vocab.ids.tolist()
         titles = [str(t) for t in model.titles(np.arange(n)).tolist()]
