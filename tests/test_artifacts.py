@@ -505,8 +505,13 @@ def test_leftovers_of_killed_saves_go_even_with_this_process_id(tmp_path):
     run = tmp_path / "R"
     left = tmp_path / f".R.tmp-{os.getpid()}-deadbeef"
     (left / "index").mkdir(parents=True)
+    young = tmp_path / f".R.tmp-{os.getpid()}-0000beef"  # made a moment ago: maybe a save
+    young.mkdir()                                        # that has not locked it yet
+    old = artifacts._SWEEP_AGE_S + 5
+    os.utime(left, (os.path.getmtime(left) - old,) * 2)
     artifacts.atomic_directory(run, lambda tmp: (tmp / "format.json").write_text("{}"))
     assert not left.exists() and (run / "format.json").is_file()
+    assert young.exists()
 
 
 def test_a_stop_python_dropped_keeps_the_previous_run(tmp_path):
@@ -544,3 +549,8 @@ def test_manifests_that_would_skip_checks_are_refused(tutorial_run, tmp_path):
         fmt.write_text(json.dumps(bad))
         with pytest.raises(ArtifactError, match="format.json is corrupt"):
             TwoTower.load(run)
+    # a newer format may list other files: "upgrade", not "corrupt"
+    fmt.write_text(json.dumps({"format_version": FORMAT_VERSION + 1,
+                               "files": {"model.safetensors": "x"}}))
+    with pytest.raises(ArtifactError, match="newer than this twotower understands"):
+        TwoTower.load(run)

@@ -281,6 +281,10 @@ def temp_sibling(target: Path) -> Path:
     return tmp
 
 
+#: a temporary directory nobody holds is left alone this long after its last change (a
+#: save makes it, then locks it: another save's sweep must not take it in between)
+_SWEEP_AGE_S = 60.0
+
 #: temporary directories of saves in progress in this process -> the descriptor whose
 #: ``flock`` marks them as in use (other processes' sweeps leave them alone)
 _HELD: dict[Path, int] = {}
@@ -292,8 +296,8 @@ def _hold(tmp: Path) -> None:
         fd = os.open(tmp, os.O_RDONLY)
     except (ImportError, OSError):
         return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:  # blocking: another save's sweep may be probing it for a moment
+        fcntl.flock(fd, fcntl.LOCK_EX)
     except OSError:
         os.close(fd)
         return
@@ -330,14 +334,18 @@ def _sweep_stale(target: Path) -> None:
     killed: no process holds their lock (a save holds its own while it writes), which
     holds in a container too, where every command is PID 1. Where flock cannot tell, by
     their process id: gone, and not this process."""
+    import time
     for p in target.parent.glob(f".{target.name}.tmp-*-*"):
         if p in _HELD:
             continue
-        free = _unheld(p)
         pid = p.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
-        if free is None:
-            free = pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
-        if free:
+        gone = pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+        try:  # a save locks its directory right after making it: a young one may be
+            young = time.time() - p.stat().st_mtime < _SWEEP_AGE_S  # between the two
+        except OSError:
+            continue
+        free = _unheld(p)
+        if (gone if free is None else free and (gone or not young)):
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -520,17 +528,17 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
                             "train one with `twotower train --out DIR`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{d / _FORMAT} is corrupt: {exc}") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict) or not all(f in files for f in _REQUIRED):
-        raise ArtifactError(f"{d / _FORMAT} is corrupt: expected an object with a \"files\" "
-                            f"object of checksums, {', '.join(_REQUIRED)} among them")
-    version = manifest.get("format_version")
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ArtifactError(f"{d / _FORMAT} is corrupt: format_version must be an integer "
                             f">= 1, got {version!r}")
-    if version > FORMAT_VERSION:
+    if version > FORMAT_VERSION:  # before the files: a newer format may hold others
         raise ArtifactError(f"{d} has model format {version}, newer than this twotower "
                             f"understands ({FORMAT_VERSION}); upgrade twotower")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(f in files for f in _REQUIRED):
+        raise ArtifactError(f"{d / _FORMAT} is corrupt: expected an object with a \"files\" "
+                            f"object of checksums, {', '.join(_REQUIRED)} among them")
     return manifest
 
 

@@ -19,7 +19,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
 
-from twotower.errors import ConfigError, DataError, TwoTowerError
+from twotower.errors import ArtifactError, ConfigError, DataError, TwoTowerError
 
 MOVIELENS = "movielens-100k"
 
@@ -735,11 +735,19 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from twotower.artifacts import load_test
+    from twotower.artifacts import LOAD_TRIES, load_test, run_stamp
     from twotower.evaluation import evaluate_run
 
-    model = _load(args.run)
-    test = _test_file(args, model) if args.test_data else load_test(args.run)
+    for _ in range(LOAD_TRIES):  # the model and its test split from one save
+        stamp = run_stamp(args.run)
+        model = _load(args.run)
+        test = _test_file(args, model) if args.test_data else load_test(args.run)
+        if args.test_data or run_stamp(args.run) == stamp:
+            break
+    else:
+        raise ArtifactError(f"{args.run} was replaced by another save each of the "
+                            f"{LOAD_TRIES} times it was read; evaluate it when the saves "
+                            "are done")
     if test is None:
         raise DataError(f"{args.run} has no held-out split (it was trained with --split none "
                         "or --stream); give a held-out file with --test-data")
@@ -1152,8 +1160,11 @@ def run() -> None:
     everything of ours is cleaned up by then (temporary files and directories)."""
     code = main()
     if code in (130, 143) and "jax" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a reader gone (`| head`): nothing to keep
+                pass
         os._exit(code)
     sys.exit(code)
 

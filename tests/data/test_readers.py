@@ -313,3 +313,17 @@ def test_genres_text_in_a_data_frame_is_split_as_a_file_s(tmp_path):
     x = Interactions.from_ids([1, 2], [7, 8], item_info=info)
     _, names = feature_matrix(x.item_info, ["genres"], x.n_items, what="item")
     assert names == ["genres=Action", "genres=Comedy"]
+
+
+def test_review_cases_categorical_parquet_ids_empty_lists_and_unnamed_vocabularies(tmp_path):
+    import pandas as pd
+
+    from twotower.data import Interactions, Vocabulary
+    pd.DataFrame({"user_id": pd.Categorical(["a", "b", "a"]), "item_id": [1, 2, 3]}
+                 ).to_parquet(tmp_path / "c.parquet")  # dictionary-encoded: read as before
+    assert read_interactions(tmp_path / "c.parquet").user_vocab.ids.tolist() == ["a", "b"]
+    assert len(Interactions.from_ids([], [])) == 0  # was a bare StopIteration
+    info = pd.DataFrame({"item_id": [10, 20], "title": ["ten", "twenty"]})
+    x = Interactions.from_ids([1, 2], [10, 20], item_vocab=Vocabulary([10, 20]),
+                              item_info=info)  # a vocabulary without a name
+    assert x.titles().tolist() == ["ten", "twenty"]

@@ -630,4 +630,18 @@ def test_dot_ids_through_query_parameters_and_a_one_item_catalogue(tmp_path):
         r = c.get("/v1/similar-items", params={"item_id": "only"})  # no k: the default
         assert r.status_code == 200 and r.json()["items"] == [], r.text
         r = c.get("/v1/similar-items", params={"item_id": "only", "k": 1})
-        assert r.status_code == 422 and "between 1 and 0" in r.json()["detail"]
+        assert r.status_code == 422 and "nothing to list" in r.json()["detail"]
+
+
+def test_allowed_hosts_are_read_as_host_headers_are(run_dir):
+    from fastapi.testclient import TestClient
+
+    from twotower.errors import ConfigError
+    from twotower.service import create_app
+    app = create_app(run_dir, allowed_hosts=["[::1]", "LocalHost:8000"], access_log=False)
+    with TestClient(app, base_url="http://localhost") as c:
+        assert c.get("/healthz").status_code == 200
+        assert c.get("/healthz", headers={"host": "[::1]:9"}).status_code == 200
+        assert c.get("/healthz", headers={"host": "127.0.0.1"}).status_code == 400
+    with pytest.raises(ConfigError, match="`allowed_hosts` is empty"):
+        create_app(run_dir, allowed_hosts=[])

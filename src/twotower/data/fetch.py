@@ -244,7 +244,7 @@ def _check_cache(target: Path) -> dict:
 def _build(target: Path, source: str, fill: Callable[[Path], str],
            say: Callable[[str], None]) -> Path:
     """Fill a temp sibling of ``target``, write its manifest, rename it into place."""
-    from twotower.artifacts import temp_sibling
+    from twotower.artifacts import _release, temp_sibling
     root = target.parent
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -258,6 +258,7 @@ def _build(target: Path, source: str, fill: Callable[[Path], str],
     except OSError as exc:
         raise _SourceFailed(f"cannot write the cache at {target} ({exc})") from None
     finally:
+        _release(stage)
         shutil.rmtree(stage, ignore_errors=True)
     say(f"twotower: MovieLens 100k ready at {target} (from {source})")
     return target
@@ -275,7 +276,7 @@ def _write_manifest(stage: Path, source: str, origin: str) -> None:
 
 
 def _publish(stage: Path, target: Path) -> None:
-    from twotower.artifacts import temp_sibling
+    from twotower.artifacts import _release, temp_sibling
     old = None
     if target.exists():
         try:  # a complete cache (another process's, published meanwhile): keep it, as
@@ -295,6 +296,7 @@ def _publish(stage: Path, target: Path) -> None:
         _check_cache(target)  # another process published first: use theirs if complete
     finally:
         if old is not None:
+            _release(old)
             shutil.rmtree(old, ignore_errors=True)
 
 

@@ -160,6 +160,8 @@ def _external_ids(name: str, values: Any) -> np.ndarray:
     Raises:
         DataError: a missing id (None/NaN), or ids that are neither integers nor strings.
     """
+    if isinstance(values, (list, tuple)) and not len(values):
+        return np.empty(0, dtype=np.int64)
     if isinstance(values, (list, tuple)):
         # a Python list: numpy would make one text array of [7, "7", nan] (3 ids "7", "7",
         # "nan"); each element is read as itself instead, as a Series' would be
@@ -289,7 +291,19 @@ def _index(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
     return vocab.lookup(ids.tolist())
 
 
-def _align(info: pd.DataFrame | None, vocab: Vocabulary, name: str = "info"
+def keyed_info(info: pd.DataFrame, role: str) -> pd.DataFrame:
+    """Metadata ``info`` indexed by its ids: an ``id`` column, or a ``{role}_id`` column
+    (``item_id``, ``user_id``) beside a default 0..n-1 index, is the key. (``pd.read_csv``
+    keeps ``item_id`` as a column: the index as the ids put every title on its neighbour's
+    item, with ids 1..n.)"""
+    if "id" in info.columns:  # the column is the key (read_csv(...).set_index("id", drop=False))
+        return info.set_index("id")
+    if f"{role}_id" in info.columns and isinstance(info.index, pd.RangeIndex):
+        return info.set_index(f"{role}_id")
+    return info
+
+
+def _align(info: pd.DataFrame | None, vocab: Vocabulary, name: str = "item_info"
            ) -> pd.DataFrame | None:
     if info is None:
         return None
@@ -297,12 +311,7 @@ def _align(info: pd.DataFrame | None, vocab: Vocabulary, name: str = "info"
     if not isinstance(info, pd.DataFrame):
         raise DataError(f"`{name}` must be a pandas DataFrame indexed by {vocab.name} id, "
                         f"got {type(info).__name__}")
-    if "id" in info.columns:  # the column is the key (read_csv(...).set_index("id", drop=False))
-        info = info.set_index("id")
-    elif f"{vocab.name}_id" in info.columns and isinstance(info.index, pd.RangeIndex):
-        # pd.read_csv("items.csv") keeps an `item_id` column beside a 0..n-1 index: the
-        # index as the ids put every title on its neighbour's item (ids 1..n)
-        info = info.set_index(f"{vocab.name}_id")
+    info = keyed_info(info, name.split("_")[0])
     info = match_info(info, vocab.ids)  # re-keyed to the vocabulary's id type, one row per id
     keys = pd.Index(vocab.ids.tolist(), dtype=object)
     found = int(keys.isin(info.index).sum())

@@ -270,7 +270,10 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     if len(df) == 0:
         raise DataError(f"{what}: {p} has no rows")
     for role, col in (("user", user_col), ("item", item_col)):
-        kind = pd.api.types.infer_dtype(df[role], skipna=True)
+        col_values = df[role]
+        if isinstance(col_values.dtype, pd.CategoricalDtype):  # dictionary-encoded Parquet
+            col_values = col_values.cat.categories.to_series()
+        kind = pd.api.types.infer_dtype(col_values, skipna=True)
         if kind not in ("string", "integer", "floating", "mixed-integer-float", "empty",
                         "decimal"):
             # a Parquet list or bool column became text ids ("[1 2]", "True")

@@ -54,12 +54,13 @@ def _recency_ordered(train: Interactions, history: np.ndarray) -> Interactions:
 
 
 def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[int] = (10, 100),
-                 baselines: bool = False, seed: int = 0,
+                 baselines: bool = False, seed: int | None = None,
                  log: Callable[[str], None] | None = None, split: str | None = None
                  ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
     validation split of train) on a held-out split given as (users, items) index arrays.
-    The validation split is of the run's own kind (``split``; default: the one the run
+    The validation split is carved with ``seed`` (None: the run's own seed, as the
+    model's EASE part was tuned, else 0), and is of the run's own kind (``split``; default: the one the run
     was saved with): ``temporal`` takes each user's latest items by the order the model
     keeps (its history table), and is ``random`` when the model keeps no order.
     ``log`` receives a line as each stage starts (tuning EASE on a large catalogue takes
@@ -101,7 +102,12 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
             f"({model.n_items:,} items)")
         # the run's seed, as the model's own EASE part carved its validation split with it
         run_seed = (getattr(model, "data_source", None) or {}).get("seed")
-        carve = seed if run_seed is None or isinstance(run_seed, bool) else int(run_seed)
+        if seed is not None:
+            carve = seed
+        elif isinstance(run_seed, int) and not isinstance(run_seed, bool):
+            carve = run_seed
+        else:
+            carve = 0
         for name, cls in (("ItemKNN", ItemKNN), ("EASE", EASE)):
             best = tune(cls, tuning, BASELINE_GRIDS[name], carve, split=on).best_config
             methods[name] = cls(best).fit(train)

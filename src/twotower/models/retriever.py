@@ -321,6 +321,11 @@ class TwoTower:
                             f"items, ...) or read_interactions(path)), got "
                             f"{type(train).__name__}")
         cfg.check_used()
+        # before any check that depends on the data: a process whose data fails one would
+        # stop alone, and the others wait for it for ever
+        _same_data_on_every_process(
+            "the training interactions", train.user_vocab, train.item_vocab,
+            train.users, train.items, train.ratings, train.timestamps)
         if len(train) == 0:
             raise DataError("fit: the training interactions are empty")
         if cfg.objective == "mse" and train.ratings is None:
@@ -335,9 +340,6 @@ class TwoTower:
         # no mix of old and new parts to recommend from or save
         self._fitted = False
         self._linear, self.ease_tuning = None, None
-        _same_data_on_every_process(
-            "the training interactions", train.user_vocab, train.item_vocab,
-            train.users, train.items, train.ratings, train.timestamps)
         keras.utils.set_random_seed(cfg.seed)
         self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
         self.item_info, self.user_info = train.item_info, train.user_info
@@ -451,7 +453,7 @@ class TwoTower:
         import keras
         import scipy.sparse as sp
 
-        from twotower.data.interactions import _align
+        from twotower.data.interactions import _align, keyed_info
         from twotower.data.readers import match_info
         from twotower.models.config import make_optimizer
         from twotower.models.net import TwoTowerNet
@@ -471,20 +473,21 @@ class TwoTower:
                 print(f"scanned {stats.rows:,} interactions, {len(stats.user_vocab):,} users, "
                       f"{len(stats.item_vocab):,} items in {time.perf_counter() - t0:.1f} s",
                       file=sys.stderr, flush=True)
+        if jax.process_count() > 1:  # a collective: every process reads its file again
+            # (before the checks that depend on the data: see ``fit``)
+            _same_data_on_every_process(
+                f"the streamed data ({stream.path})", stats.user_vocab, stats.item_vocab,
+                np.frombuffer(stream.content_digest(), dtype=np.uint8))
         if stats.rows == 0:
             raise DataError(f"fit_stream: {stream.path} has no interactions")
         if cfg.objective == "mse" and stats.rating_range is not None:
             _check_ratings_vary(*stats.rating_range)
-        if jax.process_count() > 1:  # a collective: every process reads its file again
-            _same_data_on_every_process(
-                f"the streamed data ({stream.path})", stats.user_vocab, stats.item_vocab,
-                np.frombuffer(stream.content_digest(), dtype=np.uint8))
         inputs = stream.model_inputs(cfg.objective)  # checks the objective and ratings
         keras.utils.set_random_seed(cfg.seed)
         self._linear, self.ease_tuning = None, None
         self.user_vocab, self.item_vocab = stats.user_vocab, stats.item_vocab
         if item_info is not None:
-            item_info = match_info(item_info, self.item_vocab.ids)
+            item_info = match_info(keyed_info(item_info, "item"), self.item_vocab.ids)
         self.item_info, self.user_info = _align(item_info, self.item_vocab), None
         self.item_popularity = np.asarray(stats.item_counts, dtype=np.int64)
         self.rating_range = stats.rating_range or (0.0, 1.0)

@@ -63,6 +63,9 @@ def _check_k(k: int | None, n: int, what: str = "the catalogue size") -> int:
     ``n`` is: a one-item catalogue has no similar item)."""
     if k is None:
         k = min(DEFAULT_K, max(n, 0))
+    if k > n and n == 0:
+        raise HTTPException(422, f"`k` is {k}, but there is nothing to list ({what} is 0): "
+                                 "leave k out for an empty list")
     if k > n:
         raise HTTPException(422, f"`k` must be between 1 and {n} ({what}), got {k}")
     return k
@@ -138,6 +141,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         raise ConfigError(f"`max_batch` must be >= 1, got {max_batch}")
     if not 1 <= max_results:
         raise ConfigError(f"`max_results` must be >= 1, got {max_results}")
+    if allowed_hosts is not None and not list(allowed_hosts):
+        raise ConfigError("`allowed_hosts` is empty: every request would be refused; give "
+                          "host names, or [\"*\"] for any")
     holder = ModelHolder(run_dir)
     metrics = Metrics()
     bodies = S.request_models(max_k, max_batch)
@@ -184,8 +190,8 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         # a bug still answers in JSON, as every other error does (uvicorn logs the
         # traceback: starlette re-raises after this handler)
-        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); the "
-                                       "server log has the details"}, status_code=500)
+        return error(500, {"detail": f"internal error ({type(exc).__name__}); the server "
+                                     "log has the details"})
 
     K = Annotated[int, Query(ge=1, le=max_k,  # noqa: N806
                              description=f"list length, 1..{max_k} and at most the catalogue "

@@ -106,7 +106,9 @@ class RequestMiddleware:
         self.metrics = metrics
         self.max_body = max_body_bytes
         self.log_requests = log_requests
-        hosts = None if allowed_hosts is None else [h.lower() for h in allowed_hosts]
+        # entries as requests' Host headers are read: "[::1]" and "localhost:8000" too
+        hosts = None if allowed_hosts is None else [
+            h if h == "*" else _host_name(h) for h in (x.strip() for x in allowed_hosts)]
         self.allowed_hosts = None if hosts is None or "*" in hosts else frozenset(hosts)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any],
@@ -213,11 +215,15 @@ def _host(scope: dict[str, Any]) -> str:
     its brackets), lower case; "" when absent."""
     for k, v in scope.get("headers", ()):
         if k == b"host":
-            h = v.decode("latin-1").strip().lower()
-            if h.startswith("["):  # [::1]:8000
-                return h[1:h.find("]")] if "]" in h else h
-            return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+            return _host_name(v.decode("latin-1"))
     return ""
+
+
+def _host_name(value: str) -> str:
+    h = value.strip().lower()
+    if h.startswith("["):  # [::1]:8000
+        return h[1:h.find("]")] if "]" in h else h
+    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:

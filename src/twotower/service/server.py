@@ -182,8 +182,10 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
                 "access_log": access_log}
     app = create_app(run, admin_token=token, **settings)
     common = dict(host=host, port=port, log_config=log_config, log_level=log_level,
-                  access_log=False, server_header=False,
-                  timeout_worker_healthcheck=WORKER_START_TIMEOUT_S)
+                  access_log=False, server_header=False)
+    import inspect
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        common["timeout_worker_healthcheck"] = WORKER_START_TIMEOUT_S  # uvicorn >= 0.37
     if workers > 1:
         import json
         os.environ[_ENV_RUN] = str(Path(run).resolve())

@@ -5,12 +5,14 @@ const $ = (id) => document.getElementById(id);
 
 // JSON with integers beyond 2^53 (64-bit ids) kept exact: as strings. JSON.parse would
 // round them to the nearest double, another id. Strings are matched whole, so digits
-// inside them are left alone; scores (with a point or an exponent) are not integers.
-const BIG_INT = /"(?:[^"\\]|\\.)*"|(?<![\w.+-])-?\d{16,}(?![\w.])/g;
+// inside them are left alone; a number is a value after ":", "[" or "," and before ",",
+// "]" or "}", so scores (with a point or an exponent) never match. (No lookbehind:
+// older Safari cannot parse it.)
+const BIG_INT = /"(?:[^"\\]|\\.)*"|([:[,]\s*)(-?\d{16,})(?=\s*[,\]}])/g;
 function parseJson(text) {
-  return JSON.parse(text.replace(BIG_INT, (m) => {
-    if (m[0] === '"') return m;
-    return Number.isSafeInteger(Number(m)) ? m : `"${m}"`;
+  return JSON.parse(text.replace(BIG_INT, (m, before, digits) => {
+    if (before === undefined) return m;  // a string
+    return before + (Number.isSafeInteger(Number(digits)) ? digits : `"${digits}"`);
   }));
 }
 
