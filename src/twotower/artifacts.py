@@ -275,14 +275,27 @@ def temp_sibling(target: Path) -> Path:
     cache from a service or a colleague running as another user).
     """
     _sweep_stale(target)
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    _hold(tmp)
+    # made and locked under a name the sweep passes over, then renamed (the lock follows
+    # the directory): a temporary directory is held from the moment it has its name
+    mark = f"{os.getpid()}-{secrets.token_hex(4)}"
+    staging = target.parent / f".{target.name}.new-{mark}"
+    staging.mkdir()
+    _hold(staging)
+    tmp = target.parent / f".{target.name}.tmp-{mark}"
+    try:
+        os.replace(staging, tmp)  # (tmp is new: a plain rename)
+    except BaseException:
+        _release(staging)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    fd = _HELD.pop(staging, None)
+    if fd is not None:
+        _HELD[tmp] = fd
     return tmp
 
 
-#: a temporary directory nobody holds is left alone this long after its last change (a
-#: save makes it, then locks it: another save's sweep must not take it in between)
+#: a staging directory (``.<name>.new-*``: made, not yet locked and renamed) is left alone
+#: this long after its last change
 _SWEEP_AGE_S = 60.0
 
 #: temporary directories of saves in progress in this process -> the descriptor whose
@@ -331,21 +344,27 @@ def _unheld(p: Path) -> bool | None:
 
 def _sweep_stale(target: Path) -> None:
     """Remove ``.<name>.tmp-<pid>-*`` directories beside ``target`` of saves that were
-    killed: no process holds their lock (a save holds its own while it writes), which
-    holds in a container too, where every command is PID 1. Where flock cannot tell, by
-    their process id: gone, and not this process."""
+    killed: no process holds their lock (a save holds its own from the moment the
+    directory has that name), which holds in a container too, where every command is
+    PID 1. Where flock cannot tell, by their process id: gone, and not this process."""
     import time
     for p in target.parent.glob(f".{target.name}.tmp-*-*"):
         if p in _HELD:
             continue
-        pid = p.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
-        gone = pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
-        try:  # a save locks its directory right after making it: a young one may be
-            young = time.time() - p.stat().st_mtime < _SWEEP_AGE_S  # between the two
+        free = _unheld(p)
+        if free is None:  # no flock here: by process id
+            pid = p.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
+            free = pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+        # where flock answers, the process id does not count (it means nothing across
+        # containers or hosts sharing a volume): nobody holds it, so it is a dead save's
+        if free:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in target.parent.glob(f".{target.name}.new-*-*"):  # killed between mkdir and
+        try:                                                  # rename (a moment): old ones
+            old = time.time() - p.stat().st_mtime >= _SWEEP_AGE_S
         except OSError:
             continue
-        free = _unheld(p)
-        if (gone if free is None else free and (gone or not young)):
+        if old and p not in _HELD and _unheld(p) is not False:
             shutil.rmtree(p, ignore_errors=True)
 
 

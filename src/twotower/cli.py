@@ -738,7 +738,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from twotower.artifacts import LOAD_TRIES, load_test, run_stamp
     from twotower.evaluation import evaluate_run
 
-    for _ in range(LOAD_TRIES):  # the model and its test split from one save
+    for attempt in range(LOAD_TRIES):  # the model and its test split from one save
+        if attempt:
+            time.sleep(0.05 * attempt)
         stamp = run_stamp(args.run)
         model = _load(args.run)
         test = _test_file(args, model) if args.test_data else load_test(args.run)

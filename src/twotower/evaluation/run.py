@@ -59,8 +59,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                  ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
     validation split of train) on a held-out split given as (users, items) index arrays.
-    The validation split is carved with ``seed`` (None: the run's own seed, as the
-    model's EASE part was tuned, else 0), and is of the run's own kind (``split``; default: the one the run
+    The validation split is carved with ``seed`` (None: the run's own seed, else its
+    model's, as the model's EASE part was tuned), and is of the run's own kind (``split``; default: the one the run
     was saved with): ``temporal`` takes each user's latest items by the order the model
     keeps (its history table), and is ``random`` when the model keeps no order.
     ``log`` receives a line as each stage starts (tuning EASE on a large catalogue takes
@@ -104,10 +104,11 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
         run_seed = (getattr(model, "data_source", None) or {}).get("seed")
         if seed is not None:
             carve = seed
-        elif isinstance(run_seed, int) and not isinstance(run_seed, bool):
-            carve = run_seed
-        else:
-            carve = 0
+        elif isinstance(run_seed, (int, float)) and not isinstance(run_seed, bool) \
+                and float(run_seed).is_integer():
+            carve = int(run_seed)
+        else:  # the seed the model's EASE part was tuned with
+            carve = int(getattr(getattr(model, "config", None), "seed", 0) or 0)
         for name, cls in (("ItemKNN", ItemKNN), ("EASE", EASE)):
             best = tune(cls, tuning, BASELINE_GRIDS[name], carve, split=on).best_config
             methods[name] = cls(best).fit(train)

@@ -141,9 +141,11 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         raise ConfigError(f"`max_batch` must be >= 1, got {max_batch}")
     if not 1 <= max_results:
         raise ConfigError(f"`max_results` must be >= 1, got {max_results}")
-    if allowed_hosts is not None and not list(allowed_hosts):
-        raise ConfigError("`allowed_hosts` is empty: every request would be refused; give "
-                          "host names, or [\"*\"] for any")
+    if allowed_hosts is not None:
+        allowed_hosts = [h.strip() for h in allowed_hosts if str(h).strip()]
+        if not allowed_hosts:
+            raise ConfigError("`allowed_hosts` is empty: every request would be refused; "
+                              "give host names, or [\"*\"] for any")
     holder = ModelHolder(run_dir)
     metrics = Metrics()
     bodies = S.request_models(max_k, max_batch)

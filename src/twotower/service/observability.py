@@ -108,7 +108,7 @@ class RequestMiddleware:
         self.log_requests = log_requests
         # entries as requests' Host headers are read: "[::1]" and "localhost:8000" too
         hosts = None if allowed_hosts is None else [
-            h if h == "*" else _host_name(h) for h in (x.strip() for x in allowed_hosts)]
+            "*" if h.strip() == "*" else _host_name(h) for h in allowed_hosts]
         self.allowed_hosts = None if hosts is None or "*" in hosts else frozenset(hosts)
 
     async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any],
@@ -220,10 +220,14 @@ def _host(scope: dict[str, Any]) -> str:
 
 
 def _host_name(value: str) -> str:
+    """A host name as a Host header or an allowed-hosts entry gives it: no port, no IPv6
+    brackets, no final dot (``localhost.`` is ``localhost``), lower case."""
     h = value.strip().lower()
     if h.startswith("["):  # [::1]:8000
-        return h[1:h.find("]")] if "]" in h else h
-    return h.rsplit(":", 1)[0] if h.count(":") == 1 else h
+        h = h[1:h.find("]")] if "]" in h else h
+    elif h.count(":") == 1:
+        h = h.rsplit(":", 1)[0]
+    return h[:-1] if h.endswith(".") and h != "." else h
 
 
 def _content_length(scope: dict[str, Any]) -> int | None:
