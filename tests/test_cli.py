@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -569,6 +570,18 @@ def test_recommend_out_leaves_no_temporary_file_when_interrupted(capsys, tutoria
                          tmp_path / "r.csv")
     assert code == 130 and "interrupted" in err
     assert list(tmp_path.iterdir()) == []  # neither the file nor its .r.csv.tmp
+    monkeypatch.undo()
+    # a killed command's temporary file (its process gone) is removed by the next one;
+    # one of a live process (this one's parent) is its own
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".r.csv.tmp-{dead}-deadbeef").write_text("half")
+    (tmp_path / f".r.csv.tmp-{os.getppid()}-0000beef").write_text("someone's")
+    code, out, err = run(capsys, "recommend", rundir, "--user", "1", "--out",
+                         tmp_path / "r.csv")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f".r.csv.tmp-{os.getppid()}-0000beef", "r.csv"]
 
 
 def test_a_file_system_error_is_one_line(capsys, tutorial_run, tmp_path, monkeypatch):

@@ -688,8 +688,15 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
     fmt = _out_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     import secrets
+
+    from twotower.artifacts import _alive
     # a name of this process's own: two commands writing one --out each write their own
-    # file (a shared name had both write one file, and published it half-written)
+    # file (a shared name had both write one file, and published it half-written); those
+    # of killed commands (their process gone) are removed
+    for left in out.parent.glob(f".{out.name}.tmp-*-*"):
+        pid = left.name[len(f".{out.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            left.unlink(missing_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         if fmt == "jsonl":
