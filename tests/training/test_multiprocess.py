@@ -29,16 +29,25 @@ def _two_processes(argv, env: dict) -> list[str]:
     procs = [subprocess.Popen(argv(i), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = []
+    for code, out, err in _finished(procs, 300):
+        assert code == 0, err[-3000:]
+        outs.append(out)
+    return outs
+
+
+def _finished(procs, timeout: float) -> list[tuple[int, str, str]]:
+    """(exit status, stdout, stderr) of each process once all have exited; all are
+    killed if one outlives ``timeout`` (they wait for each other in collectives)."""
+    done = []
     for p in procs:
         try:
-            out, err = p.communicate(timeout=300)
+            out, err = p.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             for q in procs:
                 q.kill()
             raise
-        assert p.returncode == 0, err[-3000:]
-        outs.append(out)
-    return outs
+        done.append((p.returncode, out, err))
+    return done
 
 
 def _result(out: str) -> dict:
@@ -188,14 +197,8 @@ def test_processes_given_different_data_say_so(tmp_path, stream):
                                     *(["--stream"] if stream else [])]),
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i, name in enumerate(("a.csv", "b.csv"))]
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=180)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        assert p.returncode == 2, err[-2000:]
+    for code, out, err in _finished(procs, 180):
+        assert code == 2, err[-2000:]
         assert "differ between the processes of this job: process(es) 1 read other data" \
             in err, err[-2000:]
         assert "Traceback" not in err
