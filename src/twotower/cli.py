@@ -444,8 +444,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_replaceable(args.out, "--out")  # a save would replace what is there
     if args.stream:
         return _train_stream(args, cfg, t0)
-    x, read_as = _load_data(args)
-    split = make_split(x, args.split, args.test_fraction, args.seed)
+    try:
+        x, read_as = _load_data(args)
+        split = make_split(x, args.split, args.test_fraction, args.seed)
+    except TwoTowerError as exc:
+        if dist.num_processes > 1:  # the others stop too, rather than wait for this one:
+            # this joins the data check that their `fit` makes (the same collective)
+            from twotower.models.retriever import _same_data_on_every_process
+            _same_data_on_every_process("the training interactions", failure=exc)
+        raise
     _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
          f"split {args.split}: train {len(split.train):,}, test {len(split.test):,}")
     if x.ratings is not None and cfg.objective != "mse" and args.data != MOVIELENS:

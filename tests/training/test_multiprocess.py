@@ -203,3 +203,32 @@ def test_processes_given_different_data_say_so(tmp_path, stream):
             in err, err[-2000:]
         assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_process_that_cannot_read_its_data_stops_the_others(tmp_path, stream):
+    """A bad row in one process's file stopped that process alone; the other waited in
+    the first collective until JAX gave up on its peer, minutes later. In memory the file
+    is read before `fit`: the failing process joins the data check there."""
+    import time
+    good = "user_id,item_id,rating\n" + "".join(
+        f"u{u},i{i},{1 + (u + i) % 5}\n" for u in range(20) for i in range(10))
+    (tmp_path / "a.csv").write_text(good)
+    (tmp_path / "b.csv").write_text(good + "u1,i1,not-a-number\n")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env.pop("XLA_FLAGS", None)
+    port = _free_port()
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(_cli(["train", "--data", tmp_path / name, "--preset",
+                                    "tutorial", "--epochs", "1", "--devices", "2",
+                                    "--coordinator", f"127.0.0.1:{port}",
+                                    "--num-processes", "2", "--process-id", i,
+                                    "--join-timeout", "60", "--out", tmp_path / "run",
+                                    *(["--stream"] if stream else [])]),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for i, name in enumerate(("a.csv", "b.csv"))]
+    (c0, _, e0), (c1, _, e1) = _finished(procs, 180)
+    assert c0 == 2 and "process(es) 1 could not read their data" in e0, e0[-2000:]
+    assert c1 == 2 and "not-a-number" in e1, e1[-2000:]
+    assert "Traceback" not in e0 + e1 and time.monotonic() - t0 < 120
+    assert not (tmp_path / "run").exists()

@@ -18,7 +18,7 @@ import numpy as np
 
 from twotower.data.interactions import Interactions
 from twotower.data.vocabulary import Vocabulary
-from twotower.errors import ConfigError, DataError, NotFittedError, TrainingError
+from twotower.errors import ConfigError, DataError, NotFittedError, TrainingError, TwoTowerError
 from twotower.index import PAD_ID, IndexConfig, make_index
 from twotower.models.config import ModelConfig
 
@@ -138,23 +138,39 @@ def _data_digest(*parts: Any) -> np.ndarray:
     return np.frombuffer(h.digest(), dtype=np.uint32).copy()
 
 
-def _same_data_on_every_process(what: str, *parts: Any) -> None:
+def _same_data_on_every_process(what: str, *parts: Any,
+                                failure: BaseException | None = None) -> None:
     """In a multi-process job, check that every process trains on the same data (the
     product's multi-process training has every process read the same rows and feed its
     part of each batch). Processes given different data would otherwise wait on each other
     for ever at the first collective whose shapes or step counts differ. A collective
     itself: every process of the job must call it. Nothing in a single process.
 
+    ``failure``: this process could not read its data (the error, raised here once every
+    process knows): the others then stop too, rather than wait for it.
+
     Raises:
         DataError: on every process, naming the processes whose data differ from process
-            0's.
+            0's, or that could not read theirs (those raise their own error).
     """
     import jax
     if jax.process_count() == 1:
+        if failure is not None:
+            raise failure
         return
     from jax.experimental import multihost_utils
-    mine = _data_digest(*parts)
+    flag = np.array([failure is not None], dtype=np.uint32)
+    mine = np.concatenate([flag, np.zeros(4, np.uint32) if failure is not None
+                           else _data_digest(*parts)])
     every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
+    failed = [p for p in range(len(every)) if every[p, 0]]
+    if failure is not None:
+        raise failure
+    if failed:
+        names = ", ".join(map(str, failed))
+        raise DataError(f"{what}: process(es) {names} could not read their data (their own "
+                        "error says why); every process of the job stops")
+    every = every[:, 1:]
     differ = [p for p in range(1, len(every)) if not np.array_equal(every[p], every[0])]
     if differ:
         names = ", ".join(map(str, differ))
@@ -464,20 +480,29 @@ class TwoTower:
         t0 = time.perf_counter()
         self._fitted = False  # until this fit succeeds (as in ``fit``)
         stats = stream.stats
-        if stats is None:  # one pass over the file: announced, it can take a while
-            if progress_every_s:
-                print(f"scanning {stream.path} (vocabularies, counts)", file=sys.stderr,
-                      flush=True)
-            stats = stream.scan()
-            if progress_every_s:
-                print(f"scanned {stats.rows:,} interactions, {len(stats.user_vocab):,} users, "
-                      f"{len(stats.item_vocab):,} items in {time.perf_counter() - t0:.1f} s",
-                      file=sys.stderr, flush=True)
-        if jax.process_count() > 1:  # a collective: every process reads its file again
-            # (before the checks that depend on the data: see ``fit``)
+        multi = jax.process_count() > 1
+        digest = failure = None
+        try:
+            if stats is None:  # one pass over the file: announced, it can take a while
+                if progress_every_s:
+                    print(f"scanning {stream.path} (vocabularies, counts)", file=sys.stderr,
+                          flush=True)
+                stats = stream.scan()
+                if progress_every_s:
+                    print(f"scanned {stats.rows:,} interactions, {len(stats.user_vocab):,} "
+                          f"users, {len(stats.item_vocab):,} items in "
+                          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+            if multi:  # every process reads its file again, to compare
+                digest = np.frombuffer(stream.content_digest(), dtype=np.uint8)
+        except TwoTowerError as exc:  # e.g. a bad row in one process's file
+            if not multi:
+                raise
+            failure = exc
+        if multi:  # a collective (before the checks that depend on the data: see ``fit``)
             _same_data_on_every_process(
-                f"the streamed data ({stream.path})", stats.user_vocab, stats.item_vocab,
-                np.frombuffer(stream.content_digest(), dtype=np.uint8))
+                f"the streamed data ({stream.path})",
+                *(() if failure is not None else (stats.user_vocab, stats.item_vocab, digest)),
+                failure=failure)
         if stats.rows == 0:
             raise DataError(f"fit_stream: {stream.path} has no interactions")
         if cfg.objective == "mse" and stats.rating_range is not None:
