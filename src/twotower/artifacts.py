@@ -588,21 +588,32 @@ def load_model(directory: str | os.PathLike[str], *, keras: bool = False) -> Two
         ArtifactError: the run is missing, damaged, or was replaced during each of
             ``LOAD_TRIES`` reads.
     """
-    import time
     d = Path(directory)
+    return read_whole(d, lambda: _load_once(d, keras=keras))
+
+
+def read_whole(directory: str | os.PathLike[str], read: Any) -> Any:
+    """``read()``, done again while a save replaces the run ``directory`` under it (its
+    ``format.json`` changed meanwhile), so what it returns comes from one save. An error
+    from a run that stayed as it was is raised at once (it is damaged or missing).
+
+    Raises:
+        ArtifactError: the run was replaced during each of ``LOAD_TRIES`` reads.
+    """
+    import time
     for attempt in range(LOAD_TRIES):
-        before = run_stamp(d)
+        before = run_stamp(directory)
         try:
-            model = _load_once(d, keras=keras)
+            got = read()
         except (ArtifactError, OSError):
-            if run_stamp(d) == before:
+            if run_stamp(directory) == before:
                 raise  # the run as it is: damaged or missing
         else:
-            if run_stamp(d) == before:
-                return model
+            if run_stamp(directory) == before:
+                return got
         time.sleep(0.05 * (attempt + 1))  # replaced while read: read the new one
-    raise ArtifactError(f"{d} was replaced by another save each of the {LOAD_TRIES} times "
-                        "it was read; load it again when the saves are done")
+    raise ArtifactError(f"{directory} was replaced by another save each of the {LOAD_TRIES} "
+                        "times it was read; read it again when the saves are done")
 
 
 def _load_once(d: Path, *, keras: bool = False) -> TwoTower:

@@ -19,7 +19,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
 
-from twotower.errors import ArtifactError, ConfigError, DataError, TwoTowerError
+from twotower.errors import ConfigError, DataError, TwoTowerError
 
 MOVIELENS = "movielens-100k"
 
@@ -749,21 +749,14 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from twotower.artifacts import LOAD_TRIES, load_test, run_stamp
+    from twotower.artifacts import load_test, read_whole
     from twotower.evaluation import evaluate_run
 
-    for attempt in range(LOAD_TRIES):  # the model and its test split from one save
-        if attempt:
-            time.sleep(0.05 * attempt)
-        stamp = run_stamp(args.run)
+    if args.test_data:
         model = _load(args.run)
-        test = _test_file(args, model) if args.test_data else load_test(args.run)
-        if args.test_data or run_stamp(args.run) == stamp:
-            break
-    else:
-        raise ArtifactError(f"{args.run} was replaced by another save each of the "
-                            f"{LOAD_TRIES} times it was read; evaluate it when the saves "
-                            "are done")
+        test = _test_file(args, model)
+    else:  # the model and its test split from one save
+        model, test = read_whole(args.run, lambda: (_load(args.run), load_test(args.run)))
     if test is None:
         raise DataError(f"{args.run} has no held-out split (it was trained with --split none "
                         "or --stream); give a held-out file with --test-data")

@@ -177,15 +177,10 @@ def test_devices_must_count_every_process(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("stream", [False, True])
-def test_processes_given_different_data_say_so(tmp_path, stream):
-    """Each process given its own file (one rating differs): process 0 reported a saved run
-    and then both hung. Now every process compares a digest of its data with the others'
-    before training and stops with one line."""
-    rows = [(u, i, 1 + (u + i) % 5) for u in range(20) for i in range(10)]
-    for name, last in (("a.csv", rows[-1][2]), ("b.csv", 1 + rows[-1][2] % 5)):
-        (tmp_path / name).write_text("user_id,item_id,rating\n" + "".join(
-            f"u{u},i{i},{r}\n" for u, i, r in rows[:-1]) + f"u19,i9,{last}\n")
+def _train_on_own_files(tmp_path, stream: bool) -> list[tuple[int, str, str]]:
+    """`twotower train` as a 2-process job, process 0 on `a.csv` and process 1 on
+    `b.csv` (both under ``tmp_path``), into ``tmp_path / "run"``: ``_finished``'s
+    results."""
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     env.pop("XLA_FLAGS", None)
     port = _free_port()
@@ -197,7 +192,19 @@ def test_processes_given_different_data_say_so(tmp_path, stream):
                                     *(["--stream"] if stream else [])]),
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for i, name in enumerate(("a.csv", "b.csv"))]
-    for code, out, err in _finished(procs, 180):
+    return _finished(procs, 180)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_processes_given_different_data_say_so(tmp_path, stream):
+    """Each process given its own file (one rating differs): process 0 reported a saved run
+    and then both hung. Now every process compares a digest of its data with the others'
+    before training and stops with one line."""
+    rows = [(u, i, 1 + (u + i) % 5) for u in range(20) for i in range(10)]
+    for name, last in (("a.csv", rows[-1][2]), ("b.csv", 1 + rows[-1][2] % 5)):
+        (tmp_path / name).write_text("user_id,item_id,rating\n" + "".join(
+            f"u{u},i{i},{r}\n" for u, i, r in rows[:-1]) + f"u19,i9,{last}\n")
+    for code, out, err in _train_on_own_files(tmp_path, stream):
         assert code == 2, err[-2000:]
         assert "differ between the processes of this job: process(es) 1 read other data" \
             in err, err[-2000:]
@@ -215,19 +222,8 @@ def test_a_process_that_cannot_read_its_data_stops_the_others(tmp_path, stream):
         f"u{u},i{i},{1 + (u + i) % 5}\n" for u in range(20) for i in range(10))
     (tmp_path / "a.csv").write_text(good)
     (tmp_path / "b.csv").write_text(good + "u1,i1,not-a-number\n")
-    env = {**os.environ, "KERAS_BACKEND": "jax"}
-    env.pop("XLA_FLAGS", None)
-    port = _free_port()
     t0 = time.monotonic()
-    procs = [subprocess.Popen(_cli(["train", "--data", tmp_path / name, "--preset",
-                                    "tutorial", "--epochs", "1", "--devices", "2",
-                                    "--coordinator", f"127.0.0.1:{port}",
-                                    "--num-processes", "2", "--process-id", i,
-                                    "--join-timeout", "60", "--out", tmp_path / "run",
-                                    *(["--stream"] if stream else [])]),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i, name in enumerate(("a.csv", "b.csv"))]
-    (c0, _, e0), (c1, _, e1) = _finished(procs, 180)
+    (c0, _, e0), (c1, _, e1) = _train_on_own_files(tmp_path, stream)
     assert c0 == 2 and "process(es) 1 could not read their data" in e0, e0[-2000:]
     assert c1 == 2 and "not-a-number" in e1, e1[-2000:]
     assert "Traceback" not in e0 + e1 and time.monotonic() - t0 < 120

@@ -118,11 +118,14 @@ def _to_host(value: Any) -> np.ndarray:
     return np.array(value, dtype=np.float32)
 
 
+_DIGEST_BYTES = 16
+
+
 def _data_digest(*parts: Any) -> np.ndarray:
     """A 128-bit digest (``uint32[4]``) of ``parts``: numpy arrays (dtype, shape and
     bytes), vocabularies (their ids) and plain values."""
     import hashlib
-    h = hashlib.blake2b(digest_size=16)
+    h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
     for part in parts:
         if hasattr(part, "ids") and not isinstance(part, np.ndarray):  # a Vocabulary
             part = np.asarray(part.ids)
@@ -160,7 +163,7 @@ def _same_data_on_every_process(what: str, *parts: Any,
         return
     from jax.experimental import multihost_utils
     flag = np.array([failure is not None], dtype=np.uint32)
-    mine = np.concatenate([flag, np.zeros(4, np.uint32) if failure is not None
+    mine = np.concatenate([flag, np.zeros(_DIGEST_BYTES // 4, np.uint32) if failure is not None
                            else _data_digest(*parts)])
     every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
     failed = [p for p in range(len(every)) if every[p, 0]]

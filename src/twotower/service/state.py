@@ -97,29 +97,23 @@ class ServedModel:
         Raises:
             ArtifactError: the run is missing, corrupt, or fails the probe.
         """
-        from twotower.artifacts import LOAD_TRIES, read_manifest, run_stamp
+        from twotower.artifacts import read_manifest, read_whole
         from twotower.models import TwoTower
 
         run = Path(run_dir).resolve()
         read_manifest(run)  # a plain message for a missing or foreign directory first
-        for _ in range(LOAD_TRIES):  # the model, its manifest and eval.json of one save
-            stamp = run_stamp(run)
-            model = TwoTower.load(run)
+
+        def read() -> tuple[Any, Any]:
             metrics = None
+            model = TwoTower.load(run)
             if (run / "eval.json").is_file():
                 try:
                     metrics = json.loads((run / "eval.json").read_text(encoding="utf-8"))
                 except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    if run_stamp(run) == stamp:
-                        raise ArtifactError(f"{run / 'eval.json'} is unreadable: {exc}"
-                                            ) from None
-                    continue
-            if run_stamp(run) == stamp:
-                break
-        else:
-            raise ArtifactError(f"{run} was replaced by another save each of the "
-                                f"{LOAD_TRIES} times it was read; reload when the saves "
-                                "are done")
+                    raise ArtifactError(f"{run / 'eval.json'} is unreadable: {exc}"
+                                        ) from None
+            return model, metrics
+        model, metrics = read_whole(run, read)  # the model and eval.json of one save
         manifest = model.manifest
         digest = hashlib.sha256(json.dumps(manifest.get("files", {}), sort_keys=True)
                                 .encode()).hexdigest()[:12]
