@@ -423,6 +423,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               "bpr, and ease_weight 0") from None
         raise
     dist = _distribution(args, settings)
+    args.checkpoint = _checkpoint(args, dist.num_processes)
     if dist.num_processes > 1 and dist.model_parallel > 1:
         raise ConfigError("--model-parallel with several processes: the trained tables "
                           "would be split over the processes, and the run is saved through "
@@ -461,10 +462,11 @@ def cmd_train(args: argparse.Namespace) -> int:
              "--data, or --rating-col none to silence this)")
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     if args.verbose:
-        model.fit(split.train, verbose=2)
+        model.fit(split.train, verbose=2, checkpoint=args.checkpoint)
     else:  # quiet for a quick run, a progress line every 10 s for a long one
         from twotower.models.progress import TrainProgress
-        model.fit(split.train, verbose=0, callbacks=[TrainProgress(every_s=10.0)])
+        model.fit(split.train, verbose=0, callbacks=[TrainProgress(every_s=10.0)],
+                  checkpoint=args.checkpoint)
     _tune_index(args, model)
     metrics = None
     if len(split.test):
@@ -485,7 +487,28 @@ def cmd_train(args: argparse.Namespace) -> int:
           data={"source": str(args.data), "split": args.split,
                 "test_fraction": args.test_fraction, "seed": args.seed, **read_as})
     _trained(args, cfg, model, t0)
+    if args.checkpoint is not None:  # the run is saved: nothing left to resume
+        args.checkpoint.remove()
     return 0
+
+
+def _checkpoint(args: argparse.Namespace, processes: int) -> Any:
+    """``--checkpoint DIR`` / ``--checkpoint-every S`` as a ``Checkpoint`` kept until the run
+    is saved, or None."""
+    if args.checkpoint is None:
+        if args.checkpoint_every is not None:
+            raise ConfigError("--checkpoint-every applies with --checkpoint DIR only")
+        return None
+    if processes > 1:
+        raise ConfigError("--checkpoint with several processes (--num-processes) is not "
+                          "supported: train without it, or in one process")
+    from twotower.training.checkpoint import Checkpoint
+    try:
+        return Checkpoint(args.checkpoint, every_s=(600.0 if args.checkpoint_every is None
+                                                    else args.checkpoint_every), keep=True)
+    except ConfigError:
+        raise ConfigError(f"--checkpoint-every must be a number of seconds > 0, got "
+                          f"{args.checkpoint_every}") from None
 
 
 def _default_ks(n_items: int) -> tuple[int, ...]:
@@ -572,7 +595,8 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         found = pd.Index(ids).isin(catalogue_info(info, ids, args.items, args.data).index)
         _check_items_file(args.items, meta_cols["id_col"], found, ids)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
-    model.fit_stream(stream, item_info=info, progress_every_s=10.0)
+    model.fit_stream(stream, item_info=info, progress_every_s=10.0,
+                     checkpoint=args.checkpoint)
     _tune_index(args, model)
     _say(f"data (streamed): {stream.stats.rows:,} interactions, {len(model.user_vocab):,} "
          f"users, {len(model.item_vocab):,} items; no test split")
@@ -580,6 +604,8 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
                                  "streamed": True, "shuffle_buffer": buffer,
                                  "seed": args.seed, **_data_columns(args, cols)})
     _trained(args, cfg, model, t0)
+    if args.checkpoint is not None:
+        args.checkpoint.remove()
     return 0
 
 
@@ -939,6 +965,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--process-id", type=int, help="multi-host: this process (0-based)")
     tr.add_argument("--join-timeout", type=float,
                     help="multi-host: seconds to wait for every process to join (default 300)")
+    tr.add_argument("--checkpoint", metavar="DIR",
+                    help="keep a checkpoint of the training here, and resume from the one a "
+                         "stopped run of the same command left (removed once the run is "
+                         "saved)")
+    tr.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
+                    help="--checkpoint: write the training loop's state this often (default "
+                         "600; also on Ctrl-C/SIGTERM; model.fit: each epoch)")
     tr.add_argument("-v", "--verbose", action="store_true", help="per-epoch losses")
     tr.add_argument("--plot-loss", help="write a PNG of the per-epoch losses")
     tr.set_defaults(func=cmd_train)

@@ -20,8 +20,10 @@ variables keep their shardings.
 
 from __future__ import annotations
 
+import itertools
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -140,8 +142,8 @@ class TrainLoop:
 
     # ------------------------------------------------------------------ public
     def fit(self, data: Batch | Callable[[int], Iterable[Batch]], *, epochs: int = 1,
-            batch_size: int | None = None, shuffle: bool = True, seed: int = 0
-            ) -> dict[str, list[float]]:
+            batch_size: int | None = None, shuffle: bool = True, seed: int = 0,
+            checkpoint: Any = None) -> dict[str, list[float]]:
         """Train for ``epochs`` epochs.
 
         Args:
@@ -157,6 +159,10 @@ class TrainLoop:
             shuffle, seed: in-memory data is permuted per epoch with ``seed + epoch``.
                 From 1M rows on, its rows are packed once per ``fit`` (16 bytes per row
                 while it runs) so a shuffled batch reads one record per row.
+            checkpoint: a ``twotower.training.checkpoint.Checkpoint`` already ``start``-ed
+                for this training: its state, if it holds one, is resumed (the batches of
+                the epoch it stopped in that were done are read and skipped), and the
+                state is written to it every ``every_s`` seconds and on Ctrl-C/SIGTERM.
 
         Returns:
             ``history``.
@@ -183,18 +189,39 @@ class TrainLoop:
                 return (process_parts(batches, self._mesh)
                         if self._processes > 1 else batches)
         self._setup()
+        start, skip, losses_all, history = 0, 0, [], []
+        epoch_losses: list[tuple[Any, np.ndarray]] = []
+        saved = checkpoint.load_state() if checkpoint is not None else None
+        if saved is not None:
+            self._restore(saved["arrays"])
+            pos, got = saved["position"], saved["losses"]
+            start, skip, history = int(pos["epoch"]), int(pos["batches"]), list(pos["history"])
+            losses_all = [got["steps"]] if len(got["steps"]) else []
+            if skip:  # the losses of the epoch's batches done
+                epoch_losses = [(got["epoch"], got["sizes"])]
+            if self.config.progress_every_s:
+                print(f"{self.progress_prefix}resuming from {checkpoint.directory}: epoch "
+                      f"{start + 1}/{epochs}, {skip:,} batches of it done",
+                      file=self.progress_out or sys.stderr, flush=True)
         state = self._state()
-        losses_all: list[Any] = []
-        self.history = {"loss": []}
+        self.history = {"loss": history}
         self.examples_per_second = []
+        # the last state that every counter agrees with (one assignment: a signal between
+        # the statements of a step leaves the previous one)
+        at = (state, start, skip, len(epoch_losses))
         try:
-            for epoch in range(epochs):
+            for epoch in range(start, epochs):
                 progress = Progress(every_s=self.config.progress_every_s,
                                     prefix=f"{self.progress_prefix}epoch {epoch + 1}/"
                                            f"{epochs}: ", out=self.progress_out)
                 t0 = time.perf_counter()
-                epoch_losses: list[tuple[Any, np.ndarray]] = []
-                for stacked, sizes in _prefetch(self._groups(data(epoch)),
+                done = skip if epoch == start else 0
+                if epoch != start:
+                    epoch_losses = []
+                batches = data(epoch)
+                if done:
+                    batches = itertools.islice(batches, done, None)
+                for stacked, sizes in _prefetch(self._groups(batches),
                                                 self.config.prefetch, self._input_nice()):
                     state, losses = self._run(state, stacked)
                     if self._mesh is not None:
@@ -202,9 +229,13 @@ class TrainLoop:
                         # can hold the thread pool while another waits in a collective
                         # (XLA rendezvous deadlock seen with 2 simulated devices)
                         losses.block_until_ready()
+                    done += len(sizes)
                     sizes = sizes * self._processes  # each process fed its part
                     epoch_losses.append((losses, sizes))
+                    at = (state, epoch, done, len(epoch_losses))
                     progress.update(int(sizes.sum()), lambda: float(losses[-1]))  # waits for it
+                    if checkpoint is not None and checkpoint.due():
+                        self._checkpoint(checkpoint, at, epoch_losses, losses_all)
                 if not epoch_losses:  # a loss of 0 over no example would be invented
                     raise DataError(
                         f"epoch {epoch + 1}: no batch to train on (the data is shorter than "
@@ -218,13 +249,67 @@ class TrainLoop:
                 self.examples_per_second.append(float(sizes.sum() / max(dt, 1e-9)))
                 losses_all.append(flat)
                 self.history["loss"].append(float((flat * sizes).sum() / max(sizes.sum(), 1)))
+                at = (state, epoch + 1, 0, 0)
                 progress.close(self.history["loss"][-1])
+                if checkpoint is not None and (checkpoint.due() or epoch + 1 == epochs):
+                    self._checkpoint(checkpoint, at, [], losses_all)
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: keep what was trained
+            if checkpoint is not None:
+                self._checkpoint(checkpoint, at, epoch_losses, losses_all, stopping=True)
+            raise
         finally:
-            self._write_back(state)
+            # a stop inside a call leaves `state` donated to it (deleted): the last whole one
+            for whole in (state, at[0]):
+                if not _deleted(whole):
+                    self._write_back(whole)
+                    break
             if getattr(self.optimizer, "use_ema", False):  # as model.fit: end on the average
                 self.optimizer.finalize_variable_values(self.net.trainable_variables)
         self.step_losses = np.concatenate(losses_all) if losses_all else self.step_losses
         return self.history
+
+    # ------------------------------------------------------------------ checkpoints
+    def _checkpoint(self, checkpoint: Any, at: tuple[Any, int, int, int],
+                    epoch_losses: list[tuple[Any, np.ndarray]], losses_all: list[Any],
+                    stopping: bool = False) -> None:
+        """Write ``at`` (state, epoch, batches of it done, how many of ``epoch_losses``
+        belong to it) to ``checkpoint``. Stopping, a state whose buffers a call in flight
+        took (donated) is gone: the checkpoint already written stays."""
+        import jax
+        state, epoch, done, n = at
+        leaves = jax.tree_util.tree_leaves(state)
+        if _deleted(state):
+            if stopping and self.config.progress_every_s:
+                print(f"{self.progress_prefix}stopped inside a step: the checkpoint in "
+                      f"{checkpoint.directory} is the last one written",
+                      file=self.progress_out or sys.stderr, flush=True)
+            return
+        arrays = [np.asarray(a) for a in leaves]
+        part = epoch_losses[:n]
+        losses = {
+            "steps": (np.concatenate([np.asarray(x, np.float32) for x in losses_all])
+                      if losses_all else np.zeros(0, np.float32)),
+            "epoch": (np.concatenate([np.asarray(l, np.float32).reshape(-1) for l, _ in part])
+                      if part else np.zeros(0, np.float32)),
+            "sizes": (np.concatenate([s for _, s in part]) if part
+                      else np.zeros(0, np.float64)),
+        }
+        checkpoint.save_state(arrays, {"epoch": epoch, "batches": done,
+                                       "history": list(self.history["loss"][:epoch])},
+                              losses)
+
+    def _restore(self, arrays: list[np.ndarray]) -> None:
+        """Assign a checkpoint's arrays to the network's and optimizer's variables (in
+        ``_state``'s order; each keeps its layout)."""
+        variables = [*self.net.trainable_variables, *self.net.non_trainable_variables,
+                     *self.optimizer.variables]
+        if len(arrays) != len(variables) or any(
+                tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)):
+            raise DataError(f"checkpoint: its {len(arrays)} saved variables do not fit this "
+                            f"network's {len(variables)}; remove the checkpoint to start "
+                            "afresh")
+        for v, a in zip(variables, arrays):
+            v.assign(a)
 
     # ------------------------------------------------------------------ setup
     def _setup(self) -> None:
@@ -519,6 +604,13 @@ class TrainLoop:
             ov[it_pos] = ov[it_pos] + 1
             return (new_tv, ntv, ov), loss
         return step
+
+
+def _deleted(state: Any) -> bool:
+    """Whether a loop state's buffers were donated to a call (and so deleted)."""
+    import jax
+    return any(getattr(a, "is_deleted", lambda: False)()
+               for a in jax.tree_util.tree_leaves(state))
 
 
 def _column_axes(value: Any) -> tuple[Any, ...]:

@@ -1,0 +1,229 @@
+"""Training checkpoints: a training that stops (Ctrl-C, a killed job, a crash) resumes where
+its last checkpoint left it, instead of from the start.
+
+``TwoTower.fit(..., checkpoint=DIR)`` / ``fit_stream(..., checkpoint=DIR)`` and
+``twotower train --checkpoint DIR`` keep one in ``DIR``:
+- ``checkpoint.json``: what is being trained (the model config, a digest of the data, the
+  training path). A checkpoint resumes only the same training: anything else is refused,
+  naming what differs.
+- the product loop (``TrainLoop``): ``state.npz``, the network's and the optimizer's
+  variables, the epoch, the batches of it done and the losses so far; written at most every
+  ``every_s`` seconds at a call boundary, at the end of an epoch when due, and on Ctrl-C or
+  SIGTERM. A resumed run skips the batches done (they are read again, not trained) and
+  trains on exactly as an uninterrupted one would (the loop's batch order is drawn from
+  the seed and the epoch): the same losses and tables (tested).
+- ``model.fit`` (history towers, small catalogues): Keras' ``BackupAndRestore`` in
+  ``DIR/keras``, at the end of each epoch; a resumed run starts at the epoch after it, with
+  the weights and optimizer of the checkpoint (its later shuffles differ from an
+  uninterrupted run's).
+
+Each file is written to a temporary name and renamed over the old one, so a stop during a
+write leaves the previous checkpoint. The checkpoint is removed when the model is trained
+(``TwoTower``) or, with the CLI, once the run is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twotower.artifacts import _fsync_dir
+from twotower.errors import ConfigError, DataError
+
+FORMAT = 1
+_META = "checkpoint.json"
+_STATE = "state.npz"
+_KERAS = "keras"
+
+
+class Checkpoint:
+    """Where and how often a training keeps its checkpoint.
+
+    Args:
+        directory: the checkpoint's directory (made if missing; it may hold nothing else
+            of the training's: give each training its own).
+        every_s: the loop writes its state at most this often (seconds, > 0).
+        keep: leave the checkpoint when the training ends (the caller ``remove``-s it,
+            e.g. once the trained model is saved); by default ``TwoTower.fit`` removes it.
+
+    Example:
+        >>> ck = Checkpoint("/tmp/run.ckpt", every_s=300)   # doctest: +SKIP
+        >>> TwoTower(cfg).fit(train, checkpoint=ck)         # doctest: +SKIP
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, every_s: float = 600.0,
+                 keep: bool = False) -> None:
+        if isinstance(every_s, bool) or not isinstance(every_s, (int, float)) \
+                or not math.isfinite(every_s) or every_s <= 0:
+            raise ConfigError(f"checkpoint every_s must be a number of seconds > 0, got "
+                              f"{every_s!r}")
+        self.directory = Path(directory)
+        self.every_s = float(every_s)
+        self.keep = bool(keep)
+        self._last = time.monotonic()
+        self.resumed_from: dict[str, Any] | None = None  # set by ``load_state``
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({str(self.directory)!r}, every_s={self.every_s:g})"
+
+    @classmethod
+    def of(cls, value: Any) -> Checkpoint | None:
+        """``value`` as a ``Checkpoint``: one, a path, or None."""
+        if value is None or isinstance(value, Checkpoint):
+            return value
+        if isinstance(value, (str, os.PathLike)):
+            return cls(value)
+        raise ConfigError(f"checkpoint must be a directory (str or path) or a Checkpoint, "
+                          f"got {type(value).__name__}")
+
+    # ------------------------------------------------------------------ the training's identity
+    def start(self, fingerprint: dict[str, Any]) -> bool:
+        """Bind the directory to one training. Returns whether it holds a checkpoint of
+        that training (to resume). A checkpoint of another training is refused.
+
+        Raises:
+            ConfigError: the directory is of another training, or holds another format.
+            DataError: ``checkpoint.json`` is not readable as a checkpoint's.
+            OSError: the directory cannot be made or written.
+        """
+        import jax
+        if jax.process_count() > 1:
+            raise ConfigError("checkpoints with several processes are not supported: train "
+                              "without --checkpoint, or on one process (--devices)")
+        d = self.directory
+        if d.exists() and not d.is_dir():
+            raise ConfigError(f"checkpoint {d}: not a directory")
+        meta = d / _META
+        fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
+        if meta.exists():
+            try:
+                saved = json.loads(meta.read_text(encoding="utf-8"))
+                if not isinstance(saved, dict) or "fingerprint" not in saved:
+                    raise ValueError("no fingerprint")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise DataError(f"checkpoint {meta}: not a twotower checkpoint ({exc}); "
+                                "remove the directory to start afresh") from None
+            if saved.get("format") != FORMAT:
+                raise ConfigError(f"checkpoint {d}: format {saved.get('format')!r}, this "
+                                  f"version reads {FORMAT}; remove it to start afresh")
+            differ = _differences(saved["fingerprint"], fingerprint)
+            if differ:
+                raise ConfigError(
+                    f"checkpoint {d} is of another training ({'; '.join(differ[:5])}); "
+                    "resume it with the same data and settings, or remove it (or give "
+                    "another directory) to start afresh")
+            self._last = time.monotonic()
+            return (d / _STATE).exists() or (d / _KERAS).exists()
+        if d.exists() and any(d.iterdir()):
+            raise ConfigError(f"checkpoint {d}: the directory holds other files, not a "
+                              "checkpoint; give an empty or new directory")
+        d.mkdir(parents=True, exist_ok=True)
+        _write_atomic(meta, json.dumps({"format": FORMAT, "fingerprint": fingerprint},
+                                       indent=2, sort_keys=True).encode("utf-8"))
+        self._last = time.monotonic()
+        return False
+
+    # ------------------------------------------------------------------ the loop's state
+    def due(self) -> bool:
+        return time.monotonic() - self._last >= self.every_s
+
+    def save_state(self, arrays: list[np.ndarray], position: dict[str, Any],
+                   losses: dict[str, np.ndarray]) -> None:
+        """Write the loop's state: ``arrays`` (variables, in the loop's order), its
+        ``position`` (JSON: epoch, batches done, history) and loss arrays."""
+        path = self.directory / _STATE
+        payload = {f"v{i}": a for i, a in enumerate(arrays)}
+        payload.update({f"loss_{k}": np.asarray(v) for k, v in losses.items()})
+        payload["position"] = np.frombuffer(
+            json.dumps({**position, "variables": len(arrays)}).encode("utf-8"), dtype=np.uint8)
+        tmp = path.with_name(f".{_STATE}.tmp-{os.getpid()}")
+        try:
+            with tmp.open("wb") as fh:
+                np.savez(fh, **payload)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(self.directory)
+        self._last = time.monotonic()
+
+    def load_state(self) -> dict[str, Any] | None:
+        """The loop's saved state (``arrays``, ``position``, ``losses``), or None."""
+        path = self.directory / _STATE
+        if not path.exists():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                position = json.loads(bytes(z["position"]).decode("utf-8"))
+                arrays = [z[f"v{i}"] for i in range(int(position["variables"]))]
+                losses = {k[5:]: z[k] for k in z.files if k.startswith("loss_")}
+        except (OSError, ValueError, KeyError, EOFError) as exc:
+            raise DataError(f"checkpoint {path}: unreadable ({type(exc).__name__}: {exc}); "
+                            "remove the directory to start afresh") from None
+        self.resumed_from = position
+        return {"arrays": arrays, "position": position, "losses": losses}
+
+    # ------------------------------------------------------------------ model.fit
+    def keras_callback(self) -> Any:
+        """Keras' ``BackupAndRestore`` in ``DIR/keras``: each epoch's end, kept until
+        ``remove`` (a training that ends but whose run is not saved yet keeps it)."""
+        import keras
+        return keras.callbacks.BackupAndRestore(str(self.directory / _KERAS),
+                                                save_freq="epoch", double_checkpoint=True,
+                                                delete_checkpoint=False)
+
+    def keras_epoch(self) -> int | None:
+        """The epochs a ``model.fit`` checkpoint holds as done, or None."""
+        meta = self.directory / _KERAS / "training_metadata.json"
+        try:
+            return int(json.loads(meta.read_text(encoding="utf-8"))["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    # ------------------------------------------------------------------ the end
+    def remove(self) -> None:
+        """Remove the checkpoint (its files, then the directory if nothing else is in it)."""
+        d = self.directory
+        for name in (_STATE, _META):
+            (d / name).unlink(missing_ok=True)
+        shutil.rmtree(d / _KERAS, ignore_errors=True)
+        for leftover in d.glob(f".{_STATE}.tmp-*"):
+            leftover.unlink(missing_ok=True)
+        try:
+            d.rmdir()
+        except OSError:
+            pass
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            what = "digest" if "digest" in key else None
+            out.append(f"{prefix}{key} {'differs' if what else f'was {a!r}, now {b!r}'}")
+    return out
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+

@@ -1,0 +1,252 @@
+"""Training checkpoints: a stopped training resumes where its checkpoint left it, and the
+product loop's resumed run equals an uninterrupted one."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twotower.data import Interactions
+from twotower.errors import ConfigError, DataError
+from twotower.models import ModelConfig, TwoTower
+from twotower.models.progress import TrainProgress
+from twotower.training import InteractionStream, StreamConfig, TrainLoop
+from twotower.training.checkpoint import Checkpoint
+
+
+def _data(n_users: int = 700, n_items: int = 400, seed: int = 0) -> Interactions:
+    """Users like their group's items (rating 5) and meet a few others (rating 1)."""
+    rng = np.random.default_rng(seed)
+    users, items, ratings = [], [], []
+    for u in range(n_users):
+        own = rng.choice(np.arange(u % 5, n_items, 5), 12, replace=False)
+        users += [u] * 16
+        items += [*own, *rng.integers(0, n_items, 4)]
+        ratings += [5.0] * 12 + [1.0] * 4
+    return Interactions.from_ids(np.array(users), np.array(items),
+                                 np.array(ratings, dtype=np.float32))
+
+
+def _loop_cfg(**kw):  # 1,100 table rows >= 16 x batch 32: the product loop
+    return ModelConfig.preset("tutorial", **{"batch_size": 32, "epochs": 3,
+                                             "learning_rate": 0.5, **kw})
+
+
+class _Stop:
+    """Makes the loop's ``n``-th call raise KeyboardInterrupt (as Ctrl-C does there):
+    ``before`` the call runs, or ``after`` it ran and took (donated) the state it was
+    given, its result not kept."""
+
+    def __init__(self, monkeypatch, n: int, when: str = "before") -> None:
+        self.calls, self.n, self.when = 0, n, when
+        run = TrainLoop._run
+
+        def stopping(loop, state, stacked):
+            self.calls += 1
+            if self.calls == self.n and self.when == "before":
+                raise KeyboardInterrupt
+            out = run(loop, state, stacked)
+            if self.calls == self.n:
+                raise KeyboardInterrupt
+            return out
+        monkeypatch.setattr(TrainLoop, "_run", stopping)
+
+
+@pytest.mark.parametrize("when,every_s", [("before", 1e9), ("after", 1e-6)])
+def test_the_loop_resumes_as_if_never_stopped(tmp_path, monkeypatch, when, every_s):
+    x = _data()
+    cfg = _loop_cfg()
+    whole = TwoTower(cfg).fit(x, verbose=0)
+    assert whole.trained_with.startswith("TrainLoop")
+    calls = _Stop(monkeypatch, 10**9)  # counts the calls of a whole fit
+    TwoTower(cfg).fit(x, verbose=0)
+    per_fit = calls.calls
+    ck = tmp_path / "ck"
+    # stopped in the second epoch: "before" saves on the stop; "after" (the state given
+    # to the call is gone) keeps the checkpoint of the call before, written every call
+    _Stop(monkeypatch, per_fit // 2, when)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=Checkpoint(ck, every_s=every_s))
+    with np.load(ck / "state.npz") as z:
+        position = json.loads(bytes(z["position"]).decode())
+    assert position["epoch"] == 1 and position["batches"] > 0, position
+    monkeypatch.undo()
+    out = io.StringIO()
+    resumed = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck,
+                                callbacks=[TrainProgress(every_s=60, out=out)])
+    assert "resuming from" in out.getvalue() and "epoch 2/3" in out.getvalue()
+    np.testing.assert_array_equal(resumed.item_embeddings, whole.item_embeddings)
+    np.testing.assert_array_equal(resumed.user_embeddings, whole.user_embeddings)
+    np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-6)
+    assert not ck.exists()  # trained: the checkpoint is gone
+
+
+def test_a_stop_inside_a_call_leaves_usable_variables(monkeypatch):
+    # the state given to the stopped call was donated to it (deleted): the variables got
+    # those deleted buffers, and a model caught after Ctrl-C (a notebook) could not be used
+    from twotower.models.config import make_optimizer
+    from twotower.models.net import TwoTowerNet
+    cfg = _loop_cfg()
+    x = _data()
+    net = TwoTowerNet(x.n_users, x.n_items, cfg)
+    net.build()
+    loop = TrainLoop(net, make_optimizer(cfg))
+    _Stop(monkeypatch, 3, "after")
+    with pytest.raises(KeyboardInterrupt):
+        loop.fit({"user": x.users, "item": x.items, "rating": x.ratings / 5}, batch_size=32)
+    for v in [*net.trainable_variables, *loop.optimizer.variables]:
+        assert np.isfinite(np.asarray(v.value)).all(), v.path
+
+
+def test_a_checkpoint_of_another_training_is_refused(tmp_path, monkeypatch):
+    x = _data()
+    ck = tmp_path / "ck"
+    _Stop(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"another training \(config\.learning_rate was "
+                                          r"0\.5, now 0\.2"):
+        TwoTower(_loop_cfg(learning_rate=0.2)).fit(x, verbose=0, checkpoint=ck)
+    with pytest.raises(ConfigError, match="data_digest differs"):
+        TwoTower(_loop_cfg()).fit(_data(seed=1), verbose=0, checkpoint=ck)
+    assert (ck / "state.npz").exists()  # refused: nothing lost
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds other files"):
+        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=other)
+    (ck / "checkpoint.json").write_text("{not json")
+    with pytest.raises(DataError, match="not a twotower checkpoint"):
+        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
+    with pytest.raises(ConfigError, match="every_s"):
+        Checkpoint(ck, every_s=0)
+
+
+def test_model_fit_resumes_at_the_epoch_with_its_optimizer(tmp_path):
+    import keras
+    x = _data()
+    cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=4)  # small tables: model.fit
+
+    class StopAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(x, verbose=0, callbacks=[StopAt()], checkpoint=Checkpoint(ck,
+                                                                               keep=True))
+    assert Checkpoint(ck).keras_epoch() == 2
+
+    class Count(keras.callbacks.Callback):
+        epochs: list[int] = []
+
+        def on_epoch_begin(self, epoch, logs=None):
+            Count.epochs.append(epoch)
+
+    resumed = TwoTower(cfg).fit(x, verbose=0, callbacks=[Count()], checkpoint=ck)
+    assert resumed.trained_with == "model.fit"
+    assert Count.epochs == [2, 3]
+    steps = -(-len(x) // cfg.batch_size)
+    # the optimizer's state came back with the weights: its step count goes on from 2 epochs
+    assert int(resumed._net.optimizer.iterations.numpy()) == 4 * steps
+    assert not ck.exists()
+
+
+def test_fit_stream_resumes_as_if_never_stopped(tmp_path, monkeypatch):
+    x = _data()
+    df = pd.DataFrame({"user": x.user_vocab.ids[x.users], "item": x.item_vocab.ids[x.items],
+                       "stars": x.ratings})
+    path = tmp_path / "log.parquet"
+    df.to_parquet(path, row_group_size=1000)
+    cfg = _loop_cfg()
+
+    def stream():
+        return InteractionStream(path, StreamConfig(user_col="user", item_col="item",
+                                                    rating_col="stars", read_rows=700,
+                                                    shuffle_buffer=3000, seed=3))
+    whole = TwoTower(cfg).fit_stream(stream(), progress_every_s=0)
+    ck = tmp_path / "ck"
+    _Stop(monkeypatch, 40)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit_stream(stream(), progress_every_s=0,
+                                 checkpoint=Checkpoint(ck, keep=True))
+    monkeypatch.undo()
+    resumed = TwoTower(cfg).fit_stream(stream(), progress_every_s=0, checkpoint=ck)
+    np.testing.assert_array_equal(resumed.item_embeddings, whole.item_embeddings)
+    np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-6)
+    # the file changed (touched): another training's data
+    _Stop(monkeypatch, 40)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit_stream(stream(), progress_every_s=0, checkpoint=ck)
+    monkeypatch.undo()
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    with pytest.raises(ConfigError, match="file.mtime_ns was"):
+        TwoTower(cfg).fit_stream(stream(), progress_every_s=0, checkpoint=ck)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_train_command_resumes_a_stopped_run(capsys, tmp_path, monkeypatch, stream):
+    from twotower.cli import main
+    x = _data()
+    data = tmp_path / "log.csv"
+    pd.DataFrame({"user_id": x.user_vocab.ids[x.users], "item_id": x.item_vocab.ids[x.items],
+                  "rating": x.ratings}).to_csv(data, index=False)
+    ck, out = tmp_path / "ck", tmp_path / "run"
+    argv = ["train", "--data", str(data), "--rating-col", "rating", "--preset", "tutorial",
+            "--batch-size", "32", "--epochs", "2", "--learning-rate", "0.5",
+            "--split", "none", "--checkpoint", str(ck), "--checkpoint-every", "0.001",
+            *(["--stream"] if stream else [])]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert not ck.exists()  # saved: the checkpoint is gone
+    capsys.readouterr()
+    _Stop(monkeypatch, 30)
+    assert main([*argv, "--out", str(out)]) == 130
+    assert (ck / "state.npz").exists() and not out.exists()
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "resuming from" in capsys.readouterr().err
+    assert not ck.exists()
+    whole, resumed = TwoTower.load(tmp_path / "whole"), TwoTower.load(out)
+    np.testing.assert_array_equal(resumed.item_embeddings, whole.item_embeddings)
+    # another command's data: refused, naming it, before any training
+    x2 = _data(seed=5)
+    pd.DataFrame({"user_id": x2.user_vocab.ids[x2.users], "item_id": x2.item_vocab.ids[x2.items],
+                  "rating": x2.ratings}).to_csv(data, index=False)
+    _Stop(monkeypatch, 30)
+    assert main([*argv, "--out", str(out)]) == 130
+    monkeypatch.undo()
+    x3 = _data(seed=6)
+    pd.DataFrame({"user_id": x3.user_vocab.ids[x3.users], "item_id": x3.item_vocab.ids[x3.items],
+                  "rating": x3.ratings}).to_csv(data, index=False)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out)]) == 2
+    assert "is of another training" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--out", str(out), "--checkpoint-every",
+                 "5"]) == 2
+
+
+def test_resume_on_two_devices_with_tables_split_by_columns(tmp_path):
+    script = Path(__file__).with_name("checkpoint_check.py")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(script.parent), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "ck")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["stopped"] and report["trained_with"].startswith("TrainLoop")
+    # the restored tables went back to their devices, split by columns
+    assert report["devices"] == 2 and report["shard_shape"] == [report["shape"][0],
+                                                                report["shape"][1] // 2]
+    assert report["equal"], report
