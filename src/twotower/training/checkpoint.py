@@ -125,8 +125,9 @@ class Checkpoint:
             raise ConfigError(f"checkpoint {d}: the directory holds other files, not a "
                               "checkpoint; give an empty or new directory")
         d.mkdir(parents=True, exist_ok=True)
-        _write_atomic(meta, json.dumps({"format": FORMAT, "fingerprint": fingerprint},
-                                       indent=2, sort_keys=True).encode("utf-8"))
+        text = json.dumps({"format": FORMAT, "fingerprint": fingerprint}, indent=2,
+                          sort_keys=True).encode("utf-8")
+        _write_atomic(meta, lambda fh: fh.write(text))
         self._last = time.monotonic()
         return False
 
@@ -143,16 +144,7 @@ class Checkpoint:
         payload.update({f"loss_{k}": np.asarray(v) for k, v in losses.items()})
         payload["position"] = np.frombuffer(
             json.dumps({**position, "variables": len(arrays)}).encode("utf-8"), dtype=np.uint8)
-        tmp = path.with_name(f".{_STATE}.tmp-{os.getpid()}")
-        try:
-            with tmp.open("wb") as fh:
-                np.savez(fh, **payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(self.directory)
+        _write_atomic(path, lambda fh: np.savez(fh, **payload))
         self._last = time.monotonic()
 
     def load_state(self) -> dict[str, Any] | None:
@@ -195,7 +187,7 @@ class Checkpoint:
         for name in (_STATE, _META):
             (d / name).unlink(missing_ok=True)
         shutil.rmtree(d / _KERAS, ignore_errors=True)
-        for leftover in d.glob(f".{_STATE}.tmp-*"):
+        for leftover in d.glob(".*.tmp-*"):
             leftover.unlink(missing_ok=True)
         try:
             d.rmdir()
@@ -215,11 +207,13 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     return out
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def _write_atomic(path: Path, write: Any) -> None:
+    """``write(file)`` into a temporary file renamed over ``path`` once on disk: a stop or a
+    crash during it leaves the previous ``path``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with tmp.open("wb") as fh:
-            fh.write(data)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
