@@ -1005,7 +1005,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run")
     e.add_argument("-k", type=int, nargs="+",
                    help="cut-offs, each between 1 and the catalogue size (default: 10 100)")
-    e.add_argument("--baselines", action="store_true", help="also MostPop, ItemKNN, EASE")
+    e.add_argument("--baselines", action="store_true", help="also ItemKNN and EASE, tuned on a validation part of "
+                                      "the training data (MostPop is always shown)")
     e.add_argument("--json", help="write the table as JSON")
     e.add_argument("--plot", help="write a PNG of Recall@K curves")
     e.add_argument("--plot-loss", help="write a PNG of the run's training losses")
@@ -1041,7 +1042,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--workers", type=int, default=1)
-    sv.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for")
+    sv.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for (default 1000)")
     sv.add_argument("--max-batch", type=int, default=1000,
                     help="most user ids in one batch request (default 1000)")
     sv.add_argument("--max-results", type=int, default=100_000,

@@ -588,6 +588,12 @@ def test_error_answers_name_the_model_and_the_field(client):
     r = client.post("/v1/recommendations", content=b'{"user_ids": [' + b"9" * 5000 + b"]}",
                     headers={"content-type": "application/json"})
     assert r.status_code == 422 and "request body is not readable JSON" in r.json()["detail"]
+    # bytes that are not UTF-8 (a Latin-1 client): 400 saying so, as docs/serving.md says
+    for body in (b'{"user_ids": ["\xff"]}', b'{"user_ids": [1]}\xff'):
+        r = client.post("/v1/recommendations", content=body,
+                        headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "not UTF-8 (byte 0xff" in r.json()["detail"], r.text
+        assert r.json()["model"] == label
     # booleans are booleans, as k is an integer (not "false" or 0)
     for bad in ("false", 0):
         r = client.post("/v1/recommendations", json={"user_ids": [1], "exclude_seen": bad})

@@ -181,6 +181,12 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR:
+            try:  # the body FastAPI read (cached on the request)
+                (await request.body()).decode("utf-8")
+            except UnicodeDecodeError as bad:
+                return error(400, {"detail": f"request body is not UTF-8 (byte "
+                                             f"0x{bad.object[bad.start]:02x} at offset "
+                                             f"{bad.start}): send JSON encoded as UTF-8"})
             # valid JSON that Python will not read: a number of more than 4,300 digits, or
             # nesting deeper than its recursion limit; invalid JSON is a 422 too
             return error(422, {"detail": "request body is not readable JSON (a number of "

@@ -125,7 +125,8 @@ class TrainLoop:
 
     Example:
         >>> loop = TrainLoop(net, make_optimizer(cfg), LoopConfig())   # doctest: +SKIP
-        >>> loop.fit({"user": u, "item": i, "rating": r}, batch_size=1000, epochs=5)
+        >>> loop.fit({"user": u, "item": i, "rating": r}, batch_size=1000,  # doctest: +SKIP
+        ...          epochs=5)
     """
 
     def __init__(self, net: Any, optimizer: Any, config: LoopConfig | None = None,

@@ -105,8 +105,8 @@ class InteractionStream:
 
     Example:
         >>> s = InteractionStream("big.parquet", StreamConfig(rating_col="rating"))  # doctest: +SKIP
-        >>> stats = s.scan()                                 # one pass: vocabularies, counts
-        >>> for batch in s.batches(4096, epoch=0): ...       # {"user", "item", "rating"}
+        >>> stats = s.scan()   # one pass: vocabularies, counts     # doctest: +SKIP
+        >>> for batch in s.batches(4096, epoch=0): ...  # {"user", "item", "rating"}  # doctest: +SKIP
     """
 
     def __init__(self, path: str | Path, config: StreamConfig | None = None, *,
