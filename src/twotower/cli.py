@@ -56,8 +56,10 @@ def _json(value: Any, **kw: Any) -> str:
 
 
 # ---------------------------------------------------------------- data
-def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """The interactions of --data, and how they were read (``_data_columns``)."""
+def _load_data(args: argparse.Namespace, objective: str | None = None
+               ) -> tuple[Any, dict[str, Any]]:
+    """The interactions of --data, and how they were read (``_data_columns``). With
+    ``objective`` ``mse``, a file without a rating column is refused before it is read."""
     from twotower.data import load_movielens_100k, read_interactions
 
     file_flags = [f"--{name.replace('_', '-')}" for name in (
@@ -73,6 +75,12 @@ def _load_data(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         raise ConfigError(f"--data-dir: the MovieLens 100k directory, for --data {MOVIELENS}; "
                           f"--data {args.data} is a file of its own")
     cols = _columns(args)
+    if objective == "mse" and cols["rating"] is None:
+        why = ("--rating-col none was given" if getattr(args, "rating_col", None)
+               else f"{args.data} has no rating column found by name; give --rating-col")
+        raise ConfigError(f"objective 'mse' trains on ratings, and {why}; or choose another "
+                          "objective (e.g. --preset default, or objective = "
+                          "\"sampled_softmax\" in --config)")
     meta_cols = _items_columns(args, cols)
     x = read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
                           rating_col=cols["rating"], time_col=cols["time"], items=args.items,
@@ -261,13 +269,20 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     p = Path(args.config)
     if not p.is_file():
         raise ConfigError(f"--config: file not found: {p}")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark (Notepad) is fine
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"--config: {p}: line {line}: not UTF-8 text (byte "
+                          f"0x{raw[exc.start]:02x}); save the file as UTF-8") from None
     if p.suffix.lower() == ".json":
         try:
-            data = json.loads(p.read_text())
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--config: {p}: line {exc.lineno}: {exc.msg}") from None
     else:
-        data = _toml(p)
+        data = _toml(p, text)
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {p}: expected a table of settings, got "
                           f"{type(data).__name__}")
@@ -306,11 +321,12 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
             overrides[name] = getattr(args, name)
     try:
         cfg = ModelConfig.preset(args.preset, **overrides)
+        cfg.check_used()  # before the data is read (fit checks it again, for the library)
     except ConfigError as exc:
         flags = {n: "--" + n.replace("_", "-") for n in
                  ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed")
                  if getattr(args, n, None) is not None}
-        raise _named(exc, "model", flags, args) from None
+        raise _named(exc, "model", flags, args, set(overrides) - set(flags)) from None
     unread = cfg.unread()
     given = [f"{n} ({unread[n]})" for n in overrides if n in unread]
     if given:  # kept in the saved config and changing nothing: say so
@@ -325,10 +341,10 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     return cfg
 
 
-def _toml(p: Path) -> dict[str, Any]:
+def _toml(p: Path, text: str) -> dict[str, Any]:
     import tomllib
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config: {p}: {exc}") from None
 
@@ -368,7 +384,8 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     try:
         dist = DistributionConfig.from_dict(d)
     except ConfigError as exc:
-        raise _named(exc, "distribution", sources, args) from None
+        raise _named(exc, "distribution", sources, args,
+                     set(data.get("distribution", {}))) from None
     if "shard_tables" in d and dist.model_parallel == 1:  # as for unread model settings
         where = sources.get("shard_tables") or f"--config {args.config} [distribution] " \
             "shard_tables"
@@ -378,17 +395,28 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
 
 
 def _named(exc: ConfigError, table: str, sources: dict[str, str],
-           args: argparse.Namespace) -> ConfigError:
+           args: argparse.Namespace, in_file: set[str] | frozenset[str] = frozenset()
+           ) -> ConfigError:
     """``exc`` (about ``table.key``) with where the user set that key: the flag in
-    ``sources``, else the ``--config`` file."""
+    ``sources``, else the ``--config`` file when it holds the key (``in_file``), else the
+    preset (``model`` settings). A key of the file that the message names bare (the other
+    side of a combination) is named too."""
     msg = str(exc)
+    config = getattr(args, "config", None)
+    named: set[str] = set()
     for key in sorted(set(re.findall(rf"\b{table}\.(\w+)", msg)), key=len, reverse=True):
-        where = sources.get(key) or (f"--config {args.config} [{table}]"
-                                     if getattr(args, "config", None) else None)
+        where = sources.get(key) or (f"--config {config} [{table}]" if key in in_file
+                                     else f"preset {args.preset}" if table == "model"
+                                     and getattr(args, "preset", None) else None)
         if where:
             msg = re.sub(rf"\b{table}\.{key}\b(?! \()", f"{table}.{key} ({where})", msg, 1)
-    if "unknown key" in msg and getattr(args, "config", None) and "--config" not in msg:
-        msg = f"--config {args.config}: {msg}"
+            named.add(key)
+    bare = set() if "unknown key" in msg else in_file - named - set(sources)
+    for key in sorted(bare, key=len, reverse=True):
+        msg = re.sub(rf"(?<![.\w]){key}\b(?! \()", f"{key} (--config {config} [{table}])",
+                     msg, 1)
+    if "unknown key" in msg and config and "--config" not in msg:
+        msg = f"--config {config}: {msg}"
     return ConfigError(msg)
 
 
@@ -410,8 +438,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError("--shuffle-buffer applies to --stream only (in memory, each epoch "
                           "is a full permutation)")
     args.split = args.split or ("none" if args.stream else "random")
+    if args.split == "none" and args.test_fraction is not None and not args.stream:
+        raise ConfigError(f"--test-fraction ({args.test_fraction}) applies to --split random "
+                          "or temporal; --split none trains on every row and holds none out")
     if args.test_fraction is None:
         args.test_fraction = 0.2
+    if args.split != "none" and not 0.0 < args.test_fraction < 1.0:  # before the data is read
+        raise ConfigError(f"--test-fraction must be strictly between 0 and 1, got "
+                          f"{args.test_fraction}")
     settings = _config_file(args)
     try:
         cfg = _model_config(args, settings)
@@ -433,6 +467,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if dist.devices > 1 or dist.num_processes > 1:
         from twotower.training import (apply_distribution, check_batch_size,
                                        check_embedding_dim)
+        from twotower.training.distribution import check_devices
+        if dist.num_processes == 1:  # the devices first: the batch must suit those there are
+            check_devices(dist)
         check_batch_size(cfg.batch_size, dist)
         check_embedding_dim(cfg.embedding_dim, dist)
         apply_distribution(dist)  # before the network is built: Keras places variables then
@@ -446,7 +483,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stream:
         return _train_stream(args, cfg, t0)
     try:
-        x, read_as = _load_data(args)
+        x, read_as = _load_data(args, cfg.objective)
         split = make_split(x, args.split, args.test_fraction, args.seed)
     except TwoTowerError as exc:
         if dist.num_processes > 1:  # the others stop too, rather than wait for this one:

@@ -29,11 +29,15 @@ class Config:
         return super().__new__(cls)
 
     def __post_init__(self) -> None:
+        floats = _float_fields(type(self))
         for f in dataclasses.fields(self):  # numpy scalars -> Python (to_dict stays JSON)
             v = getattr(self, f.name)
             if isinstance(v, list) and isinstance(f.default, tuple):
                 v = tuple(v)  # a list where the field holds a sequence: frozen, hashable
             new = tuple(map(_python_scalar, v)) if isinstance(v, tuple) else _python_scalar(v)
+            if f.name in floats:  # 1 where a float is meant (a TOML `learning_rate = 1`)
+                new = (tuple(map(_as_float, new)) if isinstance(new, tuple)
+                       else _as_float(new))
             if new is not v:
                 object.__setattr__(self, f.name, new)
         self.validate()
@@ -95,6 +99,27 @@ def _check_names(cls: type, data: Mapping[str, Any]) -> None:
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown key(s) {unknown}; expected some of {names}")
+
+
+def _float_fields(cls: type) -> frozenset[str]:
+    """The fields of ``cls`` typed ``float`` or ``tuple[float, ...]``."""
+    got = _FLOAT_FIELDS.get(cls)
+    if got is None:
+        hints = typing.get_type_hints(cls)
+        got = _FLOAT_FIELDS[cls] = frozenset(
+            n for n, h in hints.items()
+            if h is float or (typing.get_origin(h) is tuple and typing.get_args(h)[:1]
+                              == (float,)))
+    return got
+
+
+_FLOAT_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _as_float(value: Any) -> Any:
+    """An int (not a bool) as the float it stands for; anything else unchanged (validation
+    names what is wrong with it)."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _python_scalar(value: Any) -> Any:

@@ -85,3 +85,16 @@ def test_input_thread_yields_to_the_cpu_devices(report):
     assert report["single"]["input_nice"] == 0
     for mode in ("data_parallel", "sharded", "columns"):
         assert report[mode]["input_nice"] == 19, mode
+
+
+def test_batch_and_width_must_split_over_the_devices():
+    from twotower.errors import ConfigError
+    from twotower.training import DistributionConfig, check_batch_size, check_embedding_dim
+    with pytest.raises(ConfigError, match=r"batch_size 63 must be divisible by "
+                                          r"distribution.data_parallel \(2\)"):
+        check_batch_size(63, DistributionConfig(data_parallel=2))
+    with pytest.raises(ConfigError, match=r"embedding_dim 33 must be divisible by "
+                                          r"distribution.model_parallel \(2\)"):
+        check_embedding_dim(33, DistributionConfig(model_parallel=2, shard_tables="columns"))
+    check_batch_size(64, DistributionConfig(data_parallel=2))
+    check_embedding_dim(32, DistributionConfig(model_parallel=2, shard_tables="columns"))

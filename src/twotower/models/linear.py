@@ -176,7 +176,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                  half_lives: tuple[float, ...], floors: tuple[float, ...], rank: int,
                  split: str, seed: int, weights: tuple[float, ...] = (),
                  trained_scores: Callable[[Interactions], Callable[[np.ndarray], np.ndarray]]
-                 | None = None, ranks: tuple[int, ...] = ()
+                 | None = None, ranks: tuple[int, ...] = (),
+                 stage: Callable[[str], None] | None = None
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
     validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
@@ -197,8 +198,10 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     Returns:
         ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,
         ``half_life``, ``floor`` and ``tried`` (the validation metrics of every setting);
-        with ``weights`` also ``weight`` and ``weights_tried``.
+        with ``weights`` also ``weight`` and ``weights_tried``. ``stage``: told what is
+        being done as it starts (progress).
     """
+    say = stage or (lambda _: None)
     from twotower.evaluation.baselines import ease_weights
     from twotower.evaluation.metrics import recommend_and_evaluate
     from twotower.models.retriever import history_table
@@ -219,6 +222,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     last: list[Any] = [None, None]  # the (lambda, B) in use: one B in memory at a time
     hist = gram = None
     if choose_weight or (len(test) and (len(lambdas) > 1 or len(recency) > 1 or ranks)):
+        say(f"the item-item matrix of a validation split ({n:,} items)")
         hist = history_table(inner.train, history_length)
         x = inner.train.to_csr()
         gram = (x.T @ x).toarray()
@@ -227,6 +231,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
 
         def score(lam_: float, hf: tuple[float, float]) -> float:
             if (lam_, hf) not in scores:
+                say(f"on the validation split, setting {len(scores) + 1} of at most "
+                    f"{len(lambdas) + len(recency) - 1} (lambda {lam_:g})")
                 if last[0] != lam_:
                     last[:] = [None, None]
                     last[:] = [lam_, ease_weights(gram, lam_, np.float32)]
@@ -246,6 +252,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         half_life, floor = max(recency, key=lambda hf: score(lam, hf))
     extra: dict[str, Any] = {}
     if ranks and len(test):
+        say(f"choosing the rank among {', '.join(map(str, ranks))}")
         b_in = last[1] if last[0] == lam else ease_weights(gram, lam, np.float32)
         last[:] = [lam, b_in]
         q_in = history_matrix(hist, floor_weights(history_length, half_life, floor), n + 1,
@@ -261,6 +268,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         last[:] = []
         q_in = history_matrix(hist, floor_weights(history_length, half_life, floor), n + 1,
                               "latest")[:, 1:]
+        say("training the model on the validation split's training part (for the blend "
+            "weight)")
         trained = trained_scores(inner.train)
         sample = scale_users(train.n_users, seed)
         sd_t = max(float(trained(sample).std()), 1e-12)
@@ -276,6 +285,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         del b_in
     del last[:]
     gram = hist = None  # free the [n_items, n_items] Gram matrix before the final fit
+    say(f"fitting on all the training data (lambda {lam:g}, rank {rank})")
     x = train.to_csr()
     b = ease_weights((x.T @ x).toarray(), lam, np.float32)
     p, q = low_rank(b, rank, seed)

@@ -465,7 +465,15 @@ class TwoTower:
         self._net = net
         self._export_tables()
         if cfg.ease_weight > 0:
-            self._fit_linear(train)
+            from twotower.models.progress import Ticker
+            every = (progress[0].every_s if progress
+                     else 10.0 if verbose not in (0, "auto", False) else 0.0)
+            if every > 0:  # a line now and then while it is tuned and fitted (minutes at 20k items)
+                with Ticker("EASE part", every, progress[0].out if progress else None,
+                            progress[0].prefix if progress else "twotower: ") as tick:
+                    self._fit_linear(train, tick)
+            else:
+                self._fit_linear(train)
         self._check_trained()
         self._build_indexes()
         self.fit_seconds = time.perf_counter() - t0
@@ -629,8 +637,9 @@ class TwoTower:
             out["logq"] = np.log(np.maximum(p[x.items], 1e-12)).astype(np.float32)
         return out
 
-    def _fit_linear(self, train: Interactions) -> None:
-        """Fit the EASE part (``twotower.models.linear``) and append it to both towers."""
+    def _fit_linear(self, train: Interactions, tick: Any = None) -> None:
+        """Fit the EASE part (``twotower.models.linear``) and append it to both towers;
+        ``tick``: a ``Ticker`` told each stage."""
         from twotower.models.linear import AUTO_RANK_MAX, LinearPart, scale_users, tune_and_fit
         cfg = self.config
         if train.n_items > cfg.ease_max_items:
@@ -647,7 +656,7 @@ class TwoTower:
             train, cfg.history_length, cfg.ease_lambdas, cfg.ease_half_lives, cfg.ease_floors,
             cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed,
             cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None,
-            ranks=ranks)
+            ranks=ranks, stage=None if tick is None else lambda s: setattr(tick, "stage", s))
         half_life, floor = chosen["half_life"], chosen["floor"]
         query_table = np.zeros((len(p) + 1, p.shape[1]), dtype=np.float32)
         query_table[1:] = p
@@ -670,8 +679,11 @@ class TwoTower:
         vocabularies): ``users -> [len(users), n_items]`` scores, for choosing the blend
         weight on the rest (``ModelConfig.ease_weight_grid``)."""
         import dataclasses
+        import warnings
         sub = TwoTower(dataclasses.replace(self.config, ease_weight=0.0, ease_weight_grid=()))
-        sub.fit(part, verbose=0)
+        with warnings.catch_warnings():  # about the split's part, not the user's data (said)
+            warnings.simplefilter("ignore")
+            sub.fit(part, verbose=0)
         items = sub.item_embeddings
         return lambda users: np.asarray(sub._query_part(users) @ items.T, dtype=np.float32)
 

@@ -174,6 +174,22 @@ def _join(config: DistributionConfig) -> None:
         raise ConfigError(f"distribution: cannot join {where}: {box['error']}")
 
 
+def check_devices(config: DistributionConfig) -> None:
+    """Refuse more devices than JAX sees (in a multi-process job: once it has joined).
+
+    Raises:
+        ConfigError: naming the count and the ``XLA_FLAGS`` to simulate CPU devices.
+    """
+    import jax
+    devices = jax.devices()
+    if config.devices > len(devices):
+        raise ConfigError(
+            f"distribution: data_parallel x model_parallel = {config.devices} devices, but "
+            f"JAX sees {len(devices)} ({devices[0].platform}); on CPU simulate more with "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={config.devices} set before "
+            "JAX is imported")
+
+
 def apply_distribution(config: DistributionConfig) -> Any:
     """Set the global Keras distribution for ``config``; call before building the network.
 
@@ -213,12 +229,7 @@ def apply_distribution(config: DistributionConfig) -> Any:
     if config.devices == 1 and config.num_processes == 1:
         keras.distribution.set_distribution(None)
         return None
-    if config.devices > len(devices):
-        raise ConfigError(
-            f"distribution: data_parallel x model_parallel = {config.devices} devices, but "
-            f"JAX sees {len(devices)} ({devices[0].platform}); on CPU simulate more with "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={config.devices} set before "
-            "JAX is imported")
+    check_devices(config)
     if config.num_processes > 1 and config.devices != len(devices):
         # the mesh would hold only the first process's devices: the others would feed no
         # device (a traceback there) while the first trained alone and saved

@@ -1,0 +1,113 @@
+"""`twotower train` refuses bad settings before it reads the data, names where each setting
+came from (flag, --config file, preset), and shows progress through the EASE part."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twotower.cli import main
+from twotower.data import Interactions
+from twotower.models import ModelConfig, TwoTower
+from twotower.models.progress import TrainProgress
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def log(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "log.csv"
+    pd.DataFrame({"user_id": rng.integers(0, 60, 900), "item_id": rng.integers(0, 40, 900),
+                  "rating": rng.integers(1, 6, 900)}).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("text,needle", [
+    (b"[model]\nhard_negatives = 5\n",
+     "model.hard_negatives (--config {cfg} [model]) is only used by objective"),
+    (b"[model]\nepochs = 1\n# caf\xe9\n", "--config: {cfg}: line 3: not UTF-8 text (byte 0xe9)"),
+])
+def test_bad_settings_are_refused_before_the_data_is_read(capsys, tmp_path, text, needle):
+    cfg = tmp_path / "c.toml"
+    cfg.write_bytes(text)
+    missing = tmp_path / "not-there.csv"  # reading it would fail with another message
+    code, _, err = run(capsys, "train", "--data", missing, "--config", cfg, "--out",
+                       tmp_path / "r")
+    assert code == 2 and needle.format(cfg=cfg) in err, err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--test-fraction", "1.5"], "--test-fraction must be strictly between 0 and 1, got 1.5"),
+    (["--split", "none", "--test-fraction", "0.5"],
+     "--test-fraction (0.5) applies to --split random or temporal"),
+    (["--preset", "tutorial", "--rating-col", "none"],
+     "objective 'mse' trains on ratings, and --rating-col none was given"),
+    # one CPU device here: the count is the problem, not batch 1000 over 3 devices
+    (["--preset", "tutorial", "--devices", "3"], "3 devices, but JAX sees 1"),
+])
+def test_train_refuses_what_cannot_work_first(capsys, tmp_path, log, argv, needle):
+    code, out, err = run(capsys, "train", "--data", log, "--out", tmp_path / "r", *argv)
+    assert code == 2 and needle in err, err
+    assert "data:" not in out  # refused before the data was read and split
+
+
+def test_errors_name_the_preset_or_the_file_for_each_setting(capsys, tmp_path, log):
+    cfg = tmp_path / "hist.toml"
+    cfg.write_text('[model]\nquery_tower = "history"\n')
+    code, _, err = run(capsys, "train", "--data", log, "--preset", "tutorial", "--config",
+                       cfg, "--out", tmp_path / "r")
+    assert code == 2, err
+    assert "model.objective (preset tutorial)" in err  # not the file: it does not set it
+    assert f"query_tower (--config {cfg} [model])" in err
+
+
+def test_a_config_file_with_a_byte_order_mark_and_crlf_is_read(capsys, tmp_path, log):
+    cfg = tmp_path / "bom.toml"
+    cfg.write_bytes(b"\xef\xbb\xbf[model]\r\nepochs = 1\r\nlearning_rate = 1\r\n")
+    code, _, err = run(capsys, "train", "--data", log, "--preset", "tutorial", "--config",
+                       cfg, "--out", tmp_path / "r", "--split", "none")
+    assert code == 0, err
+
+
+def test_an_integer_where_a_float_is_meant_is_that_float():
+    # `learning_rate = 1` in TOML crashed Keras' optimizer after the data was read
+    cfg = ModelConfig.preset("tutorial", learning_rate=1, ease_lambdas=[100, 200])
+    assert isinstance(cfg.learning_rate, float) and cfg.learning_rate == 1.0
+    assert all(isinstance(v, float) for v in cfg.ease_lambdas)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    from twotower.models.config import make_optimizer
+    make_optimizer(cfg, 10)
+
+
+def _users_items(seed: int = 0) -> Interactions:
+    rng = np.random.default_rng(seed)
+    # 40 users with one interaction: a validation split leaves some with none to train on
+    users = np.concatenate([np.repeat(np.arange(80), 12), np.arange(80, 120)])
+    items = (users % 4) * 10 + rng.integers(0, 10, len(users))
+    return Interactions.from_ids(users, items, timestamps=np.arange(len(users)))
+
+
+def test_the_ease_part_shows_progress_and_its_inner_fit_keeps_quiet():
+    x = _users_items()
+    cfg = ModelConfig.preset("default", epochs=2, ease_weight_grid=(0.2, 0.6))
+    out = io.StringIO()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        TwoTower(cfg).fit(x, verbose=0, callbacks=[TrainProgress(every_s=0.01, out=out)])
+    lines = [ln for ln in out.getvalue().splitlines() if "EASE part:" in ln]
+    assert lines and all(" so far" in ln for ln in lines), out.getvalue()[-2000:]
+    assert any("fitting on all the training data" in ln or "validation split" in ln
+               for ln in lines)
+    # every user has training rows; the blend weight's inner fit (on a split of the data)
+    # warned about the users of its own split
+    untrained = [w for w in seen if "users have no training interactions" in str(w.message)]
+    assert not untrained, [str(w.message) for w in untrained]
