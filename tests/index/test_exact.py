@@ -421,3 +421,29 @@ def test_single_query_not_settled_while_a_later_row_can_still_win():
     got = make_index(IndexConfig(kind="exact")).build(V).search(q, 10)
     assert late in got[1][0]
     assert_topk_equal(got, reference(V, q, 10), V, q)
+
+
+def test_tiny_vectors_keep_their_norms():
+    """Squares of float32 entries near 1e-23 underflow to 0 in float32: the norm order, the
+    norm bound and cosine scaling then went wrong (a scan stopped after its first chunk)."""
+    from twotower.index import IndexConfig, make_index
+    from twotower.index.filters import compile_filters
+    rng = np.random.default_rng(0)
+    V = (rng.standard_normal((65_536, 8)) * 1e-23).astype(np.float32)  # stored by norm
+    q = (rng.standard_normal((3, 8)) * 1e12).astype(np.float32)
+    want = np.argsort(-(q.astype(np.float64) @ V.T.astype(np.float64)), axis=1)[:, :5]
+    index = make_index().build(V)
+    np.testing.assert_array_equal(index.search(q, 5)[1], want)
+    np.testing.assert_array_equal(index.search(q[:1], 5)[1], want[:1])  # the single-query path
+    # ANN kinds: the first rows' bound no longer calls every query settled
+    W = (rng.standard_normal((5_000, 16)) * 1e-23).astype(np.float32)
+    qa = (rng.standard_normal((20, 16)) * 1e12).astype(np.float32)
+    ann = make_index(IndexConfig(kind="hnsw")).build(W)
+    assert ann._prefix_beyond > 0
+    assert not ann._settled(qa, 10, compile_filters(None, None, None, 5_000, 20))[2].any()
+    # cosine: tiny rows are scaled to unit length, not left as they are
+    C = np.array([[3e-23, 4e-23], [1e-23, 0.0], [0.0, 1e-23]], np.float32)
+    s, i = make_index(IndexConfig(metric="cosine")).build(C).search(
+        np.array([[1.0, 0.0]], np.float32), 3)
+    np.testing.assert_array_equal(i, [[1, 0, 2]])
+    np.testing.assert_allclose(s, [[1.0, 0.6, 0.0]], atol=1e-6)

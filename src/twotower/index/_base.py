@@ -73,9 +73,15 @@ def nonfinite_row(x: np.ndarray) -> int | None:
     return int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
 
 
+def row_norms(x: np.ndarray) -> np.ndarray:
+    """The L2 norm of each row of ``x``, in float64: squares of float32 entries below about
+    1e-19 underflow in float32, and a norm bound or a cosine built on them is wrong."""
+    return np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+
+
 def normalise(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit L2 norm (zero rows stay zero), in place on a float32 array."""
-    norms = np.sqrt(np.einsum("ij,ij->i", x, x))
+    norms = row_norms(x)
     norms[norms == 0] = 1.0
     x /= norms[:, None]
     return x

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from twotower.index import _blas
-from twotower.index._base import PAD_ID, Index, register
+from twotower.index._base import PAD_ID, Index, register, row_norms
 from twotower.index.filters import Filters, exclusions, first_rows
 
 _NEG = np.float32(-np.inf)
@@ -373,8 +373,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         # others are done (a trained catalogue's single query usually is)
         c0 = spans[0][0]
         busy = {r0 for r0, (s0, _) in seeds.items()
-                if np.any(np.linalg.norm(Q[r0:r0 + batch_size], axis=1)
-                          * np.float32(1 + 1e-4) * norms[c0] > s0[:, -1])}
+                if np.any(row_norms(Q[r0:r0 + batch_size]) * (1 + 1e-4) * norms[c0]
+                          > s0[:, -1])}
         done = set(starts) - busy
         results.update({(r0, 0): seeds[r0] for r0 in done})
         tasks = [(r0, p) for r0, p in tasks if r0 in busy]
@@ -428,7 +428,7 @@ def _settled_prefix(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, beyond: fl
     Returns: scores, ids (rows of ``V``) and ``settled`` ``[b]`` bool.
     """
     s, i = topk_exact(V, Q, k, f, **exact)
-    bound = np.linalg.norm(Q, axis=1) * np.float32(1 + 1e-4) * np.float32(beyond)
+    bound = row_norms(Q) * (1 + 1e-4) * float(beyond)
     return s, i, s[:, k - 1] >= bound  # -inf (fewer than k rows qualify) never settles
 
 
@@ -487,7 +487,7 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
         thr = floor.astype(np.float32, copy=True)
     # |q| with a margin for float32 rounding of the dot products (relative error of a
     # d-term dot product is far below 1e-4 of |q| |x|)
-    qn = None if norms is None else np.linalg.norm(Qb, axis=1) * np.float32(1 + 1e-4)
+    qn = None if norms is None else row_norms(Qb) * (1 + 1e-4)
     for j, (c0, c1) in enumerate(spans):
         c = c1 - c0
         rows = None  # the queries scored in this chunk (None: all of them)
@@ -590,11 +590,11 @@ class ExactIndex(Index):
             # Rows by decreasing norm: the large scores come early, each query's running
             # k-th best rises fast, and later chunks rarely need more than the row-max pass
             # (at 1M clustered items, 2-4% of (query, chunk) pairs instead of 9%).
-            sq = np.einsum("ij,ij->i", x, x)
-            order = np.argsort(-sq, kind="stable")
+            norms = row_norms(x)
+            order = np.argsort(-norms, kind="stable")
             x = x[order]
             # the row norms in storage order (decreasing): each chunk's largest norm
-            self._norms = np.sqrt(sq[order])
+            self._norms = norms[order]
             index_dtype = np.int32 if x.shape[0] < 2**31 else np.int64
             self._order = order.astype(index_dtype)
             self._inverse = np.empty_like(self._order)

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from twotower.errors import ConfigError
-from twotower.index._base import PAD_ID, Index, register
+from twotower.index._base import PAD_ID, Index, register, row_norms
 from twotower.index.exact import _CPUS, _PREFIX, _select, _settled_prefix, topk_exact
 from twotower.index.filters import Filters, first_rows, take_rows
 
@@ -137,10 +137,10 @@ class _FaissIndex(Index):
         n = len(self._vectors)
         if self.config.metric != "ip" or n <= _PREFIX:
             return
-        norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
+        norms = row_norms(self._vectors)
         top = np.argpartition(-norms, _PREFIX)[:_PREFIX + 1]
         top = top[np.argsort(-norms[top], kind="stable")]
-        self._prefix, self._prefix_beyond = top[:_PREFIX], float(np.sqrt(norms[top[-1]]))
+        self._prefix, self._prefix_beyond = top[:_PREFIX], float(norms[top[-1]])
         self._prefix_vectors = np.ascontiguousarray(self._vectors[self._prefix])
         self._prefix_pos = np.full(n, -1, dtype=np.int32)
         self._prefix_pos[self._prefix] = np.arange(_PREFIX, dtype=np.int32)
@@ -438,14 +438,14 @@ class HNSWIndex(_FaissIndex):
         if self.config.metric != "ip" or self._augment or h < 1:
             return
         h = min(h, n)
-        norms = np.einsum("ij,ij->i", self._vectors, self._vectors)
+        norms = row_norms(self._vectors)
         head = np.argpartition(-norms, h - 1)[:h] if h < n else np.arange(n)
         # in decreasing-norm order: a query needs only the head rows whose norm bound can
         # beat what the graph walk found (``_extra_candidates``)
         head = head[np.argsort(-norms[head], kind="stable")]
         self._head = head
         self._head_vectors = np.ascontiguousarray(self._vectors[head])
-        self._head_norms = np.sqrt(norms[head])
+        self._head_norms = norms[head]
         self._head_pos = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)
         self._head_pos[head] = np.arange(h)
 
@@ -461,8 +461,8 @@ class HNSWIndex(_FaissIndex):
         floor = (np.partition(S, S.shape[1] - kk, axis=1)[:, S.shape[1] - kk]
                  if S.shape[1] >= kk else np.full(len(q), _NEG, np.float32))
         S[(hpos[np.maximum(I, 0)] >= 0) & (I >= 0)] = _NEG  # the head answers for these
-        qn = np.linalg.norm(q, axis=1) * np.float32(1 + 1e-4)
-        m = int(np.max(np.searchsorted(-self._head_norms, -(floor / np.maximum(qn, 1e-30)),
+        qn = row_norms(q) * (1 + 1e-4)
+        m = int(np.max(np.searchsorted(-self._head_norms, -(floor / np.maximum(qn, 1e-300)),
                                        side="right"), initial=0))
         m = max(m, min(kk, len(self._head)))
         head = self._head[:m]
