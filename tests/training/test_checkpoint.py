@@ -73,8 +73,9 @@ def test_the_loop_resumes_as_if_never_stopped(tmp_path, monkeypatch, when, every
     # stopped in the second epoch: "before" saves on the stop; "after" (the state given
     # to the call is gone) keeps the checkpoint of the call before, written every call
     _Stop(monkeypatch, per_fit // 2, when)
+    first = Checkpoint(ck, every_s=every_s)  # kept, as a notebook keeps the stopped cell's
     with pytest.raises(KeyboardInterrupt):
-        TwoTower(cfg).fit(x, verbose=0, checkpoint=Checkpoint(ck, every_s=every_s))
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=first)
     with np.load(ck / "state.npz") as z:
         position = json.loads(bytes(z["position"]).decode())
     assert position["epoch"] == 1 and position["batches"] > 0, position
@@ -87,6 +88,7 @@ def test_the_loop_resumes_as_if_never_stopped(tmp_path, monkeypatch, when, every
     np.testing.assert_array_equal(resumed.user_embeddings, whole.user_embeddings)
     np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-6)
     assert not ck.exists()  # trained: the checkpoint is gone
+    assert first._held is None  # the stopped training let the directory go
 
 
 def test_a_stop_inside_a_call_leaves_usable_variables(monkeypatch):
@@ -250,3 +252,16 @@ def test_resume_on_two_devices_with_tables_split_by_columns(tmp_path):
     assert report["devices"] == 2 and report["shard_shape"] == [report["shape"][0],
                                                                 report["shape"][1] // 2]
     assert report["equal"], report
+
+
+def test_a_checkpoint_in_use_is_refused_to_a_second_training(tmp_path):
+    first = Checkpoint(tmp_path / "ck")
+    assert first.start({"a": 1}) is False
+    # e.g. the same command started twice: the second would write over the first's state
+    with pytest.raises(ConfigError, match="in use by another training"):
+        Checkpoint(tmp_path / "ck").start({"a": 1})
+    first.release()
+    second = Checkpoint(tmp_path / "ck")
+    assert second.start({"a": 1}) is False  # no state yet: nothing to resume
+    second.remove()
+    assert not (tmp_path / "ck").exists()

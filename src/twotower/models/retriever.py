@@ -433,55 +433,60 @@ class TwoTower:
             "validation_digest": None if val is None else _data_digest(
                 validation.users, validation.items, validation.ratings,
                 validation.timestamps).tobytes().hex()})
-        if ck is not None and not loop_path:
-            done = ck.keras_epoch()
-            if done is not None and (verbose or progress):
-                print(f"resuming from {ck.directory}: {done} of {cfg.epochs} epochs done",
-                      file=(progress[0].out if progress else None) or sys.stderr, flush=True)
-            callbacks = [*callbacks, ck.keras_callback()]
-        if loop_path:
-            # a large catalogue that row-wise updates train exactly: the product loop
-            # (the same update as model.fit, tested; 29-67x its speed at 1M items)
-            from twotower.training import LoopConfig, TrainLoop
-            # a TrainProgress given is honoured: its interval (0: every call of the
-            # loop, which runs several steps per call), its stream and prefix
-            every = progress[0].every_s if progress else (10.0 if verbose else 0.0)
-            loop = TrainLoop(net, net.optimizer,
-                             LoopConfig(progress_every_s=every if every or not progress
-                                        else 1e-9),
-                             progress_out=progress[0].out if progress else None,
-                             progress_prefix=progress[0].prefix if progress else "")
-            self.history = loop.fit(x, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                                    shuffle=True, seed=cfg.seed, checkpoint=ck)
-            self.trained_with = "TrainLoop (row-wise updates)"
-        else:
-            if split > 1:  # a distribution splits each batch over devices: whole batches
-                hist = _fit_whole_batches(net, x, val, cfg, split, verbose, list(callbacks))
+        try:
+            if ck is not None and not loop_path:
+                done = ck.keras_epoch()
+                if done is not None and (verbose or progress):
+                    print(f"resuming from {ck.directory}: {done} of {cfg.epochs} epochs done",
+                          file=(progress[0].out if progress else None) or sys.stderr, flush=True)
+                callbacks = [*callbacks, ck.keras_callback()]
+            if loop_path:
+                # a large catalogue that row-wise updates train exactly: the product loop
+                # (the same update as model.fit, tested; 29-67x its speed at 1M items)
+                from twotower.training import LoopConfig, TrainLoop
+                # a TrainProgress given is honoured: its interval (0: every call of the
+                # loop, which runs several steps per call), its stream and prefix
+                every = progress[0].every_s if progress else (10.0 if verbose else 0.0)
+                loop = TrainLoop(net, net.optimizer,
+                                 LoopConfig(progress_every_s=every if every or not progress
+                                            else 1e-9),
+                                 progress_out=progress[0].out if progress else None,
+                                 progress_prefix=progress[0].prefix if progress else "")
+                self.history = loop.fit(x, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                                        shuffle=True, seed=cfg.seed, checkpoint=ck)
+                self.trained_with = "TrainLoop (row-wise updates)"
             else:
-                hist = net.fit(x, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
-                               validation_data=val, validation_freq=cfg.validation_freq,
-                               verbose=verbose, callbacks=list(callbacks))
-            self.history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-        self._net = net
-        self._export_tables()
-        if cfg.ease_weight > 0:
-            from twotower.models.progress import Ticker
-            every = (progress[0].every_s if progress
-                     else 10.0 if verbose not in (0, "auto", False) else 0.0)
-            if every > 0:  # a line now and then while it is tuned and fitted (minutes at 20k items)
-                with Ticker("EASE part", every, progress[0].out if progress else None,
-                            progress[0].prefix if progress else "twotower: ") as tick:
-                    self._fit_linear(train, tick)
-            else:
-                self._fit_linear(train)
-        self._check_trained()
-        self._build_indexes()
-        self.fit_seconds = time.perf_counter() - t0
-        self.trained_at = _utc_now()
-        self._fitted = True
-        if ck is not None and not ck.keep:
-            ck.remove()
-        return self
+                if split > 1:  # a distribution splits each batch over devices: whole batches
+                    hist = _fit_whole_batches(net, x, val, cfg, split, verbose, list(callbacks))
+                else:
+                    hist = net.fit(x, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
+                                   validation_data=val, validation_freq=cfg.validation_freq,
+                                   verbose=verbose, callbacks=list(callbacks))
+                self.history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+            self._net = net
+            self._export_tables()
+            if cfg.ease_weight > 0:
+                from twotower.models.progress import Ticker
+                every = (progress[0].every_s if progress
+                         else 10.0 if verbose not in (0, "auto", False) else 0.0)
+                if every > 0:  # a line now and then while it is tuned and fitted (minutes at 20k items)
+                    with Ticker("EASE part", every, progress[0].out if progress else None,
+                                progress[0].prefix if progress else "twotower: ") as tick:
+                        self._fit_linear(train, tick)
+                else:
+                    self._fit_linear(train)
+            self._check_trained()
+            self._build_indexes()
+            self.fit_seconds = time.perf_counter() - t0
+            self.trained_at = _utc_now()
+            self._fitted = True
+            if ck is not None and not ck.keep:
+                ck.remove()
+            return self
+        except BaseException:  # a stop or a failure: the directory is free again
+            if ck is not None:
+                ck.release()
+            raise
 
     def fit_stream(self, stream: Any, *, item_info: Any = None, seen: bool = True,
                    progress_every_s: float = 10.0, checkpoint: Any = None) -> TwoTower:
@@ -586,27 +591,32 @@ class TwoTower:
                 "rows": stats.rows,
                 "vocab_digest": _data_digest(stats.user_vocab, stats.item_vocab
                                              ).tobytes().hex()})
-        from twotower.training.loop import current_mesh, process_parts
-        mesh = current_mesh()  # here: the input thread cannot see the distribution
+        try:
+            from twotower.training.loop import current_mesh, process_parts
+            mesh = current_mesh()  # here: the input thread cannot see the distribution
 
-        def batches(epoch: int) -> Any:
-            # every process reads the same shuffled stream; each feeds its part of a batch
-            b = stream.batches(cfg.batch_size, epoch, inputs=inputs)
-            return process_parts(b, mesh) if jax.process_count() > 1 else b
-        self.history = loop.fit(batches, epochs=cfg.epochs, checkpoint=ck)
-        self.trained_with = "TrainLoop on a stream"
-        self._net = net
-        self._export_tables()
-        self._check_trained()
-        self._seen = (stream.seen_matrix() if seen
-                      else sp.csr_matrix((n_users, n_items), dtype=np.float32))
-        self._build_indexes()
-        self.fit_seconds = time.perf_counter() - t0
-        self.trained_at = _utc_now()
-        self._fitted = True
-        if ck is not None and not ck.keep:
-            ck.remove()
-        return self
+            def batches(epoch: int) -> Any:
+                # every process reads the same shuffled stream; each feeds its part of a batch
+                b = stream.batches(cfg.batch_size, epoch, inputs=inputs)
+                return process_parts(b, mesh) if jax.process_count() > 1 else b
+            self.history = loop.fit(batches, epochs=cfg.epochs, checkpoint=ck)
+            self.trained_with = "TrainLoop on a stream"
+            self._net = net
+            self._export_tables()
+            self._check_trained()
+            self._seen = (stream.seen_matrix() if seen
+                          else sp.csr_matrix((n_users, n_items), dtype=np.float32))
+            self._build_indexes()
+            self.fit_seconds = time.perf_counter() - t0
+            self.trained_at = _utc_now()
+            self._fitted = True
+            if ck is not None and not ck.keep:
+                ck.remove()
+            return self
+        except BaseException:  # a stop or a failure: the directory is free again
+            if ck is not None:
+                ck.release()
+            raise
 
     def _check_trained(self) -> None:
         """Refuse a diverged training: NaN or inf in its losses or trained tables."""

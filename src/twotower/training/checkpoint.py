@@ -29,6 +29,7 @@ import math
 import os
 import shutil
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ FORMAT = 1
 _META = "checkpoint.json"
 _STATE = "state.npz"
 _KERAS = "keras"
+_LOCK = ".lock"
 
 
 class Checkpoint:
@@ -69,6 +71,7 @@ class Checkpoint:
         self.keep = bool(keep)
         self._last = time.monotonic()
         self.resumed_from: dict[str, Any] | None = None  # set by ``load_state``
+        self._held: int | None = None  # the lock's file descriptor
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.directory)!r}, every_s={self.every_s:g})"
@@ -113,6 +116,7 @@ class Checkpoint:
             if saved.get("format") != FORMAT:
                 raise ConfigError(f"checkpoint {d}: format {saved.get('format')!r}, this "
                                   f"version reads {FORMAT}; remove it to start afresh")
+            self._lock()
             differ = _differences(saved["fingerprint"], fingerprint)
             if differ:
                 raise ConfigError(
@@ -121,15 +125,43 @@ class Checkpoint:
                     "another directory) to start afresh")
             self._last = time.monotonic()
             return (d / _STATE).exists() or (d / _KERAS).exists()
-        if d.exists() and any(d.iterdir()):
+        if d.exists() and any(p.name != _LOCK for p in d.iterdir()):
             raise ConfigError(f"checkpoint {d}: the directory holds other files, not a "
                               "checkpoint; give an empty or new directory")
         d.mkdir(parents=True, exist_ok=True)
+        self._lock()
         text = json.dumps({"format": FORMAT, "fingerprint": fingerprint}, indent=2,
                           sort_keys=True).encode("utf-8")
         _write_atomic(meta, lambda fh: fh.write(text))
         self._last = time.monotonic()
         return False
+
+    def _lock(self) -> None:
+        """Hold the directory's lock while this training uses it: a second training given
+        the same directory (the same command started twice) is refused, not mixed in."""
+        if self._held is not None:
+            return
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock
+            return
+        fd = os.open(self.directory / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"checkpoint {self.directory} is in use by another training "
+                              "running now; wait for it to end, or give another "
+                              "directory") from None
+        self._held = fd
+        # released when this object goes (or the process ends), or by ``release``
+        self._finalizer = weakref.finalize(self, os.close, fd)
+
+    def release(self) -> None:
+        """Let another training use the directory (``remove`` does too)."""
+        if self._held is not None:
+            self._finalizer()
+            self._held = None
 
     # ------------------------------------------------------------------ the loop's state
     def due(self) -> bool:
@@ -184,11 +216,12 @@ class Checkpoint:
     def remove(self) -> None:
         """Remove the checkpoint (its files, then the directory if nothing else is in it)."""
         d = self.directory
-        for name in (_STATE, _META):
+        for name in (_STATE, _META, _LOCK):
             (d / name).unlink(missing_ok=True)
         shutil.rmtree(d / _KERAS, ignore_errors=True)
         for leftover in d.glob(".*.tmp-*"):
             leftover.unlink(missing_ok=True)
+        self.release()
         try:
             d.rmdir()
         except OSError:
