@@ -119,7 +119,12 @@ _FLOAT_FIELDS: dict[type, frozenset[str]] = {}
 def _as_float(value: Any) -> Any:
     """An int (not a bool) as the float it stands for; anything else unchanged (validation
     names what is wrong with it)."""
-    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:  # a 400-digit integer: validation names it
+            return value
+    return value
 
 
 def _python_scalar(value: Any) -> Any:

@@ -64,3 +64,18 @@ def test_small_tables_other_callbacks_or_adam_use_model_fit():
     assert TwoTower(big).fit(x, verbose=0, callbacks=[other]).trained_with == "model.fit"
     adam = big.replace(optimizer="adam", learning_rate=0.01)  # Adam moves every row
     assert TwoTower(adam).fit(x, verbose=0).trained_with == "model.fit"
+
+
+def test_side_features_on_a_large_catalogue_train_with_model_fit():
+    # the loop's row-wise updates have no rows for feature tables: it crashed ("no id role
+    # for variable .../item_feature_embedding") instead of taking model.fit
+    import pandas as pd
+    x = _grouped(1500, 600)
+    info = pd.DataFrame({"genres": [["a", "b", "c"][i % 3] for i in x.item_vocab.ids]},
+                        index=x.item_vocab.ids)
+    x = Interactions.from_ids(x.user_vocab.ids[x.users], x.item_vocab.ids[x.items], x.ratings,
+                              item_info=info)
+    cfg = ModelConfig.preset("tutorial", batch_size=64, epochs=1, item_features=("genres",))
+    model = TwoTower(cfg).fit(x, verbose=0)
+    assert model.trained_with == "model.fit"
+    assert model.item_feature_names

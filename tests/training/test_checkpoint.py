@@ -158,6 +158,7 @@ def test_model_fit_resumes_at_the_epoch_with_its_optimizer(tmp_path):
     resumed = TwoTower(cfg).fit(x, verbose=0, callbacks=[Count()], checkpoint=ck)
     assert resumed.trained_with == "model.fit"
     assert Count.epochs == [2, 3]
+    assert len(resumed.history["loss"]) == 4  # the 2 epochs before the stop, then 2
     steps = -(-len(x) // cfg.batch_size)
     # the optimizer's state came back with the weights: its step count goes on from 2 epochs
     assert int(resumed._net.optimizer.iterations.numpy()) == 4 * steps
@@ -186,14 +187,25 @@ def test_fit_stream_resumes_as_if_never_stopped(tmp_path, monkeypatch):
     resumed = TwoTower(cfg).fit_stream(stream(), progress_every_s=0, checkpoint=ck)
     np.testing.assert_array_equal(resumed.item_embeddings, whole.item_embeddings)
     np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-6)
-    # the file changed (touched): another training's data
+    # a copy of the file elsewhere (a job's local disk) is the same data: it resumes
     _Stop(monkeypatch, 40)
     with pytest.raises(KeyboardInterrupt):
-        TwoTower(cfg).fit_stream(stream(), progress_every_s=0, checkpoint=ck)
+        TwoTower(cfg).fit_stream(stream(), progress_every_s=0,
+                                 checkpoint=Checkpoint(ck, keep=True))
     monkeypatch.undo()
-    st = path.stat()
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
-    with pytest.raises(ConfigError, match="file.mtime_ns was"):
+    import shutil
+    copy = tmp_path / "elsewhere" / "log.parquet"
+    copy.parent.mkdir()
+    shutil.copy(path, copy)
+    path.unlink()
+    path = copy
+    again = TwoTower(cfg).fit_stream(stream(), progress_every_s=0,
+                                     checkpoint=Checkpoint(ck, keep=True))
+    np.testing.assert_array_equal(again.item_embeddings, whole.item_embeddings)
+    # other content (one rating changed): another training's data
+    df.loc[len(df) - 1, "stars"] = 1.0 if df["stars"].iloc[-1] != 1.0 else 5.0
+    df.to_parquet(path, row_group_size=1000)
+    with pytest.raises(ConfigError, match=r"file\.ends_digest differs"):
         TwoTower(cfg).fit_stream(stream(), progress_every_s=0, checkpoint=ck)
 
 
@@ -265,3 +277,124 @@ def test_a_checkpoint_in_use_is_refused_to_a_second_training(tmp_path):
     assert second.start({"a": 1}) is False  # no state yet: nothing to resume
     second.remove()
     assert not (tmp_path / "ck").exists()
+
+
+def test_a_stop_between_a_keras_epoch_s_two_writes_keeps_a_whole_pair(tmp_path, monkeypatch):
+    """Keras' BackupAndRestore overwrote its weights, then its epoch count: a stop between
+    the two resumed epoch N+1's weights as epoch N (an epoch trained twice)."""
+    import keras
+
+    from twotower.training import checkpoint as ckmod
+    x = _data()
+    cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=3)
+    ck = tmp_path / "ck"
+    writes = {"n": 0}
+    real = ckmod._write_atomic
+
+    def stop_on_second_epoch(path, write):
+        if path.name == "state.json":
+            writes["n"] += 1
+            if writes["n"] == 2:  # epoch 2's weights are written, its count not yet
+                raise KeyboardInterrupt
+        return real(path, write)
+    monkeypatch.setattr(ckmod, "_write_atomic", stop_on_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=Checkpoint(ck, keep=True))
+    monkeypatch.undo()
+    assert Checkpoint(ck).keras_epoch() == 1
+    # the weights the count names are epoch 1's: resumed, epochs 2 and 3 run once each
+    seen = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            seen.append(epoch)
+    m = TwoTower(cfg).fit(x, verbose=0, callbacks=[Count()], checkpoint=ck)
+    assert seen == [1, 2] and len(m.history["loss"]) == 3
+    steps = -(-len(x) // cfg.batch_size)
+    assert int(m._net.optimizer.iterations.numpy()) == 3 * steps
+
+
+def test_a_refused_resume_lets_the_directory_go(tmp_path, monkeypatch):
+    x = _data()
+    ck = tmp_path / "ck"
+    _Stop(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
+    monkeypatch.undo()
+    wrong = Checkpoint(ck)  # kept, as a notebook keeps the refused cell's objects
+    with pytest.raises(ConfigError, match="another training"):
+        TwoTower(_loop_cfg(learning_rate=0.2)).fit(x, verbose=0, checkpoint=wrong)
+    TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)  # not "in use"
+    assert not ck.exists() and wrong._held is None
+
+
+def test_a_damaged_checkpoint_is_one_line(tmp_path, monkeypatch):
+    x = _data()
+    ck = tmp_path / "ck"
+    _Stop(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
+    monkeypatch.undo()
+    state = ck / "state.npz"
+    state.write_bytes(state.read_bytes()[:1000])  # cut short (a copy that stopped)
+    with pytest.raises(DataError, match="state.npz: unreadable"):
+        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
+
+
+def test_other_side_features_are_another_training(tmp_path):
+    import keras
+    x = _data()
+    genres = lambda seed: pd.DataFrame(  # noqa: E731
+        {"genres": [["A", "B", "C"][(i + seed) % 3] for i in x.item_vocab.ids]},
+        index=x.item_vocab.ids)
+    a = Interactions.from_ids(x.user_vocab.ids[x.users], x.item_vocab.ids[x.items],
+                              x.ratings, item_info=genres(0))
+    b = Interactions.from_ids(x.user_vocab.ids[x.users], x.item_vocab.ids[x.items],
+                              x.ratings, item_info=genres(1))
+    cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=3, item_features=("genres",))
+
+    class StopAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(a, verbose=0, callbacks=[StopAt()], checkpoint=ck)
+    with pytest.raises(ConfigError, match="features_digest differs"):
+        TwoTower(cfg).fit(b, verbose=0, checkpoint=ck)
+
+
+def test_the_train_command_saves_on_a_real_signal_even_when_the_save_is_slow(
+        capsys, tmp_path, monkeypatch):
+    """The CLI sends a stop again every second until it is seen: a stop-time write longer
+    than that was cut by the next one, and nothing was saved."""
+    import signal
+    import time as _time
+
+    from twotower.cli import main
+    x = _data()
+    data = tmp_path / "log.csv"
+    pd.DataFrame({"user_id": x.user_vocab.ids[x.users], "item_id": x.item_vocab.ids[x.items],
+                  "rating": x.ratings}).to_csv(data, index=False)
+    ck = tmp_path / "ck"
+    real = Checkpoint.save_state
+
+    def slow(self, *a, **kw):
+        _time.sleep(1.6)
+        return real(self, *a, **kw)
+    monkeypatch.setattr(Checkpoint, "save_state", slow)
+    run, calls = TrainLoop._run, [0]
+
+    def signalling(loop, state, stacked):
+        calls[0] += 1
+        if calls[0] == 20:
+            os.kill(os.getpid(), signal.SIGINT)
+        return run(loop, state, stacked)
+    monkeypatch.setattr(TrainLoop, "_run", signalling)
+    code = main(["train", "--data", str(data), "--rating-col", "rating", "--preset", "tutorial",
+                 "--batch-size", "32", "--epochs", "2", "--split", "none", "--out",
+                 str(tmp_path / "run"), "--checkpoint", str(ck)])
+    assert code == 130
+    assert "writing the checkpoint" in capsys.readouterr().err
+    with np.load(ck / "state.npz") as z:  # the stop's own checkpoint (none was due before)
+        assert json.loads(bytes(z["position"]).decode())["batches"] > 0

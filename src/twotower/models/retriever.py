@@ -239,6 +239,19 @@ def _fit_whole_batches(net: Any, x: dict[str, np.ndarray], val: Any, cfg: ModelC
                    callbacks=callbacks, **kwargs)
 
 
+def _file_ends_digest(path: Any, span: int = 4 << 20) -> str:
+    """A digest of a file's first and last ``span`` bytes (all of a smaller file)."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    with open(path, "rb") as fh:
+        h.update(fh.read(span))
+        size = fh.seek(0, os.SEEK_END)
+        if size > span:
+            fh.seek(max(span, size - span))
+            h.update(fh.read(span))
+    return h.hexdigest()
+
+
 def _start_checkpoint(checkpoint: Any, fingerprint: dict[str, Any]) -> Any:
     """``checkpoint`` (a directory or ``Checkpoint``) bound to the training that
     ``fingerprint`` tells (``Checkpoint.start``), or None."""
@@ -432,14 +445,17 @@ class TwoTower:
                                         ).tobytes().hex(),
             "validation_digest": None if val is None else _data_digest(
                 validation.users, validation.items, validation.ratings,
-                validation.timestamps).tobytes().hex()})
+                validation.timestamps).tobytes().hex(),
+            "features_digest": _data_digest(self._item_features,
+                                            self._user_features).tobytes().hex()})
         try:
             if ck is not None and not loop_path:
                 done = ck.keras_epoch()
                 if done is not None and (verbose or progress):
                     print(f"resuming from {ck.directory}: {done} of {cfg.epochs} epochs done",
                           file=(progress[0].out if progress else None) or sys.stderr, flush=True)
-                callbacks = [*callbacks, ck.keras_callback()]
+                keeper = ck.keras_callback()
+                callbacks = [*callbacks, keeper]
             if loop_path:
                 # a large catalogue that row-wise updates train exactly: the product loop
                 # (the same update as model.fit, tested; 29-67x its speed at 1M items)
@@ -463,6 +479,10 @@ class TwoTower:
                                    validation_data=val, validation_freq=cfg.validation_freq,
                                    verbose=verbose, callbacks=list(callbacks))
                 self.history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+                if ck is not None:  # the epochs done before a resume, then those run since
+                    self.history = {k: [*keeper.history_before.get(k, []),
+                                        *self.history.get(k, [])]
+                                    for k in {*keeper.history_before, *self.history}}
             self._net = net
             self._export_tables()
             if cfg.ease_weight > 0:
@@ -582,12 +602,12 @@ class TwoTower:
                          LoopConfig(progress_every_s=progress_every_s))
         ck = None
         if checkpoint is not None:
-            st = os.stat(stream.path)
             ck = _start_checkpoint(checkpoint, {
                 "trains": "TwoTower.fit_stream", "path": "loop", "config": cfg.to_dict(),
                 "stream": stream.config.to_dict(),
-                "file": {"path": os.path.abspath(stream.path), "size": st.st_size,
-                         "mtime_ns": st.st_mtime_ns},
+                # not its path or time: a copy of the file (a job's local disk) resumes
+                "file": {"size": os.path.getsize(stream.path),
+                         "ends_digest": _file_ends_digest(stream.path)},
                 "rows": stats.rows,
                 "vocab_digest": _data_digest(stats.user_vocab, stats.item_vocab
                                              ).tobytes().hex()})

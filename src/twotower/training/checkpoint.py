@@ -12,10 +12,11 @@ its last checkpoint left it, instead of from the start.
   SIGTERM. A resumed run skips the batches done (they are read again, not trained) and
   trains on exactly as an uninterrupted one would (the loop's batch order is drawn from
   the seed and the epoch): the same losses and tables (tested).
-- ``model.fit`` (history towers, small catalogues): Keras' ``BackupAndRestore`` in
-  ``DIR/keras``, at the end of each epoch; a resumed run starts at the epoch after it, with
-  the weights and optimizer of the checkpoint (its later shuffles differ from an
-  uninterrupted run's).
+- ``model.fit`` (history towers, small catalogues): ``DIR/keras``, at the end of each
+  epoch (Keras' ``save_weights``, with the optimizer's state, and the epochs done and their
+  losses: ``_KerasCheckpoint``); a resumed run starts at the epoch after it, with the
+  weights and optimizer of the checkpoint (its later shuffles differ from an uninterrupted
+  run's).
 
 Each file is written to a temporary name and renamed over the old one, so a stop during a
 write leaves the previous checkpoint. The checkpoint is removed when the model is trained
@@ -30,6 +31,7 @@ import os
 import shutil
 import time
 import weakref
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ _META = "checkpoint.json"
 _STATE = "state.npz"
 _KERAS = "keras"
 _LOCK = ".lock"
+_KERAS_META = "state.json"
 
 
 class Checkpoint:
@@ -100,9 +103,16 @@ class Checkpoint:
         if jax.process_count() > 1:
             raise ConfigError("checkpoints with several processes are not supported: train "
                               "without --checkpoint, or on one process (--devices)")
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(f"checkpoint {self.directory}: not a directory")
+        try:
+            return self._bind(fingerprint)
+        except BaseException:  # refused or failed: the directory is not this training's
+            self.release()
+            raise
+
+    def _bind(self, fingerprint: dict[str, Any]) -> bool:
         d = self.directory
-        if d.exists() and not d.is_dir():
-            raise ConfigError(f"checkpoint {d}: not a directory")
         meta = d / _META
         fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
         if meta.exists():
@@ -124,7 +134,7 @@ class Checkpoint:
                     "resume it with the same data and settings, or remove it (or give "
                     "another directory) to start afresh")
             self._last = time.monotonic()
-            return (d / _STATE).exists() or (d / _KERAS).exists()
+            return (d / _STATE).exists() or (d / _KERAS / _KERAS_META).exists()
         if d.exists() and any(p.name != _LOCK for p in d.iterdir()):
             raise ConfigError(f"checkpoint {d}: the directory holds other files, not a "
                               "checkpoint; give an empty or new directory")
@@ -189,7 +199,7 @@ class Checkpoint:
                 position = json.loads(bytes(z["position"]).decode("utf-8"))
                 arrays = [z[f"v{i}"] for i in range(int(position["variables"]))]
                 losses = {k[5:]: z[k] for k in z.files if k.startswith("loss_")}
-        except (OSError, ValueError, KeyError, EOFError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"checkpoint {path}: unreadable ({type(exc).__name__}: {exc}); "
                             "remove the directory to start afresh") from None
         self.resumed_from = position
@@ -197,20 +207,14 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ model.fit
     def keras_callback(self) -> Any:
-        """Keras' ``BackupAndRestore`` in ``DIR/keras``: each epoch's end, kept until
-        ``remove`` (a training that ends but whose run is not saved yet keeps it)."""
-        import keras
-        return keras.callbacks.BackupAndRestore(str(self.directory / _KERAS),
-                                                save_freq="epoch", double_checkpoint=True,
-                                                delete_checkpoint=False)
+        """A Keras callback keeping ``model.fit``'s checkpoint in ``DIR/keras`` (each
+        epoch's end): see ``_KerasCheckpoint``."""
+        return _KerasCheckpoint(self.directory / _KERAS)
 
     def keras_epoch(self) -> int | None:
         """The epochs a ``model.fit`` checkpoint holds as done, or None."""
-        meta = self.directory / _KERAS / "training_metadata.json"
-        try:
-            return int(json.loads(meta.read_text(encoding="utf-8"))["epoch"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        got = _KerasCheckpoint(self.directory / _KERAS).read()
+        return None if got is None else int(got["epoch"])
 
     # ------------------------------------------------------------------ the end
     def remove(self) -> None:
@@ -254,3 +258,73 @@ def _write_atomic(path: Path, write: Any) -> None:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
+
+def _keras_callback_base() -> type:
+    import keras
+    return keras.callbacks.Callback
+
+
+class _KerasCheckpoint(_keras_callback_base()):  # type: ignore[misc]
+    """``model.fit``'s checkpoint, as Keras' ``BackupAndRestore`` keeps one (its
+    ``save_weights``/``load_weights`` and ``_initial_epoch``), but whole at every moment:
+    each epoch's weights (with the optimizer's state) go to a file of their own, then
+    ``state.json``, written to a temporary name and renamed, names that file, the epochs
+    done and the losses so far. A stop at any point leaves the previous epoch's pair, never
+    weights of one epoch with the count of another. (``BackupAndRestore`` overwrites one
+    weights file in place, then its metadata: a stop between them trains an epoch twice, and
+    one during the metadata leaves JSON it cannot read.)
+
+    After ``fit``, ``history_before`` holds the losses of the epochs the checkpoint had done.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        self.directory = directory
+        self.history_before: dict[str, list[float]] = {}
+        self._logs: dict[str, list[float]] = {}
+
+    def read(self) -> dict[str, Any] | None:
+        meta = self.directory / _KERAS_META
+        if not meta.exists():
+            return None
+        try:
+            got = json.loads(meta.read_text(encoding="utf-8"))
+            int(got["epoch"])
+            if not (self.directory / str(got["weights"])).is_file():
+                raise ValueError(f"its weights file {got['weights']} is missing")
+        except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise DataError(f"checkpoint {meta}: unreadable ({type(exc).__name__}: {exc}); "
+                            "remove the checkpoint directory to start afresh") from None
+        return got
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        got = self.read()
+        self._logs = {}
+        if got is None:
+            return
+        model = self.model
+        if model.optimizer is not None and not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # its state is in the file
+        model.load_weights(str(self.directory / got["weights"]))
+        model._initial_epoch = int(got["epoch"])  # as BackupAndRestore resumes
+        self._logs = {k: list(map(float, v)) for k, v in got.get("history", {}).items()}
+        self.history_before = {k: list(v) for k, v in self._logs.items()}
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        for k, v in (logs or {}).items():
+            self._logs.setdefault(k, []).append(float(v))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"epoch-{epoch + 1}.weights.h5"
+        tmp = self.directory / f"tmp-{os.getpid()}.weights.h5"
+        try:
+            self.model.save_weights(str(tmp), overwrite=True)
+            _fsync_dir(tmp)
+            os.replace(tmp, self.directory / name)
+        finally:
+            tmp.unlink(missing_ok=True)
+        text = json.dumps({"epoch": epoch + 1, "weights": name, "history": self._logs},
+                          sort_keys=True).encode("utf-8")
+        _write_atomic(self.directory / _KERAS_META, lambda fh: fh.write(text))
+        for old in self.directory.glob("epoch-*.weights.h5"):
+            if old.name != name:
+                old.unlink(missing_ok=True)

@@ -93,6 +93,9 @@ def sparse_reason(net: Any, optimizer: Any) -> str | None:
         return f"query_tower {cfg.query_tower!r} reads rows outside the batch (histories)"
     if cfg.objective not in SPARSE_OBJECTIVES:
         return f"objective {cfg.objective!r} reads rows outside the batch"
+    if getattr(cfg, "item_features", ()) or getattr(cfg, "user_features", ()):
+        # their tables are indexed by feature values, not by the batch's ids
+        return "side-feature tables (item_features/user_features) are not rows of the ids"
     if isinstance(optimizer, keras.optimizers.SGD):
         if float(optimizer.momentum) != 0.0:
             return "SGD with momentum moves rows whose gradient is zero"
@@ -209,7 +212,7 @@ class TrainLoop:
         self.examples_per_second = []
         # the last state that every counter agrees with (one assignment: a signal between
         # the statements of a step leaves the previous one)
-        at = (state, start, skip, len(epoch_losses))
+        at = (state, start, skip, len(epoch_losses), len(losses_all))
         try:
             for epoch in range(start, epochs):
                 progress = Progress(every_s=self.config.progress_every_s,
@@ -233,7 +236,7 @@ class TrainLoop:
                     done += len(sizes)
                     sizes = sizes * self._processes  # each process fed its part
                     epoch_losses.append((losses, sizes))
-                    at = (state, epoch, done, len(epoch_losses))
+                    at = (state, epoch, done, len(epoch_losses), len(losses_all))
                     progress.update(int(sizes.sum()), lambda: float(losses[-1]))  # waits for it
                     if checkpoint is not None and checkpoint.due():
                         self._checkpoint(checkpoint, at, epoch_losses, losses_all)
@@ -250,13 +253,18 @@ class TrainLoop:
                 self.examples_per_second.append(float(sizes.sum() / max(dt, 1e-9)))
                 losses_all.append(flat)
                 self.history["loss"].append(float((flat * sizes).sum() / max(sizes.sum(), 1)))
-                at = (state, epoch + 1, 0, 0)
+                at = (state, epoch + 1, 0, 0, len(losses_all))
                 progress.close(self.history["loss"][-1])
                 if checkpoint is not None and (checkpoint.due() or epoch + 1 == epochs):
                     self._checkpoint(checkpoint, at, [], losses_all)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: keep what was trained
             if checkpoint is not None:
-                self._checkpoint(checkpoint, at, epoch_losses, losses_all, stopping=True)
+                from twotower.artifacts import _signals_held
+                # the CLI sends the stop again every second until it is seen: held back
+                # (then raised) while a large state is written
+                with _signals_held():
+                    self._checkpoint(checkpoint, at, epoch_losses, losses_all,
+                                     stopping=True)
             raise
         finally:
             # a stop inside a call leaves `state` donated to it (deleted): the last whole one
@@ -270,14 +278,16 @@ class TrainLoop:
         return self.history
 
     # ------------------------------------------------------------------ checkpoints
-    def _checkpoint(self, checkpoint: Any, at: tuple[Any, int, int, int],
+    def _checkpoint(self, checkpoint: Any, at: tuple[Any, int, int, int, int],
                     epoch_losses: list[tuple[Any, np.ndarray]], losses_all: list[Any],
                     stopping: bool = False) -> None:
         """Write ``at`` (state, epoch, batches of it done, how many of ``epoch_losses``
-        belong to it) to ``checkpoint``. Stopping, a state whose buffers a call in flight
+        belong to it, how many of ``losses_all`` (whole epochs) are done) to
+        ``checkpoint``. Stopping, a state whose buffers a call in flight
         took (donated) is gone: the checkpoint already written stays."""
         import jax
-        state, epoch, done, n = at
+        state, epoch, done, n, n_all = at
+        losses_all = losses_all[:n_all]
         leaves = jax.tree_util.tree_leaves(state)
         if _deleted(state):
             if stopping and self.config.progress_every_s:
@@ -285,6 +295,9 @@ class TrainLoop:
                       f"{checkpoint.directory} is the last one written",
                       file=self.progress_out or sys.stderr, flush=True)
             return
+        if stopping and self.config.progress_every_s:
+            print(f"{self.progress_prefix}stopping: writing the checkpoint to "
+                  f"{checkpoint.directory}", file=self.progress_out or sys.stderr, flush=True)
         arrays = [np.asarray(a) for a in leaves]
         part = epoch_losses[:n]
         losses = {
