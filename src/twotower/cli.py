@@ -539,6 +539,12 @@ def _checkpoint(args: argparse.Namespace, processes: int) -> Any:
     if processes > 1:
         raise ConfigError("--checkpoint with several processes (--num-processes) is not "
                           "supported: train without it, or in one process")
+    ck, out = Path(args.checkpoint).resolve(), Path(args.out).resolve()
+    if ck == out or out in ck.parents or ck in out.parents:
+        raise ConfigError(f"--checkpoint {args.checkpoint} and --out {args.out} overlap: the "
+                          "run is saved in a directory of its own, which must not hold the "
+                          "checkpoint or be inside it; give the checkpoint a directory beside "
+                          "the run (e.g. --checkpoint RUN.ckpt)")
     from twotower.training.checkpoint import Checkpoint
     try:
         return Checkpoint(args.checkpoint, every_s=(600.0 if args.checkpoint_every is None

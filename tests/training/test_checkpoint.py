@@ -398,3 +398,46 @@ def test_the_train_command_saves_on_a_real_signal_even_when_the_save_is_slow(
     assert "writing the checkpoint" in capsys.readouterr().err
     with np.load(ck / "state.npz") as z:  # the stop's own checkpoint (none was due before)
         assert json.loads(bytes(z["position"]).decode())["batches"] > 0
+
+
+def test_a_real_stop_inside_a_call_is_saved_when_the_call_is_done(tmp_path, monkeypatch):
+    """Ctrl-C lands mostly while the loop's call runs: its state was given (donated) to the
+    call, and about half the stops saved nothing. With a checkpoint a stop now waits for
+    the call and its bookkeeping."""
+    import signal
+    x, cfg = _data(), _loop_cfg()
+    whole = TwoTower(cfg).fit(x, verbose=0)
+    run, calls = TrainLoop._run, [0]
+
+    def signalling(loop, state, stacked):
+        calls[0] += 1
+        out = run(loop, state, stacked)
+        if calls[0] == 25:
+            os.kill(os.getpid(), signal.SIGINT)  # handled before this call's result is kept
+        return out
+    monkeypatch.setattr(TrainLoop, "_run", signalling)
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=Checkpoint(ck, every_s=1e9))
+    with np.load(ck / "state.npz") as z:  # none was due: this is the stop's own
+        assert json.loads(bytes(z["position"]).decode())["batches"] > 0
+    monkeypatch.undo()
+    resumed = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck)
+    np.testing.assert_array_equal(resumed.item_embeddings, whole.item_embeddings)
+
+
+def test_checkpoint_and_run_directories_must_not_overlap(capsys, tmp_path):
+    from twotower.cli import main
+    data = tmp_path / "missing.csv"  # refused before it is read
+    for ck, out in (("r", "r"), ("r/ck", "r"), ("c", "c/run")):
+        code = main(["train", "--data", str(data), "--out", str(tmp_path / out),
+                     "--checkpoint", str(tmp_path / ck)])
+        assert code == 2 and "overlap" in capsys.readouterr().err
+
+
+def test_a_checkpoint_json_without_a_fingerprint_is_one_line(tmp_path):
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / "checkpoint.json").write_text('{"format": 1, "fingerprint": null}')
+    with pytest.raises(DataError, match="not a twotower checkpoint"):
+        Checkpoint(ck).start({"a": 1})

@@ -118,7 +118,8 @@ class Checkpoint:
         if meta.exists():
             try:
                 saved = json.loads(meta.read_text(encoding="utf-8"))
-                if not isinstance(saved, dict) or "fingerprint" not in saved:
+                if not isinstance(saved, dict) or not isinstance(saved.get("fingerprint"),
+                                                                 dict):
                     raise ValueError("no fingerprint")
             except (ValueError, UnicodeDecodeError) as exc:
                 raise DataError(f"checkpoint {meta}: not a twotower checkpoint ({exc}); "
@@ -186,7 +187,12 @@ class Checkpoint:
         payload.update({f"loss_{k}": np.asarray(v) for k, v in losses.items()})
         payload["position"] = np.frombuffer(
             json.dumps({**position, "variables": len(arrays)}).encode("utf-8"), dtype=np.uint8)
-        _write_atomic(path, lambda fh: np.savez(fh, **payload))
+        try:
+            _write_atomic(path, lambda fh: np.savez(fh, **payload))
+        except OSError as exc:  # a full disk: the previous state is still there
+            raise OSError(exc.errno, f"checkpoint {self.directory}: cannot write the "
+                          f"training's state ({exc.strerror or exc}); the previous checkpoint "
+                          "is unchanged") from None
         self._last = time.monotonic()
 
     def load_state(self) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ import os
 import queue
 import sys
 import threading
+from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -33,6 +34,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
 
+from twotower.artifacts import _signals_held
 from twotower.config import Config, check_choice, check_range
 from twotower.errors import ConfigError, DataError
 from twotower.models.config import make_optimizer  # noqa: F401  (re-exported)
@@ -204,8 +206,9 @@ class TrainLoop:
             if skip:  # the losses of the epoch's batches done
                 epoch_losses = [(got["epoch"], got["sizes"])]
             if self.config.progress_every_s:
-                print(f"{self.progress_prefix}resuming from {checkpoint.directory}: epoch "
-                      f"{start + 1}/{epochs}, {skip:,} batches of it done",
+                where = (f"all {epochs} epochs done" if start >= epochs
+                         else f"epoch {start + 1}/{epochs}, {skip:,} batches of it done")
+                print(f"{self.progress_prefix}resuming from {checkpoint.directory}: {where}",
                       file=self.progress_out or sys.stderr, flush=True)
         state = self._state()
         self.history = {"loss": history}
@@ -227,16 +230,20 @@ class TrainLoop:
                     batches = itertools.islice(batches, done, None)
                 for stacked, sizes in _prefetch(self._groups(batches),
                                                 self.config.prefetch, self._input_nice()):
-                    state, losses = self._run(state, stacked)
-                    if self._mesh is not None:
-                        # one multi-device call in flight at a time: on CPU, queued calls
-                        # can hold the thread pool while another waits in a collective
-                        # (XLA rendezvous deadlock seen with 2 simulated devices)
-                        losses.block_until_ready()
-                    done += len(sizes)
-                    sizes = sizes * self._processes  # each process fed its part
-                    epoch_losses.append((losses, sizes))
-                    at = (state, epoch, done, len(epoch_losses), len(losses_all))
+                    # with a checkpoint, a stop waits for the call and its bookkeeping: one
+                    # inside them would find the state given to the call gone (donated)
+                    with _signals_held() if checkpoint is not None else nullcontext():
+                        state, losses = self._run(state, stacked)
+                        if self._mesh is not None:
+                            # one multi-device call in flight at a time: on CPU, queued
+                            # calls can hold the thread pool while another waits in a
+                            # collective (XLA rendezvous deadlock seen with 2 simulated
+                            # devices)
+                            losses.block_until_ready()
+                        done += len(sizes)
+                        sizes = sizes * self._processes  # each process fed its part
+                        epoch_losses.append((losses, sizes))
+                        at = (state, epoch, done, len(epoch_losses), len(losses_all))
                     progress.update(int(sizes.sum()), lambda: float(losses[-1]))  # waits for it
                     if checkpoint is not None and checkpoint.due():
                         self._checkpoint(checkpoint, at, epoch_losses, losses_all)
@@ -259,7 +266,6 @@ class TrainLoop:
                     self._checkpoint(checkpoint, at, [], losses_all)
         except KeyboardInterrupt:  # Ctrl-C, SIGTERM: keep what was trained
             if checkpoint is not None:
-                from twotower.artifacts import _signals_held
                 # the CLI sends the stop again every second until it is seen: held back
                 # (then raised) while a large state is written
                 with _signals_held():
