@@ -4,14 +4,14 @@ On a synthetic log of the throughput benchmark's shape (200k users, 1M items, pl
 factors; ``--rows`` interactions), the tutorial preset (the id tower with ``mse``: the
 product loop) trains ``--epochs`` epochs:
 - after one warm-up fit (compilation), without a checkpoint, and with one written every
-  ``--every`` seconds, interleaved,
+  ``--every`` seconds (each value given), interleaved,
   ``--repeats`` times each: the training's wall time (``fit_seconds``) and the checkpoints
   written;
 - then, alone: one write of the loop's state (the tables and Adagrad's accumulators), its
   size, one read back, and what a resume pays before it trains again: reading the state and
   skipping half an epoch's batches.
 
-Usage: python benchmarks/probes/checkpoint_cost.py [--rows 5_000_000] [--every 5]
+Usage: python benchmarks/probes/checkpoint_cost.py [--rows 5_000_000] [--every 600 2]
 Output of the run quoted in docs/scaling.md: results/probe-checkpoint-cost-20261205.txt
 """
 from __future__ import annotations
@@ -36,7 +36,9 @@ def main() -> None:
     p.add_argument("--users", type=int, default=200_000)
     p.add_argument("--items", type=int, default=1_000_000)
     p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--every", type=float, default=5.0)
+    p.add_argument("--every", type=float, nargs="+", default=[600.0, 2.0],
+                   help="checkpoint intervals to time beside none (600: the default, which "
+                        "in a short run writes only the end-of-training checkpoint)")
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
 
@@ -64,17 +66,18 @@ def main() -> None:
     Checkpoint.save_state = counting
 
     TwoTower(cfg.replace(epochs=1)).fit(x, verbose=0)  # compiles the loop: off the clock
-    times: dict[str, list[float]] = {"none": [], f"every {a.every:g} s": []}
-    written: list[int] = []
+    times: dict[str, list[float]] = {"none": [], **{f"every {e:g} s": [] for e in a.every}}
+    written: dict[str, list[int]] = {}
     for r in range(a.repeats):
         order = list(times) if r % 2 == 0 else list(times)[::-1]
         for name in order:
-            ck = None if name == "none" else Checkpoint(scratch / f"ck{r}", every_s=a.every)
+            ck = (None if name == "none" else
+                  Checkpoint(scratch / f"ck{r}", every_s=float(name.split()[1])))
             saves["n"] = 0
             m = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck)
             times[name].append(m.fit_seconds)
             if ck is not None:
-                written.append(saves["n"])
+                written.setdefault(name, []).append(saves["n"])
             print(f"repeat {r + 1} {name}: fit {m.fit_seconds:.2f} s"
                   + (f", {saves['n']} checkpoints" if ck is not None else ""), flush=True)
     base = statistics.median(times["none"])
