@@ -568,3 +568,36 @@ def test_a_save_holds_its_directory_from_the_moment_it_has_its_name(tmp_path):
                                lambda t: (t / "format.json").write_text("{}"))
     assert young.exists() and not old.exists() and held.exists()  # held: another save's
     artifacts._release(held)
+
+
+def test_held_signals_come_back_as_one_stop_the_stronger_first():
+    """Both SIGINT and SIGTERM held: only the first was raised (a scheduler's SIGTERM during
+    a Ctrl-C's save ended as 'interrupted', 130); and a hold for callables only leaves a
+    default SIGTERM (end at once) as it is."""
+    import signal
+
+    from twotower.artifacts import _signals_held
+    got = []
+    old = {s: signal.signal(s, lambda n, _f: got.append(n))
+           for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with _signals_held():
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGTERM)
+            signal.raise_signal(signal.SIGINT)
+            assert got == []  # held
+        assert got == [signal.SIGTERM]
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        with _signals_held(callables_only=True) as held:
+            assert signal.SIGTERM not in held.saved and signal.SIGINT in held.saved
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def test_an_integer_too_large_for_a_float_is_named():
+    from twotower.errors import ConfigError
+    from twotower.evaluation.baselines import EASEConfig
+    with pytest.raises(ConfigError, match="lambda_"):
+        EASEConfig(lambda_=10**400)

@@ -389,21 +389,47 @@ class _signals_held:
 
     _SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n))
 
+    def __init__(self, callables_only: bool = False) -> None:
+        # callables_only: leave signals with the default action (SIGTERM outside the CLI
+        # ends the process at once) or ignored as they are
+        self.callables_only = callables_only
+
     def __enter__(self) -> _signals_held:
         self.saved: dict[int, Any] = {}
         self.pending: list[int] = []
         if threading.current_thread() is not threading.main_thread():
             return self
-        for sig in self._SIGNALS:
-            if signal.getsignal(sig) is not None:
+        with _blocked(self._SIGNALS):  # one arriving mid-swap waits for the recorder
+            for sig in self._SIGNALS:
+                handler = signal.getsignal(sig)
+                if handler is None or (self.callables_only and not callable(handler)):
+                    continue
                 self.saved[sig] = signal.signal(sig, lambda n, _f: self.pending.append(n))
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.saved.items():
-            signal.signal(sig, handler)
-        for sig in self.pending:
-            signal.raise_signal(sig)
+        with _blocked(self._SIGNALS):  # every handler back before any of them runs
+            for sig, handler in self.saved.items():
+                signal.signal(sig, handler)
+        if self.pending:  # one stop, the stronger if both came: SIGTERM
+            term = getattr(signal, "SIGTERM", None)
+            signal.raise_signal(term if term in self.pending else self.pending[0])
+
+
+class _blocked:
+    """``signals`` blocked for the thread (POSIX; elsewhere a no-op): one that arrives waits
+    in the kernel until the block ends."""
+
+    def __init__(self, signals: tuple[int, ...]) -> None:
+        self.signals, self.old = signals, None
+
+    def __enter__(self) -> None:
+        if hasattr(signal, "pthread_sigmask"):
+            self.old = signal.pthread_sigmask(signal.SIG_BLOCK, self.signals)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.old is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.old)
 
 
 def _fsync_tree(root: Path) -> None:

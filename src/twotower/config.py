@@ -122,8 +122,8 @@ def _as_float(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             return float(value)
-        except OverflowError:  # a 400-digit integer: validation names it
-            return value
+        except OverflowError:  # a 400-digit integer: infinite, which validation names
+            return math.inf if value > 0 else -math.inf
     return value
 
 

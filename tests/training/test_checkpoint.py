@@ -202,10 +202,11 @@ def test_fit_stream_resumes_as_if_never_stopped(tmp_path, monkeypatch):
     again = TwoTower(cfg).fit_stream(stream(), progress_every_s=0,
                                      checkpoint=Checkpoint(ck, keep=True))
     np.testing.assert_array_equal(again.item_embeddings, whole.item_embeddings)
-    # other content (one rating changed): another training's data
-    df.loc[len(df) - 1, "stars"] = 1.0 if df["stars"].iloc[-1] != 1.0 else 5.0
+    # other content (one rating in the middle changed): another training's data
+    mid = len(df) // 2
+    df.loc[mid, "stars"] = 1.0 if df["stars"].iloc[mid] != 1.0 else 5.0
     df.to_parquet(path, row_group_size=1000)
-    with pytest.raises(ConfigError, match=r"file\.ends_digest differs"):
+    with pytest.raises(ConfigError, match=r"file\.content_digest differs"):
         TwoTower(cfg).fit_stream(stream(), progress_every_s=0, checkpoint=ck)
 
 

@@ -239,19 +239,6 @@ def _fit_whole_batches(net: Any, x: dict[str, np.ndarray], val: Any, cfg: ModelC
                    callbacks=callbacks, **kwargs)
 
 
-def _file_ends_digest(path: Any, span: int = 4 << 20) -> str:
-    """A digest of a file's first and last ``span`` bytes (all of a smaller file)."""
-    import hashlib
-    h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-    with open(path, "rb") as fh:
-        h.update(fh.read(span))
-        size = fh.seek(0, os.SEEK_END)
-        if size > span:
-            fh.seek(max(span, size - span))
-            h.update(fh.read(span))
-    return h.hexdigest()
-
-
 def _start_checkpoint(checkpoint: Any, fingerprint: dict[str, Any]) -> Any:
     """``checkpoint`` (a directory or ``Checkpoint``) bound to the training that
     ``fingerprint`` tells (``Checkpoint.start``), or None."""
@@ -482,7 +469,8 @@ class TwoTower:
                 if ck is not None:  # the epochs done before a resume, then those run since
                     self.history = {k: [*keeper.history_before.get(k, []),
                                         *self.history.get(k, [])]
-                                    for k in {*keeper.history_before, *self.history}}
+                                    for k in dict.fromkeys([*keeper.history_before,
+                                                            *self.history])}
             self._net = net
             self._export_tables()
             if cfg.ease_weight > 0:
@@ -528,8 +516,8 @@ class TwoTower:
                 exclude them; that table grows with the file (``seen_matrix``). False
                 keeps none: nothing is excluded.
             progress_every_s: a progress line on stderr this often (0: silent).
-            checkpoint: as in ``fit``; the stream's file is told by its path, size and
-                modification time, its vocabularies and row count.
+            checkpoint: as in ``fit``; the stream's file is told by a digest of every row
+                read (one more pass over the file), its size, vocabularies and row count.
 
         Returns:
             self, with ``history`` holding per-epoch losses.
@@ -605,9 +593,10 @@ class TwoTower:
             ck = _start_checkpoint(checkpoint, {
                 "trains": "TwoTower.fit_stream", "path": "loop", "config": cfg.to_dict(),
                 "stream": stream.config.to_dict(),
-                # not its path or time: a copy of the file (a job's local disk) resumes
+                # every row read, not the file's path or time: a copy of the file (a
+                # job's local disk) resumes (one more pass over the file)
                 "file": {"size": os.path.getsize(stream.path),
-                         "ends_digest": _file_ends_digest(stream.path)},
+                         "content_digest": stream.content_digest().hex()},
                 "rows": stats.rows,
                 "vocab_digest": _data_digest(stats.user_vocab, stats.item_vocab
                                              ).tobytes().hex()})

@@ -304,6 +304,9 @@ class _KerasCheckpoint(_keras_callback_base()):  # type: ignore[misc]
         return got
 
     def on_train_begin(self, logs: Any = None) -> None:
+        # a killed write's temporary file (this training holds the directory's lock)
+        for stale in self.directory.glob("tmp-*.weights.h5"):
+            stale.unlink(missing_ok=True)
         got = self.read()
         self._logs = {}
         if got is None:

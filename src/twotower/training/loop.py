@@ -95,7 +95,8 @@ def sparse_reason(net: Any, optimizer: Any) -> str | None:
         return f"query_tower {cfg.query_tower!r} reads rows outside the batch (histories)"
     if cfg.objective not in SPARSE_OBJECTIVES:
         return f"objective {cfg.objective!r} reads rows outside the batch"
-    if getattr(cfg, "item_features", ()) or getattr(cfg, "user_features", ()):
+    if getattr(net, "item_features", None) is not None or \
+            getattr(net, "user_features", None) is not None:
         # their tables are indexed by feature values, not by the batch's ids
         return "side-feature tables (item_features/user_features) are not rows of the ids"
     if isinstance(optimizer, keras.optimizers.SGD):
@@ -232,7 +233,8 @@ class TrainLoop:
                                                 self.config.prefetch, self._input_nice()):
                     # with a checkpoint, a stop waits for the call and its bookkeeping: one
                     # inside them would find the state given to the call gone (donated)
-                    with _signals_held() if checkpoint is not None else nullcontext():
+                    with (_signals_held(callables_only=True) if checkpoint is not None
+                          else nullcontext()):
                         state, losses = self._run(state, stacked)
                         if self._mesh is not None:
                             # one multi-device call in flight at a time: on CPU, queued
