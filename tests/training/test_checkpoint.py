@@ -40,6 +40,17 @@ def _loop_cfg(**kw):  # 1,100 table rows >= 16 x batch 32: the product loop
                                              "learning_rate": 0.5, **kw})
 
 
+def _stopped(tmp_path, monkeypatch):
+    """A checkpoint directory left by the loop's training of ``_data()`` stopped at its 5th
+    call."""
+    ck = tmp_path / "ck"
+    _Stop(monkeypatch, 5)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(_loop_cfg()).fit(_data(), verbose=0, checkpoint=ck)
+    monkeypatch.undo()
+    return ck
+
+
 class _Stop:
     """Makes the loop's ``n``-th call raise KeyboardInterrupt (as Ctrl-C does there):
     ``before`` the call runs, or ``after`` it ran and took (donated) the state it was
@@ -109,12 +120,7 @@ def test_a_stop_inside_a_call_leaves_usable_variables(monkeypatch):
 
 
 def test_a_checkpoint_of_another_training_is_refused(tmp_path, monkeypatch):
-    x = _data()
-    ck = tmp_path / "ck"
-    _Stop(monkeypatch, 5)
-    with pytest.raises(KeyboardInterrupt):
-        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
-    monkeypatch.undo()
+    x, ck = _data(), _stopped(tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match=r"another training \(config\.learning_rate was "
                                           r"0\.5, now 0\.2"):
         TwoTower(_loop_cfg(learning_rate=0.2)).fit(x, verbose=0, checkpoint=ck)
@@ -316,12 +322,7 @@ def test_a_stop_between_a_keras_epoch_s_two_writes_keeps_a_whole_pair(tmp_path, 
 
 
 def test_a_refused_resume_lets_the_directory_go(tmp_path, monkeypatch):
-    x = _data()
-    ck = tmp_path / "ck"
-    _Stop(monkeypatch, 5)
-    with pytest.raises(KeyboardInterrupt):
-        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
-    monkeypatch.undo()
+    x, ck = _data(), _stopped(tmp_path, monkeypatch)
     wrong = Checkpoint(ck)  # kept, as a notebook keeps the refused cell's objects
     with pytest.raises(ConfigError, match="another training"):
         TwoTower(_loop_cfg(learning_rate=0.2)).fit(x, verbose=0, checkpoint=wrong)
@@ -330,12 +331,7 @@ def test_a_refused_resume_lets_the_directory_go(tmp_path, monkeypatch):
 
 
 def test_a_damaged_checkpoint_is_one_line(tmp_path, monkeypatch):
-    x = _data()
-    ck = tmp_path / "ck"
-    _Stop(monkeypatch, 5)
-    with pytest.raises(KeyboardInterrupt):
-        TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
-    monkeypatch.undo()
+    x, ck = _data(), _stopped(tmp_path, monkeypatch)
     state = ck / "state.npz"
     state.write_bytes(state.read_bytes()[:1000])  # cut short (a copy that stopped)
     with pytest.raises(DataError, match="state.npz: unreadable"):

@@ -484,17 +484,22 @@ class TwoTower:
                 else:
                     self._fit_linear(train)
             self._check_trained()
-            self._build_indexes()
-            self.fit_seconds = time.perf_counter() - t0
-            self.trained_at = _utc_now()
-            self._fitted = True
-            if ck is not None and not ck.keep:
-                ck.remove()
-            return self
+            return self._trained(t0, ck)
         except BaseException:  # a stop or a failure: the directory is free again
             if ck is not None:
                 ck.release()
             raise
+
+    def _trained(self, t0: float, ck: Any) -> TwoTower:
+        """The end of a successful fit: indexes built, times noted, the checkpoint gone
+        (unless kept for the caller)."""
+        self._build_indexes()
+        self.fit_seconds = time.perf_counter() - t0
+        self.trained_at = _utc_now()
+        self._fitted = True
+        if ck is not None and not ck.keep:
+            ck.remove()
+        return self
 
     def fit_stream(self, stream: Any, *, item_info: Any = None, seen: bool = True,
                    progress_every_s: float = 10.0, checkpoint: Any = None) -> TwoTower:
@@ -615,13 +620,7 @@ class TwoTower:
             self._check_trained()
             self._seen = (stream.seen_matrix() if seen
                           else sp.csr_matrix((n_users, n_items), dtype=np.float32))
-            self._build_indexes()
-            self.fit_seconds = time.perf_counter() - t0
-            self.trained_at = _utc_now()
-            self._fitted = True
-            if ck is not None and not ck.keep:
-                ck.remove()
-            return self
+            return self._trained(t0, ck)
         except BaseException:  # a stop or a failure: the directory is free again
             if ck is not None:
                 ck.release()
