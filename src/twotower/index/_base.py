@@ -58,10 +58,10 @@ MAX_NORM = 1e18
 
 
 def _check_norms(x: np.ndarray, what: str) -> None:
-    norms2 = np.einsum("ij,ij->i", x, x, dtype=np.float64)
-    if len(norms2) and norms2.max() >= MAX_NORM ** 2:
-        row = int(np.argmax(norms2))
-        raise DataError(f"`{what}` row {row} has norm {np.sqrt(norms2[row]):.3g}; norms must "
+    norms = row_norms(x)
+    if len(norms) and norms.max() >= MAX_NORM:
+        row = int(np.argmax(norms))
+        raise DataError(f"`{what}` row {row} has norm {norms[row]:.3g}; norms must "
                         f"be below {MAX_NORM:.0e} (larger ones overflow float32 scores): "
                         "scale the vectors down")
 
