@@ -654,3 +654,35 @@ def test_allowed_hosts_are_read_as_host_headers_are(run_dir):
         assert c.get("/healthz", headers={"host": "127.0.0.1"}).status_code == 400
     with pytest.raises(ConfigError, match="`allowed_hosts` is empty"):
         create_app(run_dir, allowed_hosts=[])
+
+
+def test_a_request_without_a_host_header_is_served_on_loopback(run_dir):
+    """HTTP/1.0 may leave the Host header out (a local script, an old tool): it got 400. A
+    browser, which DNS rebinding goes through, always sends one, so the guard stays."""
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from twotower.service import create_app
+    from twotower.service.server import default_allowed_hosts
+    app = create_app(run_dir, allowed_hosts=default_allowed_hosts("127.0.0.1"),
+                     access_log=False)
+
+    async def status(headers):
+        sent = []
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.0",
+                 "method": "GET", "scheme": "http", "path": "/healthz",
+                 "raw_path": b"/healthz", "query_string": b"", "headers": headers,
+                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000),
+                 "root_path": ""}
+
+        async def receive():
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message):
+            sent.append(message)
+        await app(scope, receive, send)
+        return sent[0]["status"]
+    with TestClient(app):  # the model loaded (lifespan)
+        assert asyncio.run(status([])) == 200
+        assert asyncio.run(status([(b"host", b"rebind.example")])) == 400

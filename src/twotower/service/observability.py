@@ -210,13 +210,14 @@ SECURITY_HEADERS = (
 )
 
 
-def _host(scope: dict[str, Any]) -> str:
+def _host(scope: dict[str, Any]) -> str | None:
     """The request's host name (the Host header without its port; an IPv6 literal without
-    its brackets), lower case; "" when absent."""
+    its brackets), lower case; None when absent: an HTTP/1.0 client on this machine (a
+    browser, which DNS rebinding goes through, always sends one)."""
     for k, v in scope.get("headers", ()):
         if k == b"host":
             return _host_name(v.decode("latin-1"))
-    return ""
+    return None
 
 
 def _host_name(value: str) -> str:
