@@ -192,7 +192,12 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         os.environ[_ENV_SETTINGS] = json.dumps(settings)
         if token:
             os.environ[ADMIN_TOKEN_ENV] = token
+        # the parent only supervises: let its model go (the app's routes keep the holder,
+        # and with it a whole copy of the model, alive for the parent's life)
+        app.state.holder.current = None
         del app
+        import gc
+        gc.collect()
         from uvicorn.supervisors import Multiprocess
         config = uvicorn.Config("twotower.service.server:_app_from_env", factory=True,
                                 workers=workers, **common)  # type: ignore[arg-type]
