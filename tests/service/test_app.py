@@ -245,7 +245,7 @@ def test_item_metadata(client):
     assert r.status_code == 404 and "99999" in r.json()["detail"]
 
 
-def test_item_search(client):
+def test_item_search(client, model):
     r = client.get("/v1/items", params={"search": "star wars", "limit": 5})
     assert r.status_code == 200
     titles = [it["title"] for it in r.json()["items"]]
@@ -256,6 +256,11 @@ def test_item_search(client):
     assert r.json()["items"][0]["item_id"] == 50
     r = client.get("/v1/items")
     assert r.status_code == 200 and len(r.json()["items"]) == 20
+    # empty: the most popular, every item counted (read without listing the catalogue)
+    assert r.json()["total"] == model.n_items
+    pops = [it["popularity"] for it in r.json()["items"]]
+    assert pops == sorted(pops, reverse=True) and pops[0] == int(model.item_popularity.max())
+    assert r.json() == client.get("/v1/items", params={"search": "  "}).json()
     assert client.get("/v1/items", params={"limit": 0}).status_code == 422
 
 

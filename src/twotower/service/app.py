@@ -375,9 +375,13 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         """Find items by title, most popular first (for picking an item)."""
         s = holder.current
         q = search.strip().lower()
+        if not q:  # the page's first view: no list of the whole catalogue
+            return JSONResponse({"model": s.label, "total": len(s.popular), "items": [
+                {**s.item_ref(i), "popularity": plain_id(s.model.item_popularity[i])}
+                for i in s.popular[:limit].tolist()]})
         order = s.popular.tolist()
-        hits = [i for i in order if q in s.titles_lower[i]] if q else order
-        if q and search.strip() in s.model.item_vocab:
+        hits = [i for i in order if q in s.titles_lower[i]]
+        if search.strip() in s.model.item_vocab:
             exact = s.model.item_vocab.index_of(search.strip())
             hits = [exact] + [i for i in hits if i != exact]
         pop = s.model.item_popularity
