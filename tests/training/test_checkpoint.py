@@ -40,6 +40,17 @@ def _loop_cfg(**kw):  # 1,100 table rows >= 16 x batch 32: the product loop
                                              "learning_rate": 0.5, **kw})
 
 
+def _stop_at_epoch(n: int):
+    """A Keras callback raising KeyboardInterrupt (as Ctrl-C does) when epoch ``n`` begins."""
+    import keras
+
+    class StopAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == n:
+                raise KeyboardInterrupt
+    return StopAt()
+
+
 def _stopped(tmp_path, monkeypatch):
     """A checkpoint directory left by the loop's training of ``_data()`` stopped at its 5th
     call."""
@@ -143,16 +154,10 @@ def test_model_fit_resumes_at_the_epoch_with_its_optimizer(tmp_path):
     import keras
     x = _data()
     cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=4)  # small tables: model.fit
-
-    class StopAt(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 2:
-                raise KeyboardInterrupt
-
     ck = tmp_path / "ck"
     with pytest.raises(KeyboardInterrupt):
-        TwoTower(cfg).fit(x, verbose=0, callbacks=[StopAt()], checkpoint=Checkpoint(ck,
-                                                                               keep=True))
+        TwoTower(cfg).fit(x, verbose=0, callbacks=[_stop_at_epoch(2)],
+                          checkpoint=Checkpoint(ck, keep=True))
     assert Checkpoint(ck).keras_epoch() == 2
 
     class Count(keras.callbacks.Callback):
@@ -339,7 +344,6 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, monkeypatch):
 
 
 def test_other_side_features_are_another_training(tmp_path):
-    import keras
     x = _data()
     genres = lambda seed: pd.DataFrame(  # noqa: E731
         {"genres": [["A", "B", "C"][(i + seed) % 3] for i in x.item_vocab.ids]},
@@ -350,13 +354,9 @@ def test_other_side_features_are_another_training(tmp_path):
                               x.ratings, item_info=genres(1))
     cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=3, item_features=("genres",))
 
-    class StopAt(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            if epoch == 1:
-                raise KeyboardInterrupt
     ck = tmp_path / "ck"
     with pytest.raises(KeyboardInterrupt):
-        TwoTower(cfg).fit(a, verbose=0, callbacks=[StopAt()], checkpoint=ck)
+        TwoTower(cfg).fit(a, verbose=0, callbacks=[_stop_at_epoch(1)], checkpoint=ck)
     with pytest.raises(ConfigError, match="features_digest differs"):
         TwoTower(cfg).fit(b, verbose=0, checkpoint=ck)
 

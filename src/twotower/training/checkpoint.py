@@ -73,7 +73,6 @@ class Checkpoint:
         self.every_s = float(every_s)
         self.keep = bool(keep)
         self._last = time.monotonic()
-        self.resumed_from: dict[str, Any] | None = None  # set by ``load_state``
         self._held: int | None = None  # the lock's file descriptor
 
     def __repr__(self) -> str:
@@ -208,7 +207,6 @@ class Checkpoint:
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             raise DataError(f"checkpoint {path}: unreadable ({type(exc).__name__}: {exc}); "
                             "remove the directory to start afresh") from None
-        self.resumed_from = position
         return {"arrays": arrays, "position": position, "losses": losses}
 
     # ------------------------------------------------------------------ model.fit

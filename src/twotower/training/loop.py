@@ -25,8 +25,8 @@ import os
 import queue
 import sys
 import threading
-from contextlib import nullcontext
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -296,7 +296,6 @@ class TrainLoop:
         import jax
         state, epoch, done, n, n_all = at
         losses_all = losses_all[:n_all]
-        leaves = jax.tree_util.tree_leaves(state)
         if _deleted(state):
             if stopping and self.config.progress_every_s:
                 print(f"{self.progress_prefix}stopped inside a step: the checkpoint in "
@@ -306,7 +305,7 @@ class TrainLoop:
         if stopping and self.config.progress_every_s:
             print(f"{self.progress_prefix}stopping: writing the checkpoint to "
                   f"{checkpoint.directory}", file=self.progress_out or sys.stderr, flush=True)
-        arrays = [np.asarray(a) for a in leaves]
+        arrays = [np.asarray(a) for a in jax.tree_util.tree_leaves(state)]
         part = epoch_losses[:n]
         losses = {
             "steps": (np.concatenate([np.asarray(x, np.float32) for x in losses_all])
@@ -323,8 +322,7 @@ class TrainLoop:
     def _restore(self, arrays: list[np.ndarray]) -> None:
         """Assign a checkpoint's arrays to the network's and optimizer's variables (in
         ``_state``'s order; each keeps its layout)."""
-        variables = [*self.net.trainable_variables, *self.net.non_trainable_variables,
-                     *self.optimizer.variables]
+        variables = self._variables()
         if len(arrays) != len(variables) or any(
                 tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)):
             raise DataError(f"checkpoint: its {len(arrays)} saved variables do not fit this "
@@ -372,13 +370,14 @@ class TrainLoop:
                 [copy(v.value) for v in net.non_trainable_variables],
                 [copy(v.value) for v in opt.variables])
 
+    def _variables(self) -> list[Any]:
+        """The network's and the optimizer's variables in ``_state``'s order (its leaves)."""
+        return [*self.net.trainable_variables, *self.net.non_trainable_variables,
+                *self.optimizer.variables]
+
     def _write_back(self, state: Any) -> None:
-        tv, ntv, ov = state
-        for v, val in zip(self.net.trainable_variables, tv):
-            v.assign(val)
-        for v, val in zip(self.net.non_trainable_variables, ntv):
-            v.assign(val)
-        for v, val in zip(self.optimizer.variables, ov):
+        import jax
+        for v, val in zip(self._variables(), jax.tree_util.tree_leaves(state)):
             v.assign(val)
 
     # ------------------------------------------------------------------ batching
