@@ -264,6 +264,23 @@ def test_item_search(client, model):
     assert client.get("/v1/items", params={"limit": 0}).status_code == 422
 
 
+
+@pytest.mark.parametrize("search", ["the", "STAR", "(19", "é", "50", "1", "no such title xyz"])
+def test_item_search_equals_a_scan_of_every_title(client, model, search):
+    # the vectorized search against the plain reading: every title holding the text
+    # (case-insensitive), most popular first, an exact id first and counted once
+    titles = [str(t).lower() for t in model.titles(np.arange(model.n_items)).tolist()]
+    q = search.strip().lower()
+    ref = [i for i in model.popularity_order().tolist() if q in titles[i]]
+    if search in model.item_vocab:
+        exact = model.item_vocab.index_of(search)
+        ref = [exact] + [i for i in ref if i != exact]
+    r = client.get("/v1/items", params={"search": search, "limit": 7})
+    assert r.status_code == 200
+    assert r.json()["total"] == len(ref)
+    want = model.item_vocab.ids[ref[:7]].tolist()
+    assert [it["item_id"] for it in r.json()["items"]] == want
+
 def test_user_history(client, model):
     r = client.get("/v1/users/42/history")
     assert r.status_code == 200

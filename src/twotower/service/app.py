@@ -379,14 +379,16 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             return JSONResponse({"model": s.label, "total": len(s.popular), "items": [
                 {**s.item_ref(i), "popularity": plain_id(s.model.item_popularity[i])}
                 for i in s.popular[:limit].tolist()]})
-        order = s.popular.tolist()
-        hits = [i for i in order if q in s.titles_lower[i]]
-        if search.strip() in s.model.item_vocab:
+        hits = s.items_matching(q)
+        total = len(hits)
+        top = hits[:limit].tolist()
+        if search.strip() in s.model.item_vocab:  # an exact id first, counted once
             exact = s.model.item_vocab.index_of(search.strip())
-            hits = [exact] + [i for i in hits if i != exact]
+            total += int(not np.any(hits == exact))
+            top = [exact] + [i for i in hits[:limit + 1].tolist() if i != exact][:limit - 1]
         pop = s.model.item_popularity
-        return JSONResponse({"model": s.label, "total": len(hits), "items": [
-            {**s.item_ref(i), "popularity": plain_id(pop[i])} for i in hits[:limit]]})
+        return JSONResponse({"model": s.label, "total": total, "items": [
+            {**s.item_ref(i), "popularity": plain_id(pop[i])} for i in top]})
 
     # ------------------------------------------------------------ users
     # `:path`, as for items; the fixed suffix still ends the id (the last "/history")
