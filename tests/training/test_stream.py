@@ -52,6 +52,36 @@ def test_record_batches_cover_every_row_once(files):
     assert sorted(shuffled.astype(int).tolist()) == list(range(len(df)))
 
 
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_a_scan_with_digest_reads_the_file_once(files, monkeypatch, fixed):
+    # the digest a checkpoint and a multi-process check need comes from the scan's own
+    # pass (it was one more pass over the file), and equals a pass of its own
+    df, p = files
+    reference = _stream(p).content_digest()
+    vocab = {}
+    if fixed:
+        s = _stream(p)
+        s.scan()
+        vocab = {"user_vocab": s.stats.user_vocab, "item_vocab": s.stats.item_vocab}
+    passes = []
+    real = InteractionStream.record_batches
+
+    def counted(self):
+        passes.append(1)
+        return real(self)
+    monkeypatch.setattr(InteractionStream, "record_batches", counted)
+    s = InteractionStream(p, _stream(p).config, **vocab)
+    s.scan(digest=True)
+    assert s.content_digest() == reference and len(passes) == 1
+    s = InteractionStream(p, _stream(p).config, **vocab)
+    s.scan()  # without: the digest is a pass of its own
+    assert s.content_digest() == reference and len(passes) == 3
+    # another row's content: another digest
+    df.loc[len(df) // 2, "row"] += 1  # the column read as ratings here
+    df.to_parquet(p, row_group_size=256) if p.suffix == ".parquet" else df.to_csv(p, index=False)
+    assert _stream(p).content_digest() != reference
+
 def test_batches_have_the_batch_size_and_cover_every_row(files):
     df, p = files
     s = _stream(p, shuffle_buffer=300)

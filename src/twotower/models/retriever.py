@@ -555,7 +555,8 @@ class TwoTower:
                 if progress_every_s:
                     print(f"scanning {stream.path} (vocabularies, counts)", file=sys.stderr,
                           flush=True)
-                stats = stream.scan()
+                # the rows' digest in the same pass where a check or a checkpoint needs it
+                stats = stream.scan(digest=multi or checkpoint is not None)
                 if progress_every_s:
                     print(f"scanned {stats.rows:,} interactions, {len(stats.user_vocab):,} "
                           f"users, {len(stats.item_vocab):,} items in "

@@ -123,6 +123,7 @@ class InteractionStream:
                               f"got {shard!r}")
         self.shard = (index, count)
         self.stats: StreamStats | None = None
+        self._content_digest: bytes | None = None  # computed by a scan(digest=True)
 
     # ------------------------------------------------------------------ raw reading
     @property
@@ -174,13 +175,25 @@ class InteractionStream:
 
     def content_digest(self) -> bytes:
         """A 128-bit blake2b digest of the rows this stream reads (its record batches, in
-        order: ids and ratings as read). One more pass over the file: a multi-process
-        ``TwoTower.fit_stream`` compares the processes' digests before training."""
+        order: ids and ratings as read): a multi-process ``TwoTower.fit_stream`` compares
+        the processes' digests before training, and a checkpoint tells its file by it.
+        Computed by ``scan(digest=True)`` in its pass; otherwise one more pass over the
+        file."""
+        if self._content_digest is None:
+            for _ in self._hashed(self.record_batches()):
+                pass
+        assert self._content_digest is not None
+        return self._content_digest
+
+    def _hashed(self, batches: Iterable[Any]) -> Iterator[Any]:
+        """``batches`` passed on; once the last one is read, their digest is kept as the
+        stream's ``content_digest``."""
         import hashlib
         h = hashlib.blake2b(digest_size=16)
-        for batch in self.record_batches():
+        for batch in batches:
             h.update(batch.serialize())  # Arrow IPC: a sliced column's own bytes only
-        return h.digest()
+            yield batch
+        self._content_digest = h.digest()
 
     def _parquet(self) -> Iterator[Any]:
         import pyarrow as pa
@@ -255,9 +268,10 @@ class InteractionStream:
                                     f"got {value!r}")
 
     # ------------------------------------------------------------------ the streaming pass
-    def scan(self) -> StreamStats:
+    def scan(self, digest: bool = False) -> StreamStats:
         """One pass over the file: vocabularies (unless given), rows, item counts, rating
-        range. Memory grows with the number of distinct ids, not with the rows.
+        range. Memory grows with the number of distinct ids, not with the rows. With
+        ``digest``, the pass also computes ``content_digest`` (no pass of its own then).
 
         Returns:
             The stats, also kept as ``self.stats``.
@@ -269,7 +283,8 @@ class InteractionStream:
         fixed = self._user_vocab is not None and self._item_vocab is not None
         if fixed:
             item_counts = np.zeros(len(self._item_vocab), dtype=np.int64)
-        for chunk in self._index_chunks() if fixed else self._checked(self.record_batches()):
+        source = self._hashed(self.record_batches()) if digest else self.record_batches()
+        for chunk in self._index_chunks(source) if fixed else self._checked(source):
             if fixed:
                 item_counts += np.bincount(chunk["item"], minlength=len(item_counts))
                 n = len(chunk["user"])
@@ -390,12 +405,13 @@ class InteractionStream:
     def item_vocab(self) -> Vocabulary:
         return self._require_vocab()[1]
 
-    def _index_chunks(self) -> Iterator[Batch]:
-        """Record batches mapped to indices: ``user``/``item`` int32, ``rating`` float32."""
+    def _index_chunks(self, source: Iterable[Any] | None = None) -> Iterator[Batch]:
+        """Record batches (``source``, default: the file's) mapped to indices:
+        ``user``/``item`` int32, ``rating`` float32."""
         uv, iv = self._require_vocab()
         umap, imap = _Mapper(uv), _Mapper(iv)
         offset = yielded = 0
-        for b in self._checked(self.record_batches()):
+        for b in self._checked(self.record_batches() if source is None else source):
             u, i = umap.indices(b.column("user")), imap.indices(b.column("item"))
             keep = None
             if len(u) and min(u.min(), i.min()) < 0:  # ids not in the vocabulary
