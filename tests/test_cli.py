@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -255,6 +256,29 @@ def test_index_command_builds_reports_and_is_used(capsys, tutorial_run, tmp_path
         kind)
     code, out, _ = run(capsys, "recommend", run_copy, "--user", "42", "--json")
     assert code == 0 and len(json.loads(out)["items"]) == 10
+    # similar items: an index of the run's kind (cosine), tuned on 500 items, reported on
+    # others, saved with the run (exact: a scan rebuilt at load, nothing saved)
+    sim = report["similar"]
+    assert sim["kind"] == kind and loaded._similar.kind == kind
+    assert loaded._similar.config.metric == "cosine"
+    assert (run_copy / "similar").is_dir() == (kind != "exact")
+    if kind != "exact":
+        assert report["tuned"]["similar"]["reached"]
+        assert sim["calibration_items_left_out"] and sim["queries"] == 1000
+        assert 0.95 <= sim["recall@10_vs_exact"] <= 1.0
+        knob = "nprobe" if kind == "ivf" else "ef_search"
+        assert sim[knob] == report["tuned"]["similar"]["value"]
+        exact = TwoTower.load(rundir)  # the run before: similar items by an exact scan
+        assert exact._similar.kind == "exact"
+        items = np.arange(0, 1682, 7)
+        got, ref = loaded.similar_items(items, 10)[1], exact.similar_items(items, 10)[1]
+        assert (got != items[:, None]).all()  # never the item itself
+        hits = np.mean([len(set(g) & set(r)) / 10 for g, r in zip(got, ref)])
+        assert hits >= 0.95
+    code, out, err = run(capsys, "similar", run_copy, "--item", "Star Wars (1977)", "--json")
+    assert code == 0, err
+    want = loaded.similar_ids([50], 10)[1][0].tolist()  # Star Wars: the run's index
+    assert [it["item_id"] for it in json.loads(out)["items"]] == want
 
 
 def test_index_tuning_raises_the_knob_to_the_target_and_saves_it(capsys, tutorial_run,

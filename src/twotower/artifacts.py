@@ -515,6 +515,8 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
         elif getattr(model, "_weights_path", None) is not None:  # loaded without Keras
             shutil.copy2(model._weights_path, tmp / "model.weights.h5")
         model._index.save(tmp / "index")
+        if model._similar.kind != "exact":  # an exact cosine scan is rebuilt at load
+            model._similar.save(tmp / "similar")
         if test is not None:
             np.savez(tmp / "test.npz", users=test.users, items=test.items)
         if metrics is not None:
@@ -707,7 +709,15 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
                             f"{model._index.dim}")
     model._similar = None
     try:
-        model._build_similar()
+        if (d / "similar").is_dir():  # an HNSW or IVF run's own similar-items index
+            model._similar = load_index(d / "similar")
+            if (model._similar.config.metric != "cosine"
+                    or model._similar.dim != model._trained_items().shape[1]
+                    or len(model._similar) != model.n_items):
+                raise ArtifactError(f"{d / 'similar'} is corrupt: it is not a cosine index "
+                                    f"of the run's {model.n_items:,} items")
+        else:  # exact (and runs saved before similar items had an index of their own)
+            model._build_similar("exact")
         # one question of each kind: a run can hold arrays of matching sizes that still do
         # not fit together (e.g. a table of the wrong width)
         model.recommend(np.array([0]), 1, model.seen_items(np.array([0])))
@@ -815,7 +825,8 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     t0 = time.perf_counter()
     tuned = model.set_index(config, target_recall=target_recall if tune else None,
                             users=calib)
-    build_s = time.perf_counter() - t0 - (tuned["seconds"] if tuned else 0.0)
+    build_s = time.perf_counter() - t0 - (tuned["seconds"] if tuned else 0.0) - (
+        tuned["similar"]["seconds"] if tuned and "similar" in tuned else 0.0)
     t0 = time.perf_counter()
     _, got = model._index.search(queries, kk, exclude=exclude)
     search_s = time.perf_counter() - t0
@@ -837,4 +848,41 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
         report["nlist_used"], report["nprobe_used"] = model._index.nlist, model._index.nprobe
     if tuned is not None:
         report["tuned"] = tuned
+    report["similar"] = _similar_report(model, sample, k, seed, tuned=tuned is not None)
     return report
+
+
+def _similar_report(model: TwoTower, sample: int, k: int, seed: int, *, tuned: bool
+                    ) -> dict[str, Any]:
+    """The similar-items index of a re-indexed run: its kind, and for HNSW and IVF its
+    recall@k against an exact cosine scan on up to ``sample`` items (each itself excluded;
+    tuned: items other than those it was tuned on, where there are any) and the queries
+    per second of both (one batch call each)."""
+    import time
+
+    from twotower.index import IndexConfig, make_index, recall_at_k
+    index = model._similar
+    out: dict[str, Any] = {"kind": index.kind}
+    if index.kind == "exact" or model.n_items < 2:
+        return out
+    pool = np.arange(model.n_items)
+    if tuned:
+        rest = np.setdiff1d(pool, model._similar_calibration())
+        out["calibration_items_left_out"] = bool(len(rest))
+        pool = rest if len(rest) else pool
+    rng = np.random.default_rng(seed + 1)
+    items = np.sort(rng.choice(pool, size=min(sample, len(pool)), replace=False))
+    vectors, kk = model._trained_items(), min(k, model.n_items - 1)
+    exclude = [np.array([i]) for i in items]
+    exact = make_index(IndexConfig(kind="exact", metric="cosine")).build(vectors)
+    t0 = time.perf_counter()
+    _, ref = exact.search(vectors[items], kk, exclude=exclude)
+    exact_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, got = index.search(vectors[items], kk, exclude=exclude)
+    search_s = time.perf_counter() - t0
+    knob = "nprobe" if index.kind == "ivf" else "ef_search"
+    return {**out, knob: index.nprobe if knob == "nprobe" else index.config.ef_search,
+            f"recall@{kk}_vs_exact": round(recall_at_k(ref, got), 4), "queries": len(items),
+            "queries_per_second": round(len(items) / max(search_s, 1e-9), 1),
+            "exact_queries_per_second": round(len(items) / max(exact_s, 1e-9), 1)}

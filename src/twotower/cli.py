@@ -591,6 +591,12 @@ def _tune_index(args: argparse.Namespace, model: Any) -> None:
          f"{t['recall_tried'][t['value']]:.3f} against exact search on "
          f"{t['calibration_queries']} users (target {t['target_recall']}"
          f"{'' if t['reached'] else ', not reached'}; {t['seconds']:.1f} s)")
+    s = model._tune_similar(args.target_recall)
+    if s is not None:
+        _say(f"similar items {args.index_kind}: {s['knob']} {s['value']} gives recall@10 "
+             f"{s['recall_tried'][s['value']]:.3f} against an exact cosine scan on "
+             f"{s['calibration_queries']} items (target {s['target_recall']}"
+             f"{'' if s['reached'] else ', not reached'}; {s['seconds']:.1f} s)")
 
 
 def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:
@@ -908,6 +914,12 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"{t['recall_tried'][t['value']]:.3f} on the calibration users; the run keeps "
               f"this index: {'raise --hnsw-m, or ' if args.kind == 'hnsw' else ''}use "
               "--kind exact", file=sys.stderr)
+    ts = (t or {}).get("similar")
+    if ts and not ts.get("reached", True) and ts.get("value") in ts.get("recall_tried", {}):
+        print(f"twotower: warning: the similar-items {args.kind} index did not reach "
+              f"--target-recall {ts['target_recall']}: {ts['knob']} {ts['value']} (its limit) "
+              f"gives recall@10 {ts['recall_tried'][ts['value']]:.3f} on the calibration "
+              "items; the run keeps it", file=sys.stderr)
     return 0
 
 
