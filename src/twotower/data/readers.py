@@ -66,7 +66,9 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
                             f"({', '.join(roles)}); each role needs a column of its own")
     suffix = p.suffix.lower()
     if suffix in _PARQUET:
-        _check_columns(p, what, wanted, list(_parquet_schema(p, what).names))
+        names = list(_parquet_schema(p, what).names)
+        check_columns(p, what, wanted, names)
+        check_unique_columns(p, what, wanted, names)
         df = pd.read_parquet(p, columns=list(wanted.values()))
     elif suffix in _CSV:
         sep = sep or ("\t" if suffix == ".tsv" else ",")
@@ -77,11 +79,11 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
             raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
         except pd.errors.ParserError as exc:  # e.g. a quote opened and never closed
             raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
-        _check_columns(p, what, wanted, header)
+        check_columns(p, what, wanted, header)
         try:
             df = pd.read_csv(p, sep=sep, usecols=list(wanted.values()), dtype=str,
                              keep_default_na=False, on_bad_lines="error", engine="c",
-                             encoding=encoding)
+                             encoding=encoding, lineterminator=_bare_cr(p))
         except pd.errors.ParserError as exc:
             raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
         check_ragged(p, what, sep, len(header))
@@ -90,6 +92,25 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
             f"{what}: {p}: unknown file type {suffix!r}; expected .csv, .tsv or .parquet"
         )
     return df.rename(columns={col: role for role, col in wanted.items()})
+
+
+def check_unique_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]
+                         ) -> None:
+    """A Parquet file may name a column twice (a CSV header's repeat is renamed by the
+    reader): which one is meant cannot be told, so it is refused."""
+    for role, col in wanted.items():
+        if have.count(col) > 1:
+            raise DataError(f"{what}: {p} has {have.count(col)} columns named {col!r} (the "
+                            f"{role} column); rename all but one")
+
+
+def _bare_cr(p: Path) -> str | None:
+    """``"\\r"`` for a file whose lines end in a bare carriage return (old Mac style),
+    else None (any line end). pandas' C parser, left to guess, shifts a row's fields
+    left after a blank line when its first field is empty."""
+    with p.open("rb") as fh:
+        head = fh.read(1 << 16)
+    return "\r" if b"\r" in head and b"\n" not in head else None
 
 
 def _parquet_schema(p: Path, what: str) -> Any:
@@ -131,7 +152,7 @@ def _encoding(path: str, size: int, mtime_ns: int, what: str, chunk: int = 1 << 
             lines += block.count(b"\n")
 
 
-def _check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) -> None:
+def check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) -> None:
     for role, col in wanted.items():
         if col not in have:
             other = next((c for c in (";", "\t", "|") if len(have) == 1 and c in have[0]),
