@@ -398,6 +398,41 @@ def test_evaluate_run_reports_every_cutoff_asked_for(tutorial_run):
     assert table["model"]["recall@2000"] == pytest.approx(1.0) and 2000 in curves["model"]
 
 
+
+def test_evaluate_scores_the_model_and_an_ann_index_as_served(capsys, tutorial_run, tmp_path):
+    # an IVF index of 1 list in 40: recall@10 read off a list of 100 came from its exact
+    # fall-back, not from what it serves. "model" is the model's own ranking (the exact
+    # run's numbers); "model (ivf index)" is each cut-off from a request of that size.
+    import shutil
+
+    from twotower import TwoTower
+    from twotower.artifacts import load_test
+    from twotower.evaluation import evaluate_run, recommend_and_evaluate
+    from twotower.evaluation.run import train_interactions
+    _, rundir = tutorial_run
+    run_copy = tmp_path / "run"
+    shutil.copytree(rundir, run_copy)
+    code, _, err = run(capsys, "index", run_copy, "--kind", "ivf", "--nlist", "40",
+                       "--nprobe", "1")
+    assert code == 0, err
+    test = load_test(rundir)
+    exact_table, _ = evaluate_run(TwoTower.load(rundir), test, ks=(10, 100))
+    ann = TwoTower.load(run_copy)
+    table, curves = evaluate_run(ann, test, ks=(10, 100))
+    assert table["model"] == exact_table["model"]
+    served = table["model (ivf index)"]
+    from twotower.data.interactions import Interactions
+    held = Interactions(users=test[0], items=test[1], user_vocab=ann.user_vocab,
+                        item_vocab=ann.item_vocab)
+    train = train_interactions(ann)
+    for k in (10, 100):
+        alone = recommend_and_evaluate(ann, train, held, ks=(k,))
+        assert served[f"recall@{k}"] == alone[f"recall@{k}"]
+        assert curves["model (ivf index)"][k] == alone[f"recall@{k}"]
+    assert served != table["model"]  # (recall@10 of the index against exact: 0.44)
+    code, out, _ = run(capsys, "evaluate", run_copy)
+    assert code == 0 and "model (ivf index)" in out
+
 def test_train_on_two_simulated_devices(tmp_path, ml100k):
     """`twotower train --devices 2` in a process that sees 2 (simulated CPU) devices: the
     batch is split over both, whole batches only, and the run serves like any other."""
