@@ -162,7 +162,8 @@ def _ms(vals):
 
 
 def markdown(rows, held, times, seeds):
-    lines = [f"MovieLens 100k, seen items excluded, mean ± std over seeds {list(seeds)}.", ""]
+    lines = [f"MovieLens 100k, seen items excluded, mean ± std over seeds {list(seeds)} "
+             "(population std, ddof 0: `np.std`).", ""]
     for kind in ("random", "temporal"):
         lines += [f"**{kind} split**", "",
                   "| method | " + " | ".join(SHOW) + " | fit s |",

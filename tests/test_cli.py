@@ -1007,6 +1007,13 @@ def test_evaluate_test_data_reads_a_file_like_the_runs_own_without_flags(tmp_pat
     assert code == 0, err
     assert "60 pairs" in err and "54 evaluated" in err and "using column 'customer' as the user" in out
     assert "| model |" in out
+    # what was left out stays with the table: on stdout and in the JSON
+    assert "held out: 54 of the 60 pairs" in out and "6 with a user or item unknown" in out
+    code, out, err = run(capsys, "evaluate", tmp_path / "r", "-k", "10",
+                         "--test-data", tmp_path / "held.csv", "--json", tmp_path / "t.json")
+    held = json.loads((tmp_path / "t.json").read_text())["held_out"]
+    assert held == {"file": str(tmp_path / "held.csv"), "pairs": 60, "unknown": 6,
+                    "trained": 0, "evaluated": 54}
     # flags still win over the run's names
     code, _, err = run(capsys, "evaluate", tmp_path / "r", "--test-data",
                        tmp_path / "held.csv", "--user-col", "client")

@@ -849,8 +849,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))
     from twotower.evaluation import format_table, plot_recall_curves, table_metrics
     print(format_table(table, table_metrics(ks)))
+    held = getattr(args, "held_out", None)
+    if held:
+        print(f"\nheld out: {held['evaluated']:,} of the {held['pairs']:,} pairs of "
+              f"{held['file']} evaluated; left out, as neither hits nor misses: "
+              f"{held['unknown']:,} with a user or item unknown to the run, "
+              f"{held['trained']:,} it trained on")
     if args.json:
-        Path(args.json).write_text(_json(table, indent=2))
+        Path(args.json).write_text(_json({**table, "held_out": held} if held else table,
+                                         indent=2))
         _say(f"wrote {args.json}")
     if args.plot:
         plot_recall_curves(curves, args.plot)
@@ -880,6 +887,9 @@ def _test_file(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.nda
     if not len(users):
         raise DataError(f"--test-data: {args.test_data} has no pair this run can be judged on "
                         "(known user and item, not trained on)")
+    # kept with the table too: the left-out pairs count as neither hits nor misses
+    args.held_out = {"file": str(args.test_data), "pairs": len(x), **left,
+                     "evaluated": len(users)}
     return users, items
 
 
@@ -1064,7 +1074,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut-offs, each between 1 and the catalogue size (default: 10 100)")
     e.add_argument("--baselines", action="store_true", help="also ItemKNN and EASE, tuned on a validation part of "
                                       "the training data (MostPop is always shown)")
-    e.add_argument("--json", help="write the table as JSON")
+    e.add_argument("--json", help="write the table as JSON (method -> metric -> value; with "
+                                  "--test-data also \"held_out\": the file's pairs evaluated "
+                                  "and left out)")
     e.add_argument("--plot", help="write a PNG of Recall@K curves")
     e.add_argument("--plot-loss", help="write a PNG of the run's training losses")
     e.add_argument("--test-data", help="a held-out interaction file (.csv/.tsv/.parquet) "

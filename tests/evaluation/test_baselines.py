@@ -188,3 +188,10 @@ def test_mostpop_lists_equal_ranking_the_whole_catalogue(n_items, n_users, rows)
             want = _Baseline._rank(mp, mp._seen[users], k, e)
             np.testing.assert_array_equal(got[1], want[1])
             np.testing.assert_array_equal(got[0], want[0])
+
+
+def test_topk_excluding_refuses_nan_scores_naming_where():
+    # a NaN ranked above lower finite scores: [nan, 1, 2, nan, 0.5] gave [2, 1, 0]
+    from twotower.evaluation.baselines import topk_excluding
+    with pytest.raises(DataError, match=r"NaN \(row 1, item index 3\)"):
+        topk_excluding(np.array([[0.0, 1, 2, 3, 4], [1.0, 1, 2, np.nan, 0.5]]), 3)

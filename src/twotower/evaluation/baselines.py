@@ -89,9 +89,17 @@ def topk_excluding(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | N
 
     Returns:
         scores ``[b, k]`` float32 and ids ``[b, k]`` int64, best first.
+
+    Raises:
+        DataError: a NaN score (found before any exclusion).
     """
     k = _check_k(k)
     b, n = scores.shape
+    nan = np.isnan(scores)
+    if nan.any():  # NaN compares as neither better nor worse: its place would be arbitrary
+        r, c = (int(v[0]) for v in np.nonzero(nan))
+        raise DataError(f"scores hold NaN (row {r}, item index {c}): a recommender's scores "
+                        "must be numbers (-inf for an item it never recommends)")
     if exclude is not None:
         if len(exclude) != b:
             raise DataError(f"`exclude` has {len(exclude)} lists for {b} queries")
@@ -247,7 +255,9 @@ class _Baseline:
 
 
 class MostPop(_Baseline):
-    """Recommend the items with the most training interactions (the same list for all).
+    """Recommend the items the most users interacted with in training (the same list for
+    all; a user who interacted with an item several times counts once, where
+    ``TwoTower.item_popularity`` counts every interaction).
 
     Example:
         >>> from twotower import Interactions
