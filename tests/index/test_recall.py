@@ -313,3 +313,35 @@ def test_an_l2_graph_over_repeated_vectors_keeps_its_recall(tmp_path):
     assert make_index(IndexConfig(kind="hnsw")).build(V)._groups is None
 
 
+
+
+def test_hnsw_walks_a_heavy_user_alone_and_honours_every_filter():
+    # a query whose seen items would widen the batch's walk past 2 x ef_search is walked
+    # alone (its exclusions a faiss selector): the other queries' results are theirs alone,
+    # and the heavy one's never hold an excluded or a disallowed item
+    from twotower.index import faiss_ann
+    rng = np.random.default_rng(3)
+    V = rng.standard_normal((6000, 16)).astype(np.float32)
+    Q = rng.standard_normal((6, 16)).astype(np.float32)
+    index = make_index(IndexConfig(kind="hnsw", ef_search=64)).build(V)
+    exact = make_index(IndexConfig(kind="exact")).build(V)
+    top = exact.search(Q, 400)[1]
+    seen = [top[r, :300] if r % 3 == 0 else rng.choice(6000, 20, replace=False)
+            for r in range(6)]  # rows 0 and 3: 300 + 10 > 2 x 64
+    assert len(faiss_ann.HNSWIndex._own_selector_rows(
+        index, np.array([len(s) for s in seen]), 10)) == 2
+    allowed = np.ones(6000, dtype=bool)
+    allowed[rng.choice(6000, 600, replace=False)] = False
+    for allow in (None, np.flatnonzero(allowed)):
+        s, got = index.search(Q, 10, exclude=seen, allow=allow)
+        ref = exact.search(Q, 10, exclude=seen, allow=allow)[1]
+        for r in range(6):
+            assert (got[r] >= 0).all() and len(set(got[r])) == 10
+            assert not set(got[r]) & set(seen[r].tolist())
+            if allow is not None:
+                assert allowed[got[r]].all()
+            if r % 3:  # a light row: as searched alone
+                np.testing.assert_array_equal(
+                    got[r], index.search(Q[r:r + 1], 10, exclude=[seen[r]], allow=allow)[1][0])
+        assert recall_at_k(ref, got) >= 0.9
+        assert np.all(np.diff(s, axis=1) <= 0)  # best first
