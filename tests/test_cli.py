@@ -265,6 +265,7 @@ def test_index_command_builds_reports_and_is_used(capsys, tutorial_run, tmp_path
     if kind != "exact":
         assert report["tuned"]["similar"]["reached"]
         assert sim["calibration_items_left_out"] and sim["queries"] == 1000
+        assert sim["index_bytes"] > 1682 * 32 * 4  # at least its vectors
         assert 0.95 <= sim["recall@10_vs_exact"] <= 1.0
         knob = "nprobe" if kind == "ivf" else "ef_search"
         assert sim[knob] == report["tuned"]["similar"]["value"]

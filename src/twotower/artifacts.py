@@ -849,6 +849,9 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     if tuned is not None:
         report["tuned"] = tuned
     report["similar"] = _similar_report(model, sample, k, seed, tuned=tuned is not None)
+    if (Path(directory) / "similar").is_dir():
+        report["similar"]["index_bytes"] = sum(
+            p.stat().st_size for p in (Path(directory) / "similar").rglob("*") if p.is_file())
     return report
 
 
