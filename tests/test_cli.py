@@ -404,27 +404,28 @@ def test_evaluate_scores_the_model_and_an_ann_index_as_served(capsys, tutorial_r
     # an IVF index of 1 list in 40: recall@10 read off a list of 100 came from its exact
     # fall-back, not from what it serves. "model" is the model's own ranking (the exact
     # run's numbers); "model (ivf index)" is each cut-off from a request of that size.
-    import shutil
-
     from twotower import TwoTower
     from twotower.artifacts import load_test
+    from twotower.data.interactions import Interactions
     from twotower.evaluation import evaluate_run, recommend_and_evaluate
     from twotower.evaluation.run import train_interactions
     _, rundir = tutorial_run
     run_copy = tmp_path / "run"
-    shutil.copytree(rundir, run_copy)
+    test = load_test(rundir)
+    exact = TwoTower.load(rundir)
+    held = Interactions(users=test[0], items=test[1], user_vocab=exact.user_vocab,
+                        item_vocab=exact.item_vocab)
+    exact_table, _ = evaluate_run(exact, test, ks=(10, 100))
+    # a copy whose eval.json also holds a row of an index it no longer has
+    exact.save(run_copy, test=held, metrics={"model": exact_table["model"],
+                                             "model (hnsw index)": exact_table["model"]})
     code, _, err = run(capsys, "index", run_copy, "--kind", "ivf", "--nlist", "40",
                        "--nprobe", "1")
     assert code == 0, err
-    test = load_test(rundir)
-    exact_table, _ = evaluate_run(TwoTower.load(rundir), test, ks=(10, 100))
     ann = TwoTower.load(run_copy)
     table, curves = evaluate_run(ann, test, ks=(10, 100))
     assert table["model"] == exact_table["model"]
     served = table["model (ivf index)"]
-    from twotower.data.interactions import Interactions
-    held = Interactions(users=test[0], items=test[1], user_vocab=ann.user_vocab,
-                        item_vocab=ann.item_vocab)
     train = train_interactions(ann)
     for k in (10, 100):
         alone = recommend_and_evaluate(ann, train, held, ks=(k,))
@@ -433,6 +434,13 @@ def test_evaluate_scores_the_model_and_an_ann_index_as_served(capsys, tutorial_r
     assert served != table["model"]  # (recall@10 of the index against exact: 0.44)
     code, out, _ = run(capsys, "evaluate", run_copy)
     assert code == 0 and "model (ivf index)" in out
+    # the run's eval.json holds the served row of the index it has, not of an earlier one
+    saved = json.loads((run_copy / "eval.json").read_text())
+    assert set(saved) == {"model", "model (ivf index)"}
+    assert saved["model (ivf index)"]["recall@10"] == pytest.approx(served["recall@10"])
+    code, _, err = run(capsys, "index", run_copy, "--kind", "exact")
+    assert code == 0, err
+    assert set(json.loads((run_copy / "eval.json").read_text())) == {"model"}
 
 def test_train_on_two_simulated_devices(tmp_path, ml100k):
     """`twotower train --devices 2` in a process that sees 2 (simulated CPU) devices: the

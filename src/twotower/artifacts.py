@@ -835,6 +835,14 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
         from twotower.data.interactions import Interactions
         held = Interactions(users=test[0], items=test[1], user_vocab=model.user_vocab,
                             item_vocab=model.item_vocab)
+    if metrics:  # the served index's row was the old index's: measured again, or dropped
+        metrics = {name: row for name, row in metrics.items() if not name.startswith("model (")}
+        cuts = sorted(int(key.split("@")[1]) for key in (metrics.get("model") or {})
+                      if key.startswith("recall@"))
+        if held is not None and cuts and config.kind != "exact":
+            from twotower.evaluation.run import served_metrics, train_interactions
+            metrics[f"model ({config.kind} index)"] = served_metrics(
+                model, train_interactions(model), held, cuts)
     save_model(model, directory, test=held, metrics=metrics, data=model.data_source,
                unchanged_since=stamp)
     size = sum(p.stat().st_size for p in (Path(directory) / "index").rglob("*") if p.is_file())

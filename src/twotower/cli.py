@@ -588,11 +588,11 @@ def _tune_index(args: argparse.Namespace, model: Any) -> None:
     t = model.tune_index(args.target_recall)
     if t.get("skipped"):
         _say(f"index {args.index_kind}: not tuned: {t['skipped']}")
-        return
-    _say(f"index {args.index_kind}: {t['knob']} {t['value']} gives recall@10 "
-         f"{t['recall_tried'][t['value']]:.3f} against exact search on "
-         f"{t['calibration_queries']} users (target {t['target_recall']}"
-         f"{'' if t['reached'] else ', not reached'}; {t['seconds']:.1f} s)")
+    else:
+        _say(f"index {args.index_kind}: {t['knob']} {t['value']} gives recall@10 "
+             f"{t['recall_tried'][t['value']]:.3f} against exact search on "
+             f"{t['calibration_queries']} users (target {t['target_recall']}"
+             f"{'' if t['reached'] else ', not reached'}; {t['seconds']:.1f} s)")
     s = model._tune_similar(args.target_recall)
     if s is not None:
         _say(f"similar items {args.index_kind}: {s['knob']} {s['value']} gives recall@10 "

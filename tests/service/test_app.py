@@ -708,3 +708,21 @@ def test_a_request_without_a_host_header_is_served_on_loopback(run_dir):
     with TestClient(app):  # the model loaded (lifespan)
         assert asyncio.run(status([])) == 200
         assert asyncio.run(status([(b"host", b"rebind.example")])) == 400
+
+
+def test_a_run_whose_ids_hold_a_lone_surrogate_is_served_and_searched(tmp_path):
+    # the library takes such ids; the title search's pyarrow array refused them at load
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service.state import ServedModel
+    rng = np.random.default_rng(0)
+    items = ["y\udc80", "Zed", "plain"]
+    data = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 10, 200)],
+                                 [items[i] for i in rng.integers(0, 3, 200)],
+                                 ratings=rng.integers(1, 6, 200))
+    TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=4)).fit(
+        data, verbose=0).save(tmp_path / "run")
+    served = ServedModel.load(tmp_path / "run")
+    found = served.model.item_vocab.ids[served.items_matching("\udc80")].tolist()
+    assert found == ["y\udc80"]
+    assert served.model.item_vocab.ids[served.items_matching("z")].tolist() == ["Zed"]

@@ -123,6 +123,7 @@ def test_quoted_line_breaks_in_a_file_of_several_blocks(tmp_path):
 @pytest.mark.parametrize("cell, error", [
     ("\u00a05", None),  # any Unicode space around a number, as read_interactions strips it
     ("1_000", "line 3"), ("\uff11", "line 3"), ("abc", "line 3"),
+    ("1e500", "line 3"), ("nan", "line 3"),  # numbers, but not finite: the cell quoted
 ])
 def test_ratings_are_read_by_one_rule(tmp_path, cell, error):
     p = tmp_path / "r.csv"

@@ -81,6 +81,15 @@ def test_a_scan_with_digest_reads_the_file_once(files, monkeypatch, fixed):
     df.loc[len(df) // 2, "row"] += 1  # the column read as ratings here
     df.to_parquet(p, row_group_size=256) if p.suffix == ".parquet" else df.to_csv(p, index=False)
     assert _stream(p).content_digest() != reference
+    # a stream scanned again reads the file as it is now: its digest too
+    s = InteractionStream(p, _stream(p).config, **vocab)
+    df.to_parquet(p, row_group_size=256) if p.suffix == ".parquet" else df.to_csv(p, index=False)
+    s.scan(digest=True)
+    first = s.content_digest()
+    df.loc[len(df) // 3, "row"] += 1
+    df.to_parquet(p, row_group_size=256) if p.suffix == ".parquet" else df.to_csv(p, index=False)
+    s.scan()
+    assert s.content_digest() != first
 
 def test_batches_have_the_batch_size_and_cover_every_row(files):
     df, p = files

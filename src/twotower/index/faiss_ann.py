@@ -520,7 +520,12 @@ class HNSWIndex(_FaissIndex):
         ``benchmarks/probes/heavy_exclusions.py``). Each is walked alone."""
         if OWN_SELECTOR_EF is None:
             return np.zeros(0, dtype=np.int64)
-        return np.flatnonzero(kk + excluded > OWN_SELECTOR_EF * self.config.ef_search)
+        # the walk is at least k wide anyway: only exclusions widen it past that
+        heavy = (excluded > 0) & (kk + excluded > OWN_SELECTOR_EF * max(self.config.ef_search,
+                                                                        kk))
+        if heavy.all():  # no light query to spare: one call, every core
+            return np.zeros(0, dtype=np.int64)
+        return np.flatnonzero(heavy)
 
     def _params(self, fetch: int, sel: Any) -> Any:
         faiss = _faiss()

@@ -61,6 +61,10 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
+def _utf8(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
 @dataclass(frozen=True)
 class ServedModel:
     """One loaded run, ready to answer requests (never mutated after construction)."""
@@ -76,7 +80,7 @@ class ServedModel:
     titles: list[str] = field(repr=False)
     item_head: list[str] = field(repr=False)  # '{"item_id":..,"title":..,"score":'
     popular: np.ndarray = field(repr=False)   # item indices, most popular first
-    titles_by_pop: Any = field(repr=False)  # pyarrow strings: titles lower-cased, `popular` order
+    titles_by_pop: Any = field(repr=False)  # pyarrow binary: titles lower-cased, `popular` order
 
     @property
     def label(self) -> str:
@@ -129,8 +133,8 @@ class ServedModel:
                      loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      metrics=metrics, item_ids=ids, titles=titles, item_head=head,
                      popular=popular,
-                     titles_by_pop=pa.array([titles[i].lower() for i in popular.tolist()],
-                                            type=pa.large_string()))
+                     titles_by_pop=pa.array([_utf8(titles[i].lower()) for i in popular.tolist()],
+                                            type=pa.large_binary()))
         served._probe()
         return served
 
@@ -187,7 +191,9 @@ class ServedModel:
         most popular first: one vectorized scan (pyarrow), not a Python loop over titles."""
         import pyarrow.compute as pc
 
-        hit = pc.match_substring(self.titles_by_pop, text).to_numpy(zero_copy_only=False)
+        # UTF-8 bytes: a byte substring is a character substring (a lone surrogate, which
+        # an id may hold, passes as its bytes)
+        hit = pc.match_substring(self.titles_by_pop, _utf8(text)).to_numpy(zero_copy_only=False)
         return self.popular[hit]
 
     def users_starting(self, prefix: str, offset: int, limit: int) -> tuple[int, list[Any]]:

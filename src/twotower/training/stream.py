@@ -265,9 +265,11 @@ class InteractionStream:
         import pyarrow as pa
         import pyarrow.compute as pc
         try:
-            return pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
+            out = pc.cast(pc.utf8_trim_whitespace(col), pa.float64())
+            if pc.all(pc.is_finite(out)).as_py() is not False:
+                return out
         except pa.ArrowInvalid:
-            pass
+            pass  # (and a non-finite value: below, to quote the cell as written)
         raw = col.to_pylist()
         vals = pd.to_numeric(pd.Series(raw, dtype=object).str.strip(), errors="coerce"
                              ).to_numpy(dtype=np.float64)
@@ -289,6 +291,7 @@ class InteractionStream:
             The stats, also kept as ``self.stats``.
         """
         import pyarrow as pa
+        self._content_digest = None  # of the file as this pass reads it, if asked
         users, items = _DistinctCounter(), _DistinctCounter()
         rows, lo, hi = 0, np.inf, -np.inf
         item_counts = None
