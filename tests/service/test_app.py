@@ -656,6 +656,11 @@ def test_dot_ids_through_query_parameters_and_a_one_item_catalogue(tmp_path):
             assert r.json()["count"] == 1
         r = c.get("/v1/history", params={"user_id": "ghost"})
         assert r.status_code == 404 and "ghost" in r.json()["detail"]
+        for i in (".", ".."):  # an item's metadata too
+            r = c.get("/v1/item", params={"item_id": i})
+            assert r.status_code == 200 and r.json()["item_id"] == i, r.text
+        r = c.get("/v1/item", params={"item_id": "ghost"})
+        assert r.status_code == 404 and "ghost" in r.json()["detail"]
     one = _tiny_run(tmp_path / "one", ["u1", "u2"], ["only", "only"])
     with TestClient(create_app(one, access_log=False)) as c:
         r = c.get("/v1/similar-items", params={"item_id": "only"})  # no k: the default

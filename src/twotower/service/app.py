@@ -367,6 +367,13 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             raise HTTPException(404, str(exc)) from None
         return JSONResponse({"model": s.label, **s.item_metadata(i)})
 
+    @app.get("/v1/item", response_model=S.ItemDetail, responses=_errors(404, 422),
+             tags=["items"])
+    def item_query(item_id: IdParam) -> JSONResponse:
+        """The same as ``/v1/items/{item_id}``, the id as a query parameter (any id, ``.``
+        and ``..`` too, which a path cannot carry)."""
+        return item(item_id)
+
     @app.get("/v1/items", response_model=S.ItemSearch, responses=_errors(422), tags=["items"])
     def search_items(search: Annotated[str, Query(max_length=200, description=(
                          "case-insensitive part of a title, or an exact item id; empty: "
