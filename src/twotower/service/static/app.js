@@ -100,8 +100,8 @@ async function showSimilar(itemId, title) {
   try {
     const [sim, metaR] = await Promise.all([
       api(`/v1/similar-items?${new URLSearchParams({ item_id: itemId })}`),  // k: the server's default
-      // metadata is extra: an id a path cannot carry ("." or "..") still gets its list
-      api(`/v1/items/${encodeURIComponent(itemId)}`).then((v) => v, () => null),
+      // metadata is extra: shown when the item has any
+      api(`/v1/item?${new URLSearchParams({ item_id: itemId })}`).then((v) => v, () => null),
     ]);
     $("similar-to").textContent = `to ${sim.title}`;
     const bits = [];
