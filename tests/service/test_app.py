@@ -731,3 +731,18 @@ def test_a_run_whose_ids_hold_a_lone_surrogate_is_served_and_searched(tmp_path):
     found = served.model.item_vocab.ids[served.items_matching("\udc80")].tolist()
     assert found == ["y\udc80"]
     assert served.model.item_vocab.ids[served.items_matching("z")].tolist() == ["Zed"]
+
+
+def test_a_reload_gives_the_freed_heap_back(monkeypatch, run_dir):
+    # the swap schedules the release: the replaced model's pages are given back to the
+    # system once the caller and the requests in flight have let it go
+    import threading
+
+    from twotower.service import state
+    assert state.release_freed_memory() is True  # glibc (Linux)
+    done = threading.Event()
+    monkeypatch.setattr(state, "RELEASE_AFTER_S", 0.0)
+    monkeypatch.setattr(state, "release_freed_memory", lambda: done.set())
+    holder = state.ModelHolder(run_dir)
+    holder.reload()
+    assert done.wait(10)
