@@ -731,6 +731,10 @@ def test_a_run_whose_ids_hold_a_lone_surrogate_is_served_and_searched(tmp_path):
     found = served.model.item_vocab.ids[served.items_matching("\udc80")].tolist()
     assert found == ["y\udc80"]
     assert served.model.item_vocab.ids[served.items_matching("z")].tolist() == ["Zed"]
+    # the response fragments, built with json's own encoders, are json.dumps' text
+    for i, t, head in zip(served.item_ids, served.titles, served.item_head):
+        assert head == (f'{{"item_id":{json.dumps(i)},"title":'
+                        f'{json.dumps(t, ensure_ascii=False)},"score":')
 
 
 def test_a_reload_gives_the_freed_heap_back(monkeypatch, run_dir):

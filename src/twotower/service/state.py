@@ -125,8 +125,11 @@ class ServedModel:
         n = model.n_items
         ids = model.item_vocab.ids.tolist()
         titles = [str(t) for t in model.titles(np.arange(n)).tolist()]
-        head = [f'{{"item_id":{json.dumps(i)},"title":{json.dumps(t, ensure_ascii=False)},'
-                f'"score":' for i, t in zip(ids, titles)]
+        # json.dumps' own string encoders, called directly: a reload builds this while the
+        # old model serves, and 638k json.dumps calls held the GIL for most of a second
+        from json.encoder import encode_basestring, encode_basestring_ascii
+        head = [f'{{"item_id":{encode_basestring_ascii(i) if type(i) is str else json.dumps(i)}'
+                f',"title":{encode_basestring(t)},"score":' for i, t in zip(ids, titles)]
         popular = model.popularity_order()
         served = cls(model=model, run_dir=run, name=run.name, version=digest,
                      trained_at=model.trained_at,
