@@ -330,12 +330,13 @@ def test_hnsw_walks_a_heavy_user_alone_and_honours_every_filter():
             for r in range(6)]  # rows 0 and 3: 300 + 10 > 2 x 64
     assert len(faiss_ann.HNSWIndex._own_selector_rows(
         index, np.array([len(s) for s in seen]), 10)) == 2
-    # the walk is k wide anyway: a query without exclusions is never walked alone, nor
-    # is a batch where every query would be
+    # the walk is k wide anyway: a query without exclusions is never walked alone; heavy
+    # queries are, each as wide as its own list (not the longest of the batch)
     own = faiss_ann.HNSWIndex._own_selector_rows
     assert own(index, np.array([0, 1, 0]), 300).tolist() == []
     assert own(index, np.array([0, 500, 0]), 300).tolist() == [1]
-    assert own(index, np.array([500, 500]), 10).tolist() == []
+    assert own(index, np.array([500, 30000]), 10).tolist() == [0, 1]
+    assert own(index, np.array([500]), 10).tolist() == []  # one query: one walk either way
     allowed = np.ones(6000, dtype=bool)
     allowed[rng.choice(6000, 600, replace=False)] = False
     for allow in (None, np.flatnonzero(allowed)):

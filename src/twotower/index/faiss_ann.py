@@ -523,7 +523,7 @@ class HNSWIndex(_FaissIndex):
         # the walk is at least k wide anyway: only exclusions widen it past that
         heavy = (excluded > 0) & (kk + excluded > OWN_SELECTOR_EF * max(self.config.ef_search,
                                                                         kk))
-        if heavy.all():  # no light query to spare: one call, every core
+        if len(heavy) == 1:  # a query alone is walked alone anyway
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(heavy)
 

@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse as _JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -30,7 +31,8 @@ from twotower.data.vocabulary import INT_ID, plain_id
 from twotower.errors import ConfigError, UnknownIdError
 from twotower.service import schemas as S
 from twotower.service.observability import Metrics, RequestMiddleware, gauge
-from twotower.service.state import ModelHolder, ReloadInProgress, ReloadRefused, ServedModel
+from twotower.service.state import (ModelHolder, ReloadInProgress, ReloadRefused, ServedModel,
+                                     utf8_ok)
 
 STATIC = Path(__file__).with_name("static")
 #: FastAPI's detail when it cannot read a body that is valid JSON (fastapi.routing)
@@ -48,7 +50,20 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _dumps(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False)
+    """JSON text, UTF-8 as it is; escaped where it holds a lone surrogate (an id may: the
+    body could not be encoded, a 500)."""
+    text = json.dumps(v, ensure_ascii=False)
+    return text if utf8_ok(text) else json.dumps(v)
+
+
+class JSONResponse(_JSONResponse):
+    """Starlette's, with a lone surrogate in an id or a title escaped, not a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, allow_nan=False, separators=(",", ":")).encode()
 
 
 #: ``k`` when a request gives none, capped at what the catalogue can fill

@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring, encode_basestring_ascii
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,24 @@ def _plain(v: Any) -> Any:
 
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
+
+
+def utf8_ok(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (False: it holds a lone surrogate)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_text(text: str) -> str:
+    """A JSON string, UTF-8 as it is (json.dumps(ensure_ascii=False)'s text), escaped where
+    it holds a lone surrogate, which a response body could not encode."""
+    out = encode_basestring(text)
+    return out if utf8_ok(out) else encode_basestring_ascii(text)
 
 
 @dataclass(frozen=True)
@@ -127,9 +146,8 @@ class ServedModel:
         titles = [str(t) for t in model.titles(np.arange(n)).tolist()]
         # json.dumps' own string encoders, called directly: a reload builds this while the
         # old model serves, and 638k json.dumps calls held the GIL for most of a second
-        from json.encoder import encode_basestring, encode_basestring_ascii
         head = [f'{{"item_id":{encode_basestring_ascii(i) if type(i) is str else json.dumps(i)}'
-                f',"title":{encode_basestring(t)},"score":' for i, t in zip(ids, titles)]
+                f',"title":{_json_text(t)},"score":' for i, t in zip(ids, titles)]
         popular = model.popularity_order()
         served = cls(model=model, run_dir=run, name=run.name, version=digest,
                      trained_at=model.trained_at,
@@ -253,16 +271,24 @@ def release_freed_memory() -> bool:
     where there is no such call. A reload frees a whole model, and glibc kept much of it:
     a 319k-item run's RSS grew from 707 MB to 806-847 MB over 6 reloads, and stayed at
     700-706 MB with this (``benchmarks/probes/reload_rss.py``)."""
-    import ctypes
-    import ctypes.util
     import gc
     gc.collect()
-    try:
-        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc
+    trim = _malloc_trim()
+    if trim is None:
         return False
     trim(0)
     return True
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim`` from the process's own symbols (no ``find_library``, which
+    runs ``ldconfig`` in a subprocess), or None (another C library, another system)."""
+    import ctypes
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
 
 
 class ModelHolder:
