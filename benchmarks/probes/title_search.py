@@ -1,6 +1,7 @@
 """Probe: the service's title search (``GET /v1/items?search=``) on a large catalogue: the
 Python scan of every lower-cased title it used before against ``ServedModel.items_matching``
-(one pyarrow ``match_substring`` over the titles in popularity order), same titles, same
+(one pyarrow ``match_substring`` over the titles in popularity order, as UTF-8 bytes:
+``ServedModel.title_index``), same titles, same
 queries, in one run. The titles are random words with a year, like MovieLens titles.
 
 Usage: python benchmarks/probes/title_search.py [--items 315000]
@@ -11,7 +12,6 @@ import timeit
 import types
 
 import numpy as np
-import pyarrow as pa
 
 
 def main() -> None:
@@ -27,8 +27,8 @@ def main() -> None:
               for i in range(n)]
     popular = rng.permutation(n)
     lower = [t.lower() for t in titles]
-    served = types.SimpleNamespace(popular=popular, titles_by_pop=pa.array(
-        [lower[i] for i in popular.tolist()], type=pa.large_string()))
+    served = types.SimpleNamespace(popular=popular,
+                                   titles_by_pop=ServedModel.title_index(titles, popular))
 
     def old(q: str) -> list[int]:
         return [i for i in popular.tolist() if q in lower[i]]
