@@ -801,7 +801,7 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     """
     import time
 
-    from twotower.index import IndexConfig, make_index, recall_at_k
+    from twotower.index import IndexConfig, make_index
     from twotower.models.retriever import TwoTower
 
     check_replaceable(directory, "run directory")  # before minutes of building
@@ -820,16 +820,11 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     queries = model.query_embeddings(users)
     exclude = model.seen_items(users)
     t0 = time.perf_counter()
-    _, ref = exact.search(queries, kk, exclude=exclude)
-    exact_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
     tuned = model.set_index(config, target_recall=target_recall if tune else None,
                             users=calib)
     build_s = time.perf_counter() - t0 - (tuned["seconds"] if tuned else 0.0) - (
         tuned["similar"]["seconds"] if tuned and "similar" in tuned else 0.0)
-    t0 = time.perf_counter()
-    _, got = model._index.search(queries, kk, exclude=exclude)
-    search_s = time.perf_counter() - t0
+    measured = _against_exact(model._index, exact, queries, kk, exclude)
     held = None
     if test is not None:
         from twotower.data.interactions import Interactions
@@ -845,22 +840,40 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
                 model, train_interactions(model), held, cuts)
     save_model(model, directory, test=held, metrics=metrics, data=model.data_source,
                unchanged_since=stamp)
-    size = sum(p.stat().st_size for p in (Path(directory) / "index").rglob("*") if p.is_file())
     report = {"kind": config.kind, "config": model.index_config.to_dict(),
-              "build_seconds": round(build_s, 4), "index_bytes": size,
-              f"recall@{kk}_vs_exact": round(recall_at_k(ref, got), 4),
-              "queries": len(users),
-              "queries_per_second": round(len(users) / max(search_s, 1e-9), 1),
-              "exact_queries_per_second": round(len(users) / max(exact_s, 1e-9), 1)}
+              "build_seconds": round(build_s, 4),
+              "index_bytes": _dir_bytes(Path(directory) / "index"), **measured}
     if config.kind == "ivf":  # nlist/nprobe 0 in the config: the ones picked for this size
         report["nlist_used"], report["nprobe_used"] = model._index.nlist, model._index.nprobe
     if tuned is not None:
         report["tuned"] = tuned
     report["similar"] = _similar_report(model, sample, k, seed, tuned=tuned is not None)
     if (Path(directory) / "similar").is_dir():
-        report["similar"]["index_bytes"] = sum(
-            p.stat().st_size for p in (Path(directory) / "similar").rglob("*") if p.is_file())
+        report["similar"]["index_bytes"] = _dir_bytes(Path(directory) / "similar")
     return report
+
+
+def _dir_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def _against_exact(index: Any, exact: Any, queries: np.ndarray, k: int, exclude: Any
+                   ) -> dict[str, Any]:
+    """Recall@k of ``index`` against ``exact`` on ``queries`` (``exclude`` applied), and
+    the queries per second of each (one batch call each: a rough guide)."""
+    import time
+
+    from twotower.index import recall_at_k
+    t0 = time.perf_counter()
+    _, ref = exact.search(queries, k, exclude=exclude)
+    exact_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    _, got = index.search(queries, k, exclude=exclude)
+    search_s = time.perf_counter() - t0
+    n = len(queries)
+    return {f"recall@{k}_vs_exact": round(recall_at_k(ref, got), 4), "queries": n,
+            "queries_per_second": round(n / max(search_s, 1e-9), 1),
+            "exact_queries_per_second": round(n / max(exact_s, 1e-9), 1)}
 
 
 def _similar_report(model: TwoTower, sample: int, k: int, seed: int, *, tuned: bool
@@ -869,9 +882,7 @@ def _similar_report(model: TwoTower, sample: int, k: int, seed: int, *, tuned: b
     recall@k against an exact cosine scan on up to ``sample`` items (each itself excluded;
     tuned: items other than those it was tuned on, where there are any) and the queries
     per second of both (one batch call each)."""
-    import time
-
-    from twotower.index import IndexConfig, make_index, recall_at_k
+    from twotower.index import IndexConfig, make_index
     index = model._similar
     out: dict[str, Any] = {"kind": index.kind}
     if index.kind == "exact" or model.n_items < 2:
@@ -886,14 +897,6 @@ def _similar_report(model: TwoTower, sample: int, k: int, seed: int, *, tuned: b
     vectors, kk = model._trained_items(), min(k, model.n_items - 1)
     exclude = [np.array([i]) for i in items]
     exact = make_index(IndexConfig(kind="exact", metric="cosine")).build(vectors)
-    t0 = time.perf_counter()
-    _, ref = exact.search(vectors[items], kk, exclude=exclude)
-    exact_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    _, got = index.search(vectors[items], kk, exclude=exclude)
-    search_s = time.perf_counter() - t0
     knob = "nprobe" if index.kind == "ivf" else "ef_search"
     return {**out, knob: index.nprobe if knob == "nprobe" else index.config.ef_search,
-            f"recall@{kk}_vs_exact": round(recall_at_k(ref, got), 4), "queries": len(items),
-            "queries_per_second": round(len(items) / max(search_s, 1e-9), 1),
-            "exact_queries_per_second": round(len(items) / max(exact_s, 1e-9), 1)}
+            **_against_exact(index, exact, vectors[items], kk, exclude)}
