@@ -61,6 +61,20 @@ def test_a_parquet_column_named_twice_is_refused_by_both(tmp_path):
     assert mem == stream and "2 columns named 'user_id'" in mem
 
 
+def test_a_csv_header_naming_a_column_twice_is_refused_by_both(tmp_path):
+    # pandas renamed the repeat to item_id.1: both readers read the first item_id silently,
+    # and the in-memory one accepted the made-up name
+    p = tmp_path / "dup.csv"
+    p.write_text("user_id,item_id,item_id\n1,2,3\n4,5,6\n")
+    mem, stream = _both(p)
+    assert mem == stream and "2 columns named 'item_id'" in mem
+    mem, stream = _both(p, item_col="item_id.1")
+    assert mem == stream and "has no column 'item_id.1'" in mem
+    p.write_text("\ufeffuser_id,item_id,rating\n1,2,3\n")  # a byte-order mark: no repeat
+    mem, stream = _both(p)
+    assert isinstance(mem, tuple) and mem == stream
+
+
 def test_dictionary_columns_whose_batches_differ(tmp_path):
     # each record batch of a categorical column carries its own dictionary
     p = tmp_path / "cat.parquet"

@@ -79,7 +79,11 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
             raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
         except pd.errors.ParserError as exc:  # e.g. a quote opened and never closed
             raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
-        check_columns(p, what, wanted, header)
+        # the header as written: pandas renames a repeated name (``item_id.1``), which
+        # would read the first of two ``item_id`` columns and accept the made-up name
+        raw = csv_header(p, sep, encoding)
+        check_columns(p, what, wanted, raw)
+        check_unique_columns(p, what, wanted, raw)
         try:
             df = pd.read_csv(p, sep=sep, usecols=list(wanted.values()), dtype=str,
                              keep_default_na=False, on_bad_lines="error", engine="c",
@@ -96,12 +100,21 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
 
 def check_unique_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]
                          ) -> None:
-    """A Parquet file may name a column twice (a CSV header's repeat is renamed by the
-    reader): which one is meant cannot be told, so it is refused."""
+    """A file may name a column twice (a Parquet schema, a CSV header as written): which
+    one is meant cannot be told, so it is refused."""
     for role, col in wanted.items():
         if have.count(col) > 1:
             raise DataError(f"{what}: {p} has {have.count(col)} columns named {col!r} (the "
                             f"{role} column); rename all but one")
+
+
+def csv_header(p: Path, sep: str, encoding: str) -> list[str]:
+    """A CSV file's first record as written (``encoding`` as ``csv_encoding`` gives it; a
+    UTF-8 byte-order mark dropped); empty for an empty file."""
+    import csv
+    text = "utf-8-sig" if encoding == "utf-8" else encoding
+    with p.open("r", encoding=text, errors="replace", newline="") as fh:
+        return next(csv.reader(fh, delimiter=sep), None) or []
 
 
 def _bare_cr(p: Path) -> str | None:

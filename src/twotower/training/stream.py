@@ -9,7 +9,6 @@ buffer.
 
 from __future__ import annotations
 
-import csv
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -22,7 +21,7 @@ import numpy as np
 from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.readers import (check_columns, check_ragged, check_unique_columns,
-                                   csv_encoding, where_in_file)
+                                   csv_encoding, csv_header, where_in_file)
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError, NotFittedError
 
@@ -223,12 +222,11 @@ class InteractionStream:
         # latin-1 where the file is not UTF-8, as the in-memory reader (warned once); the
         # header too (a column name with an accent); utf-8-sig: without a byte-order mark
         encoding = csv_encoding(self.path, "--data")
-        text = "utf-8-sig" if encoding == "utf-8" else encoding
-        with self.path.open("r", encoding=text, errors="replace", newline="") as fh:
-            header = next(csv.reader(fh, delimiter=sep), None)
+        header = csv_header(self.path, sep, encoding)
         if not header:
             raise DataError(f"--data: {self.path} has no header line")
         self._check_columns(header)
+        check_unique_columns(self.path, "--data", self._roles, header)
         roles = self._roles
         types = {self.config.user_col: pa.string(), self.config.item_col: pa.string()}
         if "rating" in roles:  # text, parsed by ``_ratings`` as read_interactions does
