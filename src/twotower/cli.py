@@ -25,6 +25,12 @@ MOVIELENS = "movielens-100k"
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # a flag is given whole: a prefix (`--epoch`, `tutorial --data`, read as --epochs and
+        # --data-dir) is refused by name rather than taken for another flag
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> Any:  # exit 2 with one line, like our own errors
         self.print_usage(sys.stderr)
         prog = self.prog.removeprefix("twotower").strip()  # `twotower train`, once
@@ -99,6 +105,14 @@ def _items_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, 
     ``--title-col`` and ``--genres-col``. A named column the file lacks is an error; a file
     with neither a title nor a genres column gets a warning listing its columns (every
     item would show as its id)."""
+    for flag in ("items_id_col", "title_col", "genres_col"):
+        value = getattr(args, flag, None)
+        if value is not None and not getattr(args, "items", None):
+            raise ConfigError(f"--{flag.replace('_', '-')} names a column of --items, which "
+                              "was not given")
+        if value is not None and not value.strip():
+            raise ConfigError(f"--{flag.replace('_', '-')}: expected a column name of "
+                              f"--items, got {value!r}")
     id_col = getattr(args, "items_id_col", None) or cols["item"]
     title = getattr(args, "title_col", None)
     genres = getattr(args, "genres_col", None)
@@ -144,6 +158,10 @@ def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data",
              "time": getattr(args, "time_col", "none")}
     out: dict[str, str | None] = {}
     for role, col in given.items():
+        if col is not None and not col.strip():
+            none = " ('none' to ignore the column)" if role in ("rating", "time") else ""
+            raise ConfigError(f"--{role}-col: expected a column name of {what}{none}, got "
+                              f"{col!r}")
         if col is not None:
             out[role] = None if col.lower() == "none" and role in ("rating", "time") else col
             continue
@@ -196,7 +214,7 @@ def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndar
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=MOVIELENS,
                    help=f"'{MOVIELENS}' or a .csv/.tsv/.parquet interaction file")
-    p.add_argument("--data-dir", help="local MovieLens 100k directory (u.data, u.item, ...)")
+    p.add_argument("--data-dir", type=_path, help="local MovieLens 100k directory (u.data, u.item, ...)")
     p.add_argument("--user-col", default=None,
                    help="user id column (default: user_id, userId, user, ... if present)")
     p.add_argument("--item-col", default=None,
@@ -206,7 +224,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-col", default=None,
                    help="timestamp column (default: 'timestamp' if present; 'none' to "
                         "ignore it)")
-    p.add_argument("--items", help="item metadata file (columns: the item id, title, genres)")
+    p.add_argument("--items", type=_path, help="item metadata file (columns: the item id, title, genres)")
     p.add_argument("--sep", default=None, type=_sep,
                    help="CSV field separator of --data and --items, one character ('\\t' "
                         "for a tab; default ',', tab for .tsv)")
@@ -278,7 +296,10 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
                           f"0x{raw[exc.start]:02x}); save the file as UTF-8") from None
     if p.suffix.lower() == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            raise ConfigError(f"--config: {p}: key {exc.args[0]!r} is given twice in one "
+                              "object (which one is meant cannot be told)") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"--config: {p}: line {exc.lineno}: {exc.msg}") from None
     else:
@@ -305,6 +326,19 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
                 raise ConfigError(f"--config: {p}: [{k}] must be a table of settings, got "
                                   f"{type(data[k]).__name__} {data[k]!r}")
     return data
+
+
+class _DuplicateKey(Exception):
+    """A JSON object names one key twice (``json`` keeps the last in silence)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
@@ -413,8 +447,12 @@ def _named(exc: ConfigError, table: str, sources: dict[str, str],
             named.add(key)
     bare = set() if "unknown key" in msg else in_file - named - set(sources)
     for key in sorted(bare, key=len, reverse=True):
-        msg = re.sub(rf"(?<![.\w]){key}\b(?! \()", f"{key} (--config {config} [{table}])",
-                     msg, 1)
+        # where the message says what the file holds ("got objective 'softmax'"), else the
+        # first mention (not a mention of what the key should be, e.g. "trained by objective
+        # 'multinomial' ..., got objective 'softmax'")
+        got = rf"(?<=\bgot ){key}\b(?! \()"
+        msg = re.sub(got if re.search(got, msg) else rf"(?<![.\w]){key}\b(?! \()",
+                     f"{key} (--config {config} [{table}])", msg, 1)
     if "unknown key" in msg and config and "--config" not in msg:
         msg = f"--config {config}: {msg}"
     return ConfigError(msg)
@@ -446,6 +484,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.split != "none" and not 0.0 < args.test_fraction < 1.0:  # before the data is read
         raise ConfigError(f"--test-fraction must be strictly between 0 and 1, got "
                           f"{args.test_fraction}")
+    _check_output(args.plot_loss, "--plot-loss")
     settings = _config_file(args)
     try:
         cfg = _model_config(args, settings)
@@ -681,6 +720,9 @@ def _read_user_file(path: str) -> list[str]:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    if args.out and args.json:
+        raise ConfigError("--json prints JSON lines on stdout and --out writes a file: give "
+                          "one of them (--out FILE.jsonl for JSON lines in a file)")
     if args.out:
         _out_format(args.out)  # before the work
     model = _load(args.run)
@@ -829,6 +871,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from twotower.artifacts import load_test, read_whole
     from twotower.evaluation import evaluate_run
 
+    stray = [f for f, v in (("--user-col", args.user_col), ("--item-col", args.item_col),
+                            ("--sep", args.sep)) if v is not None]
+    if stray and not args.test_data:
+        raise ConfigError(f"{', '.join(stray)}: for a --test-data file, which was not given "
+                          "(the run's own split needs no columns)")
+    for flag, path in (("--json", args.json), ("--plot", args.plot),
+                       ("--plot-loss", args.plot_loss)):
+        _check_output(path, flag)  # before the work
     if args.test_data:
         model = _load(args.run)
         test = _test_file(args, model)
@@ -856,8 +906,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
               f"{held['unknown']:,} with a user or item unknown to the run, "
               f"{held['trained']:,} it trained on")
     if args.json:
-        Path(args.json).write_text(_json({**table, "held_out": held} if held else table,
-                                         indent=2))
+        out = Path(args.json)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)  # as --plot and recommend --out
+            out.write_text(_json({**table, "held_out": held} if held else table, indent=2))
+        except OSError as exc:
+            raise OSError(exc.errno, f"--json: cannot write {out}: {exc.strerror or exc}"
+                          ) from None
         _say(f"wrote {args.json}")
     if args.plot:
         plot_recall_curves(curves, args.plot)
@@ -868,6 +923,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          validation_freq=model.config.validation_freq)
         _say(f"wrote {args.plot_loss}")
     return 0
+
+
+def _check_output(path: str | None, flag: str) -> None:
+    """An output file a command writes when its work is done, checked before the work."""
+    if path is not None and Path(path).is_dir():
+        raise ConfigError(f"{flag}: {path} is a directory; give the name of a file to write")
 
 
 def _test_file(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -969,6 +1030,14 @@ def _sep(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--sep: ")) from None
 
 
+def _path(text: str) -> str:
+    """A file or directory name: not empty (an empty one was the flag not given, in
+    silence: `--out "$UNSET"`)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"expected a file or directory name, got {text!r}")
+    return text
+
+
 def _positive_int(text: str) -> int:
     """A whole number >= 1 (``--sample``)."""
     try:
@@ -986,18 +1055,18 @@ def build_parser() -> argparse.ArgumentParser:
     p._commands = sub.choices  # type: ignore[attr-defined]
 
     t = sub.add_parser("tutorial", help="the Keras-RS retrieval tutorial, end to end")
-    t.add_argument("--data-dir", help="local MovieLens 100k directory")
+    t.add_argument("--data-dir", type=_path, help="local MovieLens 100k directory")
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--epochs", type=int, default=50)
-    t.add_argument("--out", help="also save the trained model here")
+    t.add_argument("--out", type=_path, help="also save the trained model here")
     t.set_defaults(func=cmd_tutorial)
 
     tr = sub.add_parser("train", help="train a model and save it as a run directory")
     _add_data_args(tr)
-    tr.add_argument("--out", required=True, help="run directory to write")
+    tr.add_argument("--out", required=True, type=_path, help="run directory to write")
     tr.add_argument("--preset", default="default", type=str.lower,
                     choices=("default", "tutorial"))
-    tr.add_argument("--config", help="JSON/TOML file with ModelConfig fields")
+    tr.add_argument("--config", type=_path, help="JSON/TOML file with ModelConfig fields")
     tr.add_argument("--split", default=None, type=str.lower,
                     choices=("random", "temporal", "none"),
                     help="the test split (default random; none with --stream)")
@@ -1040,14 +1109,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--checkpoint: write the training loop's state this often (default "
                          "600; also on Ctrl-C/SIGTERM; model.fit: each epoch)")
     tr.add_argument("-v", "--verbose", action="store_true", help="per-epoch losses")
-    tr.add_argument("--plot-loss", help="write a PNG of the per-epoch losses")
+    tr.add_argument("--plot-loss", type=_path, help="write a PNG of the per-epoch losses")
     tr.set_defaults(func=cmd_train)
 
     r = sub.add_parser("recommend", help="top-K items for users of a run")
     r.add_argument("run")
     who = r.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="one user id")
-    who.add_argument("--users", help="file with one user id a line")
+    who.add_argument("--users", type=_path, help="file with one user id a line")
     who.add_argument("--all-users", action="store_true")
     r.add_argument("-k", type=int, help="items per user (default 10, or the catalogue if "
                                         "smaller)")
@@ -1056,7 +1125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="popular: users the run does not know (or never trained on) get the "
                         "most popular items, flagged, instead of an error")
     r.add_argument("--json", action="store_true", help="JSON lines on stdout")
-    r.add_argument("--out", help="write JSON lines (.jsonl), Parquet (.parquet) or CSV (.csv; "
+    r.add_argument("--out", type=_path, help="write JSON lines (.jsonl), Parquet (.parquet) or CSV (.csv; "
                                  "Parquet and CSV: a row per user and rank)")
     r.set_defaults(func=cmd_recommend)
 
@@ -1074,12 +1143,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut-offs, each between 1 and the catalogue size (default: 10 100)")
     e.add_argument("--baselines", action="store_true", help="also ItemKNN and EASE, tuned on a validation part of "
                                       "the training data (MostPop is always shown)")
-    e.add_argument("--json", help="write the table as JSON (method -> metric -> value; with "
+    e.add_argument("--json", type=_path, help="write the table as JSON (method -> metric -> value; with "
                                   "--test-data also \"held_out\": the file's pairs evaluated "
                                   "and left out)")
-    e.add_argument("--plot", help="write a PNG of Recall@K curves")
-    e.add_argument("--plot-loss", help="write a PNG of the run's training losses")
-    e.add_argument("--test-data", help="a held-out interaction file (.csv/.tsv/.parquet) "
+    e.add_argument("--plot", type=_path, help="write a PNG of Recall@K curves")
+    e.add_argument("--plot-loss", type=_path, help="write a PNG of the run's training losses")
+    e.add_argument("--test-data", type=_path, help="a held-out interaction file (.csv/.tsv/.parquet) "
                                        "instead of the run's own split")
     e.add_argument("--user-col", help="--test-data: user id column (default: the run's "
                                       "training column where the file has it, else found "

@@ -32,6 +32,9 @@ def check_sep(sep: str | None, what: str = "--sep") -> str | None:
     if not isinstance(sep, str) or len(sep) != 1:
         raise ConfigError(f"{what}: a field separator is one character ('\\t' for a tab), "
                           f"got {sep!r}")
+    if sep in ("\n", "\r", '"'):  # line ends and the quote character cannot split fields
+        raise ConfigError(f"{what}: a field separator cannot be a line end or the quote "
+                          f"character '\"', got {sep!r}")
     return sep
 
 
@@ -67,7 +70,7 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
     suffix = p.suffix.lower()
     if suffix in _PARQUET:
         names = list(_parquet_schema(p, what).names)
-        check_columns(p, what, wanted, names)
+        check_columns(p, what, wanted, names, sep=None)
         check_unique_columns(p, what, wanted, names)
         df = pd.read_parquet(p, columns=list(wanted.values()))
     elif suffix in _CSV:
@@ -82,7 +85,7 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
         # the header as written: pandas renames a repeated name (``item_id.1``), which
         # would read the first of two ``item_id`` columns and accept the made-up name
         raw = csv_header(p, sep, encoding)
-        check_columns(p, what, wanted, raw)
+        check_columns(p, what, wanted, raw, sep)
         check_unique_columns(p, what, wanted, raw)
         try:
             df = pd.read_csv(p, sep=sep, usecols=list(wanted.values()), dtype=str,
@@ -165,14 +168,16 @@ def _encoding(path: str, size: int, mtime_ns: int, what: str, chunk: int = 1 << 
             lines += block.count(b"\n")
 
 
-def check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str]) -> None:
+def check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str],
+                  sep: str | None = ",") -> None:
+    """``sep``: the separator a text file was read with (None: not a text file)."""
     for role, col in wanted.items():
         if col not in have:
-            other = next((c for c in (";", "\t", "|") if len(have) == 1 and c in have[0]),
-                         None)
+            other = next((c for c in (",", ";", "\t", "|") if sep is not None
+                          and c != sep and len(have) == 1 and c in str(have[0])), None)
             if other is not None:  # e.g. a spreadsheet's ';' export read as one column
                 raise DataError(f"{what}: {p} reads as one column {have[0]!r}: its fields "
-                                f"seem to be separated by {other!r}, not ','; give the "
+                                f"seem to be separated by {other!r}, not {sep!r}; give the "
                                 "separator with --sep")
             flag, arg = (("--items-id-col", "item_id_col") if what == "--items"
                          and role == "item" else (f"--{role}-col", f"{role}_col"))
@@ -377,6 +382,8 @@ def read_header(path: str | Path, what: str = "file", sep: str | None = None) ->
                            nrows=0, encoding=csv_encoding(p, what)).columns.tolist()
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
+    except pd.errors.ParserError as exc:  # e.g. a quote opened and never closed
+        raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
 
 
 def match_info(info: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:

@@ -145,7 +145,7 @@ class InteractionStream:
         raise DataError(f"--data: {self.path}: unknown file type {suffix!r}; expected .csv, "
                         ".tsv or .parquet")
 
-    def _check_columns(self, have: list[str]) -> None:
+    def _check_columns(self, have: list[str], sep: str | None = None) -> None:
         by_col: dict[str, list[str]] = {}
         for role, col in self._roles.items():
             by_col.setdefault(col, []).append(role)
@@ -154,7 +154,7 @@ class InteractionStream:
                 raise DataError(f"--data: column {col!r} is named for several roles "
                                 f"({', '.join(roles)}); each role needs a column of its own")
         # as the in-memory reader says it (a ';' file read as one column: the separator)
-        check_columns(self.path, "--data", self._roles, have)
+        check_columns(self.path, "--data", self._roles, have, sep)
 
     def record_batches(self) -> Iterator[Any]:
         """``pyarrow.RecordBatch`` es with one column per role (``user``, ``item``,
@@ -225,7 +225,7 @@ class InteractionStream:
         header = csv_header(self.path, sep, encoding)
         if not header:
             raise DataError(f"--data: {self.path} has no header line")
-        self._check_columns(header)
+        self._check_columns(header, sep)
         check_unique_columns(self.path, "--data", self._roles, header)
         roles = self._roles
         types = {self.config.user_col: pa.string(), self.config.item_col: pa.string()}

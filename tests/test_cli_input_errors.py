@@ -1,0 +1,118 @@
+"""Bad command-line input: one clear line naming the flag or file, exit status 2, never a
+traceback (each case fails before any training)."""
+
+import pytest
+
+from twotower.cli import main
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def data(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("user_id,item_id\n1,2\n1,3\n2,2\n2,4\n")
+    return p
+
+
+def _train(tmp_path, data, *extra):
+    return ("train", "--data", data, "--out", tmp_path / "run", "--epochs", "1", *extra)
+
+
+def test_unclosed_quote_names_the_file(capsys, tmp_path):
+    bad = tmp_path / "q.csv"
+    bad.write_text('user_id,item_id\n1,"2\n1,3\n')
+    for argv in (("train", "--data", bad, "--out", tmp_path / "run"),
+                 ("train", "--data", tmp_path / "ok.csv", "--out", tmp_path / "run",
+                  "--items", bad)):
+        (tmp_path / "ok.csv").write_text("user_id,item_id\n1,2\n")
+        code, _, err = run(capsys, *argv)
+        assert code == 2 and "malformed CSV" in err and "q.csv" in err, err
+
+
+@pytest.mark.parametrize("sep", ["\n", "\r", '"'])
+def test_line_end_separator_refused(capsys, tmp_path, data, sep):
+    code, _, err = run(capsys, *_train(tmp_path, data, "--sep", sep))
+    assert code == 2 and "--sep" in err, err
+
+
+def test_separator_hint_names_the_comma(capsys, tmp_path, data):
+    code, _, err = run(capsys, *_train(tmp_path, data, "--sep", ";"))
+    assert code == 2 and "separated by ','" in err and "--sep" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--user-col", "--item-col", "--rating-col", "--time-col"])
+def test_empty_column_name_refused(capsys, tmp_path, data, flag):
+    code, _, err = run(capsys, *_train(tmp_path, data, flag, ""))
+    assert code == 2 and flag in err, err
+
+
+@pytest.mark.parametrize("flag", ["--items-id-col", "--title-col", "--genres-col"])
+def test_items_columns_without_items_refused(capsys, tmp_path, data, flag):
+    code, _, err = run(capsys, *_train(tmp_path, data, flag, "x"))
+    assert code == 2 and flag in err and "--items" in err, err
+
+
+def test_duplicate_json_key_refused(capsys, tmp_path, data):
+    cfg = tmp_path / "c.json"
+    cfg.write_text('{"epochs": 1, "epochs": 2}')
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run",
+                       "--config", cfg)
+    assert code == 2 and "'epochs'" in err and "twice" in err and "c.json" in err, err
+
+
+def test_file_setting_named_where_its_value_is(capsys, tmp_path, data):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('objective = "softmax"\n')
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run",
+                       "--config", cfg)
+    assert code == 2, err
+    assert f"got objective (--config {cfg} [model]) 'softmax'" in err, err
+    assert f"by objective (--config" not in err, err
+
+
+@pytest.mark.parametrize("argv", [("train", "--epoch", "1"), ("tutorial", "--data", "x")])
+def test_abbreviated_flag_refused(capsys, tmp_path, data, argv):
+    cmd, *rest = argv
+    extra = ("--data", data, "--out", tmp_path / "run") if cmd == "train" else ()
+    code, _, err = run(capsys, cmd, *extra, *rest)
+    assert code == 2 and "unrecognized arguments" in err and rest[0] in err, err
+
+
+@pytest.mark.parametrize("argv", [
+    ("recommend", "RUN", "--user", "1", "--out", ""),
+    ("evaluate", "RUN", "--json", ""),
+    ("train", "--data", "D", "--out", "O", "--config", ""),
+])
+def test_empty_path_refused(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    flag = argv[-2]
+    assert code == 2 and flag in err and "file or directory name" in err, err
+
+
+def test_recommend_json_with_out_refused(capsys, tmp_path):
+    code, _, err = run(capsys, "recommend", tmp_path / "nope", "--user", "1", "--json",
+                       "--out", tmp_path / "r.jsonl")
+    assert code == 2 and "--json" in err and "--out" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--user-col", "--item-col", "--sep"])
+def test_evaluate_test_data_flags_need_test_data(capsys, tmp_path, flag):
+    code, _, err = run(capsys, "evaluate", tmp_path / "nope", flag, ";")
+    assert code == 2 and flag in err and "--test-data" in err, err
+
+
+@pytest.mark.parametrize("flag", ["--json", "--plot", "--plot-loss"])
+def test_evaluate_output_directory_refused_before_the_work(capsys, tmp_path, flag):
+    code, _, err = run(capsys, "evaluate", tmp_path / "nope", flag, tmp_path)
+    assert code == 2 and flag in err and "is a directory" in err, err
+
+
+def test_train_plot_loss_directory_refused_before_training(capsys, tmp_path, data):
+    code, _, err = run(capsys, *_train(tmp_path, data, "--plot-loss", tmp_path))
+    assert code == 2 and "--plot-loss" in err, err
+    assert not (tmp_path / "run").exists()
