@@ -116,3 +116,21 @@ def test_train_plot_loss_directory_refused_before_training(capsys, tmp_path, dat
     code, _, err = run(capsys, *_train(tmp_path, data, "--plot-loss", tmp_path))
     assert code == 2 and "--plot-loss" in err, err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["index", "{run}", "--kind", "hnsw", "--ef-search", "0"], "--ef-search must be between 1"),
+    (["index", "{run}", "--kind", "hnsw", "--hnsw-m", "1"], "--hnsw-m must be between 2"),
+    (["recommend", "{run}", "--user", "1", "-k", "0"], "-k must be between 1 and 1682"),
+    (["similar", "{run}", "--item", "1", "-k", "0"], "-k must be between 1 and 1681"),
+    (["tutorial", "--epochs", "0"], "--epochs must be between 1"),
+    (["tutorial", "--seed", "-1"], "--seed must be between 0"),
+    (["serve", "{run}", "--port", "70000"], "--port must be an integer between 0 and 65535"),
+    (["serve", "{run}", "--workers", "0"], "--workers must be an integer >= 1"),
+    (["serve", "{run}", "--max-k", "0"], "--max-k must be >= 1"),
+])
+def test_errors_name_the_flag_not_the_library_setting(capsys, tutorial_run, argv, needle):
+    # they said IndexConfig.ef_search, `k`, model.epochs, `port`: names the user never typed
+    _, rundir = tutorial_run
+    code, _, err = run(capsys, *[a.format(run=rundir) for a in argv])
+    assert code == 2 and f"twotower: error: {needle}" in err, err

@@ -1277,6 +1277,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from twotower.artifacts import SAVED
     saved_before = len(SAVED)
     artifacts.BEFORE_COMMIT = _stop_requested
+    args = None
     try:
         args = parser.parse_args(argv)
         # SIGTERM (`kill`, a job scheduler's stop) would end the process on the spot,
@@ -1310,7 +1311,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except TwoTowerError as exc:
-        return _fail(str(exc))
+        return _fail(_as_flags(str(exc), args))
     except OSError as exc:  # the file system: a full disk, a file another command removed
         return _fail(str(exc))
     except KeyboardInterrupt as exc:
@@ -1331,6 +1332,29 @@ def _main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, term)
         if intr is not None:
             signal.signal(signal.SIGINT, intr)
+
+
+#: per command, the library's name of a setting -> the flag that gave it (the message
+#: names what the user typed; ``train`` names its sources through ``_named``)
+_FLAGS = {
+    "cmd_index": {"IndexConfig.ef_search": "--ef-search", "IndexConfig.nprobe": "--nprobe",
+                  "IndexConfig.nlist": "--nlist", "IndexConfig.hnsw_m": "--hnsw-m"},
+    "cmd_tutorial": {"model.epochs": "--epochs", "model.seed": "--seed"},
+    "cmd_recommend": {"`k`": "-k"},
+    "cmd_similar": {"`k`": "-k"},
+    "cmd_serve": {"`port`": "--port", "`workers`": "--workers", "`max_k`": "--max-k",
+                  "`max_batch`": "--max-batch", "`max_results`": "--max-results",
+                  "`host`": "--host"},
+}
+
+
+def _as_flags(msg: str, args: argparse.Namespace | None) -> str:
+    """``msg`` with the library's names of the command's settings replaced by its flags
+    (``IndexConfig.ef_search must be ...`` -> ``--ef-search must be ...``)."""
+    func = getattr(getattr(args, "func", None), "__name__", "")
+    for name, flag in _FLAGS.get(func, {}).items():
+        msg = re.sub(rf"(?<![\w.`-]){re.escape(name)}(?![\w`]| \()", flag, msg)
+    return msg
 
 
 def run() -> None:
