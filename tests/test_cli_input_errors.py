@@ -134,3 +134,14 @@ def test_errors_name_the_flag_not_the_library_setting(capsys, tutorial_run, argv
     _, rundir = tutorial_run
     code, _, err = run(capsys, *[a.format(run=rundir) for a in argv])
     assert code == 2 and f"twotower: error: {needle}" in err, err
+
+
+def test_users_file_errors_name_its_line(capsys, tutorial_run, tmp_path):
+    _, rundir = tutorial_run
+    f = tmp_path / "users.txt"
+    f.write_text("1\n\n2\n99999\n")  # the blank line counts
+    code, _, err = run(capsys, "recommend", rundir, "--users", f)
+    assert code == 2 and f"--users: {f}, line 4: unknown user id '99999'" in err, err
+    f.write_text("user_id\n1\n2\n")
+    code, _, err = run(capsys, "recommend", rundir, "--users", f)
+    assert code == 2 and "line 1: unknown user id 'user_id'" in err and "no header" in err, err

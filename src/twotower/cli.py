@@ -704,7 +704,8 @@ def _load(run: str) -> Any:
     return TwoTower.load(run)
 
 
-def _read_user_file(path: str) -> list[str]:
+def _read_user_file(path: str) -> tuple[list[str], list[int]]:
+    """``--users``: its ids, and the line each was read from."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"--users: file not found: {p}")
@@ -713,10 +714,14 @@ def _read_user_file(path: str) -> list[str]:
     except UnicodeDecodeError as exc:
         line = exc.object[:exc.start].count(b"\n") + 1
         raise DataError(f"--users: {p}, line {line}: not UTF-8 text ({exc.reason})") from None
-    users = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    users, lines = [], []
+    for n, ln in enumerate(text.splitlines(), 1):
+        if ln.strip():
+            users.append(ln.strip())
+            lines.append(n)
     if not users:
         raise DataError(f"--users: {p} holds no user id (expected one id a line)")
-    return users
+    return users, lines
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -731,7 +736,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.user is not None:
         users = [args.user]
     elif args.users:
-        users = _read_user_file(args.users)
+        users, lines = _read_user_file(args.users)
     else:
         users = model.user_vocab.ids.tolist()
     from twotower.data.vocabulary import INT_ID, plain_id
@@ -741,6 +746,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     idx = model.servable_users(users)
     if args.fallback != "popular" and (idx < 0).any():
         hint = "; --fallback popular gives such users the most popular items"
+        if args.users:  # the file and line of the first id that cannot be served
+            pos = int(np.argmax(idx < 0))
+            where = f"--users: {args.users}, line {lines[pos]}: "
+            if users[pos] not in model.user_vocab:
+                header = (" (the file holds one id a line, with no header line)"
+                          if pos == 0 and len(users) > 1 and (idx[1:] >= 0).all() else "")
+                raise UnknownIdError(f"{where}unknown user id {users[pos]!r}{header}{hint}")
+            raise UnknownIdError(f"{where}user id {users[pos]!r} has no training "
+                                 f"interactions (the run never trained its query){hint}")
         try:
             model.user_vocab.lookup(users)
         except UnknownIdError as exc:
