@@ -145,3 +145,16 @@ def test_users_file_errors_name_its_line(capsys, tutorial_run, tmp_path):
     f.write_text("user_id\n1\n2\n")
     code, _, err = run(capsys, "recommend", rundir, "--users", f)
     assert code == 2 and "line 1: unknown user id 'user_id'" in err and "no header" in err, err
+
+
+@pytest.mark.parametrize("text, needle", [
+    ('epochs = "1"\n', "must be an integer, got '1'"),
+    ("epochs = 0\n", "must be between 1 and"),
+])
+def test_a_flag_does_not_hide_a_bad_value_in_the_config_file(capsys, tmp_path, data, text,
+                                                              needle):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(text)
+    code, _, err = run(capsys, *_train(tmp_path, data, "--config", cfg))  # --epochs 1 given
+    assert code == 2 and f"model.epochs (--config {cfg} [model]) {needle}" in err, err
+    assert not (tmp_path / "run").exists()

@@ -349,7 +349,16 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
         overrides.update(data.get("model", {}))
     else:
         overrides.update(data)
-    # a flag given on the command line wins over the file
+    # a flag given on the command line wins over the file; the file's value must still be
+    # one (a flag would otherwise hide `epochs = "1"` until the day it is dropped)
+    hidden = {n: overrides[n] for n in ("epochs", "embedding_dim", "learning_rate",
+                                        "batch_size", "seed")
+              if getattr(args, n, None) is not None and n in overrides}
+    if hidden:
+        try:
+            ModelConfig.preset(args.preset, **hidden)
+        except ConfigError as exc:
+            raise _named(exc, "model", {}, args, set(hidden)) from None
     for name in ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed"):
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
