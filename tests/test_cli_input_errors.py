@@ -158,3 +158,11 @@ def test_a_flag_does_not_hide_a_bad_value_in_the_config_file(capsys, tmp_path, d
     code, _, err = run(capsys, *_train(tmp_path, data, "--config", cfg))  # --epochs 1 given
     assert code == 2 and f"model.epochs (--config {cfg} [model]) {needle}" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bad_coordinator_in_the_file_is_not_blamed_on_the_flag(capsys, tmp_path, data):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[distribution]\ncoordinator_address = "nohost"\n')
+    code, _, err = run(capsys, *_train(tmp_path, data, "--config", cfg))
+    assert code == 2 and f"coordinator_address (--config {cfg} [distribution]) must be" in err
+    assert "--coordinator)" not in err, err

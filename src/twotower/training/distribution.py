@@ -81,7 +81,7 @@ class DistributionConfig(Config):
             port = addr.rpartition(":")[2] if isinstance(addr, str) else ""
             if not isinstance(addr, str) or ":" not in addr or not addr.rpartition(":")[0] \
                     or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError("distribution.coordinator_address (--coordinator) must be "
+                raise ConfigError("distribution.coordinator_address must be "
                                   f"'host:port' with a port in 1-65535, got {addr!r}")
         elif self.num_processes > 1:
             raise ConfigError(f"distribution.num_processes is {self.num_processes}: a "
