@@ -166,3 +166,14 @@ def test_a_bad_coordinator_in_the_file_is_not_blamed_on_the_flag(capsys, tmp_pat
     code, _, err = run(capsys, *_train(tmp_path, data, "--config", cfg))
     assert code == 2 and f"coordinator_address (--config {cfg} [distribution]) must be" in err
     assert "--coordinator)" not in err, err
+
+
+def test_version_and_plain_help(capsys):
+    from twotower import __version__
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == f"twotower {__version__}"
+    code, out, _ = run(capsys, "-h")
+    assert code == 0 and "``" not in out and "COMMAND -h" in out
+    for cmd in ("index", "serve", "similar", "tutorial"):
+        code, out, _ = run(capsys, cmd, "-h")
+        assert code == 0 and "(default" in out, cmd

@@ -1073,14 +1073,21 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="twotower", description=__doc__.splitlines()[0] if __doc__ else None)
+    from twotower import __version__
+    p = _Parser(prog="twotower",
+                description="The retrieval stage of a recommender: train two-tower models on "
+                            "interaction logs, evaluate them against classical baselines, "
+                            "search and serve their top-K lists. `twotower COMMAND -h` lists "
+                            "a command's flags.")
+    p.add_argument("--version", action="version", version=f"twotower {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p._commands = sub.choices  # type: ignore[attr-defined]
 
     t = sub.add_parser("tutorial", help="the Keras-RS retrieval tutorial, end to end")
     t.add_argument("--data-dir", type=_path, help="local MovieLens 100k directory")
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--epochs", type=int, default=50)
+    t.add_argument("--seed", type=int, default=42,
+                   help="seeds the 80/20 split and the model (default 42)")
+    t.add_argument("--epochs", type=int, default=50, help="training epochs (default 50)")
     t.add_argument("--out", type=_path, help="also save the trained model here")
     t.set_defaults(func=cmd_tutorial)
 
@@ -1088,7 +1095,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(tr)
     tr.add_argument("--out", required=True, type=_path, help="run directory to write")
     tr.add_argument("--preset", default="default", type=str.lower,
-                    choices=("default", "tutorial"))
+                    choices=("default", "tutorial"),
+                    help="the model to start from (default: default; tutorial: the Keras-RS "
+                         "tutorial's); --config and the flags below change its settings")
     tr.add_argument("--config", type=_path, help="JSON/TOML file with ModelConfig fields")
     tr.add_argument("--split", default=None, type=str.lower,
                     choices=("random", "temporal", "none"),
@@ -1102,12 +1111,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="share of the data held out by --split (default 0.2)")
     tr.add_argument("--seed", type=int,
                     help="seeds the split and the model (default: the config's seed, 42)")
-    tr.add_argument("--epochs", type=int)
-    tr.add_argument("--embedding-dim", type=int)
-    tr.add_argument("--learning-rate", type=float)
-    tr.add_argument("--batch-size", type=int)
+    tr.add_argument("--epochs", type=int, help="training epochs (default: the preset's)")
+    tr.add_argument("--embedding-dim", type=int,
+                    help="embedding dimensions (default: the preset's)")
+    tr.add_argument("--learning-rate", type=float, help="default: the preset's")
+    tr.add_argument("--batch-size", type=int, help="default: the preset's")
     tr.add_argument("--index-kind", default="exact", type=str.lower,
-                    choices=("exact", "hnsw", "ivf"))
+                    choices=("exact", "hnsw", "ivf"),
+                    help="the search index saved with the run (default exact; `twotower "
+                         "index` builds another later)")
     tr.add_argument("--target-recall", type=_recall, default=0.95,
                     help="hnsw/ivf: raise ef_search/nprobe until recall@10 against exact "
                          "search on up to 500 users reaches this (0: keep the defaults)")
@@ -1136,11 +1148,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     r = sub.add_parser("recommend", help="top-K items for users of a run")
-    r.add_argument("run")
+    r.add_argument("run", help="a run directory (`twotower train --out`)")
     who = r.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="one user id")
     who.add_argument("--users", type=_path, help="file with one user id a line")
-    who.add_argument("--all-users", action="store_true")
+    who.add_argument("--all-users", action="store_true",
+                     help="every user the run trained on (with --out for a file)")
     r.add_argument("-k", type=int, help="items per user (default 10, or the catalogue if "
                                         "smaller)")
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
@@ -1153,15 +1166,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_recommend)
 
     s = sub.add_parser("similar", help="items similar to an item (id or exact title)")
-    s.add_argument("run")
-    s.add_argument("--item", required=True)
+    s.add_argument("run", help="a run directory (`twotower train --out`)")
+    s.add_argument("--item", required=True, help="an item id, or an item's exact title")
     s.add_argument("-k", type=int, help="similar items (default 10, or every other item if "
                                         "fewer)")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(func=cmd_similar)
 
     e = sub.add_parser("evaluate", help="metrics on the run's held-out split")
-    e.add_argument("run")
+    e.add_argument("run", help="a run directory (`twotower train --out`)")
     e.add_argument("-k", type=int, nargs="+",
                    help="cut-offs, each between 1 and the catalogue size (default: 10 100)")
     e.add_argument("--baselines", action="store_true", help="also ItemKNN and EASE, tuned on a validation part of "
@@ -1183,15 +1196,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     ix = sub.add_parser("index", help="build and save a search index for a run")
-    ix.add_argument("run")
-    ix.add_argument("--kind", default="hnsw", type=str.lower, choices=("exact", "hnsw", "ivf"))
-    ix.add_argument("--ef-search", type=int)
-    ix.add_argument("--nprobe", type=int)
-    ix.add_argument("--nlist", type=int)
-    ix.add_argument("--hnsw-m", type=int)
-    ix.add_argument("--json", action="store_true")
+    ix.add_argument("run", help="a run directory (`twotower train --out`); its index is "
+                                "replaced")
+    ix.add_argument("--kind", default="hnsw", type=str.lower, choices=("exact", "hnsw", "ivf"),
+                    help="default hnsw")
+    ix.add_argument("--ef-search", type=int,
+                    help="hnsw: candidates walked per query (default: tuned to "
+                         "--target-recall)")
+    ix.add_argument("--nprobe", type=int,
+                    help="ivf: lists scanned per query (default: tuned to --target-recall)")
+    ix.add_argument("--nlist", type=int, help="ivf: inverted lists (default: min(4 sqrt(n), n / 39) for n items)")
+    ix.add_argument("--hnsw-m", type=int, help="hnsw: graph neighbours per node (default 48)")
+    ix.add_argument("--json", action="store_true", help="the report as one JSON object")
     ix.add_argument("--sample", type=_positive_int, default=1000,
-                    help="users whose queries check recall (at least 1; at most every user)")
+                    help="users whose queries check recall (default 1000; at most every user)")
     ix.add_argument("--target-recall", type=_recall, default=0.95,
                     help="hnsw/ivf without --ef-search/--nprobe: raise that knob until "
                          "recall@10 on half of the sampled users reaches this (0: keep the "
@@ -1199,10 +1217,12 @@ def build_parser() -> argparse.ArgumentParser:
     ix.set_defaults(func=cmd_index)
 
     sv = sub.add_parser("serve", help="HTTP service and web page for a run")
-    sv.add_argument("run")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
-    sv.add_argument("--workers", type=int, default=1)
+    sv.add_argument("run", help="a run directory (`twotower train --out`)")
+    sv.add_argument("--host", default="127.0.0.1",
+                    help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
+    sv.add_argument("--port", type=int, default=8000, help="default 8000")
+    sv.add_argument("--workers", type=int, default=1,
+                    help="worker processes, each with the model in memory (default 1)")
     sv.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for (default 1000)")
     sv.add_argument("--max-batch", type=int, default=1000,
                     help="most user ids in one batch request (default 1000)")
