@@ -177,3 +177,10 @@ def test_version_and_plain_help(capsys):
     for cmd in ("index", "serve", "similar", "tutorial"):
         code, out, _ = run(capsys, cmd, "-h")
         assert code == 0 and "(default" in out, cmd
+
+
+@pytest.mark.parametrize("flag", ["--data", "--items", "--config"])
+def test_a_directory_given_for_a_file_is_called_one(capsys, tmp_path, data, flag):
+    argv = ("train", "--data", data, "--out", tmp_path / "run", flag, tmp_path)
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"{flag}: {tmp_path} is a directory; expected a file" in err, err

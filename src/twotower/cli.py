@@ -284,9 +284,10 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
 def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     if not getattr(args, "config", None):
         return {}
+    from twotower.data.readers import not_a_file
     p = Path(args.config)
     if not p.is_file():
-        raise ConfigError(f"--config: file not found: {p}")
+        raise ConfigError(f"--config: {not_a_file(p)}")
     raw = p.read_bytes()
     try:
         text = raw.decode("utf-8-sig")  # a byte-order mark (Notepad) is fine
@@ -715,9 +716,10 @@ def _load(run: str) -> Any:
 
 def _read_user_file(path: str) -> tuple[list[str], list[int]]:
     """``--users``: its ids, and the line each was read from."""
+    from twotower.data.readers import not_a_file
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"--users: file not found: {p}")
+        raise DataError(f"--users: {not_a_file(p)}")
     try:  # utf-8-sig: a byte order mark (Excel, Notepad) is not part of the first id
         text = p.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:

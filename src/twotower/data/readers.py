@@ -38,6 +38,13 @@ def check_sep(sep: str | None, what: str = "--sep") -> str | None:
     return sep
 
 
+def not_a_file(p: Path) -> str:
+    """Why ``p`` cannot be read as a file (for a message after its flag)."""
+    if p.is_dir():
+        return f"{p} is a directory; expected a file"
+    return f"file not found: {p}"
+
+
 def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = "file",
                sep: str | None = None) -> pd.DataFrame:
     """Read the named columns of a CSV/Parquet file as strings.
@@ -58,7 +65,7 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
     p = Path(path)
     sep = check_sep(sep)
     if not p.is_file():
-        raise DataError(f"{what}: file not found: {p}")
+        raise DataError(f"{what}: {not_a_file(p)}")
     wanted = {role: col for role, col in columns.items() if col}
     roles_of: dict[str, list[str]] = {}
     for role, col in wanted.items():
@@ -371,7 +378,7 @@ def read_header(path: str | Path, what: str = "file", sep: str | None = None) ->
     p = Path(path)
     sep = check_sep(sep)
     if not p.is_file():
-        raise DataError(f"{what}: file not found: {p}")
+        raise DataError(f"{what}: {not_a_file(p)}")
     if p.suffix.lower() in _PARQUET:
         return list(_parquet_schema(p, what).names)
     if p.suffix.lower() not in _CSV:

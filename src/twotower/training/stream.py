@@ -21,7 +21,7 @@ import numpy as np
 from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.readers import (check_columns, check_ragged, check_unique_columns,
-                                   csv_encoding, csv_header, where_in_file)
+                                   csv_encoding, csv_header, not_a_file, where_in_file)
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError, NotFittedError
 
@@ -136,7 +136,7 @@ class InteractionStream:
 
     def _kind(self) -> str:
         if not self.path.is_file():
-            raise DataError(f"--data: file not found: {self.path}")
+            raise DataError(f"--data: {not_a_file(self.path)}")
         suffix = self.path.suffix.lower()
         if suffix in _PARQUET:
             return "parquet"
