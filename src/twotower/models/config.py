@@ -41,7 +41,10 @@ class ModelConfig(Config):
               the item table). ``batch_size`` then counts users, and ``fit`` reports no
               validation loss.
         embedding_dim: size of both towers' output.
-        epochs, batch_size, learning_rate, optimizer: training loop settings.
+        epochs: passes over the training data.
+        batch_size: examples per training step (users, for ``multinomial``).
+        optimizer: ``adagrad`` (the tutorial's), ``adam`` or ``sgd``.
+        learning_rate: the optimizer's step size (its start, with ``learning_rate_decay``).
         learning_rate_decay: ``none`` (constant) or ``cosine`` (to 0 over the whole run,
             ``keras.optimizers.schedules.CosineDecay``).
         ema_momentum: 0 (off) or the momentum of an exponential moving average of the

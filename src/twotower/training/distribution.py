@@ -53,6 +53,8 @@ class DistributionConfig(Config):
             host.
         num_processes: processes (hosts) taking part; 1 for one host.
         process_id: this process, ``0 .. num_processes - 1``.
+        join_timeout_s: seconds a multi-host run waits for every process to join before
+            it gives up, naming the coordinator.
 
     Example:
         >>> DistributionConfig(data_parallel=2, model_parallel=2).devices

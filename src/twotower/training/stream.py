@@ -37,7 +37,8 @@ class StreamConfig(Config):
     """How an interaction file is streamed.
 
     Attributes:
-        user_col, item_col: id columns; ``rating_col``: optional numeric column.
+        user_col, item_col: the id columns.
+        rating_col: an optional numeric column (None: no ratings; ``mse`` needs them).
         read_rows: rows per record batch read from the file (Parquet), or the approximate
             rows per CSV block.
         shuffle_buffer: rows held in the shuffle buffer; 0 keeps file order.
