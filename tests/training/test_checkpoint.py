@@ -438,3 +438,43 @@ def test_a_checkpoint_json_without_a_fingerprint_is_one_line(tmp_path):
     (ck / "checkpoint.json").write_text('{"format": 1, "fingerprint": null}')
     with pytest.raises(DataError, match="not a twotower checkpoint"):
         Checkpoint(ck).start({"a": 1})
+
+
+def test_a_write_killed_before_the_first_checkpoint_does_not_lock_the_directory_out(tmp_path):
+    # a SIGKILL while checkpoint.json was first written leaves its temporary file: the same
+    # command run again was refused ("holds other files, not a checkpoint") for good
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    (ck / ".lock").touch()
+    (ck / ".checkpoint.json.tmp-12345").write_text('{"form')
+    first = Checkpoint(ck)
+    assert first.start({"a": 1}) is False
+    assert not (ck / ".checkpoint.json.tmp-12345").exists()
+    first.release()
+    # a file of someone else's is still refused
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="holds other files"):
+        Checkpoint(other).start({"a": 1})
+
+
+def test_a_removal_cut_short_leaves_a_checkpoint_that_binds_again(tmp_path, monkeypatch):
+    # remove() took checkpoint.json first, then the leftovers: a kill between them left a
+    # directory that the next training refused as "other files"
+    ck = Checkpoint(tmp_path / "ck")
+    ck.start({"a": 1})
+    (tmp_path / "ck" / ".state.npz.tmp-999").write_bytes(b"cut")  # a killed write's
+    import shutil as _shutil
+
+    def killed(*a, **kw):
+        raise KeyboardInterrupt  # stands for the kill, part-way through remove()
+    monkeypatch.setattr(_shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ck.remove()
+    monkeypatch.undo()
+    ck.release()
+    again = Checkpoint(tmp_path / "ck")
+    assert again.start({"a": 1}) is False
+    again.remove()
+    assert not (tmp_path / "ck").exists()

@@ -135,11 +135,15 @@ class Checkpoint:
                     "another directory) to start afresh")
             self._last = time.monotonic()
             return (d / _STATE).exists() or (d / _KERAS / _KERAS_META).exists()
-        if d.exists() and any(p.name != _LOCK for p in d.iterdir()):
+        if d.exists() and any(p.name != _LOCK and not _own_leftover(p.name)
+                              for p in d.iterdir()):
             raise ConfigError(f"checkpoint {d}: the directory holds other files, not a "
                               "checkpoint; give an empty or new directory")
         d.mkdir(parents=True, exist_ok=True)
         self._lock()
+        for leftover in d.iterdir():  # a killed write's temporary file (the lock is ours)
+            if _own_leftover(leftover.name):
+                leftover.unlink(missing_ok=True)
         text = json.dumps({"format": FORMAT, "fingerprint": fingerprint}, indent=2,
                           sort_keys=True).encode("utf-8")
         _write_atomic(meta, lambda fh: fh.write(text))
@@ -224,16 +228,27 @@ class Checkpoint:
     def remove(self) -> None:
         """Remove the checkpoint (its files, then the directory if nothing else is in it)."""
         d = self.directory
-        for name in (_STATE, _META, _LOCK):
-            (d / name).unlink(missing_ok=True)
+        # checkpoint.json last: a stop part-way leaves a checkpoint that binds again, not
+        # a directory of leftovers that a new training refuses as "other files"
+        (d / _STATE).unlink(missing_ok=True)
         shutil.rmtree(d / _KERAS, ignore_errors=True)
         for leftover in d.glob(".*.tmp-*"):
             leftover.unlink(missing_ok=True)
+        for name in (_META, _LOCK):
+            (d / name).unlink(missing_ok=True)
         self.release()
         try:
             d.rmdir()
         except OSError:
             pass
+
+
+def _own_leftover(name: str) -> bool:
+    """Whether ``name`` is a temporary file of this checkpoint's own ``_write_atomic``
+    (left by a process killed while writing)."""
+    import re
+    own = f"({re.escape(_META)}|{re.escape(_STATE)})"
+    return re.fullmatch(rf"\.{own}\.tmp-\d+", name) is not None
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
