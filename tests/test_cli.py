@@ -1144,3 +1144,24 @@ def test_setting_errors_name_the_flag_or_file_that_set_them(tmp_path, capsys, ar
     code, _, err = run(capsys, "train", "--data", tmp_path / "r.csv", *argv,
                        "--out", tmp_path / "run")
     assert code == 2 and needle.format(tmp=tmp_path) in err, err
+
+
+def test_a_ctrl_c_after_the_command_is_done_is_ignored(tmp_path):
+    # a Ctrl-C during the interpreter's exit (after "saved to RUN") landed in JAX's exit
+    # handler: a KeyboardInterrupt traceback under status 0, or the process ended by SIGINT
+    script = tmp_path / "late.py"
+    script.write_text(
+        "import atexit, os, signal, time\n"
+        "import jax  # noqa: F401\n"
+        "import twotower.cli as c\n"
+        "c.main = lambda argv=None: 0\n"
+        "def late():\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.2)\n"
+        "    print('after', flush=True)\n"
+        "atexit.register(late)  # runs before JAX's own exit handler\n"
+        "c.run()\n")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and "after" in out.stdout, out
+    assert "KeyboardInterrupt" not in out.stderr, out.stderr

@@ -1408,6 +1408,8 @@ def run() -> None:
     that lands inside an XLA compilation leaves JAX in a state its shutdown crashed on
     (a segmentation fault, exit 139, in about a third of the stops late in training);
     everything of ours is cleaned up by then (temporary files and directories)."""
+    import signal
+    import threading
     code = main()
     if code in (130, 143) and "jax" in sys.modules:
         for stream in (sys.stdout, sys.stderr):
@@ -1416,6 +1418,10 @@ def run() -> None:
             except (OSError, ValueError):  # a reader gone (`| head`): nothing to keep
                 pass
         os._exit(code)
+    if "jax" in sys.modules and threading.current_thread() is threading.main_thread():
+        # the command is done (its run saved, its output written): a Ctrl-C now would land
+        # in JAX's exit handler, a traceback under a status 0, or end the process by SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 
 

@@ -478,3 +478,21 @@ def test_a_removal_cut_short_leaves_a_checkpoint_that_binds_again(tmp_path, monk
     assert again.start({"a": 1}) is False
     again.remove()
     assert not (tmp_path / "ck").exists()
+
+
+def test_a_checkpoint_of_another_kind_of_training_says_so_first(tmp_path):
+    # resuming an in-memory training's checkpoint with --stream: the line that mattered
+    # (trains ...) sorted after five dumps of whole settings and was cut off
+    ck = Checkpoint(tmp_path / "ck")
+    ck.start({"trains": "TwoTower.fit", "path": "loop", "file": None, "stream": None,
+              "config": {"epochs": 2}, "data": {"digest": "a"}})
+    ck.release()
+    with pytest.raises(ConfigError) as err:
+        Checkpoint(tmp_path / "ck").start(
+            {"trains": "TwoTower.fit_stream", "path": "loop",
+             "file": {"path": "x.parquet", "columns": ["u", "i"]},
+             "stream": {"user_col": "u", "item_col": "i", "shuffle_buffer": 7},
+             "config": {"epochs": 3}, "data": {"digest": "b"}})
+    msg = str(err.value)
+    assert "(trains was 'TwoTower.fit', now 'TwoTower.fit_stream'; " in msg, msg
+    assert "stream was absent, now given" in msg and "user_col" not in msg, msg

@@ -298,3 +298,18 @@ def test_out_of_range_ids_are_refused_naming_the_row(sparse):
             yield {k: v[s:s + BATCH] for k, v in x.items()}
     with pytest.raises(DataError, match=r"user id -1 at position 3 .* outside \[0, 30\)"):
         TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(sparse_updates=sparse)).fit(batches)
+
+
+def test_restoring_arrays_of_another_shape_names_the_variable():
+    # as many variables, one of another shape: it said "6 saved variables do not fit this
+    # network's 6"
+    cfg = ModelConfig.preset("tutorial", batch_size=BATCH)
+    loop = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig())
+    loop._setup()
+    arrays = [np.asarray(v.value) for v in loop._variables()]
+    arrays[0] = np.zeros((arrays[0].shape[0] + 1,) + arrays[0].shape[1:], arrays[0].dtype)
+    with pytest.raises(DataError, match=r"checkpoint: its variable 0 \(.+\) has shape "
+                                        r"\(\d+, 32\), this network's \(\d+, 32\)"):
+        loop._restore(arrays)
+    with pytest.raises(DataError, match="its 1 saved variables do not fit"):
+        loop._restore(arrays[:1])

@@ -258,9 +258,20 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            what = "digest" if "digest" in key else None
-            out.append(f"{prefix}{key} {'differs' if what else f'was {a!r}, now {b!r}'}")
-    return out
+            if "digest" in key:
+                out.append(f"{prefix}{key} differs")
+            elif isinstance(a, dict) or isinstance(b, dict):  # a whole setting on one side
+                out.append(f"{prefix}{key} was {_short(a)}, now {_short(b)}")
+            else:
+                out.append(f"{prefix}{key} was {a!r}, now {b!r}")
+    # what trains (TwoTower.fit or fit_stream, the loop or model.fit) says the most: first
+    first = ("trains", "path")
+    return sorted(out, key=lambda d: next((i for i, k in enumerate(first)
+                                           if d.startswith(f"{prefix}{k} ")), len(first)))
+
+
+def _short(v: Any) -> str:
+    return "absent" if v is None else "given" if isinstance(v, dict) else repr(v)
 
 
 def _write_atomic(path: Path, write: Any) -> None:

@@ -323,11 +323,14 @@ class TrainLoop:
         """Assign a checkpoint's arrays to the network's and optimizer's variables (in
         ``_state``'s order; each keeps its layout)."""
         variables = self._variables()
-        if len(arrays) != len(variables) or any(
-                tuple(a.shape) != tuple(v.shape) for a, v in zip(arrays, variables)):
-            raise DataError(f"checkpoint: its {len(arrays)} saved variables do not fit this "
-                            f"network's {len(variables)}; remove the checkpoint to start "
-                            "afresh")
+        why = (f"its {len(arrays)} saved variables do not fit this network's "
+               f"{len(variables)}" if len(arrays) != len(variables) else next(
+                   (f"its variable {k} ({getattr(v, 'path', v.name)}) has shape "
+                    f"{tuple(a.shape)}, this network's {tuple(v.shape)}"
+                    for k, (a, v) in enumerate(zip(arrays, variables))
+                    if tuple(a.shape) != tuple(v.shape)), None))
+        if why:
+            raise DataError(f"checkpoint: {why}; remove the checkpoint to start afresh")
         for v, a in zip(variables, arrays):
             v.assign(a)
 
