@@ -601,3 +601,34 @@ def test_an_integer_too_large_for_a_float_is_named():
     from twotower.evaluation.baselines import EASEConfig
     with pytest.raises(ConfigError, match="lambda_"):
         EASEConfig(lambda_=10**400)
+
+
+def test_re_signed_side_files_are_refused_naming_them(tutorial_run, tmp_path):
+    """config.json's data, test.npz, eval.json and a vocabulary edited by hand with their
+    checksums rewritten: evaluate, index and serve met AttributeError, ValueError and
+    JSONDecodeError tracebacks, or a message that named no file."""
+    from twotower.artifacts import load_metrics, load_test
+    _, run = tutorial_run
+
+    def set_data(value):
+        def change(p):
+            p.write_text(json.dumps(dict(json.loads(p.read_text()), data=value)))
+        return change
+    for value in ("movielens", {"source": "x.csv", "columns": ["user_id", "item_id"]}):
+        with pytest.raises(ArtifactError, match="config.json is corrupt: \"data\" is not"):
+            TwoTower.load(_damaged(run, tmp_path, "config.json", set_data(value)))
+
+    def pickled(p):
+        np.savez(p, users=np.array([{"a": 1}], dtype=object), items=np.array([1]))
+    for change, match in ((pickled, "test.npz is corrupt: ValueError"),
+                          (lambda p: np.savez(p, users=np.arange(3), items=np.arange(4)),
+                           "test.npz is corrupt: users and items are not")):
+        with pytest.raises(ArtifactError, match=match):
+            load_test(_damaged(run, tmp_path, "test.npz", change))
+    for text, match in (("{not json", "eval.json is corrupt: Expecting"),
+                        ('{"model": [1, 2]}', "eval.json is corrupt: not a JSON object")):
+        with pytest.raises(ArtifactError, match=match):
+            load_metrics(_damaged(run, tmp_path, "eval.json", lambda p: p.write_text(text)))
+    with pytest.raises(ArtifactError, match=r"user_vocab.json is corrupt: vocabulary: missing"):
+        TwoTower.load(_damaged(run, tmp_path, "user_vocab.json",
+                               lambda p: p.write_text('{"name": "user", "ids": [1]}')))

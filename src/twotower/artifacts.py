@@ -657,7 +657,11 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
             raise ArtifactError(f"{d / 'config.json'} is corrupt: no \"model\" settings")
         model = TwoTower(ModelConfig.from_dict(cfg["model"]), IndexConfig.from_dict(cfg["index"]))
         model.rating_range = tuple(cfg.get("rating_range", (0.0, 1.0)))
-        model.data_source = cfg.get("data", {})
+        model.data_source = cfg.get("data") or {}
+        if not isinstance(model.data_source, dict) or not isinstance(
+                model.data_source.get("columns", {}), dict):
+            raise ArtifactError(f"{d / 'config.json'} is corrupt: \"data\" is not an object "
+                                "of the training file's source and columns")
         model.user_vocab = Vocabulary.load(d / "user_vocab.json")
         model.item_vocab = Vocabulary.load(d / "item_vocab.json")
         with np.load(d / "arrays.npz", allow_pickle=False) as z:
@@ -766,14 +770,33 @@ def load_test(directory: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
     p = Path(directory) / "test.npz"
     if not p.is_file():
         return None
-    with np.load(p, allow_pickle=False) as z:
-        return z["users"], z["items"]
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            users, items = z["users"], z["items"]
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise ArtifactError(f"{p} is corrupt: {type(exc).__name__}: {exc}") from None
+    if users.ndim != 1 or users.shape != items.shape or users.dtype.kind not in "iu" \
+            or items.dtype.kind not in "iu":
+        raise ArtifactError(f"{p} is corrupt: users and items are not two integer arrays "
+                            f"of one length ({users.dtype}{users.shape}, "
+                            f"{items.dtype}{items.shape})")
+    return users, items
 
 
 def load_metrics(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The run's ``eval.json`` (metrics on its held-out split), or None."""
     p = Path(directory) / "eval.json"
-    return json.loads(p.read_text(encoding="utf-8")) if p.is_file() else None
+    if not p.is_file():
+        return None
+    try:
+        metrics = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{p} is corrupt: {exc}") from None
+    if not isinstance(metrics, dict) or not all(isinstance(row, dict)
+                                                 for row in metrics.values()):
+        raise ArtifactError(f"{p} is corrupt: not a JSON object of metrics (method -> "
+                            "metric -> value)")
+    return metrics
 
 
 def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int = 1000,

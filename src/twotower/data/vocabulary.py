@@ -152,9 +152,14 @@ class Vocabulary:
     def load(cls, path: str | Path) -> Vocabulary:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ArtifactError(f"cannot read vocabulary {path}: {exc}") from exc
-        return cls.from_dict(data)
+        except (OSError, ValueError) as exc:  # (JSONDecodeError, UnicodeDecodeError)
+            raise ArtifactError(f"cannot read vocabulary {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{path} is corrupt: not a vocabulary (a JSON object)")
+        try:
+            return cls.from_dict(data)
+        except ArtifactError as exc:  # the file is named: which of a run's vocabularies
+            raise ArtifactError(f"{path} is corrupt: {exc}") from None
 
     def __repr__(self) -> str:
         return f"Vocabulary(name={self.name!r}, size={len(self)})"

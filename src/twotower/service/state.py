@@ -121,22 +121,14 @@ class ServedModel:
         Raises:
             ArtifactError: the run is missing, corrupt, or fails the probe.
         """
-        from twotower.artifacts import read_manifest, read_whole
+        from twotower.artifacts import load_metrics, read_manifest, read_whole
         from twotower.models import TwoTower
 
         run = Path(run_dir).resolve()
         read_manifest(run)  # a plain message for a missing or foreign directory first
 
         def read() -> tuple[Any, Any]:
-            metrics = None
-            model = TwoTower.load(run)
-            if (run / "eval.json").is_file():
-                try:
-                    metrics = json.loads((run / "eval.json").read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise ArtifactError(f"{run / 'eval.json'} is unreadable: {exc}"
-                                        ) from None
-            return model, metrics
+            return TwoTower.load(run), load_metrics(run)
         model, metrics = read_whole(run, read)  # the model and eval.json of one save
         manifest = model.manifest
         digest = hashlib.sha256(json.dumps(manifest.get("files", {}), sort_keys=True)
