@@ -1165,3 +1165,51 @@ def test_a_ctrl_c_after_the_command_is_done_is_ignored(tmp_path):
                          timeout=120)
     assert out.returncode == 0 and "after" in out.stdout, out
     assert "KeyboardInterrupt" not in out.stderr, out.stderr
+@pytest.mark.parametrize("suffix", ["parquet", "csv"])
+def test_recommend_out_table_keeps_the_fallback_flag_and_mixed_ids(tmp_path, capsys, suffix):
+    """A Parquet/CSV --out dropped the fallback flag (popularity counts read as model
+    scores), and on a run with integer ids a fallback user such as 'ghost' made the
+    Parquet writer fail with a traceback (one column, int64 and text)."""
+    import numpy as np
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    users = [10**12 + u for u in range(20) for _ in range(8)]
+    x = Interactions.from_ids(users, [int(j) for j in rng.integers(0, 15, len(users))])
+    cfg = ModelConfig.preset("tutorial", objective="softmax", epochs=1, embedding_dim=8)
+    TwoTower(cfg).fit(x, verbose=0).save(tmp_path / "run")
+    (tmp_path / "u.txt").write_text(f"{10**12}\nghost\n")
+    out_file = tmp_path / f"recs.{suffix}"
+    code, _, err = run(capsys, "recommend", tmp_path / "run", "--users", tmp_path / "u.txt",
+                       "--fallback", "popular", "-k", "2", "--out", out_file)
+    assert code == 0, err
+    df = pd.read_parquet(out_file) if suffix == "parquet" else pd.read_csv(out_file, dtype=str)
+    assert list(df.columns) == ["user_id", "rank", "item_id", "title", "score", "fallback"]
+    assert df["user_id"].tolist() == [str(10**12)] * 2 + ["ghost"] * 2
+    assert df["fallback"].fillna("").tolist() == ["", "", "popular", "popular"]
+    # without --fallback the table keeps its five columns and int64 ids
+    (tmp_path / "v.txt").write_text(f"{10**12}\n")
+    code, _, err = run(capsys, "recommend", tmp_path / "run", "--users", tmp_path / "v.txt",
+                       "-k", "2", "--out", out_file)
+    assert code == 0, err
+    df = pd.read_parquet(out_file) if suffix == "parquet" else pd.read_csv(out_file)
+    assert list(df.columns) == ["user_id", "rank", "item_id", "title", "score"]
+    assert df["user_id"].dtype == "int64"
+
+
+def test_train_note_on_an_unscorable_temporal_split_does_not_advise_temporal(tmp_path,
+                                                                              capsys):
+    """Every test pair repeated in training: the note advised `--split temporal` to a run
+    already split that way."""
+    rows = ["user_id,item_id,timestamp"] + [f"u{u},i{u % 3},{t}" for u in range(6)
+                                              for t in range(4)]
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "c.toml").write_text('[model]\nobjective = "softmax"\nepochs = 1\n'
+                                      'embedding_dim = 8\n')
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--preset", "tutorial",
+                       "--config", tmp_path / "c.toml", "--split", "temporal",
+                       "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "no test user has an item left to find" in out + err
+    assert "--split temporal" not in out + err

@@ -570,7 +570,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                  f"{len(split.test):,} test pairs is also in the training part (a log that "
                  "repeats interactions), and seen items are excluded from the lists and the "
                  "ground truth; the metrics are undefined (saved as null). Drop repeated "
-                 "(user, item) pairs from --data, or use --split temporal")
+                 "(user, item) pairs from --data"
+                 + (", or use --split temporal" if args.split != "temporal"
+                    and split.train.timestamps is not None else ""))
     _save(model, args.out, test=split.test if len(split.test) else None, metrics=metrics,
           data={"source": str(args.data), "split": args.split,
                 "test_fraction": args.test_fraction, "seed": args.seed, **read_as})
@@ -805,7 +807,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         # the id as the model knows it: an int id stays an int whichever way it was given
         rows.append({"user_id": plain_id(model.user_vocab.ids[u]), "items": items})
     if args.out:
-        _write_rows(rows, Path(args.out))
+        _write_rows(rows, Path(args.out), fallback=args.fallback == "popular")
         _say(f"wrote {len(rows):,} users' top-{args.k} to {args.out} (search {elapsed:.2f} s)")
     elif args.json:
         for r in rows:
@@ -820,7 +822,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 #: ``recommend --out`` formats by suffix: one JSON line per user, or one row per
-#: (user, rank) with columns user_id, rank, item_id, title, score.
+#: (user, rank) with columns user_id, rank, item_id, title, score (and, with
+#: ``--fallback popular``, fallback).
 OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".pq": "parquet",
                ".csv": "csv"}
 
@@ -834,8 +837,10 @@ def _out_format(out: str | Path) -> str:
     return OUT_FORMATS[suffix]
 
 
-def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
-    """Write ``recommend``'s rows; ids keep their type (int ids an int64 column)."""
+def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -> None:
+    """Write ``recommend``'s rows; ids keep their type (int ids an int64 column). With
+    ``fallback`` (``--fallback popular``) a Parquet or CSV file has a ``fallback`` column
+    too (``popular`` or empty), as each JSON line has its ``fallback`` key."""
     fmt = _out_format(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     import secrets
@@ -856,9 +861,18 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
                     fh.write(_json(r) + "\n")
         else:
             import pandas as pd
-            flat = pd.DataFrame([{"user_id": r["user_id"], "rank": n, **it}
+            # the fallback flag is kept (popularity counts are no model scores), and a
+            # run with integer ids whose fallback users include non-integer ids gets a
+            # text user_id column (a Parquet column holds one type)
+            columns = ["user_id", "rank", "item_id", "title", "score"]
+            flat = pd.DataFrame([{"user_id": r["user_id"], "rank": n, **it,
+                                  "fallback": r.get("fallback")}
                                  for r in rows for n, it in enumerate(r["items"], 1)],
-                                columns=["user_id", "rank", "item_id", "title", "score"])
+                                columns=columns + ["fallback"])
+            if not fallback:
+                flat = flat[columns]
+            if len({type(r["user_id"]) for r in rows}) > 1:
+                flat["user_id"] = flat["user_id"].map(str)
             if fmt == "parquet":
                 flat.to_parquet(tmp, index=False)
             else:
