@@ -1213,3 +1213,33 @@ def test_train_note_on_an_unscorable_temporal_split_does_not_advise_temporal(tmp
     assert code == 0, err
     assert "no test user has an item left to find" in out + err
     assert "--split temporal" not in out + err
+
+
+def test_test_users_with_no_training_rows_are_left_out_and_said_to_be(tmp_path, capsys):
+    """A log with one-interaction users: a random split puts some users' only row in test.
+    They were scored, each method by its own fallback, and decided the comparison."""
+    rows = ["user_id,item_id"] + [f"u{u},i{(u * 7 + j) % 40}" for u in range(40)
+                                  for j in range(12)]
+    rows += [f"solo{u},i{u % 40}" for u in range(200)]  # one row each
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "c.toml").write_text('[model]\nobjective = "softmax"\nepochs = 1\n'
+                                      'embedding_dim = 8\n')
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--preset",
+                         "tutorial", "--config", tmp_path / "c.toml", "--out", tmp_path / "r")
+    assert code == 0, err
+    import re
+    m = re.search(r"note: ([\d,]+) of the ([\d,]+) test users have no training interactions "
+                  r"and are left out of the metrics:", out)
+    assert m, out
+    n_cold, n_test = int(m.group(1)), int(m.group(2))
+    assert 0 < n_cold < n_test
+    ev = json.loads((tmp_path / "r" / "eval.json").read_text())
+    assert ev["model"]["users"] <= n_test - n_cold
+    code, out, err = run(capsys, "evaluate", tmp_path / "r")
+    assert code == 0 and f"note: {n_cold} of the {n_test} test users" in err, err
+    # every test user cold: the run is saved, with no metrics
+    (tmp_path / "solo.csv").write_text(
+        "user_id,item_id\n" + "\n".join(f"s{u},i{u % 9}" for u in range(60)) + "\n")
+    code, out, err = run(capsys, "train", "--data", tmp_path / "solo.csv", "--preset",
+                         "tutorial", "--config", tmp_path / "c.toml", "--out", tmp_path / "r2")
+    assert code == 0 and "(all of them: no metrics)" in out, out + err

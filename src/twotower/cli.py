@@ -556,6 +556,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     _tune_index(args, model)
     metrics = None
     if len(split.test):
+        from twotower.evaluation.metrics import cold_users
+        n_cold, n_test = cold_users(split.train, split.test), len(np.unique(split.test.users))
+        if n_cold:
+            _say(_cold_note(n_cold, n_test))
+    if len(split.test) and n_cold < n_test:
         from twotower.evaluation.run import model_rows
         ks = _default_ks(model.n_items)  # as `evaluate`: a recall@100 of 80 items is 1
         # the model's own ranking; an HNSW/IVF run also as its index serves it
@@ -933,6 +938,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"-k must be between 1 and {n} (the catalogue size), got {bad[0]}")
     ks = tuple(args.k or _default_ks(n))
+    from twotower.data import Interactions
+    from twotower.evaluation.metrics import cold_users
+    from twotower.evaluation.run import train_interactions
+    n_cold = cold_users(train_interactions(model), Interactions(
+        users=np.asarray(test[0], np.int64), items=np.asarray(test[1], np.int64),
+        user_vocab=model.user_vocab, item_vocab=model.item_vocab))
+    if n_cold:
+        print(f"twotower: {_cold_note(n_cold, len(np.unique(test[0])))}", file=sys.stderr,
+              flush=True)
     table, curves = evaluate_run(
         model, test, ks=ks, baselines=args.baselines,
         log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))
@@ -962,6 +976,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          validation_freq=model.config.validation_freq)
         _say(f"wrote {args.plot_loss}")
     return 0
+
+
+def _cold_note(n_cold: int, n_test: int) -> str:
+    every = " (all of them: no metrics)" if n_cold == n_test else ""
+    return (f"note: {n_cold:,} of the {n_test:,} test users have no training interactions "
+            f"and are left out of the metrics{every}: a run answers them only with "
+            "--fallback popular, the same list whatever the method")
 
 
 def _check_output(path: str | None, flag: str) -> None:

@@ -219,8 +219,8 @@ def test_protocol_held_out_users_use_history_in_time_order():
 
 
 def test_protocol_pads_when_k_exceeds_catalogue():
-    x = Interactions.from_ids([0, 0, 1], [0, 1, 2])
-    r = recommend_and_evaluate(Spy(3), x.take(np.array([0])), x.take(np.array([1, 2])),
+    x = Interactions.from_ids([0, 0, 1, 1], [0, 1, 2, 0])
+    r = recommend_and_evaluate(Spy(3), x.take(np.array([0, 3])), x.take(np.array([1, 2])),
                                ks=(10,), return_lists=True)
     assert r["lists"]["top_ids"].shape == (2, 10) and r["recall@10"] == 1.0
 
@@ -348,3 +348,31 @@ def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml
     run_mod.evaluate_run(idtower, test, ks=(10,), baselines=True, log=lines.append)
     assert [c[1] for c in calls] == ["random", "random"]
     assert any("keeps no order" in ln for ln in lines)
+
+
+def test_test_users_without_training_items_are_left_out_for_every_method():
+    # a user whose every row fell in test: MostPop-like models answered them with the
+    # popular items and EASE/ItemKNN with an arbitrary list (ties by index), and that
+    # difference alone decided the table on a log with many one-interaction users
+    from twotower.evaluation import MostPop, recommend_and_evaluate
+    from twotower.evaluation.metrics import cold_users
+    users = np.array([0, 0, 1, 1, 1, 2])
+    items = np.array([0, 1, 1, 2, 3, 0])
+    from twotower.data import Vocabulary
+    uv, iv = Vocabulary(np.arange(4), name="user"), Vocabulary(np.arange(5), name="item")
+    train = Interactions(users=users, items=items, user_vocab=uv, item_vocab=iv)
+    test = Interactions(users=np.array([0, 1, 3, 3]), items=np.array([2, 4, 1, 4]),
+                        user_vocab=uv, item_vocab=iv)  # user 3: nothing in train
+
+    class Cold:  # a hit for user 3 only, whatever it is asked
+        def recommend(self, u, k, exclude=None):
+            return (np.zeros((len(u), k)),
+                    np.array([[1, 4, 0][:k] if x == 3 else [0, 1, 2][:k] for x in u]))
+    assert cold_users(train, test) == 1
+    r = recommend_and_evaluate(Cold(), train, test, ks=[2])
+    assert r["users"] == 2.0 and r["recall@2"] == 0.0  # user 3's hits do not count
+    assert recommend_and_evaluate(MostPop().fit(train), train, test, ks=[2])["users"] == 2.0
+    only_cold = Interactions(users=np.array([3]), items=np.array([1]), user_vocab=uv,
+                             item_vocab=iv)
+    with pytest.raises(DataError, match="no test user has train items to recommend from"):
+        recommend_and_evaluate(Cold(), train, only_cold, ks=[2])

@@ -255,6 +255,13 @@ def _time_ordered_items(x: Interactions, users: np.ndarray) -> list[np.ndarray]:
     return out
 
 
+def cold_users(train: Interactions, test: Interactions) -> int:
+    """Test users with no items in ``train`` (``recommend_and_evaluate`` leaves them out)."""
+    users = np.unique(np.asarray(test.users))
+    counts = np.bincount(np.asarray(train.users), minlength=max(test.n_users, train.n_users))
+    return int((counts[users] == 0).sum())
+
+
 def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: Interactions,
                            ks: Sequence[int] | int = (10, 100),
                            history: Interactions | None = None, *, batch_size: int = 1024,
@@ -265,7 +272,11 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
     Held-out users (``history`` given, e.g. ``Split.history``):
     ``recommender.recommend_from_history(histories, k, exclude=histories)``, histories
     oldest first. Test items that are also excluded (seen) cannot be recommended and are
-    dropped from the ground truth.
+    dropped from the ground truth. Test users with no training (or history) items are left
+    out (``cold_users`` counts them): a recommender can only answer them with a fallback
+    that is not its own (MostPop's list, as ``--fallback popular`` serves; a
+    history-based method would rank from nothing, breaking ties by index), so they
+    would compare fallbacks, not methods.
 
     Args:
         recommender: a fitted ``Recommender`` (``HistoryRecommender`` when ``history`` given).
@@ -321,6 +332,13 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
         seen_csr = as_truth_csr(train.to_csr()[users], n_items)
         seen = [seen_csr.indices[seen_csr.indptr[r]:seen_csr.indptr[r + 1]].astype(np.int64)
                 for r in range(len(users))]
+    warm = np.diff(seen_csr.indptr) > 0
+    if not warm.all():  # no items to recommend from: left out (the docstring)
+        users, seen_csr = users[warm], seen_csr[warm]
+        seen = [s for s, w in zip(seen, warm) if w]
+        if not len(users):
+            raise DataError(f"no test user has {users_from} items to recommend from: "
+                            f"each of the {len(warm):,} is new to {users_from}")
     truth = test.to_csr()[users]
     truth = truth - truth.multiply(seen_csr)  # seen test items are unreachable
     top = np.full((len(users), kmax), -1, dtype=np.int64)
@@ -342,5 +360,5 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
     return result
 
 
-__all__ = ["METRICS", "HistoryRecommender", "Recommender", "as_truth_csr", "coverage",
-           "evaluate_topk", "hit_matrix", "per_user_metrics", "recommend_and_evaluate"]
+__all__ = ["METRICS", "HistoryRecommender", "Recommender", "as_truth_csr", "cold_users",
+           "coverage", "evaluate_topk", "hit_matrix", "per_user_metrics", "recommend_and_evaluate"]
