@@ -184,3 +184,18 @@ def test_a_directory_given_for_a_file_is_called_one(capsys, tmp_path, data, flag
     argv = ("train", "--data", data, "--out", tmp_path / "run", flag, tmp_path)
     code, _, err = run(capsys, *argv)
     assert code == 2 and f"{flag}: {tmp_path} is a directory; expected a file" in err, err
+
+
+def test_a_pairwise_objective_on_the_default_preset_warns_of_its_batch(capsys, tmp_path, data,
+                                                                      recwarn):
+    # batch_size 64 counts users for multinomial; a reviewer's sampled_softmax run took
+    # 1,200 steps an epoch with it, unsaid
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nobjective = "sampled_softmax"\nitem_bias = false\n')
+    run(capsys, "train", "--data", data, "--out", tmp_path / "r", "--config", cfg,
+        "--epochs", "1")
+    assert any("batch_size 64, chosen for 'multinomial'" in str(w.message) for w in recwarn)
+    recwarn.clear()
+    run(capsys, "train", "--data", data, "--out", tmp_path / "r2", "--config", cfg,
+        "--epochs", "1", "--batch-size", "512")
+    assert not any("chosen for 'multinomial'" in str(w.message) for w in recwarn)

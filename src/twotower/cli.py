@@ -377,6 +377,14 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
         import warnings
         warnings.warn("settings the chosen model never reads, so training ignores them: "
                       + ", ".join(given), stacklevel=2)
+    if args.preset == "default" and cfg.objective != "multinomial" \
+            and "batch_size" not in overrides:
+        import warnings
+        warnings.warn(f"objective {cfg.objective!r} on the default preset keeps its batch_size "
+                      f"{cfg.batch_size}, chosen for 'multinomial', where a batch is "
+                      f"{cfg.batch_size} users; here it is {cfg.batch_size} (user, item) pairs, "
+                      "many slow steps an epoch: set batch_size (e.g. --batch-size 1024)",
+                      stacklevel=2)
     args.seed = cfg.seed  # the split's seed too: one seed for the run
     if cfg.ease_weight > 0 and cfg.ease_split == "auto" and \
             getattr(args, "split", "none") in ("random", "temporal"):
