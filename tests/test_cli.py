@@ -991,10 +991,11 @@ def test_a_semicolon_export_and_text_times_are_named(tmp_path, capsys):
     assert code == 2 and "separated by ';'" in err and "--sep" in err
     code, out, err = run(capsys, *base, "--sep", ";", "--out", tmp_path / "r1")
     assert code == 0 and "200 interactions" in out, err
-    (tmp_path / "t.csv").write_text("user_id,item_id,ts\nu1,i1,2024-08-30 06:43:21\n")
+    (tmp_path / "t.csv").write_text("user_id,item_id,ts\nu1,i1,30/08/2024 06:43:21\n")
     code, _, err = run(capsys, "train", "--data", tmp_path / "t.csv", "--time-col", "ts",
                        "--out", tmp_path / "r2")
-    assert code == 2 and "seconds since the epoch" in err
+    assert code == 2 and "expected a time" in err and "seconds since the epoch" in err \
+        and "ISO 8601" in err
 
 
 def test_evaluate_test_data_reads_a_file_like_the_runs_own_without_flags(tmp_path, capsys):

@@ -143,8 +143,8 @@ def test_parquet_timestamp_column_is_read_as_epoch_seconds(tmp_path):
     x = read_interactions(tmp_path / "z.parquet", time_col="ts")
     assert x.timestamps.tolist() == [1577836810 - 3600, 1577923200 - 3600]
     df.to_parquet(tmp_path / "n.parquet")
-    with pytest.raises(DataError, match=r"row 3 \(1-based\), column 'ts': expected a finite "
-                                        r"number, got nothing \(null\)"):
+    with pytest.raises(DataError, match=r"row 3 \(1-based\), column 'ts': expected a time, "
+                                        r"got nothing \(null\)"):
         read_interactions(tmp_path / "n.parquet", time_col="ts")
 
 
@@ -327,3 +327,23 @@ def test_review_cases_categorical_parquet_ids_empty_lists_and_unnamed_vocabulari
     x = Interactions.from_ids([1, 2], [10, 20], item_vocab=Vocabulary([10, 20]),
                               item_info=info)  # a vocabulary without a name
     assert x.titles().tolist() == ["ten", "twenty"]
+
+
+def test_iso_8601_text_times_are_read(tmp_path):
+    # the most common export format was refused ("expected a finite number")
+    import datetime as dt
+    p = tmp_path / "iso.csv"
+    p.write_text("user_id,item_id,timestamp\na,x,2024-03-01T12:30:00Z\na,y,2024-03-01 12:31:00\n"
+                 "b,x,2024-03-02T00:00:00+01:00\nb,z,2024-03-03\n")
+    x = read_interactions(p, time_col="timestamp")
+    got = [dt.datetime.fromtimestamp(t, dt.UTC).isoformat() for t in x.timestamps]
+    assert got == ["2024-03-01T12:30:00+00:00", "2024-03-01T12:31:00+00:00",
+                   "2024-03-01T23:00:00+00:00", "2024-03-03T00:00:00+00:00"]
+    q = tmp_path / "iso.parquet"  # text in Parquet too
+    pd.DataFrame({"user_id": ["a"], "item_id": ["x"], "ts": ["2024-03-01T12:30:00Z"]}
+                 ).to_parquet(q)
+    assert read_interactions(q, time_col="ts").timestamps.tolist() == [1709296200]
+    p.write_text("user_id,item_id,timestamp\na,x,2024-03-01T12:30:00Z\na,y,yesterday\n")
+    with pytest.raises(DataError, match=r"line 3, column 'timestamp': expected a time, got "
+                                        r"'yesterday'; .*ISO 8601"):
+        read_interactions(p, time_col="timestamp")

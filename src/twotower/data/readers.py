@@ -230,18 +230,33 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
     elif raw.dtype.kind in "iuf":
         vals = raw.to_numpy(dtype=np.float64)
     else:
-        vals = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce").to_numpy(np.float64)
+        text = raw.astype(str).str.strip()
+        vals = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+        if role == "time" and not np.isfinite(vals).any() and len(vals):
+            vals = _iso_seconds(text)  # e.g. 2024-03-01T12:30:00Z, a common export
     bad = ~np.isfinite(vals)
     if bad.any():
         row = int(np.argmax(bad))
         got = raw.iloc[row]
         got = "nothing (null)" if pd.isna(got) else repr(got.item() if hasattr(got, "item")
                                                          else got)
-        hint = ("; times are seconds since the epoch (a number), or a Parquet timestamp "
-                "column" if role == "time" else "")
+        hint = ("; times are seconds since the epoch (a number), ISO 8601 text "
+                "(2024-03-01T12:30:00Z; no zone: UTC), or a Parquet timestamp column"
+                if role == "time" else "")
         raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: expected "
-                        f"a finite number, got {got}{hint}")
+                        f"{'a time' if role == 'time' else 'a finite number'}, got {got}{hint}")
     return vals
+
+
+def _iso_seconds(text: pd.Series) -> np.ndarray:
+    """ISO 8601 date-times (``2024-03-01``, ``2024-03-01 12:30:00``, ``...T12:30:00+01:00``,
+    ``...Z``; one without a zone is UTC) as float seconds since the epoch; NaN where a
+    value is not one."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pandas' mixed-zone notes: converted to UTC below
+        dt = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    return datetime_seconds(dt)
 
 
 def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,
