@@ -1244,3 +1244,18 @@ def test_test_users_with_no_training_rows_are_left_out_and_said_to_be(tmp_path, 
     code, out, err = run(capsys, "train", "--data", tmp_path / "solo.csv", "--preset",
                          "tutorial", "--config", tmp_path / "c.toml", "--out", tmp_path / "r2")
     assert code == 0 and "(all of them: no metrics)" in out, out + err
+
+
+def test_a_user_who_saw_nearly_everything_is_told_why_the_list_is_short(tmp_path, capsys):
+    rows = ["user_id,item_id"] + [f"whale,i{j}" for j in range(12)] + \
+        [f"u{u},i{(u + j) % 12}" for u in range(30) for j in range(3)]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "c.toml").write_text('[model]\nobjective = "softmax"\nepochs = 1\n')
+    code, _, err = run(capsys, "train", "--data", tmp_path / "d.csv", "--preset", "tutorial",
+                       "--config", tmp_path / "c.toml", "--split", "none",
+                       "--out", tmp_path / "r")
+    assert code == 0, err
+    code, out, _ = run(capsys, "recommend", tmp_path / "r", "--user", "whale")
+    assert code == 0 and "user whale:\n  (no items left: the rest of the 12 are items" in out
+    code, out, _ = run(capsys, "recommend", tmp_path / "r", "--user", "u0", "-k", "12")
+    assert "(only 9 items left" in out

@@ -831,6 +831,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                                             if r.get("fallback") else ""))
             for rank, it in enumerate(r["items"], 1):
                 _say(f"  {rank:2d}. {it['title']}  ({it['score']:.3f})")
+            if len(r["items"]) < args.k and not r.get("fallback"):
+                left = len(r["items"])
+                _say(f"  ({'no' if not left else f'only {left}'} items left: the rest of the "
+                     f"{model.n_items:,} are items this user interacted with in training; "
+                     "--include-seen ranks them too)")
     return 0
 
 
