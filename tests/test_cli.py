@@ -130,7 +130,9 @@ def test_similar_by_title_and_id(capsys, tutorial_run):
 
 @pytest.mark.parametrize("argv,needle", [
     (["recommend", "{run}", "--user", "99999"], "unknown user id '99999'"),
-    (["similar", "{run}", "--item", "No Such Movie"], "unknown item id 'No Such Movie'"),
+    (["similar", "{run}", "--item", "No Such Movie"],
+     "'No Such Movie' is neither an item id nor an item's exact title"),
+    (["similar", "{run}", "--item", "star wars"], "titles containing it: 'Star Wars (1977)'"),
     (["recommend", "{run}", "--user", "42", "-k", "5000"], "between 1 and 1682"),
     (["recommend", "{tmp}/nope", "--user", "42"], "model directory not found"),
     (["train", "--data", "{tmp}/missing.csv", "--out", "{tmp}/r"], "file not found"),

@@ -915,7 +915,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
     if args.json:
         print(_json({"item_id": plain_id(model.item_vocab.ids[item]),
                      "items": [{"item_id": plain_id(model.item_vocab.ids[i]),
-                                "title": str(model.titles([i])[0]), "score": float(s)}
+                                "title": str(model.titles([i])[0]),
+                                "score": round(float(s), 6)}  # as recommend's
                                for s, i in zip(scores[0], top[0]) if i >= 0]}))
         return 0
     _say(f"similar to {model.titles([item])[0]}:")

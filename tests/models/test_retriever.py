@@ -190,3 +190,19 @@ def test_fit_on_a_dataframe_says_what_it_takes():
     from twotower.errors import DataError
     with pytest.raises(DataError, match="`train` must be Interactions .* got DataFrame"):
         TwoTower(ModelConfig.preset("tutorial")).fit(pd.DataFrame({"user": [1]}))
+
+
+def test_find_item_names_near_titles_and_ids_written_another_way():
+    import pandas as pd
+    from twotower.data import Interactions
+    from twotower.errors import UnknownIdError
+    x = Interactions.from_ids(["a", "a", "b", "b"], ["00448", "00012", "00448", "x"],
+                              item_info=pd.DataFrame({"id": ["00448", "00012", "x"],
+                                                      "title": ["Café", "Tea", "Coffee"]}))
+    m = TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                    embedding_dim=4)).fit(x, verbose=0)
+    assert m.find_item("Café") == m.find_item("00448")
+    with pytest.raises(UnknownIdError, match="ids written another way: '00448'"):
+        m.find_item("448")
+    with pytest.raises(UnknownIdError, match="titles containing it: 'Café'"):
+        m.find_item("CAFÉ")

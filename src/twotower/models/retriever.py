@@ -19,7 +19,8 @@ import numpy as np
 
 from twotower.data.interactions import Interactions
 from twotower.data.vocabulary import Vocabulary
-from twotower.errors import ConfigError, DataError, NotFittedError, TrainingError, TwoTowerError
+from twotower.errors import (ConfigError, DataError, NotFittedError, TrainingError,
+                             TwoTowerError, UnknownIdError)
 from twotower.index import PAD_ID, IndexConfig, make_index
 from twotower.models.config import ModelConfig
 
@@ -1106,7 +1107,26 @@ class TwoTower:
                                 f"{ids}{more}); give the id of the one you mean")
             if len(hits):
                 return int(hits[0])
-        return self.item_vocab.index_of(key)  # raises UnknownIdError naming the key
+        raise UnknownIdError(f"{key!r} is neither an item id nor an item's exact title"
+                             f"{self._near_items(key)}")
+
+    def _near_items(self, key: Any) -> str:
+        """A hint for ``find_item``: titles containing ``key`` (case-insensitive), or the
+        ids ``key`` names in another form (``00448`` for ``448``)."""
+        text = str(key).strip()
+        if self.item_info is not None and "title" in self.item_info and text:
+            titles = self.item_info["title"].astype(str)
+            near = np.flatnonzero(titles.str.contains(text, case=False, regex=False))
+            if len(near):
+                shown = ", ".join(repr(titles.iloc[i]) for i in near[:3])
+                more = f" and {len(near) - 3:,} more" if len(near) > 3 else ""
+                return f"; titles containing it: {shown}{more}"
+        if text.isdigit() and not self.item_vocab.is_int:  # text ids: 00448 for 448
+            ids = self.item_vocab.ids.astype(str)
+            same = ids[np.char.lstrip(ids, "0") == text.lstrip("0")][:3]
+            if len(same):
+                return f"; ids written another way: {', '.join(map(repr, same.tolist()))}"
+        return ""
 
     def raw_tutorial_top_ids(self, users: np.ndarray) -> np.ndarray:
         """The tutorial's list: ``model.predict`` through ``BruteForceRetrieval``, seen items
