@@ -52,7 +52,9 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
     if missing:
         # the default preset names MovieLens columns; other data may lack them
         warnings.warn(f"model.{what}_features names {missing}, but the data has no such "
-                      f"{what} column(s) (available: {available}); training without them",
+                      f"{what} column(s) (available: {available}); training without them "
+                      f"(name your own columns with {what}_features in --config [model], "
+                      "or [] for none)",
                       stacklevel=3)
         columns = [c for c in columns if c in available]
         if not columns:
