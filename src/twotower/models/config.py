@@ -154,7 +154,7 @@ class ModelConfig(Config):
     user_weighting: str = "sum"
     hard_negatives: int = 0
     ease_weight: float = 0.0
-    ease_lambdas: tuple[float, ...] = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+    ease_lambdas: tuple[float, ...] = (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
     ease_half_lives: tuple[float, ...] = (5.0, 10.0)
     ease_floors: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)
     ease_split: str = "auto"
