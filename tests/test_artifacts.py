@@ -632,3 +632,16 @@ def test_re_signed_side_files_are_refused_naming_them(tutorial_run, tmp_path):
     with pytest.raises(ArtifactError, match=r"user_vocab.json is corrupt: vocabulary: missing"):
         TwoTower.load(_damaged(run, tmp_path, "user_vocab.json",
                                lambda p: p.write_text('{"name": "user", "ids": [1]}')))
+
+
+def test_save_refuses_metrics_that_load_would_call_corrupt(tmp_path):
+    # a flat dict (recommend_and_evaluate's own) was saved, then refused by every reader
+    from twotower import ModelConfig
+    from twotower.data import Interactions
+    from twotower.errors import ConfigError
+    x = Interactions.from_ids(["a", "a", "b"], ["x", "y", "x"])
+    model = TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                        embedding_dim=4)).fit(x, verbose=0)
+    with pytest.raises(ConfigError, match="method -> metric"):
+        model.save(tmp_path / "flat", metrics={"recall@10": 0.25})
+    assert not (tmp_path / "flat").exists()

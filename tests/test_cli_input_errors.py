@@ -87,11 +87,18 @@ def test_abbreviated_flag_refused(capsys, tmp_path, data, argv):
     ("recommend", "RUN", "--user", "1", "--out", ""),
     ("evaluate", "RUN", "--json", ""),
     ("train", "--data", "D", "--out", "O", "--config", ""),
+    ("train", "--out", "O", "--data", ""),  # was read as '.': "is a directory"
+    ("train", "--data", "D", "--out", "O", "--checkpoint", ""),
 ])
 def test_empty_path_refused(capsys, argv):
     code, _, err = run(capsys, *argv)
     flag = argv[-2]
     assert code == 2 and flag in err and "file or directory name" in err, err
+
+
+def test_empty_run_directory_refused(capsys):
+    code, _, err = run(capsys, "similar", "", "--item", "1")  # was read as '.'
+    assert code == 2 and "argument run" in err and "file or directory name" in err, err
 
 
 def test_recommend_json_with_out_refused(capsys, tmp_path):
@@ -199,3 +206,9 @@ def test_a_pairwise_objective_on_the_default_preset_warns_of_its_batch(capsys, t
     run(capsys, "train", "--data", data, "--out", tmp_path / "r2", "--config", cfg,
         "--epochs", "1", "--batch-size", "512")
     assert not any("chosen for 'multinomial'" in str(w.message) for w in recwarn)
+
+
+def test_serve_refuses_an_empty_host(capsys, tutorial_run):
+    _, rundir = tutorial_run
+    code, _, err = run(capsys, "serve", rundir, "--host", "")
+    assert code == 2 and "--host: expected an address" in err, err

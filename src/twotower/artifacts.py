@@ -40,7 +40,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from twotower.data.vocabulary import Vocabulary
-from twotower.errors import ArtifactError
+from twotower.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
     from twotower.models.retriever import TwoTower
@@ -466,6 +466,12 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
     e.g. a ``twotower train --out`` that finished while this command re-indexed the run.
     """
     import twotower
+
+    if metrics is not None and (not isinstance(metrics, dict) or not all(
+            isinstance(row, dict) for row in metrics.values())):
+        raise ConfigError("`metrics` must map each method to its metrics (method -> metric "
+                          "-> value, e.g. {\"model\": recommend_and_evaluate(...)}), as "
+                          "eval.json is read back")
 
     def write(tmp: Path) -> None:
         _write_json(tmp / "config.json", {"model": model.config.to_dict(),

@@ -212,7 +212,7 @@ def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndar
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", default=MOVIELENS,
+    p.add_argument("--data", default=MOVIELENS, type=_path,
                    help=f"'{MOVIELENS}' or a .csv/.tsv/.parquet interaction file")
     p.add_argument("--data-dir", type=_path, help="local MovieLens 100k directory (u.data, u.item, ...)")
     p.add_argument("--user-col", default=None,
@@ -1072,6 +1072,9 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from twotower.service import serve
+    if not args.host.strip():  # `--host "$UNSET"` listened on every interface
+        raise ConfigError("--host: expected an address to listen on (127.0.0.1: this "
+                          "machine only; 0.0.0.0: every interface), got ''")
     hosts = None if args.allowed_hosts is None else [
         h.strip() for h in args.allowed_hosts.split(",") if h.strip()]
     if hosts is not None and not hosts:
@@ -1187,7 +1190,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--process-id", type=int, help="multi-host: this process (0-based)")
     tr.add_argument("--join-timeout", type=float,
                     help="multi-host: seconds to wait for every process to join (default 300)")
-    tr.add_argument("--checkpoint", metavar="DIR",
+    tr.add_argument("--checkpoint", metavar="DIR", type=_path,
                     help="keep a checkpoint of the training here, and resume from the one a "
                          "stopped run of the same command left (removed once the run is "
                          "saved)")
@@ -1199,7 +1202,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     r = sub.add_parser("recommend", help="top-K items for users of a run")
-    r.add_argument("run", help="a run directory (`twotower train --out`)")
+    r.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     who = r.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="one user id")
     who.add_argument("--users", type=_path, help="file with one user id a line")
@@ -1217,7 +1220,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_recommend)
 
     s = sub.add_parser("similar", help="items similar to an item (id or exact title)")
-    s.add_argument("run", help="a run directory (`twotower train --out`)")
+    s.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     s.add_argument("--item", required=True, help="an item id, or an item's exact title")
     s.add_argument("-k", type=int, help="similar items (default 10, or every other item if "
                                         "fewer)")
@@ -1225,7 +1228,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_similar)
 
     e = sub.add_parser("evaluate", help="metrics on the run's held-out split")
-    e.add_argument("run", help="a run directory (`twotower train --out`)")
+    e.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     e.add_argument("-k", type=int, nargs="+",
                    help="cut-offs, each between 1 and the catalogue size (default: 10 100)")
     e.add_argument("--baselines", action="store_true", help="also ItemKNN and EASE, tuned on a validation part of "
@@ -1247,7 +1250,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_evaluate)
 
     ix = sub.add_parser("index", help="build and save a search index for a run")
-    ix.add_argument("run", help="a run directory (`twotower train --out`); its index is "
+    ix.add_argument("run", type=_path, help="a run directory (`twotower train --out`); its index is "
                                 "replaced")
     ix.add_argument("--kind", default="hnsw", type=str.lower, choices=("exact", "hnsw", "ivf"),
                     help="default hnsw")
@@ -1268,7 +1271,7 @@ def build_parser() -> argparse.ArgumentParser:
     ix.set_defaults(func=cmd_index)
 
     sv = sub.add_parser("serve", help="HTTP service and web page for a run")
-    sv.add_argument("run", help="a run directory (`twotower train --out`)")
+    sv.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     sv.add_argument("--host", default="127.0.0.1",
                     help="address to listen on (default 127.0.0.1; 0.0.0.0: every interface)")
     sv.add_argument("--port", type=int, default=8000, help="default 8000")

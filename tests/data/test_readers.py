@@ -347,3 +347,20 @@ def test_iso_8601_text_times_are_read(tmp_path):
     with pytest.raises(DataError, match=r"line 3, column 'timestamp': expected a time, got "
                                         r"'yesterday'; .*ISO 8601"):
         read_interactions(p, time_col="timestamp")
+
+
+def test_blank_lines_before_the_header_and_a_mixed_time_column(tmp_path):
+    p = tmp_path / "blank.csv"  # pandas skips them; the raw header read saw no columns
+    p.write_text("\nuser_id,item_id\n1,2\n3,4\n")
+    assert len(read_interactions(p)) == 2
+    p.write_text("user_id,item_id,timestamp\na,x,1709296200\na,y,2024-03-01T12:30:00Z\n")
+    with pytest.raises(DataError, match=r"line 3, .*mixes numbers .* with ISO 8601 text"):
+        read_interactions(p, time_col="timestamp")
+
+
+def test_iso_times_with_fractions_are_warned_of_as_numbers_are(tmp_path):
+    p = tmp_path / "f.csv"
+    p.write_text("user_id,item_id,timestamp\na,x,2024-03-01T12:30:00.750Z\na,y,2024-03-01T12:30:01Z\n")
+    with pytest.warns(UserWarning, match="fractions of a second"):
+        x = read_interactions(p, time_col="timestamp")
+    assert x.timestamps.tolist() == [1709296200, 1709296201]

@@ -376,3 +376,19 @@ def test_test_users_without_training_items_are_left_out_for_every_method():
                              item_vocab=iv)
     with pytest.raises(DataError, match="no test user has train items to recommend from"):
         recommend_and_evaluate(Cold(), train, only_cold, ks=[2])
+
+
+def test_tuning_on_a_log_of_one_row_users_does_not_fail():
+    # each user's one training row fell in the validation part: every validation user is
+    # new to its training part and left out; tuning keeps the first setting, it did not
+    # fail (evaluate --baselines, and the default model's EASE part with ease_split random)
+    from twotower.data.splits import temporal_split
+    from twotower.evaluation.baselines import EASE, tune
+    from twotower.evaluation.metrics import warm_part
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids(np.repeat(np.arange(100), 2), rng.integers(0, 20, 200),
+                              timestamps=np.tile([0, 1], 100))
+    train = temporal_split(x, 0.2).train  # one row a user
+    assert len(warm_part(train, train)) == len(train)
+    res = tune(EASE, train, {"lambda_": [10.0, 100.0]}, 0)
+    assert res.best_config.lambda_ == 10.0 and res.results == []

@@ -124,7 +124,8 @@ def csv_header(p: Path, sep: str, encoding: str) -> list[str]:
     import csv
     text = "utf-8-sig" if encoding == "utf-8" else encoding
     with p.open("r", encoding=text, errors="replace", newline="") as fh:
-        return next(csv.reader(fh, delimiter=sep), None) or []
+        # blank lines before the header are skipped, as pandas' reader skips them
+        return next((row for row in csv.reader(fh, delimiter=sep) if row), [])
 
 
 def _bare_cr(p: Path) -> str | None:
@@ -243,6 +244,10 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
         hint = ("; times are seconds since the epoch (a number), ISO 8601 text "
                 "(2024-03-01T12:30:00Z; no zone: UTC), or a Parquet timestamp column"
                 if role == "time" else "")
+        if role == "time" and np.isfinite(vals).any() and isinstance(raw.iloc[row], str) \
+                and np.isfinite(_iso_seconds(pd.Series([raw.iloc[row].strip()])))[0]:
+            hint = ("; the column mixes numbers (seconds since the epoch) with ISO 8601 "
+                    "text: write every time in one of the two forms")
         raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: expected "
                         f"{'a time' if role == 'time' else 'a finite number'}, got {got}{hint}")
     return vals
@@ -256,7 +261,8 @@ def _iso_seconds(text: pd.Series) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas' mixed-zone notes: converted to UTC below
         dt = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-    return datetime_seconds(dt)
+    # fractions of a second kept (as a number's are: _whole_seconds warns of them)
+    return (dt - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
 
 
 def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,

@@ -459,12 +459,18 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
         parts = temporal_split(train, validation_fraction)
     else:
         raise ConfigError(f"`split` must be 'random' or 'temporal', got {split!r}")
+    from twotower.evaluation.metrics import warm_part
+    # validation users whose every row fell in validation cannot be scored (left out by
+    # recommend_and_evaluate); none left (a log of one-row users): the first config
+    held = warm_part(parts.train, parts.test)
+    if not len(held):
+        return TuneResult(configs[0], [])
     keys = [metric] if isinstance(metric, str) else list(metric)
     results: list[dict[str, Any]] = []
     best_i, best_v = 0, -np.inf
     for i, cfg in enumerate(configs):
         metrics = recommend_and_evaluate(baseline_cls(cfg).fit(parts.train), parts.train,
-                                         parts.test, ks)
+                                         held, ks)
         missing = [k for k in keys if k not in metrics]
         if missing or not keys:
             raise ConfigError(f"`metric` {missing[0] if missing else metric!r} is not among "

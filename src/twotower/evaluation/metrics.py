@@ -256,10 +256,18 @@ def _time_ordered_items(x: Interactions, users: np.ndarray) -> list[np.ndarray]:
 
 
 def cold_users(train: Interactions, test: Interactions) -> int:
-    """Test users with no items in ``train`` (``recommend_and_evaluate`` leaves them out)."""
+    """Test users with no items in ``train`` (``recommend_and_evaluate`` leaves them out;
+    with ``history=``, pass the history as ``train``)."""
     users = np.unique(np.asarray(test.users))
     counts = np.bincount(np.asarray(train.users), minlength=max(test.n_users, train.n_users))
     return int((counts[users] == 0).sum())
+
+
+def warm_part(train: Interactions, test: Interactions) -> Interactions:
+    """``test`` without its users that have no items in ``train`` (the ones
+    ``recommend_and_evaluate`` leaves out); empty when every test user is new."""
+    counts = np.bincount(np.asarray(train.users), minlength=max(test.n_users, train.n_users))
+    return test.take(np.flatnonzero(counts[np.asarray(test.users)] > 0))
 
 
 def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: Interactions,
@@ -361,4 +369,5 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
 
 
 __all__ = ["METRICS", "HistoryRecommender", "Recommender", "as_truth_csr", "cold_users",
-           "coverage", "evaluate_topk", "hit_matrix", "per_user_metrics", "recommend_and_evaluate"]
+           "coverage", "evaluate_topk", "hit_matrix", "per_user_metrics", "recommend_and_evaluate",
+           "warm_part"]

@@ -211,7 +211,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                       for h in half_lives for f in floors})
     rows: list[dict[str, float]] = []
     inner = _inner_split(train, split, seed)
-    test = inner.test
+    from twotower.evaluation.metrics import warm_part
+    test = warm_part(inner.train, inner.test)  # users new to inner.train cannot be scored
     test_users = np.unique(test.users)
     if len(test_users) > VALIDATION_USERS:  # metrics of a sample of users: enough to choose
         keep = np.random.default_rng(seed).choice(test_users, VALIDATION_USERS, replace=False)

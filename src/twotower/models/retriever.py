@@ -1126,7 +1126,8 @@ class TwoTower:
             same = ids[np.char.lstrip(ids, "0") == text.lstrip("0")][:3]
             if len(same):
                 return f"; ids written another way: {', '.join(map(repr, same.tolist()))}"
-        return ""
+        some = ", ".join(map(repr, self.item_vocab.ids[:3].tolist()))
+        return f" (ids are like {some})" if some else ""
 
     def raw_tutorial_top_ids(self, users: np.ndarray) -> np.ndarray:
         """The tutorial's list: ``model.predict`` through ``BruteForceRetrieval``, seen items
