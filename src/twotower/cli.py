@@ -563,12 +563,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                   checkpoint=args.checkpoint)
     _tune_index(args, model)
     metrics = None
-    if len(split.test):
-        from twotower.evaluation.metrics import cold_users
-        n_cold, n_test = cold_users(split.train, split.test), len(np.unique(split.test.users))
-        if n_cold:
-            _say(_cold_note(n_cold, n_test))
-    if len(split.test) and n_cold < n_test:
+    test_users = np.unique(split.test.users)
+    n_cold = int(model.untrained_users()[test_users].sum())
+    if n_cold:
+        _say(_cold_note(n_cold, len(test_users)))
+    if len(test_users) > n_cold:
         from twotower.evaluation.run import model_rows
         ks = _default_ks(model.n_items)  # as `evaluate`: a recall@100 of 80 items is 1
         # the model's own ranking; an HNSW/IVF run also as its index serves it
@@ -952,15 +951,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"-k must be between 1 and {n} (the catalogue size), got {bad[0]}")
     ks = tuple(args.k or _default_ks(n))
-    from twotower.data import Interactions
-    from twotower.evaluation.metrics import cold_users
-    from twotower.evaluation.run import train_interactions
-    n_cold = cold_users(train_interactions(model), Interactions(
-        users=np.asarray(test[0], np.int64), items=np.asarray(test[1], np.int64),
-        user_vocab=model.user_vocab, item_vocab=model.item_vocab))
+    test_users = np.unique(np.asarray(test[0], np.int64))
+    n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
-        print(f"twotower: {_cold_note(n_cold, len(np.unique(test[0])))}", file=sys.stderr,
-              flush=True)
+        print(f"twotower: {_cold_note(n_cold, len(test_users))}", file=sys.stderr, flush=True)
     table, curves = evaluate_run(
         model, test, ks=ks, baselines=args.baselines,
         log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))

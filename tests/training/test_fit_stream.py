@@ -94,6 +94,10 @@ def test_fit_stream_without_seen_items_excludes_nothing(tmp_path):
     model = TwoTower(_tutorial(epochs=1)).fit_stream(_stream(path), seen=False,
                                                      progress_every_s=0)
     assert model.seen_rows(np.arange(len(model.user_vocab))).nnz == 0
+    from twotower.errors import DataError
+    from twotower.evaluation import evaluate_run
+    with pytest.raises(DataError, match="keeps no training interactions"):  # not "all new"
+        evaluate_run(model, (np.array([0]), np.array([0])))
 
 
 def test_fit_stream_refuses_what_a_stream_cannot_train(tmp_path):

@@ -255,14 +255,6 @@ def _time_ordered_items(x: Interactions, users: np.ndarray) -> list[np.ndarray]:
     return out
 
 
-def cold_users(train: Interactions, test: Interactions) -> int:
-    """Test users with no items in ``train`` (``recommend_and_evaluate`` leaves them out;
-    with ``history=``, pass the history as ``train``)."""
-    users = np.unique(np.asarray(test.users))
-    counts = np.bincount(np.asarray(train.users), minlength=max(test.n_users, train.n_users))
-    return int((counts[users] == 0).sum())
-
-
 def warm_part(train: Interactions, test: Interactions) -> Interactions:
     """``test`` without its users that have no items in ``train`` (the ones
     ``recommend_and_evaluate`` leaves out); empty when every test user is new."""
@@ -281,7 +273,7 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
     ``recommender.recommend_from_history(histories, k, exclude=histories)``, histories
     oldest first. Test items that are also excluded (seen) cannot be recommended and are
     dropped from the ground truth. Test users with no training (or history) items are left
-    out (``cold_users`` counts them): a recommender can only answer them with a fallback
+    out (``warm_part`` keeps the others): a recommender can only answer them with a fallback
     that is not its own (MostPop's list, as ``--fallback popular`` serves; a
     history-based method would rank from nothing, breaking ties by index), so they
     would compare fallbacks, not methods.
@@ -368,6 +360,6 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
     return result
 
 
-__all__ = ["METRICS", "HistoryRecommender", "Recommender", "as_truth_csr", "cold_users",
-           "coverage", "evaluate_topk", "hit_matrix", "per_user_metrics", "recommend_and_evaluate",
+__all__ = ["METRICS", "HistoryRecommender", "Recommender", "as_truth_csr", "coverage",
+           "evaluate_topk", "hit_matrix", "per_user_metrics", "recommend_and_evaluate",
            "warm_part"]

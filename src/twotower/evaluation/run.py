@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from twotower.data.interactions import Interactions
+from twotower.errors import DataError
 from twotower.evaluation.baselines import BASELINE_GRIDS, EASE, ItemKNN, MostPop, tune
 from twotower.evaluation.metrics import _check_ks, recommend_and_evaluate
 
@@ -18,8 +19,17 @@ DENSE_BASELINE_MAX_ITEMS = 20_000
 
 
 def train_interactions(model: Any) -> Interactions:
-    """The training interactions of a fitted/loaded model (its seen-item matrix)."""
+    """The training interactions of a fitted/loaded model (its seen-item matrix).
+
+    Raises:
+        DataError: the model keeps none (``fit_stream(seen=False)``): its lists cannot be
+            judged with seen items excluded, the protocol every method is scored by.
+    """
     seen = model._seen.tocoo()
+    if not seen.nnz:
+        raise DataError("the model keeps no training interactions (fit_stream(seen=False)):"
+                        " it cannot be evaluated with its users' seen items excluded; "
+                        "train with seen=True")
     return Interactions(users=seen.row.astype(np.int64), items=seen.col.astype(np.int64),
                         user_vocab=model.user_vocab, item_vocab=model.item_vocab)
 
