@@ -1261,3 +1261,12 @@ def test_a_user_who_saw_nearly_everything_is_told_why_the_list_is_short(tmp_path
     assert code == 0 and "user whale:\n  (no items left: the rest of the 12 are items" in out
     code, out, _ = run(capsys, "recommend", tmp_path / "r", "--user", "u0", "-k", "12")
     assert "(only 9 items left" in out
+
+
+def test_text_output_tells_items_of_one_title_apart(tutorial_run, capsys):
+    # MovieLens has two "Chasing Amy (1997)" (ids 246 and 268): the lists showed titles only
+    _, rundir = tutorial_run
+    code, out, _ = run(capsys, "similar", rundir, "--item", "268", "-k", "3")
+    assert code == 0 and out.startswith("similar to Chasing Amy (1997) [id 268]:"), out
+    code, out, _ = run(capsys, "similar", rundir, "--item", "Star Wars (1977)", "-k", "3")
+    assert "[id" not in out  # a title of its own keeps the usual form

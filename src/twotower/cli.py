@@ -825,11 +825,13 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         for r in rows:
             print(_json(r))
     else:
+        shared = _shared_titles(model)
         for r in rows:
             _say(f"user {r['user_id']}:" + (" (unknown: the most popular items)"
                                             if r.get("fallback") else ""))
             for rank, it in enumerate(r["items"], 1):
-                _say(f"  {rank:2d}. {it['title']}  ({it['score']:.3f})")
+                _say(f"  {rank:2d}. {_shown(it['title'], it['item_id'], shared)}  "
+                     f"({it['score']:.3f})")
             if len(r["items"]) < args.k and not r.get("fallback"):
                 left = len(r["items"])
                 _say(f"  ({'no' if not left else f'only {left}'} items left: the rest of the "
@@ -918,10 +920,26 @@ def cmd_similar(args: argparse.Namespace) -> int:
                                 "score": round(float(s), 6)}  # as recommend's
                                for s, i in zip(scores[0], top[0]) if i >= 0]}))
         return 0
-    _say(f"similar to {model.titles([item])[0]}:")
+    shared = _shared_titles(model)
+    ids = model.item_vocab.ids
+    _say(f"similar to {_shown(model.titles([item])[0], ids[item], shared)}:")
     for rank, (s, i) in enumerate(zip(scores[0], top[0]), 1):
-        _say(f"  {rank:2d}. {model.titles([i])[0]}  ({s:.3f})")
+        _say(f"  {rank:2d}. {_shown(model.titles([i])[0], ids[i], shared)}  ({s:.3f})")
     return 0
+
+
+def _shared_titles(model: Any) -> frozenset[str]:
+    """Titles that several items of the catalogue share (shown with their ids)."""
+    info = getattr(model, "item_info", None)
+    if info is None or "title" not in info:
+        return frozenset()
+    counts = info["title"].dropna().astype(str).value_counts()
+    return frozenset(counts.index[counts > 1])
+
+
+def _shown(title: str, item_id: Any, shared: frozenset[str]) -> str:
+    """An item as text output names it: its title, with its id where the title is shared."""
+    return f"{title} [id {item_id}]" if title in shared else str(title)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
