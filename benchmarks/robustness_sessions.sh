@@ -23,8 +23,8 @@ for split in random temporal; do
   done
 done
 
-printf '[model]\nease_weight_grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.8]\n' > /tmp/rob/grid.toml
-echo "\$ twotower train --data /tmp/sessions.csv --split random --config grid.toml --out R   # grid.toml: [model] ease_weight_grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.8]"
+printf '[model]\nease_weight_grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95]\n' > /tmp/rob/grid.toml
+echo "\$ twotower train --data /tmp/sessions.csv --split random --config grid.toml --out R   # grid.toml: [model] ease_weight_grid = [0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95]"
 $TT train --data /tmp/sessions.csv --split random --config /tmp/rob/grid.toml --out /tmp/rob/r-random-grid 2>&1 | grep -v "^twotower: warning\|Warning"
 .venv/bin/python -c "import json; t=json.load(open('/tmp/rob/r-random-grid/training.json'))['ease']; print('ease part: rank', t.get('rank'), 'weight', t.get('weight'))"
 echo "\$ twotower evaluate R --baselines"
