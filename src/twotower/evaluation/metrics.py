@@ -322,7 +322,10 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
         raise ConfigError(f"{type(recommender).__name__} cannot serve held-out users: "
                           f"it has no recommend_from_history")
     n_items = test.n_items
-    users = np.unique(test.users)
+    users = np.unique(warm_part(seen_source, test).users)  # the docstring: no cold users
+    if not len(users):
+        raise DataError(f"no test user has {users_from} items to recommend from: each of "
+                        f"the {len(np.unique(test.users)):,} is new to {users_from}")
     kmax = ks[-1]
     k_req = min(kmax, n_items)
     if history is not None:
@@ -332,13 +335,6 @@ def recommend_and_evaluate(recommender: Recommender, train: Interactions, test: 
         seen_csr = as_truth_csr(train.to_csr()[users], n_items)
         seen = [seen_csr.indices[seen_csr.indptr[r]:seen_csr.indptr[r + 1]].astype(np.int64)
                 for r in range(len(users))]
-    warm = np.diff(seen_csr.indptr) > 0
-    if not warm.all():  # no items to recommend from: left out (the docstring)
-        users, seen_csr = users[warm], seen_csr[warm]
-        seen = [s for s, w in zip(seen, warm) if w]
-        if not len(users):
-            raise DataError(f"no test user has {users_from} items to recommend from: "
-                            f"each of the {len(warm):,} is new to {users_from}")
     truth = test.to_csr()[users]
     truth = truth - truth.multiply(seen_csr)  # seen test items are unreachable
     top = np.full((len(users), kmax), -1, dtype=np.int64)
