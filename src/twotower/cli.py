@@ -664,8 +664,25 @@ def _tune_index(args: argparse.Namespace, model: Any) -> None:
              f"{'' if s['reached'] else ', not reached'}; {s['seconds']:.1f} s)")
 
 
+def _weight_note(model: Any) -> str | None:
+    """A line on the EASE part's blend weight when it was chosen on validation (training
+    took longer for it), else None."""
+    ease = getattr(model, "ease_tuning", None) or {}
+    check = ease.get("weight_check")
+    why = ("" if check is None else
+           f" (cut to rank {check['rank']}, the EASE part kept {check['keep']:.0%} of its "
+           f"full-rank validation score, under 90%: the trained part was fitted again on "
+           f"the validation split to choose the weight)")
+    if "weight" in ease:
+        return f"EASE part: blend weight {ease['weight']:g} chosen on validation{why}"
+    return None
+
+
 def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:
     how = "" if model.trained_with == "model.fit" else f" with {model.trained_with}"
+    note = _weight_note(model)
+    if note:
+        _say(note)
     where = (f"saved to {args.out}" if _saves()
              else "process 0 saves the run")
     _say(f"trained {cfg.query_tower}/{cfg.objective}{how} in {model.fit_seconds:.1f} s; "

@@ -171,11 +171,20 @@ def test_ease_is_skipped_above_max_items_and_off_at_weight_zero():
     (dict(ease_weight=1.0), "ease_weight"),
     (dict(ease_weight_grid=(0.5, 1.0)), "ease_weight_grid"),
     (dict(ease_weight_grid=(0.0,)), "ease_weight_grid"),
-    (dict(ease_weight=0.0, ease_weight_grid=(0.5,)), "ease_weight_grid needs"),
+    (dict(ease_weight_choice="sometimes"), "ease_weight_choice"),
 ])
 def test_bad_ease_settings_are_named(bad, match):
     with pytest.raises(ConfigError, match=match):
         _cfg(**bad)
+
+
+def test_weight_settings_the_model_does_not_read_are_listed():
+    # the default preset carries a grid: turning the part off must not make it an error
+    off = _cfg(ease_weight=0.0, ease_weight_grid=(0.5,), ease_weight_choice="low_rank")
+    assert {"ease_weight_grid", "ease_weight_choice"} <= set(off.unread())
+    assert _cfg(ease_weight_choice="low_rank").unread()["ease_weight_choice"] == \
+        "ease_weight_grid empty"
+    assert "ease_weight_choice" not in _cfg(ease_weight_grid=(0.5,)).unread()
 
 
 def test_cli_tunes_the_ease_part_on_the_runs_split_kind(tmp_path, ml100k_dir):
@@ -305,3 +314,71 @@ def test_rank_zero_chooses_the_rank_on_validation():
     assert {"rank", "ranks_tried", "weight", "weights_tried"} <= set(both.ease_tuning)
     fixed = TwoTower(_cfg(ease_rank=6)).fit(_log(), verbose=0)
     assert "rank" not in fixed.ease_tuning and fixed._linear.query_table.shape[1] == 6
+
+
+def _chains(n_items=120, n_users=300, length=6, seed=0):
+    """Users walking item chains i -> i + 1: an item-item matrix far from low rank."""
+    from twotower.data import Interactions
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for u in range(n_users):
+        start = rng.integers(0, n_items)
+        for j in range(length):
+            users.append(u)
+            items.append((start + j) % n_items)
+    return Interactions.from_ids(users, items,
+                                 timestamps=np.arange(len(users), dtype=np.int64))
+
+
+def test_low_rank_choice_fits_again_only_where_the_cut_loses(monkeypatch):
+    """ease_weight_choice 'low_rank': the weight is chosen from the grid (a second fit of
+    the trained part) only when the EASE part cut to embedding_dim keeps less than
+    WEIGHT_CHECK_KEEP of its full-rank validation score; else ease_weight is kept and the
+    trained part is fitted once."""
+    from twotower import TwoTower
+    from twotower.models.linear import WEIGHT_CHECK_KEEP
+    fits = []
+    real = TwoTower._trained_scores_on
+    monkeypatch.setattr(TwoTower, "_trained_scores_on",
+                        lambda self, part: fits.append(len(part)) or real(self, part))
+    grid = dict(ease_weight_grid=(0.2, 0.9), ease_weight_choice="low_rank")
+    chains = TwoTower(_cfg(ease_rank=0, **grid)).fit(_chains(), verbose=0)
+    t = chains.ease_tuning
+    full, cut = (r["recall@10"] + r["ndcg@10"] for r in t["ranks_tried"][:2])
+    assert t["ranks_tried"][1]["rank"] == 8
+    assert t["weight_check"] == {"rank": 8, "keep": round(cut / full, 4), "chose": True}
+    assert cut / full < WEIGHT_CHECK_KEEP and "weight" in t and len(fits) == 1
+    blocks = TwoTower(_cfg(ease_rank=0, **grid)).fit(_log(), verbose=0)
+    t = blocks.ease_tuning
+    assert t["weight_check"]["chose"] is False and t["weight_check"]["keep"] >= 0.99
+    assert "weight" not in t and len(fits) == 1
+    # the configured weight is served: the EASE part's columns carry 0.4 of the spread
+    users = np.arange(blocks._seen.shape[0])
+    e = blocks._with_linear_query(blocks._query_part(users), blocks._history[users])
+    width = blocks._linear.item_table.shape[1]
+    rng = np.random.default_rng(blocks.config.seed)
+    sample = np.sort(rng.choice(len(users), size=min(1024, len(users)), replace=False))
+    ease = e[:, -width:] @ blocks._linear.item_table.T
+    assert np.isclose(ease[sample].std(), 0.4, rtol=1e-3)
+    # a fixed ease_rank: the check measures its own cut at embedding_dim
+    fixed = TwoTower(_cfg(ease_rank=6, **grid)).fit(_chains(), verbose=0)
+    assert fixed.ease_tuning["weight_check"]["rank"] == 8 and "rank" not in fixed.ease_tuning
+    assert fixed.ease_tuning["weight_check"]["chose"] == ("weight" in fixed.ease_tuning)
+    # 'always' (the class default) chooses whenever there is a grid, with no check
+    always = TwoTower(_cfg(ease_weight_grid=(0.2, 0.9))).fit(_log(), verbose=0)
+    assert "weight" in always.ease_tuning and "weight_check" not in always.ease_tuning
+
+
+def test_train_says_when_the_weight_was_chosen():
+    from types import SimpleNamespace
+
+    from twotower.cli import _weight_note
+    chosen = {"weight": 0.95, "weight_check": {"rank": 128, "keep": 0.7326, "chose": True}}
+    note = _weight_note(SimpleNamespace(ease_tuning=chosen))
+    assert note.startswith("EASE part: blend weight 0.95 chosen on validation")
+    assert "rank 128" in note and "73%" in note
+    kept = {"weight_check": {"rank": 128, "keep": 0.998, "chose": False}}
+    assert _weight_note(SimpleNamespace(ease_tuning=kept)) is None
+    assert _weight_note(SimpleNamespace(ease_tuning={"weight": 0.3})) == \
+        "EASE part: blend weight 0.3 chosen on validation"
+    assert _weight_note(SimpleNamespace(ease_tuning=None)) is None

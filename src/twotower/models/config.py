@@ -104,14 +104,22 @@ class ModelConfig(Config):
             test split but -25% on a random one; tuned on a random split, it uses the whole
             history, at EASE's level on a temporal test split. For a model deployed to
             predict what users do next, ``temporal`` is usually right.
-        ease_weight_grid: empty (the default: ``ease_weight`` is used as given), or
-            candidate weights in (0, 1): the weight is then chosen among them on the same
-            validation split that chooses lambda, by best recall@10 + ndcg@10 of the blend.
-            This fits the trained part a second time, on that split's training part (the
-            fit on all of the training data cannot be scored on part of it), so training
-            takes longer (1.7x on MovieLens 100k, ``benchmarks/probes/weight_grid.py``).
-            The choice goes in ``TwoTower.ease_tuning``.
-            ``ease_weight`` must still be > 0 (it turns the part on).
+        ease_weight_grid: empty (``ease_weight`` is used as given), or candidate weights
+            in (0, 1): the weight is then chosen among them (when ``ease_weight_choice``
+            says) on the same validation split that chooses lambda, by best recall@10 +
+            ndcg@10 of the blend. This fits the trained part a second time, on that split's
+            training part (the fit on all of the training data cannot be scored on part of
+            it), so training takes longer (1.7x on MovieLens 100k,
+            ``benchmarks/probes/weight_grid.py``). The choice goes in
+            ``TwoTower.ease_tuning``. ``ease_weight`` 0 still turns the part off.
+        ease_weight_choice: when the weight is chosen from ``ease_weight_grid``:
+            ``always`` (the default), or ``low_rank`` (the default preset): only when the
+            EASE part cut to rank ``embedding_dim`` keeps less than 90% of its full-rank
+            validation recall@10 + ndcg@10 (``linear.WEIGHT_CHECK_KEEP``), i.e. when the
+            data's item-item structure is far from what a trained part of that size can
+            hold (sequence logs: 73-79%; MovieLens 100k: 97-104%, so it keeps
+            ``ease_weight`` and its training time). Recorded in ``TwoTower.ease_tuning``
+            ("weight_check").
         ease_rank: rank of the EASE part; 0 (the default) chooses it on the EASE tuning
             split: the smallest of ``embedding_dim`` times 1, 2, 4 and 8 (at most 1,024)
             whose cut keeps 99% of the full-rank part's validation recall@10 + ndcg@10
@@ -159,6 +167,7 @@ class ModelConfig(Config):
     ease_floors: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)
     ease_split: str = "auto"
     ease_weight_grid: tuple[float, ...] = ()
+    ease_weight_choice: str = "always"
     ease_rank: int = 0
     ease_max_items: int = 20_000
     validation_freq: int = 5
@@ -212,9 +221,8 @@ class ModelConfig(Config):
                 for v in grid):
             raise ConfigError(f"model.ease_weight_grid must be a list of numbers in (0, 1) "
                               f"(or empty), got {grid!r}")
-        if grid and self.ease_weight == 0:
-            raise ConfigError("model.ease_weight_grid needs model.ease_weight > 0 (0 turns "
-                              "the EASE part off)")
+        check_choice(own, "ease_weight_choice", self.ease_weight_choice,
+                     ("always", "low_rank"))
         if self.ease_weight > 0 and self.query_tower == "id":
             raise ConfigError("model.ease_weight > 0 needs a history tower (query_tower "
                               "'history' or 'id+history'): the EASE part's query is the "
@@ -265,7 +273,10 @@ class ModelConfig(Config):
         if self.ease_weight == 0:
             out.update(dict.fromkeys((
                 "ease_lambdas", "ease_half_lives", "ease_floors", "ease_split",
-                "ease_weight_grid", "ease_rank", "ease_max_items"), "ease_weight 0"))
+                "ease_weight_grid", "ease_weight_choice", "ease_rank", "ease_max_items"),
+                "ease_weight 0"))
+        elif not self.ease_weight_grid:
+            out["ease_weight_choice"] = "ease_weight_grid empty"
         return out
 
     @classmethod
@@ -289,7 +300,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                     epochs=15, batch_size=64, optimizer="adam", learning_rate=0.005, l2=5.0,
                     temperature=1.0, history_length=1000, history_dropout=0.5,
                     recency_half_life=10.0, recency_floor=0.2, item_bias=True,
-                    item_features=("genres", "year"), ease_weight=0.4),
+                    item_features=("genres", "year"), ease_weight=0.4,
+                    ease_weight_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95),
+                    ease_weight_choice="low_rank"),
 }
 
 

@@ -146,6 +146,12 @@ AUTO_RANK_MAX = 1024
 #: to be chosen (``tune_and_fit``'s ``ranks``).
 RANK_KEEP = 0.99
 
+#: ``ease_weight_choice = "low_rank"``: the blend weight is chosen on validation when the
+#: EASE part cut to ``embedding_dim`` keeps less than this share of its full-rank score
+#: (session logs 0.73-0.79, MovieLens 100k 0.97-1.04 over 7 random splits and the
+#: temporal one: ``benchmarks/probes/weight_check.py``).
+WEIGHT_CHECK_KEEP = 0.9
+
 
 def _choose_rank(q: Any, b: np.ndarray, ranks: tuple[int, ...], seed: int,
                  train: Interactions, test: Interactions, full: dict[str, Any] | None = None
@@ -177,7 +183,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                  split: str, seed: int, weights: tuple[float, ...] = (),
                  trained_scores: Callable[[Interactions], Callable[[np.ndarray], np.ndarray]]
                  | None = None, ranks: tuple[int, ...] = (),
-                 stage: Callable[[str], None] | None = None
+                 stage: Callable[[str], None] | None = None, check_rank: int = 0
                  ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
     validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
@@ -193,13 +199,17 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     scores)`` of the trained part fitted on the split's training part ``train'``), also
     choose the blend weight ``w`` on the same split: the score is ``(1 - w) * trained / sd
     + w * EASE / sd``, each part's spread measured on a sample of users, as
-    ``TwoTower`` scales them (EASE at full rank here).
+    ``TwoTower`` scales them (EASE at full rank here). With ``check_rank`` > 0, only when
+    the EASE part cut to that rank keeps less than ``WEIGHT_CHECK_KEEP`` of its full-rank
+    score on the split (``ModelConfig.ease_weight_choice = "low_rank"``; the rank search's
+    own measurement when it tried that rank).
 
     Returns:
         ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,
         ``half_life``, ``floor`` and ``tried`` (the validation metrics of every setting);
-        with ``weights`` also ``weight`` and ``weights_tried``. ``stage``: told what is
-        being done as it starts (progress).
+        with ``weights`` also ``weight`` and ``weights_tried`` when the weight was chosen,
+        and with ``check_rank`` ``weight_check`` (``rank``, ``keep``, ``chose``).
+        ``stage``: told what is being done as it starts (progress).
     """
     say = stage or (lambda _: None)
     from twotower.evaluation.baselines import ease_weights
@@ -252,8 +262,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         lam = max((float(v) for v in lambdas), key=lambda v: score(v, start))
         half_life, floor = max(recency, key=lambda hf: score(lam, hf))
     extra: dict[str, Any] = {}
-    if ranks and len(test):
-        say(f"choosing the rank among {', '.join(map(str, ranks))}")
+    check = choose_weight and check_rank > 0
+    if (ranks or choose_weight) and len(test):
         b_in = last[1] if last[0] == lam else ease_weights(gram, lam, np.float32)
         last[:] = [lam, b_in]
         q_in = history_matrix(hist, floor_weights(history_length, half_life, floor), n + 1,
@@ -261,28 +271,39 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         known = next(({k: r[k] for k in ("recall@10", "ndcg@10")} for r in rows
                       if (r["lambda"], r["half_life"], r["floor"]) == (lam, half_life, floor)),
                      None)
-        rank, extra["ranks_tried"] = _choose_rank(q_in, b_in, ranks, seed, inner.train, test,
-                                                  known)
-        extra["rank"] = rank
+        tried: list[dict[str, Any]] = []
+        if ranks:
+            say(f"choosing the rank among {', '.join(map(str, ranks))}")
+            rank, tried = _choose_rank(q_in, b_in, ranks, seed, inner.train, test, known)
+            extra.update(rank=rank, ranks_tried=tried)
+        if check:
+            # is the item-item structure far from what a trained part of this size holds?
+            r = min(check_rank, n)
+            at = next((t for t in tried[1:] if t["rank"] == r), None)
+            if at is None:  # not measured by the rank search: one cut more
+                _, more = _choose_rank(q_in, b_in, (r,), seed, inner.train, test,
+                                       tried[0] if tried else known)
+                tried, at = more, more[1]
+            both = lambda t: t["recall@10"] + t["ndcg@10"]  # noqa: E731
+            keep = both(at) / max(both(tried[0]), 1e-12)
+            choose_weight = keep < WEIGHT_CHECK_KEEP
+            extra["weight_check"] = {"rank": r, "keep": round(keep, 4), "chose": choose_weight}
     if choose_weight:
-        b_in = last[1] if last[0] == lam else ease_weights(gram, lam, np.float32)
         last[:] = []
-        q_in = history_matrix(hist, floor_weights(history_length, half_life, floor), n + 1,
-                              "latest")[:, 1:]
         say("training the model on the validation split's training part (for the blend "
             "weight)")
         trained = trained_scores(inner.train)
         sample = scale_users(train.n_users, seed)
         sd_t = max(float(trained(sample).std()), 1e-12)
         sd_e = max(float(np.asarray(q_in[sample] @ b_in).std()), 1e-12)
-        tried = []
+        by_weight = []
         for w in weights:
             m = recommend_and_evaluate(_Scores(q_in, b_in, trained, (1 - w) / sd_t, w / sd_e),
                                        inner.train, test, (10,))
-            tried.append({"weight": float(w), "recall@10": float(m["recall@10"]),
-                          "ndcg@10": float(m["ndcg@10"])})
-        best = max(tried, key=lambda r: r["recall@10"] + r["ndcg@10"])
-        extra.update(weight=best["weight"], weights_tried=tried)
+            by_weight.append({"weight": float(w), "recall@10": float(m["recall@10"]),
+                              "ndcg@10": float(m["ndcg@10"])})
+        best = max(by_weight, key=lambda r: r["recall@10"] + r["ndcg@10"])
+        extra.update(weight=best["weight"], weights_tried=by_weight)
         del b_in
     del last[:]
     gram = hist = None  # free the [n_items, n_items] Gram matrix before the final fit
