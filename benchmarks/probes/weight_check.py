@@ -1,6 +1,6 @@
 """Probe: how much of the full-rank EASE part's validation score its cut to
 ``embedding_dim`` keeps, on the logs the project measures (``ease_weight_choice =
-"low_rank"`` chooses the blend weight on validation below ``WEIGHT_CHECK_KEEP``).
+"rank_check"`` chooses the blend weight on validation below ``WEIGHT_CHECK_KEEP``).
 
 For each training part (MovieLens 100k: random 80/20 splits of seeds 0-5 and 42, the CLI's,
 and the temporal one; the session-shaped log and the small-release-shaped synthetic log:

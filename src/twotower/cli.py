@@ -671,8 +671,8 @@ def _weight_note(model: Any) -> str | None:
     check = ease.get("weight_check")
     why = ("" if check is None else
            f" (cut to rank {check['rank']}, the EASE part kept {check['keep']:.0%} of its "
-           f"full-rank validation score, under 90%: the trained part was fitted again on "
-           f"the validation split to choose the weight)")
+           f"full-rank validation score, under 90%: the weight was chosen with a second "
+           f"fit of the trained part)")
     if "weight" in ease:
         return f"EASE part: blend weight {ease['weight']:g} chosen on validation{why}"
     return None

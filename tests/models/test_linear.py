@@ -180,9 +180,9 @@ def test_bad_ease_settings_are_named(bad, match):
 
 def test_weight_settings_the_model_does_not_read_are_listed():
     # the default preset carries a grid: turning the part off must not make it an error
-    off = _cfg(ease_weight=0.0, ease_weight_grid=(0.5,), ease_weight_choice="low_rank")
+    off = _cfg(ease_weight=0.0, ease_weight_grid=(0.5,), ease_weight_choice="rank_check")
     assert {"ease_weight_grid", "ease_weight_choice"} <= set(off.unread())
-    assert _cfg(ease_weight_choice="low_rank").unread()["ease_weight_choice"] == \
+    assert _cfg(ease_weight_choice="rank_check").unread()["ease_weight_choice"] == \
         "ease_weight_grid empty"
     assert "ease_weight_choice" not in _cfg(ease_weight_grid=(0.5,)).unread()
 
@@ -330,8 +330,8 @@ def _chains(n_items=120, n_users=300, length=6, seed=0):
                                  timestamps=np.arange(len(users), dtype=np.int64))
 
 
-def test_low_rank_choice_fits_again_only_where_the_cut_loses(monkeypatch):
-    """ease_weight_choice 'low_rank': the weight is chosen from the grid (a second fit of
+def test_rank_check_choice_fits_again_only_where_the_cut_loses(monkeypatch):
+    """ease_weight_choice 'rank_check': the weight is chosen from the grid (a second fit of
     the trained part) only when the EASE part cut to embedding_dim keeps less than
     WEIGHT_CHECK_KEEP of its full-rank validation score; else ease_weight is kept and the
     trained part is fitted once."""
@@ -341,7 +341,7 @@ def test_low_rank_choice_fits_again_only_where_the_cut_loses(monkeypatch):
     real = TwoTower._trained_scores_on
     monkeypatch.setattr(TwoTower, "_trained_scores_on",
                         lambda self, part: fits.append(len(part)) or real(self, part))
-    grid = dict(ease_weight_grid=(0.2, 0.9), ease_weight_choice="low_rank")
+    grid = dict(ease_weight_grid=(0.2, 0.9), ease_weight_choice="rank_check")
     chains = TwoTower(_cfg(ease_rank=0, **grid)).fit(_chains(), verbose=0)
     t = chains.ease_tuning
     full, cut = (r["recall@10"] + r["ndcg@10"] for r in t["ranks_tried"][:2])

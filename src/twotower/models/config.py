@@ -113,7 +113,7 @@ class ModelConfig(Config):
             ``benchmarks/probes/weight_grid.py``). The choice goes in
             ``TwoTower.ease_tuning``. ``ease_weight`` 0 still turns the part off.
         ease_weight_choice: when the weight is chosen from ``ease_weight_grid``:
-            ``always`` (the default), or ``low_rank`` (the default preset): only when the
+            ``always`` (the default), or ``rank_check`` (the default preset): only when the
             EASE part cut to rank ``embedding_dim`` keeps less than 90% of its full-rank
             validation recall@10 + ndcg@10 (``linear.WEIGHT_CHECK_KEEP``), i.e. when the
             data's item-item structure is far from what a trained part of that size can
@@ -222,7 +222,7 @@ class ModelConfig(Config):
             raise ConfigError(f"model.ease_weight_grid must be a list of numbers in (0, 1) "
                               f"(or empty), got {grid!r}")
         check_choice(own, "ease_weight_choice", self.ease_weight_choice,
-                     ("always", "low_rank"))
+                     ("always", "rank_check"))
         if self.ease_weight > 0 and self.query_tower == "id":
             raise ConfigError("model.ease_weight > 0 needs a history tower (query_tower "
                               "'history' or 'id+history'): the EASE part's query is the "
@@ -302,7 +302,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     recency_half_life=10.0, recency_floor=0.2, item_bias=True,
                     item_features=("genres", "year"), ease_weight=0.4,
                     ease_weight_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95),
-                    ease_weight_choice="low_rank"),
+                    ease_weight_choice="rank_check"),
 }
 
 

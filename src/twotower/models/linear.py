@@ -146,7 +146,7 @@ AUTO_RANK_MAX = 1024
 #: to be chosen (``tune_and_fit``'s ``ranks``).
 RANK_KEEP = 0.99
 
-#: ``ease_weight_choice = "low_rank"``: the blend weight is chosen on validation when the
+#: ``ease_weight_choice = "rank_check"``: the blend weight is chosen on validation when the
 #: EASE part cut to ``embedding_dim`` keeps less than this share of its full-rank score
 #: (session logs 0.73-0.79, MovieLens 100k 0.97-1.04 over 7 random splits and the
 #: temporal one: ``benchmarks/probes/weight_check.py``).
@@ -201,7 +201,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     + w * EASE / sd``, each part's spread measured on a sample of users, as
     ``TwoTower`` scales them (EASE at full rank here). With ``check_rank`` > 0, only when
     the EASE part cut to that rank keeps less than ``WEIGHT_CHECK_KEEP`` of its full-rank
-    score on the split (``ModelConfig.ease_weight_choice = "low_rank"``; the rank search's
+    score on the split (``ModelConfig.ease_weight_choice = "rank_check"``; the rank search's
     own measurement when it tried that rank).
 
     Returns:
@@ -263,6 +263,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         half_life, floor = max(recency, key=lambda hf: score(lam, hf))
     extra: dict[str, Any] = {}
     check = choose_weight and check_rank > 0
+    b_in = q_in = None
     if (ranks or choose_weight) and len(test):
         b_in = last[1] if last[0] == lam else ease_weights(gram, lam, np.float32)
         last[:] = [lam, b_in]
@@ -304,9 +305,9 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                               "ndcg@10": float(m["ndcg@10"])})
         best = max(by_weight, key=lambda r: r["recall@10"] + r["ndcg@10"])
         extra.update(weight=best["weight"], weights_tried=by_weight)
-        del b_in
     del last[:]
-    gram = hist = None  # free the [n_items, n_items] Gram matrix before the final fit
+    # free the [n_items, n_items] Gram and validation B before the final fit
+    gram = hist = b_in = q_in = None
     say(f"fitting on all the training data (lambda {lam:g}, rank {rank})")
     x = train.to_csr()
     b = ease_weights((x.T @ x).toarray(), lam, np.float32)

@@ -678,7 +678,7 @@ class TwoTower:
             cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed,
             cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None,
             ranks=ranks, stage=None if tick is None else lambda s: setattr(tick, "stage", s),
-            check_rank=cfg.embedding_dim if cfg.ease_weight_choice == "low_rank" else 0)
+            check_rank=cfg.embedding_dim if cfg.ease_weight_choice == "rank_check" else 0)
         half_life, floor = chosen["half_life"], chosen["floor"]
         query_table = np.zeros((len(p) + 1, p.shape[1]), dtype=np.float32)
         query_table[1:] = p
