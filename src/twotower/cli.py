@@ -667,12 +667,17 @@ def _tune_index(args: argparse.Namespace, model: Any) -> None:
 def _weight_note(model: Any) -> str | None:
     """A line on the EASE part's blend weight when it was chosen on validation (training
     took longer for it), else None."""
+    from twotower.models.linear import WEIGHT_CHECK_KEEP
     ease = getattr(model, "ease_tuning", None) or {}
     check = ease.get("weight_check")
+    config = getattr(model, "config", None)
+    given = "" if config is None else f"not ease_weight {config.ease_weight:g}; "
+    # floored: a share just under the threshold must not read as the threshold
     why = ("" if check is None else
-           f" (cut to rank {check['rank']}, the EASE part kept {check['keep']:.0%} of its "
-           f"full-rank validation score, under 90%: the weight was chosen with a second "
-           f"fit of the trained part)")
+           f" ({given}cut to rank {check['rank']}, the EASE part kept "
+           f"{int(check['keep'] * 100 + 1e-9)}% of its full-rank validation score, under "
+           f"{WEIGHT_CHECK_KEEP:.0%}: the weight was chosen with a second fit of the "
+           f"trained part)")
     if "weight" in ease:
         return f"EASE part: blend weight {ease['weight']:g} chosen on validation{why}"
     return None

@@ -361,9 +361,10 @@ def test_rank_check_choice_fits_again_only_where_the_cut_loses(monkeypatch):
     ease = e[:, -width:] @ blocks._linear.item_table.T
     assert np.isclose(ease[sample].std(), 0.4, rtol=1e-3)
     # a fixed ease_rank: the check measures its own cut at embedding_dim
+    # (the same cut of the same validation B as the rank search measured above)
     fixed = TwoTower(_cfg(ease_rank=6, **grid)).fit(_chains(), verbose=0)
-    assert fixed.ease_tuning["weight_check"]["rank"] == 8 and "rank" not in fixed.ease_tuning
-    assert fixed.ease_tuning["weight_check"]["chose"] == ("weight" in fixed.ease_tuning)
+    assert fixed.ease_tuning["weight_check"] == chains.ease_tuning["weight_check"]
+    assert "rank" not in fixed.ease_tuning and "weight" in fixed.ease_tuning
     # 'always' (the class default) chooses whenever there is a grid, with no check
     always = TwoTower(_cfg(ease_weight_grid=(0.2, 0.9))).fit(_log(), verbose=0)
     assert "weight" in always.ease_tuning and "weight_check" not in always.ease_tuning
@@ -382,3 +383,21 @@ def test_train_says_when_the_weight_was_chosen():
     assert _weight_note(SimpleNamespace(ease_tuning={"weight": 0.3})) == \
         "EASE part: blend weight 0.3 chosen on validation"
     assert _weight_note(SimpleNamespace(ease_tuning=None)) is None
+    # a share just under the threshold is not printed as the threshold itself; the weight
+    # the grid replaced is named
+    close = {"weight": 0.9, "weight_check": {"rank": 128, "keep": 0.8996, "chose": True}}
+    note = _weight_note(SimpleNamespace(ease_tuning=close, config=_cfg(ease_weight=0.7)))
+    assert "kept 89% " in note and "under 90%" in note and "not ease_weight 0.7" in note
+
+
+def test_the_weight_checks_own_cut_is_a_stage():
+    """With a fixed rank the check cuts EASE itself: the progress line says so."""
+    from twotower.models.linear import tune_and_fit
+    stages = []
+    x = _chains()
+    _, _, ch = tune_and_fit(x, 50, (5.0, 50.0), (3.0,), (1.0,), 6, "random", 0, (0.2, 0.9),
+                            lambda part: (lambda u: np.zeros((len(u), x.n_items),
+                                                             np.float32)),
+                            stage=stages.append, check_rank=8)
+    assert ch["weight_check"]["rank"] == 8
+    assert any("rank 8" in s and "blend weight" in s for s in stages), stages

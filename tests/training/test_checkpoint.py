@@ -496,3 +496,18 @@ def test_a_checkpoint_of_another_kind_of_training_says_so_first(tmp_path):
     msg = str(err.value)
     assert "(trains was 'TwoTower.fit', now 'TwoTower.fit_stream'; " in msg, msg
     assert "stream was absent, now given" in msg and "user_col" not in msg, msg
+
+
+def test_a_checkpoint_written_before_a_setting_existed_resumes(tmp_path, monkeypatch):
+    """A model setting added since the checkpoint was written (absent from its
+    checkpoint.json) is read as the class default, as the older code trained it: the same
+    training resumes; a value other than the default is another training."""
+    x, ck = _data(), _stopped(tmp_path, monkeypatch)
+    meta = json.loads((ck / "checkpoint.json").read_text())
+    del meta["fingerprint"]["config"]["ease_weight_choice"]  # as the previous version wrote it
+    (ck / "checkpoint.json").write_text(json.dumps(meta))
+    with pytest.raises(ConfigError, match=r"config\.ease_weight_choice was 'always', now "
+                                          r"'rank_check'"):
+        TwoTower(_loop_cfg(ease_weight_choice="rank_check")).fit(x, verbose=0, checkpoint=ck)
+    TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
+    assert not ck.exists()  # resumed and finished

@@ -90,7 +90,9 @@ class ModelConfig(Config):
             query the user's recency-weighted history, appended to both towers so one inner
             product serves ``(1 - w) * trained + w * EASE`` (each part scaled to unit
             standard deviation). Needs a history tower; skipped, with a warning, above
-            ``ease_max_items`` items (EASE inverts an ``[n_items, n_items]`` matrix).
+            ``ease_max_items`` items (EASE inverts an ``[n_items, n_items]`` matrix). A
+            weight chosen from ``ease_weight_grid`` replaces it (the default preset's
+            check: ``ease_weight_choice``); ``ease_weight_grid = []`` keeps it fixed.
         ease_lambdas, ease_half_lives, ease_floors: EASE's L2 strengths and the recency
             weights of its query (half-lives in items, floors; floor 1.0 = unweighted),
             chosen on a validation split carved from the training data by best recall@10 +

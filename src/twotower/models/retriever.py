@@ -246,9 +246,11 @@ def _start_checkpoint(checkpoint: Any, fingerprint: dict[str, Any]) -> Any:
     ``fingerprint`` tells (``Checkpoint.start``), or None."""
     if checkpoint is None:
         return None
+    from twotower.models.config import ModelConfig
     from twotower.training.checkpoint import Checkpoint
     ck = Checkpoint.of(checkpoint)
-    ck.start(fingerprint)
+    # a model setting a checkpoint of an older version lacks: as that version trained it
+    ck.start(fingerprint, defaults={"config": ModelConfig().to_dict()})
     return ck
 
 

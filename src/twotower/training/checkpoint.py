@@ -89,9 +89,13 @@ class Checkpoint:
                           f"got {type(value).__name__}")
 
     # ------------------------------------------------------------------ the training's identity
-    def start(self, fingerprint: dict[str, Any]) -> bool:
+    def start(self, fingerprint: dict[str, Any],
+              defaults: dict[str, dict[str, Any]] | None = None) -> bool:
         """Bind the directory to one training. Returns whether it holds a checkpoint of
         that training (to resume). A checkpoint of another training is refused.
+        ``defaults``: for a table of the fingerprint (``{"config": ...}``), the values of
+        settings a checkpoint written before they existed lacks (the older code trained
+        with them).
 
         Raises:
             ConfigError: the directory is of another training, or holds another format.
@@ -105,12 +109,13 @@ class Checkpoint:
         if self.directory.exists() and not self.directory.is_dir():
             raise ConfigError(f"checkpoint {self.directory}: not a directory")
         try:
-            return self._bind(fingerprint)
+            return self._bind(fingerprint, defaults)
         except BaseException:  # refused or failed: the directory is not this training's
             self.release()
             raise
 
-    def _bind(self, fingerprint: dict[str, Any]) -> bool:
+    def _bind(self, fingerprint: dict[str, Any],
+              defaults: dict[str, dict[str, Any]] | None = None) -> bool:
         d = self.directory
         meta = d / _META
         fingerprint = json.loads(json.dumps(fingerprint))  # as it reads back
@@ -127,7 +132,11 @@ class Checkpoint:
                 raise ConfigError(f"checkpoint {d}: format {saved.get('format')!r}, this "
                                   f"version reads {FORMAT}; remove it to start afresh")
             self._lock()
-            differ = _differences(saved["fingerprint"], fingerprint)
+            old = saved["fingerprint"]
+            for key, values in json.loads(json.dumps(defaults or {})).items():
+                if isinstance(old.get(key), dict):  # settings added since it was written
+                    old[key] = {**values, **old[key]}
+            differ = _differences(old, fingerprint)
             if differ:
                 raise ConfigError(
                     f"checkpoint {d} is of another training ({'; '.join(differ[:5])}); "
