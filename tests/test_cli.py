@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -1199,6 +1200,40 @@ def test_recommend_out_table_keeps_the_fallback_flag_and_mixed_ids(tmp_path, cap
     df = pd.read_parquet(out_file) if suffix == "parquet" else pd.read_csv(out_file)
     assert list(df.columns) == ["user_id", "rank", "item_id", "title", "score"]
     assert df["user_id"].dtype == "int64"
+
+
+def test_test_users_with_only_repeated_items_are_counted_in_a_note(tmp_path, capsys):
+    """A log of repeat purchases: test users whose every test item they already had in
+    training have nothing to find (seen items are excluded), and the metrics leave them
+    out; train and evaluate say how many (a reviewer's e-commerce log lost 43% of its test
+    users that way, silently)."""
+    import random
+    rng = random.Random(1)
+    rows = []
+    for u in range(60):
+        items = rng.sample(range(40), 8)
+        rows += [(u, i) for i in items] + [(u, i) for i in items[:4] if u % 3 == 0]
+    (tmp_path / "log.csv").write_text("user_id,item_id\n" + "".join(
+        f"u{u},i{i}\n" for u, i in rows))
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--epochs", "1",
+                         "--out", tmp_path / "r")
+    assert code == 0, err
+    note = re.search(r"note: (\d+) of the (\d+) test users with training interactions have "
+                     r"only test items they already had in training", out)
+    assert note, out
+    scored = json.loads((tmp_path / "r" / "eval.json").read_text())["model"]["users"]
+    assert int(note[1]) > 0 and int(note[2]) - int(note[1]) == scored
+    code, out, err = run(capsys, "evaluate", tmp_path / "r")
+    assert code == 0 and f"note: {note[1]} of the {note[2]} test users" in err, err
+    # MovieLens has no repeats: no note
+    from twotower.cli import _repeat_note
+    from types import SimpleNamespace
+    import scipy.sparse as sp
+    fake = SimpleNamespace(untrained_users=lambda: np.zeros(3, bool),
+                           seen_rows=lambda u: sp.csr_matrix(np.eye(3))[u])
+    assert _repeat_note(fake, np.array([0, 1]), np.array([1, 2])) is None
+    assert _repeat_note(fake, np.array([0, 0, 1]), np.array([0, 1, 1])).startswith(
+        "note: 1 of the 2 test users")
 
 
 def test_train_note_on_an_unscorable_temporal_split_does_not_advise_temporal(tmp_path,

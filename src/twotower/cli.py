@@ -577,6 +577,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                  f"{m[f'recall@{ks[0]}']:.4f}  ndcg@{ks[0]} {m[f'ndcg@{ks[0]}']:.4f}"
                  + "".join(f"  recall@{k} {m[f'recall@{k}']:.4f}" for k in ks[1:]))
         m = metrics["model"]
+        repeat = _repeat_note(model, split.test.users, split.test.items)
+        if repeat and m.get("users"):  # (none left to score: the note below)
+            _say(repeat)
         if not m.get("users"):  # every test pair was seen in training: nothing to score
             _say(f"note: no test user has an item left to find: each of the "
                  f"{len(split.test):,} test pairs is also in the training part (a log that "
@@ -669,18 +672,18 @@ def _weight_note(model: Any) -> str | None:
     took longer for it), else None."""
     from twotower.models.linear import WEIGHT_CHECK_KEEP
     ease = getattr(model, "ease_tuning", None) or {}
+    if "weight" not in ease:
+        return None
     check = ease.get("weight_check")
     config = getattr(model, "config", None)
     given = "" if config is None else f"not ease_weight {config.ease_weight:g}; "
     # floored: a share just under the threshold must not read as the threshold
-    why = ("" if check is None else
+    why = ("" if check is None or check.get("keep") is None else
            f" ({given}cut to rank {check['rank']}, the EASE part kept "
            f"{int(check['keep'] * 100 + 1e-9)}% of its full-rank validation score, under "
            f"{WEIGHT_CHECK_KEEP:.0%}: the weight was chosen with a second fit of the "
            f"trained part)")
-    if "weight" in ease:
-        return f"EASE part: blend weight {ease['weight']:g} chosen on validation{why}"
-    return None
+    return f"EASE part: blend weight {ease['weight']:g} chosen on validation{why}"
 
 
 def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:
@@ -995,6 +998,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         print(f"twotower: {_cold_note(n_cold, len(test_users))}", file=sys.stderr, flush=True)
+    repeat = _repeat_note(model, *test)
+    if repeat:
+        print(f"twotower: {repeat}", file=sys.stderr, flush=True)
     table, curves = evaluate_run(
         model, test, ks=ks, baselines=args.baselines,
         log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))
@@ -1024,6 +1030,28 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                          validation_freq=model.config.validation_freq)
         _say(f"wrote {args.plot_loss}")
     return 0
+
+
+def _repeat_note(model: Any, users: np.ndarray, items: np.ndarray) -> str | None:
+    """A note on the test users (with training interactions) whose every test item they
+    already had in training: seen items are excluded from the lists and the ground truth,
+    so they have nothing to find and the metrics leave them out (a log of repeated
+    interactions: repeat purchases, re-listens). None when there are none."""
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    warm = ~model.untrained_users()[users]
+    users, items = users[warm], items[warm]
+    if not len(users):
+        return None
+    uniq, row = np.unique(users, return_inverse=True)
+    seen = np.asarray(model.seen_rows(uniq)[row, items]).ravel() != 0
+    new = np.bincount(row, weights=~seen, minlength=len(uniq)) > 0  # a test item to find
+    n = int((~new).sum())
+    if not n:
+        return None
+    return (f"note: {n:,} of the {len(uniq):,} test users with training interactions have "
+            "only test items they already had in training (repeated interactions); seen "
+            "items are excluded from the lists and the ground truth, so these users have "
+            "nothing to find and are left out of the metrics")
 
 
 def _cold_note(n_cold: int, n_test: int) -> str:

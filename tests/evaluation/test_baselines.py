@@ -157,8 +157,12 @@ def test_tune_uses_a_validation_split_of_train_only():
     assert best.lambda_ != 1e6  # near-zero weights lose the block structure's advantage
     again = tune(EASE, x, [{"lambda_": 1.0}, {"lambda_": 10.0}, {"lambda_": 1e6}], seed=0)
     assert again.best_config == best
-    only = tune(MostPop, x, None, seed=0)
+    stages = []  # progress: each setting named as it starts
+    tune(EASE, x, {"lambda_": [1.0, 10.0]}, seed=0, stage=stages.append)
+    assert stages == ["setting 1 of 2 (lambda_ 1)", "setting 2 of 2 (lambda_ 10)"]
+    only = tune(MostPop, x, None, seed=0, stage=stages.append)
     assert only.best_config == MostPopConfig() and len(only.results) == 1
+    assert stages[-1] == "setting 1 of 1"
     with pytest.raises(ConfigError, match="split"):
         tune(EASE, x, {"lambda_": [1.0]}, split="nope")
 

@@ -383,6 +383,9 @@ def test_train_says_when_the_weight_was_chosen():
     assert _weight_note(SimpleNamespace(ease_tuning={"weight": 0.3})) == \
         "EASE part: blend weight 0.3 chosen on validation"
     assert _weight_note(SimpleNamespace(ease_tuning=None)) is None
+    # no full-rank score to keep a share of (every validation item seen: a log of repeats)
+    empty = {"weight_check": {"rank": 128, "keep": None, "chose": False}}
+    assert _weight_note(SimpleNamespace(ease_tuning=empty)) is None
     # a share just under the threshold is not printed as the threshold itself; the weight
     # the grid replaced is named
     close = {"weight": 0.9, "weight_check": {"rank": 128, "keep": 0.8996, "chose": True}}
@@ -401,3 +404,18 @@ def test_the_weight_checks_own_cut_is_a_stage():
                             stage=stages.append, check_rank=8)
     assert ch["weight_check"]["rank"] == 8
     assert any("rank 8" in s and "blend weight" in s for s in stages), stages
+
+
+def test_the_weight_check_keeps_the_weight_when_validation_has_nothing_to_score():
+    """Every validation item also in the split's training part (a log of repeats): the
+    validation metrics are NaN, and the check keeps the weight given (it printed
+    'nan%' and crashed the train command's note)."""
+    from twotower import TwoTower
+    from twotower.data import Interactions
+    x = Interactions.from_ids([u for _ in range(4) for u in range(5) for _ in range(3)],
+                              [i for _ in range(4) for _ in range(5) for i in range(3)])
+    m = TwoTower(_cfg(ease_rank=0, ease_weight_grid=(0.2, 0.9),
+                      ease_weight_choice="rank_check", recency_half_life=0.0)).fit(
+        x, verbose=0)
+    assert m.ease_tuning["weight_check"] == {"rank": 3, "keep": None, "chose": False}
+    assert "weight" not in m.ease_tuning

@@ -37,3 +37,18 @@ def test_progress_is_silent_for_a_quick_run():
 
 def test_durations_read_naturally():
     assert [_duration(s) for s in (5, 65, 3725)] == ["5 s", "1 min 05 s", "1 h 02 min"]
+
+
+def test_a_ticker_sends_its_lines_to_a_callable_when_given_one():
+    """``evaluate --baselines`` tunes ItemKNN and EASE for minutes on a large catalogue: a
+    Ticker line now and then, through the caller's own log."""
+    import time
+
+    from twotower.models.progress import Ticker
+    got, out = [], io.StringIO()
+    with Ticker("tuning baselines", 0.01, out=out, emit=got.append) as tick:
+        tick.stage = "EASE, setting 2 of 7 (lambda_ 50)"
+        time.sleep(0.1)
+    assert got and out.getvalue() == ""
+    assert re.fullmatch(r"tuning baselines: EASE, setting 2 of 7 \(lambda_ 50\), \d+ s so far",
+                        got[-1]), got[-1]

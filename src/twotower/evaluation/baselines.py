@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, NamedTuple, Self
 
 import numpy as np
@@ -423,8 +423,8 @@ def _grid_points(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
 def tune(baseline_cls: type[_Baseline], train: Interactions,
          grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]] | None = None,
          seed: int = 0, *, validation_fraction: float = 0.2, split: str = "random",
-         metric: str | Sequence[str] = ("recall@10", "ndcg@10"), ks: Sequence[int] = (10,)
-         ) -> TuneResult:
+         metric: str | Sequence[str] = ("recall@10", "ndcg@10"), ks: Sequence[int] = (10,),
+         stage: Callable[[str], None] | None = None) -> TuneResult:
     """Pick hyperparameters by ``metric`` on a validation split carved from ``train`` only.
 
     Args:
@@ -440,6 +440,8 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
             model's own EASE part is tuned by (``models.linear``): the baselines and the
             model are chosen alike.
         ks: cut-offs evaluated on the validation split (must include ``metric``'s K).
+        stage: told which setting is being fitted and scored as each starts (progress:
+            an EASE fit inverts an ``[n_items, n_items]`` matrix, minutes at 20k items).
 
     Returns:
         ``TuneResult(best_config, results)``.
@@ -469,6 +471,10 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
     results: list[dict[str, Any]] = []
     best_i, best_v = 0, -np.inf
     for i, cfg in enumerate(configs):
+        if stage is not None:
+            shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in points[i].items())
+            stage(f"setting {i + 1} of {len(configs)}" + (f" ({shown})" if shown else ""))
         metrics = recommend_and_evaluate(baseline_cls(cfg).fit(parts.train), parts.train,
                                          held, ks)
         missing = [k for k in keys if k not in metrics]

@@ -160,9 +160,20 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
             carve = int(run_seed)
         else:  # the seed the model's EASE part was tuned with
             carve = int(getattr(getattr(model, "config", None), "seed", 0) or 0)
-        for name, cls in (("ItemKNN", ItemKNN), ("EASE", EASE)):
-            best = tune(cls, tuning, BASELINE_GRIDS[name], carve, split=on).best_config
-            methods[name] = cls(best).fit(train)
+        from contextlib import nullcontext
+
+        from twotower.models.progress import Ticker
+        # a line every 10 s while they are tuned (minutes at several thousand items)
+        with (Ticker("tuning baselines", 10.0, emit=log) if log is not None
+              else nullcontext()) as tick:
+            for name, cls in (("ItemKNN", ItemKNN), ("EASE", EASE)):
+                def stage(what: str, name: str = name) -> None:
+                    if tick is not None:
+                        tick.stage = f"{name}, {what}"
+                best = tune(cls, tuning, BASELINE_GRIDS[name], carve, split=on,
+                            stage=stage).best_config
+                stage("fitting on all of train")
+                methods[name] = cls(best).fit(train)
     table: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[int, float]] = {}
     for name, rec in methods.items():

@@ -287,10 +287,13 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                 _, more = _choose_rank(q_in, b_in, (r,), seed, inner.train, test,
                                        tried[0] if tried else known)
                 tried, at = more, more[1]
-            both = lambda t: t["recall@10"] + t["ndcg@10"]  # noqa: E731
-            keep = both(at) / max(both(tried[0]), 1e-12)
-            choose_weight = keep < WEIGHT_CHECK_KEEP
-            extra["weight_check"] = {"rank": r, "keep": round(keep, 4), "chose": choose_weight}
+            full = tried[0]["recall@10"] + tried[0]["ndcg@10"]
+            # no score to keep a share of (NaN: every validation item was seen in training,
+            # a log of repeats): no evidence against the weight given
+            keep = (at["recall@10"] + at["ndcg@10"]) / full if full > 0 else None
+            choose_weight = keep is not None and keep < WEIGHT_CHECK_KEEP
+            extra["weight_check"] = {"rank": r, "keep": None if keep is None else round(keep, 4),
+                                     "chose": choose_weight}
     if choose_weight:
         last[:] = []
         say("training the model on the validation split's training part (for the blend "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import keras
@@ -71,9 +72,11 @@ class Ticker:
     """
 
     def __init__(self, what: str, every_s: float = 10.0, out: TextIO | None = None,
-                 prefix: str = "twotower: ") -> None:
+                 prefix: str = "twotower: ", emit: Callable[[str], None] | None = None
+                 ) -> None:
         import threading
         self.what, self.every_s, self.out, self.prefix = what, every_s, out, prefix
+        self.emit = emit  # given: each line goes to it (no prefix), not to ``out``
         self.stage = "starting"
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -89,6 +92,9 @@ class Ticker:
 
     def _run(self) -> None:
         while not self._done.wait(self.every_s):
-            print(f"{self.prefix}{self.what}: {self.stage}, "
-                  f"{_duration(time.perf_counter() - self.t0)} so far",
-                  file=self.out or sys.stderr, flush=True)
+            line = (f"{self.what}: {self.stage}, "
+                    f"{_duration(time.perf_counter() - self.t0)} so far")
+            if self.emit is not None:
+                self.emit(line)
+            else:
+                print(f"{self.prefix}{line}", file=self.out or sys.stderr, flush=True)
