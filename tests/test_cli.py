@@ -1236,6 +1236,31 @@ def test_test_users_with_only_repeated_items_are_counted_in_a_note(tmp_path, cap
         "note: 1 of the 2 test users")
 
 
+def test_a_global_time_cutoff_split(tmp_path, capsys):
+    """--split global-temporal: one cutoff for the log (no training row later than a test
+    row); the EASE part and evaluate's baselines are tuned on each user's latest (the
+    nearest carve a run keeps); items first seen after the cutoff are said to be new."""
+    rows = ["user_id,item_id,timestamp"]
+    rng = np.random.default_rng(0)
+    for t in range(600):  # items 30-39 appear only in the last 15% of the time
+        item = rng.integers(0, 40 if t >= 510 else 30)
+        rows.append(f"u{rng.integers(0, 40)},i{item},{t}")
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--split",
+                         "global-temporal", "--epochs", "1", "--out", tmp_path / "r")
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert cfg["data"]["split"] == "global-temporal"
+    assert cfg["model"]["ease_split"] == "temporal"
+    new = re.search(r"note: (\d+) of the (\d+) test pairs are of (\d+) items that no training "
+                    r"row has", out)
+    assert new and int(new[2]) == 120 and int(new[1]) > 0 and 0 < int(new[3]) <= 10, out
+    code, out, err = run(capsys, "evaluate", tmp_path / "r", "--baselines")
+    assert code == 0, err
+    assert "tuning ItemKNN and EASE on a temporal (each user's latest" in err, err
+    assert f"note: {new[1]} of the 120 test pairs" in err
+
+
 def test_train_note_on_an_unscorable_temporal_split_does_not_advise_temporal(tmp_path,
                                                                               capsys):
     """Every test pair repeated in training: the note advised `--split temporal` to a run

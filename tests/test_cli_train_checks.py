@@ -48,7 +48,7 @@ def test_bad_settings_are_refused_before_the_data_is_read(capsys, tmp_path, text
 @pytest.mark.parametrize("argv,needle", [
     (["--test-fraction", "1.5"], "--test-fraction must be strictly between 0 and 1, got 1.5"),
     (["--split", "none", "--test-fraction", "0.5"],
-     "--test-fraction (0.5) applies to --split random or temporal"),
+     "--test-fraction (0.5) applies to --split random, temporal or global-temporal"),
     (["--preset", "tutorial", "--rating-col", "none"],
      "objective 'mse' trains on ratings, and --rating-col none was given"),
     # one CPU device here: the count is the problem, not batch 1000 over 3 devices

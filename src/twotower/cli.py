@@ -386,10 +386,11 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
                       "many slow steps an epoch: set batch_size (e.g. --batch-size 1024)",
                       stacklevel=2)
     args.seed = cfg.seed  # the split's seed too: one seed for the run
-    if cfg.ease_weight > 0 and cfg.ease_split == "auto" and \
-            getattr(args, "split", "none") in ("random", "temporal"):
+    split = getattr(args, "split", "none")
+    if cfg.ease_weight > 0 and cfg.ease_split == "auto" and split != "none":
         # tune the EASE part on a validation split carved the way this run's test split is
-        cfg = cfg.replace(ease_split=args.split)
+        # (a global cutoff: each user's latest, the nearest carve it has)
+        cfg = cfg.replace(ease_split="temporal" if split == "global-temporal" else split)
     return cfg
 
 
@@ -495,8 +496,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                           "is a full permutation)")
     args.split = args.split or ("none" if args.stream else "random")
     if args.split == "none" and args.test_fraction is not None and not args.stream:
-        raise ConfigError(f"--test-fraction ({args.test_fraction}) applies to --split random "
-                          "or temporal; --split none trains on every row and holds none out")
+        raise ConfigError(f"--test-fraction ({args.test_fraction}) applies to --split random, "
+                          "temporal or global-temporal; --split none trains on every row and "
+                          "holds none out")
     if args.test_fraction is None:
         args.test_fraction = 0.2
     if args.split != "none" and not 0.0 < args.test_fraction < 1.0:  # before the data is read
@@ -567,6 +569,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         _say(_cold_note(n_cold, len(test_users)))
+    fresh = _new_items_note(model, split.test.items) if len(split.test) else None
+    if fresh:
+        _say(fresh)
     if len(test_users) > n_cold:
         from twotower.evaluation.run import model_rows
         ks = _default_ks(model.n_items)  # as `evaluate`: a recall@100 of 80 items is 1
@@ -586,7 +591,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                  "repeats interactions), and seen items are excluded from the lists and the "
                  "ground truth; the metrics are undefined (saved as null). Drop repeated "
                  "(user, item) pairs from --data"
-                 + (", or use --split temporal" if args.split != "temporal"
+                 + (", or use --split temporal" if args.split not in ("temporal",
+                                                                      "global-temporal")
                     and split.train.timestamps is not None else ""))
     _save(model, args.out, test=split.test if len(split.test) else None, metrics=metrics,
           data={"source": str(args.data), "split": args.split,
@@ -998,9 +1004,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         print(f"twotower: {_cold_note(n_cold, len(test_users))}", file=sys.stderr, flush=True)
-    repeat = _repeat_note(model, *test)
-    if repeat:
-        print(f"twotower: {repeat}", file=sys.stderr, flush=True)
+    for note in (_repeat_note(model, *test), _new_items_note(model, test[1])):
+        if note:
+            print(f"twotower: {note}", file=sys.stderr, flush=True)
     table, curves = evaluate_run(
         model, test, ks=ks, baselines=args.baselines,
         log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))
@@ -1052,6 +1058,18 @@ def _repeat_note(model: Any, users: np.ndarray, items: np.ndarray) -> str | None
             "only test items they already had in training (repeated interactions); seen "
             "items are excluded from the lists and the ground truth, so these users have "
             "nothing to find and are left out of the metrics")
+
+
+def _new_items_note(model: Any, items: np.ndarray) -> str | None:
+    """A note on test pairs of items no training row has (common after a global time
+    cutoff): no method can find them, and they count as misses. None when there are none."""
+    items = np.asarray(items, np.int64)
+    new = np.asarray(model.item_popularity)[items] == 0
+    if not new.any():
+        return None
+    return (f"note: {int(new.sum()):,} of the {len(items):,} test pairs are of "
+            f"{len(np.unique(items[new])):,} items that no training row has (new items): no "
+            "method can find them, and they count as misses")
 
 
 def _cold_note(n_cold: int, n_test: int) -> str:
@@ -1216,8 +1234,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "tutorial's); --config and the flags below change its settings")
     tr.add_argument("--config", type=_path, help="JSON/TOML file with ModelConfig fields")
     tr.add_argument("--split", default=None, type=str.lower,
-                    choices=("random", "temporal", "none"),
-                    help="the test split (default random; none with --stream)")
+                    choices=("random", "temporal", "global-temporal", "none"),
+                    help="the test split (default random; none with --stream): random rows; "
+                         "temporal: each user's latest rows; global-temporal: every row after "
+                         "one time cutoff (the latest --test-fraction of the log: no training "
+                         "row is later than a test row)")
     tr.add_argument("--stream", action="store_true",
                     help="read --data in record batches (memory bounded by the shuffle "
                          "buffer and the model, not the file); id tower, no test split")

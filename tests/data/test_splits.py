@@ -42,3 +42,28 @@ def test_bad_split_arguments(ml100k):
         make_split(ml100k, "sideways")
     with pytest.raises(Exception, match="test_fraction"):
         random_split(ml100k, 1.5)
+
+
+def test_global_temporal_split_cuts_the_whole_log_at_one_time(ml100k):
+    from twotower.data import Interactions, global_temporal_split
+    s = global_temporal_split(ml100k, 0.2)
+    assert s.train.timestamps.max() < s.test.timestamps.min()  # no training row is later
+    assert len(s.train) + len(s.test) == len(ml100k)
+    assert 0.2 <= len(s.test) / len(ml100k) < 0.21  # ties at the cutoff go to test
+    assert _pairs(s.train) | _pairs(s.test) == _pairs(ml100k)
+    assert s.train.user_vocab == ml100k.user_vocab and s.test.item_vocab == ml100k.item_vocab
+    again = make_split(ml100k, "global-temporal", 0.2)
+    assert np.array_equal(again.test.users, s.test.users)
+    # the per-user split lets other users' later rows into training; this one does not
+    per_user = temporal_split(ml100k, 0.2)
+    assert per_user.train.timestamps.max() > per_user.test.timestamps.min()
+    # coarse times: the rows of the cutoff's time all go to test, on one side
+    x = Interactions.from_ids([1, 2, 3, 4, 5], [1, 2, 3, 4, 5],
+                              timestamps=np.array([1, 2, 2, 2, 3]))
+    cut = global_temporal_split(x, 0.4)
+    assert sorted(cut.test.timestamps.tolist()) == [2, 2, 2, 3]
+    with pytest.raises(DataError, match="too coarse"):
+        global_temporal_split(Interactions.from_ids([1, 2], [1, 2],
+                                                    timestamps=np.array([5, 5])), 0.5)
+    with pytest.raises(DataError, match="needs timestamps"):
+        global_temporal_split(Interactions.from_ids([1, 2], [1, 2]), 0.5)

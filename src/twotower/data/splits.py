@@ -1,6 +1,7 @@
-"""Train/test splits: seeded random, per-user temporal, and held-out users.
+"""Train/test splits: seeded random, per-user temporal, global temporal (one time cutoff
+for the whole log), and held-out users.
 
-All are deterministic for a given seed (temporal needs none).
+All are deterministic for a given seed (the temporal ones need none).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from twotower.config import check_range
 from twotower.data.interactions import Interactions
 from twotower.errors import DataError
 
-SPLITS = ("random", "temporal", "none")
+SPLITS = ("random", "temporal", "global-temporal", "none")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,36 @@ def temporal_split(x: Interactions, test_fraction: float = 0.2) -> Split:
     return Split(x.take(train_rows), x.take(test_rows))
 
 
+def global_temporal_split(x: Interactions, test_fraction: float = 0.2) -> Split:
+    """One time cutoff for the whole log: the latest ``test_fraction`` of the rows (by
+    timestamp) is test, everything before it train. The realistic offline test for a model
+    that is retrained and then serves the future (news, new releases): unlike the per-user
+    ``temporal_split``, no training row comes after a test row, so no user's test items
+    were seen in training through others' later interactions. Users and items that first
+    appear after the cutoff are in test only (new to the model: left out of, or not
+    findable in, the metrics).
+
+    Rows at the cutoff time go to test with it (events of one time are on one side), so
+    the test part can be a little larger than ``test_fraction`` when times are coarse.
+
+    Raises:
+        DataError: no timestamps, or every row at the cutoff time (nothing left to train on).
+    """
+    _check_fraction(test_fraction)
+    if x.timestamps is None:
+        raise DataError("global-temporal split needs timestamps; give --time-col or use "
+                        "--split random")
+    ts = np.asarray(x.timestamps)
+    n_test = max(1, int(round(len(x) * test_fraction)))
+    cutoff = np.sort(ts, kind="stable")[len(x) - n_test]
+    is_test = ts >= cutoff
+    if is_test.all():
+        raise DataError(f"global-temporal split: every one of the {len(x):,} rows is at or "
+                        f"after the cutoff time {cutoff} (the times are too coarse to leave "
+                        "anything to train on); use --split temporal or random")
+    return Split(x.take(np.flatnonzero(~is_test)), x.take(np.flatnonzero(is_test)))
+
+
 def held_out_users_split(x: Interactions, user_fraction: float = 0.1, seed: int = 42,
                          history_fraction: float = 0.8) -> Split:
     """A share of users is absent from training; their first ``history_fraction`` of items
@@ -85,11 +116,14 @@ def held_out_users_split(x: Interactions, user_fraction: float = 0.1, seed: int 
 
 
 def make_split(x: Interactions, kind: str, test_fraction: float = 0.2, seed: int = 42) -> Split:
-    """Dispatch by name: ``random``, ``temporal`` or ``none`` (empty test part)."""
+    """Dispatch by name: ``random``, ``temporal`` (per user), ``global-temporal`` (one
+    cutoff) or ``none`` (empty test part)."""
     if kind == "random":
         return random_split(x, test_fraction, seed)
     if kind == "temporal":
         return temporal_split(x, test_fraction)
+    if kind == "global-temporal":
+        return global_temporal_split(x, test_fraction)
     if kind == "none":
         return Split(x, x.take(np.zeros(0, dtype=np.int64)))
     raise DataError(f"split must be one of {list(SPLITS)}, got {kind!r}")

@@ -145,10 +145,12 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     elif baselines:
         kind = split or (getattr(model, "data_source", None) or {}).get("split")
         history = getattr(model, "_history", None)
-        on = "temporal" if kind == "temporal" and history is not None else "random"
+        timed = kind in ("temporal", "global-temporal")
+        on = "temporal" if timed and history is not None else "random"
         tuning = _recency_ordered(train, history) if on == "temporal" else train
-        why = (" (the run keeps no order of its training items)"
-               if kind == "temporal" and on == "random" else "")
+        why = (" (the run keeps no order of its training items)" if timed and on == "random"
+               else " (each user's latest: the run keeps the order of its training items, "
+               "not their times)" if kind == "global-temporal" else "")
         say(f"tuning ItemKNN and EASE on a {on}{why} validation split of train "
             f"({model.n_items:,} items)")
         # the run's seed, as the model's own EASE part carved its validation split with it

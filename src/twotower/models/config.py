@@ -100,7 +100,7 @@ class ModelConfig(Config):
             lambda (reported in ``TwoTower.ease_tuning``).
         ease_split: how that validation split is carved: ``random`` or ``temporal`` (each
             user's latest 20%); ``auto`` is ``random``, except that ``twotower train
-            --split temporal`` uses ``temporal``. Match the way the model will be judged
+            --split temporal`` (and ``global-temporal``) uses ``temporal``. Match the way the model will be judged
             (``benchmarks/probes/ease_split.py``, MovieLens 100k): tuned on a temporal split,
             the EASE part's query weighs the latest few items, +27% Recall@10 on a temporal
             test split but -25% on a random one; tuned on a random split, it uses the whole
