@@ -569,7 +569,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         _say(_cold_note(n_cold, len(test_users)))
-    fresh = _new_items_note(model, split.test.items) if len(split.test) else None
+    fresh = (_new_items_note(model, split.test.users, split.test.items)
+             if len(split.test) else None)
     if fresh:
         _say(fresh)
     if len(test_users) > n_cold:
@@ -1004,7 +1005,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         print(f"twotower: {_cold_note(n_cold, len(test_users))}", file=sys.stderr, flush=True)
-    for note in (_repeat_note(model, *test), _new_items_note(model, test[1])):
+    for note in (_repeat_note(model, *test), _new_items_note(model, *test)):
         if note:
             print(f"twotower: {note}", file=sys.stderr, flush=True)
     table, curves = evaluate_run(
@@ -1060,16 +1061,26 @@ def _repeat_note(model: Any, users: np.ndarray, items: np.ndarray) -> str | None
             "nothing to find and are left out of the metrics")
 
 
-def _new_items_note(model: Any, items: np.ndarray) -> str | None:
-    """A note on test pairs of items no training row has (common after a global time
-    cutoff): no method can find them, and they count as misses. None when there are none."""
-    items = np.asarray(items, np.int64)
-    new = np.asarray(model.item_popularity)[items] == 0
+def _new_items_note(model: Any, users: np.ndarray, items: np.ndarray) -> str | None:
+    """A note on the test pairs the metrics score (of users with training interactions,
+    each (user, item) once, not seen in training) whose item no training row has (common
+    after a global time cutoff): no method can find them, and they count as misses. None
+    when there are none."""
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    warm = ~model.untrained_users()[users]
+    users, items = users[warm], items[warm]
+    if not len(users):
+        return None
+    uniq, row = np.unique(users, return_inverse=True)
+    seen = np.asarray(model.seen_rows(uniq)[row, items]).ravel() != 0
+    popularity = np.asarray(model.item_popularity)
+    pairs = np.unique(users[~seen] * len(popularity) + items[~seen])  # each pair once
+    new = popularity[pairs % len(popularity)] == 0
     if not new.any():
         return None
-    return (f"note: {int(new.sum()):,} of the {len(items):,} test pairs are of "
-            f"{len(np.unique(items[new])):,} items that no training row has (new items): no "
-            "method can find them, and they count as misses")
+    return (f"note: {int(new.sum()):,} of the {len(pairs):,} test pairs the metrics score are "
+            f"of {len(np.unique(pairs[new] % len(popularity))):,} items that no training row "
+            "has (new items): no method can find them, and they count as misses")
 
 
 def _cold_note(n_cold: int, n_test: int) -> str:

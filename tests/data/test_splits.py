@@ -60,10 +60,24 @@ def test_global_temporal_split_cuts_the_whole_log_at_one_time(ml100k):
     # coarse times: the rows of the cutoff's time all go to test, on one side
     x = Interactions.from_ids([1, 2, 3, 4, 5], [1, 2, 3, 4, 5],
                               timestamps=np.array([1, 2, 2, 2, 3]))
-    cut = global_temporal_split(x, 0.4)
+    with pytest.warns(UserWarning, match="80% of the rows are test, not 0.4: 3 rows share"):
+        cut = global_temporal_split(x, 0.4)
     assert sorted(cut.test.timestamps.tolist()) == [2, 2, 2, 3]
     with pytest.raises(DataError, match="too coarse"):
         global_temporal_split(Interactions.from_ids([1, 2], [1, 2],
                                                     timestamps=np.array([5, 5])), 0.5)
     with pytest.raises(DataError, match="needs timestamps"):
         global_temporal_split(Interactions.from_ids([1, 2], [1, 2]), 0.5)
+
+
+def test_global_temporal_split_names_the_fraction_when_it_leaves_nothing_to_train_on():
+    """Distinct times, but a test_fraction that rounds to every row (or a single row): the
+    error blamed coarse times."""
+    from twotower.data import Interactions, global_temporal_split
+    x = Interactions.from_ids(list(range(10)), list(range(10)), timestamps=np.arange(10))
+    with pytest.raises(DataError, match="test_fraction 0.99 .* every one of the 10 rows"):
+        global_temporal_split(x, 0.99)
+    one = Interactions.from_ids([1], [1], timestamps=np.array([5]))
+    with pytest.raises(DataError, match="test_fraction 0.2 .* every one of the 1 rows"):
+        global_temporal_split(one, 0.2)
+    assert len(global_temporal_split(x, 0.9).train) == 1

@@ -87,12 +87,22 @@ def global_temporal_split(x: Interactions, test_fraction: float = 0.2) -> Split:
                         "--split random")
     ts = np.asarray(x.timestamps)
     n_test = max(1, int(round(len(x) * test_fraction)))
+    if n_test >= len(x):  # not the times: the share asked for is every row
+        raise DataError(f"global-temporal split: a test_fraction {test_fraction:g} of "
+                        f"{len(x):,} rows is every one of the {len(x):,} rows (nothing left "
+                        "to train on); lower --test-fraction or give more rows")
     cutoff = np.sort(ts, kind="stable")[len(x) - n_test]
     is_test = ts >= cutoff
     if is_test.all():
         raise DataError(f"global-temporal split: every one of the {len(x):,} rows is at or "
                         f"after the cutoff time {cutoff} (the times are too coarse to leave "
                         "anything to train on); use --split temporal or random")
+    share = float(is_test.mean())
+    if share > test_fraction + 0.05:
+        import warnings
+        warnings.warn(f"global-temporal split: {share:.0%} of the rows are test, not "
+                      f"{test_fraction:g}: {int(np.sum(ts == cutoff)):,} rows share the cutoff "
+                      f"time {cutoff} and go to test together (coarse times)", stacklevel=2)
     return Split(x.take(np.flatnonzero(~is_test)), x.take(np.flatnonzero(is_test)))
 
 
