@@ -1226,13 +1226,14 @@ def test_test_users_with_only_repeated_items_are_counted_in_a_note(tmp_path, cap
     code, out, err = run(capsys, "evaluate", tmp_path / "r")
     assert code == 0 and f"note: {note[1]} of the {note[2]} test users" in err, err
     # MovieLens has no repeats: no note
-    from twotower.cli import _repeat_note
+    from twotower.cli import _pair_notes
     from types import SimpleNamespace
     import scipy.sparse as sp
     fake = SimpleNamespace(untrained_users=lambda: np.zeros(3, bool),
-                           seen_rows=lambda u: sp.csr_matrix(np.eye(3))[u])
-    assert _repeat_note(fake, np.array([0, 1]), np.array([1, 2])) is None
-    assert _repeat_note(fake, np.array([0, 0, 1]), np.array([0, 1, 1])).startswith(
+                           seen_rows=lambda u: sp.csr_matrix(np.eye(3))[u],
+                           item_popularity=np.ones(3))
+    assert _pair_notes(fake, np.array([0, 1]), np.array([1, 2]))[0] is None
+    assert _pair_notes(fake, np.array([0, 0, 1]), np.array([0, 1, 1]))[0].startswith(
         "note: 1 of the 2 test users")
 
 
@@ -1276,17 +1277,17 @@ def test_the_new_items_note_counts_the_pairs_the_metrics_score():
     import scipy.sparse as sp
     from types import SimpleNamespace
 
-    from twotower.cli import _new_items_note
+    from twotower.cli import _pair_notes
     seen = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]))
     fake = SimpleNamespace(untrained_users=lambda: np.diff(seen.indptr) == 0,
                            seen_rows=lambda u: seen[u],
                            item_popularity=np.asarray(seen.sum(0)).ravel())
     # user 2 is new (items 3, 4 new); user 0 finds new item 3 twice and item 0 is seen
     users, items = np.array([2, 2, 0, 0, 0, 1]), np.array([3, 4, 3, 3, 0, 1])
-    assert _new_items_note(fake, users, items).startswith(
+    assert _pair_notes(fake, users, items)[1].startswith(
         "note: 1 of the 2 test pairs the metrics score are of 1 items that no training row "
         "has")
-    assert _new_items_note(fake, np.array([2, 1]), np.array([3, 1])) is None  # a new user's
+    assert _pair_notes(fake, np.array([2, 1]), np.array([3, 1]))[1] is None  # a new user's
 
 
 def test_train_note_on_an_unscorable_temporal_split_does_not_advise_temporal(tmp_path,

@@ -569,8 +569,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         _say(_cold_note(n_cold, len(test_users)))
-    fresh = (_new_items_note(model, split.test.users, split.test.items)
-             if len(split.test) else None)
+    repeat, fresh = (_pair_notes(model, split.test.users, split.test.items)
+                     if len(split.test) else (None, None))
     if fresh:
         _say(fresh)
     if len(test_users) > n_cold:
@@ -583,7 +583,6 @@ def cmd_train(args: argparse.Namespace) -> int:
                  f"{m[f'recall@{ks[0]}']:.4f}  ndcg@{ks[0]} {m[f'ndcg@{ks[0]}']:.4f}"
                  + "".join(f"  recall@{k} {m[f'recall@{k}']:.4f}" for k in ks[1:]))
         m = metrics["model"]
-        repeat = _repeat_note(model, split.test.users, split.test.items)
         if repeat and m.get("users"):  # (none left to score: the note below)
             _say(repeat)
         if not m.get("users"):  # every test pair was seen in training: nothing to score
@@ -1005,7 +1004,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         print(f"twotower: {_cold_note(n_cold, len(test_users))}", file=sys.stderr, flush=True)
-    for note in (_repeat_note(model, *test), _new_items_note(model, *test)):
+    for note in _pair_notes(model, *test):
         if note:
             print(f"twotower: {note}", file=sys.stderr, flush=True)
     table, curves = evaluate_run(
@@ -1039,48 +1038,40 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _repeat_note(model: Any, users: np.ndarray, items: np.ndarray) -> str | None:
-    """A note on the test users (with training interactions) whose every test item they
-    already had in training: seen items are excluded from the lists and the ground truth,
-    so they have nothing to find and the metrics leave them out (a log of repeated
-    interactions: repeat purchases, re-listens). None when there are none."""
+def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
+                ) -> tuple[str | None, str | None]:
+    """Notes on what the metrics leave out of test pairs ``(users, items)`` (indices), each
+    None when there is nothing to say:
+
+    - repeats: test users (with training interactions) whose every test item they already
+      had in training: seen items are excluded from the lists and the ground truth, so they
+      have nothing to find and the metrics leave them out (repeat purchases, re-listens);
+    - new items: of the pairs the metrics score (those users' unseen pairs, each once),
+      those whose item no training row has (common after a global time cutoff): no method
+      can find them, and they count as misses.
+    """
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     warm = ~model.untrained_users()[users]
     users, items = users[warm], items[warm]
     if not len(users):
-        return None
+        return None, None
     uniq, row = np.unique(users, return_inverse=True)
     seen = np.asarray(model.seen_rows(uniq)[row, items]).ravel() != 0
-    new = np.bincount(row, weights=~seen, minlength=len(uniq)) > 0  # a test item to find
-    n = int((~new).sum())
-    if not n:
-        return None
-    return (f"note: {n:,} of the {len(uniq):,} test users with training interactions have "
-            "only test items they already had in training (repeated interactions); seen "
-            "items are excluded from the lists and the ground truth, so these users have "
-            "nothing to find and are left out of the metrics")
-
-
-def _new_items_note(model: Any, users: np.ndarray, items: np.ndarray) -> str | None:
-    """A note on the test pairs the metrics score (of users with training interactions,
-    each (user, item) once, not seen in training) whose item no training row has (common
-    after a global time cutoff): no method can find them, and they count as misses. None
-    when there are none."""
-    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
-    warm = ~model.untrained_users()[users]
-    users, items = users[warm], items[warm]
-    if not len(users):
-        return None
-    uniq, row = np.unique(users, return_inverse=True)
-    seen = np.asarray(model.seen_rows(uniq)[row, items]).ravel() != 0
+    to_find = np.bincount(row, weights=~seen, minlength=len(uniq)) > 0
+    n = int((~to_find).sum())
+    repeats = None if not n else (
+        f"note: {n:,} of the {len(uniq):,} test users with training interactions have only "
+        "test items they already had in training (repeated interactions); seen items are "
+        "excluded from the lists and the ground truth, so these users have nothing to find "
+        "and are left out of the metrics")
     popularity = np.asarray(model.item_popularity)
     pairs = np.unique(users[~seen] * len(popularity) + items[~seen])  # each pair once
     new = popularity[pairs % len(popularity)] == 0
-    if not new.any():
-        return None
-    return (f"note: {int(new.sum()):,} of the {len(pairs):,} test pairs the metrics score are "
-            f"of {len(np.unique(pairs[new] % len(popularity))):,} items that no training row "
-            "has (new items): no method can find them, and they count as misses")
+    fresh = None if not new.any() else (
+        f"note: {int(new.sum()):,} of the {len(pairs):,} test pairs the metrics score are of "
+        f"{len(np.unique(pairs[new] % len(popularity))):,} items that no training row has "
+        "(new items): no method can find them, and they count as misses")
+    return repeats, fresh
 
 
 def _cold_note(n_cold: int, n_test: int) -> str:
