@@ -29,6 +29,7 @@ from twotower.models import ModelConfig, TwoTower  # noqa: E402
 __all__ = [
     "ArtifactError", "ConfigError", "DataError", "FetchError", "IndexConfig", "Interactions",
     "ModelConfig", "NotFittedError", "Split", "TwoTower", "TwoTowerError", "UnknownIdError",
-    "Vocabulary", "__version__", "global_temporal_split", "held_out_users_split", "load_movielens_100k", "make_index",
+    "Vocabulary", "__version__", "global_temporal_split", "held_out_users_split",
+    "load_movielens_100k", "make_index",
     "make_split", "random_split", "read_interactions", "read_movielens_100k", "temporal_split",
 ]

@@ -76,10 +76,12 @@ def global_temporal_split(x: Interactions, test_fraction: float = 0.2) -> Split:
     findable in, the metrics).
 
     Rows at the cutoff time go to test with it (events of one time are on one side), so
-    the test part can be a little larger than ``test_fraction`` when times are coarse.
+    the test part can be larger than ``test_fraction`` when times are coarse.
 
     Raises:
-        DataError: no timestamps, or every row at the cutoff time (nothing left to train on).
+        DataError: no timestamps, or nothing left to train on (a ``test_fraction`` that
+            rounds to every row, or every row at the cutoff time). Warns when rows tied at
+            the cutoff make the test part more than 5 points larger than asked.
     """
     _check_fraction(test_fraction)
     if x.timestamps is None:

@@ -116,8 +116,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     keeps (its history table), and is ``random`` when the model keeps no order.
     ``log`` receives a line as each stage starts (tuning EASE on a large catalogue takes
     minutes), and, while the baselines are tuned, a progress line every 10 s from a
-    background thread (``models.progress.Ticker``). A cut-off in ``ks`` beyond the catalogue is scored on the whole ranked
-    catalogue (as ``recommend_and_evaluate`` does).
+    background thread (``models.progress.Ticker``). A cut-off in ``ks`` beyond the
+    catalogue is scored on the whole ranked catalogue (as ``recommend_and_evaluate`` does).
 
     Returns:
         (table: method -> metric -> value, curves: method -> {K: recall@K}).
