@@ -9,13 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twotower.cli import main
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli_run import run
 
 
 def test_recommend_one_user(capsys, tutorial_run):

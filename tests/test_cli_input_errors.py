@@ -3,13 +3,7 @@ traceback (each case fails before any training)."""
 
 import pytest
 
-from twotower.cli import main
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli_run import run
 
 
 @pytest.fixture

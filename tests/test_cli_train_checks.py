@@ -10,16 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twotower.cli import main
 from twotower.data import Interactions
 from twotower.models import ModelConfig, TwoTower
 from twotower.models.progress import TrainProgress
 
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+from tests.cli_run import run
 
 
 @pytest.fixture
