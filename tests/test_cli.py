@@ -488,14 +488,16 @@ def test_train_with_column_sharded_tables_on_two_simulated_devices(tmp_path, ml1
 
 
 def test_warnings_are_one_line(tmp_path, ml100k):
-    """Training CSV data without the default's genre/year columns warns in one line (a real
-    process: pytest intercepts warnings in process)."""
+    """Training CSV data without the genre/year columns that a --config names warns in one
+    line (a real process: pytest intercepts warnings in process)."""
     from twotower.data import write_interactions
     data = tmp_path / "r.csv"
     write_interactions(ml100k.take(ml100k.users < 100), data)
+    conf = tmp_path / "c.toml"
+    conf.write_text('[model]\nitem_features = ["genres", "year"]\n')
     proc = subprocess.run([sys.executable, "-m", "twotower.cli", "train", "--data", str(data),
                            "--out", str(tmp_path / "run"), "--epochs", "1", "--split", "none",
-                           "--time-col", "none"],
+                           "--time-col", "none", "--config", str(conf)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stderr.splitlines() if "item_features" in ln]
@@ -778,6 +780,31 @@ def test_train_items_file_matching_some_items_warns(capsys, string_id_files, tmp
     assert code == 0, err
     df = pd.read_parquet(out_file)
     assert df["item_id"].map(type).eq(str).all() and df["item_id"].str.startswith("M-").all()
+
+
+def test_default_preset_features_missing_from_the_data_are_said_not_warned(
+        capsys, string_id_files, tmp_path):
+    """The default preset names MovieLens' genres and year: a log without them trains
+    without them, says so in one line and saves the columns it used; no warning."""
+    import warnings
+    d = string_id_files
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, out, err = run(capsys, "train", "--data", d / "r.csv", "--out", tmp_path / "run",
+                             "--epochs", "1", "--time-col", "none")
+    assert code == 0, err
+    assert not [w for w in caught if "item_features" in str(w.message)]
+    assert ("item features: none (the preset's genres, year not in the data; name your own "
+            "item metadata columns with item_features in --config [model])") in out
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["model"]["item_features"] == []
+    # titles give the year (MovieLens' "(1995)"): only genres is missing
+    code, out, err = run(capsys, "train", "--data", d / "r.csv", "--items", d / "all.csv",
+                         "--out", tmp_path / "run2", "--epochs", "1", "--time-col", "none")
+    assert code == 0, err
+    assert "item features: year (the preset's genres not in the data" in out
+    saved = json.loads((tmp_path / "run2" / "config.json").read_text())
+    assert saved["model"]["item_features"] == ["year"]
 
 
 def test_train_refuses_an_out_that_is_not_a_run_before_training(capsys, tmp_path):

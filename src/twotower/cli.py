@@ -386,11 +386,36 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
                       "many slow steps an epoch: set batch_size (e.g. --batch-size 1024)",
                       stacklevel=2)
     args.seed = cfg.seed  # the split's seed too: one seed for the run
+    args.model_settings_given = set(overrides)  # (_preset_features)
     split = getattr(args, "split", "none")
     if cfg.ease_weight > 0 and cfg.ease_split == "auto" and split != "none":
         # tune the EASE part on a validation split carved the way this run's test split is
         # (a global cutoff: each user's latest, the nearest carve it has)
         cfg = cfg.replace(ease_split="temporal" if split == "global-temporal" else split)
+    return cfg
+
+
+def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_info: Any
+                     ) -> Any:
+    """``cfg`` with the preset's own side-feature columns (the default's MovieLens
+    ``genres`` and ``year``) cut to those the data has, said in one line: a log without
+    item metadata trains without them, as it would anyway, with no warning. Columns the
+    user named stay as named (the model warns about any the data lacks)."""
+    from twotower.models.features import present_columns
+
+    given = getattr(args, "model_settings_given", set())
+    for what, info in (("item", item_info), ("user", user_info)):
+        name = f"{what}_features"
+        wanted = getattr(cfg, name)
+        if name in given or not wanted:
+            continue
+        kept = present_columns(info, wanted)
+        if kept != wanted:
+            cfg = cfg.replace(**{name: kept})
+            left = ", ".join(c for c in wanted if c not in kept)
+            _say(f"{what} features: {', '.join(kept) if kept else 'none'} (the preset's "
+                 f"{left} not in the data; name your own {what} metadata columns with "
+                 f"{name} in --config [model])")
     return cfg
 
 
@@ -556,6 +581,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say(f"note: objective {cfg.objective!r} does not read ratings: every row is an "
              "interaction, a 1-star one too (keep only the ratings you count as positive in "
              "--data, or --rating-col none to silence this)")
+    cfg = _preset_features(args, cfg, x.item_info, x.user_info)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     if args.verbose:
         model.fit(split.train, verbose=2, checkpoint=args.checkpoint)
@@ -739,6 +765,7 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         ids = stream.scan().item_vocab.ids
         found = pd.Index(ids).isin(catalogue_info(info, ids, args.items, args.data).index)
         _check_items_file(args.items, meta_cols["id_col"], found, ids)
+    cfg = _preset_features(args, cfg, info, None)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0,
                      checkpoint=args.checkpoint)

@@ -110,6 +110,26 @@ def test_year_falls_back_to_the_title_and_missing_metadata_trains_without_featur
     assert model.item_feature_names == [] and model.recommend(np.arange(3), 5)[1].shape == (3, 5)
 
 
+def test_present_columns_are_those_feature_matrix_builds_without_a_warning():
+    import warnings
+
+    from twotower.models.features import present_columns
+    cases = [(None, ("genres", "year"), ()),
+             (pd.DataFrame({"id": [1], "title": ["Heat (1995)"]}), ("genres", "year"),
+              ("year",)),
+             (pd.DataFrame({"genres": [["a"]], "shop": ["x"]}), ("year", "shop", "genres"),
+              ("shop", "genres")),
+             (pd.DataFrame({"id": [1]}), ("id",), ())]  # the id is no feature
+    for info, wanted, kept in cases:
+        assert present_columns(info, wanted) == kept
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the kept columns alone: no warning
+            feature_matrix(info, kept, 1)
+        if kept != wanted:
+            with pytest.warns(UserWarning, match="names"):
+                feature_matrix(info, wanted, 1)
+
+
 def _genre_data(seed: int = 6) -> tuple[Interactions, np.ndarray, np.ndarray]:
     """Planted data whose items carry their group as a genre; one item of each group has
     all its interactions removed (cold, still in the vocabulary)."""

@@ -296,8 +296,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                      validation_freq=5),
     # The product default: chosen by benchmarks/tune.py on validation splits carved from
     # train (random + temporal; see docs/quality.md): a linear Mult-DAE-style two-tower with
-    # recency-weighted history pooling and genre/year item features (skipped, with a
-    # warning, when the data has no such metadata).
+    # recency-weighted history pooling and genre/year item features (`twotower train` cuts
+    # them to the columns the data has, in one line; the library warns).
     "default": dict(query_tower="id+history", objective="multinomial", embedding_dim=128,
                     epochs=15, batch_size=64, optimizer="adam", learning_rate=0.005, l2=5.0,
                     temperature=1.0, history_length=1000, history_dropout=0.5,

@@ -47,7 +47,7 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
         return np.zeros((n_rows, 0), dtype=np.float32), []
     if info is not None and "year" in columns and "year" not in info and "title" in info:
         info = info.assign(year=title_year(info["title"]))
-    available = [] if info is None else [str(c) for c in info.columns if c != "id"]
+    available = _available(info, columns)
     missing = [c for c in columns if c not in available]
     if missing:
         # the default preset names MovieLens columns; other data may lack them
@@ -78,6 +78,25 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
         out[np.concatenate(rows), np.concatenate(cols)] = 1.0
     count = out.sum(axis=1, keepdims=True)
     return out / np.sqrt(np.maximum(count, 1.0)), names
+
+
+def _available(info: pd.DataFrame | None, columns: Sequence[str]) -> list[str]:
+    """The metadata columns of ``info`` a feature can be built from (``year`` also from
+    MovieLens-style titles)."""
+    if info is None:
+        return []
+    out = [str(c) for c in info.columns if c != "id"]
+    if "year" in columns and "year" not in out and "title" in out:
+        out.append("year")
+    return out
+
+
+def present_columns(info: pd.DataFrame | None, columns: Sequence[str]) -> tuple[str, ...]:
+    """Those of ``columns`` that ``info`` can give (in order): what ``feature_matrix`` would
+    build without a warning. E.g. the ``default`` preset's ``("genres", "year")`` on a log
+    without item metadata gives ``()``."""
+    available = set(_available(info, columns))
+    return tuple(c for c in columns if c in available)
 
 
 def title_year(titles: pd.Series) -> pd.Series:
