@@ -710,7 +710,10 @@ def _weight_note(model: Any) -> str | None:
     config = getattr(model, "config", None)
     given = "" if config is None else f"not ease_weight {config.ease_weight:g}; "
     # floored: a share just under the threshold must not read as the threshold
-    why = ("" if check is None or check.get("keep") is None else
+    why = ("" if check is None else
+           f" ({given}the EASE part was tuned on each user's latest items, a temporal "
+           "split: the weight was chosen with a second fit of the trained part)"
+           if check.get("split") == "temporal" else "" if check.get("keep") is None else
            f" ({given}cut to rank {check['rank']}, the EASE part kept "
            f"{int(check['keep'] * 100 + 1e-9)}% of its full-rank validation score, under "
            f"{WEIGHT_CHECK_KEEP:.0%}: the weight was chosen with a second fit of the "

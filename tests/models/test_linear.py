@@ -370,6 +370,37 @@ def test_rank_check_choice_fits_again_only_where_the_cut_loses(monkeypatch):
     assert "weight" in always.ease_tuning and "weight_check" not in always.ease_tuning
 
 
+def test_auto_choice_chooses_on_a_temporal_split_and_checks_the_rank_otherwise(monkeypatch):
+    """ease_weight_choice 'auto' (the default preset's): with ease_split 'temporal' the
+    weight is chosen with no rank check (recorded as the reason); on a random split it is
+    'rank_check' (the same check, the same record)."""
+    from twotower import TwoTower
+    fits = []
+    real = TwoTower._trained_scores_on
+    monkeypatch.setattr(TwoTower, "_trained_scores_on",
+                        lambda self, part: fits.append(len(part)) or real(self, part))
+    grid = dict(ease_rank=0, ease_weight_grid=(0.2, 0.9))
+    timed = TwoTower(_cfg(ease_weight_choice="auto", ease_split="temporal", **grid)).fit(
+        _log(), verbose=0)
+    t = timed.ease_tuning
+    assert t["weight_check"] == {"split": "temporal", "chose": True}
+    assert t["weight"] in (0.2, 0.9) and len(fits) == 1
+    # the same log on a random split: the rank check keeps the weight, as 'rank_check' does
+    auto = TwoTower(_cfg(ease_weight_choice="auto", ease_split="random", **grid)).fit(
+        _log(), verbose=0)
+    ranked = TwoTower(_cfg(ease_weight_choice="rank_check", ease_split="random",
+                           **grid)).fit(_log(), verbose=0)
+    assert auto.ease_tuning["weight_check"] == ranked.ease_tuning["weight_check"]
+    assert auto.ease_tuning["weight_check"]["chose"] is False and "weight" not in auto.ease_tuning
+    assert len(fits) == 1
+    # 'rank_check' on a temporal split still checks
+    temporal = TwoTower(_cfg(ease_weight_choice="rank_check", ease_split="temporal",
+                             **grid)).fit(_log(), verbose=0)
+    assert "rank" in temporal.ease_tuning["weight_check"]
+    from twotower.models import ModelConfig
+    assert ModelConfig.preset("default").ease_weight_choice == "auto"
+
+
 def test_train_says_when_the_weight_was_chosen():
     from types import SimpleNamespace
 
@@ -383,6 +414,11 @@ def test_train_says_when_the_weight_was_chosen():
     assert _weight_note(SimpleNamespace(ease_tuning={"weight": 0.3})) == \
         "EASE part: blend weight 0.3 chosen on validation"
     assert _weight_note(SimpleNamespace(ease_tuning=None)) is None
+    timed = {"weight": 0.95, "weight_check": {"split": "temporal", "chose": True}}
+    note = _weight_note(SimpleNamespace(ease_tuning=timed, config=_cfg(ease_weight=0.4)))
+    assert note == ("EASE part: blend weight 0.95 chosen on validation (not ease_weight 0.4; "
+                    "the EASE part was tuned on each user's latest items, a temporal split: "
+                    "the weight was chosen with a second fit of the trained part)")
     # no full-rank score to keep a share of (every validation item seen: a log of repeats)
     empty = {"weight_check": {"rank": 128, "keep": None, "chose": False}}
     assert _weight_note(SimpleNamespace(ease_tuning=empty)) is None

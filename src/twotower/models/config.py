@@ -115,13 +115,17 @@ class ModelConfig(Config):
             ``benchmarks/probes/weight_grid.py``). The choice goes in
             ``TwoTower.ease_tuning``. ``ease_weight`` 0 still turns the part off.
         ease_weight_choice: when the weight is chosen from ``ease_weight_grid``:
-            ``always`` (the default), or ``rank_check`` (the default preset): only when the
+            ``always`` (the default); ``rank_check``: only when the
             EASE part cut to rank ``embedding_dim`` keeps less than 90% of its full-rank
             validation recall@10 + ndcg@10 (``linear.WEIGHT_CHECK_KEEP``), i.e. when the
             data's item-item structure is far from what a trained part of that size can
             hold (sequence logs: 73-79%; MovieLens 100k: 97-104%, so it keeps
-            ``ease_weight`` and its training time). Recorded in ``TwoTower.ease_tuning``
-            ("weight_check").
+            ``ease_weight`` and its training time); ``auto`` (the default preset): as
+            ``rank_check``, and always when ``ease_split`` is ``temporal`` (a model judged
+            on what each user does next, where the recency-weighted EASE part can follow
+            the latest items better than the trained part: the news-shaped log's temporal
+            split chose 0.95, MovieLens' 0.4, the fixed weight). Recorded in
+            ``TwoTower.ease_tuning`` ("weight_check").
         ease_rank: rank of the EASE part; 0 (the default) chooses it on the EASE tuning
             split: the smallest of ``embedding_dim`` times 1, 2, 4 and 8 (at most 1,024)
             whose cut keeps 99% of the full-rank part's validation recall@10 + ndcg@10
@@ -224,7 +228,7 @@ class ModelConfig(Config):
             raise ConfigError(f"model.ease_weight_grid must be a list of numbers in (0, 1) "
                               f"(or empty), got {grid!r}")
         check_choice(own, "ease_weight_choice", self.ease_weight_choice,
-                     ("always", "rank_check"))
+                     ("always", "rank_check", "auto"))
         if self.ease_weight > 0 and self.query_tower == "id":
             raise ConfigError("model.ease_weight > 0 needs a history tower (query_tower "
                               "'history' or 'id+history'): the EASE part's query is the "
@@ -303,8 +307,8 @@ PRESETS: dict[str, dict[str, Any]] = {
                     temperature=1.0, history_length=1000, history_dropout=0.5,
                     recency_half_life=10.0, recency_floor=0.2, item_bias=True,
                     item_features=("genres", "year"), ease_weight=0.4,
-                    ease_weight_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95),
-                    ease_weight_choice="rank_check"),
+                    ease_weight_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95, 0.99),
+                    ease_weight_choice="auto"),
 }
 
 
