@@ -76,8 +76,14 @@ def quality(data, seeds):
                 cfg = ModelConfig.preset(preset, seed=seed, ease_split=kind)
                 model = TwoTower(cfg).fit(sp.train, verbose=0)
                 m = recommend_and_evaluate(model, sp.train, sp.test, KS)
+                # the EASE part's blend weight: chosen on validation where the default
+                # preset's check (ease_weight_choice) says so, else the configured one
+                tuning = model.ease_tuning or {}
+                ease = ({"ease_weight": tuning.get("weight", cfg.ease_weight),
+                         "weight_check": tuning.get("weight_check")}
+                        if cfg.ease_weight else {})
                 rows.append({"split": kind, "seed": seed, "method": preset,
-                             "fit_s": model.fit_seconds, **_keep(m)})
+                             "fit_s": model.fit_seconds, **ease, **_keep(m)})
                 print(kind, seed, preset, rows[-1], flush=True)
             for name in ("MostPop", "ItemKNN", "EASE"):
                 t0 = time.perf_counter()

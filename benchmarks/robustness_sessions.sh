@@ -2,8 +2,9 @@
 # Robustness on data the defaults were not tuned on (results: benchmarks/results/robustness-sessions-*.txt):
 #   bash benchmarks/robustness_sessions.sh > benchmarks/results/robustness-sessions-$(date +%Y%m%d).txt
 # A session-shaped log (benchmarks/sessions.py): the default (ease_rank 0: chosen on
-# validation; the blend weight chosen on validation when the EASE part's rank-128 cut keeps
-# under 90%: ease_weight_choice "rank_check") against the default with its fixed weight 0.4
+# validation; the blend weight chosen on validation on a temporal split, and on a random one
+# when the EASE part's rank-128 cut keeps under 90%: ease_weight_choice "auto") against
+# the default with its fixed weight 0.4
 # (ease_weight_grid = []) and against the former fixed rank too (ease_rank = 128), random
 # and temporal splits; then MovieLens 100k on random splits of seeds the tuning never used
 # (set TWOTOWER_ML100K_DIR to read local files).

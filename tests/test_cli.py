@@ -798,13 +798,25 @@ def test_default_preset_features_missing_from_the_data_are_said_not_warned(
             "item metadata columns with item_features in --config [model])") in out
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["item_features"] == []
-    # titles give the year (MovieLens' "(1995)"): only genres is missing
+    # titles that give no year ("Movie 1") are no year column
     code, out, err = run(capsys, "train", "--data", d / "r.csv", "--items", d / "all.csv",
                          "--out", tmp_path / "run2", "--epochs", "1", "--time-col", "none")
     assert code == 0, err
+    assert "item features: none (the preset's genres, year not in the data" in out
+    # titles that end in MovieLens' "(1995)" give the year: only genres is missing
+    import pandas as pd
+    meta = pd.read_csv(d / "all.csv")
+    meta.assign(title=[f"{t} ({1990 + i % 9})" for i, t in enumerate(meta["title"])]).to_csv(
+        tmp_path / "dated.csv", index=False)
+    code, out, err = run(capsys, "train", "--data", d / "r.csv", "--items",
+                         tmp_path / "dated.csv", "--out", tmp_path / "run3", "--epochs", "1",
+                         "--time-col", "none")
+    assert code == 0, err
     assert "item features: year (the preset's genres not in the data" in out
-    saved = json.loads((tmp_path / "run2" / "config.json").read_text())
+    saved = json.loads((tmp_path / "run3" / "config.json").read_text())
     assert saved["model"]["item_features"] == ["year"]
+    from twotower import TwoTower
+    assert TwoTower.load(tmp_path / "run3").item_feature_names[0].startswith("year:q")
 
 
 def test_train_refuses_an_out_that_is_not_a_run_before_training(capsys, tmp_path):

@@ -395,12 +395,13 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     return cfg
 
 
-def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_info: Any
-                     ) -> Any:
+def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_info: Any,
+                     streamed: bool = False) -> Any:
     """``cfg`` with the preset's own side-feature columns (the default's MovieLens
     ``genres`` and ``year``) cut to those the data has, said in one line: a log without
-    item metadata trains without them, as it would anyway, with no warning. Columns the
-    user named stay as named (the model warns about any the data lacks)."""
+    item metadata trains without them, as it would anyway, with no warning. ``streamed``:
+    cut to none (side features are not streamed). Columns the user named stay as named
+    (the model warns about any the data lacks; ``--stream`` refuses them)."""
     from twotower.models.features import present_columns
 
     given = getattr(args, "model_settings_given", set())
@@ -409,13 +410,14 @@ def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_in
         wanted = getattr(cfg, name)
         if name in given or not wanted:
             continue
-        kept = present_columns(info, wanted)
+        kept = () if streamed else present_columns(info, wanted)
         if kept != wanted:
             cfg = cfg.replace(**{name: kept})
             left = ", ".join(c for c in wanted if c not in kept)
-            _say(f"{what} features: {', '.join(kept) if kept else 'none'} (the preset's "
-                 f"{left} not in the data; name your own {what} metadata columns with "
-                 f"{name} in --config [model])")
+            why = ("side features are not streamed" if streamed else
+                   f"the preset's {left} not in the data; name your own {what} metadata "
+                   f"columns with {name} in --config [model]")
+            _say(f"{what} features: {', '.join(kept) if kept else 'none'} ({why})")
     return cfg
 
 
@@ -708,7 +710,8 @@ def _weight_note(model: Any) -> str | None:
         return None
     check = ease.get("weight_check")
     config = getattr(model, "config", None)
-    given = "" if config is None else f"not ease_weight {config.ease_weight:g}; "
+    given = ("" if config is None or ease["weight"] == config.ease_weight
+             else f"not ease_weight {config.ease_weight:g}; ")
     # floored: a share just under the threshold must not read as the threshold
     why = ("" if check is None else
            f" ({given}the EASE part was tuned on each user's latest items, a temporal "
@@ -755,6 +758,7 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         raise _named(exc, "stream", {"shuffle_buffer": "--shuffle-buffer", "sep": "--sep",
                                      "seed": "--seed"}, args) from None
     from twotower.models.retriever import check_streamable
+    cfg = _preset_features(args, cfg, None, None, streamed=True)
     check_streamable(cfg, cols["rating"])  # before any pass over the file
     meta_cols = _items_columns(args, cols)
     info = read_item_info(args.items, id_col=meta_cols["id_col"],
@@ -768,7 +772,6 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         ids = stream.scan().item_vocab.ids
         found = pd.Index(ids).isin(catalogue_info(info, ids, args.items, args.data).index)
         _check_items_file(args.items, meta_cols["id_col"], found, ids)
-    cfg = _preset_features(args, cfg, info, None)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0,
                      checkpoint=args.checkpoint)

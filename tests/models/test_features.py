@@ -119,7 +119,9 @@ def test_present_columns_are_those_feature_matrix_builds_without_a_warning():
               ("year",)),
              (pd.DataFrame({"genres": [["a"]], "shop": ["x"]}), ("year", "shop", "genres"),
               ("shop", "genres")),
-             (pd.DataFrame({"id": [1]}), ("id",), ())]  # the id is no feature
+             (pd.DataFrame({"id": [1]}), ("id",), ()),  # the id is no feature
+             # titles that give no year: no year column
+             (pd.DataFrame({"title": ["Heat"], "shop": ["x"]}), ("year", "shop"), ("shop",))]
     for info, wanted, kept in cases:
         assert present_columns(info, wanted) == kept
         with warnings.catch_warnings():

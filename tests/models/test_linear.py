@@ -419,6 +419,12 @@ def test_train_says_when_the_weight_was_chosen():
     assert note == ("EASE part: blend weight 0.95 chosen on validation (not ease_weight 0.4; "
                     "the EASE part was tuned on each user's latest items, a temporal split: "
                     "the weight was chosen with a second fit of the trained part)")
+    # the weight given chosen again: not named as the one replaced
+    same = {"weight": 0.4, "weight_check": {"split": "temporal", "chose": True}}
+    note = _weight_note(SimpleNamespace(ease_tuning=same, config=_cfg(ease_weight=0.4)))
+    assert note.startswith("EASE part: blend weight 0.4 chosen on validation (the EASE part")
+    assert _weight_note(SimpleNamespace(
+        ease_tuning={"weight_check": {"split": "temporal", "chose": False}})) is None
     # no full-rank score to keep a share of (every validation item seen: a log of repeats)
     empty = {"weight_check": {"rank": 128, "keep": None, "chose": False}}
     assert _weight_note(SimpleNamespace(ease_tuning=empty)) is None
@@ -455,3 +461,34 @@ def test_the_weight_check_keeps_the_weight_when_validation_has_nothing_to_score(
         x, verbose=0)
     assert m.ease_tuning["weight_check"] == {"rank": 3, "keep": None, "chose": False}
     assert "weight" not in m.ease_tuning
+
+
+def test_auto_on_a_temporal_split_keeps_the_weight_when_validation_has_nothing_to_score(
+        monkeypatch):
+    """'auto' on a temporal split has no rank check: on a log of repeats (NaN validation
+    metrics) it chose the grid's first weight, 0.2, after a second fit for nothing."""
+    from twotower import TwoTower
+    from twotower.data import Interactions
+    fits = []
+    real = TwoTower._trained_scores_on
+    monkeypatch.setattr(TwoTower, "_trained_scores_on",
+                        lambda self, part: fits.append(len(part)) or real(self, part))
+    users = [u for _ in range(4) for u in range(5) for _ in range(3)]
+    items = [i for _ in range(4) for _ in range(5) for i in range(3)]
+    x = Interactions.from_ids(users, items, timestamps=np.arange(len(users), dtype=np.int64))
+    m = TwoTower(_cfg(ease_rank=0, ease_weight_grid=(0.2, 0.9), ease_weight_choice="auto",
+                      ease_split="temporal", recency_half_life=0.0)).fit(x, verbose=0)
+    assert m.ease_tuning["weight_check"] == {"split": "temporal", "chose": False}
+    assert "weight" not in m.ease_tuning and fits == []
+
+
+def test_auto_with_no_time_column_checks_the_rank():
+    """ease_split 'temporal' with no timestamps carves a random split: 'auto' checks the
+    rank there (it recorded a temporal choice it did not make)."""
+    from twotower import TwoTower
+    from twotower.data import Interactions
+    x = _log()
+    plain = Interactions.from_ids(x.user_vocab.ids[x.users], x.item_vocab.ids[x.items])
+    m = TwoTower(_cfg(ease_rank=0, ease_weight_grid=(0.2, 0.9), ease_weight_choice="auto",
+                      ease_split="temporal")).fit(plain, verbose=0)
+    assert "rank" in m.ease_tuning["weight_check"]

@@ -145,6 +145,30 @@ def test_cli_train_stream_then_recommend(tmp_path, capsys):
     assert not (tmp_path / "r2").exists()
 
 
+def test_cli_train_stream_with_the_default_preset_drops_its_feature_columns(tmp_path, capsys):
+    """The default preset names genres and year, which --stream refused ("side features
+    are not streamed") even when the user had not asked for them: they are cut, in a line."""
+    from twotower.cli import main
+    path = _write(_blocks(), tmp_path / "log.parquet")
+    conf = tmp_path / "c.toml"
+    conf.write_text('[model]\nquery_tower = "id"\nobjective = "bpr"\nease_weight = 0.0\n'
+                    'item_bias = false\nepochs = 1\nbatch_size = 256\n')
+    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+                 "--rating-col", "none", "--stream", "--config", str(conf),
+                 "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "item features: none (side features are not streamed)" in out
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["model"]["item_features"] == []
+    # named in --config: still refused, naming the setting
+    conf.write_text(conf.read_text() + 'item_features = ["genres"]\n')
+    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+                 "--rating-col", "none", "--stream", "--config", str(conf),
+                 "--out", str(tmp_path / "run2")])
+    assert code == 2 and "side features are not streamed" in capsys.readouterr().err
+
+
 def test_cli_train_stream_on_two_simulated_devices_matches_one(tmp_path):
     """`train --stream --devices 2` in a process with 2 simulated devices trains the same
     model as one device: same data order (the stream's seed), same per-epoch losses."""

@@ -46,7 +46,9 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
     if not columns:
         return np.zeros((n_rows, 0), dtype=np.float32), []
     if info is not None and "year" in columns and "year" not in info and "title" in info:
-        info = info.assign(year=title_year(info["title"]))
+        years = title_year(info["title"])
+        if years.notna().any():  # titles without a year give no year column (warned)
+            info = info.assign(year=years)
     available = _available(info, columns)
     missing = [c for c in columns if c not in available]
     if missing:
@@ -86,8 +88,9 @@ def _available(info: pd.DataFrame | None, columns: Sequence[str]) -> list[str]:
     if info is None:
         return []
     out = [str(c) for c in info.columns if c != "id"]
-    if "year" in columns and "year" not in out and "title" in out:
-        out.append("year")
+    if "year" in columns and "year" not in out and "title" in out \
+            and title_year(info["title"]).notna().any():
+        out.append("year")  # from MovieLens-style titles, where some give one
     return out
 
 

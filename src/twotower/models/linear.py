@@ -146,8 +146,9 @@ AUTO_RANK_MAX = 1024
 #: to be chosen (``tune_and_fit``'s ``ranks``).
 RANK_KEEP = 0.99
 
-#: ``ease_weight_choice = "rank_check"``: the blend weight is chosen on validation when the
-#: EASE part cut to ``embedding_dim`` keeps less than this share of its full-rank score
+#: ``ease_weight_choice = "rank_check"`` (and ``"auto"`` on a random split): the blend weight
+#: is chosen on validation when the EASE part cut to ``embedding_dim`` keeps less than this
+#: share of its full-rank score
 #: (session logs 0.73-0.79, MovieLens 100k 0.97-1.04 over 7 random splits and the
 #: temporal one: ``benchmarks/probes/weight_check.py``).
 WEIGHT_CHECK_KEEP = 0.9
@@ -201,8 +202,11 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     + w * EASE / sd``, each part's spread measured on a sample of users, as
     ``TwoTower`` scales them (EASE at full rank here). With ``check_rank`` > 0, only when
     the EASE part cut to that rank keeps less than ``WEIGHT_CHECK_KEEP`` of its full-rank
-    score on the split (``ModelConfig.ease_weight_choice = "rank_check"``; the rank search's
-    own measurement when it tried that rank).
+    score on the split (``ModelConfig.ease_weight_choice = "rank_check"``, and ``"auto"``
+    on a random split; the rank search's own measurement when it tried that rank). A weight
+    is chosen only where the validation metrics are defined: when every one is NaN (each
+    validation item was seen, a log of repeats) ``weight`` is left out and the given
+    weight stays.
 
     Returns:
         ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,
@@ -263,7 +267,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         half_life, floor = max(recency, key=lambda hf: score(lam, hf))
     extra: dict[str, Any] = {}
     check = choose_weight and check_rank > 0
-    b_in = q_in = None
+    b_in = q_in = known = None
     if (ranks or choose_weight) and len(test):
         b_in = last[1] if last[0] == lam else ease_weights(gram, lam, np.float32)
         last[:] = [lam, b_in]
@@ -294,6 +298,9 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
             choose_weight = keep is not None and keep < WEIGHT_CHECK_KEEP
             extra["weight_check"] = {"rank": r, "keep": None if keep is None else round(keep, 4),
                                      "chose": choose_weight}
+    if choose_weight and known is not None \
+            and not np.isfinite(known["recall@10"] + known["ndcg@10"]):
+        choose_weight = False  # nothing to score a weight by: no second fit for it
     if choose_weight:
         last[:] = []
         say("training the model on the validation split's training part (for the blend "
@@ -308,8 +315,11 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                                        inner.train, test, (10,))
             by_weight.append({"weight": float(w), "recall@10": float(m["recall@10"]),
                               "ndcg@10": float(m["ndcg@10"])})
-        best = max(by_weight, key=lambda r: r["recall@10"] + r["ndcg@10"])
-        extra.update(weight=best["weight"], weights_tried=by_weight)
+        scored = [r for r in by_weight if np.isfinite(r["recall@10"] + r["ndcg@10"])]
+        if scored:  # none (NaN: every validation item was seen, a log of repeats): kept
+            best = max(scored, key=lambda r: r["recall@10"] + r["ndcg@10"])
+            extra.update(weight=best["weight"])
+        extra.update(weights_tried=by_weight)
     del last[:]
     # free the [n_items, n_items] Gram and validation B before the final fit
     gram = hist = b_in = q_in = None

@@ -675,8 +675,10 @@ class TwoTower:
         # (at most AUTO_RANK_MAX)
         ranks = () if cfg.ease_rank else tuple(
             min(cfg.embedding_dim * m, AUTO_RANK_MAX) for m in (1, 2, 4, 8))
-        # "auto" on a temporal validation split: chosen with no check (ModelConfig)
-        on_time = cfg.ease_weight_choice == "auto" and cfg.ease_split == "temporal"
+        # "auto" on a temporal validation split: chosen with no check (ModelConfig); with
+        # no time column the split is carved at random (``linear._inner_split``): checked
+        on_time = (cfg.ease_weight_choice == "auto" and cfg.ease_split == "temporal"
+                   and train.timestamps is not None)
         checked = cfg.ease_weight_choice in ("rank_check", "auto") and not on_time
         p, q, chosen = tune_and_fit(
             train, cfg.history_length, cfg.ease_lambdas, cfg.ease_half_lives, cfg.ease_floors,
@@ -684,8 +686,8 @@ class TwoTower:
             cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None,
             ranks=ranks, stage=None if tick is None else lambda s: setattr(tick, "stage", s),
             check_rank=cfg.embedding_dim if checked else 0)
-        if on_time and "weight" in chosen:
-            chosen["weight_check"] = {"split": "temporal", "chose": True}
+        if on_time and cfg.ease_weight_grid:
+            chosen["weight_check"] = {"split": "temporal", "chose": "weight" in chosen}
         half_life, floor = chosen["half_life"], chosen["floor"]
         query_table = np.zeros((len(p) + 1, p.shape[1]), dtype=np.float32)
         query_table[1:] = p
