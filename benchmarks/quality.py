@@ -8,7 +8,9 @@ items excluded, metrics averaged over users with test items (``twotower.evaluati
 - ``default``: ``ModelConfig.preset("default")`` (chosen by ``benchmarks/tune.py`` on
   validation splits carved from train);
 - ``MostPop``, ``ItemKNN`` and ``EASE`` (their hyperparameters tuned by
-  ``twotower.evaluation.tune`` on a validation split of the same train part).
+  ``twotower.evaluation.tune`` on a validation split of the same train part); on the
+  temporal split also ``EASE+recency``, EASE with the default model's recency-weighted
+  query, its weights tuned at EASE's lambda (as ``twotower evaluate --baselines``).
 
 Also: held-out users (10% of users absent from training, recommended from their first 80% of
 items through ``recommend_from_history``) against the same users and test items when they
@@ -46,6 +48,7 @@ from twotower.data import (held_out_users_split, random_split, read_movielens_10
                            temporal_split)
 from twotower.evaluation import (BASELINE_GRIDS, EASE, ItemKNN, MostPop,  # noqa: E402
                                  recommend_and_evaluate, tune)
+from twotower.evaluation.baselines import RECENCY_GRID  # noqa: E402
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -54,9 +57,14 @@ SHOW = ("recall@10", "ndcg@10", "recall@100")
 GRIDS = BASELINE_GRIDS  # the CLI's (twotower evaluate --baselines)
 
 
-def _baseline(name, train, kind, seed):
+def _baseline(name, train, kind, seed, ease=None):
     if name == "MostPop":
         return MostPop().fit(train)
+    if name == "EASE+recency":  # as `evaluate --baselines` on a temporal run: the
+        # recency weights of the query tuned at the plain EASE's lambda, on its fit
+        grid = {"lambda_": [ease.config.lambda_], **RECENCY_GRID}
+        best, _ = tune(EASE, train, grid, seed=seed, split=kind)
+        return ease.with_query(best)
     cls = {"ItemKNN": ItemKNN, "EASE": EASE}[name]
     best, _ = tune(cls, train, GRIDS[name], seed=seed, split=kind)
     return cls(best).fit(train)
@@ -85,9 +93,11 @@ def quality(data, seeds):
                 rows.append({"split": kind, "seed": seed, "method": preset,
                              "fit_s": model.fit_seconds, **ease, **_keep(m)})
                 print(kind, seed, preset, rows[-1], flush=True)
-            for name in ("MostPop", "ItemKNN", "EASE"):
+            fitted = {}
+            for name in ("MostPop", "ItemKNN", "EASE") + (("EASE+recency",)
+                                                         if kind == "temporal" else ()):
                 t0 = time.perf_counter()
-                rec = _baseline(name, sp.train, kind, seed)
+                rec = fitted[name] = _baseline(name, sp.train, kind, seed, fitted.get("EASE"))
                 m = recommend_and_evaluate(rec, sp.train, sp.test, KS)
                 rows.append({"split": kind, "seed": seed, "method": name,
                              "fit_s": time.perf_counter() - t0, **_keep(m)})
@@ -174,8 +184,10 @@ def markdown(rows, held, times, seeds):
         lines += [f"**{kind} split**", "",
                   "| method | " + " | ".join(SHOW) + " | fit s |",
                   "|---|" + "---:|" * (len(SHOW) + 1)]
-        for method in ("tutorial", "default", "MostPop", "ItemKNN", "EASE"):
+        for method in ("tutorial", "default", "MostPop", "ItemKNN", "EASE", "EASE+recency"):
             sel = [r for r in rows if r["split"] == kind and r["method"] == method]
+            if not sel:  # EASE+recency: temporal splits only
+                continue
             cells = [_ms([r[k] for r in sel]) for k in SHOW]
             lines.append(f"| {method} | " + " | ".join(cells)
                          + f" | {np.mean([r['fit_s'] for r in sel]):.1f} |")

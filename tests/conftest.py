@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import pytest
+
+# A run started in the background by a shell without job control (`cmd &`, nohup) starts
+# with SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the tests that
+# send themselves (or a child they start) a real Ctrl-C would fail for the launcher's sake.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ML100K = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "ml-100k"
 

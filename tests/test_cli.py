@@ -1299,7 +1299,7 @@ def test_a_global_time_cutoff_split(tmp_path, capsys):
     assert int(new[1]) == sum(m.item_popularity[i] == 0 for _, i in scored)
     code, out, err = run(capsys, "evaluate", tmp_path / "r", "--baselines")
     assert code == 0, err
-    assert "tuning ItemKNN and EASE on a temporal (each user's latest" in err, err
+    assert "tuning ItemKNN, EASE and EASE+recency on a temporal (each user's latest" in err, err
     assert f"note: {new[1]} of the {new[2]} test pairs" in err
 
 

@@ -167,6 +167,73 @@ def test_tune_uses_a_validation_split_of_train_only():
         tune(EASE, x, {"lambda_": [1.0]}, split="nope")
 
 
+def _timed_log(seed: int = 0, n_users: int = 30, n_items: int = 25, n: int = 400):
+    """Random (user, item) rows with times, repeats included."""
+    rng = np.random.default_rng(seed)
+    return Interactions.from_ids(rng.integers(0, n_users, n), rng.integers(0, n_items, n),
+                                 timestamps=rng.permutation(n).astype(np.int64))
+
+
+def test_recency_weighted_ease_scores_the_weighted_history_row():
+    """EASE(half_life, floor) scores x_w @ B, x_w weighing a user's r-th latest distinct
+    item floor + (1 - floor) 0.5^(r / half_life) (a repeated item at its latest time): a
+    numpy reference, and the same from the chronological history."""
+    x = _timed_log()
+    cfg = EASEConfig(lambda_=5.0, half_life=2.0, floor=0.1)
+    m = EASE(cfg).fit(x)
+    plain = EASE(lambda_=5.0).fit(x)
+    np.testing.assert_allclose(m._weights, plain._weights)  # the same B
+    for u in (0, 3, 17):
+        rows = np.flatnonzero(x.users == u)
+        order = rows[np.argsort(x.timestamps[rows], kind="stable")]
+        latest_first, seen = [], set()
+        for i in x.items[order][::-1]:
+            if i not in seen:
+                seen.add(i)
+                latest_first.append(i)
+        q = np.zeros(x.n_items)
+        for r, i in enumerate(latest_first):
+            q[i] = 0.1 + 0.9 * 0.5 ** (r / 2.0)
+        ref = np.argsort(-(q @ plain._weights), kind="stable")[:5]
+        got = m.recommend(np.array([u]), 5)
+        np.testing.assert_array_equal(got[1][0], ref)
+        np.testing.assert_allclose(got[0][0], np.sort(q @ plain._weights)[::-1][:5],
+                                   rtol=1e-5)
+        again = m.recommend_from_history([x.items[order]], 5)  # oldest first, as TwoTower
+        np.testing.assert_array_equal(again[1], got[1])
+        np.testing.assert_allclose(again[0], got[0], rtol=1e-6)
+    # floor 1 or half-life 0: the plain binary row
+    for flat in (EASEConfig(lambda_=5.0, half_life=2.0, floor=1.0),
+                 EASEConfig(lambda_=5.0, half_life=0.0, floor=0.1)):
+        np.testing.assert_array_equal(EASE(flat).fit(x).recommend(np.arange(5), 5)[1],
+                                      plain.recommend(np.arange(5), 5)[1])
+    with pytest.raises(ConfigError, match="floor"):
+        EASEConfig(floor=1.5)
+
+
+def test_with_query_equals_a_fit_and_tune_fits_once_per_lambda(monkeypatch):
+    x = _timed_log(1)
+    base = EASE(lambda_=5.0).fit(x)
+    for hl, fl in ((2.0, 0.0), (5.0, 0.5)):
+        cfg = EASEConfig(lambda_=5.0, half_life=hl, floor=fl)
+        a = base.with_query(cfg).recommend(np.arange(10), 4)
+        b = EASE(cfg).fit(x).recommend(np.arange(10), 4)
+        np.testing.assert_array_equal(a[1], b[1])
+    assert base.config == EASEConfig(lambda_=5.0)  # not changed by with_query
+    with pytest.raises(ConfigError, match="only half_life, floor may change"):
+        base.with_query(EASEConfig(lambda_=6.0))
+    fits = []
+    real = EASE._fit
+    monkeypatch.setattr(EASE, "_fit", lambda self, m: fits.append(self.config) or real(self, m))
+    grid = {"lambda_": [5.0, 50.0], "half_life": [2.0, 5.0], "floor": [0.0, 1.0]}
+    cached = tune(EASE, x, grid, seed=0, split="temporal")
+    assert [f.lambda_ for f in fits] == [5.0, 50.0]  # one fit per lambda, not per setting
+    monkeypatch.setattr(EASE, "query_params", ())  # every setting fitted: the same choice
+    fresh = tune(EASE, x, grid, seed=0, split="temporal")
+    assert len(fits) == 2 + 8 and fresh.best_config == cached.best_config
+    assert [r["metrics"] for r in fresh.results] == [r["metrics"] for r in cached.results]
+
+
 def test_ease_on_movielens_100k(ml100k_dir):
     s = random_split(read_movielens_100k(ml100k_dir), 0.2, seed=42)
     r = recommend_and_evaluate(EASE().fit(s.train), s.train, s.test, ks=(10,))

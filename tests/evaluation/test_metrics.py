@@ -332,9 +332,12 @@ def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml
     model.data_source = {"split": "temporal"}
     test = (split.test.users, split.test.items)
     lines = []
-    run_mod.evaluate_run(model, test, ks=(10,), baselines=True, log=lines.append)
-    assert [c[1] for c in calls] == ["temporal", "temporal"]
+    table, _ = run_mod.evaluate_run(model, test, ks=(10,), baselines=True, log=lines.append)
+    # ItemKNN, EASE, then EASE+recency's query weights at EASE's lambda
+    assert [(c[0], c[1]) for c in calls] == [("ItemKNN", "temporal"), ("EASE", "temporal"),
+                                             ("EASE", "temporal")]
     assert any("temporal validation split" in ln for ln in lines)
+    assert set(table) == {"model", "MostPop", "ItemKNN", "EASE", "EASE+recency"}
     # the order given to the tuning split is the training log's own: each user's latest
     # 20% by the made-up times are their latest 20% by real time
     ours = temporal_split(calls[0][2], 0.2).test
@@ -345,9 +348,10 @@ def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml
     lines.clear()
     idtower = TwoTower(ModelConfig.preset("tutorial", epochs=1)).fit(split.train)
     idtower.data_source = {"split": "temporal"}
-    run_mod.evaluate_run(idtower, test, ks=(10,), baselines=True, log=lines.append)
-    assert [c[1] for c in calls] == ["random", "random"]
-    assert any("keeps no order" in ln for ln in lines)
+    table, _ = run_mod.evaluate_run(idtower, test, ks=(10,), baselines=True,
+                                    log=lines.append)
+    assert [c[1] for c in calls] == ["random", "random"]  # no order: no EASE+recency
+    assert any("keeps no order" in ln for ln in lines) and "EASE+recency" not in table
 
 
 def test_test_users_without_training_items_are_left_out_for_every_method():

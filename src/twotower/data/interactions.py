@@ -121,6 +121,24 @@ class Interactions:
             m.data[:] = 1.0
         return m
 
+    def recency_ranks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each user's distinct items by recency: ``(users, items, rank)``, one entry per
+        (user, item) pair, ``rank`` 0 for the user's most recent item, 1 for the one
+        before, ... An item the user had more than once counts at its latest interaction.
+        Recency is the timestamp, rows in order breaking ties (row order alone without
+        timestamps). Entries are grouped by user, oldest first."""
+        order = (np.lexsort((np.arange(len(self)), self.timestamps, self.users))
+                 if self.timestamps is not None
+                 else np.lexsort((np.arange(len(self)), self.users)))
+        users, items = self.users[order], self.items[order]
+        key = users.astype(np.int64) * max(self.n_items, 1) + items
+        _, last = np.unique(key[::-1], return_index=True)
+        if len(last) < len(key):  # repeated (user, item) pairs: keep the latest of each
+            keep = np.sort(len(key) - 1 - last)
+            users, items = users[keep], items[keep]
+        ends = np.cumsum(np.bincount(users, minlength=self.n_users))
+        return users, items, ends[users] - 1 - np.arange(len(users))
+
     def item_popularity(self) -> np.ndarray:
         """``[n_items]`` int64 interaction counts."""
         return np.bincount(self.items, minlength=self.n_items).astype(np.int64)

@@ -12,6 +12,7 @@ item-item weights. ItemKNN and EASE hold a dense ``[n_items, n_items]`` float32 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
@@ -57,14 +58,36 @@ class EASEConfig(Config):
 
     Attributes:
         lambda_: L2 regularisation added to the Gram matrix diagonal (> 0).
+        half_life, floor: recency weights of the query, as the default model's EASE part
+            weighs it (``ModelConfig.ease_half_lives``, ``ease_floors``): a user's ``r``-th
+            most recent distinct item (``r = 0``: the latest) counts ``floor + (1 - floor)
+            * 0.5 ** (r / half_life)`` in the history row that is scored, instead of 1.
+            ``half_life`` 0 or ``floor`` 1 (the defaults): the plain binary row.
     """
 
     lambda_: float = 500.0
+    half_life: float = 0.0
+    floor: float = 1.0
 
     def validate(self) -> None:
         check_range("EASEConfig", "lambda_", self.lambda_, 0.0, None)
         if self.lambda_ <= 0:
             raise ConfigError(f"EASEConfig.lambda_ must be greater than 0, got {self.lambda_!r}")
+        check_range("EASEConfig", "half_life", self.half_life, 0.0, None)
+        check_range("EASEConfig", "floor", self.floor, 0.0, 1.0)
+
+    @property
+    def weighted(self) -> bool:
+        """Whether the query is recency-weighted (else the binary history row)."""
+        return bool(self.half_life) and self.floor < 1.0
+
+    def weights(self, rank: np.ndarray) -> np.ndarray:
+        """The query weight of items at recency ``rank`` (0 = a user's latest)."""
+        if not self.weighted:
+            return np.ones(len(rank), dtype=np.float32)
+        return (self.floor + (1.0 - self.floor)
+                * 0.5 ** (np.asarray(rank, dtype=np.float64) / self.half_life)
+                ).astype(np.float32)
 
 
 def _check_k(k: Any) -> int:
@@ -138,6 +161,9 @@ class _Baseline:
 
     config_cls: ClassVar[type[Config]]
     name: ClassVar[str]
+    #: settings that only the query reads (not the fit): ``tune`` fits once for all their
+    #: values and derives the others with ``with_query``
+    query_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Config | None = None, **params: Any) -> None:
         if config is None:
@@ -234,7 +260,17 @@ class _Baseline:
     def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
                                exclude: Sequence[np.ndarray] | None = None
                                ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items for users described only by item-index histories (order ignored)."""
+        """Top-k items for users described only by item-index histories (oldest first, as
+        ``TwoTower.recommend_from_history`` reads them; only a recency-weighted EASE
+        reads the order)."""
+        return self._rank(self._history_rows(histories), k, exclude)
+
+    def _history_rows(self, histories: Sequence[np.ndarray]) -> sp.csr_matrix:
+        """``[len(histories), n_items]`` binary rows of item-index histories.
+
+        Raises:
+            DataError: an index outside ``[0, n_items)``.
+        """
         n_items = self.n_items
         lens = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
         cols = (np.concatenate([np.asarray(h, dtype=np.int64).ravel() for h in histories])
@@ -247,7 +283,12 @@ class _Baseline:
                           shape=(len(lens), n_items))
         x.sum_duplicates()
         x.data[:] = 1.0
-        return self._rank(x, k, exclude)
+        return x
+
+    def with_query(self, config: Config) -> Self:
+        """This fit with ``config``, which differs from its own only in ``query_params``
+        (no second fit; the two share the fitted state)."""
+        raise NotImplementedError(f"{type(self).__name__} has no query-only settings")
 
     def __repr__(self) -> str:
         state = "fitted" if self._seen is not None else "unfitted"
@@ -383,6 +424,58 @@ class EASE(_Baseline):
 
     config_cls = EASEConfig
     name = "EASE"
+    query_params = ("half_life", "floor")
+
+    def fit(self, train: Interactions) -> Self:
+        """Fit ``B`` on the binary matrix of ``train``; a recency-weighted query
+        (``half_life``, ``floor``) also reads the order of each user's items (timestamps,
+        else row order)."""
+        super().fit(train)
+        self._train, self._ranks = train, None
+        self._query = self._weighted_rows()
+        return self
+
+    def _weighted_rows(self) -> sp.csr_matrix | None:
+        """Every training user's recency-weighted history row; None: the binary rows."""
+        if not self.config.weighted:
+            return None
+        if self._ranks is None:  # computed once per fit, shared with ``with_query``
+            self._ranks = self._train.recency_ranks()
+        users, items, rank = self._ranks
+        return sp.csr_matrix((self.config.weights(rank), (users, items)),
+                             shape=self._require_fitted().shape)
+
+    def with_query(self, config: Config) -> Self:
+        if not isinstance(config, EASEConfig) or config.lambda_ != self.config.lambda_:
+            raise ConfigError(f"EASE.with_query: only {', '.join(self.query_params)} may "
+                              f"change (this fit's lambda_ is {self.config.lambda_:g})")
+        self._require_fitted()
+        other = copy.copy(self)
+        other.config = config
+        other._query = other._weighted_rows()
+        return other
+
+    def recommend(self, users: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, np.ndarray]:
+        m = self._require_fitted()
+        q = m if self._query is None else self._query
+        return self._rank(q[self._check_users(users)], k, exclude)
+
+    def _history_rows(self, histories: Sequence[np.ndarray]) -> sp.csr_matrix:
+        x = super()._history_rows(histories)  # checked
+        if not self.config.weighted:
+            return x
+        rows, cols, rank = [], [], []
+        for r, h in enumerate(histories):
+            recent = np.asarray(h, dtype=np.int64).ravel()[::-1]  # the latest first
+            ids, first = np.unique(recent, return_index=True)  # repeats: the latest counts
+            rows.append(np.full(len(ids), r))
+            cols.append(ids)
+            rank.append(np.argsort(np.argsort(first)))  # 0: the latest distinct item
+        if not rows:
+            return x
+        return sp.csr_matrix((self.config.weights(np.concatenate(rank)),
+                              (np.concatenate(rows), np.concatenate(cols))), shape=x.shape)
 
     def _fit(self, x: sp.csr_matrix) -> None:
         self._weights = ease_weights((x.T @ x).toarray(), self.config.lambda_, np.float64)
@@ -401,6 +494,13 @@ BASELINE_GRIDS: dict[str, dict[str, list[float]]] = {
     "ItemKNN": {"neighbors": [50, 100, 200], "shrink": [0.0, 10.0]},
     "EASE": {"lambda_": [20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]},
 }
+
+#: The recency weights of ``EASE+recency``'s query, tried at the plain EASE's lambda (the
+#: coordinate search the default model's own EASE part makes, over its default
+#: ``ease_half_lives`` and ``ease_floors``): the baseline a model that weighs its users'
+#: latest items is compared with on a temporal split.
+RECENCY_GRID: dict[str, list[float]] = {"half_life": [5.0, 10.0],
+                                        "floor": [0.0, 0.2, 0.5, 1.0]}
 
 
 class TuneResult(NamedTuple):
@@ -470,13 +570,23 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
     keys = [metric] if isinstance(metric, str) else list(metric)
     results: list[dict[str, Any]] = []
     best_i, best_v = 0, -np.inf
+    # settings that differ only in what the query reads share one fit (the last one kept)
+    fitted: tuple[dict[str, Any], _Baseline] | None = None
     for i, cfg in enumerate(configs):
         if stage is not None:
             shown = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
                               for k, v in points[i].items())
             stage(f"setting {i + 1} of {len(configs)}" + (f" ({shown})" if shown else ""))
-        metrics = recommend_and_evaluate(baseline_cls(cfg).fit(parts.train), parts.train,
-                                         held, ks)
+        fit_key = {k: v for k, v in cfg.to_dict().items()
+                   if k not in baseline_cls.query_params}
+        if fitted is not None and fitted[0] == fit_key:
+            rec = fitted[1].with_query(cfg)
+        else:
+            fitted = None  # one fit in memory at a time
+            rec = baseline_cls(cfg).fit(parts.train)
+            if baseline_cls.query_params:
+                fitted = (fit_key, rec)
+        metrics = recommend_and_evaluate(rec, parts.train, held, ks)
         missing = [k for k in keys if k not in metrics]
         if missing or not keys:
             raise ConfigError(f"`metric` {missing[0] if missing else metric!r} is not among "
@@ -489,4 +599,5 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
 
 
 __all__ = ["BASELINES", "BASELINE_GRIDS", "EASE", "EASEConfig", "ItemKNN", "ItemKNNConfig", "MostPop",
-           "MostPopConfig", "SCORE_BATCH_SIZE", "TuneResult", "topk_excluding", "tune"]
+           "MostPopConfig", "RECENCY_GRID", "SCORE_BATCH_SIZE", "TuneResult", "topk_excluding",
+           "tune"]

@@ -10,7 +10,8 @@ import numpy as np
 
 from twotower.data.interactions import Interactions
 from twotower.errors import DataError
-from twotower.evaluation.baselines import BASELINE_GRIDS, EASE, ItemKNN, MostPop, tune
+from twotower.evaluation.baselines import (BASELINE_GRIDS, EASE, RECENCY_GRID, ItemKNN,
+                                           MostPop, tune)
 from twotower.evaluation.metrics import _check_ks, recommend_and_evaluate
 
 #: Above this catalogue size the dense item-item baselines (EASE, ItemKNN) are skipped:
@@ -109,7 +110,9 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                  log: Callable[[str], None] | None = None, split: str | None = None
                  ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
-    validation split of train) on a held-out split given as (users, items) index arrays.
+    validation split of train, and on a temporal split ``EASE+recency``, EASE with the
+    recency-weighted query of the default model's EASE part, ``RECENCY_GRID``) on a
+    held-out split given as (users, items) index arrays.
     The validation split is carved with ``seed`` (None: the run's own seed, else its
     model's, as the model's EASE part was tuned), and is of the run's own kind (``split``; default: the one the run
     was saved with): ``temporal`` takes each user's latest items by the order the model
@@ -152,7 +155,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
         why = (" (the run keeps no order of its training items)" if timed and on == "random"
                else " (each user's latest: the run keeps the order of its training items, "
                "not their times)" if kind == "global-temporal" else "")
-        say(f"tuning ItemKNN and EASE on a {on}{why} validation split of train "
+        names = "ItemKNN, EASE and EASE+recency" if on == "temporal" else "ItemKNN and EASE"
+        say(f"tuning {names} on a {on}{why} validation split of train "
             f"({model.n_items:,} items)")
         # the run's seed, as the model's own EASE part carved its validation split with it
         run_seed = (getattr(model, "data_source", None) or {}).get("seed")
@@ -176,7 +180,16 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                 best = tune(cls, tuning, BASELINE_GRIDS[name], carve, split=on,
                             stage=stage).best_config
                 stage("fitting on all of train")
-                methods[name] = cls(best).fit(train)
+                methods[name] = cls(best).fit(tuning)  # (the same pairs as train)
+            if on == "temporal":
+                # judged on what users do next: EASE with the recency-weighted query the
+                # default model's EASE part uses, its weights tuned at EASE's lambda
+                def stage(what: str) -> None:
+                    if tick is not None:
+                        tick.stage = f"EASE+recency, {what}"
+                grid = {"lambda_": [methods["EASE"].config.lambda_], **RECENCY_GRID}
+                best = tune(EASE, tuning, grid, carve, split=on, stage=stage).best_config
+                methods["EASE+recency"] = methods["EASE"].with_query(best)
     table: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[int, float]] = {}
     for name, rec in methods.items():

@@ -269,17 +269,7 @@ def history_table(x: Interactions, length: int) -> np.ndarray:
     the right. An item the user interacted with more than once appears once, at its most
     recent interaction (a history is a set ordered by recency, like the binary user-item
     matrix that evaluation and the baselines use)."""
-    order = (np.lexsort((np.arange(len(x)), x.timestamps, x.users))
-             if x.timestamps is not None else np.lexsort((np.arange(len(x)), x.users)))
-    users, items = x.users[order], x.items[order]
-    key = users.astype(np.int64) * max(x.n_items, 1) + items
-    _, last = np.unique(key[::-1], return_index=True)
-    if len(last) < len(key):  # repeated (user, item) pairs: keep the latest of each
-        keep = np.sort(len(key) - 1 - last)
-        users, items = users[keep], items[keep]
-    counts = np.bincount(users, minlength=x.n_users)
-    ends = np.cumsum(counts)
-    rank_from_end = ends[users] - 1 - np.arange(len(users))  # 0 = most recent
+    users, items, rank_from_end = x.recency_ranks()  # 0 = most recent
     keep = rank_from_end < length
     out = np.zeros((x.n_users, length), dtype=np.int32)
     out[users[keep], rank_from_end[keep]] = items[keep] + 1
