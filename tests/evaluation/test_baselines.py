@@ -234,6 +234,42 @@ def test_with_query_equals_a_fit_and_tune_fits_once_per_lambda(monkeypatch):
     assert [r["metrics"] for r in fresh.results] == [r["metrics"] for r in cached.results]
 
 
+def test_tune_ease_picks_plain_and_weighted_from_one_tune():
+    """tune_ease: the plain EASE is the best binary-query setting, EASE+recency the best
+    of all; the unweighted setting first, so it wins ties and a split with nothing to
+    score."""
+    from twotower.evaluation.baselines import recency_settings, tune_ease
+    assert recency_settings((5.0, 10.0), (0.0, 1.0)) == [(0.0, 1.0), (5.0, 0.0), (10.0, 0.0)]
+    x = _timed_log(2, n=600)
+    settings = recency_settings((2.0,), (0.0, 0.5, 1.0))
+    plain, weighted = tune_ease(x, 0, split="temporal", recency=settings,
+                                lambdas=[5.0, 50.0])
+    res = tune(EASE, x, [{"lambda_": lam, "half_life": h, "floor": f} for lam in (5.0, 50.0)
+                         for h, f in settings], 0, split="temporal")
+    def score(r):
+        return r["metrics"]["recall@10"] + r["metrics"]["ndcg@10"]
+    flat = [r for r in res.results if r["config"]["floor"] == 1.0]
+    assert plain.to_dict() == max(flat, key=score)["config"] and not plain.weighted
+    assert weighted.to_dict() == res.best_config.to_dict()
+    alone, none = tune_ease(x, 0, split="temporal", lambdas=[5.0, 50.0])
+    assert alone == plain and none is None
+    # a log of repeats: every validation metric NaN, the first (plain) setting both times
+    users = np.repeat(np.arange(6), 6)
+    items = np.tile([0, 1, 2], 12)
+    rep = Interactions.from_ids(users, items, timestamps=np.arange(36, dtype=np.int64))
+    p, w = tune_ease(rep, 0, split="temporal", recency=settings, lambdas=[5.0])
+    assert p == w == EASEConfig(lambda_=5.0, half_life=0.0, floor=1.0)
+
+
+def test_recency_ties_in_time_go_to_the_later_row():
+    """Two rows at one time: the later row is the more recent (as the model's history)."""
+    x = Interactions.from_ids([0, 0, 0, 1, 1], [3, 1, 2, 0, 1],
+                              timestamps=np.array([5, 5, 4, 1, 1]))
+    users, items, rank = x.recency_ranks()
+    got = {(int(u), int(i)): int(r) for u, i, r in zip(users, items, rank)}
+    assert got == {(0, 1): 0, (0, 3): 1, (0, 2): 2, (1, 1): 0, (1, 0): 1}
+
+
 def test_ease_on_movielens_100k(ml100k_dir):
     s = random_split(read_movielens_100k(ml100k_dir), 0.2, seed=42)
     r = recommend_and_evaluate(EASE().fit(s.train), s.train, s.test, ks=(10,))

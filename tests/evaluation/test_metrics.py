@@ -324,8 +324,14 @@ def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml
         calls.append((cls.__name__, kw.get("split"), train))
         return real(cls, train, grid, seed, **kw)
 
+    import twotower.evaluation.baselines as base_mod
     real = run_mod.tune
     monkeypatch.setattr(run_mod, "tune", spy)
+    monkeypatch.setattr(base_mod, "tune", spy)  # EASE's (``tune_ease``)
+    fitted = []  # the data each final EASE fit reads: the run's order, not none
+    real_fit = base_mod.EASE.fit
+    monkeypatch.setattr(base_mod.EASE, "fit",
+                        lambda self, t: fitted.append((self.config, t)) or real_fit(self, t))
     cfg = ModelConfig(query_tower="history", objective="multinomial", epochs=1,
                       embedding_dim=8, batch_size=32)
     model = TwoTower(cfg).fit(split.train)
@@ -333,11 +339,13 @@ def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml
     test = (split.test.users, split.test.items)
     lines = []
     table, _ = run_mod.evaluate_run(model, test, ks=(10,), baselines=True, log=lines.append)
-    # ItemKNN, EASE, then EASE+recency's query weights at EASE's lambda
-    assert [(c[0], c[1]) for c in calls] == [("ItemKNN", "temporal"), ("EASE", "temporal"),
-                                             ("EASE", "temporal")]
+    # ItemKNN, then EASE and EASE+recency from one tune: every lambda with every query
+    assert [(c[0], c[1]) for c in calls] == [("ItemKNN", "temporal"), ("EASE", "temporal")]
     assert any("temporal validation split" in ln for ln in lines)
     assert set(table) == {"model", "MostPop", "ItemKNN", "EASE", "EASE+recency"}
+    finals = fitted[-2:] if fitted[-1][0].lambda_ != fitted[-2][0].lambda_ else fitted[-1:]
+    assert all(t.timestamps is not None for _, t in finals)  # ordered as the run orders
+    assert not fitted[-len(finals)][0].weighted  # the plain EASE row's fit first
     # the order given to the tuning split is the training log's own: each user's latest
     # 20% by the made-up times are their latest 20% by real time
     ours = temporal_split(calls[0][2], 0.2).test

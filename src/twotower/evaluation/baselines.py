@@ -431,22 +431,25 @@ class EASE(_Baseline):
         (``half_life``, ``floor``) also reads the order of each user's items (timestamps,
         else row order)."""
         super().fit(train)
-        self._train, self._ranks = train, None
+        self._ranks = train.recency_ranks()  # (a sort; shared with ``with_query``)
         self._query = self._weighted_rows()
         return self
 
     def _weighted_rows(self) -> sp.csr_matrix | None:
-        """Every training user's recency-weighted history row; None: the binary rows."""
+        """Every training user's recency-weighted history row; None: the binary rows.
+        (Every item of the history counts; the default model's query keeps the latest
+        ``history_length``, 1,000 by default.)"""
         if not self.config.weighted:
             return None
-        if self._ranks is None:  # computed once per fit, shared with ``with_query``
-            self._ranks = self._train.recency_ranks()
         users, items, rank = self._ranks
         return sp.csr_matrix((self.config.weights(rank), (users, items)),
                              shape=self._require_fitted().shape)
 
     def with_query(self, config: Config) -> Self:
-        if not isinstance(config, EASEConfig) or config.lambda_ != self.config.lambda_:
+        def fit_settings(c: Config) -> dict[str, Any]:
+            return {k: v for k, v in c.to_dict().items() if k not in self.query_params}
+        if not isinstance(config, EASEConfig) or fit_settings(config) != fit_settings(
+                self.config):
             raise ConfigError(f"EASE.with_query: only {', '.join(self.query_params)} may "
                               f"change (this fit's lambda_ is {self.config.lambda_:g})")
         self._require_fitted()
@@ -495,12 +498,58 @@ BASELINE_GRIDS: dict[str, dict[str, list[float]]] = {
     "EASE": {"lambda_": [20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]},
 }
 
-#: The recency weights of ``EASE+recency``'s query, tried at the plain EASE's lambda (the
-#: coordinate search the default model's own EASE part makes, over its default
-#: ``ease_half_lives`` and ``ease_floors``): the baseline a model that weighs its users'
-#: latest items is compared with on a temporal split.
-RECENCY_GRID: dict[str, list[float]] = {"half_life": [5.0, 10.0],
-                                        "floor": [0.0, 0.2, 0.5, 1.0]}
+
+def recency_settings(half_lives: Sequence[float] = (5.0, 10.0),
+                     floors: Sequence[float] = (0.0, 0.2, 0.5, 1.0)
+                     ) -> list[tuple[float, float]]:
+    """The distinct ``(half_life, floor)`` query weights of these half-lives and floors,
+    the unweighted ``(0, 1)`` first (so it wins ties), as the default model's EASE part
+    orders them (its ``ease_half_lives`` and ``ease_floors``, whose defaults these are)."""
+    return sorted({(float(h), float(f)) if h and f < 1.0 else (0.0, 1.0)
+                   for h in half_lives for f in floors})
+
+
+def tune_ease(train: Interactions, seed: int = 0, *, split: str = "random",
+              recency: Sequence[tuple[float, float]] = (),
+              lambdas: Sequence[float] | None = None,
+              stage: Callable[[str], None] | None = None
+              ) -> tuple[EASEConfig, EASEConfig | None]:
+    """The best plain EASE (binary query) and, with ``recency`` settings, the best EASE
+    with a recency-weighted query (``EASE+recency``), from one ``tune`` over every lambda
+    (``BASELINE_GRIDS``) and setting: one fit per lambda, as many validation scorings as
+    settings. Chosen by recall@10 + ndcg@10, ties (and NaN: nothing to score) to the first,
+    the unweighted query at the smallest lambda first.
+
+    Returns:
+        ``(plain, weighted)``; ``weighted`` is None without ``recency``, and may itself be
+        unweighted where no weighting scored better.
+    """
+    lambdas = list(lambdas or BASELINE_GRIDS["EASE"]["lambda_"])
+    if not recency:
+        return tune(EASE, train, {"lambda_": lambdas}, seed, split=split,
+                    stage=stage).best_config, None
+    settings = list(recency)
+    if (0.0, 1.0) in settings:  # the plain query first: it wins ties
+        settings.remove((0.0, 1.0))
+    settings.insert(0, (0.0, 1.0))
+    grid = [{"lambda_": lam, "half_life": h, "floor": f} for lam in lambdas
+            for h, f in settings]
+    res = tune(EASE, train, grid, seed, split=split, stage=stage)
+    if not res.results:  # nothing to validate on: the first setting, plain
+        return res.best_config, res.best_config
+    plain = best = None
+    plain_v = best_v = -np.inf
+    for row in res.results:
+        cfg = EASEConfig.from_dict(row["config"])
+        value = row["metrics"]["recall@10"] + row["metrics"]["ndcg@10"]
+        best = best or cfg
+        if value > best_v:
+            best, best_v = cfg, value
+        if not cfg.weighted:
+            plain = plain or cfg
+            if value > plain_v:
+                plain, plain_v = cfg, value
+    return plain, best
 
 
 class TuneResult(NamedTuple):
@@ -582,7 +631,7 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
         if fitted is not None and fitted[0] == fit_key:
             rec = fitted[1].with_query(cfg)
         else:
-            fitted = None  # one fit in memory at a time
+            rec = fitted = None  # one fit in memory at a time: the last one freed first
             rec = baseline_cls(cfg).fit(parts.train)
             if baseline_cls.query_params:
                 fitted = (fit_key, rec)
@@ -599,5 +648,5 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
 
 
 __all__ = ["BASELINES", "BASELINE_GRIDS", "EASE", "EASEConfig", "ItemKNN", "ItemKNNConfig", "MostPop",
-           "MostPopConfig", "RECENCY_GRID", "SCORE_BATCH_SIZE", "TuneResult", "topk_excluding",
-           "tune"]
+           "MostPopConfig", "SCORE_BATCH_SIZE", "TuneResult", "recency_settings",
+           "topk_excluding", "tune", "tune_ease"]

@@ -10,8 +10,8 @@ import numpy as np
 
 from twotower.data.interactions import Interactions
 from twotower.errors import DataError
-from twotower.evaluation.baselines import (BASELINE_GRIDS, EASE, RECENCY_GRID, ItemKNN,
-                                           MostPop, tune)
+from twotower.evaluation.baselines import (BASELINE_GRIDS, EASE, ItemKNN, MostPop,
+                                           recency_settings, tune, tune_ease)
 from twotower.evaluation.metrics import _check_ks, recommend_and_evaluate
 
 #: Above this catalogue size the dense item-item baselines (EASE, ItemKNN) are skipped:
@@ -111,8 +111,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                  ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
     validation split of train, and on a temporal split ``EASE+recency``, EASE with the
-    recency-weighted query of the default model's EASE part, ``RECENCY_GRID``) on a
-    held-out split given as (users, items) index arrays.
+    recency-weighted query of the default model's EASE part, tuned with EASE's lambda:
+    ``tune_ease``) on a held-out split given as (users, items) index arrays.
     The validation split is carved with ``seed`` (None: the run's own seed, else its
     model's, as the model's EASE part was tuned), and is of the run's own kind (``split``; default: the one the run
     was saved with): ``temporal`` takes each user's latest items by the order the model
@@ -173,29 +173,58 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
         # a line every 10 s while they are tuned (minutes at several thousand items)
         with (Ticker("tuning baselines", 10.0, emit=log) if log is not None
               else nullcontext()) as tick:
-            for name, cls in (("ItemKNN", ItemKNN), ("EASE", EASE)):
-                def stage(what: str, name: str = name) -> None:
-                    if tick is not None:
-                        tick.stage = f"{name}, {what}"
-                best = tune(cls, tuning, BASELINE_GRIDS[name], carve, split=on,
-                            stage=stage).best_config
-                stage("fitting on all of train")
-                methods[name] = cls(best).fit(tuning)  # (the same pairs as train)
-            if on == "temporal":
-                # judged on what users do next: EASE with the recency-weighted query the
-                # default model's EASE part uses, its weights tuned at EASE's lambda
+            def stager(name: str) -> Callable[[str], None]:
                 def stage(what: str) -> None:
                     if tick is not None:
-                        tick.stage = f"EASE+recency, {what}"
-                grid = {"lambda_": [methods["EASE"].config.lambda_], **RECENCY_GRID}
-                best = tune(EASE, tuning, grid, carve, split=on, stage=stage).best_config
-                methods["EASE+recency"] = methods["EASE"].with_query(best)
+                        tick.stage = f"{name}, {what}"
+                return stage
+            knn = tune(ItemKNN, tuning, BASELINE_GRIDS["ItemKNN"], carve, split=on,
+                       stage=stager("ItemKNN")).best_config
+            # judged on what users do next (a temporal split): also EASE with the
+            # recency-weighted query of the default model's EASE part, from the same tune
+            own = getattr(model, "config", None)
+            recency = (recency_settings(getattr(own, "ease_half_lives", (5.0, 10.0)),
+                                        getattr(own, "ease_floors", (0.0, 0.2, 0.5, 1.0)))
+                       if on == "temporal" else ())
+            plain, weighted = tune_ease(tuning, carve, split=on, recency=recency,
+                                        stage=stager("EASE and EASE+recency" if recency
+                                                     else "EASE"))
+        # each baseline is fitted on all of train just before it is scored, and let go
+        # after: one [n_items, n_items] matrix in memory at a time (the plain EASE's is
+        # reused for EASE+recency at the same lambda). `tuning`: the same pairs as train,
+        # in the run's order
+        last: dict[str, Any] = {}
+
+        def ease(cfg: Any) -> Any:
+            held_fit = last.pop("EASE", None)
+            if held_fit is not None and held_fit.config.lambda_ == cfg.lambda_:
+                return held_fit.with_query(cfg)
+            del held_fit
+            last["EASE"] = EASE(cfg).fit(tuning)
+            return last["EASE"]
+
+        methods["ItemKNN"] = lambda: ItemKNN(knn).fit(tuning)
+        methods["EASE"] = lambda: ease(plain)
+        if weighted is not None:
+            methods["EASE+recency"] = lambda: ease(weighted)
     table: dict[str, dict[str, float]] = {}
     curves: dict[str, dict[int, float]] = {}
-    for name, rec in methods.items():
+    for name in list(methods):
+        rec = methods.pop(name)
+        if not hasattr(rec, "recommend"):  # a baseline fitted now, scored, let go
+            say(f"fitting {name} on all of train")
+            from contextlib import nullcontext
+
+            from twotower.models.progress import Ticker
+            with (Ticker("baselines", 10.0, emit=log) if log is not None
+                  else nullcontext()) as tick:
+                if tick is not None:
+                    tick.stage = f"fitting {name} on all of train"
+                rec = rec()
         say(f"evaluating {name}")
         rows = (model_rows(rec, train, held, curve_ks) if name == "model"
                 else {name: recommend_and_evaluate(rec, train, held, ks=curve_ks)})
+        del rec
         for row, res in rows.items():
             table[row] = {k: v for k, v in res.items()
                           if k == "users" or int(k.split("@")[1]) in ks}
