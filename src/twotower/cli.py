@@ -1350,7 +1350,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-k", type=int, nargs="+",
                    help="cut-offs, each between 1 and the catalogue size (default: 10 100)")
     e.add_argument("--baselines", action="store_true", help="also ItemKNN and EASE, tuned on a validation part of "
-                                      "the training data (MostPop is always shown)")
+                                      "the training data, and EASE+recency on a temporal run "
+                                      "(MostPop is always shown)")
     e.add_argument("--json", type=_path, help="write the table as JSON (method -> metric -> value; with "
                                   "--test-data also \"held_out\": the file's pairs evaluated "
                                   "and left out)")

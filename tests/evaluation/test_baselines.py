@@ -259,6 +259,39 @@ def test_tune_ease_picks_plain_and_weighted_from_one_tune():
     rep = Interactions.from_ids(users, items, timestamps=np.arange(36, dtype=np.int64))
     p, w = tune_ease(rep, 0, split="temporal", recency=settings, lambdas=[5.0])
     assert p == w == EASEConfig(lambda_=5.0, half_life=0.0, floor=1.0)
+    # nothing to validate on (one row per user): the first setting, plain, both times
+    one = Interactions.from_ids(np.arange(5), np.arange(5), timestamps=np.arange(5))
+    assert tune_ease(one, 0, split="temporal", recency=settings, lambdas=[7.0, 9.0]) == (
+        EASEConfig(lambda_=7.0), EASEConfig(lambda_=7.0))
+    with pytest.raises(ConfigError, match="lambdas"):
+        tune_ease(x, 0, lambdas=[])
+
+
+def test_tune_ease_picks_the_recency_weights_where_the_latest_item_decides(monkeypatch):
+    """Sessions: each user's items follow a chain, so the next item follows the latest;
+    the weighted query wins there, and the repeated and unweighted settings are scored
+    once each."""
+    import twotower.evaluation.baselines as base_mod
+    from twotower.evaluation.baselines import tune_ease
+    grids = []
+    real_tune = base_mod.tune
+    monkeypatch.setattr(base_mod, "tune",
+                        lambda cls, train, grid, *a, **kw: grids.append(grid)
+                        or real_tune(cls, train, grid, *a, **kw))
+    rng = np.random.default_rng(0)
+    users, items = [], []
+    for u in range(80):
+        start = rng.integers(0, 40)
+        for j in range(10):
+            users.append(u)
+            items.append((start + j) % 40)
+    x = Interactions.from_ids(users, items, timestamps=np.arange(len(users)))
+    plain, weighted = tune_ease(x, 0, split="temporal",
+                                recency=[(2.0, 0.0), (2.0, 0.0), (0.0, 1.0), (5.0, 1.0)],
+                                lambdas=[1.0, 10.0])
+    assert weighted.weighted and not plain.weighted, (plain, weighted)
+    assert [(g["lambda_"], g["half_life"], g["floor"]) for g in grids[0]] == [
+        (1.0, 0.0, 1.0), (1.0, 2.0, 0.0), (10.0, 0.0, 1.0), (10.0, 2.0, 0.0)]
 
 
 def test_recency_ties_in_time_go_to_the_later_row():

@@ -431,7 +431,9 @@ class EASE(_Baseline):
         (``half_life``, ``floor``) also reads the order of each user's items (timestamps,
         else row order)."""
         super().fit(train)
-        self._ranks = train.recency_ranks()  # (a sort; shared with ``with_query``)
+        # each user's items by recency: sorted once when a weighted query first needs them,
+        # for this fit and every ``with_query`` copy of it (the dict is shared)
+        self._order = {"train": train}
         self._query = self._weighted_rows()
         return self
 
@@ -441,7 +443,9 @@ class EASE(_Baseline):
         ``history_length``, 1,000 by default.)"""
         if not self.config.weighted:
             return None
-        users, items, rank = self._ranks
+        if "ranks" not in self._order:
+            self._order["ranks"] = self._order["train"].recency_ranks()
+        users, items, rank = self._order["ranks"]
         return sp.csr_matrix((self.config.weights(rank), (users, items)),
                              shape=self._require_fitted().shape)
 
@@ -517,21 +521,27 @@ def tune_ease(train: Interactions, seed: int = 0, *, split: str = "random",
     """The best plain EASE (binary query) and, with ``recency`` settings, the best EASE
     with a recency-weighted query (``EASE+recency``), from one ``tune`` over every lambda
     (``BASELINE_GRIDS``) and setting: one fit per lambda, as many validation scorings as
-    settings. Chosen by recall@10 + ndcg@10, ties (and NaN: nothing to score) to the first,
-    the unweighted query at the smallest lambda first.
+    settings. Chosen by recall@10 + ndcg@10, ties (and NaN: nothing to score) to the first:
+    the unweighted query at the first lambda given. On a temporal split that is
+    ``len(lambdas) * len(settings)`` validation scorings (49 by default) against the
+    plain EASE's 7: about three times the tuning time, not more fits.
 
     Returns:
         ``(plain, weighted)``; ``weighted`` is None without ``recency``, and may itself be
         unweighted where no weighting scored better.
+
+    Raises:
+        ConfigError: ``lambdas`` given but empty.
     """
-    lambdas = list(lambdas or BASELINE_GRIDS["EASE"]["lambda_"])
+    lambdas = list(BASELINE_GRIDS["EASE"]["lambda_"] if lambdas is None else lambdas)
+    if not lambdas:
+        raise ConfigError("tune_ease: `lambdas` is empty (None: BASELINE_GRIDS['EASE'])")
     if not recency:
         return tune(EASE, train, {"lambda_": lambdas}, seed, split=split,
                     stage=stage).best_config, None
-    settings = list(recency)
-    if (0.0, 1.0) in settings:  # the plain query first: it wins ties
-        settings.remove((0.0, 1.0))
-    settings.insert(0, (0.0, 1.0))
+    # each distinct query once, the plain one first (it wins ties)
+    settings = [(0.0, 1.0)] + [(float(h), float(f)) for h, f in dict.fromkeys(recency)
+                               if h and f < 1.0]
     grid = [{"lambda_": lam, "half_life": h, "floor": f} for lam in lambdas
             for h, f in settings]
     res = tune(EASE, train, grid, seed, split=split, stage=stage)

@@ -111,8 +111,9 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                  ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
     validation split of train, and on a temporal split ``EASE+recency``, EASE with the
-    recency-weighted query of the default model's EASE part, tuned with EASE's lambda:
-    ``tune_ease``) on a held-out split given as (users, items) index arrays.
+    recency-weighted query of the default model's EASE part, tuned with plain EASE in one
+    search over lambda, half-life and floor: ``tune_ease``) on a held-out split given as
+    (users, items) index arrays.
     The validation split is carved with ``seed`` (None: the run's own seed, else its
     model's, as the model's EASE part was tuned), and is of the run's own kind (``split``; default: the one the run
     was saved with): ``temporal`` takes each user's latest items by the order the model
