@@ -45,11 +45,8 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
     """
     if not columns:
         return np.zeros((n_rows, 0), dtype=np.float32), []
-    if info is not None and "year" in columns and "year" not in info and "title" in info:
-        years = title_year(info["title"])
-        if years.notna().any():  # titles without a year give no year column (warned)
-            info = info.assign(year=years)
-    available = _available(info, columns)
+    info = _with_year(info, columns)
+    available = _available(info)
     missing = [c for c in columns if c not in available]
     if missing:
         # the default preset names MovieLens columns; other data may lack them
@@ -82,23 +79,26 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
     return out / np.sqrt(np.maximum(count, 1.0)), names
 
 
-def _available(info: pd.DataFrame | None, columns: Sequence[str]) -> list[str]:
-    """The metadata columns of ``info`` a feature can be built from (``year`` also from
-    MovieLens-style titles)."""
-    if info is None:
-        return []
-    out = [str(c) for c in info.columns if c != "id"]
-    if "year" in columns and "year" not in out and "title" in out \
-            and title_year(info["title"]).notna().any():
-        out.append("year")  # from MovieLens-style titles, where some give one
-    return out
+def _with_year(info: pd.DataFrame | None, columns: Sequence[str]) -> pd.DataFrame | None:
+    """``info`` with a ``year`` column from MovieLens-style titles when ``year`` is asked
+    for, missing, and some title gives one (titles without a year give no column)."""
+    if info is not None and "year" in columns and "year" not in info and "title" in info:
+        years = title_year(info["title"])
+        if years.notna().any():
+            info = info.assign(year=years)
+    return info
+
+
+def _available(info: pd.DataFrame | None) -> list[str]:
+    """The metadata columns of ``info`` a feature can be built from."""
+    return [] if info is None else [str(c) for c in info.columns if c != "id"]
 
 
 def present_columns(info: pd.DataFrame | None, columns: Sequence[str]) -> tuple[str, ...]:
     """Those of ``columns`` that ``info`` can give (in order): what ``feature_matrix`` would
     build without a warning. E.g. the ``default`` preset's ``("genres", "year")`` on a log
     without item metadata gives ``()``."""
-    available = set(_available(info, columns))
+    available = set(_available(_with_year(info, columns)))
     return tuple(c for c in columns if c in available)
 
 
