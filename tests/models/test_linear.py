@@ -492,3 +492,53 @@ def test_auto_with_no_time_column_checks_the_rank():
     m = TwoTower(_cfg(ease_rank=0, ease_weight_grid=(0.2, 0.9), ease_weight_choice="auto",
                       ease_split="temporal")).fit(plain, verbose=0)
     assert "rank" in m.ease_tuning["weight_check"]
+
+
+def test_joint_search_scores_every_pair_and_keeps_the_best():
+    """``ease_search = "joint"``: every lambda with every recency weighting is scored (one
+    fit per lambda), the best pair is kept, and it scores at least what the coordinate
+    search's choice does, whose path is a subset of the pairs."""
+    from twotower.models.linear import tune_and_fit
+    x = _chains()
+    lambdas, half_lives, floors = (2.0, 20.0, 200.0), (1.0, 3.0), (0.0, 1.0)
+    stages: list[str] = []
+    _, _, joint = tune_and_fit(x, 50, lambdas, half_lives, floors, 6, "random", 0,
+                               joint=True, stage=stages.append)
+    _, _, coord = tune_and_fit(x, 50, lambdas, half_lives, floors, 6, "random", 0)
+    settings = {(r["lambda"], r["half_life"], r["floor"]) for r in joint["tried"]}
+    assert len(joint["tried"]) == len(settings) == 3 * 3  # (0, 1), (1, 0), (3, 0)
+    assert len(coord["tried"]) == 3 + 3 - 1
+    assert {(r["lambda"], r["half_life"], r["floor"]) for r in coord["tried"]} <= settings
+    total = {(r["lambda"], r["half_life"], r["floor"]): r["recall@10"] + r["ndcg@10"]
+             for r in joint["tried"]}
+    best = (joint["lambda"], joint["half_life"], joint["floor"])
+    assert total[best] == max(total.values())
+    assert total[best] >= total[(coord["lambda"], coord["half_life"], coord["floor"])]
+    assert any("setting 9 of at most 9" in s for s in stages), stages
+    # one fit per lambda: the fits are not repeated per recency weighting
+    assert sum("validation split, setting" in s for s in stages) == 9
+
+
+def test_joint_search_ties_go_to_the_unweighted_query_at_the_first_lambda():
+    """A log of repeats: every validation metric NaN, nothing to choose by."""
+    from twotower.data import Interactions
+    from twotower.models.linear import tune_and_fit
+    x = Interactions.from_ids([u for _ in range(4) for u in range(5) for _ in range(3)],
+                              [i for _ in range(4) for _ in range(5) for i in range(3)])
+    _, _, ch = tune_and_fit(x, 50, (5.0, 50.0), (3.0,), (0.0, 1.0), 2, "random", 0,
+                            joint=True)
+    assert (ch["lambda"], ch["half_life"], ch["floor"]) == (5.0, 0.0, 1.0)
+
+
+def test_the_model_passes_its_ease_search_on(monkeypatch):
+    from twotower import TwoTower
+    from twotower.models import linear
+    seen = []
+    real = linear.tune_and_fit
+    monkeypatch.setattr(linear, "tune_and_fit",
+                        lambda *a, **kw: seen.append(kw["joint"]) or real(*a, **kw))
+    for search in ("coordinate", "joint"):
+        TwoTower(_cfg(ease_search=search)).fit(_log(), verbose=0)
+    assert seen == [False, True]
+    with pytest.raises(ConfigError, match="ease_search"):
+        _cfg(ease_search="grid")

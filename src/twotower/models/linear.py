@@ -184,11 +184,13 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                  split: str, seed: int, weights: tuple[float, ...] = (),
                  trained_scores: Callable[[Interactions], Callable[[np.ndarray], np.ndarray]]
                  | None = None, ranks: tuple[int, ...] = (),
-                 stage: Callable[[str], None] | None = None, check_rank: int = 0
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 stage: Callable[[str], None] | None = None, check_rank: int = 0,
+                 joint: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
     validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
-    at rank ``rank``.
+    at rank ``rank``. The search is by coordinates (lambda with the unweighted query, then
+    the recency weights at that lambda), or with ``joint`` over every pair (one EASE fit
+    per lambda either way; ``ModelConfig.ease_search``).
 
     With ``ranks`` (increasing), the rank is chosen on the same split instead: the smallest
     whose truncated EASE keeps ``RANK_KEEP`` of the full-rank EASE's recall@10 + ndcg@10
@@ -243,11 +245,13 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         gram = (x.T @ x).toarray()
     if len(test) and (len(lambdas) > 1 or len(recency) > 1):
         scores: dict[tuple[float, tuple[float, float]], float] = {}
+        n_settings = (len(lambdas) * len(recency) if joint
+                      else len(lambdas) + len(recency) - 1)
 
         def score(lam_: float, hf: tuple[float, float]) -> float:
             if (lam_, hf) not in scores:
                 say(f"on the validation split, setting {len(scores) + 1} of at most "
-                    f"{len(lambdas) + len(recency) - 1} (lambda {lam_:g})")
+                    f"{n_settings} (lambda {lam_:g})")
                 if last[0] != lam_:
                     last[:] = [None, None]
                     last[:] = [lam_, ease_weights(gram, lam_, np.float32)]
@@ -260,11 +264,23 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                 scores[(lam_, hf)] = float(m["recall@10"] + m["ndcg@10"])
             return scores[(lam_, hf)]
 
-        # coordinate search: lambda with the unweighted query, then the recency weights at
-        # that lambda (len(lambdas) + len(recency) - 1 settings instead of their product)
         start = unweighted if unweighted in recency else recency[0]
-        lam = max((float(v) for v in lambdas), key=lambda v: score(v, start))
-        half_life, floor = max(recency, key=lambda hf: score(lam, hf))
+        if joint:
+            # every lambda with every recency weighting, one B at a time (lambda outer);
+            # ties and NaN (nothing to score) go to the first: the unweighted query at the
+            # first lambda
+            order = [start] + [hf for hf in recency if hf != start]
+            best, lam, (half_life, floor) = -np.inf, float(lambdas[0]), start
+            for v in lambdas:
+                for hf in order:
+                    s_ = score(float(v), hf)
+                    if s_ > best:
+                        best, lam, (half_life, floor) = s_, float(v), hf
+        else:
+            # coordinate search: lambda with the unweighted query, then the recency weights
+            # at that lambda (len(lambdas) + len(recency) - 1 settings, not their product)
+            lam = max((float(v) for v in lambdas), key=lambda v: score(v, start))
+            half_life, floor = max(recency, key=lambda hf: score(lam, hf))
     extra: dict[str, Any] = {}
     check = choose_weight and check_rank > 0
     b_in = q_in = known = None

@@ -675,7 +675,8 @@ class TwoTower:
             cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed,
             cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None,
             ranks=ranks, stage=None if tick is None else lambda s: setattr(tick, "stage", s),
-            check_rank=cfg.embedding_dim if checked else 0)
+            check_rank=cfg.embedding_dim if checked else 0,
+            joint=cfg.ease_search == "joint")
         if on_time and cfg.ease_weight_grid:
             chosen["weight_check"] = {"split": "temporal", "chose": "weight" in chosen}
         half_life, floor = chosen["half_life"], chosen["floor"]
