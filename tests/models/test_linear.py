@@ -197,8 +197,8 @@ def test_cli_tunes_the_ease_part_on_the_runs_split_kind(tmp_path, ml100k_dir):
     cfg = json.loads((run / "config.json").read_text())["model"]
     assert cfg["ease_split"] == "temporal" and cfg["ease_weight"] > 0
     ease = json.loads((run / "training.json").read_text())["ease"]
-    # coordinate search: 7 lambdas (unweighted query), then 2 half-lives x 3 floors below 1
-    assert len(ease["tried"]) == 7 + 6 and ease["floor"] in (0.0, 0.2, 0.5, 1.0)
+    # coordinate search: 7 lambdas (unweighted query), then 4 half-lives x 3 floors below 1
+    assert len(ease["tried"]) == 7 + 12 and ease["floor"] in (0.0, 0.2, 0.5, 1.0)
     tried = {(r["lambda"], r["half_life"], r["floor"]) for r in ease["tried"]}
     assert {(r[0]) for r in tried if r[1:] == (0.0, 1.0)} == {20.0, 50.0, 100.0, 200.0, 500.0,
                                                              1000.0, 2000.0}

@@ -184,8 +184,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
             # judged on what users do next (a temporal split): also EASE with the
             # recency-weighted query of the default model's EASE part, from the same tune
             own = getattr(model, "config", None)
-            recency = (recency_settings(getattr(own, "ease_half_lives", (5.0, 10.0)),
-                                        getattr(own, "ease_floors", (0.0, 0.2, 0.5, 1.0)))
+            recency = (recency_settings(getattr(own, "ease_half_lives", None),
+                                        getattr(own, "ease_floors", None))
                        if on == "temporal" else ())
             plain, weighted = tune_ease(tuning, carve, split=on, recency=recency,
                                         stage=stager("EASE and EASE+recency" if recency

@@ -94,13 +94,14 @@ class ModelConfig(Config):
             weight chosen from ``ease_weight_grid`` replaces it (the default preset's
             check: ``ease_weight_choice``); ``ease_weight_grid = []`` keeps it fixed.
         ease_lambdas, ease_half_lives, ease_floors: EASE's L2 strengths and the recency
-            weights of its query (half-lives in items, floors; floor 1.0 = unweighted),
+            weights of its query (half-lives in items, from 1, which weighs mostly the
+            latest item, to 10; floors; floor 1.0 = unweighted),
             chosen on a validation split carved from the training data by best recall@10 +
             ndcg@10 (``ease_search``; reported in ``TwoTower.ease_tuning``).
         ease_search: how those are searched: ``coordinate`` (the default) scores lambda
-            with the unweighted query, then the recency weights at that lambda (13
+            with the unweighted query, then the recency weights at that lambda (19
             validation scorings by default); ``joint`` scores every lambda with every
-            recency weighting (49; still one EASE fit per lambda). Joint finds settings that
+            recency weighting (91; still one EASE fit per lambda). Joint finds settings that
             score higher on the validation split but not on the test split: on MovieLens
             100k's temporal split it picks lambda 1,000 where coordinate picks 200, and the
             model's recall@10 falls 2.5% (recall@100 rises 1.5%;
@@ -177,7 +178,7 @@ class ModelConfig(Config):
     hard_negatives: int = 0
     ease_weight: float = 0.0
     ease_lambdas: tuple[float, ...] = (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
-    ease_half_lives: tuple[float, ...] = (5.0, 10.0)
+    ease_half_lives: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
     ease_floors: tuple[float, ...] = (0.0, 0.2, 0.5, 1.0)
     ease_split: str = "auto"
     ease_search: str = "coordinate"
