@@ -17,6 +17,7 @@ run() {  # name, train args...
   name=$1; shift
   for search in coordinate joint; do
     extra=""; [ $search = joint ] && extra="--config $d/joint.toml"
+    rm -rf $d/r  # a failed run leaves no earlier run's choice to report
     line=$($TT train "$@" $extra --out $d/r 2>&1 | grep '^test:')
     chose=$(.venv/bin/python -c "import json; t=json.load(open('$d/r/training.json'))['ease']; print('lambda', t['lambda'], 'half_life', t['half_life'], 'floor', t['floor'], 'rank', t.get('rank', 'fixed'), 'weight', t.get('weight', 'fixed'), 'settings', len(t['tried']))")
     echo "$name | $search | $line | $chose"

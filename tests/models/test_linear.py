@@ -515,18 +515,35 @@ def test_joint_search_scores_every_pair_and_keeps_the_best():
     assert total[best] == max(total.values())
     assert total[best] >= total[(coord["lambda"], coord["half_life"], coord["floor"])]
     assert any("setting 9 of at most 9" in s for s in stages), stages
-    # one fit per lambda: the fits are not repeated per recency weighting
     assert sum("validation split, setting" in s for s in stages) == 9
 
 
-def test_joint_search_ties_go_to_the_unweighted_query_at_the_first_lambda():
-    """A log of repeats: every validation metric NaN, nothing to choose by."""
-    from twotower.data import Interactions
+def test_joint_search_fits_ease_once_per_lambda(monkeypatch):
+    """Lambda is the outer loop: the recency weightings reuse its fit (3 lambdas: 3 fits in
+    the search, then the final fit on all of train), not one fit per pair."""
+    from twotower.evaluation import baselines
     from twotower.models.linear import tune_and_fit
-    x = Interactions.from_ids([u for _ in range(4) for u in range(5) for _ in range(3)],
-                              [i for _ in range(4) for _ in range(5) for i in range(3)])
-    _, _, ch = tune_and_fit(x, 50, (5.0, 50.0), (3.0,), (0.0, 1.0), 2, "random", 0,
+    fits = []
+    real = baselines.ease_weights
+    monkeypatch.setattr(baselines, "ease_weights",
+                        lambda g, lam, *a, **kw: fits.append(lam) or real(g, lam, *a, **kw))
+    _, _, ch = tune_and_fit(_chains(), 50, (2.0, 20.0, 200.0), (1.0, 3.0), (0.0, 1.0), 6,
+                            "random", 0, joint=True)
+    assert len(ch["tried"]) == 9
+    assert fits[:3] == [2.0, 20.0, 200.0] and fits[3:] == [ch["lambda"]]
+
+
+@pytest.mark.parametrize("value", [0.25, float("nan")])
+def test_joint_search_ties_go_to_the_unweighted_query_at_the_first_lambda(monkeypatch, value):
+    """Every pair scores the same (or NaN: nothing to score): the first lambda with the
+    unweighted query is kept, after all the pairs were scored."""
+    from twotower.evaluation import metrics
+    from twotower.models.linear import tune_and_fit
+    monkeypatch.setattr(metrics, "recommend_and_evaluate",
+                        lambda *a, **kw: {"recall@10": value, "ndcg@10": value})
+    _, _, ch = tune_and_fit(_chains(), 50, (5.0, 50.0), (3.0,), (0.0, 1.0), 6, "random", 0,
                             joint=True)
+    assert len(ch["tried"]) == 4
     assert (ch["lambda"], ch["half_life"], ch["floor"]) == (5.0, 0.0, 1.0)
 
 

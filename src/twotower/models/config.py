@@ -101,7 +101,7 @@ class ModelConfig(Config):
         ease_search: how those are searched: ``coordinate`` (the default) scores lambda
             with the unweighted query, then the recency weights at that lambda (19
             validation scorings by default); ``joint`` scores every lambda with every
-            recency weighting (91; still one EASE fit per lambda). Joint finds settings that
+            recency weighting (91; no more EASE fits: one per lambda). Joint finds settings that
             score higher on the validation split, not always on the test split: on
             MovieLens 100k's temporal split it picks lambda 1,000 where coordinate picks
             200, and the model's recall@10 falls 2.2% over six seeds (recall@100 rises

@@ -189,8 +189,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
     validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
     at rank ``rank``. The search is by coordinates (lambda with the unweighted query, then
-    the recency weights at that lambda), or with ``joint`` over every pair (one EASE fit
-    per lambda either way; ``ModelConfig.ease_search``).
+    the recency weights at that lambda), or with ``joint`` over every pair (the search fits
+    EASE once per lambda either way; ``ModelConfig.ease_search``).
 
     With ``ranks`` (increasing), the rank is chosen on the same split instead: the smallest
     whose truncated EASE keeps ``RANK_KEEP`` of the full-rank EASE's recall@10 + ndcg@10
