@@ -267,12 +267,11 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         start = unweighted if unweighted in recency else recency[0]
         if joint:
             # every lambda with every recency weighting, one B at a time (lambda outer);
-            # ties and NaN (nothing to score) go to the first: the unweighted query at the
-            # first lambda
-            order = [start] + [hf for hf in recency if hf != start]
+            # ties and NaN (nothing to score) go to the first: ``recency`` is sorted, so
+            # the unweighted query (half-life 0) at the first lambda
             best, lam, (half_life, floor) = -np.inf, float(lambdas[0]), start
             for v in lambdas:
-                for hf in order:
+                for hf in recency:
                     s_ = score(float(v), hf)
                     if s_ > best:
                         best, lam, (half_life, floor) = s_, float(v), hf
