@@ -83,11 +83,17 @@ class EASEConfig(Config):
 
     def weights(self, rank: np.ndarray) -> np.ndarray:
         """The query weight of items at recency ``rank`` (0 = a user's latest)."""
-        if not self.weighted:
-            return np.ones(len(rank), dtype=np.float32)
-        return (self.floor + (1.0 - self.floor)
-                * 0.5 ** (np.asarray(rank, dtype=np.float64) / self.half_life)
-                ).astype(np.float32)
+        return recency_weights(rank, self.half_life, self.floor)
+
+
+def recency_weights(rank: np.ndarray, half_life: float, floor: float) -> np.ndarray:
+    """float32 weights ``floor + (1 - floor) * 0.5 ** (rank / half_life)`` of items at
+    recency ``rank`` (0 = a user's latest); all 1 for ``half_life`` 0 or ``floor`` 1. The
+    default model's EASE part weighs its query the same (``linear.floor_weights``)."""
+    if not half_life or floor >= 1.0:
+        return np.ones(len(rank), dtype=np.float32)
+    return (floor + (1.0 - floor) * 0.5 ** (np.asarray(rank, dtype=np.float64) / half_life)
+            ).astype(np.float32)
 
 
 def _check_k(k: Any) -> int:

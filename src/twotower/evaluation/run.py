@@ -213,10 +213,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     for name in list(methods):
         rec = methods.pop(name)
         if not hasattr(rec, "recommend"):  # a baseline fitted now, scored, let go
+            # (only the baselines branch above makes these; it imported Ticker, nullcontext)
             say(f"fitting {name} on all of train")
-            from contextlib import nullcontext
-
-            from twotower.models.progress import Ticker
             with (Ticker("baselines", 10.0, emit=log) if log is not None
                   else nullcontext()) as tick:
                 if tick is not None:

@@ -70,11 +70,10 @@ def history_matrix(hist: np.ndarray, weights: np.ndarray, n_cols: int,
 
 
 def floor_weights(length: int, half_life: float, floor: float) -> np.ndarray:
-    """``[length]`` recency weights ``floor + (1 - floor) * 0.5 ** (rank / half_life)``."""
-    if not half_life or floor >= 1.0:
-        return np.ones(length, dtype=np.float32)
-    rank = np.arange(length, dtype=np.float64)
-    return (floor + (1.0 - floor) * 0.5 ** (rank / half_life)).astype(np.float32)
+    """``[length]`` recency weights ``floor + (1 - floor) * 0.5 ** (rank / half_life)``
+    of ranks ``0 .. length - 1`` (``baselines.recency_weights``)."""
+    from twotower.evaluation.baselines import recency_weights
+    return recency_weights(np.arange(length), half_life, floor)
 
 
 def low_rank(b: np.ndarray, rank: int, seed: int = 0, power_iterations: int = 4
@@ -218,13 +217,12 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         ``stage``: told what is being done as it starts (progress).
     """
     say = stage or (lambda _: None)
-    from twotower.evaluation.baselines import ease_weights
+    from twotower.evaluation.baselines import ease_weights, recency_settings
     from twotower.evaluation.metrics import recommend_and_evaluate
     from twotower.models.retriever import history_table
 
     n = train.n_items
-    recency = sorted({(float(h), float(f)) if h and f < 1.0 else (0.0, 1.0)
-                      for h in half_lives for f in floors})
+    recency = recency_settings(half_lives, floors)
     rows: list[dict[str, float]] = []
     inner = _inner_split(train, split, seed)
     from twotower.evaluation.metrics import warm_part
