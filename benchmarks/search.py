@@ -116,8 +116,15 @@ def trained(n: int, d: int, seed: int = 0, n_queries: int = 1024, rows: int = 2_
     items = np.ascontiguousarray(np.asarray(net.item_embedding.embeddings, np.float32))
     active = np.argsort(-np.bincount(u, minlength=users), kind="stable")[:max(n_queries, 4096)]
     q_all = np.asarray(net.user_embedding.embeddings, np.float32)
-    q = np.ascontiguousarray(q_all[active])
-    q = q[np.random.default_rng(seed).permutation(len(q))]
+    perm = np.random.default_rng(seed).permutation(len(active))
+    q = np.ascontiguousarray(q_all[active])[perm]
+    # each query user's interacted items (distinct), CSR in the order of q: their seen items
+    pos = np.full(users, -1, dtype=np.int64)
+    pos[active[perm]] = np.arange(len(active))
+    keep = pos[u] >= 0
+    key = np.unique(pos[u[keep]] * n + i[keep])
+    seen_ptr = np.searchsorted(key // n, np.arange(len(active) + 1))
+    seen_ids = key % n
     # Has it learned? Share of each active user's top 100 items in the user's planted
     # dominant topic (chance: 1/32).
     ua = active[:300]
@@ -133,10 +140,23 @@ def trained(n: int, d: int, seed: int = 0, n_queries: int = 1024, rows: int = 2_
             "seconds": time.perf_counter() - t0}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, items=items, users=q, info=json.dumps(info))
+    np.savez(tmp, items=items, users=q, seen_ptr=seen_ptr, seen_ids=seen_ids,
+             info=json.dumps(info))
     tmp.replace(path)
     print(f"trained catalogue: {info}", flush=True)
     return items, q[:n_queries]
+
+
+def trained_seen(n: int, d: int, seed: int = 0) -> list[np.ndarray]:
+    """The distinct items each query user of ``trained(n, d, seed)`` interacted with, in
+    the order of its queries (train it first; a cache written before they were kept has
+    none: delete it)."""
+    z = np.load(TRAINED_CACHE / f"twotower-search-trained-{n}-{d}-{seed}.npz")
+    if "seen_ptr" not in z:
+        raise SystemExit(f"{TRAINED_CACHE} holds a trained catalogue without seen items: "
+                         "delete it and run again")
+    ptr, ids = z["seen_ptr"], z["seen_ids"]
+    return [ids[ptr[r]:ptr[r + 1]] for r in range(len(ptr) - 1)]
 
 
 def trained_info(n: int, d: int, seed: int = 0) -> dict:
