@@ -216,3 +216,55 @@ def test_the_page_runs_under_its_csp(live_server):
         page.locator("#similar li").nth(9).wait_for()
         assert not errors, errors
         assert not [m for m in console if "Content Security Policy" in m], console
+
+
+def test_a_slow_earlier_answer_never_replaces_the_latest(live_server):
+    """User 1's recommendations held back until user 2's are shown, then let through: the
+    page keeps user 2 (list, heading, address); likewise an older item search."""
+    import re
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, app = live_server
+    model = app.state.holder.current.model
+    u = model.user_vocab.lookup([2])
+    _, idx = model.recommend(u, 10, model.seen_items(u))
+    expected = model.titles(idx[0]).tolist()
+    held = []
+
+    def wait_held(page, n):
+        deadline = time.monotonic() + 30
+        while len(held) < n:
+            assert time.monotonic() < deadline, "the page sent no request to hold"
+            page.wait_for_timeout(20)
+
+    def release(page):
+        for route in held:
+            with contextlib.suppress(Exception):  # the page may have aborted it: fine
+                route.continue_()
+        page.wait_for_timeout(500)  # time for a late answer to land, were it shown
+
+    with _page(sync_api, base) as (page, errors):
+        hold = held.append  # (playwright wants a Python function, not a builtin)
+        page.route(re.compile(r"/v1/recommendations\?user_id=1&"), lambda r: hold(r))
+        page.fill("#user-id", "1")
+        page.click("#go")
+        wait_held(page, 1)
+        page.fill("#user-id", "2")
+        page.click("#go")
+        page.wait_for_function("document.getElementById('recs-for').textContent"
+                               " === 'for user 2'")
+        release(page)
+        assert page.locator("#recs-for").text_content() == "for user 2"
+        assert page.locator("#recs li .title").all_text_contents() == expected
+        assert page.url.endswith("?user=2")
+        assert page.locator("#error").is_hidden()
+
+        held.clear()
+        page.route(re.compile(r"/v1/items\?search=star&"), lambda r: hold(r))
+        page.fill("#item-search", "star")
+        wait_held(page, 1)
+        page.fill("#item-search", "star wars")
+        page.wait_for_function("document.querySelectorAll('#search-results li').length === 1")
+        release(page)
+        assert page.locator("#search-results li .title").all_text_contents() == [
+            "Star Wars (1977)"]
+        assert not errors, errors

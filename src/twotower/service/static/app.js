@@ -16,8 +16,8 @@ function parseJson(text) {
   }));
 }
 
-async function api(path) {
-  const res = await fetch(path, { headers: { accept: "application/json" } });
+async function api(path, signal) {
+  const res = await fetch(path, { headers: { accept: "application/json" }, signal });
   let body = null;
   try { body = parseJson(await res.text()); } catch (_) { /* not JSON */ }
   if (!res.ok) {
@@ -27,6 +27,18 @@ async function api(path) {
   }
   return body;
 }
+
+// Each panel shows the answer to its latest request only: starting a request aborts the
+// panel's earlier one, and an answer that arrives after a newer request began is dropped
+// (a slow answer for an earlier user must not replace the user asked for last).
+const pending = {};
+function begin(panel) {
+  if (pending[panel]) pending[panel].abort();
+  const ctl = new AbortController();
+  pending[panel] = ctl;
+  return ctl;
+}
+const stale = (panel, ctl) => pending[panel] !== ctl;
 
 function showError(err) {
   const box = $("error");
@@ -56,6 +68,7 @@ function fillList(list, items, withScore) {
 }
 
 async function showUser(userId) {
+  const ctl = begin("user");
   showError(null);
   const k = $("k").value;
   const exclude = $("exclude-seen").checked;
@@ -63,7 +76,7 @@ async function showUser(userId) {
   // ids as query parameters: any id, "." and ".." too (a path resolves them as dot segments)
   const histQ = new URLSearchParams({ user_id: userId, limit: 1000 });
   const [recsR, histR] = await Promise.allSettled([
-    api(`/v1/recommendations?${q}`), api(`/v1/history?${histQ}`)]);
+    api(`/v1/recommendations?${q}`, ctl.signal), api(`/v1/history?${histQ}`, ctl.signal)]);
   try {
     let recs;
     if (recsR.status === "fulfilled") {
@@ -71,10 +84,11 @@ async function showUser(userId) {
     } else if (recsR.reason.status === 404 && histR.status === "fulfilled") {
       // a user the run knows but never trained on: the most popular items, said so
       q.set("fallback", "popular");
-      recs = await api(`/v1/recommendations?${q}`);
+      recs = await api(`/v1/recommendations?${q}`, ctl.signal);
     } else {
       throw recsR.reason;
     }
+    if (stale("user", ctl)) return;
     fillList($("recs"), recs.items, true);
     $("recs-for").textContent = `for user ${recs.user_id}` +
       (recs.fallback ? ` (no training interactions: the ${recs.fallback} items)` : "");
@@ -87,6 +101,7 @@ async function showUser(userId) {
     }
     history.replaceState(null, "", `?user=${encodeURIComponent(userId)}`);
   } catch (err) {
+    if (stale("user", ctl)) return;
     $("recs").replaceChildren();
     $("history").replaceChildren();
     $("recs-for").textContent = "";
@@ -96,13 +111,17 @@ async function showUser(userId) {
 }
 
 async function showSimilar(itemId, title) {
+  const ctl = begin("similar");
   showError(null);
   try {
     const [sim, metaR] = await Promise.all([
-      api(`/v1/similar-items?${new URLSearchParams({ item_id: itemId })}`),  // k: the server's default
+      // k: the server's default
+      api(`/v1/similar-items?${new URLSearchParams({ item_id: itemId })}`, ctl.signal),
       // metadata is extra: shown when the item has any
-      api(`/v1/item?${new URLSearchParams({ item_id: itemId })}`).then((v) => v, () => null),
+      api(`/v1/item?${new URLSearchParams({ item_id: itemId })}`, ctl.signal)
+        .then((v) => v, () => null),
     ]);
+    if (stale("similar", ctl)) return;
     $("similar-to").textContent = `to ${sim.title}`;
     const bits = [];
     const meta = metaR || {};
@@ -112,7 +131,7 @@ async function showSimilar(itemId, title) {
     $("item-meta").textContent = bits.join(" · ");
     fillList($("similar"), sim.items, true);
   } catch (err) {
-    showError(err);
+    if (!stale("similar", ctl)) showError(err);
   }
 }
 
@@ -120,12 +139,14 @@ let searchTimer = null;
 function searchItems() {
   clearTimeout(searchTimer);
   searchTimer = setTimeout(async () => {
+    const ctl = begin("search");
     const q = $("item-search").value.trim();
     if (!q) { $("search-results").replaceChildren(); return; }
     try {
-      const res = await api(`/v1/items?${new URLSearchParams({ search: q, limit: 10 })}`);
-      fillList($("search-results"), res.items, false);
-    } catch (err) { showError(err); }
+      const res = await api(`/v1/items?${new URLSearchParams({ search: q, limit: 10 })}`,
+                            ctl.signal);
+      if (!stale("search", ctl)) fillList($("search-results"), res.items, false);
+    } catch (err) { if (!stale("search", ctl)) showError(err); }
   }, 150);
 }
 
@@ -134,9 +155,11 @@ let userTimer = null;
 function suggestUsers() {
   clearTimeout(userTimer);
   userTimer = setTimeout(async () => {
+    const ctl = begin("suggest");
     try {
       const q = new URLSearchParams({ search: $("user-id").value.trim(), limit: 20 });
-      const res = await api(`/v1/users?${q}`);
+      const res = await api(`/v1/users?${q}`, ctl.signal);
+      if (stale("suggest", ctl)) return;
       $("user-ids").replaceChildren(...res.user_ids.map((id) => new Option("", String(id))));
     } catch (_) { /* suggestions only */ }
   }, 150);
