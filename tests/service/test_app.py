@@ -493,6 +493,16 @@ def test_a_body_not_sent_as_json_is_named_so(client):
     assert r.status_code == 415
     assert "Content-Type: application/json" in r.json()["detail"]
     assert "application/x-www-form-urlencoded" in r.json()["detail"]
+    # no Content-Type at all (requests' data=, httpx's content=): the same 415, saying so
+    r = client.post("/v1/recommendations", content=b'{"user_ids": [1], "k": 2}')
+    assert "content-type" not in r.request.headers
+    assert r.status_code == 415, r.text
+    assert "got no Content-Type header" in r.json()["detail"]
+    # a compressed body: 415 naming the encoding, not "not UTF-8"
+    import gzip
+    r = client.post("/v1/recommendations", content=gzip.compress(b'{"user_ids": [1]}'),
+                    headers={"content-type": "application/json", "content-encoding": "gzip"})
+    assert r.status_code == 415 and "Content-Encoding 'gzip'" in r.json()["detail"], r.text
     r = client.post("/v1/recommendations", json={"user_ids": [1], "k": 2})
     assert r.status_code == 200
 

@@ -186,9 +186,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                                       for e in exc.errors()):
             # e.g. curl's -d without -H 'content-type: application/json': the body was
             # not read as JSON, and pydantic's message about a dictionary misleads
+            got = f"content type {ct!r}" if ct.strip() else "no Content-Type header"
             return error(415, {"detail": "request body: send it as JSON, with the header "
-                                         "`Content-Type: application/json`; got content "
-                                         f"type {ct or 'none'!r}"})
+                                         f"`Content-Type: application/json`; got {got}"})
         errs = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")),
                  "type": str(e.get("type", ""))} for e in exc.errors()]
         return error(422, {"detail": _validation_detail(list(exc.errors())), "errors": errs})
@@ -196,6 +196,10 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR:
+            coding = request.headers.get("content-encoding", "").strip()
+            if coding and coding.lower() != "identity":  # e.g. a gzipped body
+                return error(415, {"detail": f"request body: Content-Encoding {coding!r} is "
+                                             "not accepted; send the JSON uncompressed"})
             try:  # the body FastAPI read (cached on the request)
                 (await request.body()).decode("utf-8")
             except UnicodeDecodeError as bad:
@@ -528,9 +532,10 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
 def _json_type(content_type: str) -> bool:
     """Whether FastAPI reads a body of this content type as JSON (``application/json`` or
-    ``application/*+json``; no header at all is read as JSON too)."""
+    ``application/*+json``; a request without the header is not: FastAPI's
+    ``strict_content_type``, whose default keeps a plain cross-site form post out)."""
     if not content_type.strip():
-        return True
+        return False
     main = content_type.split(";", 1)[0].strip().lower()
     return main == "application/json" or (main.startswith("application/")
                                           and main.endswith("+json"))
