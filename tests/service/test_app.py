@@ -780,3 +780,20 @@ def test_a_reload_gives_the_freed_heap_back(monkeypatch, run_dir):
     holder = state.ModelHolder(run_dir)
     holder.reload()
     assert done.wait(10)
+
+
+def test_405_lists_every_method_of_the_path_and_404_names_it(client):
+    """GET and POST are two routes at /v1/recommendations: a 405 there allows both (the
+    first route's GET alone, before), in its Allow header and its message."""
+    for method in ("DELETE", "PUT"):
+        r = client.request(method, "/v1/recommendations")
+        assert r.status_code == 405
+        allow = {m.strip() for m in r.headers["allow"].split(",")}
+        assert {"GET", "POST"} <= allow, r.headers["allow"]
+        assert f"method {method} is not allowed on /v1/recommendations" in r.json()["detail"]
+        assert "POST" in r.json()["detail"] and r.json()["model"]
+    r = client.delete("/healthz")
+    assert r.status_code == 405 and "POST" not in r.headers["allow"]
+    r = client.get("/v1/recomendations")
+    assert r.status_code == 404
+    assert "nothing is served at /v1/recomendations" in r.json()["detail"]

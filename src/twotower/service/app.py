@@ -210,6 +210,17 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             # nesting deeper than its recursion limit; invalid JSON is a 422 too
             return error(422, {"detail": "request body is not readable JSON (a number of "
                                          "more than 4,300 digits, or nesting too deep)"})
+        if exc.status_code == 405:  # every route at this path, not the first one's alone
+            path = request.url.path
+            allowed = sorted({m for r in request.app.router.routes
+                              if getattr(r, "methods", None) and r.path_regex.match(path)
+                              for m in r.methods})
+            return error(405, {"detail": f"method {request.method} is not allowed on {path}; "
+                                         f"allowed: {', '.join(allowed)}"},
+                         {"Allow": ", ".join(allowed)})
+        if exc.status_code == 404 and exc.detail == "Not Found":  # no route at all
+            return error(404, {"detail": f"nothing is served at {request.url.path}; the "
+                                         "endpoints are listed in /openapi.json"})
         return error(exc.status_code, {"detail": exc.detail},
                      getattr(exc, "headers", None))
 
