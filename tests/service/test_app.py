@@ -797,3 +797,31 @@ def test_405_lists_every_method_of_the_path_and_404_names_it(client):
     r = client.get("/v1/recomendations")
     assert r.status_code == 404
     assert "nothing is served at /v1/recomendations" in r.json()["detail"]
+
+
+def test_query_parameters_the_endpoint_does_not_take_are_refused(client):
+    """A misspelt parameter (`excludeSeen`) is a 422 naming it and what the endpoint takes,
+    as an unknown body field is; it was ignored (seen items stayed out)."""
+    r = client.get("/v1/recommendations", params={"user_id": 1, "k": 3, "excludeSeen": "false"})
+    assert r.status_code == 422, r.text
+    d = r.json()["detail"]
+    assert "query parameter `excludeSeen`" in d and "`exclude_seen`" in d, d
+    assert r.json()["errors"][0]["loc"] == ["query", "excludeSeen"]
+    r = client.get("/v1/similar-items", params={"item_id": 1, "kk": 3, "z": 1})
+    assert r.status_code == 422 and "`kk`" in r.json()["detail"] and "`z`" in r.json()["detail"]
+    assert client.get("/v1/recommendations", params={"user_id": 1, "k": 3}).status_code == 200
+    assert client.get("/v1/model", params={"x": 1}).status_code == 422
+    # the page takes any query (its own ?user=42)
+    assert client.get("/", params={"user": 42}).status_code == 200
+
+
+def test_query_and_path_escapes_that_are_not_utf8_are_refused(client):
+    """`%FF` decoded to U+FFFD and was looked up as an id; now a 400, as body bytes are."""
+    r = client.get("/v1/recommendations?user_id=%FF&k=1")
+    assert r.status_code == 400 and "query string is not UTF-8" in r.json()["detail"], r.text
+    assert "0xff" in r.json()["detail"]
+    r = client.get("/v1/items/%FF")
+    assert r.status_code == 400 and "path is not UTF-8" in r.json()["detail"], r.text
+    # UTF-8 escapes are fine: an unknown id, named as it is
+    r = client.get("/v1/recommendations?user_id=%C3%A9&k=1")
+    assert r.status_code == 404 and "'é'" in r.json()["detail"], r.text

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import numpy as np
 from fastapi import Body, Depends, FastAPI, HTTPException, Path as PathParam, Query, Request
@@ -115,6 +116,60 @@ def _validation_detail(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts)
 
 
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameter names an endpoint takes, its dependencies' included."""
+    names = {q.alias for q in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def _not_utf8(what: str, bad: UnicodeDecodeError) -> StarletteHTTPException:
+    return StarletteHTTPException(400, f"{what} is not UTF-8 (after its %-escapes, byte "
+                                       f"0x{bad.object[bad.start]:02x}): percent-encode ids "
+                                       "as UTF-8")
+
+
+async def _strict_query(request: Request) -> None:
+    """The API's query strings (``/v1/...``, ``/admin/...``): a parameter the endpoint does
+    not take is refused, as an unknown body field is (``exlude_seen=false`` was ignored:
+    seen items stayed out), and percent-escapes that are not UTF-8 are refused, as such
+    body bytes are (``user_id=%FF`` was looked up as the id U+FFFD). The page (``/``)
+    takes any query."""
+    scope = request.scope
+    route = scope.get("route")
+    path = getattr(route, "path", "")
+    if not path.startswith(("/v1/", "/admin/")):
+        return
+    raw_path = scope.get("raw_path") or b""
+    if b"%" in raw_path:
+        try:
+            unquote_to_bytes(raw_path).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise _not_utf8("path", bad) from None
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return
+    try:
+        if b"%" in raw or b"+" in raw or not raw.isascii():
+            names = [k for k, _ in parse_qsl(raw.decode("latin-1"), keep_blank_values=True,
+                                             encoding="utf-8", errors="strict")]
+        else:  # the usual query: plain names, nothing to decode
+            names = [kv.split(b"=", 1)[0].decode() for kv in raw.split(b"&") if kv]
+    except UnicodeDecodeError as bad:
+        raise _not_utf8("query string", bad) from None
+    known = getattr(route, "_twotower_query", None)  # found on the route's first request
+    if known is None:
+        known = route._twotower_query = frozenset(_query_names(route.dependant))
+    unknown = [n for n in dict.fromkeys(names) if n not in known]
+    if unknown:
+        takes = ", ".join(f"`{k}`" for k in sorted(known)) or "none"
+        raise RequestValidationError([{
+            "loc": ("query", n), "type": "extra_forbidden", "input": request.query_params[n],
+            "msg": f"not a parameter of {request.method} {path} (it takes {takes})"}
+            for n in unknown])
+
+
 def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: int = 1000,
                max_batch: int = 1000, max_results: int = 100_000,
                max_body_bytes: int = 64 * 1024, allowed_hosts: Sequence[str] | None = None,
@@ -167,7 +222,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     BatchRequest, HistoryRequest = bodies["batch"], bodies["history"]  # noqa: N806
 
     app = FastAPI(title="twotower", version=twotower.__version__, docs_url=None,
-                  redoc_url=None,
+                  redoc_url=None, dependencies=[Depends(_strict_query)],
                   description="Top-K candidate retrieval from a trained two-tower model.")
     app.state.holder = holder
     app.state.metrics = metrics
