@@ -1398,7 +1398,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="worker processes, each with the model in memory (default 1)")
     sv.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for (default 1000)")
     sv.add_argument("--max-batch", type=int, default=1000,
-                    help="most user ids in one batch request (default 1000)")
+                    help="most user ids in one batch request, and most history items in "
+                         "one by-history request (default 1000)")
     sv.add_argument("--max-results", type=int, default=100_000,
                     help="most (user, item) entries one batch request may ask for: users x "
                          "k (default 100000)")

@@ -59,7 +59,8 @@ class Error(BaseModel):
 class Item(BaseModel):
     item_id: Id
     title: str
-    score: float
+    score: float = Field(description="the model's score; in a `fallback: popular` list, the "
+                                     "item's number of training interactions")
 
 
 class ItemRef(BaseModel):

@@ -148,7 +148,8 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         workers: worker processes (each holds its own copy of the model).
         admin_token: enables ``POST /admin/reload``; default: ``$TWOTOWER_ADMIN_TOKEN``.
         max_k: largest ``k`` a request may ask for.
-        max_batch: most user ids in one batch request.
+        max_batch: most user ids in one batch request, and most history items in one
+            by-history request.
         max_results: most (user, item) entries one batch request may ask for (users x k).
         allowed_hosts: Host header names served (others: 400); None: the loopback names
             when ``host`` is a loopback address, else any (``default_allowed_hosts``).
