@@ -55,10 +55,20 @@ def _say(*args: Any) -> None:
     print(*args, flush=True)
 
 
-def _json(value: Any, **kw: Any) -> str:
-    """``json.dumps`` that writes a NaN or infinite number as null (``json_safe``)."""
+def _json(value: Any, encoding: str | None = "utf-8", **kw: Any) -> str:
+    """``json.dumps`` that writes a NaN or infinite number as null (``json_safe``), and
+    text as it is (``"cliënt"``, as the HTTP service answers), escaped (``\\u00eb``) only
+    where ``encoding`` (the stream's it goes to) cannot write it, or it holds a lone
+    surrogate."""
     from twotower.artifacts import json_safe
-    return json.dumps(json_safe(value), allow_nan=False, **kw)
+    safe = json_safe(value)
+    text = json.dumps(safe, allow_nan=False, ensure_ascii=False, **kw)
+    if not text.isascii():
+        try:
+            text.encode(encoding or "utf-8")
+        except (UnicodeEncodeError, LookupError):
+            text = json.dumps(safe, allow_nan=False, **kw)
+    return text
 
 
 # ---------------------------------------------------------------- data
@@ -748,6 +758,10 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
 
     if args.data == MOVIELENS:
         raise ConfigError("--stream reads a .csv/.tsv/.parquet file: give it with --data")
+    if args.time_col is not None and args.time_col.lower() != "none":
+        _say(f"note: --time-col {args.time_col!r} is not read: a streamed run trains on the "
+             "whole file, in a shuffled order, and reads no times")
+    args.time_col = "none"  # nor announced as used, nor checked: the stream never reads it
     cols = _columns(args)
     buffer = 262_144 if args.shuffle_buffer is None else args.shuffle_buffer
     try:
@@ -887,7 +901,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         _say(f"wrote {len(rows):,} users' top-{args.k} to {args.out} (search {elapsed:.2f} s)")
     elif args.json:
         for r in rows:
-            print(_json(r))
+            print(_json(r, sys.stdout.encoding))
     else:
         shared = _shared_titles(model)
         for r in rows:
@@ -939,7 +953,7 @@ def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
     try:
         if fmt == "jsonl":
-            with tmp.open("w") as fh:
+            with tmp.open("w", encoding="utf-8") as fh:
                 for r in rows:
                     fh.write(_json(r) + "\n")
         else:
@@ -982,7 +996,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
                      "items": [{"item_id": plain_id(model.item_vocab.ids[i]),
                                 "title": str(model.titles([i])[0]),
                                 "score": round(float(s), 6)}  # as recommend's
-                               for s, i in zip(scores[0], top[0]) if i >= 0]}))
+                               for s, i in zip(scores[0], top[0]) if i >= 0]},
+                    sys.stdout.encoding))
         return 0
     shared = _shared_titles(model)
     ids = model.item_vocab.ids
@@ -1055,7 +1070,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out = Path(args.json)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)  # as --plot and recommend --out
-            out.write_text(_json({**table, "held_out": held} if held else table, indent=2))
+            out.write_text(_json({**table, "held_out": held} if held else table, indent=2),
+                           encoding="utf-8")
         except OSError as exc:
             raise OSError(exc.errno, f"--json: cannot write {out}: {exc.strerror or exc}"
                           ) from None
@@ -1162,7 +1178,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     report = reindex_run(args.run, IndexConfig(kind=args.kind, **knobs), sample=args.sample,
                          target_recall=None if fixed else args.target_recall)
     if args.json:
-        print(_json(report))
+        print(_json(report, sys.stdout.encoding))
     else:
         for k, v in report.items():
             _say(f"{k}: {v}")

@@ -364,3 +364,46 @@ def test_iso_times_with_fractions_are_warned_of_as_numbers_are(tmp_path):
     with pytest.warns(UserWarning, match="fractions of a second"):
         x = read_interactions(p, time_col="timestamp")
     assert x.timestamps.tolist() == [1709296200, 1709296201]
+
+
+def test_a_field_over_python_csv_limit_is_read_and_an_open_quote_names_its_lines(tmp_path):
+    """Python's csv module (the row check) refused fields over 131,072 characters with a
+    traceback, even in a column never read; a quote never closed named EOF's line."""
+    from twotower.data.readers import read_item_info
+    p = tmp_path / "items.csv"
+    p.write_text("item_id,title,description\n1,One,short\n2,Two," + "word " * 30_000 + "\n")
+    info = read_item_info(p, id_col="item_id")
+    assert len(info) == 2
+    p = tmp_path / "long.csv"
+    p.write_text("user_id,item_id,note\n1,2," + "x" * 200_000 + "\n3,4,y\n")
+    assert len(read_interactions(p)) == 2
+    p = tmp_path / "open.csv"
+    p.write_text("user_id,item_id,rating\n1,2,3\n" + '4,"5,3\n' + "6,7,3\n" * 5)
+    with pytest.raises(DataError, match=r"open.csv, lines 3-8 \(one record: a quote opened "
+                                        r"there"):
+        read_interactions(p, rating_col="rating")
+
+
+def test_a_mixed_time_column_names_the_line_of_the_rarer_form(tmp_path):
+    times = [f"2024-01-{d:02d}" for d in range(1, 29)]
+    times[20] = "1704067200"  # line 22
+    p = tmp_path / "t.csv"
+    pd.DataFrame({"user_id": range(28), "item_id": range(28), "timestamp": times}).to_csv(
+        p, index=False)
+    with pytest.raises(DataError, match=r"line 22, column 'timestamp': expected a time, got "
+                                        r"'1704067200'; the column mixes numbers"):
+        read_interactions(p, time_col="timestamp")
+    times = [str(1704067200 + d) for d in range(28)]
+    times[5] = "2024-01-07"  # line 7
+    pd.DataFrame({"user_id": range(28), "item_id": range(28), "timestamp": times}).to_csv(
+        p, index=False)
+    with pytest.raises(DataError, match=r"line 7, .*got '2024-01-07'; the column mixes"):
+        read_interactions(p, time_col="timestamp")
+
+
+def test_an_empty_rating_says_the_column_can_be_left_out(tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating\n1,2,4\n3,4,\n")
+    with pytest.raises(DataError, match=r"line 3, column 'rating': expected a finite number, "
+                                        r"got ''; .*--rating-col none"):
+        read_interactions(p, rating_col="rating")

@@ -27,6 +27,18 @@ def test_int_vocab_accepts_string_digits_and_str_vocab_accepts_ints():
     assert Vocabulary(["10", "x"]).index_of(10) == 0
 
 
+def test_text_ids_are_found_with_spaces_around_them_as_int_ids_are():
+    """The readers strip ids, so `--user " 009 "` means the file's "009" (an int run took
+    " 26" already); an id that really has the spaces (a Python-built vocabulary) wins."""
+    v = Vocabulary(["009", "x y"], name="item")
+    assert v.index_of(" 009 ") == 0 and v.index_of("\t009") == 0
+    assert v.lookup_or([" x y ", " 09"]).tolist() == [1, -1]
+    assert Vocabulary([" 009", "009"]).index_of(" 009") == 0
+    assert Vocabulary([26, 7]).index_of(" 26") == 0
+    with pytest.raises(UnknownIdError, match="unknown item id ' 010 '"):
+        v.index_of(" 010 ")
+
+
 def test_rejects_duplicates_and_mixed_types():
     with pytest.raises(DataError, match="unique"):
         Vocabulary([1, 1])

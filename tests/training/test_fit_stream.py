@@ -329,3 +329,26 @@ def test_stream_reads_what_memory_reads_and_refuses_what_it_refuses(tmp_path, ca
     err = capsys.readouterr().err
     assert code == 0, err
     assert "warning: --shard-tables ('columns') is not read" in err, err
+
+
+def test_cli_stream_reads_no_time_column_and_says_so(tmp_path, capsys):
+    """A streamed run never reads times: it announced "using column 'timestamp' as the
+    time" and then took any text there, where the in-memory reader refuses it."""
+    from twotower.cli import main
+    df = _blocks()
+    df["timestamp"] = "notatime"
+    path = tmp_path / "log.csv"
+    df.to_csv(path, index=False)
+    argv = ["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+            "--rating-col", "stars", "--stream", "--preset", "tutorial", "--epochs", "1",
+            "--batch-size", "64"]
+    code = main(argv + ["--out", str(tmp_path / "a")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "as the time" not in out + err
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["data"].get(
+        "time_col") is None
+    code = main(argv + ["--time-col", "timestamp", "--out", str(tmp_path / "b")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "--time-col 'timestamp' is not read: a streamed run" in out

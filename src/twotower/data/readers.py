@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +102,7 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
                              keep_default_na=False, on_bad_lines="error", engine="c",
                              encoding=encoding, lineterminator=_bare_cr(p))
         except pd.errors.ParserError as exc:
+            check_ragged(p, what, sep, len(header))  # names the lines, where it can
             raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
         check_ragged(p, what, sep, len(header))
     else:
@@ -123,7 +127,8 @@ def csv_header(p: Path, sep: str, encoding: str) -> list[str]:
     UTF-8 byte-order mark dropped); empty for an empty file."""
     import csv
     text = "utf-8-sig" if encoding == "utf-8" else encoding
-    with p.open("r", encoding=text, errors="replace", newline="") as fh:
+    with p.open("r", encoding=text, errors="replace", newline="") as fh, \
+            _csv_fields_unbounded():
         # blank lines before the header are skipped, as pandas' reader skips them
         return next((row for row in csv.reader(fh, delimiter=sep) if row), [])
 
@@ -195,18 +200,39 @@ def check_columns(p: Path, what: str, wanted: dict[str, str], have: list[str],
             )
 
 
+@contextlib.contextmanager
+def _csv_fields_unbounded() -> Iterator[None]:
+    """Python's ``csv`` module refuses a field over 131,072 characters (its default
+    ``field_size_limit``); pandas and pyarrow read such a field (a long description):
+    lifted while a file is checked, then restored."""
+    import csv
+    old = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
 def check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
     # pandas pads short rows and, with usecols, drops extra fields: both are malformed rows.
     import csv
-    with p.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+    with p.open("r", encoding="utf-8", errors="replace", newline="") as fh, \
+            _csv_fields_unbounded():
         reader = csv.reader(fh, delimiter=sep)
         next(reader, None)
+        start = reader.line_num + 1
         for row in reader:
             if row and len(row) != n_fields:
+                # a record may span lines (a quoted line break, or a quote never closed)
+                where = (f"line {start}" if reader.line_num == start
+                         else f"lines {start}-{reader.line_num} (one record: a quote "
+                              "opened there is closed only there, or never)")
                 raise DataError(
-                    f"{what}: {p}, line {reader.line_num}: expected {n_fields} fields "
+                    f"{what}: {p}, {where}: expected {n_fields} fields "
                     f"separated by {sep!r}, got {len(row)}: {sep.join(row)[:80]!r}"
                 )
+            start = reader.line_num + 1
 
 
 def _ids(values: pd.Series) -> np.ndarray:
@@ -233,8 +259,12 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
     else:
         text = raw.astype(str).str.strip()
         vals = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
-        if role == "time" and not np.isfinite(vals).any() and len(vals):
-            vals = _iso_seconds(text)  # e.g. 2024-03-01T12:30:00Z, a common export
+        if role == "time" and len(vals) and not np.isfinite(vals).all():
+            # e.g. 2024-03-01T12:30:00Z, a common export; read as the form most values
+            # have, so that an error names a value of the other form, not a good one
+            iso = _iso_seconds(text)
+            if np.isfinite(iso).sum() > np.isfinite(vals).sum():
+                vals = iso
     bad = ~np.isfinite(vals)
     if bad.any():
         row = int(np.argmax(bad))
@@ -243,11 +273,16 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
                                                          else got)
         hint = ("; times are seconds since the epoch (a number), ISO 8601 text "
                 "(2024-03-01T12:30:00Z; no zone: UTC), or a Parquet timestamp column"
-                if role == "time" else "")
-        if role == "time" and np.isfinite(vals).any() and isinstance(raw.iloc[row], str) \
-                and np.isfinite(_iso_seconds(pd.Series([raw.iloc[row].strip()])))[0]:
-            hint = ("; the column mixes numbers (seconds since the epoch) with ISO 8601 "
-                    "text: write every time in one of the two forms")
+                if role == "time" else
+                "; an objective that does not read ratings (all but mse) can leave the "
+                "column out: --rating-col none (rating_col=None in Python)"
+                if role == "rating" else "")
+        if role == "time" and np.isfinite(vals).any() and isinstance(raw.iloc[row], str):
+            one = pd.Series([raw.iloc[row].strip()])
+            if np.isfinite(pd.to_numeric(one, errors="coerce").to_numpy(np.float64))[0] \
+                    or np.isfinite(_iso_seconds(one))[0]:
+                hint = ("; the column mixes numbers (seconds since the epoch) with ISO "
+                        "8601 text: write every time in one of the two forms")
         raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: expected "
                         f"{'a time' if role == 'time' else 'a finite number'}, got {got}{hint}")
     return vals
@@ -292,7 +327,8 @@ def where_in_file(p: Path, row: int, sep: str | None = None) -> str:
     import csv
     sep = sep or ("\t" if p.suffix.lower() == ".tsv" else ",")
     try:
-        with p.open("r", encoding="utf-8", errors="replace", newline="") as fh:
+        with p.open("r", encoding="utf-8", errors="replace", newline="") as fh, \
+                _csv_fields_unbounded():
             reader = csv.reader(fh, delimiter=sep)
             next(reader, None)  # the header
             start, n = reader.line_num + 1, 0

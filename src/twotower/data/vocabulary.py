@@ -100,6 +100,9 @@ class Vocabulary:
             return key
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             return str(int(key))
+        if isinstance(key, str) and key and (key[0].isspace() or key[-1].isspace()) \
+                and key not in self._index:
+            return key.strip()  # the readers strip ids: " 009 " is the file's "009"
         return key
 
     def index_of(self, key: Any) -> int:
