@@ -1096,8 +1096,9 @@ def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
       had in training: seen items are excluded from the lists and the ground truth, so they
       have nothing to find and the metrics leave them out (repeat purchases, re-listens);
     - new items: of the pairs the metrics score (those users' unseen pairs, each once),
-      those whose item no training row has (common after a global time cutoff): no method
-      can find them, and they count as misses.
+      those whose item no training row has (common after a global time cutoff): they stay
+      in the catalogue, but nothing trained their id vectors, so a method finds them only
+      by chance or by their item features (a k near the catalogue's size lists them all).
     """
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     warm = ~model.untrained_users()[users]
@@ -1119,7 +1120,9 @@ def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
     fresh = None if not new.any() else (
         f"note: {int(new.sum()):,} of the {len(pairs):,} test pairs the metrics score are of "
         f"{len(np.unique(pairs[new] % len(popularity))):,} items that no training row has "
-        "(new items): no method can find them, and they count as misses")
+        "(new items): they are in the catalogue, but no training row taught any method "
+        "about them, so they are found only by chance or by item features (a hit when k "
+        "lists most of the catalogue)")
     return repeats, fresh
 
 
