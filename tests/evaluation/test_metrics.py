@@ -410,3 +410,23 @@ def test_tuning_on_a_log_of_one_row_users_does_not_fail():
     assert len(warm_part(train, train)) == len(train)
     res = tune(EASE, train, {"lambda_": [10.0, 100.0]}, 0)
     assert res.best_config.lambda_ == 10.0 and res.results == []
+
+
+def test_held_out_text_ids_match_an_int_run_as_a_metadata_file_s_do(tmp_path):
+    """A held-out CSV written from floats (`26.0,215.0`) matched none of an int run's ids,
+    where an --items file's `5.0` matched item 5; `026` is still no int id."""
+    from types import SimpleNamespace
+
+    from twotower.data import Vocabulary, read_interactions
+    from twotower.evaluation import held_out_pairs
+    seen = sp.csr_matrix(([1.0], ([0], [0])), shape=(3, 3))
+    model = SimpleNamespace(user_vocab=Vocabulary([26, 7, 8]),
+                            item_vocab=Vocabulary([215, 3, 4]), _seen=seen)
+    p = tmp_path / "held.csv"
+    p.write_text("user_id,item_id\n26.0,215.0\n26.0,3.0\n7,4\n026,3\n8.5,3\n")
+    x = read_interactions(p)
+    assert not x.user_vocab.is_int  # text ids in the file
+    users, items, left = held_out_pairs(model, x)
+    # (26, 215) was trained on; (26, 3) and (7, 4) are judged; 026 and 8.5 are unknown
+    assert sorted(zip(users.tolist(), items.tolist())) == [(0, 1), (1, 2)]
+    assert left == {"unknown": 2, "trained": 1}

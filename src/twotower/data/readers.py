@@ -452,9 +452,9 @@ def read_header(path: str | Path, what: str = "file", sep: str | None = None) ->
 
 def match_info(info: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
     """Metadata ``info`` indexed by a file's ids, re-keyed to match the catalogue's
-    ``ids`` (``_match_index``), one row per key (the first: ``7`` and ``7.0`` are one)."""
+    ``ids`` (``catalogue_keys``), one row per key (the first: ``7`` and ``7.0`` are one)."""
     out = info.copy()
-    out.index = _match_index(info.index, ids)
+    out.index = catalogue_keys(info.index, ids)
     return out[~out.index.duplicated()]
 
 
@@ -474,10 +474,10 @@ def catalogue_info(info: pd.DataFrame, ids: np.ndarray, items: Any, data: Any
     return info
 
 
-def _match_index(index: pd.Index, ids: np.ndarray) -> pd.Index:
-    """A metadata file's ids as keys of the catalogue's ``ids``: against int ids, those
-    that read as an integer (``7``, ``7.0``; not ``007``) become ints, the others stay
-    strings (and match nothing)."""
+def catalogue_keys(index: pd.Index, ids: np.ndarray) -> pd.Index:
+    """A file's ids (metadata, held-out pairs) as keys of the catalogue's ``ids``: against
+    int ids, those that read as an integer (``7``, ``7.0``; not ``007``) become ints, the
+    others stay strings (and match nothing)."""
     if ids.dtype == np.int64:
         s = pd.Series([str(x).strip() for x in index], dtype=object)
         num = pd.to_numeric(s, errors="coerce")

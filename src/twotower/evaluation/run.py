@@ -40,9 +40,19 @@ def held_out_pairs(model: Any, x: Interactions
     """The (users, items) index arrays of a held-out log ``x`` (its own vocabularies) in
     ``model``'s index space, for ``evaluate_run``. Pairs whose user or item the model never
     saw, or that it trained on, cannot be judged and are left out; the third value counts
-    them (``unknown``, ``trained``)."""
-    users = model.user_vocab.lookup_or(x.user_vocab.ids_of(x.users))
-    items = model.item_vocab.lookup_or(x.item_vocab.ids_of(x.items))
+    them (``unknown``, ``trained``). Text ids match an int run's ids as a metadata file's
+    do (``26.0`` is 26: a CSV written from floats; ``026`` is no int id)."""
+    import pandas as pd
+
+    from twotower.data.readers import catalogue_keys
+
+    def keys(own: Any, theirs: Any, idx: np.ndarray) -> np.ndarray:
+        ids = own.ids
+        if theirs.is_int and not own.is_int:
+            ids = catalogue_keys(pd.Index(ids), theirs.ids).to_numpy()
+        return theirs.lookup_or(ids[idx])
+    users = keys(x.user_vocab, model.user_vocab, x.users)
+    items = keys(x.item_vocab, model.item_vocab, x.items)
     known = (users >= 0) & (items >= 0)
     users, items = users[known], items[known]
     trained = (np.asarray(model._seen[users, items]).reshape(-1) > 0 if len(users)
