@@ -1399,3 +1399,29 @@ def test_text_output_tells_items_of_one_title_apart(tutorial_run, capsys):
     assert code == 0 and out.startswith("similar to Chasing Amy (1997) [id 268]:"), out
     code, out, _ = run(capsys, "similar", rundir, "--item", "Star Wars (1977)", "-k", "3")
     assert "[id" not in out  # a title of its own keeps the usual form
+
+
+def test_items_columns_named_in_item_features_are_read_and_trained_on(tmp_path, capsys):
+    """--items kept only id, title and genres: `item_features = ["price", "brand"]`, as the
+    train line advises, warned that the data had no such columns."""
+    rows = [f"u{u},i{(u * 7 + j) % 40}" for u in range(60) for j in range(6)]
+    (tmp_path / "log.csv").write_text("user_id,item_id\n" + "\n".join(rows) + "\n")
+    items = ["item_id,title,price,brand,blurb"] + [
+        f"i{i},Item {i},{'' if i == 3 else 5 + i % 7},{'acme' if i % 2 else 'zed'},x"
+        for i in range(40)]
+    (tmp_path / "items.csv").write_text("\n".join(items) + "\n")
+    (tmp_path / "c.toml").write_text('[model]\nitem_features = ["price", "brand"]\n'
+                                     "epochs = 1\n")
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                         tmp_path / "items.csv", "--config", tmp_path / "c.toml",
+                         "--split", "none", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "item_features" not in err, err
+    from twotower import TwoTower
+    m = TwoTower.load(tmp_path / "r")
+    names = m.item_feature_names
+    assert {"brand=acme", "brand=zed"} <= set(names), names
+    assert any(n.startswith("price:q") for n in names), names  # numbers: quantile bins
+    assert "blurb" not in m.item_info.columns  # not named: not read
+    i3 = m.item_vocab.index_of("i3")
+    assert np.isnan(m.item_info["price"].to_numpy(float)[i3])  # an empty field: missing

@@ -72,10 +72,12 @@ def _json(value: Any, encoding: str | None = "utf-8", **kw: Any) -> str:
 
 
 # ---------------------------------------------------------------- data
-def _load_data(args: argparse.Namespace, objective: str | None = None
-               ) -> tuple[Any, dict[str, Any]]:
+def _load_data(args: argparse.Namespace, objective: str | None = None,
+               item_columns: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
     """The interactions of --data, and how they were read (``_data_columns``). With
-    ``objective`` ``mse``, a file without a rating column is refused before it is read."""
+    ``objective`` ``mse``, a file without a rating column is refused before it is read.
+    ``item_columns``: columns of --items to keep beside title and genres (the model's
+    ``item_features``)."""
     from twotower.data import load_movielens_100k, read_interactions
 
     file_flags = [f"--{name.replace('_', '-')}" for name in (
@@ -101,7 +103,8 @@ def _load_data(args: argparse.Namespace, objective: str | None = None
     x = read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
                           rating_col=cols["rating"], time_col=cols["time"], items=args.items,
                           item_id_col=meta_cols["id_col"], title_col=meta_cols["title_col"],
-                          genres_col=meta_cols["genres_col"], sep=args.sep)
+                          genres_col=meta_cols["genres_col"], item_columns=item_columns,
+                          sep=args.sep)
     if x.item_info is not None:
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
         if len(meta.columns):
@@ -579,7 +582,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stream:
         return _train_stream(args, cfg, t0)
     try:
-        x, read_as = _load_data(args, cfg.objective)
+        x, read_as = _load_data(args, cfg.objective, cfg.item_features)
         split = make_split(x, args.split, args.test_fraction, args.seed)
     except TwoTowerError as exc:
         if dist.num_processes > 1:  # the others stop too, rather than wait for this one:

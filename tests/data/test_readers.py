@@ -407,3 +407,18 @@ def test_an_empty_rating_says_the_column_can_be_left_out(tmp_path):
     with pytest.raises(DataError, match=r"line 3, column 'rating': expected a finite number, "
                                         r"got ''; .*--rating-col none"):
         read_interactions(p, rating_col="rating")
+
+
+def test_item_info_keeps_the_named_columns_with_their_types(tmp_path):
+    from twotower.data.readers import read_item_info
+    p = tmp_path / "i.csv"
+    p.write_text("item_id,title,price,brand,note\n1,A,3.5,x,n\n2,B,,y,n\n3,C,4,,n\n")
+    info = read_item_info(p, id_col="item_id", columns=("price", "brand", "nothere"))
+    assert list(info.columns) == ["title", "price", "brand"]
+    assert info["price"].tolist()[0] == 3.5 and np.isnan(info["price"].tolist()[1])
+    assert info["brand"].tolist()[:2] == ["x", "y"] and pd.isna(info["brand"].tolist()[2])
+    q = tmp_path / "i.parquet"  # Parquet keeps its types: a list column stays lists
+    pd.DataFrame({"item_id": [1, 2], "tags": [["a", "b"], ["c"]], "n": [1, 2]}).to_parquet(q)
+    info = read_item_info(q, id_col="item_id", columns=("tags", "n"))
+    assert [list(t) for t in info["tags"]] == [["a", "b"], ["c"]]
+    assert info["n"].tolist() == [1, 2]

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -347,7 +347,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                       rating_col: str | None = None, time_col: str | None = None,
                       items: str | Path | None = None, item_id_col: str | None = None,
                       title_col: str | None = "title", genres_col: str | None = "genres",
-                      sep: str | None = None, what: str = "--data") -> Interactions:
+                      item_columns: Sequence[str] = (), sep: str | None = None,
+                      what: str = "--data") -> Interactions:
     """Read an interaction log (CSV/Parquet) with caller-named columns.
 
     Args:
@@ -357,6 +358,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         items: optional item metadata file (same formats) with ``item_id_col`` (defaults
             to ``item_col``) and optional ``title_col``/``genres_col`` (genres separated
             by ``|``).
+        item_columns: other columns of ``items`` to keep (e.g. those ``item_features``
+            names: ``price``, ``brand``), where the file has them (``read_item_info``).
         sep: CSV separator.
         what: the flag or argument that named the file, for messages.
 
@@ -395,7 +398,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     item_info = None
     if items is not None:
         item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
-                                   genres_col=genres_col, sep=sep)
+                                   genres_col=genres_col, columns=item_columns, sep=sep)
     user_ids, item_ids = _ids(df["user"]), _ids(df["item"])
     if item_info is not None:  # the rows of the data's items (the CLI reports the rest)
         item_info = catalogue_info(item_info, np.unique(item_ids), items, p)
@@ -403,8 +406,12 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
 
 
 def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "title",
-                   genres_col: str | None = "genres", sep: str | None = None) -> pd.DataFrame:
-    """Item metadata indexed by external item id, with ``title`` and ``genres`` (list)."""
+                   genres_col: str | None = "genres", columns: Sequence[str] = (),
+                   sep: str | None = None) -> pd.DataFrame:
+    """Item metadata indexed by external item id, with ``title`` and ``genres`` (list),
+    and those of ``columns`` the file has (others are left to the caller to report: a
+    model's ``item_features`` warns, listing the columns there are). A CSV's such column
+    is numbers when every non-empty value is one (an empty field: missing), else text."""
     p = Path(path)
     header = read_header(p, "--items", sep)
     for name, col, default in (("title_col", title_col, "title"),
@@ -416,12 +423,22 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
     cols = {"item": id_col,
             "title": title_col if title_col in header else None,
             "genres": genres_col if genres_col in header else None}
-    df = read_table(p, cols, what="--items", sep=sep)
+    extra = [c for c in dict.fromkeys(columns)
+             if c in header and c not in cols.values() and c not in ("title", "genres")]
+    df = read_table(p, {**cols, **{f"extra:{c}": c for c in extra}}, what="--items", sep=sep)
     out = pd.DataFrame(index=pd.Index(df["item"].astype(str).str.strip().tolist()))
     if "title" in df:
         out["title"] = df["title"].astype(str).to_numpy()
     if "genres" in df:
         out["genres"] = [[g for g in str(x).split("|") if g] for x in df["genres"]]
+    for c in extra:
+        v = df[f"extra:{c}"]
+        if pd.api.types.infer_dtype(v, skipna=True) == "string":  # text (a CSV's)
+            v = v.astype(str).str.strip().mask(lambda t: t == "")
+            num = pd.to_numeric(v, errors="coerce")
+            if v.notna().any() and (num.notna() == v.notna()).all():
+                v = num
+        out[c] = v.to_numpy()
     dup = out.index.duplicated()
     if dup.any():
         warnings.warn(f"--items: {p}: {int(dup.sum()):,} row(s) repeat an item id (first: "
