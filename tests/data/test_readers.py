@@ -422,3 +422,19 @@ def test_item_info_keeps_the_named_columns_with_their_types(tmp_path):
     info = read_item_info(q, id_col="item_id", columns=("tags", "n"))
     assert [list(t) for t in info["tags"]] == [["a", "b"], ["c"]]
     assert info["n"].tolist() == [1, 2]
+
+
+def test_a_few_text_ids_among_integers_are_warned_of(tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id\n" + "".join(f"{u},{u % 9}\n" for u in range(20))
+                 + "3,abc\n" + "5,007\n")
+    with pytest.warns(UserWarning, match=r"column 'item_id': 2 of 22 ids are not plain "
+                                         r"integers \(first: 'abc', line 22\)"):
+        x = read_interactions(p)
+    assert not x.item_vocab.is_int and x.user_vocab.is_int
+    q = tmp_path / "s.csv"  # text ids, a few of them digits: no warning
+    q.write_text("user_id,item_id\n" + "".join(f"u{u},{u}\n" for u in range(5)))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_interactions(q)

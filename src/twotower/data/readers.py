@@ -235,17 +235,29 @@ def check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
             start = reader.line_num + 1
 
 
-def _ids(values: pd.Series) -> np.ndarray:
+def _ids(values: pd.Series, where: tuple[Path, str, str, str | None] | None = None
+         ) -> np.ndarray:
     """Ints when every id is an integer written the one way an int prints (so ``007`` and
-    ``7`` stay two ids: strings), or an integral float (Parquet); else strings."""
+    ``7`` stay two ids: strings), or an integral float (Parquet); else strings. ``where``
+    (file, what, column, sep): warn when most ids are such integers but a few are not, as
+    a typo turns the whole column into text ids."""
     if values.dtype.kind == "f" and (ints := integral_as_int(values.to_numpy())) is not None:
         return ints
     s = values.astype(str).str.strip()
-    if s.str.fullmatch(INT_ID.pattern).all():
+    plain = s.str.fullmatch(INT_ID.pattern).to_numpy(bool)
+    if plain.all():
         try:
             return s.astype(np.int64).to_numpy()
         except (OverflowError, ValueError):  # 19 digits beyond int64: text ids
             pass
+    elif where is not None and plain.mean() > 0.5:
+        p, what, col, sep = where
+        row = int(np.argmin(plain))
+        warnings.warn(f"{what}: {p}, column {col!r}: {int((~plain).sum()):,} of {len(s):,} ids "
+                      f"are not plain integers (first: {s.iloc[row]!r}, "
+                      f"{where_in_file(p, row, sep)}), so every id of the column is read as "
+                      "text (7 and 007 are then two ids, and ids come back as text)",
+                      stacklevel=3)
     return s.to_numpy(dtype=object)
 
 
@@ -399,7 +411,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     if items is not None:
         item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
                                    genres_col=genres_col, columns=item_columns, sep=sep)
-    user_ids, item_ids = _ids(df["user"]), _ids(df["item"])
+    user_ids, item_ids = (_ids(df["user"], (p, what, user_col, sep)),
+                          _ids(df["item"], (p, what, item_col, sep)))
     if item_info is not None:  # the rows of the data's items (the CLI reports the rest)
         item_info = catalogue_info(item_info, np.unique(item_ids), items, p)
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info)
