@@ -89,7 +89,8 @@ def test_latin1_files_are_read_with_a_warning_naming_the_line(tmp_path):
 
 def test_leading_zeros_keep_ids_apart_as_strings(tmp_path):
     (tmp_path / "r.csv").write_text("user_id,item_id\n1,007\n2,7\n3,0\n")
-    x = read_interactions(tmp_path / "r.csv")
+    with pytest.warns(UserWarning, match="first: '007', line 2"):  # 7 and 007: said so
+        x = read_interactions(tmp_path / "r.csv")
     assert x.user_vocab.is_int and not x.item_vocab.is_int
     assert sorted(x.item_vocab.ids.tolist()) == ["0", "007", "7"]
 
@@ -438,3 +439,11 @@ def test_a_few_text_ids_among_integers_are_warned_of(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_interactions(q)
+
+
+def test_an_items_file_with_a_header_only_is_named_so(tmp_path):
+    from twotower.data.readers import read_item_info
+    p = tmp_path / "i.csv"
+    p.write_text("item_id,title\n")
+    with pytest.raises(DataError, match=r"--items: .*i.csv has no rows \(its header only\)"):
+        read_item_info(p, id_col="item_id")

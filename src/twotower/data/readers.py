@@ -439,6 +439,9 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
     extra = [c for c in dict.fromkeys(columns)
              if c in header and c not in cols.values() and c not in ("title", "genres")]
     df = read_table(p, {**cols, **{f"extra:{c}": c for c in extra}}, what="--items", sep=sep)
+    if len(df) == 0:
+        raise DataError(f"--items: {p} has no rows (its header only); give a file with one "
+                        "row per item, or leave --items out")
     out = pd.DataFrame(index=pd.Index(df["item"].astype(str).str.strip().tolist()))
     if "title" in df:
         out["title"] = df["title"].astype(str).to_numpy()
