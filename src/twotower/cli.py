@@ -991,6 +991,10 @@ def cmd_similar(args: argparse.Namespace) -> int:
     from twotower.data.vocabulary import plain_id
     model = _load(args.run)
     item = model.find_item(args.item)
+    if model.untrained_items()[item]:  # as `recommend` refuses a user never trained on
+        raise DataError(f"--item {args.item!r}: the item has no training interactions and "
+                        "no item features: the model never trained its vector, so no item "
+                        "is similar to it")
     if args.k is None:  # the default fits the catalogue (the item itself is not returned)
         args.k = max(1, min(10, model.n_items - 1))
     scores, top = model.similar_items([item], args.k)

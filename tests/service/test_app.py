@@ -825,3 +825,30 @@ def test_query_and_path_escapes_that_are_not_utf8_are_refused(client):
     # UTF-8 escapes are fine: an unknown id, named as it is
     r = client.get("/v1/recommendations?user_id=%C3%A9&k=1")
     assert r.status_code == 404 and "'é'" in r.json()["detail"], r.text
+
+
+def test_an_item_never_trained_on_gets_no_similar_items(tmp_path):
+    """An item a split left out of training (id tower, no item features) has the vector it
+    was initialised with: its "similar items" were noise, served as an answer; now a 404
+    (as a user never trained on is), in the CLI an error, and a trained item is served."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids(rng.integers(0, 20, 400).tolist() + [1],
+                              rng.integers(0, 30, 400).tolist() + [99],
+                              ratings=rng.integers(1, 6, 401))
+    model = TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=8)).fit(
+        x.take(np.arange(400)), verbose=0)  # item 99 is in the catalogue, not in training
+    assert model.untrained_items().tolist() == [i == 99 for i in model.item_vocab.ids]
+    model.save(tmp_path / "run")
+    client = TestClient(create_app(tmp_path / "run", access_log=False))
+    r = client.get("/v1/similar-items", params={"item_id": 99})
+    assert r.status_code == 404 and "item id '99' has no training interactions" in r.text
+    assert client.get("/v1/similar-items", params={"item_id": 3}).status_code == 200
+    from twotower.cli import main  # the CLI's own check
+    assert main(["similar", str(tmp_path / "run"), "--item", "99"]) == 2
+    assert main(["similar", str(tmp_path / "run"), "--item", "3"]) == 0

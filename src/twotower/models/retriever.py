@@ -949,6 +949,21 @@ class TwoTower:
             cached = self._untrained = (m, mask)
         return cached[1]
 
+    def untrained_items(self) -> np.ndarray:
+        """``[n_items]`` bool: items no training row has and no item feature describes (a
+        split can leave such items in the catalogue, e.g. ones seen only after a time
+        cutoff): their candidate vector is as initialised, so items "similar" to them
+        are noise. Computed once per model."""
+        self._require_fitted()
+        pop, cached = self.item_popularity, getattr(self, "_untrained_items", None)
+        if cached is None or cached[0] is not pop:
+            mask = np.asarray(pop) == 0
+            feats = getattr(self, "_item_features", None)
+            if feats is not None and feats.shape[1]:
+                mask &= ~np.asarray(feats != 0).any(axis=1)
+            cached = self._untrained_items = (pop, mask)
+        return cached[1]
+
     def servable_users(self, user_ids: Sequence[Any]) -> np.ndarray:
         """Indices of external user ids; -1 for ids the model does not know or never
         trained on (``untrained_users``), which are served as new users (e.g. the most

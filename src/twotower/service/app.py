@@ -425,6 +425,10 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             i = s.model.item_vocab.index_of(item_id)
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
+        if s.model.untrained_items()[i]:  # as a user never trained on is refused
+            raise HTTPException(404, f"item id {item_id!r} has no training interactions "
+                                     "and no item features: the model never trained its "
+                                     "vector, so no item is similar to it")
         if k == 0:  # a one-item catalogue: nothing is similar
             items = "[]"
         else:
