@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from twotower.data import read_interactions
+from twotower.data.readers import RATING_HINT
 from twotower.errors import DataError
 from twotower.training import InteractionStream, StreamConfig
 
@@ -115,7 +116,7 @@ def test_text_and_decimal_ratings_in_parquet(tmp_path):
                  rating=pa.array(["4.5", "x"]))
     mem, stream = _both(p, rating_col="rating")
     assert mem == stream == ("--data: FILE, row 2 (1-based), column 'rating': expected a "
-                             "finite number, got 'x'")
+                             "finite number, got 'x'" + RATING_HINT)
 
 
 def test_bare_carriage_returns_keep_every_field_in_place(tmp_path):
@@ -148,7 +149,7 @@ def test_ratings_are_read_by_one_rule(tmp_path, cell, error):
         assert mem[1] == [4.0, 5.0]
     else:
         assert mem == f"--data: FILE, {error}, column 'rating': expected a finite number, " \
-                      f"got {cell!r}"
+                      f"got {cell!r}" + RATING_HINT
 
 
 def test_a_bad_rating_in_a_quoted_multiline_record_names_its_first_line(tmp_path):
@@ -156,4 +157,4 @@ def test_a_bad_rating_in_a_quoted_multiline_record_names_its_first_line(tmp_path
     p.write_text('user_id,item_id,rating\n1,2,4\n"a\nb",4,abc\n')
     mem, stream = _both(p, rating_col="rating")
     assert mem == stream == ("--data: FILE, line 3, column 'rating': expected a finite "
-                             "number, got 'abc'")
+                             "number, got 'abc'" + RATING_HINT)

@@ -285,10 +285,7 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
                                                          else got)
         hint = ("; times are seconds since the epoch (a number), ISO 8601 text "
                 "(2024-03-01T12:30:00Z; no zone: UTC), or a Parquet timestamp column"
-                if role == "time" else
-                "; an objective that does not read ratings (all but mse) can leave the "
-                "column out: --rating-col none (rating_col=None in Python)"
-                if role == "rating" else "")
+                if role == "time" else RATING_HINT if role == "rating" else "")
         if role == "time" and np.isfinite(vals).any() and isinstance(raw.iloc[row], str):
             one = pd.Series([raw.iloc[row].strip()])
             if np.isfinite(pd.to_numeric(one, errors="coerce").to_numpy(np.float64))[0] \
@@ -298,6 +295,11 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
         raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: expected "
                         f"{'a time' if role == 'time' else 'a finite number'}, got {got}{hint}")
     return vals
+
+
+#: the end of a bad-rating error, in every reader
+RATING_HINT = ("; an objective that does not read ratings (all but mse) can leave the column "
+               "out: --rating-col none (rating_col=None in Python)")
 
 
 def _iso_seconds(text: pd.Series) -> np.ndarray:

@@ -20,8 +20,9 @@ import numpy as np
 
 from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
-from twotower.data.readers import (check_columns, check_ragged, check_unique_columns,
-                                   csv_encoding, csv_header, not_a_file, where_in_file)
+from twotower.data.readers import (RATING_HINT, check_columns, check_ragged,
+                                   check_unique_columns, csv_encoding, csv_header,
+                                   not_a_file, where_in_file)
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError, NotFittedError
 
@@ -277,7 +278,7 @@ class InteractionStream:
             at = int(np.argmax(bad))
             raise DataError(f"--data: {self.path}, {where_in_file(self.path, offset + at, sep)}"
                             f", column {self.config.rating_col!r}: expected a finite number, "
-                            f"got {raw[at]!r}")
+                            f"got {raw[at]!r}{RATING_HINT}")
         return pa.array(vals, pa.float64())
 
     # ------------------------------------------------------------------ the streaming pass
@@ -393,7 +394,8 @@ class InteractionStream:
                     bad = pc.is_null(col)
                     if pa.types.is_floating(col.type):
                         bad = pc.or_kleene(bad, pc.invert(pc.is_finite(col)))
-                    self._bad_row(offset, bad, "rating", "expected a finite number, got {}", b)
+                    self._bad_row(offset, bad, "rating",
+                                  "expected a finite number, got {}" + RATING_HINT, b)
             offset += b.num_rows
             yield b
 
