@@ -41,7 +41,8 @@ def main() -> None:
     in_top = np.mean([np.isin(top100[r], seen[r]).sum() for r in range(len(Q))])
     print(f"{os.cpu_count()} CPUs; trained catalogue {a.items:,} x 64 "
           f"({trained_info(a.items, 64)['items_with_interactions']:,} items with "
-          f"interactions); {len(Q)} most active users: seen lists of {lens.min()}-{lens.max()} "
+          f"interactions); {len(Q)} users drawn from the 4,096 most active: seen lists of "
+          f"{lens.min()}-{lens.max()} "
           f"items (median {np.median(lens):.0f}); on average {in_top:.1f} of each user's "
           f"exact top 100 are seen items", flush=True)
     ref_ex = exact.search(Q, 10, exclude=seen)[1]

@@ -761,10 +761,11 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
 
     if args.data == MOVIELENS:
         raise ConfigError("--stream reads a .csv/.tsv/.parquet file: give it with --data")
-    if args.time_col is not None and args.time_col.lower() != "none":
-        _say(f"note: --time-col {args.time_col!r} is not read: a streamed run trains on the "
-             "whole file, in a shuffled order, and reads no times")
-    args.time_col = "none"  # nor announced as used, nor checked: the stream never reads it
+    if args.time_col is None or args.time_col.strip():  # (a blank one: _columns says so)
+        if args.time_col is not None and args.time_col.lower() != "none":
+            _say(f"note: --time-col {args.time_col!r} is not read: a streamed run trains on "
+                 "the whole file, in a shuffled order, and reads no times")
+        args.time_col = "none"  # nor announced as used, nor checked: it is never read
     cols = _columns(args)
     buffer = 262_144 if args.shuffle_buffer is None else args.shuffle_buffer
     try:

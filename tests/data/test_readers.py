@@ -89,7 +89,7 @@ def test_latin1_files_are_read_with_a_warning_naming_the_line(tmp_path):
 
 def test_leading_zeros_keep_ids_apart_as_strings(tmp_path):
     (tmp_path / "r.csv").write_text("user_id,item_id\n1,007\n2,7\n3,0\n")
-    with pytest.warns(UserWarning, match="first: '007', line 2"):  # 7 and 007: said so
+    with pytest.warns(UserWarning, match="first: '007', data row 1"):  # 7 and 007: said so
         x = read_interactions(tmp_path / "r.csv")
     assert x.user_vocab.is_int and not x.item_vocab.is_int
     assert sorted(x.item_vocab.ids.tolist()) == ["0", "007", "7"]
@@ -419,10 +419,13 @@ def test_item_info_keeps_the_named_columns_with_their_types(tmp_path):
     assert info["price"].tolist()[0] == 3.5 and np.isnan(info["price"].tolist()[1])
     assert info["brand"].tolist()[:2] == ["x", "y"] and pd.isna(info["brand"].tolist()[2])
     q = tmp_path / "i.parquet"  # Parquet keeps its types: a list column stays lists
-    pd.DataFrame({"item_id": [1, 2], "tags": [["a", "b"], ["c"]], "n": [1, 2]}).to_parquet(q)
-    info = read_item_info(q, id_col="item_id", columns=("tags", "n"))
+    pd.DataFrame({"item_id": [1, 2], "tags": [["a", "b"], ["c"]], "n": [1, 2],
+                  "code": ["7", None]}).to_parquet(q)
+    info = read_item_info(q, id_col="item_id", columns=("tags", "n", "code"))
     assert [list(t) for t in info["tags"]] == [["a", "b"], ["c"]]
     assert info["n"].tolist() == [1, 2]
+    # a text column stays text, and a null stays missing (not the text "None")
+    assert info["code"].tolist()[0] == "7" and pd.isna(info["code"].tolist()[1])
 
 
 def test_a_few_text_ids_among_integers_are_warned_of(tmp_path):
@@ -430,7 +433,7 @@ def test_a_few_text_ids_among_integers_are_warned_of(tmp_path):
     p.write_text("user_id,item_id\n" + "".join(f"{u},{u % 9}\n" for u in range(20))
                  + "3,abc\n" + "5,007\n")
     with pytest.warns(UserWarning, match=r"column 'item_id': 2 of 22 ids are not plain "
-                                         r"integers \(first: 'abc', line 22\)"):
+                                         r"integers \(first: 'abc', data row 21\)"):
         x = read_interactions(p)
     assert not x.item_vocab.is_int and x.user_vocab.is_int
     q = tmp_path / "s.csv"  # text ids, a few of them digits: no warning

@@ -498,6 +498,8 @@ def test_a_body_not_sent_as_json_is_named_so(client):
     assert "content-type" not in r.request.headers
     assert r.status_code == 415, r.text
     assert "got no Content-Type header" in r.json()["detail"]
+    r = client.post("/v1/recommendations")  # no body at all: that is what is missing
+    assert r.status_code == 422 and "request body: Field required" in r.json()["detail"]
     # a compressed body: 415 naming the encoding, not "not UTF-8"
     import gzip
     r = client.post("/v1/recommendations", content=gzip.compress(b'{"user_ids": [1]}'),
@@ -794,6 +796,14 @@ def test_405_lists_every_method_of_the_path_and_404_names_it(client):
         assert "POST" in r.json()["detail"] and r.json()["model"]
     r = client.delete("/healthz")
     assert r.status_code == 405 and "POST" not in r.headers["allow"]
+    # mounted under a prefix (an app of the user's): the routes still match after it
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+    outer = FastAPI()
+    outer.mount("/rec", client.app)
+    r = TestClient(outer).delete("/rec/v1/recommendations")
+    assert r.status_code == 405 and {"GET", "POST"} <= set(r.headers["allow"].split(", "))
+    assert "not allowed on /rec/v1/recommendations" in r.json()["detail"]
     r = client.get("/v1/recomendations")
     assert r.status_code == 404
     assert "nothing is served at /v1/recomendations" in r.json()["detail"]

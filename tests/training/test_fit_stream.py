@@ -346,8 +346,6 @@ def test_cli_stream_reads_no_time_column_and_says_so(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "as the time" not in out + err
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["data"].get(
-        "time_col") is None
     code = main(argv + ["--time-col", "timestamp", "--out", str(tmp_path / "b")])
     out, err = capsys.readouterr()
     assert code == 0, err

@@ -207,7 +207,7 @@ def _csv_fields_unbounded() -> Iterator[None]:
     lifted while a file is checked, then restored."""
     import csv
     old = csv.field_size_limit()
-    csv.field_size_limit(sys.maxsize)
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a C long (32 bits on Windows)
     try:
         yield
     finally:
@@ -253,11 +253,11 @@ def _ids(values: pd.Series, where: tuple[Path, str, str, str | None] | None = No
     elif where is not None and plain.mean() > 0.5:
         p, what, col, sep = where
         row = int(np.argmin(plain))
+        # the data row, not the line: finding a CSV line reads the file again (errors only)
         warnings.warn(f"{what}: {p}, column {col!r}: {int((~plain).sum()):,} of {len(s):,} ids "
-                      f"are not plain integers (first: {s.iloc[row]!r}, "
-                      f"{where_in_file(p, row, sep)}), so every id of the column is read as "
-                      "text (7 and 007 are then two ids, and ids come back as text)",
-                      stacklevel=3)
+                      f"are not plain integers (first: {s.iloc[row]!r}, data row {row + 1:,}), "
+                      "so every id of the column is read as text (7 and 007 are then two "
+                      "ids)", stacklevel=3)
     return s.to_numpy(dtype=object)
 
 
@@ -449,9 +449,10 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
         out["title"] = df["title"].astype(str).to_numpy()
     if "genres" in df:
         out["genres"] = [[g for g in str(x).split("|") if g] for x in df["genres"]]
+    text_file = p.suffix.lower() in _CSV  # every field is text; Parquet keeps its types
     for c in extra:
         v = df[f"extra:{c}"]
-        if pd.api.types.infer_dtype(v, skipna=True) == "string":  # text (a CSV's)
+        if text_file:
             v = v.astype(str).str.strip().mask(lambda t: t == "")
             num = pd.to_numeric(v, errors="coerce")
             if v.notna().any() and (num.notna() == v.notna()).all():

@@ -177,12 +177,15 @@ async function init() {
   let nUsers = 0;
   $("random-user").addEventListener("click", async () => {
     if (!nUsers) return;
+    const ctl = begin("user");  // a later click, or a submitted id, wins over this one
     try {  // any of the run's users, not only the first page of them
       const offset = Math.floor(Math.random() * nUsers);
-      const id = String((await api(`/v1/users?offset=${offset}&limit=1`)).user_ids[0]);
+      const page = await api(`/v1/users?offset=${offset}&limit=1`, ctl.signal);
+      if (stale("user", ctl)) return;
+      const id = String(page.user_ids[0]);
       $("user-id").value = id;
       showUser(id);
-    } catch (err) { showError(err); }
+    } catch (err) { if (!stale("user", ctl)) showError(err); }
   });
   try {
     const m = await api("/v1/model");
