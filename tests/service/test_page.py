@@ -68,13 +68,18 @@ def _page(sync_api, base, outside=None, bypass_csp=True):
             browser.close()
 
 
+def _expected_titles(app, user):
+    """The titles of ``user``'s top 10 (seen items excluded), as the page should list them."""
+    model = app.state.holder.current.model
+    u = model.user_vocab.lookup([user])
+    _, idx = model.recommend(u, 10, model.seen_items(u))
+    return model.titles(idx[0]).tolist()
+
+
 def test_page_shows_recommendations_and_similar_movies(live_server):
     sync_api = pytest.importorskip("playwright.sync_api")
     base, app = live_server
-    model = app.state.holder.current.model
-    u = model.user_vocab.lookup([42])
-    _, idx = model.recommend(u, 10, model.seen_items(u))
-    expected = model.titles(idx[0]).tolist()
+    expected = _expected_titles(app, 42)
 
     outside = []
     with _page(sync_api, base, outside) as (page, errors):
@@ -224,10 +229,7 @@ def test_a_slow_earlier_answer_never_replaces_the_latest(live_server):
     import re
     sync_api = pytest.importorskip("playwright.sync_api")
     base, app = live_server
-    model = app.state.holder.current.model
-    u = model.user_vocab.lookup([2])
-    _, idx = model.recommend(u, 10, model.seen_items(u))
-    expected = model.titles(idx[0]).tolist()
+    expected = _expected_titles(app, 2)
     held = []
 
     def wait_held(page, n):
