@@ -858,7 +858,10 @@ def test_an_item_never_trained_on_gets_no_similar_items(tmp_path):
     client = TestClient(create_app(tmp_path / "run", access_log=False))
     r = client.get("/v1/similar-items", params={"item_id": 99})
     assert r.status_code == 404 and "item id '99' has no training interactions" in r.text
-    assert client.get("/v1/similar-items", params={"item_id": 3}).status_code == 200
+    r = client.get("/v1/similar-items", params={"item_id": 3, "k": model.n_items - 1})
+    assert r.status_code == 200  # and the untrained item is in no other item's list
+    got = [it["item_id"] for it in r.json()["items"]]
+    assert 99 not in got and len(got) == model.n_items - 2, got
     from twotower.cli import main  # the CLI's own check
     assert main(["similar", str(tmp_path / "run"), "--item", "99"]) == 2
     assert main(["similar", str(tmp_path / "run"), "--item", "3"]) == 0

@@ -1061,7 +1061,9 @@ class TwoTower:
 
     def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Cosine-nearest item indices of item indices, never the item itself (on the
-        trained candidate vectors, without the EASE part).
+        trained candidate vectors, without the EASE part), nor an item never trained on
+        (``untrained_items``: its vector is as initialised; the list is padded when fewer
+        than ``k`` remain).
 
         Raises:
             DataError: an item index outside [0, n_items), or a one-item catalogue.
@@ -1074,8 +1076,10 @@ class TwoTower:
         items = np.atleast_1d(np.asarray(items))
         _check_indices(items, self.n_items, "items", "item")
         items = items.astype(np.int64, copy=False)
+        untrained = np.flatnonzero(self.untrained_items())
         return self._similar.search(self._trained_items()[items], k,
-                                    exclude=[np.array([i]) for i in items])
+                                    exclude=[np.array([i]) for i in items],
+                                    deny=untrained if len(untrained) else None)
 
     def similar_ids(self, item_ids: Sequence[Any], k: int = 10
                     ) -> tuple[np.ndarray, np.ndarray]:
