@@ -954,6 +954,11 @@ class TwoTower:
         split can leave such items in the catalogue, e.g. ones seen only after a time
         cutoff): their candidate vector is as initialised, so items "similar" to them
         are noise. Computed once per model."""
+        return self._untrained_item_cache()[0]
+
+    def _untrained_item_cache(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """``untrained_items``'s mask, and its indices (None when there are none: what
+        ``similar_items`` denies), computed once per model, not per request."""
         self._require_fitted()
         pop, cached = self.item_popularity, getattr(self, "_untrained_items", None)
         if cached is None or cached[0] is not pop:
@@ -961,8 +966,9 @@ class TwoTower:
             feats = getattr(self, "_item_features", None)
             if feats is not None and feats.shape[1]:
                 mask &= ~np.asarray(feats != 0).any(axis=1)
-            cached = self._untrained_items = (pop, mask)
-        return cached[1]
+            ids = np.flatnonzero(mask)
+            cached = self._untrained_items = (pop, mask, ids if len(ids) else None)
+        return cached[1], cached[2]
 
     def servable_users(self, user_ids: Sequence[Any]) -> np.ndarray:
         """Indices of external user ids; -1 for ids the model does not know or never
@@ -1076,10 +1082,9 @@ class TwoTower:
         items = np.atleast_1d(np.asarray(items))
         _check_indices(items, self.n_items, "items", "item")
         items = items.astype(np.int64, copy=False)
-        untrained = np.flatnonzero(self.untrained_items())
         return self._similar.search(self._trained_items()[items], k,
                                     exclude=[np.array([i]) for i in items],
-                                    deny=untrained if len(untrained) else None)
+                                    deny=self._untrained_item_cache()[1])
 
     def similar_ids(self, item_ids: Sequence[Any], k: int = 10
                     ) -> tuple[np.ndarray, np.ndarray]:
