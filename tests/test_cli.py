@@ -1319,14 +1319,19 @@ def test_the_new_items_note_counts_the_pairs_the_metrics_score():
 
     from twotower.cli import _pair_notes
     seen = sp.csr_matrix(np.array([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]]))
+    pop = np.asarray(seen.sum(0)).ravel()
     fake = SimpleNamespace(untrained_users=lambda: np.diff(seen.indptr) == 0,
-                           seen_rows=lambda u: seen[u],
-                           item_popularity=np.asarray(seen.sum(0)).ravel())
+                           seen_rows=lambda u: seen[u], item_popularity=pop,
+                           untrained_items=lambda: pop == 0)
     # user 2 is new (items 3, 4 new); user 0 finds new item 3 twice and item 0 is seen
     users, items = np.array([2, 2, 0, 0, 0, 1]), np.array([3, 4, 3, 3, 0, 1])
     assert _pair_notes(fake, users, items)[1].startswith(
         "note: 1 of the 2 test pairs the metrics score are of 1 items that no training row "
         "has")
+    assert "the model lists none of them" in _pair_notes(fake, users, items)[1]
+    fake.untrained_items = lambda: np.zeros(5, dtype=bool)  # item features describe them
+    assert "the model finds them only by their item features, and" in _pair_notes(
+        fake, users, items)[1]
     assert _pair_notes(fake, np.array([2, 1]), np.array([3, 1]))[1] is None  # a new user's
 
 

@@ -990,12 +990,12 @@ def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -
 
 def cmd_similar(args: argparse.Namespace) -> int:
     from twotower.data.vocabulary import plain_id
+    from twotower.models.retriever import untrained_item_error
     model = _load(args.run)
     item = model.find_item(args.item)
     if model.untrained_items()[item]:  # as `recommend` refuses a user never trained on
-        raise DataError(f"--item {args.item!r}: the item has no training interactions and "
-                        "no item features: the model never trained its vector, so no item "
-                        "is similar to it")
+        raise DataError(f"--item {args.item!r}: "
+                        f"{untrained_item_error(plain_id(model.item_vocab.ids[item]))}")
     if args.k is None:  # the default fits the catalogue (the item itself is not returned)
         args.k = max(1, min(10, model.n_items - 1))
     scores, top = model.similar_items([item], args.k)
@@ -1105,8 +1105,9 @@ def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
       have nothing to find and the metrics leave them out (repeat purchases, re-listens);
     - new items: of the pairs the metrics score (those users' unseen pairs, each once),
       those whose item no training row has (common after a global time cutoff): they stay
-      in the catalogue, but nothing trained their id vectors, so a method finds them only
-      by chance or by their item features (a k near the catalogue's size lists them all).
+      in the catalogue, but nothing trained their id vectors, so the model finds them only
+      by their item features (it lists no item that neither a training row nor a feature
+      describes, ``untrained_items``) and a baseline only by chance.
     """
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     warm = ~model.untrained_users()[users]
@@ -1125,12 +1126,19 @@ def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
     popularity = np.asarray(model.item_popularity)
     pairs = np.unique(users[~seen] * len(popularity) + items[~seen])  # each pair once
     new = popularity[pairs % len(popularity)] == 0
-    fresh = None if not new.any() else (
-        f"note: {int(new.sum()):,} of the {len(pairs):,} test pairs the metrics score are of "
-        f"{len(np.unique(pairs[new] % len(popularity))):,} items that no training row has "
-        "(new items): they are in the catalogue, but no training row taught any method "
-        "about them, so they are found only by chance or by item features (a hit when k "
-        "lists most of the catalogue)")
+    if not new.any():
+        return repeats, None
+    new_items = np.unique(pairs[new] % len(popularity))
+    blind = int(np.count_nonzero(model.untrained_items()[new_items]))
+    how = ("the model lists none of them (no item feature describes them either)"
+           if blind == len(new_items) else
+           "the model finds them only by their item features"
+           + (f" ({blind:,} that no feature describes it lists nowhere)" if blind else ""))
+    fresh = (f"note: {int(new.sum()):,} of the {len(pairs):,} test pairs the metrics score "
+             f"are of {len(new_items):,} items that no training row has (new items): they "
+             f"are in the catalogue, but no training row taught any method about them: {how}, "
+             "and a baseline finds them only by chance (a hit when k lists most of the "
+             "catalogue)")
     return repeats, fresh
 
 

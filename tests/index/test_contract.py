@@ -60,6 +60,36 @@ def test_exclude_allow_deny(built, catalogue):
         assert not set(ids[r]) & set(deny.tolist())
 
 
+def test_a_read_only_deny_list_is_compiled_once_and_still_honoured(config, catalogue):
+    """A read-only ``deny`` array is compiled once per build and reused (a model denies
+    its untrained items on every request); it gives the writable array's results, with
+    per-query exclusions of each form; a writable array edited between calls is read
+    again, and a rebuild compiles the read-only one again."""
+    V, Q = catalogue
+    index = make_index(config).build(V)
+    ref = reference(V, Q, 10)[1]
+    deny = np.unique(ref[:, :3])
+    frozen = deny.copy()
+    frozen.flags.writeable = False
+    ex = [ref[r, 3:3 + r] for r in range(len(Q))]
+    prepared = index.prepare_exclusions(ex)
+    for exclude in (None, ex, prepared.rows(np.arange(len(Q)))):
+        want = reference(V, Q, 10, ex if exclude is not None else None, deny=deny)
+        for _ in range(2):
+            got = index.search(Q, 10, exclude=exclude, deny=frozen)
+            assert_topk_equal(got, want, V, Q)
+            assert not np.isin(got[1], deny).any()
+    editable = deny.copy()
+    index.search(Q, 10, deny=editable)
+    editable[:] = ref[0, 5]  # now only one item is denied
+    assert_topk_equal(index.search(Q, 10, deny=editable),
+                      reference(V, Q, 10, deny=editable), V, Q)
+    W = np.concatenate([V[::-1], V[:50]])  # another build: 350 rows, another order
+    index.build(W)
+    assert_topk_equal(index.search(Q, 10, deny=frozen), reference(W, Q, 10, deny=frozen),
+                      W, Q)
+
+
 def test_small_allow_list(built, catalogue):
     V, Q = catalogue
     allow = np.array([5, 17, 42, 99, 250])

@@ -81,8 +81,12 @@ def as_truth_csr(truth: Truth, n_items: int | None = None) -> sp.csr_matrix:
     Args:
         truth: a scipy sparse matrix (any stored non-zero is relevant) or one int array of
             relevant item indices per user.
-        n_items: catalogue size; required for a list of arrays unless it can be inferred
-            as ``max index + 1``.
+        n_items: catalogue size; required with a list of arrays (a guess from the largest
+            relevant index would refuse listed items beyond it and skew coverage).
+
+    Raises:
+        DataError: list truth without ``n_items``, indices outside ``[0, n_items)``, or a
+            sparse matrix whose column count is not ``n_items``.
     """
     if sp.issparse(truth):
         m = sp.csr_matrix(truth, dtype=np.float32, copy=True)
@@ -96,7 +100,8 @@ def as_truth_csr(truth: Truth, n_items: int | None = None) -> sp.csr_matrix:
     lens = np.array([len(r) for r in rows], dtype=np.int64)
     cols = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     if n_items is None:
-        n_items = int(cols.max()) + 1 if cols.size else 0
+        raise DataError("truth given as one array of item indices per user needs `n_items` "
+                        "(the catalogue size), or pass a sparse [users, n_items] matrix")
     if cols.size and (cols.min() < 0 or cols.max() >= n_items):
         raise DataError(f"truth item indices must be in [0, {n_items}), got "
                         f"{int(cols.min())}..{int(cols.max())}")
@@ -114,7 +119,8 @@ def hit_matrix(top_ids: np.ndarray, truth: Truth, n_items: int | None = None) ->
     Args:
         top_ids: ``[n, W]`` int item indices, best first, ``-1`` = padding.
         truth: relevant items, rows aligned with ``top_ids`` (see ``as_truth_csr``).
-        n_items: catalogue size (default: ``truth``'s column count).
+        n_items: catalogue size (default: a sparse ``truth``'s column count; required
+            when ``truth`` is a list of arrays).
     """
     top = np.asarray(top_ids)
     if top.ndim != 2:
@@ -157,7 +163,8 @@ def per_user_metrics(top_ids: np.ndarray, truth: Truth, ks: Sequence[int] | int 
         top_ids: ``[n, W]`` int64 item indices, best first, ``-1`` = padding.
         truth: ``[n, n_items]`` sparse matrix, or one array of relevant items per row.
         ks: cut-offs, each at most ``W``.
-        n_items: catalogue size (default: ``truth``'s column count).
+        n_items: catalogue size (default: a sparse ``truth``'s column count; required
+            when ``truth`` is a list of arrays).
     """
     m = as_truth_csr(truth, n_items)
     hits = hit_matrix(top_ids, m)

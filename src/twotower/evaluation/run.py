@@ -75,7 +75,8 @@ class ExactRanking:
 
     def recommend(self, users: np.ndarray, k: int, exclude: Any = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-        return self._index.search(self._model.query_embeddings(users), k, exclude=exclude)
+        return self._index.search(self._model.query_embeddings(users), k, exclude=exclude,
+                                  deny=self._model._untrained_item_cache()[1])
 
 
 def served_metrics(model: Any, train: Interactions, held: Interactions, ks: Sequence[int]

@@ -108,6 +108,7 @@ class Index:
         self._n = 0
         self._d = 0
         self._layout = object()  # new at each build: ties prepared exclusions to it
+        self._deny_cache: tuple[Any, Any, Filters] | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -204,10 +205,14 @@ class Index:
         k = check_k(k)
         q = self._check_queries(queries)
         b = q.shape[0]
+        glob = self._global_filter(allow, deny, b)
         if isinstance(exclude, Exclusions):
             exclude._check(self._layout, b)
-            f = compile_filters(None, allow, deny, self._n, b)
+            f = glob or compile_filters(None, allow, deny, self._n, b)
             filters = Filters.prepared_rows(exclude, f.allowed, f.n_allowed)
+        elif glob is not None:
+            filters = compile_filters(exclude, None, None, self._n, b)
+            filters.allowed, filters.n_allowed = glob.allowed, glob.n_allowed
         else:
             filters = compile_filters(exclude, allow, deny, self._n, b)
         if k > self._n and b * (k - self._n) * _RESULT_BYTES > _MAX_PADDED_BYTES:
@@ -220,6 +225,20 @@ class Index:
         if self.config.metric == "cosine":
             q = normalise(np.array(q, dtype=np.float32, copy=True))
         return self._search(q, k, filters)
+
+    def _global_filter(self, allow: Any, deny: Any, b: int) -> Filters | None:
+        """A read-only ``deny`` array (with no ``allow``) compiled once and kept while the
+        same array comes back: a model denies the same items on every request (its
+        untrained items) and would otherwise build an ``[n]`` mask per search. A writable
+        array could change between calls, so it is compiled each time (None here)."""
+        if allow is not None or type(deny) is not np.ndarray or deny.flags.writeable:
+            return None
+        cached = self._deny_cache
+        if cached is None or cached[0] is not deny or cached[1] is not self._layout:
+            f = compile_filters(None, None, deny, self._n, b)
+            f.allowed.flags.writeable = False  # shared by every search that reuses it
+            cached = self._deny_cache = (deny, self._layout, f)
+        return cached[2]
 
     def _check_queries(self, queries: Any) -> np.ndarray:
         if type(queries) is np.ndarray and queries.dtype == np.float32:

@@ -122,6 +122,9 @@ def _merge(bs: np.ndarray, bi: np.ndarray, cs: np.ndarray, ci: np.ndarray
     return np.take_along_axis(s, p, axis=1), np.take_along_axis(i, p, axis=1)
 
 
+_LAST_MASK: tuple[np.ndarray, int, _Mask] | None = None  # _Mask.of's, for one read-only mask
+
+
 class _Mask:
     """The global filter in the cheapest form for scores: blocked columns or a -inf bias."""
 
@@ -133,6 +136,20 @@ class _Mask:
                 self.blocked = np.flatnonzero(~allowed)
             elif n_blocked:
                 self.bias = np.where(allowed, np.float32(0), _NEG).astype(np.float32)
+
+    @classmethod
+    def of(cls, allowed: np.ndarray | None, chunk: int) -> _Mask:
+        """``_Mask(allowed, chunk)``, built once for a read-only mask (a global filter the
+        index compiled once, ``Index._global_filter``: the same on every request)."""
+        global _LAST_MASK
+        if allowed is None or allowed.flags.writeable:
+            return cls(allowed, chunk)
+        last = _LAST_MASK
+        if last is not None and last[0] is allowed and last[1] == chunk:
+            return last[2]
+        mask = cls(allowed, chunk)
+        _LAST_MASK = (allowed, chunk, mask)
+        return mask
 
     def apply(self, S: np.ndarray, c0: int, c1: int) -> None:
         if self.blocked is not None:
@@ -303,7 +320,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     out_s = np.full((b, k), _NEG, dtype=np.float32)
     out_i = np.full((b, k), PAD_ID, dtype=np.int64)
     kk = min(k, n)
-    mask = _Mask(f.allowed, chunk_size)
+    mask = _Mask.of(f.allowed, chunk_size)
     # a prepared table's rows: each block reads its own (with norms, only their heads)
     # (one chunk: each block's worker gathers its own rows, in parallel)
     prepared = (f.prepared if (norms is not None and not small) or (n <= chunk_size and b > 1)
@@ -614,11 +631,23 @@ class ExactIndex(Index):
         v.flags.writeable = False
         return v
 
+    def _stored_order(self, allowed: np.ndarray) -> np.ndarray:
+        """``allowed`` in storage order; kept for a read-only mask (the same global filter
+        on every request), which its reordered copy stays too."""
+        cached = getattr(self, "_ordered_allowed", None)
+        if cached is not None and cached[0] is allowed and cached[1] is self._order:
+            return cached[2]
+        out = allowed[self._order]
+        if not allowed.flags.writeable:
+            out.flags.writeable = False
+            self._ordered_allowed = (allowed, self._order, out)
+        return out
+
     def _search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
         if self._order is not None and f.allowed is not None:
             # filters into storage order (excluded ids: by topk_exact's workers, ex_map);
             # ids back to id order below
-            f = f.with_allowed(f.allowed[self._order])
+            f = f.with_allowed(self._stored_order(f.allowed))
         # prepared exclusions (``in_layout``) are storage rows already: nothing to map
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,

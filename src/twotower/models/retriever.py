@@ -7,6 +7,7 @@ Keras trains the towers; serving runs on numpy copies of the learned tables and 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import sys
 import time
@@ -18,7 +19,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 
 from twotower.data.interactions import Interactions
-from twotower.data.vocabulary import Vocabulary
+from twotower.data.vocabulary import Vocabulary, plain_id
 from twotower.errors import (ConfigError, DataError, NotFittedError, TrainingError,
                              TwoTowerError, UnknownIdError)
 from twotower.index import PAD_ID, IndexConfig, make_index
@@ -282,6 +283,21 @@ def recency_weights(length: int, config: ModelConfig) -> np.ndarray:
     from twotower.models.linear import floor_weights
     return floor_weights(length, config.recency_half_life, config.recency_floor)
 
+
+
+def untrained_user_error(user_id: Any) -> UnknownIdError:
+    """The refusal of a user the model knows but never trained on (its query is as
+    initialised), worded once for the library, the CLI and the service."""
+    return UnknownIdError(f"user id {user_id!r} has no training interactions (the model "
+                          "never trained its query)")
+
+
+def untrained_item_error(item_id: Any) -> UnknownIdError:
+    """The refusal of similar items of an item the model never trained
+    (``TwoTower.untrained_items``), worded once for the library, the CLI and the service."""
+    return UnknownIdError(f"item id {item_id!r} has no training interactions and no item "
+                          "features: the model never trained its vector, so no item is "
+                          "similar to it")
 
 class TwoTower:
     """A two-tower retrieval model over one interaction log.
@@ -796,8 +812,17 @@ class TwoTower:
         """Rebuild the recommendation index with other settings (e.g. HNSW), and the
         similar-items index of its kind; with ``target_recall``, then tune both
         (``tune_index``) and return the report, the similar-items index's under
-        ``similar``."""
+        ``similar``.
+
+        Raises:
+            ConfigError: ``target_recall`` outside (0, 1] (before anything is rebuilt;
+                0 or None: no tuning).
+        """
         self._require_fitted()
+        if target_recall and (isinstance(target_recall, bool) or not isinstance(
+                target_recall, numbers.Real) or not 0 < target_recall <= 1):
+            raise ConfigError(f"`target_recall` must be a recall in (0, 1], got "
+                              f"{target_recall!r}; the index was left as it was")
         self._index = make_index(config).build(self.item_embeddings)
         self.index_config = config
         self._build_similar()
@@ -967,6 +992,7 @@ class TwoTower:
             if feats is not None and feats.shape[1]:
                 mask &= ~np.asarray(feats != 0).any(axis=1)
             ids = np.flatnonzero(mask)
+            ids.flags.writeable = False  # the index compiles a read-only deny list once
             cached = self._untrained_items = (pop, mask, ids if len(ids) else None)
         return cached[1], cached[2]
 
@@ -1029,7 +1055,8 @@ class TwoTower:
             DataError: a user index outside [0, n_users).
         """
         k = _check_k(k, self.n_items)
-        return self._index.search(self.query_embeddings(users), k, exclude=exclude)
+        return self._index.search(self.query_embeddings(users), k, exclude=exclude,
+                                  deny=self._untrained_item_cache()[1])
 
     def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
                                exclude: Sequence[np.ndarray] | None = None
@@ -1041,19 +1068,24 @@ class TwoTower:
         """
         k = _check_k(k, self.n_items)
         return self._index.search(self.history_query_embeddings(histories), k,
-                                  exclude=exclude)
+                                  exclude=exclude, deny=self._untrained_item_cache()[1])
 
     def recommend_ids(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True
                       ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k external item ids for external user ids.
 
         Raises:
-            UnknownIdError: a user id the model never saw.
+            UnknownIdError: a user id the model never saw, or one it never trained on
+                (``untrained_users``: its query is as initialised; serve such users
+                another way, e.g. ``popularity_order``).
             DataError: a single id instead of a list of ids.
         """
         self._require_fitted()
         _check_id_list(user_ids, "user_ids", "user")
         users = self.user_vocab.lookup(user_ids)
+        untrained = np.flatnonzero(self.untrained_users()[users])
+        if len(untrained):
+            raise untrained_user_error(plain_id(self.user_vocab.ids[users[untrained[0]]]))
         exclude = self.seen_exclusions(users) if exclude_seen else None
         scores, idx = self.recommend(users, k, exclude)
         return scores, self._external(idx)
@@ -1091,12 +1123,17 @@ class TwoTower:
         """Cosine-nearest external item ids of external item ids.
 
         Raises:
-            UnknownIdError: an item id not in the catalogue.
+            UnknownIdError: an item id not in the catalogue, or one the model never trained
+                (``untrained_items``: nothing is similar to a vector as initialised).
             DataError: a single id instead of a list of ids.
         """
         self._require_fitted()
         _check_id_list(item_ids, "item_ids", "item")
-        scores, idx = self.similar_items(self.item_vocab.lookup(item_ids), k)
+        items = self.item_vocab.lookup(item_ids)
+        untrained = np.flatnonzero(self.untrained_items()[items])
+        if len(untrained):
+            raise untrained_item_error(plain_id(self.item_vocab.ids[items[untrained[0]]]))
+        scores, idx = self.similar_items(items, k)
         return scores, self._external(idx)
 
     def titles(self, idx: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from twotower.data.vocabulary import INT_ID, plain_id
 from twotower.errors import ConfigError, UnknownIdError
+from twotower.models.retriever import untrained_item_error, untrained_user_error
 from twotower.service import schemas as S
 from twotower.service.observability import Metrics, RequestMiddleware, gauge
 from twotower.service.state import (ModelHolder, ReloadInProgress, ReloadRefused, ServedModel,
@@ -329,8 +330,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         try:
             u = m.user_vocab.index_of(user_id)
             if m.untrained_users()[u]:  # served as an unknown user
-                raise UnknownIdError(f"user id {user_id!r} has no training interactions "
-                                     "(the model never trained its query)")
+                raise untrained_user_error(user_id)
         except UnknownIdError as exc:
             if fallback != "popular":
                 raise HTTPException(404, f"{exc}; pass fallback=popular for popular items"
@@ -439,9 +439,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
         if s.model.untrained_items()[i]:  # as a user never trained on is refused
-            raise HTTPException(404, f"item id {item_id!r} has no training interactions "
-                                     "and no item features: the model never trained its "
-                                     "vector, so no item is similar to it")
+            raise HTTPException(404, str(untrained_item_error(item_id)))
         if k == 0:  # a one-item catalogue: nothing is similar
             items = "[]"
         else:
