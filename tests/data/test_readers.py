@@ -183,6 +183,20 @@ def test_from_ids_times_are_seconds_whatever_the_datetime_unit():
         assert x.item_vocab.is_int
 
 
+def test_from_ids_keeps_its_own_times_and_refuses_unsigned_ones_int64_cannot_hold():
+    """An int64 times array was held, not copied: editing it afterwards changed the
+    Interactions; a uint64 time of 2**63 or more wrapped to a negative time."""
+    from twotower.data import Interactions
+    ts = np.array([5, 1, 3])
+    x = Interactions.from_ids([1, 2, 1], [1, 2, 3], timestamps=ts)
+    ts[:] = 0
+    assert x.timestamps.tolist() == [5, 1, 3]
+    with pytest.raises(DataError, match=r"`timestamps`\[0\]: 9223372036854775813 is beyond"):
+        Interactions.from_ids([1, 2], [1, 2], timestamps=np.array([2**63 + 5, 1], "uint64"))
+    ok = Interactions.from_ids([1, 2], [1, 2], timestamps=np.array([2**63 - 1, 1], "uint64"))
+    assert ok.timestamps.tolist() == [2**63 - 1, 1]
+
+
 def test_items_file_ids_that_are_not_integers_match_nothing_on_an_int_catalogue(tmp_path):
     (tmp_path / "r.csv").write_text("user_id,item_id\n1,7\n2,8\n3,9\n")
     (tmp_path / "items.csv").write_text("item_id,title\nITEM-1,A\nITEM-2,B\n7.0,Seven\n"

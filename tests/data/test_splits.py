@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from twotower.data import held_out_users_split, make_split, random_split, temporal_split
+from twotower.data import (Interactions, held_out_users_split, make_split, random_split,
+                            temporal_split)
 from twotower.errors import DataError
 
 
@@ -81,3 +82,13 @@ def test_global_temporal_split_names_the_fraction_when_it_leaves_nothing_to_trai
     with pytest.raises(DataError, match="test_fraction 0.2 .* every one of the 1 rows"):
         global_temporal_split(one, 0.2)
     assert len(global_temporal_split(x, 0.9).train) == 1
+
+
+@pytest.mark.parametrize("seed", [1.5, -1, True, "7"])
+def test_split_seeds_are_checked_by_name(seed):
+    """A float or negative seed reached numpy (`SeedSequence expects int`)."""
+    x = Interactions.from_ids([1, 2, 1, 3], [1, 2, 3, 1])
+    with pytest.raises(DataError, match=r"`seed` must be a non-negative integer"):
+        random_split(x, 0.5, seed=seed)
+    with pytest.raises(DataError, match=r"`seed` must be a non-negative integer"):
+        held_out_users_split(x, 0.5, seed=seed)

@@ -269,3 +269,12 @@ def test_set_index_checks_target_recall_before_it_rebuilds(history_model, bad):
     with pytest.raises(ConfigError, match=r"`target_recall` must be a recall in \(0, 1\]"):
         history_model.set_index(IndexConfig(kind="hnsw"), target_recall=bad)
     assert history_model.index_config is before
+
+
+def test_one_user_index_not_in_a_list_is_named(history_model):
+    """recommend(0, k) failed deep inside with `len() of unsized object`."""
+    with pytest.raises(DataError, match=r"`users` must be a 1-D array .* \(use \[0\] for one\)"):
+        history_model.recommend(0, 2)
+    with pytest.raises(DataError, match=r"got shape \(1, 2\)"):
+        history_model.query_embeddings(np.array([[0, 1]]))
+    assert history_model.recommend(np.array([0]), 2)[1].shape == (1, 2)

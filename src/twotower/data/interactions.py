@@ -266,7 +266,12 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
         return secs.astype(np.int64)
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
-        return arr.astype(np.int64, copy=False)
+        top = np.uint64(np.iinfo(np.int64).max)
+        if arr.dtype.kind == "u" and arr.size and arr.max() > top:  # it would wrap
+            row = int(np.argmax(arr.ravel() > top))
+            raise DataError(f"`{name}`[{row}]: {arr.ravel()[row]} is beyond the times int64 "
+                            "holds (2**63)")
+        return arr.astype(np.int64)  # a copy: the caller's array stays the caller's
     if arr.dtype.kind == "O" and arr.ndim == 1 and len(arr):
         kind = pd.api.types.infer_dtype(arr, skipna=False)
         if kind in ("datetime", "datetime64"):  # datetime / Timestamp objects (UTC if zoned)

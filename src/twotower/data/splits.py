@@ -7,6 +7,7 @@ All are deterministic for a given seed (the temporal ones need none).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -36,9 +37,15 @@ def _check_fraction(fraction: float) -> None:
         raise DataError(f"test_fraction must be strictly between 0 and 1, got {fraction}")
 
 
+def _check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataError(f"`seed` must be a non-negative integer, got {seed!r}")
+
+
 def random_split(x: Interactions, test_fraction: float = 0.2, seed: int = 42) -> Split:
     """The tutorial's split: shuffle all rows with ``seed``; the last ``test_fraction`` is test."""
     _check_fraction(test_fraction)
+    _check_seed(seed)
     perm = np.random.default_rng(seed).permutation(len(x))
     n_train = int(round(len(x) * (1.0 - test_fraction)))
     return Split(x.take(np.sort(perm[:n_train])), x.take(np.sort(perm[n_train:])))
@@ -52,7 +59,8 @@ def temporal_split(x: Interactions, test_fraction: float = 0.2) -> Split:
     """
     _check_fraction(test_fraction)
     if x.timestamps is None:
-        raise DataError("temporal split needs timestamps; give --time-col or use --split random")
+        raise DataError("temporal split needs timestamps (Interactions.timestamps; --time-col "
+                        "in the CLI), or use a random split (--split random)")
     order = np.lexsort((np.arange(len(x)), x.timestamps, x.users))
     users_sorted = x.users[order]
     counts = np.bincount(x.users, minlength=x.n_users)
@@ -85,8 +93,8 @@ def global_temporal_split(x: Interactions, test_fraction: float = 0.2) -> Split:
     """
     _check_fraction(test_fraction)
     if x.timestamps is None:
-        raise DataError("global-temporal split needs timestamps; give --time-col or use "
-                        "--split random")
+        raise DataError("global-temporal split needs timestamps (Interactions.timestamps; "
+                        "--time-col in the CLI), or use a random split (--split random)")
     ts = np.asarray(x.timestamps)
     n_test = max(1, int(round(len(x) * test_fraction)))
     if n_test >= len(x):  # not the times: the share asked for is every row
@@ -113,6 +121,7 @@ def held_out_users_split(x: Interactions, user_fraction: float = 0.1, seed: int 
     """A share of users is absent from training; their first ``history_fraction`` of items
     (by time when timestamps exist, else in random order) is the history, the rest the test."""
     _check_fraction(user_fraction)
+    _check_seed(seed)
     rng = np.random.default_rng(seed)
     held = rng.random(x.n_users) < user_fraction
     is_held = held[x.users]

@@ -110,8 +110,9 @@ class Vocabulary:
         try:
             return self._index[self._coerce(key)]
         except (KeyError, TypeError):
+            what = "id" if self.name == "id" else f"{self.name} id"
             raise UnknownIdError(
-                f"unknown {self.name} id {key!r}: not among the {len(self)} {self.name} ids "
+                f"unknown {what} {plain_id(key)!r}: not among the {len(self)} {what}s "
                 f"the model knows (e.g. {', '.join(map(repr, self._ids[:3].tolist()))})"
             ) from None
 

@@ -37,6 +37,10 @@ def _check_k(k: Any, n: int, name: str = "k", what: str = "the catalogue size") 
 def _check_indices(idx: np.ndarray, n: int, name: str, what: str) -> None:
     """DataError unless every entry of ``idx`` is an integer in [0, n): one min/max, no
     loop (floats and bools would index silently: 0.9 as 0, True as 1)."""
+    if idx.ndim != 1:
+        hint = f" (use [{idx.item()!r}] for one)" if idx.ndim == 0 else ""
+        raise DataError(f"`{name}` must be a 1-D array of internal {what} ids, got shape "
+                        f"{idx.shape}{hint}")
     if not idx.size:
         return
     if idx.dtype.kind not in "iu":
@@ -377,8 +381,10 @@ class TwoTower:
         if len(train) == 0:
             raise DataError("fit: the training interactions are empty")
         if cfg.objective == "mse" and train.ratings is None:
-            raise DataError("objective 'mse' needs ratings; give --rating-col or another "
-                            "objective")
+            raise DataError("objective 'mse' needs ratings (Interactions.ratings; --rating-col "
+                            "in the CLI), or another objective: ModelConfig() is the "
+                            "tutorial's mse model; ModelConfig.preset('default') (what "
+                            "TwoTower() trains) needs no ratings")
         if cfg.objective == "mse":
             _check_ratings_vary(float(train.ratings.min()), float(train.ratings.max()))
         if validation is not None:
