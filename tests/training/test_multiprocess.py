@@ -177,10 +177,11 @@ def test_devices_must_count_every_process(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def _train_on_own_files(tmp_path, stream: bool) -> list[tuple[int, str, str]]:
+def _train_on_own_files(tmp_path, stream: bool, names=("a.csv", "b.csv"),
+                        extra=((), ())) -> list[tuple[int, str, str]]:
     """`twotower train` as a 2-process job, process 0 on `a.csv` and process 1 on
-    `b.csv` (both under ``tmp_path``), into ``tmp_path / "run"``: ``_finished``'s
-    results."""
+    `b.csv` (both under ``tmp_path``; ``names``), each with its ``extra`` flags, into
+    ``tmp_path / "run"``: ``_finished``'s results."""
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     env.pop("XLA_FLAGS", None)
     port = _free_port()
@@ -189,9 +190,9 @@ def _train_on_own_files(tmp_path, stream: bool) -> list[tuple[int, str, str]]:
                                     "--coordinator", f"127.0.0.1:{port}",
                                     "--num-processes", "2", "--process-id", i,
                                     "--join-timeout", "60", "--out", tmp_path / "run",
-                                    *(["--stream"] if stream else [])]),
+                                    *(["--stream"] if stream else []), *extra[i]]),
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for i, name in enumerate(("a.csv", "b.csv"))]
+                              text=True) for i, name in enumerate(names)]
     return _finished(procs, 180)
 
 
@@ -208,6 +209,29 @@ def test_processes_given_different_data_say_so(tmp_path, stream):
         assert code == 2, err[-2000:]
         assert "differ between the processes of this job: process(es) 1 read other data" \
             in err, err[-2000:]
+        assert "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_processes_given_other_settings_name_them(tmp_path, stream):
+    """Process 1 started with other --epochs: process 0 said "saved" and never exited,
+    process 1 waited in its second epoch (both until killed); other --seed failed inside
+    JAX ("device_put is not the same on each process") blaming a process that had not
+    stopped. The settings are compared with the data, before training."""
+    (tmp_path / "a.csv").write_text("user_id,item_id,rating\n" + "".join(
+        f"u{u},i{i},{1 + (u + i) % 5}\n" for u in range(20) for i in range(10)))
+    results = _train_on_own_files(tmp_path, stream, names=("a.csv", "a.csv"),
+                                  extra=((), ("--epochs", "3", "--seed", "7")))
+    for p, (code, out, err) in enumerate(results):
+        assert code == 2, err[-2000:]
+        seed = 7 if p else 42  # --seed seeds the stream's shuffle too
+        also, values = ((", stream.seed", f", stream.seed {seed}") if stream else ("", ""))
+        assert ("the training settings differ between the processes of this job: "
+                f"process(es) 1 have other epochs, seed{also} than process 0") in err, \
+            err[-2000:]
+        assert (f"(this process, {p}: epochs {3 if p else 1}, seed {seed}{values})"
+                in err), err[-2000:]
         assert "Traceback" not in err
     assert not (tmp_path / "run").exists()
 

@@ -148,8 +148,24 @@ def _data_digest(*parts: Any) -> np.ndarray:
     return np.frombuffer(h.digest(), dtype=np.uint32).copy()
 
 
+_SETTING_SLOTS = 128
+
+
+def _settings_digest(settings: dict[str, Any] | None) -> np.ndarray:
+    """``uint32[_SETTING_SLOTS]``: setting ``i`` (in key order) hashed into slot ``i %
+    _SETTING_SLOTS``, so the processes of a job can name the settings they differ in."""
+    import hashlib
+    out = np.zeros(_SETTING_SLOTS, dtype=np.uint32)
+    for i, key in enumerate(sorted(settings or {})):
+        h = hashlib.blake2b(f"{key}={settings[key]!r}".encode("utf-8", "surrogatepass"),
+                            digest_size=4)
+        out[i % _SETTING_SLOTS] ^= np.frombuffer(h.digest(), dtype=np.uint32)[0]
+    return out
+
+
 def _same_data_on_every_process(what: str, *parts: Any,
-                                failure: BaseException | None = None) -> None:
+                                failure: BaseException | None = None,
+                                settings: dict[str, Any] | None = None) -> None:
     """In a multi-process job, check that every process trains on the same data (the
     product's multi-process training has every process read the same rows and feed its
     part of each batch). Processes given different data would otherwise wait on each other
@@ -159,7 +175,13 @@ def _same_data_on_every_process(what: str, *parts: Any,
     ``failure``: this process could not read its data (the error, raised here once every
     process knows): the others then stop too, rather than wait for it.
 
+    ``settings``: the training's settings (the model config, the stream's), compared too:
+    processes given other epochs or seeds waited on each other for ever, or failed inside
+    JAX blaming a process that had not stopped.
+
     Raises:
+        ConfigError: on every process, naming the settings some process has otherwise
+            than process 0 (and this process's values of them).
         DataError: on every process, naming the processes whose data differ from process
             0's, or that could not read theirs (those raise their own error).
     """
@@ -171,7 +193,7 @@ def _same_data_on_every_process(what: str, *parts: Any,
     from jax.experimental import multihost_utils
     flag = np.array([failure is not None], dtype=np.uint32)
     mine = np.concatenate([flag, np.zeros(_DIGEST_BYTES // 4, np.uint32) if failure is not None
-                           else _data_digest(*parts)])
+                           else _data_digest(*parts), _settings_digest(settings)])
     every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
     failed = [p for p in range(len(every)) if every[p, 0]]
     if failure is not None:
@@ -180,7 +202,18 @@ def _same_data_on_every_process(what: str, *parts: Any,
         names = ", ".join(map(str, failed))
         raise DataError(f"{what}: process(es) {names} could not read their data (their own "
                         "error says why); every process of the job stops")
-    every = every[:, 1:]
+    slots = every[:, 1 + _DIGEST_BYTES // 4:]
+    odd = np.flatnonzero((slots != slots[0]).any(axis=0))
+    if len(odd) and settings:
+        keys = [k for i, k in enumerate(sorted(settings)) if i % _SETTING_SLOTS in set(odd)]
+        procs = [p for p in range(1, len(slots)) if not np.array_equal(slots[p], slots[0])]
+        mine_ = ", ".join(f"{k} {settings[k]!r}" for k in keys)
+        raise ConfigError(
+            f"the training settings differ between the processes of this job: process(es) "
+            f"{', '.join(map(str, procs))} have other {', '.join(keys)} than process 0 "
+            f"(this process, {jax.process_index()}: {mine_}). Every process must be started "
+            "with the same flags and --config but --process-id")
+    every = every[:, 1:1 + _DIGEST_BYTES // 4]
     differ = [p for p in range(1, len(every)) if not np.array_equal(every[p], every[0])]
     if differ:
         names = ", ".join(map(str, differ))
@@ -377,7 +410,8 @@ class TwoTower:
         # stop alone, and the others wait for it for ever
         _same_data_on_every_process(
             "the training interactions", train.user_vocab, train.item_vocab,
-            train.users, train.items, train.ratings, train.timestamps)
+            train.users, train.items, train.ratings, train.timestamps,
+            settings={**cfg.to_dict(), "streamed": False})
         if len(train) == 0:
             raise DataError("fit: the training interactions are empty")
         if cfg.objective == "mse" and train.ratings is None:
@@ -587,7 +621,10 @@ class TwoTower:
             _same_data_on_every_process(
                 f"the streamed data ({stream.path})",
                 *(() if failure is not None else (stats.user_vocab, stats.item_vocab, digest)),
-                failure=failure)
+                failure=failure, settings={
+                    **cfg.to_dict(), "streamed": True,
+                    **{f"stream.{k}": v for k, v in dataclasses.asdict(stream.config).items()},
+                    "stream.seen": seen})
         if stats.rows == 0:
             raise DataError(f"fit_stream: {stream.path} has no interactions")
         if cfg.objective == "mse" and stats.rating_range is not None:
