@@ -515,6 +515,7 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
         _write_json(tmp / "training.json", {"history": model.history,
                                             "fit_seconds": model.fit_seconds,
                                             "trained_at": model.trained_at,
+                                            "trained_with": model.trained_with,
                                             "ease": getattr(model, "ease_tuning", None)})
         if getattr(model, "_net", None) is not None:
             model._net.save_weights(tmp / "model.weights.h5")
@@ -699,6 +700,7 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
         # runs saved before trained_at was kept: their save time, as close as there is
         model.trained_at = training.get("trained_at") or manifest.get("created_at")
         model.ease_tuning = training.get("ease")
+        model.trained_with = training.get("trained_with")  # None: a run saved before it was kept
         model.manifest = manifest
     except ArtifactError:
         raise

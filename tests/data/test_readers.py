@@ -464,3 +464,17 @@ def test_an_items_file_with_a_header_only_is_named_so(tmp_path):
     p.write_text("item_id,title\n")
     with pytest.raises(DataError, match=r"--items: .*i.csv has no rows \(its header only\)"):
         read_item_info(p, id_col="item_id")
+
+
+def test_interactions_built_from_lists_and_unmatched_metadata_say_what_they_take():
+    """Interactions(users=[0], ...) failed with `'list' object has no attribute 'min'`;
+    metadata of no data id said 'is a item id ... like np.int64(0)'."""
+    from twotower.data import Interactions, Vocabulary
+    with pytest.raises(DataError, match=r"`users` must be a 1-D numpy array of indices .* "
+                                        r"Interactions.from_ids"):
+        Interactions(users=[0], items=[0], user_vocab=Vocabulary([1]),
+                     item_vocab=Vocabulary([2]))
+    info = pd.DataFrame({"item_id": [1000], "title": ["x"]})
+    with pytest.raises(DataError, match=r"none of its 1 ids is an item id of the data "
+                                        r"\(e\.g\. 1000; the data's are like 0\)"):
+        Interactions.from_ids([1, 2], np.array([0, 1]), item_info=info)

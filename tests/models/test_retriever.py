@@ -258,6 +258,7 @@ def test_ids_the_model_never_trained_on_are_refused_by_the_library_as_by_the_cli
             m.similar_ids([0, 9], 2)
         assert m.recommend_ids([0, 1], 2)[1].shape == (2, 2)
         assert 9 not in m.similar_ids([0], 3)[1].ravel().tolist()
+        assert m.trained_with == "model.fit"  # kept by the save (it was None after a load)
 
 
 @pytest.mark.parametrize("bad", [1.5, -0.1, True, "0.9", float("nan")])

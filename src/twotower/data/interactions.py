@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from twotower.data.vocabulary import INT_ID, Vocabulary
+from twotower.data.vocabulary import INT_ID, Vocabulary, plain_id
 from twotower.errors import DataError
 
 
@@ -47,6 +47,13 @@ class Interactions:
     user_info: pd.DataFrame | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        for name in ("users", "items", "ratings", "timestamps"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, np.ndarray) or v.ndim != 1):
+                what = "indices into its vocabulary" if name in ("users", "items") else name
+                raise DataError(f"Interactions: `{name}` must be a 1-D numpy array of {what}, "
+                                f"got {type(v).__name__}; Interactions.from_ids(user_ids, "
+                                "item_ids, ...) builds one from external ids")
         n = len(self.users)
         for name in ("items", "ratings", "timestamps"):
             v = getattr(self, name)
@@ -339,9 +346,11 @@ def _align(info: pd.DataFrame | None, vocab: Vocabulary, name: str = "item_info"
     keys = pd.Index(vocab.ids.tolist(), dtype=object)
     found = int(keys.isin(info.index).sum())
     if len(info) and not found:
-        raise DataError(f"`{name}`: none of its {len(info)} ids is a {vocab.name} id of the "
-                        f"data (e.g. {info.index[0]!r}; the data's are like "
-                        f"{vocab.ids[0]!r})")
+        what = ("an id" if vocab.name == "id" else
+                f"{'an' if vocab.name[:1] in 'aeiou' else 'a'} {vocab.name} id")
+        raise DataError(f"`{name}`: none of its {len(info)} ids is {what} of the data (e.g. "
+                        f"{plain_id(info.index[0])!r}; the data's are like "
+                        f"{plain_id(vocab.ids[0])!r})")
     aligned = info.reindex(keys)
     aligned.index = pd.RangeIndex(len(vocab))
     aligned.insert(0, "id", vocab.ids)
