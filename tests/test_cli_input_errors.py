@@ -169,6 +169,23 @@ def test_a_bad_coordinator_in_the_file_is_not_blamed_on_the_flag(capsys, tmp_pat
     assert "--coordinator)" not in err, err
 
 
+@pytest.mark.parametrize("flags, needle", [
+    (("--coordinator", "10.9.9.9:29500", "--process-id", "0"),
+     "coordinator_address (--coordinator) is set but num_processes is 1"),
+    (("--process-id", "1"), "process_id (--process-id) is 1 but num_processes is 1"),
+    (("--num-processes", "1", "--coordinator", "10.9.9.9:29500"),
+     "coordinator_address (--coordinator) is set but num_processes is 1"),
+])
+def test_multi_host_flags_without_num_processes_are_refused(capsys, tmp_path, data, flags,
+                                                            needle):
+    """--coordinator without --num-processes trained on one host and exited 0, saying
+    nothing (each host of a job template missing it trained alone, all writing --out);
+    --process-id 1 alone was 'must be between 0 and 0'."""
+    code, _, err = run(capsys, *_train(tmp_path, data, *flags))
+    assert code == 2 and needle in err and "--num-processes" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_version_and_plain_help(capsys):
     from twotower import __version__
     code, out, _ = run(capsys, "--version")

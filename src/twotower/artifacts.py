@@ -855,7 +855,8 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
                             users=calib)
     build_s = time.perf_counter() - t0 - (tuned["seconds"] if tuned else 0.0) - (
         tuned["similar"]["seconds"] if tuned and "similar" in tuned else 0.0)
-    measured = _against_exact(model._index, exact, queries, kk, exclude)
+    measured = _against_exact(model._index, exact, queries, kk, exclude,
+                              model._untrained_item_cache()[1])
     held = None
     if test is not None:
         from twotower.data.interactions import Interactions
@@ -888,18 +889,23 @@ def _dir_bytes(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
-def _against_exact(index: Any, exact: Any, queries: np.ndarray, k: int, exclude: Any
-                   ) -> dict[str, Any]:
-    """Recall@k of ``index`` against ``exact`` on ``queries`` (``exclude`` applied), and
-    the queries per second of each (one batch call each: a rough guide)."""
+def _against_exact(index: Any, exact: Any, queries: np.ndarray, k: int, exclude: Any,
+                   deny: Any = None) -> dict[str, Any]:
+    """Recall@k of ``index`` against ``exact`` on ``queries`` (``exclude`` and ``deny``
+    applied: the items the model never trained are in no list it serves), and the queries
+    per second of each (one batch call each: a rough guide)."""
+    if deny is not None:  # each index's own prepared list, as the model serves
+        deny_exact, deny = exact.prepare_deny(deny), index.prepare_deny(deny)
+    else:
+        deny_exact = None
     import time
 
     from twotower.index import recall_at_k
     t0 = time.perf_counter()
-    _, ref = exact.search(queries, k, exclude=exclude)
+    _, ref = exact.search(queries, k, exclude=exclude, deny=deny_exact)
     exact_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    _, got = index.search(queries, k, exclude=exclude)
+    _, got = index.search(queries, k, exclude=exclude, deny=deny)
     search_s = time.perf_counter() - t0
     n = len(queries)
     return {f"recall@{k}_vs_exact": round(recall_at_k(ref, got), 4), "queries": n,
@@ -918,7 +924,7 @@ def _similar_report(model: TwoTower, sample: int, k: int, seed: int, *, tuned: b
     out: dict[str, Any] = {"kind": index.kind}
     if index.kind == "exact" or model.n_items < 2:
         return out
-    pool = np.arange(model.n_items)
+    pool = np.flatnonzero(~model.untrained_items())  # the items it answers for
     if tuned:
         rest = np.setdiff1d(pool, model._similar_calibration())
         out["calibration_items_left_out"] = bool(len(rest))
@@ -930,4 +936,5 @@ def _similar_report(model: TwoTower, sample: int, k: int, seed: int, *, tuned: b
     exact = make_index(IndexConfig(kind="exact", metric="cosine")).build(vectors)
     knob = "nprobe" if index.kind == "ivf" else "ef_search"
     return {**out, knob: index.nprobe if knob == "nprobe" else index.config.ef_search,
-            **_against_exact(index, exact, vectors[items], kk, exclude)}
+            **_against_exact(index, exact, vectors[items], kk, exclude,
+                             model._untrained_item_cache()[1])}

@@ -60,34 +60,69 @@ def test_exclude_allow_deny(built, catalogue):
         assert not set(ids[r]) & set(deny.tolist())
 
 
-def test_a_read_only_deny_list_is_compiled_once_and_still_honoured(config, catalogue):
-    """A read-only ``deny`` array is compiled once per build and reused (a model denies
-    its untrained items on every request); it gives the writable array's results, with
-    per-query exclusions of each form; a writable array edited between calls is read
-    again, and a rebuild compiles the read-only one again."""
+def test_a_prepared_deny_list_is_honoured_kept_and_tied_to_its_build(config, catalogue):
+    """``prepare_deny`` compiles a deny list once for an index (a model denies the items
+    it never trained on every request): the same results as the plain list, with each
+    form of exclusions and with an allow-list on top; the ids are copied (a caller's later
+    edits, through a view too, do not reach it); another index's or an earlier build's
+    list is refused."""
     V, Q = catalogue
     index = make_index(config).build(V)
     ref = reference(V, Q, 10)[1]
-    deny = np.unique(ref[:, :3])
-    frozen = deny.copy()
-    frozen.flags.writeable = False
+    ids = np.unique(ref[:, :3])
+    view = ids[:]  # a view of the caller's array
+    denied = index.prepare_deny(view)
+    assert denied.n_denied == len(ids)
     ex = [ref[r, 3:3 + r] for r in range(len(Q))]
     prepared = index.prepare_exclusions(ex)
     for exclude in (None, ex, prepared.rows(np.arange(len(Q)))):
-        want = reference(V, Q, 10, ex if exclude is not None else None, deny=deny)
+        want = reference(V, Q, 10, ex if exclude is not None else None, deny=ids)
         for _ in range(2):
-            got = index.search(Q, 10, exclude=exclude, deny=frozen)
+            got = index.search(Q, 10, exclude=exclude, deny=denied)
             assert_topk_equal(got, want, V, Q)
-            assert not np.isin(got[1], deny).any()
-    editable = deny.copy()
-    index.search(Q, 10, deny=editable)
-    editable[:] = ref[0, 5]  # now only one item is denied
-    assert_topk_equal(index.search(Q, 10, deny=editable),
-                      reference(V, Q, 10, deny=editable), V, Q)
-    W = np.concatenate([V[::-1], V[:50]])  # another build: 350 rows, another order
-    index.build(W)
-    assert_topk_equal(index.search(Q, 10, deny=frozen), reference(W, Q, 10, deny=frozen),
-                      W, Q)
+        single = index.search(Q[:1], 10, exclude=None if exclude is None else ex[:1],
+                              deny=denied)
+        assert_topk_equal(single, reference(V, Q[:1], 10, None if exclude is None else
+                                            ex[:1], deny=ids), V, Q[:1])
+    allow = np.arange(0, 300, 2)
+    assert_topk_equal(index.search(Q, 10, allow=allow, deny=denied),
+                      reference(V, Q, 10, allow=allow, deny=ids), V, Q)
+    kept = ids.copy()
+    ids[:] = ref[0, 5]  # the caller edits its array (and so the view)
+    assert_topk_equal(index.search(Q, 10, deny=denied), reference(V, Q, 10, deny=kept), V, Q)
+    other = make_index(config).build(V)
+    with pytest.raises(DataError, match="prepared by another index"):
+        other.search(Q, 10, deny=denied)
+    index.build(V)
+    with pytest.raises(DataError, match="before this one was built again"):
+        index.search(Q, 10, deny=denied)
+    with pytest.raises(DataError):
+        index.prepare_deny([300])
+
+
+def test_a_prepared_deny_list_over_a_norm_ordered_catalogue_is_derived_once():
+    """Exact search over 65,536 items or more keeps its catalogue in norm order: a plain
+    deny list is reordered, and its score mask built, on every call; a prepared one keeps
+    both (its cache), for single queries and batches, with the reference's results."""
+    rng = np.random.default_rng(5)
+    V = rng.standard_normal((70_000, 8)).astype(np.float32)
+    V *= rng.uniform(0.2, 3, (len(V), 1)).astype(np.float32)
+    Q = rng.standard_normal((6, 8)).astype(np.float32)
+    index = make_index(IndexConfig(kind="exact")).build(V)
+    assert index._order is not None  # the norm-ordered path
+    ids = np.unique(reference(V, Q, 5)[1][:, :2])
+    denied = index.prepare_deny(ids)
+    ex = [reference(V, Q, 5)[1][r, 2:3] for r in range(len(Q))]
+    for q, e in ((Q, ex), (Q[:1], ex[:1])):
+        got = index.search(q, 5, exclude=e, deny=denied)
+        assert_topk_equal(got, reference(V, q, 5, e, deny=ids), V, q)
+    cache = denied._filters.cache
+    kept = {key: value for key, (_, value) in cache.items()}
+    assert any(key[0] == "stored" for key in kept) and any(key[0] == "mask" for key in kept)
+    for q, e in ((Q, ex), (Q[:1], ex[:1])):
+        index.search(q, 5, exclude=e, deny=denied)
+    assert cache.keys() == kept.keys()  # nothing made again: the same objects
+    assert all(value is kept[key] for key, (_, value) in cache.items())
 
 
 def test_small_allow_list(built, catalogue):

@@ -228,6 +228,8 @@ def test_an_item_never_trained_on_is_in_no_recommendation_list(kind, tmp_path):
     model.set_index(IndexConfig(kind=kind))
     raw = model._index.search(q, 1)[1][:, 0]  # the index itself: it wins most lists
     assert (raw == j).mean() > 0.5, raw
+    denied = model._untrained_denied(model._index)  # prepared once per index build
+    assert denied.n_denied == 1 and model._untrained_denied(model._index) is denied
     model.save(tmp_path / "run")
     for m in (model, TwoTower.load(tmp_path / "run")):
         for exclude in (None, m.seen_exclusions(users), m.seen_items(users)):

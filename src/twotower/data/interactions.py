@@ -51,9 +51,11 @@ class Interactions:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, np.ndarray) or v.ndim != 1):
                 what = "indices into its vocabulary" if name in ("users", "items") else name
-                raise DataError(f"Interactions: `{name}` must be a 1-D numpy array of {what}, "
-                                f"got {type(v).__name__}; Interactions.from_ids(user_ids, "
-                                "item_ids, ...) builds one from external ids")
+                got = (f"shape {v.shape}" if isinstance(v, np.ndarray) else
+                       f"{type(v).__name__} (Interactions.from_ids(user_ids, item_ids, ...) "
+                       "builds one from external ids)")
+                raise DataError(f"Interactions: `{name}` must be a 1-D numpy array of "
+                                f"{what}, got {got}")
         n = len(self.users)
         for name in ("items", "ratings", "timestamps"):
             v = getattr(self, name)

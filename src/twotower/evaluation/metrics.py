@@ -217,7 +217,8 @@ def evaluate_topk(top_ids: np.ndarray, truth: Truth, ks: Sequence[int] | int = (
             ``top_ids``; any stored non-zero is relevant) or one array of relevant item
             indices per row.
         ks: cut-offs, each at most ``W`` (one top-100 list serves K = 10 and 100).
-        n_items: catalogue size for coverage (default: ``truth``'s column count).
+        n_items: catalogue size for coverage (default: a sparse ``truth``'s column
+            count; required when ``truth`` is a list of arrays).
 
     Returns:
         ``{"recall@10", "ndcg@10", "hit_rate@10", "mrr@10", "coverage@10", ..., "users"}``;

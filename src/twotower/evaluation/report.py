@@ -82,6 +82,8 @@ def recall_curve(top_ids: np.ndarray, truth: Truth, ks: Sequence[int],
         top_ids: ``[n, W]`` int64 item indices, best first, ``-1`` = padding; ``max(ks) <= W``.
         truth: ``[n, n_items]`` sparse matrix or one array of relevant items per row.
         ks: cut-offs.
+        n_items: catalogue size (default: a sparse ``truth``'s column count; required when
+            ``truth`` is a list of arrays).
     """
     per = per_user_metrics(top_ids, truth, ks, n_items)
     has = per["n_relevant"] > 0

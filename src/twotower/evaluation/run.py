@@ -72,11 +72,14 @@ class ExactRanking:
         self._model = model
         self.user_vocab, self.item_vocab = model.user_vocab, model.item_vocab
         self._index = make_index(IndexConfig(kind="exact")).build(model.item_embeddings)
+        # the items the model never trained are in none of its lists (``recommend``)
+        ids = model._untrained_item_cache()[1]
+        self._deny = None if ids is None else self._index.prepare_deny(ids)
 
     def recommend(self, users: np.ndarray, k: int, exclude: Any = None
                   ) -> tuple[np.ndarray, np.ndarray]:
         return self._index.search(self._model.query_embeddings(users), k, exclude=exclude,
-                                  deny=self._model._untrained_item_cache()[1])
+                                  deny=self._deny)
 
 
 def served_metrics(model: Any, train: Interactions, held: Interactions, ks: Sequence[int]

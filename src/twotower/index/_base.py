@@ -11,7 +11,8 @@ import numpy as np
 
 from twotower.errors import ArtifactError, ConfigError, DataError, NotFittedError
 from twotower.index.config import IndexConfig
-from twotower.index.filters import Exclusions, Filters, compile_filters, prepare_exclusions
+from twotower.index.filters import (Denied, Exclusions, Filters, compile_filters,
+                                    prepare_deny, prepare_exclusions)
 
 PAD_ID = -1
 """Id that pads a result row when fewer than ``k`` items qualify (its score is ``-inf``)."""
@@ -108,7 +109,6 @@ class Index:
         self._n = 0
         self._d = 0
         self._layout = object()  # new at each build: ties prepared exclusions to it
-        self._deny_cache: tuple[Any, Any, Filters] | None = None
 
     # ------------------------------------------------------------------ state
     @property
@@ -154,6 +154,18 @@ class Index:
         self._layout = object()
         return self
 
+    def prepare_deny(self, ids: Any) -> Denied:
+        """Ids never returned to any query, checked and compiled once for this index
+        (``Denied``): pass the result as ``search``'s ``deny`` when the same ids are denied
+        on many calls (e.g. items out of stock, or the items a model never trained).
+
+        Raises:
+            NotFittedError: before ``build``.
+            DataError: not a 1-D sequence of ids in ``[0, n)``.
+        """
+        self._require_built()
+        return prepare_deny(ids, self._n, self._layout)
+
     def prepare_exclusions(self, table: Any) -> Exclusions:
         """Per-query exclusions checked once and laid out for this index (``Exclusions``):
         pass ``prepared.rows(r)`` as ``search``'s ``exclude``, one table row per query.
@@ -189,7 +201,8 @@ class Index:
                 the prepared form is the cheapest, then CSR: separate sequences are first
                 concatenated (README, "Search").
             allow: 1-D ids; only these may be returned (to every query).
-            deny: 1-D ids never returned (to any query).
+            deny: 1-D ids never returned (to any query), or the same prepared once by
+                this index (``prepare_deny``: no ``[n]`` mask built per call).
 
         Returns:
             scores ``[b, k]`` float32 and ids ``[b, k]`` int64, best first; rows padded
@@ -205,14 +218,14 @@ class Index:
         k = check_k(k)
         q = self._check_queries(queries)
         b = q.shape[0]
-        glob = self._global_filter(allow, deny, b)
+        glob = self._prepared_global(allow, deny, b)
         if isinstance(exclude, Exclusions):
             exclude._check(self._layout, b)
             f = glob or compile_filters(None, allow, deny, self._n, b)
             filters = Filters.prepared_rows(exclude, f.allowed, f.n_allowed)
+            filters.cache = f.cache
         elif glob is not None:
-            filters = compile_filters(exclude, None, None, self._n, b)
-            filters.allowed, filters.n_allowed = glob.allowed, glob.n_allowed
+            filters = compile_filters(exclude, None, None, self._n, b).with_global(glob)
         else:
             filters = compile_filters(exclude, allow, deny, self._n, b)
         if k > self._n and b * (k - self._n) * _RESULT_BYTES > _MAX_PADDED_BYTES:
@@ -226,19 +239,18 @@ class Index:
             q = normalise(np.array(q, dtype=np.float32, copy=True))
         return self._search(q, k, filters)
 
-    def _global_filter(self, allow: Any, deny: Any, b: int) -> Filters | None:
-        """A read-only ``deny`` array (with no ``allow``) compiled once and kept while the
-        same array comes back: a model denies the same items on every request (its
-        untrained items) and would otherwise build an ``[n]`` mask per search. A writable
-        array could change between calls, so it is compiled each time (None here)."""
-        if allow is not None or type(deny) is not np.ndarray or deny.flags.writeable:
+    def _prepared_global(self, allow: Any, deny: Any, b: int) -> Filters | None:
+        """The global filter of a prepared ``deny`` (``prepare_deny``), with ``allow``
+        applied on top when given (then compiled for this call); None for a plain one."""
+        if not isinstance(deny, Denied):
             return None
-        cached = self._deny_cache
-        if cached is None or cached[0] is not deny or cached[1] is not self._layout:
-            f = compile_filters(None, None, deny, self._n, b)
-            f.allowed.flags.writeable = False  # shared by every search that reuses it
-            cached = self._deny_cache = (deny, self._layout, f)
-        return cached[2]
+        g = deny._check(self._layout)
+        if allow is None:
+            return g
+        f = compile_filters(None, allow, None, self._n, b)
+        f.allowed &= g.allowed
+        f.n_allowed = int(np.count_nonzero(f.allowed))
+        return f
 
     def _check_queries(self, queries: Any) -> np.ndarray:
         if type(queries) is np.ndarray and queries.dtype == np.float32:

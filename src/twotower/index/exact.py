@@ -122,7 +122,9 @@ def _merge(bs: np.ndarray, bi: np.ndarray, cs: np.ndarray, ci: np.ndarray
     return np.take_along_axis(s, p, axis=1), np.take_along_axis(i, p, axis=1)
 
 
-_LAST_MASK: tuple[np.ndarray, int, _Mask] | None = None  # _Mask.of's, for one read-only mask
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False  # kept and shared by the searches of a prepared filter
+    return a
 
 
 class _Mask:
@@ -136,20 +138,6 @@ class _Mask:
                 self.blocked = np.flatnonzero(~allowed)
             elif n_blocked:
                 self.bias = np.where(allowed, np.float32(0), _NEG).astype(np.float32)
-
-    @classmethod
-    def of(cls, allowed: np.ndarray | None, chunk: int) -> _Mask:
-        """``_Mask(allowed, chunk)``, built once for a read-only mask (a global filter the
-        index compiled once, ``Index._global_filter``: the same on every request)."""
-        global _LAST_MASK
-        if allowed is None or allowed.flags.writeable:
-            return cls(allowed, chunk)
-        last = _LAST_MASK
-        if last is not None and last[0] is allowed and last[1] == chunk:
-            return last[2]
-        mask = cls(allowed, chunk)
-        _LAST_MASK = (allowed, chunk, mask)
-        return mask
 
     def apply(self, S: np.ndarray, c0: int, c1: int) -> None:
         if self.blocked is not None:
@@ -291,7 +279,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     b = Q.shape[0]
     if f.allowed is not None and f.n_allowed * 4 <= n:  # rows reordered: no norm order
         if ex_map is not None and f.ex_ids is not None:
-            f = Filters(f.ex_ptr, ex_map[f.ex_ids], f.allowed, f.n_allowed)
+            f = f.with_exclusions(f.ex_ptr, ex_map[f.ex_ids])
         return _topk_subset(V, Q, k, f, batch_size, chunk_size, threads)
     # Memory is bounded by batch_size * chunk_size scores per worker: fewer queries, longer
     # chunks (one query scans up to batch_size * chunk_size items in a matrix-vector).
@@ -304,7 +292,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # checks) its own part, in parallel and into its own cache
     deferred = None if small else f.ex_rows
     if ex_map is not None and small and f.ex_ids is not None:
-        f = Filters(f.ex_ptr, ex_map[f.ex_ids], f.allowed, f.n_allowed)  # small: map now
+        f = f.with_exclusions(f.ex_ptr, ex_map[f.ex_ids])  # small: map now
         ex_map = None
     if b == 1 and n <= chunk_size:
         return _topk_one(V, Q[0], k, f)
@@ -320,7 +308,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     out_s = np.full((b, k), _NEG, dtype=np.float32)
     out_i = np.full((b, k), PAD_ID, dtype=np.int64)
     kk = min(k, n)
-    mask = _Mask.of(f.allowed, chunk_size)
+    # a prepared deny list's mask is made once per chunk size (``Filters.derived``)
+    mask = f.derived(("mask", chunk_size), lambda: _Mask(f.allowed, chunk_size))
     # a prepared table's rows: each block reads its own (with norms, only their heads)
     # (one chunk: each block's worker gathers its own rows, in parallel)
     prepared = (f.prepared if (norms is not None and not small) or (n <= chunk_size and b > 1)
@@ -631,23 +620,13 @@ class ExactIndex(Index):
         v.flags.writeable = False
         return v
 
-    def _stored_order(self, allowed: np.ndarray) -> np.ndarray:
-        """``allowed`` in storage order; kept for a read-only mask (the same global filter
-        on every request), which its reordered copy stays too."""
-        cached = getattr(self, "_ordered_allowed", None)
-        if cached is not None and cached[0] is allowed and cached[1] is self._order:
-            return cached[2]
-        out = allowed[self._order]
-        if not allowed.flags.writeable:
-            out.flags.writeable = False
-            self._ordered_allowed = (allowed, self._order, out)
-        return out
-
     def _search(self, q: np.ndarray, k: int, f: Filters) -> tuple[np.ndarray, np.ndarray]:
         if self._order is not None and f.allowed is not None:
             # filters into storage order (excluded ids: by topk_exact's workers, ex_map);
             # ids back to id order below
-            f = f.with_allowed(self._stored_order(f.allowed))
+            order = self._order  # a prepared deny list's is reordered once
+            f = f.with_allowed(f.derived(("stored", id(order)), lambda: _frozen(
+                f.allowed[order])))
         # prepared exclusions (``in_layout``) are storage rows already: nothing to map
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,

@@ -47,18 +47,11 @@ def _faiss() -> Any:
 class _FaissIndex(Index):
     """Shared machinery of the faiss-backed kinds."""
 
-    def _bitmap(self, allowed: np.ndarray, groups: Any) -> tuple[int, np.ndarray]:
-        """The global filter as faiss' bitmap over the graph's nodes (and its length); a
-        read-only mask (``Index._global_filter``'s, the same on every request) is packed
-        once."""
-        cached = getattr(self, "_bitmap_cache", None)
-        if cached is not None and cached[0] is allowed and cached[1] is groups:
-            return cached[2]
+    @staticmethod
+    def _bitmap(allowed: np.ndarray, groups: Any) -> tuple[int, np.ndarray]:
+        """The global filter as faiss' bitmap over the graph's nodes, and its length."""
         nodes = allowed if groups is None else groups.any_member(allowed)
-        out = (len(nodes), np.packbits(nodes, bitorder="little"))
-        if not allowed.flags.writeable:
-            self._bitmap_cache = (allowed, groups, out)
-        return out
+        return len(nodes), np.packbits(nodes, bitorder="little")
 
     def _threads(self) -> None:
         _faiss().omp_set_num_threads(self.config.threads or _CPUS)
@@ -200,7 +193,8 @@ class _FaissIndex(Index):
         fetch = min(kk + (0 if own else most), f.n_allowed)
         bitmap = sel = None
         if f.allowed is not None:
-            size, bitmap = self._bitmap(f.allowed, groups)
+            size, bitmap = f.derived(("bitmap", id(groups)),
+                                     lambda: self._bitmap(f.allowed, groups))
             sel = faiss.IDSelectorBitmap(size, faiss.swig_ptr(bitmap))
         self._threads()
         nodes = self._faiss.ntotal

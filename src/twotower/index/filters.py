@@ -15,7 +15,7 @@ worker threads; either way a malformed list fails the ``search`` call and names 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,8 @@ class Filters:
             table's), not ids: nothing to map.
     """
 
-    __slots__ = ("_ptr", "_ids", "_rows", "_n", "allowed", "n_allowed", "in_layout")
+    __slots__ = ("_ptr", "_ids", "_rows", "_n", "allowed", "n_allowed", "in_layout",
+                 "cache")
 
     def __init__(self, ex_ptr: np.ndarray | None, ex_ids: np.ndarray | None,
                  allowed: np.ndarray | None, n_allowed: int, in_layout: bool = False) -> None:
@@ -50,6 +51,33 @@ class Filters:
         self.allowed, self.n_allowed = allowed, n_allowed
         # True: ``ex_ids`` are already the index's own rows (``Exclusions``), not ids
         self.in_layout = in_layout
+        # a prepared global filter's (``Denied``): forms of ``allowed`` a kind derives once
+        # and keeps, each entry ``key -> (the allowed array it was derived from, value)``
+        self.cache: dict[Any, tuple[np.ndarray, Any]] | None = None
+
+    def derived(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, kept in a prepared filter's ``cache`` under ``key`` for this very
+        ``allowed`` array (an entry of another array is made again, never reused)."""
+        if self.cache is None:
+            return make()
+        entry = self.cache.get(key)
+        if entry is not None and entry[0] is self.allowed:
+            return entry[1]
+        value = make()
+        self.cache[key] = (self.allowed, value)
+        return value
+
+    def with_exclusions(self, ex_ptr: np.ndarray | None, ex_ids: np.ndarray | None
+                        ) -> Filters:
+        """Other (flat) exclusions under the same global filter."""
+        f = Filters(ex_ptr, ex_ids, self.allowed, self.n_allowed)
+        f.cache = self.cache
+        return f
+
+    def with_global(self, g: Filters) -> Filters:
+        """These exclusions under the global filter ``g`` (a prepared one's)."""
+        self.allowed, self.n_allowed, self.cache = g.allowed, g.n_allowed, g.cache
+        return self
 
     @classmethod
     def deferred(cls, rows: Sequence[Any], n: int, allowed: np.ndarray | None,
@@ -62,7 +90,7 @@ class Filters:
 
     def with_allowed(self, allowed: np.ndarray | None) -> Filters:
         f = Filters(self._ptr, self._ids, allowed, self.n_allowed, self.in_layout)
-        f._rows, f._n = self._rows, self._n
+        f._rows, f._n, f.cache = self._rows, self._n, self.cache
         return f
 
     @classmethod
@@ -351,6 +379,49 @@ class Exclusions:
                             "select them with .rows(...)")
 
 
+class Denied:
+    """Ids no query may get, checked and compiled once for one index: ``Index.prepare_deny``.
+
+    ``index.search(q, k, deny=prepared)`` then builds no ``[n]`` mask on each call, and
+    each kind keeps what it derives from it (exact search's masks, faiss' bitmap). A
+    model denies the same items in every list (the ones it never trained), so it
+    prepares them once. The ids are copied: later changes to the caller's array do not
+    reach it. Valid only for the index (and the build of it) that prepared it.
+
+    Example:
+        >>> import numpy as np
+        >>> from twotower.index import make_index
+        >>> index = make_index().build(np.diag(np.array([4, 3, 2, 1], dtype="float32")))
+        >>> out_of_stock = index.prepare_deny([0, 2])
+        >>> index.search(np.ones((1, 4), "float32"), 2, deny=out_of_stock)[1]
+        array([[1, 3]])
+    """
+
+    __slots__ = ("_filters", "_owner", "n_denied")
+
+    def __init__(self, filters: Filters, owner: object) -> None:
+        self._filters, self._owner = filters, owner
+        self.n_denied = len(filters.allowed) - filters.n_allowed
+
+    def __repr__(self) -> str:
+        return f"Denied(n_denied={self.n_denied})"
+
+    def _check(self, owner: object) -> Filters:
+        if owner is not self._owner:
+            raise DataError("`deny` was prepared by another index, or before this one was "
+                            "built again: prepare it with this index's prepare_deny")
+        return self._filters
+
+
+def prepare_deny(ids: Any, n: int, owner: object) -> Denied:
+    """``Index.prepare_deny``: ``ids`` checked (as ``deny`` is) and compiled once."""
+    f = compile_filters(None, None, ids, n, 1)  # a fresh mask: nothing else holds it
+    assert f.allowed is not None
+    f.allowed.flags.writeable = False  # shared by every search that uses it
+    f.cache = {}
+    return Denied(f, owner)
+
+
 def prepare_exclusions(table: Any, n: int, rows_of: np.ndarray | None,
                        owner: object) -> Exclusions:
     """``Index.prepare_exclusions``: ``table`` checked (as ``exclude`` is), its ids mapped
@@ -436,9 +507,12 @@ def take_rows(f: Filters, rows: np.ndarray) -> Filters:
     ptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(ends - starts, out=ptr[1:])
     if ptr[-1] == 0:  # none of these queries excludes anything
-        return Filters(None, None, f.allowed, f.n_allowed)
-    ids = np.concatenate([f.ex_ids[s:e] for s, e in zip(starts, ends)])
-    return Filters(ptr, ids, f.allowed, f.n_allowed, f.in_layout)
+        out = Filters(None, None, f.allowed, f.n_allowed)
+    else:
+        ids = np.concatenate([f.ex_ids[s:e] for s, e in zip(starts, ends)])
+        out = Filters(ptr, ids, f.allowed, f.n_allowed, f.in_layout)
+    out.cache = f.cache
+    return out
 
 
 def first_rows(f: Filters, b: int, m: int, pos: np.ndarray | None = None,

@@ -58,7 +58,7 @@ _TUNED = {"hnsw": ("ef_search", 4096), "ivf": ("nprobe", None)}
 
 
 def tune_recall(index: Any, queries: Any, reference_ids: Any, target: float, *,
-                k: int = 10, exclude: Any = None) -> dict[str, Any] | None:
+                k: int = 10, exclude: Any = None, deny: Any = None) -> dict[str, Any] | None:
     """Raise an HNSW or IVF index's search knob (``ef_search``, ``nprobe``) from its
     current value, doubling, until recall@``k`` of ``queries`` against ``reference_ids``
     reaches ``target``, or the knob its limit (4,096; every list). The index keeps the
@@ -71,6 +71,7 @@ def tune_recall(index: Any, queries: Any, reference_ids: Any, target: float, *,
         reference_ids: their exact top-``k`` ids under ``exclude``.
         target: recall in (0, 1].
         exclude: per-query exclusions, as ``search`` takes them.
+        deny: ids no query gets, as ``search`` takes them (the reference's too).
 
     Returns:
         ``knob``, ``target_recall``, ``calibration_queries``, ``recall_tried`` (value ->
@@ -91,7 +92,7 @@ def tune_recall(index: Any, queries: Any, reference_ids: Any, target: float, *,
     tried: dict[int, float] = {}
     while True:
         index.config = index.config.replace(**{knob: value})
-        got = index.search(queries, k, exclude=exclude)[1]
+        got = index.search(queries, k, exclude=exclude, deny=deny)[1]
         tried[value] = round(recall_at_k(reference_ids, got), 4)
         if tried[value] >= target or value >= limit:
             break

@@ -819,9 +819,13 @@ class TwoTower:
         self._similar = make_index(config).build(self._trained_items())
 
     def _similar_calibration(self) -> np.ndarray:
-        """The items ``_tune_similar`` tunes on by default: up to 500, drawn with seed 0."""
-        n = self.n_items
-        return np.sort(np.random.default_rng(0).choice(n, min(500, n), replace=False))
+        """The items ``_tune_similar`` tunes on by default: up to 500 of those it answers
+        for (not ``untrained_items``), drawn with seed 0."""
+        pool = np.flatnonzero(~self.untrained_items())
+        if not len(pool):
+            pool = np.arange(self.n_items)
+        return np.sort(np.random.default_rng(0).choice(pool, min(500, len(pool)),
+                                                       replace=False))
 
     def _tune_similar(self, target_recall: float, *, items: np.ndarray | None = None
                       ) -> dict[str, Any] | None:
@@ -836,9 +840,11 @@ class TwoTower:
         items = self._similar_calibration() if items is None else items
         queries, k = self._trained_items()[items], min(10, self.n_items - 1)
         exclude = [np.array([i]) for i in items]
+        deny = self._untrained_item_cache()[1]  # as served: in no list
         ref = make_index(IndexConfig(kind="exact", metric="cosine")).build(
-            self._trained_items()).search(queries, k, exclude=exclude)[1]
-        tuned = tune_recall(self._similar, queries, ref, target_recall, k=k, exclude=exclude)
+            self._trained_items()).search(queries, k, exclude=exclude, deny=deny)[1]
+        tuned = tune_recall(self._similar, queries, ref, target_recall, k=k, exclude=exclude,
+                            deny=self._untrained_denied(self._similar))
         tuned["seconds"] = round(time.perf_counter() - t0, 4)
         return tuned
 
@@ -898,8 +904,9 @@ class TwoTower:
             users = np.sort(np.random.default_rng(0).choice(n, min(500, n), replace=False))
         queries, seen = self.query_embeddings(users), self.seen_items(users)
         k = min(10, self.n_items)
+        deny = self._untrained_item_cache()[1]  # as served: in no list
         ref = make_index(IndexConfig(kind="exact")).build(self.item_embeddings).search(
-            queries, k, exclude=seen)[1]
+            queries, k, exclude=seen, deny=deny)[1]
         left = (ref >= 0).any(axis=1)  # their recall is undefined (NaN)
         if not left.all():
             queries, ref = queries[left], ref[left]
@@ -913,7 +920,8 @@ class TwoTower:
                     "skipped": f"each of the {len(users):,} users sampled has seen the whole "
                                f"catalogue: no recall to measure, {knob} left at {value}",
                     "seconds": round(time.perf_counter() - t0, 4)}
-        tuned = tune_recall(self._index, queries, ref, target_recall, k=k, exclude=seen)
+        tuned = tune_recall(self._index, queries, ref, target_recall, k=k, exclude=seen,
+                            deny=self._untrained_denied(self._index))
         self.index_config = self._index.config
         tuned["seconds"] = round(time.perf_counter() - t0, 4)
         return tuned
@@ -1035,9 +1043,25 @@ class TwoTower:
             if feats is not None and feats.shape[1]:
                 mask &= ~np.asarray(feats != 0).any(axis=1)
             ids = np.flatnonzero(mask)
-            ids.flags.writeable = False  # the index compiles a read-only deny list once
             cached = self._untrained_items = (pop, mask, ids if len(ids) else None)
         return cached[1], cached[2]
+
+    def _untrained_denied(self, index: Any) -> Any:
+        """``untrained_items`` prepared as ``index``'s deny list (``Index.prepare_deny``),
+        once per build of it and per model (every list the model gives leaves them out);
+        None when there are none."""
+        ids = self._untrained_item_cache()[1]
+        if ids is None:
+            return None
+        cache = self.__dict__.setdefault("_denied", {})
+        hit = cache.get(id(index))
+        if hit is None or hit[0] is not index or hit[1] is not index._layout or \
+                hit[2] is not ids:
+            hit = cache[id(index)] = (index, index._layout, ids, index.prepare_deny(ids))
+            for key in [k for k, v in cache.items() if v[0] not in (self._index,
+                                                                    self._similar)]:
+                del cache[key]  # indexes the model no longer has
+        return hit[3]
 
     def servable_users(self, user_ids: Sequence[Any]) -> np.ndarray:
         """Indices of external user ids; -1 for ids the model does not know or never
@@ -1099,7 +1123,7 @@ class TwoTower:
         """
         k = _check_k(k, self.n_items)
         return self._index.search(self.query_embeddings(users), k, exclude=exclude,
-                                  deny=self._untrained_item_cache()[1])
+                                  deny=self._untrained_denied(self._index))
 
     def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
                                exclude: Sequence[np.ndarray] | None = None
@@ -1111,7 +1135,7 @@ class TwoTower:
         """
         k = _check_k(k, self.n_items)
         return self._index.search(self.history_query_embeddings(histories), k,
-                                  exclude=exclude, deny=self._untrained_item_cache()[1])
+                                  exclude=exclude, deny=self._untrained_denied(self._index))
 
     def recommend_ids(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True
                       ) -> tuple[np.ndarray, np.ndarray]:
@@ -1159,7 +1183,7 @@ class TwoTower:
         items = items.astype(np.int64, copy=False)
         return self._similar.search(self._trained_items()[items], k,
                                     exclude=[np.array([i]) for i in items],
-                                    deny=self._untrained_item_cache()[1])
+                                    deny=self._untrained_denied(self._similar))
 
     def similar_ids(self, item_ids: Sequence[Any], k: int = 10
                     ) -> tuple[np.ndarray, np.ndarray]:
