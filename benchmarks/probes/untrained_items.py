@@ -11,8 +11,8 @@ Such an item keeps the vector it was initialised with; ``TwoTower.recommend`` de
    searches it.
 2. ``benchmarks/search.py``'s trained catalogue (300k items, the long tail that no
    interaction reached keeps its initial vector): batch-1 latency of each index kind with
-   no deny list, with the untrained items as a writable array (compiled on every search)
-   and as the read-only array the model passes (compiled once per index).
+   no deny list, with the untrained items as a plain array (compiled on every search) and
+   prepared once by the index as the model does (``Index.prepare_deny``).
 
 Usage: TWOTOWER_ML100K_DIR=... python benchmarks/probes/untrained_items.py [--items 300000]
 Output: results/probe-untrained-items-<date>.txt (the printed lines)
@@ -73,19 +73,18 @@ def cost_part(n_items: int, n_queries: int) -> None:
     V, Q = trained(n_items, 64, n_queries=n_queries)
     seen = trained_seen(n_items, 64)[:n_queries]
     untrained = np.flatnonzero(np.abs(V).max(axis=1) <= 0.05)  # Keras' uniform(-.05, .05)
-    frozen = untrained.copy()
-    frozen.flags.writeable = False
     exact = make_index(IndexConfig(kind="exact")).build(V)
     ref = exact.search(Q, 10, exclude=seen)[1]
     print(f"\ntrained catalogue {n_items:,} x 64: {len(untrained):,} items keep their initial "
           f"vector; they hold {np.isin(ref, untrained).mean():.4f} of the exact top-10 "
           f"slots of {n_queries} users (seen items excluded); {os.cpu_count()} CPUs")
-    ref_denied = exact.search(Q, 10, exclude=seen, deny=frozen)[1]
+    ref_denied = exact.search(Q, 10, exclude=seen, deny=untrained)[1]
     print(f"{'index':6s} {'deny list':10s} {'p50 ms':>7s} {'p99 ms':>7s} {'recall@10':>9s}")
     for kind in ("exact", "hnsw", "ivf"):
         index = exact if kind == "exact" else make_index(IndexConfig(kind=kind)).build(V)
-        for name, deny in (("none", None), ("writable", untrained), ("read-only", frozen)):
-            index.search(Q[:1], 10, exclude=seen[:1], deny=deny)  # a compiled list's first
+        for name, deny in (("none", None), ("plain", untrained),
+                           ("prepared", index.prepare_deny(untrained))):
+            index.search(Q[:1], 10, exclude=seen[:1], deny=deny)  # a prepared list's first
             ts = []
             for r in range(len(Q)):
                 t0 = time.perf_counter()

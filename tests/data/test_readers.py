@@ -470,8 +470,8 @@ def test_interactions_built_from_lists_and_unmatched_metadata_say_what_they_take
     """Interactions(users=[0], ...) failed with `'list' object has no attribute 'min'`;
     metadata of no data id said 'is a item id ... like np.int64(0)'."""
     from twotower.data import Interactions, Vocabulary
-    with pytest.raises(DataError, match=r"`users` must be a 1-D numpy array of indices .* "
-                                        r"Interactions.from_ids"):
+    with pytest.raises(DataError, match=r"`users` must be a 1-D numpy array of indices .*"
+                                        r"got list \(Interactions.from_ids"):
         Interactions(users=[0], items=[0], user_vocab=Vocabulary([1]),
                      item_vocab=Vocabulary([2]))
     info = pd.DataFrame({"item_id": [1000], "title": ["x"]})

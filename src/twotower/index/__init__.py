@@ -15,11 +15,12 @@ from twotower.index._base import PAD_ID, Index, load_index, make_index
 from twotower.index.config import IndexConfig
 from twotower.index.exact import ExactIndex
 from twotower.index.faiss_ann import HNSWIndex, IVFIndex
-from twotower.index.filters import Exclusions
+from twotower.index.filters import Denied, Exclusions
 from twotower.index.recall import recall_at_k, tune_recall
 
 __all__ = [
     "PAD_ID",
+    "Denied",
     "ExactIndex",
     "Exclusions",
     "HNSWIndex",

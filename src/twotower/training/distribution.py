@@ -76,17 +76,6 @@ class DistributionConfig(Config):
         check_choice(own, "shard_tables", self.shard_tables, TABLE_SHARDINGS)
         check_range(own, "num_processes", self.num_processes, 1, 65_536, integer=True)
         check_range(own, "process_id", self.process_id, 0, 65_535, integer=True)
-        if self.num_processes == 1 and (self.coordinator_address is not None
-                                        or self.process_id != 0):
-            # a job template missing num_processes: each host would train alone, and
-            # every one of them write the run
-            given = ("coordinator_address is set" if self.coordinator_address is not None
-                     else f"process_id is {self.process_id}")
-            raise ConfigError(f"distribution.{given} but num_processes is 1: a multi-host "
-                              "run needs num_processes (--num-processes) set to the number "
-                              "of processes in the job; one host needs neither")
-        check_range(own, "process_id", self.process_id, 0, self.num_processes - 1,
-                    integer=True)
         check_range(own, "join_timeout_s", self.join_timeout_s, 1, 86_400)
         if self.coordinator_address is not None:
             addr = self.coordinator_address
@@ -99,6 +88,17 @@ class DistributionConfig(Config):
             raise ConfigError(f"distribution.num_processes is {self.num_processes}: a "
                               "multi-host run needs coordinator_address ('host:port' of "
                               "process 0)")
+        if self.num_processes == 1 and (self.coordinator_address is not None
+                                        or self.process_id != 0):
+            # a job template missing num_processes: each host would train alone, and
+            # every one of them write the run
+            given = ("coordinator_address is set" if self.coordinator_address is not None
+                     else f"process_id is {self.process_id}")
+            raise ConfigError(f"distribution.{given} but num_processes is 1: a multi-host "
+                              "run needs num_processes (--num-processes) set to the number "
+                              "of processes in the job; one host needs neither")
+        check_range(own, "process_id", self.process_id, 0, self.num_processes - 1,
+                    integer=True)
 
     @property
     def devices(self) -> int:
