@@ -1214,9 +1214,11 @@ def test_setting_errors_name_the_flag_or_file_that_set_them(tmp_path, capsys, ar
     assert code == 2 and needle.format(tmp=tmp_path) in err, err
 
 
-def test_a_ctrl_c_after_the_command_is_done_is_ignored(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_stop_after_the_command_is_done_is_ignored(tmp_path, sig):
     # a Ctrl-C during the interpreter's exit (after "saved to RUN") landed in JAX's exit
-    # handler: a KeyboardInterrupt traceback under status 0, or the process ended by SIGINT
+    # handler: a KeyboardInterrupt traceback under status 0, or the process ended by SIGINT;
+    # a SIGTERM there ended the process by SIGTERM with no word, where a Ctrl-C exited 0
     script = tmp_path / "late.py"
     script.write_text(
         "import atexit, os, signal, time\n"
@@ -1224,7 +1226,7 @@ def test_a_ctrl_c_after_the_command_is_done_is_ignored(tmp_path):
         "import twotower.cli as c\n"
         "c.main = lambda argv=None: 0\n"
         "def late():\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        f"    os.kill(os.getpid(), signal.{sig})\n"
         "    time.sleep(0.2)\n"
         "    print('after', flush=True)\n"
         "atexit.register(late)  # runs before JAX's own exit handler\n"

@@ -1627,8 +1627,10 @@ def run() -> None:
         os._exit(code)
     if "jax" in sys.modules and threading.current_thread() is threading.main_thread():
         # the command is done (its run saved, its output written): a Ctrl-C now would land
-        # in JAX's exit handler, a traceback under a status 0, or end the process by SIGINT
+        # in JAX's exit handler, a traceback under a status 0, or end the process by SIGINT;
+        # a SIGTERM ended it by SIGTERM, silently, where a Ctrl-C exited 0: both ignored
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(code)
 
 
