@@ -355,6 +355,21 @@ def test_a_complete_cache_published_meanwhile_is_kept(server, tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_grouplens_asked_for_replaces_a_cache_of_the_wheel(server, pristine, fake_wheel,
+                                                           tmp_path, monkeypatch):
+    """A GroupLens download asked for over a complete cache of the wheel's rebuilt files
+    was thrown away: the wheel's cache stayed, announced as "from grouplens"."""
+    monkeypatch.setattr(fetch, "RECBOLE_WHEEL_SHA256", _sha(fake_wheel))
+    path = fetch_movielens_100k(cache_dir=tmp_path / "c", sources=["wheel"],
+                                pip_command=_pip(fake_wheel), progress=False)
+    assert _manifest(path)["source"] == "wheel"
+    again = fetch_movielens_100k(cache_dir=tmp_path / "c", sources=["grouplens"],
+                                 grouplens_url=server.url("/good.zip"), progress=False)
+    assert again == path and _manifest(path)["source"] == "grouplens"
+    assert (path / "u.data").read_bytes() == (pristine / "u.data").read_bytes()
+    assert _leftovers(tmp_path / "c") == []
+
+
 def test_an_unreadable_cache_file_is_a_failed_source(server, pristine, tmp_path):
     path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
                                 sources=["grouplens"], progress=False)

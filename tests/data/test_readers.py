@@ -478,3 +478,36 @@ def test_interactions_built_from_lists_and_unmatched_metadata_say_what_they_take
     with pytest.raises(DataError, match=r"none of its 1 ids is an item id of the data "
                                         r"\(e\.g\. 1000; the data's are like 0\)"):
         Interactions.from_ids([1, 2], np.array([0, 1]), item_info=info)
+
+
+def test_a_damaged_parquet_data_page_is_one_line_naming_the_file(tmp_path):
+    """Only the footer was checked: a damaged data page escaped as pyarrow's ArrowInvalid
+    (a traceback) or a bare OSError ('Corrupt snappy compressed data', no file named),
+    from both readers."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from twotower.training import InteractionStream, StreamConfig
+    rng = np.random.default_rng(0)
+    n = 5000
+    good = tmp_path / "g.parquet"
+    pq.write_table(pa.table({"u": rng.integers(0, 10**6, n),
+                             "i": pa.array(rng.integers(0, 10**6, n).astype(str))}),
+                   good, compression="none")
+    raw = good.read_bytes()
+    failed = {"memory": 0, "stream": 0}
+    for off in range(4, len(raw) - 2000, 997):
+        damaged = bytearray(raw)
+        damaged[off:off + 8] = b"\xff" * 8
+        bad = tmp_path / "b.parquet"
+        bad.write_bytes(bytes(damaged))
+        for name, read in (("memory", lambda: read_interactions(bad, user_col="u",
+                                                                 item_col="i")),
+                           ("stream", lambda: InteractionStream(
+                               bad, StreamConfig(user_col="u", item_col="i")).scan())):
+            try:
+                read()
+            except DataError as exc:
+                assert "b.parquet is not a readable Parquet file" in str(exc), exc
+                failed[name] += 1
+    assert failed["memory"] > 10 and failed["stream"] > 10, failed

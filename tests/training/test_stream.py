@@ -502,3 +502,32 @@ def test_a_model_config_given_as_a_name_is_refused_at_once():
         TwoTower("tutorial")
     with pytest.raises(ConfigError, match="`index` must be an IndexConfig"):
         TwoTower(None, "hnsw")
+
+
+@pytest.mark.parametrize("at", [1, 500])
+def test_a_quote_never_closed_is_refused_not_read_as_the_rest_of_the_file(tmp_path, at):
+    """Arrow read a quote never closed as one value running to the end of the file: 997
+    of 1,000 rows were silently lost (and the item ids turned to text), where the
+    in-memory reader refuses the file. A quoted line break that is closed still reads."""
+    lines = ["user_id,item_id"] + [f"{i},{i}" for i in range(1, 1001)]
+    lines[at] = f'{at},"{at}'
+    (tmp_path / "sq.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"sq.csv, line {at + 1}, column 'item_id': a quote "
+                                        "is opened and never closed"):
+        InteractionStream(tmp_path / "sq.csv", StreamConfig()).scan()
+    with pytest.raises(DataError, match="EOF inside string"):
+        read_interactions(tmp_path / "sq.csv")
+    (tmp_path / "ok.csv").write_text('user_id,item_id\n1,"a\nb"\n2,c\n')
+    assert InteractionStream(tmp_path / "ok.csv", StreamConfig()).scan().rows == 2
+
+
+@pytest.mark.parametrize("sep", ["¦", "，"])
+def test_a_separator_of_more_than_one_byte_is_refused_by_name(tmp_path, sep):
+    """'¦' passed the one-character check, then pandas and Arrow each failed with a
+    traceback (a separator is one byte to both)."""
+    (tmp_path / "u8.csv").write_text(f"user_id{sep}item_id\n1{sep}2\n", encoding="utf-8")
+    with pytest.raises(Exception, match="must be an ASCII character") as err:
+        StreamConfig(sep=sep)
+    assert "stream.sep" in str(err.value)
+    with pytest.raises(Exception, match="--sep: a field separator must be an ASCII"):
+        read_interactions(tmp_path / "u8.csv", sep=sep)

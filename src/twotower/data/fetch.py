@@ -279,12 +279,15 @@ def _publish(stage: Path, target: Path) -> None:
     from twotower.artifacts import _release, temp_sibling
     old = None
     if target.exists():
-        try:  # a complete cache (another process's, published meanwhile): keep it, as
-            _check_cache(target)  # other readers may be reading it now
-            return
+        try:  # a complete cache of this source (another process's, published meanwhile):
+            # keep it, as other readers may be reading it now; one of another source (the
+            # wheel's rebuilt files, when GroupLens' own were asked for) is replaced
+            if _check_cache(target).get("source") == _read_manifest(stage).get("source"):
+                return
         except _SourceFailed:
             pass
-        # A stale or half-written cache: move it aside (atomic), then swap the new one in.
+        # A stale, half-written or other-source cache: move it aside (atomic), then swap
+        # the new one in.
         old = temp_sibling(target)
         try:
             target.rename(old / "x")

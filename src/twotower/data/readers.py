@@ -38,6 +38,9 @@ def check_sep(sep: str | None, what: str = "--sep") -> str | None:
     if sep in ("\n", "\r", '"'):  # line ends and the quote character cannot split fields
         raise ConfigError(f"{what}: a field separator cannot be a line end or the quote "
                           f"character '\"', got {sep!r}")
+    if not sep.isascii():  # both CSV parsers split on one byte (pandas, Arrow)
+        raise ConfigError(f"{what}: a field separator must be an ASCII character (one "
+                          f"byte: ',', ';', '|', a tab, ...), got {sep!r}")
     return sep
 
 
@@ -82,7 +85,11 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
         names = list(_parquet_schema(p, what).names)
         check_columns(p, what, wanted, names, sep=None)
         check_unique_columns(p, what, wanted, names)
-        df = pd.read_parquet(p, columns=list(wanted.values()))
+        import pyarrow as pa
+        try:
+            df = pd.read_parquet(p, columns=list(wanted.values()))
+        except (pa.ArrowException, OSError) as exc:  # a damaged data page (the footer read)
+            raise DataError(f"{what}: {p} is not a readable Parquet file ({exc})") from None
     elif suffix in _CSV:
         sep = sep or ("\t" if suffix == ".tsv" else ",")
         encoding = csv_encoding(p, what)

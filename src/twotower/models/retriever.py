@@ -386,8 +386,8 @@ class TwoTower:
         the training keeps a checkpoint, and resumes from one left there by the same
         training (same config and data; another is refused) that stopped. Removed once
         the model is trained, unless ``Checkpoint(keep=True)``. After a resume through
-        ``model.fit`` (history towers, small catalogues) ``history`` holds only the epochs
-        run since; the product loop keeps them all.
+        ``model.fit`` (history towers, small catalogues) or the product loop, ``history``
+        holds every epoch: those done before the stop, then those run since.
 
         Returns:
             self, with ``history`` holding per-epoch losses.

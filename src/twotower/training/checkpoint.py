@@ -132,6 +132,7 @@ class Checkpoint:
                 raise ConfigError(f"checkpoint {d}: format {saved.get('format')!r}, this "
                                   f"version reads {FORMAT}; remove it to start afresh")
             self._lock()
+            self._sweep()  # a killed write's temporary file (the lock is ours)
             old = saved["fingerprint"]
             for key, values in json.loads(json.dumps(defaults or {})).items():
                 if isinstance(old.get(key), dict):  # settings added since it was written
@@ -150,14 +151,20 @@ class Checkpoint:
                               "checkpoint; give an empty or new directory")
         d.mkdir(parents=True, exist_ok=True)
         self._lock()
-        for leftover in d.iterdir():  # a killed write's temporary file (the lock is ours)
-            if _own_leftover(leftover.name):
-                leftover.unlink(missing_ok=True)
+        self._sweep()
         text = json.dumps({"format": FORMAT, "fingerprint": fingerprint}, indent=2,
                           sort_keys=True).encode("utf-8")
         _write_atomic(meta, lambda fh: fh.write(text))
         self._last = time.monotonic()
         return False
+
+    def _sweep(self) -> None:
+        """Remove the temporary files of writes killed midway (each as large as the
+        state; a resumed checkpoint kept them until removed). The lock is held: none is
+        being written."""
+        for leftover in self.directory.iterdir():
+            if _own_leftover(leftover.name):
+                leftover.unlink(missing_ok=True)
 
     def _lock(self) -> None:
         """Hold the directory's lock while this training uses it: a second training given

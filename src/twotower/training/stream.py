@@ -71,9 +71,11 @@ class StreamConfig(Config):
         check_range(own, "shuffle_buffer", self.shuffle_buffer, 0, 1_000_000_000, integer=True)
         check_range(own, "seed", self.seed, 0, 2**31 - 1, integer=True)
         check_choice(own, "unknown", self.unknown, ("error", "skip"))
-        if self.sep is not None and (not isinstance(self.sep, str) or len(self.sep) != 1):
-            raise ConfigError(f"{own}.sep: a field separator is one character ('\\t' for a "
-                              f"tab), got {self.sep!r}")
+        if self.sep is not None:  # the readers' rule (one ASCII character, no quote ...)
+            from twotower.data.readers import check_sep
+            if self.sep in ("\\t", "tab") or check_sep(self.sep, f"{own}.sep") != self.sep:
+                raise ConfigError(f"{own}.sep: a field separator is one character ('\\t' "
+                                  f"for a tab), got {self.sep!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -202,14 +204,23 @@ class InteractionStream:
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise DataError(f"--data: {self.path} is not a readable Parquet file ({exc})"
                             ) from None
-        names = list(f.schema_arrow.names)
-        self._check_columns(names)
-        check_unique_columns(self.path, "--data", self._roles, names)
         roles = self._roles
         offset = 0
-        with f:
-            for b in f.iter_batches(batch_size=self.config.read_rows,
-                                    columns=list(dict.fromkeys(roles.values()))):
+        with f:  # closed on a refused column too
+            names = list(f.schema_arrow.names)
+            self._check_columns(names)
+            check_unique_columns(self.path, "--data", roles, names)
+            batches = f.iter_batches(batch_size=self.config.read_rows,
+                                     columns=list(dict.fromkeys(roles.values())))
+            while True:
+                try:
+                    b = next(batches)
+                except StopIteration:
+                    break
+                except (pa.ArrowException, OSError) as exc:  # a damaged data page
+                    raise DataError(f"--data: {self.path} is not a readable Parquet file: "
+                                    f"its rows after row {offset:,} cannot be read ({exc})"
+                                    ) from None
                 cols = [_plain(b.column(c)) for c in roles.values()]
                 if "rating" in roles and (pa.types.is_string(cols[2].type)
                                           or pa.types.is_large_string(cols[2].type)):
@@ -246,15 +257,34 @@ class InteractionStream:
                 convert_options=pacsv.ConvertOptions(
                     include_columns=list(dict.fromkeys(roles.values())), column_types=types,
                     strings_can_be_null=False, quoted_strings_can_be_null=False))
+            last = None
             for b in reader:
                 cols = [b.column(c) for c in roles.values()]
                 if "rating" in roles:
                     cols[2] = self._ratings(cols[2], offset, sep)
                 offset += b.num_rows
+                if b.num_rows:
+                    last = b
                 yield pa.RecordBatch.from_arrays(cols, names=list(roles))
+            if last is not None:
+                self._unclosed_quote(last, offset - 1, sep)
         except pa.ArrowInvalid as exc:
             check_ragged(self.path, "--data", sep, len(header))  # names the line, if ragged
             raise DataError(f"--data: {self.path}: malformed CSV: {exc}") from None
+
+    def _unclosed_quote(self, last: Any, row: int, sep: str) -> None:
+        """The file's last row, ``row``: Arrow reads a quote never closed as a value that
+        runs to the end of the file (the rest of the file, read as one id, was silently
+        lost); the in-memory reader refuses such a file (pandas: "EOF inside string")."""
+        for name in self._roles.values():
+            value = last.column(name)[-1].as_py()
+            if isinstance(value, str) and ("\n" in value or "\r" in value) and (
+                    sep in value or value.endswith(("\n", "\r"))):
+                where = where_in_file(self.path, row, sep)
+                raise DataError(f"--data: {self.path}, {where}, column {name!r}: a quote is "
+                                "opened and never closed, so the rest of the file would be "
+                                f"read as this one value ({value[:40]!r}...); close it, or "
+                                "double a quote that is part of a value")
 
     def _ratings(self, col: Any, offset: int, sep: str) -> Any:
         """A CSV batch's rating text (rows ``offset`` on) as float64, by
