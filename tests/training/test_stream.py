@@ -531,3 +531,18 @@ def test_a_separator_of_more_than_one_byte_is_refused_by_name(tmp_path, sep):
     assert "stream.sep" in str(err.value)
     with pytest.raises(Exception, match="--sep: a field separator must be an ASCII"):
         read_interactions(tmp_path / "u8.csv", sep=sep)
+
+
+def test_a_scan_again_reads_the_file_as_it_is_now(tmp_path):
+    """After a first scan its vocabularies counted as given ones: a scan again after rows
+    were appended failed ('it holds ids the scan did not see')."""
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id\n1,10\n2,20\n")
+    stream = InteractionStream(p, StreamConfig())
+    assert stream.scan().rows == 2
+    with p.open("a") as fh:
+        fh.write("3,30\n")
+    stats = stream.scan()
+    assert stats.rows == 3 and len(stats.user_vocab) == 3 and len(stats.item_vocab) == 3
+    given = InteractionStream(p, StreamConfig(), item_vocab=Vocabulary([10, 20, 30]))
+    assert len(given.scan().item_vocab) == 3  # a given vocabulary stays the given one

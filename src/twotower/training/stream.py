@@ -322,6 +322,13 @@ class InteractionStream:
         """
         import pyarrow as pa
         self._content_digest = None  # of the file as this pass reads it, if asked
+        # a scan again (the file changed since): the vocabularies an earlier scan made,
+        # and its counts, are not given ones (they refused the file's new ids)
+        self.stats = None
+        if not self._given["user"]:
+            self._user_vocab = None
+        if not self._given["item"]:
+            self._item_vocab = None
         users, items = _DistinctCounter(), _DistinctCounter()
         rows, lo, hi = 0, np.inf, -np.inf
         item_counts = None
