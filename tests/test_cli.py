@@ -1418,9 +1418,31 @@ def test_a_user_who_saw_nearly_everything_is_told_why_the_list_is_short(tmp_path
                        "--out", tmp_path / "r")
     assert code == 0, err
     code, out, _ = run(capsys, "recommend", tmp_path / "r", "--user", "whale")
-    assert code == 0 and "user whale:\n  (no items left: the rest of the 12 are items" in out
+    assert code == 0 and ("user whale:\n  (no items left: of the 12, 12 are items this user "
+                          "interacted with in training (--include-seen ranks them too))") in out
     code, out, _ = run(capsys, "recommend", tmp_path / "r", "--user", "u0", "-k", "12")
-    assert "(only 9 items left" in out
+    assert "(only 9 items left: of the 12, 3 are items" in out
+
+
+def test_a_short_list_names_the_items_never_trained_as_well(tmp_path, capsys):
+    """With items a split left untrained, the note blamed the user's seen items for all
+    the missing ones, and told a user who had given --include-seen to give it."""
+    rows = ["user_id,item_id,t"] + [f"u{u},i{(u + j) % 10},{u * 3 + j}" for u in range(30)
+                                    for j in range(3)] + ["u0,late1,1000", "u1,late2,1001"]
+    (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "c.toml").write_text('[model]\nobjective = "softmax"\nepochs = 1\n')
+    code, _, err = run(capsys, "train", "--data", tmp_path / "d.csv", "--time-col", "t",
+                       "--preset", "tutorial", "--config", tmp_path / "c.toml", "--split",
+                       "global-temporal", "--test-fraction", "0.05", "--out", tmp_path / "r")
+    assert code == 0, err
+    code, out, _ = run(capsys, "recommend", tmp_path / "r", "--user", "u5", "-k", "12",
+                       "--include-seen")
+    assert code == 0 and ("(only 10 items left: of the 12, 2 were never trained (no "
+                          "training row, no trained item feature), which no list holds)") in out, out
+    assert "--include-seen ranks" not in out
+    code, out, _ = run(capsys, "recommend", tmp_path / "r", "--user", "u5", "-k", "12")
+    assert "(only 7 items left: of the 12, 3 are items this user interacted with in " \
+        "training (--include-seen ranks them too) and 2 were never trained" in out, out
 
 
 def test_text_output_tells_items_of_one_title_apart(tutorial_run, capsys):

@@ -915,11 +915,28 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                 _say(f"  {rank:2d}. {_shown(it['title'], it['item_id'], shared)}  "
                      f"({it['score']:.3f})")
             if len(r["items"]) < args.k and not r.get("fallback"):
-                left = len(r["items"])
-                _say(f"  ({'no' if not left else f'only {left}'} items left: the rest of the "
-                     f"{model.n_items:,} are items this user interacted with in training; "
-                     "--include-seen ranks them too)")
+                _say(_short_list_note(model, r["user_id"], len(r["items"]),
+                                      args.include_seen))
     return 0
+
+
+def _short_list_note(model: Any, user_id: Any, left: int, include_seen: bool) -> str:
+    """Why a user's list is shorter than asked: their seen items are left out (unless
+    --include-seen), and so are the items the run never trained (in no list)."""
+    u = model.user_vocab.lookup([user_id])
+    seen = model.seen_items(u)[0]
+    untrained = model.untrained_items()
+    n_untrained = int(np.count_nonzero(untrained))
+    n_seen = 0 if include_seen else int(np.count_nonzero(~untrained[seen]))
+    why = []
+    if n_seen:
+        why.append(f"{n_seen:,} are items this user interacted with in training "
+                   "(--include-seen ranks them too)")
+    if n_untrained:
+        why.append(f"{n_untrained:,} were never trained (no training row, no trained "
+                   "item feature), which no list holds")
+    return (f"  ({'no' if not left else f'only {left}'} items left: of the "
+            f"{model.n_items:,}, {' and '.join(why)})")
 
 
 #: ``recommend --out`` formats by suffix: one JSON line per user, or one row per
@@ -1130,7 +1147,7 @@ def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
         return repeats, None
     new_items = np.unique(pairs[new] % len(popularity))
     blind = int(np.count_nonzero(model.untrained_items()[new_items]))
-    how = ("the model lists none of them (no item feature describes them either)"
+    how = ("the model lists none of them (no trained item feature describes them either)"
            if blind == len(new_items) else
            "the model finds them only by their item features"
            + (f" ({blind:,} that no feature describes it lists nowhere)" if blind else ""))

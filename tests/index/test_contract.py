@@ -98,6 +98,8 @@ def test_a_prepared_deny_list_is_honoured_kept_and_tied_to_its_build(config, cat
         index.search(Q, 10, deny=denied)
     with pytest.raises(DataError):
         index.prepare_deny([300])
+    with pytest.raises(DataError, match="got None"):
+        index.prepare_deny(None)
 
 
 def test_a_prepared_deny_list_over_a_norm_ordered_catalogue_is_derived_once():

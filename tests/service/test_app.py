@@ -865,3 +865,29 @@ def test_an_item_never_trained_on_gets_no_similar_items(tmp_path):
     from twotower.cli import main  # the CLI's own check
     assert main(["similar", str(tmp_path / "run"), "--item", "99"]) == 2
     assert main(["similar", str(tmp_path / "run"), "--item", "3"]) == 0
+
+
+def test_a_history_of_items_never_trained_on_gets_no_list(tmp_path):
+    """A history holding only items the model never trained was answered from their
+    vectors as initialised (a normal-looking list); an untrained user or item is refused.
+    With a trained item beside it, the list is served, and holds no untrained item."""
+    import numpy as np
+    from fastapi.testclient import TestClient
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids(rng.integers(0, 20, 400).tolist() + [1],
+                              rng.integers(0, 30, 400).tolist() + [99])
+    cfg = ModelConfig(query_tower="id+history", objective="bpr", epochs=1, batch_size=32,
+                      embedding_dim=8)
+    model = TwoTower(cfg).fit(x.take(np.arange(400)), verbose=0)
+    model.save(tmp_path / "run")
+    client = TestClient(create_app(tmp_path / "run", access_log=False))
+    r = client.post("/v1/recommendations/by-history", json={"item_ids": [99], "k": 5})
+    assert r.status_code == 404 and "none has training interactions" in r.text, r.text
+    r = client.post("/v1/recommendations/by-history", json={"item_ids": [99, 3], "k": 31})
+    assert r.status_code == 200, r.text
+    got = [it["item_id"] for it in r.json()["items"]]
+    assert 99 not in got and 3 not in got and len(got) == 29, got

@@ -415,6 +415,9 @@ class Denied:
 
 def prepare_deny(ids: Any, n: int, owner: object) -> Denied:
     """``Index.prepare_deny``: ``ids`` checked (as ``deny`` is) and compiled once."""
+    if ids is None:
+        raise DataError("`ids` must be a 1-D sequence of the ids to deny, got None "
+                        "(search's deny=None denies nothing: no list to prepare)")
     f = compile_filters(None, None, ids, n, 1)  # a fresh mask: nothing else holds it
     assert f.allowed is not None
     f.allowed.flags.writeable = False  # shared by every search that uses it

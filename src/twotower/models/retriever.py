@@ -332,9 +332,9 @@ def untrained_user_error(user_id: Any) -> UnknownIdError:
 def untrained_item_error(item_id: Any) -> UnknownIdError:
     """The refusal of similar items of an item the model never trained
     (``TwoTower.untrained_items``), worded once for the library, the CLI and the service."""
-    return UnknownIdError(f"item id {item_id!r} has no training interactions and no item "
-                          "features: the model never trained its vector, so no item is "
-                          "similar to it")
+    return UnknownIdError(f"item id {item_id!r} has no training interactions and no trained "
+                          "item features: the model never trained its vector, so no item "
+                          "is similar to it")
 
 class TwoTower:
     """A two-tower retrieval model over one interaction log.
@@ -1026,10 +1026,11 @@ class TwoTower:
         return cached[1]
 
     def untrained_items(self) -> np.ndarray:
-        """``[n_items]`` bool: items no training row has and no item feature describes (a
+        """``[n_items]`` bool: items no training row has and no trained item feature
+        describes (a feature value counts when some item with training rows has it): a
         split can leave such items in the catalogue, e.g. ones seen only after a time
-        cutoff): their candidate vector is as initialised, so items "similar" to them
-        are noise. Computed once per model."""
+        cutoff. Their candidate vector is as initialised, so they are in no list the model
+        ranks, and items "similar" to them are noise. Computed once per model."""
         return self._untrained_item_cache()[0]
 
     def _untrained_item_cache(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -1041,7 +1042,11 @@ class TwoTower:
             mask = np.asarray(pop) == 0
             feats = getattr(self, "_item_features", None)
             if feats is not None and feats.shape[1]:
-                mask &= ~np.asarray(feats != 0).any(axis=1)
+                on = np.asarray(feats != 0)
+                # a feature value only items without training rows have was never trained
+                # either (a category launched after the cutoff): it describes nothing
+                trained = on[~mask].any(axis=0)
+                mask &= ~(on & trained).any(axis=1)
             ids = np.flatnonzero(mask)
             cached = self._untrained_items = (pop, mask, ids if len(ids) else None)
         return cached[1], cached[2]

@@ -414,6 +414,12 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         if (items < 0).any():
             bad = [req.item_ids[i] for i in np.flatnonzero(items < 0)]
             raise HTTPException(404, _unknown("item", bad, len(items), s.n_items))
+        if len(items) and m.untrained_items()[items].all():  # as an untrained user is
+            shown = ", ".join(map(repr, req.item_ids[:10])) + (
+                ", ..." if len(req.item_ids) > 10 else "")
+            raise HTTPException(404, f"item id(s) {shown}: none has training interactions "
+                                     "or trained item features, so the model has no query "
+                                     "to build from this history")
         try:
             scores, idx = m.recommend_from_history(
                 [items], k, [items] if req.exclude_history else None)
