@@ -422,6 +422,27 @@ def test_evaluate_run_reports_every_cutoff_asked_for(tutorial_run):
 
 
 
+def test_index_says_when_an_ann_index_answers_by_exact_search(capsys, tutorial_run,
+                                                               tmp_path):
+    """With the items a run never trained denied, an HNSW index over at most 4,096 listed
+    items answers by exact search; its report showed recall 1.0 and exact search's speed
+    as the index's, unsaid."""
+    import shutil
+
+    from twotower import TwoTower
+    _, rundir = tutorial_run
+    shutil.copytree(rundir, tmp_path / "run")
+    n_untrained = int(TwoTower.load(rundir).untrained_items().sum())
+    code, out, err = run(capsys, "index", tmp_path / "run", "--kind", "hnsw", "--json")
+    assert code == 0 and n_untrained > 0, err
+    report = json.loads(out)
+    assert report["untrained_items"] == n_untrained
+    assert report["items_listed"] == 1682 - n_untrained
+    assert (f"the {1682 - n_untrained:,} items this run lists (the {n_untrained:,} it never "
+            "trained are in no list) are at most 4,096: the hnsw index answers them by "
+            "exact search") in err, err
+
+
 def test_evaluate_scores_the_model_and_an_ann_index_as_served(capsys, tutorial_run, tmp_path,
                                                               monkeypatch):
     # an IVF index of 1 list in 40: recall@10 read off a list of 100 came from its exact

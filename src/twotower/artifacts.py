@@ -875,6 +875,10 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     report = {"kind": config.kind, "config": model.index_config.to_dict(),
               "build_seconds": round(build_s, 4),
               "index_bytes": _dir_bytes(Path(directory) / "index"), **measured}
+    untrained = int(np.count_nonzero(model.untrained_items()))
+    if untrained:  # in no list the run serves (and so not searched for)
+        report["untrained_items"] = untrained
+        report["items_listed"] = model.n_items - untrained
     if config.kind == "ivf":  # nlist/nprobe 0 in the config: the ones picked for this size
         report["nlist_used"], report["nprobe_used"] = model._index.nlist, model._index.nprobe
     if tuned is not None:

@@ -1228,6 +1228,14 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"{t['recall_tried'][t['value']]:.3f} on the calibration users; the run keeps "
               f"this index: {'raise --hnsw-m, or ' if args.kind == 'hnsw' else ''}use "
               "--kind exact", file=sys.stderr)
+    listed, untrained = report.get("items_listed"), report.get("untrained_items")
+    if args.kind != "exact" and untrained and listed is not None:
+        from twotower.index.faiss_ann import EXACT_BELOW
+        if listed <= EXACT_BELOW:
+            print(f"twotower: note: the {listed:,} items this run lists (the {untrained:,} "
+                  f"it never trained are in no list) are at most {EXACT_BELOW:,}: the "
+                  f"{args.kind} index answers them by exact search, so the recall and speed "
+                  "above are exact search's", file=sys.stderr)
     ts = (t or {}).get("similar")
     if ts and not ts.get("reached", True) and ts.get("value") in ts.get("recall_tried", {}):
         print(f"twotower: warning: the similar-items {args.kind} index did not reach "
