@@ -205,13 +205,14 @@ def _same_data_on_every_process(what: str, *parts: Any,
     slots = every[:, 1 + _DIGEST_BYTES // 4:]
     odd = np.flatnonzero((slots != slots[0]).any(axis=0))
     if len(odd) and settings:
-        keys = [k for i, k in enumerate(sorted(settings)) if i % _SETTING_SLOTS in set(odd)]
+        odd_slots = set(odd.tolist())
+        keys = [k for i, k in enumerate(sorted(settings)) if i % _SETTING_SLOTS in odd_slots]
         procs = [p for p in range(1, len(slots)) if not np.array_equal(slots[p], slots[0])]
-        mine_ = ", ".join(f"{k} {settings[k]!r}" for k in keys)
+        values = ", ".join(f"{k} {settings[k]!r}" for k in keys)
         raise ConfigError(
             f"the training settings differ between the processes of this job: process(es) "
             f"{', '.join(map(str, procs))} have other {', '.join(keys)} than process 0 "
-            f"(this process, {jax.process_index()}: {mine_}). Every process must be started "
+            f"(this process, {jax.process_index()}: {values}). Every process must be started "
             "with the same flags and --config but --process-id")
     every = every[:, 1:1 + _DIGEST_BYTES // 4]
     differ = [p for p in range(1, len(every)) if not np.array_equal(every[p], every[0])]
@@ -321,7 +322,6 @@ def recency_weights(length: int, config: ModelConfig) -> np.ndarray:
     return floor_weights(length, config.recency_half_life, config.recency_floor)
 
 
-
 def untrained_user_error(user_id: Any) -> UnknownIdError:
     """The refusal of a user the model knows but never trained on (its query is as
     initialised), worded once for the library, the CLI and the service."""
@@ -335,6 +335,7 @@ def untrained_item_error(item_id: Any) -> UnknownIdError:
     return UnknownIdError(f"item id {item_id!r} has no training interactions and no trained "
                           "item features: the model never trained its vector, so no item "
                           "is similar to it")
+
 
 class TwoTower:
     """A two-tower retrieval model over one interaction log.
