@@ -301,3 +301,18 @@ def test_an_item_whose_only_feature_value_no_trained_item_has_is_untrained():
     top = model.recommend(np.arange(12), 8)[1]
     j6 = int(model.item_vocab.lookup([6])[0])
     assert not (top == j6).any()
+
+
+def test_a_history_query_leaves_out_the_items_never_trained():
+    """An untrained item in a history pulled the pooled query by its vector as
+    initialised; it is left out, so the list is the one of the history without it."""
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids(rng.integers(0, 20, 400).tolist() + [1],
+                              rng.integers(0, 30, 400).tolist() + [99])
+    model = TwoTower(_bpr("id+history")).fit(x.take(np.arange(400)), verbose=0)
+    j = int(model.item_vocab.lookup([99])[0])
+    model.history_embeddings[j + 1] = 50.0  # a wild vector (row 0 pads the table)
+    a, b = (int(i) for i in model.item_vocab.lookup([3, 7]))
+    with_it = model.history_query_embeddings([np.array([a, j, b])])
+    without = model.history_query_embeddings([np.array([a, b])])
+    np.testing.assert_allclose(with_it, without, rtol=1e-6)

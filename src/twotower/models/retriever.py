@@ -989,7 +989,9 @@ class TwoTower:
 
     def history_query_embeddings(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Query embeddings from item-index histories, oldest first (users unseen in
-        training); an item given more than once counts once, at its latest position.
+        training); an item given more than once counts once, at its latest position. An
+        item the model never trained (``untrained_items``) is left out: its vector is as
+        initialised, and would pull the query anywhere.
 
         Raises:
             DataError: an item index outside [0, n_items).
@@ -1000,6 +1002,7 @@ class TwoTower:
             raise ConfigError("this model's query tower is 'id': it cannot recommend from a "
                               "history; train with query_tower 'history' or 'id+history'")
         L, n = self.config.history_length, self.n_items
+        untrained = self._untrained_item_cache()[0]
         table = np.zeros((len(histories), L), dtype=np.int32)
         for row, h in enumerate(histories):
             recent = np.asarray(h)
@@ -1009,7 +1012,8 @@ class TwoTower:
             ids, first = np.unique(recent, return_index=True)  # repeats: the latest counts
             if len(ids) and (ids[0] < 0 or ids[-1] >= n):  # sorted: its min and max
                 _check_indices(ids, n, "histories", "item")
-            recent = recent[np.sort(first)][:L]
+            recent = recent[np.sort(first)]
+            recent = recent[~untrained[recent]][:L]
             table[row, :len(recent)] = recent + 1
         return self._with_linear_query(self._with_bias_column(self._pool(table)), table)
 
