@@ -1123,8 +1123,8 @@ def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
     - new items: of the pairs the metrics score (those users' unseen pairs, each once),
       those whose item no training row has (common after a global time cutoff): they stay
       in the catalogue, but nothing trained their id vectors, so the model finds them only
-      by their item features (it lists no item that neither a training row nor a feature
-      describes, ``untrained_items``) and a baseline only by chance.
+      by their item features (it lists no item that neither a training row nor a trained
+      feature describes, ``untrained_items``) and a baseline only by chance.
     """
     users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
     warm = ~model.untrained_users()[users]
@@ -1150,7 +1150,8 @@ def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
     how = ("the model lists none of them (no trained item feature describes them either)"
            if blind == len(new_items) else
            "the model finds them only by their item features"
-           + (f" ({blind:,} that no feature describes it lists nowhere)" if blind else ""))
+           + (f" ({blind:,} that no trained feature describes it lists nowhere)"
+              if blind else ""))
     fresh = (f"note: {int(new.sum()):,} of the {len(pairs):,} test pairs the metrics score "
              f"are of {len(new_items):,} items that no training row has (new items): they "
              f"are in the catalogue, but no training row taught any method about them: {how}, "
