@@ -841,8 +841,8 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     test = load_test(directory)
     metrics = load_metrics(directory)
     rng = np.random.default_rng(seed)
-    n_users = len(model.user_vocab)
-    users = np.sort(rng.choice(n_users, size=min(sample, n_users), replace=False))
+    pool = model._trained_user_pool()  # an untrained user is never served by the index
+    users = np.sort(rng.choice(pool, size=min(sample, len(pool)), replace=False))
     kk = min(k, model.n_items)
     exact = make_index(IndexConfig(kind="exact")).build(model.item_embeddings)
     tune = bool(target_recall) and config.kind != "exact" and len(users) >= 2

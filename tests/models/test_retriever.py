@@ -316,3 +316,21 @@ def test_a_history_query_leaves_out_the_items_never_trained():
     with_it = model.history_query_embeddings([np.array([a, j, b])])
     without = model.history_query_embeddings([np.array([a, b])])
     np.testing.assert_allclose(with_it, without, rtol=1e-6)
+
+
+def test_index_tuning_draws_its_users_among_those_the_model_trained_on():
+    """Tuning drew its calibration users among all, untrained ones included: their query
+    is as initialised and they are served the fallback, never the index."""
+    users = [u for u in range(30) for _ in range(4)] + [40, 41, 42]
+    items = [(3 * u + j) % 25 for u in range(30) for j in range(4)] + [1, 2, 3]
+    x = Interactions.from_ids(users, items)
+    with pytest.warns(UserWarning, match="no training"):
+        model = TwoTower(_bpr()).fit(x.take(np.arange(120)), verbose=0)
+    untrained = np.flatnonzero(model.untrained_users())
+    assert len(untrained) == 3
+    asked = []
+    real = model.query_embeddings
+    model.query_embeddings = lambda u: (asked.append(np.asarray(u)), real(u))[1]
+    model.set_index(IndexConfig(kind="hnsw"), target_recall=0.9)
+    assert len(asked) == 1 and len(asked[0]) == 30
+    assert not np.isin(asked[0], untrained).any()

@@ -888,8 +888,8 @@ class TwoTower:
                    ) -> dict[str, Any] | None:
         """Raise the HNSW or IVF index's search knob until recall@10 against exact search
         reaches ``target_recall`` on the queries of ``users`` (user indices; default: up
-        to 500 drawn with seed 0), their seen items excluded (``twotower.index.
-        tune_recall``); the model keeps the value. Returns that report, with the seconds
+        to 500 of the users it trained on, drawn with seed 0), their seen items excluded
+        (``twotower.index.tune_recall``); the model keeps the value. Returns that report, with the seconds
         it took; None for exact search. Users with nothing left to recommend (every item
         seen) are left out; when no user is left, nothing is tuned and the report says so
         under ``skipped`` (``recall_tried`` empty, ``reached`` False).
@@ -901,8 +901,9 @@ class TwoTower:
             return None
         t0 = time.perf_counter()
         if users is None:
-            n = len(self.user_vocab)
-            users = np.sort(np.random.default_rng(0).choice(n, min(500, n), replace=False))
+            pool = self._trained_user_pool()
+            users = np.sort(np.random.default_rng(0).choice(pool, min(500, len(pool)),
+                                                            replace=False))
         queries, seen = self.query_embeddings(users), self.seen_items(users)
         k = min(10, self.n_items)
         deny = self._untrained_item_cache()[1]  # as served: in no list
@@ -1029,6 +1030,13 @@ class TwoTower:
                     else np.diff(m.indptr) == 0)
             cached = self._untrained = (m, mask)
         return cached[1]
+
+    def _trained_user_pool(self) -> np.ndarray:
+        """The user indices a calibration or report draws its queries from: those the
+        model trained on (not ``untrained_users``: they are served the fallback, never
+        the index), or every user when there are none."""
+        pool = np.flatnonzero(~self.untrained_users())
+        return pool if len(pool) else np.arange(len(self.user_vocab))
 
     def untrained_items(self) -> np.ndarray:
         """``[n_items]`` bool: items no training row has and no trained item feature
