@@ -546,3 +546,24 @@ def test_a_scan_again_reads_the_file_as_it_is_now(tmp_path):
     assert stats.rows == 3 and len(stats.user_vocab) == 3 and len(stats.item_vocab) == 3
     given = InteractionStream(p, StreamConfig(), item_vocab=Vocabulary([10, 20, 30]))
     assert len(given.scan().item_vocab) == 3  # a given vocabulary stays the given one
+
+
+@pytest.mark.parametrize("given_role", ["user", "item"])
+def test_unknown_skip_builds_the_other_vocabulary_from_the_rows_it_keeps(tmp_path, given_role):
+    """With one vocabulary given and unknown='skip', the other was built from every row:
+    ids only skipped rows have were kept in the run with vectors never trained."""
+    rows = [(f"u{i % 20}", f"i{i % 12}") for i in range(240)]
+    rows += [("u_gone", "i_only_skipped"), ("u99", "i_only_skipped"), ("u_only_skipped", "i99")]
+    (tmp_path / "s.csv").write_text("user_id,item_id\n" + "".join(f"{u},{i}\n" for u, i in rows))
+    if given_role == "user":
+        given = Vocabulary([f"u{i}" for i in range(20)] + ["u_only_skipped"], name="user")
+    else:
+        given = Vocabulary([f"i{i}" for i in range(12)] + ["i_only_skipped"], name="item")
+    s = InteractionStream(tmp_path / "s.csv", StreamConfig(unknown="skip"),
+                          **{f"{given_role}_vocab": given})
+    st = s.scan()
+    kept = [(u, i) for u, i in rows if (u if given_role == "user" else i) in set(given.ids)]
+    want_users, want_items = {u for u, _ in kept}, {i for _, i in kept}
+    assert set(st.user_vocab.ids) == (set(given.ids) if given_role == "user" else want_users)
+    assert set(st.item_vocab.ids) == (set(given.ids) if given_role == "item" else want_items)
+    assert st.rows == len(kept) == sum(len(c["user"]) for c in s.chunks())

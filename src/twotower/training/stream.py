@@ -44,7 +44,8 @@ class StreamConfig(Config):
             rows per CSV block.
         shuffle_buffer: rows held in the shuffle buffer; 0 keeps file order.
         seed: seeds the shuffle (epoch ``e`` uses ``seed + e``).
-        unknown: ids missing from a given vocabulary: ``error`` or ``skip`` the row.
+        unknown: ids missing from a given vocabulary: ``error`` or ``skip`` the row (a
+            vocabulary not given is then built from the rows kept, in a pass of its own).
         sep: CSV separator (default ``,``; tab for ``.tsv``).
 
     Example:
@@ -369,6 +370,7 @@ class InteractionStream:
             item_counts = np.bincount(idx, weights=counts,
                                       minlength=len(self._item_vocab)).astype(np.int64)
             if skipped:  # unknown='skip' drops rows: count what a pass yields (rare)
+                self._vocab_of_kept_rows()
                 rows, lo, hi = 0, np.inf, -np.inf
                 item_counts = np.zeros(len(self._item_vocab), dtype=np.int64)
                 for c in self._index_chunks():
@@ -383,6 +385,27 @@ class InteractionStream:
                                  item_vocab=self._item_vocab, item_counts=item_counts,
                                  rating_range=(lo, hi) if self.config.rating_col else None)
         return self.stats
+
+    def _vocab_of_kept_rows(self) -> None:
+        """With one vocabulary given and rows skipped for its unknown ids, the other
+        vocabulary built from the rows kept, in a pass of its own: built from every row,
+        it listed ids only skipped rows have (never trained; an item such as that was
+        denied in every list, a user served as unknown, both kept in the run)."""
+        import pyarrow as pa
+        given = "user" if self._given["user"] else "item"
+        built = "item" if given == "user" else "user"
+        if self._given[built]:
+            return
+        mapper = _Mapper(self._user_vocab if given == "user" else self._item_vocab)
+        kept = _DistinctCounter()
+        for b in self._checked(self.record_batches()):
+            keep = mapper.indices(b.column(given)) >= 0
+            kept.add(b.column(built).filter(pa.array(keep)))
+        vocab = kept.vocabulary(built)
+        if built == "user":
+            self._user_vocab = vocab
+        else:
+            self._item_vocab = vocab
 
     def _check_known(self, role: str, values: np.ndarray, vocab: Vocabulary) -> bool:
         """Whether some of the distinct ids ``values`` of a given vocabulary's column are
@@ -471,10 +494,16 @@ class InteractionStream:
             u, i = umap.indices(b.column("user")), imap.indices(b.column("item"))
             keep = None
             if len(u) and min(u.min(), i.min()) < 0:  # ids not in the vocabulary
-                keep = (u >= 0) & (i >= 0)
-                role = "user" if (u < 0).any() else "item"
-                if not self._given[role]:  # the scan saw every id: the file is another now
+                # a row an unknown id of a given vocabulary drops; any other row with an
+                # unknown id: the scan saw every id of the rows it kept, the file changed
+                drop = np.zeros(len(u), dtype=bool)
+                for r, idx in (("user", u), ("item", i)):
+                    if self._given[r]:
+                        drop |= idx < 0
+                if ((u < 0) | (i < 0))[~drop].any():
                     raise self._changed("it holds ids the scan did not see")
+                keep = ~drop
+                role = "user" if self._given["user"] and (u < 0).any() else "item"
                 if self.config.unknown == "error":
                     pos = int(np.argmax((u if role == "user" else i) < 0))
                     value = b.column(role)[pos].as_py()
