@@ -99,6 +99,19 @@ def test_feature_matrix_tokens_lists_numbers_and_categories():
     assert names == ["gender=F", "gender=M"]
 
 
+def test_a_column_of_numbers_and_text_and_a_flag_column_are_one_feature_per_value():
+    """The first value decided: a column mixing numbers and text was binned as numbers and
+    its text values silently gave no feature; a true/false column was binned too."""
+    info = pd.DataFrame({"code": pd.Series([1, "a", 2, "b", None], dtype=object),
+                         "flag": [True, False, True, True, False],
+                         "price": pd.Series([1.5, None, 3.0, 9.0, 2.0], dtype=object)})
+    m, names = feature_matrix(info, ("code", "flag", "price"), 5, n_bins=2)
+    assert {"code=1", "code=a", "code=2", "code=b", "flag=True", "flag=False"} <= set(names)
+    assert sum(n.startswith("price:q") for n in names) == 2  # numbers held as objects: binned
+    assert not any(n.startswith(("code:q", "flag:q")) for n in names)
+    np.testing.assert_array_equal((m > 0).sum(axis=1), [3, 2, 3, 3, 2])
+
+
 def test_year_falls_back_to_the_title_and_missing_metadata_trains_without_features():
     info = pd.DataFrame({"title": ["Toy Story (1995)", "Heat (1995) ", "Untitled"]})
     m, names = feature_matrix(info, ("year",), 3, n_bins=2)

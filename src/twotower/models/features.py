@@ -4,8 +4,10 @@ A feature column of ``Interactions.item_info`` / ``user_info`` becomes one or mo
 binary features:
 
 - list values (MovieLens ``genres``): one feature per distinct value, ``genres=Drama``;
-- numbers (``year``, ``age``): ``n_bins`` quantile bins over the column, ``year:q3``;
-- anything else (``gender``, ``occupation``): one feature per value, ``gender=F``.
+- numbers (``year``, ``age``; every present value a number): ``n_bins`` quantile bins over
+  the column, ``year:q3``;
+- anything else (``gender``, ``occupation``, true/false flags, a column mixing numbers and
+  text): one feature per value, ``gender=F``.
 
 Each row is divided by ``sqrt`` of its number of active features, so a row's features sum
 like a pooled history. Missing values give no feature; a row with none is all zeros. The
@@ -20,6 +22,7 @@ end of MovieLens titles when there is no ``year`` column.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Sequence
 
@@ -116,13 +119,26 @@ def _tokens(values: pd.Series, column: str, n_bins: int) -> list[list[str]]:
         # "Action|Comedy", as read_item_info splits a file's genres column
         return [[f"{column}={t.strip()}" for t in str(v).split("|") if t.strip()]
                 if _present(v) else [] for v in values]
-    numeric = pd.to_numeric(values, errors="coerce")
-    if first is not None and not isinstance(first, str) and numeric.notna().any():
+    if _all_numbers(values):
+        numeric = pd.to_numeric(values, errors="coerce")
         edges = np.unique(np.nanquantile(numeric.to_numpy(dtype=float),
                                          np.linspace(0, 1, n_bins + 1)[1:-1]))
         bins = np.searchsorted(edges, numeric.to_numpy(dtype=float), side="right")
         return [[f"{column}:q{b}"] if ok else [] for b, ok in zip(bins, numeric.notna())]
     return [[f"{column}={v}"] if _present(v) else [] for v in values]
+
+
+def _all_numbers(values: pd.Series) -> bool:
+    """Whether every present value is a number (not a bool): a column binned by quantile.
+    Judged by the first value alone, a column of numbers and text (``[1, "a", 2]``) was
+    binned and its text values silently gave no feature."""
+    if pd.api.types.is_bool_dtype(values):
+        return False
+    if pd.api.types.is_numeric_dtype(values):
+        return bool(values.notna().any())
+    present = [v for v in values if _present(v)]
+    return bool(present) and all(isinstance(v, numbers.Real) and not isinstance(
+        v, (bool, np.bool_)) for v in present)
 
 
 def _present(v: object) -> bool:
