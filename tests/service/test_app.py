@@ -479,6 +479,103 @@ def test_default_k_fits_a_small_catalogue(tmp_path):
         assert r.status_code == 422 and "`k`" in r.json()["detail"]
 
 
+def test_default_k_is_capped_by_max_k_and_the_model_names_it(run_dir):
+    """With --max-k below 10, a request without `k` still got 10 items (and `k=10` was
+    refused), and the page, not told the limit, failed every default request."""
+    from fastapi.testclient import TestClient
+
+    from twotower.service import create_app
+    with TestClient(create_app(run_dir, max_k=5, access_log=False)) as c:
+        r = c.get("/v1/recommendations", params={"user_id": 42})
+        assert r.status_code == 200 and len(r.json()["items"]) == 5
+        r = c.get("/v1/similar-items", params={"item_id": 50})
+        assert r.status_code == 200 and len(r.json()["items"]) == 5
+        r = c.post("/v1/recommendations", json={"user_ids": [42, 43]})
+        assert r.status_code == 200 and r.json()["k"] == 5
+        r = c.post("/v1/recommendations", json={"user_ids": ["nobody"],
+                                                "fallback": "popular"})
+        assert len(r.json()["results"][0]["items"]) == 5
+        assert c.get("/v1/model").json()["max_k"] == 5
+
+
+def test_an_error_names_the_model_the_handler_used_not_one_swapped_in_after(app):
+    """Errors read the current model when they were written: during reloads 24 of 1,111
+    404s named the model swapped in after the handler had looked the id up."""
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+    holder = app.state.holder
+    real = holder.current
+    other = dataclasses.replace(real, name="swapped-in")
+    reads = []
+
+    class Swapping(type(holder)):
+        @property
+        def current(self):  # the handler's read gets `real`, any later read `other`
+            reads.append(1)
+            return real if len(reads) <= 2 else other
+
+    before = type(holder)
+    try:
+        holder.__class__ = Swapping
+        with TestClient(app) as c:
+            r = c.get("/v1/similar-items", params={"item_id": "no such item"})
+    finally:
+        holder.__class__ = before
+    assert r.status_code == 404 and r.json()["model"] == real.label
+    assert holder.current is real
+
+
+def test_a_500_carries_the_security_headers(app, monkeypatch):
+    """A 500 went out through Starlette's outermost middleware, past the one adding the
+    headers every other answer has."""
+    from fastapi.testclient import TestClient
+
+    from twotower.service.observability import SECURITY_HEADERS
+
+    def boom(*a, **kw):
+        raise RuntimeError("bug")
+
+    with TestClient(app, raise_server_exceptions=False) as c:
+        monkeypatch.setattr(app.state.holder.current.model, "recommend", boom)
+        r = c.get("/v1/recommendations", params={"user_id": 42})
+    assert r.status_code == 500
+    for name, value in SECURITY_HEADERS:
+        assert r.headers[name.decode()] == value.decode()
+
+
+def test_a_query_parameter_given_twice_is_refused(client):
+    """`?user_id=42&user_id=43` answered for 43 alone, with no word."""
+    r = client.get("/v1/recommendations?user_id=42&user_id=43")
+    assert r.status_code == 422
+    assert "query parameter `user_id`: given 2 times; give it once" in r.json()["detail"]
+    r = client.get("/v1/recommendations?user_id=42&k=2&k=3")
+    assert r.status_code == 422 and "`k`: given 2 times" in r.json()["detail"]
+    assert client.get("/v1/recommendations?user_id=42&k=3").status_code == 200
+
+
+def test_item_search_takes_an_id_as_long_as_ids_may_be(client):
+    """Search was capped at 200 characters where ids may hold 2,048."""
+    r = client.get("/v1/items", params={"search": "x" * 2048})
+    assert r.status_code == 200 and r.json()["total"] == 0
+    assert client.get("/v1/items", params={"search": "x" * 2049}).status_code == 422
+
+
+def test_popular_fallback_scores_are_whole_counts(app, monkeypatch):
+    """7 significant digits wrote an item's 12,345,678 interactions as 1.234568e+07."""
+    from fastapi.testclient import TestClient
+    s = app.state.holder.current
+    pop = np.asarray(s.model.item_popularity).copy()
+    top = int(s.popular[0])
+    pop[top] = 12_345_678
+    monkeypatch.setattr(s.model, "item_popularity", pop)
+    with TestClient(app) as c:
+        r = c.get("/v1/recommendations", params={"user_id": "nobody", "fallback": "popular",
+                                                 "k": 2})
+    assert '"score":12345678}' in r.text
+    assert r.json()["items"][0]["score"] == 12_345_678
+
+
 def test_head_answers_where_probes_send_it(client):
     for path in ("/", "/healthz", "/metrics"):
         r = client.head(path)
@@ -654,6 +751,19 @@ def test_echoed_ids_keep_the_vocabulary_type(client):
     r = client.post("/v1/recommendations", json={"user_ids": ["99999", 1],
                                                  "fallback": "popular"})
     assert [x["user_id"] for x in r.json()["results"]] == [99999, 1]
+
+
+def test_echoed_ids_of_a_text_id_run_are_text(tmp_path):
+    """On a run of text ids, a known user sent as the number 42 was echoed "42" and an
+    unknown one sent as 99 echoed 99."""
+    from fastapi.testclient import TestClient
+
+    from twotower.service import create_app
+    run = _tiny_run(tmp_path / "text", ["42", "42", "7", "7"], ["a", "b", "a", "c"])
+    with TestClient(create_app(run, access_log=False)) as c:
+        r = c.post("/v1/recommendations", json={"user_ids": [42, 99], "fallback": "popular",
+                                                "k": 1})
+        assert [x["user_id"] for x in r.json()["results"]] == ["42", "99"], r.text
 
 
 def test_dot_ids_through_query_parameters_and_a_one_item_catalogue(tmp_path):

@@ -24,14 +24,14 @@ def live_server(run_dir):
     yield from _serve(run_dir)
 
 
-def _serve(run_dir):
+def _serve(run_dir, **settings):
     import uvicorn
 
     from twotower.service import create_app
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(run_dir, access_log=False)
+    app = create_app(run_dir, access_log=False, **settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -140,6 +140,34 @@ def test_page_suggests_and_draws_from_every_user(many_users_run):
             page.wait_for_function("document.getElementById('recs-for').textContent"
                                    ".startsWith('for user')")
             assert page.input_value("#user-id") == order[1498]
+            assert not errors, errors
+    finally:
+        next(gen, None)
+
+
+def test_page_offers_lengths_the_service_takes_and_draws_users_after_a_reload(
+        many_users_run, run_dir):
+    """Under --max-k 5 the page sent its preselected k=10 and every list failed with a
+    422; after a reload to a run with fewer users, "Random user" asked past the end and
+    showed "unknown user id 'undefined'"."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    gen = _serve(many_users_run, max_k=5)
+    base, app = next(gen)
+    try:
+        with _page(sync_api, base) as (page, errors):
+            got = page.eval_on_selector_all("#k option", "os => os.map(o => o.value)")
+            assert got == ["5"]
+            page.fill("#user-id", "u7")
+            page.click("#go")
+            page.wait_for_function("document.querySelectorAll('#recs li').length === 5")
+            app.state.holder.reload(run_dir)  # 943 users where the page saw 1,500
+            order = app.state.holder.current.model.user_vocab.ids.tolist()
+            page.evaluate("Math.random = () => 0.999")
+            page.click("#random-user")
+            page.wait_for_function("document.getElementById('recs-for').textContent"
+                                   f".startsWith('for user {order[942]}')")
+            assert page.input_value("#user-id") == str(order[942])
+            assert page.locator("#error").is_hidden()
             assert not errors, errors
     finally:
         next(gen, None)

@@ -43,6 +43,24 @@ def test_reload_without_a_body_rereads_the_current_run(fresh):
     assert r.json()["current"] == before.label  # same files, same version
 
 
+def test_reload_rereads_a_symlinked_run_dir_as_it_points_now(run_dir, history_run, tmp_path):
+    """Served as `current -> v1`, the run was kept as v1's resolved path: after the link was
+    moved to v2, a reload read v1 again."""
+    from twotower.service import create_app
+    link = tmp_path / "current"
+    link.symlink_to(run_dir, target_is_directory=True)
+    app = create_app(link, admin_token=TOKEN, access_log=False)
+    c = TestClient(app)
+    first = c.get("/healthz").json()["model"]
+    assert first.startswith(f"{run_dir.name}@")  # labelled by the run it names
+    link.unlink()
+    link.symlink_to(history_run[1], target_is_directory=True)
+    r = c.post("/admin/reload", headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert r.json()["previous"] == first and r.json()["current"].startswith("history@")
+    assert c.get("/v1/model").json()["supports_history"] is True
+
+
 @pytest.mark.parametrize("which", ["corrupt", "missing", "not_a_run"])
 def test_a_broken_run_is_refused_and_the_old_keeps_serving(fresh, broken_run, tmp_path,
                                                             which):

@@ -1,7 +1,8 @@
 """The HTTP API: a thin shell over ``TwoTower`` (recommend, similar items, item metadata).
 
 Every handler reads ``holder.current`` once and answers from that snapshot, so a model swap
-(``POST /admin/reload`` or SIGHUP) never mixes two models in one answer.
+(``POST /admin/reload`` or SIGHUP) never mixes two models in one answer; an error answer
+names that snapshot's model too.
 
 Threads: the search endpoints are ``async`` and score small requests right on the event loop
 (an exact search over a few thousand items takes ~40 us, a thread pool hop costs several times
@@ -10,6 +11,7 @@ thread pool, where numpy/faiss release the GIL. The other endpoints are plain ``
 pool). Hot-path responses are serialised from precomputed JSON fragments.
 """
 
+import contextvars
 import hmac
 import json
 import time
@@ -33,7 +35,7 @@ from twotower.data.vocabulary import INT_ID, plain_id
 from twotower.errors import ConfigError, UnknownIdError
 from twotower.models.retriever import untrained_item_error, untrained_user_error
 from twotower.service import schemas as S
-from twotower.service.observability import Metrics, RequestMiddleware, gauge
+from twotower.service.observability import SECURITY_HEADERS, Metrics, RequestMiddleware, gauge
 from twotower.service.state import (ModelHolder, ReloadInProgress, ReloadRefused, ServedModel,
                                      utf8_ok)
 
@@ -76,11 +78,13 @@ DEFAULT_K = 10
 _JSON_ITEM_COST = 512
 
 
-def _check_k(k: int | None, n: int, what: str = "the catalogue size") -> int:
-    """The list length: ``k``, or ``DEFAULT_K`` capped at ``n`` when not given (0 when
-    ``n`` is: a one-item catalogue has no similar item)."""
+def _check_k(k: int | None, n: int, what: str = "the catalogue size", *,
+             default: int = DEFAULT_K) -> int:
+    """The list length: ``k``, or ``default`` (``DEFAULT_K`` capped at the service's
+    ``max_k``) capped at ``n`` when not given (0 when ``n`` is: a one-item catalogue has no
+    similar item)."""
     if k is None:
-        k = min(DEFAULT_K, max(n, 0))
+        k = min(default, max(n, 0))
     if k > n and n == 0:
         raise HTTPException(422, f"`k` is {k}, but there is nothing to list ({what} is 0): "
                                  "leave k out for an empty list")
@@ -156,12 +160,23 @@ def _check_query(request: Request, path: str, known: frozenset[str]) -> None:
     except UnicodeDecodeError as bad:
         raise _not_utf8("query string", bad) from None
     unknown = [n for n in dict.fromkeys(names) if n not in known]
+    twice = [n for n in dict.fromkeys(names) if n in known and names.count(n) > 1]
+    if twice:  # `?user_id=42&user_id=43` answered for 43 alone, with no word
+        raise RequestValidationError([{
+            "loc": ("query", n), "type": "repeated",
+            "msg": f"given {names.count(n)} times; give it once"} for n in twice])
     if unknown:
         takes = ", ".join(f"`{k}`" for k in sorted(known)) or "none"
         raise RequestValidationError([{
             "loc": ("query", n), "type": "extra_forbidden", "input": request.query_params[n],
             "msg": f"not a parameter of {request.method} {path} (it takes {takes})"}
             for n in unknown])
+
+
+#: the label of the snapshot a request's handler answers from (``served`` in
+#: ``create_app``), for its error answer
+_REQUEST_MODEL: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+    "twotower_request_model")
 
 
 class _StrictQueryRoute(APIRoute):
@@ -176,6 +191,7 @@ class _StrictQueryRoute(APIRoute):
         path, known = self.path, frozenset(_query_names(self.dependant))
 
         async def checked(request: Request) -> Response:
+            _REQUEST_MODEL.set({})  # this request's own (``served``), in its own context
             _check_query(request, path, known)
             return await handler(request)
         return checked
@@ -241,10 +257,23 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=max_body_bytes,
                        log_requests=access_log, allowed_hosts=allowed_hosts)
 
+    default_k = min(DEFAULT_K, max_k)
+
+    def served() -> ServedModel:
+        """The snapshot a handler answers from (``holder.current``, read once), noted on
+        the request, so that an error raised after it names that model, not the one a
+        reload swapped in meanwhile."""
+        s = holder.current
+        box = _REQUEST_MODEL.get(None)
+        if box is not None:
+            box["label"] = s.label
+        return s
+
     def error(status: int, body: dict[str, Any], headers: Any = None) -> JSONResponse:
-        # errors name the model too, as every answer does
-        return JSONResponse({"model": holder.current.label, **body}, status_code=status,
-                            headers=headers)
+        # errors name the model too, as every answer does: the one the handler used
+        box = _REQUEST_MODEL.get(None) or {}
+        return JSONResponse({"model": box.get("label") or holder.current.label, **body},
+                            status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -297,8 +326,10 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         # a bug still answers in JSON, as every other error does (uvicorn logs the
         # traceback: starlette re-raises after this handler)
+        # (sent from outside the middleware that adds the security headers: added here)
         return error(500, {"detail": f"internal error ({type(exc).__name__}); the server "
-                                     "log has the details"})
+                                     "log has the details"},
+                     {k.decode("latin-1"): v.decode("latin-1") for k, v in SECURITY_HEADERS})
 
     K = Annotated[int, Query(ge=1, le=max_k,  # noqa: N806
                              description=f"list length, 1..{max_k} and at most the catalogue "
@@ -312,7 +343,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         JSON, weighted as 512 pairs per listed item (a rough weight, not measured: when
         only the pairs counted, a 623-user, k=1,000 batch was answered on the event
         loop)."""
-        return queries * (holder.current.n_items + _JSON_ITEM_COST * (k or DEFAULT_K))
+        return queries * (holder.current.n_items + _JSON_ITEM_COST * (k or default_k))
 
     async def offload(work: int, fn: Callable[..., Response], *args: Any) -> Response:
         # A thread hop costs more CPU than a small exact search (measured ad hoc): score up to
@@ -324,9 +355,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     def _recommend(user_id: str, k: int | None, exclude_seen: bool, fallback: str
                    ) -> Response:
-        s = holder.current
+        s = served()
         m = s.model
-        k = _check_k(k, s.n_items)
+        k = _check_k(k, s.n_items, default=default_k)
         try:
             u = m.user_vocab.index_of(user_id)
             if m.untrained_users()[u]:  # served as an unknown user
@@ -351,9 +382,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                              fallback)
 
     def _batch(req: Any) -> Response:
-        s = holder.current
+        s = served()
         m = s.model
-        k = _check_k(req.k, s.n_items)
+        k = _check_k(req.k, s.n_items, default=default_k)
         if len(req.user_ids) * k > max_results:
             raise HTTPException(422, f"{len(req.user_ids)} users x k {k} = "
                                      f"{len(req.user_ids) * k:,} results, over the limit of "
@@ -402,14 +433,14 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         return await offload(cost(len(req.user_ids), req.k), _batch, req)
 
     def _by_history(req: Any) -> Response:
-        s = holder.current
+        s = served()
         m = s.model
         if not s.supports_history:
             raise HTTPException(400, f"model {s.label} has query tower "
                                      f"'{m.config.query_tower}': it cannot recommend from a "
                                      "history; serve a run trained with query_tower "
                                      "'history' or 'id+history'")
-        k = _check_k(req.k, s.n_items)
+        k = _check_k(req.k, s.n_items, default=default_k)
         items = m.item_vocab.lookup_or(req.item_ids, -1)
         if (items < 0).any():
             bad = [req.item_ids[i] for i in np.flatnonzero(items < 0)]
@@ -438,8 +469,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     # ------------------------------------------------------------ items
     def _similar(item_id: str, k: int | None) -> Response:
-        s = holder.current
-        k = _check_k(k, s.n_items - 1, "the catalogue size less the item itself")
+        s = served()
+        k = _check_k(k, s.n_items - 1, "the catalogue size less the item itself",
+                     default=default_k)
         try:
             i = s.model.item_vocab.index_of(item_id)
         except UnknownIdError as exc:
@@ -466,7 +498,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     def item(item_id: Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH)]
              ) -> JSONResponse:
         """Metadata of one item (title, genres, year, ... as the run holds them)."""
-        s = holder.current
+        s = served()
         try:
             i = s.model.item_vocab.index_of(item_id)
         except UnknownIdError as exc:
@@ -481,12 +513,12 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         return item(item_id)
 
     @app.get("/v1/items", response_model=S.ItemSearch, responses=_errors(422), tags=["items"])
-    def search_items(search: Annotated[str, Query(max_length=200, description=(
+    def search_items(search: Annotated[str, Query(max_length=S.MAX_ID_LENGTH, description=(
                          "case-insensitive part of a title, or an exact item id; empty: "
                          "the most popular items"))] = "",
                      limit: Annotated[int, Query(ge=1, le=100)] = 20) -> JSONResponse:
         """Find items by title, most popular first (for picking an item)."""
-        s = holder.current
+        s = served()
         q = search.strip().lower()
         if not q:  # the page's first view: no list of the whole catalogue
             return JSONResponse({"model": s.label, "total": len(s.popular), "items": [
@@ -510,7 +542,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     def user_history(user_id: Annotated[str, PathParam(min_length=1, max_length=S.MAX_ID_LENGTH)],
                      limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> JSONResponse:
         """The items a user interacted with in training (what exclude_seen leaves out)."""
-        s = holder.current
+        s = served()
         m = s.model
         try:
             u = m.user_vocab.index_of(user_id)
@@ -537,7 +569,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                   "in vocabulary order"))] = "") -> JSONResponse:
         """Known user ids (for picking a user): ``total`` of them, ``limit`` from
         ``offset``."""
-        s = holder.current
+        s = served()
         if search:
             total, ids = s.users_starting(search, offset, limit)
             return JSONResponse({"model": s.label, "total": total, "user_ids": ids})
@@ -554,7 +586,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     @app.get("/v1/model", response_model=S.ModelInfo, tags=["operations"])
     async def model_info() -> JSONResponse:
         """Which model is served: name, version, training time, metrics, config."""
-        return JSONResponse(holder.current.describe())
+        return JSONResponse({**holder.current.describe(), "max_k": max_k})
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     async def prometheus() -> PlainTextResponse:
@@ -630,8 +662,11 @@ def _json_type(content_type: str) -> bool:
 
 def _echo(m: Any, user_id: Any) -> Any:
     """A requested user id as answers echo it: with the vocabulary's id type (an integer
-    for integer ids, as a known user's id is), whitespace around an integer ignored."""
-    if m.user_vocab.is_int and isinstance(user_id, str) and INT_ID.fullmatch(user_id.strip()):
+    for integer ids, text for text ids, as a known user's id is), whitespace around an
+    integer ignored."""
+    if not m.user_vocab.is_int:
+        return user_id if isinstance(user_id, str) else str(user_id)
+    if isinstance(user_id, str) and INT_ID.fullmatch(user_id.strip()):
         return int(user_id)
     return user_id
 

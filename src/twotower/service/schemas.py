@@ -147,6 +147,7 @@ class ModelInfo(BaseModel):
     index: dict[str, Any]
     data: dict[str, Any]
     metrics: dict[str, Any] | None
+    max_k: int = Field(description="the largest `k` the service accepts")
 
 
 class Health(BaseModel):

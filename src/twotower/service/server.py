@@ -189,7 +189,7 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         common["timeout_worker_healthcheck"] = WORKER_START_TIMEOUT_S  # uvicorn >= 0.37
     if workers > 1:
         import json
-        os.environ[_ENV_RUN] = str(Path(run).resolve())
+        os.environ[_ENV_RUN] = str(Path(run).absolute())  # as given: a link's reload
         os.environ[_ENV_SETTINGS] = json.dumps(settings)
         if token:
             os.environ[ADMIN_TOKEN_ENV] = token

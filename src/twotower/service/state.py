@@ -62,6 +62,12 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
+def _count(v: Any) -> str:
+    """A count as JSON: whole numbers as integers, a weighted count as a float."""
+    v = float(v)
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
@@ -124,7 +130,10 @@ class ServedModel:
         from twotower.artifacts import load_metrics, read_manifest, read_whole
         from twotower.models import TwoTower
 
-        run = Path(run_dir).resolve()
+        # read through the path resolved once (a symlink swapped meanwhile cannot mix two
+        # runs' files); kept as given, so a reload reads what the link names then
+        given = Path(run_dir).absolute()
+        run = given.resolve()
         read_manifest(run)  # a plain message for a missing or foreign directory first
 
         def read() -> tuple[Any, Any]:
@@ -141,7 +150,7 @@ class ServedModel:
         head = [f'{{"item_id":{encode_basestring_ascii(i) if type(i) is str else json.dumps(i)}'
                 f',"title":{_json_text(t)},"score":' for i, t in zip(ids, titles)]
         popular = model.popularity_order()
-        served = cls(model=model, run_dir=run, name=run.name, version=digest,
+        served = cls(model=model, run_dir=given, name=run.name, version=digest,
                      trained_at=model.trained_at,
                      loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      metrics=metrics, item_ids=ids, titles=titles, item_head=head,
@@ -175,9 +184,11 @@ class ServedModel:
             if i >= 0) + "]"
 
     def popular_json(self, k: int) -> str:
-        """The k most popular items as an ``items_json`` list (score = interaction count)."""
-        top = self.popular[:k]
-        return self.items_json(top, np.asarray(self.model.item_popularity, np.float64)[top])
+        """The k most popular items as an ``items_json`` list (score = interaction count,
+        written whole: 7 significant digits wrote 12,345,678 as 1.234568e+07)."""
+        head, pop = self.item_head, self.model.item_popularity
+        return "[" + ",".join(f"{head[i]}{_count(pop[i])}}}"
+                              for i in self.popular[:k].tolist()) + "]"
 
     def item_ref(self, i: int) -> dict[str, Any]:
         return {"item_id": self.item_ids[i], "title": self.titles[i]}

@@ -180,8 +180,15 @@ async function init() {
     const ctl = begin("user");  // a later click, or a submitted id, wins over this one
     try {  // any of the run's users, not only the first page of them
       const offset = Math.floor(Math.random() * nUsers);
-      const page = await api(`/v1/users?offset=${offset}&limit=1`, ctl.signal);
+      let page = await api(`/v1/users?offset=${offset}&limit=1`, ctl.signal);
       if (stale("user", ctl)) return;
+      if (!page.user_ids.length && page.total) {  // a reload since: a run with fewer users
+        nUsers = page.total;
+        page = await api(`/v1/users?offset=${Math.floor(Math.random() * nUsers)}&limit=1`,
+                         ctl.signal);
+        if (stale("user", ctl)) return;
+      }
+      if (!page.user_ids.length) return;
       const id = String(page.user_ids[0]);
       $("user-id").value = id;
       showUser(id);
@@ -191,11 +198,12 @@ async function init() {
     const m = await api("/v1/model");
     $("model-info").textContent =
       `${m.label} · ${m.n_items} items · ${m.n_users} users · trained ${m.trained_at || "?"}`;
-    // list lengths the catalogue cannot fill are not offered
+    // list lengths the catalogue cannot fill, or the service refuses, are not offered
+    const most = Math.min(m.n_items, m.max_k || m.n_items);
     for (const opt of [...$("k").options]) {
-      if (Number(opt.value) > m.n_items) opt.remove();
+      if (Number(opt.value) > most) opt.remove();
     }
-    if (!$("k").options.length) $("k").add(new Option(String(m.n_items)));
+    if (!$("k").options.length) $("k").add(new Option(String(most)));
     nUsers = m.n_users;
     suggestUsers();
   } catch (err) { showError(err); }
