@@ -228,6 +228,19 @@ def test_protocol_held_out_users_use_history_in_time_order():
     assert kind == "history" and histories == [[1, 0], [0]] and exclude == histories
 
 
+def test_protocol_places_a_repeated_history_item_at_its_latest_interaction():
+    """A held-out user's item seen at t1 and again at t3 was placed at t1 (b, at t2, then
+    counted as the latest), where the history table and a served by-history query place
+    it at t3."""
+    x = Interactions.from_ids([0, 0, 0, 0], [5, 6, 5, 7], timestamps=[1, 2, 3, 9])
+    history, test = x.take(np.array([0, 1, 2])), x.take(np.array([3]))
+    spy = Spy(x.n_items)
+    recommend_and_evaluate(spy, x.take(np.zeros(0, dtype=np.int64)), test, ks=(1,),
+                           history=history)
+    a, b = (int(i) for i in x.item_vocab.lookup([5, 6]))
+    assert spy.calls[0][1] == [[b, a]]  # oldest first: 6 (t2), then 5 (latest at t3)
+
+
 def test_protocol_pads_when_k_exceeds_catalogue():
     x = Interactions.from_ids([0, 0, 1, 1], [0, 1, 2, 0])
     r = recommend_and_evaluate(Spy(3), x.take(np.array([0, 3])), x.take(np.array([1, 2])),

@@ -250,7 +250,10 @@ def evaluate_topk(top_ids: np.ndarray, truth: Truth, ks: Sequence[int] | int = (
 
 
 def _time_ordered_items(x: Interactions, users: np.ndarray) -> list[np.ndarray]:
-    """Each requested user's distinct items, oldest first (row order when untimed)."""
+    """Each requested user's distinct items, oldest first (row order when untimed); a
+    repeated item at its latest interaction, as ``Interactions.recency_ranks``, the
+    history table and ``TwoTower.history_query_embeddings`` place it (at its first, a
+    held-out user's recency-weighted query weighed it as old)."""
     order = (np.lexsort((np.arange(len(x)), x.timestamps, x.users))
              if x.timestamps is not None else np.lexsort((np.arange(len(x)), x.users)))
     u, it = x.users[order], x.items[order]
@@ -258,8 +261,8 @@ def _time_ordered_items(x: Interactions, users: np.ndarray) -> list[np.ndarray]:
     out = []
     for lo, hi in zip(*bounds):  # building ragged inputs, not scoring
         seq = it[lo:hi]
-        _, first = np.unique(seq, return_index=True)
-        out.append(seq[np.sort(first)])
+        _, first_from_end = np.unique(seq[::-1], return_index=True)
+        out.append(seq[np.sort(len(seq) - 1 - first_from_end)])
     return out
 
 
