@@ -559,3 +559,18 @@ def test_the_model_passes_its_ease_search_on(monkeypatch):
     assert seen == [False, True]
     with pytest.raises(ConfigError, match="ease_search"):
         _cfg(ease_search="grid")
+
+
+def test_the_blend_scale_is_measured_on_users_with_training_rows():
+    """The score spreads that give the blend weight its meaning were measured on users
+    drawn among all, those with no training row too (an empty EASE query, an untrained id
+    vector): a fifth of the users on a global-temporal MovieLens split."""
+    from twotower.data import Interactions
+    from twotower.models.linear import scale_users
+    x = Interactions.from_ids(list(range(3000)), [u % 7 for u in range(3000)])
+    every = scale_users(x, 0)
+    np.testing.assert_array_equal(  # all users with rows: the sample drawn before
+        every, np.sort(np.random.default_rng(0).choice(3000, 1024, replace=False)))
+    part = x.take(np.flatnonzero(np.arange(3000) % 5 != 0))  # every 5th user: no rows
+    got = scale_users(part, 0)
+    assert len(got) == 1024 and not np.isin(got, np.arange(0, 3000, 5)).any()

@@ -744,7 +744,7 @@ class TwoTower:
         query_table[1:] = p
         # each part's score spread over (a sample of) training users: w means the same on
         # any data
-        users = scale_users(train.n_users, cfg.seed)
+        users = scale_users(train, cfg.seed)
         trained = self._query_part(users) @ self.item_embeddings.T
         ease = self._ease_query(self._history[users], query_table, half_life, floor) @ q.T
         w = chosen.get("weight", cfg.ease_weight)
