@@ -540,20 +540,20 @@ def test_train_with_column_sharded_tables_on_two_simulated_devices(tmp_path, ml1
 
 
 def test_warnings_are_one_line(tmp_path, ml100k):
-    """Training CSV data without the genre/year columns that a --config names warns in one
-    line (a real process: pytest intercepts warnings in process)."""
+    """Warnings are one line each (a real process: pytest intercepts warnings in
+    process): a setting the model never reads, and recency without times."""
     from twotower.data import write_interactions
     data = tmp_path / "r.csv"
     write_interactions(ml100k.take(ml100k.users < 100), data)
     conf = tmp_path / "c.toml"
-    conf.write_text('[model]\nitem_features = ["genres", "year"]\n')
+    conf.write_text('[model]\nease_weight = 0\nease_split = "temporal"\n')
     proc = subprocess.run([sys.executable, "-m", "twotower.cli", "train", "--data", str(data),
                            "--out", str(tmp_path / "run"), "--epochs", "1", "--split", "none",
                            "--time-col", "none", "--config", str(conf)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [ln for ln in proc.stderr.splitlines() if "item_features" in ln]
-    assert line and line[0].startswith("twotower: warning: model.item_features names")
+    line = [ln for ln in proc.stderr.splitlines() if "ease_split" in ln]
+    assert line and line[0].startswith("twotower: warning: settings the chosen model never")
     # --time-col none: the default's recency weighting falls back to row order, and says so
     rec = [ln for ln in proc.stderr.splitlines() if "recency_half_life" in ln]
     assert rec and rec[0].startswith("twotower: warning: model.recency_half_life weights")
@@ -1473,6 +1473,29 @@ def test_text_output_tells_items_of_one_title_apart(tutorial_run, capsys):
     assert code == 0 and out.startswith("similar to Chasing Amy (1997) [id 268]:"), out
     code, out, _ = run(capsys, "similar", rundir, "--item", "Star Wars (1977)", "-k", "3")
     assert "[id" not in out  # a title of its own keeps the usual form
+
+
+def test_item_features_the_data_lacks_are_refused_naming_the_file_s_columns(tmp_path,
+                                                                            capsys):
+    """A typo (`item_features = ["colour"]`) warned, listing the columns read (['title'])
+    rather than the file's, and trained for minutes without it; a preset's own feature
+    names (the default's genres and year) are still cut to what the data has."""
+    rows = [f"u{u},i{(u * 7 + j) % 40}" for u in range(60) for j in range(6)]
+    (tmp_path / "log.csv").write_text("user_id,item_id\n" + "\n".join(rows) + "\n")
+    (tmp_path / "items.csv").write_text("item_id,title,color,brand\n" + "".join(
+        f"i{i},Item {i},red,acme\n" for i in range(40)))
+    (tmp_path / "c.toml").write_text('[model]\nitem_features = ["colour", "brand"]\n'
+                                     "epochs = 1\n")
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                         tmp_path / "items.csv", "--config", tmp_path / "c.toml",
+                         "--split", "none", "--out", tmp_path / "r")
+    assert code == 2 and not (tmp_path / "r").exists()
+    assert ("item_features in --config [model] names ['colour'], but --items "
+            f"{tmp_path / 'items.csv'} has no such column (its columns: ['item_id', 'title', "
+            "'color', 'brand'])") in err, err
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--config",
+                         tmp_path / "c.toml", "--split", "none", "--out", tmp_path / "r")
+    assert code == 2 and "no item metadata was read (give it with --items FILE)" in err, err
 
 
 def test_items_columns_named_in_item_features_are_read_and_trained_on(tmp_path, capsys):

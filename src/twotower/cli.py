@@ -413,14 +413,21 @@ def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_in
     """``cfg`` with the preset's own side-feature columns (the default's MovieLens
     ``genres`` and ``year``) cut to those the data has, said in one line: a log without
     item metadata trains without them, as it would anyway, with no warning. ``streamed``:
-    cut to none (side features are not streamed). Columns the user named stay as named
-    (the model warns about any the data lacks; ``--stream`` refuses them)."""
+    cut to none (side features are not streamed). A column the user named that the data
+    lacks is an error naming the columns there are (``--stream`` refuses them all)."""
     from twotower.models.features import present_columns
 
     given = getattr(args, "model_settings_given", set())
     for what, info in (("item", item_info), ("user", user_info)):
         name = f"{what}_features"
         wanted = getattr(cfg, name)
+        if name in given and wanted and not streamed:  # a name of the user's own: a typo
+            missing = [c for c in wanted if c not in present_columns(info, wanted)]
+            if missing:  # trained for minutes without it, after a warning listing the
+                # columns read (not the file's)
+                raise ConfigError(f"{name} in --config [model] names {missing}, but "
+                                  f"{_metadata_columns(args, what, info)}; name columns "
+                                  f"there are, or {name} = [] for none")
         if name in given or not wanted:
             continue
         kept = () if streamed else present_columns(info, wanted)
@@ -432,6 +439,20 @@ def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_in
                    f"columns with {name} in --config [model]")
             _say(f"{what} features: {', '.join(kept) if kept else 'none'} ({why})")
     return cfg
+
+
+def _metadata_columns(args: argparse.Namespace, what: str, info: Any) -> str:
+    """Where ``what`` metadata comes from, and its columns, for a message."""
+    if what == "item" and getattr(args, "items", None):
+        from twotower.data.readers import read_header
+        header = read_header(args.items, "--items", getattr(args, "sep", None))
+        return f"--items {args.items} has no such column (its columns: {header})"
+    if info is None:
+        return (f"no {what} metadata was read" + (
+            " (give it with --items FILE)" if what == "item" else
+            " (the command line reads user metadata with MovieLens 100k only)"))
+    return (f"the {what} metadata has no such column (its columns: "
+            f"{[str(c) for c in info.columns if c != 'id']})")
 
 
 def _toml(p: Path, text: str) -> dict[str, Any]:
