@@ -211,6 +211,12 @@ def test_train_with_an_ann_index_tunes_it_to_the_target(capsys, tmp_path, ml100k
     assert float(line.split("recall@10 ")[1].split()[0]) >= 0.999 and "not reached" not in line
     loaded = TwoTower.load(tmp_path / "run")
     assert loaded.index_config.nprobe == loaded._index.nprobe == nprobe
+    # its untrained items denied, the IVF index answers these few items by exact search:
+    # the tuned recall is exact search's, and the line says so (as `twotower index` does)
+    untrained = int(loaded.untrained_items().sum())
+    assert untrained > 0 and (f"(the {loaded.n_items - untrained:,} items this run lists "
+                              f"(the {untrained:,} it never trained are in no list) are at "
+                              "most 4,096: the ivf index answers them by exact search)") in line
 
 
 def test_tutorial_command_prints_titles(capsys, ml100k_dir):

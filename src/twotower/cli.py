@@ -715,6 +715,17 @@ def _save(model: Any, out: str, **extra: Any) -> None:
         model.save(Path(scratch) / "run", **extra)
 
 
+def _exact_search_note(kind: str, listed: int | None, untrained: int | None) -> str | None:
+    """Why an HNSW/IVF run's measured recall is exact search's: the items it lists (its
+    untrained ones denied) are few enough that every request is answered exactly."""
+    from twotower.index.faiss_ann import EXACT_BELOW
+    if kind == "exact" or not untrained or listed is None or listed > EXACT_BELOW:
+        return None
+    return (f"the {listed:,} items this run lists (the {untrained:,} it never trained are "
+            f"in no list) are at most {EXACT_BELOW:,}: the {kind} index answers them by "
+            "exact search")
+
+
 def _tune_index(args: argparse.Namespace, model: Any) -> None:
     """``--index-kind hnsw|ivf``: the search knob tuned to ``--target-recall``."""
     if args.index_kind == "exact" or not args.target_recall:
@@ -723,10 +734,13 @@ def _tune_index(args: argparse.Namespace, model: Any) -> None:
     if t.get("skipped"):
         _say(f"index {args.index_kind}: not tuned: {t['skipped']}")
     else:
+        untrained = int(np.count_nonzero(model.untrained_items()))
+        note = _exact_search_note(args.index_kind, model.n_items - untrained, untrained)
         _say(f"index {args.index_kind}: {t['knob']} {t['value']} gives recall@10 "
              f"{t['recall_tried'][t['value']]:.3f} against exact search on "
              f"{t['calibration_queries']} users (target {t['target_recall']}"
-             f"{'' if t['reached'] else ', not reached'}; {t['seconds']:.1f} s)")
+             f"{'' if t['reached'] else ', not reached'}; {t['seconds']:.1f} s)"
+             + (f" ({note})" if note else ""))
     s = model._tune_similar(args.target_recall)
     if s is not None:
         _say(f"similar items {args.index_kind}: {s['knob']} {s['value']} gives recall@10 "
@@ -1250,14 +1264,11 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"{t['recall_tried'][t['value']]:.3f} on the calibration users; the run keeps "
               f"this index: {'raise --hnsw-m, or ' if args.kind == 'hnsw' else ''}use "
               "--kind exact", file=sys.stderr)
-    listed, untrained = report.get("items_listed"), report.get("untrained_items")
-    if args.kind != "exact" and untrained and listed is not None:
-        from twotower.index.faiss_ann import EXACT_BELOW
-        if listed <= EXACT_BELOW:
-            print(f"twotower: note: the {listed:,} items this run lists (the {untrained:,} "
-                  f"it never trained are in no list) are at most {EXACT_BELOW:,}: the "
-                  f"{args.kind} index answers them by exact search, so the recall and speed "
-                  "above are exact search's", file=sys.stderr)
+    note = _exact_search_note(args.kind, report.get("items_listed"),
+                              report.get("untrained_items"))
+    if note:
+        print(f"twotower: note: {note}, so the recall and speed above are exact search's",
+              file=sys.stderr)
     ts = (t or {}).get("similar")
     if ts and not ts.get("reached", True) and ts.get("value") in ts.get("recall_tried", {}):
         print(f"twotower: warning: the similar-items {args.kind} index did not reach "
