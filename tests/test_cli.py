@@ -3,6 +3,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,34 @@ def test_recommend_into_a_closed_pipe_stops_quietly(tutorial_run):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert first.startswith(b"user ") and err == ""
+
+
+def test_users_from_standard_input_and_a_pipe(capsys, tutorial_run, tmp_path, monkeypatch):
+    """`--users -`, `/dev/stdin` and `<(...)` were "file not found"."""
+    import io
+    _, rundir = tutorial_run
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"42\n\n 7 \n")))
+    code, out, err = run(capsys, "recommend", rundir, "--users", "-", "--json", "-k", "2")
+    assert code == 0, err
+    assert [json.loads(ln)["user_id"] for ln in out.splitlines()] == [42, 7]
+    fifo = tmp_path / "ids"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_text("43\n"))
+    writer.start()
+    code, out, err = run(capsys, "recommend", rundir, "--users", fifo, "--json", "-k", "2")
+    writer.join(10)
+    assert code == 0 and json.loads(out)["user_id"] == 43, err
+
+
+def test_a_blank_user_is_refused_and_an_unknown_one_echoed_stripped(capsys, tutorial_run):
+    """`--user "   "` was served the popular items as user "   "; " ghost " was echoed with
+    its spaces where a known " 42 " is 42."""
+    _, rundir = tutorial_run
+    code, out, err = run(capsys, "recommend", rundir, "--user", "   ", "--fallback", "popular")
+    assert code == 2 and "--user: expected a user id, got '   '" in err
+    code, out, err = run(capsys, "recommend", rundir, "--user", " ghost ", "--fallback",
+                         "popular", "--json", "-k", "1")
+    assert code == 0 and json.loads(out)["user_id"] == "ghost", out
 
 
 def test_users_file_empty_is_an_error(capsys, tutorial_run, tmp_path):
@@ -1155,7 +1184,7 @@ def test_recommend_falls_back_to_popular_items_for_unknown_users(tmp_path, capsy
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["user_id"] for r in rows] == [1, "nobody", 2]
-    assert [r.get("fallback") for r in rows] == [None, "popular", None]
+    assert [r["fallback"] for r in rows] == [None, "popular", None]  # a key on every row
     popular = np.argsort(-np.asarray(model.item_popularity, np.float64), kind="stable")[:3]
     assert [it["item_id"] for it in rows[1]["items"]] == model.item_vocab.ids[popular].tolist()
     _, top = model.recommend_ids([1], k=3)
@@ -1187,6 +1216,11 @@ def test_recommend_serves_users_never_trained_on_as_new_users(tmp_path, capsys):
     code, out, err = run(capsys, "recommend", tmp_path / "run", "--user", "lone",
                          "--fallback", "popular", "--json")
     assert code == 0 and json.loads(out)["fallback"] == "popular", err
+    # said as what it is (it was "unknown"), beside a user the run does not know
+    for who, said in (("lone", "never trained on"), ("ghost", "unknown")):
+        code, out, err = run(capsys, "recommend", tmp_path / "run", "--user", who,
+                             "--fallback", "popular", "-k", "1")
+        assert code == 0 and f"user {who}: ({said}: the most popular items)" in out, out
 
 
 def test_a_ctrl_c_dropped_inside_a_callback_is_sent_again():

@@ -846,13 +846,21 @@ def _load(run: str) -> Any:
 
 
 def _read_user_file(path: str) -> tuple[list[str], list[int]]:
-    """``--users``: its ids, and the line each was read from."""
+    """``--users``: its ids, and the line each was read from; ``-`` reads them from
+    standard input, and a pipe (``/dev/stdin``, ``<(...)``) is read as a file is."""
     from twotower.data.readers import not_a_file
     p = Path(path)
-    if not p.is_file():
+    if path == "-":
+        raw, p = sys.stdin.buffer.read(), Path("<stdin>")
+    elif p.is_dir() or not p.exists():
         raise DataError(f"--users: {not_a_file(p)}")
+    else:
+        try:
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise DataError(f"--users: cannot read {p} ({exc.strerror or exc})") from None
     try:  # utf-8-sig: a byte order mark (Excel, Notepad) is not part of the first id
-        text = p.read_text(encoding="utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = exc.object[:exc.start].count(b"\n") + 1
         raise DataError(f"--users: {p}, line {line}: not UTF-8 text ({exc.reason})") from None
@@ -875,8 +883,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     model = _load(args.run)
     if args.k is None:  # the default fits the catalogue; a given k is checked as given
         args.k = min(10, model.n_items)
-    if args.user is not None:
-        users = [args.user]
+    if args.user is not None:  # stripped, as --users' lines and the data's ids are
+        if not args.user.strip():
+            raise ConfigError(f"--user: expected a user id, got {args.user!r}")
+        users = [args.user.strip()]
     elif args.users:
         users, lines = _read_user_file(args.users)
     else:
@@ -933,8 +943,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                 given = int(given)
             rows.append({"user_id": given, "items": items, "fallback": "popular"})
             continue
-        # the id as the model knows it: an int id stays an int whichever way it was given
-        rows.append({"user_id": plain_id(model.user_vocab.ids[u]), "items": items})
+        # the id as the model knows it: an int id stays an int whichever way it was given;
+        # every row has the key, as the service's answers and the .csv/.parquet columns do
+        rows.append({"user_id": plain_id(model.user_vocab.ids[u]), "items": items,
+                     "fallback": None})
     if args.out:
         _write_rows(rows, Path(args.out), fallback=args.fallback == "popular")
         _say(f"wrote {len(rows):,} users' top-{args.k} to {args.out} (search {elapsed:.2f} s)")
@@ -944,12 +956,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     else:
         shared = _shared_titles(model)
         for r in rows:
-            _say(f"user {r['user_id']}:" + (" (unknown: the most popular items)"
-                                            if r.get("fallback") else ""))
+            if r["fallback"]:  # a user the run knows but never trained on, or an unknown one
+                known = model.user_vocab.lookup_or([r["user_id"]], -1)[0] >= 0
+                why = "never trained on" if known else "unknown"
+            _say(f"user {r['user_id']}:" + (f" ({why}: the most popular items)"
+                                            if r["fallback"] else ""))
             for rank, it in enumerate(r["items"], 1):
                 _say(f"  {rank:2d}. {_shown(it['title'], it['item_id'], shared)}  "
                      f"({it['score']:.3f})")
-            if len(r["items"]) < args.k and not r.get("fallback"):
+            if len(r["items"]) < args.k and not r["fallback"]:
                 _say(_short_list_note(model, r["user_id"], len(r["items"]),
                                       args.include_seen))
     return 0
@@ -1416,7 +1431,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     who = r.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", help="one user id")
-    who.add_argument("--users", type=_path, help="file with one user id a line")
+    who.add_argument("--users", type=_path,
+                     help="file with one user id a line (- for standard input)")
     who.add_argument("--all-users", action="store_true",
                      help="every user the run trained on (with --out for a file)")
     r.add_argument("-k", type=int, help="items per user (default 10, or the catalogue if "

@@ -17,6 +17,10 @@ from keras import ops
 from twotower.models.config import ModelConfig
 from twotower.models.retriever import recency_weights
 
+#: the smallest sampling probability the log-Q correction takes, as the inputs clip it
+#: (``logq``): keras-rs' default (1e-6) gave every item with fewer than rows / 1e6
+#: interactions the correction of one with rows / 1e6 (on a 20M-row log, most items)
+LOGQ_FLOOR = 1e-12
 NEG_INF = -1e9
 
 
@@ -86,7 +90,7 @@ class TwoTowerNet(keras.Model):
                                                              return_scores=False)
         self.hard_negative_mining = (keras_rs.layers.HardNegativeMining(config.hard_negatives)
                                      if config.hard_negatives else None)
-        self.logq = keras_rs.layers.SamplingProbabilityCorrection()
+        self.logq = keras_rs.layers.SamplingProbabilityCorrection(epsilon=LOGQ_FLOOR)
         self.dropout_seed = keras.random.SeedGenerator(seed + 3)
 
     def build(self, input_shape: Any = None) -> None:
