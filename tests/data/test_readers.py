@@ -511,3 +511,15 @@ def test_a_damaged_parquet_data_page_is_one_line_naming_the_file(tmp_path):
                 assert "b.parquet is not a readable Parquet file" in str(exc), exc
                 failed[name] += 1
     assert failed["memory"] > 10 and failed["stream"] > 10, failed
+
+
+@pytest.mark.parametrize("blank", ["", "   "])
+def test_an_empty_id_in_the_items_file_is_refused_naming_its_line(tmp_path, blank):
+    """--data refuses an empty id naming its line; --items read one as an id and only
+    warned that an item had no interaction."""
+    from twotower.data.readers import read_item_info
+    p = tmp_path / "items.csv"
+    p.write_text(f"item_id,title\n1,One\n{blank},Nobody\n3,Three\n")
+    with pytest.raises(DataError, match=r"--items: .*items.csv, line 3, column 'item_id': "
+                                        r"empty item id"):
+        read_item_info(p, id_col="item_id")

@@ -451,6 +451,10 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
     if len(df) == 0:
         raise DataError(f"--items: {p} has no rows (its header only); give a file with one "
                         "row per item, or leave --items out")
+    empty = df["item"].isna().to_numpy() | (df["item"].astype(str).str.strip() == "").to_numpy()
+    if empty.any():  # as --data refuses one (it was read as an id, and warned of as unused)
+        raise DataError(f"--items: {p}, {where_in_file(p, int(np.argmax(empty)), sep)}, "
+                        f"column {id_col!r}: empty item id")
     out = pd.DataFrame(index=pd.Index(df["item"].astype(str).str.strip().tolist()))
     if "title" in df:
         out["title"] = df["title"].astype(str).to_numpy()
