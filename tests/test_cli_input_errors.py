@@ -113,6 +113,12 @@ def test_evaluate_output_directory_refused_before_the_work(capsys, tmp_path, fla
     assert code == 2 and flag in err and "is a directory" in err, err
 
 
+def test_train_plot_loss_of_no_image_format_refused_before_training(capsys, tmp_path, data):
+    code, _, err = run(capsys, *_train(tmp_path, data, "--plot-loss", tmp_path / "l.csv"))
+    assert code == 2 and "--plot-loss" in err and "'.csv' is not an image format" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_plot_loss_directory_refused_before_training(capsys, tmp_path, data):
     code, _, err = run(capsys, *_train(tmp_path, data, "--plot-loss", tmp_path))
     assert code == 2 and "--plot-loss" in err, err

@@ -1218,9 +1218,13 @@ def _cold_note(n_cold: int, n_test: int) -> str:
 
 
 def _check_output(path: str | None, flag: str) -> None:
-    """An output file a command writes when its work is done, checked before the work."""
+    """An output file a command writes when its work is done, checked before the work
+    (a plot's suffix too)."""
     if path is not None and Path(path).is_dir():
         raise ConfigError(f"{flag}: {path} is a directory; give the name of a file to write")
+    if path is not None and flag.startswith("--plot"):
+        from twotower.evaluation.report import plot_format
+        plot_format(path, flag)
 
 
 def _test_file(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -1424,7 +1428,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="--checkpoint: write the training loop's state this often (default "
                          "600; also on Ctrl-C/SIGTERM; model.fit: each epoch)")
     tr.add_argument("-v", "--verbose", action="store_true", help="per-epoch losses")
-    tr.add_argument("--plot-loss", type=_path, help="write a PNG of the per-epoch losses")
+    tr.add_argument("--plot-loss", type=_path,
+                    help="write a plot of the per-epoch losses (.png, .svg, .pdf, ...)")
     tr.set_defaults(func=cmd_train)
 
     r = sub.add_parser("recommend", help="top-K items for users of a run")
@@ -1464,8 +1469,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=_path, help="write the table as JSON (method -> metric -> value; with "
                                   "--test-data also \"held_out\": the file's pairs evaluated "
                                   "and left out)")
-    e.add_argument("--plot", type=_path, help="write a PNG of Recall@K curves")
-    e.add_argument("--plot-loss", type=_path, help="write a PNG of the run's training losses")
+    e.add_argument("--plot", type=_path,
+                   help="write a plot of Recall@K curves (.png, .svg, .pdf, ...)")
+    e.add_argument("--plot-loss", type=_path,
+                   help="write a plot of the run's training losses (.png, .svg, .pdf, ...)")
     e.add_argument("--test-data", type=_path, help="a held-out interaction file (.csv/.tsv/.parquet) "
                                        "instead of the run's own split")
     e.add_argument("--user-col", help="--test-data: user id column (default: the run's "

@@ -321,6 +321,20 @@ def test_recall_curve_and_plot(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_plot_is_written_in_the_format_its_name_says(tmp_path):
+    """PNG data was written under any name: `--plot r.svg` gave a PNG named .svg."""
+    from twotower.errors import ConfigError
+    curves = {"a": {1: 0.1, 4: 0.3}}
+    assert plot_recall_curves(curves, tmp_path / "r.svg").read_text().lstrip().startswith(
+        "<?xml")
+    assert plot_recall_curves(curves, tmp_path / "r.pdf").read_bytes()[:5] == b"%PDF-"
+    assert plot_recall_curves(curves, tmp_path / "r").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(ConfigError, match=r"'\.txt' is not an image format; name the file "
+                                          r"\.png, \.svg"):
+        plot_recall_curves(curves, tmp_path / "r.txt")
+    assert not (tmp_path / "r.txt").exists()
+
+
 def test_loss_plot(tmp_path):
     from twotower.errors import DataError
     from twotower.evaluation import plot_loss_curves

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from twotower.errors import ConfigError
 from twotower.evaluation.metrics import Truth, per_user_metrics
 
 #: Columns of ``format_table`` by default.
@@ -151,10 +152,31 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, *
     return _write_plot(path, draw, title=title, xlabel="epoch", ylabel="loss", legend=True)
 
 
+#: image formats a plot is written in, by the file's suffix (no suffix: PNG)
+PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
+
+
+def plot_format(path: str | Path, flag: str = "plot") -> str:
+    """The image format of a plot written to ``path``, by its suffix (PNG data was
+    written under any name, ``.svg`` too).
+
+    Raises:
+        ConfigError: a suffix that is no image format (named with ``flag``).
+    """
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    if suffix not in PLOT_FORMATS:
+        raise ConfigError(f"{flag}: {path}: {Path(path).suffix!r} is not an image format; "
+                          f"name the file .{', .'.join(PLOT_FORMATS)}")
+    return suffix
+
+
 def _write_plot(path: str | Path, draw: Callable[[Any], None], *, title: str, xlabel: str,
                 ylabel: str, legend: bool) -> Path:
-    """One 6x4 in PNG: ``draw(ax)`` adds the lines; folders are created; the figure is
-    closed even when drawing fails."""
+    """One 6x4 in image, in the format its suffix names (``plot_format``): ``draw(ax)``
+    adds the lines; folders are created; the figure is closed even when drawing fails."""
+    fmt = plot_format(path)
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -172,7 +194,7 @@ def _write_plot(path: str | Path, draw: Callable[[Any], None], *, title: str, xl
         if legend:
             ax.legend()
         fig.tight_layout()
-        fig.savefig(out, format="png")
+        fig.savefig(out, format=fmt)
     finally:
         plt.close(fig)
     return out
