@@ -28,6 +28,12 @@ def test_save_load_identical_topk(tutorial_run):
     assert np.array_equal(loaded.similar_items([5], 10)[1], model.similar_items([5], 10)[1])
     assert loaded.titles([0])[0] == model.titles([0])[0]
     assert loaded.history == model.history
+    # each training pair's recency (evaluate's temporal baselines read it): 0 = latest
+    assert model._seen_recency is not None and model._seen_recency.dtype == np.int32
+    np.testing.assert_array_equal(loaded._seen_recency, model._seen_recency)
+    u = 41
+    lo, hi = model._seen.indptr[u], model._seen.indptr[u + 1]
+    assert sorted(model._seen_recency[lo:hi].tolist()) == list(range(hi - lo))
 
 
 def test_keras_weights_round_trip(tutorial_run):

@@ -489,6 +489,8 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
         for name in ("user_embeddings", "history_embeddings"):
             if getattr(model, name) is not None:
                 arrays[name] = getattr(model, name)
+        if getattr(model, "_seen_recency", None) is not None:
+            arrays["seen_recency"] = model._seen_recency
         if model._history is not None:
             arrays["history_table"] = model._history
         lin = getattr(model, "_linear", None)
@@ -693,6 +695,7 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
         model._seen = sp.csr_matrix(
             (np.ones(len(arrays["seen_indices"]), dtype=np.float32), arrays["seen_indices"],
              arrays["seen_indptr"]), shape=(n_users, n_items))
+        model._seen_recency = arrays.get("seen_recency")  # runs saved before: None
         model.item_info = _read_info(d / "items.parquet", model.item_vocab)
         model.user_info = _read_info(d / "users.parquet", model.user_vocab)
         training = json.loads((d / "training.json").read_text(encoding="utf-8"))

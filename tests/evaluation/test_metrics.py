@@ -347,8 +347,8 @@ def test_loss_plot(tmp_path):
 
 def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml100k):
     """A temporal run's baselines are tuned on a temporal validation split, ordered as the
-    model's history table orders each user's items; a run without that order (an id
-    tower) falls back to random and says so."""
+    run keeps each user's items (each pair's recency); a run without that order (a
+    stream's) falls back to random and says so."""
     import twotower.evaluation.run as run_mod
     from twotower import TwoTower
     from twotower.data import temporal_split
@@ -395,12 +395,24 @@ def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml
     theirs = temporal_split(split.train, 0.2).test
     assert (set(zip(ours.users.tolist(), ours.items.tolist()))
             == set(zip(theirs.users.tolist(), theirs.items.tolist())))
+    # an id tower (no history table) and a history cut to 2 items: the run keeps each
+    # pair's recency, so both tune on each user's true latest items (the id tower was tuned
+    # on a random split, with no EASE+recency row; items past the history's length were
+    # ordered by their index)
+    for other in (cfg.replace(history_length=2), ModelConfig.preset("tutorial", epochs=1)):
+        calls.clear()
+        run = TwoTower(other).fit(split.train)
+        run.data_source = {"split": "temporal"}
+        table, _ = run_mod.evaluate_run(run, test, ks=(10,), baselines=True)
+        assert [c[1] for c in calls] == ["temporal", "temporal"]
+        assert "EASE+recency" in table
+        ours = temporal_split(calls[0][2], 0.2).test
+        assert (set(zip(ours.users.tolist(), ours.items.tolist()))
+                == set(zip(theirs.users.tolist(), theirs.items.tolist())))
     calls.clear()
     lines.clear()
-    idtower = TwoTower(ModelConfig.preset("tutorial", epochs=1)).fit(split.train)
-    idtower.data_source = {"split": "temporal"}
-    table, _ = run_mod.evaluate_run(idtower, test, ks=(10,), baselines=True,
-                                    log=lines.append)
+    run._seen_recency = None  # an id tower keeping no order (a stream's, an older run)
+    table, _ = run_mod.evaluate_run(run, test, ks=(10,), baselines=True, log=lines.append)
     assert [c[1] for c in calls] == ["random", "random"]  # no order: no EASE+recency
     assert any("keeps no order" in ln for ln in lines) and "EASE+recency" not in table
 

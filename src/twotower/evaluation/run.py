@@ -108,7 +108,8 @@ def model_rows(model: Any, train: Interactions, held: Interactions, ks: Sequence
 
 def _recency_ordered(train: Interactions, history: np.ndarray) -> Interactions:
     """``train`` with timestamps that order each user's items as ``history`` does (column
-    0 the latest; items past its length count as the oldest), for a temporal split."""
+    0 the latest; items past its length count as the oldest), for a temporal split: a run
+    saved before runs kept each pair's recency (``seen_recency``)."""
     import scipy.sparse as sp
     n_users, length = history.shape
     rows, rank = np.nonzero(history)
@@ -130,8 +131,9 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     (users, items) index arrays.
     The validation split is carved with ``seed`` (None: the run's own seed, else its
     model's, as the model's EASE part was tuned), and is of the run's own kind (``split``; default: the one the run
-    was saved with): ``temporal`` takes each user's latest items by the order the model
-    keeps (its history table), and is ``random`` when the model keeps no order.
+    was saved with): ``temporal`` takes each user's latest items by the order the run
+    keeps (each training pair's recency; a run saved before it was kept: its history
+    table), and is ``random`` when the run keeps no order (a streamed run).
     ``log`` receives a line as each stage starts (tuning EASE on a large catalogue takes
     minutes), and, while the baselines are tuned, a progress line every 10 s from a
     background thread (``models.progress.Ticker``). A cut-off in ``ks`` beyond the
@@ -164,9 +166,15 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
     elif baselines:
         kind = split or (getattr(model, "data_source", None) or {}).get("split")
         history = getattr(model, "_history", None)
+        recency = getattr(model, "_seen_recency", None)  # runs saved before: None
         timed = kind in ("temporal", "global-temporal")
-        on = "temporal" if timed and history is not None else "random"
-        tuning = _recency_ordered(train, history) if on == "temporal" else train
+        on = ("temporal" if timed and (recency is not None or history is not None)
+              else "random")
+        tuning = train if on == "random" else (
+            _recency_ordered(train, history) if recency is None else
+            Interactions(users=train.users, items=train.items, user_vocab=train.user_vocab,
+                         item_vocab=train.item_vocab,  # (train: the seen matrix's order)
+                         timestamps=(int(recency.max()) - recency).astype(np.int64)))
         why = (" (the run keeps no order of its training items)" if timed and on == "random"
                else " (each user's latest: the run keeps the order of its training items, "
                "not their times)" if kind == "global-temporal" else "")

@@ -322,6 +322,22 @@ def recency_weights(length: int, config: ModelConfig) -> np.ndarray:
     return floor_weights(length, config.recency_half_life, config.recency_floor)
 
 
+def seen_recency(train: Interactions, seen: Any) -> np.ndarray | None:
+    """Each training pair's recency rank (0: the user's latest item; repeats at their
+    latest, ``Interactions.recency_ranks``) aligned with ``seen``'s CSR entries: kept with
+    a run, so that ``evaluate`` can carve each user's latest items for its baselines on any
+    run (the history table holds a history tower's last ``history_length`` items only, and
+    an id tower has none). None when the two do not align (not expected)."""
+    import scipy.sparse as sp
+    u, i, rank = train.recency_ranks()
+    r = sp.csr_matrix(((rank + 1).astype(np.float64), (u, i)), shape=seen.shape)
+    r.sort_indices()
+    if r.nnz != seen.nnz or not np.array_equal(r.indices, seen.indices) \
+            or not np.array_equal(r.indptr, seen.indptr):
+        return None
+    return (r.data - 1).astype(np.int32)
+
+
 def untrained_user_error(user_id: Any) -> UnknownIdError:
     """The refusal of a user the model knows but never trained on (its query is as
     initialised), worded once for the library, the CLI and the service."""
@@ -433,6 +449,7 @@ class TwoTower:
         self.user_vocab, self.item_vocab = train.user_vocab, train.item_vocab
         self.item_info, self.user_info = train.item_info, train.user_info
         self._seen = train.to_csr()
+        self._seen_recency = seen_recency(train, self._seen)
         untrained = int(np.count_nonzero(np.diff(self._seen.indptr) == 0))  # untrained_users
         if untrained:
             import warnings
@@ -676,6 +693,7 @@ class TwoTower:
             self._check_trained()
             self._seen = (stream.seen_matrix() if seen
                           else sp.csr_matrix((n_users, n_items), dtype=np.float32))
+            self._seen_recency = None  # a stream keeps no order of its pairs
             return self._trained(t0, ck)
         except BaseException:  # a stop or a failure: the directory is free again
             if ck is not None:
