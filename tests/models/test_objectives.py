@@ -96,6 +96,18 @@ def test_log_q_correction_subtracts_log_probability():
     assert (out - logits)[0, 0] < (out - logits)[0, 2]
 
 
+def test_the_net_s_log_q_correction_is_not_capped_at_keras_rs_default_floor():
+    """keras-rs clips the probability at 1e-6 by default: every item with fewer than
+    rows / 1e6 interactions (most of a 20M-row log's) got the correction of one with
+    rows / 1e6, where the inputs clip at 1e-12."""
+    from twotower.models.net import TwoTowerNet
+    net = TwoTowerNet(3, 4, ModelConfig.preset("tutorial", objective="sampled_softmax"))
+    logits = np.zeros((1, 3), dtype=np.float32)
+    p = np.array([[1e-3, 4e-8, 1e-12]], dtype=np.float32)  # one row in 25M rows; the clip
+    out = np.asarray(net.logq(ops.convert_to_tensor(logits), ops.convert_to_tensor(p)))
+    np.testing.assert_allclose(out, -np.log(p), rtol=1e-5)  # 17.0 and 27.6, not 13.8
+
+
 @pytest.mark.parametrize("preset", ["tutorial", "default"])
 def test_same_seed_same_model(preset):
     x, _ = planted(1)
