@@ -1,15 +1,20 @@
 """Retrieval quality on MovieLens 100k: the only script that reads the test parts.
 
-Every method on both splits (seeded random 80/20, per-user temporal 80/20), 3 seeds each
-(the temporal split is fixed; the seed changes model initialisation and shuffling), seen
-items excluded, metrics averaged over users with test items (``twotower.evaluation``):
+Every method on three splits (seeded random 80/20; per-user temporal 80/20; global
+temporal, one time cutoff with the latest 20% of the rows as test, so no training row comes
+after a test row), 3 seeds each (the temporal splits are fixed; the seed changes model
+initialisation and shuffling), seen items excluded, metrics averaged over users with test
+items and training rows (``twotower.evaluation``; on the global split most test users have
+none: they are left out of every row, and the table says how many are scored):
 
 - ``tutorial``: ``ModelConfig.preset("tutorial")`` (the Keras-RS tutorial's MSE model);
 - ``default``: ``ModelConfig.preset("default")`` (chosen by ``benchmarks/tune.py`` on
   validation splits carved from train);
 - ``MostPop``, ``ItemKNN`` and ``EASE`` (their hyperparameters tuned by
-  ``twotower.evaluation.tune`` on a validation split of the same train part); on the
-  temporal split also ``EASE+recency``, EASE with the default model's recency-weighted
+  ``twotower.evaluation.tune`` on a validation split of the same train part, carved like
+  the test part: each user's latest items on both temporal splits, as ``twotower evaluate
+  --baselines`` does); on the temporal splits also ``EASE+recency``, EASE with the default
+  model's recency-weighted
   query, tuned with EASE in one search (``tune_ease``, as ``twotower evaluate
   --baselines``; its fit-time column leaves out that shared search, counted in EASE's).
 
@@ -45,8 +50,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from twotower.data import (held_out_users_split, random_split, read_movielens_100k,  # noqa: E402
-                           temporal_split)
+from twotower.data import (held_out_users_split, make_split,  # noqa: E402
+                           read_movielens_100k)
 from twotower.evaluation import (BASELINE_GRIDS, EASE, ItemKNN, MostPop,  # noqa: E402
                                  recommend_and_evaluate, tune)
 from twotower.evaluation.baselines import recency_settings, tune_ease  # noqa: E402
@@ -77,15 +82,25 @@ def _keep(m):
     return {k: float(m[k]) for k in SHOW}
 
 
-def quality(data, seeds):
+SPLITS = ("random", "temporal", "global-temporal")
+
+
+def quality(data, seeds, splits=SPLITS):
+    import warnings
     rows = []
-    for kind in ("random", "temporal"):
+    for split in splits:
+        # validation splits of the training part are carved like the test part: each
+        # user's latest items on a temporal split of either kind (as `twotower train`
+        # and `twotower evaluate --baselines` carve them)
+        kind = "random" if split == "random" else "temporal"
         for seed in seeds:
-            sp = random_split(data, 0.2, seed) if kind == "random" else temporal_split(data, 0.2)
+            sp = make_split(data, split, 0.2, seed)
             for preset in ("tutorial", "default"):
                 # the EASE part is tuned on a validation split carved like this one
                 cfg = ModelConfig.preset(preset, seed=seed, ease_split=kind)
-                model = TwoTower(cfg).fit(sp.train, verbose=0)
+                with warnings.catch_warnings():  # users with no training row (global):
+                    warnings.simplefilter("ignore")  # left out of the metrics, counted
+                    model = TwoTower(cfg).fit(sp.train, verbose=0)
                 m = recommend_and_evaluate(model, sp.train, sp.test, KS)
                 # the EASE part's blend weight: chosen on validation where the default
                 # preset's check (ease_weight_choice) says so, else the configured one
@@ -93,18 +108,20 @@ def quality(data, seeds):
                 ease = ({"ease_weight": tuning.get("weight", cfg.ease_weight),
                          "weight_check": tuning.get("weight_check")}
                         if cfg.ease_weight else {})
-                rows.append({"split": kind, "seed": seed, "method": preset,
-                             "fit_s": model.fit_seconds, **ease, **_keep(m)})
-                print(kind, seed, preset, rows[-1], flush=True)
+                rows.append({"split": split, "seed": seed, "method": preset,
+                             "fit_s": model.fit_seconds, "users": int(m["users"]), **ease,
+                             **_keep(m)})
+                print(split, seed, preset, rows[-1], flush=True)
             chosen = {}  # EASE's tune, shared with EASE+recency (its time in EASE's row)
             for name in ("MostPop", "ItemKNN", "EASE") + (("EASE+recency",)
                                                          if kind == "temporal" else ()):
                 t0 = time.perf_counter()
                 rec = _baseline(name, sp.train, kind, seed, chosen)
                 m = recommend_and_evaluate(rec, sp.train, sp.test, KS)
-                rows.append({"split": kind, "seed": seed, "method": name,
-                             "fit_s": time.perf_counter() - t0, **_keep(m)})
-                print(kind, seed, name, rows[-1], flush=True)
+                rows.append({"split": split, "seed": seed, "method": name,
+                             "fit_s": time.perf_counter() - t0, "users": int(m["users"]),
+                             **_keep(m)})
+                print(split, seed, name, rows[-1], flush=True)
     return rows
 
 
@@ -183,8 +200,9 @@ def _ms(vals):
 def markdown(rows, held, times, seeds):
     lines = [f"MovieLens 100k, seen items excluded, mean ± std over seeds {list(seeds)} "
              "(population std, ddof 0: `np.std`).", ""]
-    for kind in ("random", "temporal"):
-        lines += [f"**{kind} split**", "",
+    for kind in dict.fromkeys(r["split"] for r in rows):
+        users = sorted({r["users"] for r in rows if r["split"] == kind and "users" in r})
+        lines += [f"**{kind} split** (users scored: {', '.join(map(str, users))})", "",
                   "| method | " + " | ".join(SHOW) + " | fit s |",
                   "|---|" + "---:|" * (len(SHOW) + 1)]
         for method in ("tutorial", "default", "MostPop", "ItemKNN", "EASE", "EASE+recency"):
@@ -223,6 +241,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--timing-only", action="store_true",
                     help="only time `twotower train` (run it under the shared benchmark lock)")
@@ -250,7 +269,7 @@ def main(argv=None) -> int:
         times = json.loads(args.timing_from.read_text())["timing"]
     else:
         times = None if args.no_timing else timing(args.data)
-    rows = quality(data, args.seeds)
+    rows = quality(data, args.seeds, args.splits)
     held = held_out(data, args.seeds)
     md = markdown(rows, held, times, args.seeds)
     print(md)
