@@ -255,6 +255,28 @@ def test_bad_inputs_name_the_argument(built):
         built.search(np.zeros((1, 12), np.float32), 5, deny=[[1.5]])
 
 
+def test_ragged_huge_and_wrapped_inputs_are_named(built, config):
+    """A ragged list failed inside numpy's conversion (a bare ValueError); k >= 2**63 on an
+    empty batch too; float64 entries past float32's range were called "NaN or inf"; a
+    uint64 id past 2**63 was named as its wrapped negative value in a batch."""
+    with pytest.raises(DataError, match=r"`queries` must be a numeric \[batch, 12\] array"):
+        built.search([[0.0] * 12, [0.0] * 3], 3)
+    with pytest.raises(DataError, match=r"`embeddings` must be a numeric \[n, d\] array"):
+        make_index(config).build([[1.0, 2.0], [1.0]])
+    with pytest.raises(ConfigError, match="`k` = 9223372036854775808 is larger than the "
+                                          "catalogue"):
+        built.search(np.zeros((0, 12), np.float32), 2**63)
+    q = np.zeros((1, 12))
+    q[0, 4] = 1e39  # finite in float64
+    with pytest.raises(DataError, match=r"`queries` row 0 holds 1e\+39; norms must be below"):
+        built.search(q, 3)
+    with pytest.raises(DataError, match=r"`embeddings` row 1 holds -2e\+40"):
+        make_index(config).build(np.array([[1.0, 2.0], [-2e40, 0.0]]))
+    with pytest.raises(DataError, match=r"got 9223372036854775813$"):
+        built.search(np.zeros((2, 12), np.float32), 3,
+                     exclude=[np.array([1], np.uint64), np.array([2**63 + 5], np.uint64)])
+
+
 def test_unbuilt_index_says_build_first(config, tmp_path):
     index = make_index(config)
     assert len(index) == 0 and not index.is_built
@@ -551,3 +573,21 @@ def test_ivf_nprobe_above_the_lists_probes_them_all_and_says_so(catalogue):
     """--nprobe 1000 on 43 lists was reported as nprobe_used 1000."""
     index = make_index(IndexConfig(kind="ivf", nprobe=1000)).build(catalogue[0])
     assert index.nprobe == index.nlist < 1000
+
+
+def test_a_zero_query_raises_no_overflow_warning_on_the_l2_reduction():
+    """A zero query divided the largest item norm by its 1e-300 floor (overflow warning,
+    results right) where the items' norms pass 1.8e8."""
+    import warnings
+
+    from twotower.index import IndexConfig, make_index
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 8)).astype(np.float32) * 1e9
+    index = make_index(IndexConfig(kind="ivf", nlist=4, nprobe=4)).build(x)
+    q = np.zeros((2, 8), np.float32)
+    q[1] = x[3] / 1e9
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, ids = index.search(q, 5)
+    exact = make_index(IndexConfig(kind="exact")).build(x).search(q[1:], 5)[1]
+    assert ids[1].tolist() == exact[0].tolist() and (ids[0] >= 0).all()

@@ -38,10 +38,15 @@ def check_k(k: Any) -> int:
 
 def check_embeddings(embeddings: Any) -> np.ndarray:
     """A float32 C-contiguous private copy of ``[n, d]`` finite embeddings."""
-    if np.iscomplexobj(embeddings):  # float32 of it would drop the imaginary part
+    try:  # (a ragged list fails here, in numpy's conversion, not further on)
+        raw = np.asarray(embeddings)
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"`embeddings` must be a numeric [n, d] array ({exc})") from None
+    if np.iscomplexobj(raw):  # float32 of it would drop the imaginary part
         raise DataError("`embeddings` must be real numbers, got a complex array")
+    _check_float32_range(raw, "embeddings")
     try:
-        x = np.array(embeddings, dtype=np.float32, order="C", copy=True)
+        x = np.array(raw, dtype=np.float32, order="C", copy=True)
     except (TypeError, ValueError) as exc:
         raise DataError(f"`embeddings` must be a numeric [n, d] array ({exc})") from None
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
@@ -51,6 +56,21 @@ def check_embeddings(embeddings: Any) -> np.ndarray:
         raise DataError(f"`embeddings` must be finite; row {row} holds NaN or inf")
     _check_norms(x, "embeddings")
     return x
+
+
+def _check_float32_range(raw: np.ndarray, what: str) -> None:
+    """Finite float64 entries beyond float32's range (they became inf in the cast, and
+    were reported as "NaN or inf") are refused as the norm check refuses large ones."""
+    if raw.dtype.kind != "f" or raw.dtype.itemsize <= 4 or not raw.size:
+        return
+    with np.errstate(invalid="ignore"):
+        big = np.isfinite(raw) & (np.abs(raw) >= MAX_NORM)
+    if big.any():
+        at = np.argwhere(big)[0]
+        row = int(at[0]) if raw.ndim > 1 else 0
+        raise DataError(f"`{what}` row {row} holds {raw[tuple(at)]:.3g}; norms must be "
+                        f"below {MAX_NORM:.0e} (larger ones overflow float32 scores): "
+                        "scale the vectors down")
 
 
 #: Vector norms from here on can overflow float32 scores and distances (faiss aborts the
@@ -228,7 +248,7 @@ class Index:
             filters = compile_filters(exclude, None, None, self._n, b).with_global(glob)
         else:
             filters = compile_filters(exclude, allow, deny, self._n, b)
-        if k > self._n and b * (k - self._n) * _RESULT_BYTES > _MAX_PADDED_BYTES:
+        if k > self._n and max(b, 1) * (k - self._n) * _RESULT_BYTES > _MAX_PADDED_BYTES:
             raise ConfigError(
                 f"`k` = {k} is larger than the catalogue ({self._n} items): the result "
                 f"[{b}, {k}] would hold {b * (k - self._n) * _RESULT_BYTES / 2**30:.1f} GiB "
@@ -256,11 +276,17 @@ class Index:
         if type(queries) is np.ndarray and queries.dtype == np.float32:
             q = queries
         else:
-            if np.iscomplexobj(queries):  # float32 would drop the imaginary part
+            try:  # (a ragged list fails here, in numpy's conversion)
+                raw = np.asarray(queries)
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"`queries` must be a numeric [batch, {self._d}] array "
+                                f"({exc})") from None
+            if np.iscomplexobj(raw):  # float32 would drop the imaginary part
                 raise DataError(f"`queries` must be a real [batch, {self._d}] array, got "
-                                f"complex values")
+                                "complex values")
+            _check_float32_range(raw, "queries")
             try:
-                q = np.asarray(queries, dtype=np.float32)
+                q = np.asarray(raw, dtype=np.float32)
             except (TypeError, ValueError) as exc:
                 raise DataError(f"`queries` must be a numeric [batch, {self._d}] array "
                                 f"({exc})") from None

@@ -93,7 +93,8 @@ class _FaissIndex(Index):
         # query of another norm would pick lists by their centroids' norms (IVF recall
         # 0.34 at |q| x 1e-6, 0.78 at x 1e6, against 1.0 as given).
         norms = np.linalg.norm(q.astype(np.float64), axis=1, keepdims=True)  # no underflow
-        scale = np.where(norms > 0, self._max_norm / np.maximum(norms, 1e-300), 1.0)
+        # (a zero query keeps scale 1: no division by its 1e-300 floor, which overflowed)
+        scale = self._max_norm / np.where(norms > 0, norms, self._max_norm or 1.0)
         return np.hstack([(q * scale).astype(np.float32), np.zeros((len(q), 1), np.float32)])
 
     def _build(self, x: np.ndarray) -> None:

@@ -244,13 +244,14 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
     np.cumsum(lengths, out=ptr[1:])
     if ptr[-1] == 0:
         return None
+    given = ids  # uint64 ids past 2**63 are named as given, not as wrapped int64
     ids = ids.astype(np.int64, copy=False)
     # one pass: a negative id read as unsigned is larger than any n
     if ids.view(np.uint64).max() >= n:
         bad_at = int(np.flatnonzero((ids < 0) | (ids >= n))[0])
         row = int(np.searchsorted(ptr, bad_at, side="right") - 1)
         raise DataError(f"`{name}[{row0 + row}]` ids must be internal ids in [0, {n}), "
-                        f"got {ids[bad_at]}")
+                        f"got {given[bad_at]}")
     return ptr, ids
 
 
