@@ -33,6 +33,8 @@ def check_k(k: Any) -> int:
         raise ConfigError(f"`k` must be a positive integer, got {k!r}")
     if k < 1:
         raise ConfigError(f"`k` must be at least 1, got {k}")
+    if k >= 2**62:  # no array holds such a row (an empty batch failed in numpy)
+        raise ConfigError(f"`k` must be below 2**62, got {k}")
     return int(k)
 
 
@@ -248,7 +250,7 @@ class Index:
             filters = compile_filters(exclude, None, None, self._n, b).with_global(glob)
         else:
             filters = compile_filters(exclude, allow, deny, self._n, b)
-        if k > self._n and max(b, 1) * (k - self._n) * _RESULT_BYTES > _MAX_PADDED_BYTES:
+        if k > self._n and b * (k - self._n) * _RESULT_BYTES > _MAX_PADDED_BYTES:
             raise ConfigError(
                 f"`k` = {k} is larger than the catalogue ({self._n} items): the result "
                 f"[{b}, {k}] would hold {b * (k - self._n) * _RESULT_BYTES / 2**30:.1f} GiB "
