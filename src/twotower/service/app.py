@@ -12,6 +12,7 @@ pool). Hot-path responses are serialised from precomputed JSON fragments.
 """
 
 import contextvars
+import functools
 import hmac
 import json
 import time
@@ -258,6 +259,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                        log_requests=access_log, allowed_hosts=allowed_hosts)
 
     default_k = min(DEFAULT_K, max_k)
+    check_k = functools.partial(_check_k, default=default_k)
 
     def served() -> ServedModel:
         """The snapshot a handler answers from (``holder.current``, read once), noted on
@@ -357,7 +359,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                    ) -> Response:
         s = served()
         m = s.model
-        k = _check_k(k, s.n_items, default=default_k)
+        k = check_k(k, s.n_items)
         try:
             u = m.user_vocab.index_of(user_id)
             if m.untrained_users()[u]:  # served as an unknown user
@@ -384,7 +386,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     def _batch(req: Any) -> Response:
         s = served()
         m = s.model
-        k = _check_k(req.k, s.n_items, default=default_k)
+        k = check_k(req.k, s.n_items)
         if len(req.user_ids) * k > max_results:
             raise HTTPException(422, f"{len(req.user_ids)} users x k {k} = "
                                      f"{len(req.user_ids) * k:,} results, over the limit of "
@@ -440,7 +442,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                                      f"'{m.config.query_tower}': it cannot recommend from a "
                                      "history; serve a run trained with query_tower "
                                      "'history' or 'id+history'")
-        k = _check_k(req.k, s.n_items, default=default_k)
+        k = check_k(req.k, s.n_items)
         items = m.item_vocab.lookup_or(req.item_ids, -1)
         if (items < 0).any():
             bad = [req.item_ids[i] for i in np.flatnonzero(items < 0)]
@@ -470,8 +472,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     # ------------------------------------------------------------ items
     def _similar(item_id: str, k: int | None) -> Response:
         s = served()
-        k = _check_k(k, s.n_items - 1, "the catalogue size less the item itself",
-                     default=default_k)
+        k = check_k(k, s.n_items - 1, "the catalogue size less the item itself")
         try:
             i = s.model.item_vocab.index_of(item_id)
         except UnknownIdError as exc:
