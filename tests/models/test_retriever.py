@@ -318,6 +318,25 @@ def test_a_history_query_leaves_out_the_items_never_trained():
     np.testing.assert_allclose(with_it, without, rtol=1e-6)
 
 
+def test_a_history_query_leaves_out_an_item_with_features_but_no_training_rows():
+    """Such an item is listed (its features are trained), but its history vector is not:
+    the history table is by id. It pulled the pooled query by its vector as initialised."""
+    import pandas as pd
+    rng = np.random.default_rng(0)
+    info = pd.DataFrame({"id": list(range(30)) + [99],
+                         "cat": [f"c{i % 3}" for i in range(30)] + ["c1"]})
+    x = Interactions.from_ids(rng.integers(0, 20, 400).tolist() + [1],
+                              rng.integers(0, 30, 400).tolist() + [99], item_info=info)
+    cfg = _bpr("id+history").replace(item_features=("cat",))
+    model = TwoTower(cfg).fit(x.take(np.arange(400)), verbose=0)
+    j = int(model.item_vocab.lookup([99])[0])
+    assert not model.untrained_items()[j]  # "c1" is trained: 99 can be listed
+    model.history_embeddings[j + 1] = 50.0  # a wild vector (row 0 pads the table)
+    a, b = (int(i) for i in model.item_vocab.lookup([3, 7]))
+    np.testing.assert_allclose(model.history_query_embeddings([np.array([a, j, b])]),
+                               model.history_query_embeddings([np.array([a, b])]), rtol=1e-6)
+
+
 def test_index_tuning_draws_its_users_among_those_the_model_trained_on():
     """Tuning drew its calibration users among all, untrained ones included: their query
     is as initialised and they are served the fallback, never the index."""

@@ -1001,3 +1001,28 @@ def test_a_history_of_items_never_trained_on_gets_no_list(tmp_path):
     assert r.status_code == 200, r.text
     got = [it["item_id"] for it in r.json()["items"]]
     assert 99 not in got and 3 not in got and len(got) == 29, got
+
+
+def test_a_history_of_items_with_features_but_no_training_rows_gets_no_list(tmp_path):
+    """Their history vectors were never trained (the history table is by id), whatever
+    their features: such a history was answered from initial vectors."""
+    import numpy as np
+    import pandas as pd
+    from fastapi.testclient import TestClient
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    rng = np.random.default_rng(0)
+    info = pd.DataFrame({"id": list(range(30)) + [99],
+                         "cat": [f"c{i % 3}" for i in range(30)] + ["c1"]})
+    x = Interactions.from_ids(rng.integers(0, 20, 400).tolist() + [1],
+                              rng.integers(0, 30, 400).tolist() + [99], item_info=info)
+    cfg = ModelConfig(query_tower="history", objective="bpr", epochs=1, batch_size=32,
+                      embedding_dim=8, item_features=("cat",))
+    TwoTower(cfg).fit(x.take(np.arange(400)), verbose=0).save(tmp_path / "run")
+    client = TestClient(create_app(tmp_path / "run", access_log=False))
+    r = client.post("/v1/recommendations/by-history", json={"item_ids": [99], "k": 5})
+    assert r.status_code == 404 and "none has training interactions" in r.text, r.text
+    r = client.post("/v1/recommendations/by-history", json={"item_ids": [99, 3], "k": 5})
+    assert r.status_code == 200 and len(r.json()["items"]) == 5, r.text

@@ -1010,8 +1010,9 @@ class TwoTower:
     def history_query_embeddings(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Query embeddings from item-index histories, oldest first (users unseen in
         training); an item given more than once counts once, at its latest position. An
-        item the model never trained (``untrained_items``) is left out: its vector is as
-        initialised, and would pull the query anywhere.
+        item no training row has is left out: its history vector (the history table is by
+        id, item features do not reach it) is as initialised, and would pull the query
+        anywhere.
 
         Raises:
             DataError: an item index outside [0, n_items).
@@ -1022,7 +1023,7 @@ class TwoTower:
             raise ConfigError("this model's query tower is 'id': it cannot recommend from a "
                               "history; train with query_tower 'history' or 'id+history'")
         L, n = self.config.history_length, self.n_items
-        untrained = self._untrained_item_cache()[0]
+        pop = np.asarray(self.item_popularity)
         table = np.zeros((len(histories), L), dtype=np.int32)
         for row, h in enumerate(histories):
             recent = np.asarray(h)
@@ -1033,7 +1034,7 @@ class TwoTower:
             if len(ids) and (ids[0] < 0 or ids[-1] >= n):  # sorted: its min and max
                 _check_indices(ids, n, "histories", "item")
             recent = recent[np.sort(first)]
-            recent = recent[~untrained[recent]][:L]
+            recent = recent[pop[recent] > 0][:L]
             table[row, :len(recent)] = recent + 1
         return self._with_linear_query(self._with_bias_column(self._pool(table)), table)
 

@@ -447,12 +447,13 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         if (items < 0).any():
             bad = [req.item_ids[i] for i in np.flatnonzero(items < 0)]
             raise HTTPException(404, _unknown("item", bad, len(items), s.n_items))
-        if len(items) and m.untrained_items()[items].all():  # as an untrained user is
+        # as an untrained user is: a history vector is trained by an item's training rows
+        # (item features do not reach the history table), so these give no query
+        if len(items) and (np.asarray(m.item_popularity)[items] == 0).all():
             shown = ", ".join(map(repr, req.item_ids[:10])) + (
                 ", ..." if len(req.item_ids) > 10 else "")
-            raise HTTPException(404, f"item id(s) {shown}: none has training interactions "
-                                     "or trained item features, so the model has no query "
-                                     "to build from this history")
+            raise HTTPException(404, f"item id(s) {shown}: none has training interactions, "
+                                     "so the model has no query to build from this history")
         try:
             scores, idx = m.recommend_from_history(
                 [items], k, [items] if req.exclude_history else None)
