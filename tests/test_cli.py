@@ -121,6 +121,9 @@ def test_users_from_standard_input_and_a_pipe(capsys, tutorial_run, tmp_path, mo
     code, out, err = run(capsys, "recommend", rundir, "--users", fifo, "--json", "-k", "2")
     writer.join(10)
     assert code == 0 and json.loads(out)["user_id"] == 43, err
+    monkeypatch.setattr(sys, "stdin", None)  # started with standard input closed
+    code, out, err = run(capsys, "recommend", rundir, "--users", "-")
+    assert code == 2 and "--users -: there is no standard input" in err, err
 
 
 def test_a_blank_user_is_refused_and_an_unknown_one_echoed_stripped(capsys, tutorial_run):

@@ -851,6 +851,8 @@ def _read_user_file(path: str) -> tuple[list[str], list[int]]:
     from twotower.data.readers import not_a_file
     p = Path(path)
     if path == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise DataError("--users -: there is no standard input to read ids from")
         raw, p = sys.stdin.buffer.read(), Path("<stdin>")
     elif p.is_dir() or not p.exists():
         raise DataError(f"--users: {not_a_file(p)}")
@@ -944,7 +946,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             rows.append({"user_id": given, "items": items, "fallback": "popular"})
             continue
         # the id as the model knows it: an int id stays an int whichever way it was given;
-        # every row has the key, as the service's answers and the .csv/.parquet columns do
+        # every row has the key, as the service's answers do
         rows.append({"user_id": plain_id(model.user_vocab.ids[u]), "items": items,
                      "fallback": None})
     if args.out:

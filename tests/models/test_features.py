@@ -110,6 +110,12 @@ def test_a_column_of_numbers_and_text_and_a_flag_column_are_one_feature_per_valu
     assert sum(n.startswith("price:q") for n in names) == 2  # numbers held as objects: binned
     assert not any(n.startswith(("code:q", "flag:q")) for n in names)
     np.testing.assert_array_equal((m > 0).sum(axis=1), [3, 2, 3, 3, 2])
+    # Parquet decimals (Decimal objects) and datetimes are numbers: binned, as before
+    import decimal
+    info = pd.DataFrame({"price": [decimal.Decimal(f"{i}.99") for i in range(40)],
+                         "when": pd.date_range("2026-01-01", periods=40)})
+    m, names = feature_matrix(info, ("price", "when"), 40, n_bins=4)
+    assert names == [f"price:q{b}" for b in range(4)] + [f"when:q{b}" for b in range(4)]
 
 
 def test_year_falls_back_to_the_title_and_missing_metadata_trains_without_features():

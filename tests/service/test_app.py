@@ -501,6 +501,12 @@ def test_default_k_is_capped_by_max_k_and_the_model_names_it(run_dir):
                                                 "fallback": "popular"})
         assert len(r.json()["results"][0]["items"]) == 5
         assert c.get("/v1/model").json()["max_k"] == 5
+        spec = c.get("/openapi.json").json()  # the documented default is the served one
+        param = next(p for p in spec["paths"]["/v1/recommendations"]["get"]["parameters"]
+                     if p["name"] == "k")
+        assert "default 5," in json.dumps(param)
+        body = spec["components"]["schemas"]["BatchRequest"]["properties"]["k"]
+        assert "default 5," in body["description"]
 
 
 def test_an_error_names_the_model_the_handler_used_not_one_swapped_in_after(app):

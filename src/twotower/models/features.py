@@ -22,6 +22,7 @@ end of MovieLens titles when there is no ``year`` column.
 
 from __future__ import annotations
 
+import decimal
 import numbers
 import warnings
 from collections.abc import Sequence
@@ -134,11 +135,11 @@ def _all_numbers(values: pd.Series) -> bool:
     binned and its text values silently gave no feature."""
     if pd.api.types.is_bool_dtype(values):
         return False
-    if pd.api.types.is_numeric_dtype(values):
+    if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
         return bool(values.notna().any())
-    present = [v for v in values if _present(v)]
-    return bool(present) and all(isinstance(v, numbers.Real) and not isinstance(
-        v, (bool, np.bool_)) for v in present)
+    present = [v for v in values if _present(v)]  # Parquet decimals come as Decimal
+    return bool(present) and all(isinstance(v, (numbers.Real, decimal.Decimal))
+                                 and not isinstance(v, (bool, np.bool_)) for v in present)
 
 
 def _present(v: object) -> bool:

@@ -455,10 +455,11 @@ class TwoTower:
             import warnings
             warnings.warn(f"{untrained} of {train.n_users} users have no training "
                           "interactions (e.g. every row of theirs went to the test split): "
-                          "the model never trains their query, so they are served as users "
-                          "it does not know (refused, or the popular items with "
-                          "fallback=popular); keep rows of theirs in training to serve "
-                          "them by the model", stacklevel=2)
+                          "the model never trains their query, so recommend_ids, the CLI "
+                          "and the service serve them as users it does not know (refused, "
+                          "or the popular items with fallback=popular; recommend() by index "
+                          "ranks from the untrained query); keep rows of theirs in training "
+                          "to serve them by the model", stacklevel=2)
         self.item_popularity = train.item_popularity()
         if train.ratings is not None:
             self.rating_range = (float(train.ratings.min()), float(train.ratings.max()))

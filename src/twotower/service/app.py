@@ -335,8 +335,8 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     K = Annotated[int, Query(ge=1, le=max_k,  # noqa: N806
                              description=f"list length, 1..{max_k} and at most the catalogue "
-                                         f"size; default {DEFAULT_K}, or the catalogue size "
-                                         "when smaller")]
+                                         f"size; default {min(DEFAULT_K, max_k)}, or the "
+                                         "catalogue size when smaller")]
     IdParam = Annotated[str, Query(min_length=1, max_length=S.MAX_ID_LENGTH)]  # noqa: N806
 
     # ------------------------------------------------------------ recommendations

@@ -175,7 +175,8 @@ def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
     k_type = Annotated[int, annotated_types.Interval(ge=1, le=max_k),
                        BeforeValidator(_not_bool_or_str)] | None
     k_field = Field(None, description=f"list length, 1..{max_k} and at most the catalogue "
-                                      "size; default 10, or the catalogue size when smaller")
+                                      f"size; default {min(10, max_k)}, or the catalogue size "
+                                      "when smaller")
     class BatchRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
         user_ids: list[RequestId] = Field(min_length=1, max_length=max_batch,
