@@ -753,7 +753,8 @@ def _check_loaded(d: Path, model: TwoTower) -> None:
               ("user_embeddings", model.user_embeddings, n_users),
               ("history_embeddings", model.history_embeddings, n_items + 1),
               ("history_table", model._history, n_users),
-              ("item_popularity", model.item_popularity, n_items)]
+              ("item_popularity", model.item_popularity, n_items),
+              ("seen_recency", getattr(model, "_seen_recency", None), model._seen.nnz)]
     for name, a, rows in checks:
         if a is None:
             continue

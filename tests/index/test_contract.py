@@ -271,9 +271,17 @@ def test_ragged_huge_and_wrapped_inputs_are_named(built, config):
         built.search(q, 3)
     with pytest.raises(DataError, match=r"`embeddings` row 1 holds -2e\+40"):
         make_index(config).build(np.array([[1.0, 2.0], [-2e40, 0.0]]))
-    with pytest.raises(DataError, match=r"got 9223372036854775813$"):
-        built.search(np.zeros((2, 12), np.float32), 3,
-                     exclude=[np.array([1], np.uint64), np.array([2**63 + 5], np.uint64)])
+    for first in (np.array([1], np.uint64), np.array([1]), [1]):  # one dtype, or mixed
+        with pytest.raises(DataError, match=r"`exclude\[1\]` .*got 9223372036854775813$"):
+            built.search(np.zeros((2, 12), np.float32), 3,
+                         exclude=[first, np.array([2**63 + 5], np.uint64)])
+    # the shape is checked first, and the first bad row named: a NaN before a huge entry
+    with pytest.raises(DataError, match=r"shape \[batch, 12\].*queries\[None, :\]"):
+        built.search(np.full(12, 1e39), 3)
+    q = np.zeros((3, 12))
+    q[0, 1], q[2, 1] = np.nan, 1e39
+    with pytest.raises(DataError, match=r"`queries` must be finite; row 0"):
+        built.search(q, 3)
 
 
 def test_unbuilt_index_says_build_first(config, tmp_path):
@@ -593,7 +601,7 @@ def test_a_zero_query_raises_no_overflow_warning_on_the_l2_reduction():
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_exclusions_that_leave_few_items_are_answered_exactly(kind):
+def test_exclusions_that_leave_few_items_are_answered_exactly(kind, monkeypatch):
     """An HNSW walk asked for 2,999 of 3,000 items returned 2,173 and missed the best of
     the two items a query's exclusions left (11 of 40 queries), where a deny-list leaving
     the same two was answered exactly: such a query is scanned."""
@@ -612,6 +620,13 @@ def test_exclusions_that_leave_few_items_are_answered_exactly(kind):
     assert index.search(Q, 1, exclude=exclude)[1][:, 0].tolist() == best.tolist()
     assert [index.search(Q[r:r + 1], 1, exclude=[exclude[r]])[1][0, 0]
             for r in range(40)] == best.tolist()
-    # a light exclusion still goes through the index (the usual seen items)
+    # a light exclusion still goes through the index (the usual seen items): no scan
+    import twotower.index.faiss_ann as fa
+    scanned = []
+    real = fa.topk_exact
+    monkeypatch.setattr(fa, "topk_exact", lambda v, q, *a: scanned.append(len(q)) or
+                        real(v, q, *a))
     light = [np.arange(r, r + 5) for r in range(40)]
-    assert (index.search(Q, 10, exclude=light)[1] >= 0).all()
+    assert (index.search(Q, 10, exclude=light)[1] >= 0).all() and scanned == []
+    index.search(Q[:3], 1, exclude=exclude[:3])
+    assert scanned == [3]

@@ -153,7 +153,8 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, *
 
 
 #: image formats a plot is written in, by the file's suffix (no suffix: PNG)
-PLOT_FORMATS = ("png", "svg", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
+PLOT_FORMATS = ("png", "svg", "svgz", "pdf", "jpg", "jpeg", "webp", "tif", "tiff", "eps",
+                "ps")
 
 
 def plot_format(path: str | Path, flag: str = "plot") -> str:

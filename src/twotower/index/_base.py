@@ -46,33 +46,31 @@ def check_embeddings(embeddings: Any) -> np.ndarray:
         raise DataError(f"`embeddings` must be a numeric [n, d] array ({exc})") from None
     if np.iscomplexobj(raw):  # float32 of it would drop the imaginary part
         raise DataError("`embeddings` must be real numbers, got a complex array")
-    _check_float32_range(raw, "embeddings")
     try:
-        x = np.array(raw, dtype=np.float32, order="C", copy=True)
+        with np.errstate(over="ignore"):  # past float32's range: named below
+            x = np.array(raw, dtype=np.float32, order="C", copy=True)
     except (TypeError, ValueError) as exc:
         raise DataError(f"`embeddings` must be a numeric [n, d] array ({exc})") from None
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise DataError(f"`embeddings` must be a non-empty 2-D [n, d] array, got shape {x.shape}")
     row = nonfinite_row(x)
     if row is not None:
+        _check_overflowed(raw, x, row, "embeddings")
         raise DataError(f"`embeddings` must be finite; row {row} holds NaN or inf")
     _check_norms(x, "embeddings")
     return x
 
 
-def _check_float32_range(raw: np.ndarray, what: str) -> None:
-    """Finite float64 entries beyond float32's range (they became inf in the cast, and
-    were reported as "NaN or inf") are refused as the norm check refuses large ones."""
-    if raw.dtype.kind != "f" or raw.dtype.itemsize <= 4 or not raw.size:
+def _check_overflowed(raw: np.ndarray, x: np.ndarray, row: int, what: str) -> None:
+    """Row ``row`` of ``x`` (``raw`` cast to float32) is not finite: where ``raw``'s is, its
+    entries were past float32's range (reported as "NaN or inf" before), refused as too
+    large, as the norm check refuses large vectors."""
+    if raw is x or raw.dtype.kind not in "iuf" or not np.isfinite(raw[row]).all():
         return
-    with np.errstate(invalid="ignore"):
-        big = np.isfinite(raw) & (np.abs(raw) >= MAX_NORM)
-    if big.any():
-        at = np.argwhere(big)[0]
-        row = int(at[0]) if raw.ndim > 1 else 0
-        raise DataError(f"`{what}` row {row} holds {raw[tuple(at)]:.3g}; norms must be "
-                        f"below {MAX_NORM:.0e} (larger ones overflow float32 scores): "
-                        "scale the vectors down")
+    value = raw[row][~np.isfinite(x[row])][0]
+    raise DataError(f"`{what}` row {row} holds {value:.3g}; norms must be below "
+                    f"{MAX_NORM:.0e} (larger ones overflow float32 scores): scale the "
+                    "vectors down")
 
 
 #: Vector norms from here on can overflow float32 scores and distances (faiss aborts the
@@ -276,7 +274,7 @@ class Index:
 
     def _check_queries(self, queries: Any) -> np.ndarray:
         if type(queries) is np.ndarray and queries.dtype == np.float32:
-            q = queries
+            q = raw = queries
         else:
             try:  # (a ragged list fails here, in numpy's conversion)
                 raw = np.asarray(queries)
@@ -286,9 +284,9 @@ class Index:
             if np.iscomplexobj(raw):  # float32 would drop the imaginary part
                 raise DataError(f"`queries` must be a real [batch, {self._d}] array, got "
                                 "complex values")
-            _check_float32_range(raw, "queries")
             try:
-                q = np.asarray(raw, dtype=np.float32)
+                with np.errstate(over="ignore"):  # past float32's range: named below
+                    q = np.asarray(raw, dtype=np.float32)
             except (TypeError, ValueError) as exc:
                 raise DataError(f"`queries` must be a numeric [batch, {self._d}] array "
                                 f"({exc})") from None
@@ -301,6 +299,7 @@ class Index:
         if q.size and not np.abs(q).max() < MAX_NORM / np.sqrt(self._d):
             if not np.isfinite(q).all():
                 row = int(np.flatnonzero(~np.isfinite(q).all(axis=1))[0])
+                _check_overflowed(raw, q, row, "queries")
                 raise DataError(f"`queries` must be finite; row {row} holds NaN or inf: "
                                 f"{q[row][~np.isfinite(q[row])][:3].tolist()}")
             _check_norms(q, "queries")

@@ -179,10 +179,10 @@ class _FaissIndex(Index):
         out_s = np.full((b, k), _NEG, dtype=np.float32)
         out_i = np.full((b, k), PAD_ID, dtype=np.int64)
         kk = min(k, f.n_allowed)
-        keys, most = _exclusion_keys(f, b, n)
+        keys, counts = _exclusion_keys(f, b, n)
+        most = 0 if counts is None else int(counts.max(initial=0))
         groups = self._groups
-        counts = None if own or keys is None else np.bincount(keys // n, minlength=b)
-        if counts is not None:
+        if not own and counts is not None:
             # a query whose exclusions leave the walk to return over half of the items it
             # may list: a scan is as cheap, and exact (an HNSW walk asked for 2,999 of
             # 3,000 returned 2,173, and missed the best of the two items left)
@@ -195,7 +195,7 @@ class _FaissIndex(Index):
                     out_s[rest], out_i[rest] = self._index_search(q[rest], k,
                                                                   take_rows(f, rest))
                 return out_s, out_i
-        if counts is not None and groups is None:
+        if not own and counts is not None and groups is None:
             heavy = self._own_selector_rows(counts, kk)
             if len(heavy):
                 light = np.setdiff1d(np.arange(b), heavy)
@@ -327,15 +327,16 @@ class _FaissIndex(Index):
         raise NotImplementedError  # pragma: no cover - abstract
 
 
-def _exclusion_keys(f: Filters, b: int, n: int) -> tuple[np.ndarray | None, int]:
+def _exclusion_keys(f: Filters, b: int, n: int
+                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The exclusions as sorted distinct keys ``row * n + id`` (None when there are none),
-    and the most distinct ids any one query excludes: what the search over-fetches (a raw
-    log repeats items; the raw list length made a search 40x slower)."""
+    and the distinct ids each query excludes (its ``max``: what the search over-fetches; a
+    raw log repeats items, and the raw list length made a search 40x slower)."""
     if f.ex_ptr is None or f.ex_ptr[-1] == 0:
-        return None, 0
+        return None, None
     rows = np.repeat(np.arange(b, dtype=np.int64), np.diff(f.ex_ptr))
     keys = np.unique(rows * n + f.ex_ids)
-    return keys, int(np.bincount(keys // n, minlength=b).max(initial=0))
+    return keys, np.bincount(keys // n, minlength=b)
 
 
 #: HNSW: a query whose ``k`` plus distinct exclusions exceed this many times ``ef_search``

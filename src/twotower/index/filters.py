@@ -237,6 +237,9 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
             if arr.size and (arr.ndim != 1 or arr.dtype.kind not in "iu"):
                 raise DataError(f"`{name}[{row0 + row}]` must be a 1-D sequence of integer item "
                                 f"ids, got {arr.dtype} array of shape {arr.shape}")
+            if arr.size and arr.dtype.kind == "u" and arr.max() >= n:  # named as given
+                raise DataError(f"`{name}[{row0 + row}]` ids must be internal ids in "
+                                f"[0, {n}), got {arr[arr >= n][0]}")
             parts.append(arr.reshape(-1).astype(np.int64))
         lengths = np.fromiter(map(len, parts), dtype=np.int64, count=b)
         ids = np.concatenate(parts)
