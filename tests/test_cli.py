@@ -1535,7 +1535,8 @@ def test_item_features_the_data_lacks_are_refused_naming_the_file_s_columns(tmp_
     assert code == 2 and not (tmp_path / "r").exists()
     assert ("item_features in --config [model] names ['colour'], but --items "
             f"{tmp_path / 'items.csv'} has no such column (its columns: ['item_id', 'title', "
-            "'color', 'brand'])") in err, err
+            "'color', 'brand']; one it reads as its title or genres column is named 'title' "
+            "or 'genres' there") in err, err
     code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--config",
                          tmp_path / "c.toml", "--split", "none", "--out", tmp_path / "r")
     assert code == 2 and "no item metadata was read (give it with --items FILE)" in err, err

@@ -446,7 +446,9 @@ def _metadata_columns(args: argparse.Namespace, what: str, info: Any) -> str:
     if what == "item" and getattr(args, "items", None):
         from twotower.data.readers import read_header
         header = read_header(args.items, "--items", getattr(args, "sep", None))
-        return f"--items {args.items} has no such column (its columns: {header})"
+        return (f"--items {args.items} has no such column (its columns: {header}; one it "
+                "reads as its title or genres column is named 'title' or 'genres' there, "
+                "and its id column is no feature)")
     if info is None:
         return (f"no {what} metadata was read" + (
             " (give it with --items FILE)" if what == "item" else

@@ -909,8 +909,8 @@ class TwoTower:
         """Raise the HNSW or IVF index's search knob until recall@10 against exact search
         reaches ``target_recall`` on the queries of ``users`` (user indices; default: up
         to 500 of the users it trained on, drawn with seed 0), their seen items excluded
-        (``twotower.index.tune_recall``); the model keeps the value. Returns that report, with the seconds
-        it took; None for exact search. Users with nothing left to recommend (every item
+        (``twotower.index.tune_recall``); the model keeps the value. Returns that report,
+        with the seconds it took; None for exact search. Users with nothing left to recommend (every item
         seen) are left out; when no user is left, nothing is tuned and the report says so
         under ``skipped`` (``recall_tried`` empty, ``reached`` False).
         """
