@@ -62,12 +62,6 @@ def _plain(v: Any) -> Any:
     return str(v)
 
 
-def _count(v: Any) -> str:
-    """A count as JSON: whole numbers as integers, a weighted count as a float."""
-    v = float(v)
-    return str(int(v)) if v.is_integer() else repr(v)
-
-
 def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
@@ -187,7 +181,7 @@ class ServedModel:
         """The k most popular items as an ``items_json`` list (score = interaction count,
         written whole: 7 significant digits wrote 12,345,678 as 1.234568e+07)."""
         head, pop = self.item_head, self.model.item_popularity
-        return "[" + ",".join(f"{head[i]}{_count(pop[i])}}}"
+        return "[" + ",".join(f"{head[i]}{int(pop[i])}}}"  # int64 counts, written whole
                               for i in self.popular[:k].tolist()) + "]"
 
     def item_ref(self, i: int) -> dict[str, Any]:
