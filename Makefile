@@ -21,8 +21,10 @@ venv-dev: $(VENV)/.dev
 demo: $(VENV)/.base
 	$(VENV)/bin/twotower tutorial
 
+# two workers (the CI machine's two cores), each test module on one worker so its
+# module-scoped fixtures are built once; `.venv/bin/pytest FILE` still runs in one process
 test: $(VENV)/.dev
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

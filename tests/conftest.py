@@ -4,9 +4,36 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
+
+
+def _share_compiled_programs() -> None:
+    """One JAX compilation cache for the whole run: the suite fits hundreds of small models
+    whose programs repeat (in this process, in pytest-xdist's workers and in the processes
+    tests start), and compiling is most of their time. A fresh folder per run, so nothing
+    carries over between runs; the process that made it (the first to load this file:
+    pytest-xdist's controller, whose environment its workers inherit) removes it at exit.
+    A size cap turns on the cache's file lock (``filelock``), so processes sharing it never
+    read an entry another is writing. A ``JAX_COMPILATION_CACHE_DIR`` already set is kept."""
+    if "JAX_COMPILATION_CACHE_DIR" in os.environ:
+        return
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="twotower-tests-jax-cache-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ.update(JAX_COMPILATION_CACHE_DIR=folder,
+                      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+                      JAX_COMPILATION_CACHE_MAX_SIZE=str(4 << 30))
+    assert "jax" not in sys.modules, "tests/conftest.py must be loaded before JAX"
+
+
+_share_compiled_programs()
 
 import pytest
 
