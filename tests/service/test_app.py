@@ -545,6 +545,11 @@ def test_a_query_parameter_given_twice_is_refused(client):
     r = client.get("/v1/recommendations?user_id=42&k=2&k=3")
     assert r.status_code == 422 and "`k`: given 2 times" in r.json()["detail"]
     assert client.get("/v1/recommendations?user_id=42&k=3").status_code == 200
+    # both faults in one answer: a repeated parameter hid an unknown one
+    r = client.get("/v1/recommendations?user_id=42&user_id=43&exlude_seen=false")
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and "`user_id`: given 2 times" in detail
+    assert "`exlude_seen`: not a parameter of GET /v1/recommendations" in detail
 
 
 def test_item_search_takes_an_id_as_long_as_ids_may_be(client):

@@ -162,16 +162,17 @@ def _check_query(request: Request, path: str, known: frozenset[str]) -> None:
         raise _not_utf8("query string", bad) from None
     unknown = [n for n in dict.fromkeys(names) if n not in known]
     twice = [n for n in dict.fromkeys(names) if n in known and names.count(n) > 1]
-    if twice:  # `?user_id=42&user_id=43` answered for 43 alone, with no word
-        raise RequestValidationError([{
-            "loc": ("query", n), "type": "repeated",
-            "msg": f"given {names.count(n)} times; give it once"} for n in twice])
-    if unknown:
-        takes = ", ".join(f"`{k}`" for k in sorted(known)) or "none"
-        raise RequestValidationError([{
-            "loc": ("query", n), "type": "extra_forbidden", "input": request.query_params[n],
-            "msg": f"not a parameter of {request.method} {path} (it takes {takes})"}
-            for n in unknown])
+    # `?user_id=42&user_id=43` was answered for 43 alone, with no word; every fault of the
+    # query is named in one answer (a repeated one hid an unknown one)
+    takes = ", ".join(f"`{k}`" for k in sorted(known)) or "none"
+    faults = [{"loc": ("query", n), "type": "repeated",
+               "msg": f"given {names.count(n)} times; give it once"} for n in twice]
+    faults += [{"loc": ("query", n), "type": "extra_forbidden",
+                "input": request.query_params[n],
+                "msg": f"not a parameter of {request.method} {path} (it takes {takes})"}
+               for n in unknown]
+    if faults:
+        raise RequestValidationError(faults)
 
 
 #: the label of the snapshot a request's handler answers from (``served`` in
