@@ -181,6 +181,35 @@ def test_item_features_give_a_cold_item_a_useful_embedding():
     assert right.mean() >= 0.9
 
 
+@pytest.mark.parametrize("objective", ["mse", "sampled_softmax", "softmax"])
+def test_a_cold_items_id_row_is_cleared_where_its_objective_never_trains_it(
+        objective, tmp_path):
+    """mse and sampled_softmax update only the rows of the items in a batch: an item with
+    features but no training rows was served its feature vector plus its random initial id
+    row (two such items with the same features scored apart). The row is now zero, in the
+    network and the served table, and stays so through save and load; a full softmax trains
+    every row (as a negative) and keeps it."""
+    x, _, cold = _genre_data()
+    cfg = ModelConfig.from_dict({**FAST, **CASES[objective], "epochs": 2,
+                                 "item_features": ["genres"]})
+    model = TwoTower(cfg).fit(x, verbose=0)
+    ids = np.asarray(model._net.item_embedding.embeddings)
+    trained = np.flatnonzero(x.item_popularity() > 0)
+    assert (np.abs(ids[trained]).sum(axis=1) > 0).all()
+    if objective == "softmax":
+        assert (np.abs(ids[cold]).sum(axis=1) > 0).all()
+        return
+    assert (ids[cold] == 0).all()
+    feats = np.asarray(model._net.item_features) @ np.asarray(
+        model._net.item_feature_embedding)
+    d = cfg.embedding_dim
+    np.testing.assert_allclose(model.item_embeddings[cold, :d], feats[cold], atol=1e-6)
+    model.save(tmp_path / "run")
+    back = TwoTower.load(tmp_path / "run", keras=True)
+    assert (np.asarray(back._net.item_embedding.embeddings)[cold] == 0).all()
+    np.testing.assert_array_equal(back.item_embeddings, model.item_embeddings)
+
+
 def test_side_features_round_trip_through_save_and_load(tmp_path):
     x, _, _ = _genre_data(7)
     cfg = ModelConfig.from_dict({**MULT, "query_tower": "id+history", "epochs": 3,

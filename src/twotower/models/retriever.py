@@ -542,6 +542,7 @@ class TwoTower:
                                     for k in dict.fromkeys([*keeper.history_before,
                                                             *self.history])}
             self._net = net
+            self._clear_untouched_item_rows(net)
             self._export_tables()
             if cfg.ease_weight > 0:
                 from twotower.models.progress import Ticker
@@ -809,6 +810,26 @@ class TwoTower:
             return q
         return np.concatenate(
             [q, self._ease_query(hist, lin.query_table, lin.half_life, lin.floor)], axis=1)
+
+    def _clear_untouched_item_rows(self, net: Any) -> None:
+        """The objectives that update only the rows of the items in a batch (``mse``,
+        ``sampled_softmax``) leave the id row of an item no training row has as initialised:
+        an item with features but no rows (one launched after a time cutoff) was served its
+        feature vector plus that noise, and two such items with the same features scored
+        apart. Those rows are set to zero, in the network too (saved and served alike): the
+        features alone place such an item. Items without features are in no list anyway
+        (``untrained_items``); the other objectives train every row (as a negative); a
+        streamed fit takes no item features."""
+        feats = getattr(self, "_item_features", None)
+        if (self.config.objective not in ("mse", "sampled_softmax") or feats is None
+                or not feats.shape[1]):
+            return
+        rows = (np.asarray(self.item_popularity) == 0) & np.asarray(feats != 0).any(axis=1)
+        if rows.any():
+            from keras import ops
+            table = net.item_embedding.embeddings
+            keep = ops.convert_to_tensor((~rows).astype(table.dtype)[:, None])
+            table.assign(ops.multiply(table, keep))
 
     def _export_tables(self) -> None:
         # Copy to numpy now: on JAX, predict() may donate (delete) these buffers later.
