@@ -523,3 +523,13 @@ def test_an_empty_id_in_the_items_file_is_refused_naming_its_line(tmp_path, blan
     with pytest.raises(DataError, match=r"--items: .*items.csv, line 3, column 'item_id': "
                                         r"empty item id"):
         read_item_info(p, id_col="item_id")
+
+
+def test_ids_written_with_spaces_are_the_same_ids(tmp_path):
+    """A CSV's ` 7` and `7 ` are user 7 (the request side strips too): not three text ids."""
+    p = tmp_path / "spaced.csv"
+    p.write_text("user_id,item_id\n 7,1\n7 ,2\n8, 3\n")
+    x = read_interactions(p)
+    assert x.user_vocab.ids.tolist() == [7, 8] and x.item_vocab.ids.tolist() == [1, 2, 3]
+    p.write_text("user_id,item_id\n a ,1\na,2\n")
+    assert read_interactions(p).user_vocab.ids.tolist() == ["a"]

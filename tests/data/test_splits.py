@@ -92,3 +92,34 @@ def test_split_seeds_are_checked_by_name(seed):
         random_split(x, 0.5, seed=seed)
     with pytest.raises(DataError, match=r"`seed` must be a non-negative integer"):
         held_out_users_split(x, 0.5, seed=seed)
+
+
+def test_splits_of_a_small_log_by_hand():
+    """What MovieLens (no one-row users, every share exact) never shows: ties in time keep
+    file order, a one-row user keeps the row in training, the per-user test share is floored
+    and the random split's train size rounded."""
+    users = ["a", "b", "b", "b", "c", "c", "c", "c", "c", "c", "c"]
+    items = [1, 1, 2, 3, 1, 2, 3, 4, 5, 6, 7]
+    x = Interactions.from_ids(users, items,
+                              timestamps=np.array([5, 7, 7, 7, 1, 2, 3, 4, 5, 6, 7]))
+    s = temporal_split(x, 0.34)
+
+    def pairs(part):
+        return sorted(zip(part.user_vocab.ids[part.users].tolist(),
+                          part.item_vocab.ids[part.items].tolist()))
+    # b: 3 rows tied at time 7, floor(0.34 * 3) = 1 test row: the file's last; c: 2 of 7
+    assert pairs(s.test) == [("b", 3), ("c", 6), ("c", 7)]
+    assert ("a", 1) in pairs(s.train) and len(s.train) == 8
+    assert len(random_split(x.take(np.arange(7)), 0.2, seed=0).train) == 6  # round(5.6)
+
+
+def test_held_out_users_are_about_the_share_asked_for():
+    rng = np.random.default_rng(4)
+    users = np.repeat(np.arange(1000), 3)
+    x = Interactions.from_ids(users, rng.integers(0, 50, len(users)),
+                              timestamps=np.arange(len(users)))
+    s = held_out_users_split(x, 0.1, seed=1)
+    held = set(s.test.user_vocab.ids[s.test.users].tolist()) | set(
+        s.history.user_vocab.ids[s.history.users].tolist())
+    assert 70 <= len(held) <= 130
+    assert not held & set(s.train.user_vocab.ids[s.train.users].tolist())

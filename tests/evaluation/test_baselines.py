@@ -335,3 +335,37 @@ def test_topk_excluding_refuses_nan_scores_naming_where():
     from twotower.evaluation.baselines import topk_excluding
     with pytest.raises(DataError, match=r"NaN \(row 1, item index 3\)"):
         topk_excluding(np.array([[0.0, 1, 2, 3, 4], [1.0, 1, 2, np.nan, 0.5]]), 3)
+
+
+def test_itemknn_similarity_is_its_definition():
+    """Cosine over the binary user-item matrix with ``shrink`` added to the denominator, no
+    item its own neighbour, and per target item only its ``neighbors`` largest kept."""
+    x = two_blocks(3)
+    m = x.to_csr()
+    g = (m.T @ m).toarray().astype(np.float64)
+    norms = np.sqrt(np.diag(g))
+    ref = g / (np.outer(norms, norms) + 3.0)
+    np.fill_diagonal(ref, 0.0)
+    full = ItemKNN(neighbors=0, shrink=3.0).fit(x)._sim
+    np.testing.assert_allclose(full, ref, rtol=1e-5, atol=1e-7)
+    cut = ItemKNN(neighbors=5, shrink=3.0).fit(x)._sim
+    kept = (cut != 0).sum(axis=0)
+    assert (kept <= 5).all() and (kept == 5).any()
+    np.testing.assert_allclose(np.sort(cut, axis=0)[-5:], np.sort(ref, axis=0)[-5:],
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_a_repeated_pair_counts_once():
+    """The user-item matrix the baselines read is binary: a user who clicked an item twice
+    counts once for MostPop (and once in EASE's and ItemKNN's Gram matrix)."""
+    d = Interactions.from_ids([1, 1, 2], [10, 10, 20])
+    assert d.to_csr().data.tolist() == [1.0, 1.0]
+    assert MostPop().fit(d)._popularity.tolist() == [1.0, 1.0]
+
+
+def test_tune_keeps_the_first_of_tied_settings():
+    """Two settings that score alike (both keep every neighbour): the first listed wins,
+    as the docstring says."""
+    x = two_blocks(5)
+    assert tune(ItemKNN, x, {"neighbors": [0, 1000]}, seed=0).best_config.neighbors == 0
+    assert tune(ItemKNN, x, {"neighbors": [1000, 0]}, seed=0).best_config.neighbors == 1000

@@ -478,3 +478,15 @@ def test_held_out_text_ids_match_an_int_run_as_a_metadata_file_s_do(tmp_path):
     # (26, 215) was trained on; (26, 3) and (7, 4) are judged; 026 and 8.5 are unknown
     assert sorted(zip(users.tolist(), items.tolist())) == [(0, 1), (1, 2)]
     assert left == {"unknown": 2, "trained": 1}
+
+
+def test_a_stored_zero_in_sparse_truth_is_not_relevant():
+    """A CSR truth may hold explicit zeros (a rating matrix minus a mask): they are not
+    relevant items."""
+    from twotower.evaluation.metrics import as_truth_csr
+    m = sp.csr_matrix((np.array([0.0, 1.0, 2.0]), np.array([0, 1, 1]), np.array([0, 2, 3])),
+                      shape=(2, 3))
+    t = as_truth_csr(m)
+    assert t.indices.tolist() == [1, 1] and t.data.tolist() == [1.0, 1.0]
+    hits = hit_matrix(np.array([[0, 1], [1, 2]]), m)
+    assert hits.tolist() == [[False, True], [True, False]]
