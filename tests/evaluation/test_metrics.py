@@ -490,3 +490,33 @@ def test_a_stored_zero_in_sparse_truth_is_not_relevant():
     assert t.indices.tolist() == [1, 1] and t.data.tolist() == [1.0, 1.0]
     hits = hit_matrix(np.array([[0, 1], [1, 2]]), m)
     assert hits.tolist() == [[False, True], [True, False]]
+
+
+@pytest.mark.filterwarnings("ignore:.*have no training interactions")
+def test_evaluate_run_carves_the_baselines_validation_split_with_the_seed_given(
+        monkeypatch, ml100k):
+    """``seed=`` picks the validation split the baselines are tuned on; None takes the
+    run's own seed (here the model config's)."""
+    import twotower.evaluation.run as run_mod
+    from twotower import TwoTower
+    from twotower.data import random_split
+    from twotower.models import ModelConfig
+
+    class Seen(Exception):
+        pass
+
+    seeds = []
+
+    def spy(cls, train, grid, seed=0, **kw):
+        seeds.append(seed)
+        raise Seen
+
+    monkeypatch.setattr(run_mod, "tune", spy)
+    split = random_split(ml100k.take(ml100k.users < 40), 0.2, seed=0)
+    model = TwoTower(ModelConfig(query_tower="id", objective="mse", epochs=1, embedding_dim=4,
+                                 batch_size=256, seed=5)).fit(split.train, verbose=0)
+    test = (split.test.users, split.test.items)
+    for given in (123, None):
+        with pytest.raises(Seen):
+            run_mod.evaluate_run(model, test, ks=(10,), baselines=True, seed=given)
+    assert seeds == [123, 5]
