@@ -143,6 +143,33 @@ def test_padding_when_filters_leave_fewer_than_k(built, catalogue):
         assert (i[r] != PAD_ID).sum() == 20 - r
         assert np.isneginf(s[r, 20 - r:]).all() and (i[r, 20 - r:] == PAD_ID).all()
     assert_topk_equal((s, i), reference(V, Q, 25, ex, allow), V, Q)
+    for r in (0, 5):  # one query at a time (its own path) pads alike
+        one = built.search(Q[r:r + 1], 25, exclude=[ex[r]], allow=allow)
+        assert (one[1][0, 20 - r:] == PAD_ID).all() and np.isneginf(one[0][0, 20 - r:]).all()
+        assert_topk_equal(one, reference(V, Q[r:r + 1], 25, [ex[r]], allow), V, Q[r:r + 1])
+    s, i = built.search(Q[:1], 5, exclude=[np.arange(297)])  # 3 left of 300
+    assert (i[0, :3] != PAD_ID).all() and (i[0, 3:] == PAD_ID).all()
+    assert np.isneginf(s[0, 3:]).all()
+
+
+def test_a_batch_with_a_single_exclusion(built, catalogue):
+    """One query of a batch excludes one item, the other (the same query) nothing."""
+    V, Q = catalogue
+    twice = Q[[0, 0]]
+    best = int(built.search(twice[:1], 1)[1][0, 0])
+    got = built.search(twice, 3, exclude=[[best], []])
+    assert best not in got[1][0] and got[1][1, 0] == best
+    assert_topk_equal(got, reference(V, twice, 3, [[best], []]), V, twice)
+
+
+def test_denied_items_at_the_ends_of_chunks(built, catalogue):
+    """The last item of the catalogue (and of a chunk: 50 items a chunk in exact-chunked)
+    denied, with k the whole catalogue so any item let through is listed."""
+    V, Q = catalogue
+    for deny in ([299], [49], [49, 99, 299]):
+        got = built.search(Q, 300, deny=np.array(deny))
+        assert not np.isin(got[1], deny).any(), deny
+        assert_topk_equal(got, reference(V, Q, 300, deny=deny), V, Q)
 
 
 def test_everything_filtered(built, catalogue):

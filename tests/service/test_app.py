@@ -114,6 +114,22 @@ def test_batch_equals_single_requests_in_one_search_call(client, model, monkeypa
         assert row["items"] == single["items"]
 
 
+def test_batch_can_include_seen_items_and_fall_back_past_ten(client, model):
+    """The batch's ``exclude_seen: false`` lists seen items as the single request does, and
+    its popular fallback gives the ``k`` asked for past 10 (both went untested)."""
+    r = client.post("/v1/recommendations",
+                    json={"user_ids": [42], "k": 20, "exclude_seen": False})
+    single = client.get("/v1/recommendations",
+                        params={"user_id": 42, "k": 20, "exclude_seen": "false"}).json()
+    assert r.status_code == 200 and r.json()["results"][0]["items"] == single["items"]
+    u = model.user_vocab.lookup([42])
+    seen = set(model.item_vocab.ids[model.seen_items(u)[0]].tolist())
+    assert seen & set(_ids(single["items"]))
+    r = client.post("/v1/recommendations",
+                    json={"user_ids": ["ghost"], "k": 15, "fallback": "popular"})
+    assert r.status_code == 200 and len(r.json()["results"][0]["items"]) == 15
+
+
 def test_batch_unknown_users(client, model):
     r = client.post("/v1/recommendations", json={"user_ids": [42, "ghost", 999999]})
     assert r.status_code == 404
