@@ -651,3 +651,19 @@ def test_save_refuses_metrics_that_load_would_call_corrupt(tmp_path):
     with pytest.raises(ConfigError, match="method -> metric"):
         model.save(tmp_path / "flat", metrics={"recall@10": 0.25})
     assert not (tmp_path / "flat").exists()
+
+
+def test_a_damaged_file_inside_the_index_directory_fails_its_checksum(tutorial_run, tmp_path):
+    """The files under index/ (and similar/) are checksummed too, not only the top level."""
+    import shutil
+    _, run = tutorial_run
+    bad = tmp_path / "bad"
+    shutil.copytree(run, bad)
+    files = sorted(p for p in (bad / "index").rglob("*") if p.is_file())
+    assert files
+    for p in files:  # one byte changed, checksums left as saved
+        b = bytearray(p.read_bytes())
+        b[-2] ^= 1
+        p.write_bytes(bytes(b))
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        TwoTower.load(bad)

@@ -529,3 +529,63 @@ def test_a_resumed_checkpoint_removes_a_killed_writes_temporary_file(tmp_path):
     assert ck.start(fp)  # resumes
     assert not (tmp_path / "ck" / ".state.npz.tmp-99999").exists()
     ck.release()
+
+
+def test_a_stop_at_an_epoch_boundary_resumes_at_the_next_epoch(tmp_path, monkeypatch):
+    """A stop before the first call of epoch 2 records epoch 1 as done: the resume trains
+    epochs 2-3 only, to the uninterrupted run's tables."""
+    x, cfg = _data(), _loop_cfg()
+    whole = TwoTower(cfg).fit(x, verbose=0)
+    calls = _Stop(monkeypatch, 10**9)
+    TwoTower(cfg).fit(x, verbose=0)
+    per_epoch = calls.calls // cfg.epochs
+    _Stop(monkeypatch, per_epoch + 1, "before")  # the first call of epoch 2
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=Checkpoint(ck, every_s=1e9))
+    with np.load(ck / "state.npz") as z:
+        position = json.loads(bytes(z["position"]).decode())
+    assert (position["epoch"], position["batches"]) == (1, 0), position
+    monkeypatch.undo()
+    resumed = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck)
+    assert len(resumed.history["loss"]) == cfg.epochs
+    np.testing.assert_array_equal(resumed.item_embeddings, whole.item_embeddings)
+
+
+def test_loop_step_losses_after_a_resume_equal_an_uninterrupted_run(tmp_path, monkeypatch):
+    """``step_losses`` (every step's loss) keeps the steps before the checkpoint."""
+    from tests.training.test_loop import _data as ldata, _net, BATCH
+    from twotower.training import LoopConfig, make_optimizer
+    cfg = ModelConfig.preset("tutorial", batch_size=BATCH, epochs=3)
+    whole = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig())
+    whole.fit(ldata(), batch_size=BATCH, epochs=3)
+    ck = Checkpoint(tmp_path / "ck", every_s=1e9)
+    ck.start({"t": 1})
+    _Stop(monkeypatch, 15)  # in epoch 2
+    with pytest.raises(KeyboardInterrupt):
+        TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig()).fit(
+            ldata(), batch_size=BATCH, epochs=3, checkpoint=ck)
+    monkeypatch.undo()
+    ck.release()
+    ck2 = Checkpoint(tmp_path / "ck", every_s=1e9)
+    assert ck2.start({"t": 1})
+    resumed = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig())
+    resumed.fit(ldata(), batch_size=BATCH, epochs=3, checkpoint=ck2)
+    np.testing.assert_allclose(resumed.history["loss"], whole.history["loss"], rtol=1e-6)
+    np.testing.assert_allclose(resumed.step_losses, whole.step_losses, rtol=1e-6)
+
+
+def test_model_fit_checkpoint_keeps_one_weights_file_and_sweeps_stale_ones(tmp_path):
+    """A kept ``model.fit`` checkpoint holds the latest epoch's weights only, and a resume
+    removes a killed write's temporary file (the default removes the whole folder, which
+    hid both)."""
+    cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=3)
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(_data(), verbose=0, callbacks=[_stop_at_epoch(2)],
+                          checkpoint=Checkpoint(ck, keep=True))
+    stale = ck / "keras" / "tmp-999999.weights.h5"
+    stale.write_bytes(b"x")
+    TwoTower(cfg).fit(_data(), verbose=0, checkpoint=Checkpoint(ck, keep=True))
+    assert not stale.exists()
+    assert [p.name for p in (ck / "keras").glob("*.weights.h5")] == ["epoch-3.weights.h5"]

@@ -313,3 +313,16 @@ def test_restoring_arrays_of_another_shape_names_the_variable():
         loop._restore(arrays)
     with pytest.raises(DataError, match="its 1 saved variables do not fit"):
         loop._restore(arrays[:1])
+
+
+def test_loop_progress_counts_each_example_once():
+    """The loop's progress line counts each example once (only ``Progress`` alone was
+    tested)."""
+    import io
+    cfg = ModelConfig.preset("tutorial", batch_size=BATCH, epochs=1)
+    out = io.StringIO()
+    loop = TrainLoop(_net(cfg), make_optimizer(cfg), LoopConfig(progress_every_s=1e-9),
+                     progress_out=out)
+    loop.fit(_data(), batch_size=BATCH, epochs=1, shuffle=False)
+    last = out.getvalue().strip().splitlines()[-1]
+    assert last.startswith(f"epoch 1/1: {ROWS:,} examples"), last

@@ -567,3 +567,30 @@ def test_unknown_skip_builds_the_other_vocabulary_from_the_rows_it_keeps(tmp_pat
     assert set(st.user_vocab.ids) == (set(given.ids) if given_role == "user" else want_users)
     assert set(st.item_vocab.ids) == (set(given.ids) if given_role == "item" else want_items)
     assert st.rows == len(kept) == sum(len(c["user"]) for c in s.chunks())
+
+
+def test_rebatch_keeps_a_remainder_of_one_row():
+    got = list(rebatch(iter([{"x": np.arange(16)}, {"x": np.arange(16, 17)}]), 16))
+    assert [len(b["x"]) for b in got] == [16, 1]
+
+
+def test_lut_fast_path_refuses_the_id_one_past_its_span():
+    """The look-up table's fast path: the id one past its span is unknown (-1), no
+    IndexError."""
+    import pyarrow as pa
+    from twotower.training.stream import _Mapper
+    vocab = Vocabulary(np.arange(1000, 1200, 2), "item")
+    m = _Mapper(vocab)
+    got = m.indices(pa.array([1000, 1000 + len(m.lut)], pa.int64()))
+    np.testing.assert_array_equal(got, [vocab.lookup_or([1000])[0], -1])
+
+
+def test_distinct_counter_merges_many_ids_across_parts():
+    """Past 65,536 pending ids the counter merges its parts (no test reached it)."""
+    import pyarrow as pa
+    from twotower.training.stream import _DistinctCounter
+    c = _DistinctCounter()
+    for s in range(0, 200_000, 40_000):
+        c.add(pa.array(np.arange(s, s + 40_000) % 150_000))
+    v, n = c.values_counts()
+    assert len(v) == 150_000 and n.sum() == 200_000
