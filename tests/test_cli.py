@@ -1566,3 +1566,15 @@ def test_items_columns_named_in_item_features_are_read_and_trained_on(tmp_path, 
     assert "blurb" not in m.item_info.columns  # not named: not read
     i3 = m.item_vocab.index_of("i3")
     assert np.isnan(m.item_info["price"].to_numpy(float)[i3])  # an empty field: missing
+
+
+def test_every_model_flag_reaches_the_config():
+    """train's --epochs, --embedding-dim, --learning-rate, --batch-size and --seed win over
+    --config's [model] (a test compared two runs that both ignored --learning-rate)."""
+    import argparse
+
+    from twotower.cli import _model_config
+    flags = dict(epochs=3, embedding_dim=6, learning_rate=0.02, batch_size=77, seed=5)
+    args = argparse.Namespace(preset="tutorial", split="none", **flags)
+    cfg = _model_config(args, {"model": {"learning_rate": 0.5, "epochs": 9}})
+    assert {k: getattr(cfg, k) for k in flags} == flags

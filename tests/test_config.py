@@ -108,3 +108,20 @@ def test_unread_names_the_settings_each_model_ignores():
     default = ModelConfig.preset("default")
     assert not {"temperature", "pooling", "ease_rank", "history_length"} & set(default.unread())
     assert "recency_floor" in default.replace(recency_half_life=0.0).unread()
+
+
+@pytest.mark.parametrize("field,value", [("temperature", 0.0), ("temperature", -1.0),
+                                         ("learning_rate", 0.0), ("history_dropout", 1.0)])
+def test_out_of_range_values_are_refused(field, value):
+    """A temperature of 0 divides by zero: refused, as the other bounds are."""
+    with pytest.raises(ConfigError, match=rf"model.{field} must be between"):
+        ModelConfig(**{field: value})
+
+
+def test_unread_temperature_for_each_objective():
+    """The objectives that never divide by the temperature say so of a temperature set."""
+    for objective, unread in (("mse", True), ("bpr", True), ("softmax", False),
+                              ("sampled_softmax", False)):
+        cfg = ModelConfig(objective=objective)
+        assert ("temperature" in cfg.unread()) == unread, objective
+    assert ModelConfig(objective="bpr").unread()["temperature"] == "objective 'bpr'"

@@ -574,3 +574,18 @@ def test_the_blend_scale_is_measured_on_users_with_training_rows():
     part = x.take(np.flatnonzero(np.arange(3000) % 5 != 0))  # every 5th user: no rows
     got = scale_users(part, 0)
     assert len(got) == 1024 and not np.isin(got, np.arange(0, 3000, 5)).any()
+
+
+def test_coordinate_search_keeps_the_best_of_its_path():
+    """The coordinate EASE search (the default's) keeps the best lambda of the unweighted
+    rows, then the best recency setting at that lambda (only the joint search was tested)."""
+    from twotower.models.linear import tune_and_fit
+    _, _, ch = tune_and_fit(_chains(), 50, (2.0, 20.0, 200.0), (1.0, 3.0), (0.0, 1.0), 6,
+                            "random", 0)
+    tot = {(r["lambda"], r["half_life"], r["floor"]): r["recall@10"] + r["ndcg@10"]
+           for r in ch["tried"]}
+    by_lambda = {k[0]: v for k, v in tot.items() if k[1:] == (0.0, 1.0)}  # unweighted
+    assert len(by_lambda) == 3 and len(set(by_lambda.values())) > 1  # the data tells apart
+    assert by_lambda[ch["lambda"]] == max(by_lambda.values())
+    at = {k[1:]: v for k, v in tot.items() if k[0] == ch["lambda"]}
+    assert at[(ch["half_life"], ch["floor"])] == max(at.values())
