@@ -183,6 +183,20 @@ def test_from_ids_times_are_seconds_whatever_the_datetime_unit():
         assert x.item_vocab.is_int
 
 
+def test_from_ids_maps_int_ids_through_a_given_unsorted_vocabulary():
+    """A given int vocabulary keeps its own order (e.g. a trained run's): ids map to
+    their place in it, and an id it lacks is named (the sorted look-up's fast path)."""
+    from twotower.data import Interactions, Vocabulary
+    from twotower.errors import UnknownIdError
+    items = Vocabulary([30, 10, 20, 5], name="item")
+    x = Interactions.from_ids(["a", "b", "a", "c"], np.array([10, 20, 30, 5]),
+                              item_vocab=items)
+    assert x.items.tolist() == [1, 2, 0, 3]
+    assert x.item_vocab.ids_of(x.items).tolist() == [10, 20, 30, 5]
+    with pytest.raises(UnknownIdError, match="unknown item id 11"):
+        Interactions.from_ids(["a", "b"], np.array([10, 11]), item_vocab=items)
+
+
 def test_from_ids_keeps_its_own_times_and_refuses_unsigned_ones_int64_cannot_hold():
     """An int64 times array was held, not copied: editing it afterwards changed the
     Interactions; a uint64 time of 2**63 or more wrapped to a negative time."""

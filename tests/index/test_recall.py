@@ -228,6 +228,53 @@ def test_a_row_short_of_its_qualifying_items_is_refilled_under_an_allow_list(kin
     assert (i[0][5:] == PAD_ID).all()
 
 
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_exclusions_that_are_also_denied_leave_the_qualifying_items(kind):
+    """Excluded ids that are also denied, with a repeated one, leave exactly the items
+    that qualify, padded after them. (A row this heavy is scanned exactly: a walk only
+    answers rows whose k plus distinct exclusions stay within half of the items they may
+    list, so counting a denied exclusion twice in the refill check could not matter.)"""
+    rng = np.random.default_rng(5)
+    V = rng.standard_normal((6000, 16)).astype(np.float32)
+    q = rng.standard_normal((1, 16)).astype(np.float32)
+    deny = np.arange(5000, 6000)  # 5,000 items left: above the size searched exactly
+    keep = rng.choice(5000, 5, replace=False)  # the only items left not excluded
+    # half the denied ids excluded too (and one allowed id twice): 5 items still qualify
+    gone = np.setdiff1d(np.arange(5000), keep)
+    ex = [np.r_[gone, deny[:500], gone[:1]]]
+    cfg = (IndexConfig(kind="ivf", nlist=60, nprobe=1) if kind == "ivf"
+           else IndexConfig(kind="hnsw", ef_search=16))
+    s, i = make_index(cfg).build(V).search(q, 10, exclude=ex, deny=deny)
+    assert sorted(i[0][i[0] >= 0].tolist()) == sorted(keep.tolist())
+    assert (i[0][5:] == PAD_ID).all()
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_a_filter_that_leaves_few_items_is_searched_exactly(kind):
+    """An allow- or deny-list leaving at most EXACT_BELOW items is scanned exactly
+    (docs/search.md): the same answers as exact search even where the graph walk or the
+    probed lists are far too narrow for the catalogue."""
+    from twotower.index.faiss_ann import EXACT_BELOW
+    rng = np.random.default_rng(6)
+    V = rng.standard_normal((20000, 16)).astype(np.float32)  # isotropic: ANN's worst case
+    q = rng.standard_normal((100, 16)).astype(np.float32)
+    cfg = (IndexConfig(kind="ivf", nlist=64, nprobe=1) if kind == "ivf"
+           else IndexConfig(kind="hnsw", ef_search=10))
+    index = make_index(cfg).build(V)
+    exact = make_index().build(V)
+    allow = rng.choice(20000, EXACT_BELOW, replace=False)
+    deny = np.setdiff1d(np.arange(20000), allow)
+    for kw in ({"allow": allow}, {"deny": deny}):
+        s, i = index.search(q, 10, **kw)
+        rs, ri = exact.search(q, 10, **kw)
+        np.testing.assert_array_equal(i, ri)
+        np.testing.assert_allclose(s, rs, rtol=1e-5, atol=1e-5)
+    # one item more and the index answers (approximately: these settings miss some)
+    allow = rng.choice(20000, EXACT_BELOW + 1, replace=False)
+    i = index.search(q, 10, allow=allow)[1]
+    assert recall_at_k(exact.search(q, 10, allow=allow)[1], i) < 1.0
+
+
 def test_an_l2_graph_over_repeated_vectors_keeps_its_recall(tmp_path):
     """HNSW under cosine fell to recall 0.36 with half the items one vector (identical
     points filled each other's neighbour lists). The graph now holds one node per
