@@ -123,3 +123,25 @@ def test_held_out_users_are_about_the_share_asked_for():
         s.history.user_vocab.ids[s.history.users].tolist())
     assert 70 <= len(held) <= 130
     assert not held & set(s.train.user_vocab.ids[s.train.users].tolist())
+
+
+def test_untimed_held_out_users_history_is_drawn_with_the_seed():
+    """Without timestamps the held users' rows are split at random with ``seed``: another
+    seed holding the same users draws another history (a fixed inner seed passed every
+    test before), the same seed the same one, and history + test keep every held row."""
+    users = np.repeat(np.arange(40), 10)
+    x = Interactions.from_ids(users, np.tile(np.arange(10), 40))
+
+    def parts(seed):
+        s = held_out_users_split(x, 0.999, seed=seed)  # (nearly) every user held out
+        held = set(s.history.users.tolist()) | set(s.test.users.tolist())
+        hist = sorted(zip(s.history.users.tolist(), s.history.items.tolist()))
+        test = sorted(zip(s.test.users.tolist(), s.test.items.tolist()))
+        return held, hist, test
+
+    held1, hist1, test1 = parts(1)
+    held2, hist2, test2 = parts(2)
+    assert held1 == held2 and len(held1) >= 39
+    assert len(hist1) + len(test1) == 10 * len(held1)
+    assert hist1 != hist2
+    assert parts(1)[1] == hist1
