@@ -72,7 +72,7 @@ def test_twotower_serve_subprocess(run_dir, free_port):
             proc.kill()
             _, err = proc.communicate()
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
-    assert proc.returncode in (0, -signal.SIGTERM), err[-2000:]
+    assert proc.returncode == -signal.SIGTERM, err[-2000:]
     assert "Finished server process" in err
     access = [json.loads(line) for line in err.splitlines() if line.startswith('{"ts"')]
     assert any(a["path"] == "/v1/recommendations" and a["status"] == 200 for a in access)
@@ -86,6 +86,32 @@ def test_serve_refuses_a_broken_run_before_binding(broken_run, free_port):
                        env={**os.environ, "KERAS_BACKEND": "jax"})
     assert r.returncode != 0
     assert "arrays.npz" in r.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_several_workers_end_as_the_signal_that_stopped_them(run_dir, free_port, sig):
+    """With ``--workers 2`` a SIGTERM or Ctrl-C ended the service with exit status 0 (a
+    single worker's ends by the SIGTERM, or as interrupted): a service manager could not
+    tell a stop from a clean exit. The workers still shut down first."""
+    env = {**os.environ, "KERAS_BACKEND": "jax", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", str(run_dir),
+                             "--port", str(free_port), "--workers", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_healthy(proc, f"http://127.0.0.1:{free_port}", timeout=120)
+    finally:
+        proc.send_signal(getattr(signal, sig))
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    assert err.count("Finished server process") == 2, err[-2000:]
+    if sig == "SIGTERM":
+        assert proc.returncode == -signal.SIGTERM, err[-2000:]
+    else:
+        assert proc.returncode == 130 and "twotower: interrupted" in err, err[-2000:]
+        assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

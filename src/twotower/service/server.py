@@ -129,6 +129,35 @@ def default_allowed_hosts(host: str) -> list[str]:
     return sorted({*LOOPBACK_HOSTS, h}) if loopback else ["*"]
 
 
+def _supervise(config: Any, sock: socket.socket) -> None:
+    """Run uvicorn's supervisor of several workers; once a SIGINT or SIGTERM has stopped
+    them, end as that signal would, as a single worker's server does (uvicorn's supervisor
+    returned normally: a service manager saw exit status 0 after its SIGTERM, and Ctrl-C
+    was not an interruption)."""
+    from uvicorn.supervisors import Multiprocess
+    from uvicorn.supervisors.multiprocess import SIGNALS
+    stops: list[int] = []
+
+    class Supervisor(Multiprocess):  # type: ignore[misc, valid-type]
+        def handle_int(self) -> None:
+            stops.append(signal.SIGINT)
+            super().handle_int()
+
+        def handle_term(self) -> None:
+            stops.append(signal.SIGTERM)
+            super().handle_term()
+
+    before = {sig: signal.getsignal(sig) for sig in SIGNALS}  # the supervisor replaces them
+    try:
+        Supervisor(config, sockets=[sock]).run()
+    finally:
+        for sig, handler in before.items():
+            if handler is not None:  # (None: a handler not set from Python)
+                signal.signal(sig, handler)
+    for sig in stops[:1]:  # the first stop: SIG_DFL ends the process, SIGINT raises
+        signal.raise_signal(sig)  # KeyboardInterrupt ("interrupted", exit status 130)
+
+
 def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000,
           workers: int = 1, admin_token: str | None = None, *, max_k: int = 1000,
           max_batch: int = 1000, max_results: int = 100_000,
@@ -199,13 +228,12 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         del app
         import gc
         gc.collect()
-        from uvicorn.supervisors import Multiprocess
         config = uvicorn.Config("twotower.service.server:_app_from_env", factory=True,
                                 workers=workers, **common)  # type: ignore[arg-type]
         sock = _listen_socket(host, port)
         log.info("twotower serving %s on http://%s:%d with %d workers", run, host,
                  sock.getsockname()[1], workers)
-        Multiprocess(config, sockets=[sock]).run()
+        _supervise(config, sock)
         return
     server = uvicorn.Server(uvicorn.Config(app, **common))  # type: ignore[arg-type]
     holder = app.state.holder
