@@ -94,11 +94,42 @@ def test_page_shows_recommendations_and_similar_movies(live_server):
         page.locator("#recs li").first.click()
         page.wait_for_function("document.querySelectorAll('#similar li').length === 10")
         assert expected[0] in page.locator("#similar-to").text_content()
-        # an unknown user shows the service's message
+        # an item whose similar items fail: the panel drops the previous item's list (it
+        # kept it under the old heading, as if it were the clicked item's)
+        import re
+        page.route(re.compile(r"/v1/similar-items\?"), lambda r: r.fulfill(
+            status=404, content_type="application/json", body='{"detail": "no such item"}'))
+        page.locator("#recs li").nth(1).click()
+        page.wait_for_selector("#error:not([hidden])")
+        assert "no such item" in page.locator("#error").text_content()
+        assert page.locator("#similar li").count() == 0
+        assert page.locator("#similar-to").text_content() == ""
+        page.unroute(re.compile(r"/v1/similar-items\?"))
+        # a search the service refuses, then a good one: the search's error goes
+        page.fill("#item-search", "x" * 3000)
+        page.wait_for_function("document.getElementById('error').textContent"
+                               ".includes('2048')")
+        page.fill("#item-search", "star wars")
+        page.wait_for_function("document.querySelectorAll('#search-results li').length === 1")
+        assert page.locator("#error").is_hidden()
+        # a search that matches nothing says so
+        page.fill("#item-search", "zzzzqqq")
+        page.wait_for_selector("#search-results li.none")
+        assert "no item" in page.locator("#search-results").text_content()
+        # an unknown user (a new one): the popular items, said so (the page showed the
+        # API's "pass fallback=popular", which a page user cannot do)
+        import httpx
+        popular = [it["title"] for it in httpx.get(
+            f"{base}/v1/recommendations",
+            params={"user_id": "ghost", "k": 10, "fallback": "popular"}).json()["items"]]
         page.fill("#user-id", "ghost")
         page.click("#go")
-        page.wait_for_selector("#error:not([hidden])")
-        assert "ghost" in page.locator("#error").text_content()
+        page.wait_for_function("document.getElementById('recs-for').textContent"
+                               ".includes('not a user of this run')")
+        assert page.locator("#recs li .title").all_text_contents() == popular
+        assert page.locator("#error").is_hidden()
+        assert page.locator("#history li").count() == 0
+        assert "not a user of this run" in page.locator("#history-count").text_content()
         assert not errors, errors
         assert not outside, f"the page fetched outside the service: {outside}"
 

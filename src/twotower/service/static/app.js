@@ -40,10 +40,18 @@ function begin(panel) {
 }
 const stale = (panel, ctl) => pending[panel] !== ctl;
 
-function showError(err) {
+// One error box for the page; ``panel`` names whose error it shows, so a panel's later
+// success clears its own error only (showError(null) clears any).
+function showError(err, panel) {
   const box = $("error");
-  if (!err) { box.hidden = true; box.textContent = ""; return; }
+  if (!err) {
+    if (panel === undefined || box.dataset.panel === panel) {
+      box.hidden = true; box.textContent = ""; box.dataset.panel = "";
+    }
+    return;
+  }
   box.textContent = String(err.message || err);
+  box.dataset.panel = panel || "";
   box.hidden = false;
 }
 
@@ -81,8 +89,10 @@ async function showUser(userId) {
     let recs;
     if (recsR.status === "fulfilled") {
       recs = recsR.value;
-    } else if (recsR.reason.status === 404 && histR.status === "fulfilled") {
-      // a user the run knows but never trained on: the most popular items, said so
+    } else if (recsR.reason.status === 404 &&
+               (histR.status === "fulfilled" || histR.reason.status === 404)) {
+      // a user the run knows but never trained on, or one it does not know (a new user):
+      // the most popular items, said so
       q.set("fallback", "popular");
       recs = await api(`/v1/recommendations?${q}`, ctl.signal);
     } else {
@@ -90,11 +100,16 @@ async function showUser(userId) {
     }
     if (stale("user", ctl)) return;
     fillList($("recs"), recs.items, true);
-    $("recs-for").textContent = `for user ${recs.user_id}` +
-      (recs.fallback ? ` (no training interactions: the ${recs.fallback} items)` : "");
-    if (histR.status === "fulfilled") {
+    const known = histR.status === "fulfilled";
+    $("recs-for").textContent = `for user ${recs.user_id}` + (!recs.fallback ? "" : known
+      ? ` (no training interactions: the ${recs.fallback} items)`
+      : ` (not a user of this run: the ${recs.fallback} items)`);
+    if (known) {
       fillList($("history"), histR.value.items, false);
       $("history-count").textContent = `(${histR.value.count})`;
+    } else if (recs.fallback) {  // not a user of this run: no history to show
+      $("history").replaceChildren();
+      $("history-count").textContent = "(none: not a user of this run)";
     } else {  // the recommendations stand on their own
       $("history").replaceChildren();
       $("history-count").textContent = `(not available: ${histR.reason.message})`;
@@ -131,7 +146,12 @@ async function showSimilar(itemId, title) {
     $("item-meta").textContent = bits.join(" · ");
     fillList($("similar"), sim.items, true);
   } catch (err) {
-    if (!stale("similar", ctl)) showError(err);
+    if (stale("similar", ctl)) return;
+    // the panel no longer shows the previous item's list as if it were this one's
+    $("similar-to").textContent = "";
+    $("item-meta").textContent = "";
+    $("similar").replaceChildren();
+    showError(err, "similar");
   }
 }
 
@@ -141,12 +161,24 @@ function searchItems() {
   searchTimer = setTimeout(async () => {
     const ctl = begin("search");
     const q = $("item-search").value.trim();
-    if (!q) { $("search-results").replaceChildren(); return; }
+    if (!q) { $("search-results").replaceChildren(); showError(null, "search"); return; }
     try {
       const res = await api(`/v1/items?${new URLSearchParams({ search: q, limit: 10 })}`,
                             ctl.signal);
-      if (!stale("search", ctl)) fillList($("search-results"), res.items, false);
-    } catch (err) { if (!stale("search", ctl)) showError(err); }
+      if (stale("search", ctl)) return;
+      showError(null, "search");
+      fillList($("search-results"), res.items, false);
+      if (!res.items.length) {  // said, not an empty list
+        const li = document.createElement("li");
+        li.className = "none muted";
+        li.textContent = `no item's title or id matches "${q}"`;
+        $("search-results").append(li);
+      }
+    } catch (err) {
+      if (stale("search", ctl)) return;
+      $("search-results").replaceChildren();
+      showError(err, "search");
+    }
   }, 150);
 }
 
