@@ -1578,3 +1578,15 @@ def test_every_model_flag_reaches_the_config():
     args = argparse.Namespace(preset="tutorial", split="none", **flags)
     cfg = _model_config(args, {"model": {"learning_rate": 0.5, "epochs": 9}})
     assert {k: getattr(cfg, k) for k in flags} == flags
+
+
+def test_python_dash_m_twotower_is_the_command():
+    """``python -m twotower`` failed with "No module named twotower.__main__"."""
+    from twotower import __version__
+    proc = subprocess.run([sys.executable, "-m", "twotower", "--version"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert __version__ in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "twotower", "recommend"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "usage: twotower recommend" in proc.stderr
