@@ -568,6 +568,24 @@ def test_a_query_parameter_given_twice_is_refused(client):
     assert "`exlude_seen`: not a parameter of GET /v1/recommendations" in detail
 
 
+def test_a_body_key_given_twice_is_refused(client):
+    """`{"user_ids": [1], "user_ids": [2]}` answered for [2] alone, with no word (a
+    repeated query parameter is refused)."""
+    hdr = {"content-type": "application/json"}
+    r = client.post("/v1/recommendations", headers=hdr,
+                    content='{"user_ids": [1], "k": 2, "user_ids": [2], "k": 3, "k": 4}')
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert "body field `user_ids`: given 2 times; give it once" in detail
+    assert "body field `k`: given 3 times" in detail
+    one = client.post("/v1/recommendations", headers=hdr,
+                      content='{"user_ids": [1, 2], "k": 3}')
+    assert one.status_code == 200 and len(one.json()["results"]) == 2
+    # a body that is not JSON still gets FastAPI's own answer, naming the offset
+    bad = client.post("/v1/recommendations", headers=hdr, content='{"user_ids": [1,')
+    assert bad.status_code == 422 and "not valid JSON" in bad.json()["detail"]
+
+
 def test_item_search_takes_an_id_as_long_as_ids_may_be(client):
     """Search was capped at 200 characters where ids may hold 2,048."""
     r = client.get("/v1/items", params={"search": "x" * 2048})

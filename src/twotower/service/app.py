@@ -195,8 +195,41 @@ class _StrictQueryRoute(APIRoute):
         async def checked(request: Request) -> Response:
             _REQUEST_MODEL.set({})  # this request's own (``served``), in its own context
             _check_query(request, path, known)
+            if request.method == "POST" and _json_type(request.headers.get("content-type",
+                                                                           "")):
+                await _check_body_keys(request)
             return await handler(request)
         return checked
+
+
+async def _check_body_keys(request: Request) -> None:
+    """A JSON body's objects name each key once: ``{"user_ids": [1], "user_ids": [2]}`` was
+    answered for ``[2]`` alone, with no word (a repeated query parameter is refused). The
+    body is read here once and kept for FastAPI (``Request.json`` reads ``_json``); a body
+    that is not valid JSON is left to FastAPI's own answer."""
+    import json
+    raw = await request.body()
+    if not raw:
+        return
+    repeated: dict[str, int] = {}
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(items)
+        if len(out) < len(items):
+            keys = [k for k, _ in items]
+            for k in dict.fromkeys(keys):
+                if keys.count(k) > 1:
+                    repeated.setdefault(k, keys.count(k))
+        return out
+    try:
+        parsed = json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):  # (JSONDecodeError, UnicodeDecodeError, digits)
+        return
+    if repeated:
+        raise RequestValidationError([
+            {"loc": ("body", k), "type": "repeated",
+             "msg": f"given {n} times; give it once"} for k, n in repeated.items()])
+    request._json = parsed  # what Request.json() returns: not parsed again
 
 
 def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: int = 1000,
