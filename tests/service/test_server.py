@@ -73,11 +73,19 @@ def test_twotower_serve_subprocess(run_dir, free_port):
             _, err = proc.communicate()
     # uvicorn shuts down gracefully, then re-raises the SIGTERM it caught
     assert proc.returncode == -signal.SIGTERM, err[-2000:]
-    assert "Finished server process" in err
-    access = [json.loads(line) for line in err.splitlines() if line.startswith('{"ts"')]
+    # every line on stderr is one JSON object: uvicorn's own lines were plain text
+    lines = [json.loads(line) for line in err.splitlines() if line.strip()]
+    logged = [a for a in lines if "logger" in a]
+    assert {"ts", "level", "logger", "message"} <= set(logged[0])
+    assert any("Finished server process" in a["message"] for a in logged)
+    assert any("reloaded" in a["message"] for a in logged)
+    access = [a for a in lines if "method" in a]
     assert any(a["path"] == "/v1/recommendations" and a["status"] == 200 for a in access)
-    assert {"method", "path", "status", "latency_ms"} <= set(access[0])
-    assert "reloaded" in err
+    assert {"method", "path", "status", "latency_ms", "model"} <= set(access[0])
+    # each request names the model that answered it (a reload's both sides), or none
+    assert {a["model"] for a in access if a["path"] == "/v1/recommendations"} == {
+        health["model"]}
+    assert {a["model"] for a in access if a["path"] == "/metrics"} == {None}
 
 
 def test_serve_refuses_a_broken_run_before_binding(broken_run, free_port):

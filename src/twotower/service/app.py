@@ -11,7 +11,6 @@ thread pool, where numpy/faiss release the GIL. The other endpoints are plain ``
 pool). Hot-path responses are serialised from precomputed JSON fragments.
 """
 
-import contextvars
 import functools
 import hmac
 import json
@@ -36,7 +35,8 @@ from twotower.data.vocabulary import INT_ID, plain_id
 from twotower.errors import ConfigError, UnknownIdError
 from twotower.models.retriever import untrained_item_error, untrained_user_error
 from twotower.service import schemas as S
-from twotower.service.observability import SECURITY_HEADERS, Metrics, RequestMiddleware, gauge
+from twotower.service.observability import (REQUEST_MODEL, SECURITY_HEADERS, Metrics,
+                                            RequestMiddleware, gauge)
 from twotower.service.state import (ModelHolder, ReloadInProgress, ReloadRefused, ServedModel,
                                      utf8_ok)
 
@@ -176,9 +176,8 @@ def _check_query(request: Request, path: str, known: frozenset[str]) -> None:
 
 
 #: the label of the snapshot a request's handler answers from (``served`` in
-#: ``create_app``), for its error answer
-_REQUEST_MODEL: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
-    "twotower_request_model")
+#: ``create_app``), for its error answer and its access-log line
+_REQUEST_MODEL = REQUEST_MODEL
 
 
 class _StrictQueryRoute(APIRoute):
@@ -193,7 +192,8 @@ class _StrictQueryRoute(APIRoute):
         path, known = self.path, frozenset(_query_names(self.dependant))
 
         async def checked(request: Request) -> Response:
-            _REQUEST_MODEL.set({})  # this request's own (``served``), in its own context
+            if _REQUEST_MODEL.get(None) is None:  # (RequestMiddleware sets one per request)
+                _REQUEST_MODEL.set({})  # this request's own (``served``), in its own context
             _check_query(request, path, known)
             if request.method == "POST" and _json_type(request.headers.get("content-type",
                                                                            "")):

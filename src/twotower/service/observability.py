@@ -9,6 +9,7 @@ method/route/status and a latency histogram by method/route. Routes are the path
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
@@ -19,6 +20,24 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 access_log = logging.getLogger("twotower.access")
+
+#: per request, ``{"label": ...}`` of the model snapshot its handler answered from (set by
+#: the app's ``served``): its error answer and its access-log line name that model
+REQUEST_MODEL: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar(
+    "twotower_request_model")
+
+
+class JsonLines(logging.Formatter):
+    """Every log line of the service as one JSON object, like the access lines: ``ts``,
+    ``level``, ``logger``, ``message`` (and ``exc``, a traceback): uvicorn's own lines
+    (started, reloading, an invalid request) were plain text between the JSON ones."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": round(record.created, 3), "level": record.levelname,
+                "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, ensure_ascii=False)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    2.5, 5.0)
@@ -118,6 +137,8 @@ class RequestMiddleware:
             return
         t0 = time.perf_counter()
         state = {"status": 500, "started": False, "refused": False, "received": 0}
+        model: dict[str, str] = {}
+        REQUEST_MODEL.set(model)  # (this request's task: its own context)
         limit = self.max_body
 
         async def send_wrapper(message: dict[str, Any]) -> None:
@@ -178,7 +199,8 @@ class RequestMiddleware:
                 access_log.info(json.dumps({
                     "ts": round(time.time(), 3), "method": method, "path": scope.get("path"),
                     "route": path_t, "status": status, "latency_ms": round(elapsed * 1e3, 3),
-                    "client": (scope.get("client") or (None,))[0]}))
+                    "client": (scope.get("client") or (None,))[0],
+                    "model": model.get("label")}))
 
 
 def _route_label(scope: dict[str, Any], status: int) -> str:

@@ -32,6 +32,8 @@ def _log_config(level: str) -> dict[str, Any]:
     from uvicorn.config import LOGGING_CONFIG
     cfg = copy.deepcopy(LOGGING_CONFIG)
     cfg["formatters"]["bare"] = {"format": "%(message)s"}
+    # uvicorn's lines and ours as JSON, as the access lines are (one format on stderr)
+    cfg["formatters"]["default"] = {"()": "twotower.service.observability.JsonLines"}
     cfg["handlers"]["access_json"] = {"class": "logging.StreamHandler", "formatter": "bare",
                                       "stream": "ext://sys.stderr"}
     cfg["loggers"]["twotower.access"] = {"handlers": ["access_json"], "level": "INFO",
