@@ -125,6 +125,31 @@ def test_train_plot_loss_directory_refused_before_training(capsys, tmp_path, dat
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("where", ["under_a_file", "proc"])
+@pytest.mark.parametrize("command, flag, name", [
+    ("train", "--plot-loss", "l.png"), ("evaluate", "--plot", "p.png"),
+    ("evaluate", "--json", "e.json"), ("evaluate", "--plot-loss", "l.png"),
+    ("recommend", "--out", "r.csv")])
+def test_an_output_that_cannot_be_written_is_refused_before_the_work(
+        capsys, tmp_path, data, where, command, flag, name):
+    """An unwritable --plot-loss failed after training (the run saved, then exit status 2
+    with the bare errno text); a folder that is a file read "File exists". Now refused
+    first, naming the flag and why."""
+    if where == "proc":  # a folder in which no file can be made, even by root
+        import os
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("no /proc here")
+        path, why = f"/proc/{name}", "files cannot be made in /proc"
+    else:
+        path, why = data / name, f"{data} is not a directory"
+    argv = (_train(tmp_path, data, flag, path) if command == "train"
+            else (command, tmp_path / "nope", flag, path)
+            + (("--all-users",) if command == "recommend" else ()))
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and f"{flag}: cannot write {path}: {why}" in err, err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["index", "{run}", "--kind", "hnsw", "--ef-search", "0"], "--ef-search must be between 1"),
     (["index", "{run}", "--kind", "hnsw", "--hnsw-m", "1"], "--hnsw-m must be between 2"),

@@ -6,12 +6,13 @@ User errors (unknown ids, bad files, bad arguments) print one line and exit with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -785,7 +786,9 @@ def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:
          f"{where} ({time.perf_counter() - t0:.1f} s total)")
     if args.plot_loss and _saves():
         from twotower.evaluation import plot_loss_curves
-        plot_loss_curves(model.history, args.plot_loss, validation_freq=cfg.validation_freq)
+        with _writing("--plot-loss", args.plot_loss):
+            plot_loss_curves(model.history, args.plot_loss,
+                             validation_freq=cfg.validation_freq)
         _say(f"wrote {args.plot_loss}")
 
 
@@ -884,6 +887,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                           "one of them (--out FILE.jsonl for JSON lines in a file)")
     if args.out:
         _out_format(args.out)  # before the work
+        _check_output(args.out, "--out")
     model = _load(args.run)
     if args.k is None:  # the default fits the catalogue; a given k is checked as given
         args.k = min(10, model.n_items)
@@ -952,7 +956,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         rows.append({"user_id": plain_id(model.user_vocab.ids[u]), "items": items,
                      "fallback": None})
     if args.out:
-        _write_rows(rows, Path(args.out), fallback=args.fallback == "popular")
+        with _writing("--out", args.out):
+            _write_rows(rows, Path(args.out), fallback=args.fallback == "popular")
         _say(f"wrote {len(rows):,} users' top-{args.k} to {args.out} (search {elapsed:.2f} s)")
     elif args.json:
         for r in rows:
@@ -1152,16 +1157,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             out.write_text(_json({**table, "held_out": held} if held else table, indent=2),
                            encoding="utf-8")
         except OSError as exc:
-            raise OSError(exc.errno, f"--json: cannot write {out}: {exc.strerror or exc}"
-                          ) from None
+            raise OSError(f"--json: cannot write {out}: {exc.strerror or exc}") from None
         _say(f"wrote {args.json}")
     if args.plot:
-        plot_recall_curves(curves, args.plot)
+        with _writing("--plot", args.plot):
+            plot_recall_curves(curves, args.plot)
         _say(f"wrote {args.plot}")
     if args.plot_loss:
         from twotower.evaluation import plot_loss_curves
-        plot_loss_curves(model.history, args.plot_loss,
-                         validation_freq=model.config.validation_freq)
+        with _writing("--plot-loss", args.plot_loss):
+            plot_loss_curves(model.history, args.plot_loss,
+                             validation_freq=model.config.validation_freq)
         _say(f"wrote {args.plot_loss}")
     return 0
 
@@ -1221,14 +1227,42 @@ def _cold_note(n_cold: int, n_test: int) -> str:
             "--fallback popular, the same list whatever the method")
 
 
-def _check_output(path: str | None, flag: str) -> None:
-    """An output file a command writes when its work is done, checked before the work
-    (a plot's suffix too)."""
-    if path is not None and Path(path).is_dir():
+@contextlib.contextmanager
+def _writing(flag: str, path: str | Path) -> Iterator[None]:
+    """A file system error while writing ``path`` named by its flag and file (the bare
+    errno text named neither)."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, TwoTowerError) or str(exc).startswith(f"{flag}:"):
+            raise
+        raise OSError(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _check_output(path: str | Path | None, flag: str) -> None:
+    """An output file a command writes when its work is done, checked before the work: not
+    a directory, a plot's suffix, and a place a file can be written (the nearest folder
+    of it that exists: missing folders are made when it is written). An unwritable
+    ``--plot-loss`` failed only after training, with the bare errno text."""
+    if path is None:
+        return
+    if Path(path).is_dir():
         raise ConfigError(f"{flag}: {path} is a directory; give the name of a file to write")
-    if path is not None and flag.startswith("--plot"):
+    if flag.startswith("--plot"):
         from twotower.evaluation.report import plot_format
         plot_format(path, flag)
+    import tempfile
+    folder = Path(path).absolute().parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"{flag}: cannot write {path}: {folder} is not a directory")
+    try:  # (an unnamed file where the system has them: nothing is left behind)
+        with tempfile.TemporaryFile(dir=folder, prefix=".twotower-check-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{flag}: cannot write {path}: files cannot be made in {folder} "
+                          f"({exc.strerror or exc})") from None
 
 
 def _test_file(args: argparse.Namespace, model: Any) -> tuple[np.ndarray, np.ndarray]:
