@@ -106,3 +106,15 @@ def test_the_ease_part_shows_progress_and_its_inner_fit_keeps_quiet():
     # warned about the users of its own split
     untrained = [w for w in seen if "users have no training interactions" in str(w.message)]
     assert not untrained, [str(w.message) for w in untrained]
+
+
+def test_a_split_that_leaves_no_test_rows_is_said_so_by_train_and_evaluate(capsys, tmp_path):
+    """A one-row log split at random leaves no test row: evaluate blamed --split none."""
+    data = tmp_path / "one.csv"
+    data.write_text("user_id,item_id\na,x\n")
+    code, out, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run",
+                         "--epochs", "1")
+    assert code == 0, err
+    assert "the random split left no test rows" in out + err
+    code, _, err = run(capsys, "evaluate", tmp_path / "run")
+    assert code == 2 and "has no held-out split (its random split left no test rows)" in err

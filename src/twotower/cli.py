@@ -616,6 +616,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     _say(f"data: {len(x):,} interactions, {x.n_users:,} users, {x.n_items:,} items; "
          f"split {args.split}: train {len(split.train):,}, test {len(split.test):,}")
+    if args.split != "none" and not len(split.test):
+        _say(f"note: the {args.split} split left no test rows (too few interactions): "
+             "`twotower evaluate` will have nothing to score (--test-data FILE gives it "
+             "pairs)")
     if x.ratings is not None and cfg.objective != "mse" and args.data != MOVIELENS:
         _say(f"note: objective {cfg.objective!r} does not read ratings: every row is an "
              "interaction, a 1-star one too (keep only the ratings you count as positive in "
@@ -1123,8 +1127,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:  # the model and its test split from one save
         model, test = read_whole(args.run, lambda: (_load(args.run), load_test(args.run)))
     if test is None:
-        raise DataError(f"{args.run} has no held-out split (it was trained with --split none "
-                        "or --stream); give a held-out file with --test-data")
+        how = (getattr(model, "data_source", None) or {}).get("split")
+        why = (f"its {how} split left no test rows" if how not in (None, "none")
+               else "it was trained with --split none or --stream")
+        raise DataError(f"{args.run} has no held-out split ({why}); give a held-out file "
+                        "with --test-data")
     n = model.n_items
     # -k as `recommend` takes k: between 1 and the catalogue size (a recall@1000 of 289
     # items would read like a list of 1,000); by default @10 and @100, those there are
