@@ -206,6 +206,8 @@ def test_find_item_names_near_titles_and_ids_written_another_way():
         m.find_item("448")
     with pytest.raises(UnknownIdError, match="titles containing it: 'Café'"):
         m.find_item("CAFÉ")
+    # spaces around a title are left out, as around an id (it named the title it meant)
+    assert m.find_item(" Café ") == m.find_item(" 00448") == m.find_item("00448")
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])

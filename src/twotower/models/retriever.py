@@ -1278,7 +1278,8 @@ class TwoTower:
         return np.where(pad, "", names[np.where(pad, 0, idx)])
 
     def find_item(self, key: Any) -> int:
-        """Item index of an external id or an exact title.
+        """Item index of an external id or an exact title (spaces around it left out when
+        nothing matches it with them).
 
         Raises:
             UnknownIdError: neither an id nor a title of the catalogue.
@@ -1296,6 +1297,8 @@ class TwoTower:
                                 f"{ids}{more}); give the id of the one you mean")
             if len(hits):
                 return int(hits[0])
+        if isinstance(key, str) and key.strip() != key:  # as ids are: spaces around left out
+            return self.find_item(key.strip())
         raise UnknownIdError(f"{key!r} is neither an item id nor an item's exact title"
                              f"{self._near_items(key)}")
 
