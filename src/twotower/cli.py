@@ -1485,8 +1485,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="file with one user id a line (- for standard input)")
     who.add_argument("--all-users", action="store_true",
                      help="every user the run trained on (with --out for a file)")
-    r.add_argument("-k", type=int, help="items per user (default 10, or the catalogue if "
-                                        "smaller)")
+    r.add_argument("-k", type=int, help="items per user, between 1 and the catalogue size "
+                                        "(default 10, or the catalogue if smaller)")
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
     r.add_argument("--fallback", choices=("none", "popular"), default="none",
                    help="popular: users the run does not know (or never trained on) get the "
@@ -1499,8 +1499,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("similar", help="items similar to an item (id or exact title)")
     s.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     s.add_argument("--item", required=True, help="an item id, or an item's exact title")
-    s.add_argument("-k", type=int, help="similar items (default 10, or every other item if "
-                                        "fewer)")
+    s.add_argument("-k", type=int, help="similar items, between 1 and the other items' "
+                                        "count (default 10, or every other item if fewer)")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
     s.set_defaults(func=cmd_similar)
 
