@@ -118,6 +118,22 @@ def test_a_column_of_numbers_and_text_and_a_flag_column_are_one_feature_per_valu
     assert names == [f"price:q{b}" for b in range(4)] + [f"when:q{b}" for b in range(4)]
 
 
+def test_a_column_of_numbers_with_a_stray_text_value_warns():
+    """A price column read from a CSV with one "unknown" cell holds text: it is one feature
+    per value (its numbers lose their order), which went unsaid."""
+    import warnings
+    prices = [f"{p:.2f}" for p in np.linspace(1, 99, 40)] + ["unknown"]
+    info = pd.DataFrame({"price": prices, "size": ["S", "M", "L"] * 13 + ["S", "12"]})
+    with pytest.warns(UserWarning, match=r"item feature column 'price': 40 of 41 values are "
+                                         r"numbers, 1 are not \(e.g. 'unknown'\)"):
+        m, names = feature_matrix(info, ("price",), 41)
+    assert len(names) == 41  # one feature per value, as documented
+    with warnings.catch_warnings():  # text with one number in it, numbers alone: no word
+        warnings.simplefilter("error")
+        feature_matrix(info, ("size",), 41)
+        feature_matrix(pd.DataFrame({"price": [1.5, None, 3.0]}), ("price",), 3)
+
+
 def test_year_falls_back_to_the_title_and_missing_metadata_trains_without_features():
     info = pd.DataFrame({"title": ["Toy Story (1995)", "Heat (1995) ", "Untitled"]})
     m, names = feature_matrix(info, ("year",), 3, n_bins=2)

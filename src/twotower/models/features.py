@@ -68,6 +68,7 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
     cols: list[np.ndarray] = []
     names: list[str] = []
     for column in columns:
+        _warn_stray_text(info[column], column, what, n_bins)
         tokens = _tokens(info[column], column, n_bins)
         vocab = sorted({t for ts in tokens for t in ts})
         index = {t: len(names) + j for j, t in enumerate(vocab)}
@@ -127,6 +128,27 @@ def _tokens(values: pd.Series, column: str, n_bins: int) -> list[list[str]]:
         bins = np.searchsorted(edges, numeric.to_numpy(dtype=float), side="right")
         return [[f"{column}:q{b}"] if ok else [] for b, ok in zip(bins, numeric.notna())]
     return [[f"{column}={v}"] if _present(v) else [] for v in values]
+
+
+def _warn_stray_text(values: pd.Series, column: str, what: str, n_bins: int) -> None:
+    """Warn when a column of numbers holds a few text values (``unknown`` in a price
+    column): it is read as categories, one feature per distinct value, and the numbers
+    lose their order; silently, a price column became 200 features of one item each."""
+    if _all_numbers(values):
+        return
+    present = [v for v in values if _present(v)]
+    if not present or any(isinstance(v, (list, tuple, np.ndarray)) for v in present[:1]):
+        return
+    numeric = pd.to_numeric(pd.Series([str(v).strip() for v in present], dtype=object),
+                            errors="coerce")
+    ok = numeric.notna().to_numpy()
+    if ok.mean() >= 0.9 and not ok.all() and numeric[ok].nunique() > n_bins:
+        bad = [v for v, good in zip(present, ok) if not good]
+        warnings.warn(f"{what} feature column {column!r}: {int(ok.sum()):,} of {len(present):,} "
+                      f"values are numbers, {len(bad):,} are not (e.g. {bad[0]!r}): the "
+                      "column is read as categories, one feature per distinct value (make "
+                      "those values empty, missing, to bin the numbers by quantile)",
+                      stacklevel=4)
 
 
 def _all_numbers(values: pd.Series) -> bool:
