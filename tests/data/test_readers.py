@@ -547,3 +547,21 @@ def test_ids_written_with_spaces_are_the_same_ids(tmp_path):
     assert x.user_vocab.ids.tolist() == [7, 8] and x.item_vocab.ids.tolist() == [1, 2, 3]
     p.write_text("user_id,item_id\n a ,1\na,2\n")
     assert read_interactions(p).user_vocab.ids.tolist() == ["a"]
+
+
+def test_ids_with_fractions_warn_that_they_are_read_as_text(tmp_path):
+    """A float id column with a fraction (likely the wrong column) became text ids
+    '1.0', '1.5' with no word."""
+    from twotower.data import read_interactions
+    p = tmp_path / "f.parquet"
+    pd.DataFrame({"user_id": [1, 2, 3], "item_id": [1.0, 1.5, 2.0]}).to_parquet(p)
+    with pytest.warns(UserWarning, match=r"column 'item_id': item ids are numbers with "
+                                         r"fractions \(1\.5 at row 2 \(1-based\)\)"):
+        x = read_interactions(p)
+    assert sorted(x.item_vocab.ids.tolist()) == ["1.0", "1.5", "2.0"]
+    whole = tmp_path / "w.parquet"
+    pd.DataFrame({"user_id": [1, 2], "item_id": [1.0, 2.0]}).to_parquet(whole)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_interactions(whole).item_vocab.ids.tolist() == [1, 2]

@@ -406,6 +406,16 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             # a Parquet list or bool column became text ids ("[1 2]", "True")
             raise DataError(f"{what}: {p}, column {col!r}: {role} ids must be text or "
                             f"integers, got {kind} values (e.g. {df[role].iloc[0]!r})")
+        if kind in ("floating", "mixed-integer-float"):
+            num = pd.to_numeric(df[role], errors="coerce").to_numpy(np.float64)
+            frac = np.isfinite(num) & (num != np.floor(num))
+            if frac.any():  # (a float column is ints when every value is whole)
+                row = int(np.argmax(frac))
+                warnings.warn(f"{what}: {p}, column {col!r}: {role} ids are numbers with "
+                              f"fractions ({str(df[role].iloc[row])} at "
+                              f"{where_in_file(p, row, sep)}): every id is read as text "
+                              f"({str(df[role].iloc[row])!r}, and 1.0 as '1.0'); is {col!r} "
+                              f"the {role} id column?", stacklevel=2)
         s = df[role].astype(str).str.strip()
         # a null (Parquet) or an empty field; the text "nan" or "NA" is an id like any other
         empty = (df[role].isna() | (s == "")).to_numpy(bool)
