@@ -59,6 +59,17 @@ def test_empty_id_and_missing_file_and_suffix(tmp_path):
     (tmp_path / "r.xlsx").write_text("x")
     with pytest.raises(DataError, match="unknown file type"):
         read_interactions(tmp_path / "r.xlsx")
+    # a compressed export is told how to be read, by every reader (the stream's too)
+    import gzip
+
+    from twotower.data.readers import read_header
+    from twotower.training.stream import InteractionStream
+    gz = tmp_path / "r.csv.gz"
+    gz.write_bytes(gzip.compress(b"user_id,item_id\n1,2\n"))
+    for read in (read_interactions, read_header, lambda p: InteractionStream(p).scan()):
+        with pytest.raises(DataError, match=r"r\.csv\.gz: a compressed file \(\.gz\) is not "
+                                            r"read; decompress it first \(e\.g\. `gunzip -k"):
+            read(gz)
 
 
 def test_too_many_fields_is_an_error(tmp_path):

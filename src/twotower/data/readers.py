@@ -51,6 +51,24 @@ def not_a_file(p: Path) -> str:
     return f"file not found: {p}"
 
 
+_COMPRESSED = {".gz", ".bz2", ".xz", ".zst", ".zip"}
+
+
+def unknown_type(p: Path, what: str) -> DataError:
+    """The error for a file of a type no reader takes; a compressed text file is told how
+    to be read (``clicks.csv.gz``: decompress it, or write it as Parquet, which compresses
+    its columns itself)."""
+    suffix = p.suffix.lower()
+    if suffix in _COMPRESSED:
+        tool = {".gz": "gunzip -k", ".bz2": "bunzip2 -k", ".xz": "xz -dk", ".zst": "zstd -d",
+                ".zip": "unzip"}[suffix]
+        return DataError(f"{what}: {p}: a compressed file ({suffix}) is not read; "
+                         f"decompress it first (e.g. `{tool} {p.name}`), or save it as "
+                         "Parquet (compressed by column, and read faster)")
+    return DataError(f"{what}: {p}: unknown file type {suffix!r}; expected .csv, .tsv or "
+                     ".parquet")
+
+
 def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = "file",
                sep: str | None = None) -> pd.DataFrame:
     """Read the named columns of a CSV/Parquet file as strings.
@@ -113,9 +131,7 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
             raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
         check_ragged(p, what, sep, len(header))
     else:
-        raise DataError(
-            f"{what}: {p}: unknown file type {suffix!r}; expected .csv, .tsv or .parquet"
-        )
+        raise unknown_type(p, what)
     return df.rename(columns={col: role for role, col in wanted.items()})
 
 
@@ -496,8 +512,7 @@ def read_header(path: str | Path, what: str = "file", sep: str | None = None) ->
     if p.suffix.lower() in _PARQUET:
         return list(_parquet_schema(p, what).names)
     if p.suffix.lower() not in _CSV:
-        raise DataError(f"{what}: {p}: unknown file type {p.suffix.lower()!r}; expected .csv, "
-                        ".tsv or .parquet")
+        raise unknown_type(p, what)
     try:
         return pd.read_csv(p, sep=sep or ("\t" if p.suffix.lower() == ".tsv" else ","),
                            nrows=0, encoding=csv_encoding(p, what)).columns.tolist()

@@ -147,8 +147,8 @@ class InteractionStream:
             return "parquet"
         if suffix in _CSV:
             return "csv"
-        raise DataError(f"--data: {self.path}: unknown file type {suffix!r}; expected .csv, "
-                        ".tsv or .parquet")
+        from twotower.data.readers import unknown_type
+        raise unknown_type(self.path, "--data")
 
     def _check_columns(self, have: list[str], sep: str | None = None) -> None:
         by_col: dict[str, list[str]] = {}
