@@ -1223,7 +1223,12 @@ def test_recommend_serves_users_never_trained_on_as_new_users(tmp_path, capsys):
     for who, said in (("lone", "never trained on"), ("ghost", "unknown")):
         code, out, err = run(capsys, "recommend", tmp_path / "run", "--user", who,
                              "--fallback", "popular", "-k", "1")
-        assert code == 0 and f"user {who}: ({said}: the most popular items)" in out, out
+        assert code == 0 and f"user {who}: ({said}: the most popular items, with their " \
+            "training interactions)" in out, out
+        # the count as a count (it read "60.000" beside model scores)
+        top = json.loads(run(capsys, "recommend", tmp_path / "run", "--user", who, "--fallback",
+                             "popular", "-k", "1", "--json")[1])["items"][0]
+        assert f"({int(top['score']):,} interactions)" in out and ".000" not in out, out
 
 
 def test_a_ctrl_c_dropped_inside_a_callback_is_sent_again():

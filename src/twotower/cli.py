@@ -972,11 +972,14 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             if r["fallback"]:  # a user the run knows but never trained on, or an unknown one
                 known = model.user_vocab.lookup_or([r["user_id"]], -1)[0] >= 0
                 why = "never trained on" if known else "unknown"
-            _say(f"user {r['user_id']}:" + (f" ({why}: the most popular items)"
+            _say(f"user {r['user_id']}:" + (f" ({why}: the most popular items, with their "
+                                            "training interactions)"
                                             if r["fallback"] else ""))
             for rank, it in enumerate(r["items"], 1):
-                _say(f"  {rank:2d}. {_shown(it['title'], it['item_id'], shared)}  "
-                     f"({it['score']:.3f})")
+                # popularity counts are whole numbers, not model scores: shown as such
+                score = (f"{int(it['score']):,} interactions" if r["fallback"]
+                         else f"{it['score']:.3f}")
+                _say(f"  {rank:2d}. {_shown(it['title'], it['item_id'], shared)}  ({score})")
             if len(r["items"]) < args.k and not r["fallback"]:
                 _say(_short_list_note(model, r["user_id"], len(r["items"]),
                                       args.include_seen))
