@@ -875,9 +875,9 @@ def test_a_run_whose_ids_hold_a_lone_surrogate_is_served_and_searched(tmp_path):
     from twotower.data import Interactions
     from twotower.service.state import ServedModel
     rng = np.random.default_rng(0)
-    items = ["y\udc80", "Zed", "plain"]
+    items = ["y\udc80", "Zed", "plain", "Caf\u00e9"]
     data = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 10, 200)],
-                                 [items[i] for i in rng.integers(0, 3, 200)],
+                                 [items[i] for i in rng.integers(0, 4, 200)],
                                  ratings=rng.integers(1, 6, 200))
     TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=4)).fit(
         data, verbose=0).save(tmp_path / "run")
@@ -886,10 +886,12 @@ def test_a_run_whose_ids_hold_a_lone_surrogate_is_served_and_searched(tmp_path):
     assert found == ["y\udc80"]
     assert served.model.item_vocab.ids[served.items_matching("z")].tolist() == ["Zed"]
     # the response fragments, built with json's own encoders, are json.dumps' text, the
-    # surrogate escaped (a body holding it raw could not be encoded: a 500)
+    # surrogate escaped (a body holding it raw could not be encoded: a 500); other text
+    # as it is, in ids too (ranked lists escaped "é" that /v1/item wrote as it is)
+    lone = "\udc80"
     for i, t, head in zip(served.item_ids, served.titles, served.item_head):
-        title = json.dumps(t, ensure_ascii="\udc80" in t)
-        assert head == f'{{"item_id":{json.dumps(i)},"title":{title},"score":'
+        title, item = (json.dumps(v, ensure_ascii=lone in v) for v in (t, i))
+        assert head == f'{{"item_id":{item},"title":{title},"score":'
     from twotower.service import create_app
     with TestClient(create_app(tmp_path / "run", access_log=False)) as c:
         for path, params in [("/v1/items", {"search": "y"}), ("/v1/items", {}),
@@ -906,6 +908,11 @@ def test_a_run_whose_ids_hold_a_lone_surrogate_is_served_and_searched(tmp_path):
         r = c.get("/v1/recommendations", params={"user_id": "u1", "k": 3,
                                                  "exclude_seen": "false"})
         assert "y\udc80" in [it["item_id"] for it in r.json()["items"]]
+        for path, params in [("/v1/recommendations", {"user_id": "u1", "k": 4,
+                                                      "exclude_seen": "false"}),
+                             ("/v1/item", {"item_id": "Caf\u00e9"})]:
+            body = c.get(path, params=params).content
+            assert "Caf\u00e9".encode() in body and b"\\u00e9" not in body, (path, body)
 
 
 def test_a_reload_gives_the_freed_heap_back(monkeypatch, run_dir):

@@ -141,7 +141,9 @@ class ServedModel:
         titles = [str(t) for t in model.titles(np.arange(n)).tolist()]
         # json's own string encoders, called directly: a reload builds this while the old
         # model serves (two json.dumps calls per item took 0.3 s longer at 319k items)
-        head = [f'{{"item_id":{encode_basestring_ascii(i) if type(i) is str else json.dumps(i)}'
+        # text ids as every other answer writes them: UTF-8 as they are (ranked lists had
+        # "\u00e9" where /v1/item had "é")
+        head = [f'{{"item_id":{_json_text(i) if type(i) is str else json.dumps(i)}'
                 f',"title":{_json_text(t)},"score":' for i, t in zip(ids, titles)]
         popular = model.popularity_order()
         served = cls(model=model, run_dir=given, name=run.name, version=digest,
