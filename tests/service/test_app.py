@@ -643,6 +643,14 @@ def test_an_unknown_int_id_is_echoed_as_an_int(client):
     assert r.status_code == 200 and r.json()["user_id"] == 99999
     r = client.get("/v1/recommendations", params={"user_id": "x9", "fallback": "popular"})
     assert r.json()["user_id"] == "x9"
+    # an integer beyond int64: a number here as in the batch's answer (it was text here)
+    big = 10**25 + 7
+    r = client.get("/v1/recommendations", params={"user_id": str(big), "fallback": "popular"})
+    assert r.json()["user_id"] == big and f'"user_id":{big},' in r.text
+    r = client.post("/v1/recommendations", json={"user_ids": [big], "fallback": "popular"})
+    assert r.json()["results"][0]["user_id"] == big
+    r = client.get("/v1/recommendations", params={"user_id": "007", "fallback": "popular"})
+    assert r.json()["user_id"] == "007"  # not an integer as written: text, as sent
 
 
 def test_metrics_label_routes_as_the_api_documents_them(client):

@@ -14,6 +14,7 @@ pool). Hot-path responses are serialised from precomputed JSON fragments.
 import functools
 import hmac
 import json
+import re
 import time
 from pathlib import Path
 from collections.abc import Callable, Sequence
@@ -702,9 +703,16 @@ def _echo(m: Any, user_id: Any) -> Any:
     integer ignored."""
     if not m.user_vocab.is_int:
         return user_id if isinstance(user_id, str) else str(user_id)
-    if isinstance(user_id, str) and INT_ID.fullmatch(user_id.strip()):
+    if isinstance(user_id, str) and (INT_ID.fullmatch(user_id.strip()) or (
+            len(user_id) <= 4000 and _ANY_INT.fullmatch(user_id.strip()))):
+        # an integer beyond int64 too (no id of the run, echoed as the number it is, as
+        # the batch endpoint echoes it; it was text here)
         return int(user_id)
     return user_id
+
+
+#: an integer written plainly, of any length (INT_ID: those int64 holds)
+_ANY_INT = re.compile(r"0|-?[1-9][0-9]*")
 
 
 def _user_json(s: ServedModel, user_id: Any, items_json: str,
