@@ -1255,6 +1255,31 @@ def test_a_ctrl_c_dropped_inside_a_callback_is_sent_again():
         signal.signal(signal.SIGINT, old)
 
 
+def test_a_dropped_stop_prints_no_traceback_of_its_own():
+    """The stop dropped inside JAX's gc callback printed a 7-line "Exception ignored"
+    traceback above "twotower: interrupted"; it is sent again, so it goes unsaid. Other
+    unraisable exceptions, and a KeyboardInterrupt that is no stop of ours, still show."""
+    import types
+
+    from twotower import cli
+    seen = []
+    quiet = cli._quiet_dropped_stop(seen.append)
+
+    def dropped(exc):
+        return types.SimpleNamespace(exc_value=exc)
+    cli._PENDING["signum"] = 2
+    try:
+        quiet(dropped(KeyboardInterrupt()))
+        quiet(dropped(cli._Terminated()))
+        assert seen == []
+        quiet(dropped(ValueError("x")))
+        assert len(seen) == 1
+    finally:
+        cli._PENDING["signum"] = None
+    quiet(dropped(KeyboardInterrupt()))
+    assert len(seen) == 2
+
+
 def test_stream_refuses_a_test_fraction_it_would_ignore(tmp_path, capsys):
     """--test-fraction with --stream trained on the whole file, silently."""
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,2,3\n")

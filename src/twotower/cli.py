@@ -1603,6 +1603,19 @@ def _raise_signal(signum: int, frame: Any) -> None:
     raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _quiet_dropped_stop(hook: Any) -> Any:
+    """A ``sys.unraisablehook`` that leaves out the stop ``_raise_signal`` raised where
+    Python drops it (JAX's garbage-collection callback): it is sent again, and the command
+    says "interrupted" once; that drop printed a 7-line "Exception ignored" traceback
+    first. Anything else goes to ``hook``."""
+    def quiet(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and \
+                _PENDING["signum"] is not None:
+            return
+        hook(unraisable)
+    return quiet
+
+
 def _stop_requested() -> None:
     """``artifacts.BEFORE_COMMIT``: a save about to replace a run raises the stop that a
     signal asked for, when Python dropped it (see ``_raise_signal``): the previous run
@@ -1628,17 +1641,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     A process of a multi-process job that ends while a join still waits inside JAX, or
     after a collective failed (a peer process stopped), ends with ``os._exit``: JAX's
     shutdown would otherwise wait minutes for the other processes, then abort."""
-    from twotower.training import distribution
     try:
         code = _main(argv)
     except Exception as exc:  # noqa: BLE001 - only in a joined multi-process job
-        if not distribution._initialized:
+        # (imported by the commands that train: a stop while it loads is the command's)
+        distribution = sys.modules.get("twotower.training.distribution")
+        if distribution is None or not distribution._initialized:
             raise
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         print(f"twotower: error: a step across processes failed (did another process "
               f"stop?): {type(exc).__name__}: {first[:300]}", file=sys.stderr)
         code = 1
-    if distribution.JOIN_PENDING.is_set() or (distribution._initialized and code):
+    distribution = sys.modules.get("twotower.training.distribution")
+    if distribution is not None and (distribution.JOIN_PENDING.is_set()
+                                     or (distribution._initialized and code)):
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
@@ -1653,13 +1669,16 @@ def _main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     shown = warnings.formatwarning
     warnings.formatwarning = _one_line_warning  # a user reads the message, not our source
-    term = intr = None
-    from twotower import artifacts
-    from twotower.artifacts import SAVED
-    saved_before = len(SAVED)
-    artifacts.BEFORE_COMMIT = _stop_requested
+    term = intr = unraisable = None
+    artifacts: Any = None
+    saved_before = 0
     args = None
     try:
+        # the library loads here, inside the command's Ctrl-C handling (a Ctrl-C while it
+        # loaded, the first second or two, was a 27-line traceback)
+        from twotower import artifacts
+        saved_before = len(artifacts.SAVED)
+        artifacts.BEFORE_COMMIT = _stop_requested
         args = parser.parse_args(argv)
         # SIGTERM (`kill`, a job scheduler's stop) would end the process on the spot,
         # silently. `serve` keeps it: uvicorn shuts down gracefully, then re-raises it, so
@@ -1670,6 +1689,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
                 term = signal.signal(signal.SIGTERM, _raise_signal)
             if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
                 intr = signal.signal(signal.SIGINT, _raise_signal)
+            unraisable = sys.unraisablehook
+            sys.unraisablehook = _quiet_dropped_stop(unraisable)
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's last flush
         if _PENDING["signum"] is not None:
@@ -1698,7 +1719,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         _PENDING["signum"] = None
         # a signal held back while a save swapped directories: that save is complete
-        done = (f" (after {SAVED[-1]} was saved, complete)" if len(SAVED) > saved_before
+        saved = [] if artifacts is None else artifacts.SAVED
+        done = (f" (after {saved[-1]} was saved, complete)" if len(saved) > saved_before
                 else "")
         if isinstance(exc, _Terminated):
             print(f"twotower: terminated{done}", file=sys.stderr)
@@ -1707,12 +1729,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         _PENDING["signum"] = None
-        artifacts.BEFORE_COMMIT = None
+        if artifacts is not None:
+            artifacts.BEFORE_COMMIT = None
         warnings.formatwarning = shown
         if term is not None:
             signal.signal(signal.SIGTERM, term)
         if intr is not None:
             signal.signal(signal.SIGINT, intr)
+        if unraisable is not None:
+            sys.unraisablehook = unraisable
 
 
 #: per command, the library's name of a setting -> the flag that gave it (the message
@@ -1754,10 +1779,11 @@ def run() -> None:
             except (OSError, ValueError):  # a reader gone (`| head`): nothing to keep
                 pass
         os._exit(code)
-    if "jax" in sys.modules and threading.current_thread() is threading.main_thread():
+    if threading.current_thread() is threading.main_thread():
         # the command is done (its run saved, its output written): a Ctrl-C now would land
-        # in JAX's exit handler, a traceback under a status 0, or end the process by SIGINT;
-        # a SIGTERM ended it by SIGTERM, silently, where a Ctrl-C exited 0: both ignored
+        # in JAX's exit handler, a traceback under a status 0, or end the process by SIGINT
+        # (silently, without JAX too: `index` after its save); a SIGTERM ended it by
+        # SIGTERM, silently, where a Ctrl-C exited 0: both ignored
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(code)
