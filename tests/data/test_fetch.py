@@ -156,6 +156,11 @@ def test_grouplens_zip_is_verified_cached_and_reused(server, pristine, tmp_path,
     assert _leftovers(tmp_path) == []
     err = capfd.readouterr().err
     assert "bytes" in err and "100%" in err and "(from grouplens)" in err
+    # stderr is no terminal here (a log): whole lines, at most one per 10%, no carriage
+    # returns (a log got 100 updates joined by \r on one line)
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.endswith("%)")]
+    assert 2 <= len(lines) <= 11 and lines[-1].endswith("(100%)"), lines
 
     # Second call: served from the cache, no request made.
     again = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),

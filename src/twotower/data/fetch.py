@@ -356,15 +356,19 @@ def _download(url: str, dest: Path, progress: bool) -> None:
                 open(dest, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
             done, shown = 0, None
+            # a terminal: one line redrawn per percent (or MiB when the size is unknown); a
+            # log (not a terminal): a line per 10% (or 10 MiB), no carriage returns
+            tty = _stderr_is_tty()
             while block := resp.read(_CHUNK):
                 out.write(block)
                 done += len(block)
-                # One line per percent (or per MiB when the size is unknown).
                 step = 100 * done // total if total else done >> 20
+                if not tty:
+                    step //= 10
                 if progress and step != shown:
                     shown = step
-                    _progress_line(done, total)
-            if progress:
+                    _progress_line(done, total, tty)
+            if progress and tty:
                 print(file=sys.stderr, flush=True)
             if total is not None and done < total:
                 raise _SourceFailed(f"{url}: download truncated ({done} of {total} bytes)")
@@ -378,12 +382,22 @@ def _download(url: str, dest: Path, progress: bool) -> None:
         raise _SourceFailed(f"{url}: download failed ({type(exc).__name__}: {exc})") from None
 
 
-def _progress_line(done: int, total: int | None) -> None:
+def _stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced, or closed
+        return False
+
+
+def _progress_line(done: int, total: int | None, tty: bool = True) -> None:
     if total:
-        msg = f"\r  {done:,}/{total:,} bytes ({100 * done // total}%)"
+        msg = f"  {done:,}/{total:,} bytes ({100 * done // total}%)"
     else:
-        msg = f"\r  {done:,} bytes"
-    print(msg, end="", file=sys.stderr, flush=True)
+        msg = f"  {done:,} bytes"
+    if tty:
+        print("\r" + msg, end="", file=sys.stderr, flush=True)
+    else:
+        print(msg, file=sys.stderr, flush=True)
 
 
 # ---------------------------------------------------------------------------------------------
