@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -341,6 +342,22 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, monkeypatch):
     state.write_bytes(state.read_bytes()[:1000])  # cut short (a copy that stopped)
     with pytest.raises(DataError, match="state.npz: unreadable"):
         TwoTower(_loop_cfg()).fit(x, verbose=0, checkpoint=ck)
+
+
+def test_a_damaged_model_fit_checkpoint_names_its_weights_file(tmp_path):
+    """A truncated weights file of the model.fit path's checkpoint gave h5py's "Unable to
+    synchronously open file (truncated file: ...)", naming neither the file nor the fix."""
+    x = _data()
+    cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=4)  # small tables: model.fit
+    ck = tmp_path / "ck"
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(x, verbose=0, callbacks=[_stop_at_epoch(2)],
+                          checkpoint=Checkpoint(ck, keep=True))
+    (weights,) = (ck / "keras").glob("epoch-*.weights.h5")
+    weights.write_bytes(weights.read_bytes()[:2000])
+    with pytest.raises(DataError, match=rf"checkpoint {re.escape(str(weights))}: unreadable "
+                                        r"\(.*\); remove the checkpoint directory"):
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=ck)
 
 
 def test_other_side_features_are_another_training(tmp_path):

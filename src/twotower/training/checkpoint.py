@@ -354,7 +354,15 @@ class _KerasCheckpoint(_keras_callback_base()):  # type: ignore[misc]
         model = self.model
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)  # its state is in the file
-        model.load_weights(str(self.directory / got["weights"]))
+        weights = self.directory / got["weights"]
+        try:
+            model.load_weights(str(weights))
+        except Exception as exc:  # noqa: BLE001 - h5py and Keras raise several types
+            # a truncated or damaged file: h5py's own words named neither it nor the fix
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"checkpoint {weights}: unreadable ({type(exc).__name__}: "
+                            f"{first[:200]}); remove the checkpoint directory to start "
+                            "afresh") from None
         model._initial_epoch = int(got["epoch"])  # as BackupAndRestore resumes
         self._logs = {k: list(map(float, v)) for k, v in got.get("history", {}).items()}
         self.history_before = {k: list(v) for k, v in self._logs.items()}
