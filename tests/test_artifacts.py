@@ -210,6 +210,42 @@ def test_a_previous_version_left_by_a_killed_save_survives_the_next_save(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_a_save_killed_while_it_removes_the_previous_version_leaves_no_half_old(
+        tmp_path, monkeypatch):
+    """A save killed while it removed the replaced version left a half-removed `.run.old`
+    (a killing test found one holding only `training.json`): the error for a missing run
+    then said "rename it back", and the next save renamed it back in place of a run. The
+    replaced version is renamed to a `.run.trash-*` name first, which the next save
+    removes."""
+    import twotower.artifacts as art
+    run = _old_run(tmp_path)
+    (run / "training.json").write_text("{}")
+    real = art.shutil.rmtree
+
+    class Killed(BaseException):
+        pass
+
+    dead = []
+
+    def killed_midway(path, *a, **kw):  # removes one file, then the process "dies"
+        if dead:  # (a killed process runs no clean-up)
+            return None
+        if ".run.trash-" in Path(path).name or Path(path).name == ".run.old":
+            (Path(path) / "format.json").unlink()
+            dead.append(path)
+            raise Killed
+        return real(path, *a, **kw)
+    monkeypatch.setattr(art.shutil, "rmtree", killed_midway)
+    with pytest.raises(Killed):
+        _swap_version(run, lambda real_rename, src, dst: real_rename(src, dst))
+    monkeypatch.undo()
+    assert sorted(p.name for p in run.iterdir()) == ["format.json", "new.txt"]
+    assert not (tmp_path / ".run.old").exists()
+    assert [p.name.split("-")[0] for p in tmp_path.glob(".run.*")] == [".run.trash"]
+    _swap_version(run, lambda real_rename, src, dst: real_rename(src, dst))  # sweeps it
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_ctrl_c_between_the_renames_waits_for_both(tmp_path):
     """SIGINT arriving between the two renames is held back until the new version is in
     place (then raised): the run is never missing."""
@@ -255,7 +291,7 @@ def test_ctrl_c_while_the_old_version_is_removed_counts_the_save_complete(tmp_pa
     real, fired = shutil.rmtree, []
 
     def rmtree(path, *a, **kw):
-        if Path(path).name == ".run.old" and not fired:
+        if Path(path).name.startswith(".run.trash-") and not fired:  # (``_discard``)
             fired.append(path)
             raise KeyboardInterrupt
         return real(path, *a, **kw)

@@ -166,7 +166,7 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
                 # crash)
                 os.rename(old, target)
             if old.exists():
-                shutil.rmtree(old)
+                _discard(old, target)
             if unchanged is not None:
                 unchanged(target)
             if BEFORE_COMMIT is not None:
@@ -180,7 +180,7 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
                 _fsync_dir(target.parent)
                 if held.pending and not _is_temp_sibling(target.parent):
                     SAVED.append(target)  # complete, and a signal held back fires next
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old, target)
     except BaseException as exc:
         if placed and isinstance(exc, KeyboardInterrupt) and target not in SAVED[-1:] \
                 and not _is_temp_sibling(target.parent):
@@ -188,7 +188,7 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
         if moved and not target.exists():
             os.rename(old, target)  # the new version never arrived: the old one returns
         elif moved:
-            shutil.rmtree(old, ignore_errors=True)  # the new one is in place
+            _discard(old, target)  # the new one is in place
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, OSError) and not placed and not _is_temp_sibling(target.parent):
             # (a save inside another's temporary directory leaves the message to that one,
@@ -265,6 +265,23 @@ class _dir_lock:
 def _is_temp_sibling(path: Path) -> bool:
     """Whether ``path`` is a directory ``temp_sibling`` made (a save in progress)."""
     return bool(re.fullmatch(r"\..+\.tmp-\d+-[0-9a-f]+", path.name))
+
+
+def _discard(path: Path, target: Path) -> None:
+    """Remove ``path``, a replaced version of ``target`` no one needs any more: renamed
+    first to ``.<name>.trash-<pid>-<hex>``, which any later save beside it removes, so a
+    process killed while removing it leaves no half-removed directory under the name
+    ``.<name>.old`` (a killed save's previous version, which ``read_manifest``'s error
+    names and the next save renames back: a run of one file, ``training.json``, then)."""
+    if path.exists():
+        trash = path.parent / f".{target.name}.trash-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            os.rename(path, trash)
+        except OSError:  # (not renamable here: removed in place, as before)
+            shutil.rmtree(path, ignore_errors=True)
+    # this process's (a removal a stop cut short, called again from the save's clean-up)
+    for trash in path.parent.glob(f".{target.name}.trash-{os.getpid()}-*"):
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def temp_sibling(target: Path) -> Path:
@@ -366,6 +383,8 @@ def _sweep_stale(target: Path) -> None:
             continue
         if old and p not in _HELD and _unheld(p) is not False:
             shutil.rmtree(p, ignore_errors=True)
+    for p in target.parent.glob(f".{target.name}.trash-*-*"):  # (``_discard``) garbage by
+        shutil.rmtree(p, ignore_errors=True)                    # its name: a killed removal
 
 
 def _alive(pid: int) -> bool:
