@@ -703,3 +703,36 @@ def test_a_damaged_file_inside_the_index_directory_fails_its_checksum(tutorial_r
         p.write_bytes(bytes(b))
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         TwoTower.load(bad)
+
+
+def test_saving_a_loaded_run_over_itself_keeps_its_data_and_says_what_it_drops(tutorial_run,
+                                                                            tmp_path):
+    """`TwoTower.load(run)`, a new index, `save(run)` dropped the held-out split, the
+    metrics and the data source silently; `evaluate` then blamed `--split none`. The data
+    source is kept now, and the save warns that the split goes (the CLI's `index` keeps it)."""
+    import json
+    import shutil
+    import warnings
+
+    from twotower import IndexConfig, ModelConfig, TwoTower
+    _, src = tutorial_run
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    m = TwoTower.load(run)
+    m.set_index(IndexConfig(kind="hnsw"))
+    with pytest.warns(UserWarning, match=r"held-out split \(test\.npz\) and metrics"):
+        m.save(run)
+    assert not (run / "test.npz").exists()
+    assert json.loads((run / "config.json").read_text())["data"] == {"source": "movielens-100k"}
+    with warnings.catch_warnings():  # elsewhere (a copy), or with its split: no word
+        warnings.simplefilter("error")
+        TwoTower.load(src).save(tmp_path / "copy")
+    assert json.loads((tmp_path / "copy" / "config.json").read_text())["data"] == {
+        "source": "movielens-100k"}
+    # trained anew, the model is no longer that run: no data source carried over
+    small = TwoTower.load(src)
+    train = __import__("twotower").Interactions.from_ids([1, 2, 1], [5, 6, 6])
+    small.config = ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                      embedding_dim=4)
+    small.fit(train, verbose=0).save(tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "config.json").read_text())["data"] == {}

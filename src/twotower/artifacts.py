@@ -732,6 +732,7 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
     _check_loaded(d, model)
     model._fitted = True
     model._weights_path = d / "model.weights.h5" if (d / "model.weights.h5").is_file() else None
+    model._loaded_from = d.resolve()  # (``TwoTower.save`` over it warns what it drops)
     model._index = load_index(d / "index")
     if model._index.config.kind != model.index_config.kind:
         raise ArtifactError(f"{d} is corrupt: config.json names index kind "

@@ -11,7 +11,9 @@ import numbers
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -568,6 +570,8 @@ class TwoTower:
         self.fit_seconds = time.perf_counter() - t0
         self.trained_at = _utc_now()
         self._fitted = True
+        # trained here: no longer the run it may have been loaded from (``save``)
+        self.data_source, self._loaded_from = {}, None
         if ck is not None and not ck.keep:
             ck.remove()
         return self
@@ -1347,7 +1351,8 @@ class TwoTower:
             directory: the run directory (replaced whole, atomically, if it is a run).
             test: held-out interactions, saved so ``twotower evaluate RUN`` scores them.
             metrics: evaluation results, saved as ``eval.json``.
-            data: how the data was read (JSON-able: source, split, seed, columns).
+            data: how the data was read (JSON-able: source, split, seed, columns); by
+                default a loaded model's own (``TwoTower.load``; not after a new ``fit``).
             unchanged_since: ``artifacts.run_stamp(directory)`` taken earlier: the save is
                 refused if the run changed since (another command replaced it).
 
@@ -1357,6 +1362,16 @@ class TwoTower:
         """
         from twotower.artifacts import save_model
         self._require_fitted()
+        loaded = getattr(self, "_loaded_from", None)
+        if data is None:  # a loaded run's own (the file and columns it was trained on)
+            data = getattr(self, "data_source", None) or None
+        if test is None and loaded is not None and (loaded / "test.npz").is_file() \
+                and Path(directory).resolve() == loaded:
+            warnings.warn(f"save: {directory} is replaced whole, and its held-out split "
+                          "(test.npz) and metrics (eval.json) go with it: `twotower "
+                          "evaluate` will have nothing to score (`twotower index RUN` "
+                          "changes a run's index and keeps them; or pass test=)",
+                          stacklevel=2)
         if self._net is not None and _split_over_processes(self._net.variables):
             raise ConfigError("save: the network's tables are split over several processes, "
                               "and Keras saves each table whole from one process; train "
