@@ -832,9 +832,10 @@ def load_metrics(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
 
 
 def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int = 1000,
-                k: int = 10, seed: int = 0, target_recall: float | None = None
-                ) -> dict[str, Any]:
+                k: int = 10, seed: int = 0, target_recall: float | None = None,
+                stage: Any = None) -> dict[str, Any]:
     """Build the search index ``config`` for a saved run, check it, and save it into the run.
+    ``stage``: called with what it does next (``twotower index`` shows it every 10 s).
 
     Recall@k is measured against exact search on the query embeddings of up to ``sample``
     of the run's users (real queries, seen items excluded). The run is re-saved atomically.
@@ -859,8 +860,10 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     from twotower.index import IndexConfig, make_index
     from twotower.models.retriever import TwoTower
 
+    say = stage or (lambda _what: None)
     check_replaceable(directory, "run directory")  # before minutes of building
     stamp = run_stamp(directory)
+    say("loading the run")
     model = TwoTower.load(directory)
     test = load_test(directory)
     metrics = load_metrics(directory)
@@ -874,11 +877,15 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     calib, users = (users[0::2], users[1::2]) if tune else (users[:0], users)
     queries = model.query_embeddings(users)
     exclude = model.seen_items(users)
+    say(f"building the {config.kind} indexes (items, similar items) over "
+        f"{model.n_items:,} items" + (f", tuning them to recall@10 {target_recall}"
+                                       if tune else ""))
     t0 = time.perf_counter()
     tuned = model.set_index(config, target_recall=target_recall if tune else None,
                             users=calib)
     build_s = time.perf_counter() - t0 - (tuned["seconds"] if tuned else 0.0) - (
         tuned["similar"]["seconds"] if tuned and "similar" in tuned else 0.0)
+    say(f"measuring recall@{kk} against exact search ({len(users):,} users)")
     measured = _against_exact(model._index, exact, queries, kk, exclude,
                               model._untrained_item_cache()[1])
     held = None
@@ -891,9 +898,11 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
         cuts = sorted(int(key.split("@")[1]) for key in (metrics.get("model") or {})
                       if key.startswith("recall@"))
         if held is not None and cuts and config.kind != "exact":
+            say(f"scoring the held-out split with the {config.kind} index")
             from twotower.evaluation.run import served_metrics, train_interactions
             metrics[f"model ({config.kind} index)"] = served_metrics(
                 model, train_interactions(model), held, cuts)
+    say("saving the run")
     save_model(model, directory, test=held, metrics=metrics, data=model.data_source,
                unchanged_since=stamp)
     report = {"kind": config.kind, "config": model.index_config.to_dict(),

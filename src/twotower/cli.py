@@ -1314,8 +1314,13 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     # a search knob given on the command line is kept as given: no tuning
     fixed = _TUNED.get(args.kind, ("",))[0] in knobs
-    report = reindex_run(args.run, IndexConfig(kind=args.kind, **knobs), sample=args.sample,
-                         target_recall=None if fixed else args.target_recall)
+    from twotower.models._ticker import Ticker
+    # minutes at a million items (builds, tuning, the held-out split): a line every 10 s
+    with Ticker(f"index {args.run}", every_s=10.0) as tick:
+        report = reindex_run(args.run, IndexConfig(kind=args.kind, **knobs),
+                             sample=args.sample,
+                             target_recall=None if fixed else args.target_recall,
+                             stage=lambda what: setattr(tick, "stage", what))
     if args.json:
         print(_json(report, sys.stdout.encoding))
     else:

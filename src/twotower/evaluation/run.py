@@ -192,7 +192,7 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
             carve = int(getattr(getattr(model, "config", None), "seed", 0) or 0)
         from contextlib import nullcontext
 
-        from twotower.models.progress import Ticker
+        from twotower.models._ticker import Ticker
         # a line every 10 s while they are tuned (minutes at several thousand items)
         with (Ticker("tuning baselines", 10.0, emit=log) if log is not None
               else nullcontext()) as tick:

@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from typing import Any, TextIO
 
 import keras
 
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+from twotower.models._ticker import Ticker, _duration  # noqa: F401 (re-exported)
 
 
 class TrainProgress(keras.callbacks.Callback):
@@ -64,43 +56,3 @@ class TrainProgress(keras.callbacks.Callback):
                 if done > d1 else "")
         print(f"{self.prefix}training epoch {self.epoch + 1}/{epochs}{step}{loss_s}, "
               f"{_duration(elapsed)} so far{left}", file=self.out or sys.stderr, flush=True)
-
-
-class Ticker:
-    """While a long step without epochs runs (fitting the EASE part), one line at most every
-    ``every_s`` seconds from a background thread: ``{prefix}{what}: {stage}, {time} so far``.
-    ``stage`` is set by the step as it goes on. A step shorter than ``every_s`` prints
-    nothing.
-
-    Example:
-        >>> with Ticker("EASE part", every_s=10) as tick:   # doctest: +SKIP
-        ...     tick.stage = "lambda 500 (2 of 3)"
-    """
-
-    def __init__(self, what: str, every_s: float = 10.0, out: TextIO | None = None,
-                 prefix: str = "twotower: ", emit: Callable[[str], None] | None = None
-                 ) -> None:
-        import threading
-        self.what, self.every_s, self.out, self.prefix = what, every_s, out, prefix
-        self.emit = emit  # given: each line goes to it (no prefix), not to ``out``
-        self.stage = "starting"
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Ticker:
-        self.t0 = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._done.wait(self.every_s):
-            line = (f"{self.what}: {self.stage}, "
-                    f"{_duration(time.perf_counter() - self.t0)} so far")
-            if self.emit is not None:
-                self.emit(line)
-            else:
-                print(f"{self.prefix}{line}", file=self.out or sys.stderr, flush=True)
