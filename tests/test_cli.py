@@ -1629,3 +1629,23 @@ def test_python_dash_m_twotower_is_the_command():
     proc = subprocess.run([sys.executable, "-m", "twotower", "recommend"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "usage: twotower recommend" in proc.stderr
+
+
+def test_train_says_it_is_reading_a_file_that_takes_a_while(capsys, tmp_path, monkeypatch):
+    """3M rows took 10 s to read with no word between "using column ..." and "data: ...";
+    a line every 10 s names the file and its size (made 0.1 s here, the read slowed)."""
+    import time
+
+    import twotower.data
+    import twotower.models._ticker as ticker
+    data = tmp_path / "d.csv"
+    data.write_text("user_id,item_id\n" + "".join(f"{u},{u % 7}\n" for u in range(50)))
+    real_read, real_init = twotower.data.read_interactions, ticker.Ticker.__init__
+    monkeypatch.setattr(twotower.data, "read_interactions",
+                        lambda *a, **kw: time.sleep(0.35) or real_read(*a, **kw))
+    monkeypatch.setattr(ticker.Ticker, "__init__", lambda self, what, every_s=10.0, *a, **kw:
+                        real_init(self, what, 0.1, *a, **kw))
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run",
+                       "--epochs", "1")
+    assert code == 0, err
+    assert f"twotower: reading --data: {data} (0 MB), 0 s so far" in err, err

@@ -606,3 +606,28 @@ def test_model_fit_checkpoint_keeps_one_weights_file_and_sweeps_stale_ones(tmp_p
     TwoTower(cfg).fit(_data(), verbose=0, checkpoint=Checkpoint(ck, keep=True))
     assert not stale.exists()
     assert [p.name for p in (ck / "keras").glob("*.weights.h5")] == ["epoch-3.weights.h5"]
+
+
+def test_fit_stream_says_what_its_passes_over_the_file_do(tmp_path, monkeypatch, capsys):
+    """The scan said "scanning" then nothing until "scanned", and the pass for every
+    user's items after training said nothing at all: minutes of silence on a large file.
+    A line every ``progress_every_s`` now names each."""
+    import time
+
+    from twotower.training import stream as stream_mod
+    x = _data(n_users=100, n_items=60)
+    df = pd.DataFrame({"user": x.user_vocab.ids[x.users], "item": x.item_vocab.ids[x.items],
+                       "stars": x.ratings})
+    path = tmp_path / "log.parquet"
+    df.to_parquet(path)
+    for name in ("scan", "seen_matrix"):  # each pass made slow enough to be reported
+        real = getattr(stream_mod.InteractionStream, name)
+        monkeypatch.setattr(stream_mod.InteractionStream, name,
+                            lambda self, *a, _real=real, **kw: time.sleep(0.3)
+                            or _real(self, *a, **kw))
+    stream = InteractionStream(path, StreamConfig(user_col="user", item_col="item",
+                                                  rating_col="stars"))
+    TwoTower(_loop_cfg(epochs=1)).fit_stream(stream, progress_every_s=0.1)
+    err = capsys.readouterr().err
+    assert f"scanning: {path}, 0 s so far" in err, err
+    assert f"reading every user's items: {path}, 0 s so far" in err, err
