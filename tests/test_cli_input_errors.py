@@ -254,3 +254,15 @@ def test_serve_refuses_an_empty_host(capsys, tutorial_run):
     _, rundir = tutorial_run
     code, _, err = run(capsys, "serve", rundir, "--host", "")
     assert code == 2 and "--host: expected an address" in err, err
+
+
+def test_index_of_what_is_no_run_says_so(capsys, tmp_path):
+    """`twotower index FILE` said "choose a new or empty directory for the run", advice for
+    a save, not for a command that reads a run."""
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty").mkdir()
+    for name, needle in (("afile", "not a model directory"),
+                         ("nope", "model directory not found"),
+                         ("empty", "is not a twotower model directory (no format.json)")):
+        code, _, err = run(capsys, "index", tmp_path / name, "--kind", "hnsw")
+        assert code == 2 and needle in err and "choose a new" not in err, err
