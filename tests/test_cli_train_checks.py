@@ -118,3 +118,20 @@ def test_a_split_that_leaves_no_test_rows_is_said_so_by_train_and_evaluate(capsy
     assert "the random split left no test rows" in out + err
     code, _, err = run(capsys, "evaluate", tmp_path / "run")
     assert code == 2 and "has no held-out split (its random split left no test rows)" in err
+
+
+def test_a_save_that_fails_on_the_disk_names_out(capsys, tmp_path, monkeypatch):
+    """A full disk while train saved said "directory: cannot save the run ..."."""
+    import errno
+
+    import twotower.artifacts as art
+    data = tmp_path / "d.csv"
+    data.write_text("user_id,item_id\n" + "".join(f"{u},{u % 5}\n" for u in range(40)))
+
+    def full(_path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(art, "_fsync_tree", full)
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run",
+                       "--epochs", "1")
+    assert code == 2 and f"twotower: error: --out: cannot save the run {tmp_path / 'run'}: " \
+        "no space left on the device; nothing was written" in err, err

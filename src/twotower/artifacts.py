@@ -562,7 +562,8 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                                 "saved a run there); nothing was written: run it again on "
                                 "the run as it is now")
 
-    return atomic_directory(directory, write, unchanged=unchanged)
+    # (the CLI names its flag for it: `train --out`)
+    return atomic_directory(directory, write, "TwoTower.save", unchanged=unchanged)
 
 
 def run_stamp(directory: str | os.PathLike[str]) -> bytes | None:

@@ -1754,9 +1754,12 @@ def _main(argv: Sequence[str] | None = None) -> int:
 #: per command, the library's name of a setting -> the flag that gave it (the message
 #: names what the user typed; ``train`` names its sources through ``_named``)
 _FLAGS = {
-    "cmd_index": {"IndexConfig.ef_search": "--ef-search", "IndexConfig.nprobe": "--nprobe",
+    "cmd_index": {"TwoTower.save": "RUN",
+                  "IndexConfig.ef_search": "--ef-search", "IndexConfig.nprobe": "--nprobe",
                   "IndexConfig.nlist": "--nlist", "IndexConfig.hnsw_m": "--hnsw-m"},
-    "cmd_tutorial": {"model.epochs": "--epochs", "model.seed": "--seed"},
+    "cmd_tutorial": {"model.epochs": "--epochs", "model.seed": "--seed",
+                     "TwoTower.save": "--out"},
+    "cmd_train": {"TwoTower.save": "--out"},
     "cmd_recommend": {"`k`": "-k"},
     "cmd_similar": {"`k`": "-k"},
     "cmd_serve": {"`port`": "--port", "`workers`": "--workers", "`max_k`": "--max-k",
