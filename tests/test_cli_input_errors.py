@@ -17,15 +17,18 @@ def _train(tmp_path, data, *extra):
     return ("train", "--data", data, "--out", tmp_path / "run", "--epochs", "1", *extra)
 
 
-def test_unclosed_quote_names_the_file(capsys, tmp_path):
+@pytest.mark.parametrize("body, line", [('1,"2\n1,3\n', 2), ('1,2\n3,4\n1,"2\n1,3\n', 4)])
+def test_unclosed_quote_names_the_file_and_line(capsys, tmp_path, body, line):
+    """pandas' "EOF inside string starting at row 3" counts records, not lines."""
     bad = tmp_path / "q.csv"
-    bad.write_text('user_id,item_id\n1,"2\n1,3\n')
+    bad.write_text("user_id,item_id\n" + body)
     for argv in (("train", "--data", bad, "--out", tmp_path / "run"),
                  ("train", "--data", tmp_path / "ok.csv", "--out", tmp_path / "run",
                   "--items", bad)):
         (tmp_path / "ok.csv").write_text("user_id,item_id\n1,2\n")
         code, _, err = run(capsys, *argv)
         assert code == 2 and "malformed CSV" in err and "q.csv" in err, err
+        assert f"a quote opened on line {line} is never closed" in err, err
 
 
 @pytest.mark.parametrize("sep", ["\n", "\r", '"'])

@@ -116,7 +116,8 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
         except pd.errors.EmptyDataError as exc:
             raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
         except pd.errors.ParserError as exc:  # e.g. a quote opened and never closed
-            raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
+            raise DataError(f"{what}: {p}: malformed CSV: {_parser_error(p, sep, exc)}"
+                            ) from None
         # the header as written: pandas renames a repeated name (``item_id.1``), which
         # would read the first of two ``item_id`` columns and accept the made-up name
         raw = csv_header(p, sep, encoding)
@@ -128,7 +129,8 @@ def read_table(path: str | Path, columns: dict[str, str | None], *, what: str = 
                              encoding=encoding, lineterminator=_bare_cr(p))
         except pd.errors.ParserError as exc:
             check_ragged(p, what, sep, len(header))  # names the lines, where it can
-            raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
+            raise DataError(f"{what}: {p}: malformed CSV: {_parser_error(p, sep, exc)}"
+                            ) from None
         check_ragged(p, what, sep, len(header))
     else:
         raise unknown_type(p, what)
@@ -235,6 +237,28 @@ def _csv_fields_unbounded() -> Iterator[None]:
         yield
     finally:
         csv.field_size_limit(old)
+
+
+def _parser_error(p: Path, sep: str, exc: Exception) -> str:
+    """pandas' parser error, with the line where a quote opened and never closed (its
+    "EOF inside string starting at row 3" counts records from the header, not lines)."""
+    text = str(exc)
+    if "EOF inside string" not in text:
+        return text
+    import csv
+    try:
+        with p.open("r", encoding="utf-8", errors="replace", newline="") as fh, \
+                _csv_fields_unbounded():
+            reader = csv.reader(fh, delimiter=sep, strict=True)
+            start = 1
+            for _ in reader:
+                start = reader.line_num + 1
+    except csv.Error:  # (strict: the record that reaches the end of the file inside a quote)
+        return (f"a quote opened on line {start} is never closed (the rest of the file "
+                "would be one field)")
+    except OSError:
+        pass
+    return text
 
 
 def check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
@@ -513,13 +537,15 @@ def read_header(path: str | Path, what: str = "file", sep: str | None = None) ->
         return list(_parquet_schema(p, what).names)
     if p.suffix.lower() not in _CSV:
         raise unknown_type(p, what)
+    sep = sep or ("\t" if p.suffix.lower() == ".tsv" else ",")
     try:
-        return pd.read_csv(p, sep=sep or ("\t" if p.suffix.lower() == ".tsv" else ","),
-                           nrows=0, encoding=csv_encoding(p, what)).columns.tolist()
+        return pd.read_csv(p, sep=sep, nrows=0, encoding=csv_encoding(p, what)
+                           ).columns.tolist()
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{what}: {p} has no readable header line ({exc})") from None
     except pd.errors.ParserError as exc:  # e.g. a quote opened and never closed
-        raise DataError(f"{what}: {p}: malformed CSV: {exc}") from None
+        raise DataError(f"{what}: {p}: malformed CSV: {_parser_error(p, sep, exc)}"
+                        ) from None
 
 
 def match_info(info: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
