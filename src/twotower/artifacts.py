@@ -862,7 +862,8 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
     from twotower.models.retriever import TwoTower
 
     say = stage or (lambda _what: None)
-    read_manifest(directory)  # a run to read first (a file was told to "choose a new one")
+    if not Path(directory).is_symlink():  # (a link: check_replaceable names it and its run)
+        read_manifest(directory)  # a run to read first (a file was told to "choose a new one")
     check_replaceable(directory, "run directory")  # before minutes of building
     stamp = run_stamp(directory)
     say("loading the run")

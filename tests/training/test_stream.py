@@ -515,7 +515,7 @@ def test_a_quote_never_closed_is_refused_not_read_as_the_rest_of_the_file(tmp_pa
     with pytest.raises(DataError, match=rf"sq.csv, line {at + 1}, column 'item_id': a quote "
                                         "is opened and never closed"):
         InteractionStream(tmp_path / "sq.csv", StreamConfig()).scan()
-    with pytest.raises(DataError, match="EOF inside string"):
+    with pytest.raises(DataError, match=rf"a quote opened on line {at + 1} is never closed"):
         read_interactions(tmp_path / "sq.csv")
     (tmp_path / "ok.csv").write_text('user_id,item_id\n1,"a\nb"\n2,c\n')
     assert InteractionStream(tmp_path / "ok.csv", StreamConfig()).scan().rows == 2
