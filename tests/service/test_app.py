@@ -390,6 +390,28 @@ def test_metrics_and_access_log(client, caplog):
     assert "twotower_model_info{" in text
 
 
+def test_each_access_line_names_the_model_its_answer_names(client, caplog):
+    """The access log's `model` was null for /healthz, /v1/model and every refusal made
+    before a handler ran (422, 404, 405), whose answers name the model."""
+    with caplog.at_level(logging.INFO, logger="twotower.access"):
+        answers = [client.get("/healthz"), client.get("/v1/model"),
+                   client.get("/v1/recommendations", params={"user_id": 42, "k": 0}),
+                   client.get("/no/such/path"), client.delete("/v1/recommendations"),
+                   client.get("/v1/recommendations", params={"user_id": "ghost"}),
+                   client.post("/admin/reload", json={}),  # no token: 401
+                   client.post("/admin/reload", json={},
+                               headers={"Authorization": f"Bearer {TOKEN}"}),
+                   client.get("/metrics"), client.get("/static/app.js")]
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "twotower.access"]
+    assert [a["status"] for a in lines] == [r.status_code for r in answers] == [
+        200, 200, 422, 404, 405, 404, 401, 200, 200, 200]
+    for r, a in zip(answers[:-3], lines[:-3]):
+        body = r.json()
+        assert a["model"] == body.get("model", body.get("label")), (a, r.text)
+    assert lines[-3]["model"] == answers[-3].json()["current"]  # the model served from now
+    assert lines[-2]["model"] is None and lines[-1]["model"] is None  # no model answers
+
+
 def test_page_and_static_files(client):
     r = client.get("/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]

@@ -308,9 +308,11 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
 
     def error(status: int, body: dict[str, Any], headers: Any = None) -> JSONResponse:
         # errors name the model too, as every answer does: the one the handler used
-        box = _REQUEST_MODEL.get(None) or {}
-        return JSONResponse({"model": box.get("label") or holder.current.label, **body},
-                            status_code=status, headers=headers)
+        box = _REQUEST_MODEL.get(None)
+        label = (box or {}).get("label") or holder.current.label
+        if box is not None:  # the access log names it too (a refusal before the handler)
+            box["label"] = label
+        return JSONResponse({"model": label, **body}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -618,12 +620,12 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
     @app.get("/healthz", response_model=S.Health, tags=["operations"])
     async def healthz() -> JSONResponse:
         """Liveness and readiness: the service has a model loaded."""
-        return JSONResponse({"status": "ok", "model": holder.current.label})
+        return JSONResponse({"status": "ok", "model": served().label})
 
     @app.get("/v1/model", response_model=S.ModelInfo, tags=["operations"])
     async def model_info() -> JSONResponse:
         """Which model is served: name, version, training time, metrics, config."""
-        return JSONResponse({**holder.current.describe(), "max_k": max_k})
+        return JSONResponse({**served().describe(), "max_k": max_k})
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
     async def prometheus() -> PlainTextResponse:
@@ -667,6 +669,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                 raise HTTPException(409, str(exc)) from None
             except ReloadRefused as exc:
                 raise HTTPException(422, str(exc)) from None
+            box = _REQUEST_MODEL.get(None)
+            if box is not None:  # the access log names the model it serves from now on
+                box["label"] = new.label
             return JSONResponse({"status": "reloaded", "previous": old.label,
                                  "current": new.label,
                                  "load_seconds": round(time.perf_counter() - t0, 3)})
