@@ -576,3 +576,24 @@ def test_ids_with_fractions_warn_that_they_are_read_as_text(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_interactions(whole).item_vocab.ids.tolist() == [1, 2]
+
+
+def test_a_rating_float32_cannot_hold_is_refused_naming_its_row(tmp_path):
+    """1e39 became inf in float32, and fit then said the training diverged (lower the
+    learning rate): every reader refuses it, naming the row."""
+    from twotower.data import Interactions
+    from twotower.training import InteractionStream, StreamConfig
+    csv = tmp_path / "big.csv"
+    csv.write_text("user_id,item_id,rating\n1,2,3\n2,3,1e39\n3,4,-5\n")
+    pq = tmp_path / "big.parquet"
+    pd.read_csv(csv).to_parquet(pq)
+    beyond = r"beyond what float32 holds \(3\.4e\+38\)"
+    with pytest.raises(DataError, match=r"`ratings`\[1\]: rating 1e\+39 is " + beyond):
+        Interactions.from_ids([1, 2], [1, 2], ratings=[1.0, 1e39])
+    with pytest.raises(DataError, match=r"big\.csv, line 3, column 'rating': .*" + beyond):
+        read_interactions(csv, rating_col="rating")
+    for p, where in ((csv, "line 3"), (pq, r"row 2 \(1-based\)")):
+        with pytest.raises(DataError, match=rf"{where}, column 'rating': .*{beyond}"):
+            InteractionStream(p, StreamConfig(rating_col="rating")).scan()
+    ok = Interactions.from_ids([1, 2], [1, 2], ratings=[1.0, 3e38])
+    assert ok.ratings.dtype == np.float32 and np.isfinite(ok.ratings).all()

@@ -88,7 +88,8 @@ class Interactions:
             raise DataError(f"user ids ({len(u)}) and item ids ({len(i)}) differ in length")
         user_vocab = user_vocab or Vocabulary.from_values(u, name="user")
         item_vocab = item_vocab or Vocabulary.from_values(i, name="item")
-        r = None if ratings is None else _finite("ratings", ratings).astype(np.float32)
+        r = None if ratings is None else as_float32_ratings("ratings", _finite("ratings",
+                                                                               ratings))
         t = None if timestamps is None else epoch_seconds("timestamps", timestamps)
         return cls(
             users=_index(user_vocab, u), items=_index(item_vocab, i),
@@ -253,6 +254,22 @@ def _finite(name: str, values: Any) -> np.ndarray:
         got = np.asarray(values, dtype=object)[row]
         raise DataError(f"`{name}`[{row}]: expected a finite number, got {got!r}")
     return arr
+
+
+#: the largest rating a float32 holds: a larger one became inf, and training then "diverged"
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def as_float32_ratings(name: str, values: np.ndarray, where: Any = None) -> np.ndarray:
+    """Finite ``values`` as float32, refusing one float32 cannot hold (it became inf, and
+    ``fit`` blamed the learning rate). ``where(row)``: the row as a file names it."""
+    far = np.abs(values) > FLOAT32_MAX
+    if far.any():
+        row = int(np.argmax(far))
+        at = where(row) if where is not None else f"`{name}`[{row}]"
+        raise DataError(f"{at}: rating {values[row]:g} is beyond what float32 holds "
+                        f"({FLOAT32_MAX:.1e}); rescale the ratings")
+    return values.astype(np.float32)
 
 
 #: Times from here on are refused: int64's limit (a larger float wrapped to a negative

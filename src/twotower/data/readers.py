@@ -464,6 +464,10 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: "
                             f"empty {role} id")
     ratings = _numeric(p, what, df, "rating", rating_col, sep) if rating_col else None
+    if ratings is not None:
+        from twotower.data.interactions import as_float32_ratings
+        ratings = as_float32_ratings("ratings", ratings, lambda row: (
+            f"{what}: {p}, {where_in_file(p, row, sep)}, column {rating_col!r}"))
     times = (_whole_seconds(p, what, time_col, _numeric(p, what, df, "time", time_col, sep),
                             sep) if time_col else None)
     item_info = None

@@ -456,6 +456,12 @@ class InteractionStream:
                         bad = pc.or_kleene(bad, pc.invert(pc.is_finite(col)))
                     self._bad_row(offset, bad, "rating",
                                   "expected a finite number, got {}" + RATING_HINT, b)
+                from twotower.data.interactions import FLOAT32_MAX
+                if len(col) and pc.max(pc.abs(col)).as_py() > FLOAT32_MAX:
+                    # it became inf in float32, and training "diverged"
+                    self._bad_row(offset, pc.greater(pc.abs(col), FLOAT32_MAX), "rating",
+                                  f"a rating beyond what float32 holds ({FLOAT32_MAX:.1e}), "
+                                  "got {}; rescale the ratings", b)
             offset += b.num_rows
             yield b
 
