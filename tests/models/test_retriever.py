@@ -62,6 +62,21 @@ def test_a_single_id_is_refused_where_a_list_is_expected(history_model):
                                         r"single id '7'"):
         history_model.similar_ids("7", k=2)
     assert history_model.recommend_ids(np.array([3]), k=2)[1].shape == (1, 2)
+    # containers that iterate as no list of ids: a DataFrame (its column names), a 2-D
+    # array (its rows), a dict (its keys), a set (no order)
+    import pandas as pd
+    for bad, said in ((pd.DataFrame({"user_id": [3]}), "got a DataFrame"),
+                      (np.array([[3, 4]]), r"got an array of shape \(1, 2\)"),
+                      ({3: 1}, "got a dict"), ({3, 4}, "got a set")):
+        with pytest.raises(DataError, match=rf"`user_ids` must be a (1-D )?list of user ids, "
+                                            rf"{said}"):
+            history_model.recommend_ids(bad, k=2)
+    assert history_model.recommend_ids(pd.Series([3, 4]), k=2)[1].shape == (2, 2)
+    # one flat history where one per user is expected: a numpy IndexError before
+    with pytest.raises(DataError, match=r"`histories` must hold one sequence of item indices "
+                                        r"per user, got a sequence of 3 single indices"):
+        history_model.recommend_from_history([0, 1, 2], k=2)
+    assert history_model.recommend_from_history([[0, 1, 2]], k=2)[1].shape == (1, 2)
 
 
 def test_similar_items_of_a_one_item_catalogue_say_there_is_no_other_item():

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +85,19 @@ def _check_id_list(ids: Any, name: str, what: str) -> None:
             isinstance(ids, np.ndarray) and ids.ndim == 0):
         raise DataError(f"`{name}` must be a list of {what} ids, got the single id {ids!r}; "
                         f"pass [{ids!r}]")
+    # containers whose iteration is no list of ids: a DataFrame gives its column names, a
+    # 2-D array its rows, a dict its keys and a set no order (the answers' rows follow it)
+    if hasattr(ids, "columns") and hasattr(ids, "iloc"):
+        raise DataError(f"`{name}` must be a 1-D list of {what} ids, got a DataFrame (it "
+                        f"iterates over its column names): pass one column, "
+                        f"df[\"{what}_id\"]")
+    if getattr(ids, "ndim", 1) != 1:
+        raise DataError(f"`{name}` must be a 1-D list of {what} ids, got an array of shape "
+                        f"{getattr(ids, 'shape', '?')}")
+    if isinstance(ids, (Mapping, set, frozenset)):
+        raise DataError(f"`{name}` must be a list of {what} ids, got a "
+                        f"{type(ids).__name__} (the answers' rows follow the list's order): "
+                        "pass a list")
 
 
 def _same_vocabularies(part: Interactions, user_vocab: Vocabulary, item_vocab: Vocabulary,
@@ -1061,6 +1074,13 @@ class TwoTower:
             raise ConfigError("this model's query tower is 'id': it cannot recommend from a "
                               "history; train with query_tower 'history' or 'id+history'")
         L, n = self.config.history_length, self.n_items
+        if isinstance(histories, (str, bytes)) or not isinstance(histories, Sequence | np.ndarray):
+            raise DataError(f"`histories` must be a list with one sequence of item indices "
+                            f"per user, got {type(histories).__name__}")
+        if len(histories) and np.ndim(histories[0]) == 0:  # e.g. [49, 171, 180]
+            raise DataError(f"`histories` must hold one sequence of item indices per user, "
+                            f"got a sequence of {len(histories):,} single indices; for one "
+                            "user pass [history] (a list holding it)")
         pop = np.asarray(self.item_popularity)
         table = np.zeros((len(histories), L), dtype=np.int32)
         for row, h in enumerate(histories):
@@ -1204,7 +1224,10 @@ class TwoTower:
     def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
                                exclude: Sequence[np.ndarray] | None = None
                                ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices for users given only their item-index histories.
+        """Top-k item indices for users given only their item-index histories (one sequence
+        per user). Nothing is excluded unless ``exclude`` says so (one sequence per user:
+        pass ``histories`` to leave out what each had, as the service's by-history answer
+        does by default).
 
         Raises:
             DataError: an item index outside [0, n_items).
