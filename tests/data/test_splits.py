@@ -3,7 +3,7 @@ import pytest
 
 from twotower.data import (Interactions, held_out_users_split, make_split, random_split,
                             temporal_split)
-from twotower.errors import DataError
+from twotower.errors import ConfigError, DataError
 
 
 def _pairs(x):
@@ -145,3 +145,16 @@ def test_untimed_held_out_users_history_is_drawn_with_the_seed():
     assert len(hist1) + len(test1) == 10 * len(held1)
     assert hist1 != hist2
     assert parts(1)[1] == hist1
+
+
+def test_held_out_users_split_names_its_own_arguments():
+    """Its fractions were named `test_fraction` (an argument it does not have), and a share
+    that held nobody out gave an empty test part and history, unsaid."""
+    x = Interactions.from_ids(np.repeat(np.arange(50), 4), np.tile(np.arange(4), 50))
+    for kw, said in ((dict(history_fraction=1.0), "history_fraction must be strictly"),
+                     (dict(history_fraction=2), "history_fraction must be between"),
+                     (dict(user_fraction=0.0), "user_fraction must be strictly"),
+                     (dict(user_fraction=0.001), "user_fraction 0.001 of 50 users holds "
+                                                 "none out with seed 1")):
+        with pytest.raises((DataError, ConfigError), match=said):
+            held_out_users_split(x, **{"user_fraction": 0.2, "seed": 1, **kw})

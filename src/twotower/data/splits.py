@@ -31,10 +31,10 @@ class Split:
     history: Interactions | None = None
 
 
-def _check_fraction(fraction: float) -> None:
-    check_range("split", "test_fraction", fraction, 0.0, 1.0)
+def _check_fraction(fraction: float, name: str = "test_fraction") -> None:
+    check_range("split", name, fraction, 0.0, 1.0)
     if not 0.0 < fraction < 1.0:
-        raise DataError(f"test_fraction must be strictly between 0 and 1, got {fraction}")
+        raise DataError(f"{name} must be strictly between 0 and 1, got {fraction}")
 
 
 def _check_seed(seed: Any) -> None:
@@ -120,10 +120,15 @@ def held_out_users_split(x: Interactions, user_fraction: float = 0.1, seed: int 
                          history_fraction: float = 0.8) -> Split:
     """A share of users is absent from training; their first ``history_fraction`` of items
     (by time when timestamps exist, else in random order) is the history, the rest the test."""
-    _check_fraction(user_fraction)
+    _check_fraction(user_fraction, "user_fraction")
+    _check_fraction(history_fraction, "history_fraction")  # (it named test_fraction)
     _check_seed(seed)
     rng = np.random.default_rng(seed)
     held = rng.random(x.n_users) < user_fraction
+    if not held.any():  # an empty test part and history, which scored nothing, unsaid
+        raise DataError(f"held_out_users_split: user_fraction {user_fraction} of "
+                        f"{x.n_users:,} users holds none out with seed {seed}: raise "
+                        "user_fraction")
     is_held = held[x.users]
     train = x.take(np.flatnonzero(~is_held))
     rest = x.take(np.flatnonzero(is_held))
