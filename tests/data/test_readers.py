@@ -167,17 +167,53 @@ def test_parquet_timestamp_column_is_read_as_epoch_seconds(tmp_path):
     ((["a", "b"], [1.5, 2.0]), "ids must be integers or strings, got 1.5"),
     ((["a", "b"], [1, 2], ["x", "4"]), r"`ratings`\[0\]: expected a finite number, got 'x'"),
     ((["a", "b"], [1, 2], [4.0, np.inf]), r"`ratings`\[1\]: expected a finite number, got inf"),
-    ((["a", "b"], [1, 2], None, ["2020-01-01", "2021-01-01"]),
-     r"`timestamps`\[0\]: expected seconds since the epoch \(a number\) or a datetime, "
-     "got '2020-01-01'"),
+    ((["a", "b"], [1, 2], None, ["2020-01-01", "soon"]),
+     r"`timestamps`\[1\]: expected seconds since the epoch \(a number\), ISO 8601 text "
+     r"\(2024-03-01T12:30:00Z\) or a datetime, got 'soon'"),
+    ((["a", "b"], [1, 2], None, ["5", "2020-01-01"]), "mix numbers .* with ISO 8601 text"),
+    (((x for x in ["a"]), [1]), "got a generator: pass a list"),
+    (({"a", "b"}, [1, 2]), "got a set: pass a list"),
+    ((["a"], [1], None, None), None),
     ((["a", "b"], [1, 2], None, [1.0, np.nan]), r"`timestamps`\[1\]: expected a finite"),
     ((["a", "b"], [1, 2], None, pd.to_datetime(["2020-01-01", None])),
      r"`timestamps`\[1\]: missing time"),
 ])
 def test_from_ids_refuses_what_it_cannot_hold(args, message):
     from twotower.data import Interactions
+    if message is None:  # (a vocabulary of another type: its own case below)
+        with pytest.raises(DataError, match="`user_vocab` must be a Vocabulary"):
+            Interactions.from_ids(*args, user_vocab=["a"])
+        return
     with pytest.raises(DataError, match=message):
         Interactions.from_ids(*args)
+
+
+def test_from_ids_reads_times_as_the_file_readers_do():
+    """ISO text and dates were refused by from_ids (the README says ISO text is taken, as
+    the readers take it), and fractions of a second were floored silently."""
+    import datetime
+    import warnings
+
+    from twotower.data import Interactions
+    day = 1709251200  # 2024-03-01, UTC
+    for when in (["2024-03-01T00:00:00Z", "2024-03-01 01:00"], ["2024-03-01", "2024-03-01T01:00"],
+                 [datetime.date(2024, 3, 1), datetime.datetime(2024, 3, 1, 1)],
+                 [str(day), str(day + 3600)]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            x = Interactions.from_ids(["a", "b"], [1, 2], timestamps=when)
+        assert x.timestamps.tolist() == [day, day + 3600], when
+    with pytest.warns(UserWarning, match="fractions of a second; they are kept as whole"):
+        x = Interactions.from_ids(["a", "b"], [1, 2], timestamps=[1.5, -1.5])
+    assert x.timestamps.tolist() == [1, -2]
+
+
+def test_from_ids_warns_of_metadata_rows_that_repeat_an_id():
+    from twotower.data import Interactions
+    info = pd.DataFrame({"item_id": [10, 10, 20], "title": ["x", "y", "z"]})
+    with pytest.warns(UserWarning, match=r"`item_info`: 1 row\(s\) repeat an id \(first: 10\)"):
+        x = Interactions.from_ids([1, 2], [10, 20], item_info=info)
+    assert x.item_info["title"].tolist() == ["x", "z"]
 
 
 def test_from_ids_times_are_seconds_whatever_the_datetime_unit():

@@ -86,3 +86,9 @@ def test_nineteen_digit_int_ids_are_found_from_their_text(tmp_path):
     x = read_interactions(tmp_path / "b.csv")
     assert not x.user_vocab.is_int
     assert sorted(x.user_vocab.ids.tolist()) == ["5", "9999999999999999999"]
+
+
+def test_an_empty_vocabulary_says_so():
+    """It said "ids must be integers or strings, got dtype float64"."""
+    with pytest.raises(DataError, match=r"user vocabulary: no ids"):
+        Vocabulary([], name="user")

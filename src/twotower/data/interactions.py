@@ -6,6 +6,7 @@ optional per-item / per-user metadata tables aligned with those indices.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,6 +83,10 @@ class Interactions:
         7. Metadata that matches no id of the data is an error (rows of other ids are
         left out).
         """
+        for arg, vocab in (("user_vocab", user_vocab), ("item_vocab", item_vocab)):
+            if vocab is not None and not isinstance(vocab, Vocabulary):
+                raise DataError(f"`{arg}` must be a Vocabulary (e.g. a trained model's, or "
+                                f"Vocabulary(ids)), got {type(vocab).__name__}")
         u = _external_ids("user_ids", user_ids)
         i = _external_ids("item_ids", item_ids)
         if len(u) != len(i):
@@ -190,6 +195,11 @@ def _external_ids(name: str, values: Any) -> np.ndarray:
     """
     if isinstance(values, (list, tuple)) and not len(values):
         return np.empty(0, dtype=np.int64)
+    if isinstance(values, (set, frozenset, dict)) or (
+            not hasattr(values, "__len__") and hasattr(values, "__next__")):
+        # (a generator read as one object: "got shape ()"; a set has no row order)
+        raise DataError(f"`{name}` must be a 1-D sequence of ids, one per interaction, got "
+                        f"a {type(values).__name__}: pass a list")
     if isinstance(values, (list, tuple)):
         # a Python list: numpy would make one text array of [7, "7", nan] (3 ids "7", "7",
         # "nan"); each element is read as itself instead, as a Series' would be
@@ -306,24 +316,61 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
             except (TypeError, ValueError) as exc:
                 raise DataError(f"`{name}`: cannot read these datetimes ({exc})") from None
             return epoch_seconds(name, stamps)
+        if kind == "date":  # datetime.date: its midnight, UTC (as a file's 2024-03-01)
+            try:
+                return epoch_seconds(name, pd.to_datetime(pd.Series(arr)))
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"`{name}`: cannot read these dates ({exc})") from None
         if kind in ("date", "period", "time", "timedelta", "mixed"):
             row = next((r for r, x in enumerate(arr) if not isinstance(x, (int, float))), 0)
             raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) or "
                             f"a datetime, got {type(arr[row]).__name__} {arr[row]!r}")
     if arr.dtype.kind in "fOUS":
+        if arr.dtype.kind in "OUS" and arr.ndim == 1 and len(arr) and all(
+                isinstance(x, str) for x in arr):
+            # numbers or ISO 8601 text, as the file readers take them (2024-03-01T12:30:00Z;
+            # no zone: UTC)
+            from twotower.data.readers import _iso_seconds
+            text = pd.Series(arr, dtype=object).str.strip()
+            for parsed in (pd.to_numeric(text, errors="coerce").to_numpy(np.float64),
+                           _iso_seconds(text)):
+                if np.isfinite(parsed).all():
+                    arr = parsed
+                    break
         if arr.dtype.kind in "OUS" and any(isinstance(x, (str, bytes)) for x in arr.ravel()):
-            row = next(r for r, x in enumerate(arr.ravel()) if isinstance(x, (str, bytes)))
-            raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) "
-                            f"or a datetime, got {str(arr.ravel()[row])!r}")
+            row = next((r for r, x in enumerate(arr.ravel()) if isinstance(x, (str, bytes))
+                        and not _one_time_text(x)), None)
+            if row is None:  # each reads as a time, but not all in one form
+                raise DataError(f"`{name}`: the times mix numbers (seconds since the epoch) "
+                                "with ISO 8601 text: give every time in one of the two forms")
+            raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number), "
+                            f"ISO 8601 text (2024-03-01T12:30:00Z) or a datetime, got "
+                            f"{str(arr.ravel()[row])!r}")
         secs = _finite(name, arr).astype(np.float64)
         far = np.abs(secs) >= MAX_TIME  # int64 would wrap (to a negative time)
         if far.any():
             row = int(np.argmax(far.ravel()))
             raise DataError(f"`{name}`[{row}]: {secs.ravel()[row]:g} is beyond the times "
                             "int64 holds (2**63)")
-        return np.floor(secs).astype(np.int64)
+        whole = np.floor(secs)
+        if (whole != secs).any():  # as the file readers say it
+            warnings.warn(f"`{name}`: times have fractions of a second; they are kept as "
+                          "whole seconds (floored), and events within one second keep their "
+                          "order", stacklevel=4)
+        return whole.astype(np.int64)
     raise DataError(f"`{name}`: expected seconds since the epoch or datetimes, got dtype "
                     f"{arr.dtype}")
+
+
+def _one_time_text(x: Any) -> bool:
+    """Whether text ``x`` reads as one time (a number or ISO 8601): an error names the
+    first value that does not, not the first text."""
+    if not isinstance(x, str):
+        return False
+    from twotower.data.readers import _iso_seconds
+    one = pd.Series([x.strip()])
+    return bool(np.isfinite(pd.to_numeric(one, errors="coerce").to_numpy(np.float64))[0]
+                or np.isfinite(_iso_seconds(one))[0])
 
 
 def _index(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
@@ -361,6 +408,11 @@ def _align(info: pd.DataFrame | None, vocab: Vocabulary, name: str = "item_info"
         raise DataError(f"`{name}` must be a pandas DataFrame indexed by {vocab.name} id, "
                         f"got {type(info).__name__}")
     info = keyed_info(info, name.split("_")[0])
+    dup = info.index.duplicated()
+    if dup.any():  # (the file reader warns of its repeats; a DataFrame's went unsaid)
+        warnings.warn(f"`{name}`: {int(dup.sum()):,} row(s) repeat an id (first: "
+                      f"{plain_id(info.index[dup][0])!r}); each id keeps its first row",
+                      stacklevel=4)
     info = match_info(info, vocab.ids)  # re-keyed to the vocabulary's id type, one row per id
     keys = pd.Index(vocab.ids.tolist(), dtype=object)
     found = int(keys.isin(info.index).sum())

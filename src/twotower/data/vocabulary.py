@@ -52,6 +52,8 @@ class Vocabulary:
             arr = arr.astype(object)
             if not all(isinstance(x, str) for x in arr):
                 raise DataError(f"{name} vocabulary: ids must be all int or all str")
+        elif arr.size == 0:  # (np.asarray([]) is float64: "got dtype float64")
+            raise DataError(f"{name} vocabulary: no ids (a vocabulary holds at least one)")
         else:
             raise DataError(
                 f"{name} vocabulary: ids must be integers or strings, got dtype {arr.dtype}"
