@@ -72,6 +72,8 @@ def test_a_single_id_is_refused_where_a_list_is_expected(history_model):
                                             rf"{said}"):
             history_model.recommend_ids(bad, k=2)
     assert history_model.recommend_ids(pd.Series([3, 4]), k=2)[1].shape == (2, 2)
+    with pytest.raises(DataError, match=r"`exclude_seen` must be True or False, got 'no'"):
+        history_model.recommend_ids([3], k=2, exclude_seen="no")  # it counted as True
     # one flat history where one per user is expected: a numpy IndexError before
     with pytest.raises(DataError, match=r"`histories` must hold one sequence of item indices "
                                         r"per user, got a sequence of 3 single indices"):

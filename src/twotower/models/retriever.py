@@ -1248,6 +1248,8 @@ class TwoTower:
         """
         self._require_fitted()
         _check_id_list(user_ids, "user_ids", "user")
+        if not isinstance(exclude_seen, (bool, np.bool_)):  # "no" counted as True
+            raise DataError(f"`exclude_seen` must be True or False, got {exclude_seen!r}")
         users = self.user_vocab.lookup(user_ids)
         untrained = np.flatnonzero(self.untrained_users()[users])
         if len(untrained):
