@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from twotower.data import Interactions, Vocabulary
-from twotower.errors import DataError
+from twotower.errors import DataError, UnknownIdError
 from twotower.index import IndexConfig
 from twotower.models import ModelConfig, TwoTower
 
@@ -79,6 +79,22 @@ def test_a_single_id_is_refused_where_a_list_is_expected(history_model):
                                         r"per user, got a sequence of 3 single indices"):
         history_model.recommend_from_history([0, 1, 2], k=2)
     assert history_model.recommend_from_history([[0, 1, 2]], k=2)[1].shape == (1, 2)
+
+
+def test_titles_of_takes_what_recommend_ids_returns():
+    """`titles` takes indices; the README mapped `recommend_ids`' ids back through
+    `item_vocab.lookup`, which failed on a short row's None padding."""
+    import pandas as pd
+    x = Interactions.from_ids(["a", "a", "b", "b", "c"], [1, 2, 2, 3, 1],
+                              item_info=pd.DataFrame({"id": [1, 2, 3],
+                                                      "title": ["One", "Two", "Three"]}))
+    m = TwoTower(_bpr()).fit(x, verbose=0)
+    _, items = m.recommend_ids(["a"], k=3)  # a had 1 and 2: one item left, two pads
+    assert items.tolist() == [[3, None, None]]
+    assert m.titles_of(items).tolist() == [["Three", "", ""]]
+    assert m.titles_of([2, 1]).tolist() == ["Two", "One"]
+    with pytest.raises(UnknownIdError):
+        m.titles_of([99])
 
 
 def test_similar_items_of_a_one_item_catalogue_say_there_is_no_other_item():

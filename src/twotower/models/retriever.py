@@ -1318,6 +1318,20 @@ class TwoTower:
         _check_indices(idx[~pad], self.n_items, "idx", "item")
         return np.where(pad, "", names[np.where(pad, 0, idx)])
 
+    def titles_of(self, item_ids: Any) -> np.ndarray:
+        """Display names of external item ids, as ``recommend_ids`` and ``similar_ids``
+        return them (any shape; ``None``, the padding of a short row, gives ``""``).
+
+        Raises:
+            UnknownIdError: an id the model does not know.
+        """
+        ids = np.asarray(item_ids, dtype=object)
+        pad = np.array([v is None for v in ids.ravel()], dtype=bool).reshape(ids.shape)
+        idx = np.full(ids.shape, PAD_ID, dtype=np.int64)
+        if (~pad).any():
+            idx[~pad] = self.item_vocab.lookup(ids[~pad].tolist())
+        return self.titles(idx)
+
     def find_item(self, key: Any) -> int:
         """Item index of an external id or an exact title (spaces around it left out when
         nothing matches it with them).
