@@ -176,11 +176,6 @@ def _check_query(request: Request, path: str, known: frozenset[str]) -> None:
         raise RequestValidationError(faults)
 
 
-#: the label of the snapshot a request's handler answers from (``served`` in
-#: ``create_app``), for its error answer and its access-log line
-_REQUEST_MODEL = REQUEST_MODEL
-
-
 class _StrictQueryRoute(APIRoute):
     """The API's routes (``/v1/...``, ``/admin/...``) check their query string first
     (``_check_query``); the page (``/``) takes any query. A wrapper of the route's handler,
@@ -193,8 +188,8 @@ class _StrictQueryRoute(APIRoute):
         path, known = self.path, frozenset(_query_names(self.dependant))
 
         async def checked(request: Request) -> Response:
-            if _REQUEST_MODEL.get(None) is None:  # (RequestMiddleware sets one per request)
-                _REQUEST_MODEL.set({})  # this request's own (``served``), in its own context
+            if REQUEST_MODEL.get(None) is None:  # (RequestMiddleware sets one per request)
+                REQUEST_MODEL.set({})  # this request's own (``served``), in its own context
             _check_query(request, path, known)
             if request.method == "POST" and _json_type(request.headers.get("content-type",
                                                                            "")):
@@ -301,14 +296,14 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         the request, so that an error raised after it names that model, not the one a
         reload swapped in meanwhile."""
         s = holder.current
-        box = _REQUEST_MODEL.get(None)
+        box = REQUEST_MODEL.get(None)
         if box is not None:
             box["label"] = s.label
         return s
 
     def error(status: int, body: dict[str, Any], headers: Any = None) -> JSONResponse:
         # errors name the model too, as every answer does: the one the handler used
-        box = _REQUEST_MODEL.get(None)
+        box = REQUEST_MODEL.get(None)
         label = (box or {}).get("label") or holder.current.label
         if box is not None:  # the access log names it too (a refusal before the handler)
             box["label"] = label
@@ -669,7 +664,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                 raise HTTPException(409, str(exc)) from None
             except ReloadRefused as exc:
                 raise HTTPException(422, str(exc)) from None
-            box = _REQUEST_MODEL.get(None)
+            box = REQUEST_MODEL.get(None)
             if box is not None:  # the access log names the model it serves from now on
                 box["label"] = new.label
             return JSONResponse({"status": "reloaded", "previous": old.label,
