@@ -338,8 +338,9 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
                     arr = parsed
                     break
         if arr.dtype.kind in "OUS" and any(isinstance(x, (str, bytes)) for x in arr.ravel()):
+            from twotower.data.readers import reads_as_time
             row = next((r for r, x in enumerate(arr.ravel()) if isinstance(x, (str, bytes))
-                        and not _one_time_text(x)), None)
+                        and not reads_as_time(x)), None)
             if row is None:  # each reads as a time, but not all in one form
                 raise DataError(f"`{name}`: the times mix numbers (seconds since the epoch) "
                                 "with ISO 8601 text: give every time in one of the two forms")
@@ -360,17 +361,6 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
         return whole.astype(np.int64)
     raise DataError(f"`{name}`: expected seconds since the epoch or datetimes, got dtype "
                     f"{arr.dtype}")
-
-
-def _one_time_text(x: Any) -> bool:
-    """Whether text ``x`` reads as one time (a number or ISO 8601): an error names the
-    first value that does not, not the first text."""
-    if not isinstance(x, str):
-        return False
-    from twotower.data.readers import _iso_seconds
-    one = pd.Series([x.strip()])
-    return bool(np.isfinite(pd.to_numeric(one, errors="coerce").to_numpy(np.float64))[0]
-                or np.isfinite(_iso_seconds(one))[0])
 
 
 def _index(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:

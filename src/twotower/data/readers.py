@@ -253,9 +253,10 @@ def _parser_error(p: Path, sep: str, exc: Exception) -> str:
             start = 1
             for _ in reader:
                 start = reader.line_num + 1
-    except csv.Error:  # (strict: the record that reaches the end of the file inside a quote)
-        return (f"a quote opened on line {start} is never closed (the rest of the file "
-                "would be one field)")
+    except csv.Error as bad:  # (strict: a record reaching the file's end inside a quote)
+        if "end of data" in str(bad):
+            return (f"a quote opened on line {start} is never closed (the rest of the file "
+                    "would be one field)")
     except OSError:
         pass
     return text
@@ -333,10 +334,7 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
         hint = ("; times are seconds since the epoch (a number), ISO 8601 text "
                 "(2024-03-01T12:30:00Z; no zone: UTC), or a Parquet timestamp column"
                 if role == "time" else RATING_HINT if role == "rating" else "")
-        if role == "time" and np.isfinite(vals).any() and isinstance(raw.iloc[row], str):
-            one = pd.Series([raw.iloc[row].strip()])
-            if np.isfinite(pd.to_numeric(one, errors="coerce").to_numpy(np.float64))[0] \
-                    or np.isfinite(_iso_seconds(one))[0]:
+        if role == "time" and np.isfinite(vals).any() and reads_as_time(raw.iloc[row]):
                 hint = ("; the column mixes numbers (seconds since the epoch) with ISO "
                         "8601 text: write every time in one of the two forms")
         raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: expected "
@@ -359,6 +357,16 @@ def _iso_seconds(text: pd.Series) -> np.ndarray:
         dt = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
     # fractions of a second kept (as a number's are: _whole_seconds warns of them)
     return (dt - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
+
+
+def reads_as_time(x: Any) -> bool:
+    """Whether ``x`` is text that reads as one time (a number, or ISO 8601): an error then
+    says the times mix the two forms, or names the first value that is neither."""
+    if not isinstance(x, str):
+        return False
+    one = pd.Series([x.strip()])
+    return bool(np.isfinite(pd.to_numeric(one, errors="coerce").to_numpy(np.float64))[0]
+                or np.isfinite(_iso_seconds(one))[0])
 
 
 def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,
