@@ -210,41 +210,27 @@ def test_tune_recall_raises_the_knob_until_the_target():
         tune_recall(ivf, Q, ref, 1.5)
 
 
+@pytest.mark.parametrize("form", ["allow", "deny"])
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_a_row_short_of_its_qualifying_items_is_refilled_under_an_allow_list(kind):
-    """Exclusions outside the allow-list do not reduce what a query may receive: a row
-    that the index answered short is refilled by exact search up to the items that
-    qualify (a count that ignored the allow-list passed every test before)."""
+def test_a_row_short_of_its_qualifying_items_is_refilled_under_a_global_filter(kind, form):
+    """Exclusions outside what the allow-list (or deny-list) leaves do not reduce what a
+    query may receive: a row that the index answered short is refilled by exact search up
+    to the items that qualify (a count that ignored the allow-list passed every test
+    before). A repeated exclusion counts once. (A row this heavy is scanned exactly: a
+    walk only answers rows whose k plus distinct exclusions stay within half of the items
+    they may list, so counting a denied exclusion twice in the refill check could not
+    matter.)"""
     rng = np.random.default_rng(4)
     V = rng.standard_normal((6000, 16)).astype(np.float32)
     q = rng.standard_normal((1, 16)).astype(np.float32)
-    allow = np.arange(5000)  # above the size searched exactly
-    keep = rng.choice(5000, 5, replace=False)  # the only allowed items not excluded
-    ex = [np.r_[np.setdiff1d(allow, keep), np.arange(5000, 5500)]]
-    cfg = (IndexConfig(kind="ivf", nlist=60, nprobe=1) if kind == "ivf"
-           else IndexConfig(kind="hnsw", ef_search=16))
-    s, i = make_index(cfg).build(V).search(q, 10, exclude=ex, allow=allow)
-    assert sorted(i[0][i[0] >= 0].tolist()) == sorted(keep.tolist())
-    assert (i[0][5:] == PAD_ID).all()
-
-
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
-def test_exclusions_that_are_also_denied_leave_the_qualifying_items(kind):
-    """Excluded ids that are also denied, with a repeated one, leave exactly the items
-    that qualify, padded after them. (A row this heavy is scanned exactly: a walk only
-    answers rows whose k plus distinct exclusions stay within half of the items they may
-    list, so counting a denied exclusion twice in the refill check could not matter.)"""
-    rng = np.random.default_rng(5)
-    V = rng.standard_normal((6000, 16)).astype(np.float32)
-    q = rng.standard_normal((1, 16)).astype(np.float32)
-    deny = np.arange(5000, 6000)  # 5,000 items left: above the size searched exactly
+    left = np.arange(5000)  # above the size searched exactly
     keep = rng.choice(5000, 5, replace=False)  # the only items left not excluded
-    # half the denied ids excluded too (and one allowed id twice): 5 items still qualify
-    gone = np.setdiff1d(np.arange(5000), keep)
-    ex = [np.r_[gone, deny[:500], gone[:1]]]
+    gone = np.setdiff1d(left, keep)
+    ex = [np.r_[gone, np.arange(5000, 5500), gone[:1]]]
     cfg = (IndexConfig(kind="ivf", nlist=60, nprobe=1) if kind == "ivf"
            else IndexConfig(kind="hnsw", ef_search=16))
-    s, i = make_index(cfg).build(V).search(q, 10, exclude=ex, deny=deny)
+    kw = {"allow": left} if form == "allow" else {"deny": np.arange(5000, 6000)}
+    s, i = make_index(cfg).build(V).search(q, 10, exclude=ex, **kw)
     assert sorted(i[0][i[0] >= 0].tolist()) == sorted(keep.tolist())
     assert (i[0][5:] == PAD_ID).all()
 

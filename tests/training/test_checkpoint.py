@@ -151,14 +151,21 @@ def test_a_checkpoint_of_another_training_is_refused(tmp_path, monkeypatch):
         Checkpoint(ck, every_s=0)
 
 
-def test_model_fit_resumes_at_the_epoch_with_its_optimizer(tmp_path):
-    import keras
+def _stopped_model_fit(tmp_path):
+    """(data, config, checkpoint directory) of a model.fit-path training (small tables)
+    stopped as epoch 2 of 4 began, its checkpoint kept."""
     x = _data()
     cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=4)  # small tables: model.fit
     ck = tmp_path / "ck"
     with pytest.raises(KeyboardInterrupt):
         TwoTower(cfg).fit(x, verbose=0, callbacks=[_stop_at_epoch(2)],
                           checkpoint=Checkpoint(ck, keep=True))
+    return x, cfg, ck
+
+
+def test_model_fit_resumes_at_the_epoch_with_its_optimizer(tmp_path):
+    import keras
+    x, cfg, ck = _stopped_model_fit(tmp_path)
     assert Checkpoint(ck).keras_epoch() == 2
 
     class Count(keras.callbacks.Callback):
@@ -347,12 +354,7 @@ def test_a_damaged_checkpoint_is_one_line(tmp_path, monkeypatch):
 def test_a_damaged_model_fit_checkpoint_names_its_weights_file(tmp_path):
     """A truncated weights file of the model.fit path's checkpoint gave h5py's "Unable to
     synchronously open file (truncated file: ...)", naming neither the file nor the fix."""
-    x = _data()
-    cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=4)  # small tables: model.fit
-    ck = tmp_path / "ck"
-    with pytest.raises(KeyboardInterrupt):
-        TwoTower(cfg).fit(x, verbose=0, callbacks=[_stop_at_epoch(2)],
-                          checkpoint=Checkpoint(ck, keep=True))
+    x, cfg, ck = _stopped_model_fit(tmp_path)
     (weights,) = (ck / "keras").glob("epoch-*.weights.h5")
     weights.write_bytes(weights.read_bytes()[:2000])
     with pytest.raises(DataError, match=rf"checkpoint {re.escape(str(weights))}: unreadable "
