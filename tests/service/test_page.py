@@ -127,6 +127,11 @@ def test_page_shows_recommendations_and_similar_movies(live_server):
         page.wait_for_function("document.getElementById('recs-for').textContent"
                                ".includes('not a user of this run')")
         assert page.locator("#recs li .title").all_text_contents() == popular
+        # their scores are interaction counts, shown as such (not "453.000")
+        counts = [f"{int(it['score']):,} interactions" for it in httpx.get(
+            f"{base}/v1/recommendations",
+            params={"user_id": "ghost", "k": 10, "fallback": "popular"}).json()["items"]]
+        assert page.locator("#recs li .score").all_text_contents() == counts
         assert page.locator("#error").is_hidden()
         assert page.locator("#history li").count() == 0
         assert "not a user of this run" in page.locator("#history-count").text_content()

@@ -55,6 +55,8 @@ function showError(err, panel) {
   box.hidden = false;
 }
 
+// withScore: "score" (a model's, 3 decimals) or "count" (the popular fallback's scores
+// are interaction counts: whole numbers, said so), else none
 function fillList(list, items, withScore) {
   list.replaceChildren();
   for (const it of items) {
@@ -67,7 +69,8 @@ function fillList(list, items, withScore) {
     if (withScore && typeof it.score === "number") {
       const score = document.createElement("span");
       score.className = "score";
-      score.textContent = it.score.toFixed(3);
+      score.textContent = withScore === "count"
+        ? `${Math.round(it.score).toLocaleString("en")} interactions` : it.score.toFixed(3);
       li.append(score);
     }
     li.addEventListener("click", () => showSimilar(it.item_id, it.title));
@@ -99,7 +102,7 @@ async function showUser(userId) {
       throw recsR.reason;
     }
     if (stale("user", ctl)) return;
-    fillList($("recs"), recs.items, true);
+    fillList($("recs"), recs.items, recs.fallback ? "count" : "score");
     const known = histR.status === "fulfilled";
     $("recs-for").textContent = `for user ${recs.user_id}` + (!recs.fallback ? "" : known
       ? ` (no training interactions: the ${recs.fallback} items)`
@@ -144,7 +147,7 @@ async function showSimilar(itemId, title) {
     if (Array.isArray(meta.genres) && meta.genres.length) bits.push(meta.genres.join(", "));
     if (meta.popularity !== undefined) bits.push(`${meta.popularity} interactions`);
     $("item-meta").textContent = bits.join(" · ");
-    fillList($("similar"), sim.items, true);
+    fillList($("similar"), sim.items, "score");
   } catch (err) {
     if (stale("similar", ctl)) return;
     // the panel no longer shows the previous item's list as if it were this one's
