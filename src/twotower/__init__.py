@@ -8,8 +8,8 @@ Public API (everything else is private)::
                           global_temporal_split)
 
 The names load on first use (PEP 562): ``import twotower`` alone, and the ``twotower``
-command's start, no longer load pandas, the readers and the models (1.7 s here), so a
-command's own Ctrl-C handling is in place while they load.
+command's start, no longer load pandas, the readers and the models, so a command's own
+Ctrl-C handling is in place while they load.
 """
 
 from __future__ import annotations

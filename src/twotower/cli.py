@@ -104,8 +104,7 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
     from twotower.models._ticker import Ticker
     # a line every 10 s while a large file is read (10 s per 3M rows here: silent before)
     size = Path(args.data).stat().st_size / 2**20 if Path(args.data).is_file() else 0.0
-    with Ticker("reading --data", every_s=10.0) as tick:
-        tick.stage = f"{args.data} ({size:,.0f} MB)"
+    with Ticker("reading --data", every_s=10.0, stage=f"{args.data} ({size:,.0f} MB)"):
         x = read_interactions(args.data, user_col=cols["user"], item_col=cols["item"],
                               rating_col=cols["rating"], time_col=cols["time"],
                               items=args.items, item_id_col=meta_cols["id_col"],

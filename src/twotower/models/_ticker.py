@@ -3,6 +3,7 @@ part, re-indexing a run): no Keras, so the commands that need no network load no
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -30,12 +31,12 @@ class Ticker:
     """
 
     def __init__(self, what: str, every_s: float = 10.0, out: TextIO | None = None,
-                 prefix: str = "twotower: ", emit: Callable[[str], None] | None = None
-                 ) -> None:
+                 prefix: str = "twotower: ", emit: Callable[[str], None] | None = None,
+                 stage: str = "starting") -> None:
         import threading
         self.what, self.every_s, self.out, self.prefix = what, every_s, out, prefix
         self.emit = emit  # given: each line goes to it (no prefix), not to ``out``
-        self.stage = "starting"
+        self.stage = stage
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -56,3 +57,8 @@ class Ticker:
                 self.emit(line)
             else:
                 print(f"{self.prefix}{line}", file=self.out or sys.stderr, flush=True)
+
+
+def ticking(what: str, every_s: float, stage: str, **kw: Any) -> Any:
+    """A ``Ticker`` for the block, or nothing when ``every_s`` is 0 (progress off)."""
+    return Ticker(what, every_s, stage=stage, **kw) if every_s else contextlib.nullcontext()

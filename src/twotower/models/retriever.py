@@ -6,7 +6,6 @@ Keras trains the towers; serving runs on numpy copies of the learned tables and 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import numbers
 import os
@@ -645,11 +644,8 @@ class TwoTower:
                     print(f"scanning {stream.path} (vocabularies, counts)", file=sys.stderr,
                           flush=True)
                 # the rows' digest in the same pass where a check or a checkpoint needs it
-                from twotower.models._ticker import Ticker
-                with (Ticker("scanning", progress_every_s, prefix="")
-                      if progress_every_s else contextlib.nullcontext()) as tick:
-                    if tick is not None:
-                        tick.stage = str(stream.path)
+                from twotower.models._ticker import ticking
+                with ticking("scanning", progress_every_s, str(stream.path), prefix=""):
                     stats = stream.scan(digest=multi or checkpoint is not None)
                 if progress_every_s:
                     print(f"scanned {stats.rows:,} interactions, {len(stats.user_vocab):,} "
@@ -716,12 +712,10 @@ class TwoTower:
             self._net = net
             self._export_tables()
             self._check_trained()
-            from twotower.models._ticker import Ticker
+            from twotower.models._ticker import ticking
             # one more pass over the file: each user's items (silent before)
-            with (Ticker("reading every user's items", progress_every_s, prefix="")
-                  if progress_every_s and seen else contextlib.nullcontext()) as tick:
-                if tick is not None:
-                    tick.stage = str(stream.path)
+            with ticking("reading every user's items", progress_every_s if seen else 0.0,
+                         str(stream.path), prefix=""):
                 self._seen = (stream.seen_matrix() if seen
                               else sp.csr_matrix((n_users, n_items), dtype=np.float32))
             self._seen_recency = None  # a stream keeps no order of its pairs
