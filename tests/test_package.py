@@ -21,6 +21,21 @@ def test_public_names_resolve_to_their_modules():
         twotower.nope  # noqa: B018
 
 
+def test_the_lazy_table_and_the_type_checkers_imports_agree():
+    """The public names are listed twice (the lazy table, and the imports type checkers
+    read): a name added to one only is missing from IDEs, or from `twotower.NAME`."""
+    import ast
+    from pathlib import Path
+
+    import twotower
+    tree = ast.parse(Path(twotower.__file__).read_text(encoding="utf-8"))
+    guarded = next(node for node in tree.body if isinstance(node, ast.If)
+                   and ast.unparse(node.test) == "TYPE_CHECKING")
+    imported = {alias.name: node.module for node in guarded.body
+                if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert imported == twotower._PUBLIC
+
+
 def test_the_command_starts_without_loading_the_library():
     """`import twotower` loaded pandas, the readers and the models (1.7 s) before the
     command's own Ctrl-C handling was in place: a Ctrl-C then was a 27-line traceback."""
