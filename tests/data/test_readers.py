@@ -78,6 +78,26 @@ def test_too_many_fields_is_an_error(tmp_path):
         read_interactions(tmp_path / "r.csv")
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_csv_is_refused_naming_its_encoding(tmp_path, encoding):
+    """A spreadsheet's 'Unicode text' export (UTF-16) was read as latin-1, its NUL bytes
+    part of every name: 'no column user; columns are ['\\xff\\xfeu\\x00s...']'."""
+    log = tmp_path / "r.csv"
+    log.write_bytes("user,item\nu1,10\nu2,11\n".encode(encoding))
+    with pytest.raises(DataError, match=r"r.csv holds a NUL byte \(line 1\): it looks UTF-16 "
+                                        r"encoded.*save it as UTF-8"):
+        read_interactions(log, user_col="user", item_col="item")
+
+
+def test_a_nul_byte_in_a_text_file_is_refused_naming_its_line(tmp_path):
+    """A NUL inside an id (a damaged or binary file) became part of the id, silently."""
+    log = tmp_path / "r.csv"
+    log.write_bytes(b"user,item\nu1,10\nu\x002,11\nu3,12\n")
+    with pytest.raises(DataError, match=r"r.csv holds a NUL byte \(line 3\): no text id "
+                                        r"holds one"):
+        read_interactions(log, user_col="user", item_col="item")
+
+
 def test_latin1_files_are_read_with_a_warning_naming_the_line(tmp_path):
     """MovieLens' own metadata is latin-1: read it, and say where UTF-8 failed."""
     log = tmp_path / "r.csv"

@@ -193,6 +193,17 @@ def _encoding(path: str, size: int, mtime_ns: int, what: str, chunk: int = 1 << 
     with open(p, "rb") as f:
         while True:
             block = f.read(chunk)
+            if b"\x00" in block:  # no text id or number holds one: UTF-16/32, or binary
+                at = block.index(b"\x00")
+                line = lines + block[:at].count(b"\n") + 1
+                head = block[:256]
+                utf16 = (lines == 0 and head[:2] in (b"\xff\xfe", b"\xfe\xff")) or (
+                    head.count(b"\x00") >= len(head) // 4)  # ASCII as UTF-16: half NUL
+                kind = ("it looks UTF-16 encoded (as spreadsheet programs save 'Unicode text'); "
+                        "save it as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8`)" if utf16 else
+                        "no text id holds one: is it a text file? A CSV/TSV is read as UTF-8 or "
+                        "latin-1 text")
+                raise DataError(f"{what}: {p} holds a NUL byte (line {line}): {kind}")
             try:
                 decoder.decode(block, final=not block)
             except UnicodeDecodeError as exc:
