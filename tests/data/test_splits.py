@@ -158,3 +158,20 @@ def test_held_out_users_split_names_its_own_arguments():
                                                  "none out with seed 1")):
         with pytest.raises((DataError, ConfigError), match=said):
             held_out_users_split(x, **{"user_fraction": 0.2, "seed": 1, **kw})
+
+
+def test_per_user_test_share_is_not_lost_to_float_rounding():
+    """1 - 0.8 is 0.19999999999999996 and 0.29 * 100 is 28.999999999999996: a user with
+    10 rows got 9 history rows and 1 test row with history_fraction 0.8, and 100 rows at
+    test_fraction 0.29 gave 28 test rows."""
+    users = np.repeat(np.arange(4), 10)
+    x = Interactions.from_ids(users, np.tile(np.arange(10), 4),
+                              timestamps=np.tile(np.arange(10), 4))
+    s = held_out_users_split(x, 0.5, seed=0, history_fraction=0.8)
+    held = np.unique(s.test.users)
+    assert len(held)
+    assert np.bincount(s.history.users)[held].tolist() == [8] * len(held)
+    assert np.bincount(s.test.users)[held].tolist() == [2] * len(held)
+    y = Interactions.from_ids(np.zeros(100, int), np.arange(100), timestamps=np.arange(100))
+    assert [len(temporal_split(y, f).test) for f in (0.29, 0.57, 0.58, 0.2)] == [29, 57, 58, 20]
+    assert len(temporal_split(y, 1 - 1e-12).test) == 99  # each user keeps a training row
