@@ -167,6 +167,22 @@ def test_tune_uses_a_validation_split_of_train_only():
         tune(EASE, x, {"lambda_": [1.0]}, split="nope")
 
 
+
+def test_tune_checks_its_metric_and_validation_fraction_before_any_fit(monkeypatch):
+    """A metric the ``ks`` do not give was refused only after the first setting's fit (an
+    EASE fit takes minutes at 20k items), and a bad ``validation_fraction`` was named
+    ``split.test_fraction``."""
+    x = two_blocks()
+    fits = []
+    monkeypatch.setattr(EASE, "_fit", lambda self, m: fits.append(self.config))
+    for kw in ({"ks": (5,)}, {"metric": "recal@10"}, {"metric": []}):
+        with pytest.raises(ConfigError, match=r"`metric` .* is not among .*recall@"):
+            tune(EASE, x, {"lambda_": [1.0, 10.0]}, **kw)
+    with pytest.raises(ConfigError, match=r"validation_fraction must be between 0.0 and "
+                                          r"1.0, got 1.5"):
+        tune(EASE, x, {"lambda_": [1.0]}, validation_fraction=1.5)
+    assert fits == []
+
 def _timed_log(seed: int = 0, n_users: int = 30, n_items: int = 25, n: int = 400):
     """Random (user, item) rows with times, repeats included."""
     rng = np.random.default_rng(seed)

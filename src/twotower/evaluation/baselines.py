@@ -23,7 +23,7 @@ import scipy.sparse as sp
 
 from twotower.config import Config, check_range
 from twotower.data.interactions import Interactions
-from twotower.data.splits import random_split, temporal_split
+from twotower.data.splits import _check_fraction, random_split, temporal_split
 from twotower.errors import ConfigError, DataError, NotFittedError
 
 #: Rows scored per dense ``[batch, n_items]`` block inside ``recommend``.
@@ -622,6 +622,15 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
     if not points:
         points = [{}]
     configs = [baseline_cls.config_cls.from_dict(p) for p in points]
+    # checked before any fit (one EASE fit takes minutes at 20k items)
+    keys = [metric] if isinstance(metric, str) else list(metric)
+    from twotower.evaluation.metrics import METRICS, _check_ks
+    known = [f"{name}@{k}" for k in _check_ks(ks) for name in METRICS]
+    missing = [k for k in keys if k not in known]
+    if missing or not keys:
+        raise ConfigError(f"`metric` {missing[0] if missing else metric!r} is not among "
+                          f"{sorted(known)} (the metrics at `ks` {tuple(ks)})")
+    _check_fraction(validation_fraction, "validation_fraction")
     if split == "random":
         parts = random_split(train, validation_fraction, seed)
     elif split == "temporal":
@@ -634,7 +643,6 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
     held = warm_part(parts.train, parts.test)
     if not len(held):
         return TuneResult(configs[0], [])
-    keys = [metric] if isinstance(metric, str) else list(metric)
     results: list[dict[str, Any]] = []
     best_i, best_v = 0, -np.inf
     # settings that differ only in what the query reads share one fit (the last one kept)
@@ -654,10 +662,6 @@ def tune(baseline_cls: type[_Baseline], train: Interactions,
             if baseline_cls.query_params:
                 fitted = (fit_key, rec)
         metrics = recommend_and_evaluate(rec, parts.train, held, ks)
-        missing = [k for k in keys if k not in metrics]
-        if missing or not keys:
-            raise ConfigError(f"`metric` {missing[0] if missing else metric!r} is not among "
-                              f"{sorted(metrics)}")
         value = float(sum(metrics[k] for k in keys))
         results.append({"config": cfg.to_dict(), "metrics": metrics})
         if value > best_v:
