@@ -167,7 +167,6 @@ def test_tune_uses_a_validation_split_of_train_only():
         tune(EASE, x, {"lambda_": [1.0]}, split="nope")
 
 
-
 def test_tune_checks_its_metric_and_validation_fraction_before_any_fit(monkeypatch):
     """A metric the ``ks`` do not give was refused only after the first setting's fit (an
     EASE fit takes minutes at 20k items), and a bad ``validation_fraction`` was named
@@ -182,6 +181,7 @@ def test_tune_checks_its_metric_and_validation_fraction_before_any_fit(monkeypat
                                           r"1.0, got 1.5"):
         tune(EASE, x, {"lambda_": [1.0]}, validation_fraction=1.5)
     assert fits == []
+
 
 def _timed_log(seed: int = 0, n_users: int = 30, n_items: int = 25, n: int = 400):
     """Random (user, item) rows with times, repeats included."""
