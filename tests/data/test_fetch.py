@@ -419,3 +419,34 @@ def test_a_file_given_as_the_directory_is_named_as_such(tmp_path):
     f.write_text("x")
     with pytest.raises(FetchError, match="afile .* is not a directory"):
         fetch_movielens_100k(f, cache_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("kind", ["own copy", "file"])
+def test_someone_elses_ml100k_in_the_cache_root_is_not_deleted(server, pristine, tmp_path,
+                                                               kind):
+    """A GroupLens copy unzipped by hand as ``<cache root>/ml-100k`` (no manifest; its
+    u1.base and notes among the files) or a file of that name was deleted and replaced by
+    the download; now the fetch fails naming it, and leaves it as it was."""
+    target = tmp_path / "ml-100k"
+    if kind == "file":
+        target.write_text("mine\n")
+    else:
+        target.mkdir()
+        (target / "u.data").write_bytes((pristine / "u.data").read_bytes())
+        (target / "u1.base").write_text("1\t1\t5\t874965758\n")
+        (target / "NOTES.txt").write_text("mine\n")
+    before = {p.name: p.read_bytes() for p in target.iterdir()} if target.is_dir() \
+        else target.read_bytes()
+    hits = len(server.hits)
+    with pytest.raises(FetchError) as err:
+        fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                             progress=False)
+    msg = str(err.value)
+    assert str(target) in msg and "TWOTOWER_CACHE_DIR" in msg and "--data-dir" in msg, msg
+    if kind == "file":
+        assert "is not a directory" in msg and target.read_bytes() == before
+    else:
+        assert "NOTES.txt, u1.base" in msg, msg
+        assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    assert len(server.hits) == hits  # refused before downloading
+    assert _leftovers(tmp_path) == []

@@ -19,7 +19,9 @@ Sources, tried in order (``sources`` picks a subset or another order):
     converted to the GroupLens layout.
 
 Downloads are staged in a temporary sibling of the cache directory and renamed into place, so
-a crash never leaves a cache that looks complete.
+a crash never leaves a cache that looks complete. A ``ml-100k`` there that a fetch did not
+write (a file, or a directory holding other files and no manifest) is never replaced: the
+fetch fails with a :class:`FetchError` naming it.
 """
 
 from __future__ import annotations
@@ -252,9 +254,12 @@ def _build(target: Path, source: str, fill: Callable[[Path], str],
     except OSError as exc:
         raise _SourceFailed(f"cannot write to cache directory {root} ({exc})") from None
     try:
+        _check_replaceable(target)  # before the download: nothing fetched in vain
         origin = fill(stage)
         _write_manifest(stage, source, origin)
         _publish(stage, target)
+    except FetchError:
+        raise
     except OSError as exc:
         raise _SourceFailed(f"cannot write the cache at {target} ({exc})") from None
     finally:
@@ -262,6 +267,32 @@ def _build(target: Path, source: str, fill: Callable[[Path], str],
         shutil.rmtree(stage, ignore_errors=True)
     say(f"twotower: MovieLens 100k ready at {target} (from {source})")
     return target
+
+
+#: what a fetch writes into ``<cache root>/ml-100k``: a directory there without a manifest
+#: that holds nothing else (an extraction cut short) is replaced; one holding other files is
+#: someone's own (a copy unzipped there by hand, say), which a fetch does not delete
+_OURS = frozenset({*_ZIP_FILES, MANIFEST_NAME, MANIFEST_NAME + ".part", ".download.zip.part"})
+
+
+def _check_replaceable(target: Path) -> None:
+    """Refuse to replace ``target`` when it is not a cache a fetch wrote (or began)."""
+    if not target.exists() and not target.is_symlink():
+        return
+    hint = (f"move it away or choose another cache root ({CACHE_ENV}); a copy of MovieLens "
+            f"100k is used in place with --data-dir DIR or {DIR_ENV}=DIR")
+    if not target.is_dir():
+        raise FetchError(f"MovieLens 100k cache {target} exists and is not a directory; a "
+                         f"fetch would replace it: {hint}")
+    if (target / MANIFEST_NAME).is_file():
+        return  # a cache (complete or damaged): a fetch's own
+    foreign = sorted(p.name for p in target.iterdir() if p.name not in _OURS)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                          else "")
+        raise FetchError(f"MovieLens 100k cache {target} has no {MANIFEST_NAME} and holds "
+                         f"files a fetch does not write ({shown}); a fetch would replace the "
+                         f"whole directory: {hint}")
 
 
 def _write_manifest(stage: Path, source: str, origin: str) -> None:
@@ -286,6 +317,7 @@ def _publish(stage: Path, target: Path) -> None:
                 return
         except _SourceFailed:
             pass
+        _check_replaceable(target)  # (someone's own files put there meanwhile)
         # A stale, half-written or other-source cache: move it aside (atomic), then swap
         # the new one in.
         old = temp_sibling(target)
