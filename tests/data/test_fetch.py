@@ -450,3 +450,50 @@ def test_someone_elses_ml100k_in_the_cache_root_is_not_deleted(server, pristine,
         assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert len(server.hits) == hits  # refused before downloading
     assert _leftovers(tmp_path) == []
+
+
+def test_a_download_cut_short_on_a_terminal_ends_its_progress_line(zips, tmp_path, capfd,
+                                                                   monkeypatch):
+    """On a terminal the progress line is redrawn with carriage returns; a download cut
+    short (here: the connection reset after half the body) left it unended, and
+    'twotower: grouplens failed: ...' was printed on the same line."""
+    import socket
+    import struct
+
+    class Reset(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = zips["good"]
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            shown.wait(10)  # the client drew its progress line
+            # closed with an RST (linger 0): the client's next read fails mid-body
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            self.connection.close()
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Reset)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    shown = threading.Event()
+    progress_line = fetch._progress_line
+
+    def drawn(*args):
+        progress_line(*args)
+        shown.set()
+
+    monkeypatch.setattr(fetch, "_progress_line", drawn)
+    monkeypatch.setattr(fetch, "_stderr_is_tty", lambda: True)
+    try:
+        with pytest.raises(FetchError, match="grouplens: "):  # (a reset, mid-body)
+            fetch_movielens_100k(cache_dir=tmp_path, sources=["grouplens"],
+                                 grouplens_url=f"http://127.0.0.1:{httpd.server_address[1]}/z")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    err = capfd.readouterr().err
+    assert "\r" in err and "%)\ntwotower: grouplens failed: " in err, repr(err[-300:])

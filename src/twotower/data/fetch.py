@@ -391,17 +391,21 @@ def _download(url: str, dest: Path, progress: bool) -> None:
             # a terminal: one line redrawn per percent (or MiB when the size is unknown); a
             # log (not a terminal): a line per 10% (or 10 MiB), no carriage returns
             tty = _stderr_is_tty()
-            while block := resp.read(_CHUNK):
-                out.write(block)
-                done += len(block)
-                step = 100 * done // total if total else done >> 20
-                if not tty:
-                    step //= 10
-                if progress and step != shown:
-                    shown = step
-                    _progress_line(done, total, tty)
-            if progress and tty:
-                print(file=sys.stderr, flush=True)
+            try:
+                while block := resp.read(_CHUNK):
+                    out.write(block)
+                    done += len(block)
+                    step = 100 * done // total if total else done >> 20
+                    if not tty:
+                        step //= 10
+                    if progress and step != shown:
+                        shown = step
+                        _progress_line(done, total, tty)
+            finally:
+                # the redrawn line ended, also when a reset, a timeout or Ctrl-C cuts the
+                # download short (the next message was appended to it)
+                if progress and tty and shown is not None:
+                    print(file=sys.stderr, flush=True)
             if total is not None and done < total:
                 raise _SourceFailed(f"{url}: download truncated ({done} of {total} bytes)")
     except urllib.error.HTTPError as exc:
