@@ -57,3 +57,22 @@ def test_a_line_cut_short_is_named_without_numpys_advice(tmp_path, ml100k_dir):
                                         r"MovieLens 100k's u.data has 100,000 lines") as err:
         read_movielens_100k(tmp_path)
     assert "usecols" not in str(err.value)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda line: line + b"|0", r"malformed \(Expected 24 fields in line 7, saw 25\)"),
+    (lambda line: line[:-1] + b"x", r"line 7: not 24 fields ending in 19 genre flags of 0 or 1"),
+    (lambda line: b"x" + line, r"line 7: item id 'x7' is not an integer"),
+], ids=["25 fields", "flag x", "id x7"])
+def test_a_bad_u_item_line_is_named_not_a_traceback(tmp_path, ml100k_dir, edit, message):
+    """A u.item line of 25 fields or a non-integer id raised pandas' ParserError or a bare
+    ValueError; a genre flag 'x' was read as set. Each is now a DataError naming the line
+    and the expected form."""
+    lines = (ml100k_dir / "u.item").read_bytes().split(b"\n")
+    lines[6] = edit(lines[6])
+    (tmp_path / "u.item").write_bytes(b"\n".join(lines))
+    (tmp_path / "u.data").write_bytes((ml100k_dir / "u.data").read_bytes())
+    with pytest.raises(DataError, match=message) as err:
+        read_movielens_100k(tmp_path)
+    assert str(tmp_path / "u.item") in str(err.value)
+    assert "24 '|'-separated fields: id|title|" in str(err.value)

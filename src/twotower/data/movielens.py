@@ -46,21 +46,38 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
         raise DataError(f"{d / 'u.data'}: MovieLens 100k has {N_RATINGS:,} ratings, this file "
                         f"{len(data):,} (a truncated or edited copy?); for other data use "
                         "`--data FILE`")
-    items = pd.read_csv(d / "u.item", sep="|", header=None, encoding="latin-1",
-                        names=["id", "title", "release_date", "video_release", "imdb_url",
-                               *GENRES], dtype={"title": str, "release_date": str})
-    if len(items) != N_ITEMS or items[list(GENRES)].isna().any().any():
+    form = ("MovieLens 100k's u.item has a line per movie of 24 '|'-separated fields: "
+            "id|title|release date|video release date|IMDb URL|19 genre flags, 0 or 1")
+    try:
+        items = pd.read_csv(d / "u.item", sep="|", header=None, encoding="latin-1",
+                            names=["id", "title", "release_date", "video_release", "imdb_url",
+                                   *GENRES], dtype=str)
+    except ValueError as exc:  # pandas' ParserError: a line of more fields
+        reason = str(exc).strip().splitlines()[-1].split("C error: ")[-1]
+        raise DataError(f"{d / 'u.item'}: malformed ({reason}); {form} (an edited "
+                        "copy?)") from None
+    if len(items) != N_ITEMS:
         raise DataError(f"{d / 'u.item'}: MovieLens 100k describes {N_ITEMS:,} movies in 24 "
                         f"'|'-separated fields, this file {len(items):,} (a truncated or edited "
                         "copy?)")
-    flags = items[list(GENRES)].to_numpy(dtype=bool)
+    ids = pd.to_numeric(items["id"], errors="coerce")
+    flags = items[list(GENRES)].isin(["0", "1"])
+    bad = ids.isna() | (ids != ids.round()) | ~flags.all(axis=1)
+    if bad.any():  # named by line: a short line, an id or a genre flag that is not a number
+        n = int(np.argmax(bad.to_numpy()))
+        if pd.isna(ids.iloc[n]) or ids.iloc[n] != round(ids.iloc[n]):
+            what = f"item id {items['id'].iloc[n]!r} is not an integer"
+        else:
+            what = "not 24 fields ending in 19 genre flags of 0 or 1"
+        raise DataError(f"{d / 'u.item'}: line {n + 1}: {what}; {form} (an edited copy?)")
+    flags = (items[list(GENRES)] == "1").to_numpy()
     item_info = pd.DataFrame({
         # stripped: some copies (the package wheel's) drop a trailing space GroupLens has
         "title": items["title"].fillna("").str.strip().to_numpy(),
         "genres": [[g for g, f in zip(GENRES, row) if f] for row in flags],
         "year": pd.to_datetime(items["release_date"], format="%d-%b-%Y",
                                errors="coerce").dt.year.astype("Int64").to_numpy(),
-    }, index=pd.Index(items["id"].astype(np.int64).tolist()))
+    }, index=pd.Index(ids.astype(np.int64).tolist()))
     user_info = None
     if (d / "u.user").is_file():
         users = pd.read_csv(d / "u.user", sep="|", header=None, encoding="latin-1",
