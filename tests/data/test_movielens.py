@@ -76,3 +76,15 @@ def test_a_bad_u_item_line_is_named_not_a_traceback(tmp_path, ml100k_dir, edit, 
         read_movielens_100k(tmp_path)
     assert str(tmp_path / "u.item") in str(err.value)
     assert "24 '|'-separated fields: id|title|" in str(err.value)
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["utf-8", "utf-8 with BOM"])
+def test_a_copy_saved_as_utf8_keeps_its_titles(tmp_path, ml100k_dir, ml100k, bom):
+    """u.item saved again as UTF-8 was read as latin-1: 'MisÃ©rables, Les (1995)', which
+    `similar --item` could not find by its own name (and a byte-order mark failed as an id)."""
+    text = (ml100k_dir / "u.item").read_bytes().decode("latin-1")
+    (tmp_path / "u.item").write_bytes(bom + text.encode("utf-8"))
+    (tmp_path / "u.data").write_bytes((ml100k_dir / "u.data").read_bytes())
+    data = read_movielens_100k(tmp_path)
+    assert data.titles()[data.item_vocab.index_of(543)] == "Misérables, Les (1995)"
+    assert list(data.titles()) == list(ml100k.titles())

@@ -22,7 +22,8 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
     """Read MovieLens 100k from a directory in the GroupLens layout.
 
     ``u.data``: user, item, rating, timestamp (tab-separated); ``u.item``: ``|``-separated,
-    latin-1, id|title|release date|video release date|IMDb URL|19 genre flags;
+    latin-1 (or UTF-8, for a copy saved so), id|title|release date|video release date|IMDb
+    URL|19 genre flags;
     ``u.user`` (optional): id|age|gender|occupation|zip.
 
     Returns:
@@ -49,7 +50,7 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
     form = ("MovieLens 100k's u.item has a line per movie of 24 '|'-separated fields: "
             "id|title|release date|video release date|IMDb URL|19 genre flags, 0 or 1")
     try:
-        items = pd.read_csv(d / "u.item", sep="|", header=None, encoding="latin-1",
+        items = pd.read_csv(d / "u.item", sep="|", header=None, encoding=_encoding(d / "u.item"),
                             names=["id", "title", "release_date", "video_release", "imdb_url",
                                    *GENRES], dtype=str)
     except ValueError as exc:  # pandas' ParserError: a line of more fields
@@ -80,11 +81,24 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
     }, index=pd.Index(ids.astype(np.int64).tolist()))
     user_info = None
     if (d / "u.user").is_file():
-        users = pd.read_csv(d / "u.user", sep="|", header=None, encoding="latin-1",
+        users = pd.read_csv(d / "u.user", sep="|", header=None, encoding=_encoding(d / "u.user"),
                             names=["id", "age", "gender", "occupation", "zip"], dtype={"zip": str})
         user_info = users.set_index("id")[["age", "gender", "occupation"]]
     return Interactions.from_ids(data[:, 0], data[:, 1], data[:, 2].astype(np.float32), data[:, 3],
                                  item_info=item_info, user_info=user_info)
+
+
+def _encoding(path: Path) -> str:
+    """latin-1, as GroupLens writes its files; UTF-8 for a copy saved again as UTF-8 (read as
+    latin-1, its titles came out as 'MisÃ©rables, Les', unfound by their own name)."""
+    raw = path.read_bytes()
+    if raw.isascii():
+        return "latin-1"
+    try:
+        raw.decode("utf-8")  # latin-1 titles (a lone 0xe9 for 'é') are not valid UTF-8
+    except UnicodeDecodeError:
+        return "latin-1"
+    return "utf-8-sig"  # (a byte-order mark left out)
 
 
 def load_movielens_100k(data_dir: str | Path | None = None, *, progress: bool = True
