@@ -88,3 +88,14 @@ def test_a_copy_saved_as_utf8_keeps_its_titles(tmp_path, ml100k_dir, ml100k, bom
     data = read_movielens_100k(tmp_path)
     assert data.titles()[data.item_vocab.index_of(543)] == "Misérables, Les (1995)"
     assert list(data.titles()) == list(ml100k.titles())
+
+
+def test_a_u_user_line_of_more_fields_is_named_not_a_traceback(tmp_path, ml100k_dir):
+    lines = (ml100k_dir / "u.user").read_bytes().split(b"\n")
+    lines[6] += b"|x"
+    (tmp_path / "u.user").write_bytes(b"\n".join(lines))
+    for name in ("u.data", "u.item"):
+        (tmp_path / name).write_bytes((ml100k_dir / name).read_bytes())
+    with pytest.raises(DataError, match=r"u\.user: malformed \(Expected 5 fields in line 7, "
+                                        r"saw 6\); .* 5 '\|'-separated fields: id\|age\|"):
+        read_movielens_100k(tmp_path)

@@ -81,8 +81,16 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
     }, index=pd.Index(ids.astype(np.int64).tolist()))
     user_info = None
     if (d / "u.user").is_file():
-        users = pd.read_csv(d / "u.user", sep="|", header=None, encoding=_encoding(d / "u.user"),
-                            names=["id", "age", "gender", "occupation", "zip"], dtype={"zip": str})
+        try:
+            users = pd.read_csv(d / "u.user", sep="|", header=None,
+                                encoding=_encoding(d / "u.user"),
+                                names=["id", "age", "gender", "occupation", "zip"],
+                                dtype={"zip": str})
+        except ValueError as exc:  # pandas' ParserError: a line of more fields
+            reason = str(exc).strip().splitlines()[-1].split("C error: ")[-1]
+            raise DataError(f"{d / 'u.user'}: malformed ({reason}); MovieLens 100k's u.user "
+                            "has a line per user of 5 '|'-separated fields: "
+                            "id|age|gender|occupation|zip code (an edited copy?)") from None
         user_info = users.set_index("id")[["age", "gender", "occupation"]]
     return Interactions.from_ids(data[:, 0], data[:, 1], data[:, 2].astype(np.float32), data[:, 3],
                                  item_info=item_info, user_info=user_info)
