@@ -497,3 +497,14 @@ def test_a_download_cut_short_on_a_terminal_ends_its_progress_line(zips, tmp_pat
         httpd.server_close()
     err = capfd.readouterr().err
     assert "\r" in err and "%)\ntwotower: grouplens failed: " in err, repr(err[-300:])
+
+
+def test_the_directory_the_zip_was_unzipped_into_points_at_its_ml100k(pristine, tmp_path):
+    """--data-dir given the folder the GroupLens zip was unzipped into said only 'has no
+    u.data'; it now names the ml-100k directory inside, which has the files."""
+    (tmp_path / "downloads").mkdir()
+    (tmp_path / "downloads" / "ml-100k").symlink_to(pristine)
+    with pytest.raises(FetchError) as err:
+        fetch_movielens_100k(tmp_path / "downloads", cache_dir=tmp_path, progress=False)
+    assert f"has no u.data (it holds {tmp_path / 'downloads' / 'ml-100k'}, which has them: " \
+           "give that)" in str(err.value), str(err.value)

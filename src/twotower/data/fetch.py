@@ -200,8 +200,12 @@ def _from_dir(data_dir: str | Path | None) -> Path:
         raise FetchError(f"MovieLens 100k directory {d} (from {origin}) {what}. " + _HINT)
     for name in REQUIRED_FILES:
         if not (d / name).is_file():
-            raise FetchError(f"MovieLens 100k directory {d} (from {origin}) has no {name}. "
-                             + _HINT)
+            # the directory the GroupLens zip was unzipped into, rather than its ml-100k/
+            inner = next((sub for sub in (d / "ml-100k", d / "ml-100k" / "ml-100k")
+                          if all((sub / n).is_file() for n in REQUIRED_FILES)), None)
+            there = f" (it holds {inner}, which has them: give that)" if inner else ""
+            raise FetchError(f"MovieLens 100k directory {d} (from {origin}) has no "
+                             f"{name}{there}. " + _HINT)
     return d
 
 
