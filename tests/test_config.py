@@ -90,6 +90,24 @@ def test_settings_the_objective_ignores_are_refused_when_training_starts(tmp_pat
         TwoTower(ModelConfig(objective="mse", item_bias=True, epochs=1)).fit(x)
 
 
+def test_a_feature_column_named_twice_is_refused_when_training_starts():
+    """``item_features = ["genres", "genres"]`` trained the genre feature twice (two blocks
+    of the same tokens, counted twice in the normalisation), in silence; a run saved with
+    such a config still loads."""
+    from twotower import TwoTower
+    from twotower.data import Interactions
+    for name in ("item_features", "user_features"):
+        cfg = ModelConfig(**{name: ("genres", "year", "genres")})
+        assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+        with pytest.raises(ConfigError, match=rf"model.{name} names \['genres'\] more than "
+                                              "once"):
+            cfg.check_used()
+    ModelConfig(item_features=("genres", "year")).check_used()
+    x = Interactions.from_ids(["a", "b"], [1, 2], [1.0, 2.0])
+    with pytest.raises(ConfigError, match="model.item_features names"):
+        TwoTower(ModelConfig(item_features=("g", "g"), epochs=1)).fit(x)
+
+
 def test_a_list_is_accepted_where_a_sequence_is_held():
     """ModelConfig(item_features=["genres"]) said "must be a list" and refused the list."""
     from twotower import ModelConfig

@@ -259,9 +259,17 @@ class ModelConfig(Config):
         before this check, with such a setting, still loads.
 
         Raises:
-            ConfigError: ``item_bias`` without ``multinomial``, or ``hard_negatives``
-                without ``sampled_softmax``.
+            ConfigError: ``item_bias`` without ``multinomial``, ``hard_negatives``
+                without ``sampled_softmax``, or a column named twice in
+                ``item_features``/``user_features`` (its feature would count twice).
         """
+        for name in ("item_features", "user_features"):
+            value = getattr(self, name)
+            twice = sorted({c for c in value if value.count(c) > 1})
+            if twice:
+                raise ConfigError(f"model.{name} names {twice} more than once (each column "
+                                  f"is one feature); list each column once, got "
+                                  f"{list(value)}")
         if self.item_bias and self.objective != "multinomial":
             raise ConfigError(f"model.item_bias is only trained by objective 'multinomial' "
                               f"(the other losses have no bias term), got objective "
