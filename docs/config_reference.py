@@ -89,7 +89,8 @@ def main() -> str:
         "flat file of these keys) and a `[distribution]` table. `--preset` picks the "
         "column the file changes (`default` unless given); `--epochs`, `--embedding-dim`, "
         "`--learning-rate`, `--batch-size` and `--seed` win over the file. A key the chosen "
-        "model never reads gets a warning naming it. The presets set only the keys in "
+        "model never reads gets a warning naming it, unless it holds the class default "
+        "(a run's saved settings hold every key). The presets set only the keys in "
         f"`PRESETS` ({len(PRESETS['default'])} for `default`); the others keep the class "
         "defaults.",
         "",

@@ -1074,6 +1074,28 @@ def test_given_settings_the_model_never_reads_are_warned_about_not_a_presets_own
     assert not [w for w in recwarn if "never reads" in str(w.message)]
 
 
+def test_a_complete_config_warns_only_of_unread_settings_off_their_default(
+        tmp_path, capsys, recwarn):
+    """A run's saved [model] table fed back (every key, most at the class default) warned
+    of 18 settings the tutorial's model never reads, none of them chosen by the user."""
+    from twotower.models import ModelConfig
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "".join(
+        f"u{u % 9},i{u % 7},{1 + u % 5}\n" for u in range(120)))
+    settings = ModelConfig.preset("tutorial", epochs=1).to_dict()
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"model": settings}))
+    base = ["train", "--data", tmp_path / "r.csv", "--split", "none", "--preset", "tutorial",
+            "--config", cfg]
+    code, _, err = run(capsys, *base, "--out", tmp_path / "a")
+    assert code == 0, err
+    assert not [w for w in recwarn if "never reads" in str(w.message)]
+    cfg.write_text(json.dumps({"model": {**settings, "temperature": 0.5}}))
+    with pytest.warns(UserWarning, match=r"never reads, so training ignores them: "
+                                         r"temperature \(objective 'mse'\)$"):
+        code, _, err = run(capsys, *base, "--out", tmp_path / "b")
+    assert code == 0, err
+
+
 def test_flag_mistakes_are_named_by_their_subcommand(capsys, tmp_path):
     """An unknown flag was reported with the top-level usage and a doubled prefix; a
     choice's case did not count (`--kind HNSW`)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -391,7 +392,11 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
                  if getattr(args, n, None) is not None}
         raise _named(exc, "model", flags, args, set(overrides) - set(flags)) from None
     unread = cfg.unread()
-    given = [f"{n} ({unread[n]})" for n in overrides if n in unread]
+    # a key at the class default changes nothing whether read or not (a run's saved
+    # [model] table, fed back, holds every key): only a value the user chose is said
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    given = [f"{n} ({unread[n]})" for n in overrides
+             if n in unread and getattr(cfg, n) != defaults[n]]
     if given:  # kept in the saved config and changing nothing: say so
         import warnings
         warnings.warn("settings the chosen model never reads, so training ignores them: "
