@@ -86,7 +86,8 @@ def main() -> str:
         "## `[model]`: `ModelConfig`",
         "",
         "`twotower train --config FILE` reads a TOML or JSON file: a `[model]` table (or a "
-        "flat file of these keys) and a `[distribution]` table. `--preset` picks the "
+        "flat file of these keys) and a `[distribution]` table, or a run's saved "
+        "`config.json` (its `model` settings). `--preset` picks the "
         "column the file changes (`default` unless given); `--epochs`, `--embedding-dim`, "
         "`--learning-rate`, `--batch-size` and `--seed` win over the file. A key the chosen "
         "model never reads gets a warning naming it, unless it holds the class default "

@@ -960,6 +960,26 @@ def test_config_file_with_unknown_tables_or_untabled_values_is_refused(capsys, t
     assert code == 2 and needle in err and "Traceback" not in err
 
 
+def test_a_runs_saved_config_fed_back_reproduces_its_settings(capsys, tmp_path):
+    """`--config RUN/config.json` was refused ("unknown table(s) or key(s) ['data', 'index',
+    'rating_range']"): a run's settings could not be trained again without editing them."""
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "".join(
+        f"u{u % 9},i{u % 7},{1 + u % 5}\n" for u in range(120)))
+    code, _, err = run(capsys, "train", "--data", tmp_path / "r.csv", "--preset", "tutorial",
+                       "--epochs", "1", "--embedding-dim", "8", "--seed", "3",
+                       "--test-fraction", "0.3", "--out", tmp_path / "a")
+    assert code == 0, err
+    code, out, err = run(capsys, "train", "--data", tmp_path / "r.csv", "--config",
+                         tmp_path / "a" / "config.json", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert ("a run's saved config: its [model] settings are read; its data, split and index "
+            "are not (flags: that run had --split random --test-fraction 0.3 --index-kind "
+            "exact)") in out
+    a, b = (json.loads((tmp_path / r / "config.json").read_text()) for r in "ab")
+    assert a["model"] == b["model"] and a["model"]["embedding_dim"] == 8
+    assert b["data"]["seed"] == 3 and b["data"]["test_fraction"] == 0.2
+
+
 def test_seed_in_the_config_file_is_used_unless_the_flag_is_given(capsys, tmp_path, ml100k):
     from twotower.data import write_interactions
     data = tmp_path / "r.csv"

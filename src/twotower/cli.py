@@ -328,6 +328,8 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {p}: expected a table of settings, got "
                           f"{type(data).__name__}")
+    if "model" in data and "rating_range" in data and set(data) <= _RUN_CONFIG_KEYS:
+        data = _run_settings(p, data)
     other_tables = sorted(k for k, v in data.items()
                           if isinstance(v, dict) and k not in ("model", "distribution"))
     if other_tables and "model" not in data and "distribution" not in data:
@@ -347,6 +349,30 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
                 raise ConfigError(f"--config: {p}: [{k}] must be a table of settings, got "
                                   f"{type(data[k]).__name__} {data[k]!r}")
     return data
+
+
+_RUN_CONFIG_KEYS = frozenset(("model", "index", "data", "rating_range"))
+
+
+def _run_settings(p: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A run's saved ``config.json`` (``model``, ``index``, ``data``, ``rating_range``) as
+    ``--config``: its ``model`` settings (which it holds every one of), said in one line
+    with the flags that gave that run its split and index (they are not settings here)."""
+    src = data.get("data") if isinstance(data.get("data"), dict) else {}
+    index = data.get("index") if isinstance(data.get("index"), dict) else {}
+    flags = []
+    if src.get("streamed"):
+        flags.append("--stream")
+    elif isinstance(src.get("split"), str):
+        flags.append(f"--split {src['split']}")
+        if src["split"] != "none" and src.get("test_fraction") is not None:
+            flags.append(f"--test-fraction {src['test_fraction']}")
+    if isinstance(index.get("kind"), str):
+        flags.append(f"--index-kind {index['kind']}")
+    _say(f"--config {p}: a run's saved config: its [model] settings are read; its data, "
+         "split and index are not (flags: that run had "
+         f"{' '.join(flags) or 'no record of them'})")
+    return {"model": data["model"]}
 
 
 class _DuplicateKey(Exception):
