@@ -40,6 +40,17 @@ def test_bad_settings_are_refused_before_the_data_is_read(capsys, tmp_path, text
     assert code == 2 and needle.format(cfg=cfg) in err, err
 
 
+@pytest.mark.parametrize("name", ["c.yaml", "c.YML"])
+def test_a_yaml_config_file_is_named_as_such(capsys, tmp_path, log, name):
+    """A YAML file was read as TOML: "Expected '=' after a key in a key/value pair (at line
+    1, column 6)", which did not say that YAML is not taken."""
+    cfg = tmp_path / name
+    cfg.write_text("model:\n  epochs: 1\n")
+    code, _, err = run(capsys, "train", "--data", log, "--config", cfg, "--out",
+                       tmp_path / "r")
+    assert code == 2 and f"--config: {cfg}: YAML is not read" in err and "TOML" in err, err
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--test-fraction", "1.5"], "--test-fraction must be strictly between 0 and 1, got 1.5"),
     (["--split", "none", "--test-fraction", "0.5"],

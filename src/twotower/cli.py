@@ -315,6 +315,9 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
         line = raw[:exc.start].count(b"\n") + 1
         raise ConfigError(f"--config: {p}: line {line}: not UTF-8 text (byte "
                           f"0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    if p.suffix.lower() in (".yaml", ".yml"):  # read as TOML, it failed on its first colon
+        raise ConfigError(f"--config: {p}: YAML is not read; write the settings as TOML (a "
+                          ".toml file: [model], then lines like epochs = 5) or JSON (.json)")
     if p.suffix.lower() == ".json":
         try:
             data = json.loads(text, object_pairs_hook=_unique_keys)
