@@ -948,6 +948,8 @@ def test_evaluate_test_data_errors_name_that_flag(capsys, tutorial_run, tmp_path
      "unknown table(s) or key(s) ['index'] beside ['model']"),
     ('epochs = 1\n[model]\nlearning_rate = 0.05\n', ".toml",
      "unknown table(s) or key(s) ['epochs'] beside ['model']"),
+    ('epochs = 1\n[distribution]\nmodel_parallel = 1\n', ".toml",
+     "['epochs']: ModelConfig field(s), which a file with tables holds under [model]"),
     ('{"model": 5}', ".json", "[model] must be a table of settings, got int 5"),
     ('{"distribution": [1, 2]}', ".JSON", "[distribution] must be a table of settings, got list"),
 ])

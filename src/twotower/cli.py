@@ -344,9 +344,14 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     if tables:  # tables: nothing else may sit beside them (it would be ignored)
         other = sorted(set(data) - set(tables))
         if other:
+            from twotower.models import ModelConfig
+            names = {f.name for f in dataclasses.fields(ModelConfig)}
+            fields = [k for k in other if k in names]  # a flat key above [distribution]
+            move = (f"; {fields}: ModelConfig field(s), which a file with tables holds "
+                    "under [model]" if fields else "")
             raise ConfigError(f"--config: {p}: unknown table(s) or key(s) {other} beside "
                               f"{tables}; the file holds [model] (ModelConfig fields) and "
-                              "[distribution] tables, or ModelConfig fields alone")
+                              "[distribution] tables, or ModelConfig fields alone" + move)
         for k in tables:
             if not isinstance(data[k], dict):
                 raise ConfigError(f"--config: {p}: [{k}] must be a table of settings, got "
