@@ -1026,7 +1026,40 @@ def test_model_parallel_errors_name_where_it_was_set(capsys, tmp_path):
     cfg.write_text("[distribution]\nmodel_parallel = 2\n")
     code, _, err = run(capsys, "train", "--preset", "tutorial", "--devices", "3",
                        "--config", cfg, "--out", tmp_path / "r")
-    assert code == 2 and "--devices 3 must be a multiple of [distribution] model_parallel" in err
+    assert code == 2 and (f"--devices 3 must be a multiple of --config {cfg} [distribution] "
+                          "model_parallel") in err
+
+
+def test_distribution_divisibility_errors_name_where_the_numbers_came_from(
+        capsys, tmp_path, monkeypatch):
+    """`--devices 2 --batch-size 999` said "batch_size 999 must be divisible by
+    distribution.data_parallel (2)", naming no flag (and a file's batch size no file)."""
+    from twotower.training import distribution
+    monkeypatch.setattr(distribution, "check_devices", lambda dist: None)  # as if JAX had 2
+    code, _, err = run(capsys, "train", "--preset", "tutorial", "--devices", "2",
+                       "--batch-size", "999", "--out", tmp_path / "r")
+    assert code == 2 and ("batch_size 999 must be divisible by distribution.data_parallel (2)"
+                          in err) and ("(batch_size from --batch-size, embedding_dim from "
+                                       "preset tutorial, data_parallel from --devices)") in err
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[model]\nembedding_dim = 33\n[distribution]\nmodel_parallel = 2\n"
+                   "shard_tables = 'columns'\n")
+    code, _, err = run(capsys, "train", "--preset", "tutorial", "--devices", "2",
+                       "--config", cfg, "--out", tmp_path / "r")
+    assert code == 2 and "embedding_dim 33 must be divisible" in err and (
+        f"embedding_dim from --config {cfg} [model], data_parallel from --devices, "
+        f"model_parallel from --config {cfg} [distribution])") in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_empty_config_file_is_refused(capsys, tmp_path):
+    """An empty TOML file (or one of comments only) trained on the preset in silence; an
+    empty JSON file was refused (it is not JSON)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("# epochs = 5\n")
+    code, _, err = run(capsys, "train", "--preset", "tutorial", "--config", cfg,
+                       "--out", tmp_path / "r")
+    assert code == 2 and f"--config: {cfg}: holds no settings" in err, err
 
 
 @pytest.mark.parametrize("argv, needle", [

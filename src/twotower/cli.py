@@ -331,6 +331,9 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"--config: {p}: expected a table of settings, got "
                           f"{type(data).__name__}")
+    if not data:  # (an empty TOML file, or comments only; empty JSON is not JSON)
+        raise ConfigError(f"--config: {p}: holds no settings; expected [model] and/or "
+                          "[distribution] tables, or ModelConfig fields (docs/config.md)")
     if "model" in data and "rating_range" in data and set(data) <= _RUN_CONFIG_KEYS:
         data = _run_settings(p, data)
     other_tables = sorted(k for k, v in data.items()
@@ -522,7 +525,7 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     if args.devices is not None:
         mp = d.get("model_parallel", 1)
         where = ("--model-parallel" if args.model_parallel is not None
-                 else "[distribution] model_parallel")
+                 else f"--config {args.config} [distribution] model_parallel")
         if isinstance(mp, bool) or not isinstance(mp, int) or mp < 1:
             raise ConfigError(f"{where} must be a whole number >= 1, got {mp!r}")
         if args.devices % mp:
@@ -553,6 +556,25 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
         print(f"twotower: warning: {where} ({dist.shard_tables!r}) is not read: tables are "
               "split only with --model-parallel 2 or more", file=sys.stderr)
     return dist
+
+
+def _given(args: argparse.Namespace, data: dict[str, Any]) -> str:
+    """Where the batch size, embedding size and device counts of a run came from: a flag,
+    the ``--config`` file, or the preset (for the distribution's divisibility errors)."""
+    model = data.get("model", {}) if "model" in data or "distribution" in data else data
+    dist = data.get("distribution", {})
+    parts = []
+    for key, flag in (("batch_size", "--batch-size"), ("embedding_dim", "--embedding-dim")):
+        parts.append(f"{key} from " + (flag if getattr(args, key, None) is not None else
+                                       f"--config {args.config} [model]" if key in model
+                                       else f"preset {args.preset}"))
+    for key, flag in (("data_parallel", "--devices"), ("model_parallel", "--model-parallel")):
+        attr = "devices" if key == "data_parallel" else key
+        if getattr(args, attr, None) is not None:
+            parts.append(f"{key} from {flag}")
+        elif key in dist:
+            parts.append(f"{key} from --config {args.config} [distribution]")
+    return ", ".join(parts)
 
 
 def _named(exc: ConfigError, table: str, sources: dict[str, str],
@@ -637,8 +659,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         from twotower.training.distribution import check_devices
         if dist.num_processes == 1:  # the devices first: the batch must suit those there are
             check_devices(dist)
-        check_batch_size(cfg.batch_size, dist)
-        check_embedding_dim(cfg.embedding_dim, dist)
+        try:
+            check_batch_size(cfg.batch_size, dist)
+            check_embedding_dim(cfg.embedding_dim, dist)
+        except ConfigError as exc:  # which flag, file or preset gave the two numbers
+            raise ConfigError(f"{exc} ({_given(args, settings)})") from None
         apply_distribution(dist)  # before the network is built: Keras places variables then
         tables = f", tables split by {dist.shard_tables}" if dist.model_parallel > 1 else ""
         _say(f"distribution: {dist.data_parallel} data parallel x {dist.model_parallel} "
