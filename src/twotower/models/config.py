@@ -85,7 +85,7 @@ class ModelConfig(Config):
             ``dropped`` from the query.
         user_weighting: ``multinomial`` per-user loss as a ``sum`` over the user's items,
             or divided by ``sqrt`` of / the ``mean`` over their count.
-        ease_weight: 0 (off) or the share, in [0, 1), of a closed-form part in the score
+        ease_weight: 0 (off) or the share, in [0, 0.99], of a closed-form part in the score
             (``twotower.models.linear``): EASE (Steck, 2019) at rank ``ease_rank``, its
             query the user's recency-weighted history, appended to both towers so one inner
             product serves ``(1 - w) * trained + w * EASE`` (each part scaled to unit
