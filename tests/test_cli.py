@@ -424,6 +424,21 @@ def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
 
+def test_evaluate_json_dash_writes_the_json_alone_to_stdout(capsys, tutorial_run, tmp_path,
+                                                            monkeypatch):
+    """`--json -` wrote a file named '-' (`--users -` reads stdin): now stdout holds the
+    JSON alone (for a pipe), the markdown table and the 'wrote' lines go to stderr."""
+    _, rundir = tutorial_run
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(capsys, "evaluate", rundir, "--json", "-", "-k", "5", "--plot-loss",
+                         tmp_path / "loss.png")
+    assert code == 0, err
+    table = json.loads(out)
+    assert set(table) == {"model", "MostPop"} and table["model"]["recall@5"] > 0
+    assert "| method |" in err and f"wrote {tmp_path / 'loss.png'}" in err
+    assert not (tmp_path / "-").exists()
+
+
 def test_baselines_too_large_for_dense_matrices_are_skipped_with_a_warning(tutorial_run,
                                                                           monkeypatch):
     import pytest

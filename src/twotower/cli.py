@@ -1190,7 +1190,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if stray and not args.test_data:
         raise ConfigError(f"{', '.join(stray)}: for a --test-data file, which was not given "
                           "(the run's own split needs no columns)")
-    for flag, path in (("--json", args.json), ("--plot", args.plot),
+    to_stdout = args.json is not None and str(args.json) == "-"  # the JSON, for a pipe
+    for flag, path in (("--json", None if to_stdout else args.json), ("--plot", args.plot),
                        ("--plot-loss", args.plot_loss)):
         _check_output(path, flag)  # before the work
     if args.test_data:
@@ -1222,14 +1223,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, test, ks=ks, baselines=args.baselines,
         log=lambda line: print(f"twotower: {line}", file=sys.stderr, flush=True))
     from twotower.evaluation import format_table, plot_recall_curves, table_metrics
-    print(format_table(table, table_metrics(ks)))
+    shown = sys.stderr if to_stdout else sys.stdout  # (stdout holds the JSON alone)
+    print(format_table(table, table_metrics(ks)), file=shown)
     held = getattr(args, "held_out", None)
     if held:
         print(f"\nheld out: {held['evaluated']:,} of the {held['pairs']:,} pairs of "
               f"{held['file']} evaluated; left out, as neither hits nor misses: "
               f"{held['unknown']:,} with a user or item unknown to the run, "
-              f"{held['trained']:,} it trained on")
-    if args.json:
+              f"{held['trained']:,} it trained on", file=shown)
+    if to_stdout:
+        print(_json({**table, "held_out": held} if held else table, sys.stdout.encoding,
+                    indent=2), flush=True)
+    elif args.json:
         out = Path(args.json)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)  # as --plot and recommend --out
@@ -1241,13 +1246,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         with _writing("--plot", args.plot):
             plot_recall_curves(curves, args.plot)
-        _say(f"wrote {args.plot}")
+        print(f"wrote {args.plot}", file=shown, flush=True)
     if args.plot_loss:
         from twotower.evaluation import plot_loss_curves
         with _writing("--plot-loss", args.plot_loss):
             plot_loss_curves(model.history, args.plot_loss,
                              validation_freq=model.config.validation_freq)
-        _say(f"wrote {args.plot_loss}")
+        print(f"wrote {args.plot_loss}", file=shown, flush=True)
     return 0
 
 
@@ -1588,7 +1593,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--baselines", action="store_true", help="also ItemKNN and EASE, tuned on a validation part of "
                                       "the training data, and EASE+recency on a temporal run "
                                       "(MostPop is always shown)")
-    e.add_argument("--json", type=_path, help="write the table as JSON (method -> metric -> value; with "
+    e.add_argument("--json", type=_path, help="write the table as JSON to FILE, or to stdout with - (the "
+                                  "markdown table then goes to stderr) (method -> metric -> value; with "
                                   "--test-data also \"held_out\": the file's pairs evaluated "
                                   "and left out)")
     e.add_argument("--plot", type=_path,
