@@ -736,6 +736,22 @@ def test_recommend_and_similar_default_k_fits_a_tiny_catalogue(capsys, tmp_path)
     assert code == 2 and "between 1 and 2" in err
 
 
+def test_similar_text_lists_no_padding_past_the_items_left(capsys, tmp_path):
+    # -k past the items a list can hold (the item itself and the untrained ones are in
+    # none): the text printed the padding as blank "(-inf)" rows; it stops, with a note
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.data.vocabulary import Vocabulary
+    data = Interactions.from_ids(["u1", "u1", "u2", "u3"], ["a", "b", "a", "c"],
+                                 ratings=[5, 3, 4, 2], item_vocab=Vocabulary(["a", "b", "c", "d"]))
+    TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=4)).fit(
+        data, verbose=0).save(tmp_path / "one")
+    code, out, err = run(capsys, "similar", tmp_path / "one", "--item", "a", "-k", "3")
+    assert code == 0, err
+    assert "inf" not in out and out.count(". ") == 2, out
+    assert "only 2 items left" in out and "1 was never trained" in out, out
+
+
 def test_recommend_out_leaves_no_temporary_file_when_interrupted(capsys, tutorial_run,
                                                                 tmp_path, monkeypatch):
     import pandas as pd

@@ -1162,8 +1162,15 @@ def cmd_similar(args: argparse.Namespace) -> int:
     shared = _shared_titles(model)
     ids = model.item_vocab.ids
     _say(f"similar to {_shown(model.titles([item])[0], ids[item], shared)}:")
-    for rank, (s, i) in enumerate(zip(scores[0], top[0]), 1):
+    listed = int(np.count_nonzero(top[0] >= 0))  # the rest is padding (PAD_ID, -inf)
+    for rank, (s, i) in enumerate(zip(scores[0][:listed], top[0][:listed]), 1):
         _say(f"  {rank:2d}. {_shown(model.titles([i])[0], ids[i], shared)}  ({s:.3f})")
+    if listed < args.k:  # as recommend's note: the untrained items are in no list
+        n_untrained = int(np.count_nonzero(model.untrained_items()))
+        _say(f"  ({'no' if not listed else f'only {listed}'} items left: of the "
+             f"{model.n_items:,}, one is the item itself and {n_untrained:,} "
+             f"{'was' if n_untrained == 1 else 'were'} never trained (no training row, no "
+             "trained item feature), which no list holds)")
     return 0
 
 
