@@ -818,7 +818,9 @@ def _tune_index(args: argparse.Namespace, model: Any) -> None:
              f"{'' if t['reached'] else ', not reached'}; {t['seconds']:.1f} s)"
              + (f" ({note})" if note else ""))
     s = model._tune_similar(args.target_recall)
-    if s is not None:
+    if s is not None and s.get("skipped"):
+        _say(f"similar items {args.index_kind}: not tuned: {s['skipped']}")
+    elif s is not None:
         _say(f"similar items {args.index_kind}: {s['knob']} {s['value']} gives recall@10 "
              f"{s['recall_tried'][s['value']]:.3f} against an exact cosine scan on "
              f"{s['calibration_queries']} items (target {s['target_recall']}"

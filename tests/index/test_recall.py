@@ -210,6 +210,22 @@ def test_tune_recall_raises_the_knob_until_the_target():
         tune_recall(ivf, Q, ref, 1.5)
 
 
+def test_tune_recall_refuses_a_reference_with_no_result_and_leaves_the_knob():
+    # no query, or every reference row padding (all excluded): the recall is NaN at every
+    # value, which never reached the target, so the knob was doubled to its limit (HNSW
+    # left at ef_search 4,096) and kept
+    from twotower.index import tune_recall
+    rng = np.random.default_rng(4)
+    V = rng.standard_normal((500, 8)).astype(np.float32)
+    Q = rng.standard_normal((3, 8)).astype(np.float32)
+    hnsw = make_index(IndexConfig(kind="hnsw", ef_search=16)).build(V)
+    for queries, ref in ((Q[:0], np.empty((0, 10), np.int64)),
+                         (Q, np.full((3, 10), PAD_ID))):
+        with pytest.raises(DataError, match="no reference result"):
+            tune_recall(hnsw, queries, ref, 0.9)
+        assert hnsw.config.ef_search == 16
+
+
 @pytest.mark.parametrize("form", ["allow", "deny"])
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_a_row_short_of_its_qualifying_items_is_refilled_under_a_global_filter(kind, form):

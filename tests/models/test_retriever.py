@@ -309,6 +309,18 @@ def test_set_index_checks_target_recall_before_it_rebuilds(history_model, bad):
     assert history_model.index_config is before
 
 
+def test_similar_index_with_no_item_to_find_is_not_tuned_to_its_limit():
+    """One trained item: no item has another to be similar to (the rest are never trained),
+    the recall is NaN at every value, and tuning doubled the similar-items HNSW's ef_search
+    to 4,096 and kept it; now it is left as it was, and the report says why."""
+    x = Interactions.from_ids(["u1", "u2", "u3"], ["a", "a", "a"], ratings=[5, 4, 2],
+                              item_vocab=Vocabulary(["a", "b", "c", "d"]))
+    model = TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=4)).fit(x, verbose=0)
+    report = model.set_index(IndexConfig(kind="hnsw"), target_recall=0.9)
+    assert "never trained" in report["similar"]["skipped"]
+    assert model._similar.config.ef_search == 128 and report["similar"]["value"] == 128
+
+
 def test_one_user_index_not_in_a_list_is_named(history_model):
     """recommend(0, k) failed deep inside with `len() of unsized object`."""
     with pytest.raises(DataError, match=r"`users` must be a 1-D array .* \(use \[0\] for one\)"):

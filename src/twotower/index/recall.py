@@ -78,13 +78,18 @@ def tune_recall(index: Any, queries: Any, reference_ids: Any, target: float, *,
         recall), ``value`` (kept) and ``reached``.
 
     Raises:
-        DataError: ``target`` outside (0, 1].
+        DataError: ``target`` outside (0, 1]; ``reference_ids`` with no result (no
+            query, or only padding), which no knob value could reach.
     """
     if index.kind not in _TUNED:
         return None
     if not 0 < target <= 1:
         raise DataError(f"`target` must be a recall in (0, 1], got {target}")
     knob, limit = _TUNED[index.kind]
+    if not (np.asarray(reference_ids) != PAD_ID).any():  # recall NaN at every value
+        raise DataError(f"`reference_ids` hold no reference result ({len(queries)} queries, "
+                        f"every row padding or none): nothing to tune {knob} on; give "
+                        "queries that have items left to find")
     if limit is None:
         limit = index.nlist
     # the value in use (IVF's nprobe 0 resolves to its default)

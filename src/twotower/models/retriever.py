@@ -908,6 +908,16 @@ class TwoTower:
         deny = self._untrained_item_cache()[1]  # as served: in no list
         ref = make_index(IndexConfig(kind="exact", metric="cosine")).build(
             self._trained_items()).search(queries, k, exclude=exclude, deny=deny)[1]
+        if not (ref >= 0).any():  # no other item in any list: no recall to measure
+            from twotower.index.recall import _TUNED
+            knob = _TUNED[self._similar.kind][0]
+            value = (self._similar.nprobe if knob == "nprobe"
+                     else self._similar.config.ef_search)
+            return {"knob": knob, "target_recall": target_recall, "calibration_queries": 0,
+                    "recall_tried": {}, "value": value, "reached": False,
+                    "skipped": f"no item sampled has another item to be similar to (the "
+                               f"others are never trained): {knob} left at {value}",
+                    "seconds": round(time.perf_counter() - t0, 4)}
         tuned = tune_recall(self._similar, queries, ref, target_recall, k=k, exclude=exclude,
                             deny=self._untrained_denied(self._similar))
         tuned["seconds"] = round(time.perf_counter() - t0, 4)
