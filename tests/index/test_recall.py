@@ -226,6 +226,22 @@ def test_tune_recall_refuses_a_reference_with_no_result_and_leaves_the_knob():
         assert hnsw.config.ef_search == 16
 
 
+def test_tune_recall_refuses_a_reference_of_another_width_than_k():
+    # exact top-5 ids tuned at k=10 counted any 5 of the top 10 as full recall (and a
+    # top-100 reference at k=10 could never pass 0.1): the reference is the top k
+    from twotower.index import tune_recall
+    rng = np.random.default_rng(5)
+    V = rng.standard_normal((500, 8)).astype(np.float32)
+    Q = rng.standard_normal((3, 8)).astype(np.float32)
+    exact = make_index().build(V)
+    hnsw = make_index(IndexConfig(kind="hnsw", ef_search=16)).build(V)
+    for width in (5, 100):
+        with pytest.raises(DataError, match=rf"\[3, 10\], got shape \(3, {width}\)"):
+            tune_recall(hnsw, Q, exact.search(Q, width)[1], 0.9, k=10)
+    assert hnsw.config.ef_search == 16
+    assert tune_recall(hnsw, Q, exact.search(Q, 10)[1], 0.9, k=10)["reached"]
+
+
 @pytest.mark.parametrize("form", ["allow", "deny"])
 @pytest.mark.parametrize("kind", ["hnsw", "ivf"])
 def test_a_row_short_of_its_qualifying_items_is_refilled_under_a_global_filter(kind, form):

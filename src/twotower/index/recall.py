@@ -78,15 +78,19 @@ def tune_recall(index: Any, queries: Any, reference_ids: Any, target: float, *,
         recall), ``value`` (kept) and ``reached``.
 
     Raises:
-        DataError: ``target`` outside (0, 1]; ``reference_ids`` with no result (no
-            query, or only padding), which no knob value could reach.
+        DataError: ``target`` outside (0, 1]; ``reference_ids`` not ``[b, k]``, or with
+            no result (no query, or only padding), which no knob value could reach.
     """
     if index.kind not in _TUNED:
         return None
     if not 0 < target <= 1:
         raise DataError(f"`target` must be a recall in (0, 1], got {target}")
     knob, limit = _TUNED[index.kind]
-    if not (np.asarray(reference_ids) != PAD_ID).any():  # recall NaN at every value
+    ref = np.asarray(reference_ids)
+    if ref.shape != (len(queries), k):  # another width measures another recall
+        raise DataError(f"`reference_ids` must be the queries' exact top-`k` ids, "
+                        f"[{len(queries)}, {k}], got shape {ref.shape}")
+    if not (ref != PAD_ID).any():  # recall NaN at every value
         raise DataError(f"`reference_ids` hold no reference result ({len(queries)} queries, "
                         f"every row padding or none): nothing to tune {knob} on; give "
                         "queries that have items left to find")
