@@ -321,6 +321,17 @@ def test_similar_index_with_no_item_to_find_is_not_tuned_to_its_limit():
     assert model._similar.config.ef_search == 128 and report["similar"]["value"] == 128
 
 
+@pytest.mark.parametrize("users", [[12], [0.5], [[0, 1]]])
+def test_set_index_checks_users_before_it_rebuilds(history_model, users):
+    """Calibration users out of range (or not user indices) were found only after the index
+    had been replaced: the model kept the new, untuned kind after the error."""
+    before = history_model.index_config
+    with pytest.raises(DataError, match=r"`users` must be"):
+        history_model.set_index(IndexConfig(kind="ivf"), target_recall=0.9,
+                                users=np.array(users))
+    assert history_model.index_config is before and history_model._index.kind == before.kind
+
+
 def test_one_user_index_not_in_a_list_is_named(history_model):
     """recommend(0, k) failed deep inside with `len() of unsized object`."""
     with pytest.raises(DataError, match=r"`users` must be a 1-D array .* \(use \[0\] for one\)"):

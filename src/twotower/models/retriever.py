@@ -941,12 +941,15 @@ class TwoTower:
         Raises:
             ConfigError: ``target_recall`` outside (0, 1] (before anything is rebuilt;
                 0 or None: no tuning).
+            DataError: ``users`` not user indices (also before anything is rebuilt).
         """
         self._require_fitted()
         if target_recall and (isinstance(target_recall, bool) or not isinstance(
                 target_recall, numbers.Real) or not 0 < target_recall <= 1):
             raise ConfigError(f"`target_recall` must be a recall in (0, 1], got "
                               f"{target_recall!r}; the index was left as it was")
+        if target_recall and users is not None:  # also before anything is rebuilt
+            _check_indices(np.asarray(users), len(self.user_vocab), "users", "user")
         self._index = make_index(config).build(self.item_embeddings)
         self.index_config = config
         self._build_similar()
