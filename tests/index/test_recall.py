@@ -208,6 +208,10 @@ def test_tune_recall_raises_the_knob_until_the_target():
     assert tune_recall(make_index().build(V), Q, ref, 0.9) is None
     with pytest.raises(DataError, match="target"):
         tune_recall(ivf, Q, ref, 1.5)
+    # not a number: a bare TypeError from the comparison; True passed as recall 1
+    for bad in ("0.9", None, True):
+        with pytest.raises(DataError, match=r"`target` must be a recall in \(0, 1\]"):
+            tune_recall(ivf, Q, ref, bad)
 
 
 def test_tune_recall_refuses_a_reference_with_no_result_and_leaves_the_knob():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -83,8 +84,8 @@ def tune_recall(index: Any, queries: Any, reference_ids: Any, target: float, *,
     """
     if index.kind not in _TUNED:
         return None
-    if not 0 < target <= 1:
-        raise DataError(f"`target` must be a recall in (0, 1], got {target}")
+    if isinstance(target, bool) or not isinstance(target, numbers.Real) or not 0 < target <= 1:
+        raise DataError(f"`target` must be a recall in (0, 1], got {target!r}")
     knob, limit = _TUNED[index.kind]
     ref = np.asarray(reference_ids)
     if ref.shape != (len(queries), k):  # another width measures another recall
