@@ -60,6 +60,23 @@ def test_exclude_allow_deny(built, catalogue):
         assert not set(ids[r]) & set(deny.tolist())
 
 
+def test_sets_are_taken_as_id_lists(built, catalogue):
+    """An allow-list held as a set (``allow={1, 2}``), or a set per query, was refused as
+    "got object array of shape ()"; a set is a list of ids in no order."""
+    V, Q = catalogue
+    ref_all = reference(V, Q, 50)[1]
+    ex = [ref_all[r, :r + 3] for r in range(len(Q))]
+    allow, deny = np.arange(0, 300, 2), ref_all[:, 5]
+    want = built.search(Q, 10, exclude=ex, allow=allow, deny=deny)
+    got = built.search(Q, 10, exclude=[set(e.tolist()) for e in ex],
+                       allow=set(allow.tolist()), deny=frozenset(deny.tolist()))
+    assert_topk_equal(got, want)
+    assert_topk_equal(built.search(Q, 10, exclude=[set()] * len(Q), allow=set()),
+                      built.search(Q, 10, exclude=[[]] * len(Q), allow=[]))
+    with pytest.raises(DataError, match="`allow` must be a 1-D sequence of integer item ids"):
+        built.search(Q, 10, allow={"a", "b"})
+
+
 def test_a_prepared_deny_list_is_honoured_kept_and_tied_to_its_build(config, catalogue):
     """``prepare_deny`` compiles a deny list once for an index (a model denies the items
     it never trained on every request): the same results as the plain list, with each

@@ -144,8 +144,16 @@ class Filters:
         return self.n_allowed - len(ex)
 
 
+def _array(value: Any) -> np.ndarray:
+    """``np.asarray``, but a set's ids (an allow-list held as a set) as a 1-D array, not
+    a 0-d object array."""
+    if isinstance(value, (set, frozenset)):
+        return np.array(list(value)) if value else np.empty(0, dtype=np.int64)
+    return np.asarray(value)
+
+
 def _ids(name: str, value: Any, n: int) -> np.ndarray:
-    arr = np.asarray(value)
+    arr = _array(value)
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
@@ -233,7 +241,7 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
     if ids is None or ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
         parts = []  # slow path: empty rows of another dtype, or a bad row to name
         for row, value in enumerate(rows):
-            arr = np.asarray(value)
+            arr = _array(value)
             if arr.size and (arr.ndim != 1 or arr.dtype.kind not in "iu"):
                 raise DataError(f"`{name}[{row0 + row}]` must be a 1-D sequence of integer item "
                                 f"ids, got {arr.dtype} array of shape {arr.shape}")
