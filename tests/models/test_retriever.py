@@ -332,6 +332,16 @@ def test_set_index_checks_users_before_it_rebuilds(history_model, users):
     assert history_model.index_config is before and history_model._index.kind == before.kind
 
 
+def test_no_calibration_users_is_refused_not_blamed_on_their_seen_items(history_model):
+    """`tune_index(0.9, users=[])` reported "each of the 0 users sampled has seen the
+    whole catalogue"; set_index then had already rebuilt the index."""
+    before = history_model.index_config
+    with pytest.raises(DataError, match=r"`users` is empty"):
+        history_model.set_index(IndexConfig(kind="ivf"), target_recall=0.9,
+                                users=np.array([], np.int64))
+    assert history_model.index_config is before
+
+
 def test_one_user_index_not_in_a_list_is_named(history_model):
     """recommend(0, k) failed deep inside with `len() of unsized object`."""
     with pytest.raises(DataError, match=r"`users` must be a 1-D array .* \(use \[0\] for one\)"):

@@ -949,7 +949,7 @@ class TwoTower:
             raise ConfigError(f"`target_recall` must be a recall in (0, 1], got "
                               f"{target_recall!r}; the index was left as it was")
         if target_recall and users is not None:  # also before anything is rebuilt
-            _check_indices(np.asarray(users), len(self.user_vocab), "users", "user")
+            self._check_calibration_users(users)
         self._index = make_index(config).build(self.item_embeddings)
         self.index_config = config
         self._build_similar()
@@ -960,6 +960,14 @@ class TwoTower:
         if tuned is not None and similar is not None:
             tuned["similar"] = similar
         return tuned
+
+    def _check_calibration_users(self, users: Any) -> None:
+        """DataError unless ``users`` are user indices, at least one (none: the skip note
+        would blame their seen items)."""
+        _check_indices(np.asarray(users), len(self.user_vocab), "users", "user")
+        if not np.size(users):
+            raise DataError("`users` is empty: give the user indices to calibrate on, or "
+                            "None for up to 500 of the trained users")
 
     def tune_index(self, target_recall: float, *, users: np.ndarray | None = None
                    ) -> dict[str, Any] | None:
@@ -981,6 +989,8 @@ class TwoTower:
             pool = self._trained_user_pool()
             users = np.sort(np.random.default_rng(0).choice(pool, min(500, len(pool)),
                                                             replace=False))
+        else:
+            self._check_calibration_users(users)
         queries, seen = self.query_embeddings(users), self.seen_items(users)
         k = min(10, self.n_items)
         deny = self._untrained_item_cache()[1]  # as served: in no list
