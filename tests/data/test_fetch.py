@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
+import re
 import sys
 import threading
 import zipfile
@@ -450,6 +451,20 @@ def test_someone_elses_ml100k_in_the_cache_root_is_not_deleted(server, pristine,
         assert {p.name: p.read_bytes() for p in target.iterdir()} == before
     assert len(server.hits) == hits  # refused before downloading
     assert _leftovers(tmp_path) == []
+
+
+def test_a_cache_root_that_is_a_file_is_named_once_with_where_it_came_from(
+        server, tmp_path, monkeypatch):
+    """TWOTOWER_CACHE_DIR naming a file gave "cannot write to cache directory X ([Errno 17]
+    File exists)" once per source, naming neither the variable nor that X is a file."""
+    root = tmp_path / "cache"
+    root.write_text("not a directory\n")
+    monkeypatch.setenv("TWOTOWER_CACHE_DIR", str(root))
+    hits = len(server.hits)
+    with pytest.raises(FetchError, match=rf"cache root {re.escape(str(root))} \(from "
+                                         r"TWOTOWER_CACHE_DIR\) is a file, not a directory"):
+        fetch_movielens_100k(grouplens_url=server.url("/good.zip"), progress=False)
+    assert len(server.hits) == hits and root.read_text() == "not a directory\n"
 
 
 def test_a_download_cut_short_on_a_terminal_ends_its_progress_line(zips, tmp_path, capfd,

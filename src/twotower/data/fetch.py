@@ -137,6 +137,13 @@ def fetch_movielens_100k(data_dir: str | Path | None = None, *,
             if name == "cache":
                 _check_cache(target)
                 return target
+            if cache_root.exists() and not cache_root.is_dir():  # no source can write it
+                origin = ("cache_dir" if cache_dir is not None else
+                          CACHE_ENV if os.environ.get(CACHE_ENV) else "the default cache root")
+                raise FetchError(f"MovieLens 100k cache root {cache_root} (from {origin}) is "
+                                 "a file, not a directory; point it at a directory (the data "
+                                 "set goes in its ml-100k/), or give a local copy with "
+                                 f"--data-dir DIR or {DIR_ENV}=DIR")
             if name == "grouplens":
                 return _build(target, "grouplens",
                               lambda stage: _from_grouplens(stage, grouplens_url, progress, say),
