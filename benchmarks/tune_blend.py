@@ -54,7 +54,10 @@ def main(argv=None) -> int:
         ref = recommend_and_evaluate(EASE(best).fit(tr), tr, va, (10,))
         model = TwoTower(ModelConfig.preset("default", ease_weight=0.0)).fit(tr, verbose=0)
         for w in args.weights:
-            model.config = ModelConfig.preset("default", ease_weight=w, ease_split=kind)
+            # the weight as given: the preset's ease_weight_grid would choose its own
+            # (on a temporal split, always), the same for every w
+            model.config = ModelConfig.preset("default", ease_weight=w, ease_split=kind,
+                                              ease_weight_grid=())
             model._linear = None
             model._export_tables()  # the trained part alone
             t0 = time.perf_counter()
