@@ -239,7 +239,9 @@ def _machine():
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+    ap.add_argument("--data", default=os.environ.get("ML100K"),
+                    help="MovieLens 100k directory (default: $ML100K, else as the product finds it: "
+                         "TWOTOWER_ML100K_DIR, its cache, or a download)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     ap.add_argument("--no-timing", action="store_true")
@@ -250,6 +252,9 @@ def main(argv=None) -> int:
     ap.add_argument("--softmax-scaling", action="store_true",
                     help="only time full vs sampled softmax by catalogue size")
     args = ap.parse_args(argv)
+    if args.data is None:  # TWOTOWER_ML100K_DIR, the cache, or a download
+        from twotower.data.fetch import fetch_movielens_100k
+        args.data = str(fetch_movielens_100k())
     if args.softmax_scaling:
         rows = softmax_scaling()
         RESULTS.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,9 @@ class _Curve(keras.callbacks.Callback):
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+    ap.add_argument("--data", default=os.environ.get("ML100K"),
+                    help="MovieLens 100k directory (default: $ML100K, else as the product finds it: "
+                         "TWOTOWER_ML100K_DIR, its cache, or a download)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--every", type=int, default=5)
     ap.add_argument("--quick", action="store_true", help="first candidate, one split")
@@ -148,6 +150,9 @@ def main(argv=None) -> int:
                     help="tune on this CSV/Parquet log (columns user_id, item_id, rating and, "
                          "if present, timestamp) instead of MovieLens 100k")
     args = ap.parse_args(argv)
+    if args.data is None:  # TWOTOWER_ML100K_DIR, the cache, or a download
+        from twotower.data.fetch import fetch_movielens_100k
+        args.data = str(fetch_movielens_100k())
 
     data = load_data(args.interactions, args.data, args.users_fraction)
     splits = validation_splits(data, args.seeds)

@@ -35,7 +35,9 @@ from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+    ap.add_argument("--data", default=os.environ.get("ML100K"),
+                    help="MovieLens 100k directory (default: $ML100K, else as the product finds it: "
+                         "TWOTOWER_ML100K_DIR, its cache, or a download)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.2, 0.3, 0.4, 0.5])
     ap.add_argument("--interactions", default=None,
@@ -44,6 +46,9 @@ def main(argv=None) -> int:
     ap.add_argument("--users-fraction", type=float, default=1.0)
     ap.add_argument("--tag", default="")
     args = ap.parse_args(argv)
+    if args.data is None:  # TWOTOWER_ML100K_DIR, the cache, or a download
+        from twotower.data.fetch import fetch_movielens_100k
+        args.data = str(fetch_movielens_100k())
 
     data = load_data(args.interactions, args.data, args.users_fraction)
 

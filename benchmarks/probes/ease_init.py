@@ -39,7 +39,7 @@ def factors(tr, lam, d, alpha):
     return (U[:, :d] * s).astype(np.float32), (Vt[:d].T * s).astype(np.float32)
 
 args = json.loads(sys.argv[1])  # list of {alpha, lam, over}
-data = __import__("twotower.data", fromlist=["x"]).read_interactions(sys.argv[2], rating_col="rating") if len(sys.argv) > 2 else read_movielens_100k(__import__("os").environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+data = __import__("twotower.data", fromlist=["x"]).read_interactions(sys.argv[2], rating_col="rating") if len(sys.argv) > 2 else read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k()))
 splits = T.validation_splits(data, [0, 1])
 refs = {}
 for name, tr, va in splits:

@@ -12,7 +12,7 @@ import sys, numpy as np
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
 from twotower.data import random_split, read_movielens_100k
 from twotower.evaluation import EASE, recommend_and_evaluate
-data = read_movielens_100k(__import__("os").environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+data = read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k()))
 outer = random_split(data, 0.2, 0).train
 inner = random_split(outer, 0.2, 1000)
 tr, va = inner.train, inner.test

@@ -24,7 +24,7 @@ from twotower.evaluation.baselines import ease_weights  # noqa: E402
 from twotower.models.linear import _Scores, floor_weights, history_matrix  # noqa: E402
 from twotower.models.retriever import history_table  # noqa: E402
 
-data = read_movielens_100k(os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+data = read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k()))
 name, tr, va = validation_splits(data, [])[0]
 best, _ = tune(EASE, tr, {"lambda_": [100.0, 200.0, 500.0, 1000.0]}, split="temporal")
 ref = recommend_and_evaluate(EASE(best).fit(tr), tr, va, (10,))

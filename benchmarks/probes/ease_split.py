@@ -14,7 +14,7 @@ from twotower.data import random_split, read_movielens_100k, temporal_split  # n
 from twotower.evaluation import recommend_and_evaluate  # noqa: E402
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
-d = read_movielens_100k(os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+d = read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k()))
 for test_kind, sp in (("random", random_split(d, 0.2, 42)), ("temporal", temporal_split(d, 0.2))):
     for kind in ("temporal", "random"):
         m = TwoTower(ModelConfig.preset("default", ease_split=kind)).fit(sp.train, verbose=0)

@@ -20,7 +20,7 @@ from twotower.models import ModelConfig, TwoTower
 from twotower.models.retriever import history_table
 src = os.environ.get("DATA")
 data = (read_interactions(src, rating_col="rating") if src else
-        read_movielens_100k(os.environ.get("ML100K", "/work/shared/datasets/ml-100k")))
+        read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k())))
 WS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 def blend_eval(model, train, test, w, kind):
     model.config = ModelConfig.preset("default", ease_weight=w, ease_split=kind)

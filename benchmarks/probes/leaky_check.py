@@ -31,7 +31,7 @@ from twotower.models.retriever import history_table  # noqa: E402
 src = os.environ.get("DATA")
 data = (read_interactions(src, rating_col="rating" if src.endswith(".parquet") else None)
         if src else
-        read_movielens_100k(os.environ.get("ML100K", "/work/shared/datasets/ml-100k")))
+        read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k())))
 WS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95)
 SEEDS = [int(s) for s in os.environ.get("SEEDS", "0 1").split()]
 

@@ -15,7 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 from twotower.data import random_split, read_movielens_100k  # noqa: E402
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
-d = read_movielens_100k(os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+d = read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k()))
 tr = random_split(d, 0.2, 42).train
 inner = random_split(tr, 0.2, 7)
 for x in (inner.train, tr, inner.train):

@@ -36,7 +36,7 @@ from twotower.models.linear import tune_and_fit  # noqa: E402
 
 src = os.environ.get("DATA")
 data = (read_interactions(src, rating_col="rating") if src else
-        read_movielens_100k(os.environ.get("ML100K", "/work/shared/datasets/ml-100k")))
+        read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k())))
 WS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95)
 EPOCHS = [int(e) for e in os.environ.get("EPOCHS", "3 5").split()]
 SEEDS = [int(s) for s in os.environ.get("SEEDS", "0 1").split()]

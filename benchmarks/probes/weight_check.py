@@ -32,8 +32,8 @@ def keep(train, kind):
     return f"keeps {both[1] / both[0]:.3f} at rank {cfg.embedding_dim}; rank chosen {ch['rank']}"
 
 
-logs = [("MovieLens 100k", read_movielens_100k(os.environ.get(
-            "ML100K", "/work/shared/datasets/ml-100k")), (0, 1, 2, 3, 4, 5, 42)),
+logs = [("MovieLens 100k", read_movielens_100k(os.environ.get("ML100K") or __import__(
+            "twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k()), (0, 1, 2, 3, 4, 5, 42)),
         ("session log", read_interactions("/tmp/sessions.csv", time_col="timestamp"), (42,)),
         ("small-release log", read_interactions("/tmp/synsmall.parquet", rating_col="rating"),
          (42,))]

@@ -17,7 +17,7 @@ from twotower.data import random_split, read_movielens_100k, temporal_split  # n
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
 GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.8)
-d = read_movielens_100k(os.environ.get("ML100K", "/work/shared/datasets/ml-100k"))
+d = read_movielens_100k((__import__("os").environ.get("ML100K") or __import__("twotower.data.fetch", fromlist=["x"]).fetch_movielens_100k()))
 TwoTower(ModelConfig.preset("default")).fit(random_split(d, 0.2, 9).train, verbose=0)  # compile
 parts = [(f"random seed {s}", random_split(d, 0.2, s).train, "random") for s in (0, 1, 2)]
 parts.append(("temporal", temporal_split(d, 0.2).train, "temporal"))
