@@ -420,6 +420,10 @@ def test_evaluate_command_with_baselines_json_and_plot(capsys, tutorial_run, tmp
     assert ("twotower: tuning ItemKNN and EASE on a random validation split of train "
             "(1,682 items)") in err
     assert "twotower: evaluating EASE (" in err
+    # which settings the tuning chose, an edge of the grid said so (a better one may lie
+    # beyond it): the output and the JSON named none
+    assert re.search(r"twotower: tuned: ItemKNN neighbors \d+( \(the grid's \w+\))?, shrink "
+                     r"[\d.]+; EASE lambda \d+( \(the grid's \w+\))? \(\d+ s so far\)", err), err
     assert "recall@10" in out and (tmp_path / "r.png").stat().st_size > 1000
     assert (tmp_path / "loss.png").stat().st_size > 1000
 
@@ -1570,6 +1574,13 @@ def test_the_new_items_note_counts_the_pairs_the_metrics_score():
     assert "the model finds them only by their item features, and" in _pair_notes(
         fake, users, items)[1]
     assert _pair_notes(fake, np.array([2, 1]), np.array([3, 1]))[1] is None  # a new user's
+    # some described by a feature, some by none: "(1 that no trained feature describes it
+    # lists nowhere)" did not parse
+    fake.untrained_items = lambda: np.arange(5) == 3
+    users, items = np.array([0, 0, 1]), np.array([3, 4, 4])
+    pop[4] = 0
+    assert ("the model finds them only by their item features (1 of them, which no trained "
+            "feature describes, in no list), and") in _pair_notes(fake, users, items)[1]
 
 
 def test_train_note_on_an_unscorable_temporal_split_does_not_advise_temporal(tmp_path,

@@ -1303,7 +1303,7 @@ def _pair_notes(model: Any, users: np.ndarray, items: np.ndarray
     how = ("the model lists none of them (no trained item feature describes them either)"
            if blind == len(new_items) else
            "the model finds them only by their item features"
-           + (f" ({blind:,} that no trained feature describes it lists nowhere)"
+           + (f" ({blind:,} of them, which no trained feature describes, in no list)"
               if blind else ""))
     fresh = (f"note: {int(new.sum()):,} of the {len(pairs):,} test pairs the metrics score "
              f"are of {len(new_items):,} items that no training row has (new items): they "

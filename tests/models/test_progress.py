@@ -57,6 +57,34 @@ def test_a_ticker_sends_its_lines_to_a_callable_when_given_one():
                         got[-1]), got[-1]
 
 
+def test_a_ticker_counts_from_the_clock_it_is_given():
+    """evaluate's lines said "(187 s so far)", then its baseline ticker "24 s so far": two
+    clocks in one log. A ticker given ``since`` counts from there."""
+    import time
+
+    from twotower.models.progress import Ticker
+    got = []
+    with Ticker("tuning baselines", 0.01, emit=got.append,
+                since=time.perf_counter() - 125) as tick:
+        tick.stage = "EASE"
+        time.sleep(0.1)
+    assert got and got[-1].startswith("tuning baselines: EASE, 2 min 0") and got[-1].endswith(
+        " s so far"), got[-1]
+
+
+def test_the_chosen_baseline_settings_name_a_grid_edge():
+    from twotower.evaluation.baselines import EASEConfig, ItemKNNConfig
+    from twotower.evaluation.run import chosen_settings
+    line = chosen_settings(ItemKNNConfig(neighbors=100, shrink=10.0), EASEConfig(lambda_=20.0),
+                           EASEConfig(lambda_=500.0, half_life=10.0, floor=0.2))
+    assert line == ("ItemKNN neighbors 100, shrink 10; EASE lambda 20 (the grid's smallest); "
+                    "EASE+recency lambda 500, half-life 10, floor 0.2")
+    assert chosen_settings(ItemKNNConfig(neighbors=200), EASEConfig(lambda_=2000.0),
+                           EASEConfig(lambda_=50.0)) == (
+        "ItemKNN neighbors 200 (the grid's largest), shrink 0; EASE lambda 2000 (the grid's "
+        "largest); EASE+recency lambda 50, unweighted query")
+
+
 def test_time_left_is_the_pace_after_the_first_step(monkeypatch):
     """The first step compiles: an estimate from the start said "about 39 min left" for a
     run that took 85 s. A 30 s first step, then 1 s steps: 90 steps left take 90 s."""

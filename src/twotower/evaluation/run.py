@@ -120,6 +120,25 @@ def _recency_ordered(train: Interactions, history: np.ndarray) -> Interactions:
                         item_vocab=train.item_vocab, timestamps=ts)
 
 
+def chosen_settings(knn: Any, plain: Any, weighted: Any = None) -> str:
+    """The baselines' tuned settings in one line, each at an edge of its grid said so (a
+    better value may lie beyond it)."""
+    def edge(value: float, grid: Sequence[float]) -> str:
+        grid = sorted(grid)
+        return (" (the grid's smallest)" if value == grid[0] and len(grid) > 1 else
+                " (the grid's largest)" if value == grid[-1] and len(grid) > 1 else "")
+    g = BASELINE_GRIDS
+    parts = [f"ItemKNN neighbors {knn.neighbors}"
+             f"{edge(knn.neighbors, g['ItemKNN']['neighbors'])}, shrink {knn.shrink:g}",
+             f"EASE lambda {plain.lambda_:g}{edge(plain.lambda_, g['EASE']['lambda_'])}"]
+    if weighted is not None:
+        query = (f"half-life {weighted.half_life:g}, floor {weighted.floor:g}"
+                 if weighted.half_life and weighted.floor < 1 else "unweighted query")
+        parts.append(f"EASE+recency lambda {weighted.lambda_:g}"
+                     f"{edge(weighted.lambda_, g['EASE']['lambda_'])}, {query}")
+    return "; ".join(parts)
+
+
 def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[int] = (10, 100),
                  baselines: bool = False, seed: int | None = None,
                  log: Callable[[str], None] | None = None, split: str | None = None
@@ -194,7 +213,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
 
         from twotower.models._ticker import Ticker
         # a line every 10 s while they are tuned (minutes at several thousand items)
-        with (Ticker("tuning baselines", 10.0, emit=log) if log is not None
+        # on the clock of the lines around it (the evaluation's, not the tuning's)
+        with (Ticker("tuning baselines", 10.0, emit=log, since=t0) if log is not None
               else nullcontext()) as tick:
             def stager(name: str) -> Callable[[str], None]:
                 def stage(what: str) -> None:
@@ -212,6 +232,7 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
             plain, weighted = tune_ease(tuning, carve, split=on, recency=recency,
                                         stage=stager("EASE and EASE+recency" if recency
                                                      else "EASE"))
+        say("tuned: " + chosen_settings(knn, plain, weighted))
         # each baseline is fitted on all of train just before it is scored, and let go
         # after: one [n_items, n_items] matrix in memory at a time (the plain EASE's is
         # reused for EASE+recency at the same lambda). `tuning`: the same pairs as train,

@@ -32,8 +32,9 @@ class Ticker:
 
     def __init__(self, what: str, every_s: float = 10.0, out: TextIO | None = None,
                  prefix: str = "twotower: ", emit: Callable[[str], None] | None = None,
-                 stage: str = "starting") -> None:
+                 stage: str = "starting", since: float | None = None) -> None:
         import threading
+        self.since = since  # a perf_counter() to count from (an outer step's clock)
         self.what, self.every_s, self.out, self.prefix = what, every_s, out, prefix
         self.emit = emit  # given: each line goes to it (no prefix), not to ``out``
         self.stage = stage
@@ -41,7 +42,7 @@ class Ticker:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Ticker:
-        self.t0 = time.perf_counter()
+        self.t0 = time.perf_counter() if self.since is None else self.since
         self._thread.start()
         return self
 
