@@ -25,6 +25,7 @@ both as ``fit`` time and as ``twotower train`` wall time (CLI start to saved mod
 
 Usage:
     KERAS_BACKEND=jax python benchmarks/quality.py [--data /path/to/ml-100k] [--seeds 0 1 2]
+    python benchmarks/quality.py --held-out-only      # the held-out users part alone
     # on a shared machine: time alone under a lock, then the rest with those times
     flock /tmp/twotower-bench.lock python benchmarks/quality.py --timing-only
     python benchmarks/quality.py --timing-from benchmarks/results/quality-timing-<stamp>.json
@@ -245,6 +246,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--held-out-only", action="store_true",
+                    help="only the held-out users' part (no splits, no timing)")
     ap.add_argument("--timing-only", action="store_true",
                     help="only time `twotower train` (run it under the shared benchmark lock)")
     ap.add_argument("--timing-from", type=Path, default=None,
@@ -273,8 +276,8 @@ def main(argv=None) -> int:
     if args.timing_from is not None:
         times = json.loads(args.timing_from.read_text())["timing"]
     else:
-        times = None if args.no_timing else timing(args.data)
-    rows = quality(data, args.seeds, args.splits)
+        times = None if args.no_timing or args.held_out_only else timing(args.data)
+    rows = [] if args.held_out_only else quality(data, args.seeds, args.splits)
     held = held_out(data, args.seeds)
     md = markdown(rows, held, times, args.seeds)
     print(md)

@@ -313,6 +313,18 @@ def test_wheel_read_by_movielens_reader(fake_wheel, tmp_path, monkeypatch):
     assert "Sci-Fi" in data.item_info.loc[data.item_vocab.index_of(50), "genres"]
 
 
+def test_a_slow_pip_download_shows_progress(fake_wheel, tmp_path, monkeypatch, capfd):
+    """pip's output is captured (for the error message): a download of up to 10 minutes
+    said nothing after its first line."""
+    monkeypatch.setattr(fetch, "RECBOLE_WHEEL_SHA256", _sha(fake_wheel))
+    monkeypatch.setattr(fetch, "PROGRESS_EVERY_S", 0.05)
+    slow = [sys.executable, "-c", "import time, sys; time.sleep(0.4); exec(sys.argv.pop(1))",
+            FAKE_PIP, str(fake_wheel)]
+    fetch_movielens_100k(cache_dir=tmp_path / "c", sources=["wheel"], pip_command=slow)
+    err = capfd.readouterr().err
+    assert re.search(r"twotower: pip download: waiting for pip, \d+ s so far", err), err
+
+
 def test_wheel_with_wrong_hash_fails(fake_wheel, tmp_path):
     with pytest.raises(FetchError, match=r"wheel: recbole-1\.2\.1-py3-none-any\.whl: sha256 "
                                          r"mismatch: expected 9c9948"):

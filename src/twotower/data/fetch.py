@@ -65,6 +65,8 @@ SOURCES = ("dir", "cache", "grouplens", "wheel")
 DIR_ENV = "TWOTOWER_ML100K_DIR"
 CACHE_ENV = "TWOTOWER_CACHE_DIR"
 MANIFEST_NAME = ".twotower-manifest.json"
+PROGRESS_EVERY_S = 10.0
+"""Seconds between the progress lines of a pip download (its own output is captured)."""
 DOWNLOAD_TIMEOUT_S = 60.0
 """Socket timeout for the GroupLens download (seconds without data, not the total)."""
 PIP_TIMEOUT_S = 600.0
@@ -457,9 +459,12 @@ def _from_wheel(stage: Path, pip_command: Sequence[str] | None,
         cmd = [*prefix, "download", "--no-deps", "--only-binary=:all:", "-d", tmp,
                RECBOLE_REQUIREMENT]
         say(f"twotower: fetching the {RECBOLE_REQUIREMENT} wheel with pip (not installed)")
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S,
-                                  check=False)
+        from twotower.models._ticker import Ticker
+        try:  # pip's own output is captured (for the error): a line every 10 s meanwhile
+            with Ticker("pip download", PROGRESS_EVERY_S, stage="waiting for pip",
+                        emit=lambda line: say(f"twotower: {line}")):
+                proc = subprocess.run(cmd, capture_output=True, text=True,
+                                      timeout=PIP_TIMEOUT_S, check=False)
         except (OSError, subprocess.SubprocessError) as exc:
             raise _SourceFailed(f"cannot run pip ({type(exc).__name__}: {exc})") from None
         if proc.returncode != 0:
