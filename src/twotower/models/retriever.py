@@ -36,6 +36,18 @@ def _check_k(k: Any, n: int, name: str = "k", what: str = "the catalogue size") 
     return int(k)
 
 
+def _not_tuned(index: Any, target_recall: float, t0: float, why: str) -> dict[str, Any]:
+    """``tune_index``'s report when there is no recall to measure: the knob left as it is,
+    ``skipped`` saying why."""
+    from twotower.index.recall import _TUNED
+    knob = _TUNED[index.kind][0]
+    value = index.nprobe if knob == "nprobe" else index.config.ef_search
+    return {"knob": knob, "target_recall": target_recall, "calibration_queries": 0,
+            "recall_tried": {}, "value": value, "reached": False,
+            "skipped": f"{why}: {knob} left at {value}",
+            "seconds": round(time.perf_counter() - t0, 4)}
+
+
 def _check_indices(idx: np.ndarray, n: int, name: str, what: str) -> None:
     """DataError unless every entry of ``idx`` is an integer in [0, n): one min/max, no
     loop (floats and bools would index silently: 0.9 as 0, True as 1)."""
@@ -909,15 +921,8 @@ class TwoTower:
         ref = make_index(IndexConfig(kind="exact", metric="cosine")).build(
             self._trained_items()).search(queries, k, exclude=exclude, deny=deny)[1]
         if not (ref >= 0).any():  # no other item in any list: no recall to measure
-            from twotower.index.recall import _TUNED
-            knob = _TUNED[self._similar.kind][0]
-            value = (self._similar.nprobe if knob == "nprobe"
-                     else self._similar.config.ef_search)
-            return {"knob": knob, "target_recall": target_recall, "calibration_queries": 0,
-                    "recall_tried": {}, "value": value, "reached": False,
-                    "skipped": f"no item sampled has another item to be similar to (the "
-                               f"others are never trained): {knob} left at {value}",
-                    "seconds": round(time.perf_counter() - t0, 4)}
+            return _not_tuned(self._similar, target_recall, t0, "no item sampled has another "
+                              "item to be similar to (the others are never trained)")
         tuned = tune_recall(self._similar, queries, ref, target_recall, k=k, exclude=exclude,
                             deny=self._untrained_denied(self._similar))
         tuned["seconds"] = round(time.perf_counter() - t0, 4)
@@ -980,7 +985,6 @@ class TwoTower:
         under ``skipped`` (``recall_tried`` empty, ``reached`` False).
         """
         from twotower.index import tune_recall
-        from twotower.index.recall import _TUNED
         self._require_fitted()
         if self._index.kind == "exact":
             return None
@@ -1001,14 +1005,9 @@ class TwoTower:
             queries, ref = queries[left], ref[left]
             seen = [s for s, keep in zip(seen, left) if keep]
         if not len(ref):
-            knob = _TUNED[self._index.kind][0]
-            value = (self._index.nprobe if knob == "nprobe"
-                     else self._index.config.ef_search)
-            return {"knob": knob, "target_recall": target_recall, "calibration_queries": 0,
-                    "recall_tried": {}, "value": value, "reached": False,
-                    "skipped": f"each of the {len(users):,} users sampled has seen the whole "
-                               f"catalogue: no recall to measure, {knob} left at {value}",
-                    "seconds": round(time.perf_counter() - t0, 4)}
+            return _not_tuned(self._index, target_recall, t0, f"each of the {len(users):,} "
+                              "users sampled has seen the whole catalogue: no recall to "
+                              "measure")
         tuned = tune_recall(self._index, queries, ref, target_recall, k=k, exclude=seen,
                             deny=self._untrained_denied(self._index))
         self.index_config = self._index.config
