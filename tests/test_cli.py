@@ -1044,6 +1044,7 @@ def test_tutorial_checks_out_and_seed_before_training_and_excludes_every_rated_m
     code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--epochs", "1")
     assert code == 0, err
     assert "val loss none (validated every 5 epochs)" in out  # it printed "val loss nan"
+    assert "data: 100,000 ratings, 943 users, 1,682 movies;" in out  # (was "1682 movies")
     rated = set(ml100k.item_vocab.ids_of(ml100k.items[ml100k.users == ml100k.user_vocab
                                                        .index_of(42)]).tolist())
     titles = dict(zip(ml100k.item_vocab.ids.tolist(), ml100k.titles().tolist()))

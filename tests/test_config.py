@@ -108,6 +108,13 @@ def test_a_feature_column_named_twice_is_refused_when_training_starts():
         TwoTower(ModelConfig(item_features=("g", "g"), epochs=1)).fit(x)
 
 
+def test_a_bad_weight_grid_is_shown_as_the_list_given():
+    """The error showed the grid as Python's tuple, `(0.5, 1.5)`, not the list written."""
+    with pytest.raises(ConfigError, match=r"ease_weight_grid must be a list of numbers in "
+                                          r"\(0, 1\) \(or empty\), got \[0.5, 1.5\]"):
+        ModelConfig(ease_weight_grid=[0.5, 1.5])
+
+
 def test_a_list_is_accepted_where_a_sequence_is_held():
     """ModelConfig(item_features=["genres"]) said "must be a list" and refused the list."""
     from twotower import ModelConfig

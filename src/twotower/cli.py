@@ -267,7 +267,7 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     _say("== twotower tutorial: Keras-RS 'Recommending movies: retrieval' on MovieLens 100k ==")
     x = load_movielens_100k(args.data_dir)
     split = random_split(x, 0.2, seed=args.seed)
-    _say(f"data: {len(x):,} ratings, {x.n_users} users, {x.n_items} movies; "
+    _say(f"data: {len(x):,} ratings, {x.n_users:,} users, {x.n_items:,} movies; "
          f"train {len(split.train):,} / validation {len(split.test):,} (seed {args.seed})")
     model = TwoTower(cfg)
     model.fit(split.train, split.test, verbose=2 if sys.stdout.isatty() is False else 1)

@@ -238,7 +238,8 @@ class ModelConfig(Config):
                 isinstance(v, int | float) and not isinstance(v, bool) and 0.0 < v < 1.0
                 for v in grid):
             raise ConfigError(f"model.ease_weight_grid must be a list of numbers in (0, 1) "
-                              f"(or empty), got {grid!r}")
+                              f"(or empty), got "
+                              f"{list(grid) if isinstance(grid, tuple) else grid!r}")
         check_choice(own, "ease_weight_choice", self.ease_weight_choice,
                      ("always", "rank_check", "auto"))
         if self.ease_weight > 0 and self.query_tower == "id":
