@@ -22,6 +22,9 @@ def test_recall_hand_cases():
     assert np.isnan(recall_at_k(np.empty((0, 10), int), np.empty((0, 10), int)))
     with pytest.raises(DataError, match="same number of rows"):
         recall_at_k([[1, 2]], [[1, 2], [3, 4]])
+    # lists of different lengths: numpy's "inhomogeneous shape" ValueError before
+    with pytest.raises(DataError, match="got rows of different lengths"):
+        recall_at_k([[1, 2, 3], [4, 5]], [[1, 2, 3], [4, 5, 6]])
 
 
 def clustered(n, d, n_clusters=1000, rank=16, seed=0):

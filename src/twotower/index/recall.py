@@ -28,8 +28,12 @@ def recall_at_k(reference_ids: Any, approx_ids: Any) -> float:
         >>> recall_at_k([[1, 2, 3, 4]], [[2, 1, 9, 8]])
         0.5
     """
-    ref = np.asarray(reference_ids)
-    got = np.asarray(approx_ids)
+    try:
+        ref = np.asarray(reference_ids)
+        got = np.asarray(approx_ids)
+    except ValueError:  # rows of different lengths (numpy: "inhomogeneous shape")
+        raise DataError("`reference_ids` and `approx_ids` must be [b, k] arrays (every row "
+                        "k ids, padded with PAD_ID), got rows of different lengths") from None
     if ref.ndim != 2 or got.ndim != 2 or ref.shape[0] != got.shape[0]:
         raise DataError(f"`reference_ids` and `approx_ids` must be [b, k] arrays with the same "
                         f"number of rows, got shapes {ref.shape} and {got.shape}")
