@@ -99,3 +99,17 @@ def test_a_u_user_line_of_more_fields_is_named_not_a_traceback(tmp_path, ml100k_
     with pytest.raises(DataError, match=r"u\.user: malformed \(Expected 5 fields in line 7, "
                                         r"saw 6\); .* 5 '\|'-separated fields: id\|age\|"):
         read_movielens_100k(tmp_path)
+
+
+def test_a_u_user_id_that_is_not_an_integer_is_named(tmp_path, ml100k_dir):
+    """`x|24|M|technician|85711` dropped that user's age, gender and occupation in silence
+    (the info table's text id matched no integer user id)."""
+    lines = (ml100k_dir / "u.user").read_bytes().split(b"\n")
+    lines[2] = b"x" + lines[2][lines[2].index(b"|"):]
+    (tmp_path / "u.user").write_bytes(b"\n".join(lines))
+    for name in ("u.data", "u.item"):
+        (tmp_path / name).write_bytes((ml100k_dir / name).read_bytes())
+    with pytest.raises(DataError, match=r"u\.user: line 3: user id 'x' is not an integer"):
+        read_movielens_100k(tmp_path)
+    x = read_movielens_100k(ml100k_dir)  # the pristine file: every user described
+    assert x.user_info["age"].notna().all() and len(x.user_info) == 943

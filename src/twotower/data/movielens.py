@@ -91,7 +91,16 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
             raise DataError(f"{d / 'u.user'}: malformed ({reason}); MovieLens 100k's u.user "
                             "has a line per user of 5 '|'-separated fields: "
                             "id|age|gender|occupation|zip code (an edited copy?)") from None
-        user_info = users.set_index("id")[["age", "gender", "occupation"]]
+        ids = pd.to_numeric(users["id"], errors="coerce")
+        bad = ids.isna() | (ids != ids.round())
+        if bad.any():  # (such a user's age, gender and occupation were dropped in silence)
+            n = int(np.argmax(bad.to_numpy()))
+            raise DataError(f"{d / 'u.user'}: line {n + 1}: user id {users['id'].iloc[n]!r} is "
+                            "not an integer; MovieLens 100k's u.user has a line per user of 5 "
+                            "'|'-separated fields: id|age|gender|occupation|zip code (an "
+                            "edited copy?)")
+        user_info = users.assign(id=ids.astype(np.int64)).set_index("id")[
+            ["age", "gender", "occupation"]]
     return Interactions.from_ids(data[:, 0], data[:, 1], data[:, 2].astype(np.float32), data[:, 3],
                                  item_info=item_info, user_info=user_info)
 
