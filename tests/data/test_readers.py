@@ -523,6 +523,19 @@ def test_item_info_keeps_the_named_columns_with_their_types(tmp_path):
     assert info["code"].tolist()[0] == "7" and pd.isna(info["code"].tolist()[1])
 
 
+def test_item_info_reads_nan_cells_among_numbers_as_missing(tmp_path):
+    """A price column written with "NaN" for missing prices (numpy, Spark) was text: one
+    feature per distinct price, the numbers' order lost, without a warning."""
+    from twotower.data.readers import read_item_info
+    p = tmp_path / "i.csv"
+    p.write_text("item_id,price,brand\n1,3.5,NA\n2,NaN,x\n3,4,y\n4,nan,z\n5,NA,w\n")
+    info = read_item_info(p, id_col="item_id", columns=("price", "brand"))
+    assert info["price"].dtype == np.float64
+    assert info["price"].tolist()[0:3:2] == [3.5, 4.0]
+    assert info["price"].isna().tolist() == [False, True, False, True, True]
+    assert info["brand"].tolist()[0] == "NA"  # a text column keeps its text
+
+
 def test_a_few_text_ids_among_integers_are_warned_of(tmp_path):
     p = tmp_path / "r.csv"
     p.write_text("user_id,item_id\n" + "".join(f"{u},{u % 9}\n" for u in range(20))

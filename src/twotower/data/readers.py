@@ -500,13 +500,18 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info)
 
 
+#: Cells of a CSV column of numbers read as missing (``read_item_info``), as pandas does.
+_MISSING_TEXT = frozenset({"nan", "-nan", "na", "n/a", "#n/a", "null", "none", "<na>"})
+
+
 def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "title",
                    genres_col: str | None = "genres", columns: Sequence[str] = (),
                    sep: str | None = None) -> pd.DataFrame:
     """Item metadata indexed by external item id, with ``title`` and ``genres`` (list),
     and those of ``columns`` the file has (others are left to the caller to report: a
     model's ``item_features`` warns, listing the columns there are). A CSV's such column
-    is numbers when every non-empty value is one (an empty field: missing), else text."""
+    is numbers when every non-empty value is one (an empty field, or ``NaN``/``NA``/
+    ``null`` beside numbers: missing), else text."""
     p = Path(path)
     header = read_header(p, "--items", sep)
     for name, col, default in (("title_col", title_col, "title"),
@@ -539,7 +544,10 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
         if text_file:
             v = v.astype(str).str.strip().mask(lambda t: t == "")
             num = pd.to_numeric(v, errors="coerce")
-            if v.notna().any() and (num.notna() == v.notna()).all():
+            # "NaN" (numpy, Spark) or "NA" among numbers is a missing price, not text:
+            # as text, the whole column became one category per distinct price
+            blank = v.isna() | v.str.lower().isin(_MISSING_TEXT)
+            if num.notna().any() and (num.notna() == ~blank).all():
                 v = num
         out[c] = v.to_numpy()
     dup = out.index.duplicated()
