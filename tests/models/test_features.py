@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -224,6 +225,28 @@ def test_a_cold_items_id_row_is_cleared_where_its_objective_never_trains_it(
     back = TwoTower.load(tmp_path / "run", keras=True)
     assert (np.asarray(back._net.item_embedding.embeddings)[cold] == 0).all()
     np.testing.assert_array_equal(back.item_embeddings, model.item_embeddings)
+
+
+@pytest.mark.parametrize("objective", ["mse", "sampled_softmax"])
+def test_a_feature_value_only_cold_items_have_adds_no_noise(objective):
+    """Two cold items of one trained genre, each with a brand no item with training rows
+    has: those brands' rows were never trained, and their initial values made the two
+    items score apart. The rows are now zero: the genre alone places both."""
+    x, _, cold = _genre_data()
+    info = x.item_info.assign(brand=["old"] * x.n_items)
+    info.loc[cold[0], "brand"], info.loc[cold[1], "brand"] = "new1", "new2"
+    info.at[cold[1], "genres"] = info.at[cold[0], "genres"]
+    x = dataclasses.replace(x, item_info=info)
+    cfg = ModelConfig.from_dict({**FAST, **CASES[objective], "epochs": 2,
+                                 "item_features": ["genres", "brand"]})
+    model = TwoTower(cfg).fit(x, verbose=0)
+    assert not model.untrained_items()[cold[:2]].any()
+    np.testing.assert_allclose(model.item_embeddings[cold[0]], model.item_embeddings[cold[1]],
+                               atol=1e-6)
+    names = model.item_feature_names
+    rows = np.asarray(model._net.item_feature_embedding)
+    assert (rows[[names.index("brand=new1"), names.index("brand=new2")]] == 0).all()
+    assert (np.abs(rows[names.index("brand=old")]) > 0).any()
 
 
 def test_side_features_round_trip_through_save_and_load(tmp_path):

@@ -852,19 +852,23 @@ class TwoTower:
         an item with features but no rows (one launched after a time cutoff) was served its
         feature vector plus that noise, and two such items with the same features scored
         apart. Those rows are set to zero, in the network too (saved and served alike): the
-        features alone place such an item. Items without features are in no list anyway
-        (``untrained_items``); the other objectives train every row (as a negative); a
-        streamed fit takes no item features."""
+        features alone place such an item. So are the rows of feature values only such
+        items have (a brand launched after the cutoff): as initialised, they put noise in
+        the vector of an item that a trained value also describes. Items without features
+        are in no list anyway (``untrained_items``); the other objectives train every row
+        (as a negative); a streamed fit takes no item features."""
         feats = getattr(self, "_item_features", None)
         if (self.config.objective not in ("mse", "sampled_softmax") or feats is None
                 or not feats.shape[1]):
             return
-        rows = (np.asarray(self.item_popularity) == 0) & np.asarray(feats != 0).any(axis=1)
-        if rows.any():
-            from keras import ops
-            table = net.item_embedding.embeddings
-            keep = ops.convert_to_tensor((~rows).astype(table.dtype)[:, None])
-            table.assign(ops.multiply(table, keep))
+        from keras import ops
+        cold = np.asarray(self.item_popularity) == 0
+        on = np.asarray(feats != 0)
+        for table, rows in ((net.item_embedding.embeddings, cold & on.any(axis=1)),
+                            (net.item_feature_embedding, ~on[~cold].any(axis=0))):
+            if rows.any():
+                keep = ops.convert_to_tensor((~rows).astype(table.dtype)[:, None])
+                table.assign(ops.multiply(table, keep))
 
     def _export_tables(self) -> None:
         # Copy to numpy now: on JAX, predict() may donate (delete) these buffers later.
