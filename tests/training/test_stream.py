@@ -594,3 +594,14 @@ def test_distinct_counter_merges_many_ids_across_parts():
         c.add(pa.array(np.arange(s, s + 40_000) % 150_000))
     v, n = c.values_counts()
     assert len(v) == 150_000 and n.sum() == 200_000
+
+
+@pytest.mark.parametrize("read_rows", [1, 67_108_864, 100_000_000])
+def test_every_read_rows_the_config_allows_reads_a_csv(files, read_rows):
+    """read_rows above 67,108,863 made a CSV block of more than 2 GiB, which Arrow's int32
+    block_size refused with a bare OverflowError; Parquet read them all."""
+    df, p = files
+    s = _stream(p, read_rows=read_rows)
+    assert s.scan().rows == len(df)
+    rows = np.concatenate([c["rating"] for c in s.chunks()]).astype(int)
+    np.testing.assert_array_equal(rows, np.arange(len(df)))

@@ -249,8 +249,10 @@ class InteractionStream:
         try:
             reader = pacsv.open_csv(
                 self.path,
-                read_options=pacsv.ReadOptions(block_size=max(1 << 20,
-                                                              32 * self.config.read_rows),
+                # Arrow's block_size is an int32: capped (read_rows allows 100M rows)
+                read_options=pacsv.ReadOptions(block_size=min(max(1 << 20,
+                                                                  32 * self.config.read_rows),
+                                                              1 << 30),
                                                **({} if encoding == "utf-8"
                                                   else {"encoding": encoding})),
                 # quoted line breaks: no slower here (0.155 against 0.151 s for 3M rows)
