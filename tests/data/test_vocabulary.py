@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -92,3 +94,19 @@ def test_an_empty_vocabulary_says_so():
     """It said "ids must be integers or strings, got dtype float64"."""
     with pytest.raises(DataError, match=r"user vocabulary: no ids"):
         Vocabulary([], name="user")
+
+
+@pytest.mark.parametrize("text, says", [
+    ('{"kind": "int", "ids": [1.5, 2]}', "holds int64 ids, got 1.5"),  # was read as 1
+    ('{"kind": "int", "ids": ["a", "b"]}', "holds int64 ids, got 'a'"),  # ValueError
+    ('{"kind": "int", "ids": [1e30]}', "holds int64 ids, got 1e+30"),  # OverflowError
+    ('{"kind": "int", "ids": [true, 2]}', "holds int64 ids, got True"),
+    ('{"kind": "int", "ids": "123"}', "ids must be a list, got str"),
+    ('{"kind": "int", "ids": [1, 2, 2]}', "ids are not unique"),  # DataError, no file
+    ('{"kind": "str", "ids": [1, "a"]}', "all int or all str"),
+])
+def test_a_vocabulary_file_of_the_wrong_form_is_refused_naming_it(tmp_path, text, says):
+    from twotower.errors import ArtifactError
+    (tmp_path / "users.json").write_text(text)
+    with pytest.raises(ArtifactError, match="users.json is corrupt: .*" + re.escape(says)):
+        Vocabulary.load(tmp_path / "users.json")

@@ -145,7 +145,15 @@ class Vocabulary:
             kind, ids, name = data["kind"], data["ids"], data.get("name", "id")
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"vocabulary: missing field {exc}") from None
+        if kind in ("int", "str") and not isinstance(ids, list):
+            raise ArtifactError(f"vocabulary: ids must be a list, got {type(ids).__name__}")
         if kind == "int":
+            # each an int within int64 (numpy cast 1.5 to 1 silently, and raised a bare
+            # ValueError/OverflowError on "a" and 1e30)
+            bad = next((x for x in ids if isinstance(x, bool) or not isinstance(x, int)
+                        or not -2**63 <= x < 2**63), None)
+            if bad is not None:
+                raise ArtifactError(f"vocabulary: kind 'int' holds int64 ids, got {bad!r}")
             return cls(np.asarray(ids, dtype=np.int64), name=name)
         if kind == "str":
             return cls(np.asarray(ids, dtype=object), name=name)
@@ -164,7 +172,8 @@ class Vocabulary:
             raise ArtifactError(f"{path} is corrupt: not a vocabulary (a JSON object)")
         try:
             return cls.from_dict(data)
-        except ArtifactError as exc:  # the file is named: which of a run's vocabularies
+        except (ArtifactError, DataError) as exc:  # the file is named: which of a run's
+            # vocabularies, or of a user's (duplicate ids, ids of mixed types)
             raise ArtifactError(f"{path} is corrupt: {exc}") from None
 
     def __repr__(self) -> str:
