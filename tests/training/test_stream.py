@@ -190,6 +190,27 @@ def test_given_vocabulary_is_used_and_unknown_ids_are_named(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
+@pytest.mark.parametrize("role", ["user", "item"])
+def test_an_id_missing_from_one_given_vocabulary_names_its_row(tmp_path, fmt, role):
+    """With one vocabulary given, the scan named no row, and the id as numpy prints it
+    ("user id np.int64(12)"), where two given vocabularies named the row."""
+    df = _frame()
+    p = tmp_path / f"x.{fmt}"
+    if fmt == "parquet":
+        df.to_parquet(p)
+    else:
+        df.to_csv(p, index=False)
+    col = {"user": "userId", "item": "movieId"}[role]
+    first = int(np.argmax(df[col] >= 10))  # the first row whose id is not in 0..9
+    given = {f"{role}_vocab": Vocabulary(np.arange(10), role)}
+    s = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId"), **given)
+    where = f"row {first + 1} \\(1-based\\)" if fmt == "parquet" else f"line {first + 2}"
+    with pytest.raises(DataError, match=f"x\\.{fmt}, {where}, column '{col}': {role} id "
+                                        f"'?{df[col][first]}'? is not in the given"):
+        s.scan()
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_bad_column_name_is_a_data_error_naming_file_and_column(tmp_path, fmt):
     df = _frame()
     p = tmp_path / f"log.{fmt}"

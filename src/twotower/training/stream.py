@@ -23,7 +23,7 @@ from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.readers import (RATING_HINT, check_columns, check_ragged,
                                    check_unique_columns, csv_encoding, csv_header,
                                    not_a_file, where_in_file)
-from twotower.data.vocabulary import Vocabulary
+from twotower.data.vocabulary import Vocabulary, plain_id
 from twotower.errors import ConfigError, DataError, NotFittedError
 
 _PARQUET = {".parquet", ".pq"}
@@ -415,10 +415,25 @@ class InteractionStream:
         import pyarrow as pa
         if not len(values):
             return False
-        idx = _Mapper(vocab).indices(pa.array(values))
+        mapper = _Mapper(vocab)
+        idx = mapper.indices(pa.array(values))
         if (idx < 0).any() and self.config.unknown == "error":
-            raise DataError(f"--data: {self.path}, column {self._roles[role]!r}: {role} id "
-                            f"{values[idx < 0][0]!r} is not in the given {role} vocabulary "
+            # the first such row of the file, named as the other passes name one (an error
+            # only: one more pass)
+            offset, pos, value = 0, None, None
+            for b in self.record_batches():
+                unknown = mapper.indices(b.column(role)) < 0
+                if unknown.any():
+                    pos = int(np.argmax(unknown))
+                    value = b.column(role)[pos].as_py()
+                    break
+                offset += b.num_rows
+            where = (f", {where_in_file(self.path, offset + pos, self.config.sep)}"
+                     if pos is not None else "")
+            if pos is None:  # (the file changed meanwhile)
+                value = plain_id(values[idx < 0][0])
+            raise DataError(f"--data: {self.path}{where}, column {self._roles[role]!r}: "
+                            f"{role} id {value!r} is not in the given {role} vocabulary "
                             f"({len(vocab)} ids); use unknown='skip' to drop such rows")
         return bool((idx < 0).any())
 
