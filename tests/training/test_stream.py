@@ -350,6 +350,25 @@ def test_integral_float_ids_are_ints_streamed_and_in_memory(tmp_path):
     assert stats.item_vocab == mem.item_vocab and stats.user_vocab == mem.user_vocab
 
 
+def test_string_view_ids_and_float16_ratings_stream_as_in_memory(tmp_path):
+    """Parquet from newer Arrow writers: string_view ids were refused as "not text", and a
+    float16 rating column raised ArrowNotImplementedError; the in-memory reader reads both."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    p = tmp_path / "x.parquet"
+    pq.write_table(pa.table({
+        "userId": pa.array(["u1", "u2", "u1", "u3"]).cast(pa.string_view()),
+        "movieId": pa.array([7, 9, 9, 7], pa.int16()),
+        "row": pa.array([1.0, 4.5, 3.0, 2.0], pa.float16())}), p)
+    mem = read_interactions(p, user_col="userId", item_col="movieId", rating_col="row")
+    s = _stream(p)
+    stats = s.scan()
+    assert stats.rows == 4 and stats.rating_range == (1.0, 4.5)
+    assert stats.user_vocab == mem.user_vocab and stats.item_vocab == mem.item_vocab
+    np.testing.assert_array_equal(np.concatenate([c["rating"] for c in s.chunks()]),
+                                  [1.0, 4.5, 3.0, 2.0])
+
+
 def test_non_finite_rating_and_ragged_line_are_named(tmp_path):
     df = pd.DataFrame({"userId": [1, 2, 3], "movieId": [5, 6, 7],
                        "rating": [4.0, np.inf, np.nan]})

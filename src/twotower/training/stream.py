@@ -633,10 +633,17 @@ class InteractionStream:
 def _plain(col: Any) -> Any:
     """A Parquet column as the readers take it: a dictionary-encoded one as its values
     (batches may carry different dictionaries), a decimal one as its text (``7``: the int
-    id 7; ``7.50``: a text id; a rating: parsed), as ``read_interactions`` reads them."""
+    id 7; ``7.50``: a text id; a rating: parsed), as ``read_interactions`` reads them; a
+    ``string_view`` one as ``string`` and a float16 one as float32 (Arrow's compute
+    functions lack kernels for them: the ids were refused as not text, a float16 rating
+    raised ArrowNotImplementedError)."""
     import pyarrow as pa
     if pa.types.is_dictionary(col.type):
         col = col.dictionary_decode()
+    if str(col.type) == "string_view":  # (pa.types.is_string_view: pyarrow >= 16)
+        col = col.cast(pa.string())
+    elif pa.types.is_float16(col.type):
+        col = col.cast(pa.float32())
     if pa.types.is_decimal(col.type):
         col = col.cast(pa.string())
     return col
