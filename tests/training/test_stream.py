@@ -252,6 +252,29 @@ def test_shards_split_the_rows(tmp_path):
     assert sorted(np.concatenate(got).astype(int).tolist()) == list(range(len(df)))
 
 
+@pytest.mark.parametrize("given", [False, True])
+def test_a_shards_errors_name_the_files_row(tmp_path, given):
+    """A shard counted only its own batches' rows: the bad row 450 of the file (in shard 1
+    of 3, batches of 100) was named as row 150."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    df = _frame()
+    p = tmp_path / "x.parquet"
+    users = pa.array(df["userId"], mask=np.arange(len(df)) == 449)  # (0-based)
+    pq.write_table(pa.table({"userId": users, "movieId": df["movieId"], "row": df["row"]}),
+                   p, row_group_size=100)
+    s = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId",
+                                          rating_col="row", read_rows=100), shard=(0, 3))
+    assert s.scan().rows == 400  # batches 0, 3, 6, 9: not the bad one
+    vocabs = ({"user_vocab": Vocabulary(np.arange(70), "user"),
+               "item_vocab": Vocabulary.from_values(df["movieId"], "item")} if given else {})
+    s = InteractionStream(p, StreamConfig(user_col="userId", item_col="movieId",
+                                          rating_col="row", read_rows=100), shard=(1, 3),
+                          **vocabs)
+    with pytest.raises(DataError, match=r"x\.parquet, row 450 \(1-based\), column 'userId'"):
+        s.scan()
+
+
 @pytest.mark.parametrize("ids", [np.arange(5, 105),
                                  np.array([7, -3, 10**15, 42, 2**62, -2**62])],
                          ids=["dense-lookup-table", "sparse-binary-search"])

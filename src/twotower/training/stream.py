@@ -171,9 +171,13 @@ class InteractionStream:
         kind = self._kind()
         index, count = self.shard
         it = self._parquet() if kind == "parquet" else self._csv()
+        row = 0
         for n, batch in enumerate(it):
             if n % count == index:
+                if count > 1:  # where it starts in the file, for the passes' errors
+                    batch = batch.replace_schema_metadata({_ROW: str(row)})
                 yield batch
+            row += batch.num_rows
 
     def content_digest(self) -> bytes:
         """A 128-bit blake2b digest of the rows this stream reads (its record batches, in
@@ -422,6 +426,7 @@ class InteractionStream:
             # only: one more pass)
             offset, pos, value = 0, None, None
             for b in self.record_batches():
+                offset = _file_row(b, offset)
                 unknown = mapper.indices(b.column(role)) < 0
                 if unknown.any():
                     pos = int(np.argmax(unknown))
@@ -443,6 +448,7 @@ class InteractionStream:
         import pyarrow.compute as pc
         offset = 0
         for b in batches:
+            offset = _file_row(b, offset)
             # the usual batch costs no pass but the float check: ``null_count`` is known
             for role in ("user", "item"):
                 col = b.column(role)
@@ -514,6 +520,7 @@ class InteractionStream:
         umap, imap = _Mapper(uv), _Mapper(iv)
         offset = yielded = 0
         for b in self._checked(self.record_batches() if source is None else source):
+            offset = _file_row(b, offset)
             u, i = umap.indices(b.column("user")), imap.indices(b.column("item"))
             keep = None
             if len(u) and min(u.min(), i.min()) < 0:  # ids not in the vocabulary
@@ -630,6 +637,18 @@ class InteractionStream:
 
 
 # ---------------------------------------------------------------------- id handling
+#: A sharded stream's record batch's schema metadata: the file row it starts at (the
+#: passes see only this shard's batches; their errors name the file's row, or line)
+_ROW = "twotower.row"
+
+
+def _file_row(batch: Any, offset: int) -> int:
+    """The file row ``batch`` starts at: ``offset`` (the rows of the batches before it)
+    unless the batch is a shard's, which says where it starts."""
+    meta = batch.schema.metadata
+    return int(meta[_ROW.encode()]) if meta and _ROW.encode() in meta else offset
+
+
 def _plain(col: Any) -> Any:
     """A Parquet column as the readers take it: a dictionary-encoded one as its values
     (batches may carry different dictionaries), a decimal one as its text (``7``: the int
