@@ -150,11 +150,16 @@ class Vocabulary:
         if kind == "int":
             # each an int within int64 (numpy cast 1.5 to 1 silently, and raised a bare
             # ValueError/OverflowError on "a" and 1e30)
-            bad = next((x for x in ids if isinstance(x, bool) or not isinstance(x, int)
-                        or not -2**63 <= x < 2**63), None)
-            if bad is not None:
-                raise ArtifactError(f"vocabulary: kind 'int' holds int64 ids, got {bad!r}")
-            return cls(np.asarray(ids, dtype=np.int64), name=name)
+            # (the types in one C-level pass: a Python check per id took 0.16 s per
+            # million ids, on every run's load)
+            bad = (next(x for x in ids if type(x) is not int)
+                   if set(map(type, ids)) - {int} else None)
+            if bad is None:
+                try:
+                    return cls(np.asarray(ids, dtype=np.int64), name=name)
+                except OverflowError:
+                    bad = next(x for x in ids if not -2**63 <= x < 2**63)
+            raise ArtifactError(f"vocabulary: kind 'int' holds int64 ids, got {bad!r}")
         if kind == "str":
             return cls(np.asarray(ids, dtype=object), name=name)
         raise ArtifactError(f"vocabulary: kind must be 'int' or 'str', got {kind!r}")
