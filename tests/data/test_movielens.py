@@ -53,14 +53,15 @@ def test_a_line_cut_short_is_named_without_numpys_advice(tmp_path, ml100k_dir):
     """A copy cut inside a line: numpy's message advised `usecols`, which does not apply."""
     (tmp_path / "u.data").write_bytes((ml100k_dir / "u.data").read_bytes()[:100_000])
     (tmp_path / "u.item").write_bytes((ml100k_dir / "u.item").read_bytes())
-    with pytest.raises(DataError, match=r"malformed \(the number of columns changed .*\); "
-                                        r"MovieLens 100k's u.data has 100,000 lines") as err:
+    with pytest.raises(DataError, match=r"malformed \(line 5118: 2 tab-separated fields, not "
+                                        r"4: .*\); MovieLens 100k's u.data has 100,000 "
+                                        r"lines") as err:
         read_movielens_100k(tmp_path)
     assert "usecols" not in str(err.value)
 
 
 @pytest.mark.parametrize("edit, message", [
-    (lambda line: line + b"|0", r"malformed \(Expected 24 fields in line 7, saw 25\)"),
+    (lambda line: line + b"|0", r"line 7: 25 '\|'-separated fields, not 24"),
     (lambda line: line[:-1] + b"x", r"line 7: not 24 fields ending in 19 genre flags of 0 or 1"),
     (lambda line: b"x" + line, r"line 7: item id 'x7' is not an integer"),
 ], ids=["25 fields", "flag x", "id x7"])
@@ -96,8 +97,8 @@ def test_a_u_user_line_of_more_fields_is_named_not_a_traceback(tmp_path, ml100k_
     (tmp_path / "u.user").write_bytes(b"\n".join(lines))
     for name in ("u.data", "u.item"):
         (tmp_path / name).write_bytes((ml100k_dir / name).read_bytes())
-    with pytest.raises(DataError, match=r"u\.user: malformed \(Expected 5 fields in line 7, "
-                                        r"saw 6\); .* 5 '\|'-separated fields: id\|age\|"):
+    with pytest.raises(DataError, match=r"u\.user: line 7: 6 '\|'-separated fields, not 5; "
+                                        r".* 5 '\|'-separated fields: id\|age\|"):
         read_movielens_100k(tmp_path)
 
 
@@ -113,3 +114,76 @@ def test_a_u_user_id_that_is_not_an_integer_is_named(tmp_path, ml100k_dir):
         read_movielens_100k(tmp_path)
     x = read_movielens_100k(ml100k_dir)  # the pristine file: every user described
     assert x.user_info["age"].notna().all() and len(x.user_info) == 943
+
+
+def _copy(ml100k_dir, tmp_path, **edits):
+    """The pristine files in tmp_path, each in ``edits`` (``u_item=`` for u.item) replaced
+    by the callable's result on its list of lines."""
+    for name in ("u.data", "u.item", "u.user"):
+        raw = (ml100k_dir / name).read_bytes()
+        edit = edits.get(name.replace(".", "_"))
+        if edit is not None:
+            raw = b"\n".join(edit(raw.split(b"\n")))
+        (tmp_path / name).write_bytes(raw)
+
+
+def _blank_lines_then(bad_line: int, edit):
+    """Three blank lines (one ended by CRLF) after line 2, then line ``bad_line`` of
+    the file so made edited."""
+    def apply(lines):
+        lines = lines[:2] + [b"", b"\r", b""] + lines[2:]
+        lines[bad_line - 1] = edit(lines[bad_line - 1])
+        return lines
+    return apply
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("u_item", lambda line: b"x" + line, r"u\.item: line 10: item id 'x7' is not an integer"),
+    ("u_item", lambda line: line[:-1] + b"x",
+     r"u\.item: line 10: not 24 fields ending in 19 genre flags"),
+    ("u_item", lambda line: line + b"|0", r"u\.item: line 10: 25 '\|'-separated fields, not 24"),
+    ("u_user", lambda line: b"x" + line[line.index(b"|"):],
+     r"u\.user: line 10: user id 'x' is not an integer"),
+    ("u_user", lambda line: line + b"|x", r"u\.user: line 10: 6 '\|'-separated fields, not 5"),
+    ("u_data", lambda line: line + b"\t1", r"u\.data: malformed \(line 10: 5 tab-separated "
+                                           r"fields, not 4"),
+    ("u_data", lambda line: line.replace(b"\t", b"\tx", 1),
+     r"u\.data: malformed \(line 10, column 2: 'x\d+' is not an integer\)"),
+], ids=["item id", "item flag", "item fields", "user id", "user fields", "data fields",
+        "data value"])
+def test_errors_name_the_files_line_past_blank_lines(tmp_path, ml100k_dir, name, edit,
+                                                      message):
+    """Blank lines are skipped, and the line named was the data row's number: line 7 for
+    the file's line 10 here (numpy's 'row 6', 0-based, for u.data)."""
+    _copy(ml100k_dir, tmp_path, **{name: _blank_lines_then(10, edit)})
+    with pytest.raises(DataError, match=message):
+        read_movielens_100k(tmp_path)
+
+
+def test_blank_lines_alone_are_read_past(tmp_path, ml100k_dir, ml100k):
+    blank = _blank_lines_then(1, lambda line: line)
+    _copy(ml100k_dir, tmp_path, u_data=blank, u_item=blank, u_user=blank)
+    data = read_movielens_100k(tmp_path)
+    assert list(data.titles()) == list(ml100k.titles()) and len(data) == len(ml100k)
+    assert data.user_info.equals(ml100k.user_info)
+
+
+def test_a_u_user_first_line_of_more_fields_is_named(tmp_path, ml100k_dir):
+    """A first line of 6 fields made pandas take every line's first field as an index: the
+    ages became the user ids (a warning on repeated ids, the users' info scrambled)."""
+    _copy(ml100k_dir, tmp_path, u_user=lambda lines: [lines[0] + b"|x", *lines[1:]])
+    with pytest.raises(DataError, match=r"u\.user: line 1: 6 '\|'-separated fields, not 5"):
+        read_movielens_100k(tmp_path)
+
+
+def test_a_title_opening_with_a_quote_is_read_as_is(tmp_path, ml100k_dir):
+    """GroupLens quotes nothing; a title opening with '"' was taken as a quoted field that
+    swallowed the following lines ('EOF inside string starting at row 6')."""
+    def quote(lines):
+        fields = lines[6].split(b"|")
+        fields[1] = b'"' + fields[1]
+        lines[6] = b"|".join(fields)
+        return lines
+    _copy(ml100k_dir, tmp_path, u_item=quote)
+    data = read_movielens_100k(tmp_path)
+    assert data.titles()[data.item_vocab.index_of(7)] == '"Twelve Monkeys (1995)'
