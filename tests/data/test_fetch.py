@@ -535,3 +535,100 @@ def test_the_directory_the_zip_was_unzipped_into_points_at_its_ml100k(pristine, 
         fetch_movielens_100k(tmp_path / "downloads", cache_dir=tmp_path, progress=False)
     assert f"has no u.data (it holds {tmp_path / 'downloads' / 'ml-100k'}, which has them: " \
            "give that)" in str(err.value), str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# the download's deadline
+
+class _Trickle:
+    """A loopback server sending the good zip's first half at once, then a byte every
+    20 ms for about 2 s (``stall``: for 0.8 s, then nothing for 3 s), then the rest: each
+    read gets data well within its 60 s timeout."""
+
+    def __init__(self, body: bytes, stall: bool = False) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                import time
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                half = len(body) // 2
+                try:
+                    self.wfile.write(body[:half])
+                    self.wfile.flush()
+                    n = 40 if stall else 100
+                    for i in range(n):
+                        self.wfile.write(body[half + i: half + i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.02)
+                    time.sleep(3 * stall)
+                    self.wfile.write(body[half + n:])
+                except OSError:  # the client gave up
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ml-100k.zip"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(params=[False], ids=["trickle"])
+def trickle(zips, request):
+    srv = _Trickle(zips["good"], stall=request.param)
+    yield srv
+    srv.close()
+
+
+@pytest.mark.parametrize("trickle", [False, True], ids=["trickle", "stall"], indirect=True)
+def test_a_trickling_download_fails_at_its_deadline(trickle, tmp_path):
+    """No read waited 60 s, so a server trickling bytes was waited on for as long as it
+    took; the whole download now has a deadline, and the error says how far it got. A
+    server falling silent near the deadline is given up on at the deadline, not when the
+    read times out (which would be 0.8 s later here)."""
+    import time
+    start = time.monotonic()
+    with pytest.raises(FetchError) as err:
+        fetch_movielens_100k(cache_dir=tmp_path, sources=["grouplens"], progress=False,
+                             grouplens_url=trickle.url, download_deadline_s=1.0)
+    assert time.monotonic() - start < 1.5  # (the trickle lasts 2 s; the stall ends at 3.8)
+    msg = str(err.value)
+    assert re.search(rf"grouplens: {re.escape(trickle.url)}: download not finished within its "
+                     r"1 s deadline \([\d,]+ of [\d,]+ bytes received in 1\.\d s\); allow "
+                     r"it longer with TWOTOWER_DOWNLOAD_DEADLINE_S=SECONDS", msg), msg
+    assert not (tmp_path / "ml-100k").exists() and _leftovers(tmp_path) == []
+
+
+def test_past_its_deadline_grouplens_falls_back_to_the_wheel(trickle, fake_wheel, tmp_path,
+                                                             monkeypatch, capfd):
+    monkeypatch.setattr(fetch, "RECBOLE_WHEEL_SHA256", _sha(fake_wheel))
+    monkeypatch.setenv("TWOTOWER_DOWNLOAD_DEADLINE_S", "0.5")
+    path = fetch_movielens_100k(cache_dir=tmp_path / "c", grouplens_url=trickle.url,
+                                pip_command=_pip(fake_wheel))
+    assert _manifest(path)["source"] == "wheel"
+    assert "twotower: grouplens failed: " in capfd.readouterr().err
+
+
+def test_a_deadline_long_enough_lets_the_trickle_finish(trickle, pristine, tmp_path,
+                                                        monkeypatch):
+    monkeypatch.setenv("TWOTOWER_DOWNLOAD_DEADLINE_S", "0.5")  # the argument wins
+    path = fetch_movielens_100k(cache_dir=tmp_path, sources=["grouplens"], progress=False,
+                                grouplens_url=trickle.url, download_deadline_s=30)
+    assert (path / "u.data").read_bytes() == (pristine / "u.data").read_bytes()
+
+
+@pytest.mark.parametrize("env, arg", [("0", None), ("soon", None), ("inf", None),
+                                      (None, -1.0), (None, "10")])
+def test_a_bad_deadline_is_a_config_error_naming_it(tmp_path, monkeypatch, env, arg):
+    if env is not None:
+        monkeypatch.setenv("TWOTOWER_DOWNLOAD_DEADLINE_S", env)
+    name = "TWOTOWER_DOWNLOAD_DEADLINE_S" if env is not None else "`download_deadline_s`"
+    with pytest.raises(ConfigError, match=rf"{re.escape(name)} must be a positive number of "
+                                          r"seconds .*got"):
+        fetch_movielens_100k(cache_dir=tmp_path, progress=False, download_deadline_s=arg)

@@ -12,7 +12,10 @@ Sources, tried in order (``sources`` picks a subset or another order):
     every file it lists has the recorded size and sha256.
 ``"grouplens"``
     The official zip, whose ``u.data``, ``u.item`` and ``u.user`` must match the pristine
-    sha256 values in :data:`PRISTINE_SHA256`.
+    sha256 values in :data:`PRISTINE_SHA256`. The download must finish within
+    ``download_deadline_s``, else ``TWOTOWER_DOWNLOAD_DEADLINE_S``, else
+    :data:`DOWNLOAD_DEADLINE_S` seconds (a server trickling bytes never trips the timeout of
+    one read); past it, this source fails as any failed download does.
 ``"wheel"``
     The ``recbole==1.2.1`` wheel, fetched with ``pip download`` (never installed), checked
     against :data:`RECBOLE_WHEEL_SHA256`; its atomic ``ml-100k.inter/.item/.user`` files are
@@ -36,6 +39,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 import zipfile
@@ -64,11 +68,15 @@ SOURCES = ("dir", "cache", "grouplens", "wheel")
 
 DIR_ENV = "TWOTOWER_ML100K_DIR"
 CACHE_ENV = "TWOTOWER_CACHE_DIR"
+DEADLINE_ENV = "TWOTOWER_DOWNLOAD_DEADLINE_S"
 MANIFEST_NAME = ".twotower-manifest.json"
 PROGRESS_EVERY_S = 10.0
 """Seconds between the progress lines of a pip download (its own output is captured)."""
 DOWNLOAD_TIMEOUT_S = 60.0
 """Socket timeout for the GroupLens download (seconds without data, not the total)."""
+DOWNLOAD_DEADLINE_S = 600.0
+"""Default limit on the whole GroupLens download, connection included (seconds); the zip is
+about 5 MB. ``download_deadline_s`` or ``TWOTOWER_DOWNLOAD_DEADLINE_S`` sets another."""
 PIP_TIMEOUT_S = 600.0
 
 REQUIRED_FILES = ("u.data", "u.item")
@@ -96,7 +104,8 @@ def fetch_movielens_100k(data_dir: str | Path | None = None, *,
                          sources: Sequence[str] | None = None,
                          progress: bool = True,
                          grouplens_url: str = GROUPLENS_URL,
-                         pip_command: Sequence[str] | None = None) -> Path:
+                         pip_command: Sequence[str] | None = None,
+                         download_deadline_s: float | None = None) -> Path:
     """Return a directory holding MovieLens 100k in the GroupLens layout.
 
     The directory holds ``u.data`` (user, item, rating, timestamp; tab-separated),
@@ -114,6 +123,9 @@ def fetch_movielens_100k(data_dir: str | Path | None = None, *,
         grouplens_url: where to download the GroupLens zip from.
         pip_command: the command that runs pip, default ``[sys.executable, "-m", "pip"]``;
             ``download --no-deps --only-binary=:all: -d TMP recbole==1.2.1`` is appended.
+        download_deadline_s: seconds the GroupLens download may take in all (else
+            ``TWOTOWER_DOWNLOAD_DEADLINE_S``, else :data:`DOWNLOAD_DEADLINE_S`); one that takes
+            longer is a failed source, and the next source is tried.
 
     Returns:
         The directory: ``data_dir`` itself for the ``"dir"`` source, else the cache directory.
@@ -121,12 +133,15 @@ def fetch_movielens_100k(data_dir: str | Path | None = None, *,
     Raises:
         FetchError: the explicit directory lacks a required file, or every source failed
             (the message lists each source and why).
-        ConfigError: ``sources`` is empty or names an unknown source.
+        ConfigError: ``sources`` is empty or names an unknown source, or the download
+            deadline is not a positive number of seconds.
 
     Example:
         >>> path = fetch_movielens_100k("/data/ml-100k", sources=["dir"])  # doctest: +SKIP
     """
     order = _check_sources(sources)
+    deadline = (_deadline(download_deadline_s) if "grouplens" in order
+                else DOWNLOAD_DEADLINE_S)
     cache_root = _cache_root(cache_dir)
     target = cache_root / "ml-100k"
     say: Callable[[str], None] = _stderr if progress else (lambda _msg: None)
@@ -148,7 +163,8 @@ def fetch_movielens_100k(data_dir: str | Path | None = None, *,
                                  f"--data-dir DIR or {DIR_ENV}=DIR")
             if name == "grouplens":
                 return _build(target, "grouplens",
-                              lambda stage: _from_grouplens(stage, grouplens_url, progress, say),
+                              lambda stage: _from_grouplens(stage, grouplens_url, progress, say,
+                                                            deadline),
                               say)
             return _build(target, "wheel",
                           lambda stage: _from_wheel(stage, pip_command, say), say)
@@ -174,6 +190,25 @@ def _check_sources(sources: Sequence[str] | None) -> tuple[str, ...]:
         raise ConfigError(f"`sources` must be a non-empty subset of {list(SOURCES)}, "
                           f"got {list(order)!r}")
     return order
+
+
+def _deadline(download_deadline_s: float | None) -> float:
+    value: object
+    if download_deadline_s is not None:
+        value, origin = download_deadline_s, "`download_deadline_s`"
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif os.environ.get(DEADLINE_ENV):
+        value, origin, number = os.environ[DEADLINE_ENV], DEADLINE_ENV, True
+    else:
+        return DOWNLOAD_DEADLINE_S
+    try:
+        seconds = float(value) if number else float("nan")  # type: ignore[arg-type]
+    except ValueError:  # (the variable's text)
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"{origin} must be a positive number of seconds (the GroupLens "
+                          f"download's limit, default {DOWNLOAD_DEADLINE_S:g}), got {value!r}")
+    return seconds
 
 
 def _cache_root(cache_dir: str | Path | None) -> Path:
@@ -359,10 +394,11 @@ def _sha256(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # "grouplens"
 
-def _from_grouplens(stage: Path, url: str, progress: bool, say: Callable[[str], None]) -> str:
+def _from_grouplens(stage: Path, url: str, progress: bool, say: Callable[[str], None],
+                    deadline: float = DOWNLOAD_DEADLINE_S) -> str:
     say(f"twotower: downloading MovieLens 100k from {url}")
     archive = stage / ".download.zip.part"
-    _download(url, archive, progress)
+    _download(url, archive, progress, deadline)
     try:
         with zipfile.ZipFile(archive) as zf:
             members = {n[len(_ZIP_PREFIX):]: n for n in zf.namelist()
@@ -394,18 +430,43 @@ def _from_grouplens(stage: Path, url: str, progress: bool, say: Callable[[str], 
     return url
 
 
-def _download(url: str, dest: Path, progress: bool) -> None:
+def _download(url: str, dest: Path, progress: bool,
+              deadline: float = DOWNLOAD_DEADLINE_S) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "twotower"})
+    start = time.monotonic()
+    done, total = 0, None
+    short = deadline < DOWNLOAD_TIMEOUT_S  # a read's timeout is what the deadline leaves
+
+    def past_deadline() -> _SourceFailed:
+        of = f" of {total:,}" if total else ""
+        return _SourceFailed(
+            f"{url}: download not finished within its {deadline:g} s deadline ({done:,}{of} "
+            f"bytes received in {time.monotonic() - start:.1f} s); allow it longer with "
+            f"{DEADLINE_ENV}=SECONDS (download_deadline_s=SECONDS)")
+
     try:
-        with urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S) as resp, \
-                open(dest, "wb") as out:
+        with urllib.request.urlopen(request, timeout=min(DOWNLOAD_TIMEOUT_S, deadline)) \
+                as resp, open(dest, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            done, shown = 0, None
+            shown = None
             # a terminal: one line redrawn per percent (or MiB when the size is unknown); a
             # log (not a terminal): a line per 10% (or 10 MiB), no carriage returns
             tty = _stderr_is_tty()
+            # read1: what one receive brings (read(n) waits for all n bytes, however slowly
+            # they come); each receive may wait only as long as the deadline leaves
+            read = getattr(resp, "read1", resp.read)
+            sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
             try:
-                while block := resp.read(_CHUNK):
+                while True:
+                    left = deadline - (time.monotonic() - start)
+                    if left <= 0:
+                        raise past_deadline()
+                    short = left < DOWNLOAD_TIMEOUT_S
+                    if sock is not None:
+                        sock.settimeout(min(DOWNLOAD_TIMEOUT_S, left))
+                    block = read(_CHUNK)
+                    if not block:
+                        break
                     out.write(block)
                     done += len(block)
                     step = 100 * done // total if total else done >> 20
@@ -424,8 +485,12 @@ def _download(url: str, dest: Path, progress: bool) -> None:
     except urllib.error.HTTPError as exc:
         raise _SourceFailed(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
+        if isinstance(exc.reason, TimeoutError) and short:
+            raise past_deadline() from None
         raise _SourceFailed(f"{url}: cannot connect ({exc.reason})") from None
     except TimeoutError:
+        if short:
+            raise past_deadline() from None
         raise _SourceFailed(f"{url}: timed out after {DOWNLOAD_TIMEOUT_S:g} s") from None
     except (OSError, ValueError, http.client.HTTPException) as exc:  # resets, IncompleteRead
         raise _SourceFailed(f"{url}: download failed ({type(exc).__name__}: {exc})") from None
@@ -568,5 +633,5 @@ def _convert_recbole(texts: dict[str, str], stage: Path) -> None:
                                         encoding="latin-1", errors="replace", newline="\n")
 
 
-__all__ = ["GROUPLENS_URL", "PRISTINE_SHA256", "RECBOLE_WHEEL_SHA256", "SOURCES",
-           "fetch_movielens_100k"]
+__all__ = ["DOWNLOAD_DEADLINE_S", "GROUPLENS_URL", "PRISTINE_SHA256", "RECBOLE_WHEEL_SHA256",
+           "SOURCES", "fetch_movielens_100k"]
