@@ -360,31 +360,47 @@ def _unheld(p: Path) -> bool | None:
 
 
 def _sweep_stale(target: Path) -> None:
-    """Remove ``.<name>.tmp-<pid>-*`` directories beside ``target`` of saves that were
+    """Remove ``.<name>.tmp-<pid>-<hex>`` directories beside ``target`` of saves that were
     killed: no process holds their lock (a save holds its own from the moment the
     directory has that name), which holds in a container too, where every command is
-    PID 1. Where flock cannot tell, by their process id: gone, and not this process."""
+    PID 1. Where flock cannot tell, by their process id: gone, and not this process.
+    Only directories named exactly as this module names them (not a link, not a file, not
+    ``.<name>.tmp-my-notes``) are looked at."""
     import time
-    for p in target.parent.glob(f".{target.name}.tmp-*-*"):
+    try:
+        entries = [p for p in target.parent.iterdir() if _is_ours(p, target)]
+    except OSError:  # (no parent, or unreadable: nothing to sweep)
+        return
+    for p in entries:
+        kind = p.name[len(target.name) + 2:].split("-", 1)[0]
         if p in _HELD:
             continue
-        free = _unheld(p)
-        if free is None:  # no flock here: by process id
-            pid = p.name[len(f".{target.name}.tmp-"):].split("-", 1)[0]
-            free = pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
-        # where flock answers, the process id does not count (it means nothing across
-        # containers or hosts sharing a volume): nobody holds it, so it is a dead save's
-        if free:
+        if kind == "tmp":
+            free = _unheld(p)
+            if free is None:  # no flock here: by process id
+                pid = int(p.name.rsplit("-", 2)[1])
+                free = pid != os.getpid() and not _alive(pid)
+            # where flock answers, the process id does not count (it means nothing across
+            # containers or hosts sharing a volume): nobody holds it, so it is a dead save's
+            if free:
+                shutil.rmtree(p, ignore_errors=True)
+        elif kind == "new":  # killed between mkdir and rename (a moment): old ones
+            try:
+                old = time.time() - p.stat().st_mtime >= _SWEEP_AGE_S
+            except OSError:
+                continue
+            if old and _unheld(p) is not False:
+                shutil.rmtree(p, ignore_errors=True)
+        else:  # (``_discard``) garbage by its name: a killed removal
             shutil.rmtree(p, ignore_errors=True)
-    for p in target.parent.glob(f".{target.name}.new-*-*"):  # killed between mkdir and
-        try:                                                  # rename (a moment): old ones
-            old = time.time() - p.stat().st_mtime >= _SWEEP_AGE_S
-        except OSError:
-            continue
-        if old and p not in _HELD and _unheld(p) is not False:
-            shutil.rmtree(p, ignore_errors=True)
-    for p in target.parent.glob(f".{target.name}.trash-*-*"):  # (``_discard``) garbage by
-        shutil.rmtree(p, ignore_errors=True)                    # its name: a killed removal
+
+
+def _is_ours(p: Path, target: Path) -> bool:
+    """Whether ``p`` is a directory (not a link) named as ``temp_sibling`` or ``_discard``
+    name them beside ``target``: ``.<name>.{tmp,new,trash}-<pid>-<hex>``."""
+    return (re.fullmatch(rf"\.{re.escape(target.name)}\.(tmp|new|trash)-\d+-[0-9a-f]+",
+                         p.name) is not None
+            and not p.is_symlink() and p.is_dir())
 
 
 def _alive(pid: int) -> bool:

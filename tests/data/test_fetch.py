@@ -632,3 +632,104 @@ def test_a_bad_deadline_is_a_config_error_naming_it(tmp_path, monkeypatch, env, 
     with pytest.raises(ConfigError, match=rf"{re.escape(name)} must be a positive number of "
                                           r"seconds .*got"):
         fetch_movielens_100k(cache_dir=tmp_path, progress=False, download_deadline_s=arg)
+
+
+# ---------------------------------------------------------------------------------------------
+# staging folders of killed fetches
+
+class _Stall:
+    """A loopback server sending half the body, then nothing until closed."""
+
+    def __init__(self, body: bytes) -> None:
+        self.release = threading.Event()
+        release = self.release
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                except OSError:
+                    return
+                release.wait(60)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ml-100k.zip"
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def stall(zips):
+    srv = _Stall(zips["good"])
+    yield srv
+    srv.close()
+
+
+def _start_fetch(cache_root: Path, url: str, *extra: str):
+    """A fetch in another process, returned once its download is under way, with the
+    staging folder it downloads into."""
+    import subprocess
+    import time
+    script = ("import sys; from twotower.data.fetch import fetch_movielens_100k; "
+              "fetch_movielens_100k(cache_dir=sys.argv[1], sources=['grouplens'], "
+              "grouplens_url=sys.argv[2], progress=False)")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(cache_root), url, *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(600):
+        parts = list(cache_root.glob(".ml-100k.tmp-*/.download.zip.part"))
+        if parts and parts[0].stat().st_size > 0:
+            return proc, parts[0].parent
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    pytest.fail(f"the fetch did not start its download: {proc.communicate()}")
+
+
+def test_a_killed_fetchs_staging_folder_is_removed_by_a_fetch_from_the_cache(
+        server, stall, tmp_path):
+    """A fetch killed mid-download left its staging folder (half a zip) in the cache root
+    until the next download: a fetch served by the cache passed it by. Now any fetch that
+    looks at the cache removes it, but not that of a fetch still running, nor anything
+    else that merely looks like one."""
+    import os
+    import signal
+    fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                         sources=["grouplens"], progress=False)
+    lookalikes = [tmp_path / ".ml-100k.tmp-my-notes", tmp_path / ".ml-100k.tmp-1-notes",
+                  tmp_path / ".ml-100k.tmp-999999999-dead.d", tmp_path / ".ml-100k.tmp-2-ab"]
+    for d in lookalikes[:3]:
+        d.mkdir()
+        (d / "keep").write_text("mine\n")
+    lookalikes[3].symlink_to(lookalikes[0])  # named as a stage, but a link
+    proc, stage = _start_fetch(tmp_path, stall.url)
+    try:
+        # running: its folder stays
+        fetch_movielens_100k(cache_dir=tmp_path, sources=["cache"], progress=False)
+        assert stage.is_dir() and stage.name.startswith(f".ml-100k.tmp-{proc.pid}-")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert stage.is_dir()  # killed: nothing removed it
+    path = fetch_movielens_100k(cache_dir=tmp_path, sources=["cache"], progress=False)
+    assert path == tmp_path / "ml-100k" and not stage.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ml-100k", *(d.name for d in lookalikes)])
+    assert all((d / "keep").read_text() == "mine\n" for d in lookalikes)
+    # nor does a download remove them
+    fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                         sources=["grouplens"], progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["ml-100k", *(d.name for d in lookalikes)])

@@ -22,9 +22,11 @@ Sources, tried in order (``sources`` picks a subset or another order):
     converted to the GroupLens layout.
 
 Downloads are staged in a temporary sibling of the cache directory and renamed into place, so
-a crash never leaves a cache that looks complete. A ``ml-100k`` there that a fetch did not
-write (a file, or a directory holding other files and no manifest) is never replaced: the
-fetch fails with a :class:`FetchError` naming it.
+a crash never leaves a cache that looks complete. The staging folders of killed fetches
+(``.ml-100k.tmp-<pid>-<hex>``, which no live process holds) are removed by the next fetch
+that looks at the cache, whether it downloads or not; nothing else in the cache root is.
+A ``ml-100k`` there that a fetch did not write (a file, or a directory holding other files
+and no manifest) is never replaced: the fetch fails with a :class:`FetchError` naming it.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ def fetch_movielens_100k(data_dir: str | Path | None = None, *,
             if name == "dir":
                 return _from_dir(data_dir)
             if name == "cache":
+                _sweep_stages(target)
                 _check_cache(target)
                 return target
             if cache_root.exists() and not cache_root.is_dir():  # no source can write it
@@ -290,6 +293,16 @@ def _check_cache(target: Path) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # Staging and atomic publication
+
+def _sweep_stages(target: Path) -> None:
+    """Remove the staging folders killed fetches left beside ``target`` (a download sweeps
+    them as it makes its own; a fetch served by the cache did not, so they stayed until
+    the next download). Those a live fetch holds, and anything not named as a fetch names
+    them, are left alone (``artifacts._sweep_stale``)."""
+    from twotower.artifacts import _sweep_stale
+    if target.parent.is_dir():
+        _sweep_stale(target)
+
 
 def _build(target: Path, source: str, fill: Callable[[Path], str],
            say: Callable[[str], None]) -> Path:
