@@ -213,6 +213,23 @@ def test_cache_file_changed_after_manifest_is_rejected(server, tmp_path):
         fetch_movielens_100k(cache_dir=tmp_path, sources=["cache"], progress=False)
 
 
+def test_a_damaged_cache_fetched_again_says_why(server, pristine, tmp_path, capfd):
+    """A damaged cache was downloaded again with no word of why: to a user it was a
+    download every time, the cache seemingly never used."""
+    path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
+                                sources=["grouplens"], progress=False)
+    with open(path / "u.item", "ab") as f:
+        f.write(b"x")
+    capfd.readouterr()
+    fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"))
+    err = capfd.readouterr().err
+    assert re.search(rf"twotower: cache not used: cache file {re.escape(str(path))}/u\.item "
+                     r"differs from its manifest\ntwotower: downloading", err), err
+    assert (path / "u.item").read_bytes() == (pristine / "u.item").read_bytes()
+    fetch_movielens_100k(cache_dir=tmp_path / "new", grouplens_url=server.url("/good.zip"))
+    assert "cache not used" not in capfd.readouterr().err  # no cache yet: nothing to say
+
+
 def test_hand_edited_manifest_entry_is_an_incomplete_cache(server, pristine, tmp_path):
     path = fetch_movielens_100k(cache_dir=tmp_path, grouplens_url=server.url("/good.zip"),
                                 sources=["grouplens"], progress=False)

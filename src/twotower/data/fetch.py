@@ -175,6 +175,10 @@ def fetch_movielens_100k(data_dir: str | Path | None = None, *,
             failures.append(f"  - {name}: {exc}")
             if name in ("grouplens", "wheel"):
                 say(f"twotower: {name} failed: {exc}")
+            elif name == "cache" and (target.exists() or target.is_symlink()):
+                # a damaged cache is fetched again: say why (it looked like a download
+                # for no reason, each time the cache was damaged again)
+                say(f"twotower: cache not used: {exc}")
     raise FetchError("Could not obtain MovieLens 100k from any source tried:\n"
                      + "\n".join(failures) + "\n" + _HINT)
 
