@@ -29,6 +29,9 @@ from twotower.errors import ConfigError, DataError, NotFittedError
 _PARQUET = {".parquet", ".pq"}
 _CSV = {".csv", ".tsv", ".txt"}
 _LUT_SPAN = 4  # dense id -> index table while the ids span <= 4 x their count
+# _DistinctCounter: columns counted together once they hold this many values, or once this
+# many are staged; counted parts merged once this many are held, whatever their size
+_STAGE_ROWS, _STAGE_PARTS, _MAX_PARTS = 65_536, 1_024, 256
 
 Batch = dict[str, np.ndarray]
 
@@ -669,20 +672,43 @@ def _plain(col: Any) -> Any:
 
 
 class _DistinctCounter:
-    """Distinct values of a column seen batch by batch, with counts; memory O(distinct)."""
+    """Distinct values of a column seen batch by batch, with counts; memory O(distinct).
+
+    Columns are counted (``value_counts``) once ``_STAGE_ROWS`` values or ``_STAGE_PARTS``
+    columns are staged, and the counted parts merge into one when their values pass twice
+    the merged part's size plus 65,536 (amortised), or when ``_MAX_PARTS`` are held. Each
+    batch counted on its own, tiny record batches (``read_rows=1``: one value a column)
+    piled up as tens of thousands of tiny Arrow arrays, a few KB each, before the first
+    merge (over 500 MB peak RSS on a 200k-row Parquet file).
+    """
 
     def __init__(self) -> None:
-        self._parts: list[Any] = []
+        self._staged: list[Any] = []  # columns not yet counted
+        self._staged_rows = 0
+        self._parts: list[Any] = []  # value_counts structs
         self._pending = 0
         self._size = 0
 
     def add(self, col: Any) -> None:
+        self._staged.append(col)
+        self._staged_rows += len(col)
+        if self._staged_rows >= _STAGE_ROWS or len(self._staged) >= _STAGE_PARTS:
+            self._count_staged()
+
+    def _count_staged(self) -> None:
+        import pyarrow as pa
         import pyarrow.compute as pc
-        vc = pc.value_counts(col)
+        if not self._staged:
+            return
+        cols = self._staged
+        if len({c.type for c in cols}) > 1:
+            cols = [c.cast(pa.string()) for c in cols]
+        vc = pc.value_counts(cols[0] if len(cols) == 1 else pa.chunked_array(cols))
+        self._staged, self._staged_rows = [], 0
         self._parts.append(vc)
         self._pending += len(vc)
-        if self._pending > 2 * self._size + 65_536:  # amortised merge
-            self._merge()
+        if self._pending > 2 * self._size + 65_536 or len(self._parts) > _MAX_PARTS:
+            self._merge()  # amortised; or bounded in count
 
     def _merge(self) -> None:
         import pyarrow as pa
@@ -700,6 +726,7 @@ class _DistinctCounter:
         self._size = self._pending = len(g)
 
     def values_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        self._count_staged()
         self._merge()
         if not self._parts:
             return np.array([], dtype=np.int64), np.array([], dtype=np.int64)
