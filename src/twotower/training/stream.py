@@ -132,6 +132,7 @@ class InteractionStream:
         self.shard = (index, count)
         self.stats: StreamStats | None = None
         self._content_digest: bytes | None = None  # computed by a scan(digest=True)
+        self._file_state: _FileState | None = None  # the file as the scan found it
 
     # ------------------------------------------------------------------ raw reading
     @property
@@ -172,6 +173,10 @@ class InteractionStream:
             DataError: missing file, unknown suffix, unreadable file, absent column.
         """
         kind = self._kind()
+        if self._file_state is not None:  # every pass reads the file the scan read
+            now = _FileState.of(self.path)  # (None: unreadable, as the reader says below)
+            if now is not None and (why := self._file_state.changed(now)):
+                raise self._changed(why)
         index, count = self.shard
         it = self._parquet() if kind == "parquet" else self._csv()
         row = 0
@@ -326,6 +331,8 @@ class InteractionStream:
         """One pass over the file: vocabularies (unless given), rows, item counts, rating
         range. Memory grows with the number of distinct ids, not with the rows. With
         ``digest``, the pass also computes ``content_digest`` (no pass of its own then).
+        Every later pass first checks that the file is still the one scanned (size,
+        modification time, inode, last 64 KiB), else a ``DataError`` says what changed.
 
         Returns:
             The stats, also kept as ``self.stats``.
@@ -335,6 +342,7 @@ class InteractionStream:
         # a scan again (the file changed since): the vocabularies an earlier scan made,
         # and its counts, are not given ones (they refused the file's new ids)
         self.stats = None
+        self._file_state = _FileState.of(self.path)
         if not self._given["user"]:
             self._user_vocab = None
         if not self._given["item"]:
@@ -640,6 +648,55 @@ class InteractionStream:
 
 
 # ---------------------------------------------------------------------- id handling
+@dataclass(frozen=True)
+class _FileState:
+    """What tells a file changed, cheaply: its size, modification time and inode (a file
+    replaced under the name), and a digest of its last 64 KiB (a Parquet file's footer:
+    its row groups, statistics and offsets; a rewrite in the same clock tick, or one that
+    set the time back). A pass that reads a file rewritten in place with the same rows
+    and ids got no error (nor did a rewrite of the same size in between)."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+    tail: bytes
+
+    @classmethod
+    def of(cls, path: Path) -> _FileState | None:
+        """None where ``path`` is no file it can read (the passes' readers say so)."""
+        import hashlib
+        try:
+            st = path.stat()
+            with path.open("rb") as fh:
+                fh.seek(max(0, st.st_size - _TAIL_BYTES))
+                tail = hashlib.blake2b(fh.read(_TAIL_BYTES), digest_size=16).digest()
+        except OSError:
+            return None
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, tail)
+
+    def changed(self, now: _FileState) -> str | None:
+        """What differs in ``now`` (None: nothing)."""
+        if now.inode != self.inode:
+            return "another file has its name now"
+        if now.size != self.size:
+            return f"{self.size:,} bytes then, {now.size:,} now"
+        if now.mtime_ns != self.mtime_ns:
+            return f"modified at {_when(now.mtime_ns)}, after the scan read it as of " \
+                   f"{_when(self.mtime_ns)}"
+        if now.tail != self.tail:
+            return "its last bytes differ, at the same size and modification time"
+        return None
+
+
+_TAIL_BYTES = 1 << 16
+
+
+def _when(ns: int) -> str:
+    import datetime as dt
+    t = dt.datetime.fromtimestamp(ns // 10**9, dt.timezone.utc)
+    return f"{t:%Y-%m-%d %H:%M:%S}.{ns % 10**9:09d} UTC"
+
+
 #: A sharded stream's record batch's schema metadata: the file row it starts at (the
 #: passes see only this shard's batches; their errors name the file's row, or line)
 _ROW = "twotower.row"
