@@ -765,3 +765,17 @@ def test_distinct_counter_merges_parts_of_repeated_ids_by_count():
     assert most <= 300
     got, n = c.values_counts()
     assert sorted(zip(got.tolist(), n.tolist())) == [(0, 300 * 65_536), (1, 300 * 65_536)]
+
+
+@pytest.mark.parametrize("text", ["user_id,item_id", "\ufeffuser_id,item_id",
+                                  "user_id,item_id\n\n", "user_id,item_id\r"])
+def test_a_csv_of_its_header_only_has_no_rows_with_or_without_a_line_end(tmp_path, text):
+    """A header with no line end after it was 'malformed CSV: CSV parse error: Empty CSV
+    file or block: cannot infer number of columns' (with one: 'has no rows', as the
+    in-memory reader says of both)."""
+    p = tmp_path / "h.csv"
+    p.write_bytes(text.encode("utf-8"))
+    with pytest.raises(DataError, match=r"h.csv has no rows$"):
+        InteractionStream(p, StreamConfig()).scan()
+    with pytest.raises(DataError, match=r"h.csv has no rows$"):
+        read_interactions(p)

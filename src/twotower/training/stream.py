@@ -284,8 +284,23 @@ class InteractionStream:
             if last is not None:
                 self._unclosed_quote(last, offset - 1, sep)
         except pa.ArrowInvalid as exc:
+            if offset == 0 and self._header_only(sep, encoding):
+                # a header with no line end: Arrow "cannot infer number of columns"
+                raise DataError(f"--data: {self.path} has no rows") from None
             check_ragged(self.path, "--data", sep, len(header))  # names the line, if ragged
             raise DataError(f"--data: {self.path}: malformed CSV: {exc}") from None
+
+    def _header_only(self, sep: str, encoding: str) -> bool:
+        """Whether the CSV file holds no record after its header (blank lines aside)."""
+        import csv
+        import itertools
+        text = "utf-8-sig" if encoding == "utf-8" else encoding
+        try:
+            with self.path.open("r", encoding=text, errors="replace", newline="") as fh:
+                records = (r for r in csv.reader(fh, delimiter=sep) if r)
+                return len(list(itertools.islice(records, 2))) < 2
+        except csv.Error:  # (a field past csv's limit: a record, at least)
+            return False
 
     def _unclosed_quote(self, last: Any, row: int, sep: str) -> None:
         """The file's last row, ``row``: Arrow reads a quote never closed as a value that
