@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from twotower.errors import DataError
+from twotower.errors import ConfigError, DataError
 from twotower.index import PAD_ID, IndexConfig, make_index, recall_at_k
 
 
@@ -209,12 +209,13 @@ def test_tune_recall_raises_the_knob_until_the_target():
     assert out["knob"] == "ef_search" and list(out["recall_tried"])[0] == 8
     assert out["reached"] and hnsw.config.ef_search == out["value"]
     assert tune_recall(make_index().build(V), Q, ref, 0.9) is None
-    with pytest.raises(DataError, match="target"):
-        tune_recall(ivf, Q, ref, 1.5)
-    # not a number: a bare TypeError from the comparison; True passed as recall 1
-    for bad in ("0.9", None, True):
-        with pytest.raises(DataError, match=r"`target` must be a recall in \(0, 1\]"):
-            tune_recall(ivf, Q, ref, bad)
+    # not a number: a bare TypeError from the comparison; True passed as recall 1. An
+    # argument out of range is a ConfigError, as TwoTower.set_index raises (a DataError
+    # here before), for exact search too (it returned None)
+    for bad in (1.5, 0, "0.9", None, True, float("nan")):
+        for index in (ivf, make_index().build(V)):
+            with pytest.raises(ConfigError, match=r"`target` must be a recall in \(0, 1\]"):
+                tune_recall(index, Q, ref, bad)
 
 
 def test_tune_recall_refuses_a_reference_with_no_result_and_leaves_the_knob():

@@ -3,6 +3,7 @@ errors that name the argument and the expected form."""
 
 from __future__ import annotations
 
+import copy
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -307,6 +308,27 @@ def test_set_index_checks_target_recall_before_it_rebuilds(history_model, bad):
     with pytest.raises(ConfigError, match=r"`target_recall` must be a recall in \(0, 1\]"):
         history_model.set_index(IndexConfig(kind="hnsw"), target_recall=bad)
     assert history_model.index_config is before
+
+
+@pytest.mark.parametrize("bad", [2, 0, -0.5, True, "0.9", float("nan")])
+def test_tune_index_refuses_a_bad_target_recall_as_set_index_does(history_model, bad):
+    """`tune_index(2)` raised DataError (naming `target`) where `set_index` raises
+    ConfigError for the same argument; over exact search it returned None unchecked."""
+    from twotower.errors import ConfigError
+    match = r"`target_recall` must be a recall in \(0, 1\], got "
+    assert history_model._index.kind == "exact"
+    with pytest.raises(ConfigError, match=match):
+        history_model.tune_index(bad)
+    model = copy.copy(history_model)  # the fixture's index is shared: set one of its own
+    model.set_index(IndexConfig(kind="hnsw"))
+    before = model.index_config
+    calls = [lambda: model.tune_index(bad)]
+    if bad != 0:  # set_index's target_recall 0 means "no tuning" (documented)
+        calls.append(lambda: model.set_index(IndexConfig(kind="ivf"), target_recall=bad))
+    for call in calls:
+        with pytest.raises(ConfigError, match=match):
+            call()
+        assert model.index_config is before and model._index.kind == "hnsw"
 
 
 def test_similar_index_with_no_item_to_find_is_not_tuned_to_its_limit():

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from twotower.errors import DataError
+from twotower.errors import ConfigError, DataError
 from twotower.index._base import PAD_ID
 
 
@@ -58,6 +58,15 @@ def recall_at_k(reference_ids: Any, approx_ids: Any) -> float:
     return float(np.mean(hits.sum(axis=1)[have] / n_ref[have]))
 
 
+def check_target(target: Any, name: str = "target", after: str = "") -> float:
+    """``target`` if it is a recall in (0, 1]; else ConfigError naming ``name`` (an
+    argument out of range, as ``set_index``'s and ``tune_index``'s are refused), with
+    ``after`` appended to the message."""
+    if isinstance(target, bool) or not isinstance(target, numbers.Real) or not 0 < target <= 1:
+        raise ConfigError(f"`{name}` must be a recall in (0, 1], got {target!r}{after}")
+    return float(target)
+
+
 # The search knob each approximate kind tunes, and its limit (None: every IVF list).
 _TUNED = {"hnsw": ("ef_search", 4096), "ivf": ("nprobe", None)}
 
@@ -83,13 +92,13 @@ def tune_recall(index: Any, queries: Any, reference_ids: Any, target: float, *,
         recall), ``value`` (kept) and ``reached``.
 
     Raises:
-        DataError: ``target`` outside (0, 1]; ``reference_ids`` not ``[b, k]``, or with
-            no result (no query, or only padding), which no knob value could reach.
+        ConfigError: ``target`` not a recall in (0, 1] (for every kind).
+        DataError: ``reference_ids`` not ``[b, k]``, or with no result (no query, or
+            only padding), which no knob value could reach.
     """
+    check_target(target)  # for every kind: a wrong call fails whatever the index
     if index.kind not in _TUNED:
         return None
-    if isinstance(target, bool) or not isinstance(target, numbers.Real) or not 0 < target <= 1:
-        raise DataError(f"`target` must be a recall in (0, 1], got {target!r}")
     knob, limit = _TUNED[index.kind]
     ref = np.asarray(reference_ids)
     if ref.shape != (len(queries), k):  # another width measures another recall

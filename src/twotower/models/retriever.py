@@ -7,7 +7,6 @@ Keras trains the towers; serving runs on numpy copies of the learned tables and 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 import os
 import sys
 import time
@@ -952,11 +951,10 @@ class TwoTower:
                 0 or None: no tuning).
             DataError: ``users`` not user indices (also before anything is rebuilt).
         """
+        from twotower.index.recall import check_target
         self._require_fitted()
-        if target_recall and (isinstance(target_recall, bool) or not isinstance(
-                target_recall, numbers.Real) or not 0 < target_recall <= 1):
-            raise ConfigError(f"`target_recall` must be a recall in (0, 1], got "
-                              f"{target_recall!r}; the index was left as it was")
+        if target_recall:
+            check_target(target_recall, "target_recall", "; the index was left as it was")
         if target_recall and users is not None:  # also before anything is rebuilt
             self._check_calibration_users(users)
         self._index = make_index(config).build(self.item_embeddings)
@@ -987,9 +985,16 @@ class TwoTower:
         with the seconds it took; None for exact search. Users with nothing left to recommend (every item
         seen) are left out; when no user is left, nothing is tuned and the report says so
         under ``skipped`` (``recall_tried`` empty, ``reached`` False).
+
+        Raises:
+            ConfigError: ``target_recall`` not a recall in (0, 1] (as ``set_index``
+                raises; for exact search too).
+            DataError: ``users`` not user indices, or none.
         """
         from twotower.index import tune_recall
+        from twotower.index.recall import check_target
         self._require_fitted()
+        check_target(target_recall, "target_recall")
         if self._index.kind == "exact":
             return None
         t0 = time.perf_counter()
