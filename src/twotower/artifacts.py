@@ -690,7 +690,8 @@ def read_whole(directory: str | os.PathLike[str], read: Any) -> Any:
 
 
 def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
-    from twotower.index import IndexConfig, load_index
+    from twotower.index import IndexConfig
+    from twotower.index._base import _load_index
     from twotower.models.config import ModelConfig
     from twotower.models.retriever import TwoTower
 
@@ -750,7 +751,8 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
     model._fitted = True
     model._weights_path = d / "model.weights.h5" if (d / "model.weights.h5").is_file() else None
     model._loaded_from = d.resolve()  # (``TwoTower.save`` over it warns what it drops)
-    model._index = load_index(d / "index")
+    # (the run's checksums, verified above, cover the index's files)
+    model._index = _load_index(d / "index", verify=False)
     if model._index.config.kind != model.index_config.kind:
         raise ArtifactError(f"{d} is corrupt: config.json names index kind "
                             f"{model.index_config.kind!r}, {d / 'index'} holds "
@@ -762,7 +764,7 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
     model._similar = None
     try:
         if (d / "similar").is_dir():  # an HNSW or IVF run's own similar-items index
-            model._similar = load_index(d / "similar")
+            model._similar = _load_index(d / "similar", verify=False)
             if (model._similar.config.metric != "cosine"
                     or model._similar.dim != model._trained_items().shape[1]
                     or len(model._similar) != model.n_items):

@@ -255,7 +255,11 @@ def test_load_refuses_empty_files_and_null_config(built, tmp_path):
     path = built.save(tmp_path / "empty")
     name = "vectors.npy" if (path / "vectors.npy").exists() else "index.faiss"
     (path / name).write_bytes(b"")
-    with pytest.raises(ArtifactError, match="cannot load index"):
+    with pytest.raises(ArtifactError, match=rf"{name} is corrupt \(checksum mismatch"):
+        load_index(path)
+    _drop_checksums(path)  # as an index saved before checksums were recorded
+    with pytest.warns(UserWarning, match="without checksums"), \
+            pytest.raises(ArtifactError, match="cannot load index"):
         load_index(path)
     # "config": null would read as the default (exact) settings
     path = built.save(tmp_path / "null")
@@ -264,6 +268,138 @@ def test_load_refuses_empty_files_and_null_config(built, tmp_path):
     (path / "index.json").write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match=r'index.json is corrupt: "config" must be an object'):
         load_index(path)
+
+
+def _drop_checksums(path):
+    meta = json.loads((path / "index.json").read_text())
+    del meta["files"]
+    (path / "index.json").write_text(json.dumps(meta))
+
+
+def _flip_bytes(p, at, count=64):
+    b = bytearray(p.read_bytes())
+    at = at if at >= 0 else len(b) + at
+    b[at:at + count] = bytes(x ^ 0x5A for x in b[at:at + count])
+    p.write_bytes(bytes(b))
+
+
+def test_saved_files_are_checksummed_and_damage_is_named(built, catalogue, tmp_path):
+    """A standalone saved index had no checksums: 64 bytes overwritten inside vectors.npy
+    loaded and searched silently (other scores, other items). Each file is checksummed in
+    index.json and checked at load; an ArtifactError names the damaged or missing file."""
+    V, Q = catalogue
+    path = built.save(tmp_path / "ix")
+    meta = json.loads((path / "index.json").read_text())
+    saved = sorted(p.name for p in path.iterdir() if p.name != "index.json")
+    assert sorted(meta["files"]) == saved
+    want = built.search(Q, 10)
+    for name in saved:
+        bad = built.save(tmp_path / f"bad-{name}")
+        _flip_bytes(bad / name, -200)  # 64 bytes inside the data, not the header
+        with pytest.raises(ArtifactError, match=rf"{name} is corrupt \(checksum mismatch"):
+            load_index(bad)
+    gone = built.save(tmp_path / "gone")
+    (gone / saved[0]).unlink()
+    with pytest.raises(ArtifactError, match=rf"{saved[0]} is missing \(index.json lists it\)"):
+        load_index(gone)
+    # a list that leaves out a file the kind reads, or is not file name -> checksum
+    for edit, match in ((lambda m: m["files"].pop(saved[-1]), "has no checksum of"),
+                        (lambda m: m.update(files=["x"]), r'"files" must be an object'),
+                        (lambda m: m["files"].update({"../x": "0"}), r'"files" must be')):
+        odd = built.save(tmp_path / f"odd-{len(list(tmp_path.iterdir()))}")
+        meta = json.loads((odd / "index.json").read_text())
+        edit(meta)
+        (odd / "index.json").write_text(json.dumps(meta))
+        with pytest.raises(ArtifactError, match=match):
+            load_index(odd)
+    got = load_index(path).search(Q, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_an_index_saved_without_checksums_loads_with_a_warning(built, catalogue, tmp_path):
+    """Indexes saved before checksums were recorded still load (same results), with a
+    warning that their damage goes unnoticed; saving again adds the checksums."""
+    V, Q = catalogue
+    path = built.save(tmp_path / "old")
+    _drop_checksums(path)
+    with pytest.warns(UserWarning, match=r"saved without checksums .* save the index again"):
+        old = load_index(path)
+    np.testing.assert_array_equal(old.search(Q, 10)[1], built.search(Q, 10)[1])
+    old.save(path)
+    assert "files" in json.loads((path / "index.json").read_text())
+
+
+def test_an_index_replaced_while_it_loads_is_read_again(built, catalogue, tmp_path,
+                                                       monkeypatch):
+    """Another save replacing the index between the read of index.json and of its files
+    gave files that fail the first save's checksums: the load is done again, and returns
+    the new index whole, not an error calling it corrupt."""
+    from twotower.index import _base
+    V, Q = catalogue
+    path = built.save(tmp_path / "ix")
+    other = make_index(built.config).build(V[::-1].copy())
+    verify = _base._verify_files
+    calls = []
+
+    def replaced_meanwhile(d, meta, needed):
+        if not calls:
+            other.save(path)
+        calls.append(1)
+        verify(d, meta, needed)
+    monkeypatch.setattr(_base, "_verify_files", replaced_meanwhile)
+    got = load_index(path)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(got.search(Q, 10)[1], other.search(Q, 10)[1])
+
+
+def test_a_save_that_fails_or_is_killed_leaves_the_previous_index(built, catalogue, tmp_path):
+    """Index.save writes a temporary sibling and renames it into place: an error while
+    writing, or the process killed outright mid-save, leaves the previous index whole
+    (it loads, checksums and all, with its results) and no stray directory once a later
+    save has run."""
+    import subprocess
+    import sys
+    import textwrap
+    V, Q = catalogue
+    path = built.save(tmp_path / "ix")
+    want = built.search(Q, 10)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+    other = make_index(built.config).build(V[::-1].copy())
+    kind_save = type(other)._save
+
+    def failing(self, directory):
+        kind_save(self, directory)  # the files written, then the disk fills
+        raise OSError(28, "No space left on device")
+    type(other)._save = failing
+    try:
+        with pytest.raises(ArtifactError, match="the previous version is unchanged"):
+            other.save(path)
+    finally:
+        type(other)._save = kind_save
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    # killed outright (no cleanup) while writing the new version's files
+    script = textwrap.dedent(f"""
+        import os, numpy as np
+        from twotower.index import IndexConfig, make_index
+        index = make_index(IndexConfig.from_json({built.config.to_json()!r}))
+        index.build(np.load({str(tmp_path / "v.npy")!r}))
+        save = type(index)._save
+        def dying(self, directory):
+            save(self, directory)
+            os._exit(9)
+        type(index)._save = dying
+        index.save({str(path)!r})
+    """)
+    np.save(tmp_path / "v.npy", V[::-1].copy())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    assert subprocess.run([sys.executable, "-c", script], env=env).returncode == 9
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    got = load_index(path).search(Q, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    other.save(path)  # the next save removes the killed one's temporary directory
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ix", "v.npy"]
+    np.testing.assert_array_equal(load_index(path).search(Q, 10)[1], other.search(Q, 10)[1])
 
 
 def test_saved_directory_follows_umask(built, tmp_path):

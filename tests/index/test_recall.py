@@ -373,11 +373,21 @@ def test_an_l2_graph_over_repeated_vectors_keeps_its_recall(tmp_path):
         "format_version"] == 1
     # a saved index whose groups do not match its graph is refused, naming the file
     from twotower.errors import ArtifactError
+    from twotower.artifacts import _sha256
     path = index.save(tmp_path / "bad")
-    np.save(path / "groups.npy", np.zeros(6000, np.int64))  # one node for every item
+
+    def groups(node_of):  # written with its checksum (damage the checksum would not catch)
+        np.save(path / "groups.npy", node_of)
+        meta = json.loads((path / "index.json").read_text())
+        meta["files"]["groups.npy"] = _sha256(path / "groups.npy")
+        (path / "index.json").write_text(json.dumps(meta))
+    np.save(path / "groups.npy", np.zeros(6000, np.int64))  # the checksum left as saved
+    with pytest.raises(ArtifactError, match=r"groups.npy is corrupt \(checksum mismatch"):
+        load_index(path)
+    groups(np.zeros(6000, np.int64))  # one node for every item
     with pytest.raises(ArtifactError, match="index.faiss holds 4902 vectors"):
         load_index(path)
-    np.save(path / "groups.npy", np.arange(5999))
+    groups(np.arange(5999))
     with pytest.raises(ArtifactError, match="groups.npy must hold 6000 node numbers"):
         load_index(path)
     # distinct vectors, or an inner-product graph: every item is its own node

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -310,8 +311,10 @@ class Index:
         """Write the index to ``directory``: new, empty, or an index saved before, which
         is replaced atomically (``artifacts.atomic_directory``).
 
-        Layout: ``index.json`` (format version, kind, config, n, d) plus the kind's
-        arrays. Written to a temporary sibling directory, then renamed into place.
+        Layout: ``index.json`` (format version, kind, config, n, d, the SHA-256 of each
+        other file) plus the kind's arrays. Written to a temporary sibling directory, then
+        renamed into place: a save that fails or is killed leaves the previous index as
+        it was.
 
         Raises:
             ArtifactError: ``directory`` is a file or a directory that holds something
@@ -322,9 +325,11 @@ class Index:
 
         def write(tmp: Path) -> None:
             state = self._save(tmp)
+            # each file's checksum, verified by load_index (older readers ignore the key)
+            files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
             meta = {"format_version": 2 if "groups" in state else 1, "kind": self.kind,
                     "config": self.config.to_dict(), "n": self._n, "d": self._d,
-                    "state": state}
+                    "state": state, "files": files}
             (tmp / _META).write_text(json.dumps(meta, indent=2, sort_keys=True),
                                      encoding="utf-8")
 
@@ -355,6 +360,10 @@ class Index:
     def _load(self, directory: Path, n: int, d: int, state: dict[str, Any]) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def _files(self, state: dict[str, Any]) -> list[str]:  # pragma: no cover - abstract
+        """The files of the directory that ``_load`` reads, given the saved ``state``."""
+        raise NotImplementedError
+
 
 _REGISTRY: dict[str, type[Index]] = {}
 
@@ -381,13 +390,76 @@ def make_index(config: IndexConfig | None = None, **overrides: Any) -> Index:
     return _REGISTRY[config.kind](config)
 
 
+def _sha256(path: Path) -> str:
+    from twotower.artifacts import _sha256 as sha256  # artifacts imports this package
+    return sha256(path)
+
+
+#: how often ``load_index`` reads an index again that a save replaced while it read
+_LOAD_TRIES = 5
+
+
 def load_index(path: str | os.PathLike[str]) -> Index:
-    """Load an index directory written by ``Index.save``.
+    """Load an index directory written by ``Index.save``, its files checked against the
+    checksums ``index.json`` records. An index saved before those were recorded loads
+    with a warning (its damage goes unnoticed: save it again to add them).
 
     Raises:
-        ArtifactError: missing directory, corrupt files, or a newer format.
+        ArtifactError: missing directory, a file missing or damaged (naming it), or a
+            newer format.
     """
-    d = Path(path)
+    return _load_index(path)
+
+
+def _load_index(path: str | os.PathLike[str], *, verify: bool = True) -> Index:
+    """``load_index``; ``verify=False`` for an index inside a run, whose ``format.json``
+    checksums its files already. An index that a save replaced while it was read (its
+    ``index.json`` changed meanwhile: files of two saves) is read again."""
+    import time
+    meta_path = Path(path) / _META
+    for attempt in range(_LOAD_TRIES):
+        try:
+            before = meta_path.read_bytes()
+        except OSError:
+            before = None
+        try:
+            return _load_once(Path(path), verify)
+        except ArtifactError:
+            try:
+                after = meta_path.read_bytes()
+            except OSError:
+                after = None
+            if after == before or attempt == _LOAD_TRIES - 1:
+                raise
+        time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _verify_files(d: Path, meta: dict[str, Any], needed: list[str]) -> None:
+    """The files ``index.json`` lists match their checksums, and every file the kind
+    reads (``needed``) is listed; ArtifactError naming the file otherwise."""
+    meta_path = d / _META
+    files = meta["files"]
+    if not isinstance(files, dict) or not all(
+            isinstance(name, str) and Path(name).name == name and name not in ("", ".", "..")
+            and isinstance(digest, str) for name, digest in files.items()):
+        raise ArtifactError(f"{meta_path} is corrupt: \"files\" must be an object of file "
+                            f"name -> SHA-256 checksum, got {json.dumps(files)[:200]}")
+    for name in needed:
+        if name not in files:
+            raise ArtifactError(f"{meta_path} is corrupt: \"files\" has no checksum of "
+                                f"{name}, which the index reads")
+    for name, digest in files.items():
+        p = d / name
+        if not p.is_file():
+            raise ArtifactError(f"{p} is missing (index.json lists it): the index is "
+                                "incomplete; save or build it again")
+        if _sha256(p) != digest:
+            raise ArtifactError(f"{p} is corrupt (checksum mismatch: it changed since the "
+                                "index was saved); save or build the index again")
+
+
+def _load_once(d: Path, verify: bool) -> Index:
     meta_path = d / _META
     if not meta_path.is_file():
         raise ArtifactError(f"{d} is not a saved search index (no {_META})")
@@ -415,6 +487,12 @@ def load_index(path: str | os.PathLike[str]) -> Index:
         raise ArtifactError(f"{meta_path} is corrupt: \"state\" must be an object whose "
                             f"\"vectors\" is a file name in {d}, got "
                             f"{json.dumps(state)[:200]}")
+    if verify and isinstance(meta, dict) and "files" in meta:
+        _verify_files(d, meta, index._files(state))
+    elif verify:
+        warnings.warn(f"{d} was saved without checksums (by an older twotower): damage to "
+                      "its files cannot be detected; save the index again to add them",
+                      UserWarning, stacklevel=4)
     try:
         index._load(d, n, dim, state)
     except ArtifactError:

@@ -662,6 +662,9 @@ class ExactIndex(Index):
         np.save(directory / "vectors.npy", self.vectors)  # id order, whatever the storage
         return {"vectors": "vectors.npy"}
 
+    def _files(self, state: dict[str, Any]) -> list[str]:
+        return [state.get("vectors", "vectors.npy")]
+
     def _load(self, directory: Path, n: int, d: int, state: dict[str, Any]) -> None:
         v = np.load(directory / state.get("vectors", "vectors.npy"), allow_pickle=False)
         if v.shape != (n, d) or v.dtype != np.float32:

@@ -285,6 +285,13 @@ class _FaissIndex(Index):
     def _save_state(self, directory: Path) -> dict[str, Any]:
         return {}
 
+    def _files(self, state: dict[str, Any]) -> list[str]:
+        groups = state.get("groups")
+        return ["index.faiss", *self._vector_files(), *([groups] if groups else [])]
+
+    def _vector_files(self) -> list[str]:
+        return []
+
     def _load(self, directory: Path, n: int, d: int, state: dict[str, Any]) -> None:
         path = directory / "index.faiss"
         if not path.is_file():
@@ -611,6 +618,9 @@ class IVFIndex(_FaissIndex):
     def _save_state(self, directory: Path) -> dict[str, Any]:
         np.save(directory / "vectors.npy", np.ascontiguousarray(self._vectors))
         return {"vectors": "vectors.npy"}
+
+    def _vector_files(self) -> list[str]:
+        return ["vectors.npy"]
 
     def _load_vectors(self, directory: Path, n: int, d: int) -> None:
         v = np.load(directory / "vectors.npy", allow_pickle=False)
