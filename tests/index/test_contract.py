@@ -6,6 +6,7 @@ ANN kinds run with settings under which they are exact on this small catalogue (
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
@@ -810,3 +811,34 @@ def test_exclusions_that_leave_few_items_are_answered_exactly(kind, monkeypatch)
     assert (index.search(Q, 10, exclude=light)[1] >= 0).all() and scanned == []
     index.search(Q[:3], 1, exclude=exclude[:3])
     assert scanned == [3]
+
+
+def test_half_precision_embeddings_and_queries(config, catalogue, tmp_path):
+    """float16 (and bfloat16, the dtype of JAX's mixed precision) item embeddings and
+    queries: every kind casts them to float32 at its boundary, so the results equal a
+    float32 index's over the same values, scores float32, and the padding is PAD_ID with
+    -inf (a float16 -inf or a score cast back to half precision would show here), after a
+    save and load too."""
+    V, Q = catalogue
+    dtypes = [np.float16]
+    try:
+        import ml_dtypes
+        dtypes.append(ml_dtypes.bfloat16)
+    except ImportError:  # pragma: no cover - ml_dtypes comes with JAX
+        pass
+    for dtype, metric in itertools.product(dtypes, ("ip", "cosine")):
+        Vh, Qh = V.astype(dtype), Q.astype(dtype)
+        V32, Q32 = Vh.astype(np.float32), Qh.astype(np.float32)  # the same values
+        half = make_index(config.replace(metric=metric)).build(Vh)
+        full = make_index(config.replace(metric=metric)).build(V32)
+        ex = [np.arange(r, 300, 3) for r in range(len(Q))]
+        for k, kw in ((1, {}), (10, {"exclude": ex}), (400, {"deny": [5, 6]}),
+                      (10, {"allow": [1, 2, 3]})):
+            got = half.search(Qh, k, **kw)
+            assert got[0].dtype == np.float32
+            assert_topk_equal(got, full.search(Q32, k, **kw), V32, Q32, metric=metric)
+            assert_topk_equal(got, reference(V32, Q32, k, kw.get("exclude"), kw.get("allow"),
+                                             kw.get("deny"), metric=metric), V32, Q32,
+                              metric=metric)
+        np.testing.assert_array_equal(load_index(half.save(tmp_path / "h")).search(Qh, 10)[1],
+                                      half.search(Qh, 10)[1])
