@@ -842,3 +842,22 @@ def test_half_precision_embeddings_and_queries(config, catalogue, tmp_path):
                               metric=metric)
         np.testing.assert_array_equal(load_index(half.save(tmp_path / "h")).search(Qh, 10)[1],
                                       half.search(Qh, 10)[1])
+
+
+def test_text_ids_are_named_as_external_ids(built, catalogue):
+    """Item ids given as text (a model's external ids, e.g. MovieLens' "50") were refused as
+    "got <U2 array of shape (2,)", with no word on what the index takes instead."""
+    V, Q = catalogue
+    hint = (r"these are text, like external item ids; the index takes internal ids \(row "
+            r"numbers in \[0, 300\)\): map ids to them first, e\.g\. with the model's "
+            r"item_vocab\.lookup\(ids\)")
+    for kw, name in (({"allow": ["50", "7"]}, "allow"), ({"deny": np.array([b"50"])}, "deny"),
+                     ({"exclude": [[1], np.array(["50"], dtype=object)] + [[]] * 7},
+                      r"exclude\[1\]")):
+        with pytest.raises(DataError, match=rf"`{name}` must be a 1-D sequence of integer "
+                                            rf"item ids, got .*{hint}"):
+            built.search(Q, 5, **kw)
+    with pytest.raises(DataError, match=rf"`table\[0\]` .*{hint}"):
+        built.prepare_exclusions([["50"]])
+    with pytest.raises(DataError, match=r"got float64 array of shape \(2,\)$"):
+        built.search(Q, 5, allow=[1.0, 2.0])  # no text: no hint

@@ -152,13 +152,24 @@ def _array(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+def _not_ids(name: str, arr: np.ndarray, n: int) -> DataError:
+    """The error for ``arr``, not a 1-D array of integer ids; text ids are external ids
+    (an item's own id, e.g. MovieLens' "50"), which the index does not know: it says so."""
+    hint = ""
+    if arr.dtype.kind in "USO" and arr.size and isinstance(arr.flat[0], (str, bytes)):
+        hint = (f": these are text, like external item ids; the index takes internal ids "
+                f"(row numbers in [0, {n})): map ids to them first, e.g. with the model's "
+                "item_vocab.lookup(ids)")
+    return DataError(f"`{name}` must be a 1-D sequence of integer item ids, got "
+                     f"{arr.dtype} array of shape {arr.shape}{hint}")
+
+
 def _ids(name: str, value: Any, n: int) -> np.ndarray:
     arr = _array(value)
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
-        raise DataError(f"`{name}` must be a 1-D sequence of integer item ids, "
-                        f"got {arr.dtype} array of shape {arr.shape}")
+        raise _not_ids(name, arr, n)
     lo, hi = arr.min(), arr.max()
     if lo < 0 or hi >= n:
         bad = lo if lo < 0 else hi
@@ -243,8 +254,7 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
         for row, value in enumerate(rows):
             arr = _array(value)
             if arr.size and (arr.ndim != 1 or arr.dtype.kind not in "iu"):
-                raise DataError(f"`{name}[{row0 + row}]` must be a 1-D sequence of integer item "
-                                f"ids, got {arr.dtype} array of shape {arr.shape}")
+                raise _not_ids(f"{name}[{row0 + row}]", arr, n)
             if arr.size and arr.dtype.kind == "u" and arr.max() >= n:  # named as given
                 raise DataError(f"`{name}[{row0 + row}]` ids must be internal ids in "
                                 f"[0, {n}), got {arr[arr >= n][0]}")
