@@ -898,7 +898,8 @@ def test_train_items_file_matching_some_items_warns(capsys, string_id_files, tmp
     # `evaluate` reports @10 alone by default (no @100 column of dashes).
     d = string_id_files
     with pytest.warns(UserWarning, match=r"--items: 20 of 60 items found in .*some\.csv; the "
-                                         r"other 40 \(e\.g\. 'M-21', 'M-22'\) have no title"):
+                                         r"other 40 \(e\.g\. 'M-21', 'M-22'\) have no row "
+                                         r"there: no title; they show as their ids$"):
         code, _, err = run(capsys, "train", "--data", d / "r.csv", "--items", d / "some.csv",
                            "--out", tmp_path / "run", "--preset", "tutorial", "--epochs", "1")
     assert code == 0, err
@@ -1725,6 +1726,39 @@ def test_items_columns_named_in_item_features_are_read_and_trained_on(tmp_path, 
     assert "blurb" not in m.item_info.columns  # not named: not read
     i3 = m.item_vocab.index_of("i3")
     assert np.isnan(m.item_info["price"].to_numpy(float)[i3])  # an empty field: missing
+
+
+def test_items_missing_from_the_items_file_are_said_to_lack_their_features(tmp_path,
+                                                                           capsys):
+    """Items the --items file lacks were said to have "no title or genres" when the file
+    gave features too (and had no genres column): the warning names what they lack."""
+    rows = [f"u{u},i{(u * 7 + j) % 40}" for u in range(60) for j in range(6)]
+    (tmp_path / "log.csv").write_text("user_id,item_id\n" + "\n".join(rows) + "\n")
+    (tmp_path / "items.csv").write_text("item_id,title,price,brand\n" + "".join(
+        f"i{i},Item {i},{5 + i % 7},{'acme' if i % 2 else 'zed'}\n" for i in range(30)))
+    (tmp_path / "c.toml").write_text('[model]\nitem_features = ["price", "brand"]\n'
+                                     "epochs = 1\n")
+    with pytest.warns(UserWarning) as caught:
+        code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                             tmp_path / "items.csv", "--config", tmp_path / "c.toml",
+                             "--split", "none", "--out", tmp_path / "r")
+    assert code == 0, err
+    said = [str(w.message) for w in caught if "items found in" in str(w.message)]
+    assert said == [f"--items: 30 of 40 items found in {tmp_path / 'items.csv'}; the other 10 "
+                    "(e.g. 'i30', 'i31') have no row there: no title or item features "
+                    "(price, brand); they show as their ids; the model places them by their "
+                    "interactions alone"], said
+    (tmp_path / "bare.csv").write_text("item_id,brand\n" + "".join(
+        f"i{i},{'acme' if i % 2 else 'zed'}\n" for i in range(30)))
+    (tmp_path / "c.toml").write_text('[model]\nitem_features = ["brand"]\nepochs = 1\n')
+    with pytest.warns(UserWarning) as caught:
+        code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                             tmp_path / "bare.csv", "--config", tmp_path / "c.toml",
+                             "--split", "none", "--out", tmp_path / "r2")
+    assert code == 0, err
+    said = [str(w.message) for w in caught if "items found in" in str(w.message)]
+    assert said and said[0].endswith("have no row there: no item features (brand); the model "
+                                     "places them by their interactions alone"), said
 
 
 def test_every_model_flag_reaches_the_config():

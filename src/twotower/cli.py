@@ -116,7 +116,8 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
         if len(meta.columns):
             _check_items_file(args.items, meta_cols["id_col"],
-                              meta.notna().any(axis=1).to_numpy(), x.item_vocab.ids)
+                              meta.notna().any(axis=1).to_numpy(), x.item_vocab.ids,
+                              [str(c) for c in meta.columns])
     return x, _data_columns(args, cols)
 
 
@@ -209,10 +210,13 @@ def _data_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, A
     return {"columns": {"user": cols["user"], "item": cols["item"]}, "sep": args.sep}
 
 
-def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndarray) -> None:
+def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndarray,
+                      columns: Sequence[str] = ("title", "genres")) -> None:
     """``--items`` against the catalogue: ``found[i]`` says whether item ``catalogue[i]``
     got a row of metadata. None found is an error (almost surely the wrong file or id
-    column: every title would silently be the id); some missing, a warning."""
+    column: every title would silently be the id); some missing, a warning naming what
+    they lack (``columns``: those read from the file; a feature column among them is
+    missing too, not only the title and genres)."""
     n, hit = len(catalogue), int(np.count_nonzero(found))
     if hit == n:
         return
@@ -226,9 +230,15 @@ def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndar
                         "--items-id-col)")
     import warnings
     missing = catalogue[~found][:2].tolist()
+    shown = [c for c in columns if c in ("title", "genres")]
+    features = [c for c in columns if c not in ("title", "genres")]
+    lack = shown + ([f"item features ({', '.join(features)})"] if features else [])
+    what = " or ".join(lack) if len(lack) < 3 else f"{', '.join(lack[:-1])} or {lack[-1]}"
+    why = ("; they show as their ids" if "title" in shown else "") + (
+        "; the model places them by their interactions alone" if features else "")
     warnings.warn(f"--items: {hit:,} of {n:,} items found in {path}; the other "
-                  f"{n - hit:,} (e.g. {', '.join(map(repr, missing))}) have no title or "
-                  "genres", stacklevel=2)
+                  f"{n - hit:,} (e.g. {', '.join(map(repr, missing))}) have no row there: "
+                  f"no {what}{why}", stacklevel=2)
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
