@@ -537,7 +537,12 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
         for what in ("item", "user"):  # side features (absent in older artifacts)
             matrix = getattr(model, f"_{what}_features", None)
             if matrix is not None and matrix.shape[1]:
-                arrays[f"{what}_features"] = matrix
+                # sparse (CSR: each row's features); runs saved before held it dense
+                from twotower.models.features import as_features
+                matrix = as_features(matrix)
+                arrays[f"{what}_features_indptr"] = matrix.indptr.astype(np.int64)
+                arrays[f"{what}_features_indices"] = matrix.indices.astype(np.int64)
+                arrays[f"{what}_features_data"] = matrix.data
                 arrays[f"{what}_feature_names"] = np.array(
                     getattr(model, f"{what}_feature_names"), dtype=str)
         np.savez(tmp / "arrays.npz", **arrays)
@@ -724,9 +729,10 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
                 half_life=float(arrays["ease_half_life"]), floor=float(arrays["ease_floor"]),
                 lambda_=float(arrays["ease_lambda"]))
         for what in ("item", "user"):
-            setattr(model, f"_{what}_features", arrays.get(f"{what}_features"))
-            setattr(model, f"{what}_feature_names",
-                    [str(n) for n in arrays.get(f"{what}_feature_names", [])])
+            names = [str(n) for n in arrays.get(f"{what}_feature_names", [])]
+            setattr(model, f"_{what}_features", _features(d, arrays, what, len(names), len(
+                model.item_vocab if what == "item" else model.user_vocab)))
+            setattr(model, f"{what}_feature_names", names)
         model.item_popularity = arrays["item_popularity"]
         n_users, n_items = len(model.user_vocab), len(model.item_vocab)
         model._seen = sp.csr_matrix(
@@ -783,6 +789,29 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
     if keras:
         model._load_net(d / "model.weights.h5")
     return model
+
+
+def _features(d: Path, arrays: dict[str, np.ndarray], what: str, n_features: int,
+              n_rows: int) -> Any:
+    """The saved ``[n_rows, n_features]`` side-feature matrix as CSR (None: none saved):
+    its CSR arrays, or the dense matrix of a run saved before the sparse form."""
+    from twotower.models.features import as_features
+    if f"{what}_features" in arrays:  # dense, as runs saved before kept it
+        return as_features(arrays[f"{what}_features"])
+    if f"{what}_features_indptr" not in arrays:
+        return None
+    import scipy.sparse as sp
+    indptr, indices, data = (arrays[f"{what}_features_{k}"]
+                             for k in ("indptr", "indices", "data"))
+    if (indptr.ndim != 1 or len(indptr) != n_rows + 1 or indptr[0] != 0
+            or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices) or len(indices) != len(data)
+            or len(indices) and (indices.min() < 0 or indices.max() >= n_features)
+            or not np.isfinite(data).all()):
+        raise ArtifactError(f"{d / 'arrays.npz'} is corrupt: {what}_features_indptr/"
+                            f"indices/data do not form a [{n_rows}, {n_features}] matrix "
+                            f"({len(indptr)} row pointers, {len(indices)} indices, "
+                            f"{len(data)} values)")
+    return as_features(sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_features)))
 
 
 def _check_loaded(d: Path, model: TwoTower) -> None:

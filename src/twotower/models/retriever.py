@@ -174,6 +174,12 @@ def _data_digest(*parts: Any) -> np.ndarray:
     return np.frombuffer(h.digest(), dtype=np.uint32).copy()
 
 
+def _sparse_parts(matrix: Any) -> tuple[Any, ...]:
+    """A side-feature matrix (CSR) as the parts ``_data_digest`` takes: its shape and the
+    arrays that hold it."""
+    return (matrix.shape, matrix.indptr, matrix.indices, matrix.data)
+
+
 _SETTING_SLOTS = 128
 
 
@@ -529,8 +535,9 @@ class TwoTower:
             "validation_digest": None if val is None else _data_digest(
                 validation.users, validation.items, validation.ratings,
                 validation.timestamps).tobytes().hex(),
-            "features_digest": _data_digest(self._item_features,
-                                            self._user_features).tobytes().hex()})
+            "features_digest": _data_digest(*_sparse_parts(self._item_features),
+                                            *_sparse_parts(self._user_features)
+                                            ).tobytes().hex()})
         try:
             if ck is not None and not loop_path:
                 done = ck.keras_epoch()
@@ -691,8 +698,9 @@ class TwoTower:
         self.rating_range = stats.rating_range or (0.0, 1.0)
         self._history = None
         n_users, n_items = len(self.user_vocab), len(self.item_vocab)
-        self._item_features = np.zeros((n_items, 0), dtype=np.float32)
-        self._user_features = np.zeros((n_users, 0), dtype=np.float32)
+        from twotower.models.features import empty_features
+        self._item_features = empty_features(n_items)
+        self._user_features = empty_features(n_users)
         self.item_feature_names, self.user_feature_names = [], []
         net = TwoTowerNet(n_users, n_items, cfg)
         net.build()
@@ -861,10 +869,11 @@ class TwoTower:
                 or not feats.shape[1]):
             return
         from keras import ops
+
+        from twotower.models.features import features_of_rows, rows_with_features
         cold = np.asarray(self.item_popularity) == 0
-        on = np.asarray(feats != 0)
-        for table, rows in ((net.item_embedding.embeddings, cold & on.any(axis=1)),
-                            (net.item_feature_embedding, ~on[~cold].any(axis=0))):
+        for table, rows in ((net.item_embedding.embeddings, cold & rows_with_features(feats)),
+                            (net.item_feature_embedding, ~features_of_rows(feats, ~cold))):
             if rows.any():
                 keep = ops.convert_to_tensor((~rows).astype(table.dtype)[:, None])
                 table.assign(ops.multiply(table, keep))
@@ -1158,11 +1167,10 @@ class TwoTower:
             mask = np.asarray(pop) == 0
             feats = getattr(self, "_item_features", None)
             if feats is not None and feats.shape[1]:
-                on = np.asarray(feats != 0)
+                from twotower.models.features import features_of_rows, rows_with_any
                 # a feature value only items without training rows have was never trained
                 # either (a category launched after the cutoff): it describes nothing
-                trained = on[~mask].any(axis=0)
-                mask &= ~(on & trained).any(axis=1)
+                mask &= ~rows_with_any(feats, features_of_rows(feats, ~mask))
             ids = np.flatnonzero(mask)
             cached = self._untrained_items = (pop, mask, ids if len(ids) else None)
         return cached[1], cached[2]
