@@ -52,7 +52,7 @@ def _markdown(text: str) -> str:
 def _value(v: Any) -> str:
     if isinstance(v, tuple):
         v = list(v)
-    return "`" + json.dumps(v) + "`"
+    return "`" + json.dumps(v).replace("|", "\\|") + "`"  # a bare | ends a table cell
 
 
 def _table(cls: type, columns: dict[str, dict[str, Any]]) -> list[str]:
@@ -89,7 +89,9 @@ def main() -> str:
         "flat file of these keys) and a `[distribution]` table, or a run's saved "
         "`config.json` (its `model` settings). `--preset` picks the "
         "column the file changes (`default` unless given); `--epochs`, `--embedding-dim`, "
-        "`--learning-rate`, `--batch-size` and `--seed` win over the file. A key the chosen "
+        "`--learning-rate`, `--batch-size`, `--seed`, `--item-features`, "
+        "`--multi-valued-features` and `--multi-value-sep` (lists comma-separated: "
+        "`--item-features price,brand`) win over the file. A key the chosen "
         "model never reads gets a warning naming it, unless it holds the class default "
         "(a run's saved settings hold every key). The presets set only the keys in "
         f"`PRESETS` ({len(PRESETS['default'])} for `default`); the others keep the class "

@@ -1761,6 +1761,48 @@ def test_items_missing_from_the_items_file_are_said_to_lack_their_features(tmp_p
                                      "places them by their interactions alone"), said
 
 
+def test_multi_valued_item_feature_columns_are_declared_by_flag_or_config(tmp_path, capsys):
+    """A CSV items file's `tags` column holding `x|y` was one feature value, with no way to
+    declare it a list: --multi-valued-features (multi_valued_features in --config) splits
+    it; --item-features names the feature columns on the command line."""
+    rows = [f"u{u},i{(u * 7 + j) % 40}" for u in range(60) for j in range(6)]
+    (tmp_path / "log.csv").write_text("user_id,item_id\n" + "\n".join(rows) + "\n")
+    (tmp_path / "items.csv").write_text("item_id,title,tags,price\n" + "".join(
+        f"i{i},Item {i},{['red|big', 'red', 'big|blue', ''][i % 4]},{5 + i % 7}\n"
+        for i in range(40)))
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                         tmp_path / "items.csv", "--item-features", "tags,price",
+                         "--multi-valued-features", "tags", "--epochs", "1", "--split", "none", "--out", tmp_path / "r")
+    assert code == 0, err
+    from twotower import TwoTower
+    m = TwoTower.load(tmp_path / "r")
+    assert m.config.item_features == ("tags", "price")
+    assert m.config.multi_valued_features == ("tags",)
+    assert [n for n in m.item_feature_names if n.startswith("tags")] == [
+        "tags=big", "tags=blue", "tags=red"]
+    (tmp_path / "c.toml").write_text('[model]\nitem_features = ["tags"]\n'
+                                     'multi_valued_features = ["tags"]\n'
+                                     'multi_value_sep = ";"\nepochs = 1\n')
+    (tmp_path / "semi.csv").write_text("item_id,tags\n" + "".join(
+        f"i{i},{['red;big', 'red'][i % 2]}\n" for i in range(40)))
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                         tmp_path / "semi.csv", "--config", tmp_path / "c.toml",
+                         "--split", "none", "--out", tmp_path / "r2")
+    assert code == 0, err
+    assert TwoTower.load(tmp_path / "r2").item_feature_names == ["tags=big", "tags=red"]
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                         tmp_path / "items.csv", "--item-features", "price",
+                         "--multi-valued-features", "tags",
+                         "--split", "none", "--out", tmp_path / "r3")
+    assert code == 2 and not (tmp_path / "r3").exists()
+    assert ("model.multi_valued_features (--multi-valued-features) names ['tags'], which "
+            "neither item_features ['price'] nor user_features [] lists") in err, err
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                         tmp_path / "items.csv", "--item-features", "colour",
+                         "--split", "none", "--out", tmp_path / "r3")
+    assert code == 2 and "--item-features names ['colour'], but --items" in err, err
+
+
 def test_every_model_flag_reaches_the_config():
     """train's --epochs, --embedding-dim, --learning-rate, --batch-size and --seed win over
     --config's [model] (a test compared two runs that both ignored --learning-rate)."""

@@ -241,6 +241,27 @@ def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndar
                   f"no {what}{why}", stacklevel=2)
 
 
+def _column_list(text: str) -> tuple[str, ...]:
+    """``price,brand`` as ``("price", "brand")``; ``none`` (or nothing) as ``()``."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    cols = tuple(c.strip() for c in text.split(","))
+    if not all(cols):
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas (e.g. "
+                                         f"price,brand; 'none' for none), got {text!r}")
+    return cols
+
+
+def _value_sep(text: str) -> str:
+    """A multi-valued cell's separator: any non-empty text ('\\t' typed: a tab)."""
+    if text in ("\\t", "tab"):
+        return "\t"
+    if not text:
+        raise argparse.ArgumentTypeError("expected the text between two values of a cell "
+                                         "(e.g. '|' or ';'), got ''")
+    return text
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=MOVIELENS, type=_path,
                    help=f"'{MOVIELENS}' or a .csv/.tsv/.parquet interaction file")
@@ -409,6 +430,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+#: train's flags that set a ModelConfig field of their name (``--embedding-dim``: embedding_dim),
+#: over the --config file's [model] value
+_MODEL_FLAGS = ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed",
+                "item_features", "multi_valued_features", "multi_value_sep")
+
+
 def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     from twotower.models import ModelConfig
 
@@ -419,23 +446,21 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
         overrides.update(data)
     # a flag given on the command line wins over the file; the file's value must still be
     # one (a flag would otherwise hide `epochs = "1"` until the day it is dropped)
-    hidden = {n: overrides[n] for n in ("epochs", "embedding_dim", "learning_rate",
-                                        "batch_size", "seed")
+    hidden = {n: overrides[n] for n in _MODEL_FLAGS
               if getattr(args, n, None) is not None and n in overrides}
     if hidden:
         try:
             ModelConfig.preset(args.preset, **hidden)
         except ConfigError as exc:
             raise _named(exc, "model", {}, args, set(hidden)) from None
-    for name in ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed"):
+    for name in _MODEL_FLAGS:
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
     try:
         cfg = ModelConfig.preset(args.preset, **overrides)
         cfg.check_used()  # before the data is read (fit checks it again, for the library)
     except ConfigError as exc:
-        flags = {n: "--" + n.replace("_", "-") for n in
-                 ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed")
+        flags = {n: "--" + n.replace("_", "-") for n in _MODEL_FLAGS
                  if getattr(args, n, None) is not None}
         raise _named(exc, "model", flags, args, set(overrides) - set(flags)) from None
     unread = cfg.unread()
@@ -483,7 +508,9 @@ def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_in
             missing = [c for c in wanted if c not in present_columns(info, wanted)]
             if missing:  # trained for minutes without it, after a warning listing the
                 # columns read (not the file's)
-                raise ConfigError(f"{name} in --config [model] names {missing}, but "
+                where = (f"--{name.replace('_', '-')}" if getattr(args, name, None)
+                         is not None else f"{name} in --config [model]")
+                raise ConfigError(f"{where} names {missing}, but "
                                   f"{_metadata_columns(args, what, info)}; name columns "
                                   f"there are, or {name} = [] for none")
         if name in given or not wanted:
@@ -1546,6 +1573,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="embedding dimensions (default: the preset's)")
     tr.add_argument("--learning-rate", type=float, help="default: the preset's")
     tr.add_argument("--batch-size", type=int, help="default: the preset's")
+    tr.add_argument("--item-features", type=_column_list, metavar="COLS",
+                    help="item metadata columns to train on as features, comma-separated "
+                         "(e.g. price,brand,tags; 'none' for none; default: the preset's); "
+                         "item_features in --config [model]")
+    tr.add_argument("--multi-valued-features", type=_column_list, metavar="COLS",
+                    help="feature columns whose text cells list several values, "
+                         "comma-separated (a tags cell 'x|y': tags=x and tags=y)")
+    tr.add_argument("--multi-value-sep", type=_value_sep, metavar="SEP",
+                    help="the separator of --multi-valued-features' values (default '|')")
     tr.add_argument("--index-kind", default="exact", type=str.lower,
                     choices=("exact", "hnsw", "ivf"),
                     help="the search index saved with the run (default exact; `twotower "

@@ -373,3 +373,57 @@ def test_sparse_features_give_the_dense_products_in_the_network_and_the_served_t
             np.testing.assert_allclose(np.asarray(back._net.item_table()), dense_items,
                                        atol=1e-6)
 
+
+def test_a_declared_multi_valued_text_column_is_split_into_one_feature_per_value():
+    """Only ``genres`` text was split on ``|``: a CSV ``tags`` column holding ``x|y`` was
+    one value (items tagged ``x|y`` and ``x`` shared no feature), with no way to say
+    otherwise; ``multi_valued`` (the model's multi_valued_features) names such columns."""
+    import warnings
+    info = pd.DataFrame({"tags": ["x|y", "x", None, " y | z |", "x|x"],
+                         "genres": ["a|b", "b", "", "a", None],
+                         "sizes": [1.0, 2.0, None, 1.0, 3.5],
+                         "codes": [["p", "q"], ["q"], [], None, ["p"]]})
+    with pytest.warns(UserWarning, match=r"item feature column 'tags': 3 of 4 values hold "
+                                         r"'\|' \(e\.g\. 'x\|y'\), and each is read as one "
+                                         r"value; if they list several, name the column in "
+                                         r"multi_valued_features \(--multi-valued-features "
+                                         r"tags\)"):
+        _, names = feature_matrix(info, ("tags",), 5)
+    assert "tags=x|y" in names  # as documented: one value, undeclared
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m, names = feature_matrix(info, ("tags", "genres", "sizes", "codes"), 5,
+                                  multi_valued=("tags", "sizes", "codes"))
+    assert names == ["tags=x", "tags=y", "tags=z", "genres=a", "genres=b",
+                     "sizes=1", "sizes=2", "sizes=3.5", "codes=p", "codes=q"]
+    m = m.toarray()
+    on = [[names[j] for j in np.flatnonzero(row)] for row in m]
+    assert on == [["tags=x", "tags=y", "genres=a", "genres=b", "sizes=1", "codes=p", "codes=q"],
+                  ["tags=x", "genres=b", "sizes=2", "codes=q"],
+                  [],
+                  ["tags=y", "tags=z", "genres=a", "sizes=1"],
+                  ["tags=x", "sizes=3.5", "codes=p"]]
+    np.testing.assert_allclose(m[0][m[0] > 0], 7 ** -0.5, rtol=1e-6)
+    # another separator; genres named there takes it too
+    info = pd.DataFrame({"tags": ["x;y", "x"], "genres": ["a;b", "a"]})
+    _, names = feature_matrix(info, ("tags", "genres"), 2, multi_valued=("tags", "genres"),
+                              sep=";")
+    assert names == ["tags=x", "tags=y", "genres=a", "genres=b"]
+
+
+def test_multi_valued_features_config_is_checked_and_round_trips():
+    cfg = ModelConfig(item_features=("tags", "brand"), multi_valued_features=["tags"],
+                      multi_value_sep=";")
+    assert cfg.multi_valued_features == ("tags",)
+    assert ModelConfig.from_json(cfg.to_json()) == cfg
+    cfg.check_used()
+    with pytest.raises(ConfigError, match=r"model.multi_valued_features names \['tag'\], which "
+                                          r"neither item_features \['tags', 'brand'\] nor "
+                                          r"user_features \[\] lists"):
+        cfg.replace(multi_valued_features=("tag",)).check_used()
+    with pytest.raises(ConfigError, match="model.multi_value_sep must be a non-empty string"):
+        ModelConfig(multi_value_sep="")
+    with pytest.raises(ConfigError, match="model.multi_valued_features must be a list"):
+        ModelConfig.from_dict({"multi_valued_features": "tags"})
+    assert "multi_value_sep" in ModelConfig().unread()
+    assert "multi_value_sep" not in cfg.unread()

@@ -78,6 +78,13 @@ class ModelConfig(Config):
         user_features: user metadata columns (``user_info``; MovieLens: ``age``,
             ``gender``, ``occupation``) whose embeddings are added to the query of users
             seen in training (not to history-only queries). Empty = off.
+        multi_valued_features: those of ``item_features``/``user_features`` whose text
+            values list several values separated by ``multi_value_sep``: a ``tags`` cell
+            ``x|y`` gives the features ``tags=x`` and ``tags=y`` (not one ``tags=x|y``).
+            A list column (Parquet) needs no entry; ``genres`` text is split on ``|``
+            unless listed here.
+        multi_value_sep: the separator of ``multi_valued_features``' values (default
+            ``|``).
         item_bias: a learned per-item bias (popularity) added to the logits (``multinomial``
             only: the other losses have no bias term); served by appending it to the item
             vectors and a constant 1 to the queries, so search stays one inner product.
@@ -174,6 +181,8 @@ class ModelConfig(Config):
     item_bias: bool = False
     item_features: tuple[str, ...] = ()
     user_features: tuple[str, ...] = ()
+    multi_valued_features: tuple[str, ...] = ()
+    multi_value_sep: str = "|"
     multinomial_targets: str = "all"
     user_weighting: str = "sum"
     hard_negatives: int = 0
@@ -202,12 +211,16 @@ class ModelConfig(Config):
         check_choice(own, "multinomial_targets", self.multinomial_targets, ("all", "dropped"))
         if not isinstance(self.item_bias, bool):
             raise ConfigError(f"model.item_bias must be true or false, got {self.item_bias!r}")
-        for name in ("item_features", "user_features"):
+        for name in ("item_features", "user_features", "multi_valued_features"):
             value = getattr(self, name)
             if not isinstance(value, tuple) or not all(isinstance(c, str) and c
                                                        for c in value):
                 raise ConfigError(f"model.{name} must be a list of column names, "
                                   f"got {value!r}")
+        if not isinstance(self.multi_value_sep, str) or not self.multi_value_sep:
+            raise ConfigError(f"model.multi_value_sep must be a non-empty string (the text "
+                              f"between two values of a cell, e.g. \"|\" or \";\"), got "
+                              f"{self.multi_value_sep!r}")
         check_range(own, "embedding_dim", self.embedding_dim, 1, 4096, integer=True)
         check_range(own, "epochs", self.epochs, 1, 100_000, integer=True)
         check_range(own, "batch_size", self.batch_size, 1, 10_000_000, integer=True)
@@ -271,6 +284,13 @@ class ModelConfig(Config):
                 raise ConfigError(f"model.{name} names {twice} more than once (each column "
                                   f"is one feature); list each column once, got "
                                   f"{list(value)}")
+        named = set(self.item_features) | set(self.user_features)
+        stray = [c for c in self.multi_valued_features if c not in named]
+        if stray:
+            raise ConfigError(f"model.multi_valued_features names {stray}, which neither "
+                              f"item_features {list(self.item_features)} nor user_features "
+                              f"{list(self.user_features)} lists; add the column there too "
+                              "(a column only splits when it is a feature)")
         if self.item_bias and self.objective != "multinomial":
             raise ConfigError(f"model.item_bias is only trained by objective 'multinomial' "
                               f"(the other losses have no bias term), got objective "
@@ -305,6 +325,8 @@ class ModelConfig(Config):
                 "ease_weight 0"))
         elif not self.ease_weight_grid:
             out["ease_weight_choice"] = "ease_weight_grid empty"
+        if not self.multi_valued_features:
+            out["multi_value_sep"] = "multi_valued_features empty"
         return out
 
     @classmethod

@@ -3,7 +3,12 @@
 A feature column of ``Interactions.item_info`` / ``user_info`` becomes one or more named
 binary features:
 
-- list values (MovieLens ``genres``): one feature per distinct value, ``genres=Drama``;
+- list values (MovieLens ``genres``, a Parquet list column): one feature per distinct
+  value, ``genres=Drama``; so is text in a column named in ``multi_valued`` (the model's
+  ``multi_valued_features``), split on ``sep`` (``multi_value_sep``, default ``|``): a
+  ``tags`` cell ``x|y`` is ``tags=x`` and ``tags=y``. A ``genres`` column of text is split
+  on ``|`` unless named there with another separator; any other column's ``x|y`` is one
+  value (a warning says so when many of its values hold the separator);
 - numbers (``year``, ``age``; every present value a number): ``n_bins`` quantile bins over
   the column, ``year:q3``;
 - anything else (``gender``, ``occupation``, true/false flags, a column mixing numbers and
@@ -39,14 +44,16 @@ N_BINS = 10
 
 
 def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: int, *,
-                   what: str = "item", n_bins: int = N_BINS
-                   ) -> tuple[sp.csr_matrix, list[str]]:
+                   what: str = "item", n_bins: int = N_BINS, multi_valued: Sequence[str] = (),
+                   sep: str = "|") -> tuple[sp.csr_matrix, list[str]]:
     """``[n_rows, n_features]`` float32 CSR matrix and the feature names, from ``columns``
     of ``info``: row ``r`` holds ``1 / sqrt(k)`` at each of its ``k`` active features.
+    ``multi_valued``: columns whose text cells list several values separated by ``sep``.
 
     Warns:
         UserWarning: a requested column is missing (skipped; the message lists those
-            available).
+            available); a column not in ``multi_valued`` whose text values often hold
+            ``sep`` or ``|`` (each is read as one value).
 
     Raises:
         ConfigError: ``info`` does not have ``n_rows`` rows.
@@ -72,8 +79,12 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
     cols: list[np.ndarray] = []
     names: list[str] = []
     for column in columns:
-        _warn_stray_text(info[column], column, what, n_bins)
-        tokens = _tokens(info[column], column, n_bins)
+        if column in multi_valued:
+            tokens = _split_tokens(info[column], column, sep)
+        else:
+            _warn_stray_text(info[column], column, what, n_bins)
+            _warn_joined(info[column], column, what, sep)
+            tokens = _tokens(info[column], column, n_bins)
         vocab = sorted({t for ts in tokens for t in ts})
         index = {t: len(names) + j for j, t in enumerate(vocab)}
         names += vocab
@@ -170,6 +181,48 @@ def _tokens(values: pd.Series, column: str, n_bins: int) -> list[list[str]]:
         bins = np.searchsorted(edges, numeric.to_numpy(dtype=float), side="right")
         return [[f"{column}:q{b}"] if ok else [] for b, ok in zip(bins, numeric.notna())]
     return [[f"{column}={v}"] if _present(v) else [] for v in values]
+
+
+def _split_tokens(values: pd.Series, column: str, sep: str) -> list[list[str]]:
+    """A multi-valued column's features: a list's values, or text split on ``sep`` (blank
+    parts dropped); a number (a CSV column whose every cell held one value) is one value,
+    written as an int when whole (``3``, not ``3.0``)."""
+    out = []
+    for v in values:
+        if isinstance(v, (list, tuple, np.ndarray)):
+            parts = [str(t) for t in v]
+        elif not _present(v):
+            parts = []
+        elif isinstance(v, str):
+            parts = v.split(sep)
+        elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+            parts = [str(int(v))]
+        else:
+            parts = [str(v)]
+        out.append([f"{column}={t.strip()}" for t in dict.fromkeys(parts) if t.strip()])
+    return out
+
+
+def _warn_joined(values: pd.Series, column: str, what: str, sep: str) -> None:
+    """Warn when a text column (not declared multi-valued) reads like lists joined by a
+    separator (``sep`` or ``|``): ``x|y`` is then one value of its own, and items tagged
+    ``x|y`` and ``x`` share no feature; silently, a tags column became one feature per
+    combination. ``genres`` text is split on ``|`` anyway."""
+    if column == "genres" or pd.api.types.is_numeric_dtype(values):
+        return
+    text = [v for v in values if isinstance(v, str) and v.strip()]
+    if not text:
+        return
+    for s in dict.fromkeys((sep, "|")):
+        joined = [v for v in text if s in v.strip(s).strip()]
+        if len(joined) >= 2 and len(joined) >= 0.1 * len(text):
+            warnings.warn(f"{what} feature column {column!r}: {len(joined):,} of {len(text):,} "
+                          f"values hold {s!r} (e.g. {joined[0]!r}), and each is read as one "
+                          f"value; if they list several, name the column in "
+                          f"multi_valued_features (--multi-valued-features {column}"
+                          + ("" if s == "|" else f" --multi-value-sep '{s}'") + ")",
+                          stacklevel=4)
+            return
 
 
 def _warn_stray_text(values: pd.Series, column: str, what: str, n_bins: int) -> None:

@@ -506,10 +506,11 @@ class TwoTower:
                           "time order, set recency_half_life = 0", stacklevel=2)
 
         from twotower.models.features import feature_matrix
+        splitting = dict(multi_valued=cfg.multi_valued_features, sep=cfg.multi_value_sep)
         self._item_features, self.item_feature_names = feature_matrix(
-            train.item_info, cfg.item_features, train.n_items, what="item")
+            train.item_info, cfg.item_features, train.n_items, what="item", **splitting)
         self._user_features, self.user_feature_names = feature_matrix(
-            train.user_info, cfg.user_features, train.n_users, what="user")
+            train.user_info, cfg.user_features, train.n_users, what="user", **splitting)
         net = TwoTowerNet(train.n_users, train.n_items, cfg, history=self._history,
                           item_features=self._item_features,
                           user_features=self._user_features)
