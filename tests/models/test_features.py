@@ -427,3 +427,15 @@ def test_multi_valued_features_config_is_checked_and_round_trips():
         ModelConfig.from_dict({"multi_valued_features": "tags"})
     assert "multi_value_sep" in ModelConfig().unread()
     assert "multi_value_sep" not in cfg.unread()
+
+
+def test_a_null_inside_a_list_cell_is_no_value():
+    """A Parquet list cell ``["x", null]`` gave a feature ``tags=None`` shared by every
+    item with a null in its list; a text cell among lists gave one feature per character."""
+    info = pd.DataFrame({"tags": pd.Series([["x", None], ["y", np.nan], "zz", None],
+                                           dtype=object)})
+    for multi in ((), ("tags",)):
+        m, names = feature_matrix(info, ("tags",), 4, multi_valued=multi)
+        assert names == ["tags=x", "tags=y", "tags=zz"], (multi, names)
+        np.testing.assert_array_equal(m.toarray() > 0, [[1, 0, 0], [0, 1, 0], [0, 0, 1],
+                                                        [0, 0, 0]])

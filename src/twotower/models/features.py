@@ -169,7 +169,7 @@ def title_year(titles: pd.Series) -> pd.Series:
 def _tokens(values: pd.Series, column: str, n_bins: int) -> list[list[str]]:
     first = next((v for v in values if _present(v)), None)
     if isinstance(first, (list, tuple, np.ndarray)):
-        return [[f"{column}={t}" for t in v] if _present(v) else [] for v in values]
+        return [[f"{column}={t}" for t in _listed(v)] for v in values]
     if column == "genres" and isinstance(first, str):
         # "Action|Comedy", as read_item_info splits a file's genres column
         return [[f"{column}={t.strip()}" for t in str(v).split("|") if t.strip()]
@@ -190,7 +190,7 @@ def _split_tokens(values: pd.Series, column: str, sep: str) -> list[list[str]]:
     out = []
     for v in values:
         if isinstance(v, (list, tuple, np.ndarray)):
-            parts = [str(t) for t in v]
+            parts = _listed(v)
         elif not _present(v):
             parts = []
         elif isinstance(v, str):
@@ -201,6 +201,15 @@ def _split_tokens(values: pd.Series, column: str, sep: str) -> list[list[str]]:
             parts = [str(v)]
         out.append([f"{column}={t.strip()}" for t in dict.fromkeys(parts) if t.strip()])
     return out
+
+
+def _listed(v: object) -> list[str]:
+    """A list cell's values as text: a null inside the list (Parquet ``[a, null]``) is no
+    value, not ``None``; a scalar among lists is one value (not its characters)."""
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [str(t) for t in v if not isinstance(t, (list, tuple, np.ndarray))
+                and not pd.isna(t)]
+    return [str(v)] if _present(v) else []
 
 
 def _warn_joined(values: pd.Series, column: str, what: str, sep: str) -> None:
