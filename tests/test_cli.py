@@ -899,7 +899,8 @@ def test_train_items_file_matching_some_items_warns(capsys, string_id_files, tmp
     d = string_id_files
     with pytest.warns(UserWarning, match=r"--items: 20 of 60 items found in .*some\.csv; the "
                                          r"other 40 \(e\.g\. 'M-21', 'M-22'\) have no row "
-                                         r"there: no title; they show as their ids$"):
+                                         r"there or only empty cells: no title; they show as "
+                                         r"their ids$"):
         code, _, err = run(capsys, "train", "--data", d / "r.csv", "--items", d / "some.csv",
                            "--out", tmp_path / "run", "--preset", "tutorial", "--epochs", "1")
     assert code == 0, err
@@ -1745,11 +1746,11 @@ def test_items_missing_from_the_items_file_are_said_to_lack_their_features(tmp_p
     assert code == 0, err
     said = [str(w.message) for w in caught if "items found in" in str(w.message)]
     assert said == [f"--items: 30 of 40 items found in {tmp_path / 'items.csv'}; the other 10 "
-                    "(e.g. 'i30', 'i31') have no row there: no title or item features "
-                    "(price, brand); they show as their ids; the model places them by their "
-                    "interactions alone"], said
+                    "(e.g. 'i30', 'i31') have no row there or only empty cells: no title or "
+                    "item features (price, brand); they show as their ids; the model places "
+                    "them by their interactions alone"], said
     (tmp_path / "bare.csv").write_text("item_id,brand\n" + "".join(
-        f"i{i},{'acme' if i % 2 else 'zed'}\n" for i in range(30)))
+        f"i{i},{'acme' if i % 2 else 'zed'}\n" for i in range(30)) + "i30,\n")  # empty
     (tmp_path / "c.toml").write_text('[model]\nitem_features = ["brand"]\nepochs = 1\n')
     with pytest.warns(UserWarning) as caught:
         code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
@@ -1757,8 +1758,10 @@ def test_items_missing_from_the_items_file_are_said_to_lack_their_features(tmp_p
                              "--split", "none", "--out", tmp_path / "r2")
     assert code == 0, err
     said = [str(w.message) for w in caught if "items found in" in str(w.message)]
-    assert said and said[0].endswith("have no row there: no item features (brand); the model "
-                                     "places them by their interactions alone"), said
+    assert said and said[0].endswith("have no row there or only empty cells: no item "
+                                     "features (brand); the model places them by their "
+                                     "interactions alone"), said
+    assert "items found in" in said[0] and "the other 10 (e.g. 'i30', 'i31')" in said[0], said
 
 
 def test_multi_valued_item_feature_columns_are_declared_by_flag_or_config(tmp_path, capsys):

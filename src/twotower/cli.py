@@ -237,8 +237,8 @@ def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndar
     why = ("; they show as their ids" if "title" in shown else "") + (
         "; the model places them by their interactions alone" if features else "")
     warnings.warn(f"--items: {hit:,} of {n:,} items found in {path}; the other "
-                  f"{n - hit:,} (e.g. {', '.join(map(repr, missing))}) have no row there: "
-                  f"no {what}{why}", stacklevel=2)
+                  f"{n - hit:,} (e.g. {', '.join(map(repr, missing))}) have no row there "
+                  f"or only empty cells: no {what}{why}", stacklevel=2)
 
 
 def _column_list(text: str) -> tuple[str, ...]:
