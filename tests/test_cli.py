@@ -1775,7 +1775,8 @@ def test_multi_valued_item_feature_columns_are_declared_by_flag_or_config(tmp_pa
         for i in range(40)))
     code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
                          tmp_path / "items.csv", "--item-features", "tags,price",
-                         "--multi-valued-features", "tags", "--epochs", "1", "--split", "none", "--out", tmp_path / "r")
+                         "--multi-valued-features", "tags", "--epochs", "1", "--split",
+                         "none", "--out", tmp_path / "r")
     assert code == 0, err
     from twotower import TwoTower
     m = TwoTower.load(tmp_path / "r")

@@ -804,7 +804,8 @@ def _features(d: Path, arrays: dict[str, np.ndarray], what: str, n_features: int
     indptr, indices, data = (arrays[f"{what}_features_{k}"]
                              for k in ("indptr", "indices", "data"))
     if (indptr.ndim != 1 or len(indptr) != n_rows + 1 or indptr[0] != 0
-            or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices) or len(indices) != len(data)
+            or np.any(np.diff(indptr) < 0) or indptr[-1] != len(indices)
+            or len(indices) != len(data)
             or len(indices) and (indices.min() < 0 or indices.max() >= n_features)
             or not np.isfinite(data).all()):
         raise ArtifactError(f"{d / 'arrays.npz'} is corrupt: {what}_features_indptr/"

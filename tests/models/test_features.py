@@ -352,18 +352,28 @@ def test_sparse_features_give_the_dense_products_in_the_network_and_the_served_t
     model.save(tmp_path / "run")
     z = dict(np.load(tmp_path / "run" / "arrays.npz"))
     assert "item_features" not in z and z["item_features_data"].size == (fi > 0).sum()
+    import json
+
+    from twotower.artifacts import _sha256
+    from twotower.errors import ArtifactError
+
+    def rewrite(arrays):
+        np.savez(tmp_path / "run" / "arrays.npz", **arrays)
+        fmt = json.loads((tmp_path / "run" / "format.json").read_text())
+        fmt["files"]["arrays.npz"] = _sha256(tmp_path / "run" / "arrays.npz")
+        (tmp_path / "run" / "format.json").write_text(json.dumps(fmt))
+
+    bad = dict(z, item_features_indices=z["item_features_indices"] + fi.shape[1])
+    rewrite(bad)  # a feature index past the names: damage, named
+    with pytest.raises(ArtifactError, match=r"item_features_indptr/indices/data do not form "
+                                            rf"a \[{x.n_items}, {fi.shape[1]}\] matrix"):
+        TwoTower.load(tmp_path / "run")
     # a run saved before: the dense matrices
     for what, dense in (("item", fi), ("user", fu)):
         for k in ("indptr", "indices", "data"):
             del z[f"{what}_features_{k}"]
         z[f"{what}_features"] = dense
-    np.savez(tmp_path / "run" / "arrays.npz", **z)
-    import json
-
-    from twotower.artifacts import _sha256
-    fmt = json.loads((tmp_path / "run" / "format.json").read_text())
-    fmt["files"]["arrays.npz"] = _sha256(tmp_path / "run" / "arrays.npz")
-    (tmp_path / "run" / "format.json").write_text(json.dumps(fmt))
+    rewrite(z)
     users = np.arange(x.n_users)
     for keras in (False, True):
         back = TwoTower.load(tmp_path / "run", keras=keras)
