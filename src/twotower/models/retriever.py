@@ -855,26 +855,34 @@ class TwoTower:
             [q, self._ease_query(hist, lin.query_table, lin.half_life, lin.floor)], axis=1)
 
     def _clear_untouched_item_rows(self, net: Any) -> None:
-        """The objectives that update only the rows of the items in a batch (``mse``,
-        ``sampled_softmax``) leave the id row of an item no training row has as initialised:
-        an item with features but no rows (one launched after a time cutoff) was served its
-        feature vector plus that noise, and two such items with the same features scored
-        apart. Those rows are set to zero, in the network too (saved and served alike): the
-        features alone place such an item. So are the rows of feature values only such
-        items have (a brand launched after the cutoff): as initialised, they put noise in
-        the vector of an item that a trained value also describes. Items without features
-        are in no list anyway (``untrained_items``); the other objectives train every row
-        (as a negative); a streamed fit takes no item features."""
+        """Zero the item rows no positive ever reached. An item with features but no training
+        rows (one launched after a time cutoff) has an id row (and bias) that training set
+        only by chance or against it: ``mse`` and ``sampled_softmax`` update only the rows of
+        the items in a batch, so it kept its random initial value (two such items with the
+        same features scored apart); ``multinomial``, ``softmax`` and ``bpr`` train every row,
+        but this one only as a negative, so it was pushed away from every query and its bias
+        down, and such items ranked below most of the catalogue whatever their features said
+        (``benchmarks/probes/cold_items.py``). Those rows are set to zero, in the network
+        too (saved and served alike): the features alone place such an item. So are the
+        rows (and bias rows) of feature values only such items have (a brand launched after
+        the cutoff), for the same reasons. Items without features are in no list anyway
+        (``untrained_items``); a streamed fit takes no item features."""
         feats = getattr(self, "_item_features", None)
-        if (self.config.objective not in ("mse", "sampled_softmax") or feats is None
-                or not feats.shape[1]):
+        if feats is None or not feats.shape[1]:
             return
         from keras import ops
 
         from twotower.models.features import features_of_rows, rows_with_features
         cold = np.asarray(self.item_popularity) == 0
-        for table, rows in ((net.item_embedding.embeddings, cold & rows_with_features(feats)),
-                            (net.item_feature_embedding, ~features_of_rows(feats, ~cold))):
+        cold_rows = cold & rows_with_features(feats)
+        cold_values = ~features_of_rows(feats, ~cold)
+        tables = [(net.item_embedding.embeddings, cold_rows),
+                  (net.item_feature_embedding, cold_values)]
+        if net.item_bias is not None:
+            tables.append((net.item_bias.embeddings, cold_rows))
+        if net.item_feature_bias is not None:
+            tables.append((net.item_feature_bias, cold_values))
+        for table, rows in tables:
             if rows.any():
                 keep = ops.convert_to_tensor((~rows).astype(table.dtype)[:, None])
                 table.assign(ops.multiply(table, keep))
