@@ -1604,8 +1604,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="multi-host: seconds to wait for every process to join (default 300)")
     tr.add_argument("--checkpoint", metavar="DIR", type=_path,
                     help="keep a checkpoint of the training here, and resume from the one a "
-                         "stopped run of the same command left (removed once the run is "
-                         "saved)")
+                         "stopped run of the same command left (its files are removed once "
+                         "the run is saved; DIR too, unless it existed before)")
     tr.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
                     help="--checkpoint: write the training loop's state this often (default "
                          "600; also on Ctrl-C/SIGTERM; model.fit: each epoch)")

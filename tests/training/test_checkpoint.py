@@ -633,3 +633,46 @@ def test_fit_stream_says_what_its_passes_over_the_file_do(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert f"scanning: {path}, 0 s so far" in err, err
     assert f"reading every user's items: {path}, 0 s so far" in err, err
+
+
+def test_removal_keeps_a_directory_the_user_made_and_removes_one_it_made(tmp_path):
+    """``remove`` deleted the directory whenever it was empty: an empty folder the user
+    made for the checkpoint went too. Only the files, and a directory the checkpoint made
+    (also when a later run resumed it), are removed."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    ck = Checkpoint(mine)
+    ck.start({"a": 1})
+    ck.save_state([np.zeros(3)], {"epoch": 0, "batches": 1, "history": []}, {})
+    ck.release()
+    resumed = Checkpoint(mine)
+    assert resumed.start({"a": 1})
+    resumed.remove()
+    assert mine.is_dir() and list(mine.iterdir()) == []
+    made = tmp_path / "made"
+    first = Checkpoint(made)
+    first.start({"a": 1})
+    first.release()
+    again = Checkpoint(made)
+    assert again.start({"a": 1}) is False
+    again.remove()
+    assert not made.exists()
+    # removed by an object that did not bind it: as checkpoint.json records it
+    Checkpoint(mine).start({"a": 1})
+    Checkpoint(mine).remove()
+    assert mine.is_dir()
+
+
+def test_cli_train_keeps_an_empty_checkpoint_folder_the_user_made(tmp_path, capsys):
+    from twotower.cli import main
+    x = _data(n_users=60, n_items=100)
+    data = tmp_path / "d.csv"
+    pd.DataFrame({"user_id": x.user_vocab.ids[x.users], "item_id": x.item_vocab.ids[x.items],
+                  "rating": x.ratings}).to_csv(data, index=False)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    assert main(["train", "--data", str(data), "--rating-col", "rating", "--preset",
+                 "tutorial", "--epochs", "1", "--split", "none", "--checkpoint", str(ck),
+                 "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
+    assert ck.is_dir() and list(ck.iterdir()) == []  # the files went, the folder stays
+    assert (tmp_path / "run").is_dir()

@@ -20,7 +20,9 @@ its last checkpoint left it, instead of from the start.
 
 Each file is written to a temporary name and renamed over the old one, so a stop during a
 write leaves the previous checkpoint. The checkpoint is removed when the model is trained
-(``TwoTower``) or, with the CLI, once the run is saved.
+(``TwoTower``) or, with the CLI, once the run is saved: its files, and the directory only
+if the checkpoint made it (``checkpoint.json`` records whether; an empty folder the user
+made stays).
 """
 
 from __future__ import annotations
@@ -74,6 +76,9 @@ class Checkpoint:
         self.keep = bool(keep)
         self._last = time.monotonic()
         self._held: int | None = None  # the lock's file descriptor
+        # whether this product made the directory (``remove`` deletes it only then: a
+        # folder the user made stays); None until bound or read from checkpoint.json
+        self._made: bool | None = None
 
     def __repr__(self) -> str:
         return f"Checkpoint({str(self.directory)!r}, every_s={self.every_s:g})"
@@ -133,6 +138,8 @@ class Checkpoint:
                                   f"version reads {FORMAT}; remove it to start afresh")
             self._lock()
             self._sweep()  # a killed write's temporary file (the lock is ours)
+            # written before this was recorded: not known to be ours, so kept
+            self._made = saved.get("made_dir") is True
             old = saved["fingerprint"]
             for key, values in json.loads(json.dumps(defaults or {})).items():
                 if isinstance(old.get(key), dict):  # settings added since it was written
@@ -149,11 +156,13 @@ class Checkpoint:
                               for p in d.iterdir()):
             raise ConfigError(f"checkpoint {d}: the directory holds other files, not a "
                               "checkpoint; give an empty or new directory")
+        made = not d.exists()
         d.mkdir(parents=True, exist_ok=True)
         self._lock()
         self._sweep()
-        text = json.dumps({"format": FORMAT, "fingerprint": fingerprint}, indent=2,
-                          sort_keys=True).encode("utf-8")
+        self._made = made
+        text = json.dumps({"format": FORMAT, "fingerprint": fingerprint, "made_dir": made},
+                          indent=2, sort_keys=True).encode("utf-8")
         _write_atomic(meta, lambda fh: fh.write(text))
         self._last = time.monotonic()
         return False
@@ -242,8 +251,16 @@ class Checkpoint:
 
     # ------------------------------------------------------------------ the end
     def remove(self) -> None:
-        """Remove the checkpoint (its files, then the directory if nothing else is in it)."""
+        """Remove the checkpoint: its files, then the directory if the checkpoint made it
+        and nothing else is in it (a directory the user made stays, empty)."""
         d = self.directory
+        made = self._made
+        if made is None:  # not bound by this object: as checkpoint.json records it
+            try:
+                made = json.loads((d / _META).read_text(encoding="utf-8")).get(
+                    "made_dir") is True
+            except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+                made = False
         # checkpoint.json last: a stop part-way leaves a checkpoint that binds again, not
         # a directory of leftovers that a new training refuses as "other files"
         (d / _STATE).unlink(missing_ok=True)
@@ -253,10 +270,11 @@ class Checkpoint:
         for name in (_META, _LOCK):
             (d / name).unlink(missing_ok=True)
         self.release()
-        try:
-            d.rmdir()
-        except OSError:
-            pass
+        if made:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
 
 
 def _own_leftover(name: str) -> bool:
