@@ -10,9 +10,11 @@ Run (from the repository root)::
 
     .venv/bin/python benchmarks/baselines.py            # writes benchmarks/results/
     .venv/bin/python benchmarks/baselines.py --plot     # also a Recall@K PNG
+    .venv/bin/python benchmarks/baselines.py --seeds 0 --splits random --out /tmp/b  # smoke
 
-Writes ``baselines-ml100k.json`` (config, machine, versions, every run with timings) and
-``baselines-ml100k.md`` (tables).
+Writes ``baselines-ml100k-<timestamp>.json`` (config, machine, versions, every run with
+timings) and ``.md`` (tables) under ``benchmarks/results`` or ``--out DIR``; a file already
+there is not overwritten (``--force`` does). The kept run is ``baselines-ml100k.{json,md}``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _results import claim, out_dir, stamp
 from twotower.data import random_split, read_movielens_100k, temporal_split
 from twotower.evaluation import (EASE, ItemKNN, MostPop, format_table, plot_recall_curves,
                                  recommend_and_evaluate, tune)
@@ -138,9 +141,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", nargs="+", default=["random", "temporal"],
                     choices=["random", "temporal"])
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the results (default benchmarks/results)")
+    ap.add_argument("--force", action="store_true",
+                    help="overwrite result files of the same name")
     ap.add_argument("--plot", action="store_true", help="also write a Recall@K PNG")
     args = ap.parse_args(argv)
+    out = out_dir(args.out, name="baselines")
+    stem = f"baselines-ml100k-{stamp()}"
+    pngs = [out / f"{stem}-{split}-recall.png" for split in args.splits] if args.plot else []
+    claim(out / f"{stem}.json", out / f"{stem}.md", *pngs, force=args.force)
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
@@ -155,17 +165,16 @@ def main(argv: list[str] | None = None) -> int:
         "reference": REFERENCE,
     })
     result["summary"] = summarise(result["runs"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "baselines-ml100k.json").write_text(json.dumps(result, indent=1) + "\n",
-                                                     encoding="utf-8")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     md = markdown(result)
-    (args.out / "baselines-ml100k.md").write_text(md, encoding="utf-8")
+    (out / f"{stem}.md").write_text(md, encoding="utf-8")
     if args.plot:
         for split_name, rows in result["summary"].items():
             curves = {m: {k: v[f"recall@{k}"][0] for k in KS} for m, v in rows.items()}
-            plot_recall_curves(curves, args.out / f"baselines-ml100k-{split_name}-recall.png",
+            plot_recall_curves(curves, out / f"{stem}-{split_name}-recall.png",
                                title=f"Recall@K, ML-100k {split_name} split")
     print(md)
+    print("wrote", out / f"{stem}.md")
     return 0
 
 

@@ -30,7 +30,8 @@ Usage:
     flock /tmp/twotower-bench.lock python benchmarks/quality.py --timing-only
     python benchmarks/quality.py --timing-from benchmarks/results/quality-timing-<stamp>.json
 
-Writes ``benchmarks/results/quality-<timestamp>.{json,md}``.
+Writes ``benchmarks/results/quality-<timestamp>.{json,md}`` (``--out DIR``: there; a file of
+the same name is not overwritten without ``--force``).
 """
 
 from __future__ import annotations
@@ -58,7 +59,8 @@ from twotower.evaluation import (BASELINE_GRIDS, EASE, ItemKNN, MostPop,  # noqa
 from twotower.evaluation.baselines import recency_settings, tune_ease  # noqa: E402
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
+from _results import claim, out_dir, stamp  # noqa: E402
+
 KS = (10, 100)
 SHOW = ("recall@10", "ndcg@10", "recall@100")
 GRIDS = BASELINE_GRIDS  # the CLI's (twotower evaluate --baselines)
@@ -254,21 +256,29 @@ def main(argv=None) -> int:
                     help="take the training times from a --timing-only result file")
     ap.add_argument("--softmax-scaling", action="store_true",
                     help="only time full vs sampled softmax by catalogue size")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the results (default benchmarks/results)")
+    ap.add_argument("--force", action="store_true",
+                    help="overwrite result files of the same name")
     args = ap.parse_args(argv)
+    out = out_dir(args.out, name="quality")
+    when = stamp()
+    kind = ("quality-softmax-scaling" if args.softmax_scaling else "quality-timing"
+            if args.timing_only else "quality")
+    claim(*([out / f"{kind}-{when}.json"] + ([out / f"{kind}-{when}.md"] if kind == "quality"
+                                             else [])), force=args.force)
     if args.data is None:  # TWOTOWER_ML100K_DIR, the cache, or a download
         from twotower.data.fetch import fetch_movielens_100k
         args.data = str(fetch_movielens_100k())
     if args.softmax_scaling:
         rows = softmax_scaling()
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"quality-softmax-scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path = out / f"{kind}-{when}.json"
         path.write_text(json.dumps({"n_interactions": 50_000, "rows": rows}, indent=1))
         print("wrote", path)
         return 0
     if args.timing_only:
         times = timing(args.data)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"quality-timing-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path = out / f"{kind}-{when}.json"
         path.write_text(json.dumps({"machine": _machine(), "timing": times}, indent=1))
         print("wrote", path)
         return 0
@@ -281,14 +291,12 @@ def main(argv=None) -> int:
     held = held_out(data, args.seeds)
     md = markdown(rows, held, times, args.seeds)
     print(md)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"quality-{stamp}.md").write_text(md)
-    (RESULTS / f"quality-{stamp}.json").write_text(json.dumps({
+    (out / f"{kind}-{when}.md").write_text(md)
+    (out / f"{kind}-{when}.json").write_text(json.dumps({
         "machine": _machine(), "timing_from": str(args.timing_from or ""),
         "presets": {p: ModelConfig.preset(p).to_dict() for p in ("tutorial", "default")},
         "seeds": args.seeds, "rows": rows, "held_out": held, "timing": times}, indent=1))
-    print("wrote", RESULTS / f"quality-{stamp}.md")
+    print("wrote", out / f"{kind}-{when}.md")
     return 0
 
 

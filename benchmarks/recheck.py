@@ -19,7 +19,8 @@ Usage:
     KERAS_BACKEND=jax python benchmarks/recheck.py [--variants implicit sparse]
         [--splits random temporal] [--seeds 11 23] [--data DIR] [--work DIR]
 
-Writes ``benchmarks/results/recheck-<timestamp>.{json,md}``.
+Writes ``benchmarks/results/recheck-<timestamp>.{json,md}`` (``--out DIR``: there; a file of
+the same name is not overwritten without ``--force``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-RESULTS = Path(__file__).parent / "results"
+from _results import claim, out_dir, stamp
+
 VARIANTS = ("implicit", "users40", "sparse", "items20")
 METHODS = ("model", "MostPop", "ItemKNN", "EASE", "EASE+recency")
 SHOW = ("recall@10", "ndcg@10", "recall@100")
@@ -120,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, nargs="+", default=[11, 23])
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a "
                     "temporary one)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the results (default benchmarks/results)")
+    ap.add_argument("--force", action="store_true",
+                    help="overwrite result files of the same name")
     args = ap.parse_args(argv)
+    out, when = out_dir(args.out, name="recheck"), stamp()
+    claim(out / f"recheck-{when}.md", out / f"recheck-{when}.json", force=args.force)
     if args.data is None:
         from twotower.data.fetch import fetch_movielens_100k
         args.data = str(fetch_movielens_100k())
@@ -139,15 +147,13 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
     md = markdown(rows, sizes)
     print(md)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    (RESULTS / f"recheck-{stamp}.md").write_text(md)
-    (RESULTS / f"recheck-{stamp}.json").write_text(json.dumps({
+    (out / f"recheck-{when}.md").write_text(md)
+    (out / f"recheck-{when}.json").write_text(json.dumps({
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "cpus": os.cpu_count()},
         "command": " ".join(["python", "benchmarks/recheck.py", *(argv or sys.argv[1:])]),
         "sizes": sizes, "rows": rows}, indent=1))
-    print("wrote", RESULTS / f"recheck-{stamp}.md")
+    print("wrote", out / f"recheck-{when}.md")
     return 0
 
 

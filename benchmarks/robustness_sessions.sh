@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Robustness on data the defaults were not tuned on (results: benchmarks/results/robustness-sessions-*.txt):
-#   bash benchmarks/robustness_sessions.sh > benchmarks/results/robustness-sessions-$(date +%Y%m%d).txt
+#   (set -C; bash benchmarks/robustness_sessions.sh > benchmarks/results/robustness-sessions-$(date +%Y%m%d-%H%M%S).txt)
+#   (set -C: the shell refuses to write over a file already there, a kept result)
 # A session-shaped log (benchmarks/sessions.py): the default (ease_rank 0: chosen on
 # validation; the blend weight chosen on validation on a temporal split, and on a random one
 # when the EASE part's rank-128 cut keeps under 90%: ease_weight_choice "auto") against

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Robustness on two more log shapes (benchmarks/shapes.py; results:
 # benchmarks/results/robustness-shapes-*.txt):
-#   bash benchmarks/robustness_shapes.sh > benchmarks/results/robustness-shapes-$(date +%Y%m%d).txt
+#   (set -C; bash benchmarks/robustness_shapes.sh > benchmarks/results/robustness-shapes-$(date +%Y%m%d-%H%M%S).txt)
+#   (set -C: the shell refuses to write over a file already there, a kept result)
 # An e-commerce log (string ids, Zipf popularity, 46% repeated purchases) and a news log
 # (articles read only in the days after they appear); the default model against the
 # baselines on its random and per-user temporal splits, and the news log on a global time

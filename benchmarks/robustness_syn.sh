@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Robustness on synthetic logs the defaults were not tuned on (results:
 # benchmarks/results/robustness-syn-*.txt):
-#   bash benchmarks/robustness_syn.sh > benchmarks/results/robustness-syn-$(date +%Y%m%d).txt
+#   (set -C; bash benchmarks/robustness_syn.sh > benchmarks/results/robustness-syn-$(date +%Y%m%d-%H%M%S).txt)
+#   (set -C: the shell refuses to write over a file already there, a kept result)
 # A log shaped like MovieLens 1M (1M rows, 6,000 users, 4,000 items) and one shaped like
 # MovieLens' small "latest" release (100k rows, 610 users, 9,742 items); the default model
 # against the baselines on a random split of each.

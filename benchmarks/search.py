@@ -6,7 +6,9 @@ Run on demand, never in the test suite::
     .venv/bin/python benchmarks/search.py --sizes 1682,100000,1000000 --dims 64
     .venv/bin/python benchmarks/search.py --sizes 1682,100000 --dims 32,64 --quick
 
-Writes ``benchmarks/results/search-<timestamp>.json`` (raw) and ``.md`` (tables).
+Writes ``benchmarks/results/search-<timestamp>.json`` (raw) and ``.md`` (tables); with
+``--quick`` (a smoke run) a temporary folder, printed, unless ``--out DIR`` names one. A file
+of the same name is not overwritten without ``--force``.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import faiss  # noqa: E402
 
 from twotower.index import IndexConfig, make_index, recall_at_k  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import claim, out_dir  # noqa: E402
 K = 10
 
 
@@ -811,9 +813,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--curves", action="store_true",
                    help="recall/QPS curves (HNSW ef_search, IVF nprobe) on every catalogue "
                         "(always on isotropic)")
-    p.add_argument("--quick", action="store_true", help="one repeat; skip slow references")
-    p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--quick", action="store_true",
+                   help="one repeat; skip slow references (a smoke run: results go to a "
+                        "temporary folder unless --out is given)")
+    p.add_argument("--out", default=None,
+                   help="folder for the results (default benchmarks/results; --quick: a "
+                        "temporary one)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite result files of the same name")
     args = p.parse_args(argv)
+    out = out_dir(args.out, smoke=args.quick, name="search")
     args.ann = [a for a in args.ann.split(",") if a]
     if args.quick:
         args.repeat = 1
@@ -823,6 +832,8 @@ def main(argv: list[str] | None = None) -> int:
     faiss.omp_set_num_threads(os.cpu_count() or 1)
 
     started = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stem = out / f"search-{started}"
+    claim(stem.with_suffix(".json"), stem.with_suffix(".md"), force=args.force)
     res = {"started": started, "command": " ".join(["python", "benchmarks/search.py",
                                                      *(argv or sys.argv[1:])]),
            "args": dict(vars(args)), "machine": machine(), "k": K, "batch": args.batch}
@@ -868,9 +879,6 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(r, dict) and "gflops" in r:
                 r["frac_gemm_peak"] = r["gflops"] / peak
     res["goals"] = goals(res)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"search-{started}"
     stem.with_suffix(".json").write_text(json.dumps(res, indent=2, default=float))
     stem.with_suffix(".md").write_text(markdown(res))
     print(markdown(res))

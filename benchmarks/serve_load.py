@@ -38,7 +38,8 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from _results import claim, out_dir
+
 
 
 # ---------------------------------------------------------------- the run
@@ -236,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra requests from 1 client: latency without queueing (0: skip)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="result JSON (default benchmarks/results/serve-<time>.json)")
+    p.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = p.parse_args(argv)
+    out = Path(args.out) if args.out else out_dir(None, name="serve_load") / (
+        f"serve-{dt.datetime.now():%Y%m%d-%H%M%S}-w{args.workers}-{args.client}.json")
+    claim(out, force=args.force)
 
     tmp = tempfile.TemporaryDirectory(prefix="twotower-serve-load-")
     if args.run:
@@ -322,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         "server_log_lines": len(log_lines),
         "goal": {"p99_ms": 10, "throughput_rps": 1000},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = Path(args.out) if args.out else RESULTS / (
-        f"serve-{dt.datetime.now():%Y%m%d-%H%M%S}-w{args.workers}-{args.client}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     h = report["http"]
     print(f"{h['requests']} requests in {h['wall_s']} s: {h['throughput_rps']} req/s, "

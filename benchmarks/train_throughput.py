@@ -2,7 +2,9 @@
 1 vs 2 (simulated) devices, and the memory of a streamed training pass vs file size.
 
 Everything is measured side by side in one run, repeated, medians reported; results go to
-``benchmarks/results/train-<tag>.{json,md}``. Data: ``benchmarks/synthetic.py`` (planted
+``benchmarks/results/train-<tag>-<timestamp>.{json,md}`` (``--out DIR``: there; under
+1,000,000 ``--rows``, a smoke run, a temporary folder; a file of the same name is not
+overwritten without ``--force``). Data: ``benchmarks/synthetic.py`` (planted
 preferences, so quality is checked as planted recall@100: the share of fresh samples from
 the planted distribution that land in the model's top 100).
 
@@ -52,6 +54,7 @@ sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
 
+from _results import claim, out_dir, stamp  # noqa: E402
 from synthetic import ITEM_ID0, USER_ID0, Planted, write  # noqa: E402
 
 WARM_STEPS = 32  # compiles every method (two calls of 16 steps)
@@ -590,7 +593,13 @@ def main() -> None:
                    help="(d) train one epoch on the stream, not only read it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", default="")
-    p.add_argument("--tag", default=None)
+    p.add_argument("--tag", default=None,
+                   help="in the result's name, train-<tag>-<time> (default: the rows, 2m)")
+    p.add_argument("--out", default=None,
+                   help="folder for the results (default benchmarks/results; under "
+                        "1,000,000 --rows, a smoke run: a temporary one)")
+    p.add_argument("--force", action="store_true",
+                   help="overwrite result files of the same name")
     p.add_argument("--work", default="/tmp/twotower-bench")
     p.add_argument("--worker", choices=["train", "rss"], help=argparse.SUPPRESS)
     p.add_argument("--dp", type=int, default=1, help=argparse.SUPPRESS)
@@ -620,6 +629,9 @@ def main() -> None:
     import jax
     import keras
     tag = a.tag or f"{a.rows // 1_000_000}m"
+    res = out_dir(a.out, smoke=a.rows < 1_000_000, name="train_throughput")
+    stem = f"train-{tag}-{stamp()}"
+    claim(res / f"{stem}.json", res / f"{stem}.md", force=a.force, hint="--out or --tag")
     out: dict = {"tag": tag, "args": {k: v for k, v in vars(a).items() if k != "passthrough"},
                  "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                              "python": platform.python_version()},
@@ -637,11 +649,10 @@ def main() -> None:
     if "d" not in a.skip:
         section_d(a, out)
     out["seconds"] = time.perf_counter() - t0
-    res = HERE / "results"
-    res.mkdir(exist_ok=True)
-    (res / f"train-{tag}.json").write_text(json.dumps(out, indent=2))
-    (res / f"train-{tag}.md").write_text(markdown(out))
+    (res / f"{stem}.json").write_text(json.dumps(out, indent=2))
+    (res / f"{stem}.md").write_text(markdown(out))
     print(markdown(out))
+    print("wrote", res / f"{stem}.md")
 
 
 if __name__ == "__main__":

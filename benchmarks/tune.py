@@ -18,8 +18,10 @@ Usage:
 check that a choice carries over). The rounds behind the current default are listed, with
 their commands, in ``docs/quality.md``.
 
-Writes ``benchmarks/results/tune-<timestamp>[-<tag>].json`` (every curve, the EASE references and the
-winner) and prints a table.
+Writes ``benchmarks/results/tune-<timestamp>[-<tag>].json`` (every curve, the EASE references
+and the winner) and prints a table. ``--quick`` (a smoke run) writes to a temporary folder,
+printed, and ``--out DIR`` to that one; a file of the same name is not overwritten without
+``--force``.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from twotower.data import random_split, read_movielens_100k, temporal_split  # n
 from twotower.evaluation import EASE, recommend_and_evaluate, tune  # noqa: E402
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
-RESULTS = Path(__file__).parent / "results"
+from _results import claim, out_dir, stamp  # noqa: E402
 KS = (10, 100)
 
 #: The search space actually explored (kept small on purpose: 2 shared CPU cores). Each entry
@@ -149,7 +151,15 @@ def main(argv=None) -> int:
     ap.add_argument("--interactions", default=None,
                     help="tune on this CSV/Parquet log (columns user_id, item_id, rating and, "
                          "if present, timestamp) instead of MovieLens 100k")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the result (default benchmarks/results; --quick: a "
+                         "temporary one)")
+    ap.add_argument("--force", action="store_true",
+                    help="overwrite a result file of the same name")
     args = ap.parse_args(argv)
+    path = out_dir(args.out, smoke=args.quick, name="tune") / (
+        f"tune-{stamp()}{'-' + args.tag if args.tag else ''}.json")
+    claim(path, force=args.force, hint="--out or --tag")
     if args.data is None:  # TWOTOWER_ML100K_DIR, the cache, or a download
         from twotower.data.fetch import fetch_movielens_100k
         args.data = str(fetch_movielens_100k())
@@ -203,8 +213,6 @@ def main(argv=None) -> int:
     winner = {**BASE, **table[0]["override"], "epochs": table[0]["epochs"]}
     print("winner:", winner)
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"tune-{time.strftime('%Y%m%d-%H%M%S')}{'-' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps({
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "keras": keras.__version__, "cpus": os.cpu_count()},

@@ -11,7 +11,8 @@ Usage:
     KERAS_BACKEND=jax python benchmarks/tune_blend.py [--weights 0 0.2 0.3 0.4 0.5]
         [--interactions LOG.csv] [--users-fraction 0.5] [--tag NAME]
 
-Writes ``benchmarks/results/tune-blend-<timestamp>[-<tag>].json`` and prints a table.
+Writes ``benchmarks/results/tune-blend-<timestamp>[-<tag>].json`` (``--out DIR``: there; never
+over a file of the same name without ``--force``) and prints a table.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np  # noqa: E402
 
-from tune import RESULTS, load_data, validation_splits  # noqa: E402
+from _results import claim, out_dir  # noqa: E402
+from tune import load_data, validation_splits  # noqa: E402
 from twotower.evaluation import EASE, recommend_and_evaluate, tune  # noqa: E402
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
@@ -45,7 +47,15 @@ def main(argv=None) -> int:
                          "of MovieLens 100k")
     ap.add_argument("--users-fraction", type=float, default=1.0)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the result (default benchmarks/results)")
+    ap.add_argument("--force", action="store_true",
+                    help="overwrite a result file of the same name")
     args = ap.parse_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = out_dir(args.out, name="tune_blend") / (
+        f"tune-blend-{stamp}{'-' + args.tag if args.tag else ''}.json")
+    claim(path, force=args.force, hint="--out or --tag")
     if args.data is None:  # TWOTOWER_ML100K_DIR, the cache, or a download
         from twotower.data.fetch import fetch_movielens_100k
         args.data = str(fetch_movielens_100k())
@@ -88,9 +98,6 @@ def main(argv=None) -> int:
         table.append({"weight": w, "score": float(np.mean([r["score"] for r in sel])),
                       "per_split": {r["split"]: round(r["score"], 4) for r in sel}})
         print(f"{w:6.2f}  {table[-1]['score']:.4f}      {table[-1]['per_split']}")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = RESULTS / f"tune-blend-{stamp}{'-' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps({"args": vars(args), "n_users": data.n_users,
                                 "n_items": data.n_items, "rows": rows, "table": table},
                                indent=2))

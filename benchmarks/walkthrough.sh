@@ -8,6 +8,9 @@ tt="$root/.venv/bin/twotower"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 out="$root/benchmarks/results/walkthrough-$(date -u +%Y%m%d-%H%M%S).txt"
+if [ -e "$out" ]; then  # (two runs in one second) a kept result is never written over
+  echo "error: $out exists: not overwritten; run again in a second" >&2; exit 2
+fi
 cd "$work"
 {
   echo "## $(date -u +%FT%TZ) $(uname -m), $(nproc) cores"

@@ -39,8 +39,12 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2")
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--hnsw", default="", help="other HNSW settings, M:head, comma-separated")
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="also write the output here")
+    ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args()
+    from _results import claim
+    if args.out is not None:  # checked before the run: a kept result is not written over
+        claim(args.out, force=args.force)
     import search as bench
     from twotower.index import IndexConfig, make_index, recall_at_k
 

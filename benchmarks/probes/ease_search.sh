@@ -4,8 +4,9 @@
 # MovieLens 100k temporal (seeds 0-5) and random (seeds 0-2), and the session-shaped log
 # (benchmarks/sessions.py), random and temporal. Prints each run's test metrics and the
 # EASE part's choice (lambda, half-life, floor, rank, blend weight).
-#   TWOTOWER_ML100K_DIR=... bash benchmarks/probes/ease_search.sh \
-#       > benchmarks/results/probe-ease-search-$(date +%Y%m%d).txt
+#   (set -C; TWOTOWER_ML100K_DIR=... bash benchmarks/probes/ease_search.sh \
+#       > benchmarks/results/probe-ease-search-$(date +%Y%m%d-%H%M%S).txt)
+#   (set -C: the shell refuses to write over a file already there, a kept result)
 set -u
 cd "$(dirname "$0")/../.."
 d=$(mktemp -d)

@@ -27,8 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path)
+    ap.add_argument("--out", type=Path, help="also write the output here")
+    ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args()
+    from _results import claim
+    if args.out is not None:  # checked before the run: a kept result is not written over
+        claim(args.out, force=args.force)
     import scipy.sparse as sp
 
     import search as bench

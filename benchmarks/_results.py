@@ -1,0 +1,50 @@
+"""Where a benchmark writes its results, so that no run overwrites a kept (committed) one.
+
+- By default a script writes under ``benchmarks/results`` with the time in each file's name
+  (``quality-20261206-153000.md``): a new file for every run.
+- A smoke run (``--quick``: small sizes, one repeat) writes to a new temporary folder
+  instead, printed on stderr; ``--out DIR`` names one.
+- A file already there is never written over unless ``--force`` is given: ``claim`` checks
+  every output name before the run starts (not after an hour of measuring), and the script
+  stops with a message naming the file and the options.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def stamp() -> str:
+    """The time for a result file's name: ``YYYYMMDD-HHMMSS`` (local time, as before)."""
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def out_dir(out: str | Path | None, *, smoke: bool = False, name: str = "bench") -> Path:
+    """The folder a run writes into: ``out`` when given; a new temporary folder for a smoke
+    run (said on stderr); else ``benchmarks/results``. Made if missing."""
+    if out is not None:
+        d = Path(out)
+    elif smoke:
+        d = Path(tempfile.mkdtemp(prefix=f"twotower-{name}-"))
+        print(f"{name}: a smoke run: results go to {d}, not benchmarks/results (--out DIR "
+              "to choose)", file=sys.stderr)
+    else:
+        d = RESULTS
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def claim(*paths: str | Path, force: bool = False, hint: str = "--out") -> None:
+    """Stop (exit 2) when one of ``paths`` exists, unless ``force``: a results file there may
+    be a committed one. ``hint``: the option that picks other names."""
+    if force:
+        return
+    for p in map(Path, paths):
+        if p.exists():
+            raise SystemExit(f"error: {p} exists (a kept result?): not overwritten; give "
+                             f"another {hint}, or --force to overwrite it")
