@@ -827,11 +827,15 @@ def test_your_own_file_edge_cases(capsys, tmp_path, ml100k_dir):
     with pytest.warns(UserWarning, match="fractions of a second"):
         assert read_interactions(tmp_path / "t.csv", time_col="timestamp").timestamps.tolist(
         ) == [100, 100]
-    # nanoseconds since the epoch (an int64 export) are read, in order
+    # nanoseconds since the epoch (an int64 export) are read as such, said in a warning
+    # (they were kept as seconds: the year 5e10); time_unit="s" keeps the numbers
     (tmp_path / "t.csv").write_text("user_id,item_id,timestamp\nu1,i1,1704067200000000000\n"
                                     "u1,i2,1704067201000000000\n")
-    assert read_interactions(tmp_path / "t.csv", time_col="timestamp").timestamps.tolist(
-    ) == [1704067200000000000, 1704067201000000000]
+    with pytest.warns(UserWarning, match="times read as nanoseconds since 1970"):
+        assert read_interactions(tmp_path / "t.csv", time_col="timestamp").timestamps.tolist(
+        ) == [1704067200, 1704067201]
+    assert read_interactions(tmp_path / "t.csv", time_col="timestamp", time_unit="s"
+                             ).timestamps.tolist() == [1704067200000000000, 1704067201000000000]
     # an id written "NaN" is an id, not an empty one
     (tmp_path / "nan.csv").write_text(base.replace("u0,", "NaN,"))
     x = read_interactions(tmp_path / "nan.csv", rating_col="rating")

@@ -269,3 +269,32 @@ def test_index_of_what_is_no_run_says_so(capsys, tmp_path):
                          ("empty", "is not a twotower model directory (no format.json)")):
         code, _, err = run(capsys, "index", tmp_path / name, "--kind", "hnsw")
         assert code == 2 and needle in err and "choose a new" not in err, err
+
+
+def test_time_unit_flag_is_checked_and_read(capsys, tmp_path):
+    """--time-unit: one of auto, s, ms, us, ns, yyyymmdd (any case), for a --data file;
+    millisecond times are read as such (they were kept as seconds), said on stderr, and the
+    run records the unit given."""
+    import json
+    data = tmp_path / "ms.csv"
+    data.write_text("user_id,item_id,rating,timestamp\n" + "".join(
+        f"u{u},i{i},{1 + (u + i) % 5},{1700000000000 + 1000 * (u * 7 + i)}\n"
+        for u in range(8) for i in range(6)))
+    code, _, err = run(capsys, *_train(tmp_path, data, "--time-unit", "days"))
+    assert code == 2 and "--time-unit" in err and "'days'" in err, err
+    assert "'auto', 's', 'ms', 'us', 'ns', 'yyyymmdd'" in err and "Traceback" not in err, err
+    code, _, err = run(capsys, "train", "--out", tmp_path / "ml", "--time-unit", "ms")
+    assert code == 2 and "--time-unit: for a --data file" in err, err
+    argv = _train(tmp_path, data, "--split", "temporal", "--preset", "tutorial")
+    with pytest.warns(UserWarning, match="column 'timestamp': times read as milliseconds "
+                                         "since 1970"):  # (on stderr, out of pytest)
+        code, _, err = run(capsys, *argv)
+    assert code == 0, err
+    import warnings
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        code, _, err = run(capsys, *argv[:4], tmp_path / "run2", *argv[5:], "--time-unit", "MS")
+    assert code == 0, err
+    assert not [w for w in seen if "times read as" in str(w.message)]
+    saved = json.loads((tmp_path / "run2" / "config.json").read_text())
+    assert saved["data"]["time_unit"] == "ms", saved["data"]

@@ -83,8 +83,8 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
     from twotower.data import load_movielens_100k, read_interactions
 
     file_flags = [f"--{name.replace('_', '-')}" for name in (
-        "user_col", "item_col", "rating_col", "time_col", "items", "sep", "items_id_col",
-        "title_col", "genres_col") if getattr(args, name, None) is not None]
+        "user_col", "item_col", "rating_col", "time_col", "time_unit", "items", "sep",
+        "items_id_col", "title_col", "genres_col") if getattr(args, name, None) is not None]
     if args.data == MOVIELENS:
         if file_flags:  # they would be ignored: MovieLens has its own files and columns
             raise ConfigError(f"{', '.join(file_flags)}: for a --data file; MovieLens 100k "
@@ -111,7 +111,8 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
                               items=args.items, item_id_col=meta_cols["id_col"],
                               title_col=meta_cols["title_col"],
                               genres_col=meta_cols["genres_col"], item_columns=item_columns,
-                              sep=args.sep)
+                              sep=args.sep,
+                              time_unit=getattr(args, "time_unit", None) or "auto")
     if x.item_info is not None:
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
         if len(meta.columns):
@@ -207,7 +208,10 @@ def _data_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, A
     """What a run keeps of how its file was read (``config.json``'s ``data``): the id
     columns and the separator, so ``evaluate --test-data`` reads a file like it the same
     way."""
-    return {"columns": {"user": cols["user"], "item": cols["item"]}, "sep": args.sep}
+    out = {"columns": {"user": cols["user"], "item": cols["item"]}, "sep": args.sep}
+    if cols.get("time") is not None and getattr(args, "time_unit", None) is not None:
+        out["time_unit"] = args.time_unit  # how the times were read (as given)
+    return out
 
 
 def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndarray,
@@ -275,6 +279,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-col", default=None,
                    help="timestamp column (default: 'timestamp' if present; 'none' to "
                         "ignore it)")
+    p.add_argument("--time-unit", default=None, type=_time_unit,
+                   choices=("auto", "s", "ms", "us", "ns", "yyyymmdd"),
+                   help="what a number in the time column counts: seconds, milli-, micro-, "
+                        "nanoseconds since 1970, or dates written 20240301 (default auto: "
+                        "read off the values, said on stderr when not seconds; ISO 8601 "
+                        "text and Parquet timestamps carry their own)")
     p.add_argument("--items", type=_path, help="item metadata file (columns: the item id, title, genres)")
     p.add_argument("--sep", default=None, type=_sep,
                    help="CSV field separator of --data and --items, one character ('\\t' "
@@ -918,6 +928,8 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
             _say(f"note: --time-col {args.time_col!r} is not read: a streamed run trains on "
                  "the whole file, in a shuffled order, and reads no times")
         args.time_col = "none"  # nor announced as used, nor checked: it is never read
+    if args.time_unit is not None:
+        _say(f"note: --time-unit {args.time_unit} is not read: a streamed run reads no times")
     cols = _columns(args)
     buffer = 262_144 if args.shuffle_buffer is None else args.shuffle_buffer
     try:
@@ -1505,6 +1517,11 @@ def _sep(text: str) -> str:
         return check_sep(text)
     except ConfigError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--sep: ")) from None
+
+
+def _time_unit(text: str) -> str:
+    """``--time-unit``, any case (``MS``); argparse's choices name the others."""
+    return text.strip().lower()
 
 
 def _path(text: str) -> str:

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -274,7 +276,9 @@ def test_from_ids_keeps_its_own_times_and_refuses_unsigned_ones_int64_cannot_hol
     assert x.timestamps.tolist() == [5, 1, 3]
     with pytest.raises(DataError, match=r"`timestamps`\[0\]: 9223372036854775813 is beyond"):
         Interactions.from_ids([1, 2], [1, 2], timestamps=np.array([2**63 + 5, 1], "uint64"))
-    ok = Interactions.from_ids([1, 2], [1, 2], timestamps=np.array([2**63 - 1, 1], "uint64"))
+    # (as counted: auto would read numbers this large as nanoseconds)
+    ok = Interactions.from_ids([1, 2], [1, 2], timestamps=np.array([2**63 - 1, 1], "uint64"),
+                               time_unit="s")
     assert ok.timestamps.tolist() == [2**63 - 1, 1]
 
 
@@ -666,3 +670,78 @@ def test_a_rating_float32_cannot_hold_is_refused_naming_its_row(tmp_path):
             InteractionStream(p, StreamConfig(rating_col="rating")).scan()
     ok = Interactions.from_ids([1, 2], [1, 2], ratings=[1.0, 3e38])
     assert ok.ratings.dtype == np.float32 and np.isfinite(ok.ratings).all()
+
+
+@pytest.mark.parametrize("values, unit", [
+    ([1700000000123, 1700000001000, 1700000002999], "milliseconds"),
+    ([1700000000123456, 1700000001000000, 1700000002999999], "microseconds"),
+    ([1700000000123456789, 1700000001000000000, 1700000002000000001], "nanoseconds"),
+])
+def test_times_in_finer_units_than_seconds_are_read_as_such(tmp_path, values, unit):
+    """Times in ms/us/ns since 1970 were kept as seconds (1.7e12 s: the year 55,000):
+    read off their magnitude, converted to whole seconds, with a warning naming the column,
+    an example and the option; ``time_unit`` states it (``s`` keeps the numbers)."""
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,item_id,timestamp\n" + "".join(
+        f"u{i},i{i},{v}\n" for i, v in enumerate(values)))
+    with pytest.warns(UserWarning, match=rf"column 'timestamp': times read as {unit} since "
+                                         rf"1970 \(e\.g\. \d+ = 2023-11-14T22:13:2\dZ"):
+        x = read_interactions(p, time_col="timestamp")
+    assert x.timestamps.tolist() == [1700000000, 1700000001, 1700000002]
+    short = {"milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns"}[unit]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # stated: no warning
+        assert read_interactions(p, time_col="timestamp", time_unit=short
+                                 ).timestamps.tolist() == [1700000000, 1700000001, 1700000002]
+        assert read_interactions(p, time_col="timestamp", time_unit="s"
+                                 ).timestamps.tolist() == values
+    from twotower.data import Interactions
+    with pytest.warns(UserWarning, match=rf"`timestamps`: times read as {unit}"):
+        x = Interactions.from_ids(["a", "b", "c"], [1, 2, 3], timestamps=np.array(values))
+    assert x.timestamps.tolist() == [1700000000, 1700000001, 1700000002]
+
+
+def test_yyyymmdd_times_are_read_as_dates(tmp_path):
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,item_id,timestamp\nu1,i1,20240301\nu1,i2,20231231\nu2,i1,20240229\n")
+    with pytest.warns(UserWarning, match=r"times read as YYYYMMDD dates \(e\.g\. 20240301 = "
+                                         r"2024-03-01T00:00:00Z; midnight UTC\)"):
+        x = read_interactions(p, time_col="timestamp")
+    day = 86400
+    assert x.timestamps.tolist() == [1709251200, 1709251200 - 61 * day, 1709251200 - day]
+    # one that is no date: refused in auto (most are dates: a typo), naming its line
+    p.write_text("user_id,item_id,timestamp\nu1,i1,20240301\nu1,i2,20240231\nu2,i1,20240229\n")
+    with pytest.raises(DataError, match=r"t\.csv, line 3, column 'timestamp': the times look "
+                                        r"like dates written YYYYMMDD \(2 of 3 are\), but "
+                                        r"20240231 is none; .*time_unit \(--time-unit\) s"):
+        read_interactions(p, time_col="timestamp")
+    with pytest.raises(DataError, match=r"line 3, column 'timestamp': expected a date written "
+                                        r"YYYYMMDD \(e\.g\. 20240301\), got 20240231"):
+        read_interactions(p, time_col="timestamp", time_unit="yyyymmdd")
+    assert read_interactions(p, time_col="timestamp", time_unit="s").timestamps.tolist() == [
+        20240301, 20240231, 20240229]
+    # seconds and small counters stay as they are
+    p.write_text("user_id,item_id,timestamp\nu1,i1,3\nu1,i2,1\nu2,i1,874965758\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_interactions(p, time_col="timestamp").timestamps.tolist() == [
+            3, 1, 874965758]
+
+
+def test_time_unit_is_checked_and_dated_columns_carry_their_own(tmp_path):
+    from twotower.errors import ConfigError
+    p = tmp_path / "t.csv"
+    p.write_text("user_id,item_id,timestamp\nu1,i1,2024-03-01\nu1,i2,2024-03-02T10:00:00+01:00\n")
+    with pytest.raises(ConfigError, match=r"time_unit must be one of auto, s, ms, us, ns, "
+                                          r"yyyymmdd .*got 'days'"):
+        read_interactions(p, time_col="timestamp", time_unit="days")
+    # ISO 8601 text, and Parquet timestamp columns (zoned or not), whatever the unit says
+    assert read_interactions(p, time_col="timestamp", time_unit="ms").timestamps.tolist() == [
+        1709251200, 1709370000]
+    q = tmp_path / "t.parquet"
+    stamps = pd.to_datetime(["2024-03-01 00:00", "2024-03-02 10:00"])
+    for col in (stamps, stamps.tz_localize("Europe/Paris"), stamps.as_unit("ms")):
+        pd.DataFrame({"user_id": [1, 2], "item_id": [3, 4], "timestamp": col}).to_parquet(q)
+        got = read_interactions(q, time_col="timestamp").timestamps.tolist()
+        shift = 3600 if getattr(col, "tz", None) is not None else 0
+        assert got == [1709251200 - shift, 1709373600 - shift]

@@ -72,8 +72,14 @@ class Interactions:
     def from_ids(cls, user_ids: Any, item_ids: Any, ratings: Any = None, timestamps: Any = None,
                  *, user_vocab: Vocabulary | None = None, item_vocab: Vocabulary | None = None,
                  item_info: pd.DataFrame | None = None,
-                 user_info: pd.DataFrame | None = None) -> Interactions:
+                 user_info: pd.DataFrame | None = None,
+                 time_unit: str = "auto") -> Interactions:
         """Build from external ids; vocabularies are derived (sorted) unless given.
+
+        ``timestamps``: numbers counting ``time_unit`` (``auto``, the default, reads it off
+        them: 1.7e9 seconds, 1.7e12 milliseconds, ..., 20240301 a date, and warns when they
+        are not seconds; ``s``, ``ms``, ``us``, ``ns``, ``yyyymmdd`` say it), datetimes or
+        ISO 8601 text; kept as int64 seconds since the epoch.
 
         ``item_info``/``user_info``, when given, are indexed by external id, or have an
         ``id`` column, or an ``item_id``/``user_id`` column beside a default (0..n-1) index,
@@ -95,7 +101,7 @@ class Interactions:
         item_vocab = item_vocab or Vocabulary.from_values(i, name="item")
         r = None if ratings is None else as_float32_ratings("ratings", _finite("ratings",
                                                                                ratings))
-        t = None if timestamps is None else epoch_seconds("timestamps", timestamps)
+        t = None if timestamps is None else epoch_seconds("timestamps", timestamps, time_unit)
         return cls(
             users=_index(user_vocab, u), items=_index(item_vocab, i),
             user_vocab=user_vocab, item_vocab=item_vocab, ratings=r, timestamps=t,
@@ -287,13 +293,138 @@ def as_float32_ratings(name: str, values: np.ndarray, where: Any = None) -> np.n
 MAX_TIME = 2.0 ** 63
 
 
-def epoch_seconds(name: str, values: Any) -> np.ndarray:
-    """Timestamps as int64 seconds since the epoch: numbers are taken as seconds already;
-    datetimes (numpy, pandas, zoned: UTC) are converted from whatever unit they hold.
+#: What a number in a time column counts (``time_unit``; dates and ISO 8601 text carry
+#: their own): ``auto`` (the default) reads it off the values (``guess_time_unit``); ``s``,
+#: ``ms``, ``us``, ``ns``: seconds, milli-, micro- or nanoseconds since 1970-01-01 UTC;
+#: ``yyyymmdd``: dates written as 8-digit numbers (20240301: 2024-03-01, midnight UTC).
+TIME_UNITS = ("auto", "s", "ms", "us", "ns", "yyyymmdd")
+_PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+_UNIT_WORDS = {"s": "seconds since 1970", "ms": "milliseconds since 1970",
+               "us": "microseconds since 1970", "ns": "nanoseconds since 1970",
+               "yyyymmdd": "YYYYMMDD dates"}
+#: the options a message names: the Python argument and the CLI flag
+_UNIT_OPTION = "time_unit (--time-unit)"
+
+
+def check_time_unit(unit: Any, what: str = "time_unit") -> str:
+    """``unit`` as one of ``TIME_UNITS`` (any case).
+
+    Raises:
+        ConfigError: another value, naming ``what`` and the choices.
+    """
+    from twotower.errors import ConfigError
+    if isinstance(unit, str) and unit.strip().lower() in TIME_UNITS:
+        return unit.strip().lower()
+    raise ConfigError(f"{what} must be one of {', '.join(TIME_UNITS)} (what a number in the "
+                      f"time column counts), got {unit!r}")
+
+
+def _yyyymmdd_seconds(values: np.ndarray) -> np.ndarray:
+    """8-digit dates (20240301) as float seconds since the epoch (midnight UTC); NaN where
+    a value is not one (a fraction, 20240231, 2024031)."""
+    v = np.asarray(values)
+    ok = (v >= 10000101) & (v <= 99991231)
+    if v.dtype.kind == "f":
+        ok &= v == np.floor(v)
+    iv = np.where(ok, v, 19700101).astype(np.int64)
+    y, m, d = iv // 10000, iv // 100 % 100, iv % 100
+    ok &= (m >= 1) & (m <= 12) & (d >= 1) & (d <= 31)
+    m, d = np.where(ok, m, 1), np.where(ok, d, 1)
+    month = (y - 1970).astype("datetime64[Y]").astype("datetime64[M]") + (m - 1)
+    day = month.astype("datetime64[D]") + (d - 1)
+    ok &= day.astype("datetime64[M]") == month  # 31 April rolled into May: no date
+    secs = day.astype("datetime64[s]").astype(np.int64).astype(np.float64)
+    return np.where(ok, secs, np.nan)
+
+
+def guess_time_unit(values: np.ndarray) -> str:
+    """The unit of numeric times, as ``time_unit="auto"`` reads it: ``yyyymmdd`` when every
+    value is an 8-digit date of 1900-2099 (20240301); else by the median magnitude, as the
+    epoch counts today (about 1.7e9 s): under 1e11 seconds (to the year 5138; small
+    counters too), under 1e14 milliseconds, under 1e17 microseconds, else nanoseconds."""
+    v = np.asarray(values)
+    if not len(v):
+        return "s"
+    if v.min() >= 19000101 and v.max() <= 20991231 \
+            and not np.isnan(_yyyymmdd_seconds(v)).any():
+        return "yyyymmdd"
+    mag = float(np.median(np.abs(v.astype(np.float64))))
+    return "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
+
+
+def numbers_as_seconds(values: np.ndarray, unit: str, where: Any) -> np.ndarray:
+    """Finite numeric times (int or float) counted in ``unit`` (``TIME_UNITS``) as seconds
+    since the epoch: returned as they are for ``s``, else converted (float64, whole seconds:
+    floored; events within one second then keep their order in the data). ``auto`` reads
+    the unit off the values (``guess_time_unit``) and, when they are not seconds, warns
+    what it read them as. ``where(row)``: where row ``row`` is, for messages (``row`` None:
+    the column).
+
+    Raises:
+        DataError: ``yyyymmdd`` with a value that is no date, naming its row.
+    """
+    unit = check_time_unit(unit)
+    v = np.asarray(values)
+    if len(v) and v.dtype.kind == "f" and np.abs(v).max() >= MAX_TIME:
+        return v  # no int64 count of any unit: refused as such by the caller, naming it
+    chosen = guess_time_unit(v) if unit == "auto" else unit
+    if unit == "auto" and chosen == "s" and len(v) and v.min() >= 19000101 \
+            and v.max() <= 20991231:
+        dates = ~np.isnan(_yyyymmdd_seconds(v))
+        if dates.mean() >= 0.5:  # (of consecutive seconds there, under 4% read as dates)
+            row = int(np.argmin(dates))
+            raise DataError(f"{where(row)}: the times look like dates written YYYYMMDD "
+                            f"({int(dates.sum()):,} of {len(v):,} are), but {_plain(v[row])} "
+                            f"is none; correct it, or give {_UNIT_OPTION} s to take the "
+                            "numbers as seconds")
+    if chosen == "s":
+        return v
+    if chosen == "yyyymmdd":
+        secs = _yyyymmdd_seconds(v)
+        bad = np.isnan(secs)
+        if bad.any():
+            row = int(np.argmax(bad))
+            raise DataError(f"{where(row)}: expected a date written YYYYMMDD (e.g. 20240301), "
+                            f"got {_plain(v[row])} (the time unit is yyyymmdd: give "
+                            f"{_UNIT_OPTION} for another)")
+    elif v.dtype.kind in "iu":  # exact, also for nanoseconds beyond float64's 2**53
+        secs = np.floor_divide(v.astype(np.int64), _PER_SECOND[chosen]).astype(np.float64)
+    else:
+        secs = np.floor(v.astype(np.float64) / _PER_SECOND[chosen])
+    if unit == "auto" and len(v):
+        row = int(np.argmax(np.abs(v)))  # the largest: the one its unit was read from
+        when = pd.Timestamp(int(secs[row]), unit="s").isoformat()
+        kept = ("midnight UTC" if chosen == "yyyymmdd" else "kept as whole seconds")
+        warnings.warn(f"{where(None)}: times read as {_UNIT_WORDS[chosen]} (e.g. "
+                      f"{_plain(v[row])} = {when}Z; {kept}); give "
+                      f"{_UNIT_OPTION} s, ms, us, ns or yyyymmdd to say which they are",
+                      stacklevel=3)
+    return secs
+
+
+def _plain(x: Any) -> str:
+    """A number as written in a file: 20240301 (not 20240301.0), 1.5."""
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    f = float(x)
+    return str(int(f)) if f.is_integer() and abs(f) < 2**63 else repr(f)
+
+
+def epoch_seconds(name: str, values: Any, time_unit: str = "auto") -> np.ndarray:
+    """Timestamps as int64 seconds since the epoch: numbers count ``time_unit``
+    (``TIME_UNITS``; ``auto``: read off the values, e.g. 1.7e12 as milliseconds, 20240301 as
+    a date, said in a warning); datetimes (numpy, pandas, zoned: UTC) and ISO 8601 text are
+    converted from whatever unit they hold.
 
     Raises:
         DataError: a missing time (NaN, NaT) or a value that is neither, naming the row.
+        ConfigError: ``time_unit`` is not one of ``TIME_UNITS``.
     """
+    time_unit = check_time_unit(time_unit)
+
+    def at(row: int | None) -> str:
+        return f"`{name}`" if row is None else f"`{name}`[{row}]"
+
     dtype = getattr(values, "dtype", None)
     if isinstance(dtype, pd.DatetimeTZDtype) or getattr(dtype, "kind", "") == "M":
         secs = datetime_seconds(values)
@@ -307,6 +438,10 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
             row = int(np.argmax(arr.ravel() > top))
             raise DataError(f"`{name}`[{row}]: {arr.ravel()[row]} is beyond the times int64 "
                             "holds (2**63)")
+        if arr.ndim == 1:
+            scaled = numbers_as_seconds(arr, time_unit, at)
+            if scaled is not arr:  # converted: whole seconds
+                return scaled.astype(np.int64)
         return arr.astype(np.int64)  # a copy: the caller's array stays the caller's
     if arr.dtype.kind == "O" and arr.ndim == 1 and len(arr):
         kind = pd.api.types.infer_dtype(arr, skipna=False)
@@ -326,17 +461,18 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
             raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) or "
                             f"a datetime, got {type(arr[row]).__name__} {arr[row]!r}")
     if arr.dtype.kind in "fOUS":
+        numeric = True
         if arr.dtype.kind in "OUS" and arr.ndim == 1 and len(arr) and all(
                 isinstance(x, str) for x in arr):
             # numbers or ISO 8601 text, as the file readers take them (2024-03-01T12:30:00Z;
             # no zone: UTC)
             from twotower.data.readers import _iso_seconds
             text = pd.Series(arr, dtype=object).str.strip()
-            for parsed in (pd.to_numeric(text, errors="coerce").to_numpy(np.float64),
-                           _iso_seconds(text)):
-                if np.isfinite(parsed).all():
-                    arr = parsed
-                    break
+            numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+            if np.isfinite(numbers).all():
+                arr = numbers
+            elif np.isfinite(iso := _iso_seconds(text)).all():
+                arr, numeric = iso, False  # dated text: no unit to read
         if arr.dtype.kind in "OUS" and any(isinstance(x, (str, bytes)) for x in arr.ravel()):
             from twotower.data.readers import reads_as_time
             row = next((r for r, x in enumerate(arr.ravel()) if isinstance(x, (str, bytes))
@@ -348,6 +484,8 @@ def epoch_seconds(name: str, values: Any) -> np.ndarray:
                             f"ISO 8601 text (2024-03-01T12:30:00Z) or a datetime, got "
                             f"{str(arr.ravel()[row])!r}")
         secs = _finite(name, arr).astype(np.float64)
+        if numeric and secs.ndim == 1:
+            secs = numbers_as_seconds(secs, time_unit, at)
         far = np.abs(secs) >= MAX_TIME  # int64 would wrap (to a negative time)
         if far.any():
             row = int(np.argmax(far.ravel()))

@@ -97,7 +97,7 @@ def read_movielens_100k(directory: str | Path) -> Interactions:
         user_info = users.assign(id=ids.astype(np.int64)).set_index("id")[
             ["age", "gender", "occupation"]]
     return Interactions.from_ids(data[:, 0], data[:, 1], data[:, 2].astype(np.float32), data[:, 3],
-                                 item_info=item_info, user_info=user_info)
+                                 item_info=item_info, user_info=user_info, time_unit="s")
 
 
 #: line ends as pandas' parser takes them (a lone carriage return ends a line too)

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twotower.data.interactions import (INT_ID, MAX_TIME, Interactions, datetime_seconds,
-                                        integral_as_int)
+from twotower.data.interactions import (INT_ID, MAX_TIME, Interactions, check_time_unit,
+                                        datetime_seconds, integral_as_int,
+                                        numbers_as_seconds)
 from twotower.errors import ConfigError, DataError
 
 _PARQUET = {".parquet", ".pq"}
@@ -342,8 +343,9 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
         got = raw.iloc[row]
         got = "nothing (null)" if pd.isna(got) else repr(got.item() if hasattr(got, "item")
                                                          else got)
-        hint = ("; times are seconds since the epoch (a number), ISO 8601 text "
-                "(2024-03-01T12:30:00Z; no zone: UTC), or a Parquet timestamp column"
+        hint = ("; times are numbers (seconds since the epoch; --time-unit for ms, us, ns "
+                "or 20240301 dates), ISO 8601 text (2024-03-01T12:30:00Z; no zone: UTC), or "
+                "a Parquet timestamp column"
                 if role == "time" else RATING_HINT if role == "rating" else "")
         if role == "time" and np.isfinite(vals).any() and reads_as_time(raw.iloc[row]):
                 hint = ("; the column mixes numbers (seconds since the epoch) with ISO "
@@ -378,6 +380,38 @@ def reads_as_time(x: Any) -> bool:
     one = pd.Series([x.strip()])
     return bool(np.isfinite(pd.to_numeric(one, errors="coerce").to_numpy(np.float64))[0]
                 or np.isfinite(_iso_seconds(one))[0])
+
+
+def _times(p: Path, what: str, df: pd.DataFrame, col: str, sep: str | None,
+           unit: str) -> np.ndarray:
+    """The time column as int64 seconds since the epoch: numbers counting ``unit``
+    (``numbers_as_seconds``), ISO 8601 text, or a timestamp column (Parquet)."""
+    raw = df["time"]
+    numeric = raw.dtype.kind in "iuf"
+    if isinstance(raw.dtype, np.dtype) and raw.dtype.kind in "iu":
+        vals = raw.to_numpy()  # ints as they are: nanoseconds beyond float64's 2**53 exact
+        if vals.dtype.kind == "u":
+            vals = vals.astype(np.float64)
+    else:
+        vals = _numeric(p, what, df, "time", col, sep)
+        if not numeric and raw.dtype.kind not in "M" \
+                and not isinstance(raw.dtype, pd.DatetimeTZDtype):
+            # text: read (by _numeric) all as numbers or all as ISO 8601; the first says which
+            first = pd.to_numeric(raw.iloc[:1].astype(str).str.strip(), errors="coerce")
+            numeric = bool(len(raw)) and bool(np.isfinite(first.to_numpy(np.float64)).all())
+            if numeric and np.abs(vals).max() >= 2**53:  # whole numbers beyond float64's
+                nums = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce")
+                if nums.dtype.kind == "i":  # exact, as int64 (nanoseconds)
+                    vals = nums.to_numpy(np.int64)
+
+    def at(row: int | None) -> str:
+        return (f"{what}: {p}, column {col!r}" if row is None else
+                f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}")
+    if numeric:
+        vals = numbers_as_seconds(vals, unit, at)
+    if vals.dtype.kind == "i":  # int64 seconds as they are
+        return vals.astype(np.int64)
+    return _whole_seconds(p, what, col, np.asarray(vals, dtype=np.float64), sep)
 
 
 def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,
@@ -428,7 +462,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                       items: str | Path | None = None, item_id_col: str | None = None,
                       title_col: str | None = "title", genres_col: str | None = "genres",
                       item_columns: Sequence[str] = (), sep: str | None = None,
-                      what: str = "--data") -> Interactions:
+                      what: str = "--data", time_unit: str = "auto") -> Interactions:
     """Read an interaction log (CSV/Parquet) with caller-named columns.
 
     Args:
@@ -442,6 +476,11 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             names: ``price``, ``brand``), where the file has them (``read_item_info``).
         sep: CSV separator.
         what: the flag or argument that named the file, for messages.
+        time_unit: what a number in ``time_col`` counts: ``auto`` (read off the values:
+            about 1.7e9 seconds, 1.7e12 milliseconds, 1.7e15 microseconds, 1.7e18
+            nanoseconds since 1970, 20240301 a date; a warning says which when they are not
+            seconds), ``s``, ``ms``, ``us``, ``ns`` or ``yyyymmdd``. ISO 8601 text and
+            Parquet timestamp columns carry their own. Times are kept as whole seconds.
 
     Returns:
         Interactions with vocabularies in sorted id order.
@@ -451,6 +490,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         ...                       rating_col="rating", time_col="timestamp")  # doctest: +SKIP
     """
     p = Path(path)
+    time_unit = check_time_unit(time_unit)
     df = read_table(p, {"user": user_col, "item": item_col, "rating": rating_col,
                         "time": time_col}, what=what, sep=sep)
     if len(df) == 0:
@@ -487,8 +527,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         from twotower.data.interactions import as_float32_ratings
         ratings = as_float32_ratings("ratings", ratings, lambda row: (
             f"{what}: {p}, {where_in_file(p, row, sep)}, column {rating_col!r}"))
-    times = (_whole_seconds(p, what, time_col, _numeric(p, what, df, "time", time_col, sep),
-                            sep) if time_col else None)
+    times = _times(p, what, df, time_col, sep, time_unit) if time_col else None
     item_info = None
     if items is not None:
         item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
@@ -497,7 +536,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                           _ids(df["item"], (p, what, item_col, sep)))
     if item_info is not None:  # the rows of the data's items (the CLI reports the rest)
         item_info = catalogue_info(item_info, np.unique(item_ids), items, p)
-    return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info)
+    return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info,
+                                 time_unit="s")  # (seconds already)
 
 
 #: Cells of a CSV column of numbers read as missing (``read_item_info``), as pandas does.
