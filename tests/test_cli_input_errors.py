@@ -233,7 +233,8 @@ def test_version_and_plain_help(capsys):
 
 @pytest.mark.parametrize("flag", ["--data", "--items", "--config"])
 def test_a_directory_given_for_a_file_is_called_one(capsys, tmp_path, data, flag):
-    argv = ("train", "--data", data, "--out", tmp_path / "run", flag, tmp_path)
+    given = () if flag == "--data" else ("--data", data)  # (a flag is given once)
+    argv = ("train", *given, "--out", tmp_path / "run", flag, tmp_path)
     code, _, err = run(capsys, *argv)
     assert code == 2 and f"{flag}: {tmp_path} is a directory; expected a file" in err, err
 
@@ -298,3 +299,20 @@ def test_time_unit_flag_is_checked_and_read(capsys, tmp_path):
     assert not [w for w in seen if "times read as" in str(w.message)]
     saved = json.loads((tmp_path / "run2" / "config.json").read_text())
     assert saved["data"]["time_unit"] == "ms", saved["data"]
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (("recommend", "RUN", "--user", "1", "--user", "2"),
+     "recommend: --user given twice ('1', then '2'): give it once; several users: --users"),
+    (("recommend", "RUN", "--user", "1", "-k", "3", "-k", "5"), "-k given twice (3, then 5)"),
+    (("similar", "RUN", "--item", "1", "--item=2"), "--item given twice ('1', then '2')"),
+    (("evaluate", "RUN", "-k", "10", "20", "-k", "5"), "-k given twice (10 20, then 5)"),
+    (("index", "RUN", "--kind", "hnsw", "--kind", "ivf"), "--kind given twice"),
+    (("serve", "RUN", "--port", "1", "--port", "2"), "--port given twice (1, then 2)"),
+    (("train", "--out", "O", "--epochs", "1", "--epochs", "5"), "--epochs given twice"),
+])
+def test_a_flag_given_twice_is_refused(capsys, argv, needle):
+    """The second value replaced the first in silence: `--user 1 --user 2` listed user 2's
+    items alone, `--epochs 1 --epochs 5` trained 5 epochs."""
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and needle in err and "Traceback" not in err, err

@@ -26,12 +26,40 @@ from twotower.errors import ConfigError, DataError, TwoTowerError
 MOVIELENS = "movielens-100k"
 
 
+class _StoreOnce(argparse._StoreAction):
+    """A flag that takes a value is given once: a second (``--user 1 --user 2``,
+    ``--epochs 1 --epochs 5``) was taken over the first in silence."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        seen = getattr(parser, "_given", None)
+        if option_string is not None and seen is not None:
+            if self.dest in seen:
+                first, flag = seen[self.dest]
+                several = ("; several users: --users FILE (- for standard input)"
+                           if self.dest == "user" else "")
+                parser.error(f"{flag} given twice ({_flag_value(first)}, then "
+                             f"{_flag_value(values)}): give it once{several}")
+            seen[self.dest] = (values, option_string)
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _flag_value(values: Any) -> str:
+    return " ".join(map(repr, values)) if isinstance(values, list) else repr(values)
+
+
 class _Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # a flag is given whole: a prefix (`--epoch`, `tutorial --data`, read as --epochs and
         # --data-dir) is refused by name rather than taken for another flag
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        self._given: dict[str, tuple[Any, str]] = {}  # per parse: dest -> (value, flag)
+        return super().parse_known_args(args, namespace)
 
     def error(self, message: str) -> Any:  # exit 2 with one line, like our own errors
         self.print_usage(sys.stderr)
