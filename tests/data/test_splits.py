@@ -175,3 +175,17 @@ def test_per_user_test_share_is_not_lost_to_float_rounding():
     y = Interactions.from_ids(np.zeros(100, int), np.arange(100), timestamps=np.arange(100))
     assert [len(temporal_split(y, f).test) for f in (0.29, 0.57, 0.58, 0.2)] == [29, 57, 58, 20]
     assert len(temporal_split(y, 1 - 1e-12).test) == 99  # each user keeps a training row
+
+
+def test_global_temporal_split_messages_show_the_cutoff_as_a_date():
+    """The cutoff was shown as a bare count of seconds (1709251200)."""
+    from twotower.data import Interactions, global_temporal_split
+    day = 1709251200  # 2024-03-01
+    x = Interactions.from_ids([1, 2, 3, 4, 5], [1, 2, 3, 4, 5],
+                              timestamps=np.array([day - 86400, day, day, day, day + 86400]))
+    with pytest.warns(UserWarning, match=r"share the cutoff time 1709251200 "
+                                         r"\(2024-03-01T00:00:00Z\)"):
+        global_temporal_split(x, 0.4)
+    with pytest.raises(DataError, match=r"cutoff time 1709251200 \(2024-03-01T00:00:00Z\)"):
+        global_temporal_split(Interactions.from_ids([1, 2], [1, 2],
+                                                    timestamps=np.array([day, day])), 0.5)
