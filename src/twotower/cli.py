@@ -834,11 +834,15 @@ def _checkpoint(args: argparse.Namespace, processes: int) -> Any:
                           "the run (e.g. --checkpoint RUN.ckpt)")
     from twotower.training.checkpoint import Checkpoint
     try:
-        return Checkpoint(args.checkpoint, every_s=(600.0 if args.checkpoint_every is None
-                                                    else args.checkpoint_every), keep=True)
+        ck = Checkpoint(args.checkpoint, every_s=(600.0 if args.checkpoint_every is None
+                                                  else args.checkpoint_every), keep=True)
     except ConfigError:
         raise ConfigError(f"--checkpoint-every must be a number of seconds > 0, got "
                           f"{args.checkpoint_every}") from None
+    refused = ck.refusal()  # before the data is read (minutes, for a large file)
+    if refused:
+        raise ConfigError(f"--checkpoint {args.checkpoint}: {refused}")
+    return ck
 
 
 def _default_ks(n_items: int) -> tuple[int, ...]:

@@ -676,3 +676,28 @@ def test_cli_train_keeps_an_empty_checkpoint_folder_the_user_made(tmp_path, caps
                  "--out", str(tmp_path / "run")]) == 0, capsys.readouterr().err
     assert ck.is_dir() and list(ck.iterdir()) == []  # the files went, the folder stays
     assert (tmp_path / "run").is_dir()
+
+
+def test_cli_refuses_a_checkpoint_it_cannot_use_before_reading_the_data(tmp_path, capsys,
+                                                                        monkeypatch):
+    """A file (or a folder of other files) given as --checkpoint was refused only once the
+    data was read (minutes, for a large file), as "checkpoint afile: not a directory"; now
+    first, naming --checkpoint."""
+    from twotower import data as data_module
+    from twotower.cli import main
+
+    def unread(*a, **kw):
+        raise AssertionError("the data was read")
+    monkeypatch.setattr(data_module, "read_interactions", unread)
+    (tmp_path / "d.csv").write_text("user_id,item_id,rating\nu1,i1,4\nu2,i2,3\n")
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    for ck, why in (("afile", "not a directory; give a new or empty directory"),
+                    ("other", "the directory holds other files, not a checkpoint")):
+        code = main(["train", "--data", str(tmp_path / "d.csv"), "--epochs", "1",
+                     "--checkpoint", str(tmp_path / ck), "--out", str(tmp_path / "run")])
+        err = capsys.readouterr().err
+        assert code == 2 and f"--checkpoint {tmp_path / ck}: {why}" in err, err
+    assert (tmp_path / "afile").read_text() == "mine"
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]

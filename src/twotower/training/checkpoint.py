@@ -111,8 +111,9 @@ class Checkpoint:
         if jax.process_count() > 1:
             raise ConfigError("checkpoints with several processes are not supported: train "
                               "without --checkpoint, or on one process (--devices)")
-        if self.directory.exists() and not self.directory.is_dir():
-            raise ConfigError(f"checkpoint {self.directory}: not a directory")
+        refused = self.refusal()
+        if refused:
+            raise ConfigError(f"checkpoint {self.directory}: {refused}")
         try:
             return self._bind(fingerprint, defaults)
         except BaseException:  # refused or failed: the directory is not this training's
@@ -152,10 +153,9 @@ class Checkpoint:
                     "another directory) to start afresh")
             self._last = time.monotonic()
             return (d / _STATE).exists() or (d / _KERAS / _KERAS_META).exists()
-        if d.exists() and any(p.name != _LOCK and not _own_leftover(p.name)
-                              for p in d.iterdir()):
-            raise ConfigError(f"checkpoint {d}: the directory holds other files, not a "
-                              "checkpoint; give an empty or new directory")
+        refused = self.refusal()
+        if refused:
+            raise ConfigError(f"checkpoint {d}: {refused}")
         made = not d.exists()
         d.mkdir(parents=True, exist_ok=True)
         self._lock()
@@ -166,6 +166,19 @@ class Checkpoint:
         _write_atomic(meta, lambda fh: fh.write(text))
         self._last = time.monotonic()
         return False
+
+    def refusal(self) -> str | None:
+        """Why the directory cannot hold this checkpoint (a file; a directory of other
+        files, not a checkpoint), or None: checked by ``start``, and by the CLI before it
+        reads the data."""
+        d = self.directory
+        if d.exists() and not d.is_dir():
+            return "not a directory; give a new or empty directory for the checkpoint"
+        if d.is_dir() and not (d / _META).exists() and any(
+                p.name != _LOCK and not _own_leftover(p.name) for p in d.iterdir()):
+            return ("the directory holds other files, not a checkpoint; give an empty or new "
+                    "directory")
+        return None
 
     def _sweep(self) -> None:
         """Remove the temporary files of writes killed midway (each as large as the
