@@ -745,3 +745,18 @@ def test_time_unit_is_checked_and_dated_columns_carry_their_own(tmp_path):
         got = read_interactions(q, time_col="timestamp").timestamps.tolist()
         shift = 3600 if getattr(col, "tz", None) is not None else 0
         assert got == [1709251200 - shift, 1709373600 - shift]
+
+
+def test_yyyymmdd_dates_agree_with_pandas_on_every_day_and_refuse_non_dates():
+    """The dates' day count is integer arithmetic (a datetime parse took 4.4 s per 10M
+    rows): every day of 1900-2099 against pandas, and the days that do not exist."""
+    from twotower.data.interactions import _yyyymmdd_seconds
+    days = pd.date_range("1900-01-01", "2099-12-31", freq="D")
+    ints = np.asarray(days.year * 10000 + days.month * 100 + days.day, dtype=np.int64)
+    want = (days - pd.Timestamp(0)).total_seconds().to_numpy()
+    np.testing.assert_array_equal(_yyyymmdd_seconds(ints), want)
+    np.testing.assert_array_equal(_yyyymmdd_seconds(ints.astype(np.float64)), want)
+    none = np.array([20240230, 20230229, 19000229, 20240431, 20241301, 20240001, 20240100,
+                     2024031, 20240301.5])
+    assert np.isnan(_yyyymmdd_seconds(none)).all()
+    assert _yyyymmdd_seconds(np.array([20000229]))[0] == 951782400.0  # 2000: a leap year

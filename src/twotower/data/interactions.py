@@ -321,34 +321,51 @@ def check_time_unit(unit: Any, what: str = "time_unit") -> str:
 
 def _yyyymmdd_seconds(values: np.ndarray) -> np.ndarray:
     """8-digit dates (20240301) as float seconds since the epoch (midnight UTC); NaN where
-    a value is not one (a fraction, 20240231, 2024031)."""
+    a value is not one (a fraction, 20240231, 2024031). Integer arithmetic (the civil
+    calendar's day count), a few passes over the column: no datetime parsing."""
     v = np.asarray(values)
     ok = (v >= 10000101) & (v <= 99991231)
     if v.dtype.kind == "f":
         ok &= v == np.floor(v)
     iv = np.where(ok, v, 19700101).astype(np.int64)
     y, m, d = iv // 10000, iv // 100 % 100, iv % 100
-    ok &= (m >= 1) & (m <= 12) & (d >= 1) & (d <= 31)
-    m, d = np.where(ok, m, 1), np.where(ok, d, 1)
-    month = (y - 1970).astype("datetime64[Y]").astype("datetime64[M]") + (m - 1)
-    day = month.astype("datetime64[D]") + (d - 1)
-    ok &= day.astype("datetime64[M]") == month  # 31 April rolled into May: no date
-    secs = day.astype("datetime64[s]").astype(np.int64).astype(np.float64)
-    return np.where(ok, secs, np.nan)
+    ok &= (m >= 1) & (m <= 12) & (d >= 1)
+    m = np.where(ok, m, 1)
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    ok &= d <= _MONTH_DAYS[m - 1] + (leap & (m == 2))
+    yy = y - (m <= 2)  # days since 1970-01-01 of the proleptic Gregorian calendar
+    era, mp = yy // 400, (m + 9) % 12
+    yoe = yy - era * 400
+    days = (era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + (153 * mp + 2) // 5 + d - 1
+            - 719468)
+    return np.where(ok, (days * 86400).astype(np.float64), np.nan)
 
 
-def guess_time_unit(values: np.ndarray) -> str:
+_MONTH_DAYS = np.array([31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
+
+
+def _maybe_dates(v: np.ndarray) -> bool:
+    """Whether every value is in the range of 8-digit dates of 1900-2099 (cheap: then
+    ``_yyyymmdd_seconds`` says whether they are dates)."""
+    return bool(len(v)) and v.min() >= 19000101 and v.max() <= 20991231
+
+
+def guess_time_unit(values: np.ndarray, dates: np.ndarray | None = None) -> str:
     """The unit of numeric times, as ``time_unit="auto"`` reads it: ``yyyymmdd`` when every
     value is an 8-digit date of 1900-2099 (20240301); else by the median magnitude, as the
     epoch counts today (about 1.7e9 s): under 1e11 seconds (to the year 5138; small
-    counters too), under 1e14 milliseconds, under 1e17 microseconds, else nanoseconds."""
+    counters too), under 1e14 milliseconds, under 1e17 microseconds, else nanoseconds.
+    ``dates``: ``_yyyymmdd_seconds(values)`` when already computed."""
     v = np.asarray(values)
     if not len(v):
         return "s"
-    if v.min() >= 19000101 and v.max() <= 20991231 \
-            and not np.isnan(_yyyymmdd_seconds(v)).any():
-        return "yyyymmdd"
-    mag = float(np.median(np.abs(v.astype(np.float64))))
+    if _maybe_dates(v):
+        if dates is None:
+            dates = _yyyymmdd_seconds(v)
+        if not np.isnan(dates).any():
+            return "yyyymmdd"
+    sample = v[::max(1, len(v) // 100_000)]  # the magnitude: a sample tells it
+    mag = float(np.median(np.abs(sample.astype(np.float64))))
     return "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
 
 
@@ -367,20 +384,21 @@ def numbers_as_seconds(values: np.ndarray, unit: str, where: Any) -> np.ndarray:
     v = np.asarray(values)
     if len(v) and v.dtype.kind == "f" and np.abs(v).max() >= MAX_TIME:
         return v  # no int64 count of any unit: refused as such by the caller, naming it
-    chosen = guess_time_unit(v) if unit == "auto" else unit
-    if unit == "auto" and chosen == "s" and len(v) and v.min() >= 19000101 \
-            and v.max() <= 20991231:
-        dates = ~np.isnan(_yyyymmdd_seconds(v))
-        if dates.mean() >= 0.5:  # (of consecutive seconds there, under 4% read as dates)
-            row = int(np.argmin(dates))
+    dates = (_yyyymmdd_seconds(v) if unit == "yyyymmdd" or (unit == "auto"
+                                                             and _maybe_dates(v)) else None)
+    chosen = guess_time_unit(v, dates) if unit == "auto" else unit
+    if unit == "auto" and chosen == "s" and dates is not None:
+        is_date = ~np.isnan(dates)
+        if is_date.mean() >= 0.5:  # (of consecutive seconds there, under 4% read as dates)
+            row = int(np.argmin(is_date))
             raise DataError(f"{where(row)}: the times look like dates written YYYYMMDD "
-                            f"({int(dates.sum()):,} of {len(v):,} are), but {_plain(v[row])} "
+                            f"({int(is_date.sum()):,} of {len(v):,} are), but {_plain(v[row])} "
                             f"is none; correct it, or give {_UNIT_OPTION} s to take the "
                             "numbers as seconds")
     if chosen == "s":
         return v
     if chosen == "yyyymmdd":
-        secs = _yyyymmdd_seconds(v)
+        secs = dates if dates is not None else _yyyymmdd_seconds(v)
         bad = np.isnan(secs)
         if bad.any():
             row = int(np.argmax(bad))
