@@ -102,7 +102,7 @@ def test_user_features_are_part_of_the_trained_and_served_query():
     np.testing.assert_allclose(served, trained, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(
         trained - np.asarray(net.user_embedding.embeddings),
-        np.asarray(net.user_features) @ np.asarray(net.user_feature_embedding), atol=1e-6)
+        model._user_features.toarray() @ np.asarray(net.user_feature_embedding), atol=1e-6)
 
 
 def test_hard_negative_mining_keeps_only_the_top_negatives():
