@@ -534,6 +534,8 @@ def save_model(model: TwoTower, directory: str | os.PathLike[str], *,
                           ease_model_scale=np.float64(lin.model_scale),
                           ease_half_life=np.float64(lin.half_life),
                           ease_floor=np.float64(lin.floor), ease_lambda=np.float64(lin.lambda_))
+            if lin.trained_recency is not None:  # (a run before it: the config's weights)
+                arrays["ease_trained_recency"] = np.asarray(lin.trained_recency, np.float64)
         for what in ("item", "user"):  # side features (absent in older artifacts)
             matrix = getattr(model, f"_{what}_features", None)
             if matrix is not None and matrix.shape[1]:
@@ -727,7 +729,9 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
                 query_table=arrays["ease_query_table"], item_table=arrays["ease_item_table"],
                 model_scale=float(arrays["ease_model_scale"]),
                 half_life=float(arrays["ease_half_life"]), floor=float(arrays["ease_floor"]),
-                lambda_=float(arrays["ease_lambda"]))
+                lambda_=float(arrays["ease_lambda"]),
+                trained_recency=(None if "ease_trained_recency" not in arrays else tuple(
+                    float(v) for v in arrays["ease_trained_recency"])))
         for what in ("item", "user"):
             names = [str(n) for n in arrays.get(f"{what}_feature_names", [])]
             setattr(model, f"_{what}_features", _features(d, arrays, what, len(names), len(

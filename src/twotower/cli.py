@@ -926,7 +926,10 @@ def _weight_note(model: Any) -> str | None:
            f"{int(check['keep'] * 100 + 1e-9)}% of its full-rank validation score, under "
            f"{WEIGHT_CHECK_KEEP:.0%}: the weight was chosen with a second fit of the "
            f"trained part)")
-    return f"EASE part: blend weight {ease['weight']:g} chosen on validation{why}"
+    recency = ease.get("query_recency")  # ModelConfig.query_recency_choice
+    also = ("" if not recency else f"; with it, the trained part's query recency: half-life "
+            f"{recency[0]:g}, floor {recency[1]:g}")
+    return f"EASE part: blend weight {ease['weight']:g} chosen on validation{why}{also}"
 
 
 def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:

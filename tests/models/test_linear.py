@@ -589,3 +589,93 @@ def test_coordinate_search_keeps_the_best_of_its_path():
     assert by_lambda[ch["lambda"]] == max(by_lambda.values())
     at = {k[1:]: v for k, v in tot.items() if k[0] == ch["lambda"]}
     assert at[(ch["half_life"], ch["floor"])] == max(at.values())
+
+
+def test_temporal_query_recency_is_chosen_with_the_weight_served_and_saved(tmp_path):
+    """query_recency_choice 'temporal': where the blend weight is chosen on a temporal
+    split, the trained part's query recency is chosen there too (users who switch to a
+    random other block of items: the latest items tell which, and half-life 1 beats the
+    unweighted query the part was trained with), served by every query and kept by
+    save/load; 'fixed' and random splits keep the configuration's weights."""
+    from twotower import TwoTower
+    grid = dict(ease_weight_choice="auto", ease_split="temporal", ease_weight_grid=(0.2, 0.3),
+                ease_half_lives=(1.0, 3.0), ease_floors=(0.0, 1.0), recency_half_life=0.0,
+                epochs=8)
+    x = _switches()
+    model = TwoTower(_cfg(query_recency_choice="temporal", **grid)).fit(x, verbose=0)
+    t = model.ease_tuning
+    tried = t["query_recency_tried"]
+    assert (tried[0]["half_life"], tried[0]["floor"]) == (None, None)  # its own, first
+    assert {(r["half_life"], r["floor"]) for r in tried[1:]} == {(0.0, 1.0), (1.0, 0.0),
+                                                                (3.0, 0.0)}
+    assert t["query_recency"] == [1.0, 0.0]
+    assert model._linear.trained_recency == tuple(t["query_recency"])
+    own = max(tried[:1] + [r for r in tried if r["half_life"] == 0.0],
+              key=lambda r: r["recall@10"] + r["ndcg@10"])
+    best = max(tried, key=lambda r: r["recall@10"] + r["ndcg@10"])
+    assert best["recall@10"] > 2 * own["recall@10"] and best["half_life"] == 1.0
+    users = np.arange(x.n_users)
+    d = model.config.embedding_dim + 1  # with the bias column
+    served = model.query_embeddings(users)[:, :d]
+    assert np.allclose(served, model._query_part(users, model._linear.trained_recency))
+    assert not np.allclose(served, model._query_part(users, (0.0, 1.0)), atol=1e-3)
+    histories = [np.asarray(x.items[x.users == u][:3]) for u in range(3)]
+    assert np.allclose(model.history_query_embeddings(histories)[:, :d],
+                       model._with_bias_column(model._pool(
+                           _table(histories, model.config.history_length),
+                           model._linear.trained_recency)), atol=1e-6)
+    model.save(tmp_path / "run")
+    loaded = TwoTower.load(tmp_path / "run")
+    assert loaded._linear.trained_recency == model._linear.trained_recency
+    assert np.array_equal(loaded.recommend(users[:20], 5)[1], model.recommend(users[:20], 5)[1])
+    fixed = TwoTower(_cfg(query_recency_choice="fixed", **grid)).fit(x, verbose=0)
+    assert "query_recency_tried" not in fixed.ease_tuning
+    assert fixed._linear.trained_recency is None
+    assert "weight" in fixed.ease_tuning  # the weight is still chosen
+    rand = TwoTower(_cfg(query_recency_choice="temporal", **{**grid, "ease_split": "random"})
+                    ).fit(x, verbose=0)
+    assert "query_recency_tried" not in rand.ease_tuning and rand._linear.trained_recency is None
+
+
+def _switches(n_users=200, block=20, seed=0):
+    """Each user: 8 items of block ``u % 4``, then 4 of a random other block (of 4)."""
+    from twotower.data import Interactions
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for u in range(n_users):
+        a = u % 4
+        b = (a + rng.integers(1, 4)) % 4
+        for start, n in ((a, 8), (b, 4)):
+            items += [start * block + i for i in rng.choice(block, n, replace=False)]
+            users += [u] * n
+    return Interactions.from_ids(users, items,
+                                 timestamps=np.arange(len(users), dtype=np.int64))
+
+
+def _table(histories, length):
+    """A history table (latest first, items + 1, 0-padded) of histories oldest first."""
+    out = np.zeros((len(histories), length), dtype=np.int32)
+    for r, h in enumerate(histories):
+        recent = np.asarray(h)[::-1][:length]
+        out[r, :len(recent)] = recent + 1
+    return out
+
+
+def test_query_recency_choice_is_checked_and_read_only_with_a_weight_grid():
+    from twotower import ModelConfig
+    with pytest.raises(ConfigError, match="query_recency_choice"):
+        _cfg(query_recency_choice="always")
+    assert ModelConfig.preset("default").query_recency_choice == "temporal"
+    from types import SimpleNamespace
+
+    from twotower.cli import _weight_note
+    timed = {"weight": 0.3, "weight_check": {"split": "temporal", "chose": True},
+             "query_recency": [1.0, 0.0]}
+    assert _weight_note(SimpleNamespace(ease_tuning=timed, config=_cfg())).endswith(
+        "a second fit of the trained part); with it, the trained part's query recency: "
+        "half-life 1, floor 0")
+    assert "query_recency_choice" in _cfg(query_recency_choice="temporal").unread()
+    assert "query_recency_choice" not in _cfg(query_recency_choice="temporal",
+                                              ease_weight_grid=(0.2, 0.9)).unread()
+    again = ModelConfig.from_dict(_cfg(query_recency_choice="temporal").to_dict())
+    assert again.query_recency_choice == "temporal"

@@ -143,6 +143,15 @@ class ModelConfig(Config):
             split chose 0.99, +14% recall@10 over the fixed 0.4; MovieLens' 0.3-0.5, within
             0.5% of it; docs/quality.md). Recorded in
             ``TwoTower.ease_tuning`` ("weight_check").
+        query_recency_choice: ``fixed`` (the default): the trained part's query pools the
+            history with ``recency_half_life`` and ``recency_floor``, as it was trained;
+            ``temporal`` (the default preset): where the blend weight is chosen on a
+            temporal split (``ease_weight_choice = "auto"`` with ``ease_split`` temporal),
+            the query's recency weights are chosen there too, from the EASE part's grid
+            (``ease_half_lives`` x ``ease_floors``), then the weight again at them. Only
+            the served query changes (the tables are trained as configured); the choice
+            is saved with the model and recorded in ``TwoTower.ease_tuning``
+            ("query_recency", "query_recency_tried").
         ease_rank: rank of the EASE part; 0 (the default) chooses it on the EASE tuning
             split: the smallest of ``embedding_dim`` times 1, 2, 4 and 8 (at most 1,024)
             whose cut keeps 99% of the full-rank part's validation recall@10 + ndcg@10
@@ -194,6 +203,7 @@ class ModelConfig(Config):
     ease_search: str = "coordinate"
     ease_weight_grid: tuple[float, ...] = ()
     ease_weight_choice: str = "always"
+    query_recency_choice: str = "fixed"
     ease_rank: int = 0
     ease_max_items: int = 20_000
     validation_freq: int = 5
@@ -255,6 +265,8 @@ class ModelConfig(Config):
                               f"{list(grid) if isinstance(grid, tuple) else grid!r}")
         check_choice(own, "ease_weight_choice", self.ease_weight_choice,
                      ("always", "rank_check", "auto"))
+        check_choice(own, "query_recency_choice", self.query_recency_choice,
+                     ("fixed", "temporal"))
         if self.ease_weight > 0 and self.query_tower == "id":
             raise ConfigError("model.ease_weight > 0 needs a history tower (query_tower "
                               "'history' or 'id+history'): the EASE part's query is the "
@@ -321,10 +333,11 @@ class ModelConfig(Config):
             out.update(dict.fromkeys((
                 "ease_lambdas", "ease_half_lives", "ease_floors", "ease_split",
                 "ease_search", "ease_weight_grid", "ease_weight_choice", "ease_rank",
-                "ease_max_items"),
+                "ease_max_items", "query_recency_choice"),
                 "ease_weight 0"))
         elif not self.ease_weight_grid:
             out["ease_weight_choice"] = "ease_weight_grid empty"
+            out["query_recency_choice"] = "ease_weight_grid empty"
         if not self.multi_valued_features:
             out["multi_value_sep"] = "multi_valued_features empty"
         return out
@@ -352,7 +365,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                     recency_half_life=10.0, recency_floor=0.2, item_bias=True,
                     item_features=("genres", "year"), ease_weight=0.4,
                     ease_weight_grid=(0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95, 0.99),
-                    ease_weight_choice="auto"),
+                    ease_weight_choice="auto", query_recency_choice="temporal"),
 }
 
 

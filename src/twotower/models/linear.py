@@ -39,6 +39,9 @@ class LinearPart:
         half_life: recency half-life of the query's history weights, in items.
         floor: recency floor of the query's history weights (1.0: unweighted).
         lambda_: EASE's L2 strength.
+        trained_recency: ``(half_life, floor)`` of the trained part's query pooling when
+            chosen with the blend weight (``ModelConfig.query_recency_choice``); None: the
+            configuration's ``recency_half_life`` and ``recency_floor``, as trained.
     """
 
     query_table: np.ndarray
@@ -47,6 +50,7 @@ class LinearPart:
     half_life: float
     floor: float
     lambda_: float
+    trained_recency: tuple[float, float] | None = None
 
 
 def history_matrix(hist: np.ndarray, weights: np.ndarray, n_cols: int,
@@ -189,7 +193,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                  trained_scores: Callable[[Interactions], Callable[[np.ndarray], np.ndarray]]
                  | None = None, ranks: tuple[int, ...] = (),
                  stage: Callable[[str], None] | None = None, check_rank: int = 0,
-                 joint: bool = False) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 joint: bool = False, query_recency: tuple[tuple[float, float], ...] = ()
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
     validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
     at rank ``rank``. The search is by coordinates (lambda with the unweighted query, then
@@ -213,6 +218,12 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     is chosen only where the validation metrics are defined: when every one is NaN (each
     validation item was seen, a log of repeats) ``weight`` is left out and the given
     weight stays.
+
+    With ``query_recency`` (``(half_life, floor)`` settings; ``trained_scores``' callable
+    then also takes them as a second argument, None for its own), the trained part's query
+    recency is chosen too, where the weight is chosen: the settings at the weight chosen
+    with its own recency, then the weight again at the best setting (ties go to its own;
+    ``query_recency`` and ``query_recency_tried`` in ``chosen``).
 
     Returns:
         ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,
@@ -327,16 +338,43 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         sample = scale_users(inner.train, seed)
         sd_t = max(float(trained(sample).std()), 1e-12)
         sd_e = max(float(np.asarray(q_in[sample] @ b_in).std()), 1e-12)
-        by_weight = []
-        for w in weights:
-            m = recommend_and_evaluate(_Scores(q_in, b_in, trained, (1 - w) / sd_t, w / sd_e),
+
+        def blend(part: Callable[[np.ndarray], np.ndarray], sd: float, w: float
+                  ) -> dict[str, float]:
+            m = recommend_and_evaluate(_Scores(q_in, b_in, part, (1 - w) / sd, w / sd_e),
                                        inner.train, test, (10,))
-            by_weight.append({"weight": float(w), "recall@10": float(m["recall@10"]),
-                              "ndcg@10": float(m["ndcg@10"])})
-        scored = [r for r in by_weight if np.isfinite(r["recall@10"] + r["ndcg@10"])]
+            return {"recall@10": float(m["recall@10"]), "ndcg@10": float(m["ndcg@10"])}
+
+        def total(r: dict[str, Any]) -> float:
+            return r["recall@10"] + r["ndcg@10"]
+
+        by_weight = [{"weight": float(w), **blend(trained, sd_t, w)} for w in weights]
+        scored = [r for r in by_weight if np.isfinite(total(r))]
         if scored:  # none (NaN: every validation item was seen, a log of repeats): kept
-            best = max(scored, key=lambda r: r["recall@10"] + r["ndcg@10"])
+            best = max(scored, key=total)
             extra.update(weight=best["weight"])
+            if query_recency:
+                say("choosing the trained part's query recency on the validation split")
+                tried_r = [{"half_life": None, "floor": None, "weight": best["weight"],
+                            "recall@10": best["recall@10"], "ndcg@10": best["ndcg@10"]}]
+                top: Any = (None, trained, sd_t, best)  # its own recency wins ties
+                for hf in query_recency:
+                    def part(u: np.ndarray, hf: tuple[float, float] = hf) -> np.ndarray:
+                        return trained(u, hf)  # type: ignore[call-arg]
+                    sd = max(float(part(sample).std()), 1e-12)
+                    r = {"half_life": hf[0], "floor": hf[1], "weight": best["weight"],
+                         **blend(part, sd, best["weight"])}
+                    tried_r.append(r)
+                    if np.isfinite(total(r)) and total(r) > total(top[3]):
+                        top = (hf, part, sd, r)
+                hf, part, sd, _ = top
+                if hf is not None:  # a better query than its own: the weight again
+                    again = [{"weight": float(w), "half_life": hf[0], "floor": hf[1],
+                              **blend(part, sd, w)} for w in weights]
+                    tried_r += again
+                    final = max((r for r in again if np.isfinite(total(r))), key=total)
+                    extra.update(weight=final["weight"], query_recency=[hf[0], hf[1]])
+                extra.update(query_recency_tried=tried_r)
         extra.update(weights_tried=by_weight)
     del last[:]
     # free the [n_items, n_items] Gram and validation B before the final fit

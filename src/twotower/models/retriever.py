@@ -777,6 +777,7 @@ class TwoTower:
     def _fit_linear(self, train: Interactions, tick: Any = None) -> None:
         """Fit the EASE part (``twotower.models.linear``) and append it to both towers;
         ``tick``: a ``Ticker`` told each stage."""
+        from twotower.evaluation.baselines import recency_settings
         from twotower.models.linear import AUTO_RANK_MAX, LinearPart, scale_users, tune_and_fit
         cfg = self.config
         if train.n_items > cfg.ease_max_items:
@@ -794,43 +795,56 @@ class TwoTower:
         on_time = (cfg.ease_weight_choice == "auto" and cfg.ease_split == "temporal"
                    and train.timestamps is not None)
         checked = cfg.ease_weight_choice in ("rank_check", "auto") and not on_time
+        # the trained part's query recency, chosen with the weight on a temporal split
+        # (its own weights were tuned on random and temporal splits together; next items
+        # follow the latest few: ``benchmarks/probes/temporal_gap.py``)
+        query_recency = (tuple(recency_settings(cfg.ease_half_lives, cfg.ease_floors))
+                         if cfg.query_recency_choice == "temporal" and on_time
+                         and cfg.ease_weight_grid and self.history_embeddings is not None
+                         else ())
         p, q, chosen = tune_and_fit(
             train, cfg.history_length, cfg.ease_lambdas, cfg.ease_half_lives, cfg.ease_floors,
             cfg.ease_rank or cfg.embedding_dim, cfg.ease_split, cfg.seed,
             cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None,
             ranks=ranks, stage=None if tick is None else lambda s: setattr(tick, "stage", s),
             check_rank=cfg.embedding_dim if checked else 0,
-            joint=cfg.ease_search == "joint")
+            joint=cfg.ease_search == "joint", query_recency=query_recency)
         if on_time and cfg.ease_weight_grid:
             chosen["weight_check"] = {"split": "temporal", "chose": "weight" in chosen}
         half_life, floor = chosen["half_life"], chosen["floor"]
+        trained_recency = (None if chosen.get("query_recency") is None
+                           else (float(chosen["query_recency"][0]),
+                                 float(chosen["query_recency"][1])))
         query_table = np.zeros((len(p) + 1, p.shape[1]), dtype=np.float32)
         query_table[1:] = p
         # each part's score spread over (a sample of) training users: w means the same on
         # any data
         users = scale_users(train, cfg.seed)
-        trained = self._query_part(users) @ self.item_embeddings.T
+        trained = self._query_part(users, trained_recency) @ self.item_embeddings.T
         ease = self._ease_query(self._history[users], query_table, half_life, floor) @ q.T
         w = chosen.get("weight", cfg.ease_weight)
         self._linear = LinearPart(
             query_table=query_table,
             item_table=(q * (w / max(float(ease.std()), 1e-12))).astype(np.float32),
             model_scale=(1.0 - w) / max(float(trained.std()), 1e-12),
-            half_life=half_life, floor=floor, lambda_=chosen["lambda"])
+            half_life=half_life, floor=floor, lambda_=chosen["lambda"],
+            trained_recency=trained_recency)
         self.ease_tuning = chosen
         self.item_embeddings = self._with_linear_items(self.item_embeddings)
 
     def _trained_scores_on(self, part: Interactions) -> Any:
         """The trained part fitted again, on ``part`` (a split of the training data, same
         vocabularies): ``users -> [len(users), n_items]`` scores, for choosing the blend
-        weight on the rest (``ModelConfig.ease_weight_grid``)."""
+        weight on the rest (``ModelConfig.ease_weight_grid``); a second argument, a
+        ``(half_life, floor)``, pools the query with those recency weights instead."""
         import warnings
         sub = TwoTower(dataclasses.replace(self.config, ease_weight=0.0, ease_weight_grid=()))
         with warnings.catch_warnings():  # about the split's part, not the user's data (said)
             warnings.simplefilter("ignore")
             sub.fit(part, verbose=0)
         items = sub.item_embeddings
-        return lambda users: np.asarray(sub._query_part(users) @ items.T, dtype=np.float32)
+        return lambda users, recency=None: np.asarray(sub._query_part(users, recency) @ items.T,
+                                                      dtype=np.float32)
 
     def _with_linear_items(self, items: np.ndarray) -> np.ndarray:
         lin = self._linear
@@ -1075,13 +1089,15 @@ class TwoTower:
         q = self._query_part(users)
         return q if self._linear is None else self._with_linear_query(q, self._history[users])
 
-    def _query_part(self, users: np.ndarray) -> np.ndarray:
-        """The trained tower's query (with the bias column), without the EASE part."""
+    def _query_part(self, users: np.ndarray, recency: tuple[float, float] | None = None
+                    ) -> np.ndarray:
+        """The trained tower's query (with the bias column), without the EASE part;
+        ``recency``: ``_pool``'s."""
         q = np.zeros((len(users), self.config.embedding_dim), dtype=np.float32)
         if self.user_embeddings is not None:
             q += self.user_embeddings[users]
         if self.history_embeddings is not None:
-            q += self._pool(self._history[users])
+            q += self._pool(self._history[users], recency)
         return self._with_bias_column(q)
 
     def _with_bias_column(self, q: np.ndarray) -> np.ndarray:
@@ -1089,11 +1105,19 @@ class TwoTower:
             return q
         return np.concatenate([q, np.ones((len(q), 1), dtype=np.float32)], axis=1)
 
-    def _pool(self, hist: np.ndarray) -> np.ndarray:
+    def _pool(self, hist: np.ndarray, recency: tuple[float, float] | None = None
+              ) -> np.ndarray:
+        """The pooled history embeddings of history table rows ``hist``, weighted by
+        ``recency`` (``(half_life, floor)``), else the ones chosen with the blend weight
+        (``ModelConfig.query_recency_choice``), else the configuration's."""
         # a sparse [b, n_items + 1] weight matrix times the table: no [b, L, d] gather
-        from twotower.models.linear import history_matrix
-        weights = history_matrix(hist, recency_weights(hist.shape[1], self.config),
-                                 len(self.history_embeddings))
+        from twotower.models.linear import floor_weights, history_matrix
+        lin = self._linear
+        if recency is None and lin is not None:
+            recency = lin.trained_recency
+        w = (recency_weights(hist.shape[1], self.config) if recency is None
+             else floor_weights(hist.shape[1], *recency))
+        weights = history_matrix(hist, w, len(self.history_embeddings))
         count = np.maximum(np.asarray(weights.sum(axis=1), dtype=np.float32), 1.0)
         norm = {"mean": count, "sqrt": np.sqrt(count)}.get(self.config.pooling, 1.0)
         pooled = np.asarray(weights @ self.history_embeddings, dtype=np.float32) / norm
