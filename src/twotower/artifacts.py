@@ -725,6 +725,13 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
         model._history = arrays.get("history_table")
         if "ease_query_table" in arrays:
             from twotower.models.linear import LinearPart
+            tr = arrays.get("ease_trained_recency")
+            if tr is not None and (tr.shape != (2,) or tr.dtype.kind not in "fiu"
+                                   or not np.isfinite(tr).all() or tr[0] < 0
+                                   or not 0 <= tr[1] <= 1):
+                raise ArtifactError(f"{d / 'arrays.npz'} is corrupt: ease_trained_recency "
+                                    "must be [half_life >= 0, floor in [0, 1]], got "
+                                    f"{tr.tolist()!r}")
             model._linear = LinearPart(
                 query_table=arrays["ease_query_table"], item_table=arrays["ease_item_table"],
                 model_scale=float(arrays["ease_model_scale"]),

@@ -628,6 +628,20 @@ def test_temporal_query_recency_is_chosen_with_the_weight_served_and_saved(tmp_p
     loaded = TwoTower.load(tmp_path / "run")
     assert loaded._linear.trained_recency == model._linear.trained_recency
     assert np.array_equal(loaded.recommend(users[:20], 5)[1], model.recommend(users[:20], 5)[1])
+    from twotower.errors import ArtifactError
+    arrays = tmp_path / "run" / "arrays.npz"
+    with np.load(arrays) as z:
+        a = {k: z[k] for k in z.files}
+    np.savez(arrays, **{**a, "ease_trained_recency": np.array([1.0, 0.0, 5.0])})
+    import json
+
+    from twotower.artifacts import _sha256
+    fmt = json.loads((tmp_path / "run" / "format.json").read_text())
+    fmt["files"]["arrays.npz"] = _sha256(arrays)  # damage the checksums would not catch
+    (tmp_path / "run" / "format.json").write_text(json.dumps(fmt))
+    with pytest.raises(ArtifactError, match=r"arrays.npz is corrupt: ease_trained_recency "
+                                            r"must be \[half_life"):
+        TwoTower.load(tmp_path / "run")
     fixed = TwoTower(_cfg(query_recency_choice="fixed", **grid)).fit(x, verbose=0)
     assert "query_recency_tried" not in fixed.ease_tuning
     assert fixed._linear.trained_recency is None
