@@ -64,11 +64,10 @@ def train_run(work: Path, name: str, split: str, seed: int) -> Path:
 def probe(run: Path, split: str) -> list[str]:
     from twotower import Interactions, TwoTower
     from twotower.artifacts import load_test
-    from twotower.evaluation.baselines import EASE, recency_settings, tune_ease
+    from twotower.evaluation.baselines import EASE, ease_weights, recency_settings, tune_ease
     from twotower.evaluation.metrics import per_user_metrics, recommend_and_evaluate
     from twotower.evaluation.run import train_interactions
     from twotower.models.linear import floor_weights, history_matrix, scale_users
-    from twotower.evaluation.baselines import ease_weights
 
     model = TwoTower.load(run)
     test = load_test(run)
@@ -116,10 +115,8 @@ def probe(run: Path, split: str) -> list[str]:
                                             if model.user_embeddings is not None else 0.0)
         t2 = q2 @ items_t.T
         rows[f"trained, query hl {hl:g} floor {fl:g}"] = t2
-        rows[f"  blend at w={w0:g} with it"] = None
         s2 = float(t2[sample].std())
-        rows[f"  blend at w={w0:g} with it"] = (1 - w0) * t2 / s2 + w0 * ease / sd_e
-        rows[f"blend(hl {hl:g}, fl {fl:g}) w={w0:g}"] = rows.pop(f"  blend at w={w0:g} with it")
+        rows[f"blend(hl {hl:g}, fl {fl:g}) w={w0:g}"] = (1 - w0) * t2 / s2 + w0 * ease / sd_e
     er = None
     if split == "temporal":
         _, weighted = tune_ease(tuning, int(cfg.seed), split="temporal",
