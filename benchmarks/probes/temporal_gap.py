@@ -19,7 +19,7 @@ Usage:
     KERAS_BACKEND=jax python benchmarks/probes/temporal_gap.py --work DIR
         [--variants sparse users40] [--splits temporal] [--seeds 11]
 
-Writes ``benchmarks/results/probe-temporal-gap-<timestamp>.txt``.
+Writes ``benchmarks/results/probe-temporal-gap-<timestamp>.txt`` (``--out DIR``: there instead).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-RESULTS = Path(__file__).resolve().parents[1] / "results"
 WEIGHTS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 1.0)
 
 
@@ -168,26 +167,36 @@ def probe(run: Path, split: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     from recheck import VARIANTS, write_variants
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("TWOTOWER_ML100K_DIR"))
+    ap.add_argument("--data", default=os.environ.get("ML100K")
+                    or os.environ.get("TWOTOWER_ML100K_DIR"))
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     ap.add_argument("--splits", nargs="+", choices=("random", "temporal"),
                     default=["temporal"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[11])
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the results file (default benchmarks/results)")
+    ap.add_argument("--force", action="store_true", help="overwrite a results file of that name")
     args = ap.parse_args(argv)
+    from _results import claim, out_dir
+    path = (out_dir(args.out, name="temporal-gap")
+            / f"probe-temporal-gap-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+    claim(path, force=args.force)  # checked before the run: a kept result is not written over
     args.work.mkdir(parents=True, exist_ok=True)
     missing = [n for n in args.variants if not (args.work / f"{n}.csv").is_file()]
     if missing:
+        if args.data is None:  # as the product finds it: the cache, or a download
+            from twotower.data.fetch import fetch_movielens_100k
+            args.data = str(fetch_movielens_100k())
         write_variants(Path(args.data), args.work, missing)
-    lines = [f"# {' '.join(['python', 'benchmarks/probes/temporal_gap.py', *(argv or sys.argv[1:])])}"]
+    cmd = ["python", "benchmarks/probes/temporal_gap.py", *(argv or sys.argv[1:])]
+    lines = [f"# {' '.join(cmd)}"]
     for seed in args.seeds:
         for name in args.variants:
             for split in args.splits:
                 out = probe(train_run(args.work, name, split, seed), split)
                 print("\n".join(out), flush=True)
                 lines += ["", *out]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"probe-temporal-gap-{time.strftime('%Y%m%d-%H%M%S')}.txt"
     path.write_text("\n".join(lines) + "\n")
     print("wrote", path)
     return 0
