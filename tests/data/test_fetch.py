@@ -557,6 +557,16 @@ def test_the_directory_the_zip_was_unzipped_into_points_at_its_ml100k(pristine, 
 # ---------------------------------------------------------------------------------------------
 # the download's deadline
 
+def _serve_zip(handler: type) -> tuple[http.server.ThreadingHTTPServer, str]:
+    """A loopback server answering with ``handler`` (its request log silenced), and the URL
+    of its zip."""
+    handler.log_message = lambda self, *args: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/ml-100k.zip"
+
+
 class _Trickle:
     """A loopback server sending the good zip's first half at once, then a byte every
     20 ms for about 2 s (``stall``: for 0.8 s, then nothing for 3 s), then the rest: each
@@ -583,13 +593,7 @@ class _Trickle:
                 except OSError:  # the client gave up
                     pass
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ml-100k.zip"
+        self.httpd, self.url = _serve_zip(Handler)
 
     def close(self) -> None:
         self.httpd.shutdown()
@@ -673,13 +677,7 @@ class _Stall:
                     return
                 release.wait(60)
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/ml-100k.zip"
+        self.httpd, self.url = _serve_zip(Handler)
 
     def close(self) -> None:
         self.release.set()
