@@ -567,6 +567,29 @@ def _serve_zip(handler: type) -> tuple[http.server.ThreadingHTTPServer, str]:
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/ml-100k.zip"
 
 
+def test_a_download_closed_early_says_the_byte_counts_with_separators(tmp_path):
+    """The server closes the connection after part of the body it announced: the message
+    gave its counts as "2500 of 5000 bytes" where every other byte count reads "2,500"."""
+    body = b"x" * 5000
+
+    class Short(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body[:2500])  # then the handler returns: the connection closes
+
+    httpd, url = _serve_zip(Short)
+    try:
+        with pytest.raises(FetchError) as err:
+            fetch_movielens_100k(cache_dir=tmp_path, sources=["grouplens"], grouplens_url=url,
+                                 progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert "download truncated (2,500 of 5,000 bytes)" in str(err.value), str(err.value)
+
+
 class _Trickle:
     """A loopback server sending the good zip's first half at once, then a byte every
     20 ms for about 2 s (``stall``: for 0.8 s, then nothing for 3 s), then the rest: each

@@ -498,7 +498,7 @@ def _download(url: str, dest: Path, progress: bool,
                 if progress and tty and shown is not None:
                     print(file=sys.stderr, flush=True)
             if total is not None and done < total:
-                raise _SourceFailed(f"{url}: download truncated ({done} of {total} bytes)")
+                raise _SourceFailed(f"{url}: download truncated ({done:,} of {total:,} bytes)")
     except urllib.error.HTTPError as exc:
         raise _SourceFailed(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except urllib.error.URLError as exc:
