@@ -1853,3 +1853,16 @@ def test_train_says_it_is_reading_a_file_that_takes_a_while(capsys, tmp_path, mo
                        "--epochs", "1")
     assert code == 0, err
     assert f"twotower: reading --data: {data} (0 MB), 0 s so far" in err, err
+
+
+def test_index_help_says_which_knobs_take_0_for_their_default(capsys):
+    """`--nprobe 0` / `--nlist 0` are accepted (the default: nprobe untuned), but the help
+    did not say 0 was allowed, nor the range of the knobs that refuse it."""
+    code, out, _ = run(capsys, "index", "--help")
+    assert code == 0
+    text = " ".join(out.split())  # argparse wraps the help
+    assert "--nprobe NPROBE ivf: lists scanned per query, at most --nlist (default: tuned " \
+           "to --target-recall; 0: max(32, nlist / 32), not tuned)" in text, text
+    assert "(default, or 0: min(4 sqrt(n), n / 39))" in text, text
+    assert "candidates walked per query, at least 1" in text, text
+    assert "graph neighbours per node, 2 to 512" in text, text

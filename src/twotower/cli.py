@@ -1725,12 +1725,15 @@ def build_parser() -> argparse.ArgumentParser:
     ix.add_argument("--kind", default="hnsw", type=str.lower, choices=("exact", "hnsw", "ivf"),
                     help="default hnsw")
     ix.add_argument("--ef-search", type=int,
-                    help="hnsw: candidates walked per query (default: tuned to "
+                    help="hnsw: candidates walked per query, at least 1 (default: tuned to "
                          "--target-recall)")
     ix.add_argument("--nprobe", type=int,
-                    help="ivf: lists scanned per query (default: tuned to --target-recall)")
-    ix.add_argument("--nlist", type=int, help="ivf: inverted lists (default: min(4 sqrt(n), n / 39) for n items)")
-    ix.add_argument("--hnsw-m", type=int, help="hnsw: graph neighbours per node (default 48)")
+                    help="ivf: lists scanned per query, at most --nlist (default: tuned to "
+                         "--target-recall; 0: max(32, nlist / 32), not tuned)")
+    ix.add_argument("--nlist", type=int, help="ivf: inverted lists, at most n for n items "
+                    "(default, or 0: min(4 sqrt(n), n / 39))")
+    ix.add_argument("--hnsw-m", type=int, help="hnsw: graph neighbours per node, 2 to 512 "
+                    "(default 48)")
     ix.add_argument("--json", action="store_true", help="the report as one JSON object")
     ix.add_argument("--sample", type=_positive_int, default=1000,
                     help="users whose queries check recall (default 1000; at most every user)")
