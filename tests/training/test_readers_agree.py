@@ -158,3 +158,12 @@ def test_a_bad_rating_in_a_quoted_multiline_record_names_its_first_line(tmp_path
     mem, stream = _both(p, rating_col="rating")
     assert mem == stream == ("--data: FILE, line 3, column 'rating': expected a finite "
                              "number, got 'abc'" + RATING_HINT)
+
+
+def test_a_bool_id_column_is_refused_in_the_same_words_by_both(tmp_path):
+    # the stream said "text or numbers, got type bool", the in-memory reader "text or
+    # integers, got boolean values (e.g. np.True_)": two forms, one of them numpy's repr
+    p = _parquet(tmp_path / "b.parquet", user_id=[True, False, True], item_id=[1, 2, 3])
+    mem, stream = _both(p)
+    assert mem == stream == ("--data: FILE, column 'user_id': user ids must be text or "
+                             "integers, got boolean values (e.g. True)"), (mem, stream)

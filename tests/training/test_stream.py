@@ -490,8 +490,8 @@ def test_stream_reads_what_the_in_memory_reader_reads_and_names_what_it_cannot(t
         InteractionStream(tmp_path / "bad.csv", cfg).scan()
     pq.write_table(pa.table({"user_id": pa.array([[1], [2]] * 10), "item_id": [1, 2] * 10,
                              "rating": [1.0, 2.0] * 10}), tmp_path / "l.parquet")
-    with pytest.raises(DataError, match=r"column 'user_id': user ids must be text or numbers, "
-                                        r"got type list"):
+    with pytest.raises(DataError, match=r"column 'user_id': user ids must be text or integers, "
+                                        r"got list<element: int64> values \(e\.g\. \[1\]\)"):
         InteractionStream(tmp_path / "l.parquet", cfg).scan()
     given = Vocabulary([f"u{i}" for i in range(1000)], name="user")
     st = InteractionStream(tmp_path / "bom.csv", cfg, user_vocab=given).scan()

@@ -503,8 +503,10 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         if kind not in ("string", "integer", "floating", "mixed-integer-float", "empty",
                         "decimal"):
             # a Parquet list or bool column became text ids ("[1 2]", "True")
+            first = df[role].iloc[0]  # as the user wrote it: True, not np.True_
+            first = first.item() if isinstance(first, np.generic) else first
             raise DataError(f"{what}: {p}, column {col!r}: {role} ids must be text or "
-                            f"integers, got {kind} values (e.g. {df[role].iloc[0]!r})")
+                            f"integers, got {kind} values (e.g. {first!r})")
         if kind in ("floating", "mixed-integer-float"):
             num = pd.to_numeric(df[role], errors="coerce").to_numpy(np.float64)
             frac = np.isfinite(num) & (num != np.floor(num))

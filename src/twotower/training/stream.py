@@ -481,8 +481,12 @@ class InteractionStream:
                 if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)
                         or pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
                         or pa.types.is_dictionary(col.type) or pa.types.is_null(col.type)):
+                    # worded as read_interactions refuses it (a float id is read as an
+                    # integer when whole, as text otherwise, in both)
+                    kind = "boolean" if pa.types.is_boolean(col.type) else str(col.type)
                     raise DataError(f"--data: {self.path}, column {self._roles[role]!r}: "
-                                    f"{role} ids must be text or numbers, got type {col.type}")
+                                    f"{role} ids must be text or integers, got {kind} values "
+                                    f"(e.g. {col[0].as_py()!r})")
                 if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
                     bad = pc.or_kleene(pc.is_null(col),
                                        pc.equal(pc.utf8_trim_whitespace(col), ""))
