@@ -1866,3 +1866,31 @@ def test_index_help_says_which_knobs_take_0_for_their_default(capsys):
     assert "(default, or 0: min(4 sqrt(n), n / 39))" in text, text
     assert "candidates walked per query, at least 1" in text, text
     assert "graph neighbours per node, 2 to 512" in text, text
+
+
+def test_train_names_the_feature_columns_it_used_and_their_values(tmp_path, capsys):
+    """A run with side features said nothing of the columns it used nor how many feature
+    values each gave; now a line per tower with features says them."""
+    rng = np.random.default_rng(0)
+    n_items = 1200
+    pd.DataFrame({"user_id": [f"u{u}" for u in rng.integers(0, 60, 4000)],
+                  "item_id": [f"i{i}" for i in rng.integers(0, n_items, 4000)]}).to_csv(
+        tmp_path / "log.csv", index=False)
+    pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)],
+                  "brand": [f"b{i % 4}" for i in range(n_items)],
+                  "year": [1990 + i % 30 for i in range(n_items)],
+                  "tags": [f"t{i}|t{i + 1}" for i in range(n_items)]}).to_csv(
+        tmp_path / "items.csv", index=False)
+    (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
+    argv = ["train", "--data", tmp_path / "log.csv", "--items", tmp_path / "items.csv",
+            "--preset", "tutorial", "--config", tmp_path / "c.json", "--split", "none",
+            "--item-features", "brand,year,tags", "--multi-valued-features", "tags"]
+    code, out, err = run(capsys, *argv, "--out", tmp_path / "r")
+    assert code == 0, err
+    line = next((x for x in out.splitlines() if x.startswith("item features: ")), out)
+    # the log's items only (the items file lists every one of them here)
+    seen = sorted(pd.read_csv(tmp_path / "log.csv")["item_id"].str[1:].astype(int).unique())
+    tags = len({t for i in seen for t in (i, i + 1)})
+    assert re.fullmatch(r"item features: brand \(4 values\), year \(\d+ values, quantile "
+                        rf"bins\), tags \({tags:,} values, multi-valued\)", line), line
+    assert tags > 1000 and "user features" not in out

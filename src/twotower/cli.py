@@ -564,6 +564,17 @@ def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_in
     return cfg
 
 
+def _say_features(model: Any) -> None:
+    """A line per tower with side features: the columns read and the features each gave."""
+    from twotower.models.features import describe_features
+    for what in ("item", "user"):
+        line = describe_features(getattr(model, f"_{what}_features", None),
+                                 getattr(model, f"{what}_feature_names", []),
+                                 getattr(model.config, f"{what}_features"))
+        if line:
+            _say(f"{what} features: {line}")
+
+
 def _metadata_columns(args: argparse.Namespace, what: str, info: Any) -> str:
     """Where ``what`` metadata comes from, and its columns, for a message."""
     if what == "item" and getattr(args, "items", None):
@@ -776,6 +787,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from twotower.models.progress import TrainProgress
         model.fit(split.train, verbose=0, callbacks=[TrainProgress(every_s=10.0)],
                   checkpoint=args.checkpoint)
+    _say_features(model)
     _tune_index(args, model)
     metrics = None
     test_users = np.unique(split.test.users)

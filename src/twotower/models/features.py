@@ -101,6 +101,31 @@ def feature_matrix(info: pd.DataFrame | None, columns: Sequence[str], n_rows: in
     return sp.csr_matrix((data, (r, c)), shape=(n_rows, len(names)), dtype=np.float32), names
 
 
+def describe_features(matrix: sp.csr_matrix | None, names: Sequence[str],
+                      columns: Sequence[str]) -> str:
+    """One line naming each of ``columns`` that gave features, with its number of features
+    (from ``feature_matrix``'s ``names``, grouped by column in order), marked
+    ``quantile bins`` for a number column and ``multi-valued`` when a row holds several of
+    its values: ``genres (19 values, multi-valued), year (10 values, quantile bins)``.
+    Empty when no column gave one."""
+    parts, start = [], 0
+    for column in columns:
+        end = start
+        while end < len(names) and names[end].startswith((f"{column}=", f"{column}:q")):
+            end += 1
+        if end == start:  # missing from the data, or no value in it
+            continue
+        notes = [f"{end - start:,} values"]
+        if names[start].startswith(f"{column}:q"):
+            notes.append("quantile bins")
+        if matrix is not None and matrix.shape[1] == len(names) \
+                and np.diff(matrix[:, start:end].tocsr().indptr).max(initial=0) > 1:
+            notes.append("multi-valued")
+        parts.append(f"{column} ({', '.join(notes)})")
+        start = end
+    return ", ".join(parts)
+
+
 def empty_features(n_rows: int) -> sp.csr_matrix:
     """``[n_rows, 0]`` float32: no side features."""
     return sp.csr_matrix((n_rows, 0), dtype=np.float32)
