@@ -111,10 +111,7 @@ class Checkpoint:
         if jax.process_count() > 1:
             raise ConfigError("checkpoints with several processes are not supported: train "
                               "without --checkpoint, or on one process (--devices)")
-        refused = self.refusal()
-        if refused:
-            raise ConfigError(f"checkpoint {self.directory}: {refused}")
-        try:
+        try:  # (a directory that cannot hold it is refused there: ``refusal``)
             return self._bind(fingerprint, defaults)
         except BaseException:  # refused or failed: the directory is not this training's
             self.release()
