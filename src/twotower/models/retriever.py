@@ -385,6 +385,81 @@ def untrained_item_error(item_id: Any) -> UnknownIdError:
                           "is similar to it")
 
 
+def _item_id_list(ids: Any, name: str) -> list[Any]:
+    """``ids`` (external item ids, any iterable: a list, a set, an array, a Series) as a
+    list; DataError for a single id or a container that iterates as no list of ids."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable) or (
+            isinstance(ids, np.ndarray) and ids.ndim == 0):
+        raise DataError(f"`{name}` must be a list of item ids, got the single id {ids!r}; "
+                        f"pass [{ids!r}]")
+    if hasattr(ids, "columns") and hasattr(ids, "iloc"):
+        raise DataError(f"`{name}` must be a 1-D list of item ids, got a DataFrame (it "
+                        f"iterates over its column names): pass one column, df[\"item_id\"]")
+    if getattr(ids, "ndim", 1) != 1:
+        raise DataError(f"`{name}` must be a 1-D list of item ids, got an array of shape "
+                        f"{getattr(ids, 'shape', '?')}")
+    if isinstance(ids, Mapping):
+        raise DataError(f"`{name}` must be a list of item ids, got a {type(ids).__name__} "
+                        "(it iterates over its keys): pass a list")
+    return list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+
+
+class DeniedItems:
+    """External item ids no list returns, mapped once to the model's items and prepared
+    once per search index: ``TwoTower.prepare_deny``. For a fixed deny list used on many
+    calls (items out of stock): pass it as ``deny=`` to ``recommend_ids``, ``similar_ids``,
+    ``recommend``, ``recommend_from_history`` or ``similar_items``; each index then gets
+    one prepared list (these items and the ones the model never trained), not an ``[n]``
+    mask per call.
+
+    Attributes:
+        rows: ``[n_denied]`` int64, the denied items' internal indices (sorted, unique).
+        n_unknown: how many of the given ids the catalogue does not hold (ignored: an
+            item the model does not know is in no list anyway).
+
+    Example:
+        >>> out_of_stock = model.prepare_deny(["SKU-1", "SKU-2"])   # doctest: +SKIP
+        >>> model.recommend_ids([42], k=10, deny=out_of_stock)       # doctest: +SKIP
+    """
+
+    __slots__ = ("rows", "n_unknown", "_vocab", "_cache")
+
+    def __init__(self, rows: np.ndarray, n_unknown: int, vocab: Vocabulary) -> None:
+        self.rows = rows
+        self.rows.flags.writeable = False
+        self.n_unknown = n_unknown
+        self._vocab = vocab
+        self._cache: dict[int, tuple[Any, ...]] = {}
+
+    @property
+    def n_denied(self) -> int:
+        """How many catalogue items are denied (the known ids, each once)."""
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        return f"DeniedItems(n_denied={self.n_denied}, n_unknown={self.n_unknown})"
+
+    def _for(self, model: TwoTower, index: Any) -> Any:
+        """This list with the model's untrained items, prepared for ``index`` (once per
+        build of it); None when that denies nothing."""
+        if model.item_vocab is not self._vocab and model.item_vocab != self._vocab:
+            raise DataError("`deny` was prepared by another model (its items are other "
+                            "items): prepare it with this model's prepare_deny")
+        untrained = model._untrained_item_cache()[1]
+        hit = self._cache.get(id(index))
+        if hit is None or hit[0] is not index or hit[1] is not index._layout or \
+                hit[2] is not untrained:
+            ids = self.rows if untrained is None else np.union1d(self.rows, untrained)
+            hit = (index, index._layout, untrained,
+                   index.prepare_deny(ids) if len(ids) else None)
+            # (a copy of the items first: requests may prepare it from several threads)
+            for key in [k for k, v in list(self._cache.items())
+                        if v[0] not in (model._index, model._similar)]:
+                self._cache.pop(key, None)  # indexes the model no longer has
+            self._cache[id(index)] = hit
+        return hit[3]
+
+
 class TwoTower:
     """A two-tower retrieval model over one interaction log.
 
@@ -1237,6 +1312,81 @@ class TwoTower:
         """Item indices, most interacted-with first (ties by index)."""
         return np.argsort(-np.asarray(self.item_popularity, np.float64), kind="stable")
 
+    # ------------------------------------------------------------------ allow / deny
+    def known_items(self, item_ids: Iterable[Any], name: str = "item_ids"
+                    ) -> tuple[np.ndarray, int]:
+        """The internal indices of the external item ids the catalogue holds (sorted,
+        each once), and how many of the given ids it does not hold.
+
+        Args:
+            item_ids: external item ids, any iterable (a list, a set, an array).
+            name: the argument's name in error messages.
+
+        Raises:
+            DataError: a single id, or a container that iterates as no list of ids.
+        """
+        self._require_fitted()
+        ids = _item_id_list(item_ids, name)
+        try:
+            idx = self.item_vocab.lookup_or(ids, -1)
+        except TypeError:  # an entry that can be no id (a list, a dict)
+            bad = next(v for v in ids if not isinstance(v, (str, int, np.integer)))
+            raise DataError(f"`{name}` must hold item ids (integers or text), got "
+                            f"{bad!r}") from None
+        known = idx[idx >= 0]
+        return np.unique(known), int(len(idx) - len(known))
+
+    def _allow_rows(self, allow: Iterable[Any], name: str = "allow") -> np.ndarray:
+        """``allow``'s known items; unknown ids are ignored, but DataError when none is
+        known (an allow-list of nothing would answer empty lists)."""
+        rows, unknown = self.known_items(allow, name)
+        if len(rows):
+            return rows
+        if not unknown:
+            raise DataError(f"`{name}` is empty: an allow-list of no item would leave every "
+                            "list empty; leave it out (None) to allow every item")
+        some = ", ".join(map(repr, self.item_vocab.ids[:3].tolist()))
+        raise DataError(f"`{name}`: none of its {unknown:,} item ids is in the catalogue "
+                        f"(ids are like {some}); unknown ids are ignored, and an "
+                        "allow-list of no known item would leave every list empty")
+
+    def prepare_deny(self, item_ids: Iterable[Any]) -> DeniedItems:
+        """External item ids no list may return (e.g. items out of stock), mapped once and
+        prepared once per search index (``DeniedItems``): pass the result as ``deny=``.
+        Ids the catalogue does not hold are ignored (counted in ``n_unknown``): an item
+        the model does not know is in no list anyway.
+
+        Raises:
+            DataError: a single id, or a container that iterates as no list of ids.
+        """
+        rows, unknown = self.known_items(item_ids, "item_ids")
+        return DeniedItems(rows, unknown, self.item_vocab)
+
+    def _external_filters(self, allow: Any, deny: Any) -> tuple[Any, Any]:
+        """``allow``/``deny`` of external ids as internal indices (a ``DeniedItems`` is
+        kept as it is)."""
+        rows = None if allow is None else self._allow_rows(allow)
+        if deny is not None and not isinstance(deny, DeniedItems):
+            deny = self.known_items(deny, "deny")[0]
+        return rows, deny
+
+    def _search_filters(self, index: Any, allow: Any, deny: Any) -> tuple[Any, Any]:
+        """``index.search``'s ``allow`` and ``deny``: the caller's (internal indices, or a
+        ``DeniedItems``), the items the model never trained denied too."""
+        if allow is not None:
+            allow = np.asarray(allow)
+            _check_indices(allow, self.n_items, "allow", "item")
+        if deny is None:
+            return allow, self._untrained_denied(index)
+        if isinstance(deny, DeniedItems):
+            return allow, deny._for(self, index)
+        deny = np.asarray(deny)
+        _check_indices(deny, self.n_items, "deny", "item")
+        untrained = self._untrained_item_cache()[1]
+        if untrained is not None:
+            deny = np.concatenate([deny.astype(np.int64, copy=False), untrained])
+        return allow, deny
+
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
         """Training items of each user index (the default exclusion lists)."""
         self._require_fitted()
@@ -1270,58 +1420,82 @@ class TwoTower:
         _check_indices(users, len(self.user_vocab), "users", "user")
         return cached[1].rows(users.astype(np.int64, copy=False))
 
-    def recommend(self, users: np.ndarray, k: int, exclude: Any = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+    def recommend(self, users: np.ndarray, k: int, exclude: Any = None, *,
+                  allow: Any = None, deny: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices for user indices (the evaluation protocol). ``exclude``: one
         array of item indices per user (``seen_items``), CSR rows (``seen_rows``), or
-        prepared rows (``seen_exclusions``, the cheapest for many users).
+        prepared rows (``seen_exclusions``, the cheapest for many users). ``allow``: 1-D
+        item indices, the only ones any list may hold; ``deny``: 1-D item indices no
+        list holds, or a ``DeniedItems`` (``prepare_deny``). The items the model never
+        trained are denied in any case.
 
         Returns:
             scores ``[b, k]`` float32 and item indices ``[b, k]`` int64, best first,
-            padded with -1 / -inf when fewer than k items remain after ``exclude``.
+            padded with -1 / -inf when fewer than k items remain after the filters.
 
         Raises:
-            DataError: a user index outside [0, n_users).
+            DataError: a user or item index outside its range.
         """
         k = _check_k(k, self.n_items)
+        allow, deny = self._search_filters(self._index, allow, deny)
         return self._index.search(self.query_embeddings(users), k, exclude=exclude,
-                                  deny=self._untrained_denied(self._index))
+                                  allow=allow, deny=deny)
 
     def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
-                               exclude: Sequence[np.ndarray] | None = None
+                               exclude: Sequence[np.ndarray] | None = None, *,
+                               allow: Any = None, deny: Any = None
                                ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k item indices for users given only their item-index histories (one sequence
         per user). Nothing is excluded unless ``exclude`` says so (one sequence per user:
         pass ``histories`` to leave out what each had, as the service's by-history answer
-        does by default).
+        does by default). ``allow``/``deny``: as ``recommend``'s (item indices, or a
+        ``DeniedItems``; map external ids with ``known_items``).
 
         Raises:
             DataError: an item index outside [0, n_items).
         """
         k = _check_k(k, self.n_items)
+        allow, deny = self._search_filters(self._index, allow, deny)
         return self._index.search(self.history_query_embeddings(histories), k,
-                                  exclude=exclude, deny=self._untrained_denied(self._index))
+                                  exclude=exclude, allow=allow, deny=deny)
 
-    def recommend_ids(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True
+    def recommend_ids(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True,
+                      allow: Iterable[Any] | None = None,
+                      deny: Iterable[Any] | DeniedItems | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k external item ids for external user ids.
+
+        Args:
+            user_ids: external user ids.
+            k: list length, 1 to the catalogue size.
+            exclude_seen: leave out each user's training items.
+            allow: external item ids (any iterable), the only items a list may hold; ids
+                the catalogue does not hold are ignored, but at least one must be known.
+            deny: external item ids no list holds (any iterable; unknown ids are
+                ignored), or a fixed list prepared once (``prepare_deny``).
+
+        Returns:
+            scores ``[b, k]`` float32 and item ids ``[b, k]`` (object), best first; a row
+            is padded with ``None`` (score ``-inf``) when fewer than ``k`` items qualify.
 
         Raises:
             UnknownIdError: a user id the model never saw, or one it never trained on
                 (``untrained_users``: its query is as initialised; serve such users
                 another way, e.g. ``popularity_order``).
-            DataError: a single id instead of a list of ids.
+            DataError: a single id instead of a list of ids; an ``allow`` with no item
+                of the catalogue.
         """
         self._require_fitted()
         _check_id_list(user_ids, "user_ids", "user")
         if not isinstance(exclude_seen, (bool, np.bool_)):  # "no" counted as True
             raise DataError(f"`exclude_seen` must be True or False, got {exclude_seen!r}")
+        allow, deny = self._external_filters(allow, deny)
         users = self.user_vocab.lookup(user_ids)
         untrained = np.flatnonzero(self.untrained_users()[users])
         if len(untrained):
             raise untrained_user_error(plain_id(self.user_vocab.ids[users[untrained[0]]]))
         exclude = self.seen_exclusions(users) if exclude_seen else None
-        scores, idx = self.recommend(users, k, exclude)
+        scores, idx = self.recommend(users, k, exclude, allow=allow, deny=deny)
         return scores, self._external(idx)
 
     def _external(self, idx: np.ndarray) -> np.ndarray:
@@ -1331,11 +1505,13 @@ class TwoTower:
         out[~valid] = None
         return out
 
-    def similar_items(self, items: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    def similar_items(self, items: np.ndarray, k: int = 10, *, allow: Any = None,
+                      deny: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Cosine-nearest item indices of item indices, never the item itself (on the
         trained candidate vectors, without the EASE part), nor an item never trained on
         (``untrained_items``: its vector is as initialised; the list is padded when fewer
-        than ``k`` remain).
+        than ``k`` remain). ``allow``/``deny``: as ``recommend``'s; the item itself is
+        never returned, even when ``allow`` holds it.
 
         Raises:
             DataError: an item index outside [0, n_items), or a one-item catalogue.
@@ -1348,26 +1524,33 @@ class TwoTower:
         items = np.atleast_1d(np.asarray(items))
         _check_indices(items, self.n_items, "items", "item")
         items = items.astype(np.int64, copy=False)
+        allow, deny = self._search_filters(self._similar, allow, deny)
         return self._similar.search(self._trained_items()[items], k,
                                     exclude=[np.array([i]) for i in items],
-                                    deny=self._untrained_denied(self._similar))
+                                    allow=allow, deny=deny)
 
-    def similar_ids(self, item_ids: Sequence[Any], k: int = 10
+    def similar_ids(self, item_ids: Sequence[Any], k: int = 10, *,
+                    allow: Iterable[Any] | None = None,
+                    deny: Iterable[Any] | DeniedItems | None = None
                     ) -> tuple[np.ndarray, np.ndarray]:
-        """Cosine-nearest external item ids of external item ids.
+        """Cosine-nearest external item ids of external item ids, never the item itself
+        (even when ``allow`` holds it). ``allow``/``deny``: as ``recommend_ids``'; rows
+        are padded with ``None`` (score ``-inf``) when fewer than ``k`` items qualify.
 
         Raises:
             UnknownIdError: an item id not in the catalogue, or one the model never trained
                 (``untrained_items``: nothing is similar to a vector as initialised).
-            DataError: a single id instead of a list of ids.
+            DataError: a single id instead of a list of ids; an ``allow`` with no item
+                of the catalogue.
         """
         self._require_fitted()
         _check_id_list(item_ids, "item_ids", "item")
+        allow, deny = self._external_filters(allow, deny)
         items = self.item_vocab.lookup(item_ids)
         untrained = np.flatnonzero(self.untrained_items()[items])
         if len(untrained):
             raise untrained_item_error(plain_id(self.item_vocab.ids[items[untrained[0]]]))
-        scores, idx = self.similar_items(items, k)
+        scores, idx = self.similar_items(items, k, allow=allow, deny=deny)
         return scores, self._external(idx)
 
     def titles(self, idx: np.ndarray) -> np.ndarray:
