@@ -1024,32 +1024,98 @@ def _load(run: str) -> Any:
 def _read_user_file(path: str) -> tuple[list[str], list[int]]:
     """``--users``: its ids, and the line each was read from; ``-`` reads them from
     standard input, and a pipe (``/dev/stdin``, ``<(...)``) is read as a file is."""
+    users, lines, _ = _read_id_file(path, "--users", "user")
+    return users, lines
+
+
+def _read_id_file(path: str, flag: str, what: str, empty_ok: bool = False
+                  ) -> tuple[list[str], list[int], Path]:
+    """A file of one id a line (``--users``, ``--allow``, ``--deny``): its ids, the line
+    each was read from, and the file as messages name it; ``-`` reads standard input."""
     from twotower.data.readers import not_a_file
     p = Path(path)
     if path == "-":
         if sys.stdin is None or sys.stdin.closed:
-            raise DataError("--users -: there is no standard input to read ids from")
+            raise DataError(f"{flag} -: there is no standard input to read ids from")
         raw, p = sys.stdin.buffer.read(), Path("<stdin>")
     elif p.is_dir() or not p.exists():
-        raise DataError(f"--users: {not_a_file(p)}")
+        raise DataError(f"{flag}: {not_a_file(p)}")
     else:
         try:
             raw = p.read_bytes()
         except OSError as exc:
-            raise DataError(f"--users: cannot read {p} ({exc.strerror or exc})") from None
+            raise DataError(f"{flag}: cannot read {p} ({exc.strerror or exc})") from None
     try:  # utf-8-sig: a byte order mark (Excel, Notepad) is not part of the first id
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = exc.object[:exc.start].count(b"\n") + 1
-        raise DataError(f"--users: {p}, line {line}: not UTF-8 text ({exc.reason})") from None
-    users, lines = [], []
+        raise DataError(f"{flag}: {p}, line {line}: not UTF-8 text ({exc.reason})") from None
+    ids, lines = [], []
     for n, ln in enumerate(text.splitlines(), 1):
         if ln.strip():
-            users.append(ln.strip())
+            ids.append(ln.strip())
             lines.append(n)
-    if not users:
-        raise DataError(f"--users: {p} holds no user id (expected one id a line)")
-    return users, lines
+    if not ids and not empty_ok:
+        raise DataError(f"{flag}: {p} holds no {what} id (expected one id a line)")
+    return ids, lines, p
+
+
+def _stdin_once(args: argparse.Namespace) -> None:
+    """ConfigError when several flags would read standard input (``-``)."""
+    dash = [f for f, v in (("--users", getattr(args, "users", None)),
+                           ("--allow", args.allow), ("--deny", args.deny)) if v == "-"]
+    if len(dash) > 1:
+        raise ConfigError(f"{' and '.join(dash)} both read standard input (-): one flag at "
+                          "most can; give the others as files")
+
+
+def _item_file(model: Any, path: str, flag: str) -> np.ndarray:
+    """``--allow``/``--deny``: the item indices of the file's ids (sorted, each once).
+    Ids the run does not hold are ignored, said on stderr (a line holding a separator
+    is refused: a file of several columns); ``--allow`` must name some known item."""
+    ids, lines, p = _read_id_file(path, flag, "item", empty_ok=flag == "--deny")
+    idx = model.item_vocab.lookup_or(ids, -1)
+    unknown = np.flatnonzero(idx < 0)
+    for j in unknown.tolist():
+        sep = next((c for c in (",", "\t", ";") if c in ids[j]), None)
+        if sep is not None:
+            raise DataError(f"{flag}: {p}, line {lines[j]}: {ids[j]!r} is no item id of the "
+                            f"run and holds {sep!r}: expected one item id a line, with no "
+                            "other columns")
+    if len(unknown):
+        first = int(unknown[0])
+        some = ", ".join(map(repr, model.item_vocab.ids[:3].tolist()))
+        if flag == "--allow" and len(unknown) == len(ids):
+            raise DataError(f"{flag}: none of the {len(ids):,} ids in {p} is an item of the "
+                            f"run (line {lines[first]}: {ids[first]!r}; ids are like "
+                            f"{some}): an allow-list of no known item leaves every list "
+                            "empty")
+        print(f"twotower: note: {flag}: {len(unknown):,} of the {len(ids):,} ids in {p} are "
+              f"not items of the run and are ignored (the first: line {lines[first]}, "
+              f"{ids[first]!r})", file=sys.stderr, flush=True)
+    return np.unique(idx[idx >= 0])
+
+
+def _item_filters(args: argparse.Namespace, model: Any
+                  ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """``--allow`` and ``--deny`` as item indices (None: not given)."""
+    _stdin_once(args)
+    allow = _item_file(model, args.allow, "--allow") if args.allow else None
+    deny = _item_file(model, args.deny, "--deny") if args.deny else None
+    return allow, deny
+
+
+def _filtered_popular(model: Any, allow: np.ndarray | None, deny: np.ndarray | None
+                      ) -> np.ndarray:
+    """``popularity_order`` less the items ``--deny`` names, within ``--allow``'s."""
+    order = model.popularity_order()
+    keep = np.ones(model.n_items, dtype=bool)
+    if allow is not None:
+        keep[:] = False
+        keep[allow] = True
+    if deny is not None:
+        keep[deny] = False
+    return order[keep[order]]
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
@@ -1059,9 +1125,11 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.out:
         _out_format(args.out)  # before the work
         _check_output(args.out, "--out")
+    _stdin_once(args)
     model = _load(args.run)
     if args.k is None:  # the default fits the catalogue; a given k is checked as given
         args.k = min(10, model.n_items)
+    allow, deny = _item_filters(args, model)
     if args.user is not None:  # stripped, as --users' lines and the data's ids are
         if not args.user.strip():
             raise ConfigError(f"--user: expected a user id, got {args.user!r}")
@@ -1101,10 +1169,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     known = idx >= 0
     exclude = None if args.include_seen else model.seen_exclusions(idx[known])
     t0 = time.perf_counter()
-    scores, top = model.recommend(idx[known], args.k, exclude)
+    scores, top = model.recommend(idx[known], args.k, exclude, allow=allow, deny=deny)
     elapsed = time.perf_counter() - t0
     if not known.all():
-        popular = model.popularity_order()[:args.k]
+        popular = _filtered_popular(model, allow, deny)[:args.k]
         full_s = np.full((len(idx), top.shape[1]), -np.inf, dtype=np.float32)
         full_t = np.full((len(idx), top.shape[1]), -1, dtype=np.int64)
         full_s[known], full_t[known] = scores, top
@@ -1149,22 +1217,41 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                 _say(f"  {rank:2d}. {_shown(it['title'], it['item_id'], shared)}  ({score})")
             if len(r["items"]) < args.k and not r["fallback"]:
                 _say(_short_list_note(model, r["user_id"], len(r["items"]),
-                                      args.include_seen))
+                                      args.include_seen, allow, deny))
     return 0
 
 
-def _short_list_note(model: Any, user_id: Any, left: int, include_seen: bool) -> str:
+def _short_list_note(model: Any, user_id: Any, left: int, include_seen: bool,
+                     allow: np.ndarray | None = None, deny: np.ndarray | None = None) -> str:
     """Why a user's list is shorter than asked: their seen items are left out (unless
-    --include-seen), and so are the items the run never trained (in no list)."""
+    --include-seen), and so are the items the run never trained (in no list), the items
+    --deny names and those --allow does not."""
     u = model.user_vocab.lookup([user_id])
     seen = model.seen_items(u)[0]
     untrained = model.untrained_items()
     n_untrained = int(np.count_nonzero(untrained))
-    n_seen = 0 if include_seen else int(np.count_nonzero(~untrained[seen]))
+    out = untrained.copy()  # each item counted under the first reason that leaves it out
+    n_seen = 0
+    if not include_seen:
+        n_seen = int(np.count_nonzero(~out[seen]))
+        out[seen] = True
+    n_denied = 0
+    if deny is not None:
+        n_denied = int(np.count_nonzero(~out[deny]))
+        out[deny] = True
+    n_other = 0
+    if allow is not None:
+        outside = np.ones(model.n_items, dtype=bool)
+        outside[allow] = False
+        n_other = int(np.count_nonzero(outside & ~out))
     why = []
     if n_seen:
         why.append(f"{n_seen:,} are items this user interacted with in training "
                    "(--include-seen ranks them too)")
+    if n_denied:
+        why.append(f"{n_denied:,} are named by --deny")
+    if n_other:
+        why.append(f"{n_other:,} are not in --allow")
     if n_untrained:
         why.append(f"{n_untrained:,} were never trained (no training row, no trained "
                    "item feature), which no list holds")
@@ -1248,7 +1335,8 @@ def cmd_similar(args: argparse.Namespace) -> int:
                         f"{untrained_item_error(plain_id(model.item_vocab.ids[item]))}")
     if args.k is None:  # the default fits the catalogue (the item itself is not returned)
         args.k = max(1, min(10, model.n_items - 1))
-    scores, top = model.similar_items([item], args.k)
+    allow, deny = _item_filters(args, model)
+    scores, top = model.similar_items([item], args.k, allow=allow, deny=deny)
     if args.json:
         print(_json({"item_id": plain_id(model.item_vocab.ids[item]),
                      "items": [{"item_id": plain_id(model.item_vocab.ids[i]),
@@ -1265,8 +1353,12 @@ def cmd_similar(args: argparse.Namespace) -> int:
         _say(f"  {rank:2d}. {_shown(model.titles([i])[0], ids[i], shared)}  ({s:.3f})")
     if listed < args.k:  # as recommend's note: the untrained items are in no list
         n_untrained = int(np.count_nonzero(model.untrained_items()))
+        filters = " and ".join(f for f, v in (("--deny", deny), ("--allow", allow))
+                               if v is not None)
         _say(f"  ({'no' if not listed else f'only {listed}'} items left: of the "
-             f"{model.n_items:,}, one is the item itself and {n_untrained:,} "
+             f"{model.n_items:,}, one is the item itself"
+             + (f", others are left out by {filters}" if filters else "")
+             + f" and {n_untrained:,} "
              f"{'was' if n_untrained == 1 else 'were'} never trained (no training row, no "
              "trained item feature), which no list holds)")
     return 0
@@ -1689,6 +1781,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-k", type=int, help="items per user, between 1 and the catalogue size "
                                         "(default 10, or the catalogue if smaller)")
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
+    r.add_argument("--allow", type=_path, metavar="FILE",
+                   help="only items whose ids this file lists, one a line (ids the run "
+                        "does not hold are ignored; at least one must be an item; - for "
+                        "standard input)")
+    r.add_argument("--deny", type=_path, metavar="FILE",
+                   help="never the items whose ids this file lists, one a line (e.g. out "
+                        "of stock; ids the run does not hold are ignored, and counted on "
+                        "stderr; - for standard input)")
     r.add_argument("--fallback", choices=("none", "popular"), default="none",
                    help="popular: users the run does not know (or never trained on) get the "
                         "most popular items, flagged, instead of an error")
@@ -1703,6 +1803,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, help="similar items, between 1 and the other items' "
                                         "count (default 10, or every other item if fewer)")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    s.add_argument("--allow", type=_path, metavar="FILE",
+                   help="only items whose ids this file lists, one a line (ids the run "
+                        "does not hold are ignored; at least one must be an item; - for "
+                        "standard input)")
+    s.add_argument("--deny", type=_path, metavar="FILE",
+                   help="never the items whose ids this file lists, one a line (e.g. out "
+                        "of stock; ids the run does not hold are ignored, and counted on "
+                        "stderr; - for standard input)")
     s.set_defaults(func=cmd_similar)
 
     e = sub.add_parser("evaluate", help="metrics on the run's held-out split")

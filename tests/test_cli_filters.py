@@ -1,0 +1,121 @@
+"""``twotower recommend/similar --allow FILE --deny FILE``: one item id a line; unknown ids
+ignored and counted on stderr, a bad file named with its line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pytest
+
+from tests.cli_run import run
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """20 users, 30 items with text ids ``i0``..``i29`` (1 epoch)."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 20, 400)],
+                              [f"i{i}" for i in rng.integers(0, 30, 400)],
+                              ratings=rng.integers(1, 6, 400))
+    model = TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=8)).fit(
+        x, verbose=0)
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    model.save(run_dir)
+    return model, run_dir
+
+
+def _ids(out):
+    return [[it["item_id"] for it in json.loads(ln)["items"]] for ln in out.splitlines()]
+
+
+def test_recommend_and_similar_obey_allow_and_deny_files(capsys, tiny_run, tmp_path):
+    model, rundir = tiny_run
+    deny = tmp_path / "deny.txt"
+    deny.write_text("i0\ni1\ni2\n\nSKU-gone\ni3\nother-gone\n")
+    allow = tmp_path / "allow.txt"
+    allow.write_text("\ufeffi2\ni3\ni4\ni5\ni6\ni7\n")  # a byte order mark is no part of it
+    code, out, err = run(capsys, "recommend", rundir, "--all-users", "--json", "-k", "10",
+                         "--deny", deny, "--include-seen")
+    assert code == 0, err
+    lists = _ids(out)
+    assert len(lists) == 20 and all(len(r) == 10 for r in lists)
+    assert not {"i0", "i1", "i2", "i3"} & {i for r in lists for i in r}
+    assert (f"--deny: 2 of the 6 ids in {deny} are not items of the run and are ignored "
+            "(the first: line 5, 'SKU-gone')") in err
+    # the same lists as the library gives for the same deny list
+    users = [json.loads(ln)["user_id"] for ln in out.splitlines()]
+    want = model.recommend_ids(users, 10, exclude_seen=False,
+                               deny=["i0", "i1", "i2", "i3", "SKU-gone"])[1]
+    assert lists == want.tolist()
+    # allow and deny together: i4..i7 qualify, padded lists are short
+    code, out, err = run(capsys, "recommend", rundir, "--user", "u1", "--json", "-k", "10",
+                         "--allow", allow, "--deny", deny, "--include-seen")
+    assert code == 0 and sorted(_ids(out)[0]) == ["i4", "i5", "i6", "i7"]
+    code, out, err = run(capsys, "recommend", rundir, "--user", "u1", "-k", "10",
+                         "--allow", allow, "--deny", deny, "--include-seen")
+    assert "(only 4 items left: of the 30, 4 are named by --deny and 22 are not " \
+           "in --allow)" in out
+    code, out, err = run(capsys, "similar", rundir, "--item", "i4", "--json", "-k", "5",
+                         "--allow", allow, "--deny", deny)
+    got = [it["item_id"] for it in json.loads(out)["items"]]
+    assert code == 0 and sorted(got) == ["i5", "i6", "i7"]  # never i4 itself
+    code, out, err = run(capsys, "similar", rundir, "--item", "i4", "-k", "5",
+                         "--allow", allow, "--deny", deny)
+    assert "others are left out by --deny and --allow" in out
+
+
+def test_popular_fallback_lists_obey_the_filters_too(capsys, tiny_run, tmp_path):
+    _, rundir = tiny_run
+    deny = tmp_path / "deny.txt"
+    deny.write_text("\n".join(f"i{i}" for i in range(25)))
+    code, out, err = run(capsys, "recommend", rundir, "--user", "ghost", "--json", "-k", "8",
+                         "--deny", deny, "--fallback", "popular")
+    row = json.loads(out)
+    assert code == 0 and row["fallback"] == "popular"
+    assert sorted(it["item_id"] for it in row["items"]) == [f"i{i}" for i in range(25, 30)]
+
+
+def test_filter_files_from_standard_input(capsys, tiny_run, tmp_path, monkeypatch):
+    _, rundir = tiny_run
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"i0\ni1\n")))
+    code, out, err = run(capsys, "similar", rundir, "--item", "i5", "--json", "-k", "28",
+                         "--deny", "-")
+    got = [it["item_id"] for it in json.loads(out)["items"]]
+    assert code == 0 and len(got) == 27 and not {"i0", "i1", "i5"} & set(got)
+    code, out, err = run(capsys, "recommend", rundir, "--users", "-", "--deny", "-")
+    assert code == 2 and "--users and --deny both read standard input (-)" in err
+
+
+@pytest.mark.parametrize("flag,text,needle", [
+    ("--allow", "\n \n", "--allow: {p} holds no item id (expected one id a line)"),
+    ("--allow", "nope\nnada\n", "--allow: none of the 2 ids in {p} is an item of the run "
+                                "(line 1: 'nope'; ids are like"),
+    ("--deny", "i1\ni2,0\n", "--deny: {p}, line 2: 'i2,0' is no item id of the run and "
+                             "holds ',': expected one item id a line"),
+    ("--deny", b"i1\n\xff\n", "--deny: {p}, line 2: not UTF-8 text"),
+])
+def test_bad_filter_files_are_named_with_their_line(capsys, tiny_run, tmp_path, flag, text,
+                                                    needle):
+    _, rundir = tiny_run
+    p = tmp_path / "ids.txt"
+    p.write_bytes(text if isinstance(text, bytes) else text.encode())
+    for cmd in (["recommend", rundir, "--user", "u1"], ["similar", rundir, "--item", "i1"]):
+        code, out, err = run(capsys, *cmd, flag, p)
+        assert code == 2 and out == "" and needle.format(p=p) in err, err
+    code, _, err = run(capsys, "similar", rundir, "--item", "i1", "--deny", tmp_path / "no")
+    assert code == 2 and "--deny: " in err
+
+
+def test_an_empty_deny_file_denies_nothing(capsys, tiny_run, tmp_path):
+    _, rundir = tiny_run
+    (tmp_path / "d.txt").write_text("")
+    code, out, err = run(capsys, "recommend", rundir, "--user", "u1", "--json", "-k", "3",
+                         "--deny", tmp_path / "d.txt")
+    assert code == 0 and len(_ids(out)[0]) == 3 and err == ""
