@@ -1631,9 +1631,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if hosts is not None and not hosts:
         raise ConfigError("--allowed-hosts: give host names separated by commas, or '*' for "
                           "any")
+    deny = None
+    if args.deny:  # read once: every model served (reloads, workers) denies these
+        deny, _, _ = _read_id_file(args.deny, "--deny", "item", empty_ok=True)
     serve(args.run, host=args.host, port=args.port, workers=args.workers, max_k=args.max_k,
           max_batch=args.max_batch, max_results=args.max_results, allowed_hosts=hosts,
-          access_log=not args.no_access_log)
+          access_log=not args.no_access_log, max_filter=args.max_filter, deny=deny)
     return 0
 
 
@@ -1877,6 +1880,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-results", type=int, default=100_000,
                     help="most (user, item) entries one batch request may ask for: users x "
                          "k (default 100000)")
+    sv.add_argument("--max-filter", type=int, default=10_000,
+                    help="most item ids in one request's allow or deny list (default 10000)")
+    sv.add_argument("--deny", type=_path, metavar="FILE",
+                    help="item ids no answer lists, one a line (e.g. out of stock): read "
+                         "once at start-up and kept across reloads; ids the run does not "
+                         "hold are ignored (GET /v1/model counts them)")
     sv.add_argument("--allowed-hosts", metavar="NAMES",
                     help="Host header names served, separated by commas ('*': any); "
                          "default: the loopback names when --host is a loopback address "
@@ -2063,6 +2072,7 @@ _FLAGS = {
     "cmd_similar": {"`k`": "-k"},
     "cmd_serve": {"`port`": "--port", "`workers`": "--workers", "`max_k`": "--max-k",
                   "`max_batch`": "--max-batch", "`max_results`": "--max-results",
+                  "`max_filter`": "--max-filter",
                   "`host`": "--host"},
 }
 

@@ -16,6 +16,7 @@ from schemathesis.checks import positive_data_acceptance
 OPERATIONS = [
     ("GET", "/v1/recommendations"), ("POST", "/v1/recommendations"),
     ("POST", "/v1/recommendations/by-history"), ("GET", "/v1/similar-items"),
+    ("POST", "/v1/similar-items"),
     ("GET", "/v1/items/{item_id}"), ("GET", "/v1/item"), ("GET", "/v1/items"),
     ("GET", "/v1/users/{user_id}/history"), ("GET", "/v1/history"), ("GET", "/v1/users"),
     ("GET", "/healthz"),

@@ -1336,12 +1336,13 @@ class TwoTower:
         known = idx[idx >= 0]
         return np.unique(known), int(len(idx) - len(known))
 
-    def _allow_rows(self, allow: Iterable[Any], name: str = "allow") -> np.ndarray:
-        """``allow``'s known items; unknown ids are ignored, but DataError when none is
-        known (an allow-list of nothing would answer empty lists)."""
+    def _allow_rows(self, allow: Iterable[Any], name: str = "allow"
+                    ) -> tuple[np.ndarray, int]:
+        """``allow``'s known items, and how many of its ids are unknown (ignored);
+        DataError when none is known (an allow-list of nothing would answer empty lists)."""
         rows, unknown = self.known_items(allow, name)
         if len(rows):
-            return rows
+            return rows, unknown
         if not unknown:
             raise DataError(f"`{name}` is empty: an allow-list of no item would leave every "
                             "list empty; leave it out (None) to allow every item")
@@ -1365,7 +1366,7 @@ class TwoTower:
     def _external_filters(self, allow: Any, deny: Any) -> tuple[Any, Any]:
         """``allow``/``deny`` of external ids as internal indices (a ``DeniedItems`` is
         kept as it is)."""
-        rows = None if allow is None else self._allow_rows(allow)
+        rows = None if allow is None else self._allow_rows(allow)[0]
         if deny is not None and not isinstance(deny, DeniedItems):
             deny = self.known_items(deny, "deny")[0]
         return rows, deny

@@ -17,7 +17,7 @@ import json
 import re
 import time
 from pathlib import Path
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote_to_bytes
 
@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from twotower.data.vocabulary import INT_ID, plain_id
-from twotower.errors import ConfigError, UnknownIdError
+from twotower.errors import ConfigError, DataError, UnknownIdError
 from twotower.models.retriever import untrained_item_error, untrained_user_error
 from twotower.service import schemas as S
 from twotower.service.observability import (REQUEST_MODEL, SECURITY_HEADERS, Metrics,
@@ -231,7 +231,8 @@ async def _check_body_keys(request: Request) -> None:
 def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: int = 1000,
                max_batch: int = 1000, max_results: int = 100_000,
                max_body_bytes: int = 64 * 1024, allowed_hosts: Sequence[str] | None = None,
-               access_log: bool = True, inline_max_scores: int = 1 << 20) -> FastAPI:
+               access_log: bool = True, inline_max_scores: int = 1 << 20,
+               max_filter: int = 10_000, deny: Iterable[Any] | None = None) -> FastAPI:
     """Build the FastAPI app serving one run directory.
 
     Args:
@@ -249,6 +250,11 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         access_log: one JSON line per request on the ``twotower.access`` logger.
         inline_max_scores: searches scoring at most this many (query, item) pairs run on
             the event loop; bigger ones (large batches or catalogues) in the thread pool.
+        max_filter: most item ids in one request's ``allow`` or ``deny`` list.
+        deny: external item ids no answer lists, whatever the request (e.g. out of
+            stock): mapped to the run's items and prepared once when a run is loaded,
+            and kept across reloads; ids the run does not know are ignored (counted in
+            ``GET /v1/model``'s ``deny``).
 
     Returns:
         The app; ``app.state.holder`` holds the served model.
@@ -269,15 +275,21 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         raise ConfigError(f"`max_batch` must be >= 1, got {max_batch}")
     if not 1 <= max_results:
         raise ConfigError(f"`max_results` must be >= 1, got {max_results}")
+    if not 1 <= max_filter:
+        raise ConfigError(f"`max_filter` must be >= 1, got {max_filter}")
+    if deny is not None:
+        from twotower.models.retriever import _item_id_list
+        deny = _item_id_list(deny, "deny")
     if allowed_hosts is not None:
         allowed_hosts = [h.strip() for h in allowed_hosts if str(h).strip()]
         if not allowed_hosts:
             raise ConfigError("`allowed_hosts` is empty: every request would be refused; "
                               "give host names, or [\"*\"] for any")
-    holder = ModelHolder(run_dir)
+    holder = ModelHolder(run_dir, deny)
     metrics = Metrics()
-    bodies = S.request_models(max_k, max_batch)
+    bodies = S.request_models(max_k, max_batch, max_filter)
     BatchRequest, HistoryRequest = bodies["batch"], bodies["history"]  # noqa: N806
+    SimilarRequest = bodies["similar"]  # noqa: N806
 
     app = FastAPI(title="twotower", version=twotower.__version__, docs_url=None,
                   redoc_url=None,
@@ -379,6 +391,13 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         loop)."""
         return queries * (holder.current.n_items + _JSON_ITEM_COST * (k or default_k))
 
+    def filter_cost(req: Any) -> int:
+        """An ``allow``/``deny`` list's share of a request's cost: its ids' lookup and an
+        item mask (a rough weight, as ``cost``'s)."""
+        n = sum(len(v) for v in (getattr(req, "allow", None), getattr(req, "deny", None))
+                if v is not None)
+        return 0 if not n else holder.current.n_items + 64 * n
+
     async def offload(work: int, fn: Callable[..., Response], *args: Any) -> Response:
         # A thread hop costs more CPU than a small exact search (measured ad hoc): score up to
         # `inline_max_scores` (query, item) pairs on the event loop, hand bigger jobs to the
@@ -386,6 +405,27 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         if work <= inline_max_scores:
             return fn(*args)
         return await run_in_threadpool(fn, *args)
+
+    def filters(s: ServedModel, req: Any) -> tuple[Any, Any, Any, str]:
+        """A request's ``allow``/``deny`` (external ids, mapped once here) as item indices,
+        with the server's deny list: (allow rows, the search's deny, the request's own
+        deny rows, the response's ``unknown_filter_ids`` member, "" without lists)."""
+        allow, deny = getattr(req, "allow", None), getattr(req, "deny", None)
+        if allow is None and deny is None:
+            return None, s.deny, None, ""
+        m = s.model
+        allow_rows, deny_rows, n_allow, n_deny = None, None, 0, 0
+        if allow is not None:
+            try:
+                allow_rows, n_allow = m._allow_rows(allow)
+            except DataError as exc:  # no known id: as unknown ids are elsewhere, a 404
+                raise HTTPException(404, f"body field {exc}") from None
+        search_deny = s.deny
+        if deny is not None:
+            deny_rows, n_deny = m.known_items(deny, "deny")
+            search_deny = deny_rows if s.deny is None else np.union1d(deny_rows, s.deny.rows)
+        return (allow_rows, search_deny, deny_rows,
+                f',"unknown_filter_ids":{{"allow":{n_allow},"deny":{n_deny}}}')
 
     def _recommend(user_id: str, k: int | None, exclude_seen: bool, fallback: str
                    ) -> Response:
@@ -403,7 +443,8 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             body = _user_json(s, _echo(m, user_id), s.popular_json(k), "popular")
         else:
             users = np.array([u])
-            scores, idx = m.recommend(users, k, m.seen_items(users) if exclude_seen else None)
+            scores, idx = m.recommend(users, k, m.seen_items(users) if exclude_seen else None,
+                                      deny=s.deny)
             body = _user_json(s, plain_id(m.user_vocab.ids[u]), s.items_json(idx[0], scores[0]))
         return Response(f'{{"model":{_dumps(s.label)},{body[1:]}', media_type=_JSON)
 
@@ -419,6 +460,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         s = served()
         m = s.model
         k = check_k(req.k, s.n_items)
+        allow, deny, own_deny, unknown_ids = filters(s, req)
         if len(req.user_ids) * k > max_results:
             raise HTTPException(422, f"{len(req.user_ids)} users x k {k} = "
                                      f"{len(req.user_ids) * k:,} results, over the limit of "
@@ -447,8 +489,8 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         known = users[~unknown]
         if len(known):
             exclude = m.seen_exclusions(known) if req.exclude_seen else None
-            scores, idx = m.recommend(known, k, exclude)
-        popular = s.popular_json(k) if unknown.any() else ""
+            scores, idx = m.recommend(known, k, exclude, allow=allow, deny=deny)
+        popular = s.popular_json(k, allow, own_deny) if unknown.any() else ""
         ids = m.user_vocab.ids
         rows, j = [], 0
         for raw, u in zip(req.user_ids, users.tolist()):
@@ -457,14 +499,14 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             else:
                 rows.append(_user_json(s, plain_id(ids[u]), s.items_json(idx[j], scores[j])))
                 j += 1
-        return Response(f'{{"model":{_dumps(s.label)},"k":{k},"results":[{",".join(rows)}]}}',
-                        media_type=_JSON)
+        return Response(f'{{"model":{_dumps(s.label)},"k":{k},"results":[{",".join(rows)}]'
+                        f'{unknown_ids}}}', media_type=_JSON)
 
     @app.post("/v1/recommendations", response_model=S.BatchRecommendations,
               responses=_errors(400, 404, 413, 415, 422), tags=["recommendations"])
     async def batch_recommendations(req: BatchRequest) -> Response:  # type: ignore[valid-type]
         """Top-k items for many users in one search call."""
-        return await offload(cost(len(req.user_ids), req.k), _batch, req)
+        return await offload(cost(len(req.user_ids), req.k) + filter_cost(req), _batch, req)
 
     def _by_history(req: Any) -> Response:
         s = served()
@@ -475,6 +517,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                                      "history; serve a run trained with query_tower "
                                      "'history' or 'id+history'")
         k = check_k(req.k, s.n_items)
+        allow, deny, _, unknown_ids = filters(s, req)
         items = m.item_vocab.lookup_or(req.item_ids, -1)
         if (items < 0).any():
             bad = [req.item_ids[i] for i in np.flatnonzero(items < 0)]
@@ -488,11 +531,11 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                                      "so the model has no query to build from this history")
         try:
             scores, idx = m.recommend_from_history(
-                [items], k, [items] if req.exclude_history else None)
+                [items], k, [items] if req.exclude_history else None, allow=allow, deny=deny)
         except ConfigError as exc:
             raise HTTPException(400, str(exc)) from None
         return Response(f'{{"model":{_dumps(s.label)},"items":'
-                        f'{s.items_json(idx[0], scores[0])}}}', media_type=_JSON)
+                        f'{s.items_json(idx[0], scores[0])}{unknown_ids}}}', media_type=_JSON)
 
     @app.post("/v1/recommendations/by-history", response_model=S.HistoryRecommendations,
               responses=_errors(400, 404, 413, 415, 422), tags=["recommendations"])
@@ -500,31 +543,43 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                                       ) -> Response:
         """Top-k items for a user known only by the items they interacted with (works for
         users the model never saw, when it has a history query tower)."""
-        return await offload(cost(1, req.k) + len(req.item_ids), _by_history, req)
+        return await offload(cost(1, req.k) + len(req.item_ids) + filter_cost(req),
+                             _by_history, req)
 
     # ------------------------------------------------------------ items
-    def _similar(item_id: str, k: int | None) -> Response:
+    def _similar(item_id: Any, k: int | None, req: Any = None) -> Response:
         s = served()
         k = check_k(k, s.n_items - 1, "the catalogue size less the item itself")
+        allow, deny, _, unknown_ids = filters(s, req)
         try:
             i = s.model.item_vocab.index_of(item_id)
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
         if s.model.untrained_items()[i]:  # as a user never trained on is refused
-            raise HTTPException(404, str(untrained_item_error(item_id)))
+            raise HTTPException(404, str(untrained_item_error(plain_id(item_id))))
         if k == 0:  # a one-item catalogue: nothing is similar
             items = "[]"
         else:
-            scores, idx = s.model.similar_items(np.array([i]), k)
+            scores, idx = s.model.similar_items(np.array([i]), k, allow=allow, deny=deny)
             items = s.items_json(idx[0], scores[0])
         return Response(f'{{"model":{_dumps(s.label)},"item_id":{_dumps(s.item_ids[i])},'
-                        f'"title":{_dumps(s.titles[i])},"items":{items}}}', media_type=_JSON)
+                        f'"title":{_dumps(s.titles[i])},"items":{items}{unknown_ids}}}',
+                        media_type=_JSON)
 
     @app.get("/v1/similar-items", response_model=S.SimilarItems,
              responses=_errors(404, 422), tags=["items"])
     async def similar_items(item_id: IdParam, k: K | None = None) -> Response:
         """The k items nearest to an item (cosine on item embeddings), never itself."""
         return await offload(cost(1, k), _similar, item_id, k)
+
+    @app.post("/v1/similar-items", response_model=S.SimilarItems,
+              responses=_errors(400, 404, 413, 415, 422), tags=["items"])
+    async def similar_items_filtered(req: SimilarRequest  # type: ignore[valid-type]
+                                     ) -> Response:
+        """The same, with `allow`/`deny` lists of item ids in the body (too long for a
+        query string)."""
+        return await offload(cost(1, req.k) + filter_cost(req), _similar, req.item_id,
+                             req.k, req)
 
     # `:path`: an id may hold "/" (sent as %2F, which the router sees decoded)
     @app.get("/v1/items/{item_id:path}", response_model=S.ItemDetail,

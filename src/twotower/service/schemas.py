@@ -68,12 +68,24 @@ class ItemRef(BaseModel):
     title: str
 
 
+class UnknownFilterIds(BaseModel):
+    allow: int = Field(description="ids of the request's `allow` the model does not know "
+                                   "(ignored)")
+    deny: int = Field(description="ids of the request's `deny` the model does not know "
+                                  "(ignored: an unknown item is in no list anyway)")
+
+
+_UNKNOWN = Field(None, description="present when the request gives `allow` or `deny`: how "
+                                   "many of their ids the model does not know")
+
+
 class Recommendations(BaseModel):
     model: str = Field(description="`name@version` of the model that answered")
     user_id: Id
     items: list[Item] = Field(description="best first; fewer than k when fewer remain")
     fallback: Literal["popular"] | None = Field(
         None, description="'popular' when the user is unknown and fallback=popular was asked")
+    unknown_filter_ids: UnknownFilterIds | None = _UNKNOWN
 
 
 class UserResult(BaseModel):
@@ -86,11 +98,13 @@ class BatchRecommendations(BaseModel):
     model: str
     k: int
     results: list[UserResult] = Field(description="one per requested user, in request order")
+    unknown_filter_ids: UnknownFilterIds | None = _UNKNOWN
 
 
 class HistoryRecommendations(BaseModel):
     model: str
     items: list[Item]
+    unknown_filter_ids: UnknownFilterIds | None = _UNKNOWN
 
 
 class SimilarItems(BaseModel):
@@ -98,6 +112,7 @@ class SimilarItems(BaseModel):
     item_id: Id
     title: str
     items: list[Item]
+    unknown_filter_ids: UnknownFilterIds | None = _UNKNOWN
 
 
 class ItemDetail(BaseModel):
@@ -148,6 +163,10 @@ class ModelInfo(BaseModel):
     data: dict[str, Any]
     metrics: dict[str, Any] | None
     max_k: int = Field(description="the largest `k` the service accepts")
+    deny: dict[str, Any] | None = Field(
+        description="the server-wide deny list (`twotower serve --deny FILE`): `items` "
+                    "denied in every answer, `unknown_ids` of the list this model does not "
+                    "know; null when none is set")
 
 
 class Health(BaseModel):
@@ -169,8 +188,16 @@ class ReloadResult(BaseModel):
     load_seconds: float
 
 
-def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
+def request_models(max_k: int, max_batch: int, max_filter: int = 10_000
+                   ) -> dict[str, type[BaseModel]]:
     """The request bodies, bounded by this app's settings."""
+    allow_field = Field(None, min_length=1, max_length=max_filter, description=(
+        f"1..{max_filter} item ids: only these may be listed (ids the model does not know "
+        "are ignored, but at least one must be known)"))
+    deny_field = Field(None, max_length=max_filter, description=(
+        f"up to {max_filter} item ids never listed (e.g. out of stock; ids the model does "
+        "not know are ignored), on top of the server's own deny list"))
+    Ids = list[RequestId] | None  # noqa: N806
     # the bounds on the int, before the validator: the schema then documents them
     k_type = Annotated[int, annotated_types.Interval(ge=1, le=max_k),
                        BeforeValidator(_not_bool_or_str)] | None
@@ -184,6 +211,8 @@ def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
         k: k_type = k_field  # type: ignore[valid-type]
         exclude_seen: StrictBool = True
         fallback: Literal["none", "popular"] = "none"
+        allow: Ids = allow_field  # type: ignore[valid-type]
+        deny: Ids = deny_field  # type: ignore[valid-type]
 
     class HistoryRequest(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -192,5 +221,16 @@ def request_models(max_k: int, max_batch: int) -> dict[str, type[BaseModel]]:
                                                "with, oldest first")
         k: k_type = k_field  # type: ignore[valid-type]
         exclude_history: StrictBool = Field(True, description="leave the given items out")
+        allow: Ids = allow_field  # type: ignore[valid-type]
+        deny: Ids = deny_field  # type: ignore[valid-type]
 
-    return {"batch": BatchRequest, "history": HistoryRequest}
+    class SimilarRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        item_id: RequestId
+        k: k_type = Field(None, description=f"list length, 1..{max_k} and at most the "  # type: ignore[valid-type]
+                                            "catalogue size less the item itself; default "
+                                            f"{min(10, max_k)}, or that when smaller")
+        allow: Ids = allow_field  # type: ignore[valid-type]
+        deny: Ids = deny_field  # type: ignore[valid-type]
+
+    return {"batch": BatchRequest, "history": HistoryRequest, "similar": SimilarRequest}

@@ -19,6 +19,9 @@ log = logging.getLogger("twotower.service")
 
 _ENV_RUN = "TWOTOWER_SERVE_RUN"
 _ENV_SETTINGS = "TWOTOWER_SERVE_SETTINGS"  # create_app's limits, as JSON, for the workers
+#: a JSON file of the server-wide deny list's ids, written once by the parent for the
+#: workers (a list of many ids would pass the limit of one environment variable)
+_ENV_DENY = "TWOTOWER_SERVE_DENY"
 #: how long uvicorn waits for a replacement worker (SIGHUP with several workers) to start
 #: before it keeps the old one: uvicorn's 5 s default was too short for a worker loading a
 #: run while the others serve (2.5 s idle, 5.3 s with 2 clients, on 2 cores)
@@ -109,8 +112,11 @@ def _app_from_env() -> FastAPI:
     from twotower.service.app import create_app
     import json
     try:
+        deny = None
+        if os.environ.get(_ENV_DENY):
+            deny = json.loads(Path(os.environ[_ENV_DENY]).read_text(encoding="utf-8"))
         return create_app(os.environ[_ENV_RUN],
-                          admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
+                          admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None, deny=deny,
                           **json.loads(os.environ.get(_ENV_SETTINGS) or "{}"))
     except TwoTowerError as exc:
         log.error("worker %d cannot serve %s: %s", os.getpid(), os.environ[_ENV_RUN], exc)
@@ -164,7 +170,8 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
           workers: int = 1, admin_token: str | None = None, *, max_k: int = 1000,
           max_batch: int = 1000, max_results: int = 100_000,
           allowed_hosts: list[str] | None = None, log_level: str = "info",
-          access_log: bool = True, blas_threads: int | None = 1) -> None:
+          access_log: bool = True, blas_threads: int | None = 1, max_filter: int = 10_000,
+          deny: list[Any] | None = None) -> None:
     """Serve a run directory over HTTP until interrupted (Ctrl-C / SIGTERM).
 
     SIGHUP reloads the run directory without downtime: with one worker the new model is
@@ -188,6 +195,10 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         access_log: one JSON line per request on stderr.
         blas_threads: BLAS threads per process (None: leave the library default); requests
             run concurrently already, so more threads per matmul only add contention.
+        max_filter: most item ids in one request's ``allow`` or ``deny`` list.
+        deny: external item ids no answer lists (e.g. out of stock): prepared once per
+            loaded run, kept across reloads (``create_app``'s ``deny``); with several
+            workers, every worker (a restarted one too) gets the same list.
 
     Raises:
         ArtifactError: the run cannot be loaded (raised before binding the port).
@@ -211,8 +222,8 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
     settings = {"max_k": max_k, "max_batch": max_batch, "max_results": max_results,
                 "allowed_hosts": (default_allowed_hosts(host) if allowed_hosts is None
                                   else list(allowed_hosts)),
-                "access_log": access_log}
-    app = create_app(run, admin_token=token, **settings)
+                "access_log": access_log, "max_filter": max_filter}
+    app = create_app(run, admin_token=token, deny=deny, **settings)
     common = dict(host=host, port=port, log_config=log_config, log_level=log_level,
                   access_log=False, server_header=False)
     import inspect
@@ -224,6 +235,13 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         os.environ[_ENV_SETTINGS] = json.dumps(settings)
         if token:
             os.environ[ADMIN_TOKEN_ENV] = token
+        deny_file = None
+        if deny is not None:
+            import tempfile
+            fd, deny_file = tempfile.mkstemp(prefix="twotower-deny-", suffix=".json")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(list(deny), fh)
+            os.environ[_ENV_DENY] = deny_file
         # the parent only supervises: let its model go (the app's routes keep the holder,
         # and with it a whole copy of the model, alive for the parent's life)
         app.state.holder.current = None
@@ -235,7 +253,11 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         sock = _listen_socket(host, port)
         log.info("twotower serving %s on http://%s:%d with %d workers", run, host,
                  sock.getsockname()[1], workers)
-        _supervise(config, sock)
+        try:
+            _supervise(config, sock)
+        finally:
+            if deny_file is not None:
+                os.unlink(deny_file)
         return
     server = uvicorn.Server(uvicorn.Config(app, **common))  # type: ignore[arg-type]
     holder = app.state.holder

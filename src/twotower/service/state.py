@@ -100,6 +100,11 @@ class ServedModel:
     item_head: list[str] = field(repr=False)  # '{"item_id":..,"title":..,"score":'
     popular: np.ndarray = field(repr=False)   # item indices, most popular first
     titles_by_pop: Any = field(repr=False)  # pyarrow binary: titles lower-cased, `popular` order
+    #: the server-wide deny list (``TwoTower.prepare_deny``, prepared for both indexes at
+    #: load), or None
+    deny: Any = field(default=None, repr=False)
+    #: ``popular`` less the denied items: the popular fallback's order
+    popular_served: Any = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -115,8 +120,10 @@ class ServedModel:
         return getattr(self.model, "history_embeddings", None) is not None
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> ServedModel:
+    def load(cls, run_dir: str | Path, deny: list[Any] | None = None) -> ServedModel:
         """Load a run and precompute its response fragments; probe it with one query.
+        ``deny``: external item ids no answer lists (the server-wide deny list), mapped
+        to this run's items and prepared for its indexes now, once.
 
         Raises:
             ArtifactError: the run is missing, corrupt, or fails the probe.
@@ -146,12 +153,24 @@ class ServedModel:
         head = [f'{{"item_id":{_json_text(i) if type(i) is str else json.dumps(i)}'
                 f',"title":{_json_text(t)},"score":' for i, t in zip(ids, titles)]
         popular = model.popularity_order()
+        denied, served_order = None, popular
+        if deny is not None:
+            denied = model.prepare_deny(deny)
+            for index in (model._index, model._similar):  # prepared now, not per request
+                denied._for(model, index)
+            mask = np.zeros(n, dtype=bool)
+            mask[denied.rows] = True
+            served_order = popular[~mask[popular]]
         served = cls(model=model, run_dir=given, name=run.name, version=digest,
                      trained_at=model.trained_at,
                      loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      metrics=metrics, item_ids=ids, titles=titles, item_head=head,
                      popular=popular,
-                     titles_by_pop=cls.title_index(titles, popular))
+                     titles_by_pop=cls.title_index(titles, popular), deny=denied,
+                     popular_served=served_order)
+        if denied is not None:
+            log.info("%s: the deny list names %d of its items (%d ids it does not know, "
+                     "ignored)", served.label, denied.n_denied, denied.n_unknown)
         served._probe()
         return served
 
@@ -162,7 +181,8 @@ class ServedModel:
         m = self.model
         try:
             k = min(10, self.n_items)
-            scores, idx = m.recommend(np.array([0, 0]), k, m.seen_exclusions(np.array([0, 0])))
+            scores, idx = m.recommend(np.array([0, 0]), k, m.seen_exclusions(np.array([0, 0])),
+                                      deny=self.deny)
             if idx.shape != (2, k):
                 raise ValueError(f"search returned shape {idx.shape}, expected (2, {k})")
         except Exception as exc:  # noqa: BLE001 - any failure means: do not serve this run
@@ -179,12 +199,23 @@ class ServedModel:
             f"{head[i]}{s:.7g}}}" for i, s in zip(idx.tolist(), scores.tolist())
             if i >= 0) + "]"
 
-    def popular_json(self, k: int) -> str:
+    def popular_json(self, k: int, allow: np.ndarray | None = None,
+                     deny: np.ndarray | None = None) -> str:
         """The k most popular items as an ``items_json`` list (score = interaction count,
-        written whole: 7 significant digits wrote 12,345,678 as 1.234568e+07)."""
+        written whole: 7 significant digits wrote 12,345,678 as 1.234568e+07), less the
+        server's denied items and ``deny`` (item indices), within ``allow``'s."""
         head, pop = self.item_head, self.model.item_popularity
+        order = self.popular if self.popular_served is None else self.popular_served
+        if allow is not None or deny is not None:
+            keep = np.ones(self.n_items, dtype=bool)
+            if allow is not None:
+                keep[:] = False
+                keep[allow] = True
+            if deny is not None:
+                keep[deny] = False
+            order = order[keep[order]]
         return "[" + ",".join(f"{head[i]}{int(pop[i])}}}"  # int64 counts, written whole
-                              for i in self.popular[:k].tolist()) + "]"
+                              for i in order[:k].tolist()) + "]"
 
     def item_ref(self, i: int) -> dict[str, Any]:
         return {"item_id": self.item_ids[i], "title": self.titles[i]}
@@ -264,6 +295,8 @@ class ServedModel:
             "config": m.config.to_dict(), "index": m.index_config.to_dict(),
             "data": getattr(m, "data_source", None) or {},
             "metrics": self.metrics,
+            "deny": None if self.deny is None else {"items": self.deny.n_denied,
+                                                    "unknown_ids": self.deny.n_unknown},
         }
 
 
@@ -301,10 +334,13 @@ class ModelHolder:
 
     Args:
         run_dir: the run to serve first (loaded now).
+        deny: external item ids no answer lists (the server-wide deny list), kept for the
+            holder's life: each model it loads, the first and every reload, denies them.
     """
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self.current: ServedModel = ServedModel.load(run_dir)
+    def __init__(self, run_dir: str | Path, deny: list[Any] | None = None) -> None:
+        self.deny = None if deny is None else list(deny)
+        self.current: ServedModel = ServedModel.load(run_dir, self.deny)
         self._lock = threading.Lock()
         self.reloads = {"ok": 0, "error": 0}
 
@@ -325,7 +361,7 @@ class ModelHolder:
             target = Path(run_dir) if run_dir is not None else old.run_dir
             t0 = time.perf_counter()
             try:
-                new = ServedModel.load(target)
+                new = ServedModel.load(target, self.deny)
             except Exception as exc:  # noqa: BLE001 - refuse any broken run, keep serving
                 self.reloads["error"] += 1
                 msg = str(exc) if str(exc) else type(exc).__name__
