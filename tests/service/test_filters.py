@@ -194,3 +194,13 @@ def test_several_workers_get_the_list_the_parent_read(tiny, monkeypatch):
     assert (seen["deny"].n_denied, seen["deny"].n_unknown) == (5, 100)
     assert not os.path.exists(seen["path"])
 
+
+def test_an_integral_number_is_an_integer_id(client):
+    """JSON Schema reads 5.0 as an integer (the schema test sent ``{"item_id": 10.0}``
+    and was refused): an id given so is the integer id."""
+    from twotower.service.schemas import _check_id
+    assert _check_id(10.0) == 10 and type(_check_id(10.0)) is int
+    with pytest.raises(ValueError):
+        _check_id(10.5)
+    r = client.post("/v1/similar-items", json={"item_id": "i1", "deny": [3.0]})
+    assert r.status_code == 200 and r.json()["unknown_filter_ids"]["deny"] == 1

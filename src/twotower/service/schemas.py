@@ -22,6 +22,8 @@ Id = StrictInt | StrictStr
 def _check_id(v: Any) -> int | str:
     if isinstance(v, int) and not isinstance(v, bool):
         return v
+    if isinstance(v, float) and v.is_integer():  # 10.0 is an integer in JSON Schema
+        return int(v)
     if isinstance(v, str) and 1 <= len(v) <= MAX_ID_LENGTH:
         if any("\ud800" <= c <= "\udfff" for c in v):  # JSON "\ud800": no character
             raise ValueError("an id may not hold a lone surrogate (\\ud800-\\udfff)")
