@@ -225,9 +225,10 @@ def test_from_ids_reads_times_as_the_file_readers_do():
             warnings.simplefilter("error")
             x = Interactions.from_ids(["a", "b"], [1, 2], timestamps=when)
         assert x.timestamps.tolist() == [day, day + 3600], when
-    with pytest.warns(UserWarning, match="fractions of a second; they are kept as whole"):
-        x = Interactions.from_ids(["a", "b"], [1, 2], timestamps=[1.5, -1.5])
-    assert x.timestamps.tolist() == [1, -2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # fractions of a second are kept (were floored)
+        x = Interactions.from_ids(["a", "b"], [1, 2], timestamps=[1.5, -1.25])
+    assert (x.timestamps.tolist(), x.time_unit) == ([1500, -1250], "ms")
 
 
 def test_from_ids_warns_of_metadata_rows_that_repeat_an_id():
@@ -458,12 +459,17 @@ def test_blank_lines_before_the_header_and_a_mixed_time_column(tmp_path):
         read_interactions(p, time_col="timestamp")
 
 
-def test_iso_times_with_fractions_are_warned_of_as_numbers_are(tmp_path):
+def test_iso_times_with_fractions_are_kept_to_the_fraction(tmp_path):
+    """Fractions of a second in ISO text were floored (with a warning): now kept exactly,
+    in milliseconds here, so two events of one second keep their order."""
     p = tmp_path / "f.csv"
-    p.write_text("user_id,item_id,timestamp\na,x,2024-03-01T12:30:00.750Z\na,y,2024-03-01T12:30:01Z\n")
-    with pytest.warns(UserWarning, match="fractions of a second"):
+    p.write_text("user_id,item_id,timestamp\na,x,2024-03-01T12:30:00.750Z\n"
+                 "a,y,2024-03-01T12:30:01Z\na,z,2024-03-01T12:30:00.5Z\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         x = read_interactions(p, time_col="timestamp")
-    assert x.timestamps.tolist() == [1709296200, 1709296201]
+    assert (x.timestamps.tolist(), x.time_unit) == (
+        [1709296200750, 1709296201000, 1709296200500], "ms")
 
 
 def test_a_field_over_python_csv_limit_is_read_and_an_open_quote_names_its_lines(tmp_path):
@@ -685,20 +691,25 @@ def test_times_in_finer_units_than_seconds_are_read_as_such(tmp_path, values, un
     p.write_text("user_id,item_id,timestamp\n" + "".join(
         f"u{i},i{i},{v}\n" for i, v in enumerate(values)))
     with pytest.warns(UserWarning, match=rf"column 'timestamp': times read as {unit} since "
-                                         rf"1970 \(e\.g\. \d+ = 2023-11-14T22:13:2\dZ"):
+                                         rf"1970 \(e\.g\. \d+ = 2023-11-14T22:13:2\d\.\d+Z; "
+                                         rf"kept in {unit}\)"):
         x = read_interactions(p, time_col="timestamp")
-    assert x.timestamps.tolist() == [1700000000, 1700000001, 1700000002]
     short = {"milliseconds": "ms", "microseconds": "us", "nanoseconds": "ns"}[unit]
+    assert (x.timestamps.tolist(), x.time_unit) == (values, short)  # (floored to seconds)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # stated: no warning
-        assert read_interactions(p, time_col="timestamp", time_unit=short
-                                 ).timestamps.tolist() == [1700000000, 1700000001, 1700000002]
-        assert read_interactions(p, time_col="timestamp", time_unit="s"
-                                 ).timestamps.tolist() == values
+        x = read_interactions(p, time_col="timestamp", time_unit=short)
+        assert (x.timestamps.tolist(), x.time_unit) == (values, short)
+        x = read_interactions(p, time_col="timestamp", time_unit="s")
+        assert (x.timestamps.tolist(), x.time_unit) == (values, "s")
     from twotower.data import Interactions
     with pytest.warns(UserWarning, match=rf"`timestamps`: times read as {unit}"):
         x = Interactions.from_ids(["a", "b", "c"], [1, 2, 3], timestamps=np.array(values))
-    assert x.timestamps.tolist() == [1700000000, 1700000001, 1700000002]
+    assert (x.timestamps.tolist(), x.time_unit) == (values, short)
+    # whole seconds in a finer unit are kept as seconds: the coarsest unit that holds them
+    whole = [v - v % {"ms": 10**3, "us": 10**6, "ns": 10**9}[short] for v in values]
+    x = Interactions.from_ids(["a", "b", "c"], [1, 2, 3], timestamps=whole, time_unit=short)
+    assert (x.timestamps.tolist(), x.time_unit) == ([1700000000, 1700000001, 1700000002], "s")
 
 
 def test_yyyymmdd_times_are_read_as_dates(tmp_path):

@@ -189,3 +189,73 @@ def test_global_temporal_split_messages_show_the_cutoff_as_a_date():
     with pytest.raises(DataError, match=r"cutoff time 1709251200 \(2024-03-01T00:00:00Z\)"):
         global_temporal_split(Interactions.from_ids([1, 2], [1, 2],
                                                     timestamps=np.array([day, day])), 0.5)
+
+
+@pytest.mark.parametrize("unit, per_second", [("ms", 10**3), ("us", 10**6), ("ns", 10**9),
+                                              ("s", None)])
+def test_times_within_one_second_order_the_splits_and_histories(tmp_path, unit, per_second):
+    """Times finer than seconds were floored to whole seconds when read: two events of a
+    user within one second then kept file order, so a log written out of order held out
+    the earlier one, and the global cutoff took a whole second's rows. Now they are kept
+    to the unit given (``s``: seconds with fractions, 1700000000.9); rows with equal times
+    still keep file order."""
+    from twotower.data import global_temporal_split, read_interactions
+
+    def at(seconds, fraction=0.0):  # the time as the file writes it
+        if per_second is None:
+            return f"{seconds + fraction:.1f}"
+        # (one tick more: a time only the unit given holds, kept in that unit)
+        return str(seconds * per_second + round(fraction * per_second) + (fraction > 0))
+    t = 1_700_000_000
+    rows = [("a", "old", at(t - 5)),
+            ("a", "late", at(t, 0.9)),    # the user's latest, though not last in the file
+            ("a", "early", at(t, 0.1)),
+            ("b", "x", at(t - 9)), ("b", "y", at(t - 8)),
+            ("c", "x", at(t - 7)),
+            ("c", "first", at(t - 6, 0.5)),  # c's two latest share one time: file order
+            ("c", "second", at(t - 6, 0.5))]
+    p = tmp_path / "log.csv"
+    p.write_text("user_id,item_id,timestamp\n" + "".join(f"{u},{i},{w}\n" for u, i, w in rows))
+    x = read_interactions(p, time_col="timestamp", time_unit="s" if per_second is None
+                          else unit)
+
+    def pairs(part):
+        return sorted(zip(part.user_vocab.ids_of(part.users).tolist(),
+                          part.item_vocab.ids_of(part.items).tolist()))
+    held = temporal_split(x, 0.34)  # each user's latest row
+    assert pairs(held.test) == [("a", "late"), ("b", "y"), ("c", "second")]
+    # the two latest rows of the whole log (a: 0.9 s and 0.1 s into the second t)
+    cut = global_temporal_split(x, 0.25)
+    assert pairs(cut.test) == [("a", "early"), ("a", "late")]
+    users, items, rank = x.recency_ranks()  # each user's latest first: the history order
+    latest = {x.user_vocab.ids[u]: x.item_vocab.ids[i]
+              for u, i, r in zip(users, items, rank) if r == 0}
+    assert latest == {"a": "late", "b": "y", "c": "second"}
+    assert x.time_unit == ("ms" if per_second is None else unit)
+
+
+def test_seconds_and_dates_are_kept_as_int64_seconds_as_before(ml100k, tmp_path):
+    """Whole seconds stay int64 seconds (the splits of such data are unchanged), dates
+    written YYYYMMDD too."""
+    from twotower.data import read_interactions
+    assert ml100k.time_unit == "s" and ml100k.timestamps.dtype == np.int64
+    assert ml100k.timestamps.min() == 874724710 and ml100k.timestamps.max() == 893286638
+    p = tmp_path / "dates.csv"
+    p.write_text("user_id,item_id,timestamp\na,1,20240302\na,2,20240301\n")
+    x = read_interactions(p, time_col="timestamp", time_unit="yyyymmdd")
+    assert (x.timestamps.tolist(), x.time_unit) == ([1709337600, 1709251200], "s")
+    assert temporal_split(x, 0.5).test.item_vocab.ids_of(temporal_split(x, 0.5).test.items
+                                                         ).tolist() == [1]
+
+
+def test_global_cutoff_messages_show_the_time_to_its_unit():
+    """The cutoff's time in a message is read in the unit the times count (milliseconds
+    here, to the millisecond), not as seconds."""
+    from twotower.data import global_temporal_split
+    t = 1_700_000_000_000
+    x = Interactions.from_ids([1, 2, 3, 4], [1, 2, 3, 4], timestamps=[t, t + 1, t + 1, t + 1],
+                              time_unit="ms")
+    with pytest.warns(UserWarning, match=r"3 rows share the cutoff time 1700000000001 "
+                                         r"\(2023-11-14T22:13:20\.001Z\)"):
+        cut = global_temporal_split(x, 0.25)
+    assert len(cut.train) == 1

@@ -26,7 +26,11 @@ class Interactions:
         users: ``[n]`` int64 user indices into ``user_vocab``.
         items: ``[n]`` int64 item indices into ``item_vocab``.
         ratings: ``[n]`` float32 or None.
-        timestamps: ``[n]`` int64 (seconds) or None.
+        timestamps: ``[n]`` int64 or None: counts of ``time_unit`` since the epoch.
+        time_unit: what ``timestamps`` count: ``"s"`` (the default), ``"ms"``, ``"us"`` or
+            ``"ns"``. The readers keep times exactly, in the coarsest of these that holds
+            every one (whole seconds stay seconds; 1700000000123 ms stays milliseconds), so
+            events within one second keep the order their times give.
         user_vocab, item_vocab: the id vocabularies.
         item_info: optional DataFrame with one row per item index (columns such as
             ``title``, ``genres``); row ``i`` describes item index ``i``.
@@ -46,8 +50,12 @@ class Interactions:
     timestamps: np.ndarray | None = None
     item_info: pd.DataFrame | None = field(default=None, repr=False)
     user_info: pd.DataFrame | None = field(default=None, repr=False)
+    time_unit: str = "s"
 
     def __post_init__(self) -> None:
+        if self.time_unit not in KEPT_UNITS:
+            raise DataError(f"Interactions: `time_unit` must be one of {', '.join(KEPT_UNITS)} "
+                            f"(what `timestamps` count), got {self.time_unit!r}")
         for name in ("users", "items", "ratings", "timestamps"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, np.ndarray) or v.ndim != 1):
@@ -79,7 +87,8 @@ class Interactions:
         ``timestamps``: numbers counting ``time_unit`` (``auto``, the default, reads it off
         them: 1.7e9 seconds, 1.7e12 milliseconds, ..., 20240301 a date, and warns when they
         are not seconds; ``s``, ``ms``, ``us``, ``ns``, ``yyyymmdd`` say it), datetimes or
-        ISO 8601 text; kept as int64 seconds since the epoch.
+        ISO 8601 text; kept exactly as int64 counts of the coarsest of s, ms, us, ns that
+        holds them (the result's ``time_unit``).
 
         ``item_info``/``user_info``, when given, are indexed by external id, or have an
         ``id`` column, or an ``item_id``/``user_id`` column beside a default (0..n-1) index,
@@ -101,12 +110,13 @@ class Interactions:
         item_vocab = item_vocab or Vocabulary.from_values(i, name="item")
         r = None if ratings is None else as_float32_ratings("ratings", _finite("ratings",
                                                                                ratings))
-        t = None if timestamps is None else epoch_seconds("timestamps", timestamps, time_unit)
+        t, kept = (None, "s") if timestamps is None else epoch_times("timestamps", timestamps,
+                                                                     time_unit)
         return cls(
             users=_index(user_vocab, u), items=_index(item_vocab, i),
             user_vocab=user_vocab, item_vocab=item_vocab, ratings=r, timestamps=t,
             item_info=_align(item_info, item_vocab, "item_info"),
-            user_info=_align(user_info, user_vocab, "user_info"),
+            user_info=_align(user_info, user_vocab, "user_info"), time_unit=kept,
         )
 
     def __len__(self) -> int:
@@ -128,6 +138,7 @@ class Interactions:
             users=self.users[rows], items=self.items[rows], user_vocab=self.user_vocab,
             item_vocab=self.item_vocab, ratings=pick(self.ratings),
             timestamps=pick(self.timestamps), item_info=self.item_info, user_info=self.user_info,
+            time_unit=self.time_unit,
         )
 
     def to_csr(self, values: str = "binary") -> sp.csr_matrix:
@@ -191,6 +202,25 @@ def datetime_seconds(values: Any) -> np.ndarray:
         values = values.tz_convert("UTC").tz_localize(None)
     secs = np.asarray(values).astype("datetime64[s]")
     return np.where(np.isnat(secs), np.nan, secs.astype(np.int64).astype(np.float64))
+
+
+def datetime_counts(values: Any) -> tuple[np.ndarray, str, np.ndarray]:
+    """Datetimes (numpy or pandas, of any unit; zoned ones in UTC) as exact int64 counts
+    since the epoch of their own unit (``s``, ``ms``, ``us`` or ``ns``; days, hours and
+    minutes as seconds), with that unit and the mask of missing ones (NaT, counted 0)."""
+    if isinstance(values, pd.Series) and isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = values.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif isinstance(values, pd.DatetimeIndex) and values.tz is not None:
+        values = values.tz_convert("UTC").tz_localize(None)
+    arr = np.asarray(values)
+    unit = np.datetime_data(arr.dtype)[0]
+    if unit not in KEPT_UNITS:  # coarser than seconds (D, h, m), or finer than ns (ps)
+        unit = "s" if unit in ("Y", "M", "W", "D", "h", "m") else "ns"
+        arr = arr.astype(f"datetime64[{unit}]")
+    missing = np.isnat(arr)
+    counts = arr.astype(np.int64)
+    counts[missing] = 0
+    return counts, unit, missing
 
 
 def _external_ids(name: str, values: Any) -> np.ndarray:
@@ -299,6 +329,13 @@ MAX_TIME = 2.0 ** 63
 #: ``yyyymmdd``: dates written as 8-digit numbers (20240301: 2024-03-01, midnight UTC).
 TIME_UNITS = ("auto", "s", "ms", "us", "ns", "yyyymmdd")
 _PER_SECOND = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}
+#: What ``Interactions.timestamps`` count (its ``time_unit``), coarsest first. Times are
+#: kept as int64 counts of the coarsest that holds each exactly: float64 seconds would
+#: hold nanoseconds since 1970 to about 240 ns only (and counters to 2**53), and seconds
+#: stay the int64 seconds they always were.
+KEPT_UNITS = ("s", "ms", "us", "ns")
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds",
+               "ns": "nanoseconds"}
 _UNIT_WORDS = {"s": "seconds since 1970", "ms": "milliseconds since 1970",
                "us": "microseconds since 1970", "ns": "nanoseconds since 1970",
                "yyyymmdd": "YYYYMMDD dates"}
@@ -369,21 +406,64 @@ def guess_time_unit(values: np.ndarray, dates: np.ndarray | None = None) -> str:
     return "s" if mag < 1e11 else "ms" if mag < 1e14 else "us" if mag < 1e17 else "ns"
 
 
-def numbers_as_seconds(values: np.ndarray, unit: str, where: Any) -> np.ndarray:
-    """Finite numeric times (int or float) counted in ``unit`` (``TIME_UNITS``) as seconds
-    since the epoch: returned as they are for ``s``, else converted (float64, whole seconds:
-    floored; events within one second then keep their order in the data). ``auto`` reads
-    the unit off the values (``guess_time_unit``) and, when they are not seconds, warns
-    what it read them as. ``where(row)``: where row ``row`` is, for messages (``row`` None:
-    the column).
+def coarsest_times(counts: np.ndarray, unit: str) -> tuple[np.ndarray, str]:
+    """int64 ``counts`` of ``unit`` (``KEPT_UNITS``) as counts of the coarsest unit that
+    holds each exactly, and that unit: 1700000000000 ms is 1700000000 s, 1700000000123 ms
+    stays milliseconds."""
+    counts = np.asarray(counts, dtype=np.int64)
+    for coarser in KEPT_UNITS[:KEPT_UNITS.index(unit)]:
+        factor = _PER_SECOND[unit] // _PER_SECOND[coarser]
+        # (a head first: sub-second times show it there, without a pass over them all)
+        if not np.any(counts[:4096] % factor) and not np.any(counts % factor):
+            return counts // factor, coarser
+    return counts, unit
+
+
+def _float_counts(v: np.ndarray, unit: str) -> tuple[np.ndarray, str]:
+    """Finite float counts of ``unit`` (each under 2**63) as int64 counts: of ``unit`` when
+    each is whole, else of the first finer unit in which each is whole to the float's own
+    precision (1709251200.123 s: 1709251200123 ms), else of the finest that int64 holds,
+    rounded (a float holds no more)."""
+    top = max(abs(float(v.min())), abs(float(v.max()))) if len(v) else 0.0
+    units = [u for u in KEPT_UNITS[KEPT_UNITS.index(unit):]  # those int64 holds them in
+             if top * (_PER_SECOND[u] // _PER_SECOND[unit]) < MAX_TIME]
+    for n, finer in enumerate(units):
+        factor = _PER_SECOND[finer] // _PER_SECOND[unit]
+        # whole to a few units in the last place of the largest (the float holds no more)
+        tol = 4 * np.spacing(top * factor)
+        last = n == len(units) - 1
+        head = v[:4096] * factor  # (fractions show in a head, without a pass over them all)
+        if not last and np.abs(head - np.rint(head)).max(initial=0.0) > tol:
+            continue
+        scaled = v * factor  # (a new array: worked on in place)
+        whole = np.rint(scaled)
+        if not last:
+            np.subtract(scaled, whole, out=scaled)
+            np.abs(scaled, out=scaled)
+        if last or scaled.max(initial=0.0) <= tol:
+            return whole.astype(np.int64), finer
+    return np.rint(v).astype(np.int64), unit  # (not reached: the last unit is taken)
+
+
+def numbers_as_times(values: np.ndarray, unit: str, where: Any) -> tuple[np.ndarray, str]:
+    """Finite numeric times (int or float) counted in ``unit`` (``TIME_UNITS``) as exact
+    int64 counts since the epoch, and their unit: the coarsest of ``KEPT_UNITS`` that holds
+    every one (``coarsest_times``; fractions of a float are kept in the finer unit that
+    holds them, ``_float_counts``; dates are seconds). ``auto`` reads the unit off the
+    values (``guess_time_unit``) and, when they are not seconds, warns what it read them
+    as. ``where(row)``: where row ``row`` is, for messages (``row`` None: the column).
 
     Raises:
-        DataError: ``yyyymmdd`` with a value that is no date, naming its row.
+        DataError: ``yyyymmdd`` with a value that is no date, or a time int64 cannot count,
+            naming its row.
     """
     unit = check_time_unit(unit)
     v = np.asarray(values)
     if len(v) and v.dtype.kind == "f" and np.abs(v).max() >= MAX_TIME:
-        return v  # no int64 count of any unit: refused as such by the caller, naming it
+        row = int(np.argmax(np.abs(v) >= MAX_TIME))  # (int64 would wrap: a negative time)
+        raise DataError(f"{where(row)}: {v[row]:g} is beyond the times int64 holds (2**63); "
+                        "times are counted since the epoch in seconds or a finer unit "
+                        f"({_UNIT_OPTION})")
     dates = (_yyyymmdd_seconds(v) if unit == "yyyymmdd" or (unit == "auto"
                                                              and _maybe_dates(v)) else None)
     chosen = guess_time_unit(v, dates) if unit == "auto" else unit
@@ -395,8 +475,6 @@ def numbers_as_seconds(values: np.ndarray, unit: str, where: Any) -> np.ndarray:
                             f"({int(is_date.sum()):,} of {len(v):,} are), but {_plain(v[row])} "
                             f"is none; correct it, or give {_UNIT_OPTION} s to take the "
                             "numbers as seconds")
-    if chosen == "s":
-        return v
     if chosen == "yyyymmdd":
         secs = dates if dates is not None else _yyyymmdd_seconds(v)
         bad = np.isnan(secs)
@@ -405,19 +483,21 @@ def numbers_as_seconds(values: np.ndarray, unit: str, where: Any) -> np.ndarray:
             raise DataError(f"{where(row)}: expected a date written YYYYMMDD (e.g. 20240301), "
                             f"got {_plain(v[row])} (the time unit is yyyymmdd: give "
                             f"{_UNIT_OPTION} for another)")
+        counts, kept = secs.astype(np.int64), "s"
     elif v.dtype.kind in "iu":  # exact, also for nanoseconds beyond float64's 2**53
-        secs = np.floor_divide(v.astype(np.int64), _PER_SECOND[chosen]).astype(np.float64)
+        counts, kept = coarsest_times(v.astype(np.int64), chosen)
     else:
-        secs = np.floor(v.astype(np.float64) / _PER_SECOND[chosen])
-    if unit == "auto" and len(v):
+        counts, kept = coarsest_times(*_float_counts(v.astype(np.float64), chosen))
+    if unit == "auto" and chosen != "s" and len(v):
         row = int(np.argmax(np.abs(v)))  # the largest: the one its unit was read from
-        when = pd.Timestamp(int(secs[row]), unit="s").isoformat()
-        kept = ("midnight UTC" if chosen == "yyyymmdd" else "kept as whole seconds")
+        when = pd.Timestamp(int(counts[row]), unit=kept).isoformat(
+            timespec="seconds" if kept == "s" else _UNIT_NAMES[kept])
+        how = ("midnight UTC" if chosen == "yyyymmdd" else f"kept in {_UNIT_NAMES[kept]}")
         warnings.warn(f"{where(None)}: times read as {_UNIT_WORDS[chosen]} (e.g. "
-                      f"{_plain(v[row])} = {when}Z; {kept}); give "
+                      f"{_plain(v[row])} = {when}Z; {how}); give "
                       f"{_UNIT_OPTION} s, ms, us, ns or yyyymmdd to say which they are",
                       stacklevel=3)
-    return secs
+    return counts, kept
 
 
 def _plain(x: Any) -> str:
@@ -428,11 +508,12 @@ def _plain(x: Any) -> str:
     return str(int(f)) if f.is_integer() and abs(f) < 2**63 else repr(f)
 
 
-def epoch_seconds(name: str, values: Any, time_unit: str = "auto") -> np.ndarray:
-    """Timestamps as int64 seconds since the epoch: numbers count ``time_unit``
-    (``TIME_UNITS``; ``auto``: read off the values, e.g. 1.7e12 as milliseconds, 20240301 as
-    a date, said in a warning); datetimes (numpy, pandas, zoned: UTC) and ISO 8601 text are
-    converted from whatever unit they hold.
+def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.ndarray, str]:
+    """Timestamps as exact int64 counts since the epoch, and what they count (the coarsest
+    of ``KEPT_UNITS`` that holds every one: whole seconds stay seconds): numbers count
+    ``time_unit`` (``TIME_UNITS``; ``auto``: read off the values, e.g. 1.7e12 as
+    milliseconds, 20240301 as a date, said in a warning); datetimes (numpy, pandas, zoned:
+    UTC) and ISO 8601 text carry their own.
 
     Raises:
         DataError: a missing time (NaN, NaT) or a value that is neither, naming the row.
@@ -445,10 +526,10 @@ def epoch_seconds(name: str, values: Any, time_unit: str = "auto") -> np.ndarray
 
     dtype = getattr(values, "dtype", None)
     if isinstance(dtype, pd.DatetimeTZDtype) or getattr(dtype, "kind", "") == "M":
-        secs = datetime_seconds(values)
-        if np.isnan(secs).any():
-            raise DataError(f"`{name}`[{int(np.argmax(np.isnan(secs)))}]: missing time (NaT)")
-        return secs.astype(np.int64)
+        counts, unit, missing = datetime_counts(values)
+        if missing.any():
+            raise DataError(f"`{name}`[{int(np.argmax(missing))}]: missing time (NaT)")
+        return coarsest_times(counts, unit)
     arr = np.asarray(values)
     if arr.dtype.kind in "iu":
         top = np.uint64(np.iinfo(np.int64).max)
@@ -457,10 +538,8 @@ def epoch_seconds(name: str, values: Any, time_unit: str = "auto") -> np.ndarray
             raise DataError(f"`{name}`[{row}]: {arr.ravel()[row]} is beyond the times int64 "
                             "holds (2**63)")
         if arr.ndim == 1:
-            scaled = numbers_as_seconds(arr, time_unit, at)
-            if scaled is not arr:  # converted: whole seconds
-                return scaled.astype(np.int64)
-        return arr.astype(np.int64)  # a copy: the caller's array stays the caller's
+            return numbers_as_times(arr, time_unit, at)  # a copy: the caller's stays theirs
+        return arr.astype(np.int64), "s"  # (refused by Interactions: not 1-D)
     if arr.dtype.kind == "O" and arr.ndim == 1 and len(arr):
         kind = pd.api.types.infer_dtype(arr, skipna=False)
         if kind in ("datetime", "datetime64"):  # datetime / Timestamp objects (UTC if zoned)
@@ -468,10 +547,10 @@ def epoch_seconds(name: str, values: Any, time_unit: str = "auto") -> np.ndarray
                 stamps = pd.to_datetime(pd.Series(arr), utc=True)
             except (TypeError, ValueError) as exc:
                 raise DataError(f"`{name}`: cannot read these datetimes ({exc})") from None
-            return epoch_seconds(name, stamps)
+            return epoch_times(name, stamps)
         if kind == "date":  # datetime.date: its midnight, UTC (as a file's 2024-03-01)
             try:
-                return epoch_seconds(name, pd.to_datetime(pd.Series(arr)))
+                return epoch_times(name, pd.to_datetime(pd.Series(arr)))
             except (TypeError, ValueError) as exc:
                 raise DataError(f"`{name}`: cannot read these dates ({exc})") from None
         if kind in ("date", "period", "time", "timedelta", "mixed"):
@@ -479,18 +558,19 @@ def epoch_seconds(name: str, values: Any, time_unit: str = "auto") -> np.ndarray
             raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number) or "
                             f"a datetime, got {type(arr[row]).__name__} {arr[row]!r}")
     if arr.dtype.kind in "fOUS":
-        numeric = True
         if arr.dtype.kind in "OUS" and arr.ndim == 1 and len(arr) and all(
                 isinstance(x, str) for x in arr):
             # numbers or ISO 8601 text, as the file readers take them (2024-03-01T12:30:00Z;
             # no zone: UTC)
-            from twotower.data.readers import _iso_seconds
+            from twotower.data.readers import _iso_times
             text = pd.Series(arr, dtype=object).str.strip()
             numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
             if np.isfinite(numbers).all():
                 arr = numbers
-            elif np.isfinite(iso := _iso_seconds(text)).all():
-                arr, numeric = iso, False  # dated text: no unit to read
+            else:
+                counts, unit, missing = _iso_times(text)
+                if not missing.any():  # dated text: no unit to read
+                    return coarsest_times(counts, unit)
         if arr.dtype.kind in "OUS" and any(isinstance(x, (str, bytes)) for x in arr.ravel()):
             from twotower.data.readers import reads_as_time
             row = next((r for r, x in enumerate(arr.ravel()) if isinstance(x, (str, bytes))
@@ -501,24 +581,9 @@ def epoch_seconds(name: str, values: Any, time_unit: str = "auto") -> np.ndarray
             raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number), "
                             f"ISO 8601 text (2024-03-01T12:30:00Z) or a datetime, got "
                             f"{str(arr.ravel()[row])!r}")
-        secs = _finite(name, arr).astype(np.float64)
-        if numeric and secs.ndim == 1:
-            secs = numbers_as_seconds(secs, time_unit, at)
-        far = np.abs(secs) >= MAX_TIME  # int64 would wrap (to a negative time)
-        if far.any():
-            row = int(np.argmax(far.ravel()))
-            raise DataError(f"`{name}`[{row}]: {secs.ravel()[row]:g} is beyond the times "
-                            "int64 holds (2**63)")
-        whole = np.floor(secs)
-        if (whole != secs).any():  # as the file readers say it
-            warnings.warn(f"`{name}`: times have fractions of a second; they are kept as "
-                          "whole seconds (floored), and events within one second keep their "
-                          "order", stacklevel=4)
-        return whole.astype(np.int64)
+        return numbers_as_times(_finite(name, arr), time_unit, at)  # (_finite: 1-D)
     raise DataError(f"`{name}`: expected seconds since the epoch or datetimes, got dtype "
                     f"{arr.dtype}")
-
-
 def _index(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
     if vocab.is_int and ids.dtype.kind in "iu":
         # fast path: vectorised lookup through a sorted array

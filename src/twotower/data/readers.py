@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from twotower.data.interactions import (INT_ID, MAX_TIME, Interactions, check_time_unit,
-                                        datetime_seconds, integral_as_int,
-                                        numbers_as_seconds)
+from twotower.data.interactions import (INT_ID, Interactions, check_time_unit,
+                                        coarsest_times, datetime_counts, datetime_seconds,
+                                        integral_as_int, numbers_as_times)
 from twotower.errors import ConfigError, DataError
 
 _PARQUET = {".parquet", ".pq"}
@@ -364,12 +364,22 @@ def _iso_seconds(text: pd.Series) -> np.ndarray:
     """ISO 8601 date-times (``2024-03-01``, ``2024-03-01 12:30:00``, ``...T12:30:00+01:00``,
     ``...Z``; one without a zone is UTC) as float seconds since the epoch; NaN where a
     value is not one."""
+    return (_iso_datetimes(text) - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(
+        np.float64)
+
+
+def _iso_datetimes(text: pd.Series) -> pd.Series:
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas' mixed-zone notes: converted to UTC below
-        dt = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-    # fractions of a second kept (as a number's are: _whole_seconds warns of them)
-    return (dt - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.float64)
+        return pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+
+
+def _iso_times(text: pd.Series) -> tuple[np.ndarray, str, np.ndarray]:
+    """ISO 8601 date-times as ``_iso_seconds`` reads them, exactly (fractions of a second
+    to the nanosecond): ``datetime_counts``' int64 counts, their unit and the mask of the
+    values that are none."""
+    return datetime_counts(_iso_datetimes(text))
 
 
 def reads_as_time(x: Any) -> bool:
@@ -383,53 +393,39 @@ def reads_as_time(x: Any) -> bool:
 
 
 def _times(p: Path, what: str, df: pd.DataFrame, col: str, sep: str | None,
-           unit: str) -> np.ndarray:
-    """The time column as int64 seconds since the epoch: numbers counting ``unit``
-    (``numbers_as_seconds``), ISO 8601 text, or a timestamp column (Parquet)."""
+           unit: str) -> tuple[np.ndarray, str]:
+    """The time column as exact int64 counts since the epoch, and their unit (the coarsest
+    of s, ms, us, ns that holds every one: ``coarsest_times``): numbers counting ``unit``
+    (``numbers_as_times``), ISO 8601 text, or a timestamp column (Parquet)."""
     raw = df["time"]
-    numeric = raw.dtype.kind in "iuf"
-    if isinstance(raw.dtype, np.dtype) and raw.dtype.kind in "iu":
-        vals = raw.to_numpy()  # ints as they are: nanoseconds beyond float64's 2**53 exact
-        if vals.dtype.kind == "u":
-            vals = vals.astype(np.float64)
-    else:
-        vals = _numeric(p, what, df, "time", col, sep)
-        if not numeric and raw.dtype.kind not in "M" \
-                and not isinstance(raw.dtype, pd.DatetimeTZDtype):
-            # text: read (by _numeric) all as numbers or all as ISO 8601; the first says which
-            first = pd.to_numeric(raw.iloc[:1].astype(str).str.strip(), errors="coerce")
-            numeric = bool(len(raw)) and bool(np.isfinite(first.to_numpy(np.float64)).all())
-            if numeric and np.abs(vals).max() >= 2**53:  # whole numbers beyond float64's
-                nums = pd.to_numeric(raw.astype(str).str.strip(), errors="coerce")
-                if nums.dtype.kind == "i":  # exact, as int64 (nanoseconds)
-                    vals = nums.to_numpy(np.int64)
 
     def at(row: int | None) -> str:
         return (f"{what}: {p}, column {col!r}" if row is None else
                 f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}")
-    if numeric:
-        vals = numbers_as_seconds(vals, unit, at)
-    if vals.dtype.kind == "i":  # int64 seconds as they are
-        return vals.astype(np.int64)
-    return _whole_seconds(p, what, col, np.asarray(vals, dtype=np.float64), sep)
-
-
-def _whole_seconds(p: Path, what: str, col: str, vals: np.ndarray,
-                   sep: str | None = None) -> np.ndarray:
-    """``vals`` (finite float seconds) as int64 seconds: out of range refused, naming the
-    line; fractions of a second warned about (events within one second keep file order)."""
-    far = np.abs(vals) >= MAX_TIME
-    if far.any():
-        row = int(np.argmax(far))
-        raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: "
-                        f"{vals[row]:g} is beyond the times int64 holds (2**63); times "
-                        "are seconds since the epoch (or any finer unit, consistently)")
-    whole = np.floor(vals)
-    if (whole != vals).any():
-        warnings.warn(f"{what}: {p}, column {col!r}: times have fractions of a second; they "
-                      "are kept as whole seconds, and events within one second keep their "
-                      "order in the file", stacklevel=3)
-    return whole.astype(np.int64)
+    if isinstance(raw.dtype, pd.DatetimeTZDtype) or raw.dtype.kind == "M":
+        counts, kept, missing = datetime_counts(raw)
+        if missing.any():
+            _numeric(p, what, df, "time", col, sep)  # raises, naming the first missing one
+        return coarsest_times(counts, kept)
+    if isinstance(raw.dtype, np.dtype) and raw.dtype.kind in "iu":
+        vals = raw.to_numpy()  # ints as they are: nanoseconds beyond float64's 2**53 exact
+        if vals.dtype.kind == "u":
+            vals = vals.astype(np.float64)  # (beyond int64's: refused as such)
+    elif raw.dtype.kind in "iuf":
+        vals = _numeric(p, what, df, "time", col, sep)  # a float or nullable column
+    else:  # text: all numbers, or all ISO 8601 text
+        text = raw.astype(str).str.strip()
+        nums = pd.to_numeric(text, errors="coerce")
+        if nums.dtype.kind == "i":  # exact, as int64 (nanoseconds beyond float64's 2**53)
+            vals = nums.to_numpy(np.int64)
+        else:
+            vals = nums.to_numpy(np.float64)
+            if len(vals) and not np.isfinite(vals).all():
+                counts, kept, missing = _iso_times(text)
+                if not missing.any():
+                    return coarsest_times(counts, kept)
+                _numeric(p, what, df, "time", col, sep)  # raises, naming the first bad one
+    return numbers_as_times(vals, unit, at)
 
 
 def where_in_file(p: Path, row: int, sep: str | None = None) -> str:
@@ -480,7 +476,9 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             about 1.7e9 seconds, 1.7e12 milliseconds, 1.7e15 microseconds, 1.7e18
             nanoseconds since 1970, 20240301 a date; a warning says which when they are not
             seconds), ``s``, ``ms``, ``us``, ``ns`` or ``yyyymmdd``. ISO 8601 text and
-            Parquet timestamp columns carry their own. Times are kept as whole seconds.
+            Parquet timestamp columns carry their own. Times are kept exactly, as int64
+            counts of the coarsest of s, ms, us, ns that holds them (the result's
+            ``time_unit``): events within one second keep the order their times give.
 
     Returns:
         Interactions with vocabularies in sorted id order.
@@ -529,7 +527,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         from twotower.data.interactions import as_float32_ratings
         ratings = as_float32_ratings("ratings", ratings, lambda row: (
             f"{what}: {p}, {where_in_file(p, row, sep)}, column {rating_col!r}"))
-    times = _times(p, what, df, time_col, sep, time_unit) if time_col else None
+    times, kept = _times(p, what, df, time_col, sep, time_unit) if time_col else (None, "s")
     item_info = None
     if items is not None:
         item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
@@ -539,7 +537,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     if item_info is not None:  # the rows of the data's items (the CLI reports the rest)
         item_info = catalogue_info(item_info, np.unique(item_ids), items, p)
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info,
-                                 time_unit="s")  # (seconds already)
+                                 time_unit=kept)  # (counted already)
 
 
 #: Cells of a CSV column of numbers read as missing (``read_item_info``), as pandas does.
@@ -669,7 +667,9 @@ def catalogue_keys(index: pd.Index, ids: np.ndarray) -> pd.Index:
 
 
 def write_interactions(x: Interactions, path: str | Path) -> None:
-    """Write interactions with external ids (CSV or Parquet by suffix); for tests and demos."""
+    """Write interactions with external ids (CSV or Parquet by suffix); for tests and demos.
+    Times are written as the numbers ``x.timestamps`` holds (counts of ``x.time_unit``:
+    read them back with ``time_unit=x.time_unit``)."""
     data: dict[str, Any] = {"user_id": x.user_vocab.ids_of(x.users),
                             "item_id": x.item_vocab.ids_of(x.items)}
     if x.ratings is not None:

@@ -108,14 +108,15 @@ def global_temporal_split(x: Interactions, test_fraction: float = 0.2) -> Split:
     is_test = ts >= cutoff
     if is_test.all():
         raise DataError(f"global-temporal split: every one of the {len(x):,} rows is at or "
-                        f"after the cutoff time {_when(cutoff)} (the times are too coarse to "
-                        "leave anything to train on); use --split temporal or random")
+                        f"after the cutoff time {_when(cutoff, x.time_unit)} (the times are "
+                        "too coarse to leave anything to train on); use --split temporal or "
+                        "random")
     share = float(is_test.mean())
     if share > test_fraction + 0.05:
         import warnings
         warnings.warn(f"global-temporal split: {share:.0%} of the rows are test, not "
                       f"{test_fraction:g}: {int(np.sum(ts == cutoff)):,} rows share the cutoff "
-                      f"time {_when(cutoff)} and go to test together (coarse times)",
+                      f"time {_when(cutoff, x.time_unit)} and go to test together (coarse times)",
                       stacklevel=2)
     return Split(x.take(np.flatnonzero(~is_test)), x.take(np.flatnonzero(is_test)))
 
@@ -159,11 +160,15 @@ def make_split(x: Interactions, kind: str, test_fraction: float = 0.2, seed: int
     raise DataError(f"split must be one of {list(SPLITS)}, got {kind!r}")
 
 
-def _when(secs: Any) -> str:
-    """A time (seconds since the epoch) as messages show it: ``1709251200
-    (2024-03-01T00:00:00Z)``; the number alone where it is no date pandas writes."""
+def _when(t: Any, unit: str = "s") -> str:
+    """A time (counted in ``unit`` since the epoch, as ``Interactions.timestamps``) as
+    messages show it: ``1709251200 (2024-03-01T00:00:00Z)``,
+    ``1709251200123 (2024-03-01T00:00:00.123Z)``; the number alone where it is no date
+    pandas writes."""
     import pandas as pd
+    spec = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
     try:
-        return f"{int(secs)} ({pd.Timestamp(int(secs), unit='s').isoformat()}Z)"
-    except (OverflowError, ValueError):
-        return str(int(secs))
+        return (f"{int(t)} ({pd.Timestamp(int(t), unit=unit).isoformat(timespec=spec[unit])}"
+                "Z)")
+    except (OverflowError, ValueError, KeyError):
+        return str(int(t))
