@@ -707,6 +707,11 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise ConfigError(f"--stream trains on the whole file, so {given}; hold out a "
                               "file of your own and use `twotower evaluate RUN --test-data "
                               "FILE`")
+        if args.time_unit is not None:  # how to read times that the run never reads
+            raise ConfigError(f"--time-unit {args.time_unit}: a streamed run (--stream) reads "
+                              "no times: it trains on the whole file in a shuffled order, with "
+                              "no temporal split and no recency; leave --time-unit out, or "
+                              "train without --stream to use the times")
     elif args.shuffle_buffer is not None:
         raise ConfigError("--shuffle-buffer applies to --stream only (in memory, each epoch "
                           "is a full permutation)")
@@ -975,8 +980,6 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
             _say(f"note: --time-col {args.time_col!r} is not read: a streamed run trains on "
                  "the whole file, in a shuffled order, and reads no times")
         args.time_col = "none"  # nor announced as used, nor checked: it is never read
-    if args.time_unit is not None:
-        _say(f"note: --time-unit {args.time_unit} is not read: a streamed run reads no times")
     cols = _columns(args)
     buffer = 262_144 if args.shuffle_buffer is None else args.shuffle_buffer
     try:

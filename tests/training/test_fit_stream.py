@@ -350,3 +350,10 @@ def test_cli_stream_reads_no_time_column_and_says_so(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "--time-col 'timestamp' is not read: a streamed run" in out
+    # --time-unit says how to read times the run never reads: refused before any work
+    # (it was noted as not read, and the run went on)
+    code = main(argv + ["--time-unit", "ms", "--out", str(tmp_path / "c")])
+    out, err = capsys.readouterr()
+    assert code == 2 and "--time-unit ms: a streamed run (--stream) reads no times" in err, err
+    assert "leave --time-unit out, or train without --stream" in err, err
+    assert not (tmp_path / "c").exists()
