@@ -951,7 +951,14 @@ def test_default_preset_features_missing_from_the_data_are_said_not_warned(
                          tmp_path / "dated.csv", "--out", tmp_path / "run3", "--epochs", "1",
                          "--time-col", "none")
     assert code == 0, err
-    assert "item features: year (the preset's genres not in the data" in out
+    # one line for the tower, after training: the column used, what it gave and why the
+    # preset's other column is not used (it printed a line before training and another
+    # after: "item features: year (the preset's ...)", then "item features: year (9 ...)")
+    lines = [x for x in out.splitlines() if x.startswith("item features:")]
+    assert len(lines) == 1, out
+    assert re.fullmatch(r"item features: year \(\d+ values, quantile bins\); the preset's "
+                        r"genres not in the data; name your own item metadata columns with "
+                        r"item_features in --config \[model\]", lines[0]), lines
     saved = json.loads((tmp_path / "run3" / "config.json").read_text())
     assert saved["model"]["item_features"] == ["year"]
     from twotower import TwoTower

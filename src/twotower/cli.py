@@ -530,12 +530,15 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
 
 
 def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_info: Any,
-                     streamed: bool = False) -> Any:
+                     streamed: bool = False, notes: dict[str, str] | None = None) -> Any:
     """``cfg`` with the preset's own side-feature columns (the default's MovieLens
     ``genres`` and ``year``) cut to those the data has, said in one line: a log without
     item metadata trains without them, as it would anyway, with no warning. ``streamed``:
     cut to none (side features are not streamed). A column the user named that the data
-    lacks is an error naming the columns there are (``--stream`` refuses them all)."""
+    lacks is an error naming the columns there are (``--stream`` refuses them all).
+    ``notes``: where a tower keeps some of the preset's columns, why the others were cut
+    goes there (by tower) instead, for ``_say_features``' line after training: one line
+    per tower, not a line before training and another after it."""
     from twotower.models.features import present_columns
 
     given = getattr(args, "model_settings_given", set())
@@ -560,19 +563,24 @@ def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_in
             why = ("side features are not streamed" if streamed else
                    f"the preset's {left} not in the data; name your own {what} metadata "
                    f"columns with {name} in --config [model]")
-            _say(f"{what} features: {', '.join(kept) if kept else 'none'} ({why})")
+            if kept and notes is not None:
+                notes[what] = why
+            else:
+                _say(f"{what} features: {', '.join(kept) if kept else 'none'} ({why})")
     return cfg
 
 
-def _say_features(model: Any) -> None:
-    """A line per tower with side features: the columns read and the features each gave."""
+def _say_features(model: Any, notes: dict[str, str] | None = None) -> None:
+    """A line per tower with side features: the columns read and the features each gave,
+    and ``notes``' word for the tower (the preset's columns the data lacks) after them."""
     from twotower.models.features import describe_features
     for what in ("item", "user"):
         line = describe_features(getattr(model, f"_{what}_features", None),
                                  getattr(model, f"{what}_feature_names", []),
                                  getattr(model.config, f"{what}_features"))
-        if line:
-            _say(f"{what} features: {line}")
+        note = (notes or {}).get(what)
+        if line or note:
+            _say(f"{what} features: {line or 'none'}" + (f"; {note}" if note else ""))
 
 
 def _metadata_columns(args: argparse.Namespace, what: str, info: Any) -> str:
@@ -784,7 +792,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say(f"note: objective {cfg.objective!r} does not read ratings: every row is an "
              "interaction, a 1-star one too (keep only the ratings you count as positive in "
              "--data, or --rating-col none to silence this)")
-    cfg = _preset_features(args, cfg, x.item_info, x.user_info)
+    feature_notes: dict[str, str] = {}
+    cfg = _preset_features(args, cfg, x.item_info, x.user_info, notes=feature_notes)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     if args.verbose:
         model.fit(split.train, verbose=2, checkpoint=args.checkpoint)
@@ -792,7 +801,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         from twotower.models.progress import TrainProgress
         model.fit(split.train, verbose=0, callbacks=[TrainProgress(every_s=10.0)],
                   checkpoint=args.checkpoint)
-    _say_features(model)
+    _say_features(model, feature_notes)
     _tune_index(args, model)
     metrics = None
     test_users = np.unique(split.test.users)
