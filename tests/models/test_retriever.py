@@ -143,6 +143,24 @@ def test_index_tuning_skips_users_with_nothing_left_to_recommend():
     assert report["calibration_queries"] == 2 and report["reached"]
 
 
+def test_set_index_documents_the_report_it_returns():
+    """set_index returns the tuning report (used by `twotower index`), unlike fit's self;
+    its docstring said "return the report" with no Returns section naming what it holds.
+    Each key of a real report is named there, and None when nothing is tuned."""
+    import re
+    x = Interactions.from_ids(["a", "a", "b", "c"], [1, 2, 1, 2])
+    model = TwoTower(_bpr()).fit(x, verbose=0)
+    assert model.set_index(IndexConfig(kind="hnsw")) is None
+    assert model.set_index(IndexConfig(kind="exact"), target_recall=0.9) is None
+    report = model.set_index(IndexConfig(kind="hnsw"), target_recall=0.9)
+    doc = TwoTower.set_index.__doc__
+    assert "Returns:" in doc, doc
+    returns = doc.split("Returns:")[1].split("Raises:")[0]
+    named = set(re.findall(r"``(\w+)``", returns))
+    assert set(report) | {"skipped"} <= named, (sorted(report), sorted(named))
+    assert set(report["similar"]) <= named
+
+
 def test_an_interrupted_refit_leaves_no_half_updated_model(tmp_path):
     """A second fit stopped half-way (Ctrl-C in a notebook) leaves the model unfitted, not a
     mix of the new vocabularies and the old tables that recommends wrongly and saves a run

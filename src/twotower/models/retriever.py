@@ -1053,6 +1053,18 @@ class TwoTower:
         (``tune_index``) and return the report, the similar-items index's under
         ``similar``.
 
+        Unlike ``fit`` (which returns the model, to chain), this returns what the tuning
+        found: ``twotower index`` prints it, and it is the only place that says whether
+        the target was reached.
+
+        Returns:
+            None without ``target_recall`` or for exact search (nothing tuned); else
+            ``tune_index``'s report: ``knob`` (``ef_search`` or ``nprobe``) and the
+            ``value`` kept, ``target_recall``, ``calibration_queries``, ``recall_tried``
+            (value -> recall@10), ``reached``, ``seconds``, ``skipped`` (only when no
+            user had a recall to measure) and ``similar`` (the same for the
+            similar-items index).
+
         Raises:
             ConfigError: ``target_recall`` outside (0, 1] (before anything is rebuilt;
                 0 or None: no tuning).
