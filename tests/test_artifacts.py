@@ -515,6 +515,28 @@ def test_a_load_that_a_save_overtakes_reads_the_new_run_whole(tmp_path, monkeypa
         TwoTower.load(run)
 
 
+def test_a_load_reads_each_file_once_the_bytes_it_checked(tmp_path, replace_once_checked):
+    """load_model hashed every file against format.json, then read arrays.npz and the
+    index files from disk again: each read twice, and a file replaced in between loaded
+    unchecked. It loads the bytes it hashed."""
+    from twotower.index import IndexConfig
+    a = _small(tmp_path, "a")
+    b = _small(tmp_path, "b", shift=1000)
+    for model, name in ((a, "A"), (b, "B")):
+        model.set_index(IndexConfig(kind="hnsw"))  # a run with index/ and similar/
+        model.save(tmp_path / name)
+    run = tmp_path / "A"
+    want = _top(TwoTower.load(run), users=(0, 1, 2))
+    files = json.loads((run / "format.json").read_text())["files"]
+    assert {"arrays.npz", "index/index.faiss", "similar/index.faiss"} <= set(files)
+    replace_once_checked(run, files, tmp_path / "B")
+    got = _top(TwoTower.load(run), users=(0, 1, 2))
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    with pytest.raises(ArtifactError, match="checksum mismatch"):  # swapped once checked
+        TwoTower.load(run)
+
+
 def test_saves_refuse_places_they_cannot_finish_and_say_why(tmp_path, monkeypatch):
     import errno
 

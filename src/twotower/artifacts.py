@@ -641,14 +641,37 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def verify_files(directory: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+def verify_files(directory: str | os.PathLike[str], manifest: dict[str, Any],
+                 keep: Any = None) -> dict[str, Any]:
+    """The run's files match the checksums of its ``manifest``; ArtifactError naming the
+    file otherwise. Returns the bytes of the files whose names ``keep(name)`` is true
+    for, as read for their checksums: the loader reads them from there, each file once."""
+    from twotower.index._base import read_hashed
     d = Path(directory)
+    kept = {}
     for name, digest in manifest.get("files", {}).items():
         p = d / name
         if not p.is_file():
             raise ArtifactError(f"{d}: file {name} is missing")
-        if _sha256(p) != digest:
+        # an .npz is read through io.BytesIO, which copies an array but not bytes
+        blob, got = read_hashed(p, writable=not name.endswith(".npz"))
+        if got != digest:
             raise ArtifactError(f"{d}: file {name} is corrupt (checksum mismatch)")
+        if keep is not None and keep(name):
+            kept[name] = blob
+    return kept
+
+
+def _read_by_loader(name: str) -> bool:
+    """A run's file that ``_load_once`` reads in whole: its arrays and index files (the
+    large ones; the JSON and Parquet files are read from disk, the weights only by Keras)."""
+    return name == "arrays.npz" or name.startswith(("index/", "similar/"))
+
+
+def _index_blobs(blobs: dict[str, Any], sub: str) -> dict[str, Any]:
+    """The bytes of the files in the run's ``sub`` index directory, by file name."""
+    return {name[len(sub) + 1:]: blobs.pop(name) for name in list(blobs)
+            if name.startswith(sub + "/")}
 
 
 #: how often ``load_model`` reads a run again that another command replaced while it read
@@ -703,7 +726,7 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
     from twotower.models.retriever import TwoTower
 
     manifest = read_manifest(d)
-    verify_files(d, manifest)
+    blobs = verify_files(d, manifest, keep=_read_by_loader)
     try:
         cfg = json.loads((d / "config.json").read_text(encoding="utf-8"))
         if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
@@ -717,8 +740,12 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
                                 "of the training file's source and columns")
         model.user_vocab = Vocabulary.load(d / "user_vocab.json")
         model.item_vocab = Vocabulary.load(d / "item_vocab.json")
-        with np.load(d / "arrays.npz", allow_pickle=False) as z:
+        import io
+        packed = blobs.pop("arrays.npz", None)
+        with np.load(d / "arrays.npz" if packed is None else io.BytesIO(packed),
+                     allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
+        del packed
         model.item_embeddings = arrays["item_embeddings"]
         model.user_embeddings = arrays.get("user_embeddings")
         model.history_embeddings = arrays.get("history_embeddings")
@@ -769,7 +796,7 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
     model._weights_path = d / "model.weights.h5" if (d / "model.weights.h5").is_file() else None
     model._loaded_from = d.resolve()  # (``TwoTower.save`` over it warns what it drops)
     # (the run's checksums, verified above, cover the index's files)
-    model._index = _load_index(d / "index", verify=False)
+    model._index = _load_index(d / "index", verify=False, blobs=_index_blobs(blobs, "index"))
     if model._index.config.kind != model.index_config.kind:
         raise ArtifactError(f"{d} is corrupt: config.json names index kind "
                             f"{model.index_config.kind!r}, {d / 'index'} holds "
@@ -781,7 +808,8 @@ def _load_once(d: Path, *, keras: bool = False) -> TwoTower:
     model._similar = None
     try:
         if (d / "similar").is_dir():  # an HNSW or IVF run's own similar-items index
-            model._similar = _load_index(d / "similar", verify=False)
+            model._similar = _load_index(d / "similar", verify=False,
+                                         blobs=_index_blobs(blobs, "similar"))
             if (model._similar.config.metric != "cosine"
                     or model._similar.dim != model._trained_items().shape[1]
                     or len(model._similar) != model.n_items):

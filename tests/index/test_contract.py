@@ -317,6 +317,24 @@ def test_saved_files_are_checksummed_and_damage_is_named(built, catalogue, tmp_p
     np.testing.assert_array_equal(got[1], want[1])
 
 
+def test_load_reads_each_file_once_the_bytes_it_checked(built, catalogue, tmp_path,
+                                                        replace_once_checked):
+    """load_index hashed each file against index.json, then read it from disk again (a
+    1M x 64 index: 256 MB read twice), so what it loaded was not what it had checked: a
+    file replaced in between loaded unchecked. It loads the bytes it hashed."""
+    V, Q = catalogue
+    path = built.save(tmp_path / "ix")
+    other = make_index(built.config).build(V[::-1].copy()).save(tmp_path / "other")
+    want = built.search(Q, 10)
+    replace_once_checked(path, json.loads((path / "index.json").read_text())["files"], other)
+    got = load_index(path).search(Q, 10)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[0], want[0])
+    # (and each file was swapped once checked: a load now finds the other index's files)
+    with pytest.raises(ArtifactError, match="checksum mismatch"):
+        load_index(path)
+
+
 def test_an_index_saved_without_checksums_loads_with_a_warning(built, catalogue, tmp_path):
     """Indexes saved before checksums were recorded still load (same results), with a
     warning that their damage goes unnoticed; saving again adds the checksums."""

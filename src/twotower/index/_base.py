@@ -357,7 +357,9 @@ class Index:
     def _save(self, directory: Path) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _load(self, directory: Path, n: int, d: int, state: dict[str, Any]) -> None:
+    def _load(self, files: _Files, n: int, d: int, state: dict[str, Any]) -> None:
+        """Restore the index from the saved ``files`` (read each with ``files.npy``,
+        ``files.faiss``: from the bytes the checksum check read, when it read them)."""
         raise NotImplementedError  # pragma: no cover - abstract
 
     def _files(self, state: dict[str, Any]) -> list[str]:  # pragma: no cover - abstract
@@ -395,6 +397,99 @@ def _sha256(path: Path) -> str:
     return sha256(path)
 
 
+def read_hashed(path: Path, writable: bool = True) -> tuple[Any, str]:
+    """The bytes of the file ``path``, read once, and their SHA-256 hex digest: a loader
+    that checks a file reads it from these bytes, not from the disk a second time.
+    ``writable``: a uint8 array (not zero-filled first; arrays viewing it are writable,
+    as ``np.load``'s are), else bytes (which ``io.BytesIO`` wraps without a copy). Each
+    MiB is hashed as it is read, while it is still in the CPU's cache."""
+    import hashlib
+    h = hashlib.sha256()
+    with path.open("rb", buffering=0) as fh:
+        if not writable:
+            buf = fh.read()
+            h.update(buf)
+            return buf, h.hexdigest()
+        size = os.fstat(fh.fileno()).st_size
+        arr = np.empty(size, dtype=np.uint8)
+        view, at = memoryview(arr), 0
+        while at < size:
+            got = fh.readinto(view[at:at + (1 << 20)])
+            if not got:  # cut since its size was read
+                break
+            h.update(view[at:at + got])
+            at += got
+        rest = fh.read()  # grown since
+    if rest:
+        h.update(rest)
+        return np.concatenate([arr[:at], np.frombuffer(rest, np.uint8)]), h.hexdigest()
+    return arr[:at], h.hexdigest()
+
+
+def npy_from_bytes(buf: Any, name: str) -> np.ndarray:
+    """The array of a ``.npy`` file's bytes ``buf`` (``np.load(..., allow_pickle=False)``
+    of them), a view of ``buf`` (no copy: writable when ``buf`` is).
+
+    Raises:
+        ValueError: not a .npy file, an object array, or fewer bytes than its header says.
+    """
+    import io
+
+    from numpy.lib import format as npy
+    view = memoryview(buf)
+    head = io.BytesIO(view[:1 << 20])  # the header (np.save writes a few hundred bytes)
+    version = npy.read_magic(head)
+    if version == (1, 0):
+        shape, fortran, dtype = npy.read_array_header_1_0(head)
+    elif version == (2, 0):
+        shape, fortran, dtype = npy.read_array_header_2_0(head)
+    else:
+        raise ValueError(f"{name}: .npy format version {version} is not read here")
+    if dtype.hasobject:
+        raise ValueError(f"{name} holds an object array, which is not loaded "
+                         "(allow_pickle=False)")
+    count = int(np.prod(shape, dtype=np.int64))
+    need = head.tell() + count * dtype.itemsize
+    if len(buf) < need:
+        raise ValueError(f"{name} is truncated: {len(buf):,} bytes, its header says "
+                         f"{need:,}")
+    flat = np.frombuffer(buf, dtype=dtype, count=count, offset=head.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+class _Files:
+    """An index directory's files as its kind's ``_load`` reads them: from the bytes the
+    checksum check read (``blobs``, by file name), each file read once, else from disk."""
+
+    def __init__(self, directory: Path, blobs: dict[str, Any] | None = None):
+        self.directory = directory
+        self._blobs = dict(blobs or {})
+
+    def __truediv__(self, name: str) -> Path:
+        return self.directory / name
+
+    def __str__(self) -> str:
+        return str(self.directory)
+
+    def exists(self, name: str) -> bool:
+        return name in self._blobs or (self.directory / name).is_file()
+
+    def npy(self, name: str) -> np.ndarray:
+        """``np.load`` of the file ``name``, allow_pickle=False."""
+        blob = self._blobs.pop(name, None)
+        if blob is None:
+            return np.load(self.directory / name, allow_pickle=False)
+        return npy_from_bytes(blob, name)
+
+    def faiss(self, name: str) -> Any:
+        """``faiss.read_index`` of the file ``name``."""
+        import faiss
+        blob = self._blobs.pop(name, None)
+        if blob is None:
+            return faiss.read_index(str(self.directory / name))
+        return faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+
+
 #: how often ``load_index`` reads an index again that a save replaced while it read
 _LOAD_TRIES = 5
 
@@ -411,10 +506,14 @@ def load_index(path: str | os.PathLike[str]) -> Index:
     return _load_index(path)
 
 
-def _load_index(path: str | os.PathLike[str], *, verify: bool = True) -> Index:
+def _load_index(path: str | os.PathLike[str], *, verify: bool = True,
+                blobs: dict[str, Any] | None = None) -> Index:
     """``load_index``; ``verify=False`` for an index inside a run, whose ``format.json``
-    checksums its files already. An index that a save replaced while it was read (its
-    ``index.json`` changed meanwhile: files of two saves) is read again."""
+    checksums its files already (``blobs``: the bytes of those it checked, by file name,
+    read from them rather than from disk again). An index that a save replaced while it
+    was read (its ``index.json`` changed meanwhile: files of two saves) is read again
+    (the check is done again too: checksums that fail on a directory that stayed as it
+    was are refused at once, not read again)."""
     import time
     meta_path = Path(path) / _META
     for attempt in range(_LOAD_TRIES):
@@ -423,7 +522,7 @@ def _load_index(path: str | os.PathLike[str], *, verify: bool = True) -> Index:
         except OSError:
             before = None
         try:
-            return _load_once(Path(path), verify)
+            return _load_once(Path(path), verify, blobs if attempt == 0 else None)
         except ArtifactError:
             try:
                 after = meta_path.read_bytes()
@@ -435,9 +534,10 @@ def _load_index(path: str | os.PathLike[str], *, verify: bool = True) -> Index:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _verify_files(d: Path, meta: dict[str, Any], needed: list[str]) -> None:
+def _verify_files(d: Path, meta: dict[str, Any], needed: list[str]) -> dict[str, Any]:
     """The files ``index.json`` lists match their checksums, and every file the kind
-    reads (``needed``) is listed; ArtifactError naming the file otherwise."""
+    reads (``needed``) is listed; ArtifactError naming the file otherwise. Returns the
+    bytes of the ``needed`` files, as read for their checksums (each file read once)."""
     meta_path = d / _META
     files = meta["files"]
     if not isinstance(files, dict) or not all(
@@ -449,17 +549,22 @@ def _verify_files(d: Path, meta: dict[str, Any], needed: list[str]) -> None:
         if name not in files:
             raise ArtifactError(f"{meta_path} is corrupt: \"files\" has no checksum of "
                                 f"{name}, which the index reads")
+    blobs = {}
     for name, digest in files.items():
         p = d / name
         if not p.is_file():
             raise ArtifactError(f"{p} is missing (index.json lists it): the index is "
                                 "incomplete; save or build it again")
-        if _sha256(p) != digest:
+        blob, got = read_hashed(p)
+        if got != digest:
             raise ArtifactError(f"{p} is corrupt (checksum mismatch: it changed since the "
                                 "index was saved); save or build the index again")
+        if name in needed:
+            blobs[name] = blob
+    return blobs
 
 
-def _load_once(d: Path, verify: bool) -> Index:
+def _load_once(d: Path, verify: bool, blobs: dict[str, Any] | None = None) -> Index:
     meta_path = d / _META
     if not meta_path.is_file():
         raise ArtifactError(f"{d} is not a saved search index (no {_META})")
@@ -488,13 +593,13 @@ def _load_once(d: Path, verify: bool) -> Index:
                             f"\"vectors\" is a file name in {d}, got "
                             f"{json.dumps(state)[:200]}")
     if verify and isinstance(meta, dict) and "files" in meta:
-        _verify_files(d, meta, index._files(state))
+        blobs = _verify_files(d, meta, index._files(state))
     elif verify:
         warnings.warn(f"{d} was saved without checksums (by an older twotower): damage to "
                       "its files cannot be detected; save the index again to add them",
                       UserWarning, stacklevel=4)
     try:
-        index._load(d, n, dim, state)
+        index._load(_Files(d, blobs), n, dim, state)
     except ArtifactError:
         raise
     except (OSError, EOFError, ValueError, RuntimeError) as exc:  # EOFError: empty .npy

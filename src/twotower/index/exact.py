@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from twotower.index import _blas
-from twotower.index._base import PAD_ID, Index, register, row_norms
+from twotower.index._base import PAD_ID, Index, _Files, register, row_norms
 from twotower.index.filters import Filters, exclusions, first_rows
 
 _NEG = np.float32(-np.inf)
@@ -665,8 +665,8 @@ class ExactIndex(Index):
     def _files(self, state: dict[str, Any]) -> list[str]:
         return [state.get("vectors", "vectors.npy")]
 
-    def _load(self, directory: Path, n: int, d: int, state: dict[str, Any]) -> None:
-        v = np.load(directory / state.get("vectors", "vectors.npy"), allow_pickle=False)
+    def _load(self, files: _Files, n: int, d: int, state: dict[str, Any]) -> None:
+        v = files.npy(state.get("vectors", "vectors.npy"))
         if v.shape != (n, d) or v.dtype != np.float32:
             raise ValueError(f"vectors.npy holds {v.dtype} {v.shape}, expected float32 {(n, d)}")
         self._build(np.ascontiguousarray(v))

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from twotower.errors import ConfigError
-from twotower.index._base import PAD_ID, Index, register, row_norms
+from twotower.index._base import PAD_ID, Index, _Files, register, row_norms
 from twotower.index.exact import _CPUS, _PREFIX, _select, _settled_prefix, topk_exact
 from twotower.index.filters import Filters, first_rows, take_rows
 
@@ -292,12 +292,11 @@ class _FaissIndex(Index):
     def _vector_files(self) -> list[str]:
         return []
 
-    def _load(self, directory: Path, n: int, d: int, state: dict[str, Any]) -> None:
-        path = directory / "index.faiss"
-        if not path.is_file():
-            raise ValueError(f"{path} is missing")
+    def _load(self, files: _Files, n: int, d: int, state: dict[str, Any]) -> None:
+        if not files.exists("index.faiss"):
+            raise ValueError(f"{files / 'index.faiss'} is missing")
         faiss = _faiss()
-        self._faiss = faiss.read_index(str(path))
+        self._faiss = files.faiss("index.faiss")
         want_type = {"hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}[self.kind]
         held = type(faiss.downcast_index(self._faiss))
         if not issubclass(held, want_type):
@@ -314,13 +313,13 @@ class _FaissIndex(Index):
             name = state["groups"]
             if not isinstance(name, str) or Path(name).name != name:
                 raise ValueError(f"state.groups must be a file name, got {name!r}")
-            self._groups = _VectorGroups(np.load(directory / name, allow_pickle=False), n)
+            self._groups = _VectorGroups(files.npy(name), n)
         want = d + 1 if self._augment else d
         nodes = n if self._groups is None else len(self._groups.reps)
         if self._faiss.ntotal != nodes or self._faiss.d != want:
             raise ValueError(f"index.faiss holds {self._faiss.ntotal} vectors of dimension "
                              f"{self._faiss.d}, expected {nodes} of dimension {want}")
-        self._load_vectors(directory, n, d)
+        self._load_vectors(files, n, d)
         self._make_prefix()
 
     # ------------------------------------------------------------------ per kind
@@ -330,7 +329,7 @@ class _FaissIndex(Index):
     def _params(self, fetch: int, sel: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _load_vectors(self, directory: Path, n: int, d: int) -> None:
+    def _load_vectors(self, files: _Files, n: int, d: int) -> None:
         raise NotImplementedError  # pragma: no cover - abstract
 
 
@@ -539,7 +538,7 @@ class HNSWIndex(_FaissIndex):
                             *self._exact_args())
         return hs, np.where(hi >= 0, head[np.maximum(hi, 0)], PAD_ID)
 
-    def _load_vectors(self, directory: Path, n: int, d: int) -> None:
+    def _load_vectors(self, files: _Files, n: int, d: int) -> None:
         self._attach_vectors(np.empty((0, d), np.float32))
 
     def _own_selector_rows(self, excluded: np.ndarray, kk: int) -> np.ndarray:
@@ -622,8 +621,8 @@ class IVFIndex(_FaissIndex):
     def _vector_files(self) -> list[str]:
         return ["vectors.npy"]
 
-    def _load_vectors(self, directory: Path, n: int, d: int) -> None:
-        v = np.load(directory / "vectors.npy", allow_pickle=False)
+    def _load_vectors(self, files: _Files, n: int, d: int) -> None:
+        v = files.npy("vectors.npy")
         if v.shape != (n, d) or v.dtype != np.float32:
             raise ValueError(f"vectors.npy holds {v.dtype} {v.shape}, expected float32 {(n, d)}")
         self._vectors = v
