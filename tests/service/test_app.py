@@ -196,6 +196,15 @@ def test_oversize_body_is_413(client):
                     headers={"content-type": "application/json"})
     assert r.status_code == 413
     assert "65536" in r.json()["detail"]
+    # in the shape of every other error (it had no "model"), by-history's many ids too
+    label = client.app.state.holder.current.label
+    for path, body in (("/v1/recommendations", big),
+                       ("/v1/recommendations/by-history",
+                        json.dumps({"item_ids": list(range(20_000))}).encode())):
+        r = client.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.headers["content-type"] == "application/json"
+        assert r.json() == {"model": label,
+                            "detail": "request body too large: the limit is 65536 bytes"}
 
 
 def test_oversize_chunked_body_is_413(client):
@@ -753,6 +762,7 @@ def test_host_header_guard_and_security_headers(run_dir):
         assert c.get("/healthz", headers={"host": "[::1]:8000"}).status_code == 200
         r = c.get("/v1/users/1/history", headers={"host": "rebind.example:8000"})
         assert r.status_code == 400 and "'rebind.example'" in r.json()["detail"]
+        assert r.json()["model"] == app.state.holder.current.label  # as every error
         assert "--allowed-hosts" in r.json()["detail"]
         r = c.get("/healthz/", headers={"host": "evil.example"}, follow_redirects=False)
         assert r.status_code == 400 and "evil.example" not in r.headers.get("location", "")

@@ -57,6 +57,24 @@ def test_twotower_serve_subprocess(run_dir, free_port):
             r = c.post("/v1/recommendations", json={"user_ids": [1, 2, 3], "k": 3})
             assert r.status_code == 200 and len(r.json()["results"]) == 3
             assert c.get("/").status_code == 200
+            # over the limits, answers in the service's JSON error shape: a body over
+            # 64 KiB (the app's 413), a URL over 65,535 bytes (uvicorn's parser refuses
+            # it: it was a plain-text "Invalid HTTP request received.")
+            r = c.post("/v1/recommendations/by-history",
+                       json={"item_ids": list(range(20_000))})
+            assert r.status_code == 413 and r.json() == {
+                "model": health["model"],
+                "detail": "request body too large: the limit is 65536 bytes"}
+            import http.client  # (httpx refuses to send such a URL)
+            raw = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            raw.request("GET", "/v1/recommendations?user_id=" + "1" * 70_000)
+            r = raw.getresponse()
+            text = r.read().decode()
+            raw.close()
+            assert r.status == 400 and r.getheader("content-type") == "application/json"
+            assert json.loads(text)["detail"].startswith("request URL too long: 70,")
+            assert "the limit is 65,535; send long id lists in a POST body" in text
+            assert r.getheader("x-content-type-options") == "nosniff"
             # SIGHUP reloads the run in place, without dropping the service
             proc.send_signal(signal.SIGHUP)
             assert _wait_for(lambda: 'twotower_model_reloads_total{result="ok"} 1'

@@ -104,7 +104,16 @@ def gauge(name: str, help_: str, samples: Iterable[tuple[dict[str, str], float]]
     return lines
 
 
-_TOO_LARGE_BODY = b'{"detail":"request body too large: the limit is %d bytes"}'
+_TOO_LARGE = "request body too large: the limit is {:d} bytes"
+
+
+def _served_label(scope: dict[str, Any]) -> str | None:
+    """The label of the model the app serves (``app.state.holder``), for a refusal made
+    before any handler ran; None outside an app that holds one."""
+    try:
+        return scope["app"].state.holder.current.label
+    except (KeyError, AttributeError):
+        return None
 
 
 class RequestMiddleware:
@@ -153,10 +162,13 @@ class RequestMiddleware:
                 return
             await send(message)
 
-        async def refuse(status: int = 413, body: bytes | None = None) -> None:
+        async def refuse(status: int = 413, detail: str | None = None) -> None:
             state["refused"] = True
             state["status"] = status
-            body = _TOO_LARGE_BODY % limit if body is None else body
+            # the service's error shape, the model named as every answer names it
+            label = model.setdefault("label", _served_label(scope))
+            body = json.dumps({"model": label, "detail": _TOO_LARGE.format(limit)
+                               if detail is None else detail}, ensure_ascii=False).encode()
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode()),
@@ -178,10 +190,10 @@ class RequestMiddleware:
             host = None if self.allowed_hosts is None else _host(scope)
             if host is not None and host not in self.allowed_hosts:
                 # e.g. DNS rebinding: a web page on another name reaching a loopback service
-                await refuse(400, json.dumps({"detail": (
+                await refuse(400, (
                     f"host {host!r} (the Host header) is not served here: allowed are "
                     f"{', '.join(sorted(self.allowed_hosts))} (twotower serve "
-                    "--allowed-hosts)")}, ensure_ascii=False).encode())
+                    "--allowed-hosts)"))
             elif length is not None and length > limit:
                 await refuse()
             else:

@@ -224,8 +224,10 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
                                   else list(allowed_hosts)),
                 "access_log": access_log, "max_filter": max_filter}
     app = create_app(run, admin_token=token, deny=deny, **settings)
+    from twotower.service.protocol import JSONErrorsHTTPProtocol
+    # (a request uvicorn cannot parse, e.g. a URL over 64 KiB: JSON, not its plain text)
     common = dict(host=host, port=port, log_config=log_config, log_level=log_level,
-                  access_log=False, server_header=False)
+                  access_log=False, server_header=False, http=JSONErrorsHTTPProtocol)
     import inspect
     if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
         common["timeout_worker_healthcheck"] = WORKER_START_TIMEOUT_S  # uvicorn >= 0.37
