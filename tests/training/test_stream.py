@@ -668,6 +668,40 @@ def test_a_scan_again_reads_the_file_as_it_is_now(tmp_path):
 
 
 @pytest.mark.parametrize("given_role", ["user", "item"])
+def test_unknown_skip_scans_in_one_pass(tmp_path, monkeypatch, given_role):
+    """With one vocabulary given and unknown='skip', the scan read the file three times
+    (every row; the kept rows' vocabulary; their counts): the kept rows' vocabulary,
+    counts and rating range now come from the one pass, as a pass over them counts."""
+    rows = "".join(f"u{i % 50},i{i % 30},{1 + i % 5}\n" for i in range(500))
+    (tmp_path / "s.csv").write_text("user_id,item_id,rating\n" + rows)
+    given = (Vocabulary([f"u{i}" for i in range(25)], name="user") if given_role == "user"
+             else Vocabulary([f"i{i}" for i in range(0, 30, 2)], name="item"))
+    passes = []
+    real = InteractionStream.record_batches
+
+    def counted(self):
+        passes.append(1)
+        return real(self)
+    monkeypatch.setattr(InteractionStream, "record_batches", counted)
+    s = InteractionStream(tmp_path / "s.csv", StreamConfig(rating_col="rating",
+                                                           unknown="skip"),
+                          **{f"{given_role}_vocab": given})
+    st = s.scan()
+    assert len(passes) == 1
+    chunks = list(s.chunks())
+    assert st.rows == sum(len(c["user"]) for c in chunks) == 250
+    np.testing.assert_array_equal(
+        st.item_counts, np.bincount(np.concatenate([c["item"] for c in chunks]),
+                                    minlength=len(st.item_vocab)))
+    ratings = np.concatenate([c["rating"] for c in chunks])
+    assert st.rating_range == (ratings.min(), ratings.max())
+    used = np.unique(np.concatenate([c["user" if given_role == "item" else "item"]
+                                     for c in chunks]))
+    built = st.item_vocab if given_role == "user" else st.user_vocab
+    assert len(used) == len(built)  # the built vocabulary: only the kept rows' ids
+
+
+@pytest.mark.parametrize("given_role", ["user", "item"])
 def test_unknown_skip_builds_the_other_vocabulary_from_the_rows_it_keeps(tmp_path, given_role):
     """With one vocabulary given and unknown='skip', the other was built from every row:
     ids only skipped rows have were kept in the run with vectors never trained."""

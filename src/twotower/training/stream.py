@@ -368,6 +368,15 @@ class InteractionStream:
         fixed = self._user_vocab is not None and self._item_vocab is not None
         if fixed:
             item_counts = np.zeros(len(self._item_vocab), dtype=np.int64)
+        # one vocabulary given: the rows whose id it lacks are dropped as the scan reads
+        # them (unknown='skip'; 'error' refuses the file below), so the other vocabulary,
+        # the counts and the rating range are those of the rows every pass yields, in this
+        # one pass (they took two more: the kept rows' vocabulary, then their counts)
+        given = (None if fixed else "user" if self._user_vocab is not None
+                 else "item" if self._item_vocab is not None else None)
+        known = None if given is None else _Mapper(
+            self._user_vocab if given == "user" else self._item_vocab)
+        read, unknown = 0, None  # rows read; the first batch's ids the given vocabulary lacks
         source = self._hashed(self.record_batches()) if digest else self.record_batches()
         for chunk in self._index_chunks(source) if fixed else self._checked(source):
             if fixed:
@@ -375,6 +384,15 @@ class InteractionStream:
                 n = len(chunk["user"])
                 rating = chunk.get("rating")
             else:
+                read += chunk.num_rows
+                if known is not None:
+                    col = chunk.column(0 if given == "user" else 1)
+                    keep = known.indices(col) >= 0
+                    if not keep.all():
+                        if unknown is None:
+                            unknown = np.unique(col.filter(pa.array(~keep)).to_numpy(
+                                zero_copy_only=False))
+                        chunk = chunk.filter(pa.array(keep))
                 users.add(chunk.column(0))
                 items.add(chunk.column(1))
                 n = chunk.num_rows
@@ -383,61 +401,26 @@ class InteractionStream:
             rows += n
             if rating is not None and len(rating):
                 lo, hi = min(lo, float(np.min(rating))), max(hi, float(np.max(rating)))
-        if rows == 0:
+        if rows == 0 and not read:
             raise DataError(f"--data: {self.path} has no rows")
         if not fixed:  # the vocabularies not given come from the scan
-            skipped = False
+            if unknown is not None:  # with unknown='error', an error naming the row
+                self._check_known(given, unknown, self._user_vocab if given == "user"
+                                  else self._item_vocab)
+            if rows == 0:
+                raise DataError(f"--data: {self.path} has no row with known ids")
             if self._user_vocab is None:
                 self._user_vocab = users.vocabulary("user")
-            else:
-                skipped = self._check_known("user", users.values_counts()[0],
-                                            self._user_vocab)
             uniq, counts = items.values_counts()
             if self._item_vocab is None:
                 self._item_vocab = _vocab_of(uniq, "item")
             idx = _Mapper(self._item_vocab).indices(pa.array(uniq))
-            if (idx < 0).any():
-                skipped = self._check_known("item", uniq, self._item_vocab)
-                idx, counts = idx[idx >= 0], counts[idx >= 0]
             item_counts = np.bincount(idx, weights=counts,
                                       minlength=len(self._item_vocab)).astype(np.int64)
-            if skipped:  # unknown='skip' drops rows: count what a pass yields (rare)
-                self._vocab_of_kept_rows()
-                rows, lo, hi = 0, np.inf, -np.inf
-                item_counts = np.zeros(len(self._item_vocab), dtype=np.int64)
-                for c in self._index_chunks():
-                    rows += len(c["user"])
-                    item_counts += np.bincount(c["item"], minlength=len(item_counts))
-                    if c.get("rating") is not None and len(c["rating"]):
-                        lo = min(lo, float(np.min(c["rating"])))
-                        hi = max(hi, float(np.max(c["rating"])))
-                if rows == 0:
-                    raise DataError(f"--data: {self.path} has no row with known ids")
         self.stats = StreamStats(rows=rows, user_vocab=self._user_vocab,
                                  item_vocab=self._item_vocab, item_counts=item_counts,
                                  rating_range=(lo, hi) if self.config.rating_col else None)
         return self.stats
-
-    def _vocab_of_kept_rows(self) -> None:
-        """With one vocabulary given and rows skipped for its unknown ids, the other
-        vocabulary built from the rows kept, in a pass of its own: built from every row,
-        it listed ids only skipped rows have (never trained; an item such as that was
-        denied in every list, a user served as unknown, both kept in the run)."""
-        import pyarrow as pa
-        given = "user" if self._given["user"] else "item"
-        built = "item" if given == "user" else "user"
-        if self._given[built]:
-            return
-        mapper = _Mapper(self._user_vocab if given == "user" else self._item_vocab)
-        kept = _DistinctCounter()
-        for b in self._checked(self.record_batches()):
-            keep = mapper.indices(b.column(given)) >= 0
-            kept.add(b.column(built).filter(pa.array(keep)))
-        vocab = kept.vocabulary(built)
-        if built == "user":
-            self._user_vocab = vocab
-        else:
-            self._item_vocab = vocab
 
     def _check_known(self, role: str, values: np.ndarray, vocab: Vocabulary) -> bool:
         """Whether some of the distinct ids ``values`` of a given vocabulary's column are
