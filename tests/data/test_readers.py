@@ -335,6 +335,32 @@ def test_items_listed_without_interactions_are_named_when_left_out(tmp_path):
     assert x.item_vocab.ids.tolist() == [10, 11] and x.titles().tolist() == ["A", "B"]
 
 
+def test_catalogue_items_keeps_the_items_listed_without_interactions(tmp_path):
+    """``catalogue="items"``: an items file's rows for items the log lacks were always
+    dropped (a product added yesterday could never be served from its features); now they
+    are in the catalogue with their metadata, with no interaction. An id that cannot be
+    one of the log's (text against integer ids) is left out, said."""
+    (tmp_path / "r.csv").write_text("user,item\nu1,10\nu2,11\n")
+    (tmp_path / "items.csv").write_text("item,title\n10,A\n11,B\n12.0,C\nabc,D\n")
+    with pytest.warns(UserWarning, match=r"1 of the 4 ids in .*items.csv are no integer like "
+                      r"the log's item ids \(e.g. 'abc'\); they are left out"):
+        x = read_interactions(tmp_path / "r.csv", user_col="user", item_col="item",
+                              items=tmp_path / "items.csv", catalogue="items")
+    assert x.item_vocab.ids.tolist() == [10, 11, 12]
+    assert x.titles().tolist() == ["A", "B", "C"]
+    assert x.item_popularity().tolist() == [1, 1, 0] and len(x) == 2
+    (tmp_path / "s.csv").write_text("user,item\nu1,b\nu2,a\n")
+    (tmp_path / "sitems.csv").write_text("item,title\nc,C\na,A\nb,B\n")
+    x = read_interactions(tmp_path / "s.csv", user_col="user", item_col="item",
+                          items=tmp_path / "sitems.csv", catalogue="items")
+    assert x.item_vocab.ids.tolist() == ["a", "b", "c"]
+    assert x.items.tolist() == [1, 0] and x.titles().tolist() == ["A", "B", "C"]
+    with pytest.raises(DataError, match=r"`catalogue` must be one of \['items', "
+                       r"'interactions'\], got 'all'"):
+        read_interactions(tmp_path / "s.csv", user_col="user", item_col="item",
+                          items=tmp_path / "sitems.csv", catalogue="all")
+
+
 def test_item_info_read_from_csv_keys_on_its_item_id_column():
     """``pd.read_csv("items.csv")`` keeps ``item_id`` as a column beside a 0..n-1 index:
     the index was taken as the ids, and with ids 1..n every item got its neighbour's

@@ -16,7 +16,9 @@ import pandas as pd
 from twotower.data.interactions import (INT_ID, Interactions, check_time_unit,
                                         coarsest_times, datetime_counts, datetime_seconds,
                                         integral_as_int, numbers_as_times)
+from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError
+from twotower.models.config import CATALOGUES
 
 _PARQUET = {".parquet", ".pq"}
 _CSV = {".csv", ".tsv", ".txt"}
@@ -458,7 +460,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                       items: str | Path | None = None, item_id_col: str | None = None,
                       title_col: str | None = "title", genres_col: str | None = "genres",
                       item_columns: Sequence[str] = (), sep: str | None = None,
-                      what: str = "--data", time_unit: str = "auto") -> Interactions:
+                      what: str = "--data", time_unit: str = "auto",
+                      catalogue: str = "interactions") -> Interactions:
     """Read an interaction log (CSV/Parquet) with caller-named columns.
 
     Args:
@@ -479,6 +482,10 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             Parquet timestamp columns carry their own. Times are kept exactly, as int64
             counts of the coarsest of s, ms, us, ns that holds them (the result's
             ``time_unit``): events within one second keep the order their times give.
+        catalogue: the items of the catalogue (the item vocabulary): ``interactions``, those
+            of the log; ``items``, also every item of ``items`` the log lacks (no
+            interaction: a model with item features places them by their features, see
+            ``ModelConfig.catalogue``). Without ``items`` both are the log's.
 
     Returns:
         Interactions with vocabularies in sorted id order.
@@ -489,6 +496,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     """
     p = Path(path)
     time_unit = check_time_unit(time_unit)
+    if catalogue not in CATALOGUES:
+        raise DataError(f"`catalogue` must be one of {list(CATALOGUES)}, got {catalogue!r}")
     df = read_table(p, {"user": user_col, "item": item_col, "rating": rating_col,
                         "time": time_col}, what=what, sep=sep)
     if len(df) == 0:
@@ -534,10 +543,16 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                                    genres_col=genres_col, columns=item_columns, sep=sep)
     user_ids, item_ids = (_ids(df["user"], (p, what, user_col, sep)),
                           _ids(df["item"], (p, what, item_col, sep)))
+    item_vocab = None
     if item_info is not None:  # the rows of the data's items (the CLI reports the rest)
-        item_info = catalogue_info(item_info, np.unique(item_ids), items, p)
+        ids = np.unique(item_ids)
+        if catalogue == "items":  # and the listed items the log lacks
+            ids = listed_catalogue(item_info, ids, items)
+            item_vocab = Vocabulary(ids, name="item")
+        # (an items-file id that matches none: said by listed_catalogue)
+        item_info = catalogue_info(item_info, ids, items, p, warn=catalogue != "items")
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info,
-                                 time_unit=kept)  # (counted already)
+                                 item_vocab=item_vocab, time_unit=kept)  # (counted already)
 
 
 #: Cells of a CSV column of numbers read as missing (``read_item_info``), as pandas does.
@@ -627,19 +642,42 @@ def match_info(info: pd.DataFrame, ids: np.ndarray) -> pd.DataFrame:
     return out[~out.index.duplicated()]
 
 
-def catalogue_info(info: pd.DataFrame, ids: np.ndarray, items: Any, data: Any
-                   ) -> pd.DataFrame:
-    """The rows of metadata ``info`` (read from ``items``) for the catalogue's ``ids`` (the
-    items with interactions in ``data``), matched as ``match_info`` does. Items listed
-    without any interaction are dropped with a warning: a model knows only the items it
-    saw, so they cannot be recommended."""
+def listed_catalogue(info: pd.DataFrame, ids: np.ndarray, items: Any) -> np.ndarray:
+    """The sorted union of the log's item ``ids`` and the ids of metadata ``info`` (read
+    from ``items``), matched as ``match_info`` does: against int ids, a listed id that is
+    no integer (``abc``, ``007``) matches no item and is left out with a warning."""
+    keys = match_info(info, ids).index
+    if ids.dtype == np.int64:
+        odd = np.array([not isinstance(k, int) for k in keys], dtype=bool)
+        if odd.any():
+            warnings.warn(f"--items: {int(odd.sum()):,} of the {len(keys):,} ids in {items} "
+                          f"are no integer like the log's item ids (e.g. "
+                          f"{keys[np.argmax(odd)]!r}); they are left out of the catalogue",
+                          stacklevel=3)
+            keys = keys[~odd]
+        extra = np.asarray(list(keys), dtype=np.int64)
+    else:
+        extra = np.asarray([str(k) for k in keys], dtype=object)
+    return np.unique(np.concatenate([ids, extra.astype(ids.dtype)]))
+
+
+def catalogue_info(info: pd.DataFrame, ids: np.ndarray, items: Any, data: Any,
+                   streamed: bool = False, warn: bool = True) -> pd.DataFrame:
+    """The rows of metadata ``info`` (read from ``items``) for the catalogue's ``ids``,
+    matched as ``match_info`` does. Items listed whose id is not in the catalogue (no
+    interaction in ``data``, with ``catalogue = "interactions"``) are dropped with a
+    warning: a model knows only the items of its catalogue; ``streamed``: the warning says
+    that a stream keeps the log's catalogue."""
     info = match_info(info, ids)
     listed = len(info)
     info = info[info.index.isin(pd.Index(ids))]
-    if len(info) < listed:
+    if len(info) < listed and warn:
+        how = ("a streamed run trains no item features to place them by" if streamed else
+               "a model with item features serves them from those with catalogue = "
+               "\"items\", --catalogue items")
         warnings.warn(f"--items: {listed - len(info):,} of the {listed:,} items in {items} "
                       f"have no interaction in {data}; they are left out of the catalogue "
-                      "(only items with interactions can be recommended)", stacklevel=3)
+                      f"({how})", stacklevel=3)
     return info
 
 
