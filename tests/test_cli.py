@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -1900,3 +1901,86 @@ def test_train_names_the_feature_columns_it_used_and_their_values(tmp_path, caps
     assert re.fullmatch(r"item features: brand \(4 values\), year \(\d+ values, quantile "
                         rf"bins\), tags \({tags:,} values, multi-valued\)", line), line
     assert tags > 1000 and "user features" not in out
+
+
+def _cold_catalogue_files(d):
+    """A log of 60 users over 20 items, users u0-u29 on genre A's a0-a9 only, u30-u59 on
+    B's; the items file also lists newa (genre A, no interaction), nofeat (no genre) and
+    newc (genre C, which no item with interactions has)."""
+    rows = [f"u{u},{'a' if u < 30 else 'b'}{(u * 3 + j) % 10}" for u in range(60)
+            for j in range(5)]
+    (d / "log.csv").write_text("user_id,item_id\n" + "\n".join(rows) + "\n")
+    items = [f"{g}{i},{g.upper()} {i},{g.upper()}" for g in "ab" for i in range(10)]
+    (d / "items.csv").write_text("item_id,title,genres\n" + "\n".join(
+        items + ["newa,New A,A", "nofeat,No features,", "newc,New C,C"]) + "\n")
+    (d / "logged.csv").write_text("item_id,title,genres\n" + "\n".join(items) + "\n")
+    (d / "c.toml").write_text('[model]\nquery_tower = "history"\nobjective = "softmax"\n'
+                              'item_features = ["genres"]\nembedding_dim = 8\nepochs = 3\n'
+                              'batch_size = 32\noptimizer = "adam"\nlearning_rate = 0.05\n')
+
+
+def test_items_listed_without_interactions_are_served_from_their_features(tmp_path, capsys):
+    """`train --items` dropped every listed item with no interaction: a new product with
+    its genre could never be recommended or be similar. Now (catalogue "items", the
+    default) such an item is served from its features, saved and loaded alike; one with
+    no feature, or only a feature value no trained item has, is in no list; train says
+    how many of each."""
+    _cold_catalogue_files(tmp_path)
+    code, out, err = run(capsys, "train", "--preset", "tutorial", "--data",
+                         tmp_path / "log.csv", "--items", tmp_path / "items.csv", "--config",
+                         tmp_path / "c.toml", "--split", "none", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert ("catalogue: 23 items: 20 with training interactions, 1 cold (none, served from "
+            "their item features), 2 in no list (none, and no item feature value that a "
+            "trained item has)") in out, out
+    code, out, err = run(capsys, "similar", tmp_path / "r", "--item", "newa", "-k", "5",
+                         "--json")
+    assert code == 0, err
+    assert all(it["item_id"].startswith("a") for it in json.loads(out)["items"]), out
+    for item in ("nofeat", "newc"):
+        code, out, err = run(capsys, "similar", tmp_path / "r", "--item", item)
+        assert code == 2 and "has no training interactions and no trained item features" \
+            in err, err
+    code, out, err = run(capsys, "recommend", tmp_path / "r", "--all-users", "-k", "19",
+                         "--json")
+    assert code == 0, err
+    rows = {r["user_id"]: [it["item_id"] for it in r["items"]]
+            for r in map(json.loads, out.splitlines())}
+    for user, items in rows.items():
+        assert not {"nofeat", "newc"} & set(items), (user, items)
+        assert "newa" in items, (user, items)
+        b_first = next((n for n, i in enumerate(items) if i.startswith("b")), len(items))
+        if int(user[1:]) < 30:  # an A user: the new A item above every B item
+            assert items.index("newa") < b_first, (user, items)
+    from twotower import TwoTower
+    m = TwoTower.load(tmp_path / "r")
+    assert m.untrained_items()[m.item_vocab.lookup(["newa", "nofeat", "newc"])].tolist() \
+        == [False, True, True]
+    scores, ids = m.recommend_ids(["u0", "u40"], k=19)
+    assert [[i for i in r if i is not None] for r in ids] == [rows["u0"], rows["u40"]]
+
+
+def test_catalogue_interactions_trains_as_before_on_the_log_s_items(tmp_path, capsys):
+    """`--catalogue interactions` keeps the log's items only: the items file's other rows
+    change nothing (the metrics and lists equal a run whose file lists the log's items
+    alone)."""
+    _cold_catalogue_files(tmp_path)
+    saved = []
+    for items, out_dir in (("items.csv", "r1"), ("logged.csv", "r2")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code, out, err = run(capsys, "train", "--preset", "tutorial", "--data",
+                                 tmp_path / "log.csv", "--items", tmp_path / items,
+                                 "--config", tmp_path / "c.toml", "--catalogue",
+                                 "interactions", "--split", "random", "--out",
+                                 tmp_path / out_dir)
+        assert code == 0, err
+        assert "catalogue:" not in err + out, out
+        left = [str(w.message) for w in caught if "left out of the catalogue" in str(w.message)]
+        assert len(left) == (items == "items.csv"), left
+        saved.append(json.loads((tmp_path / out_dir / "eval.json").read_text()))
+    assert saved[0] == saved[1] and saved[0]
+    from twotower import TwoTower
+    assert TwoTower.load(tmp_path / "r1").config.catalogue == "interactions"
+    assert TwoTower.load(tmp_path / "r1").item_vocab.ids.tolist() == \
+        TwoTower.load(tmp_path / "r2").item_vocab.ids.tolist()

@@ -103,11 +103,13 @@ def _json(value: Any, encoding: str | None = "utf-8", **kw: Any) -> str:
 
 # ---------------------------------------------------------------- data
 def _load_data(args: argparse.Namespace, objective: str | None = None,
-               item_columns: Sequence[str] = ()) -> tuple[Any, dict[str, Any]]:
+               item_columns: Sequence[str] = (), catalogue: str = "interactions"
+               ) -> tuple[Any, dict[str, Any]]:
     """The interactions of --data, and how they were read (``_data_columns``). With
     ``objective`` ``mse``, a file without a rating column is refused before it is read.
     ``item_columns``: columns of --items to keep beside title and genres (the model's
-    ``item_features``)."""
+    ``item_features``); ``catalogue``: ``read_interactions``' (``items``: the items of
+    --items without interactions too)."""
     from twotower.data import load_movielens_100k, read_interactions
 
     file_flags = [f"--{name.replace('_', '-')}" for name in (
@@ -139,7 +141,7 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
                               items=args.items, item_id_col=meta_cols["id_col"],
                               title_col=meta_cols["title_col"],
                               genres_col=meta_cols["genres_col"], item_columns=item_columns,
-                              sep=args.sep,
+                              sep=args.sep, catalogue=catalogue,
                               time_unit=getattr(args, "time_unit", None) or "auto")
     if x.item_info is not None:
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
@@ -471,7 +473,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 #: train's flags that set a ModelConfig field of their name (``--embedding-dim``: embedding_dim),
 #: over the --config file's [model] value
 _MODEL_FLAGS = ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed",
-                "item_features", "multi_valued_features", "multi_value_sep")
+                "item_features", "multi_valued_features", "multi_value_sep", "catalogue")
 
 
 def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
@@ -581,6 +583,21 @@ def _say_features(model: Any, notes: dict[str, str] | None = None) -> None:
         note = (notes or {}).get(what)
         if line or note:
             _say(f"{what} features: {line or 'none'}" + (f"; {note}" if note else ""))
+
+
+def _say_catalogue(model: Any) -> None:
+    """How many catalogue items have no training interaction: cold ones, which the model
+    places by their item features, and those in no list (``untrained_items``: no feature
+    value that an item with training interactions has). Nothing when every item has
+    training interactions."""
+    untrained = model.untrained_items()
+    no_rows = np.asarray(model.item_popularity) == 0
+    cold, denied = int(np.count_nonzero(no_rows & ~untrained)), int(np.count_nonzero(untrained))
+    if cold or denied:
+        _say(f"catalogue: {model.n_items:,} items: {model.n_items - cold - denied:,} with "
+             f"training interactions, {cold:,} cold (none, served from their item "
+             f"features), {denied:,} in no list (none, and no item feature value that a "
+             "trained item has)")
 
 
 def _metadata_columns(args: argparse.Namespace, what: str, info: Any) -> str:
@@ -774,7 +791,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.stream:
         return _train_stream(args, cfg, t0)
     try:
-        x, read_as = _load_data(args, cfg.objective, cfg.item_features)
+        # a listed item without interactions is placed by its item features: none, none
+        x, read_as = _load_data(args, cfg.objective, cfg.item_features,
+                                cfg.catalogue if cfg.item_features else "interactions")
         split = make_split(x, args.split, args.test_fraction, args.seed)
     except TwoTowerError as exc:
         if dist.num_processes > 1:  # the others stop too, rather than wait for this one:
@@ -802,6 +821,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.fit(split.train, verbose=0, callbacks=[TrainProgress(every_s=10.0)],
                   checkpoint=args.checkpoint)
     _say_features(model, feature_notes)
+    _say_catalogue(model)
     _tune_index(args, model)
     metrics = None
     test_users = np.unique(split.test.users)
@@ -1011,7 +1031,8 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         from twotower.data.readers import catalogue_info
         print(f"scanning {args.data} (vocabularies, counts)", file=sys.stderr, flush=True)
         ids = stream.scan().item_vocab.ids
-        found = pd.Index(ids).isin(catalogue_info(info, ids, args.items, args.data).index)
+        found = pd.Index(ids).isin(catalogue_info(info, ids, args.items, args.data,
+                                                  streamed=True).index)
         _check_items_file(args.items, meta_cols["id_col"], found, ids)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0,
@@ -1753,6 +1774,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "comma-separated (a tags cell 'x|y': tags=x and tags=y)")
     tr.add_argument("--multi-value-sep", type=_value_sep, metavar="SEP",
                     help="the separator of --multi-valued-features' values (default '|')")
+    tr.add_argument("--catalogue", choices=("items", "interactions"),
+                    help="with --items and item features: 'items' (the default) puts every "
+                         "item the file lists in the catalogue, also those with no "
+                         "interaction (placed by their features); 'interactions' keeps the "
+                         "log's items only; catalogue in --config [model]")
     tr.add_argument("--index-kind", default="exact", type=str.lower,
                     choices=("exact", "hnsw", "ivf"),
                     help="the search index saved with the run (default exact; `twotower "

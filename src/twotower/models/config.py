@@ -12,6 +12,8 @@ OBJECTIVES = ("mse", "softmax", "sampled_softmax", "bpr", "multinomial")
 POOLINGS = ("sqrt", "mean", "sum")
 QUERY_TOWERS = ("id", "history", "id+history")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
+#: what a catalogue holds (``ModelConfig.catalogue``, ``read_interactions``' ``catalogue``)
+CATALOGUES = ("items", "interactions")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,17 @@ class ModelConfig(Config):
             unless listed here.
         multi_value_sep: the separator of ``multi_valued_features``' values (default
             ``|``).
+        catalogue: which items ``twotower train --items FILE`` puts in the catalogue:
+            ``items`` (the default), every item of the log and every item the items file
+            lists, also those with no interaction yet (a product added yesterday), which
+            the model places by their ``item_features`` alone; ``interactions``, the log's
+            items only (the items file's other rows are left out, as before 2026-12-06).
+            A listed item without a feature value that some item with training
+            interactions has is in no list (``TwoTower.untrained_items``); `train` says how
+            many items are cold and how many are left out so. Read where the data is read
+            (``read_interactions(..., catalogue=)``): ``fit`` trains on the catalogue its
+            ``Interactions`` hold. Not read without ``item_features`` (nothing would place
+            such items) nor by a streamed run (no side features).
         item_bias: a learned per-item bias (popularity) added to the logits (``multinomial``
             only: the other losses have no bias term); served by appending it to the item
             vectors and a constant 1 to the queries, so search stays one inner product.
@@ -192,6 +205,7 @@ class ModelConfig(Config):
     user_features: tuple[str, ...] = ()
     multi_valued_features: tuple[str, ...] = ()
     multi_value_sep: str = "|"
+    catalogue: str = "items"
     multinomial_targets: str = "all"
     user_weighting: str = "sum"
     hard_negatives: int = 0
@@ -219,6 +233,7 @@ class ModelConfig(Config):
         check_choice(own, "history_activation", self.history_activation, ("linear", "tanh"))
         check_choice(own, "user_weighting", self.user_weighting, ("sum", "sqrt", "mean"))
         check_choice(own, "multinomial_targets", self.multinomial_targets, ("all", "dropped"))
+        check_choice(own, "catalogue", self.catalogue, CATALOGUES)
         if not isinstance(self.item_bias, bool):
             raise ConfigError(f"model.item_bias must be true or false, got {self.item_bias!r}")
         for name in ("item_features", "user_features", "multi_valued_features"):
@@ -340,6 +355,8 @@ class ModelConfig(Config):
             out["query_recency_choice"] = "ease_weight_grid empty"
         if not self.multi_valued_features:
             out["multi_value_sep"] = "multi_valued_features empty"
+        if not self.item_features:
+            out["catalogue"] = "item_features empty"
         return out
 
     @classmethod
