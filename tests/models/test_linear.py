@@ -693,3 +693,24 @@ def test_query_recency_choice_is_checked_and_read_only_with_a_weight_grid():
                                               ease_weight_grid=(0.2, 0.9)).unread()
     again = ModelConfig.from_dict(_cfg(query_recency_choice="temporal").to_dict())
     assert again.query_recency_choice == "temporal"
+
+
+def test_fill_cold_rows_gives_a_cold_item_its_feature_mates_weighted_mean_row():
+    """Hand-worked: items 0-2 trained, 3-5 cold. Feature a: items 0 (weight 1) and 1
+    (1/sqrt 2); b: items 1 (1/sqrt 2) and 2 (1); c: cold items only."""
+    import scipy.sparse as sp
+
+    from twotower.models.linear import fill_cold_rows
+    h = 1 / np.sqrt(2)
+    feats = sp.csr_matrix(np.array([[1, 0, 0], [h, h, 0], [0, 1, 0],
+                                    [1, 0, 0], [h, 0, h], [0, 0, 1]], dtype=np.float32))
+    q = np.array([[1.0, 0.0], [0.0, 1.0], [4.0, 4.0], [0, 0], [0, 0], [0, 0]], np.float32)
+    cold = np.array([False, False, False, True, True, True])
+    out = fill_cold_rows(q, feats, cold)
+    mean_a = (1 * q[0] + h * q[1]) / (1 + h)
+    mean_b = (h * q[1] + 1 * q[2]) / (h + 1)
+    np.testing.assert_allclose(out[:3], q[:3])  # the trained rows as they were
+    np.testing.assert_allclose(out[3], mean_a, rtol=1e-6)
+    np.testing.assert_allclose(out[4], mean_a, rtol=1e-6)  # c is no trained item's: a alone
+    np.testing.assert_array_equal(out[5], 0.0)  # nothing to place it by
+    assert fill_cold_rows(q, None, cold) is q

@@ -73,6 +73,31 @@ def history_matrix(hist: np.ndarray, weights: np.ndarray, n_cols: int,
                          shape=(hist.shape[0], n_cols))
 
 
+def fill_cold_rows(q: np.ndarray, features: sp.csr_matrix | None, cold: np.ndarray
+                   ) -> np.ndarray:
+    """``q`` (``[n_items, r]`` EASE item factors) with the rows of ``cold`` items (bool
+    ``[n_items]``: no training interactions) set to the mean row of the other items sharing
+    their feature values (``features``: the ``[n_items, n_features]`` item-feature matrix):
+    per feature value, the mean of the rows of the items with training interactions that
+    have it (weighted by their feature weights), then per cold item the weighted mean over
+    its values that such items have. EASE has no row for an item no user had (it scores 0
+    for every user), which put a cold item mid-catalogue in the blend whatever its
+    features said; with the fill it scores as its feature-mates do on average
+    (``benchmarks/probes/cold_items.py``). A cold item none of whose values a trained
+    item has keeps its zero row (it is in no list anyway)."""
+    if features is None or not features.shape[1] or not cold.any() or cold.all():
+        return q
+    warm = features[np.flatnonzero(~cold)]
+    weight = np.asarray(warm.sum(axis=0), dtype=np.float64).ravel()
+    known = weight > 0
+    means = np.asarray(warm.T @ q[~cold], dtype=np.float64) / np.maximum(weight, 1e-12)[:, None]
+    rows = features[np.flatnonzero(cold)].multiply(known[None, :]).tocsr()
+    total = np.asarray(rows.sum(axis=1), dtype=np.float64).ravel()
+    out = q.copy()
+    out[cold] = (np.asarray(rows @ means) / np.maximum(total, 1e-12)[:, None]).astype(q.dtype)
+    return out
+
+
 def floor_weights(length: int, half_life: float, floor: float) -> np.ndarray:
     """``[length]`` recency weights ``floor + (1 - floor) * 0.5 ** (rank / half_life)``
     of ranks ``0 .. length - 1`` (``baselines.recency_weights``)."""

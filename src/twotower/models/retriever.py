@@ -853,7 +853,8 @@ class TwoTower:
         """Fit the EASE part (``twotower.models.linear``) and append it to both towers;
         ``tick``: a ``Ticker`` told each stage."""
         from twotower.evaluation.baselines import recency_settings
-        from twotower.models.linear import AUTO_RANK_MAX, LinearPart, scale_users, tune_and_fit
+        from twotower.models.linear import (AUTO_RANK_MAX, LinearPart, fill_cold_rows,
+                                            scale_users, tune_and_fit)
         cfg = self.config
         if train.n_items > cfg.ease_max_items:
             import warnings
@@ -897,6 +898,9 @@ class TwoTower:
         users = scale_users(train, cfg.seed)
         trained = self._query_part(users, trained_recency) @ self.item_embeddings.T
         ease = self._ease_query(self._history[users], query_table, half_life, floor) @ q.T
+        # after the scale (of the items EASE scores): a cold item's row, 0, as its
+        # feature-mates' mean row (``fill_cold_rows``)
+        q = fill_cold_rows(q, self._item_features, np.asarray(self.item_popularity) == 0)
         w = chosen.get("weight", cfg.ease_weight)
         self._linear = LinearPart(
             query_table=query_table,
