@@ -27,7 +27,17 @@ alone; "kept" runs the method only for the objectives it covered before.
    neighbour lists as a recommender: a user's score of an item is the summed cosine to the
    user's training items, seen items excluded, Recall@10 / NDCG@10 on the test split.
 
+4. The items-file case (``twotower train --items``, ``ModelConfig.catalogue``): the log of
+   part 1 without the cold items' rows, whose items file lists them. ``interactions``: the
+   catalogue of the log (a model fitted on the warm items alone: a cold test pair is a
+   miss); ``items``: the listed items kept, placed by their features, the EASE part
+   scoring them 0 (before ``linear.fill_cold_rows``); ``items+fill``: their EASE rows filled
+   with their feature-mates' mean (the library; the same fit as ``items``, the fill applied
+   after it, as ``fit`` applies it: it is linear in the rows). Default preset, seeds
+   ``--items-seeds``; metrics as in part 1, from the same top-100 lists.
+
 Usage: TWOTOWER_ML100K_DIR=... python benchmarks/probes/cold_items.py [--skip-ml] [--skip-syn]
+       python benchmarks/probes/cold_items.py --only-items-file [--items-seeds 0 1]
 Output: results/probe-cold-items-<date>.txt (refuses to overwrite; --out names another)
 """
 import argparse
@@ -164,6 +174,90 @@ def synthetic_part(seeds, other_seeds):
               f"{mean(lambda r: r['all'][1]):7.4f} {mean(lambda r: r['all'][2]):6.4f}")
 
 
+def top100_metrics(top, test, users, cold):
+    """Recall@10/@100 of all, cold and warm test pairs from ``top`` (``[len(users), 100]``
+    item indices of ``test``'s vocabulary, -1 padding) and the cold items' share of the
+    top-100 slots."""
+    from twotower.evaluation import evaluate_topk
+    out = {}
+    is_cold = np.isin(test.items, cold)
+    for name, rows in (("all", np.ones(len(test), bool)), ("cold", is_cold),
+                       ("warm", ~is_cold)):
+        truth = test.take(np.flatnonzero(rows)).to_csr()[users]
+        keep = np.asarray(truth.sum(axis=1)).ravel() > 0
+        r = evaluate_topk(top[keep], truth[keep], (10, 100))
+        out[name] = (r["recall@10"], r["recall@100"])
+    out["share100"] = float(np.isin(top, cold).mean())
+    return out
+
+
+def items_file_part(seeds):
+    import dataclasses
+
+    from twotower.data import Interactions
+    from twotower.models import ModelConfig, TwoTower
+    from twotower.models import linear
+    print("\n4. the items-file case: part 1's log without the cold items' rows, its items file "
+          "listing them; default preset; recall@10 / recall@100 of the cold items' test "
+          "pairs, the warm items' and all; the cold items' share of the top-100 slots")
+    print(f"{'catalogue':12s} {'seed':>4s} {'cold R@10':>9s} {'R@100':>6s} {'warm R@10':>9s} "
+          f"{'R@100':>6s} {'all R@10':>8s} {'R@100':>6s} {'share':>5s} {'fit s':>6s}")
+    summary = {}
+    for seed in seeds:
+        train, test, cold = generated(seed)
+        users = np.unique(test.users)
+        cfg = ModelConfig.preset("default", seed=seed)
+        rows = []
+        # interactions: the log's catalogue (the cold items are in no row of it)
+        ids = train.item_vocab.ids
+        logged = Interactions.from_ids(train.user_vocab.ids[train.users], ids[train.items],
+                                       timestamps=train.timestamps,
+                                       user_vocab=train.user_vocab,
+                                       item_info=train.item_info.set_index("id"))
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = TwoTower(cfg).fit(logged, verbose=0)
+        secs = time.perf_counter() - t0
+        top = m.recommend(users, 100, m.seen_exclusions(users))[1]
+        full = np.where(top >= 0, np.asarray(train.item_vocab.lookup(
+            m.item_vocab.ids[np.maximum(top, 0)].ravel().tolist())).reshape(top.shape), -1)
+        rows.append(("interactions", top100_metrics(full, test, users, cold), secs))
+        # items: the same catalogue as part 1 (cold items listed), without the fill
+        orig = linear.fill_cold_rows
+        linear.fill_cold_rows = lambda q, features, cold_rows: q
+        try:
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                m = TwoTower(cfg).fit(train, verbose=0)
+            secs = time.perf_counter() - t0
+        finally:
+            linear.fill_cold_rows = orig
+        top = m.recommend(users, 100, m.seen_exclusions(users))[1]
+        rows.append(("items", top100_metrics(top, test, users, cold), secs))
+        lin = m._linear
+        filled = orig(lin.item_table, m._item_features, np.asarray(m.item_popularity) == 0)
+        m._linear = dataclasses.replace(lin, item_table=filled)
+        m.item_embeddings = np.concatenate(
+            [m.item_embeddings[:, :-filled.shape[1]], filled], axis=1)
+        m._build_indexes()
+        top = m.recommend(users, 100, m.seen_exclusions(users))[1]
+        rows.append(("items+fill", top100_metrics(top, test, users, cold), 0.0))
+        for name, r, secs in rows:
+            summary.setdefault(name, []).append(r)
+            print(f"{name:12s} {seed:4d} {r['cold'][0]:9.4f} {r['cold'][1]:6.4f} "
+                  f"{r['warm'][0]:9.4f} {r['warm'][1]:6.4f} {r['all'][0]:8.4f} "
+                  f"{r['all'][1]:6.4f} {r['share100']:5.3f} {secs:6.1f}", flush=True)
+    print("means over seeds:")
+    for name, rs in summary.items():
+        mean = lambda f: float(np.mean([f(r) for r in rs]))  # noqa: E731
+        print(f"{name:12s} {'mean':>4s} {mean(lambda r: r['cold'][0]):9.4f} "
+              f"{mean(lambda r: r['cold'][1]):6.4f} {mean(lambda r: r['warm'][0]):9.4f} "
+              f"{mean(lambda r: r['warm'][1]):6.4f} {mean(lambda r: r['all'][0]):8.4f} "
+              f"{mean(lambda r: r['all'][1]):6.4f} {mean(lambda r: r['share100']):5.3f}")
+
+
 def similar_proxies(m, train, test, seed):
     """Item-to-item hit rates @10/@50 and the neighbour-sum recommender's Recall@10 /
     NDCG@10, for the similar-items vectors with and without the bias column."""
@@ -275,8 +369,13 @@ def main() -> None:
     p.add_argument("--other-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--ml-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--ml-splits", nargs="+", default=["random", "temporal", "global-temporal"])
+    p.add_argument("--items-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--only-items-file", action="store_true",
+                   help="part 4 alone (parts 1-3 skipped)")
     p.add_argument("--out", type=Path, default=None)
     a = p.parse_args()
+    if a.only_items_file:
+        a.skip_ml = a.skip_syn = True
     data = os.environ.get("TWOTOWER_ML100K_DIR")
     if not a.skip_ml and not data:
         raise SystemExit("set TWOTOWER_ML100K_DIR to the ml-100k directory (or --skip-ml)")
@@ -304,6 +403,7 @@ def main() -> None:
             synthetic_part(a.seeds, a.other_seeds)
         if not a.skip_ml:
             ml_part(data, a.ml_seeds, a.ml_splits)
+        items_file_part(a.items_seeds)
         print(f"# {time.perf_counter() - t0:.0f} s")
         sys.stdout = sys.__stdout__
 
