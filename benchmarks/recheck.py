@@ -1,8 +1,8 @@
 """Re-check of the quality claim on data and seeds the project never tuned on, through the
 product's own commands (``twotower train`` then ``twotower evaluate --baselines``).
 
-Variants of MovieLens 100k, written as plain CSV logs (the titles and genres as an
-``--items`` file), so each run reads them as a user's own data would be read:
+Variants of MovieLens 100k, written as plain CSV logs (the titles and genres of each
+variant's items as an ``--items`` file), so each run reads them as a user's own data would be read:
 
 - ``implicit``: ratings >= 4 only, the rating column dropped;
 - ``users40``: a random 40% of the users (drawn with seed 1234);
@@ -46,15 +46,16 @@ SHOW = ("recall@10", "ndcg@10", "recall@100")
 
 
 def write_variants(data_dir: Path, work: Path, names: list[str]) -> dict[str, dict]:
-    """The variants' logs as CSV in ``work`` (and ``items.csv``); their sizes."""
+    """The variants' logs as CSV in ``work`` (and each one's ``items-<name>.csv``); their
+    sizes."""
     from twotower.data.movielens import GENRES
     r = pd.read_csv(data_dir / "u.data", sep="\t",
                     names=["user_id", "item_id", "rating", "timestamp"])
     it = pd.read_csv(data_dir / "u.item", sep="|", encoding="latin-1", header=None)
     flags = it.iloc[:, 5:].to_numpy() == 1
-    pd.DataFrame({"item_id": it[0], "title": it[1].astype(str).str.strip(),
-                  "genres": ["|".join(g for g, f in zip(GENRES, row) if f) for row in flags]}
-                 ).to_csv(work / "items.csv", index=False)
+    items = pd.DataFrame({"item_id": it[0], "title": it[1].astype(str).str.strip(),
+                          "genres": ["|".join(g for g, f in zip(GENRES, row) if f)
+                                     for row in flags]})
     rng = np.random.default_rng(1234)
     users = r.user_id.unique()
     per_user, per_item = r.user_id.value_counts(), r.item_id.value_counts()
@@ -69,6 +70,9 @@ def write_variants(data_dir: Path, work: Path, names: list[str]) -> dict[str, di
     for name in names:
         x = make[name]()
         x.to_csv(work / f"{name}.csv", index=False)
+        # the variant's own items: its catalogue is its log's (an items file listing more
+        # puts those in the catalogue as cold items, ModelConfig.catalogue = "items")
+        items[items.item_id.isin(x.item_id)].to_csv(work / f"items-{name}.csv", index=False)
         sizes[name] = {"rows": len(x), "users": int(x.user_id.nunique()),
                        "items": int(x.item_id.nunique())}
         print(name, sizes[name], flush=True)
@@ -81,7 +85,7 @@ def run_one(work: Path, name: str, split: str, seed: int) -> dict:
     rating = [] if name == "implicit" else ["--rating-col", "rating"]
     t0 = time.perf_counter()
     subprocess.run([*exe, "train", "--data", str(work / f"{name}.csv"), "--items",
-                    str(work / "items.csv"), *rating, "--time-col", "timestamp",
+                    str(work / f"items-{name}.csv"), *rating, "--time-col", "timestamp",
                     "--split", split, "--seed", str(seed), "--out", str(run)],
                    check=True, stdout=subprocess.DEVNULL)
     t1 = time.perf_counter()
