@@ -131,7 +131,8 @@ def test_quoted_line_breaks_in_a_file_of_several_blocks(tmp_path):
     p = tmp_path / "nl.csv"  # 1.2 MB: more than one of the stream reader's blocks
     p.write_text("user_id,item_id\n" + "".join(
         f'"u{k}:{"a" * 500}\n{"b" * 500}",{k % 9}\n' for k in range(1200)))
-    mem, stream = _both(p, read_rows=1000)
+    with pytest.warns(UserWarning, match="a user id holds a line break"):
+        mem, stream = _both(p, read_rows=1000)
     assert isinstance(mem, tuple) and mem == stream and len(mem[0]) == 1200
 
 
@@ -167,3 +168,32 @@ def test_a_bool_id_column_is_refused_in_the_same_words_by_both(tmp_path):
     mem, stream = _both(p)
     assert mem == stream == ("--data: FILE, column 'user_id': user ids must be text or "
                              "integers, got boolean values (e.g. True)"), (mem, stream)
+
+
+def test_an_id_swallowing_lines_through_an_unclosed_quote_is_warned_of_by_both(tmp_path):
+    # an e-commerce SKU written `"SKU,9` (its closing quote lost) ran on to the next quote,
+    # two lines below: one row with the item id 'SKU,9,17...\nu2,...\nu3,SKU' and two rows
+    # fewer, read without a word by both readers
+    p = tmp_path / "q.csv"
+    p.write_text('user_id,item_id,ts\nu1,a,1\nu9,"SKU,9,2\nu2,b,3\nu3,"SKU ""x""",4\n'
+                 'u4,c,5\n')
+    said = []
+    for read in (lambda: read_interactions(p), lambda: InteractionStream(
+            p, StreamConfig(shuffle_buffer=0)).scan()):
+        with pytest.warns(UserWarning) as got:
+            read()
+        said.append([str(w.message).replace(str(p), "FILE") for w in got
+                     if "line break" in str(w.message)])
+    assert said[0] == said[1] and len(said[0]) == 1, said
+    assert said[0][0].startswith(
+        "--data: FILE, line 3, column 'item_id': an item id holds a line break "
+        "('SKU,9,2\\nu2,b,3\\nu3,SKU \"\"x\"\"\"'): a quote opened in this field is "
+        "closed only on a later line"), said
+
+
+def test_ids_with_a_line_break_in_parquet_are_not_warned_of(tmp_path):
+    p = _parquet(tmp_path / "nl.parquet", user_id=["a\nb", "c"], item_id=[1, 2])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_interactions(p)
+        InteractionStream(p, StreamConfig(shuffle_buffer=0)).scan()

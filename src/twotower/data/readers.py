@@ -357,6 +357,18 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
     return vals
 
 
+def line_break_in_id(where: str, col: str, role: str, value: str) -> str:
+    """The warning, in every reader, for a CSV id holding a line break: almost always a
+    quote opened and closed only lines later (``"SKU,9`` with its closing quote lost), which
+    reads those lines as part of one id instead of as rows."""
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    return (f"{where}, column {col!r}: {'an' if role == 'item' else 'a'} {role} id holds "
+            f"a line break ({shown!r}): a quote opened in this field is closed only on a "
+            "later line, so the lines between were read as part of one id, not as rows; "
+            "close the quote (a quote inside a quoted field is written twice: \"\"), or "
+            "ignore this if ids do hold line breaks")
+
+
 #: the end of a bad-rating error, in every reader
 RATING_HINT = ("; an objective that does not read ratings (all but mse) can leave the column "
                "out: --rating-col none (rating_col=None in Python)")
@@ -531,6 +543,12 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             row = int(np.argmax(empty))
             raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: "
                             f"empty {role} id")
+        if p.suffix.lower() in _CSV:
+            broken = s.str.contains("[\r\n]", regex=True).to_numpy(bool)
+            if broken.any():
+                row = int(np.argmax(broken))
+                warnings.warn(line_break_in_id(f"{what}: {p}, {where_in_file(p, row, sep)}",
+                                               col, role, s.iloc[row]), stacklevel=2)
     ratings = _numeric(p, what, df, "rating", rating_col, sep) if rating_col else None
     if ratings is not None:
         from twotower.data.interactions import as_float32_ratings

@@ -22,7 +22,7 @@ from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.readers import (RATING_HINT, check_columns, check_ragged,
                                    check_unique_columns, csv_encoding, csv_header,
-                                   not_a_file, where_in_file)
+                                   line_break_in_id, not_a_file, where_in_file)
 from twotower.data.vocabulary import Vocabulary, plain_id
 from twotower.errors import ConfigError, DataError, NotFittedError
 
@@ -133,6 +133,9 @@ class InteractionStream:
         self.stats: StreamStats | None = None
         self._content_digest: bytes | None = None  # computed by a scan(digest=True)
         self._file_state: _FileState | None = None  # the file as the scan found it
+        # ids holding a line break (an unclosed quote) are looked for until one pass has
+        # read the whole file, or one is found: one warning, and no cost on later epochs
+        self._line_breaks_checked = False
 
     # ------------------------------------------------------------------ raw reading
     @property
@@ -456,6 +459,7 @@ class InteractionStream:
         import pyarrow as pa
         import pyarrow.compute as pc
         offset = 0
+        check_line_breaks = self.path.suffix.lower() in _CSV
         for b in batches:
             offset = _file_row(b, offset)
             # the usual batch costs no pass but the float check: ``null_count`` is known
@@ -475,6 +479,11 @@ class InteractionStream:
                                        pc.equal(pc.utf8_trim_whitespace(col), ""))
                     if pc.any(bad).as_py():
                         self._bad_row(offset, bad, role, f"empty {role} id")
+                    if check_line_breaks and not self._line_breaks_checked:
+                        broken = pc.match_substring_regex(pc.utf8_trim_whitespace(col),
+                                                          "[\r\n]")
+                        if pc.any(broken).as_py():
+                            self._warn_line_break(offset, broken, role, col)
                 elif col.null_count:
                     self._bad_row(offset, pc.is_null(col), role, f"empty {role} id")
                 elif pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
@@ -500,6 +509,15 @@ class InteractionStream:
                                   "got {}; rescale the ratings", b)
             offset += b.num_rows
             yield b
+        self._line_breaks_checked = True  # (a whole pass: this shard's part of the file)
+
+    def _warn_line_break(self, offset: int, broken: Any, role: str, col: Any) -> None:
+        import warnings
+        at = int(np.argmax(np.asarray(broken.fill_null(False))))
+        where = f"--data: {self.path}, {where_in_file(self.path, offset + at, self.config.sep)}"
+        self._line_breaks_checked = True
+        warnings.warn(line_break_in_id(where, self._roles[role], role,
+                                       str(col[at].as_py()).strip()), stacklevel=4)
 
     def _bad_row(self, offset: int, bad: Any, role: str, what: str, batch: Any = None
                  ) -> None:
