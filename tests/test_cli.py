@@ -1348,9 +1348,12 @@ def test_recommend_serves_users_never_trained_on_as_new_users(tmp_path, capsys):
     assert "--fallback popular" in err
     code, out, err = run(capsys, "recommend", tmp_path / "run", "--all-users", "--json")
     assert code == 0, err
-    assert "1 users with no training interactions are left out" in err
+    assert "1 user with no training interactions is left out" in err
     assert sorted(json.loads(line)["user_id"] for line in out.splitlines()) == \
         sorted(f"u{u}" for u in range(20))
+    code, out, err = run(capsys, "recommend", tmp_path / "run", "--user", "u1",
+                         "--out", tmp_path / "one.csv")
+    assert code == 0 and "wrote 1 user's top-" in out, (out, err)
     code, out, err = run(capsys, "recommend", tmp_path / "run", "--user", "lone",
                          "--fallback", "popular", "--json")
     assert code == 0 and json.loads(out)["fallback"] == "popular", err

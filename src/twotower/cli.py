@@ -1195,8 +1195,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         if args.user is not None or args.users:
             raise UnknownIdError(f"user id {users[untrained[0]]!r} has no training "
                                  f"interactions (the run never trained its query){hint}")
-        print(f"twotower: note: {len(untrained):,} users with no training interactions are "
-              f"left out{hint}", file=sys.stderr, flush=True)
+        one = len(untrained) == 1
+        print(f"twotower: note: {len(untrained):,} {'user' if one else 'users'} with no "
+              f"training interactions {'is' if one else 'are'} left out{hint}",
+              file=sys.stderr, flush=True)
         users = [users[i] for i in np.flatnonzero(idx >= 0)]
         idx = idx[idx >= 0]
     known = idx >= 0
@@ -1230,7 +1232,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.out:
         with _writing("--out", args.out):
             _write_rows(rows, Path(args.out), fallback=args.fallback == "popular")
-        _say(f"wrote {len(rows):,} users' top-{args.k} to {args.out} (search {elapsed:.2f} s)")
+        whose = "1 user's" if len(rows) == 1 else f"{len(rows):,} users'"
+        _say(f"wrote {whose} top-{args.k} to {args.out} (search {elapsed:.2f} s)")
     elif args.json:
         for r in rows:
             print(_json(r, sys.stdout.encoding))
