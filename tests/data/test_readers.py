@@ -797,3 +797,21 @@ def test_yyyymmdd_dates_agree_with_pandas_on_every_day_and_refuse_non_dates():
                      2024031, 20240301.5])
     assert np.isnan(_yyyymmdd_seconds(none)).all()
     assert _yyyymmdd_seconds(np.array([20000229]))[0] == 951782400.0  # 2000: a leap year
+
+
+def test_an_items_id_swallowing_lines_through_an_unclosed_quote_is_warned_of(tmp_path):
+    """`"SKU-20,Broken` with its closing quote lost read the next lines, up to the next
+    quote, as one item id: those items lost their metadata, said only as "no row there"."""
+    from twotower.data.readers import read_item_info
+    p = tmp_path / "items.csv"
+    p.write_text('item_id,title\na,A\n"SKU-20,Broken\nb,B\nc,"C, the ""best"""\nd,D\n')
+    with pytest.warns(UserWarning, match=r"--items: .*items.csv, line 3, column 'item_id': an "
+                      r"item id holds a line break \('SKU-20,Broken\\nb,B\\nc,C'\): a quote "
+                      "opened in this field is closed only on a later line"):
+        info = read_item_info(p, id_col="item_id")
+    assert "a" in info.index and "d" in info.index
+    q = tmp_path / "ok.csv"  # a quoted line break in a title is no id's
+    q.write_text('item_id,title\na,"two\nlines"\nb,B\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert read_item_info(q, id_col="item_id").loc["a", "title"] == "two\nlines"

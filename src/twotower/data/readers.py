@@ -606,7 +606,14 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
     if empty.any():  # as --data refuses one (it was read as an id, and warned of as unused)
         raise DataError(f"--items: {p}, {where_in_file(p, int(np.argmax(empty)), sep)}, "
                         f"column {id_col!r}: empty item id")
-    out = pd.DataFrame(index=pd.Index(df["item"].astype(str).str.strip().tolist()))
+    ids = df["item"].astype(str).str.strip()
+    if p.suffix.lower() in _CSV:  # a quote not closed on its line, as --data's ids
+        broken = ids.str.contains("[\r\n]", regex=True).to_numpy(bool)
+        if broken.any():
+            row = int(np.argmax(broken))
+            warnings.warn(line_break_in_id(f"--items: {p}, {where_in_file(p, row, sep)}",
+                                           id_col, "item", ids.iloc[row]), stacklevel=2)
+    out = pd.DataFrame(index=pd.Index(ids.tolist()))
     if "title" in df:
         out["title"] = df["title"].astype(str).to_numpy()
     if "genres" in df:
