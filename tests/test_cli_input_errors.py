@@ -316,3 +316,16 @@ def test_a_flag_given_twice_is_refused(capsys, argv, needle):
     items alone, `--epochs 1 --epochs 5` trained 5 epochs."""
     code, _, err = run(capsys, *argv)
     assert code == 2 and needle in err and "Traceback" not in err, err
+
+
+def test_sep_with_no_text_file_to_read_is_refused(capsys, tmp_path):
+    """--sep beside Parquet files (or MovieLens) was taken and did nothing, in silence."""
+    import pandas as pd
+    pq = tmp_path / "d.parquet"
+    pd.DataFrame({"user_id": [1, 1, 2], "item_id": [2, 3, 2]}).to_parquet(pq)
+    code, _, err = run(capsys, *_train(tmp_path, pq, "--sep", ";"))
+    assert code == 2 and ("--sep (';') is the field separator of a CSV/TSV file, and "
+                          f"--data {pq} is not one (Parquet has no separator)") in err, err
+    code, _, err = run(capsys, *_train(tmp_path, pq, "--sep", ";", "--items", pq))
+    assert code == 2 and f"neither --data {pq} nor --items {pq} is one" in err, err
+    assert not (tmp_path / "run").exists()

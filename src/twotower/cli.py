@@ -745,6 +745,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise ConfigError(f"--test-fraction ({args.test_fraction}) applies to --split random, "
                           "temporal or global-temporal; --split none trains on every row and "
                           "holds none out")
+    if args.sep is not None and not any(
+            f is not None and Path(f).suffix.lower() in (".csv", ".tsv", ".txt")
+            for f in (args.data, args.items)):
+        # a flag that does nothing is refused, as evaluate refuses it without --test-data
+        which = (f"neither --data {args.data} nor --items {args.items} is one" if args.items
+                 else f"--data {args.data} is not one")
+        raise ConfigError(f"--sep ({args.sep!r}) is the field separator of a CSV/TSV file, "
+                          f"and {which} (Parquet has no separator): leave --sep out")
     if args.test_fraction is None:
         args.test_fraction = 0.2
     if args.split != "none" and not 0.0 < args.test_fraction < 1.0:  # before the data is read
