@@ -334,3 +334,39 @@ def test_a_slow_earlier_answer_never_replaces_the_latest(live_server):
         assert page.locator("#search-results li .title").all_text_contents() == [
             "Star Wars (1977)"]
         assert not errors, errors
+
+
+def test_the_page_shows_an_items_own_metadata_columns(tmp_path):
+    """The similar-items panel showed a year, genres and popularity only: a shop's brand,
+    price and tags (its item features, which /v1/item answers) were never on the page."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import numpy as np
+    import pandas as pd
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    skus = [f"SKU-{j}" for j in range(12)]
+    users = [f"u{u}" for u in range(30) for _ in range(4)]
+    info = pd.DataFrame({"title": [f"Shoe {j}" for j in range(12)],
+                         "brand": ["Acme", "Globex"] * 6, "price": np.arange(12) + 0.5,
+                         "tags": [["red", "big"]] + [[]] * 11}, index=skus)
+    data = Interactions.from_ids(users, [skus[j] for j in rng.integers(0, 12, len(users))],
+                                 item_info=info)
+    cfg = ModelConfig.preset("tutorial", objective="softmax", epochs=1, embedding_dim=8)
+    TwoTower(cfg).fit(data, verbose=0).save(tmp_path / "shop")
+    gen = _serve(tmp_path / "shop")
+    base, _ = next(gen)
+    try:
+        with _page(sync_api, base) as (page, errors):
+            page.fill("#item-search", "Shoe 0")
+            page.wait_for_function("document.querySelectorAll('#search-results li').length"
+                                   " >= 1")
+            page.locator("#search-results li").first.click()
+            page.wait_for_function("document.getElementById('item-meta').textContent"
+                                   ".includes('interactions')")
+            meta = page.locator("#item-meta").text_content()
+            assert meta.startswith("brand: Acme · price: 0.5 · tags: red, big · "), meta
+            assert not errors, errors
+    finally:
+        next(gen, None)

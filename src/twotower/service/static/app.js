@@ -145,6 +145,16 @@ async function showSimilar(itemId, title) {
     const meta = metaR || {};
     if (meta.year) bits.push(meta.year);
     if (Array.isArray(meta.genres) && meta.genres.length) bits.push(meta.genres.join(", "));
+    // the catalogue's other columns (brand, price, tags, ...), as the run holds them
+    const shown = ["model", "item_id", "title", "year", "genres", "popularity"];
+    for (const [key, value] of Object.entries(meta)) {
+      if (shown.includes(key) || value === null || value === "") continue;
+      if (Array.isArray(value)) {
+        if (value.length) bits.push(`${key}: ${value.join(", ")}`);
+      } else if (typeof value !== "object") {
+        bits.push(`${key}: ${value}`);
+      }
+    }
     if (meta.popularity !== undefined) bits.push(`${meta.popularity} interactions`);
     $("item-meta").textContent = bits.join(" · ");
     fillList($("similar"), sim.items, "score");
