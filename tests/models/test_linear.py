@@ -149,11 +149,11 @@ def test_save_load_round_trip_keeps_the_ease_part(tmp_path):
     assert np.allclose(k.item_embeddings, model.item_embeddings, atol=1e-6)
 
 
-def test_ease_is_skipped_above_max_items_and_off_at_weight_zero():
+def test_ease_is_skipped_above_max_items_when_told_and_off_at_weight_zero():
     from twotower import TwoTower
     x = _log(seed=7)
-    with pytest.warns(UserWarning, match="ease_max_items"):
-        m = TwoTower(_cfg(ease_max_items=10)).fit(x, verbose=0)
+    with pytest.warns(UserWarning, match="ease_max_items.*ease_large = 'skip'"):
+        m = TwoTower(_cfg(ease_max_items=10, ease_large="skip")).fit(x, verbose=0)
     assert m._linear is None and m.item_embeddings.shape[1] == 9
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
@@ -172,6 +172,7 @@ def test_ease_is_skipped_above_max_items_and_off_at_weight_zero():
     (dict(ease_weight_grid=(0.5, 1.0)), "ease_weight_grid"),
     (dict(ease_weight_grid=(0.0,)), "ease_weight_grid"),
     (dict(ease_weight_choice="sometimes"), "ease_weight_choice"),
+    (dict(ease_large="dense"), "ease_large"),
 ])
 def test_bad_ease_settings_are_named(bad, match):
     with pytest.raises(ConfigError, match=match):
@@ -714,3 +715,84 @@ def test_fill_cold_rows_gives_a_cold_item_its_feature_mates_weighted_mean_row():
     np.testing.assert_allclose(out[4], mean_a, rtol=1e-6)  # c is no trained item's: a alone
     np.testing.assert_array_equal(out[5], 0.0)  # nothing to place it by
     assert fill_cold_rows(q, None, cold) is q
+
+
+def test_sparse_svd_finds_the_leading_singular_pairs():
+    """The randomized SVD of a sparse matrix (the closed form above ``ease_max_items``)
+    against numpy's exact one, on a planted low-rank matrix; the exact branch at high rank."""
+    import scipy.sparse as sp
+    from twotower.models.linear import sparse_svd
+    rng = np.random.default_rng(8)
+    dense = (rng.random((400, 8)) @ rng.random((8, 300)) > 1.6) * 1.0  # low rank, sparse
+    dense += (rng.random((400, 300)) < 0.01)
+    x = sp.csr_matrix(dense.astype(np.float32))
+    _, s_ref, vt_ref = np.linalg.svd(dense, full_matrices=False)
+    for r in (5, 200):
+        s, v = sparse_svd(x, r, seed=1)
+        assert s.shape == (r,) and v.shape == (300, r) and v.dtype == np.float32
+        assert np.allclose(s, s_ref[:r], rtol=2e-2)
+        # the leading directions (up to sign): the subspace of the first 5 is the same
+        assert np.allclose(np.abs(v[:, :5].T @ vt_ref[:5].T), np.eye(5), atol=0.05)
+
+
+def test_above_max_items_the_low_rank_ridge_part_is_served_as_the_blend(tmp_path):
+    """Above ``ease_max_items`` the closed form is ``V diag(s^2 / (s^2 + lambda)) V^T`` of
+    the user-item matrix's SVD (no n x n matrix): served as the same blend, recorded in
+    training.json, and a saved run serves the same lists."""
+    import json
+    import scipy.sparse as sp
+    from twotower import TwoTower
+    from twotower.models.linear import floor_weights, history_matrix
+    x = _log(seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "skipped" warning any more
+        model = TwoTower(_cfg(ease_max_items=10, ease_rank=20)).fit(x, verbose=0)
+    lin, d = model._linear, model.config.embedding_dim
+    assert lin is not None and model.ease_tuning["form"] == "svd"
+    assert model.item_embeddings.shape[1] == d + 1 + 20
+    # the served score is the blend formula
+    users = np.arange(x.n_users)
+    items = np.array(model._net.item_table())
+    items = np.concatenate([items, np.array(model._net.item_bias_vector())[:, None]], 1)
+    a = model._query_part(users) @ items.T
+    xw = history_matrix(model._history, floor_weights(50, lin.half_life, lin.floor),
+                        x.n_items + 1, "latest")
+    e = np.asarray(xw @ lin.query_table) @ lin.item_table.T
+    got = model.query_embeddings(users) @ model.item_embeddings.T
+    assert np.allclose(got, lin.model_scale * a + e, rtol=1e-4, atol=1e-4)
+    # its item-item matrix is the low-rank ridge of the training matrix, up to the scale w / sd
+    _, s, vt = np.linalg.svd(x.to_csr().toarray(), full_matrices=False)
+    g = s[:20] ** 2 / (s[:20] ** 2 + lin.lambda_)
+    ref = (vt[:20].T * g) @ vt[:20]
+    b = lin.query_table[1:] @ lin.item_table.T
+    scale = float((b * ref).sum() / (ref * ref).sum())
+    assert scale > 0 and np.allclose(b, scale * ref, atol=1e-3 * np.abs(ref).max() * scale)
+    assert not sp.issparse(b) and lin.lambda_ in (5.0, 50.0)
+    # saved and loaded: the same lists, the choice in training.json
+    model.save(tmp_path / "run")
+    back = TwoTower.load(tmp_path / "run")
+    _, i1 = model.recommend(users, 5, model.seen_items(users))
+    _, i2 = back.recommend(users, 5, back.seen_items(users))
+    assert np.array_equal(i1, i2)
+    ease = json.loads((tmp_path / "run" / "training.json").read_text())["ease"]
+    assert ease["form"] == "svd" and ease["lambda"] == lin.lambda_
+
+
+def test_at_or_below_max_items_the_part_is_ease():
+    from twotower import TwoTower
+    x = _log(seed=9)
+    model = TwoTower(_cfg(ease_max_items=x.n_items)).fit(x, verbose=0)
+    assert model.ease_tuning["form"] == "ease"
+
+
+def test_above_max_items_the_rank_is_chosen_from_one_svd():
+    """``ease_rank = 0`` with the low-rank ridge: lambda searched at the smallest rank,
+    then the ranks compared at that lambda against the largest (cuts of one SVD)."""
+    from twotower import TwoTower
+    x = _log(seed=10)
+    model = TwoTower(_cfg(ease_max_items=10, ease_rank=0)).fit(x, verbose=0)
+    t = model.ease_tuning
+    assert t["form"] == "svd" and t["rank"] in (8, 16, 32, 40)
+    assert [r["rank"] for r in t["ranks_tried"]][0] == "full"
+    assert model._linear.query_table.shape[1] == t["rank"]
+    assert len(t["tried"]) == 3 and t["lambda"] in (5.0, 50.0)

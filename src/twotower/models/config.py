@@ -109,8 +109,9 @@ class ModelConfig(Config):
             (``twotower.models.linear``): EASE (Steck, 2019) at rank ``ease_rank``, its
             query the user's recency-weighted history, appended to both towers so one inner
             product serves ``(1 - w) * trained + w * EASE`` (each part scaled to unit
-            standard deviation). Needs a history tower; skipped, with a warning, above
-            ``ease_max_items`` items (EASE inverts an ``[n_items, n_items]`` matrix). A
+            standard deviation). Needs a history tower; above ``ease_max_items`` items
+            (EASE inverts an ``[n_items, n_items]`` matrix) a low-rank closed form from a
+            sparse SVD takes its place, or the part is skipped (``ease_large``). A
             weight chosen from ``ease_weight_grid`` replaces it (the default preset's
             check: ``ease_weight_choice``); ``ease_weight_grid = []`` keeps it fixed.
         ease_lambdas, ease_half_lives, ease_floors: EASE's L2 strengths and the recency
@@ -172,7 +173,13 @@ class ModelConfig(Config):
             the served vectors: MovieLens 100k keeps ``embedding_dim``; logs of item
             sequences, far from low rank, need more.
         ease_max_items: largest catalogue the EASE part is fitted for (at 20,000 items it
-            holds a few 1.6 GB matrices and adds minutes to training).
+            holds a few 1.6 GB matrices and adds minutes to training); above it,
+            ``ease_large``.
+        ease_large: the closed-form part above ``ease_max_items``: ``svd`` fits the
+            low-rank ridge ``V diag(s² / (s² + lambda)) Vᵀ`` of a randomized SVD of the
+            sparse user-item matrix instead of EASE (memory ``O(n_items x rank)``; tuned,
+            ranked and blended as the EASE part is; ``TwoTower.ease_tuning["form"]``);
+            ``skip`` leaves the part out, with a warning (the trained part alone).
         hard_negatives: >0 keeps only that many hardest in-batch negatives
             (``keras_rs.layers.HardNegativeMining``; sampled_softmax only).
         validation_freq: validate every this many epochs when validation data is given.
@@ -220,6 +227,7 @@ class ModelConfig(Config):
     query_recency_choice: str = "fixed"
     ease_rank: int = 0
     ease_max_items: int = 20_000
+    ease_large: str = "svd"
     validation_freq: int = 5
     seed: int = 42
 
@@ -263,6 +271,7 @@ class ModelConfig(Config):
         check_choice(own, "ease_search", self.ease_search, ("joint", "coordinate"))
         check_range(own, "ease_rank", self.ease_rank, 0, 4096, integer=True)
         check_range(own, "ease_max_items", self.ease_max_items, 1, 1_000_000, integer=True)
+        check_choice(own, "ease_large", self.ease_large, ("svd", "skip"))
         for name, lo, hi in (("ease_lambdas", 1e-6, 1e9), ("ease_half_lives", 0.0, 1e6),
                              ("ease_floors", 0.0, 1.0)):
             value = getattr(self, name)
@@ -348,7 +357,7 @@ class ModelConfig(Config):
             out.update(dict.fromkeys((
                 "ease_lambdas", "ease_half_lives", "ease_floors", "ease_split",
                 "ease_search", "ease_weight_grid", "ease_weight_choice", "ease_rank",
-                "ease_max_items", "query_recency_choice"),
+                "ease_max_items", "ease_large", "query_recency_choice"),
                 "ease_weight 0"))
         elif not self.ease_weight_grid:
             out["ease_weight_choice"] = "ease_weight_grid empty"

@@ -153,11 +153,66 @@ def scale_users(train: Interactions, seed: int) -> np.ndarray:
     return np.sort(rng.choice(pool, size=min(1024, len(pool)), replace=False))
 
 
+@dataclass
+class Factored:
+    """An item-item matrix held as ``B = V diag(g) Vᵀ`` (``V`` ``[n_items, r]``, ``g``
+    ``[r]``, float32): the low-rank closed form above ``ease_max_items``, never ``n x n``."""
+
+    v: np.ndarray
+    g: np.ndarray
+
+    def cut(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(P, Q)`` of its leading ``rank`` directions (``B_rank = P Qᵀ``)."""
+        return self.v[:, :rank] * self.g[:rank], self.v[:, :rank]
+
+
+def _times(q: Any, b: np.ndarray | Factored) -> np.ndarray:
+    """``q @ b`` for a dense ``b`` or a ``Factored`` one (through its factors)."""
+    if isinstance(b, Factored):
+        return np.asarray((q @ b.v) * b.g, dtype=np.float32) @ b.v.T
+    return np.asarray(q @ b, dtype=np.float32)
+
+
+def sparse_svd(x: sp.csr_matrix, rank: int, seed: int = 0, power_iterations: int = 2
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """``(s, V)``: the leading ``rank`` singular values (``[r]``) and right singular vectors
+    (``[n_cols, r]``) of a sparse ``x``, float32, by the randomized range finder of
+    ``low_rank`` applied to ``x`` itself: memory ``O((n_rows + n_cols) * rank)`` besides
+    ``x``, never ``n_cols x n_cols``."""
+    n_rows, n_cols = x.shape
+    r = max(1, min(rank, n_rows, n_cols))
+    x = x.astype(np.float32)
+    if 2 * r >= min(n_rows, n_cols):
+        _, s, vt = np.linalg.svd(x.toarray(), full_matrices=False)
+        return s[:r].astype(np.float32), vt[:r].T.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(x @ rng.standard_normal((n_cols, r + 16)).astype(np.float32))
+    for _ in range(power_iterations):
+        q, _ = np.linalg.qr(np.asarray(x.T @ q))
+        q, _ = np.linalg.qr(np.asarray(x @ q))
+    _, s, vt = np.linalg.svd(np.asarray((x.T @ q).T), full_matrices=False)
+    return s[:r].astype(np.float32), vt[:r].T.astype(np.float32)
+
+
+def ridge_gains(s: np.ndarray, lambda_: float) -> np.ndarray:
+    """``s² / (s² + lambda)``: the low-rank ridge regression of ``X`` on itself,
+    ``B = V diag(s² / (s² + lambda)) Vᵀ`` (a linear autoencoder; EASE without its zero
+    diagonal, on the leading singular directions)."""
+    s2 = s.astype(np.float64) ** 2
+    return (s2 / (s2 + lambda_)).astype(np.float32)
+
+
+#: The closed forms ``tune_and_fit`` fits: ``ease`` (dense ``n x n`` inverse, up to
+#: ``ModelConfig.ease_max_items``) and ``svd`` (the low-rank ridge of ``ridge_gains`` from a
+#: randomized SVD of the sparse user-item matrix, above it).
+FORMS = ("ease", "svd")
+
+
 class _Scores:
     """A ``Recommender`` scoring ``a_e * queries[users] @ b``, plus ``a_t * trained(users)``
     when given a trained part (for the validation metrics)."""
 
-    def __init__(self, queries: sp.csr_matrix, b: np.ndarray,
+    def __init__(self, queries: sp.csr_matrix, b: np.ndarray | Factored,
                  trained: Callable[[np.ndarray], np.ndarray] | None = None,
                  a_t: float = 0.0, a_e: float = 1.0) -> None:
         self.queries, self.b, self.trained, self.a_t, self.a_e = queries, b, trained, a_t, a_e
@@ -165,7 +220,7 @@ class _Scores:
     def recommend(self, users, k, exclude=None):
         from twotower.evaluation.baselines import topk_excluding
         users = np.asarray(users)
-        scores = np.asarray(self.queries[users] @ self.b, dtype=np.float32)
+        scores = _times(self.queries[users], self.b)
         if self.trained is not None:
             scores = np.float32(self.a_e) * scores + np.float32(self.a_t) * self.trained(users)
         return topk_excluding(scores, k, exclude)
@@ -187,12 +242,13 @@ RANK_KEEP = 0.99
 WEIGHT_CHECK_KEEP = 0.9
 
 
-def _choose_rank(q: Any, b: np.ndarray, ranks: tuple[int, ...], seed: int,
+def _choose_rank(q: Any, b: np.ndarray | Factored, ranks: tuple[int, ...], seed: int,
                  train: Interactions, test: Interactions, full: dict[str, Any] | None = None
                  ) -> tuple[int, list[dict[str, Any]]]:
     """The smallest of ``ranks`` whose truncation of ``b`` keeps ``RANK_KEEP`` of the
     full ``b``'s validation recall@10 + ndcg@10 (a randomized SVD per rank tried, smallest
-    first: the usual case stops at the first)."""
+    first: the usual case stops at the first; a ``Factored`` ``b`` is cut to its leading
+    directions)."""
     from twotower.evaluation.metrics import recommend_and_evaluate
 
     def quality(scorer: Any) -> dict[str, Any]:
@@ -201,10 +257,11 @@ def _choose_rank(q: Any, b: np.ndarray, ranks: tuple[int, ...], seed: int,
 
     full = full or quality(_Scores(q, b))  # ``full``: as the search above measured it
     goal = RANK_KEEP * (full["recall@10"] + full["ndcg@10"])
-    ranks = tuple(sorted({min(int(r), b.shape[0]) for r in ranks}))
+    top = b.v.shape[1] if isinstance(b, Factored) else b.shape[0]
+    ranks = tuple(sorted({min(int(r), top) for r in ranks}))
     tried = [{"rank": "full", **full}]
     for r in ranks:
-        p, qt = low_rank(b, r, seed)
+        p, qt = b.cut(r) if isinstance(b, Factored) else low_rank(b, r, seed)
         m = quality(_Scores(np.asarray(q @ p), qt.T))
         tried.append({"rank": r, **m})
         if m["recall@10"] + m["ndcg@10"] >= goal:
@@ -218,8 +275,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                  trained_scores: Callable[[Interactions], Callable[[np.ndarray], np.ndarray]]
                  | None = None, ranks: tuple[int, ...] = (),
                  stage: Callable[[str], None] | None = None, check_rank: int = 0,
-                 joint: bool = False, query_recency: tuple[tuple[float, float], ...] = ()
-                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 joint: bool = False, query_recency: tuple[tuple[float, float], ...] = (),
+                 form: str = "ease") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
     validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
     at rank ``rank``. The search is by coordinates (lambda with the unweighted query, then
@@ -250,6 +307,15 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     with its own recency, then the weight again at the best setting (ties go to its own;
     ``query_recency`` and ``query_recency_tried`` in ``chosen``).
 
+    With ``form = "svd"`` the closed form is the low-rank ridge ``V diag(s² / (s² +
+    lambda)) Vᵀ`` of a randomized SVD of the sparse user-item matrix (``sparse_svd``,
+    ``ridge_gains``) instead of EASE: nothing ``n_items x n_items`` is formed, so it serves
+    catalogues above ``ModelConfig.ease_max_items``. Every choice above is made the same
+    way, on the same split and grids, except that lambda and the recency weights are
+    searched at the smallest of ``ranks`` (a setting costs validation users x n_items x
+    rank), and the "full rank" the rank search then compares against is the largest of
+    ``ranks`` (one SVD at that rank, cut for the smaller ones).
+
     Returns:
         ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,
         ``half_life``, ``floor`` and ``tried`` (the validation metrics of every setting);
@@ -258,6 +324,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         ``stage``: told what is being done as it starts (progress).
     """
     say = stage or (lambda _: None)
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {', '.join(FORMS)}, got {form!r}")
     from twotower.evaluation.baselines import ease_weights, recency_settings
     from twotower.evaluation.metrics import recommend_and_evaluate
     from twotower.models.retriever import history_table
@@ -277,11 +345,26 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     choose_weight = bool(weights) and trained_scores is not None and len(test) > 0
     last: list[Any] = [None, None]  # the (lambda, B) in use: one B in memory at a time
     hist = gram = None
+    top_rank = max(ranks) if ranks else rank
+    # the svd form searches lambda and the recency weights at the smallest rank tried:
+    # each validation setting costs users x n_items x rank (at the largest, 1,024, eight
+    # times as much), then the rank search compares the ranks at the lambda chosen
+    search_rank = min(ranks) if ranks else rank
+
+    def closed_form(lam_: float, r: int = top_rank) -> np.ndarray | Factored:
+        if form == "svd":
+            return Factored(gram[1][:, :r], ridge_gains(gram[0][:r], lam_))
+        return ease_weights(gram, lam_, np.float32)
+
     if choose_weight or (len(test) and (len(lambdas) > 1 or len(recency) > 1 or ranks)):
-        say(f"the item-item matrix of a validation split ({n:,} items)")
         hist = history_table(inner.train, history_length)
         x = inner.train.to_csr()
-        gram = (x.T @ x).toarray()
+        if form == "svd":  # (s, V): all that the low-rank ridge of any lambda needs
+            say(f"a rank-{top_rank} SVD of a validation split ({n:,} items)")
+            gram = sparse_svd(x, top_rank, seed)
+        else:
+            say(f"the item-item matrix of a validation split ({n:,} items)")
+            gram = (x.T @ x).toarray()
     if len(test) and (len(lambdas) > 1 or len(recency) > 1):
         scores: dict[tuple[float, tuple[float, float]], float] = {}
         n_settings = (len(lambdas) * len(recency) if joint
@@ -293,7 +376,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                     f"{n_settings} (lambda {lam_:g})")
                 if last[0] != lam_:
                     last[:] = [None, None]
-                    last[:] = [lam_, ease_weights(gram, lam_, np.float32)]
+                    last[:] = [lam_, closed_form(lam_, search_rank)]
                 q = history_matrix(hist, floor_weights(history_length, *hf), n + 1,
                                    "latest")[:, 1:]
                 m = recommend_and_evaluate(_Scores(q, last[1]), inner.train, test, (10,))
@@ -323,14 +406,14 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     check = choose_weight and check_rank > 0
     b_in = q_in = known = None
     if (ranks or choose_weight) and len(test):
-        b_in = last[1] if last[0] == lam else ease_weights(gram, lam, np.float32)
+        b_in = last[1] if last[0] == lam and form == "ease" else closed_form(lam)
         last[:] = [lam, b_in]
         gram = None  # read no more (1.6 GB at 20k items, through the second fit)
         q_in = history_matrix(hist, floor_weights(history_length, half_life, floor), n + 1,
                               "latest")[:, 1:]
         known = next(({k: r[k] for k in ("recall@10", "ndcg@10")} for r in rows
                       if (r["lambda"], r["half_life"], r["floor"]) == (lam, half_life, floor)),
-                     None)
+                     None) if form == "ease" or search_rank == top_rank else None
         tried: list[dict[str, Any]] = []
         if ranks:
             say(f"choosing the rank among {', '.join(map(str, ranks))}")
@@ -362,7 +445,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         trained = trained_scores(inner.train)
         sample = scale_users(inner.train, seed)
         sd_t = max(float(trained(sample).std()), 1e-12)
-        sd_e = max(float(np.asarray(q_in[sample] @ b_in).std()), 1e-12)
+        sd_e = max(float(_times(q_in[sample], b_in).std()), 1e-12)
 
         def blend(part: Callable[[np.ndarray], np.ndarray], sd: float, w: float
                   ) -> dict[str, float]:
@@ -406,7 +489,11 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     gram = hist = b_in = q_in = None
     say(f"fitting on all the training data (lambda {lam:g}, rank {rank})")
     x = train.to_csr()
-    b = ease_weights((x.T @ x).toarray(), lam, np.float32)
-    p, q = low_rank(b, rank, seed)
-    return p, q, {"lambda": lam, "half_life": half_life, "floor": floor, "tried": rows,
-                  **extra}
+    if form == "svd":
+        s, v = sparse_svd(x, rank, seed)
+        p, q = Factored(v, ridge_gains(s, lam)).cut(rank)
+    else:
+        b = ease_weights((x.T @ x).toarray(), lam, np.float32)
+        p, q = low_rank(b, rank, seed)
+    return p, q, {"form": form, "lambda": lam, "half_life": half_life, "floor": floor,
+                  "tried": rows, **extra}

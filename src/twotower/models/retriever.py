@@ -856,11 +856,14 @@ class TwoTower:
         from twotower.models.linear import (AUTO_RANK_MAX, LinearPart, fill_cold_rows,
                                             scale_users, tune_and_fit)
         cfg = self.config
-        if train.n_items > cfg.ease_max_items:
+        # above ease_max_items EASE's dense n x n inverse is out of reach: the low-rank
+        # ridge of a sparse SVD takes its place (``linear.tune_and_fit``'s ``form``)
+        large = train.n_items > cfg.ease_max_items
+        if large and cfg.ease_large == "skip":
             import warnings
             warnings.warn(f"model.ease_weight: the EASE part is skipped: {train.n_items:,} "
                           f"items is more than model.ease_max_items = "
-                          f"{cfg.ease_max_items:,}", stacklevel=3)
+                          f"{cfg.ease_max_items:,} (model.ease_large = 'skip')", stacklevel=3)
             return
         # ease_rank 0: chosen on the validation split, from embedding_dim up to 8 times it
         # (at most AUTO_RANK_MAX)
@@ -884,7 +887,8 @@ class TwoTower:
             cfg.ease_weight_grid, self._trained_scores_on if cfg.ease_weight_grid else None,
             ranks=ranks, stage=None if tick is None else lambda s: setattr(tick, "stage", s),
             check_rank=cfg.embedding_dim if checked else 0,
-            joint=cfg.ease_search == "joint", query_recency=query_recency)
+            joint=cfg.ease_search == "joint", query_recency=query_recency,
+            form="svd" if large else "ease")
         if on_time and cfg.ease_weight_grid:
             chosen["weight_check"] = {"split": "temporal", "chose": "weight" in chosen}
         half_life, floor = chosen["half_life"], chosen["floor"]
