@@ -986,11 +986,24 @@ def _weight_note(model: Any) -> str | None:
     return f"EASE part: blend weight {ease['weight']:g} chosen on validation{why}{also}"
 
 
+def _form_note(model: Any) -> str | None:
+    """A line when the closed-form part is not EASE (a catalogue above
+    ``model.ease_max_items``: ``ModelConfig.ease_large``), else None."""
+    ease = getattr(model, "ease_tuning", None) or {}
+    if ease.get("form") != "svd":
+        return None
+    config = getattr(model, "config", None)
+    limit = "" if config is None else f" = {config.ease_max_items:,}"
+    return (f"closed-form part: the low-rank ridge of a rank-{ease.get('rank', '?')} SVD of "
+            f"the user-item matrix (lambda {ease['lambda']:g}), not EASE: the catalogue is "
+            f"above model.ease_max_items{limit}")
+
+
 def _trained(args: argparse.Namespace, cfg: Any, model: Any, t0: float) -> None:
     how = "" if model.trained_with == "model.fit" else f" with {model.trained_with}"
-    note = _weight_note(model)
-    if note:
-        _say(note)
+    for note in (_form_note(model), _weight_note(model)):
+        if note:
+            _say(note)
     where = (f"saved to {args.out}" if _saves()
              else "process 0 saves the run")
     _say(f"trained {cfg.query_tower}/{cfg.objective}{how} in {model.fit_seconds:.1f} s; "

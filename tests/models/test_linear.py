@@ -785,6 +785,19 @@ def test_at_or_below_max_items_the_part_is_ease():
     assert model.ease_tuning["form"] == "ease"
 
 
+def test_train_says_when_the_closed_form_part_is_not_ease():
+    from types import SimpleNamespace
+
+    from twotower.cli import _form_note
+    svd = {"form": "svd", "rank": 256, "lambda": 200.0}
+    note = _form_note(SimpleNamespace(ease_tuning=svd, config=_cfg(ease_max_items=20_000)))
+    assert note == ("closed-form part: the low-rank ridge of a rank-256 SVD of the user-item "
+                    "matrix (lambda 200), not EASE: the catalogue is above "
+                    "model.ease_max_items = 20,000")
+    assert _form_note(SimpleNamespace(ease_tuning={"form": "ease", "lambda": 5.0})) is None
+    assert _form_note(SimpleNamespace(ease_tuning=None)) is None
+
+
 def test_above_max_items_the_rank_is_chosen_from_one_svd():
     """``ease_rank = 0`` with the low-rank ridge: lambda searched at the smallest rank,
     then the ranks compared at that lambda against the largest (cuts of one SVD)."""
