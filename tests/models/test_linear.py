@@ -153,7 +153,7 @@ def test_ease_is_skipped_above_max_items_when_told_and_off_at_weight_zero():
     from twotower import TwoTower
     x = _log(seed=7)
     with pytest.warns(UserWarning, match="ease_max_items.*ease_large = 'skip'"):
-        m = TwoTower(_cfg(ease_max_items=10, ease_large="skip")).fit(x, verbose=0)
+        m = TwoTower(_cfg(ease_max_items=10)).fit(x, verbose=0)  # the default: skip
     assert m._linear is None and m.item_embeddings.shape[1] == 9
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
@@ -746,7 +746,8 @@ def test_above_max_items_the_low_rank_ridge_part_is_served_as_the_blend(tmp_path
     x = _log(seed=9)
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no "skipped" warning any more
-        model = TwoTower(_cfg(ease_max_items=10, ease_rank=20)).fit(x, verbose=0)
+        model = TwoTower(_cfg(ease_max_items=10, ease_rank=20, ease_large="svd")).fit(
+            x, verbose=0)
     lin, d = model._linear, model.config.embedding_dim
     assert lin is not None and model.ease_tuning["form"] == "svd"
     assert model.item_embeddings.shape[1] == d + 1 + 20
@@ -803,7 +804,7 @@ def test_above_max_items_the_rank_is_chosen_from_one_svd():
     then the ranks compared at that lambda against the largest (cuts of one SVD)."""
     from twotower import TwoTower
     x = _log(seed=10)
-    model = TwoTower(_cfg(ease_max_items=10, ease_rank=0)).fit(x, verbose=0)
+    model = TwoTower(_cfg(ease_max_items=10, ease_rank=0, ease_large="svd")).fit(x, verbose=0)
     t = model.ease_tuning
     assert t["form"] == "svd" and t["rank"] in (8, 16, 32, 40)
     assert [r["rank"] for r in t["ranks_tried"]][0] == "full"

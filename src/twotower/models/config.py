@@ -110,8 +110,9 @@ class ModelConfig(Config):
             query the user's recency-weighted history, appended to both towers so one inner
             product serves ``(1 - w) * trained + w * EASE`` (each part scaled to unit
             standard deviation). Needs a history tower; above ``ease_max_items`` items
-            (EASE inverts an ``[n_items, n_items]`` matrix) a low-rank closed form from a
-            sparse SVD takes its place, or the part is skipped (``ease_large``). A
+            (EASE inverts an ``[n_items, n_items]`` matrix) the part is skipped, with a
+            warning, or a low-rank closed form from a sparse SVD takes its place
+            (``ease_large``). A
             weight chosen from ``ease_weight_grid`` replaces it (the default preset's
             check: ``ease_weight_choice``); ``ease_weight_grid = []`` keeps it fixed.
         ease_lambdas, ease_half_lives, ease_floors: EASE's L2 strengths and the recency
@@ -175,11 +176,13 @@ class ModelConfig(Config):
         ease_max_items: largest catalogue the EASE part is fitted for (at 20,000 items it
             holds a few 1.6 GB matrices and adds minutes to training); above it,
             ``ease_large``.
-        ease_large: the closed-form part above ``ease_max_items``: ``svd`` fits the
+        ease_large: the closed-form part above ``ease_max_items``: ``skip`` (the default)
+            leaves it out, with a warning (the trained part alone); ``svd`` fits the
             low-rank ridge ``V diag(s² / (s² + lambda)) Vᵀ`` of a randomized SVD of the
             sparse user-item matrix instead of EASE (memory ``O(n_items x rank)``; tuned,
-            ranked and blended as the EASE part is; ``TwoTower.ease_tuning["form"]``);
-            ``skip`` leaves the part out, with a warning (the trained part alone).
+            ranked and blended as the EASE part is; ``TwoTower.ease_tuning["form"]``). Not
+            the default: its quality above 20,000 items is not yet measured on held-out
+            test parts (docs/quality.md).
         hard_negatives: >0 keeps only that many hardest in-batch negatives
             (``keras_rs.layers.HardNegativeMining``; sampled_softmax only).
         validation_freq: validate every this many epochs when validation data is given.
@@ -227,7 +230,7 @@ class ModelConfig(Config):
     query_recency_choice: str = "fixed"
     ease_rank: int = 0
     ease_max_items: int = 20_000
-    ease_large: str = "svd"
+    ease_large: str = "skip"
     validation_freq: int = 5
     seed: int = 42
 

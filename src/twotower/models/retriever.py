@@ -863,7 +863,8 @@ class TwoTower:
             import warnings
             warnings.warn(f"model.ease_weight: the EASE part is skipped: {train.n_items:,} "
                           f"items is more than model.ease_max_items = "
-                          f"{cfg.ease_max_items:,} (model.ease_large = 'skip')", stacklevel=3)
+                          f"{cfg.ease_max_items:,} (model.ease_large = 'skip'; 'svd' fits a "
+                          f"low-rank closed form instead)", stacklevel=3)
             return
         # ease_rank 0: chosen on the validation split, from embedding_dim up to 8 times it
         # (at most AUTO_RANK_MAX)
