@@ -16,10 +16,11 @@ def run_dir(tutorial_run):
 
 @pytest.fixture(scope="session")
 def history_run(tmp_path_factory, ml_split):
-    """A run with a history query tower (1 epoch: only its shape matters here)."""
+    """A run with a history query tower (1 epoch: only its shape matters here; no EASE
+    part, whose tuning took most of this fixture's time, and batches of 500)."""
     from twotower import ModelConfig, TwoTower
     cfg = ModelConfig.preset("default", query_tower="history", epochs=1, embedding_dim=16,
-                             history_length=50)
+                             history_length=50, ease_weight=0.0, batch_size=500)
     model = TwoTower(cfg).fit(ml_split.train, verbose=0)
     run = tmp_path_factory.mktemp("runs") / "history"
     model.save(run, data={"source": "movielens-100k"})
