@@ -103,13 +103,15 @@ def _json(value: Any, encoding: str | None = "utf-8", **kw: Any) -> str:
 
 # ---------------------------------------------------------------- data
 def _load_data(args: argparse.Namespace, objective: str | None = None,
-               item_columns: Sequence[str] = (), catalogue: str = "interactions"
-               ) -> tuple[Any, dict[str, Any]]:
+               item_columns: Sequence[str] = (), catalogue: str = "interactions",
+               weights: bool = False) -> tuple[Any, dict[str, Any]]:
     """The interactions of --data, and how they were read (``_data_columns``). With
     ``objective`` ``mse``, a file without a rating column is refused before it is read.
     ``item_columns``: columns of --items to keep beside title and genres (the model's
     ``item_features``); ``catalogue``: ``read_interactions``' (``items``: the items of
-    --items without interactions too)."""
+    --items without interactions too). With ``weights`` (``interaction_weights
+    "rating"``), a file without a rating column is refused before it is read, and a
+    negative rating after, naming its line."""
     from twotower.data import load_movielens_100k, read_interactions
 
     file_flags = [f"--{name.replace('_', '-')}" for name in (
@@ -131,6 +133,11 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
         raise ConfigError(f"objective 'mse' trains on ratings, and {why}; or choose another "
                           "objective (e.g. --preset default, or objective = "
                           "\"sampled_softmax\" in --config)")
+    if weights and cols["rating"] is None:
+        why = ("--rating-col none was given" if getattr(args, "rating_col", None)
+               else f"{args.data} has no rating column found by name")
+        raise ConfigError(f"--interaction-weights rating weighs each pair by its --rating-col "
+                          f"value, and {why}; name the weight column with --rating-col COL")
     meta_cols = _items_columns(args, cols)
     from twotower.models._ticker import Ticker
     # a line every 10 s while a large file is read (10 s per 3M rows here: silent before)
@@ -143,6 +150,13 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
                               genres_col=meta_cols["genres_col"], item_columns=item_columns,
                               sep=args.sep, catalogue=catalogue,
                               time_unit=getattr(args, "time_unit", None) or "auto")
+    if weights and x.ratings is not None:
+        from twotower.data.readers import where_in_file
+        from twotower.models.retriever import check_weights
+        def at(row: int) -> str:
+            return (f"{args.data} {where_in_file(Path(args.data), row, args.sep)} "
+                    f"(column {cols['rating']!r})")
+        check_weights(x.ratings, at)
     if x.item_info is not None:
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
         if len(meta.columns):
@@ -473,7 +487,8 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 #: train's flags that set a ModelConfig field of their name (``--embedding-dim``: embedding_dim),
 #: over the --config file's [model] value
 _MODEL_FLAGS = ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed",
-                "item_features", "multi_valued_features", "multi_value_sep", "catalogue")
+                "item_features", "multi_valued_features", "multi_value_sep", "catalogue",
+                "interaction_weights")
 
 
 def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
@@ -801,7 +816,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         # a listed item without interactions is placed by its item features: none, none
         x, read_as = _load_data(args, cfg.objective, cfg.item_features,
-                                cfg.catalogue if cfg.item_features else "interactions")
+                                cfg.catalogue if cfg.item_features else "interactions",
+                                weights=cfg.interaction_weights == "rating")
         split = make_split(x, args.split, args.test_fraction, args.seed)
     except TwoTowerError as exc:
         if dist.num_processes > 1:  # the others stop too, rather than wait for this one:
@@ -815,10 +831,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         _say(f"note: the {args.split} split left no test rows (too few interactions): "
              "`twotower evaluate` will have nothing to score (--test-data FILE gives it "
              "pairs)")
-    if x.ratings is not None and cfg.objective != "mse" and args.data != MOVIELENS:
+    if x.ratings is not None and cfg.objective != "mse" and args.data != MOVIELENS \
+            and cfg.interaction_weights == "none":
         _say(f"note: objective {cfg.objective!r} does not read ratings: every row is an "
              "interaction, a 1-star one too (keep only the ratings you count as positive in "
-             "--data, or --rating-col none to silence this)")
+             "--data, --interaction-weights rating to weigh each pair by them, or "
+             "--rating-col none to silence this)")
     feature_notes: dict[str, str] = {}
     cfg = _preset_features(args, cfg, x.item_info, x.user_info, notes=feature_notes)
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
@@ -1803,6 +1821,12 @@ def build_parser() -> argparse.ArgumentParser:
                          "item the file lists in the catalogue, also those with no "
                          "interaction (placed by their features); 'interactions' keeps the "
                          "log's items only; catalogue in --config [model]")
+    tr.add_argument("--interaction-weights", choices=("none", "rating"),
+                    help="'rating': weigh each (user, item) pair by the sum of its rows' "
+                         "--rating-col values (a weight column: buy 10, view 1; numbers "
+                         ">= 0, 0: the pair teaches nothing) in the multinomial loss and the "
+                         "EASE part; 'none' (the default): every pair counts once. "
+                         "interaction_weights in --config [model]")
     tr.add_argument("--index-kind", default="exact", type=str.lower,
                     choices=("exact", "hnsw", "ivf"),
                     help="the search index saved with the run (default exact; `twotower "

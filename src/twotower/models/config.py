@@ -105,6 +105,17 @@ class ModelConfig(Config):
             ``dropped`` from the query.
         user_weighting: ``multinomial`` per-user loss as a ``sum`` over the user's items,
             or divided by ``sqrt`` of / the ``mean`` over their count.
+        interaction_weights: ``none`` (the default): every (user, item) pair counts once,
+            however many rows or whatever rating it has; ``rating``: each pair is weighted
+            by the sum of its rows' ratings (``Interactions.ratings``; in the CLI the
+            ``--rating-col`` column, e.g. a weight column: a purchase 10, a view 1),
+            scaled so that the mean positive pair weight is 1 (only ratios matter). The
+            weights scale the pair's term in the ``multinomial`` loss and its entry in
+            the EASE part's user-item matrix (fitted on the Gram ``Xᵀ X`` of the weighted
+            matrix); a pair of weight 0 teaches neither, yet is still in the user's
+            history (the query reads every item the user had, unweighted) and still seen
+            (excluded from lists and evaluation, which stay binary). Ratings must be
+            >= 0. ``multinomial`` only (the other objectives refuse it); not streamed.
         ease_weight: 0 (off) or the share, in [0, 0.99], of a closed-form part in the score
             (``twotower.models.linear``): EASE (Steck, 2019) at rank ``ease_rank``, its
             query the user's recency-weighted history, appended to both towers so one inner
@@ -218,6 +229,7 @@ class ModelConfig(Config):
     catalogue: str = "items"
     multinomial_targets: str = "all"
     user_weighting: str = "sum"
+    interaction_weights: str = "none"
     hard_negatives: int = 0
     ease_weight: float = 0.0
     ease_lambdas: tuple[float, ...] = (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
@@ -243,6 +255,7 @@ class ModelConfig(Config):
         check_choice(own, "pooling", self.pooling, POOLINGS)
         check_choice(own, "history_activation", self.history_activation, ("linear", "tanh"))
         check_choice(own, "user_weighting", self.user_weighting, ("sum", "sqrt", "mean"))
+        check_choice(own, "interaction_weights", self.interaction_weights, ("none", "rating"))
         check_choice(own, "multinomial_targets", self.multinomial_targets, ("all", "dropped"))
         check_choice(own, "catalogue", self.catalogue, CATALOGUES)
         if not isinstance(self.item_bias, bool):
@@ -312,8 +325,8 @@ class ModelConfig(Config):
         before this check, with such a setting, still loads.
 
         Raises:
-            ConfigError: ``item_bias`` without ``multinomial``, ``hard_negatives``
-                without ``sampled_softmax``, or a column named twice in
+            ConfigError: ``item_bias`` or ``interaction_weights`` without
+                ``multinomial``, ``hard_negatives`` without ``sampled_softmax``, or a column named twice in
                 ``item_features``/``user_features`` (its feature would count twice).
         """
         for name in ("item_features", "user_features"):
@@ -334,6 +347,12 @@ class ModelConfig(Config):
             raise ConfigError(f"model.item_bias is only trained by objective 'multinomial' "
                               f"(the other losses have no bias term), got objective "
                               f"{self.objective!r}; set item_bias to false")
+        if self.interaction_weights != "none" and self.objective != "multinomial":
+            raise ConfigError(f"model.interaction_weights {self.interaction_weights!r} is only "
+                              f"read by objective 'multinomial' (its loss and the EASE part "
+                              f"weigh each pair), got objective {self.objective!r}; set "
+                              f"interaction_weights to 'none' (or keep only the rows you "
+                              f"count as positive in the data)")
         if self.hard_negatives and self.objective != "sampled_softmax":
             raise ConfigError(f"model.hard_negatives is only used by objective "
                               f"'sampled_softmax' (it mines the in-batch negatives), got "

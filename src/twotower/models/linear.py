@@ -130,6 +130,15 @@ def low_rank(b: np.ndarray, rank: int, seed: int = 0, power_iterations: int = 4
     return ((q @ u[:, :r]) * s[:r]).astype(np.float32), vt[:r].T.astype(np.float32)
 
 
+def user_items(x: Interactions, weighted: bool) -> sp.csr_matrix:
+    """The user-item matrix EASE is fitted on: binary, or with ``weighted`` each pair's
+    weight (``retriever.pair_weights``)."""
+    if not weighted:
+        return x.to_csr()
+    from twotower.models.retriever import pair_weights
+    return pair_weights(x)
+
+
 def _inner_split(train: Interactions, kind: str, seed: int):
     from twotower.data.splits import random_split, temporal_split
     if kind == "temporal" and train.timestamps is not None:
@@ -276,7 +285,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                  | None = None, ranks: tuple[int, ...] = (),
                  stage: Callable[[str], None] | None = None, check_rank: int = 0,
                  joint: bool = False, query_recency: tuple[tuple[float, float], ...] = (),
-                 form: str = "ease") -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+                 form: str = "ease", weighted: bool = False
+                 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Choose EASE's lambda and the query's recency weights (half-life, floor) on a
     validation split of ``train`` (best recall@10 + ndcg@10), then fit on all of ``train``
     at rank ``rank``. The search is by coordinates (lambda with the unweighted query, then
@@ -315,6 +325,11 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     searched at the smallest of ``ranks`` (a setting costs validation users x n_items x
     rank), and the "full rank" the rank search then compares against is the largest of
     ``ranks`` (one SVD at that rank, cut for the smaller ones).
+
+    With ``weighted`` (``ModelConfig.interaction_weights = "rating"``), EASE is fitted on
+    the Gram of the weighted user-item matrix (``retriever.pair_weights``: each pair its
+    summed ratings, mean 1) rather than the binary one; the query (the recency-weighted
+    history) and the validation metrics (pairs, binary) are as without.
 
     Returns:
         ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,
@@ -358,7 +373,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
 
     if choose_weight or (len(test) and (len(lambdas) > 1 or len(recency) > 1 or ranks)):
         hist = history_table(inner.train, history_length)
-        x = inner.train.to_csr()
+        x = user_items(inner.train, weighted)
         if form == "svd":  # (s, V): all that the low-rank ridge of any lambda needs
             say(f"a rank-{top_rank} SVD of a validation split ({n:,} items)")
             gram = sparse_svd(x, top_rank, seed)
@@ -488,7 +503,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     # free the [n_items, n_items] Gram and validation B before the final fit
     gram = hist = b_in = q_in = None
     say(f"fitting on all the training data (lambda {lam:g}, rank {rank})")
-    x = train.to_csr()
+    x = user_items(train, weighted)
     if form == "svd":
         s, v = sparse_svd(x, rank, seed)
         p, q = Factored(v, ridge_gains(s, lam)).cut(rank)

@@ -41,10 +41,15 @@ class TwoTowerNet(keras.Model):
 
     def __init__(self, n_users: int, n_items: int, config: ModelConfig,
                  history: Any = None, item_features: Any = None,
-                 user_features: Any = None, **kwargs: Any) -> None:
+                 user_features: Any = None, target_weights: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         # [n_users, L] item indices + 1 of each user's recent items (history towers only)
         self.history_table = None if history is None else ops.convert_to_tensor(history)
+        # [n_users, L] float32 weight of each history entry as a multinomial target
+        # (ModelConfig.interaction_weights); None: each entry 1
+        self.target_weights = (None if target_weights is None
+                               else ops.convert_to_tensor(target_weights, "float32"))
         self.n_users, self.n_items, self.cfg = n_users, n_items, config
         self.recency = (None if history is None or not config.recency_half_life else
                         ops.convert_to_tensor(recency_weights(np.shape(history)[1], config)))
@@ -237,6 +242,8 @@ class TwoTowerNet(keras.Model):
         # the longest history would not fit for large logs (162k x 33k ids for MovieLens 25M)
         tgt = ops.take(self.history_table, users, axis=0)
         mask = ops.cast(tgt > 0, "float32")
+        if self.target_weights is not None:  # each pair's weight (0 at padding)
+            mask = ops.take(self.target_weights, users, axis=0)
         ll = ops.take_along_axis(logp, ops.maximum(tgt - 1, 0), axis=1) * mask
         if cfg.multinomial_targets == "dropped" and kept is not None:
             # only the items the query did not see: predict the missing, not the given

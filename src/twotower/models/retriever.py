@@ -68,6 +68,11 @@ def _check_indices(idx: np.ndarray, n: int, name: str, what: str) -> None:
 def check_streamable(cfg: ModelConfig, rating_col: str | None) -> None:
     """ConfigError/DataError unless ``fit_stream`` can train ``cfg`` (checked before the
     file's scan, which can take a while)."""
+    if cfg.interaction_weights != "none":
+        raise ConfigError(f"fit_stream: model.interaction_weights "
+                          f"{cfg.interaction_weights!r} is not streamed (it weighs the "
+                          f"multinomial loss, which trains per user); set it to 'none' "
+                          f"(--interaction-weights none) or train without --stream")
     cfg.check_used()
     how = ("(`[model]` settings in a --config file; `twotower train --stream --preset "
            "tutorial` trains the id tower)")
@@ -347,6 +352,52 @@ def history_table(x: Interactions, length: int) -> np.ndarray:
     return out
 
 
+def pair_weights(x: Interactions) -> Any:
+    """``[n_users, n_items]`` CSR of each (user, item) pair's weight
+    (``ModelConfig.interaction_weights = "rating"``): the sum of its rows' ratings, scaled
+    so that the mean over the pairs is 1 (a pair of weight 0 stays, an explicit zero).
+
+    Raises:
+        DataError: no ratings, a negative one (naming its row), or every weight 0.
+    """
+    if x.ratings is None:
+        raise DataError("model.interaction_weights 'rating' weighs each pair by its rating: "
+                        "the interactions have none (Interactions.ratings; --rating-col in "
+                        "the CLI names the weight column)")
+    check_weights(x.ratings)
+    m = x.to_csr("rating")
+    positive = m.data[m.data > 0]
+    mean = float(positive.mean()) if len(positive) else 0.0
+    if not mean > 0:
+        raise DataError("model.interaction_weights 'rating': every pair's weight is 0, "
+                        "nothing to learn from; give some rows a positive rating")
+    m.data = (m.data / mean).astype(np.float32)
+    return m
+
+
+def check_weights(ratings: np.ndarray, where: Any = None) -> None:
+    """DataError naming the first negative weight (``where(row)``: the row as a file names
+    it; else its 0-based row)."""
+    bad = np.flatnonzero(~(np.asarray(ratings) >= 0))
+    if len(bad):
+        row = int(bad[0])
+        at = where(row) if where is not None else f"row {row} (0-based)"
+        raise DataError(f"model.interaction_weights 'rating': weights must be numbers >= 0 "
+                        f"(0: the pair teaches nothing), got {float(ratings[row]):g} at "
+                        f"{at}" + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1
+                                   else ""))
+
+
+def history_weights(hist: np.ndarray, weights: Any) -> np.ndarray:
+    """``[n_users, L]`` float32: ``weights[u, hist[u, j] - 1]`` (the CSR of
+    ``pair_weights``) beside each non-padding entry of a history table, 0 at padding."""
+    out = np.zeros(hist.shape, dtype=np.float32)
+    rows, cols = np.nonzero(hist)
+    if len(rows):
+        out[rows, cols] = np.asarray(weights[rows, hist[rows, cols] - 1]).ravel()
+    return out
+
+
 def recency_weights(length: int, config: ModelConfig) -> np.ndarray:
     """``[length]`` float32 weights of history columns (column 0 = the latest item):
     ``floor + (1 - floor) * 0.5 ** (rank / half_life)``, all ones when the half-life is 0."""
@@ -574,6 +625,9 @@ class TwoTower:
             self.rating_range = (0.0, 1.0)
         self._history = (history_table(train, cfg.history_length)
                          if cfg.query_tower != "id" else None)
+        # interaction_weights "rating": each history entry's weight as a multinomial target
+        weights = (history_weights(self._history, pair_weights(train))
+                   if cfg.interaction_weights == "rating" else None)
         if self._history is not None and cfg.recency_half_life and train.timestamps is None:
             import warnings
             warnings.warn("model.recency_half_life weights each user's history by row order: "
@@ -588,7 +642,7 @@ class TwoTower:
             train.user_info, cfg.user_features, train.n_users, what="user", **splitting)
         net = TwoTowerNet(train.n_users, train.n_items, cfg, history=self._history,
                           item_features=self._item_features,
-                          user_features=self._user_features)
+                          user_features=self._user_features, target_weights=weights)
         net.build()
         x = self._inputs(train)
         from twotower.models.config import make_optimizer
@@ -889,7 +943,8 @@ class TwoTower:
             ranks=ranks, stage=None if tick is None else lambda s: setattr(tick, "stage", s),
             check_rank=cfg.embedding_dim if checked else 0,
             joint=cfg.ease_search == "joint", query_recency=query_recency,
-            form="svd" if large else "ease")
+            form="svd" if large else "ease",
+            weighted=cfg.interaction_weights == "rating")
         if on_time and cfg.ease_weight_grid:
             chosen["weight_check"] = {"split": "temporal", "chose": "weight" in chosen}
         half_life, floor = chosen["half_life"], chosen["floor"]

@@ -1,0 +1,207 @@
+"""``ModelConfig.interaction_weights``: a weight (rating) column that the multinomial loss
+and the EASE part read, so a purchase can count more than a view."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from twotower.errors import ConfigError, DataError
+
+from tests.cli_run import run
+
+H, A, B = 0, 1, 2  # a history item both groups share, and what each group also had
+
+
+def _log(weight_a=10.0):
+    """60 users had H; the first 30 also had A (weight ``weight_a``), the others B (weight
+    1), each with 3 noise items; user 60 had only H. A and B are alike but for A's weight."""
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    u, i, w = [], [], []
+    for user in range(60):
+        other = A if user < 30 else B
+        for item, weight in [(H, 1.0), (other, weight_a if other == A else 1.0),
+                             *((int(n), 1.0) for n in rng.choice(np.arange(3, 20), 3,
+                                                                  replace=False))]:
+            u.append(user), i.append(item), w.append(weight)
+    u.append(60), i.append(H), w.append(1.0)
+    return Interactions.from_ids(u, i, np.array(w))
+
+
+def _cfg(**kw):
+    from twotower import ModelConfig
+    base = dict(query_tower="history", objective="multinomial", embedding_dim=8, epochs=5,
+                batch_size=16, optimizer="adam", learning_rate=0.01, history_length=50,
+                item_bias=True, ease_weight=0.0, ease_lambdas=(5.0,), ease_half_lives=(0.0,),
+                ease_floors=(1.0,), ease_rank=8)
+    return ModelConfig.from_dict({**base, **kw})
+
+
+def _a_over_b(model):
+    """User 60's (who had only H) score of A minus that of B."""
+    s = model.query_embeddings(np.array([60])) @ model.item_embeddings.T
+    return float(s[0, A] - s[0, B])
+
+
+@pytest.mark.parametrize("ease_weight", [0.0, 0.9])  # the multinomial part; with EASE
+def test_a_heavily_weighted_item_ranks_higher_than_unweighted(ease_weight):
+    from twotower import TwoTower
+    x = _log()
+    plain = TwoTower(_cfg(ease_weight=ease_weight)).fit(x, verbose=0)
+    weighted = TwoTower(_cfg(ease_weight=ease_weight,
+                             interaction_weights="rating")).fit(x, verbose=0)
+    assert _a_over_b(weighted) > _a_over_b(plain) + 0.2
+    _, top = weighted.recommend(np.array([60]), 2, weighted.seen_items(np.array([60])))
+    assert top[0, 0] == A  # A, the item bought (weight 10), before B, viewed (weight 1)
+
+
+def test_a_weight_of_zero_takes_the_pair_out_of_the_ease_part():
+    """With weights 0 and 1, the EASE part is the one fitted on the pairs of weight 1."""
+    from twotower.models.linear import tune_and_fit, user_items
+    x = _log(weight_a=0.0)
+    kept = x.take(np.flatnonzero(x.ratings > 0))
+    assert (user_items(x, True) != kept.to_csr()).nnz == 0
+    args = dict(history_length=50, lambdas=(5.0,), half_lives=(0.0,), floors=(1.0,),
+                rank=8, split="random", seed=0)
+    p0, q0, _ = tune_and_fit(x, weighted=True, **args)
+    p1, q1, _ = tune_and_fit(kept, weighted=False, **args)
+    assert np.allclose(p0, p1, atol=1e-5) and np.allclose(q0, q1, atol=1e-5)
+    p2, _, _ = tune_and_fit(x, weighted=False, **args)  # unweighted: A is in the matrix
+    assert not np.allclose(p0, p2, atol=1e-3)
+
+
+def test_a_weight_of_zero_is_no_multinomial_target():
+    """A user's multinomial loss is minus the weighted sum of the log-probabilities of
+    their items: a pair of weight 0 (user 0's A) adds nothing; unweighted, every item 1."""
+    from twotower.models.net import TwoTowerNet
+    from twotower.models.retriever import history_table, history_weights, pair_weights
+    x = _log(weight_a=0.0)
+    cfg = _cfg(interaction_weights="rating", item_bias=False, history_dropout=0.0)
+    hist = history_table(x, cfg.history_length)
+    weights = history_weights(hist, pair_weights(x))
+    users = np.array([0], dtype=np.int32)  # had H, A (weight 0) and 3 noise items
+    losses = []
+    for table in (weights, None):
+        net = TwoTowerNet(x.n_users, x.n_items, cfg, history=hist, target_weights=table)
+        net.build()
+        y = net({"user": users}, training=True)
+        losses.append(float(net.compute_loss(x={"user": users}, y_pred=y)))
+    q = np.asarray(net.query({"user": users}), dtype=np.float64)
+    logits = q @ np.asarray(net.item_table(), dtype=np.float64).T
+    logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    items = x.items[x.users == 0]
+    w = x.ratings[x.users == 0] / x.ratings[x.ratings > 0].mean()
+    assert A in items and w[items == A] == 0
+    assert losses[0] == pytest.approx(-(w * logp[0, items]).sum(), rel=1e-4)
+    assert losses[1] == pytest.approx(-logp[0, items].sum(), rel=1e-4)
+
+
+def test_the_setting_is_checked_and_read_only_by_multinomial():
+    from twotower import ModelConfig
+    with pytest.raises(ConfigError, match="interaction_weights must be one of"):
+        _cfg(interaction_weights="column")
+    cfg = ModelConfig.preset("tutorial", objective="softmax", interaction_weights="rating")
+    with pytest.raises(ConfigError, match="interaction_weights 'rating' is only read by "
+                                          "objective 'multinomial'.*got objective 'softmax'"):
+        cfg.check_used()
+    assert ModelConfig.from_dict(cfg.to_dict()).interaction_weights == "rating"
+    assert ModelConfig.preset("default").interaction_weights == "none"
+
+
+@pytest.mark.parametrize("ratings,match", [
+    (None, "the interactions have none"),
+    ("negative", r"weights must be numbers >= 0 .*got -1 at row 5 \(0-based\)"),
+    ("zero", "every pair's weight is 0"),
+])
+def test_bad_weights_are_refused_by_fit(ratings, match):
+    from twotower import TwoTower
+    from twotower.data import Interactions
+    x = _log()
+    w = {None: None, "negative": np.where(np.arange(len(x)) == 5, -1.0, x.ratings),
+         "zero": np.zeros(len(x))}[ratings]
+    bad = Interactions(x.users, x.items, x.user_vocab, x.item_vocab, ratings=None if w is None
+                       else w.astype(np.float32))
+    with pytest.raises(DataError, match=match):
+        TwoTower(_cfg(interaction_weights="rating")).fit(bad, verbose=0)
+
+
+@pytest.fixture
+def events(tmp_path):
+    """A CSV click log with a weight column (view 1, buy 10)."""
+    x = _log()
+    path = tmp_path / "events.csv"
+    pd.DataFrame({"user_id": x.user_vocab.ids[x.users], "item_id": x.item_vocab.ids[x.items],
+                  "weight": x.ratings}).to_csv(path, index=False)
+    return path
+
+
+def _flags(tmp_path):
+    """A small model's settings (--config) and no test split."""
+    cfg = tmp_path / "m.toml"
+    cfg.write_text("[model]\n" + "\n".join(f"{k} = {json.dumps(v)}" for k, v in
+                                           _cfg(ease_weight=0.9).to_dict().items()))
+    return ["--config", cfg, "--split", "none"]
+
+
+def test_cli_trains_with_a_weight_column_saves_the_setting_and_reloads(capsys, tmp_path,
+                                                                      events):
+    from twotower import TwoTower
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--data", events, "--rating-col", "weight",
+                       "--interaction-weights", "rating", "--out", out, *_flags(tmp_path))
+    assert code == 0, err
+    assert json.loads((out / "config.json").read_text())["model"]["interaction_weights"] \
+        == "rating"
+    model = TwoTower.load(out)
+    users = np.arange(len(model.user_vocab))
+    _, first = model.recommend(users, 3, model.seen_items(users))
+    _, again = TwoTower.load(out).recommend(users, 3, model.seen_items(users))
+    assert np.array_equal(first, again)
+    code, text, err = run(capsys, "recommend", out, "--user", "60", "-k", "1", "--json")
+    assert code == 0, err
+    line = json.loads(text.splitlines()[-1])
+    assert [r["item_id"] for r in line["items"]] == [A], line  # bought, before B (viewed)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--interaction-weights", "rating"], "--interaction-weights rating weighs each pair by "
+                                          "its --rating-col value, and {data} has no rating "
+                                          "column found by name"),
+    (["--interaction-weights", "rating", "--rating-col", "none"], "--rating-col none was "
+                                                                  "given"),
+    (["--interaction-weights", "rating", "--stream", "--preset", "tutorial"],
+     "(--interaction-weights) 'rating' is only read by objective 'multinomial'"),
+    (["--interaction-weights", "bogus"], "invalid choice: 'bogus'"),
+])
+def test_cli_refuses_weights_it_cannot_read(capsys, tmp_path, argv, needle):
+    data = tmp_path / "log.csv"
+    pd.DataFrame({"user_id": [1, 2], "item_id": [3, 4]}).to_csv(data, index=False)
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "r", *argv)
+    assert code == 2 and needle.format(data=data) in err, err
+
+
+def test_cli_names_the_line_of_a_negative_weight(capsys, tmp_path, events):
+    text = events.read_text().splitlines()
+    row = text[7].rsplit(",", 1)[0] + ",-2.5"
+    events.write_text("\n".join([*text[:7], row, *text[8:]]) + "\n")
+    code, _, err = run(capsys, "train", "--data", events, "--rating-col", "weight",
+                       "--interaction-weights", "rating", "--out", tmp_path / "r",
+                       *_flags(tmp_path))
+    assert code == 2, err
+    assert f"got -2.5 at {events} line 8 (column 'weight')" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_fit_stream_refuses_the_weights():
+    from twotower.models.retriever import check_streamable
+    cfg = _cfg(query_tower="id", objective="sampled_softmax", item_bias=False,
+               interaction_weights="rating")
+    with pytest.raises(ConfigError, match="interaction_weights 'rating' is not streamed"):
+        check_streamable(cfg, "weight")
