@@ -187,15 +187,19 @@ def test_cli_refuses_weights_it_cannot_read(capsys, tmp_path, argv, needle):
     assert code == 2 and needle.format(data=data) in err, err
 
 
-def test_cli_names_the_line_of_a_negative_weight(capsys, tmp_path, events):
+@pytest.mark.parametrize("value,needle", [
+    ("-2.5", "got -2.5 at {data} line 8 (column 'weight')"),
+    ("", "{data}, line 8, column 'weight': expected a finite number, got ''"),
+])
+def test_cli_names_the_line_of_a_bad_weight(capsys, tmp_path, events, value, needle):
     text = events.read_text().splitlines()
-    row = text[7].rsplit(",", 1)[0] + ",-2.5"
+    row = text[7].rsplit(",", 1)[0] + "," + value
     events.write_text("\n".join([*text[:7], row, *text[8:]]) + "\n")
     code, _, err = run(capsys, "train", "--data", events, "--rating-col", "weight",
                        "--interaction-weights", "rating", "--out", tmp_path / "r",
                        *_flags(tmp_path))
     assert code == 2, err
-    assert f"got -2.5 at {events} line 8 (column 'weight')" in err, err
+    assert needle.format(data=events) in err, err
     assert not (tmp_path / "r").exists()
 
 

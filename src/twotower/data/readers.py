@@ -370,8 +370,9 @@ def line_break_in_id(where: str, col: str, role: str, value: str) -> str:
 
 
 #: the end of a bad-rating error, in every reader
-RATING_HINT = ("; an objective that does not read ratings (all but mse) can leave the column "
-               "out: --rating-col none (rating_col=None in Python)")
+RATING_HINT = ("; an objective that does not read ratings (all but mse, unless "
+               "--interaction-weights rating) can leave the column out: --rating-col none "
+               "(rating_col=None in Python)")
 
 
 def _iso_seconds(text: pd.Series) -> np.ndarray:

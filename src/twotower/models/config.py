@@ -326,8 +326,9 @@ class ModelConfig(Config):
 
         Raises:
             ConfigError: ``item_bias`` or ``interaction_weights`` without
-                ``multinomial``, ``hard_negatives`` without ``sampled_softmax``, or a column named twice in
-                ``item_features``/``user_features`` (its feature would count twice).
+                ``multinomial``, ``hard_negatives`` without ``sampled_softmax``, or a
+                column named twice in ``item_features``/``user_features`` (its feature
+                would count twice).
         """
         for name in ("item_features", "user_features"):
             value = getattr(self, name)
