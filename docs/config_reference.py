@@ -74,6 +74,7 @@ def _table(cls: type, columns: dict[str, dict[str, Any]]) -> list[str]:
 
 def main() -> str:
     tutorial = ModelConfig.preset("tutorial").to_dict()
+    clicks = ModelConfig.preset("clicks").to_dict()
     default = ModelConfig.preset("default").to_dict()
     lines = [
         "# Configuration reference",
@@ -97,7 +98,8 @@ def main() -> str:
         f"`PRESETS` ({len(PRESETS['default'])} for `default`); the others keep the class "
         "defaults.",
         "",
-        *_table(ModelConfig, {"preset `tutorial`": tutorial, "preset `default`": default}),
+        *_table(ModelConfig, {"preset `tutorial`": tutorial, "preset `clicks`": clicks,
+                              "preset `default`": default}),
         "",
         "## `[distribution]`: `DistributionConfig`",
         "",

@@ -1783,9 +1783,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(tr)
     tr.add_argument("--out", required=True, type=_path, help="run directory to write")
     tr.add_argument("--preset", default="default", type=str.lower,
-                    choices=("default", "tutorial"),
+                    choices=("default", "tutorial", "clicks"),
                     help="the model to start from (default: default; tutorial: the Keras-RS "
-                         "tutorial's); --config and the flags below change its settings")
+                         "tutorial's; clicks: its id tower with sampled softmax, for click "
+                         "logs and --stream); --config and the flags below change its "
+                         "settings")
     tr.add_argument("--config", type=_path, help="JSON/TOML file with ModelConfig fields")
     tr.add_argument("--split", default=None, type=str.lower,
                     choices=("random", "temporal", "global-temporal", "none"),
