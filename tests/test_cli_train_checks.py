@@ -57,6 +57,7 @@ def test_a_yaml_config_file_is_named_as_such(capsys, tmp_path, log, name):
      "--test-fraction (0.5) applies to --split random, temporal or global-temporal"),
     (["--preset", "tutorial", "--rating-col", "none"],
      "objective 'mse' trains on ratings, and --rating-col none was given"),
+    (["--preset", "tutorial", "--rating-col", "none"], "or --preset clicks"),
     # one CPU device here: the count is the problem, not batch 1000 over 3 devices
     (["--preset", "tutorial", "--devices", "3"], "3 devices, but JAX sees 1"),
 ])

@@ -131,8 +131,8 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
         why = ("--rating-col none was given" if getattr(args, "rating_col", None)
                else f"{args.data} has no rating column found by name; give --rating-col")
         raise ConfigError(f"objective 'mse' trains on ratings, and {why}; or choose another "
-                          "objective (e.g. --preset default, or objective = "
-                          "\"sampled_softmax\" in --config)")
+                          "objective (e.g. --preset default, or --preset clicks: "
+                          "sampled_softmax on the id tower)")
     if weights and cols["rating"] is None:
         why = ("--rating-col none was given" if getattr(args, "rating_col", None)
                else f"{args.data} has no rating column found by name")

@@ -75,7 +75,7 @@ def check_streamable(cfg: ModelConfig, rating_col: str | None) -> None:
                           f"(--interaction-weights none) or train without --stream")
     cfg.check_used()
     how = ("(`[model]` settings in a --config file; `twotower train --stream --preset "
-           "tutorial` trains the id tower)")
+           "tutorial` (ratings) or `--preset clicks` (clicks) trains the id tower)")
     if cfg.query_tower != "id":
         raise ConfigError(f"fit_stream: model.query_tower must be 'id' (a history tower "
                           f"needs each user's whole history in memory), got "
@@ -89,8 +89,8 @@ def check_streamable(cfg: ModelConfig, rating_col: str | None) -> None:
     if cfg.objective == "mse" and rating_col is None:
         raise DataError("objective 'mse' needs ratings: name the rating column "
                         "(--rating-col, StreamConfig.rating_col), or, for a log without "
-                        "ratings, another objective: `[model] objective = "
-                        "\"sampled_softmax\"` in a --config file")
+                        "ratings, another objective: `--preset clicks` (sampled_softmax, "
+                        "ModelConfig.preset(\"clicks\"))")
 
 
 def _check_id_list(ids: Any, name: str, what: str) -> None:
