@@ -24,9 +24,14 @@ training part, as ``twotower train --stream`` trains), beside MostPop and ItemKN
 (1 is the product's full correction, 0 none); the product has no such setting, the probe
 scales its inputs.
 
+``--planted ROWS USERS ITEMS`` instead trains ``benchmarks/train_throughput.py``'s planted
+set (its only quality check of this path: planted recall@100) for 2 epochs with that
+benchmark's settings (the old advice's) and with the ``clicks`` preset.
+
 Usage: KERAS_BACKEND=jax python benchmarks/probes/click_softmax.py [--data ML100K_DIR]
-    [--datasets topics popular ml100k] [--seed 0]
-Writes benchmarks/results/probe-click-softmax-<timestamp>.txt (``--out DIR``: there).
+    [--datasets topics popular ml100k] [--seed 0] [--planted 500_000 20_000 50_000]
+Writes benchmarks/results/probe-click-softmax-[planted-]<timestamp>.txt (``--out DIR``:
+there).
 """
 
 from __future__ import annotations
@@ -202,6 +207,39 @@ def probe(name: str, x, seed: int) -> list[str]:
     return out
 
 
+def planted(rows: int, users: int, items: int, epochs: int, seed: int) -> list[str]:
+    """``benchmarks/train_throughput.py``'s quality check (planted recall@100 on its synthetic
+    planted set, the product loop) for the old advice's settings, which that benchmark
+    trains, and the ``clicks`` preset's."""
+    import keras
+
+    import train_throughput as T
+    from twotower import ModelConfig
+    from twotower.models.net import TwoTowerNet
+    from twotower.training.loop import LoopConfig, TrainLoop, make_optimizer
+    ns = argparse.Namespace(rows=rows, users=users, items=items, seed=seed,
+                            objective="sampled_softmax", batch_size=1000, embedding_dim=32,
+                            learning_rate=0.1, shuffle_buffer=262_144,
+                            work=str(Path(tempfile.gettempdir()) / "twotower-bench"))
+    x, uv, iv, _ = T.cached_inputs(ns, T.data_file(ns, rows))
+    out = [f"## planted: {rows:,} rows, {users:,} users, {items:,} items, {epochs} epochs",
+           "", "| model | planted recall@100 | loss per epoch | seconds |", "|---|---:|---|---:|"]
+    for label, cfg in (("old advice (train_throughput's settings)", T.model_config(ns)),
+                       ("clicks preset", ModelConfig.preset("clicks", seed=seed))):
+        cfg = ModelConfig.from_dict({**cfg.to_dict(), "epochs": epochs})
+        keras.utils.set_random_seed(seed)
+        net = TwoTowerNet(len(uv), len(iv), cfg)
+        net.build()
+        loop = TrainLoop(net, make_optimizer(cfg), LoopConfig())
+        t0 = time.perf_counter()
+        loop.fit(x, batch_size=cfg.batch_size, epochs=epochs, seed=seed)
+        out.append(f"| {label} | {T.planted_recall(net, uv, iv, ns):.4f} | "
+                   f"{', '.join(f'{v:.3f}' for v in loop.history['loss'])} | "
+                   f"{time.perf_counter() - t0:.0f} |")
+        print(out[-1], flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=os.environ.get("TWOTOWER_ML100K_DIR"),
@@ -209,15 +247,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--datasets", nargs="+", choices=("topics", "popular", "ml100k"),
                     default=["topics", "popular", "ml100k"])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--planted", type=lambda v: int(v.replace("_", "")), nargs=3, metavar=("ROWS", "USERS", "ITEMS"),
+                    help="instead: train_throughput's planted recall@100 (2 epochs)")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for the results file (default benchmarks/results)")
     ap.add_argument("--force", action="store_true", help="overwrite a results file of that name")
     args = ap.parse_args(argv)
     from _results import claim, out_dir
+    kind = "planted-" if args.planted else ""
     path = (out_dir(args.out, name="click-softmax")
-            / f"probe-click-softmax-{time.strftime('%Y%m%d-%H%M%S')}.txt")
+            / f"probe-click-softmax-{kind}{time.strftime('%Y%m%d-%H%M%S')}.txt")
     claim(path, force=args.force)  # checked before the run: a kept result is not written over
     lines = ["# python benchmarks/probes/click_softmax.py " + " ".join(argv or sys.argv[1:])]
+    if args.planted:
+        lines += ["", *planted(*args.planted, epochs=2, seed=args.seed)]
+        path.write_text("\n".join(lines) + "\n")
+        print(f"wrote {path}", file=sys.stderr)
+        return 0
     for name in args.datasets:
         if name == "ml100k" and not args.data:
             print("ml100k left out: no --data (or TWOTOWER_ML100K_DIR)", file=sys.stderr)
