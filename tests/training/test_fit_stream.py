@@ -147,6 +147,24 @@ def test_cli_train_stream_then_recommend(tmp_path, capsys):
     assert not (tmp_path / "r2").exists()
 
 
+def test_cli_train_stream_takes_the_clicks_preset(tmp_path, capsys):
+    """A click log streams with --preset clicks (sampled_softmax on the id tower); the
+    recommendations keep to the user's community."""
+    from twotower.cli import main
+    df = _blocks().drop(columns="stars")
+    path = _write(df, tmp_path / "clicks.parquet")
+    code = main(["train", "--data", str(path), "--user-col", "user", "--item-col", "item",
+                 "--stream", "--preset", "clicks", "--batch-size", "100",
+                 "--out", str(tmp_path / "run")])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "trained id/sampled_softmax" in out + err
+    code = main(["recommend", str(tmp_path / "run"), "--user", "u3", "--json", "-k", "5"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert all(int(r["item_id"]) % 2 == 1 for r in json.loads(out)["items"])  # odd users
+
+
 def test_cli_train_stream_with_the_default_preset_drops_its_feature_columns(tmp_path, capsys):
     """The default preset names genres and year, which --stream refused ("side features
     are not streamed") even when the user had not asked for them: they are cut, in a line."""
