@@ -48,3 +48,18 @@ def claim(*paths: str | Path, force: bool = False, hint: str = "--out") -> None:
         if p.exists():
             raise SystemExit(f"error: {p} exists (a kept result?): not overwritten; give "
                              f"another {hint}, or --force to overwrite it")
+
+
+def mean_rows(groups: dict, keys: tuple[str, ...]) -> list[str]:
+    """Markdown table rows ``| label... | mean ± std | ...``: one per ``groups`` entry (a
+    label tuple -> the per-seed result dicts), a cell per ``keys`` (NaN-aware, population
+    std), as the probes print their summaries."""
+    import numpy as np
+    out = []
+    for label, rs in groups.items():
+        cells = []
+        for key in keys:
+            v = np.array([r[key] for r in rs], dtype=np.float64)
+            cells.append(f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}")
+        out.append("| " + " | ".join(map(str, label)) + " | " + " | ".join(cells) + " |")
+    return out

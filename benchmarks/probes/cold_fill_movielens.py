@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder for the results file (default benchmarks/results)")
     ap.add_argument("--force", action="store_true", help="overwrite a results file of that name")
     args = ap.parse_args(argv)
-    from _results import claim, out_dir
+    from _results import claim, mean_rows, out_dir
     path = (out_dir(args.out, name="cold-fill-movielens")
             / f"probe-cold-fill-movielens-{time.strftime('%Y%m%d-%H%M%S')}.txt")
     claim(path, force=args.force)  # checked before the run: a kept result is not written over
@@ -102,12 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"mean ± std (population) over seeds {args.seeds}:", "",
               "| split | variant | recall@10 | ndcg@10 | recall@100 | cold pairs' recall@100 |",
               "|---|---|---:|---:|---:|---:|"]
-    for (split, name), rs in rows.items():
-        cells = []
-        for key in ("recall@10", "ndcg@10", "recall@100", "cold_recall@100"):
-            v = np.array([r[key] for r in rs], dtype=np.float64)
-            cells.append(f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}")
-        lines.append(f"| {split} | {name} | " + " | ".join(cells) + " |")
+    lines += mean_rows(rows, ("recall@10", "ndcg@10", "recall@100", "cold_recall@100"))
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-(len(rows) + 2):]))
     print("wrote", path)

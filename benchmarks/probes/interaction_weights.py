@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder for the results file (default benchmarks/results)")
     ap.add_argument("--force", action="store_true", help="overwrite a results file of that name")
     args = ap.parse_args(argv)
-    from _results import claim, out_dir
+    from _results import claim, mean_rows, out_dir
     path = (out_dir(args.out, name="interaction-weights")
             / f"probe-interaction-weights-{time.strftime('%Y%m%d-%H%M%S')}.txt")
     claim(path, force=args.force)  # checked before the run: a kept result is not written over
@@ -131,12 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"mean ± std (population) over seeds {args.seeds}:", "",
               "| set | weights | recall@10 | ndcg@10 | recall@100 | liked recall@10 |",
               "|---|---|---:|---:|---:|---:|"]
-    for (name, label), rs in rows.items():
-        cells = []
-        for key in ("recall@10", "ndcg@10", "recall@100", "liked@10"):
-            v = np.array([r[key] for r in rs], dtype=np.float64)
-            cells.append(f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}")
-        lines.append(f"| {name} | {label} | " + " | ".join(cells) + " |")
+    lines += mean_rows(rows, ("recall@10", "ndcg@10", "recall@100", "liked@10"))
     path.write_text("\n".join(lines) + "\n")
     print("\n".join(lines[-(len(rows) + 2):]))
     print("wrote", path)

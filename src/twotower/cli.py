@@ -1177,19 +1177,6 @@ def _item_filters(args: argparse.Namespace, model: Any
     return allow, deny
 
 
-def _filtered_popular(model: Any, allow: np.ndarray | None, deny: np.ndarray | None
-                      ) -> np.ndarray:
-    """``popularity_order`` less the items ``--deny`` names, within ``--allow``'s."""
-    order = model.popularity_order()
-    keep = np.ones(model.n_items, dtype=bool)
-    if allow is not None:
-        keep[:] = False
-        keep[allow] = True
-    if deny is not None:
-        keep[deny] = False
-    return order[keep[order]]
-
-
 def cmd_recommend(args: argparse.Namespace) -> int:
     if args.out and args.json:
         raise ConfigError("--json prints JSON lines on stdout and --out writes a file: give "
@@ -1246,7 +1233,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     scores, top = model.recommend(idx[known], args.k, exclude, allow=allow, deny=deny)
     elapsed = time.perf_counter() - t0
     if not known.all():
-        popular = _filtered_popular(model, allow, deny)[:args.k]
+        from twotower.models.retriever import filtered_order
+        popular = filtered_order(model.popularity_order(), model.n_items, allow, deny)[:args.k]
         full_s = np.full((len(idx), top.shape[1]), -np.inf, dtype=np.float32)
         full_t = np.full((len(idx), top.shape[1]), -1, dtype=np.int64)
         full_s[known], full_t[known] = scores, top

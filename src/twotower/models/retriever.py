@@ -47,6 +47,21 @@ def _not_tuned(index: Any, target_recall: float, t0: float, why: str) -> dict[st
             "seconds": round(time.perf_counter() - t0, 4)}
 
 
+def filtered_order(order: np.ndarray, n_items: int, allow: np.ndarray | None = None,
+                   deny: np.ndarray | None = None) -> np.ndarray:
+    """``order`` (item indices, e.g. ``popularity_order``) less the ``deny`` items and
+    within the ``allow`` items (item indices; None: no such list), order kept: the popular
+    fallback under the same lists as the search (``twotower recommend`` and the service)."""
+    if allow is None and deny is None:
+        return order
+    keep = np.zeros(n_items, dtype=bool) if allow is not None else np.ones(n_items, dtype=bool)
+    if allow is not None:
+        keep[allow] = True
+    if deny is not None:
+        keep[deny] = False
+    return order[keep[order]]
+
+
 def _check_indices(idx: np.ndarray, n: int, name: str, what: str) -> None:
     """DataError unless every entry of ``idx`` is an integer in [0, n): one min/max, no
     loop (floats and bools would index silently: 0.9 as 0, True as 1)."""

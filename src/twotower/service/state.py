@@ -206,14 +206,8 @@ class ServedModel:
         server's denied items and ``deny`` (item indices), within ``allow``'s."""
         head, pop = self.item_head, self.model.item_popularity
         order = self.popular if self.popular_served is None else self.popular_served
-        if allow is not None or deny is not None:
-            keep = np.ones(self.n_items, dtype=bool)
-            if allow is not None:
-                keep[:] = False
-                keep[allow] = True
-            if deny is not None:
-                keep[deny] = False
-            order = order[keep[order]]
+        from twotower.models.retriever import filtered_order
+        order = filtered_order(order, self.n_items, allow, deny)
         return "[" + ",".join(f"{head[i]}{int(pop[i])}}}"  # int64 counts, written whole
                               for i in order[:k].tolist()) + "]"
 
