@@ -1935,7 +1935,7 @@ def test_items_listed_without_interactions_are_served_from_their_features(tmp_pa
                          tmp_path / "log.csv", "--items", tmp_path / "items.csv", "--config",
                          tmp_path / "c.toml", "--split", "none", "--out", tmp_path / "r")
     assert code == 0, err
-    assert ("catalogue: 23 items: 20 with training interactions, 1 cold (none, served from "
+    assert ("catalogue: 23 items: 20 with training interactions, 1 cold (none: placed by "
             "their item features), 2 in no list (none, and no item feature value that a "
             "trained item has)") in out, out
     code, out, err = run(capsys, "similar", tmp_path / "r", "--item", "newa", "-k", "5",

@@ -610,9 +610,9 @@ def _say_catalogue(model: Any) -> None:
     cold, denied = int(np.count_nonzero(no_rows & ~untrained)), int(np.count_nonzero(untrained))
     if cold or denied:
         _say(f"catalogue: {model.n_items:,} items: {model.n_items - cold - denied:,} with "
-             f"training interactions, {cold:,} cold (none, served from their item "
-             f"features), {denied:,} in no list (none, and no item feature value that a "
-             "trained item has)")
+             f"training interactions, {cold:,} cold (none: placed by their item features)"
+             + (f", {denied:,} in no list (none, and no item feature value that a trained "
+                "item has)" if denied else ""))
 
 
 def _metadata_columns(args: argparse.Namespace, what: str, info: Any) -> str:
