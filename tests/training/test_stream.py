@@ -52,6 +52,18 @@ def test_record_batches_cover_every_row_once(files):
     assert sorted(shuffled.astype(int).tolist()) == list(range(len(df)))
 
 
+def _count_passes(monkeypatch) -> list:
+    """A list that gains an entry for each pass a stream makes over its file
+    (``InteractionStream.record_batches`` calls)."""
+    passes = []
+    real = InteractionStream.record_batches
+
+    def counted(self):
+        passes.append(1)
+        return real(self)
+    monkeypatch.setattr(InteractionStream, "record_batches", counted)
+    return passes
+
 
 @pytest.mark.parametrize("fixed", [False, True])
 def test_a_scan_with_digest_reads_the_file_once(files, monkeypatch, fixed):
@@ -64,13 +76,7 @@ def test_a_scan_with_digest_reads_the_file_once(files, monkeypatch, fixed):
         s = _stream(p)
         s.scan()
         vocab = {"user_vocab": s.stats.user_vocab, "item_vocab": s.stats.item_vocab}
-    passes = []
-    real = InteractionStream.record_batches
-
-    def counted(self):
-        passes.append(1)
-        return real(self)
-    monkeypatch.setattr(InteractionStream, "record_batches", counted)
+    passes = _count_passes(monkeypatch)
     s = InteractionStream(p, _stream(p).config, **vocab)
     s.scan(digest=True)
     assert s.content_digest() == reference and len(passes) == 1
@@ -676,13 +682,7 @@ def test_unknown_skip_scans_in_one_pass(tmp_path, monkeypatch, given_role):
     (tmp_path / "s.csv").write_text("user_id,item_id,rating\n" + rows)
     given = (Vocabulary([f"u{i}" for i in range(25)], name="user") if given_role == "user"
              else Vocabulary([f"i{i}" for i in range(0, 30, 2)], name="item"))
-    passes = []
-    real = InteractionStream.record_batches
-
-    def counted(self):
-        passes.append(1)
-        return real(self)
-    monkeypatch.setattr(InteractionStream, "record_batches", counted)
+    passes = _count_passes(monkeypatch)
     s = InteractionStream(tmp_path / "s.csv", StreamConfig(rating_col="rating",
                                                            unknown="skip"),
                           **{f"{given_role}_vocab": given})

@@ -108,9 +108,10 @@ def check_streamable(cfg: ModelConfig, rating_col: str | None) -> None:
                         "ModelConfig.preset(\"clicks\"))")
 
 
-def _check_id_list(ids: Any, name: str, what: str) -> None:
+def _check_id_list(ids: Any, name: str, what: str, ordered: bool = True) -> None:
     """DataError for a single id where a list of ids is expected (a string would otherwise
-    be read as a list of its characters)."""
+    be read as a list of its characters). ``ordered=False`` (a set of ids, as allow/deny
+    lists are): a set is fine, a mapping still is not (it iterates over its keys)."""
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable) or (
             isinstance(ids, np.ndarray) and ids.ndim == 0):
         raise DataError(f"`{name}` must be a list of {what} ids, got the single id {ids!r}; "
@@ -124,7 +125,10 @@ def _check_id_list(ids: Any, name: str, what: str) -> None:
     if getattr(ids, "ndim", 1) != 1:
         raise DataError(f"`{name}` must be a 1-D list of {what} ids, got an array of shape "
                         f"{getattr(ids, 'shape', '?')}")
-    if isinstance(ids, (Mapping, set, frozenset)):
+    if not ordered and isinstance(ids, Mapping):
+        raise DataError(f"`{name}` must be a list of {what} ids, got a {type(ids).__name__} "
+                        "(it iterates over its keys): pass a list")
+    if ordered and isinstance(ids, (Mapping, set, frozenset)):
         raise DataError(f"`{name}` must be a list of {what} ids, got a "
                         f"{type(ids).__name__} (the answers' rows follow the list's order): "
                         "pass a list")
@@ -454,19 +458,7 @@ def untrained_item_error(item_id: Any) -> UnknownIdError:
 def _item_id_list(ids: Any, name: str) -> list[Any]:
     """``ids`` (external item ids, any iterable: a list, a set, an array, a Series) as a
     list; DataError for a single id or a container that iterates as no list of ids."""
-    if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable) or (
-            isinstance(ids, np.ndarray) and ids.ndim == 0):
-        raise DataError(f"`{name}` must be a list of item ids, got the single id {ids!r}; "
-                        f"pass [{ids!r}]")
-    if hasattr(ids, "columns") and hasattr(ids, "iloc"):
-        raise DataError(f"`{name}` must be a 1-D list of item ids, got a DataFrame (it "
-                        f"iterates over its column names): pass one column, df[\"item_id\"]")
-    if getattr(ids, "ndim", 1) != 1:
-        raise DataError(f"`{name}` must be a 1-D list of item ids, got an array of shape "
-                        f"{getattr(ids, 'shape', '?')}")
-    if isinstance(ids, Mapping):
-        raise DataError(f"`{name}` must be a list of item ids, got a {type(ids).__name__} "
-                        "(it iterates over its keys): pass a list")
+    _check_id_list(ids, name, "item", ordered=False)
     return list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
 
 
