@@ -1703,6 +1703,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_item_filters(parser: argparse.ArgumentParser) -> None:
+    """``--allow FILE`` and ``--deny FILE`` of ``recommend`` and ``similar``."""
+    parser.add_argument("--allow", type=_path, metavar="FILE",
+                        help="only items whose ids this file lists, one a line (ids the run "
+                             "does not hold are ignored; at least one must be an item; - for "
+                             "standard input)")
+    parser.add_argument("--deny", type=_path, metavar="FILE",
+                        help="never the items whose ids this file lists, one a line (e.g. out "
+                             "of stock; ids the run does not hold are ignored, and counted on "
+                             "stderr; - for standard input)")
+
+
 # ---------------------------------------------------------------- parser
 def _recall(text: str) -> float:
     """``--target-recall``: a number in [0, 1] (0: no tuning)."""
@@ -1860,14 +1872,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-k", type=int, help="items per user, between 1 and the catalogue size "
                                         "(default 10, or the catalogue if smaller)")
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
-    r.add_argument("--allow", type=_path, metavar="FILE",
-                   help="only items whose ids this file lists, one a line (ids the run "
-                        "does not hold are ignored; at least one must be an item; - for "
-                        "standard input)")
-    r.add_argument("--deny", type=_path, metavar="FILE",
-                   help="never the items whose ids this file lists, one a line (e.g. out "
-                        "of stock; ids the run does not hold are ignored, and counted on "
-                        "stderr; - for standard input)")
+    _add_item_filters(r)
     r.add_argument("--fallback", choices=("none", "popular"), default="none",
                    help="popular: users the run does not know (or never trained on) get the "
                         "most popular items, flagged, instead of an error")
@@ -1882,14 +1887,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, help="similar items, between 1 and the other items' "
                                         "count (default 10, or every other item if fewer)")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    s.add_argument("--allow", type=_path, metavar="FILE",
-                   help="only items whose ids this file lists, one a line (ids the run "
-                        "does not hold are ignored; at least one must be an item; - for "
-                        "standard input)")
-    s.add_argument("--deny", type=_path, metavar="FILE",
-                   help="never the items whose ids this file lists, one a line (e.g. out "
-                        "of stock; ids the run does not hold are ignored, and counted on "
-                        "stderr; - for standard input)")
+    _add_item_filters(s)
     s.set_defaults(func=cmd_similar)
 
     e = sub.add_parser("evaluate", help="metrics on the run's held-out split")
