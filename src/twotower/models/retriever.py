@@ -1726,6 +1726,58 @@ class TwoTower:
         return self._net
 
     # ------------------------------------------------------------------ artifacts
+    def to_keras(self, k: int = 10, *, exclude_seen: bool = True,
+                 ids: str = "external") -> Any:
+        """The trained retrieval as one self-contained ``keras.Model``: user ids in, top-k
+        scores and item ids out, every table stored as weights, so ``model.save("x.keras")``
+        writes one file that ``keras.saving.load_model`` rebuilds (after
+        ``import twotower.models.keras_layers``, which registers its layers with Keras).
+
+        It answers what ``recommend_ids`` answers with the exact index, for the users the
+        run knows: each user's query is computed here, whatever the query tower (an id
+        tower's user embedding; a history tower's pooled training history, with the bias
+        column and EASE part when the model has them), so every preset exports. A history
+        of a user the run does not know is no input: use ``recommend_from_history``.
+
+        Args:
+            k: list length, 1 to the catalogue size (fixed in the model).
+            exclude_seen: store each user's training items and leave them out of the
+                lists (as ``recommend_ids(exclude_seen=True)``); False stores none.
+            ids: ``"external"``: the input is ``[B]`` int32 user ids and the output's
+                ``item_ids`` ``[B, k]`` int32 item ids (integer ids that fit int32 only);
+                ``"indices"``: user indices in, ``item_indices`` out, mapped with the
+                vocabularies the model carries (its ``retrieval`` layer's ``user_ids``
+                and ``item_ids`` arrays, saved in the file) -- the way for text ids.
+
+        Returns:
+            a ``keras.Model`` whose call gives ``{"scores": [B, k] float32, "item_ids":
+            [B, k] int32}`` (``"item_indices"`` with ``ids="indices"``), best first. A
+            list is padded with score ``-inf`` and id ``-1`` when fewer than k items
+            qualify; an unknown user id, or a user the model never trained on
+            (``untrained_users``, which ``recommend_ids`` refuses), gets an all-padding
+            list. The items never trained are in no list.
+
+        Raises:
+            NotFittedError: the model is not trained.
+            ConfigError: ``ids`` is neither choice, or ``"external"`` for text ids or
+                ones beyond int32; a seen-items table over 2 GiB (it is as wide as the
+                longest training history: pass ``exclude_seen=False``).
+            DataError: ``k`` out of range, ``exclude_seen`` not a bool.
+
+        Example:
+            >>> net = model.to_keras(k=10)                         # doctest: +SKIP
+            >>> net.save("movielens.keras")                        # doctest: +SKIP
+            >>> net.predict(np.array([42, 7], "int32"))["item_ids"]  # doctest: +SKIP
+        """
+        self._require_fitted()
+        k = _check_k(k, self.n_items)
+        if not isinstance(exclude_seen, (bool, np.bool_)):
+            raise DataError(f"`exclude_seen` must be True or False, got {exclude_seen!r}")
+        if ids not in ("external", "indices"):
+            raise ConfigError(f"to_keras: `ids` must be 'external' or 'indices', got {ids!r}")
+        from twotower.models.keras_layers import build_keras_model
+        return build_keras_model(self, k, bool(exclude_seen), ids)
+
     def save(self, directory: str | os.PathLike[str], *, test: Interactions | None = None,
              metrics: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
              unchanged_since: Any = None) -> None:
