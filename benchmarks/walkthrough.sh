@@ -18,6 +18,10 @@ cd "$work"
   echo '$ twotower recommend runs/ml100k --user 42'; "$tt" recommend runs/ml100k --user 42
   echo '$ twotower similar runs/ml100k --item "Star Wars (1977)"'
   "$tt" similar runs/ml100k --item "Star Wars (1977)"
+  echo '$ twotower export runs/ml100k --items --out items.parquet'
+  "$tt" export runs/ml100k --items --out items.parquet
+  echo '$ twotower export runs/ml100k --users --out users.parquet'
+  "$tt" export runs/ml100k --users --out users.parquet
   echo '$ twotower evaluate runs/ml100k --baselines --plot recall.png --plot-loss loss.png'
   "$tt" evaluate runs/ml100k --baselines --plot recall.png --plot-loss loss.png
   echo '$ twotower index runs/ml100k --kind hnsw'; "$tt" index runs/ml100k --kind hnsw

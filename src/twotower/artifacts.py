@@ -1065,3 +1065,156 @@ def _similar_report(model: TwoTower, sample: int, k: int, seed: int, *, tuned: b
     return {**out, knob: index.nprobe if knob == "nprobe" else index.config.ef_search,
             **_against_exact(index, exact, vectors[items], kk, exclude,
                              model._untrained_item_cache()[1])}
+
+
+# ---------------------------------------------------------------- files of rows
+class atomic_file:
+    """``with atomic_file(out) as tmp:`` write ``tmp``, a name of this process's own beside
+    ``out``, which replaces ``out`` when the block ends without an error (two commands
+    writing one file each write their own, and a reader never sees a half-written one);
+    on any error, Ctrl-C and SIGTERM included, ``tmp`` is removed and ``out`` left as it
+    was. Temporary files of killed processes beside ``out`` are removed. A file system
+    error is re-raised as one ``OSError`` naming ``out`` and saying it is unchanged."""
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        self.out = Path(out)
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        out = self.out
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot write {out}: {exc.strerror or exc}; "
+                                     "nothing was written") from None
+        for left in out.parent.glob(f".{out.name}.tmp-*-*"):
+            pid = left.name[len(f".{out.name}.tmp-"):].split("-", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                left.unlink(missing_ok=True)
+        self.tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+        return self.tmp
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        assert self.tmp is not None
+        try:
+            if exc is None:
+                os.replace(self.tmp, self.out)
+                return
+        except BaseException as late:  # (the rename itself failed)
+            exc = late
+        self.tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            kept = f"{self.out} is unchanged" if self.out.exists() else "nothing was written"
+            raise OSError(exc.errno, f"cannot write {self.out}: {exc.strerror or exc}; "
+                                     f"{kept}") from None
+        if kind is None:
+            raise exc
+
+
+#: ``export_embeddings`` formats by suffix
+EMBEDDING_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
+                     ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz"}
+
+
+def embeddings_format(out: str | os.PathLike[str]) -> str:
+    """The format ``out``'s suffix names, or ConfigError naming the ones written."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in EMBEDDING_FORMATS:
+        got = repr(suffix) if suffix else "no suffix"
+        raise ConfigError(f"`out`: {out}: expected a .parquet, .csv, .jsonl (JSON lines) or "
+                          f".npz (numpy) file, got {got}")
+    return EMBEDDING_FORMATS[suffix]
+
+
+def write_embeddings(out: str | os.PathLike[str], id_name: str, ids: np.ndarray,
+                     listed: np.ndarray | None, vectors: Any, dim: int, chunk_rows: int,
+                     meta: dict[str, Any] | None = None) -> Path:
+    """Write ``ids`` (external ids, their type kept), ``listed`` (bool, or None: no such
+    column) and their vectors to ``out`` atomically (``atomic_file``). ``vectors(lo, hi)``
+    gives rows ``lo:hi`` as ``[hi - lo, dim]`` float32, called ``chunk_rows`` rows at a
+    time (``.npz``: once, for every row).
+
+    Columns: ``{id_name}_id``, ``listed``, and ``vector``: a list of float32 in Parquet
+    (``meta`` as JSON in the schema metadata, key ``twotower``), a JSON array in JSON
+    lines, one column each ``v0 .. v{dim-1}`` in CSV, a ``[n, dim]`` float32 array in
+    ``.npz``. Text holds each number with 9 significant digits: read back as float32, the
+    exact values written.
+    """
+    fmt = embeddings_format(out)
+    out = Path(out)
+    n, key = len(ids), f"{id_name}_id"
+    with atomic_file(out) as tmp, tmp.open("wb") as fh:
+        if fmt == "npz":  # (a file object: given a name, numpy would add .npz to it)
+            arrays = {key: ids.astype(str if ids.dtype.kind not in "iu" else np.int64),
+                      "vector": vectors(0, n).reshape(n, dim)}
+            np.savez(fh, **arrays, **({} if listed is None else {"listed": listed}))
+            return out
+        writer = _ChunkWriter(fh, fmt, key, dim, meta)
+        try:
+            for lo in range(0, max(n, 1), chunk_rows):
+                hi = min(n, lo + chunk_rows)
+                writer.write(ids[lo:hi], None if listed is None else listed[lo:hi],
+                             np.asarray(vectors(lo, hi), np.float32).reshape(hi - lo, dim))
+        except BaseException:
+            writer.close(quiet=True)  # the first error is the one to say
+            raise
+        writer.close()
+    return out
+
+
+class _ChunkWriter:
+    """``write_embeddings``' rows, a chunk at a time, into an open binary file: Parquet
+    (one row group a chunk), CSV (the header once) or JSON lines."""
+
+    def __init__(self, fh: Any, fmt: str, key: str, dim: int,
+                 meta: dict[str, Any] | None) -> None:
+        self.fh, self.fmt, self.key, self.dim, self.meta = fh, fmt, key, dim, meta
+        self.parquet: Any = None
+        self.header = True
+
+    def write(self, ids: np.ndarray, listed: np.ndarray | None, v: np.ndarray) -> None:
+        if self.fmt == "parquet":
+            self._parquet(ids, listed, v)
+            return
+        frame = pd.DataFrame(v, columns=[f"v{j}" for j in range(self.dim)])
+        if self.fmt == "csv":
+            frame.insert(0, self.key, ids)
+            if listed is not None:
+                frame.insert(1, "listed", listed)
+            frame.to_csv(self.fh, index=False, header=self.header, float_format="%.9g")
+            self.header = False
+            return
+        # JSON lines: each row's numbers as the CSV writer formats them (9 digits)
+        numbers = frame.to_csv(index=False, header=False, float_format="%.9g",
+                               lineterminator="\n").splitlines()
+        flags = [""] * len(ids) if listed is None else [
+            f', "listed": {"true" if f else "false"}' for f in listed.tolist()]
+        self.fh.write("".join(
+            f'{{"{self.key}": {json.dumps(i, ensure_ascii=False)}{flag}, "vector": [{row}]}}\n'
+            for i, flag, row in zip(ids.tolist(), flags, numbers)).encode("utf-8"))
+
+    def _parquet(self, ids: np.ndarray, listed: np.ndarray | None, v: np.ndarray) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        cols = {self.key: pa.array(ids.tolist(), pa.int64() if ids.dtype.kind in "iu"
+                                   else pa.string())}
+        if listed is not None:
+            cols["listed"] = pa.array(listed, pa.bool_())
+        cols["vector"] = pa.FixedSizeListArray.from_arrays(
+            pa.array(v.reshape(-1), pa.float32()), self.dim)
+        table = pa.table(cols)
+        if self.parquet is None:
+            table = table.replace_schema_metadata({"twotower": json.dumps(self.meta or {})})
+            self.parquet = pq.ParquetWriter(self.fh, table.schema)
+        self.parquet.write_table(table)
+
+    def close(self, quiet: bool = False) -> None:
+        """Finish a Parquet file (its footer). ``quiet``: after an error, whose file is
+        removed anyway (a writer left open complains when collected), errors ignored."""
+        writer, self.parquet = self.parquet, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:
+                if not quiet:
+                    raise

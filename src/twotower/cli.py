@@ -1343,19 +1343,8 @@ def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -
     ``fallback`` (``--fallback popular``) a Parquet or CSV file has a ``fallback`` column
     too (``popular`` or empty), as each JSON line has its ``fallback`` key."""
     fmt = _out_format(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    import secrets
-
-    from twotower.artifacts import _alive
-    # a name of this process's own: two commands writing one --out each write their own
-    # file (a shared name had both write one file, and published it half-written); those
-    # of killed commands (their process gone) are removed
-    for left in out.parent.glob(f".{out.name}.tmp-*-*"):
-        pid = left.name[len(f".{out.name}.tmp-"):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            left.unlink(missing_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
-    try:
+    from twotower.artifacts import atomic_file
+    with atomic_file(out) as tmp:  # Ctrl-C, SIGTERM, a full disk: no half-written file
         if fmt == "jsonl":
             with tmp.open("w", encoding="utf-8") as fh:
                 for r in rows:
@@ -1378,14 +1367,25 @@ def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -
                 flat.to_parquet(tmp, index=False)
             else:
                 flat.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    except BaseException as exc:  # Ctrl-C, SIGTERM, a full disk: no half-written file left
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            kept = f"{out} is unchanged" if out.exists() else "nothing was written"
-            raise OSError(exc.errno, f"cannot write {out}: {exc.strerror or exc}; {kept}"
-                          ) from None
-        raise
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from twotower.artifacts import embeddings_format
+    _check_output(args.out, "--out")  # before the work
+    embeddings_format(args.out)
+    model = _load(args.run)
+    what = "items" if args.items else "users"
+    with _writing("--out", args.out):
+        report = model.export_embeddings(args.out, what, vectors=args.vectors)
+    if args.items:
+        left = (f"; {report['unlisted']:,} in no list the run gives (never trained), "
+                "listed false" if report["unlisted"] else "")
+    else:
+        left = (f"; {report['untrained_left_out']:,} never trained on, left out"
+                if report["untrained_left_out"] else "")
+    whose = f"1 {what[:-1]}'s" if report["rows"] == 1 else f"{report['rows']:,} {what}'"
+    _say(f"wrote {whose} {args.vectors} vectors ({report['dim']} wide) to {args.out}{left}")
+    return 0
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
@@ -1580,7 +1580,10 @@ def _writing(flag: str, path: str | Path) -> Iterator[None]:
     except OSError as exc:
         if isinstance(exc, TwoTowerError) or str(exc).startswith(f"{flag}:"):
             raise
-        raise OSError(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
+        why = exc.strerror or str(exc)
+        if why.startswith("cannot write "):  # (``atomic_file``'s: it names the file)
+            raise OSError(f"{flag}: {why}") from None
+        raise OSError(f"{flag}: cannot write {path}: {why}") from None
 
 
 def _check_output(path: str | Path | None, flag: str) -> None:
@@ -1890,6 +1893,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_item_filters(s)
     s.set_defaults(func=cmd_similar)
 
+    x = sub.add_parser(
+        "export", help="write a run's item or user vectors with their ids",
+        description="Write a run's item (candidate) or user (query) vectors with their "
+                    "external ids, for a vector database or another system. With --vectors "
+                    "served (the default) an exported user vector dotted with an exported "
+                    "item vector is `recommend`'s score: the item rows are those the run's "
+                    "index searches (the trained part scaled by the blend, its item-bias "
+                    "column, and the EASE part's columns when the run has them) and the "
+                    "user rows the queries recommend sends (a history tower's from the "
+                    "user's stored history; a 1 against the bias column); a user's top-k "
+                    "is then the k best items with listed true, the user's training items "
+                    "left out. --vectors tower: the candidate and query towers' own "
+                    "embedding_dim-wide outputs, without bias, EASE part or blend scale "
+                    "(their dot product is the trained part's score alone). Items: one row "
+                    "per item of the catalogue; those in no list the run gives (never "
+                    "trained) have listed false. Users: the users the run trained on.")
+    x.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
+    which = x.add_mutually_exclusive_group(required=True)
+    which.add_argument("--items", action="store_true",
+                       help="the item vectors: columns item_id, listed, vector")
+    which.add_argument("--users", action="store_true",
+                       help="the user (query) vectors: columns user_id, vector")
+    x.add_argument("--vectors", choices=("served", "tower"), default="served",
+                   help="served (default): the vectors recommend scores, user . item = its "
+                        "score; tower: the towers' own outputs")
+    x.add_argument("--out", type=_path, required=True,
+                   help="Parquet (.parquet: vector a list of float32), CSV (.csv: columns "
+                        "v0, v1, ...), JSON lines (.jsonl) or numpy (.npz: arrays item_id "
+                        "or user_id, vector [n, d], listed); written in full under a "
+                        "temporary name, then renamed")
+    x.set_defaults(func=cmd_export)
+
     e = sub.add_parser("evaluate", help="metrics on the run's held-out split")
     e.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     e.add_argument("-k", type=int, nargs="+",
@@ -2144,6 +2179,7 @@ _FLAGS = {
     "cmd_train": {"TwoTower.save": "--out"},
     "cmd_recommend": {"`k`": "-k"},
     "cmd_similar": {"`k`": "-k"},
+    "cmd_export": {"`out`": "--out"},
     "cmd_serve": {"`port`": "--port", "`workers`": "--workers", "`max_k`": "--max-k",
                   "`max_batch`": "--max-batch", "`max_results`": "--max-results",
                   "`max_filter`": "--max-filter",

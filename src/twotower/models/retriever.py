@@ -1719,6 +1719,90 @@ class TwoTower:
         self._export_tables()  # predict may have donated the old buffers
         return np.asarray(out["top_ids"], dtype=np.int64)
 
+    def export_embeddings(self, out: str | os.PathLike[str], what: str = "items", *,
+                          vectors: str = "served", chunk_rows: int = 65_536
+                          ) -> dict[str, Any]:
+        """Write the item (candidate) or user (query) vectors with their external ids to
+        ``out``: Parquet (``.parquet``), CSV (``.csv``), JSON lines (``.jsonl``) or numpy
+        (``.npz``), by its suffix (docs/serving.md, "Exporting embeddings").
+
+        With ``vectors="served"`` the item vectors are the rows the run's index searches
+        and the user vectors the queries ``recommend`` sends it: their dot product is
+        ``recommend``'s score (the trained part, scaled, its item-bias column against a
+        query's 1, and the EASE part's columns when the run has them; both sides
+        normalised under a cosine index). ``"tower"``: the candidate and query towers'
+        own ``[., embedding_dim]`` outputs, without bias, EASE part or blend scale.
+
+        Items: one row per item of the catalogue, with ``listed`` False for the items
+        in no list the run gives (``untrained_items``); users: one row per user the run
+        trained on (``untrained_users`` are left out: their query was never trained).
+        Written ``chunk_rows`` rows at a time (Parquet, CSV, JSON lines: no second copy
+        of the vectors in memory; ``.npz`` holds the matrix whole) to a temporary name,
+        renamed into place when complete.
+
+        Returns:
+            ``{"what", "vectors", "rows", "dim", "path"}``, and ``"unlisted"`` (items in
+            no list) or ``"untrained_left_out"`` (users).
+
+        Raises:
+            ConfigError: ``what``, ``vectors`` or ``chunk_rows`` out of their choices, or
+                ``out`` with another suffix.
+            OSError: ``out`` cannot be written (``out`` is then unchanged).
+        """
+        from twotower.artifacts import write_embeddings
+        self._require_fitted()
+        if what not in ("items", "users"):
+            raise ConfigError(f"`what` must be 'items' or 'users', got {what!r}")
+        if vectors not in ("served", "tower"):
+            raise ConfigError(f"`vectors` must be 'served' (what recommend scores) or "
+                              f"'tower' (the towers' own outputs), got {vectors!r}")
+        _check_k(chunk_rows, 1 << 31, "chunk_rows", "rows written at a time")
+        report: dict[str, Any] = {"what": what, "vectors": vectors}
+        if what == "items":
+            rows = np.arange(self.n_items)
+            listed = ~self.untrained_items()
+            report["unlisted"] = int(np.count_nonzero(~listed))
+            vocab, one = self.item_vocab, self._item_vectors
+        else:
+            untrained = self.untrained_users()
+            rows, listed = np.flatnonzero(~untrained), None
+            report["untrained_left_out"] = int(np.count_nonzero(untrained))
+            vocab, one = self.user_vocab, self._user_vectors
+        dim = one(rows[:1], vectors).shape[1]
+        path = write_embeddings(out, what[:-1], vocab.ids[rows], listed,
+                                lambda lo, hi: one(rows[lo:hi], vectors), dim, chunk_rows,
+                                meta={"what": what, "vectors": vectors,
+                                      "metric": self._index.config.metric})
+        return {**report, "rows": len(rows), "dim": int(dim), "path": str(path)}
+
+    def _item_vectors(self, items: np.ndarray, vectors: str = "served") -> np.ndarray:
+        """``[len(items), d]`` float32: the rows the index searches (``served``), or the
+        candidate tower's outputs (``tower``: the served rows' first ``embedding_dim``
+        columns, without the blend's scale)."""
+        if vectors == "tower":
+            v = self.item_embeddings[items, :self.config.embedding_dim]
+            if self._linear is not None:  # (model_scale > 0: ease_weight is at most 0.99)
+                v = (v / np.float64(self._linear.model_scale)).astype(np.float32)
+            return np.array(v, dtype=np.float32)
+        v = np.array(self.item_embeddings[items], dtype=np.float32)
+        return self._as_searched(v)
+
+    def _user_vectors(self, users: np.ndarray, vectors: str = "served") -> np.ndarray:
+        """``[len(users), d]`` float32: the queries ``recommend`` searches with (``served``),
+        or the query tower's outputs (``tower``: without the bias column's 1 and the EASE
+        part)."""
+        if vectors == "tower":
+            return np.ascontiguousarray(self._query_part(users)[:, :self.config.embedding_dim])
+        return self._as_searched(self.query_embeddings(users))
+
+    def _as_searched(self, v: np.ndarray) -> np.ndarray:
+        """``v`` (a fresh float32 array) as the index compares it: normalised in place
+        under a cosine index."""
+        if self._index.config.metric == "cosine":
+            from twotower.index._base import normalise
+            normalise(v)
+        return v
+
     def _net_or_rebuild(self) -> Any:
         if getattr(self, "_net", None) is None:
             raise NotFittedError("the Keras network is not loaded; load the run with "

@@ -1,0 +1,207 @@
+"""``twotower export RUN --items|--users --out FILE`` (``TwoTower.export_embeddings``): the
+vectors with their ids, such that a dot product reproduces ``recommend``'s lists."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.cli_run import run
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The default preset (id+history tower, genre features, item bias, EASE part; 2
+    epochs) on a generated log of 60 users: 39 items with training rows, 5 cold items the
+    genres place, and one (``i44``) whose only genre no trained item has: in no list."""
+    from twotower.cli import main
+    d = tmp_path_factory.mktemp("export-default")
+    rng = np.random.default_rng(0)
+    rows = [f"u{u},i{((u % 3) * 13 + rng.integers(0, 13)) % 40},{1000 * u + j}"
+            for u in range(60) for j in range(8)]
+    (d / "log.csv").write_text("user_id,item_id,timestamp\n" + "\n".join(rows) + "\n")
+    genres = ["Action", "Drama", "Comedy"]
+    (d / "items.csv").write_text("item_id,title,genres\n" + "".join(
+        f"i{i},Item {i},{genres[(i // 13) % 3]}|{genres[i % 3]}\n" for i in range(44))
+        + "i44,Item 44,Solo\n")
+    code = main(["train", "--data", str(d / "log.csv"), "--items", str(d / "items.csv"),
+                 "--split", "none", "--epochs", "2", "--out", str(d / "run")])
+    assert code == 0
+    return d / "run"
+
+
+def _read(path):
+    """(ids, listed or None, [n, d] float32 vectors) of an exported file, any format."""
+    path = str(path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            key = next(k for k in z.files if k.endswith("_id"))
+            return z[key], (z["listed"] if "listed" in z.files else None), z["vector"]
+    if path.endswith(".parquet"):
+        df = pd.read_parquet(path)
+        vectors = np.stack(df["vector"].to_numpy()).astype(np.float32)
+    elif path.endswith(".csv"):
+        df = pd.read_csv(path)
+        vectors = df.filter(regex=r"^v\d+$").to_numpy().astype(np.float32)
+    else:
+        df = pd.DataFrame([json.loads(ln) for ln in open(path, encoding="utf-8")])
+        vectors = np.array(df["vector"].tolist(), dtype=np.float32)
+    key = next(c for c in df.columns if c.endswith("_id"))
+    listed = df["listed"].to_numpy(bool) if "listed" in df else None
+    return df[key].to_numpy(), listed, vectors
+
+
+@pytest.mark.parametrize("which,items_out,users_out", [
+    ("tutorial", "items.parquet", "users.jsonl"),
+    ("default", "items.csv", "users.parquet"),
+    ("default", "items.jsonl", "users.npz"),
+])
+def test_a_dot_product_of_the_exported_vectors_reproduces_recommend(
+        capsys, request, tmp_path, which, items_out, users_out):
+    from twotower import TwoTower
+    rundir = (request.getfixturevalue("tutorial_run")[1] if which == "tutorial"
+              else request.getfixturevalue("default_run"))
+    for flag, out in (("--items", items_out), ("--users", users_out)):
+        code, _, err = run(capsys, "export", rundir, flag, "--out", tmp_path / out)
+        assert code == 0, err
+    item_ids, listed, items = _read(tmp_path / items_out)
+    user_ids, no_listed, users = _read(tmp_path / users_out)
+    model = TwoTower.load(rundir)
+    assert no_listed is None and listed is not None
+    assert item_ids.tolist() == model.item_vocab.ids.tolist()  # every item, ids as they are
+    assert np.array_equal(listed, ~model.untrained_items())
+    assert (~listed).any()  # both runs have items in no list: marked, not left out
+    trained = ~model.untrained_users()
+    assert user_ids.tolist() == model.user_vocab.ids[trained].tolist()
+    picked = [user_ids[i] for i in (0, 7, len(user_ids) // 2, len(user_ids) - 1)]
+    (tmp_path / "who.txt").write_text("".join(f"{u}\n" for u in picked))
+    k = 10
+    code, out, err = run(capsys, "recommend", rundir, "--users", tmp_path / "who.txt",
+                         "-k", k, "--json")
+    assert code == 0, err
+    row_of = {u: i for i, u in enumerate(user_ids.tolist())}
+    col_of = {t: j for j, t in enumerate(item_ids.tolist())}
+    for line in out.splitlines():
+        answer = json.loads(line)
+        u = answer["user_id"]
+        scores = items @ users[row_of[u]]
+        scores[~listed] = -np.inf
+        scores[model.seen_items(model.user_vocab.lookup([u]))[0]] = -np.inf
+        top = np.argsort(-scores, kind="stable")[:k]
+        theirs = [col_of[it["item_id"]] for it in answer["items"]]
+        # recommend's scores are rounded to 6 decimals; ties may come in either order
+        np.testing.assert_allclose([it["score"] for it in answer["items"]], scores[top],
+                                   rtol=1e-5, atol=2e-6)
+        np.testing.assert_allclose(scores[theirs], scores[top], rtol=1e-5, atol=1e-6)
+        assert len(set(theirs)) == k and np.isfinite(scores[theirs]).all()
+
+
+def test_tower_vectors_are_the_networks_own_and_pair_up(capsys, default_run, tmp_path):
+    """--vectors tower: the candidate tower's output (id + genre embeddings), without the
+    bias, the EASE part's columns or the blend's scale; the served rows hold them scaled."""
+    from twotower import TwoTower
+    from twotower.models.retriever import _to_host
+    model = TwoTower.load(default_run, keras=True)
+    d = model.config.embedding_dim
+    for flag in ("--items", "--users"):
+        code, out, err = run(capsys, "export", default_run, flag, "--vectors", "tower",
+                             "--out", tmp_path / f"{flag[2:]}.parquet")
+        assert code == 0 and f"tower vectors ({d} wide)" in out, err
+    _, _, tower = _read(tmp_path / "items.parquet")
+    np.testing.assert_allclose(tower, _to_host(model._net.item_table()), rtol=1e-5,
+                               atol=1e-7)
+    served = model.item_embeddings
+    assert served.shape[1] > d + 1  # the bias column and the EASE part's
+    np.testing.assert_allclose(served[:, :d], tower * model._linear.model_scale, rtol=1e-5,
+                               atol=1e-7)
+    _, _, queries = _read(tmp_path / "users.parquet")
+    assert queries.shape == (len(model.user_vocab), d)
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv", ".jsonl"])
+def test_written_in_chunks_the_file_is_the_same(tutorial_run, tmp_path, suffix):
+    model, _ = tutorial_run
+    whole = model.export_embeddings(tmp_path / f"whole{suffix}", "items")
+    parts = model.export_embeddings(tmp_path / f"parts{suffix}", "items", chunk_rows=100)
+    assert whole["rows"] == parts["rows"] == model.n_items and whole["unlisted"] == 34
+    for a, b in zip(_read(tmp_path / f"whole{suffix}"), _read(tmp_path / f"parts{suffix}")):
+        assert np.array_equal(a, b)
+    _, _, vectors = _read(tmp_path / f"parts{suffix}")
+    assert np.array_equal(vectors, model.item_embeddings)  # text too: the exact float32s
+
+
+def test_a_cosine_index_exports_the_normalised_vectors_it_compares(tutorial_run, tmp_path):
+    import copy
+
+    from twotower.index import IndexConfig
+    model = copy.copy(tutorial_run[0])  # the fixture's index is shared: set one of its own
+    model.set_index(IndexConfig(kind="exact", metric="cosine"))
+    model.export_embeddings(tmp_path / "i.npz", "items")
+    model.export_embeddings(tmp_path / "u.npz", "users")
+    _, listed, items = _read(tmp_path / "i.npz")
+    user_ids, _, users = _read(tmp_path / "u.npz")
+    np.testing.assert_allclose(np.linalg.norm(items[listed], axis=1), 1.0, rtol=1e-5)
+    u = model.user_vocab.lookup(user_ids[:3].tolist())
+    scores, top = model.recommend(u, 5, model.seen_items(u))
+    np.testing.assert_allclose(np.take_along_axis(users[:3] @ items.T, top, axis=1), scores,
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--items", "--out", "{tmp}/v.txt"], "--out: {tmp}/v.txt: expected a .parquet, .csv, "
+                                          ".jsonl (JSON lines) or .npz (numpy) file, got '.txt'"),
+    (["--items", "--out", "{tmp}"], "--out: {tmp} is a directory; give the name of a file"),
+    (["--users", "--out", "{tmp}/f.csv/v.csv"], "--out: cannot write {tmp}/f.csv/v.csv: "
+                                                "{tmp}/f.csv is not a directory"),
+    (["--out", "{tmp}/v.csv"], "one of the arguments --items --users is required"),
+    (["--items", "--users", "--out", "{tmp}/v.csv"], "not allowed with argument"),
+])
+def test_an_out_it_cannot_write_is_refused_before_the_work(capsys, tutorial_run, tmp_path,
+                                                          argv, needle):
+    (tmp_path / "f.csv").write_text("a file")
+    code, _, err = run(capsys, "export", tutorial_run[1],
+                       *[a.format(tmp=tmp_path) for a in argv])
+    assert code == 2 and needle.format(tmp=tmp_path) in err, err
+
+
+def test_a_write_that_fails_leaves_the_previous_file_and_no_temporary(capsys, tutorial_run,
+                                                                     tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+    out = tmp_path / "items.parquet"
+    out.write_bytes(b"previous")
+    calls = []
+
+    def cut(self, table, *a, **kw):
+        calls.append(len(table))
+        raise KeyboardInterrupt if len(calls) == 1 else OSError(errno.ENOSPC,
+                                                              "No space left on device")
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", cut)
+    code, _, err = run(capsys, "export", tutorial_run[1], "--items", "--out", out)
+    assert code == 130 and "interrupted" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["items.parquet"]
+    code, _, err = run(capsys, "export", tutorial_run[1], "--items", "--out", out)
+    assert code == 2 and err.strip() == (f"twotower: error: --out: cannot write {out}: No "
+                                         f"space left on device; {out} is unchanged"), err
+    assert [p.name for p in tmp_path.iterdir()] == ["items.parquet"]
+    assert out.read_bytes() == b"previous"
+
+
+def test_library_arguments_are_checked(tutorial_run, tmp_path):
+    from twotower.errors import ConfigError
+    model, _ = tutorial_run
+    with pytest.raises(ConfigError, match="`what` must be 'items' or 'users', got 'item'"):
+        model.export_embeddings(tmp_path / "x.csv", "item")
+    with pytest.raises(ConfigError, match="`vectors` must be 'served'"):
+        model.export_embeddings(tmp_path / "x.csv", vectors="raw")
+    with pytest.raises(ConfigError, match="`chunk_rows` must be between 1"):
+        model.export_embeddings(tmp_path / "x.csv", chunk_rows=0)
+    with pytest.raises(ConfigError, match=r"`out`: .*x\.txt: expected a \.parquet"):
+        model.export_embeddings(tmp_path / "x.txt")
+    assert list(tmp_path.iterdir()) == []
