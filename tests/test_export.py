@@ -18,7 +18,7 @@ from tests.cli_run import run
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
-    """The default preset (id+history tower, genre features, item bias, EASE part; 2
+    """The default preset (id+history tower, genre features, item bias, EASE part; 1
     epochs) on a generated log of 60 users: 39 items with training rows, 5 cold items the
     genres place, and one (``i44``) whose only genre no trained item has: in no list."""
     from twotower.cli import main
@@ -32,7 +32,7 @@ def default_run(tmp_path_factory):
         f"i{i},Item {i},{genres[(i // 13) % 3]}|{genres[i % 3]}\n" for i in range(44))
         + "i44,Item 44,Solo\n")
     code = main(["train", "--data", str(d / "log.csv"), "--items", str(d / "items.csv"),
-                 "--split", "none", "--epochs", "2", "--out", str(d / "run")])
+                 "--split", "none", "--epochs", "1", "--out", str(d / "run")])
     assert code == 0
     return d / "run"
 
@@ -205,3 +205,20 @@ def test_library_arguments_are_checked(tutorial_run, tmp_path):
     with pytest.raises(ConfigError, match=r"`out`: .*x\.txt: expected a \.parquet"):
         model.export_embeddings(tmp_path / "x.txt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_users_never_trained_on_are_left_out_and_counted(tutorial_run, tmp_path):
+    """A user with no training rows (a split can leave one) has an untrained query:
+    recommend serves them only with a fallback, and the export leaves them out."""
+    import copy
+
+    import scipy.sparse as sp
+    model = copy.copy(tutorial_run[0])
+    keep = np.ones(len(model.user_vocab))
+    keep[3] = 0
+    model._seen = sp.csr_matrix(sp.diags(keep) @ model._seen)
+    model._seen.eliminate_zeros()
+    report = model.export_embeddings(tmp_path / "u.jsonl", "users")
+    assert report["untrained_left_out"] == 1 and report["rows"] == len(model.user_vocab) - 1
+    ids, _, vectors = _read(tmp_path / "u.jsonl")
+    assert model.user_vocab.ids[3] not in ids.tolist() and len(vectors) == len(ids)

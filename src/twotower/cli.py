@@ -1921,8 +1921,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", type=_path, required=True,
                    help="Parquet (.parquet: vector a list of float32), CSV (.csv: columns "
                         "v0, v1, ...), JSON lines (.jsonl) or numpy (.npz: arrays item_id "
-                        "or user_id, vector [n, d], listed); written in full under a "
-                        "temporary name, then renamed")
+                        "or user_id, vector [n, d], listed); written in chunks under a "
+                        "temporary name, then renamed (an --out it cannot write is "
+                        "refused before any work)")
     x.set_defaults(func=cmd_export)
 
     e = sub.add_parser("evaluate", help="metrics on the run's held-out split")
