@@ -160,8 +160,13 @@ def test_a_cosine_index_exports_the_normalised_vectors_it_compares(tutorial_run,
     (["--items", "--out", "{tmp}"], "--out: {tmp} is a directory; give the name of a file"),
     (["--users", "--out", "{tmp}/f.csv/v.csv"], "--out: cannot write {tmp}/f.csv/v.csv: "
                                                 "{tmp}/f.csv is not a directory"),
-    (["--out", "{tmp}/v.csv"], "one of the arguments --items --users is required"),
+    (["--out", "{tmp}/v.csv"], "one of the arguments --items --users --keras is required"),
     (["--items", "--users", "--out", "{tmp}/v.csv"], "not allowed with argument"),
+    (["--keras", "--out", "{tmp}/m.npz"], "--out: {tmp}/m.npz: --keras writes a .keras file"),
+    (["--items", "-k", "5", "--out", "{tmp}/v.csv"], "-k is read with --keras only"),
+    (["--users", "--ids", "indices", "--out", "{tmp}/v.csv"], "--ids is read with --keras only"),
+    (["--keras", "--vectors", "tower", "--out", "{tmp}/m.keras"],
+     "--vectors is read with --items/--users only"),
 ])
 def test_an_out_it_cannot_write_is_refused_before_the_work(capsys, tutorial_run, tmp_path,
                                                           argv, needle):
@@ -222,3 +227,32 @@ def test_users_never_trained_on_are_left_out_and_counted(tutorial_run, tmp_path)
     assert report["untrained_left_out"] == 1 and report["rows"] == len(model.user_vocab) - 1
     ids, _, vectors = _read(tmp_path / "u.jsonl")
     assert model.user_vocab.ids[3] not in ids.tolist() and len(vectors) == len(ids)
+
+
+def test_keras_writes_the_runs_top_k_as_one_model_file(capsys, tutorial_run, tmp_path,
+                                                       monkeypatch):
+    """``export --keras``: ``TwoTower.to_keras`` saved atomically; loaded back (in this
+    process) it lists what ``recommend_ids`` lists. A save cut short leaves the previous
+    file and no temporary one."""
+    import keras
+
+    import twotower.models.keras_layers  # noqa: F401  (registers the layers)
+    model, run_dir = tutorial_run
+    out = tmp_path / "m.keras"
+    code, said, err = run(capsys, "export", run_dir, "--keras", "-k", "7", "--out", out)
+    assert code == 0 and f"top-7 lists to {out}" in said, err
+    net = keras.saving.load_model(out)
+    users = np.array(model.user_vocab.ids[[0, 5, 42]])
+    got = net.predict(users.astype("int32"), verbose=0)
+    scores, ids = model.recommend_ids(users, k=7)
+    np.testing.assert_allclose(got["scores"], scores, rtol=1e-5, atol=1e-5)
+    assert (got["item_ids"] == ids).mean() > 0.95  # (near-ties may swap)
+    before = out.read_bytes()
+
+    def cut(self, path, *a, **kw):  # half a file written, then Ctrl-C
+        open(path, "wb").write(b"half")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(keras.Model, "save", cut)
+    code, _, err = run(capsys, "export", run_dir, "--keras", "--include-seen", "--out", out)
+    assert code == 130 and "interrupted" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["m.keras"] and out.read_bytes() == before

@@ -1111,6 +1111,26 @@ class atomic_file:
             raise exc
 
 
+def save_keras(net: Any, out: str | os.PathLike[str]) -> Path:
+    """Save a ``keras.Model`` (``TwoTower.to_keras``) to ``out``, a ``.keras`` file,
+    atomically (``atomic_file``: Ctrl-C or a full disk leave the old file, or none).
+    Keras writes only names ending in ``.keras``: the model goes to such a name beside
+    the temporary one first (removed on any error; ``atomic_file`` clears one a killed
+    process left, as its name starts with the temporary one's)."""
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise ConfigError(f"`out`: {out}: a Keras model is written to a .keras file, got "
+                          f"{repr(out.suffix) if out.suffix else 'no suffix'}")
+    with atomic_file(out) as tmp:
+        named = tmp.with_name(tmp.name + ".keras")
+        try:
+            net.save(named)
+            os.replace(named, tmp)
+        finally:
+            named.unlink(missing_ok=True)
+    return out
+
+
 #: ``export_embeddings`` formats by suffix
 EMBEDDING_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
                      ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz"}

@@ -1372,6 +1372,13 @@ def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -
 def cmd_export(args: argparse.Namespace) -> int:
     from twotower.artifacts import embeddings_format
     _check_output(args.out, "--out")  # before the work
+    if args.keras:
+        return _export_keras(args)
+    for flag, given in (("-k", args.k is not None), ("--include-seen", args.include_seen),
+                        ("--ids", args.ids is not None)):
+        if given:
+            raise ConfigError(f"{flag} is read with --keras only (the top-k model); "
+                              f"--items/--users write every vector")
     embeddings_format(args.out)
     model = _load(args.run)
     what = "items" if args.items else "users"
@@ -1385,6 +1392,25 @@ def cmd_export(args: argparse.Namespace) -> int:
                 if report["untrained_left_out"] else "")
     whose = f"1 {what[:-1]}'s" if report["rows"] == 1 else f"{report['rows']:,} {what}'"
     _say(f"wrote {whose} {args.vectors} vectors ({report['dim']} wide) to {args.out}{left}")
+    return 0
+
+
+def _export_keras(args: argparse.Namespace) -> int:
+    """``export --keras``: the run's retrieval as one ``.keras`` model (``to_keras``)."""
+    from twotower.artifacts import save_keras
+    if Path(args.out).suffix != ".keras":
+        raise ConfigError(f"--out: {args.out}: --keras writes a .keras file (Keras "
+                          f"reads no other name)")
+    if args.vectors != "served":
+        raise ConfigError("--vectors is read with --items/--users only")
+    model = _load(args.run)
+    k = min(10, model.n_items) if args.k is None else args.k
+    net = model.to_keras(k=k, exclude_seen=not args.include_seen, ids=args.ids or "external")
+    with _writing("--out", args.out):
+        save_keras(net, args.out)
+    _say(f"wrote a Keras model of the run's top-{k} lists to "
+         f"{args.out} (load: import twotower.models.keras_layers, then "
+         f"keras.saving.load_model)")
     return 0
 
 
@@ -1915,13 +1941,27 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the item vectors: columns item_id, listed, vector")
     which.add_argument("--users", action="store_true",
                        help="the user (query) vectors: columns user_id, vector")
+    which.add_argument("--keras", action="store_true",
+                       help="the run's whole retrieval as one Keras model (--out a .keras "
+                            "file): user ids in, top-k scores and item ids out, every table "
+                            "stored inside (exact search); load it after `import "
+                            "twotower.models.keras_layers`")
+    x.add_argument("-k", type=int, help="--keras: list length (default 10, or the catalogue "
+                                        "if smaller)")
+    x.add_argument("--include-seen", action="store_true",
+                   help="--keras: keep users' training items in their lists")
+    x.add_argument("--ids", choices=("external", "indices"),
+                   help="--keras: external (default: the run's integer ids in and out) or "
+                        "indices (user and item indices, for text ids; the file carries both "
+                        "vocabularies)")
     x.add_argument("--vectors", choices=("served", "tower"), default="served",
                    help="served (default): the vectors recommend scores, user . item = its "
                         "score; tower: the towers' own outputs")
     x.add_argument("--out", type=_path, required=True,
                    help="Parquet (.parquet: vector a list of float32), CSV (.csv: columns "
                         "v0, v1, ...), JSON lines (.jsonl) or numpy (.npz: arrays item_id "
-                        "or user_id, vector [n, d], listed); written in chunks under a "
+                        "or user_id, vector [n, d], listed), or with --keras a .keras "
+                        "file; written in chunks under a "
                         "temporary name, then renamed (an --out it cannot write is "
                         "refused before any work)")
     x.set_defaults(func=cmd_export)
