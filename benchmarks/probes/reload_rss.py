@@ -30,7 +30,7 @@ def child(run: str, reloads: int, release: bool) -> None:
     holder = state.ModelHolder(run)
     out = [rss_mb()]
     for _ in range(reloads):
-        holder.reload()
+        holder.reload(reuse=False)  # read the run anew (the same files: kept otherwise)
         time.sleep(state.RELEASE_AFTER_S + 1.0)  # the scheduled release has run
         out.append(rss_mb())
     print(f"{'released' if release else 'kept':>9}: RSS MB after load, then after each "

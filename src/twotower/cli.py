@@ -1104,32 +1104,8 @@ def _read_id_file(path: str, flag: str, what: str, empty_ok: bool = False
                   ) -> tuple[list[str], list[int], Path]:
     """A file of one id a line (``--users``, ``--allow``, ``--deny``): its ids, the line
     each was read from, and the file as messages name it; ``-`` reads standard input."""
-    from twotower.data.readers import not_a_file
-    p = Path(path)
-    if path == "-":
-        if sys.stdin is None or sys.stdin.closed:
-            raise DataError(f"{flag} -: there is no standard input to read ids from")
-        raw, p = sys.stdin.buffer.read(), Path("<stdin>")
-    elif p.is_dir() or not p.exists():
-        raise DataError(f"{flag}: {not_a_file(p)}")
-    else:
-        try:
-            raw = p.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{flag}: cannot read {p} ({exc.strerror or exc})") from None
-    try:  # utf-8-sig: a byte order mark (Excel, Notepad) is not part of the first id
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = exc.object[:exc.start].count(b"\n") + 1
-        raise DataError(f"{flag}: {p}, line {line}: not UTF-8 text ({exc.reason})") from None
-    ids, lines = [], []
-    for n, ln in enumerate(text.splitlines(), 1):
-        if ln.strip():
-            ids.append(ln.strip())
-            lines.append(n)
-    if not ids and not empty_ok:
-        raise DataError(f"{flag}: {p} holds no {what} id (expected one id a line)")
-    return ids, lines, p
+    from twotower.data.readers import read_id_file
+    return read_id_file(path, flag, what, empty_ok=empty_ok)
 
 
 def _stdin_once(args: argparse.Namespace) -> None:
@@ -1723,12 +1699,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if hosts is not None and not hosts:
         raise ConfigError("--allowed-hosts: give host names separated by commas, or '*' for "
                           "any")
-    deny = None
-    if args.deny:  # read once: every model served (reloads, workers) denies these
-        deny, _, _ = _read_id_file(args.deny, "--deny", "item", empty_ok=True)
+    # the file is read by the service: at start-up, and again by every reload
     serve(args.run, host=args.host, port=args.port, workers=args.workers, max_k=args.max_k,
           max_batch=args.max_batch, max_results=args.max_results, allowed_hosts=hosts,
-          access_log=not args.no_access_log, max_filter=args.max_filter, deny=deny)
+          access_log=not args.no_access_log, max_filter=args.max_filter,
+          deny_file=args.deny or None, max_body_bytes=args.max_body)
     return 0
 
 
@@ -2032,10 +2007,18 @@ def build_parser() -> argparse.ArgumentParser:
                          "k (default 100000)")
     sv.add_argument("--max-filter", type=int, default=10_000,
                     help="most item ids in one request's allow or deny list (default 10000)")
+    sv.add_argument("--max-body", type=int, metavar="BYTES",
+                    help="largest request body, in bytes (larger: 413); default: enough "
+                         "for a request at every maximum, --max-batch ids and --max-filter "
+                         "ids in both allow and deny, 32 bytes an id, plus 4096 "
+                         "(676096 with the default limits)")
     sv.add_argument("--deny", type=_path, metavar="FILE",
-                    help="item ids no answer lists, one a line (e.g. out of stock): read "
-                         "once at start-up and kept across reloads; ids the run does not "
-                         "hold are ignored (GET /v1/model counts them)")
+                    help="item ids no answer lists, one a line (e.g. out of stock): read at "
+                         "start-up and again by every reload (SIGHUP, POST /admin/reload; "
+                         "a file that cannot be read or has a bad line refuses the reload, "
+                         "and the old list keeps serving); '-': standard input, read once "
+                         "and kept across reloads (it cannot be read again); ids the run "
+                         "does not hold are ignored (GET /v1/model counts them)")
     sv.add_argument("--allowed-hosts", metavar="NAMES",
                     help="Host header names served, separated by commas ('*': any); "
                          "default: the loopback names when --host is a loopback address "
@@ -2223,7 +2206,8 @@ _FLAGS = {
     "cmd_export": {"`out`": "--out"},
     "cmd_serve": {"`port`": "--port", "`workers`": "--workers", "`max_k`": "--max-k",
                   "`max_batch`": "--max-batch", "`max_results`": "--max-results",
-                  "`max_filter`": "--max-filter",
+                  "`max_filter`": "--max-filter", "`max_body_bytes`": "--max-body",
+                  "`deny_file`": "--deny",
                   "`host`": "--host"},
 }
 

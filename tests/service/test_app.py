@@ -189,34 +189,74 @@ def test_query_k_still_parses_from_the_query_string(client):
         assert r.status_code == 200 and r.json()["k"] == 5
 
 
-def test_oversize_body_is_413(client):
-    big = json.dumps({"user_ids": ["x" * 100] * 900}).encode()
-    assert len(big) > 64 * 1024
-    r = client.post("/v1/recommendations", content=big,
+def _at_the_maximums(n_users: int, n_filter: int) -> bytes:
+    """A batch body at the limits: ``n_users`` user ids and ``n_filter`` ids in both
+    ``allow`` and ``deny``, each of 24 characters (json.dumps' ", " between them)."""
+    ids = [f"SKU-{i:020d}" for i in range(2 * n_filter)]
+    return json.dumps({"user_ids": [f"user-{i:019d}" for i in range(n_users)], "k": 10,
+                       "exclude_seen": True, "fallback": "popular",
+                       "allow": ["50", *ids[1:n_filter]], "deny": ids[n_filter:]}).encode()
+
+
+def test_a_request_at_every_maximum_fits_the_default_body_limit(client):
+    """The limit was 64 KiB whatever the other limits: a request with the documented
+    10,000 allow ids was a 413. The default admits max_batch users and max_filter ids in
+    both lists (24-character ids); a byte more than the limit is a 413 naming the flag."""
+    from twotower.service.app import default_max_body
+    limit = default_max_body(1000, 10_000)
+    body = _at_the_maximums(1000, 10_000)
+    assert 64 * 1024 < len(body) <= limit
+    r = client.post("/v1/recommendations", content=body,
                     headers={"content-type": "application/json"})
-    assert r.status_code == 413
-    assert "65536" in r.json()["detail"]
-    # in the shape of every other error (it had no "model"), by-history's many ids too
+    assert r.status_code == 200, r.text[:300]
+    assert len(r.json()["results"]) == 1000
     label = client.app.state.holder.current.label
-    for path, body in (("/v1/recommendations", big),
-                       ("/v1/recommendations/by-history",
-                        json.dumps({"item_ids": list(range(20_000))}).encode())):
-        r = client.post(path, content=body, headers={"content-type": "application/json"})
+    over = body + b" " * (limit + 1 - len(body))  # JSON still, one byte over the limit
+    for path, content in (("/v1/recommendations", over),
+                          ("/v1/recommendations/by-history",
+                           json.dumps({"item_ids": list(range(100_000))}).encode())):
+        r = client.post(path, content=content, headers={"content-type": "application/json"})
         assert r.status_code == 413 and r.headers["content-type"] == "application/json"
-        assert r.json() == {"model": label,
-                            "detail": "request body too large: the limit is 65536 bytes"}
+        # in the shape of every other error (it had no "model")
+        assert r.json() == {"model": label, "detail": (
+            f"request body too large: {len(content):,} bytes, the limit is {limit:,} bytes "
+            "(twotower serve --max-body BYTES; create_app's max_body_bytes)")}
+    r = client.post("/v1/recommendations", content=over[:-1],
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 200  # at the limit exactly
+
+
+def test_the_body_limit_follows_the_other_limits_or_max_body_bytes(run_dir):
+    from twotower.errors import ConfigError
+    from twotower.service import create_app
+    app = create_app(run_dir, max_batch=2, max_filter=3, access_log=False)
+    with TestClient(app) as c:
+        body = _at_the_maximums(2, 3)
+        assert c.post("/v1/recommendations", content=body, headers={
+            "content-type": "application/json"}).status_code == 200
+        r = c.post("/v1/recommendations", content=body + b" " * 5000,
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "the limit is 4,352 bytes" in r.json()["detail"]
+    with TestClient(create_app(run_dir, max_body_bytes=100, access_log=False)) as c:
+        r = c.post("/v1/recommendations", content=_at_the_maximums(1, 0),
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "the limit is 100 bytes" in r.json()["detail"]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="`max_body_bytes` must be an integer >= 1"):
+            create_app(run_dir, max_body_bytes=bad)
 
 
 def test_oversize_chunked_body_is_413(client):
     def chunks():
         yield b'{"user_ids": ['
-        for _ in range(2000):
+        for _ in range(12_000):
             yield b'"' + b"y" * 60 + b'",'
         yield b'"z"]}'
 
     r = client.post("/v1/recommendations", content=chunks(),
                     headers={"content-type": "application/json"})
     assert r.status_code == 413
+    assert r.json()["detail"].startswith("request body too large: the limit is 676,096 ")
 
 
 # ------------------------------------------------------------------ by history
@@ -969,7 +1009,7 @@ def test_a_reload_gives_the_freed_heap_back(monkeypatch, run_dir):
     monkeypatch.setattr(state, "RELEASE_AFTER_S", 0.0)
     monkeypatch.setattr(state, "release_freed_memory", lambda: done.set())
     holder = state.ModelHolder(run_dir)
-    holder.reload()
+    holder.reload(reuse=False)  # (the same run: its model would be kept)
     assert done.wait(10)
 
 

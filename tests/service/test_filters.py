@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tests.service.conftest import TOKEN
+from twotower.errors import ConfigError
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 OUT_OF_STOCK = [f"i{i}" for i in range(0, 10)] + ["SKU-unknown"]
@@ -113,7 +114,10 @@ def test_the_server_deny_list_holds_for_every_answer_and_across_reloads(denying,
     model, run = tiny
     denied = set(OUT_OF_STOCK)
     info = denying.get("/v1/model").json()
-    assert info["deny"] == {"items": 10, "unknown_ids": 1}
+    deny = info["deny"]
+    assert {k: deny[k] for k in ("file", "reread_on_reload", "ids", "items", "unknown_ids")
+            } == {"file": None, "reread_on_reload": False, "ids": 11, "items": 10,
+                  "unknown_ids": 1}
 
     def check(c):
         listed = []
@@ -138,35 +142,149 @@ def test_the_server_deny_list_holds_for_every_answer_and_across_reloads(denying,
     shutil.copytree(run, other)
     r = denying.post("/admin/reload", json={"run_dir": str(other)}, headers=AUTH)
     assert r.status_code == 200, r.json()
-    assert denying.get("/v1/model").json()["deny"] == {"items": 10, "unknown_ids": 1}
+    assert denying.get("/v1/model").json()["deny"] == deny  # the same reading
     check(denying)
 
 
-def test_serve_deny_file_reaches_every_worker(tiny, tmp_path, monkeypatch, capsys):
-    """``twotower serve --deny FILE`` reads the file once and hands its ids to ``serve``;
-    with several workers each worker's app gets them from the file the parent wrote."""
+@pytest.fixture()
+def oos(tiny, tmp_path):
+    """A deny file (``i0``..``i4`` and an id the run does not hold) and a service reading
+    it (``create_app(deny_file=...)``)."""
+    from twotower.service import create_app
+    p = tmp_path / "oos.txt"
+    p.write_text("i0\ni1\n\ni2\ni3\ni4\nSKU-gone\n")
+    with TestClient(create_app(tiny[1], admin_token=TOKEN, deny_file=p,
+                               access_log=False)) as c:
+        yield p, c
+
+
+def _listed(c):
+    out = set()
+    for u in range(20):
+        out |= set(_ids(c.get("/v1/recommendations", params={"user_id": f"u{u}", "k": 25}
+                              ).json()["items"]))
+    return out
+
+
+def test_a_reload_reads_the_deny_file_again(oos):
+    """``--deny FILE`` was read once at start-up: a changed out-of-stock list needed a
+    restart. Every reload reads it again; a reload of the same run keeps its model (the
+    arrays are not read again) and prepares the new list."""
+    p, c = oos
+    info = c.get("/v1/model").json()["deny"]
+    assert {k: info[k] for k in ("file", "reread_on_reload", "ids", "items", "unknown_ids")
+            } == {"file": str(p), "reread_on_reload": True, "ids": 6, "items": 5,
+                  "unknown_ids": 1}
+    assert not {"i0", "i4"} & _listed(c)
+    holder = c.app.state.holder
+    before = holder.current
+    p.write_text("i4\ni5\ni6\n")
+    r = c.post("/admin/reload", headers=AUTH)
+    assert r.status_code == 200 and r.json()["run_loaded"] is False, r.json()
+    assert holder.current.model is before.model  # the run's files unchanged: kept
+    after = c.get("/v1/model").json()["deny"]
+    assert (after["ids"], after["items"], after["unknown_ids"]) == (3, 3, 0)
+    assert after["digest"] != info["digest"] and after["read_at"] >= info["read_at"]
+    listed = _listed(c)
+    assert "i0" in listed and not {"i4", "i5", "i6"} & listed
+    assert "i0" in _ids(c.post("/v1/recommendations", json={
+        "user_ids": ["ghost"], "fallback": "popular", "k": 27}).json()["results"][0]["items"])
+
+
+@pytest.mark.parametrize("fault", ["missing", "not_utf8", "columns"])
+def test_a_reload_with_a_bad_deny_file_is_refused_as_a_whole(oos, tmp_path, fault, caplog,
+                                                              monkeypatch):
+    """A reload whose deny file is missing, unreadable or has a bad line serves neither
+    the new run nor the new list: the old model and the old list keep serving, and the
+    error names the file and the line."""
+    import logging
+    p, c = oos
+    other = tmp_path / "other"  # a run of its own name: a swap would show in the label
+    shutil.copytree(c.app.state.holder.current.run_dir, other)
+    label, info, listed = (c.get("/healthz").json()["model"],
+                           c.get("/v1/model").json()["deny"], _listed(c))
+    if fault == "missing":
+        p.unlink()
+        where = f"file not found: {p}"
+    elif fault == "not_utf8":
+        p.write_bytes(b"i5\n\ni6\xff\n")
+        where = f"{p}, line 3: not UTF-8 text"
+    else:  # a file of two columns: its lines deny nothing
+        p.write_text("i5\ni6,2\n")
+        where = f"{p}, line 2: 'i6,2' is no item id of the run and holds ','"
+    # (a `serve` run by another test keeps the service's lines from the root logger)
+    monkeypatch.setattr(logging.getLogger("twotower.service"), "propagate", True)
+    with caplog.at_level(logging.ERROR, logger="twotower.service"):
+        r = c.post("/admin/reload", json={"run_dir": str(other)}, headers=AUTH)
+    assert r.status_code == 422 and r.json()["model"] == label
+    assert where in r.json()["detail"] and f"still serving {label}" in r.json()["detail"]
+    assert any(where in rec.getMessage() for rec in caplog.records)
+    assert c.get("/healthz").json()["model"] == label
+    assert c.get("/v1/model").json()["deny"] == info and _listed(c) == listed
+    assert 'twotower_model_reloads_total{result="error"} 1' in c.get("/metrics").text
+
+
+def test_a_deny_list_from_stdin_is_kept_across_reloads(tiny, monkeypatch, capsys):
+    """``--deny -`` cannot be read again: the list read at start-up stays, and
+    ``GET /v1/model`` says so."""
+    import io
+    import sys
+
+    from twotower.service import create_app
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"i0\ni1\n")))
+    with TestClient(create_app(tiny[1], admin_token=TOKEN, deny_file="-")) as c:
+        info = c.get("/v1/model").json()["deny"]
+        assert (info["file"], info["reread_on_reload"], info["items"]) == ("<stdin>", False, 2)
+        assert c.post("/admin/reload", headers=AUTH).status_code == 200
+        assert c.get("/v1/model").json()["deny"] == info
+        assert not {"i0", "i1"} & _listed(c)
+    with pytest.raises(ConfigError, match="`deny` and `deny_file` both"):
+        create_app(tiny[1], deny=["i1"], deny_file="-")
+
+
+def test_serve_deny_file_reaches_the_service(tiny, tmp_path, monkeypatch, capsys):
+    """``twotower serve --deny FILE`` hands the file to the service, which reads it (at
+    start-up, and again on each reload); its faults are one line naming ``--deny``."""
     from tests.cli_run import run
-    from twotower.service import server
+    from twotower.service import create_app
     _, rundir = tiny
     got = {}
     monkeypatch.setattr("twotower.service.serve", lambda *a, **kw: got.update(kw))
     p = tmp_path / "oos.txt"
     p.write_text("i1\n\ni2\nSKU-9\n")
-    code, out, err = run(capsys, "serve", rundir, "--deny", p, "--max-filter", "7")
-    assert code == 0 and got["deny"] == ["i1", "i2", "SKU-9"] and got["max_filter"] == 7
+    code, out, err = run(capsys, "serve", rundir, "--deny", p, "--max-filter", "7",
+                         "--max-body", "5000")
+    assert code == 0 and got["deny_file"] == str(p) and got["max_filter"] == 7
+    assert got["max_body_bytes"] == 5000
+    code, out, err = run(capsys, "serve", rundir)
+    assert code == 0 and got["deny_file"] is None and got["max_body_bytes"] is None
+    # the service reads the file (here: its app, built as `serve` builds it)
+    monkeypatch.setattr("twotower.service.serve",
+                        lambda run_, **kw: create_app(run_, deny_file=kw["deny_file"],
+                                                      max_body_bytes=kw["max_body_bytes"]))
     code, out, err = run(capsys, "serve", rundir, "--deny", tmp_path / "nothing.txt")
-    assert code == 2 and "--deny: " in err and "nothing.txt" in err
+    assert code == 2 and "--deny: file not found: " in err and "nothing.txt" in err
     p.write_bytes(b"i1\n\xfe\n")
     code, out, err = run(capsys, "serve", rundir, "--deny", p)
     assert code == 2 and f"--deny: {p}, line 2: not UTF-8 text" in err
-    # the workers' factory
+    code, out, err = run(capsys, "serve", rundir, "--max-body", "0")
+    assert code == 2 and "--max-body must be an integer >= 1, got 0" in err
+
+
+def test_workers_start_from_the_reading_of_the_parent(tiny, tmp_path, monkeypatch):
+    """The workers' factory builds its app from the reading the parent wrote."""
+    from twotower.service import server
+    from twotower.service.deny import DenyList
+    p = tmp_path / "oos.txt"
+    p.write_text("i3\ni4\n")
     ids = tmp_path / "deny.json"
-    ids.write_text(json.dumps(["i3", "i4"]))
-    monkeypatch.setenv(server._ENV_RUN, str(rundir))
+    ids.write_text(DenyList.read(p).to_json())
+    monkeypatch.setenv(server._ENV_RUN, str(tiny[1]))
     monkeypatch.setenv(server._ENV_DENY, str(ids))
     monkeypatch.setenv(server._ENV_SETTINGS, json.dumps({"max_filter": 5}))
-    app = server._app_from_env()
-    assert app.state.holder.current.deny.n_denied == 2
+    p.write_text("i5\n")  # read by the parent, not by each worker on its own
+    holder = server._app_from_env().state.holder
+    assert holder.current.deny.n_denied == 2 and holder.deny_list.file == str(p)
 
 
 def test_several_workers_get_the_list_the_parent_read(tiny, monkeypatch):
@@ -193,6 +311,54 @@ def test_several_workers_get_the_list_the_parent_read(tiny, monkeypatch):
     server.serve(tiny[1], port=0, workers=2, access_log=False, deny=ids)
     assert (seen["deny"].n_denied, seen["deny"].n_unknown) == (5, 100)
     assert not os.path.exists(seen["path"])
+
+
+def test_a_sighup_gives_every_new_worker_the_new_list(tiny, tmp_path, monkeypatch, caplog):
+    """With several workers, a SIGHUP has uvicorn replace them one by one, each building
+    its app anew: the parent reads the deny file again first, once, and every replacement
+    serves that reading (they started from the parent's start-up reading for good). A
+    file that cannot be read skips the restart: the workers keep serving, list and all."""
+    import logging
+
+    import uvicorn.supervisors
+
+    from twotower.service import server
+    p = tmp_path / "oos.txt"
+    p.write_text("i0\ni1\n")
+    workers, restarts = [], []
+
+    class Supervisor:  # stands in for uvicorn's: "workers" are apps built in process
+        def __init__(self, config, sockets):
+            self.sockets = sockets
+
+        def start_workers(self):
+            return [server._app_from_env().state.holder.current.deny.n_denied
+                    for _ in range(2)]
+
+        def handle_hup(self):  # uvicorn's restart_all: new workers, one by one
+            restarts.append(os.environ[server._ENV_DENY])
+            workers.append(self.start_workers())
+
+        def run(self):
+            workers.append(self.start_workers())
+            p.write_text("i2\ni3\ni4\n")
+            self.handle_hup()
+            p.write_bytes(b"i5\n\xff\n")
+            # (serve's logging config keeps the service's lines from the root logger)
+            monkeypatch.setattr(logging.getLogger("twotower.service"), "propagate", True)
+            with caplog.at_level(logging.ERROR, logger="twotower.service"):
+                self.handle_hup()  # refused: the restart skipped
+            p.write_text("i5\n")
+            self.handle_hup()
+            for s in self.sockets:
+                s.close()
+    monkeypatch.setattr(uvicorn.supervisors, "Multiprocess", Supervisor)
+    for key in (server._ENV_RUN, server._ENV_SETTINGS, server._ENV_DENY):
+        monkeypatch.setenv(key, "")
+    server.serve(tiny[1], port=0, workers=2, access_log=False, deny_file=p)
+    assert workers == [[2, 2], [3, 3], [1, 1]]
+    assert len(restarts) == 2 and not any(os.path.exists(r) for r in restarts)
+    assert any(f"{p}, line 2: not UTF-8 text" in r.getMessage() for r in caplog.records)
 
 
 def test_an_integral_number_is_an_integer_id(client):

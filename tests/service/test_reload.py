@@ -28,6 +28,7 @@ def test_reload_to_a_new_run(fresh, history_run):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["previous"] == old and body["current"].startswith("history@")
+    assert body["run_loaded"] is True
     assert c.get("/healthz").json()["model"] == body["current"]
     assert c.get("/v1/model").json()["supports_history"] is True
     assert c.post("/v1/recommendations/by-history", json={"item_ids": [50]}).status_code == 200
@@ -41,6 +42,11 @@ def test_reload_without_a_body_rereads_the_current_run(fresh):
     assert r.status_code == 200, r.text
     assert fresh.state.holder.current is not before
     assert r.json()["current"] == before.label  # same files, same version
+    # ...whose model in memory is kept, not read again (reuse=False reads them anyway)
+    assert r.json()["run_loaded"] is False
+    assert fresh.state.holder.current.model is before.model
+    old, new = fresh.state.holder.reload(reuse=False)
+    assert new.model is not before.model and new.label == before.label
 
 
 def test_reload_rereads_a_symlinked_run_dir_as_it_points_now(run_dir, history_run, tmp_path):

@@ -12,6 +12,8 @@ import time
 import httpx
 import pytest
 
+from twotower.service.protocol import unparsed_detail
+
 TOKEN = "test-admin-token"
 
 
@@ -40,12 +42,15 @@ def _wait_for(predicate, timeout: float = 30.0) -> bool:
     return False
 
 
-def test_twotower_serve_subprocess(run_dir, free_port):
+def test_twotower_serve_subprocess(run_dir, free_port, tmp_path):
     port = free_port
     env = {**os.environ, "KERAS_BACKEND": "jax", "TWOTOWER_ADMIN_TOKEN": TOKEN,
            "PYTHONUNBUFFERED": "1"}
+    deny = tmp_path / "oos.txt"
+    deny.write_text("50\n181\n")
     proc = subprocess.Popen([sys.executable, "-m", "twotower.cli", "serve", str(run_dir),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE,
+                             "--port", str(port), "--deny", str(deny), "--max-body",
+                             "65536"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -58,13 +63,17 @@ def test_twotower_serve_subprocess(run_dir, free_port):
             assert r.status_code == 200 and len(r.json()["results"]) == 3
             assert c.get("/").status_code == 200
             # over the limits, answers in the service's JSON error shape: a body over
-            # 64 KiB (the app's 413), a URL over 65,535 bytes (uvicorn's parser refuses
-            # it: it was a plain-text "Invalid HTTP request received.")
-            r = c.post("/v1/recommendations/by-history",
-                       json={"item_ids": list(range(20_000))})
+            # --max-body (the app's 413), a URL over 65,535 bytes (uvicorn's parser refuses
+            # it: it was a plain-text "Invalid HTTP request received."), a body whose
+            # chunked framing is broken (the same parser's; it named no model)
+            body = json.dumps({"item_ids": list(range(20_000))}).encode()
+            r = c.post("/v1/recommendations/by-history", content=body,
+                       headers={"content-type": "application/json"})
             assert r.status_code == 413 and r.json() == {
                 "model": health["model"],
-                "detail": "request body too large: the limit is 65536 bytes"}
+                "detail": f"request body too large: {len(body):,} bytes, the limit is "
+                          "65,536 bytes (twotower serve --max-body BYTES; create_app's "
+                          "max_body_bytes)"}
             import http.client  # (httpx refuses to send such a URL)
             raw = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
             raw.request("GET", "/v1/recommendations?user_id=" + "1" * 70_000)
@@ -73,13 +82,27 @@ def test_twotower_serve_subprocess(run_dir, free_port):
             raw.close()
             assert r.status == 400 and r.getheader("content-type") == "application/json"
             assert json.loads(text)["detail"].startswith("request URL too long: 70,")
+            assert json.loads(text)["model"] == health["model"]
             assert "the limit is 65,535; send long id lists in a POST body" in text
             assert r.getheader("x-content-type-options") == "nosniff"
+            import socket
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.sendall(b"POST /v1/recommendations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Content-Type: application/json\r\nTransfer-Encoding: "
+                            b"chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+                head, _, text = raw.recv(65536).decode().partition("\r\n\r\n")
+            assert head.startswith("HTTP/1.1 400 ") and json.loads(text) == {
+                "model": health["model"], "detail": unparsed_detail(None)}
+            # the deny list, read again by a SIGHUP (it was read once, at start-up)
+            info = c.get("/v1/model").json()["deny"]
+            assert (info["file"], info["items"]) == (str(deny), 2)
+            deny.write_text("50\n")
             # SIGHUP reloads the run in place, without dropping the service
             proc.send_signal(signal.SIGHUP)
             assert _wait_for(lambda: 'twotower_model_reloads_total{result="ok"} 1'
                              in c.get("/metrics").text)
             assert c.get("/healthz").status_code == 200
+            assert c.get("/v1/model").json()["deny"]["items"] == 1
             r = c.post("/admin/reload", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
             assert r.status_code == 200, r.text
     finally:
@@ -104,6 +127,11 @@ def test_twotower_serve_subprocess(run_dir, free_port):
     assert {a["model"] for a in access if a["path"] == "/v1/recommendations"} == {
         health["model"]}
     assert {a["model"] for a in access if a["path"] == "/metrics"} == {None}
+    # the request whose chunked body was broken: logged as the 400 it got, not a 500
+    # with an "Exception in ASGI application" traceback
+    assert "Exception in ASGI application" not in err
+    assert [a["status"] for a in access if a["path"] == "/v1/recommendations"
+            and a["method"] == "POST"] == [200, 400]
 
 
 def test_serve_refuses_a_broken_run_before_binding(broken_run, free_port):

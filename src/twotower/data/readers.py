@@ -54,6 +54,49 @@ def not_a_file(p: Path) -> str:
     return f"file not found: {p}"
 
 
+def read_id_file(path: str | Path, name: str, what: str, empty_ok: bool = False
+                 ) -> tuple[list[str], list[int], Path]:
+    """A text file of one id a line (blank lines skipped, whitespace around an id
+    stripped, a byte order mark ignored): its ids, the line each was read from, and the
+    file as messages name it (``<stdin>`` for ``-``, which reads standard input).
+
+    Args:
+        path: the file, or ``-``.
+        name: what messages call it (a flag, ``--deny``, or an argument, ```deny_file```).
+        what: the kind of id (``item``, ``user``), for the message of an empty file.
+        empty_ok: a file of no id is fine (else a DataError).
+
+    Raises:
+        DataError: the file is missing, unreadable, not UTF-8 (naming the line), or empty
+            when that is not ``empty_ok``.
+    """
+    p = Path(path)
+    if str(path) == "-":
+        if sys.stdin is None or sys.stdin.closed:
+            raise DataError(f"{name} -: there is no standard input to read ids from")
+        raw, p = sys.stdin.buffer.read(), Path("<stdin>")
+    elif p.is_dir() or not p.exists():
+        raise DataError(f"{name}: {not_a_file(p)}")
+    else:
+        try:
+            raw = p.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{name}: cannot read {p} ({exc.strerror or exc})") from None
+    try:  # utf-8-sig: a byte order mark (Excel, Notepad) is not part of the first id
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise DataError(f"{name}: {p}, line {line}: not UTF-8 text ({exc.reason})") from None
+    ids, lines = [], []
+    for n, ln in enumerate(text.splitlines(), 1):
+        if ln.strip():
+            ids.append(ln.strip())
+            lines.append(n)
+    if not ids and not empty_ok:
+        raise DataError(f"{name}: {p} holds no {what} id (expected one id a line)")
+    return ids, lines, p
+
+
 _COMPRESSED = {".gz", ".bz2", ".xz", ".zst", ".zip"}
 
 

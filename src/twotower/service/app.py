@@ -38,6 +38,7 @@ from twotower.models.retriever import untrained_item_error, untrained_user_error
 from twotower.service import schemas as S
 from twotower.service.observability import (REQUEST_MODEL, SECURITY_HEADERS, Metrics,
                                             RequestMiddleware, gauge)
+from twotower.service.deny import DenyList
 from twotower.service.state import (ModelHolder, ReloadInProgress, ReloadRefused, ServedModel,
                                      utf8_ok)
 
@@ -75,6 +76,20 @@ class JSONResponse(_JSONResponse):
 
 #: ``k`` when a request gives none, capped at what the catalogue can fill
 DEFAULT_K = 10
+#: a request body's bytes per id, for the default body limit (``default_max_body``): an
+#: id of 24 characters (a UUID without its dashes is 32, a 64-bit number 20 at most),
+#: its two quotes, and the ", " json.dumps writes after it, with 4 bytes of room
+BODY_BYTES_PER_ID = 32
+#: the rest of a body at every maximum (keys, ``k``, flags: under 200 bytes), with room
+BODY_OVERHEAD_BYTES = 4096
+
+
+def default_max_body(max_batch: int, max_filter: int) -> int:
+    """The body limit that admits a request at every maximum: ``max_batch`` user (or
+    history) ids and ``max_filter`` ids in both ``allow`` and ``deny``, each of
+    ``BODY_BYTES_PER_ID`` bytes, plus ``BODY_OVERHEAD_BYTES``: 676,096 bytes (660 KiB) at
+    the defaults (1,000 and 10,000)."""
+    return BODY_OVERHEAD_BYTES + BODY_BYTES_PER_ID * (max_batch + 2 * max_filter)
 #: one listed item's share of a response's cost, in scored pairs (``offload``; a rough
 #: weight, not measured)
 _JSON_ITEM_COST = 512
@@ -230,9 +245,10 @@ async def _check_body_keys(request: Request) -> None:
 
 def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: int = 1000,
                max_batch: int = 1000, max_results: int = 100_000,
-               max_body_bytes: int = 64 * 1024, allowed_hosts: Sequence[str] | None = None,
+               max_body_bytes: int | None = None, allowed_hosts: Sequence[str] | None = None,
                access_log: bool = True, inline_max_scores: int = 1 << 20,
-               max_filter: int = 10_000, deny: Iterable[Any] | None = None) -> FastAPI:
+               max_filter: int = 10_000, deny: Iterable[Any] | DenyList | None = None,
+               deny_file: str | Path | None = None) -> FastAPI:
     """Build the FastAPI app serving one run directory.
 
     Args:
@@ -243,7 +259,9 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         max_batch: most user ids (or history items) in one request body.
         max_results: most (user, item) entries one batch request may ask for (users x k;
             a 6 KB body of 1,000 users at k = 1,000 asked for a 71 MB answer).
-        max_body_bytes: larger request bodies are refused with 413.
+        max_body_bytes: larger request bodies are refused with 413 (``twotower serve
+            --max-body``); None: ``default_max_body(max_batch, max_filter)``, large
+            enough for a request at every maximum with ids of 24 characters.
         allowed_hosts: the host names requests may name in their Host header (others get
             400; a guard against DNS rebinding of a loopback service); None or ``"*"``:
             any.
@@ -255,12 +273,19 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             stock): mapped to the run's items and prepared once when a run is loaded,
             and kept across reloads; ids the run does not know are ignored (counted in
             ``GET /v1/model``'s ``deny``).
+        deny_file: the same list as a file of one item id a line, read now and again by
+            every reload (``POST /admin/reload``, SIGHUP): a reload whose file is missing,
+            unreadable or has a bad line is refused as a whole (the old model and list
+            keep serving). ``-``: standard input, read now, once (kept across reloads).
 
     Returns:
         The app; ``app.state.holder`` holds the served model.
 
     Raises:
         ArtifactError: the run cannot be loaded.
+        ConfigError: a setting is out of range, or both ``deny`` and ``deny_file`` are
+            given.
+        DataError: ``deny_file`` cannot be read or has a bad line (naming it).
 
     Example:
         >>> from fastapi.testclient import TestClient          # doctest: +SKIP
@@ -277,9 +302,17 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         raise ConfigError(f"`max_results` must be >= 1, got {max_results}")
     if not 1 <= max_filter:
         raise ConfigError(f"`max_filter` must be >= 1, got {max_filter}")
-    if deny is not None:
-        from twotower.models.retriever import _item_id_list
-        deny = _item_id_list(deny, "deny")
+    if max_body_bytes is None:
+        max_body_bytes = default_max_body(max_batch, max_filter)
+    elif isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or \
+            max_body_bytes < 1:
+        raise ConfigError(f"`max_body_bytes` must be an integer >= 1, got {max_body_bytes!r}")
+    if deny is not None and deny_file is not None:
+        raise ConfigError("`deny` and `deny_file` both give the deny list: give one")
+    if deny_file is not None:
+        deny = DenyList.read(deny_file)
+    elif deny is not None and not isinstance(deny, DenyList):
+        deny = DenyList.of_ids(deny)
     if allowed_hosts is not None:
         allowed_hosts = [h.strip() for h in allowed_hosts if str(h).strip()]
         if not allowed_hosts:
@@ -710,8 +743,11 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         def reload(req: Annotated[S.ReloadRequest | None, Body()] = None) -> JSONResponse:
             """Load a run next to the current one, then switch to it atomically.
 
-            In-flight requests finish on the old model; a run that fails to load is refused
-            (422, with the reason) and the old model keeps serving."""
+            In-flight requests finish on the old model; a run that fails to load, or a
+            deny list file (``--deny FILE``, read again) that cannot be read or has a bad
+            line, is refused (422, with the reason) and the old model and list keep
+            serving. A run whose files are those served keeps its model in memory
+            (``run_loaded`` false): only the deny list is read again."""
             t0 = time.perf_counter()
             try:
                 old, new = holder.reload(req.run_dir if req is not None else None)
@@ -724,7 +760,8 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
                 box["label"] = new.label
             return JSONResponse({"status": "reloaded", "previous": old.label,
                                  "current": new.label,
-                                 "load_seconds": round(time.perf_counter() - t0, 3)})
+                                 "load_seconds": round(time.perf_counter() - t0, 3),
+                                 "run_loaded": new.model is not old.model})
 
     # ------------------------------------------------------------ the page
     index_html = (STATIC / "index.html").read_text(encoding="utf-8")

@@ -104,7 +104,19 @@ def gauge(name: str, help_: str, samples: Iterable[tuple[dict[str, str], float]]
     return lines
 
 
-_TOO_LARGE = "request body too large: the limit is {:d} bytes"
+#: set in a request's scope by the HTTP protocol when it answered 400 itself: the request's
+#: body could not be parsed (``protocol.JSONErrorsHTTPProtocol``), the app's read of it
+#: then ends in a disconnect (logged as a 500 and an "Exception in ASGI application"
+#: traceback before)
+UNPARSED = "twotower.unparsed"
+
+
+def too_large(limit: int, length: int | None = None) -> str:
+    """The 413's ``detail``: the limit, the flag that sets it, and the body's size when
+    its ``Content-Length`` gave it (a chunked upload is refused past the limit unread)."""
+    size = "" if length is None else f"{length:,} bytes, "
+    return (f"request body too large: {size}the limit is {limit:,} bytes (twotower serve "
+            "--max-body BYTES; create_app's max_body_bytes)")
 
 
 def _served_label(scope: dict[str, Any]) -> str | None:
@@ -162,12 +174,13 @@ class RequestMiddleware:
                 return
             await send(message)
 
-        async def refuse(status: int = 413, detail: str | None = None) -> None:
+        async def refuse(status: int = 413, detail: str | None = None,
+                         length: int | None = None) -> None:
             state["refused"] = True
             state["status"] = status
             # the service's error shape, the model named as every answer names it
             label = model.setdefault("label", _served_label(scope))
-            body = json.dumps({"model": label, "detail": _TOO_LARGE.format(limit)
+            body = json.dumps({"model": label, "detail": too_large(limit, length)
                                if detail is None else detail}, ensure_ascii=False).encode()
             await send({"type": "http.response.start", "status": status,
                         "headers": [(b"content-type", b"application/json"),
@@ -195,13 +208,16 @@ class RequestMiddleware:
                     f"{', '.join(sorted(self.allowed_hosts))} (twotower serve "
                     "--allowed-hosts)"))
             elif length is not None and length > limit:
-                await refuse()
+                await refuse(length=length)
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
         except Exception:
-            if not state["refused"]:
+            if not state["refused"] and not scope.get(UNPARSED):
                 raise
         finally:
+            if scope.get(UNPARSED) and not state["started"]:  # what the client was sent
+                state["status"] = 400
+                model.setdefault("label", _served_label(scope))
             elapsed = time.perf_counter() - t0
             method = scope.get("method", "")
             status = int(state["status"])

@@ -2,18 +2,21 @@
 
 uvicorn answers a request it cannot parse before any app code runs, as plain text
 ``Invalid HTTP request received.``: with httptools, a URL of 65,536 bytes or more (a GET
-whose query string lists many ids); with h11, a request line and headers over 16 KiB. This
-protocol answers them as the service answers every error, JSON with a ``detail`` naming the
-limit (no ``model``: the request reached no model), and the security headers.
+whose query string lists many ids), or a body whose framing is broken (a malformed chunk
+of a chunked upload, two ``Content-Length`` headers); with h11, a request line and headers
+over 16 KiB. This protocol answers them as the service answers every error: JSON with the
+``model`` served (as the body-size and Host refusals name it, made before any handler too)
+and a ``detail`` naming the limit, and the security headers.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from twotower.service.observability import SECURITY_HEADERS
+from twotower.service.observability import SECURITY_HEADERS, UNPARSED
 
 #: the longest URL httptools parses (its URL parser keeps 16-bit offsets)
 MAX_URL_BYTES = 65_535
@@ -27,8 +30,22 @@ def unparsed_detail(url_bytes: int | None) -> str:
                 "send long id lists in a POST body (POST /v1/recommendations, "
                 "/v1/recommendations/by-history)")
     return ("invalid HTTP request: it could not be read as HTTP/1.1 (a malformed request "
-            f"line or header, a URL over {MAX_URL_BYTES:,} bytes, or headers over the "
-            "server's limit)")
+            f"line or header, a URL over {MAX_URL_BYTES:,} bytes, headers over the "
+            "server's limit, or a body whose chunked framing or Content-Length is "
+            "malformed)")
+
+
+def served_label(app: Any) -> str | None:
+    """The label of the model the app serves (``app.state.holder``), looked up through
+    the middleware uvicorn wraps it in (their ``app``); None where there is none."""
+    for _ in range(8):  # (a few wrappers: proxy headers, message logger, ASGI 2)
+        try:
+            return app.state.holder.current.label  # type: ignore[no-any-return]
+        except AttributeError:
+            app = getattr(app, "app", None)
+            if app is None:
+                return None
+    return None
 
 
 class JSONErrorsHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
@@ -36,9 +53,13 @@ class JSONErrorsHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
     the service's JSON error shape."""
 
     def send_400_response(self, msg: str) -> None:
+        cycle = getattr(self, "cycle", None)  # the request whose body could not be read
+        if cycle is not None and not cycle.response_started:
+            cycle.scope[UNPARSED] = True  # its app run ends in a disconnect: not an error
         url = getattr(self, "url", None)  # httptools' URL as read so far
-        body = json.dumps({"detail": unparsed_detail(
-            len(url) if isinstance(url, bytes) else None)}).encode()
+        body = json.dumps({"model": served_label(getattr(self, "app", None)),
+                           "detail": unparsed_detail(len(url) if isinstance(url, bytes)
+                                                     else None)}).encode()
         head = [b"HTTP/1.1 400 Bad Request\r\n"]
         for name, value in [*self.server_state.default_headers, *SECURITY_HEADERS,
                             (b"content-type", b"application/json"),

@@ -166,9 +166,12 @@ class ModelInfo(BaseModel):
     metrics: dict[str, Any] | None
     max_k: int = Field(description="the largest `k` the service accepts")
     deny: dict[str, Any] | None = Field(
-        description="the server-wide deny list (`twotower serve --deny FILE`): `items` "
-                    "denied in every answer, `unknown_ids` of the list this model does not "
-                    "know; null when none is set")
+        description="the server-wide deny list (`twotower serve --deny FILE`): its `file` "
+                    "(`<stdin>` for standard input, null for ids given in code), whether a "
+                    "reload reads it again (`reread_on_reload`: a file, not standard "
+                    "input), its `ids`, the `items` denied in every answer, the `unknown_ids`"
+                    " of the list this model does not know, when it was read (`read_at`, "
+                    "UTC) and a `digest` of its set of ids; null when none is set")
 
 
 class Health(BaseModel):
@@ -188,6 +191,9 @@ class ReloadResult(BaseModel):
     previous: str
     current: str
     load_seconds: float
+    run_loaded: bool = Field(description="whether the run's files were read (false: they "
+                                         "are those served, whose model was kept; only the "
+                                         "deny list was read again)")
 
 
 def request_models(max_k: int, max_batch: int, max_filter: int = 10_000

@@ -19,8 +19,10 @@ log = logging.getLogger("twotower.service")
 
 _ENV_RUN = "TWOTOWER_SERVE_RUN"
 _ENV_SETTINGS = "TWOTOWER_SERVE_SETTINGS"  # create_app's limits, as JSON, for the workers
-#: a JSON file of the server-wide deny list's ids, written once by the parent for the
-#: workers (a list of many ids would pass the limit of one environment variable)
+#: a JSON file of the server-wide deny list (``DenyList.to_json``: its ids, file, time of
+#: reading), written by the parent for the workers at start-up and on each SIGHUP (a list of
+#: many ids would pass the limit of one environment variable); every worker started after
+#: it, a restarted one too, serves that reading
 _ENV_DENY = "TWOTOWER_SERVE_DENY"
 #: how long uvicorn waits for a replacement worker (SIGHUP with several workers) to start
 #: before it keeps the old one: uvicorn's 5 s default was too short for a worker loading a
@@ -111,10 +113,11 @@ def _app_from_env() -> FastAPI:
     from twotower.errors import TwoTowerError
     from twotower.service.app import create_app
     import json
+    from twotower.service.deny import DenyList
     try:
         deny = None
         if os.environ.get(_ENV_DENY):
-            deny = json.loads(Path(os.environ[_ENV_DENY]).read_text(encoding="utf-8"))
+            deny = DenyList.from_json(Path(os.environ[_ENV_DENY]).read_text(encoding="utf-8"))
         return create_app(os.environ[_ENV_RUN],
                           admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None, deny=deny,
                           **json.loads(os.environ.get(_ENV_SETTINGS) or "{}"))
@@ -137,16 +140,51 @@ def default_allowed_hosts(host: str) -> list[str]:
     return sorted({*LOOPBACK_HOSTS, h}) if loopback else ["*"]
 
 
-def _supervise(config: Any, sock: socket.socket) -> None:
+def _write_deny(deny: Any) -> str:
+    """A temporary file of the reading ``deny`` (``DenyList``) for the workers; its path,
+    also set in ``_ENV_DENY`` (what a worker started from now on reads)."""
+    import tempfile
+    fd, path = tempfile.mkstemp(prefix="twotower-deny-", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(deny.to_json())
+    os.environ[_ENV_DENY] = path
+    return path
+
+
+def _supervise(config: Any, sock: socket.socket, deny: Any = None) -> None:
     """Run uvicorn's supervisor of several workers; once a SIGINT or SIGTERM has stopped
     them, end as that signal would, as a single worker's server does (uvicorn's supervisor
     returned normally: a service manager saw exit status 0 after its SIGTERM, and Ctrl-C
-    was not an interruption)."""
+    was not an interruption).
+
+    ``deny``: the deny list's reading (``DenyList``) the workers start with (written to a
+    temporary file, removed at the end). A SIGHUP reads its file again first, once for
+    every replacement worker: a file that cannot be read or has a bad line is logged and
+    the restart skipped (the workers keep serving, with the list they have)."""
     from uvicorn.supervisors import Multiprocess
     from uvicorn.supervisors.multiprocess import SIGNALS
+
+    from twotower.errors import TwoTowerError
     stops: list[int] = []
+    written = [_write_deny(deny)] if deny is not None else []
 
     class Supervisor(Multiprocess):  # type: ignore[misc, valid-type]
+        def handle_hup(self) -> None:
+            nonlocal deny
+            if deny is not None and deny.rereadable:
+                try:
+                    fresh = deny.again()
+                except TwoTowerError as exc:
+                    log.error("SIGHUP: reload refused: cannot read the deny list again: %s; "
+                              "the workers keep serving, with the list read at %s", exc,
+                              deny.read_at)
+                    return
+                written.append(_write_deny(fresh))
+                deny = fresh
+            super().handle_hup()
+            while len(written) > 1:  # the workers started from the old one have read it
+                os.unlink(written.pop(0))
+
         def handle_int(self) -> None:
             stops.append(signal.SIGINT)
             super().handle_int()
@@ -162,6 +200,8 @@ def _supervise(config: Any, sock: socket.socket) -> None:
         for sig, handler in before.items():
             if handler is not None:  # (None: a handler not set from Python)
                 signal.signal(sig, handler)
+        for path in written:
+            os.unlink(path)
     for sig in stops[:1]:  # the first stop: SIG_DFL ends the process, SIGINT raises
         signal.raise_signal(sig)  # KeyboardInterrupt ("interrupted", exit status 130)
 
@@ -171,7 +211,8 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
           max_batch: int = 1000, max_results: int = 100_000,
           allowed_hosts: list[str] | None = None, log_level: str = "info",
           access_log: bool = True, blas_threads: int | None = 1, max_filter: int = 10_000,
-          deny: list[Any] | None = None) -> None:
+          deny: list[Any] | None = None, deny_file: str | os.PathLike[str] | None = None,
+          max_body_bytes: int | None = None) -> None:
     """Serve a run directory over HTTP until interrupted (Ctrl-C / SIGTERM).
 
     SIGHUP reloads the run directory without downtime: with one worker the new model is
@@ -199,6 +240,13 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         deny: external item ids no answer lists (e.g. out of stock): prepared once per
             loaded run, kept across reloads (``create_app``'s ``deny``); with several
             workers, every worker (a restarted one too) gets the same list.
+        deny_file: the same list as a file of one item id a line, read at start-up and
+            again by every reload (``create_app``'s ``deny_file``; ``-``: standard input,
+            read once). With several workers the parent reads it on SIGHUP, once, and
+            every replacement worker serves that reading; a file that cannot be read or
+            has a bad line skips the restart (logged).
+        max_body_bytes: larger request bodies get 413; None: large enough for a request
+            at every maximum (``app.default_max_body``).
 
     Raises:
         ArtifactError: the run cannot be loaded (raised before binding the port).
@@ -222,8 +270,9 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
     settings = {"max_k": max_k, "max_batch": max_batch, "max_results": max_results,
                 "allowed_hosts": (default_allowed_hosts(host) if allowed_hosts is None
                                   else list(allowed_hosts)),
-                "access_log": access_log, "max_filter": max_filter}
-    app = create_app(run, admin_token=token, deny=deny, **settings)
+                "access_log": access_log, "max_filter": max_filter,
+                "max_body_bytes": max_body_bytes}
+    app = create_app(run, admin_token=token, deny=deny, deny_file=deny_file, **settings)
     from twotower.service.protocol import JSONErrorsHTTPProtocol
     # (a request uvicorn cannot parse, e.g. a URL over 64 KiB: JSON, not its plain text)
     common = dict(host=host, port=port, log_config=log_config, log_level=log_level,
@@ -237,13 +286,7 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         os.environ[_ENV_SETTINGS] = json.dumps(settings)
         if token:
             os.environ[ADMIN_TOKEN_ENV] = token
-        deny_file = None
-        if deny is not None:
-            import tempfile
-            fd, deny_file = tempfile.mkstemp(prefix="twotower-deny-", suffix=".json")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(list(deny), fh)
-            os.environ[_ENV_DENY] = deny_file
+        deny_list = app.state.holder.deny_list  # the reading the parent checked
         # the parent only supervises: let its model go (the app's routes keep the holder,
         # and with it a whole copy of the model, alive for the parent's life)
         app.state.holder.current = None
@@ -255,11 +298,7 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         sock = _listen_socket(host, port)
         log.info("twotower serving %s on http://%s:%d with %d workers", run, host,
                  sock.getsockname()[1], workers)
-        try:
-            _supervise(config, sock)
-        finally:
-            if deny_file is not None:
-                os.unlink(deny_file)
+        _supervise(config, sock, deny_list)
         return
     server = uvicorn.Server(uvicorn.Config(app, **common))  # type: ignore[arg-type]
     holder = app.state.holder

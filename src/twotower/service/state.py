@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring, encode_basestring_ascii
 from pathlib import Path
@@ -27,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from twotower.errors import ArtifactError
+from twotower.service.deny import DenyList
 
 log = logging.getLogger("twotower.service")
 
@@ -105,6 +107,8 @@ class ServedModel:
     deny: Any = field(default=None, repr=False)
     #: ``popular`` less the denied items: the popular fallback's order
     popular_served: Any = field(default=None, repr=False)
+    #: the reading of the deny list ``deny`` was prepared from (``DenyList``), or None
+    deny_list: Any = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
@@ -120,13 +124,20 @@ class ServedModel:
         return getattr(self.model, "history_embeddings", None) is not None
 
     @classmethod
-    def load(cls, run_dir: str | Path, deny: list[Any] | None = None) -> ServedModel:
+    def load(cls, run_dir: str | Path, deny: DenyList | None = None,
+             reuse: ServedModel | None = None) -> ServedModel:
         """Load a run and precompute its response fragments; probe it with one query.
-        ``deny``: external item ids no answer lists (the server-wide deny list), mapped
-        to this run's items and prepared for its indexes now, once.
+        ``deny``: the server-wide deny list (external item ids no answer lists), mapped
+        to this run's items and prepared for its indexes now, once. ``reuse``: a loaded
+        snapshot whose model and fragments are taken as they are when ``run_dir`` is its
+        run, unchanged (the same directory, its ``format.json`` the same: the same save,
+        the same checksums; e.g. a reload that only reads the deny list again), instead of
+        being read and built anew.
 
         Raises:
             ArtifactError: the run is missing, corrupt, or fails the probe.
+            DataError: a line of the deny list's file is no item id of the run and holds a
+                column separator.
         """
         from twotower.artifacts import load_metrics, read_manifest, read_whole
         from twotower.models import TwoTower
@@ -135,7 +146,12 @@ class ServedModel:
         # runs' files); kept as given, so a reload reads what the link names then
         given = Path(run_dir).absolute()
         run = given.resolve()
-        read_manifest(run)  # a plain message for a missing or foreign directory first
+        manifest = read_manifest(run)  # a plain message for a missing or foreign directory
+        if reuse is not None and run == reuse.run_dir.resolve() and \
+                manifest == getattr(reuse.model, "manifest", None):
+            # the save the model in memory was read from: its arrays are those files'
+            # (a copy elsewhere is read: its files may not match their checksums)
+            return reuse._with(given, run, deny, load_metrics(run))
 
         def read() -> tuple[Any, Any]:
             return TwoTower.load(run), load_metrics(run)
@@ -153,22 +169,44 @@ class ServedModel:
         head = [f'{{"item_id":{_json_text(i) if type(i) is str else json.dumps(i)}'
                 f',"title":{_json_text(t)},"score":' for i, t in zip(ids, titles)]
         popular = model.popularity_order()
-        denied, served_order = None, popular
-        if deny is not None:
-            denied = model.prepare_deny(deny)
-            for index in (model._index, model._similar):  # prepared now, not per request
-                denied._for(model, index)
-            mask = np.zeros(n, dtype=bool)
-            mask[denied.rows] = True
-            served_order = popular[~mask[popular]]
         served = cls(model=model, run_dir=given, name=run.name, version=digest,
                      trained_at=model.trained_at,
                      loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
                      metrics=metrics, item_ids=ids, titles=titles, item_head=head,
-                     popular=popular,
-                     titles_by_pop=cls.title_index(titles, popular), deny=denied,
-                     popular_served=served_order)
-        if denied is not None:
+                     popular=popular, titles_by_pop=cls.title_index(titles, popular))
+        return served._denying(deny)
+
+    def _with(self, given: Path, run: Path, deny: DenyList | None,
+              metrics: dict[str, Any] | None) -> ServedModel:
+        """This snapshot's model and fragments, as the run ``given`` (``run`` resolved)
+        serves them, with the deny list ``deny``."""
+        new = self._replace(run_dir=given, name=run.name, metrics=metrics, deny=None,
+                            popular_served=None, deny_list=None,
+                            loaded_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+        return new._denying(deny)
+
+    def _replace(self, **changes: Any) -> ServedModel:
+        """A copy with ``changes``, and what this one built on first use (per model)."""
+        import dataclasses
+        new = dataclasses.replace(self, **changes)
+        for key in ("_users_by_text", "_whole_number_columns"):
+            if key in self.__dict__:
+                new.__dict__[key] = self.__dict__[key]
+        return new
+
+    def _denying(self, deny: DenyList | None) -> ServedModel:
+        """This snapshot with ``deny`` prepared for its indexes (not per request), probed."""
+        served = self
+        if deny is not None:
+            model = self.model
+            denied = model.prepare_deny(deny.ids)
+            deny.check_lines(model, denied)
+            for index in (model._index, model._similar):  # prepared now, not per request
+                denied._for(model, index)
+            mask = np.zeros(self.n_items, dtype=bool)
+            mask[denied.rows] = True
+            served = self._replace(deny=denied, deny_list=deny,
+                                   popular_served=self.popular[~mask[self.popular]])
             log.info("%s: the deny list names %d of its items (%d ids it does not know, "
                      "ignored)", served.label, denied.n_denied, denied.n_unknown)
         served._probe()
@@ -289,8 +327,7 @@ class ServedModel:
             "config": m.config.to_dict(), "index": m.index_config.to_dict(),
             "data": getattr(m, "data_source", None) or {},
             "metrics": self.metrics,
-            "deny": None if self.deny is None else {"items": self.deny.n_denied,
-                                                    "unknown_ids": self.deny.n_unknown},
+            "deny": None if self.deny_list is None else self.deny_list.describe(self.deny),
         }
 
 
@@ -328,25 +365,48 @@ class ModelHolder:
 
     Args:
         run_dir: the run to serve first (loaded now).
-        deny: external item ids no answer lists (the server-wide deny list), kept for the
-            holder's life: each model it loads, the first and every reload, denies them.
+        deny: the server-wide deny list (external item ids no answer lists): a
+            ``DenyList`` read from a file is read again by every reload, with the run,
+            and the two are swapped in together or not at all; ids (or a list read from
+            standard input) are kept for the holder's life.
+
+    Raises:
+        ArtifactError: the run cannot be loaded.
+        DataError: the deny list has a bad line.
     """
 
-    def __init__(self, run_dir: str | Path, deny: list[Any] | None = None) -> None:
-        self.deny = None if deny is None else list(deny)
-        self.current: ServedModel = ServedModel.load(run_dir, self.deny)
+    def __init__(self, run_dir: str | Path, deny: DenyList | Iterable[Any] | None = None
+                 ) -> None:
+        if deny is not None and not isinstance(deny, DenyList):
+            deny = DenyList.of_ids(deny)
+        self.current: ServedModel = ServedModel.load(run_dir, deny)
+        self._deny = deny  # the reading the next reload reads again
         self._lock = threading.Lock()
         self.reloads = {"ok": 0, "error": 0}
 
-    def reload(self, run_dir: str | Path | None = None) -> tuple[ServedModel, ServedModel]:
-        """Load ``run_dir`` (default: the current run's directory again) and switch to it.
+    @property
+    def deny_list(self) -> DenyList | None:
+        """The reading of the deny list served now (None: no list)."""
+        return self._deny
+
+    def reload(self, run_dir: str | Path | None = None, *, reuse: bool = True
+               ) -> tuple[ServedModel, ServedModel]:
+        """Load ``run_dir`` (default: the current run's directory again) and the deny
+        list's file again, and switch to both.
+
+        Args:
+            run_dir: the run to serve; default: the current one's directory, read again.
+            reuse: when the run's files are those served (the same checksums), keep the
+                model in memory and only prepare the deny list anew (False: read them
+                anyway, e.g. to measure a load).
 
         Returns:
             (previous, current) snapshots.
 
         Raises:
             ReloadInProgress: another reload holds the lock.
-            ReloadRefused: the new run failed to load or probe (the old one keeps serving).
+            ReloadRefused: the new run failed to load or probe, or the deny list's file
+                cannot be read or has a bad line (the old model and list keep serving).
         """
         if not self._lock.acquire(blocking=False):
             raise ReloadInProgress("a reload is already in progress; try again when it ends")
@@ -354,22 +414,34 @@ class ModelHolder:
             old = self.current
             target = Path(run_dir) if run_dir is not None else old.run_dir
             t0 = time.perf_counter()
+            what = f"load {target}"
             try:
-                new = ServedModel.load(target, self.deny)
+                deny = None
+                if self._deny is not None:
+                    what = "read the deny list again"
+                    deny = self._deny.again()
+                    what = f"load {target}"
+                new = ServedModel.load(target, deny, reuse=old if reuse else None)
             except Exception as exc:  # noqa: BLE001 - refuse any broken run, keep serving
                 self.reloads["error"] += 1
                 msg = str(exc) if str(exc) else type(exc).__name__
-                log.error("reload of %s refused: %s; still serving %s", target, msg, old.label)
-                raise ReloadRefused(f"cannot load {target}: {msg}; still serving "
-                                    f"{old.label}") from None
+                still = old.label if self._deny is None else (
+                    f"{old.label} with the deny list read at {self._deny.read_at}")
+                log.error("reload refused: cannot %s: %s; still serving %s", what, msg, still)
+                raise ReloadRefused(f"cannot {what}: {msg}; still serving {still}") from None
             self.current = new  # the swap: one reference store
+            self._deny = deny
             self.reloads["ok"] += 1
-            # once the caller and the requests in flight have let the old model go
-            timer = threading.Timer(RELEASE_AFTER_S, release_freed_memory)
-            timer.daemon = True  # never holds up the process's exit
-            timer.start()
-            log.info("reloaded: %s -> %s in %.2f s", old.label, new.label,
-                     time.perf_counter() - t0)
+            if new.model is not old.model:
+                # once the caller and the requests in flight have let the old model go
+                timer = threading.Timer(RELEASE_AFTER_S, release_freed_memory)
+                timer.daemon = True  # never holds up the process's exit
+                timer.start()
+            log.info("reloaded: %s -> %s in %.2f s%s", old.label, new.label,
+                     time.perf_counter() - t0, "" if new.model is not old.model else
+                     " (the run's files unchanged: its model kept, the deny list read again)"
+                     if deny is not None and deny.rereadable else
+                     " (the run's files unchanged: its model kept)")
             return old, new
         finally:
             self._lock.release()
