@@ -104,14 +104,17 @@ def _json(value: Any, encoding: str | None = "utf-8", **kw: Any) -> str:
 # ---------------------------------------------------------------- data
 def _load_data(args: argparse.Namespace, objective: str | None = None,
                item_columns: Sequence[str] = (), catalogue: str = "interactions",
-               weights: bool = False) -> tuple[Any, dict[str, Any]]:
+               weights: bool = False, event_weights: dict[str, float] | None = None
+               ) -> tuple[Any, dict[str, Any]]:
     """The interactions of --data, and how they were read (``_data_columns``). With
     ``objective`` ``mse``, a file without a rating column is refused before it is read.
     ``item_columns``: columns of --items to keep beside title and genres (the model's
     ``item_features``); ``catalogue``: ``read_interactions``' (``items``: the items of
     --items without interactions too). With ``weights`` (``interaction_weights
     "rating"``), a file without a rating column is refused before it is read, and a
-    negative rating after, naming its line."""
+    negative rating after, naming its line. With ``event_weights`` (``interaction_weights
+    "event"``), ``--event-col``'s names are read as each row's weight (in ``ratings``),
+    and no rating column is read."""
     from twotower.data import load_movielens_100k, read_interactions
 
     file_flags = [f"--{name.replace('_', '-')}" for name in (
@@ -126,6 +129,14 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
     if getattr(args, "data_dir", None) is not None:
         raise ConfigError(f"--data-dir: the MovieLens 100k directory, for --data {MOVIELENS}; "
                           f"--data {args.data} is a file of its own")
+    if event_weights:  # the weights are the event column's: a rating column is not read
+        if args.rating_col is not None and args.rating_col.strip().lower() != "none":
+            raise ConfigError(f"--rating-col {args.rating_col}: with event weights each row's "
+                              f"weight is its --event-col ({args.event_col}) name's weight; "
+                              "one source of weights at a time: leave --rating-col out, or "
+                              "leave the event weights out and use --interaction-weights "
+                              "rating")
+        args.rating_col = "none"
     cols = _columns(args)
     if objective == "mse" and cols["rating"] is None:
         why = ("--rating-col none was given" if getattr(args, "rating_col", None)
@@ -149,7 +160,9 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
                               title_col=meta_cols["title_col"],
                               genres_col=meta_cols["genres_col"], item_columns=item_columns,
                               sep=args.sep, catalogue=catalogue,
-                              time_unit=getattr(args, "time_unit", None) or "auto")
+                              time_unit=getattr(args, "time_unit", None) or "auto",
+                              event_col=args.event_col if event_weights else None,
+                              event_weights=event_weights or None)
     if weights and x.ratings is not None:
         from twotower.data.readers import where_in_file
         from twotower.models.retriever import check_weights
@@ -253,6 +266,8 @@ def _data_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, A
     columns and the separator, so ``evaluate --test-data`` reads a file like it the same
     way."""
     out = {"columns": {"user": cols["user"], "item": cols["item"]}, "sep": args.sep}
+    if getattr(args, "event_col", None) is not None:  # (the names' weights: the config's)
+        out["columns"]["event"] = args.event_col
     if cols.get("time") is not None and getattr(args, "time_unit", None) is not None:
         out["time_unit"] = args.time_unit  # how the times were read (as given)
     return out
@@ -298,6 +313,27 @@ def _column_list(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(f"expected column names separated by commas (e.g. "
                                          f"price,brand; 'none' for none), got {text!r}")
     return cols
+
+
+def _event_weights(text: str) -> dict[str, float]:
+    """``view=1,addtocart=3,transaction=10`` (``*=0``: every other name) as a mapping."""
+    form = ("expected NAME=WEIGHT pairs separated by commas, e.g. "
+            "view=1,addtocart=3,transaction=10 (*=W: every other event's weight)")
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, eq, value = part.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise argparse.ArgumentTypeError(f"{form}, got {text!r} ({part.strip()!r} is no "
+                                             "NAME=WEIGHT)")
+        if name in out:
+            raise argparse.ArgumentTypeError(f"{form}, got {text!r} (event {name!r} twice)")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{form}, got {text!r} ({value.strip()!r}, the "
+                                             f"weight of {name!r}, is no number)") from None
+    return out
 
 
 def _value_sep(text: str) -> str:
@@ -488,7 +524,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 #: over the --config file's [model] value
 _MODEL_FLAGS = ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed",
                 "item_features", "multi_valued_features", "multi_value_sep", "catalogue",
-                "interaction_weights")
+                "interaction_weights", "event_weights")
 
 
 def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
@@ -511,13 +547,27 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     for name in _MODEL_FLAGS:
         if getattr(args, name, None) is not None:
             overrides[name] = getattr(args, name)
+    inferred = set()
+    if overrides.get("event_weights") and getattr(args, "interaction_weights", None) is None \
+            and (overrides.get("interaction_weights") is None or (
+                getattr(args, "event_weights", None) is not None
+                and overrides["interaction_weights"] == "none")):
+        # the mapping given is the mapping used (over a --config file's 'none', which a
+        # run's saved config holds, as any flag wins over the file)
+        overrides["interaction_weights"] = "event"
+        inferred.add("interaction_weights")
     try:
         cfg = ModelConfig.preset(args.preset, **overrides)
         cfg.check_used()  # before the data is read (fit checks it again, for the library)
     except ConfigError as exc:
         flags = {n: "--" + n.replace("_", "-") for n in _MODEL_FLAGS
                  if getattr(args, n, None) is not None}
-        raise _named(exc, "model", flags, args, set(overrides) - set(flags)) from None
+        if inferred:  # set to 'event' by the mapping given
+            flags["interaction_weights"] = (
+                "set by --event-weights" if getattr(args, "event_weights", None) is not None
+                else f"set by --config {args.config} [model] event_weights")
+        raise _named(exc, "model", flags, args, set(overrides) - set(flags) - inferred
+                     ) from None
     unread = cfg.unread()
     # a key at the class default changes nothing whether read or not (a run's saved
     # [model] table, fed back, holds every key): only a value the user chose is said
@@ -784,6 +834,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                               "with --stream use objective mse, sampled_softmax, softmax or "
                               "bpr, and ease_weight 0") from None
         raise
+    _check_event_col(args, cfg)
     dist = _distribution(args, settings)
     args.checkpoint = _checkpoint(args, dist.num_processes)
     if dist.num_processes > 1 and dist.model_parallel > 1:
@@ -817,7 +868,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         # a listed item without interactions is placed by its item features: none, none
         x, read_as = _load_data(args, cfg.objective, cfg.item_features,
                                 cfg.catalogue if cfg.item_features else "interactions",
-                                weights=cfg.interaction_weights == "rating")
+                                weights=cfg.interaction_weights == "rating",
+                                event_weights=cfg.event_weights)
         split = make_split(x, args.split, args.test_fraction, args.seed)
     except TwoTowerError as exc:
         if dist.num_processes > 1:  # the others stop too, rather than wait for this one:
@@ -858,6 +910,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                      if len(split.test) else (None, None))
     if fresh:
         _say(fresh)
+    if len(test_users) > n_cold and _weights_note(cfg):
+        _say(_weights_note(cfg))
     if len(test_users) > n_cold:
         from twotower.evaluation.run import model_rows
         ks = _default_ks(model.n_items)  # as `evaluate`: a recall@100 of 80 items is 1
@@ -886,6 +940,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.checkpoint is not None:  # the run is saved: nothing left to resume
         args.checkpoint.remove()
     return 0
+
+
+def _check_event_col(args: argparse.Namespace, cfg: Any) -> None:
+    """``--event-col`` and the event weights (``--event-weights``, ``--config``'s
+    ``event_weights``) go together: each is refused alone, saying why."""
+    event_col = getattr(args, "event_col", None)
+    if cfg.interaction_weights == "event" and event_col is None:
+        where = ("--event-weights" if getattr(args, "event_weights", None) is not None
+                 else f"--config {args.config} [model] event_weights")
+        raise ConfigError(f"{where} maps the event names of a column of --data to weights; "
+                          "name that column with --event-col COL (e.g. --event-col event)")
+    if event_col is not None and cfg.interaction_weights != "event":
+        raise ConfigError(f"--event-col {event_col} is read only to weigh each row by its "
+                          "event name; give the weights with --event-weights (e.g. "
+                          "view=1,addtocart=3,transaction=10) or event_weights in --config "
+                          "[model]")
+    if event_col is not None and not event_col.strip():
+        raise ConfigError(f"--event-col: expected a column name of --data, got "
+                          f"{event_col!r}")
+
+
+def _weights_note(cfg: Any) -> str | None:
+    """What a weighted run's test metrics count (they stay binary), or None unweighted."""
+    if cfg.interaction_weights == "none":
+        return None
+    how = (", ".join(f"{k}={v:g}" for k, v in cfg.event_weights.items())
+           if cfg.interaction_weights == "event" else "the rating column's values")
+    return (f"note: the model weighed its training pairs by {how}; the evaluation is "
+            "binary: every test pair counts once, whatever its weight")
 
 
 def _checkpoint(args: argparse.Namespace, processes: int) -> Any:
@@ -1478,7 +1561,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         print(f"twotower: {_cold_note(n_cold, len(test_users))}", file=sys.stderr, flush=True)
-    for note in _pair_notes(model, *test):
+    for note in (*_pair_notes(model, *test), _weights_note(model.config)):
         if note:
             print(f"twotower: {note}", file=sys.stderr, flush=True)
     table, curves = evaluate_run(
@@ -1827,12 +1910,21 @@ def build_parser() -> argparse.ArgumentParser:
                          "item the file lists in the catalogue, also those with no "
                          "interaction (placed by their features); 'interactions' keeps the "
                          "log's items only; catalogue in --config [model]")
-    tr.add_argument("--interaction-weights", choices=("none", "rating"),
+    tr.add_argument("--interaction-weights", choices=("none", "rating", "event"),
                     help="'rating': weigh each (user, item) pair by the sum of its rows' "
                          "--rating-col values (a weight column: buy 10, view 1; numbers "
                          ">= 0, 0: the pair teaches nothing) in the multinomial loss and the "
-                         "EASE part; 'none' (the default): every pair counts once. "
-                         "interaction_weights in --config [model]")
+                         "EASE part; 'event': by its rows' --event-col names' weights "
+                         "(--event-weights, which sets it); 'none' (the default): every "
+                         "pair counts once. interaction_weights in --config [model]")
+    tr.add_argument("--event-col", default=None, metavar="COL",
+                    help="a column of event names (view, addtocart, transaction) whose "
+                         "--event-weights weigh each row")
+    tr.add_argument("--event-weights", type=_event_weights, metavar="NAME=W,...",
+                    help="the weight of each --event-col name, e.g. "
+                         "view=1,addtocart=3,transaction=10 (numbers >= 0; *=W: every other "
+                         "name, else such a name is an error); event_weights in --config "
+                         "[model]")
     tr.add_argument("--index-kind", default="exact", type=str.lower,
                     choices=("exact", "hnsw", "ivf"),
                     help="the search index saved with the run (default exact; `twotower "

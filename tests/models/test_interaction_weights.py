@@ -209,3 +209,180 @@ def test_fit_stream_refuses_the_weights():
                interaction_weights="rating")
     with pytest.raises(ConfigError, match="interaction_weights 'rating' is not streamed"):
         check_streamable(cfg, "weight")
+
+
+# ---------------------------------------------------------------- event names as weights
+#: the event names of ``_log``'s weights, and the mapping that gives them back
+NAMES = {1.0: "view", 10.0: "transaction"}
+MAPPING = "view=1,transaction=10"
+
+
+@pytest.fixture
+def named(events):
+    """``events`` with an ``event`` column beside ``weight``: its names for those weights."""
+    df = pd.read_csv(events)
+    df["event"] = df["weight"].map(NAMES)
+    df.to_csv(events, index=False)
+    return events
+
+
+def test_event_names_read_as_the_weights_of_the_numeric_column(named):
+    from twotower.data import read_interactions
+    from twotower.models.retriever import history_table, history_weights, pair_weights
+    numeric = read_interactions(named, rating_col="weight")
+    by_name = read_interactions(named, event_col="event",
+                                event_weights={"view": 1, "transaction": 10})
+    assert by_name.ratings.dtype == numeric.ratings.dtype
+    assert np.array_equal(by_name.ratings, numeric.ratings)
+    hist = history_table(numeric, 50)
+    assert np.array_equal(history_weights(hist, pair_weights(by_name, "event")),
+                          history_weights(hist, pair_weights(numeric)))
+    # "*": every name the mapping lacks
+    rest = read_interactions(named, event_col="event", event_weights={"view": 2, "*": 0})
+    assert np.array_equal(rest.ratings, np.where(numeric.ratings == 1, 2, 0))
+
+
+def test_cli_event_weights_train_the_tables_the_numeric_column_trains(capsys, tmp_path,
+                                                                     named):
+    """The event column's names mapped by --event-weights train bit for bit the tables
+    the numeric weight column does; the mapping is saved with the run and read back."""
+    from twotower import TwoTower
+    runs = {}
+    for how, argv in (("numeric", ["--rating-col", "weight", "--interaction-weights",
+                                   "rating"]),
+                      ("events", ["--event-col", "event", "--event-weights", MAPPING])):
+        code, _, err = run(capsys, "train", "--data", named, "--out", tmp_path / how,
+                           *_flags(tmp_path), *argv)
+        assert code == 0, err
+        runs[how] = TwoTower.load(tmp_path / how)
+    cfg = runs["events"].config
+    assert cfg.interaction_weights == "event"
+    assert cfg.event_weights == {"view": 1.0, "transaction": 10.0}
+    saved = json.loads((tmp_path / "events" / "config.json").read_text())
+    assert saved["data"]["columns"]["event"] == "event"
+    for table in ("item_embeddings", "user_embeddings"):
+        assert np.array_equal(getattr(runs["events"], table), getattr(runs["numeric"], table))
+    # evaluation stays binary, and says so
+    held = tmp_path / "held.csv"
+    pd.DataFrame({"user_id": [60, 60], "item_id": [A, B]}).to_csv(held, index=False)
+    code, _, err = run(capsys, "evaluate", tmp_path / "events", "--test-data", held)
+    assert code == 0, err
+    assert ("the model weighed its training pairs by transaction=10, view=1; the evaluation "
+            "is binary: every test pair counts once, whatever its weight") in err, err
+    # a run's saved config as --config: its mapping and its 'event' come back
+    code, _, err = run(capsys, "train", "--data", named, "--out", tmp_path / "again",
+                       "--config", tmp_path / "events" / "config.json")
+    assert code == 2 and "[model] event_weights maps the event names of a column" in err, err
+
+
+def test_a_config_file_mapping_is_the_flags_mapping(tmp_path):
+    """``event_weights`` in --config's [model] (a TOML table, "*" quoted) sets
+    interaction_weights 'event' as the flag does; a config round-trips it."""
+    import argparse
+
+    from twotower import ModelConfig
+    from twotower.cli import _config_file, _event_weights, _model_config
+    conf = tmp_path / "m.toml"
+    conf.write_text('[model]\nevent_weights = {view = 1, transaction = 10, "*" = 0}\n')
+    args = argparse.Namespace(config=str(conf), preset="default", split="none",
+                              **dict.fromkeys(("epochs", "embedding_dim", "learning_rate",
+                                               "batch_size", "seed", "item_features",
+                                               "multi_valued_features", "multi_value_sep",
+                                               "catalogue", "interaction_weights",
+                                               "event_weights")))
+    from_file = _model_config(args, _config_file(args))
+    args.config, args.event_weights = None, _event_weights("view=1,transaction=10,*=0")
+    from_flag = _model_config(args, {})
+    assert from_file == from_flag
+    assert from_file.interaction_weights == "event"
+    assert from_file.event_weights == {"view": 1.0, "transaction": 10.0, "*": 0.0}
+    assert ModelConfig.from_json(from_file.to_json()) == from_file
+
+
+@pytest.mark.parametrize("weights,needle", [
+    ({"view": 1}, "{data}, line {line}, column 'event': event 'transaction' has no weight; "
+                  "the weights name ['view'] (model.event_weights, --event-weights): add "
+                  "transaction=W, or *=W for every other event"),
+    ({"view": 1, "buy": 10}, "event 'transaction' has no weight; the weights name ['buy', "
+                             "'view']"),
+])
+def test_an_event_the_mapping_lacks_is_named_with_its_line(named, weights, needle):
+    from twotower.data import read_interactions
+    events = pd.read_csv(named)["event"]
+    line = int(np.flatnonzero(events == "transaction")[0]) + 2  # the header is line 1
+    with pytest.raises(DataError) as err:
+        read_interactions(named, event_col="event", event_weights=weights)
+    assert needle.format(data=named, line=line) in str(err.value)
+
+
+def test_an_empty_event_name_and_a_rating_column_beside_events_are_refused(named):
+    from twotower.data import read_interactions
+    text = named.read_text().splitlines()
+    named.write_text("\n".join([*text[:4], text[4].rsplit(",", 1)[0] + ",", *text[5:]]))
+    with pytest.raises(DataError, match=r"line 5, column 'event': empty event name"):
+        read_interactions(named, event_col="event", event_weights={"*": 1})
+    with pytest.raises(DataError, match="one source of ratings at a time"):
+        read_interactions(named, rating_col="weight", event_col="event",
+                          event_weights={"*": 1})
+    with pytest.raises(DataError, match="go together; got event_col alone"):
+        read_interactions(named, event_col="event")
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(event_weights={"view": -1}), r"model.event_weights: the weight of 'view' must be "
+                                       r"a number >= 0 .*got -1"),
+    (dict(event_weights={"view": 0, "*": 0}), "gives every event weight 0"),
+    (dict(event_weights={"view": "1"}), "the weight of 'view' must be a number"),
+    (dict(event_weights=[("view", 1)]), "must be a table of event names to weights"),
+    (dict(event_weights={}), "interaction_weights 'event' weighs each pair .*event_weights "
+                             "is empty"),
+])
+def test_the_mapping_is_checked(kw, match):
+    with pytest.raises(ConfigError, match=match):
+        _cfg(interaction_weights="event", **kw)
+    with pytest.raises(ConfigError, match="one source of weights at a time"):
+        _cfg(interaction_weights="rating", event_weights={"view": 1})
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--event-weights", "view=1,transaction=10"],
+     "--event-weights maps the event names of a column of --data to weights; name that "
+     "column with --event-col COL"),
+    (["--event-col", "event"], "--event-col event is read only to weigh each row by its "
+                               "event name; give the weights with --event-weights"),
+    (["--event-col", "event", "--event-weights", "view1,transaction=10"],
+     "argument --event-weights: expected NAME=WEIGHT pairs separated by commas, e.g. "
+     "view=1,addtocart=3,transaction=10 (*=W: every other event's weight), got "
+     "'view1,transaction=10'"),
+    (["--event-col", "event", "--event-weights", "view=one"], "('one', the weight of "
+                                                              "'view', is no number)"),
+    (["--event-col", "event", "--event-weights", "view=1,view=2"], "(event 'view' twice)"),
+    (["--event-col", "event", "--event-weights", "view=-1,transaction=10"],
+     "model.event_weights (--event-weights): the weight of 'view' must be a number >= 0"),
+    (["--event-col", "event", "--event-weights", MAPPING, "--interaction-weights", "rating",
+      "--rating-col", "weight"],
+     "model.interaction_weights (--interaction-weights) 'rating' weighs pairs by the rating "
+     "column's numbers: one source of weights at a time"),
+    (["--event-col", "event", "--event-weights", MAPPING, "--rating-col", "weight"],
+     "--rating-col weight: with event weights each row's weight is its --event-col (event) "
+     "name's weight"),
+    (["--event-col", "event", "--event-weights", MAPPING, "--stream", "--preset", "tutorial"],
+     "model.interaction_weights (set by --event-weights) 'event' is only read by objective "
+     "'multinomial'"),
+    (["--event-col", "kind", "--event-weights", MAPPING],
+     "has no column 'kind' (the event column); columns are ['user_id', 'item_id', 'weight', "
+     "'event']; name the right one with --event-col"),
+])
+def test_cli_refuses_event_weights_it_cannot_read(capsys, tmp_path, named, argv, needle):
+    code, _, err = run(capsys, "train", "--data", named, "--out", tmp_path / "r", *argv)
+    assert code == 2 and needle in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_fit_stream_refuses_event_weights():
+    from twotower.models.retriever import check_streamable
+    cfg = _cfg(query_tower="id", objective="sampled_softmax", item_bias=False,
+               interaction_weights="event", event_weights={"view": 1})
+    with pytest.raises(ConfigError, match=r"'event' is not streamed .*leave --event-weights "
+                                          r"and --event-col out"):
+        check_streamable(cfg, None)

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -517,7 +517,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                       title_col: str | None = "title", genres_col: str | None = "genres",
                       item_columns: Sequence[str] = (), sep: str | None = None,
                       what: str = "--data", time_unit: str = "auto",
-                      catalogue: str = "interactions") -> Interactions:
+                      catalogue: str = "interactions", event_col: str | None = None,
+                      event_weights: Mapping[str, float] | None = None) -> Interactions:
     """Read an interaction log (CSV/Parquet) with caller-named columns.
 
     Args:
@@ -542,9 +543,17 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             of the log; ``items``, also every item of ``items`` the log lacks (no
             interaction: a model with item features places them by their features, see
             ``ModelConfig.catalogue``). Without ``items`` both are the log's.
+        event_col, event_weights: a column of event names (``view``, ``transaction``)
+            and the weight of each name (``ModelConfig.event_weights``; the key ``"*"``:
+            every other name's): each row's weight goes in ``ratings``, read once here,
+            for ``ModelConfig.interaction_weights = "event"``. Not with ``rating_col``.
 
     Returns:
         Interactions with vocabularies in sorted id order.
+
+    Raises:
+        DataError: among others, an event name ``event_weights`` lacks (without
+            ``"*"``), naming the file, its line, the name and the known names.
 
     Example:
         >>> x = read_interactions("ratings.csv", user_col="userId", item_col="movieId",
@@ -554,8 +563,17 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     time_unit = check_time_unit(time_unit)
     if catalogue not in CATALOGUES:
         raise DataError(f"`catalogue` must be one of {list(CATALOGUES)}, got {catalogue!r}")
+    if (event_col is None) != (event_weights is None):
+        raise DataError("read_interactions: `event_col` (the column of event names) and "
+                        "`event_weights` (their weights) go together; got "
+                        + ("event_col alone" if event_weights is None
+                           else "event_weights alone"))
+    if event_col is not None and rating_col is not None:
+        raise DataError(f"read_interactions: `event_col` ({event_col!r}) gives each row its "
+                        f"weight, in place of `rating_col` ({rating_col!r}): one source of "
+                        "ratings at a time; give one of the two")
     df = read_table(p, {"user": user_col, "item": item_col, "rating": rating_col,
-                        "time": time_col}, what=what, sep=sep)
+                        "time": time_col, "event": event_col}, what=what, sep=sep)
     if len(df) == 0:
         raise DataError(f"{what}: {p} has no rows")
     for role, col in (("user", user_col), ("item", item_col)):
@@ -594,6 +612,9 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                 warnings.warn(line_break_in_id(f"{what}: {p}, {where_in_file(p, row, sep)}",
                                                col, role, s.iloc[row]), stacklevel=2)
     ratings = _numeric(p, what, df, "rating", rating_col, sep) if rating_col else None
+    if event_col is not None:
+        ratings = event_values(df["event"], event_weights or {}, lambda row: (
+            f"{what}: {p}, {where_in_file(p, row, sep)}, column {event_col!r}"))
     if ratings is not None:
         from twotower.data.interactions import as_float32_ratings
         ratings = as_float32_ratings("ratings", ratings, lambda row: (
@@ -615,6 +636,36 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         item_info = catalogue_info(item_info, ids, items, p, warn=catalogue != "items")
     return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info,
                                  item_vocab=item_vocab, time_unit=kept)  # (counted already)
+
+
+def event_values(names: pd.Series, weights: Mapping[str, float], where: Any) -> np.ndarray:
+    """``[n] float32``: each row's event name as its weight in ``weights`` (the key
+    ``"*"``: every name not listed; names compared stripped, case kept).
+
+    Raises:
+        DataError: an empty name, or one ``weights`` lacks (without ``"*"``), naming the
+            row (``where(row)``), the name and the known names.
+    """
+    text = names.astype(str).str.strip()
+    empty = (names.isna() | (text == "")).to_numpy(bool)
+    if empty.any():
+        raise DataError(f"{where(int(np.argmax(empty)))}: empty event name (each row needs "
+                        f"one of {sorted(k for k in weights if k != '*')})")
+    # each distinct name once (a log holds a handful of names over millions of rows)
+    uniq, inverse = np.unique(text.to_numpy(dtype=str), return_inverse=True)
+    default = weights.get("*")
+    known = sorted(k for k in weights if k != "*")
+    table = np.empty(len(uniq), dtype=np.float32)
+    for j, name in enumerate(uniq):
+        w = weights.get(name, default)
+        if w is None:
+            row = int(np.argmax(inverse == j))
+            raise DataError(f"{where(row)}: event {str(name)!r} has no weight; the weights name "
+                            f"{known} (model.event_weights, --event-weights): add "
+                            f"{str(name)}=W, or *=W for every other event (*=0: they teach "
+                            "nothing)")
+        table[j] = w
+    return table[inverse.reshape(-1)]
 
 
 #: Cells of a CSV column of numbers read as missing (``read_item_info``), as pandas does.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from twotower.config import Config, check_choice, check_range
@@ -119,6 +121,20 @@ class ModelConfig(Config):
             history (the query reads every item the user had, unweighted) and still seen
             (excluded from lists and evaluation, which stay binary). Ratings must be
             >= 0. ``multinomial`` only (the other objectives refuse it); not streamed.
+            ``event``: as ``rating``, each pair's weight the sum of its rows' weights,
+            where a row's weight is that of its event name in ``event_weights`` (in the
+            CLI the ``--event-col`` column: ``view``, ``addtocart``, ``transaction``);
+            the names are mapped to numbers once, where the file is read
+            (``read_interactions(event_col=, event_weights=)`` puts them in
+            ``Interactions.ratings``), and the rest is the ``rating`` path.
+        event_weights: the weight of each event name, for ``interaction_weights =
+            "event"`` (empty otherwise), e.g. ``{view = 1, addtocart = 3, transaction =
+            10}`` in ``--config``'s ``[model]``, ``--event-weights
+            view=1,addtocart=3,transaction=10`` in the CLI. Numbers >= 0, one positive at
+            least; a name the mapping lacks is an error naming the file's line, unless
+            the key ``"*"`` gives every other name a weight (``"*" = 0``: other events
+            teach nothing, but are still in the history and still seen). Saved with the
+            run, so a reloaded model says how it was weighted.
         ease_weight: 0 (off) or the share, in [0, 0.99], of a closed-form part in the score
             (``twotower.models.linear``): EASE (Steck, 2019) at rank ``ease_rank``, its
             query the user's recency-weighted history, appended to both towers so one inner
@@ -233,6 +249,7 @@ class ModelConfig(Config):
     multinomial_targets: str = "all"
     user_weighting: str = "sum"
     interaction_weights: str = "none"
+    event_weights: dict[str, float] = field(default_factory=dict)
     hard_negatives: int = 0
     ease_weight: float = 0.0
     ease_lambdas: tuple[float, ...] = (20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
@@ -258,7 +275,9 @@ class ModelConfig(Config):
         check_choice(own, "pooling", self.pooling, POOLINGS)
         check_choice(own, "history_activation", self.history_activation, ("linear", "tanh"))
         check_choice(own, "user_weighting", self.user_weighting, ("sum", "sqrt", "mean"))
-        check_choice(own, "interaction_weights", self.interaction_weights, ("none", "rating"))
+        check_choice(own, "interaction_weights", self.interaction_weights,
+                     ("none", "rating", "event"))
+        self._check_event_weights()
         check_choice(own, "multinomial_targets", self.multinomial_targets, ("all", "dropped"))
         check_choice(own, "catalogue", self.catalogue, CATALOGUES)
         if not isinstance(self.item_bias, bool):
@@ -322,6 +341,42 @@ class ModelConfig(Config):
             raise ConfigError("model.objective 'multinomial' needs a history tower: "
                               "query_tower 'history' or 'id+history', got 'id'")
 
+    def _check_event_weights(self) -> None:
+        """``event_weights``: names -> numbers >= 0 (one positive), exactly when
+        ``interaction_weights`` is ``event``; stored as a new ``dict`` of floats."""
+        ew = self.event_weights
+        form = ('a table of event names to weights >= 0, e.g. {view = 1, addtocart = 3, '
+                'transaction = 10} ("*" for every other name)')
+        if not isinstance(ew, Mapping):
+            raise ConfigError(f"model.event_weights must be {form}, got {ew!r}")
+        out: dict[str, float] = {}
+        for name, w in ew.items():
+            if not isinstance(name, str) or not name.strip():
+                raise ConfigError(f"model.event_weights: an event name must be non-empty "
+                                  f"text, got {name!r} ({form})")
+            if isinstance(w, bool) or not isinstance(w, int | float) \
+                    or not math.isfinite(w) or w < 0:
+                raise ConfigError(f"model.event_weights: the weight of {name!r} must be a "
+                                  f"number >= 0 (0: the event teaches nothing), got {w!r}")
+            out[name] = float(w)
+        object.__setattr__(self, "event_weights", out)  # a copy: the config stays frozen
+        if out and not any(w > 0 for w in out.values()):
+            raise ConfigError(f"model.event_weights gives every event weight 0, nothing to "
+                              f"learn from; give some event a positive weight, got {out}")
+        if self.interaction_weights == "event" and not out:
+            raise ConfigError("model.interaction_weights 'event' weighs each pair by its "
+                              "event names' weights, and model.event_weights is empty; give "
+                              "them (e.g. {view = 1, transaction = 10}; --event-weights "
+                              "view=1,transaction=10 in the CLI)")
+        if out and self.interaction_weights != "event":
+            why = ("weighs pairs by the rating column's numbers: one source of weights at a "
+                   "time; drop one of the two" if self.interaction_weights == "rating"
+                   else "counts every pair once; set it to 'event' to use the mapping, or "
+                   "leave event_weights empty")
+            raise ConfigError(f"model.event_weights is only read with interaction_weights "
+                              f"'event' (the event column's names mapped to weights), and "
+                              f"model.interaction_weights {self.interaction_weights!r} {why}")
+
     def check_used(self) -> None:
         """Refuse settings the chosen objective never reads (training would silently
         ignore them). Checked when training starts, not in ``validate``: a run saved
@@ -355,8 +410,9 @@ class ModelConfig(Config):
             raise ConfigError(f"model.interaction_weights {self.interaction_weights!r} is only "
                               f"read by objective 'multinomial' (its loss and the EASE part "
                               f"weigh each pair), got objective {self.objective!r}; set "
-                              f"interaction_weights to 'none' (or keep only the rows you "
-                              f"count as positive in the data)")
+                              f"interaction_weights to 'none'"
+                              + (" and event_weights to {}" if self.event_weights else "")
+                              + " (or keep only the rows you count as positive in the data)")
         if self.hard_negatives and self.objective != "sampled_softmax":
             raise ConfigError(f"model.hard_negatives is only used by objective "
                               f"'sampled_softmax' (it mines the in-batch negatives), got "

@@ -326,10 +326,10 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
     rank), and the "full rank" the rank search then compares against is the largest of
     ``ranks`` (one SVD at that rank, cut for the smaller ones).
 
-    With ``weighted`` (``ModelConfig.interaction_weights = "rating"``), EASE is fitted on
-    the Gram of the weighted user-item matrix (``retriever.pair_weights``: each pair its
-    summed ratings, mean 1) rather than the binary one; the query (the recency-weighted
-    history) and the validation metrics (pairs, binary) are as without.
+    With ``weighted`` (``ModelConfig.interaction_weights`` ``rating`` or ``event``), EASE
+    is fitted on the Gram of the weighted user-item matrix (``retriever.pair_weights``:
+    each pair its summed ratings, mean 1) rather than the binary one; the query (the
+    recency-weighted history) and the validation metrics (pairs, binary) are as without.
 
     Returns:
         ``(P, Q, chosen)``; ``P`` is ``[n_items, r]``; ``chosen`` holds ``lambda``,

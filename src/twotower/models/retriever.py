@@ -84,10 +84,13 @@ def check_streamable(cfg: ModelConfig, rating_col: str | None) -> None:
     """ConfigError/DataError unless ``fit_stream`` can train ``cfg`` (checked before the
     file's scan, which can take a while)."""
     if cfg.interaction_weights != "none":
+        off = ("set it to 'none' and event_weights to {} (leave --event-weights and "
+               "--event-col out)" if cfg.interaction_weights == "event"
+               else "set it to 'none' (--interaction-weights none)")
         raise ConfigError(f"fit_stream: model.interaction_weights "
                           f"{cfg.interaction_weights!r} is not streamed (it weighs the "
-                          f"multinomial loss, which trains per user); set it to 'none' "
-                          f"(--interaction-weights none) or train without --stream")
+                          f"multinomial loss, which trains per user); {off} or train "
+                          f"without --stream")
     cfg.check_used()
     how = ("(`[model]` settings in a --config file; `twotower train --stream --preset "
            "tutorial` (ratings) or `--preset clicks` (clicks) trains the id tower)")
@@ -371,37 +374,43 @@ def history_table(x: Interactions, length: int) -> np.ndarray:
     return out
 
 
-def pair_weights(x: Interactions) -> Any:
+def pair_weights(x: Interactions, kind: str = "rating") -> Any:
     """``[n_users, n_items]`` CSR of each (user, item) pair's weight
-    (``ModelConfig.interaction_weights = "rating"``): the sum of its rows' ratings, scaled
-    so that the mean over the pairs is 1 (a pair of weight 0 stays, an explicit zero).
+    (``ModelConfig.interaction_weights`` ``"rating"`` or ``"event"``, ``kind``): the sum of
+    its rows' ratings (for ``event``, the rows' event weights that ``read_interactions``
+    put there), scaled so that the mean over the pairs is 1 (a pair of weight 0 stays, an
+    explicit zero).
 
     Raises:
         DataError: no ratings, a negative one (naming its row), or every weight 0.
     """
     if x.ratings is None:
-        raise DataError("model.interaction_weights 'rating' weighs each pair by its rating: "
-                        "the interactions have none (Interactions.ratings; --rating-col in "
-                        "the CLI names the weight column)")
-    check_weights(x.ratings)
+        how = ("its rating: the interactions have none (Interactions.ratings; --rating-col "
+               "in the CLI names the weight column)" if kind == "rating" else
+               "its event's weight: the interactions have none (Interactions.ratings, which "
+               "read_interactions(event_col=, event_weights=) fills; --event-col in the CLI)")
+        raise DataError(f"model.interaction_weights {kind!r} weighs each pair by {how}")
+    check_weights(x.ratings, kind=kind)
     m = x.to_csr("rating")
     positive = m.data[m.data > 0]
     mean = float(positive.mean()) if len(positive) else 0.0
     if not mean > 0:
-        raise DataError("model.interaction_weights 'rating': every pair's weight is 0, "
-                        "nothing to learn from; give some rows a positive rating")
+        give = ("give some rows a positive rating" if kind == "rating" else
+                "give some event of the log a positive weight (model.event_weights)")
+        raise DataError(f"model.interaction_weights {kind!r}: every pair's weight is 0, "
+                        f"nothing to learn from; {give}")
     m.data = (m.data / mean).astype(np.float32)
     return m
 
 
-def check_weights(ratings: np.ndarray, where: Any = None) -> None:
+def check_weights(ratings: np.ndarray, where: Any = None, kind: str = "rating") -> None:
     """DataError naming the first negative weight (``where(row)``: the row as a file names
     it; else its 0-based row)."""
     bad = np.flatnonzero(~(np.asarray(ratings) >= 0))
     if len(bad):
         row = int(bad[0])
         at = where(row) if where is not None else f"row {row} (0-based)"
-        raise DataError(f"model.interaction_weights 'rating': weights must be numbers >= 0 "
+        raise DataError(f"model.interaction_weights {kind!r}: weights must be numbers >= 0 "
                         f"(0: the pair teaches nothing), got {float(ratings[row]):g} at "
                         f"{at}" + (f" (and {len(bad) - 1} more rows)" if len(bad) > 1
                                    else ""))
@@ -633,8 +642,8 @@ class TwoTower:
         self._history = (history_table(train, cfg.history_length)
                          if cfg.query_tower != "id" else None)
         # interaction_weights "rating": each history entry's weight as a multinomial target
-        weights = (history_weights(self._history, pair_weights(train))
-                   if cfg.interaction_weights == "rating" else None)
+        weights = (history_weights(self._history, pair_weights(train, cfg.interaction_weights))
+                   if cfg.interaction_weights != "none" else None)
         if self._history is not None and cfg.recency_half_life and train.timestamps is None:
             import warnings
             warnings.warn("model.recency_half_life weights each user's history by row order: "
@@ -951,7 +960,7 @@ class TwoTower:
             check_rank=cfg.embedding_dim if checked else 0,
             joint=cfg.ease_search == "joint", query_recency=query_recency,
             form="svd" if large else "ease",
-            weighted=cfg.interaction_weights == "rating")
+            weighted=cfg.interaction_weights != "none")
         if on_time and cfg.ease_weight_grid:
             chosen["weight_check"] = {"split": "temporal", "chose": "weight" in chosen}
         half_life, floor = chosen["half_life"], chosen["floor"]
