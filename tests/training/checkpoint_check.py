@@ -2,8 +2,10 @@
 
 Trains the tutorial model with tables split by columns over the 2 devices through
 ``TwoTower.fit`` (the product loop) three ways: whole; stopped (Ctrl-C raised in the loop's
-40th call) with a checkpoint; resumed from that checkpoint. Prints a JSON report: whether
-the resumed tables equal the whole run's, and the restored tables' shard shapes.
+40th call) with a checkpoint; resumed from that checkpoint. Then the same three ways the
+``model.fit`` path with batches split over the 2 devices (data parallel: whole batches from
+the product's own shuffled stream), stopped as epoch 2 of 3 begins. Prints a JSON report:
+whether the resumed tables equal the whole run's, and the restored tables' shard shapes.
 Usage: python checkpoint_check.py CHECKPOINT_DIR
 """
 
@@ -19,7 +21,7 @@ os.environ["KERAS_BACKEND"] = "jax"
 
 import numpy as np  # noqa: E402
 
-from test_checkpoint import _data, _loop_cfg  # noqa: E402
+from test_checkpoint import _data, _fit_cfg, _loop_cfg, _stop_at_epoch  # noqa: E402
 from twotower.models import TwoTower  # noqa: E402
 from twotower.training import DistributionConfig, TrainLoop, apply_distribution  # noqa: E402
 
@@ -44,7 +46,21 @@ def main(ck: str) -> None:
     TrainLoop._run = run
     resumed = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck)
     table = resumed._net.item_embedding.embeddings.value
+    # model.fit with each batch split over the devices (its resume skips the stream's
+    # shuffles of the epochs done)
+    apply_distribution(DistributionConfig(data_parallel=2))
+    x2 = _data(n_users=300, n_items=200)
+    fit_whole = TwoTower(_fit_cfg()).fit(x2, verbose=0)
+    try:
+        TwoTower(_fit_cfg()).fit(x2, verbose=0, callbacks=[_stop_at_epoch(1)],
+                                 checkpoint=ck + "-fit")
+    except KeyboardInterrupt:
+        pass
+    fit_resumed = TwoTower(_fit_cfg()).fit(x2, verbose=0, checkpoint=ck + "-fit")
     print(json.dumps({
+        "fit_equal": bool(np.array_equal(fit_resumed.item_embeddings,
+                                         fit_whole.item_embeddings)),
+        "fit_trained_with": fit_resumed.trained_with,
         "stopped": stopped,
         "equal": bool(np.array_equal(resumed.item_embeddings, whole.item_embeddings)),
         "max_diff": float(np.abs(resumed.item_embeddings - whole.item_embeddings).max()),

@@ -184,6 +184,73 @@ def test_model_fit_resumes_at_the_epoch_with_its_optimizer(tmp_path):
     assert not ck.exists()
 
 
+def _stop_at_batch(epoch: int, batch: int):
+    """A Keras callback raising KeyboardInterrupt as batch ``batch`` of epoch ``epoch``
+    begins (a stop mid-epoch)."""
+    import keras
+
+    class StopAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, e, logs=None):
+            self.epoch = e
+
+        def on_train_batch_begin(self, b, logs=None):
+            if (self.epoch, b) == (epoch, batch):
+                raise KeyboardInterrupt
+    return StopAt()
+
+
+def _fit_cfg():
+    """The default preset (history tower with history dropout, multinomial, Adam: the
+    model.fit path at any size) on the small log, with a cosine schedule and EMA: 3 epochs
+    of 3 batches, no EASE part."""
+    return ModelConfig.preset("default", epochs=3, batch_size=128, history_length=20,
+                              item_features=(), ease_weight=0.0, learning_rate_decay="cosine",
+                              ema_momentum=0.9)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_model_fit():
+    x = _data(n_users=300, n_items=200)
+    return x, TwoTower(_fit_cfg()).fit(x, verbose=0)
+
+
+@pytest.mark.parametrize("stop", ["after epoch 1", "mid epoch 2"])
+def test_model_fit_resumes_as_if_never_stopped(tmp_path, uninterrupted_model_fit, stop):
+    """A resumed model.fit started at the next epoch with NumPy's global generator (Keras'
+    per-epoch shuffle) and the history-dropout SeedGenerator as they were when the process
+    started, not as the uninterrupted run had them: other shuffles and masks, other tables.
+    A stop mid-epoch resumes from the epoch before (model.fit keeps one per epoch)."""
+    x, whole = uninterrupted_model_fit
+    assert whole.trained_with == "model.fit"
+    cfg, ck = _fit_cfg(), tmp_path / "ck"
+    stopper = _stop_at_epoch(1) if stop == "after epoch 1" else _stop_at_batch(1, 1)
+    with pytest.raises(KeyboardInterrupt):
+        TwoTower(cfg).fit(x, verbose=0, callbacks=[stopper],
+                          checkpoint=Checkpoint(ck, keep=True))
+    assert Checkpoint(ck).keras_epoch() == 1
+    resumed = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck)
+    np.testing.assert_array_equal(resumed.item_embeddings, whole.item_embeddings)
+    np.testing.assert_array_equal(resumed.user_embeddings, whole.user_embeddings)
+    assert resumed.history["loss"] == whole.history["loss"]
+    assert not ck.exists()
+
+
+def test_a_model_fit_checkpoint_s_random_state_is_checked(tmp_path):
+    """A damaged random state is one line naming state.json; a checkpoint written before
+    the state was kept (none in state.json) still resumes."""
+    x, cfg, ck = _stopped_model_fit(tmp_path)
+    meta = ck / "keras" / "state.json"
+    got = json.loads(meta.read_text())
+    assert len(got["random"]["numpy"]["keys"]) == 624 and got["random"]["seed_generators"]
+    meta.write_text(json.dumps({**got, "random": {"numpy": {"keys": [1, 2]}}}))
+    with pytest.raises(DataError, match=rf"checkpoint {re.escape(str(meta))}: its random "
+                                        r"state is unreadable \(.*\); remove the checkpoint"):
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=Checkpoint(ck, keep=True))
+    meta.write_text(json.dumps({k: v for k, v in got.items() if k != "random"}))
+    resumed = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck)
+    assert len(resumed.history["loss"]) == cfg.epochs and not ck.exists()
+
+
 def test_fit_stream_resumes_as_if_never_stopped(tmp_path, monkeypatch):
     x = _data()
     df = pd.DataFrame({"user": x.user_vocab.ids[x.users], "item": x.item_vocab.ids[x.items],
@@ -284,6 +351,8 @@ def test_resume_on_two_devices_with_tables_split_by_columns(tmp_path):
     assert report["devices"] == 2 and report["shard_shape"] == [report["shape"][0],
                                                                 report["shape"][1] // 2]
     assert report["equal"], report
+    # the model.fit path with batches split over the 2 devices resumes exactly too
+    assert report["fit_trained_with"] == "model.fit" and report["fit_equal"], report
 
 
 def test_a_checkpoint_in_use_is_refused_to_a_second_training(tmp_path):

@@ -297,14 +297,19 @@ def _data_parallel_devices() -> int:
     return int(mesh.shape[mesh.axis_names.index(name)])
 
 
-def _whole_batches(x: dict[str, np.ndarray], batch_size: int, seed: int | None) -> Any:
+def _whole_batches(x: dict[str, np.ndarray], batch_size: int, seed: int | None,
+                   skip: int = 0) -> Any:
     """Endless stream of whole batches (the remainder dropped); reshuffled each pass when
-    ``seed`` is given, in order otherwise. With several processes (``jax.distributed``)
-    every process draws the same batches from the same ``x`` and yields its own part of
-    each (``process_part``): Keras reads each process's batch as its local share."""
+    ``seed`` is given, in order otherwise; ``skip``: passes (epochs) done before a resume,
+    whose orders are drawn and not read, so the next pass is the one an uninterrupted run
+    reads. With several processes (``jax.distributed``) every process draws the same
+    batches from the same ``x`` and yields its own part of each (``process_part``): Keras
+    reads each process's batch as its local share."""
     from twotower.training.loop import current_mesh, process_part
     n = len(next(iter(x.values())))
     rng = np.random.default_rng(seed) if seed is not None else None
+    for _ in range(skip if rng is not None else 0):
+        rng.permutation(n)
     mesh = current_mesh()  # here: Keras may read this generator from another thread
 
     def batches() -> Any:
@@ -319,9 +324,10 @@ def _whole_batches(x: dict[str, np.ndarray], batch_size: int, seed: int | None) 
 
 
 def _fit_whole_batches(net: Any, x: dict[str, np.ndarray], val: Any, cfg: ModelConfig,
-                       split: int, verbose: Any, callbacks: list[Any]) -> Any:
+                       split: int, verbose: Any, callbacks: list[Any], done: int = 0) -> Any:
     """``net.fit`` under data parallelism: every batch holds ``batch_size`` rows, so it splits
-    evenly over the ``split`` devices (the last partial batch of each epoch is dropped)."""
+    evenly over the ``split`` devices (the last partial batch of each epoch is dropped).
+    ``done``: the epochs a resumed checkpoint holds (its callback starts Keras there)."""
     n = len(next(iter(x.values())))
     steps = n // cfg.batch_size
     if cfg.batch_size % split or steps == 0:
@@ -334,7 +340,7 @@ def _fit_whole_batches(net: Any, x: dict[str, np.ndarray], val: Any, cfg: ModelC
             kwargs = dict(validation_data=_whole_batches(val[0], cfg.batch_size, None),
                           validation_steps=n_val // cfg.batch_size,
                           validation_freq=cfg.validation_freq)
-    return net.fit(_whole_batches(x, cfg.batch_size, cfg.seed), steps_per_epoch=steps,
+    return net.fit(_whole_batches(x, cfg.batch_size, cfg.seed, done), steps_per_epoch=steps,
                    epochs=cfg.epochs, shuffle=False, verbose=verbose,
                    callbacks=callbacks, **kwargs)
 
@@ -575,7 +581,9 @@ class TwoTower:
 
         ``checkpoint``: a directory (or ``twotower.training.checkpoint.Checkpoint``) where
         the training keeps a checkpoint, and resumes from one left there by the same
-        training (same config and data; another is refused) that stopped. Removed once
+        training (same config and data; another is refused) that stopped, and trains on
+        as the uninterrupted run would have, to the same tables (``model.fit`` from the
+        end of its last whole epoch). Removed once
         the model is trained, unless ``Checkpoint(keep=True)``. After a resume through
         ``model.fit`` (history towers, small catalogues) or the product loop, ``history``
         holds every epoch: those done before the stop, then those run since.
@@ -684,6 +692,7 @@ class TwoTower:
             "features_digest": _data_digest(*_sparse_parts(self._item_features),
                                             *_sparse_parts(self._user_features)
                                             ).tobytes().hex()})
+        done = None  # model.fit: the epochs a checkpoint resumed holds
         try:
             if ck is not None and not loop_path:
                 done = ck.keras_epoch()
@@ -709,7 +718,8 @@ class TwoTower:
                 self.trained_with = "TrainLoop (row-wise updates)"
             else:
                 if split > 1:  # a distribution splits each batch over devices: whole batches
-                    hist = _fit_whole_batches(net, x, val, cfg, split, verbose, list(callbacks))
+                    hist = _fit_whole_batches(net, x, val, cfg, split, verbose, list(callbacks),
+                                              done=done or 0)
                 else:
                     hist = net.fit(x, batch_size=cfg.batch_size, epochs=cfg.epochs, shuffle=True,
                                    validation_data=val, validation_freq=cfg.validation_freq,

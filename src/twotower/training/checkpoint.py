@@ -12,11 +12,17 @@ its last checkpoint left it, instead of from the start.
   SIGTERM. A resumed run skips the batches done (they are read again, not trained) and
   trains on exactly as an uninterrupted one would (the loop's batch order is drawn from
   the seed and the epoch): the same losses and tables (tested).
-- ``model.fit`` (history towers, small catalogues): ``DIR/keras``, at the end of each
-  epoch (Keras' ``save_weights``, with the optimizer's state, and the epochs done and their
-  losses: ``_KerasCheckpoint``); a resumed run starts at the epoch after it, with the
-  weights and optimizer of the checkpoint (its later shuffles differ from an uninterrupted
-  run's).
+- ``model.fit`` (history towers, other objectives, validation, small catalogues):
+  ``DIR/keras``, at the end of each epoch (Keras' ``save_weights``, with the optimizer's
+  state: its step count, hence a cosine schedule's place, and EMA's averages; then the
+  epochs done, their losses and the random state: ``_KerasCheckpoint``). A resumed run
+  starts at the epoch after it with the checkpoint's weights and optimizer, NumPy's global
+  generator (Keras shuffles in-memory arrays with it at each epoch) and the model's
+  ``SeedGenerator`` states (history dropout; ``save_weights`` leaves them out), and, with
+  batches split over devices, the product's batch stream past the epochs done: it trains
+  on exactly as an uninterrupted run would, to the same losses and tables (tested, also
+  over 2 devices). A stop mid-epoch resumes at that epoch's start. (A checkpoint of an
+  older version, without the random state, resumes with other shuffles.)
 
 Each file is written to a temporary name and renamed over the old one, so a stop during a
 write leaves the previous checkpoint. The checkpoint is removed when the model is trained
@@ -343,10 +349,12 @@ class _KerasCheckpoint(_keras_callback_base()):  # type: ignore[misc]
     ``save_weights``/``load_weights`` and ``_initial_epoch``), but whole at every moment:
     each epoch's weights (with the optimizer's state) go to a file of their own, then
     ``state.json``, written to a temporary name and renamed, names that file, the epochs
-    done and the losses so far. A stop at any point leaves the previous epoch's pair, never
-    weights of one epoch with the count of another. (``BackupAndRestore`` overwrites one
-    weights file in place, then its metadata: a stop between them trains an epoch twice, and
-    one during the metadata leaves JSON it cannot read.)
+    done, the losses so far and the random state the next epoch draws from
+    (``_random_state``), restored on resume. A stop at any point leaves the previous
+    epoch's pair, never weights of one epoch with the count of another.
+    (``BackupAndRestore`` overwrites one weights file in place, then its metadata: a stop
+    between them trains an epoch twice, and one during the metadata leaves JSON it cannot
+    read.)
 
     After ``fit``, ``history_before`` holds the losses of the epochs the checkpoint had done.
     """
@@ -394,10 +402,14 @@ class _KerasCheckpoint(_keras_callback_base()):  # type: ignore[misc]
         model._initial_epoch = int(got["epoch"])  # as BackupAndRestore resumes
         self._logs = {k: list(map(float, v)) for k, v in got.get("history", {}).items()}
         self.history_before = {k: list(v) for k, v in self._logs.items()}
+        if "random" in got:  # (a checkpoint of an older version has none: later draws differ)
+            _set_random_state(model, got["random"], self.directory / _KERAS_META)
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         for k, v in (logs or {}).items():
             self._logs.setdefault(k, []).append(float(v))
+        # the random state the next epoch starts from; save_weights keeps neither part
+        drawn = _random_state(self.model)
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f"epoch-{epoch + 1}.weights.h5"
         tmp = self.directory / f"tmp-{os.getpid()}.weights.h5"
@@ -407,9 +419,52 @@ class _KerasCheckpoint(_keras_callback_base()):  # type: ignore[misc]
             os.replace(tmp, self.directory / name)
         finally:
             tmp.unlink(missing_ok=True)
-        text = json.dumps({"epoch": epoch + 1, "weights": name, "history": self._logs},
-                          sort_keys=True).encode("utf-8")
+        text = json.dumps({"epoch": epoch + 1, "weights": name, "history": self._logs,
+                           "random": drawn}, sort_keys=True).encode("utf-8")
         _write_atomic(self.directory / _KERAS_META, lambda fh: fh.write(text))
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
+
+
+def _seed_states(model: Any) -> list[Any]:
+    """The state variables of the model's ``SeedGenerator``s (history dropout, sampled
+    negatives), in the model's order: ``model.variables`` holds them, ``model.weights``
+    (what ``save_weights`` writes) does not."""
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _random_state(model: Any) -> dict[str, Any]:
+    """What ``model.fit``'s next epoch draws from, as JSON: NumPy's global generator (Keras
+    shuffles in-memory arrays with ``np.random.permutation`` at each epoch's first batch)
+    and the model's ``SeedGenerator`` states."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"numpy": {"name": str(name), "keys": np.asarray(keys).tolist(), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached_gaussian": float(gauss)},
+            "seed_generators": [np.asarray(v.value).tolist() for v in _seed_states(model)]}
+
+
+def _set_random_state(model: Any, state: Any, where: Path) -> None:
+    """Restore ``_random_state``'s ``state``: the resumed epochs draw the shuffles and
+    dropout masks the uninterrupted run drew."""
+    seeds = _seed_states(model)
+    try:
+        numpy = state["numpy"]
+        keys = np.asarray(numpy["keys"], dtype=np.uint32)
+        if len(state["seed_generators"]) != len(seeds):
+            raise ValueError(f"{len(state['seed_generators'])} seed generator states, the "
+                             f"model has {len(seeds)}")
+        saved = [np.asarray(s, dtype=np.asarray(v.value).dtype)
+                 for s, v in zip(state["seed_generators"], seeds)]
+        if keys.shape != (624,) or any(s.shape != tuple(v.shape) for s, v in zip(saved, seeds)):
+            raise ValueError("a state of another shape")
+        np_state = (str(numpy["name"]), keys, int(numpy["pos"]), int(numpy["has_gauss"]),
+                    float(numpy["cached_gaussian"]))
+        np.random.set_state(np_state)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise DataError(f"checkpoint {where}: its random state is unreadable "
+                        f"({type(exc).__name__}: {exc}); remove the checkpoint directory to "
+                        "start afresh") from None
+    for v, s in zip(seeds, saved):
+        v.assign(s)
