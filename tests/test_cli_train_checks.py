@@ -147,3 +147,51 @@ def test_a_save_that_fails_on_the_disk_names_out(capsys, tmp_path, monkeypatch):
                        "--epochs", "1")
     assert code == 2 and f"twotower: error: --out: cannot save the run {tmp_path / 'run'}: " \
         "no space left on the device; nothing was written" in err, err
+
+
+def _topic_log(path, users=300, items=200, topics=5, per_user=20, seed=0):
+    """A click log with signal: each user clicks 80% in their topic (Zipf popularity within
+    it), 20% anywhere by global popularity; MostPop finds some test items, a model that
+    learnt the topics many more."""
+    rng = np.random.default_rng(seed)
+    item_topic = np.arange(items) % topics
+    pop = 1.0 / np.arange(1, items + 1)
+    rows = []
+    for u in range(users):
+        t = u % topics
+        own = np.flatnonzero(item_topic == t)
+        k_own = int(0.8 * per_user)
+        picked = set(rng.choice(own, k_own, replace=False, p=pop[own] / pop[own].sum()))
+        while len(picked) < per_user:
+            picked.add(int(rng.choice(items, p=pop / pop.sum())))
+        rows += [(f"u{u}", f"i{i}") for i in picked]
+    pd.DataFrame(rows, columns=["user_id", "item_id"]).to_csv(path, index=False)
+    return path
+
+
+def test_train_says_mostpop_and_warns_when_the_model_trails_it(capsys, tmp_path):
+    """`train` prints MostPop's figures on its test split beside the model's, and a warning
+    when the model's recall@10 is below MostPop's (a model that trained nothing, as the
+    tutorial preset's Adagrad 0.1 left sampled_softmax); the default model on a log with
+    signal gets no warning."""
+    log = _topic_log(tmp_path / "log.csv")
+    (tmp_path / "c.toml").write_text("learning_rate = 1e-6\n")  # untrained: random lists
+    code, out, err = run(capsys, "train", "--data", log, "--preset", "clicks", "--epochs", "1",
+                         "--config", tmp_path / "c.toml", "--out", tmp_path / "r1")
+    assert code == 0, err
+    import re
+    model = re.search(r"^test: recall@10 ([\d.]+)", out, re.M)
+    popular = re.search(r"^test, MostPop: recall@10 ([\d.]+)  ndcg@10 [\d.]+  recall@100 ",
+                        out, re.M)
+    assert model and popular, out
+    assert float(model.group(1)) < float(popular.group(1)), out
+    assert ("warning: the model scores below the most-popular list on this split: recall@10 "
+            f"{model.group(1)} against MostPop's {popular.group(1)}") in out, out
+    assert "see README, Quality" in out
+    code, out, err = run(capsys, "train", "--data", log, "--out", tmp_path / "r2")
+    assert code == 0, err
+    model = re.search(r"^test: recall@10 ([\d.]+)", out, re.M)
+    popular = re.search(r"^test, MostPop: recall@10 ([\d.]+)", out, re.M)
+    assert model and popular and float(model.group(1)) > float(popular.group(1)), out
+    assert "most-popular" not in out + err, out
+

@@ -913,14 +913,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if len(test_users) > n_cold and _weights_note(cfg):
         _say(_weights_note(cfg))
     if len(test_users) > n_cold:
-        from twotower.evaluation.run import model_rows
+        from twotower.evaluation.run import held_out_rows
         ks = _default_ks(model.n_items)  # as `evaluate`: a recall@100 of 80 items is 1
-        # the model's own ranking; an HNSW/IVF run also as its index serves it
-        metrics = model_rows(model, split.train, split.test, ks)
-        for row, m in metrics.items():
-            _say(f"test{'' if row == 'model' else ', ' + row[7:-1]}: recall@{ks[0]} "
+        # the model's own ranking; an HNSW/IVF run also as its index serves it; MostPop on
+        # the same split, and a warning when the model is behind it
+        metrics, popular, behind = held_out_rows(model, split.train, split.test, ks)
+        for row, m in [*metrics.items(), ("MostPop", popular)]:
+            if row == "MostPop" and not m.get("users"):
+                continue  # (nothing scored: the note below)
+            label = "" if row == "model" else ", " + (row[7:-1] if row != "MostPop" else row)
+            _say(f"test{label}: recall@{ks[0]} "
                  f"{m[f'recall@{ks[0]}']:.4f}  ndcg@{ks[0]} {m[f'ndcg@{ks[0]}']:.4f}"
                  + "".join(f"  recall@{k} {m[f'recall@{k}']:.4f}" for k in ks[1:]))
+        if behind:
+            _say(f"warning: {behind}")
         m = metrics["model"]
         if repeat and m.get("users"):  # (none left to score: the note below)
             _say(repeat)

@@ -106,6 +106,42 @@ def model_rows(model: Any, train: Interactions, held: Interactions, ks: Sequence
     return rows
 
 
+def held_out_rows(model: Any, train: Interactions, held: Interactions, ks: Sequence[int]
+                  ) -> tuple[dict[str, dict[str, Any]], dict[str, Any], str | None]:
+    """What ``twotower train`` reports on its held-out split: ``model_rows``, MostPop's
+    metrics on the same split (fitted on ``train``: one pass over it), and
+    ``trails_popular``'s warning (None when the model is not behind).
+
+    Returns:
+        (the model's rows, MostPop's metrics, the warning or None).
+    """
+    rows = model_rows(model, train, held, ks)
+    popular = recommend_and_evaluate(MostPop().fit(train), train, held, ks=ks)
+    return rows, popular, trails_popular(rows["model"], popular, _check_ks(ks)[0])
+
+
+def trails_popular(model: dict[str, Any], popular: dict[str, Any], k: int = 10
+                   ) -> str | None:
+    """A warning when the model's recall@``k`` is below MostPop's on the same split (a list
+    of the most popular items, the same for every user, finds more): the model learnt less
+    than popularity, e.g. an objective whose learning rate or temperature barely moved the
+    tables (README, Quality). None when it is not behind, or either figure is missing
+    (no user to score).
+
+    Args:
+        model, popular: ``recommend_and_evaluate``'s metrics of the model and of MostPop.
+        k: the cut-off compared (``recall@k`` must be in both).
+    """
+    ours, theirs = model.get(f"recall@{k}"), popular.get(f"recall@{k}")
+    if ours is None or theirs is None or not np.isfinite(ours) or not np.isfinite(theirs) \
+            or not ours < theirs:
+        return None
+    return (f"the model scores below the most-popular list on this split: recall@{k} "
+            f"{ours:.4f} against MostPop's {theirs:.4f} (the same popular items for every "
+            "user would find more); its objective's settings may have barely trained it "
+            "(learning rate, temperature, epochs): see README, Quality ('Below MostPop')")
+
+
 def _recency_ordered(train: Interactions, history: np.ndarray) -> Interactions:
     """``train`` with timestamps that order each user's items as ``history`` does (column
     0 the latest; items past its length count as the oldest), for a temporal split: a run
