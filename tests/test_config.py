@@ -144,9 +144,10 @@ def test_out_of_range_values_are_refused(field, value):
 
 
 def test_unread_temperature_for_each_objective():
-    """The objectives that never divide by the temperature say so of a temperature set."""
-    for objective, unread in (("mse", True), ("bpr", True), ("softmax", False),
+    """The objectives that never divide by the temperature say so of a temperature set
+    (``bpr`` divides its score difference by it since 2026-12-06)."""
+    for objective, unread in (("mse", True), ("bpr", False), ("softmax", False),
                               ("sampled_softmax", False)):
         cfg = ModelConfig(objective=objective)
         assert ("temperature" in cfg.unread()) == unread, objective
-    assert ModelConfig(objective="bpr").unread()["temperature"] == "objective 'bpr'"
+    assert ModelConfig(objective="mse").unread()["temperature"] == "objective 'mse'"

@@ -173,3 +173,21 @@ def test_clicks_preset_learns_a_click_log():
                                  (10,))["recall@10"]
     assert mine > 3 * 10 / split.train.n_items  # a random ranking: about 10 / 300
     assert mine > 0.9 * pop, (mine, pop)
+
+
+def test_bpr_reads_the_temperature():
+    """``bpr`` divides its score difference by ``temperature``, as the softmax objectives
+    divide their logits: with Adagrad (the ``clicks`` preset's 0.5) at temperature 1 the
+    tables, initialised in +-0.05, hardly move (the loss stays at log 2: close to random
+    lists, ``benchmarks/probes/objective_audit.py``); the preset's temperature 0.1 trains
+    them."""
+    x, ugroup = planted()
+    users = np.arange(x.n_users)
+    auc = {}
+    for temperature in (1.0, 0.1):
+        cfg = ModelConfig.preset("clicks", objective="bpr", embedding_dim=16, batch_size=64,
+                                 temperature=temperature, validation_freq=1000)
+        model = TwoTower(cfg).fit(x, verbose=0)
+        scores = model.query_embeddings(users) @ model.item_embeddings.T
+        auc[temperature] = planted_auc(scores, x, ugroup)
+    assert auc[0.1] > 0.8 and auc[0.1] > auc[1.0] + 0.1, auc

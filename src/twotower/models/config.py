@@ -37,7 +37,8 @@ class ModelConfig(Config):
               batch, log-Q corrected (``keras_rs.layers.SamplingProbabilityCorrection``),
               accidental hits (the same item elsewhere in the batch) masked
               (``mask_accidental_hits``), optionally only the ``hard_negatives`` hardest.
-            - ``bpr``: pairwise, one uniformly sampled negative per positive.
+            - ``bpr``: pairwise, one uniformly sampled negative per positive: the log
+              sigmoid of the score difference divided by ``temperature``.
             - ``multinomial`` (history towers): one example per *user*; the query pools the
               user's history with ``history_dropout`` applied, and the loss is the
               multinomial log-likelihood of all the user's items over the full catalogue
@@ -59,7 +60,10 @@ class ModelConfig(Config):
             whole tables, ``l2 * ||W||^2`` per pass over the users (added as
             ``l2 * ||W||^2 / n_users`` per user), so its strength does not depend on batch
             size; on small data this is what stops overfitting.
-        temperature: divides the logits of the softmax-type objectives. The ``clicks``
+        temperature: divides the logits of the softmax-type objectives and ``bpr``'s
+            score difference (since 2026-12-06: before, ``bpr`` ignored it, and on the
+            ``clicks`` preset's Adagrad 0.5 its tables hardly moved,
+            ``benchmarks/probes/objective_audit.py``). The ``clicks``
             preset's 0.1 (with Adagrad 0.5) is what lets ``sampled_softmax`` learn a click
             log in 10 epochs; at 1 with the tutorial's Adagrad 0.1 its lists stay close to
             random (``benchmarks/probes/click_softmax.py``).
@@ -424,7 +428,7 @@ class ModelConfig(Config):
         with ``ease_weight`` 0, ...). Training ignores their values, so ``twotower train``
         warns when one of them was given (a preset's own values are not)."""
         out: dict[str, str] = {}
-        if self.objective in ("mse", "bpr"):
+        if self.objective == "mse":
             out["temperature"] = f"objective {self.objective!r}"
         if self.objective != "multinomial":
             out.update(dict.fromkeys(("multinomial_targets", "user_weighting"),

@@ -219,7 +219,7 @@ class TwoTowerNet(keras.Model):
             negative = keras.random.randint(ops.shape(item), 0, self.n_items,
                                             seed=self.dropout_seed)
             neg = ops.take(self.item_table(), negative, axis=0)
-            diff = ops.sum(q * cand, axis=1) - ops.sum(q * neg, axis=1)
+            diff = (ops.sum(q * cand, axis=1) - ops.sum(q * neg, axis=1)) / cfg.temperature
             loss = -ops.mean(ops.log_sigmoid(diff))
         if cfg.l2 > 0:
             reg = ops.mean(ops.sum(ops.square(q), axis=1)) + ops.mean(ops.sum(ops.square(cand),
