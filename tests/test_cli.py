@@ -1225,7 +1225,7 @@ def test_an_items_file_with_its_own_column_names(tmp_path, capsys):
                   "category": ["a|b"] * 40}).to_csv(tmp_path / "products.csv", index=False)
     (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
     base = ["train", "--data", tmp_path / "clicks.csv", "--user-col", "customer",
-            "--item-col", "sku", "--items", tmp_path / "products.csv", "--preset", "tutorial",
+            "--item-col", "sku", "--items", tmp_path / "products.csv", "--preset", "clicks",
             "--config", tmp_path / "c.json"]
     code, _, err = run(capsys, *base, "--out", tmp_path / "r0")
     assert code == 2 and "has no column 'sku' (--item-col)" in err and "--items-id-col" in err
@@ -1249,7 +1249,7 @@ def test_a_semicolon_export_and_text_times_are_named(tmp_path, capsys):
         f"c{u % 7};s{u % 5};{1_700_000_000 + u}\n" for u in range(200)))
     (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
     base = ["train", "--data", tmp_path / "c.csv", "--user-col", "customer", "--item-col",
-            "sku", "--preset", "tutorial", "--config", tmp_path / "c.json"]
+            "sku", "--preset", "clicks", "--config", tmp_path / "c.json"]
     code, _, err = run(capsys, *base, "--out", tmp_path / "r0")
     assert code == 2 and "separated by ';'" in err and "--sep" in err
     code, out, err = run(capsys, *base, "--sep", ";", "--out", tmp_path / "r1")
@@ -1271,7 +1271,7 @@ def test_evaluate_test_data_reads_a_file_like_the_runs_own_without_flags(tmp_pat
     (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
     code, _, err = run(capsys, "train", "--data", tmp_path / "c.csv", "--user-col", "customer",
                        "--item-col", "sku", "--sep", ";", "--split", "none", "--preset",
-                       "tutorial", "--config", tmp_path / "c.json", "--out", tmp_path / "r")
+                       "clicks", "--config", tmp_path / "c.json", "--out", tmp_path / "r")
     assert code == 0, err
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
     assert saved["columns"] == {"user": "customer", "item": "sku"} and saved["sep"] == ";"
@@ -1298,7 +1298,7 @@ def test_train_notes_when_the_objective_does_not_read_ratings(tmp_path, capsys):
         f"u{u % 7},i{u % 5},{1 + u % 5}\n" for u in range(100)))
     (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
     code, out, err = run(capsys, "train", "--data", tmp_path / "r.csv", "--preset",
-                         "tutorial", "--config", tmp_path / "c.json", "--out", tmp_path / "r")
+                         "clicks", "--config", tmp_path / "c.json", "--out", tmp_path / "r")
     assert code == 0, err
     assert "note: objective 'softmax' does not read ratings" in out
 
@@ -1611,7 +1611,7 @@ def test_train_note_on_an_unscorable_temporal_split_does_not_advise_temporal(tmp
     (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "c.toml").write_text('[model]\nobjective = "softmax"\nepochs = 1\n'
                                       'embedding_dim = 8\n')
-    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--preset", "tutorial",
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--preset", "clicks",
                        "--config", tmp_path / "c.toml", "--split", "temporal",
                        "--out", tmp_path / "r")
     assert code == 0, err
@@ -1629,7 +1629,7 @@ def test_test_users_with_no_training_rows_are_left_out_and_said_to_be(tmp_path, 
     (tmp_path / "c.toml").write_text('[model]\nobjective = "softmax"\nepochs = 1\n'
                                       'embedding_dim = 8\n')
     code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--preset",
-                         "tutorial", "--config", tmp_path / "c.toml", "--out", tmp_path / "r")
+                         "clicks", "--config", tmp_path / "c.toml", "--out", tmp_path / "r")
     assert code == 0, err
     import re
     m = re.search(r"note: ([\d,]+) of the ([\d,]+) test users have no training interactions "
@@ -1645,7 +1645,7 @@ def test_test_users_with_no_training_rows_are_left_out_and_said_to_be(tmp_path, 
     (tmp_path / "solo.csv").write_text(
         "user_id,item_id\n" + "\n".join(f"s{u},i{u % 9}" for u in range(60)) + "\n")
     code, out, err = run(capsys, "train", "--data", tmp_path / "solo.csv", "--preset",
-                         "tutorial", "--config", tmp_path / "c.toml", "--out", tmp_path / "r2")
+                         "clicks", "--config", tmp_path / "c.toml", "--out", tmp_path / "r2")
     assert code == 0 and "(all of them: no metrics)" in out, out + err
 
 
@@ -1654,7 +1654,7 @@ def test_a_user_who_saw_nearly_everything_is_told_why_the_list_is_short(tmp_path
         [f"u{u},i{(u + j) % 12}" for u in range(30) for j in range(3)]
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "c.toml").write_text('[model]\nobjective = "softmax"\nepochs = 1\n')
-    code, _, err = run(capsys, "train", "--data", tmp_path / "d.csv", "--preset", "tutorial",
+    code, _, err = run(capsys, "train", "--data", tmp_path / "d.csv", "--preset", "clicks",
                        "--config", tmp_path / "c.toml", "--split", "none",
                        "--out", tmp_path / "r")
     assert code == 0, err
@@ -1673,7 +1673,7 @@ def test_a_short_list_names_the_items_never_trained_as_well(tmp_path, capsys):
     (tmp_path / "d.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "c.toml").write_text('[model]\nobjective = "softmax"\nepochs = 1\n')
     code, _, err = run(capsys, "train", "--data", tmp_path / "d.csv", "--time-col", "t",
-                       "--preset", "tutorial", "--config", tmp_path / "c.toml", "--split",
+                       "--preset", "clicks", "--config", tmp_path / "c.toml", "--split",
                        "global-temporal", "--test-fraction", "0.05", "--out", tmp_path / "r")
     assert code == 0, err
     code, out, _ = run(capsys, "recommend", tmp_path / "r", "--user", "u5", "-k", "12",
@@ -1895,7 +1895,7 @@ def test_train_names_the_feature_columns_it_used_and_their_values(tmp_path, caps
         tmp_path / "items.csv", index=False)
     (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
     argv = ["train", "--data", tmp_path / "log.csv", "--items", tmp_path / "items.csv",
-            "--preset", "tutorial", "--config", tmp_path / "c.json", "--split", "none",
+            "--preset", "clicks", "--config", tmp_path / "c.json", "--split", "none",
             "--item-features", "brand,year,tags", "--multi-valued-features", "tags"]
     code, out, err = run(capsys, *argv, "--out", tmp_path / "r")
     assert code == 0, err

@@ -529,6 +529,7 @@ _MODEL_FLAGS = ("epochs", "embedding_dim", "learning_rate", "batch_size", "seed"
 
 def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     from twotower.models import ModelConfig
+    from twotower.models.config import check_preset_objective
 
     overrides: dict[str, Any] = {}
     if "model" in data or "distribution" in data:
@@ -558,6 +559,7 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
         inferred.add("interaction_weights")
     try:
         cfg = ModelConfig.preset(args.preset, **overrides)
+        check_preset_objective(args.preset, overrides)
         cfg.check_used()  # before the data is read (fit checks it again, for the library)
     except ConfigError as exc:
         flags = {n: "--" + n.replace("_", "-") for n in _MODEL_FLAGS

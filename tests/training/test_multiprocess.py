@@ -93,7 +93,7 @@ def test_cli_train_on_two_processes(tmp_path, ml100k, stream):
     config = tmp_path / "model.json"
     config.write_text(json.dumps({"objective": "sampled_softmax"}))
     base = [sys.executable, "-m", "twotower.cli", "train", "--data", str(data), "--preset",
-            "tutorial", "--config", str(config), "--epochs", "2", "--devices", "2"]
+            "clicks", "--config", str(config), "--epochs", "2", "--devices", "2"]
     if stream:
         base += ["--stream"]
     env = {**os.environ, "KERAS_BACKEND": "jax"}

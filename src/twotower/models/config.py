@@ -492,6 +492,39 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+#: the settings that decide whether a non-``mse`` objective trains at all from the
+#: ``tutorial`` preset (chosen for ``mse``): with none of them given, it is refused
+TUTORIAL_STEP_SETTINGS = ("learning_rate", "temperature", "optimizer")
+
+
+def check_preset_objective(name: str, overrides: dict[str, Any]) -> None:
+    """Refuse the ``tutorial`` preset with an objective other than ``mse`` when neither its
+    learning rate, temperature nor optimizer is changed (``twotower train --preset
+    tutorial`` with ``objective = "softmax"`` in ``--config``): the tutorial's Adagrad 0.1
+    at temperature 1 was chosen for ``mse``'s squared errors on ratings; with the ranking
+    objectives' batch-mean losses each row's step is tiny against Adagrad's initial
+    accumulator, the tables hardly move from their initial values and the lists are close
+    to random (``benchmarks/probes/objective_audit.py``). ``ModelConfig.preset`` itself
+    builds any combination (a library user may want exactly that).
+
+    Raises:
+        ConfigError: naming the objective and the presets or settings to use instead.
+    """
+    objective = overrides.get("objective", PRESETS.get(name, {}).get("objective"))
+    if name != "tutorial" or objective == "mse" \
+            or any(k in overrides for k in TUTORIAL_STEP_SETTINGS):
+        return
+    tower = overrides.get("query_tower", "id")
+    instead = ("--preset clicks (the same id tower with Adagrad 0.5 and temperature 0.1, "
+               "10 epochs)" if tower == "id" and objective != "multinomial" else
+               "--preset default (a history tower with Adam)")
+    raise ConfigError(f"model.objective {objective!r} on the tutorial preset keeps the "
+                      "tutorial's Adagrad 0.1 at temperature 1, chosen for 'mse' on ratings: "
+                      f"with {objective!r} its tables barely move and its lists are close to "
+                      "random, below the most-popular list (README, Quality); use "
+                      f"{instead}, or set learning_rate and temperature yourself")
+
+
 def make_optimizer(config: ModelConfig, steps_per_epoch: int | None = None) -> Any:
     """The Keras optimizer a ``ModelConfig`` trains with (``TwoTower.fit`` and ``TrainLoop``).
 
