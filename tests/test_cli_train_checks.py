@@ -200,6 +200,7 @@ def test_train_says_mostpop_and_warns_when_the_model_trails_it(capsys, tmp_path)
     ('objective = "softmax"\n', "use --preset clicks"),
     ('objective = "bpr"\n', "use --preset clicks"),
     ('objective = "sampled_softmax"\nquery_tower = "history"\n', "use --preset default"),
+    ('objective = "multinomial"\nquery_tower = "id+history"\n', "use --preset default"),
 ])
 def test_tutorial_preset_with_a_ranking_objective_is_refused(capsys, tmp_path, text, instead):
     """The tutorial's Adagrad 0.1 at temperature 1 (chosen for mse) leaves the ranking
@@ -217,3 +218,21 @@ def test_tutorial_preset_with_a_ranking_objective_is_refused(capsys, tmp_path, t
     code, _, err = run(capsys, "train", "--data", missing, "--preset", "tutorial", "--config",
                        cfg, "--out", tmp_path / "r")
     assert code == 2 and "not-there.csv" in err and "tutorial preset keeps" not in err, err
+
+
+def test_clicks_preset_with_multinomial_is_refused(capsys, tmp_path):
+    """The clicks preset's Adagrad 0.5 at temperature 0.1 diverges on the per-user
+    multinomial loss (MovieLens: loss 483 -> 5,011, benchmarks/probes/objective_audit.py):
+    refused with the default preset named; the per-pair objectives on its history tower
+    are taken."""
+    cfg = tmp_path / "c.toml"
+    missing = tmp_path / "not-there.csv"
+    cfg.write_text('objective = "multinomial"\nquery_tower = "id+history"\n')
+    code, _, err = run(capsys, "train", "--data", missing, "--preset", "clicks", "--config",
+                       cfg, "--out", tmp_path / "r")
+    assert code == 2 and "on the clicks preset keeps its Adagrad 0.5" in err, err
+    assert "use --preset default" in err, err
+    cfg.write_text('objective = "softmax"\nquery_tower = "id+history"\n')
+    code, _, err = run(capsys, "train", "--data", missing, "--preset", "clicks", "--config",
+                       cfg, "--out", tmp_path / "r")
+    assert code == 2 and "not-there.csv" in err and "preset keeps" not in err, err

@@ -492,37 +492,50 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-#: the settings that decide whether a non-``mse`` objective trains at all from the
-#: ``tutorial`` preset (chosen for ``mse``): with none of them given, it is refused
+#: the settings that decide whether an objective trains at all from a preset chosen for
+#: another (``check_preset_objective``): with none of them given, it is refused
 TUTORIAL_STEP_SETTINGS = ("learning_rate", "temperature", "optimizer")
 
 
 def check_preset_objective(name: str, overrides: dict[str, Any]) -> None:
-    """Refuse the ``tutorial`` preset with an objective other than ``mse`` when neither its
-    learning rate, temperature nor optimizer is changed (``twotower train --preset
-    tutorial`` with ``objective = "softmax"`` in ``--config``): the tutorial's Adagrad 0.1
-    at temperature 1 was chosen for ``mse``'s squared errors on ratings; with the ranking
-    objectives' batch-mean losses each row's step is tiny against Adagrad's initial
-    accumulator, the tables hardly move from their initial values and the lists are close
-    to random (``benchmarks/probes/objective_audit.py``). ``ModelConfig.preset`` itself
-    builds any combination (a library user may want exactly that).
+    """Refuse a preset with an objective its step settings do not train, when neither its
+    learning rate, temperature nor optimizer is changed (``twotower train --preset P`` with
+    ``objective = X`` in ``--config``; ``benchmarks/probes/objective_audit.py``):
+
+    - ``tutorial`` with any objective but ``mse``: its Adagrad 0.1 at temperature 1 was
+      chosen for ``mse``'s squared errors on ratings; with the ranking objectives'
+      batch-mean losses each row's step is tiny against Adagrad's initial accumulator, the
+      tables hardly move and the lists are close to random;
+    - ``clicks`` with ``multinomial``: its Adagrad 0.5 at temperature 0.1, chosen for the
+      per-pair losses, diverges on the per-user sum (MovieLens: loss 483 -> 5,011) or
+      scores half of MostPop's recall@10 (the popularity-heavy generated log).
+
+    ``ModelConfig.preset`` itself builds any combination (a library user may want exactly
+    that).
 
     Raises:
         ConfigError: naming the objective and the presets or settings to use instead.
     """
     objective = overrides.get("objective", PRESETS.get(name, {}).get("objective"))
-    if name != "tutorial" or objective == "mse" \
-            or any(k in overrides for k in TUTORIAL_STEP_SETTINGS):
+    if any(k in overrides for k in TUTORIAL_STEP_SETTINGS) or not (
+            (name == "tutorial" and objective != "mse")
+            or (name == "clicks" and objective == "multinomial")):
         return
     tower = overrides.get("query_tower", "id")
     instead = ("--preset clicks (the same id tower with Adagrad 0.5 and temperature 0.1, "
                "10 epochs)" if tower == "id" and objective != "multinomial" else
                "--preset default (a history tower with Adam)")
-    raise ConfigError(f"model.objective {objective!r} on the tutorial preset keeps the "
-                      "tutorial's Adagrad 0.1 at temperature 1, chosen for 'mse' on ratings: "
-                      f"with {objective!r} its tables barely move and its lists are close to "
-                      "random, below the most-popular list (README, Quality); use "
-                      f"{instead}, or set learning_rate and temperature yourself")
+    if name == "tutorial":
+        why = ("keeps the tutorial's Adagrad 0.1 at temperature 1, chosen for 'mse' on "
+               f"ratings: with {objective!r} its tables barely move and its lists are close "
+               "to random")
+    else:
+        why = ("keeps its Adagrad 0.5 at temperature 0.1, chosen for the per-pair "
+               "objectives: on the per-user 'multinomial' loss it diverges or learns less "
+               "than popularity")
+    raise ConfigError(f"model.objective {objective!r} on the {name} preset {why}, below the "
+                      f"most-popular list (README, Quality); use {instead}, or set "
+                      "learning_rate and temperature yourself")
 
 
 def make_optimizer(config: ModelConfig, steps_per_epoch: int | None = None) -> Any:
