@@ -259,6 +259,54 @@ def test_oversize_chunked_body_is_413(client):
     assert r.json()["detail"].startswith("request body too large: the limit is 676,096 ")
 
 
+
+def _hang_up(app, path, content_type, sent_part, length=1000):
+    """Run one POST on ``app`` as uvicorn does when the client closes the connection
+    after ``sent_part`` of a ``length``-byte body: the next receive is a disconnect. The
+    messages the app sent (to nowhere)."""
+    import asyncio
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000),
+             "server": ("127.0.0.1", 8000),
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", content_type),
+                         (b"content-length", str(length).encode()),
+                         (b"authorization", f"Bearer {TOKEN}".encode())]}
+    parts = [{"type": "http.request", "body": sent_part, "more_body": True}]
+    sent = []
+
+    async def receive():
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+@pytest.mark.parametrize("path, content_type", [
+    ("/v1/recommendations", b"application/json"),  # read by the duplicate-key check
+    ("/v1/recommendations", b"text/plain"),  # read by FastAPI (its 400 "error parsing")
+    ("/v1/recommendations/by-history", b"application/json"),
+    ("/admin/reload", b"application/json")])
+def test_a_client_that_hangs_up_mid_body_is_logged_as_499(app, caplog, monkeypatch, path,
+                                                          content_type):
+    """A client that closed the connection before sending all the body its Content-Length
+    announced was logged as a 500 and uvicorn's "Exception in ASGI application"
+    traceback (starlette's ClientDisconnect, raised out of the app): now one access line,
+    status 499 (nginx's "client closed request"), in the metrics too, and nothing
+    raised."""
+    before = app.state.metrics.requests[("POST", path, 499)]
+    # (a `serve` run in this process keeps the access lines from the root logger)
+    monkeypatch.setattr(logging.getLogger("twotower.access"), "propagate", True)
+    with caplog.at_level(logging.INFO, logger="twotower.access"):
+        _hang_up(app, path, content_type, b'{"user_ids": [1, 2')
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "twotower.access"]
+    assert [(a["path"], a["status"]) for a in lines] == [(path, 499)]
+    assert app.state.metrics.requests[("POST", path, 499)] == before + 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 # ------------------------------------------------------------------ by history
 def test_by_history_needs_a_history_tower(client):
     r = client.post("/v1/recommendations/by-history", json={"item_ids": [50, 181]})

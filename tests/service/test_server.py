@@ -93,6 +93,12 @@ def test_twotower_serve_subprocess(run_dir, free_port, tmp_path):
                 head, _, text = raw.recv(65536).decode().partition("\r\n\r\n")
             assert head.startswith("HTTP/1.1 400 ") and json.loads(text) == {
                 "model": health["model"], "detail": unparsed_detail(None)}
+            # a client that hangs up with its body cut short (Content-Length 100, 14 bytes
+            # sent): logged as a 499, it was a 500 and an "Exception in ASGI application"
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+                raw.sendall(b"POST /v1/similar-items HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                            b"Content-Type: application/json\r\nContent-Length: 100\r\n"
+                            b"\r\n{\"item_id\": 50,")
             # the deny list, read again by a SIGHUP (it was read once, at start-up)
             info = c.get("/v1/model").json()["deny"]
             assert (info["file"], info["items"]) == (str(deny), 2)
@@ -132,6 +138,7 @@ def test_twotower_serve_subprocess(run_dir, free_port, tmp_path):
     assert "Exception in ASGI application" not in err
     assert [a["status"] for a in access if a["path"] == "/v1/recommendations"
             and a["method"] == "POST"] == [200, 400]
+    assert [a["status"] for a in access if a["path"] == "/v1/similar-items"] == [499]
 
 
 def test_serve_refuses_a_broken_run_before_binding(broken_run, free_port):

@@ -109,6 +109,12 @@ def gauge(name: str, help_: str, samples: Iterable[tuple[dict[str, str], float]]
 #: then ends in a disconnect (logged as a 500 and an "Exception in ASGI application"
 #: traceback before)
 UNPARSED = "twotower.unparsed"
+#: the status logged for a request whose client hung up before its body was all sent (the
+#: connection closed short of its ``Content-Length``, or of a chunked body's end): nginx's
+#: "client closed request". No answer reached the client, and the server did nothing
+#: wrong: not a 500 (a 4xx-like code, as the fault is the client's), not a 400 (no answer
+#: was sent, and none the client could act on)
+CLIENT_CLOSED = 499
 
 
 def too_large(limit: int, length: int | None = None) -> str:
@@ -157,7 +163,8 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         t0 = time.perf_counter()
-        state = {"status": 500, "started": False, "refused": False, "received": 0}
+        state = {"status": 500, "started": False, "refused": False, "received": 0,
+                 "body_done": False, "hung_up": False}
         model: dict[str, str] = {}
         REQUEST_MODEL.set(model)  # (this request's task: its own context)
         limit = self.max_body
@@ -196,6 +203,10 @@ class RequestMiddleware:
                     if not state["started"] and not state["refused"]:
                         await refuse()
                     return {"type": "http.disconnect"}
+                if not message.get("more_body", False):
+                    state["body_done"] = True
+            elif message["type"] == "http.disconnect" and not state["body_done"]:
+                state["hung_up"] = True  # the client closed the connection mid-body
             return message
 
         try:
@@ -211,13 +222,21 @@ class RequestMiddleware:
                 await refuse(length=length)
             else:
                 await self.app(scope, receive_wrapper, send_wrapper)
-        except Exception:
-            if not state["refused"] and not scope.get(UNPARSED):
+        except Exception as exc:
+            # a body cut short ends the app's read of it in starlette's ClientDisconnect:
+            # uvicorn logged it as a 500 with an "Exception in ASGI application" traceback
+            if not state["refused"] and not scope.get(UNPARSED) and not (
+                    state["hung_up"] and _from_disconnect(exc)):
+                state["hung_up"] = False  # a fault of ours all the same: logged as a 500
                 raise
         finally:
             if scope.get(UNPARSED) and not state["started"]:  # what the client was sent
                 state["status"] = 400
                 model.setdefault("label", _served_label(scope))
+            elif state["hung_up"] and not state["refused"]:
+                # whatever the app tried to answer went nowhere (uvicorn drops what is sent
+                # on a closed connection)
+                state["status"] = CLIENT_CLOSED
             elapsed = time.perf_counter() - t0
             method = scope.get("method", "")
             status = int(state["status"])
@@ -229,6 +248,20 @@ class RequestMiddleware:
                     "route": path_t, "status": status, "latency_ms": round(elapsed * 1e3, 3),
                     "client": (scope.get("client") or (None,))[0],
                     "model": model.get("label")}))
+
+
+def _from_disconnect(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised while handling, starlette's ``ClientDisconnect``
+    (FastAPI turns one in its own read of a body into a 400 "error parsing the body")."""
+    from starlette.requests import ClientDisconnect
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, ClientDisconnect):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _route_label(scope: dict[str, Any], status: int) -> str:
