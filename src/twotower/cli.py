@@ -1790,11 +1790,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if hosts is not None and not hosts:
         raise ConfigError("--allowed-hosts: give host names separated by commas, or '*' for "
                           "any")
-    # the file is read by the service: at start-up, and again by every reload
+    # read here as `--deny`, and again by every reload of the service: a reload refused
+    # for a bad line names the flag, not create_app's `deny_file` (start-up errors are
+    # named by _as_flags, a reload's long after this command has returned them)
+    from twotower.service.deny import DenyList
+    deny = DenyList.read(args.deny, "--deny") if args.deny else None
     serve(args.run, host=args.host, port=args.port, workers=args.workers, max_k=args.max_k,
           max_batch=args.max_batch, max_results=args.max_results, allowed_hosts=hosts,
-          access_log=not args.no_access_log, max_filter=args.max_filter,
-          deny_file=args.deny or None, max_body_bytes=args.max_body)
+          access_log=not args.no_access_log, max_filter=args.max_filter, deny=deny,
+          max_body_bytes=args.max_body)
     return 0
 
 

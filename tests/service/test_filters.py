@@ -254,13 +254,17 @@ def test_serve_deny_file_reaches_the_service(tiny, tmp_path, monkeypatch, capsys
     p.write_text("i1\n\ni2\nSKU-9\n")
     code, out, err = run(capsys, "serve", rundir, "--deny", p, "--max-filter", "7",
                          "--max-body", "5000")
-    assert code == 0 and got["deny_file"] == str(p) and got["max_filter"] == 7
+    # read as `--deny` (its reloads' messages name the flag), read again by every reload
+    deny = got["deny"]
+    assert code == 0 and got.get("deny_file") is None and got["max_filter"] == 7
+    assert (deny.file, deny.name, deny.ids, deny.rereadable) == (
+        str(p.absolute()), "--deny", ("i1", "i2", "SKU-9"), True)
     assert got["max_body_bytes"] == 5000
     code, out, err = run(capsys, "serve", rundir)
-    assert code == 0 and got["deny_file"] is None and got["max_body_bytes"] is None
+    assert code == 0 and got["deny"] is None and got["max_body_bytes"] is None
     # the service reads the file (here: its app, built as `serve` builds it)
     monkeypatch.setattr("twotower.service.serve",
-                        lambda run_, **kw: create_app(run_, deny_file=kw["deny_file"],
+                        lambda run_, **kw: create_app(run_, deny=kw["deny"],
                                                       max_body_bytes=kw["max_body_bytes"]))
     code, out, err = run(capsys, "serve", rundir, "--deny", tmp_path / "nothing.txt")
     assert code == 2 and "--deny: file not found: " in err and "nothing.txt" in err
@@ -269,6 +273,50 @@ def test_serve_deny_file_reaches_the_service(tiny, tmp_path, monkeypatch, capsys
     assert code == 2 and f"--deny: {p}, line 2: not UTF-8 text" in err
     code, out, err = run(capsys, "serve", rundir, "--max-body", "0")
     assert code == 2 and "--max-body must be an integer >= 1, got 0" in err
+
+
+@pytest.mark.parametrize("fault", ["not_utf8", "columns"])
+def test_a_refused_reload_names_the_file_as_the_user_gave_it(tiny, tmp_path, monkeypatch,
+                                                             caplog, capsys, fault):
+    """A reload refused for a bad deny file named create_app's argument (``cannot read
+    the deny list again: `deny_file`: ...``) to a user who typed ``twotower serve --deny
+    FILE``; a file of two columns was ``cannot load RUN: ...``, as if the run were at
+    fault. Served from the CLI, the 422 and the log line name ``--deny``, the file and its
+    line, and say what to do; a library user still reads ``deny_file``."""
+    import logging
+
+    from twotower.service import create_app
+    p = tmp_path / "oos.txt"
+    p.write_text("i0\ni1\n")
+    apps = []
+    monkeypatch.setattr("twotower.service.serve", lambda run_, **kw: apps.append(
+        create_app(run_, deny=kw["deny"], admin_token=TOKEN, access_log=False)))
+    from tests.cli_run import run
+    assert run(capsys, "serve", tiny[1], "--deny", p)[0] == 0
+    library = create_app(tiny[1], deny_file=p, admin_token=TOKEN, access_log=False)
+    if fault == "not_utf8":
+        p.write_bytes(b"i5\n\xffi6\n")
+        where = f"{p.absolute()}, line 2: not UTF-8 text (byte 0xff, invalid start byte): " \
+                "save the file as UTF-8"
+    else:
+        p.write_text("i5\ni6,2\n")
+        where = (f"{p.absolute()}, line 2: 'i6,2' is no item id of the run and holds ',': "
+                 "expected one item id a line, with no other columns")
+    monkeypatch.setattr(logging.getLogger("twotower.service"), "propagate", True)
+    for app, name in ((apps[0], "--deny"), (library, "`deny_file`")):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="twotower.service"):
+            r = TestClient(app).post("/admin/reload", headers=AUTH)
+        label = app.state.holder.current.label
+        read_at = app.state.holder.deny_list.read_at
+        detail = (f"cannot read the deny list again: {name}: {where}; still serving {label} "
+                  f"with the deny list read at {read_at}; correct the file, then reload "
+                  "again")
+        assert r.status_code == 422 and r.json()["detail"] == detail
+        assert [rec.getMessage() for rec in caplog.records] == [f"reload refused: {detail}"]
+    # the workers of `serve --workers N` (and their reloads) get the name with the list
+    from twotower.service.deny import DenyList
+    assert DenyList.from_json(apps[0].state.holder.deny_list.to_json()).name == "--deny"
 
 
 def test_workers_start_from_the_reading_of_the_parent(tiny, tmp_path, monkeypatch):

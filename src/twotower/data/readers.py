@@ -86,7 +86,9 @@ def read_id_file(path: str | Path, name: str, what: str, empty_ok: bool = False
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = exc.object[:exc.start].count(b"\n") + 1
-        raise DataError(f"{name}: {p}, line {line}: not UTF-8 text ({exc.reason})") from None
+        raise DataError(f"{name}: {p}, line {line}: not UTF-8 text (byte "
+                        f"0x{exc.object[exc.start]:02x}, {exc.reason}): save the file as "
+                        "UTF-8") from None
     ids, lines = [], []
     for n, ln in enumerate(text.splitlines(), 1):
         if ln.strip():

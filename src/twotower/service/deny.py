@@ -20,7 +20,8 @@ from typing import Any
 
 from twotower.errors import DataError
 
-#: what messages call the file (``twotower serve`` names it ``--deny``)
+#: what messages call the file by default: ``create_app``'s argument (``twotower serve``
+#: reads it as ``--deny``, and its messages say so: ``DenyList.read``'s ``name``)
 _NAME = "`deny_file`"
 #: the separators of a file of several columns: a line holding one that is no item of
 #: the run is refused (the list would deny nothing it means to)
@@ -39,6 +40,11 @@ def _digest(ids: Iterable[Any]) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
+class DenyFileError(DataError):
+    """A line of the deny list's file that the run cannot use (``DenyList.check_lines``):
+    the file is at fault, not the run."""
+
+
 @dataclass(frozen=True)
 class DenyList:
     """One reading of the server-wide deny list.
@@ -50,6 +56,8 @@ class DenyList:
             given in code.
         read_at: when it was read (UTC, ISO 8601).
         digest: 12 hex digits of the set of ids (``_digest``).
+        name: what messages call the file: ``create_app``'s ```deny_file```, or the flag
+            the user gave it as (``--deny``), in every reading of it, a reload's too.
     """
 
     ids: tuple[Any, ...]
@@ -57,6 +65,7 @@ class DenyList:
     file: str | None
     read_at: str
     digest: str
+    name: str = _NAME
 
     @property
     def rereadable(self) -> bool:
@@ -64,17 +73,19 @@ class DenyList:
         return self.file is not None and self.file != STDIN
 
     @classmethod
-    def read(cls, path: str | Path) -> DenyList:
+    def read(cls, path: str | Path, name: str = _NAME) -> DenyList:
         """Read a file of one item id a line (``-``: standard input, read now, once).
+        ``name``: what messages call the file, now and when it is read again (``twotower
+        serve`` passes ``--deny``: a reload's refusal names the flag the user typed).
 
         Raises:
             DataError: the file is missing or unreadable, or a line is not UTF-8 (the
                 message names the file and the line).
         """
         from twotower.data.readers import read_id_file
-        ids, lines, p = read_id_file(path, _NAME, "item", empty_ok=True)
+        ids, lines, p = read_id_file(path, name, "item", empty_ok=True)
         file = STDIN if str(path) == "-" else str(Path(path).absolute())
-        return cls(tuple(ids), tuple(lines), file, _now(), _digest(ids))
+        return cls(tuple(ids), tuple(lines), file, _now(), _digest(ids), name)
 
     @classmethod
     def of_ids(cls, ids: Iterable[Any]) -> DenyList:
@@ -90,13 +101,14 @@ class DenyList:
         Raises:
             DataError: as ``read``.
         """
-        return type(self).read(self.file) if self.rereadable else self  # type: ignore[arg-type]
+        return (type(self).read(self.file, self.name)  # type: ignore[arg-type]
+                if self.rereadable else self)
 
     def check_lines(self, model: Any, denied: Any) -> None:
-        """DataError naming the file and line of an id that is no item of ``model`` and
-        holds a column separator (a file of several columns, whose lines deny nothing),
-        as ``twotower recommend --deny`` refuses one. ``denied``: the list prepared for
-        ``model`` (``TwoTower.prepare_deny``)."""
+        """``DenyFileError`` naming the file and line of an id that is no item of
+        ``model`` and holds a column separator (a file of several columns, whose lines
+        deny nothing), as ``twotower recommend --deny`` refuses one. ``denied``: the list
+        prepared for ``model`` (``TwoTower.prepare_deny``)."""
         if self.lines is None or not denied.n_unknown:
             return
         suspects = [j for j, v in enumerate(self.ids) if any(s in v for s in _SEPARATORS)]
@@ -106,9 +118,10 @@ class DenyList:
         for j, row in zip(suspects, known.tolist()):
             if row < 0:
                 sep = next(s for s in _SEPARATORS if s in self.ids[j])
-                raise DataError(f"{_NAME}: {self.file}, line {self.lines[j]}: "
-                                f"{self.ids[j]!r} is no item id of the run and holds {sep!r}:"
-                                " expected one item id a line, with no other columns")
+                raise DenyFileError(
+                    f"{self.name}: {self.file}, line {self.lines[j]}: {self.ids[j]!r} is no "
+                    f"item id of the run and holds {sep!r}: expected one item id a line, "
+                    "with no other columns")
 
     def describe(self, denied: Any) -> dict[str, Any]:
         """``GET /v1/model``'s ``deny``: this reading, and what it denies in the served run
@@ -123,10 +136,11 @@ class DenyList:
         """This reading as JSON (what the workers of ``serve(workers=N)`` start from)."""
         return json.dumps({"ids": list(self.ids), "lines": None if self.lines is None
                            else list(self.lines), "file": self.file,
-                           "read_at": self.read_at, "digest": self.digest})
+                           "read_at": self.read_at, "digest": self.digest,
+                           "name": self.name})
 
     @classmethod
     def from_json(cls, text: str) -> DenyList:
         d = json.loads(text)
         return cls(tuple(d["ids"]), None if d["lines"] is None else tuple(d["lines"]),
-                   d["file"], d["read_at"], d["digest"])
+                   d["file"], d["read_at"], d["digest"], d.get("name", _NAME))

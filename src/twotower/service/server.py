@@ -9,11 +9,15 @@ import signal
 import socket
 import threading
 from pathlib import Path
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from twotower.errors import ConfigError
+
+if TYPE_CHECKING:
+    from twotower.service.deny import DenyList
 
 log = logging.getLogger("twotower.service")
 
@@ -176,8 +180,8 @@ def _supervise(config: Any, sock: socket.socket, deny: Any = None) -> None:
                     fresh = deny.again()
                 except TwoTowerError as exc:
                     log.error("SIGHUP: reload refused: cannot read the deny list again: %s; "
-                              "the workers keep serving, with the list read at %s", exc,
-                              deny.read_at)
+                              "the workers keep serving, with the list read at %s; correct "
+                              "the file, then send SIGHUP again", exc, deny.read_at)
                     return
                 written.append(_write_deny(fresh))
                 deny = fresh
@@ -211,7 +215,8 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
           max_batch: int = 1000, max_results: int = 100_000,
           allowed_hosts: list[str] | None = None, log_level: str = "info",
           access_log: bool = True, blas_threads: int | None = 1, max_filter: int = 10_000,
-          deny: list[Any] | None = None, deny_file: str | os.PathLike[str] | None = None,
+          deny: Iterable[Any] | DenyList | None = None,
+          deny_file: str | os.PathLike[str] | None = None,
           max_body_bytes: int | None = None) -> None:
     """Serve a run directory over HTTP until interrupted (Ctrl-C / SIGTERM).
 
@@ -239,7 +244,9 @@ def serve(run: str | os.PathLike[str], host: str = "127.0.0.1", port: int = 8000
         max_filter: most item ids in one request's ``allow`` or ``deny`` list.
         deny: external item ids no answer lists (e.g. out of stock): prepared once per
             loaded run, kept across reloads (``create_app``'s ``deny``); with several
-            workers, every worker (a restarted one too) gets the same list.
+            workers, every worker (a restarted one too) gets the same list. Or a
+            ``DenyList`` read from a file, read again by every reload as ``deny_file`` is
+            (``twotower serve --deny FILE`` reads it so, for messages that name ``--deny``).
         deny_file: the same list as a file of one item id a line, read at start-up and
             again by every reload (``create_app``'s ``deny_file``; ``-``: standard input,
             read once). With several workers the parent reads it on SIGHUP, once, and

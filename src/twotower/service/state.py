@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from twotower.errors import ArtifactError
-from twotower.service.deny import DenyList
+from twotower.service.deny import DenyFileError, DenyList
 
 log = logging.getLogger("twotower.service")
 
@@ -414,21 +414,29 @@ class ModelHolder:
             old = self.current
             target = Path(run_dir) if run_dir is not None else old.run_dir
             t0 = time.perf_counter()
+            reread = "read the deny list again"
             what = f"load {target}"
             try:
                 deny = None
                 if self._deny is not None:
-                    what = "read the deny list again"
+                    what = reread
                     deny = self._deny.again()
                     what = f"load {target}"
                 new = ServedModel.load(target, deny, reuse=old if reuse else None)
             except Exception as exc:  # noqa: BLE001 - refuse any broken run, keep serving
                 self.reloads["error"] += 1
                 msg = str(exc) if str(exc) else type(exc).__name__
+                if isinstance(exc, DenyFileError):  # a line of the file, not the run, is bad
+                    what = reread if self._deny.rereadable else (  # type: ignore[union-attr]
+                        f"serve {target} with the deny list")
                 still = old.label if self._deny is None else (
                     f"{old.label} with the deny list read at {self._deny.read_at}")
-                log.error("reload refused: cannot %s: %s; still serving %s", what, msg, still)
-                raise ReloadRefused(f"cannot {what}: {msg}; still serving {still}") from None
+                # (the message names the file as the user gave it: `--deny` from the CLI)
+                fix = "; correct the file, then reload again" if what == reread else ""
+                log.error("reload refused: cannot %s: %s; still serving %s%s", what, msg,
+                          still, fix)
+                raise ReloadRefused(f"cannot {what}: {msg}; still serving {still}{fix}"
+                                    ) from None
             self.current = new  # the swap: one reference store
             self._deny = deny
             self.reloads["ok"] += 1
