@@ -99,6 +99,13 @@ def test_twotower_serve_subprocess(run_dir, free_port, tmp_path):
                 raw.sendall(b"POST /v1/similar-items HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                             b"Content-Type: application/json\r\nContent-Length: 100\r\n"
                             b"\r\n{\"item_id\": 50,")
+            # a request asking to upgrade (curl --http2 on plain HTTP) is served as
+            # HTTP/1.1; uvicorn logged two warnings, one saying to install a WebSocket
+            # library
+            for upgrade in ("h2c", "websocket"):
+                r = c.get("/healthz", headers={"connection": "Upgrade",
+                                               "upgrade": upgrade})
+                assert r.status_code == 200 and r.http_version == "HTTP/1.1"
             # the deny list, read again by a SIGHUP (it was read once, at start-up)
             info = c.get("/v1/model").json()["deny"]
             assert (info["file"], info["items"]) == (str(deny), 2)
@@ -136,6 +143,7 @@ def test_twotower_serve_subprocess(run_dir, free_port, tmp_path):
     # the request whose chunked body was broken: logged as the 400 it got, not a 500
     # with an "Exception in ASGI application" traceback
     assert "Exception in ASGI application" not in err
+    assert "Unsupported upgrade" not in err and "WebSocket" not in err
     assert [a["status"] for a in access if a["path"] == "/v1/recommendations"
             and a["method"] == "POST"] == [200, 400]
     assert [a["status"] for a in access if a["path"] == "/v1/similar-items"] == [499]

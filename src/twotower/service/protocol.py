@@ -50,7 +50,15 @@ def served_label(app: Any) -> str | None:
 
 class JSONErrorsHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
     """uvicorn's own protocol (httptools, else h11), its 400 for an unparsable request in
-    the service's JSON error shape."""
+    the service's JSON error shape, and a request's ``Upgrade`` header ignored quietly."""
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # A request asking to switch protocols (``Upgrade: h2c``, which ``curl --http2``
+        # sends on plain HTTP; ``websocket``) is served as HTTP/1.1, as HTTP allows: the
+        # service has no other protocol to offer. uvicorn logged two WARNING lines per
+        # such request, one telling the operator to install a WebSocket library, which
+        # the service has no use for.
+        self.logger.debug("Upgrade header ignored: the request is served as HTTP/1.1")
 
     def send_400_response(self, msg: str) -> None:
         cycle = getattr(self, "cycle", None)  # the request whose body could not be read
