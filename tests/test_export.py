@@ -256,3 +256,17 @@ def test_keras_writes_the_runs_top_k_as_one_model_file(capsys, tutorial_run, tmp
     code, _, err = run(capsys, "export", run_dir, "--keras", "--include-seen", "--out", out)
     assert code == 130 and "interrupted" in err
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"] and out.read_bytes() == before
+
+
+def test_keras_on_a_run_of_text_ids_names_the_flag_that_takes_them(capsys, default_run,
+                                                                   tmp_path):
+    """A run of text ids (``u0``, ``i0``) cannot be exported with integer ids in and out: the
+    command says which of its flags to give (``--ids indices``), not the library's keyword,
+    and writes nothing; with the flag it writes the model."""
+    out = tmp_path / "m.keras"
+    code, _, err = run(capsys, "export", default_run, "--keras", "--out", out)
+    assert code == 2 and "--ids indices" in err and "ids='" not in err, err
+    assert "user ids are text (e.g. 'u0')" in err and not out.exists()
+    code, said, err = run(capsys, "export", default_run, "--keras", "--ids", "indices",
+                          "--out", out)
+    assert code == 0 and out.exists(), err

@@ -1471,6 +1471,17 @@ def _export_keras(args: argparse.Namespace) -> int:
     if args.vectors != "served":
         raise ConfigError("--vectors is read with --items/--users only")
     model = _load(args.run)
+    if (args.ids or "external") == "external":
+        from twotower.models.keras_layers import _fits_int32
+        for what, vocab in (("user", model.user_vocab), ("item", model.item_vocab)):
+            if not _fits_int32(vocab.ids):
+                kind = "text" if vocab.ids.dtype.kind not in "iu" else "integers beyond int32"
+                raise ConfigError(
+                    f"export --keras: this run's {what} ids are {kind} (e.g. "
+                    f"{vocab.ids[0]!r}), and the file takes and gives int32 ids by default "
+                    f"(JAX has no text tensors); give --ids indices: the file then takes "
+                    f"user indices and gives item indices, and carries both vocabularies "
+                    f"(user_ids, item_ids of its 'retrieval' layer) to map them")
     k = min(10, model.n_items) if args.k is None else args.k
     net = model.to_keras(k=k, exclude_seen=not args.include_seen, ids=args.ids or "external")
     with _writing("--out", args.out):
