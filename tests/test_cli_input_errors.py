@@ -329,3 +329,15 @@ def test_sep_with_no_text_file_to_read_is_refused(capsys, tmp_path):
     code, _, err = run(capsys, *_train(tmp_path, pq, "--sep", ";", "--items", pq))
     assert code == 2 and f"neither --data {pq} nor --items {pq} is one" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_an_items_file_and_a_log_both_without_the_default_item_column(capsys, tmp_path):
+    """A shop's log and items file both name the id ``sku``: with no --item-col the error
+    blamed --items alone and sent the user to --items-id-col, after which --data failed.
+    It names --data's columns and --item-col, which names both files' id column."""
+    (tmp_path / "log.csv").write_text("user_id,sku\nu1,S1\nu2,S2\n")
+    (tmp_path / "products.csv").write_text("sku,title\nS1,One\nS2,Two\n")
+    code, _, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                       tmp_path / "products.csv", "--out", tmp_path / "run")
+    assert code == 2 and "log.csv has no column 'item_id'" in err, err
+    assert "['user_id', 'sku']" in err and "--item-col" in err, err

@@ -200,6 +200,14 @@ def _items_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, 
         return out
     from twotower.data.readers import read_header
     header = read_header(args.items, "--items", getattr(args, "sep", None))
+    if id_col not in header and args.items_id_col is None and args.item_col is None:
+        data_header = read_header(args.data, "--data", getattr(args, "sep", None))
+        if id_col not in data_header:  # neither file has the default name: --item-col first
+            raise DataError(f"--data: {args.data} has no column {id_col!r} (the item "
+                            f"column's name without --item-col); its columns are "
+                            f"{data_header}; name it with --item-col, which names --items' "
+                            f"id column too (--items {args.items}: {header}) unless "
+                            f"--items-id-col names another")
     for flag, name in (("--items-id-col" if args.items_id_col else "--item-col", id_col),
                        ("--title-col", title), ("--genres-col", genres)):
         if name is not None and name not in header:
