@@ -270,3 +270,13 @@ def test_keras_on_a_run_of_text_ids_names_the_flag_that_takes_them(capsys, defau
     code, said, err = run(capsys, "export", default_run, "--keras", "--ids", "indices",
                           "--out", out)
     assert code == 0 and out.exists(), err
+
+
+@pytest.mark.parametrize("k", ["0", "46"])
+def test_keras_names_its_k_flag_when_k_is_out_of_range(capsys, default_run, tmp_path, k):
+    """``export --keras -k`` out of 1..catalogue: the message names ``-k``, as recommend's
+    does, not the library's `k`."""
+    code, _, err = run(capsys, "export", default_run, "--keras", "--ids", "indices", "-k", k,
+                       "--out", tmp_path / "m.keras")
+    assert code == 2 and f"-k must be between 1 and 45 (the catalogue size), got {k}" in err
+    assert "`k`" not in err, err

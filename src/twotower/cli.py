@@ -2326,7 +2326,7 @@ _FLAGS = {
     "cmd_train": {"TwoTower.save": "--out"},
     "cmd_recommend": {"`k`": "-k"},
     "cmd_similar": {"`k`": "-k"},
-    "cmd_export": {"`out`": "--out"},
+    "cmd_export": {"`out`": "--out", "`k`": "-k"},
     "cmd_serve": {"`port`": "--port", "`workers`": "--workers", "`max_k`": "--max-k",
                   "`max_batch`": "--max-batch", "`max_results`": "--max-results",
                   "`max_filter`": "--max-filter", "`max_body_bytes`": "--max-body",
