@@ -341,3 +341,18 @@ def test_an_items_file_and_a_log_both_without_the_default_item_column(capsys, tm
                        tmp_path / "products.csv", "--out", tmp_path / "run")
     assert code == 2 and "log.csv has no column 'item_id'" in err, err
     assert "['user_id', 'sku']" in err and "--item-col" in err, err
+
+
+@pytest.mark.parametrize("preset", ["tutorial", "clicks"])
+def test_event_weights_on_a_preset_that_reads_none_say_which_flags_to_drop(capsys, tmp_path,
+                                                                           preset):
+    """--event-weights on a preset whose objective reads no weights: the advice was the
+    library's ('set interaction_weights to 'none' and event_weights to {}'), settings the
+    command line never set; it names the flags given."""
+    (tmp_path / "shop.csv").write_text("user_id,item_id,event,rating\nu1,a,view,1\n"
+                                       "u2,b,transaction,1\n")
+    code, _, err = run(capsys, "train", "--data", tmp_path / "shop.csv", "--preset", preset,
+                       "--event-col", "event", "--event-weights", "view=1,transaction=5",
+                       "--out", tmp_path / "run")
+    assert code == 2 and "only read by objective 'multinomial'" in err, err
+    assert "leave out --event-col and --event-weights" in err and "{}" not in err, err

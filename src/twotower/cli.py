@@ -576,6 +576,11 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
             flags["interaction_weights"] = (
                 "set by --event-weights" if getattr(args, "event_weights", None) is not None
                 else f"set by --config {args.config} [model] event_weights")
+        if inferred and getattr(args, "event_weights", None) is not None:
+            # the library's advice names settings; the command line gave flags
+            exc = ConfigError(str(exc).replace(
+                "set interaction_weights to 'none' and event_weights to {}",
+                "leave out --event-col and --event-weights"))
         raise _named(exc, "model", flags, args, set(overrides) - set(flags) - inferred
                      ) from None
     unread = cfg.unread()
