@@ -163,6 +163,11 @@ def test_page_suggests_and_draws_from_every_user(many_users_run):
     base, app = next(gen)
     try:
         with _page(sync_api, base) as (page, errors):
+            # the user box's example is one of this run's ids (it said "e.g. 42" on every run)
+            order = app.state.holder.current.model.user_vocab.ids.tolist()
+            page.wait_for_function("document.getElementById('user-id').placeholder"
+                                   ".startsWith('e.g.')")
+            assert page.get_attribute("#user-id", "placeholder") == f"e.g. {order[0]}"
             # suggestions: the ids that start with what is typed, past the first 1,000
             page.fill("#user-id", "u149")
             page.wait_for_function(

@@ -251,6 +251,8 @@ async function init() {
     if (!$("k").options.length) $("k").add(new Option(String(most)));
     nUsers = m.n_users;
     suggestUsers();
+    const first = await api("/v1/users?offset=0&limit=1");  // an example of this run's ids
+    if (first.user_ids.length) $("user-id").placeholder = `e.g. ${first.user_ids[0]}`;
   } catch (err) { showError(err); }
   const fromUrl = new URLSearchParams(location.search).get("user");
   if (fromUrl) { $("user-id").value = fromUrl; showUser(fromUrl); }
