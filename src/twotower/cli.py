@@ -925,8 +925,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                      if len(split.test) else (None, None))
     if fresh:
         _say(fresh)
-    if len(test_users) > n_cold and _weights_note(cfg):
-        _say(_weights_note(cfg))
+    weights_note = _weights_note(cfg)
+    if len(test_users) > n_cold and weights_note:
+        _say(weights_note)
     if len(test_users) > n_cold:
         from twotower.evaluation.run import held_out_rows
         ks = _default_ks(model.n_items)  # as `evaluate`: a recall@100 of 80 items is 1
@@ -982,14 +983,17 @@ def _check_event_col(args: argparse.Namespace, cfg: Any) -> None:
                           f"{event_col!r}")
 
 
-def _weights_note(cfg: Any) -> str | None:
-    """What a weighted run's test metrics count (they stay binary), or None unweighted."""
+def _weights_note(cfg: Any, baselines: bool = False) -> str | None:
+    """What a weighted run's test metrics count (they stay binary), or None unweighted;
+    ``baselines``: that the baselines beside it read no weights."""
     if cfg.interaction_weights == "none":
         return None
     how = (", ".join(f"{k}={v:g}" for k, v in cfg.event_weights.items())
            if cfg.interaction_weights == "event" else "the rating column's values")
     return (f"note: the model weighed its training pairs by {how}; the evaluation is "
-            "binary: every test pair counts once, whatever its weight")
+            "binary: every test pair counts once, whatever its weight"
+            + ("; the baselines are fitted on the training pairs unweighted" if baselines
+               else ""))
 
 
 def _checkpoint(args: argparse.Namespace, processes: int) -> Any:
@@ -1593,7 +1597,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     n_cold = int(model.untrained_users()[test_users].sum())
     if n_cold:
         print(f"twotower: {_cold_note(n_cold, len(test_users))}", file=sys.stderr, flush=True)
-    for note in (*_pair_notes(model, *test), _weights_note(model.config)):
+    for note in (*_pair_notes(model, *test), _weights_note(model.config, args.baselines)):
         if note:
             print(f"twotower: {note}", file=sys.stderr, flush=True)
     table, curves = evaluate_run(

@@ -268,7 +268,12 @@ def test_cli_event_weights_train_the_tables_the_numeric_column_trains(capsys, tm
     code, _, err = run(capsys, "evaluate", tmp_path / "events", "--test-data", held)
     assert code == 0, err
     assert ("the model weighed its training pairs by transaction=10, view=1; the evaluation "
-            "is binary: every test pair counts once, whatever its weight") in err, err
+            "is binary: every test pair counts once, whatever its weight\n") in err, err
+    code, _, err = run(capsys, "evaluate", tmp_path / "events", "--test-data", held,
+                       "--baselines")
+    assert code == 0, err
+    assert ("whatever its weight; the baselines are fitted on the training pairs "
+            "unweighted") in err, err
     # a run's saved config as --config: its mapping and its 'event' come back
     code, _, err = run(capsys, "train", "--data", named, "--out", tmp_path / "again",
                        "--config", tmp_path / "events" / "config.json")
