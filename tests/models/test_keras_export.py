@@ -150,6 +150,11 @@ def test_a_list_is_padded_and_unknown_or_untrained_users_get_no_list(default_mod
     _same_lists(out["scores"][:3], out["item_ids"][:3], ref_scores, ref_ids)
     assert (out["item_ids"][0] == -1).sum() == 1 and np.isneginf(out["scores"][0, -1])
     assert (out["item_ids"][3] == -1).all() and np.isneginf(out["scores"][3]).all()
+    # by index: one past the last user, or below 0, is no user (take would clamp to one)
+    by_index = m.to_keras(3, ids="indices").predict(
+        np.array([len(m.user_vocab), -2, len(m.user_vocab) - 1], np.int32), verbose=0)
+    assert (by_index["item_indices"][:2] == -1).all()
+    assert (by_index["item_indices"][2] >= 0).all()
     # a user a split left without training rows: in the vocabulary, never trained
     x = _dated_log()
     keep = np.flatnonzero(x.users != x.user_vocab.index_of(1005))

@@ -105,8 +105,9 @@ class TopKRetrieval(keras.layers.Layer):
 
     A list leaves out the items never trained (``TwoTower.untrained_items``) and, when the
     layer keeps them (``seen_width > 0``), the user's training items; it is padded with
-    score ``-inf`` and row ``-1`` when fewer than ``k`` items remain. A user row of ``-1``
-    (an unknown id) or of a user the model never trained on gets an all-padding list.
+    score ``-inf`` and row ``-1`` when fewer than ``k`` items remain. A user row outside
+    ``[0, n_users)`` (``-1``: an unknown id) or of a user the model never trained on gets
+    an all-padding list.
 
     The user and item vocabularies (any id type) ride along as file assets:
     ``user_ids`` and ``item_ids`` (numpy arrays, row i = the i-th id).
@@ -145,8 +146,8 @@ class TopKRetrieval(keras.layers.Layer):
 
     def call(self, users: Any) -> tuple[Any, Any]:
         users = ops.cast(users, "int32")
-        known = users >= 0
-        rows = ops.maximum(users, 0)
+        known = ops.logical_and(users >= 0, users < self.n_users)  # (take would clamp)
+        rows = ops.where(known, users, 0)
         q = ops.take(self.queries, rows, axis=0)
         scores = ops.matmul(q, ops.transpose(self.candidates))
         keep = ops.expand_dims(self.listable > 0, 0)
