@@ -1274,7 +1274,8 @@ def test_evaluate_test_data_reads_a_file_like_the_runs_own_without_flags(tmp_pat
                        "clicks", "--config", tmp_path / "c.json", "--out", tmp_path / "r")
     assert code == 0, err
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
-    assert saved["columns"] == {"user": "customer", "item": "sku"} and saved["sep"] == ";"
+    assert saved["columns"] == {"user": "customer", "item": "sku", "rating": None,
+                                "time": None} and saved["sep"] == ";"
     code, out, err = run(capsys, "evaluate", tmp_path / "r", "-k", "10",
                          "--test-data", tmp_path / "held.csv")
     assert code == 0, err
@@ -1291,6 +1292,64 @@ def test_evaluate_test_data_reads_a_file_like_the_runs_own_without_flags(tmp_pat
     code, _, err = run(capsys, "evaluate", tmp_path / "r", "--test-data",
                        tmp_path / "held.csv", "--user-col", "client")
     assert code == 2 and "client" in err
+
+
+def test_train_records_the_columns_it_found_by_name(tmp_path, capsys):
+    """config.json's ``data.columns`` (and GET /v1/model's ``data``) kept the user and item
+    columns only: a time column found by name (``timestamp``, each user's history order),
+    a rating column, and the --items file with its id column went unrecorded. A run saved
+    before these keys (their absence: not recorded) still loads and evaluates."""
+    from fastapi.testclient import TestClient
+
+    from twotower.service import create_app
+    (tmp_path / "log.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(
+        f"{u},{(u + j) % 30},{1 + j % 5},{1_700_000_000 + 60 * j}\n"
+        for u in range(20) for j in range(8)))
+    (tmp_path / "movies.csv").write_text("movieId,name,genres\n" + "".join(
+        f"{i},Film {i},Drama\n" for i in range(27)))
+    (tmp_path / "held.csv").write_text("userId,movieId\n" + "".join(
+        f"{u},{(u + 8 + j) % 30}\n" for u in range(20) for j in range(3)))
+    (tmp_path / "c.json").write_text('{"model": {"objective": "softmax", "epochs": 1}}')
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--items",
+                         tmp_path / "movies.csv", "--title-col", "name", "--split", "none",
+                         "--preset", "clicks", "--config", tmp_path / "c.json",
+                         "--rating-col", "none", "--out", tmp_path / "r")
+    assert code == 0, err
+    assert "using column 'timestamp' as the time" in out
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["data"]
+    assert saved["columns"] == {"user": "userId", "item": "movieId", "rating": None,
+                                "time": "timestamp"}
+    assert saved["items"] == str(tmp_path / "movies.csv")
+    assert saved["items_columns"] == {"id": "movieId", "title": "name", "genres": "genres"}
+    with TestClient(create_app(tmp_path / "r")) as client:
+        assert client.get("/v1/model").json()["data"] == saved
+    # read back by evaluate --test-data: the run's user and item columns, as before
+    code, out, err = run(capsys, "evaluate", tmp_path / "r", "-k", "10",
+                         "--test-data", tmp_path / "held.csv")
+    assert code == 0 and "60 pairs" in err and "| model |" in out, err
+    # a rating column found by name is recorded as read
+    code, _, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--split", "none",
+                       "--preset", "clicks", "--config", tmp_path / "c.json",
+                       "--time-col", "none", "--out", tmp_path / "r2")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "r2" / "config.json").read_text())["data"]
+    assert saved["columns"] == {"user": "userId", "item": "movieId", "rating": "rating",
+                                "time": None} and "items" not in saved
+    # a run saved before: data.columns of user and item only, no items: loads, serves and
+    # evaluates as it did
+    from twotower.artifacts import _sha256
+    cfg = json.loads((tmp_path / "r" / "config.json").read_text())
+    cfg["data"] = {k: v for k, v in cfg["data"].items() if k not in ("items", "items_columns")}
+    cfg["data"]["columns"] = {"user": "userId", "item": "movieId"}
+    (tmp_path / "r" / "config.json").write_text(json.dumps(cfg))
+    fmt = json.loads((tmp_path / "r" / "format.json").read_text())
+    fmt["files"]["config.json"] = _sha256(tmp_path / "r" / "config.json")
+    (tmp_path / "r" / "format.json").write_text(json.dumps(fmt))
+    with TestClient(create_app(tmp_path / "r")) as client:
+        assert client.get("/v1/model").json()["data"] == cfg["data"]
+    code, out, err = run(capsys, "evaluate", tmp_path / "r", "-k", "10",
+                         "--test-data", tmp_path / "held.csv")
+    assert code == 0 and "60 pairs" in err and "| model |" in out, err
 
 
 def test_train_notes_when_the_objective_does_not_read_ratings(tmp_path, capsys):

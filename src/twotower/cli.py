@@ -176,14 +176,15 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
             _check_items_file(args.items, meta_cols["id_col"],
                               meta.notna().any(axis=1).to_numpy(), x.item_vocab.ids,
                               [str(c) for c in meta.columns])
-    return x, _data_columns(args, cols)
+    return x, _data_columns(args, cols, meta_cols)
 
 
 def _items_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, Any]:
     """``--items``' columns: the id (``--items-id-col``, else the ``--item-col`` name),
-    ``--title-col`` and ``--genres-col``. A named column the file lacks is an error; a file
-    with neither a title nor a genres column gets a warning listing its columns (every
-    item would show as its id)."""
+    ``--title-col`` and ``--genres-col``; with ``--items``, ``read`` too: those the file
+    has (role -> column, None for a title or genres column it lacks), as the run records
+    them. A named column the file lacks is an error; a file with neither a title nor a
+    genres column gets a warning listing its columns (every item would show as its id)."""
     for flag in ("items_id_col", "title_col", "genres_col"):
         value = getattr(args, flag, None)
         if value is not None and not getattr(args, "items", None):
@@ -220,6 +221,8 @@ def _items_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, 
         warnings.warn(f"--items: {args.items} has no 'title' or 'genres' column (columns: "
                       f"{header}); name them with --title-col / --genres-col, or items show "
                       "as their ids", stacklevel=2)
+    out["read"] = {"id": id_col, **{role: out[f"{role}_col"] if out[f"{role}_col"] in header
+                                    else None for role in ("title", "genres")}}
     return out
 
 
@@ -269,15 +272,25 @@ def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data",
     return out
 
 
-def _data_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, Any]:
-    """What a run keeps of how its file was read (``config.json``'s ``data``): the id
-    columns and the separator, so ``evaluate --test-data`` reads a file like it the same
-    way."""
-    out = {"columns": {"user": cols["user"], "item": cols["item"]}, "sep": args.sep}
+def _data_columns(args: argparse.Namespace, cols: dict[str, Any],
+                  meta_cols: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run keeps of how its file was read (``config.json``'s ``data``, ``GET
+    /v1/model``'s): the columns read, given by flag or found by name (``columns``: user,
+    item, rating and time, None where none was read; event where one was), the separator,
+    and ``--items`` (``items``, the path as given; ``items_columns``: ``_items_columns``'
+    ``read``). So ``evaluate --test-data`` reads a file like it the same way, and one who
+    trains again or audits the run sees what was read. A run saved before these keys
+    lacks them: not recorded, not "none read"."""
+    out = {"columns": {"user": cols["user"], "item": cols["item"],
+                       "rating": cols.get("rating"), "time": cols.get("time")},
+           "sep": args.sep}
     if getattr(args, "event_col", None) is not None:  # (the names' weights: the config's)
         out["columns"]["event"] = args.event_col
     if cols.get("time") is not None and getattr(args, "time_unit", None) is not None:
         out["time_unit"] = args.time_unit  # how the times were read (as given)
+    if getattr(args, "items", None) and meta_cols is not None and "read" in meta_cols:
+        out["items"] = str(args.items)
+        out["items_columns"] = dict(meta_cols["read"])
     return out
 
 
@@ -1189,7 +1202,7 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
          f"users, {len(model.item_vocab):,} items; no test split")
     _save(model, args.out, data={"source": str(args.data), "split": "none",
                                  "streamed": True, "shuffle_buffer": buffer,
-                                 "seed": args.seed, **_data_columns(args, cols)})
+                                 "seed": args.seed, **_data_columns(args, cols, meta_cols)})
     _trained(args, cfg, model, t0)
     if args.checkpoint is not None:
         args.checkpoint.remove()

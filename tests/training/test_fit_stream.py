@@ -131,6 +131,9 @@ def test_cli_train_stream_then_recommend(tmp_path, capsys):
     assert "scanned 2,400 interactions" in err
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["data"]["streamed"] is True and config["data"]["shuffle_buffer"] == 500
+    # the columns read: a stream reads no times
+    assert config["data"]["columns"] == {"user": "user", "item": "item", "rating": "stars",
+                                         "time": None}
     code = main(["recommend", str(tmp_path / "run"), "--user", "u3", "--json", "-k", "5"])
     out, err = capsys.readouterr()
     assert code == 0, err
