@@ -1014,7 +1014,8 @@ def test_config_file_with_unknown_tables_or_untabled_values_is_refused(capsys, t
 
 def test_a_runs_saved_config_fed_back_reproduces_its_settings(capsys, tmp_path):
     """`--config RUN/config.json` was refused ("unknown table(s) or key(s) ['data', 'index',
-    'rating_range']"): a run's settings could not be trained again without editing them."""
+    'rating_range']"): a run's settings could not be trained again without editing them.
+    The line naming that run's flags named no columns: those it read follow."""
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n" + "".join(
         f"u{u % 9},i{u % 7},{1 + u % 5}\n" for u in range(120)))
     code, _, err = run(capsys, "train", "--data", tmp_path / "r.csv", "--preset", "tutorial",
@@ -1026,10 +1027,35 @@ def test_a_runs_saved_config_fed_back_reproduces_its_settings(capsys, tmp_path):
     assert code == 0, err
     assert ("a run's saved config: its [model] settings are read; its data, split and index "
             "are not (flags: that run had --split random --test-fraction 0.3 --index-kind "
-            "exact)") in out
+            f"exact; it read --data {tmp_path / 'r.csv'} --user-col user_id --item-col "
+            "item_id --rating-col rating --time-col none)") in out
     a, b = (json.loads((tmp_path / r / "config.json").read_text()) for r in "ab")
     assert a["model"] == b["model"] and a["model"]["embedding_dim"] == 8
     assert b["data"]["seed"] == 3 and b["data"]["test_fraction"] == 0.2
+
+
+def test_a_runs_read_as_flags_name_its_columns_and_items():
+    """The flags that read a run's file as it was read: a separator and paths quoted for a
+    shell, --items' columns where they are not the defaults; an older run's missing keys
+    and a MovieLens run's absent columns give none."""
+    from twotower.cli import _read_as_flags
+    src = {"source": "my log.csv", "split": "random", "sep": ";",
+           "columns": {"user": "userId", "item": "movieId", "rating": None,
+                       "time": "timestamp", "event": "kind"},
+           "time_unit": "ms", "items": "movies.csv",
+           "items_columns": {"id": "movieId", "title": "name", "genres": "genres"}}
+    assert " ".join(_read_as_flags(src)) == (
+        "--data 'my log.csv' --user-col userId --item-col movieId --rating-col none "
+        "--time-col timestamp --event-col kind --time-unit ms --sep ';' --items movies.csv "
+        "--title-col name")
+    src["items_columns"]["id"] = "sku"
+    assert _read_as_flags(src)[-2:] == ["--items-id-col sku", "--title-col name"]
+    assert "--sep '\\t'" in _read_as_flags({**src, "sep": "\t"})  # as a shell passes it
+    older = {"source": "log.csv", "columns": {"user": "userId", "item": "movieId"},
+             "sep": None}
+    assert _read_as_flags(older) == ["--data log.csv", "--user-col userId",
+                                     "--item-col movieId"]
+    assert _read_as_flags({"source": "movielens-100k", "split": "random"}) == []
 
 
 def test_seed_in_the_config_file_is_used_unless_the_flag_is_given(capsys, tmp_path, ml100k):

@@ -522,10 +522,42 @@ def _run_settings(p: Path, data: dict[str, Any]) -> dict[str, Any]:
             flags.append(f"--test-fraction {src['test_fraction']}")
     if isinstance(index.get("kind"), str):
         flags.append(f"--index-kind {index['kind']}")
+    read = _read_as_flags(src)
     _say(f"--config {p}: a run's saved config: its [model] settings are read; its data, "
          "split and index are not (flags: that run had "
-         f"{' '.join(flags) or 'no record of them'})")
+         f"{' '.join(flags) or 'no record of them'}"
+         + (f"; it read {' '.join(read)}" if read else "") + ")")
     return {"model": data["model"]}
+
+
+def _read_as_flags(src: dict[str, Any]) -> list[str]:
+    """A run's ``data`` (``_data_columns``) as the flags that read its file that way: the
+    columns it records, ``none`` for a rating or time column recorded as not read (a tab
+    separator as ``'\\t'``, which ``--sep`` reads). No flags for a run that records no
+    columns (MovieLens, or saved before they were kept); a key an older run lacks gives
+    no flag."""
+    import shlex
+    cols = src.get("columns")
+    if not isinstance(cols, dict) or not cols:
+        return []
+    out = []
+    if isinstance(src.get("source"), str):
+        out.append(f"--data {shlex.quote(src['source'])}")
+    for role in ("user", "item", "rating", "time", "event"):
+        if role in cols and (isinstance(cols[role], str) or cols[role] is None
+                             and role in ("rating", "time")):
+            out.append(f"--{role}-col {shlex.quote(cols[role] or 'none')}")
+    for key, flag in (("time_unit", "--time-unit"), ("sep", "--sep"), ("items", "--items")):
+        if isinstance(src.get(key), str):
+            value = "\\t" if key == "sep" and src[key] == "\t" else src[key]
+            out.append(f"{flag} {shlex.quote(value)}")
+    meta = src.get("items_columns") if isinstance(src.get("items_columns"), dict) else {}
+    for role, flag, default in (("id", "--items-id-col", cols.get("item")),
+                                ("title", "--title-col", "title"),
+                                ("genres", "--genres-col", "genres")):
+        if isinstance(meta.get(role), str) and meta[role] != default:
+            out.append(f"{flag} {shlex.quote(meta[role])}")
+    return out
 
 
 class _DuplicateKey(Exception):
