@@ -215,9 +215,9 @@ class ModelConfig(Config):
             low-rank ridge ``V diag(s² / (s² + lambda)) Vᵀ`` of a randomized SVD of the
             sparse user-item matrix instead of EASE (memory ``O(n_items x rank)``; tuned,
             ranked and blended as the EASE part is; ``TwoTower.ease_tuning["form"]``). Not
-            the default: on held-out test parts of one session-shaped log it lifts
-            Recall@10 (+4% to +20%) but not NDCG@10 on a temporal split, and its fit time
-            at a million items is not measured (docs/quality.md).
+            the default: on held-out test parts of two generated logs it lifts
+            Recall@10 in all six runs (+4% to +20%) but NDCG@10 in four (not on a temporal
+            split), and its fit time at a million items is not measured (docs/quality.md).
         hard_negatives: >0 keeps only that many hardest in-batch negatives
             (``keras_rs.layers.HardNegativeMining``; sampled_softmax only).
         validation_freq: validate every this many epochs when validation data is given.
