@@ -22,6 +22,8 @@ cd "$work"
   "$tt" export runs/ml100k --items --out items.parquet
   echo '$ twotower export runs/ml100k --users --out users.parquet'
   "$tt" export runs/ml100k --users --out users.parquet
+  echo '$ twotower export runs/ml100k --keras -k 10 --out movielens.keras'
+  "$tt" export runs/ml100k --keras -k 10 --out movielens.keras
   echo '$ twotower evaluate runs/ml100k --baselines --plot recall.png --plot-loss loss.png'
   "$tt" evaluate runs/ml100k --baselines --plot recall.png --plot-loss loss.png
   echo '$ twotower index runs/ml100k --kind hnsw'; "$tt" index runs/ml100k --kind hnsw
