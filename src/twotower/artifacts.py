@@ -1136,14 +1136,21 @@ EMBEDDING_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
                      ".jsonl": "jsonl", ".ndjson": "jsonl", ".npz": "npz"}
 
 
+def format_of(out: str | os.PathLike[str], formats: dict[str, str], name: str,
+              expected: str) -> str:
+    """The format ``out``'s suffix names in ``formats`` (suffix -> format), or ConfigError
+    naming the argument (``name``) and the files written (``expected``)."""
+    suffix = Path(out).suffix.lower()
+    if suffix not in formats:
+        got = repr(suffix) if suffix else "no suffix"
+        raise ConfigError(f"{name}: {out}: expected {expected} file, got {got}")
+    return formats[suffix]
+
+
 def embeddings_format(out: str | os.PathLike[str]) -> str:
     """The format ``out``'s suffix names, or ConfigError naming the ones written."""
-    suffix = Path(out).suffix.lower()
-    if suffix not in EMBEDDING_FORMATS:
-        got = repr(suffix) if suffix else "no suffix"
-        raise ConfigError(f"`out`: {out}: expected a .parquet, .csv, .jsonl (JSON lines) or "
-                          f".npz (numpy) file, got {got}")
-    return EMBEDDING_FORMATS[suffix]
+    return format_of(out, EMBEDDING_FORMATS, "`out`",
+                     "a .parquet, .csv, .jsonl (JSON lines) or .npz (numpy)")
 
 
 def write_embeddings(out: str | os.PathLike[str], id_name: str, ids: np.ndarray,

@@ -1459,12 +1459,8 @@ OUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".p
 
 
 def _out_format(out: str | Path) -> str:
-    suffix = Path(out).suffix.lower()
-    if suffix not in OUT_FORMATS:
-        got = repr(suffix) if suffix else "no suffix"
-        raise ConfigError(f"--out: {out}: expected a .jsonl (JSON lines), .parquet or .csv "
-                          f"file, got {got}")
-    return OUT_FORMATS[suffix]
+    from twotower.artifacts import format_of
+    return format_of(out, OUT_FORMATS, "--out", "a .jsonl (JSON lines), .parquet or .csv")
 
 
 def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -> None:
