@@ -22,6 +22,9 @@ cd "$work"
   "$tt" export runs/ml100k --items --out items.parquet
   echo '$ twotower export runs/ml100k --users --out users.parquet'
   "$tt" export runs/ml100k --users --out users.parquet
+  printf '42\n7\n' > some_users.txt
+  echo '$ twotower export runs/ml100k --users some_users.txt --out some.parquet'
+  "$tt" export runs/ml100k --users some_users.txt --out some.parquet
   echo '$ twotower export runs/ml100k --keras -k 10 --out movielens.keras'
   "$tt" export runs/ml100k --keras -k 10 --out movielens.keras
   echo '$ twotower evaluate runs/ml100k --baselines --plot recall.png --plot-loss loss.png'

@@ -227,6 +227,9 @@ def test_users_never_trained_on_are_left_out_and_counted(tutorial_run, tmp_path)
     assert report["untrained_left_out"] == 1 and report["rows"] == len(model.user_vocab) - 1
     ids, _, vectors = _read(tmp_path / "u.jsonl")
     assert model.user_vocab.ids[3] not in ids.tolist() and len(vectors) == len(ids)
+    from twotower.errors import UnknownIdError  # asked for by id: refused, as recommend_ids
+    with pytest.raises(UnknownIdError, match="has no training interactions"):
+        model.export_embeddings(tmp_path / "v.jsonl", "users", ids=model.user_vocab.ids[2:4])
 
 
 def test_keras_writes_the_runs_top_k_as_one_model_file(capsys, tutorial_run, tmp_path,
@@ -280,3 +283,47 @@ def test_keras_names_its_k_flag_when_k_is_out_of_range(capsys, default_run, tmp_
                        "--out", tmp_path / "m.keras")
     assert code == 2 and f"-k must be between 1 and 45 (the catalogue size), got {k}" in err
     assert "`k`" not in err, err
+
+
+def test_users_or_items_from_a_file_export_only_those_in_its_order(capsys, tutorial_run,
+                                                                   tmp_path):
+    """``export --users FILE`` takes a file of ids as ``recommend --users FILE`` does: only
+    those rows, in the file's order, each once; the vectors equal the full export's."""
+    model, run_dir = tutorial_run
+    users = [str(u) for u in model.user_vocab.ids[[7, 2, 7, 30]]]
+    (tmp_path / "users.txt").write_text("\n".join(users) + "\n")
+    code, _, err = run(capsys, "export", run_dir, "--users", tmp_path / "users.txt",
+                       "--out", tmp_path / "some.npz")
+    assert code == 0, err
+    assert run(capsys, "export", str(run_dir), "--users", "--out",
+               str(tmp_path / "all.npz"))[0] == 0
+    ids, _, vectors = _read(tmp_path / "some.npz")
+    all_ids, _, all_vectors = _read(tmp_path / "all.npz")
+    assert [str(i) for i in ids] == [users[0], users[1], users[3]]
+    pos = {str(u): j for j, u in enumerate(all_ids)}
+    np.testing.assert_array_equal(vectors, all_vectors[[pos[u] for u in ids.astype(str)]])
+    items = [str(i) for i in model.item_vocab.ids[[5, 1]]]
+    (tmp_path / "items.txt").write_text("\n".join(items) + "\n")
+    assert run(capsys, "export", str(run_dir), "--items", str(tmp_path / "items.txt"),
+               "--out", str(tmp_path / "items.csv"))[0] == 0
+    ids, listed, vectors = _read(tmp_path / "items.csv")
+    assert [str(i) for i in ids] == items and len(listed) == 2
+    np.testing.assert_array_equal(vectors, model._item_vectors(np.array([5, 1])))
+
+
+def test_an_id_the_run_cannot_export_is_named_with_its_line(capsys, tutorial_run, tmp_path):
+    model, run_dir = tutorial_run
+    known = str(model.user_vocab.ids[0])
+    (tmp_path / "users.txt").write_text(f"{known}\nnobody\n")
+    code, _, err = run(capsys, "export", run_dir, "--users", tmp_path / "users.txt",
+                       "--out", tmp_path / "u.csv")
+    assert code != 0 and "line 2: unknown user id 'nobody'" in err
+    assert not (tmp_path / "u.csv").exists()
+    from twotower.errors import UnknownIdError
+    with pytest.raises(UnknownIdError, match="nobody"):
+        model.export_embeddings(tmp_path / "u.csv", "users", ids=[known, "nobody"])
+    from twotower.errors import DataError
+    with pytest.raises(DataError, match="single id"):
+        model.export_embeddings(tmp_path / "u.csv", "users", ids=known)
+    with pytest.raises(DataError, match="got none"):
+        model.export_embeddings(tmp_path / "u.csv", "users", ids=[])

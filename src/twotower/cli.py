@@ -1505,10 +1505,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} is read with --keras only (the top-k model); "
                               f"--items/--users write every vector")
     embeddings_format(args.out)
-    model = _load(args.run)
     what = "items" if args.items else "users"
+    flag, given = f"--{what}", args.items or args.users
+    model = _load(args.run)
+    ids = None if given is True else _export_ids(model, given, flag, what[:-1])
     with _writing("--out", args.out):
-        report = model.export_embeddings(args.out, what, vectors=args.vectors)
+        report = model.export_embeddings(args.out, what, vectors=args.vectors, ids=ids)
     if args.items:
         left = (f"; {report['unlisted']:,} in no list the run gives (never trained), "
                 "listed false" if report["unlisted"] else "")
@@ -1518,6 +1520,27 @@ def cmd_export(args: argparse.Namespace) -> int:
     whose = f"1 {what[:-1]}'s" if report["rows"] == 1 else f"{report['rows']:,} {what}'"
     _say(f"wrote {whose} {args.vectors} vectors ({report['dim']} wide) to {args.out}{left}")
     return 0
+
+
+def _export_ids(model: Any, path: str, flag: str, what: str) -> list[str]:
+    """``export --users FILE`` / ``--items FILE``: the file's ids, the first one the run
+    cannot export named with its file and line (an unknown id; a user never trained on)."""
+    from twotower.errors import UnknownIdError
+    ids, lines, p = _read_id_file(path, flag, what)
+    vocab = model.item_vocab if what == "item" else model.user_vocab
+    idx = vocab.lookup_or(ids, -1)
+    bad = idx < 0
+    if what == "user":
+        bad |= model.untrained_users()[np.maximum(idx, 0)] & (idx >= 0)
+    if bad.any():
+        pos = int(np.argmax(bad))
+        why = (f"unknown {what} id {ids[pos]!r} (the file holds one id a line, with no "
+               "header line)" if pos == 0 and idx[pos] < 0 and len(ids) > 1 else
+               f"unknown {what} id {ids[pos]!r}" if idx[pos] < 0 else
+               f"user id {ids[pos]!r} has no training interactions (the run never trained "
+               "its query, so it has no vector)")
+        raise UnknownIdError(f"{flag}: {p}, line {lines[pos]}: {why}")
+    return ids
 
 
 def _export_keras(args: argparse.Namespace) -> int:
@@ -2085,10 +2108,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "trained) have listed false. Users: the users the run trained on.")
     x.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     which = x.add_mutually_exclusive_group(required=True)
-    which.add_argument("--items", action="store_true",
-                       help="the item vectors: columns item_id, listed, vector")
-    which.add_argument("--users", action="store_true",
-                       help="the user (query) vectors: columns user_id, vector")
+    which.add_argument("--items", nargs="?", const=True, metavar="FILE",
+                       help="the item vectors: columns item_id, listed, vector; with FILE "
+                            "(one id a line, - for standard input) only those items, in "
+                            "its order")
+    which.add_argument("--users", nargs="?", const=True, metavar="FILE",
+                       help="the user (query) vectors: columns user_id, vector; with FILE "
+                            "(one id a line, - for standard input) only those users, in its "
+                            "order")
     which.add_argument("--keras", action="store_true",
                        help="the run's whole retrieval as one Keras model (--out a .keras "
                             "file): user ids in, top-k scores and item ids out, every table "

@@ -1739,8 +1739,8 @@ class TwoTower:
         return np.asarray(out["top_ids"], dtype=np.int64)
 
     def export_embeddings(self, out: str | os.PathLike[str], what: str = "items", *,
-                          vectors: str = "served", chunk_rows: int = 65_536
-                          ) -> dict[str, Any]:
+                          vectors: str = "served", ids: Any = None,
+                          chunk_rows: int = 65_536) -> dict[str, Any]:
         """Write the item (candidate) or user (query) vectors with their external ids to
         ``out``: Parquet (``.parquet``), CSV (``.csv``), JSON lines (``.jsonl``) or numpy
         (``.npz``), by its suffix (docs/serving.md, "Exporting embeddings").
@@ -1755,6 +1755,10 @@ class TwoTower:
         Items: one row per item of the catalogue, with ``listed`` False for the items
         in no list the run gives (``untrained_items``); users: one row per user the run
         trained on (``untrained_users`` are left out: their query was never trained).
+        ``ids`` (external ids, any iterable; None: all of them): only these, in this order,
+        each once (a repeat is written once, where it first stands); an id the model does
+        not hold is refused, and so is a user it never trained on (as ``recommend_ids``
+        refuses them), while an item never trained is written with ``listed`` False.
         Written ``chunk_rows`` rows at a time (Parquet, CSV, JSON lines: no second copy
         of the vectors in memory; ``.npz`` holds the matrix whole) to a temporary name,
         renamed into place when complete.
@@ -1766,6 +1770,9 @@ class TwoTower:
         Raises:
             ConfigError: ``what``, ``vectors`` or ``chunk_rows`` out of their choices, or
                 ``out`` with another suffix.
+            DataError: ``ids`` is a single id or no list of ids, or holds none.
+            UnknownIdError: an id of ``ids`` the model does not hold (or, users, never
+                trained on), named.
             OSError: ``out`` cannot be written (``out`` is then unchanged).
         """
         from twotower.artifacts import write_embeddings
@@ -1777,15 +1784,18 @@ class TwoTower:
                               f"'tower' (the towers' own outputs), got {vectors!r}")
         _check_k(chunk_rows, 1 << 31, "chunk_rows", "rows written at a time")
         report: dict[str, Any] = {"what": what, "vectors": vectors}
+        chosen = None if ids is None else self._export_rows(ids, what)
         if what == "items":
-            rows = np.arange(self.n_items)
-            listed = ~self.untrained_items()
+            rows = np.arange(self.n_items) if chosen is None else chosen
+            listed = ~self.untrained_items()[rows]
             report["unlisted"] = int(np.count_nonzero(~listed))
             vocab, one = self.item_vocab, self._item_vectors
         else:
             untrained = self.untrained_users()
-            rows, listed = np.flatnonzero(~untrained), None
-            report["untrained_left_out"] = int(np.count_nonzero(untrained))
+            rows, listed = (np.flatnonzero(~untrained), None) if chosen is None else (
+                chosen, None)
+            report["untrained_left_out"] = (int(np.count_nonzero(untrained))
+                                            if chosen is None else 0)
             vocab, one = self.user_vocab, self._user_vectors
         dim = one(rows[:1], vectors).shape[1]
         path = write_embeddings(out, what[:-1], vocab.ids[rows], listed,
@@ -1793,6 +1803,24 @@ class TwoTower:
                                 meta={"what": what, "vectors": vectors,
                                       "metric": self._index.config.metric})
         return {**report, "rows": len(rows), "dim": int(dim), "path": str(path)}
+
+    def _export_rows(self, ids: Any, what: str) -> np.ndarray:
+        """``export_embeddings(ids=...)``: the rows of the external ``ids``, each once in
+        the order first given; unknown ids (and untrained users) refused, named."""
+        kind = what[:-1]
+        _check_id_list(ids, "ids", kind)
+        given = list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
+        if not given:
+            raise DataError(f"`ids`: expected some {kind} ids to export, got none")
+        vocab = self.item_vocab if what == "items" else self.user_vocab
+        rows = vocab.lookup(given)  # UnknownIdError names the first unknown id
+        _, first = np.unique(rows, return_index=True)
+        rows = rows[np.sort(first)]
+        if what == "users":
+            untrained = self.untrained_users()[rows]
+            if untrained.any():
+                raise untrained_user_error(vocab.ids[rows[np.argmax(untrained)]])
+        return rows
 
     def _item_vectors(self, items: np.ndarray, vectors: str = "served") -> np.ndarray:
         """``[len(items), d]`` float32: the rows the index searches (``served``), or the
