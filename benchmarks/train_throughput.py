@@ -98,12 +98,13 @@ def model_config(a: argparse.Namespace):
                               epochs=1)
 
 
-def stream_of(path: Path, a: argparse.Namespace, shuffle: int | None = None):
+def stream_of(path: Path, a: argparse.Namespace, shuffle: int | None = None,
+              user_vocab=None, item_vocab=None):
     from twotower.training import InteractionStream, StreamConfig
     cfg = StreamConfig(user_col="user_id", item_col="item_id", rating_col="rating",
                        shuffle_buffer=a.shuffle_buffer if shuffle is None else shuffle,
                        seed=a.seed)
-    return InteractionStream(path, cfg)
+    return InteractionStream(path, cfg, user_vocab=user_vocab, item_vocab=item_vocab)
 
 
 def in_memory(stream, objective: str) -> dict[str, np.ndarray]:
@@ -452,12 +453,20 @@ def worker_rss(a: argparse.Namespace) -> None:
     from twotower.training import LoopConfig, TrainLoop, make_optimizer
     path = Path(a.file)
     base = _hwm_kb()
-    stream = stream_of(path, a)
-    if a.fixed_vocab:  # every planted id: the same vocabularies whatever the file size
-        stream._user_vocab = Vocabulary(USER_ID0 + np.arange(a.users), "user")
-        stream._item_vocab = Vocabulary(ITEM_ID0 + np.arange(a.items), "item")
+    # --fixed-vocab: every planted id, given to the stream as a user gives a vocabulary
+    # file, so both files train the same tables. (Until 2026-12-07 it was set on the
+    # stream's attributes after construction, which scan() has rebuilt since 50ef516:
+    # the "given" rows of runs from 2026-12-06 had the scan's vocabularies; checked now.)
+    vocabs = ({"user_vocab": Vocabulary(USER_ID0 + np.arange(a.users), "user"),
+               "item_vocab": Vocabulary(ITEM_ID0 + np.arange(a.items), "item")}
+              if a.fixed_vocab else {})
+    stream = stream_of(path, a, **vocabs)
     t0 = time.perf_counter()
     stats = stream.scan()
+    if a.fixed_vocab and (len(stats.user_vocab), len(stats.item_vocab)) != (a.users, a.items):
+        raise SystemExit(f"--fixed-vocab: the stream has {len(stats.user_vocab):,} users / "
+                         f"{len(stats.item_vocab):,} items, not the {a.users:,} / "
+                         f"{a.items:,} given")
     inputs = stream.model_inputs(a.objective)
     if a.rss_train:  # a streamed training pass: one epoch of the product loop
         net = new_net(len(stats.user_vocab), len(stats.item_vocab), a)

@@ -143,3 +143,39 @@ def test_unknown_ids_and_bad_lists_are_explicit(model):
         m.recommend_ids([0], 5, allow=[[1, 2]])
     with pytest.raises(DataError, match=r"`deny` must be internal item ids in \[0, 61\)"):
         m.recommend(np.array([0]), 5, deny=np.array([61]))
+
+
+def test_history_lists_by_external_ids_equal_the_index_path(model):
+    """``recommend_from_history_ids`` maps the ids once at the boundary: the same lists as
+    ``recommend_from_history`` on their indices, history left out unless asked, filters
+    by external ids; unknown ids and histories of no trained item are named."""
+    from twotower.errors import UnknownIdError
+    m = model
+    m.set_index(EXACT_SMALL["exact"])
+    hists = [[101, 102, 131], [150], [131, 101]]
+    rows = [m.item_vocab.lookup(h) for h in hists]
+    for leave_out in (True, False):
+        scores, got = m.recommend_from_history_ids(hists, 12, exclude_history=leave_out,
+                                                   deny=[120, 121])
+        ref_s, ref = m.recommend_from_history(rows, 12, rows if leave_out else None,
+                                              deny=m.known_items([120, 121])[0])
+        assert got.tolist() == [[m.item_vocab.ids[i] if i >= 0 else None for i in r]
+                                for r in ref]
+        np.testing.assert_array_equal(scores, ref_s)
+        assert not set(got.ravel().tolist()) & {120, 121, 999}
+        if leave_out:
+            assert all(not set(r) & set(h) for r, h in zip(got.tolist(), hists))
+    with pytest.raises(UnknownIdError, match=r"histories\[1\]: unknown item id 'nope'"):
+        m.recommend_from_history_ids([[101], [102, "nope"]], 5)
+    with pytest.raises(UnknownIdError, match=r"histories\[0\]: none of its 1 item ids"):
+        m.recommend_from_history_ids([[999]], 5)  # in the catalogue, never trained
+    with pytest.raises(DataError, match="single ids"):
+        m.recommend_from_history_ids([101, 102], 5)
+    with pytest.raises(DataError, match="exclude_history"):
+        m.recommend_from_history_ids([[101]], 5, exclude_history="no")
+
+
+def test_history_lists_by_ids_need_a_history_tower(tutorial_run):
+    from twotower.errors import ConfigError
+    with pytest.raises(ConfigError, match="query tower is 'id'"):
+        tutorial_run[0].recommend_from_history_ids([[50, 172]], 5)

@@ -1562,6 +1562,65 @@ class TwoTower:
         return self._index.search(self.history_query_embeddings(histories), k,
                                   exclude=exclude, allow=allow, deny=deny)
 
+    def recommend_from_history_ids(self, histories: Sequence[Sequence[Any]], k: int = 10, *,
+                                   exclude_history: bool = True,
+                                   allow: Iterable[Any] | None = None,
+                                   deny: Iterable[Any] | DeniedItems | None = None
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k external item ids for new users given by their histories of external item
+        ids (one list per user, oldest first), as the service's by-history answer gives
+        them: ``recommend_from_history`` with the ids mapped at this boundary.
+
+        Args:
+            histories: one list of external item ids per user.
+            k: list length, 1 to the catalogue size.
+            exclude_history: leave each user's own history items out of their list.
+            allow, deny: as ``recommend_ids``'.
+
+        Returns:
+            scores ``[b, k]`` float32 and item ids ``[b, k]`` (object), best first, padded
+            with ``None`` (score ``-inf``) when fewer than ``k`` items qualify.
+
+        Raises:
+            ConfigError: the model's query tower reads no history (``query_tower="id"``).
+            UnknownIdError: an item id the catalogue does not hold (named, with its user's
+                position), or a history none of whose items has training interactions (the
+                model has no query to build from it).
+            DataError: ``histories`` is no list of lists of ids.
+        """
+        from twotower.errors import UnknownIdError
+        self._require_fitted()
+        if not isinstance(exclude_history, (bool, np.bool_)):
+            raise DataError(f"`exclude_history` must be True or False, got "
+                            f"{exclude_history!r}")
+        if isinstance(histories, (str, bytes)) or not isinstance(histories, Sequence | np.ndarray):
+            raise DataError(f"`histories` must be a list with one list of item ids per "
+                            f"user, got {type(histories).__name__}")
+        if len(histories) and (isinstance(histories[0], (str, bytes))
+                               or np.ndim(histories[0]) == 0):
+            raise DataError(f"`histories` must hold one list of item ids per user, got a "
+                            f"list of {len(histories):,} single ids; for one user pass "
+                            "[history] (a list holding it)")
+        if self.history_embeddings is None or self.config.query_tower == "id":
+            self.history_query_embeddings([])  # its ConfigError names the query tower
+        allow, deny = self._external_filters(allow, deny)
+        pop = np.asarray(self.item_popularity)
+        rows = []
+        for user, h in enumerate(histories):
+            _check_id_list(h, f"histories[{user}]", "item")
+            items = self.item_vocab.lookup_or(list(h), -1)
+            if (items < 0).any():
+                bad = list(h)[int(np.argmax(items < 0))]
+                raise UnknownIdError(f"histories[{user}]: unknown item id {bad!r}")
+            if len(items) and not (pop[items] > 0).any():
+                raise UnknownIdError(f"histories[{user}]: none of its {len(items):,} item "
+                                     "ids has training interactions, so the model has no "
+                                     "query to build from this history")
+            rows.append(items)
+        scores, idx = self.recommend_from_history(
+            rows, k, rows if exclude_history else None, allow=allow, deny=deny)
+        return scores, self._external(idx)
+
     def recommend_ids(self, user_ids: Sequence[Any], k: int = 10, *, exclude_seen: bool = True,
                       allow: Iterable[Any] | None = None,
                       deny: Iterable[Any] | DeniedItems | None = None
