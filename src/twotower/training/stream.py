@@ -216,7 +216,9 @@ class InteractionStream:
         import pyarrow as pa
         import pyarrow.parquet as pq
         try:
-            f = pq.ParquetFile(self.path)
+            # pre_buffer=False: the pre-buffered reader keeps every column chunk it read
+            # until it ends (Arrow memory grew with the file: 152 MB late in a 153 MB file)
+            f = pq.ParquetFile(self.path, pre_buffer=False)
         except Exception as exc:  # pyarrow raises several types for a bad file
             raise DataError(f"--data: {self.path} is not a readable Parquet file ({exc})"
                             ) from None
