@@ -27,7 +27,7 @@ Sections (skip any with --skip a,b,c,d):
   c  1 device vs 2 simulated devices (data parallel, row-sharded tables, column-sharded
      tables; optionally with single-threaded XLA CPU), one subprocess each, a full epoch
      each, planted recall after
-  d  peak RSS of a streamed training pass over a --rss-rows[0] vs --rss-rows[1] row file
+  d  peak RSS of a streamed training pass over files of each --rss-rows row count
 
 ``--collectives`` only times 2-device collectives per scan step: a ``psum``, and the pair a
 row-routed step would need (``all_gather`` of each device's rows, ``psum_scatter`` of their
@@ -597,7 +597,7 @@ def main() -> None:
                    help="rows per epoch in (c) (0: the whole file)")
     p.add_argument("--c-variants", default="1,dp,mp",
                    help=f"device runs (c), of: {', '.join(VARIANTS)}")
-    p.add_argument("--rss-rows", type=_int, nargs=2, default=[5_000_000, 10_000_000])
+    p.add_argument("--rss-rows", type=_int, nargs="+", default=[5_000_000, 10_000_000])
     p.add_argument("--rss-train", action=argparse.BooleanOptionalAction, default=True,
                    help="(d) train one epoch on the stream, not only read it")
     p.add_argument("--seed", type=int, default=0)
