@@ -119,3 +119,63 @@ def test_an_empty_deny_file_denies_nothing(capsys, tiny_run, tmp_path):
     code, out, err = run(capsys, "recommend", rundir, "--user", "u1", "--json", "-k", "3",
                          "--deny", tmp_path / "d.txt")
     assert code == 0 and len(_ids(out)[0]) == 3 and err == ""
+
+
+@pytest.fixture(scope="module")
+def history_run(tmp_path_factory):
+    """tiny_run's log with an id+history query tower (reads histories)."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 20, 400)],
+                              [f"i{i}" for i in rng.integers(0, 30, 400)])
+    model = TwoTower(ModelConfig(query_tower="id+history", objective="bpr", epochs=1,
+                                 batch_size=16, embedding_dim=8)).fit(x, verbose=0)
+    run_dir = tmp_path_factory.mktemp("runs") / "history"
+    model.save(run_dir)
+    return model, run_dir
+
+
+def test_recommend_for_a_new_user_by_history(capsys, history_run, tmp_path):
+    """``recommend --history`` is the library's ``recommend_from_history_ids`` (the
+    service's by-history answer): the history's items left out unless --include-seen,
+    --allow/--deny obeyed."""
+    model, rundir = history_run
+    code, out, err = run(capsys, "recommend", rundir, "--history", "i3, i7,i11", "-k", 6,
+                         "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    ref_scores, ref = model.recommend_from_history_ids([["i3", "i7", "i11"]], 6)
+    assert got["history"] == ["i3", "i7", "i11"]
+    assert [it["item_id"] for it in got["items"]] == ref[0].tolist()
+    np.testing.assert_allclose([it["score"] for it in got["items"]], ref_scores[0], atol=1e-6)
+    assert not {"i3", "i7", "i11"} & set(ref[0].tolist())
+    kept = _ids(run(capsys, "recommend", rundir, "--history", "i3,i7,i11", "-k", 29,
+                    "--include-seen", "--json")[1])[0]
+    assert {"i3", "i7", "i11"} <= set(kept)
+    deny = tmp_path / "deny.txt"
+    deny.write_text("\n".join(ref[0].tolist()[:3]) + "\n")
+    denied = _ids(run(capsys, "recommend", rundir, "--history", "i3,i7,i11", "-k", 6,
+                      "--deny", deny, "--json")[1])[0]
+    assert not set(denied) & set(ref[0].tolist()[:3]) and len(denied) == 6
+    code, out, _ = run(capsys, "recommend", rundir, "--history", "i3,i7,i11", "-k", 3)
+    assert code == 0 and "new user (history of 3 items, left out of the list):" in out
+    assert out.count("\n") == 4 and f"1. {ref[0][0]}" in out
+
+
+@pytest.mark.parametrize("history,message", [
+    ("i3,nope", "--history: unknown item id 'nope'"),
+    ("i3,,i4", "--history: expected item ids separated by commas"),
+])
+def test_a_bad_history_is_named(capsys, history_run, history, message):
+    code, _, err = run(capsys, "recommend", history_run[1], "--history", history)
+    assert code != 0 and message in err, err
+
+
+def test_history_needs_a_history_tower_and_gives_one_list(capsys, tiny_run, history_run,
+                                                          tmp_path):
+    code, _, err = run(capsys, "recommend", tiny_run[1], "--history", "i3,i4")
+    assert code != 0 and "--history: this model's query tower is 'id'" in err, err
+    code, _, err = run(capsys, "recommend", history_run[1], "--history", "i3", "--out",
+                       tmp_path / "x.jsonl")
+    assert code != 0 and "--out is read with --user/--users/--all-users" in err, err

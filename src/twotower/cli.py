@@ -1318,6 +1318,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.k is None:  # the default fits the catalogue; a given k is checked as given
         args.k = min(10, model.n_items)
     allow, deny = _item_filters(args, model)
+    if args.history is not None:
+        return _recommend_history(args, model, allow, deny)
     if args.user is not None:  # stripped, as --users' lines and the data's ids are
         if not args.user.strip():
             raise ConfigError(f"--user: expected a user id, got {args.user!r}")
@@ -1410,6 +1412,55 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             if len(r["items"]) < args.k and not r["fallback"]:
                 _say(_short_list_note(model, r["user_id"], len(r["items"]),
                                       args.include_seen, allow, deny))
+    return 0
+
+
+def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray | None,
+                       deny: np.ndarray | None) -> int:
+    """``recommend --history 50,172,181``: a new user's list from the items they had
+    (``TwoTower.recommend_from_history_ids``), printed as ``--user``'s or one JSON line."""
+    from twotower.data.vocabulary import plain_id
+    from twotower.errors import UnknownIdError
+    for flag, given in (("--out", args.out), ("--fallback popular", args.fallback != "none")):
+        if given:
+            raise ConfigError(f"{flag} is read with --user/--users/--all-users; --history "
+                              "gives one new user's list (--json prints it as JSON)")
+    ids = [t.strip() for t in args.history.split(",")]
+    if not all(ids):
+        raise ConfigError(f"--history: expected item ids separated by commas, oldest first "
+                          f"(e.g. 50,172,181), got {args.history!r}")
+    idx = model.item_vocab.lookup_or(ids, -1)
+    if (idx < 0).any():
+        some = ", ".join(map(repr, model.item_vocab.ids[:3].tolist()))
+        raise UnknownIdError(f"--history: unknown item id {ids[int(np.argmax(idx < 0))]!r} "
+                             f"(the run's item ids are like {some})")
+    if not (np.asarray(model.item_popularity)[idx] > 0).any():
+        raise UnknownIdError(f"--history: none of its {len(ids):,} items has training "
+                             "interactions, so the model has no query to build from it")
+    external = model.item_vocab.ids[idx].tolist()
+    try:
+        scores, top = model.recommend_from_history_ids(
+            [external], args.k, exclude_history=not args.include_seen,
+            allow=None if allow is None else model.item_vocab.ids[allow],
+            deny=None if deny is None else model.item_vocab.ids[deny])
+    except ConfigError as exc:  # a query tower that reads no history
+        raise ConfigError(f"--history: {exc}") from None
+    rows = [(plain_id(i), str(model.titles_of([i])[0]), round(float(sc), 6))
+            for sc, i in zip(scores[0], top[0]) if i is not None]
+    if args.json:
+        print(_json({"history": [plain_id(i) for i in external],
+                     "items": [{"item_id": i, "title": t, "score": sc} for i, t, sc in rows]},
+                    sys.stdout.encoding))
+        return 0
+    shared = _shared_titles(model)
+    n = len(external)
+    _say(f"new user (history of {n:,} item{'s' if n != 1 else ''}"
+         f"{', left out of the list' if not args.include_seen else ''}):")
+    for rank, (i, t, sc) in enumerate(rows, 1):
+        _say(f"  {rank:2d}. {_shown(t, i, shared)}  ({sc:.3f})")
+    if len(rows) < args.k:
+        _say(f"  (only {len(rows)} items left: the history's own items, those never trained "
+             "and those --allow/--deny leave out are in no list)")
     return 0
 
 
@@ -2069,6 +2120,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="file with one user id a line (- for standard input)")
     who.add_argument("--all-users", action="store_true",
                      help="every user the run trained on (with --out for a file)")
+    who.add_argument("--history", metavar="ITEMS",
+                     help="a new user, by the items they had: item ids separated by commas, "
+                          "oldest first (e.g. 50,172,181); needs a run whose query tower "
+                          "reads histories (the default preset's does); the history's items "
+                          "are left out unless --include-seen")
     r.add_argument("-k", type=int, help="items per user, between 1 and the catalogue size "
                                         "(default 10, or the catalogue if smaller)")
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
