@@ -16,6 +16,8 @@ cd "$work"
   echo "## $(date -u +%FT%TZ) $(uname -m), $(nproc) cores"
   echo '$ twotower train --out runs/ml100k'; "$tt" train --out runs/ml100k
   echo '$ twotower recommend runs/ml100k --user 42'; "$tt" recommend runs/ml100k --user 42
+  echo '$ twotower recommend runs/ml100k --history 50,172,181 -k 3'
+  "$tt" recommend runs/ml100k --history 50,172,181 -k 3
   echo '$ twotower similar runs/ml100k --item "Star Wars (1977)"'
   "$tt" similar runs/ml100k --item "Star Wars (1977)"
   echo '$ twotower export runs/ml100k --items --out items.parquet'
