@@ -29,6 +29,8 @@ cd "$work"
   "$tt" export runs/ml100k --users some_users.txt --out some.parquet
   echo '$ twotower export runs/ml100k --keras -k 10 --out movielens.keras'
   "$tt" export runs/ml100k --keras -k 10 --out movielens.keras
+  echo '$ twotower export runs/ml100k --keras --history -k 10 --out new_users.keras'
+  "$tt" export runs/ml100k --keras --history -k 10 --out new_users.keras
   echo '$ twotower evaluate runs/ml100k --baselines --plot recall.png --plot-loss loss.png'
   "$tt" evaluate runs/ml100k --baselines --plot recall.png --plot-loss loss.png
   echo '$ twotower index runs/ml100k --kind hnsw'; "$tt" index runs/ml100k --kind hnsw

@@ -165,6 +165,7 @@ def test_a_cosine_index_exports_the_normalised_vectors_it_compares(tutorial_run,
     (["--keras", "--out", "{tmp}/m.npz"], "--out: {tmp}/m.npz: --keras writes a .keras file"),
     (["--items", "-k", "5", "--out", "{tmp}/v.csv"], "-k is read with --keras only"),
     (["--users", "--ids", "indices", "--out", "{tmp}/v.csv"], "--ids is read with --keras only"),
+    (["--items", "--history", "--out", "{tmp}/v.csv"], "--history is read with --keras only"),
     (["--keras", "--vectors", "tower", "--out", "{tmp}/m.keras"],
      "--vectors is read with --items/--users only"),
 ])
@@ -327,3 +328,35 @@ def test_an_id_the_run_cannot_export_is_named_with_its_line(capsys, tutorial_run
         model.export_embeddings(tmp_path / "u.csv", "users", ids=known)
     with pytest.raises(DataError, match="got none"):
         model.export_embeddings(tmp_path / "u.csv", "users", ids=[])
+
+
+def test_keras_history_writes_the_model_for_new_users(capsys, default_run, tutorial_run,
+                                                      tmp_path):
+    """``export --keras --history``: padded histories in, the lists
+    ``recommend_from_history`` gives (their items left out); a run of text ids names
+    ``--ids indices`` (its item ids are the ones in and out); an id tower is refused."""
+    import keras
+
+    import twotower.models.keras_layers  # noqa: F401  (registers the layers)
+    from twotower import TwoTower
+    out = tmp_path / "new.keras"
+    code, _, err = run(capsys, "export", default_run, "--keras", "--history", "--out", out)
+    assert code == 2 and "item ids are text (e.g. 'i0')" in err and "--ids indices" in err
+    assert "user_ids" not in err and not out.exists(), err
+    code, said, err = run(capsys, "export", default_run, "--keras", "--history", "--ids",
+                          "indices", "-k", "6", "--out", out)
+    assert code == 0 and f"top-6 lists for new users' histories to {out}" in said, err
+    model = TwoTower.load(default_run)
+    n = model.n_items
+    cold = int(np.flatnonzero(model.item_popularity == 0)[0])
+    histories = [[3, cold, 17, n + 2], [5, 5, 30, 2, 8], [cold]]
+    width = max(map(len, histories))
+    got = keras.saving.load_model(out).predict(
+        np.array([h + [-1] * (width - len(h)) for h in histories], np.int32), verbose=0)
+    rows = [np.array([i for i in h if i < n]) for h in histories]
+    scores, idx = model.recommend_from_history(rows, 6, rows)
+    np.testing.assert_allclose(got["scores"], scores, rtol=1e-5, atol=1e-5)
+    assert (got["item_indices"] == idx).mean() > 0.95  # (near-ties may swap)
+    code, _, err = run(capsys, "export", tutorial_run[1], "--keras", "--history", "--out", out)
+    assert code == 2 and "export --history: this run's query tower is 'id'" in err, err
+    assert "history=True" not in err

@@ -1551,7 +1551,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.keras:
         return _export_keras(args)
     for flag, given in (("-k", args.k is not None), ("--include-seen", args.include_seen),
-                        ("--ids", args.ids is not None)):
+                        ("--ids", args.ids is not None), ("--history", args.history)):
         if given:
             raise ConfigError(f"{flag} is read with --keras only (the top-k model); "
                               f"--items/--users write every vector")
@@ -1605,20 +1605,33 @@ def _export_keras(args: argparse.Namespace) -> int:
     model = _load(args.run)
     if (args.ids or "external") == "external":
         from twotower.models.keras_layers import _fits_int32
-        for what, vocab in (("user", model.user_vocab), ("item", model.item_vocab)):
+        vocabs = (("item", model.item_vocab),) if args.history else (
+            ("user", model.user_vocab), ("item", model.item_vocab))
+        for what, vocab in vocabs:
             if not _fits_int32(vocab.ids):
                 kind = "text" if vocab.ids.dtype.kind not in "iu" else "integers beyond int32"
+                takes = ("item indices (histories) and gives item indices, and carries the "
+                         "item vocabulary (item_ids" if args.history else
+                         "user indices and gives item indices, and carries both vocabularies "
+                         "(user_ids, item_ids")
                 raise ConfigError(
                     f"export --keras: this run's {what} ids are {kind} (e.g. "
                     f"{vocab.ids[0]!r}), and the file takes and gives int32 ids by default "
                     f"(JAX has no text tensors); give --ids indices: the file then takes "
-                    f"user indices and gives item indices, and carries both vocabularies "
-                    f"(user_ids, item_ids of its 'retrieval' layer) to map them")
+                    f"{takes} of its 'retrieval' layer) to map them")
     k = min(10, model.n_items) if args.k is None else args.k
-    net = model.to_keras(k=k, exclude_seen=not args.include_seen, ids=args.ids or "external")
+    if args.history and (model.history_embeddings is None or model.config.query_tower == "id"):
+        raise ConfigError(f"export --history: this run's query tower is "
+                          f"'{model.config.query_tower}' (a user id embedding, as the tutorial "
+                          "and clicks presets train): its query reads no history; export "
+                          "without --history (known users by id), or train with a history "
+                          "tower (--preset default)")
+    net = model.to_keras(k=k, exclude_seen=not args.include_seen, ids=args.ids or "external",
+                         history=args.history)
     with _writing("--out", args.out):
         save_keras(net, args.out)
-    _say(f"wrote a Keras model of the run's top-{k} lists to "
+    lists = "lists for new users' histories" if args.history else "lists"
+    _say(f"wrote a Keras model of the run's top-{k} {lists} to "
          f"{args.out} (load: import twotower.models.keras_layers, then "
          f"keras.saving.load_model)")
     return 0
@@ -2180,7 +2193,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("-k", type=int, help="--keras: list length (default 10, or the catalogue "
                                         "if smaller)")
     x.add_argument("--include-seen", action="store_true",
-                   help="--keras: keep users' training items in their lists")
+                   help="--keras: keep users' training items in their lists (with "
+                        "--history: each history's items)")
+    x.add_argument("--history", action="store_true",
+                   help="--keras: the model for new users instead: [B, T] int32 item ids "
+                        "(with --ids indices, item indices) in, each user's history oldest "
+                        "first, padded with -1; the lists recommend_from_history gives, the "
+                        "query pooled inside the model (a run with a history tower only)")
     x.add_argument("--ids", choices=("external", "indices"),
                    help="--keras: external (default: the run's integer ids in and out) or "
                         "indices (user and item indices, for text ids; the file carries both "

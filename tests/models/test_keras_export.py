@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from twotower.data import Interactions
+from twotower.data import Interactions, Vocabulary
 from twotower.errors import ConfigError, DataError
 from twotower.models import ModelConfig, TwoTower
 from twotower.models.keras_layers import PAD
@@ -31,10 +31,11 @@ _LOADER = textwrap.dedent("""
     jobs = json.load(open(sys.argv[1]))
     for job in jobs:
         net = keras.saving.load_model(job["file"])
-        out = net.predict(np.array(job["users"], dtype="int32"), verbose=0)
+        out = net.predict(np.array(job["inputs"], dtype="int32"), verbose=0)
         layer = net.get_layer("retrieval")
-        np.savez(job["out"], backend=keras.backend.backend(),
-                 vocab_users=layer.user_ids, vocab_items=layer.item_ids,
+        vocabs = {f"vocab_{name[:-4]}s": getattr(layer, name)
+                  for name in ("user_ids", "item_ids") if getattr(layer, name, None) is not None}
+        np.savez(job["out"], backend=keras.backend.backend(), **vocabs,
                  **{k: np.asarray(v) for k, v in out.items()})
 """)
 
@@ -115,11 +116,11 @@ def test_saved_keras_models_answer_as_recommend_ids_in_a_fresh_process(
         for exclude_seen in (True, False):
             file = tmp_path / f"{name}-{exclude_seen}.keras"
             model.to_keras(k, exclude_seen=exclude_seen).save(file)
-            jobs.append({"file": str(file), "users": users.tolist(),
+            jobs.append({"file": str(file), "inputs": users.tolist(),
                          "out": str(tmp_path / f"{name}-{exclude_seen}.npz")})
             refs.append(model.recommend_ids(list(users), k, exclude_seen=exclude_seen))
     text_model.to_keras(5, ids="indices").save(tmp_path / "text.keras")
-    jobs.append({"file": str(tmp_path / "text.keras"), "users": [0, 3, 7],
+    jobs.append({"file": str(tmp_path / "text.keras"), "inputs": [0, 3, 7],
                  "out": str(tmp_path / "text.npz")})
     *answers, text = _load_elsewhere(tmp_path, jobs)
     for got, (ref_scores, ref_ids) in zip(answers, refs):
@@ -135,6 +136,101 @@ def test_saved_keras_models_answer_as_recommend_ids_in_a_fresh_process(
     mapped = item_ids.astype(object)[idx]
     mapped[idx < 0] = PAD
     _same_lists(text["scores"], mapped, scores, ids)
+
+
+@pytest.fixture(scope="module")
+def text_history_model() -> TwoTower:
+    """A history tower over text ids (``u0``, ``m0``), the branches the default preset does
+    not take (mean pooling, tanh, no item bias, no EASE part), 1 epoch, d=8, 4 items
+    pooled; items ``m40`` and ``m41`` have no training rows (``m41`` shares its genre with
+    trained items: it is listed, never pooled)."""
+    x = _dated_log()
+    info = pd.DataFrame({"id": [f"m{i}" for i in range(42)],
+                         "genres": [["Drama", "Comedy", "Action", "War"][i // 10]
+                                    for i in range(40)] + ["Solo", "War"]})
+    vocab = Vocabulary(np.array([f"m{i}" for i in range(42)]))
+    x = Interactions.from_ids([f"u{u}" for u in x.user_vocab.ids[x.users]],
+                              [f"m{i - 500}" for i in x.item_vocab.ids[x.items]],
+                              timestamps=np.arange(len(x)), item_vocab=vocab, item_info=info)
+    cfg = ModelConfig(query_tower="history", objective="softmax", epochs=1, embedding_dim=8,
+                      history_length=4, pooling="mean", history_activation="tanh",
+                      item_bias=False, learning_rate=0.05, item_features=("genres",))
+    return TwoTower(cfg).fit(x, verbose=0)
+
+
+def _padded(histories: list[list[int]], width: int | None = None) -> list[list[int]]:
+    width = width or max(map(len, histories))
+    return [h + [PAD] * (width - len(h)) for h in histories]
+
+
+def test_saved_history_models_answer_as_recommend_from_history_in_a_fresh_process(
+        default_model, text_history_model, tmp_path):
+    """``to_keras(history=True)``: padded histories of new users in, in a fresh process,
+    the lists ``recommend_from_history`` gives for them, the histories' items left out or
+    not; unknown ids and items without training rows are left out of the query, and a
+    history left empty gets the empty history's list. The default preset by external
+    ids, a history tower over text ids by index."""
+    rng = np.random.default_rng(1)
+    m, n = default_model, default_model.n_items
+    long = rng.integers(500, 540, 30).tolist()  # > k and > history_length 20, repeats
+    histories = [[503, 507], [9999, 12345], long, [], [520, 9999, 521, 520, 7], [531]]
+    jobs, refs = [], []
+    for exclude in (True, False):
+        file = tmp_path / f"default-{exclude}.keras"
+        m.to_keras(5, history=True, exclude_seen=exclude).save(file)
+        for width in (None, 40) if exclude else (None,):  # the padding's width: no matter
+            jobs.append({"file": str(file), "inputs": _padded(histories, width),
+                         "out": str(tmp_path / f"default-{exclude}-{width}.npz")})
+            rows = [m.item_vocab.lookup_or(h, -1) for h in histories]
+            rows = [r[r >= 0] for r in rows]
+            scores, idx = m.recommend_from_history(rows, 5, rows if exclude else None)
+            refs.append((scores, np.where(idx >= 0, m.item_vocab.ids[np.maximum(idx, 0)],
+                                          PAD)))
+    t = text_history_model
+    text_histories = [[0, 40, 41, t.n_items + 3], [40], [1, 2, 3, 4, 5, 6, 1, 30], [11, -7]]
+    t.to_keras(6, history=True, ids="indices").save(tmp_path / "text.keras")
+    jobs.append({"file": str(tmp_path / "text.keras"), "inputs": _padded(text_histories),
+                 "out": str(tmp_path / "text.npz")})
+    *answers, text = _load_elsewhere(tmp_path, jobs)
+    for got, (ref_scores, ref_ids) in zip(answers, refs):
+        assert str(got["backend"]) == "jax" and "vocab_users" not in got
+        _same_lists(got["scores"], got["item_ids"], ref_scores, ref_ids)
+        assert (got["vocab_items"] == m.item_vocab.ids).all()
+    assert np.isfinite(got["scores"][1]).all()  # unknown ids only: the empty history's list
+    rows = [np.array([i for i in h if 0 <= i < t.n_items], int) for h in text_histories]
+    assert (t.item_popularity[[40, 41]] == 0).all() and not t.untrained_items()[41]
+    ref_scores, ref_idx = t.recommend_from_history(rows, 6, rows)
+    some = [0, 2, 3]
+    _same_lists(text["scores"][some], text["item_indices"][some], ref_scores[some],
+                ref_idx[some])
+    # [40] pools nothing: no bias, no EASE part, a zero query and every score a tie at 0
+    assert (text["scores"][1] == 0).all() and (ref_scores[1] == 0).all()
+    assert 40 not in text["item_indices"][1] and (text["item_indices"][1] >= 0).all()
+    assert text["vocab_items"].tolist() == t.item_vocab.ids.tolist()
+
+
+def test_a_history_model_of_an_id_tower_is_refused(text_model):
+    with pytest.raises(ConfigError, match=r"to_keras\(history=True\): this model's query "
+                                          r"tower is 'id' .*tutorial"):
+        text_model.to_keras(5, ids="indices", history=True)
+
+
+def test_a_history_model_takes_text_user_ids_but_not_text_item_ids(text_history_model,
+                                                                    default_model):
+    """Only item ids go in and out of a history model: text user ids do not matter."""
+    with pytest.raises(ConfigError, match=r"item ids are text \(e\.g\. 'm0'\)"):
+        text_history_model.to_keras(5, history=True)
+    assert default_model.to_keras(3, history=True).input.shape == (None, None)
+
+
+def test_an_item_id_that_is_the_padding_is_refused_as_an_external_id(default_model):
+    import copy
+    m = copy.copy(default_model)
+    m.item_vocab = Vocabulary(np.append([-1], m.item_vocab.ids[1:]))
+    with pytest.raises(ConfigError, match="-1 pads a history .* ids='indices'"):
+        m.to_keras(3, history=True)
+    m.to_keras(3)  # by user id, -1 is only the padding of a list, as before
+    m.to_keras(3, history=True, ids="indices")
 
 
 def test_a_list_is_padded_and_unknown_or_untrained_users_get_no_list(default_model):
@@ -201,6 +297,7 @@ def test_ids_beyond_int32_are_refused_as_external_ids():
     ({"k": 10_000}, ConfigError, r"`k` must be between 1 and \d+"),
     ({"exclude_seen": "no"}, DataError, "`exclude_seen` must be True or False"),
     ({"ids": "names"}, ConfigError, "`ids` must be 'external' or 'indices', got 'names'"),
+    ({"history": 1}, DataError, "`history` must be True or False, got 1"),
 ])
 def test_bad_arguments_are_named(default_model, kwargs, error, match):
     with pytest.raises(error, match=match):

@@ -1288,12 +1288,8 @@ class TwoTower:
         ``recency`` (``(half_life, floor)``), else the ones chosen with the blend weight
         (``ModelConfig.query_recency_choice``), else the configuration's."""
         # a sparse [b, n_items + 1] weight matrix times the table: no [b, L, d] gather
-        from twotower.models.linear import floor_weights, history_matrix
-        lin = self._linear
-        if recency is None and lin is not None:
-            recency = lin.trained_recency
-        w = (recency_weights(hist.shape[1], self.config) if recency is None
-             else floor_weights(hist.shape[1], *recency))
+        from twotower.models.linear import history_matrix
+        w = self._pool_weights(hist.shape[1], recency)
         weights = history_matrix(hist, w, len(self.history_embeddings))
         count = np.maximum(np.asarray(weights.sum(axis=1), dtype=np.float32), 1.0)
         norm = {"mean": count, "sqrt": np.sqrt(count)}.get(self.config.pooling, 1.0)
@@ -1301,6 +1297,18 @@ class TwoTower:
         if self.config.history_activation == "tanh":
             pooled = np.tanh(pooled)
         return pooled.astype(np.float32)
+
+    def _pool_weights(self, length: int, recency: tuple[float, float] | None = None
+                      ) -> np.ndarray:
+        """``[length]`` float32 recency weights ``_pool`` gives history columns (0 = the
+        latest item): ``recency``'s, else the ones chosen with the blend weight, else the
+        configuration's."""
+        from twotower.models.linear import floor_weights
+        lin = self._linear
+        if recency is None and lin is not None:
+            recency = lin.trained_recency
+        return np.asarray(recency_weights(length, self.config) if recency is None
+                          else floor_weights(length, *recency), dtype=np.float32)
 
     def history_query_embeddings(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         """Query embeddings from item-index histories, oldest first (users unseen in
@@ -1917,7 +1925,7 @@ class TwoTower:
 
     # ------------------------------------------------------------------ artifacts
     def to_keras(self, k: int = 10, *, exclude_seen: bool = True,
-                 ids: str = "external") -> Any:
+                 ids: str = "external", history: bool = False) -> Any:
         """The trained retrieval as one self-contained ``keras.Model``: user ids in, top-k
         scores and item ids out, every table stored as weights, so ``model.save("x.keras")``
         writes one file that ``keras.saving.load_model`` rebuilds (after
@@ -1926,18 +1934,38 @@ class TwoTower:
         It answers what ``recommend_ids`` answers with the exact index, for the users the
         run knows: each user's query is computed here, whatever the query tower (an id
         tower's user embedding; a history tower's pooled training history, with the bias
-        column and EASE part when the model has them), so every preset exports. A history
-        of a user the run does not know is no input: use ``recommend_from_history``.
+        column and EASE part when the model has them), so every preset exports.
+
+        With ``history=True`` it is the other model, for users the run does not know: the
+        input is their histories and it answers what ``recommend_from_history`` answers
+        with the exact index, the query pooled inside the graph by the trained tables
+        (the history tower's pooling with its recency weights, the bias column, the EASE
+        part's ``history @ P``). It holds no user's query: export both files to serve
+        known users by id and new ones by history (one model with both inputs would need
+        both on every call; the service, too, has one route for each).
 
         Args:
             k: list length, 1 to the catalogue size (fixed in the model).
             exclude_seen: store each user's training items and leave them out of the
                 lists (as ``recommend_ids(exclude_seen=True)``); False stores none.
+                With ``history=True``: leave each history's items out of its list (as
+                ``recommend_from_history(h, k, exclude=h)`` and the service do).
             ids: ``"external"``: the input is ``[B]`` int32 user ids and the output's
                 ``item_ids`` ``[B, k]`` int32 item ids (integer ids that fit int32 only);
                 ``"indices"``: user indices in, ``item_indices`` out, mapped with the
                 vocabularies the model carries (its ``retrieval`` layer's ``user_ids``
                 and ``item_ids`` arrays, saved in the file) -- the way for text ids.
+                With ``history=True`` the histories are item ids or item indices alike
+                (only the item ids need to fit int32; the file carries ``item_ids``).
+            history: the input is ``history``, ``[B, T]`` int32 item ids (indices with
+                ``ids="indices"``) per user, oldest first, any ``T``, padded with ``-1``
+                (``keras_layers.PAD``; JAX has no ragged tensors). An item given more
+                than once counts at its latest place; an id the vocabulary lacks (or an
+                index outside the catalogue), and an item no training row has, are left
+                out of the query (``recommend_from_history`` refuses the first and leaves
+                out the second); the ``history_length`` latest that remain are pooled, and
+                none left gives the query of an empty history. Needs a history-reading
+                query tower.
 
         Returns:
             a ``keras.Model`` whose call gives ``{"scores": [B, k] float32, "item_ids":
@@ -1950,23 +1978,37 @@ class TwoTower:
         Raises:
             NotFittedError: the model is not trained.
             ConfigError: ``ids`` is neither choice, or ``"external"`` for text ids or
-                ones beyond int32; a seen-items table over 2 GiB (it is as wide as the
-                longest training history: pass ``exclude_seen=False``).
-            DataError: ``k`` out of range, ``exclude_seen`` not a bool.
+                ones beyond int32 (or, with ``history=True``, an item id ``-1``); a
+                seen-items table over 2 GiB (it is as wide as the longest training
+                history: pass ``exclude_seen=False``); ``history=True`` for a model whose
+                query tower is ``id``.
+            DataError: ``k`` out of range, ``exclude_seen`` or ``history`` not a bool.
 
         Example:
             >>> net = model.to_keras(k=10)                         # doctest: +SKIP
             >>> net.save("movielens.keras")                        # doctest: +SKIP
             >>> net.predict(np.array([42, 7], "int32"))["item_ids"]  # doctest: +SKIP
+            >>> new = model.to_keras(k=10, history=True)            # doctest: +SKIP
+            >>> new.predict(np.array([[50, 172, 181], [1, -1, -1]], "int32"))  # doctest: +SKIP
         """
         self._require_fitted()
         k = _check_k(k, self.n_items)
-        if not isinstance(exclude_seen, (bool, np.bool_)):
-            raise DataError(f"`exclude_seen` must be True or False, got {exclude_seen!r}")
+        for name, value in (("exclude_seen", exclude_seen), ("history", history)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise DataError(f"`{name}` must be True or False, got {value!r}")
         if ids not in ("external", "indices"):
             raise ConfigError(f"to_keras: `ids` must be 'external' or 'indices', got {ids!r}")
-        from twotower.models.keras_layers import build_keras_model
-        return build_keras_model(self, k, bool(exclude_seen), ids)
+        from twotower.models.keras_layers import build_history_model, build_keras_model
+        if not history:
+            return build_keras_model(self, k, bool(exclude_seen), ids)
+        if self.history_embeddings is None or self.config.query_tower == "id":
+            raise ConfigError(
+                f"to_keras(history=True): this model's query tower is "
+                f"'{self.config.query_tower}' (a user id embedding, as the tutorial and "
+                "clicks presets train): its query reads no history, so there is none to "
+                "build in the file; export without history=True (known users by id), or "
+                "train with query_tower 'history' or 'id+history' (the default preset)")
+        return build_history_model(self, k, bool(exclude_seen), ids)
 
     def save(self, directory: str | os.PathLike[str], *, test: Interactions | None = None,
              metrics: dict[str, Any] | None = None, data: dict[str, Any] | None = None,
