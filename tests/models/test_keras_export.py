@@ -223,6 +223,26 @@ def test_a_history_model_takes_text_user_ids_but_not_text_item_ids(text_history_
     assert default_model.to_keras(3, history=True).input.shape == (None, None)
 
 
+def test_a_cosine_run_exports_the_cosine_lists(default_model):
+    """A run indexed by cosine (``IndexConfig(metric="cosine")``) ranks by the angle:
+    both exported models compare unit vectors as its index does."""
+    import copy
+
+    from twotower.index import IndexConfig
+    m = copy.copy(default_model)
+    for cache in ("_denied", "_seen_prepared"):
+        m.__dict__.pop(cache, None)
+    m.set_index(IndexConfig(metric="cosine"))
+    users = m.user_vocab.ids[::10].astype(np.int32)
+    out = m.to_keras(5).predict(users, verbose=0)
+    _same_lists(out["scores"], out["item_ids"], *m.recommend_ids(users.tolist(), 5))
+    histories = [[3, 17, 22], [30], list(range(25))]
+    out = m.to_keras(5, history=True, ids="indices").predict(
+        np.array(_padded(histories), np.int32), verbose=0)
+    _same_lists(out["scores"], out["item_indices"],
+                *m.recommend_from_history(histories, 5, histories))
+
+
 def test_an_item_id_that_is_the_padding_is_refused_as_an_external_id(default_model):
     import copy
     m = copy.copy(default_model)

@@ -141,7 +141,8 @@ def _hits(rows: Any, n_items: int) -> Any:
 @keras.saving.register_keras_serializable(package="twotower")
 class TopKRetrieval(_Vocabularies, keras.layers.Layer):
     """User rows ``[B]`` int32 -> ``(scores [B, k] float32, item rows [B, k] int32)``, best
-    first, by exact inner product of the user's stored query with every candidate.
+    first, by exact inner product of the user's stored query with every candidate (both
+    stored unit length for a run whose index compares by cosine).
 
     A list leaves out the items never trained (``TwoTower.untrained_items``) and, when the
     layer keeps them (``seen_width > 0``), the user's training items; it is padded with
@@ -240,18 +241,21 @@ class HistoryRetrieval(_Vocabularies, keras.layers.Layer):
         activation: ``linear`` or ``tanh`` (``ModelConfig.history_activation``).
         bias: whether the query has the item bias column (a 1).
         exclude: leave each history's items out of its list.
+        cosine: scale the query to unit length (a zero query stays zero) before the
+            inner product, as a cosine index does (its candidates are stored unit).
     """
 
     _VOCABULARIES = ("item_ids",)
 
     def __init__(self, n_items: int, dim: int, k: int, length: int, pool_dim: int,
                  ease_dim: int = 0, pooling: str = "sqrt", activation: str = "linear",
-                 bias: bool = False, exclude: bool = True, **kwargs: Any) -> None:
+                 bias: bool = False, exclude: bool = True, cosine: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.n_items, self.dim, self.k = int(n_items), int(dim), int(k)
         self.length, self.pool_dim, self.ease_dim = int(length), int(pool_dim), int(ease_dim)
         self.pooling, self.activation = str(pooling), str(activation)
-        self.bias, self.exclude = bool(bias), bool(exclude)
+        self.bias, self.exclude, self.cosine = bool(bias), bool(exclude), bool(cosine)
         self.item_ids: np.ndarray | None = None
 
     def build(self, input_shape: Any = None) -> None:
@@ -310,6 +314,9 @@ class HistoryRetrieval(_Vocabularies, keras.layers.Layer):
         if self.ease_table is not None:
             parts.append(pool(self.ease_weights, self.ease_table)[0])
         q = ops.concatenate(parts, axis=1) if len(parts) > 1 else q
+        if self.cosine:
+            norm = ops.sqrt(ops.sum(ops.square(q), axis=1, keepdims=True))
+            q = q / ops.where(norm > 0, norm, 1.0)
         scores = ops.matmul(q, ops.transpose(self.candidates))
         keep = ops.repeat(ops.expand_dims(self.listable > 0, 0), b, axis=0)
         if self.exclude:
@@ -326,7 +333,8 @@ class HistoryRetrieval(_Vocabularies, keras.layers.Layer):
         return {**super().get_config(), "n_items": self.n_items, "dim": self.dim,
                 "k": self.k, "length": self.length, "pool_dim": self.pool_dim,
                 "ease_dim": self.ease_dim, "pooling": self.pooling,
-                "activation": self.activation, "bias": self.bias, "exclude": self.exclude}
+                "activation": self.activation, "bias": self.bias, "exclude": self.exclude,
+                "cosine": self.cosine}
 
 
 #: users whose queries are computed at once when the model is exported
@@ -376,6 +384,16 @@ def _check_external_ids(model: Any, history: bool) -> None:
             "its 'retrieval' layer)")
 
 
+def _compared(model: Any, v: np.ndarray) -> np.ndarray:
+    """``v`` (query or candidate rows) as the run's index compares them: a float32 copy,
+    scaled to unit length under a cosine index (``IndexConfig.metric``)."""
+    v = np.array(v, dtype=np.float32)
+    if model.index_config.metric == "cosine":
+        from twotower.index._base import normalise
+        normalise(v)
+    return v
+
+
 def _item_output(model: Any, ids: str, items: Any) -> dict[str, Any]:
     if ids != "external":
         return {"item_indices": items}
@@ -393,14 +411,15 @@ def build_history_model(model: Any, k: int, exclude_seen: bool, ids: str) -> ker
         _check_external_ids(model, history=True)
     cfg, lin, n_items = model.config, model._linear, len(model.item_vocab)
     length = cfg.history_length
-    candidates = np.asarray(model.item_embeddings, dtype=np.float32)
+    candidates = _compared(model, model.item_embeddings)
     history = keras.Input(shape=(None,), dtype="int32", name="history")
     lookup = IdLookup(n_items, name="item_lookup") if ids == "external" else None
     rows = lookup(history) if lookup is not None else history
     retrieval = HistoryRetrieval(
         n_items, candidates.shape[1], k, length, model.history_embeddings.shape[1],
         0 if lin is None else lin.query_table.shape[1], cfg.pooling, cfg.history_activation,
-        bool(cfg.item_bias), exclude_seen, name="retrieval")
+        bool(cfg.item_bias), exclude_seen, model.index_config.metric == "cosine",
+        name="retrieval")
     scores, items = retrieval(rows)
     net = keras.Model(history, {"scores": scores, **_item_output(model, ids, items)},
                       name="twotower_history_retrieval")
@@ -426,10 +445,9 @@ def build_keras_model(model: Any, k: int, exclude_seen: bool, ids: str) -> keras
     user_ids, item_ids = model.user_vocab.ids, model.item_vocab.ids
     if ids == "external":
         _check_external_ids(model, history=False)
-    queries = np.concatenate([model.query_embeddings(np.arange(s, min(s + _QUERY_BATCH,
-                                                                      n_users)))
-                              for s in range(0, n_users, _QUERY_BATCH)])
-    candidates = np.asarray(model.item_embeddings, dtype=np.float32)
+    queries = np.concatenate([_compared(model, model.query_embeddings(
+        np.arange(s, min(s + _QUERY_BATCH, n_users)))) for s in range(0, n_users, _QUERY_BATCH)])
+    candidates = _compared(model, model.item_embeddings)
     if exclude_seen:
         width = int(np.diff(model._seen.indptr).max(initial=0))
         if n_users * width * 4 > _SEEN_BYTES:

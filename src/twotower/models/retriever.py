@@ -1931,8 +1931,8 @@ class TwoTower:
         writes one file that ``keras.saving.load_model`` rebuilds (after
         ``import twotower.models.keras_layers``, which registers its layers with Keras).
 
-        It answers what ``recommend_ids`` answers with the exact index, for the users the
-        run knows: each user's query is computed here, whatever the query tower (an id
+        It answers what ``recommend_ids`` answers with the exact index (by inner product,
+        or by cosine when the run's index compares so), for the users the run knows: each user's query is computed here, whatever the query tower (an id
         tower's user embedding; a history tower's pooled training history, with the bias
         column and EASE part when the model has them), so every preset exports.
 
