@@ -375,3 +375,142 @@ def test_the_page_shows_an_items_own_metadata_columns(tmp_path):
             assert not errors, errors
     finally:
         next(gen, None)
+
+
+@pytest.fixture(scope="module")
+def history_page_run(tmp_path_factory):
+    """A tiny run whose query tower reads histories (id+history, 1 epoch): items ``Film 0``
+    .. ``Film 29`` with integer ids beyond 2**53 (2**53 + j; the page sends them as the
+    strings it read), and ``Film 99``, an item the run knows but never trained on."""
+    import numpy as np
+    import pandas as pd
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    base = 2**53
+    rng = np.random.default_rng(0)
+    ids = [base + j for j in range(30)] + [base + 99]
+    info = pd.DataFrame({"title": [f"Film {j}" for j in range(30)] + ["Film 99"]},
+                        index=ids)
+    x = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 20, 400)] + ["u1"],
+                              [base + int(j) for j in rng.integers(0, 30, 400)] + [base + 99],
+                              item_info=info)
+    cfg = ModelConfig(query_tower="id+history", objective="bpr", epochs=1, batch_size=32,
+                      embedding_dim=8)
+    run = tmp_path_factory.mktemp("runs") / "history-page"
+    TwoTower(cfg).fit(x.take(np.arange(400)), verbose=0).save(run)
+    return run
+
+
+def _ids(page, selector):
+    return page.eval_on_selector_all(selector, "ls => ls.map(l => l.dataset.itemId)")
+
+
+def _wait_ids(sync_api, page, selector, ids):
+    """Wait until the items of ``selector`` are ``ids`` (strings), then check it (a list
+    that never becomes ``ids`` fails showing what it holds)."""
+    with contextlib.suppress(sync_api.TimeoutError):
+        page.wait_for_function(
+            "([s, ids]) => JSON.stringify([...document.querySelectorAll(s)]"
+            ".map((l) => l.dataset.itemId)) === JSON.stringify(ids)",
+            arg=[selector, ids], timeout=10_000)
+    assert _ids(page, selector) == ids
+
+
+def test_page_builds_a_new_user_from_clicked_items(history_page_run):
+    """The by-history endpoint (a user known only by a few items) could be tried with curl
+    only: items from the search, the recommendations and the similar items are added to a
+    new user's items, one is taken out, and the list is the endpoint's each time."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import httpx
+    base_id = 2**53
+    gen = _serve(history_page_run)
+    base, _ = next(gen)
+
+    def answer(item_ids, k=10):
+        r = httpx.post(f"{base}/v1/recommendations/by-history",
+                       json={"item_ids": item_ids, "k": k, "exclude_history": True})
+        assert r.status_code == 200, r.text
+        return [str(it["item_id"]) for it in r.json()["items"]]
+
+    outside = []
+    try:
+        with _page(sync_api, base, outside) as (page, errors):
+            assert "+ on an item" in page.locator("#build-note").text_content()
+            # from the item search
+            page.fill("#item-search", "Film 3")
+            page.locator(f'#search-results li[data-item-id="{base_id + 3}"] button').click()
+            first = str(base_id + 3)
+            _wait_ids(sync_api, page, "#recs li", answer([first]))
+            assert page.locator("#recs-for").text_content() == "for the new user's 1 item"
+            # from the recommendations
+            second = _ids(page, "#recs li")[0]
+            page.locator("#recs li button.toggle").first.click()
+            _wait_ids(sync_api, page, "#recs li", answer([first, second]))
+            # from the similar items (of the first recommendation), by keyboard
+            page.locator("#recs li .title").first.click()
+            page.locator("#similar li").nth(9).wait_for()
+            third = next(i for i in _ids(page, "#similar li") if i not in (first, second))
+            page.focus(f'#similar li[data-item-id="{third}"] button')
+            page.keyboard.press("Enter")
+            history = [first, second, third]
+            _wait_ids(sync_api, page, "#recs li", answer(history))
+            assert page.locator("#recs-for").text_content() == "for the new user's 3 items"
+            assert _ids(page, "#history li") == history  # oldest first
+            assert "3, oldest first" in page.locator("#history-count").text_content()
+            assert page.locator("#history li .title").all_text_contents()[0] == "Film 3"
+            # a listed item's button takes it out wherever it is shown
+            assert page.get_attribute(f'#similar li[data-item-id="{third}"] button',
+                                      "aria-label").startswith("remove ")
+            # taken out of the new user's items: the list follows
+            page.locator(f'#history li[data-item-id="{second}"] button').click()
+            _wait_ids(sync_api, page, "#recs li", answer([first, third]))
+            assert _ids(page, "#history li") == [first, third]
+            # the Top selector asks again at once
+            page.select_option("#k", "5")
+            _wait_ids(sync_api, page, "#recs li", answer([first, third], k=5))
+            assert page.locator("#error").is_hidden()
+            # an item with no training interactions: the endpoint's 404, naming it
+            page.click("#clear-built")
+            page.wait_for_function("document.querySelectorAll('#history li').length === 0")
+            page.fill("#item-search", "Film 99")
+            page.locator(f'#search-results li[data-item-id="{base_id + 99}"] button').click()
+            page.wait_for_selector("#error:not([hidden])")
+            error = page.locator("#error").text_content()
+            assert '"Film 99"' in error and str(base_id + 99) in error, error
+            assert "none has training interactions" in error, error
+            assert page.locator("#recs li").count() == 0
+            # a user id leaves the mode: their own items and list, no clear button
+            page.fill("#user-id", "u3")
+            page.click("#go")
+            page.wait_for_function("document.getElementById('recs-for').textContent"
+                                   " === 'for user u3'")
+            assert page.locator("#clear-built").is_hidden()
+            assert page.locator("#error").is_hidden()
+            assert page.get_attribute(f'#search-results li[data-item-id="{base_id + 99}"] '
+                                      "button", "aria-label").startswith("add ")
+            assert not page.locator("#history li button").count()  # their items are theirs
+            assert not errors, errors
+            assert not outside, f"the page fetched outside the service: {outside}"
+    finally:
+        next(gen, None)
+
+
+def test_a_run_that_reads_no_history_offers_no_new_user(live_server):
+    """The tutorial run's query tower reads no history (by-history answers 400): the page
+    offers no add buttons, and says why."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, _ = live_server
+    with _page(sync_api, base) as (page, errors):
+        page.wait_for_selector("#build-note:not([hidden])")
+        assert "reads no history" in page.locator("#build-note").text_content()
+        page.fill("#user-id", "42")
+        page.click("#go")
+        page.locator("#recs li").nth(9).wait_for()
+        page.locator("#recs li").first.click()
+        page.locator("#similar li").nth(9).wait_for()
+        page.fill("#item-search", "star wars")
+        page.wait_for_function("document.querySelectorAll('#search-results li').length === 1")
+        assert page.locator("button.toggle").count() == 0
+        assert page.locator("#clear-built").is_hidden()
+        assert not errors, errors

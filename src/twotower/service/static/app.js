@@ -16,8 +16,15 @@ function parseJson(text) {
   }));
 }
 
-async function api(path, signal) {
-  const res = await fetch(path, { headers: { accept: "application/json" }, signal });
+// ``send``: a body sent as JSON in a POST (else a GET)
+async function api(path, signal, send) {
+  const init = { headers: { accept: "application/json" }, signal };
+  if (send !== undefined) {
+    init.method = "POST";
+    init.headers["content-type"] = "application/json";
+    init.body = JSON.stringify(send);  // ids beyond 2^53 go as the strings read
+  }
+  const res = await fetch(path, init);
   let body = null;
   try { body = parseJson(await res.text()); } catch (_) { /* not JSON */ }
   if (!res.ok) {
@@ -55,9 +62,30 @@ function showError(err, panel) {
   box.hidden = false;
 }
 
+// A new user built by clicking items: their items (``{item_id, title}``, oldest first) while
+// the page shows them, else null (a user id's lists, or nothing yet). ``canBuild``: the
+// run's query tower reads a history (/v1/model's supports_history), so the mode is offered.
+let built = null;
+let canBuild = false;
+const key = (id) => String(id);  // ids as read: numbers, or strings (beyond 2^53, or text)
+const isBuilt = (id) => built !== null && built.some((it) => key(it.item_id) === key(id));
+
+// the add/remove button of an item in a list: "+" adds it to the new user's items, "−"
+// takes it out (it is there)
+function markToggle(button) {
+  const inIt = isBuilt(button.dataset.itemId);
+  const title = button.dataset.title;
+  button.textContent = inIt ? "\u2212" : "+";
+  button.setAttribute("aria-label", inIt ? `remove "${title}" from the new user's items`
+    : `add "${title}" to a new user's items`);
+  button.title = button.getAttribute("aria-label");
+}
+const markToggles = () => document.querySelectorAll("button.toggle").forEach(markToggle);
+
 // withScore: "score" (a model's, 3 decimals) or "count" (the popular fallback's scores
-// are interaction counts: whole numbers, said so), else none
-function fillList(list, items, withScore) {
+// are interaction counts: whole numbers, said so), else none; ``toggle``: each item gets
+// its add/remove button (when the run offers the new-user mode)
+function fillList(list, items, withScore, toggle) {
   list.replaceChildren();
   for (const it of items) {
     const li = document.createElement("li");
@@ -73,14 +101,79 @@ function fillList(list, items, withScore) {
         ? `${Math.round(it.score).toLocaleString("en")} interactions` : it.score.toFixed(3);
       li.append(score);
     }
+    if (toggle && canBuild) {
+      const button = document.createElement("button");
+      button.type = "button";
+      button.className = "toggle secondary";
+      button.dataset.itemId = key(it.item_id);
+      button.dataset.title = it.title;
+      markToggle(button);
+      button.addEventListener("click", (ev) => {
+        ev.stopPropagation();  // not the item's similar items too
+        toggleBuilt(it.item_id, it.title);
+      });
+      li.append(button);
+    }
     li.addEventListener("click", () => showSimilar(it.item_id, it.title));
     list.append(li);
   }
 }
 
+function toggleBuilt(itemId, title) {
+  if (built === null) {  // the new-user mode starts: the user id's lists go
+    built = [];
+    $("user-id").value = "";
+    history.replaceState(null, "", location.pathname);
+  }
+  built = isBuilt(itemId) ? built.filter((it) => key(it.item_id) !== key(itemId))
+    : [...built, { item_id: itemId, title }];
+  showBuilt();
+}
+
+// the new user's items under "Their items", and their recommendations from
+// POST /v1/recommendations/by-history (k and "leave out items they had" as for a user id)
+async function showBuilt() {
+  const ctl = begin("user");  // a user id asked since, or a later change, wins
+  showError(null);
+  const n = built.length;
+  fillList($("history"), built, false, true);
+  $("history-count").textContent = n ? `(a new user: ${n}, oldest first)`
+    : "(a new user: none yet; + on an item adds it)";
+  $("clear-built").hidden = false;
+  markToggles();
+  const heading = `for the new user's ${n} item${n === 1 ? "" : "s"}`;
+  if (!n) {
+    $("recs").replaceChildren();
+    $("recs-for").textContent = heading;
+    return;
+  }
+  const body = { item_ids: built.map((it) => it.item_id), k: Number($("k").value),
+                 exclude_history: $("exclude-seen").checked };
+  try {
+    const res = await api("/v1/recommendations/by-history", ctl.signal, body);
+    if (stale("user", ctl)) return;
+    fillList($("recs"), res.items, "score", true);
+    $("recs-for").textContent = heading;
+  } catch (err) {
+    if (stale("user", ctl)) return;
+    $("recs").replaceChildren();
+    $("recs-for").textContent = heading;
+    const titles = built.map((it) => `"${it.title}"`).join(", ");
+    showError(`no recommendations for the new user's items (${titles}): ${err.message}`);
+  }
+}
+
+function leaveBuilt() {
+  if (built === null) return;
+  built = null;
+  $("clear-built").hidden = true;
+  markToggles();
+}
+
 async function showUser(userId) {
   const ctl = begin("user");
   showError(null);
+  leaveBuilt();
   const k = $("k").value;
   const exclude = $("exclude-seen").checked;
   const q = new URLSearchParams({ user_id: userId, k, exclude_seen: exclude });
@@ -102,7 +195,7 @@ async function showUser(userId) {
       throw recsR.reason;
     }
     if (stale("user", ctl)) return;
-    fillList($("recs"), recs.items, recs.fallback ? "count" : "score");
+    fillList($("recs"), recs.items, recs.fallback ? "count" : "score", true);
     const known = histR.status === "fulfilled";
     $("recs-for").textContent = `for user ${recs.user_id}` + (!recs.fallback ? "" : known
       ? ` (no training interactions: the ${recs.fallback} items)`
@@ -157,7 +250,7 @@ async function showSimilar(itemId, title) {
     }
     if (meta.popularity !== undefined) bits.push(`${meta.popularity} interactions`);
     $("item-meta").textContent = bits.join(" · ");
-    fillList($("similar"), sim.items, "score");
+    fillList($("similar"), sim.items, "score", true);
   } catch (err) {
     if (stale("similar", ctl)) return;
     // the panel no longer shows the previous item's list as if it were this one's
@@ -180,7 +273,7 @@ function searchItems() {
                             ctl.signal);
       if (stale("search", ctl)) return;
       showError(null, "search");
-      fillList($("search-results"), res.items, false);
+      fillList($("search-results"), res.items, false, true);
       if (!res.items.length) {  // said, not an empty list
         const li = document.createElement("li");
         li.className = "none muted";
@@ -219,6 +312,12 @@ async function init() {
   $("item-form").addEventListener("submit", (ev) => ev.preventDefault());
   $("item-search").addEventListener("input", searchItems);
   $("user-id").addEventListener("input", suggestUsers);
+  $("clear-built").addEventListener("click", () => { built = []; showBuilt(); });
+  // the new user's list follows its length and "leave out items they had" at once (a user
+  // id's waits for "Recommend", as before)
+  for (const id of ["k", "exclude-seen"]) {
+    $(id).addEventListener("change", () => { if (built !== null) showBuilt(); });
+  }
   let nUsers = 0;
   $("random-user").addEventListener("click", async () => {
     if (!nUsers) return;
@@ -250,6 +349,12 @@ async function init() {
     }
     if (!$("k").options.length) $("k").add(new Option(String(most)));
     nUsers = m.n_users;
+    canBuild = m.supports_history === true;
+    $("build-note").textContent = canBuild
+      ? "+ on an item adds it to a new user's items: their recommendations follow."
+      : `No new user from clicked items: this run's query tower ` +
+        `('${(m.config || {}).query_tower}') reads no history.`;
+    $("build-note").hidden = false;
     suggestUsers();
     const first = await api("/v1/users?offset=0&limit=1");  // an example of this run's ids
     if (first.user_ids.length) $("user-id").placeholder = `e.g. ${first.user_ids[0]}`;
