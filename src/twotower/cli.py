@@ -129,26 +129,7 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
     if getattr(args, "data_dir", None) is not None:
         raise ConfigError(f"--data-dir: the MovieLens 100k directory, for --data {MOVIELENS}; "
                           f"--data {args.data} is a file of its own")
-    if event_weights:  # the weights are the event column's: a rating column is not read
-        if args.rating_col is not None and args.rating_col.strip().lower() != "none":
-            raise ConfigError(f"--rating-col {args.rating_col}: with event weights each row's "
-                              f"weight is its --event-col ({args.event_col}) name's weight; "
-                              "one source of weights at a time: leave --rating-col out, or "
-                              "leave the event weights out and use --interaction-weights "
-                              "rating")
-        args.rating_col = "none"
-    cols = _columns(args)
-    if objective == "mse" and cols["rating"] is None:
-        why = ("--rating-col none was given" if getattr(args, "rating_col", None)
-               else f"{args.data} has no rating column found by name; give --rating-col")
-        raise ConfigError(f"objective 'mse' trains on ratings, and {why}; or choose another "
-                          "objective (e.g. --preset default, or --preset clicks: "
-                          "sampled_softmax on the id tower)")
-    if weights and cols["rating"] is None:
-        why = ("--rating-col none was given" if getattr(args, "rating_col", None)
-               else f"{args.data} has no rating column found by name")
-        raise ConfigError(f"--interaction-weights rating weighs each pair by its --rating-col "
-                          f"value, and {why}; name the weight column with --rating-col COL")
+    cols = _weight_columns(args, objective, weights, bool(event_weights))
     meta_cols = _items_columns(args, cols)
     from twotower.models._ticker import Ticker
     # a line every 10 s while a large file is read (10 s per 3M rows here: silent before)
@@ -177,6 +158,34 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
                               meta.notna().any(axis=1).to_numpy(), x.item_vocab.ids,
                               [str(c) for c in meta.columns])
     return x, _data_columns(args, cols, meta_cols)
+
+
+def _weight_columns(args: argparse.Namespace, objective: str | None, weights: bool,
+                    events: bool) -> dict[str, str | None]:
+    """``_columns``, checked for what the run reads of them, in memory or streamed: a
+    rating column for ``mse`` and for ``weights`` (``interaction_weights "rating"``); with
+    ``events`` (event weights), none: each row's weight is its --event-col name's."""
+    if events:  # the weights are the event column's: a rating column is not read
+        if args.rating_col is not None and args.rating_col.strip().lower() != "none":
+            raise ConfigError(f"--rating-col {args.rating_col}: with event weights each row's "
+                              f"weight is its --event-col ({args.event_col}) name's weight; "
+                              "one source of weights at a time: leave --rating-col out, or "
+                              "leave the event weights out and use --interaction-weights "
+                              "rating")
+        args.rating_col = "none"
+    cols = _columns(args)
+    if objective == "mse" and cols["rating"] is None:
+        why = ("--rating-col none was given" if getattr(args, "rating_col", None)
+               else f"{args.data} has no rating column found by name; give --rating-col")
+        raise ConfigError(f"objective 'mse' trains on ratings, and {why}; or choose another "
+                          "objective (e.g. --preset default, or --preset clicks: "
+                          "sampled_softmax on the id tower)")
+    if weights and cols["rating"] is None:
+        why = ("--rating-col none was given" if getattr(args, "rating_col", None)
+               else f"{args.data} has no rating column found by name")
+        raise ConfigError(f"--interaction-weights rating weighs each pair by its --rating-col "
+                          f"value, and {why}; name the weight column with --rating-col COL")
+    return cols
 
 
 def _items_columns(args: argparse.Namespace, cols: dict[str, Any]) -> dict[str, Any]:
@@ -1198,21 +1207,30 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         raise ConfigError("--stream reads a .csv/.tsv/.parquet file: give it with --data")
     if args.time_col is None or args.time_col.strip():  # (a blank one: _columns says so)
         if args.time_col is not None and args.time_col.lower() != "none":
-            _say(f"note: --time-col {args.time_col!r} is not read: a streamed run trains on "
-                 "the whole file, in a shuffled order, and reads no times")
+            # refused as --time-unit is (until 2026-12-07 a note, and the run went on)
+            raise ConfigError(f"--time-col {args.time_col}: a streamed run (--stream) reads "
+                              "no times: it trains on the whole file in a shuffled order, "
+                              "with no temporal split and no recency; leave --time-col out, "
+                              "or train without --stream to use the times")
         args.time_col = "none"  # nor announced as used, nor checked: it is never read
-    cols = _columns(args)
+    events = cfg.interaction_weights == "event"
+    # as in memory: the rating column mse and rating weights read; none beside events
+    cols = _weight_columns(args, cfg.objective, cfg.interaction_weights == "rating", events)
     buffer = 262_144 if args.shuffle_buffer is None else args.shuffle_buffer
     try:
         stream = InteractionStream(args.data, StreamConfig(
             user_col=cols["user"], item_col=cols["item"], rating_col=cols["rating"],
-            shuffle_buffer=buffer, seed=args.seed, sep=args.sep))
+            shuffle_buffer=buffer, seed=args.seed, sep=args.sep,
+            event_col=args.event_col if events else None,
+            event_weights=cfg.event_weights if events else {}))
     except ConfigError as exc:
         raise _named(exc, "stream", {"shuffle_buffer": "--shuffle-buffer", "sep": "--sep",
                                      "seed": "--seed"}, args) from None
     from twotower.models.retriever import check_streamable
     cfg = _preset_features(args, cfg, None, None, streamed=True)
-    check_streamable(cfg, cols["rating"])  # before any pass over the file
+    check_streamable(cfg, cols["rating"],  # before any pass over the file
+                     event_col=stream.config.event_col,
+                     event_weights=stream.config.event_weights)
     meta_cols = _items_columns(args, cols)
     info = read_item_info(args.items, id_col=meta_cols["id_col"],
                           title_col=meta_cols["title_col"], genres_col=meta_cols["genres_col"],
@@ -2082,9 +2100,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="'rating': weigh each (user, item) pair by the sum of its rows' "
                          "--rating-col values (a weight column: buy 10, view 1; numbers "
                          ">= 0, 0: the pair teaches nothing) in the multinomial loss and the "
-                         "EASE part; 'event': by its rows' --event-col names' weights "
-                         "(--event-weights, which sets it); 'none' (the default): every "
-                         "pair counts once. interaction_weights in --config [model]")
+                         "EASE part, or each row's term of the softmax, sampled_softmax or bpr "
+                         "loss (also with --stream); 'event': by its rows' --event-col names' "
+                         "weights (--event-weights, which sets it); 'none' (the default): "
+                         "every pair counts once. interaction_weights in --config [model]")
     tr.add_argument("--event-col", default=None, metavar="COL",
                     help="a column of event names (view, addtocart, transaction) whose "
                          "--event-weights weigh each row")

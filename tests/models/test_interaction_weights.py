@@ -103,14 +103,18 @@ def test_a_weight_of_zero_is_no_multinomial_target():
     assert losses[1] == pytest.approx(-logp[0, items].sum(), rel=1e-4)
 
 
-def test_the_setting_is_checked_and_read_only_by_multinomial():
+def test_the_setting_is_checked_and_not_read_by_mse():
+    """Since 2026-12-07 the per-pair objectives weigh each row (tests/training/
+    test_stream_weights.py); mse, whose target the rating is, still refuses weights."""
     from twotower import ModelConfig
     with pytest.raises(ConfigError, match="interaction_weights must be one of"):
         _cfg(interaction_weights="column")
-    cfg = ModelConfig.preset("tutorial", objective="softmax", interaction_weights="rating")
-    with pytest.raises(ConfigError, match="interaction_weights 'rating' is only read by "
-                                          "objective 'multinomial'.*got objective 'softmax'"):
+    cfg = ModelConfig.preset("tutorial", interaction_weights="rating")
+    with pytest.raises(ConfigError, match="interaction_weights 'rating' is not read by "
+                                          "objective 'mse', which fits each row's rating"):
         cfg.check_used()
+    for objective in ("softmax", "sampled_softmax", "bpr"):
+        cfg.replace(objective=objective).check_used()
     assert ModelConfig.from_dict(cfg.to_dict()).interaction_weights == "rating"
     assert ModelConfig.preset("default").interaction_weights == "none"
 
@@ -177,7 +181,7 @@ def test_cli_trains_with_a_weight_column_saves_the_setting_and_reloads(capsys, t
     (["--interaction-weights", "rating", "--rating-col", "none"], "--rating-col none was "
                                                                   "given"),
     (["--interaction-weights", "rating", "--stream", "--preset", "tutorial"],
-     "(--interaction-weights) 'rating' is only read by objective 'multinomial'"),
+     "(--interaction-weights) 'rating' is not read by objective 'mse'"),
     (["--interaction-weights", "bogus"], "invalid choice: 'bogus'"),
 ])
 def test_cli_refuses_weights_it_cannot_read(capsys, tmp_path, argv, needle):
@@ -203,12 +207,15 @@ def test_cli_names_the_line_of_a_bad_weight(capsys, tmp_path, events, value, nee
     assert not (tmp_path / "r").exists()
 
 
-def test_fit_stream_refuses_the_weights():
+def test_fit_stream_takes_the_weights_of_a_rating_column():
+    """Streamed since 2026-12-07 (tests/training/test_stream_weights.py): with the rating
+    column they are read from."""
     from twotower.models.retriever import check_streamable
     cfg = _cfg(query_tower="id", objective="sampled_softmax", item_bias=False,
                interaction_weights="rating")
-    with pytest.raises(ConfigError, match="interaction_weights 'rating' is not streamed"):
-        check_streamable(cfg, "weight")
+    check_streamable(cfg, "weight")
+    with pytest.raises(ConfigError, match="the stream reads no rating column"):
+        check_streamable(cfg, None)
 
 
 # ---------------------------------------------------------------- event names as weights
@@ -372,8 +379,8 @@ def test_the_mapping_is_checked(kw, match):
      "--rating-col weight: with event weights each row's weight is its --event-col (event) "
      "name's weight"),
     (["--event-col", "event", "--event-weights", MAPPING, "--stream", "--preset", "tutorial"],
-     "model.interaction_weights (set by --event-weights) 'event' is only read by objective "
-     "'multinomial'"),
+     "model.interaction_weights (set by --event-weights) 'event' is not read by objective "
+     "'mse'"),
     (["--event-col", "kind", "--event-weights", MAPPING],
      "has no column 'kind' (the event column); columns are ['user_id', 'item_id', 'weight', "
      "'event']; name the right one with --event-col"),
@@ -384,10 +391,10 @@ def test_cli_refuses_event_weights_it_cannot_read(capsys, tmp_path, named, argv,
     assert not (tmp_path / "r").exists()
 
 
-def test_fit_stream_refuses_event_weights():
+def test_fit_stream_takes_event_weights_from_the_streams_event_column():
     from twotower.models.retriever import check_streamable
     cfg = _cfg(query_tower="id", objective="sampled_softmax", item_bias=False,
                interaction_weights="event", event_weights={"view": 1})
-    with pytest.raises(ConfigError, match=r"'event' is not streamed .*leave --event-weights "
-                                          r"and --event-col out"):
+    check_streamable(cfg, None, event_col="event", event_weights={"view": 1.0})
+    with pytest.raises(ConfigError, match="the stream reads no event column"):
         check_streamable(cfg, None)

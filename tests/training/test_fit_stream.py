@@ -371,10 +371,12 @@ def test_cli_stream_reads_no_time_column_and_says_so(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert code == 0, err
     assert "as the time" not in out + err
+    # a time column named: refused, as --time-unit (it was a note, and the run went on)
     code = main(argv + ["--time-col", "timestamp", "--out", str(tmp_path / "b")])
     out, err = capsys.readouterr()
-    assert code == 0, err
-    assert "--time-col 'timestamp' is not read: a streamed run" in out
+    assert code == 2, err
+    assert "--time-col timestamp: a streamed run (--stream) reads no times" in err, err
+    assert not (tmp_path / "b").exists()
     # --time-unit says how to read times the run never reads: refused before any work
     # (it was noted as not read, and the run went on)
     code = main(argv + ["--time-unit", "ms", "--out", str(tmp_path / "c")])

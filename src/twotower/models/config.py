@@ -18,6 +18,35 @@ OPTIMIZERS = ("adagrad", "adam", "sgd")
 CATALOGUES = ("items", "interactions")
 
 
+def event_weight_table(name: str, ew: Any) -> dict[str, float]:
+    """``ew`` checked as a table of event names to weights (numbers >= 0, one positive
+    when any is given): a new ``dict`` of floats. ``name`` names the setting in errors
+    (``model.event_weights``, ``stream.event_weights``).
+
+    Raises:
+        ConfigError: not a table, an empty name, a weight that is no number >= 0, or
+            every weight 0.
+    """
+    form = ('a table of event names to weights >= 0, e.g. {view = 1, addtocart = 3, '
+            'transaction = 10} ("*" for every other name)')
+    if not isinstance(ew, Mapping):
+        raise ConfigError(f"{name} must be {form}, got {ew!r}")
+    out: dict[str, float] = {}
+    for event, w in ew.items():
+        if not isinstance(event, str) or not event.strip():
+            raise ConfigError(f"{name}: an event name must be non-empty text, got "
+                              f"{event!r} ({form})")
+        if isinstance(w, bool) or not isinstance(w, int | float) \
+                or not math.isfinite(w) or w < 0:
+            raise ConfigError(f"{name}: the weight of {event!r} must be a number >= 0 (0: "
+                              f"the event teaches nothing), got {w!r}")
+        out[event] = float(w)
+    if out and not any(w > 0 for w in out.values()):
+        raise ConfigError(f"{name} gives every event weight 0, nothing to learn from; give "
+                          f"some event a positive weight, got {out}")
+    return out
+
+
 @dataclass(frozen=True)
 class ModelConfig(Config):
     """How a two-tower model is built and trained.
@@ -124,13 +153,22 @@ class ModelConfig(Config):
             matrix); a pair of weight 0 teaches neither, yet is still in the user's
             history (the query reads every item the user had, unweighted) and still seen
             (excluded from lists and evaluation, which stay binary). Ratings must be
-            >= 0. ``multinomial`` only (the other objectives refuse it); not streamed.
+            >= 0. The per-pair objectives (``softmax``, ``sampled_softmax``, ``bpr``;
+            since 2026-12-07) weigh each *row*'s term of the batch loss by the row's
+            rating, scaled so that the mean positive row weight is 1: a pair's rows
+            together weigh the sum of their ratings, as above (a row of weight 0 teaches
+            nothing as a positive, yet is still an in-batch negative of
+            ``sampled_softmax``; ``l2`` stays unweighted). In memory and streamed alike
+            (``TwoTower.fit_stream``: ``StreamConfig.rating_col``). Not ``mse``, whose
+            target the rating is.
             ``event``: as ``rating``, each pair's weight the sum of its rows' weights,
             where a row's weight is that of its event name in ``event_weights`` (in the
             CLI the ``--event-col`` column: ``view``, ``addtocart``, ``transaction``);
             the names are mapped to numbers once, where the file is read
             (``read_interactions(event_col=, event_weights=)`` puts them in
-            ``Interactions.ratings``), and the rest is the ``rating`` path.
+            ``Interactions.ratings``; streamed, ``StreamConfig(event_col=,
+            event_weights=)`` in each batch's ratings), and the rest is the ``rating``
+            path.
         event_weights: the weight of each event name, for ``interaction_weights =
             "event"`` (empty otherwise), e.g. ``{view = 1, addtocart = 3, transaction =
             10}`` in ``--config``'s ``[model]``, ``--event-weights
@@ -349,25 +387,8 @@ class ModelConfig(Config):
     def _check_event_weights(self) -> None:
         """``event_weights``: names -> numbers >= 0 (one positive), exactly when
         ``interaction_weights`` is ``event``; stored as a new ``dict`` of floats."""
-        ew = self.event_weights
-        form = ('a table of event names to weights >= 0, e.g. {view = 1, addtocart = 3, '
-                'transaction = 10} ("*" for every other name)')
-        if not isinstance(ew, Mapping):
-            raise ConfigError(f"model.event_weights must be {form}, got {ew!r}")
-        out: dict[str, float] = {}
-        for name, w in ew.items():
-            if not isinstance(name, str) or not name.strip():
-                raise ConfigError(f"model.event_weights: an event name must be non-empty "
-                                  f"text, got {name!r} ({form})")
-            if isinstance(w, bool) or not isinstance(w, int | float) \
-                    or not math.isfinite(w) or w < 0:
-                raise ConfigError(f"model.event_weights: the weight of {name!r} must be a "
-                                  f"number >= 0 (0: the event teaches nothing), got {w!r}")
-            out[name] = float(w)
+        out = event_weight_table("model.event_weights", self.event_weights)
         object.__setattr__(self, "event_weights", out)  # a copy: the config stays frozen
-        if out and not any(w > 0 for w in out.values()):
-            raise ConfigError(f"model.event_weights gives every event weight 0, nothing to "
-                              f"learn from; give some event a positive weight, got {out}")
         if self.interaction_weights == "event" and not out:
             raise ConfigError("model.interaction_weights 'event' weighs each pair by its "
                               "event names' weights, and model.event_weights is empty; give "
@@ -388,8 +409,8 @@ class ModelConfig(Config):
         before this check, with such a setting, still loads.
 
         Raises:
-            ConfigError: ``item_bias`` or ``interaction_weights`` without
-                ``multinomial``, ``hard_negatives`` without ``sampled_softmax``, or a
+            ConfigError: ``item_bias`` without ``multinomial``, ``interaction_weights``
+                with ``mse``, ``hard_negatives`` without ``sampled_softmax``, or a
                 column named twice in ``item_features``/``user_features`` (its feature
                 would count twice).
         """
@@ -411,13 +432,13 @@ class ModelConfig(Config):
             raise ConfigError(f"model.item_bias is only trained by objective 'multinomial' "
                               f"(the other losses have no bias term), got objective "
                               f"{self.objective!r}; set item_bias to false")
-        if self.interaction_weights != "none" and self.objective != "multinomial":
-            raise ConfigError(f"model.interaction_weights {self.interaction_weights!r} is only "
-                              f"read by objective 'multinomial' (its loss and the EASE part "
-                              f"weigh each pair), got objective {self.objective!r}; set "
-                              f"interaction_weights to 'none'"
-                              + (" and event_weights to {}" if self.event_weights else "")
-                              + " (or keep only the rows you count as positive in the data)")
+        if self.interaction_weights != "none" and self.objective == "mse":
+            raise ConfigError(f"model.interaction_weights {self.interaction_weights!r} is not "
+                              f"read by objective 'mse', which fits each row's rating as its "
+                              f"target; weigh rows with multinomial, sampled_softmax, softmax "
+                              f"or bpr (e.g. --preset clicks), or set interaction_weights to "
+                              f"'none'" + (" and event_weights to {}" if self.event_weights
+                                           else ""))
         if self.hard_negatives and self.objective != "sampled_softmax":
             raise ConfigError(f"model.hard_negatives is only used by objective "
                               f"'sampled_softmax' (it mines the in-batch negatives), got "

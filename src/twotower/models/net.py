@@ -31,7 +31,9 @@ class TwoTowerNet(keras.Model):
     during training
     ``item`` ``[B]`` int32 (the target, masked out of the history so the model cannot
     copy it), ``rating`` ``[B]`` float32 in [0, 1] for ``mse``, ``logq`` ``[B]`` log
-    sampling probability for ``sampled_softmax``. The history tower reads the user's
+    sampling probability for ``sampled_softmax``, optionally ``weight`` ``[B]`` float32
+    scaling each row's term of a per-pair loss (``ModelConfig.interaction_weights``; the
+    ``l2`` penalty stays unweighted). The history tower reads the user's
     recent items from ``history`` (``[n_users, L]`` item indices + 1, 0 = padding).
 
     ``call`` returns ``{"query": [B, d]}`` and, outside training, ``"top_ids"`` ``[B, 10]``
@@ -199,13 +201,16 @@ class TwoTowerNet(keras.Model):
         item = x["item"]
         cand = (self.item_embedding(item) if self.item_features is None
                 else ops.take(self.item_table(), item, axis=0))
+        # each row's weight (ModelConfig.interaction_weights: mean positive weight 1); none: 1
+        weigh = ((lambda per_row: ops.mean(per_row * x["weight"])) if "weight" in x
+                 else ops.mean)
         if cfg.objective == "mse":
             score = ops.sum(q * cand, axis=1)
-            loss = ops.mean(ops.square(x["rating"] - score))
+            loss = weigh(ops.square(x["rating"] - score))
         elif cfg.objective == "softmax":
             logits = ops.matmul(q, ops.transpose(self.item_table()))
             logits = logits / cfg.temperature
-            loss = ops.mean(ops.sparse_categorical_crossentropy(item, logits, from_logits=True))
+            loss = weigh(ops.sparse_categorical_crossentropy(item, logits, from_logits=True))
         elif cfg.objective == "sampled_softmax":
             logits = ops.matmul(q, ops.transpose(cand)) / cfg.temperature
             logits = self.logq(logits, ops.expand_dims(ops.exp(x["logq"]), 0))
@@ -214,13 +219,13 @@ class TwoTowerNet(keras.Model):
             labels = ops.eye(ops.shape(item)[0], dtype="float32")
             if self.hard_negative_mining is not None:
                 logits, labels = self.hard_negative_mining(logits, labels)
-            loss = ops.mean(ops.categorical_crossentropy(labels, logits, from_logits=True))
+            loss = weigh(ops.categorical_crossentropy(labels, logits, from_logits=True))
         else:  # bpr: one uniformly sampled negative per positive
             negative = keras.random.randint(ops.shape(item), 0, self.n_items,
                                             seed=self.dropout_seed)
             neg = ops.take(self.item_table(), negative, axis=0)
             diff = (ops.sum(q * cand, axis=1) - ops.sum(q * neg, axis=1)) / cfg.temperature
-            loss = -ops.mean(ops.log_sigmoid(diff))
+            loss = -weigh(ops.log_sigmoid(diff))
         if cfg.l2 > 0:
             reg = ops.mean(ops.sum(ops.square(q), axis=1)) + ops.mean(ops.sum(ops.square(cand),
                                                                               axis=1))

@@ -80,17 +80,32 @@ def _check_indices(idx: np.ndarray, n: int, name: str, what: str) -> None:
         raise DataError(f"`{name}` must be internal {what} ids in [0, {n}), got {bad}")
 
 
-def check_streamable(cfg: ModelConfig, rating_col: str | None) -> None:
-    """ConfigError/DataError unless ``fit_stream`` can train ``cfg`` (checked before the
-    file's scan, which can take a while)."""
-    if cfg.interaction_weights != "none":
-        off = ("set it to 'none' and event_weights to {} (leave --event-weights and "
-               "--event-col out)" if cfg.interaction_weights == "event"
-               else "set it to 'none' (--interaction-weights none)")
-        raise ConfigError(f"fit_stream: model.interaction_weights "
-                          f"{cfg.interaction_weights!r} is not streamed (it weighs the "
-                          f"multinomial loss, which trains per user); {off} or train "
-                          f"without --stream")
+def check_streamable(cfg: ModelConfig, rating_col: str | None, *,
+                     event_col: str | None = None,
+                     event_weights: dict[str, float] | None = None) -> None:
+    """ConfigError/DataError unless ``fit_stream`` can train ``cfg`` on a stream of these
+    columns (``StreamConfig``'s ``rating_col``, ``event_col``, ``event_weights``; checked
+    before the file's scan, which can take a while)."""
+    kind = cfg.interaction_weights
+    if kind == "rating" and rating_col is None:
+        raise ConfigError("fit_stream: model.interaction_weights 'rating' weighs each row by "
+                          "its rating, and the stream reads no rating column: name it "
+                          "(StreamConfig.rating_col, --rating-col COL)")
+    if kind == "event" and event_col is None:
+        raise ConfigError("fit_stream: model.interaction_weights 'event' weighs each row by "
+                          "its event name's weight, and the stream reads no event column: "
+                          "name it (StreamConfig(event_col=, event_weights=), --event-col "
+                          "COL)")
+    if kind == "event" and dict(event_weights or {}) != cfg.event_weights:
+        raise ConfigError(f"fit_stream: the stream maps event names to weights by "
+                          f"{dict(event_weights or {})} (StreamConfig.event_weights), and "
+                          f"the model is configured with {cfg.event_weights} "
+                          "(model.event_weights): give both the same table")
+    if kind != "event" and event_col is not None:
+        raise ConfigError(f"fit_stream: the stream reads event column {event_col!r} as "
+                          f"each row's weight (StreamConfig.event_col), and "
+                          f"model.interaction_weights is {kind!r}: set it to 'event' with "
+                          "the same event_weights, or leave the stream's event_col out")
     cfg.check_used()
     how = ("(`[model]` settings in a --config file; `twotower train --stream --preset "
            "tutorial` (ratings) or `--preset clicks` (clicks) trains the id tower)")
@@ -391,22 +406,70 @@ def pair_weights(x: Interactions, kind: str = "rating") -> Any:
         DataError: no ratings, a negative one (naming its row), or every weight 0.
     """
     if x.ratings is None:
-        how = ("its rating: the interactions have none (Interactions.ratings; --rating-col "
-               "in the CLI names the weight column)" if kind == "rating" else
-               "its event's weight: the interactions have none (Interactions.ratings, which "
-               "read_interactions(event_col=, event_weights=) fills; --event-col in the CLI)")
-        raise DataError(f"model.interaction_weights {kind!r} weighs each pair by {how}")
+        raise _no_weights(kind)
     check_weights(x.ratings, kind=kind)
     m = x.to_csr("rating")
     positive = m.data[m.data > 0]
     mean = float(positive.mean()) if len(positive) else 0.0
     if not mean > 0:
-        give = ("give some rows a positive rating" if kind == "rating" else
-                "give some event of the log a positive weight (model.event_weights)")
-        raise DataError(f"model.interaction_weights {kind!r}: every pair's weight is 0, "
-                        f"nothing to learn from; {give}")
+        raise _zero_weights(kind)
     m.data = (m.data / mean).astype(np.float32)
     return m
+
+
+def _no_weights(kind: str, streamed: bool = False) -> DataError:
+    how = ("its rating: the interactions have none (Interactions.ratings; --rating-col "
+           "in the CLI names the weight column)" if kind == "rating" else
+           "its event's weight: the interactions have none (Interactions.ratings, which "
+           "read_interactions(event_col=, event_weights=) fills; --event-col in the CLI)")
+    if streamed:
+        how = ("its rating: the stream reads none (StreamConfig.rating_col; --rating-col in "
+               "the CLI names the weight column)" if kind == "rating" else
+               "its event's weight: the stream reads no event column "
+               "(StreamConfig(event_col=, event_weights=); --event-col in the CLI)")
+    return DataError(f"model.interaction_weights {kind!r} weighs each pair by {how}")
+
+
+def _zero_weights(kind: str, what: str = "pair") -> DataError:
+    give = ("give some rows a positive rating" if kind == "rating" else
+            "give some event of the log a positive weight (model.event_weights)")
+    return DataError(f"model.interaction_weights {kind!r}: every {what}'s weight is 0, "
+                     f"nothing to learn from; {give}")
+
+
+def weight_scale(positive_sum: float, positive_rows: int, kind: str) -> float:
+    """The divisor of each row's weight in a per-pair objective (``softmax``,
+    ``sampled_softmax``, ``bpr``): the mean of the positive row weights (their float64
+    sum over their count), so that the mean positive row weight is 1, as ``pair_weights``
+    scales pairs. ``fit`` and ``fit_stream`` compute it alike (``row_weights``,
+    ``InteractionStream.model_inputs``).
+
+    Raises:
+        DataError: every weight 0.
+    """
+    mean = positive_sum / positive_rows if positive_rows else 0.0
+    if not mean > 0:
+        raise _zero_weights(kind, "row")
+    return float(mean)
+
+
+def row_weights(x: Interactions, kind: str = "rating", scale: float | None = None
+                ) -> tuple[np.ndarray, float]:
+    """``[n]`` float32: each row's weight (its rating; for ``event``, its event's weight
+    that ``read_interactions`` put there) over ``scale`` (None: ``weight_scale`` of
+    ``x``'s own weights), and the scale.
+
+    Raises:
+        DataError: no ratings, a negative one (naming its row), or every weight 0.
+    """
+    if x.ratings is None:
+        raise _no_weights(kind)
+    check_weights(x.ratings, kind=kind)
+    r = np.asarray(x.ratings, dtype=np.float32)
+    if scale is None:
+        positive = r[r > 0]
+        scale = weight_scale(float(np.sum(positive, dtype=np.float64)), len(positive), kind)
+    return np.divide(r, scale, dtype=np.float32), scale
 
 
 def check_weights(ratings: np.ndarray, where: Any = None, kind: str = "rating") -> None:
@@ -651,7 +714,8 @@ class TwoTower:
                          if cfg.query_tower != "id" else None)
         # interaction_weights "rating": each history entry's weight as a multinomial target
         weights = (history_weights(self._history, pair_weights(train, cfg.interaction_weights))
-                   if cfg.interaction_weights != "none" else None)
+                   if cfg.interaction_weights != "none" and cfg.objective == "multinomial"
+                   else None)
         if self._history is not None and cfg.recency_half_life and train.timestamps is None:
             import warnings
             warnings.warn("model.recency_half_life weights each user's history by row order: "
@@ -669,12 +733,18 @@ class TwoTower:
                           user_features=self._user_features, target_weights=weights)
         net.build()
         x = self._inputs(train)
+        scale = None
+        if cfg.interaction_weights != "none" and cfg.objective != "multinomial":
+            # a per-pair objective: each row's term weighed (the multinomial loss: per pair)
+            x["weight"], scale = row_weights(train, cfg.interaction_weights)
         from twotower.models.config import make_optimizer
         net.compile(optimizer=make_optimizer(cfg, -(-len(x["user"]) // cfg.batch_size)))
         val = None
         # the multinomial loss reads the training items of each user: no validation loss
         if validation is not None and len(validation) and cfg.objective != "multinomial":
             val = (self._inputs(validation),)
+            if scale is not None:  # on the training rows' scale
+                val[0]["weight"] = row_weights(validation, cfg.interaction_weights, scale)[0]
         split = _data_parallel_devices()
         from twotower.models.progress import TrainProgress
         progress = [c for c in callbacks if isinstance(c, TrainProgress)]
@@ -773,6 +843,9 @@ class TwoTower:
         Streams train the id query tower without side features, with any objective but
         ``multinomial`` (which trains per user). So there is no EASE part either: it
         needs a history tower (``ease_weight`` > 0 with the id tower is a ConfigError).
+        ``interaction_weights`` weigh each row's loss term as ``fit`` does (the stream's
+        ``rating_col``, or its ``event_col`` names mapped by ``event_weights``, which must
+        be the model's).
 
         Args:
             stream: the ``twotower.training.InteractionStream`` to train on; its
@@ -806,7 +879,8 @@ class TwoTower:
         from twotower.training import LoopConfig, TrainLoop
 
         cfg = self.config
-        check_streamable(cfg, stream.config.rating_col)
+        check_streamable(cfg, stream.config.rating_col, event_col=stream.config.event_col,
+                         event_weights=stream.config.event_weights)
         t0 = time.perf_counter()
         self._fitted = False  # until this fit succeeds (as in ``fit``)
         stats = stream.stats
@@ -843,7 +917,8 @@ class TwoTower:
             raise DataError(f"fit_stream: {stream.path} has no interactions")
         if cfg.objective == "mse" and stats.rating_range is not None:
             _check_ratings_vary(*stats.rating_range)
-        inputs = stream.model_inputs(cfg.objective)  # checks the objective and ratings
+        # checks the objective, ratings and weights
+        inputs = stream.model_inputs(cfg.objective, cfg.interaction_weights)
         keras.utils.set_random_seed(cfg.seed)
         self._linear, self.ease_tuning = None, None
         self.user_vocab, self.item_vocab = stats.user_vocab, stats.item_vocab

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -50,6 +50,13 @@ class StreamConfig(Config):
         unknown: ids missing from a given vocabulary: ``error`` or ``skip`` the row (a
             vocabulary not given is then built from the rows kept, in a pass of its own).
         sep: CSV separator (default ``,``; tab for ``.tsv``).
+        event_col, event_weights: a column of event names (``view``, ``transaction``)
+            and the weight of each name (the key ``"*"``: every other name's), as
+            ``read_interactions`` reads them: each row's name is mapped to its weight as
+            its batch is read, and the weights take the rating's place (``rating_col``
+            then None), for ``ModelConfig.interaction_weights = "event"`` (whose
+            ``event_weights`` must be these). A name the table lacks is a ``DataError``
+            naming the file and its line (CSV) or row (Parquet).
 
     Example:
         >>> StreamConfig(user_col="userId", shuffle_buffer=0).read_rows
@@ -64,9 +71,27 @@ class StreamConfig(Config):
     seed: int = 42
     unknown: str = "error"
     sep: str | None = None
+    event_col: str | None = None
+    event_weights: dict[str, float] = field(default_factory=dict)
 
     def validate(self) -> None:
         own = "stream"
+        from twotower.models.config import event_weight_table
+        object.__setattr__(self, "event_weights",  # a copy: the config stays frozen
+                           event_weight_table(f"{own}.event_weights", self.event_weights))
+        if self.event_col is not None and (not isinstance(self.event_col, str)
+                                           or not self.event_col.strip()):
+            raise ConfigError(f"{own}.event_col must be a column name or None, got "
+                              f"{self.event_col!r}")
+        if (self.event_col is None) != (not self.event_weights):
+            raise ConfigError(f"{own}.event_col (the column of event names) and "
+                              f"{own}.event_weights (their weights) go together; got "
+                              + ("event_col alone" if self.event_col is not None
+                                 else "event_weights alone"))
+        if self.event_col is not None and self.rating_col is not None:
+            raise ConfigError(f"{own}.event_col ({self.event_col!r}) gives each row its "
+                              f"weight, in place of {own}.rating_col ({self.rating_col!r}): "
+                              "one source of ratings at a time; give one of the two")
         for name in ("user_col", "item_col"):
             if not isinstance(getattr(self, name), str) or not getattr(self, name):
                 raise ConfigError(f"{own}.{name} must be a column name, got "
@@ -90,7 +115,11 @@ class StreamStats:
         rows: rows in the file (after skipped unknown ids).
         user_vocab, item_vocab: the vocabularies.
         item_counts: ``[n_items]`` int64 interactions per item index.
-        rating_range: (min, max) of the rating column, or None without one.
+        rating_range: (min, max) of the rating column (or of the event weights), or
+            None without one.
+        positive: (float64 sum, count) of the positive ratings (event weights): the
+            scale of ``ModelConfig.interaction_weights`` (``weight_scale``); None
+            without ratings.
     """
 
     rows: int
@@ -98,6 +127,7 @@ class StreamStats:
     item_vocab: Vocabulary
     item_counts: np.ndarray
     rating_range: tuple[float, float] | None
+    positive: tuple[float, int] | None = None
 
 
 class InteractionStream:
@@ -144,7 +174,15 @@ class InteractionStream:
         roles = {"user": c.user_col, "item": c.item_col}
         if c.rating_col:
             roles["rating"] = c.rating_col
+        elif c.event_col:  # read as the weights, in the rating's place
+            roles["event"] = c.event_col
         return roles
+
+    @property
+    def _names(self) -> list[str]:
+        """The record batches' column names: ``user``, ``item`` and ``rating`` (an event
+        column's names come as their weights there)."""
+        return ["user", "item", "rating"][:len(self._roles)]
 
     def _kind(self) -> str:
         if not self.path.is_file():
@@ -243,8 +281,10 @@ class InteractionStream:
                 if "rating" in roles and (pa.types.is_string(cols[2].type)
                                           or pa.types.is_large_string(cols[2].type)):
                     cols[2] = self._ratings(cols[2], offset, None)  # as read_interactions
+                if "event" in roles:
+                    cols[2] = self._event_weights(cols[2], offset, None)
                 offset += b.num_rows
-                yield pa.RecordBatch.from_arrays(cols, names=list(roles))
+                yield pa.RecordBatch.from_arrays(cols, names=self._names)
 
     def _csv(self) -> Iterator[Any]:
         import pyarrow as pa
@@ -262,6 +302,8 @@ class InteractionStream:
         types = {self.config.user_col: pa.string(), self.config.item_col: pa.string()}
         if "rating" in roles:  # text, parsed by ``_ratings`` as read_interactions does
             types[roles["rating"]] = pa.string()
+        if "event" in roles:  # names, as read_interactions reads them (text)
+            types[roles["event"]] = pa.string()
         offset = 0
         try:
             reader = pacsv.open_csv(
@@ -282,10 +324,12 @@ class InteractionStream:
                 cols = [b.column(c) for c in roles.values()]
                 if "rating" in roles:
                     cols[2] = self._ratings(cols[2], offset, sep)
+                if "event" in roles:
+                    cols[2] = self._event_weights(cols[2], offset, sep)
                 offset += b.num_rows
                 if b.num_rows:
                     last = b
-                yield pa.RecordBatch.from_arrays(cols, names=list(roles))
+                yield pa.RecordBatch.from_arrays(cols, names=self._names)
             if last is not None:
                 self._unclosed_quote(last, offset - 1, sep)
         except pa.ArrowInvalid as exc:
@@ -320,6 +364,34 @@ class InteractionStream:
                                 "opened and never closed, so the rest of the file would be "
                                 f"read as this one value ({value[:40]!r}...); close it, or "
                                 "double a quote that is part of a value")
+
+    def _event_weights(self, col: Any, offset: int, sep: str | None) -> Any:
+        """A batch's event names (rows ``offset`` on) as float64 weights, by
+        ``read_interactions``' function (``event_values``): each distinct name of the batch
+        once (Arrow's dictionary encoding), and an unknown or empty name named with the
+        file's line (CSV) or row (Parquet) where the batch holds it first."""
+        import pandas as pd
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from twotower.data.readers import event_values
+        weights, name = self.config.event_weights, self.config.event_col
+
+        def where(row: int) -> str:
+            return f"--data: {self.path}, {where_in_file(self.path, offset + row, sep)}, " \
+                   f"column {name!r}"
+        if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+            # numbers or other types: as the in-memory reader's text of them
+            return pa.array(event_values(pd.Series(col.to_pandas()), weights, where),
+                            pa.float64())
+        enc = pc.utf8_trim_whitespace(col).fill_null("").dictionary_encode()
+        idx = np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        first = np.zeros(len(enc.dictionary), dtype=np.int64)  # each name's first row
+        seen, at = np.unique(idx, return_index=True)
+        first[seen] = at
+        table = event_values(pd.Series(enc.dictionary.to_pylist(), dtype=object), weights,
+                             lambda j: where(int(first[j])))
+        return pa.array(table.astype(np.float64)[idx], pa.float64())
 
     def _ratings(self, col: Any, offset: int, sep: str) -> Any:
         """A CSV batch's rating text (rows ``offset`` on) as float64, by
@@ -369,6 +441,7 @@ class InteractionStream:
             self._item_vocab = None
         users, items = _DistinctCounter(), _DistinctCounter()
         rows, lo, hi = 0, np.inf, -np.inf
+        pos_sum, pos_n = 0.0, 0  # the positive ratings (weights), as float32 like fit's
         item_counts = None
         fixed = self._user_vocab is not None and self._item_vocab is not None
         if fixed:
@@ -406,6 +479,10 @@ class InteractionStream:
             rows += n
             if rating is not None and len(rating):
                 lo, hi = min(lo, float(np.min(rating))), max(hi, float(np.max(rating)))
+                r32 = np.asarray(rating, dtype=np.float32)
+                pos = r32[r32 > 0]
+                pos_sum += float(np.sum(pos, dtype=np.float64))
+                pos_n += len(pos)
         if rows == 0 and not read:
             raise DataError(f"--data: {self.path} has no rows")
         if not fixed:  # the vocabularies not given come from the scan
@@ -424,7 +501,8 @@ class InteractionStream:
                                       minlength=len(self._item_vocab)).astype(np.int64)
         self.stats = StreamStats(rows=rows, user_vocab=self._user_vocab,
                                  item_vocab=self._item_vocab, item_counts=item_counts,
-                                 rating_range=(lo, hi) if self.config.rating_col else None)
+                                 rating_range=(lo, hi) if len(self._roles) > 2 else None,
+                                 positive=(pos_sum, pos_n) if len(self._roles) > 2 else None)
         return self.stats
 
     def _check_known(self, role: str, values: np.ndarray, vocab: Vocabulary) -> bool:
@@ -577,7 +655,7 @@ class InteractionStream:
                                     " ids); use unknown='skip' to drop such rows")
             out = {"user": u.astype(np.int32, copy=False),
                    "item": i.astype(np.int32, copy=False)}
-            if "rating" in self._roles:
+            if len(self._roles) > 2:  # the ratings, or the event names' weights
                 out["rating"] = b.column("rating").to_numpy(zero_copy_only=False
                                                             ).astype(np.float32)
             if keep is not None:
@@ -644,18 +722,34 @@ class InteractionStream:
         m.data[:] = 1.0
         return m
 
-    def model_inputs(self, objective: str) -> Any:
+    def model_inputs(self, objective: str, weights: str = "none") -> Any:
         """The function turning index batches into ``TwoTowerNet`` inputs for ``objective``,
         as ``TwoTower._inputs`` does in memory: ratings rescaled to [0, 1] (``mse``), log
-        sampling probability from item popularity (``sampled_softmax``)."""
+        sampling probability from item popularity (``sampled_softmax``); with ``weights``
+        (``ModelConfig.interaction_weights`` ``rating`` or ``event``), each row's weight
+        (its rating, or its event name's weight) over the mean positive weight of the file
+        (``weight_scale``), as ``TwoTower.fit`` weighs rows in memory.
+
+        Raises:
+            DataError: weights from a stream without ratings or event column, a negative
+                weight (naming its line or row: one more pass), or every weight 0.
+        """
         stats = self.stats or self.scan()
         if objective == "multinomial":
             raise ConfigError(f"objective {objective!r} trains per user and is not streamed")
-        if objective == "mse" and stats.rating_range is None:
+        if objective == "mse" and (stats.rating_range is None or self.config.event_col):
             raise DataError("objective 'mse' needs ratings; set StreamConfig.rating_col")
         lo, hi = stats.rating_range or (0.0, 1.0)
         p = stats.item_counts / max(stats.item_counts.sum(), 1)
         logq = np.log(np.maximum(p, 1e-12)).astype(np.float32)
+        scale = None
+        if weights != "none":
+            from twotower.models.retriever import _no_weights, weight_scale
+            if stats.positive is None:
+                raise _no_weights(weights, streamed=True)
+            if lo < 0:
+                self._negative_weight(weights)
+            scale = weight_scale(*stats.positive, weights)
 
         def inputs(b: Batch) -> Batch:
             out = {"user": b["user"], "item": b["item"]}
@@ -665,8 +759,26 @@ class InteractionStream:
                 out["rating"] = r
             if objective == "sampled_softmax":
                 out["logq"] = logq[b["item"]]
+            if scale is not None:  # as row_weights in memory
+                out["weight"] = np.divide(b["rating"], scale, dtype=np.float32)
             return out
         return inputs
+
+    def _negative_weight(self, kind: str) -> None:
+        """The DataError of ``check_weights`` for the file's first negative rating used as
+        a weight, naming its line (CSV) or row (Parquet): one more pass (errors only)."""
+        offset = 0
+        for b in self.record_batches():
+            offset = _file_row(b, offset)
+            r = np.asarray(b.column("rating").to_numpy(zero_copy_only=False), dtype=np.float64)
+            bad = np.flatnonzero(~(r >= 0))
+            if len(bad):
+                at = where_in_file(self.path, offset + int(bad[0]), self.config.sep)
+                raise DataError(f"model.interaction_weights {kind!r}: weights must be numbers "
+                                f">= 0 (0: the pair teaches nothing), got {r[bad[0]]:g} at "
+                                f"{self.path} {at} (column {self.config.rating_col!r})")
+            offset += b.num_rows
+        raise self._changed("a negative rating the scan saw is gone")
 
 
 # ---------------------------------------------------------------------- id handling
