@@ -1058,6 +1058,21 @@ def test_a_runs_read_as_flags_name_its_columns_and_items():
     assert _read_as_flags({"source": "movielens-100k", "split": "random"}) == []
 
 
+def test_a_movielens_run_records_the_columns_it_read(capsys, tmp_path, ml100k_dir):
+    """MovieLens runs recorded no ``data.columns`` (file runs do): they record u.data's
+    four fields by the names the readers look for first; the flags that read the run's
+    data so are --data alone (the file flags are refused with MovieLens)."""
+    from twotower.cli import _read_as_flags
+    out = tmp_path / "ml"
+    code, _, err = run(capsys, "train", "--data-dir", ml100k_dir, "--preset", "tutorial",
+                       "--epochs", "1", "--split", "none", "--out", out)
+    assert code == 0, err
+    data = json.loads((out / "config.json").read_text())["data"]
+    assert data["columns"] == {"user": "user_id", "item": "item_id", "rating": "rating",
+                               "time": "timestamp"}
+    assert _read_as_flags(data) == ["--data movielens-100k"]
+
+
 def test_seed_in_the_config_file_is_used_unless_the_flag_is_given(capsys, tmp_path, ml100k):
     from twotower.data import write_interactions
     data = tmp_path / "r.csv"
@@ -1082,8 +1097,12 @@ def test_tutorial_checks_out_and_seed_before_training_and_excludes_every_rated_m
     assert code == 2 and "--out:" in err and "==" not in out  # before the data and training
     code, _, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--seed", "-1")
     assert code == 2 and "seed" in err and "Traceback" not in err
-    code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--epochs", "1")
+    code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--epochs", "1",
+                         "--out", tmp_path / "t")
     assert code == 0, err
+    # the columns it read, as `train` on MovieLens records them (none were recorded)
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["data"]["columns"] == {
+        "user": "user_id", "item": "item_id", "rating": "rating", "time": "timestamp"}
     assert "val loss none (validated every 5 epochs)" in out  # it printed "val loss nan"
     assert "data: 100,000 ratings, 943 users, 1,682 movies;" in out  # (was "1682 movies")
     rated = set(ml100k.item_vocab.ids_of(ml100k.items[ml100k.users == ml100k.user_vocab

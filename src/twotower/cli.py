@@ -125,7 +125,10 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
             raise ConfigError(f"{', '.join(file_flags)}: for a --data file; MovieLens 100k "
                               f"(--data {MOVIELENS}, the default) is read as GroupLens ships "
                               "it (--data-dir for a local copy)")
-        return load_movielens_100k(getattr(args, "data_dir", None)), {}
+        # its columns as a file's are recorded (u.data's four fields, by the names the
+        # readers default to: a held-out file of those names is read by them)
+        return load_movielens_100k(getattr(args, "data_dir", None)), {
+            "columns": dict(MOVIELENS_COLUMNS)}
     if getattr(args, "data_dir", None) is not None:
         raise ConfigError(f"--data-dir: the MovieLens 100k directory, for --data {MOVIELENS}; "
                           f"--data {args.data} is a file of its own")
@@ -241,6 +244,10 @@ COLUMN_ALIASES = {"user": ("user_id", "userId", "user", "UserID", "userid"),
                   "item": ("item_id", "movieId", "item", "itemId", "MovieID", "movie_id"),
                   "rating": ("rating", "Rating"),
                   "time": ("timestamp", "Timestamp")}
+#: what a MovieLens run records as its ``data.columns`` (``_data_columns``): u.data's
+#: fields (GroupLens: user id | item id | rating | timestamp), every one read, by the names
+#: a file's columns are found by first
+MOVIELENS_COLUMNS = {role: names[0] for role, names in COLUMN_ALIASES.items()}
 
 
 def _columns(args: argparse.Namespace, path: Any = None, what: str = "--data",
@@ -429,7 +436,8 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
          f"val loss {val} (tutorial: 0.4743), fit {model.fit_seconds:.1f} s")
     if args.out:
         model.save(args.out, test=split.test, data={"source": MOVIELENS, "split": "random",
-                                                    "seed": args.seed})
+                                                    "seed": args.seed,
+                                                    "columns": dict(MOVIELENS_COLUMNS)})
         _say(f"saved to {args.out}")
     user = model.user_vocab.lookup([42])
     # every movie they rated, in the validation part too (the model's own seen items are
@@ -543,12 +551,15 @@ def _read_as_flags(src: dict[str, Any]) -> list[str]:
     """A run's ``data`` (``_data_columns``) as the flags that read its file that way: the
     columns it records, ``none`` for a rating or time column recorded as not read (a tab
     separator as ``'\\t'``, which ``--sep`` reads). No flags for a run that records no
-    columns (MovieLens, or saved before they were kept); a key an older run lacks gives
-    no flag."""
+    columns (saved before they were kept); a key an older run lacks gives no flag. A
+    MovieLens run's columns (``MOVIELENS_COLUMNS``) are read by ``--data`` alone: the
+    file flags do not apply to it."""
     import shlex
     cols = src.get("columns")
     if not isinstance(cols, dict) or not cols:
         return []
+    if src.get("source") == MOVIELENS:
+        return [f"--data {MOVIELENS}"]
     out = []
     if isinstance(src.get("source"), str):
         out.append(f"--data {shlex.quote(src['source'])}")
