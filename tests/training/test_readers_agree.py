@@ -197,3 +197,29 @@ def test_ids_with_a_line_break_in_parquet_are_not_warned_of(tmp_path):
         warnings.simplefilter("error")
         read_interactions(p)
         InteractionStream(p, StreamConfig(shuffle_buffer=0)).scan()
+
+
+_EVENTS = {"view": 1.0, "buy": 10.0}
+
+
+@pytest.mark.parametrize("events, weights", [
+    (pa.array([" view", "buy ", "view", "buy"]), _EVENTS),  # stripped, as names compare
+    (pa.array(["view", "buy", "view", "buy"]).dictionary_encode(), _EVENTS),
+    (pa.array(["view", "cart", "view", "zap"]), {**_EVENTS, "*": 0.5}),
+    (pa.array(["view", "buy", "view", "cart"]), _EVENTS),  # unknown, in the 2nd batch
+    (pa.array(["view", "", "view", "buy"]), _EVENTS),  # empty
+    (pa.array(["view", "buy", None, "buy"]), _EVENTS),  # null
+    (pa.array([1, 2, 1, 2]), {"1": 1.0, "2": 10.0}),  # codes: names as their text
+    (pa.array(["View", "buy", "view", "buy"]), _EVENTS),  # case kept
+])
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_event_names_are_read_as_the_same_weights_or_refused_in_the_same_words(
+        tmp_path, events, weights, fmt):
+    p = _parquet(tmp_path / "ev.parquet", user_id=pa.array([1, 2, 3, 4]),
+                 item_id=pa.array([5, 6, 7, 8]), event=events)
+    if fmt == "csv":  # the same cells as text (a null: an empty field)
+        p2 = tmp_path / "ev.csv"
+        pq.read_table(p).to_pandas().to_csv(p2, index=False)
+        p = p2
+    memory, streamed = _both(p, read_rows=2, event_col="event", event_weights=weights)
+    assert memory == streamed
