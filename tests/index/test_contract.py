@@ -614,6 +614,24 @@ def test_sparse_exclusions(built, catalogue):
                                   built.search(Q, 10, exclude=ex)[1])
 
 
+def test_sparse_exclusions_out_of_catalogue_are_named(built, catalogue):
+    """scipy checks no index against the matrix shape: an id past the catalogue in a CSR
+    row silently excluded another query's item in exact search (row * n + id), or failed
+    with numpy's IndexError; it is refused as in a list, naming the row."""
+    sp = pytest.importorskip("scipy.sparse")
+    V, Q = catalogue
+    best = built.search(Q[:2], 1)[1][:, 0]
+    for bad in (300 + best[1], -1):  # row 0's id would land on query 1's best item
+        m = sp.csr_matrix((np.ones(2), np.array([3, bad]), np.array([0, 2, 2])),
+                          shape=(2, 300))
+        with pytest.raises(DataError, match=rf"`exclude\[0\]` ids must be internal ids "
+                                            rf"in \[0, 300\), got {bad}"):
+            built.search(Q[:2], 1, exclude=m)
+        with pytest.raises(DataError, match=rf"`table\[0\]` ids must be internal ids "
+                                            rf"in \[0, 300\), got {bad}"):
+            built.prepare_exclusions(m)
+
+
 def test_sparse_exclusions_any_format_non_zeros_only(built, catalogue):
     # any scipy sparse form is read as CSR (a CSC's indptr is per column: not misread);
     # its non-zeros are the exclusions, stored zeros exclude nothing

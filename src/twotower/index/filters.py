@@ -239,7 +239,11 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
             raise DataError(f"`{name}` as a sparse matrix must have shape ({b}, {n}) "
                             f"({rows}, items), got {shape}")
         ptr = np.asarray(exclude.indptr, dtype=np.int64)
-        return ptr, np.asarray(exclude.indices, dtype=np.int64)
+        ids = np.asarray(exclude.indices, dtype=np.int64)
+        # scipy checks no index against the shape: one past n would land on another
+        # query's item (a flat index) or fail in numpy
+        _check_in_range(ptr, ids, ids, n, name, row0)
+        return ptr, ids
     rows = _exclusion_rows(exclude, b, name)
     if b == 1 and row0 == 0:  # the single-query hot path: no concatenation
         ids = _ids(f"{name}[0]" if name != "exclude" else name, rows[0], n)
@@ -267,13 +271,20 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
         return None
     given = ids  # uint64 ids past 2**63 are named as given, not as wrapped int64
     ids = ids.astype(np.int64, copy=False)
+    _check_in_range(ptr, ids, given, n, name, row0)
+    return ptr, ids
+
+
+def _check_in_range(ptr: np.ndarray, ids: np.ndarray, given: np.ndarray, n: int, name: str,
+                    row0: int) -> None:
+    """Every one of the CSR rows' int64 ``ids`` in ``[0, n)``, else an error naming the
+    first row (``row0`` + its number) and its id as ``given`` holds it."""
     # one pass: a negative id read as unsigned is larger than any n
-    if ids.view(np.uint64).max() >= n:
+    if ids.size and ids.view(np.uint64).max() >= n:
         bad_at = int(np.flatnonzero((ids < 0) | (ids >= n))[0])
         row = int(np.searchsorted(ptr, bad_at, side="right") - 1)
         raise DataError(f"`{name}[{row0 + row}]` ids must be internal ids in [0, {n}), "
                         f"got {given[bad_at]}")
-    return ptr, ids
 
 
 try:
