@@ -173,8 +173,8 @@ def test_single_query_settled_by_the_first_rows():
 
 def test_exclusions_flattened_per_block_name_the_callers_row():
     # With several query blocks over a catalogue larger than a chunk, each block's worker
-    # flattens and checks its own part of `exclude`: errors must still name the row of the
-    # caller's list, and every accepted form must give the same results.
+    # reads its own slice of the flattened `exclude`: errors must still name the row of
+    # the caller's list, and every accepted form must give the same results.
     from twotower.errors import DataError
 
     rng = np.random.default_rng(21)
@@ -473,3 +473,44 @@ def test_chunks_shorter_than_k_are_lengthened(chunk_size, k, monkeypatch):
     # the memory bound holds: the longer chunks come with fewer queries per block
     assert exact._chunk_for_k(2000, k, 16, chunk_size)[0] * 2000 <= max(16 * chunk_size,
                                                                          2000)
+
+
+@pytest.mark.parametrize("n, chunk", [(300, 2048), (65536, 256)])
+def test_exclusion_lists_edge_cases_over_query_blocks(n, chunk):
+    """Per-query lists over several query blocks are flattened once for the batch and each
+    block's worker takes its slice: one chunk (a flat index per exclusion, per block) and a
+    norm-ordered catalogue (the band look-up). Empty rows of any dtype, duplicates, mixed
+    integer dtypes and lists of lists exclude what a per-query reference excludes, and a
+    bad id in a later block is named by its row."""
+    from twotower.errors import DataError
+
+    rng = np.random.default_rng(33)
+    V = rng.standard_normal((n, 4)).astype(np.float32)
+    V *= rng.lognormal(0.0, 0.5, size=(n, 1)).astype(np.float32)
+    Q = rng.standard_normal((11, 4)).astype(np.float32)
+    index = make_index(IndexConfig(kind="exact", chunk_size=chunk, batch_size=4,
+                                   threads=2)).build(V)
+    top = reference(V, Q, 6)[1]
+    ex = [np.array(top[0, :3]),                      # int64
+          np.array([], dtype=np.float64),            # empty, float
+          [],                                        # empty list
+          np.repeat(top[3, :2], 3).astype(np.int32),  # duplicates, int32
+          top[4, :5].astype(np.uint16 if n < 2**16 else np.uint32),
+          top[5, :4].tolist(),                       # a list of Python ints
+          np.array([n - 1, 0, top[6, 0]], dtype=np.uint64),
+          np.array(top[7, :6]),                      # all six of query 7's best
+          np.empty(0, dtype=np.int32),
+          top[9, 1:3].astype(np.int16 if n < 2**15 else np.int32),
+          np.arange(0, n, max(1, n // 50))]          # many, across the catalogue
+    got = index.search(Q, 6, exclude=ex)
+    assert_topk_equal(got, reference(V, Q, 6, ex), V, Q)
+    lists = [np.asarray(e, dtype=np.int64).tolist() for e in ex]  # lists of lists
+    np.testing.assert_array_equal(index.search(Q, 6, exclude=lists)[1], got[1])
+    np.testing.assert_array_equal(index.search(Q, 6, exclude=[[] for _ in Q])[1],
+                                  index.search(Q, 6)[1])
+    for bad, value in ((-1, -1), (n, n)):
+        rows = list(ex)
+        rows[9] = np.array([3, bad])
+        with pytest.raises(DataError, match=rf"`exclude\[9\]` ids must be internal ids in "
+                                            rf"\[0, {n}\), got {value}"):
+            index.search(Q, 6, exclude=rows)

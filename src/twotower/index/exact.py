@@ -23,7 +23,7 @@ import numpy as np
 
 from twotower.index import _blas
 from twotower.index._base import PAD_ID, Index, _Files, register, row_norms
-from twotower.index.filters import Filters, exclusions, first_rows
+from twotower.index.filters import Filters, first_rows
 
 _NEG = np.float32(-np.inf)
 # Catalogues at least this large are stored in decreasing-norm order (see ``_build``).
@@ -219,8 +219,10 @@ class _Exclusions:
         if ex_map is not None and band is not None:
             lim = -(-near // (1 << _BAND_SHIFT))  # bands holding rows below `near`
             # band 255 also holds every row past it: then all are candidates
-            # np.take releases the GIL (the other worker runs on), indexing does not
-            sel = np.flatnonzero(np.take(band, ids) < lim) if lim < 255 else None
+            # np.take releases the GIL (the other worker runs on), indexing does not; the
+            # ids are checked (``exclusions``): "wrap" skips take's bounds check per id
+            sel = (np.flatnonzero(np.take(band, ids, mode="wrap") < lim) if lim < 255
+                   else None)
         else:
             sel = None
         if sel is None:
@@ -289,9 +291,6 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     chunk_size = grown if norms is None else max(chunk_size, min(grown, 1 << 14))
     chunk_size = min(chunk_size, max(n, 1))  # a chunk's buffer is never beyond the catalogue
     small = b == 1 or n <= chunk_size
-    # exclusions still as the caller's per-query lists: each block's worker flattens (and
-    # checks) its own part, in parallel and into its own cache
-    deferred = None if small else f.ex_rows
     if ex_map is not None and small and f.ex_ids is not None:
         f = f.with_exclusions(f.ex_ptr, ex_map[f.ex_ids])  # small: map now
         ex_map = None
@@ -315,8 +314,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # (one chunk: each block's worker gathers its own rows, in parallel)
     prepared = (f.prepared if (norms is not None and not small) or (n <= chunk_size and b > 1)
                 else None)
-    ptr, ids = ((None, None) if deferred is not None or prepared is not None
-                else (f.ex_ptr, f.ex_ids))
+    # otherwise flat CSR arrays (per-query lists: flattened once by ``compile_filters``);
+    # each block's worker takes its slice
+    ptr, ids = (None, None) if prepared is not None else (f.ex_ptr, f.ex_ids)
     workers = max(1, threads or _CPUS)
     starts = list(range(0, b, batch_size))
     # Fewer query blocks than workers: split the catalogue too, merge the parts after.
@@ -330,12 +330,15 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     spans = list(zip(edges[:-1], edges[1:]))
     tasks = [(r0, p) for r0 in starts for p in range(parts)]
     results: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    if ptr is not None and n <= chunk_size:
-        # one flat index per exclusion, computed once for every block: (row * n + id)
-        flat = ids + np.repeat(np.arange(b, dtype=np.int64) * n, np.diff(ptr))
     near = spans[min(8, len(spans)) - 1][1]  # exclusions before this row: found eagerly
 
-    flat_blocks: dict[int, Any] = {}  # blocks' exclusions flattened before the tasks
+    def block_rows(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """CSR ``(ptr, ids)`` of the exclusions of queries [r0, r1); None when none."""
+        if prepared is not None:
+            return prepared._gather(r0, r1)
+        if ptr is not None and ptr[r1] > ptr[r0]:
+            return ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]]
+        return None
 
     def block_ex(r0: int, r1: int) -> _Exclusions | None:
         """The exclusions of queries [r0, r1), a fresh ``_Exclusions`` for each caller."""
@@ -344,15 +347,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
             if head is not None:  # only the heads now; the rest if the scan goes on
                 return _Exclusions(None, None, None, None, near, head=head,
                                    load=lambda: prepared._gather(r0, r1))
-            csr = prepared._gather(r0, r1)
-        elif r0 in flat_blocks:
-            csr = flat_blocks[r0]
-        elif deferred is not None:
-            csr = exclusions(deferred[r0:r1], n, r1 - r0, row0=r0)
-        elif ptr is not None and ptr[r1] > ptr[r0]:
-            csr = ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]]
-        else:
-            csr = None
+        csr = block_rows(r0, r1)
         return None if csr is None else _Exclusions(csr[0], csr[1], ex_map, ex_band, near)
 
     seeds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -368,13 +363,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         with _blas.single_threaded():
             for r0 in starts:
                 r1 = min(b, r0 + batch_size)
-                ex = block_ex(r0, r1)
-                # the parts reuse the flattened lists (each with its own _Exclusions)
-                if prepared is None:
-                    flat_blocks[r0] = None if ex is None else (ex.ptr, ex.ids)
                 if r0 not in seeds:
-                    seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, ex, chunk_size, spans[:1],
-                                         norms)
+                    seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, block_ex(r0, r1),
+                                         chunk_size, spans[:1], norms)
         spans = spans[1:]
         # blocks where some query's bound still beats its k-th best need the parts; the
         # others are done (a trained catalogue's single query usually is)
@@ -393,9 +384,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
             if n <= chunk_size:
                 S = Q[r0:r1] @ V.T
                 mask.apply(S, 0, n)
-                if ptr is not None and ptr[r1] > ptr[r0]:  # flat: cheaper than 2-D indexing
-                    S.reshape(-1)[flat[ptr[r0]:ptr[r1]] - r0 * n] = _NEG
-                elif prepared is not None and (got := prepared._gather(r0, r1)) is not None:
+                got = block_rows(r0, r1)
+                if got is not None:  # one flat index each (row * n + id): cheaper than 2-D
                     at = np.repeat(np.arange(0, (r1 - r0) * n, n, dtype=np.int64),
                                    np.diff(got[0]))
                     at += got[1]
