@@ -26,6 +26,7 @@ Baselines: MostPop; EASE tuned (lambda, and the recency weights of its query) by
 both binary (they read no weights).
 
 Usage: python benchmarks/probes/event_weights.py [--splits temporal random] [--seeds 0 1]
+       [--preset default|clicks]
 Output: results/probe-event-weights-<time>.txt (refuses to overwrite; --out names another
 folder, --force overwrites)
 """
@@ -74,9 +75,10 @@ def shop_log(seed: int, path: Path) -> None:
         path, index=False)
 
 
-def fit(train, seed: int, split: str, weighted: bool):
+def fit(train, seed: int, split: str, weighted: bool, preset: str = "default"):
     from twotower.models import ModelConfig, TwoTower
-    cfg = ModelConfig.preset("default", seed=seed, ease_split=split, item_features=(),
+    own = dict(ease_split=split, item_features=()) if preset == "default" else {}
+    cfg = ModelConfig.preset(preset, seed=seed, **own,
                              **(dict(interaction_weights="event", event_weights=MAPPING)
                                 if weighted else {}))
     with warnings.catch_warnings():
@@ -90,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--preset", choices=("default", "clicks"), default="default",
+                    help="the model preset fitted with and without the weights (clicks: "
+                         "sampled_softmax on the id tower, which reads weights since "
+                         "2026-12-07)")
     ap.add_argument("--out", type=Path, default=None,
                     help="folder for the results file (default benchmarks/results)")
     ap.add_argument("--force", action="store_true", help="overwrite a results file of that name")
@@ -126,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
                     _, best = tune_ease(train, seed, split=split, recency=recency_settings())
                     return EASE(best).fit(train)
                 methods["EASE"] = ease
-                methods["default"] = lambda: fit(train, seed, split, False)[0]
-                methods["default + event weights"] = lambda: fit(train, seed, split, True)[0]
+                p = args.preset
+                methods[p] = lambda: fit(train, seed, split, False, p)[0]
+                methods[f"{p} + event weights"] = lambda: fit(train, seed, split, True, p)[0]
                 for name, make in methods.items():
                     t0 = time.perf_counter()
                     model = make()
