@@ -179,3 +179,15 @@ def test_history_lists_by_ids_need_a_history_tower(tutorial_run):
     from twotower.errors import ConfigError
     with pytest.raises(ConfigError, match="query tower is 'id'"):
         tutorial_run[0].recommend_from_history_ids([[50, 172]], 5)
+
+
+def test_an_empty_history_is_refused_as_one_of_untrained_items_is(model):
+    """An empty history pools nothing, the query a history of untrained items gives: both
+    are refused (as the service and ``recommend --history`` refuse them), not one answered
+    with the item bias's ranking."""
+    from twotower.errors import UnknownIdError
+    with pytest.raises(UnknownIdError, match=r"histories\[0\]: none of its 1 item ids"):
+        model.recommend_from_history_ids([[999]], 5)
+    with pytest.raises(DataError, match=r"histories\[1\]: an empty history"):
+        model.recommend_from_history_ids([[101], []], 5)
+    assert model.recommend_from_history_ids([], 5)[1].shape == (0, 5)  # no user: no rows

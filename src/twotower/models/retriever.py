@@ -1669,7 +1669,8 @@ class TwoTower:
             UnknownIdError: an item id the catalogue does not hold (named, with its user's
                 position), or a history none of whose items has training interactions (the
                 model has no query to build from it).
-            DataError: ``histories`` is no list of lists of ids.
+            DataError: ``histories`` is no list of lists of ids; an empty history (it
+                gives no query either).
         """
         from twotower.errors import UnknownIdError
         self._require_fitted()
@@ -1695,7 +1696,12 @@ class TwoTower:
             if (items < 0).any():
                 bad = list(h)[int(np.argmax(items < 0))]
                 raise UnknownIdError(f"histories[{user}]: unknown item id {bad!r}")
-            if len(items) and not (pop[items] > 0).any():
+            if not len(items):  # pools nothing: the query of a history of untrained items
+                raise DataError(f"histories[{user}]: an empty history gives the model no "
+                                "query to build (nor does one of items without training "
+                                "interactions); give the user's items, or serve them "
+                                "another way, e.g. popularity_order")
+            if not (pop[items] > 0).any():
                 raise UnknownIdError(f"histories[{user}]: none of its {len(items):,} item "
                                      "ids has training interactions, so the model has no "
                                      "query to build from this history")
