@@ -191,3 +191,12 @@ def test_an_empty_history_is_refused_as_one_of_untrained_items_is(model):
     with pytest.raises(DataError, match=r"histories\[1\]: an empty history"):
         model.recommend_from_history_ids([[101], []], 5)
     assert model.recommend_from_history_ids([], 5)[1].shape == (0, 5)  # no user: no rows
+
+
+def test_a_history_entry_that_is_no_id_is_named(model):
+    """A history holding a list (one nesting level too many) is no id: a DataError naming
+    the history, as ``allow``/``deny`` name theirs, not a bare TypeError."""
+    with pytest.raises(DataError, match=r"`histories\[1\]` must hold item ids .*got \[101, 102\]"):
+        model.recommend_from_history_ids([[101], [[101, 102]]], 5)
+    with pytest.raises(DataError, match=r"`histories\[0\]` must hold item ids .*got \{"):
+        model.recommend_from_history_ids([[{"id": 101}]], 5)

@@ -1692,7 +1692,12 @@ class TwoTower:
         rows = []
         for user, h in enumerate(histories):
             _check_id_list(h, f"histories[{user}]", "item")
-            items = self.item_vocab.lookup_or(list(h), -1)
+            try:
+                items = self.item_vocab.lookup_or(list(h), -1)
+            except TypeError:  # an entry that can be no id (a list, a dict)
+                bad = next(v for v in h if not isinstance(v, (str, int, np.integer)))
+                raise DataError(f"`histories[{user}]` must hold item ids (integers or "
+                                f"text), got {bad!r}") from None
             if (items < 0).any():
                 bad = list(h)[int(np.argmax(items < 0))]
                 raise UnknownIdError(f"histories[{user}]: unknown item id {bad!r}")
