@@ -179,3 +179,11 @@ def test_history_needs_a_history_tower_and_gives_one_list(capsys, tiny_run, hist
     code, _, err = run(capsys, "recommend", history_run[1], "--history", "i3", "--out",
                        tmp_path / "x.jsonl")
     assert code != 0 and "--out is read with --user/--users/--all-users" in err, err
+
+
+def test_a_bad_k_with_history_names_k_not_history(capsys, history_run):
+    """Only the query tower's error is --history's: an out-of-range -k is named as -k is
+    for --user."""
+    code, _, err = run(capsys, "recommend", history_run[1], "--history", "i3", "-k", 500)
+    assert code != 0 and "-k must be between 1 and" in err, err
+    assert "--history" not in err, err

@@ -1454,6 +1454,10 @@ def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray |
         if given:
             raise ConfigError(f"{flag} is read with --user/--users/--all-users; --history "
                               "gives one new user's list (--json prints it as JSON)")
+    try:  # a query tower that reads no history (only this error is --history's)
+        model.history_query_embeddings([])
+    except ConfigError as exc:
+        raise ConfigError(f"--history: {exc}") from None
     ids = [t.strip() for t in args.history.split(",")]
     if not all(ids):
         raise ConfigError(f"--history: expected item ids separated by commas, oldest first "
@@ -1467,13 +1471,10 @@ def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray |
         raise UnknownIdError(f"--history: none of its {len(ids):,} items has training "
                              "interactions, so the model has no query to build from it")
     external = model.item_vocab.ids[idx].tolist()
-    try:
-        scores, top = model.recommend_from_history_ids(
-            [external], args.k, exclude_history=not args.include_seen,
-            allow=None if allow is None else model.item_vocab.ids[allow],
-            deny=None if deny is None else model.item_vocab.ids[deny])
-    except ConfigError as exc:  # a query tower that reads no history
-        raise ConfigError(f"--history: {exc}") from None
+    scores, top = model.recommend_from_history_ids(
+        [external], args.k, exclude_history=not args.include_seen,
+        allow=None if allow is None else model.item_vocab.ids[allow],
+        deny=None if deny is None else model.item_vocab.ids[deny])
     rows = [(plain_id(i), str(model.titles_of([i])[0]), round(float(sc), 6))
             for sc, i in zip(scores[0], top[0]) if i is not None]
     if args.json:
