@@ -187,3 +187,17 @@ def test_a_bad_k_with_history_names_k_not_history(capsys, history_run):
     code, _, err = run(capsys, "recommend", history_run[1], "--history", "i3", "-k", 500)
     assert code != 0 and "-k must be between 1 and" in err, err
     assert "--history" not in err, err
+
+
+def test_a_short_history_list_says_why_as_it_was_asked(capsys, history_run, tmp_path):
+    """With --include-seen the history's items are in the list: the note of a short list
+    does not give them as a reason (and counts 1 item as one)."""
+    allow = tmp_path / "allow.txt"
+    allow.write_text("i3\ni4\n")
+    code, out, err = run(capsys, "recommend", history_run[1], "--history", "i3", "-k", 5,
+                         "--allow", allow)
+    assert code == 0 and "(only 1 item left: the history's own items" in out, out + err
+    code, out, err = run(capsys, "recommend", history_run[1], "--history", "i3", "-k", 5,
+                         "--allow", allow, "--include-seen")
+    assert code == 0 and "(only 2 items left: " in out, out + err
+    assert "history's own" not in out, out

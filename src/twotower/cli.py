@@ -1488,9 +1488,10 @@ def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray |
          f"{', left out of the list' if not args.include_seen else ''}):")
     for rank, (i, t, sc) in enumerate(rows, 1):
         _say(f"  {rank:2d}. {_shown(t, i, shared)}  ({sc:.3f})")
-    if len(rows) < args.k:
-        _say(f"  (only {len(rows)} items left: the history's own items, those never trained "
-             "and those --allow/--deny leave out are in no list)")
+    if len(rows) < args.k:  # (with --include-seen the history's items are listed)
+        own = "" if args.include_seen else "the history's own items, "
+        _say(f"  (only {len(rows)} item{'s' if len(rows) != 1 else ''} left: {own}those "
+             "never trained and those --allow/--deny leave out are in no list)")
     return 0
 
 
