@@ -360,3 +360,12 @@ def test_keras_history_writes_the_model_for_new_users(capsys, default_run, tutor
     code, _, err = run(capsys, "export", tutorial_run[1], "--keras", "--history", "--out", out)
     assert code == 2 and "export --history: this run's query tower is 'id'" in err, err
     assert "history=True" not in err
+
+
+@pytest.mark.parametrize("flag", ["--items", "--users"])
+def test_an_empty_file_name_is_named_with_its_flag(capsys, tutorial_run, tmp_path, flag):
+    """``--items ''`` (an unset shell variable) is no file: refused naming the flag it was
+    given to (it was read as --users without a file, and crashed)."""
+    code, _, err = run(capsys, "export", tutorial_run[1], flag, "", "--out", tmp_path / "v.csv")
+    assert code == 2 and f"{flag}: expected a file of " in err, err
+    assert "Traceback" not in err and not (tmp_path / "v.csv").exists()

@@ -1587,8 +1587,12 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise ConfigError(f"{flag} is read with --keras only (the top-k model); "
                               f"--items/--users write every vector")
     embeddings_format(args.out)
-    what = "items" if args.items else "users"
-    flag, given = f"--{what}", args.items or args.users
+    what = "items" if args.items is not None else "users"  # (--items '' is still --items)
+    flag, given = f"--{what}", args.items if args.items is not None else args.users
+    if given is not True and not given.strip():
+        raise ConfigError(f"{flag}: expected a file of {what[:-1]} ids (one a line, - for "
+                          f"standard input), or {flag} alone for every {what[:-1]}, got "
+                          f"{given!r}")
     model = _load(args.run)
     ids = None if given is True else _export_ids(model, given, flag, what[:-1])
     with _writing("--out", args.out):
