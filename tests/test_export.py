@@ -369,3 +369,21 @@ def test_an_empty_file_name_is_named_with_its_flag(capsys, tutorial_run, tmp_pat
     code, _, err = run(capsys, "export", tutorial_run[1], flag, "", "--out", tmp_path / "v.csv")
     assert code == 2 and f"{flag}: expected a file of " in err, err
     assert "Traceback" not in err and not (tmp_path / "v.csv").exists()
+
+
+def test_keras_history_names_ids_indices_when_an_item_id_is_the_padding(capsys, tmp_path):
+    """Item id -1 pads a history model's input (``--ids external``): such a run is told
+    to give ``--ids indices``, the CLI's flag, not the library's ``ids='indices'``."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids(rng.integers(0, 10, 120).tolist(),
+                              (rng.integers(0, 12, 120) - 1).tolist())
+    assert -1 in x.item_vocab.ids
+    TwoTower(ModelConfig(query_tower="history", objective="bpr", epochs=1, batch_size=16,
+                         embedding_dim=4)).fit(x, verbose=0).save(tmp_path / "run")
+    out = tmp_path / "m.keras"
+    code, _, err = run(capsys, "export", tmp_path / "run", "--keras", "--history", "--out", out)
+    assert code == 2 and "--ids indices" in err and "ids='indices'" not in err, err
+    assert not out.exists()
+    assert run(capsys, "export", tmp_path / "run", "--keras", "--out", out)[0] == 0

@@ -1654,6 +1654,13 @@ def _export_keras(args: argparse.Namespace) -> int:
                     f"{vocab.ids[0]!r}), and the file takes and gives int32 ids by default "
                     f"(JAX has no text tensors); give --ids indices: the file then takes "
                     f"{takes} of its 'retrieval' layer) to map them")
+        from twotower.models.keras_layers import PAD
+        if args.history and model.item_vocab.is_int and (model.item_vocab.ids == PAD).any():
+            raise ConfigError(
+                f"export --keras --history: {PAD} pads a history and marks a list's "
+                f"unfilled places, but it is one of this run's item ids; give --ids indices: "
+                "the file then takes item indices (histories) and gives item indices, and "
+                "carries the item vocabulary (item_ids of its 'retrieval' layer) to map them")
     k = min(10, model.n_items) if args.k is None else args.k
     if args.history and (model.history_embeddings is None or model.config.query_tower == "id"):
         raise ConfigError(f"export --history: this run's query tower is "
