@@ -387,3 +387,19 @@ def test_keras_history_names_ids_indices_when_an_item_id_is_the_padding(capsys, 
     assert code == 2 and "--ids indices" in err and "ids='indices'" not in err, err
     assert not out.exists()
     assert run(capsys, "export", tmp_path / "run", "--keras", "--out", out)[0] == 0
+
+
+def test_keras_history_of_an_id_tower_says_so_before_asking_for_indices(capsys, tmp_path):
+    """An id tower over text ids: --history cannot be exported whatever --ids says, so
+    that is the error, not the advice to give --ids indices (which then failed too)."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 10, 120)],
+                              [f"m{i}" for i in rng.integers(0, 12, 120)],
+                              ratings=rng.integers(1, 6, 120))
+    TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=4)).fit(
+        x, verbose=0).save(tmp_path / "run")
+    code, _, err = run(capsys, "export", tmp_path / "run", "--keras", "--history",
+                       "--out", tmp_path / "m.keras")
+    assert code == 2 and "query tower is 'id'" in err and "--ids indices" not in err, err

@@ -1638,6 +1638,13 @@ def _export_keras(args: argparse.Namespace) -> int:
     if args.vectors != "served":
         raise ConfigError("--vectors is read with --items/--users only")
     model = _load(args.run)
+    # first: no --ids makes a history model of a query that reads no history
+    if args.history and (model.history_embeddings is None or model.config.query_tower == "id"):
+        raise ConfigError(f"export --history: this run's query tower is "
+                          f"'{model.config.query_tower}' (a user id embedding, as the tutorial "
+                          "and clicks presets train): its query reads no history; export "
+                          "without --history (known users by id), or train with a history "
+                          "tower (--preset default)")
     if (args.ids or "external") == "external":
         from twotower.models.keras_layers import _fits_int32
         vocabs = (("item", model.item_vocab),) if args.history else (
@@ -1662,12 +1669,6 @@ def _export_keras(args: argparse.Namespace) -> int:
                 "the file then takes item indices (histories) and gives item indices, and "
                 "carries the item vocabulary (item_ids of its 'retrieval' layer) to map them")
     k = min(10, model.n_items) if args.k is None else args.k
-    if args.history and (model.history_embeddings is None or model.config.query_tower == "id"):
-        raise ConfigError(f"export --history: this run's query tower is "
-                          f"'{model.config.query_tower}' (a user id embedding, as the tutorial "
-                          "and clicks presets train): its query reads no history; export "
-                          "without --history (known users by id), or train with a history "
-                          "tower (--preset default)")
     net = model.to_keras(k=k, exclude_seen=not args.include_seen, ids=args.ids or "external",
                          history=args.history)
     with _writing("--out", args.out):
