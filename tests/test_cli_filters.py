@@ -201,3 +201,12 @@ def test_a_short_history_list_says_why_as_it_was_asked(capsys, history_run, tmp_
                          "--allow", allow, "--include-seen")
     assert code == 0 and "(only 2 items left: " in out, out + err
     assert "history's own" not in out, out
+
+
+@pytest.mark.parametrize("extra", [["--out", "x.txt"], ["--out", "x.jsonl", "--json"]])
+def test_out_with_history_is_refused_first(capsys, history_run, tmp_path, extra):
+    """--history gives one list on stdout: --out is refused as such, not first checked
+    for its suffix or against --json (whose advice, --out FILE.jsonl, --history refuses)."""
+    extra = [str(tmp_path / e) if e.startswith("x.") else e for e in extra]
+    code, _, err = run(capsys, "recommend", history_run[1], "--history", "i3", *extra)
+    assert code != 0 and "--out is read with --user/--users/--all-users" in err, err

@@ -1336,6 +1336,10 @@ def _item_filters(args: argparse.Namespace, model: Any
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    for flag, given in (("--out", args.out), ("--fallback popular", args.fallback != "none")):
+        if args.history is not None and given:  # before --out's own checks
+            raise ConfigError(f"{flag} is read with --user/--users/--all-users; --history "
+                              "gives one new user's list (--json prints it as JSON)")
     if args.out and args.json:
         raise ConfigError("--json prints JSON lines on stdout and --out writes a file: give "
                           "one of them (--out FILE.jsonl for JSON lines in a file)")
@@ -1450,10 +1454,6 @@ def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray |
     (``TwoTower.recommend_from_history_ids``), printed as ``--user``'s or one JSON line."""
     from twotower.data.vocabulary import plain_id
     from twotower.errors import UnknownIdError
-    for flag, given in (("--out", args.out), ("--fallback popular", args.fallback != "none")):
-        if given:
-            raise ConfigError(f"{flag} is read with --user/--users/--all-users; --history "
-                              "gives one new user's list (--json prints it as JSON)")
     try:  # a query tower that reads no history (only this error is --history's)
         model.history_query_embeddings([])
     except ConfigError as exc:
