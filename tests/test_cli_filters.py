@@ -161,6 +161,8 @@ def test_recommend_for_a_new_user_by_history(capsys, history_run, tmp_path):
     code, out, _ = run(capsys, "recommend", rundir, "--history", "i3,i7,i11", "-k", 3)
     assert code == 0 and "new user (history of 3 items, left out of the list):" in out
     assert out.count("\n") == 4 and f"1. {ref[0][0]}" in out
+    out = run(capsys, "recommend", rundir, "--history", "i3,i7,i3", "-k", 3)[1]
+    assert "new user (history of 2 items, left out of the list):" in out  # i3 once
 
 
 @pytest.mark.parametrize("history,message", [

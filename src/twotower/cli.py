@@ -1483,7 +1483,7 @@ def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray |
                     sys.stdout.encoding))
         return 0
     shared = _shared_titles(model)
-    n = len(external)
+    n = len(set(external))  # an item given twice counts once, as the query reads it
     _say(f"new user (history of {n:,} item{'s' if n != 1 else ''}"
          f"{', left out of the list' if not args.include_seen else ''}):")
     for rank, (i, t, sc) in enumerate(rows, 1):
