@@ -444,8 +444,10 @@ def test_evaluate_json_dash_writes_the_json_alone_to_stdout(capsys, tutorial_run
     assert not (tmp_path / "-").exists()
 
 
-def test_baselines_too_large_for_dense_matrices_are_skipped_with_a_warning(tutorial_run,
-                                                                          monkeypatch):
+def test_above_the_dense_limit_evaluate_runs_the_sparse_itemknn_and_skips_ease(tutorial_run,
+                                                                               monkeypatch):
+    """Above DENSE_BASELINE_MAX_ITEMS only EASE is skipped (its matrix is dense); ItemKNN,
+    sparse, is tuned on LARGE_KNN_GRID, and the progress lines say what and how long."""
     import pytest
 
     from twotower import TwoTower
@@ -453,10 +455,22 @@ def test_baselines_too_large_for_dense_matrices_are_skipped_with_a_warning(tutor
     from twotower.evaluation import run as run_module
     _, rundir = tutorial_run
     monkeypatch.setattr(run_module, "DENSE_BASELINE_MAX_ITEMS", 1000)  # ML-100k: 1,682
-    with pytest.warns(UserWarning, match="ItemKNN and EASE skipped: 1,682 items"):
+    grids = []
+    real_tune = run_module.tune
+    monkeypatch.setattr(run_module, "tune", lambda cls, train, grid, *a, **kw: (
+        grids.append((cls.__name__, grid)), real_tune(cls, train, grid, *a, **kw))[1])
+    lines = []
+    with pytest.warns(UserWarning, match="EASE skipped: 1,682 items") as caught:
         table, _ = run_module.evaluate_run(TwoTower.load(rundir), load_test(rundir),
-                                           baselines=True)
-    assert set(table) == {"model", "MostPop"}
+                                           baselines=True, log=lines.append)
+    assert not any("ItemKNN and EASE skipped" in str(w.message) for w in caught)
+    assert set(table) == {"model", "MostPop", "ItemKNN"}
+    assert table["ItemKNN"]["recall@10"] > table["MostPop"]["recall@10"]
+    assert grids == [("ItemKNN", run_module.LARGE_KNN_GRID)]
+    assert any(ln.startswith("tuning ItemKNN (neighbors 100; shrink 0, 10: 2 settings")
+               for ln in lines), lines
+    assert any(ln.startswith("tuned: ItemKNN neighbors 100, shrink ") and
+               "(ItemKNN's 2 settings in " in ln for ln in lines), lines
 
 
 def test_evaluate_run_reports_every_cutoff_asked_for(tutorial_run):

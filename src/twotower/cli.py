@@ -2266,7 +2266,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cut-offs, each between 1 and the catalogue size (default: 10 100)")
     e.add_argument("--baselines", action="store_true", help="also ItemKNN and EASE, tuned on a validation part of "
                                       "the training data, and EASE+recency on a temporal run "
-                                      "(MostPop is always shown)")
+                                      "(MostPop is always shown); above 20,000 items ItemKNN "
+                                      "alone, on a smaller grid (EASE's matrix is dense)")
     e.add_argument("--json", type=_path, help="write the table as JSON to FILE, or to stdout with - (the "
                                   "markdown table then goes to stderr) (method -> metric -> value; with "
                                   "--test-data also \"held_out\": the file's pairs evaluated "

@@ -362,9 +362,9 @@ def test_itemknn_similarity_is_its_definition():
     norms = np.sqrt(np.diag(g))
     ref = g / (np.outer(norms, norms) + 3.0)
     np.fill_diagonal(ref, 0.0)
-    full = ItemKNN(neighbors=0, shrink=3.0).fit(x)._sim
+    full = ItemKNN(neighbors=0, shrink=3.0).fit(x)._sim.toarray()  # a sparse matrix
     np.testing.assert_allclose(full, ref, rtol=1e-5, atol=1e-7)
-    cut = ItemKNN(neighbors=5, shrink=3.0).fit(x)._sim
+    cut = ItemKNN(neighbors=5, shrink=3.0).fit(x)._sim.toarray()
     kept = (cut != 0).sum(axis=0)
     assert (kept <= 5).all() and (kept == 5).any()
     np.testing.assert_allclose(np.sort(cut, axis=0)[-5:], np.sort(ref, axis=0)[-5:],
@@ -385,3 +385,93 @@ def test_tune_keeps_the_first_of_tied_settings():
     x = two_blocks(5)
     assert tune(ItemKNN, x, {"neighbors": [0, 1000]}, seed=0).best_config.neighbors == 0
     assert tune(ItemKNN, x, {"neighbors": [1000, 0]}, seed=0).best_config.neighbors == 1000
+
+
+def _dense_itemknn(m, neighbors: int, shrink: float) -> np.ndarray:
+    """The dense ``[n, n]`` similarity ItemKNN held before it went sparse (the reference)."""
+    n = m.shape[1]
+    gram = (m.T @ m).toarray().astype(np.float32)
+    norms = np.sqrt(np.diag(gram)).astype(np.float32)
+    sim = gram / (np.outer(norms, norms) + np.float32(shrink) + 1e-12)
+    np.fill_diagonal(sim, 0.0)
+    if 0 < neighbors < n - 1:
+        order = np.argsort(-sim, axis=0, kind="stable")[neighbors:]
+        np.put_along_axis(sim, order, 0.0, axis=0)
+    return sim
+
+
+def _tied_log(seed: int, n_users: int = 30, n_items: int = 16) -> Interactions:
+    """Few rows per user over few items (many tied co-occurrence counts), two items no row
+    has (zero norms), and a user with no rows."""
+    from twotower.data import Vocabulary
+    rng = np.random.default_rng(seed)
+    per = rng.integers(1, 5, n_users - 1)
+    users = np.repeat(np.arange(n_users - 1), per)
+    items = rng.integers(0, n_items - 2, len(users))
+    return Interactions(users=users, items=items,
+                        user_vocab=Vocabulary(np.arange(n_users), name="user"),
+                        item_vocab=Vocabulary(np.arange(n_items), name="item"))
+
+
+@pytest.mark.parametrize("path", ["sparse", "dense"])
+@pytest.mark.parametrize("neighbors,shrink", [(1, 0.0), (3, 2.5), (14, 0.0), (15, 1.0),
+                                              (100, 0.0), (0, 10.0)])
+def test_sparse_itemknn_equals_the_dense_one(monkeypatch, neighbors, shrink, path):
+    """The sparse fit (by column blocks of XᵀX) keeps exactly the dense matrix's entries,
+    ties to the lower index included (neighbors 14 and 15 are n - 2 and n - 1 of 16 items;
+    0 keeps all), and its lists, ranked on the sparse scores or on a dense slab, are
+    ``topk_excluding`` of the dense scores: ids and scores, ties, the zero-score fill by
+    index, excluded items (repeated, unknown) left out, padding past the catalogue, users
+    with no history."""
+    import twotower.evaluation.baselines as base
+    monkeypatch.setattr(base, "KNN_BLOCK_ENTRIES", 40)  # many blocks of targets and users
+    monkeypatch.setattr(base, "KNN_DENSE_SHARE", 0.0 if path == "dense" else np.inf)
+    rng = np.random.default_rng(neighbors)
+    for seed in range(3):
+        x = _tied_log(seed)
+        knn = ItemKNN(neighbors=neighbors, shrink=shrink).fit(x)
+        ref = _dense_itemknn(x.to_csr(), neighbors, shrink)
+        np.testing.assert_array_equal(knn._sim.toarray(), ref)
+        n = x.n_items
+        users = np.arange(x.n_users)
+        histories = [np.flatnonzero(r) for r in x.to_csr().toarray()] + [np.array([], int)]
+        for k in (1, 4, n, n + 3):
+            for exclude in (None, knn.seen_items(users) + [np.array([], int)],
+                            [rng.integers(-2, n + 2, rng.integers(0, n + 1))
+                             for _ in histories]):
+                got = knn.recommend_from_history(histories, k, exclude)
+                rows = knn._history_rows(histories)
+                want = topk_excluding(np.asarray(rows @ ref, dtype=np.float32), k,
+                                      None if exclude is None else list(exclude))
+                np.testing.assert_array_equal(got[1], want[1])
+                np.testing.assert_array_equal(got[0], want[0])
+        got = knn.recommend(users, 5, knn.seen_items(users))
+        want = topk_excluding(np.asarray(x.to_csr() @ ref, dtype=np.float32), 5,
+                              knn.seen_items(users))
+        np.testing.assert_array_equal(got[1], want[1])
+
+
+def test_itemknn_memory_grows_with_its_neighbours_not_the_catalogue_squared():
+    """5,000 items: the dense [n, n] float32 matrix ItemKNN held was 100 MB; the sparse fit
+    and a ranking of 2,000 users stay within a few MB (numpy's and scipy's arrays, as
+    tracemalloc sees them)."""
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    n_users, n_items = 2_000, 5_000
+    users = np.repeat(np.arange(n_users), 5)
+    from twotower.data import Vocabulary
+    x = Interactions(users=users, items=rng.integers(0, n_items, len(users)),
+                     user_vocab=Vocabulary(np.arange(n_users), name="user"),
+                     item_vocab=Vocabulary(np.arange(n_items), name="item"))
+    tracemalloc.start()
+    try:
+        knn = ItemKNN(neighbors=50).fit(x)
+        fit_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        u = np.arange(n_users)
+        _, ids = knn.recommend(u, 10, knn.seen_items(u))
+        rank_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fit_peak < 20 * 2**20 and rank_peak < 20 * 2**20, (fit_peak, rank_peak)
+    assert (ids >= 0).all()

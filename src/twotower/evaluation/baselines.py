@@ -5,7 +5,9 @@
 ``recommend_from_history(histories, k, exclude)`` for users absent from training. Each
 scores a user from their binary history row ``x`` (``[n_items]``): popularity,
 ``x @ S`` with a pruned cosine item-item similarity, or ``x @ B`` with EASE's closed-form
-item-item weights. ItemKNN and EASE hold a dense ``[n_items, n_items]`` float32 matrix.
+item-item weights. EASE holds a dense ``[n_items, n_items]`` float32 matrix; ItemKNN a sparse
+one of at most ``neighbors`` entries per item, so it also runs on catalogues of 100k items
+and more.
 
 ``tune`` picks hyperparameters on a validation split carved out of the training data only.
 """
@@ -363,8 +365,17 @@ class ItemKNN(_Baseline):
     """Item-based nearest neighbours on the binary matrix (cosine similarity).
 
     ``S[i, j] = |U_i ∩ U_j| / (sqrt(|U_i| |U_j|) + shrink)``, diagonal zero; for each
-    target item ``j`` only its ``neighbors`` most similar items ``i`` are kept; a user's
-    score for ``j`` is ``sum_{i in history} S[i, j]``.
+    target item ``j`` only its ``neighbors`` most similar items ``i`` are kept (ties to the
+    lower index ``i``); a user's score for ``j`` is ``sum_{i in history} S[i, j]``.
+
+    ``S`` is a sparse ``[n_items, n_items]`` float32 CSR matrix of at most ``neighbors``
+    entries per target item: the fit computes ``XᵀX`` a block of target columns at a time
+    (about ``KNN_BLOCK_ENTRIES`` co-occurrence entries) and keeps each column's top
+    ``neighbors`` before the next block, and ``recommend`` ranks the non-zero scores of a
+    block of users (about ``KNN_BLOCK_ENTRIES`` of them), so memory grows with ``nnz(S)``
+    and the block, never with ``n_items²``. The lists are those of ranking every item's
+    score (``topk_excluding``): best first, ties and the zero-score items after the
+    scored ones by the lower index.
 
     Example:
         >>> from twotower import Interactions
@@ -379,19 +390,238 @@ class ItemKNN(_Baseline):
 
     def _fit(self, x: sp.csr_matrix) -> None:
         n = x.shape[1]
-        gram = (x.T @ x).toarray().astype(np.float32)
-        norms = np.sqrt(np.diag(gram)).astype(np.float32)
-        sim = gram / (np.outer(norms, norms) + np.float32(self.config.shrink) + 1e-12)
-        np.fill_diagonal(sim, 0.0)
+        x = x.astype(np.float32)
+        xt = x.T.tocsr()  # [n_items, n_users]: row j holds the users of item j
+        norms = np.sqrt(np.diff(xt.indptr).astype(np.float32))  # sqrt(diag(XᵀX))
+        shrink = np.float32(self.config.shrink)
         nb = self.config.neighbors
-        if 0 < nb < n - 1:
-            # keep, per column (target item), the nb largest entries; ties by item index
-            order = np.argsort(-sim, axis=0, kind="stable")[nb:]
-            np.put_along_axis(sim, order, 0.0, axis=0)
-        self._sim = sim
+        prune = 0 < nb < n - 1
+        # entries of column j of XᵀX: at most the summed history lengths of j's users
+        row_len = np.diff(x.indptr)
+        bound = np.minimum(np.bincount(x.indices, weights=np.repeat(row_len, row_len),
+                                       minlength=n), n)
+        cum = np.concatenate([[0.0], np.cumsum(bound)])
+        srcs, tgts, vals = [], [], []
+        lo = 0
+        while lo < n:
+            hi = int(np.searchsorted(cum, cum[lo] + KNN_BLOCK_ENTRIES, side="right")) - 1
+            hi = min(max(hi, lo + 1), n)
+            g = xt[lo:hi] @ x  # [hi - lo, n_items]: co-occurrences of targets lo..hi-1
+            tgt = np.repeat(np.arange(lo, hi, dtype=np.int64), np.diff(g.indptr))
+            src = g.indices.astype(np.int64)
+            off = src != tgt  # no item its own neighbour
+            tgt, src, cnt = tgt[off], src[off], g.data[off]
+            del g
+            # the float32 operations of the dense formula, entry by entry
+            val = cnt / (norms[src] * norms[tgt] + shrink + 1e-12)
+            if prune:
+                tgt, src, val = _top_per_group(tgt, src, val, nb)
+            srcs.append(src.astype(np.int32))
+            tgts.append(tgt.astype(np.int32))
+            vals.append(val.astype(np.float32))
+            lo = hi
+        self._sim = sp.csr_matrix((np.concatenate(vals) if vals else np.zeros(0, np.float32),
+                                   (np.concatenate(srcs) if srcs else np.zeros(0, np.int32),
+                                    np.concatenate(tgts) if tgts else np.zeros(0, np.int32))),
+                                  shape=(n, n))
+        # per source item, its kept entries: a user's count of candidate scores is at most
+        # the sum over their history (sizes the scoring blocks)
+        self._row_nnz = np.diff(self._sim.indptr).astype(np.float64)
 
-    def _score(self, x: sp.csr_matrix) -> np.ndarray:
-        return np.asarray(x @ self._sim)
+    def _rank(self, x: sp.csr_matrix, k: int, exclude: Sequence[np.ndarray] | None
+              ) -> tuple[np.ndarray, np.ndarray]:
+        k = _check_k(k)
+        b, n = x.shape[0], self._sim.shape[1]
+        if exclude is not None and len(exclude) != b:
+            raise DataError(f"`exclude` has {len(exclude)} lists for {b} queries")
+        out_s = np.full((b, k), -np.inf, dtype=np.float32)
+        out_i = np.full((b, k), -1, dtype=np.int64)
+        x = x.tocsr().astype(np.float32)
+        bound = np.minimum(x @ self._row_nnz, n) + k
+        cum = np.concatenate([[0.0], np.cumsum(bound)])
+        lo = 0
+        while lo < b:
+            hi = int(np.searchsorted(cum, cum[lo] + KNN_BLOCK_ENTRIES, side="right")) - 1
+            hi = min(max(hi, lo + 1), b, lo + SCORE_BATCH_SIZE)
+            # where most of a block's items get a score (a small or dense catalogue), one
+            # dense [rows, n_items] slab ranks faster than the sparse scores (the same lists)
+            dense = cum[hi] - cum[lo] >= KNN_DENSE_SHARE * (hi - lo) * n
+            if dense:
+                hi = min(hi, lo + max(1, KNN_BLOCK_ENTRIES // max(n, 1)))
+            ex = None if exclude is None else exclude[lo:hi]
+            p = x[lo:hi] @ self._sim
+            out_s[lo:hi], out_i[lo:hi] = (topk_excluding(p.toarray(), k, ex) if dense
+                                          else _topk_sparse(p, k, ex))
+            lo = hi
+        return out_s, out_i
+
+
+#: Co-occurrence entries ``ItemKNN``'s fit computes at once (a block of target items'
+#: columns of ``XᵀX``), and candidate scores its ``recommend`` ranks at once (a block of
+#: users): its memory beyond the kept similarity (4M entries, about 60 bytes each while a
+#: block is worked on: some 250 MB).
+KNN_BLOCK_ENTRIES = 1 << 22
+#: ``ItemKNN.recommend`` ranks a block of users on a dense ``[rows, n_items]`` slab (at most
+#: ``KNN_BLOCK_ENTRIES`` scores) when their candidate items (bounded by their histories'
+#: kept similarity entries) are at least this share of it, else on the sparse scores.
+KNN_DENSE_SHARE = 0.5
+
+
+def _desc_key(group: np.ndarray, val: np.ndarray) -> np.ndarray:
+    """int64 keys ordering by ``group`` ascending, then ``val`` (float32, >= 0) descending:
+    a non-negative float's bits order as the float does."""
+    bits = np.ascontiguousarray(val, dtype=np.float32).view(np.int32).astype(np.int64)
+    return (group.astype(np.int64) << 32) | (0x7FFFFFFF - bits)
+
+
+def _group_rank(group: np.ndarray) -> np.ndarray:
+    """Each entry's place in its run of equal values of a sorted ``group`` (0, 1, ...)."""
+    if not len(group):
+        return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    return np.arange(len(group)) - np.repeat(starts, np.diff(np.r_[starts, len(group)]))
+
+
+def _floors(starts: np.ndarray, lens: np.ndarray, val: np.ndarray, keep: Any
+            ) -> np.ndarray:
+    """Per group (the entries ``starts[g]`` to ``starts[g] + lens[g]`` of ``val``), a value
+    at most its ``keep``-th largest (``keep``: one for all or one per group), -inf where the
+    group is no longer than ``2 * keep``; O(entries), so that only the entries at or above
+    it need sorting. The group is cut into ``keep`` runs: the smallest of their maxima
+    (``keep`` distinct entries) is at most the ``keep``-th largest."""
+    keep = np.broadcast_to(np.asarray(keep, dtype=np.int64), lens.shape)
+    floor = np.full(len(lens), -np.inf, dtype=np.float32)
+    big = np.flatnonzero(lens > 2 * keep)
+    if not big.size:
+        return floor
+    runs = keep[big]
+    first = np.cumsum(runs) - runs
+    seg_of = np.repeat(np.arange(len(big)), runs)
+    run_start = (starts[big][seg_of]
+                 + (lens[big] // runs)[seg_of] * (np.arange(len(seg_of)) - first[seg_of]))
+    ends = (starts + lens)[big]
+    ends = ends[ends < len(val)]  # a group's last run stops at its end, not the next run
+    # ends first, so that where an end is also the next run's start the run's segment is
+    # the later (non-empty) one of the two
+    marks = np.r_[ends, run_start]
+    order = np.argsort(marks, kind="stable")
+    seg_max = np.maximum.reduceat(val, marks[order])
+    floor[big] = np.minimum.reduceat(seg_max[order >= len(ends)], first)
+    return floor
+
+
+def _above_floor(group: np.ndarray, val: np.ndarray, keep: int) -> np.ndarray:
+    """A mask that keeps every entry that can be among the ``keep`` best of its group
+    (``_floors``), and drops most others. ``group`` ascending."""
+    n = len(group)
+    starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    lens = np.diff(np.r_[starts, n])
+    return val >= np.repeat(_floors(starts, lens, val, keep), lens)
+
+
+def _top_per_group(group: np.ndarray, idx: np.ndarray, val: np.ndarray, keep: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The ``keep`` best entries of each group, best first (``val`` >= 0 descending, ties
+    to the lower ``idx``), groups ascending. ``group`` must come ascending (grouped).
+
+    ``_above_floor`` drops the entries that cannot make a group's best; one sort by
+    (group, value) of the rest; then the exact order (ties by ``idx``) of the few that can:
+    a group's first ``keep`` and any tied with the ``keep``-th (sorting every entry by
+    index as well took most of the time)."""
+    if not len(group):
+        return group, idx, val
+    ok = _above_floor(group, val, keep)
+    if not ok.all():
+        group, idx, val = group[ok], idx[ok], val[ok]
+    base = group[0]
+    order = np.argsort(_desc_key(group, val), kind="stable")  # timsort: rows come grouped
+    g_s, v_s = group[order], val[order]
+    rank = _group_rank(g_s)
+    kth = np.full(int(g_s[-1] - base) + 1, -np.inf, dtype=np.float32)
+    last = rank == keep - 1
+    kth[g_s[last] - base] = v_s[last]
+    sub = order[(rank < keep) | (v_s == kth[g_s - base])]
+    sub = sub[np.lexsort((idx[sub], -val[sub], group[sub]))]
+    sub = sub[_group_rank(group[sub]) < keep]
+    return group[sub], idx[sub], val[sub]
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """``np.unique`` of an int array by one sort (numpy 2's hashing ``unique`` took seconds
+    where this takes milliseconds)."""
+    a = np.sort(a)
+    return a[np.r_[True, a[1:] != a[:-1]]] if len(a) else a
+
+
+def _topk_sparse(scores: sp.csr_matrix, k: int, exclude: Sequence[np.ndarray] | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``topk_excluding`` of non-negative sparse scores without a dense row: the stored
+    positive scores best first (ties to the lower index), then the zero-score items by
+    index, never an excluded one; ``-1`` / ``-inf`` past the items that qualify.
+
+    Args:
+        scores: ``[b, n_items]`` CSR of scores >= 0 (absent entries score 0).
+        k: list length, at least 1.
+        exclude: ``b`` arrays of item indices to leave out, or None.
+
+    Returns:
+        scores ``[b, k]`` float32 and ids ``[b, k]`` int64, as ``topk_excluding``'s.
+    """
+    b, n = scores.shape
+    scores = scores.tocsr()
+    elens = (np.zeros(b, dtype=np.int64) if exclude is None else
+             np.fromiter((len(e) for e in exclude), dtype=np.int64, count=b))
+    # only entries that can be among a row's best k once its exclusions are gone: at or
+    # above its (k + len(exclusions))-th largest score (a stored zero ranks with the absent
+    # ones, by index)
+    lens = np.diff(scores.indptr)
+    vals = scores.data
+    floor = _floors(scores.indptr[:-1], lens, vals, k + elens)
+    sel = np.flatnonzero((vals >= np.repeat(floor, lens)) & (vals > 0))
+    rows = np.searchsorted(scores.indptr, sel, side="right") - 1
+    cols = scores.indices[sel].astype(np.int64)
+    vals = vals[sel].astype(np.float32)
+    if exclude is not None and elens.sum():
+        ecols = np.concatenate([np.asarray(e, dtype=np.int64).ravel() for e in exclude])
+        erows = np.repeat(np.arange(b, dtype=np.int64), elens)
+        ok = (ecols >= 0) & (ecols < n)  # an unknown index cannot be recommended anyway
+        ekey = _sorted_unique(erows[ok] * n + ecols[ok])
+    else:
+        ekey = np.zeros(0, dtype=np.int64)
+    key = rows * n + cols
+    if ekey.size:  # (np.isin sorted the candidates too: seconds per block)
+        keep = ekey[np.minimum(np.searchsorted(ekey, key), len(ekey) - 1)] != key
+        rows, cols, vals, key = rows[keep], cols[keep], vals[keep], key[keep]
+    out_s = np.full((b, k), -np.inf, dtype=np.float32)
+    out_i = np.full((b, k), -1, dtype=np.int64)
+    r, c, v = _top_per_group(rows, cols, vals, k)
+    place = _group_rank(r)
+    out_i[r, place] = c
+    out_s[r, place] = v
+    # rows with fewer than k scored items: the lowest-indexed items neither scored nor
+    # excluded, score 0. The q-th integer missing from a sorted set {u_0 < u_1 < ...} is
+    # q + #{t : u_t - t <= q}.
+    have = np.bincount(rows, minlength=b)
+    short = np.flatnonzero(have < k)
+    if short.size:
+        # sorted (row, item) keys of the short rows' scored or excluded items
+        is_short = have < k
+        taken = _sorted_unique(np.concatenate([key[is_short[key // n]],
+                                               ekey[is_short[ekey // n]]]))
+        t_rows = taken // n
+        first = np.searchsorted(t_rows, np.arange(b + 1), side="left")
+        gap = taken % n - (np.arange(len(taken)) - first[t_rows])  # u_t - t, per row
+        comb = t_rows * (n + 1) + gap  # ascending: rows, then gap (non-decreasing in a row)
+        n_taken = first[1:] - first[:-1]
+        need = np.minimum(k - have[short], n - n_taken[short])
+        need = np.maximum(need, 0)
+        fr = np.repeat(short, need)
+        q = np.arange(len(fr)) - np.repeat(np.cumsum(need) - need, need)
+        m = q + (np.searchsorted(comb, fr * (n + 1) + q, side="right") - first[fr])
+        at = np.minimum(have[fr], k) + q
+        out_i[fr, at] = m
+        out_s[fr, at] = 0.0
+    return out_s, out_i
 
 
 def ease_weights(gram: np.ndarray, lambda_: float, dtype: Any = np.float64) -> np.ndarray:
@@ -507,6 +737,12 @@ BASELINE_GRIDS: dict[str, dict[str, list[float]]] = {
     "ItemKNN": {"neighbors": [50, 100, 200], "shrink": [0.0, 10.0]},
     "EASE": {"lambda_": [20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0]},
 }
+
+#: The ItemKNN grid ``twotower evaluate --baselines`` tunes above
+#: ``evaluation.run.DENSE_BASELINE_MAX_ITEMS`` items (EASE is skipped there): each setting
+#: is a fit on the validation split's train part and a scoring of its users, minutes at
+#: 100k items and a million rows (``benchmarks/probes/knn_large.py``).
+LARGE_KNN_GRID: dict[str, list[float]] = {"neighbors": [100], "shrink": [0.0, 10.0]}
 
 
 def recency_settings(half_lives: Sequence[float] | None = None,

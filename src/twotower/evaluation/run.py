@@ -10,12 +10,12 @@ import numpy as np
 
 from twotower.data.interactions import Interactions
 from twotower.errors import DataError
-from twotower.evaluation.baselines import (BASELINE_GRIDS, EASE, ItemKNN, MostPop,
-                                           recency_settings, tune, tune_ease)
+from twotower.evaluation.baselines import (BASELINE_GRIDS, EASE, LARGE_KNN_GRID, ItemKNN,
+                                           MostPop, recency_settings, tune, tune_ease)
 from twotower.evaluation.metrics import _check_ks, recommend_and_evaluate
 
-#: Above this catalogue size the dense item-item baselines (EASE, ItemKNN) are skipped:
-#: they hold an [n_items, n_items] float matrix.
+#: Above this catalogue size EASE is skipped (it holds a dense [n_items, n_items] matrix)
+#: and ItemKNN (sparse) is tuned on ``LARGE_KNN_GRID`` instead of ``BASELINE_GRIDS``.
 DENSE_BASELINE_MAX_ITEMS = 20_000
 
 
@@ -156,17 +156,23 @@ def _recency_ordered(train: Interactions, history: np.ndarray) -> Interactions:
                         item_vocab=train.item_vocab, timestamps=ts)
 
 
-def chosen_settings(knn: Any, plain: Any, weighted: Any = None) -> str:
+def chosen_settings(knn: Any, plain: Any = None, weighted: Any = None,
+                    knn_grid: dict[str, list[float]] | None = None) -> str:
     """The baselines' tuned settings in one line, each at an edge of its grid said so (a
-    better value may lie beyond it)."""
+    better value may lie beyond it). ``plain`` None: no EASE (above
+    ``DENSE_BASELINE_MAX_ITEMS`` items); ``knn_grid``: ItemKNN's grid (default
+    ``BASELINE_GRIDS``')."""
     def edge(value: float, grid: Sequence[float]) -> str:
         grid = sorted(grid)
         return (" (the grid's smallest)" if value == grid[0] and len(grid) > 1 else
                 " (the grid's largest)" if value == grid[-1] and len(grid) > 1 else "")
     g = BASELINE_GRIDS
+    kg = g["ItemKNN"] if knn_grid is None else knn_grid
     parts = [f"ItemKNN neighbors {knn.neighbors}"
-             f"{edge(knn.neighbors, g['ItemKNN']['neighbors'])}, shrink {knn.shrink:g}",
-             f"EASE lambda {plain.lambda_:g}{edge(plain.lambda_, g['EASE']['lambda_'])}"]
+             f"{edge(knn.neighbors, kg['neighbors'])}, shrink {knn.shrink:g}"]
+    if plain is not None:
+        parts.append(f"EASE lambda {plain.lambda_:g}"
+                     f"{edge(plain.lambda_, g['EASE']['lambda_'])}")
     if weighted is not None:
         query = (f"half-life {weighted.half_life:g}, floor {weighted.floor:g}"
                  if weighted.half_life and weighted.floor < 1 else "unweighted query")
@@ -180,7 +186,9 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                  log: Callable[[str], None] | None = None, split: str | None = None
                  ) -> tuple[dict[str, dict[str, float]], dict[str, dict[int, float]]]:
     """Metrics of ``model`` (and MostPop; with ``baselines`` also ItemKNN and EASE tuned on a
-    validation split of train, and on a temporal split ``EASE+recency``, EASE with the
+    validation split of train (above ``DENSE_BASELINE_MAX_ITEMS`` items ItemKNN alone, on
+    ``LARGE_KNN_GRID``: EASE's dense matrix is out of reach there), and on a temporal split
+    ``EASE+recency``, EASE with the
     recency-weighted query of the default model's EASE part, tuned with plain EASE in one
     search over lambda, half-life and floor: ``tune_ease``) on a held-out split given as
     (users, items) index arrays.
@@ -213,12 +221,13 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                         user_vocab=model.user_vocab, item_vocab=model.item_vocab)
     curve_ks = sorted({k for k in (1, 5, 10, 20, 50, 100) if k <= model.n_items} | set(ks))
     methods: dict[str, Any] = {"model": model, "MostPop": MostPop().fit(train)}
-    if baselines and model.n_items > DENSE_BASELINE_MAX_ITEMS:
+    large = model.n_items > DENSE_BASELINE_MAX_ITEMS
+    if baselines and large:
         import warnings
-        warnings.warn(f"baselines: ItemKNN and EASE skipped: {model.n_items:,} items is more "
-                      f"than {DENSE_BASELINE_MAX_ITEMS:,} (they hold dense item x item "
-                      "matrices); MostPop only", stacklevel=2)
-    elif baselines:
+        warnings.warn(f"baselines: EASE skipped: {model.n_items:,} items is more than "
+                      f"{DENSE_BASELINE_MAX_ITEMS:,} (it holds a dense item x item matrix); "
+                      f"ItemKNN (sparse) is tuned on a smaller grid", stacklevel=2)
+    if baselines:
         kind = split or (getattr(model, "data_source", None) or {}).get("split")
         history = getattr(model, "_history", None)
         recency = getattr(model, "_seen_recency", None)  # runs saved before: None
@@ -233,7 +242,13 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
         why = (" (the run keeps no order of its training items)" if timed and on == "random"
                else " (each user's latest: the run keeps the order of its training items, "
                "not their times)" if kind == "global-temporal" else "")
-        names = "ItemKNN, EASE and EASE+recency" if on == "temporal" else "ItemKNN and EASE"
+        knn_grid = LARGE_KNN_GRID if large else BASELINE_GRIDS["ItemKNN"]
+        n_knn = int(np.prod([len(v) for v in knn_grid.values()]))
+        names = ("ItemKNN (" + "; ".join(f"{k} " + ", ".join(f"{v:g}" for v in vs)
+                                         for k, vs in knn_grid.items())
+                 + f": {n_knn} settings; EASE skipped above {DENSE_BASELINE_MAX_ITEMS:,}"
+                 " items)" if large else
+                 "ItemKNN, EASE and EASE+recency" if on == "temporal" else "ItemKNN and EASE")
         say(f"tuning {names} on a {on}{why} validation split of train "
             f"({model.n_items:,} items)")
         # the run's seed, as the model's own EASE part carved its validation split with it
@@ -257,18 +272,23 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
                     if tick is not None:
                         tick.stage = f"{name}, {what}"
                 return stage
-            knn = tune(ItemKNN, tuning, BASELINE_GRIDS["ItemKNN"], carve, split=on,
+            t_knn = time.perf_counter()
+            knn = tune(ItemKNN, tuning, knn_grid, carve, split=on,
                        stage=stager("ItemKNN")).best_config
-            # judged on what users do next (a temporal split): also EASE with the
-            # recency-weighted query of the default model's EASE part, from the same tune
-            own = getattr(model, "config", None)
-            recency = (recency_settings(getattr(own, "ease_half_lives", None),
-                                        getattr(own, "ease_floors", None))
-                       if on == "temporal" else ())
-            plain, weighted = tune_ease(tuning, carve, split=on, recency=recency,
-                                        stage=stager("EASE and EASE+recency" if recency
-                                                     else "EASE"))
-        say("tuned: " + chosen_settings(knn, plain, weighted))
+            t_knn = time.perf_counter() - t_knn
+            plain = weighted = None
+            if not large:
+                # judged on what users do next (a temporal split): also EASE with the
+                # recency-weighted query of the default model's EASE part, same tune
+                own = getattr(model, "config", None)
+                recency = (recency_settings(getattr(own, "ease_half_lives", None),
+                                            getattr(own, "ease_floors", None))
+                           if on == "temporal" else ())
+                plain, weighted = tune_ease(tuning, carve, split=on, recency=recency,
+                                            stage=stager("EASE and EASE+recency" if recency
+                                                         else "EASE"))
+        say("tuned: " + chosen_settings(knn, plain, weighted, knn_grid)
+            + (f" (ItemKNN's {n_knn} settings in {t_knn:.0f} s)" if large else ""))
         # each baseline is fitted on all of train just before it is scored, and let go
         # after: one [n_items, n_items] matrix in memory at a time (the plain EASE's is
         # reused for EASE+recency at the same lambda). `tuning`: the same pairs as train,
@@ -284,7 +304,8 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
             return last["EASE"]
 
         methods["ItemKNN"] = lambda: ItemKNN(knn).fit(tuning)
-        methods["EASE"] = lambda: ease(plain)
+        if plain is not None:
+            methods["EASE"] = lambda: ease(plain)
         if weighted is not None:
             methods["EASE+recency"] = lambda: ease(weighted)
     table: dict[str, dict[str, float]] = {}
