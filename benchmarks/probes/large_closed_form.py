@@ -12,7 +12,8 @@ test part (seen items excluded) four ways: the blend; its trained part alone (th
 preset as it is: the same trained tables and query; a blend's trained part is
 the trained part alone, scaled); its closed-form part alone; and the baselines that scale:
 MostPop, and ItemKNN on a sparse item-item matrix (cosine, 100 neighbours, no shrink:
-``twotower.evaluation.ItemKNN``'s defaults; that class holds a dense ``n x n`` matrix).
+``twotower.evaluation.ItemKNN``'s defaults; that class held a dense ``n x n`` matrix when
+this probe was written, and is sparse since 2026-12-07).
 
 Usage:
     python benchmarks/synthetic.py --rows 1_000_000 --users 30_000 --items 40_000 \\
