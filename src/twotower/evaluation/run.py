@@ -246,7 +246,7 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
         n_knn = int(np.prod([len(v) for v in knn_grid.values()]))
         names = ("ItemKNN (" + "; ".join(f"{k} " + ", ".join(f"{v:g}" for v in vs)
                                          for k, vs in knn_grid.items())
-                 + f": {n_knn} settings; EASE skipped above {DENSE_BASELINE_MAX_ITEMS:,}"
+                 + f": {n_knn} settings, the grid above {DENSE_BASELINE_MAX_ITEMS:,}"
                  " items)" if large else
                  "ItemKNN, EASE and EASE+recency" if on == "temporal" else "ItemKNN and EASE")
         say(f"tuning {names} on a {on}{why} validation split of train "
