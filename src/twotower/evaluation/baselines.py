@@ -371,11 +371,13 @@ class ItemKNN(_Baseline):
     ``S`` is a sparse ``[n_items, n_items]`` float32 CSR matrix of at most ``neighbors``
     entries per target item: the fit computes ``XᵀX`` a block of target columns at a time
     (about ``KNN_BLOCK_ENTRIES`` co-occurrence entries) and keeps each column's top
-    ``neighbors`` before the next block, and ``recommend`` ranks the non-zero scores of a
-    block of users (about ``KNN_BLOCK_ENTRIES`` of them), so memory grows with ``nnz(S)``
-    and the block, never with ``n_items²``. The lists are those of ranking every item's
-    score (``topk_excluding``): best first, ties and the zero-score items after the
-    scored ones by the lower index.
+    ``neighbors`` before the next block, and ``recommend`` ranks a block of users at a
+    time on their sparse scores (about ``KNN_BLOCK_ENTRIES`` of them), or on a dense
+    ``[rows, n_items]`` slab of that size where most items get a score
+    (``KNN_DENSE_SHARE``), so memory grows with ``nnz(S)`` and the block, never with
+    ``n_items²``. The lists are those of ranking every item's score
+    (``topk_excluding``): best first, ties and the zero-score items after the scored ones
+    by the lower index.
 
     Example:
         >>> from twotower import Interactions
