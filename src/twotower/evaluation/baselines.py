@@ -742,8 +742,9 @@ BASELINE_GRIDS: dict[str, dict[str, list[float]]] = {
 
 #: The ItemKNN grid ``twotower evaluate --baselines`` tunes above
 #: ``evaluation.run.DENSE_BASELINE_MAX_ITEMS`` items (EASE is skipped there): each setting
-#: is a fit on the validation split's train part and a scoring of its users, minutes at
-#: 100k items and a million rows (``benchmarks/probes/knn_large.py``).
+#: is a fit on the validation split's train part and a scoring of its users (the two took
+#: 35 s on 111,706 items and 1M rows, a shared host: ``benchmarks/probes/knn_large.py``,
+#: ``results/probe-knn-large-20261207-001934.txt``).
 LARGE_KNN_GRID: dict[str, list[float]] = {"neighbors": [100], "shrink": [0.0, 10.0]}
 
 
