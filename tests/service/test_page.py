@@ -439,7 +439,8 @@ def test_page_builds_a_new_user_from_clicked_items(history_page_run):
             assert "+ on an item" in page.locator("#build-note").text_content()
             # from the item search
             page.fill("#item-search", "Film 3")
-            page.locator(f'#search-results li[data-item-id="{base_id + 3}"] button').click()
+            page.locator(f'#search-results li[data-item-id="{base_id + 3}"] '
+                         "button.toggle").click()
             first = str(base_id + 3)
             _wait_ids(sync_api, page, "#recs li", answer([first]))
             assert page.locator("#recs-for").text_content() == "for the new user's 1 item"
@@ -451,7 +452,7 @@ def test_page_builds_a_new_user_from_clicked_items(history_page_run):
             page.locator("#recs li .title").first.click()
             page.locator("#similar li").nth(9).wait_for()
             third = next(i for i in _ids(page, "#similar li") if i not in (first, second))
-            page.focus(f'#similar li[data-item-id="{third}"] button')
+            page.focus(f'#similar li[data-item-id="{third}"] button.toggle')
             page.keyboard.press("Enter")
             history = [first, second, third]
             _wait_ids(sync_api, page, "#recs li", answer(history))
@@ -460,10 +461,10 @@ def test_page_builds_a_new_user_from_clicked_items(history_page_run):
             assert "3, oldest first" in page.locator("#history-count").text_content()
             assert page.locator("#history li .title").all_text_contents()[0] == "Film 3"
             # a listed item's button takes it out wherever it is shown
-            assert page.get_attribute(f'#similar li[data-item-id="{third}"] button',
+            assert page.get_attribute(f'#similar li[data-item-id="{third}"] button.toggle',
                                       "aria-label").startswith("remove ")
             # taken out of the new user's items: the list follows
-            page.locator(f'#history li[data-item-id="{second}"] button').click()
+            page.locator(f'#history li[data-item-id="{second}"] button.toggle').click()
             _wait_ids(sync_api, page, "#recs li", answer([first, third]))
             assert _ids(page, "#history li") == [first, third]
             # the Top selector asks again at once
@@ -474,7 +475,8 @@ def test_page_builds_a_new_user_from_clicked_items(history_page_run):
             page.click("#clear-built")
             page.wait_for_function("document.querySelectorAll('#history li').length === 0")
             page.fill("#item-search", "Film 99")
-            page.locator(f'#search-results li[data-item-id="{base_id + 99}"] button').click()
+            page.locator(f'#search-results li[data-item-id="{base_id + 99}"] '
+                         "button.toggle").click()
             page.wait_for_selector("#error:not([hidden])")
             error = page.locator("#error").text_content()
             assert '"Film 99"' in error and str(base_id + 99) in error, error
@@ -488,8 +490,8 @@ def test_page_builds_a_new_user_from_clicked_items(history_page_run):
             assert page.locator("#clear-built").is_hidden()
             assert page.locator("#error").is_hidden()
             assert page.get_attribute(f'#search-results li[data-item-id="{base_id + 99}"] '
-                                      "button", "aria-label").startswith("add ")
-            assert not page.locator("#history li button").count()  # their items are theirs
+                                      "button.toggle", "aria-label").startswith("add ")
+            assert not page.locator("#history li button.toggle").count()  # their items are theirs
             assert not errors, errors
             assert not outside, f"the page fetched outside the service: {outside}"
     finally:
@@ -514,3 +516,53 @@ def test_a_run_that_reads_no_history_offers_no_new_user(live_server):
         assert page.locator("button.toggle").count() == 0
         assert page.locator("#clear-built").is_hidden()
         assert not errors, errors
+
+
+def test_item_names_are_reached_by_tab_and_open_similar_items(live_server):
+    """An item's name was a span: Tab never reached it, so a keyboard user had no way to
+    an item's similar items. It is a button now, looking as the text did."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, app = live_server
+    expected = _expected_titles(app, 42)
+    focused = "document.activeElement.textContent"
+    with _page(sync_api, base) as (page, errors):
+        page.fill("#user-id", "42")
+        page.click("#go")
+        page.locator("#recs li").nth(9).wait_for()
+        # from the search box, Tab reaches the first hit's name; Enter opens it
+        page.fill("#item-search", "star wars")
+        page.wait_for_function("document.querySelectorAll('#search-results li').length === 1")
+        page.focus("#item-search")
+        page.keyboard.press("Tab")
+        assert page.evaluate(focused) == "Star Wars (1977)"
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.getElementById('similar-to').textContent"
+                               " === 'to Star Wars (1977)'")
+        page.locator("#similar li").nth(9).wait_for()
+        # from one recommendation's name to the next's (no + here); Space opens it
+        page.locator("#recs li .title").first.focus()
+        assert page.evaluate(focused) == expected[0]
+        page.keyboard.press("Tab")
+        assert page.evaluate(focused) == expected[1]
+        page.keyboard.press(" ")
+        page.wait_for_function("([t]) => document.getElementById('similar-to').textContent"
+                               " === 'to ' + t", arg=[expected[1]])
+        # the similar items' and the user's items' names are reached the same way
+        for where in ("#similar", "#history"):
+            name = page.locator(f"{where} li .title").first
+            name.focus()
+            assert page.evaluate(focused) == name.text_content()
+        # the look is the text's: no button face, the row's colour and font
+        look = page.eval_on_selector("#recs li .title", """t => {
+            const s = getComputedStyle(t), row = getComputedStyle(t.parentElement);
+            return [s.backgroundColor, s.borderTopWidth, s.color === row.color,
+                    s.fontSize === row.fontSize, s.textAlign];
+        }""")
+        assert look == ["rgba(0, 0, 0, 0)", "0px", True, True, "left"], look
+        # the mouse, anywhere on the row, as before
+        page.locator("#recs li .score").nth(2).click()
+        page.wait_for_function("([t]) => document.getElementById('similar-to').textContent"
+                               " === 'to ' + t", arg=[expected[2]])
+        assert page.locator("#error").is_hidden()
+        assert not errors, errors
+

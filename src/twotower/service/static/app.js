@@ -90,7 +90,10 @@ function fillList(list, items, withScore, toggle) {
   for (const it of items) {
     const li = document.createElement("li");
     li.dataset.itemId = String(it.item_id);
-    const title = document.createElement("span");
+    // the name is a button, so Tab reaches it and Enter or Space opens its similar items
+    // (its click reaches the row's listener below, as a click anywhere on the row does)
+    const title = document.createElement("button");
+    title.type = "button";
     title.className = "title";
     title.textContent = it.title;
     li.append(title);
