@@ -515,6 +515,19 @@ def test_a_run_that_reads_no_history_offers_no_new_user(live_server):
         page.wait_for_function("document.querySelectorAll('#search-results li').length === 1")
         assert page.locator("button.toggle").count() == 0
         assert page.locator("#clear-built").is_hidden()
+        # a link with a new user's items (from a run that reads histories): said, and the
+        # page still works
+        _open(page, f"{base}/?history=50,172")
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.locator("#error").text_content() == (
+            "the address's history (2 items): this run's query tower ('id') reads no "
+            "history, so it makes no new user from items")
+        assert page.locator("#history li").count() == 0
+        assert page.locator("#clear-built").is_hidden()
+        page.fill("#user-id", "42")
+        page.click("#go")
+        page.locator("#recs li").nth(9).wait_for()
+        assert page.locator("#error").is_hidden()
         assert not errors, errors
 
 
@@ -566,3 +579,90 @@ def test_item_names_are_reached_by_tab_and_open_similar_items(live_server):
         assert page.locator("#error").is_hidden()
         assert not errors, errors
 
+
+def _open(page, url):
+    page.goto(url)
+    page.locator("#model-info", has_text="@").wait_for()
+
+
+def test_page_keeps_a_new_users_items_in_its_address(history_page_run):
+    """A new user built by clicks was lost on reload and could not be shared (a user id is
+    kept as ?user=): the items are kept as ?history=, and loading it shows the same."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import httpx
+    base_id = 2**53
+    gen = _serve(history_page_run)
+    base, _ = next(gen)
+
+    def answer(item_ids):
+        r = httpx.post(f"{base}/v1/recommendations/by-history",
+                       json={"item_ids": item_ids, "k": 10, "exclude_history": True})
+        assert r.status_code == 200, r.text
+        return [str(it["item_id"]) for it in r.json()["items"]]
+
+    def shown(page):
+        return {s: page.locator(s).text_content() for s in ("#history-count", "#recs-for")} | {
+            "history": _ids(page, "#history li"), "recs": _ids(page, "#recs li"),
+            "titles": page.locator("#history li .title").all_text_contents(),
+            "rec titles": page.locator("#recs li .title").all_text_contents()}
+
+    try:
+        with _page(sync_api, base) as (page, errors):
+            built = [str(base_id + j) for j in (3, 17, 8)]
+            for j, item in zip((3, 17, 8), built):
+                page.fill("#item-search", f"Film {j}")
+                page.locator(f'#search-results li[data-item-id="{item}"] button.toggle').click()
+            _wait_ids(sync_api, page, "#recs li", answer(built))
+            by_clicks = shown(page)
+            assert page.url == f"{base}/?history={','.join(built)}"  # oldest first
+            # a reload, or the link opened elsewhere: the same items and list
+            _open(page, page.url)
+            _wait_ids(sync_api, page, "#recs li", by_clicks["recs"])
+            assert shown(page) == by_clicks
+            assert page.locator("#error").is_hidden()
+            assert page.locator("#clear-built").is_visible()
+            assert page.get_attribute("#history li button.toggle",
+                                      "aria-label").startswith("remove ")
+            # changes follow in the address; a user id replaces it
+            page.locator(f'#history li[data-item-id="{built[1]}"] button.toggle').click()
+            _wait_ids(sync_api, page, "#recs li", answer([built[0], built[2]]))
+            assert page.url == f"{base}/?history={built[0]},{built[2]}"
+            page.fill("#user-id", "u3")
+            page.click("#go")
+            page.wait_for_function("document.getElementById('recs-for').textContent"
+                                   " === 'for user u3'")
+            assert page.url == f"{base}/?user=u3"
+            # both in an address (written by hand): the user id
+            _open(page, f"{base}/?history={built[0]}&user=u3")
+            page.wait_for_function("document.getElementById('recs-for').textContent"
+                                   " === 'for user u3'")
+            assert page.url == f"{base}/?user=u3"
+            assert page.locator("#clear-built").is_hidden()
+
+            # ids the run does not know (one holding a comma, URL-encoded): the endpoint's
+            # error; they are listed, and taking them out gives the known one's list
+            _open(page, f"{base}/?history={built[0]},a%2Cb,nope")
+            page.wait_for_selector("#error:not([hidden])")
+            error = page.locator("#error").text_content()
+            assert "unknown item ids 'a,b', 'nope' (2 of 3)" in error, error
+            assert _ids(page, "#history li") == [built[0], "a,b", "nope"]
+            assert page.url == f"{base}/?history={built[0]},a%2Cb,nope"
+            for item in ("a,b", "nope"):
+                page.locator(f'#history li[data-item-id="{item}"] button.toggle').click()
+            _wait_ids(sync_api, page, "#recs li", answer([built[0]]))
+            assert page.locator("#error").is_hidden()
+            assert page.url == f"{base}/?history={built[0]}"
+
+            # text that is not URL-encoded: said, naming the parameter; the page still works
+            _open(page, f"{base}/?history={built[0]},%E0%A4")
+            page.wait_for_selector("#error:not([hidden])")
+            error = page.locator("#error").text_content()
+            assert error.startswith("the address's history: \"%E0%A4\" (item 2) is not"), error
+            assert "?history=50,172,181" in error, error
+            page.fill("#item-search", "Film 3")
+            page.locator(f'#search-results li[data-item-id="{built[0]}"] button.toggle').click()
+            _wait_ids(sync_api, page, "#recs li", answer([built[0]]))
+            assert page.locator("#error").is_hidden()
+            assert not errors, errors
+    finally:
+        next(gen, None)

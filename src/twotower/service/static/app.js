@@ -122,11 +122,50 @@ function fillList(list, items, withScore, toggle) {
   }
 }
 
+// The new user's items in the address, so a reload or a shared link shows them again:
+// ?history=ID,ID,... oldest first, each id URL-encoded (an id holding "," stays one id).
+const historyQuery = (items) =>
+  `?history=${items.map((it) => encodeURIComponent(key(it.item_id))).join(",")}`;
+
+// the ids of the address's ?history= (its first), null without one; empty parts are
+// skipped, "+" reads as a space (as in ?user=); text that is not URL-encoded: an error
+// naming the parameter and the form expected
+function historyFromAddress(search) {
+  const part = search.replace(/^\?/, "").split("&")
+    .find((p) => p === "history" || p.startsWith("history="));
+  if (part === undefined) return null;
+  const ids = [];
+  for (const raw of part.slice("history=".length).split(",")) {
+    if (!raw) continue;
+    try {
+      ids.push(decodeURIComponent(raw.replace(/\+/g, " ")));
+    } catch (_) {
+      throw new Error(`the address's history: "${raw}" (item ${ids.length + 1}) is not ` +
+        "URL-encoded text; expected item ids, each URL-encoded, separated by commas, " +
+        "oldest first (e.g. ?history=50,172,181)");
+    }
+  }
+  return ids;
+}
+
+// a new user from the address: titles from /v1/item (an id it does not answer keeps the id
+// as its title: by-history's error then names it, and − takes it out), then asked as when
+// built by clicks
+async function restoreBuilt(ids) {
+  const ctl = begin("user");  // a user id asked meanwhile wins
+  const refs = await Promise.all(ids.map((id) =>
+    api(`/v1/item?${new URLSearchParams({ item_id: id })}`, ctl.signal)
+      .then((m) => ({ item_id: m.item_id, title: m.title }), () => ({ item_id: id, title: id }))));
+  if (stale("user", ctl)) return;
+  built = refs.filter((it, j) => refs.findIndex((o) => key(o.item_id) === key(it.item_id)) === j);
+  $("user-id").value = "";
+  showBuilt();
+}
+
 function toggleBuilt(itemId, title) {
   if (built === null) {  // the new-user mode starts: the user id's lists go
     built = [];
     $("user-id").value = "";
-    history.replaceState(null, "", location.pathname);
   }
   built = isBuilt(itemId) ? built.filter((it) => key(it.item_id) !== key(itemId))
     : [...built, { item_id: itemId, title }];
@@ -144,6 +183,7 @@ async function showBuilt() {
     : "(a new user: none yet; + on an item adds it)";
   $("clear-built").hidden = false;
   markToggles();
+  history.replaceState(null, "", n ? historyQuery(built) : location.pathname);
   const heading = `for the new user's ${n} item${n === 1 ? "" : "s"}`;
   if (!n) {
     $("recs").replaceChildren();
@@ -169,6 +209,7 @@ async function showBuilt() {
 function leaveBuilt() {
   if (built === null) return;
   built = null;
+  history.replaceState(null, "", location.pathname);  // a user id's comes when it is shown
   $("clear-built").hidden = true;
   markToggles();
 }
@@ -322,6 +363,7 @@ async function init() {
     $(id).addEventListener("change", () => { if (built !== null) showBuilt(); });
   }
   let nUsers = 0;
+  let noHistory = null;  // why this run makes no new user from items (once /v1/model says)
   $("random-user").addEventListener("click", async () => {
     if (!nUsers) return;
     const ctl = begin("user");  // a later click, or a submitted id, wins over this one
@@ -353,17 +395,27 @@ async function init() {
     if (!$("k").options.length) $("k").add(new Option(String(most)));
     nUsers = m.n_users;
     canBuild = m.supports_history === true;
+    if (!canBuild) noHistory = `this run's query tower ('${(m.config || {}).query_tower}') ` +
+      "reads no history";
     $("build-note").textContent = canBuild
       ? "+ on an item adds it to a new user's items: their recommendations follow."
-      : `No new user from clicked items: this run's query tower ` +
-        `('${(m.config || {}).query_tower}') reads no history.`;
+      : `No new user from clicked items: ${noHistory}.`;
     $("build-note").hidden = false;
     suggestUsers();
     const first = await api("/v1/users?offset=0&limit=1");  // an example of this run's ids
     if (first.user_ids.length) $("user-id").placeholder = `e.g. ${first.user_ids[0]}`;
   } catch (err) { showError(err); }
+  // the address: a user id (?user=), else a new user's items (?history=)
   const fromUrl = new URLSearchParams(location.search).get("user");
-  if (fromUrl) { $("user-id").value = fromUrl; showUser(fromUrl); }
+  if (fromUrl) { $("user-id").value = fromUrl; showUser(fromUrl); return; }
+  let ids = null;
+  try { ids = historyFromAddress(location.search); } catch (err) { showError(err); }
+  if (ids && ids.length && noHistory) {  // a link from another run: said, not shown
+    showError(`the address's history (${ids.length} item${ids.length === 1 ? "" : "s"}): ` +
+              `${noHistory}, so it makes no new user from items`);
+  } else if (ids && ids.length) {
+    restoreBuilt(ids);
+  }
 }
 
 init();
