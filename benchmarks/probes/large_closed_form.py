@@ -12,8 +12,11 @@ test part (seen items excluded) four ways: the blend; its trained part alone (th
 preset as it is: the same trained tables and query; a blend's trained part is
 the trained part alone, scaled); its closed-form part alone; and the baselines that scale:
 MostPop, and ItemKNN on a sparse item-item matrix (cosine, 100 neighbours, no shrink:
-``twotower.evaluation.ItemKNN``'s defaults; that class held a dense ``n x n`` matrix when
-this probe was written, and is sparse since 2026-12-07).
+``twotower.evaluation.ItemKNN`` with its defaults). That class held a dense ``n x n``
+matrix when this probe was written, so the probe kept its own sparse copy of the same
+definition (ties among a target's neighbours kept arbitrarily, where the library keeps the
+lower index); the results committed before 2026-12-07 (``probe-large-closed-form-20261206-*``)
+came from that copy. Since the library's is sparse too, the probe uses it.
 
 Usage:
     python benchmarks/synthetic.py --rows 1_000_000 --users 30_000 --items 40_000 \\
@@ -36,13 +39,12 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _results import RESULTS, claim, stamp  # noqa: E402
 
 from twotower.data import make_split, read_interactions  # noqa: E402
-from twotower.evaluation import MostPop, recommend_and_evaluate  # noqa: E402
+from twotower.evaluation import ItemKNN, MostPop, recommend_and_evaluate  # noqa: E402
 from twotower.evaluation.baselines import topk_excluding  # noqa: E402
 from twotower.models import ModelConfig, TwoTower  # noqa: E402
 
@@ -65,40 +67,6 @@ class _Part:
             s = m._ease_query(m._history[users], lin.query_table, lin.half_life,
                               lin.floor) @ lin.item_table.T
         return topk_excluding(np.asarray(s, dtype=np.float32), k, exclude)
-
-
-class SparseItemKNN:
-    """Cosine ItemKNN, ``neighbors`` per target item, on a sparse item-item matrix."""
-
-    def __init__(self, neighbors: int = 100) -> None:
-        self.neighbors = neighbors
-
-    def fit(self, train):
-        x = train.to_csr().astype(np.float32)
-        x.data[:] = 1.0
-        self.x = x
-        g = (x.T @ x).tocsc()
-        norms = np.sqrt(g.diagonal()).astype(np.float32)
-        g.setdiag(0.0)
-        g.eliminate_zeros()
-        rows, cols, vals = [], [], []
-        for j in range(g.shape[1]):
-            lo, hi = g.indptr[j], g.indptr[j + 1]
-            idx, v = g.indices[lo:hi], g.data[lo:hi] / (norms[g.indices[lo:hi]] * norms[j]
-                                                         + 1e-12)
-            if len(v) > self.neighbors:
-                keep = np.argpartition(-v, self.neighbors)[:self.neighbors]
-                idx, v = idx[keep], v[keep]
-            rows.append(idx)
-            cols.append(np.full(len(idx), j))
-            vals.append(v)
-        self.sim = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows),
-                                                         np.concatenate(cols))), shape=g.shape)
-        return self
-
-    def recommend(self, users, k, exclude=None):
-        s = (self.x[np.asarray(users)] @ self.sim).toarray()
-        return topk_excluding(s.astype(np.float32), k, exclude)
 
 
 def _keep(m):
@@ -129,7 +97,7 @@ def run(name, data, splits, seeds, say, max_items=None):
                     "closed-form part alone": _Part(model, "linear")}
             t0 = time.perf_counter()
             recs["MostPop"] = MostPop().fit(sp_.train)
-            recs["ItemKNN (sparse)"] = SparseItemKNN().fit(sp_.train)
+            recs["ItemKNN (sparse)"] = ItemKNN().fit(sp_.train)
             say(f"    baselines fitted in {time.perf_counter() - t0:.0f} s")
             for method, rec in recs.items():
                 m = recommend_and_evaluate(rec, sp_.train, sp_.test, KS)
