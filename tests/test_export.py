@@ -403,3 +403,30 @@ def test_keras_history_of_an_id_tower_says_so_before_asking_for_indices(capsys, 
     code, _, err = run(capsys, "export", tmp_path / "run", "--keras", "--history",
                        "--out", tmp_path / "m.keras")
     assert code == 2 and "query tower is 'id'" in err and "--ids indices" not in err, err
+
+
+def test_the_run_may_follow_items_or_users_as_before_they_took_a_file(capsys, tutorial_run,
+                                                                      tmp_path):
+    """``export --items RUN --out F`` (the order that worked before ``--items`` took an
+    optional FILE) exports the run's every item, as ``export RUN --items`` does; with the run
+    first (or after the FILE), ``--items FILE`` is still the file. No run at all is named."""
+    model, run_dir = tutorial_run
+    for flag in ("--items", "--users"):
+        code, _, err = run(capsys, "export", flag, run_dir, "--out", tmp_path / "late.npz")
+        assert code == 0, err
+        assert run(capsys, "export", run_dir, flag, "--out", tmp_path / "first.npz")[0] == 0
+        late, first = _read(tmp_path / "late.npz"), _read(tmp_path / "first.npz")
+        assert len(late[0]) == len(first[0]) > 100
+        np.testing.assert_array_equal(late[0], first[0])
+        np.testing.assert_array_equal(late[2], first[2])
+    items = [str(i) for i in model.item_vocab.ids[[5, 1]]]
+    (tmp_path / "items.txt").write_text("\n".join(items) + "\n")
+    for argv in ((run_dir, "--items", tmp_path / "items.txt"),
+                 ("--items", tmp_path / "items.txt", run_dir)):
+        code, _, err = run(capsys, "export", *argv, "--out", tmp_path / "some.npz")
+        assert code == 0, err
+        assert [str(i) for i in _read(tmp_path / "some.npz")[0]] == items
+    code, _, err = run(capsys, "export", "--keras", "--out", tmp_path / "m.keras")
+    assert code == 2 and "the following arguments are required: run" in err, err
+    code, out, _ = run(capsys, "export", "-h")
+    assert code == 0 and "usage: twotower export [-h] run (--items [FILE] |" in out, out

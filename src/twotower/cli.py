@@ -1576,8 +1576,24 @@ def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -
                 flat.to_csv(tmp, index=False)
 
 
+def _export_run(args: argparse.Namespace) -> None:
+    """The run directory of ``export``: ``export --items RUN --out F`` (the order that
+    worked before ``--items``/``--users`` took an optional FILE) reaches here with the run
+    as the flag's FILE and no run: the flag alone was meant, as no other run is given."""
+    if args.run is not None:
+        return
+    name = "items" if isinstance(args.items, str) else "users"
+    given = getattr(args, name)
+    if not isinstance(given, str) or not given.strip():
+        raise ConfigError("the following arguments are required: run (a run directory, "
+                          "`twotower train --out`)")
+    args.run = given
+    setattr(args, name, True)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from twotower.artifacts import embeddings_format
+    _export_run(args)
     _check_output(args.out, "--out")  # before the work
     if args.keras:
         return _export_keras(args)
@@ -2205,6 +2221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser(
         "export", help="write a run's item or user vectors with their ids",
+        usage="%(prog)s [-h] run (--items [FILE] | --users [FILE] | --keras) [-k K]\n"
+              + " " * 23 + "[--include-seen] [--history] [--ids {external,indices}]\n"
+              + " " * 23 + "[--vectors {served,tower}] --out OUT",  # (argparse: [run])
         description="Write a run's item (candidate) or user (query) vectors with their "
                     "external ids, for a vector database or another system. With --vectors "
                     "served (the default) an exported user vector dotted with an exported "
@@ -2219,7 +2238,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "(their dot product is the trained part's score alone). Items: one row "
                     "per item of the catalogue; those in no list the run gives (never "
                     "trained) have listed false. Users: the users the run trained on.")
-    x.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
+    # (optional to argparse only: `export --items RUN` gives the run to --items as its FILE;
+    # cmd_export takes it back, `_export_run`)
+    x.add_argument("run", type=_path, nargs="?",
+                   help="a run directory (`twotower train --out`); required")
     which = x.add_mutually_exclusive_group(required=True)
     which.add_argument("--items", nargs="?", const=True, metavar="FILE",
                        help="the item vectors: columns item_id, listed, vector; with FILE "
