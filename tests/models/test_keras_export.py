@@ -349,3 +349,62 @@ def test_a_seen_table_too_large_is_refused_with_the_way_out(default_model, monke
                                           "pass exclude_seen=False"):
         default_model.to_keras(5)
     assert default_model.to_keras(5, exclude_seen=False).get_layer("retrieval").seen is None
+
+
+class _WatchedOps:
+    """``keras.ops`` recording the largest integer each call returns (eager JAX arrays)."""
+
+    def __init__(self) -> None:
+        from keras import ops
+        self.ops, self.largest = ops, {}
+
+    def __getattr__(self, name: str):
+        f = getattr(self.ops, name)
+
+        def call(*args, **kwargs):
+            out = f(*args, **kwargs)
+            for v in out if isinstance(out, (tuple, list)) else (out,):
+                v = np.asarray(v)
+                if v.dtype.kind in "iu" and v.size:
+                    self.largest[name] = max(self.largest.get(name, 0), int(np.abs(v).max()))
+            return out
+        return call
+
+
+def test_the_layers_index_no_flat_batch_by_catalogue_table(monkeypatch):
+    """Every integer the retrieval layers compute indexes one axis (a batch row, a history
+    place, an item + 1): none is a flat (row, item) index, which passes int32 once
+    batch x (n_items + 1) >= 2**31 (the history layer's latest-place segments did). And an
+    item given twice counts at its latest place, as before."""
+    import twotower.models.keras_layers as kl
+    n, b, t, k = 40, 3, 6, 5
+    rng = np.random.default_rng(0)
+    hist = kl.HistoryRetrieval(n, 4, k, length=3, pool_dim=4, name="retrieval")
+    hist.build()
+    hist.history_table.assign(rng.normal(size=(n + 1, 4)).astype(np.float32))
+    hist.pool_weights.assign(np.array([1.0, 0.5, 0.25], np.float32))
+    hist.candidates.assign(rng.normal(size=(n, 4)).astype(np.float32))
+    for table in (hist.poolable, hist.listable):
+        table.assign(np.ones(n, np.float32))
+    top = kl.TopKRetrieval(7, n, 4, k, seen_width=t, name="retrieval")
+    top.build()
+    top.queries.assign(rng.normal(size=(7, 4)).astype(np.float32))
+    top.candidates.assign(rng.normal(size=(n, 4)).astype(np.float32))
+    for table, size in ((top.servable, 7), (top.listable, n)):
+        table.assign(np.ones(size, np.float32))
+    top.seen.assign(rng.integers(0, n + 1, (7, t)).astype(np.int32))
+    watched = _WatchedOps()
+    monkeypatch.setattr(kl, "ops", watched)
+    histories = np.array([[3, 7, 3, 9, PAD, PAD], [39, 38, 37, 36, 35, 39], [PAD] * 6])
+    scores, items = (np.asarray(v) for v in hist(histories.astype(np.int32)))
+    top(np.array([0, 6, 2], np.int32))
+    assert max(watched.largest.values()) <= max(b, t, n + 1, k), watched.largest
+    # [3, 7, 3, 9] pools 9, 3, 7 (latest first); [39, 38, 37, 36, 35, 39] 39, 35, 36
+    table, cand = np.asarray(hist.history_table), np.asarray(hist.candidates)
+    for row, pooled in ((0, [9, 3, 7]), (1, [39, 35, 36])):
+        w = np.array([1.0, 0.5, 0.25], np.float32)
+        ref = (w @ table[np.array(pooled) + 1]) / np.sqrt(w.sum()) @ cand.T
+        ref[histories[row][histories[row] >= 0]] = -np.inf  # the history's items left out
+        best = np.argsort(-ref, kind="stable")[:k]
+        assert items[row].tolist() == best.tolist()
+        np.testing.assert_allclose(scores[row], ref[best], rtol=1e-5)

@@ -283,13 +283,17 @@ class HistoryRetrieval(_Vocabularies, keras.layers.Layer):
         item = ops.logical_and(history >= 0, history < n)  # (take would clamp)
         usable = ops.logical_and(item, ops.take(self.poolable, ops.where(item, history, 0)) > 0)
         col = ops.where(usable, history + 1, 0)  # [B, T] table rows, 0 = not pooled
-        # an item's latest place: the largest position per (row, item), one segment each
-        pos = ops.repeat(ops.expand_dims(ops.arange(t, dtype="int32"), 0), b, axis=0)
-        segment = ops.reshape(ops.expand_dims(ops.arange(b, dtype="int32") * (n + 1), 1)
-                              + col, (-1,))
-        latest = ops.segment_max(ops.reshape(pos, (-1,)), segment, num_segments=b * (n + 1))
-        last = ops.logical_and(usable, ops.reshape(ops.take(latest, segment), (b, t)) == pos)
-        last = ops.cast(last, "int32")
+        # an item's latest place, row by row: a stable sort of each row by table row puts
+        # an item's places side by side, oldest first, and the last of each run is the
+        # latest. (Not one segment per (row, item): its int32 id, row * (n + 1) + col,
+        # passed 2**31 once B x (n + 1) did.) ops.argsort is stable on JAX (jnp.argsort)
+        # and torch (Keras asks for it).
+        order = ops.argsort(col, axis=1)
+        run = ops.take_along_axis(col, order, axis=1)
+        ends = ops.concatenate([ops.not_equal(run[:, 1:], run[:, :-1]),
+                                ops.ones((b, min(t, 1)), "bool")], axis=1)
+        last = ops.take_along_axis(ends, ops.argsort(order, axis=1), axis=1)
+        last = ops.cast(ops.logical_and(usable, last), "int32")
         # rank 0 = the latest distinct item: how many distinct items come after this one
         rank = ops.sum(last, axis=1, keepdims=True) - ops.cumsum(last, axis=1)
         pooled = ops.logical_and(last > 0, rank < self.length)
