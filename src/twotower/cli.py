@@ -1450,8 +1450,9 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray | None,
                        deny: np.ndarray | None) -> int:
-    """``recommend --history 50,172,181``: a new user's list from the items they had
-    (``TwoTower.recommend_from_history_ids``), printed as ``--user``'s or one JSON line."""
+    """``recommend --history 50,172,181``: a new user's list from the items they had (as
+    ``TwoTower.recommend_from_history_ids`` gives it), printed as ``--user``'s or one JSON
+    line."""
     from twotower.data.vocabulary import plain_id
     from twotower.errors import UnknownIdError
     try:  # a query tower that reads no history (only this error is --history's)
@@ -1470,13 +1471,13 @@ def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray |
     if not (np.asarray(model.item_popularity)[idx] > 0).any():
         raise UnknownIdError(f"--history: none of its {len(ids):,} items has training "
                              "interactions, so the model has no query to build from it")
+    # the ids are checked and mapped here, once: the index path of recommend_from_history_ids
+    scores, top = model.recommend_from_history(
+        [idx], args.k, None if args.include_seen else [idx], allow=allow, deny=deny)
     external = model.item_vocab.ids[idx].tolist()
-    scores, top = model.recommend_from_history_ids(
-        [external], args.k, exclude_history=not args.include_seen,
-        allow=None if allow is None else model.item_vocab.ids[allow],
-        deny=None if deny is None else model.item_vocab.ids[deny])
-    rows = [(plain_id(i), str(model.titles_of([i])[0]), round(float(sc), 6))
-            for sc, i in zip(scores[0], top[0]) if i is not None]
+    listed = top[0][top[0] >= 0]
+    rows = [(plain_id(i), str(t), round(float(sc), 6)) for i, t, sc in
+            zip(model.item_vocab.ids[listed], model.titles(listed), scores[0])]
     if args.json:
         print(_json({"history": [plain_id(i) for i in external],
                      "items": [{"item_id": i, "title": t, "score": sc} for i, t, sc in rows]},
