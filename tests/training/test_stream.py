@@ -328,6 +328,112 @@ def test_shuffle_mixes_record_batches_as_large_as_the_buffer():
     assert max(len(o["src"]) for o in out[:-1]) <= buffer // 4  # the last: the flush
 
 
+class _ChoiceSlots:
+    """The slots ``shuffle_chunks`` drew before ``_SlotPicker``: uniformly random distinct
+    slots, in random order, drawn afresh for every piece (the reference for mixing)."""
+
+    def __init__(self, rng, n):
+        self.rng, self.n = rng, n
+
+    def __call__(self, r):
+        return self.rng.choice(self.n, r, replace=False)
+
+
+class _QuarterSlots(_ChoiceSlots):
+    """Weak: one permutation's quarters in turn (each row comes back 4 pieces later, in
+    the order it came in)."""
+
+    def __call__(self, r):
+        if not hasattr(self, "perm"):
+            self.perm, self.k = self.rng.permutation(self.n), 0
+        q, self.k = self.k % 4, self.k + 1
+        return self.perm[q * (self.n // 4):q * (self.n // 4) + r]
+
+
+class _SortedSlots(_ChoiceSlots):
+    """Weak: the right slots in slot order (rows of one piece leave in the order they came)."""
+
+    def __call__(self, r):
+        return np.sort(super().__call__(r))
+
+
+def _mixing(monkeypatch, picker=None, n=200_000, chunk=5000, buffer=8192, window=256):
+    """How a synthetic stream of ``n`` rows (record batches of ``chunk``) comes out of
+    ``shuffle_chunks`` with ``picker`` as its slot chooser (None: the product's), over 4
+    seeds: the quantiles of each row's displacement (output position - input position, in
+    buffers), the share of rows read one after the other that come out within 8 positions,
+    the share that come out in the same ``window`` of rows (a training batch), and the
+    mean |rank correlation| of input and output order inside each window."""
+    from twotower.training import stream
+    if picker is not None:
+        monkeypatch.setattr(stream, "_SlotPicker", picker)
+    q, near, together, rho = [], [], [], []
+    for seed in range(4):
+        out = np.concatenate([c["x"] for c in shuffle_chunks(
+            ({"x": np.arange(s, min(s + chunk, n))} for s in range(0, n, chunk)),
+            buffer, seed)])
+        np.testing.assert_array_equal(np.sort(out), np.arange(n))  # every row once
+        at = np.empty(n, dtype=np.int64)
+        at[out] = np.arange(n)
+        body = np.arange(n) < n - 2 * buffer  # not the final flush
+        q.append(np.quantile((at - np.arange(n))[body] / buffer, [0.1, 0.5, 0.9, 0.99]))
+        near.append(np.mean(np.abs(np.diff(at[body])) <= 8))
+        together.append(np.mean(np.diff(at[body] // window) == 0))
+        ranks = np.argsort(np.argsort(out[:n // window * window].reshape(-1, window),
+                                      axis=1), axis=1)
+        rho.append(np.mean(np.abs([np.corrcoef(np.arange(window), r)[0, 1] for r in ranks])))
+    monkeypatch.undo()
+    return {"q": np.mean(q, axis=0), "near": np.mean(near), "together": np.mean(together),
+            "rho": np.mean(rho)}
+
+
+def _unlike(got, ref):
+    """What of ``got`` is not within tolerance of ``ref`` (seed noise, 4 seeds: quantiles
+    +-0.01 buffer, shares +-0.0005, |rho| +-0.003; the bounds allow 5-10x that)."""
+    bad = []
+    if np.abs(got["q"] - ref["q"]).max() > 0.05:
+        bad.append(f"displacement quantiles {got['q'].round(3)} vs {ref['q'].round(3)}")
+    for k, tol in (("near", 0.002), ("together", 0.005), ("rho", 0.015)):
+        if abs(got[k] - ref[k]) > tol:
+            bad.append(f"{k} {got[k]:.4f} vs {ref[k]:.4f}")
+    return bad
+
+
+def test_shuffle_mixes_as_much_as_fresh_random_slots_for_every_piece(monkeypatch):
+    """``_SlotPicker`` (windows of a permutation, shifted) moves rows as far, and keeps
+    rows read together as far apart in the output, as ``rng.choice`` per piece did."""
+    ref = _mixing(monkeypatch, _ChoiceSlots)
+    assert ref["near"] < 0.005 and ref["rho"] < 0.1  # the reference is well mixed
+    assert _unlike(_mixing(monkeypatch), ref) == []
+
+
+@pytest.mark.parametrize("weak", [_QuarterSlots, _SortedSlots])
+def test_the_mixing_check_refuses_a_weak_choice_of_slots(monkeypatch, weak):
+    assert _unlike(_mixing(monkeypatch, weak), _mixing(monkeypatch, _ChoiceSlots))
+
+
+def test_slot_picker_slots_are_distinct_uniform_and_seeded():
+    """Every slot equally likely per piece, distinct inside a piece, at any buffer size
+    (windows that wrap), the same for the same seed; fresh permutations every
+    ``_PERM_PIECES`` pieces."""
+    from twotower.training.stream import _PERM_PIECES, _SlotPicker
+    for n in (1024, 1031, 8192):
+        pick = _SlotPicker(np.random.default_rng(0), n)
+        hits = np.zeros(n)
+        pieces = 2 * _PERM_PIECES + 3
+        for _ in range(pieces):
+            pos = pick(n // 4)
+            assert len(np.unique(pos)) == n // 4 and pos.min() >= 0 and pos.max() < n
+            hits[pos] += 1
+        # binomial(pieces, ~1/4) per slot: sd ~5 at 131 pieces
+        share = (n // 4) / n
+        assert abs(hits.mean() - pieces * share) < 1e-9 and hits.std() < 1.3 * np.sqrt(
+            pieces * share * (1 - share))
+        again = _SlotPicker(np.random.default_rng(0), n)
+        np.testing.assert_array_equal(again(n // 4), _SlotPicker(np.random.default_rng(0),
+                                                                  n)(n // 4))
+
+
 @pytest.mark.parametrize("objective", ["mse", "sampled_softmax"])
 def test_model_inputs_match_the_in_memory_inputs(files, objective):
     # the streamed batches' model inputs are TwoTower._inputs' for the same rows
