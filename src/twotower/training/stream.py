@@ -1047,14 +1047,13 @@ def shuffle_chunks(chunks: Iterable[Batch], buffer_size: int, seed: int) -> Iter
     if buffer_size < 1:
         raise ConfigError(f"shuffle buffer_size must be >= 1, got {buffer_size}")
     rng = np.random.default_rng(seed)
-    buf: Batch | None = None
+    buf: np.ndarray | None = None  # one record of every column per row (``_row_dtype``)
     n = 0
     slots = _SlotPicker(rng, buffer_size)
     for chunk in chunks:
         m = len(next(iter(chunk.values())))
         if buf is None:
-            buf = {k: np.empty((buffer_size,) + v.shape[1:], dtype=v.dtype)
-                   for k, v in chunk.items()}
+            buf = np.empty(buffer_size, dtype=_row_dtype(chunk))
         start = 0
         take = min(buffer_size - n, m)
         if take:
@@ -1066,22 +1065,42 @@ def shuffle_chunks(chunks: Iterable[Batch], buffer_size: int, seed: int) -> Iter
             # a small buffer's quarter would be a tiny chunk (1 row for a buffer of 1-7):
             # the chunk's rows go through the buffer one by one instead, all at once
             part = {k: v[start:] for k, v in chunk.items()}
-            yield _exchange_rows(buf, part, rng.integers(0, buffer_size, m - start))
+            yield _exchange_rows({k: buf[k] for k in chunk}, part,
+                                 rng.integers(0, buffer_size, m - start))
             continue
         # exchange at most a quarter of the buffer at a time: a row then stays for several
         # rounds, and rows of different record batches mix whatever the batch size
         piece = max(1, buffer_size // 4)
+        rows = np.empty(min(piece, m - start), dtype=buf.dtype)
         while start < m:
             r = min(m - start, piece)
             pos = slots(r)
-            out = {k: np.take(b, pos, axis=0) for k, b in buf.items()}
+            out = np.take(buf, pos)  # one read and one write of a whole row per slot
             for k, v in chunk.items():
-                buf[k][pos] = v[start:start + r]
+                rows[k][:r] = v[start:start + r]
+            buf[pos] = rows[:r]
             start += r
-            yield out
+            yield _columns(out)
     if buf is not None and n:
-        perm = rng.permutation(n)
-        yield {k: b[:n][perm] for k, b in buf.items()}
+        yield _columns(np.take(buf[:n], rng.permutation(n)))
+
+
+def _row_dtype(chunk: Batch) -> np.dtype:
+    """One structured record of ``chunk``'s columns (each row's values side by side), its
+    size rounded up to 16, 32 or 64 bytes: numpy copies such records whole when it takes
+    or puts them by index, so the shuffle reads and writes each buffered row once (12-byte
+    records: 3 ms for 65,536 random rows, 16-byte ones 0.33 ms, three separate 4-byte
+    columns 0.5-0.8 ms, ad hoc)."""
+    names = list(chunk)
+    dt = np.dtype([(k, chunk[k].dtype, chunk[k].shape[1:]) for k in names])
+    size = next((s for s in (16, 32, 64) if dt.itemsize <= s), dt.itemsize)
+    return np.dtype({"names": names, "formats": [dt.fields[k][0] for k in names],
+                     "offsets": [dt.fields[k][1] for k in names], "itemsize": size})
+
+
+def _columns(records: np.ndarray) -> Batch:
+    """Records of ``_row_dtype`` -> a batch of contiguous columns."""
+    return {k: np.ascontiguousarray(records[k]) for k in records.dtype.names}
 
 
 #: Buffers smaller than this exchange rows one by one (``_exchange_rows``); larger ones a
@@ -1113,7 +1132,7 @@ class _SlotPicker:
         self.used = 0
 
     def __call__(self, r: int) -> np.ndarray:
-        """``[r]`` intp distinct slots in ``[0, n)``, ``r <= n``."""
+        """``[r]`` int64 distinct slots in ``[0, n)``, ``r <= n``."""
         n = self.n
         if self.used % _PERM_PIECES == 0:  # int32 halves its memory (n < 2**31)
             self.perm = self.rng.permutation(n).astype(np.int32)
@@ -1121,12 +1140,12 @@ class _SlotPicker:
         start, shift = (int(v) for v in self.rng.integers(0, n, 2))
         assert self.perm is not None
         if start + r <= n:
-            pos = self.perm[start:start + r].astype(np.intp)
+            pos = self.perm[start:start + r].astype(np.int64)
         else:
             pos = np.concatenate([self.perm[start:], self.perm[:start + r - n]]
-                                 ).astype(np.intp)
-        pos += shift
-        np.subtract(pos, n, out=pos, where=pos >= n)
+                                 ).astype(np.int64)
+        pos += shift - n  # in [-n, n): n added back where negative (the sign bit's mask;
+        pos += (pos >> 63) & n  # np.subtract(..., where=) took 0.34 ms, this 0.05)
         return pos
 
 
