@@ -79,6 +79,12 @@ def test_host_unique_one_sort_equals_per_step_unique():
         np.testing.assert_array_equal(got, want)
         assert got.dtype == want.dtype
     assert [len(np.unique(r)) for r in ids] != [1000] * 16  # repeats were exercised
+    # 32-bit keys (ids below 2**21 at B = 1,000) from int64 ids, and 64-bit keys
+    for n_rows, kind in ((5000, np.int64), (3_000_000, np.int32), (3_000_000, np.int64)):
+        wide = (ids.astype(np.int64) * (n_rows // 5000)).astype(kind)
+        for got, want in zip(_host_unique(wide, n_rows), _host_unique_steps(wide, n_rows)):
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype == kind
     big = ids.astype(np.int64) * (1 << 40)
     uniq, inv = _host_unique(big, 1 << 52)
     np.testing.assert_array_equal(uniq[np.arange(16)[:, None], inv], big)

@@ -673,38 +673,40 @@ def _host_unique(ids: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
     example's position among them. As ``jnp.unique(size=B, fill_value=n_rows,
     return_inverse=True)``, but padded with distinct rows.
 
-    All steps share one sort call: each id becomes the key ``(step, id)`` with its flat
-    position packed below it, so a plain ``np.sort`` (no argsort) of each step's row of
-    ``B`` keys orders every step at once (the same order as one sort of all ``K x B``
-    keys, at less than half its CPU). One sort of all keys took 58% of the CPU of
-    ``np.unique`` per step, whose fixed costs dominate at ``B`` = 1,000
-    (``benchmarks/probes/unique_cost.py``).
+    All steps share one sort call: each id becomes a key with its position in its step
+    packed below it, so a plain ``np.sort`` (no argsort) of each step's row of ``B`` keys
+    orders every step at once; in 32 bits where the ids and positions fit (ids below
+    2**21 at ``B`` = 1,000), else 64. One 64-bit sort of all ``K x B`` keys (the step above
+    the id) took 58% of the CPU of ``np.unique`` per step, whose fixed costs dominate at
+    ``B`` = 1,000 (``benchmarks/probes/unique_cost.py``); sorting rows of 32-bit keys takes
+    less than half of that again.
     """
     k, b = ids.shape
-    pbits = max(1, (k * b - 1).bit_length())
-    if k * b == 0 or k * n_rows >= 1 << (62 - pbits):  # the packed key would overflow
+    pbits = max(1, (b - 1).bit_length())  # a position in its step
+    if k * b == 0 or n_rows >= 1 << (62 - pbits):  # the packed key would overflow
         return _host_unique_steps(ids, n_rows)
-    key = ids.astype(np.int64)
-    key += (np.arange(k, dtype=np.int64) * n_rows)[:, None]
-    packed = (key.reshape(-1) << pbits) | np.arange(k * b, dtype=np.int64)
-    # step s's keys are row s and lie below step s + 1's: sorting each row sorts them all
-    # (12 ns per id against 28 for one sort of the K x B keys, K=16, B=1,000, ad hoc)
-    packed.reshape(k, b).sort(axis=1)
-    pos = packed & ((1 << pbits) - 1)  # where each sorted key came from
-    srt = (packed >> pbits).reshape(k, b)
+    # 16 rows of 1,000 keys: 12 ns per key in int64, 5-6 in int32, against 28 for one
+    # int64 sort of all 16,000 (numpy 2.4, ad hoc)
+    kind = np.int32 if n_rows < 1 << (31 - pbits) else np.int64
+    key = ids.astype(kind)
+    key <<= pbits
+    key |= np.arange(b, dtype=kind)
+    key.sort(axis=1)
+    pos = key & ((1 << pbits) - 1)  # where each sorted key came from, in its step
+    srt = key >> pbits
     new = np.empty((k, b), dtype=bool)
     new[:, 0] = True
     np.not_equal(srt[:, 1:], srt[:, :-1], out=new[:, 1:])
     rank = np.cumsum(new, axis=1)
     rank -= 1
-    inv = np.empty(k * b, dtype=ids.dtype)
-    inv[pos] = rank.reshape(-1)
+    inv = np.empty((k, b), dtype=ids.dtype)
+    row = (np.arange(k) * b)[:, None]  # a step's first flat position
+    inv.reshape(-1)[(pos + row).reshape(-1)] = rank.reshape(-1)
     uniq = n_rows + np.arange(b)[None, :] - (rank[:, -1:] + 1)  # the padding rows
     # every sorted id to its rank in its step (repeats write the same id to the same place)
-    rank += (np.arange(k) * b)[:, None]
-    srt -= (np.arange(k) * n_rows)[:, None]
+    rank += row
     uniq.reshape(-1)[rank.reshape(-1)] = srt.reshape(-1)
-    return uniq.astype(ids.dtype), inv.reshape(k, b)
+    return uniq.astype(ids.dtype), inv
 
 
 def _host_unique_steps(ids: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
