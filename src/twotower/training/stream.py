@@ -1096,7 +1096,7 @@ def _row_dtype(chunk: Batch) -> np.dtype:
     records: 3 ms for 65,536 random rows, 16-byte ones 0.33 ms, three separate 4-byte
     columns 0.5-0.8 ms, ad hoc)."""
     names = list(chunk)
-    dt = np.dtype([(k, chunk[k].dtype, chunk[k].shape[1:]) for k in names])
+    dt = np.dtype([(k, chunk[k].dtype, chunk[k].shape[1:]) for k in names], align=True)
     size = next((s for s in (16, 32, 64) if dt.itemsize <= s), dt.itemsize)
     return np.dtype({"names": names, "formats": [dt.fields[k][0] for k in names],
                      "offsets": [dt.fields[k][1] for k in names], "itemsize": size})
