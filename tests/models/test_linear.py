@@ -810,3 +810,39 @@ def test_above_max_items_the_rank_is_chosen_from_one_svd():
     assert [r["rank"] for r in t["ranks_tried"]][0] == "full"
     assert model._linear.query_table.shape[1] == t["rank"]
     assert len(t["tried"]) == 3 and t["lambda"] in (5.0, 50.0)
+
+
+def test_validation_scores_are_batched_by_cells_not_a_fixed_user_count(monkeypatch):
+    """The validation metrics of the search, the rank choice and the weight grid score a
+    dense ``[users, n_items]`` batch each: at most ``VALIDATION_CELLS`` cells, not 1,024
+    users whatever the catalogue (about 34 GB of scores and top-k temporaries at a million
+    items); the choices are the same as with one batch."""
+    from twotower.models import linear
+    x = _log(seed=3)
+    sizes = []
+    real = linear._Scores.recommend
+
+    def spy(self, users, k, exclude=None):
+        sizes.append(len(users))
+        return real(self, users, k, exclude)
+
+    monkeypatch.setattr(linear._Scores, "recommend", spy)
+    rng = np.random.default_rng(0)
+    u_vec, i_vec = rng.standard_normal((x.n_users, 4)), rng.standard_normal((x.n_items, 4))
+
+    def fit():
+        sizes.clear()
+        return linear.tune_and_fit(
+            x, 50, (5.0, 50.0), (3.0,), (0.2, 1.0), 8, "random", 0, (0.3, 0.6),
+            lambda _part: (lambda users, recency=None: (u_vec[users] @ i_vec.T)
+                           .astype(np.float32)),
+            ranks=(8, 16), form="svd")
+
+    *_, whole = fit()
+    assert max(sizes) * x.n_items > 200  # the log's validation users fill one batch of 1,024
+    monkeypatch.setattr(linear, "VALIDATION_CELLS", 200, raising=False)
+    *_, batched = fit()
+    assert max(sizes) * x.n_items <= 200 and min(sizes) >= 1
+    assert "weights_tried" in batched and len(batched["ranks_tried"]) >= 2
+    assert batched == whole
+    assert linear.validation_batch(10**9) == 1 and linear.validation_batch(10) == 20

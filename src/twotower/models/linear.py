@@ -149,6 +149,19 @@ def _inner_split(train: Interactions, kind: str, seed: int):
 #: users whose validation metrics choose EASE's lambda and floor (a sample when more)
 VALIDATION_USERS = 5_000
 
+#: score cells (users x items) per batch of those validation metrics: the batch's dense
+#: ``[users, n_items]`` float32 scores and the top-k selection's temporaries (several times
+#: the scores' 4 bytes a cell: ``benchmarks/probes/svd_form_cost.py`` prints it) stay near a
+#: gigabyte at any catalogue size, where ``recommend_and_evaluate``'s fixed 1,024 users
+#: grow with the catalogue (tens of GB at a million items)
+VALIDATION_CELLS = 2 ** 25
+
+
+def validation_batch(n_items: int) -> int:
+    """Users per batch of the validation metrics: at most 1,024, and at most
+    ``VALIDATION_CELLS`` score cells (at least one user)."""
+    return max(1, min(1024, VALIDATION_CELLS // max(int(n_items), 1)))
+
 
 def scale_users(train: Interactions, seed: int) -> np.ndarray:
     """The sorted sample of (at most 1,024) users on which each part's score spread is
@@ -261,7 +274,8 @@ def _choose_rank(q: Any, b: np.ndarray | Factored, ranks: tuple[int, ...], seed:
     from twotower.evaluation.metrics import recommend_and_evaluate
 
     def quality(scorer: Any) -> dict[str, Any]:
-        m = recommend_and_evaluate(scorer, train, test, (10,))
+        m = recommend_and_evaluate(scorer, train, test, (10,),
+                                   batch_size=validation_batch(train.n_items))
         return {"recall@10": float(m["recall@10"]), "ndcg@10": float(m["ndcg@10"])}
 
     full = full or quality(_Scores(q, b))  # ``full``: as the search above measured it
@@ -394,7 +408,8 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
                     last[:] = [lam_, closed_form(lam_, search_rank)]
                 q = history_matrix(hist, floor_weights(history_length, *hf), n + 1,
                                    "latest")[:, 1:]
-                m = recommend_and_evaluate(_Scores(q, last[1]), inner.train, test, (10,))
+                m = recommend_and_evaluate(_Scores(q, last[1]), inner.train, test, (10,),
+                                           batch_size=validation_batch(n))
                 rows.append({"lambda": lam_, "half_life": hf[0], "floor": hf[1],
                              "recall@10": float(m["recall@10"]),
                              "ndcg@10": float(m["ndcg@10"])})
@@ -465,7 +480,7 @@ def tune_and_fit(train: Interactions, history_length: int, lambdas: tuple[float,
         def blend(part: Callable[[np.ndarray], np.ndarray], sd: float, w: float
                   ) -> dict[str, float]:
             m = recommend_and_evaluate(_Scores(q_in, b_in, part, (1 - w) / sd, w / sd_e),
-                                       inner.train, test, (10,))
+                                       inner.train, test, (10,), batch_size=validation_batch(n))
             return {"recall@10": float(m["recall@10"]), "ndcg@10": float(m["ndcg@10"])}
 
         def total(r: dict[str, Any]) -> float:
