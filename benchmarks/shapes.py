@@ -11,8 +11,8 @@ Two shapes, both CSV with columns user_id,item_id,timestamp (unix seconds):
         half-life ~1 day); users have Dirichlet topic preferences and are active over a
         sub-window of the 60 days; 5-40 clicks per user, no repeats.
 
-Usage: python benchmarks/shapes.py ecom OUT.csv [--seed 0]
-       python benchmarks/shapes.py news OUT.csv [--seed 0]
+Usage: python benchmarks/shapes.py ecom OUT.csv [--seed 0] [--users N] [--items N]
+       python benchmarks/shapes.py news OUT.csv [--seed 0] [--users N] [--items N]
 """
 from __future__ import annotations
 
@@ -123,9 +123,18 @@ def main() -> None:
     ap.add_argument("shape", choices=["ecom", "news"])
     ap.add_argument("out")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--users", type=int, default=None,
+                    help="number of users (default: the shape's, 20,000 ecom, 12,000 news)")
+    ap.add_argument("--items", type=int, default=None,
+                    help="catalogue size (default: the shape's, 8,000 ecom, 6,000 news); "
+                         "items nobody picks do not appear in the log")
     a = ap.parse_args()
+    for name in ("users", "items"):
+        if getattr(a, name) is not None and getattr(a, name) < 1:
+            ap.error(f"--{name} must be a positive integer, got {getattr(a, name)}")
+    size = {k: v for k, v in (("n_users", a.users), ("n_items", a.items)) if v is not None}
     t = time.time()
-    df = gen_ecom(a.seed) if a.shape == "ecom" else gen_news(a.seed)
+    df = gen_ecom(a.seed, **size) if a.shape == "ecom" else gen_news(a.seed, **size)
     # shuffle file order so that nothing depends on row order
     df = df.sample(frac=1.0, random_state=a.seed).reset_index(drop=True)
     df.to_csv(a.out, index=False)

@@ -23,8 +23,9 @@ Usage:
         --out /tmp/syn1m.parquet
     python benchmarks/sessions.py --users 20000 --items 40000 --chains 4000 \\
         --out /tmp/sess.csv
+    python benchmarks/shapes.py ecom /tmp/ecom.csv --users 30000 --items 150000
     KERAS_BACKEND=jax python benchmarks/probes/large_closed_form.py \\
-        --syn /tmp/syn1m.parquet --sessions /tmp/sess.csv --seeds 0 1
+        --syn /tmp/syn1m.parquet --sessions /tmp/sess.csv --ecom /tmp/ecom.csv --seeds 0 1
 Output: results/probe-large-closed-form-<time>.txt
 """
 from __future__ import annotations
@@ -131,6 +132,9 @@ def main(argv=None):
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--syn-splits", nargs="+", default=["random"])
     ap.add_argument("--sessions-splits", nargs="+", default=["random", "temporal"])
+    ap.add_argument("--ecom", help="a benchmarks/shapes.py ecom log (CSV, timestamp column; "
+                    "--users/--items above 20,000 distinct items)")
+    ap.add_argument("--ecom-splits", nargs="+", default=["random", "temporal"])
     ap.add_argument("--out", default=None, help="results file (default: results/probe-"
                     "large-closed-form-<time>.txt)")
     ap.add_argument("--ease-max-items", type=int, default=None,
@@ -158,6 +162,10 @@ def main(argv=None):
         rows += run(f"sessions ({Path(a.sessions).name})",
                     read_interactions(a.sessions, time_col="timestamp"), a.sessions_splits,
                     a.seeds, say, a.ease_max_items)
+    if a.ecom:
+        rows += run(f"ecom ({Path(a.ecom).name})",
+                    read_interactions(a.ecom, time_col="timestamp"), a.ecom_splits, a.seeds,
+                    say, a.ease_max_items)
     summary(rows, say)
     say(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.1f} GB")
     f.close()
