@@ -514,3 +514,64 @@ def test_exclusion_lists_edge_cases_over_query_blocks(n, chunk):
         with pytest.raises(DataError, match=rf"`exclude\[9\]` ids must be internal ids in "
                                             rf"\[0, {n}\), got {value}"):
             index.search(Q, 6, exclude=rows)
+
+
+def test_near_exclusions_found_once_per_block_at_band_edges(monkeypatch):
+    """Over a norm-ordered catalogue each query block's exclusions below ``near`` are
+    found once (one band look-up, after one sequential read of the band), and exactly: at
+    each side of ``near`` and of a band, at row 0 and at the last row (66,036 rows: the
+    band is padded to whole uint64 words). A scan that goes past ``near`` (to the last
+    row) still excludes what lies there; a search without exclusions reads none."""
+    sp = pytest.importorskip("scipy.sparse")
+    from twotower.index import exact
+
+    n = 66_036
+    near = 512 + 7 * 2048  # chunk_size 2048, first chunk 512: the 8th chunk's end
+    band = 1 << exact._BAND_SHIFT
+    rows = [0, 511, 512, 2047, 2048, 6 * band - 1, 6 * band, near - 1, near, 7 * band,
+            8 * band - 1, 8 * band, 40_000, n - 1]
+    V, inv = _skewed_with_winners(rows, n=n)
+    ids = inv[rows]
+    index = make_index(IndexConfig(kind="exact", chunk_size=2048, batch_size=64,
+                                   threads=2)).build(V)
+    assert len(index._band) % 8 == 0 and len(index._band) >= n
+    b = 150  # three query blocks: 64, 64 and 22 queries
+    Q = np.zeros((b, V.shape[1]), np.float32)
+    Q[:, 1] = 1.0
+    rng = np.random.default_rng(5)
+    lists = [np.r_[rng.choice(ids, r % len(ids), replace=False),
+                   rng.integers(0, n, 3 * (r % 2))].astype(np.int64) for r in range(b)]
+    calls = []
+    real = exact._near_exclusions
+
+    def spy(ptr, flat, ex_map, ex_band, near_):
+        calls.append((len(ptr) - 1, near_))
+        got = real(ptr, flat, ex_map, ex_band, near_)
+        # every exclusion below `near`, with its query row, and none beyond
+        q = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+        pairs = set(zip(q.tolist(), ex_map[flat].tolist()))
+        assert set(zip(*(a.tolist() for a in got))) == {
+            (r, c) for r, c in pairs if c < near_}
+        assert np.all(np.diff(got[0]) >= 0)  # by query row
+        return got
+
+    monkeypatch.setattr(exact, "_near_exclusions", spy)
+    csr = sp.csr_matrix((np.ones(sum(map(len, lists))), np.concatenate(lists),
+                         np.r_[0, np.cumsum(list(map(len, lists)))]), shape=(b, n))
+    csr.sum_duplicates()
+    for k in (1, len(rows)):  # k = 14: every query scans to the last row
+        want = reference(V, Q, k, lists)
+        prepared = index.prepare_exclusions(lists).rows(np.arange(b))
+        for form in (lists, csr, prepared):
+            calls.clear()
+            assert_topk_equal(index.search(Q, k, exclude=form), want, V, Q)
+            # once a block (a prepared table reads its rows' heads instead)
+            want_calls = [] if form is prepared else [(22, near), (64, near), (64, near)]
+            assert sorted(calls) == want_calls, calls
+    # the search with nothing excluded reads no exclusions at all
+    seen = []
+    chunked = exact._chunked
+    monkeypatch.setattr(exact, "_chunked", lambda *a, **kw: seen.append(a[4]) or
+                        chunked(*a, **kw))
+    index.search(Q, 3)
+    assert seen and all(ex is None for ex in seen)

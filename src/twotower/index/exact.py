@@ -198,49 +198,20 @@ def _run(fn, tasks: list, workers: int) -> None:
 class _Exclusions:
     """One query block's excluded items, found chunk by chunk in storage rows.
 
-    The exclusions before row ``near`` (the first chunks, where a norm-bounded scan often
-    stops) are found eagerly: with ``band`` only those are mapped through ``ex_map``, the
-    rest cost one byte read each; from a prepared table (``head``) only those are read. A
-    scan that goes beyond ``near`` maps and sorts all of them once (``load`` gathers them
-    from the table first), then finds each chunk's by binary search.
+    ``head``: (query rows, storage rows) of the exclusions before storage row ``near``
+    (the first chunks, where a norm-bounded scan often stops; ``_near_exclusions``, or a
+    prepared table's heads); a chunk's are picked by a mask (a scan reads few chunks: a
+    sort by storage row per block cost more than it saved). A scan that goes
+    beyond ``near`` maps (through ``ex_map``, unless None) and sorts all of the block's
+    once, from ``load()``: its CSR ``(ptr, ids)``, or None when it has none; then finds
+    each chunk's by binary search.
     """
 
-    def __init__(self, ptr: np.ndarray | None, ids: np.ndarray | None,
-                 ex_map: np.ndarray | None, band: np.ndarray | None, near: int,
-                 head: tuple[np.ndarray, np.ndarray] | None = None, load: Any = None
-                 ) -> None:
-        self.ptr, self.ids, self.ex_map = ptr, ids, ex_map
-        self.near = near
-        self.load = load
-        self.rows = self.cols = None  # all of them, sorted by column, once needed
-        if head is not None:
-            self.head_row, self.head_col = head
-            return
-        if ex_map is not None and band is not None:
-            lim = -(-near // (1 << _BAND_SHIFT))  # bands holding rows below `near`
-            # band 255 also holds every row past it: then all are candidates
-            # np.take releases the GIL (the other worker runs on), indexing does not; the
-            # ids are checked (``exclusions``): "wrap" skips take's bounds check per id
-            sel = (np.flatnonzero(np.take(band, ids, mode="wrap") < lim) if lim < 255
-                   else None)
-        else:
-            sel = None
-        if sel is None:
-            rows, cols = self._all()
-        else:
-            rows = np.searchsorted(ptr, sel, side="right") - 1
-            cols = ex_map[ids[sel]]
-        keep = cols < near
-        self.head_row, self.head_col = rows[keep], cols[keep]
-
-    def _all(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.ids is None:
-            got = self.load()
-            self.ptr, self.ids = got if got is not None else (
-                np.zeros(1, np.int64), np.empty(0, np.int64))
-        rows = np.repeat(np.arange(len(self.ptr) - 1), np.diff(self.ptr))
-        cols = self.ids if self.ex_map is None else self.ex_map[self.ids]
-        return rows, cols
+    def __init__(self, near: int, head: tuple[np.ndarray, np.ndarray], load: Any,
+                 ex_map: np.ndarray | None) -> None:
+        self.near, self.load, self.ex_map = near, load, ex_map
+        self.head_row, self.head_col = head
+        self.rows = self.cols = None  # all of them, sorted by storage row, once needed
 
     def within(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """(query rows, storage rows) of the exclusions in storage rows [c0, c1)."""
@@ -248,11 +219,57 @@ class _Exclusions:
             here = (self.head_col >= c0) & (self.head_col < c1)
             return self.head_row[here], self.head_col[here]
         if self.cols is None:
-            rows, cols = self._all()
-            order = np.argsort(cols, kind="stable")
-            self.rows, self.cols = rows[order], cols[order]
+            got = self.load()
+            if got is None:
+                self.rows = self.cols = np.empty(0, dtype=np.int64)
+            else:
+                ptr, ids = got
+                rows = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+                cols = ids if self.ex_map is None else self.ex_map[ids]
+                order = np.argsort(cols, kind="stable")
+                self.rows, self.cols = rows[order], cols[order]
         e0, e1 = np.searchsorted(self.cols, (c0, c1))
         return self.rows[e0:e1], self.cols[e0:e1]
+
+
+def _near_exclusions(ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None,
+                     ex_band: np.ndarray | None, near: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """(query rows, storage rows) of the CSR exclusions ``(ptr, ids)`` whose storage row
+    (``ex_map[id]``; the id itself when None) is below ``near``, by query row: with
+    ``ex_band``, only those are mapped through ``ex_map``; the others cost one byte read
+    each."""
+    lim = -(-near // (1 << _BAND_SHIFT))  # bands holding rows below `near`
+    if ex_map is None:
+        sel = np.flatnonzero(ids < near)
+    elif ex_band is not None and lim < 255:  # band 255 also holds every row past it
+        # One sequential read of the band first (a reduction over it as uint64 words):
+        # the last call's matmuls evicted it, and streamed in, it costs less than the
+        # cache misses of the random reads below (benchmarks/probes/array_exclusions.py).
+        ex_band.view(np.uint64).max()
+        # np.take releases the GIL (the other worker runs on), indexing does not; the
+        # ids are checked (``exclusions``): "wrap" skips take's bounds check per id
+        sel = np.flatnonzero(np.take(ex_band, ids, mode="wrap") < lim)
+    else:
+        sel = None
+    if sel is None:
+        rows = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
+        cols = ex_map[ids]
+    else:
+        rows = np.searchsorted(ptr, sel, side="right") - 1
+        cols = ids[sel] if ex_map is None else ex_map[ids[sel]]
+    keep = cols < near
+    return rows[keep], cols[keep]
+
+
+def _by_block(head: tuple[np.ndarray, np.ndarray], starts: list[int], b: int
+              ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """``head`` (query rows in increasing order, storage rows) split by the query blocks
+    that begin at ``starts``: block ``r0``'s query rows (from 0) and storage rows."""
+    rows, cols = head
+    edges = np.searchsorted(rows, [*starts, b]).tolist()
+    return {r0: (rows[edges[j]:edges[j + 1]] - r0, cols[edges[j]:edges[j + 1]])
+            for j, r0 in enumerate(starts)}
 
 
 def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 512,
@@ -269,9 +286,10 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     best score (Cauchy-Schwarz; exact). ``ex_map``: row of ``V`` of each excluded id
     (``f.ex_ids`` are ids in another order); applied by the worker of each query block,
     so the random reads are split over the workers. ``ex_band``: ``uint8`` per id,
-    ``min(255, ex_map >> _BAND_SHIFT)``, a 1-byte-per-id map that finds the exclusions near
-    the start of the storage order without reading ``ex_map`` for the others (the scan
-    often stops after the first chunks). With ``norms``, a single query first tries the
+    ``min(255, ex_map >> _BAND_SHIFT)``, padded with zeros to a multiple of 8 entries (it
+    is read as uint64 words), a 1-byte-per-id map that finds the exclusions near the start
+    of the storage order without reading ``ex_map`` for the others (the scan often stops
+    after the first chunks). With ``norms``, a single query first tries the
     first ``_PREFIX`` rows alone (``_settled_prefix``).
 
     Returns:
@@ -340,15 +358,30 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
             return ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]]
         return None
 
+    # each query block's exclusions below `near` (``_near_exclusions``), found once: by
+    # its worker, in parallel (or on this thread, before the scan is split into parts);
+    # a prepared table's heads for every block at once, here
+    heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    all_later = False  # a prepared table without heads that far: all, when needed
+    if prepared is not None and n > chunk_size:
+        whole = prepared.head(0, b, near)
+        if whole is None:
+            all_later = True
+        else:
+            heads = _by_block(whole, starts, b)
+
     def block_ex(r0: int, r1: int) -> _Exclusions | None:
         """The exclusions of queries [r0, r1), a fresh ``_Exclusions`` for each caller."""
-        if prepared is not None:
-            head = prepared.head(r0, r1, near)
-            if head is not None:  # only the heads now; the rest if the scan goes on
-                return _Exclusions(None, None, None, None, near, head=head,
-                                   load=lambda: prepared._gather(r0, r1))
-        csr = block_rows(r0, r1)
-        return None if csr is None else _Exclusions(csr[0], csr[1], ex_map, ex_band, near)
+        if all_later:
+            return _Exclusions(0, (None, None), lambda: block_rows(r0, r1), None)
+        head = heads.get(r0)
+        if head is None:
+            csr = block_rows(r0, r1)
+            if csr is None:
+                return None
+            head = heads[r0] = _near_exclusions(csr[0], csr[1], ex_map, ex_band, near)
+        return _Exclusions(near, head, lambda: block_rows(r0, r1),
+                           None if prepared is not None else ex_map)
 
     seeds: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     done: set[int] = set()  # query blocks the first chunk settled
@@ -616,7 +649,11 @@ class ExactIndex(Index):
             self._order = order.astype(index_dtype)
             self._inverse = np.empty_like(self._order)
             self._inverse[self._order] = np.arange(x.shape[0], dtype=index_dtype)
-            self._band = np.minimum(self._inverse >> _BAND_SHIFT, 255).astype(np.uint8)
+            # padded to whole uint64 words, read as such to bring it into cache
+            # (``_near_exclusions``); ids index only its first n entries
+            self._band = np.zeros(-(-x.shape[0] // 8) * 8, dtype=np.uint8)
+            np.minimum(self._inverse >> _BAND_SHIFT, 255, out=self._band[:x.shape[0]],
+                       casting="unsafe")
         self._vectors = x
 
     def _rows_of(self) -> np.ndarray | None:
