@@ -1,27 +1,40 @@
-"""Probe: where per-query exclusion arrays cost time at batch 1,024, and what each form adds.
+"""Probe: where per-query exclusions cost time at batch 1,024, by form, before and after.
 
-The two catalogues of ``benchmarks/search.py`` whose array exclusions stood above issue 4's
-20% line: its hot-path catalogue (clustered, 1,682 items, d = 32, one chunk) and the trained
-1M catalogue (d = 64, norm-ordered; built by ``search.trained`` and cached under
-``$TWOTOWER_SEARCH_CACHE``, default /tmp), with the same ~100 random seen items per query
-as ``search.py`` draws. For each:
+The catalogues of ``benchmarks/search.py`` where issue 4's 20% line for exclusions is at
+stake: its hot-path catalogue (clustered, 1,682 items, d = 32, one chunk), the trained 1M
+catalogue (d = 64, norm-ordered; built by ``search.trained`` and cached under
+``$TWOTOWER_SEARCH_CACHE``, default /tmp) and the clustered 1M one (d = 64,
+norm-ordered), with the same ~100 random seen items per query as ``search.py`` draws.
+For each:
 
 - CPU time per call (``time.thread_time`` in whichever thread runs it, so other
   processes' load does not count) of the plain search, of flattening the 1,024 arrays
-  (``filters.exclusions``: concatenation, lengths, range check) and of the workers' band
-  look-ups (``exact._Exclusions``, norm-ordered catalogues only);
-- the overhead of each form over the plain search, back-to-back (runs of 10 calls, the forms
-  alternated, 9 rounds; medians of wall time and of process CPU time), three times:
-  per-query arrays, CSR rows ``[batch, n]``, rows of a prepared table.
+  (``filters.exclusions``: concatenation, lengths, range check) and of the band look-ups
+  of norm-ordered catalogues (``exact._near_exclusions``, or ``_Exclusions.__init__``
+  in code before it);
+- the overhead of each form over the plain search, back-to-back: runs of 10 calls (or as
+  many as take ~30 ms, at least 2), each form's run between two runs of the plain search
+  and taken as a ratio to their mean, so that the load of the moment cancels out; the
+  forms alternated, 15 rounds; medians of the ratios of wall time and of process CPU
+  time; three times. Forms: per-query arrays, CSR rows ``[batch, n]``, rows of a
+  prepared table;
+- the median time of a single query with its ~100 seen items excluded (as arrays).
+
+``--before SRC`` also loads the ``twotower`` package of another source tree (e.g. a
+worktree of the commit before a change) as a second copy in this process, and times both
+side by side: each round runs every form of both, in alternating order.
 
 Usage: TWOTOWER_SEARCH_CACHE=/tmp python benchmarks/probes/array_exclusions.py
+           [--before /path/to/old/src] [--catalogues clustered-1682,trained-1m,clustered-1m]
 Writes results/probe-array-exclusions-<time>.txt (``--out DIR`` for another folder).
 """
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -30,8 +43,43 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "src"))
+SRC = HERE.parents[1] / "src"
+sys.path.insert(0, str(SRC))
 sys.path.insert(0, str(HERE.parent))
+
+
+def load_copy(src: Path) -> dict:
+    """The ``twotower`` modules of source tree ``src``, imported as a second copy: this
+    process's own ``twotower`` modules stay as they were in ``sys.modules``."""
+    own = {k: v for k, v in sys.modules.items() if k == "twotower" or k.startswith("twotower.")}
+    for k in own:
+        del sys.modules[k]
+    sys.path.insert(0, str(src))
+    importlib.invalidate_caches()
+    copy: dict = {}
+    try:
+        import twotower.index  # noqa: F401 - the copy's, from `src`
+        import twotower.index.exact  # noqa: F401
+        import twotower.index.filters  # noqa: F401
+        copy = {k: v for k, v in sys.modules.items()
+                if k == "twotower" or k.startswith("twotower.")}
+        if not Path(copy["twotower"].__file__).resolve().is_relative_to(src.resolve()):
+            raise SystemExit(f"error: --before {src}: twotower was not imported from there")
+    finally:
+        sys.path.remove(str(src))
+        for k in copy:
+            del sys.modules[k]
+        sys.modules.update(own)
+    return copy
+
+
+def commit_of(src: Path) -> str:
+    try:
+        out = subprocess.run(["git", "-C", str(src), "log", "-1", "--format=%h %s"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip()[:90] if out.returncode == 0 else "not a git checkout"
+    except OSError:
+        return "git not found"
 
 
 def catalogue(name: str):
@@ -40,16 +88,23 @@ def catalogue(name: str):
         V, Q = search.clustered(1682, 32, n_queries=2000)
         rng = np.random.default_rng(0)
         seen = [rng.choice(1682, 100, replace=False) for _ in range(len(Q))][:1024]
-    else:  # search.run_case's trained 1M
+    elif name == "trained-1m":  # search.run_case's trained 1M
         V, Q = search.trained(1_000_000, 64)
         rng = np.random.default_rng(1)
         seen = [rng.choice(len(V), 100, replace=False) for _ in range(1024)]
-    return V, Q[:1024], seen
+    elif name == "clustered-1m":
+        V, Q = search.clustered(1_000_000, 64)
+        rng = np.random.default_rng(1)
+        seen = [rng.choice(len(V), 100, replace=False) for _ in range(1024)]
+    else:
+        raise SystemExit(f"error: unknown catalogue {name!r} (clustered-1682, trained-1m, "
+                         "clustered-1m)")
+    return V, np.ascontiguousarray(Q[:1024]), seen
 
 
-def stage_cpu(index, b, seen, calls: int = 100) -> list[str]:
+def stage_cpu(mods: dict, index, b, seen, calls: int = 100) -> list[str]:
     """CPU µs per call of the plain search, the flattening and the band look-ups."""
-    from twotower.index import exact, filters
+    exact, filters = mods["twotower.index.exact"], mods["twotower.index.filters"]
     spent: dict[str, list[float]] = {}
     lock = threading.Lock()
     saved = []
@@ -68,7 +123,10 @@ def stage_cpu(index, b, seen, calls: int = 100) -> list[str]:
         setattr(owner, attr, wrapper)
 
     timed(filters, "exclusions", "flatten (concatenate, lengths, range check)")
-    timed(exact._Exclusions, "__init__", "band look-ups (all blocks)")
+    if hasattr(exact, "_near_exclusions"):
+        timed(exact, "_near_exclusions", "band look-ups (all blocks)")
+    else:  # code before it: in _Exclusions.__init__
+        timed(exact._Exclusions, "__init__", "band look-ups (all blocks)")
     try:
         out = []
         for label, fn in (("plain search", lambda: index.search(b, 10)),
@@ -79,8 +137,8 @@ def stage_cpu(index, b, seen, calls: int = 100) -> list[str]:
             for _ in range(calls):
                 fn()
             total = (time.process_time() - c0) / calls
-            out.append(f"  {label}: {total * 1e6:,.0f} µs CPU per call (all threads)")
-            out += [f"    {tag}: {sum(v) / calls * 1e6:,.0f} µs CPU per call "
+            out.append(f"    {label}: {total * 1e6:,.0f} µs CPU per call (all threads)")
+            out += [f"      {tag}: {sum(v) / calls * 1e6:,.0f} µs CPU per call "
                     f"({len(v) / calls:.0f} per call)" for tag, v in spent.items()]
         return out
     finally:
@@ -88,7 +146,10 @@ def stage_cpu(index, b, seen, calls: int = 100) -> list[str]:
             setattr(owner, attr, fn)
 
 
-def forms(index, b, seen, rounds: int = 9, calls: int = 10) -> str:
+FORMS = ("arrays", "CSR", "prepared")
+
+
+def calls_of(index, b, seen) -> dict:
     import scipy.sparse as sp
     lens = np.array([len(s) for s in seen])
     csr = sp.csr_matrix((np.ones(lens.sum(), np.float32), np.concatenate(seen),
@@ -103,48 +164,115 @@ def forms(index, b, seen, rounds: int = 9, calls: int = 10) -> str:
     for k in ("CSR", "prepared"):
         got = fns[k]()
         assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0]), k
-    wall: dict[str, list[float]] = {k: [] for k in fns}
-    cpu: dict[str, list[float]] = {k: [] for k in fns}
+    return fns
+
+
+def forms(fns: dict, rounds: int = 15, calls: int = 10) -> dict:
+    """``fns``: version -> form -> call. Each form's overhead as a ratio to the plain search
+    timed just before and just after it (so that the load of the moment cancels out), every
+    round running every version's forms in turn (reversed every other round); medians over
+    the rounds, of wall and of CPU time per call."""
+    def timed(fn) -> tuple[float, float]:
+        fn()
+        c0, t0 = time.process_time(), time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - t0) / calls, (time.process_time() - c0) / calls
+
+    keys = [(v, k) for v in fns for k in FORMS]
+    wall: dict = {key: [] for key in keys}
+    cpu: dict = {key: [] for key in keys}
+    plain: dict = {v: [] for v in fns}
     for r in range(rounds):
-        for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
-            fns[k]()
-            c0, t0 = time.process_time(), time.perf_counter()
-            for _ in range(calls):
-                fns[k]()
-            wall[k].append((time.perf_counter() - t0) / calls)
-            cpu[k].append((time.process_time() - c0) / calls)
-    w = {k: statistics.median(v) for k, v in wall.items()}
-    c = {k: statistics.median(v) for k, v in cpu.items()}
-    return (f"plain {w['plain'] * 1e3:.3f} ms ({c['plain'] * 1e3:.3f} ms CPU); "
-            + "; ".join(f"{k} {w[k] / w['plain'] - 1:+.1%} (CPU {c[k] / c['plain'] - 1:+.1%})"
-                        for k in ("arrays", "CSR", "prepared")))
+        for v, k in (keys if r % 2 == 0 else keys[::-1]):
+            w0, c0 = timed(fns[v]["plain"])
+            w, c = timed(fns[v][k])
+            w1, c1 = timed(fns[v]["plain"])
+            wall[(v, k)].append(2 * w / (w0 + w1))
+            cpu[(v, k)].append(2 * c / (c0 + c1))
+            plain[v] += [w0, w1]
+    out = {}
+    for v in fns:
+        out[v] = (f"plain {statistics.median(plain[v]) * 1e3:.3f} ms; "
+                  + "; ".join(f"{k} {statistics.median(wall[(v, k)]) - 1:+.1%} "
+                              f"(CPU {statistics.median(cpu[(v, k)]) - 1:+.1%})"
+                              for k in FORMS))
+    return out
+
+
+def single(indexes: dict, Q, seen, n_queries: int = 300) -> dict:
+    """Median µs of one query with its seen items excluded (arrays), versions alternated
+    query by query."""
+    ts: dict = {v: [] for v in indexes}
+    for v, index in indexes.items():
+        for i in range(50):
+            index.search(Q[i:i + 1], 10, exclude=seen[i:i + 1])
+    for i in range(n_queries):
+        j = i % len(Q)
+        for v, index in indexes.items():
+            t0 = time.perf_counter()
+            index.search(Q[j:j + 1], 10, exclude=seen[j:j + 1])
+            ts[v].append(time.perf_counter() - t0)
+    return {v: statistics.median(t) * 1e6 for v, t in ts.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--catalogues", default="clustered-1682,trained-1m")
+    ap.add_argument("--catalogues", default="clustered-1682,trained-1m,clustered-1m")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--before", default=None,
+                    help="another source tree (its src/ folder) to time side by side")
     ap.add_argument("--out", default=None, help="folder (default benchmarks/results)")
     ap.add_argument("--force", action="store_true", help="overwrite a file of that name")
     args = ap.parse_args(argv)
     from _results import claim, out_dir, stamp
     path = out_dir(args.out, name="array-exclusions") / f"probe-array-exclusions-{stamp()}.txt"
     claim(path, force=args.force)
-    from twotower.index import IndexConfig, make_index
+    versions = {"after": load_copy(SRC)} if args.before is None else {
+        "before": load_copy(Path(args.before)), "after": load_copy(SRC)}
     lines = ["# python benchmarks/probes/array_exclusions.py " + " ".join(argv or sys.argv[1:]),
              f"# {os.cpu_count()} CPUs; load at start {os.getloadavg()[0]:.2f}"]
+    if args.before is not None:
+        lines += [f"# before: {args.before} ({commit_of(Path(args.before))})",
+                  f"# after: {SRC} ({commit_of(SRC)}; uncommitted changes not shown)"]
     for name in args.catalogues.split(","):
         V, b, seen = catalogue(name)
-        index = make_index(IndexConfig(kind="exact")).build(V)
+        indexes = {}
+        for v, mods in versions.items():
+            ti = mods["twotower.index"]
+            indexes[v] = ti.make_index(ti.IndexConfig(kind="exact")).build(V)
+        first = next(iter(indexes.values()))
+        first.search(b, 10)
+        per_call = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            first.search(b, 10)
+            per_call = min(per_call, time.perf_counter() - t0)
+        # calls per timing: ~30 ms of them (2 to 10), ~0.5 s for the stage times (10 to 100)
+        calls = max(2, min(10, int(0.03 / per_call)))
+        stage_calls = max(10, min(100, int(0.5 / per_call)))
         lines += ["", f"## {name}: {len(V):,} x {V.shape[1]}, batch {len(b)}, "
                       f"{np.mean([len(s) for s in seen]):.0f} excluded per query "
                       f"(load {os.getloadavg()[0]:.2f})", "CPU time by stage:"]
-        lines += stage_cpu(index, b, seen)
-        lines.append("Back-to-back overhead over the plain search, by form:")
+        for v, mods in versions.items():
+            lines.append(f"  {v}:")
+            lines += stage_cpu(mods, indexes[v], b, seen, stage_calls)
+        fns = {v: calls_of(index, b, seen) for v, index in indexes.items()}
+        want = fns[next(iter(fns))]["arrays"]()
+        for v in fns:  # every version returns the same results
+            got = fns[v]["arrays"]()
+            assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0]), v
+        lines.append(f"Back-to-back overhead over the plain search, by form ({calls} calls a "
+                     "run):")
         for run in range(args.runs):
-            lines.append(f"  run {run + 1} (load {os.getloadavg()[0]:.2f}): "
-                         + forms(index, b, seen))
-            print(lines[-1], flush=True)
+            load = os.getloadavg()[0]
+            for v, text in forms(fns, calls=calls).items():
+                lines.append(f"  run {run + 1} (load {load:.2f}) {v}: {text}")
+                print(lines[-1], flush=True)
+        one = single(indexes, b, seen)
+        lines.append("One query, ~100 seen items excluded (arrays), median of 300: "
+                     + "; ".join(f"{v} {us:.1f} µs" for v, us in one.items()))
+        del fns, indexes
         path.write_text("\n".join(lines) + "\n")
     lines.append(f"\n# load at end {os.getloadavg()[0]:.2f}")
     path.write_text("\n".join(lines) + "\n")
