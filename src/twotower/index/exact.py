@@ -262,16 +262,6 @@ def _near_exclusions(ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None
     return rows[keep], cols[keep]
 
 
-def _by_block(head: tuple[np.ndarray, np.ndarray], starts: list[int], b: int
-              ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """``head`` (query rows in increasing order, storage rows) split by the query blocks
-    that begin at ``starts``: block ``r0``'s query rows (from 0) and storage rows."""
-    rows, cols = head
-    edges = np.searchsorted(rows, [*starts, b]).tolist()
-    return {r0: (rows[edges[j]:edges[j + 1]] - r0, cols[edges[j]:edges[j + 1]])
-            for j, r0 in enumerate(starts)}
-
-
 def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 512,
                chunk_size: int = 2048, threads: int = 0, norms: np.ndarray | None = None,
                ex_map: np.ndarray | None = None, ex_band: np.ndarray | None = None
@@ -358,28 +348,24 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
             return ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]]
         return None
 
-    # each query block's exclusions below `near` (``_near_exclusions``), found once: by
-    # its worker, in parallel (or on this thread, before the scan is split into parts);
-    # a prepared table's heads for every block at once, here
-    heads: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    all_later = False  # a prepared table without heads that far: all, when needed
-    if prepared is not None and n > chunk_size:
-        whole = prepared.head(0, b, near)
-        if whole is None:
-            all_later = True
-        else:
-            heads = _by_block(whole, starts, b)
+    # each query block's exclusions below `near`, found once, by its worker (in parallel;
+    # on this thread before a scan split into parts): ``_near_exclusions``, or a prepared
+    # table's heads (None: it keeps none that far; all of them are gathered when needed)
+    heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
 
     def block_ex(r0: int, r1: int) -> _Exclusions | None:
         """The exclusions of queries [r0, r1), a fresh ``_Exclusions`` for each caller."""
-        if all_later:
-            return _Exclusions(0, (None, None), lambda: block_rows(r0, r1), None)
-        head = heads.get(r0)
+        if r0 not in heads:
+            if prepared is not None:
+                heads[r0] = prepared.head(r0, r1, near)
+            else:
+                csr = block_rows(r0, r1)
+                if csr is None:
+                    return None
+                heads[r0] = _near_exclusions(csr[0], csr[1], ex_map, ex_band, near)
+        head = heads[r0]
         if head is None:
-            csr = block_rows(r0, r1)
-            if csr is None:
-                return None
-            head = heads[r0] = _near_exclusions(csr[0], csr[1], ex_map, ex_band, near)
+            return _Exclusions(0, (None, None), lambda: block_rows(r0, r1), None)
         return _Exclusions(near, head, lambda: block_rows(r0, r1),
                            None if prepared is not None else ex_map)
 
