@@ -242,6 +242,39 @@ def steady_overhead(plain, filtered, budget_s: float = 0.25, rounds: int = 7
     return statistics.median(a), statistics.median(b)
 
 
+def paired_overhead(plain, filtered, rounds: int = 15, budget_s: float = 0.1,
+                    max_calls: int = 100) -> dict:
+    """The extra per-call time of ``filtered`` over ``plain``, paired: each round times a
+    run of consecutive plain calls, a run of filtered calls, then plain again, and takes the
+    filtered run over the mean of the two plain runs around it; the median of ``rounds``
+    such ratios, minus 1, with their quartiles.
+
+    ``steady_overhead`` compares medians of separate runs of 10 calls: on a 2-3 ms call a
+    run is 25 ms, and a moment of load on a shared host moves one side only (the same code
+    measured +9.7% to +37.6% for prepared rows between runs of this benchmark). Here both
+    sides of each ratio share the moment, and runs last ``budget_s`` (at most
+    ``max_calls`` calls)."""
+    t = timed(plain)
+    calls = int(min(max_calls, max(2, budget_s / max(t, 1e-6))))
+
+    def run(fn) -> float:
+        fn()  # warm
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - t0) / calls
+
+    ratios = []
+    for _ in range(rounds):
+        w0 = run(plain)
+        w = run(filtered)
+        w1 = run(plain)
+        ratios.append(2 * w / (w0 + w1))
+    q1, med, q3 = np.percentile(ratios, [25, 50, 75])
+    return {"overhead": float(med - 1), "q1": float(q1 - 1), "q3": float(q3 - 1),
+            "rounds": rounds, "calls": calls}
+
+
 def gemm_peak(size: int = 4096) -> dict:
     """The machine's float32 GEMM peak: a square matmul on every core (BLAS threads)."""
     rng = np.random.default_rng(0)
@@ -490,6 +523,7 @@ def ann_and_exclusions(kind_name: str, V: np.ndarray, Q: np.ndarray, b: np.ndarr
             e["batch_plain_s"], e["batch_exclude_s"] = t_plain, t_ex
         t_plain, t_ex = steady_overhead(plain, filtered)
         e["exclude_overhead_steady" + suffix] = t_ex / t_plain - 1.0
+        e["exclude_overhead_paired" + suffix] = paired_overhead(plain, filtered)
         if not suffix:
             e["batch_plain_steady_s"], e["batch_exclude_steady_s"] = t_plain, t_ex
     out["exact"]["single_exclude"] = latencies(
@@ -590,6 +624,10 @@ def hot_path() -> dict:
     table, places = prepared_rows(index, seen[:1024], 1682, rng)
     p_plain, p_ex = steady_overhead(lambda: index.search(b, K),
                                     lambda: index.search(b, K, exclude=table.rows(places)))
+    paired = paired_overhead(lambda: index.search(b, K),
+                             lambda: index.search(b, K, exclude=seen[:1024]))
+    paired_prepared = paired_overhead(lambda: index.search(b, K),
+                                      lambda: index.search(b, K, exclude=table.rows(places)))
     return {"n": 1682, "d": 32, "excluded": 100,
             "single_p50_us": float(np.percentile(ts, 50) * 1e6),
             "single_p99_us": float(np.percentile(ts, 99) * 1e6),
@@ -597,10 +635,22 @@ def hot_path() -> dict:
             "exclude_overhead": t_ex / t_plain - 1.0,
             "batch1024_steady_s": s_plain, "batch1024_exclude_steady_s": s_ex,
             "exclude_overhead_steady": s_ex / s_plain - 1.0,
-            "exclude_overhead_steady_prepared": p_ex / p_plain - 1.0}
+            "exclude_overhead_steady_prepared": p_ex / p_plain - 1.0,
+            "exclude_overhead_paired": paired,
+            "exclude_overhead_paired_prepared": paired_prepared}
 
 
 # ---------------------------------------------------------------- report
+def _with_paired(value: str, ok: bool, paired: dict | None) -> tuple[str, bool]:
+    """A goal row's value and verdict with the paired overhead (``paired_overhead``) first
+    where the run has it: the verdict is then the paired median's."""
+    if not paired:
+        return value, ok
+    return (f"**paired {paired['overhead']:+.1%}** (quartiles {paired['q1']:+.1%} to "
+            f"{paired['q3']:+.1%}, {paired['rounds']} rounds of {paired['calls']} calls); "
+            + value, paired["overhead"] < 0.2)
+
+
 def goals(res: dict) -> list[dict]:
     rows = []
     hp = res.get("hot_path")
@@ -612,13 +662,17 @@ def goals(res: dict) -> list[dict]:
         value = f"{ov:+.1%}" if st is None else (
             f"{st:+.1%} back-to-back (throughput); {ov:+.1%} (cold: best single call after "
             "0.5 s idle)")
+        value, ok = _with_paired(value, (ov if st is None else st) < 0.2,
+                                 hp.get("exclude_overhead_paired"))
         rows.append({"goal": "exclusion overhead, batch 1024, 100 seen/query (N=1682): < 20%",
-                     "value": value, "pass": (ov if st is None else st) < 0.2})
+                     "value": value, "pass": ok})
         if "exclude_overhead_steady_prepared" in hp:
             st = hp["exclude_overhead_steady_prepared"]
+            value, ok = _with_paired(f"{st:+.1%} back-to-back", st < 0.2,
+                                     hp.get("exclude_overhead_paired_prepared"))
             rows.append({"goal": "exclusion overhead, batch 1024, 100 seen/query (N=1682), "
                                  "the rows of a prepared table (as TwoTower passes them): < 20%",
-                         "value": f"{st:+.1%} back-to-back", "pass": st < 0.2})
+                         "value": value, "pass": ok})
     peak = res["gemm_peak_gflops"]
     for c in res["cases"]:
         tag = f"{c['catalogue']} N={c['n']:,} d={c['d']}"
@@ -629,19 +683,21 @@ def goals(res: dict) -> list[dict]:
             value = f"{ov:+.1%} (cold: best single call after 0.5 s idle)"
             if st is not None:
                 value = f"{st:+.1%} back-to-back (throughput); " + value
+            value, ok = _with_paired(value, (ov if st is None else st) < 0.2,
+                                     e.get("exclude_overhead_paired"))
             rows.append({"goal": f"exclusion overhead, batch 1024 ({tag}): < 20%",
-                         "value": value, "pass": (ov if st is None else st) < 0.2})
+                         "value": value, "pass": ok})
             for suffix, form in (("_csr", "the seen items as CSR rows (as "
                                             "TwoTower.seen_rows gives them)"),
                                  ("_prepared", "the rows of a prepared table (as TwoTower "
                                                "passes them)")):
                 if "exclude_overhead_steady" + suffix in e:
                     st = e["exclude_overhead_steady" + suffix]
+                    value, ok = _with_paired(
+                        f"{st:+.1%} back-to-back; {e['exclude_overhead' + suffix]:+.1%} cold",
+                        st < 0.2, e.get("exclude_overhead_paired" + suffix))
                     rows.append({"goal": f"exclusion overhead, batch 1024, {form} ({tag}): "
-                                         "< 20%",
-                                 "value": f"{st:+.1%} back-to-back; "
-                                          f"{e['exclude_overhead' + suffix]:+.1%} cold",
-                                 "pass": st < 0.2})
+                                         "< 20%", "value": value, "pass": ok})
         if c["n"] == 1_000_000 and c["d"] == 64 and c["catalogue"] in ("clustered", "trained"):
             f = c["faiss_flat"]
             fs = c.get("exact_full_scan", e)  # every item scored: the kernel itself
@@ -736,7 +792,9 @@ def markdown(res: dict) -> str:
     lines += ["", "## Exclusions (~100 seen items per query)", "",
               "Cold: the best single call after a 0.5 s idle `settle()`, interleaved. "
               "Back-to-back: per-call medians of runs of consecutive calls "
-              "(`steady_overhead`).", "",
+              "(`steady_overhead`). Paired (in the goals table, which judges by it where "
+              "a run has it): each run of filtered calls over the mean of the plain runs "
+              "just before and after it, median of 15 rounds (`paired_overhead`).", "",
               "The exclusions are per-query id arrays, except in the CSR columns: the same "
               "ids as CSR rows `[batch, n]` (as `TwoTower.seen_rows` gives them), and in the "
               "prepared columns: the same ids as rows picked per call from a table of 4x the "
