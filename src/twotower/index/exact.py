@@ -150,6 +150,13 @@ class _Mask:
 
 # Exclusions are binned by storage row in bands of 2**_BAND_SHIFT rows (``ex_band``).
 _BAND_SHIFT = 11
+#: ``_near_exclusions`` reads the whole band in sequence before its look-ups only when they
+#: are at least one per this many band entries: fewer ids touch few of its cache lines, and
+#: the read costs more than it saves (ad hoc, the cache evicted before each try: 1M entries
+#: and 1,000 ids, 50 µs alone against 143 µs with the read; 10M and 10,000 ids, 144 against
+#: 588 µs; about even at one id per 16-64 entries; the probe's trained-1M case, one id per
+#: 20 entries, gained)
+_BAND_READ_PER_ID = 32
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -243,10 +250,12 @@ def _near_exclusions(ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None
     if ex_map is None:
         sel = np.flatnonzero(ids < near)
     elif ex_band is not None and lim < 255:  # band 255 also holds every row past it
-        # One sequential read of the band first (a reduction over it as uint64 words):
-        # the last call's matmuls evicted it, and streamed in, it costs less than the
-        # cache misses of the random reads below (benchmarks/probes/array_exclusions.py).
-        ex_band.view(np.uint64).max()
+        if len(ids) * _BAND_READ_PER_ID >= len(ex_band):
+            # Many ids: one sequential read of the band first (a reduction over it as
+            # uint64 words): the last call's matmuls evicted it, and streamed in, it costs
+            # less than the cache misses of the random reads below
+            # (benchmarks/probes/array_exclusions.py)
+            ex_band.view(np.uint64).max()
         # np.take releases the GIL (the other worker runs on), indexing does not; the
         # ids are checked (``exclusions``): "wrap" skips take's bounds check per id
         sel = np.flatnonzero(np.take(ex_band, ids, mode="wrap") < lim)
