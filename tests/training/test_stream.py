@@ -440,10 +440,15 @@ def test_slot_picker_slots_are_distinct_uniform_and_seeded():
         pick = _SlotPicker(np.random.default_rng(0), n)
         hits = np.zeros(n)
         pieces = 2 * _PERM_PIECES + 3
+        drawn = []  # the permutation after each piece, where it changed
         for _ in range(pieces):
             pos = pick(n // 4)
             assert len(np.unique(pos)) == n // 4 and pos.min() >= 0 and pos.max() < n
             hits[pos] += 1
+            if not drawn or pick.perm is not drawn[-1]:
+                drawn.append(pick.perm)
+        # drawn at pieces 0, _PERM_PIECES and 2 * _PERM_PIECES only, each a new order
+        assert len(drawn) == 3 and not np.array_equal(drawn[0], drawn[1])
         # binomial(pieces, ~1/4) per slot: sd ~5 at 131 pieces
         share = (n // 4) / n
         assert abs(hits.mean() - pieces * share) < 1e-9 and hits.std() < 1.3 * np.sqrt(
