@@ -347,6 +347,34 @@ def test_shuffle_mixes_record_batches_as_large_as_the_buffer():
     assert max(len(o["src"]) for o in out[:-1]) <= buffer // 4  # the last: the flush
 
 
+@pytest.mark.parametrize("buffer", [5, 1031, 6000])
+def test_shuffle_keeps_each_rows_columns_together_whatever_their_dtypes(buffer):
+    """The buffer holds one record per row (``_row_dtype``): an int32 column, an int64 one
+    after it, a float32 and a 2-D float32 one come out with every row once, its values
+    together and in their own dtypes, the same for the same seed (buffer 5: rows one by
+    one; 1,031: quarters; 6,000: more than the 5,000 rows)."""
+    n = 5000
+
+    def chunks():
+        for s in range(0, n, 700):
+            r = np.arange(s, min(s + 700, n))
+            yield {"user": r.astype(np.int32), "id": r + 2**40, "w": (r / 2).astype(np.float32),
+                   "v": np.stack([r, -r], axis=1).astype(np.float32)}
+
+    runs = [list(shuffle_chunks(chunks(), buffer, seed=1)) for _ in range(2)]
+    got = {k: np.concatenate([c[k] for c in runs[0]]) for k in runs[0][0]}
+    row = got["user"].astype(np.int64)
+    np.testing.assert_array_equal(np.sort(row), np.arange(n))
+    assert not np.array_equal(row, np.arange(n))
+    np.testing.assert_array_equal(got["id"], row + 2**40)
+    np.testing.assert_array_equal(got["w"], (row / 2).astype(np.float32))
+    np.testing.assert_array_equal(got["v"], np.stack([row, -row], axis=1))
+    assert [str(got[k].dtype) for k in ("user", "id", "w", "v")] == [
+        "int32", "int64", "float32", "float32"]
+    for a, b in zip(*runs, strict=True):
+        assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
 class _ChoiceSlots:
     """The slots ``shuffle_chunks`` drew before ``_SlotPicker``: uniformly random distinct
     slots, in random order, drawn afresh for every piece (the reference for mixing)."""
