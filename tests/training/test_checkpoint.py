@@ -770,3 +770,40 @@ def test_cli_refuses_a_checkpoint_it_cannot_use_before_reading_the_data(tmp_path
         assert code == 2 and f"--checkpoint {tmp_path / ck}: {why}" in err, err
     assert (tmp_path / "afile").read_text() == "mine"
     assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
+
+
+def test_a_streamed_checkpoint_of_the_older_shuffle_is_refused(tmp_path, monkeypatch):
+    """A streamed checkpoint written by code whose shuffle buffer ordered rows otherwise
+    (before ``stream.SHUFFLE_ORDER``) would resume mid-epoch skipping the batches it trained
+    in its order, in another one: rows trained twice, others never. It is refused, naming
+    the shuffle; a buffer in file order (0) is unaffected."""
+    x = _data()
+    df = pd.DataFrame({"user": x.user_vocab.ids[x.users], "item": x.item_vocab.ids[x.items],
+                       "stars": x.ratings})
+    path = tmp_path / "log.parquet"
+    df.to_parquet(path, row_group_size=1000)
+    cfg = _loop_cfg()
+
+    def stream(buffer):
+        return InteractionStream(path, StreamConfig(user_col="user", item_col="item",
+                                                    rating_col="stars", read_rows=700,
+                                                    shuffle_buffer=buffer, seed=3))
+
+    for buffer, refused in ((3000, True), (0, False)):
+        ck = tmp_path / f"ck{buffer}"
+        _Stop(monkeypatch, 40)
+        with pytest.raises(KeyboardInterrupt):
+            TwoTower(cfg).fit_stream(stream(buffer), progress_every_s=0,
+                                     checkpoint=Checkpoint(ck, keep=True))
+        monkeypatch.undo()
+        meta = json.loads((ck / "checkpoint.json").read_text())
+        assert ("shuffle_order" in meta["fingerprint"]) is refused
+        meta["fingerprint"].pop("shuffle_order", None)  # as the older code wrote it
+        (ck / "checkpoint.json").write_text(json.dumps(meta))
+        if refused:
+            with pytest.raises(ConfigError, match=r"another training \(shuffle_order was "
+                                                  r"None, now 'slot-windows'"):
+                TwoTower(cfg).fit_stream(stream(buffer), progress_every_s=0, checkpoint=ck)
+            assert (ck / "state.npz").exists()  # refused: nothing lost
+        else:
+            TwoTower(cfg).fit_stream(stream(buffer), progress_every_s=0, checkpoint=ck)

@@ -939,9 +939,13 @@ class TwoTower:
                          LoopConfig(progress_every_s=progress_every_s))
         ck = None
         if checkpoint is not None:
+            from twotower.training.stream import shuffle_order
             ck = _start_checkpoint(checkpoint, {
                 "trains": "TwoTower.fit_stream", "path": "loop", "config": cfg.to_dict(),
                 "stream": stream.config.to_dict(),
+                # how the buffer orders rows (a resume skips the batches done in that order)
+                **({"shuffle_order": order} if (order := shuffle_order(
+                    stream.config.shuffle_buffer)) else {}),
                 # every row read, not the file's path or time: a copy of the file (a
                 # job's local disk) resumes (one more pass over the file)
                 "file": {"size": os.path.getsize(stream.path),

@@ -1110,6 +1110,17 @@ def _columns(records: np.ndarray) -> Batch:
 #: Buffers smaller than this exchange rows one by one (``_exchange_rows``); larger ones a
 #: quarter of the buffer at a time
 _PER_ROW_BELOW = 1024
+#: The order ``shuffle_chunks`` gives a buffer of ``_PER_ROW_BELOW`` rows or more, for a
+#: streamed checkpoint's fingerprint: a checkpoint written by code that shuffled otherwise
+#: (``rng.choice`` slots, before 2026-12-07) would resume mid-epoch skipping the batches it
+#: trained in its order, in another (rows trained twice, others never), so it is refused
+SHUFFLE_ORDER = "slot-windows"
+
+
+def shuffle_order(buffer_size: int) -> str | None:
+    """``SHUFFLE_ORDER`` where a buffer of ``buffer_size`` rows uses it; None for file
+    order (0) and for small buffers, which exchange rows one by one as before."""
+    return SHUFFLE_ORDER if buffer_size >= _PER_ROW_BELOW else None
 #: ``_SlotPicker`` draws a fresh permutation of the buffer's slots every this many pieces
 _PERM_PIECES = 64
 
