@@ -1149,8 +1149,8 @@ class _SlotPicker:
     def __call__(self, r: int) -> np.ndarray:
         """``[r]`` int64 distinct slots in ``[0, n)``, ``r <= n``."""
         n = self.n
-        if self.used % _PERM_PIECES == 0:  # int32 halves its memory (n < 2**31)
-            self.perm = self.rng.permutation(n).astype(np.int32)
+        if self.used % _PERM_PIECES == 0:  # int32 halves its memory where n < 2**31
+            self.perm = self.rng.permutation(n).astype(np.int32 if n < 1 << 31 else np.int64)
         self.used += 1
         start, shift = (int(v) for v in self.rng.integers(0, n, 2))
         assert self.perm is not None
