@@ -63,3 +63,22 @@ def mean_rows(groups: dict, keys: tuple[str, ...]) -> list[str]:
             cells.append(f"{np.nanmean(v):.4f} ± {np.nanstd(v):.4f}")
         out.append("| " + " | ".join(map(str, label)) + " | " + " | ".join(cells) + " |")
     return out
+
+
+def proc_status_mb(key: str) -> int:
+    """A ``/proc/self/status`` field (``VmRSS``, ``VmHWM``) in MB; 0 where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            return next((int(ln.split()[1]) // 1024 for ln in f if ln.startswith(key)), 0)
+    except OSError:
+        return 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5); False where refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

@@ -47,6 +47,8 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _results import RESULTS, claim, stamp  # noqa: E402
+from _results import proc_status_mb as _status  # noqa: E402
+from _results import reset_peak_rss as _reset_peak  # noqa: E402
 from synthetic import Planted, write  # noqa: E402
 
 from twotower.data import random_split, read_interactions  # noqa: E402
@@ -55,25 +57,6 @@ from twotower.models import ModelConfig  # noqa: E402
 from twotower.evaluation.baselines import topk_excluding  # noqa: E402
 from twotower.models.linear import AUTO_RANK_MAX, tune_and_fit  # noqa: E402
 from twotower.models import linear  # noqa: E402
-
-
-def _status(key: str) -> int:
-    """A ``/proc/self/status`` field in MB (0 where there is none)."""
-    try:
-        with open("/proc/self/status") as f:
-            return next((int(ln.split()[1]) // 1024 for ln in f if ln.startswith(key)), 0)
-    except OSError:
-        return 0
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux ``clear_refs`` 5); False where refused."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def _group(stage: str) -> str:

@@ -251,12 +251,18 @@ def test_a_model_fit_checkpoint_s_random_state_is_checked(tmp_path):
     assert len(resumed.history["loss"]) == cfg.epochs and not ck.exists()
 
 
-def test_fit_stream_resumes_as_if_never_stopped(tmp_path, monkeypatch):
+def _stream_log(tmp_path):
+    """``_data()`` as a Parquet log (user, item, stars) in row groups of 1,000: (frame, path)."""
     x = _data()
     df = pd.DataFrame({"user": x.user_vocab.ids[x.users], "item": x.item_vocab.ids[x.items],
                        "stars": x.ratings})
     path = tmp_path / "log.parquet"
     df.to_parquet(path, row_group_size=1000)
+    return df, path
+
+
+def test_fit_stream_resumes_as_if_never_stopped(tmp_path, monkeypatch):
+    df, path = _stream_log(tmp_path)
     cfg = _loop_cfg()
 
     def stream():
@@ -777,11 +783,7 @@ def test_a_streamed_checkpoint_of_the_older_shuffle_is_refused(tmp_path, monkeyp
     (before ``stream.SHUFFLE_ORDER``) would resume mid-epoch skipping the batches it trained
     in its order, in another one: rows trained twice, others never. It is refused, naming
     the shuffle; a buffer in file order (0) is unaffected."""
-    x = _data()
-    df = pd.DataFrame({"user": x.user_vocab.ids[x.users], "item": x.item_vocab.ids[x.items],
-                       "stars": x.ratings})
-    path = tmp_path / "log.parquet"
-    df.to_parquet(path, row_group_size=1000)
+    _, path = _stream_log(tmp_path)
     cfg = _loop_cfg()
 
     def stream(buffer):
