@@ -251,11 +251,14 @@ def paired_overhead(plain, filtered, rounds: int = 15, budget_s: float = 0.1,
 
     ``steady_overhead`` compares medians of separate runs of 10 calls: on a 2-3 ms call a
     run is 25 ms, and a moment of load on a shared host moves one side only (the same code
-    measured +9.7% to +37.6% for prepared rows between runs of this benchmark). Here both
+    measured +9.7% to +27.6% for prepared rows between runs of this benchmark). Here both
     sides of each ratio share the moment, and runs last ``budget_s`` (at most
-    ``max_calls`` calls)."""
+    ``max_calls`` calls; at least 2, and fewer rounds, at least 5, where calls take
+    seconds)."""
     t = timed(plain)
     calls = int(min(max_calls, max(2, budget_s / max(t, 1e-6))))
+    # slow calls (large catalogues: seconds each): fewer rounds, at least 5, ~30 s a form
+    rounds = max(5, min(rounds, int(30.0 / (3 * (calls + 1) * max(t, 1e-6)))))
 
     def run(fn) -> float:
         fn()  # warm
