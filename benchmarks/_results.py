@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -82,3 +83,20 @@ def reset_peak_rss() -> bool:
         return True
     except OSError:
         return False
+
+
+def results_log(out: str | Path | None, name: str, *, force: bool = False) -> tuple[Any, Any]:
+    """A probe's results file, claimed (``claim``): ``out``, or
+    ``results/probe-<name>-<time>.txt``. Returns ``(say, close)``: ``say(line)`` prints the
+    line and appends it to the file at once (a run cut short keeps what it said)."""
+    path = Path(out) if out else RESULTS / f"probe-{name}-{stamp()}.txt"
+    claim(path, force=force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = path.open("w")
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        f.write(line + "\n")
+        f.flush()
+
+    return say, f.close

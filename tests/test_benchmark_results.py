@@ -90,7 +90,7 @@ def test_every_script_that_writes_files_goes_through_the_results_guard(script):
     if not _WRITES.search(text):
         return
     own_out = re.search(r"add_argument\(\"--out\", required=True", text)
-    guarded = re.search(r"from _results import .*\bclaim\b", text) is not None
+    guarded = re.search(r"from _results import .*\b(claim|results_log)\b", text) is not None
     assert guarded or own_out, (
         f"benchmarks/{script} writes files without _results.claim: a rerun can overwrite a "
         "committed result")

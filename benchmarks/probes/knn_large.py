@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _results import RESULTS, claim, stamp  # noqa: E402
+from _results import results_log  # noqa: E402
 from _results import proc_status_mb as _status  # noqa: E402
 from _results import reset_peak_rss as _reset_peak  # noqa: E402
 from synthetic import Planted, write  # noqa: E402
@@ -64,15 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="results file (default: results/probe-knn-large-<time>.txt)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args(argv)
-    out = Path(a.out) if a.out else RESULTS / f"probe-knn-large-{stamp()}.txt"
-    claim(out, force=a.force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    f = out.open("w")
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        f.write(line + "\n")
-        f.flush()
+    say, close = results_log(a.out, "knn-large", force=a.force)
 
     say(f"python benchmarks/probes/knn_large.py {' '.join(argv or sys.argv[1:])}")
     say(f"cpus {os.cpu_count()}, numpy {np.__version__}, load {os.getloadavg()[0]:.2f} "
@@ -134,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    for k in ("recall@10", "ndcg@10")))
     say(f"peak RSS of the whole run (ru_maxrss) {peak_mb():.0f} MB; load "
         f"{os.getloadavg()[0]:.2f}")
-    f.close()
+    close()
     return 0
 
 

@@ -46,7 +46,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _results import RESULTS, claim, stamp  # noqa: E402
+from _results import results_log  # noqa: E402
 from _results import proc_status_mb as _status  # noqa: E402
 from _results import reset_peak_rss as _reset_peak  # noqa: E402
 from synthetic import Planted, write  # noqa: E402
@@ -174,15 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="results file (default: results/probe-svd-form-cost-<time>.txt)")
     ap.add_argument("--force", action="store_true")
     a = ap.parse_args(argv)
-    out = Path(a.out) if a.out else RESULTS / f"probe-svd-form-cost-{stamp()}.txt"
-    claim(out, force=a.force)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    f = out.open("w")
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        f.write(line + "\n")
-        f.flush()
+    say, close = results_log(a.out, "svd-form-cost", force=a.force)
 
     say(f"python benchmarks/probes/svd_form_cost.py {' '.join(argv or sys.argv[1:])}")
     say(f"cpus {os.cpu_count()}, numpy {np.__version__}, load {os.getloadavg()[0]:.2f} "
@@ -193,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     # ru_maxrss is the same high-water mark that clear_refs resets: not the whole run's
     say(f"\nthe stage peaks above are VmHWM reset at each stage "
         f"({'reset' if _reset_peak() else 'NOT resettable here: cumulative'})")
-    f.close()
+    close()
     return 0
 
 
