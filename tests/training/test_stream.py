@@ -995,3 +995,33 @@ def test_a_parquet_pass_holds_no_more_arrow_memory_for_a_longer_file(tmp_path):
             peak = max(peak, pa.total_allocated_bytes() - base)
         peaks.append(peak)
     assert peaks[1] < 1.5 * peaks[0] + (1 << 20), peaks
+
+
+@pytest.mark.parametrize("buffer", [5, 1031, 6000])
+def test_shuffle_widens_its_buffer_for_a_later_chunks_wider_values(buffer):
+    """A later chunk whose column is wider than the first chunk's (longer fixed-width
+    strings, int64 after int32) widens the buffer: no value comes out cut or wrapped."""
+    n = 3000
+
+    def chunks():
+        for s in range(0, n, 600):
+            r = np.arange(s, min(s + 600, n))
+            wide = s >= 1200  # the first chunks' strings are 4 characters, later ones 12
+            ids = np.array([f"{v:012d}" if wide else f"{v:04d}" for v in r])
+            num = (r + 2**40) if wide else r.astype(np.int32)
+            yield {"id": ids, "num": num}
+
+    out = list(shuffle_chunks(chunks(), buffer, seed=3))
+    got_ids = np.concatenate([c["id"] for c in out])
+    got_num = np.concatenate([c["num"] for c in out])
+    want = {f"{v:012d}" if v >= 1200 else f"{v:04d}": v + (2**40 if v >= 1200 else 0)
+            for v in range(n)}
+    assert sorted(got_ids.tolist()) == sorted(want)
+    assert [want[i] for i in got_ids.tolist()] == got_num.tolist()
+
+
+def test_shuffle_refuses_a_chunk_with_other_columns():
+    """A chunk with other columns than the first is an error naming both sets."""
+    chunks = [{"a": np.arange(10)}, {"b": np.arange(10)}]
+    with pytest.raises(DataError, match=r"\['b'\].*\['a'\]"):
+        list(shuffle_chunks(iter(chunks), 4, seed=0))

@@ -1058,6 +1058,8 @@ def shuffle_chunks(chunks: Iterable[Batch], buffer_size: int, seed: int) -> Iter
         m = len(next(iter(chunk.values())))
         if buf is None:
             buf = np.empty(buffer_size, dtype=_row_dtype(chunk))
+        else:
+            buf = _fit_buffer(buf, n, chunk)
         start = 0
         take = min(buffer_size - n, m)
         if take:
@@ -1100,6 +1102,38 @@ def _row_dtype(chunk: Batch) -> np.dtype:
     size = next((s for s in (16, 32, 64) if dt.itemsize <= s), dt.itemsize)
     return np.dtype({"names": names, "formats": [dt.fields[k][0] for k in names],
                      "offsets": [dt.fields[k][1] for k in names], "itemsize": size})
+
+
+def _fit_buffer(buf: np.ndarray, n: int, chunk: Batch) -> np.ndarray:
+    """``buf`` (its first ``n`` rows filled) able to hold ``chunk``'s values: the same
+    buffer where each column's dtype holds them, else a copy with the columns widened
+    (``np.result_type``: longer fixed-width strings, int64 after int32), so that no value
+    is cut to the first chunk's width or wrapped.
+
+    Raises:
+        DataError: ``chunk`` has other columns, or another shape per row, than the first.
+    """
+    names = list(buf.dtype.names)
+    if sorted(chunk) != sorted(names):
+        raise DataError(f"shuffle: a chunk has columns {sorted(chunk)}, the first had "
+                        f"{sorted(names)}; every chunk must have the same columns")
+    wider = {}
+    for k in names:
+        have, shape = buf.dtype.fields[k][0].base, buf.dtype.fields[k][0].shape
+        v = chunk[k]
+        if v.shape[1:] != shape:
+            raise DataError(f"shuffle: column {k!r} has rows of shape {v.shape[1:]} in a "
+                            f"later chunk, {shape} in the first")
+        if v.dtype != have and not np.can_cast(v.dtype, have, casting="safe"):
+            wider[k] = np.result_type(have, v.dtype)
+    if not wider:
+        return buf
+    fields = {k: buf.dtype.fields[k][0] for k in names}
+    grown = np.empty(len(buf), dtype=_row_dtype(
+        {k: np.empty((0,) + f.shape, wider.get(k, f.base)) for k, f in fields.items()}))
+    for k in names:
+        grown[k][:n] = buf[k][:n]
+    return grown
 
 
 def _columns(records: np.ndarray) -> Batch:
