@@ -123,12 +123,13 @@ def test_an_empty_deny_file_denies_nothing(capsys, tiny_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def history_run(tmp_path_factory):
-    """tiny_run's log with an id+history query tower (reads histories)."""
+    """tiny_run's log with an id+history query tower (reads histories), and an item whose
+    id holds a comma (``Smith, J.``: --history cannot name it, --history-file can)."""
     from twotower import ModelConfig, TwoTower
     from twotower.data import Interactions
     rng = np.random.default_rng(0)
-    x = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 20, 400)],
-                              [f"i{i}" for i in rng.integers(0, 30, 400)])
+    x = Interactions.from_ids([f"u{u}" for u in rng.integers(0, 20, 400)] + ["u1", "u2", "u3"],
+                              [f"i{i}" for i in rng.integers(0, 30, 400)] + ["Smith, J."] * 3)
     model = TwoTower(ModelConfig(query_tower="id+history", objective="bpr", epochs=1,
                                  batch_size=16, embedding_dim=8)).fit(x, verbose=0)
     run_dir = tmp_path_factory.mktemp("runs") / "history"
@@ -150,8 +151,8 @@ def test_recommend_for_a_new_user_by_history(capsys, history_run, tmp_path):
     assert [it["item_id"] for it in got["items"]] == ref[0].tolist()
     np.testing.assert_allclose([it["score"] for it in got["items"]], ref_scores[0], atol=1e-6)
     assert not {"i3", "i7", "i11"} & set(ref[0].tolist())
-    kept = _ids(run(capsys, "recommend", rundir, "--history", "i3,i7,i11", "-k", 29,
-                    "--include-seen", "--json")[1])[0]
+    kept = _ids(run(capsys, "recommend", rundir, "--history", "i3,i7,i11", "-k", 31,
+                    "--include-seen", "--json")[1])[0]  # -k 31: the catalogue
     assert {"i3", "i7", "i11"} <= set(kept)
     deny = tmp_path / "deny.txt"
     deny.write_text("\n".join(ref[0].tolist()[:3]) + "\n")
@@ -212,3 +213,60 @@ def test_out_with_history_is_refused_first(capsys, history_run, tmp_path, extra)
     extra = [str(tmp_path / e) if e.startswith("x.") else e for e in extra]
     code, _, err = run(capsys, "recommend", history_run[1], "--history", "i3", *extra)
     assert code != 0 and "--out is read with --user/--users/--all-users" in err, err
+
+
+def test_a_history_file_reads_ids_that_hold_a_comma(capsys, history_run, tmp_path,
+                                                    monkeypatch):
+    """``--history-file``: one id a line (blank lines skipped, as --users' are), the same
+    list as --history gives for the same ids, ``-`` for standard input."""
+    model, rundir = history_run
+    f = tmp_path / "history.txt"
+    f.write_text("i3\n\n i7 \ni11\n")
+    deny = tmp_path / "deny.txt"
+    deny.write_text("i0\n")
+    for extra in (["-k", 6, "--json", "--deny", deny], ["-k", 4], ["--include-seen"]):
+        given = run(capsys, "recommend", rundir, "--history", "i3,i7,i11", *extra)
+        assert given[0] == 0 and given == run(capsys, "recommend", rundir,
+                                              "--history-file", f, *extra), extra
+    f.write_text("Smith, J.\ni7\n")
+    code, out, err = run(capsys, "recommend", rundir, "--history-file", f, "-k", 5, "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    ref = model.recommend_from_history_ids([["Smith, J.", "i7"]], 5)[1]
+    assert got["history"] == ["Smith, J.", "i7"]
+    assert [it["item_id"] for it in got["items"]] == ref[0].tolist()
+    assert "Smith, J." not in ref[0].tolist()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"Smith, J.\ni7\n")))
+    assert run(capsys, "recommend", rundir, "--history-file", "-", "-k", 5, "--json")[1] == out
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("", "--history-file: {p} holds no item id (expected one id a line)"),
+    ("\n \n", "--history-file: {p} holds no item id (expected one id a line)"),
+    ("i3\n\ni3,i7\n", "--history-file: {p}, line 3: unknown item id 'i3,i7' (the run's "
+                      "item ids are like"),
+])
+def test_a_bad_history_file_is_named_with_its_line(capsys, history_run, tmp_path, text,
+                                                   needle):
+    p = tmp_path / "history.txt"
+    p.write_text(text)
+    code, out, err = run(capsys, "recommend", history_run[1], "--history-file", p)
+    assert code == 2 and out == "" and needle.format(p=p) in err, err
+
+
+def test_history_file_is_refused_as_history_is(capsys, tiny_run, history_run, tmp_path):
+    """The checks --history has are --history-file's, under its name; one flag at most
+    reads standard input."""
+    p = tmp_path / "history.txt"
+    p.write_text("i3\n")
+    code, _, err = run(capsys, "recommend", tiny_run[1], "--history-file", p)
+    assert code != 0 and "--history-file: this model's query tower is 'id'" in err, err
+    code, _, err = run(capsys, "recommend", history_run[1], "--history-file", p, "--out",
+                       tmp_path / "x.jsonl")
+    assert code != 0 and "--history-file gives one new user's list" in err, err
+    code, _, err = run(capsys, "recommend", history_run[1], "--history-file", "-",
+                       "--deny", "-")
+    assert code == 2 and "--history-file and --deny both read standard input" in err, err
+    code, _, err = run(capsys, "recommend", history_run[1], "--history-file", p,
+                       "--history", "i3")
+    assert code == 2 and "not allowed with argument" in err, err

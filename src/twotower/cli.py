@@ -1293,6 +1293,7 @@ def _read_id_file(path: str, flag: str, what: str, empty_ok: bool = False
 def _stdin_once(args: argparse.Namespace) -> None:
     """ConfigError when several flags would read standard input (``-``)."""
     dash = [f for f, v in (("--users", getattr(args, "users", None)),
+                           ("--history-file", getattr(args, "history_file", None)),
                            ("--allow", args.allow), ("--deny", args.deny)) if v == "-"]
     if len(dash) > 1:
         raise ConfigError(f"{' and '.join(dash)} both read standard input (-): one flag at "
@@ -1336,9 +1337,11 @@ def _item_filters(args: argparse.Namespace, model: Any
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
+    history = ("--history" if args.history is not None else
+               "--history-file" if args.history_file is not None else None)
     for flag, given in (("--out", args.out), ("--fallback popular", args.fallback != "none")):
-        if args.history is not None and given:  # before --out's own checks
-            raise ConfigError(f"{flag} is read with --user/--users/--all-users; --history "
+        if history and given:  # before --out's own checks
+            raise ConfigError(f"{flag} is read with --user/--users/--all-users; {history} "
                               "gives one new user's list (--json prints it as JSON)")
     if args.out and args.json:
         raise ConfigError("--json prints JSON lines on stdout and --out writes a file: give "
@@ -1351,8 +1354,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     if args.k is None:  # the default fits the catalogue; a given k is checked as given
         args.k = min(10, model.n_items)
     allow, deny = _item_filters(args, model)
-    if args.history is not None:
-        return _recommend_history(args, model, allow, deny)
+    if history:
+        return _recommend_history(args, model, allow, deny, history)
     if args.user is not None:  # stripped, as --users' lines and the data's ids are
         if not args.user.strip():
             raise ConfigError(f"--user: expected a user id, got {args.user!r}")
@@ -1449,27 +1452,37 @@ def cmd_recommend(args: argparse.Namespace) -> int:
 
 
 def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray | None,
-                       deny: np.ndarray | None) -> int:
-    """``recommend --history 50,172,181``: a new user's list from the items they had (as
+                       deny: np.ndarray | None, flag: str) -> int:
+    """``recommend --history 50,172,181`` (or ``--history-file FILE``, one id a line, for
+    ids that hold a comma): a new user's list from the items they had (as
     ``TwoTower.recommend_from_history_ids`` gives it), printed as ``--user``'s or one JSON
-    line."""
+    line. Once the ids are read, both flags take one path."""
     from twotower.data.vocabulary import plain_id
     from twotower.errors import UnknownIdError
-    try:  # a query tower that reads no history (only this error is --history's)
+    try:  # a query tower that reads no history (only this error is the flag's)
         model.history_query_embeddings([])
     except ConfigError as exc:
-        raise ConfigError(f"--history: {exc}") from None
-    ids = [t.strip() for t in args.history.split(",")]
-    if not all(ids):
-        raise ConfigError(f"--history: expected item ids separated by commas, oldest first "
-                          f"(e.g. 50,172,181), got {args.history!r}")
+        raise ConfigError(f"{flag}: {exc}") from None
+    if args.history is not None:
+        ids = [t.strip() for t in args.history.split(",")]
+        if not all(ids):
+            raise ConfigError(f"--history: expected item ids separated by commas, oldest "
+                              f"first (e.g. 50,172,181), got {args.history!r} (--history-file "
+                              "reads one id a line, for ids that hold a comma)")
+    else:  # blank lines skipped, as --users' are; messages name the line
+        ids, lines, p = _read_id_file(args.history_file, flag, "item")
     idx = model.item_vocab.lookup_or(ids, -1)
     if (idx < 0).any():
+        pos = int(np.argmax(idx < 0))
         some = ", ".join(map(repr, model.item_vocab.ids[:3].tolist()))
-        raise UnknownIdError(f"--history: unknown item id {ids[int(np.argmax(idx < 0))]!r} "
-                             f"(the run's item ids are like {some})")
+        if args.history is not None:
+            raise UnknownIdError(f"--history: unknown item id {ids[pos]!r} (the run's item "
+                                 f"ids are like {some})")
+        raise UnknownIdError(f"--history-file: {p}, line {lines[pos]}: unknown item id "
+                             f"{ids[pos]!r} (the run's item ids are like {some}; expected "
+                             "one item id a line, oldest first)")
     if not (np.asarray(model.item_popularity)[idx] > 0).any():
-        raise UnknownIdError(f"--history: none of its {len(ids):,} items has training "
+        raise UnknownIdError(f"{flag}: none of its {len(ids):,} items has training "
                              "interactions, so the model has no query to build from it")
     # the ids are checked and mapped here, once: the index path of recommend_from_history_ids
     scores, top = model.recommend_from_history(
@@ -2199,6 +2212,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "oldest first (e.g. 50,172,181); needs a run whose query tower "
                           "reads histories (the default preset's does); the history's items "
                           "are left out unless --include-seen")
+    who.add_argument("--history-file", type=_path, metavar="FILE",
+                     help="--history from a file of one item id a line, oldest first (- for "
+                          "standard input): for ids that hold a comma")
     r.add_argument("-k", type=int, help="items per user, between 1 and the catalogue size "
                                         "(default 10, or the catalogue if smaller)")
     r.add_argument("--include-seen", action="store_true", help="do not exclude rated items")
