@@ -666,3 +666,40 @@ def test_page_keeps_a_new_users_items_in_its_address(history_page_run):
             assert not errors, errors
     finally:
         next(gen, None)
+
+
+def test_the_page_shows_the_model_a_reload_swapped_in(history_page_run, run_dir):
+    """The page read /v1/model once: after a reload it showed the old model's name and
+    sizes, offered its list lengths and its new-user mode. An answer naming another model
+    (every answer's ``model``) reads them again."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    gen = _serve(history_page_run)
+    base, app = next(gen)
+
+    def facts(m):
+        return f"{m['label']} · {m['n_items']} items · {m['n_users']} users · trained " \
+               f"{m['trained_at'] or '?'}"
+    try:
+        with _page(sync_api, base) as (page, errors):
+            old = app.state.holder.current.describe()
+            assert page.locator("#model-info").text_content() == facts(old)
+            page.wait_for_selector("#build-note:not([hidden])")
+            assert "+ on an item adds it" in page.locator("#build-note").text_content()
+            lengths = "ks => ks.map(o => o.value)"
+            assert page.eval_on_selector_all("#k option", lengths) == ["5", "10", "20"]
+            app.state.holder.reload(run_dir)  # 1,682 items where the page saw 31
+            new = app.state.holder.current.describe()
+            page.fill("#user-id", "42")
+            page.click("#go")
+            page.wait_for_function("label => document.getElementById('model-info')"
+                                   ".textContent.startsWith(label)", arg=new["label"],
+                                   timeout=10_000)
+            assert page.locator("#model-info").text_content() == facts(new) != facts(old)
+            assert page.eval_on_selector_all("#k option", lengths) == ["5", "10", "20", "50"]
+            assert page.input_value("#k") == "10"
+            assert "reads no history" in page.locator("#build-note").text_content()
+            page.locator("#recs li").nth(9).wait_for()
+            assert page.locator("#error").is_hidden()
+            assert not errors, errors
+    finally:
+        next(gen, None)

@@ -27,6 +27,7 @@ async function api(path, signal, send) {
   const res = await fetch(path, init);
   let body = null;
   try { body = parseJson(await res.text()); } catch (_) { /* not JSON */ }
+  if (body && typeof body.model === "string") modelSeen(body.model);
   if (!res.ok) {
     const err = new Error(body && body.detail ? body.detail : `${res.status} ${res.statusText}`);
     err.status = res.status;
@@ -347,6 +348,43 @@ function suggestUsers() {
   }, 150);
 }
 
+// The model facts in the header (and what follows from them: the list lengths offered,
+// the users drawn from, the new-user mode) are /v1/model's. Every answer names the model
+// that gave it (``model``, /v1/model's ``label``): one from another model (a reload,
+// POST /admin/reload or SIGHUP, since) reads them again.
+let shownModel = null;
+let nUsers = 0;
+let noHistory = null;  // why this run makes no new user from items (once /v1/model says)
+let kChoices = null;  // the page's list lengths, before any catalogue or max_k cut them
+let refreshing = false;
+function modelSeen(label) {
+  if (shownModel === null || label === shownModel || refreshing) return;
+  refreshing = true;
+  api("/v1/model").then(showModel, showError).finally(() => { refreshing = false; });
+}
+
+function showModel(m) {
+  shownModel = m.label;
+  $("model-info").textContent =
+    `${m.label} · ${m.n_items} items · ${m.n_users} users · trained ${m.trained_at || "?"}`;
+  // list lengths the catalogue cannot fill, or the service refuses, are not offered
+  const most = Math.min(m.n_items, m.max_k || m.n_items);
+  const select = $("k");
+  if (kChoices === null) kChoices = [...select.options].map((o) => [o.value, o.selected]);
+  const was = select.options.length ? select.value : null;
+  select.replaceChildren(...kChoices.filter(([v]) => Number(v) <= most)
+    .map(([v, sel]) => new Option(v, v, sel, was === null ? sel : v === was)));
+  if (!select.options.length) select.add(new Option(String(most)));
+  nUsers = m.n_users;
+  canBuild = m.supports_history === true;
+  noHistory = canBuild ? null : `this run's query tower ('${(m.config || {}).query_tower}') ` +
+    "reads no history";
+  $("build-note").textContent = canBuild
+    ? "+ on an item adds it to a new user's items: their recommendations follow."
+    : `No new user from clicked items: ${noHistory}.`;
+  $("build-note").hidden = false;
+}
+
 async function init() {
   $("user-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
@@ -362,8 +400,6 @@ async function init() {
   for (const id of ["k", "exclude-seen"]) {
     $(id).addEventListener("change", () => { if (built !== null) showBuilt(); });
   }
-  let nUsers = 0;
-  let noHistory = null;  // why this run makes no new user from items (once /v1/model says)
   $("random-user").addEventListener("click", async () => {
     if (!nUsers) return;
     const ctl = begin("user");  // a later click, or a submitted id, wins over this one
@@ -384,23 +420,7 @@ async function init() {
     } catch (err) { if (!stale("user", ctl)) showError(err); }
   });
   try {
-    const m = await api("/v1/model");
-    $("model-info").textContent =
-      `${m.label} · ${m.n_items} items · ${m.n_users} users · trained ${m.trained_at || "?"}`;
-    // list lengths the catalogue cannot fill, or the service refuses, are not offered
-    const most = Math.min(m.n_items, m.max_k || m.n_items);
-    for (const opt of [...$("k").options]) {
-      if (Number(opt.value) > most) opt.remove();
-    }
-    if (!$("k").options.length) $("k").add(new Option(String(most)));
-    nUsers = m.n_users;
-    canBuild = m.supports_history === true;
-    if (!canBuild) noHistory = `this run's query tower ('${(m.config || {}).query_tower}') ` +
-      "reads no history";
-    $("build-note").textContent = canBuild
-      ? "+ on an item adds it to a new user's items: their recommendations follow."
-      : `No new user from clicked items: ${noHistory}.`;
-    $("build-note").hidden = false;
+    showModel(await api("/v1/model"));
     suggestUsers();
     const first = await api("/v1/users?offset=0&limit=1");  // an example of this run's ids
     if (first.user_ids.length) $("user-id").placeholder = `e.g. ${first.user_ids[0]}`;
