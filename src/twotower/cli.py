@@ -2468,6 +2468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      or (distribution._initialized and code)):
         sys.stdout.flush()
         sys.stderr.flush()
+        if code and not distribution.JOIN_PENDING.is_set():
+            distribution.agreed_exit()  # an error every process raised: process 0 last
         os._exit(code)
     return code
 

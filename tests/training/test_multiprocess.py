@@ -177,6 +177,37 @@ def test_devices_must_count_every_process(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_devices_must_count_every_process_even_when_one_is_slow(tmp_path):
+    """The same refusal, with process 1 slow past its CPU backend's start (2 s, as a loaded
+    host can make it): process 0, which holds JAX's coordination service, ended at once,
+    and process 1 was ended by JAX ("Connection reset by peer", seen in a loaded test
+    run) instead of giving the error. Now the processes wait for each other and process 0
+    leaves last."""
+    data = tmp_path / "r.csv"
+    data.write_text("user_id,item_id,rating\n" + "".join(
+        f"u{u},i{i},{1 + (u + i) % 5}\n" for u in range(20) for i in range(10)))
+    slow = tmp_path / "slow.py"  # jax.devices() returns, then this process dawdles
+    slow.write_text("import sys, time\nimport jax\nreal = jax.devices\nfirst = [True]\n"
+                    "def devices(*a, **k):\n    d = real(*a, **k)\n    if first[0]:\n"
+                    "        first[0] = False\n        time.sleep(2)\n    return d\n"
+                    "jax.devices = devices\nfrom twotower.cli import main\n"
+                    "sys.exit(main(sys.argv[1:]))\n")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    env.pop("XLA_FLAGS", None)
+    port = _free_port()
+    procs = [subprocess.Popen(
+        [sys.executable, *([slow] if i else ["-m", "twotower.cli"]), *map(str, [
+            "train", "--data", data, "--preset", "tutorial", "--epochs", "1",
+            "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+            "--process-id", i, "--join-timeout", "60", "--out", tmp_path / "run"])],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 2, err[-2000:]
+        assert "give --devices 2" in err and "Traceback" not in err, err
+    assert not (tmp_path / "run").exists()
+
+
 def _train_on_own_files(tmp_path, stream: bool, names=("a.csv", "b.csv"),
                         extra=((), ())) -> list[tuple[int, str, str]]:
     """`twotower train` as a 2-process job, process 0 on `a.csv` and process 1 on

@@ -139,6 +139,46 @@ class _ShardedParallel:
 
 
 _initialized = False
+#: The joined job's config once this process raised an error that every process of the
+#: job raises alike (``agreed_exit``); None otherwise
+_agreed: DistributionConfig | None = None
+#: How long the first process waits for the others to leave on such an error (seconds)
+AGREED_EXIT_WAIT_S = 10.0
+
+
+def _client() -> Any:
+    """JAX's coordination-service client of a joined job (None if there is none)."""
+    try:
+        from jax._src import distributed
+    except ImportError:  # pragma: no cover - another JAX layout
+        return None
+    return getattr(distributed.global_state, "client", None)
+
+
+def agreed_exit() -> None:
+    """The ending of a process that raised an error every process of the job raises alike
+    (``--devices`` not counting every process's devices): the others leave first, then
+    process 0, which holds JAX's coordination service. Were process 0 to end first, a
+    process still starting its CPU backend, or polling the service, would end with
+    "Connection reset by peer" from JAX (a C++ abort, or "a step across processes
+    failed") instead of the error. Each other process writes a key when it leaves;
+    process 0 waits for them (``AGREED_EXIT_WAIT_S`` at most). Does nothing unless such
+    an error was raised (``_agreed``). Called by ``twotower.cli.main`` before
+    ``os._exit``, after the error is printed."""
+    config, client = _agreed, _client()
+    if config is None or client is None:
+        return
+    try:
+        if config.process_id:
+            client.key_value_set(f"twotower/left/{config.process_id}", "1")
+            return
+        deadline = time.monotonic() + AGREED_EXIT_WAIT_S
+        for pid in range(1, config.num_processes):
+            left = max(1, int(1000 * (deadline - time.monotonic())))
+            client.blocking_key_value_get(f"twotower/left/{pid}", left)
+        time.sleep(0.1)  # a leaving process's own os._exit, after its key
+    except Exception:  # noqa: BLE001 - a process that stopped otherwise: end anyway
+        pass
 
 
 #: Set while a join's thread has not returned (``_join``): it waits inside JAX, and a
@@ -244,7 +284,14 @@ def apply_distribution(config: DistributionConfig) -> Any:
     check_devices(config)
     if config.num_processes > 1 and config.devices != len(devices):
         # the mesh would hold only the first process's devices: the others would feed no
-        # device (a traceback there) while the first trained alone and saved
+        # device (a traceback there) while the first trained alone and saved. Every
+        # process sees the same count and raises this: once each has its backend (the
+        # barrier), they end in order (``agreed_exit``)
+        global _agreed
+        client = _client()
+        if client is not None:
+            client.wait_at_barrier("twotower/devices", int(1000 * config.join_timeout_s))
+        _agreed = config
         raise ConfigError(
             f"distribution: data_parallel x model_parallel = {config.devices} devices, but "
             f"the {config.num_processes} processes have {len(devices)} in all (--devices "
