@@ -815,3 +815,28 @@ def test_an_items_id_swallowing_lines_through_an_unclosed_quote_is_warned_of(tmp
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_item_info(q, id_col="item_id").loc["a", "title"] == "two\nlines"
+
+
+def test_a_repeated_header_line_is_refused_naming_its_line(tmp_path):
+    # two logs joined with `cat a.csv b.csv`: the second header was read as a user
+    # 'customer' with an item 'sku', silently (text ids), or turned integer ids into text
+    p = tmp_path / "joined.csv"
+    p.write_text("customer,sku\nC-1,S-1\nC-2,S-2\n\ncustomer,sku\nC-3,S-1\n")
+    with pytest.raises(DataError, match=r"joined\.csv, line 5: the header line again "
+                                        r"\('customer', 'sku'\)"):
+        read_interactions(p, user_col="customer", item_col="sku")
+    p.write_text("user_id,item_id,rating\n1,10,4\n user_id , item_id ,rating\n2,11,5\n")
+    with pytest.raises(DataError, match=r"line 3: the header line again"):
+        read_interactions(p, rating_col="rating")
+    # an id that is a column's name, beside an id that is not, is an id
+    p.write_text("customer,sku\ncustomer,S-1\nC-2,sku\n")
+    x = read_interactions(p, user_col="customer", item_col="sku")
+    assert x.user_vocab.ids.tolist() == ["C-2", "customer"]
+
+
+def test_a_repeated_header_line_in_an_items_file_is_refused(tmp_path):
+    (tmp_path / "r.csv").write_text("user_id,item_id\n1,10\n2,11\n")
+    (tmp_path / "items.csv").write_text("item_id,title\n10,Ten\nitem_id,title\n11,Eleven\n")
+    with pytest.raises(DataError, match=r"--items: .*items\.csv, line 3: the header line "
+                                        r"again \('item_id', 'title'\)"):
+        read_interactions(tmp_path / "r.csv", items=tmp_path / "items.csv")

@@ -223,3 +223,12 @@ def test_event_names_are_read_as_the_same_weights_or_refused_in_the_same_words(
         p = p2
     memory, streamed = _both(p, read_rows=2, event_col="event", event_weights=weights)
     assert memory == streamed
+
+
+def test_a_repeated_header_line_is_refused_by_both(tmp_path):
+    # two logs joined with their headers: both read the second header as an interaction
+    p = tmp_path / "joined.csv"
+    p.write_text("user_id,item_id\n1,10\n2,11\nuser_id,item_id\n3,10\n")
+    mem, stream = _both(p)
+    assert mem == stream == ("--data: FILE, line 4: the header line again ('user_id', "
+                             "'item_id'): files joined with their header lines? delete it")

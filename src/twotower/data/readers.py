@@ -513,6 +513,28 @@ def where_in_file(p: Path, row: int, sep: str | None = None) -> str:
     return f"line {row + 2}"
 
 
+def repeated_header(where: str, names: Sequence[str]) -> DataError:
+    """The error, in every reader, for a CSV row whose fields are the header's names: two
+    files joined with their header lines (``cat a.csv b.csv``), whose second header would
+    otherwise be read as an interaction (a user ``user_id``, integer ids turned to text)."""
+    return DataError(f"{where}: the header line again ({', '.join(map(repr, names))}): "
+                     "files joined with their header lines? delete it")
+
+
+def check_repeated_header(p: Path, what: str, sep: str | None,
+                          columns: Sequence[tuple[pd.Series, str]]) -> None:
+    """Refuse a CSV row whose every one of ``columns`` (values as text, spaces around them
+    stripped; column name) holds its name."""
+    if p.suffix.lower() not in _CSV or len(columns) < 2:
+        return
+    same = np.ones(len(columns[0][0]), bool)
+    for values, name in columns:
+        same &= (values == str(name).strip()).to_numpy(bool)
+    if same.any():
+        where = f"{what}: {p}, {where_in_file(p, int(np.argmax(same)), sep)}"
+        raise repeated_header(where, [name for _, name in columns])
+
+
 def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: str = "item_id",
                       rating_col: str | None = None, time_col: str | None = None,
                       items: str | Path | None = None, item_id_col: str | None = None,
@@ -578,6 +600,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                         "time": time_col, "event": event_col}, what=what, sep=sep)
     if len(df) == 0:
         raise DataError(f"{what}: {p} has no rows")
+    stripped = []
     for role, col in (("user", user_col), ("item", item_col)):
         col_values = df[role]
         if isinstance(col_values.dtype, pd.CategoricalDtype):  # dictionary-encoded Parquet
@@ -601,6 +624,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                               f"({str(df[role].iloc[row])!r}, and 1.0 as '1.0'); is {col!r} "
                               f"the {role} id column?", stacklevel=2)
         s = df[role].astype(str).str.strip()
+        stripped.append((s, col))
         # a null (Parquet) or an empty field; the text "nan" or "NA" is an id like any other
         empty = (df[role].isna() | (s == "")).to_numpy(bool)
         if empty.any():
@@ -613,6 +637,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                 row = int(np.argmax(broken))
                 warnings.warn(line_break_in_id(f"{what}: {p}, {where_in_file(p, row, sep)}",
                                                col, role, s.iloc[row]), stacklevel=2)
+    check_repeated_header(p, what, sep, stripped)
     ratings = _numeric(p, what, df, "rating", rating_col, sep) if rating_col else None
     if event_col is not None:
         ratings = event_values(df["event"], event_weights or {}, lambda row: (
@@ -695,10 +720,13 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
             "genres": genres_col if genres_col in header else None}
     extra = [c for c in dict.fromkeys(columns)
              if c in header and c not in cols.values() and c not in ("title", "genres")]
-    df = read_table(p, {**cols, **{f"extra:{c}": c for c in extra}}, what="--items", sep=sep)
+    read = {**cols, **{f"extra:{c}": c for c in extra}}
+    df = read_table(p, read, what="--items", sep=sep)
     if len(df) == 0:
         raise DataError(f"--items: {p} has no rows (its header only); give a file with one "
                         "row per item, or leave --items out")
+    check_repeated_header(p, "--items", sep, [(df[role].astype(str).str.strip(), col)
+                                              for role, col in read.items() if col])
     empty = df["item"].isna().to_numpy() | (df["item"].astype(str).str.strip() == "").to_numpy()
     if empty.any():  # as --data refuses one (it was read as an id, and warned of as unused)
         raise DataError(f"--items: {p}, {where_in_file(p, int(np.argmax(empty)), sep)}, "

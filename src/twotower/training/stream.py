@@ -22,7 +22,8 @@ from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.readers import (RATING_HINT, check_columns, check_ragged,
                                    check_unique_columns, csv_encoding, csv_header,
-                                   line_break_in_id, not_a_file, where_in_file)
+                                   line_break_in_id, not_a_file, repeated_header,
+                                   where_in_file)
 from twotower.data.vocabulary import Vocabulary, plain_id
 from twotower.errors import ConfigError, DataError, NotFittedError
 
@@ -573,6 +574,8 @@ class InteractionStream:
                 elif pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
                     # NaN: a missing value, as read_interactions takes it
                     self._bad_row(offset, pc.is_nan(col), role, f"empty {role} id")
+            if check_line_breaks:  # (CSV ids are read as text)
+                self._repeated_header(b, offset)
             if "rating" in self._roles:
                 col = b.column("rating")
                 if not pa.types.is_floating(col.type) and not pa.types.is_integer(col.type):
@@ -594,6 +597,19 @@ class InteractionStream:
             offset += b.num_rows
             yield b
         self._line_breaks_checked = True  # (a whole pass: this shard's part of the file)
+
+    def _repeated_header(self, b: Any, offset: int) -> None:
+        """A CSV row whose user and item fields are those columns' names (two files joined
+        with their header lines) is refused, as ``read_interactions`` refuses it."""
+        import pyarrow.compute as pc
+        names = [self._roles["user"], self._roles["item"]]
+        same = pc.and_(*(pc.equal(pc.utf8_trim_whitespace(b.column(role)), name.strip())
+                         for role, name in zip(("user", "item"), names)))
+        if pc.any(same).as_py():
+            at = int(np.argmax(np.asarray(same.fill_null(False))))
+            raise repeated_header(
+                f"--data: {self.path}, {where_in_file(self.path, offset + at, self.config.sep)}",
+                names)
 
     def _warn_line_break(self, offset: int, broken: Any, role: str, col: Any) -> None:
         import warnings
