@@ -1676,19 +1676,19 @@ def _export_keras(args: argparse.Namespace) -> int:
                           "without --history (known users by id), or train with a history "
                           "tower (--preset default)")
     if (args.ids or "external") == "external":
-        from twotower.models.keras_layers import _fits_int32
+        from twotower.models.keras_layers import _fits_int32, _int32_misfit
         vocabs = (("item", model.item_vocab),) if args.history else (
             ("user", model.user_vocab), ("item", model.item_vocab))
         for what, vocab in vocabs:
             if not _fits_int32(vocab.ids):
-                kind = "text" if vocab.ids.dtype.kind not in "iu" else "integers beyond int32"
+                kind, example = _int32_misfit(vocab.ids)
                 takes = ("item indices (histories) and gives item indices, and carries the "
                          "item vocabulary (item_ids" if args.history else
                          "user indices and gives item indices, and carries both vocabularies "
                          "(user_ids, item_ids")
                 raise ConfigError(
                     f"export --keras: this run's {what} ids are {kind} (e.g. "
-                    f"{vocab.ids[0]!r}), and the file takes and gives int32 ids by default "
+                    f"{example!r}), and the file takes and gives int32 ids by default "
                     f"(JAX has no text tensors); give --ids indices: the file then takes "
                     f"{takes} of its 'retrieval' layer) to map them")
         from twotower.models.keras_layers import PAD

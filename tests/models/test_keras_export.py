@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.cli_run import run
 from twotower.data import Interactions, Vocabulary
 from twotower.errors import ConfigError, DataError
 from twotower.models import ModelConfig, TwoTower
@@ -303,12 +304,18 @@ def test_text_ids_are_refused_as_external_ids(text_model):
         text_model.to_keras(5)
 
 
-def test_ids_beyond_int32_are_refused_as_external_ids():
+def test_ids_beyond_int32_are_refused_as_external_ids(capsys, tmp_path):
     x = Interactions.from_ids([1, 2, 3 << 40], [5, 6, 7], ratings=[1, 2, 5])
     model = TwoTower(ModelConfig.preset("tutorial", epochs=1, embedding_dim=4)).fit(
         x, verbose=0)
-    with pytest.raises(ConfigError, match="user ids are integers beyond int32"):
+    # the example is an id that does not fit, as Python writes it (not the first, 1)
+    with pytest.raises(ConfigError, match=r"user ids are integers beyond int32 \(e\.g\. "
+                                          r"3298534883328\)"):
         model.to_keras(2)
+    model.save(tmp_path / "run")
+    code, _, err = run(capsys, "export", tmp_path / "run", "--keras", "-k", "2",
+                       "--out", tmp_path / "m.keras")
+    assert code == 2 and "user ids are integers beyond int32 (e.g. 3298534883328)" in err, err
     assert model.to_keras(2, ids="indices").output["item_indices"].shape == (None, 2)
 
 

@@ -354,6 +354,16 @@ def _fits_int32(ids: np.ndarray) -> bool:
         int(ids.min()) >= _INT32.min and int(ids.max()) <= _INT32.max))
 
 
+def _int32_misfit(ids: np.ndarray) -> tuple[str, Any]:
+    """Why ``ids`` do not fit int32 (``text`` or ``integers beyond int32``) and an id that
+    does not, as Python writes it (``3298534883328``, not ``np.int64(...)``)."""
+    if ids.dtype.kind not in "iu":
+        first = ids[0]
+        return "text", first.item() if isinstance(first, np.generic) else first
+    bad = (ids < _INT32.min) | (ids > _INT32.max)
+    return "integers beyond int32", ids[int(np.argmax(bad))].item()
+
+
 def _seen_table(seen: Any) -> np.ndarray:
     """``[n_users, w]`` int32 each user's seen items (CSR rows) as rows + 1, 0 = padding."""
     counts = np.diff(seen.indptr)
@@ -373,11 +383,11 @@ def _check_external_ids(model: Any, history: bool) -> None:
         ("user", model.user_vocab.ids), ("item", model.item_vocab.ids))
     for what, v in vocabs:
         if not _fits_int32(v):
-            kind = "text" if v.dtype.kind not in "iu" else "integers beyond int32"
+            kind, example = _int32_misfit(v)
             raise ConfigError(
                 f"to_keras: ids='external' takes integer ids that fit int32 (JAX has no "
                 f"text tensors, and Keras' StringLookup needs TensorFlow); this model's "
-                f"{what} ids are {kind} (e.g. {v[0]!r}): use ids='indices' and map ids "
+                f"{what} ids are {kind} (e.g. {example!r}): use ids='indices' and map ids "
                 "with the vocabularies the model carries (user_ids, item_ids of its "
                 "'retrieval' layer)")
     if history and (model.item_vocab.ids == PAD).any():
