@@ -270,3 +270,22 @@ def test_history_file_is_refused_as_history_is(capsys, tiny_run, history_run, tm
     code, _, err = run(capsys, "recommend", history_run[1], "--history-file", p,
                        "--history", "i3")
     assert code == 2 and "not allowed with argument" in err, err
+
+
+def test_text_lists_on_a_stream_that_cannot_write_an_id(monkeypatch, tmp_path):
+    """A user id or title the terminal's encoding cannot write (an ASCII or latin-1
+    stdout) is escaped, as --json escapes it, not a UnicodeEncodeError traceback."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.cli import main
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids([["Zoë", "日本", "u2", "u3"][u % 4] for u in range(40)],
+                              [f"café {i}" for i in rng.integers(0, 12, 40)])
+    TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
+                                embedding_dim=4)).fit(x, verbose=0).save(tmp_path / "run")
+    out = io.BytesIO()
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(out, encoding="ascii",
+                                                       write_through=True))
+    assert main(["recommend", str(tmp_path / "run"), "--user", "日本", "-k", "2"]) == 0
+    text = out.getvalue().decode("ascii")
+    assert text.startswith("user \\u65e5\\u672c:") and "caf\\xe9 " in text, text

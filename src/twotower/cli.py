@@ -82,7 +82,19 @@ def _fail(message: str) -> int:
 
 
 def _say(*args: Any) -> None:
-    print(*args, flush=True)
+    """Print to stdout; text its encoding cannot write (an id or title on an ASCII or
+    latin-1 terminal, a lone surrogate of an argument that was not UTF-8) is escaped
+    (``\\u65e5``), as ``_json`` escapes it, rather than raising UnicodeEncodeError."""
+    text = " ".join(map(str, args))
+    if not text.isascii():
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        try:
+            text.encode(encoding)
+        except LookupError:
+            text = text.encode("ascii", "backslashreplace").decode("ascii")
+        except UnicodeEncodeError:
+            text = text.encode(encoding, "backslashreplace").decode(encoding)
+    print(text, flush=True)
 
 
 def _json(value: Any, encoding: str | None = "utf-8", **kw: Any) -> str:
