@@ -274,7 +274,8 @@ def test_history_file_is_refused_as_history_is(capsys, tiny_run, history_run, tm
 
 def test_text_lists_on_a_stream_that_cannot_write_an_id(monkeypatch, tmp_path):
     """A user id or title the terminal's encoding cannot write (an ASCII or latin-1
-    stdout) is escaped, as --json escapes it, not a UnicodeEncodeError traceback."""
+    stdout) is escaped, as --json escapes it, not a UnicodeEncodeError traceback; an
+    --item typed in a latin-1 terminal (a lone surrogate in argv) is named, not a crash."""
     from twotower import ModelConfig, TwoTower
     from twotower.cli import main
     from twotower.data import Interactions
@@ -289,3 +290,4 @@ def test_text_lists_on_a_stream_that_cannot_write_an_id(monkeypatch, tmp_path):
     assert main(["recommend", str(tmp_path / "run"), "--user", "日本", "-k", "2"]) == 0
     text = out.getvalue().decode("ascii")
     assert text.startswith("user \\u65e5\\u672c:") and "caf\\xe9 " in text, text
+    assert main(["similar", str(tmp_path / "run"), "--item", "caf\udce9 1"]) == 2

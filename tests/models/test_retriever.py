@@ -260,6 +260,10 @@ def test_find_item_names_near_titles_and_ids_written_another_way():
         m.find_item("CAFÉ")
     # spaces around a title are left out, as around an id (it named the title it meant)
     assert m.find_item(" Café ") == m.find_item(" 00448") == m.find_item("00448")
+    # text that is not UTF-8 (typed in a latin-1 terminal: Python's argv holds a lone
+    # surrogate for the byte) is unknown, said so; the title search crashed in pyarrow
+    with pytest.raises(UnknownIdError, match=r"'Caf\\udce9' is neither .* not UTF-8"):
+        m.find_item("Caf\udce9")
 
 
 @pytest.mark.parametrize("kind", ["exact", "hnsw", "ivf"])

@@ -1870,6 +1870,10 @@ class TwoTower:
         """A hint for ``find_item``: titles containing ``key`` (case-insensitive), or the
         ids ``key`` names in another form (``00448`` for ``448``)."""
         text = str(key).strip()
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate: argv of a terminal not in UTF-8
+            return " (it is not UTF-8 text: was it typed in a terminal of another encoding?)"
         if self.item_info is not None and "title" in self.item_info and text:
             titles = self.item_info["title"].astype(str)
             near = np.flatnonzero(titles.str.contains(text, case=False, regex=False))
