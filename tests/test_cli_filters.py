@@ -291,3 +291,18 @@ def test_text_lists_on_a_stream_that_cannot_write_an_id(monkeypatch, tmp_path):
     text = out.getvalue().decode("ascii")
     assert text.startswith("user \\u65e5\\u672c:") and "caf\\xe9 " in text, text
     assert main(["similar", str(tmp_path / "run"), "--item", "caf\udce9 1"]) == 2
+
+
+@pytest.mark.parametrize("argv", [
+    ["recommend", "{run}", "--user", "Zo\udceb", "--fallback", "popular", "--out", "{tmp}/r.parquet"],
+    ["recommend", "{run}", "--history", "i1,caf\udce9", "--out", "{tmp}/r.csv"],
+    ["similar", "{run}", "--item", "caf\udce9"],
+])
+def test_an_id_argument_that_is_not_utf8_is_refused_naming_its_flag(capsys, history_run,
+                                                                      tmp_path, argv):
+    # typed in a latin-1 terminal, Python's argv holds the byte 0xeb as a lone surrogate:
+    # `--out r.parquet` crashed in pyarrow with a UnicodeEncodeError traceback (an id file
+    # that is not UTF-8, and the service's JSON, are refused so already)
+    code, _, err = run(capsys, *[a.format(run=history_run[1], tmp=tmp_path) for a in argv])
+    flag = argv[2]
+    assert code == 2 and f"argument {flag}: not UTF-8 text (byte 0x" in err, err

@@ -2089,6 +2089,26 @@ def _path(text: str) -> str:
     return text
 
 
+def _id_text(text: str) -> str:
+    """An id (or ids, or a title) given as an argument: UTF-8 text. Typed in a terminal of
+    another encoding (latin-1 ``ë``), Python's argv holds the byte as a lone surrogate,
+    which no id holds and which crashed the Parquet writer and the title search; refused
+    as an id file that is not UTF-8 is, and as the service refuses one."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(text)
+        try:
+            raw.decode("utf-8")
+            byte = ""
+        except UnicodeDecodeError as exc:
+            byte = f" (byte 0x{raw[exc.start]:02x})"
+        raise argparse.ArgumentTypeError(
+            f"not UTF-8 text{byte}, got {text!r}: is the terminal's encoding another? "
+            "give ids as UTF-8 (or in a file saved as UTF-8)") from None
+    return text
+
+
 def _positive_int(text: str) -> int:
     """A whole number >= 1 (``--sample``)."""
     try:
@@ -2214,12 +2234,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recommend", help="top-K items for users of a run")
     r.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
     who = r.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", help="one user id")
+    who.add_argument("--user", type=_id_text, help="one user id")
     who.add_argument("--users", type=_path,
                      help="file with one user id a line (- for standard input)")
     who.add_argument("--all-users", action="store_true",
                      help="every user the run trained on (with --out for a file)")
-    who.add_argument("--history", metavar="ITEMS",
+    who.add_argument("--history", metavar="ITEMS", type=_id_text,
                      help="a new user, by the items they had: item ids separated by commas, "
                           "oldest first (e.g. 50,172,181); needs a run whose query tower "
                           "reads histories (the default preset's does); the history's items "
@@ -2241,7 +2261,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("similar", help="items similar to an item (id or exact title)")
     s.add_argument("run", type=_path, help="a run directory (`twotower train --out`)")
-    s.add_argument("--item", required=True, help="an item id, or an item's exact title")
+    s.add_argument("--item", required=True, type=_id_text,
+                   help="an item id, or an item's exact title")
     s.add_argument("-k", type=int, help="similar items, between 1 and the other items' "
                                         "count (default 10, or every other item if fewer)")
     s.add_argument("--json", action="store_true", help="one JSON object on stdout")
