@@ -1620,6 +1620,43 @@ def test_recommend_out_table_keeps_the_fallback_flag_and_mixed_ids(tmp_path, cap
     assert df["user_id"].dtype == "int64"
 
 
+def test_recommend_out_parquet_keeps_its_column_types_when_lists_are_empty(tmp_path,
+                                                                            capsys):
+    """A Parquet --out whose lists are all empty (an --allow of items the users had) had
+    columns of no type (null: item_id, score, rank, user_id), and one where no user fell
+    back a null-typed fallback column: files of one job that a reader joins or stacks
+    disagreed on their schema."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    users = [10**12 + u for u in range(4) for _ in range(3)]
+    x = Interactions.from_ids(users, [u % 4 + j for u in range(4) for j in range(3)])
+    cfg = ModelConfig.preset("tutorial", objective="softmax", epochs=1, embedding_dim=4)
+    TwoTower(cfg).fit(x, verbose=0).save(tmp_path / "run")
+    (tmp_path / "allow.txt").write_text("0\n")  # only user 10**12 had item 0
+    out_file = tmp_path / "recs.parquet"
+    want = {"user_id": pa.int64(), "rank": pa.int64(), "item_id": pa.int64(),
+            "score": pa.float64()}
+    for extra in ([], ["--fallback", "popular"]):
+        code, _, err = run(capsys, "recommend", tmp_path / "run", "--user", str(10**12),
+                           "--allow", tmp_path / "allow.txt", "--out", out_file, *extra)
+        assert code == 0, err
+        schema = pq.read_schema(out_file)
+        assert pq.read_table(out_file).num_rows == 0
+        assert {c: schema.field(c).type for c in want} == want, schema
+        assert pa.types.is_string(schema.field("title").type) or \
+            pa.types.is_large_string(schema.field("title").type), schema
+    assert pa.types.is_string(schema.field("fallback").type) or \
+        pa.types.is_large_string(schema.field("fallback").type), schema
+    code, _, err = run(capsys, "recommend", tmp_path / "run", "--all-users", "-k", "2",
+                       "--fallback", "popular", "--out", out_file)  # nobody falls back
+    schema = pq.read_schema(out_file)
+    assert code == 0 and not pa.types.is_null(schema.field("fallback").type), schema
+
+
 def test_test_users_with_only_repeated_items_are_counted_in_a_note(tmp_path, capsys):
     """A log of repeat purchases: test users whose every test item they already had in
     training have nothing to find (seen items are excluded), and the metrics leave them

@@ -1437,7 +1437,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
                      "fallback": None})
     if args.out:
         with _writing("--out", args.out):
-            _write_rows(rows, Path(args.out), fallback=args.fallback == "popular")
+            _write_rows(rows, Path(args.out), fallback=args.fallback == "popular",
+                        int_items=model.item_vocab.is_int)
         whose = "1 user's" if len(rows) == 1 else f"{len(rows):,} users'"
         _say(f"wrote {whose} top-{args.k} to {args.out} (search {elapsed:.2f} s)")
     elif args.json:
@@ -1571,10 +1572,13 @@ def _out_format(out: str | Path) -> str:
     return format_of(out, OUT_FORMATS, "--out", "a .jsonl (JSON lines), .parquet or .csv")
 
 
-def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -> None:
-    """Write ``recommend``'s rows; ids keep their type (int ids an int64 column). With
-    ``fallback`` (``--fallback popular``) a Parquet or CSV file has a ``fallback`` column
-    too (``popular`` or empty), as each JSON line has its ``fallback`` key."""
+def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False,
+                int_items: bool = False) -> None:
+    """Write ``recommend``'s rows; ids keep their type (int ids an int64 column; item ids
+    are ints with ``int_items``, the run's). With ``fallback`` (``--fallback popular``) a
+    Parquet or CSV file has a ``fallback`` column too (``popular`` or empty), as each JSON
+    line has its ``fallback`` key. A Parquet file has the same column types whatever the
+    rows: with no rows (every list empty) or no fallback user too."""
     fmt = _out_format(out)
     from twotower.artifacts import atomic_file
     with atomic_file(out) as tmp:  # Ctrl-C, SIGTERM, a full disk: no half-written file
@@ -1596,6 +1600,12 @@ def _write_rows(rows: list[dict[str, Any]], out: Path, fallback: bool = False) -
                 flat = flat[columns]
             if len({type(r["user_id"]) for r in rows}) > 1:
                 flat["user_id"] = flat["user_id"].map(str)
+            int_users = all(isinstance(r["user_id"], int) for r in rows)
+            # (no rows: pandas would leave each column untyped, a Parquet null column)
+            flat = flat.astype({"user_id": "int64" if int_users else "str", "rank": "int64",
+                                "item_id": "int64" if int_items else "str", "title": "str",
+                                "score": "float64",
+                                **({"fallback": "str"} if fallback else {})})
             if fmt == "parquet":
                 flat.to_parquet(tmp, index=False)
             else:
