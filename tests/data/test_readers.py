@@ -828,6 +828,10 @@ def test_a_repeated_header_line_is_refused_naming_its_line(tmp_path):
     p.write_text("user_id,item_id,rating\n1,10,4\n user_id , item_id ,rating\n2,11,5\n")
     with pytest.raises(DataError, match=r"line 3: the header line again"):
         read_interactions(p, rating_col="rating")
+    # two files saved with a byte-order mark (Excel): the second one's starts its line
+    p.write_bytes("\ufeffcustomer,sku\nC-1,S-1\n\ufeffcustomer,sku\nC-3,S-1\n".encode())
+    with pytest.raises(DataError, match=r"line 3: the header line again"):
+        read_interactions(p, user_col="customer", item_col="sku")
     # an id that is a column's name, beside an id that is not, is an id
     p.write_text("customer,sku\ncustomer,S-1\nC-2,sku\n")
     x = read_interactions(p, user_col="customer", item_col="sku")

@@ -232,3 +232,6 @@ def test_a_repeated_header_line_is_refused_by_both(tmp_path):
     mem, stream = _both(p)
     assert mem == stream == ("--data: FILE, line 4: the header line again ('user_id', "
                              "'item_id'): files joined with their header lines? delete it")
+    p.write_bytes("\ufeffuser_id,item_id\n1,10\n\ufeffuser_id,item_id\n3,10\n".encode())
+    mem, stream = _both(p)  # (a byte-order mark opening each joined file)
+    assert mem == stream and mem.startswith("--data: FILE, line 3: the header line again")

@@ -521,15 +521,22 @@ def repeated_header(where: str, names: Sequence[str]) -> DataError:
                      "files joined with their header lines? delete it")
 
 
+def header_forms(name: str) -> list[str]:
+    """A column name as a repeated header line holds it: as written, or after the
+    byte-order mark that opened the file joined there (``cat`` keeps each file's)."""
+    return [name.strip(), "\ufeff" + name.strip()]
+
+
 def check_repeated_header(p: Path, what: str, sep: str | None,
                           columns: Sequence[tuple[pd.Series, str]]) -> None:
     """Refuse a CSV row whose every one of ``columns`` (values as text, spaces around them
-    stripped; column name) holds its name."""
+    stripped; column name) holds its name (the first one after a byte-order mark too: a
+    joined file's own)."""
     if p.suffix.lower() not in _CSV or len(columns) < 2:
         return
     same = np.ones(len(columns[0][0]), bool)
     for values, name in columns:
-        same &= (values == str(name).strip()).to_numpy(bool)
+        same &= values.isin(header_forms(str(name))).to_numpy(bool)
     if same.any():
         where = f"{what}: {p}, {where_in_file(p, int(np.argmax(same)), sep)}"
         raise repeated_header(where, [name for _, name in columns])

@@ -22,7 +22,7 @@ from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.readers import (RATING_HINT, check_columns, check_ragged,
                                    check_unique_columns, csv_encoding, csv_header,
-                                   line_break_in_id, not_a_file, repeated_header,
+                                   header_forms, line_break_in_id, not_a_file, repeated_header,
                                    where_in_file)
 from twotower.data.vocabulary import Vocabulary, plain_id
 from twotower.errors import ConfigError, DataError, NotFittedError
@@ -601,9 +601,11 @@ class InteractionStream:
     def _repeated_header(self, b: Any, offset: int) -> None:
         """A CSV row whose user and item fields are those columns' names (two files joined
         with their header lines) is refused, as ``read_interactions`` refuses it."""
+        import pyarrow as pa
         import pyarrow.compute as pc
         names = [self._roles["user"], self._roles["item"]]
-        same = pc.and_(*(pc.equal(pc.utf8_trim_whitespace(b.column(role)), name.strip())
+        same = pc.and_(*(pc.is_in(pc.utf8_trim_whitespace(b.column(role)),
+                                  value_set=pa.array(header_forms(name)))
                          for role, name in zip(("user", "item"), names)))
         if pc.any(same).as_py():
             at = int(np.argmax(np.asarray(same.fill_null(False))))
