@@ -516,12 +516,13 @@ def test_exclusion_lists_edge_cases_over_query_blocks(n, chunk):
             index.search(Q, 6, exclude=rows)
 
 
-def test_near_exclusions_found_once_per_block_at_band_edges(monkeypatch):
-    """Over a norm-ordered catalogue each query block's exclusions below ``near`` are
-    found once (one band look-up, after one sequential read of the band), and exactly: at
-    each side of ``near`` and of a band, at row 0 and at the last row (66,036 rows: the
-    band is padded to whole uint64 words). A scan that goes past ``near`` (to the last
-    row) still excludes what lies there; a search without exclusions reads none."""
+def test_near_exclusions_found_once_per_call_at_band_edges(monkeypatch):
+    """Over a norm-ordered catalogue the exclusions below ``near`` are found once for the
+    whole batch (one band look-up, after one sequential read of the band, before the
+    workers start; each of the three query blocks takes its own), and exactly: at each
+    side of ``near`` and of a band, at row 0 and at the last row (66,036 rows: the band is
+    padded to whole uint64 words). A scan that goes past ``near`` (to the last row) still
+    excludes what lies there; a search without exclusions reads none."""
     sp = pytest.importorskip("scipy.sparse")
     from twotower.index import exact
 
@@ -565,9 +566,12 @@ def test_near_exclusions_found_once_per_block_at_band_edges(monkeypatch):
         for form in (lists, csr, prepared):
             calls.clear()
             assert_topk_equal(index.search(Q, k, exclude=form), want, V, Q)
-            # once a block (a prepared table reads its rows' heads instead)
-            want_calls = [] if form is prepared else [(22, near), (64, near), (64, near)]
+            # once a call (a prepared table reads its rows' heads instead)
+            want_calls = [] if form is prepared else [(b, near)]
             assert sorted(calls) == want_calls, calls
+        # a block that excludes nothing between two that do
+        holed = [e if not 64 <= r < 128 else e[:0] for r, e in enumerate(lists)]
+        assert_topk_equal(index.search(Q, k, exclude=holed), reference(V, Q, k, holed), V, Q)
     # the search with nothing excluded reads no exclusions at all
     seen = []
     chunked = exact._chunked

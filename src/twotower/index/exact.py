@@ -283,8 +283,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     ``norms``: the row norms of ``V`` when its rows are in decreasing-norm order; then a
     query skips every chunk whose largest norm times its own cannot beat its running k-th
     best score (Cauchy-Schwarz; exact). ``ex_map``: row of ``V`` of each excluded id
-    (``f.ex_ids`` are ids in another order); applied by the worker of each query block,
-    so the random reads are split over the workers. ``ex_band``: ``uint8`` per id,
+    (``f.ex_ids`` are ids in another order); the ids below ``near`` (the first chunks)
+    are found and mapped for the whole batch at once, on the calling thread, before the
+    workers start (``_near_exclusions``). ``ex_band``: ``uint8`` per id,
     ``min(255, ex_map >> _BAND_SHIFT)``, padded with zeros to a multiple of 8 entries (it
     is read as uint64 words), a 1-byte-per-id map that finds the exclusions near the start
     of the storage order without reading ``ex_map`` for the others (the scan often stops
@@ -357,21 +358,26 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
             return ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]]
         return None
 
-    # each query block's exclusions below `near`, found once, by its worker (in parallel;
-    # on this thread before a scan split into parts): ``_near_exclusions``, or a prepared
-    # table's heads (None: it keeps none that far; all of them are gathered when needed)
+    # each query block's exclusions below `near`, found once: a prepared table's heads,
+    # by the block's worker (None: it keeps none that far; all of them are gathered when
+    # needed), or, for flat CSR arrays, ``_near_exclusions`` over the whole batch at once,
+    # here, before the workers start, then cut into blocks. (One look-up per block, by
+    # the workers in parallel, cost more: their Python steps took turns on the GIL and
+    # each re-read its half of the ids cold after the flattening; trained 1M, 1,024
+    # queries, 100 ids each: benchmarks/probes/array_exclusions.py)
     heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
+    if prepared is None and ptr is not None and n > chunk_size:  # (one chunk: no block_ex)
+        near_rows, near_cols = _near_exclusions(ptr, ids, ex_map, ex_band, near)
+        cut = np.searchsorted(near_rows, [*starts, b]).tolist()  # rows are in order
+        for j, r0 in enumerate(starts):
+            heads[r0] = near_rows[cut[j]:cut[j + 1]] - r0, near_cols[cut[j]:cut[j + 1]]
 
     def block_ex(r0: int, r1: int) -> _Exclusions | None:
         """The exclusions of queries [r0, r1), a fresh ``_Exclusions`` for each caller."""
+        if prepared is None and (ptr is None or ptr[r1] == ptr[r0]):
+            return None  # this block excludes nothing
         if r0 not in heads:
-            if prepared is not None:
-                heads[r0] = prepared.head(r0, r1, near)
-            else:
-                csr = block_rows(r0, r1)
-                if csr is None:
-                    return None
-                heads[r0] = _near_exclusions(csr[0], csr[1], ex_map, ex_band, near)
+            heads[r0] = prepared.head(r0, r1, near)
         head = heads[r0]
         if head is None:
             return _Exclusions(0, (None, None), lambda: block_rows(r0, r1), None)
