@@ -364,7 +364,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # here, before the workers start, then cut into blocks. (One look-up per block, by
     # the workers in parallel, cost more: their Python steps took turns on the GIL and
     # each re-read its half of the ids cold after the flattening; trained 1M, 1,024
-    # queries, 100 ids each: benchmarks/probes/array_exclusions.py)
+    # queries, 100 ids each: 362 against 273 µs of CPU per call,
+    # benchmarks/results/probe-array-exclusions-20261207-051128.txt)
     heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
     if prepared is None and ptr is not None and n > chunk_size:  # (one chunk: no block_ex)
         near_rows, near_cols = _near_exclusions(ptr, ids, ex_map, ex_band, near)
