@@ -582,7 +582,7 @@ def test_near_exclusions_found_once_per_call_at_band_edges(monkeypatch):
 
 
 def test_the_band_is_read_whole_first_only_before_many_look_ups():
-    """A query block's band look-ups start with one sequential read of the whole band only
+    """A search's band look-ups start with one sequential read of the whole band only
     when they are many (one id per ``_BAND_READ_PER_ID`` band entries or more): for a few
     ids the read costs more than the cache misses it saves (10M items, 2 queries with 10
     exclusions each: the search took twice as long as without the read, ad hoc). Results

@@ -362,9 +362,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # by the block's worker (None: it keeps none that far; all of them are gathered when
     # needed), or, for flat CSR arrays, ``_near_exclusions`` over the whole batch at once,
     # here, before the workers start, then cut into blocks. (One look-up per block, by
-    # the workers in parallel, cost more: their Python steps took turns on the GIL and
-    # each re-read its half of the ids cold after the flattening; trained 1M, 1,024
-    # queries, 100 ids each: 362 against 273 µs of CPU per call,
+    # the workers, cost more CPU and gained no wall time: on trained 1M the search is
+    # bound by the GIL, not the cores, and each worker re-read its half of the ids cold;
+    # 1,024 queries, 100 ids each: 362 against 273 µs of CPU per call,
     # benchmarks/results/probe-array-exclusions-20261207-051128.txt)
     heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
     if prepared is None and ptr is not None and n > chunk_size:  # (one chunk: no block_ex)
