@@ -142,7 +142,8 @@ _initialized = False
 #: The joined job's config once this process raised an error that every process of the
 #: job raises alike (``agreed_exit``); None otherwise
 _agreed: DistributionConfig | None = None
-#: How long the first process waits for the others to leave on such an error (seconds)
+#: How long the processes wait for each other on such an error, to meet and then for the
+#: others to leave (seconds each)
 AGREED_EXIT_WAIT_S = 10.0
 
 
@@ -289,9 +290,12 @@ def apply_distribution(config: DistributionConfig) -> Any:
         # barrier), they end in order (``agreed_exit``)
         global _agreed
         client = _client()
-        if client is not None:
-            client.wait_at_barrier("twotower/devices", int(1000 * config.join_timeout_s))
-        _agreed = config
+        try:  # (a process given another --devices never comes: then it ends unordered)
+            if client is not None:
+                client.wait_at_barrier("twotower/devices", int(1000 * AGREED_EXIT_WAIT_S))
+                _agreed = config
+        except Exception:  # noqa: BLE001 - jax raises its runtime error types
+            pass
         raise ConfigError(
             f"distribution: data_parallel x model_parallel = {config.devices} devices, but "
             f"the {config.num_processes} processes have {len(devices)} in all (--devices "
