@@ -465,3 +465,13 @@ def test_index_tuning_draws_its_users_among_those_the_model_trained_on():
     model.set_index(IndexConfig(kind="hnsw"), target_recall=0.9)
     assert len(asked) == 1 and len(asked[0]) == 30
     assert not np.isin(asked[0], untrained).any()
+
+
+def test_seen_items_are_read_only_views_a_caller_cannot_corrupt(history_model):
+    # they were views into the training table: writing into one (an in-place sort, a
+    # reused buffer) changed which items every later list left out, and what a save kept
+    seen = history_model.seen_items(np.arange(3))
+    assert any(len(s) for s in seen)
+    for s in seen:
+        with pytest.raises(ValueError, match="read-only"):
+            s[...] = s  # the same values: a failure here leaves the fixture intact

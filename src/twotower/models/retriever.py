@@ -540,6 +540,13 @@ def _item_id_list(ids: Any, name: str) -> list[Any]:
     return list(ids.tolist() if isinstance(ids, np.ndarray) else ids)
 
 
+def _read_only(a: np.ndarray) -> np.ndarray:
+    """``a`` (a view of the model's state, or a cached array) with writing turned off: a
+    caller writing into what a method returned would change every later answer."""
+    a.flags.writeable = False
+    return a
+
+
 class DeniedItems:
     """External item ids no list returns, mapped once to the model's items and prepared
     once per search index: ``TwoTower.prepare_deny``. For a fixed deny list used on many
@@ -1578,12 +1585,13 @@ class TwoTower:
         return allow, deny
 
     def seen_items(self, users: np.ndarray) -> list[np.ndarray]:
-        """Training items of each user index (the default exclusion lists)."""
+        """Training items of each user index (the default exclusion lists), read-only views
+        of the model's table (copy one to change it)."""
         self._require_fitted()
         users = np.asarray(users)
         _check_indices(users, len(self.user_vocab), "users", "user")
         m = self._seen
-        return [m.indices[m.indptr[u]:m.indptr[u + 1]] for u in users]
+        return [_read_only(m.indices[m.indptr[u]:m.indptr[u + 1]]) for u in users]
 
     def seen_rows(self, users: np.ndarray) -> Any:
         """The same exclusions as ``seen_items``, as scipy CSR rows ``[len(users), n_items]``:
