@@ -475,3 +475,12 @@ def test_seen_items_are_read_only_views_a_caller_cannot_corrupt(history_model):
     for s in seen:
         with pytest.raises(ValueError, match="read-only"):
             s[...] = s  # the same values: a failure here leaves the fixture intact
+
+
+def test_untrained_masks_are_read_only_a_caller_cannot_corrupt(history_model):
+    # both are cached: writing into one (mask |= other) made every later call read it, so
+    # trained users got the popular fallback and trained items "have no similar items"
+    for mask in (history_model.untrained_users(), history_model.untrained_items()):
+        with pytest.raises(ValueError, match="read-only"):
+            mask[...] = mask  # the same values: a failure here leaves the fixture intact
+    assert not history_model.untrained_users().any()

@@ -1438,13 +1438,13 @@ class TwoTower:
         """``[n_users]`` bool: users with no training interactions (a split can leave such
         users in the vocabulary; their query was never trained). All False when the model
         keeps no seen items (``fit_stream(seen=False)``). Computed once per training
-        table (the service asks per request)."""
+        table (the service asks per request), so read-only: copy it to change it."""
         self._require_fitted()
         m, cached = self._seen, getattr(self, "_untrained", None)
         if cached is None or cached[0] is not m:
             mask = (np.zeros(m.shape[0], dtype=bool) if m.nnz == 0
                     else np.diff(m.indptr) == 0)
-            cached = self._untrained = (m, mask)
+            cached = self._untrained = (m, _read_only(mask))
         return cached[1]
 
     def _trained_user_pool(self) -> np.ndarray:
@@ -1459,7 +1459,8 @@ class TwoTower:
         describes (a feature value counts when some item with training rows has it): a
         split can leave such items in the catalogue, e.g. ones seen only after a time
         cutoff. Their candidate vector is as initialised, so they are in no list the model
-        ranks, and items "similar" to them are noise. Computed once per model."""
+        ranks, and items "similar" to them are noise. Computed once per model, so
+        read-only: copy it to change it."""
         return self._untrained_item_cache()[0]
 
     def _untrained_item_cache(self) -> tuple[np.ndarray, np.ndarray | None]:
@@ -1476,7 +1477,8 @@ class TwoTower:
                 # either (a category launched after the cutoff): it describes nothing
                 mask &= ~rows_with_any(feats, features_of_rows(feats, ~mask))
             ids = np.flatnonzero(mask)
-            cached = self._untrained_items = (pop, mask, ids if len(ids) else None)
+            cached = self._untrained_items = (pop, _read_only(mask),
+                                              _read_only(ids) if len(ids) else None)
         return cached[1], cached[2]
 
     def _untrained_denied(self, index: Any) -> Any:
