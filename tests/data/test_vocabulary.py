@@ -110,3 +110,19 @@ def test_a_vocabulary_file_of_the_wrong_form_is_refused_naming_it(tmp_path, text
     (tmp_path / "users.json").write_text(text)
     with pytest.raises(ArtifactError, match="users.json is corrupt: .*" + re.escape(says)):
         Vocabulary.load(tmp_path / "users.json")
+
+
+@pytest.mark.parametrize("ids", [[7, 3, 5], ["u7", "u3", "u5"]])
+def test_ids_are_read_only_and_the_callers_array_stays_writable(ids):
+    # `ids` was the vocabulary's own array: sorting it in place (ids.sort()) changed what
+    # ids_of (and so recommend_ids) returned while lookup still read the old order
+    given = np.array(ids, dtype=object if isinstance(ids[0], str) else np.int64)
+    v = Vocabulary(given, name="user")
+    with pytest.raises(ValueError, match="read-only"):
+        v.ids.sort()
+    assert v.ids_of([0, 1, 2]).tolist() == ids and v.lookup(ids).tolist() == [0, 1, 2]
+    given[0] = given[1]  # the caller's array is theirs: copied, not frozen
+    assert v.ids.tolist() == ids
+    out = v.ids_of([0])
+    out[0] = given[2]  # what ids_of returns is a copy
+    assert v.ids.tolist() == ids

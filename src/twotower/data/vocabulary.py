@@ -59,6 +59,8 @@ class Vocabulary:
                 f"{name} vocabulary: ids must be integers or strings, got dtype {arr.dtype}"
             )
         self.name = name
+        arr.flags.writeable = False  # (a copy: astype copies) lookups read ``_index``,
+        # ids_of reads this array: a caller writing into ``ids`` would split the two
         self._ids = arr
         self._index = {k: i for i, k in enumerate(arr.tolist())}
         if len(self._index) != len(arr):
@@ -83,7 +85,7 @@ class Vocabulary:
 
     @property
     def ids(self) -> np.ndarray:
-        """External ids, ``[n]`` int64 or object (str)."""
+        """External ids, ``[n]`` int64 or object (str); read-only (copy it to change it)."""
         return self._ids
 
     @property
