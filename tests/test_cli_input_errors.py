@@ -299,6 +299,15 @@ def test_time_unit_flag_is_checked_and_read(capsys, tmp_path):
     assert not [w for w in seen if "times read as" in str(w.message)]
     saved = json.loads((tmp_path / "run2" / "config.json").read_text())
     assert saved["data"]["time_unit"] == "ms", saved["data"]
+    # ISO 8601 times carry their own unit: a --time-unit for them is never read, refused
+    # naming the column and what it holds (it was ignored without a word)
+    iso = tmp_path / "iso.csv"
+    iso.write_text("user_id,item_id,timestamp\n" + "".join(
+        f"u{u},i{i},2024-03-{1 + i:02d}T10:00:00Z\n" for u in range(8) for i in range(6)))
+    code, _, err = run(capsys, *_train(tmp_path, iso, "--time-unit", "ms"))
+    assert code == 2 and "Traceback" not in err, err
+    assert (f"{iso}, column 'timestamp': time_unit (--time-unit) ms is never read: the column "
+            "holds ISO 8601 text (e.g. '2024-03-01T10:00:00Z')") in err, err
 
 
 @pytest.mark.parametrize("argv, needle", [

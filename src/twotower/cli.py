@@ -413,7 +413,7 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="what a number in the time column counts: seconds, milli-, micro-, "
                         "nanoseconds since 1970, or dates written 20240301 (default auto: "
                         "read off the values, said on stderr when not seconds; ISO 8601 "
-                        "text and Parquet timestamps carry their own)")
+                        "text and Parquet timestamps carry their own: refused for them)")
     p.add_argument("--items", type=_path, help="item metadata file (columns: the item id, title, genres)")
     p.add_argument("--sep", default=None, type=_sep,
                    help="CSV field separator of --data and --items, one character ('\\t' "

@@ -766,14 +766,21 @@ def test_yyyymmdd_times_are_read_as_dates(tmp_path):
 
 
 def test_time_unit_is_checked_and_dated_columns_carry_their_own(tmp_path):
+    from twotower.data import Interactions
     from twotower.errors import ConfigError
     p = tmp_path / "t.csv"
     p.write_text("user_id,item_id,timestamp\nu1,i1,2024-03-01\nu1,i2,2024-03-02T10:00:00+01:00\n")
     with pytest.raises(ConfigError, match=r"time_unit must be one of auto, s, ms, us, ns, "
                                           r"yyyymmdd .*got 'days'"):
         read_interactions(p, time_col="timestamp", time_unit="days")
-    # ISO 8601 text, and Parquet timestamp columns (zoned or not), whatever the unit says
-    assert read_interactions(p, time_col="timestamp", time_unit="ms").timestamps.tolist() == [
+    # ISO 8601 text, and Parquet timestamp columns (zoned or not), carry their own unit: a
+    # unit stated for them is never read, and refused naming the column (it was ignored
+    # without a word); auto is the default
+    with pytest.raises(ConfigError, match=r"t\.csv, column 'timestamp': time_unit "
+                                          r"\(--time-unit\) ms is never read: the column "
+                                          r"holds ISO 8601 text \(e\.g\. '2024-03-01'\)"):
+        read_interactions(p, time_col="timestamp", time_unit="ms")
+    assert read_interactions(p, time_col="timestamp", time_unit="auto").timestamps.tolist() == [
         1709251200, 1709370000]
     q = tmp_path / "t.parquet"
     stamps = pd.to_datetime(["2024-03-01 00:00", "2024-03-02 10:00"])
@@ -782,6 +789,17 @@ def test_time_unit_is_checked_and_dated_columns_carry_their_own(tmp_path):
         got = read_interactions(q, time_col="timestamp").timestamps.tolist()
         shift = 3600 if getattr(col, "tz", None) is not None else 0
         assert got == [1709251200 - shift, 1709373600 - shift]
+        with pytest.raises(ConfigError, match=r"column 'timestamp': time_unit \(--time-unit\) "
+                                              r"s is never read: the column holds a timestamp "
+                                              r"column \(datetime64\["):
+            read_interactions(q, time_col="timestamp", time_unit="s")
+    # the library's: datetimes and ISO text given to from_ids
+    for times in (stamps, ["2024-03-01", "2024-03-02T10:00"], stamps.to_pydatetime().tolist()):
+        with pytest.raises(ConfigError, match=r"`timestamps`: time_unit \(--time-unit\) ns is "
+                                              r"never read"):
+            Interactions.from_ids([1, 2], [3, 4], timestamps=times, time_unit="ns")
+        assert Interactions.from_ids([1, 2], [3, 4], timestamps=times).timestamps.tolist() == [
+            1709251200, 1709373600]
 
 
 def test_yyyymmdd_dates_agree_with_pandas_on_every_day_and_refuse_non_dates():

@@ -87,8 +87,9 @@ class Interactions:
         ``timestamps``: numbers counting ``time_unit`` (``auto``, the default, reads it off
         them: 1.7e9 seconds, 1.7e12 milliseconds, ..., 20240301 a date, and warns when they
         are not seconds; ``s``, ``ms``, ``us``, ``ns``, ``yyyymmdd`` say it), datetimes or
-        ISO 8601 text; kept exactly as int64 counts of the coarsest of s, ms, us, ns that
-        holds them (the result's ``time_unit``).
+        ISO 8601 text (which carry their own: a ``time_unit`` for them is refused); kept
+        exactly as int64 counts of the coarsest of s, ms, us, ns that holds them (the
+        result's ``time_unit``).
 
         ``item_info``/``user_info``, when given, are indexed by external id, or have an
         ``id`` column, or an ``item_id``/``user_id`` column beside a default (0..n-1) index,
@@ -356,6 +357,22 @@ def check_time_unit(unit: Any, what: str = "time_unit") -> str:
                       f"time column counts), got {unit!r}")
 
 
+def check_unit_unread(unit: str, where: str, holds: str) -> None:
+    """Refuse a stated ``unit`` (not ``auto``) for a time column that carries its own
+    (datetimes, ISO 8601 text): it would never be read, as ``train --stream`` refuses
+    ``--time-unit`` (until 2026-12-07 it was ignored without a word). ``where``: the
+    column, for the message; ``holds``: what it holds ("ISO 8601 text").
+
+    Raises:
+        ConfigError: ``unit`` is not ``auto``.
+    """
+    if unit != "auto":
+        from twotower.errors import ConfigError
+        raise ConfigError(f"{where}: {_UNIT_OPTION} {unit} is never read: the column holds "
+                          f"{holds}, which carries its own unit; leave {_UNIT_OPTION} out "
+                          "(or give auto)")
+
+
 def _yyyymmdd_seconds(values: np.ndarray) -> np.ndarray:
     """8-digit dates (20240301) as float seconds since the epoch (midnight UTC); NaN where
     a value is not one (a fraction, 20240231, 2024031). Integer arithmetic (the civil
@@ -517,7 +534,8 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
 
     Raises:
         DataError: a missing time (NaN, NaT) or a value that is neither, naming the row.
-        ConfigError: ``time_unit`` is not one of ``TIME_UNITS``.
+        ConfigError: ``time_unit`` is not one of ``TIME_UNITS``, or is stated (not
+            ``auto``) for datetimes or ISO 8601 text, which carry their own.
     """
     time_unit = check_time_unit(time_unit)
 
@@ -526,6 +544,7 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
 
     dtype = getattr(values, "dtype", None)
     if isinstance(dtype, pd.DatetimeTZDtype) or getattr(dtype, "kind", "") == "M":
+        check_unit_unread(time_unit, at(None), f"datetimes ({dtype})")
         counts, unit, missing = datetime_counts(values)
         if missing.any():
             raise DataError(f"`{name}`[{int(np.argmax(missing))}]: missing time (NaT)")
@@ -542,6 +561,8 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
         return arr.astype(np.int64), "s"  # (refused by Interactions: not 1-D)
     if arr.dtype.kind == "O" and arr.ndim == 1 and len(arr):
         kind = pd.api.types.infer_dtype(arr, skipna=False)
+        if kind in ("datetime", "datetime64", "date"):
+            check_unit_unread(time_unit, at(None), f"{kind} objects")
         if kind in ("datetime", "datetime64"):  # datetime / Timestamp objects (UTC if zoned)
             try:
                 stamps = pd.to_datetime(pd.Series(arr), utc=True)
@@ -570,6 +591,8 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
             else:
                 counts, unit, missing = _iso_times(text)
                 if not missing.any():  # dated text: no unit to read
+                    check_unit_unread(time_unit, at(None), "ISO 8601 text (e.g. "
+                                      f"{text.iloc[0]!r})")
                     return coarsest_times(counts, unit)
         if arr.dtype.kind in "OUS" and any(isinstance(x, (str, bytes)) for x in arr.ravel()):
             from twotower.data.readers import reads_as_time

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from twotower.data.interactions import (INT_ID, Interactions, check_time_unit,
-                                        coarsest_times, datetime_counts, datetime_seconds,
+                                        check_unit_unread, coarsest_times, datetime_counts,
+                                        datetime_seconds,
                                         integral_as_int, numbers_as_times)
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError
@@ -463,6 +464,7 @@ def _times(p: Path, what: str, df: pd.DataFrame, col: str, sep: str | None,
         return (f"{what}: {p}, column {col!r}" if row is None else
                 f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}")
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or raw.dtype.kind == "M":
+        check_unit_unread(unit, at(None), f"a timestamp column ({raw.dtype})")
         counts, kept, missing = datetime_counts(raw)
         if missing.any():
             _numeric(p, what, df, "time", col, sep)  # raises, naming the first missing one
@@ -483,6 +485,8 @@ def _times(p: Path, what: str, df: pd.DataFrame, col: str, sep: str | None,
             if len(vals) and not np.isfinite(vals).all():
                 counts, kept, missing = _iso_times(text)
                 if not missing.any():
+                    check_unit_unread(unit, at(None), "ISO 8601 text (e.g. "
+                                      f"{text.iloc[0]!r})")
                     return coarsest_times(counts, kept)
                 _numeric(p, what, df, "time", col, sep)  # raises, naming the first bad one
     return numbers_as_times(vals, unit, at)
@@ -567,7 +571,8 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             about 1.7e9 seconds, 1.7e12 milliseconds, 1.7e15 microseconds, 1.7e18
             nanoseconds since 1970, 20240301 a date; a warning says which when they are not
             seconds), ``s``, ``ms``, ``us``, ``ns`` or ``yyyymmdd``. ISO 8601 text and
-            Parquet timestamp columns carry their own. Times are kept exactly, as int64
+            Parquet timestamp columns carry their own (another unit than ``auto`` is
+            refused for them: ConfigError). Times are kept exactly, as int64
             counts of the coarsest of s, ms, us, ns that holds them (the result's
             ``time_unit``): events within one second keep the order their times give.
         catalogue: the items of the catalogue (the item vocabulary): ``interactions``, those
