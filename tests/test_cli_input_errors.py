@@ -308,6 +308,10 @@ def test_time_unit_flag_is_checked_and_read(capsys, tmp_path):
     assert code == 2 and "Traceback" not in err, err
     assert (f"{iso}, column 'timestamp': time_unit (--time-unit) ms is never read: the column "
             "holds ISO 8601 text (e.g. '2024-03-01T10:00:00Z')") in err, err
+    # ...and with no time column read at all (--time-col none; a file without one)
+    code, _, err = run(capsys, *_train(tmp_path, data, "--time-col", "none", "--time-unit", "s"))
+    assert code == 2 and "Traceback" not in err, err
+    assert (f"{data}: time_unit (--time-unit) s is never read: no time column is read") in err
 
 
 @pytest.mark.parametrize("argv, needle", [

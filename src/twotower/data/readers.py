@@ -597,6 +597,11 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
     """
     p = Path(path)
     time_unit = check_time_unit(time_unit)
+    if time_col is None and time_unit != "auto":  # (it was ignored without a word)
+        raise ConfigError(f"{what}: {p}: time_unit (--time-unit) {time_unit} is never read: "
+                          "no time column is read (time_col None: --time-col none, or no "
+                          "'timestamp' column in the file); give the time column, or leave "
+                          "the unit out")
     if catalogue not in CATALOGUES:
         raise DataError(f"`catalogue` must be one of {list(CATALOGUES)}, got {catalogue!r}")
     if (event_col is None) != (event_weights is None):
