@@ -306,3 +306,25 @@ def test_an_id_argument_that_is_not_utf8_is_refused_naming_its_flag(capsys, hist
     code, _, err = run(capsys, *[a.format(run=history_run[1], tmp=tmp_path) for a in argv])
     flag = argv[2]
     assert code == 2 and f"argument {flag}: not UTF-8 text (byte 0x" in err, err
+
+
+def test_an_id_typed_in_another_unicode_form_is_said_so(capsys, tmp_path):
+    """An id typed in NFD (macOS input: "Zoe\u0308") against a run holding its NFC form
+    ("Zo\u00eb") was "unknown" with no hint: --user, --history and similar --item say the
+    run holds it in another form (ids stay exact: still refused)."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids([["Zo\u00eb", "u1", "u2", "u3"][u % 4] for u in range(60)],
+                              [f"caf\u00e9 {i}" for i in rng.integers(0, 12, 60)])
+    TwoTower(ModelConfig(query_tower="id+history", objective="bpr", epochs=1, batch_size=16,
+                         embedding_dim=4)).fit(x, verbose=0).save(tmp_path / "run")
+    said = "written in another Unicode form (NFC)"
+    for argv in (("recommend", "--user", "Zoe\u0308"),
+                 ("recommend", "--history", "cafe\u0301 1"),
+                 ("similar", "--item", "cafe\u0301 1")):
+        code, _, err = run(capsys, argv[0], tmp_path / "run", *argv[1:])
+        held = "Zo\u00eb" if argv[1] == "--user" else "caf\u00e9 1"
+        assert code == 2 and f"holds {held!r} {said}" in err, (argv, err)
+    code, _, err = run(capsys, "recommend", tmp_path / "run", "--user", "Zoe")
+    assert code == 2 and "Unicode" not in err, err

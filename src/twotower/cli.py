@@ -1376,7 +1376,7 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         users, lines = _read_user_file(args.users)
     else:
         users = model.user_vocab.ids.tolist()
-    from twotower.data.vocabulary import INT_ID, plain_id
+    from twotower.data.vocabulary import INT_ID, other_form_hint, plain_id
     from twotower.errors import UnknownIdError
     # unknown users, and users the run never trained on (their query is untrained), are
     # served as new users: the popular items with --fallback popular, else an error
@@ -1389,7 +1389,8 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             if users[pos] not in model.user_vocab:
                 header = (" (the file holds one id a line, with no header line)"
                           if pos == 0 and len(users) > 1 and (idx[1:] >= 0).all() else "")
-                raise UnknownIdError(f"{where}unknown user id {users[pos]!r}{header}{hint}")
+                raise UnknownIdError(f"{where}unknown user id {users[pos]!r}{header}"
+                                     f"{other_form_hint(model.user_vocab, users[pos])}{hint}")
             raise UnknownIdError(f"{where}user id {users[pos]!r} has no training "
                                  f"interactions (the run never trained its query){hint}")
         try:
@@ -1470,7 +1471,7 @@ def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray |
     ids that hold a comma): a new user's list from the items they had (as
     ``TwoTower.recommend_from_history_ids`` gives it), printed as ``--user``'s or one JSON
     line. Once the ids are read, both flags take one path."""
-    from twotower.data.vocabulary import plain_id
+    from twotower.data.vocabulary import other_form_hint, plain_id
     from twotower.errors import UnknownIdError
     try:  # a query tower that reads no history (only this error is the flag's)
         model.history_query_embeddings([])
@@ -1488,12 +1489,13 @@ def _recommend_history(args: argparse.Namespace, model: Any, allow: np.ndarray |
     if (idx < 0).any():
         pos = int(np.argmax(idx < 0))
         some = ", ".join(map(repr, model.item_vocab.ids[:3].tolist()))
+        other = other_form_hint(model.item_vocab, ids[pos])
         if args.history is not None:
             raise UnknownIdError(f"--history: unknown item id {ids[pos]!r} (the run's item "
-                                 f"ids are like {some})")
+                                 f"ids are like {some}){other}")
         raise UnknownIdError(f"--history-file: {p}, line {lines[pos]}: unknown item id "
                              f"{ids[pos]!r} (the run's item ids are like {some}; expected "
-                             "one item id a line, oldest first)")
+                             f"one item id a line, oldest first){other}")
     if not (np.asarray(model.item_popularity)[idx] > 0).any():
         raise UnknownIdError(f"{flag}: none of its {len(ids):,} items has training "
                              "interactions, so the model has no query to build from it")
@@ -1663,6 +1665,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export_ids(model: Any, path: str, flag: str, what: str) -> list[str]:
     """``export --users FILE`` / ``--items FILE``: the file's ids, the first one the run
     cannot export named with its file and line (an unknown id; a user never trained on)."""
+    from twotower.data.vocabulary import other_form_hint
     from twotower.errors import UnknownIdError
     ids, lines, p = _read_id_file(path, flag, what)
     vocab = model.item_vocab if what == "item" else model.user_vocab
@@ -1674,7 +1677,8 @@ def _export_ids(model: Any, path: str, flag: str, what: str) -> list[str]:
         pos = int(np.argmax(bad))
         why = (f"unknown {what} id {ids[pos]!r} (the file holds one id a line, with no "
                "header line)" if pos == 0 and idx[pos] < 0 and len(ids) > 1 else
-               f"unknown {what} id {ids[pos]!r}" if idx[pos] < 0 else
+               f"unknown {what} id {ids[pos]!r}{other_form_hint(vocab, ids[pos])}"
+               if idx[pos] < 0 else
                f"user id {ids[pos]!r} has no training interactions (the run never trained "
                "its query, so it has no vector)")
         raise UnknownIdError(f"{flag}: {p}, line {lines[pos]}: {why}")

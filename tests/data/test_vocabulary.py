@@ -126,3 +126,20 @@ def test_ids_are_read_only_and_the_callers_array_stays_writable(ids):
     out = v.ids_of([0])
     out[0] = given[2]  # what ids_of returns is a copy
     assert v.ids.tolist() == ids
+
+
+def test_an_unknown_id_held_in_another_unicode_form_is_said_so():
+    """An id typed in NFD (macOS input: "Zoe\u0308") against a log holding the NFC form
+    ("Zo\u00eb") was "unknown" with no hint. Ids stay exact; the error names the form."""
+    from twotower.data.vocabulary import other_form_hint
+    v = Vocabulary(np.array(["Zo\u00eb", "Rene\u0301", "u2"], dtype=object), "user")
+    with pytest.raises(UnknownIdError, match="the model holds 'Zo\u00eb' written in another "
+                                             r"Unicode form \(NFC\)$"):
+        v.index_of("Zoe\u0308")
+    assert "Zoe\u0308" not in v and v.lookup_or(["Zoe\u0308"]).tolist() == [-1]  # exact
+    assert other_form_hint(v, "Ren\u00e9") == (  # the NFD form held, asked in NFC
+        "; the model holds 'Rene\u0301' written in another Unicode form (NFD)")
+    with pytest.raises(UnknownIdError) as caught:
+        v.index_of("Zoe")
+    assert "Unicode" not in str(caught.value)
+    assert other_form_hint(Vocabulary(np.array([1, 2]), "user"), "1") == ""

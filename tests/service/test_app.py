@@ -1193,3 +1193,26 @@ def test_a_history_of_items_with_features_but_no_training_rows_gets_no_list(tmp_
     assert r.status_code == 404 and "none has training interactions" in r.text, r.text
     r = client.post("/v1/recommendations/by-history", json={"item_ids": [99, 3], "k": 5})
     assert r.status_code == 200 and len(r.json()["items"]) == 5, r.text
+
+
+def test_an_id_sent_in_another_unicode_form_is_said_so(tmp_path):
+    """An id sent in NFD ("Zoe\u0308", as macOS input gives it) against a run holding its
+    NFC form ("Zo\u00eb") was a 404 "unknown" with no hint; the answer names the form (ids
+    stay exact: still a 404)."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids([["Zo\u00eb", "u1", "u2", "u3"][u % 4] for u in range(60)],
+                              [f"caf\u00e9 {i}" for i in rng.integers(0, 12, 60)])
+    TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1, embedding_dim=4)
+             ).fit(x, verbose=0).save(tmp_path / "run")
+    said = "written in another Unicode form (NFC)"
+    with TestClient(create_app(tmp_path / "run", access_log=False)) as c:
+        for r in (c.get("/v1/recommendations", params={"user_id": "Zoe\u0308"}),
+                  c.post("/v1/recommendations", json={"user_ids": ["u1", "Zoe\u0308"]})):
+            assert r.status_code == 404 and f"holds 'Zo\u00eb' {said}" in r.json()["detail"], (
+                r.text)
+        r = c.get("/v1/similar-items", params={"item_id": "cafe\u0301 1"})
+        assert r.status_code == 404 and f"holds 'caf\u00e9 1' {said}" in r.json()["detail"], (
+            r.text)

@@ -27,6 +27,21 @@ def plain_id(v: Any) -> Any:
     return v.item() if isinstance(v, np.generic) else v
 
 
+def other_form_hint(vocab: Vocabulary, key: Any) -> str:
+    """The end of an unknown-id message, where ``key`` is text the vocabulary holds in
+    another Unicode form (``Zoe\u0308``, typed on macOS, against the log's ``Zo\u00eb``):
+    ``"; the model holds 'Zoë' written in another Unicode form (NFC)"``, else ``""``. Ids
+    stay exact (never normalised in silence): this only says why one is not found."""
+    if not isinstance(key, str) or vocab.is_int:
+        return ""
+    import unicodedata
+    for form in ("NFC", "NFD"):
+        other = unicodedata.normalize(form, key.strip())
+        if other != key and other in vocab._index:
+            return f"; the model holds {other!r} written in another Unicode form ({form})"
+    return ""
+
+
 class Vocabulary:
     """An ordered set of external ids; index ``i`` is the i-th id.
 
@@ -118,7 +133,7 @@ class Vocabulary:
             raise UnknownIdError(
                 f"unknown {what} {plain_id(key)!r}: not among the {len(self)} {what}s "
                 f"the model knows (e.g. {', '.join(map(repr, self._ids[:3].tolist()))})"
-            ) from None
+                f"{other_form_hint(self, key)}") from None
 
     def lookup(self, keys: Iterable[Any]) -> np.ndarray:
         """Indices ``[len(keys)]`` int64 of external ids; UnknownIdError names the first unknown."""

@@ -1714,7 +1714,9 @@ class TwoTower:
                                 f"text), got {bad!r}") from None
             if (items < 0).any():
                 bad = list(h)[int(np.argmax(items < 0))]
-                raise UnknownIdError(f"histories[{user}]: unknown item id {bad!r}")
+                from twotower.data.vocabulary import other_form_hint
+                raise UnknownIdError(f"histories[{user}]: unknown item id {bad!r}"
+                                     f"{other_form_hint(self.item_vocab, bad)}")
             if not len(items):  # pools nothing: the query of a history of untrained items
                 raise DataError(f"histories[{user}]: an empty history gives the model no "
                                 "query to build (nor does one of items without training "
@@ -1873,8 +1875,9 @@ class TwoTower:
                 return int(hits[0])
         if isinstance(key, str) and key.strip() != key:  # as ids are: spaces around left out
             return self.find_item(key.strip())
+        from twotower.data.vocabulary import other_form_hint
         raise UnknownIdError(f"{key!r} is neither an item id nor an item's exact title"
-                             f"{self._near_items(key)}")
+                             f"{self._near_items(key)}{other_form_hint(self.item_vocab, key)}")
 
     def _near_items(self, key: Any) -> str:
         """A hint for ``find_item``: titles containing ``key`` (case-insensitive), or the

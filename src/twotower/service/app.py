@@ -32,7 +32,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from twotower.data.vocabulary import INT_ID, plain_id
+from twotower.data.vocabulary import INT_ID, Vocabulary, other_form_hint, plain_id
 from twotower.errors import ConfigError, DataError, UnknownIdError
 from twotower.models.retriever import untrained_item_error, untrained_user_error
 from twotower.service import schemas as S
@@ -110,10 +110,11 @@ def _check_k(k: int | None, n: int, what: str = "the catalogue size", *,
     return k
 
 
-def _unknown(kind: str, ids: list[Any], total: int, vocab_size: int, hint: str = "") -> str:
+def _unknown(kind: str, ids: list[Any], total: int, vocab: Vocabulary, hint: str = "") -> str:
     shown = ", ".join(map(repr, ids[:10])) + (", ..." if len(ids) > 10 else "")
     return (f"unknown {kind} id{'s' if len(ids) > 1 else ''} {shown} ({len(ids)} of {total}): "
-            f"not among the {vocab_size} {kind} ids the model knows{hint}")
+            f"not among the {len(vocab)} {kind} ids the model knows"
+            f"{other_form_hint(vocab, ids[0])}{hint}")
 
 
 def _validation_detail(errors: list[dict[str, Any]]) -> str:
@@ -508,7 +509,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             known_id = m.user_vocab.lookup_or([req.user_ids[i] for i in at]) >= 0
             bad = [req.user_ids[i] for i in at[~known_id]]
             if bad:  # not in the vocabulary at all
-                raise HTTPException(404, _unknown("user", bad, len(users), len(m.user_vocab),
+                raise HTTPException(404, _unknown("user", bad, len(users), m.user_vocab,
                                                   hint))
             untrained = [req.user_ids[i] for i in at]  # known, but never trained on
             shown = ", ".join(map(repr, untrained[:10])) + (", ..." if len(untrained) > 10
@@ -554,7 +555,7 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
         items = m.item_vocab.lookup_or(req.item_ids, -1)
         if (items < 0).any():
             bad = [req.item_ids[i] for i in np.flatnonzero(items < 0)]
-            raise HTTPException(404, _unknown("item", bad, len(items), s.n_items))
+            raise HTTPException(404, _unknown("item", bad, len(items), m.item_vocab))
         # as an untrained user is: a history vector is trained by an item's training rows
         # (item features do not reach the history table), so these give no query
         if len(items) and (np.asarray(m.item_popularity)[items] == 0).all():
