@@ -862,3 +862,27 @@ def test_a_repeated_header_line_in_an_items_file_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"--items: .*items\.csv, line 3: the header line "
                                         r"again \('item_id', 'title'\)"):
         read_interactions(tmp_path / "r.csv", items=tmp_path / "items.csv")
+
+
+def test_integer_ids_beyond_int64_are_read_as_text_with_a_warning(tmp_path):
+    """A Parquet uint64 id column holding 2**63 or more turned every id into text ('2',
+    '3') without a word (20 digits: "not plain integers"); it is said, naming the column
+    and the first such id. uint64 ids within int64 stay integers, without a warning."""
+    p = tmp_path / "u.parquet"
+    big = np.array([2, 3, 2**63 + 5, 2**64 - 1], np.uint64)
+    pd.DataFrame({"user_id": big, "item_id": big[:2].repeat(2)}).to_parquet(p)
+    with pytest.warns(UserWarning, match=r"u\.parquet, column 'user_id': 2 of 4 ids are "
+                                         r"integers beyond int64 \(first: 9223372036854775813, "
+                                         r"data row 3\), so every id of the column is read as "
+                                         "text"):
+        x = read_interactions(p)
+    assert sorted(x.user_vocab.ids.tolist()) == sorted(map(str, big.tolist()))
+    assert x.item_vocab.is_int and x.item_vocab.ids.tolist() == [2, 3]
+    (tmp_path / "c.csv").write_text("user_id,item_id\n5,1\n-99999999999999999999,2\n6,2\n")
+    with pytest.warns(UserWarning, match=r"column 'user_id': 1 of 3 ids are integers beyond "
+                                         r"int64 \(first: -99999999999999999999, data row 2\)"):
+        assert not read_interactions(tmp_path / "c.csv").user_vocab.is_int
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pd.DataFrame({"user_id": big[:2], "item_id": big[:2]}).to_parquet(p)
+        assert read_interactions(p).user_vocab.ids.tolist() == [2, 3]

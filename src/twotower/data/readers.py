@@ -358,6 +358,18 @@ def _ids(values: pd.Series, where: tuple[Path, str, str, str | None] | None = No
             return s.astype(np.int64).to_numpy()
         except (OverflowError, ValueError):  # 19 digits beyond int64: text ids
             pass
+    if where is not None and (plain.all() or (
+            plain.mean() > 0.5 and s[~plain].str.fullmatch(r"-?[1-9][0-9]{19,}").all())):
+        # integers beyond int64 (a Parquet uint64 column, 2**63 and up; 20 digits of text):
+        # said as such (silent, or "not plain integers", before 2026-12-07)
+        p, what, col, sep = where
+        big = s.str.len().to_numpy() >= 19
+        big[big] = [not -2**63 <= int(v) < 2**63 for v in s[big]]
+        row = int(np.argmax(big))
+        warnings.warn(f"{what}: {p}, column {col!r}: {int(big.sum()):,} of {len(s):,} ids are "
+                      f"integers beyond int64 (first: {s.iloc[row]}, data row {row + 1:,}), so "
+                      "every id of the column is read as text (the id 2 is then '2')",
+                      stacklevel=3)
     elif where is not None and plain.mean() > 0.5:
         p, what, col, sep = where
         row = int(np.argmin(plain))
