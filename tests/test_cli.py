@@ -2144,3 +2144,23 @@ def test_catalogue_interactions_trains_as_before_on_the_log_s_items(tmp_path, ca
     assert TwoTower.load(tmp_path / "r1").config.catalogue == "interactions"
     assert TwoTower.load(tmp_path / "r1").item_vocab.ids.tolist() == \
         TwoTower.load(tmp_path / "r2").item_vocab.ids.tolist()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_an_items_row_of_empty_cells_is_not_counted_as_found(tmp_path, capsys, stream):
+    """A row of --items whose title and genres are empty was counted among the items
+    "found" (in memory; streamed, any row was), while the warning said the others had "no
+    row there or only empty cells": the count and the words now agree, in both paths."""
+    rows = [f"u{u},i{(u * 7 + j) % 40}" for u in range(60) for j in range(6)]
+    (tmp_path / "log.csv").write_text("user_id,item_id\n" + "\n".join(rows) + "\n")
+    (tmp_path / "items.csv").write_text("item_id,title,genres\n" + "".join(
+        f"i{i},Item {i},Drama\n" for i in range(29)) + "i29,,Comedy\ni30, ,\n")
+    argv = ["train", "--data", tmp_path / "log.csv", "--items", tmp_path / "items.csv",
+            "--preset", "clicks", "--epochs", "1", "--out", tmp_path / "r"]
+    with pytest.warns(UserWarning) as caught:
+        code, _, err = run(capsys, *argv, *(["--stream"] if stream else ["--split", "none"]))
+    assert code == 0, err
+    said = [str(w.message) for w in caught if "items found in" in str(w.message)]
+    assert said and said[0].startswith(
+        f"--items: 30 of 40 items found in {tmp_path / 'items.csv'}; the other 10 (e.g. "
+        "'i30', 'i31') have no row there or only empty cells: no title or genres"), said

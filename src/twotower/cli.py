@@ -169,9 +169,9 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
     if x.item_info is not None:
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
         if len(meta.columns):
-            _check_items_file(args.items, meta_cols["id_col"],
-                              meta.notna().any(axis=1).to_numpy(), x.item_vocab.ids,
-                              [str(c) for c in meta.columns])
+            _check_items_file(args.items, meta_cols["id_col"], _filled(meta),
+                              x.item_vocab.ids, [str(c) for c in meta.columns],
+                              matched=bool(meta.notna().any(axis=1).any()))
     return x, _data_columns(args, cols, meta_cols)
 
 
@@ -322,17 +322,36 @@ def _data_columns(args: argparse.Namespace, cols: dict[str, Any],
     return out
 
 
+def _filled(meta: Any) -> np.ndarray:
+    """``[len(meta)]`` bool: whether each row of item metadata holds a cell that is not
+    empty (a blank title is ``""``, no genres ``[]``, a missing number NaN)."""
+    def filled(v: Any) -> bool:
+        if isinstance(v, str):
+            return bool(v.strip())
+        if isinstance(v, (list, tuple, np.ndarray)):
+            return len(v) > 0
+        return v is not None and v == v  # (NaN != NaN)
+    out = np.zeros(len(meta), dtype=bool)
+    for c in meta.columns:  # a numeric column at once; text and lists a cell at a time
+        col = meta[c]
+        out |= (col.notna().to_numpy() if col.dtype.kind in "biufcmM" else
+                np.fromiter(map(filled, col.to_numpy(dtype=object)), bool, len(col)))
+    return out
+
+
 def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndarray,
-                      columns: Sequence[str] = ("title", "genres")) -> None:
+                      columns: Sequence[str] = ("title", "genres"),
+                      matched: bool | None = None) -> None:
     """``--items`` against the catalogue: ``found[i]`` says whether item ``catalogue[i]``
-    got a row of metadata. None found is an error (almost surely the wrong file or id
-    column: every title would silently be the id); some missing, a warning naming what
-    they lack (``columns``: those read from the file; a feature column among them is
-    missing too, not only the title and genres)."""
+    got a row of metadata with a cell that is not empty (``_filled``). None found is an
+    error when no row matched (almost surely the wrong file or id column: every title
+    would silently be the id; ``matched``: whether any did, None: as ``found`` says); some
+    missing, a warning naming what they lack (``columns``: those read from the file; a
+    feature column among them is missing too, not only the title and genres)."""
     n, hit = len(catalogue), int(np.count_nonzero(found))
     if hit == n:
         return
-    if hit == 0:
+    if hit == 0 and not matched:
         from twotower.data import read_item_info
         theirs = read_item_info(path, id_col=col).index[:2].tolist()
         raise DataError(f"--items: none of the {n:,} items of --data has a row in {path} "
@@ -1264,9 +1283,10 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         from twotower.data.readers import catalogue_info
         print(f"scanning {args.data} (vocabularies, counts)", file=sys.stderr, flush=True)
         ids = stream.scan().item_vocab.ids
-        found = pd.Index(ids).isin(catalogue_info(info, ids, args.items, args.data,
-                                                  streamed=True).index)
-        _check_items_file(args.items, meta_cols["id_col"], found, ids)
+        rows = catalogue_info(info, ids, args.items, args.data, streamed=True)
+        found = pd.Index(ids).isin(rows.index[_filled(rows)])  # (a row of empty cells: none)
+        _check_items_file(args.items, meta_cols["id_col"], found, ids,
+                          matched=bool(len(rows)))
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0,
                      checkpoint=args.checkpoint)
