@@ -331,8 +331,14 @@ def test_an_empty_event_name_and_a_rating_column_beside_events_are_refused(named
     from twotower.data import read_interactions
     text = named.read_text().splitlines()
     named.write_text("\n".join([*text[:4], text[4].rsplit(",", 1)[0] + ",", *text[5:]]))
-    with pytest.raises(DataError, match=r"line 5, column 'event': empty event name"):
+    # refused with "*" too (a name is not given, not another name); the message says why
+    # (it said "each row needs one of []")
+    with pytest.raises(DataError, match=r"line 5, column 'event': empty event name \(\*=W "
+                                        r"weighs every other name, not a missing one"):
         read_interactions(named, event_col="event", event_weights={"*": 1})
+    with pytest.raises(DataError, match=r"line 5, column 'event': empty event name \(each "
+                                        r"row needs one of \['view'\]\); give the row"):
+        read_interactions(named, event_col="event", event_weights={"view": 1})
     with pytest.raises(DataError, match="one source of ratings at a time"):
         read_interactions(named, rating_col="weight", event_col="event",
                           event_weights={"*": 1})

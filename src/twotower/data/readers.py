@@ -705,8 +705,13 @@ def event_values(names: pd.Series, weights: Mapping[str, float], where: Any) -> 
     text = names.astype(str).str.strip()
     empty = (names.isna() | (text == "")).to_numpy(bool)
     if empty.any():
-        raise DataError(f"{where(int(np.argmax(empty)))}: empty event name (each row needs "
-                        f"one of {sorted(k for k in weights if k != '*')})")
+        known = sorted(k for k in weights if k != "*")
+        need = (f"each row needs one of {known}" if "*" not in weights else
+                # (it said "each row needs one of []" beside {"*": 1})
+                "*=W weighs every other name, not a missing one, as a missing rating is "
+                "refused rather than guessed (an empty cell may be a row cut short)")
+        raise DataError(f"{where(int(np.argmax(empty)))}: empty event name ({need}); give "
+                        "the row its event's name")
     # each distinct name once (a log holds a handful of names over millions of rows)
     uniq, inverse = np.unique(text.to_numpy(dtype=str), return_inverse=True)
     default = weights.get("*")
