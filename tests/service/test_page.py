@@ -687,6 +687,10 @@ def test_the_page_shows_the_model_a_reload_swapped_in(history_page_run, run_dir)
             assert "+ on an item adds it" in page.locator("#build-note").text_content()
             lengths = "ks => ks.map(o => o.value)"
             assert page.eval_on_selector_all("#k option", lengths) == ["5", "10", "20"]
+            # the user box's example follows the model too (it kept the old run's first
+            # user after a reload)
+            example = "id => document.getElementById('user-id').placeholder === 'e.g. ' + id"
+            page.wait_for_function(example, arg="u0")
             app.state.holder.reload(run_dir)  # 1,682 items where the page saw 31
             new = app.state.holder.current.describe()
             page.fill("#user-id", "42")
@@ -697,6 +701,7 @@ def test_the_page_shows_the_model_a_reload_swapped_in(history_page_run, run_dir)
             assert page.locator("#model-info").text_content() == facts(new) != facts(old)
             assert page.eval_on_selector_all("#k option", lengths) == ["5", "10", "20", "50"]
             assert page.input_value("#k") == "10"
+            page.wait_for_function(example, arg="1")  # MovieLens's first user
             assert "reads no history" in page.locator("#build-note").text_content()
             page.locator("#recs li").nth(9).wait_for()
             assert page.locator("#error").is_hidden()

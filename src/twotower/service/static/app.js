@@ -383,6 +383,18 @@ function showModel(m) {
     ? "+ on an item adds it to a new user's items: their recommendations follow."
     : `No new user from clicked items: ${noHistory}.`;
   $("build-note").hidden = false;
+  showExampleUser(m.label);
+}
+
+// The user box's example is this run's first user id, read again with every model (it
+// kept the old run's after a reload); an answer for a model since replaced is dropped.
+async function showExampleUser(label) {
+  try {
+    const first = await api("/v1/users?offset=0&limit=1");
+    if (label !== shownModel) return;
+    $("user-id").placeholder = first.user_ids.length ? `e.g. ${first.user_ids[0]}`
+                                                     : "a user id";
+  } catch (_) { /* an example only */ }
 }
 
 async function init() {
@@ -422,8 +434,6 @@ async function init() {
   try {
     showModel(await api("/v1/model"));
     suggestUsers();
-    const first = await api("/v1/users?offset=0&limit=1");  // an example of this run's ids
-    if (first.user_ids.length) $("user-id").placeholder = `e.g. ${first.user_ids[0]}`;
   } catch (err) { showError(err); }
   // the address: a user id (?user=), else a new user's items (?history=)
   const fromUrl = new URLSearchParams(location.search).get("user");
