@@ -800,6 +800,16 @@ def test_time_unit_is_checked_and_dated_columns_carry_their_own(tmp_path):
             Interactions.from_ids([1, 2], [3, 4], timestamps=times, time_unit="ns")
         assert Interactions.from_ids([1, 2], [3, 4], timestamps=times).timestamps.tolist() == [
             1709251200, 1709373600]
+    # no timestamps at all: a unit stated for them is never read either, refused as
+    # read_interactions refuses it without a time column (it was ignored without a word)
+    for unit in ("ms", "s"):
+        with pytest.raises(ConfigError, match=rf"`timestamps`: time_unit {unit} is never read: "
+                                              r"no timestamps are given \(None\)"):
+            Interactions.from_ids([1, 2], [3, 4], time_unit=unit)
+    with pytest.raises(ConfigError, match=r"time_unit must be one of auto.*got 'days'"):
+        Interactions.from_ids([1, 2], [3, 4], time_unit="days")
+    x = Interactions.from_ids([1, 2], [3, 4], time_unit="AUTO")
+    assert x.timestamps is None and x.time_unit == "s"
 
 
 def test_yyyymmdd_dates_agree_with_pandas_on_every_day_and_refuse_non_dates():

@@ -87,9 +87,9 @@ class Interactions:
         ``timestamps``: numbers counting ``time_unit`` (``auto``, the default, reads it off
         them: 1.7e9 seconds, 1.7e12 milliseconds, ..., 20240301 a date, and warns when they
         are not seconds; ``s``, ``ms``, ``us``, ``ns``, ``yyyymmdd`` say it), datetimes or
-        ISO 8601 text (which carry their own: a ``time_unit`` for them is refused); kept
-        exactly as int64 counts of the coarsest of s, ms, us, ns that holds them (the
-        result's ``time_unit``).
+        ISO 8601 text (which carry their own: a ``time_unit`` for them is refused, as it is
+        with no ``timestamps``); kept exactly as int64 counts of the coarsest of s, ms, us,
+        ns that holds them (the result's ``time_unit``).
 
         ``item_info``/``user_info``, when given, are indexed by external id, or have an
         ``id`` column, or an ``item_id``/``user_id`` column beside a default (0..n-1) index,
@@ -111,8 +111,16 @@ class Interactions:
         item_vocab = item_vocab or Vocabulary.from_values(i, name="item")
         r = None if ratings is None else as_float32_ratings("ratings", _finite("ratings",
                                                                                ratings))
-        t, kept = (None, "s") if timestamps is None else epoch_times("timestamps", timestamps,
-                                                                     time_unit)
+        if timestamps is None:  # a unit for no times is never read (it was ignored without
+            # a word), refused as read_interactions refuses it with no time column
+            if (unit := check_time_unit(time_unit)) != "auto":
+                from twotower.errors import ConfigError
+                raise ConfigError(f"`timestamps`: time_unit {unit} is "
+                                  "never read: no timestamps are given (None); give the "
+                                  "timestamps, or leave time_unit out (or give auto)")
+            t, kept = None, "s"
+        else:
+            t, kept = epoch_times("timestamps", timestamps, time_unit)
         return cls(
             users=_index(user_vocab, u), items=_index(item_vocab, i),
             user_vocab=user_vocab, item_vocab=item_vocab, ratings=r, timestamps=t,

@@ -675,7 +675,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         from twotower.data.interactions import as_float32_ratings
         ratings = as_float32_ratings("ratings", ratings, lambda row: (
             f"{what}: {p}, {where_in_file(p, row, sep)}, column {rating_col!r}"))
-    times, kept = _times(p, what, df, time_col, sep, time_unit) if time_col else (None, "s")
+    times, kept = _times(p, what, df, time_col, sep, time_unit) if time_col else (None, "auto")
     item_info = None
     if items is not None:
         item_info = read_item_info(items, id_col=item_id_col or item_col, title_col=title_col,
