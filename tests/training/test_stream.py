@@ -1025,3 +1025,31 @@ def test_shuffle_refuses_a_chunk_with_other_columns():
     chunks = [{"a": np.arange(10)}, {"b": np.arange(10)}]
     with pytest.raises(DataError, match=r"\['b'\].*\['a'\]"):
         list(shuffle_chunks(iter(chunks), 4, seed=0))
+
+
+def test_integer_ids_beyond_int64_are_text_ids_with_the_in_memory_warning(tmp_path):
+    """A Parquet uint64 id column holding 2**63 or more (or 19-20 digits of text in a CSV)
+    became text ids streamed without a word, while read_interactions warns: the scan warns
+    with the same message (by rows, as in memory; an example id, as the scan keeps no
+    row), and the vocabularies are the in-memory ones."""
+    import warnings
+    p = tmp_path / "u.parquet"
+    big = np.array([2, 3, 2**63 + 5, 2**64 - 1, 2**63 + 5], np.uint64)
+    pd.DataFrame({"userId": big, "movieId": big[:1].repeat(5)}).to_parquet(p)
+    with pytest.warns(UserWarning, match=r"--data: .*u\.parquet, column 'userId': 3 of 5 ids "
+                                         r"are integers beyond int64 \(e\.g\. "
+                                         r"9223372036854775813\), so every id of the column is "
+                                         r"read as text \(the id 2 is then '2'\)"):
+        stats = _stream(p, rating_col=None).scan()
+    with pytest.warns(UserWarning, match="beyond int64"):
+        mem = read_interactions(p, user_col="userId", item_col="movieId")
+    assert stats.user_vocab == mem.user_vocab and stats.item_vocab == mem.item_vocab
+    c = tmp_path / "c.csv"
+    c.write_text("userId,movieId\n5,1\n-99999999999999999999,2\n6,2\n9223372036854775808,1\n")
+    with pytest.warns(UserWarning, match=r"column 'userId': 2 of 4 ids are integers beyond "
+                                         r"int64 \(e\.g\. -99999999999999999999\)"):
+        assert not _stream(c, rating_col=None).scan().user_vocab.is_int
+    with warnings.catch_warnings():  # uint64 within int64: integer ids, without a word
+        warnings.simplefilter("error")
+        pd.DataFrame({"userId": big[:2], "movieId": big[:2]}).to_parquet(p)
+        assert _stream(p, rating_col=None).scan().user_vocab.ids.tolist() == [2, 3]

@@ -343,6 +343,17 @@ def check_ragged(p: Path, what: str, sep: str, n_fields: int) -> None:
             start = reader.line_num + 1
 
 
+def beyond_int64_message(p: Path, what: str, col: str, n: int, total: int, first: Any,
+                         row: int | None = None) -> str:
+    """The warning for an id column holding integers beyond int64 (a Parquet uint64 column
+    from 2**63 on; 19-20 digits of text), read as text ids: ``n`` of ``total`` ids (rows)
+    are such; ``first``: the first (at data row ``row``, 0-based) or, with no row (the
+    streamed scan keeps none), an example. One message, in memory and streamed."""
+    at = f"first: {first}, data row {row + 1:,}" if row is not None else f"e.g. {first}"
+    return (f"{what}: {p}, column {col!r}: {n:,} of {total:,} ids are integers beyond int64 "
+            f"({at}), so every id of the column is read as text (the id 2 is then '2')")
+
+
 def _ids(values: pd.Series, where: tuple[Path, str, str, str | None] | None = None
          ) -> np.ndarray:
     """Ints when every id is an integer written the one way an int prints (so ``007`` and
@@ -366,10 +377,8 @@ def _ids(values: pd.Series, where: tuple[Path, str, str, str | None] | None = No
         big = s.str.len().to_numpy() >= 19
         big[big] = [not -2**63 <= int(v) < 2**63 for v in s[big]]
         row = int(np.argmax(big))
-        warnings.warn(f"{what}: {p}, column {col!r}: {int(big.sum()):,} of {len(s):,} ids are "
-                      f"integers beyond int64 (first: {s.iloc[row]}, data row {row + 1:,}), so "
-                      "every id of the column is read as text (the id 2 is then '2')",
-                      stacklevel=3)
+        warnings.warn(beyond_int64_message(p, what, col, int(big.sum()), len(s),
+                                           s.iloc[row], row), stacklevel=3)
     elif where is not None and plain.mean() > 0.5:
         p, what, col, sep = where
         row = int(np.argmin(plain))

@@ -9,6 +9,7 @@ buffer.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -20,8 +21,8 @@ import numpy as np
 
 from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
-from twotower.data.readers import (RATING_HINT, check_columns, check_ragged,
-                                   check_unique_columns, csv_encoding, csv_header,
+from twotower.data.readers import (RATING_HINT, beyond_int64_message, check_columns,
+                                   check_ragged, check_unique_columns, csv_encoding, csv_header,
                                    header_forms, line_break_in_id, not_a_file, repeated_header,
                                    where_in_file)
 from twotower.data.vocabulary import Vocabulary, plain_id
@@ -497,10 +498,12 @@ class InteractionStream:
             if rows == 0:
                 raise DataError(f"--data: {self.path} has no row with known ids")
             if self._user_vocab is None:
-                self._user_vocab = users.vocabulary("user")
+                self._user_vocab = users.vocabulary(
+                    "user", (self.path, "--data", self.config.user_col))
             uniq, counts = items.values_counts()
             if self._item_vocab is None:
-                self._item_vocab = _vocab_of(uniq, "item")
+                self._item_vocab = _vocab_of(uniq, "item", counts,
+                                             (self.path, "--data", self.config.item_col))
             idx = _Mapper(self._item_vocab).indices(pa.array(uniq))
             item_counts = np.bincount(idx, weights=counts,
                                       minlength=len(self._item_vocab)).astype(np.int64)
@@ -947,26 +950,47 @@ class _DistinctCounter:
         return (p.field("values").to_numpy(zero_copy_only=False),
                 p.field("counts").to_numpy(zero_copy_only=False))
 
-    def vocabulary(self, name: str) -> Vocabulary:
-        return _vocab_of(self.values_counts()[0], name)
+    def vocabulary(self, name: str, where: tuple[Path, str, str] | None = None
+                   ) -> Vocabulary:
+        values, counts = self.values_counts()
+        return _vocab_of(values, name, counts, where)
 
 
-def _vocab_of(values: np.ndarray, name: str) -> Vocabulary:
+def _vocab_of(values: np.ndarray, name: str, counts: np.ndarray | None = None,
+              where: tuple[Path, str, str] | None = None) -> Vocabulary:
     """Same rule as ``read_interactions``: ints when every id is an integer literal
-    (written without leading zeros) or an integral float."""
+    (written without leading zeros) or an integral float. ``where`` (file, what, column):
+    warn, as ``read_interactions`` does, when the ids are text because some are integers
+    beyond int64 (``counts``: each value's rows, for the message's count; they became
+    text without a word before 2026-12-07)."""
     if values.dtype.kind == "i" or (values.dtype.kind == "u" and
                                     (not len(values) or values.max() < 2**63)):
         return Vocabulary.from_values(values.astype(np.int64), name=name)
     if values.dtype.kind == "f" and (ints := integral_as_int(values)) is not None:
         return Vocabulary.from_values(ints, name=name)
     s = np.array([str(v).strip() for v in values], dtype=object)
-    if len(s) and all(INT_ID.fullmatch(v) for v in s):
+    plain = np.array([INT_ID.fullmatch(v) is not None for v in s], dtype=bool)
+    if len(s) and plain.all():
         try:
             return Vocabulary.from_values(np.array([int(v) for v in s], dtype=np.int64),
                                           name=name)
         except OverflowError:  # 19 digits beyond int64: text ids
             pass
+    rows = np.ones(len(s), np.int64) if counts is None else np.asarray(counts, np.int64)
+    if where is not None and len(s) and (plain.all() or (
+            rows[plain].sum() > rows.sum() / 2
+            and all(_LONG_INT.fullmatch(v) for v in s[~plain]))):
+        # the rule of read_interactions (by rows): integers beyond int64, said as such
+        import warnings
+        big = np.array([len(v) >= 19 and not -2**63 <= int(v) < 2**63 for v in s], bool)
+        warnings.warn(beyond_int64_message(where[0], where[1], where[2], int(rows[big].sum()),
+                                           int(rows.sum()), min(s[big], key=int)),
+                      stacklevel=2)
     return Vocabulary.from_values(s, name=name)
+
+
+#: 20 digits or more: an integer beyond int64, not one INT_ID takes
+_LONG_INT = re.compile(r"-?[1-9][0-9]{19,}")
 
 
 class _Mapper:
