@@ -2161,6 +2161,25 @@ def test_an_items_row_of_empty_cells_is_not_counted_as_found(tmp_path, capsys, s
         code, _, err = run(capsys, *argv, *(["--stream"] if stream else ["--split", "none"]))
     assert code == 0, err
     said = [str(w.message) for w in caught if "items found in" in str(w.message)]
+    # i29 (an empty title, a genre) is found, but shows as its id: the count says so
     assert said and said[0].startswith(
-        f"--items: 30 of 40 items found in {tmp_path / 'items.csv'}; the other 10 (e.g. "
-        "'i30', 'i31') have no row there or only empty cells: no title or genres"), said
+        f"--items: 30 of 40 items found in {tmp_path / 'items.csv'} (1 of them with an empty "
+        "title, e.g. 'i29': they show as their ids); the other 10 (e.g. 'i30', 'i31') have "
+        "no row there or only empty cells: no title or genres"), said
+
+
+def test_items_found_with_an_empty_title_are_said_when_every_item_is_found():
+    """Every item has a row, but some an empty title (genres only): they show as their
+    ids, as missing ones do, and were counted found without a word; the warning says so.
+    With every title there, nothing is said."""
+    from twotower.cli import _check_items_file
+    ids = np.array(["a", "b", "c"], dtype=object)
+    with pytest.warns(UserWarning, match=r"^--items: 3 of 3 items found in it\.csv \(2 of "
+                                         r"them with an empty title, e\.g\. 'a', 'c': they "
+                                         r"show as their ids\)$"):
+        _check_items_file("it.csv", "item_id", np.ones(3, bool), ids,
+                          untitled=np.array([True, False, True]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _check_items_file("it.csv", "item_id", np.ones(3, bool), ids,
+                          untitled=np.zeros(3, bool))

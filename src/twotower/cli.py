@@ -171,7 +171,8 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
         if len(meta.columns):
             _check_items_file(args.items, meta_cols["id_col"], _filled(meta),
                               x.item_vocab.ids, [str(c) for c in meta.columns],
-                              matched=bool(meta.notna().any(axis=1).any()))
+                              matched=bool(meta.notna().any(axis=1).any()),
+                              untitled=_untitled(meta))
     return x, _data_columns(args, cols, meta_cols)
 
 
@@ -339,17 +340,39 @@ def _filled(meta: Any) -> np.ndarray:
     return out
 
 
+def _untitled(meta: Any) -> np.ndarray:
+    """``[len(meta)]`` bool: rows with a cell that is not empty (``_filled``: found) but an
+    empty title, so that the item shows as its id; none without a title column."""
+    if "title" not in meta.columns:
+        return np.zeros(len(meta), dtype=bool)
+    return _filled(meta) & ~_filled(meta[["title"]])
+
+
 def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndarray,
                       columns: Sequence[str] = ("title", "genres"),
-                      matched: bool | None = None) -> None:
+                      matched: bool | None = None,
+                      untitled: np.ndarray | None = None) -> None:
     """``--items`` against the catalogue: ``found[i]`` says whether item ``catalogue[i]``
     got a row of metadata with a cell that is not empty (``_filled``). None found is an
     error when no row matched (almost surely the wrong file or id column: every title
     would silently be the id; ``matched``: whether any did, None: as ``found`` says); some
     missing, a warning naming what they lack (``columns``: those read from the file; a
-    feature column among them is missing too, not only the title and genres)."""
+    feature column among them is missing too, not only the title and genres).
+    ``untitled[i]``: item ``catalogue[i]`` is found but its title is empty (``_untitled``),
+    so it shows as its id as a missing one does: the warning's count says how many (until
+    2026-12-07 they were counted found without a word)."""
     n, hit = len(catalogue), int(np.count_nonzero(found))
+    untitled = np.zeros(n, dtype=bool) if untitled is None else np.asarray(untitled, bool)
+    bare = ""
+    if untitled.any():
+        k = int(np.count_nonzero(untitled))
+        eg = ", ".join(map(repr, catalogue[untitled][:2].tolist()))
+        bare = f" ({k:,} of them with an empty title, e.g. {eg}: they show as their ids)"
     if hit == n:
+        if bare:
+            import warnings
+            warnings.warn(f"--items: {hit:,} of {n:,} items found in {path}{bare}",
+                          stacklevel=2)
         return
     if hit == 0 and not matched:
         from twotower.data import read_item_info
@@ -367,7 +390,7 @@ def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndar
     what = " or ".join(lack) if len(lack) < 3 else f"{', '.join(lack[:-1])} or {lack[-1]}"
     why = ("; they show as their ids" if "title" in shown else "") + (
         "; the model places them by their interactions alone" if features else "")
-    warnings.warn(f"--items: {hit:,} of {n:,} items found in {path}; the other "
+    warnings.warn(f"--items: {hit:,} of {n:,} items found in {path}{bare}; the other "
                   f"{n - hit:,} (e.g. {', '.join(map(repr, missing))}) have no row there "
                   f"or only empty cells: no {what}{why}", stacklevel=2)
 
@@ -1286,7 +1309,8 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         rows = catalogue_info(info, ids, args.items, args.data, streamed=True)
         found = pd.Index(ids).isin(rows.index[_filled(rows)])  # (a row of empty cells: none)
         _check_items_file(args.items, meta_cols["id_col"], found, ids,
-                          matched=bool(len(rows)))
+                          matched=bool(len(rows)),
+                          untitled=pd.Index(ids).isin(rows.index[_untitled(rows)]))
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0,
                      checkpoint=args.checkpoint)
