@@ -31,12 +31,16 @@ def other_form_hint(vocab: Vocabulary, key: Any) -> str:
     """The end of an unknown-id message, where ``key`` is text the vocabulary holds in
     another Unicode form (``Zoe\u0308``, typed on macOS, against the log's ``Zo\u00eb``):
     ``"; the model holds 'Zoë' written in another Unicode form (NFC)"``, else ``""``. Ids
-    stay exact (never normalised in silence): this only says why one is not found."""
+    stay exact (never normalised in silence): this only says why one is not found. Spaces
+    around ``key`` are left out, as ``Vocabulary`` lookups leave them out: only a
+    difference of form is claimed (``"Zo\u00eb "`` against ``Zo\u00eb``: none, where
+    until 2026-12-07 it claimed one)."""
     if not isinstance(key, str) or vocab.is_int:
         return ""
     import unicodedata
+    key = key.strip()
     for form in ("NFC", "NFD"):
-        other = unicodedata.normalize(form, key.strip())
+        other = unicodedata.normalize(form, key)
         if other != key and other in vocab._index:
             return f"; the model holds {other!r} written in another Unicode form ({form})"
     return ""
