@@ -897,3 +897,21 @@ def test_text_ids_are_named_as_external_ids(built, catalogue):
         built.prepare_exclusions([["50"]])
     with pytest.raises(DataError, match=r"got float64 array of shape \(2,\)$"):
         built.search(Q, 5, allow=[1.0, 2.0])  # no text: no hint
+
+
+def test_a_bool_mask_for_ids_is_named_by_its_entry_with_the_form_expected(built, catalogue):
+    """A bool mask given as the one query's exclude row was reported as `exclude` (the
+    row, `exclude[0]`, only with two or more queries), with no word on the form: the row
+    is named at any batch size and the message says to pass the ids the mask marks."""
+    V, Q = catalogue
+    mask = np.zeros(300, bool)
+    mask[[3, 7]] = True
+    hint = r"a bool mask; pass the ids it marks \(np\.flatnonzero\(mask\)\)"
+    for kw, name in (({"exclude": [mask]}, r"exclude\[0\]"), ({"allow": mask}, "allow")):
+        with pytest.raises(DataError, match=rf"^`{name}` must be a 1-D sequence of integer "
+                                            rf"item ids, got bool array of shape \(300,\): "
+                                            rf"{hint}$"):
+            built.search(Q[:1], 5, **kw)
+    with pytest.raises(DataError, match=r"`exclude\[0\]` ids must be internal ids in "
+                                        r"\[0, 300\), got 300"):
+        built.search(Q[:1], 5, exclude=[[300]])

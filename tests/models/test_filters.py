@@ -169,8 +169,18 @@ def test_history_lists_by_external_ids_equal_the_index_path(model):
         m.recommend_from_history_ids([[101], [102, "nope"]], 5)
     with pytest.raises(UnknownIdError, match=r"histories\[0\]: none of its 1 item ids"):
         m.recommend_from_history_ids([[999]], 5)  # in the catalogue, never trained
-    with pytest.raises(DataError, match="single ids"):
+    with pytest.raises(DataError, match=r"got a list of 2 single ids \(histories\[0\] is "
+                                        r"101\); for one user pass \[history\]"):
         m.recommend_from_history_ids([101, 102], 5)
+    # an entry that is no list and no id (it was "a list of 1 single ids"): named, with
+    # the form expected
+    for bad, got in ((None, "None$"), ({1: 2}, r"a dict \(it iterates over its keys\)"),
+                     ([[101], True], "True$")):
+        hists = bad if isinstance(bad, list) else [bad]
+        at = len(hists) - 1
+        with pytest.raises(DataError, match=rf"^`histories\[{at}\]` must be a list of item "
+                                            rf"ids, got {got}"):
+            m.recommend_from_history_ids(hists, 5)
     with pytest.raises(DataError, match="exclude_history"):
         m.recommend_from_history_ids([[101]], 5, exclude_history="no")
 

@@ -132,9 +132,12 @@ def _array(value: Any) -> np.ndarray:
 
 def _not_ids(name: str, arr: np.ndarray, n: int) -> DataError:
     """The error for ``arr``, not a 1-D array of integer ids; text ids are external ids
-    (an item's own id, e.g. MovieLens' "50"), which the index does not know: it says so."""
+    (an item's own id, e.g. MovieLens' "50"), which the index does not know, and a bool
+    array is a mask, not ids: it says so."""
     hint = ""
-    if arr.dtype.kind in "USO" and arr.size and isinstance(arr.flat[0], (str, bytes)):
+    if arr.dtype.kind == "b":
+        hint = ": a bool mask; pass the ids it marks (np.flatnonzero(mask))"
+    elif arr.dtype.kind in "USO" and arr.size and isinstance(arr.flat[0], (str, bytes)):
         hint = (f": these are text, like external item ids; the index takes internal ids "
                 f"(row numbers in [0, {n})): map ids to them first, e.g. with the model's "
                 "item_vocab.lookup(ids)")
@@ -224,7 +227,7 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
         return ptr, ids
     rows = _exclusion_rows(exclude, b, name)
     if b == 1 and row0 == 0:  # the single-query hot path: no concatenation
-        ids = _ids(f"{name}[0]" if name != "exclude" else name, rows[0], n)
+        ids = _ids(f"{name}[0]", rows[0], n)  # the row, as with more queries
         return np.array([0, len(ids)], dtype=np.int64), ids
     try:
         lengths = np.fromiter(map(len, rows), dtype=np.int64, count=b)

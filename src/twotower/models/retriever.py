@@ -126,12 +126,23 @@ def check_streamable(cfg: ModelConfig, rating_col: str | None, *,
                         "ModelConfig.preset(\"clicks\"))")
 
 
+def _single_id(value: Any) -> bool:
+    """Whether ``value`` is one id as given (text, an integer, an integral float), not a
+    list of them and not something no id is (None, a bool, a mapping)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    return isinstance(value, (str, bytes, int, float, np.integer, np.floating)) and \
+        not isinstance(value, (bool, np.bool_))
+
+
 def _check_id_list(ids: Any, name: str, what: str, ordered: bool = True) -> None:
     """DataError for a single id where a list of ids is expected (a string would otherwise
     be read as a list of its characters). ``ordered=False`` (a set of ids, as allow/deny
     lists are): a set is fine, a mapping still is not (it iterates over its keys)."""
     if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable) or (
             isinstance(ids, np.ndarray) and ids.ndim == 0):
+        if not _single_id(ids):  # None, True, an object: no id either ("pass [None]")
+            raise DataError(f"`{name}` must be a list of {what} ids, got {ids!r}")
         raise DataError(f"`{name}` must be a list of {what} ids, got the single id {ids!r}; "
                         f"pass [{ids!r}]")
     # containers whose iteration is no list of ids: a DataFrame gives its column names, a
@@ -143,10 +154,10 @@ def _check_id_list(ids: Any, name: str, what: str, ordered: bool = True) -> None
     if getattr(ids, "ndim", 1) != 1:
         raise DataError(f"`{name}` must be a 1-D list of {what} ids, got an array of shape "
                         f"{getattr(ids, 'shape', '?')}")
-    if not ordered and isinstance(ids, Mapping):
+    if isinstance(ids, Mapping):  # (ordered or not: the keys are no list of ids)
         raise DataError(f"`{name}` must be a list of {what} ids, got a {type(ids).__name__} "
                         "(it iterates over its keys): pass a list")
-    if ordered and isinstance(ids, (Mapping, set, frozenset)):
+    if ordered and isinstance(ids, (set, frozenset)):
         raise DataError(f"`{name}` must be a list of {what} ids, got a "
                         f"{type(ids).__name__} (the answers' rows follow the list's order): "
                         "pass a list")
@@ -1694,11 +1705,11 @@ class TwoTower:
         if isinstance(histories, (str, bytes)) or not isinstance(histories, Sequence | np.ndarray):
             raise DataError(f"`histories` must be a list with one list of item ids per "
                             f"user, got {type(histories).__name__}")
-        if len(histories) and (isinstance(histories[0], (str, bytes))
-                               or np.ndim(histories[0]) == 0):
+        if len(histories) and _single_id(histories[0]):  # (another entry: named below)
             raise DataError(f"`histories` must hold one list of item ids per user, got a "
-                            f"list of {len(histories):,} single ids; for one user pass "
-                            "[history] (a list holding it)")
+                            f"list of {len(histories):,} single ids (histories[0] is "
+                            f"{histories[0]!r}); for one user pass [history] (a list "
+                            "holding it)")
         if self.history_embeddings is None or self.config.query_tower == "id":
             self.history_query_embeddings([])  # its ConfigError names the query tower
         allow, deny = self._external_filters(allow, deny)
