@@ -20,7 +20,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import numpy as np
 
 from twotower.data.interactions import Interactions
-from twotower.data.vocabulary import Vocabulary, plain_id
+from twotower.data.vocabulary import Vocabulary, other_form_hint, plain_id
 from twotower.errors import (ConfigError, DataError, NotFittedError, TrainingError,
                              TwoTowerError, UnknownIdError)
 from twotower.index import PAD_ID, IndexConfig, make_index
@@ -1725,7 +1725,6 @@ class TwoTower:
                                 f"text), got {bad!r}") from None
             if (items < 0).any():
                 bad = list(h)[int(np.argmax(items < 0))]
-                from twotower.data.vocabulary import other_form_hint
                 raise UnknownIdError(f"histories[{user}]: unknown item id {bad!r}"
                                      f"{other_form_hint(self.item_vocab, bad)}")
             if not len(items):  # pools nothing: the query of a history of untrained items
@@ -1886,7 +1885,6 @@ class TwoTower:
                 return int(hits[0])
         if isinstance(key, str) and key.strip() != key:  # as ids are: spaces around left out
             return self.find_item(key.strip())
-        from twotower.data.vocabulary import other_form_hint
         raise UnknownIdError(f"{key!r} is neither an item id nor an item's exact title"
                              f"{self._near_items(key)}{other_form_hint(self.item_vocab, key)}")
 
