@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twotower.index import IndexConfig, make_index
+from twotower.index import PAD_ID, IndexConfig, make_index
 
 from .conftest import assert_topk_equal, reference
 
@@ -109,9 +109,13 @@ def test_norm_bound_skips_chunks_and_matches_reference(n_queries, batch_size):
     Q /= np.linalg.norm(Q, axis=1, keepdims=True)
     planted = rng.choice(n, (n_queries, 10), replace=False)
     V[planted] = Q[:, None, :] * rng.uniform(3, 4, size=(n_queries, 10, 1)).astype(np.float32)
-    Q[0] = 0.0  # every score ties at 0: the bound (0) never beats the threshold (0)
     ex = [rng.choice(n, 40, replace=False) for _ in range(n_queries)]
     deny = rng.choice(n, 200, replace=False)
+    # and a zero query: every score ties at 0, so its top k are the first ids not filtered
+    # out, wherever the norm order put them: the bound (0) never drops below its k-th best
+    # (0), and its scan reads the whole catalogue (it read one chunk when ties came in any
+    # order); its reads are not counted below
+    Z, zex = np.zeros((1, d), np.float32), [ex[0]]
     read = {}
     for bound in (False, True):
         index = make_index(IndexConfig(kind="exact", norm_bound=bound, chunk_size=2048,
@@ -123,6 +127,11 @@ def test_norm_bound_skips_chunks_and_matches_reference(n_queries, batch_size):
             got = index.search(Q, k, exclude=ex, deny=deny)
             read[bound, k] = _CountingRows.read
             assert_topk_equal(got, reference(V, Q, k, ex, deny=deny), V, Q)
+            both = np.concatenate([Z, Q]), zex + ex
+            for q, e in ((Z, zex), both):
+                zs, zi = index.search(q, k, exclude=e, deny=deny)
+                np.testing.assert_array_equal(zi[0], reference(V, Z, k, zex, deny=deny)[1][0])
+                assert (zs[0] == 0).all()
     blocks = -(-n_queries // batch_size)
     assert 0 < read[True, 10] < blocks * n / 2, read  # less than half, per query block
     assert read[True, 100] < blocks * n, read
@@ -269,8 +278,10 @@ def _search_into(index, Q, out):
 
 @pytest.mark.parametrize("case", ["random", "ties", "masked", "few finite"])
 def test_first_chunk_seed_is_the_top_k_of_each_row(case):
-    """The first chunk's top k found from group maxima (``_seed``) equals a full sort's top
-    k values, with ties at the boundary, and falls back (None) where it would not pay."""
+    """The first chunk's candidates found from group maxima (``_seed``) hold every entry at
+    or above each row's k-th best, ties at the boundary included, and ``_select`` picks a
+    full stable sort's top k from them (equal scores: the lower column first); it falls
+    back (None) where it would not pay."""
     from twotower.index import exact
     rng = np.random.default_rng(3)
     S = rng.standard_normal((40, 512)).astype(np.float32)  # >= 32 rows, >= 16 k columns
@@ -286,10 +297,19 @@ def test_first_chunk_seed_is_the_top_k_of_each_row(case):
             continue  # a fallback is allowed here; the partial sort handles it
         assert got is not None, (case, k)
         s, i = got
-        assert s.shape == i.shape == (40, k)
-        np.testing.assert_array_equal(np.take_along_axis(S, i, axis=1), s)
-        np.testing.assert_array_equal(np.sort(s, axis=1), np.sort(S, axis=1)[:, -k:])
-        assert all(len(set(row)) == k for row in i.tolist())  # k distinct columns
+        real = i != PAD_ID
+        assert s.shape == i.shape and s.shape[1] >= k and (real.sum(axis=1) >= k).all()
+        np.testing.assert_array_equal(np.isneginf(s), ~real)
+        np.testing.assert_array_equal(np.take_along_axis(S, np.maximum(i, 0), axis=1)[real],
+                                      s[real])
+        kth = np.sort(S, axis=1)[:, -k]
+        np.testing.assert_array_equal(((s >= kth[:, None]) & real).sum(axis=1),
+                                      (S >= kth[:, None]).sum(axis=1))  # every tie kept
+        assert all(len(set(row[row >= 0].tolist())) == len(row[row >= 0]) for row in i)
+        order = np.argsort(-S, axis=1, kind="stable")[:, :k]  # ties: lower column first
+        ss, si = exact._select(S, k)
+        np.testing.assert_array_equal(si, order)
+        np.testing.assert_array_equal(ss, np.take_along_axis(S, order, axis=1))
     if case == "few finite":
         assert exact._seed(S, 10) is None
     assert exact._seed(S[:8], 10) is None  # a few rows: the partial sort
@@ -426,7 +446,7 @@ def test_single_query_not_settled_while_a_later_row_can_still_win():
 def test_tiny_vectors_keep_their_norms():
     """Squares of float32 entries near 1e-23 underflow to 0 in float32: the norm order, the
     norm bound and cosine scaling then went wrong (a scan stopped after its first chunk)."""
-    from twotower.index import IndexConfig, make_index
+    from twotower.index import PAD_ID, IndexConfig, make_index
     from twotower.index.filters import compile_filters
     rng = np.random.default_rng(0)
     V = (rng.standard_normal((65_536, 8)) * 1e-23).astype(np.float32)  # stored by norm

@@ -26,6 +26,7 @@ from twotower.index._base import PAD_ID, Index, _Files, register, row_norms
 from twotower.index.filters import Filters, first_rows
 
 _NEG = np.float32(-np.inf)
+_LOWEST = np.finfo(np.float32).min  # the lowest finite score: "at or above" it is "not -inf"
 # Catalogues at least this large are stored in decreasing-norm order (see ``_build``).
 _ORDER_MIN = 65536
 # Rows of the first chunk, whose top-k seeds each query's threshold (``_seed``); later
@@ -43,26 +44,50 @@ _FIRST = 512
 _PREFIX = 2048
 
 
-def _select(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``kk`` columns of each row of S, best first: (scores, column indices); from
-    group maxima (``_seed``) where that pays, else a partial sort."""
-    m = S.shape[1]
+def _select(S: np.ndarray, kk: int, rank: np.ndarray | None = None, offset: int = 0
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``kk`` columns of each row of S, best first, equal scores in tie order (``_best``:
+    the lower ``rank[offset + column]``, or column when ``rank`` is None, first; so is the
+    ``kk``-th place): (scores, columns + ``offset``); from group maxima (``_seed``) where
+    that pays, else a partial sort."""
+    nr, m = S.shape
     seeded = _seed(S, kk) if kk < m else None
-    if seeded is not None:
-        s, p = seeded
-    elif kk < m:
-        p = np.argpartition(S, m - kk, axis=1)[:, m - kk:]
-        s = np.take_along_axis(S, p, axis=1)
-    else:
-        p = np.broadcast_to(np.arange(m), S.shape)
-        s = S
-    o = np.argsort(-s, axis=1, kind="stable")
-    return np.take_along_axis(s, o, axis=1), np.take_along_axis(p, o, axis=1)
+    if seeded is not None:  # every entry at or above the kk-th best, ties included
+        return _best(seeded[0], seeded[1] + offset, kk, rank)
+    if kk >= m:
+        return _best(S, np.broadcast_to(np.arange(offset, offset + m), S.shape), kk, rank)
+    # kth m - kk - 1 puts the (kk + 1)-th best before the top kk: an entry left out that
+    # equals the kk-th best shows as that entry's score (then the row is taken again,
+    # every entry at or above it, rare outside duplicated vectors)
+    part = np.argpartition(S, m - kk - 1, axis=1)
+    p = part[:, m - kk:]
+    s = np.take_along_axis(S, p, axis=1)
+    edge = np.take_along_axis(S, part[:, m - kk - 1:m - kk], axis=1)[:, 0]
+    tied = np.flatnonzero((s.min(axis=1) == edge) & (edge > _NEG))
+    s, p = _best(s, p + offset, kk, rank)
+    if len(tied):
+        ts, ti = _pack(S[tied], edge[tied], inclusive=True)
+        s[tied], p[tied] = _best(ts, ti + offset, kk, rank)
+    return s, p
+
+
+def _best(s: np.ndarray, i: np.ndarray, kk: int, rank: np.ndarray | None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """The best ``kk`` of each row of ``(s, i)`` (scores, storage rows; ``PAD_ID`` with
+    -inf), best first: higher score, then for equal scores the lower tie order, the
+    caller's id (``rank[i]``: storage row -> id), or ``i`` itself when ``rank`` is None.
+    One order for every path, so ties come out alike whatever the blocks and chunks."""
+    key = i if rank is None else rank.take(i, mode="wrap")  # PAD_ID: -inf, last anyway
+    o = np.lexsort((key, -s), axis=1)[:, :kk]
+    return np.take_along_axis(s, o, axis=1), np.take_along_axis(i, o, axis=1)
 
 
 def _seed(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Top ``kk`` columns of each row of S (unordered), or None when a partial sort is the
-    cheaper way: fewer than 32 rows, or fewer than ``16 kk`` columns.
+    """Candidates for the top ``kk`` columns of each row of S: (scores, columns) of every
+    entry at or above a bound no higher than the row's ``kk``-th best (so every entry tied
+    with it too), at least ``kk`` a row, packed left, padded with -inf and ``PAD_ID``; or
+    None when a partial sort is the cheaper way: fewer than 32 rows, or fewer than ``16
+    kk`` columns.
 
     The ``kk``-th largest of a row's group maxima (groups of 8 strided columns) is reached
     by ``kk`` distinct entries, so it is at most the row's ``kk``-th best: only the entries
@@ -82,12 +107,7 @@ def _seed(S: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray] | None:
     got = _candidates(S, bound, inclusive=True)
     if got is None or got[0].shape[1] < kk:  # flat rows (e.g. most masked): sort instead
         return None
-    cs, ci = got
-    width = cs.shape[1]
-    if width == kk:
-        return cs, ci
-    p = np.argpartition(cs, width - kk, axis=1)[:, width - kk:]
-    return np.take_along_axis(cs, p, axis=1), np.take_along_axis(ci, p, axis=1)
+    return got
 
 
 def _candidates(S: np.ndarray, floor: np.ndarray, *, inclusive: bool = False,
@@ -96,12 +116,18 @@ def _candidates(S: np.ndarray, floor: np.ndarray, *, inclusive: bool = False,
     into ``[rows, width]`` arrays: (scores, columns + ``offset``), padded with -inf and
     ``PAD_ID``. None when more than a quarter of a row passes: a partial sort is cheaper.
     (``flatnonzero`` + ``divmod``: several times faster than a 2-D ``np.nonzero``.)"""
+    return _pack(S, floor, inclusive=inclusive, offset=offset, most=S.shape[1] // 4)
+
+
+def _pack(S: np.ndarray, floor: np.ndarray, *, inclusive: bool = False, offset: int = 0,
+          most: int | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """``_candidates`` without its limit (or with ``most`` entries a row: None beyond)."""
     nr, c = S.shape
     hit = S >= floor[:, None] if inclusive else S > floor[:, None]
     r, cols = np.divmod(np.flatnonzero(hit), c)
     cnt = np.bincount(r, minlength=nr)
     width = int(cnt.max(initial=0))
-    if width * 4 > c:
+    if most is not None and width > most:
         return None
     pos = np.arange(len(r)) - (np.cumsum(cnt) - cnt)[r]
     cs = np.full((nr, width), _NEG, dtype=np.float32)
@@ -111,15 +137,12 @@ def _candidates(S: np.ndarray, floor: np.ndarray, *, inclusive: bool = False,
     return cs, ci
 
 
-def _merge(bs: np.ndarray, bi: np.ndarray, cs: np.ndarray, ci: np.ndarray
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the best ``bs.shape[1]`` of the running and candidate (score, id) rows."""
-    kk = bs.shape[1]
-    s = np.concatenate([bs, cs], axis=1)
-    i = np.concatenate([bi, ci], axis=1)
-    m = s.shape[1]
-    p = np.argpartition(s, m - kk, axis=1)[:, m - kk:]
-    return np.take_along_axis(s, p, axis=1), np.take_along_axis(i, p, axis=1)
+def _merge(bs: np.ndarray, bi: np.ndarray, cs: np.ndarray, ci: np.ndarray,
+           rank: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the best ``bs.shape[1]`` of the running and candidate (score, id) rows, best
+    first, in tie order (``_best``)."""
+    return _best(np.concatenate([bs, cs], axis=1), np.concatenate([bi, ci], axis=1),
+                 bs.shape[1], rank)
 
 
 def _frozen(a: np.ndarray) -> np.ndarray:
@@ -273,9 +296,14 @@ def _near_exclusions(ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None
 
 def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 512,
                chunk_size: int = 2048, threads: int = 0, norms: np.ndarray | None = None,
-               ex_map: np.ndarray | None = None, ex_band: np.ndarray | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+               ex_map: np.ndarray | None = None, ex_band: np.ndarray | None = None,
+               rank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner products of ``Q [b, d]`` against ``V [n, d]`` under filters ``f``.
+
+    Equal scores come in tie order, the lower first, at the ``k``-th place too: ``rank``
+    gives each row of ``V`` its place in that order (its caller's id, when the rows are
+    stored in another order), or None for the row's own number. Every path (one query,
+    blocks, chunks, parts of a split scan, filters) keeps it (``_best``).
 
     The work is split into tasks (a block of up to ``batch_size`` queries against a range
     of the catalogue) run on ``threads`` worker threads, each with single-threaded BLAS
@@ -300,7 +328,7 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     if f.allowed is not None and f.n_allowed * 4 <= n:  # rows reordered: no norm order
         if ex_map is not None and f.ex_ids is not None:
             f = f.with_exclusions(f.ex_ptr, ex_map[f.ex_ids])
-        return _topk_subset(V, Q, k, f, batch_size, chunk_size, threads)
+        return _topk_subset(V, Q, k, f, batch_size, chunk_size, threads, rank)
     batch_size, chunk_size = _chunk_for_k(n, k, batch_size, chunk_size)
     # Memory is bounded by batch_size * chunk_size scores per worker: fewer queries, longer
     # chunks (one query scans up to batch_size * chunk_size items in a matrix-vector).
@@ -313,13 +341,14 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         f = f.with_exclusions(f.ex_ptr, ex_map[f.ex_ids])  # small: map now
         ex_map = None
     if b == 1 and n <= chunk_size:
-        return _topk_one(V, Q[0], k, f)
+        return _topk_one(V, Q[0], k, f, rank)
     pre = None
     if b == 1 and norms is not None and n > _PREFIX and 16 * k <= _PREFIX:
         # the first rows alone, when the norm bound shows they hold the top k (ids are
         # storage rows already: mapped above); if not, they seed the scan of the rest
         s, i, settled = _settled_prefix(V[:_PREFIX], Q, k, first_rows(f, 1, _PREFIX),
-                                        norms[_PREFIX])
+                                        norms[_PREFIX],
+                                        rank=None if rank is None else rank[:_PREFIX])
         if settled[0]:
             return s, i
         pre = s, i
@@ -400,14 +429,15 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 r1 = min(b, r0 + batch_size)
                 if r0 not in seeds:
                     seeds[r0] = _chunked(V, Q[r0:r1], kk, mask, block_ex(r0, r1),
-                                         chunk_size, spans[:1], norms)
+                                         chunk_size, spans[:1], rank, norms)
         spans = spans[1:]
         # blocks where some query's bound still beats its k-th best need the parts; the
-        # others are done (a trained catalogue's single query usually is)
+        # others are done (a trained catalogue's single query usually is; a bound equal
+        # to the k-th best, 0 over zero rows, may still tie with it: busy)
         c0 = spans[0][0]
         busy = {r0 for r0, (s0, _) in seeds.items()
                 if np.any(row_norms(Q[r0:r0 + batch_size]) * (1 + 1e-4) * norms[c0]
-                          > s0[:, -1])}
+                          >= s0[:, -1])}
         done = set(starts) - busy
         results.update({(r0, 0): seeds[r0] for r0 in done})
         tasks = [(r0, p) for r0, p in tasks if r0 in busy]
@@ -425,24 +455,23 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                                    np.diff(got[0]))
                     at += got[1]
                     S.reshape(-1)[at] = _NEG
-                results[key] = _select(S, kk)
+                results[key] = _select(S, kk, rank)
                 return
             init = floor = None
             if seeds:
                 init = seeds[r0] if p == 0 else None
                 floor = seeds[r0][0][:, -1]  # each query's k-th best so far
             results[key] = _chunked(V, Q[r0:r1], kk, mask, block_ex(r0, r1), chunk_size,
-                                    spans[p::parts], norms, init, floor)
+                                    spans[p::parts], rank, norms, init, floor)
 
     _run(task, tasks, workers)
     for r0 in starts:
         r1 = min(b, r0 + batch_size)
         s, i = results[(r0, 0)]
         if parts > 1 and r0 not in done:
-            s = np.concatenate([results[(r0, p)][0] for p in range(parts)], axis=1)
-            i = np.concatenate([results[(r0, p)][1] for p in range(parts)], axis=1)
-            s, o = _select(s, kk)
-            i = np.take_along_axis(i, o, axis=1)
+            s, i = _best(np.concatenate([results[(r0, p)][0] for p in range(parts)], axis=1),
+                         np.concatenate([results[(r0, p)][1] for p in range(parts)], axis=1),
+                         kk, rank)
         out_s[r0:r1, :kk] = s
         out_i[r0:r1, :kk] = i
     out_i[out_s == _NEG] = PAD_ID
@@ -474,33 +503,43 @@ def _settled_prefix(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, beyond: fl
     """Top ``k`` of ``Q`` over ``V``, the first rows of a catalogue in decreasing-norm
     order, and which queries that settles: those whose ``k``-th best score beats ``|q|``
     times ``beyond``, the largest norm of the rows not in ``V`` (Cauchy-Schwarz, with a
-    float32 margin: no row beyond can enter their top ``k``; exact).
+    float32 margin: no row beyond can enter their top ``k``, nor tie with it; exact;
+    strictly: a bound of 0, over zero rows, ties with a k-th best of 0).
 
     ``f``: filters in ``V``'s row numbers. ``exact``: ``topk_exact``'s block arguments.
     Returns: scores, ids (rows of ``V``) and ``settled`` ``[b]`` bool.
     """
     s, i = topk_exact(V, Q, k, f, **exact)
     bound = row_norms(Q) * (1 + 1e-4) * float(beyond)
-    return s, i, s[:, k - 1] >= bound  # -inf (fewer than k rows qualify) never settles
+    return s, i, s[:, k - 1] > bound  # -inf (fewer than k rows qualify) never settles
 
 
-def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """One query against one chunk: the serving hot path, in as few numpy calls as can be."""
+def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters,
+              rank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One query against one chunk: the serving hot path, in as few numpy calls as can be.
+    Equal scores in tie order (``_best``), as ``_select`` gives them to a batch."""
     n = V.shape[0]
     s = V @ q
     if f.allowed is not None:
         s[~f.allowed] = _NEG
     if f.ex_ids is not None:
         s[f.ex_ids] = _NEG
+    edge = None
     if k < n:
-        p = np.argpartition(s, n - k)[n - k:]
-        top = s[p]
+        part = np.argpartition(s, n - k - 1)  # the (k + 1)-th best just before the top k
+        p = part[n - k:]
+        edge = s[part[n - k - 1]]
     else:
         p = np.arange(n)
-        top = s
-    o = np.argsort(-top, kind="stable")
+    top = s[p]
+    # equal scores: the lower row (or rank) first (on 10 entries, as cheap as an argsort)
+    o = np.lexsort((p if rank is None else rank[p], -top))
     scores, ids = top[o], p[o]
+    if edge is not None and scores[-1] == edge > _NEG:
+        # an entry left out ties with the k-th best (rare outside duplicated vectors):
+        # every entry at or above it, in tie order
+        c = np.flatnonzero(s >= edge)
+        scores, ids = (a[0] for a in _best(s[c][None], c[None], k, rank))
     if k > n:
         scores = np.concatenate([scores, np.full(k - n, _NEG, np.float32)])
         ids = np.concatenate([ids, np.full(k - n, PAD_ID, np.int64)])
@@ -510,7 +549,8 @@ def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters
 
 
 def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusions | None,
-             chunk: int, spans: list[tuple[int, int]], norms: np.ndarray | None = None,
+             chunk: int, spans: list[tuple[int, int]], rank: np.ndarray | None = None,
+             norms: np.ndarray | None = None,
              init: tuple[np.ndarray, np.ndarray] | None = None,
              floor: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Top ``kk`` of ``Qb`` over the catalogue rows of ``spans`` (``[(c0, c1)]``, each at
@@ -526,17 +566,22 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
     ``(scores, ids)`` to start from (an earlier chunk's); ``floor``: thresholds to start
     from without entries (a score no result below which can make the final top-k, e.g.
     another part's k-th best).
+
+    Ties: a score equal to a query's threshold still passes (the rows are not in tie
+    order when stored by norm: a later row may rank before the k-th so far), and the
+    running lists keep the best in tie order (``_merge``). Thresholds are at least the
+    lowest float32, so an all -inf row (filtered out) never passes.
     """
     bq = Qb.shape[0]
     buf = np.empty((bq, chunk), dtype=np.float32)
     bs = bi = thr = None
     if init is not None:
         bs, bi = init[0].copy(), init[1].copy()
-        thr = bs.min(axis=1)
+        thr = np.maximum(bs.min(axis=1), _LOWEST)
     elif floor is not None:
         bs = np.full((bq, kk), _NEG, dtype=np.float32)
         bi = np.full((bq, kk), PAD_ID, dtype=np.int64)
-        thr = floor.astype(np.float32, copy=True)
+        thr = np.maximum(floor.astype(np.float32), _LOWEST)
     # |q| with a margin for float32 rounding of the dot products (relative error of a
     # d-term dot product is far below 1e-4 of |q| |x|)
     qn = None if norms is None else row_norms(Qb) * (1 + 1e-4)
@@ -544,7 +589,7 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
         c = c1 - c0
         rows = None  # the queries scored in this chunk (None: all of them)
         if qn is not None and thr is not None:
-            live = qn * norms[c0] > thr
+            live = qn * norms[c0] >= thr  # equal: 0 over zero rows, a tie
             nl = int(np.count_nonzero(live))
             if nl == 0:
                 break  # later chunks have smaller norms, thresholds only rise
@@ -567,17 +612,16 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
                     er = er[er >= 0]
                 S[er, ec] = _NEG
         if bs is None:
-            cs, ci = _select(S, min(kk, c))
-            ci = ci + c0
+            cs, ci = _select(S, min(kk, c), rank, c0)
             if cs.shape[1] < kk:  # a first chunk smaller than k: pad the running lists
                 pad = kk - cs.shape[1]
                 cs = np.concatenate([cs, np.full((bq, pad), _NEG, np.float32)], axis=1)
                 ci = np.concatenate([ci, np.full((bq, pad), PAD_ID, np.int64)], axis=1)
             bs, bi = cs, ci
-            thr = bs.min(axis=1)
+            thr = np.maximum(bs.min(axis=1), _LOWEST)
             continue
         tr = thr if rows is None else thr[rows]
-        loc = np.flatnonzero(S.max(axis=1) > tr)  # rows of S
+        loc = np.flatnonzero(S.max(axis=1) >= tr)  # rows of S
         if len(loc) == 0:
             continue
         if len(loc) * 2 > nr:
@@ -585,21 +629,20 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
         else:
             sub = S[loc]
         qs = loc if rows is None else rows[loc]  # the same rows in Qb
-        got = _candidates(sub, thr[qs], offset=c0)
+        got = _candidates(sub, thr[qs], inclusive=True, offset=c0)
         if got is None:  # most scores pass (a weak threshold): partial sort instead
-            cs, ci = _select(sub, min(kk, c))
-            ci = ci + c0
+            cs, ci = _select(sub, min(kk, c), rank, c0)
         else:
             cs, ci = got
-        ms, mi = _merge(bs[qs], bi[qs], cs, ci)
+        ms, mi = _merge(bs[qs], bi[qs], cs, ci, rank)
         bs[qs], bi[qs] = ms, mi
-        thr[qs] = np.maximum(thr[qs], ms.min(axis=1))  # a floor never drops
-    o = np.argsort(-bs, axis=1, kind="stable")
-    return np.take_along_axis(bs, o, axis=1), np.take_along_axis(bi, o, axis=1)
+        thr[qs] = np.maximum(thr[qs], ms[:, -1])  # a floor never drops
+    return bs, bi  # best first, in tie order (``_merge``, ``_select``, or ``init``)
 
 
 def _topk_subset(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int,
-                 chunk_size: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+                 chunk_size: int, threads: int, rank: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """A small allow-list: score only the allowed rows, then map ids back."""
     b = Q.shape[0]
     sub = np.flatnonzero(f.allowed)
@@ -616,8 +659,10 @@ def _topk_subset(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: i
         ptr = np.zeros(b + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=b), out=ptr[1:])
         ids = mapped[keep]
+    # rows of V[sub] in tie order as their rows of V are (``sub`` is increasing)
     s, i = topk_exact(np.ascontiguousarray(V[sub]), Q, k, Filters(ptr, ids, None, len(sub)),
-                      batch_size, chunk_size, threads)
+                      batch_size, chunk_size, threads,
+                      rank=None if rank is None else rank[sub])
     return s, np.where(i >= 0, sub[np.maximum(i, 0)], PAD_ID)
 
 
@@ -678,11 +723,12 @@ class ExactIndex(Index):
             f = f.with_allowed(f.derived(("stored", id(order)), lambda: _frozen(
                 f.allowed[order])))
         # prepared exclusions (``in_layout``) are storage rows already: nothing to map
+        # equal scores: the lower id first, whatever the storage order (``rank``)
         s, i = topk_exact(self._vectors, q, k, f, self.config.batch_size,
                           self.config.chunk_size, self.config.threads,
                           self._norms if self.config.norm_bound else None,
                           None if f.in_layout else self._inverse,
-                          None if f.in_layout else self._band)
+                          None if f.in_layout else self._band, self._order)
         if self._order is not None:
             i = np.where(i >= 0, self._order[np.maximum(i, 0)], PAD_ID).astype(np.int64)
         return s, i
