@@ -114,7 +114,16 @@ class Index:
 
     Row ``i`` of the embeddings given to ``build`` has internal id ``i``. Results are
     ``(scores [b, k] float32, ids [b, k] int64)``, best first, padded with ``PAD_ID`` (-1)
-    and ``-inf`` when fewer than ``k`` items qualify. Ties come in no particular order.
+    and ``-inf`` when fewer than ``k`` items qualify.
+
+    Ties: the exact index lists items of equal scores lower id first, and at the ``k``-th
+    place the lower id wins, whatever the path: one query or a batch, any block, chunk or
+    worker split, a catalogue stored in norm order, with filters, after save and load.
+    Equal means equal float32 scores: one query (a matrix-vector product) and a batch (a
+    matrix product) may round the same pair's score a few float32 steps apart (a step is
+    about 1.2e-7 of the score) and then order two nearly equal items apart: not a tie.
+    HNSW and IVF keep no tie order: equal scores come in no particular order, and a batch
+    and its queries one at a time may pick different ones at the ``k``-th place.
     """
 
     kind: ClassVar[str] = ""
