@@ -13,7 +13,8 @@ from .conftest import reference
 
 CONFIGS = {
     "default": IndexConfig(kind="exact"),
-    "blocks": IndexConfig(kind="exact", batch_size=3, chunk_size=256),
+    # blocks of 16 queries: each block's first top k by a partial sort, not ``_seed``
+    "blocks": IndexConfig(kind="exact", batch_size=16, chunk_size=256),
     "split": IndexConfig(kind="exact", batch_size=64, chunk_size=256, threads=3),
     "no-bound": IndexConfig(kind="exact", norm_bound=False, chunk_size=256, threads=2),
 }
