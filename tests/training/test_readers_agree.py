@@ -235,3 +235,30 @@ def test_a_repeated_header_line_is_refused_by_both(tmp_path):
     p.write_bytes("\ufeffuser_id,item_id\n1,10\n\ufeffuser_id,item_id\n3,10\n".encode())
     mem, stream = _both(p)  # (a byte-order mark opening each joined file)
     assert mem == stream and mem.startswith("--data: FILE, line 3: the header line again")
+
+
+def test_a_repeated_header_line_is_looked_for_on_the_first_whole_pass_only(tmp_path,
+                                                                            monkeypatch):
+    """The check reads both id columns of every batch: once one pass has read the whole
+    file it costs every later epoch the same and can find nothing new. Before, it ran on
+    every pass (5 passes: 5 times the first's calls). A line break's warning, which ends
+    the search for line breaks early, does not end this one: a header after it is
+    refused."""
+    p = tmp_path / "log.csv"
+    p.write_text("user_id,item_id\n" + "".join(f"u{r % 7},i{r % 5}\n" for r in range(40)))
+    calls = []
+    real = InteractionStream._repeated_header
+    monkeypatch.setattr(InteractionStream, "_repeated_header",
+                        lambda self, b, offset: calls.append(offset) or real(self, b, offset))
+    s = InteractionStream(p, StreamConfig(shuffle_buffer=0, read_rows=8))
+    s.scan()
+    first = len(calls)
+    assert first >= 1
+    for _ in range(4):
+        list(s.chunks())
+    assert len(calls) == first
+    monkeypatch.undo()
+    p.write_text('user_id,item_id\nu1,a\nu9,"SKU,9\nu2,b"\nu3,c\nuser_id,item_id\nu4,d\n')
+    with pytest.warns(UserWarning, match="line break"):
+        with pytest.raises(DataError, match="line 6: the header line again"):
+            InteractionStream(p, StreamConfig(shuffle_buffer=0, read_rows=2)).scan()

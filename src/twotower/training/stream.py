@@ -168,6 +168,10 @@ class InteractionStream:
         # ids holding a line break (an unclosed quote) are looked for until one pass has
         # read the whole file, or one is found: one warning, and no cost on later epochs
         self._line_breaks_checked = False
+        # a repeated header line (``_repeated_header``) is looked for until one pass has
+        # read the whole file: no cost on later epochs (a line break's warning ends the
+        # search for line breaks early, not this one)
+        self._headers_checked = False
 
     # ------------------------------------------------------------------ raw reading
     @property
@@ -577,7 +581,7 @@ class InteractionStream:
                 elif pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
                     # NaN: a missing value, as read_interactions takes it
                     self._bad_row(offset, pc.is_nan(col), role, f"empty {role} id")
-            if check_line_breaks:  # (CSV ids are read as text)
+            if check_line_breaks and not self._headers_checked:  # (CSV ids: text)
                 self._repeated_header(b, offset)
             if "rating" in self._roles:
                 col = b.column("rating")
@@ -600,6 +604,7 @@ class InteractionStream:
             offset += b.num_rows
             yield b
         self._line_breaks_checked = True  # (a whole pass: this shard's part of the file)
+        self._headers_checked = True
 
     def _repeated_header(self, b: Any, offset: int) -> None:
         """A CSV row whose user and item fields are those columns' names (two files joined
