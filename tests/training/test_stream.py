@@ -1053,3 +1053,16 @@ def test_integer_ids_beyond_int64_are_text_ids_with_the_in_memory_warning(tmp_pa
         warnings.simplefilter("error")
         pd.DataFrame({"userId": big[:2], "movieId": big[:2]}).to_parquet(p)
         assert _stream(p, rating_col=None).scan().user_vocab.ids.tolist() == [2, 3]
+
+
+def test_shuffle_keeps_int64_and_uint64_chunks_exact_or_refuses_them():
+    """int64 in one chunk and uint64 in another: numpy's common type is float64, which
+    rounds integers past 2**53 (2**63 + 1 came out 9.223372036854776e+18, every int64 id
+    as a float). Values that fit the first chunk's type keep it; others are refused,
+    naming the column."""
+    small = [{"x": np.arange(5, dtype=np.int64)}, {"x": np.array([7, 8], np.uint64)}]
+    out = np.concatenate([c["x"] for c in shuffle_chunks(iter(small), 4, seed=0)])
+    assert out.dtype == np.int64 and sorted(out.tolist()) == [0, 1, 2, 3, 4, 7, 8]
+    big = [{"x": np.array([2**53 + 1, 3], np.int64)}, {"x": np.array([2**63 + 1], np.uint64)}]
+    with pytest.raises(DataError, match=r"column 'x'.*int64.*uint64"):
+        list(shuffle_chunks(iter(big), 4, seed=0))

@@ -1158,7 +1158,9 @@ def _fit_buffer(buf: np.ndarray, n: int, chunk: Batch) -> np.ndarray:
     is cut to the first chunk's width or wrapped.
 
     Raises:
-        DataError: ``chunk`` has other columns, or another shape per row, than the first.
+        DataError: ``chunk`` has other columns, or another shape per row, than the first,
+            or int64 and uint64 values no one integer type holds (a float would round
+            them; values that fit the first chunk's type keep it).
     """
     names = list(buf.dtype.names)
     if sorted(chunk) != sorted(names):
@@ -1172,7 +1174,19 @@ def _fit_buffer(buf: np.ndarray, n: int, chunk: Batch) -> np.ndarray:
             raise DataError(f"shuffle: column {k!r} has rows of shape {v.shape[1:]} in a "
                             f"later chunk, {shape} in the first")
         if v.dtype != have and not np.can_cast(v.dtype, have, casting="safe"):
-            wider[k] = np.result_type(have, v.dtype)
+            wide = np.result_type(have, v.dtype)
+            if wide.kind == "f" and have.kind in "iu" and v.dtype.kind in "iu":
+                # int64 with uint64: the common type, float64, rounds past 2**53
+                info = np.iinfo(have)
+                if v.size and not info.min <= int(v.min()) <= int(v.max()) <= info.max:
+                    raise DataError(
+                        f"shuffle: column {k!r} holds {have} values in the first chunk and "
+                        f"{v.dtype} values beyond {have} in a later one (e.g. "
+                        f"{int(v.max()) if int(v.max()) > info.max else int(v.min())}): no "
+                        "integer type holds both, and a float would round them; give every "
+                        "chunk one integer dtype")
+                continue  # the values fit the first chunk's type
+            wider[k] = wide
     if not wider:
         return buf
     fields = {k: buf.dtype.fields[k][0] for k in names}
