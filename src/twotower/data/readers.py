@@ -900,7 +900,9 @@ def catalogue_keys(index: pd.Index, ids: np.ndarray) -> pd.Index:
 def write_interactions(x: Interactions, path: str | Path) -> None:
     """Write interactions with external ids (CSV or Parquet by suffix); for tests and demos.
     Times are written as the numbers ``x.timestamps`` holds (counts of ``x.time_unit``:
-    read them back with ``time_unit=x.time_unit``)."""
+    read them back with ``time_unit=x.time_unit``); without times no time column is
+    written, so read it back without a ``time_unit`` (one is refused where no time
+    column is read)."""
     data: dict[str, Any] = {"user_id": x.user_vocab.ids_of(x.users),
                             "item_id": x.item_vocab.ids_of(x.items)}
     if x.ratings is not None:
