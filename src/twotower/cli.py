@@ -169,10 +169,11 @@ def _load_data(args: argparse.Namespace, objective: str | None = None,
     if x.item_info is not None:
         meta = x.item_info.drop(columns="id")  # rows of catalogue items the file lacks: NaN
         if len(meta.columns):
-            _check_items_file(args.items, meta_cols["id_col"], _filled(meta),
+            filled = _filled(meta)
+            _check_items_file(args.items, meta_cols["id_col"], filled,
                               x.item_vocab.ids, [str(c) for c in meta.columns],
                               matched=bool(meta.notna().any(axis=1).any()),
-                              untitled=_untitled(meta))
+                              untitled=_untitled(meta, filled))
     return x, _data_columns(args, cols, meta_cols)
 
 
@@ -340,12 +341,13 @@ def _filled(meta: Any) -> np.ndarray:
     return out
 
 
-def _untitled(meta: Any) -> np.ndarray:
-    """``[len(meta)]`` bool: rows with a cell that is not empty (``_filled``: found) but an
-    empty title, so that the item shows as its id; none without a title column."""
+def _untitled(meta: Any, filled: np.ndarray) -> np.ndarray:
+    """``[len(meta)]`` bool: rows with a cell that is not empty (``filled``, ``_filled(meta)``:
+    found) but an empty title, so that the item shows as its id; none without a title
+    column."""
     if "title" not in meta.columns:
         return np.zeros(len(meta), dtype=bool)
-    return _filled(meta) & ~_filled(meta[["title"]])
+    return filled & ~_filled(meta[["title"]])
 
 
 def _check_items_file(path: str, col: str, found: np.ndarray, catalogue: np.ndarray,
@@ -1307,10 +1309,11 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         print(f"scanning {args.data} (vocabularies, counts)", file=sys.stderr, flush=True)
         ids = stream.scan().item_vocab.ids
         rows = catalogue_info(info, ids, args.items, args.data, streamed=True)
-        found = pd.Index(ids).isin(rows.index[_filled(rows)])  # (a row of empty cells: none)
+        filled = _filled(rows)
+        found = pd.Index(ids).isin(rows.index[filled])  # (a row of empty cells: none)
         _check_items_file(args.items, meta_cols["id_col"], found, ids,
                           matched=bool(len(rows)),
-                          untitled=pd.Index(ids).isin(rows.index[_untitled(rows)]))
+                          untitled=pd.Index(ids).isin(rows.index[_untitled(rows, filled)]))
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0,
                      checkpoint=args.checkpoint)

@@ -321,8 +321,7 @@ def _near_exclusions(ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None
             # less than the cache misses of the random reads below
             # (benchmarks/probes/array_exclusions.py)
             ex_band.view(np.uint64).max()
-        # np.take releases the GIL (the other worker runs on), indexing does not; the
-        # ids are checked (``exclusions``): "wrap" skips take's bounds check per id
+        # the ids are checked (``exclusions``): "wrap" skips take's bounds check per id
         sel = np.flatnonzero(np.take(ex_band, ids, mode="wrap") < lim)
     else:
         sel = None
