@@ -185,6 +185,11 @@ def test_parquet_timestamp_column_is_read_as_epoch_seconds(tmp_path):
 @pytest.mark.parametrize("args, message", [
     ((["a", None], [1, 2]), r"`user_ids`\[1\]: missing id"),
     ((pd.Series(["a", np.nan]), [1, 2]), r"`user_ids`\[1\]: missing id"),
+    # an empty id: the readers refuse an empty cell and HTTP cannot ask for one
+    ((["a", ""], [1, 2]), r"`user_ids`\[1\]: empty id \(''\); an id is an integer or a "
+                          "string of at least one character"),
+    ((np.array(["", "b"]), [1, 2]), r"`user_ids`\[0\]: empty id"),
+    ((["a", "b"], pd.Series(["x", ""])), r"`item_ids`\[1\]: empty id"),
     ((np.array([2**63 + 5, 1], np.uint64), [1, 2]), "does not fit int64"),
     ((["a", "b"], [1.5, 2.0]), "ids must be integers or strings, got 1.5"),
     ((["a", "b"], [1, 2], ["x", "4"]), r"`ratings`\[0\]: expected a finite number, got 'x'"),
@@ -208,6 +213,16 @@ def test_from_ids_refuses_what_it_cannot_hold(args, message):
         return
     with pytest.raises(DataError, match=message):
         Interactions.from_ids(*args)
+
+
+def test_from_ids_refuses_an_empty_id_its_given_vocabulary_holds():
+    """A given vocabulary holding "" (a run trained before it was refused) cannot carry
+    a row of it in; without such a row it is taken."""
+    from twotower.data import Interactions, Vocabulary
+    vocab = Vocabulary(["", "a"], name="user")
+    with pytest.raises(DataError, match=r"`user_ids`\[2\]: empty id"):
+        Interactions.from_ids(["a", "a", ""], [1, 2, 3], user_vocab=vocab)
+    assert Interactions.from_ids(["a"], [1], user_vocab=vocab).users.tolist() == [1]
 
 
 def test_from_ids_reads_times_as_the_file_readers_do():

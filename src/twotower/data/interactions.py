@@ -98,6 +98,10 @@ class Interactions:
         Their ids are matched as a metadata file's are: ``"7"`` and ``7.0`` match the int id
         7. Metadata that matches no id of the data is an error (rows of other ids are
         left out).
+
+        Ids are taken exactly as given (no spaces stripped), but an empty string is no
+        id: it is refused naming its position, as a missing one (None, NaN) is and as the
+        file readers refuse an empty cell (the HTTP API could not ask for it).
         """
         for arg, vocab in (("user_vocab", user_vocab), ("item_vocab", item_vocab)):
             if vocab is not None and not isinstance(vocab, Vocabulary):
@@ -109,6 +113,13 @@ class Interactions:
             raise DataError(f"user ids ({len(u)}) and item ids ({len(i)}) differ in length")
         user_vocab = user_vocab or Vocabulary.from_values(u, name="user")
         item_vocab = item_vocab or Vocabulary.from_values(i, name="item")
+        for name, ids, vocab in (("user_ids", u, user_vocab), ("item_ids", i, item_vocab)):
+            # an empty id: the readers refuse an empty cell, and the HTTP API cannot ask
+            # for one, so no run holds one (a vocabulary without "" has no such row: the
+            # usual case costs one lookup, not a pass over the ids)
+            if not vocab.is_int and "" in vocab and len(ids) and (ids == "").any():
+                raise DataError(f"`{name}`[{int(np.argmax(ids == ''))}]: empty id (''); an "
+                                "id is an integer or a string of at least one character")
         r = None if ratings is None else as_float32_ratings("ratings", _finite("ratings",
                                                                                ratings))
         if timestamps is None:  # a unit for no times is never read (it was ignored without
