@@ -189,6 +189,46 @@ def test_query_k_still_parses_from_the_query_string(client):
         assert r.status_code == 200 and r.json()["k"] == 5
 
 
+def test_a_float_from_2_53_on_is_no_id(tmp_path):
+    """A JSON id ``9007199254740993.0`` is read as the float 9007199254740992.0: it was
+    served as the id 9007199254740992, another item (or user). A float from 2**53 on is
+    refused, naming the field; the integer is exact, and ``10.0`` is still the id 10.
+    ``k`` likewise (1e20 was "Unable to parse input string as an integer")."""
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    big = 2**53  # two users and two items beside it: 2**53 and 2**53 + 1
+    rng = np.random.default_rng(0)
+    users = [[1, 2, big, big + 1][u % 4] for u in range(80)]
+    items = [[10, 20, 30, big, big + 1][i] for i in rng.integers(0, 5, 80)]
+    TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1, embedding_dim=4)
+             ).fit(Interactions.from_ids(users, items), verbose=0).save(tmp_path / "run")
+    with TestClient(create_app(tmp_path / "run", access_log=False)) as c:
+        def post(path, body):
+            return c.post(path, content=body, headers={"content-type": "application/json"})
+        r = post("/v1/similar-items", b'{"item_id": 9007199254740993, "k": 2}')
+        assert r.status_code == 200 and r.json()["item_id"] == big + 1, r.text
+        for path, body, field in [
+                ("/v1/similar-items", b'{"item_id": 9007199254740993.0}', "item_id"),
+                ("/v1/similar-items", b'{"item_id": 9.007199254740993e15}', "item_id"),
+                ("/v1/recommendations", b'{"user_ids": [1, 9007199254740993.0]}',
+                 "user_ids.1"),
+                ("/v1/similar-items", b'{"item_id": 10, "deny": [-1e16]}', "deny.0")]:
+            r = post(path, body)
+            assert r.status_code == 422, (body, r.text)
+            detail = r.json()["detail"]
+            assert detail.startswith(f"body field `{field}`: Value error, a number written "
+                                     "with '.0' or an exponent is read as a float"), detail
+            assert "send the id as a JSON integer (no '.0', no exponent) or as text" in detail
+        r = post("/v1/similar-items", b'{"item_id": 10.0, "k": 2.0}')
+        assert r.status_code == 200 and r.json()["item_id"] == 10, r.text
+        for k, said in ((1e20, "Input should be a JSON integer: a number written with"),
+                        (2.5, "got a number with a fractional part")):
+            r = c.post("/v1/recommendations", json={"user_ids": [1], "k": k})
+            assert r.status_code == 422 and r.json()["detail"].startswith(
+                "body field `k`: ") and said in r.json()["detail"], r.text
+
+
 def _at_the_maximums(n_users: int, n_filter: int) -> bytes:
     """A batch body at the limits: ``n_users`` user ids and ``n_filter`` ids in both
     ``allow`` and ``deny``, each of 24 characters (json.dumps' ", " between them)."""

@@ -19,11 +19,24 @@ Id = StrictInt | StrictStr
 """An external user or item id: an integer or a string, as the run's vocabulary holds it."""
 
 
+#: A float holds every integer below this exactly; from here on a JSON number written with
+#: ".0" or an exponent may have been rounded when read (9007199254740993.0 is read as
+#: 9007199254740992.0), so it names no integer for sure
+FLOAT_EXACT = 2**53
+_ROUNDED = ("a number written with '.0' or an exponent is read as a float, which holds "
+            f"integers exactly only below 2**53 ({FLOAT_EXACT})")
+
+
 def _check_id(v: Any) -> int | str:
     if isinstance(v, int) and not isinstance(v, bool):
         return v
     if isinstance(v, float) and v.is_integer():  # 10.0 is an integer in JSON Schema
-        return int(v)
+        if abs(v) < FLOAT_EXACT:
+            return int(v)
+        # (the library's float ids are ints below 2**53 too: ``integral_as_int``)
+        raise ValueError(f"{_ROUNDED}, so this one may name another id "
+                         "(9007199254740993.0 is read as 9007199254740992.0): send the id "
+                         "as a JSON integer (no '.0', no exponent) or as text")
     if isinstance(v, str) and 1 <= len(v) <= MAX_ID_LENGTH:
         if any("\ud800" <= c <= "\udfff" for c in v):  # JSON "\ud800": no character
             raise ValueError("an id may not hold a lone surrogate (\\ud800-\\udfff)")
@@ -36,16 +49,21 @@ RequestId = Annotated[Any, PlainValidator(_check_id), WithJsonSchema({"anyOf": [
 """An id in a request: one error message, not one per union member."""
 
 
-def _not_bool_or_str(v: Any) -> Any:
+def _json_integer(v: Any) -> Any:
     if isinstance(v, (bool, str)):
         raise PydanticCustomError("int_type", "Input should be a JSON integer, not a {kind}",
                                   {"kind": "boolean" if isinstance(v, bool) else "string"})
+    if isinstance(v, float) and v.is_integer() and abs(v) >= FLOAT_EXACT:
+        # pydantic said "Unable to parse input string as an integer" of 1e20
+        raise PydanticCustomError("int_from_float", "Input should be a JSON integer: "
+                                  f"{_ROUNDED}")
     return v
 
 
-# `_not_bool_or_str` guards an integer in a request body: ``true`` and ``"5"`` are refused
+# `_json_integer` guards an integer in a request body: ``true`` and ``"5"`` are refused
 # (pydantic's lax mode would read them as 1 and 5); ``5.0`` is an integer in JSON Schema, so
-# it is read as 5. (Query parameters arrive as strings: they keep plain ``int``.)
+# it is read as 5 (``5.5`` is refused by pydantic, a float from 2**53 on here). (Query
+# parameters arrive as strings: they keep plain ``int``.)
 
 
 class Error(BaseModel):
@@ -208,7 +226,7 @@ def request_models(max_k: int, max_batch: int, max_filter: int = 10_000
     Ids = list[RequestId] | None  # noqa: N806
     # the bounds on the int, before the validator: the schema then documents them
     k_type = Annotated[int, annotated_types.Interval(ge=1, le=max_k),
-                       BeforeValidator(_not_bool_or_str)] | None
+                       BeforeValidator(_json_integer)] | None
     k_field = Field(None, description=f"list length, 1..{max_k} and at most the catalogue "
                                       f"size; default {min(10, max_k)}, or the catalogue size "
                                       "when smaller")
