@@ -708,3 +708,52 @@ def test_the_page_shows_the_model_a_reload_swapped_in(history_page_run, run_dir)
             assert not errors, errors
     finally:
         next(gen, None)
+
+
+def test_a_reload_to_a_run_without_history_takes_the_new_user_away(history_page_run,
+                                                                     run_dir):
+    """A page building a new user kept its + and − buttons (and the new user's list) after
+    a reload to a run whose query tower reads no history, until a list was drawn again:
+    they go when the page reads the new model, said as for such a link; a reload back
+    brings the buttons to the lists shown, without drawing them again."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base_id = 2**53
+    gen = _serve(history_page_run)
+    base, app = next(gen)
+    toggles = "document.querySelectorAll('button.toggle').length"
+    try:
+        with _page(sync_api, base) as (page, errors):
+            first = str(base_id + 3)
+            page.fill("#item-search", "Film 3")
+            page.locator(f'#search-results li[data-item-id="{first}"] button.toggle').click()
+            page.locator("#recs li button.toggle").nth(4).wait_for()
+            old = app.state.holder.current.label
+            app.state.holder.reload(run_dir)  # the tutorial run: no history tower
+            new = app.state.holder.current.label
+            page.fill("#item-search", "Star Wars")  # an answer naming the new model
+            page.wait_for_function("label => document.getElementById('model-info')"
+                                   ".textContent.startsWith(label)", arg=new,
+                                   timeout=10_000)
+            page.locator("#search-results li").first.wait_for()
+            assert page.evaluate(toggles) == 0
+            assert page.locator("#recs li").count() == 0
+            assert page.locator("#history li").count() == 0
+            assert page.locator("#clear-built").is_hidden()
+            assert page.locator("#error").text_content() == (
+                "the new user's items (1 item): this run's query tower ('id') reads no "
+                "history, so it makes no new user from items")
+            # and back: the search's rows get their buttons, the list is not drawn again
+            rows = page.locator("#search-results li").count()
+            page.evaluate("document.querySelector('#search-results li').dataset.same = 1")
+            app.state.holder.reload(history_page_run)
+            page.fill("#user-id", "u3")  # an answer naming the run reloaded
+            page.click("#go")
+            page.wait_for_function("label => document.getElementById('model-info')"
+                                   ".textContent.startsWith(label)", arg=old,
+                                   timeout=10_000)
+            page.wait_for_function(f"{toggles} >= {rows}")
+            assert page.locator("#search-results li[data-same] button.toggle").count() == 1
+            assert not errors, errors
+    finally:
+        next(gen, None)
+

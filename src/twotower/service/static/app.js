@@ -105,21 +105,38 @@ function fillList(list, items, withScore, toggle) {
         ? `${Math.round(it.score).toLocaleString("en")} interactions` : it.score.toFixed(3);
       li.append(score);
     }
-    if (toggle && canBuild) {
-      const button = document.createElement("button");
-      button.type = "button";
-      button.className = "toggle secondary";
-      button.dataset.itemId = key(it.item_id);
-      button.dataset.title = it.title;
-      markToggle(button);
-      button.addEventListener("click", (ev) => {
-        ev.stopPropagation();  // not the item's similar items too
-        toggleBuilt(it.item_id, it.title);
-      });
-      li.append(button);
+    if (toggle) {  // offered or not as the model served says, now and after a reload
+      toggleOf.set(li, it);
+      if (canBuild) li.append(toggleButton(it));
     }
     li.addEventListener("click", () => showSimilar(it.item_id, it.title));
     list.append(li);
+  }
+}
+
+// the rows of the lists that offer add/remove buttons, and each one's item: a reload to a
+// run that reads no history takes the buttons away at once, one to a run that does brings
+// them (they stayed as they were until a list was drawn again)
+const toggleOf = new WeakMap();
+function toggleButton(it) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "toggle secondary";
+  button.dataset.itemId = key(it.item_id);
+  button.dataset.title = it.title;
+  markToggle(button);
+  button.addEventListener("click", (ev) => {
+    ev.stopPropagation();  // not the item's similar items too
+    toggleBuilt(it.item_id, it.title);
+  });
+  return button;
+}
+function syncToggles() {
+  for (const li of document.querySelectorAll("li[data-item-id]")) {
+    const it = toggleOf.get(li);
+    const button = li.querySelector("button.toggle");
+    if (!it || Boolean(button) === canBuild) continue;
+    if (canBuild) li.append(toggleButton(it)); else button.remove();
   }
 }
 
@@ -383,7 +400,25 @@ function showModel(m) {
     ? "+ on an item adds it to a new user's items: their recommendations follow."
     : `No new user from clicked items: ${noHistory}.`;
   $("build-note").hidden = false;
+  syncToggles();
+  if (!canBuild && built !== null) dropBuilt();
   showExampleUser(m.label);
+}
+
+// a reload to a run that reads no history while a new user is shown: their lists go (the
+// run cannot answer for them), said as for such a link; the address keeps their items
+function dropBuilt() {
+  const n = built.length;
+  built = null;
+  if (pending.user) pending.user.abort();  // a by-history answer on its way is dropped
+  pending.user = null;
+  $("clear-built").hidden = true;
+  for (const id of ["recs", "history"]) $(id).replaceChildren();
+  for (const id of ["recs-for", "history-count"]) $(id).textContent = "";
+  if (n) {
+    showError(`the new user's items (${n} item${n === 1 ? "" : "s"}): ${noHistory}, so ` +
+              "it makes no new user from items");
+  }
 }
 
 // The user box's example is this run's first user id, read again with every model (it
