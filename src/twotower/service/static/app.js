@@ -374,10 +374,20 @@ let nUsers = 0;
 let noHistory = null;  // why this run makes no new user from items (once /v1/model says)
 let kChoices = null;  // the page's list lengths, before any catalogue or max_k cut them
 let refreshing = false;
+let seenMeanwhile = null;  // the last model an answer named while /v1/model was asked
 function modelSeen(label) {
-  if (shownModel === null || label === shownModel || refreshing) return;
+  if (shownModel === null) return;
+  if (refreshing) {  // /v1/model may answer for the model before this one: asked again
+    seenMeanwhile = label;
+    return;
+  }
+  if (label === shownModel) return;
   refreshing = true;
-  api("/v1/model").then(showModel, showError).finally(() => { refreshing = false; });
+  seenMeanwhile = null;
+  api("/v1/model").then(showModel, showError).finally(() => {
+    refreshing = false;
+    if (seenMeanwhile !== null) modelSeen(seenMeanwhile);  // (nothing when caught up)
+  });
 }
 
 function showModel(m) {
