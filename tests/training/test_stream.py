@@ -1066,3 +1066,53 @@ def test_shuffle_keeps_int64_and_uint64_chunks_exact_or_refuses_them():
     big = [{"x": np.array([2**53 + 1, 3], np.int64)}, {"x": np.array([2**63 + 1], np.uint64)}]
     with pytest.raises(DataError, match=r"column 'x'.*int64.*uint64"):
         list(shuffle_chunks(iter(big), 4, seed=0))
+
+
+def test_a_few_text_ids_among_integers_are_warned_of_as_in_memory(tmp_path):
+    """The in-memory reader warns when most ids of a column are plain integers but a few
+    are not ('abc', '007': every id becomes text, 7 and 007 two ids); the streamed scan
+    said nothing. It warns with the same message (by rows; an example id, as the scan
+    keeps no row), and text ids with a few digits among them are not warned of."""
+    import warnings
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id\n" + "".join(f"{u},{u % 9}\n" for u in range(20))
+                 + "3,abc\n" + "5,007\n")
+    with pytest.warns(UserWarning, match=r"column 'item_id': 2 of 22 ids are not plain "
+                                         r"integers \(first: 'abc', data row 21\)"):
+        mem = read_interactions(p)
+    with pytest.warns(UserWarning, match=r"^--data: .*r\.csv, column 'item_id': 2 of 22 ids "
+                                         r"are not plain integers \(e\.g\. '007'\), so every "
+                                         r"id of the column is read as text \(7 and 007 are "
+                                         r"then two ids\)$") as caught:
+        stats = _stream(p, user_col="user_id", item_col="item_id", rating_col=None).scan()
+    assert len([w for w in caught if "plain integers" in str(w.message)]) == 1
+    assert stats.item_vocab == mem.item_vocab and stats.user_vocab.is_int
+    q = tmp_path / "s.csv"  # text ids, a few of them digits: no warning
+    q.write_text("user_id,item_id\n" + "".join(f"u{u},{u}\n" for u in range(5)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _stream(q, user_col="user_id", item_col="item_id", rating_col=None).scan()
+
+
+def test_a_second_scan_of_a_file_repeats_no_id_warning(tmp_path):
+    """A second scan of one file (a second pass, another stream over it) repeated the
+    id warnings ("beyond int64", "not plain integers"): Python's once-per-place registry
+    is reset by any change of the warning filters (a ``catch_warnings`` between the two).
+    Each is said once per file (as it is then); a file changed since is said again."""
+    import warnings
+    p = tmp_path / "big.csv"
+    p.write_text("user_id,item_id\n" + "".join(f"{u},{u % 9}\n" for u in range(20))
+                 + "99999999999999999999,1\n" + "3,007\n")
+    cols = dict(user_col="user_id", item_col="item_id", rating_col=None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = _stream(p, **cols)
+        s.scan()
+        s.scan()
+        _stream(p, **cols).scan()
+    said = sorted(str(w.message).split(f"{p}, ")[1][:48] for w in caught)
+    assert said == ["column 'item_id': 1 of 22 ids are not plain inte",
+                    "column 'user_id': 1 of 22 ids are integers beyon"], said
+    p.write_text(p.read_text() + "4,5\n")  # another file now: said again
+    with pytest.warns(UserWarning, match="1 of 23 ids are integers beyond int64"):
+        _stream(p, **cols).scan()

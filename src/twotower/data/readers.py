@@ -354,6 +354,38 @@ def beyond_int64_message(p: Path, what: str, col: str, n: int, total: int, first
             f"({at}), so every id of the column is read as text (the id 2 is then '2')")
 
 
+def not_plain_message(p: Path, what: str, col: str, n: int, total: int, first: Any,
+                      row: int | None = None) -> str:
+    """The warning for an id column whose ids are mostly plain integers but ``n`` of
+    ``total`` (rows) are not (``abc``, ``007``), so that every id is read as text:
+    ``first``, the first such id (at data row ``row``, 0-based) or, with no row (the
+    streamed scan keeps none), an example. One message, in memory and streamed."""
+    at = f"first: {first!r}, data row {row + 1:,}" if row is not None else f"e.g. {first!r}"
+    return (f"{what}: {p}, column {col!r}: {n:,} of {total:,} ids are not plain integers "
+            f"({at}), so every id of the column is read as text (7 and 007 are then two ids)")
+
+
+#: what ``warn_once`` said: (file, size, modification time, message)
+_SAID: set[tuple[str, int, int, str]] = set()
+
+
+def warn_once(p: Path, message: str, stacklevel: int = 2) -> None:
+    """``warnings.warn(message)`` unless this process said it already of this version of
+    file ``p`` (its size and modification time): a second scan of one file (a second pass,
+    another stream over it) repeats no warning. Python's own once-per-place registry is
+    reset by any change of the warning filters (a ``catch_warnings``), so it did."""
+    try:
+        st = p.stat()
+        key = (str(p), st.st_size, st.st_mtime_ns, message)
+    except OSError:
+        key = None
+    if key is not None and key in _SAID:
+        return
+    if key is not None:
+        _SAID.add(key)
+    warnings.warn(message, stacklevel=stacklevel + 1)
+
+
 def _ids(values: pd.Series, where: tuple[Path, str, str, str | None] | None = None
          ) -> np.ndarray:
     """Ints when every id is an integer written the one way an int prints (so ``007`` and
@@ -383,10 +415,8 @@ def _ids(values: pd.Series, where: tuple[Path, str, str, str | None] | None = No
         p, what, col, sep = where
         row = int(np.argmin(plain))
         # the data row, not the line: finding a CSV line reads the file again (errors only)
-        warnings.warn(f"{what}: {p}, column {col!r}: {int((~plain).sum()):,} of {len(s):,} ids "
-                      f"are not plain integers (first: {s.iloc[row]!r}, data row {row + 1:,}), "
-                      "so every id of the column is read as text (7 and 007 are then two "
-                      "ids)", stacklevel=3)
+        warnings.warn(not_plain_message(p, what, col, int((~plain).sum()), len(s),
+                                        s.iloc[row], row), stacklevel=3)
     return s.to_numpy(dtype=object)
 
 

@@ -23,7 +23,8 @@ from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.readers import (RATING_HINT, beyond_int64_message, check_columns,
                                    check_ragged, check_unique_columns, csv_encoding, csv_header,
-                                   header_forms, line_break_in_id, not_a_file, repeated_header,
+                                   header_forms, line_break_in_id, not_a_file,
+                                   not_plain_message, repeated_header, warn_once,
                                    where_in_file)
 from twotower.data.vocabulary import Vocabulary, plain_id
 from twotower.errors import ConfigError, DataError, NotFittedError
@@ -966,8 +967,10 @@ def _vocab_of(values: np.ndarray, name: str, counts: np.ndarray | None = None,
     """Same rule as ``read_interactions``: ints when every id is an integer literal
     (written without leading zeros) or an integral float. ``where`` (file, what, column):
     warn, as ``read_interactions`` does, when the ids are text because some are integers
-    beyond int64 (``counts``: each value's rows, for the message's count; they became
-    text without a word before 2026-12-07)."""
+    beyond int64, or because most are plain integers but a few are not (``abc``, ``007``)
+    (``counts``: each value's rows, for the message's count; they became text without a
+    word before 2026-12-07); each once per file (``warn_once``: a second scan repeats
+    neither)."""
     if values.dtype.kind == "i" or (values.dtype.kind == "u" and
                                     (not len(values) or values.max() < 2**63)):
         return Vocabulary.from_values(values.astype(np.int64), name=name)
@@ -986,11 +989,16 @@ def _vocab_of(values: np.ndarray, name: str, counts: np.ndarray | None = None,
             rows[plain].sum() > rows.sum() / 2
             and all(_LONG_INT.fullmatch(v) for v in s[~plain]))):
         # the rule of read_interactions (by rows): integers beyond int64, said as such
-        import warnings
         big = np.array([len(v) >= 19 and not -2**63 <= int(v) < 2**63 for v in s], bool)
-        warnings.warn(beyond_int64_message(where[0], where[1], where[2], int(rows[big].sum()),
-                                           int(rows.sum()), min(s[big], key=int)),
-                      stacklevel=2)
+        warn_once(where[0], beyond_int64_message(where[0], where[1], where[2],
+                                                 int(rows[big].sum()), int(rows.sum()),
+                                                 min(s[big], key=int)), stacklevel=2)
+    elif where is not None and len(s) and rows[plain].sum() > rows.sum() / 2:
+        # as read_interactions (by rows): a typo turns the whole column into text ids
+        # (the example: the least such id, as the scan keeps no file order)
+        warn_once(where[0], not_plain_message(where[0], where[1], where[2],
+                                              int(rows[~plain].sum()), int(rows.sum()),
+                                              min(s[~plain])), stacklevel=2)
     return Vocabulary.from_values(s, name=name)
 
 
