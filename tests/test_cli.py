@@ -2168,6 +2168,39 @@ def test_an_items_row_of_empty_cells_is_not_counted_as_found(tmp_path, capsys, s
         "no row there or only empty cells: no title or genres"), said
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["in-memory", "streamed"])
+def test_items_missing_from_an_items_file_of_other_column_names_lack_what_it_has(
+        tmp_path, capsys, stream):
+    """`train --stream --items` told the items missing from the file that they had "no
+    title or genres" whatever columns the file had (the check was given the default
+    names): it says what was read, as in memory (here a title, named `name`, and no
+    genres column)."""
+    rows = [f"u{u},i{(u * 7 + j) % 40}" for u in range(60) for j in range(6)]
+    (tmp_path / "log.csv").write_text("user_id,item_id\n" + "\n".join(rows) + "\n")
+    (tmp_path / "items.csv").write_text("sku,name\n" + "".join(
+        f"i{i},Item {i}\n" for i in range(30)))
+    argv = ["train", "--data", tmp_path / "log.csv", "--items", tmp_path / "items.csv",
+            "--items-id-col", "sku", "--title-col", "name", "--preset", "clicks",
+            "--epochs", "1", "--out", tmp_path / "r"]
+    with pytest.warns(UserWarning) as caught:
+        code, _, err = run(capsys, *argv, *(["--stream"] if stream else ["--split", "none"]))
+    assert code == 0, err
+    said = [str(w.message) for w in caught if "items found in" in str(w.message)]
+    assert said == [f"--items: 30 of 40 items found in {tmp_path / 'items.csv'}; the other 10 "
+                    "(e.g. 'i30', 'i31') have no row there or only empty cells: no title; "
+                    "they show as their ids"], said
+    # a file of ids alone: its own warning, and no count of items "found" by no column
+    (tmp_path / "ids.csv").write_text("sku\n" + "".join(f"i{i}\n" for i in range(30)))
+    argv[4:9] = [tmp_path / "ids.csv", "--items-id-col", "sku"]  # (no --title-col)
+    argv[-1] = tmp_path / "r2"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = run(capsys, *argv, *(["--stream"] if stream else ["--split", "none"]))
+    assert code == 0, err
+    said = [str(w.message) for w in caught if "--items" in str(w.message)]
+    assert len(said) == 1 and "has no 'title' or 'genres' column" in said[0], said
+
+
 def test_items_found_with_an_empty_title_are_said_when_every_item_is_found():
     """Every item has a row, but some an empty title (genres only): they show as their
     ids, as missing ones do, and were counted found without a word; the warning says so.

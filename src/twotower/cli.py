@@ -1309,11 +1309,14 @@ def _train_stream(args: argparse.Namespace, cfg: Any, t0: float) -> int:
         print(f"scanning {args.data} (vocabularies, counts)", file=sys.stderr, flush=True)
         ids = stream.scan().item_vocab.ids
         rows = catalogue_info(info, ids, args.items, args.data, streamed=True)
-        filled = _filled(rows)
-        found = pd.Index(ids).isin(rows.index[filled])  # (a row of empty cells: none)
-        _check_items_file(args.items, meta_cols["id_col"], found, ids,
-                          matched=bool(len(rows)),
-                          untitled=pd.Index(ids).isin(rows.index[_untitled(rows, filled)]))
+        if len(rows.columns):  # (neither a title nor a genres column: said already)
+            filled = _filled(rows)
+            found = pd.Index(ids).isin(rows.index[filled])  # (a row of empty cells: none)
+            # the columns read, as in memory (they were the default names, whatever read)
+            _check_items_file(args.items, meta_cols["id_col"], found, ids,
+                              [str(c) for c in rows.columns], matched=bool(len(rows)),
+                              untitled=pd.Index(ids).isin(rows.index[_untitled(rows,
+                                                                               filled)]))
     model = TwoTower(cfg, IndexConfig(kind=args.index_kind))
     model.fit_stream(stream, item_info=info, progress_every_s=10.0,
                      checkpoint=args.checkpoint)
