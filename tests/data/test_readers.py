@@ -911,3 +911,33 @@ def test_integer_ids_beyond_int64_are_read_as_text_with_a_warning(tmp_path):
         warnings.simplefilter("error")
         pd.DataFrame({"user_id": big[:2], "item_id": big[:2]}).to_parquet(p)
         assert read_interactions(p).user_vocab.ids.tolist() == [2, 3]
+
+
+def test_negative_times_are_read_as_before_1970_with_a_warning(tmp_path):
+    """A time of -1 meaning "unknown" was read, without a word, as the oldest event (the
+    order of times is all a model reads of them): it is still read (times before 1970 are
+    times), with one warning naming the file, the column, how many and the first line."""
+    import warnings
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,ts\n1,10,1700000000\n1,11,-1\n2,10,1700000100\n"
+                 "2,12,-5\n")
+    with pytest.warns(UserWarning) as caught:
+        x = read_interactions(p, time_col="ts")
+    said = [str(w.message) for w in caught if "negative" in str(w.message)]
+    assert said == [f"--data: {p}, column 'ts': 2 of 4 times are negative (first: -1, line "
+                    "3): they are read as times before 1970, so those events come before "
+                    "every other; if a negative time means unknown, drop those rows or give "
+                    "them their times"], said
+    assert x.timestamps.tolist() == [1700000000, -1, 1700000100, -5]
+    q = tmp_path / "r.parquet"
+    pd.DataFrame({"user_id": [1, 2, 3], "item_id": [5, 6, 7],
+                  "timestamp": np.array([3, -7, 9], np.int64)}).to_parquet(q)
+    with pytest.warns(UserWarning, match=r"r\.parquet, column 'timestamp': 1 of 3 times are "
+                                         r"negative \(first: -7, row 2 \(1-based\)\)"):
+        read_interactions(q, time_col="timestamp", time_unit="s")
+    with warnings.catch_warnings():  # times at or after 1970, or ISO text: no word
+        warnings.simplefilter("error")
+        p.write_text("user_id,item_id,ts\n1,10,0\n1,11,1700000000.5\n")
+        read_interactions(p, time_col="ts")
+        p.write_text("user_id,item_id,ts\n1,10,1969-07-20T20:17:00Z\n1,11,2024-03-01\n")
+        read_interactions(p, time_col="ts")

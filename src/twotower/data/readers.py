@@ -540,7 +540,27 @@ def _times(p: Path, what: str, df: pd.DataFrame, col: str, sep: str | None,
                                       f"{text.iloc[0]!r})")
                     return coarsest_times(counts, kept)
                 _numeric(p, what, df, "time", col, sep)  # raises, naming the first bad one
-    return numbers_as_times(vals, unit, at)
+    out = numbers_as_times(vals, unit, at)
+    negative = np.asarray(vals) < 0
+    if negative.any():  # (a date before 1970 as ISO text or a timestamp says so itself)
+        row = int(np.argmax(negative))
+        warnings.warn(negative_times_message(p, what, col, int(negative.sum()), len(vals),
+                                             str(raw.iloc[row]).strip(),
+                                             where_in_file(p, row, sep)), stacklevel=3)
+    return out
+
+
+def negative_times_message(p: Path, what: str, col: str, n: int, total: int, first: Any,
+                           where: str | None = None) -> str:
+    """The warning for a time column holding negative numbers (``n`` of ``total`` rows):
+    read as times before 1970, which is what they are, unless one stands for "unknown"
+    (``-1``), whose event then comes before every other in every temporal split and
+    history. ``first``: the first such value as written, at ``where`` (``line 3``, ``row
+    2 (1-based)``; None: a reader that keeps no row). One message for every reader."""
+    at = f"first: {first}, {where}" if where is not None else f"e.g. {first}"
+    return (f"{what}: {p}, column {col!r}: {n:,} of {total:,} times are negative ({at}): "
+            "they are read as times before 1970, so those events come before every other; "
+            "if a negative time means unknown, drop those rows or give them their times")
 
 
 def where_in_file(p: Path, row: int, sep: str | None = None) -> str:
