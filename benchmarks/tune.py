@@ -76,16 +76,20 @@ def validation_splits(data, seeds):
 
 
 def subsample_users(data, fraction, seed=12345):
-    """The interactions of a random ``fraction`` of the users, vocabularies rebuilt."""
+    """The interactions of a random ``fraction`` of the users, vocabularies rebuilt; a log
+    without ratings or times stays without (its times, if any, keep their unit)."""
     from twotower.data import Interactions
     rng = np.random.default_rng(seed)
     keep = rng.random(data.n_users) < fraction
     rows = np.flatnonzero(keep[data.users])
     info = None if data.item_info is None else data.item_info.set_index("id")
     users = None if data.user_info is None else data.user_info.set_index("id")
+    times = None if data.timestamps is None else data.timestamps[rows]
     return Interactions.from_ids(data.user_vocab.ids[data.users[rows]],
-                                 data.item_vocab.ids[data.items[rows]], data.ratings[rows],
-                                 data.timestamps[rows], item_info=info, user_info=users)
+                                 data.item_vocab.ids[data.items[rows]],
+                                 None if data.ratings is None else data.ratings[rows],
+                                 times, item_info=info, user_info=users,
+                                 time_unit="auto" if times is None else data.time_unit)
 
 
 def load_data(interactions: str | None, ml100k_dir: str, users_fraction: float = 1.0):
