@@ -71,6 +71,7 @@ VARIANTS = {
     "mpt": ("2 devices, row-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD),
     "fs": ("2 devices, data parallel, tables row-sharded over the same 2", 2, 2, 0, ""),
     "mpc": ("2 devices, column-sharded tables", 2, 1, 2, "", "columns"),
+    "mpb": ("2 devices, tables in blocks", 2, 1, 2, "", "blocks"),
     "mpct": ("2 devices, column-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD,
              "columns"),
 }

@@ -595,9 +595,13 @@ def test_train_on_two_simulated_devices(tmp_path, ml100k):
     assert items.shape == (1, 10) and (items >= 0).all()
 
 
-def test_train_with_column_sharded_tables_on_two_simulated_devices(tmp_path, ml100k):
-    """`--model-parallel 2 --shard-tables columns`: the tutorial model trains with each
-    table split by columns over 2 devices, and the run serves like any other."""
+@pytest.mark.parametrize("how,said", [
+    ("columns", "tables split by columns"),
+    ("blocks", "tables split in blocks (each device trains the examples whose rows it holds)")])
+def test_train_with_sharded_tables_on_two_simulated_devices(tmp_path, ml100k, how, said):
+    """`--model-parallel 2 --shard-tables columns|blocks`: the tutorial model trains with
+    each table split by columns (or in blocks, by rows, each device training the examples
+    whose rows it holds) over 2 devices, and the run serves like any other."""
     import os
 
     from twotower.data import write_interactions
@@ -608,11 +612,10 @@ def test_train_with_column_sharded_tables_on_two_simulated_devices(tmp_path, ml1
     proc = subprocess.run([sys.executable, "-m", "twotower.cli", "train", "--data", str(data),
                            "--out", str(tmp_path / "run"), "--preset", "tutorial",
                            "--devices", "2", "--model-parallel", "2", "--shard-tables",
-                           "columns", "--epochs", "2"],
+                           how, "--epochs", "2"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert ("distribution: 1 data parallel x 2 model parallel, tables split by columns"
-            in proc.stdout)
+    assert f"distribution: 1 data parallel x 2 model parallel, {said}" in proc.stdout
     from twotower import TwoTower
     model = TwoTower.load(tmp_path / "run")
     assert len(model.history["loss"]) == 2

@@ -991,7 +991,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ConfigError as exc:  # which flag, file or preset gave the two numbers
             raise ConfigError(f"{exc} ({_given(args, settings)})") from None
         apply_distribution(dist)  # before the network is built: Keras places variables then
-        tables = f", tables split by {dist.shard_tables}" if dist.model_parallel > 1 else ""
+        tables = ("" if dist.model_parallel == 1 else ", tables split in blocks (each "
+                  "device trains the examples whose rows it holds)"
+                  if dist.shard_tables == "blocks" else
+                  f", tables split by {dist.shard_tables}")
         _say(f"distribution: {dist.data_parallel} data parallel x {dist.model_parallel} "
              f"model parallel{tables} ({dist.devices} devices, {dist.num_processes} "
              "process(es))")
@@ -2275,9 +2278,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "simulate them with XLA_FLAGS=--xla_force_host_platform_device_count=N")
     tr.add_argument("--model-parallel", type=int,
                     help="devices each embedding table is split over (by --shard-tables)")
-    tr.add_argument("--shard-tables", choices=("rows", "columns"),
-                    help="split each table by rows (ids; the default) or by columns "
-                         "(embedding dimensions: faster for mse, see docs/scaling.md)")
+    tr.add_argument("--shard-tables", choices=("rows", "columns", "blocks"),
+                    help="split each table by rows (ids; the default), by columns "
+                         "(embedding dimensions), or in blocks (mse: each device trains "
+                         "the examples whose rows it holds, in strata; the fastest for "
+                         "mse, see docs/scaling.md)")
     tr.add_argument("--coordinator", help="multi-host: host:port of process 0")
     tr.add_argument("--num-processes", type=int, help="multi-host: processes in the job")
     tr.add_argument("--process-id", type=int, help="multi-host: this process (0-based)")

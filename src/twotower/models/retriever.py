@@ -384,6 +384,16 @@ def _start_checkpoint(checkpoint: Any, fingerprint: dict[str, Any]) -> Any:
     return ck
 
 
+def _blocks_devices() -> int:
+    """Devices of a ``shard_tables="blocks"`` distribution in effect (0: none)."""
+    import keras
+    dist = keras.distribution.distribution()
+    if dist is None or getattr(dist, "shard_tables", None) != "blocks":
+        return 0
+    mesh = dist.device_mesh
+    return int(mesh.shape[mesh.axis_names.index("model")]) if "model" in mesh.axis_names else 0
+
+
 def _row_wise(net: Any) -> bool:
     """Whether ``TwoTower.fit`` trains ``net`` with the product loop's row-wise updates:
     exact for its objective and optimizer (``sparse_reason``) and worth it, i.e. tables of
@@ -767,7 +777,15 @@ class TwoTower:
         from twotower.models.progress import TrainProgress
         progress = [c for c in callbacks if isinstance(c, TrainProgress)]
         self.trained_with = "model.fit"
-        loop_path = val is None and len(progress) == len(callbacks) and _row_wise(net)
+        # tables in blocks: only the product loop trains them, whatever the table size
+        blocks = _blocks_devices() > 1
+        loop_path = val is None and len(progress) == len(callbacks) and (blocks
+                                                                         or _row_wise(net))
+        if blocks and not loop_path:
+            raise ConfigError(
+                "distribution.shard_tables 'blocks' trains with the product loop, which "
+                "takes no validation data and no Keras callbacks but a TrainProgress: "
+                f"got {'validation data' if val is not None else 'other callbacks'}")
         ck = _start_checkpoint(checkpoint, {
             "trains": "TwoTower.fit", "path": "loop" if loop_path else "model.fit",
             "config": cfg.to_dict(), "rows": len(train),
@@ -803,7 +821,9 @@ class TwoTower:
                                  progress_prefix=progress[0].prefix if progress else "")
                 self.history = loop.fit(x, epochs=cfg.epochs, batch_size=cfg.batch_size,
                                         shuffle=True, seed=cfg.seed, checkpoint=ck)
-                self.trained_with = "TrainLoop (row-wise updates)"
+                self.trained_with = ("TrainLoop (row-wise updates, tables in blocks over "
+                                     f"{_blocks_devices()} devices)" if blocks
+                                     else "TrainLoop (row-wise updates)")
             else:
                 if split > 1:  # a distribution splits each batch over devices: whole batches
                     hist = _fit_whole_batches(net, x, val, cfg, split, verbose, list(callbacks),

@@ -26,7 +26,7 @@ MODEL_AXIS = "model"
 # Variable paths (regexes, ``re.search``) of the sharded tables: every id/history
 # embedding table and the per-item bias of ``TwoTowerNet``.
 SHARDED_TABLES = (".*_embedding/embeddings", ".*_bias/embeddings")
-TABLE_SHARDINGS = ("rows", "columns")
+TABLE_SHARDINGS = ("rows", "columns", "blocks")
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,13 @@ class DistributionConfig(Config):
             divide; 1-column bias tables stay whole). Columns suit objectives whose step
             touches few rows, like ``mse``: each device keeps half the row work and adds one
             small all-reduce per step (``docs/scaling.md`` has the measurements).
+            ``blocks`` (``mse`` with row-wise updates, ``data_parallel`` 1, one process):
+            both tables split by rows (id ``r`` on device ``r % model_parallel``), and each
+            device trains only the examples whose user and item rows it holds, in strata
+            whose blocks share no row (stratified SGD, Gemulla et al., KDD 2011): no
+            collective per step; the smaller table's blocks move one device on between
+            strata. The same examples, in a stratified order; each step's update equals
+            one device's on the step's examples (``docs/scaling.md``).
         coordinator_address: ``host:port`` of process 0 in a multi-host run; None for one
             host.
         num_processes: processes (hosts) taking part; 1 for one host.
@@ -77,6 +84,13 @@ class DistributionConfig(Config):
         check_range(own, "num_processes", self.num_processes, 1, 65_536, integer=True)
         check_range(own, "process_id", self.process_id, 0, 65_535, integer=True)
         check_range(own, "join_timeout_s", self.join_timeout_s, 1, 86_400)
+        if self.shard_tables == "blocks" and self.model_parallel > 1 and (
+                self.data_parallel > 1 or self.num_processes > 1):
+            raise ConfigError(
+                "distribution.shard_tables 'blocks' splits the examples over the "
+                "model_parallel devices itself: it takes data_parallel 1 (got "
+                f"{self.data_parallel}) and one process (got {self.num_processes}); use "
+                "--devices N --model-parallel N --shard-tables blocks")
         if self.coordinator_address is not None:
             addr = self.coordinator_address
             port = addr.rpartition(":")[2] if isinstance(addr, str) else ""
@@ -126,16 +140,20 @@ class _ShardedParallel:
                         if variable.shape[dim] > 1:  # a 1-column bias is simply whole
                             log.warning("%s: %d %s do not split over %d devices; "
                                         "replicated instead of sharded", variable.path,
-                                        variable.shape[dim], shard_tables, size)
+                                        variable.shape[dim],
+                                        "columns" if shard_tables == "columns" else "rows",
+                                        size)
                         return keras.distribution.TensorLayout([None] * len(variable.shape),
                                                                self.device_mesh)
                 return layout
 
         layout_map = keras.distribution.LayoutMap(mesh)
         for key in SHARDED_TABLES:
-            layout_map[key] = ((MODEL_AXIS, None) if shard_tables == "rows"
-                               else (None, MODEL_AXIS))
-        return ShardedParallel(layout_map=layout_map, batch_dim_name=BATCH_AXIS)
+            layout_map[key] = ((None, MODEL_AXIS) if shard_tables == "columns"
+                               else (MODEL_AXIS, None))
+        dist = ShardedParallel(layout_map=layout_map, batch_dim_name=BATCH_AXIS)
+        dist.shard_tables = shard_tables  # read by the training loop ("blocks")
+        return dist
 
 
 _initialized = False
@@ -318,6 +336,12 @@ def apply_distribution(config: DistributionConfig) -> Any:
 
 def check_batch_size(batch_size: int, config: DistributionConfig) -> int:
     """The per-device batch of a global ``batch_size``; ConfigError unless it divides."""
+    if (config.shard_tables == "blocks" and config.model_parallel > 1
+            and batch_size % config.model_parallel):
+        raise ConfigError(f"batch_size {batch_size} must be divisible by "
+                          f"distribution.model_parallel ({config.model_parallel}) with "
+                          "shard_tables 'blocks': each device trains batch_size / "
+                          "model_parallel examples per step")
     if batch_size % config.data_parallel:
         raise ConfigError(f"batch_size {batch_size} must be divisible by "
                           f"distribution.data_parallel ({config.data_parallel}): the global "

@@ -66,6 +66,9 @@ class LoopConfig(Config):
             whenever the input thread takes one of them (``docs/scaling.md``); normal
             otherwise.
         progress_every_s: a progress line on stderr this often (0: silent).
+        blocks_buffer_rows: with tables split in blocks (``shard_tables="blocks"``), the
+            examples held to sort them into strata (12-16 bytes each): a stratum runs
+            about this many examples before the tables move (``twotower.training.blocks``).
 
     Example:
         >>> LoopConfig(steps_per_call=8).sparse_updates
@@ -77,6 +80,7 @@ class LoopConfig(Config):
     prefetch: int = 2
     input_priority: str = "auto"
     progress_every_s: float = 0.0
+    blocks_buffer_rows: int = 4_000_000
 
     def validate(self) -> None:
         own = "loop"
@@ -85,6 +89,8 @@ class LoopConfig(Config):
         check_range(own, "prefetch", self.prefetch, 0, 64, integer=True)
         check_choice(own, "input_priority", self.input_priority, ("auto", "low", "normal"))
         check_range(own, "progress_every_s", self.progress_every_s, 0.0, 1e6)
+        check_range(own, "blocks_buffer_rows", self.blocks_buffer_rows, 1, 1 << 40,
+                    integer=True)
 
 
 def sparse_reason(net: Any, optimizer: Any) -> str | None:
@@ -146,6 +152,9 @@ class TrainLoop:
         self.examples_per_second: list[float] = []
         self.sparse: bool | None = None
         self._fns: dict[Any, Any] = {}
+        self._blocks = 0  # devices of a shard_tables="blocks" distribution (_setup)
+        self._packed: Any = None  # in-memory examples packed for it, and for which data
+        self._packed_for: Any = None
 
     # ------------------------------------------------------------------ public
     def fit(self, data: Batch | Callable[[int], Iterable[Batch]], *, epochs: int = 1,
@@ -177,6 +186,7 @@ class TrainLoop:
         import time
 
         from twotower.training.stream import Progress
+        arrays = None
         if isinstance(data, dict):
             if not batch_size:
                 raise ConfigError("fit: batch_size is required with in-memory data")
@@ -227,10 +237,15 @@ class TrainLoop:
                 if epoch != start:
                     epoch_losses = []
                 batches = data(epoch)
-                if done:
-                    batches = itertools.islice(batches, done, None)
-                for stacked, sizes in _prefetch(self._groups(batches),
-                                                self.config.prefetch, self._input_nice()):
+                if self._blocks:
+                    groups = self._block_groups(batches, batch_size, done, epoch,
+                                                arrays, shuffle, seed + epoch)
+                else:
+                    if done:
+                        batches = itertools.islice(batches, done, None)
+                    groups = self._groups(batches)
+                for stacked, sizes in _prefetch(groups, self.config.prefetch,
+                                                self._input_nice()):
                     # with a checkpoint, a stop waits for the call and its bookkeeping: one
                     # inside them would find the state given to the call gone (donated)
                     with (_signals_held(callables_only=True) if checkpoint is not None
@@ -293,7 +308,6 @@ class TrainLoop:
         belong to it, how many of ``losses_all`` (whole epochs) are done) to
         ``checkpoint``. Stopping, a state whose buffers a call in flight
         took (donated) is gone: the checkpoint already written stays."""
-        import jax
         state, epoch, done, n, n_all = at
         losses_all = losses_all[:n_all]
         if _deleted(state):
@@ -305,7 +319,7 @@ class TrainLoop:
         if stopping and self.config.progress_every_s:
             print(f"{self.progress_prefix}stopping: writing the checkpoint to "
                   f"{checkpoint.directory}", file=self.progress_out or sys.stderr, flush=True)
-        arrays = [np.asarray(a) for a in jax.tree_util.tree_leaves(state)]
+        arrays = self._host_arrays(state)
         part = epoch_losses[:n]
         losses = {
             "steps": (np.concatenate([np.asarray(x, np.float32) for x in losses_all])
@@ -353,6 +367,46 @@ class TrainLoop:
         self._mesh = self._dist.device_mesh.backend_mesh if self._dist is not None else None
         import jax
         self._processes = jax.process_count()
+        self._blocks = self._blocks_devices(reason)
+        if self._blocks:
+            self.sparse = True
+
+    def _blocks_devices(self, reason: str | None) -> int:
+        """Devices of a ``shard_tables="blocks"`` distribution (0 without one); sets up
+        which state leaves are tables and which table moves. ConfigError where the blocks
+        schedule would not train the model that one device trains."""
+        from twotower.training.distribution import MODEL_AXIS
+        if self._dist is None or getattr(self._dist, "shard_tables", None) != "blocks":
+            return 0
+        mesh = self._mesh
+        p = int(mesh.shape[MODEL_AXIS]) if MODEL_AXIS in mesh.axis_names else 1
+        if p == 1:
+            return 0
+        why = (reason
+               or (f"objective {self.net.cfg.objective!r} reads rows outside each example's "
+                   "own user and item (only 'mse' does not)"
+                   if self.net.cfg.objective != "mse" else None)
+               or ("loop.sparse_updates is 'off'" if self.config.sparse_updates == "off"
+                   else None)
+               or (f"data_parallel is {data_parallel_of(mesh)}"
+                   if data_parallel_of(mesh) > 1 else None)
+               or (f"{self._processes} processes" if self._processes > 1 else None))
+        if why:
+            raise ConfigError("distribution.shard_tables 'blocks' trains each example on "
+                              "the device that holds its user and item rows, with row-wise "
+                              f"updates; not here: {why}. Use 'rows' or 'columns'")
+        net, opt = self.net, self.optimizer
+        roles = {id(v): _role_of(v.path) for v in net.trainable_variables}
+        if isinstance(opt, __import__("keras").optimizers.Adagrad):
+            for v in net.trainable_variables:
+                roles[id(opt._accumulators[opt._get_variable_index(v)])] = roles[id(v)]
+        variables = self._variables()
+        self._leaf_roles = [roles.get(id(v)) for v in variables]
+        self._leaf_rows = [int(v.shape[0]) if roles.get(id(v)) else 0 for v in variables]
+        # the smaller table moves between strata (a copy of it on each device)
+        self._moving = "user" if net.n_users <= net.n_items else "item"
+        self._rot = 0
+        return p
 
     def _input_nice(self) -> int:
         """The input thread's nice value (``LoopConfig.input_priority``)."""
@@ -368,6 +422,8 @@ class TrainLoop:
 
     def _state(self) -> tuple[list[Any], list[Any], list[Any]]:
         net, opt = self.net, self.optimizer
+        if self._blocks:
+            return self._block_state()
         copy = _copy
         return ([copy(v.value) for v in net.trainable_variables],
                 [copy(v.value) for v in net.non_trainable_variables],
@@ -380,8 +436,37 @@ class TrainLoop:
 
     def _write_back(self, state: Any) -> None:
         import jax
-        for v, val in zip(self._variables(), jax.tree_util.tree_leaves(state)):
+        values = (self._host_arrays(state) if self._blocks
+                  else jax.tree_util.tree_leaves(state))
+        for v, val in zip(self._variables(), values):
             v.assign(val)
+
+    def _host_arrays(self, state: Any) -> list[np.ndarray]:
+        """The state's leaves as numpy arrays in the variables' own layout (a blocks
+        state's tables put back in id order)."""
+        import jax
+        leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(state)]
+        if not self._blocks:
+            return leaves
+        return [_from_blocks(a, self._blocks, self._rot if r == self._moving else 0, n)
+                if r else a for a, r, n in zip(leaves, self._leaf_roles, self._leaf_rows)]
+
+    def _block_state(self) -> tuple[list[Any], list[Any], list[Any]]:
+        """The variables laid out for the blocks schedule: each table padded to a multiple
+        of the devices, id ``r`` at row ``r // p`` of device ``r % p``'s part (the moving
+        table's parts as in stratum 0); everything else replicated."""
+        import jax
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from twotower.training.distribution import MODEL_AXIS
+        split = NamedSharding(self._mesh, PartitionSpec(MODEL_AXIS))
+        whole = NamedSharding(self._mesh, PartitionSpec())
+        self._rot = 0
+        leaves = [jax.device_put(_to_blocks(np.asarray(v.value), self._blocks, 0), split)
+                  if r else jax.device_put(np.asarray(v.value), whole)
+                  for v, r in zip(self._variables(), self._leaf_roles)]
+        nt, nn = len(self.net.trainable_variables), len(self.net.non_trainable_variables)
+        return (leaves[:nt], leaves[nt:nt + nn], leaves[nt + nn:])
 
     # ------------------------------------------------------------------ batching
     def _groups(self, batches: Iterable[Batch]) -> Iterator[tuple[Any, np.ndarray]]:
@@ -446,6 +531,8 @@ class TrainLoop:
 
     # ------------------------------------------------------------------ the jitted steps
     def _run(self, state: Any, stacked: dict[str, Any]) -> tuple[Any, Any]:
+        if self._blocks:
+            return self._run_blocks(state, stacked)
         # compiled once per batch shape/placement and update mode, reused by later fits
         key = (self._sparse_ok, tuple((k, v.shape, str(v.sharding))
                                   for k, v in sorted(stacked.items())))
@@ -453,6 +540,146 @@ class TrainLoop:
         if fn is None:
             fn = self._fns[key] = self._compile(state, _rows_of(stacked))
         return fn(state, stacked)
+
+    # ------------------------------------------------------------------ blocks
+    def _block_groups(self, batches: Iterable[Batch], batch_size: int | None,
+                      done: int, epoch: int = 0, arrays: Batch | None = None,
+                      shuffle: bool = True, seed: int = 0
+                      ) -> Iterator[tuple[Any, np.ndarray]]:
+        """The calls of the blocks schedule placed on the devices, after the first
+        ``done`` steps (a resumed epoch): from in-memory ``arrays``
+        (``twotower.training.blocks.array_calls``; ``batches`` unread), else from
+        ``batches`` (``stratify``)."""
+        from twotower.training.blocks import ROWS, array_calls, pack, stratify
+        p = self._blocks
+        n_rows = {"user": self.net.n_users, "item": self.net.n_items}
+        if arrays is not None:
+            if self._packed_for is not arrays:  # once per fit
+                self._packed = pack(arrays, devices=p, moving=self._moving, n_rows=n_rows)
+                self._packed_for = arrays
+        it = iter(batches) if arrays is None or self._packed is None else iter(())
+        first = next(it, None)
+        if first is None and (arrays is None or self._packed is None):
+            return
+        size = batch_size or len(first["user"])
+        if size % p:
+            raise ConfigError(f"batch_size {size} must be divisible by "
+                              f"distribution.model_parallel ({p}) with shard_tables "
+                              "'blocks': each device trains batch_size / model_parallel "
+                              "examples per step")
+        def checked(batches: Iterable[Batch]) -> Iterator[Batch]:
+            for b in batches:  # out-of-range ids would train the tables' padding rows
+                for role in ("user", "item"):
+                    _check_ids(np.asarray(b[role]), role, self._n_rows(role),
+                               "position {at} of a batch")
+                yield b
+        seen = 0
+        if arrays is not None and self._packed is not None:
+            calls = array_calls(self._packed, devices=p, batch_size=size,
+                                steps=self.config.steps_per_call, shuffle=shuffle,
+                                seed=seed, epoch=epoch)
+        else:
+            calls = stratify(checked(itertools.chain([first], it)), devices=p,
+                             batch_size=size, steps=self.config.steps_per_call,
+                             moving=self._moving, n_rows=n_rows,
+                             buffer_rows=self.config.blocks_buffer_rows)
+        for call in calls:
+            k = len(call[ROWS])
+            if seen < done:  # the same schedule as the stopped run: skip what it did
+                seen += k
+                continue
+            yield self._put_blocks(call), call[ROWS].astype(np.float64)
+
+    def _put_blocks(self, call: Batch) -> dict[str, Any]:
+        """A stratified call on the devices: ``[K, p, B / p]`` arrays split over the
+        devices (each step's unique rows found here), ``ROWS`` whole."""
+        import jax
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from twotower.training.blocks import ROWS, STRATUM
+        from twotower.training.distribution import MODEL_AXIS
+        call = dict(call)
+        stratum, rows = call.pop(STRATUM), call.pop(ROWS)
+        k, p, per = call["user"].shape
+        for role in ("user", "item"):
+            # ids past the last block row are padding: read as zeros, written nowhere
+            u, inv = _host_unique(call.pop(role).reshape(k * p, per),
+                                  -(-self._n_rows(role) // p) + 1)
+            call[role + _UNQ], call[role + _INV] = (u.reshape(k, p, per),
+                                                    inv.reshape(k, p, per))
+        split = NamedSharding(self._mesh, PartitionSpec(None, MODEL_AXIS))
+        whole = NamedSharding(self._mesh, PartitionSpec())
+        placed = jax.device_put({**call, ROWS: rows.astype(np.float32)},
+                                {**{key: split for key in call}, ROWS: whole})
+        placed[STRATUM] = stratum
+        return placed
+
+    def _run_blocks(self, state: Any, stacked: dict[str, Any]) -> tuple[Any, Any]:
+        import keras
+
+        from twotower.training.blocks import STRATUM
+        stacked = dict(stacked)
+        stratum = stacked.pop(STRATUM)
+        key = ("blocks", tuple((k, v.shape) for k, v in sorted(stacked.items())))
+        fn = self._fns.get(key)
+        if fn is None:
+            fn = self._fns[key] = self._compile_blocks(state, stacked)
+        shift = np.int32((stratum - self._rot) % self._blocks)
+        dist = keras.distribution.distribution()
+        keras.distribution.set_distribution(None)  # each device's step is its own
+        try:
+            out = fn(state, stacked, shift)
+        finally:
+            keras.distribution.set_distribution(dist)
+        self._rot = stratum
+        return out
+
+    def _compile_blocks(self, state: Any, stacked: dict[str, Any]) -> Any:
+        """One jitted call of the blocks schedule: under ``shard_map`` each device first
+        moves the moving table's parts ``shift`` devices on (``ppermute``), then runs its
+        steps on its own rows; the step losses are combined into the global batch's."""
+        import jax
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        from twotower.training.blocks import ROWS
+        from twotower.training.distribution import MODEL_AXIS
+        p, mesh = self._blocks, self._mesh
+        per = stacked["user" + _INV].shape[2]
+        step = self._sparse_step(per, local=True, scale=1.0 / p)
+        tree = jax.tree_util.tree_structure(state)
+        moving = [r == self._moving for r in self._leaf_roles]
+        specs = jax.tree_util.tree_unflatten(
+            tree, [PartitionSpec(MODEL_AXIS) if r else PartitionSpec()
+                   for r in self._leaf_roles])
+        ring = [(j, (j - 1) % p) for j in range(p)]  # device j's part goes to j - 1
+
+        def local(state: Any, x: dict[str, Any], shift: Any) -> Any:
+            leaves = jax.tree_util.tree_leaves(state)
+
+            def move(_: Any, ls: list[Any]) -> list[Any]:
+                return [jax.lax.ppermute(a, MODEL_AXIS, ring) if m else a
+                        for a, m in zip(ls, moving)]
+            leaves = jax.lax.fori_loop(0, shift, move, leaves)
+            state = jax.tree_util.tree_unflatten(tree, leaves)
+            state, losses = jax.lax.scan(step, state, {k: v[:, 0] for k, v in x.items()})
+            return state, losses[:, None]
+
+        body = jax.shard_map(local, mesh=mesh,
+                             in_specs=(specs, PartitionSpec(None, MODEL_AXIS), PartitionSpec()),
+                             out_specs=(specs, PartitionSpec(None, MODEL_AXIS)),
+                             check_vma=False)
+
+        def call(state: Any, x: dict[str, Any], shift: Any) -> Any:
+            x = dict(x)
+            rows = x.pop(ROWS)
+            state, losses = body(state, x, shift)
+            # each device's loss is its mean over B / p rows (padding included): the
+            # step's mean over its real rows
+            return state, losses.sum(axis=1) * (per / rows)
+
+        shardings = jax.tree_util.tree_map(lambda a: a.sharding, state)
+        return jax.jit(call, donate_argnums=0,
+                       out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())))
 
     def _n_rows(self, role: str) -> int:
         return self.net.n_users if role == "user" else self.net.n_items
@@ -524,9 +751,12 @@ class TrainLoop:
             return (tv, ntv, ov), loss
         return step
 
-    def _sparse_step(self, rows: int) -> Callable[..., Any]:
+    def _sparse_step(self, rows: int, local: bool = False,
+                     scale: float = 1.0) -> Callable[..., Any]:
         """Loss on the batch's unique rows (a same-config ``TwoTowerNet`` whose tables have
-        ``batch`` rows), then Adagrad/SGD applied to those rows only."""
+        ``batch`` rows), then Adagrad/SGD applied to those rows only. ``local``: one
+        device's step inside ``shard_map`` (its own tables, no mesh); ``scale``: the factor
+        of the gradient (a device's share of a global batch)."""
         import jax
         import jax.numpy as jnp
         import keras
@@ -550,7 +780,7 @@ class TrainLoop:
         acc_pos = ([ov_index[id(opt._accumulators[opt._get_variable_index(v)])]
                     for v in net.trainable_variables] if adagrad else [])
         eps = float(opt.epsilon) if adagrad else 0.0
-        mesh = self._mesh
+        mesh = None if local else self._mesh
 
         # Each table's columns as the table splits them (``shard_tables="columns"``), so
         # the row gradients of a column-split table stay split; otherwise whole.
@@ -609,6 +839,8 @@ class TrainLoop:
             sntv = [n if c else s for n, s, c in zip(ntv, shadow_ntv, carried)]
             xs = {**x, "user": local["user"], "item": local["item"]}
             (loss, sntv), grads = jax.value_and_grad(loss_fn, has_aux=True)(small, sntv, xs)
+            if scale != 1.0:
+                grads = [g * scale for g in grads]
             ntv = [s if c else n for n, s, c in zip(ntv, sntv, carried)]
             ov = list(ov)
             lr = ov[lr_pos].astype(tv[0].dtype)
@@ -628,6 +860,27 @@ class TrainLoop:
             ov[it_pos] = ov[it_pos] + 1
             return (new_tv, ntv, ov), loss
         return step
+
+
+def _to_blocks(a: np.ndarray, p: int, rot: int) -> np.ndarray:
+    """A table in the blocks layout: padded to a multiple of ``p`` rows, id ``r`` at row
+    ``r // p`` of part ``(r % p - rot) % p`` (part ``j`` is device ``j``'s)."""
+    n, rest = a.shape[0], a.shape[1:]
+    full = np.zeros((-(-n // p) * p, *rest), dtype=a.dtype)
+    full[:n] = a
+    parts = full.reshape(-1, p, *rest).swapaxes(0, 1)
+    if rot:
+        parts = np.roll(parts, -rot, axis=0)
+    return np.ascontiguousarray(parts).reshape(-1, *rest)
+
+
+def _from_blocks(a: np.ndarray, p: int, rot: int, n: int) -> np.ndarray:
+    """The inverse of ``_to_blocks``: the table's ``n`` rows in id order."""
+    rest = a.shape[1:]
+    parts = a.reshape(p, -1, *rest)
+    if rot:
+        parts = np.roll(parts, rot, axis=0)
+    return np.ascontiguousarray(parts.swapaxes(0, 1)).reshape(-1, *rest)[:n]
 
 
 def _deleted(state: Any) -> bool:

@@ -1,0 +1,264 @@
+"""The host side of ``shard_tables="blocks"``: examples sorted into strata of row blocks.
+
+With ``p`` devices, id ``r`` of a table belongs to block ``r % p`` and is row ``r // p`` of
+that block. Device ``j`` always holds block ``j`` of the larger table (the *fixed* role) and,
+in stratum ``s``, block ``(j + s) % p`` of the smaller one (the *moving* role), whose blocks
+move one device on between strata. An example whose fixed id is in block ``f`` and moving
+id in block ``m`` is trained by device ``f`` in stratum ``(m - f) % p``. The ``p`` devices of
+one stratum touch disjoint rows of both tables, so they need no collective, and a step that
+gives each device ``batch_size / p`` examples updates the tables exactly as one device
+would on all of them (row-wise Adagrad/SGD updates of disjoint rows commute).
+
+``stratify`` turns the loop's stream of batches (any order) into calls of ``steps`` such
+steps, all of one stratum, buffering up to ``buffer_rows`` examples: it keeps emitting the
+current stratum while each of its devices has a call's worth of examples, and reads on
+otherwise; a stratum changes when the current one runs short (the tables then move, a copy
+of the smaller table on each device). At the end of the input the rest is emitted stratum
+by stratum, one step per call, with padding rows (out-of-range ids and zero targets: they
+read zeros and write nothing) where a device's part runs short.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+Batch = dict[str, np.ndarray]
+STRATUM = "__stratum"  # the host int a call's stratum travels under
+ROWS = "__rows"  # the real (unpadded) examples of each step of a call, [K]
+
+
+@dataclass
+class _Bucket:
+    """Examples of one (stratum, device) pair: packed rows, read from ``at`` on."""
+    parts: list[np.ndarray] = field(default_factory=list)
+    at: int = 0
+    size: int = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows):
+            self.parts.append(rows)
+            self.size += len(rows)
+
+    def take(self, n: int) -> np.ndarray:
+        """Up to ``n`` rows (fewer only when the bucket holds fewer)."""
+        out, need = [], min(n, self.size)
+        self.size -= need
+        while need:
+            part = self.parts[0]
+            got = part[self.at:self.at + need]
+            out.append(got)
+            need -= len(got)
+            self.at += len(got)
+            if self.at == len(part):
+                self.parts.pop(0)
+                self.at = 0
+        if len(out) == 1:
+            return out[0]
+        return np.concatenate(out) if out else np.zeros((0, 0), np.uint32)
+
+
+def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: int,
+             moving: str, n_rows: dict[str, int], buffer_rows: int) -> Iterator[Batch]:
+    """Calls of stratified steps from ``batches`` (dicts of ``[n]`` arrays with ``user``,
+    ``item`` and 4-byte per-example columns such as ``rating``).
+
+    Yields dicts of ``[K, devices, batch_size / devices]`` host arrays: ``user`` and
+    ``item`` as rows of their block (``n_rows[role] // devices`` rounded up marks a padding
+    row), the other columns as given (0 in padding rows), plus ``STRATUM`` (int) and
+    ``ROWS`` (``[K]`` real examples per step).
+    """
+    p, per = devices, batch_size // devices
+    fixed = "item" if moving == "user" else "user"
+    pad_id = {r: -(-n_rows[r] // p) for r in ("user", "item")}  # rows per block
+    cols: list[str] | None = None
+    kinds: list[np.dtype] = []
+    buckets = [[_Bucket() for _ in range(p)] for _ in range(p)]  # [stratum][device]
+    held = 0
+    cur = 0
+    call_rows = steps * per
+
+    def split(b: Batch) -> None:
+        nonlocal cols, kinds, held
+        if cols is None:
+            cols = ["user", "item", *[k for k in b if k not in ("user", "item")]]
+            kinds = [np.asarray(b[k]).dtype for k in cols]
+            for k, kind in zip(cols, kinds):
+                if kind.itemsize not in (4, 8) or kind.kind not in "iuf":
+                    raise ValueError(f"blocks: column {k!r} has dtype {kind}")
+        n = len(b["user"])
+        if n == 0:
+            return
+        rec = np.empty((n, len(cols)), dtype=np.uint32)
+        fid = np.asarray(b[fixed])
+        mid = np.asarray(b[moving])
+        for j, k in enumerate(cols):
+            v = np.asarray(b[k])
+            if k in ("user", "item"):
+                rec[:, j] = (v // p).astype(np.uint32)
+            else:
+                rec[:, j] = v.astype(np.float32 if v.dtype.kind == "f" else np.int32,
+                                     copy=False).view(np.uint32)
+        f_blk = (fid % p).astype(np.int64)
+        key = ((mid % p - f_blk) % p) * p + f_blk  # stratum * p + device
+        order = np.argsort(key.astype(np.uint8 if p * p <= 256 else np.int64), kind="stable")
+        counts = np.bincount(key, minlength=p * p)
+        rec = rec[order]
+        start = 0
+        for c, cnt in enumerate(counts):
+            buckets[c // p][c % p].add(rec[start:start + cnt])
+            start += cnt
+        held += n
+
+    def ready(s: int) -> bool:
+        return all(bk.size >= call_rows for bk in buckets[s])
+
+    def emit(s: int, k: int) -> Batch:
+        nonlocal held
+        assert cols is not None
+        out = np.zeros((p, k * per, len(cols)), dtype=np.uint32)  # device-major
+        real = np.zeros(k, dtype=np.int64)
+        for j in range(p):
+            rows = buckets[s][j].take(k * per)
+            held -= len(rows)
+            flat = out[j]
+            if len(rows):
+                flat[:len(rows)] = rows
+            # padding rows: ids past every block (read as zeros, written nowhere)
+            flat[len(rows):, 0] = pad_id["user"]
+            flat[len(rows):, 1] = pad_id["item"]
+            real += np.minimum(np.maximum(len(rows) - np.arange(k) * per, 0), per)
+        call: Batch = {}
+        for j, (name, kind) in enumerate(zip(cols, kinds)):
+            v = np.ascontiguousarray(out[..., j].reshape(p, k, per).swapaxes(0, 1))
+            if name in ("user", "item"):
+                call[name] = v.view(np.int32)
+            else:
+                call[name] = v.view(np.float32 if kind.kind == "f" else np.int32)
+        call[STRATUM] = s  # type: ignore[assignment]
+        call[ROWS] = real
+        return call
+
+    it = iter(batches)
+    done = False
+
+    def read_until(enough) -> None:  # noqa: ANN001 - a predicate
+        nonlocal done
+        while not done and not enough():
+            b = next(it, None)
+            if b is None:
+                done = True
+            else:
+                split(b)
+
+    whole = p * call_rows  # examples per call
+    while True:
+        read_until(lambda: held >= buffer_rows or any(ready(s) for s in range(p)))
+        if cols is None:
+            return
+        if not ready(cur):
+            others = [s for s in range(p) if ready(s)]
+            if others:  # the stratum with the most to give: the tables move
+                cur = max(others, key=lambda s: min(bk.size for bk in buckets[s]))
+            elif not done:  # full, nothing ready (ids unevenly split): the fullest, padded,
+                cur = max(range(p), key=lambda s: sum(bk.size for bk in buckets[s]))
+            else:  # the end: the rest, stratum by stratum, one step per call
+                for s in [cur, *[t for t in range(p) if t != cur]]:
+                    while any(bk.size for bk in buckets[s]):
+                        yield emit(s, 1)
+                return
+        before = held
+        # a padded call (nothing ready) is one step: none of its steps may be empty
+        yield emit(cur, steps if ready(cur) else 1)
+        # read a call more than was taken until the buffer is full: strata grow long
+        # (few moves of the tables) without a long wait before the first call
+        goal = min(buffer_rows, before + whole)
+        read_until(lambda: held >= goal)
+
+
+@dataclass
+class Packed:
+    """In-memory examples packed for the blocks schedule (``pack``): one 16-byte record
+    per example (ids as rows of their block, then up to two 4-byte columns), each
+    example's ``stratum * p + device``, and how many examples each pair holds."""
+    records: np.ndarray  # [n] complex128: 4 x uint32 each
+    key: np.ndarray  # [n] uint8 / int64
+    counts: np.ndarray  # [p * p]
+    cols: list[str]
+    kinds: list[np.dtype]
+    pad: np.ndarray  # the record of a padding row
+
+
+def pack(x: Batch, *, devices: int, moving: str, n_rows: dict[str, int]) -> Packed | None:
+    """``x`` (``user``, ``item`` and at most two more 1-D columns of 4 or 8 bytes) packed
+    for ``array_calls``; None when it has more columns (``stratify`` then serves)."""
+    p = devices
+    fixed = "item" if moving == "user" else "user"
+    cols = ["user", "item", *[k for k in x if k not in ("user", "item")]]
+    arrays = [np.asarray(x[k]) for k in cols]
+    if len(cols) > 4 or any(a.ndim != 1 or a.dtype.kind not in "iuf"
+                            or a.dtype.itemsize not in (4, 8) for a in arrays):
+        return None
+    n = len(arrays[0])
+    rec = np.zeros((n, 4), dtype=np.uint32)
+    for j, (k, a) in enumerate(zip(cols, arrays)):
+        if k in ("user", "item"):
+            rec[:, j] = a // p
+        else:
+            rec[:, j] = a.astype(np.float32 if a.dtype.kind == "f" else np.int32,
+                                 copy=False).view(np.uint32)
+    f_blk = np.asarray(x[fixed]) % p
+    key = (np.asarray(x[moving]) % p - f_blk) % p * p + f_blk
+    key = key.astype(np.uint8 if p * p <= 256 else np.int64)
+    pad = np.zeros(4, dtype=np.uint32)
+    pad[0], pad[1] = -(-n_rows["user"] // p), -(-n_rows["item"] // p)
+    return Packed(rec.view(np.complex128).reshape(n), key,
+                  np.bincount(key, minlength=p * p), cols,
+                  [a.dtype for a in arrays], pad.view(np.complex128)[0])
+
+
+def array_calls(packed: Packed, *, devices: int, batch_size: int, steps: int,
+                shuffle: bool, seed: int, epoch: int) -> Iterator[Batch]:
+    """The calls of one epoch over in-memory examples: the examples in the permutation
+    drawn from ``seed`` (as ``TrainLoop`` draws it), sorted stably by stratum and
+    device, each stratum in turn (epoch ``e`` starts where epoch ``e - 1`` ended, so the
+    tables move ``p - 1`` times per epoch). A stratum's steps take ``batch_size / p`` of
+    each device's examples; its last steps, fewer than ``steps``, come one per call, and a
+    device whose part ran out gets padding rows."""
+    p, per = devices, batch_size // devices
+    n = len(packed.key)
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    order = order[np.argsort(packed.key[order], kind="stable")]
+    bounds = np.concatenate([[0], np.cumsum(packed.counts)])
+    first = epoch * (p - 1) % p
+    for t in range(p):
+        s = (first + t) % p
+        parts = [order[bounds[s * p + j]:bounds[s * p + j + 1]] for j in range(p)]
+        n_steps = max(-(-len(part) // per) for part in parts)
+        at = 0
+        while at < n_steps:
+            k = steps if n_steps - at >= steps else 1
+            yield _gather(packed, [part[at * per:(at + k) * per] for part in parts],
+                          k, per, s)
+            at += k
+
+
+def _gather(packed: Packed, parts: list[np.ndarray], k: int, per: int, s: int) -> Batch:
+    p = len(parts)
+    out = np.empty((p, k * per), dtype=np.complex128)
+    real = np.zeros(k, dtype=np.int64)
+    for j, idx in enumerate(parts):
+        np.take(packed.records, idx, out=out[j, :len(idx)])
+        out[j, len(idx):] = packed.pad
+        real += np.minimum(np.maximum(len(idx) - np.arange(k) * per, 0), per)
+    words = out.view(np.uint32).reshape(p, k, per, 4)
+    call: Batch = {}
+    for j, (name, kind) in enumerate(zip(packed.cols, packed.kinds)):
+        v = np.ascontiguousarray(words[..., j].swapaxes(0, 1))
+        call[name] = v.view(np.int32 if name in ("user", "item") or kind.kind != "f"
+                            else np.float32)
+    call[STRATUM] = s  # type: ignore[assignment]
+    call[ROWS] = real
+    return call
