@@ -61,7 +61,8 @@ WARM_STEPS = 32  # compiles every method (two calls of 16 steps)
 # XLA CPU settings for one compute thread per simulated device
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 # section c variants: key -> (name, simulated devices, data parallel, model parallel, flags
-# [, how the tables are split: rows (default) or columns])
+# [, how the tables are split: rows (default), columns or blocks[, an offset to the seed of
+# the data order]])
 VARIANTS = {
     "1": ("1 device", 1, 1, 1, ""),
     "1t": ("1 device, 1 XLA thread", 1, 1, 1, ONE_THREAD),
@@ -72,6 +73,9 @@ VARIANTS = {
     "fs": ("2 devices, data parallel, tables row-sharded over the same 2", 2, 2, 0, ""),
     "mpc": ("2 devices, column-sharded tables", 2, 1, 2, "", "columns"),
     "mpb": ("2 devices, tables in blocks", 2, 1, 2, "", "blocks"),
+    # the noise of the planted recall: one device on another order of the same rows
+    "1o": ("1 device, another data order", 1, 1, 1, "", "rows", 1),
+    "1o2": ("1 device, a third data order", 1, 1, 1, "", "rows", 2),
     "mpct": ("2 devices, column-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD,
              "columns"),
 }
@@ -353,7 +357,7 @@ def worker_train(a: argparse.Namespace) -> None:
                      LoopConfig(steps_per_call=a.steps_per_call))
     loop.fit({k: v[:WARM_STEPS * b] for k, v in x.items()}, batch_size=b, shuffle=False)
     cpu0, t0 = os.times(), time.perf_counter()
-    loop.fit(x, batch_size=b, epochs=a.epochs, seed=a.seed)
+    loop.fit(x, batch_size=b, epochs=a.epochs, seed=a.seed + a.order_offset)
     cpu1, wall = os.times(), time.perf_counter() - t0
     cores = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
     print("RESULT " + json.dumps({
@@ -380,6 +384,7 @@ def section_c(a: argparse.Namespace, path: Path, out: dict) -> None:
             env["XLA_FLAGS"] = " ".join(xla + ([flags] if flags else []))
             cmd = [sys.executable, __file__, "--worker", "train", "--dp", str(dp),
                    "--mp", str(mp), "--shard-tables", (shard or ["rows"])[0],
+                   "--order-offset", str(shard[1] if len(shard) > 1 else 0),
                    *a.passthrough]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode:
@@ -615,6 +620,7 @@ def main() -> None:
     p.add_argument("--dp", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--mp", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--shard-tables", default="rows", help=argparse.SUPPRESS)
+    p.add_argument("--order-offset", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--file", help=argparse.SUPPRESS)
     p.add_argument("--fixed-vocab", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--collectives", action="store_true",

@@ -82,13 +82,13 @@ def global_steps(calls: list[dict], p: int, moving: str, n_rows: dict[str, int])
         for t in range(len(c["__rows"])):
             parts = []
             for j in range(p):
-                u, i = c["user"][t, j], c["item"][t, j]
+                u, i = c["user"][j, t], c["item"][j, t]
                 real = u < -(-n_rows["user"] // p)
                 mb = (j + s) % p  # the moving table's block on device j
                 ub, ib = (mb, j) if moving == "user" else (j, mb)
                 parts.append({"user": u[real] * p + ub, "item": i[real] * p + ib,
-                              "rating": c["rating"][t, j][real],
-                              "weight": c["weight"][t, j][real]})
+                              "rating": c["rating"][j, t][real],
+                              "weight": c["weight"][j, t][real]})
             step = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
             n = len(step["user"])
             assert n == c["__rows"][t]

@@ -2,7 +2,8 @@
 
 Trains the tutorial model with tables split by columns over the 2 devices through
 ``TwoTower.fit`` (the product loop) three ways: whole; stopped (Ctrl-C raised in the loop's
-40th call) with a checkpoint; resumed from that checkpoint. Then the same three ways the
+40th call) with a checkpoint; resumed from that checkpoint. The same with the tables in
+blocks (``shard_tables="blocks"``). Then the same three ways the
 ``model.fit`` path with batches split over the 2 devices (data parallel: whole batches from
 the product's own shuffled stream), stopped as epoch 2 of 3 begins. Prints a JSON report:
 whether the resumed tables equal the whole run's, and the restored tables' shard shapes.
@@ -46,6 +47,19 @@ def main(ck: str) -> None:
     TrainLoop._run = run
     resumed = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck)
     table = resumed._net.item_embedding.embeddings.value
+    # tables in blocks: the state's tables are laid out in parts that move between strata;
+    # a checkpoint holds them in id order, and the resumed run replays the schedule
+    apply_distribution(DistributionConfig(model_parallel=2, shard_tables="blocks"))
+    blocks_whole = TwoTower(cfg).fit(x, verbose=0)
+    calls[0] = 0
+    TrainLoop._run = stopping
+    try:
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=ck + "-blocks")
+        blocks_stopped = False
+    except KeyboardInterrupt:
+        blocks_stopped = True
+    TrainLoop._run = run
+    blocks_resumed = TwoTower(cfg).fit(x, verbose=0, checkpoint=ck + "-blocks")
     # model.fit with each batch split over the devices (its resume skips the stream's
     # shuffles of the epochs done)
     apply_distribution(DistributionConfig(data_parallel=2))
@@ -61,6 +75,12 @@ def main(ck: str) -> None:
         "fit_equal": bool(np.array_equal(fit_resumed.item_embeddings,
                                          fit_whole.item_embeddings)),
         "fit_trained_with": fit_resumed.trained_with,
+        "blocks_stopped": blocks_stopped,
+        "blocks_trained_with": blocks_resumed.trained_with,
+        "blocks_equal": bool(np.array_equal(blocks_resumed.item_embeddings,
+                                            blocks_whole.item_embeddings)
+                             and np.array_equal(blocks_resumed.user_embeddings,
+                                                blocks_whole.user_embeddings)),
         "stopped": stopped,
         "equal": bool(np.array_equal(resumed.item_embeddings, whole.item_embeddings)),
         "max_diff": float(np.abs(resumed.item_embeddings - whole.item_embeddings).max()),

@@ -98,18 +98,18 @@ def _examples(calls, p, moving, n_rows):
     for c in calls:
         s = c[STRATUM]
         k = len(c[ROWS])
-        assert c["user"].shape == (k, p, c["user"].shape[2])
+        assert c["user"].shape == (p, k, c["user"].shape[2])
         for t in range(k):
             real = 0
             for j in range(p):
-                u, i = c["user"][t, j], c["item"][t, j]
+                u, i = c["user"][j, t], c["item"][j, t]
                 keep = u < -(-n_rows["user"] // p)
                 assert (keep == (i < -(-n_rows["item"] // p))).all()  # padding: both ids
                 mb = (j + s) % p
                 ub, ib = (mb, j) if moving == "user" else (j, mb)
                 real += keep.sum()
                 out += zip((u[keep] * p + ub).tolist(), (i[keep] * p + ib).tolist(),
-                           c["rating"][t, j][keep].tolist())
+                           c["rating"][j, t][keep].tolist())
             assert real == c[ROWS][t] > 0  # no empty step
     return sorted(out)
 

@@ -357,6 +357,10 @@ def test_resume_on_two_devices_with_tables_split_by_columns(tmp_path):
     assert report["devices"] == 2 and report["shard_shape"] == [report["shape"][0],
                                                                 report["shape"][1] // 2]
     assert report["equal"], report
+    # tables in blocks (parts moved between strata when stopped) resume exactly too
+    assert report["blocks_stopped"] and "in blocks over 2 devices" in report[
+        "blocks_trained_with"]
+    assert report["blocks_equal"], report
     # the model.fit path with batches split over the 2 devices resumes exactly too
     assert report["fit_trained_with"] == "model.fit" and report["fit_equal"], report
 

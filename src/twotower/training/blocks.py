@@ -65,7 +65,7 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
     """Calls of stratified steps from ``batches`` (dicts of ``[n]`` arrays with ``user``,
     ``item`` and 4-byte per-example columns such as ``rating``).
 
-    Yields dicts of ``[K, devices, batch_size / devices]`` host arrays: ``user`` and
+    Yields dicts of ``[devices, K, batch_size / devices]`` host arrays: ``user`` and
     ``item`` as rows of their block (``n_rows[role] // devices`` rounded up marks a padding
     row), the other columns as given (0 in padding rows), plus ``STRATUM`` (int) and
     ``ROWS`` (``[K]`` real examples per step).
@@ -132,7 +132,7 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
             real += np.minimum(np.maximum(len(rows) - np.arange(k) * per, 0), per)
         call: Batch = {}
         for j, (name, kind) in enumerate(zip(cols, kinds)):
-            v = np.ascontiguousarray(out[..., j].reshape(p, k, per).swapaxes(0, 1))
+            v = np.ascontiguousarray(out[..., j]).reshape(p, k, per)
             if name in ("user", "item"):
                 call[name] = v.view(np.int32)
             else:
@@ -256,7 +256,7 @@ def _gather(packed: Packed, parts: list[np.ndarray], k: int, per: int, s: int) -
     words = out.view(np.uint32).reshape(p, k, per, 4)
     call: Batch = {}
     for j, (name, kind) in enumerate(zip(packed.cols, packed.kinds)):
-        v = np.ascontiguousarray(words[..., j].swapaxes(0, 1))
+        v = np.ascontiguousarray(words[..., j])
         call[name] = v.view(np.int32 if name in ("user", "item") or kind.kind != "f"
                             else np.float32)
     call[STRATUM] = s  # type: ignore[assignment]

@@ -47,6 +47,9 @@ _ALL = "__all_devices"  # suffix of the ids gathered whole once per call (sparse
 # host by the input thread (row-wise updates): XLA's CPU sort took about 9x as long as
 # np.unique for the two tables of a 1,000-row batch (benchmarks/probes/unique_cost.py)
 _UNQ, _INV = "__unique", "__inverse"
+# a blocks call: its one packed array on the devices, and the names and dtypes of the
+# columns after the ids (``TrainLoop._put_blocks``)
+_PACKED, _KINDS = "__packed", "__kinds"
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,7 @@ class LoopConfig(Config):
             core is idle), ``normal``, or ``auto``: low when training on several CPU
             devices, whose compute threads then fill every core and stall together
             whenever the input thread takes one of them (``docs/scaling.md``); normal
-            otherwise.
+            otherwise, and with tables in blocks (no step waits for another device).
         progress_every_s: a progress line on stderr this often (0: silent).
         blocks_buffer_rows: with tables split in blocks (``shard_tables="blocks"``), the
             examples held to sort them into strata (12-16 bytes each): a stratum runs
@@ -199,10 +202,12 @@ class TrainLoop:
                     _check_ids(np.asarray(arrays[role]), role, self._n_rows(role),
                                "row {at}")
 
-            packed = _pack_rows(arrays) if shuffle else None
+            packs: list[Any] = []  # packed once, when first read (never by tables in blocks)
 
             def data(epoch: int) -> Iterator[Batch]:
-                batches = _array_batches(arrays, batch_size, shuffle, seed + epoch, packed)
+                if not packs:
+                    packs.append(_pack_rows(arrays) if shuffle else None)
+                batches = _array_batches(arrays, batch_size, shuffle, seed + epoch, packs[0])
                 return (process_parts(batches, self._mesh)
                         if self._processes > 1 else batches)
         self._setup()
@@ -251,7 +256,7 @@ class TrainLoop:
                     with (_signals_held(callables_only=True) if checkpoint is not None
                           else nullcontext()):
                         state, losses = self._run(state, stacked)
-                        if self._mesh is not None:
+                        if self._mesh is not None and not self._blocks:
                             # one multi-device call in flight at a time: on CPU, queued
                             # calls can hold the thread pool while another waits in a
                             # collective (XLA rendezvous deadlock seen with 2 simulated
@@ -417,7 +422,9 @@ class TrainLoop:
             local = ([d for d in self._mesh.devices.flat if d.process_index == me]
                      if self._mesh is not None else [])
             cpu_mesh = len(local) > 1 and all(d.platform == "cpu" for d in local)
-            mode = "low" if cpu_mesh else "normal"
+            # tables in blocks: no device waits for another in a step, so none stalls
+            # while the input thread takes a core (measured: normal is faster there)
+            mode = "low" if cpu_mesh and not self._blocks else "normal"
         return 19 if mode == "low" else 0
 
     def _state(self) -> tuple[list[Any], list[Any], list[Any]]:
@@ -591,8 +598,9 @@ class TrainLoop:
             yield self._put_blocks(call), call[ROWS].astype(np.float64)
 
     def _put_blocks(self, call: Batch) -> dict[str, Any]:
-        """A stratified call on the devices: ``[K, p, B / p]`` arrays split over the
-        devices (each step's unique rows found here), ``ROWS`` whole."""
+        """A stratified call on the devices as one ``[p, K, C, B / p]`` int32 array split
+        over the devices along its first axis (one transfer per call): each step's unique
+        rows and positions of both tables (found here), then the other columns' bits."""
         import jax
         from jax.sharding import NamedSharding, PartitionSpec
 
@@ -600,86 +608,115 @@ class TrainLoop:
         from twotower.training.distribution import MODEL_AXIS
         call = dict(call)
         stratum, rows = call.pop(STRATUM), call.pop(ROWS)
-        k, p, per = call["user"].shape
+        p, k, per = call["user"].shape
+        parts = []
         for role in ("user", "item"):
             # ids past the last block row are padding: read as zeros, written nowhere
-            u, inv = _host_unique(call.pop(role).reshape(k * p, per),
+            u, inv = _host_unique(call.pop(role).reshape(p * k, per),
                                   -(-self._n_rows(role) // p) + 1)
-            call[role + _UNQ], call[role + _INV] = (u.reshape(k, p, per),
-                                                    inv.reshape(k, p, per))
-        split = NamedSharding(self._mesh, PartitionSpec(None, MODEL_AXIS))
-        whole = NamedSharding(self._mesh, PartitionSpec())
-        placed = jax.device_put({**call, ROWS: rows.astype(np.float32)},
-                                {**{key: split for key in call}, ROWS: whole})
-        placed[STRATUM] = stratum
-        return placed
+            parts += [u.reshape(p, k, per), inv.reshape(p, k, per)]
+        values = sorted(call)
+        parts += [call[name].view(np.int32) for name in values]
+        packed = np.stack(parts, axis=2)
+        placed = jax.device_put(packed, NamedSharding(self._mesh, PartitionSpec(MODEL_AXIS)))
+        kinds = tuple((name, call[name].dtype.str) for name in values)
+        return {_PACKED: placed, STRATUM: stratum, ROWS: rows, _KINDS: kinds}
 
     def _run_blocks(self, state: Any, stacked: dict[str, Any]) -> tuple[Any, Any]:
+        import jax
         import keras
 
-        from twotower.training.blocks import STRATUM
-        stacked = dict(stacked)
-        stratum = stacked.pop(STRATUM)
-        key = ("blocks", tuple((k, v.shape) for k, v in sorted(stacked.items())))
-        fn = self._fns.get(key)
-        if fn is None:
-            fn = self._fns[key] = self._compile_blocks(state, stacked)
-        shift = np.int32((stratum - self._rot) % self._blocks)
+        from twotower.training.blocks import ROWS, STRATUM
+        stratum, rows = stacked[STRATUM], stacked[ROWS]
+        packed, kinds = stacked[_PACKED], stacked[_KINDS]
         dist = keras.distribution.distribution()
         keras.distribution.set_distribution(None)  # each device's step is its own
         try:
-            out = fn(state, stacked, shift)
+            shift = (stratum - self._rot) % self._blocks
+            if shift:
+                # the only collective: after the calls queued before it, and alone (CPU
+                # collectives queued beside other calls can deadlock)
+                jax.block_until_ready(state)
+                move = self._fns.get("blocks-move")
+                if move is None:
+                    move = self._fns["blocks-move"] = self._compile_move(state)
+                state = jax.block_until_ready(move(state, np.int32(shift)))
+                self._rot = stratum
+            key = ("blocks", packed.shape, kinds)
+            fn = self._fns.get(key)
+            if fn is None:
+                fn = self._fns[key] = self._compile_blocks(state, packed.shape[3], kinds)
+            state, losses = fn(state, packed)
         finally:
             keras.distribution.set_distribution(dist)
-        self._rot = stratum
-        return out
+        return state, _StepLosses(losses, packed.shape[3] / np.maximum(rows, 1))
 
-    def _compile_blocks(self, state: Any, stacked: dict[str, Any]) -> Any:
-        """One jitted call of the blocks schedule: under ``shard_map`` each device first
-        moves the moving table's parts ``shift`` devices on (``ppermute``), then runs its
-        steps on its own rows; the step losses are combined into the global batch's."""
+    def _compile_blocks(self, state: Any, per: int,
+                        kinds: tuple[tuple[str, str], ...]) -> Any:
+        """One jitted call of the blocks schedule: under ``shard_map`` each device runs
+        its steps on its own rows (the call's ``[p, K, C, per]`` array, ``_put_blocks``;
+        ``kinds``: the names and dtypes of its columns after the ids); no collective (the
+        step losses stay per device)."""
         import jax
-        from jax.sharding import NamedSharding, PartitionSpec
+        from jax.sharding import PartitionSpec
 
-        from twotower.training.blocks import ROWS
         from twotower.training.distribution import MODEL_AXIS
         p, mesh = self._blocks, self._mesh
-        per = stacked["user" + _INV].shape[2]
         step = self._sparse_step(per, local=True, scale=1.0 / p)
-        tree = jax.tree_util.tree_structure(state)
-        moving = [r == self._moving for r in self._leaf_roles]
-        specs = jax.tree_util.tree_unflatten(
-            tree, [PartitionSpec(MODEL_AXIS) if r else PartitionSpec()
-                   for r in self._leaf_roles])
-        ring = [(j, (j - 1) % p) for j in range(p)]  # device j's part goes to j - 1
+        specs = self._block_specs(state)
+        ids = ["user" + _UNQ, "user" + _INV, "item" + _UNQ, "item" + _INV]
 
-        def local(state: Any, x: dict[str, Any], shift: Any) -> Any:
-            leaves = jax.tree_util.tree_leaves(state)
+        def unpack(x: Any) -> dict[str, Any]:  # one step's [C, per]
+            out = {name: x[c] for c, name in enumerate(ids)}
+            for c, (name, kind) in enumerate(kinds, start=len(ids)):
+                out[name] = (jax.lax.bitcast_convert_type(x[c], np.dtype(kind))
+                             if np.dtype(kind) != np.int32 else x[c])
+            return out
 
-            def move(_: Any, ls: list[Any]) -> list[Any]:
-                return [jax.lax.ppermute(a, MODEL_AXIS, ring) if m else a
-                        for a, m in zip(ls, moving)]
-            leaves = jax.lax.fori_loop(0, shift, move, leaves)
-            state = jax.tree_util.tree_unflatten(tree, leaves)
-            state, losses = jax.lax.scan(step, state, {k: v[:, 0] for k, v in x.items()})
-            return state, losses[:, None]
+        def local(state: Any, packed: Any) -> Any:
+            state, losses = jax.lax.scan(lambda s, x: step(s, unpack(x)), state, packed[0])
+            return state, losses[None, :]
 
         body = jax.shard_map(local, mesh=mesh,
-                             in_specs=(specs, PartitionSpec(None, MODEL_AXIS), PartitionSpec()),
-                             out_specs=(specs, PartitionSpec(None, MODEL_AXIS)),
+                             in_specs=(specs, PartitionSpec(MODEL_AXIS)),
+                             out_specs=(specs, PartitionSpec(MODEL_AXIS)),
                              check_vma=False)
-
-        def call(state: Any, x: dict[str, Any], shift: Any) -> Any:
-            x = dict(x)
-            rows = x.pop(ROWS)
-            state, losses = body(state, x, shift)
-            # each device's loss is its mean over B / p rows (padding included): the
-            # step's mean over its real rows
-            return state, losses.sum(axis=1) * (per / rows)
-
         shardings = jax.tree_util.tree_map(lambda a: a.sharding, state)
-        return jax.jit(call, donate_argnums=0,
-                       out_shardings=(shardings, NamedSharding(mesh, PartitionSpec())))
+        return jax.jit(body, donate_argnums=0, out_shardings=(shardings, None))
+
+    def _compile_move(self, state: Any) -> Any:
+        """The moving table's parts (and their accumulators) ``shift`` devices on: device
+        ``j``'s part goes to device ``j - 1`` per step of the ring (``ppermute``)."""
+        import jax
+
+        from twotower.training.distribution import MODEL_AXIS
+        p = self._blocks
+        moving = [r == self._moving for r in self._leaf_roles]
+        tree = jax.tree_util.tree_structure(state)
+        specs = self._block_specs(state)
+        ring = [(j, (j - 1) % p) for j in range(p)]
+
+        def local(state: Any, shift: Any) -> Any:
+            def once(_: Any, leaves: list[Any]) -> list[Any]:
+                return [jax.lax.ppermute(a, MODEL_AXIS, ring) if m else a
+                        for a, m in zip(leaves, moving)]
+            leaves = jax.lax.fori_loop(0, shift, once, jax.tree_util.tree_leaves(state))
+            return jax.tree_util.tree_unflatten(tree, leaves)
+
+        from jax.sharding import PartitionSpec
+        body = jax.shard_map(local, mesh=self._mesh, in_specs=(specs, PartitionSpec()),
+                             out_specs=specs, check_vma=False)
+        shardings = jax.tree_util.tree_map(lambda a: a.sharding, state)
+        return jax.jit(body, donate_argnums=0, out_shardings=shardings)
+
+    def _block_specs(self, state: Any) -> Any:
+        import jax
+        from jax.sharding import PartitionSpec
+
+        from twotower.training.distribution import MODEL_AXIS
+        return jax.tree_util.tree_unflatten(
+            jax.tree_util.tree_structure(state),
+            [PartitionSpec(MODEL_AXIS) if r else PartitionSpec() for r in self._leaf_roles])
 
     def _n_rows(self, role: str) -> int:
         return self.net.n_users if role == "user" else self.net.n_items
@@ -860,6 +897,31 @@ class TrainLoop:
             ov[it_pos] = ov[it_pos] + 1
             return (new_tv, ntv, ov), loss
         return step
+
+
+class _StepLosses:
+    """The step losses of a blocks call: each device's mean over its ``B / p`` rows
+    (``[p, K]``, on the devices), combined on the host when read into each step's mean
+    over its real rows (``scale``: ``(B / p) / real rows``). Combining them in the call
+    would put a collective in every call."""
+
+    def __init__(self, per_device: Any, scale: np.ndarray) -> None:
+        self._per_device, self._scale = per_device, scale
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = (np.asarray(self._per_device, dtype=np.float64).sum(axis=0)
+               * self._scale).astype(np.float32)
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, i: Any) -> Any:
+        return np.asarray(self)[i]
+
+    def __len__(self) -> int:
+        return len(self._scale)
+
+    def block_until_ready(self) -> "_StepLosses":
+        self._per_device.block_until_ready()
+        return self
 
 
 def _to_blocks(a: np.ndarray, p: int, rot: int) -> np.ndarray:
