@@ -190,6 +190,7 @@ class TrainLoop:
 
         from twotower.training.stream import Progress
         arrays = None
+        self._packed = self._packed_for = None  # packed for blocks anew each fit
         if isinstance(data, dict):
             if not batch_size:
                 raise ConfigError("fit: batch_size is required with in-memory data")
@@ -295,6 +296,7 @@ class TrainLoop:
                                      stopping=True)
             raise
         finally:
+            self._packed = self._packed_for = None
             # a stop inside a call leaves `state` donated to it (deleted): the last whole one
             for whole in (state, at[0]):
                 if not _deleted(whole):
@@ -561,7 +563,7 @@ class TrainLoop:
         p = self._blocks
         n_rows = {"user": self.net.n_users, "item": self.net.n_items}
         if arrays is not None:
-            if self._packed_for is not arrays:  # once per fit
+            if self._packed_for is not arrays:  # once per fit (reset by fit)
                 self._packed = pack(arrays, devices=p, moving=self._moving, n_rows=n_rows)
                 self._packed_for = arrays
         it = iter(batches) if arrays is None or self._packed is None else iter(())
@@ -574,6 +576,7 @@ class TrainLoop:
                               f"distribution.model_parallel ({p}) with shard_tables "
                               "'blocks': each device trains batch_size / model_parallel "
                               "examples per step")
+
         def checked(batches: Iterable[Batch]) -> Iterator[Batch]:
             for b in batches:  # out-of-range ids would train the tables' padding rows
                 for role in ("user", "item"):
