@@ -203,15 +203,23 @@ class TrainLoop:
                     _check_ids(np.asarray(arrays[role]), role, self._n_rows(role),
                                "row {at}")
 
-            packs: list[Any] = []  # packed once, when first read (never by tables in blocks)
+            packs: list[Any] = []  # packed once per fit, below (by each schedule its own way)
 
             def data(epoch: int) -> Iterator[Batch]:
-                if not packs:
-                    packs.append(_pack_rows(arrays) if shuffle else None)
-                batches = _array_batches(arrays, batch_size, shuffle, seed + epoch, packs[0])
+                batches = _array_batches(arrays, batch_size, shuffle, seed + epoch,
+                                         packs[0] if packs else None)
                 return (process_parts(batches, self._mesh)
                         if self._processes > 1 else batches)
         self._setup()
+        if arrays is not None:  # before the first epoch's clock starts
+            if self._blocks:
+                from twotower.training.blocks import pack
+                self._packed = pack(arrays, devices=self._blocks, moving=self._moving,
+                                    n_rows={"user": self.net.n_users,
+                                            "item": self.net.n_items})
+                self._packed_for = arrays
+            elif shuffle:
+                packs.append(_pack_rows(arrays))
         start, skip, losses_all, history = 0, 0, [], []
         epoch_losses: list[tuple[Any, np.ndarray]] = []
         saved = checkpoint.load_state() if checkpoint is not None else None
@@ -562,10 +570,9 @@ class TrainLoop:
         from twotower.training.blocks import ROWS, array_calls, pack, stratify
         p = self._blocks
         n_rows = {"user": self.net.n_users, "item": self.net.n_items}
-        if arrays is not None:
-            if self._packed_for is not arrays:  # once per fit (reset by fit)
-                self._packed = pack(arrays, devices=p, moving=self._moving, n_rows=n_rows)
-                self._packed_for = arrays
+        if arrays is not None and self._packed_for is not arrays:  # fit packs them first
+            self._packed = pack(arrays, devices=p, moving=self._moving, n_rows=n_rows)
+            self._packed_for = arrays
         it = iter(batches) if arrays is None or self._packed is None else iter(())
         first = next(it, None)
         if first is None and (arrays is None or self._packed is None):
