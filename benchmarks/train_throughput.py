@@ -76,6 +76,9 @@ VARIANTS = {
     # the noise of the planted recall: one device on another order of the same rows
     "1o": ("1 device, another data order", 1, 1, 1, "", "rows", 1),
     "1o2": ("1 device, a third data order", 1, 1, 1, "", "rows", 2),
+    "1o3": ("1 device, a fourth data order", 1, 1, 1, "", "rows", 3),
+    "mpbo": ("2 devices, tables in blocks, another data order", 2, 1, 2, "", "blocks", 1),
+    "mpbo2": ("2 devices, tables in blocks, a third data order", 2, 1, 2, "", "blocks", 2),
     "mpct": ("2 devices, column-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD,
              "columns"),
 }

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from twotower.errors import DataError
+
 Batch = dict[str, np.ndarray]
 STRATUM = "__stratum"  # the host int a call's stratum travels under
 ROWS = "__rows"  # the real (unpadded) examples of each step of a call, [K]
@@ -87,7 +89,8 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
             kinds = [np.asarray(b[k]).dtype for k in cols]
             for k, kind in zip(cols, kinds):
                 if kind.itemsize not in (4, 8) or kind.kind not in "iuf":
-                    raise ValueError(f"blocks: column {k!r} has dtype {kind}")
+                    raise DataError(f"fit: column {k!r} has dtype {kind}; tables in blocks "
+                                    "take numeric columns of 4 or 8 bytes")
         n = len(b["user"])
         if n == 0:
             return
