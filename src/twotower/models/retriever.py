@@ -1000,7 +1000,9 @@ class TwoTower:
                 b = stream.batches(cfg.batch_size, epoch, inputs=inputs)
                 return process_parts(b, mesh) if jax.process_count() > 1 else b
             self.history = loop.fit(batches, epochs=cfg.epochs, checkpoint=ck)
-            self.trained_with = "TrainLoop on a stream"
+            self.trained_with = ("TrainLoop on a stream, tables in blocks over "
+                                 f"{_blocks_devices()} devices" if _blocks_devices() > 1
+                                 else "TrainLoop on a stream")
             self._net = net
             self._export_tables()
             self._check_trained()

@@ -390,6 +390,8 @@ class TrainLoop:
         """Devices of a ``shard_tables="blocks"`` distribution (0 without one); sets up
         which state leaves are tables and which table moves. ConfigError where the blocks
         schedule would not train the model that one device trains."""
+        import keras
+
         from twotower.training.distribution import MODEL_AXIS
         if self._dist is None or getattr(self._dist, "shard_tables", None) != "blocks":
             return 0
@@ -412,13 +414,13 @@ class TrainLoop:
                               f"updates; not here: {why}. Use 'rows' or 'columns'")
         net, opt = self.net, self.optimizer
         roles = {id(v): _role_of(v.path) for v in net.trainable_variables}
-        if isinstance(opt, __import__("keras").optimizers.Adagrad):
+        if isinstance(opt, keras.optimizers.Adagrad):
             for v in net.trainable_variables:
                 roles[id(opt._accumulators[opt._get_variable_index(v)])] = roles[id(v)]
         variables = self._variables()
         self._leaf_roles = [roles.get(id(v)) for v in variables]
         self._leaf_rows = [int(v.shape[0]) if roles.get(id(v)) else 0 for v in variables]
-        # the smaller table moves between strata (a copy of it on each device)
+        # the smaller table's parts move between strata (each device sends its part on)
         self._moving = "user" if net.n_users <= net.n_items else "item"
         self._rot = 0
         return p
@@ -698,6 +700,7 @@ class TrainLoop:
         """The moving table's parts (and their accumulators) ``shift`` devices on: device
         ``j``'s part goes to device ``j - 1`` per step of the ring (``ppermute``)."""
         import jax
+        from jax.sharding import PartitionSpec
 
         from twotower.training.distribution import MODEL_AXIS
         p = self._blocks
@@ -713,7 +716,6 @@ class TrainLoop:
             leaves = jax.lax.fori_loop(0, shift, once, jax.tree_util.tree_leaves(state))
             return jax.tree_util.tree_unflatten(tree, leaves)
 
-        from jax.sharding import PartitionSpec
         body = jax.shard_map(local, mesh=self._mesh, in_specs=(specs, PartitionSpec()),
                              out_specs=specs, check_vma=False)
         shardings = jax.tree_util.tree_map(lambda a: a.sharding, state)
