@@ -73,7 +73,6 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
     ``ROWS`` (``[K]`` real examples per step).
     """
     p, per = devices, batch_size // devices
-    fixed = "item" if moving == "user" else "user"
     pad_id = {r: -(-n_rows[r] // p) for r in ("user", "item")}  # rows per block
     cols: list[str] | None = None
     kinds: list[np.dtype] = []
@@ -94,18 +93,8 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
         n = len(b["user"])
         if n == 0:
             return
-        rec = np.empty((n, len(cols)), dtype=np.uint32)
-        fid = np.asarray(b[fixed])
-        mid = np.asarray(b[moving])
-        for j, k in enumerate(cols):
-            v = np.asarray(b[k])
-            if k in ("user", "item"):
-                rec[:, j] = (v // p).astype(np.uint32)
-            else:
-                rec[:, j] = v.astype(np.float32 if v.dtype.kind == "f" else np.int32,
-                                     copy=False).view(np.uint32)
-        f_blk = (fid % p).astype(np.int64)
-        key = ((mid % p - f_blk) % p) * p + f_blk  # stratum * p + device
+        rec = _words(b, cols, p, len(cols))
+        key = _pair_of(b, p, moving)
         order = np.argsort(key.astype(np.uint8 if p * p <= 256 else np.int64), kind="stable")
         counts = np.bincount(key, minlength=p * p)
         rec = rec[order]
@@ -181,6 +170,29 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
         read_until(lambda: held >= goal)
 
 
+def _words(x: Batch, cols: list[str], p: int, width: int) -> np.ndarray:
+    """``[n, width]`` uint32: the ids of ``x`` as rows of their block, then its other
+    ``cols`` as the bits of float32 / int32 values (zeros past ``cols``)."""
+    n = len(x["user"])
+    rec = np.zeros((n, width), dtype=np.uint32)
+    for j, k in enumerate(cols):
+        v = np.asarray(x[k])
+        if k in ("user", "item"):
+            rec[:, j] = v // p
+        else:
+            rec[:, j] = v.astype(np.float32 if v.dtype.kind == "f" else np.int32,
+                                 copy=False).view(np.uint32)
+    return rec
+
+
+def _pair_of(x: Batch, p: int, moving: str) -> np.ndarray:
+    """Each example's (stratum, device) pair, ``stratum * p + device``: the device holds
+    its fixed-role id's block; the stratum is how far the moving id's block lies past it."""
+    fixed = "item" if moving == "user" else "user"
+    f_blk = np.asarray(x[fixed]).astype(np.int64) % p
+    return (np.asarray(x[moving]).astype(np.int64) % p - f_blk) % p * p + f_blk
+
+
 @dataclass
 class Packed:
     """In-memory examples packed for the blocks schedule (``pack``): one 16-byte record
@@ -197,22 +209,14 @@ def pack(x: Batch, *, devices: int, moving: str, n_rows: dict[str, int]) -> Pack
     """``x`` (``user``, ``item`` and at most two more 1-D columns of 4 or 8 bytes) packed
     for ``array_calls``; None when it has more columns (``stratify`` then serves)."""
     p = devices
-    fixed = "item" if moving == "user" else "user"
     cols = ["user", "item", *[k for k in x if k not in ("user", "item")]]
     arrays = [np.asarray(x[k]) for k in cols]
     if len(cols) > 4 or any(a.ndim != 1 or a.dtype.kind not in "iuf"
                             or a.dtype.itemsize not in (4, 8) for a in arrays):
         return None
     n = len(arrays[0])
-    rec = np.zeros((n, 4), dtype=np.uint32)
-    for j, (k, a) in enumerate(zip(cols, arrays)):
-        if k in ("user", "item"):
-            rec[:, j] = a // p
-        else:
-            rec[:, j] = a.astype(np.float32 if a.dtype.kind == "f" else np.int32,
-                                 copy=False).view(np.uint32)
-    f_blk = np.asarray(x[fixed]) % p
-    key = (np.asarray(x[moving]) % p - f_blk) % p * p + f_blk
+    rec = _words(x, cols, p, 4)
+    key = _pair_of(x, p, moving)
     order = np.argsort(key.astype(np.uint8 if p * p <= 256 else np.int64), kind="stable")
     bounds = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=p * p))])
     order = order.astype(np.int32 if n < 1 << 31 else np.int64)
