@@ -67,6 +67,8 @@ def worker(mode: str, rows: int) -> None:
 
     loop = new_loop()
     loop._setup()
+    if mode == "blocks":
+        loop._pack_blocks(x)  # as fit does first
 
     def groups(seed: int):
         if mode == "blocks":

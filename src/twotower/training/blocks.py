@@ -111,7 +111,7 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
         nonlocal held
         assert cols is not None
         out = np.zeros((p, k * per, len(cols)), dtype=np.uint32)  # device-major
-        real = np.zeros(k, dtype=np.int64)
+        lens = []
         for j in range(p):
             rows = buckets[s][j].take(k * per)
             held -= len(rows)
@@ -121,17 +121,8 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
             # padding rows: ids past every block (read as zeros, written nowhere)
             flat[len(rows):, 0] = pad_id["user"]
             flat[len(rows):, 1] = pad_id["item"]
-            real += np.minimum(np.maximum(len(rows) - np.arange(k) * per, 0), per)
-        call: Batch = {}
-        for j, (name, kind) in enumerate(zip(cols, kinds)):
-            v = np.ascontiguousarray(out[..., j]).reshape(p, k, per)
-            if name in ("user", "item"):
-                call[name] = v.view(np.int32)
-            else:
-                call[name] = v.view(np.float32 if kind.kind == "f" else np.int32)
-        call[STRATUM] = s  # type: ignore[assignment]
-        call[ROWS] = real
-        return call
+            lens.append(len(rows))
+        return _call(out.reshape(p, k, per, len(cols)), lens, s, cols, kinds)
 
     it = iter(batches)
     done = False
@@ -257,17 +248,24 @@ def array_calls(packed: Packed, *, devices: int, batch_size: int, steps: int,
 def _gather(packed: Packed, parts: list[np.ndarray], k: int, per: int, s: int) -> Batch:
     p = len(parts)
     out = np.empty((p, k * per), dtype=np.complex128)
-    real = np.zeros(k, dtype=np.int64)
     for j, idx in enumerate(parts):
         np.take(packed.records, idx, out=out[j, :len(idx)])
         out[j, len(idx):] = packed.pad
-        real += np.minimum(np.maximum(len(idx) - np.arange(k) * per, 0), per)
-    words = out.view(np.uint32).reshape(p, k, per, 4)
+    return _call(out.view(np.uint32).reshape(p, k, per, 4), [len(i) for i in parts], s,
+                 packed.cols, packed.kinds)
+
+
+def _call(words: np.ndarray, lens: list[int], s: int, cols: list[str],
+          kinds: list[np.dtype]) -> Batch:
+    """A call of stratum ``s`` from its ``[p, K, B / p, W]`` uint32 words (each device's
+    first ``lens[j]`` rows real, the rest padding): one ``[p, K, B / p]`` array per column
+    of ``cols`` (ids and integers as int32, floats as float32), ``STRATUM`` and ``ROWS``."""
+    _, k, per, _ = words.shape
     call: Batch = {}
-    for j, (name, kind) in enumerate(zip(packed.cols, packed.kinds)):
+    for j, (name, kind) in enumerate(zip(cols, kinds)):
         v = np.ascontiguousarray(words[..., j])
         call[name] = v.view(np.int32 if name in ("user", "item") or kind.kind != "f"
                             else np.float32)
     call[STRATUM] = s  # type: ignore[assignment]
-    call[ROWS] = real
+    call[ROWS] = sum(np.clip(n - np.arange(k) * per, 0, per) for n in lens)
     return call

@@ -156,8 +156,7 @@ class TrainLoop:
         self.sparse: bool | None = None
         self._fns: dict[Any, Any] = {}
         self._blocks = 0  # devices of a shard_tables="blocks" distribution (_setup)
-        self._packed: Any = None  # in-memory examples packed for it, and for which data
-        self._packed_for: Any = None
+        self._packed: Any = None  # in-memory examples packed for it (by fit)
 
     # ------------------------------------------------------------------ public
     def fit(self, data: Batch | Callable[[int], Iterable[Batch]], *, epochs: int = 1,
@@ -190,7 +189,7 @@ class TrainLoop:
 
         from twotower.training.stream import Progress
         arrays = None
-        self._packed = self._packed_for = None  # packed for blocks anew each fit
+        self._packed = None  # packed for blocks anew each fit
         if isinstance(data, dict):
             if not batch_size:
                 raise ConfigError("fit: batch_size is required with in-memory data")
@@ -213,11 +212,7 @@ class TrainLoop:
         self._setup()
         if arrays is not None:  # before the first epoch's clock starts
             if self._blocks:
-                from twotower.training.blocks import pack
-                self._packed = pack(arrays, devices=self._blocks, moving=self._moving,
-                                    n_rows={"user": self.net.n_users,
-                                            "item": self.net.n_items})
-                self._packed_for = arrays
+                self._pack_blocks(arrays)
             elif shuffle:
                 packs.append(_pack_rows(arrays))
         start, skip, losses_all, history = 0, 0, [], []
@@ -304,7 +299,7 @@ class TrainLoop:
                                      stopping=True)
             raise
         finally:
-            self._packed = self._packed_for = None
+            self._packed = None
             # a stop inside a call leaves `state` donated to it (deleted): the last whole one
             for whole in (state, at[0]):
                 if not _deleted(whole):
@@ -561,53 +556,61 @@ class TrainLoop:
         return fn(state, stacked)
 
     # ------------------------------------------------------------------ blocks
+    def _pack_blocks(self, arrays: Batch) -> None:
+        """In-memory ``arrays`` packed for the blocks schedule (``self._packed``; None
+        when they have columns ``pack`` does not take: they are then stratified as a
+        stream)."""
+        from twotower.training.blocks import pack
+        self._packed = pack(arrays, devices=self._blocks, moving=self._moving,
+                            n_rows={"user": self.net.n_users, "item": self.net.n_items})
+
     def _block_groups(self, batches: Iterable[Batch], batch_size: int | None,
                       done: int, epoch: int = 0, arrays: Batch | None = None,
                       shuffle: bool = True, seed: int = 0
                       ) -> Iterator[tuple[Any, np.ndarray]]:
         """The calls of the blocks schedule placed on the devices, after the first
-        ``done`` steps (a resumed epoch): from in-memory ``arrays``
-        (``twotower.training.blocks.array_calls``; ``batches`` unread), else from
-        ``batches`` (``stratify``)."""
-        from twotower.training.blocks import ROWS, array_calls, pack, stratify
+        ``done`` steps (a resumed epoch): from in-memory ``arrays`` packed by
+        ``_pack_blocks`` (``twotower.training.blocks.array_calls``; ``batches`` unread),
+        else from ``batches`` (``stratify``)."""
+        from twotower.training.blocks import ROWS, array_calls, stratify
         p = self._blocks
-        n_rows = {"user": self.net.n_users, "item": self.net.n_items}
-        if arrays is not None and self._packed_for is not arrays:  # fit packs them first
-            self._packed = pack(arrays, devices=p, moving=self._moving, n_rows=n_rows)
-            self._packed_for = arrays
-        it = iter(batches) if arrays is None or self._packed is None else iter(())
-        first = next(it, None)
-        if first is None and (arrays is None or self._packed is None):
-            return
-        size = batch_size or len(first["user"])
+        if arrays is not None and self._packed is not None:
+            size = batch_size
+            calls = array_calls(self._packed, devices=p, batch_size=size,
+                                steps=self.config.steps_per_call, shuffle=shuffle,
+                                seed=seed, epoch=epoch)
+        else:
+            it = iter(batches)
+            first = next(it, None)
+            if first is None:
+                return
+            size = batch_size or len(first["user"])
+            calls = stratify(self._checked(itertools.chain([first], it)), devices=p,
+                             batch_size=size, steps=self.config.steps_per_call,
+                             moving=self._moving,
+                             n_rows={"user": self.net.n_users, "item": self.net.n_items},
+                             buffer_rows=self.config.blocks_buffer_rows)
         if size % p:
             raise ConfigError(f"batch_size {size} must be divisible by "
                               f"distribution.model_parallel ({p}) with shard_tables "
                               "'blocks': each device trains batch_size / model_parallel "
                               "examples per step")
-
-        def checked(batches: Iterable[Batch]) -> Iterator[Batch]:
-            for b in batches:  # out-of-range ids would train the tables' padding rows
-                for role in ("user", "item"):
-                    _check_ids(np.asarray(b[role]), role, self._n_rows(role),
-                               "position {at} of a batch")
-                yield b
         seen = 0
-        if arrays is not None and self._packed is not None:
-            calls = array_calls(self._packed, devices=p, batch_size=size,
-                                steps=self.config.steps_per_call, shuffle=shuffle,
-                                seed=seed, epoch=epoch)
-        else:
-            calls = stratify(checked(itertools.chain([first], it)), devices=p,
-                             batch_size=size, steps=self.config.steps_per_call,
-                             moving=self._moving, n_rows=n_rows,
-                             buffer_rows=self.config.blocks_buffer_rows)
         for call in calls:
             k = len(call[ROWS])
             if seen < done:  # the same schedule as the stopped run: skip what it did
                 seen += k
                 continue
             yield self._put_blocks(call), call[ROWS].astype(np.float64)
+
+    def _checked(self, batches: Iterable[Batch]) -> Iterator[Batch]:
+        """``batches``, each id checked against its table (out-of-range ids would train
+        the blocks' padding rows)."""
+        for b in batches:
+            for role in ("user", "item"):
+                _check_ids(np.asarray(b[role]), role, self._n_rows(role),
+                           "position {at} of a batch")
+            yield b
 
     def _put_blocks(self, call: Batch) -> dict[str, Any]:
         """A stratified call on the devices as one ``[p, K, C, B / p]`` int32 array split
