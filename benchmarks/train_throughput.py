@@ -62,7 +62,7 @@ WARM_STEPS = 32  # compiles every method (two calls of 16 steps)
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 # section c variants: key -> (name, simulated devices, data parallel, model parallel, flags
 # [, how the tables are split: rows (default), columns or blocks[, an offset to the seed of
-# the data order]])
+# the data order[, the data order: "random" (default) or "blocks"]]])
 VARIANTS = {
     "1": ("1 device", 1, 1, 1, ""),
     "1t": ("1 device, 1 XLA thread", 1, 1, 1, ONE_THREAD),
@@ -79,6 +79,16 @@ VARIANTS = {
     "1o3": ("1 device, a fourth data order", 1, 1, 1, "", "rows", 3),
     "mpbo": ("2 devices, tables in blocks, another data order", 2, 1, 2, "", "blocks", 1),
     "mpbo2": ("2 devices, tables in blocks, a third data order", 2, 1, 2, "", "blocks", 2),
+    # where the blocks' recall comes from: one device trained on the order the blocks
+    # train in (stratum by stratum, each (stratum, device) pair's rows shuffled on their
+    # own, the two devices' parts of a step side by side), with the same seeds
+    "1b": ("1 device, on the blocks' order", 1, 1, 1, "", "rows", 0, "blocks"),
+    "1bo": ("1 device, on the blocks' order, another data order", 1, 1, 1, "", "rows", 1,
+            "blocks"),
+    # ... and on the order of 4 devices' blocks (4 strata of 4 blocks each)
+    "1b4": ("1 device, on 4 devices' blocks' order", 1, 1, 1, "", "rows", 0, "blocks4"),
+    "1b4o": ("1 device, on 4 devices' blocks' order, another data order", 1, 1, 1, "",
+             "rows", 1, "blocks4"),
     "mpct": ("2 devices, column-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD,
              "columns"),
 }
@@ -359,8 +369,17 @@ def worker_train(a: argparse.Namespace) -> None:
     loop = TrainLoop(net, make_optimizer(model_config(a)),
                      LoopConfig(steps_per_call=a.steps_per_call))
     loop.fit({k: v[:WARM_STEPS * b] for k, v in x.items()}, batch_size=b, shuffle=False)
+    shuffle = True
+    if a.order != "random":  # the blocks' order, laid out beforehand (off the clock)
+        if a.epochs != 1:
+            raise SystemExit("--order blocks lays out one epoch: use --epochs 1")
+        moving = "user" if net.n_users <= net.n_items else "item"
+        p = 4 if a.order == "blocks4" else 2
+        x = {k: v[blocks_order(x, p, b, a.seed + a.order_offset, moving)]
+             for k, v in x.items()}
+        shuffle = False
     cpu0, t0 = os.times(), time.perf_counter()
-    loop.fit(x, batch_size=b, epochs=a.epochs, seed=a.seed + a.order_offset)
+    loop.fit(x, batch_size=b, epochs=a.epochs, seed=a.seed + a.order_offset, shuffle=shuffle)
     cpu1, wall = os.times(), time.perf_counter() - t0
     cores = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
     print("RESULT " + json.dumps({
@@ -371,6 +390,32 @@ def worker_train(a: argparse.Namespace) -> None:
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows_per_epoch": n,
         "examples_per_s": loop.examples_per_second, "loss": loop.history["loss"],
         "planted_recall@100": planted_recall(net, uv, iv, a), "peak_rss_mb": _hwm_kb() / 1024}))
+
+
+def blocks_order(x: dict[str, np.ndarray], p: int, batch_size: int, seed: int,
+                 moving: str) -> np.ndarray:
+    """The rows of ``x`` in the order that ``p`` devices with tables in blocks train the
+    first epoch of ``TrainLoop.fit(x, seed=seed)`` in (``blocks.pack`` and
+    ``blocks.array_calls``: stratum by stratum, each (stratum, device) pair's positions
+    shuffled by one generator, each step the devices' ``batch_size / p`` rows side by side).
+    One device fed this order with ``shuffle=False`` trains each step on the same examples
+    as the blocks, except where a stratum's last steps are short (the blocks pad them; one
+    device's batches run on into the next stratum). ``moving``: the smaller table's role
+    (TrainLoop's choice)."""
+    from twotower.training.blocks import _pair_of
+    key = _pair_of(x, p, moving)
+    order = np.argsort(key.astype(np.uint8), kind="stable").astype(np.int32)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(key, minlength=p * p))])
+    rng = np.random.default_rng(seed)  # epoch 0: array_calls(seed=seed + 0, epoch=0)
+    per, out = batch_size // p, []
+    for s in range(p):  # epoch 0 starts at stratum 0
+        parts = [order[bounds[s * p + j]:bounds[s * p + j + 1]].copy() for j in range(p)]
+        for part in parts:
+            rng.shuffle(part)
+        n_steps = max(-(-len(part) // per) for part in parts)
+        for t in range(n_steps):
+            out.extend(part[t * per:(t + 1) * per] for part in parts)
+    return np.concatenate(out)
 
 
 def section_c(a: argparse.Namespace, path: Path, out: dict) -> None:
@@ -388,6 +433,7 @@ def section_c(a: argparse.Namespace, path: Path, out: dict) -> None:
             cmd = [sys.executable, __file__, "--worker", "train", "--dp", str(dp),
                    "--mp", str(mp), "--shard-tables", (shard or ["rows"])[0],
                    "--order-offset", str(shard[1] if len(shard) > 1 else 0),
+                   "--order", shard[2] if len(shard) > 2 else "random",
                    *a.passthrough]
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
             if proc.returncode:
@@ -624,6 +670,8 @@ def main() -> None:
     p.add_argument("--mp", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--shard-tables", default="rows", help=argparse.SUPPRESS)
     p.add_argument("--order-offset", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--order", choices=["random", "blocks", "blocks4"], default="random",
+                   help=argparse.SUPPRESS)
     p.add_argument("--file", help=argparse.SUPPRESS)
     p.add_argument("--fixed-vocab", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--collectives", action="store_true",
