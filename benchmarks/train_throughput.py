@@ -62,7 +62,9 @@ WARM_STEPS = 32  # compiles every method (two calls of 16 steps)
 ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 # section c variants: key -> (name, simulated devices, data parallel, model parallel, flags
 # [, how the tables are split: rows (default), columns or blocks[, an offset to the seed of
-# the data order[, the data order: "random" (default) or "blocks"]]])
+# the data order[, the input: "random" (in memory, the loop's shuffle; the default),
+# "blocks"/"blocks4" (in memory, laid out in 2 or 4 devices' blocks' order) or "stream"
+# (the Parquet file through InteractionStream.batches and its shuffle buffer)]]])
 VARIANTS = {
     "1": ("1 device", 1, 1, 1, ""),
     "1t": ("1 device, 1 XLA thread", 1, 1, 1, ONE_THREAD),
@@ -91,6 +93,11 @@ VARIANTS = {
              "rows", 1, "blocks4"),
     "mpct": ("2 devices, column-sharded tables, 1 XLA thread each", 2, 1, 2, ONE_THREAD,
              "columns"),
+    # streamed: each epoch reads the file (the first --c-rows rows of its shuffled stream);
+    # with blocks the loop sorts them into strata through its bounded buffer (stratify)
+    "1s": ("1 device, streamed Parquet", 1, 1, 1, "", "rows", 0, "stream"),
+    "mpbs": ("2 devices, tables in blocks, streamed Parquet", 2, 1, 2, "", "blocks", 0,
+             "stream"),
 }
 
 
@@ -368,18 +375,20 @@ def worker_train(a: argparse.Namespace) -> None:
     net = new_net(-(-len(uv) // split) * split, -(-len(iv) // split) * split, a)
     loop = TrainLoop(net, make_optimizer(model_config(a)),
                      LoopConfig(steps_per_call=a.steps_per_call))
-    loop.fit({k: v[:WARM_STEPS * b] for k, v in x.items()}, batch_size=b, shuffle=False)
-    shuffle = True
-    if a.order != "random":  # the blocks' order, laid out beforehand (off the clock)
-        if a.epochs != 1:
-            raise SystemExit("--order blocks lays out one epoch: use --epochs 1")
-        moving = "user" if net.n_users <= net.n_items else "item"
-        p = 4 if a.order == "blocks4" else 2
-        x = {k: v[blocks_order(x, p, b, a.seed + a.order_offset, moving)]
-             for k, v in x.items()}
-        shuffle = False
-    cpu0, t0 = os.times(), time.perf_counter()
-    loop.fit(x, batch_size=b, epochs=a.epochs, seed=a.seed + a.order_offset, shuffle=shuffle)
+    if a.order == "stream":
+        stream = stream_of(data_file(a, a.rows), a, user_vocab=uv, item_vocab=iv)
+        stream.scan()  # the stats model_inputs reads (the vocabularies are given)
+        inputs = stream.model_inputs(a.objective)
+
+        def batches(epoch: int, steps: int):
+            return itertools.islice(stream.batches(b, epoch, inputs=inputs,
+                                                   drop_remainder=True), steps)
+        del x
+        loop.fit(lambda e: batches(a.epochs + 1, WARM_STEPS))  # compiles (another order)
+        cpu0, t0 = os.times(), time.perf_counter()
+        loop.fit(lambda e: batches(e, n // b), epochs=a.epochs)
+    else:
+        cpu0, t0 = _fit_in_memory(a, loop, x, b, net)
     cpu1, wall = os.times(), time.perf_counter() - t0
     cores = ((cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)) / wall
     print("RESULT " + json.dumps({
@@ -390,6 +399,25 @@ def worker_train(a: argparse.Namespace) -> None:
         "xla_flags": os.environ.get("XLA_FLAGS", ""), "rows_per_epoch": n,
         "examples_per_s": loop.examples_per_second, "loss": loop.history["loss"],
         "planted_recall@100": planted_recall(net, uv, iv, a), "peak_rss_mb": _hwm_kb() / 1024}))
+
+
+def _fit_in_memory(a: argparse.Namespace, loop, x: dict[str, np.ndarray], b: int, net
+                   ) -> tuple[os.times_result, float]:
+    """Warm-up, then the timed epochs on ``x`` (shuffled by the loop, or laid out in a
+    blocks' order beforehand); the clock's start ``(os.times(), perf_counter())``."""
+    loop.fit({k: v[:WARM_STEPS * b] for k, v in x.items()}, batch_size=b, shuffle=False)
+    shuffle = True
+    if a.order != "random":  # the blocks' order, laid out beforehand (off the clock)
+        if a.epochs != 1:
+            raise SystemExit("--order blocks lays out one epoch: use --epochs 1")
+        moving = "user" if net.n_users <= net.n_items else "item"
+        p = 4 if a.order == "blocks4" else 2
+        x = {k: v[blocks_order(x, p, b, a.seed + a.order_offset, moving)]
+             for k, v in x.items()}
+        shuffle = False
+    start = os.times(), time.perf_counter()
+    loop.fit(x, batch_size=b, epochs=a.epochs, seed=a.seed + a.order_offset, shuffle=shuffle)
+    return start
 
 
 def blocks_order(x: dict[str, np.ndarray], p: int, batch_size: int, seed: int,
@@ -670,7 +698,8 @@ def main() -> None:
     p.add_argument("--mp", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--shard-tables", default="rows", help=argparse.SUPPRESS)
     p.add_argument("--order-offset", type=int, default=0, help=argparse.SUPPRESS)
-    p.add_argument("--order", choices=["random", "blocks", "blocks4"], default="random",
+    p.add_argument("--order", choices=["random", "blocks", "blocks4", "stream"],
+                   default="random",
                    help=argparse.SUPPRESS)
     p.add_argument("--file", help=argparse.SUPPRESS)
     p.add_argument("--fixed-vocab", action="store_true", help=argparse.SUPPRESS)

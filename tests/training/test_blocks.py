@@ -19,7 +19,8 @@ import pytest
 
 from twotower.errors import ConfigError
 from twotower.training import DistributionConfig, check_batch_size
-from twotower.training.blocks import ROWS, STRATUM, array_calls, pack, stratify
+from twotower.training.blocks import (ROWS, STRATUM, _pair_of, array_calls, coalesced, pack,
+                                      stratify)
 from twotower.training.loop import _from_blocks, _to_blocks
 
 SCRIPT = Path(__file__).with_name("blocks_check.py")
@@ -114,10 +115,11 @@ def _examples(calls, p, moving, n_rows):
     return sorted(out)
 
 
+@pytest.mark.parametrize("p", [3, 4])  # 4: _pair_of's masks; 3: its int64 residues
 @pytest.mark.parametrize("moving", ["user", "item"])
-def test_stratify_and_array_calls_give_every_example_once_in_its_block(moving):
+def test_stratify_and_array_calls_give_every_example_once_in_its_block(moving, p):
     rng = np.random.default_rng(0)
-    n, p, n_rows = 5000, 3, {"user": 31, "item": 101}
+    n, n_rows = 5000, {"user": 31, "item": 101}
     x = {"user": rng.integers(0, 31, n).astype(np.int32),
          "item": (rng.zipf(1.3, n) % 101).astype(np.int32),
          "rating": rng.random(n).astype(np.float32)}
@@ -133,3 +135,47 @@ def test_stratify_and_array_calls_give_every_example_once_in_its_block(moving):
     assert len({c[STRATUM] for c in calls}) == p  # every stratum, each once, in turn
     strata = [c[STRATUM] for c in calls]
     assert sum(a != b for a, b in zip(strata, strata[1:])) == p - 1
+
+
+def test_stratify_keeps_every_column_of_wide_batches_and_coalesced_chunks():
+    # five columns (records wider than the four words pack takes), fed as the loop feeds a
+    # stream: its batches joined into chunks by coalesced
+    rng = np.random.default_rng(1)
+    n, p, n_rows = 3000, 2, {"user": 40, "item": 70}
+    x = {"user": rng.integers(0, 40, n).astype(np.int64),
+         "item": rng.integers(0, 70, n).astype(np.int32),
+         "rating": rng.random(n).astype(np.float32),
+         "w": rng.random(n),  # float64: travels as float32
+         "t": np.arange(n, dtype=np.int32)}
+    batches = [{k: v[s:s + 50] for k, v in x.items()} for s in range(0, n, 50)]
+    chunks = list(coalesced(iter(batches), 420))
+    assert [len(c["user"]) for c in chunks] == [450] * 6 + [300]  # 9 batches each, the rest
+    for k in x:  # joined in order, nothing lost
+        np.testing.assert_array_equal(np.concatenate([c[k] for c in chunks]), x[k])
+    big = [{k: v[:500] for k, v in x.items()}]
+    assert next(coalesced(iter(big), 420)) is big[0]  # a batch of enough rows passes as is
+    calls = list(stratify(iter(chunks), devices=p, batch_size=40, steps=3, moving="user",
+                          n_rows=n_rows, buffer_rows=10**6))
+    assert _examples(calls, p, "user", n_rows) == sorted(
+        zip(x["user"].tolist(), x["item"].tolist(), x["rating"].tolist()))
+    seen = {}
+    for c in calls:
+        for j in range(p):
+            keep = c["user"][j] < n_rows["user"] // p
+            for t, w in zip(c["t"][j][keep].tolist(), c["w"][j][keep].tolist()):
+                seen[t] = w
+    assert sorted(seen) == list(range(n))
+    np.testing.assert_allclose([seen[t] for t in range(n)], x["w"].astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32, np.int64, np.uint64])
+@pytest.mark.parametrize("p", [2, 3, 4, 8])
+def test_pair_of_is_each_examples_stratum_and_device(p, dtype):
+    rng = np.random.default_rng(p)
+    x = {"user": rng.integers(0, 1000, 4000).astype(dtype),
+         "item": rng.integers(0, 5000, 4000).astype(dtype)}
+    for moving, fixed in (("user", "item"), ("item", "user")):
+        key = _pair_of(x, p, moving)
+        f, m = x[fixed].astype(np.int64), x[moving].astype(np.int64)
+        np.testing.assert_array_equal(key, (m % p - f % p) % p * p + f % p)
+        assert np.bincount(key, minlength=p * p).sum() == 4000

@@ -59,7 +59,26 @@ class _Bucket:
                 self.at = 0
         if len(out) == 1:
             return out[0]
-        return np.concatenate(out) if out else np.zeros((0, 0), np.uint32)
+        return np.concatenate(out) if out else np.zeros(0, np.uint32)
+
+
+def coalesced(batches: Iterable[Batch], rows: int) -> Iterator[Batch]:
+    """``batches`` joined into chunks of at least ``rows`` rows (the last may hold fewer),
+    in order: ``stratify`` splits each chunk with a few numpy passes whose fixed cost per
+    call a 1,000-row batch does not amortise (52.7 against 30.6 ns per row for 16,000-row
+    chunks, ad hoc). Batches of ``rows`` or more pass as they are."""
+    held: list[Batch] = []
+    n = 0
+    for b in batches:
+        held.append(b)
+        n += len(b["user"])
+        if n >= rows:
+            yield held[0] if len(held) == 1 else {
+                k: np.concatenate([h[k] for h in held]) for k in held[0]}
+            held, n = [], 0
+    if held:
+        yield held[0] if len(held) == 1 else {
+            k: np.concatenate([h[k] for h in held]) for k in held[0]}
 
 
 def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: int,
@@ -80,12 +99,19 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
     held = 0
     cur = 0
     call_rows = steps * per
+    width, record, pad = 0, np.dtype(np.void), None  # set by the first batch (split)
 
     def split(b: Batch) -> None:
-        nonlocal cols, kinds, held
+        nonlocal cols, kinds, held, width, record, pad
         if cols is None:
             cols = ["user", "item", *[k for k in b if k not in ("user", "item")]]
             kinds = [np.asarray(b[k]).dtype for k in cols]
+            width = max(4, len(cols))
+            record = np.dtype((np.void, 4 * width))
+            words = np.zeros(width, dtype=np.uint32)
+            # padding rows: ids past every block (read as zeros, written nowhere)
+            words[0], words[1] = pad_id["user"], pad_id["item"]
+            pad = words.view(record)[0]
             for k, kind in zip(cols, kinds):
                 if kind.itemsize not in (4, 8) or kind.kind not in "iuf":
                     raise DataError(f"fit: column {k!r} has dtype {kind}; tables in blocks "
@@ -93,11 +119,13 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
         n = len(b["user"])
         if n == 0:
             return
-        rec = _words(b, cols, p, len(cols))
+        # one record per example: a gather of whole records (4 ns per row for 12 bytes,
+        # 1.1 for 16, against 14 for the rows of a [n, 3] array; ad hoc)
+        rec = _words(b, cols, p, width).view(record).reshape(n)
         key = _pair_of(b, p, moving)
         order = np.argsort(key.astype(np.uint8 if p * p <= 256 else np.int64), kind="stable")
         counts = np.bincount(key, minlength=p * p)
-        rec = rec[order]
+        rec = np.take(rec, order)
         start = 0
         for c, cnt in enumerate(counts):
             buckets[c // p][c % p].add(rec[start:start + cnt])
@@ -110,19 +138,16 @@ def stratify(batches: Iterable[Batch], *, devices: int, batch_size: int, steps: 
     def emit(s: int, k: int) -> Batch:
         nonlocal held
         assert cols is not None
-        out = np.zeros((p, k * per, len(cols)), dtype=np.uint32)  # device-major
+        out = np.empty((p, k * per), dtype=record)  # device-major
         lens = []
         for j in range(p):
             rows = buckets[s][j].take(k * per)
             held -= len(rows)
-            flat = out[j]
             if len(rows):
-                flat[:len(rows)] = rows
-            # padding rows: ids past every block (read as zeros, written nowhere)
-            flat[len(rows):, 0] = pad_id["user"]
-            flat[len(rows):, 1] = pad_id["item"]
+                out[j, :len(rows)] = rows
+            out[j, len(rows):] = pad
             lens.append(len(rows))
-        return _call(out.reshape(p, k, per, len(cols)), lens, s, cols, kinds)
+        return _call(out.view(np.uint32).reshape(p, k, per, width), lens, s, cols, kinds)
 
     it = iter(batches)
     done = False
@@ -180,8 +205,17 @@ def _pair_of(x: Batch, p: int, moving: str) -> np.ndarray:
     """Each example's (stratum, device) pair, ``stratum * p + device``: the device holds
     its fixed-role id's block; the stratum is how far the moving id's block lies past it."""
     fixed = "item" if moving == "user" else "user"
-    f_blk = np.asarray(x[fixed]).astype(np.int64) % p
-    return (np.asarray(x[moving]).astype(np.int64) % p - f_blk) % p * p + f_blk
+    f, m = np.asarray(x[fixed]), np.asarray(x[moving])
+    if p & (p - 1) == 0 and all(a.dtype.kind == "i" or (a.dtype.kind == "u"
+                                                       and a.dtype.itemsize < 8)
+                                for a in (f, m)):
+        # a power of two: masks in the ids' own dtype (ids are >= 0; a negative or
+        # wrapped difference masked is its residue), no int64 copies (0.9 against 8.8 ns
+        # per row, ad hoc); uint64 stays on the path below (bincount takes no uint64)
+        f_blk = f & (p - 1)
+        return ((m - f_blk) & (p - 1)) * p + f_blk
+    f_blk = f.astype(np.int64) % p
+    return (m.astype(np.int64) % p - f_blk) % p * p + f_blk
 
 
 @dataclass

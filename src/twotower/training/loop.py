@@ -572,7 +572,7 @@ class TrainLoop:
         ``done`` steps (a resumed epoch): from in-memory ``arrays`` packed by
         ``_pack_blocks`` (``twotower.training.blocks.array_calls``; ``batches`` unread),
         else from ``batches`` (``stratify``)."""
-        from twotower.training.blocks import ROWS, array_calls, stratify
+        from twotower.training.blocks import ROWS, array_calls, coalesced, stratify
         p = self._blocks
         if arrays is not None and self._packed is not None:
             size = batch_size
@@ -585,11 +585,16 @@ class TrainLoop:
             if first is None:
                 return
             size = batch_size or len(first["user"])
-            calls = stratify(self._checked(itertools.chain([first], it)), devices=p,
+            buffer = self.config.blocks_buffer_rows
+            # the stream's batches joined in chunks of up to 1/16 of the buffer (a small
+            # buffer keeps its batches as they are)
+            chunks = coalesced(self._checked(itertools.chain([first], it)),
+                               min(1 << 16, buffer // 16))
+            calls = stratify(chunks, devices=p,
                              batch_size=size, steps=self.config.steps_per_call,
                              moving=self._moving,
                              n_rows={"user": self.net.n_users, "item": self.net.n_items},
-                             buffer_rows=self.config.blocks_buffer_rows)
+                             buffer_rows=buffer)
         if size % p:
             raise ConfigError(f"batch_size {size} must be divisible by "
                               f"distribution.model_parallel ({p}) with shard_tables "
