@@ -514,6 +514,101 @@ def test_model_inputs_match_the_in_memory_inputs(files, objective):
             r, ((raw - lo) / max(hi - lo, 1e-9)).astype(np.float32))
 
 
+def _reference_batches(df, s, batch_size, epoch, buffer):
+    """``s.batches(batch_size, epoch, inputs=s.model_inputs("mse"))`` written plainly, from
+    the file's rows as pandas read them: ids through ``Vocabulary.lookup_or``, float32
+    ratings, then ``tf.data``'s shuffle row by row (each row takes a buffered row's slot,
+    which is emitted; the slots drawn as ``shuffle_chunks`` draws them, per record batch:
+    a quarter of the buffer at a time, ``_SlotPicker``, or one slot a row below 1,024
+    rows), the rest in a random order, then batches cut from the rows in turn."""
+    from twotower.training.stream import _PER_ROW_BELOW, _SlotPicker
+    rows = list(zip(s.user_vocab.lookup_or(df["userId"].tolist()),
+                    s.item_vocab.lookup_or(df["movieId"].tolist()),
+                    df["rating"].to_numpy(np.float32)))
+    out = rows
+    if buffer:
+        rng = np.random.default_rng(s.config.seed + epoch)
+        picker, buf, out, at = _SlotPicker(rng, buffer), [], [], 0
+        for m in [b.num_rows for b in s.record_batches()]:
+            part, at = rows[at:at + m], at + m
+            take = min(buffer - len(buf), m)
+            buf += part[:take]
+            part = part[take:]
+            if buffer < _PER_ROW_BELOW:
+                slots = rng.integers(0, buffer, len(part)) if take < m else []
+            else:
+                slots = np.concatenate([picker(len(part[j:j + buffer // 4]))
+                                        for j in range(0, len(part), buffer // 4)] or [[]])
+            for row, slot in zip(part, slots):
+                out.append(buf[slot])
+                buf[slot] = row
+        out += [buf[j] for j in rng.permutation(len(buf))]
+    lo, hi = df["rating"].min(), df["rating"].max()
+    user, item, rating = (np.array(c) for c in zip(*out))
+    rating = ((rating - lo) / max(hi - lo, 1e-9)).astype(np.float32)
+    return [{"user": user[j:j + batch_size].astype(np.int32),
+             "item": item[j:j + batch_size].astype(np.int32), "rating": rating[j:j + batch_size]}
+            for j in range(0, len(out), batch_size)]
+
+
+@pytest.mark.parametrize("ids", ["dense", "table", "search", "text"])
+@pytest.mark.parametrize("fmt, rating", [("parquet", np.float32), ("parquet", np.float64),
+                                         ("csv", np.float64)])
+def test_streamed_batches_equal_a_plain_reference(tmp_path, ids, fmt, rating):
+    """What the stream yields, for a given file, vocabularies and seed, is pinned against
+    ``_reference_batches``: every value, dtype and batch, whatever the ids' mapping (each
+    integer of a span: ``id - lo``; a table; a binary search; text), the ratings' type and
+    the shuffle's way (file order; one row at a time; a quarter of the buffer at a time;
+    a buffer larger than the file)."""
+    from twotower.training.stream import _Mapper
+    df = _frame(3000, seed=3).drop(columns="row")
+    df["rating"] = df["rating"].astype(rating)
+    df["movieId"] = np.unique(df["movieId"], return_inverse=True)[1] + 7  # 7, 8, ...
+    if ids == "table":  # holes in the span
+        df["movieId"] = df["movieId"] * 3 + 10**9
+    elif ids == "search":
+        df["movieId"] = df["movieId"] * 10**12
+    elif ids == "text":
+        df["movieId"] = "m" + df["movieId"].astype(str)
+    p = tmp_path / f"x.{fmt}"
+    df.to_parquet(p, row_group_size=700) if fmt == "parquet" else df.to_csv(p, index=False)
+    first = None
+    for buffer in (0, 100, 1024, 4096):
+        s = _stream(p, rating_col="rating", read_rows=500, shuffle_buffer=buffer, seed=5)
+        s.scan()
+        if first is None:
+            first = _Mapper(s.item_vocab)
+            assert _Mapper(s.user_vocab).dense  # users 0-69: every id of the span
+            assert (first.dense, first.lut is not None, first.is_int) == {
+                "dense": (True, False, True), "table": (False, True, True),
+                "search": (False, False, True), "text": (False, False, False)}[ids]
+        got = list(s.batches(64, 1, inputs=s.model_inputs("mse")))
+        want = _reference_batches(df, s, 64, 1, buffer)
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert {k: (v.dtype, v.tolist()) for k, v in g.items()} == \
+                   {k: (v.dtype, v.tolist()) for k, v in w.items()}
+
+
+@pytest.mark.parametrize("bad, what", [("-1e39", "a rating beyond what float32 holds"),
+                                       ("inf", "expected a finite number"),
+                                       ("nan", "expected a finite number")])
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_rating_float32_cannot_hold_or_not_finite_is_named_below_as_above(tmp_path, bad,
+                                                                            what, fmt):
+    """The pass's one numpy min and max of the ratings sees a value below -FLOAT32_MAX,
+    and a non-finite one, wherever it is in the batch (the test of readers has 1e39)."""
+    p = tmp_path / f"x.{fmt}"
+    text = "user_id,item_id,rating\n" + "".join(
+        f"{j},{j},{bad if j == 7 else j}\n" for j in range(20))
+    (tmp_path / "x.csv").write_text(text)
+    if fmt == "parquet":
+        pd.read_csv(tmp_path / "x.csv").to_parquet(p)
+    at = "row 8 \\(1-based\\)" if fmt == "parquet" else "line 9"
+    with pytest.raises(DataError, match=rf"{at}, column 'rating': {what}"):
+        InteractionStream(p, StreamConfig(rating_col="rating", read_rows=6)).scan()
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_ids_with_leading_zeros_stay_distinct_strings(tmp_path, fmt):
     """``007`` and ``7`` are two ids (read as strings), in memory and streamed alike."""
