@@ -301,14 +301,18 @@ def test_a_shards_errors_name_the_files_row(tmp_path, given):
 
 
 @pytest.mark.parametrize("ids", [np.arange(5, 105),
-                                 np.array([7, -3, 10**15, 42, 2**62, -2**62])],
-                         ids=["dense-lookup-table", "sparse-binary-search"])
+                                 np.array([7, -3, 10**15, 42, 2**62, -2**62]), None],
+                         ids=["dense-lookup-table", "sparse-binary-search", "span-in-order"])
 def test_int_id_mapping_matches_the_vocabulary(ids):
     import pyarrow as pa
 
     from twotower.training.stream import _Mapper
-    vocab = Vocabulary(np.random.default_rng(0).permutation(ids), "item")  # not sorted
+    if ids is None:  # every id of 5-104 in order: index = id - 5, no table
+        vocab = Vocabulary(np.arange(5, 105), "item")
+    else:
+        vocab = Vocabulary(np.random.default_rng(0).permutation(ids), "item")  # not sorted
     m = _Mapper(vocab)
+    assert m.dense == (ids is None)
     keys = np.concatenate([vocab.ids, [-2**63, 2**63 - 1, 0, 1, 106]])
     want = vocab.lookup_or(keys.tolist())
     np.testing.assert_array_equal(m.indices(pa.array(keys, pa.int64())), want)
