@@ -215,14 +215,18 @@ def test_from_ids_refuses_what_it_cannot_hold(args, message):
         Interactions.from_ids(*args)
 
 
-def test_from_ids_refuses_an_empty_id_its_given_vocabulary_holds():
-    """A given vocabulary holding "" (a run trained before it was refused) cannot carry
-    a row of it in; without such a row it is taken."""
+def test_from_ids_refuses_an_empty_id_with_or_without_a_given_vocabulary():
+    """A vocabulary holding "" is refused where it is made (``Vocabulary``: see
+    test_vocabulary), so a given one never holds it; a row of "" against a given
+    vocabulary is said as an empty id (not as an unknown one), naming its row."""
     from twotower.data import Interactions, Vocabulary
-    vocab = Vocabulary(["", "a"], name="user")
-    with pytest.raises(DataError, match=r"`user_ids`\[2\]: empty id"):
-        Interactions.from_ids(["a", "a", ""], [1, 2, 3], user_vocab=vocab)
-    assert Interactions.from_ids(["a"], [1], user_vocab=vocab).users.tolist() == [1]
+    vocab = Vocabulary(["a", "b"], name="user")
+    with pytest.raises(DataError, match=r"`user_ids`\[2\]: empty id \(''\)"):
+        Interactions.from_ids(["a", "b", ""], [1, 2, 3], user_vocab=vocab)
+    items = Vocabulary(["x", "y"], name="item")
+    with pytest.raises(DataError, match=r"`item_ids`\[1\]: empty id \(''\)"):
+        Interactions.from_ids(["a", "b"], ["x", ""], item_vocab=items)
+    assert Interactions.from_ids(["b"], [1], user_vocab=vocab).users.tolist() == [1]
 
 
 def test_from_ids_reads_times_as_the_file_readers_do():

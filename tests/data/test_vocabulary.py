@@ -96,6 +96,24 @@ def test_an_empty_vocabulary_says_so():
         Vocabulary([], name="user")
 
 
+def test_an_empty_id_is_refused_wherever_a_vocabulary_is_made(tmp_path):
+    """A vocabulary holding "" was taken (given to from_ids or a stream, or loaded), and
+    that id became an item nobody can ask for: the readers refuse an empty cell and the
+    HTTP API cannot ask for one."""
+    from twotower.errors import ArtifactError
+    with pytest.raises(DataError, match=r"user vocabulary: `ids`\[1\] is an empty id "
+                                        r"\(''\); an id is an integer or a string of at "
+                                        "least one character"):
+        Vocabulary(["a", "", "b"], name="user")
+    with pytest.raises(DataError, match=r"item vocabulary: `ids`\[0\] is an empty id"):
+        Vocabulary(np.array(["", "x"]), name="item")
+    (tmp_path / "items.json").write_text('{"name": "item", "kind": "str", "ids": ["x", ""]}')
+    with pytest.raises(ArtifactError, match=r"items.json is corrupt: item vocabulary: "
+                                            r"`ids`\[1\] is an empty id"):
+        Vocabulary.load(tmp_path / "items.json")
+    assert Vocabulary([0, 1]).lookup(["0"]).tolist() == [0]  # int ids: no such check
+
+
 @pytest.mark.parametrize("text, says", [
     ('{"kind": "int", "ids": [1.5, 2]}', "holds int64 ids, got 1.5"),  # was read as 1
     ('{"kind": "int", "ids": ["a", "b"]}', "holds int64 ids, got 'a'"),  # ValueError

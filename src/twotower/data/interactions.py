@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from twotower.data.vocabulary import INT_ID, Vocabulary, plain_id
-from twotower.errors import DataError
+from twotower.errors import DataError, UnknownIdError
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,15 +111,8 @@ class Interactions:
         i = _external_ids("item_ids", item_ids)
         if len(u) != len(i):
             raise DataError(f"user ids ({len(u)}) and item ids ({len(i)}) differ in length")
-        user_vocab = user_vocab or Vocabulary.from_values(u, name="user")
-        item_vocab = item_vocab or Vocabulary.from_values(i, name="item")
-        for name, ids, vocab in (("user_ids", u, user_vocab), ("item_ids", i, item_vocab)):
-            # an empty id: the readers refuse an empty cell, and the HTTP API cannot ask
-            # for one, so no run holds one (a vocabulary without "" has no such row: the
-            # usual case costs one lookup, not a pass over the ids)
-            if not vocab.is_int and "" in vocab and len(ids) and (ids == "").any():
-                raise DataError(f"`{name}`[{int(np.argmax(ids == ''))}]: empty id (''); an "
-                                "id is an integer or a string of at least one character")
+        user_vocab = user_vocab or _rows_vocab("user_ids", u, "user")
+        item_vocab = item_vocab or _rows_vocab("item_ids", i, "item")
         r = None if ratings is None else as_float32_ratings("ratings", _finite("ratings",
                                                                                ratings))
         if timestamps is None:  # a unit for no times is never read (it was ignored without
@@ -133,7 +126,7 @@ class Interactions:
         else:
             t, kept = epoch_times("timestamps", timestamps, time_unit)
         return cls(
-            users=_index(user_vocab, u), items=_index(item_vocab, i),
+            users=_index(user_vocab, u, "user_ids"), items=_index(item_vocab, i, "item_ids"),
             user_vocab=user_vocab, item_vocab=item_vocab, ratings=r, timestamps=t,
             item_info=_align(item_info, item_vocab, "item_info"),
             user_info=_align(user_info, user_vocab, "user_info"), time_unit=kept,
@@ -626,7 +619,35 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
         return numbers_as_times(_finite(name, arr), time_unit, at)  # (_finite: 1-D)
     raise DataError(f"`{name}`: expected seconds since the epoch or datetimes, got dtype "
                     f"{arr.dtype}")
-def _index(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
+def _empty_id(name: str, ids: np.ndarray) -> DataError:
+    """The error for an empty-string id among ``ids`` (argument ``name``), naming the
+    first one's position: the readers refuse an empty cell, and the HTTP API cannot ask
+    for one, so no run holds one (nor does a ``Vocabulary``)."""
+    return DataError(f"`{name}`[{int(np.argmax(ids == ''))}]: empty id (''); an id is an "
+                     "integer or a string of at least one character")
+
+
+def _rows_vocab(name: str, ids: np.ndarray, role: str) -> Vocabulary:
+    """The sorted vocabulary of the ids of argument ``name``; an empty id is refused
+    naming its row (sorted, ``""`` comes first: no pass over the ids to find one)."""
+    uniq = np.unique(ids)
+    if uniq.dtype.kind == "O" and len(uniq) and uniq[0] == "":
+        raise _empty_id(name, ids)
+    return Vocabulary(uniq, name=role)
+
+
+def _index(vocab: Vocabulary, ids: np.ndarray, name: str = "ids") -> np.ndarray:
+    """Indices of ``ids`` (argument ``name``) in ``vocab``: UnknownIdError names the first
+    unknown one; an empty id (never in a vocabulary) is said as such, naming its row."""
+    try:
+        return _lookup(vocab, ids)
+    except UnknownIdError:
+        if ids.dtype.kind == "O" and (ids == "").any():  # (only on failure: no pass)
+            raise _empty_id(name, ids) from None
+        raise
+
+
+def _lookup(vocab: Vocabulary, ids: np.ndarray) -> np.ndarray:
     if vocab.is_int and ids.dtype.kind in "iu":
         # fast path: vectorised lookup through a sorted array
         order = np.argsort(vocab.ids)

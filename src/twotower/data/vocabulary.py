@@ -50,8 +50,12 @@ class Vocabulary:
     """An ordered set of external ids; index ``i`` is the i-th id.
 
     Args:
-        ids: unique external ids, all ``int`` or all ``str``.
+        ids: unique external ids, all ``int`` or all ``str`` (no empty string).
         name: what the ids are ("user", "item"), used in error messages.
+
+    Raises:
+        DataError: ids not 1-D, none, of mixed or other types, repeated, or an empty
+            string among them (naming its position).
 
     Example:
         >>> v = Vocabulary(["u7", "u3"], name="user")
@@ -84,6 +88,13 @@ class Vocabulary:
         self._index = {k: i for i, k in enumerate(arr.tolist())}
         if len(self._index) != len(arr):
             raise DataError(f"{name} vocabulary: ids are not unique")
+        if "" in self._index:  # (an int vocabulary: no such key) the one check that
+            # covers Vocabulary(...), a given user_vocab/item_vocab (from_ids, a stream)
+            # and Vocabulary.load: an empty id is no id (the readers refuse an empty cell,
+            # HTTP cannot ask for one), so it would be an item nobody can ask for
+            raise DataError(f"{name} vocabulary: `ids`[{self._index['']}] is an empty id "
+                            "(''); an id is an integer or a string of at least one "
+                            "character")
 
     @classmethod
     def from_values(cls, values: Iterable[Any] | np.ndarray, name: str = "id") -> Vocabulary:
