@@ -92,6 +92,10 @@ def subsample_users(data, fraction, seed=12345):
                                  time_unit="auto" if times is None else data.time_unit)
 
 
+#: how read_interactions says a log has no timestamp column (check_columns)
+NO_TIMES = "has no column 'timestamp' (the time column)"
+
+
 def load_data(interactions: str | None, ml100k_dir: str, users_fraction: float = 1.0):
     """A CSV/Parquet log (user_id, item_id, rating[, timestamp]) or MovieLens 100k,
     optionally a random share of its users."""
@@ -100,7 +104,12 @@ def load_data(interactions: str | None, ml100k_dir: str, users_fraction: float =
         from twotower.errors import DataError
         try:
             data = read_interactions(interactions, rating_col="rating", time_col="timestamp")
-        except DataError:  # no timestamp column: random splits only
+        except DataError as exc:
+            # only no timestamp column (as read_interactions says it) means random splits
+            # only; any other error (a bad time or rating, a missing id column) is the
+            # file's, said as it is (a bad time was dropped with the column in silence)
+            if NO_TIMES not in str(exc):
+                raise
             data = read_interactions(interactions, rating_col="rating")
     else:
         data = read_movielens_100k(ml100k_dir)

@@ -40,3 +40,32 @@ def test_tune_reads_a_log_without_times_and_takes_a_share_of_its_users(tmp_path)
     assert part.timestamps.tolist() == full.timestamps[keep].tolist()
     assert [name for name, _, _ in tune.validation_splits(part, [0])] == ["random-0",
                                                                          "temporal"]
+
+
+def test_tune_reads_again_without_times_only_when_the_log_has_no_timestamp_column(
+        tmp_path, monkeypatch):
+    """Any DataError of the first read was taken for a missing timestamp column: a bad
+    time dropped the whole column in silence, and a bad rating was said by a second
+    read (chained to the first's error)."""
+    import pytest
+    import tune
+
+    import twotower.data
+    from twotower.errors import DataError
+    times = [str(1_700_000_000 + n) for n in range(400)]
+    times[6] = "soon"
+    with pytest.raises(DataError, match=r"line 8, column 'timestamp': expected a time"):
+        tune.load_data(str(_log(tmp_path / "badtime.csv", times)), "")
+    path = tmp_path / "badrating.csv"
+    path.write_text("user_id,item_id,rating,timestamp\n1,1,4,1700000000\n"
+                    "2,1,x,1700000001\n")
+    calls = []
+    read = twotower.data.read_interactions
+    monkeypatch.setattr(twotower.data, "read_interactions",
+                        lambda *a, **k: calls.append(k) or read(*a, **k))
+    with pytest.raises(DataError, match=r"line 3, column 'rating'") as info:
+        tune.load_data(str(path), "")
+    assert len(calls) == 1 and info.value.__context__ is None
+    calls.clear()  # a log without the column: read again, as before
+    assert tune.load_data(str(_log(tmp_path / "notimes.csv")), "").timestamps is None
+    assert len(calls) == 2
