@@ -246,8 +246,8 @@ def test_from_ids_reads_times_as_the_file_readers_do():
         assert x.timestamps.tolist() == [day, day + 3600], when
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # fractions of a second are kept (were floored)
-        x = Interactions.from_ids(["a", "b"], [1, 2], timestamps=[1.5, -1.25])
-    assert (x.timestamps.tolist(), x.time_unit) == ([1500, -1250], "ms")
+        x = Interactions.from_ids(["a", "b"], [1, 2], timestamps=[1.5, 2.25])
+    assert (x.timestamps.tolist(), x.time_unit) == ([1500, 2250], "ms")  # (negative: warned)
 
 
 def test_from_ids_warns_of_metadata_rows_that_repeat_an_id():
@@ -945,3 +945,36 @@ def test_negative_times_are_read_as_before_1970_with_a_warning(tmp_path):
         read_interactions(p, time_col="ts")
         p.write_text("user_id,item_id,ts\n1,10,1969-07-20T20:17:00Z\n1,11,2024-03-01\n")
         read_interactions(p, time_col="ts")
+
+
+@pytest.mark.parametrize("times, first", [
+    (np.array([1700000000, -1, 1700000100, -5]), "-1"),
+    ([1700000000.0, -1.5, 1700000100.0, -5.0], "-1.5"),
+    (["1700000000", " -1 ", "1700000100", "-5"], "-1"),  # numbers as text
+])
+def test_from_ids_warns_of_negative_times_as_the_readers_do(times, first):
+    """The file readers warn of negative times (a -1 meaning "unknown" becomes the oldest
+    event); Interactions.from_ids took them without a word. One warning per call, naming
+    the argument, the count and the first position; times are kept as given."""
+    import datetime
+    import warnings
+
+    from twotower.data import Interactions
+    with pytest.warns(UserWarning) as caught:
+        x = Interactions.from_ids([1, 1, 2, 2], [10, 11, 10, 12], timestamps=times,
+                                  time_unit="s")
+    said = [str(w.message) for w in caught]
+    assert said == [f"`timestamps`: 2 of 4 times are negative (first: {first}, "
+                    "`timestamps`[1]): they are read as times before 1970, so those events "
+                    "come before every other; if a negative time means unknown, drop those "
+                    "rows or give them their times"], said
+    assert x.timestamps[0] > 0 > x.timestamps[1]
+    with warnings.catch_warnings():  # at or after 1970, datetimes, ISO text: no word
+        warnings.simplefilter("error")
+        Interactions.from_ids([1, 2], [10, 11], timestamps=[0, 1700000000])
+        Interactions.from_ids([1, 2], [10, 11], timestamps=["1969-07-20T20:17:00Z",
+                                                            "2024-03-01"])
+        Interactions.from_ids([1, 2], [10, 11], timestamps=[datetime.datetime(1969, 7, 20),
+                                                            datetime.datetime(2024, 3, 1)])
+        Interactions.from_ids([1, 2], [10, 11],
+                              timestamps=pd.to_datetime(["1969-07-20", "2024-03-01"]))

@@ -537,12 +537,44 @@ def _plain(x: Any) -> str:
     return str(int(f)) if f.is_integer() and abs(f) < 2**63 else repr(f)
 
 
+def negative_times_text(place: str, n: int, total: int, first: Any,
+                        where: str | None = None) -> str:
+    """The warning for times holding negative numbers (``n`` of ``total``): read as times
+    before 1970, which is what they are, unless one stands for "unknown" (``-1``), whose
+    event then comes before every other in every temporal split and history. ``place``:
+    the column or argument (``--data: log.csv, column 'ts'``, ```timestamps```);
+    ``first``: the first such value as written, at ``where`` (``line 3``, ``row 2
+    (1-based)``, ```timestamps`[1]``; None: a reader that keeps no row). One message for
+    the readers and ``Interactions.from_ids``."""
+    at = f"first: {first}, {where}" if where is not None else f"e.g. {first}"
+    return (f"{place}: {n:,} of {total:,} times are negative ({at}): "
+            "they are read as times before 1970, so those events come before every other; "
+            "if a negative time means unknown, drop those rows or give them their times")
+
+
+def _negatives_said(name: str, numbers: np.ndarray, times: tuple[np.ndarray, str],
+                    written: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+    """``times`` (numeric times ``numbers`` read), after a warning, as the file readers
+    give one, when some are negative (``written``: the numbers as the caller wrote them,
+    text). Datetimes and ISO text are not said: they are dates, not a ``-1``."""
+    negative = numbers < 0
+    if negative.any():
+        row = int(np.argmax(negative))
+        first = written[row] if written is not None else _plain(numbers[row])
+        # (stacklevel: here, epoch_times, from_ids, its caller)
+        warnings.warn(negative_times_text(f"`{name}`", int(negative.sum()), len(numbers),
+                                          first, f"`{name}`[{row}]"), stacklevel=4)
+    return times
+
+
 def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.ndarray, str]:
     """Timestamps as exact int64 counts since the epoch, and what they count (the coarsest
     of ``KEPT_UNITS`` that holds every one: whole seconds stay seconds): numbers count
     ``time_unit`` (``TIME_UNITS``; ``auto``: read off the values, e.g. 1.7e12 as
     milliseconds, 20240301 as a date, said in a warning); datetimes (numpy, pandas, zoned:
-    UTC) and ISO 8601 text carry their own.
+    UTC) and ISO 8601 text carry their own. Negative numbers (a ``-1`` meaning unknown
+    would be the oldest event) are kept, with one warning naming ``name``, how many and
+    the first's position, as the file readers warn.
 
     Raises:
         DataError: a missing time (NaN, NaT) or a value that is neither, naming the row.
@@ -550,6 +582,7 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
             ``auto``) for datetimes or ISO 8601 text, which carry their own.
     """
     time_unit = check_time_unit(time_unit)
+    written = None  # numbers given as text: as written, for a warning
 
     def at(row: int | None) -> str:
         return f"`{name}`" if row is None else f"`{name}`[{row}]"
@@ -568,8 +601,8 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
             row = int(np.argmax(arr.ravel() > top))
             raise DataError(f"`{name}`[{row}]: {arr.ravel()[row]} is beyond the times int64 "
                             "holds (2**63)")
-        if arr.ndim == 1:
-            return numbers_as_times(arr, time_unit, at)  # a copy: the caller's stays theirs
+        if arr.ndim == 1:  # (a copy: the caller's stays theirs)
+            return _negatives_said(name, arr, numbers_as_times(arr, time_unit, at))
         return arr.astype(np.int64), "s"  # (refused by Interactions: not 1-D)
     if arr.dtype.kind == "O" and arr.ndim == 1 and len(arr):
         kind = pd.api.types.infer_dtype(arr, skipna=False)
@@ -599,7 +632,7 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
             text = pd.Series(arr, dtype=object).str.strip()
             numbers = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
             if np.isfinite(numbers).all():
-                arr = numbers
+                arr, written = numbers, text.to_numpy()
             else:
                 counts, unit, missing = _iso_times(text)
                 if not missing.any():  # dated text: no unit to read
@@ -616,7 +649,9 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
             raise DataError(f"`{name}`[{row}]: expected seconds since the epoch (a number), "
                             f"ISO 8601 text (2024-03-01T12:30:00Z) or a datetime, got "
                             f"{str(arr.ravel()[row])!r}")
-        return numbers_as_times(_finite(name, arr), time_unit, at)  # (_finite: 1-D)
+        numbers = _finite(name, arr)  # (1-D)
+        return _negatives_said(name, numbers, numbers_as_times(numbers, time_unit, at),
+                               written)
     raise DataError(f"`{name}`: expected seconds since the epoch or datetimes, got dtype "
                     f"{arr.dtype}")
 def _empty_id(name: str, ids: np.ndarray) -> DataError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import sys
 import warnings
@@ -16,7 +17,8 @@ import pandas as pd
 from twotower.data.interactions import (INT_ID, Interactions, check_time_unit,
                                         check_unit_unread, coarsest_times, datetime_counts,
                                         datetime_seconds,
-                                        integral_as_int, numbers_as_times)
+                                        integral_as_int, negative_times_text,
+                                        numbers_as_times)
 from twotower.data.vocabulary import Vocabulary
 from twotower.errors import ConfigError, DataError
 from twotower.models.config import CATALOGUES
@@ -552,15 +554,10 @@ def _times(p: Path, what: str, df: pd.DataFrame, col: str, sep: str | None,
 
 def negative_times_message(p: Path, what: str, col: str, n: int, total: int, first: Any,
                            where: str | None = None) -> str:
-    """The warning for a time column holding negative numbers (``n`` of ``total`` rows):
-    read as times before 1970, which is what they are, unless one stands for "unknown"
-    (``-1``), whose event then comes before every other in every temporal split and
-    history. ``first``: the first such value as written, at ``where`` (``line 3``, ``row
+    """The warning for a time column holding negative numbers (``n`` of ``total`` rows),
+    ``negative_times_text`` for column ``col`` of file ``p`` (``where``: ``line 3``, ``row
     2 (1-based)``; None: a reader that keeps no row). One message for every reader."""
-    at = f"first: {first}, {where}" if where is not None else f"e.g. {first}"
-    return (f"{what}: {p}, column {col!r}: {n:,} of {total:,} times are negative ({at}): "
-            "they are read as times before 1970, so those events come before every other; "
-            "if a negative time means unknown, drop those rows or give them their times")
+    return negative_times_text(f"{what}: {p}, column {col!r}", n, total, first, where)
 
 
 def where_in_file(p: Path, row: int, sep: str | None = None) -> str:
@@ -749,8 +746,11 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
             item_vocab = Vocabulary(ids, name="item")
         # (an items-file id that matches none: said by listed_catalogue)
         item_info = catalogue_info(item_info, ids, items, p, warn=catalogue != "items")
-    return Interactions.from_ids(user_ids, item_ids, ratings, times, item_info=item_info,
-                                 item_vocab=item_vocab, time_unit=kept)  # (counted already)
+    x = Interactions.from_ids(user_ids, item_ids, ratings, item_info=item_info,
+                              item_vocab=item_vocab)
+    # the times are counts already (``_times``: their negatives said, naming the line):
+    # not read again by from_ids, which would say them again, naming a position
+    return x if times is None else dataclasses.replace(x, timestamps=times, time_unit=kept)
 
 
 def event_values(names: pd.Series, weights: Mapping[str, float], where: Any) -> np.ndarray:
