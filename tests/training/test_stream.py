@@ -322,6 +322,22 @@ def test_int_id_mapping_matches_the_vocabulary(ids):
     np.testing.assert_array_equal(m.indices(text), np.concatenate([want, [-1, -1, -1]]))
 
 
+def test_int_id_mapping_of_a_span_out_of_order_at_the_int64_edge():
+    """Every id of a span, not in order, up to int64's largest: no subtraction (index !=
+    id - lowest id). The check compared the ids with ``np.arange(lo, 2**63)``, which numpy
+    makes float64, where ids 1,024 apart are equal: the vocabulary passed as in order."""
+    import pyarrow as pa
+
+    from twotower.training.stream import _Mapper
+    top = 2**63 - 1
+    vocab = Vocabulary([top, top - 2, top - 1], "item")
+    m = _Mapper(vocab)
+    assert not m.dense
+    keys = [top - 1, top, top - 2, top - 3, 0]
+    np.testing.assert_array_equal(m.indices(pa.array(keys, pa.int64())), [2, 0, 1, -1, -1])
+    assert _Mapper(Vocabulary([top - 2, top - 1, top], "item")).dense  # in order: it is
+
+
 def test_int_id_mapping_inside_the_lookup_table_span():
     """Ids that all lie in the table's span take the one-gather path: holes still map
     to -1, and the table's offset is applied."""

@@ -1033,8 +1033,10 @@ class _Mapper:
             ids = vocab.ids
             self.lo = int(ids.min()) if len(ids) else 0
             self.span = span = int(ids.max()) - self.lo + 1 if len(ids) else 0
-            if len(ids) and span == len(ids) and np.array_equal(ids, np.arange(self.lo,
-                                                                          self.lo + span)):
+            # (ids - lo: np.arange(lo, lo + span) is float64 when it ends past int64, where
+            # a span's ids out of order compare equal)
+            if len(ids) and span == len(ids) and np.array_equal(ids - self.lo,
+                                                                np.arange(span)):
                 self.dense = True
             elif len(ids) and span <= _LUT_SPAN * len(ids) + 1024:
                 self.lut = np.full(span, -1, dtype=np.int32)
