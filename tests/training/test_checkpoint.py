@@ -782,6 +782,40 @@ def test_cli_refuses_a_checkpoint_it_cannot_use_before_reading_the_data(tmp_path
     assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
 
 
+def test_a_streamed_checkpoint_with_tables_in_blocks_records_their_schedule(tmp_path,
+                                                                           monkeypatch):
+    """With tables in blocks a resumed epoch skips the steps done in the blocks' schedule,
+    which the devices, the buffer and the stream's feed (batches joined by
+    ``blocks.coalesced`` since 2026-12-07) decide: the fingerprint records them, so a
+    checkpoint of another schedule is refused (the shuffle's test shows a difference
+    refused) instead of resuming by skipping other rows (rows trained twice, others
+    never). Without blocks nothing is added: older checkpoints resume."""
+    import twotower.models.retriever as retriever
+    from twotower.training import LoopConfig
+    from twotower.training.blocks import STREAM_FEED
+    _, path = _stream_log(tmp_path)
+    fingerprints = []
+
+    class Bound(Exception):
+        pass
+
+    def start(checkpoint, fingerprint):  # the fingerprint, then no training
+        fingerprints.append(fingerprint)
+        raise Bound
+
+    monkeypatch.setattr(retriever, "_start_checkpoint", start)
+    for devices in (2, 0):
+        monkeypatch.setattr(retriever, "_blocks_devices", lambda d=devices: d)
+        with pytest.raises(Bound):
+            TwoTower(_loop_cfg()).fit_stream(
+                InteractionStream(path, StreamConfig(user_col="user", item_col="item",
+                                                     rating_col="stars")),
+                progress_every_s=0, checkpoint=tmp_path / "ck")
+    assert fingerprints[0]["blocks"] == {
+        "devices": 2, "feed": STREAM_FEED,
+        "buffer_rows": LoopConfig().blocks_buffer_rows}
+    assert "blocks" not in fingerprints[1]
+
 def test_a_streamed_checkpoint_of_the_older_shuffle_is_refused(tmp_path, monkeypatch):
     """A streamed checkpoint written by code whose shuffle buffer ordered rows otherwise
     (before ``stream.SHUFFLE_ORDER``) would resume mid-epoch skipping the batches it trained

@@ -977,6 +977,7 @@ class TwoTower:
                          LoopConfig(progress_every_s=progress_every_s))
         ck = None
         if checkpoint is not None:
+            from twotower.training.blocks import STREAM_FEED
             from twotower.training.stream import shuffle_order
             ck = _start_checkpoint(checkpoint, {
                 "trains": "TwoTower.fit_stream", "path": "loop", "config": cfg.to_dict(),
@@ -984,6 +985,10 @@ class TwoTower:
                 # how the buffer orders rows (a resume skips the batches done in that order)
                 **({"shuffle_order": order} if (order := shuffle_order(
                     stream.config.shuffle_buffer)) else {}),
+                # tables in blocks: a resume skips the steps done in the blocks' schedule
+                **({"blocks": {"devices": devices, "feed": STREAM_FEED,
+                               "buffer_rows": loop.config.blocks_buffer_rows}}
+                   if (devices := _blocks_devices()) > 1 else {}),
                 # every row read, not the file's path or time: a copy of the file (a
                 # job's local disk) resumes (one more pass over the file)
                 "file": {"size": os.path.getsize(stream.path),

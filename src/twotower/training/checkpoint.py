@@ -12,8 +12,10 @@ its last checkpoint left it, instead of from the start.
   SIGTERM. A resumed run skips the batches done (they are read again, not trained) and
   trains on exactly as an uninterrupted one would (the loop's batch order is drawn from
   the seed and the epoch): the same losses and tables (tested). A streamed one also
-  records how its shuffle buffer orders rows (``stream.SHUFFLE_ORDER``): one written by
-  code that shuffled otherwise is refused, as it would skip the wrong batches.
+  records how its shuffle buffer orders rows (``stream.SHUFFLE_ORDER``) and, with tables
+  in blocks, the blocks' schedule (devices, buffer, ``blocks.STREAM_FEED``): one written
+  by code that shuffled or scheduled otherwise is refused, as it would skip the wrong
+  batches.
 - ``model.fit`` (history towers, other objectives, validation, small catalogues):
   ``DIR/keras``, at the end of each epoch (Keras' ``save_weights``, with the optimizer's
   state: its step count, hence a cosine schedule's place, and EMA's averages; then the
