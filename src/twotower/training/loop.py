@@ -586,8 +586,9 @@ class TrainLoop:
                 return
             size = batch_size or len(first["user"])
             buffer = self.config.blocks_buffer_rows
-            # the stream's batches joined in chunks of up to 1/16 of the buffer (a small
-            # buffer keeps its batches as they are)
+            # the stream's batches joined in chunks of 1/16 of the buffer or 65,536 rows,
+            # the fewer, or a batch more (a buffer under 16 rows keeps its batches as
+            # they are)
             chunks = coalesced(self._checked(itertools.chain([first], it)),
                                min(1 << 16, buffer // 16))
             calls = stratify(chunks, devices=p,
