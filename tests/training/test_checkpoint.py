@@ -816,6 +816,30 @@ def test_a_streamed_checkpoint_with_tables_in_blocks_records_their_schedule(tmp_
         "buffer_rows": LoopConfig().blocks_buffer_rows}
     assert "blocks" not in fingerprints[1]
 
+
+def test_an_in_memory_checkpoint_with_tables_in_blocks_records_their_devices(tmp_path,
+                                                                             monkeypatch):
+    """TwoTower.fit in blocks: the strata, hence the steps a resumed epoch skips, depend on
+    the number of devices; the fingerprint records it (a checkpoint of 2 devices resumed
+    on 4 would skip steps of another schedule). Without blocks nothing is added."""
+    import twotower.models.retriever as retriever
+    fingerprints = []
+
+    class Bound(Exception):
+        pass
+
+    def start(checkpoint, fingerprint):  # the fingerprint, then no training
+        fingerprints.append(fingerprint)
+        raise Bound
+
+    monkeypatch.setattr(retriever, "_start_checkpoint", start)
+    for devices in (2, 4, 0):
+        monkeypatch.setattr(retriever, "_blocks_devices", lambda d=devices: d)
+        with pytest.raises(Bound):
+            TwoTower(_loop_cfg()).fit(_data(), verbose=0, checkpoint=tmp_path / "ck")
+    assert [f.get("blocks") for f in fingerprints] == [{"devices": 2}, {"devices": 4}, None]
+
+
 def test_a_streamed_checkpoint_of_the_older_shuffle_is_refused(tmp_path, monkeypatch):
     """A streamed checkpoint written by code whose shuffle buffer ordered rows otherwise
     (before ``stream.SHUFFLE_ORDER``) would resume mid-epoch skipping the batches it trained

@@ -789,6 +789,10 @@ class TwoTower:
         ck = _start_checkpoint(checkpoint, {
             "trains": "TwoTower.fit", "path": "loop" if loop_path else "model.fit",
             "config": cfg.to_dict(), "rows": len(train),
+            # tables in blocks: a resumed epoch skips the steps done in the blocks'
+            # schedule, which the number of devices decides (nothing added otherwise:
+            # older checkpoints resume)
+            **({"blocks": {"devices": _blocks_devices()}} if blocks else {}),
             "data_digest": _data_digest(train.user_vocab, train.item_vocab, train.users,
                                         train.items, train.ratings, train.timestamps
                                         ).tobytes().hex(),
