@@ -782,6 +782,24 @@ def test_cli_refuses_a_checkpoint_it_cannot_use_before_reading_the_data(tmp_path
     assert [p.name for p in (tmp_path / "other").iterdir()] == ["notes.txt"]
 
 
+class _Bound(Exception):
+    """Raised where a fit binds its checkpoint (``_fingerprints_of``): no training."""
+
+
+def _fingerprints_of(monkeypatch) -> list:
+    """The fingerprints the fits after this bind their checkpoints to, each fit stopped
+    there (``_Bound``)."""
+    import twotower.models.retriever as retriever
+    fingerprints = []
+
+    def start(checkpoint, fingerprint):
+        fingerprints.append(fingerprint)
+        raise _Bound
+
+    monkeypatch.setattr(retriever, "_start_checkpoint", start)
+    return fingerprints
+
+
 def test_a_streamed_checkpoint_with_tables_in_blocks_records_their_schedule(tmp_path,
                                                                            monkeypatch):
     """With tables in blocks a resumed epoch skips the steps done in the blocks' schedule,
@@ -794,19 +812,10 @@ def test_a_streamed_checkpoint_with_tables_in_blocks_records_their_schedule(tmp_
     from twotower.training import LoopConfig
     from twotower.training.blocks import STREAM_FEED
     _, path = _stream_log(tmp_path)
-    fingerprints = []
-
-    class Bound(Exception):
-        pass
-
-    def start(checkpoint, fingerprint):  # the fingerprint, then no training
-        fingerprints.append(fingerprint)
-        raise Bound
-
-    monkeypatch.setattr(retriever, "_start_checkpoint", start)
+    fingerprints = _fingerprints_of(monkeypatch)
     for devices in (2, 0):
         monkeypatch.setattr(retriever, "_blocks_devices", lambda d=devices: d)
-        with pytest.raises(Bound):
+        with pytest.raises(_Bound):
             TwoTower(_loop_cfg()).fit_stream(
                 InteractionStream(path, StreamConfig(user_col="user", item_col="item",
                                                      rating_col="stars")),
@@ -823,19 +832,10 @@ def test_an_in_memory_checkpoint_with_tables_in_blocks_records_their_devices(tmp
     the number of devices; the fingerprint records it (a checkpoint of 2 devices resumed
     on 4 would skip steps of another schedule). Without blocks nothing is added."""
     import twotower.models.retriever as retriever
-    fingerprints = []
-
-    class Bound(Exception):
-        pass
-
-    def start(checkpoint, fingerprint):  # the fingerprint, then no training
-        fingerprints.append(fingerprint)
-        raise Bound
-
-    monkeypatch.setattr(retriever, "_start_checkpoint", start)
+    fingerprints = _fingerprints_of(monkeypatch)
     for devices in (2, 4, 0):
         monkeypatch.setattr(retriever, "_blocks_devices", lambda d=devices: d)
-        with pytest.raises(Bound):
+        with pytest.raises(_Bound):
             TwoTower(_loop_cfg()).fit(_data(), verbose=0, checkpoint=tmp_path / "ck")
     assert [f.get("blocks") for f in fingerprints] == [{"devices": 2}, {"devices": 4}, None]
 
