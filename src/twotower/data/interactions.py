@@ -654,21 +654,24 @@ def epoch_times(name: str, values: Any, time_unit: str = "auto") -> tuple[np.nda
                                written)
     raise DataError(f"`{name}`: expected seconds since the epoch or datetimes, got dtype "
                     f"{arr.dtype}")
-def _empty_id(name: str, ids: np.ndarray) -> DataError:
-    """The error for an empty-string id among ``ids`` (argument ``name``), naming the
-    first one's position: the readers refuse an empty cell, and the HTTP API cannot ask
-    for one, so no run holds one (nor does a ``Vocabulary``)."""
-    return DataError(f"`{name}`[{int(np.argmax(ids == ''))}]: empty id (''); an id is an "
-                     "integer or a string of at least one character")
+def _refuse_empty_id(name: str, ids: np.ndarray) -> None:
+    """Raise a DataError naming the first empty-string id among ``ids`` (argument
+    ``name``), if any: the readers refuse an empty cell, and the HTTP API cannot ask for
+    one, so no run holds one (nor does a ``Vocabulary``). Called only once a vocabulary
+    refused the ids or a lookup failed: the usual case makes no pass to look for one."""
+    if ids.dtype.kind == "O" and (ids == "").any():
+        raise DataError(f"`{name}`[{int(np.argmax(ids == ''))}]: empty id (''); an id is "
+                        "an integer or a string of at least one character") from None
 
 
 def _rows_vocab(name: str, ids: np.ndarray, role: str) -> Vocabulary:
-    """The sorted vocabulary of the ids of argument ``name``; an empty id is refused
-    naming its row (sorted, ``""`` comes first: no pass over the ids to find one)."""
-    uniq = np.unique(ids)
-    if uniq.dtype.kind == "O" and len(uniq) and uniq[0] == "":
-        raise _empty_id(name, ids)
-    return Vocabulary(uniq, name=role)
+    """The sorted vocabulary of the ids of argument ``name`` (``Vocabulary.from_values``);
+    an empty id, which the vocabulary refuses, is said naming its row."""
+    try:
+        return Vocabulary.from_values(ids, name=role)
+    except DataError:
+        _refuse_empty_id(name, ids)
+        raise
 
 
 def _index(vocab: Vocabulary, ids: np.ndarray, name: str = "ids") -> np.ndarray:
@@ -677,8 +680,7 @@ def _index(vocab: Vocabulary, ids: np.ndarray, name: str = "ids") -> np.ndarray:
     try:
         return _lookup(vocab, ids)
     except UnknownIdError:
-        if ids.dtype.kind == "O" and (ids == "").any():  # (only on failure: no pass)
-            raise _empty_id(name, ids) from None
+        _refuse_empty_id(name, ids)
         raise
 
 
