@@ -634,3 +634,32 @@ def test_the_band_is_read_whole_first_only_before_many_look_ups():
         assert_topk_equal(index.search(Q, 10, exclude=lists), reference(V, Q, 10, lists),
                           V, Q)
         assert Band.reads == reads, (m, Band.reads)
+
+
+def test_score_rows_are_padded_to_an_odd_number_of_cache_lines():
+    from twotower.index.exact import _row_stride
+
+    for c in (1, 15, 16, 17, 512, 768, 1000, 1024, 2048, 16384):
+        ld = _row_stride(c)
+        assert c <= ld < c + 32, c
+        assert ld % 16 == 0 and (ld // 16) % 2 == 1, (c, ld)  # whole 64-byte lines, odd
+
+
+@pytest.mark.parametrize("n, chunk, norm_bound", [(2048, 2048, True), (1500, 2048, True),
+                                                  (70_000, 1024, True), (70_000, 1024, False),
+                                                  (5000, 768, True)])
+def test_scores_in_padded_rows_match_reference(n, chunk, norm_bound):
+    # one chunk (exclusions as flat indices at the padded row stride), chunks of a
+    # power-of-two length, a short first chunk and a short last one, each written into
+    # the buffer at its own stride
+    rng = np.random.default_rng(5)
+    V = rng.standard_normal((n, 8)).astype(np.float32) * rng.gamma(2.0, size=(n, 1)).astype(
+        np.float32)
+    Q = rng.standard_normal((40, 8)).astype(np.float32)
+    ex = [rng.choice(n, rng.integers(0, 200), replace=False) for _ in range(40)]
+    deny = rng.choice(n, 30, replace=False)
+    index = make_index(IndexConfig(kind="exact", chunk_size=chunk, batch_size=16,
+                                   norm_bound=norm_bound)).build(V)
+    for k in (1, 10, 100):
+        got = index.search(Q, k, exclude=ex, deny=deny)
+        assert_topk_equal(got, reference(V, Q, k, ex, deny=deny), V, Q)

@@ -28,8 +28,8 @@ class IndexConfig(Config):
         batch_size: exact search: queries scored per block (one block per worker thread
             at a time).
         chunk_size: exact search: catalogue rows scored per block. Memory for scores is
-            ``batch_size * chunk_size * 4`` bytes per worker thread (4 MiB by default)
-            whatever the catalogue size. A search for ``k`` results scores chunks of at
+            ``batch_size * chunk_size * 4`` bytes per worker thread (4 MiB by default;
+            rows padded by up to 32 floats) whatever the catalogue size. A search for ``k`` results scores chunks of at
             least ``16 * k`` rows (or the whole catalogue), with as many fewer queries per
             block: shorter chunks cost a merge of the running top-k every few rows.
         norm_bound: exact search over catalogues of at least 65,536 items (stored in

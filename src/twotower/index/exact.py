@@ -488,14 +488,17 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         r1 = min(b, r0 + batch_size)
         with _blas.single_threaded():
             if n <= chunk_size:
-                S = Q[r0:r1] @ V.T
+                ld = _row_stride(n)
+                buf = np.empty((r1 - r0, ld), dtype=np.float32)
+                S = buf[:, :n]
+                np.matmul(Q[r0:r1], V.T, out=S)
                 mask.apply(S, 0, n)
                 got = block_rows(r0, r1)
-                if got is not None:  # one flat index each (row * n + id): cheaper than 2-D
-                    at = np.repeat(np.arange(0, (r1 - r0) * n, n, dtype=np.int64),
+                if got is not None:  # one flat index each (row * ld + id): cheaper than 2-D
+                    at = np.repeat(np.arange(0, (r1 - r0) * ld, ld, dtype=np.int64),
                                    np.diff(got[0]))
                     at += got[1]
-                    S.reshape(-1)[at] = _NEG
+                    buf.reshape(-1)[at] = _NEG
                 results[key] = _select(S, kk, rank)
                 return
             init = floor = None
@@ -517,6 +520,18 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         out_i[r0:r1, :kk] = i
     out_i[out_s == _NEG] = PAD_ID
     return out_s, out_i
+
+
+def _row_stride(c: int) -> int:
+    """Row length, in float32s, of a buffer for score blocks of up to ``c`` columns: ``c``
+    rounded up to whole 64-byte cache lines, an odd number of them. With the default
+    2,048 columns (8 KiB rows) every row of a block starts in the same cache sets, and the
+    matmul writing the block and the passes reading it evict their own rows: single
+    threaded, 512 x 2,048 blocks of a d = 64 scan went from 77 to 91 GFLOP/s for the
+    matmul and from 70 to 88 with the row-max pass after it
+    (``benchmarks/results/probe-score-stride-20261207-131029.txt``)."""
+    lines = -(-c // 16)
+    return 16 * (lines | 1)
 
 
 #: Catalogue rows per chunk for each result kept: a chunk of fewer than ``_CHUNK_PER_K * k``
@@ -614,7 +629,8 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
     lowest float32, so an all -inf row (filtered out) never passes.
     """
     bq = Qb.shape[0]
-    buf = np.empty((bq, chunk), dtype=np.float32)
+    # score blocks, their rows padded (``_row_stride``), in one buffer for every chunk
+    buf = np.empty(bq * _row_stride(chunk), dtype=np.float32)
     bs = bi = thr = None
     if init is not None:
         bs, bi = init[0].copy(), init[1].copy()
@@ -639,7 +655,8 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
                 rows = np.flatnonzero(live)
         Qc = Qb if rows is None else Qb[rows]
         nr = Qc.shape[0]
-        S = buf[:nr, :c] if c == chunk else np.empty((nr, c), dtype=np.float32)
+        ld = _row_stride(c)  # (c <= chunk) rows packed at their own stride: a short
+        S = buf[:nr * ld].reshape(nr, ld)[:, :c]  # first chunk stays compact
         np.matmul(Qc, V[c0:c1].T, out=S)
         mask.apply(S, c0, c1)
         if ex is not None:
