@@ -331,12 +331,14 @@ def block_gemm(V: np.ndarray, Q: np.ndarray, config) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     from twotower.index import _blas
+    from twotower.index.exact import _row_stride
     n, bq, chunk = V.shape[0], config.batch_size, config.chunk_size
     workers = config.threads or os.cpu_count() or 1
 
     def task(r0: int) -> None:
         Qb = Q[r0:r0 + bq]
-        buf = np.empty((len(Qb), chunk), dtype=np.float32)
+        # rows padded as the search pads them (``exact._row_stride``)
+        buf = np.empty((len(Qb), _row_stride(chunk)), dtype=np.float32)[:, :chunk]
         with _blas.single_threaded():
             for c0 in range(0, n - chunk + 1, chunk):
                 np.matmul(Qb, V[c0:c0 + chunk].T, out=buf)
