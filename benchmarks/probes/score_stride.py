@@ -26,6 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "src"))
+sys.path.insert(0, str(HERE.parent))
 
 from twotower.index import _blas  # noqa: E402
 from twotower.index.exact import _row_stride  # noqa: E402
@@ -53,39 +54,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--items", type=int, default=786_432)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     args = ap.parse_args()
+    from _results import results_log
+    say, close = results_log(args.out, "score-stride", force=args.force)
     rng = np.random.default_rng(0)
     V = rng.standard_normal((args.items, 64), dtype=np.float32)
     Q = rng.standard_normal((1024, 64), dtype=np.float32)
-    lines = [f"# python benchmarks/probes/score_stride.py --items {args.items} "
-             f"--repeats {args.repeats}",
-             f"# {os.cpu_count()} CPUs; load at start {os.getloadavg()[0]:.2f}; "
-             f"single-threaded BLAS: {_blas.available()}",
-             "# queries x rows: GFLOP/s, matmul alone / matmul + row max; median of repeats"]
-    print("\n".join(lines), flush=True)
-    with _blas.single_threaded():
-        for bq, rows in SHAPES:
-            got = {}
-            for label, ld in (("unpadded", rows), ("padded", _row_stride(rows))):
-                got[label] = ([], [])
-            for r in range(args.repeats):
-                order = ("unpadded", "padded") if r % 2 == 0 else ("padded", "unpadded")
-                for label in order:
-                    ld = rows if label == "unpadded" else _row_stride(rows)
-                    got[label][0].append(scan(V, Q, bq, rows, ld, False))
-                    got[label][1].append(scan(V, Q, bq, rows, ld, True))
-            u, p = got["unpadded"], got["padded"]
-            line = (f"{bq} x {rows}: rows of {rows} floats {statistics.median(u[0]):.0f} / "
+    say(f"# python benchmarks/probes/score_stride.py --items {args.items} "
+        f"--repeats {args.repeats}")
+    say(f"# {os.cpu_count()} CPUs; load at start {os.getloadavg()[0]:.2f}; "
+        f"single-threaded BLAS: {_blas.available()}")
+    say("# queries x rows: GFLOP/s, matmul alone / matmul + row max; median of repeats")
+    try:
+        with _blas.single_threaded():
+            for bq, rows in SHAPES:
+                got = {"unpadded": ([], []), "padded": ([], [])}
+                for r in range(args.repeats):
+                    order = ("unpadded", "padded") if r % 2 == 0 else ("padded", "unpadded")
+                    for label in order:
+                        ld = rows if label == "unpadded" else _row_stride(rows)
+                        got[label][0].append(scan(V, Q, bq, rows, ld, False))
+                        got[label][1].append(scan(V, Q, bq, rows, ld, True))
+                u, p = got["unpadded"], got["padded"]
+                say(f"{bq} x {rows}: rows of {rows} floats {statistics.median(u[0]):.0f} / "
                     f"{statistics.median(u[1]):.0f}; padded to {_row_stride(rows)} "
                     f"{statistics.median(p[0]):.0f} / {statistics.median(p[1]):.0f}")
-            print(line, flush=True)
-            lines.append(line)
-    lines.append(f"# load at end {os.getloadavg()[0]:.2f}")
-    out = args.out or (HERE.parent / "results" /
-                       f"probe-score-stride-{time.strftime('%Y%m%d-%H%M%S')}.txt")
-    out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {out}")
+        say(f"# load at end {os.getloadavg()[0]:.2f}")
+    finally:
+        close()
 
 
 if __name__ == "__main__":
