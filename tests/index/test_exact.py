@@ -10,18 +10,24 @@ from twotower.index import PAD_ID, IndexConfig, make_index
 from .conftest import assert_topk_equal, reference
 
 
+def _filtered_search_matches_reference(V, Q, rng, ks, most_excluded, n_denied, **config):
+    """Per-query exclusions and a deny list, against the reference, for each k of ``ks``."""
+    n = len(V)
+    ex = [rng.choice(n, rng.integers(0, most_excluded), replace=False) for _ in range(len(Q))]
+    deny = rng.choice(n, n_denied, replace=False)
+    index = make_index(IndexConfig(kind="exact", **config)).build(V)
+    for k in ks:
+        got = index.search(Q, k, exclude=ex, deny=deny)
+        assert_topk_equal(got, reference(V, Q, k, ex, deny=deny), V, Q)
+
+
 @pytest.mark.parametrize("chunk_size, batch_size", [(4096, 64), (1000, 16), (8, 3)])
 def test_blocked_search_matches_reference(chunk_size, batch_size):
     rng = np.random.default_rng(11)
     V = rng.standard_normal((5003, 8)).astype(np.float32)
     Q = rng.standard_normal((70, 8)).astype(np.float32)
-    ex = [rng.choice(5003, rng.integers(0, 300), replace=False) for _ in range(70)]
-    deny = rng.choice(5003, 50, replace=False)
-    index = make_index(IndexConfig(kind="exact", chunk_size=chunk_size, batch_size=batch_size,
-                                   threads=2)).build(V)
-    for k in (1, 10, 3000):
-        got = index.search(Q, k, exclude=ex, deny=deny)
-        assert_topk_equal(got, reference(V, Q, k, ex, deny=deny), V, Q)
+    _filtered_search_matches_reference(V, Q, rng, (1, 10, 3000), 300, 50,
+                                       chunk_size=chunk_size, batch_size=batch_size, threads=2)
 
 
 def test_large_allow_list_uses_mask():
@@ -656,10 +662,17 @@ def test_scores_in_padded_rows_match_reference(n, chunk, norm_bound):
     V = rng.standard_normal((n, 8)).astype(np.float32) * rng.gamma(2.0, size=(n, 1)).astype(
         np.float32)
     Q = rng.standard_normal((40, 8)).astype(np.float32)
-    ex = [rng.choice(n, rng.integers(0, 200), replace=False) for _ in range(40)]
-    deny = rng.choice(n, 30, replace=False)
-    index = make_index(IndexConfig(kind="exact", chunk_size=chunk, batch_size=16,
-                                   norm_bound=norm_bound)).build(V)
-    for k in (1, 10, 100):
-        got = index.search(Q, k, exclude=ex, deny=deny)
-        assert_topk_equal(got, reference(V, Q, k, ex, deny=deny), V, Q)
+    _filtered_search_matches_reference(V, Q, rng, (1, 10, 100), 200, 30, chunk_size=chunk,
+                                       batch_size=16, norm_bound=norm_bound)
+
+
+def test_chunked_scores_a_span_longer_than_its_chunk():
+    # no caller makes one (a single query's 2,048-row prefix is scored before the scan),
+    # but the buffer sized by ``chunk`` must not be what decides
+    from twotower.index.exact import _chunked, _Mask
+
+    rng = np.random.default_rng(8)
+    V = rng.standard_normal((100, 8)).astype(np.float32)
+    Q = rng.standard_normal((5, 8)).astype(np.float32)
+    s, i = _chunked(V, Q, 10, _Mask(None, 16), None, 16, [(0, 50), (50, 66), (66, 100)])
+    assert_topk_equal((s, i), reference(V, Q, 10), V, Q)

@@ -655,8 +655,10 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
                 rows = np.flatnonzero(live)
         Qc = Qb if rows is None else Qb[rows]
         nr = Qc.shape[0]
-        ld = _row_stride(c)  # (c <= chunk) rows packed at their own stride: a short
-        S = buf[:nr * ld].reshape(nr, ld)[:, :c]  # first chunk stays compact
+        ld = _row_stride(c)  # rows packed at their own stride: a short first chunk
+        # stays compact (a span longer than ``chunk``, which no caller makes, gets its own)
+        S = (buf[:nr * ld].reshape(nr, ld) if c <= chunk
+             else np.empty((nr, ld), dtype=np.float32))[:, :c]
         np.matmul(Qc, V[c0:c1].T, out=S)
         mask.apply(S, c0, c1)
         if ex is not None:
