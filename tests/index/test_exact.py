@@ -642,13 +642,14 @@ def test_the_band_is_read_whole_first_only_before_many_look_ups():
         assert Band.reads == reads, (m, Band.reads)
 
 
-def test_score_rows_are_padded_to_an_odd_number_of_cache_lines():
+def test_score_rows_of_a_multiple_of_2_kib_get_one_cache_line_more():
     from twotower.index.exact import _row_stride
 
-    for c in (1, 15, 16, 17, 512, 768, 1000, 1024, 2048, 16384):
+    for c in (512, 1024, 2048, 16384):
         ld = _row_stride(c)
-        assert c <= ld < c + 32, c
-        assert ld % 16 == 0 and (ld // 16) % 2 == 1, (c, ld)  # whole 64-byte lines, odd
+        assert ld == c + 16 and (ld // 16) % 2 == 1, (c, ld)  # an odd number of lines
+    for c in (1, 15, 16, 17, 256, 768, 1000, 1682, 2047):
+        assert _row_stride(c) == c, c
 
 
 @pytest.mark.parametrize("n, chunk, norm_bound", [(2048, 2048, True), (1500, 2048, True),

@@ -29,10 +29,10 @@ class IndexConfig(Config):
             at a time).
         chunk_size: exact search: catalogue rows scored per block. Memory for scores is
             ``batch_size * chunk_size * 4`` bytes per worker thread (4 MiB by default;
-            rows padded by up to 32 floats) whatever the catalogue size. A search for
-            ``k`` results scores chunks of at least ``16 * k`` rows (or the whole
-            catalogue), with as many fewer queries per block: shorter chunks cost a merge
-            of the running top-k every few rows.
+            rows of a multiple of 512 padded by 16 floats) whatever the catalogue size.
+            A search for ``k`` results scores chunks of at least ``16 * k`` rows (or the
+            whole catalogue), with as many fewer queries per block: shorter chunks cost a
+            merge of the running top-k every few rows.
         norm_bound: exact search over catalogues of at least 65,536 items (stored in
             decreasing-norm order): skip the chunks whose bound ``|q| * max |x|`` cannot
             beat the query's running k-th best score. Exact (Cauchy-Schwarz); it saves

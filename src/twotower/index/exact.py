@@ -523,15 +523,16 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
 
 
 def _row_stride(c: int) -> int:
-    """Row length, in float32s, of a buffer for score blocks of up to ``c`` columns: ``c``
-    rounded up to whole 64-byte cache lines, an odd number of them. With the default
-    2,048 columns (8 KiB rows) every row of a block starts in the same cache sets, and the
-    matmul writing the block and the passes reading it evict their own rows: single
-    threaded, 512 x 2,048 blocks of a d = 64 scan went from 77 to 91 GFLOP/s for the
-    matmul and from 70 to 88 with the row-max pass after it
-    (``benchmarks/results/probe-score-stride-20261207-131029.txt``)."""
-    lines = -(-c // 16)
-    return 16 * (lines | 1)
+    """Row length, in float32s, of a buffer for score blocks of up to ``c`` columns: ``c``,
+    one 64-byte cache line longer when ``c`` is a multiple of 512 (rows of a multiple of
+    2 KiB). With the default 2,048 columns (8 KiB rows) every row of a block starts in the
+    same cache sets, and the matmul writing the block and the passes reading it evict
+    their own rows: single threaded, 512 x 2,048 blocks of a d = 64 scan went from 77 to
+    91 GFLOP/s for the matmul and from 70 to 88 with the row-max pass after it
+    (``benchmarks/results/probe-score-stride-20261207-131029.txt``). Other lengths stay
+    as they are: 768 gained nothing there, and 1,682 padded to a whole odd number of
+    lines (1,712) made the one-chunk search of 1,024 queries about 3% slower (ad hoc)."""
+    return c + 16 if c % 512 == 0 else c
 
 
 #: Catalogue rows per chunk for each result kept: a chunk of fewer than ``_CHUNK_PER_K * k``
