@@ -32,8 +32,9 @@ STRATUM = "__stratum"  # the host int a call's stratum travels under
 ROWS = "__rows"  # the real (unpadded) examples of each step of a call, [K]
 #: How the loop feeds a stream to ``stratify`` (its batches joined by ``coalesced``, since
 #: 2026-12-07, into chunks of 1/16 of the buffer or 65,536 rows, the fewer, or a batch
-#: more), for a streamed checkpoint's fingerprint: the calls, hence the steps a resumed epoch skips, depend on it (and on the
-#: devices and the buffer); a checkpoint of the batch-by-batch feed is refused
+#: more), for a streamed checkpoint's fingerprint: the calls, hence the steps a resumed
+#: epoch skips, depend on it (and on the devices and the buffer); a checkpoint of the
+#: batch-by-batch feed is refused
 STREAM_FEED = "coalesced-16th"
 
 
