@@ -899,6 +899,55 @@ def test_text_ids_are_named_as_external_ids(built, catalogue):
         built.search(Q, 5, allow=[1.0, 2.0])  # no text: no hint
 
 
+def test_bools_among_ids_are_refused_in_every_form(built, catalogue):
+    """True and False among integer ids (a bool array beside int rows, a bool in a list)
+    were read as ids 1 and 0 by numpy, so a batch silently excluded, allowed or denied
+    the wrong items (the same row alone was refused): refused in every form, named."""
+    V, Q = catalogue
+    bad = r"a bool is not an id \(numpy would read it as id {}\)$"
+    for kw, name, at in (
+            ({"exclude": [[5, True]] + [[]] * 8}, r"exclude\[0\]", r"True at position 1"),
+            ({"exclude": [[5]] * 8 + [(2, np.False_)]}, r"exclude\[8\]",
+             r"np\.False_ at position 1"),
+            ({"allow": [False, 3]}, "allow", r"False at position 0"),
+            ({"deny": {True, 7}}, "deny", r"True"),
+            ({"exclude": [[4, np.True_]]}, r"exclude\[0\]", r"np\.True_ at position 1")):
+        one = int("True" in at)
+        with pytest.raises(DataError, match=rf"^`{name}` must be a 1-D sequence of integer "
+                                            rf"item ids, got {at}: {bad.format(one)}"):
+            built.search(Q[:len(kw.get("exclude", Q))], 5, **kw)
+    # a bool array beside int arrays: concatenated, numpy made it ids 1 and 0
+    rows = [np.array([True, False])] + [np.array([3])] * 8
+    with pytest.raises(DataError, match=r"^`exclude\[0\]` must be a 1-D sequence of integer "
+                                        r"item ids, got bool array of shape \(2,\)"):
+        built.search(Q, 5, exclude=rows)
+    with pytest.raises(DataError, match=r"^`table\[1\]` .* got True at position 0"):
+        built.prepare_exclusions([np.array([2]), [True, 4]])
+    # integer rows of other dtypes, lists and empty rows still go through, as ids
+    mixed = [np.array([1], np.int32), [2, 3], (), np.array([], float)] + [np.array([4])] * 5
+    _, got = built.search(Q, 5, exclude=mixed)
+    _, ref = built.search(Q, 5, exclude=[np.asarray(r, np.int64).reshape(-1) for r in mixed])
+    np.testing.assert_array_equal(got, ref)
+    assert not np.isin(got[1], [2, 3]).any() and 1 not in got[0]
+
+
+def test_objects_that_are_not_id_lists_are_named_with_the_argument_they_belong_to(
+        built, catalogue):
+    """A generator, or a prepared filter given to the wrong argument, was refused as "got
+    object array of shape ()", which said neither what was passed nor where it goes."""
+    V, Q = catalogue
+    head = r"^`{}` must be a 1-D sequence of integer item ids, got "
+    cases = (({"allow": (i for i in range(3))}, "allow", "generator: an iterator; pass a "
+              "list or an array of the ids$"),
+             ({"allow": built.prepare_deny([1])}, "allow",
+              r"Denied: a prepared deny list \(prepare_deny\) goes to `deny`$"),
+             ({"deny": built.prepare_exclusions([[1]] * 9).rows(np.arange(9))}, "deny",
+              r"Exclusions: prepared exclusions \(prepare_exclusions\) go to `exclude`$"))
+    for kw, name, tail in cases:
+        with pytest.raises(DataError, match=head.format(name) + tail):
+            built.search(Q, 5, **kw)
+
+
 def test_a_bool_mask_for_ids_is_named_by_its_entry_with_the_form_expected(built, catalogue):
     """A bool mask given as the one query's exclude row was reported as `exclude` (the
     row, `exclude[0]`, only with two or more queries), with no word on the form: the row

@@ -15,7 +15,7 @@ list fails the ``search`` call and names its row):
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -122,12 +122,29 @@ class Filters:
         return self.n_allowed - len(ex)
 
 
-def _array(value: Any) -> np.ndarray:
+def _array(value: Any, name: str) -> np.ndarray:
     """``np.asarray``, but a set's ids (an allow-list held as a set) as a 1-D array, not
-    a 0-d object array."""
-    if isinstance(value, (set, frozenset)):
-        return np.array(list(value)) if value else np.empty(0, dtype=np.int64)
-    return np.asarray(value)
+    a 0-d object array.
+
+    Raises:
+        DataError: a sequence of ids that holds a bool (numpy would read True and False
+            among integers as ids 1 and 0), naming ``name``.
+    """
+    unordered = isinstance(value, (set, frozenset))
+    if unordered:
+        value = list(value)
+        if not value:
+            return np.empty(0, dtype=np.int64)
+    arr = np.asarray(value)
+    if arr.dtype.kind in "iu" and not isinstance(value, np.ndarray) and arr.ndim == 1:
+        kinds = set(map(type, value))
+        if bool in kinds or np.bool_ in kinds:
+            at = next(i for i, x in enumerate(value) if isinstance(x, (bool, np.bool_)))
+            where = "" if unordered else f" at position {at}"
+            raise DataError(f"`{name}` must be a 1-D sequence of integer item ids, got "
+                            f"{value[at]!r}{where}: a bool is not an id (numpy would "
+                            f"read it as id {int(value[at])})")
+    return arr
 
 
 def _not_ids(name: str, arr: np.ndarray, n: int) -> DataError:
@@ -135,6 +152,16 @@ def _not_ids(name: str, arr: np.ndarray, n: int) -> DataError:
     (an item's own id, e.g. MovieLens' "50"), which the index does not know, and a bool
     array is a mask, not ids: it says so."""
     hint = ""
+    if arr.ndim == 0 and arr.dtype.kind == "O":  # an object numpy could not read as a list
+        obj = arr.item()
+        if isinstance(obj, Denied):
+            hint = ": a prepared deny list (prepare_deny) goes to `deny`"
+        elif isinstance(obj, Exclusions):
+            hint = ": prepared exclusions (prepare_exclusions) go to `exclude`"
+        elif isinstance(obj, Iterator):
+            hint = ": an iterator; pass a list or an array of the ids"
+        return DataError(f"`{name}` must be a 1-D sequence of integer item ids, got "
+                         f"{type(obj).__name__}{hint}")
     if arr.dtype.kind == "b":
         hint = ": a bool mask; pass the ids it marks (np.flatnonzero(mask))"
     elif arr.dtype.kind in "USO" and arr.size and isinstance(arr.flat[0], (str, bytes)):
@@ -146,7 +173,7 @@ def _not_ids(name: str, arr: np.ndarray, n: int) -> DataError:
 
 
 def _ids(name: str, value: Any, n: int) -> np.ndarray:
-    arr = _array(value)
+    arr = _array(value, name)
     if arr.size == 0:
         return np.empty(0, dtype=np.int64)
     if arr.ndim != 1 or arr.dtype.kind not in "iu":
@@ -229,15 +256,20 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
     if b == 1 and row0 == 0:  # the single-query hot path: no concatenation
         ids = _ids(f"{name}[0]", rows[0], n)  # the row, as with more queries
         return np.array([0, len(ids)], dtype=np.int64), ids
-    try:
-        lengths = np.fromiter(map(len, rows), dtype=np.int64, count=b)
-        ids = np.concatenate(rows) if lengths.sum() else np.empty(0, dtype=np.int64)
-    except (TypeError, ValueError):
-        ids = None
+    ids = None
+    # the fast path takes arrays only, and "no" casting: numpy would read bools among ids
+    # (a bool array beside int ones, True in a list) as ids 1 and 0; the slow path names them
+    if set(map(type, rows)) == {np.ndarray}:
+        try:
+            lengths = np.fromiter(map(len, rows), dtype=np.int64, count=b)
+            ids = (np.concatenate(rows, casting="no") if lengths.sum()
+                   else np.empty(0, dtype=np.int64))
+        except (TypeError, ValueError):
+            ids = None
     if ids is None or ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
         parts = []  # slow path: empty rows of another dtype, or a bad row to name
         for row, value in enumerate(rows):
-            arr = _array(value)
+            arr = _array(value, f"{name}[{row0 + row}]")
             if arr.size and (arr.ndim != 1 or arr.dtype.kind not in "iu"):
                 raise _not_ids(f"{name}[{row0 + row}]", arr, n)
             if arr.size and arr.dtype.kind == "u" and arr.max() >= n:  # named as given
