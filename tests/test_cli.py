@@ -269,6 +269,65 @@ def test_real_process_user_error(tutorial_run):
     assert "Traceback" not in proc.stderr
 
 
+def test_a_save_into_the_working_directory_is_refused_before_any_work(capsys, tutorial_run,
+                                                                     tmp_path, monkeypatch):
+    """`twotower index .` (or `train --out .`) from inside the run swapped the directory the
+    shell was in for a new one: the save completed, and the next command, in the deleted
+    old directory, said the run was not there. Refused, naming the way out, before any
+    work; the run is untouched."""
+    import shutil
+    _, rundir = tutorial_run
+    run_copy = tmp_path / "run"
+    shutil.copytree(rundir, run_copy)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in run_copy.iterdir())
+    for where, argv in ((run_copy, ["index", ".", "--kind", "exact"]),
+                        (run_copy / "index", ["index", "..", "--kind", "exact"]),
+                        (run_copy, ["train", "--preset", "tutorial", "--epochs", "1",
+                                    "--out", "."])):
+        monkeypatch.chdir(where)
+        code, out, err = run(capsys, *argv)
+        here = "the current directory" if where == run_copy else \
+            f"a directory the current one ({where}) is in"
+        assert code == 2 and err.strip() == (
+            f"twotower: error: {'--out' if argv[0] == 'train' else 'run directory'}: "
+            f"{run_copy} is {here}; a save replaces the whole directory, which would leave "
+            f"this process (and your shell) in the deleted old one: run the command from "
+            f"outside it, e.g. after `cd {tmp_path}`"), err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in run_copy.iterdir()) == before
+    monkeypatch.chdir(tmp_path)  # from outside: saved
+    code, out, err = run(capsys, "index", "run", "--kind", "exact", "--json")
+    assert code == 0, err
+
+
+def test_a_stop_after_the_save_says_the_save_is_complete(capsys, tutorial_run, tmp_path,
+                                                         monkeypatch):
+    """Ctrl-C while `index` printed its report (its save done, the new index in use) said
+    a bare "interrupted", as if nothing had changed: only saves a signal waited for were
+    counted. Any save the command completed is named."""
+    import shutil
+
+    import twotower.cli as cli
+    from twotower import TwoTower
+    _, rundir = tutorial_run
+    run_copy = tmp_path / "run"
+    shutil.copytree(rundir, run_copy)
+
+    def stop(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_say", stop)
+    code, out, err = run(capsys, "index", run_copy, "--kind", "ivf", "--nprobe", "4")
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (f"twotower: interrupted (after {run_copy} was "
+                                            "saved, complete)")
+    assert TwoTower.load(run_copy).index_config.kind == "ivf"
+    # a stop before the save (in a later command of the same process): nothing claimed
+    import twotower.artifacts as art
+    monkeypatch.setattr(art, "reindex_run", stop)
+    code, out, err = run(capsys, "index", run_copy, "--kind", "exact")
+    assert code == 130 and err.strip().splitlines()[-1] == "twotower: interrupted"
+    assert TwoTower.load(run_copy).index_config.kind == "ivf"
+
+
 @pytest.mark.parametrize("kind", ["hnsw", "ivf", "exact"])
 def test_index_command_builds_reports_and_is_used(capsys, tutorial_run, tmp_path, kind):
     import shutil

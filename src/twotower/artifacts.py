@@ -112,6 +112,18 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
                             f"a directory: give the {noun}'s own path, "
                             f"{os.path.realpath(t)}")
     if t.is_dir() and not t.is_symlink():
+        try:
+            here = Path.cwd()
+        except OSError:  # the working directory itself is gone
+            here = None
+        real = Path(os.path.realpath(t))  # (the working directory is a real path)
+        if here is not None and (here == real or real in here.parents):
+            where = ("the current directory" if here == real
+                     else f"a directory the current one ({here}) is in")
+            raise ArtifactError(f"{what}: {t} is {where}; a save replaces the whole "
+                                "directory, which would leave this process (and your shell) "
+                                "in the deleted old one: run the command from outside it, "
+                                f"e.g. after `cd {t.parent}`")
         if (t / marker).is_file() or not any(t.iterdir()):
             return t
         raise ArtifactError(f"{what}: {t} is a directory that is not a twotower {noun} (no "
@@ -121,10 +133,20 @@ def check_replaceable(target: str | os.PathLike[str], what: str = "directory",
                         f"empty directory for the {noun}")
 
 
-#: Directories ``atomic_directory`` completed while a signal was held back (it fires right
-#: after), not those inside another save's temporary directory: a command ended by that
-#: signal can say its save is complete all the same.
-SAVED: list[Path] = []
+class _Saved:
+    """The top-level saves ``atomic_directory`` completed in this process (not those inside
+    another save's temporary directory): how many, and the last one's path. A command a
+    signal ends after its save (or during it: the signal is held back until the new
+    version is in place) can say the save is complete."""
+    count = 0
+    last: Path | None = None
+
+    def add(self, target: Path) -> None:
+        self.count += 1
+        self.last = target
+
+
+SAVED = _Saved()
 
 #: called (when set) just before a save's renames; raising there leaves the previous
 #: version in place (the CLI raises a Ctrl-C or SIGTERM that Python dropped)
@@ -171,20 +193,17 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
                 unchanged(target)
             if BEFORE_COMMIT is not None:
                 BEFORE_COMMIT()  # e.g. a stop the CLI was asked for
-            with _signals_held() as held:
+            with _signals_held():
                 if target.exists():
                     os.rename(target, old)
                     moved = True
                 os.rename(tmp, target)
                 placed = True
+                if not _is_temp_sibling(target.parent):
+                    SAVED.add(target)  # complete (a signal held back fires next)
                 _fsync_dir(target.parent)
-                if held.pending and not _is_temp_sibling(target.parent):
-                    SAVED.append(target)  # complete, and a signal held back fires next
         _discard(old, target)
     except BaseException as exc:
-        if placed and isinstance(exc, KeyboardInterrupt) and target not in SAVED[-1:] \
-                and not _is_temp_sibling(target.parent):
-            SAVED.append(target)  # a signal while the old version was removed: complete
         if moved and not target.exists():
             os.rename(old, target)  # the new version never arrived: the old one returns
         elif moved:

@@ -2592,7 +2592,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         # the library loads here, inside the command's Ctrl-C handling (a Ctrl-C while it
         # loaded, the first second or two, was a 27-line traceback)
         from twotower import artifacts
-        saved_before = len(artifacts.SAVED)
+        saved_before = artifacts.SAVED.count
         artifacts.BEFORE_COMMIT = _stop_requested
         args = parser.parse_args(argv)
         # SIGTERM (`kill`, a job scheduler's stop) would end the process on the spot,
@@ -2633,10 +2633,11 @@ def _main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except KeyboardInterrupt as exc:
         _PENDING["signum"] = None
-        # a signal held back while a save swapped directories: that save is complete
-        saved = [] if artifacts is None else artifacts.SAVED
-        done = (f" (after {saved[-1]} was saved, complete)" if len(saved) > saved_before
-                else "")
+        # a save this command completed (before the signal, or while it was held back as
+        # the save swapped directories) is said to be complete
+        saved = None if artifacts is None else artifacts.SAVED
+        done = (f" (after {saved.last} was saved, complete)"
+                if saved is not None and saved.count > saved_before else "")
         if isinstance(exc, _Terminated):
             print(f"twotower: terminated{done}", file=sys.stderr)
             return 143  # 128 + SIGTERM, what a shell reports for a process it ended
