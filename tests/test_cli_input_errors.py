@@ -342,6 +342,11 @@ def test_sep_with_no_text_file_to_read_is_refused(capsys, tmp_path):
     code, _, err = run(capsys, *_train(tmp_path, pq, "--sep", ";", "--items", pq))
     assert code == 2 and f"neither --data {pq} nor --items {pq} is one" in err, err
     assert not (tmp_path / "run").exists()
+    # evaluate's held-out file too (it was taken in silence there), before the run is read
+    code, _, err = run(capsys, "evaluate", tmp_path / "run", "--test-data", pq, "--sep", ";")
+    assert code == 2 and err.strip() == (
+        f"twotower: error: --sep (';') is the field separator of a CSV/TSV file, and "
+        f"--test-data {pq} is not one (Parquet has no separator): leave --sep out"), err
 
 
 def test_an_items_file_and_a_log_both_without_the_default_item_column(capsys, tmp_path):

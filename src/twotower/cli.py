@@ -1609,8 +1609,8 @@ def _short_list_note(model: Any, user_id: Any, left: int, include_seen: bool,
     if n_other:
         why.append(f"{n_other:,} are not in --allow")
     if n_untrained:
-        why.append(f"{n_untrained:,} were never trained (no training row, no trained "
-                   "item feature), which no list holds")
+        why.append(f"{n_untrained:,} {'was' if n_untrained == 1 else 'were'} never trained "
+                   "(no training row, no trained item feature), which no list holds")
     return (f"  ({'no' if not left else f'only {left}'} items left: of the "
             f"{model.n_items:,}, {' and '.join(why)})")
 
@@ -1851,6 +1851,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if stray and not args.test_data:
         raise ConfigError(f"{', '.join(stray)}: for a --test-data file, which was not given "
                           "(the run's own split needs no columns)")
+    if args.sep is not None and Path(args.test_data).suffix.lower() not in (".csv", ".tsv",
+                                                                             ".txt"):
+        # a flag that does nothing is refused, as train refuses it with Parquet files only
+        raise ConfigError(f"--sep ({args.sep!r}) is the field separator of a CSV/TSV file, "
+                          f"and --test-data {args.test_data} is not one (Parquet has no "
+                          "separator): leave --sep out")
     to_stdout = args.json is not None and str(args.json) == "-"  # the JSON, for a pipe
     for flag, path in (("--json", None if to_stdout else args.json), ("--plot", args.plot),
                        ("--plot-loss", args.plot_loss)):

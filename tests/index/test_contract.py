@@ -444,6 +444,10 @@ def test_bad_inputs_name_the_argument(built):
     q[1, 3] = np.nan
     with pytest.raises(DataError, match="`queries` must be finite; row 1"):
         built.search(q, 5)
+    # None (a missing value in a list) was named as NaN, what float32 made of it
+    with pytest.raises(DataError, match=r"^`queries` must be a numeric \[batch, 12\] array; "
+                                        r"row 1 holds None$"):
+        built.search([[0.0] * 12, [1.0] * 11 + [None]], 5)
     with pytest.raises(DataError, match=r"`exclude` must have one entry per query \(2\)"):
         built.search(np.zeros((2, 12), np.float32), 5, exclude=[[1]])
     with pytest.raises(DataError, match=r"`exclude\[1\]` ids must be internal ids in \[0, 300\)"):

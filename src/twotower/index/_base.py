@@ -309,6 +309,10 @@ class Index:
         if q.size and not np.abs(q).max() < MAX_NORM / np.sqrt(self._d):
             if not np.isfinite(q).all():
                 row = int(np.flatnonzero(~np.isfinite(q).all(axis=1))[0])
+                if raw.dtype.kind == "O" and raw.shape == q.shape and any(
+                        v is None for v in raw[row]):  # float32 made None a NaN
+                    raise DataError(f"`queries` must be a numeric [batch, {self._d}] array; "
+                                    f"row {row} holds None")
                 _check_overflowed(raw, q, row, "queries")
                 raise DataError(f"`queries` must be finite; row {row} holds NaN or inf: "
                                 f"{q[row][~np.isfinite(q[row])][:3].tolist()}")
