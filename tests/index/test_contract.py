@@ -222,6 +222,12 @@ def test_empty_query_batch(built, catalogue):
     s, i = built.search(np.empty((0, 12), np.float32), 5)
     assert s.shape == (0, 5) and i.shape == (0, 5)
     assert s.dtype == np.float32 and i.dtype == np.int64
+    # with exclusions for no query, in each form (an empty list raised in numpy's concatenate)
+    import scipy.sparse as sp
+    for ex in ([], np.empty((0, 3), np.int64), sp.csr_matrix((0, 300), dtype=bool),
+               built.prepare_exclusions([[1]]).rows([])):
+        s, i = built.search(np.empty((0, 12), np.float32), 5, exclude=ex, deny=[2])
+        assert s.shape == (0, 5) and i.shape == (0, 5)
 
 
 def test_save_load_identical(built, catalogue, tmp_path):

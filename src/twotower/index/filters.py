@@ -253,6 +253,8 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
         _check_in_range(ptr, ids, ids, n, name, row0)
         return ptr, ids
     rows = _exclusion_rows(exclude, b, name)
+    if b == 0:
+        return None  # no query, nothing to exclude
     if b == 1 and row0 == 0:  # the single-query hot path: no concatenation
         ids = _ids(f"{name}[0]", rows[0], n)  # the row, as with more queries
         return np.array([0, len(ids)], dtype=np.int64), ids
