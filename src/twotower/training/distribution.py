@@ -44,8 +44,9 @@ class DistributionConfig(Config):
     Attributes:
         data_parallel: devices (per model replica group) the batch is split over.
         model_parallel: devices each embedding table is split over.
-        shard_tables: ``rows`` (split the ids: memory per device shrinks with the catalogue)
-            or ``columns`` (split the embedding dimensions, which ``model_parallel`` must
+        shard_tables: ``rows``, ``columns`` or ``blocks``. ``rows``: split the ids (memory
+            per device shrinks with the catalogue). ``columns`` (split the embedding
+            dimensions, which ``model_parallel`` must
             divide; 1-column bias tables stay whole). Columns suit objectives whose step
             touches few rows, like ``mse``: each device keeps half the row work and adds one
             small all-reduce per step (``docs/scaling.md`` has the measurements).
