@@ -135,6 +135,22 @@ def test_unread_names_the_settings_each_model_ignores():
     assert "recency_floor" in default.replace(recency_half_life=0.0).unread()
 
 
+def test_a_preset_warns_of_an_override_its_model_never_reads():
+    """Only `twotower train` said so: `ModelConfig.preset("tutorial", temperature=0.5)` was
+    taken in silence by the library, and training ignored the value."""
+    import warnings
+    from twotower import ModelConfig
+    with pytest.warns(UserWarning, match=r"^settings the chosen model never reads, so training "
+                                         r"ignores them: temperature \(objective 'mse'\), "
+                                         r"history_length \(query_tower 'id'\)$"):
+        ModelConfig.preset("tutorial", temperature=0.5, history_length=5, epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # read, or at the class default: nothing said
+        ModelConfig.preset("tutorial", epochs=2, temperature=1.0)
+        ModelConfig.preset("default", temperature=0.5)
+        ModelConfig.preset("tutorial", **ModelConfig.preset("tutorial").to_dict())
+
+
 @pytest.mark.parametrize("field,value", [("temperature", 0.0), ("temperature", -1.0),
                                          ("learning_rate", 0.0), ("history_dropout", 1.0)])
 def test_out_of_range_values_are_refused(field, value):

@@ -670,8 +670,11 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     hidden = {n: overrides[n] for n in _MODEL_FLAGS
               if getattr(args, n, None) is not None and n in overrides}
     if hidden:
+        import warnings
         try:
-            ModelConfig.preset(args.preset, **hidden)
+            with warnings.catch_warnings():  # a check of the file's values only: the
+                warnings.simplefilter("ignore")  # preset below warns of what it reads
+                ModelConfig.preset(args.preset, **hidden)
         except ConfigError as exc:
             raise _named(exc, "model", {}, args, set(hidden)) from None
     for name in _MODEL_FLAGS:
@@ -704,16 +707,7 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
                 "leave out --event-col and --event-weights"))
         raise _named(exc, "model", flags, args, set(overrides) - set(flags) - inferred
                      ) from None
-    unread = cfg.unread()
-    # a key at the class default changes nothing whether read or not (a run's saved
-    # [model] table, fed back, holds every key): only a value the user chose is said
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    given = [f"{n} ({unread[n]})" for n in overrides
-             if n in unread and getattr(cfg, n) != defaults[n]]
-    if given:  # kept in the saved config and changing nothing: say so
-        import warnings
-        warnings.warn("settings the chosen model never reads, so training ignores them: "
-                      + ", ".join(given), stacklevel=2)
+    # (a setting the model never reads: ModelConfig.preset warned above)
     if args.preset == "default" and cfg.objective != "multinomial" \
             and "batch_size" not in overrides:
         import warnings

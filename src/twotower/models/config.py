@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -478,10 +480,21 @@ class ModelConfig(Config):
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> ModelConfig:
-        """A named configuration: ``tutorial``, ``clicks`` or ``default``."""
+        """A named configuration: ``tutorial``, ``clicks`` or ``default``, with
+        ``overrides``. An override the chosen model never reads (``unread``: e.g.
+        ``temperature`` with ``mse``) gets a warning naming it, unless it holds the class
+        default (as a run's saved settings, fed back whole, hold for most of them)."""
         if name not in PRESETS:
             raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-        return cls.from_dict({**PRESETS[name], **overrides})
+        cfg = cls.from_dict({**PRESETS[name], **overrides})
+        unread = cfg.unread()
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        given = [f"{n} ({unread[n]})" for n in overrides
+                 if n in unread and getattr(cfg, n) != defaults[n]]
+        if given:  # kept in the saved config and changing nothing: say so
+            warnings.warn("settings the chosen model never reads, so training ignores them: "
+                          + ", ".join(given), stacklevel=2)
+        return cfg
 
 
 PRESETS: dict[str, dict[str, Any]] = {
