@@ -553,7 +553,7 @@ def test_page_and_static_files(client):
     r = client.get("/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert 'id="user-id"' in r.text and "/static/app.js" in r.text
-    for name in ("app.js", "style.css"):
+    for name in ("app.js", "style.css", "favicon.svg"):
         assert client.get(f"/static/{name}").status_code == 200
     assert "http" not in client.get("/static/app.js").text.replace("https://", "x")  # no CDN
 

@@ -46,9 +46,10 @@ def _serve(run_dir, **settings):
 
 
 @contextlib.contextmanager
-def _page(sync_api, base, outside=None, bypass_csp=True):
+def _page(sync_api, base, outside=None, bypass_csp=True, failed=None):
     """A headless page on the service's `/`, loaded (the model line shown), and the list
-    its JavaScript errors go to; ``outside`` collects requests to anywhere else.
+    its JavaScript errors go to; ``outside`` collects requests to anywhere else, ``failed``
+    the (url, status) of answers of 400 or more and the console's errors.
     ``bypass_csp``: Playwright's own ``wait_for_function`` evaluates strings, which the
     service's Content-Security-Policy forbids (``test_the_page_runs_under_its_csp`` runs
     the page under it)."""
@@ -59,6 +60,11 @@ def _page(sync_api, base, outside=None, bypass_csp=True):
             if outside is not None:
                 page.on("request", lambda req: outside.append(req.url)
                         if not req.url.startswith(base) else None)
+            if failed is not None:
+                page.on("response", lambda r: failed.append((r.url, r.status))
+                        if r.status >= 400 else None)
+                page.on("console", lambda m: failed.append(("console", m.text))
+                        if m.type == "error" else None)
             errors = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(base + "/")
@@ -290,6 +296,35 @@ def test_the_page_runs_under_its_csp(live_server):
         page.locator("#similar li").nth(9).wait_for()
         assert not errors, errors
         assert not [m for m in console if "Content Security Policy" in m], console
+
+
+def test_page_loads_cleanly_wraps_long_titles_and_fits_a_small_phone(live_server):
+    """Every load asked for /favicon.ico, a 404 in the console; a title of one long word
+    did not wrap and pushed its score (and +/- button) out of its list's view; at 320px the
+    columns (300px at least, beside the body's padding) made the page scroll sideways."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    base, app = live_server
+    failed = []
+    with _page(sync_api, base, failed=failed) as (page, errors):
+        page.fill("#user-id", "42")
+        page.click("#go")
+        page.locator("#recs li").nth(9).wait_for()
+        page.wait_for_load_state("networkidle")
+        assert not failed and not errors, (failed, errors)
+        long = "Supercalifragilisticexpialidocious" * 4
+        for width in (1280, 375, 320):
+            page.set_viewport_size({"width": width, "height": 700})
+            page.locator("#recs li .title").first.evaluate("(el, t) => el.textContent = t", long)
+            fit = page.evaluate("""() => {
+                const li = document.querySelector('#recs li');
+                const list = li.closest('.items').getBoundingClientRect();
+                // the row's last part (its score; its +/- button when the run has one)
+                const last = li.lastElementChild.getBoundingClientRect();
+                return {last: last.right, list: list.right,
+                        page: document.documentElement.scrollWidth};
+            }""")
+            assert fit["last"] <= fit["list"] + 0.5, (width, fit)
+            assert fit["page"] <= width, (width, fit)
 
 
 def test_a_slow_earlier_answer_never_replaces_the_latest(live_server):
