@@ -118,6 +118,10 @@ def test_page_shows_recommendations_and_similar_movies(live_server):
         page.fill("#item-search", "star wars")
         page.wait_for_function("document.querySelectorAll('#search-results li').length === 1")
         assert page.locator("#error").is_hidden()
+        # Enter opens the first match's similar items (it did nothing)
+        page.press("#item-search", "Enter")
+        page.wait_for_function("document.getElementById('similar-to').textContent"
+                               ".includes('Star Wars')")
         # a search that matches nothing says so
         page.fill("#item-search", "zzzzqqq")
         page.wait_for_selector("#search-results li.none")

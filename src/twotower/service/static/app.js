@@ -448,7 +448,11 @@ async function init() {
     const id = $("user-id").value.trim();
     if (id) showUser(id);
   });
-  $("item-form").addEventListener("submit", (ev) => ev.preventDefault());
+  $("item-form").addEventListener("submit", (ev) => {  // Enter: the first match's similar
+    ev.preventDefault();
+    const first = $("search-results").querySelector("li[data-item-id] button.title");
+    if (first) first.click();
+  });
   $("item-search").addEventListener("input", searchItems);
   $("user-id").addEventListener("input", suggestUsers);
   $("clear-built").addEventListener("click", () => { built = []; showBuilt(); });
