@@ -220,6 +220,29 @@ def test_multi_host_flags_without_num_processes_are_refused(capsys, tmp_path, da
     assert not (tmp_path / "run").exists()
 
 
+def test_several_processes_need_a_process_id_and_one_process_reads_none(capsys, tmp_path,
+                                                                         data):
+    """--num-processes 2 without --process-id made every process process 0: each waited out
+    --join-timeout (300 s) before a word; --process-id 0 or --join-timeout with one process
+    did nothing, in silence (--shard-tables said so)."""
+    code, _, err = run(capsys, *_train(tmp_path, data, "--coordinator", "127.0.0.1:1",
+                                       "--num-processes", "2", "--devices", "2"))
+    assert code == 2 and err.strip() == (
+        "twotower: error: --num-processes (2): give each process its own --process-id (0 .. "
+        "1; 0 on the coordinator's host)"), err
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[distribution]\ncoordinator_address = "127.0.0.1:1"\nnum_processes = 3\n')
+    code, _, err = run(capsys, *_train(tmp_path, data, "--config", cfg, "--devices", "3"))
+    assert code == 2 and f"--config {cfg} [distribution] num_processes (3): give each " in err
+    assert not (tmp_path / "run").exists()
+    code, _, err = run(capsys, *_train(tmp_path, data, "--process-id", "0",
+                                       "--join-timeout", "5"))
+    assert code == 0, err
+    for flag, value in (("--process-id", "0"), ("--join-timeout", "5.0")):
+        assert (f"twotower: warning: {flag} ({value}) is not read: one process (a multi-host "
+                "run needs --num-processes 2 or more)") in err, err
+
+
 def test_version_and_plain_help(capsys):
     from twotower import __version__
     code, out, _ = run(capsys, "--version")

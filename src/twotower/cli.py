@@ -856,6 +856,18 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
     except ConfigError as exc:
         raise _named(exc, "distribution", sources, args,
                      set(data.get("distribution", {}))) from None
+    if dist.num_processes > 1 and "process_id" not in d:
+        # every process would join as process 0 and wait out --join-timeout (300 s)
+        where = sources.get("num_processes") or f"--config {args.config} [distribution] " \
+            "num_processes"
+        raise ConfigError(f"{where} ({dist.num_processes}): give each process its own "
+                          f"--process-id (0 .. {dist.num_processes - 1}; 0 on the "
+                          "coordinator's host)")
+    for key in ("process_id", "join_timeout_s"):
+        if key in d and dist.num_processes == 1:  # as for unread model settings
+            where = sources.get(key) or f"--config {args.config} [distribution] {key}"
+            print(f"twotower: warning: {where} ({d[key]!r}) is not read: one process "
+                  "(a multi-host run needs --num-processes 2 or more)", file=sys.stderr)
     if "shard_tables" in d and dist.model_parallel == 1:  # as for unread model settings
         where = sources.get("shard_tables") or f"--config {args.config} [distribution] " \
             "shard_tables"

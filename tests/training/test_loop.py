@@ -256,8 +256,14 @@ def test_one_device_config_clears_the_distribution():
 
 
 def test_too_many_devices_is_a_config_error():
-    with pytest.raises(ConfigError, match="xla_force_host_platform_device_count=8"):
+    with pytest.raises(ConfigError, match="xla_force_host_platform_device_count=8 set before"):
         apply_distribution(DistributionConfig(data_parallel=8))
+    # the flag counts one process's devices: 8 in 2 processes are 4 each (it said 8)
+    from twotower.training.distribution import check_devices
+    with pytest.raises(ConfigError, match="xla_force_host_platform_device_count=4 set in each "
+                                          "process before"):
+        check_devices(DistributionConfig(data_parallel=8, coordinator_address="10.0.0.1:1",
+                                         num_processes=2, process_id=1))
 
 
 @pytest.mark.parametrize("cls,kwargs", [

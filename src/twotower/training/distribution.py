@@ -255,10 +255,13 @@ def check_devices(config: DistributionConfig) -> None:
     import jax
     devices = jax.devices()
     if config.devices > len(devices):
+        # the flag sets each process's count: a job of P processes needs devices / P each
+        per = -(-config.devices // config.num_processes)
+        each = " in each process" if config.num_processes > 1 else ""
         raise ConfigError(
             f"distribution: data_parallel x model_parallel = {config.devices} devices, but "
             f"JAX sees {len(devices)} ({devices[0].platform}); on CPU simulate more with "
-            f"XLA_FLAGS=--xla_force_host_platform_device_count={config.devices} set before "
+            f"XLA_FLAGS=--xla_force_host_platform_device_count={per} set{each} before "
             "JAX is imported")
 
 
