@@ -243,6 +243,26 @@ def test_several_processes_need_a_process_id_and_one_process_reads_none(capsys, 
                 "run needs --num-processes 2 or more)") in err, err
 
 
+def test_blocks_refuse_a_model_they_cannot_train_before_the_data_is_read(capsys, tmp_path):
+    """`--shard-tables blocks` with a sampled-softmax (or history) model was refused only
+    after the data scan and the model build (minutes on a large file): the settings
+    alone decide it. The file's bad line 3 is never reached."""
+    bad = tmp_path / "d.csv"
+    bad.write_text("user_id,item_id\n1,2\n1,2,3\n")
+    for preset, why in (("clicks", "objective 'sampled_softmax' reads rows outside each "
+                                   "example's own user and item (only 'mse' does not)"),
+                        ("default", "query_tower 'id+history' reads rows outside the batch "
+                                    "(histories)")):
+        code, _, err = run(capsys, "train", "--data", bad, "--out", tmp_path / "run",
+                           "--preset", preset, "--devices", "2", "--model-parallel", "2",
+                           "--shard-tables", "blocks")
+        assert code == 2 and err.strip().splitlines()[-1] == (
+            "twotower: error: distribution.shard_tables 'blocks' trains each example on the "
+            "device that holds its user and item rows, with row-wise updates; not here: "
+            f"{why}. Use 'rows' or 'columns'"), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_version_and_plain_help(capsys):
     from twotower import __version__
     code, out, _ = run(capsys, "--version")

@@ -978,6 +978,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise
     _check_event_col(args, cfg)
     dist = _distribution(args, settings)
+    if dist.shard_tables == "blocks" and dist.model_parallel > 1:
+        from twotower.training.loop import blocks_model_reason, blocks_refusal
+        why = blocks_model_reason(cfg)  # refused before the data is read or scanned
+        if why:
+            raise blocks_refusal(why)
     args.checkpoint = _checkpoint(args, dist.num_processes)
     if dist.num_processes > 1 and dist.model_parallel > 1:
         raise ConfigError("--model-parallel with several processes: the trained tables "

@@ -96,6 +96,25 @@ class LoopConfig(Config):
                     integer=True)
 
 
+def blocks_model_reason(cfg: Any) -> str | None:
+    """Why ``shard_tables="blocks"`` cannot train the model of settings ``cfg``, known
+    before any data is read (None: the settings do not rule it out; the network and its
+    optimizer are checked when built)."""
+    if cfg.query_tower != "id":
+        return f"query_tower {cfg.query_tower!r} reads rows outside the batch (histories)"
+    if cfg.objective != "mse":
+        return (f"objective {cfg.objective!r} reads rows outside each example's own user and "
+                "item (only 'mse' does not)")
+    return None
+
+
+def blocks_refusal(why: str) -> ConfigError:
+    """The error for a ``shard_tables="blocks"`` run that cannot be one, for reason ``why``."""
+    return ConfigError("distribution.shard_tables 'blocks' trains each example on the device "
+                       "that holds its user and item rows, with row-wise updates; not here: "
+                       f"{why}. Use 'rows' or 'columns'")
+
+
 def sparse_reason(net: Any, optimizer: Any) -> str | None:
     """Why row-wise updates would not equal ``model.fit``'s update (None: they would)."""
     import keras
@@ -395,18 +414,14 @@ class TrainLoop:
         if p == 1:
             return 0
         why = (reason
-               or (f"objective {self.net.cfg.objective!r} reads rows outside each example's "
-                   "own user and item (only 'mse' does not)"
-                   if self.net.cfg.objective != "mse" else None)
+               or blocks_model_reason(self.net.cfg)
                or ("loop.sparse_updates is 'off'" if self.config.sparse_updates == "off"
                    else None)
                or (f"data_parallel is {data_parallel_of(mesh)}"
                    if data_parallel_of(mesh) > 1 else None)
                or (f"{self._processes} processes" if self._processes > 1 else None))
         if why:
-            raise ConfigError("distribution.shard_tables 'blocks' trains each example on "
-                              "the device that holds its user and item rows, with row-wise "
-                              f"updates; not here: {why}. Use 'rows' or 'columns'")
+            raise blocks_refusal(why)
         net, opt = self.net, self.optimizer
         roles = {id(v): _role_of(v.path) for v in net.trainable_variables}
         if isinstance(opt, keras.optimizers.Adagrad):
