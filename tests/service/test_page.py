@@ -96,6 +96,7 @@ def test_page_shows_recommendations_and_similar_movies(live_server):
         assert titles == expected
         assert page.locator("#history li").count() > 0
         assert "for user 42" in page.locator("#recs-for").text_content()
+        assert "fallback" not in page.locator("#recs-for").get_attribute("class")
         # click a recommendation: its similar items appear
         page.locator("#recs li").first.click()
         page.wait_for_function("document.querySelectorAll('#similar li').length === 10")
@@ -137,6 +138,8 @@ def test_page_shows_recommendations_and_similar_movies(live_server):
         page.wait_for_function("document.getElementById('recs-for').textContent"
                                ".includes('not a user of this run')")
         assert page.locator("#recs li .title").all_text_contents() == popular
+        # said in the fallback's colour, not only in muted grey (a mistyped id was missed)
+        assert "fallback" in page.locator("#recs-for").get_attribute("class")
         # their scores are interaction counts, shown as such (not "453.000")
         counts = [f"{int(it['score']):,} interactions" for it in httpx.get(
             f"{base}/v1/recommendations",

@@ -63,6 +63,13 @@ function showError(err, panel) {
   box.hidden = false;
 }
 
+// the recommendations' heading; a fallback's (e.g. a mistyped id: the popular items) stands
+// out from the muted text, not only in its words
+function recsFor(text, fallback = false) {
+  $("recs-for").textContent = text;
+  $("recs-for").classList.toggle("fallback", fallback);
+}
+
 // A new user built by clicking items: their items (``{item_id, title}``, oldest first) while
 // the page shows them, else null (a user id's lists, or nothing yet). ``canBuild``: the
 // run's query tower reads a history (/v1/model's supports_history), so the mode is offered.
@@ -205,7 +212,7 @@ async function showBuilt() {
   const heading = `for the new user's ${n} item${n === 1 ? "" : "s"}`;
   if (!n) {
     $("recs").replaceChildren();
-    $("recs-for").textContent = heading;
+    recsFor(heading);
     return;
   }
   const body = { item_ids: built.map((it) => it.item_id), k: Number($("k").value),
@@ -214,11 +221,11 @@ async function showBuilt() {
     const res = await api("/v1/recommendations/by-history", ctl.signal, body);
     if (stale("user", ctl)) return;
     fillList($("recs"), res.items, "score", true);
-    $("recs-for").textContent = heading;
+    recsFor(heading);
   } catch (err) {
     if (stale("user", ctl)) return;
     $("recs").replaceChildren();
-    $("recs-for").textContent = heading;
+    recsFor(heading);
     const titles = built.map((it) => `"${it.title}"`).join(", ");
     showError(`no recommendations for the new user's items (${titles}): ${err.message}`);
   }
@@ -259,9 +266,9 @@ async function showUser(userId) {
     if (stale("user", ctl)) return;
     fillList($("recs"), recs.items, recs.fallback ? "count" : "score", true);
     const known = histR.status === "fulfilled";
-    $("recs-for").textContent = `for user ${recs.user_id}` + (!recs.fallback ? "" : known
+    recsFor(`for user ${recs.user_id}` + (!recs.fallback ? "" : known
       ? ` (no training interactions: the ${recs.fallback} items)`
-      : ` (not a user of this run: the ${recs.fallback} items)`);
+      : ` (not a user of this run: the ${recs.fallback} items)`), Boolean(recs.fallback));
     if (known) {
       fillList($("history"), histR.value.items, false);
       $("history-count").textContent = `(${histR.value.count})`;
@@ -277,7 +284,7 @@ async function showUser(userId) {
     if (stale("user", ctl)) return;
     $("recs").replaceChildren();
     $("history").replaceChildren();
-    $("recs-for").textContent = "";
+    recsFor("");
     $("history-count").textContent = "";
     showError(err);
   }
@@ -424,7 +431,8 @@ function dropBuilt() {
   pending.user = null;
   $("clear-built").hidden = true;
   for (const id of ["recs", "history"]) $(id).replaceChildren();
-  for (const id of ["recs-for", "history-count"]) $(id).textContent = "";
+  recsFor("");
+  $("history-count").textContent = "";
   if (n) {
     showError(`the new user's items (${n} item${n === 1 ? "" : "s"}): ${noHistory}, so ` +
               "it makes no new user from items");
