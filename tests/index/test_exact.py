@@ -654,11 +654,12 @@ def test_score_rows_of_a_multiple_of_2_kib_get_one_cache_line_more():
 
 @pytest.mark.parametrize("n, chunk, norm_bound", [(2048, 2048, True), (1500, 2048, True),
                                                   (70_000, 1024, True), (70_000, 1024, False),
-                                                  (5000, 768, True)])
+                                                  (5000, 768, True), (70_000, 520, True)])
 def test_scores_in_padded_rows_match_reference(n, chunk, norm_bound):
     # one chunk (exclusions as flat indices at the padded row stride), chunks of a
     # power-of-two length, a short first chunk and a short last one, each written into
-    # the buffer at its own stride
+    # the buffer at its own stride; a first chunk of 512 rows (padded to 528) before
+    # chunks of 520 (the buffer had the chunks' stride: a reshape error)
     rng = np.random.default_rng(5)
     V = rng.standard_normal((n, 8)).astype(np.float32) * rng.gamma(2.0, size=(n, 1)).astype(
         np.float32)

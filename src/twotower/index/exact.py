@@ -630,8 +630,10 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
     lowest float32, so an all -inf row (filtered out) never passes.
     """
     bq = Qb.shape[0]
-    # score blocks, their rows padded (``_row_stride``), in one buffer for every chunk
-    buf = np.empty(bq * _row_stride(chunk), dtype=np.float32)
+    # score blocks, their rows padded (``_row_stride``), in one buffer for every chunk; a
+    # span of up to ``chunk`` rows pads to at most ``chunk + 16`` (one of 512 rows to 528,
+    # past chunks of 520: a buffer of the chunk's own stride was too short)
+    buf = np.empty(bq * (chunk + 16), dtype=np.float32)
     bs = bi = thr = None
     if init is not None:
         bs, bi = init[0].copy(), init[1].copy()
