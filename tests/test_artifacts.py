@@ -563,6 +563,38 @@ def test_saves_refuse_places_they_cannot_finish_and_say_why(tmp_path, monkeypatc
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
 
 
+def test_a_place_that_takes_no_new_directory_is_refused_by_the_check(tmp_path, monkeypatch):
+    """The check made no directory, so it passed places where access() says yes but no
+    directory can be made (/proc for root, a file system out of inodes); the save then
+    failed after the work, and its temporary directory's error was raw."""
+    import errno
+
+    from twotower import artifacts
+    real_mkdir = Path.mkdir
+
+    def no_inodes(self, *a, **k):
+        if self.parent == tmp_path:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_mkdir(self, *a, **k)
+    monkeypatch.setattr(Path, "mkdir", no_inodes)
+    with pytest.raises(ArtifactError, match=r"--out: cannot save the run .*R: no space left "
+                                            r"on the device; nothing was written"):
+        artifacts.check_replaceable(tmp_path / "R", "--out")
+    monkeypatch.setattr(Path, "mkdir", real_mkdir)
+    assert artifacts.check_replaceable(tmp_path / "R", "--out") == tmp_path / "R"
+    assert list(tmp_path.iterdir()) == []  # the probe's directory is gone
+
+
+def test_a_temporary_directory_that_cannot_be_made_names_the_save(tmp_path, monkeypatch):
+    from twotower import artifacts
+    monkeypatch.setattr(artifacts, "_check_writable_place", lambda *a: None)
+    monkeypatch.setattr(artifacts, "temp_sibling", lambda t: (_ for _ in ()).throw(
+        FileNotFoundError(2, "No such file or directory", str(t))))
+    with pytest.raises(ArtifactError, match=r"--out: cannot save the run .*R: No such file "
+                                            r"or directory; nothing was written"):
+        artifacts.atomic_directory(tmp_path / "R", lambda tmp: None, "--out")
+
+
 def test_leftovers_of_killed_saves_go_even_with_this_process_id(tmp_path):
     """In a container every command is PID 1: a killed save's `.R.tmp-1-...` looked like
     this process's own and was never removed. No process holds its lock: it goes."""

@@ -4,6 +4,7 @@ came from (flag, --config file, preset), and shows progress through the EASE par
 from __future__ import annotations
 
 import io
+import os
 import warnings
 
 import numpy as np
@@ -147,6 +148,20 @@ def test_a_save_that_fails_on_the_disk_names_out(capsys, tmp_path, monkeypatch):
                        "--epochs", "1")
     assert code == 2 and f"twotower: error: --out: cannot save the run {tmp_path / 'run'}: " \
         "no space left on the device; nothing was written" in err, err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+def test_an_out_where_no_directory_can_be_made_is_refused_before_training(capsys, tmp_path):
+    """`train --out /proc/x` (root may "write" /proc by access(), yet no directory can be
+    made there) trained the whole model, then failed with a raw "[Errno 2] No such file or
+    directory: '/proc/.x.new-...'", naming neither --out nor the run."""
+    data = tmp_path / "d.csv"
+    data.write_text("user_id,item_id\n" + "".join(f"{u},{u % 5}\n" for u in range(40)))
+    code, out, err = run(capsys, "train", "--data", data, "--out", "/proc/twotower-x",
+                         "--epochs", "1")
+    assert code == 2 and "twotower: error: --out: cannot save the run /proc/twotower-x: " \
+        in err, err
+    assert "recall@" not in out + err  # refused before any training
 
 
 def _topic_log(path, users=300, items=200, topics=5, per_user=20, seed=0):

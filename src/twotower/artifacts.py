@@ -170,8 +170,11 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     replaced it meanwhile (then nothing is written).
     """
     target = check_replaceable(target, what, marker, noun)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = temp_sibling(target)
+    except OSError as exc:  # (checked above: the place changed since, or refuses late)
+        raise ArtifactError(_save_failed(target, exc, what, noun, False)) from None
     old = target.parent / f".{target.name}.old"
     moved = placed = False
     try:
@@ -246,6 +249,16 @@ def _check_writable_place(target: Path, what: str, noun: str) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ArtifactError(f"{what}: cannot save the {noun} {target}: {probe} is not "
                             "writable here (permissions, or a read-only file system)")
+    # access() answers yes to root in places no directory can be made (/proc, a file
+    # system full of inodes): make one, as the save will, and remove it (named as a
+    # save's staging directory, which a later save beside it sweeps away if this process
+    # dies in between)
+    made = probe / f".{target.name}.new-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        made.mkdir()
+    except OSError as exc:
+        raise ArtifactError(_save_failed(target, exc, what, noun, False)) from None
+    made.rmdir()
     if target.is_dir() and os.path.ismount(target):
         raise ArtifactError(f"{what}: {target} is a mount point; a save replaces the "
                             f"{noun} directory by renames, which a mount point refuses: save "
