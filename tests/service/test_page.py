@@ -334,6 +334,44 @@ def test_page_loads_cleanly_wraps_long_titles_and_fits_a_small_phone(live_server
             assert fit["page"] <= width, (width, fit)
 
 
+def test_page_keeps_the_list_length_in_its_address_and_says_when_the_service_is_gone(
+        live_server):
+    """Top 20 with seen items kept became ?user=42 alone: a reload or a shared link showed
+    the top 10 without them. A service that did not answer showed the browser's bare
+    "Failed to fetch"."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    import httpx
+    base, _ = live_server
+    expected = [it["title"] for it in httpx.get(
+        f"{base}/v1/recommendations",
+        params={"user_id": "42", "k": 20, "exclude_seen": "false"}).json()["items"]]
+    with _page(sync_api, base) as (page, errors):
+        assert page.locator("#model-info").get_attribute("title").startswith("trained at ")
+        page.fill("#user-id", "42")
+        page.select_option("#k", "20")
+        page.uncheck("#exclude-seen")
+        page.click("#go")
+        page.locator("#recs li").nth(19).wait_for()
+        assert page.url == f"{base}/?user=42&k=20&exclude_seen=false"
+        _open(page, page.url)
+        page.locator("#recs li").nth(19).wait_for()
+        assert page.locator("#recs li .title").all_text_contents() == expected
+        assert page.input_value("#k") == "20"
+        assert not page.is_checked("#exclude-seen")
+        # the defaults stay out of the address; a k the page does not offer is left alone
+        _open(page, f"{base}/?user=42&k=7")
+        page.locator("#recs li").nth(9).wait_for()
+        assert page.url == f"{base}/?user=42" and page.input_value("#k") == "10"
+        # no answer at all
+        page.route("**/v1/recommendations?*", lambda r: r.abort("connectionrefused"))
+        page.click("#go")
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.locator("#error").text_content().startswith(
+            "the service did not answer: it may be stopped or restarting"), \
+            page.locator("#error").text_content()
+        assert not errors, errors
+
+
 def test_a_slow_earlier_answer_never_replaces_the_latest(live_server):
     """User 1's recommendations held back until user 2's are shown, then let through: the
     page keeps user 2 (list, heading, address); likewise an older item search."""
@@ -718,9 +756,12 @@ def test_the_page_shows_the_model_a_reload_swapped_in(history_page_run, run_dir)
     gen = _serve(history_page_run)
     base, app = next(gen)
 
-    def facts(m):
+    def facts(m):  # the time as "2026-12-07 17:25 UTC" (it was the raw ISO text)
+        at = m["trained_at"]
+        shown = f"{at[:10]} {at[11:16]} UTC" if at else "?"
+        assert not at or at.endswith("+00:00"), at
         return f"{m['label']} · {m['n_items']} items · {m['n_users']} users · trained " \
-               f"{m['trained_at'] or '?'}"
+               f"{shown}"
     try:
         with _page(sync_api, base) as (page, errors):
             old = app.state.holder.current.describe()

@@ -24,7 +24,14 @@ async function api(path, signal, send) {
     init.headers["content-type"] = "application/json";
     init.body = JSON.stringify(send);  // ids beyond 2^53 go as the strings read
   }
-  const res = await fetch(path, init);
+  let res;
+  try {
+    res = await fetch(path, init);
+  } catch (err) {  // no answer at all (the browser's bare "Failed to fetch")
+    if (err.name === "AbortError") throw err;
+    throw new Error("the service did not answer: it may be stopped or restarting, or the " +
+                    `network is down (${err.message}); try again once it is back`);
+  }
   let body = null;
   try { body = parseJson(await res.text()); } catch (_) { /* not JSON */ }
   if (body && typeof body.model === "string") modelSeen(body.model);
@@ -152,6 +159,24 @@ function syncToggles() {
 const historyQuery = (items) =>
   `?history=${items.map((it) => encodeURIComponent(key(it.item_id))).join(",")}`;
 
+// The list's length and "leave out items they had" join the address when they are not the
+// page's defaults (&k=20, &exclude_seen=false), so a reload or a shared link shows the
+// same list.
+function viewQuery() {
+  const select = $("k");
+  const dflt = [...select.options].find((o) => o.defaultSelected);
+  return (dflt && select.value === dflt.value ? "" : `&k=${encodeURIComponent(select.value)}`) +
+    ($("exclude-seen").checked ? "" : "&exclude_seen=false");
+}
+
+// ... and back from the address: a k the page does not offer (e.g. past this catalogue)
+// keeps the length shown
+function viewFromAddress(params) {
+  const k = params.get("k");
+  if (k !== null && [...$("k").options].some((o) => o.value === k)) $("k").value = k;
+  if (params.get("exclude_seen") === "false") $("exclude-seen").checked = false;
+}
+
 // the ids of the address's ?history= (its first), null without one; empty parts are
 // skipped, "+" reads as a space (as in ?user=); text that is not URL-encoded: an error
 // naming the parameter and the form expected
@@ -208,7 +233,7 @@ async function showBuilt() {
     : "(a new user: none yet; + on an item adds it)";
   $("clear-built").hidden = false;
   markToggles();
-  history.replaceState(null, "", n ? historyQuery(built) : location.pathname);
+  history.replaceState(null, "", n ? historyQuery(built) + viewQuery() : location.pathname);
   const heading = `for the new user's ${n} item${n === 1 ? "" : "s"}`;
   if (!n) {
     $("recs").replaceChildren();
@@ -279,7 +304,7 @@ async function showUser(userId) {
       $("history").replaceChildren();
       $("history-count").textContent = `(not available: ${histR.reason.message})`;
     }
-    history.replaceState(null, "", `?user=${encodeURIComponent(userId)}`);
+    history.replaceState(null, "", `?user=${encodeURIComponent(userId)}${viewQuery()}`);
   } catch (err) {
     if (stale("user", ctl)) return;
     $("recs").replaceChildren();
@@ -397,10 +422,18 @@ function modelSeen(label) {
   });
 }
 
+// an ISO 8601 time as "2026-12-07 17:25 UTC" (the service's are UTC); other text as it is
+function when(iso) {
+  if (!iso) return "?";
+  const t = new Date(iso);
+  return Number.isNaN(t.getTime()) ? iso : `${t.toISOString().slice(0, 16).replace("T", " ")} UTC`;
+}
+
 function showModel(m) {
   shownModel = m.label;
   $("model-info").textContent =
-    `${m.label} · ${m.n_items} items · ${m.n_users} users · trained ${m.trained_at || "?"}`;
+    `${m.label} · ${m.n_items} items · ${m.n_users} users · trained ${when(m.trained_at)}`;
+  $("model-info").title = m.trained_at ? `trained at ${m.trained_at}` : "";
   // list lengths the catalogue cannot fill, or the service refuses, are not offered
   const most = Math.min(m.n_items, m.max_k || m.n_items);
   const select = $("k");
@@ -493,7 +526,9 @@ async function init() {
     suggestUsers();
   } catch (err) { showError(err); }
   // the address: a user id (?user=), else a new user's items (?history=)
-  const fromUrl = new URLSearchParams(location.search).get("user");
+  const params = new URLSearchParams(location.search);
+  viewFromAddress(params);
+  const fromUrl = params.get("user");
   if (fromUrl) { $("user-id").value = fromUrl; showUser(fromUrl); return; }
   let ids = null;
   try { ids = historyFromAddress(location.search); } catch (err) { showError(err); }
