@@ -138,7 +138,9 @@ class _ShardedParallel:
                     dim = axes.index(MODEL_AXIS)
                     size = self.device_mesh.shape[self.device_mesh.axis_names.index(MODEL_AXIS)]
                     if variable.shape[dim] % size:
-                        if variable.shape[dim] > 1:  # a 1-column bias is simply whole
+                        # a 1-column bias is simply whole; in blocks, the training loop
+                        # pads every table and splits it over the devices itself
+                        if variable.shape[dim] > 1 and shard_tables != "blocks":
                             log.warning("%s: %d %s do not split over %d devices; "
                                         "replicated instead of sharded", variable.path,
                                         variable.shape[dim],
