@@ -160,6 +160,16 @@ def test_held_out_users_split_names_its_own_arguments():
             held_out_users_split(x, **{"user_fraction": 0.2, "seed": 1, **kw})
 
 
+@pytest.mark.parametrize("fraction", [0, 0.0, 1.0, 1.5, -0.1, float("nan")])
+def test_a_fraction_out_of_range_is_one_error_class(fraction):
+    """0 and 1 raised DataError, 1.5 and -0.1 ConfigError, for the same argument."""
+    from twotower.data import random_split, temporal_split
+    x = Interactions.from_ids(list(range(10)), list(range(10)), timestamps=np.arange(10))
+    for split in (random_split, temporal_split):
+        with pytest.raises(ConfigError, match=r"split\.test_fraction must be"):
+            split(x, fraction)
+
+
 def test_per_user_test_share_is_not_lost_to_float_rounding():
     """1 - 0.8 is 0.19999999999999996 and 0.29 * 100 is 28.999999999999996: a user with
     10 rows got 9 history rows and 1 test row with history_fraction 0.8, and 100 rows at

@@ -13,7 +13,7 @@ import numpy as np
 
 from twotower.config import check_range
 from twotower.data.interactions import Interactions
-from twotower.errors import DataError
+from twotower.errors import ConfigError, DataError
 
 SPLITS = ("random", "temporal", "global-temporal", "none")
 
@@ -33,8 +33,8 @@ class Split:
 
 def _check_fraction(fraction: float, name: str = "test_fraction") -> None:
     check_range("split", name, fraction, 0.0, 1.0)
-    if not 0.0 < fraction < 1.0:
-        raise DataError(f"{name} must be strictly between 0 and 1, got {fraction}")
+    if not 0.0 < fraction < 1.0:  # (an argument, as the range's: one error class)
+        raise ConfigError(f"split.{name} must be strictly between 0 and 1, got {fraction}")
 
 
 def _check_seed(seed: Any) -> None:
