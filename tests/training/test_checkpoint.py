@@ -865,8 +865,11 @@ def test_a_streamed_checkpoint_of_the_older_shuffle_is_refused(tmp_path, monkeyp
         meta["fingerprint"].pop("shuffle_order", None)  # as the older code wrote it
         (ck / "checkpoint.json").write_text(json.dumps(meta))
         if refused:
-            with pytest.raises(ConfigError, match=r"another training \(shuffle_order was "
-                                                  r"None, now 'slot-windows'"):
+            # in words: "shuffle_order was None, now 'slot-windows'" named no setting
+            with pytest.raises(ConfigError, match=r"another training \(the stream's shuffle "
+                                                  r"order differs \(the checkpoint was "
+                                                  r"written by a version of twotower that "
+                                                  r"shuffled otherwise\)\)"):
                 TwoTower(cfg).fit_stream(stream(buffer), progress_every_s=0, checkpoint=ck)
             assert (ck / "state.npz").exists()  # refused: nothing lost
         else:

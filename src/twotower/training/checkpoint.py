@@ -305,6 +305,11 @@ def _own_leftover(name: str) -> bool:
     return re.fullmatch(rf"\.{own}\.tmp-\d+", name) is not None
 
 
+#: fingerprint entries no setting names, said in words
+_SAID = {"shuffle_order": "the stream's shuffle order differs (the checkpoint was written "
+                          "by a version of twotower that shuffled otherwise)"}
+
+
 def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     out: list[str] = []
     for key in sorted(set(old) | set(new)):
@@ -312,7 +317,9 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
         if isinstance(a, dict) and isinstance(b, dict):
             out += _differences(a, b, f"{prefix}{key}.")
         elif a != b:
-            if "digest" in key:
+            if key in _SAID:
+                out.append(_SAID[key])
+            elif "digest" in key:
                 out.append(f"{prefix}{key} differs")
             elif isinstance(a, dict) or isinstance(b, dict):  # a whole setting on one side
                 out.append(f"{prefix}{key} was {_short(a)}, now {_short(b)}")
