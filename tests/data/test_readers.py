@@ -978,3 +978,24 @@ def test_from_ids_warns_of_negative_times_as_the_readers_do(times, first):
                                                             datetime.datetime(2024, 3, 1)])
         Interactions.from_ids([1, 2], [10, 11],
                               timestamps=pd.to_datetime(["1969-07-20", "2024-03-01"]))
+
+
+def test_a_parquet_genres_list_column_and_null_genres_are_read_as_genres(tmp_path):
+    """A Parquet list column of genres became one genre, its text "['Action' 'Comedy']",
+    and a null cell the genre 'None' (text column) or 'nan' (a list or number column)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from twotower.models.features import feature_matrix
+    (tmp_path / "r.csv").write_text("user_id,item_id\n1,7\n2,8\n3,9\n")
+    pq.write_table(pa.table({"item_id": [7, 8, 9],
+                             "genres": pa.array([["Action", "Comedy"], [], None])}),
+                   tmp_path / "list.parquet")
+    x = read_interactions(tmp_path / "r.csv", items=tmp_path / "list.parquet")
+    assert x.item_info["genres"].tolist() == [["Action", "Comedy"], [], []]
+    _, names = feature_matrix(x.item_info, ["genres"], x.n_items, what="item")
+    assert names == ["genres=Action", "genres=Comedy"]
+    pq.write_table(pa.table({"item_id": [7, 8, 9], "genres": pa.array(["Drama|War", None, ""])}),
+                   tmp_path / "text.parquet")
+    x = read_interactions(tmp_path / "r.csv", items=tmp_path / "text.parquet")
+    assert x.item_info["genres"].tolist() == [["Drama", "War"], [], []]

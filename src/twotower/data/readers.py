@@ -630,7 +630,7 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
         rating_col, time_col: optional numeric columns.
         items: optional item metadata file (same formats) with ``item_id_col`` (defaults
             to ``item_col``) and optional ``title_col``/``genres_col`` (genres separated
-            by ``|``).
+            by ``|``, or a Parquet list column).
         item_columns: other columns of ``items`` to keep (e.g. those ``item_features``
             names: ``price``, ``brand``), where the file has them (``read_item_info``).
         sep: CSV separator.
@@ -835,7 +835,7 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
     if "title" in df:
         out["title"] = df["title"].astype(str).to_numpy()
     if "genres" in df:
-        out["genres"] = [[g for g in str(x).split("|") if g] for x in df["genres"]]
+        out["genres"] = [genre_list(x) for x in df["genres"]]
     text_file = p.suffix.lower() in _CSV  # every field is text; Parquet keeps its types
     for c in extra:
         v = df[f"extra:{c}"]
@@ -854,6 +854,18 @@ def read_item_info(path: str | Path, *, id_col: str, title_col: str | None = "ti
                       f"{out.index[dup][0]!r}, {where_in_file(p, int(np.argmax(dup)), sep)}); "
                       "each item keeps its first row", stacklevel=2)
     return out[~dup]
+
+
+def genre_list(cell: Any) -> list[str]:
+    """A genres cell as a list: text split on ``|``, a list cell's values (a Parquet list
+    column: its text form, ``"['a' 'b']"``, was one genre), a null none (it was the genre
+    ``nan`` or ``None``)."""
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        return [str(g) for g in cell if not isinstance(g, (list, tuple, np.ndarray))
+                and not pd.isna(g) and str(g)]
+    if cell is None or (not isinstance(cell, str) and pd.isna(cell)):
+        return []
+    return [g for g in str(cell).split("|") if g]
 
 
 def read_header(path: str | Path, what: str = "file", sep: str | None = None) -> list[str]:
