@@ -999,3 +999,22 @@ def test_a_parquet_genres_list_column_and_null_genres_are_read_as_genres(tmp_pat
                    tmp_path / "text.parquet")
     x = read_interactions(tmp_path / "r.csv", items=tmp_path / "text.parquet")
     assert x.item_info["genres"].tolist() == [["Drama", "War"], [], []]
+
+
+def test_float_ids_a_float_cannot_hold_exactly_warn_that_they_are_read_as_text(tmp_path):
+    """A float id column of whole numbers with one of 2**53 or more (or inf) became text
+    ids ('1.2345678901234568e+18', and every other id '2.0') with no word; the whole
+    numbers below 2**53 alone stay integer ids."""
+    p = tmp_path / "f.parquet"
+    pd.DataFrame({"user_id": [1, 2, 3], "item_id": [2.0, 1234567890123456789.0, 3.0]}
+                 ).to_parquet(p)
+    with pytest.warns(UserWarning, match=r"column 'item_id': item ids are floats of 2\*\*53 "
+                                         r"or more.*\(1\.2345678901234568e\+18 at row 2 "
+                                         r"\(1-based\);.*read as text"):
+        x = read_interactions(p)
+    assert sorted(x.item_vocab.ids.tolist()) == ["1.2345678901234568e+18", "2.0", "3.0"]
+    inf = tmp_path / "inf.parquet"
+    pd.DataFrame({"user_id": [float("inf"), 2.0], "item_id": [1, 2]}).to_parquet(inf)
+    with pytest.warns(UserWarning, match=r"column 'user_id': user ids are floats.*\(inf at "
+                                         r"row 1 \(1-based\)"):
+        read_interactions(inf)

@@ -708,6 +708,16 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                               f"{where_in_file(p, row, sep)}): every id is read as text "
                               f"({str(df[role].iloc[row])!r}, and 1.0 as '1.0'); is {col!r} "
                               f"the {role} id column?", stacklevel=2)
+            elif (huge := ~np.isnan(num) & ~(np.abs(num) < 2**53)).any():
+                # whole, but past what a float holds exactly (or inf): text ids such as
+                # '1.2345678901234568e+18', every other one '2.0', with no word before
+                row = int(np.argmax(huge))
+                shown = str(df[role].iloc[row])
+                warnings.warn(f"{what}: {p}, column {col!r}: {role} ids are floats of "
+                              f"2**53 or more, where a float skips integers ({shown} at "
+                              f"{where_in_file(p, row, sep)}; two ids may have become one): "
+                              f"every id is read as text ({shown!r}, and 2.0 as '2.0'); "
+                              "store the ids as integers (int64) or text", stacklevel=2)
         s = df[role].astype(str).str.strip()
         stripped.append((s, col))
         # a null (Parquet) or an empty field; the text "nan" or "NA" is an id like any other
