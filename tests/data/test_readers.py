@@ -1,3 +1,4 @@
+import re
 import warnings
 
 import numpy as np
@@ -1018,3 +1019,22 @@ def test_float_ids_a_float_cannot_hold_exactly_warn_that_they_are_read_as_text(t
     with pytest.warns(UserWarning, match=r"column 'user_id': user ids are floats.*\(inf at "
                                          r"row 1 \(1-based\)"):
         read_interactions(inf)
+
+
+@pytest.mark.parametrize("cells", [[[1, 2], [3]], [[], [3]], [[4], [3]]])
+def test_a_parquet_list_column_read_as_ratings_or_times_is_refused_naming_its_row(tmp_path,
+                                                                                  cells):
+    """A list column named as the rating or time column was a raw ValueError (the truth
+    value of an array) for a list of 0 or 2+ values, and "got 4" for a list of one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    p = tmp_path / "l.parquet"
+    pq.write_table(pa.table({"user_id": [1, 2], "item_id": [3, 4], "rating": cells,
+                             "timestamp": cells}), p)
+    shown = re.escape(f"got a list, {cells[0]}")
+    with pytest.raises(DataError, match=rf"row 1 \(1-based\), column 'rating': expected a "
+                                        rf"finite number, {shown}"):
+        read_interactions(p, rating_col="rating")
+    with pytest.raises(DataError, match=rf"row 1 \(1-based\), column 'timestamp': expected a "
+                                        rf"time, {shown}"):
+        read_interactions(p, time_col="timestamp")

@@ -442,8 +442,11 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
     if bad.any():
         row = int(np.argmax(bad))
         got = raw.iloc[row]
-        got = "nothing (null)" if pd.isna(got) else repr(got.item() if hasattr(got, "item")
-                                                         else got)
+        if isinstance(got, (list, tuple, np.ndarray)):  # a Parquet list column (pd.isna
+            got = f"a list, {list(np.asarray(got).tolist())!r}"  # of one was a traceback)
+        else:
+            got = "nothing (null)" if pd.isna(got) else repr(
+                got.item() if hasattr(got, "item") else got)
         hint = ("; times are numbers (seconds since the epoch; --time-unit for ms, us, ns "
                 "or 20240301 dates), ISO 8601 text (2024-03-01T12:30:00Z; no zone: UTC), or "
                 "a Parquet timestamp column"
