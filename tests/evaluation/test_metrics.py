@@ -146,6 +146,22 @@ def test_matches_reference_on_random_data(seed):
         assert got[key] == pytest.approx(want[key], abs=1e-12), key
 
 
+def test_truth_rows_that_are_not_integer_item_indices_are_refused():
+    """A list truth row was cast to int64: a float index 1.9 was scored as item 1, and a
+    dense 0/1 relevance matrix (item 2 relevant) was read as the item indices 0 and 1, so
+    a list holding item 0 scored recall 1 instead of 0."""
+    with pytest.raises(DataError, match="truth row 0 must hold integer item indices"):
+        evaluate_topk(np.array([[1, 0]]), [np.array([1.9])], ks=(2,), n_items=3)
+    with pytest.raises(DataError, match="csr_matrix"):
+        evaluate_topk(np.array([[0, 1]]), np.array([[0.0, 0.0, 1.0]]), ks=(2,), n_items=3)
+    with pytest.raises(DataError, match="truth row 1 .* bool"):
+        evaluate_topk(np.array([[0], [1]]), [np.array([2]), np.array([False, True])],
+                      ks=(1,), n_items=3)
+    # integer rows, Python lists and empty rows are read as before
+    r = evaluate_topk(np.array([[2, 0], [1, 0]]), [[2], []], ks=(2,), n_items=3)
+    assert r["recall@2"] == 1.0 and r["users"] == 1.0
+
+
 def test_hit_matrix_marks_first_occurrence():
     h = hit_matrix(np.array([[3, 3, 1, 0]]), [np.array([3, 0])], n_items=4)
     assert h.tolist() == [[True, False, False, True]]

@@ -85,7 +85,8 @@ def as_truth_csr(truth: Truth, n_items: int | None = None) -> sp.csr_matrix:
             relevant index would refuse listed items beyond it and skew coverage).
 
     Raises:
-        DataError: list truth without ``n_items``, indices outside ``[0, n_items)``, or a
+        DataError: list truth without ``n_items``, a row that is not integers (a float or
+            bool row, e.g. a dense 0/1 matrix), indices outside ``[0, n_items)``, or a
             sparse matrix whose column count is not ``n_items``.
     """
     if sp.issparse(truth):
@@ -96,7 +97,15 @@ def as_truth_csr(truth: Truth, n_items: int | None = None) -> sp.csr_matrix:
         if n_items is not None and m.shape[1] != n_items:
             raise DataError(f"truth has {m.shape[1]} columns but n_items is {n_items}")
         return m
-    rows = [np.asarray(t, dtype=np.int64).ravel() for t in truth]
+    rows = [np.asarray(t) for t in truth]
+    for u, r in enumerate(rows):
+        # an item index is an integer: float or bool rows were cast (1.9 -> item 1), and
+        # a dense 0/1 relevance row read as the item indices 0 and 1
+        if r.size and r.dtype.kind not in "iu":
+            raise DataError(f"truth row {u} must hold integer item indices, got dtype "
+                            f"{r.dtype}; for a dense [users, n_items] relevance matrix pass "
+                            "scipy.sparse.csr_matrix(matrix)")
+    rows = [r.astype(np.int64).ravel() for r in rows]
     lens = np.array([len(r) for r in rows], dtype=np.int64)
     cols = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
     if n_items is None:
