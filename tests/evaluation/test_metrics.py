@@ -536,3 +536,12 @@ def test_evaluate_run_carves_the_baselines_validation_split_with_the_seed_given(
         with pytest.raises(Seen):
             run_mod.evaluate_run(model, test, ks=(10,), baselines=True, seed=given)
     assert seeds == [123, 5]
+
+
+@pytest.mark.parametrize("ks", [(1.7,), (True,), (10, 2.0), np.array([1.5])])
+def test_cut_offs_that_are_not_integers_are_refused(ks):
+    """int() made 1.7 and True K = 1 (scored and keyed recall@1) with no word."""
+    with pytest.raises(ConfigError, match="`ks` must be positive integers"):
+        evaluate_topk(np.array([[0, 1]]), [np.array([1])], ks=ks, n_items=3)
+    assert evaluate_topk(np.array([[0, 1]]), [np.array([1])], ks=np.array([1, 2]),
+                         n_items=3)["recall@2"] == 1.0

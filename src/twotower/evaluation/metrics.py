@@ -64,6 +64,10 @@ def _check_ks(ks: Any, width: int | None = None) -> tuple[int, ...]:
     if isinstance(ks, (int, np.integer)):
         ks = (ks,)
     try:
+        # int() of 1.7 or True is 1: such a K is refused, not scored as K = 1
+        if any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
+               for k in ks):
+            raise TypeError
         out = tuple(sorted({int(k) for k in ks}))
     except (TypeError, ValueError):
         raise ConfigError(f"`ks` must be positive integers, got {ks!r}") from None
