@@ -545,3 +545,16 @@ def test_cut_offs_that_are_not_integers_are_refused(ks):
         evaluate_topk(np.array([[0, 1]]), [np.array([1])], ks=ks, n_items=3)
     assert evaluate_topk(np.array([[0, 1]]), [np.array([1])], ks=np.array([1, 2]),
                          n_items=3)["recall@2"] == 1.0
+
+
+def test_a_dense_integer_relevance_matrix_is_refused_not_read_as_items_0_and_1():
+    """An int 0/1 [users, n_items] matrix was read as the item indices 0 and 1: recall@2
+    1.0 for a list that misses the only relevant item (2)."""
+    dense = np.array([[0, 0, 1]])
+    with pytest.raises(DataError, match=r"a \[1, 3\] array of 0s and 1s: a dense relevance "
+                                        r"matrix"):
+        evaluate_topk(np.array([[0, 1]]), dense, ks=(2,), n_items=3)
+    assert evaluate_topk(np.array([[0, 1]]), sp.csr_matrix(dense), ks=(2,))["recall@2"] == 0
+    # rows of indices that merely are 0s and 1s, narrower than the catalogue, still read
+    assert evaluate_topk(np.array([[0, 1]]), np.array([[0, 1]]), ks=(2,),
+                         n_items=3)["recall@2"] == 1.0

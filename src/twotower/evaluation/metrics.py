@@ -109,6 +109,14 @@ def as_truth_csr(truth: Truth, n_items: int | None = None) -> sp.csr_matrix:
             raise DataError(f"truth row {u} must hold integer item indices, got dtype "
                             f"{r.dtype}; for a dense [users, n_items] relevance matrix pass "
                             "scipy.sparse.csr_matrix(matrix)")
+    if (isinstance(truth, np.ndarray) and truth.ndim == 2 and n_items is not None
+            and n_items > 2 and truth.shape[1] == n_items and truth.size
+            and truth.min() >= 0 and truth.max() <= 1):
+        # rows of indices as wide as the catalogue holding only items 0 and 1: a dense
+        # relevance matrix of integers, which read as indices scored items 0 and 1
+        raise DataError(f"truth is a [{truth.shape[0]}, {n_items}] array of 0s and 1s: a "
+                        "dense relevance matrix, not item indices per user; pass "
+                        "scipy.sparse.csr_matrix(matrix)")
     rows = [r.astype(np.int64).ravel() for r in rows]
     lens = np.array([len(r) for r in rows], dtype=np.int64)
     cols = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
