@@ -413,6 +413,51 @@ def test_a_stop_between_a_keras_epoch_s_two_writes_keeps_a_whole_pair(tmp_path, 
     assert int(m._net.optimizer.iterations.numpy()) == 3 * steps
 
 
+@pytest.mark.parametrize("fails", ["weights", "state.json", "checkpoint.json"])
+def test_a_full_disk_while_a_checkpoint_is_written_names_it(tmp_path, monkeypatch, fails):
+    """A full disk while model.fit's checkpoint was written (epoch 2's weights or its
+    state.json), or checkpoint.json at the start, was a bare "[Errno 28] No space left on
+    device": no file, no checkpoint named. Now the checkpoint and what failed are named,
+    and the previous epoch's checkpoint still resumes."""
+    import errno
+
+    import keras
+
+    from twotower.training import checkpoint as ckmod
+    x = _data()
+    cfg = ModelConfig.preset("tutorial", batch_size=1000, epochs=3)
+    ck = tmp_path / "ck"
+    calls = {"weights": 0, "state.json": 0, "checkpoint.json": 0}
+
+    def full():
+        raise OSError(errno.ENOSPC, "No space left on device")
+    real_write, real_weights = ckmod._write_atomic, keras.Model.save_weights
+
+    def write(path, fn):
+        calls[path.name] = calls.get(path.name, 0) + 1
+        if path.name == fails and calls[path.name] == (1 if fails == "checkpoint.json" else 2):
+            full()
+        return real_write(path, fn)
+
+    def save_weights(self, *a, **kw):
+        calls["weights"] += 1
+        if fails == "weights" and calls["weights"] == 2:
+            full()
+        return real_weights(self, *a, **kw)
+    monkeypatch.setattr(ckmod, "_write_atomic", write)
+    monkeypatch.setattr(keras.Model, "save_weights", save_weights)
+    what = "checkpoint.json" if fails == "checkpoint.json" else "epoch 2's checkpoint"
+    with pytest.raises(OSError, match=rf"checkpoint {re.escape(str(ck))}: cannot write "
+                                      rf"{what} \(No space left on device\)") as got:
+        TwoTower(cfg).fit(x, verbose=0, checkpoint=Checkpoint(ck, keep=True))
+    assert got.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    if fails != "checkpoint.json":
+        assert "the previous checkpoint is unchanged" in str(got.value)
+        assert Checkpoint(ck).keras_epoch() == 1
+        assert not list((ck / "keras").glob("tmp-*"))
+
+
 def test_a_refused_resume_lets_the_directory_go(tmp_path, monkeypatch):
     x, ck = _data(), _stopped(tmp_path, monkeypatch)
     wrong = Checkpoint(ck)  # kept, as a notebook keeps the refused cell's objects

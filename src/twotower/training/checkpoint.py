@@ -170,7 +170,11 @@ class Checkpoint:
         self._made = made
         text = json.dumps({"format": FORMAT, "fingerprint": fingerprint, "made_dir": made},
                           indent=2, sort_keys=True).encode("utf-8")
-        _write_atomic(meta, lambda fh: fh.write(text))
+        try:
+            _write_atomic(meta, lambda fh: fh.write(text))
+        except OSError as exc:  # a full disk, before any training
+            raise OSError(exc.errno, f"checkpoint {d}: cannot write {_META} "
+                          f"({exc.strerror or exc})") from None
         self._last = time.monotonic()
         return False
 
@@ -425,14 +429,21 @@ class _KerasCheckpoint(_keras_callback_base()):  # type: ignore[misc]
         name = f"epoch-{epoch + 1}.weights.h5"
         tmp = self.directory / f"tmp-{os.getpid()}.weights.h5"
         try:
-            self.model.save_weights(str(tmp), overwrite=True)
-            _fsync_dir(tmp)
-            os.replace(tmp, self.directory / name)
-        finally:
-            tmp.unlink(missing_ok=True)
-        text = json.dumps({"epoch": epoch + 1, "weights": name, "history": self._logs,
-                           "random": drawn}, sort_keys=True).encode("utf-8")
-        _write_atomic(self.directory / _KERAS_META, lambda fh: fh.write(text))
+            try:
+                self.model.save_weights(str(tmp), overwrite=True)
+                _fsync_dir(tmp)
+                os.replace(tmp, self.directory / name)
+            finally:
+                tmp.unlink(missing_ok=True)
+            text = json.dumps({"epoch": epoch + 1, "weights": name, "history": self._logs,
+                               "random": drawn}, sort_keys=True).encode("utf-8")
+            _write_atomic(self.directory / _KERAS_META, lambda fh: fh.write(text))
+        except OSError as exc:  # a full disk: state.json still names the previous pair
+            # (h5py's own message runs over several lines, with the temporary file's name)
+            why = (str(exc.strerror or exc).strip().splitlines() or ["?"])[0][:200]
+            raise OSError(exc.errno, f"checkpoint {self.directory.parent}: cannot write epoch "
+                          f"{epoch + 1}'s checkpoint ({why}); the previous checkpoint is "
+                          "unchanged") from None
         for old in self.directory.glob("epoch-*.weights.h5"):
             if old.name != name:
                 old.unlink(missing_ok=True)
