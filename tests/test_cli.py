@@ -503,6 +503,39 @@ def test_evaluate_json_dash_writes_the_json_alone_to_stdout(capsys, tutorial_run
     assert not (tmp_path / "-").exists()
 
 
+def test_evaluate_json_that_fails_midway_leaves_the_previous_file(capsys, tutorial_run,
+                                                                  tmp_path, monkeypatch):
+    """`evaluate --json FILE` wrote FILE in place: a Ctrl-C or a full disk midway left the
+    previous table cut short (invalid JSON). Now, as recommend --out, the previous file
+    stays whole, no temporary file is left, and the error says FILE is unchanged."""
+    import errno
+    _, rundir = tutorial_run
+    out = tmp_path / "t.json"
+    out.write_text('{"previous": {}}', encoding="utf-8")
+    stops = [KeyboardInterrupt(), OSError(errno.ENOSPC, "No space left on device")]
+    real = Path.write_text
+
+    def cut(self, text, *a, **kw):  # the disk fills (or Ctrl-C) after 10 characters
+        if self.parent == tmp_path:
+            real(self, text[:10], *a, **kw)
+            raise stops.pop(0)
+        return real(self, text, *a, **kw)
+    monkeypatch.setattr(Path, "write_text", cut)
+    code, _, err = run(capsys, "evaluate", rundir, "-k", "5", "--json", out)
+    assert code == 130 and "interrupted" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
+    assert out.read_text(encoding="utf-8") == '{"previous": {}}'
+    code, _, err = run(capsys, "evaluate", rundir, "-k", "5", "--json", out)
+    assert code == 2 and err.strip().endswith(
+        f"twotower: error: --json: cannot write {out}: No space left on device; {out} is "
+        "unchanged"), err
+    assert [p.name for p in tmp_path.iterdir()] == ["t.json"]
+    assert out.read_text(encoding="utf-8") == '{"previous": {}}'
+    monkeypatch.undo()
+    code, _, err = run(capsys, "evaluate", rundir, "-k", "5", "--json", out)
+    assert code == 0 and json.loads(out.read_text())["model"]["recall@5"] > 0, err
+
+
 def test_above_the_dense_limit_evaluate_runs_the_sparse_itemknn_and_skips_ease(tutorial_run,
                                                                                monkeypatch):
     """Above DENSE_BASELINE_MAX_ITEMS only EASE is skipped (its matrix is dense); ItemKNN,

@@ -1913,13 +1913,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(_json({**table, "held_out": held} if held else table, sys.stdout.encoding,
                     indent=2), flush=True)
     elif args.json:
-        out = Path(args.json)
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)  # as --plot and recommend --out
-            out.write_text(_json({**table, "held_out": held} if held else table, indent=2),
+        from twotower.artifacts import atomic_file
+        # as recommend --out: Ctrl-C or a full disk leave the previous file whole, not cut
+        # (its folders made, as --plot's are)
+        with _writing("--json", args.json), atomic_file(args.json) as tmp:
+            tmp.write_text(_json({**table, "held_out": held} if held else table, indent=2),
                            encoding="utf-8")
-        except OSError as exc:
-            raise OSError(f"--json: cannot write {out}: {exc.strerror or exc}") from None
         _say(f"wrote {args.json}")
     if args.plot:
         with _writing("--plot", args.plot):
