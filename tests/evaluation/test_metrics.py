@@ -351,6 +351,29 @@ def test_a_plot_is_written_in_the_format_its_name_says(tmp_path):
     assert not (tmp_path / "r.txt").exists()
 
 
+def test_a_plot_that_fails_midway_leaves_the_previous_one(tmp_path, monkeypatch):
+    """A plot was written in place: a full disk (or Ctrl-C) midway left the previous image
+    cut short. Now the previous file stays whole, no temporary file is left, and the
+    error names the file."""
+    import errno
+    import re
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+    out = tmp_path / "r.png"
+    out.write_bytes(b"previous")
+
+    def cut(self, fname, *a, **kw):
+        Path(fname).write_bytes(b"\x89PNG")  # the disk fills after 4 bytes
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(Figure, "savefig", cut)
+    with pytest.raises(OSError, match=rf"cannot write {re.escape(str(out))}: No space left "
+                                      rf"on device; {re.escape(str(out))} is unchanged"):
+        plot_recall_curves({"a": {1: 0.1, 4: 0.3}}, out)
+    assert out.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["r.png"]
+
+
 def test_loss_plot(tmp_path):
     from twotower.errors import DataError
     from twotower.evaluation import plot_loss_curves

@@ -183,6 +183,7 @@ def _write_plot(path: str | Path, draw: Callable[[Any], None], *, title: str, xl
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from twotower.artifacts import atomic_file
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
@@ -195,7 +196,9 @@ def _write_plot(path: str | Path, draw: Callable[[Any], None], *, title: str, xl
         if legend:
             ax.legend()
         fig.tight_layout()
-        fig.savefig(out, format=fmt)
+        # a Ctrl-C or a full disk midway leaves the previous plot whole, not cut short
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, format=fmt)
     finally:
         plt.close(fig)
     return out
