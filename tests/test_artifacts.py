@@ -75,6 +75,11 @@ def test_missing_corrupt_and_newer_format(tutorial_run, tmp_path):
     (missing / "item_vocab.json").unlink()
     with pytest.raises(ArtifactError, match="item_vocab.json is missing"):
         TwoTower.load(missing)
+    # a directory where format.json should be: a raw IsADirectoryError before
+    (tmp_path / "dir_format").mkdir()
+    (tmp_path / "dir_format" / "format.json").mkdir()
+    with pytest.raises(ArtifactError, match=r"dir_format/format\.json cannot be read: "):
+        TwoTower.load(tmp_path / "dir_format")
 
 
 def test_failed_save_leaves_previous_model(tutorial_run, tmp_path):

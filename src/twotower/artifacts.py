@@ -659,6 +659,8 @@ def read_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
                             "train one with `twotower train --out DIR`") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{d / _FORMAT} is corrupt: {exc}") from None
+    except OSError as exc:  # a directory in its place, no permission, an I/O error
+        raise ArtifactError(f"{d / _FORMAT} cannot be read: {exc.strerror or exc}") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ArtifactError(f"{d / _FORMAT} is corrupt: format_version must be an integer "
