@@ -159,21 +159,24 @@ def _old_run(tmp_path: Path) -> Path:
     return run
 
 
-def _swap_version(run: Path, rename) -> None:
+def _swap_version(run: Path, rename, exchange: bool = False) -> None:
     """``atomic_directory`` replacing ``run`` with a directory holding ``new.txt``, with
-    ``os.rename`` replaced by ``rename(real, src, dst)``."""
+    ``os.rename`` replaced by ``rename(real, src, dst)``; by two renames, as on a system
+    with no one-step swap, unless ``exchange`` (then where the system has one)."""
     import twotower.artifacts as art
-    real = os.rename
+    real, real_exchange = os.rename, art._exchange
 
     def write(tmp: Path) -> None:
         (tmp / "format.json").write_text("{}")
         (tmp / "new.txt").write_text("new")
 
     art.os.rename = lambda src, dst: rename(real, src, dst)
+    if not exchange:
+        art._exchange = lambda a, b: False
     try:
         atomic_directory(run, write)
     finally:
-        art.os.rename = real
+        art.os.rename, art._exchange = real, real_exchange
 
 
 def test_error_between_the_renames_puts_the_previous_version_back(tmp_path):
@@ -190,6 +193,27 @@ def test_error_between_the_renames_puts_the_previous_version_back(tmp_path):
         _swap_version(run, rename)
     assert calls[0] == ("run", ".run.old")
     assert sorted(p.name for p in run.iterdir()) == ["format.json", "old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_one_step_swap_leaves_only_the_new_run(tmp_path):
+    import twotower.artifacts as art
+    a, b = tmp_path / "probe-a", tmp_path / "probe-b"
+    a.mkdir(), b.mkdir()
+    if not art._exchange(a, b):
+        pytest.skip("this system or file system swaps no directories in one step")
+    a.rmdir(), b.rmdir()
+    run = _old_run(tmp_path)
+    calls = []
+
+    def rename(real, src, dst):
+        calls.append((Path(src).name, Path(dst).name))
+        real(src, dst)
+    _swap_version(run, rename, exchange=True)
+    assert sorted(p.name for p in run.iterdir()) == ["format.json", "new.txt"]
+    # the run itself is never renamed: the old version leaves from the temporary name
+    assert calls[0][0].startswith(".run.tmp-") and calls[0][1] == ".run.old", calls
+    assert "run" not in [src for src, _ in calls]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
@@ -481,6 +505,51 @@ def _small(tmp_path, name, shift=0):
     model = TwoTower(ModelConfig.preset("tutorial", objective="softmax", epochs=1,
                                         embedding_dim=8)).fit(x, verbose=0)
     return model
+
+
+def test_a_save_killed_at_its_commit_leaves_a_whole_run_in_place(tmp_path):
+    """A process killed outright between the save's two renames (the run moved to
+    ``.R.old``, the new one not yet in place) left no run at R: `recommend`, `serve` and
+    a reload refused it until someone renamed ``.R.old`` back. Where the system swaps two
+    directories in one step (Linux), there is no such moment."""
+    from twotower import artifacts
+    a, b = tmp_path / "probe-a", tmp_path / "probe-b"
+    a.mkdir(), b.mkdir()
+    if not artifacts._exchange(a, b):
+        pytest.skip("this system or file system swaps no directories in one step")
+    script = textwrap.dedent("""
+        import os, sys
+        from pathlib import Path
+        from twotower import artifacts
+        run = Path(sys.argv[1])
+
+        def files(tag):
+            def write(tmp):
+                (tmp / "format.json").write_text("{}")
+                (tmp / "which").write_text(tag)
+            return write
+        artifacts.atomic_directory(run, files("old"))
+        real, calls = os.rename, []
+
+        def rename(src, dst):  # killed at the commit's second rename
+            calls.append(src)
+            if len(calls) == 2:
+                os._exit(9)
+            real(src, dst)
+
+        def write_new(tmp):
+            files("new")(tmp)
+            os.rename = rename  # the commit's renames only
+        artifacts.atomic_directory(run, write_new)
+    """)
+    run = tmp_path / "R"
+    proc = subprocess.run([sys.executable, "-c", script, str(run)], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 9, proc.stderr[-2000:]
+    assert (run / "which").read_text() == "new"
+    # the next save beside it clears what the killed one left
+    artifacts.atomic_directory(run, lambda tmp: (tmp / "format.json").write_text("{}"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["R", "probe-a", "probe-b"]
 
 
 def test_a_load_that_a_save_overtakes_reads_the_new_run_whole(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -160,11 +161,12 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
 
     ``target`` must be absent, empty or a twotower run (``check_replaceable``, with
     ``marker`` and ``noun``). The
-    previous ``target`` stays in place until the new one is complete; it is swapped out
-    with two renames (Ctrl-C and SIGTERM are held back until both are done; an error
-    between them puts the previous version back) and then removed. Only a process killed
-    outright between the renames leaves the previous version in ``.<name>.old``, which
-    ``read_manifest``'s error names. Temporary directories of saves that were killed
+    previous ``target`` stays in place until the new one is complete; the two are swapped
+    in one step where the system can (Linux's ``renameat2`` exchange: no moment without
+    ``target``), else with two renames (Ctrl-C and SIGTERM are held back until both are
+    done; an error between them puts the previous version back); the previous one is
+    then removed. Only a process killed outright between two renames leaves the previous
+    version in ``.<name>.old``, which ``read_manifest``'s error names. Temporary directories of saves that were killed
     (their process is gone) are removed by the next save beside them. ``unchanged``: a
     callable run on ``target`` just before the renames, raising when another command
     replaced it meanwhile (then nothing is written).
@@ -197,11 +199,22 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
             if BEFORE_COMMIT is not None:
                 BEFORE_COMMIT()  # e.g. a stop the CLI was asked for
             with _signals_held():
-                if target.exists():
-                    os.rename(target, old)
-                    moved = True
-                os.rename(tmp, target)
-                placed = True
+                if target.exists() and _exchange(tmp, target):
+                    # one step: no moment without the run (a process killed at any point
+                    # leaves the old or the new one in place); the old one, now at tmp,
+                    # goes where the renames below would put it
+                    placed = True
+                    try:
+                        os.rename(tmp, old)
+                        moved = True
+                    except FileNotFoundError:  # (another save's sweep took it: unlocked)
+                        pass
+                else:
+                    if target.exists():
+                        os.rename(target, old)
+                        moved = True
+                    os.rename(tmp, target)
+                    placed = True
                 if not _is_temp_sibling(target.parent):
                     SAVED.add(target)  # complete (a signal held back fires next)
                 _fsync_dir(target.parent)
@@ -220,6 +233,40 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
     finally:
         _release(tmp)
     return target
+
+
+#: libc's renameat2 (Linux), once looked up; False where there is none
+_renameat2: Any = None
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap directories ``a`` and ``b`` in one step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``); False where the system or the file system cannot (then nothing
+    changed)."""
+    global _renameat2
+    import errno
+    if _renameat2 is None:
+        _renameat2 = False
+        if sys.platform.startswith("linux"):
+            try:
+                import ctypes
+                fn = ctypes.CDLL(None, use_errno=True).renameat2
+                fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                               ctypes.c_uint]
+                fn.restype = ctypes.c_int
+                _renameat2 = fn
+            except (OSError, AttributeError):  # an older C library
+                pass
+    if _renameat2 is False:
+        return False
+    import ctypes
+    at_fdcwd, rename_exchange = -100, 2
+    if _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not on this file system
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _save_failed(target: Path, exc: OSError, what: str, noun: str, moved: bool) -> str:
