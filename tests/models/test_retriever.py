@@ -43,6 +43,21 @@ def test_user_indices_out_of_range_are_data_errors(history_model, bad):
         history_model.recommend(np.array([0, bad]), k=3)
 
 
+@pytest.mark.parametrize("bad", [np.array([12]), np.array([-1]), np.array([0.9])])
+def test_the_tutorial_s_raw_list_refuses_user_indices_out_of_range(history_model, bad):
+    # through the network's lookup, 12 listed items 0, 1, 2, ... (a fill), -1 the last
+    # user's list and 0.9 user 0's, in silence
+    with pytest.raises(DataError, match=r"`users` must be internal user ids"):
+        history_model.raw_tutorial_top_ids(bad)
+
+
+def test_the_tutorial_s_raw_list_of_no_user_is_empty(history_model):
+    # predict on no rows raised Keras' UnboundLocalError
+    top = history_model.raw_tutorial_top_ids(np.array([], dtype=np.int64))
+    assert top.shape == (0, 8) and top.dtype == np.int64
+    assert history_model.raw_tutorial_top_ids(np.array([3])).shape == (1, 8)
+
+
 @pytest.mark.parametrize("bad", [-1, 8])
 def test_item_indices_out_of_range_are_data_errors(history_model, bad):
     with pytest.raises(DataError, match=rf"`items` must be internal item ids in \[0, 8\), "

@@ -1944,11 +1944,23 @@ class TwoTower:
 
     def raw_tutorial_top_ids(self, users: np.ndarray) -> np.ndarray:
         """The tutorial's list: ``model.predict`` through ``BruteForceRetrieval``, seen items
-        included (for comparison only)."""
+        included (for comparison only).
+
+        Returns:
+            ``[b, min(10, n_items)]`` int64 item indices, best first.
+
+        Raises:
+            DataError: a user index outside [0, n_users) (the network's lookup would clamp
+                it, or fill it, and list another user's items or none in silence).
+        """
         self._require_fitted()
+        users = np.asarray(users)
+        _check_indices(users, len(self.user_vocab), "users", "user")
         net = self._net_or_rebuild()
+        if not users.size:  # (predict has no batch to run)
+            return np.zeros((0, net.retrieval.k), dtype=np.int64)
         net.sync_retrieval()
-        out = net.predict({"user": np.asarray(users, dtype=np.int32)}, verbose=0)
+        out = net.predict({"user": users.astype(np.int32)}, verbose=0)
         self._export_tables()  # predict may have donated the old buffers
         return np.asarray(out["top_ids"], dtype=np.int64)
 
