@@ -398,6 +398,32 @@ def test_item_metadata(client):
     assert r.status_code == 404 and "99999" in r.json()["detail"]
 
 
+def test_an_item_column_named_model_does_not_replace_the_served_model(tmp_path):
+    # a catalogue of phones or cars has a `model` column: its value was the answer's
+    # `model` ("X1", or null for a blank cell: a schema violation), in place of the
+    # served model's label that every answer names
+    import pandas as pd
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    rng = np.random.default_rng(0)
+    info = pd.DataFrame({"item_id": range(10), "title": [f"Phone {i}" for i in range(10)],
+                         "model": [None] + [f"X{i}" for i in range(1, 10)]})
+    data = Interactions.from_ids(rng.integers(0, 20, 200), rng.integers(0, 10, 200),
+                                 item_info=info)
+    model = TwoTower(ModelConfig.preset("clicks", epochs=1, embedding_dim=8,
+                                        item_features=("model",))).fit(data, verbose=0)
+    model.save(tmp_path / "phones")
+    with TestClient(create_app(tmp_path / "phones", access_log=False)) as c:
+        label = c.get("/healthz").json()["model"]
+        for item in (0, 1):
+            for r in (c.get(f"/v1/items/{item}"), c.get("/v1/item", params={"item_id": item})):
+                assert r.status_code == 200, r.text
+                assert r.json()["model"] == label, r.text
+                assert r.json()["item_id"] == item and r.json()["title"] == f"Phone {item}"
+
+
 def test_item_search(client, model):
     r = client.get("/v1/items", params={"search": "star wars", "limit": 5})
     assert r.status_code == 200

@@ -626,7 +626,11 @@ def create_app(run_dir: str | Path, *, admin_token: str | None = None, max_k: in
             i = s.model.item_vocab.index_of(item_id)
         except UnknownIdError as exc:
             raise HTTPException(404, str(exc)) from None
-        return JSONResponse({"model": s.label, **s.item_metadata(i)})
+        # a metadata column named `model` (a phone's, a car's) does not replace the served
+        # model's label, which every answer names (it did: "X1", or null for a blank cell)
+        meta = s.item_metadata(i)
+        meta.pop("model", None)
+        return JSONResponse({"model": s.label, **meta})
 
     @app.get("/v1/item", response_model=S.ItemDetail, responses=_errors(404, 422),
              tags=["items"])
