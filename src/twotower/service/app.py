@@ -49,7 +49,8 @@ _JSON = "application/json"
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "Unreadable body, or not possible with this model", 401: "Missing bearer token",
+    text = {400: "Unreadable body, query string or path (not UTF-8), or not possible "
+                 "with this model", 401: "Missing bearer token",
             403: "Wrong bearer token", 404: "Unknown user or item id",
             409: "A reload is already running", 413: "Request body too large",
             415: "The body is not sent as JSON (Content-Type: application/json)",
@@ -196,6 +197,11 @@ class _StrictQueryRoute(APIRoute):
     """The API's routes (``/v1/...``, ``/admin/...``) check their query string first
     (``_check_query``); the page (``/``) takes any query. A wrapper of the route's handler,
     not a FastAPI dependency, whose machinery costs more per request."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if path.startswith(("/v1/", "/admin/")):  # what `_check_query` answers, documented
+            kwargs["responses"] = {**_errors(400, 422), **(kwargs.get("responses") or {})}
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Any]:
         handler = super().get_route_handler()
