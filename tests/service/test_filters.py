@@ -146,6 +146,18 @@ def test_the_server_deny_list_holds_for_every_answer_and_across_reloads(denying,
     check(denying)
 
 
+def test_the_catalogue_endpoints_still_show_denied_items(denying):
+    # as docs/serving.md says (it said "no answer of any endpoint lists these items",
+    # where the item search and its most popular items listed them): the deny list keeps
+    # items out of ranked lists; looking an item up still finds it
+    assert denying.get("/v1/items/i0").status_code == 200
+    assert denying.get("/v1/item", params={"item_id": "i0"}).status_code == 200
+    r = denying.get("/v1/items", params={"search": "i0"})
+    assert "i0" in _ids(r.json()["items"])
+    r = denying.get("/v1/items", params={"limit": 100})
+    assert set(OUT_OF_STOCK[:10]) <= set(_ids(r.json()["items"]))
+
+
 @pytest.fixture()
 def oos(tiny, tmp_path):
     """A deny file (``i0``..``i4`` and an id the run does not hold) and a service reading
