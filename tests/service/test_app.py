@@ -1027,6 +1027,10 @@ def test_allowed_hosts_are_read_as_host_headers_are(run_dir):
         assert c.get("/healthz").status_code == 200
         assert c.get("/healthz", headers={"host": "[::1]:9"}).status_code == 200
         assert c.get("/healthz", headers={"host": "127.0.0.1"}).status_code == 400
+        # what follows the colon must be a port: the name before it was taken alone
+        for host in ("localhost:8000.evil.example", "localhost:abc", "[::1]:9.evil.example",
+                     "[::1]x"):
+            assert c.get("/healthz", headers={"host": host}).status_code == 400, host
     with pytest.raises(ConfigError, match="`allowed_hosts` is empty"):
         create_app(run_dir, allowed_hosts=[])
 

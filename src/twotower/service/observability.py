@@ -307,10 +307,15 @@ def _host_name(value: str) -> str:
     """A host name as a Host header or an allowed-hosts entry gives it: no port, no IPv6
     brackets, no final dot (``localhost.`` is ``localhost``), lower case."""
     h = value.strip().lower()
+
+    def port(p: str) -> bool:  # nothing, or ":" and digits ("a:80.evil.example" has none)
+        return p == "" or (p[:1] == ":" and p[1:].isascii() and p[1:].isdigit())
     if h.startswith("["):  # [::1]:8000
-        h = h[1:h.find("]")] if "]" in h else h
+        end = h.find("]")
+        h = h[1:end] if end > 0 and port(h[end + 1:]) else h
     elif h.count(":") == 1:
-        h = h.rsplit(":", 1)[0]
+        name, _, rest = h.partition(":")
+        h = name if port(":" + rest) else h  # kept whole: no host:port, matches no host
     return h[:-1] if h.endswith(".") and h != "." else h
 
 
