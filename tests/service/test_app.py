@@ -629,6 +629,18 @@ def test_a_lone_surrogate_id_is_refused_with_422(client):
     assert r.status_code == 422 and "surrogate" in r.json()["detail"]
 
 
+def test_an_integer_id_longer_than_ids_may_be_is_refused_with_422(client):
+    """Ids may be up to 2,048 characters (docs/serving.md), as text and in a query; a body's
+    integer id was taken up to the JSON parser's 4,300 digits."""
+    for digits, status in ((2048, 200), (2049, 422), (4300, 422)):
+        body = '{"user_ids": [%s], "k": 1, "fallback": "popular"}' % ("9" * digits)
+        r = client.post("/v1/recommendations", content=body,
+                        headers={"content-type": "application/json"})
+        assert r.status_code == status, (digits, r.text[:300])
+        if status == 422:
+            assert "at most 2048 digits" in r.json()["detail"]
+
+
 def test_long_ids_can_be_asked_about(client):
     """Ids up to 2,048 characters (URLs as ids) are looked up, not refused by length."""
     long_id = "https://example.com/item/" + "x" * 300

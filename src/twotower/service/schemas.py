@@ -29,6 +29,10 @@ _ROUNDED = ("a number written with '.0' or an exponent is read as a float, which
 
 def _check_id(v: Any) -> int | str:
     if isinstance(v, int) and not isinstance(v, bool):
+        # (a bound on digits, as on text: 2,048 digits need at most 6,804 bits)
+        if v.bit_length() > 6_700 and len(str(abs(v))) > MAX_ID_LENGTH:
+            raise ValueError(f"an id is an integer of at most {MAX_ID_LENGTH} digits or a "
+                             f"string of 1 to {MAX_ID_LENGTH} characters")
         return v
     if isinstance(v, float) and v.is_integer():  # 10.0 is an integer in JSON Schema
         if abs(v) < FLOAT_EXACT:
