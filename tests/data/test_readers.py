@@ -121,6 +121,21 @@ def test_latin1_files_are_read_with_a_warning_naming_the_line(tmp_path):
     assert x.titles().tolist() == ["Heat (1995)", "Misérables (1995)"]
 
 
+def test_a_byte_order_mark_on_a_file_that_is_not_utf8_is_named(tmp_path):
+    """A UTF-8 byte-order mark before a latin-1 body was read as latin-1, mark and all: the
+    first column became 'ï»¿item_id', and the error said the file had no column item_id."""
+    log = tmp_path / "r.csv"
+    log.write_text("user,item\nu1,10\n", encoding="utf-8")
+    items = tmp_path / "items.csv"
+    items.write_bytes(b"\xef\xbb\xbfitem,title\n10,caf\xe9\n")
+    with pytest.raises(DataError, match=r"items.csv starts with a UTF-8 byte-order mark but "
+                                        r"line 2 is not UTF-8 .* mixes two encodings"):
+        read_interactions(log, user_col="user", item_col="item", items=items)
+    items.write_bytes(b"\xef\xbb\xbfitem,title\n10,caf\xc3\xa9\n")  # all UTF-8: read
+    x = read_interactions(log, user_col="user", item_col="item", items=items)
+    assert x.titles().tolist() == ["café"]
+
+
 def test_leading_zeros_keep_ids_apart_as_strings(tmp_path):
     (tmp_path / "r.csv").write_text("user_id,item_id\n1,007\n2,7\n3,0\n")
     with pytest.warns(UserWarning, match="first: '007', data row 1"):  # 7 and 007: said so

@@ -241,9 +241,11 @@ def _encoding(path: str, size: int, mtime_ns: int, what: str, chunk: int = 1 << 
     p = Path(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines = 0
+    bom = False
     with open(p, "rb") as f:
         while True:
             block = f.read(chunk)
+            bom = bom or (lines == 0 and block.startswith(codecs.BOM_UTF8))
             if b"\x00" in block:  # no text id or number holds one: UTF-16/32, or binary
                 at = block.index(b"\x00")
                 line = lines + block[:at].count(b"\n") + 1
@@ -259,6 +261,11 @@ def _encoding(path: str, size: int, mtime_ns: int, what: str, chunk: int = 1 << 
                 decoder.decode(block, final=not block)
             except UnicodeDecodeError as exc:
                 line = lines + block[:exc.start].count(b"\n") + 1
+                if bom:  # as latin-1, the mark would become "ï»¿", part of the first name
+                    raise DataError(f"{what}: {p} starts with a UTF-8 byte-order mark but "
+                                    f"line {line} is not UTF-8 ({exc.reason} at byte "
+                                    f"{exc.object[exc.start:exc.start + 1]!r}): it mixes "
+                                    "two encodings; save it as UTF-8") from None
                 warnings.warn(f"{what}: {p} is not UTF-8 (line {line}: {exc.reason} at "
                               f"byte {exc.object[exc.start:exc.start + 1]!r}); reading it "
                               "as latin-1", stacklevel=4)
