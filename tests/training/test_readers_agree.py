@@ -5,6 +5,7 @@ same line. Each case is a file a differential fuzzer found them to disagree on."
 from __future__ import annotations
 
 import decimal
+import re
 import warnings
 
 import numpy as np
@@ -262,3 +263,27 @@ def test_a_repeated_header_line_is_looked_for_on_the_first_whole_pass_only(tmp_p
     with pytest.warns(UserWarning, match="line break"):
         with pytest.raises(DataError, match="line 6: the header line again"):
             InteractionStream(p, StreamConfig(shuffle_buffer=0, read_rows=2)).scan()
+
+
+@pytest.mark.parametrize("ids", [
+    [1.0, 1.5, 2.0],  # a fraction: likely not the id column
+    [2.0, 1234567890123456789.0, 3.0],  # past 2**53, where a float skips integers
+    [float("inf"), 2.0],
+])
+def test_float_ids_read_as_text_are_warned_of_by_both(tmp_path, ids):
+    # both read such a column as text ids ('1.5', '2.0'); the stream said nothing of it
+    p = _parquet(tmp_path / "f.parquet", user_id=list(range(len(ids))),
+                 item_id=pa.array(ids).dictionary_encode() if len(ids) == 2 else ids)
+    said = []
+    for read in (lambda: read_interactions(p), lambda: InteractionStream(
+            p, StreamConfig(shuffle_buffer=0, read_rows=1)).scan()):
+        with pytest.warns(UserWarning) as got:
+            read()
+        # the stream keeps no row: it gives the value as an example
+        said.append([re.sub(r"\((\S+) at row \d+ \(1-based\)", r"(e.g. \1",
+                            str(w.message).replace(str(p), "FILE")) for w in got])
+    assert said[0] == said[1] and len(said[0]) == 1, said
+    assert said[0][0].startswith("--data: FILE, column 'item_id': item ids are ")
+    assert "every id is read as text" in said[0][0]
+    mem, stream = _both(p)
+    assert isinstance(mem, tuple) and mem == stream

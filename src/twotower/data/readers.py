@@ -374,6 +374,36 @@ def not_plain_message(p: Path, what: str, col: str, n: int, total: int, first: A
             f"({at}), so every id of the column is read as text (7 and 007 are then two ids)")
 
 
+def float_ids_as_text(num: np.ndarray) -> tuple[bool, np.ndarray] | None:
+    """Why a float id column is read as text ids, if it is: ``(True, mask)`` for values
+    with a fraction (likely not an id column), else ``(False, mask)`` for whole values of
+    2**53 or more, or inf, which a float does not hold exactly; None when every value is
+    a whole number below 2**53 (integer ids: ``integral_as_int``) or missing."""
+    num = np.asarray(num, dtype=np.float64)
+    frac = np.isfinite(num) & (num != np.floor(num))
+    if frac.any():  # (a float column is ints when every value is whole)
+        return True, frac
+    # whole, but past what a float holds exactly (or inf): text ids such as
+    # '1.2345678901234568e+18', every other one '2.0', with no word before
+    huge = ~np.isnan(num) & ~(np.abs(num) < 2**53)
+    return (False, huge) if huge.any() else None
+
+
+def float_ids_message(p: Path, what: str, col: str, role: str, first: str, fraction: bool,
+                      where: str | None = None) -> str:
+    """The warning for a float id column read as text (``float_ids_as_text``): ``first``,
+    the first such value as text, at ``where`` (``row 2 (1-based)``) or, with None (the
+    streamed scan keeps no row), an example. One message, in memory and streamed."""
+    at = f"{first} at {where}" if where is not None else f"e.g. {first}"
+    if fraction:
+        return (f"{what}: {p}, column {col!r}: {role} ids are numbers with fractions ({at}): "
+                f"every id is read as text ({first!r}, and 1.0 as '1.0'); is {col!r} the "
+                f"{role} id column?")
+    return (f"{what}: {p}, column {col!r}: {role} ids are floats of 2**53 or more, where a "
+            f"float skips integers ({at}; two ids may have become one): every id is read as "
+            f"text ({first!r}, and 2.0 as '2.0'); store the ids as integers (int64) or text")
+
+
 #: what ``warn_once`` said: (file, size, modification time, message)
 _SAID: set[tuple[str, int, int, str]] = set()
 
@@ -710,24 +740,12 @@ def read_interactions(path: str | Path, *, user_col: str = "user_id", item_col: 
                             f"integers, got {kind} values (e.g. {first!r})")
         if kind in ("floating", "mixed-integer-float"):
             num = pd.to_numeric(df[role], errors="coerce").to_numpy(np.float64)
-            frac = np.isfinite(num) & (num != np.floor(num))
-            if frac.any():  # (a float column is ints when every value is whole)
-                row = int(np.argmax(frac))
-                warnings.warn(f"{what}: {p}, column {col!r}: {role} ids are numbers with "
-                              f"fractions ({str(df[role].iloc[row])} at "
-                              f"{where_in_file(p, row, sep)}): every id is read as text "
-                              f"({str(df[role].iloc[row])!r}, and 1.0 as '1.0'); is {col!r} "
-                              f"the {role} id column?", stacklevel=2)
-            elif (huge := ~np.isnan(num) & ~(np.abs(num) < 2**53)).any():
-                # whole, but past what a float holds exactly (or inf): text ids such as
-                # '1.2345678901234568e+18', every other one '2.0', with no word before
-                row = int(np.argmax(huge))
-                shown = str(df[role].iloc[row])
-                warnings.warn(f"{what}: {p}, column {col!r}: {role} ids are floats of "
-                              f"2**53 or more, where a float skips integers ({shown} at "
-                              f"{where_in_file(p, row, sep)}; two ids may have become one): "
-                              f"every id is read as text ({shown!r}, and 2.0 as '2.0'); "
-                              "store the ids as integers (int64) or text", stacklevel=2)
+            if (odd := float_ids_as_text(num)) is not None:
+                fraction, mask = odd
+                row = int(np.argmax(mask))
+                warnings.warn(float_ids_message(p, what, col, role, str(df[role].iloc[row]),
+                                                fraction, where_in_file(p, row, sep)),
+                              stacklevel=2)
         s = df[role].astype(str).str.strip()
         stripped.append((s, col))
         # a null (Parquet) or an empty field; the text "nan" or "NA" is an id like any other

@@ -23,7 +23,8 @@ from twotower.config import Config, check_choice, check_range
 from twotower.data.interactions import INT_ID, integral_as_int
 from twotower.data.readers import (RATING_HINT, beyond_int64_message, check_columns,
                                    check_ragged, check_unique_columns, csv_encoding, csv_header,
-                                   header_forms, line_break_in_id, not_a_file,
+                                   float_ids_as_text, float_ids_message, header_forms,
+                                   line_break_in_id, not_a_file,
                                    not_plain_message, repeated_header, warn_once,
                                    where_in_file)
 from twotower.data.vocabulary import Vocabulary, plain_id
@@ -974,13 +975,21 @@ def _vocab_of(values: np.ndarray, name: str, counts: np.ndarray | None = None,
     warn, as ``read_interactions`` does, when the ids are text because some are integers
     beyond int64, or because most are plain integers but a few are not (``abc``, ``007``)
     (``counts``: each value's rows, for the message's count; they became text without a
-    word before 2026-12-07); each once per file (``warn_once``: a second scan repeats
-    neither)."""
+    word before 2026-12-07), or because floats have a fraction or are 2**53 or more, or
+    inf (``float_ids_as_text``; said only in memory before 2026-12-07); each once per
+    file (``warn_once``: a second scan repeats none)."""
     if values.dtype.kind == "i" or (values.dtype.kind == "u" and
                                     (not len(values) or values.max() < 2**63)):
         return Vocabulary.from_values(values.astype(np.int64), name=name)
     if values.dtype.kind == "f" and (ints := integral_as_int(values)) is not None:
         return Vocabulary.from_values(ints, name=name)
+    if values.dtype.kind == "f" and where is not None and (
+            odd := float_ids_as_text(values)) is not None:
+        # text ids, said as read_interactions says them (the example: the least such
+        # value, as the scan keeps no file order)
+        fraction, mask = odd
+        warn_once(where[0], float_ids_message(where[0], where[1], where[2], name,
+                                              str(min(values[mask])), fraction), stacklevel=2)
     s = np.array([str(v).strip() for v in values], dtype=object)
     plain = np.array([INT_ID.fullmatch(v) is not None for v in s], dtype=bool)
     if len(s) and plain.all():
