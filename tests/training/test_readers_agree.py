@@ -238,6 +238,22 @@ def test_a_repeated_header_line_is_refused_by_both(tmp_path):
     assert mem == stream and mem.startswith("--data: FILE, line 3: the header line again")
 
 
+@pytest.mark.parametrize("kw", [{"rating_col": "rating"},
+                                {"event_col": "rating", "event_weights": {"5": 1.0}}])
+def test_a_repeated_header_line_with_a_rating_column_is_said_as_such_by_both(tmp_path, kw):
+    # the stream read the second header's 'rating' as a rating first: "expected a finite
+    # number, got 'rating'" (or "event 'rating' has no weight") on the line the in-memory
+    # reader calls the header line again
+    p = tmp_path / "joined.csv"
+    for rows in (30, 160_000):  # the header in the only block, or in a later one (1.1 MB)
+        p.write_text("user_id,item_id,rating\n" + "1,10,5\n" * rows
+                     + "user_id,item_id,rating\n3,10,5\n")
+        mem, stream = _both(p, read_rows=1000, **kw)
+        assert mem == stream == (f"--data: FILE, line {rows + 2}: the header line again "
+                                 "('user_id', 'item_id'): files joined with their header "
+                                 "lines? delete it"), (mem, stream)
+
+
 def test_a_repeated_header_line_is_looked_for_on_the_first_whole_pass_only(tmp_path,
                                                                             monkeypatch):
     """The check reads both id columns of every batch: once one pass has read the whole

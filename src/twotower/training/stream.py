@@ -334,10 +334,18 @@ class InteractionStream:
             last = None
             for b in reader:
                 cols = [b.column(c) for c in roles.values()]
-                if "rating" in roles:
-                    cols[2] = self._ratings(cols[2], offset, sep)
-                if "event" in roles:
-                    cols[2] = self._event_weights(cols[2], offset, sep)
+                try:
+                    if "rating" in roles:
+                        cols[2] = self._ratings(cols[2], offset, sep)
+                    if "event" in roles:
+                        cols[2] = self._event_weights(cols[2], offset, sep)
+                except DataError:
+                    # a header line again (files joined) is said as such, as
+                    # read_interactions says it, not as its rating or event name that is
+                    # none ('rating', 'event')
+                    self._repeated_header(pa.RecordBatch.from_arrays(
+                        cols[:2], names=["user", "item"]), offset)
+                    raise
                 offset += b.num_rows
                 if b.num_rows:
                     last = b
