@@ -303,3 +303,21 @@ def test_float_ids_read_as_text_are_warned_of_by_both(tmp_path, ids):
     assert "every id is read as text" in said[0][0]
     mem, stream = _both(p)
     assert isinstance(mem, tuple) and mem == stream
+
+
+@pytest.mark.parametrize("ratings", [
+    pa.array([[1, 2], [3]]), pa.array([[4], [3]]), pa.array([[], [3]]),  # list columns
+    pa.array([True, False]), pa.array([None, None], pa.null()),
+    pa.array([{"a": 1}, {"a": 2}]),
+    pa.array([4.0, float("nan")]), pa.array([4.0, float("nan")], pa.float32()),
+])
+def test_a_parquet_rating_column_of_no_numbers_is_refused_naming_the_same_row(tmp_path,
+                                                                              ratings):
+    # the stream said "column 'rating': expected numbers, got type list<element: int64>"
+    # (no row) where the in-memory reader names row 1 and its cell ("got a list, [1, 2]"),
+    # and "got nan" where it says "got nothing (null)"
+    p = _parquet(tmp_path / "r.parquet", user_id=[1, 2], item_id=[1, 2], rating=ratings)
+    mem, stream = _both(p, rating_col="rating")
+    assert mem == stream, (mem, stream)
+    assert mem.startswith("--data: FILE, row ") and "column 'rating': expected a finite " \
+        "number, got " in mem and mem.endswith(RATING_HINT)

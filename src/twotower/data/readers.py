@@ -478,12 +478,7 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
     bad = ~np.isfinite(vals)
     if bad.any():
         row = int(np.argmax(bad))
-        got = raw.iloc[row]
-        if isinstance(got, (list, tuple, np.ndarray)):  # a Parquet list column (pd.isna
-            got = f"a list, {list(np.asarray(got).tolist())!r}"  # of one was a traceback)
-        else:
-            got = "nothing (null)" if pd.isna(got) else repr(
-                got.item() if hasattr(got, "item") else got)
+        got = shown_cell(raw.iloc[row])
         hint = ("; times are numbers (seconds since the epoch; --time-unit for ms, us, ns "
                 "or 20240301 dates), ISO 8601 text (2024-03-01T12:30:00Z; no zone: UTC), or "
                 "a Parquet timestamp column"
@@ -494,6 +489,16 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
         raise DataError(f"{what}: {p}, {where_in_file(p, row, sep)}, column {col!r}: expected "
                         f"{'a time' if role == 'time' else 'a finite number'}, got {got}{hint}")
     return vals
+
+
+def shown_cell(cell: Any) -> str:
+    """A cell that is no number or time as an error shows it, in every reader: its repr, a
+    null (or NaN) as ``nothing (null)``, a list cell (a Parquet list column; pd.isna of
+    one was a traceback) as ``a list, [1, 2]``."""
+    if isinstance(cell, (list, tuple, np.ndarray)):
+        return f"a list, {list(np.asarray(cell).tolist())!r}"
+    return "nothing (null)" if pd.isna(cell) else repr(
+        cell.item() if hasattr(cell, "item") else cell)
 
 
 def line_break_in_id(where: str, col: str, role: str, value: str) -> str:

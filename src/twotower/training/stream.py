@@ -25,7 +25,7 @@ from twotower.data.readers import (RATING_HINT, beyond_int64_message, check_colu
                                    check_ragged, check_unique_columns, csv_encoding, csv_header,
                                    float_ids_as_text, float_ids_message, header_forms,
                                    line_break_in_id, not_a_file,
-                                   not_plain_message, repeated_header, warn_once,
+                                   not_plain_message, repeated_header, shown_cell, warn_once,
                                    where_in_file)
 from twotower.data.vocabulary import Vocabulary, plain_id
 from twotower.errors import ConfigError, DataError, NotFittedError
@@ -595,9 +595,12 @@ class InteractionStream:
                 self._repeated_header(b, offset)
             if "rating" in self._roles:
                 col = b.column("rating")
-                if not pa.types.is_floating(col.type) and not pa.types.is_integer(col.type):
-                    raise DataError(f"--data: {self.path}, column {self.config.rating_col!r}: "
-                                    f"expected numbers, got type {col.type}")
+                if len(col) and not (pa.types.is_floating(col.type)
+                                     or pa.types.is_integer(col.type)):
+                    # no number in any row (a list, true/false, null column): said of its
+                    # first row, as read_interactions says it (text ratings were parsed)
+                    self._bad_row(offset, pa.array(np.ones(len(col), bool)), "rating",
+                                  "expected a finite number, got {}" + RATING_HINT, b)
                 # one numpy min and max (NaN propagates): non-finite values and those
                 # float32 cannot hold (pc.is_finite, pc.abs, pc.max took 5 ns per row of
                 # float32 ratings, this 0.25, ad hoc)
@@ -649,9 +652,8 @@ class InteractionStream:
         """``what`` may hold ``{}``: the bad value (``batch``'s column ``role``)."""
         at = int(np.argmax(np.asarray(bad.fill_null(True))))
         where = where_in_file(self.path, offset + at, self.config.sep)
-        if "{}" in what:
-            value = batch.column(role)[at].as_py()
-            what = what.format("nothing (null)" if value is None else repr(value))
+        if "{}" in what:  # (NaN: nothing (null), as read_interactions says it)
+            what = what.format(shown_cell(batch.column(role)[at].as_py()))
         col = self._roles[role]
         raise DataError(f"--data: {self.path}, {where}, column {col!r}: {what}")
 
