@@ -310,6 +310,8 @@ def test_float_ids_read_as_text_are_warned_of_by_both(tmp_path, ids):
     pa.array([True, False]), pa.array([None, None], pa.null()),
     pa.array([{"a": 1}, {"a": 2}]),
     pa.array([4.0, float("nan")]), pa.array([4.0, float("nan")], pa.float32()),
+    # a timestamp column named as the ratings: read as seconds since 1970 in memory
+    pa.array([1, 2], pa.timestamp("s")), pa.array([1, 2], pa.timestamp("ms", tz="UTC")),
 ])
 def test_a_parquet_rating_column_of_no_numbers_is_refused_naming_the_same_row(tmp_path,
                                                                               ratings):

@@ -463,7 +463,9 @@ def _numeric(p: Path, what: str, df: pd.DataFrame, role: str, col: str,
              sep: str | None = None) -> np.ndarray:
     raw = df[role]
     if isinstance(raw.dtype, pd.DatetimeTZDtype) or raw.dtype.kind == "M":
-        vals = datetime_seconds(raw)  # a timestamp column (Parquet)
+        # a timestamp column (Parquet): times, and no rating (as streamed reading says)
+        vals = (datetime_seconds(raw) if role == "time"
+                else np.full(len(raw), np.nan))
     elif raw.dtype.kind in "iuf":
         vals = raw.to_numpy(dtype=np.float64)
     else:
@@ -495,10 +497,14 @@ def shown_cell(cell: Any) -> str:
     """A cell that is no number or time as an error shows it, in every reader: its repr, a
     null (or NaN) as ``nothing (null)``, a list cell (a Parquet list column; pd.isna of
     one was a traceback) as ``a list, [1, 2]``."""
+    import datetime
     if isinstance(cell, (list, tuple, np.ndarray)):
         return f"a list, {list(np.asarray(cell).tolist())!r}"
-    return "nothing (null)" if pd.isna(cell) else repr(
-        cell.item() if hasattr(cell, "item") else cell)
+    if pd.isna(cell):
+        return "nothing (null)"
+    if isinstance(cell, datetime.datetime):  # pandas' Timestamp or arrow's datetime alike
+        return f"a time, {cell.isoformat(sep=' ')}"
+    return repr(cell.item() if hasattr(cell, "item") else cell)
 
 
 def line_break_in_id(where: str, col: str, role: str, value: str) -> str:
