@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from twotower.data import Vocabulary, read_interactions
-from twotower.errors import DataError, NotFittedError
+from twotower.errors import ConfigError, DataError, NotFittedError
 from twotower.training import InteractionStream, StreamConfig, rebatch, shuffle_chunks
 
 
@@ -1231,3 +1233,17 @@ def test_a_second_scan_of_a_file_repeats_no_id_warning(tmp_path):
     p.write_text(p.read_text() + "4,5\n")  # another file now: said again
     with pytest.warns(UserWarning, match="1 of 23 ids are integers beyond int64"):
         _stream(p, **cols).scan()
+
+
+@pytest.mark.parametrize("value", ["", "  ", 5, ["rating"]])
+def test_a_rating_column_that_is_no_name_is_refused_by_name(tmp_path, value):
+    """``rating_col=""`` streamed with no ratings, in silence (the reader tests ``if
+    rating_col``), and ``rating_col=["rating"]`` failed in the reader with a TypeError
+    (unhashable list); the config now refuses both, as it does ``event_col``."""
+    with pytest.raises(ConfigError, match=r"stream.rating_col must be a column name or "
+                                          rf"None, got {re.escape(repr(value))}"):
+        StreamConfig(rating_col=value)
+    with pytest.raises(ConfigError, match=r"stream.rating_col must be a column name"):
+        StreamConfig.from_dict({"rating_col": value})
+    assert StreamConfig(rating_col="rating").rating_col == "rating"
+    assert StreamConfig.from_dict({"rating_col": None}).rating_col is None

@@ -83,10 +83,11 @@ class StreamConfig(Config):
         from twotower.models.config import event_weight_table
         object.__setattr__(self, "event_weights",  # a copy: the config stays frozen
                            event_weight_table(f"{own}.event_weights", self.event_weights))
-        if self.event_col is not None and (not isinstance(self.event_col, str)
-                                           or not self.event_col.strip()):
-            raise ConfigError(f"{own}.event_col must be a column name or None, got "
-                              f"{self.event_col!r}")
+        for name in ("rating_col", "event_col"):  # '' read as no column: no ratings
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ConfigError(f"{own}.{name} must be a column name or None, got "
+                                  f"{value!r}")
         if (self.event_col is None) != (not self.event_weights):
             raise ConfigError(f"{own}.event_col (the column of event names) and "
                               f"{own}.event_weights (their weights) go together; got "
