@@ -167,3 +167,18 @@ def test_unread_temperature_for_each_objective():
         cfg = ModelConfig(objective=objective)
         assert ("temperature" in cfg.unread()) == unread, objective
     assert ModelConfig(objective="mse").unread()["temperature"] == "objective 'mse'"
+
+
+@pytest.mark.parametrize("text,key", [('{"epochs": 1, "epochs": 3}', "epochs"),
+                                      ('{"interaction_weights": "event", "event_weights": '
+                                       '{"view": 1, "view": 5}}', "view")])
+def test_from_json_refuses_a_key_given_twice(text, key):
+    """``from_json`` kept the last of two values of one key in silence (``epochs`` 3 here),
+    where ``twotower train --config x.json`` refuses the same file."""
+    from twotower.index import IndexConfig
+    with pytest.raises(ConfigError, match=rf"ModelConfig: key '{key}' is given twice in one "
+                                          "JSON object"):
+        ModelConfig.from_json(text)
+    with pytest.raises(ConfigError, match="IndexConfig: key 'kind' is given twice"):
+        IndexConfig.from_json('{"kind": "hnsw", "kind": "ivf"}')
+    assert ModelConfig.from_json('{"epochs": 3}').epochs == 3

@@ -83,7 +83,10 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> Self:
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:  # json keeps the last in silence
+            raise ConfigError(f"{cls.__name__}: key {exc.args[0]!r} is given twice in one "
+                              "JSON object (which one is meant cannot be told)") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{cls.__name__}: invalid JSON ({exc})") from exc
         if not isinstance(data, dict):
@@ -92,6 +95,19 @@ class Config:
 
     def replace(self, **changes: Any) -> Self:
         return dataclasses.replace(self, **changes)
+
+
+class _DuplicateKey(Exception):
+    """A JSON object names one key twice."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
 
 
 def _check_names(cls: type, data: Mapping[str, Any]) -> None:
