@@ -182,3 +182,18 @@ def test_from_json_refuses_a_key_given_twice(text, key):
     with pytest.raises(ConfigError, match="IndexConfig: key 'kind' is given twice"):
         IndexConfig.from_json('{"kind": "hnsw", "kind": "ivf"}')
     assert ModelConfig.from_json('{"epochs": 3}').epochs == 3
+
+
+def test_editing_to_dict_leaves_the_config_unchanged():
+    """``to_dict`` handed out the config's own ``event_weights`` dict: editing the result
+    (to derive another config) changed the frozen config it came from."""
+    from twotower.training import StreamConfig
+    cfg = ModelConfig(interaction_weights="event", event_weights={"view": 1, "buy": 5})
+    d = cfg.to_dict()
+    d["event_weights"]["view"] = 99.0
+    d["event_weights"]["like"] = 2.0
+    assert cfg.event_weights == {"view": 1.0, "buy": 5.0}
+    assert ModelConfig.from_dict(d).event_weights == {"view": 99.0, "buy": 5.0, "like": 2.0}
+    stream = StreamConfig(event_col="event", event_weights={"view": 1})
+    stream.to_dict()["event_weights"]["view"] = 7.0
+    assert stream.event_weights == {"view": 1.0}

@@ -53,6 +53,8 @@ class Config:
                 v = v.to_dict()
             elif isinstance(v, tuple):
                 v = list(v)
+            elif isinstance(v, dict):  # a copy: editing the result leaves the config be
+                v = dict(v)
             out[f.name] = v
         return out
 
