@@ -417,3 +417,36 @@ def test_event_weights_on_a_preset_that_reads_none_say_which_flags_to_drop(capsy
                        "--out", tmp_path / "run")
     assert code == 2 and "is not read by objective 'mse'" in err, err
     assert "leave out --event-col and --event-weights" in err and "{}" not in err, err
+
+
+@pytest.mark.parametrize("flags", [("--event-weights", "view=1,buy=10"),
+                                   ("--interaction-weights", "event")])
+def test_a_flag_over_half_of_the_config_files_event_pair_trains(capsys, tmp_path, flags):
+    """A file's valid ``interaction_weights = "event"`` with its ``event_weights``: a flag
+    over one of the two (new weights, or the same 'event' given again) was refused, the
+    file's other half checked alone against the preset's ('model.event_weights ... is only
+    read with interaction_weights 'event'')."""
+    import json
+    data = tmp_path / "e.csv"
+    data.write_text("user_id,item_id,event\n" + "".join(
+        f"{u},{i},{'buy' if (u + i) % 3 == 0 else 'view'}\n"
+        for u in range(8) for i in range(u % 4, u % 4 + 5)))
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\ninteraction_weights = "event"\n'
+                   'event_weights = {view = 1, buy = 5}\n')
+    code, _, err = run(capsys, *_train(tmp_path, data, "--preset", "clicks", "--config", cfg,
+                                       "--event-col", "event", "--split", "none", *flags))
+    assert code == 0, err
+    model = json.loads((tmp_path / "run" / "config.json").read_text())["model"]
+    assert model["interaction_weights"] == "event"
+    assert model["event_weights"] == ({"view": 1.0, "buy": 10.0} if "view=1,buy=10" in flags
+                                      else {"view": 1.0, "buy": 5.0})
+    import shutil
+    shutil.rmtree(tmp_path / "run")
+    cfg.write_text('[model]\ninteraction_weights = "events"\n'  # a bad value still is one
+                   'event_weights = {view = 1, buy = 5}\n')
+    code, _, err = run(capsys, *_train(tmp_path, data, "--preset", "clicks", "--config", cfg,
+                                       "--event-col", "event", "--interaction-weights",
+                                       "event"))
+    assert code == 2 and (f"model.interaction_weights (--config {cfg} [model]) must be one "
+                          "of ['none', 'rating', 'event'], got 'events'") in err, err

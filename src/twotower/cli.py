@@ -671,10 +671,22 @@ def _model_config(args: argparse.Namespace, data: dict[str, Any]) -> Any:
               if getattr(args, n, None) is not None and n in overrides}
     if hidden:
         import warnings
+
+        from twotower.config import check_choice
+        from twotower.models.config import INTERACTION_WEIGHTS, event_weight_table
+        # these two each alone: the file's pair, valid together, is checked apart from the
+        # other half (which a flag may replace): `--event-weights` over a file's event pair
+        pair = {n: hidden[n] for n in ("interaction_weights", "event_weights") if n in hidden}
         try:
             with warnings.catch_warnings():  # a check of the file's values only: the
                 warnings.simplefilter("ignore")  # preset below warns of what it reads
-                ModelConfig.preset(args.preset, **hidden)
+                ModelConfig.preset(args.preset, **{n: v for n, v in hidden.items()
+                                                   if n not in pair})
+            if "interaction_weights" in pair:
+                check_choice("model", "interaction_weights", pair["interaction_weights"],
+                             INTERACTION_WEIGHTS)
+            if "event_weights" in pair:
+                event_weight_table("model.event_weights", pair["event_weights"])
         except ConfigError as exc:
             raise _named(exc, "model", {}, args, set(hidden)) from None
     for name in _MODEL_FLAGS:

@@ -16,6 +16,8 @@ OBJECTIVES = ("mse", "softmax", "sampled_softmax", "bpr", "multinomial")
 POOLINGS = ("sqrt", "mean", "sum")
 QUERY_TOWERS = ("id", "history", "id+history")
 OPTIMIZERS = ("adagrad", "adam", "sgd")
+#: how (user, item) pairs are weighted (``ModelConfig.interaction_weights``)
+INTERACTION_WEIGHTS = ("none", "rating", "event")
 #: what a catalogue holds (``ModelConfig.catalogue``, ``read_interactions``' ``catalogue``)
 CATALOGUES = ("items", "interactions")
 
@@ -321,7 +323,7 @@ class ModelConfig(Config):
         check_choice(own, "history_activation", self.history_activation, ("linear", "tanh"))
         check_choice(own, "user_weighting", self.user_weighting, ("sum", "sqrt", "mean"))
         check_choice(own, "interaction_weights", self.interaction_weights,
-                     ("none", "rating", "event"))
+                     INTERACTION_WEIGHTS)
         self._check_event_weights()
         check_choice(own, "multinomial_targets", self.multinomial_targets, ("all", "dropped"))
         check_choice(own, "catalogue", self.catalogue, CATALOGUES)
