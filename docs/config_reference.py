@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from twotower import IndexConfig, ModelConfig
+from twotower.cli import _MODEL_FLAGS
 from twotower.models.config import PRESETS
 from twotower.training import DistributionConfig, StreamConfig
 
@@ -76,6 +77,8 @@ def main() -> str:
     tutorial = ModelConfig.preset("tutorial").to_dict()
     clicks = ModelConfig.preset("clicks").to_dict()
     default = ModelConfig.preset("default").to_dict()
+    names = [f"`--{n.replace('_', '-')}`" for n in _MODEL_FLAGS]
+    flags = ", ".join(names[:-1]) + " and " + names[-1]
     lines = [
         "# Configuration reference",
         "",
@@ -89,10 +92,10 @@ def main() -> str:
         "`twotower train --config FILE` reads a TOML or JSON file: a `[model]` table (or a "
         "flat file of these keys) and a `[distribution]` table, or a run's saved "
         "`config.json` (its `model` settings). `--preset` picks the "
-        "column the file changes (`default` unless given); `--epochs`, `--embedding-dim`, "
-        "`--learning-rate`, `--batch-size`, `--seed`, `--item-features`, "
-        "`--multi-valued-features` and `--multi-value-sep` (lists comma-separated: "
-        "`--item-features price,brand`) win over the file. A key the chosen "
+        f"column the file changes (`default` unless given); {flags} (lists "
+        "comma-separated: `--item-features price,brand`; `--event-weights "
+        "view=1,buy=10`) win over the file, even when given at the preset's value. A key "
+        "the chosen "
         "model never reads gets a warning naming it, unless it holds the class default "
         "(a run's saved settings hold every key). The presets set only the keys in "
         f"`PRESETS` ({len(PRESETS['default'])} for `default`); the others keep the class "
