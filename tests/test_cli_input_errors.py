@@ -450,3 +450,26 @@ def test_a_flag_over_half_of_the_config_files_event_pair_trains(capsys, tmp_path
                                        "event"))
     assert code == 2 and (f"model.interaction_weights (--config {cfg} [model]) must be one "
                           "of ['none', 'rating', 'event'], got 'events'") in err, err
+
+
+@pytest.mark.parametrize("text, flags, needle", [
+    ('model_parallel = "x"\n', ["--model-parallel", "1"],
+     "model_parallel (--config {cfg} [distribution]) must be an integer, got 'x'"),
+    ("data_parallel = -5\n", ["--devices", "1"],
+     "data_parallel (--config {cfg} [distribution]) must be between 1 and 65536, got -5"),
+    ("join_timeout_s = nan\n", ["--join-timeout", "5"],
+     "join_timeout_s (--config {cfg} [distribution]) must be a finite number"),
+    ('coordinator_address = "nohost"\n', ["--coordinator", "h:1", "--num-processes", "2",
+                                          "--process-id", "1"],
+     "coordinator_address (--config {cfg} [distribution]) must be 'host:port'"),
+])
+def test_a_flag_does_not_hide_a_bad_distribution_value_in_the_config_file(
+        capsys, tmp_path, data, text, flags, needle):
+    """As for [model] (dad794c): `model_parallel = "x"` in the file beside --model-parallel 1
+    trained without a word; the file's value is checked on its own, then the flag wins."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[distribution]\n" + text)
+    code, _, err = run(capsys, *_train(tmp_path, data, "--preset", "tutorial", "--config",
+                                       cfg, *flags))
+    assert code == 2 and needle.format(cfg=cfg) in err, err
+    assert not (tmp_path / "run").exists()

@@ -863,6 +863,12 @@ def _distribution(args: argparse.Namespace, data: dict[str, Any]) -> Any:
              "join_timeout_s": ("join_timeout", "--join-timeout")}
     sources = {key: flag for key, (attr, flag) in flags.items()
                if getattr(args, attr, None) is not None}
+    in_file = dict(data.get("distribution", {}))
+    try:  # a flag wins over the file; the file's value must still be one (as [model]'s)
+        for key in sorted(set(sources) & set(in_file)):
+            DistributionConfig.check_field(key, in_file[key])
+    except ConfigError as exc:
+        raise _named(exc, "distribution", {}, args, set(in_file)) from None
     try:
         dist = DistributionConfig.from_dict(d)
     except ConfigError as exc:

@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
@@ -79,12 +79,8 @@ class DistributionConfig(Config):
 
     def validate(self) -> None:
         own = "distribution"
-        check_range(own, "data_parallel", self.data_parallel, 1, 65_536, integer=True)
-        check_range(own, "model_parallel", self.model_parallel, 1, 65_536, integer=True)
-        check_choice(own, "shard_tables", self.shard_tables, TABLE_SHARDINGS)
-        check_range(own, "num_processes", self.num_processes, 1, 65_536, integer=True)
-        check_range(own, "process_id", self.process_id, 0, 65_535, integer=True)
-        check_range(own, "join_timeout_s", self.join_timeout_s, 1, 86_400)
+        for f in fields(self):
+            self.check_field(f.name, getattr(self, f.name))
         if self.shard_tables == "blocks" and self.model_parallel > 1 and (
                 self.data_parallel > 1 or self.num_processes > 1):
             raise ConfigError(
@@ -92,14 +88,7 @@ class DistributionConfig(Config):
                 "model_parallel devices itself: it takes data_parallel 1 (got "
                 f"{self.data_parallel}) and one process (got {self.num_processes}); use "
                 "--devices N --model-parallel N --shard-tables blocks")
-        if self.coordinator_address is not None:
-            addr = self.coordinator_address
-            port = addr.rpartition(":")[2] if isinstance(addr, str) else ""
-            if not isinstance(addr, str) or ":" not in addr or not addr.rpartition(":")[0] \
-                    or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError("distribution.coordinator_address must be "
-                                  f"'host:port' with a port in 1-65535, got {addr!r}")
-        elif self.num_processes > 1:
+        if self.coordinator_address is None and self.num_processes > 1:
             raise ConfigError(f"distribution.num_processes is {self.num_processes}: a "
                               "multi-host run needs coordinator_address ('host:port' of "
                               "process 0)")
@@ -114,6 +103,27 @@ class DistributionConfig(Config):
                               "of processes in the job; one host needs neither")
         check_range(own, "process_id", self.process_id, 0, self.num_processes - 1,
                     integer=True)
+
+    @staticmethod
+    def check_field(name: str, value: Any) -> None:
+        """Raise ConfigError unless ``value`` is of the form setting ``name`` takes, on its
+        own (``validate`` then checks the settings together); ``twotower train`` checks a
+        ``--config`` value that a flag overrides with it."""
+        own = "distribution"
+        if name in ("data_parallel", "model_parallel", "num_processes"):
+            check_range(own, name, value, 1, 65_536, integer=True)
+        elif name == "process_id":
+            check_range(own, name, value, 0, 65_535, integer=True)
+        elif name == "join_timeout_s":
+            check_range(own, name, value, 1, 86_400)
+        elif name == "shard_tables":
+            check_choice(own, name, value, TABLE_SHARDINGS)
+        elif name == "coordinator_address" and value is not None:
+            port = value.rpartition(":")[2] if isinstance(value, str) else ""
+            if not isinstance(value, str) or ":" not in value or not value.rpartition(":")[0] \
+                    or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError("distribution.coordinator_address must be "
+                                  f"'host:port' with a port in 1-65535, got {value!r}")
 
     @property
     def devices(self) -> int:
