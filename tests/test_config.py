@@ -197,3 +197,16 @@ def test_editing_to_dict_leaves_the_config_unchanged():
     stream = StreamConfig(event_col="event", event_weights={"view": 1})
     stream.to_dict()["event_weights"]["view"] = 7.0
     assert stream.event_weights == {"view": 1.0}
+
+
+@pytest.mark.parametrize("field", ["item_features", "user_features", "multi_valued_features",
+                                   "ease_weight_grid"])
+def test_an_empty_list_is_accepted_where_a_sequence_is_held(field):
+    """``ModelConfig(item_features=[])`` and ``cfg.replace(ease_weight_grid=[])`` were refused
+    ('must be a list of column names, got []'): an empty list became the very ``()`` it
+    was compared with, so the list itself stayed in the config (from_dict alone turned
+    lists to tuples first)."""
+    cfg = ModelConfig(**{field: []})
+    assert getattr(cfg, field) == ()
+    assert getattr(ModelConfig.preset("default").replace(**{field: []}), field) == ()
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg

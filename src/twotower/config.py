@@ -31,14 +31,14 @@ class Config:
     def __post_init__(self) -> None:
         floats = _float_fields(type(self))
         for f in dataclasses.fields(self):  # numpy scalars -> Python (to_dict stays JSON)
-            v = getattr(self, f.name)
+            v = given = getattr(self, f.name)
             if isinstance(v, list) and isinstance(f.default, tuple):
                 v = tuple(v)  # a list where the field holds a sequence: frozen, hashable
             new = tuple(map(_python_scalar, v)) if isinstance(v, tuple) else _python_scalar(v)
             if f.name in floats:  # 1 where a float is meant (a TOML `learning_rate = 1`)
                 new = (tuple(map(_as_float, new)) if isinstance(new, tuple)
                        else _as_float(new))
-            if new is not v:
+            if new is not given:  # (tuple(map(f, ())) is the very () of an empty list)
                 object.__setattr__(self, f.name, new)
         self.validate()
 
