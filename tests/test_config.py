@@ -210,3 +210,22 @@ def test_an_empty_list_is_accepted_where_a_sequence_is_held(field):
     assert getattr(cfg, field) == ()
     assert getattr(ModelConfig.preset("default").replace(**{field: []}), field) == ()
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("data, shown", [
+    ({"objective": ["mse"]}, "model.objective must be one of .*, got \\['mse'\\]$"),
+    ({"ease_lambdas": ["1", 2.5]}, "model.ease_lambdas must be a non-empty list of numbers in "
+                                "\\[1e-06, 1e\\+09\\], got \\['1', 2.5\\]$"),
+    ({"item_features": ["genres", 3]}, "model.item_features must be a list of column names, "
+                                       "got \\['genres', 3\\]$"),
+    ({"interaction_weights": "event", "event_weights": [1, 2]},
+     "model.event_weights must be a table .*, got \\[1, 2\\]$"),
+])
+def test_an_error_shows_a_list_as_written(data, shown):
+    """A list from a file was shown as Python's tuple (``got ('mse',)``, ``got ('1', 2)``):
+    ``from_dict`` turned every list into a tuple, where the value written was a list."""
+    with pytest.raises(ConfigError, match=shown):
+        ModelConfig.from_dict(data)
+    from twotower.index import IndexConfig
+    with pytest.raises(ConfigError, match=r"IndexConfig.kind must be one of .*, got \['hnsw'\]"):
+        IndexConfig.from_dict({"kind": ["hnsw"]})

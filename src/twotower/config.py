@@ -71,8 +71,8 @@ class Config:
             hint = hints.get(name)
             if isinstance(hint, type) and issubclass(hint, Config) and isinstance(value, dict):
                 value = hint.from_dict(value)
-            elif isinstance(value, list):
-                value = tuple(value)
+            # (a list where a sequence is held becomes a tuple in __post_init__; any other
+            # list stays one, so that an error shows the value as written)
             kwargs[name] = value
         try:
             return cls(**kwargs)

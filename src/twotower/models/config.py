@@ -51,6 +51,11 @@ def event_weight_table(name: str, ew: Any) -> dict[str, float]:
     return out
 
 
+def _as_written(value: Any) -> Any:
+    """A held sequence (a tuple) as the list a file or caller wrote, for a message."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 @dataclass(frozen=True)
 class ModelConfig(Config):
     """How a two-tower model is built and trained.
@@ -334,7 +339,7 @@ class ModelConfig(Config):
             if not isinstance(value, tuple) or not all(isinstance(c, str) and c
                                                        for c in value):
                 raise ConfigError(f"model.{name} must be a list of column names, "
-                                  f"got {value!r}")
+                                  f"got {_as_written(value)!r}")
         if not isinstance(self.multi_value_sep, str) or not self.multi_value_sep:
             raise ConfigError(f"model.multi_value_sep must be a non-empty string (the text "
                               f"between two values of a cell, e.g. \"|\" or \";\"), got "
@@ -364,14 +369,13 @@ class ModelConfig(Config):
                     isinstance(v, int | float) and not isinstance(v, bool) and lo <= v <= hi
                     for v in value):
                 raise ConfigError(f"model.{name} must be a non-empty list of numbers in "
-                                  f"[{lo:g}, {hi:g}], got {value!r}")
+                                  f"[{lo:g}, {hi:g}], got {_as_written(value)!r}")
         grid = self.ease_weight_grid
         if not isinstance(grid, tuple) or not all(
                 isinstance(v, int | float) and not isinstance(v, bool) and 0.0 < v < 1.0
                 for v in grid):
             raise ConfigError(f"model.ease_weight_grid must be a list of numbers in (0, 1) "
-                              f"(or empty), got "
-                              f"{list(grid) if isinstance(grid, tuple) else grid!r}")
+                              f"(or empty), got {_as_written(grid)!r}")
         check_choice(own, "ease_weight_choice", self.ease_weight_choice,
                      ("always", "rank_check", "auto"))
         check_choice(own, "query_recency_choice", self.query_recency_choice,
