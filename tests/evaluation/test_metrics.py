@@ -384,6 +384,29 @@ def test_loss_plot(tmp_path):
         plot_loss_curves({"recall": [0.1]}, tmp_path / "x.png")
 
 
+def test_plots_tick_whole_epochs_and_cut_offs(tmp_path, monkeypatch):
+    """The x axis counts epochs and K: a one-epoch loss plot read 0.96, 0.98, 1.00, 1.02,
+    1.04 epochs, a three-epoch one 1.25, 1.50, ..., a recall curve at K 1 and 4 K 1.5, ..."""
+    from matplotlib.figure import Figure
+
+    from twotower.evaluation import plot_loss_curves
+    ticks, real = [], Figure.savefig
+
+    def spy(self, *a, **kw):
+        ax = self.axes[0]
+        lo, hi = ax.get_xlim()
+        ticks.append([float(t) for t in ax.get_xticks() if lo <= t <= hi])
+        return real(self, *a, **kw)
+    monkeypatch.setattr(Figure, "savefig", spy)
+    plot_loss_curves({"loss": [0.9]}, tmp_path / "one.png")
+    plot_loss_curves({"loss": [0.9, 0.5, 0.4], "val_loss": [0.45]}, tmp_path / "three.png",
+                     validation_freq=2)
+    plot_recall_curves({"a": {1: 0.1, 4: 0.3}}, tmp_path / "r.png")
+    assert len(ticks) == 3 and all(ticks), ticks
+    assert all(t.is_integer() for shown in ticks for t in shown), ticks
+    assert ticks[0] == [1.0]
+
+
 def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml100k):
     """A temporal run's baselines are tuned on a temporal validation split, ordered as the
     run keeps each user's items (each pair's recency); a run without that order (a

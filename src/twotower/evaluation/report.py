@@ -111,6 +111,8 @@ def plot_recall_curves(curves: Mapping[str, Mapping[int, float]], path: str | Pa
             ax.plot(ks, [curve[k] for k in ks], marker="o", markersize=3, label=str(name))
         if log_x:
             ax.set_xscale("log")
+        else:
+            _whole_numbers(ax)
 
     return _write_plot(path, draw, title=title, xlabel="K", ylabel="Recall@K",
                        legend=bool(curves))
@@ -148,6 +150,7 @@ def plot_loss_curves(history: Mapping[str, Sequence[float]], path: str | Path, *
             epochs = [step * (i + 1) for i in range(len(vs))]
             ax.plot(epochs, vs, marker="o" if len(vs) < 30 else None, markersize=3,
                     label=name)
+        _whole_numbers(ax)
 
     return _write_plot(path, draw, title=title, xlabel="epoch", ylabel="loss", legend=True)
 
@@ -171,6 +174,13 @@ def plot_format(path: str | Path, flag: str = "plot") -> str:
         raise ConfigError(f"{flag}: {path}: {Path(path).suffix!r} is not an image format; "
                           f"name the file .{', .'.join(PLOT_FORMATS)}")
     return suffix
+
+
+def _whole_numbers(ax: Any) -> None:
+    """Ticks at whole numbers only along x (epochs, K): a one-epoch run's axis read
+    0.96, 0.98, 1.00, 1.02 epochs, a three-epoch one 1.25, 1.50, ... (one tick is enough)."""
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1, steps=[1, 2, 5, 10]))
 
 
 def _write_plot(path: str | Path, draw: Callable[[Any], None], *, title: str, xlabel: str,
