@@ -407,6 +407,45 @@ def test_plots_tick_whole_epochs_and_cut_offs(tmp_path, monkeypatch):
     assert ticks[0] == [1.0]
 
 
+def test_evaluate_runs_progress_lines_share_one_clock(monkeypatch, ml100k):
+    """The line a baseline's final fit ticks counted from that fit's start: "fitting EASE
+    on all of train (187 s so far)", then "baselines: fitting EASE on all of train, 10 s
+    so far". Every line now counts from the evaluation's start, as the tuning ticker's
+    does. (Clock 100x fast; a tick every 10 ms; ItemKNN's fits made slow.)"""
+    import re
+    import time
+
+    import twotower.evaluation.baselines as base_mod
+    import twotower.evaluation.run as run_mod
+    import twotower.models._ticker as ticker_mod
+    from twotower import TwoTower
+    from twotower.data import random_split
+    from twotower.models import ModelConfig
+    real_clock, real_ticker, real_fit = time.perf_counter, ticker_mod.Ticker, base_mod.ItemKNN.fit
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() * 100)
+
+    class Often(real_ticker):
+        def __init__(self, what, every_s=10.0, *a, **kw):
+            super().__init__(what, 0.01, *a, **kw)
+    monkeypatch.setattr(ticker_mod, "Ticker", Often)
+    monkeypatch.setattr(base_mod.ItemKNN, "fit",
+                        lambda self, t: time.sleep(0.05) or real_fit(self, t))
+    split = random_split(ml100k.take(ml100k.users < 60), 0.2, seed=0)
+    model = TwoTower(ModelConfig.preset("tutorial", epochs=1)).fit(split.train, verbose=0)
+    lines: list[str] = []
+    run_mod.evaluate_run(model, (split.test.users, split.test.items), ks=(10,),
+                         baselines=True, log=lines.append)
+
+    def seconds(line):
+        m = re.search(r"(?:(\d+) min )?(\d+) s so far", line)
+        return int(m.group(1) or 0) * 60 + int(m.group(2))
+    fitting = [i for i, ln in enumerate(lines) if ln.startswith("baselines: fitting ItemKNN")]
+    assert fitting, lines
+    said = max(i for i, ln in enumerate(lines[:fitting[0]])
+               if ln.startswith("fitting ItemKNN on all of train ("))
+    assert all(seconds(lines[i]) >= seconds(lines[said]) > 0 for i in fitting), lines
+
+
 def test_evaluate_run_tunes_the_baselines_on_the_runs_split_kind(monkeypatch, ml100k):
     """A temporal run's baselines are tuned on a temporal validation split, ordered as the
     run keeps each user's items (each pair's recency); a run without that order (a

@@ -315,7 +315,7 @@ def evaluate_run(model: Any, test: tuple[np.ndarray, np.ndarray], ks: Sequence[i
         if not hasattr(rec, "recommend"):  # a baseline fitted now, scored, let go
             # (only the baselines branch above makes these; it imported Ticker, nullcontext)
             say(f"fitting {name} on all of train")
-            with (Ticker("baselines", 10.0, emit=log) if log is not None
+            with (Ticker("baselines", 10.0, emit=log, since=t0) if log is not None
                   else nullcontext()) as tick:
                 if tick is not None:
                     tick.stage = f"fitting {name} on all of train"
