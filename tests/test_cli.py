@@ -260,6 +260,15 @@ def test_tutorial_command_prints_titles(capsys, ml100k_dir):
     assert len([ln for ln in section.splitlines() if ln.strip()[:3].strip(". ").isdigit()]) == 10
 
 
+def test_tutorial_says_which_epoch_its_val_loss_is_from(capsys, ml100k_dir):
+    """The tutorial validates every 5 epochs: with --epochs 6 its "final ... val loss" was
+    epoch 5's, unsaid (training.json holds 6 losses and 1 val_loss)."""
+    code, out, err = run(capsys, "tutorial", "--data-dir", ml100k_dir, "--epochs", "6")
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if ln.startswith("final train loss"))
+    assert re.search(r"val loss \d\.\d{4} \(epoch 5 of 6\) \(tutorial: 0\.4743\)", line), line
+
+
 def test_real_process_user_error(tutorial_run):
     _, rundir = tutorial_run
     proc = subprocess.run([sys.executable, "-m", "twotower.cli", "recommend", str(rundir),

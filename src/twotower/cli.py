@@ -488,6 +488,9 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
     h = model.history
     val = (f"{h['val_loss'][-1]:.4f}" if h.get("val_loss")
            else f"none (validated every {cfg.validation_freq} epochs)")
+    last = len(h.get("val_loss") or ()) * cfg.validation_freq  # the epoch it was measured at
+    if last and last != len(h["loss"]):  # not the final epoch's: say which
+        val += f" (epoch {last} of {len(h['loss'])})"
     _say(f"\nfinal train loss {h['loss'][-1]:.4f} (tutorial: 0.4669), "
          f"val loss {val} (tutorial: 0.4743), fit {model.fit_seconds:.1f} s")
     if args.out:
