@@ -421,7 +421,9 @@ def test_index_tuning_raises_the_knob_to_the_target_and_saves_it(capsys, tutoria
         "building the ivf indexes (items, similar items) over 1,682 items, tuning them to "
         "recall@10 0.99",
         "measuring recall@10 against exact search (471 users)",
-        "saving the run"], stages  # (no eval.json here: no held-out metrics to redo)
+        "saving the run",  # (no eval.json here: no held-out metrics to redo)
+        # then the similar-items index (it was measured under "saving the run")
+        "measuring the similar-items index's recall@10 against exact search"], stages
     tuned = report["tuned"]
     tried = list(tuned["recall_tried"])
     assert tried[0] == 1 and tried == [min(40, 2 ** i) for i in range(len(tried))]

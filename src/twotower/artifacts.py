@@ -1087,6 +1087,9 @@ def reindex_run(directory: str | os.PathLike[str], config: Any, *, sample: int =
         report["nlist_used"], report["nprobe_used"] = model._index.nlist, model._index.nprobe
     if tuned is not None:
         report["tuned"] = tuned
+    if model._similar.kind != "exact":  # (the ticker said "saving the run" meanwhile)
+        say(f"measuring the similar-items index's recall@{min(k, model.n_items - 1)} "
+            "against exact search")
     report["similar"] = _similar_report(model, sample, k, seed, tuned=tuned is not None)
     if (Path(directory) / "similar").is_dir():
         report["similar"]["index_bytes"] = _dir_bytes(Path(directory) / "similar")
