@@ -229,7 +229,8 @@ def main(argv=None) -> int:
     path.write_text(json.dumps({
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "keras": keras.__version__, "cpus": os.cpu_count()},
-        "args": vars(args), "n_users": data.n_users, "n_items": data.n_items,
+        "args": {**vars(args), "out": args.out and str(args.out)},  # (a Path: not JSON)
+        "n_users": data.n_users, "n_items": data.n_items,
         "n_interactions": len(data), "splits": [s[0] for s in splits], "ease": refs, "base": BASE, "runs": runs,
         "ranking": table, "winner": winner}, indent=1))
     print("wrote", path)

@@ -98,7 +98,8 @@ def main(argv=None) -> int:
         table.append({"weight": w, "score": float(np.mean([r["score"] for r in sel])),
                       "per_split": {r["split"]: round(r["score"], 4) for r in sel}})
         print(f"{w:6.2f}  {table[-1]['score']:.4f}      {table[-1]['per_split']}")
-    path.write_text(json.dumps({"args": vars(args), "n_users": data.n_users,
+    path.write_text(json.dumps({"args": {**vars(args), "out": args.out and str(args.out)},
+                                "n_users": data.n_users,
                                 "n_items": data.n_items, "rows": rows, "table": table},
                                indent=2))
     print("wrote", path)

@@ -69,3 +69,52 @@ def test_tune_reads_again_without_times_only_when_the_log_has_no_timestamp_colum
     calls.clear()  # a log without the column: read again, as before
     assert tune.load_data(str(_log(tmp_path / "notimes.csv")), "").timestamps is None
     assert len(calls) == 2
+
+
+class _Data:
+    n_users, n_items = 40, 30
+
+    def __len__(self):
+        return 400
+
+
+def test_tune_writes_its_result_into_the_out_folder(tmp_path, monkeypatch):
+    """`--out DIR` (a Path) went into the result's "args" as is, and json.dumps refused it
+    (TypeError: Object of type PosixPath is not JSON serializable) after the whole run:
+    nothing was written. The training is stubbed here; the writing is the script's."""
+    import json
+
+    import tune
+    monkeypatch.setattr(tune, "load_data", lambda *a: _Data())
+    monkeypatch.setattr(tune, "validation_splits", lambda data, seeds: [("random-0", 1, 2)])
+    monkeypatch.setattr(tune, "tune", lambda *a, **k: (type("C", (), {"lambda_": 100.0}), []))
+    monkeypatch.setattr(tune, "EASE", lambda cfg: type("E", (), {"fit": lambda s, x: s})())
+    monkeypatch.setattr(tune, "recommend_and_evaluate",
+                        lambda *a: {"recall@10": 0.2, "ndcg@10": 0.4})
+
+    class Curve:
+        def __init__(self, *a):
+            self.points = [{"epoch": 1, "recall@10": 0.1, "ndcg@10": 0.2}]
+
+    monkeypatch.setattr(tune, "_Curve", Curve)
+    monkeypatch.setattr(tune, "TwoTower", lambda cfg: type("T", (), {
+        "fit": lambda s, *a, **k: s})())
+    assert tune.main(["--data", "unused", "--quick", "--out", str(tmp_path / "r")]) == 0
+    [path] = (tmp_path / "r").glob("tune-*.json")
+    saved = json.loads(path.read_text())
+    assert saved["args"]["out"] == str(tmp_path / "r") and saved["winner"]["epochs"] == 1
+
+
+def test_tune_blend_writes_its_result_into_the_out_folder(tmp_path, monkeypatch):
+    """As tune.py: `--out DIR` stopped the run at its end (a Path is not JSON)."""
+    import json
+
+    import tune_blend
+    monkeypatch.setattr(tune_blend, "load_data", lambda *a: _Data())
+    monkeypatch.setattr(tune_blend, "validation_splits", lambda data, seeds: [])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the mean of no splits
+        assert tune_blend.main(["--data", "unused", "--weights", "0",
+                                "--out", str(tmp_path)]) == 0
+    [path] = tmp_path.glob("tune-blend-*.json")
+    assert json.loads(path.read_text())["args"]["out"] == str(tmp_path)
