@@ -35,8 +35,6 @@ from twotower.data import random_split, read_movielens_100k, temporal_split
 from twotower.evaluation import (EASE, ItemKNN, MostPop, format_table, plot_recall_curves,
                                  recommend_and_evaluate, tune)
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = ROOT.parent / "shared" / "datasets" / "ml-100k"
 KS = (10, 20, 50, 100)
 TABLE = ("recall@10", "ndcg@10", "recall@100", "hit_rate@10", "mrr@10", "coverage@10")
 GRIDS = {
@@ -136,8 +134,9 @@ def markdown(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", type=Path, default=DEFAULT_DATA,
-                    help="MovieLens 100k directory (u.data, u.item)")
+    ap.add_argument("--data", type=Path, default=os.environ.get("ML100K"),
+                    help="MovieLens 100k directory (default: $ML100K, else as the product "
+                         "finds it: TWOTOWER_ML100K_DIR, its cache, or a download)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--splits", nargs="+", default=["random", "temporal"],
                     choices=["random", "temporal"])
@@ -151,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     stem = f"baselines-ml100k-{stamp()}"
     pngs = [out / f"{stem}-{split}-recall.png" for split in args.splits] if args.plot else []
     claim(out / f"{stem}.json", out / f"{stem}.md", *pngs, force=args.force)
+    if args.data is None:  # TWOTOWER_ML100K_DIR, the cache, or a download
+        from twotower.data.fetch import fetch_movielens_100k
+        args.data = fetch_movielens_100k()
 
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()

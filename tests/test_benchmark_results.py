@@ -13,6 +13,15 @@ BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 
+@pytest.fixture(autouse=True)
+def _no_fetch(monkeypatch):
+    """baselines.main without --data finds MovieLens 100k (a download where there is no
+    copy): the tests stub its run, so a stand-in folder does."""
+    import twotower.data.fetch
+    monkeypatch.setattr(twotower.data.fetch, "fetch_movielens_100k",
+                        lambda: Path("/nonexistent/ml-100k"))
+
+
 def test_baselines_leaves_the_kept_results_and_writes_a_new_file(tmp_path, monkeypatch):
     # without --out it wrote benchmarks/results/baselines-ml100k.{json,md}, the committed
     # run, over; with --out DIR it wrote over DIR's files of those names
@@ -55,6 +64,28 @@ def test_a_result_file_already_there_stops_the_run_before_it_starts(tmp_path, mo
     assert not ran and (tmp_path / "baselines-ml100k-20990101-000000.md").read_text() == "kept"
     assert baselines.main(["--out", str(tmp_path), "--force"]) == 0
     assert (tmp_path / "baselines-ml100k-20990101-000000.md").read_text() == "# table\n"
+
+
+def test_baselines_finds_movielens_as_the_product_does(tmp_path, monkeypatch):
+    """Without --data it read ../shared/datasets/ml-100k beside the checkout, a folder of
+    one machine ('MovieLens 100k directory ... has no u.data' anywhere else); it now finds
+    the data as quality.py and tune.py do: $ML100K, else TWOTOWER_ML100K_DIR, the cache or
+    a download (fetch_movielens_100k)."""
+    import baselines
+
+    import twotower.data.fetch
+    got = []
+    monkeypatch.setattr(baselines, "run", lambda data, seeds, splits: got.append(data)
+                        or {"runs": []})
+    monkeypatch.setattr(baselines, "summarise", lambda runs: {})
+    monkeypatch.setattr(baselines, "markdown", lambda result: "# table\n")
+    monkeypatch.setattr(twotower.data.fetch, "fetch_movielens_100k",
+                        lambda: tmp_path / "fetched")
+    monkeypatch.delenv("ML100K", raising=False)
+    assert baselines.main(["--out", str(tmp_path / "a")]) == 0
+    assert got == [tmp_path / "fetched"]
+    assert baselines.main(["--out", str(tmp_path / "b"), "--data", "/some/ml-100k"]) == 0
+    assert got[-1] == Path("/some/ml-100k")
 
 
 def test_a_smoke_run_writes_to_a_temporary_folder(tmp_path, capsys):
