@@ -706,6 +706,14 @@ def main() -> None:
     p.add_argument("--collectives", action="store_true",
                    help="only time a 2-device psum per scan step (us/step) and exit")
     a = p.parse_args()
+    # said now, not after the sections before (c) have run (a KeyError, or a section run
+    # that --skip meant to leave out)
+    unknown = [k for k in a.c_variants.split(",") if k not in VARIANTS]
+    if unknown:
+        p.error(f"--c-variants: unknown {', '.join(map(repr, unknown))}; of: "
+                f"{', '.join(VARIANTS)}")
+    if not set(a.skip) <= set("abcd,"):
+        p.error(f"--skip {a.skip!r}: sections a, b, c, d, comma-separated (e.g. b,c,d)")
     if a.collectives:
         if "device_count" not in os.environ.get("XLA_FLAGS", ""):
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")

@@ -34,3 +34,23 @@ def test_blocks_order_is_the_blocks_steps(p):
     np.testing.assert_array_equal(got, want)
     # and not just any order: another seed lays the examples out otherwise
     assert not np.array_equal(blocks_order(x, p, batch, 12, "user") + 1, want)
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--c-variants", "1,mbp"], "--c-variants: unknown 'mbp'"),
+    (["--skip", "a,b,e"], "--skip 'a,b,e'"),
+])
+def test_a_bad_variant_or_section_stops_the_run_before_it_starts(argv, said, monkeypatch,
+                                                                 capsys, tmp_path):
+    """An unknown --c-variants key was a KeyError in section (c), after the data were
+    generated and sections (a) and (b) had run (an hour at the documented 20M rows); a
+    --skip letter that names no section was ignored."""
+    import train_throughput
+    monkeypatch.setattr(train_throughput, "data_file",
+                        lambda *a: pytest.fail("generated data before the check"))
+    monkeypatch.setattr(sys, "argv", ["train_throughput.py", "--rows", "1000", "--out",
+                                      str(tmp_path), *argv])
+    with pytest.raises(SystemExit) as stop:
+        train_throughput.main()
+    assert stop.value.code == 2 and said in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
