@@ -70,6 +70,7 @@ def isotropic(n: int, d: int, seed: int = 0, n_queries: int = 1024
             rng.standard_normal((n_queries, d), dtype=np.float32))
 
 
+CATALOGUES = ("clustered", "isotropic", "trained")
 TRAINED_CACHE = Path(os.environ.get("TWOTOWER_SEARCH_CACHE", "/tmp"))
 
 
@@ -885,8 +886,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true",
                    help="overwrite result files of the same name")
     args = p.parse_args(argv)
-    out = out_dir(args.out, smoke=args.quick, name="search")
     args.ann = [a for a in args.ann.split(",") if a]
+    # said now, not as a KeyError after the hot path and the cases before it
+    for flag, given, known in (("--ann", args.ann, ("hnsw", "ivf")),
+                               ("--catalogues", args.catalogues.split(","), CATALOGUES)):
+        if unknown := [v for v in given if v not in known]:
+            p.error(f"{flag}: unknown {', '.join(map(repr, unknown))}; of: {', '.join(known)}")
+    out = out_dir(args.out, smoke=args.quick, name="search")
     if args.quick:
         args.repeat = 1
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -917,7 +923,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 t0 = time.perf_counter()
                 V, Q = {"clustered": clustered, "isotropic": isotropic,
-                        "trained": trained}[cat](n, d)
+                        "trained": trained}[cat](n, d)  # (CATALOGUES)
                 case = run_case(cat, V, Q, args, peak)
                 if cat == "trained":
                     case["trained_info"] = trained_info(n, d)
