@@ -23,3 +23,23 @@ def test_an_unknown_catalogue_or_ann_kind_stops_the_run_before_it_starts(
     assert stop.value.code == 2 and said in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
 
+
+
+def test_a_million_item_case_without_its_faiss_reference_is_reported_not_judged():
+    """Above --refs-max the run measures no faiss IndexFlatIP, and goals() read
+    case["faiss_flat"] for the 1M-item goal: a KeyError at the end of the run, before
+    the results were written (e.g. --sizes 1000000 --refs-max 100000)."""
+    import search
+    exact = {"exclude_overhead": 0.05, "batch_qps": 900.0, "gflops": 60.0,
+             "frac_gemm_peak": 0.6}
+    res = {"gemm_peak_gflops": 100.0, "cases": [{
+        "catalogue": "clustered", "n": 1_000_000, "d": 64, "exact": exact,
+        "exact_full_scan": {**exact, "batch_qps": 300.0}}]}
+    rows = {r["goal"]: r for r in search.goals(res)}
+    faiss_row = rows["exact batch 1024 >= faiss IndexFlatIP (clustered N=1,000,000 d=64)"]
+    assert faiss_row["pass"] is None and "--refs-max" in faiss_row["value"]
+    # with the reference, judged as before
+    res["cases"][0]["faiss_flat"] = {"batch_qps": 250.0}
+    rows = {r["goal"]: r for r in search.goals(res)}
+    assert rows["exact batch 1024 >= faiss IndexFlatIP (clustered N=1,000,000 d=64)"][
+        "pass"] is True
