@@ -15,7 +15,8 @@ against ``csr[rows]``, which adds Python checks around the same call. Last, the 
 prepared table holds: for the model's table, and for one over a 70,000-item catalogue
 stored in norm order.
 
-Usage: python benchmarks/probes/seen_forms.py /path/to/ml-100k
+Usage: python benchmarks/probes/seen_forms.py [/path/to/ml-100k]   # else as the product
+finds it: TWOTOWER_ML100K_DIR, its cache, or a download
 Output of the run quoted in docs/search.md: results/probe-seen-forms-20261130.txt
 """
 import statistics
@@ -38,9 +39,9 @@ def steady(fns: dict, rounds: int = 7, calls: int = 30) -> dict:
     return {k: statistics.median(v) for k, v in acc.items()}
 
 
-def main(data_dir: str) -> None:
-    from twotower import ModelConfig, TwoTower, random_split, read_movielens_100k
-    split = random_split(read_movielens_100k(data_dir), test_fraction=0.2, seed=42)
+def main(data_dir: str | None) -> None:
+    from twotower import ModelConfig, TwoTower, load_movielens_100k, random_split
+    split = random_split(load_movielens_100k(data_dir), test_fraction=0.2, seed=42)
     t0 = time.perf_counter()
     model = TwoTower(ModelConfig.preset("tutorial")).fit(split.train, verbose=0)
     print(f"tutorial preset fitted in {time.perf_counter() - t0:.1f} s; "
@@ -100,4 +101,5 @@ def table_bytes(e, shared, nnz: int, n_rows: int) -> str:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "../shared/datasets/ml-100k")
+    main(sys.argv[1] if len(sys.argv) > 1 else None)  # None: TWOTOWER_ML100K_DIR, the cache
+    # or a download, as the product finds it
