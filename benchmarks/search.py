@@ -894,12 +894,20 @@ def main(argv: list[str] | None = None) -> int:
                                ("--catalogues", args.catalogues.split(","), CATALOGUES)):
         if unknown := [v for v in given if v not in known]:
             p.error(f"{flag}: unknown {', '.join(map(repr, unknown))}; of: {', '.join(known)}")
+    def ints(flag: str, text: str) -> list[int]:  # (1k or 64.0: said, not a traceback)
+        try:
+            got = [int(s.replace("_", "")) for s in text.split(",") if s.strip()]
+        except ValueError:
+            p.error(f"{flag}: expected whole numbers separated by commas (e.g. 1682,100000), "
+                    f"got {text!r}")
+        if any(v < 1 for v in got):
+            p.error(f"{flag}: every value must be at least 1, got {text!r}")
+        return got
+    sizes, dims = ints("--sizes", args.sizes), ints("--dims", args.dims)
+    trained_sizes = set(ints("--trained-sizes", args.trained_sizes))
     out = out_dir(args.out, smoke=args.quick, name="search")
     if args.quick:
         args.repeat = 1
-    sizes = [int(s) for s in args.sizes.split(",")]
-    trained_sizes = {int(s) for s in args.trained_sizes.split(",") if s}
-    dims = [int(s) for s in args.dims.split(",")]
     faiss.omp_set_num_threads(os.cpu_count() or 1)
 
     started = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")

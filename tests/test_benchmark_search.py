@@ -43,3 +43,18 @@ def test_a_million_item_case_without_its_faiss_reference_is_reported_not_judged(
     rows = {r["goal"]: r for r in search.goals(res)}
     assert rows["exact batch 1024 >= faiss IndexFlatIP (clustered N=1,000,000 d=64)"][
         "pass"] is True
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--sizes", "1k"], "--sizes: expected whole numbers separated by commas"),
+    (["--dims", "64.0"], "--dims: expected whole numbers"),
+    (["--sizes", "0"], "--sizes: every value must be at least 1"),
+])
+def test_sizes_that_are_not_whole_numbers_are_a_usage_error(argv, said, tmp_path,
+                                                            monkeypatch, capsys):
+    """--sizes 1k was a raw ValueError traceback from int()."""
+    import search
+    monkeypatch.setattr(search, "gemm_sample", lambda *a: pytest.fail("measured first"))
+    with pytest.raises(SystemExit) as stop:
+        search.main([*argv, "--out", str(tmp_path / "r")])
+    assert stop.value.code == 2 and said in capsys.readouterr().err

@@ -93,9 +93,13 @@ def ease(x: sp.csr_matrix, lam: float) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default=os.environ.get("TWOTOWER_ML100K_DIR",
-                                                         "../shared/datasets/ml-100k"))
+    ap.add_argument("--data-dir", default=None,
+                    help="MovieLens 100k folder (default: as the product finds it: "
+                         "TWOTOWER_ML100K_DIR, its cache, or a download)")
     args = ap.parse_args()
+    if args.data_dir is None:
+        from twotower.data.fetch import fetch_movielens_100k
+        args.data_dir = str(fetch_movielens_100k())
     t0 = time.time()
     df = pd.read_csv(os.path.join(args.data_dir, "u.data"), sep="\t", header=None,
                      names=["u", "i", "r", "t"])
