@@ -522,6 +522,7 @@ def cmd_tutorial(args: argparse.Namespace) -> int:
 def _config_file(args: argparse.Namespace) -> dict[str, Any]:
     if not getattr(args, "config", None):
         return {}
+    from twotower.config import DuplicateKey, unique_keys
     from twotower.data.readers import not_a_file
     p = Path(args.config)
     if not p.is_file():
@@ -538,8 +539,8 @@ def _config_file(args: argparse.Namespace) -> dict[str, Any]:
                           ".toml file: [model], then lines like epochs = 5) or JSON (.json)")
     if p.suffix.lower() == ".json":
         try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
-        except _DuplicateKey as exc:
+            data = json.loads(text, object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:
             raise ConfigError(f"--config: {p}: key {exc.args[0]!r} is given twice in one "
                               "object (which one is meant cannot be told)") from None
         except json.JSONDecodeError as exc:
@@ -636,19 +637,6 @@ def _read_as_flags(src: dict[str, Any]) -> list[str]:
                                 ("genres", "--genres-col", "genres")):
         if isinstance(meta.get(role), str) and meta[role] != default:
             out.append(f"{flag} {shlex.quote(meta[role])}")
-    return out
-
-
-class _DuplicateKey(Exception):
-    """A JSON object names one key twice (``json`` keeps the last in silence)."""
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _DuplicateKey(key)
-        out[key] = value
     return out
 
 

@@ -85,8 +85,8 @@ class Config:
     @classmethod
     def from_json(cls, text: str) -> Self:
         try:
-            data = json.loads(text, object_pairs_hook=_unique_keys)
-        except _DuplicateKey as exc:  # json keeps the last in silence
+            data = json.loads(text, object_pairs_hook=unique_keys)
+        except DuplicateKey as exc:  # json keeps the last in silence
             raise ConfigError(f"{cls.__name__}: key {exc.args[0]!r} is given twice in one "
                               "JSON object (which one is meant cannot be told)") from None
         except json.JSONDecodeError as exc:
@@ -99,15 +99,17 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-class _DuplicateKey(Exception):
-    """A JSON object names one key twice."""
+class DuplicateKey(Exception):
+    """A JSON object names one key twice (``json`` keeps the last in silence)."""
 
 
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook``: the object, or DuplicateKey naming a key
+    given twice (the config files' reader and ``Config.from_json`` refuse such a file)."""
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _DuplicateKey(key)
+            raise DuplicateKey(key)
         out[key] = value
     return out
 
