@@ -632,6 +632,15 @@ def test_cut_offs_that_are_not_integers_are_refused(ks):
                          n_items=3)["recall@2"] == 1.0
 
 
+def test_cut_offs_given_by_a_generator_are_read():
+    """The check of each K's type read a generator to its end before the cut-offs were
+    taken from it: none left, refused as empty (per_user_metrics and
+    recommend_and_evaluate read them before that check)."""
+    got = per_user_metrics(np.array([[0, 1]]), [np.array([1])], ks=(k for k in (1, 2)),
+                           n_items=3)
+    assert got["recall@1"].tolist() == [0.0] and got["recall@2"].tolist() == [1.0]
+
+
 def test_a_dense_integer_relevance_matrix_is_refused_not_read_as_items_0_and_1():
     """An int 0/1 [users, n_items] matrix was read as the item indices 0 and 1: recall@2
     1.0 for a list that misses the only relevant item (2)."""

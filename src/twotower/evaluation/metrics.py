@@ -64,6 +64,7 @@ def _check_ks(ks: Any, width: int | None = None) -> tuple[int, ...]:
     if isinstance(ks, (int, np.integer)):
         ks = (ks,)
     try:
+        ks = tuple(ks)  # (read twice below: a generator's values once)
         # int() of 1.7 or True is 1: such a K is refused, not scored as K = 1
         if any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
                for k in ks):
