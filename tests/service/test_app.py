@@ -1043,6 +1043,9 @@ def test_allowed_hosts_are_read_as_host_headers_are(run_dir):
         for host in ("localhost:8000.evil.example", "localhost:abc", "[::1]:9.evil.example",
                      "[::1]x"):
             assert c.get("/healthz", headers={"host": host}).status_code == 400, host
+        # an empty port is a port (RFC 3986: *DIGIT), as it was before that check
+        for host in ("localhost:", "[::1]:"):
+            assert c.get("/healthz", headers={"host": host}).status_code == 200, host
     with pytest.raises(ConfigError, match="`allowed_hosts` is empty"):
         create_app(run_dir, allowed_hosts=[])
 

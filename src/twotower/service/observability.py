@@ -308,8 +308,9 @@ def _host_name(value: str) -> str:
     brackets, no final dot (``localhost.`` is ``localhost``), lower case."""
     h = value.strip().lower()
 
-    def port(p: str) -> bool:  # nothing, or ":" and digits ("a:80.evil.example" has none)
-        return p == "" or (p[:1] == ":" and p[1:].isascii() and p[1:].isdigit())
+    def port(p: str) -> bool:  # nothing, or ":" and digits, none too (RFC 3986's port is
+        # *DIGIT: "localhost:" is localhost); "a:80.evil.example" has no port
+        return p == "" or (p[:1] == ":" and p[1:].isascii() and (p[1:].isdigit() or not p[1:]))
     if h.startswith("["):  # [::1]:8000
         end = h.find("]")
         h = h[1:end] if end > 0 and port(h[end + 1:]) else h
