@@ -217,6 +217,17 @@ def test_a_one_step_swap_leaves_only_the_new_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_a_one_step_swap_the_system_refuses_falls_back_to_renames(tmp_path, monkeypatch):
+    """Only some refusals fell back (EINVAL, ENOSYS, EOPNOTSUPP): EPERM from a sandbox
+    that does not know the call failed the save, where two renames would have done it."""
+    import twotower.artifacts as art
+    monkeypatch.setattr(art, "_renameat2", lambda *a: -1)  # refused, whatever the errno
+    run = _old_run(tmp_path)
+    _swap_version(run, lambda real, src, dst: real(src, dst), exchange=True)
+    assert sorted(p.name for p in run.iterdir()) == ["format.json", "new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_a_previous_version_left_by_a_killed_save_survives_the_next_save(tmp_path):
     """A save killed between its renames leaves the previous run only in `.run.old`; the
     next save removed it before its own run was in place, so a second crash lost both."""

@@ -207,8 +207,8 @@ def atomic_directory(target: str | os.PathLike[str], write: Any, what: str = "di
                     try:
                         os.rename(tmp, old)
                         moved = True
-                    except FileNotFoundError:  # (another save's sweep took it: unlocked)
-                        pass
+                    except OSError:  # e.g. another save's sweep took it (it is unlocked
+                        pass  # there), or a stuck .old: the next save's sweep removes it
                 else:
                     if target.exists():
                         os.rename(target, old)
@@ -244,13 +244,12 @@ def _exchange(a: Path, b: Path) -> bool:
     ``RENAME_EXCHANGE``); False where the system or the file system cannot (then nothing
     changed)."""
     global _renameat2
-    import errno
     if _renameat2 is None:
         _renameat2 = False
         if sys.platform.startswith("linux"):
             try:
                 import ctypes
-                fn = ctypes.CDLL(None, use_errno=True).renameat2
+                fn = ctypes.CDLL(None).renameat2
                 fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
                                ctypes.c_uint]
                 fn.restype = ctypes.c_int
@@ -259,14 +258,13 @@ def _exchange(a: Path, b: Path) -> bool:
                 pass
     if _renameat2 is False:
         return False
-    import ctypes
     at_fdcwd, rename_exchange = -100, 2
     if _renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
         return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # not on this file system
-        return False
-    raise OSError(err, os.strerror(err), str(b))
+    # refused (EINVAL: not on this file system; ENOSYS or EPERM: a kernel or a sandbox
+    # without the call; anything else): nothing changed, so the two renames try instead
+    # and report a real failure as a save's
+    return False
 
 
 def _save_failed(target: Path, exc: OSError, what: str, noun: str, moved: bool) -> str:

@@ -652,3 +652,12 @@ def test_a_dense_integer_relevance_matrix_is_refused_not_read_as_items_0_and_1()
     # rows of indices that merely are 0s and 1s, narrower than the catalogue, still read
     assert evaluate_topk(np.array([[0, 1]]), np.array([[0, 1]]), ks=(2,),
                          n_items=3)["recall@2"] == 1.0
+
+
+def test_integer_truth_rows_held_as_objects_are_read():
+    """The float/bool check refused rows of Python ints in an object array, read before."""
+    rows = [np.array([1, 2], dtype=object), np.array([], dtype=object)]
+    assert evaluate_topk(np.array([[1, 0], [0, 1]]), rows, ks=(2,),
+                         n_items=3)["recall@2"] == 0.5
+    with pytest.raises(DataError, match="truth row 0 must hold integer item indices"):
+        evaluate_topk(np.array([[1, 0]]), [np.array([1.5], dtype=object)], ks=(2,), n_items=3)

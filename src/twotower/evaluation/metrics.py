@@ -104,6 +104,10 @@ def as_truth_csr(truth: Truth, n_items: int | None = None) -> sp.csr_matrix:
         return m
     rows = [np.asarray(t) for t in truth]
     for u, r in enumerate(rows):
+        if r.dtype.kind == "O" and all(isinstance(v, int | np.integer)
+                                       and not isinstance(v, bool | np.bool_)
+                                       for v in r.ravel()):
+            rows[u] = r = r.astype(np.int64)  # integers held as objects: read as before
         # an item index is an integer: float or bool rows were cast (1.9 -> item 1), and
         # a dense 0/1 relevance row read as the item indices 0 and 1
         if r.size and r.dtype.kind not in "iu":
