@@ -859,6 +859,24 @@ def test_exclusions_that_leave_few_items_are_answered_exactly(kind, monkeypatch)
     assert scanned == [3]
 
 
+@pytest.mark.parametrize("mips_to_l2", [False, True])
+def test_a_query_excluding_a_few_more_than_ef_search_does_not_change_its_batch(mips_to_l2):
+    """One query whose k plus exclusions passed ef_search (not twice it) widened the walk
+    of every query of its batch: 20 (inner product) and 35 (mips_to_l2) of 60 light
+    queries got other results in the batch than alone."""
+    rng = np.random.default_rng(11)
+    V = rng.standard_normal((2000, 8)).astype(np.float32)
+    Q = rng.standard_normal((60, 8)).astype(np.float32)
+    index = make_index(IndexConfig(kind="hnsw", hnsw_m=4, ef_construction=16, ef_search=8,
+                                   hnsw_exact_head=0.0, mips_to_l2=mips_to_l2)).build(V)
+    ex = [np.arange(10)] + [[]] * 59  # 5 + 10 = 15: past ef_search 8, not past 16
+    bs, bi = index.search(Q, 5, exclude=ex)
+    for r in range(len(Q)):
+        s1, i1 = index.search(Q[r:r + 1], 5, exclude=[ex[r]])
+        assert i1[0].tolist() == bi[r].tolist(), r
+        np.testing.assert_array_equal(s1[0], bs[r])
+
+
 def test_half_precision_embeddings_and_queries(config, catalogue, tmp_path):
     """float16 (and bfloat16, the dtype of JAX's mixed precision) item embeddings and
     queries: every kind casts them to float32 at its boundary, so the results equal a

@@ -205,6 +205,17 @@ class _FaissIndex(Index):
                 out_s[heavy], out_i[heavy] = self._index_search(
                     q[heavy], k, take_rows(f, heavy), own=True)
                 return out_s, out_i
+        if not own and counts is not None:
+            # each query walks as wide as its own exclusions ask, as it does alone: one
+            # that excludes a few more than ef_search no longer widens (and changes) the
+            # walk of every other query of its batch
+            widths = self._walk_widths(np.minimum(kk + counts, f.n_allowed))
+            if widths is not None and len(np.unique(widths)) > 1:
+                for w in np.unique(widths):
+                    rows = np.flatnonzero(widths == w)
+                    out_s[rows], out_i[rows] = self._index_search(q[rows], k,
+                                                                  take_rows(f, rows))
+                return out_s, out_i
         fetch = min(kk + (0 if own else most), f.n_allowed)
         bitmap = sel = None
         if f.allowed is not None:
@@ -265,6 +276,12 @@ class _FaissIndex(Index):
         """The queries (of ``excluded`` distinct ids each) to walk alone with their own
         selector rather than over-fetch for: none here."""
         return np.zeros(0, dtype=np.int64)
+
+    def _walk_widths(self, fetch: np.ndarray) -> np.ndarray | None:
+        """How wide each query's search is when it fetches ``fetch`` candidates (queries
+        of one width are searched together); None when that does not depend on
+        ``fetch``."""
+        return None
 
     # ------------------------------------------------------------------ persistence
     def _save(self, directory: Path) -> dict[str, Any]:
@@ -555,11 +572,14 @@ class HNSWIndex(_FaissIndex):
             return np.zeros(0, dtype=np.int64)
         return np.flatnonzero(heavy)
 
-    def _params(self, fetch: int, sel: Any) -> Any:
-        faiss = _faiss()
+    def _walk_widths(self, fetch: np.ndarray) -> np.ndarray:
         # a walk never needs more candidates than the graph has nodes
-        ef = min(max(self.config.ef_search, fetch), max(self._faiss.ntotal, fetch))
-        return faiss.SearchParametersHNSW(efSearch=ef, sel=sel)
+        return np.minimum(np.maximum(self.config.ef_search, fetch),
+                          np.maximum(self._faiss.ntotal, fetch))
+
+    def _params(self, fetch: int, sel: Any) -> Any:
+        ef = int(self._walk_widths(np.array(fetch)))
+        return _faiss().SearchParametersHNSW(efSearch=ef, sel=sel)
 
 
 @register
