@@ -499,3 +499,44 @@ def test_untrained_masks_are_read_only_a_caller_cannot_corrupt(history_model):
         with pytest.raises(ValueError, match="read-only"):
             mask[...] = mask  # the same values: a failure here leaves the fixture intact
     assert not history_model.untrained_users().any()
+
+
+def test_untrained_deny_lists_prepared_from_two_threads_at_once():
+    """A fitted model's first recommend and similar_items calls, from two threads, each
+    prepare its index's deny list of untrained items: the second's entry landed while the
+    first swept the cache for indexes the model no longer has (iterating the dict), and
+    the first failed with 'dictionary changed size during iteration'. Forced here: the
+    sweep's first read of ``_similar`` waits for the other thread's entry."""
+    import threading
+
+    rng = np.random.default_rng(0)
+    x = Interactions.from_ids(rng.integers(0, 20, 400).tolist() + [1],
+                              rng.integers(0, 30, 400).tolist() + [99],
+                              ratings=rng.integers(1, 6, 401))
+    model = TwoTower(_bpr("id+history")).fit(x.take(np.arange(400)), verbose=0)
+    assert model.untrained_items().sum() == 1
+    model.__dict__.pop("_denied", None)  # nothing prepared yet, as after fit
+    index, similar = model._index, model._similar
+    first = threading.get_ident()
+    other_done = threading.Event()
+
+    class Slow(TwoTower):
+        @property
+        def _similar(self):
+            if threading.get_ident() == first and not other_done.is_set():
+                t = threading.Thread(target=lambda: (self._untrained_denied(similar),
+                                                     other_done.set()))
+                t.start()
+                t.join(20)
+            return self.__dict__["_similar"]
+
+    model.__class__ = Slow
+    try:
+        denied = model._untrained_denied(index)
+    finally:
+        model.__class__ = TwoTower
+    assert other_done.is_set()
+    assert denied.n_denied == 1
+    assert model._untrained_denied(index) is denied  # both kept, not made again
+    assert model._untrained_denied(similar) is model._denied[id(similar)][3]
+    assert set(model._denied) == {id(index), id(similar)}

@@ -1535,9 +1535,10 @@ class TwoTower:
         if hit is None or hit[0] is not index or hit[1] is not index._layout or \
                 hit[2] is not ids:
             hit = cache[id(index)] = (index, index._layout, ids, index.prepare_deny(ids))
-            for key in [k for k, v in cache.items() if v[0] not in (self._index,
-                                                                    self._similar)]:
-                del cache[key]  # indexes the model no longer has
+            # (a copy of the items first: requests may prepare them from several threads)
+            for key in [k for k, v in list(cache.items()) if v[0] not in (self._index,
+                                                                          self._similar)]:
+                cache.pop(key, None)  # indexes the model no longer has
         return hit[3]
 
     def servable_users(self, user_ids: Sequence[Any]) -> np.ndarray:
