@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import threading
+import warnings
 
 import pytest
 
@@ -53,3 +55,44 @@ def test_blocks_left_in_turn_by_two_threads_restore_the_thread_count():
         assert _current() == 2
     finally:
         fn(original)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_child_forked_while_a_block_is_open_gets_its_thread_count_back():
+    # A process forked while another thread searched (a block open) inherited the count
+    # of open blocks, whose threads it does not have: its own blocks never brought the
+    # count back to 0, and the child stayed on one BLAS thread for good (a forked worker
+    # training or multiplying large matrices at a fraction of its speed).
+    if not _blas.available():
+        pytest.skip("numpy's BLAS has no per-thread thread count")
+    fn = _blas._find()
+    original = fn(2)
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _blas.single_threaded():
+            entered.set()
+            release.wait(20)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        assert entered.wait(20) and _current() == 1
+        with warnings.catch_warnings():  # fork() with threads: the point of the test
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child reports through its exit status
+            code = 1
+            try:
+                with _blas.single_threaded():
+                    pass
+                code = 0 if (_current(), _blas._depth) == (2, 0) else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        release.set()
+        t.join(20)
+        fn(original)
+    assert _current() == 2

@@ -80,3 +80,18 @@ def single_threaded() -> Iterator[bool]:
             _depth -= 1
             if _depth == 0:
                 fn(_saved)
+
+
+def _after_fork() -> None:
+    # A child forked while other threads held blocks open inherits their count, not the
+    # threads: it would never close them, and stay on one BLAS thread for good (and a lock
+    # held at the fork, never released). It starts with none open, its count as before.
+    global _depth, _lock
+    _lock = threading.Lock()
+    if _depth:
+        _depth = 0
+        _set_local(_saved)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
