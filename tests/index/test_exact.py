@@ -678,3 +678,33 @@ def test_chunked_scores_a_span_longer_than_its_chunk():
     Q = rng.standard_normal((5, 8)).astype(np.float32)
     s, i = _chunked(V, Q, 10, _Mask(None, 16), None, 16, [(0, 50), (50, 66), (66, 100)])
     assert_topk_equal((s, i), reference(V, Q, 10), V, Q)
+
+
+def test_an_interrupted_search_leaves_none_of_its_blocks_queued():
+    # Ctrl-C during a large search raised KeyboardInterrupt in the caller, but the call's
+    # other query blocks stayed queued on the worker pool and all ran: the cores stayed
+    # busy, and the interpreter's exit waited for them (40,000 queries over 20,000 items,
+    # interrupted after 1 s, exited 2.2 s later). Here the first block is interrupted
+    # while the blocks already started wait; none queued behind them may start.
+    import threading
+
+    from twotower.index import exact
+
+    started, release = [], threading.Event()
+
+    def block(t: int) -> None:
+        started.append(t)
+        if t == 0:
+            raise KeyboardInterrupt
+        release.wait(20)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            exact._run(block, list(range(200)), 2)
+    finally:
+        release.set()
+    pool = exact._pool
+    # each worker takes one of these after everything queued before them
+    for fut in [pool.submit(lambda: None) for _ in range(exact._pool_size)]:
+        fut.result(timeout=20)
+    assert len(started) <= exact._pool_size + 1, len(started)

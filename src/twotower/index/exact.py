@@ -263,8 +263,15 @@ def _run(fn, tasks: list, workers: int) -> None:
             _pool_size = workers
         pool = _pool
     futures = [pool.submit(run, t) for t in tasks]
-    for fut in futures:
-        fut.result()
+    try:
+        for fut in futures:
+            fut.result()
+    except BaseException:
+        # interrupted (Ctrl-C) or a task failed: the tasks not started yet are dropped,
+        # not left to run on the pool (and to hold up the interpreter's exit)
+        for fut in futures:
+            fut.cancel()
+        raise
 
 
 class _Exclusions:
