@@ -1057,7 +1057,8 @@ def test_default_preset_features_missing_from_the_data_are_said_not_warned(
     assert code == 0, err
     assert not [w for w in caught if "item_features" in str(w.message)]
     assert ("item features: none (the preset's genres, year not in the data; name your own "
-            "item metadata columns with item_features in --config [model])") in out
+            "item metadata columns with --item-features or item_features in --config "
+            "[model])") in out
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["model"]["item_features"] == []
     # titles that give no year ("Movie 1") are no year column
@@ -1081,11 +1082,32 @@ def test_default_preset_features_missing_from_the_data_are_said_not_warned(
     assert len(lines) == 1, out
     assert re.fullmatch(r"item features: year \(\d+ values, quantile bins\); the preset's "
                         r"genres not in the data; name your own item metadata columns with "
-                        r"item_features in --config \[model\]", lines[0]), lines
+                        r"--item-features or item_features in --config \[model\]",
+                        lines[0]), lines
     saved = json.loads((tmp_path / "run3" / "config.json").read_text())
     assert saved["model"]["item_features"] == ["year"]
     from twotower import TwoTower
     assert TwoTower.load(tmp_path / "run3").item_feature_names[0].startswith("year:q")
+
+
+def test_train_names_the_items_columns_it_does_not_read_as_features(capsys, tmp_path):
+    """A shop's --items file with brand, price and tags but no MovieLens genres or year: the
+    default preset trains with no item features, and its line names the flag and the
+    file's columns left unread (it said only "item_features in --config [model]", so the
+    tags were left out with no word of them)."""
+    rng = np.random.default_rng(0)
+    skus = [f"SKU-{i:03d}" for i in range(30)]
+    pd.DataFrame({"customer": [f"cust-{u:03d}" for u in rng.integers(0, 40, 400)],
+                  "sku": rng.choice(skus, 400)}).to_csv(tmp_path / "log.csv", index=False)
+    pd.DataFrame({"sku": skus, "title": [f"Shoe {s}" for s in skus], "brand": "Acme",
+                  "price": 9.5, "tags": "red|sale"}).to_csv(tmp_path / "items.csv", index=False)
+    code, out, err = run(capsys, "train", "--data", tmp_path / "log.csv", "--user-col",
+                         "customer", "--item-col", "sku", "--items", tmp_path / "items.csv",
+                         "--out", tmp_path / "run", "--epochs", "1", "--split", "none")
+    assert code == 0, err
+    assert ("name your own item metadata columns with --item-features or item_features in "
+            f"--config [model]; {tmp_path / 'items.csv'} has brand, price, tags, not read as "
+            "features)") in out
 
 
 def test_train_refuses_an_out_that_is_not_a_run_before_training(capsys, tmp_path):

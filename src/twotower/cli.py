@@ -762,12 +762,30 @@ def _preset_features(args: argparse.Namespace, cfg: Any, item_info: Any, user_in
             left = ", ".join(c for c in wanted if c not in kept)
             why = ("side features are not streamed" if streamed else
                    f"the preset's {left} not in the data; name your own {what} metadata "
-                   f"columns with {name} in --config [model]")
+                   f"columns with " + ("--item-features or " if what == "item" else "")
+                   + f"{name} in --config [model]" + (
+                       _unread_items_columns(args) if what == "item" else ""))
             if kept and notes is not None:
                 notes[what] = why
             else:
                 _say(f"{what} features: {', '.join(kept) if kept else 'none'} ({why})")
     return cfg
+
+
+def _unread_items_columns(args: argparse.Namespace) -> str:
+    """``--items``' columns that no role reads (not its id, title or genres), said so a log
+    whose metadata has ``brand, price, tags`` is not trained without them in silence; ""
+    without --items or such columns."""
+    if not getattr(args, "items", None):
+        return ""
+    from twotower.data.readers import read_header
+    header = read_header(args.items, "--items", getattr(args, "sep", None))
+    read = {getattr(args, "items_id_col", None), getattr(args, "item_col", None),
+            getattr(args, "title_col", None) or "title",
+            getattr(args, "genres_col", None) or "genres", *COLUMN_ALIASES["item"]}
+    unread = [str(c) for c in header if c not in read]
+    return (f"; {args.items} has {', '.join(unread)}, not read as features"
+            if unread else "")
 
 
 def _say_features(model: Any, notes: dict[str, str] | None = None) -> None:
