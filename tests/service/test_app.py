@@ -424,6 +424,33 @@ def test_an_item_column_named_model_does_not_replace_the_served_model(tmp_path):
                 assert r.json()["item_id"] == item and r.json()["title"] == f"Phone {item}"
 
 
+def test_a_multi_valued_text_column_is_served_as_its_values(tmp_path):
+    """A CSV's tags cell 'red|sale', declared in multi_valued_features, trains as two values
+    and is served as the list ["red", "sale"], as a Parquet list column is (it was the
+    text 'red|sale'); an undeclared column keeps its text."""
+    import pandas as pd
+
+    from twotower import ModelConfig, TwoTower
+    from twotower.data import Interactions
+    from twotower.service import create_app
+    rng = np.random.default_rng(0)
+    info = pd.DataFrame({"item_id": [f"SKU-{i}" for i in range(10)],
+                         "title": [f"Shoe {i}" for i in range(10)],
+                         "tags": ["red|sale", "blue| eco|", ""] + ["red"] * 7,
+                         "note": "a|b"})
+    data = Interactions.from_ids(rng.integers(0, 20, 200),
+                                 [f"SKU-{i}" for i in rng.integers(0, 10, 200)],
+                                 item_info=info)
+    model = TwoTower(ModelConfig.preset("clicks", epochs=1, embedding_dim=8,
+                                        item_features=("tags",),
+                                        multi_valued_features=("tags",))).fit(data, verbose=0)
+    model.save(tmp_path / "shop")
+    with TestClient(create_app(tmp_path / "shop", access_log=False)) as c:
+        got = [c.get("/v1/item", params={"item_id": f"SKU-{i}"}).json() for i in range(3)]
+    assert [g["tags"] for g in got] == [["red", "sale"], ["blue", "eco"], []], got
+    assert got[0]["note"] == "a|b"
+
+
 def test_item_search(client, model):
     r = client.get("/v1/items", params={"search": "star wars", "limit": 5})
     assert r.status_code == 200

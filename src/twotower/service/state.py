@@ -253,16 +253,22 @@ class ServedModel:
         return {"item_id": self.item_ids[i], "title": self.titles[i]}
 
     def item_metadata(self, i: int) -> dict[str, Any]:
-        """Every metadata column of item index ``i`` plus its popularity."""
+        """Every metadata column of item index ``i`` plus its popularity. A column of
+        ``multi_valued_features`` read from text (a CSV's ``red|sale``) is served as the
+        list of values the model read, as a Parquet list column is."""
         out: dict[str, Any] = {"item_id": self.item_ids[i], "title": self.titles[i]}
         info = self.model.item_info
         if info is not None:
             row = info.iloc[i]
             whole = self._whole_number_columns
+            config = self.model.config
             for col in info.columns:
                 if col in ("id",):
                     continue
                 v = _plain(row[col])
+                if col in config.multi_valued_features and isinstance(v, str):
+                    v = list(dict.fromkeys(t.strip() for t in v.split(config.multi_value_sep)
+                                           if t.strip()))
                 out[str(col)] = int(v) if col in whole and isinstance(v, float) else v
         out["title"] = self.titles[i]
         out["popularity"] = _plain(self.model.item_popularity[i])
