@@ -91,8 +91,10 @@ def test_a_child_forked_while_a_block_is_open_gets_its_thread_count_back():
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
+        release.set()
+        t.join(20)
+        assert _current() == 2  # the parent's block closed: its count back
     finally:
         release.set()
         t.join(20)
-        fn(original)
-    assert _current() == 2
+        fn(original)  # (this process's count before the test, which need not be 2)
