@@ -540,3 +540,32 @@ def test_untrained_deny_lists_prepared_from_two_threads_at_once():
     assert model._untrained_denied(index) is denied  # both kept, not made again
     assert model._untrained_denied(similar) is model._denied[id(similar)][3]
     assert set(model._denied) == {id(index), id(similar)}
+
+
+def test_an_index_set_during_a_call_is_not_mixed_into_it(history_model):
+    """recommend_ids prepared the seen items for the model's index, then searched
+    ``self._index`` again: another thread's set_index in between failed the call with
+    "`exclude` was prepared by another index" (a thread test: 1 in 4,877 calls). Each
+    call now reads its index once. Forced here: the index is set again between the
+    call's filters and its search."""
+    from twotower.index import IndexConfig
+    model = history_model
+    before = model.recommend_ids(model.user_vocab.ids[:3].tolist(), k=3)
+    kind = model._index.config.kind
+    real = model._search_filters
+    swapped = []
+
+    def filters_then_set_index(index, allow, deny):  # another thread's set_index, here
+        out = real(index, allow, deny)
+        if not swapped:
+            swapped.append(index)
+            model.set_index(IndexConfig(kind=kind))  # a new index object, same kind
+        return out
+    model._search_filters = filters_then_set_index
+    try:
+        got = model.recommend_ids(model.user_vocab.ids[:3].tolist(), k=3)
+        assert swapped and model._index is not swapped[0]
+        np.testing.assert_array_equal(got[1], before[1])
+        np.testing.assert_allclose(got[0], before[0], rtol=1e-6)
+    finally:
+        del model._search_filters

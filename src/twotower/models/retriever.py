@@ -1654,7 +1654,12 @@ class TwoTower:
         The table is prepared on first use, and again after the index or the training
         data change."""
         self._require_fitted()
-        index, cached = self._index, getattr(self, "_seen_prepared", None)
+        return self._seen_exclusions_for(self._index, users)
+
+    def _seen_exclusions_for(self, index: Any, users: np.ndarray) -> Any:
+        """``seen_exclusions`` prepared for ``index`` (read once by the caller: another
+        thread's ``set_index`` meanwhile does not mix two indexes in one call)."""
+        cached = getattr(self, "_seen_prepared", None)
         if cached is None or cached[0] is not self._seen or cached[1]._owner is not \
                 index._layout:
             cached = (self._seen, index.prepare_exclusions(self._seen))
@@ -1679,10 +1684,16 @@ class TwoTower:
         Raises:
             DataError: a user or item index outside its range.
         """
+        return self._recommend(self._index, users, k, exclude, allow, deny)
+
+    def _recommend(self, index: Any, users: np.ndarray, k: int, exclude: Any, allow: Any,
+                   deny: Any) -> tuple[np.ndarray, np.ndarray]:
+        """``recommend`` on ``index``, read once by the caller: filters prepared for one
+        index are never searched on another that a ``set_index`` put in meanwhile."""
         k = _check_k(k, self.n_items)
-        allow, deny = self._search_filters(self._index, allow, deny)
-        return self._index.search(self.query_embeddings(users), k, exclude=exclude,
-                                  allow=allow, deny=deny)
+        allow, deny = self._search_filters(index, allow, deny)
+        return index.search(self.query_embeddings(users), k, exclude=exclude,
+                            allow=allow, deny=deny)
 
     def recommend_from_history(self, histories: Sequence[np.ndarray], k: int,
                                exclude: Sequence[np.ndarray] | None = None, *,
@@ -1698,9 +1709,10 @@ class TwoTower:
             DataError: an item index outside [0, n_items).
         """
         k = _check_k(k, self.n_items)
-        allow, deny = self._search_filters(self._index, allow, deny)
-        return self._index.search(self.history_query_embeddings(histories), k,
-                                  exclude=exclude, allow=allow, deny=deny)
+        index = self._index  # once (``_recommend``)
+        allow, deny = self._search_filters(index, allow, deny)
+        return index.search(self.history_query_embeddings(histories), k,
+                            exclude=exclude, allow=allow, deny=deny)
 
     def recommend_from_history_ids(self, histories: Sequence[Sequence[Any]], k: int = 10, *,
                                    exclude_history: bool = True,
@@ -1808,8 +1820,9 @@ class TwoTower:
         untrained = np.flatnonzero(self.untrained_users()[users])
         if len(untrained):
             raise untrained_user_error(plain_id(self.user_vocab.ids[users[untrained[0]]]))
-        exclude = self.seen_exclusions(users) if exclude_seen else None
-        scores, idx = self.recommend(users, k, exclude, allow=allow, deny=deny)
+        index = self._index  # once: its seen items and its search (``_recommend``)
+        exclude = self._seen_exclusions_for(index, users) if exclude_seen else None
+        scores, idx = self._recommend(index, users, k, exclude, allow, deny)
         return scores, self._external(idx)
 
     def _external(self, idx: np.ndarray) -> np.ndarray:
@@ -1838,10 +1851,10 @@ class TwoTower:
         items = np.atleast_1d(np.asarray(items))
         _check_indices(items, self.n_items, "items", "item")
         items = items.astype(np.int64, copy=False)
-        allow, deny = self._search_filters(self._similar, allow, deny)
-        return self._similar.search(self._trained_items()[items], k,
-                                    exclude=[np.array([i]) for i in items],
-                                    allow=allow, deny=deny)
+        index = self._similar  # once (``_recommend``)
+        allow, deny = self._search_filters(index, allow, deny)
+        return index.search(self._trained_items()[items], k,
+                            exclude=[np.array([i]) for i in items], allow=allow, deny=deny)
 
     def similar_ids(self, item_ids: Sequence[Any], k: int = 10, *,
                     allow: Iterable[Any] | None = None,
