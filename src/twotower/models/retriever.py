@@ -1684,6 +1684,7 @@ class TwoTower:
         Raises:
             DataError: a user or item index outside its range.
         """
+        self._require_fitted()  # (before the index is read: "call fit first")
         return self._recommend(self._index, users, k, exclude, allow, deny)
 
     def _recommend(self, index: Any, users: np.ndarray, k: int, exclude: Any, allow: Any,
