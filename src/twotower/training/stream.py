@@ -1000,7 +1000,7 @@ def _vocab_of(values: np.ndarray, name: str, counts: np.ndarray | None = None,
         # value, as the scan keeps no file order)
         fraction, mask = odd
         warn_once(where[0], float_ids_message(where[0], where[1], where[2], name,
-                                              str(min(values[mask])), fraction), stacklevel=2)
+                                              str(values[mask].min()), fraction), stacklevel=2)
     s = np.array([str(v).strip() for v in values], dtype=object)
     plain = np.array([INT_ID.fullmatch(v) is not None for v in s], dtype=bool)
     if len(s) and plain.all():
