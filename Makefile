@@ -6,7 +6,7 @@ PIP := $(PY) -m pip install -q --disable-pip-version-check -c constraints.txt
 
 .PHONY: demo test venv venv-dev clean
 
-$(VENV)/.base: pyproject.toml constraints.txt
+$(VENV)/.base: pyproject.toml constraints.txt setup.py src/twotower/index/_kernels.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) -e .
 	touch $@
@@ -28,3 +28,4 @@ test: $(VENV)/.dev
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info
+	find src -name "*.so" -delete

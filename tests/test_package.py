@@ -63,3 +63,21 @@ def test_a_stop_after_the_command_is_done_is_ignored(monkeypatch):
     finally:
         for s, h in before.items():
             signal.signal(s, h)
+
+
+def test_the_compiled_exclusion_loops_are_built():
+    """``make test`` installs with setup.py's extension (``twotower.index._kernels``):
+    where a C compiler is, it must load, or the index tests' half that runs with it
+    (``exclusion_loops``) would skip in silence. Built without one, twotower takes
+    its numpy path, with the same results."""
+    import os
+    import shutil
+
+    if os.environ.get("TWOTOWER_NO_KERNELS", "") not in ("", "0"):
+        pytest.skip("TWOTOWER_NO_KERNELS is set: the numpy path is asked for")
+    if not (shutil.which("cc") or shutil.which("gcc")):
+        pytest.skip("no C compiler here: the extension is optional")
+    from twotower.index import filters
+
+    assert filters._kernels is not None, (
+        "twotower.index._kernels did not load: build it with `pip install -e .` (setup.py)")

@@ -11,7 +11,9 @@ For each:
   processes' load does not count) of the plain search, of flattening the 1,024 arrays
   (``filters.exclusions``: concatenation, lengths, range check) and of the band look-ups
   of norm-ordered catalogues (``exact._near_exclusions``, or ``_Exclusions.__init__``
-  in code before it);
+  in code before it); with the compiled loops (``twotower.index._kernels``, since
+  2026-12-07) the arrays are checked in place (``check_rows``) instead of flattened, and
+  the look-ups read a bitmap;
 - the overhead of each form over the plain search, back-to-back: runs of 10 calls (or as
   many as take ~30 ms, at least 2), each form's run between two runs of the plain search
   and taken as a ratio to their mean, so that the load of the moment cancels out; the
@@ -123,6 +125,14 @@ def stage_cpu(mods: dict, index, b, seen, calls: int = 100) -> list[str]:
         setattr(owner, attr, wrapper)
 
     timed(filters, "exclusions", "flatten (concatenate, lengths, range check)")
+    loops = getattr(filters, "_kernels", None)
+    if loops is not None:  # the compiled loops: the arrays are checked, not flattened
+        import types
+        proxy = types.SimpleNamespace(**{name: getattr(loops, name) for name in dir(loops)
+                                         if not name.startswith("_")})
+        saved.append((filters, "_kernels", loops))
+        filters._kernels = proxy
+        timed(proxy, "check_rows", "check in place (compiled check_rows)")
     if hasattr(exact, "_near_exclusions"):
         timed(exact, "_near_exclusions", "band look-ups (all blocks)")
     else:  # code before it: in _Exclusions.__init__

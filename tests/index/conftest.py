@@ -88,3 +88,19 @@ def catalogue():
 @pytest.fixture(scope="module")
 def built(config, catalogue):
     return make_index(config).build(catalogue[0])
+
+
+@pytest.fixture(params=["kernels", "numpy"])
+def exclusion_loops(request, monkeypatch):
+    """A test twice (modules that filter: ``pytestmark = pytest.mark.usefixtures(
+    "exclusion_loops")``): with the compiled loops of ``twotower.index._kernels``
+    (per-query exclusions read in place) and with the numpy path that runs where they are
+    not built. tests/test_package.py fails where they should have been built and were
+    not, so this skip cannot hide a broken build."""
+    from twotower.index import filters
+
+    if request.param == "numpy":
+        monkeypatch.setattr(filters, "_kernels", None)
+    elif filters._kernels is None:
+        pytest.skip("twotower.index._kernels is not built (or TWOTOWER_NO_KERNELS is set)")
+    return request.param

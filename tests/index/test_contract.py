@@ -18,6 +18,9 @@ from twotower.index import PAD_ID, Index, IndexConfig, load_index, make_index
 
 from .conftest import assert_topk_equal, reference
 
+# each test with the compiled exclusion loops and with the numpy path (conftest.py)
+pytestmark = pytest.mark.usefixtures("exclusion_loops")
+
 
 def test_matches_argsort_reference(built, catalogue):
     V, Q = catalogue

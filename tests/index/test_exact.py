@@ -9,6 +9,9 @@ from twotower.index import PAD_ID, IndexConfig, make_index
 
 from .conftest import assert_topk_equal, reference
 
+# each test with the compiled exclusion loops and with the numpy path (conftest.py)
+pytestmark = pytest.mark.usefixtures("exclusion_loops")
+
 
 def _filtered_search_matches_reference(V, Q, rng, ks, most_excluded, n_denied, **config):
     """Per-query exclusions and a deny list, against the reference, for each k of ``ks``."""
@@ -571,9 +574,11 @@ def test_near_exclusions_found_once_per_call_at_band_edges(monkeypatch):
     calls = []
     real = exact._near_exclusions
 
-    def spy(ptr, flat, ex_map, ex_band, near_):
+    def spy(ptr, flat, ex_map, ex_band, near_, lists=None, ex_bits=None):
         calls.append((len(ptr) - 1, near_))
-        got = real(ptr, flat, ex_map, ex_band, near_)
+        got = real(ptr, flat, ex_map, ex_band, near_, lists, ex_bits)
+        if flat is None:  # the caller's arrays, read in place by the compiled loops
+            flat = np.concatenate(lists)
         # every exclusion below `near`, with its query row, and none beyond
         q = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
         pairs = set(zip(q.tolist(), ex_map[flat].tolist()))
@@ -607,13 +612,16 @@ def test_near_exclusions_found_once_per_call_at_band_edges(monkeypatch):
     assert seen and all(ex is None for ex in seen)
 
 
-def test_the_band_is_read_whole_first_only_before_many_look_ups():
-    """A search's band look-ups start with one sequential read of the whole band only
+def test_the_band_is_read_whole_first_only_before_many_look_ups(monkeypatch):
+    """A search's band look-ups (the numpy path's: the compiled loops read a bitmap
+    instead) start with one sequential read of the whole band only
     when they are many (one id per ``_BAND_READ_PER_ID`` band entries or more): for a few
     ids the read costs more than the cache misses it saves (10M items, 2 queries with 10
     exclusions each: the search took twice as long as without the read, ad hoc). Results
     are the same either way."""
-    from twotower.index import exact
+    from twotower.index import exact, filters
+
+    monkeypatch.setattr(filters, "_kernels", None)
 
     class Band(np.ndarray):  # counts the whole-band reads (a uint64 view of it)
         reads = 0

@@ -11,6 +11,9 @@ from twotower.index import IndexConfig, load_index, make_index
 
 from .conftest import reference
 
+# each test with the compiled exclusion loops and with the numpy path (conftest.py)
+pytestmark = pytest.mark.usefixtures("exclusion_loops")
+
 CONFIGS = {
     "default": IndexConfig(kind="exact"),
     # blocks of 16 queries: each block's first top k by a partial sort, not ``_seed``

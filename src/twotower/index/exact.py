@@ -23,6 +23,7 @@ import numpy as np
 
 from twotower.index import _blas
 from twotower.index._base import PAD_ID, Index, _Files, register, row_norms
+from twotower.index import filters as _filters
 from twotower.index.filters import Filters, first_rows
 
 _NEG = np.float32(-np.inf)
@@ -311,14 +312,37 @@ class _Exclusions:
         return self.rows[e0:e1], self.cols[e0:e1]
 
 
-def _near_exclusions(ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None,
-                     ex_band: np.ndarray | None, near: int
+def _near_bits(ex_band: np.ndarray, n: int, lim: int, ex_bits: dict[int, np.ndarray]
+               ) -> np.ndarray:
+    """Bit ``x`` (little-endian in each byte) set where id ``x`` lies in a band below
+    ``lim``: 1 bit per id (128 KiB for 1M ids) for the compiled loops, against the band's
+    byte; made once per ``lim`` and kept in the index's ``ex_bits``."""
+    bits = ex_bits.get(lim)
+    if bits is None:
+        bits = np.packbits(ex_band[:n] < lim, bitorder="little")
+        bits.flags.writeable = False
+        ex_bits[lim] = bits  # another thread making the same one at once is harmless
+    return bits
+
+
+def _near_exclusions(ptr: np.ndarray, ids: np.ndarray | None, ex_map: np.ndarray | None,
+                     ex_band: np.ndarray | None, near: int,
+                     lists: tuple[np.ndarray, ...] | None = None,
+                     ex_bits: dict[int, np.ndarray] | None = None
                      ) -> tuple[np.ndarray, np.ndarray]:
     """(query rows, storage rows) of the CSR exclusions ``(ptr, ids)`` whose storage row
     (``ex_map[id]``; the id itself when None) is below ``near``, by query row: with
     ``ex_band``, only those are mapped through ``ex_map``; the others cost one byte read
-    each."""
+    each. With ``ex_bits`` (and the compiled loops), the same by one pass of
+    ``_kernels``, over the flat ``ids`` or the caller's arrays ``lists`` in place (``ids``
+    is then None)."""
     lim = -(-near // (1 << _BAND_SHIFT))  # bands holding rows below `near`
+    if (ex_bits is not None and _filters._kernels is not None and ex_map is not None
+            and ex_band is not None and lim < 255):
+        bits = _near_bits(ex_band, len(ex_map), lim, ex_bits)
+        if lists is not None:
+            return _filters._kernels.near_rows(lists, ptr, bits, ex_map, near, len(ex_map))
+        return _filters._kernels.near_flat(ptr, ids, bits, ex_map, near, len(ex_map))
     if ex_map is None:
         sel = np.flatnonzero(ids < near)
     elif ex_band is not None and lim < 255:  # band 255 also holds every row past it
@@ -345,7 +369,9 @@ def _near_exclusions(ptr: np.ndarray, ids: np.ndarray, ex_map: np.ndarray | None
 def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int = 512,
                chunk_size: int = 2048, threads: int = 0, norms: np.ndarray | None = None,
                ex_map: np.ndarray | None = None, ex_band: np.ndarray | None = None,
-               rank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+               rank: np.ndarray | None = None,
+               ex_bits: dict[int, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner products of ``Q [b, d]`` against ``V [n, d]`` under filters ``f``.
 
     Equal scores come in tie order, the lower first, at the ``k``-th place too: ``rank``
@@ -365,8 +391,12 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     ``min(255, ex_map >> _BAND_SHIFT)``, padded with zeros to a multiple of 8 entries (it
     is read as uint64 words), a 1-byte-per-id map that finds the exclusions near the start
     of the storage order without reading ``ex_map`` for the others (the scan often stops
-    after the first chunks). With ``norms``, a single query first tries the
-    first ``_PREFIX`` rows alone (``_settled_prefix``).
+    after the first chunks). ``ex_bits``: the index's cache of ``_near_bits`` (the
+    compiled loops' form of the band), or None. With ``norms``, a single query first
+    tries the first ``_PREFIX`` rows alone (``_settled_prefix``).
+
+    Per-query arrays the compiled loops checked (``f.lists``) are read in place where a
+    loop reads them (the ids below ``near``; one chunk's scores); otherwise flattened.
 
     Returns:
         scores ``[b, k]`` float32, ids ``[b, k]`` int64, best first, padded.
@@ -410,8 +440,16 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     prepared = (f.prepared if (norms is not None and not small) or (n <= chunk_size and b > 1)
                 else None)
     # otherwise flat CSR arrays (per-query lists: flattened once by ``compile_filters``);
-    # each block's worker takes its slice
-    ptr, ids = (None, None) if prepared is not None else (f.ex_ptr, f.ex_ids)
+    # each block's worker takes its slice; or the caller's arrays, checked and read in
+    # place by the compiled loops: the ids below ``near`` of a norm-ordered catalogue, or
+    # a single chunk's scores (flattened for any other use, at most once: ``f.ex_ids``)
+    lists = None
+    if prepared is None and f.lists is not None and (
+            (n <= chunk_size and b > 1)
+            or (ex_map is not None and ex_band is not None and ex_bits is not None)):
+        lists = f.lists
+    ptr, ids = ((None, None) if prepared is not None
+                else (f.ex_ptr, None if lists is not None else f.ex_ids))
     workers = max(1, threads or _CPUS)
     starts = list(range(0, b, batch_size))
     # Fewer query blocks than workers: split the catalogue too, merge the parts after.
@@ -432,7 +470,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         if prepared is not None:
             return prepared._gather(r0, r1)
         if ptr is not None and ptr[r1] > ptr[r0]:
-            return ptr[r0:r1 + 1] - ptr[r0], ids[ptr[r0]:ptr[r1]]
+            flat = ids if ids is not None else f.ex_ids  # ``lists`` flattened, once
+            return ptr[r0:r1 + 1] - ptr[r0], flat[ptr[r0]:ptr[r1]]
         return None
 
     # each query block's exclusions below `near`, found once: a prepared table's heads,
@@ -445,7 +484,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # benchmarks/results/probe-array-exclusions-20261207-051128.txt)
     heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
     if prepared is None and ptr is not None and n > chunk_size:  # (one chunk: no block_ex)
-        near_rows, near_cols = _near_exclusions(ptr, ids, ex_map, ex_band, near)
+        near_rows, near_cols = _near_exclusions(ptr, ids, ex_map, ex_band, near, lists,
+                                                ex_bits)
         cut = np.searchsorted(near_rows, [*starts, b]).tolist()  # rows are in order
         for j, r0 in enumerate(starts):
             heads[r0] = near_rows[cut[j]:cut[j + 1]] - r0, near_cols[cut[j]:cut[j + 1]]
@@ -500,7 +540,9 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 S = buf[:, :n]
                 np.matmul(Q[r0:r1], V.T, out=S)
                 mask.apply(S, 0, n)
-                got = block_rows(r0, r1)
+                if lists is not None:  # the caller's arrays, read in place
+                    _filters._kernels.scatter_rows(lists, ptr, r0, r1, buf, n, _NEG)
+                got = None if lists is not None else block_rows(r0, r1)
                 if got is not None:  # one flat index each (row * ld + id): cheaper than 2-D
                     at = np.repeat(np.arange(0, (r1 - r0) * ld, ld, dtype=np.int64),
                                    np.diff(got[0]))
@@ -759,6 +801,7 @@ class ExactIndex(Index):
 
     def _build(self, x: np.ndarray) -> None:
         self._order = self._inverse = self._norms = self._band = None
+        self._bits: dict[int, np.ndarray] = {}  # ``_near_bits``, made when first needed
         if x.shape[0] >= _ORDER_MIN:
             # Rows by decreasing norm: the large scores come early, each query's running
             # k-th best rises fast, and later chunks rarely need more than the row-max pass
@@ -804,7 +847,8 @@ class ExactIndex(Index):
                           self.config.chunk_size, self.config.threads,
                           self._norms if self.config.norm_bound else None,
                           None if f.in_layout else self._inverse,
-                          None if f.in_layout else self._band, self._order)
+                          None if f.in_layout else self._band, self._order,
+                          None if f.in_layout else self._bits)
         if self._order is not None:
             i = np.where(i >= 0, self._order[np.maximum(i, 0)], PAD_ID).astype(np.int64)
         return s, i

@@ -15,12 +15,29 @@ list fails the ``search`` call and names its row):
 from __future__ import annotations
 
 import bisect
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
 from twotower.errors import DataError
+
+
+def _load_kernels() -> Any:
+    """The compiled loops of ``twotower.index._kernels`` (built by setup.py where a C
+    compiler is), or None: not built, or ``TWOTOWER_NO_KERNELS`` set to anything but ``0``
+    (then the numpy path runs, with the same results)."""
+    if os.environ.get("TWOTOWER_NO_KERNELS", "") not in ("", "0"):
+        return None
+    try:
+        from twotower.index import _kernels
+    except ImportError:
+        return None
+    return _kernels
+
+
+_kernels = _load_kernels()
 
 
 class Filters:
@@ -36,13 +53,19 @@ class Filters:
             ``ex_ptr`` or ``ex_ids`` gathers them all.
         in_layout: True when ``ex_ids`` are the index's own storage rows (a prepared
             table's), not ids: nothing to map.
+        lists: the caller's per-query id arrays, checked (``_kernels.check_rows``), while
+            not flattened yet: exact search reads them in place with the compiled loops.
+            Reading ``ex_ids`` flattens them.
     """
 
-    __slots__ = ("_ptr", "_ids", "_rows", "allowed", "n_allowed", "in_layout", "cache")
+    __slots__ = ("_ptr", "_ids", "_rows", "_lists", "_n", "allowed", "n_allowed",
+                 "in_layout", "cache")
 
     def __init__(self, ex_ptr: np.ndarray | None, ex_ids: np.ndarray | None,
                  allowed: np.ndarray | None, n_allowed: int, in_layout: bool = False) -> None:
         self._ptr, self._ids, self._rows = ex_ptr, ex_ids, None
+        self._lists: tuple[np.ndarray, ...] | None = None
+        self._n = 0  # the catalogue size the lists were checked against
         self.allowed, self.n_allowed = allowed, n_allowed
         # True: ``ex_ids`` are already the index's own rows (``Exclusions``), not ids
         self.in_layout = in_layout
@@ -76,8 +99,22 @@ class Filters:
 
     def with_allowed(self, allowed: np.ndarray | None) -> Filters:
         f = Filters(self._ptr, self._ids, allowed, self.n_allowed, self.in_layout)
-        f._rows, f.cache = self._rows, self.cache
+        f._rows, f.cache, f._lists, f._n = self._rows, self.cache, self._lists, self._n
         return f
+
+    @classmethod
+    def from_lists(cls, ptr: np.ndarray, lists: tuple[np.ndarray, ...], n: int,
+                   allowed: np.ndarray | None, n_allowed: int) -> Filters:
+        """Per-query int64 id arrays ``lists`` over ``n`` items, checked by
+        ``_kernels.check_rows`` (which gave ``ptr``), kept unflattened (``lists``)."""
+        f = cls(ptr, None, allowed, n_allowed)
+        f._lists, f._n = lists, n
+        return f
+
+    @property
+    def lists(self) -> tuple[np.ndarray, ...] | None:
+        """The caller's checked per-query arrays while not flattened (``from_lists``)."""
+        return self._lists if self._ids is None else None
 
     @classmethod
     def prepared_rows(cls, prepared: Exclusions, allowed: np.ndarray | None,
@@ -99,6 +136,17 @@ class Filters:
             self._ptr, self._ids = ex if ex is not None else (None, None)
             self._rows = None
 
+    def _concat(self) -> None:
+        if self._ids is None and self._lists is not None:  # ``ex_ptr`` is theirs already
+            ids = np.concatenate(self._lists)
+            # checked when the call began; an array another thread changed since is
+            # refused here, as the compiled loops refuse it
+            if len(ids) != self._ptr[-1] or ids.dtype != np.int64 or (
+                    ids.size and ids.view(np.uint64).max() >= self._n):
+                raise DataError("`exclude` changed during the search: pass arrays that no "
+                                "other thread changes while it runs")
+            self._ids = ids
+
     @property
     def ex_ptr(self) -> np.ndarray | None:
         self._flatten()
@@ -107,6 +155,7 @@ class Filters:
     @property
     def ex_ids(self) -> np.ndarray | None:
         self._flatten()
+        self._concat()
         return self._ids
 
     def row_excluded(self, row: int) -> np.ndarray:
@@ -525,8 +574,20 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
     # Per-query sequences are flattened here, once for the whole batch (one concatenation,
     # one range check), before any worker starts. (Flattened per query block by exact
     # search's workers, each block's concatenation held the GIL the other worker needed:
-    # trained 1M +27.7% to +37.3% back-to-back for 100 ids per query.)
-    ex = None if exclude is None else exclusions(exclude, n, b)
+    # trained 1M +27.7% to +37.3% back-to-back for 100 ids per query.) With the compiled
+    # loops, int64 arrays are only checked here, in one pass that reads each in place;
+    # exact search reads them so again, and other kinds flatten them (``Filters.lists``).
+    ex = lists = None
+    read = exclude is None
+    if (_kernels is not None and b > 1 and isinstance(exclude, (list, tuple))
+            and len(exclude) == b):
+        rows = tuple(exclude)  # the rows checked are the rows kept
+        got = _kernels.check_rows(rows, n)
+        read = not isinstance(got, int)  # else: the row the numpy path reads (or names)
+        if read and got[-1]:
+            lists, ex = rows, (got, None)
+    if not read:
+        ex = exclusions(exclude, n, b)
     allowed = None
     n_allowed = n
     if allow is not None or deny is not None:
@@ -538,6 +599,8 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
         if deny is not None:
             allowed[_ids("deny", deny, n)] = False
         n_allowed = int(np.count_nonzero(allowed))
+    if lists is not None:
+        return Filters.from_lists(ex[0], lists, n, allowed, n_allowed)
     if ex is None or len(ex[1]) == 0:
         return Filters(None, None, allowed, n_allowed)
     return Filters(ex[0], ex[1], allowed, n_allowed)

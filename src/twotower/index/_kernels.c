@@ -1,0 +1,310 @@
+/* twotower.index._kernels: compiled loops for per-query exclusions (optional).
+ *
+ * numpy has no one call that walks a list of per-query id arrays, so the numpy path
+ * concatenates them (one copy of every id), then reads every id again for each step
+ * (range check, band look-up, scatter). These loops read each caller's array in place,
+ * once per step. Built by setup.py when a C compiler is there; without it, or with
+ * TWOTOWER_NO_KERNELS=1, twotower.index.filters takes the numpy path, which gives the
+ * same results (tests/index run both).
+ *
+ * Every function holds the GIL and checks what it reads: an id outside [0, n), or a row
+ * whose length no longer matches `ptr` (the caller changed an array during the search),
+ * is a ValueError, never a read or write outside an array.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
+#include <numpy/arrayobject.h>
+#include <stdint.h>
+#include <string.h>
+
+/* A row the fast path takes: an exact 1-D, C-contiguous, aligned int64 ndarray. */
+static int int64_row(PyObject *o) {
+    if (!PyArray_CheckExact(o)) return 0;
+    PyArrayObject *a = (PyArrayObject *)o;
+    return PyArray_NDIM(a) == 1 && PyArray_TYPE(a) == NPY_INT64 &&
+           PyArray_ISCARRAY_RO(a) && PyArray_ISNOTSWAPPED(a);
+}
+
+/* An array argument of the given type, 1-D (ndim 1) or 2-D (ndim 2), C-contiguous. */
+static int want(PyArrayObject *a, int type, int ndim, const char *name) {
+    if (PyArray_TYPE(a) != type || PyArray_NDIM(a) != ndim || !PyArray_ISCARRAY_RO(a) ||
+        !PyArray_ISNOTSWAPPED(a)) {
+        PyErr_Format(PyExc_TypeError, "_kernels: `%s` must be a C-contiguous %d-D array of "
+                     "the expected type", name, ndim);
+        return 0;
+    }
+    return 1;
+}
+
+/* The rows of `rows` (a tuple: the search keeps its own snapshot of the caller's list). */
+static int row_of(PyObject *rows, Py_ssize_t q, const int64_t *ptr, const int64_t **v,
+                  npy_intp *len) {
+    PyObject *o = PyTuple_GET_ITEM(rows, q);
+    npy_intp want_len = (npy_intp)(ptr[q + 1] - ptr[q]);
+    if (!int64_row(o) || PyArray_DIM((PyArrayObject *)o, 0) != want_len) {
+        PyErr_Format(PyExc_ValueError, "`exclude[%zd]` changed during the search: pass "
+                     "arrays that no other thread changes while it runs", q);
+        return 0;
+    }
+    *v = (const int64_t *)PyArray_DATA((PyArrayObject *)o);
+    *len = want_len;
+    return 1;
+}
+
+static PyObject *bad_id(Py_ssize_t q) {
+    PyErr_Format(PyExc_ValueError, "`exclude[%zd]` changed during the search (an id "
+                 "outside the catalogue): pass arrays that no other thread changes while "
+                 "it runs", q);
+    return NULL;
+}
+
+/* check_rows(rows: list | tuple, n) -> ptr int64[b + 1] (CSR offsets of the rows), or the
+ * number of the first row that the fast path does not take (not an int64 array as above,
+ * or an id outside [0, n)): the caller then reads them the slow way, which names it. */
+static PyObject *check_rows(PyObject *self, PyObject *args) {
+    PyObject *rows;
+    long long n;
+    if (!PyArg_ParseTuple(args, "OL", &rows, &n)) return NULL;
+    if (!PyList_Check(rows) && !PyTuple_Check(rows)) return PyLong_FromLong(0);
+    Py_ssize_t b = PySequence_Fast_GET_SIZE(rows);
+    PyObject **items = PySequence_Fast_ITEMS(rows);
+    npy_intp dims[1] = {b + 1};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    if (out == NULL) return NULL;
+    int64_t *ptr = (int64_t *)PyArray_DATA(out);
+    ptr[0] = 0;
+    for (Py_ssize_t q = 0; q < b; q++) {
+        PyObject *o = items[q];
+        if (!int64_row(o)) {
+            Py_DECREF(out);
+            return PyLong_FromSsize_t(q);
+        }
+        PyArrayObject *a = (PyArrayObject *)o;
+        npy_intp len = PyArray_DIM(a, 0);
+        const uint64_t *v = (const uint64_t *)PyArray_DATA(a);
+        uint64_t top = 0;  /* a negative id read as unsigned is past any n */
+        for (npy_intp j = 0; j < len; j++) top = v[j] > top ? v[j] : top;
+        if (len && top >= (uint64_t)n) {
+            Py_DECREF(out);
+            return PyLong_FromSsize_t(q);
+        }
+        ptr[q + 1] = ptr[q] + len;
+    }
+    return (PyObject *)out;
+}
+
+/* Growing (query row, storage row) pairs. */
+typedef struct {
+    int64_t *q, *c;
+    npy_intp m, cap;
+} Pairs;
+
+static int push(Pairs *p, int64_t q, int64_t c) {
+    if (p->m == p->cap) {
+        npy_intp cap = p->cap ? p->cap * 2 : 1024;
+        int64_t *nq = PyMem_Realloc(p->q, cap * sizeof(int64_t));
+        if (nq == NULL) return 0;
+        p->q = nq;
+        int64_t *nc = PyMem_Realloc(p->c, cap * sizeof(int64_t));
+        if (nc == NULL) return 0;
+        p->c = nc;
+        p->cap = cap;
+    }
+    p->q[p->m] = q;
+    p->c[p->m] = c;
+    p->m++;
+    return 1;
+}
+
+static PyObject *pairs_out(Pairs *p) {
+    npy_intp dims[1] = {p->m};
+    PyObject *rq = PyArray_SimpleNew(1, dims, NPY_INT64);
+    PyObject *rc = PyArray_SimpleNew(1, dims, NPY_INT64);
+    if (rq != NULL && rc != NULL && p->m) {
+        memcpy(PyArray_DATA((PyArrayObject *)rq), p->q, p->m * sizeof(int64_t));
+        memcpy(PyArray_DATA((PyArrayObject *)rc), p->c, p->m * sizeof(int64_t));
+    }
+    PyMem_Free(p->q);
+    PyMem_Free(p->c);
+    if (rq == NULL || rc == NULL) {
+        Py_XDECREF(rq);
+        Py_XDECREF(rc);
+        return NULL;
+    }
+    return Py_BuildValue("NN", rq, rc);
+}
+
+/* Storage row of id x, through ex_map (int32 or int64). */
+static inline int64_t map_id(const void *ex_map, int wide, int64_t x) {
+    return wide ? ((const int64_t *)ex_map)[x] : (int64_t)((const int32_t *)ex_map)[x];
+}
+
+/* The shared arguments of near_rows and near_flat. */
+static int near_args(PyArrayObject *ptr, PyArrayObject *bits, PyArrayObject *ex_map,
+                     long long n, int *wide) {
+    if (!want(ptr, NPY_INT64, 1, "ptr") || !want(bits, NPY_UINT8, 1, "bits")) return 0;
+    if (PyArray_TYPE(ex_map) != NPY_INT32 && PyArray_TYPE(ex_map) != NPY_INT64) {
+        PyErr_SetString(PyExc_TypeError, "_kernels: `ex_map` must be int32 or int64");
+        return 0;
+    }
+    if (!want(ex_map, PyArray_TYPE(ex_map), 1, "ex_map")) return 0;
+    if (PyArray_DIM(ex_map, 0) < n || PyArray_DIM(bits, 0) * 8 < n) {
+        PyErr_SetString(PyExc_ValueError, "_kernels: `ex_map` and `bits` must cover n ids");
+        return 0;
+    }
+    *wide = PyArray_TYPE(ex_map) == NPY_INT64;
+    return 1;
+}
+
+/* near_rows(rows: tuple, ptr, bits uint8, ex_map int32|int64, near, n)
+ * -> (query rows int64[m], storage rows int64[m]): the ids of the rows whose storage row
+ * (ex_map[id]) is below `near`, in query order. Bit x of `bits` (little-endian within each
+ * byte) is set for every id that may lie below `near`; only those are mapped. */
+static PyObject *near_rows(PyObject *self, PyObject *args) {
+    PyObject *rows;
+    PyArrayObject *ptr_a, *bits, *ex_map;
+    long long near, n;
+    int wide;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!LL", &PyTuple_Type, &rows, &PyArray_Type, &ptr_a,
+                          &PyArray_Type, &bits, &PyArray_Type, &ex_map, &near, &n))
+        return NULL;
+    if (!near_args(ptr_a, bits, ex_map, n, &wide)) return NULL;
+    Py_ssize_t b = PyTuple_GET_SIZE(rows);
+    if (PyArray_DIM(ptr_a, 0) != b + 1) {
+        PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` must have one entry per row + 1");
+        return NULL;
+    }
+    const int64_t *ptr = (const int64_t *)PyArray_DATA(ptr_a);
+    const uint8_t *bt = (const uint8_t *)PyArray_DATA(bits);
+    const void *em = PyArray_DATA(ex_map);
+    Pairs p = {NULL, NULL, 0, 0};
+    for (Py_ssize_t q = 0; q < b; q++) {
+        const int64_t *v;
+        npy_intp len;
+        if (!row_of(rows, q, ptr, &v, &len)) goto fail;
+        for (npy_intp j = 0; j < len; j++) {
+            uint64_t x = (uint64_t)v[j];
+            if (x >= (uint64_t)n) {
+                bad_id(q);
+                goto fail;
+            }
+            if ((bt[x >> 3] >> (x & 7)) & 1) {
+                int64_t c = map_id(em, wide, (int64_t)x);
+                if (c < near && !push(&p, q, c)) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+            }
+        }
+    }
+    return pairs_out(&p);
+fail:
+    PyMem_Free(p.q);
+    PyMem_Free(p.c);
+    return NULL;
+}
+
+/* near_flat(ptr, ids int64, bits, ex_map, near, n): near_rows for flat CSR arrays. */
+static PyObject *near_flat(PyObject *self, PyObject *args) {
+    PyArrayObject *ptr_a, *ids_a, *bits, *ex_map;
+    long long near, n;
+    int wide;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!LL", &PyArray_Type, &ptr_a, &PyArray_Type, &ids_a,
+                          &PyArray_Type, &bits, &PyArray_Type, &ex_map, &near, &n))
+        return NULL;
+    if (!near_args(ptr_a, bits, ex_map, n, &wide) || !want(ids_a, NPY_INT64, 1, "ids"))
+        return NULL;
+    npy_intp b = PyArray_DIM(ptr_a, 0) - 1;
+    const int64_t *ptr = (const int64_t *)PyArray_DATA(ptr_a);
+    const int64_t *ids = (const int64_t *)PyArray_DATA(ids_a);
+    if (b < 0 || ptr[0] != 0 || ptr[b] != PyArray_DIM(ids_a, 0)) {
+        PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` does not match `ids`");
+        return NULL;
+    }
+    const uint8_t *bt = (const uint8_t *)PyArray_DATA(bits);
+    const void *em = PyArray_DATA(ex_map);
+    Pairs p = {NULL, NULL, 0, 0};
+    for (npy_intp q = 0; q < b; q++) {
+        int64_t e = ptr[q + 1];
+        if (ptr[q] > e || e > ptr[b]) {
+            PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` must not decrease");
+            goto fail;
+        }
+        for (int64_t j = ptr[q]; j < e; j++) {
+            uint64_t x = (uint64_t)ids[j];
+            if (x >= (uint64_t)n) {
+                PyErr_Format(PyExc_ValueError, "_kernels: id %lld outside [0, %lld)",
+                             (long long)ids[j], n);
+                goto fail;
+            }
+            if ((bt[x >> 3] >> (x & 7)) & 1) {
+                int64_t c = map_id(em, wide, (int64_t)x);
+                if (c < near && !push(&p, q, c)) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+            }
+        }
+    }
+    return pairs_out(&p);
+fail:
+    PyMem_Free(p.q);
+    PyMem_Free(p.c);
+    return NULL;
+}
+
+/* scatter_rows(rows: tuple, ptr, r0, r1, buf float32 [>= r1 - r0, >= n], n, value): sets
+ * buf[q - r0, id] = value for every id of rows r0 .. r1 - 1 (a block's excluded scores). */
+static PyObject *scatter_rows(PyObject *self, PyObject *args) {
+    PyObject *rows;
+    PyArrayObject *ptr_a, *buf;
+    Py_ssize_t r0, r1;
+    long long n;
+    float value;
+    if (!PyArg_ParseTuple(args, "O!O!nnO!Lf", &PyTuple_Type, &rows, &PyArray_Type, &ptr_a,
+                          &r0, &r1, &PyArray_Type, &buf, &n, &value))
+        return NULL;
+    if (!want(ptr_a, NPY_INT64, 1, "ptr") || !want(buf, NPY_FLOAT32, 2, "buf")) return NULL;
+    if (!PyArray_ISWRITEABLE(buf)) {
+        PyErr_SetString(PyExc_ValueError, "_kernels: `buf` must be writeable");
+        return NULL;
+    }
+    Py_ssize_t b = PyTuple_GET_SIZE(rows);
+    if (PyArray_DIM(ptr_a, 0) != b + 1 || r0 < 0 || r1 > b || r0 > r1 ||
+        PyArray_DIM(buf, 0) < r1 - r0 || PyArray_DIM(buf, 1) < n) {
+        PyErr_SetString(PyExc_ValueError, "_kernels: scatter_rows out of bounds");
+        return NULL;
+    }
+    const int64_t *ptr = (const int64_t *)PyArray_DATA(ptr_a);
+    float *base = (float *)PyArray_DATA(buf);
+    npy_intp ld = PyArray_DIM(buf, 1);
+    for (Py_ssize_t q = r0; q < r1; q++) {
+        const int64_t *v;
+        npy_intp len;
+        if (!row_of(rows, q, ptr, &v, &len)) return NULL;
+        float *row = base + (q - r0) * ld;
+        for (npy_intp j = 0; j < len; j++) {
+            uint64_t x = (uint64_t)v[j];
+            if (x >= (uint64_t)n) return bad_id(q);
+            row[x] = value;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"check_rows", check_rows, METH_VARARGS, "CSR offsets of int64 id rows, or a row."},
+    {"near_rows", near_rows, METH_VARARGS, "Ids of rows stored below `near`."},
+    {"near_flat", near_flat, METH_VARARGS, "near_rows for flat CSR arrays."},
+    {"scatter_rows", scatter_rows, METH_VARARGS, "Set a block's excluded scores."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",
+                                    "Compiled loops for per-query exclusions.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    import_array();
+    return PyModule_Create(&module);
+}

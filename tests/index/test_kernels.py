@@ -1,0 +1,200 @@
+"""The compiled loops for per-query exclusions (``twotower.index._kernels``) against the
+numpy path they stand in for: the same results, the same errors, and no read or write
+outside an array when a caller changes its arrays during a search.
+
+Every test here runs twice (``exclusion_loops`` in conftest.py): with the loops and
+with the numpy path. Those that call the loops directly skip the numpy half."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twotower.errors import DataError
+from twotower.index import IndexConfig, make_index
+
+from .conftest import assert_topk_equal, reference
+
+# each test with the compiled exclusion loops and with the numpy path (conftest.py)
+pytestmark = pytest.mark.usefixtures("exclusion_loops")
+
+
+def _loops(exclusion_loops):
+    if exclusion_loops == "numpy":
+        pytest.skip("calls the compiled loops themselves")
+    from twotower.index import filters
+
+    return filters._kernels
+
+
+def _skewed(n, d=8, seed=3):
+    """Norms spread over two decades, so that exact search stores rows by norm and stops
+    early, as on a trained catalogue."""
+    rng = np.random.default_rng(seed)
+    V = rng.standard_normal((n, d)).astype(np.float32)
+    V *= rng.pareto(1.5, size=(n, 1)).astype(np.float32) + 0.1
+    return V
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_per_query_arrays_over_a_norm_ordered_catalogue_match_the_reference(threads):
+    """Three query blocks; rows that exclude each query's own top items (read from the
+    first chunks), random ones (mostly far beyond them), none, or repeats; k = 10 and a
+    k whose scan goes past the rows found early."""
+    from twotower.index import exact
+
+    n = exact._ORDER_MIN + 4_000
+    V = _skewed(n)
+    rng = np.random.default_rng(8)
+    b = 150
+    Q = rng.standard_normal((b, V.shape[1])).astype(np.float32)
+    top = np.argsort(-(Q @ V.T), axis=1)[:, :40]
+    lists = []
+    for r in range(b):
+        kind = r % 4
+        row = (top[r, :rng.integers(1, 40)] if kind == 0
+               else rng.choice(n, 100, replace=False) if kind == 1
+               else np.empty(0, np.int64) if kind == 2
+               else np.r_[top[r, :5], top[r, :5], rng.choice(n, 20)])
+        lists.append(np.asarray(row, dtype=np.int64))
+    index = make_index(IndexConfig(kind="exact", chunk_size=2048, batch_size=64,
+                                   threads=threads)).build(V)
+    for k in (10, 3_000):
+        assert_topk_equal(index.search(Q, k, exclude=lists), reference(V, Q, k, lists), V, Q)
+        # a tuple of rows, and a deny list beside them
+        deny = top[:3, 0]
+        assert_topk_equal(index.search(Q, k, exclude=tuple(lists), deny=deny),
+                          reference(V, Q, k, lists, deny=deny), V, Q)
+
+
+def test_one_chunk_of_many_queries_matches_the_reference():
+    """The one-chunk search (1,682 items, as MovieLens) sets each block's excluded scores
+    from the arrays in place; ids at both ends of the catalogue."""
+    rng = np.random.default_rng(2)
+    n = 1_682
+    V = rng.standard_normal((n, 16)).astype(np.float32)
+    Q = rng.standard_normal((600, 16)).astype(np.float32)
+    lists = [np.r_[0, n - 1, rng.choice(n, rng.integers(0, 200), replace=False)]
+             .astype(np.int64) for _ in range(len(Q))]
+    index = make_index(IndexConfig(kind="exact", batch_size=256, threads=2)).build(V)
+    for k in (1, 10, n):
+        assert_topk_equal(index.search(Q, k, exclude=lists), reference(V, Q, k, lists), V, Q)
+
+
+def test_rows_of_other_types_are_read_as_before():
+    """int32, uint8 and unsigned rows, a list of Python ints, an empty float row and a
+    non-contiguous view: the loops take only C-contiguous int64 arrays; the others go the
+    numpy way, with the same results."""
+    rng = np.random.default_rng(4)
+    n = 500
+    V = rng.standard_normal((n, 8)).astype(np.float32)
+    Q = rng.standard_normal((6, 8)).astype(np.float32)
+    base = np.arange(20, dtype=np.int64)
+    lists = [base.astype(np.int32), base.astype(np.uint16), [1, 2, 3], np.array([]),
+             np.arange(40, dtype=np.int64)[::2], base]
+    index = make_index(IndexConfig(kind="exact")).build(V)
+    want = reference(V, Q, 10, [np.asarray(x, dtype=np.int64) for x in lists])
+    assert_topk_equal(index.search(Q, 10, exclude=lists), want, V, Q)
+
+
+@pytest.mark.parametrize("bad, fault", [
+    (np.array([3, -1], dtype=np.int64), "got -1"),
+    (np.array([3, 500], dtype=np.int64), "got 500"),
+    (np.array([True, False]), "a bool is not an id|bool"),
+    (np.array([1.0, 2.0]), "float64"),
+    (np.array([[1, 2]], dtype=np.int64), "shape"),
+    (np.array([2**64 - 1], dtype=np.uint64), "got 18446744073709551615"),
+])
+def test_a_bad_row_is_named_as_the_numpy_path_names_it(bad, fault):
+    V = np.eye(8, dtype=np.float32).repeat(63, axis=0)[:500]
+    index = make_index(IndexConfig(kind="exact")).build(V)
+    lists = [np.arange(5, dtype=np.int64)] * 3 + [bad] + [np.arange(2, dtype=np.int64)]
+    with pytest.raises(DataError, match=r"`exclude\[3\]`") as err:
+        index.search(np.ones((5, 8), np.float32), 4, exclude=lists)
+    assert any(f in str(err.value) for f in fault.split("|")), str(err.value)
+
+
+def test_arrays_changed_during_a_search_are_refused_not_read_past(exclusion_loops):
+    """What a search checked when it began (``check_rows``) is read again by later loops:
+    a row of another length, or an id that left the catalogue since, is a ValueError from
+    the loop and a DataError from the flattening, never an out-of-bounds read or write."""
+    from twotower.index.filters import Filters
+
+    k = _loops(exclusion_loops)
+    n = 100
+    rows = (np.array([1, 2, 3], np.int64), np.array([4], np.int64))
+    ptr = k.check_rows(rows, n)
+    assert ptr.tolist() == [0, 3, 4]
+    bits = np.packbits(np.ones(n, bool), bitorder="little")
+    ex_map = np.arange(n, dtype=np.int32)
+    buf = np.zeros((2, n), np.float32)
+    longer = (np.array([1, 2, 3, 5], np.int64), rows[1])
+    moved = (rows[0], np.array([n + 10**6], np.int64))
+    negative = (rows[0], np.array([-5], np.int64))
+    for changed in (longer, moved, negative):
+        with pytest.raises(ValueError, match="changed during the search"):
+            k.near_rows(changed, ptr, bits, ex_map, n, n)
+        with pytest.raises(ValueError, match="changed during the search"):
+            k.scatter_rows(changed, ptr, 0, 2, buf, n, -np.inf)
+        with pytest.raises(DataError, match="changed during the search"):
+            Filters.from_lists(ptr, changed, n, None, n).ex_ids
+    # the first row, unchanged in two of them, was set before the second was refused;
+    # nothing else was written
+    assert not buf[1].any() and np.flatnonzero(buf[0]).tolist() in ([], [1, 2, 3])
+    buf[:] = 0
+    # unchanged, each gives what the numpy path gives
+    q, c = k.near_rows(rows, ptr, bits, ex_map, 3, n)
+    assert q.tolist() == [0, 0] and c.tolist() == [1, 2]
+    k.scatter_rows(rows, ptr, 0, 2, buf, n, -np.inf)
+    assert np.isneginf(buf[0, [1, 2, 3]]).all() and np.isneginf(buf[1, 4])
+    assert np.count_nonzero(buf) == 4
+    f = Filters.from_lists(ptr, rows, n, None, n)
+    assert f.lists is rows and f.ex_ids.tolist() == [1, 2, 3, 4] and f.lists is None
+
+
+def test_the_loops_refuse_arguments_that_do_not_fit(exclusion_loops):
+    """A buffer smaller than the block or the catalogue, a band map shorter than the ids
+    and rows outside the batch are refused before any write."""
+    k = _loops(exclusion_loops)
+    n = 50
+    rows = (np.array([49], np.int64), np.array([0], np.int64))
+    ptr = k.check_rows(rows, n)
+    bits = np.packbits(np.ones(n, bool), bitorder="little")
+    for buf, r0, r1 in ((np.zeros((2, n - 1), np.float32), 0, 2),
+                        (np.zeros((1, n), np.float32), 0, 2),
+                        (np.zeros((2, n), np.float32), 1, 3),
+                        (np.zeros((2, n), np.float32), -1, 1)):
+        with pytest.raises(ValueError):
+            k.scatter_rows(rows, ptr, r0, r1, buf, n, -np.inf)
+        assert not buf.any()
+    with pytest.raises(ValueError):
+        k.near_rows(rows, ptr, bits, np.arange(n - 1, dtype=np.int32), n, n)
+    with pytest.raises(TypeError):
+        k.near_rows(rows, ptr, bits, np.arange(n, dtype=np.float32), n, n)
+    with pytest.raises(ValueError):
+        k.near_flat(ptr, np.array([49], np.int64), bits, np.arange(n, dtype=np.int32), n, n)
+    # the rows a call cannot take are reported by number, not read
+    assert k.check_rows([rows[0], np.array([n], np.int64)], n) == 1
+    assert k.check_rows([rows[0], rows[1].astype(np.int32)], n) == 1
+    assert k.check_rows("not rows", n) == 0
+
+
+def test_near_flat_and_near_rows_find_what_the_numpy_path_finds(exclusion_loops):
+    from twotower.index import exact
+
+    k = _loops(exclusion_loops)
+    rng = np.random.default_rng(6)
+    n = 300_001
+    ex_map = rng.permutation(n).astype(np.int32)
+    band = np.zeros(-(-n // 8) * 8, np.uint8)
+    np.minimum(ex_map >> exact._BAND_SHIFT, 255, out=band[:n], casting="unsafe")
+    rows = tuple(rng.integers(0, n, rng.integers(0, 300)).astype(np.int64)
+                 for _ in range(200))
+    ptr = k.check_rows(rows, n)
+    ids = np.concatenate(rows)
+    for near in (1, 2048, 2049, 16_384, 100_000):
+        want = exact._near_exclusions(ptr, ids, ex_map, band, near)  # numpy: no ex_bits
+        cache: dict = {}
+        for got in (exact._near_exclusions(ptr, ids, ex_map, band, near, None, cache),
+                    exact._near_exclusions(ptr, None, ex_map, band, near, rows, cache)):
+            assert [a.tolist() for a in got] == [a.tolist() for a in want], near
