@@ -198,3 +198,44 @@ def test_near_flat_and_near_rows_find_what_the_numpy_path_finds(exclusion_loops)
         for got in (exact._near_exclusions(ptr, ids, ex_map, band, near, None, cache),
                     exact._near_exclusions(ptr, None, ex_map, band, near, rows, cache)):
             assert [a.tolist() for a in got] == [a.tolist() for a in want], near
+
+
+def test_mask_head_sets_one_chunks_exclusions_and_nothing_else(exclusion_loops):
+    """A chunk's scores (rows at a padded stride, as exact search lays them out), a head
+    of (query, storage row) pairs spread over three chunks, all queries or a subset of
+    them scored: exactly the pairs inside the chunk, at their rows, are set."""
+    k = _loops(exclusion_loops)
+    rng = np.random.default_rng(9)
+    bq, c0, c = 40, 512, 300
+    head_row = rng.integers(0, bq, 500).astype(np.int64)
+    head_col = rng.integers(0, 1_200, 500).astype(np.int64)
+    for rows in (None, np.sort(rng.choice(bq, 17, replace=False))):
+        nr = bq if rows is None else len(rows)
+        buf = np.zeros((nr, c + 16), np.float32)
+        S = buf[:, :c]
+        k.mask_head(S, head_row, head_col, c0, None if rows is None else
+                    _positions(rows, bq), -np.inf)
+        want = np.zeros_like(buf)
+        inside = (head_col >= c0) & (head_col < c0 + c)
+        pos = np.arange(bq) if rows is None else _positions(rows, bq)
+        for q, col in zip(head_row[inside], head_col[inside]):
+            if pos[q] >= 0:
+                want[pos[q], col - c0] = -np.inf
+        np.testing.assert_array_equal(buf, want)
+    # a head row past S, or past `pos`, is refused (not written); so is a read-only S
+    with pytest.raises(ValueError):
+        k.mask_head(np.zeros((3, 10), np.float32), np.array([3], np.int64),
+                    np.array([0], np.int64), 0, None, -np.inf)
+    with pytest.raises(ValueError):
+        k.mask_head(np.zeros((3, 10), np.float32), np.array([5], np.int64),
+                    np.array([0], np.int64), 0, np.zeros(3, np.int64), -np.inf)
+    ro = np.zeros((3, 10), np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(TypeError):
+        k.mask_head(ro, np.array([0], np.int64), np.array([0], np.int64), 0, None, -np.inf)
+
+
+def _positions(rows, bq):
+    pos = np.full(bq, -1, dtype=np.int64)
+    pos[rows] = np.arange(len(rows))
+    return pos

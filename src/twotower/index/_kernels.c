@@ -293,11 +293,70 @@ static PyObject *scatter_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* mask_head(S float32 [r, c] (rows at any stride, columns contiguous), head_row int64,
+ * head_col int64, c0, pos int64 [queries] | None, value): sets S[pos[q], col - c0] = value
+ * for each (q, col) of a query block's exclusions (head_row, head_col) with c0 <= col <
+ * c0 + c: one chunk's. `pos` maps a query to its row of S (-1: not scored in this chunk);
+ * None: the query's own row. */
+static PyObject *mask_head(PyObject *self, PyObject *args) {
+    PyArrayObject *S, *hr, *hc;
+    PyObject *pos_o;
+    long long c0;
+    float value;
+    if (!PyArg_ParseTuple(args, "O!O!O!LOf", &PyArray_Type, &S, &PyArray_Type, &hr,
+                          &PyArray_Type, &hc, &c0, &pos_o, &value))
+        return NULL;
+    if (!want(hr, NPY_INT64, 1, "head_row") || !want(hc, NPY_INT64, 1, "head_col"))
+        return NULL;
+    if (PyArray_TYPE(S) != NPY_FLOAT32 || PyArray_NDIM(S) != 2 || !PyArray_ISWRITEABLE(S) ||
+        !PyArray_ISALIGNED(S) || !PyArray_ISNOTSWAPPED(S) ||
+        (PyArray_DIM(S, 1) > 1 && PyArray_STRIDE(S, 1) != (npy_intp)sizeof(float)) ||
+        PyArray_STRIDE(S, 0) < 0 || PyArray_STRIDE(S, 0) % (npy_intp)sizeof(float)) {
+        PyErr_SetString(PyExc_TypeError, "_kernels: `S` must be a writeable float32 2-D "
+                        "array with contiguous rows");
+        return NULL;
+    }
+    npy_intp m = PyArray_DIM(hr, 0);
+    if (PyArray_DIM(hc, 0) != m) {
+        PyErr_SetString(PyExc_ValueError, "_kernels: `head_row` and `head_col` differ in length");
+        return NULL;
+    }
+    const int64_t *pos = NULL;
+    npy_intp npos = 0;
+    if (pos_o != Py_None) {
+        if (!PyArray_Check(pos_o) || !want((PyArrayObject *)pos_o, NPY_INT64, 1, "pos"))
+            return NULL;
+        pos = (const int64_t *)PyArray_DATA((PyArrayObject *)pos_o);
+        npos = PyArray_DIM((PyArrayObject *)pos_o, 0);
+    }
+    npy_intp rows = PyArray_DIM(S, 0), cols = PyArray_DIM(S, 1);
+    npy_intp ld = PyArray_STRIDE(S, 0) / (npy_intp)sizeof(float);
+    float *base = (float *)PyArray_DATA(S);
+    const int64_t *r = (const int64_t *)PyArray_DATA(hr);
+    const int64_t *c = (const int64_t *)PyArray_DATA(hc);
+    for (npy_intp i = 0; i < m; i++) {
+        int64_t col = c[i] - c0, q = r[i];
+        if (col < 0 || col >= cols) continue;  /* another chunk's */
+        if (pos != NULL) {
+            if (q < 0 || q >= npos) goto out_of_range;
+            q = pos[q];
+            if (q < 0) continue;  /* a query this chunk does not score */
+        }
+        if (q < 0 || q >= rows) goto out_of_range;
+        base[q * ld + col] = value;
+    }
+    Py_RETURN_NONE;
+out_of_range:
+    PyErr_SetString(PyExc_ValueError, "_kernels: mask_head: a query row outside `S`");
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"check_rows", check_rows, METH_VARARGS, "CSR offsets of int64 id rows, or a row."},
     {"near_rows", near_rows, METH_VARARGS, "Ids of rows stored below `near`."},
     {"near_flat", near_flat, METH_VARARGS, "near_rows for flat CSR arrays."},
     {"scatter_rows", scatter_rows, METH_VARARGS, "Set a block's excluded scores."},
+    {"mask_head", mask_head, METH_VARARGS, "Set one chunk's excluded scores."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",

@@ -291,7 +291,36 @@ class _Exclusions:
                  ex_map: np.ndarray | None) -> None:
         self.near, self.load, self.ex_map = near, load, ex_map
         self.head_row, self.head_col = head
+        if self.head_col is not None:  # int64 for the compiled ``mask``
+            self.head_row = self.head_row.astype(np.int64, copy=False)
+            self.head_col = self.head_col.astype(np.int64, copy=False)
         self.rows = self.cols = None  # all of them, sorted by storage row, once needed
+
+    def mask(self, S: np.ndarray, c0: int, c1: int, rows: np.ndarray | None,
+             bq: int) -> None:
+        """Set the scores of this block's exclusions in storage rows [c0, c1) to -inf in
+        ``S`` (one chunk's scores; ``rows``: the block's queries it holds, in order, or
+        None for all ``bq``). Below ``near``, one compiled pass over the head where the
+        loops are built (a few numpy calls on a few hundred pairs cost tens of µs a chunk,
+        with the other worker waiting on the GIL); otherwise through ``within``."""
+        loops = _filters._kernels
+        pos = None
+        if c1 <= self.near and loops is not None:
+            if rows is not None:  # query -> its row of S
+                pos = np.full(bq, -1, dtype=np.int64)
+                pos[rows] = np.arange(len(rows))
+            loops.mask_head(S, self.head_row, self.head_col, c0, pos, _NEG)
+            return
+        er, ec = self.within(c0, c1)
+        if len(er):
+            ec = ec - c0
+            if rows is not None:  # exclusion rows into this chunk's row numbers
+                pos = np.full(bq, -1, dtype=np.int64)
+                pos[rows] = np.arange(len(rows))
+                er = pos[er]
+                ec = ec[er >= 0]
+                er = er[er >= 0]
+            S[er, ec] = _NEG
 
     def within(self, c0: int, c1: int) -> tuple[np.ndarray, np.ndarray]:
         """(query rows, storage rows) of the exclusions in storage rows [c0, c1)."""
@@ -714,16 +743,7 @@ def _chunked(V: np.ndarray, Qb: np.ndarray, kk: int, mask: _Mask, ex: _Exclusion
         np.matmul(Qc, V[c0:c1].T, out=S)
         mask.apply(S, c0, c1)
         if ex is not None:
-            er, ec = ex.within(c0, c1)
-            if len(er):
-                ec = ec - c0
-                if rows is not None:  # exclusion rows into this chunk's row numbers
-                    pos = np.full(bq, -1, dtype=np.int64)
-                    pos[rows] = np.arange(nr)
-                    er = pos[er]
-                    ec = ec[er >= 0]
-                    er = er[er >= 0]
-                S[er, ec] = _NEG
+            ex.mask(S, c0, c1, rows, bq)
         if bs is None:
             cs, ci = _select(S, min(kk, c), rank, c0)
             if cs.shape[1] < kk:  # a first chunk smaller than k: pad the running lists
