@@ -150,6 +150,15 @@ def test_arrays_changed_during_a_search_are_refused_not_read_past(exclusion_loop
     assert np.count_nonzero(buf) == 4
     f = Filters.from_lists(ptr, rows, n, None, n)
     assert f.lists is rows and f.ex_ids.tolist() == [1, 2, 3, 4] and f.lists is None
+    # a CSR matrix's int32 ids, kept as they are: copied once read, re-checked
+    flat = np.array([1, 2, 3, 4], np.int32)
+    f = Filters.from_flat32(ptr, flat, n, None, n)
+    assert f.flat32 is flat and f.ex_ids.dtype == np.int64 and f.flat32 is None
+    flat[3] = n  # changed after the call checked it
+    with pytest.raises(DataError, match="changed during the search"):
+        Filters.from_flat32(ptr, flat, n, None, n).ex_ids
+    with pytest.raises(ValueError, match="outside"):
+        k.near_flat(ptr, flat, bits, ex_map, n, n)
 
 
 def test_the_loops_refuse_arguments_that_do_not_fit(exclusion_loops):
@@ -196,6 +205,8 @@ def test_near_flat_and_near_rows_find_what_the_numpy_path_finds(exclusion_loops)
         want = exact._near_exclusions(ptr, ids, ex_map, band, near)  # numpy: no ex_bits
         cache: dict = {}
         for got in (exact._near_exclusions(ptr, ids, ex_map, band, near, None, cache),
+                    exact._near_exclusions(ptr, ids.astype(np.int32), ex_map, band, near,
+                                           None, cache),  # a CSR matrix's own ids
                     exact._near_exclusions(ptr, None, ex_map, band, near, rows, cache)):
             assert [a.tolist() for a in got] == [a.tolist() for a in want], near
 

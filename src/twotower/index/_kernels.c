@@ -205,7 +205,8 @@ fail:
     return NULL;
 }
 
-/* near_flat(ptr, ids int64, bits, ex_map, near, n): near_rows for flat CSR arrays. */
+/* near_flat(ptr, ids int64 | int32, bits, ex_map, near, n): near_rows for flat CSR arrays
+ * (int32: a scipy CSR matrix's own indices, read without an int64 copy). */
 static PyObject *near_flat(PyObject *self, PyObject *args) {
     PyArrayObject *ptr_a, *ids_a, *bits, *ex_map;
     long long near, n;
@@ -213,11 +214,13 @@ static PyObject *near_flat(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!O!O!O!LL", &PyArray_Type, &ptr_a, &PyArray_Type, &ids_a,
                           &PyArray_Type, &bits, &PyArray_Type, &ex_map, &near, &n))
         return NULL;
-    if (!near_args(ptr_a, bits, ex_map, n, &wide) || !want(ids_a, NPY_INT64, 1, "ids"))
-        return NULL;
+    if (!near_args(ptr_a, bits, ex_map, n, &wide)) return NULL;
+    int ids32 = PyArray_TYPE(ids_a) == NPY_INT32;
+    if (!want(ids_a, ids32 ? NPY_INT32 : NPY_INT64, 1, "ids")) return NULL;
     npy_intp b = PyArray_DIM(ptr_a, 0) - 1;
     const int64_t *ptr = (const int64_t *)PyArray_DATA(ptr_a);
     const int64_t *ids = (const int64_t *)PyArray_DATA(ids_a);
+    const int32_t *ids_32 = (const int32_t *)PyArray_DATA(ids_a);
     if (b < 0 || ptr[0] != 0 || ptr[b] != PyArray_DIM(ids_a, 0)) {
         PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` does not match `ids`");
         return NULL;
@@ -232,10 +235,11 @@ static PyObject *near_flat(PyObject *self, PyObject *args) {
             goto fail;
         }
         for (int64_t j = ptr[q]; j < e; j++) {
-            uint64_t x = (uint64_t)ids[j];
+            int64_t v = ids32 ? (int64_t)ids_32[j] : ids[j];
+            uint64_t x = (uint64_t)v;
             if (x >= (uint64_t)n) {
-                PyErr_Format(PyExc_ValueError, "_kernels: id %lld outside [0, %lld)",
-                             (long long)ids[j], n);
+                PyErr_Format(PyExc_ValueError, "_kernels: id %lld outside [0, %lld) (the "
+                             "caller changed `exclude` during the search?)", (long long)v, n);
                 goto fail;
             }
             if ((bt[x >> 3] >> (x & 7)) & 1) {

@@ -354,6 +354,13 @@ def _near_bits(ex_band: np.ndarray, n: int, lim: int, ex_bits: dict[int, np.ndar
     return bits
 
 
+def _near_in_place(ex_map: np.ndarray | None, ex_band: np.ndarray | None,
+                   ex_bits: dict[int, np.ndarray] | None, near: int) -> bool:
+    """Whether ``_near_exclusions`` takes the compiled pass (``ex_bits``) for ``near``."""
+    return (ex_bits is not None and _filters._kernels is not None and ex_map is not None
+            and ex_band is not None and -(-near // (1 << _BAND_SHIFT)) < 255)
+
+
 def _near_exclusions(ptr: np.ndarray, ids: np.ndarray | None, ex_map: np.ndarray | None,
                      ex_band: np.ndarray | None, near: int,
                      lists: tuple[np.ndarray, ...] | None = None,
@@ -362,12 +369,11 @@ def _near_exclusions(ptr: np.ndarray, ids: np.ndarray | None, ex_map: np.ndarray
     """(query rows, storage rows) of the CSR exclusions ``(ptr, ids)`` whose storage row
     (``ex_map[id]``; the id itself when None) is below ``near``, by query row: with
     ``ex_band``, only those are mapped through ``ex_map``; the others cost one byte read
-    each. With ``ex_bits`` (and the compiled loops), the same by one pass of
-    ``_kernels``, over the flat ``ids`` or the caller's arrays ``lists`` in place (``ids``
-    is then None)."""
+    each. With ``ex_bits`` (and the compiled loops: ``_near_in_place``), the same by one
+    pass of ``_kernels``, over the flat ``ids`` (int64, or a CSR matrix's own int32) or
+    the caller's arrays ``lists`` in place (``ids`` is then None)."""
     lim = -(-near // (1 << _BAND_SHIFT))  # bands holding rows below `near`
-    if (ex_bits is not None and _filters._kernels is not None and ex_map is not None
-            and ex_band is not None and lim < 255):
+    if _near_in_place(ex_map, ex_band, ex_bits, near):
         bits = _near_bits(ex_band, len(ex_map), lim, ex_bits)
         if lists is not None:
             return _filters._kernels.near_rows(lists, ptr, bits, ex_map, near, len(ex_map))
@@ -468,17 +474,6 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # (one chunk: each block's worker gathers its own rows, in parallel)
     prepared = (f.prepared if (norms is not None and not small) or (n <= chunk_size and b > 1)
                 else None)
-    # otherwise flat CSR arrays (per-query lists: flattened once by ``compile_filters``);
-    # each block's worker takes its slice; or the caller's arrays, checked and read in
-    # place by the compiled loops: the ids below ``near`` of a norm-ordered catalogue, or
-    # a single chunk's scores (flattened for any other use, at most once: ``f.ex_ids``)
-    lists = None
-    if prepared is None and f.lists is not None and (
-            (n <= chunk_size and b > 1)
-            or (ex_map is not None and ex_band is not None and ex_bits is not None)):
-        lists = f.lists
-    ptr, ids = ((None, None) if prepared is not None
-                else (f.ex_ptr, None if lists is not None else f.ex_ids))
     workers = max(1, threads or _CPUS)
     starts = list(range(0, b, batch_size))
     # Fewer query blocks than workers: split the catalogue too, merge the parts after.
@@ -493,6 +488,20 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     tasks = [(r0, p) for r0 in starts for p in range(parts)]
     results: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     near = spans[min(8, len(spans)) - 1][1]  # exclusions before this row: found eagerly
+    # otherwise flat CSR arrays (per-query lists: flattened once by ``compile_filters``);
+    # each block's worker takes its slice; or the caller's arrays, checked and read in
+    # place by the compiled loops: the ids below ``near`` of a norm-ordered catalogue, or
+    # a single chunk's scores (flattened for any other use, at most once: ``f.ex_ids``)
+    # (a CSR matrix's int32 ids, likewise, for the ids below ``near``)
+    lists = flat32 = None
+    if prepared is None and (f.lists is not None or f.flat32 is not None):
+        if n <= chunk_size and b > 1:
+            lists = f.lists  # one chunk: a block's scores set from the arrays
+        elif n > chunk_size and _near_in_place(ex_map, ex_band, ex_bits, near):
+            lists, flat32 = f.lists, f.flat32
+    ptr, ids = ((None, None) if prepared is not None
+                else (f.ex_ptr, None if lists is not None or flat32 is not None
+                      else f.ex_ids))
 
     def block_rows(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray] | None:
         """CSR ``(ptr, ids)`` of the exclusions of queries [r0, r1); None when none."""
@@ -513,8 +522,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # benchmarks/results/probe-array-exclusions-20261207-051128.txt)
     heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
     if prepared is None and ptr is not None and n > chunk_size:  # (one chunk: no block_ex)
-        near_rows, near_cols = _near_exclusions(ptr, ids, ex_map, ex_band, near, lists,
-                                                ex_bits)
+        near_rows, near_cols = _near_exclusions(ptr, ids if flat32 is None else flat32,
+                                                ex_map, ex_band, near, lists, ex_bits)
         cut = np.searchsorted(near_rows, [*starts, b]).tolist()  # rows are in order
         for j, r0 in enumerate(starts):
             heads[r0] = near_rows[cut[j]:cut[j + 1]] - r0, near_cols[cut[j]:cut[j + 1]]

@@ -56,16 +56,20 @@ class Filters:
         lists: the caller's per-query id arrays, checked (``_kernels.check_rows``), while
             not flattened yet: exact search reads them in place with the compiled loops.
             Reading ``ex_ids`` flattens them.
+        flat32: a CSR matrix's own int32 ids, checked, while not copied to int64 yet:
+            exact search reads them in place with the compiled loops. Reading ``ex_ids``
+            copies them.
     """
 
-    __slots__ = ("_ptr", "_ids", "_rows", "_lists", "_n", "allowed", "n_allowed",
-                 "in_layout", "cache")
+    __slots__ = ("_ptr", "_ids", "_rows", "_lists", "_flat32", "_n", "allowed",
+                 "n_allowed", "in_layout", "cache")
 
     def __init__(self, ex_ptr: np.ndarray | None, ex_ids: np.ndarray | None,
                  allowed: np.ndarray | None, n_allowed: int, in_layout: bool = False) -> None:
         self._ptr, self._ids, self._rows = ex_ptr, ex_ids, None
         self._lists: tuple[np.ndarray, ...] | None = None
-        self._n = 0  # the catalogue size the lists were checked against
+        self._flat32: np.ndarray | None = None
+        self._n = 0  # the catalogue size the lists (or flat32) were checked against
         self.allowed, self.n_allowed = allowed, n_allowed
         # True: ``ex_ids`` are already the index's own rows (``Exclusions``), not ids
         self.in_layout = in_layout
@@ -100,6 +104,7 @@ class Filters:
     def with_allowed(self, allowed: np.ndarray | None) -> Filters:
         f = Filters(self._ptr, self._ids, allowed, self.n_allowed, self.in_layout)
         f._rows, f.cache, f._lists, f._n = self._rows, self.cache, self._lists, self._n
+        f._flat32 = self._flat32
         return f
 
     @classmethod
@@ -111,10 +116,24 @@ class Filters:
         f._lists, f._n = lists, n
         return f
 
+    @classmethod
+    def from_flat32(cls, ptr: np.ndarray, ids: np.ndarray, n: int,
+                    allowed: np.ndarray | None, n_allowed: int) -> Filters:
+        """A CSR matrix's int32 ``ids`` (checked in ``[0, n)``; ``ptr`` int64), kept as they
+        are (``flat32``) until something reads ``ex_ids``."""
+        f = cls(ptr, None, allowed, n_allowed)
+        f._flat32, f._n = ids, n
+        return f
+
     @property
     def lists(self) -> tuple[np.ndarray, ...] | None:
         """The caller's checked per-query arrays while not flattened (``from_lists``)."""
         return self._lists if self._ids is None else None
+
+    @property
+    def flat32(self) -> np.ndarray | None:
+        """A CSR matrix's checked int32 ids while not copied (``from_flat32``)."""
+        return self._flat32 if self._ids is None else None
 
     @classmethod
     def prepared_rows(cls, prepared: Exclusions, allowed: np.ndarray | None,
@@ -137,8 +156,10 @@ class Filters:
             self._rows = None
 
     def _concat(self) -> None:
-        if self._ids is None and self._lists is not None:  # ``ex_ptr`` is theirs already
-            ids = np.concatenate(self._lists)
+        if self._ids is None and (self._lists is not None or self._flat32 is not None):
+            # ``ex_ptr`` is theirs already
+            ids = (np.concatenate(self._lists) if self._lists is not None
+                   else self._flat32.astype(np.int64))
             # checked when the call began; an array another thread changed since is
             # refused here, as the compiled loops refuse it
             if len(ids) != self._ptr[-1] or ids.dtype != np.int64 or (
@@ -277,13 +298,14 @@ def _exclusion_rows(exclude: Any, b: int, name: str = "exclude") -> Sequence[Any
     return rows
 
 
-def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude"
-               ) -> tuple[np.ndarray, np.ndarray] | None:
+def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude",
+               keep_int32: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """``exclude`` (``b`` per-query id sequences, or a scipy sparse ``[b, n]``) as CSR arrays
     ``(ptr [b + 1], ids)``, checked; None when nothing is excluded. ``row0``: the first
     row's number in the caller's list (for error messages about a slice of it); ``name``:
     the argument's name in them (``table`` for ``Index.prepare_exclusions``, whose rows
-    are not queries).
+    are not queries). ``keep_int32``: a CSR matrix's int32 ids are returned as they are
+    (checked), not as an int64 copy.
 
     Raises:
         DataError: the wrong form, or ids outside ``[0, n)`` (naming the row).
@@ -296,7 +318,12 @@ def exclusions(exclude: Any, n: int, b: int, row0: int = 0, name: str = "exclude
             raise DataError(f"`{name}` as a sparse matrix must have shape ({b}, {n}) "
                             f"({rows}, items), got {shape}")
         ptr = np.asarray(exclude.indptr, dtype=np.int64)
-        ids = np.asarray(exclude.indices, dtype=np.int64)
+        held = np.asarray(exclude.indices)
+        if (keep_int32 and held.dtype == np.int32 and held.ndim == 1
+                and held.flags.c_contiguous and len(held) == ptr[-1]
+                and (held.size == 0 or held.view(np.uint32).max() < n)):
+            return ptr, held  # checked in one pass (a negative id reads as >= 2**31)
+        ids = held.astype(np.int64, copy=False)
         # scipy checks no index against the shape: one past n would land on another
         # query's item (a flat index) or fail in numpy
         _check_in_range(ptr, ids, ids, n, name, row0)
@@ -587,7 +614,7 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
         if read and got[-1]:
             lists, ex = rows, (got, None)
     if not read:
-        ex = exclusions(exclude, n, b)
+        ex = exclusions(exclude, n, b, keep_int32=_kernels is not None)
     allowed = None
     n_allowed = n
     if allow is not None or deny is not None:
@@ -603,6 +630,8 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
         return Filters.from_lists(ex[0], lists, n, allowed, n_allowed)
     if ex is None or len(ex[1]) == 0:
         return Filters(None, None, allowed, n_allowed)
+    if ex[1].dtype == np.int32:  # a CSR matrix's own ids (``keep_int32``)
+        return Filters.from_flat32(ex[0], ex[1], n, allowed, n_allowed)
     return Filters(ex[0], ex[1], allowed, n_allowed)
 
 
