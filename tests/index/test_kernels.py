@@ -250,3 +250,45 @@ def _positions(rows, bq):
     pos = np.full(bq, -1, dtype=np.int64)
     pos[rows] = np.arange(len(rows))
     return pos
+
+
+def test_ids_found_while_checked_are_those_the_search_pass_finds(exclusion_loops):
+    """check_near_rows gives check_rows' offsets and near_rows' pairs in one pass, and
+    refuses the same rows check_rows refuses (by number)."""
+    from twotower.index import exact
+
+    k = _loops(exclusion_loops)
+    rng = np.random.default_rng(12)
+    n = 200_003
+    ex_map = rng.permutation(n).astype(np.int32)
+    band = np.zeros(-(-n // 8) * 8, np.uint8)
+    np.minimum(ex_map >> exact._BAND_SHIFT, 255, out=band[:n], casting="unsafe")
+    rows = [rng.integers(0, n, rng.integers(0, 200)).astype(np.int64) for _ in range(300)]
+    near = exact._HINT_NEAR
+    bits = exact._near_bits(band, n, near >> exact._BAND_SHIFT, {})
+    ptr, q, c = k.check_near_rows(rows, n, bits, ex_map, near)
+    assert ptr.tolist() == k.check_rows(rows, n).tolist()
+    want = k.near_rows(tuple(rows), ptr, bits, ex_map, near, n)
+    assert q.tolist() == want[0].tolist() and c.tolist() == want[1].tolist()
+    assert len(q) > 0 and c.max() < near
+    for bad in (np.array([n], np.int64), np.array([-1], np.int64),
+                np.array([1], np.int32), [1, 2]):
+        assert k.check_near_rows(rows[:7] + [bad] + rows[7:], n, bits, ex_map, near) == 7
+
+
+@pytest.mark.parametrize("b", [2, 40, 700])
+def test_per_query_arrays_at_every_batch_size_match_the_reference(b):
+    """Batches whose ``near`` lies beyond ``_HINT_NEAR`` (few queries: long chunks) make
+    their own pass; larger ones use the ids found while checking: both exact."""
+    from twotower.index import exact
+
+    n = exact._ORDER_MIN + 1_000
+    V = _skewed(n, seed=5)
+    rng = np.random.default_rng(b)
+    Q = rng.standard_normal((b, V.shape[1])).astype(np.float32)
+    top = np.argsort(-(Q @ V.T), axis=1)[:, :20]
+    lists = [np.r_[top[r, :rng.integers(0, 20)], rng.choice(n, 50)].astype(np.int64)
+             for r in range(b)]
+    index = make_index(IndexConfig(kind="exact", threads=2)).build(V)
+    for k in (10, 100):
+        assert_topk_equal(index.search(Q, k, exclude=lists), reference(V, Q, k, lists), V, Q)

@@ -100,6 +100,76 @@ typedef struct {
     npy_intp m, cap;
 } Pairs;
 
+static int push(Pairs *p, int64_t q, int64_t c);
+static PyObject *pairs_out(Pairs *p);
+static int near_args(PyArrayObject *ptr, PyArrayObject *bits, PyArrayObject *ex_map,
+                     long long n, int *wide);
+static inline int64_t map_id(const void *ex_map, int wide, int64_t x);
+
+/* check_near_rows(rows: list | tuple, n, bits, ex_map, near) -> check_rows' answer, with
+ * near_rows' in the same pass over the ids: (ptr, query rows, storage rows) for rows that
+ * check_rows takes, else the number of the first row it does not take. */
+static PyObject *check_near_rows(PyObject *self, PyObject *args) {
+    PyObject *rows;
+    PyArrayObject *bits, *ex_map;
+    long long n, near;
+    int wide;
+    if (!PyArg_ParseTuple(args, "OLO!O!L", &rows, &n, &PyArray_Type, &bits, &PyArray_Type,
+                          &ex_map, &near))
+        return NULL;
+    if (!PyList_Check(rows) && !PyTuple_Check(rows)) return PyLong_FromLong(0);
+    Py_ssize_t b = PySequence_Fast_GET_SIZE(rows);
+    PyObject **items = PySequence_Fast_ITEMS(rows);
+    npy_intp dims[1] = {b + 1};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    if (out == NULL) return NULL;
+    if (!near_args(out, bits, ex_map, n, &wide)) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    int64_t *ptr = (int64_t *)PyArray_DATA(out);
+    const uint8_t *bt = (const uint8_t *)PyArray_DATA(bits);
+    const void *em = PyArray_DATA(ex_map);
+    Pairs p = {NULL, NULL, 0, 0};
+    ptr[0] = 0;
+    for (Py_ssize_t q = 0; q < b; q++) {
+        PyObject *o = items[q];
+        if (!int64_row(o)) goto reject;
+        PyArrayObject *a = (PyArrayObject *)o;
+        npy_intp len = PyArray_DIM(a, 0);
+        const int64_t *v = (const int64_t *)PyArray_DATA(a);
+        for (npy_intp j = 0; j < len; j++) {
+            uint64_t x = (uint64_t)v[j];  /* a negative id read as unsigned is past any n */
+            if (x >= (uint64_t)n) goto reject;
+            if ((bt[x >> 3] >> (x & 7)) & 1) {
+                int64_t c = map_id(em, wide, (int64_t)x);
+                if (c < near && !push(&p, q, c)) {
+                    PyMem_Free(p.q);
+                    PyMem_Free(p.c);
+                    Py_DECREF(out);
+                    return PyErr_NoMemory();
+                }
+            }
+        }
+        ptr[q + 1] = ptr[q] + len;
+        continue;
+    reject:
+        PyMem_Free(p.q);
+        PyMem_Free(p.c);
+        Py_DECREF(out);
+        return PyLong_FromSsize_t(q);
+    }
+    PyObject *pairs = pairs_out(&p);
+    if (pairs == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    PyObject *res = Py_BuildValue("NOO", (PyObject *)out, PyTuple_GET_ITEM(pairs, 0),
+                                  PyTuple_GET_ITEM(pairs, 1));
+    Py_DECREF(pairs);
+    return res;
+}
+
 static int push(Pairs *p, int64_t q, int64_t c) {
     if (p->m == p->cap) {
         npy_intp cap = p->cap ? p->cap * 2 : 1024;
@@ -361,6 +431,7 @@ static PyMethodDef methods[] = {
     {"near_flat", near_flat, METH_VARARGS, "near_rows for flat CSR arrays."},
     {"scatter_rows", scatter_rows, METH_VARARGS, "Set a block's excluded scores."},
     {"mask_head", mask_head, METH_VARARGS, "Set one chunk's excluded scores."},
+    {"check_near_rows", check_near_rows, METH_VARARGS, "check_rows and near_rows at once."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",
