@@ -292,3 +292,26 @@ def test_per_query_arrays_at_every_batch_size_match_the_reference(b):
     index = make_index(IndexConfig(kind="exact", threads=2)).build(V)
     for k in (10, 100):
         assert_topk_equal(index.search(Q, k, exclude=lists), reference(V, Q, k, lists), V, Q)
+
+
+def test_scatter_flat_sets_a_blocks_rows_and_refuses_what_does_not_fit(exclusion_loops):
+    """The one-chunk search's flat rows (a CSR matrix's int32 ids, a prepared table's
+    gathered rows): every id of each row set, nothing else; ids past the catalogue, a
+    buffer too small and offsets that do not match the ids are refused."""
+    k = _loops(exclusion_loops)
+    n = 30
+    ptr = np.array([0, 2, 2, 5], np.int64)
+    for dtype in (np.int32, np.int64):
+        ids = np.array([0, 29, 3, 3, 7], dtype)
+        buf = np.zeros((3, n + 2), np.float32)
+        k.scatter_flat(ptr, ids, buf, n, -np.inf)
+        want = np.zeros_like(buf)
+        want[0, [0, 29]] = want[2, [3, 7]] = -np.inf
+        np.testing.assert_array_equal(buf, want)
+    for bad_ptr, bad_ids, shape in ((ptr, np.array([0, 30, 3, 3, 7], np.int64), (3, n)),
+                                    (ptr, np.array([0, -1, 3, 3, 7], np.int32), (3, n)),
+                                    (ptr, np.array([0, 1, 3, 3, 7], np.int64), (2, n)),
+                                    (ptr, np.array([0, 1, 3, 3, 7], np.int64), (3, n - 1)),
+                                    (ptr, np.array([0, 1, 3], np.int64), (3, n))):
+        with pytest.raises(ValueError):
+            k.scatter_flat(bad_ptr, bad_ids, np.zeros(shape, np.float32), n, -np.inf)

@@ -367,6 +367,51 @@ static PyObject *scatter_rows(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* scatter_flat(ptr int64 [m + 1], ids int32 | int64, buf float32 [>= m, >= n], n, value):
+ * sets buf[q, ids[j]] = value for every j of row q (flat CSR rows of a block: a CSR
+ * matrix's, or a prepared table's gathered rows). */
+static PyObject *scatter_flat(PyObject *self, PyObject *args) {
+    PyArrayObject *ptr_a, *ids_a, *buf;
+    long long n;
+    float value;
+    if (!PyArg_ParseTuple(args, "O!O!O!Lf", &PyArray_Type, &ptr_a, &PyArray_Type, &ids_a,
+                          &PyArray_Type, &buf, &n, &value))
+        return NULL;
+    int ids32 = PyArray_TYPE(ids_a) == NPY_INT32;
+    if (!want(ptr_a, NPY_INT64, 1, "ptr") || !want(ids_a, ids32 ? NPY_INT32 : NPY_INT64, 1, "ids")
+        || !want(buf, NPY_FLOAT32, 2, "buf"))
+        return NULL;
+    npy_intp m = PyArray_DIM(ptr_a, 0) - 1;
+    const int64_t *ptr = (const int64_t *)PyArray_DATA(ptr_a);
+    if (!PyArray_ISWRITEABLE(buf) || m < 0 || PyArray_DIM(buf, 0) < m ||
+        PyArray_DIM(buf, 1) < n || ptr[0] != 0 || ptr[m] != PyArray_DIM(ids_a, 0)) {
+        PyErr_SetString(PyExc_ValueError, "_kernels: scatter_flat out of bounds");
+        return NULL;
+    }
+    const int64_t *ids = (const int64_t *)PyArray_DATA(ids_a);
+    const int32_t *ids_32 = (const int32_t *)PyArray_DATA(ids_a);
+    float *base = (float *)PyArray_DATA(buf);
+    npy_intp ld = PyArray_DIM(buf, 1);
+    for (npy_intp q = 0; q < m; q++) {
+        int64_t e = ptr[q + 1];
+        if (ptr[q] > e || e > ptr[m]) {
+            PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` must not decrease");
+            return NULL;
+        }
+        float *row = base + q * ld;
+        for (int64_t j = ptr[q]; j < e; j++) {
+            uint64_t x = (uint64_t)(ids32 ? (int64_t)ids_32[j] : ids[j]);
+            if (x >= (uint64_t)n) {
+                PyErr_SetString(PyExc_ValueError, "_kernels: scatter_flat: an id outside "
+                                "the catalogue");
+                return NULL;
+            }
+            row[x] = value;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* mask_head(S float32 [r, c] (rows at any stride, columns contiguous), head_row int64,
  * head_col int64, c0, pos int64 [queries] | None, value): sets S[pos[q], col - c0] = value
  * for each (q, col) of a query block's exclusions (head_row, head_col) with c0 <= col <
@@ -431,6 +476,7 @@ static PyMethodDef methods[] = {
     {"near_flat", near_flat, METH_VARARGS, "near_rows for flat CSR arrays."},
     {"scatter_rows", scatter_rows, METH_VARARGS, "Set a block's excluded scores."},
     {"mask_head", mask_head, METH_VARARGS, "Set one chunk's excluded scores."},
+    {"scatter_flat", scatter_flat, METH_VARARGS, "scatter_rows for flat CSR rows."},
     {"check_near_rows", check_near_rows, METH_VARARGS, "check_rows and near_rows at once."},
     {NULL, NULL, 0, NULL}};
 

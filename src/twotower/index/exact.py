@@ -592,6 +592,13 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
                 if lists is not None:  # the caller's arrays, read in place
                     _filters._kernels.scatter_rows(lists, ptr, r0, r1, buf, n, _NEG)
                 got = None if lists is not None else block_rows(r0, r1)
+                if (got is not None and _filters._kernels is not None
+                        and got[1].dtype in (np.int32, np.int64)
+                        and got[1].flags.c_contiguous):
+                    ptr_b, ids_b = got  # flat rows (a CSR's, a prepared table's): in C
+                    _filters._kernels.scatter_flat(ptr_b.astype(np.int64, copy=False),
+                                                   ids_b, buf, n, _NEG)
+                    got = None
                 if got is not None:  # one flat index each (row * ld + id): cheaper than 2-D
                     at = np.repeat(np.arange(0, (r1 - r0) * ld, ld, dtype=np.int64),
                                    np.diff(got[0]))
