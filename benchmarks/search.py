@@ -382,6 +382,10 @@ def machine() -> dict:
             "env": {k: v for k, v in os.environ.items()
                     if k.startswith(("OPENBLAS", "OMP_", "MKL_", "NVPL_"))},
             "loadavg_start": os.getloadavg()}
+    # exact search's per-query exclusion arrays: the compiled loops, or numpy where
+    # they are not built (or TWOTOWER_NO_KERNELS is set)
+    from twotower.index import filters
+    info["exclusion_loops"] = "compiled" if filters._kernels is not None else "numpy"
     try:
         with open("/proc/cpuinfo") as fh:
             info["cpu_model"] = next(ln.split(":", 1)[1].strip() for ln in fh
@@ -756,7 +760,8 @@ def markdown(res: dict) -> str:
              f"and one single-threaded matmul per core; median of {len(sq)} "
              f"measurements through the run, {min(sq):.0f}-{max(sq):.0f}): "
              f"{res['gemm_peak_gflops']:.0f} GFLOP/s; a 1024x64 @ 64x262144 matmul (median): "
-             f"{res['gemm_thin_gflops']:.0f} GFLOP/s. k = {K}; batch = {res['batch']} queries.",
+             f"{res['gemm_thin_gflops']:.0f} GFLOP/s. k = {K}; batch = {res['batch']} queries. "
+             f"Exclusion loops: {m.get('exclusion_loops', 'numpy (before 2026-12-07)')}.",
              "", "## Goals", "", "| goal | measured | pass |", "|---|---|---|"]
     for g in res["goals"]:
         verdict = "not judged" if g["pass"] is None else "yes" if g["pass"] else "**no**"

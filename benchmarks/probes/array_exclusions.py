@@ -133,6 +133,8 @@ def stage_cpu(mods: dict, index, b, seen, calls: int = 100) -> list[str]:
         saved.append((filters, "_kernels", loops))
         filters._kernels = proxy
         timed(proxy, "check_rows", "check in place (compiled check_rows)")
+        if hasattr(proxy, "check_near_rows"):  # the check that also finds the first rows'
+            timed(proxy, "check_near_rows", "check and find in place (check_near_rows)")
     if hasattr(exact, "_near_exclusions"):
         timed(exact, "_near_exclusions", "band look-ups (all blocks)")
     else:  # code before it: in _Exclusions.__init__
