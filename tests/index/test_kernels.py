@@ -195,8 +195,7 @@ def test_near_flat_and_near_rows_find_what_the_numpy_path_finds(exclusion_loops)
     rng = np.random.default_rng(6)
     n = 300_001
     ex_map = rng.permutation(n).astype(np.int32)
-    band = np.zeros(-(-n // 8) * 8, np.uint8)
-    np.minimum(ex_map >> exact._BAND_SHIFT, 255, out=band[:n], casting="unsafe")
+    band = _band_of(ex_map)
     rows = tuple(rng.integers(0, n, rng.integers(0, 300)).astype(np.int64)
                  for _ in range(200))
     ptr = k.check_rows(rows, n)
@@ -261,8 +260,7 @@ def test_ids_found_while_checked_are_those_the_search_pass_finds(exclusion_loops
     rng = np.random.default_rng(12)
     n = 200_003
     ex_map = rng.permutation(n).astype(np.int32)
-    band = np.zeros(-(-n // 8) * 8, np.uint8)
-    np.minimum(ex_map >> exact._BAND_SHIFT, 255, out=band[:n], casting="unsafe")
+    band = _band_of(ex_map)
     rows = [rng.integers(0, n, rng.integers(0, 200)).astype(np.int64) for _ in range(300)]
     near = exact._HINT_NEAR
     bits = exact._near_bits(band, n, near >> exact._BAND_SHIFT, {})
@@ -315,3 +313,13 @@ def test_scatter_flat_sets_a_blocks_rows_and_refuses_what_does_not_fit(exclusion
                                     (ptr, np.array([0, 1, 3], np.int64), (3, n))):
         with pytest.raises(ValueError):
             k.scatter_flat(bad_ptr, bad_ids, np.zeros(shape, np.float32), n, -np.inf)
+
+
+def _band_of(ex_map):
+    """The band an exact index keeps beside its id -> storage row map (``_build``)."""
+    from twotower.index import exact
+
+    n = len(ex_map)
+    band = np.zeros(-(-n // 8) * 8, np.uint8)
+    np.minimum(ex_map >> exact._BAND_SHIFT, 255, out=band[:n], casting="unsafe")
+    return band

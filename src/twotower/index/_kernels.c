@@ -106,6 +106,27 @@ static int near_args(PyArrayObject *ptr, PyArrayObject *bits, PyArrayObject *ex_
                      long long n, int *wide);
 static inline int64_t map_id(const void *ex_map, int wide, int64_t x);
 
+/* Frees `p` after an error was set; NULL. */
+static PyObject *pairs_drop(Pairs *p) {
+    PyMem_Free(p->q);
+    PyMem_Free(p->c);
+    return NULL;
+}
+
+/* Adds (q, ex_map[x]) to `p` when bit x of `bt` is set and that storage row is below
+ * `near`; 0 (MemoryError set) when out of memory. */
+static inline int find(Pairs *p, const uint8_t *bt, const void *em, int wide, int64_t near,
+                       int64_t q, uint64_t x) {
+    if ((bt[x >> 3] >> (x & 7)) & 1) {
+        int64_t c = map_id(em, wide, (int64_t)x);
+        if (c < near && !push(p, q, c)) {
+            PyErr_NoMemory();
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* check_near_rows(rows: list | tuple, n, bits, ex_map, near) -> check_rows' answer, with
  * near_rows' in the same pass over the ids: (ptr, query rows, storage rows) for rows that
  * check_rows takes, else the number of the first row it does not take. */
@@ -141,14 +162,9 @@ static PyObject *check_near_rows(PyObject *self, PyObject *args) {
         for (npy_intp j = 0; j < len; j++) {
             uint64_t x = (uint64_t)v[j];  /* a negative id read as unsigned is past any n */
             if (x >= (uint64_t)n) goto reject;
-            if ((bt[x >> 3] >> (x & 7)) & 1) {
-                int64_t c = map_id(em, wide, (int64_t)x);
-                if (c < near && !push(&p, q, c)) {
-                    PyMem_Free(p.q);
-                    PyMem_Free(p.c);
-                    Py_DECREF(out);
-                    return PyErr_NoMemory();
-                }
+            if (!find(&p, bt, em, wide, near, q, x)) {
+                Py_DECREF(out);
+                return pairs_drop(&p);
             }
         }
         ptr[q + 1] = ptr[q] + len;
@@ -259,20 +275,12 @@ static PyObject *near_rows(PyObject *self, PyObject *args) {
                 bad_id(q);
                 goto fail;
             }
-            if ((bt[x >> 3] >> (x & 7)) & 1) {
-                int64_t c = map_id(em, wide, (int64_t)x);
-                if (c < near && !push(&p, q, c)) {
-                    PyErr_NoMemory();
-                    goto fail;
-                }
-            }
+            if (!find(&p, bt, em, wide, near, q, x)) goto fail;
         }
     }
     return pairs_out(&p);
 fail:
-    PyMem_Free(p.q);
-    PyMem_Free(p.c);
-    return NULL;
+    return pairs_drop(&p);
 }
 
 /* near_flat(ptr, ids int64 | int32, bits, ex_map, near, n): near_rows for flat CSR arrays
@@ -312,20 +320,12 @@ static PyObject *near_flat(PyObject *self, PyObject *args) {
                              "caller changed `exclude` during the search?)", (long long)v, n);
                 goto fail;
             }
-            if ((bt[x >> 3] >> (x & 7)) & 1) {
-                int64_t c = map_id(em, wide, (int64_t)x);
-                if (c < near && !push(&p, q, c)) {
-                    PyErr_NoMemory();
-                    goto fail;
-                }
-            }
+            if (!find(&p, bt, em, wide, near, q, x)) goto fail;
         }
     }
     return pairs_out(&p);
 fail:
-    PyMem_Free(p.q);
-    PyMem_Free(p.c);
-    return NULL;
+    return pairs_drop(&p);
 }
 
 /* scatter_rows(rows: tuple, ptr, r0, r1, buf float32 [>= r1 - r0, >= n], n, value): sets
