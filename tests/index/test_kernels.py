@@ -323,3 +323,42 @@ def _band_of(ex_map):
     band = np.zeros(-(-n // 8) * 8, np.uint8)
     np.minimum(ex_map >> exact._BAND_SHIFT, 255, out=band[:n], casting="unsafe")
     return band
+
+
+def test_threads_searching_one_index_with_arrays_and_csr_rows_agree():
+    """Eight threads on one fresh norm-ordered index, each search with per-query arrays or
+    the same ids as CSR rows (the first calls build the index's bit maps at once, and each
+    call flattens or reads the arrays in place): every result equals the one-thread one."""
+    import threading
+
+    sp = pytest.importorskip("scipy.sparse")
+    from twotower.index import exact
+
+    n = exact._ORDER_MIN + 500
+    V = _skewed(n, seed=11)
+    rng = np.random.default_rng(13)
+    Q = rng.standard_normal((600, V.shape[1])).astype(np.float32)
+    lists = [rng.choice(n, 60, replace=False).astype(np.int64) for _ in range(len(Q))]
+    lens = [len(x) for x in lists]
+    csr = sp.csr_matrix((np.ones(sum(lens), np.float32), np.concatenate(lists),
+                         np.r_[0, np.cumsum(lens)]), shape=(len(Q), n))
+    want = make_index(IndexConfig(kind="exact", threads=1)).build(V).search(Q, 10,
+                                                                           exclude=lists)
+    index = make_index(IndexConfig(kind="exact", threads=2)).build(V)
+    errors, start = [], threading.Barrier(8)
+
+    def work(t):
+        try:
+            start.wait()
+            for i in range(6):
+                got = index.search(Q, 10, exclude=lists if (t + i) % 2 else csr)
+                np.testing.assert_array_equal(got[1], want[1])
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors[0]
