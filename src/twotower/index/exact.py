@@ -310,18 +310,16 @@ class _Exclusions:
         with the other worker waiting on the GIL); otherwise through ``within``."""
         loops = _filters._kernels
         pos = None
+        if rows is not None:  # query -> its row of S (-1: not scored in this chunk)
+            pos = np.full(bq, -1, dtype=np.int64)
+            pos[rows] = np.arange(len(rows))
         if c1 <= self.near and loops is not None:
-            if rows is not None:  # query -> its row of S
-                pos = np.full(bq, -1, dtype=np.int64)
-                pos[rows] = np.arange(len(rows))
             loops.mask_head(S, self.head_row, self.head_col, c0, pos, _NEG)
             return
         er, ec = self.within(c0, c1)
         if len(er):
             ec = ec - c0
-            if rows is not None:  # exclusion rows into this chunk's row numbers
-                pos = np.full(bq, -1, dtype=np.int64)
-                pos[rows] = np.arange(len(rows))
+            if pos is not None:  # exclusion rows into this chunk's row numbers
                 er = pos[er]
                 ec = ec[er >= 0]
                 er = er[er >= 0]

@@ -610,8 +610,10 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int,
     # one range check), before any worker starts. (Flattened per query block by exact
     # search's workers, each block's concatenation held the GIL the other worker needed:
     # trained 1M +27.7% to +37.3% back-to-back for 100 ids per query.) With the compiled
-    # loops, int64 arrays are only checked here, in one pass that reads each in place;
-    # exact search reads them so again, and other kinds flatten them (``Filters.lists``).
+    # loops, int64 arrays are only checked here, in one pass that reads each in place (and,
+    # with an index's ``near_hint``, finds its first rows' ids in that pass); exact search
+    # reads them in place again where it needs more, other kinds flatten them
+    # (``Filters.lists``).
     ex = lists = None
     read = exclude is None
     if (_kernels is not None and b > 1 and isinstance(exclude, (list, tuple))
