@@ -98,3 +98,38 @@ def test_a_child_forked_while_a_block_is_open_gets_its_thread_count_back():
         release.set()
         t.join(20)
         fn(original)  # (this process's count before the test, which need not be 2)
+
+
+def test_threads_that_first_look_for_the_setting_at_once_all_find_it(monkeypatch):
+    # The first search of a process starts its workers at once, each looking the setting
+    # up. A worker that came while another was still looking once saw "searched, none
+    # found" and ran its first blocks on multi-threaded BLAS (slower, and scores an ulp
+    # off those of every later call).
+    if not _blas.available():
+        pytest.skip("numpy's BLAS has no per-thread thread count")
+    real_glob = _blas.glob.glob
+    started = threading.Event()
+
+    def slow_glob(pattern):
+        started.set()
+        threading.Event().wait(0.2)  # the first looker holds the search open a while
+        return real_glob(pattern)
+
+    monkeypatch.setattr(_blas, "_searched", False)
+    monkeypatch.setattr(_blas, "_set_local", None)
+    monkeypatch.setattr(_blas.glob, "glob", slow_glob)
+    found: dict[str, bool] = {}
+
+    def first() -> None:
+        found["first"] = _blas.available()
+
+    def second() -> None:
+        started.wait(10)
+        found["second"] = _blas.available()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert found == {"first": True, "second": True}

@@ -34,11 +34,24 @@ _depth = 0  # single_threaded blocks open in the process
 _saved = 0  # the BLAS thread count before the first of them
 
 
+_find_lock = threading.Lock()
+
+
 def _find() -> object | None:
-    global _set_local, _searched
+    """The setting, looked up once per process. Every caller waits for the first lookup:
+    the first search starts its workers at once, and a worker that saw "searched" before
+    the first had found it ran its blocks on multi-threaded BLAS (slower, and scores an
+    ulp off those of later calls)."""
     if _searched:
         return _set_local
-    _searched = True
+    with _find_lock:
+        if not _searched:
+            _look()
+    return _set_local
+
+
+def _look() -> None:
+    global _set_local, _searched
     libdir = os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs")
     for path in sorted(glob.glob(os.path.join(libdir, "*openblas*.so*"))):
         try:
@@ -50,7 +63,7 @@ def _find() -> object | None:
         fn.restype = ctypes.c_int
         _set_local = fn
         break
-    return _set_local
+    _searched = True
 
 
 def available() -> bool:
@@ -86,8 +99,8 @@ def _after_fork() -> None:
     # A child forked while other threads held blocks open inherits their count, not the
     # threads: it would never close them, and stay on one BLAS thread for good (and a lock
     # held at the fork, never released). It starts with none open, its count as before.
-    global _depth, _lock
-    _lock = threading.Lock()
+    global _depth, _lock, _find_lock
+    _lock, _find_lock = threading.Lock(), threading.Lock()
     if _depth:
         _depth = 0
         _set_local(_saved)
