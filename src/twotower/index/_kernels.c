@@ -7,7 +7,9 @@
  * TWOTOWER_NO_KERNELS=1, twotower.index.filters takes the numpy path, which gives the
  * same results (tests/index run both).
  *
- * Every function holds the GIL and checks what it reads: an id outside [0, n), or a row
+ * The passes over every id (check_near_rows, near_rows, near_flat) release the GIL while
+ * they read (other threads of a server go on); the others hold it. Every function checks
+ * what it reads: an id outside [0, n), or a row
  * whose length no longer matches `ptr` (the caller changed an array during the search),
  * is a ValueError, never a read or write outside an array.
  */
@@ -94,105 +96,19 @@ static PyObject *check_rows(PyObject *self, PyObject *args) {
     return (PyObject *)out;
 }
 
-/* Growing (query row, storage row) pairs. */
+/* Growing (query row, storage row) pairs (the raw allocator: filled without the GIL). */
 typedef struct {
     int64_t *q, *c;
     npy_intp m, cap;
 } Pairs;
 
-static int push(Pairs *p, int64_t q, int64_t c);
-static PyObject *pairs_out(Pairs *p);
-static int near_args(PyArrayObject *ptr, PyArrayObject *bits, PyArrayObject *ex_map,
-                     long long n, int *wide);
-static inline int64_t map_id(const void *ex_map, int wide, int64_t x);
-
-/* Frees `p` after an error was set; NULL. */
-static PyObject *pairs_drop(Pairs *p) {
-    PyMem_Free(p->q);
-    PyMem_Free(p->c);
-    return NULL;
-}
-
-/* Adds (q, ex_map[x]) to `p` when bit x of `bt` is set and that storage row is below
- * `near`; 0 (MemoryError set) when out of memory. */
-static inline int find(Pairs *p, const uint8_t *bt, const void *em, int wide, int64_t near,
-                       int64_t q, uint64_t x) {
-    if ((bt[x >> 3] >> (x & 7)) & 1) {
-        int64_t c = map_id(em, wide, (int64_t)x);
-        if (c < near && !push(p, q, c)) {
-            PyErr_NoMemory();
-            return 0;
-        }
-    }
-    return 1;
-}
-
-/* check_near_rows(rows: list | tuple, n, bits, ex_map, near) -> check_rows' answer, with
- * near_rows' in the same pass over the ids: (ptr, query rows, storage rows) for rows that
- * check_rows takes, else the number of the first row it does not take. */
-static PyObject *check_near_rows(PyObject *self, PyObject *args) {
-    PyObject *rows;
-    PyArrayObject *bits, *ex_map;
-    long long n, near;
-    int wide;
-    if (!PyArg_ParseTuple(args, "OLO!O!L", &rows, &n, &PyArray_Type, &bits, &PyArray_Type,
-                          &ex_map, &near))
-        return NULL;
-    if (!PyList_Check(rows) && !PyTuple_Check(rows)) return PyLong_FromLong(0);
-    Py_ssize_t b = PySequence_Fast_GET_SIZE(rows);
-    PyObject **items = PySequence_Fast_ITEMS(rows);
-    npy_intp dims[1] = {b + 1};
-    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
-    if (out == NULL) return NULL;
-    if (!near_args(out, bits, ex_map, n, &wide)) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    int64_t *ptr = (int64_t *)PyArray_DATA(out);
-    const uint8_t *bt = (const uint8_t *)PyArray_DATA(bits);
-    const void *em = PyArray_DATA(ex_map);
-    Pairs p = {NULL, NULL, 0, 0};
-    ptr[0] = 0;
-    for (Py_ssize_t q = 0; q < b; q++) {
-        PyObject *o = items[q];
-        if (!int64_row(o)) goto reject;
-        PyArrayObject *a = (PyArrayObject *)o;
-        npy_intp len = PyArray_DIM(a, 0);
-        const int64_t *v = (const int64_t *)PyArray_DATA(a);
-        for (npy_intp j = 0; j < len; j++) {
-            uint64_t x = (uint64_t)v[j];  /* a negative id read as unsigned is past any n */
-            if (x >= (uint64_t)n) goto reject;
-            if (!find(&p, bt, em, wide, near, q, x)) {
-                Py_DECREF(out);
-                return pairs_drop(&p);
-            }
-        }
-        ptr[q + 1] = ptr[q] + len;
-        continue;
-    reject:
-        PyMem_Free(p.q);
-        PyMem_Free(p.c);
-        Py_DECREF(out);
-        return PyLong_FromSsize_t(q);
-    }
-    PyObject *pairs = pairs_out(&p);
-    if (pairs == NULL) {
-        Py_DECREF(out);
-        return NULL;
-    }
-    PyObject *res = Py_BuildValue("NOO", (PyObject *)out, PyTuple_GET_ITEM(pairs, 0),
-                                  PyTuple_GET_ITEM(pairs, 1));
-    Py_DECREF(pairs);
-    return res;
-}
-
 static int push(Pairs *p, int64_t q, int64_t c) {
     if (p->m == p->cap) {
         npy_intp cap = p->cap ? p->cap * 2 : 1024;
-        int64_t *nq = PyMem_Realloc(p->q, cap * sizeof(int64_t));
+        int64_t *nq = PyMem_RawRealloc(p->q, cap * sizeof(int64_t));
         if (nq == NULL) return 0;
         p->q = nq;
-        int64_t *nc = PyMem_Realloc(p->c, cap * sizeof(int64_t));
+        int64_t *nc = PyMem_RawRealloc(p->c, cap * sizeof(int64_t));
         if (nc == NULL) return 0;
         p->c = nc;
         p->cap = cap;
@@ -203,6 +119,93 @@ static int push(Pairs *p, int64_t q, int64_t c) {
     return 1;
 }
 
+static void pairs_free(Pairs *p) {
+    PyMem_RawFree(p->q);
+    PyMem_RawFree(p->c);
+    p->q = p->c = NULL;
+}
+
+/* One pass over the ids of rows [0, b): every id checked against [0, n), and (q, row)
+ * pushed for each id x whose bit is set in `bt` and whose storage row ex_map[x] is below
+ * `near`. The ids are rows' own arrays (`v[q]`, `len[q]` long) or flat CSR arrays
+ * (`ids` int64 or `ids32`, row q at [ptr[q], ptr[q + 1]) of `total`). It touches no Python
+ * object: it runs without the GIL. */
+typedef struct {
+    const int64_t *const *v;
+    const npy_intp *len;
+    const int64_t *ptr, *ids;
+    const int32_t *ids32;
+    int64_t total;
+    uint64_t n;
+    const uint8_t *bt;
+    const void *em;
+    int wide;
+    int64_t near;
+    Pairs p;
+    Py_ssize_t bad;   /* the first row with an id outside [0, n), or -1 */
+    int64_t bad_id;
+    int bad_ptr;      /* flat offsets out of order or past `total` */
+    int nomem;
+} Scan;
+
+/* Storage row of id x, through ex_map (int32 or int64). */
+static inline int64_t map_id(const void *ex_map, int wide, int64_t x) {
+    return wide ? ((const int64_t *)ex_map)[x] : (int64_t)((const int32_t *)ex_map)[x];
+}
+
+/* One id of row q: 0 to stop (s->bad or s->nomem set). */
+static inline int scan_id(Scan *s, Py_ssize_t q, int64_t v) {
+    uint64_t x = (uint64_t)v;  /* a negative id read as unsigned is past any n */
+    if (x >= s->n) {
+        s->bad = q;
+        s->bad_id = v;
+        return 0;
+    }
+    if ((s->bt[x >> 3] >> (x & 7)) & 1) {
+        int64_t c = map_id(s->em, s->wide, (int64_t)x);
+        if (c < s->near && !push(&s->p, q, c)) {
+            s->nomem = 1;
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void scan(Scan *s, Py_ssize_t b) {
+    for (Py_ssize_t q = 0; q < b; q++) {
+        if (s->v != NULL) {
+            const int64_t *v = s->v[q];
+            npy_intp len = s->len[q];
+            for (npy_intp j = 0; j < len; j++)
+                if (!scan_id(s, q, v[j])) return;
+            continue;
+        }
+        int64_t j0 = s->ptr[q], j1 = s->ptr[q + 1];  /* read once: checked as read */
+        if (j0 > j1 || j0 < 0 || j1 > s->total) {
+            s->bad_ptr = 1;
+            return;
+        }
+        if (s->ids32 != NULL) {
+            for (int64_t j = j0; j < j1; j++)
+                if (!scan_id(s, q, s->ids32[j])) return;
+        } else {
+            for (int64_t j = j0; j < j1; j++)
+                if (!scan_id(s, q, s->ids[j])) return;
+        }
+    }
+}
+
+/* Scans rows [0, b) of `s` (the other fields set) with the GIL released. (Two threads,
+ * each half the rows, measured no faster in the search: 1,024 queries of 100 ids on
+ * trained 1M, +19.5% against +17.4% over the plain search, paired, 20 rounds.) */
+static void scan_all(Scan *s, Py_ssize_t b) {
+    s->bad = -1;
+    Py_BEGIN_ALLOW_THREADS
+    scan(s, b);
+    Py_END_ALLOW_THREADS
+}
+
+/* (query rows int64[m], storage rows int64[m]) from `p` (freed). */
 static PyObject *pairs_out(Pairs *p) {
     npy_intp dims[1] = {p->m};
     PyObject *rq = PyArray_SimpleNew(1, dims, NPY_INT64);
@@ -211,8 +214,7 @@ static PyObject *pairs_out(Pairs *p) {
         memcpy(PyArray_DATA((PyArrayObject *)rq), p->q, p->m * sizeof(int64_t));
         memcpy(PyArray_DATA((PyArrayObject *)rc), p->c, p->m * sizeof(int64_t));
     }
-    PyMem_Free(p->q);
-    PyMem_Free(p->c);
+    pairs_free(p);
     if (rq == NULL || rc == NULL) {
         Py_XDECREF(rq);
         Py_XDECREF(rc);
@@ -221,26 +223,108 @@ static PyObject *pairs_out(Pairs *p) {
     return Py_BuildValue("NN", rq, rc);
 }
 
-/* Storage row of id x, through ex_map (int32 or int64). */
-static inline int64_t map_id(const void *ex_map, int wide, int64_t x) {
-    return wide ? ((const int64_t *)ex_map)[x] : (int64_t)((const int32_t *)ex_map)[x];
-}
-
-/* The shared arguments of near_rows and near_flat. */
-static int near_args(PyArrayObject *ptr, PyArrayObject *bits, PyArrayObject *ex_map,
-                     long long n, int *wide) {
-    if (!want(ptr, NPY_INT64, 1, "ptr") || !want(bits, NPY_UINT8, 1, "bits")) return 0;
+/* The shared arguments of near_rows, near_flat and check_near_rows, into `s`. */
+static int near_args(Scan *s, PyArrayObject *bits, PyArrayObject *ex_map, long long n,
+                     long long near) {
+    if (!want(bits, NPY_UINT8, 1, "bits")) return 0;
     if (PyArray_TYPE(ex_map) != NPY_INT32 && PyArray_TYPE(ex_map) != NPY_INT64) {
         PyErr_SetString(PyExc_TypeError, "_kernels: `ex_map` must be int32 or int64");
         return 0;
     }
     if (!want(ex_map, PyArray_TYPE(ex_map), 1, "ex_map")) return 0;
-    if (PyArray_DIM(ex_map, 0) < n || PyArray_DIM(bits, 0) * 8 < n) {
+    if (n < 0 || PyArray_DIM(ex_map, 0) < n || PyArray_DIM(bits, 0) * 8 < n) {
         PyErr_SetString(PyExc_ValueError, "_kernels: `ex_map` and `bits` must cover n ids");
         return 0;
     }
-    *wide = PyArray_TYPE(ex_map) == NPY_INT64;
+    memset(s, 0, sizeof(Scan));
+    s->n = (uint64_t)n;
+    s->near = near;
+    s->bt = (const uint8_t *)PyArray_DATA(bits);
+    s->em = PyArray_DATA(ex_map);
+    s->wide = PyArray_TYPE(ex_map) == NPY_INT64;
     return 1;
+}
+
+/* The rows of tuple `rows` as C arrays: `v` and `len` (PyMem_Free both), each row an int64
+ * array as int64_row takes; `ptr` (b + 1 entries) their CSR offsets. Returns the number of
+ * the first row that is not such an array (b when all are). With `want_ptr` (the offsets
+ * the caller had), a row whose length differs is an error instead (-1, ValueError). */
+static Py_ssize_t rows_of(PyObject *rows, const int64_t **v_out[], npy_intp **len_out,
+                          int64_t *ptr, const int64_t *want_ptr) {
+    Py_ssize_t b = PyTuple_GET_SIZE(rows);
+    const int64_t **v = PyMem_Malloc((b ? b : 1) * sizeof(*v));
+    npy_intp *len = PyMem_Malloc((b ? b : 1) * sizeof(*len));
+    if (v == NULL || len == NULL) {
+        PyMem_Free(v);
+        PyMem_Free(len);
+        PyErr_NoMemory();
+        return -1;
+    }
+    *v_out = v;
+    *len_out = len;
+    ptr[0] = 0;
+    for (Py_ssize_t q = 0; q < b; q++) {
+        if (want_ptr != NULL) {
+            if (!row_of(rows, q, want_ptr, &v[q], &len[q])) return -1;
+        } else {
+            PyObject *o = PyTuple_GET_ITEM(rows, q);
+            if (!int64_row(o)) return q;
+            v[q] = (const int64_t *)PyArray_DATA((PyArrayObject *)o);
+            len[q] = PyArray_DIM((PyArrayObject *)o, 0);
+        }
+        ptr[q + 1] = ptr[q] + len[q];
+    }
+    return b;
+}
+
+/* check_near_rows(rows: list | tuple, n, bits, ex_map, near) -> check_rows' answer, with
+ * near_rows' in the same pass over the ids: (ptr, query rows, storage rows) for rows that
+ * check_rows takes, else the number of the first row it does not take. */
+static PyObject *check_near_rows(PyObject *self, PyObject *args) {
+    PyObject *rows_in;
+    PyArrayObject *bits, *ex_map;
+    long long n, near;
+    Scan s[1];
+    if (!PyArg_ParseTuple(args, "OLO!O!L", &rows_in, &n, &PyArray_Type, &bits,
+                          &PyArray_Type, &ex_map, &near))
+        return NULL;
+    if (!PyList_Check(rows_in) && !PyTuple_Check(rows_in)) return PyLong_FromLong(0);
+    if (!near_args(s, bits, ex_map, n, near)) return NULL;
+    /* a snapshot: the rows it holds stay alive while the GIL is released */
+    PyObject *rows = PySequence_Tuple(rows_in);
+    if (rows == NULL) return NULL;
+    Py_ssize_t b = PyTuple_GET_SIZE(rows);
+    npy_intp dims[1] = {b + 1};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    const int64_t **v = NULL;
+    npy_intp *len = NULL;
+    PyObject *res = NULL;
+    if (out == NULL) goto done;
+    int64_t *ptr = (int64_t *)PyArray_DATA(out);
+    Py_ssize_t ok = rows_of(rows, &v, &len, ptr, NULL);  /* rows [0, ok) are int64 arrays */
+    if (ok < 0) goto done;
+    s->v = v;
+    s->len = len;
+    scan_all(s, ok);
+    if (s->nomem) {
+        PyErr_NoMemory();
+    } else if (s->bad >= 0 || ok < b) {
+        res = PyLong_FromSsize_t(s->bad >= 0 ? s->bad : ok);
+    } else {
+        PyObject *pairs = pairs_out(&s->p);
+        if (pairs != NULL) {
+            res = Py_BuildValue("OOO", (PyObject *)out, PyTuple_GET_ITEM(pairs, 0),
+                                PyTuple_GET_ITEM(pairs, 1));
+            Py_DECREF(pairs);
+        }
+    }
+done:
+    pairs_free(&s->p);
+    PyMem_Free(v);
+    PyMem_Free(len);
+    Py_XDECREF(out);
+    Py_DECREF(rows);
+    return res;
 }
 
 /* near_rows(rows: tuple, ptr, bits uint8, ex_map int32|int64, near, n)
@@ -251,81 +335,76 @@ static PyObject *near_rows(PyObject *self, PyObject *args) {
     PyObject *rows;
     PyArrayObject *ptr_a, *bits, *ex_map;
     long long near, n;
-    int wide;
+    Scan s[1];
     if (!PyArg_ParseTuple(args, "O!O!O!O!LL", &PyTuple_Type, &rows, &PyArray_Type, &ptr_a,
                           &PyArray_Type, &bits, &PyArray_Type, &ex_map, &near, &n))
         return NULL;
-    if (!near_args(ptr_a, bits, ex_map, n, &wide)) return NULL;
+    if (!want(ptr_a, NPY_INT64, 1, "ptr") || !near_args(s, bits, ex_map, n, near))
+        return NULL;
     Py_ssize_t b = PyTuple_GET_SIZE(rows);
     if (PyArray_DIM(ptr_a, 0) != b + 1) {
         PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` must have one entry per row + 1");
         return NULL;
     }
-    const int64_t *ptr = (const int64_t *)PyArray_DATA(ptr_a);
-    const uint8_t *bt = (const uint8_t *)PyArray_DATA(bits);
-    const void *em = PyArray_DATA(ex_map);
-    Pairs p = {NULL, NULL, 0, 0};
-    for (Py_ssize_t q = 0; q < b; q++) {
-        const int64_t *v;
-        npy_intp len;
-        if (!row_of(rows, q, ptr, &v, &len)) goto fail;
-        for (npy_intp j = 0; j < len; j++) {
-            uint64_t x = (uint64_t)v[j];
-            if (x >= (uint64_t)n) {
-                bad_id(q);
-                goto fail;
-            }
-            if (!find(&p, bt, em, wide, near, q, x)) goto fail;
-        }
-    }
-    return pairs_out(&p);
-fail:
-    return pairs_drop(&p);
+    int64_t *ends = PyMem_Malloc((b + 1) * sizeof(int64_t));
+    if (ends == NULL) return PyErr_NoMemory();
+    const int64_t **v = NULL;
+    npy_intp *len = NULL;
+    PyObject *res = NULL;
+    if (rows_of(rows, &v, &len, ends, (const int64_t *)PyArray_DATA(ptr_a)) < 0) goto done;
+    s->v = v;
+    s->len = len;
+    scan_all(s, b);
+    if (s->nomem)
+        PyErr_NoMemory();
+    else if (s->bad >= 0)
+        bad_id(s->bad);
+    else
+        res = pairs_out(&s->p);
+done:
+    pairs_free(&s->p);
+    PyMem_Free(v);
+    PyMem_Free(len);
+    PyMem_Free(ends);
+    return res;
 }
 
-/* near_flat(ptr, ids int64 | int32, bits, ex_map, near, n): near_rows for flat CSR arrays
- * (int32: a scipy CSR matrix's own indices, read without an int64 copy). */
+/* near_flat(ptr, ids int64 | int32, bits, ex_map, near, n): near_rows for flat
+ * CSR arrays (int32: a scipy CSR matrix's own indices, read without an int64 copy). */
 static PyObject *near_flat(PyObject *self, PyObject *args) {
     PyArrayObject *ptr_a, *ids_a, *bits, *ex_map;
     long long near, n;
-    int wide;
+    Scan s[1];
     if (!PyArg_ParseTuple(args, "O!O!O!O!LL", &PyArray_Type, &ptr_a, &PyArray_Type, &ids_a,
                           &PyArray_Type, &bits, &PyArray_Type, &ex_map, &near, &n))
         return NULL;
-    if (!near_args(ptr_a, bits, ex_map, n, &wide)) return NULL;
+    if (!want(ptr_a, NPY_INT64, 1, "ptr") || !near_args(s, bits, ex_map, n, near))
+        return NULL;
     int ids32 = PyArray_TYPE(ids_a) == NPY_INT32;
     if (!want(ids_a, ids32 ? NPY_INT32 : NPY_INT64, 1, "ids")) return NULL;
     npy_intp b = PyArray_DIM(ptr_a, 0) - 1;
     const int64_t *ptr = (const int64_t *)PyArray_DATA(ptr_a);
-    const int64_t *ids = (const int64_t *)PyArray_DATA(ids_a);
-    const int32_t *ids_32 = (const int32_t *)PyArray_DATA(ids_a);
     if (b < 0 || ptr[0] != 0 || ptr[b] != PyArray_DIM(ids_a, 0)) {
         PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` does not match `ids`");
         return NULL;
     }
-    const uint8_t *bt = (const uint8_t *)PyArray_DATA(bits);
-    const void *em = PyArray_DATA(ex_map);
-    Pairs p = {NULL, NULL, 0, 0};
-    for (npy_intp q = 0; q < b; q++) {
-        int64_t e = ptr[q + 1];
-        if (ptr[q] > e || e > ptr[b]) {
-            PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` must not decrease");
-            goto fail;
-        }
-        for (int64_t j = ptr[q]; j < e; j++) {
-            int64_t v = ids32 ? (int64_t)ids_32[j] : ids[j];
-            uint64_t x = (uint64_t)v;
-            if (x >= (uint64_t)n) {
-                PyErr_Format(PyExc_ValueError, "_kernels: id %lld outside [0, %lld) (the "
-                             "caller changed `exclude` during the search?)", (long long)v, n);
-                goto fail;
-            }
-            if (!find(&p, bt, em, wide, near, q, x)) goto fail;
-        }
-    }
-    return pairs_out(&p);
-fail:
-    return pairs_drop(&p);
+    s->ptr = ptr;
+    s->total = ptr[b];
+    if (ids32) s->ids32 = (const int32_t *)PyArray_DATA(ids_a);
+    else s->ids = (const int64_t *)PyArray_DATA(ids_a);
+    scan_all(s, b);
+    PyObject *res = NULL;
+    if (s->nomem)
+        PyErr_NoMemory();
+    else if (s->bad_ptr)
+        PyErr_SetString(PyExc_ValueError, "_kernels: `ptr` must not decrease");
+    else if (s->bad >= 0)
+        PyErr_Format(PyExc_ValueError, "_kernels: id %lld outside [0, %lld) (the caller "
+                     "changed `exclude` during the search?)", (long long)s->bad_id, n);
+    else
+        res = pairs_out(&s->p);
+    pairs_free(&s->p);
+    return res;
 }
 
 /* scatter_rows(rows: tuple, ptr, r0, r1, buf float32 [>= r1 - r0, >= n], n, value): sets
