@@ -547,8 +547,9 @@ def test_exclusion_lists_edge_cases_over_query_blocks(n, chunk):
 
 def test_near_exclusions_found_once_per_call_at_band_edges(monkeypatch, exclusion_loops):
     """Over a norm-ordered catalogue the exclusions below ``near`` are found once for the
-    whole batch (one band look-up, after one sequential read of the band, before the
-    workers start; each of the three query blocks takes its own), and exactly: at each
+    whole batch on the numpy path (one band look-up, after one sequential read of the
+    band, before the workers start; each of the three query blocks takes its own), once
+    for each block by its worker with the compiled loops, and exactly: at each
     side of ``near`` and of a band, at row 0 and at the last row (66,036 rows: the band is
     padded to whole uint64 words). A scan that goes past ``near`` (to the last row) still
     excludes what lies there; a search without exclusions reads none."""
@@ -599,9 +600,11 @@ def test_near_exclusions_found_once_per_call_at_band_edges(monkeypatch, exclusio
             assert_topk_equal(index.search(Q, k, exclude=form), want, V, Q)
             # once a call (a prepared table reads its rows' heads instead; with the
             # compiled loops, per-query arrays had theirs found while they were checked:
-            # near <= exact._HINT_NEAR)
-            hinted = form is lists and exclusion_loops == "kernels"
-            want_calls = [] if form is prepared or hinted else [(b, near)]
+            # near <= exact._HINT_NEAR, and CSR rows are looked up by each block's worker)
+            kernels = exclusion_loops == "kernels"
+            want_calls = ([] if form is prepared or (form is lists and kernels)
+                          else sorted([(64, near), (64, near), (22, near)]) if kernels
+                          else [(b, near)])
             assert sorted(calls) == want_calls, calls
         # a block that excludes nothing between two that do
         holed = [e if not 64 <= r < 128 else e[:0] for r, e in enumerate(lists)]

@@ -362,3 +362,43 @@ def test_threads_searching_one_index_with_arrays_and_csr_rows_agree():
     for th in threads:
         th.join()
     assert not errors, errors[0]
+
+
+@pytest.mark.parametrize("chunk_size", [2048, 4096])
+def test_blocks_that_find_their_own_exclusions_match_the_reference(monkeypatch, chunk_size):
+    """CSR rows, and per-query arrays whose first rows were not found while they were
+    checked (``near`` past ``_HINT_NEAR``: 4,096-row chunks), have each query block's
+    exclusions below ``near`` found by that block's worker: several blocks, one that
+    excludes nothing, every id exact; with the loops, one look-up per block, none for the
+    batch; on the numpy path, one for the batch."""
+    sp = pytest.importorskip("scipy.sparse")
+    from twotower.index import exact, filters
+
+    n = exact._ORDER_MIN + 3_000
+    V = _skewed(n, seed=21)
+    rng = np.random.default_rng(22)
+    b = 200  # blocks of 48: 48, 48, 48, 48 and 8 queries
+    Q = rng.standard_normal((b, V.shape[1])).astype(np.float32)
+    top = np.argsort(-(Q @ V.T), axis=1)[:, :30]
+    lists = [np.r_[top[r, :rng.integers(0, 30)], rng.choice(n, 40)].astype(np.int64)
+             if not 48 <= r < 96 else np.empty(0, np.int64) for r in range(b)]
+    lens = [len(x) for x in lists]
+    csr = sp.csr_matrix((np.ones(sum(lens), np.float32), np.concatenate(lists),
+                         np.r_[0, np.cumsum(lens)]), shape=(b, n))
+    csr.sum_duplicates()
+    index = make_index(IndexConfig(kind="exact", threads=2, batch_size=48,
+                                   chunk_size=chunk_size)).build(V)
+    calls = []
+    real = exact._near_exclusions
+    monkeypatch.setattr(exact, "_near_exclusions",
+                        lambda ptr, *a: calls.append(len(ptr) - 1) or real(ptr, *a))
+    forms = [csr] + ([lists] if chunk_size > 2048 else [])
+    for form in forms:
+        for k in (5, 40):
+            calls.clear()
+            got = index.search(Q, k, exclude=form)
+            assert_topk_equal(got, reference(V, Q, k, lists), V, Q)
+            if filters._kernels is not None:
+                assert sorted(calls) == [8, 48, 48, 48], (form is csr, k, calls)
+            else:
+                assert calls == [b]

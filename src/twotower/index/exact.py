@@ -517,16 +517,23 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
 
     # each query block's exclusions below `near`, found once: a prepared table's heads,
     # by the block's worker (None: it keeps none that far; all of them are gathered when
-    # needed), or, for flat CSR arrays, ``_near_exclusions`` over the whole batch at once,
-    # here, before the workers start, then cut into blocks. (One look-up per block, by
-    # the workers, cost more CPU and gained no wall time: on trained 1M the search is
-    # bound by the GIL, not the cores, and each worker re-read its half of the ids cold;
-    # 1,024 queries, 100 ids each: 362 against 273 µs of CPU per call,
-    # benchmarks/results/probe-array-exclusions-20261207-051128.txt)
+    # needed); per-query arrays' pairs found while they were checked (``near_pairs``),
+    # cut into blocks; otherwise ``_near_exclusions``: by each block's worker where the
+    # compiled pass runs (it releases the GIL: the workers find their blocks' at once;
+    # CSR rows on trained 1M, 1,024 queries of 100 ids: +13.8% against +18.2% over the
+    # plain search when found here for the whole batch, paired, 20 rounds), here for
+    # the whole batch before the workers start on the numpy path (one look-up per block,
+    # by the workers, cost more CPU and gained no wall time there: the numpy look-ups
+    # hold the GIL; 362 against 273 µs of CPU per call,
+    # benchmarks/results/probe-array-exclusions-20261207-051128.txt) or when fewer
+    # blocks than workers split the catalogue (a block's parts would each find them)
     heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
-    if prepared is None and ptr is not None and n > chunk_size:  # (one chunk: no block_ex)
-        pairs = f.near_pairs if lists is not None else None
-        if pairs is not None and near <= pairs[0]:  # found while they were checked
+    pairs = f.near_pairs if lists is not None else None
+    hinted = pairs is not None and near <= pairs[0]  # found while they were checked
+    per_block = (prepared is None and ptr is not None and n > chunk_size and not hinted
+                 and parts == 1 and _near_in_place(ex_map, ex_band, ex_bits, near))
+    if prepared is None and ptr is not None and n > chunk_size and not per_block:
+        if hinted:  # (one chunk: no block_ex)
             keep = pairs[2] < near
             near_rows, near_cols = pairs[1][keep], pairs[2][keep]
         else:
@@ -537,12 +544,22 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         for j, r0 in enumerate(starts):
             heads[r0] = near_rows[cut[j]:cut[j + 1]] - r0, near_cols[cut[j]:cut[j + 1]]
 
+    def block_head(r0: int, r1: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """The exclusions of queries [r0, r1) below ``near`` (``heads``' entry)."""
+        if not per_block:
+            return prepared.head(r0, r1, near)
+        a0, a1 = int(ptr[r0]), int(ptr[r1])
+        flat = ids if flat32 is None else flat32
+        return _near_exclusions(ptr[r0:r1 + 1] - a0, None if flat is None else flat[a0:a1],
+                                ex_map, ex_band, near,
+                                None if lists is None else lists[r0:r1], ex_bits)
+
     def block_ex(r0: int, r1: int) -> _Exclusions | None:
         """The exclusions of queries [r0, r1), a fresh ``_Exclusions`` for each caller."""
         if prepared is None and (ptr is None or ptr[r1] == ptr[r0]):
             return None  # this block excludes nothing
         if r0 not in heads:
-            heads[r0] = prepared.head(r0, r1, near)
+            heads[r0] = block_head(r0, r1)
         head = heads[r0]
         if head is None:
             return _Exclusions(0, (None, None), lambda: block_rows(r0, r1), None)
