@@ -402,3 +402,35 @@ def test_blocks_that_find_their_own_exclusions_match_the_reference(monkeypatch, 
                 assert sorted(calls) == [8, 48, 48, 48], (form is csr, k, calls)
             else:
                 assert calls == [b]
+
+
+def test_sorted_heads_reads_a_prepared_tables_rows_below_near(exclusion_loops, monkeypatch):
+    """A prepared table's heads for a block of queries (rows picked in any order, some
+    twice, one empty): the compiled call gives the numpy path's pairs below ``near``, in
+    query order; a row outside the table, or offsets past its ids, are refused."""
+    from twotower.index import exact, filters
+
+    k = _loops(exclusion_loops)
+    n = exact._ORDER_MIN + 2_000
+    V = _skewed(n, seed=31)
+    index = make_index(IndexConfig(kind="exact")).build(V)
+    rng = np.random.default_rng(32)
+    table = [rng.choice(n, rng.integers(0, 300), replace=False) for _ in range(40)]
+    table[7] = np.empty(0, np.int64)
+    sel = index.prepare_exclusions(table).rows([7, 3, 3, 39, 0, 12, 25, 7, 18])
+    for near, (r0, r1) in ((4_096, (0, 9)), (16_384, (2, 7)), (40_000, (0, 9))):
+        got = sel.head(r0, r1, near)
+        monkeypatch.setattr(filters, "_kernels", None)
+        q, c = sel.head(r0, r1, near)
+        monkeypatch.setattr(filters, "_kernels", k)
+        keep = c < near
+        assert got[0].tolist() == q[keep].tolist() and got[1].tolist() == c[keep].tolist()
+        assert len(got[0]) > 0
+    ptr = np.array([0, 2, 3], np.int64)
+    ids = np.array([1, 5, 2], np.int32)
+    assert [a.tolist() for a in k.sorted_heads(np.array([1, 0], np.int64), ptr, ids, 5)] \
+        == [[0, 1], [2, 1]]
+    for t, p in ((np.array([2], np.int64), ptr), (np.array([-1], np.int64), ptr),
+                 (np.array([1], np.int64), np.array([0, 2, 4], np.int64))):
+        with pytest.raises(ValueError, match="outside the table"):
+            k.sorted_heads(t, p, ids, 5)

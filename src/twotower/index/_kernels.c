@@ -407,6 +407,47 @@ static PyObject *near_flat(PyObject *self, PyObject *args) {
     return res;
 }
 
+/* sorted_heads(t int64[m], ptr int64[R + 1], ids int32 | int64, near) -> (query rows
+ * int64, storage rows int64): for each query i, the ids of table row t[i] (ids[ptr[t[i]]
+ * .. ptr[t[i] + 1]], sorted ascending) below `near`: a prepared table's heads for one
+ * query block, read up to the first id at or past `near` (a few per row), in one call. */
+static PyObject *sorted_heads(PyObject *self, PyObject *args) {
+    PyArrayObject *t_a, *ptr_a, *ids_a;
+    long long near;
+    if (!PyArg_ParseTuple(args, "O!O!O!L", &PyArray_Type, &t_a, &PyArray_Type, &ptr_a,
+                          &PyArray_Type, &ids_a, &near))
+        return NULL;
+    int ids32 = PyArray_TYPE(ids_a) == NPY_INT32;
+    if (!want(t_a, NPY_INT64, 1, "t") || !want(ptr_a, NPY_INT64, 1, "ptr") ||
+        !want(ids_a, ids32 ? NPY_INT32 : NPY_INT64, 1, "ids"))
+        return NULL;
+    npy_intp m = PyArray_DIM(t_a, 0), rows = PyArray_DIM(ptr_a, 0) - 1;
+    int64_t total = PyArray_DIM(ids_a, 0);
+    const int64_t *t = (const int64_t *)PyArray_DATA(t_a);
+    const int64_t *ptr = (const int64_t *)PyArray_DATA(ptr_a);
+    const int32_t *i32 = (const int32_t *)PyArray_DATA(ids_a);
+    const int64_t *i64 = (const int64_t *)PyArray_DATA(ids_a);
+    Pairs p = {NULL, NULL, 0, 0};
+    for (npy_intp i = 0; i < m; i++) {
+        int64_t r = t[i];
+        if (r < 0 || r >= rows || ptr[r] < 0 || ptr[r] > ptr[r + 1] || ptr[r + 1] > total) {
+            pairs_free(&p);
+            PyErr_SetString(PyExc_ValueError, "_kernels: sorted_heads: a row outside the "
+                            "table");
+            return NULL;
+        }
+        for (int64_t j = ptr[r]; j < ptr[r + 1]; j++) {
+            int64_t c = ids32 ? (int64_t)i32[j] : i64[j];
+            if (c >= near) break;
+            if (!push(&p, i, c)) {
+                pairs_free(&p);
+                return PyErr_NoMemory();
+            }
+        }
+    }
+    return pairs_out(&p);
+}
+
 /* scatter_rows(rows: tuple, ptr, r0, r1, buf float32 [>= r1 - r0, >= n], n, value): sets
  * buf[q - r0, id] = value for every id of rows r0 .. r1 - 1 (a block's excluded scores). */
 static PyObject *scatter_rows(PyObject *self, PyObject *args) {
@@ -557,6 +598,7 @@ static PyMethodDef methods[] = {
     {"mask_head", mask_head, METH_VARARGS, "Set one chunk's excluded scores."},
     {"scatter_flat", scatter_flat, METH_VARARGS, "scatter_rows for flat CSR rows."},
     {"check_near_rows", check_near_rows, METH_VARARGS, "check_rows and near_rows at once."},
+    {"sorted_heads", sorted_heads, METH_VARARGS, "A prepared table's rows below `near`."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",

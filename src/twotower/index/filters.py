@@ -486,11 +486,14 @@ class Exclusions:
     def head(self, r0: int, r1: int, near: int
              ) -> tuple[np.ndarray, np.ndarray] | None:
         """(query rows, storage rows) of the exclusions of queries ``[r0, r1)`` below
-        storage row ``near`` (and some after it, up to the next head limit), read from the
-        sorted rows' heads; None when the table keeps no heads up to ``near`` (the caller
-        gathers every exclusion instead)."""
+        storage row ``near`` (on the numpy path some after it too, up to the next head
+        limit), read from the sorted rows' heads; None when the table keeps no heads up to
+        ``near`` (the caller gathers every exclusion instead)."""
         if self._heads is None or near > _HEAD_LIMITS[-1]:
             return None
+        if _kernels is not None:  # one compiled call (tens of µs of numpy calls a block)
+            return _kernels.sorted_heads(self._table_rows(r0, r1), self._ptr, self._ids,
+                                         near)
         got = self._gather(r0, r1, near)
         if got is None:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
