@@ -604,12 +604,10 @@ def test_near_exclusions_found_once_per_call_at_band_edges(monkeypatch, exclusio
             calls.clear()
             assert_topk_equal(index.search(Q, k, exclude=form), want, V, Q)
             # once a call (a prepared table reads its rows' heads instead; with the
-            # compiled loops, per-query arrays had theirs found while they were checked:
-            # near <= exact._HINT_NEAR, and CSR rows are looked up by each block's worker)
-            kernels = exclusion_loops == "kernels"
-            want_calls = ([] if form is prepared or (form is lists and kernels)
-                          else sorted([(64, near), (64, near), (22, near)]) if kernels
-                          else [(b, near)])
+            # compiled loops, per-query arrays and CSR rows once a block, by its worker)
+            want_calls = ([] if form is prepared
+                          else sorted([(64, near), (64, near), (22, near)])
+                          if exclusion_loops == "kernels" else [(b, near)])
             assert sorted(calls) == want_calls, calls
         # a block that excludes nothing between two that do
         holed = [e if not 64 <= r < 128 else e[:0] for r, e in enumerate(lists)]

@@ -251,33 +251,11 @@ def _positions(rows, bq):
     return pos
 
 
-def test_ids_found_while_checked_are_those_the_search_pass_finds(exclusion_loops):
-    """check_near_rows gives check_rows' offsets and near_rows' pairs in one pass, and
-    refuses the same rows check_rows refuses (by number)."""
-    from twotower.index import exact
-
-    k = _loops(exclusion_loops)
-    rng = np.random.default_rng(12)
-    n = 200_003
-    ex_map = rng.permutation(n).astype(np.int32)
-    band = _band_of(ex_map)
-    rows = [rng.integers(0, n, rng.integers(0, 200)).astype(np.int64) for _ in range(300)]
-    near = exact._HINT_NEAR
-    bits = exact._near_bits(band, n, near >> exact._BAND_SHIFT, {})
-    ptr, q, c = k.check_near_rows(rows, n, bits, ex_map, near)
-    assert ptr.tolist() == k.check_rows(rows, n).tolist()
-    want = k.near_rows(tuple(rows), ptr, bits, ex_map, near, n)
-    assert q.tolist() == want[0].tolist() and c.tolist() == want[1].tolist()
-    assert len(q) > 0 and c.max() < near
-    for bad in (np.array([n], np.int64), np.array([-1], np.int64),
-                np.array([1], np.int32), [1, 2]):
-        assert k.check_near_rows(rows[:7] + [bad] + rows[7:], n, bits, ex_map, near) == 7
-
-
 @pytest.mark.parametrize("b", [2, 40, 700])
 def test_per_query_arrays_at_every_batch_size_match_the_reference(b):
-    """Batches whose ``near`` lies beyond ``_HINT_NEAR`` (few queries: long chunks) make
-    their own pass; larger ones use the ids found while checking: both exact."""
+    """Batches of one query block (few queries: long chunks, the catalogue split between
+    the workers) find the first rows' ids for the whole batch; larger ones, each block's
+    worker its own: both exact."""
     from twotower.index import exact
 
     n = exact._ORDER_MIN + 1_000
@@ -366,11 +344,10 @@ def test_threads_searching_one_index_with_arrays_and_csr_rows_agree():
 
 @pytest.mark.parametrize("chunk_size", [2048, 4096])
 def test_blocks_that_find_their_own_exclusions_match_the_reference(monkeypatch, chunk_size):
-    """CSR rows, and per-query arrays whose first rows were not found while they were
-    checked (``near`` past ``_HINT_NEAR``: 4,096-row chunks), have each query block's
-    exclusions below ``near`` found by that block's worker: several blocks, one that
-    excludes nothing, every id exact; with the loops, one look-up per block, none for the
-    batch; on the numpy path, one for the batch."""
+    """CSR rows and per-query arrays have each query block's exclusions below ``near``
+    found by that block's worker: several blocks, one that excludes nothing, every id
+    exact; with the loops, one look-up per block, none for the batch; on the numpy path,
+    one for the batch."""
     sp = pytest.importorskip("scipy.sparse")
     from twotower.index import exact, filters
 
@@ -392,8 +369,7 @@ def test_blocks_that_find_their_own_exclusions_match_the_reference(monkeypatch, 
     real = exact._near_exclusions
     monkeypatch.setattr(exact, "_near_exclusions",
                         lambda ptr, *a: calls.append(len(ptr) - 1) or real(ptr, *a))
-    forms = [csr] + ([lists] if chunk_size > 2048 else [])
-    for form in forms:
+    for form in (csr, lists):
         for k in (5, 40):
             calls.clear()
             got = index.search(Q, k, exclude=form)

@@ -255,11 +255,9 @@ class Index:
             filters = Filters.prepared_rows(exclude, f.allowed, f.n_allowed)
             filters.cache = f.cache
         elif glob is not None:
-            filters = compile_filters(exclude, None, None, self._n, b,
-                                      self._near_hint(exclude)).with_global(glob)
+            filters = compile_filters(exclude, None, None, self._n, b).with_global(glob)
         else:
-            filters = compile_filters(exclude, allow, deny, self._n, b,
-                                      self._near_hint(exclude))
+            filters = compile_filters(exclude, allow, deny, self._n, b)
         if k > self._n and b * (k - self._n) * _RESULT_BYTES > _MAX_PADDED_BYTES:
             raise ConfigError(
                 f"`k` = {k} is larger than the catalogue ({self._n} items): the result "
@@ -270,11 +268,6 @@ class Index:
         if self.config.metric == "cosine":
             q = normalise(np.array(q, dtype=np.float32, copy=True))
         return self._search(q, k, filters)
-
-    def _near_hint(self, exclude: Any) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """``compile_filters``' ``near_hint`` for ``exclude`` (exact search over items
-        stored by norm); None: no hint (every other kind)."""
-        return None
 
     def _prepared_global(self, allow: Any, deny: Any, b: int) -> Filters | None:
         """The global filter of a prepared ``deny`` (``prepare_deny``), with ``allow``

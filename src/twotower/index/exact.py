@@ -223,11 +223,6 @@ _BAND_SHIFT = 11
 #: 588 µs; about even at one id per 16-64 entries; the probe's trained-1M case, one id per
 #: 20 entries, gained)
 _BAND_READ_PER_ID = 32
-#: The storage rows below which ``ExactIndex._near_hint`` has the ids found while they are
-#: checked: ``near`` is 14,848 for batches of 512 queries or more at k <= 32 (a first
-#: chunk of 512 rows and 7 of 2,048); a call whose ``near`` is larger (fewer queries, so
-#: longer chunks, or a large k) makes its own pass
-_HINT_NEAR = 1 << 14
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -517,29 +512,22 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
 
     # each query block's exclusions below `near`, found once: a prepared table's heads,
     # by the block's worker (None: it keeps none that far; all of them are gathered when
-    # needed); per-query arrays' pairs found while they were checked (``near_pairs``),
-    # cut into blocks; otherwise ``_near_exclusions``: by each block's worker where the
-    # compiled pass runs (it releases the GIL: the workers find their blocks' at once;
-    # CSR rows on trained 1M, 1,024 queries of 100 ids: +13.8% against +18.2% over the
-    # plain search when found here for the whole batch, paired, 20 rounds), here for
-    # the whole batch before the workers start on the numpy path (one look-up per block,
-    # by the workers, cost more CPU and gained no wall time there: the numpy look-ups
-    # hold the GIL; 362 against 273 µs of CPU per call,
+    # needed); otherwise ``_near_exclusions``: by each block's worker where the compiled
+    # pass runs (it releases the GIL: the workers find their blocks' at once; CSR rows on
+    # trained 1M, 1,024 queries of 100 ids: +13.8% against +18.2% over the plain search
+    # when found here for the whole batch, paired, 20 rounds), here for the whole batch
+    # before the workers start on the numpy path (one look-up per block, by the workers,
+    # cost more CPU and gained no wall time there: the numpy look-ups hold the GIL; 362
+    # against 273 µs of CPU per call,
     # benchmarks/results/probe-array-exclusions-20261207-051128.txt) or when fewer
     # blocks than workers split the catalogue (a block's parts would each find them)
     heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}
-    pairs = f.near_pairs if lists is not None else None
-    hinted = pairs is not None and near <= pairs[0]  # found while they were checked
-    per_block = (prepared is None and ptr is not None and n > chunk_size and not hinted
-                 and parts == 1 and _near_in_place(ex_map, ex_band, ex_bits, near))
+    per_block = (prepared is None and ptr is not None and n > chunk_size and parts == 1
+                 and _near_in_place(ex_map, ex_band, ex_bits, near))
     if prepared is None and ptr is not None and n > chunk_size and not per_block:
-        if hinted:  # (one chunk: no block_ex)
-            keep = pairs[2] < near
-            near_rows, near_cols = pairs[1][keep], pairs[2][keep]
-        else:
-            near_rows, near_cols = _near_exclusions(
-                ptr, ids if flat32 is None else flat32, ex_map, ex_band, near, lists,
-                ex_bits)
+        # (one chunk: no block_ex)
+        near_rows, near_cols = _near_exclusions(
+            ptr, ids if flat32 is None else flat32, ex_map, ex_band, near, lists, ex_bits)
         cut = np.searchsorted(near_rows, [*starts, b]).tolist()  # rows are in order
         for j, r0 in enumerate(starts):
             heads[r0] = near_rows[cut[j]:cut[j + 1]] - r0, near_cols[cut[j]:cut[j + 1]]
@@ -886,19 +874,6 @@ class ExactIndex(Index):
 
     def _rows_of(self) -> np.ndarray | None:
         return self._inverse
-
-    def _near_hint(self, exclude: Any) -> tuple[np.ndarray, np.ndarray, int] | None:
-        """Over items stored by norm, with the compiled loops: the bits, map and row limit
-        (``_HINT_NEAR``) with which ``compile_filters`` finds the per-query arrays' ids
-        stored in the first rows while it checks them (the pass ``_near_exclusions``
-        would make again). Only for a list or tuple of many arrays: the hint costs a
-        bitmap's first build, once per index."""
-        if (self._inverse is None or _filters._kernels is None
-                or not isinstance(exclude, (list, tuple)) or len(exclude) < 2):
-            return None
-        bits = _near_bits(self._band, len(self._inverse), _HINT_NEAR >> _BAND_SHIFT,
-                          self._bits)
-        return bits, self._inverse, _HINT_NEAR
 
     @property
     def vectors(self) -> np.ndarray:

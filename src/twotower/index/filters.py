@@ -59,20 +59,16 @@ class Filters:
         flat32: a CSR matrix's own int32 ids, checked, while not copied to int64 yet:
             exact search reads them in place with the compiled loops. Reading ``ex_ids``
             copies them.
-        near_pairs: ``(near, query rows, storage rows)``: the ``lists``' ids stored below
-            storage row ``near``, found in the same pass that checked them (an index's
-            ``near_hint``), or None.
     """
 
     __slots__ = ("_ptr", "_ids", "_rows", "_lists", "_flat32", "_n", "allowed",
-                 "n_allowed", "in_layout", "cache", "near_pairs")
+                 "n_allowed", "in_layout", "cache")
 
     def __init__(self, ex_ptr: np.ndarray | None, ex_ids: np.ndarray | None,
                  allowed: np.ndarray | None, n_allowed: int, in_layout: bool = False) -> None:
         self._ptr, self._ids, self._rows = ex_ptr, ex_ids, None
         self._lists: tuple[np.ndarray, ...] | None = None
         self._flat32: np.ndarray | None = None
-        self.near_pairs: tuple[int, np.ndarray, np.ndarray] | None = None
         self._n = 0  # the catalogue size the lists (or flat32) were checked against
         self.allowed, self.n_allowed = allowed, n_allowed
         # True: ``ex_ids`` are already the index's own rows (``Exclusions``), not ids
@@ -108,7 +104,7 @@ class Filters:
     def with_allowed(self, allowed: np.ndarray | None) -> Filters:
         f = Filters(self._ptr, self._ids, allowed, self.n_allowed, self.in_layout)
         f._rows, f.cache, f._lists, f._n = self._rows, self.cache, self._lists, self._n
-        f._flat32, f.near_pairs = self._flat32, self.near_pairs
+        f._flat32 = self._flat32
         return f
 
     @classmethod
@@ -599,12 +595,8 @@ def prepare_exclusions(table: Any, n: int, rows_of: np.ndarray | None,
     return Exclusions(ptr, ids, heads, csr, None, owner)
 
 
-def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int,
-                    near_hint: tuple[np.ndarray, np.ndarray, int] | None = None) -> Filters:
-    """Check and flatten the filters of one search call. ``near_hint``: ``(bits, ex_map,
-    near)`` of an index that stores items in another order (exact search's
-    ``_near_hint``): per-query arrays are then checked and their ids stored below ``near``
-    found in one pass (``Filters.near_pairs``), where the compiled loops are built.
+def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filters:
+    """Check and flatten the filters of one search call.
 
     Raises:
         DataError: a filter of the wrong form, or ids outside ``[0, n)``.
@@ -613,22 +605,19 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int,
     # one range check), before any worker starts. (Flattened per query block by exact
     # search's workers, each block's concatenation held the GIL the other worker needed:
     # trained 1M +27.7% to +37.3% back-to-back for 100 ids per query.) With the compiled
-    # loops, int64 arrays are only checked here, in one pass that reads each in place (and,
-    # with an index's ``near_hint``, finds its first rows' ids in that pass); exact search
-    # reads them in place again where it needs more, other kinds flatten them
-    # (``Filters.lists``).
+    # loops, int64 arrays are only checked here, in one pass that reads each in place;
+    # exact search reads them in place again where it needs more (each query block's
+    # worker its own), other kinds flatten them (``Filters.lists``). (A pass that also
+    # found the ids stored in an exact index's first rows, on this thread, made arrays
+    # cost +14.6% and +18.4% over the plain search against +12.9% and +16.4% when
+    # checked here and found by the workers: trained 1M, 1,024 queries of 100 ids,
+    # paired, 30 rounds each.)
     ex = lists = None
     read = exclude is None
     if (_kernels is not None and b > 1 and isinstance(exclude, (list, tuple))
             and len(exclude) == b):
         rows = tuple(exclude)  # the rows checked are the rows kept
-        pairs = None
-        if near_hint is None:
-            got = _kernels.check_rows(rows, n)
-        else:
-            got = _kernels.check_near_rows(rows, n, *near_hint)
-            if not isinstance(got, int):
-                got, pairs = got[0], (near_hint[2], got[1], got[2])
+        got = _kernels.check_rows(rows, n)
         read = not isinstance(got, int)  # else: the row the numpy path reads (or names)
         if read and got[-1]:
             lists, ex = rows, (got, None)
@@ -646,9 +635,7 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int,
             allowed[_ids("deny", deny, n)] = False
         n_allowed = int(np.count_nonzero(allowed))
     if lists is not None:
-        f = Filters.from_lists(ex[0], lists, n, allowed, n_allowed)
-        f.near_pairs = pairs
-        return f
+        return Filters.from_lists(ex[0], lists, n, allowed, n_allowed)
     if ex is None or len(ex[1]) == 0:
         return Filters(None, None, allowed, n_allowed)
     if ex[1].dtype == np.int32:  # a CSR matrix's own ids (``keep_int32``)
