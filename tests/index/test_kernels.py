@@ -67,18 +67,33 @@ def test_per_query_arrays_over_a_norm_ordered_catalogue_match_the_reference(thre
                           reference(V, Q, k, lists, deny=deny), V, Q)
 
 
-def test_one_chunk_of_many_queries_matches_the_reference():
+def test_one_chunk_of_many_queries_matches_the_reference(monkeypatch):
     """The one-chunk search (1,682 items, as MovieLens) sets each block's excluded scores
-    from the arrays in place; ids at both ends of the catalogue."""
+    from the arrays in place, and from a CSR matrix's own int32 ids (with the loops, never
+    copied to int64: ``Filters.ex_ids`` unread); ids at both ends of the catalogue."""
+    sp = pytest.importorskip("scipy.sparse")
+    from twotower.index import filters
+
     rng = np.random.default_rng(2)
     n = 1_682
     V = rng.standard_normal((n, 16)).astype(np.float32)
     Q = rng.standard_normal((600, 16)).astype(np.float32)
     lists = [np.r_[0, n - 1, rng.choice(n, rng.integers(0, 200), replace=False)]
              .astype(np.int64) for _ in range(len(Q))]
+    lens = [len(x) for x in lists]
+    csr = sp.csr_matrix((np.ones(sum(lens), np.float32), np.concatenate(lists),
+                         np.r_[0, np.cumsum(lens)]), shape=(len(Q), n))
+    assert csr.indices.dtype == np.int32
+    copies = []
+    real = filters.Filters.ex_ids
+    monkeypatch.setattr(filters.Filters, "ex_ids",
+                        property(lambda f: copies.append(1) or real.fget(f)))
     index = make_index(IndexConfig(kind="exact", batch_size=256, threads=2)).build(V)
     for k in (1, 10, n):
-        assert_topk_equal(index.search(Q, k, exclude=lists), reference(V, Q, k, lists), V, Q)
+        want = reference(V, Q, k, lists)
+        assert_topk_equal(index.search(Q, k, exclude=lists), want, V, Q)
+        assert_topk_equal(index.search(Q, k, exclude=csr), want, V, Q)
+    assert not copies or filters._kernels is None
 
 
 def test_rows_of_other_types_are_read_as_before():

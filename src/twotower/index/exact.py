@@ -489,14 +489,12 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # otherwise flat CSR arrays (per-query lists: flattened once by ``compile_filters``);
     # each block's worker takes its slice; or the caller's arrays, checked and read in
     # place by the compiled loops: the ids below ``near`` of a norm-ordered catalogue, or
-    # a single chunk's scores (flattened for any other use, at most once: ``f.ex_ids``)
-    # (a CSR matrix's int32 ids, likewise, for the ids below ``near``)
+    # a single chunk's scores (flattened for any other use, at most once: ``f.ex_ids``);
+    # a CSR matrix's int32 ids likewise, and sliced as they are for any other use
     lists = flat32 = None
-    if prepared is None and (f.lists is not None or f.flat32 is not None):
-        if n <= chunk_size and b > 1:
-            lists = f.lists  # one chunk: a block's scores set from the arrays
-        elif n > chunk_size and _near_in_place(ex_map, ex_band, ex_bits, near):
-            lists, flat32 = f.lists, f.flat32
+    if prepared is None and ((n <= chunk_size and b > 1) or (
+            n > chunk_size and _near_in_place(ex_map, ex_band, ex_bits, near))):
+        lists, flat32 = f.lists, f.flat32
     ptr, ids = ((None, None) if prepared is not None
                 else (f.ex_ptr, None if lists is not None or flat32 is not None
                       else f.ex_ids))
@@ -506,7 +504,8 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
         if prepared is not None:
             return prepared._gather(r0, r1)
         if ptr is not None and ptr[r1] > ptr[r0]:
-            flat = ids if ids is not None else f.ex_ids  # ``lists`` flattened, once
+            # a CSR matrix's own int32 ids, or ``lists`` flattened, once
+            flat = ids if ids is not None else flat32 if flat32 is not None else f.ex_ids
             return ptr[r0:r1 + 1] - ptr[r0], flat[ptr[r0]:ptr[r1]]
         return None
 
