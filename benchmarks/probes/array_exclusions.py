@@ -20,6 +20,8 @@ For each:
   forms alternated, 15 rounds; medians of the ratios of wall time and of process CPU
   time; three times. Forms: per-query arrays, CSR rows ``[batch, n]``, rows of a
   prepared table;
+- the wall time of each phase of a call, by form (``phases``: the check on the calling
+  thread, what the calling thread prepares before the workers start, the workers);
 - the median time of a single query with its ~100 seen items excluded (as arrays).
 
 ``--before SRC`` also loads the ``twotower`` package of another source tree (e.g. a
@@ -63,6 +65,7 @@ def load_copy(src: Path) -> dict:
         import twotower.index  # noqa: F401 - the copy's, from `src`
         import twotower.index.exact  # noqa: F401
         import twotower.index.filters  # noqa: F401
+        import twotower.index._base  # noqa: F401
         copy = {k: v for k, v in sys.modules.items()
                 if k == "twotower" or k.startswith("twotower.")}
         if not Path(copy["twotower"].__file__).resolve().is_relative_to(src.resolve()):
@@ -212,6 +215,62 @@ def forms(fns: dict, rounds: int = 15, calls: int = 10) -> dict:
     return out
 
 
+PHASES = ("check", "to workers", "workers", "rest", "total")
+
+
+def phases(mods: dict, fns: dict, rounds: int = 40, calls: int = 5) -> list[str]:
+    """Wall µs of each phase of one call, by form (medians of ``rounds * calls`` calls,
+    the forms interleaved): ``check``, ``compile_filters`` (the filters checked, on the
+    calling thread); ``to workers``, from ``topk_exact``'s start to its workers' start
+    (``_run``: what it prepares for them on the calling thread); ``workers``, until the
+    last of them is done; ``rest``, everything else (results, the call around it)."""
+    base, exact = mods["twotower.index._base"], mods["twotower.index.exact"]
+    marks: dict[str, float] = {}
+    saved = [(base, "compile_filters"), (exact, "topk_exact"), (exact, "_run")]
+    originals = {(owner, attr): getattr(owner, attr) for owner, attr in saved}
+
+    def timed(owner, attr, tag):
+        fn = originals[(owner, attr)]
+
+        def wrapper(*a, **k):
+            marks[tag + " in"] = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                marks[tag + " out"] = time.perf_counter()
+        setattr(owner, attr, wrapper)
+
+    timed(base, "compile_filters", "check")
+    timed(exact, "topk_exact", "topk")
+    timed(exact, "_run", "run")
+    got: dict = {form: {p: [] for p in PHASES} for form in ("plain", *FORMS)}
+    try:
+        for r in range(rounds):
+            order = list(got) if r % 2 == 0 else list(got)[::-1]
+            for form in order:
+                fn = fns[form]
+                fn()
+                for _ in range(calls):
+                    marks.clear()
+                    t0 = time.perf_counter()
+                    fn()
+                    t1 = time.perf_counter()
+                    check = marks["check out"] - marks["check in"]
+                    to_workers = marks["run in"] - marks["topk in"]
+                    workers = marks["run out"] - marks["run in"]
+                    for p, v in zip(PHASES, (check, to_workers, workers,
+                                             t1 - t0 - check - to_workers - workers, t1 - t0)):
+                        got[form][p].append(v)
+    finally:
+        for (owner, attr), fn in originals.items():
+            setattr(owner, attr, fn)
+    out = ["    phase       " + "".join(f"{form:>10s}" for form in got)]
+    for p in PHASES:
+        out.append(f"    {p:12s}" + "".join(f"{statistics.median(got[form][p]) * 1e6:10.0f}"
+                                           for form in got))
+    return out
+
+
 def single(indexes: dict, Q, seen, n_queries: int = 300) -> dict:
     """Median µs of one query with its seen items excluded (arrays), versions alternated
     query by query."""
@@ -274,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         for v in fns:  # every version returns the same results
             got = fns[v]["arrays"]()
             assert np.array_equal(got[1], want[1]) and np.array_equal(got[0], want[0]), v
+        lines.append("Wall µs by phase of a call (medians, forms interleaved; "
+                     "`phases`):")
+        for v, mods in versions.items():
+            lines.append(f"  {v}:")
+            lines += phases(mods, fns[v])
         lines.append(f"Back-to-back overhead over the plain search, by form ({calls} calls a "
                      "run):")
         for run in range(args.runs):
