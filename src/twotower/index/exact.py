@@ -513,11 +513,12 @@ def topk_exact(V: np.ndarray, Q: np.ndarray, k: int, f: Filters, batch_size: int
     # by the block's worker (None: it keeps none that far; all of them are gathered when
     # needed); otherwise ``_near_exclusions``: by each block's worker where the compiled
     # pass runs (it releases the GIL: the workers find their blocks' at once; CSR rows on
-    # trained 1M, 1,024 queries of 100 ids: +13.8% against +18.2% over the plain search
-    # when found here for the whole batch, paired, 20 rounds), here for the whole batch
-    # before the workers start on the numpy path (one look-up per block, by the workers,
-    # cost more CPU and gained no wall time there: the numpy look-ups hold the GIL; 362
-    # against 273 µs of CPU per call,
+    # trained 1M, 1,024 queries of 100 ids: +17.3 to +22.3% over the plain search when
+    # found here for the whole batch, +10.6 to +12.6% by the workers,
+    # benchmarks/results/probe-array-exclusions-20261207-225051.txt); here for the whole
+    # batch before the workers start on the numpy path (one look-up per block, by the
+    # workers, cost more CPU and gained no wall time there: the numpy look-ups hold the
+    # GIL; 362 against 273 µs of CPU per call,
     # benchmarks/results/probe-array-exclusions-20261207-051128.txt) or when fewer
     # blocks than workers split the catalogue (a block's parts would each find them)
     heads: dict[int, tuple[np.ndarray, np.ndarray] | None] = {}

@@ -608,10 +608,10 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
     # loops, int64 arrays are only checked here, in one pass that reads each in place;
     # exact search reads them in place again where it needs more (each query block's
     # worker its own), other kinds flatten them (``Filters.lists``). (A pass that also
-    # found the ids stored in an exact index's first rows, on this thread, made arrays
-    # cost +14.6% and +18.4% over the plain search against +12.9% and +16.4% when
-    # checked here and found by the workers: trained 1M, 1,024 queries of 100 ids,
-    # paired, 30 rounds each.)
+    # found the ids stored in an exact index's first rows, on this thread, ran while no
+    # worker could: trained 1M, 1,024 queries of 100 ids, arrays +15.0 to +16.9% over the
+    # plain search with it, +11.4 to +13.3% checked here and found by the workers,
+    # benchmarks/results/probe-array-exclusions-20261207-230228.txt.)
     ex = lists = None
     read = exclude is None
     if (_kernels is not None and b > 1 and isinstance(exclude, (list, tuple))
