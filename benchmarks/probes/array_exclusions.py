@@ -337,7 +337,8 @@ def main(argv: list[str] | None = None) -> int:
                      "`phases`):")
         for v, mods in versions.items():
             lines.append(f"  {v}:")
-            lines += phases(mods, fns[v])
+            lines += phases(mods, fns[v], rounds=max(4, min(40, int(2.0 / per_call))),
+                            calls=min(5, calls))
         lines.append(f"Back-to-back overhead over the plain search, by form ({calls} calls a "
                      "run):")
         for run in range(args.runs):
