@@ -300,9 +300,10 @@ class _Exclusions:
              bq: int) -> None:
         """Set the scores of this block's exclusions in storage rows [c0, c1) to -inf in
         ``S`` (one chunk's scores; ``rows``: the block's queries it holds, in order, or
-        None for all ``bq``). Below ``near``, one compiled pass over the head where the
-        loops are built (a few numpy calls on a few hundred pairs cost tens of µs a chunk,
-        with the other worker waiting on the GIL); otherwise through ``within``."""
+        None for all ``bq``). Where the loops are built, one compiled pass over the pairs
+        (a few numpy calls on a few hundred pairs cost tens of µs a chunk, with the other
+        worker waiting on the GIL): below ``near`` the whole head, beyond it the chunk's
+        own (``within``)."""
         loops = _filters._kernels
         pos = None
         if rows is not None:  # query -> its row of S (-1: not scored in this chunk)
@@ -312,7 +313,9 @@ class _Exclusions:
             loops.mask_head(S, self.head_row, self.head_col, c0, pos, _NEG)
             return
         er, ec = self.within(c0, c1)
-        if len(er):
+        if len(er) and loops is not None:
+            loops.mask_head(S, er, ec, c0, pos, _NEG)
+        elif len(er):
             ec = ec - c0
             if pos is not None:  # exclusion rows into this chunk's row numbers
                 er = pos[er]
@@ -332,7 +335,8 @@ class _Exclusions:
             else:
                 ptr, ids = got
                 rows = np.repeat(np.arange(len(ptr) - 1), np.diff(ptr))
-                cols = ids if self.ex_map is None else self.ex_map[ids]
+                cols = (ids if self.ex_map is None else self.ex_map[ids]).astype(
+                    np.int64, copy=False)  # int64 for the compiled ``mask``
                 order = np.argsort(cols, kind="stable")
                 self.rows, self.cols = rows[order], cols[order]
         e0, e1 = np.searchsorted(self.cols, (c0, c1))
