@@ -425,3 +425,53 @@ def test_sorted_heads_reads_a_prepared_tables_rows_below_near(exclusion_loops, m
                  (np.array([1], np.int64), np.array([0, 2, 4], np.int64))):
         with pytest.raises(ValueError, match="outside the table"):
             k.sorted_heads(t, p, ids, 5)
+
+
+def test_top_one_gives_the_best_in_tie_order(exclusion_loops):
+    """One query's top k (the single-query search over one chunk): the best first, equal
+    scores by rank (int32 or int64) or by row, -inf entries last, k past n; what a stable
+    sort by (-score, rank) gives."""
+    k_ = _loops(exclusion_loops)
+    rng = np.random.default_rng(41)
+    n = 500
+    s = rng.integers(0, 20, n).astype(np.float32)  # many ties
+    s[rng.choice(n, 60, replace=False)] = -np.inf
+    rank = rng.permutation(n)
+    for r in (None, rank.astype(np.int64), rank.astype(np.int32)):
+        key = np.arange(n) if r is None else r
+        want = np.lexsort((key, -s))
+        for k in (1, 10, 64, n - 1, n, n + 7):
+            scores, rows = k_.top_one(s, k, r)
+            m = min(k, n)
+            assert rows.tolist() == want[:m].tolist(), (k, r is None)
+            assert scores.tolist() == s[want[:m]].tolist()
+    for bad_rank in (rank[:-1].astype(np.int64), rank.astype(np.float64)):
+        with pytest.raises((TypeError, ValueError)):
+            k_.top_one(s, 3, bad_rank)
+    with pytest.raises(ValueError):
+        k_.top_one(s, 0, None)
+
+
+def test_a_single_query_reads_its_array_in_place(monkeypatch):
+    """One query with its seen items as an array (the serving hot path): checked by the
+    loops and set in place, never flattened (``Filters.ex_ids`` unread), with the same
+    results and the same errors as the numpy path."""
+    from twotower.index import filters
+
+    rng = np.random.default_rng(42)
+    n = 1_682
+    V = rng.standard_normal((n, 16)).astype(np.float32)
+    Q = rng.standard_normal((30, 16)).astype(np.float32)
+    index = make_index(IndexConfig(kind="exact")).build(V)
+    copies = []
+    real = filters.Filters.ex_ids
+    monkeypatch.setattr(filters.Filters, "ex_ids",
+                        property(lambda f: copies.append(1) or real.fget(f)))
+    for i in range(len(Q)):
+        seen = [np.r_[0, n - 1, rng.choice(n, 100, replace=False)].astype(np.int64)]
+        for k in (10, 200):
+            assert_topk_equal(index.search(Q[i:i + 1], k, exclude=seen),
+                              reference(V, Q[i:i + 1], k, seen), V, Q[i:i + 1])
+    assert not copies or filters._kernels is None
+    with pytest.raises(DataError, match=r"`exclude\[0\]`.*got 1682"):
+        index.search(Q[:1], 10, exclude=[np.array([3, n], np.int64)])

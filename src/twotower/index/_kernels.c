@@ -391,6 +391,78 @@ static PyObject *sorted_heads(PyObject *self, PyObject *args) {
     return pairs_out(&p);
 }
 
+/* top_one(s float32[n], k, rank int32|int64[n] | None) -> (scores float32[m], rows int64[m]),
+ * m = min(k, n): the m best entries of one query's scores, best first, equal scores in
+ * the order of `rank` (the row's own number when None), by insertion into a sorted list
+ * of m (one compare per entry that cannot enter it): the single-query search, where a
+ * partition and a sort of the k took three numpy calls. */
+static PyObject *top_one(PyObject *self, PyObject *args) {
+    PyArrayObject *s_a;
+    Py_ssize_t k;
+    PyObject *rank_o;
+    if (!PyArg_ParseTuple(args, "O!nO", &PyArray_Type, &s_a, &k, &rank_o)) return NULL;
+    if (!want(s_a, NPY_FLOAT32, 1, "s")) return NULL;
+    npy_intp n = PyArray_DIM(s_a, 0);
+    const void *rank = NULL;
+    int wide = 1;
+    if (rank_o != Py_None) {
+        PyArrayObject *ra = (PyArrayObject *)rank_o;
+        if (!PyArray_Check(rank_o) ||
+            (PyArray_TYPE(ra) != NPY_INT32 && PyArray_TYPE(ra) != NPY_INT64)) {
+            PyErr_SetString(PyExc_TypeError, "_kernels: `rank` must be int32 or int64");
+            return NULL;
+        }
+        if (!want(ra, PyArray_TYPE(ra), 1, "rank")) return NULL;
+        if (PyArray_DIM(ra, 0) != n) {
+            PyErr_SetString(PyExc_ValueError, "_kernels: `rank` must have one entry per score");
+            return NULL;
+        }
+        rank = PyArray_DATA(ra);
+        wide = PyArray_TYPE(ra) == NPY_INT64;
+    }
+    if (k <= 0) {
+        PyErr_SetString(PyExc_ValueError, "_kernels: `k` must be positive");
+        return NULL;
+    }
+    npy_intp m = k < n ? k : n;
+    npy_intp dims[1] = {m};
+    PyArrayObject *sc = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_FLOAT32);
+    PyArrayObject *rw = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    int64_t *rk = PyMem_Malloc((m ? m : 1) * sizeof(int64_t));
+    if (sc == NULL || rw == NULL || rk == NULL) {
+        Py_XDECREF(sc);
+        Py_XDECREF(rw);
+        PyMem_Free(rk);
+        return sc == NULL || rw == NULL ? NULL : PyErr_NoMemory();
+    }
+    const float *s = (const float *)PyArray_DATA(s_a);
+    float *ts = (float *)PyArray_DATA(sc);
+    int64_t *ti = (int64_t *)PyArray_DATA(rw);
+    npy_intp cnt = 0;
+    for (npy_intp i = 0; i < n; i++) {
+        float v = s[i];
+        int64_t r = rank != NULL ? map_id(rank, wide, (int64_t)i) : (int64_t)i;
+        npy_intp j;
+        if (cnt == m) {
+            if (!(v > ts[m - 1] || (v == ts[m - 1] && r < rk[m - 1]))) continue;
+            j = m - 1;
+        } else {
+            j = cnt++;
+        }
+        while (j > 0 && (v > ts[j - 1] || (v == ts[j - 1] && r < rk[j - 1]))) {
+            ts[j] = ts[j - 1];
+            ti[j] = ti[j - 1];
+            rk[j] = rk[j - 1];
+            j--;
+        }
+        ts[j] = v;
+        ti[j] = i;
+        rk[j] = r;
+    }
+    PyMem_Free(rk);
+    return Py_BuildValue("NN", (PyObject *)sc, (PyObject *)rw);
+}
+
 /* scatter_rows(rows: tuple, ptr, r0, r1, buf float32 [>= r1 - r0, >= n], n, value): sets
  * buf[q - r0, id] = value for every id of rows r0 .. r1 - 1 (a block's excluded scores). */
 static PyObject *scatter_rows(PyObject *self, PyObject *args) {
@@ -541,6 +613,7 @@ static PyMethodDef methods[] = {
     {"mask_head", mask_head, METH_VARARGS, "Set one chunk's excluded scores."},
     {"scatter_flat", scatter_flat, METH_VARARGS, "scatter_rows for flat CSR rows."},
     {"sorted_heads", sorted_heads, METH_VARARGS, "A prepared table's rows below `near`."},
+    {"top_one", top_one, METH_VARARGS, "The k best of one query's scores, in tie order."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels",

@@ -223,6 +223,10 @@ _BAND_SHIFT = 11
 #: 588 µs; about even at one id per 16-64 entries; the probe's trained-1M case, one id per
 #: 20 entries, gained)
 _BAND_READ_PER_ID = 32
+#: The largest k for which a single query's top k over one chunk comes from the compiled
+#: insertion (``_kernels.top_one``: a compare per score, a shift per entry that enters);
+#: larger k take numpy's partition and sort
+_TOP_ONE_MAX = 64
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -691,24 +695,29 @@ def _topk_one(V: np.ndarray, q: np.ndarray, k: int, f: Filters,
     s = V @ q
     if f.allowed is not None:
         s[~f.allowed] = _NEG
-    if f.ex_ids is not None:
+    if f.lists is not None:  # the caller's array, checked: set from it in place
+        _filters._kernels.scatter_rows(f.lists, f.ex_ptr, 0, 1, s[None, :], n, _NEG)
+    elif f.ex_ids is not None:
         s[f.ex_ids] = _NEG
-    edge = None
-    if k < n:
-        part = np.argpartition(s, n - k - 1)  # the (k + 1)-th best just before the top k
-        p = part[n - k:]
-        edge = s[part[n - k - 1]]
+    if _filters._kernels is not None and k <= _TOP_ONE_MAX:  # one compiled pass
+        scores, ids = _filters._kernels.top_one(s, k, rank)
     else:
-        p = np.arange(n)
-    top = s[p]
-    # equal scores: the lower row (or rank) first (on 10 entries, as cheap as an argsort)
-    o = np.lexsort((p if rank is None else rank[p], -top))
-    scores, ids = top[o], p[o]
-    if edge is not None and scores[-1] == edge > _NEG:
-        # an entry left out ties with the k-th best (rare outside duplicated vectors):
-        # every entry at or above it, in tie order
-        c = np.flatnonzero(s >= edge)
-        scores, ids = (a[0] for a in _best(s[c][None], c[None], k, rank))
+        edge = None
+        if k < n:
+            part = np.argpartition(s, n - k - 1)  # the (k + 1)-th best just before the top k
+            p = part[n - k:]
+            edge = s[part[n - k - 1]]
+        else:
+            p = np.arange(n)
+        top = s[p]
+        # equal scores: the lower row (or rank) first (on 10 entries, as cheap as an argsort)
+        o = np.lexsort((p if rank is None else rank[p], -top))
+        scores, ids = top[o], p[o]
+        if edge is not None and scores[-1] == edge > _NEG:
+            # an entry left out ties with the k-th best (rare outside duplicated vectors):
+            # every entry at or above it, in tie order
+            c = np.flatnonzero(s >= edge)
+            scores, ids = (a[0] for a in _best(s[c][None], c[None], k, rank))
     if k > n:
         scores = np.concatenate([scores, np.full(k - n, _NEG, np.float32)])
         ids = np.concatenate([ids, np.full(k - n, PAD_ID, np.int64)])

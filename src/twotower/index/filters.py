@@ -614,7 +614,7 @@ def compile_filters(exclude: Any, allow: Any, deny: Any, n: int, b: int) -> Filt
     # benchmarks/results/probe-array-exclusions-20261207-230228.txt.)
     ex = lists = None
     read = exclude is None
-    if (_kernels is not None and b > 1 and isinstance(exclude, (list, tuple))
+    if (_kernels is not None and b > 0 and isinstance(exclude, (list, tuple))
             and len(exclude) == b):
         rows = tuple(exclude)  # the rows checked are the rows kept
         got = _kernels.check_rows(rows, n)
